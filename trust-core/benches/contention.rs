@@ -1,0 +1,2 @@
+//! Throughput and latency against peers. Filled in by the benchmark issue.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Branded token cells (GhostCell). Not built yet.

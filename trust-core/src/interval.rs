@@ -1,0 +1,1 @@
+//! Interval readers-writer locks. Not built yet.

@@ -1,0 +1,1 @@
+//! Deadlock-free locks: ThreadKey, Mutex, RwLock, collections. Not built yet.
