@@ -1,7 +1,69 @@
 //! # trust-core
 //!
-//! Safe, scalable alternatives to `Arc<Mutex<T>>`.
+//! Safe, scalable alternatives to `Arc<Mutex<T>>`:
+//!
+//! - **Delegation**: [`Trust<T>`] hands a value to a *trustee* (one per worker thread); clients send it
+//!   closures over single-producer/single-consumer slots and the trustee applies them one after another
+//!   ("Delegation with Trust<T>", arXiv 2408.11173). [`spawn`] starts fibers, so one thread keeps many
+//!   requests in flight.
+//! - [`lock`]: deadlock-free lock collections; [`ghost`]: branded token cells; [`interval`]: interval
+//!   readers-writer locks.
+//!
+//! ```
+//! use trust_core::entrust;
+//!
+//! let counter = entrust(0u64);
+//! let fibers: Vec<_> = (0..8)
+//!     .map(|_| {
+//!         let counter = counter.clone();
+//!         trust_core::spawn(move || for _ in 0..100 { counter.apply(|c| *c += 1) })
+//!     })
+//!     .collect();
+//! for f in fibers {
+//!     f.join().unwrap();
+//! }
+//! assert_eq!(counter.apply(|c| *c), 800);
+//! ```
 
+#[cfg(not(loom))]
+mod client;
+#[cfg(not(loom))]
+mod context;
+#[cfg(not(loom))]
+mod fiber;
+#[cfg(not(loom))]
+mod parker;
+#[cfg(not(loom))]
+mod property;
+#[cfg(not(loom))]
+mod runtime;
+#[cfg(not(loom))]
+mod trust;
+#[cfg(not(loom))]
+mod trustee;
+#[cfg(not(loom))]
+mod worker;
+
+/// The slot protocol, public only for the loom model (`RUSTFLAGS="--cfg loom"`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod slot;
+#[cfg(not(loom))]
+mod slot;
+mod sync;
+
+#[cfg(not(loom))]
 pub mod ghost;
+#[cfg(not(loom))]
 pub mod interval;
+#[cfg(not(loom))]
 pub mod lock;
+
+#[cfg(not(loom))]
+pub use fiber::{Fiber, spawn};
+#[cfg(not(loom))]
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
+#[cfg(not(loom))]
+pub use trust::Trust;
+#[cfg(not(loom))]
+pub use trustee::Trustee;

@@ -1,0 +1,77 @@
+//! What the calling thread is: a worker (and then, maybe, inside one of its fibers or delegated closures), a
+//! `may` coroutine, or a plain thread. Thread-locals are read through `#[inline(never)]` functions so that a
+//! value read before a suspension is never reused after it: code that can suspend re-reads them (DESIGN.md §4).
+
+use std::cell::Cell;
+use std::ptr;
+
+use crate::property::Registry;
+use crate::worker::Worker;
+
+pub(crate) type Yielder = corosensei::Yielder<(), ()>;
+
+thread_local! {
+    static WORKER: Cell<*const Worker> = const { Cell::new(ptr::null()) };
+    static FIBER: Cell<(*const Yielder, usize)> = const { Cell::new((ptr::null(), 0)) };
+    static DELEGATED: Cell<u32> = const { Cell::new(0) };
+}
+
+pub(crate) const NESTED_BLOCKING: &str = "blocking delegation from inside a delegated closure: the trustee would wait \
+     for another trustee, and two trustees waiting on each other deadlock. Use `apply_then` to continue \
+     asynchronously, or `launch` to run blocking code in a fiber on the trustee";
+
+/// The worker running on this thread, if this is a worker thread.
+#[inline(never)]
+pub(crate) fn worker() -> Option<&'static Worker> {
+    let w = WORKER.with(Cell::get);
+    // SAFETY: set by the worker thread for its whole life to a leaked (hence 'static) `Worker`, and cleared
+    // before the thread ends.
+    unsafe { w.as_ref() }
+}
+
+pub(crate) fn set_worker(w: Option<&'static Worker>) {
+    WORKER.with(|c| c.set(w.map_or(ptr::null(), |w| w as *const Worker)));
+}
+
+/// The fiber running on this thread: its yielder and id.
+#[inline(never)]
+pub(crate) fn fiber() -> Option<(*const Yielder, usize)> {
+    let f = FIBER.with(Cell::get);
+    (!f.0.is_null()).then_some(f)
+}
+
+pub(crate) fn set_fiber(f: Option<(*const Yielder, usize)>) {
+    FIBER.with(|c| c.set(f.unwrap_or((ptr::null(), 0))));
+}
+
+#[inline(never)]
+pub(crate) fn in_delegated() -> bool {
+    DELEGATED.with(Cell::get) > 0
+}
+
+pub(crate) fn enter_delegated() {
+    DELEGATED.with(|d| d.set(d.get() + 1));
+}
+
+pub(crate) fn leave_delegated() {
+    DELEGATED.with(|d| d.set(d.get() - 1));
+}
+
+/// Runs `f` on this worker's property registry. Only trustee-side code calls it, which runs on a worker.
+pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let w = worker().expect("property bookkeeping runs on its trustee's worker");
+    f(&mut w.registry.borrow_mut())
+}
+
+/// True when the caller is a `may` coroutine.
+#[inline]
+pub(crate) fn in_may_coroutine() -> bool {
+    #[cfg(feature = "may")]
+    {
+        may::coroutine::is_coroutine()
+    }
+    #[cfg(not(feature = "may"))]
+    {
+        false
+    }
+}

@@ -1,0 +1,266 @@
+//! Fibers: stackful coroutines (switched with `corosensei`) owned by one worker's scheduler. A fiber never
+//! leaves the worker that runs it, so everything a worker owns without atomics stays on one thread. An `apply`
+//! inside a fiber suspends just that fiber; its worker keeps serving requests and running other fibers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Thread};
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult};
+
+use crate::client::answer_into;
+use crate::context::{self, Yielder};
+use crate::runtime::runtime;
+use crate::trustee::TrusteeShared;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
+#[must_use = "a fiber runs whether or not it is joined; join it to see its result or its panic"]
+pub struct Fiber<R> {
+    state: Arc<JoinState<R>>,
+}
+
+impl<R> fmt::Debug for Fiber<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fiber")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+enum Joiner {
+    Thread(Thread),
+    Fiber(&'static TrusteeShared, usize),
+}
+
+struct JoinState<R> {
+    result: Mutex<Option<thread::Result<R>>>,
+    /// Set under the `joiner` lock, so a joiner registers at most once and is woken exactly once.
+    done: AtomicBool,
+    joiner: Mutex<Option<Joiner>>,
+}
+
+impl<R> JoinState<R> {
+    fn complete(&self, result: thread::Result<R>) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        let joiner = {
+            let mut joiner = self.joiner.lock().unwrap_or_else(|e| e.into_inner());
+            self.done.store(true, Ordering::Release);
+            joiner.take()
+        };
+        match joiner {
+            Some(Joiner::Thread(t)) => t.unpark(),
+            Some(Joiner::Fiber(trustee, id)) => trustee.wake_fiber(id),
+            None => {}
+        }
+    }
+
+    /// Registers the caller to be woken; false if the fiber is already done.
+    fn register(&self, joiner: Joiner) -> bool {
+        let mut slot = self.joiner.lock().unwrap_or_else(|e| e.into_inner());
+        if self.done.load(Ordering::Acquire) {
+            return false;
+        }
+        *slot = Some(joiner);
+        true
+    }
+}
+
+/// Starts `f` in a new fiber on a worker chosen round-robin. Inside it, `apply` suspends only the fiber.
+pub fn spawn<F, R>(f: F) -> Fiber<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let state = Arc::new(JoinState {
+        result: Mutex::new(None),
+        done: AtomicBool::new(false),
+        joiner: Mutex::new(None),
+    });
+    let done = state.clone();
+    runtime()
+        .next_spawn_trustee()
+        .spawn_fiber(Box::new(move || {
+            done.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+        }));
+    Fiber { state }
+}
+
+impl<R> Fiber<R> {
+    /// True once the fiber has returned or panicked.
+    pub fn is_finished(&self) -> bool {
+        self.state.done.load(Ordering::Acquire)
+    }
+
+    /// Waits for the fiber and returns its result, or the payload of its panic. From a fiber this suspends the
+    /// fiber; from a `may` coroutine it yields; from a plain thread it parks.
+    pub fn join(self) -> thread::Result<R> {
+        while !self.is_finished() {
+            if let (Some(worker), Some((_, id))) = (context::worker(), context::fiber()) {
+                if self.state.register(Joiner::Fiber(worker.shared, id)) {
+                    suspend();
+                }
+            } else if context::in_may_coroutine() {
+                #[cfg(feature = "may")]
+                may::coroutine::yield_now();
+            } else if self.state.register(Joiner::Thread(thread::current())) {
+                thread::park();
+            }
+        }
+        self.state
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("a finished fiber left its result")
+    }
+}
+
+/// Suspends the running fiber until the scheduler resumes it (someone made it ready).
+pub(crate) fn suspend() {
+    let (yielder, id) = context::fiber().expect("only a fiber can suspend");
+    // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
+    unsafe { (*yielder).suspend(()) };
+    context::set_fiber(Some((yielder, id)));
+}
+
+/// Delegation from a worker fiber: the request joins the worker's batch to `trustee` and the fiber suspends
+/// until the batch is answered (and first, if the slot is busy, until there is room).
+pub(crate) fn call<R: Send>(
+    trustee: &'static TrusteeShared,
+    job: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let mut result = None;
+    let mut record = answer_into(&raw mut result, job);
+    loop {
+        let worker = context::worker().expect("fiber::call runs on a worker");
+        let (_, id) = context::fiber().expect("fiber::call runs in a fiber");
+        let mut client = worker.client.borrow_mut();
+        let outbox = client.outbox(trustee);
+        match outbox.try_push(record) {
+            Ok(()) => {
+                outbox.staged.push(id);
+                break;
+            }
+            Err(r) => {
+                record = r;
+                outbox.blocked.push(id);
+            }
+        }
+        drop(client);
+        suspend();
+    }
+    suspend();
+    result.expect("the trustee answered the batch holding this request")
+}
+
+/// The fibers of one worker. Only its worker thread touches it.
+pub(crate) struct Scheduler {
+    fibers: RefCell<Vec<Option<Coroutine<(), (), (), DefaultStack>>>>,
+    free: RefCell<Vec<usize>>,
+    ready: RefCell<VecDeque<usize>>,
+    stacks: RefCell<Vec<DefaultStack>>,
+    stack_size: usize,
+    live: Cell<usize>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("live", &self.live.get())
+            .field("ready", &self.ready.borrow().len())
+            .finish()
+    }
+}
+
+/// Finished fibers' stacks kept for reuse, at most.
+const POOLED_STACKS: usize = 1024;
+
+impl Scheduler {
+    pub(crate) fn new(stack_size: usize) -> Self {
+        Scheduler {
+            fibers: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            ready: RefCell::new(VecDeque::new()),
+            stacks: RefCell::new(Vec::new()),
+            stack_size,
+            live: Cell::new(0),
+        }
+    }
+
+    /// Creates a fiber for `job` and makes it ready.
+    pub(crate) fn start(&self, job: Job) {
+        let stack = self
+            .stacks
+            .borrow_mut()
+            .pop()
+            .map_or_else(|| DefaultStack::new(self.stack_size), Ok);
+        let stack = stack.unwrap_or_else(|e| {
+            panic!(
+                "trust: cannot allocate a {} byte fiber stack: {e}",
+                self.stack_size
+            )
+        });
+        let id = self.free.borrow_mut().pop().unwrap_or_else(|| {
+            let mut fibers = self.fibers.borrow_mut();
+            fibers.push(None);
+            fibers.len() - 1
+        });
+        let fiber = Coroutine::with_stack(stack, move |yielder: &Yielder, ()| {
+            context::set_fiber(Some((yielder as *const Yielder, id)));
+            job();
+        });
+        self.fibers.borrow_mut()[id] = Some(fiber);
+        self.live.set(self.live.get() + 1);
+        self.make_ready(id);
+    }
+
+    pub(crate) fn make_ready(&self, id: usize) {
+        self.ready.borrow_mut().push_back(id);
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.borrow().is_empty()
+    }
+
+    /// Resumes each fiber that was ready when called, once. True if any ran.
+    pub(crate) fn run_ready(&self) -> bool {
+        let n = self.ready.borrow().len();
+        for _ in 0..n {
+            let Some(id) = self.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            let mut fiber = self.fibers.borrow_mut()[id]
+                .take()
+                .expect("a ready fiber is suspended");
+            let state = fiber.resume(());
+            context::set_fiber(None);
+            match state {
+                CoroutineResult::Yield(()) => self.fibers.borrow_mut()[id] = Some(fiber),
+                CoroutineResult::Return(()) => {
+                    let mut stacks = self.stacks.borrow_mut();
+                    if stacks.len() < POOLED_STACKS {
+                        stacks.push(fiber.into_stack());
+                    }
+                    self.free.borrow_mut().push(id);
+                    self.live.set(self.live.get() - 1);
+                }
+            }
+        }
+        n > 0
+    }
+
+    /// At shutdown: suspended fibers are leaked, not unwound (they wait for answers that will not come, and
+    /// unwinding them would run user code after the runtime stopped).
+    pub(crate) fn abandon(&self) {
+        for fiber in self.fibers.borrow_mut().drain(..).flatten() {
+            std::mem::forget(fiber);
+        }
+    }
+}

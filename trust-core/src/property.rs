@@ -1,0 +1,213 @@
+//! An entrusted value and its bookkeeping, all of it touched only on its trustee's thread: the reference count
+//! (clones and drops are counted here, not with atomics), the re-entrancy flag, and the trustee's registry of
+//! live properties (so that shutdown drops each exactly once).
+
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{self, AssertUnwindSafe};
+
+use crate::context;
+
+pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
+     it, and a second `&mut T` would alias the first; do the nested work inside the outer closure instead";
+
+/// Type-erased part of a property; `Property<T>` starts with it, so a `*mut Header` identifies a property.
+#[derive(Debug)]
+pub(crate) struct Header {
+    refs: Cell<usize>,
+    in_use: Cell<bool>,
+    /// Position in the trustee's registry.
+    index: Cell<usize>,
+    drop_property: unsafe fn(*mut Header),
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Property<T> {
+    header: Header,
+    value: UnsafeCell<T>,
+}
+
+unsafe fn drop_property<T>(header: *mut Header) {
+    // SAFETY: `header` came from `Property::<T>::allocate` (the header is the first field of a repr(C)
+    // struct), and the registry calls this once, when the count reached zero or at shutdown.
+    drop(unsafe { Box::from_raw(header.cast::<Property<T>>()) })
+}
+
+impl<T> Property<T> {
+    /// A new property with one reference, not yet registered with its trustee.
+    pub(crate) fn allocate(value: T) -> *mut Property<T> {
+        Box::into_raw(Box::new(Property {
+            header: Header {
+                refs: Cell::new(1),
+                in_use: Cell::new(false),
+                index: Cell::new(usize::MAX),
+                drop_property: drop_property::<T>,
+            },
+            value: UnsafeCell::new(value),
+        }))
+    }
+}
+
+/// Marks a property borrowed for as long as it lives, and this thread as running a delegated closure.
+struct Borrow<'a>(&'a Header);
+
+impl<'a> Borrow<'a> {
+    fn new(header: &'a Header) -> Self {
+        assert!(!header.in_use.replace(true), "{REENTRANT}");
+        context::enter_delegated();
+        Borrow(header)
+    }
+}
+
+impl Drop for Borrow<'_> {
+    fn drop(&mut self) {
+        self.0.in_use.set(false);
+        context::leave_delegated();
+    }
+}
+
+/// Runs `f` on the property's value, on the trustee's thread. A panic in `f` unwinds to the caller.
+///
+/// # Safety
+/// `p` is a live property of the trustee whose thread this is.
+pub(crate) unsafe fn apply_local<T, R>(p: *mut Property<T>, f: impl FnOnce(&mut T) -> R) -> R {
+    // SAFETY: live by the contract; only this thread touches it, and `Borrow` rules out a second `&mut`.
+    let property = unsafe { &*p };
+    let _borrow = Borrow::new(&property.header);
+    // SAFETY: as above.
+    f(unsafe { &mut *property.value.get() })
+}
+
+/// `apply_local` for a delegated request: a panic (re-entrancy included) is caught and returned, so the trustee
+/// keeps serving and the caller resumes it.
+///
+/// # Safety
+/// As for `apply_local`.
+pub(crate) unsafe fn apply_caught<T, R>(
+    p: *mut Property<T>,
+    f: impl FnOnce(&mut T) -> R,
+) -> std::thread::Result<R> {
+    // SAFETY: forwarded.
+    panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(p, f) }))
+}
+
+/// The live properties of one trustee. Owned by the worker; never borrowed across user code.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    live: Vec<*mut Header>,
+    /// Properties whose count reached zero while a closure was running on them: dropped after it returns.
+    deferred: Vec<*mut Header>,
+}
+
+impl Registry {
+    /// # Safety
+    /// `h` is a property of this trustee, not yet registered.
+    pub(crate) unsafe fn adopt(&mut self, h: *mut Header) {
+        // SAFETY: by the contract.
+        unsafe { (*h).index.set(self.live.len()) };
+        self.live.push(h);
+    }
+
+    fn remove(&mut self, h: *mut Header) {
+        // SAFETY: registered properties are live until removed here.
+        let i = unsafe { (*h).index.get() };
+        debug_assert_eq!(self.live[i], h);
+        self.live.swap_remove(i);
+        if let Some(&moved) = self.live.get(i) {
+            // SAFETY: as above.
+            unsafe { (*moved).index.set(i) };
+        }
+    }
+
+    pub(crate) fn take_deferred(&mut self) -> Vec<*mut Header> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    pub(crate) fn take_all(&mut self) -> Vec<*mut Header> {
+        let all = std::mem::take(&mut self.live);
+        self.deferred.clear();
+        all
+    }
+}
+
+/// Another handle to `h` exists.
+///
+/// # Safety
+/// On `h`'s trustee thread, `h` live.
+pub(crate) unsafe fn incref(h: *mut Header) {
+    // SAFETY: by the contract.
+    let refs = unsafe { &(*h).refs };
+    refs.set(refs.get() + 1);
+}
+
+/// A handle to `h` is gone; the last one drops the value (later, if a closure is running on it).
+///
+/// # Safety
+/// On `h`'s trustee thread, `h` live and registered in `registry`'s worker.
+pub(crate) unsafe fn decref(h: *mut Header) {
+    // SAFETY: by the contract.
+    let header = unsafe { &*h };
+    let refs = header.refs.get() - 1;
+    header.refs.set(refs);
+    if refs > 0 {
+        return;
+    }
+    if header.in_use.get() {
+        context::with_registry(|r| r.deferred.push(h));
+    } else {
+        context::with_registry(|r| r.remove(h));
+        // SAFETY: unregistered and unreferenced: this is the one drop.
+        unsafe { drop_unregistered(h) };
+    }
+}
+
+/// Drops an unregistered property; a panic in `T::drop` is reported and swallowed so the trustee keeps serving.
+///
+/// # Safety
+/// `h` is live, on its trustee thread, and nobody will use it again.
+pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
+    context::enter_delegated();
+    // SAFETY: by the contract.
+    let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { ((*h).drop_property)(h) }));
+    context::leave_delegated();
+    if result.is_err() {
+        eprintln!(
+            "trust: a property's destructor panicked on its trustee; the trustee keeps serving"
+        );
+    }
+}
+
+/// Drops deferred properties whose closures have returned.
+pub(crate) fn drop_deferred() {
+    for h in context::with_registry(Registry::take_deferred) {
+        // SAFETY: deferred properties are registered and unreferenced; no closure runs on them now.
+        unsafe {
+            context::with_registry(|r| r.remove(h));
+            drop_unregistered(h);
+        }
+    }
+}
+
+/// A raw pointer that a record may carry to the trustee. Read it with `get` inside closures, so the closure
+/// captures the wrapper (which is `Send`) rather than the bare pointer field.
+#[derive(Debug)]
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+
+impl<T> SendPtr<T> {
+    #[inline(always)]
+    pub(crate) fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendPtr<T> {}
+
+// SAFETY: the pointee is a property, which only its trustee thread dereferences; the pointer itself is just an
+// address on the way there.
+unsafe impl<T> Send for SendPtr<T> {}

@@ -1,0 +1,221 @@
+//! The runtime: the set of workers (one trustee each), how it starts, and how it stops.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::context;
+use crate::trust::Trust;
+use crate::trustee::{Trustee, TrusteeShared};
+use crate::worker;
+
+static RUNTIME: OnceLock<&'static Runtime> = OnceLock::new();
+static STARTING: Mutex<()> = Mutex::new(());
+
+/// Default fiber stack: generous for deep user code; only the touched pages cost memory.
+const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// The set of workers. There is one per process: [`runtime()`] starts it with defaults on first use, or
+/// [`Runtime::builder`] starts it configured.
+pub struct Runtime {
+    trustees: Box<[&'static TrusteeShared]>,
+    next_spawn: AtomicUsize,
+    next_local: AtomicUsize,
+    stopped: Mutex<usize>,
+    stopped_cv: Condvar,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.trustees.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a runtime could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A runtime already runs in this process (one per process: use [`runtime()`] to reach it).
+    AlreadyStarted,
+    /// `workers(0)`: a runtime needs at least one worker.
+    NoWorkers,
+    /// The operating system refused to start a worker thread.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::AlreadyStarted => {
+                f.write_str("a trust runtime already runs in this process; reach it with `trust_core::runtime()`")
+            }
+            RuntimeError::NoWorkers => f.write_str("a trust runtime needs at least one worker; pass `workers(n)` with n >= 1"),
+            RuntimeError::Spawn(e) => write!(f, "cannot start a trust worker thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+/// Configures the runtime; see [`Runtime::builder`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    workers: Option<usize>,
+    stack_size: usize,
+}
+
+impl RuntimeBuilder {
+    /// Number of worker threads (trustees). Default: `TRUST_WORKERS`, else the available parallelism.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Stack size of each fiber, in bytes (default 256 KiB; memory is committed only as it is touched).
+    pub fn fiber_stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Starts the workers. Fails if a runtime already runs in this process.
+    pub fn build(self) -> Result<&'static Runtime, RuntimeError> {
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        if RUNTIME.get().is_some() {
+            return Err(RuntimeError::AlreadyStarted);
+        }
+        let n = self.workers.unwrap_or_else(default_workers);
+        if n == 0 {
+            return Err(RuntimeError::NoWorkers);
+        }
+        let trustees: Box<[&'static TrusteeShared]> = (0..n)
+            .map(|i| &*Box::leak(Box::new(TrusteeShared::new(i))))
+            .collect();
+        let runtime: &'static Runtime = Box::leak(Box::new(Runtime {
+            trustees,
+            next_spawn: AtomicUsize::new(0),
+            next_local: AtomicUsize::new(0),
+            stopped: Mutex::new(0),
+            stopped_cv: Condvar::new(),
+        }));
+        for &shared in runtime.trustees.iter() {
+            let stack_size = self.stack_size;
+            std::thread::Builder::new()
+                .name(format!("trust-worker-{}", shared.index()))
+                .spawn(move || {
+                    worker::run(shared, stack_size);
+                    *runtime.stopped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    runtime.stopped_cv.notify_all();
+                })
+                .map_err(RuntimeError::Spawn)?;
+        }
+        while !runtime.trustees.iter().all(|t| t.is_started()) {
+            std::thread::yield_now();
+        }
+        RUNTIME.set(runtime).expect("checked under STARTING");
+        // SAFETY: registering a plain `extern "C"` function with no arguments is always sound.
+        unsafe { libc::atexit(shutdown_at_exit) };
+        Ok(runtime)
+    }
+}
+
+extern "C" fn shutdown_at_exit() {
+    if let Some(rt) = RUNTIME.get() {
+        rt.shutdown();
+    }
+}
+
+fn default_workers() -> usize {
+    match std::env::var("TRUST_WORKERS") {
+        Ok(s) => match s.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!(
+                "TRUST_WORKERS must be a positive integer (the number of trust workers), got {s:?}"
+            ),
+        },
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// The process's runtime, started with defaults on first use (workers: `TRUST_WORKERS`, else the available
+/// parallelism).
+pub fn runtime() -> &'static Runtime {
+    if let Some(rt) = RUNTIME.get() {
+        return rt;
+    }
+    match Runtime::builder().build() {
+        Ok(rt) => rt,
+        // Another thread started it between our check and our build.
+        Err(RuntimeError::AlreadyStarted) => RUNTIME.get().expect("started"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+impl Runtime {
+    /// A builder for the process's runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            workers: None,
+            stack_size: DEFAULT_STACK_SIZE,
+        }
+    }
+
+    /// Number of workers, hence of trustees.
+    pub fn workers(&self) -> usize {
+        self.trustees.len()
+    }
+
+    /// The trustee of worker `index`. Panics when `index >= self.workers()`.
+    pub fn trustee(&self, index: usize) -> Trustee {
+        match self.trustees.get(index) {
+            Some(&shared) => Trustee { shared },
+            None => panic!(
+                "no trustee {index}: this runtime has {} workers (indices 0..{})",
+                self.workers(),
+                self.workers()
+            ),
+        }
+    }
+
+    pub(crate) fn next_spawn_trustee(&self) -> &'static TrusteeShared {
+        self.trustees[self.next_spawn.fetch_add(1, Ordering::Relaxed) % self.trustees.len()]
+    }
+
+    /// Stops the runtime: every worker answers what it was already sent, drops every property still
+    /// entrusted (each exactly once), and exits. Runs by itself at process exit. Afterwards `entrust`,
+    /// `apply` and `spawn` panic, and dropping a `Trust` does nothing. Waits up to 5 seconds for the workers
+    /// (a fiber stuck in an endless loop cannot be stopped).
+    ///
+    /// Panics when called from a worker (it would wait for itself).
+    pub fn shutdown(&self) {
+        assert!(
+            context::worker().is_none(),
+            "`Runtime::shutdown` called on a worker: it waits for the workers to stop; call it from a plain thread"
+        );
+        for t in self.trustees.iter() {
+            t.begin_close();
+        }
+        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .stopped_cv
+            .wait_timeout_while(stopped, Duration::from_secs(5), |n| {
+                *n < self.trustees.len()
+            });
+    }
+}
+
+/// This worker's trustee; from a thread that is not a worker, one chosen round-robin.
+pub fn local_trustee() -> Trustee {
+    if let Some(w) = context::worker() {
+        return Trustee { shared: w.shared };
+    }
+    let rt = runtime();
+    rt.trustee(rt.next_local.fetch_add(1, Ordering::Relaxed) % rt.workers())
+}
+
+/// Entrusts `value` to [`local_trustee()`].
+pub fn entrust<T: Send + 'static>(value: T) -> Trust<T> {
+    local_trustee().entrust(value)
+}

@@ -1,0 +1,140 @@
+//! [`Trust<T>`]: the handle to an entrusted property. Every access is a closure the property's trustee applies;
+//! the handle itself holds only the property's address and its trustee.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::resume_unwind;
+use std::ptr::NonNull;
+
+use crate::client;
+use crate::property::{self, Header, Property, SendPtr};
+use crate::trustee::Trustee;
+
+/// A handle to a value entrusted to a trustee: like `Arc<Mutex<T>>`, but every access is delegated to the
+/// trustee's thread, so the value's cache lines never move and no lock is taken.
+///
+/// `Clone` and `Drop` are counted by the trustee (no atomic reference count); the last handle dropped drops the
+/// value on its trustee.
+pub struct Trust<T> {
+    property: NonNull<Property<T>>,
+    trustee: Trustee,
+    _owns: PhantomData<Property<T>>,
+}
+
+// SAFETY: the handle never touches the value itself; closures reach it only on the trustee's thread, one at a
+// time. `T: Send` because the value is created on one thread and used and dropped on the trustee's.
+unsafe impl<T: Send> Send for Trust<T> {}
+// SAFETY: `&Trust<T>` allows only delegation, which moves `Send` closures to the trustee: as `Send`.
+unsafe impl<T: Send> Sync for Trust<T> {}
+
+impl<T> fmt::Debug for Trust<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trust")
+            .field("trustee", &self.trustee)
+            .field("property", &self.property)
+            .finish()
+    }
+}
+
+impl<T> Trust<T> {
+    /// # Safety
+    /// `property` is live and registered (or about to be, in order) with `trustee`, and the new handle owns
+    /// one of its references.
+    pub(crate) unsafe fn from_raw(property: *mut Property<T>, trustee: Trustee) -> Self {
+        Trust {
+            property: NonNull::new(property).expect("allocated"),
+            trustee,
+            _owns: PhantomData,
+        }
+    }
+
+    /// The trustee this property is entrusted to.
+    pub fn trustee(&self) -> Trustee {
+        self.trustee
+    }
+
+    fn header(&self) -> SendPtr<Header> {
+        SendPtr(self.property.as_ptr().cast())
+    }
+}
+
+impl<T: Send + 'static> Trust<T> {
+    /// Applies `f` to the property on its trustee and returns the result.
+    ///
+    /// From a worker fiber this suspends the fiber; from a plain thread it waits (spinning briefly, then
+    /// parking); from a `may` coroutine it yields to `may`. On the property's own trustee it runs inline.
+    /// A panic in `f` is caught on the trustee (which keeps serving) and resumed here with its payload; the
+    /// property stays usable.
+    ///
+    /// Panics when called from inside a closure that a *different* trustee is applying (use `apply_then` or
+    /// `launch`), or from inside a closure already running on this same property.
+    pub fn apply<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let property = SendPtr(self.property.as_ptr());
+        if self.trustee.shared.is_current() {
+            // SAFETY: on the property's trustee thread; the handle keeps it live.
+            return unsafe { property::apply_local(property.get(), f) };
+        }
+        // SAFETY: the record runs on the property's trustee, and the waiting handle keeps it live.
+        let result = client::call(self.trustee.shared, move || unsafe {
+            property::apply_caught(property.get(), f)
+        });
+        result.unwrap_or_else(|payload| resume_unwind(payload))
+    }
+
+    /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. The argument
+    /// travels inside the request when it fits the slot and out of line (boxed) when it does not; a heap
+    /// value such as a `Vec` moves only its three words.
+    pub fn apply_with<V, R, F>(&self, f: F, arg: V) -> R
+    where
+        F: FnOnce(&mut T, V) -> R + Send + 'static,
+        V: Send + 'static,
+        R: Send + 'static,
+    {
+        self.apply(move |t| f(t, arg))
+    }
+}
+
+impl<T> Clone for Trust<T> {
+    /// Counts the new handle on the trustee: inline on the trustee's own worker, else a round trip (so that a
+    /// clone can never be dropped before its trustee has counted it).
+    fn clone(&self) -> Self {
+        let header = self.header();
+        if self.trustee.shared.is_current() {
+            // SAFETY: on the trustee thread; `self` keeps the property live.
+            unsafe { property::incref(header.get()) };
+        } else {
+            // SAFETY: as above, on the trustee.
+            client::call(self.trustee.shared, move || unsafe {
+                property::incref(header.get())
+            });
+        }
+        Trust {
+            property: self.property,
+            trustee: self.trustee,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T> Drop for Trust<T> {
+    /// Uncounts the handle without waiting; the last one drops the value on its trustee. After the runtime has
+    /// shut down this does nothing: shutdown already dropped the value.
+    fn drop(&mut self) {
+        let shared = self.trustee.shared;
+        if !shared.is_running() {
+            return;
+        }
+        let header = self.header();
+        if shared.is_current() {
+            // SAFETY: on the trustee thread, for a reference this handle owned.
+            unsafe { property::decref(header.get()) };
+        } else {
+            // SAFETY: as above, on the trustee.
+            client::post(shared, move || unsafe { property::decref(header.get()) });
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Trustees: the public [`Trustee`] handle, and what clients share with a worker — its mailbox (new channels,
+//! fibers to start, fibers to wake), its parker, and its run state.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::client::{self, Channel};
+use crate::context;
+use crate::parker::Parker;
+use crate::property::{Header, Property, SendPtr};
+use crate::trust::Trust;
+
+pub(crate) enum Mail {
+    Register(Arc<Channel>),
+    Spawn(Box<dyn FnOnce() + Send>),
+    Wake(usize),
+}
+
+const RUNNING: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
+pub(crate) const SHUT_DOWN: &str = "the trust runtime has been shut down: no property can be entrusted or applied to after `Runtime::shutdown`";
+
+/// The part of a worker that other threads see.
+pub(crate) struct TrusteeShared {
+    index: usize,
+    state: AtomicU8,
+    parker: OnceLock<Arc<Parker>>,
+    mail: Mutex<Vec<Mail>>,
+    has_mail: AtomicBool,
+}
+
+impl fmt::Debug for TrusteeShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrusteeShared")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrusteeShared {
+    pub(crate) fn new(index: usize) -> Self {
+        TrusteeShared {
+            index,
+            state: AtomicU8::new(RUNNING),
+            parker: OnceLock::new(),
+            mail: Mutex::new(Vec::new()),
+            has_mail: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(crate) fn set_parker(&self, parker: Arc<Parker>) {
+        self.parker.set(parker).expect("a worker starts once");
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.parker.get().is_some()
+    }
+
+    /// Wakes the worker if it sleeps; called after giving it work.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        if let Some(p) = self.parker.get() {
+            p.wake();
+        }
+    }
+
+    fn send(&self, mail: Mail) {
+        let mut queue = self.mail.lock().unwrap_or_else(|e| e.into_inner());
+        queue.push(mail);
+        self.has_mail.store(true, Ordering::Release);
+        drop(queue);
+        self.wake();
+    }
+
+    pub(crate) fn register(&self, channel: Arc<Channel>) {
+        self.send(Mail::Register(channel));
+    }
+
+    pub(crate) fn spawn_fiber(&self, job: Box<dyn FnOnce() + Send>) {
+        self.check_running();
+        self.send(Mail::Spawn(job));
+    }
+
+    pub(crate) fn wake_fiber(&self, id: usize) {
+        self.send(Mail::Wake(id));
+    }
+
+    pub(crate) fn has_mail(&self) -> bool {
+        self.has_mail.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_mail(&self) -> Vec<Mail> {
+        if !self.has_mail() {
+            return Vec::new();
+        }
+        // Cleared before taking: mail sent after the take sets it again.
+        self.has_mail.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *self.mail.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == RUNNING
+    }
+
+    pub(crate) fn check_running(&self) {
+        assert!(self.is_running(), "{SHUT_DOWN}");
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    /// True once the worker has stopped serving: nothing sent to it will be answered.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSED
+    }
+
+    pub(crate) fn begin_close(&self) {
+        let _ = self
+            .state
+            .compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire);
+        self.wake();
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.state.store(CLOSED, Ordering::Release);
+    }
+
+    /// True when the calling thread is this trustee's worker.
+    #[inline]
+    pub(crate) fn is_current(&self) -> bool {
+        context::worker().is_some_and(|w| std::ptr::eq(w.shared, self))
+    }
+}
+
+/// A trustee: one worker thread that owns entrusted properties and applies closures to them.
+#[derive(Clone, Copy)]
+pub struct Trustee {
+    pub(crate) shared: &'static TrusteeShared,
+}
+
+impl fmt::Debug for Trustee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Trustee").field(&self.shared.index).finish()
+    }
+}
+
+impl PartialEq for Trustee {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.shared, other.shared)
+    }
+}
+
+impl Eq for Trustee {}
+
+impl Trustee {
+    /// Hands `value` to this trustee. From now on it is touched only by closures the trustee applies.
+    ///
+    /// Panics if the runtime has been shut down.
+    pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
+        self.shared.check_running();
+        let property = Property::allocate(value);
+        let header = SendPtr(property.cast::<Header>());
+        if self.shared.is_current() {
+            // SAFETY: fresh property of this trustee, on its thread.
+            context::with_registry(|r| unsafe { r.adopt(header.get()) });
+        } else {
+            // SAFETY: runs on the trustee; the property is fresh and unregistered.
+            client::post(self.shared, move || {
+                context::with_registry(|r| unsafe { r.adopt(header.get()) })
+            });
+        }
+        // SAFETY: `property` is live with one reference, which the handle owns.
+        unsafe { Trust::from_raw(property, *self) }
+    }
+
+    /// This trustee's position among the runtime's workers.
+    pub fn index(&self) -> usize {
+        self.shared.index
+    }
+}

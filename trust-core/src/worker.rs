@@ -1,0 +1,177 @@
+//! A worker thread: the trustee that serves its channels and the scheduler that runs its fibers, interleaved
+//! in one loop. Everything here is touched only by the worker's own thread.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{Channel, Client};
+use crate::context;
+use crate::fiber::Scheduler;
+use crate::parker::{Backoff, Parker};
+use crate::property::{self, Registry};
+use crate::trustee::{Mail, TrusteeShared};
+
+/// A channel this trustee serves, with the number of the last batch it answered.
+#[derive(Debug)]
+struct Served {
+    channel: Arc<Channel>,
+    served: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) shared: &'static TrusteeShared,
+    pub(crate) registry: RefCell<Registry>,
+    /// This worker as a client of other trustees; shared by its fibers so their requests batch together.
+    pub(crate) client: RefCell<Client>,
+    pub(crate) scheduler: Scheduler,
+    parker: Arc<Parker>,
+    served: RefCell<Vec<Served>>,
+}
+
+/// The body of a worker thread; returns after shutdown.
+pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
+    let parker = Arc::new(Parker::current());
+    // Leaked: fibers and closures on this thread refer to it as 'static. One per worker, for the process.
+    let worker: &'static Worker = Box::leak(Box::new(Worker {
+        shared,
+        registry: RefCell::default(),
+        client: RefCell::new(Client::new(Some(parker.clone()))),
+        scheduler: Scheduler::new(stack_size),
+        parker: parker.clone(),
+        served: RefCell::default(),
+    }));
+    context::set_worker(Some(worker));
+    shared.set_parker(parker);
+    worker.run();
+    context::set_worker(None);
+}
+
+impl Worker {
+    fn run(&self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let mut busy = self.read_mail();
+            if self.shared.is_closing() {
+                return self.close();
+            }
+            busy |= self.serve();
+            busy |= self.collect_answers();
+            busy |= self.scheduler.run_ready();
+            busy |= self.flush();
+            property::drop_deferred();
+            if busy {
+                backoff.reset();
+            } else if backoff.snooze() {
+                self.parker
+                    .park_unless(|| self.has_work(), Duration::from_millis(100));
+                backoff.reset();
+            }
+        }
+    }
+
+    fn read_mail(&self) -> bool {
+        let mail = self.shared.take_mail();
+        let busy = !mail.is_empty();
+        for m in mail {
+            match m {
+                Mail::Register(channel) => {
+                    self.served.borrow_mut().push(Served { channel, served: 0 })
+                }
+                Mail::Spawn(job) => self.scheduler.start(job),
+                Mail::Wake(id) => self.scheduler.make_ready(id),
+            }
+        }
+        busy
+    }
+
+    /// Trustee side: runs one pending batch per channel and answers it; forgets channels whose client is gone.
+    fn serve(&self) -> bool {
+        let mut busy = false;
+        let mut closed = false;
+        let n = self.served.borrow().len();
+        for i in 0..n {
+            let (channel, served) = {
+                let s = &self.served.borrow()[i];
+                (Arc::as_ptr(&s.channel), s.served)
+            };
+            // SAFETY: `served` keeps the channel alive, and only this function removes entries, after the loop.
+            let channel = unsafe { &*channel };
+            if let Some(seq) = channel.slots.pending(served) {
+                // SAFETY: we are the channel's trustee and `seq` is pending.
+                unsafe { channel.slots.run_batch() };
+                channel.slots.answer(seq);
+                if let Some(p) = &channel.parker {
+                    p.wake();
+                }
+                self.served.borrow_mut()[i].served = seq;
+                busy = true;
+            } else if channel.closed.load(std::sync::atomic::Ordering::Acquire) {
+                // Re-checked after `closed`: a last batch published before closing is still served.
+                closed |= channel.slots.pending(served).is_none();
+            }
+        }
+        if closed {
+            self.served.borrow_mut().retain(|s| {
+                !(s.channel.closed.load(std::sync::atomic::Ordering::Acquire)
+                    && s.channel.slots.pending(s.served).is_none())
+            });
+        }
+        busy
+    }
+
+    /// Client side: fibers whose batch was answered, or that waited for room, become ready.
+    fn collect_answers(&self) -> bool {
+        let mut busy = false;
+        for outbox in self.client.borrow_mut().outboxes() {
+            if outbox.poll() {
+                for id in outbox.waiting.drain(..).chain(outbox.blocked.drain(..)) {
+                    self.scheduler.make_ready(id);
+                }
+                busy = true;
+            }
+        }
+        busy
+    }
+
+    fn flush(&self) -> bool {
+        let mut busy = false;
+        for outbox in self.client.borrow_mut().outboxes() {
+            busy |= outbox.flush();
+        }
+        busy
+    }
+
+    /// Checked after announcing sleep: anything that would have made the loop busy.
+    fn has_work(&self) -> bool {
+        self.shared.has_mail()
+            || self.shared.is_closing()
+            || self.scheduler.has_ready()
+            || self
+                .served
+                .borrow()
+                .iter()
+                .any(|s| s.channel.slots.pending(s.served).is_some())
+            || self
+                .client
+                .borrow_mut()
+                .outboxes()
+                .any(|o| o.poll_peek() || (o.has_unsent() && !o.in_flight()))
+    }
+
+    /// Shutdown: answer what was already sent, drop every property still entrusted (exactly once), stop.
+    fn close(&self) {
+        self.serve();
+        property::drop_deferred();
+        let live = context::with_registry(Registry::take_all);
+        for h in live {
+            // SAFETY: registered properties are live; shutdown is the last use of each.
+            unsafe { property::drop_unregistered(h) };
+        }
+        self.shared.mark_closed();
+        self.scheduler.abandon();
+        drop(self.client.replace(Client::new(None)));
+        self.served.borrow_mut().clear();
+    }
+}
