@@ -1,0 +1,290 @@
+//! Delegation end to end: exact totals from every kind of client, reference counting, panics, large
+//! arguments, the local shortcut and the nested-delegation rules.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+
+use trust_core::{Runtime, Trust, entrust, local_trustee, spawn};
+
+/// Every test in this binary shares one runtime of 2 workers, whatever the machine.
+fn rt() -> &'static Runtime {
+    static RT: OnceLock<&'static Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::builder()
+            .workers(2)
+            .build()
+            .expect("first runtime of this process")
+    })
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+const OPS: u64 = 10_000;
+
+/// 4 OS threads and 2 workers x 64 fibers increment through `apply`; every increment must land.
+fn hammer(counters: &[Trust<u64>]) {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let counters = counters.to_vec();
+            thread::spawn(move || {
+                for i in 0..OPS as usize {
+                    counters[(i + t) % counters.len()].apply(|c| *c += 1);
+                }
+            })
+        })
+        .collect();
+    let fibers: Vec<_> = (0..128)
+        .map(|f| {
+            let counters = counters.to_vec();
+            spawn(move || {
+                for i in 0..OPS as usize {
+                    counters[(i * 7 + f) % counters.len()].apply(|c| *c += 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for f in fibers {
+        f.join().unwrap();
+    }
+}
+
+#[test]
+fn one_counter_from_threads_and_fibers_is_exact() {
+    let counter = rt().trustee(0).entrust(0u64);
+    hammer(std::slice::from_ref(&counter));
+    assert_eq!(counter.apply(|c| *c), (4 + 128) * OPS);
+}
+
+#[test]
+fn sixty_four_counters_over_all_trustees_are_exact() {
+    let counters: Vec<_> = (0..64)
+        .map(|i| rt().trustee(i % rt().workers()).entrust(0u64))
+        .collect();
+    hammer(&counters);
+    let total: u64 = counters.iter().map(|c| c.apply(|c| *c)).sum();
+    assert_eq!(total, (4 + 128) * OPS);
+}
+
+#[test]
+fn thousands_of_fibers_per_worker() {
+    rt();
+    let counter = entrust(0u64);
+    let fibers: Vec<_> = (0..10_000)
+        .map(|_| {
+            let counter = counter.clone();
+            spawn(move || {
+                for _ in 0..10 {
+                    counter.apply(|c| *c += 1);
+                }
+            })
+        })
+        .collect();
+    for f in fibers {
+        f.join().unwrap();
+    }
+    assert_eq!(counter.apply(|c| *c), 100_000);
+}
+
+struct CountsDrops(Arc<AtomicUsize>);
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn thousand_clones_across_threads_drop_the_value_once() {
+    rt();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let original = rt().trustee(1).entrust(CountsDrops(drops.clone()));
+    let clones: Vec<_> = (0..1000).map(|_| original.clone()).collect();
+    let mut chunks: Vec<Vec<_>> = vec![Vec::new(); 4];
+    for (i, c) in clones.into_iter().enumerate() {
+        chunks[i % 4].push(c);
+    }
+    let threads: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            thread::spawn(move || {
+                // Clone again on this thread, then drop everything.
+                let more: Vec<_> = chunk.iter().map(Trust::clone).collect();
+                drop(chunk);
+                drop(more);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "one handle is still alive");
+    // Dropping the last handle is asynchronous: a round trip to the same trustee flushes it.
+    let probe = rt().trustee(1).entrust(());
+    drop(original);
+    probe.apply(|_| ());
+    let mut waited = 0;
+    while drops.load(Ordering::SeqCst) == 0 && waited < 1000 {
+        thread::sleep(std::time::Duration::from_millis(1));
+        waited += 1;
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_panic_reaches_the_caller_and_the_trustee_keeps_serving() {
+    let counter = rt().trustee(0).entrust(41u64);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        counter.apply(|c| {
+            *c += 1;
+            panic!("boom {}", *c)
+        })
+    }));
+    assert_eq!(panic_message(caught.unwrap_err()), "boom 42");
+    // The property stays usable, and the trustee still serves.
+    assert_eq!(counter.apply(|c| *c), 42);
+    assert_eq!(rt().trustee(0).entrust(5u8).apply(|v| *v + 1), 6);
+    // The same from a fiber: the payload reaches `join`.
+    let c2 = counter.clone();
+    let joined = spawn(move || c2.apply(|_| -> u8 { std::panic::panic_any(7u32) })).join();
+    assert_eq!(*joined.unwrap_err().downcast::<u32>().unwrap(), 7);
+    assert_eq!(counter.apply(|c| *c), 42);
+}
+
+#[test]
+fn apply_with_moves_a_mebibyte_and_large_captures_go_out_of_line() {
+    let sum = rt().trustee(1).entrust(0u64);
+    let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let expected: u64 = data.iter().map(|&b| b as u64).sum();
+    let got = sum.apply_with(
+        |s, v: Vec<u8>| {
+            *s = v.iter().map(|&b| b as u64).sum();
+            *s
+        },
+        data,
+    );
+    assert_eq!(got, expected);
+    // A 64 KiB array captured by value cannot fit a slot: it travels boxed.
+    let big = [3u8; 64 * 1024];
+    assert_eq!(
+        sum.apply(move |_| big.iter().map(|&b| b as u64).sum::<u64>()),
+        3 * 64 * 1024
+    );
+}
+
+#[test]
+fn apply_on_the_own_trustee_runs_inline() {
+    let counter = rt().trustee(0).entrust(0u64);
+    // Round-robin spawning puts fibers on both workers; a fiber on worker 0 runs the closure itself, on its
+    // own thread; a fiber on worker 1 sends it to worker 0's thread.
+    let fibers: Vec<_> = (0..4)
+        .map(|_| {
+            let counter = counter.clone();
+            spawn(move || {
+                let here = thread::current().id();
+                let ran_here = counter.apply(move |_| thread::current().id() == here);
+                (local_trustee().index(), ran_here)
+            })
+        })
+        .collect();
+    let seen: Vec<_> = fibers.into_iter().map(|f| f.join().unwrap()).collect();
+    assert!(
+        seen.contains(&(0, true)) && seen.contains(&(1, false)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|&(worker, inline)| inline == (worker == 0)),
+        "{seen:?}"
+    );
+    // Nested apply on the same trustee from inside a delegated closure is the local shortcut too.
+    let other = rt().trustee(0).entrust(10u64);
+    assert_eq!(
+        counter.apply(move |c| {
+            *c += 1;
+            other.apply(|v| *v + 1)
+        }),
+        11
+    );
+}
+
+#[test]
+fn re_entering_the_same_property_panics_with_a_clear_message() {
+    let counter = rt().trustee(0).entrust(0u64);
+    let again = counter.clone();
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        counter.apply(move |_| again.apply(|c| *c))
+    }))
+    .unwrap_err();
+    assert!(panic_message(err).starts_with("re-entrant `apply`"));
+    assert_eq!(counter.apply(|c| *c), 0, "the property stays usable");
+}
+
+#[test]
+fn blocking_apply_to_another_trustee_inside_a_closure_panics_naming_the_way_out() {
+    let a = rt().trustee(0).entrust(0u64);
+    let b = rt().trustee(1).entrust(0u64);
+    let err = catch_unwind(AssertUnwindSafe(|| a.apply(move |_| b.apply(|v| *v)))).unwrap_err();
+    let msg = panic_message(err);
+    assert!(
+        msg.contains("apply_then") && msg.contains("launch"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn may_coroutines_are_clients() {
+    rt();
+    let counter = entrust(0u64);
+    may::config().set_workers(2);
+    let handles: Vec<_> = (0..64)
+        .map(|_| {
+            let counter = counter.clone();
+            // SAFETY: the coroutine uses no thread-local storage of its own.
+            unsafe {
+                may::coroutine::spawn(move || {
+                    for _ in 0..1000 {
+                        counter.apply(|c| *c += 1);
+                    }
+                })
+            }
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(counter.apply(|c| *c), 64_000);
+}
+
+#[test]
+fn a_waiting_thread_sleeps_instead_of_spinning() {
+    let slow = rt().trustee(1).entrust(());
+    let before = thread_cpu_time();
+    slow.apply(|_| thread::sleep(std::time::Duration::from_millis(300)));
+    let used = thread_cpu_time() - before;
+    assert!(
+        used < std::time::Duration::from_millis(100),
+        "waiting for 300 ms burnt {used:?} of CPU"
+    );
+}
+
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
