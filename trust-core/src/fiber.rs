@@ -19,6 +19,7 @@ use crate::runtime::runtime;
 use crate::trustee::TrusteeShared;
 
 type Job = Box<dyn FnOnce() + Send>;
+type FiberCoroutine = Coroutine<(), (), (), DefaultStack>;
 
 /// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
 #[must_use = "a fiber runs whether or not it is joined; join it to see its result or its panic"]
@@ -130,6 +131,27 @@ pub(crate) fn suspend() {
     context::set_fiber(Some((yielder, id)));
 }
 
+/// Inline applies a fiber may run back to back before it lets its worker serve others.
+const INLINE_BURST: u32 = 64;
+
+/// Called after an inline (local-shortcut) apply: a fiber that applies inline never suspends, so every
+/// `INLINE_BURST` of them it yields once, letting its worker serve remote clients and other fibers.
+#[inline]
+pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
+    let n = worker.inline_burst.get() + 1;
+    if n < INLINE_BURST {
+        worker.inline_burst.set(n);
+        return;
+    }
+    worker.inline_burst.set(0);
+    if let Some((_, id)) = context::fiber()
+        && !context::in_delegated()
+    {
+        worker.scheduler.make_ready(id);
+        suspend();
+    }
+}
+
 /// Delegation from a worker fiber: the request joins the worker's batch to `trustee` and the fiber suspends
 /// until the batch is answered (and first, if the slot is busy, until there is room).
 pub(crate) fn call<R: Send>(
@@ -162,7 +184,7 @@ pub(crate) fn call<R: Send>(
 
 /// The fibers of one worker. Only its worker thread touches it.
 pub(crate) struct Scheduler {
-    fibers: RefCell<Vec<Option<Coroutine<(), (), (), DefaultStack>>>>,
+    fibers: RefCell<Vec<Option<FiberCoroutine>>>,
     free: RefCell<Vec<usize>>,
     ready: RefCell<VecDeque<usize>>,
     stacks: RefCell<Vec<DefaultStack>>,

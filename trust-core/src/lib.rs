@@ -44,11 +44,7 @@ mod trustee;
 #[cfg(not(loom))]
 mod worker;
 
-/// The slot protocol, public only for the loom model (`RUSTFLAGS="--cfg loom"`).
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod slot;
-#[cfg(not(loom))]
+// Under `--cfg loom` only the slot protocol is built, for its model check (`slot::loom_model`).
 mod slot;
 mod sync;
 

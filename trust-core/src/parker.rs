@@ -53,17 +53,16 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    const SPINS: u32 = 200;
-    const YIELDS: u32 = 20;
+    // Short: on an oversubscribed machine the thread we wait for may need this very core.
+    const SPINS: u32 = 64;
+    const YIELDS: u32 = 32;
 
     /// One round of waiting; returns true when the caller should now park.
     #[inline]
     pub(crate) fn snooze(&mut self) -> bool {
         self.step += 1;
         if self.step <= Self::SPINS {
-            for _ in 0..8 {
-                std::hint::spin_loop();
-            }
+            std::hint::spin_loop();
             false
         } else if self.step <= Self::SPINS + Self::YIELDS {
             thread::yield_now();

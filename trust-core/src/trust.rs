@@ -6,9 +6,9 @@ use std::marker::PhantomData;
 use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
-use crate::client;
 use crate::property::{self, Header, Property, SendPtr};
 use crate::trustee::Trustee;
+use crate::{client, context, fiber};
 
 /// A handle to a value entrusted to a trustee: like `Arc<Mutex<T>>`, but every access is delegated to the
 /// trustee's thread, so the value's cache lines never move and no lock is taken.
@@ -74,9 +74,13 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
     {
         let property = SendPtr(self.property.as_ptr());
-        if self.trustee.shared.is_current() {
+        if let Some(worker) =
+            context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
+        {
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            return unsafe { property::apply_local(property.get(), f) };
+            let r = unsafe { property::apply_local(property.get(), f) };
+            fiber::after_inline_apply(worker);
+            return r;
         }
         // SAFETY: the record runs on the property's trustee, and the waiting handle keeps it live.
         let result = client::call(self.trustee.shared, move || unsafe {

@@ -1,7 +1,7 @@
 //! A worker thread: the trustee that serves its channels and the scheduler that runs its fibers, interleaved
 //! in one loop. Everything here is touched only by the worker's own thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub(crate) struct Worker {
     /// This worker as a client of other trustees; shared by its fibers so their requests batch together.
     pub(crate) client: RefCell<Client>,
     pub(crate) scheduler: Scheduler,
+    /// Inline applies since the running fiber last yielded (see `fiber::after_inline_apply`).
+    pub(crate) inline_burst: Cell<u32>,
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
 }
@@ -39,6 +41,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
         registry: RefCell::default(),
         client: RefCell::new(Client::new(Some(parker.clone()))),
         scheduler: Scheduler::new(stack_size),
+        inline_burst: Cell::new(0),
         parker: parker.clone(),
         served: RefCell::default(),
     }));
