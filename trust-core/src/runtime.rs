@@ -24,6 +24,7 @@ pub struct Runtime {
     next_local: AtomicUsize,
     stopped: Mutex<usize>,
     stopped_cv: Condvar,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Runtime {
@@ -99,10 +100,11 @@ impl RuntimeBuilder {
             next_local: AtomicUsize::new(0),
             stopped: Mutex::new(0),
             stopped_cv: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
         }));
         for &shared in runtime.trustees.iter() {
             let stack_size = self.stack_size;
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("trust-worker-{}", shared.index()))
                 .spawn(move || {
                     worker::run(shared, stack_size);
@@ -110,6 +112,11 @@ impl RuntimeBuilder {
                     runtime.stopped_cv.notify_all();
                 })
                 .map_err(RuntimeError::Spawn)?;
+            runtime
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(thread);
         }
         while !runtime.trustees.iter().all(|t| t.is_started()) {
             std::thread::yield_now();

@@ -1,0 +1,80 @@
+//! Shutdown, in a process of its own: every property still entrusted is dropped exactly once, the workers
+//! stop, and handles used afterwards fail loudly (apply) or do nothing (drop).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use trust_core::Runtime;
+
+struct CountsDrops(Arc<AtomicUsize>);
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// CPU time (utime + stime, in clock ticks) of each worker thread.
+fn worker_cpu_ticks() -> Vec<u64> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            name.starts_with("trust-worker")
+                .then(|| fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap())
+        })
+        .collect()
+}
+
+fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("trust-worker"))
+        .count()
+}
+
+#[test]
+fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    assert_eq!(worker_threads(), 2);
+    // Idle workers sleep: over half a second, together they use well under a tenth of a core.
+    rt.trustee(0).entrust(0u8).apply(|v| *v += 1);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before: u64 = worker_cpu_ticks().iter().sum();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let idle = worker_cpu_ticks().iter().sum::<u64>() - before;
+    assert!(idle <= 5, "idle workers used {idle} clock ticks in 500 ms");
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut handles: Vec<_> = (0..100)
+        .map(|i| rt.trustee(i % 2).entrust(CountsDrops(drops.clone())))
+        .collect();
+    let clones: Vec<_> = handles[..10].iter().map(Clone::clone).collect();
+    // Half of them lose their last handle before shutdown (their drop may still be in flight).
+    handles.truncate(50);
+    rt.shutdown();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        100,
+        "each of the 100 values dropped exactly once"
+    );
+    assert_eq!(worker_threads(), 0, "no worker thread is left");
+
+    let err = catch_unwind(AssertUnwindSafe(|| handles[0].apply(|_| ()))).unwrap_err();
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
+    assert!(msg.unwrap().contains("has been shut down"));
+    drop(handles);
+    drop(clones);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        100,
+        "handles dropped after shutdown do nothing"
+    );
+}
