@@ -205,11 +205,23 @@ impl Runtime {
             t.begin_close();
         }
         let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self
+        let (stopped, _) = self
             .stopped_cv
             .wait_timeout_while(stopped, Duration::from_secs(5), |n| {
                 *n < self.trustees.len()
-            });
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        if *stopped == self.trustees.len() {
+            // Every worker has left its loop: joining only waits for the threads to finish exiting.
+            for thread in self
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+            {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
