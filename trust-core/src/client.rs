@@ -13,10 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::rc::Rc;
+
 use crate::context;
 use crate::fiber;
 use crate::parker::{Backoff, Parker};
-use crate::slot::SlotPair;
+use crate::slot::{Batch, SlotPair};
+use crate::then::{self, Continuation, Pending, Then};
 use crate::trustee::TrusteeShared;
 
 /// The memory one client shares with one trustee.
@@ -35,13 +38,19 @@ type Boxed = Box<dyn FnOnce() + Send>;
 pub(crate) struct Outbox {
     channel: Arc<Channel>,
     trustee: &'static TrusteeShared,
-    /// Bytes of records in the batch being built.
-    len: usize,
+    /// The next batch, built in the client's memory while the previous one is in flight.
+    batch: Batch,
     /// Number of the last published batch.
     sent: u32,
     in_flight: bool,
-    /// Fire-and-forget records that found the slot busy where the caller could not wait; sent first.
-    backlog: VecDeque<Boxed>,
+    /// Records that found the batch full where the caller could not wait (a worker's scheduler or delegated
+    /// closure): sent first, in order. The flag marks `apply_then` records.
+    backlog: VecDeque<(Boxed, bool)>,
+    /// Continuations of `apply_then`, in issue order: the first `thens_in_flight` belong to the in-flight
+    /// batch, the next `thens_in_batch` to the batch being built, the rest to backlog records.
+    thens: VecDeque<Box<dyn Continuation>>,
+    thens_in_flight: usize,
+    thens_in_batch: usize,
     /// Worker fibers whose requests are in the in-flight batch, in the batch being built, or waiting for room.
     pub(crate) waiting: Vec<usize>,
     pub(crate) staged: Vec<usize>,
@@ -59,21 +68,27 @@ impl Outbox {
         Outbox {
             channel,
             trustee,
-            len: 0,
+            batch: Batch::new(),
             sent: 0,
             in_flight: false,
             backlog: VecDeque::new(),
+            thens: VecDeque::new(),
+            thens_in_flight: 0,
+            thens_in_batch: 0,
             waiting: Vec::new(),
             staged: Vec::new(),
             blocked: Vec::new(),
         }
     }
 
-    /// True when the in-flight batch has just been answered (the event happens once per batch).
+    /// True when the in-flight batch has just been answered (once per batch). Its continuations move to
+    /// `ready`, to be run by the caller once it holds no borrow of the client.
     #[inline]
-    pub(crate) fn poll(&mut self) -> bool {
+    pub(crate) fn poll(&mut self, ready: &mut Vec<Box<dyn Continuation>>) -> bool {
         if self.in_flight && self.channel.slots.is_answered(self.sent) {
             self.in_flight = false;
+            ready.extend(self.thens.drain(..self.thens_in_flight));
+            self.thens_in_flight = 0;
             true
         } else {
             false
@@ -91,24 +106,51 @@ impl Outbox {
 
     /// True when there is something to publish.
     pub(crate) fn has_unsent(&self) -> bool {
-        self.len > 0 || !self.backlog.is_empty()
+        !self.batch.is_empty() || !self.backlog.is_empty()
     }
 
-    /// Adds a record to the batch being built; gives it back when the slot is busy or full, or older
-    /// records are still queued (order per client is issue order).
+    /// Adds a record to the batch being built; gives it back when the batch is full or older records are
+    /// still queued (order per client is issue order).
     #[inline]
     pub(crate) fn try_push<F: FnOnce() + Send>(&mut self, record: F) -> Result<(), F> {
-        if self.in_flight || !self.backlog.is_empty() {
+        if !self.backlog.is_empty() {
             return Err(record);
         }
-        // SAFETY: this outbox is the channel's only client and no batch is in flight.
-        unsafe { self.channel.slots.push(&mut self.len, record) }
+        self.batch.push(record)
     }
 
-    /// Queues a fire-and-forget record without waiting; `flush` sends it before anything newer.
+    /// Adds the record of an `apply_then` and its continuation.
+    pub(crate) fn try_push_then<F: FnOnce() + Send>(
+        &mut self,
+        record: F,
+        then: Box<dyn Continuation>,
+    ) -> Result<(), (F, Box<dyn Continuation>)> {
+        match self.try_push(record) {
+            Ok(()) => {
+                self.thens.push_back(then);
+                self.thens_in_batch += 1;
+                Ok(())
+            }
+            Err(record) => Err((record, then)),
+        }
+    }
+
+    /// Queues a record without waiting; `flush` sends it before anything newer.
     pub(crate) fn push_or_queue(&mut self, record: impl FnOnce() + Send + 'static) {
         if let Err(record) = self.try_push(record) {
-            self.backlog.push_back(Box::new(record));
+            self.backlog.push_back((Box::new(record), false));
+        }
+    }
+
+    /// `push_or_queue` for an `apply_then`.
+    pub(crate) fn push_or_queue_then(
+        &mut self,
+        record: impl FnOnce() + Send + 'static,
+        then: Box<dyn Continuation>,
+    ) {
+        if let Err((record, then)) = self.try_push_then(record, then) {
+            self.backlog.push_back((Box::new(record), true));
+            self.thens.push_back(then);
         }
     }
 
@@ -117,33 +159,33 @@ impl Outbox {
         if self.in_flight {
             return false;
         }
-        while let Some(record) = self.backlog.pop_front() {
-            // SAFETY: as in `try_push`.
-            if let Err(record) = unsafe { self.channel.slots.push(&mut self.len, record) } {
-                self.backlog.push_front(record);
+        while let Some((record, is_then)) = self.backlog.pop_front() {
+            if let Err(record) = self.batch.push(record) {
+                self.backlog.push_front((record, is_then));
                 break;
             }
+            self.thens_in_batch += usize::from(is_then);
         }
-        if self.len == 0 {
+        if self.batch.is_empty() {
             return false;
         }
         self.sent = self.sent.wrapping_add(1);
-        // SAFETY: as in `try_push`.
-        unsafe { self.channel.slots.publish(self.sent, self.len) };
-        self.len = 0;
+        // SAFETY: this outbox is the channel's only client and no batch is in flight.
+        unsafe { self.channel.slots.publish(self.sent, &mut self.batch) };
         self.in_flight = true;
+        self.thens_in_flight = std::mem::take(&mut self.thens_in_batch);
         self.waiting.append(&mut self.staged);
         self.trustee.wake();
         true
     }
 
     /// Waits (as a plain thread or a `may` coroutine) until the in-flight batch, if any, is answered.
-    fn wait(&mut self, parker: Option<&Parker>) {
+    fn wait(&mut self, parker: Option<&Parker>, ready: &mut Vec<Box<dyn Continuation>>) {
         let mut backoff = Backoff::default();
-        while self.in_flight && !self.poll() {
+        while self.in_flight && !self.poll(ready) {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
-                if self.poll() {
+                if self.poll(ready) {
                     break;
                 }
                 panic!(
@@ -172,8 +214,16 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Drop for Outbox {
+    /// The client is going away (its thread exits): send what it still holds, then close the channel.
+    /// Continuations not yet run are dropped: nobody is left on this thread to run them.
     fn drop(&mut self) {
-        self.flush();
+        let mut ready = Vec::new();
+        while self.has_unsent() && !self.trustee.is_closing() {
+            while self.in_flight && !self.poll(&mut ready) && !self.trustee.is_closing() {
+                std::thread::yield_now();
+            }
+            self.flush();
+        }
         self.channel.closed.store(true, Ordering::Release);
         self.trustee.wake();
     }
@@ -194,6 +244,16 @@ fn may_yield() {
 pub(crate) struct Client {
     outboxes: Vec<Option<Outbox>>,
     parker: Option<Arc<Parker>>,
+    /// Continuations whose results arrived, waiting to run on this thread.
+    pub(crate) ready: Vec<Box<dyn Continuation>>,
+    /// This thread's `apply_then` bookkeeping (a worker's fibers have their own, in the scheduler).
+    pub(crate) pending: Rc<Pending>,
+}
+
+impl std::fmt::Debug for dyn Continuation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Continuation")
+    }
 }
 
 impl Client {
@@ -201,17 +261,14 @@ impl Client {
         Client {
             outboxes: Vec::new(),
             parker,
+            ready: Vec::new(),
+            pending: Rc::default(),
         }
     }
 
     #[inline]
     pub(crate) fn outbox(&mut self, trustee: &'static TrusteeShared) -> &mut Outbox {
-        let i = trustee.index();
-        if i >= self.outboxes.len() {
-            self.outboxes.resize_with(i + 1, || None);
-        }
-        let parker = &self.parker;
-        self.outboxes[i].get_or_insert_with(|| Outbox::new(trustee, parker.clone()))
+        outbox_in(&mut self.outboxes, &self.parker, trustee)
     }
 
     pub(crate) fn outboxes(&mut self) -> impl Iterator<Item = &mut Outbox> {
@@ -225,16 +282,20 @@ impl Client {
         job: impl FnOnce() -> R + Send + 'static,
     ) -> R {
         let mut result = None;
-        let record = answer_into(&raw mut result, job);
+        let mut record = answer_into(&raw mut result, job);
         let parker = self.parker.clone();
-        let outbox = self.outbox(trustee);
-        outbox.wait(parker.as_deref());
-        if outbox.try_push(record).is_err() {
-            unreachable!("an idle slot has room for one record (large ones are boxed)");
+        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
+        let ready = &mut self.ready;
+        // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
+        while let Err(r) = outbox.try_push(record) {
+            record = r;
+            outbox.wait(parker.as_deref(), ready);
+            outbox.flush();
         }
+        outbox.wait(parker.as_deref(), ready);
         outbox.flush();
-        let guard = WaitGuard(outbox, parker.as_deref());
-        guard.0.wait(guard.1);
+        let guard = WaitGuard(outbox);
+        guard.0.wait(parker.as_deref(), ready);
         std::mem::forget(guard);
         result.expect("the trustee answered the batch holding this request")
     }
@@ -242,20 +303,93 @@ impl Client {
     /// Sends fire-and-forget `job` to `trustee`, waiting only for room.
     fn post(&mut self, trustee: &'static TrusteeShared, job: impl FnOnce() + Send + 'static) {
         let parker = self.parker.clone();
-        let outbox = self.outbox(trustee);
-        outbox.wait(parker.as_deref());
+        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
+        let ready = &mut self.ready;
+        outbox.wait(parker.as_deref(), ready);
         outbox.push_or_queue(job);
         outbox.flush();
     }
+
+    /// Issues an `apply_then` from a plain thread: when the batch is full, serves its own completions until
+    /// there is room (flow control: memory stays bounded however many are issued).
+    fn post_then(
+        &mut self,
+        trustee: &'static TrusteeShared,
+        record: impl FnOnce() + Send + 'static,
+        then: Box<dyn Continuation>,
+    ) {
+        let parker = self.parker.clone();
+        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
+        let ready = &mut self.ready;
+        let (mut record, mut then) = (record, then);
+        while let Err((r, t)) = outbox.try_push_then(record, then) {
+            (record, then) = (r, t);
+            outbox.wait(parker.as_deref(), ready);
+            outbox.flush();
+        }
+        // Send at once if the slot is free; otherwise this batch goes when the in-flight one is answered.
+        outbox.poll(ready);
+        outbox.flush();
+    }
+
+    /// Flushes every outbox and waits for one answer; false when nothing is in flight.
+    fn progress(&mut self) -> bool {
+        let parker = self.parker.clone();
+        let mut any = false;
+        let mut ready = std::mem::take(&mut self.ready);
+        for outbox in self.outboxes() {
+            outbox.poll(&mut ready);
+            outbox.flush();
+            any |= outbox.in_flight();
+        }
+        if any && ready.is_empty() {
+            let mut backoff = Backoff::default();
+            'wait: loop {
+                for outbox in self.outboxes() {
+                    if outbox.poll(&mut ready) {
+                        break 'wait;
+                    }
+                    if outbox.trustee.is_closed() && outbox.in_flight() {
+                        panic!(
+                            "the trust runtime was shut down while `wait_pending` waited for its trustee"
+                        );
+                    }
+                }
+                if context::in_may_coroutine() {
+                    may_yield();
+                } else if backoff.snooze() {
+                    let parker = parker
+                        .as_deref()
+                        .expect("a plain thread's client has a parker");
+                    parker.park_unless(|| false, Duration::from_micros(200));
+                    backoff.reset();
+                }
+            }
+        }
+        self.ready = ready;
+        any
+    }
+}
+/// The outbox to `trustee`, created on first use (a free function so callers can borrow other fields).
+fn outbox_in<'a>(
+    outboxes: &'a mut Vec<Option<Outbox>>,
+    parker: &Option<Arc<Parker>>,
+    trustee: &'static TrusteeShared,
+) -> &'a mut Outbox {
+    let i = trustee.index();
+    if i >= outboxes.len() {
+        outboxes.resize_with(i + 1, || None);
+    }
+    outboxes[i].get_or_insert_with(|| Outbox::new(trustee, parker.clone()))
 }
 
 /// Keeps an unwinding caller (a cancelled `may` coroutine) from freeing the memory its answer will be written
 /// to: it waits for the answer first.
-struct WaitGuard<'a>(&'a mut Outbox, Option<&'a Parker>);
+struct WaitGuard<'a>(&'a mut Outbox);
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        while self.0.in_flight && !self.0.poll() && !self.0.trustee.is_closed() {
+        while self.0.in_flight && !self.0.poll_peek() && !self.0.trustee.is_closed() {
             std::thread::yield_now();
         }
     }
@@ -342,7 +476,9 @@ pub(crate) fn call<R: Send>(
     if context::in_may_coroutine() {
         with_may_client(|c| c.call(trustee, job))
     } else {
-        with_thread_client(|c| c.call(trustee, job))
+        let r = with_thread_client(|c| c.call(trustee, job));
+        run_thread_continuations();
+        r
     }
 }
 
@@ -360,6 +496,106 @@ pub(crate) fn post(trustee: &'static TrusteeShared, job: impl FnOnce() + Send + 
     if context::in_may_coroutine() {
         with_may_client(|c| c.post(trustee, job))
     } else {
-        with_thread_client(|c| c.post(trustee, job))
+        with_thread_client(|c| c.post(trustee, job));
+        run_thread_continuations();
+    }
+}
+
+/// Runs the continuations that arrived for this plain thread, outside any borrow of its client.
+fn run_thread_continuations() {
+    loop {
+        let ready = THREAD_CLIENT
+            .try_with(|c| {
+                c.borrow_mut()
+                    .as_mut()
+                    .map(|c| std::mem::take(&mut c.ready))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if ready.is_empty() {
+            return;
+        }
+        then::run_all(ready);
+    }
+}
+
+/// Issues an `apply_then`: `job` runs on `trustee`, and `then` later on this thread with its result.
+/// A worker fiber waits for room by suspending; a worker's scheduler or delegated closure queues without
+/// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
+/// completions until there is room.
+pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
+    trustee: &'static TrusteeShared,
+    job: impl FnOnce() -> std::thread::Result<R> + Send + 'static,
+    then: C,
+) {
+    if let Some(worker) = context::worker() {
+        let fiber = context::fiber().filter(|_| !context::in_delegated());
+        let owner = match fiber {
+            Some((_, id)) => worker.scheduler.pending_of(id),
+            None => worker.client.borrow().pending.clone(),
+        };
+        let mut cont = Then::new(then, owner);
+        let mut record = answer_into(&raw mut cont.result, job);
+        let mut cont: Box<dyn Continuation> = cont;
+        let Some((_, id)) = fiber else {
+            worker
+                .client
+                .borrow_mut()
+                .outbox(trustee)
+                .push_or_queue_then(record, cont);
+            return;
+        };
+        loop {
+            let worker = context::worker().expect("a fiber stays on its worker");
+            let mut client = worker.client.borrow_mut();
+            let outbox = client.outbox(trustee);
+            match outbox.try_push_then(record, cont) {
+                Ok(()) => return,
+                Err((r, c)) => (record, cont) = (r, c),
+            }
+            outbox.blocked.push(id);
+            drop(client);
+            fiber::suspend();
+        }
+    }
+    trustee.check_running();
+    with_thread_client(|c| {
+        let mut cont = Then::new(then, c.pending.clone());
+        let record = answer_into(&raw mut cont.result, job);
+        c.post_then(trustee, record, cont)
+    });
+    run_thread_continuations();
+}
+
+/// Waits until every `apply_then` issued by the calling thread or fiber has completed and its continuation
+/// has run; then resumes the first panic among their closures and continuations, if any.
+///
+/// Panics inside a delegated closure, and in a continuation running on a worker (either would block a
+/// trustee).
+pub fn wait_pending() {
+    if let Some(worker) = context::worker() {
+        let Some((_, id)) = context::fiber().filter(|_| !context::in_delegated()) else {
+            panic!("{}", context::NESTED_BLOCKING);
+        };
+        let pending = worker.scheduler.pending_of(id);
+        while pending.outstanding() > 0 {
+            pending.set_waiter(id);
+            fiber::suspend();
+        }
+        if let Some(p) = pending.take_panic() {
+            std::panic::resume_unwind(p);
+        }
+        return;
+    }
+    loop {
+        run_thread_continuations();
+        if with_thread_client(|c| c.pending.outstanding()) == 0 {
+            break;
+        }
+        with_thread_client(Client::progress);
+    }
+    if let Some(p) = with_thread_client(|c| c.pending.take_panic()) {
+        std::panic::resume_unwind(p);
     }
 }

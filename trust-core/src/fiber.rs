@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
@@ -16,6 +17,7 @@ use corosensei::{Coroutine, CoroutineResult};
 use crate::client::answer_into;
 use crate::context::{self, Yielder};
 use crate::runtime::runtime;
+use crate::then::Pending;
 use crate::trustee::TrusteeShared;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -190,6 +192,8 @@ pub(crate) struct Scheduler {
     stacks: RefCell<Vec<DefaultStack>>,
     stack_size: usize,
     live: Cell<usize>,
+    /// Each fiber's `apply_then` bookkeeping, by fiber id (created on first use).
+    pending: RefCell<Vec<Option<Rc<Pending>>>>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -213,6 +217,7 @@ impl Scheduler {
             stacks: RefCell::new(Vec::new()),
             stack_size,
             live: Cell::new(0),
+            pending: RefCell::new(Vec::new()),
         }
     }
 
@@ -243,6 +248,15 @@ impl Scheduler {
         self.make_ready(id);
     }
 
+    /// The `apply_then` bookkeeping of fiber `id`.
+    pub(crate) fn pending_of(&self, id: usize) -> Rc<Pending> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.len() <= id {
+            pending.resize(id + 1, None);
+        }
+        pending[id].get_or_insert_with(Rc::default).clone()
+    }
+
     pub(crate) fn make_ready(&self, id: usize) {
         self.ready.borrow_mut().push_back(id);
     }
@@ -271,6 +285,9 @@ impl Scheduler {
                         stacks.push(fiber.into_stack());
                     }
                     self.free.borrow_mut().push(id);
+                    if let Some(p) = self.pending.borrow_mut().get_mut(id) {
+                        *p = None;
+                    }
                     self.live.set(self.live.get() - 1);
                 }
             }

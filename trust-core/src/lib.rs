@@ -38,6 +38,8 @@ mod property;
 #[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
+mod then;
+#[cfg(not(loom))]
 mod trust;
 #[cfg(not(loom))]
 mod trustee;
@@ -55,6 +57,8 @@ pub mod interval;
 #[cfg(not(loom))]
 pub mod lock;
 
+#[cfg(not(loom))]
+pub use client::wait_pending;
 #[cfg(not(loom))]
 pub use fiber::{Fiber, spawn};
 #[cfg(not(loom))]

@@ -33,17 +33,13 @@ const SLOT_HEADER: usize = 16;
 /// Bytes available for records in one batch.
 pub(crate) const BODY: usize = PRIMARY - SLOT_HEADER + OVERFLOW;
 /// Every record starts at a multiple of this, and this is the largest closure alignment stored inline.
-const RECORD_ALIGN: usize = 16;
-/// Bytes of a record header: the `run` pointer and the record size, padded to `RECORD_ALIGN`.
-const RECORD_HEADER: usize = 16;
+const RECORD_ALIGN: usize = 8;
+/// Bytes of a record header: the `run` pointer.
+const RECORD_HEADER: usize = 8;
 
-#[repr(C)]
-struct RecordHeader {
-    /// Reads the closure that follows the header and calls it.
-    run: unsafe fn(*mut u8),
-    /// Header plus payload, rounded up to `RECORD_ALIGN`: the offset of the next record.
-    size: u32,
-}
+/// Reads the closure that follows the header, calls it, and returns the record's size (the offset of the next
+/// record), which it knows statically.
+type Run = unsafe fn(*mut u8) -> usize;
 
 #[repr(C, align(16))]
 struct Body([MaybeUninit<u8>; BODY]);
@@ -99,17 +95,78 @@ pub(crate) const fn fits_inline<F>() -> bool {
     align_of::<F>() <= RECORD_ALIGN && record_size(size_of::<F>()) <= BODY
 }
 
-unsafe fn run_inline<F: FnOnce()>(payload: *mut u8) {
-    // SAFETY: `push` wrote an `F` at `payload` (aligned to RECORD_ALIGN >= align_of::<F>()), and each record
-    // is run exactly once, so reading it out moves the closure.
+unsafe fn run_inline<F: FnOnce()>(payload: *mut u8) -> usize {
+    // SAFETY: `Batch::push` wrote an `F` at `payload` (aligned to RECORD_ALIGN >= align_of::<F>()), and each
+    // record is run exactly once, so reading it out moves the closure.
     let f = unsafe { ptr::read(payload.cast::<F>()) };
-    f()
+    f();
+    record_size(size_of::<F>())
 }
 
-unsafe fn run_boxed<F: FnOnce()>(payload: *mut u8) {
+unsafe fn run_boxed<F: FnOnce()>(payload: *mut u8) -> usize {
     // SAFETY: as in `run_inline`, with a `Box<F>` in place of the closure.
     let f = unsafe { ptr::read(payload.cast::<Box<F>>()) };
-    f()
+    f();
+    record_size(size_of::<Box<F>>())
+}
+
+/// A batch of records being built by a client, in the client's own memory: the client can fill the next batch
+/// while the trustee runs the previous one (double buffering), and `SlotPair::publish` copies it over.
+/// Records are plain moved values, so copying their bytes moves them.
+pub(crate) struct Batch {
+    body: Box<Body>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len).finish()
+    }
+}
+
+impl Batch {
+    pub(crate) fn new() -> Self {
+        Batch {
+            body: Box::new(Body([MaybeUninit::uninit(); BODY])),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the record `f`; gives it back when the batch has no room for it. A closure too large or too
+    /// aligned to travel inline is boxed and its box travels instead.
+    pub(crate) fn push<F: FnOnce() + Send>(&mut self, f: F) -> Result<(), F> {
+        if fits_inline::<F>() {
+            if self.len + record_size(size_of::<F>()) > BODY {
+                return Err(f);
+            }
+            // SAFETY: it fits, and `run_inline::<F>` reads an `F`.
+            unsafe { self.write(run_inline::<F>, f) };
+        } else {
+            if self.len + record_size(size_of::<Box<F>>()) > BODY {
+                return Err(f);
+            }
+            // SAFETY: as above, for the box.
+            unsafe { self.write(run_boxed::<F>, Box::new(f)) };
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// The record fits (`len + record_size(size_of::<P>()) <= BODY`), `align_of::<P>() <= RECORD_ALIGN`, and
+    /// `run` reads a `P`.
+    unsafe fn write<P>(&mut self, run: Run, payload: P) {
+        // SAFETY: in bounds and aligned by the contract (the body is 16-aligned, offsets are multiples of 8).
+        unsafe {
+            let at = self.body.0.as_mut_ptr().cast::<u8>().add(self.len);
+            ptr::write(at.cast::<Run>(), run);
+            ptr::write(at.add(RECORD_HEADER).cast::<P>(), payload);
+        }
+        self.len += record_size(size_of::<P>());
+    }
 }
 
 impl SlotPair {
@@ -126,60 +183,19 @@ impl SlotPair {
         }
     }
 
-    /// Appends the record `f` to the batch being built, whose records so far take `*len` bytes.
-    /// Returns `f` back when the batch has no room for it.
+    /// Moves the records of `batch` into the request slot and publishes them as batch number `seq` (the
+    /// previous number plus one); `batch` is left empty.
     ///
     /// # Safety
-    /// Only the client calls this, and only while no published batch is unanswered (`is_answered` returned
-    /// true for the last published number): the trustee is then not reading the body.
-    pub(crate) unsafe fn push<F: FnOnce() + Send>(&self, len: &mut usize, f: F) -> Result<(), F> {
-        if fits_inline::<F>() {
-            let size = record_size(size_of::<F>());
-            if *len + size > BODY {
-                return Err(f);
-            }
-            // SAFETY: the record fits in the body; the caller guarantees exclusive access.
-            unsafe { self.write_record(*len, size, run_inline::<F>, f) };
-            *len += size;
-        } else {
-            let size = record_size(size_of::<Box<F>>());
-            if *len + size > BODY {
-                return Err(f);
-            }
-            // SAFETY: as above.
-            unsafe { self.write_record(*len, size, run_boxed::<F>, Box::new(f)) };
-            *len += size;
-        }
-        Ok(())
-    }
-
-    /// # Safety
-    /// `offset + size <= BODY`, `size >= RECORD_HEADER + size_of::<P>()`, `align_of::<P>() <= RECORD_ALIGN`,
-    /// `run` reads a `P`, and the caller has exclusive access to the body.
-    unsafe fn write_record<P>(
-        &self,
-        offset: usize,
-        size: usize,
-        run: unsafe fn(*mut u8),
-        payload: P,
-    ) {
+    /// Client only, and only while no published batch is unanswered (`is_answered` returned true for the last
+    /// published number): the trustee is then not reading the body.
+    pub(crate) unsafe fn publish(&self, seq: u32, batch: &mut Batch) {
+        let len = std::mem::take(&mut batch.len);
         self.request.body.with_mut(|body| {
-            // SAFETY: in bounds and aligned by the contract (the body is 16-aligned, offsets are multiples of
-            // 16); nobody else touches the body now.
-            unsafe {
-                let at = body.cast::<u8>().add(offset);
-                let size = size as u32;
-                ptr::write(at.cast::<RecordHeader>(), RecordHeader { run, size });
-                ptr::write(at.add(RECORD_HEADER).cast::<P>(), payload);
-            }
-        })
-    }
-
-    /// Publishes the batch of `len` bytes built with `push` as number `seq` (the previous number plus one).
-    ///
-    /// # Safety
-    /// Client only, under the same condition as `push`.
-    pub(crate) unsafe fn publish(&self, seq: u32, len: usize) {
+            // SAFETY: both bodies are BODY bytes; the trustee is not reading this one (contract). Copying the
+            // bytes moves the records: `batch` forgets them (its length is now 0).
+            unsafe { ptr::copy_nonoverlapping(batch.body.0.as_ptr(), (*body).0.as_mut_ptr(), len) }
+        });
         // SAFETY: the trustee reads `len` only after seeing the new `seq`, which this Release store orders.
         self.request.len.with_mut(|l| unsafe { *l = len as u32 });
         self.request.seq.store(seq, Ordering::Release);
@@ -215,9 +231,8 @@ impl SlotPair {
                 // SAFETY: the client wrote a header at each offset up to `len`, and the payload after it,
                 // and does not touch the body until `answer`.
                 unsafe {
-                    let header = ptr::read(base.add(offset).cast::<RecordHeader>());
-                    (header.run)(base.add(offset + RECORD_HEADER));
-                    offset += header.size as usize;
+                    let run = ptr::read(base.add(offset).cast::<Run>());
+                    offset += run(base.add(offset + RECORD_HEADER));
                 }
             }
         })
@@ -247,7 +262,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(RequestSlot, body), SLOT_HEADER);
         assert_eq!(size_of::<RequestSlot>(), PRIMARY + OVERFLOW);
         assert_eq!(align_of::<RequestSlot>(), 128);
-        assert_eq!(size_of::<RecordHeader>(), RECORD_HEADER);
+        assert_eq!(size_of::<Run>(), RECORD_HEADER);
         assert_eq!(BODY, 1136);
     }
 
@@ -255,44 +270,39 @@ mod tests {
     fn small_records_batch_and_large_ones_go_out_of_line() {
         let pair = SlotPair::new();
         let hits = Arc::new(AtomicUsize::new(0));
-        let mut len = 0;
+        let mut batch = Batch::new();
         let mut pushed = 0;
         loop {
             let h = hits.clone();
-            // SAFETY: single-threaded test: nothing is in flight.
-            match unsafe { pair.push(&mut len, move || _ = h.fetch_add(1, Ordering::Relaxed)) } {
+            match batch.push(move || _ = h.fetch_add(1, Ordering::Relaxed)) {
                 Ok(()) => pushed += 1,
                 Err(_) => break,
             }
         }
-        // An Arc capture is 8 bytes: a 32-byte record, 35 of them in 1136 bytes.
-        assert_eq!(pushed, 35);
+        // An Arc capture is 8 bytes: a 16-byte record, 71 of them in 1136 bytes.
+        assert_eq!(pushed, 71);
         // SAFETY: single-threaded: client and trustee roles alternate.
         unsafe {
-            pair.publish(1, len);
+            pair.publish(1, &mut batch);
             assert_eq!(pair.pending(0), Some(1));
             pair.run_batch();
         }
         pair.answer(1);
         assert!(pair.is_answered(1));
-        assert_eq!(hits.load(Ordering::Relaxed), 35);
+        assert_eq!(hits.load(Ordering::Relaxed), 71);
+        assert!(batch.is_empty());
 
         // A 4 KiB capture cannot be inline: it is boxed, and its checksum survives.
         let big = [7u8; 4096];
         let sum = Arc::new(AtomicUsize::new(0));
         let s = sum.clone();
-        let mut len = 0;
         assert!(!fits_inline::<[u8; 4096]>());
+        let record =
+            move || _ = s.fetch_add(big.iter().map(|&b| b as usize).sum(), Ordering::Relaxed);
+        assert!(batch.push(record).is_ok());
         // SAFETY: as above.
         unsafe {
-            assert!(
-                pair.push(&mut len, move || _ = s.fetch_add(
-                    big.iter().map(|&b| b as usize).sum(),
-                    Ordering::Relaxed
-                ))
-                .is_ok()
-            );
-            pair.publish(2, len);
+            pair.publish(2, &mut batch);
             pair.run_batch();
         }
         pair.answer(2);
@@ -327,7 +337,7 @@ mod tests {
         let mut results = [0u64; 8];
         for seq in 1..=rounds {
             let n = (seq % 8 + 1) as usize;
-            let mut len = 0;
+            let mut batch = Batch::new();
             for (i, slot) in results.iter_mut().enumerate().take(n) {
                 let out = Out(slot);
                 let payload = [seq as u64; 12]; // 8 records of 128 bytes: the batch spills into the overflow block
@@ -336,12 +346,10 @@ mod tests {
                     // SAFETY: the client waits for the answer before reading `results`.
                     unsafe { *out.0 = payload.iter().sum::<u64>() + i as u64 }
                 };
-                // SAFETY: the previous batch is answered.
-                let pushed = unsafe { pair.push(&mut len, record) };
-                assert!(pushed.is_ok());
+                assert!(batch.push(record).is_ok());
             }
             // SAFETY: client side.
-            unsafe { pair.publish(seq, len) };
+            unsafe { pair.publish(seq, &mut batch) };
             while !pair.is_answered(seq) {
                 std::thread::yield_now();
             }
@@ -396,7 +404,7 @@ mod loom_model {
                 // SAFETY: see `Results`.
                 move || results.0[i].with_mut(|r| unsafe { *r = payload.iter().sum() })
             };
-            let mut len = 0;
+            let mut batch = Batch::new();
             let small = record(0, vec![1, 2]);
             let spill = {
                 let r = record(1, vec![3; 4]);
@@ -406,13 +414,11 @@ mod loom_model {
                     r()
                 }
             };
+            assert!(batch.push(small).is_ok());
+            assert!(batch.push(spill).is_ok());
+            assert!(batch.len > PRIMARY);
             // SAFETY: nothing is in flight.
-            unsafe {
-                assert!(pair.push(&mut len, small).is_ok());
-                assert!(pair.push(&mut len, spill).is_ok());
-                assert!(len > PRIMARY);
-                pair.publish(1, len);
-            }
+            unsafe { pair.publish(1, &mut batch) };
             while !pair.is_answered(1) {
                 loom::thread::yield_now();
             }
@@ -425,12 +431,9 @@ mod loom_model {
                 }
             };
             assert!(!fits_inline_val(&boxed));
-            let mut len = 0;
+            assert!(batch.push(boxed).is_ok());
             // SAFETY: batch 1 is answered.
-            unsafe {
-                assert!(pair.push(&mut len, boxed).is_ok());
-                pair.publish(2, len);
-            }
+            unsafe { pair.publish(2, &mut batch) };
             while !pair.is_answered(2) {
                 loom::thread::yield_now();
             }

@@ -7,6 +7,7 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::property::{self, Header, Property, SendPtr};
+use crate::then::Then;
 use crate::trustee::Trustee;
 use crate::{client, context, fiber};
 
@@ -87,6 +88,44 @@ impl<T: Send + 'static> Trust<T> {
             property::apply_caught(property.get(), f)
         });
         result.unwrap_or_else(|payload| resume_unwind(payload))
+    }
+
+    /// Applies `f` without waiting: returns at once, and `then(result)` runs later on this thread — on a
+    /// worker, its scheduler runs it; on a plain thread, later trust-core calls and [`wait_pending`] run it.
+    /// Never on the trustee. Requests from one thread to one trustee are applied in issue order.
+    ///
+    /// A panic in `f` (or in `then`) is kept and resumed by the issuer's next [`wait_pending`]. Flow control:
+    /// when the batch to this trustee is full, the caller first serves its own completions, so memory stays
+    /// bounded. Allowed inside delegated closures (the request is queued without waiting).
+    ///
+    /// [`wait_pending`]: crate::wait_pending
+    pub fn apply_then<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
+        let property = SendPtr(self.property.as_ptr());
+        if let Some(worker) =
+            context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
+        {
+            let owner = match context::fiber().filter(|_| !context::in_delegated()) {
+                Some((_, id)) => worker.scheduler.pending_of(id),
+                None => worker.client.borrow().pending.clone(),
+            };
+            let mut cont = Then::new(then, owner);
+            // SAFETY: on the property's trustee thread; the handle keeps it live.
+            cont.result = Some(unsafe { property::apply_caught(property.get(), f) });
+            worker.client.borrow_mut().ready.push(cont);
+            return;
+        }
+        // SAFETY: the record runs on the property's trustee; the handle keeps it live until then, because
+        // a drop of this handle is sent after this request on the same channel, or counted later.
+        client::post_then(
+            self.trustee.shared,
+            move || unsafe { property::apply_caught(property.get(), f) },
+            then,
+        );
     }
 
     /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. The argument

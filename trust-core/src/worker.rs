@@ -10,6 +10,7 @@ use crate::context;
 use crate::fiber::Scheduler;
 use crate::parker::{Backoff, Parker};
 use crate::property::{self, Registry};
+use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
@@ -125,16 +126,20 @@ impl Worker {
     }
 
     /// Client side: fibers whose batch was answered, or that waited for room, become ready.
+    /// Continuations whose results arrived run here, on the worker that issued them.
     fn collect_answers(&self) -> bool {
         let mut busy = false;
+        let mut ready = std::mem::take(&mut self.client.borrow_mut().ready);
         for outbox in self.client.borrow_mut().outboxes() {
-            if outbox.poll() {
+            if outbox.poll(&mut ready) {
                 for id in outbox.waiting.drain(..).chain(outbox.blocked.drain(..)) {
                     self.scheduler.make_ready(id);
                 }
                 busy = true;
             }
         }
+        busy |= !ready.is_empty();
+        then::run_all(ready);
         busy
     }
 
@@ -151,6 +156,7 @@ impl Worker {
         self.shared.has_mail()
             || self.shared.is_closing()
             || self.scheduler.has_ready()
+            || !self.client.borrow().ready.is_empty()
             || self
                 .served
                 .borrow()
