@@ -1,0 +1,149 @@
+//! `apply_then` and `wait_pending`: order, exact totals, chains, panics, flow control, and the nesting rules.
+
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::OnceLock;
+
+use trust_core::{Runtime, Trust, spawn, wait_pending};
+
+fn rt() -> &'static Runtime {
+    static RT: OnceLock<&'static Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::builder().workers(2).build().expect("first runtime of this process"))
+}
+
+#[test]
+fn continuations_run_on_the_issuing_thread_in_issue_order() {
+    let counter = rt().trustee(1).entrust(0u64);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let me = std::thread::current().id();
+    for _ in 0..10_000 {
+        let seen = seen.clone();
+        counter.apply_then(
+            |c| {
+                *c += 1;
+                *c
+            },
+            move |v| {
+                assert_eq!(std::thread::current().id(), me);
+                seen.borrow_mut().push(v)
+            },
+        );
+    }
+    wait_pending();
+    assert_eq!(*seen.borrow(), (1..=10_000).collect::<Vec<u64>>());
+    assert_eq!(counter.apply(|c| *c), 10_000);
+}
+
+/// Peak resident memory of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn millions_without_waiting_keep_memory_bounded() {
+    // 10 million in a release build; a million in debug, where each costs ten times as much.
+    let n: u64 = if cfg!(debug_assertions) { 1_000_000 } else { 10_000_000 };
+    let counter = rt().trustee(0).entrust(0u64);
+    let sum = Rc::new(Cell::new(0u64));
+    let before = peak_rss_kib();
+    for _ in 0..n {
+        let sum = sum.clone();
+        counter.apply_then(|c| { *c += 1; 1u64 }, move |one| sum.set(sum.get() + one));
+    }
+    wait_pending();
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert_eq!(sum.get(), n);
+    assert_eq!(counter.apply(|c| *c), n);
+    assert!(grown < 32 * 1024, "peak memory grew by {grown} KiB for {n} requests");
+}
+
+#[test]
+fn continuations_can_chain() {
+    let counter = rt().trustee(1).entrust(0u64);
+    fn step(counter: Trust<u64>, left: u32, done: Rc<Cell<u32>>) {
+        let next = counter.clone();
+        counter.apply_then(|c| *c += 1, move |()| {
+            done.set(done.get() + 1);
+            if left > 1 {
+                step(next, left - 1, done);
+            }
+        });
+    }
+    let done = Rc::new(Cell::new(0));
+    step(counter.clone(), 1000, done.clone());
+    wait_pending();
+    assert_eq!(done.get(), 1000);
+    assert_eq!(counter.apply(|c| *c), 1000);
+}
+
+#[test]
+fn a_panic_reaches_wait_pending_and_the_rest_still_completes() {
+    let counter = rt().trustee(1).entrust(0u64);
+    let ran = Rc::new(Cell::new(0));
+    for i in 0..10 {
+        let ran = ran.clone();
+        counter.apply_then(
+            move |c| {
+                *c += 1;
+                if i == 3 {
+                    panic!("request {i} failed");
+                }
+            },
+            move |()| ran.set(ran.get() + 1),
+        );
+    }
+    let err = catch_unwind(AssertUnwindSafe(wait_pending)).unwrap_err();
+    assert_eq!(*err.downcast::<String>().unwrap(), "request 3 failed");
+    assert_eq!(ran.get(), 9, "every other continuation ran");
+    assert_eq!(counter.apply(|c| *c), 10);
+    wait_pending(); // the panic was reported once
+}
+
+#[test]
+fn fibers_pipeline_and_wait_for_their_own_requests() {
+    let counter = rt().trustee(0).entrust(0u64);
+    let fibers: Vec<_> = (0..128)
+        .map(|_| {
+            let counter = counter.clone();
+            spawn(move || {
+                let done = Rc::new(Cell::new(0u32));
+                for _ in 0..1000 {
+                    let done = done.clone();
+                    counter.apply_then(|c| *c += 1, move |()| done.set(done.get() + 1));
+                }
+                wait_pending();
+                done.get()
+            })
+        })
+        .collect();
+    for f in fibers {
+        assert_eq!(f.join().unwrap(), 1000);
+    }
+    assert_eq!(counter.apply(|c| *c), 128_000);
+}
+
+#[test]
+fn apply_then_inside_a_delegated_closure_is_fine() {
+    let a = rt().trustee(0).entrust(0u64);
+    let b = rt().trustee(1).entrust(0u64);
+    let b2 = b.clone();
+    a.apply(move |_| {
+        for _ in 0..100 {
+            b2.apply_then(|v| *v += 1, |()| {});
+        }
+    });
+    // The requests were queued by trustee 0 and are applied in order; a blocking read from here sees them
+    // once trustee 0 has flushed its batch.
+    let mut seen = 0;
+    for _ in 0..1000 {
+        seen = b.apply(|v| *v);
+        if seen == 100 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(seen, 100);
+}
