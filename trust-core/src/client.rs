@@ -30,6 +30,9 @@ pub(crate) struct Channel {
     pub(crate) parker: Option<Arc<Parker>>,
     /// The client is gone; the trustee forgets the channel once its last batch is served.
     pub(crate) closed: AtomicBool,
+    /// The client holds records not yet published. Read by the trustee before it drops a property whose
+    /// last handle is gone (see `Worker::retire`).
+    pub(crate) lingering: AtomicBool,
 }
 
 type Boxed = Box<dyn FnOnce() + Send>;
@@ -63,6 +66,7 @@ impl Outbox {
             slots: SlotPair::new(),
             parker,
             closed: AtomicBool::new(false),
+            lingering: AtomicBool::new(false),
         });
         trustee.register(channel.clone());
         Outbox {
@@ -116,7 +120,17 @@ impl Outbox {
         if !self.backlog.is_empty() {
             return Err(record);
         }
+        if self.batch.is_empty() {
+            self.linger();
+        }
         self.batch.push(record)
+    }
+
+    /// Announces unpublished records, before the caller can let any handle escape. Release: a trustee that
+    /// learns of the escape (through another client's batch) then sees this flag, or the batch published.
+    #[inline]
+    fn linger(&self) {
+        self.channel.lingering.store(true, Ordering::Release);
     }
 
     /// Adds the record of an `apply_then` and its continuation.
@@ -138,6 +152,7 @@ impl Outbox {
     /// Queues a record without waiting; `flush` sends it before anything newer.
     pub(crate) fn push_or_queue(&mut self, record: impl FnOnce() + Send + 'static) {
         if let Err(record) = self.try_push(record) {
+            self.linger();
             self.backlog.push_back((Box::new(record), false));
         }
     }
@@ -149,6 +164,7 @@ impl Outbox {
         then: Box<dyn Continuation>,
     ) {
         if let Err((record, then)) = self.try_push_then(record, then) {
+            self.linger();
             self.backlog.push_back((Box::new(record), true));
             self.thens.push_back(then);
         }
@@ -172,6 +188,10 @@ impl Outbox {
         self.sent = self.sent.wrapping_add(1);
         // SAFETY: this outbox is the channel's only client and no batch is in flight.
         unsafe { self.channel.slots.publish(self.sent, &mut self.batch) };
+        if self.backlog.is_empty() {
+            // After the publication: a trustee that reads `false` also sees the batch.
+            self.channel.lingering.store(false, Ordering::Release);
+        }
         self.in_flight = true;
         self.thens_in_flight = std::mem::take(&mut self.thens_in_batch);
         self.waiting.append(&mut self.staged);

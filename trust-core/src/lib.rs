@@ -32,6 +32,8 @@ mod context;
 #[cfg(not(loom))]
 mod fiber;
 #[cfg(not(loom))]
+mod future;
+#[cfg(not(loom))]
 mod parker;
 #[cfg(not(loom))]
 mod property;
@@ -61,6 +63,8 @@ pub mod lock;
 pub use client::wait_pending;
 #[cfg(not(loom))]
 pub use fiber::{Fiber, spawn};
+#[cfg(not(loom))]
+pub use future::ApplyFuture;
 #[cfg(not(loom))]
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
 #[cfg(not(loom))]

@@ -95,8 +95,6 @@ pub(crate) unsafe fn apply_caught<T, R>(
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     live: Vec<*mut Header>,
-    /// Properties whose count reached zero while a closure was running on them: dropped after it returns.
-    deferred: Vec<*mut Header>,
 }
 
 impl Registry {
@@ -108,7 +106,7 @@ impl Registry {
         self.live.push(h);
     }
 
-    fn remove(&mut self, h: *mut Header) {
+    pub(crate) fn remove(&mut self, h: *mut Header) {
         // SAFETY: registered properties are live until removed here.
         let i = unsafe { (*h).index.get() };
         debug_assert_eq!(self.live[i], h);
@@ -119,14 +117,8 @@ impl Registry {
         }
     }
 
-    pub(crate) fn take_deferred(&mut self) -> Vec<*mut Header> {
-        std::mem::take(&mut self.deferred)
-    }
-
     pub(crate) fn take_all(&mut self) -> Vec<*mut Header> {
-        let all = std::mem::take(&mut self.live);
-        self.deferred.clear();
-        all
+        std::mem::take(&mut self.live)
     }
 }
 
@@ -140,25 +132,31 @@ pub(crate) unsafe fn incref(h: *mut Header) {
     refs.set(refs.get() + 1);
 }
 
-/// A handle to `h` is gone; the last one drops the value (later, if a closure is running on it).
+/// A handle to `h` is gone. When the count reaches zero the property is *retired*, not dropped at once: a
+/// request sent before the last handle went away may still be on its way from another client (see
+/// `Worker::retire`), and the value is dropped once every such request has been served.
 ///
 /// # Safety
-/// On `h`'s trustee thread, `h` live and registered in `registry`'s worker.
+/// On `h`'s trustee thread, `h` live.
 pub(crate) unsafe fn decref(h: *mut Header) {
     // SAFETY: by the contract.
     let header = unsafe { &*h };
     let refs = header.refs.get() - 1;
     header.refs.set(refs);
-    if refs > 0 {
-        return;
+    if refs == 0 {
+        context::worker()
+            .expect("reference counts change on the trustee")
+            .retire(h);
     }
-    if header.in_use.get() {
-        context::with_registry(|r| r.deferred.push(h));
-    } else {
-        context::with_registry(|r| r.remove(h));
-        // SAFETY: unregistered and unreferenced: this is the one drop.
-        unsafe { drop_unregistered(h) };
-    }
+}
+
+/// True while a closure is running on the property.
+///
+/// # Safety
+/// `h` live, on its trustee thread.
+pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
+    // SAFETY: by the contract.
+    unsafe { (*h).in_use.get() }
 }
 
 /// Drops an unregistered property; a panic in `T::drop` is reported and swallowed so the trustee keeps serving.
@@ -174,17 +172,6 @@ pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
         eprintln!(
             "trust: a property's destructor panicked on its trustee; the trustee keeps serving"
         );
-    }
-}
-
-/// Drops deferred properties whose closures have returned.
-pub(crate) fn drop_deferred() {
-    for h in context::with_registry(Registry::take_deferred) {
-        // SAFETY: deferred properties are registered and unreferenced; no closure runs on them now.
-        unsafe {
-            context::with_registry(|r| r.remove(h));
-            drop_unregistered(h);
-        }
     }
 }
 

@@ -216,6 +216,12 @@ impl SlotPair {
         (seq != served).then_some(seq)
     }
 
+    /// Trustee side: the number of the last published batch.
+    #[inline]
+    pub(crate) fn published(&self) -> u32 {
+        self.request.seq.load(Ordering::Acquire)
+    }
+
     /// Trustee side: runs every record of the pending batch, in order. Records must not unwind (the runtime's
     /// records catch panics themselves).
     ///

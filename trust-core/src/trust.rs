@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
+use crate::future::ApplyFuture;
 use crate::property::{self, Header, Property, SendPtr};
 use crate::then::Then;
 use crate::trustee::Trustee;
@@ -52,6 +53,15 @@ impl<T> Trust<T> {
     /// The trustee this property is entrusted to.
     pub fn trustee(&self) -> Trustee {
         self.trustee
+    }
+
+    pub(crate) fn property_ptr(&self) -> *mut Property<T> {
+        self.property.as_ptr()
+    }
+
+    /// True when the caller runs on this property's trustee (the local shortcut applies).
+    pub(crate) fn is_local(&self) -> bool {
+        self.trustee.shared.is_current()
     }
 
     fn header(&self) -> SendPtr<Header> {
@@ -126,6 +136,18 @@ impl<T: Send + 'static> Trust<T> {
             move || unsafe { property::apply_caught(property.get(), f) },
             then,
         );
+    }
+
+    /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the
+    /// result once the trustee has answered, waking the task. Works with tokio or any executor, from any
+    /// thread; dropping the future early is harmless (the result is dropped when it arrives). A panic in `f`
+    /// resumes when the future is polled to completion.
+    pub fn apply_async<R, F>(&self, f: F) -> ApplyFuture<'_, T, F, R>
+    where
+        F: FnOnce(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        ApplyFuture::new(self, f)
     }
 
     /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. The argument

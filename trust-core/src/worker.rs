@@ -3,13 +3,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::client::{Channel, Client};
 use crate::context;
 use crate::fiber::Scheduler;
 use crate::parker::{Backoff, Parker};
-use crate::property::{self, Registry};
+use crate::property::{self, Header, Registry};
 use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
 
@@ -18,6 +19,14 @@ use crate::trustee::{Mail, TrusteeShared};
 struct Served {
     channel: Arc<Channel>,
     served: u32,
+}
+
+/// A property whose last handle is gone, waiting for requests that may still refer to it: for each channel
+/// that had records unpublished or unserved when it was retired, the batch number that must be served first.
+#[derive(Debug)]
+struct Retired {
+    header: *mut Header,
+    waits: Vec<(Arc<Channel>, u32)>,
 }
 
 #[derive(Debug)]
@@ -31,6 +40,7 @@ pub(crate) struct Worker {
     pub(crate) inline_burst: Cell<u32>,
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
+    retired: RefCell<Vec<Retired>>,
 }
 
 /// The body of a worker thread; returns after shutdown.
@@ -45,6 +55,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
         inline_burst: Cell::new(0),
         parker: parker.clone(),
         served: RefCell::default(),
+        retired: RefCell::default(),
     }));
     context::set_worker(Some(worker));
     shared.set_parker(parker);
@@ -64,7 +75,7 @@ impl Worker {
             busy |= self.collect_answers();
             busy |= self.scheduler.run_ready();
             busy |= self.flush();
-            property::drop_deferred();
+            self.drop_retired();
             if busy {
                 backoff.reset();
             } else if backoff.snooze() {
@@ -111,18 +122,74 @@ impl Worker {
                 }
                 self.served.borrow_mut()[i].served = seq;
                 busy = true;
-            } else if channel.closed.load(std::sync::atomic::Ordering::Acquire) {
+            } else if channel.closed.load(Ordering::Acquire) {
                 // Re-checked after `closed`: a last batch published before closing is still served.
                 closed |= channel.slots.pending(served).is_none();
             }
         }
         if closed {
             self.served.borrow_mut().retain(|s| {
-                !(s.channel.closed.load(std::sync::atomic::Ordering::Acquire)
+                !(s.channel.closed.load(Ordering::Acquire)
                     && s.channel.slots.pending(s.served).is_none())
             });
         }
         busy
+    }
+
+    /// The last handle of `h` is gone. A request for `h` sent before that may still be on its way: its handle
+    /// was alive when the request was issued, then moved to another client whose decrement overtook it. Such
+    /// a request is published, or announced by its channel's `lingering` flag, before the handle escaped; so
+    /// the batch numbers read now bound every request that can still refer to `h`. The value is dropped once
+    /// those batches are served (and no closure runs on it).
+    pub(crate) fn retire(&self, h: *mut Header) {
+        self.read_mail(); // a channel registered before the escape must be waited for too
+        let waits = self
+            .served
+            .borrow()
+            .iter()
+            .filter_map(|s| {
+                let lingering = s.channel.lingering.load(Ordering::Acquire);
+                let need = s
+                    .channel
+                    .slots
+                    .published()
+                    .wrapping_add(u32::from(lingering));
+                (need != s.served).then(|| (s.channel.clone(), need))
+            })
+            .collect();
+        self.retired.borrow_mut().push(Retired { header: h, waits });
+    }
+
+    /// Drops retired properties whose possible requests have all been served.
+    fn drop_retired(&self) {
+        if self.retired.borrow().is_empty() {
+            return;
+        }
+        let ready: Vec<*mut Header> = {
+            let served = self.served.borrow();
+            let done = |(channel, need): &(Arc<Channel>, u32)| {
+                served
+                    .iter()
+                    .find(|s| Arc::ptr_eq(&s.channel, channel))
+                    .is_none_or(|s| s.served.wrapping_sub(*need) < u32::MAX / 2)
+            };
+            let mut retired = self.retired.borrow_mut();
+            let mut ready = Vec::new();
+            retired.retain(|r| {
+                // SAFETY: retired properties stay live until dropped here.
+                let free = !unsafe { property::in_use(r.header) } && r.waits.iter().all(done);
+                if free {
+                    ready.push(r.header);
+                }
+                !free
+            });
+            ready
+        };
+        for h in ready {
+            context::with_registry(|r| r.remove(h));
+            // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
+            unsafe { property::drop_unregistered(h) };
+        }
     }
 
     /// Client side: fibers whose batch was answered, or that waited for room, become ready.
@@ -172,7 +239,7 @@ impl Worker {
     /// Shutdown: answer what was already sent, drop every property still entrusted (exactly once), stop.
     fn close(&self) {
         self.serve();
-        property::drop_deferred();
+        self.retired.borrow_mut().clear(); // still registered: dropped below
         let live = context::with_registry(Registry::take_all);
         for h in live {
             // SAFETY: registered properties are live; shutdown is the last use of each.

@@ -9,7 +9,12 @@ use trust_core::{Runtime, Trust, spawn, wait_pending};
 
 fn rt() -> &'static Runtime {
     static RT: OnceLock<&'static Runtime> = OnceLock::new();
-    RT.get_or_init(|| Runtime::builder().workers(2).build().expect("first runtime of this process"))
+    RT.get_or_init(|| {
+        Runtime::builder()
+            .workers(2)
+            .build()
+            .expect("first runtime of this process")
+    })
 }
 
 #[test]
@@ -45,19 +50,32 @@ fn peak_rss_kib() -> u64 {
 #[test]
 fn millions_without_waiting_keep_memory_bounded() {
     // 10 million in a release build; a million in debug, where each costs ten times as much.
-    let n: u64 = if cfg!(debug_assertions) { 1_000_000 } else { 10_000_000 };
+    let n: u64 = if cfg!(debug_assertions) {
+        1_000_000
+    } else {
+        10_000_000
+    };
     let counter = rt().trustee(0).entrust(0u64);
     let sum = Rc::new(Cell::new(0u64));
     let before = peak_rss_kib();
     for _ in 0..n {
         let sum = sum.clone();
-        counter.apply_then(|c| { *c += 1; 1u64 }, move |one| sum.set(sum.get() + one));
+        counter.apply_then(
+            |c| {
+                *c += 1;
+                1u64
+            },
+            move |one| sum.set(sum.get() + one),
+        );
     }
     wait_pending();
     let grown = peak_rss_kib().saturating_sub(before);
     assert_eq!(sum.get(), n);
     assert_eq!(counter.apply(|c| *c), n);
-    assert!(grown < 32 * 1024, "peak memory grew by {grown} KiB for {n} requests");
+    assert!(
+        grown < 32 * 1024,
+        "peak memory grew by {grown} KiB for {n} requests"
+    );
 }
 
 #[test]
@@ -65,12 +83,15 @@ fn continuations_can_chain() {
     let counter = rt().trustee(1).entrust(0u64);
     fn step(counter: Trust<u64>, left: u32, done: Rc<Cell<u32>>) {
         let next = counter.clone();
-        counter.apply_then(|c| *c += 1, move |()| {
-            done.set(done.get() + 1);
-            if left > 1 {
-                step(next, left - 1, done);
-            }
-        });
+        counter.apply_then(
+            |c| *c += 1,
+            move |()| {
+                done.set(done.get() + 1);
+                if left > 1 {
+                    step(next, left - 1, done);
+                }
+            },
+        );
     }
     let done = Rc::new(Cell::new(0));
     step(counter.clone(), 1000, done.clone());
@@ -146,4 +167,30 @@ fn apply_then_inside_a_delegated_closure_is_fine() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     assert_eq!(seen, 100);
+}
+
+/// A request issued through a handle that then moves to another thread and is dropped there: the
+/// drop's decrement may overtake the request, and the value must still outlive it.
+#[test]
+fn a_handle_dropped_elsewhere_never_frees_the_value_before_its_requests() {
+    use std::sync::{Arc, Mutex};
+    struct Logged(Arc<Mutex<Vec<&'static str>>>);
+    impl Drop for Logged {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push("drop");
+        }
+    }
+    for _ in 0..200 {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let value = rt().trustee(1).entrust(Logged(log.clone()));
+        value.apply_then(|v| v.0.lock().unwrap().push("apply"), |()| {});
+        std::thread::spawn(move || drop(value)).join().unwrap();
+        wait_pending();
+        let mut waited = 0;
+        while log.lock().unwrap().len() < 2 && waited < 1000 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            waited += 1;
+        }
+        assert_eq!(*log.lock().unwrap(), ["apply", "drop"]);
+    }
 }

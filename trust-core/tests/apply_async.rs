@@ -1,0 +1,84 @@
+//! `apply_async` under tokio: exact totals from many tasks, panics, and cancellation.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use trust_core::{Runtime, Trust};
+
+fn rt() -> &'static Runtime {
+    static RT: OnceLock<&'static Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::builder()
+            .workers(2)
+            .build()
+            .expect("first runtime of this process")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_tasks_times_a_thousand_increments_are_exact() {
+    let per_task: u64 = 1000;
+    let counter: Trust<u64> = rt().trustee(1).entrust(0);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    counter.apply_async(|c| *c += 1).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(counter.apply_async(|c| *c).await, 1000 * per_task);
+}
+
+#[tokio::test]
+async fn a_panic_resumes_in_the_awaiting_task() {
+    let counter = rt().trustee(0).entrust(1u64);
+    let c = counter.clone();
+    let err = tokio::spawn(async move { c.apply_async(|_| -> u64 { panic!("async boom") }).await })
+        .await
+        .unwrap_err();
+    assert_eq!(*err.into_panic().downcast::<&str>().unwrap(), "async boom");
+    assert_eq!(counter.apply_async(|c| *c).await, 1);
+}
+
+struct CountsDrops(Arc<AtomicUsize>);
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_future_dropped_after_sending_leaks_nothing() {
+    let counter = rt().trustee(1).entrust(0u64);
+    let drops = Arc::new(AtomicUsize::new(0));
+    for _ in 0..100 {
+        let d = drops.clone();
+        let mut fut = Box::pin(counter.apply_async(move |c| {
+            *c += 1;
+            CountsDrops(d)
+        }));
+        // Poll once (this sends the request), then drop the future before the answer.
+        let waker = std::task::Waker::noop();
+        let _ = fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
+        drop(fut);
+    }
+    // Requests are applied in order: once this one is answered, all 100 ran and their results were dropped.
+    assert_eq!(counter.apply_async(|c| *c).await, 100);
+    let mut waited = 0;
+    while drops.load(Ordering::SeqCst) < 100 && waited < 1000 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        waited += 1;
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 100);
+}
+
+use std::future::Future;
