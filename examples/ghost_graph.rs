@@ -29,7 +29,11 @@ struct List<'brand> {
 
 impl<'brand> List<'brand> {
     fn push_back(&mut self, value: u64, token: &mut GhostToken<'brand>) -> NodeRef<'brand> {
-        let node = Arc::new(GhostCell::new(Node { value, next: None, prev: None }));
+        let node = Arc::new(GhostCell::new(Node {
+            value,
+            next: None,
+            prev: None,
+        }));
         match self.tail.take() {
             Some(tail) => {
                 node.borrow_mut(token).prev = Some(Arc::downgrade(&tail));
@@ -47,7 +51,9 @@ impl<'brand> List<'brand> {
         let next = node.borrow(token).next.clone();
         match (&prev, &next) {
             (Some(p), Some(n)) => {
-                let (p, m, n) = (&**p, &**node, &**n).borrow_mut(token).expect("three distinct nodes");
+                let (p, m, n) = (&**p, &**node, &**n)
+                    .borrow_mut(token)
+                    .expect("three distinct nodes");
                 n.prev = m.prev.take();
                 p.next = m.next.take();
             }
@@ -92,7 +98,10 @@ impl<'brand> List<'brand> {
     }
 
     fn values(&self, token: &GhostToken<'brand>) -> Vec<u64> {
-        self.nodes(token).iter().map(|n| n.borrow(token).value).collect()
+        self.nodes(token)
+            .iter()
+            .map(|n| n.borrow(token).value)
+            .collect()
     }
 
     fn values_backward(&self, token: &GhostToken<'brand>) -> Vec<u64> {
@@ -121,7 +130,11 @@ fn main() {
         let nodes: Vec<_> = (1..=8).map(|v| list.push_back(v, &mut token)).collect();
         println!("built:     {:?}", list.values(&token));
 
-        let removed = [list.remove(&nodes[3], &mut token), list.remove(&nodes[0], &mut token), list.remove(&nodes[7], &mut token)];
+        let removed = [
+            list.remove(&nodes[3], &mut token),
+            list.remove(&nodes[0], &mut token),
+            list.remove(&nodes[7], &mut token),
+        ];
         println!("removed {removed:?}: {:?}", list.values(&token));
         assert_eq!(list.values(&token), [2, 3, 5, 6, 7]);
 
@@ -131,7 +144,10 @@ fn main() {
         assert_eq!(list.values_backward(&token), [2, 3, 5, 6, 7]);
 
         // Passing the same node twice is refused at run time, never turned into two `&mut`.
-        let err = (&*nodes[1], &*nodes[2], &*nodes[1]).borrow_mut(&mut token).err().unwrap();
+        let err = (&*nodes[1], &*nodes[2], &*nodes[1])
+            .borrow_mut(&mut token)
+            .err()
+            .unwrap();
         println!("aliasing refused: {err}");
 
         // Every node becomes the sum of itself and its neighbours: read in parallel, commit once.
@@ -143,7 +159,11 @@ fn main() {
                     .iter()
                     .map(|node| {
                         let n = node.borrow(token);
-                        let prev = n.prev.as_ref().and_then(Weak::upgrade).map_or(0, |p| p.borrow(token).value);
+                        let prev = n
+                            .prev
+                            .as_ref()
+                            .and_then(Weak::upgrade)
+                            .map_or(0, |p| p.borrow(token).value);
                         let next = n.next.as_ref().map_or(0, |x| x.borrow(token).value);
                         prev + n.value + next
                     })

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use trust_core::ghost::{
-    GhostAliasingError, GhostBorrow, GhostBorrowMut, GhostCell, GhostLazyCell, GhostOnceCell, GhostToken, Shard,
-    parallel_read_then_commit, parallel_read_then_commit_with,
+    GhostAliasingError, GhostBorrow, GhostBorrowMut, GhostCell, GhostLazyCell, GhostOnceCell,
+    GhostToken, Shard, parallel_read_then_commit, parallel_read_then_commit_with,
 };
 
 /// Sizes of the threaded tests: Miri runs threads thousands of times slower.
@@ -90,7 +90,14 @@ fn cells_of_one_brand_share_one_token() {
         a.borrow_mut(&mut token).push('!');
         b.borrow_mut(&mut token).push(3);
         *c.borrow_mut(&mut token) *= 2.0;
-        assert_eq!((a.borrow(&token).as_str(), b.borrow(&token).as_slice(), *c.borrow(&token)), ("a!", &[1, 2, 3][..], 7.0));
+        assert_eq!(
+            (
+                a.borrow(&token).as_str(),
+                b.borrow(&token).as_slice(),
+                *c.borrow(&token)
+            ),
+            ("a!", &[1, 2, 3][..], 7.0)
+        );
     });
 }
 
@@ -154,7 +161,9 @@ fn replace_take_swap() {
 fn cell_drops_its_value_exactly_once() {
     let drops = Cell::new(0);
     GhostToken::new(|_token| {
-        let cells: Vec<_> = (0..5).map(|i| GhostCell::new(DropCounter(&drops, i))).collect();
+        let cells: Vec<_> = (0..5)
+            .map(|i| GhostCell::new(DropCounter(&drops, i)))
+            .collect();
         let kept = GhostCell::new(DropCounter(&drops, 99)).into_inner();
         drop(cells);
         assert_eq!(drops.get(), 5);
@@ -206,7 +215,12 @@ fn slice_of_cells_round_trip() {
         let cells = whole.as_slice_of_cells();
         assert_eq!(cells.len(), 5);
         // Mutate element 1 through its own cell while other elements are read in between.
-        let sum_others: i32 = cells.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, c)| *c.borrow(&token)).sum();
+        let sum_others: i32 = cells
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, c)| *c.borrow(&token))
+            .sum();
         *cells[1].borrow_mut(&mut token) = sum_others;
         let middle = GhostCell::from_slice_of_cells(&cells[1..4]);
         middle.borrow_mut(&mut token).reverse();
@@ -236,7 +250,11 @@ fn array_of_cells_round_trip_and_unsizing() {
 #[test]
 fn tuple_borrow_mut_of_distinct_cells() {
     GhostToken::new(|mut token| {
-        let (a, b, c) = (GhostCell::new(1), GhostCell::new(String::from("b")), GhostCell::new(vec![3]));
+        let (a, b, c) = (
+            GhostCell::new(1),
+            GhostCell::new(String::from("b")),
+            GhostCell::new(vec![3]),
+        );
         let (ra, rb, rc) = (&a, &b, &c).borrow_mut(&mut token).unwrap();
         *ra += 1;
         rb.push('!');
@@ -252,13 +270,16 @@ fn tuple_of_twelve() {
         let cells: [GhostCell<'_, u32>; 12] = std::array::from_fn(|i| GhostCell::new(i as u32));
         let [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11] = &cells;
         let all = (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11);
-        let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11) = all.borrow_mut(&mut token).unwrap();
+        let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11) =
+            all.borrow_mut(&mut token).unwrap();
         for r in [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11] {
             *r *= 2;
         }
         let sum: u32 = cells.iter().map(|c| *c.borrow(&token)).sum();
         assert_eq!(sum, 2 * 66);
-        let err = (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c3).borrow_mut(&mut token).unwrap_err();
+        let err = (c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c3)
+            .borrow_mut(&mut token)
+            .unwrap_err();
         assert_eq!((err.first(), err.second()), (3, 11));
     });
 }
@@ -267,7 +288,10 @@ fn tuple_of_twelve() {
 fn aliasing_is_an_error_naming_both_positions() {
     GhostToken::new(|mut token| {
         let (a, b) = (GhostCell::new(1), GhostCell::new(2));
-        assert_eq!((&a, &a).borrow_mut(&mut token).unwrap_err(), (&b, &b).borrow_mut(&mut token).unwrap_err());
+        assert_eq!(
+            (&a, &a).borrow_mut(&mut token).unwrap_err(),
+            (&b, &b).borrow_mut(&mut token).unwrap_err()
+        );
         let err = (&a, &b, &a).borrow_mut(&mut token).unwrap_err();
         assert_eq!((err.first(), err.second()), (0, 2));
         assert_eq!(
@@ -276,7 +300,11 @@ fn aliasing_is_an_error_naming_both_positions() {
              cannot both be borrowed mutably; pass distinct cells, or borrow them one after the other"
         );
         let dynamic: Box<dyn std::error::Error> = Box::new(err);
-        assert!(dynamic.to_string().starts_with("GhostCell arguments #0 and #2"));
+        assert!(
+            dynamic
+                .to_string()
+                .starts_with("GhostCell arguments #0 and #2")
+        );
         // Nothing was changed by the failed calls.
         assert_eq!((*a.borrow(&token), *b.borrow(&token)), (1, 2));
     });
@@ -289,7 +317,9 @@ fn overlap_is_checked_by_byte_range_not_just_address() {
         let unsized_whole: &GhostCell<'_, [u32]> = &whole;
         let cells = unsized_whole.as_slice_of_cells();
         // The whole array and its last element: different addresses, overlapping bytes.
-        let err = (unsized_whole, &cells[3]).borrow_mut(&mut token).unwrap_err();
+        let err = (unsized_whole, &cells[3])
+            .borrow_mut(&mut token)
+            .unwrap_err();
         assert_eq!((err.first(), err.second()), (0, 1));
         // Two overlapping sub-slices.
         let left = GhostCell::from_slice_of_cells(&cells[0..2]);
@@ -323,7 +353,9 @@ fn arrays_and_slices_of_references() {
         // Array of references: checked.
         let [x, y] = [&cells[5], &cells[0]].borrow_mut(&mut token).unwrap();
         std::mem::swap(x, y);
-        let err = [&cells[1], &cells[2], &cells[1]].borrow_mut(&mut token).unwrap_err();
+        let err = [&cells[1], &cells[2], &cells[1]]
+            .borrow_mut(&mut token)
+            .unwrap_err();
         assert_eq!((err.first(), err.second()), (0, 2));
         // Slice of references (any length, result in a Vec): checked.
         let picks: Vec<&GhostCell<'_, i32>> = vec![&cells[4], &cells[2], &cells[0]];
@@ -356,7 +388,8 @@ fn array_of_cells_borrow_mut_is_infallible() {
         assert_eq!((&cells).borrow(&token), &[2, 3, 1]);
         // The unchecked form, with distinctness proven by hand.
         // SAFETY: three different cells.
-        let [a, b, c] = unsafe { [&cells[0], &cells[1], &cells[2]].borrow_mut_unchecked(&mut token) };
+        let [a, b, c] =
+            unsafe { [&cells[0], &cells[1], &cells[2]].borrow_mut_unchecked(&mut token) };
         (*a, *b, *c) = (*c, *a, *b);
         assert_eq!((&cells).borrow(&token), &[1, 2, 3]);
     });
@@ -375,7 +408,9 @@ fn errors_convert_to_one_type() {
     GhostToken::new(|mut token| {
         let cells = [GhostCell::new(1), GhostCell::new(2)];
         borrow_all_mut(&cells, &mut token).unwrap()[0] = 5;
-        let err = borrow_all_mut((&cells[1], &cells[1]), &mut token).map(|_| ()).unwrap_err();
+        let err = borrow_all_mut((&cells[1], &cells[1]), &mut token)
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!((err.first(), err.second()), (0, 1));
         assert_eq!((&cells).borrow(&token), &[5, 2]);
     });
@@ -404,7 +439,14 @@ fn parallel_reads_share_the_token() {
             let handles: Vec<_> = (0..THREADS)
                 .map(|t| {
                     let cells = &cells;
-                    s.spawn(move || cells.iter().skip(t).step_by(THREADS).map(|c| *c.borrow(token)).sum::<u64>())
+                    s.spawn(move || {
+                        cells
+                            .iter()
+                            .skip(t)
+                            .step_by(THREADS)
+                            .map(|c| *c.borrow(token))
+                            .sum::<u64>()
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -458,7 +500,10 @@ fn parallel_read_then_commit_exact_values() {
                     (shard, range.start, sum)
                 },
                 |proposals, token| {
-                    assert_eq!(proposals.iter().map(|p| p.0.index).collect::<Vec<_>>(), (0..shards).collect::<Vec<_>>());
+                    assert_eq!(
+                        proposals.iter().map(|p| p.0.index).collect::<Vec<_>>(),
+                        (0..shards).collect::<Vec<_>>()
+                    );
                     for (_, start, sum) in &proposals {
                         if *start < cells.len() {
                             *cells[*start].borrow_mut(token) += sum;
@@ -483,7 +528,11 @@ fn parallel_read_then_commit_default_shards() {
             &mut token,
             |shard, token| (shard.count, *cell.borrow(token)),
             |reads, token| {
-                assert!(reads.iter().all(|&(count, value)| count == reads.len() && value == 3));
+                assert!(
+                    reads
+                        .iter()
+                        .all(|&(count, value)| count == reads.len() && value == 3)
+                );
                 *cell.borrow_mut(token) = reads.len() as u32;
                 reads.len()
             },
@@ -521,18 +570,25 @@ fn a_panicking_reader_skips_the_commit_and_keeps_the_token() {
 #[test]
 fn zero_shards_is_a_clear_panic() {
     let outcome = catch_unwind(|| {
-        GhostToken::new(|mut token| parallel_read_then_commit_with(0, &mut token, |_, _| (), |_, _| ()))
+        GhostToken::new(|mut token| {
+            parallel_read_then_commit_with(0, &mut token, |_, _| (), |_, _| ())
+        })
     });
     let payload = outcome.unwrap_err();
     let message = panic_message(&*payload);
-    assert!(message.starts_with("parallel_read_then_commit_with: shards must be at least 1 (got 0)"), "{message}");
+    assert!(
+        message.starts_with("parallel_read_then_commit_with: shards must be at least 1 (got 0)"),
+        "{message}"
+    );
 }
 
 #[test]
 fn shard_ranges_cover_everything_once() {
     for len in [0, 1, 5, 10, 17] {
         for count in 1..=6 {
-            let ranges: Vec<_> = (0..count).map(|index| Shard { index, count }.range(len)).collect();
+            let ranges: Vec<_> = (0..count)
+                .map(|index| Shard { index, count }.range(len))
+                .collect();
             assert_eq!(ranges.first().unwrap().start, 0);
             assert_eq!(ranges.last().unwrap().end, len);
             for pair in ranges.windows(2) {
@@ -556,7 +612,13 @@ fn once_cell_is_set_once() {
         assert_eq!(cell.set(2, &mut token), Err(2));
         assert_eq!(cell.try_insert(3, &mut token), Err((&1, 3)));
         let calls = Cell::new(0);
-        assert_eq!(*cell.get_or_init(&mut token, || { calls.set(calls.get() + 1); 4 }), 1);
+        assert_eq!(
+            *cell.get_or_init(&mut token, || {
+                calls.set(calls.get() + 1);
+                4
+            }),
+            1
+        );
         assert_eq!(calls.get(), 0);
         assert_eq!(cell.get(&token), Some(&1));
     });
@@ -568,7 +630,10 @@ fn once_cell_reference_outlives_the_token_borrow() {
         let cell = GhostOnceCell::new();
         let value: &String = cell.get_or_init(&mut token, || String::from("v"));
         // The token is free again: a later writer finds the cell full and writes nothing.
-        assert_eq!(cell.set(String::from("w"), &mut token), Err(String::from("w")));
+        assert_eq!(
+            cell.set(String::from("w"), &mut token),
+            Err(String::from("w"))
+        );
         assert_eq!(value, "v");
     });
 }
@@ -579,7 +644,9 @@ fn once_cell_failed_or_panicking_init_leaves_it_empty() {
         let cell: GhostOnceCell<'_, u8> = GhostOnceCell::new();
         assert_eq!(cell.get_or_try_init(&mut token, || Err("no")), Err("no"));
         assert_eq!(cell.get(&token), None);
-        let outcome = catch_unwind(AssertUnwindSafe(|| cell.get_or_init(&mut token, || panic!("init failed"))));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            cell.get_or_init(&mut token, || panic!("init failed"))
+        }));
         assert!(outcome.is_err());
         assert_eq!(cell.get(&token), None);
         assert_eq!(cell.get_or_try_init(&mut token, || Ok::<_, ()>(7)), Ok(&7));
@@ -626,7 +693,9 @@ fn once_cell_initialised_by_one_thread_read_by_all() {
         assert_eq!(got, 42);
         let token = &token;
         let reads: Vec<Option<u32>> = thread::scope(|s| {
-            let handles: Vec<_> = (0..THREADS).map(|_| s.spawn(|| cell.get(token).copied())).collect();
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| s.spawn(|| cell.get(token).copied()))
+                .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(reads, vec![Some(42); THREADS]);
@@ -670,7 +739,11 @@ fn lazy_cell_poisoned_by_a_panicking_initialiser() {
         assert_eq!(panic_message(&*first), "init failed");
         let second = catch_unwind(AssertUnwindSafe(|| *lazy.force(&mut token))).unwrap_err();
         let message = panic_message(&*second);
-        assert!(message.starts_with("GhostLazyCell::force: the initialiser panicked on an earlier call"), "{message}");
+        assert!(
+            message
+                .starts_with("GhostLazyCell::force: the initialiser panicked on an earlier call"),
+            "{message}"
+        );
         assert_eq!(lazy.get(&token), None);
     });
 }
@@ -705,7 +778,10 @@ struct Node<'arena, 'brand> {
 
 type NodeRef<'arena, 'brand> = &'arena GhostCell<'brand, Node<'arena, 'brand>>;
 
-fn values_forward<'arena, 'brand>(head: NodeRef<'arena, 'brand>, token: &GhostToken<'brand>) -> Vec<u32> {
+fn values_forward<'arena, 'brand>(
+    head: NodeRef<'arena, 'brand>,
+    token: &GhostToken<'brand>,
+) -> Vec<u32> {
     let mut out = vec![];
     let mut node = Some(head);
     while let Some(n) = node {
@@ -718,8 +794,15 @@ fn values_forward<'arena, 'brand>(head: NodeRef<'arena, 'brand>, token: &GhostTo
 #[test]
 fn doubly_linked_list_unlink_with_three_way_borrow() {
     GhostToken::new(|mut token| {
-        let arena: Vec<GhostCell<'_, Node<'_, '_>>> =
-            (0..5).map(|value| GhostCell::new(Node { value, prev: None, next: None })).collect();
+        let arena: Vec<GhostCell<'_, Node<'_, '_>>> = (0..5)
+            .map(|value| {
+                GhostCell::new(Node {
+                    value,
+                    prev: None,
+                    next: None,
+                })
+            })
+            .collect();
         for pair in arena.windows(2) {
             let (left, right) = (&pair[0], &pair[1]).borrow_mut(&mut token).unwrap();
             left.next = Some(&pair[1]);
@@ -729,15 +812,24 @@ fn doubly_linked_list_unlink_with_three_way_borrow() {
 
         // Unlink node 2: its neighbours and itself are mutated together.
         let middle = &arena[2];
-        let (prev, next) = (middle.borrow(&token).prev.unwrap(), middle.borrow(&token).next.unwrap());
+        let (prev, next) = (
+            middle.borrow(&token).prev.unwrap(),
+            middle.borrow(&token).next.unwrap(),
+        );
         let (p, m, n) = (prev, middle, next).borrow_mut(&mut token).unwrap();
         p.next = m.next.take();
         n.prev = m.prev.take();
         assert_eq!(values_forward(&arena[0], &token), [0, 1, 3, 4]);
-        assert_eq!(arena[3].borrow(&token).prev.map(|p| p.borrow(&token).value), Some(1));
+        assert_eq!(
+            arena[3].borrow(&token).prev.map(|p| p.borrow(&token).value),
+            Some(1)
+        );
 
         // Passing a node twice is caught, not turned into two `&mut`.
-        let err = (&arena[1], &arena[3], &arena[1]).borrow_mut(&mut token).err().unwrap();
+        let err = (&arena[1], &arena[3], &arena[1])
+            .borrow_mut(&mut token)
+            .err()
+            .unwrap();
         assert_eq!((err.first(), err.second()), (0, 2));
     });
 }

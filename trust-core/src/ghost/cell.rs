@@ -47,7 +47,10 @@ unsafe impl<'brand, T: ?Sized + Send + Sync> Sync for GhostCell<'brand, T> {}
 impl<'brand, T> GhostCell<'brand, T> {
     /// Wraps `value` in a cell of brand `'brand` (inferred from the token it is later used with).
     pub const fn new(value: T) -> Self {
-        Self { _brand: PhantomData, value: UnsafeCell::new(value) }
+        Self {
+            _brand: PhantomData,
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// Unwraps the value. Owning the cell proves nobody borrows it, so no token is needed.
@@ -73,7 +76,11 @@ impl<'brand, T> GhostCell<'brand, T> {
     /// Swapping a cell with itself is a no-op and returns `Ok`. Two *different* cells that overlap in
     /// memory (only possible for zero-sized values placed at the same address) cannot be borrowed
     /// mutably together, and give `Err`.
-    pub fn swap(&self, other: &Self, token: &mut GhostToken<'brand>) -> Result<(), GhostAliasingError> {
+    pub fn swap(
+        &self,
+        other: &Self,
+        token: &mut GhostToken<'brand>,
+    ) -> Result<(), GhostAliasingError> {
         if core::ptr::eq(self, other) {
             return Ok(());
         }

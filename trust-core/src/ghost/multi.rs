@@ -106,14 +106,14 @@ pub trait GhostBorrowMut<'a, 'brand> {
 
 // ---- the overlap check -------------------------------------------------------------------------------
 
-/// The inclusive byte range `[start, end]` a value covers, and its argument position.
+/// The bytes a value covers, `start..start + size`, and its argument position.
 ///
-/// Inclusive so that a value ending at the top of the address space needs no one-past-the-end address,
-/// and so that a zero-sized value still covers its address (see the module docs).
+/// A zero-sized value counts as covering one byte, so that two references to it collide (see the module
+/// docs).
 #[derive(Clone, Copy)]
 struct Span {
     start: usize,
-    end: usize,
+    size: usize,
     position: usize,
 }
 
@@ -122,29 +122,42 @@ fn span<T: ?Sized>(value: &T, position: usize) -> Span {
     // `addr()` rather than `as usize`: we only compare addresses, we never turn them back into
     // pointers, so no provenance is exposed (this runs under Miri's strict provenance).
     let start = (value as *const T).cast::<u8>().addr();
-    let size = size_of_val(value);
-    Span { start, end: start + size.saturating_sub(1), position }
+    Span {
+        start,
+        size: size_of_val(value).max(1),
+        position,
+    }
 }
 
 /// `Ok` if no two spans overlap; else the positions of an overlapping pair, lower first.
+///
+/// Overlap is tested as "the higher span starts less than `size` bytes after the lower one", with a
+/// subtraction that cannot wrap (the lower start is subtracted), never as `start + size`, which could
+/// wrap at the top of the address space. It also lets LLVM fold the test away when it can see the
+/// cells are distinct (neighbours in one slice), as it does for `Cell::swap`.
 #[inline]
 fn check_distinct(spans: &mut [Span]) -> Result<(), GhostAliasingError> {
-    let overlap = |a: &Span, b: &Span| {
-        let (first, second) = if a.position < b.position { (a.position, b.position) } else { (b.position, a.position) };
-        GhostAliasingError { first, second }
+    let overlaps = |a: &Span, b: &Span| {
+        let (low, high) = if a.start <= b.start { (a, b) } else { (b, a) };
+        high.start - low.start < low.size
+    };
+    let error = |a: &Span, b: &Span| GhostAliasingError {
+        first: a.position.min(b.position),
+        second: a.position.max(b.position),
     };
     if let [a, b] = spans {
         // The common case gets no sort.
-        if a.start <= b.end && b.start <= a.end {
-            return Err(overlap(a, b));
-        }
-        return Ok(());
+        return if overlaps(a, b) {
+            Err(error(a, b))
+        } else {
+            Ok(())
+        };
     }
-    // Sorted by start, a range overlaps some later one iff it overlaps the next one.
+    // Sorted by start, a span overlaps some later one iff it overlaps the next one.
     spans.sort_unstable_by_key(|s| s.start);
     for pair in spans.windows(2) {
-        if pair[0].end >= pair[1].start {
-            return Err(overlap(&pair[0], &pair[1]));
+        if overlaps(&pair[0], &pair[1]) {
+            return Err(error(&pair[0], &pair[1]));
         }
     }
     Ok(())
@@ -204,7 +217,9 @@ impl<'a, 'brand, T, const N: usize> GhostBorrow<'a, 'brand> for &'a [GhostCell<'
 
 // ---- references that may alias: checked ---------------------------------------------------------------
 
-impl<'a, 'brand, T: ?Sized, const N: usize> GhostBorrowMut<'a, 'brand> for [&'a GhostCell<'brand, T>; N] {
+impl<'a, 'brand, T: ?Sized, const N: usize> GhostBorrowMut<'a, 'brand>
+    for [&'a GhostCell<'brand, T>; N]
+{
     type Result = [&'a mut T; N];
     type Error = GhostAliasingError;
 
@@ -227,7 +242,9 @@ impl<'a, 'brand, T: ?Sized, const N: usize> GhostBorrowMut<'a, 'brand> for [&'a 
     }
 }
 
-impl<'a, 'brand, T: ?Sized, const N: usize> GhostBorrow<'a, 'brand> for [&'a GhostCell<'brand, T>; N] {
+impl<'a, 'brand, T: ?Sized, const N: usize> GhostBorrow<'a, 'brand>
+    for [&'a GhostCell<'brand, T>; N]
+{
     type Result = [&'a T; N];
 
     fn borrow(self, token: &'a GhostToken<'brand>) -> Self::Result {
@@ -240,7 +257,11 @@ impl<'a, 'brand, T: ?Sized> GhostBorrowMut<'a, 'brand> for &[&'a GhostCell<'bran
     type Error = GhostAliasingError;
 
     fn borrow_mut(self, token: &'a mut GhostToken<'brand>) -> Result<Self::Result, Self::Error> {
-        let mut spans: Vec<Span> = self.iter().enumerate().map(|(i, cell)| span(*cell, i)).collect();
+        let mut spans: Vec<Span> = self
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| span(*cell, i))
+            .collect();
         check_distinct(&mut spans)?;
         // SAFETY: just checked that the cells are pairwise disjoint.
         Ok(unsafe { self.borrow_mut_unchecked(token) })
@@ -249,7 +270,9 @@ impl<'a, 'brand, T: ?Sized> GhostBorrowMut<'a, 'brand> for &[&'a GhostCell<'bran
     unsafe fn borrow_mut_unchecked(self, token: &'a mut GhostToken<'brand>) -> Self::Result {
         let _ = token;
         // SAFETY: as for arrays of references: `&mut token` held for `'a`, disjointness from the caller.
-        self.iter().map(|cell| unsafe { &mut *cell.as_ptr() }).collect()
+        self.iter()
+            .map(|cell| unsafe { &mut *cell.as_ptr() })
+            .collect()
     }
 }
 

@@ -44,12 +44,18 @@ unsafe impl<'brand, T: Send + Sync> Sync for GhostOnceCell<'brand, T> {}
 impl<'brand, T> GhostOnceCell<'brand, T> {
     /// An empty cell.
     pub const fn new() -> Self {
-        Self { _brand: PhantomData, value: UnsafeCell::new(None) }
+        Self {
+            _brand: PhantomData,
+            value: UnsafeCell::new(None),
+        }
     }
 
     /// A cell that already holds `value`.
     pub const fn with_value(value: T) -> Self {
-        Self { _brand: PhantomData, value: UnsafeCell::new(Some(value)) }
+        Self {
+            _brand: PhantomData,
+            value: UnsafeCell::new(Some(value)),
+        }
     }
 
     /// The value if set. The result borrows the cell only, not the token.
@@ -95,7 +101,11 @@ impl<'brand, T> GhostOnceCell<'brand, T> {
     }
 
     /// Like [`get_or_init`](Self::get_or_init), for a fallible `f`; on `Err` the cell stays empty.
-    pub fn get_or_try_init<E>(&self, token: &mut GhostToken<'brand>, f: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+    pub fn get_or_try_init<E>(
+        &self,
+        token: &mut GhostToken<'brand>,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<&T, E> {
         if let Some(value) = self.get(token) {
             return Ok(value);
         }
@@ -163,7 +173,10 @@ pub struct GhostLazyCell<'brand, T, F = fn() -> T> {
 impl<'brand, T, F: FnOnce() -> T> GhostLazyCell<'brand, T, F> {
     /// A cell that will compute its value with `init` on first [`force`](Self::force).
     pub const fn new(init: F) -> Self {
-        Self { value: GhostOnceCell::new(), init: GhostCell::new(Some(init)) }
+        Self {
+            value: GhostOnceCell::new(),
+            init: GhostCell::new(Some(init)),
+        }
     }
 
     /// The value, computing it first if needed. The result borrows the cell only, not the token.

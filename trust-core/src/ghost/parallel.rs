@@ -98,10 +98,26 @@ pub fn parallel_read_then_commit_with<'brand, U: Send, R>(
     let read_phase = &read_phase;
     let results = thread::scope(|scope| {
         let others: Vec<_> = (1..shards)
-            .map(|index| scope.spawn(move || read_phase(Shard { index, count: shards }, shared)))
+            .map(|index| {
+                scope.spawn(move || {
+                    read_phase(
+                        Shard {
+                            index,
+                            count: shards,
+                        },
+                        shared,
+                    )
+                })
+            })
             .collect();
         let mut results = Vec::with_capacity(shards);
-        results.push(read_phase(Shard { index: 0, count: shards }, shared));
+        results.push(read_phase(
+            Shard {
+                index: 0,
+                count: shards,
+            },
+            shared,
+        ));
         for handle in others {
             match handle.join() {
                 Ok(result) => results.push(result),

@@ -46,7 +46,9 @@ impl<'brand> GhostToken<'brand> {
     /// ```
     #[allow(clippy::new_ret_no_self)] // the token only exists inside `f`; that is the point
     pub fn new<R>(f: impl for<'new> FnOnce(GhostToken<'new>) -> R) -> R {
-        f(GhostToken { _brand: PhantomData })
+        f(GhostToken {
+            _brand: PhantomData,
+        })
     }
 }
 
