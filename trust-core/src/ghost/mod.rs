@@ -53,3 +53,9 @@ pub use multi::{GhostAliasingError, GhostBorrow, GhostBorrowMut};
 pub use once::{GhostLazyCell, GhostOnceCell};
 pub use parallel::{Shard, parallel_read_then_commit, parallel_read_then_commit_with};
 pub use token::GhostToken;
+
+/// Runs the code blocks of the user guide, `docs/ghost.md`, as doctests, so the guide cannot drift
+/// from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/ghost.md")]
+struct GuideExamples;
