@@ -1,1 +1,0 @@
-//! Branded token cells (GhostCell). Not built yet.
