@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use crate::context;
 use crate::fiber;
+use crate::job::{self, Job};
 use crate::parker::{Backoff, Parker};
 use crate::slot::{Batch, SlotPair};
 use crate::then::{self, Continuation, Pending, Then};
@@ -296,11 +297,7 @@ impl Client {
     }
 
     /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine.
-    fn call<R: Send>(
-        &mut self,
-        trustee: &'static TrusteeShared,
-        job: impl FnOnce() -> R + Send + 'static,
-    ) -> R {
+    fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
         let mut result = None;
         let mut record = answer_into(&raw mut result, job);
         let parker = self.parker.clone();
@@ -420,20 +417,21 @@ struct Answer<R>(*mut Option<R>);
 // it; the caller reads it after the batch is answered (Acquire), which orders the write before the read.
 unsafe impl<R: Send> Send for Answer<R> {}
 
-/// A record that runs `job` and stores its result in `*out`. The caller must keep `out` alive and unread until
-/// the batch holding the record is answered. `job` must not unwind (delegated closures are run through
-/// `property::apply_caught`).
-pub(crate) fn answer_into<R: Send, J: FnOnce() -> R + Send>(
-    out: *mut Option<R>,
+/// A record that runs `job` and stores its output in `*out`. The caller must keep `out` alive and unread
+/// until the batch holding the record is answered. Jobs do not unwind (delegated closures are caught).
+pub(crate) fn answer_into<J: Job>(
+    out: *mut Option<J::Output>,
     job: J,
-) -> impl FnOnce() + Send + use<R, J> {
+) -> impl FnOnce() + Send + 'static
+where
+    J::Output: Send,
+{
     let out = Answer(out);
-    move || {
+    job::record(job, move |r| {
         let out = out;
-        let r = job();
         // SAFETY: see `Answer`.
         unsafe { *out.0 = Some(r) }
-    }
+    })
 }
 
 thread_local! {
@@ -482,10 +480,7 @@ fn may_pool_push(client: Client) {
 
 /// Runs `job` on `trustee` (a different trustee from the caller's own) and returns its result, suspending the
 /// calling fiber or coroutine, or blocking the calling thread, meanwhile.
-pub(crate) fn call<R: Send>(
-    trustee: &'static TrusteeShared,
-    job: impl FnOnce() -> R + Send + 'static,
-) -> R {
+pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
     if context::worker().is_some() {
         if context::in_delegated() || context::fiber().is_none() {
             panic!("{}", context::NESTED_BLOCKING);
@@ -546,7 +541,7 @@ fn run_thread_continuations() {
 /// completions until there is room.
 pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
     trustee: &'static TrusteeShared,
-    job: impl FnOnce() -> std::thread::Result<R> + Send + 'static,
+    job: impl Job<Output = std::thread::Result<R>>,
     then: C,
 ) {
     if let Some(worker) = context::worker() {

@@ -16,11 +16,12 @@ use corosensei::{Coroutine, CoroutineResult};
 
 use crate::client::answer_into;
 use crate::context::{self, Yielder};
+use crate::job::Job;
 use crate::runtime::runtime;
 use crate::then::Pending;
 use crate::trustee::TrusteeShared;
 
-type Job = Box<dyn FnOnce() + Send>;
+type FiberJob = Box<dyn FnOnce()>;
 type FiberCoroutine = Coroutine<(), (), (), DefaultStack>;
 
 /// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
@@ -81,18 +82,50 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    let (fiber, job) = fiber_job(f);
+    runtime().next_spawn_trustee().spawn_fiber(Box::new(job));
+    fiber
+}
+
+/// Starts `f` in a new fiber on the calling worker (for `launch`: the fiber must run on the trustee).
+pub(crate) fn start_here<F, R>(f: F) -> Fiber<R>
+where
+    F: FnOnce() -> R + 'static,
+    R: Send + 'static,
+{
+    let (fiber, job) = fiber_job(f);
+    let worker = context::worker().expect("start_here runs on a worker");
+    worker.scheduler.start(Box::new(job));
+    fiber
+}
+
+fn fiber_job<F, R>(f: F) -> (Fiber<R>, impl FnOnce() + 'static)
+where
+    F: FnOnce() -> R + 'static,
+    R: Send + 'static,
+{
     let state = Arc::new(JoinState {
         result: Mutex::new(None),
         done: AtomicBool::new(false),
         joiner: Mutex::new(None),
     });
     let done = state.clone();
-    runtime()
-        .next_spawn_trustee()
-        .spawn_fiber(Box::new(move || {
-            done.complete(panic::catch_unwind(AssertUnwindSafe(f)));
-        }));
-    Fiber { state }
+    let job = move || done.complete(panic::catch_unwind(AssertUnwindSafe(f)));
+    (Fiber { state }, job)
+}
+
+/// Lets the worker run its other fibers and serve its clients before the calling fiber continues. Outside a
+/// fiber (a plain thread, a `may` coroutine), yields the thread or coroutine.
+pub fn yield_now() {
+    match (context::worker(), context::fiber()) {
+        (Some(worker), Some((_, id))) if !context::in_delegated() => {
+            worker.scheduler.make_ready(id);
+            suspend();
+        }
+        #[cfg(feature = "may")]
+        _ if context::in_may_coroutine() => may::coroutine::yield_now(),
+        _ => thread::yield_now(),
+    }
 }
 
 impl<R> Fiber<R> {
@@ -156,10 +189,7 @@ pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
 
 /// Delegation from a worker fiber: the request joins the worker's batch to `trustee` and the fiber suspends
 /// until the batch is answered (and first, if the slot is busy, until there is room).
-pub(crate) fn call<R: Send>(
-    trustee: &'static TrusteeShared,
-    job: impl FnOnce() -> R + Send + 'static,
-) -> R {
+pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
     let mut result = None;
     let mut record = answer_into(&raw mut result, job);
     loop {
@@ -222,7 +252,7 @@ impl Scheduler {
     }
 
     /// Creates a fiber for `job` and makes it ready.
-    pub(crate) fn start(&self, job: Job) {
+    pub(crate) fn start(&self, job: FiberJob) {
         let stack = self
             .stacks
             .borrow_mut()

@@ -10,7 +10,8 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 
 use crate::client;
-use crate::property::{self, SendPtr};
+use crate::job::{self, Apply};
+use crate::property::SendPtr;
 use crate::trust::Trust;
 
 struct Slot<R> {
@@ -67,10 +68,8 @@ where
             }));
             this.slot = Some(slot.clone());
             let property = SendPtr(this.trust.property_ptr());
-            client::post(this.trust.trustee().shared, move || {
-                // SAFETY: runs on the property's trustee; the future borrows the handle, which keeps the
-                // property live until the request is sent, and drops of it are sent after this request.
-                let result = unsafe { property::apply_caught(property.get(), f) };
+            // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
+            let record = job::record(Apply { property, f }, move |result| {
                 let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
                 slot.result = Some(result);
                 let waker = slot.waker.take();
@@ -79,6 +78,7 @@ where
                     w.wake();
                 }
             });
+            client::post(this.trust.trustee().shared, record);
             return Poll::Pending;
         }
         let slot = this.slot.as_ref().expect("polled after completion");

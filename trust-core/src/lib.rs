@@ -34,6 +34,10 @@ mod fiber;
 #[cfg(not(loom))]
 mod future;
 #[cfg(not(loom))]
+mod job;
+#[cfg(not(loom))]
+mod latch;
+#[cfg(not(loom))]
 mod parker;
 #[cfg(not(loom))]
 mod property;
@@ -62,9 +66,11 @@ pub mod lock;
 #[cfg(not(loom))]
 pub use client::wait_pending;
 #[cfg(not(loom))]
-pub use fiber::{Fiber, spawn};
+pub use fiber::{Fiber, spawn, yield_now};
 #[cfg(not(loom))]
 pub use future::ApplyFuture;
+#[cfg(not(loom))]
+pub use latch::{Latch, LatchGuard};
 #[cfg(not(loom))]
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
 #[cfg(not(loom))]

@@ -10,11 +10,16 @@ use crate::context;
 pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
      it, and a second `&mut T` would alias the first; do the nested work inside the outer closure instead";
 
+pub(crate) const LAUNCHED: &str = "`apply` on a latch that launched fibers share, from inside a delegated \
+     closure: it would have to wait for them, and the trustee cannot wait. Use `apply_then`, or `launch`";
+
 /// Type-erased part of a property; `Property<T>` starts with it, so a `*mut Header` identifies a property.
 #[derive(Debug)]
 pub(crate) struct Header {
     refs: Cell<usize>,
     in_use: Cell<bool>,
+    /// Fibers started by `launch` that share the value (a `Latch`) right now.
+    launched: Cell<usize>,
     /// Position in the trustee's registry.
     index: Cell<usize>,
     drop_property: unsafe fn(*mut Header),
@@ -40,6 +45,7 @@ impl<T> Property<T> {
             header: Header {
                 refs: Cell::new(1),
                 in_use: Cell::new(false),
+                launched: Cell::new(0),
                 index: Cell::new(usize::MAX),
                 drop_property: drop_property::<T>,
             },
@@ -53,6 +59,7 @@ struct Borrow<'a>(&'a Header);
 
 impl<'a> Borrow<'a> {
     fn new(header: &'a Header) -> Self {
+        assert!(header.launched.get() == 0, "{LAUNCHED}");
         assert!(!header.in_use.replace(true), "{REENTRANT}");
         context::enter_delegated();
         Borrow(header)
@@ -76,6 +83,16 @@ pub(crate) unsafe fn apply_local<T, R>(p: *mut Property<T>, f: impl FnOnce(&mut 
     let _borrow = Borrow::new(&property.header);
     // SAFETY: as above.
     f(unsafe { &mut *property.value.get() })
+}
+
+/// A shared reference to the value, for launched fibers.
+///
+/// # Safety
+/// `p` live, on its trustee thread, and no `&mut` to the value exists while the reference does (the
+/// property's `launched` count makes applies wait).
+pub(crate) unsafe fn value_ref<'a, T>(p: *mut Property<T>) -> &'a T {
+    // SAFETY: by the contract.
+    unsafe { &*(*p).value.get() }
 }
 
 /// `apply_local` for a delegated request: a panic (re-entrancy included) is caught and returned, so the trustee
@@ -150,13 +167,32 @@ pub(crate) unsafe fn decref(h: *mut Header) {
     }
 }
 
-/// True while a closure is running on the property.
+/// True while fibers started by `launch` share the property.
+///
+/// # Safety
+/// `h` live, on its trustee thread.
+pub(crate) unsafe fn launched(h: *mut Header) -> bool {
+    // SAFETY: by the contract.
+    unsafe { (*h).launched.get() > 0 }
+}
+
+/// Counts a launched fiber in or out.
+///
+/// # Safety
+/// `h` live, on its trustee thread.
+pub(crate) unsafe fn set_launched(h: *mut Header, delta: isize) {
+    // SAFETY: by the contract.
+    let launched = unsafe { &(*h).launched };
+    launched.set(launched.get().wrapping_add_signed(delta));
+}
+
+/// True while a closure, or a launched fiber, is using the property.
 ///
 /// # Safety
 /// `h` live, on its trustee thread.
 pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
     // SAFETY: by the contract.
-    unsafe { (*h).in_use.get() }
+    unsafe { (*h).in_use.get() || (*h).launched.get() > 0 }
 }
 
 /// Drops an unregistered property; a panic in `T::drop` is reported and swallowed so the trustee keeps serving.

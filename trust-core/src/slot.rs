@@ -222,17 +222,20 @@ impl SlotPair {
         self.request.seq.load(Ordering::Acquire)
     }
 
-    /// Trustee side: runs every record of the pending batch, in order. Records must not unwind (the runtime's
+    /// Trustee side: runs the records of the pending batch in order, from byte `from` (0, or where a paused
+    /// run stopped). After each record, `pause()` may stop the run: then the offset of the next record is
+    /// returned, to resume from later. `None`: the batch is done. Records must not unwind (the runtime's
     /// records catch panics themselves).
     ///
     /// # Safety
-    /// Trustee only, after `pending` returned a number and before `answer` for it; each batch is run once.
-    pub(crate) unsafe fn run_batch(&self) {
+    /// Trustee only, after `pending` returned a number and before `answer` for it; each record is run once
+    /// (`from` is 0 or an offset this method returned for the same batch).
+    pub(crate) unsafe fn run_batch(&self, from: usize, pause: impl Fn() -> bool) -> Option<usize> {
         // SAFETY: published before `seq`, which `pending` acquired.
         let len = self.request.len.with(|l| unsafe { *l }) as usize;
         self.request.body.with_mut(|body| {
             let base = body.cast::<u8>();
-            let mut offset = 0;
+            let mut offset = from;
             while offset < len {
                 // SAFETY: the client wrote a header at each offset up to `len`, and the payload after it,
                 // and does not touch the body until `answer`.
@@ -240,7 +243,11 @@ impl SlotPair {
                     let run = ptr::read(base.add(offset).cast::<Run>());
                     offset += run(base.add(offset + RECORD_HEADER));
                 }
+                if pause() {
+                    return Some(offset);
+                }
             }
+            None
         })
     }
 
@@ -291,7 +298,7 @@ mod tests {
         unsafe {
             pair.publish(1, &mut batch);
             assert_eq!(pair.pending(0), Some(1));
-            pair.run_batch();
+            pair.run_batch(0, || false);
         }
         pair.answer(1);
         assert!(pair.is_answered(1));
@@ -309,7 +316,7 @@ mod tests {
         // SAFETY: as above.
         unsafe {
             pair.publish(2, &mut batch);
-            pair.run_batch();
+            pair.run_batch(0, || false);
         }
         pair.answer(2);
         assert_eq!(sum.load(Ordering::Relaxed), 7 * 4096);
@@ -328,7 +335,7 @@ mod tests {
                 while served != rounds {
                     if let Some(seq) = pair.pending(served) {
                         // SAFETY: trustee side of a published batch.
-                        unsafe { pair.run_batch() };
+                        unsafe { pair.run_batch(0, || false) };
                         pair.answer(seq);
                         served = seq;
                     } else {
@@ -396,7 +403,7 @@ mod loom_model {
                         match pair.pending(served) {
                             Some(seq) => {
                                 // SAFETY: trustee side of a published batch.
-                                unsafe { pair.run_batch() };
+                                unsafe { pair.run_batch(0, || false) };
                                 pair.answer(seq);
                                 served = seq;
                             }

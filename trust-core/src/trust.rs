@@ -7,6 +7,7 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::future::ApplyFuture;
+use crate::job::{Always, Apply};
 use crate::property::{self, Header, Property, SendPtr};
 use crate::then::Then;
 use crate::trustee::Trustee;
@@ -88,15 +89,21 @@ impl<T: Send + 'static> Trust<T> {
         if let Some(worker) =
             context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
         {
+            // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
+            while unsafe { property::launched(property.get().cast()) }
+                && context::fiber().is_some()
+                && !context::in_delegated()
+            {
+                fiber::yield_now();
+            }
+            // SAFETY: as above.
             let r = unsafe { property::apply_local(property.get(), f) };
             fiber::after_inline_apply(worker);
             return r;
         }
-        // SAFETY: the record runs on the property's trustee, and the waiting handle keeps it live.
-        let result = client::call(self.trustee.shared, move || unsafe {
-            property::apply_caught(property.get(), f)
-        });
+        // The record runs on the property's trustee; the waiting handle keeps the property live.
+        let result = client::call(self.trustee.shared, Apply { property, f });
         result.unwrap_or_else(|payload| resume_unwind(payload))
     }
 
@@ -129,13 +136,9 @@ impl<T: Send + 'static> Trust<T> {
             worker.client.borrow_mut().ready.push(cont);
             return;
         }
-        // SAFETY: the record runs on the property's trustee; the handle keeps it live until then, because
-        // a drop of this handle is sent after this request on the same channel, or counted later.
-        client::post_then(
-            self.trustee.shared,
-            move || unsafe { property::apply_caught(property.get(), f) },
-            then,
-        );
+        // The property outlives the request even if this handle is dropped elsewhere first: see
+        // `Worker::retire`.
+        client::post_then(self.trustee.shared, Apply { property, f }, then);
     }
 
     /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the
@@ -173,9 +176,10 @@ impl<T> Clone for Trust<T> {
             unsafe { property::incref(header.get()) };
         } else {
             // SAFETY: as above, on the trustee.
-            client::call(self.trustee.shared, move || unsafe {
-                property::incref(header.get())
-            });
+            client::call(
+                self.trustee.shared,
+                Always(move || unsafe { property::incref(header.get()) }),
+            );
         }
         Trust {
             property: self.property,

@@ -15,10 +15,28 @@ use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
-#[derive(Debug)]
 struct Served {
     channel: Arc<Channel>,
     served: u32,
+    /// A batch stopped at a record that must wait (see `job.rs`).
+    paused: Option<Paused>,
+}
+
+struct Paused {
+    seq: u32,
+    /// Where the rest of the batch starts.
+    offset: usize,
+    /// The waiting record, run again first.
+    record: Box<dyn FnOnce()>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("served", &self.served)
+            .field("paused", &self.paused.is_some())
+            .finish()
+    }
 }
 
 /// A property whose last handle is gone, waiting for requests that may still refer to it: for each channel
@@ -29,7 +47,6 @@ struct Retired {
     waits: Vec<(Arc<Channel>, u32)>,
 }
 
-#[derive(Debug)]
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
     pub(crate) registry: RefCell<Registry>,
@@ -41,6 +58,8 @@ pub(crate) struct Worker {
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
     retired: RefCell<Vec<Retired>>,
+    /// Set by a record that must wait; read by `serve` after each record.
+    paused_record: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 /// The body of a worker thread; returns after shutdown.
@@ -56,6 +75,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
         parker: parker.clone(),
         served: RefCell::default(),
         retired: RefCell::default(),
+        paused_record: RefCell::new(None),
     }));
     context::set_worker(Some(worker));
     shared.set_parker(parker);
@@ -91,9 +111,11 @@ impl Worker {
         let busy = !mail.is_empty();
         for m in mail {
             match m {
-                Mail::Register(channel) => {
-                    self.served.borrow_mut().push(Served { channel, served: 0 })
-                }
+                Mail::Register(channel) => self.served.borrow_mut().push(Served {
+                    channel,
+                    served: 0,
+                    paused: None,
+                }),
                 Mail::Spawn(job) => self.scheduler.start(job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
@@ -101,39 +123,80 @@ impl Worker {
         busy
     }
 
-    /// Trustee side: runs one pending batch per channel and answers it; forgets channels whose client is gone.
+    /// Trustee side: runs one pending batch per channel and answers it (a paused batch resumes where it
+    /// stopped, once its waiting record can run); forgets channels whose client is gone.
     fn serve(&self) -> bool {
         let mut busy = false;
         let mut closed = false;
         let n = self.served.borrow().len();
         for i in 0..n {
-            let (channel, served) = {
-                let s = &self.served.borrow()[i];
-                (Arc::as_ptr(&s.channel), s.served)
+            let (channel, served, paused) = {
+                let s = &mut self.served.borrow_mut()[i];
+                (Arc::as_ptr(&s.channel), s.served, s.paused.take())
             };
             // SAFETY: `served` keeps the channel alive, and only this function removes entries, after the loop.
             let channel = unsafe { &*channel };
-            if let Some(seq) = channel.slots.pending(served) {
-                // SAFETY: we are the channel's trustee and `seq` is pending.
-                unsafe { channel.slots.run_batch() };
-                channel.slots.answer(seq);
-                if let Some(p) = &channel.parker {
-                    p.wake();
+            let (seq, from) = match paused {
+                Some(p) => {
+                    (p.record)();
+                    if let Some(record) = self.paused_record.take() {
+                        self.served.borrow_mut()[i].paused = Some(Paused { record, ..p });
+                        continue;
+                    }
+                    (p.seq, p.offset)
                 }
-                self.served.borrow_mut()[i].served = seq;
-                busy = true;
-            } else if channel.closed.load(Ordering::Acquire) {
-                // Re-checked after `closed`: a last batch published before closing is still served.
-                closed |= channel.slots.pending(served).is_none();
+                None => match channel.slots.pending(served) {
+                    Some(seq) => (seq, 0),
+                    None => {
+                        // Re-checked after `closed`: a last batch published before closing is still served.
+                        closed |= channel.closed.load(Ordering::Acquire)
+                            && channel.slots.pending(served).is_none();
+                        continue;
+                    }
+                },
+            };
+            busy = true;
+            // SAFETY: we are the channel's trustee, `seq` is pending, and `from` is where its run stopped.
+            match unsafe {
+                channel
+                    .slots
+                    .run_batch(from, || self.paused_record.borrow().is_some())
+            } {
+                Some(offset) => {
+                    let record = self
+                        .paused_record
+                        .take()
+                        .expect("paused by a waiting record");
+                    self.served.borrow_mut()[i].paused = Some(Paused {
+                        seq,
+                        offset,
+                        record,
+                    });
+                }
+                None => {
+                    channel.slots.answer(seq);
+                    if let Some(p) = &channel.parker {
+                        p.wake();
+                    }
+                    self.served.borrow_mut()[i].served = seq;
+                }
             }
         }
         if closed {
             self.served.borrow_mut().retain(|s| {
-                !(s.channel.closed.load(Ordering::Acquire)
-                    && s.channel.slots.pending(s.served).is_none())
+                s.paused.is_some()
+                    || !(s.channel.closed.load(Ordering::Acquire)
+                        && s.channel.slots.pending(s.served).is_none())
             });
         }
         busy
+    }
+
+    /// Called by a record that cannot run yet (see `job.rs`): its batch stops after it, and `record` runs
+    /// again first when the batch resumes.
+    pub(crate) fn pause_batch(&self, record: Box<dyn FnOnce()>) {
+        let previous = self.paused_record.replace(Some(record));
+        debug_assert!(previous.is_none(), "one record pauses a batch at a time");
     }
 
     /// The last handle of `h` is gone. A request for `h` sent before that may still be on its way: its handle

@@ -1,0 +1,180 @@
+//! [`Latch<T>`]: mutual exclusion among the fibers of one trustee, with no atomics, and
+//! [`Trust::launch`](crate::Trust::launch), which runs a closure in a fiber *on the trustee* so that it may
+//! block — lock a latch, delegate to other trustees — while the trustee keeps serving.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::panic::resume_unwind;
+
+use crate::context;
+use crate::fiber::{self, Fiber};
+use crate::job::Always;
+use crate::property::{self, Header, Property, SendPtr};
+use crate::{Trust, client};
+
+/// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
+/// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
+/// [`Trust::launch`]; being `!Sync`, it never leaves its trustee's thread, so plain `Cell`s suffice.
+pub struct Latch<T> {
+    locked: Cell<bool>,
+    waiters: RefCell<VecDeque<usize>>,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: moving a latch moves its value; the waiter ids are plain numbers. No `&Latch` can cross threads
+// (`Latch` is `!Sync`).
+unsafe impl<T: Send> Send for Latch<T> {}
+
+impl<T> fmt::Debug for Latch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Latch")
+            .field("locked", &self.locked.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Latch<T> {
+    pub fn new(value: T) -> Self {
+        Latch {
+            locked: Cell::new(false),
+            waiters: RefCell::new(VecDeque::new()),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Locks the latch, suspending the calling fiber while another fiber holds it (waiters are served first
+    /// come, first served).
+    ///
+    /// Panics when the latch is held and the caller is not a fiber that may suspend (a delegated closure, or
+    /// a plain thread): it could only wait forever.
+    pub fn lock(&self) -> LatchGuard<'_, T> {
+        while self.locked.get() {
+            let fiber = context::fiber()
+                .filter(|_| context::worker().is_some() && !context::in_delegated());
+            let Some((_, id)) = fiber else {
+                panic!(
+                    "`Latch::lock` on a held latch outside a launched fiber: only a fiber can wait for it. \
+                     Lock latches inside `Trust::launch`"
+                );
+            };
+            self.waiters.borrow_mut().push_back(id);
+            fiber::suspend();
+        }
+        self.locked.set(true);
+        LatchGuard { latch: self }
+    }
+
+    /// Locks the latch if it is free.
+    pub fn try_lock(&self) -> Option<LatchGuard<'_, T>> {
+        (!self.locked.get()).then(|| {
+            self.locked.set(true);
+            LatchGuard { latch: self }
+        })
+    }
+
+    /// The value, through exclusive access to the latch (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
+    pub fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+}
+
+/// Access to a latch's value; unlocks (and resumes the next waiting fiber) when dropped.
+pub struct LatchGuard<'a, T> {
+    latch: &'a Latch<T>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for LatchGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T> Deref for LatchGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the latch: no other guard exists, and `&mut Latch` cannot (it is shared).
+        unsafe { &*self.latch.value.get() }
+    }
+}
+
+impl<T> DerefMut for LatchGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the guard is borrowed mutably.
+        unsafe { &mut *self.latch.value.get() }
+    }
+}
+
+impl<T> Drop for LatchGuard<'_, T> {
+    fn drop(&mut self) {
+        self.latch.locked.set(false);
+        if let Some(id) = self.latch.waiters.borrow_mut().pop_front()
+            && let Some(worker) = context::worker()
+        {
+            worker.scheduler.make_ready(id);
+        }
+    }
+}
+
+impl<T: Send + 'static> Trust<Latch<T>> {
+    /// Runs `f(&latch)` in a new fiber on this property's trustee and returns its result. Inside, `f` may
+    /// block: lock the latch, `apply` to other trustees, wait for fibers. The trustee keeps serving other
+    /// requests meanwhile; a plain `apply` on this property (which hands out `&mut Latch<T>`) waits until
+    /// every launched fiber of the property has finished. Fiber stacks are pooled and reused.
+    ///
+    /// A panic in `f` resumes here.
+    pub fn launch<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let property = SendPtr(self.property_ptr());
+        let fiber = if self.is_local() {
+            // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
+            unsafe { start_launched(property, f) }
+        } else {
+            // SAFETY: as above, on the trustee.
+            client::call(
+                self.trustee().shared,
+                Always(move || unsafe { start_launched(property, f) }),
+            )
+        };
+        fiber.join().unwrap_or_else(|p| resume_unwind(p))
+    }
+}
+
+/// Counts a launched fiber out when it ends, even by panicking.
+struct Launched(*mut Header);
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        // SAFETY: the property outlives its launched fibers (the launching handle waits for them).
+        unsafe { property::set_launched(self.0, -1) };
+    }
+}
+
+/// # Safety
+/// On the property's trustee, which the caller keeps live until the fiber ends.
+unsafe fn start_launched<T, R, F>(property: SendPtr<Property<Latch<T>>>, f: F) -> Fiber<R>
+where
+    T: 'static,
+    F: FnOnce(&Latch<T>) -> R + 'static,
+    R: Send + 'static,
+{
+    let header = property.get().cast::<Header>();
+    // SAFETY: by the contract.
+    unsafe { property::set_launched(header, 1) };
+    let counted = Launched(header);
+    fiber::start_here(move || {
+        let _counted = counted;
+        // SAFETY: live by the contract; while launched fibers exist, nobody takes `&mut` to the value (plain
+        // applies wait), so shared references are sound.
+        let latch = unsafe { property::value_ref(property.get()) };
+        f(latch)
+    })
+}
