@@ -300,29 +300,29 @@ impl Client {
     fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
         let mut result = None;
         let mut record = answer_into(&raw mut result, job);
-        let parker = self.parker.clone();
+        let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         let ready = &mut self.ready;
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
         while let Err(r) = outbox.try_push(record) {
             record = r;
-            outbox.wait(parker.as_deref(), ready);
+            outbox.wait(parker, ready);
             outbox.flush();
         }
-        outbox.wait(parker.as_deref(), ready);
+        outbox.wait(parker, ready);
         outbox.flush();
         let guard = WaitGuard(outbox);
-        guard.0.wait(parker.as_deref(), ready);
+        guard.0.wait(parker, ready);
         std::mem::forget(guard);
         result.expect("the trustee answered the batch holding this request")
     }
 
     /// Sends fire-and-forget `job` to `trustee`, waiting only for room.
     fn post(&mut self, trustee: &'static TrusteeShared, job: impl FnOnce() + Send + 'static) {
-        let parker = self.parker.clone();
+        let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         let ready = &mut self.ready;
-        outbox.wait(parker.as_deref(), ready);
+        outbox.wait(parker, ready);
         outbox.push_or_queue(job);
         outbox.flush();
     }
@@ -335,13 +335,13 @@ impl Client {
         record: impl FnOnce() + Send + 'static,
         then: Box<dyn Continuation>,
     ) {
-        let parker = self.parker.clone();
+        let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         let ready = &mut self.ready;
         let (mut record, mut then) = (record, then);
         while let Err((r, t)) = outbox.try_push_then(record, then) {
             (record, then) = (r, t);
-            outbox.wait(parker.as_deref(), ready);
+            outbox.wait(parker, ready);
             outbox.flush();
         }
         // Send at once if the slot is free; otherwise this batch goes when the in-flight one is answered.

@@ -1,8 +1,9 @@
 //! The request/response slot pair between one client and one trustee: the delegation hot path.
 //!
-//! A client writes *records* (a type-erased `FnOnce()` each: a monomorphic `run` function pointer followed by
-//! the closure's bytes) into the body of its [`RequestSlot`], then publishes the whole batch by storing a new
-//! sequence number. The trustee notices the new number, runs every record in place, and answers by storing the
+//! A client builds a [`Batch`] of *records* in its own memory (a type-erased `FnOnce()` each: a monomorphic
+//! `run` function pointer followed by the closure's bytes), then publishes it: copies it into the body of its
+//! [`RequestSlot`] and stores a new sequence number. Building the next batch while the previous one is in
+//! flight is what lets one client keep many requests going. The trustee notices the new number, runs every record in place, and answers by storing the
 //! same number in the [`ResponseSlot`]. Results do not travel back through the slot: each record carries a
 //! pointer to where its caller waits for the result (see `client.rs`), and the answer's Release store makes
 //! those writes visible to the caller's Acquire load.
@@ -10,7 +11,7 @@
 //! Layout follows the paper: the request slot's primary block is 128 bytes (one aligned pair of cache lines)
 //! holding the sequence number, the batch length and the first records; the overflow block continues it for
 //! 1 KiB more, so a batch of small records costs one or two cache-line transfers. A record that cannot fit in
-//! the body at all (or needs more than 16-byte alignment) is boxed and its box travels instead: the explicit
+//! the body at all (or needs more than 8-byte alignment) is boxed and its box travels instead: the explicit
 //! out-of-line path, never a panic.
 //!
 //! No read-modify-write instruction is used: each atomic has exactly one writer (the client writes
