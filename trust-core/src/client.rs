@@ -202,7 +202,7 @@ impl Outbox {
 
     /// Waits (as a plain thread or a `may` coroutine) until the in-flight batch, if any, is answered.
     fn wait(&mut self, parker: Option<&Parker>, ready: &mut Vec<Box<dyn Continuation>>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::client();
         while self.in_flight && !self.poll(ready) {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
@@ -360,7 +360,7 @@ impl Client {
             any |= outbox.in_flight();
         }
         if any && ready.is_empty() {
-            let mut backoff = Backoff::default();
+            let mut backoff = Backoff::client();
             'wait: loop {
                 for outbox in self.outboxes() {
                     if outbox.poll(&mut ready) {

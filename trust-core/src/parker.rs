@@ -47,24 +47,42 @@ impl Parker {
 }
 
 /// How a waiting thread spends its time: spin, then yield the core, then sleep.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Backoff {
     step: u32,
+    spins: u32,
+    yields: u32,
 }
 
 impl Backoff {
-    // Short: on an oversubscribed machine the thread we wait for may need this very core.
-    const SPINS: u32 = 64;
-    const YIELDS: u32 = 32;
+    /// For a client waiting for an answer: short, because on an oversubscribed machine the trustee it waits
+    /// for may need this very core.
+    pub(crate) fn client() -> Self {
+        Backoff {
+            step: 0,
+            spins: 64,
+            yields: 32,
+        }
+    }
+
+    /// For an idle worker: longer, because its next request usually comes within microseconds, and waking a
+    /// parked worker costs a system call on both sides.
+    pub(crate) fn worker() -> Self {
+        Backoff {
+            step: 0,
+            spins: 2_000,
+            yields: 200,
+        }
+    }
 
     /// One round of waiting; returns true when the caller should now park.
     #[inline]
     pub(crate) fn snooze(&mut self) -> bool {
         self.step += 1;
-        if self.step <= Self::SPINS {
+        if self.step <= self.spins {
             std::hint::spin_loop();
             false
-        } else if self.step <= Self::SPINS + Self::YIELDS {
+        } else if self.step <= self.spins + self.yields {
             thread::yield_now();
             false
         } else {

@@ -85,7 +85,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
 
 impl Worker {
     fn run(&self) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::worker();
         loop {
             let mut busy = self.read_mail();
             if self.shared.is_closing() {
