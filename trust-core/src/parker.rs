@@ -70,8 +70,8 @@ impl Backoff {
     pub(crate) fn worker() -> Self {
         Backoff {
             step: 0,
-            spins: 2_000,
-            yields: 200,
+            spins: 300,
+            yields: 50,
         }
     }
 
