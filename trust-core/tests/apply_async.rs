@@ -1,19 +1,11 @@
 //! `apply_async` under tokio: exact totals from many tasks, panics, and cancellation.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use trust_core::{Runtime, Trust};
-
-fn rt() -> &'static Runtime {
-    static RT: OnceLock<&'static Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::builder()
-            .workers(2)
-            .build()
-            .expect("first runtime of this process")
-    })
-}
+mod common;
+use common::*;
+use trust_core::Trust;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_tasks_times_a_thousand_increments_are_exact() {
@@ -44,14 +36,6 @@ async fn a_panic_resumes_in_the_awaiting_task() {
         .unwrap_err();
     assert_eq!(*err.into_panic().downcast::<&str>().unwrap(), "async boom");
     assert_eq!(counter.apply_async(|c| *c).await, 1);
-}
-
-struct CountsDrops(Arc<AtomicUsize>);
-
-impl Drop for CountsDrops {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test]

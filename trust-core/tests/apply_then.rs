@@ -3,19 +3,10 @@
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
-use std::sync::OnceLock;
 
-use trust_core::{Runtime, Trust, spawn, wait_pending};
-
-fn rt() -> &'static Runtime {
-    static RT: OnceLock<&'static Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::builder()
-            .workers(2)
-            .build()
-            .expect("first runtime of this process")
-    })
-}
+mod common;
+use common::*;
+use trust_core::{Trust, spawn, wait_pending};
 
 #[test]
 fn continuations_run_on_the_issuing_thread_in_issue_order() {

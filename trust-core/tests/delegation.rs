@@ -2,32 +2,13 @@
 //! arguments, the local shortcut and the nested-delegation rules.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::thread;
 
-use trust_core::{Runtime, Trust, entrust, local_trustee, spawn};
-
-/// Every test in this binary shares one runtime of 2 workers, whatever the machine.
-fn rt() -> &'static Runtime {
-    static RT: OnceLock<&'static Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::builder()
-            .workers(2)
-            .build()
-            .expect("first runtime of this process")
-    })
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => payload
-            .downcast::<&str>()
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-    }
-}
+mod common;
+use common::*;
+use trust_core::{Trust, entrust, local_trustee, spawn};
 
 const OPS: u64 = 10_000;
 
@@ -96,14 +77,6 @@ fn thousands_of_fibers_per_worker() {
         f.join().unwrap();
     }
     assert_eq!(counter.apply(|c| *c), 100_000);
-}
-
-struct CountsDrops(Arc<AtomicUsize>);
-
-impl Drop for CountsDrops {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 #[test]

@@ -2,19 +2,10 @@
 //! `apply` waiting for them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
 
-use trust_core::{Latch, Runtime, spawn, yield_now};
-
-fn rt() -> &'static Runtime {
-    static RT: OnceLock<&'static Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::builder()
-            .workers(2)
-            .build()
-            .expect("first runtime of this process")
-    })
-}
+mod common;
+use common::*;
+use trust_core::{Latch, spawn, yield_now};
 
 #[test]
 fn launch_runs_on_the_trustee_and_returns_the_result() {
