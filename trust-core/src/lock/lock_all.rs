@@ -29,7 +29,7 @@ use std::fmt;
 
 use super::key::{LockKey, NestedKey};
 use super::lockable::{Lock, Sharable};
-use super::rank::{LockAfter, Rank};
+use super::rank::Rank;
 
 /// Why `try_lock_all!` took nothing (and what `lock_all!` panics with, for `Duplicate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,16 +232,6 @@ pub fn unreachable_step() -> ! {
 #[inline]
 pub fn key<K: LockKey + ?Sized>(key: &mut K) -> &mut K {
     key
-}
-
-/// Compile-time check of the nesting rule for one lock: its rank must be above the key's.
-#[inline]
-pub fn check_nesting<K, L>(_key: &&mut K, _lock: &&L)
-where
-    K: LockKey + ?Sized,
-    L: Lock + ?Sized,
-    L::Rank: LockAfter<K::Held>,
-{
 }
 
 /// The key for the next level down, holding rank `H` (the highest rank this call took).

@@ -82,8 +82,8 @@ pub use trust_macros::{lock_all, try_lock_all};
 #[doc(hidden)]
 pub mod __private {
     pub use super::lock_all::{
-        Plan, acquire, acquire_read, acquired, check_nesting, key, lock_id, nested_key, order,
-        rank_of, try_acquire, try_acquire_read, unreachable_step,
+        Plan, acquire, acquire_read, acquired, key, lock_id, nested_key, order, rank_of,
+        try_acquire, try_acquire_read, unreachable_step,
     };
     pub use super::{
         Lock, LockAfter, LockAllError, LockKey, Lockable, MaxRank, NestedKey, Rank, Sharable,

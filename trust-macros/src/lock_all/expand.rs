@@ -1,6 +1,6 @@
 //! Code generation: a block holding one generic local function (so each lock keeps its own type,
-//! and the ranks can be read in a `const` block), the argument bindings, the nesting checks, and
-//! the call. Everything at run time is named through `::trust_core::__private`.
+//! and the ranks can be read in a `const` block), the argument bindings, and the call. The type
+//! rules (lock, readable, rank above the key's) are bounds of that function. Everything at run time is named through `::trust_core::__private`.
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -15,7 +15,7 @@ pub enum Blocking {
     Try,
 }
 
-/// The whole expansion: `{ fn __trust_lock_all<..>(..) { .. } bindings; checks; call }`.
+/// The whole expansion: `{ fn __trust_lock_all<..>(..) { .. } bindings; call }`.
 pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
     let n = input.locks.len();
     let internal = Span::mixed_site();
@@ -29,10 +29,19 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
     let key = Ident::new("key", internal);
     let function = Ident::new("__trust_lock_all", internal);
 
-    let bounds = lock_bounds(input, &lock_types);
+    let guard_params: Vec<Ident> = (0..n).map(|i| format_ident!("G{}", i)).collect();
+    let bounds = lock_bounds(input, &lock_types, &guard_params);
+    // The nesting rule: every lock's rank is above what the key already holds.
+    let rank_bounds: Vec<TokenStream> = lock_types
+        .iter()
+        .map(|ty| quote! {
+            <#ty as ::trust_core::__private::Lock>::Rank:
+                ::trust_core::__private::LockAfter<<K as ::trust_core::__private::LockKey>::Held>
+        })
+        .collect();
     let steps = acquire_steps(input, blocking, &params, &slots);
 
-    let mut result_types = guard_types(input, &lock_types);
+    let mut result_types: Vec<TokenStream> = guard_params.iter().map(|g| quote!(#g)).collect();
     let mut results: Vec<TokenStream> = slots
         .iter()
         .map(|slot| quote!(::trust_core::__private::acquired(#slot)))
@@ -60,7 +69,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         ),
     };
 
-    let (bindings, arguments, checks) = bind_arguments(input);
+    let (bindings, arguments) = bind_arguments(input);
     let key_expr = &input.key;
     let key_binding = Ident::new("__trust_key", internal);
 
@@ -73,13 +82,14 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         )]
         #[inline]
         #[track_caller]
-        fn #function<'k, K, #(#lock_types,)*>(
+        fn #function<'k, K, #(#lock_types,)* #(#guard_params,)*>(
             #key: &'k mut K,
             #(#params: &'k #lock_types,)*
         ) -> #return_type
         where
             K: ::trust_core::__private::LockKey + ?::core::marker::Sized,
             #(#bounds,)*
+            #(#rank_bounds,)*
             #(#nest_bounds,)*
         {
             #unused_key
@@ -110,37 +120,29 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
 
         let #key_binding = ::trust_core::__private::key(#key_expr);
         #(#bindings)*
-        #(#checks)*
         #function(#key_binding, #(#arguments,)*)
     }}
 }
 
-/// `L0: Lock + ?Sized`, plus `Sharable` for `read` arguments.
-fn lock_bounds(input: &LockAllInput, lock_types: &[Ident]) -> Vec<TokenStream> {
+/// `L0: Lock + ?Sized` and `L0: Lockable<Guard<'k> = G0>` (or `Sharable<ReadGuard<'k> = G0>` for
+/// `read`). Naming the guard through a type parameter, rather than a projection in the return
+/// type, keeps a wrong argument at one error, pointing at the argument.
+fn lock_bounds(input: &LockAllInput, lock_types: &[Ident], guards: &[Ident]) -> Vec<TokenStream> {
     input
         .locks
         .iter()
-        .zip(lock_types)
-        .map(|(lock, ty)| match lock.access {
-            Access::Write => quote!(#ty: ::trust_core::__private::Lock + ?::core::marker::Sized),
-            Access::Read => quote! {
+        .zip(lock_types.iter().zip(guards))
+        .map(|(lock, (ty, guard))| match lock.access {
+            Access::Write => quote! {
                 #ty: ::trust_core::__private::Lock
-                    + ::trust_core::__private::Sharable
+                    + ::trust_core::__private::Lockable<Guard<'k> = #guard>
                     + ?::core::marker::Sized
             },
-        })
-        .collect()
-}
-
-/// The guard type each argument yields, borrowing for the key's lifetime `'k`.
-fn guard_types(input: &LockAllInput, lock_types: &[Ident]) -> Vec<TokenStream> {
-    input
-        .locks
-        .iter()
-        .zip(lock_types)
-        .map(|(lock, ty)| match lock.access {
-            Access::Write => quote!(<#ty as ::trust_core::__private::Lockable>::Guard<'k>),
-            Access::Read => quote!(<#ty as ::trust_core::__private::Sharable>::ReadGuard<'k>),
+            Access::Read => quote! {
+                #ty: ::trust_core::__private::Lock
+                    + ::trust_core::__private::Sharable<ReadGuard<'k> = #guard>
+                    + ?::core::marker::Sized
+            },
         })
         .collect()
 }
@@ -207,21 +209,19 @@ fn highest_rank(lock_types: &[Ident]) -> (TokenStream, Vec<TokenStream>) {
     (highest, bounds)
 }
 
-/// `let __trust_lN = &(expr);` per argument, the call arguments, and the nesting check per
-/// argument. Names are hygienic (`mixed_site`) but placed at the user's expression, so type
-/// errors about an argument point at it.
-fn bind_arguments(input: &LockAllInput) -> (Vec<TokenStream>, Vec<Ident>, Vec<TokenStream>) {
-    let mut bindings = Vec::new();
-    let mut arguments = Vec::new();
-    let mut checks = Vec::new();
-    for (i, lock) in input.locks.iter().enumerate() {
-        let expr = &lock.expr;
-        let at = Span::mixed_site().located_at(expr.span());
-        let binding = Ident::new(&format!("__trust_l{i}"), at);
-        let key = Ident::new("__trust_key", at);
-        bindings.push(quote_spanned!(at=> let #binding = &(#expr);));
-        checks.push(quote_spanned!(at=> ::trust_core::__private::check_nesting(&#key, &#binding);));
-        arguments.push(binding);
-    }
-    (bindings, arguments, checks)
+/// `let __trust_lN = &(expr);` per argument, and the call arguments. Names are hygienic
+/// (`mixed_site`) but placed at the user's expression, so a type error about an argument (not a
+/// lock, not readable, rank too low) points at that argument.
+fn bind_arguments(input: &LockAllInput) -> (Vec<TokenStream>, Vec<Ident>) {
+    input
+        .locks
+        .iter()
+        .enumerate()
+        .map(|(i, lock)| {
+            let expr = &lock.expr;
+            let at = Span::mixed_site().located_at(expr.span());
+            let binding = Ident::new(&format!("__trust_l{i}"), at);
+            (quote_spanned!(at=> let #binding = &(#expr);), binding)
+        })
+        .unzip()
 }
