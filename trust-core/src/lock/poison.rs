@@ -22,12 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub(crate) struct BrokenFlag(AtomicBool);
 
 impl BrokenFlag {
+    #[inline]
     pub(crate) const fn new() -> Self {
         BrokenFlag(AtomicBool::new(false))
     }
 
     /// Whether a raw-lock operation panicked. `Relaxed`: the flag guards no data; a thread that
     /// misses a fresh `true` just meets the raw lock in whatever state the panic left it.
+    #[inline]
     pub(crate) fn is_broken(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }

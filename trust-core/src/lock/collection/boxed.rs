@@ -93,7 +93,8 @@ impl<L> LockCollection<L> {
 
     /// Takes the locks back out.
     pub fn into_child(mut self) -> L {
-        self.locks.clear();
+        // `take`, not `clear`: `forget(self)` below would leak the list's buffer.
+        drop(std::mem::take(&mut self.locks));
         // SAFETY: the pointer came from `Box::leak`; `forget(self)` keeps `Drop` from freeing it
         // a second time, and the cached pointers into it are gone.
         let child = unsafe { Box::from_raw(self.child.as_ptr()) };
