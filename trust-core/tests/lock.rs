@@ -303,6 +303,18 @@ fn nesting_goes_up_one_rank_level_at_a_time() {
 }
 
 #[test]
+fn read_and_write_are_only_keywords_before_another_expression() {
+    let read = RwLock::new(1);
+    let write = Mutex::new(2);
+    let mut key = ThreadKey::get().unwrap();
+    let (a, b) = lock_all!(&mut key, read, write);
+    assert_eq!(*a + *b, 3);
+    drop((a, b));
+    let (a, b) = lock_all!(&mut key, read read, write write,);
+    assert_eq!(*a + *b, 3);
+}
+
+#[test]
 fn pointers_to_locks_are_locks() {
     let shared = Arc::new(Mutex::new(1));
     let boxed = Box::new(RwLock::new(2));

@@ -1,29 +1,36 @@
 //! The run-time half of `lock_all!` / `try_lock_all!`: the acquisition [`Plan`] (computed in a
 //! `const` block), the address tie-break, the per-lock acquire calls, and [`LockAllError`].
 //!
-//! What the macro generates for `lock_all!(&mut key, a, read b)` is, in outline:
+//! What the macro generates for `lock_all!(&mut key, a, read b)` is, in outline (the real
+//! expansion is shown in `docs/lock.md`):
 //!
 //! ```text
-//! fn lock_all<'k, K: LockKey, L0: Lock, L1: Lock + Sharable>(key: &'k mut K, l0: &'k L0, l1: &'k L1)
-//!     -> (L0::Guard<'k>, L1::ReadGuard<'k>)
+//! fn __trust_lock_all<'k, K, L0, L1, G0, G1>(key: &'k mut K, l0: &'k L0, l1: &'k L1) -> (G0, G1)
+//! where K: LockKey, L0: Lock + Lockable<Guard<'k> = G0>, L1: Lock + Sharable<ReadGuard<'k> = G1>,
+//!       L0::Rank: LockAfter<K::Held>, L1::Rank: LockAfter<K::Held>      // the nesting rule
 //! {
-//!     const PLAN = Plan::new([rank_of::<L0>(), rank_of::<L1>()]);  // evaluated by rustc
-//!     let order = order(&PLAN, [lock_id(l0), lock_id(l1)])?;       // ties only: by address
+//!     let plan = const { Plan::<2>::new([rank_of::<L0>(), rank_of::<L1>()]) }; // by rustc
+//!     let order = match order(&plan, [lock_id(l0), lock_id(l1)]) { .. };   // ties: by address
 //!     let (mut g0, mut g1) = (None, None);
-//!     for step in order { match step { 0 => g0 = Some(acquire(l0)), 1 => g1 = Some(acquire_read(l1)), _ => .. } }
+//!     match order[0] { 0 => g0 = Some(acquire(l0)), 1 => g1 = Some(acquire_read(l1)), _ => .. }
+//!     match order[1] { 0 => g0 = Some(acquire(l0)), 1 => g1 = Some(acquire_read(l1)), _ => .. }
 //!     (acquired(g0), acquired(g1))
 //! }
+//! __trust_lock_all(key(&mut key), &(a), &(b))
 //! ```
 //!
 //! No heap, no `dyn`: each lock keeps its own type, the order is a `[usize; N]` on the stack, and
-//! `match step` dispatches statically (with a constant plan, the optimizer unrolls it into
-//! straight-line code). A panic part-way (a raw lock that panics) drops the guards already in
-//! their `Option`s, which releases those locks.
+//! each `match` dispatches statically. When no two ranks tie, `plan` is a constant and every
+//! `match` folds to one direct call: the acquisition is straight-line code, in rank order. A panic
+//! part-way (a raw lock that panics) drops the guards already in their `Option`s, which releases
+//! those locks.
 //!
 //! Deadlock freedom: every multi-lock acquisition, here and in the sorting collections, takes its
 //! locks in increasing `(RANK, address)` order, and a thread holding locks (through a
 //! [`NestedKey`](super::NestedKey)) only takes strictly higher ranks. So all threads acquire along
-//! one global order and no cycle of waiters can form.
+//! one global order and no cycle of waiters can form. (The two collections that do not sort stay
+//! out of cycles another way: `OwnedLockCollection`'s locks are reachable only through it, in its
+//! one order, and `RetryingLockCollection` never waits while it holds a lock.)
 
 use std::fmt;
 

@@ -60,9 +60,11 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         .map(|slot| quote!(::trust_core::__private::acquired(#slot)))
         .collect();
     let mut nest_bounds = Vec::new();
+    let mut rank_params = Vec::new();
     let mut unused_key = Some(quote!(let _ = #key;));
     if input.nest {
-        let (highest, bounds) = highest_rank(&lock_types);
+        let (highest, bounds, params) = highest_rank(&lock_types);
+        rank_params = params;
         results.push(quote!(::trust_core::__private::nested_key::<K, #highest>(#key)));
         result_types.push(quote!(::trust_core::__private::NestedKey<'k, #highest>));
         nest_bounds = bounds;
@@ -95,7 +97,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         )]
         #[inline]
         #[track_caller]
-        fn #function<'k, K, #(#lock_types,)* #(#guard_params,)*>(
+        fn #function<'k, K, #(#lock_types,)* #(#guard_params,)* #(#rank_params,)*>(
             #key: &'k mut K,
             #(#params: &'k #lock_types,)*
         ) -> #return_type
@@ -203,18 +205,24 @@ fn acquire_steps(
         .collect()
 }
 
-/// The type of the highest rank among the arguments, folded with `MaxRank`, and the bounds that
-/// make each fold step well-formed.
-fn highest_rank(lock_types: &[Ident]) -> (TokenStream, Vec<TokenStream>) {
+/// The highest rank among the arguments, folded with `MaxRank`: the bounds `R0: MaxRank<R1, Output
+/// = M1>`, `M1: MaxRank<R2, Output = M2>`, ..., the extra type parameters `M1..`, and the last one
+/// (the rank the `NestedKey` holds). Type parameters rather than projections in the return type
+/// keep ranks from two `lock_ranks!` lists at one error.
+fn highest_rank(lock_types: &[Ident]) -> (TokenStream, Vec<TokenStream>, Vec<Ident>) {
     let rank = |ty: &Ident| quote!(<#ty as ::trust_core::__private::Lock>::Rank);
     let mut highest = rank(&lock_types[0]);
     let mut bounds = Vec::new();
-    for ty in &lock_types[1..] {
+    let mut params = Vec::new();
+    for (i, ty) in lock_types.iter().enumerate().skip(1) {
         let next = rank(ty);
-        bounds.push(quote!(#highest: ::trust_core::__private::MaxRank<#next>));
-        highest = quote!(<#highest as ::trust_core::__private::MaxRank<#next>>::Output);
+        let max = format_ident!("M{}", i);
+        bounds.push(quote!(#highest: ::trust_core::__private::MaxRank<#next, Output = #max>));
+        bounds.push(quote!(#max: ::trust_core::__private::Rank));
+        highest = quote!(#max);
+        params.push(max);
     }
-    (highest, bounds)
+    (highest, bounds, params)
 }
 
 /// `let __trust_lN = &(expr);` per argument, and the call arguments. Names are hygienic
