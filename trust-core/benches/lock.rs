@@ -169,16 +169,22 @@ fn contended(bench: &mut Bench, threads: usize) {
     const ACCOUNTS: usize = 16;
     let transfers = if bench.quick { 200_000 } else { 2_000_000 } / threads;
 
-    fn run(threads: usize, work: impl Fn(usize) + Sync) -> f64 {
-        let start = Instant::now();
-        thread::scope(|s| {
-            for t in 0..threads {
-                let work = &work;
-                s.spawn(move || work(t));
-            }
-        });
-        start.elapsed().as_secs_f64()
-    }
+    let runs = if bench.quick { 3 } else { 7 };
+    // Best (shortest) of several runs: the machine is shared, and a run that lost its core to
+    // another process says nothing about the lock.
+    let run = |threads: usize, work: &(dyn Fn(usize) + Sync)| -> f64 {
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                thread::scope(|s| {
+                    for t in 0..threads {
+                        s.spawn(move || work(t));
+                    }
+                });
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
     let pairs = |seed: usize, count: usize| {
         let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (seed as u64 + 1);
         (0..count).map(move |_| {
@@ -193,7 +199,7 @@ fn contended(bench: &mut Bench, threads: usize) {
     let total = (transfers * threads) as f64 / 1e6;
 
     let accounts: Vec<Mutex<i64>> = (0..ACCOUNTS).map(|_| Mutex::new(0)).collect();
-    let secs = run(threads, |t| {
+    let secs = run(threads, &|t| {
         let mut key = ThreadKey::get().unwrap();
         for (from, to) in pairs(t, transfers) {
             let (mut a, mut b) = lock_all!(&mut key, accounts[from], accounts[to]);
@@ -205,7 +211,7 @@ fn contended(bench: &mut Bench, threads: usize) {
 
     let happy: Vec<happylock::Mutex<i64>> =
         (0..ACCOUNTS).map(|_| happylock::Mutex::new(0)).collect();
-    let secs = run(threads, |t| {
+    let secs = run(threads, &|t| {
         let mut key = happylock::ThreadKey::get().unwrap();
         for (from, to) in pairs(t, transfers) {
             let pair = happylock::LockCollection::try_new((&happy[from], &happy[to])).unwrap();
@@ -225,7 +231,7 @@ fn contended(bench: &mut Bench, threads: usize) {
 
     let plain: Vec<parking_lot::Mutex<i64>> =
         (0..ACCOUNTS).map(|_| parking_lot::Mutex::new(0)).collect();
-    let secs = run(threads, |t| {
+    let secs = run(threads, &|t| {
         for (from, to) in pairs(t, transfers) {
             let (low, high) = (from.min(to), from.max(to));
             let mut a = plain[low].lock();

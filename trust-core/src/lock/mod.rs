@@ -5,7 +5,7 @@
 //! wait for locks through its key, and while guards live the key is taken (held by value or
 //! borrowed), so it cannot wait for more, unless it took a [`NestedKey`] whose type names the
 //! highest rank it holds and which only accepts strictly higher ranks. Every call that takes
-//! several locks takes them in one global order: by [rank](rank), then by address.
+//! several locks takes them in one global order: by [rank], then by address.
 //!
 //! ```
 //! use trust_core::lock::{Mutex, RwLock, ThreadKey};
