@@ -26,7 +26,7 @@ pub fn validate(input: &LockAllInput) -> syn::Result<()> {
                 format!(
                     "`{}` is locked twice in this `lock_all!`: a thread would wait for itself \
                      forever; pass each lock once",
-                    lock.expr.to_token_stream()
+                    compact(&lock.expr.to_token_stream().to_string())
                 ),
             ));
         }
@@ -61,5 +61,36 @@ fn place_key(expr: &Expr) -> Option<String> {
         Expr::Group(group) => place_key(&group.expr),
         Expr::Unary(unary) if matches!(unary.op, syn::UnOp::Deref(_)) => place_key(&unary.expr),
         _ => None,
+    }
+}
+
+/// A token stream's text without the spaces `to_string` puts between tokens (`accounts [0]` ->
+/// `accounts[0]`), keeping those that separate two words.
+fn compact(text: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let between_words = i > 0
+            && i + 1 < chars.len()
+            && word(chars[i - 1])
+            && word(chars[i + 1]);
+        if c != ' ' || between_words {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compact_drops_spaces_between_punctuation_only() {
+        assert_eq!(compact("accounts [0]"), "accounts[0]");
+        assert_eq!(compact("self . locks [i] . 0"), "self.locks[i].0");
+        assert_eq!(compact("* boxed"), "*boxed");
+        assert_eq!(compact("& mut a"), "&mut a");
     }
 }
