@@ -71,10 +71,8 @@ fn compact(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     for (i, &c) in chars.iter().enumerate() {
-        let between_words = i > 0
-            && i + 1 < chars.len()
-            && word(chars[i - 1])
-            && word(chars[i + 1]);
+        let between_words =
+            i > 0 && i + 1 < chars.len() && word(chars[i - 1]) && word(chars[i + 1]);
         if c != ' ' || between_words {
             out.push(c);
         }
