@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Ranks and nesting ([`lock_ranks!`](crate::lock_ranks)): a lock may carry a rank in its type.
-//! `lock_all!(.., ; nest)` returns, after the guards, a [`NestedKey`] for taking higher ranks while
+//! `lock_all!(..; nest)` returns, after the guards, a [`NestedKey`] for taking higher ranks while
 //! holding these; a lower or equal rank is a compile error naming both ranks.
 //!
 //! ```
