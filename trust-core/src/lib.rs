@@ -25,55 +25,43 @@
 //! assert_eq!(counter.apply(|c| *c), 800);
 //! ```
 
-#[cfg(not(loom))]
-mod client;
-#[cfg(not(loom))]
-mod context;
-#[cfg(not(loom))]
-mod fiber;
-#[cfg(not(loom))]
-mod future;
-#[cfg(not(loom))]
-mod job;
-#[cfg(not(loom))]
-mod latch;
-#[cfg(not(loom))]
-mod parker;
-#[cfg(not(loom))]
-mod property;
-#[cfg(not(loom))]
-mod runtime;
-#[cfg(not(loom))]
-mod then;
-#[cfg(not(loom))]
-mod trust;
-#[cfg(not(loom))]
-mod trustee;
-#[cfg(not(loom))]
-mod worker;
+/// Declares items that exist only outside the loom model check: under `--cfg loom` the crate is just the
+/// slot protocol and its atomics facade (`slot::loom_model`).
+macro_rules! not_loom {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
+}
 
-// Under `--cfg loom` only the slot protocol is built, for its model check (`slot::loom_model`).
 mod slot;
 mod sync;
 
-#[cfg(not(loom))]
-pub mod ghost;
-#[cfg(not(loom))]
-pub mod interval;
-#[cfg(not(loom))]
-pub mod lock;
+not_loom! {
+    mod client;
+    mod context;
+    mod fiber;
+    mod future;
+    mod job;
+    mod latch;
+    mod parker;
+    mod property;
+    mod runtime;
+    mod then;
+    mod trust;
+    mod trustee;
+    mod worker;
 
-#[cfg(not(loom))]
-pub use client::wait_pending;
-#[cfg(not(loom))]
-pub use fiber::{Fiber, spawn, yield_now};
-#[cfg(not(loom))]
-pub use future::ApplyFuture;
-#[cfg(not(loom))]
-pub use latch::{Latch, LatchGuard};
-#[cfg(not(loom))]
-pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
-#[cfg(not(loom))]
-pub use trust::Trust;
-#[cfg(not(loom))]
-pub use trustee::Trustee;
+    pub mod ghost;
+    pub mod interval;
+    pub mod lock;
+
+    #[doc(hidden)]
+    pub mod __private;
+
+    pub use client::wait_pending;
+    pub use fiber::{Fiber, spawn, yield_now};
+    pub use future::ApplyFuture;
+    pub use latch::{Latch, LatchGuard};
+    pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
+    pub use trust::Trust;
+    pub use trust_macros::{lock_all, try_lock_all};
+    pub use trustee::Trustee;
+}

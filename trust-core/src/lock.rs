@@ -1,1 +1,0 @@
-//! Deadlock-free locks: ThreadKey, Mutex, RwLock, collections. Not built yet.

@@ -1,0 +1,161 @@
+//! [`LockCollection`]: the child is boxed so its address never moves, and the sorted list of its
+//! raw locks is computed once and kept.
+
+use std::fmt;
+use std::ptr::NonNull;
+
+use super::utils::{self, Mode};
+use super::{Strategy, collection_methods, collection_read_methods};
+use crate::lock::lockable::{Lockable, LockableIntoInner, OwnedLockable, RawLock, Sharable};
+
+/// Locks taken all together, in the global `(rank, address)` order sorted once at construction.
+///
+/// ```
+/// use trust_core::lock::{LockCollection, Mutex, RwLock, ThreadKey};
+///
+/// let mut key = ThreadKey::get().unwrap();
+/// let (a, b) = (Mutex::new(1), RwLock::new(String::from("x")));
+/// let both = LockCollection::try_new((&a, &b)).expect("distinct locks");
+/// {
+///     let mut guard = both.lock(&mut key);
+///     *guard.0 += 1;
+///     guard.1.push('y');
+/// }
+/// assert_eq!(both.scoped_lock(&mut key, |(a, b)| format!("{}{}", **a, **b)), "2xy");
+/// assert!(LockCollection::try_new((&a, &a)).is_none()); // the same lock twice
+/// ```
+pub struct LockCollection<L> {
+    // From `Box::into_raw`, freed in `Drop`/`into_child`. A raw pointer rather than a `Box`,
+    // because moving a `Box` asserts unique access, which the cached `locks` (pointing into the
+    // child) would contradict.
+    child: NonNull<L>,
+    // Sorted by `(rank, address)`. `'static` is a lie told to the type system: the references
+    // point into `*child` and are only ever handed out re-borrowed for the lifetime of `&self`.
+    locks: Vec<&'static dyn RawLock>,
+}
+
+// SAFETY: the collection owns the boxed child; the cached pointers are only used through `&self`.
+// Moving it to another thread moves the child (`L: Send`); sharing it lets several threads lock
+// the child's locks at once, which is what `L: Sync` allows.
+unsafe impl<L: Send> Send for LockCollection<L> {}
+// SAFETY: as above.
+unsafe impl<L: Sync> Sync for LockCollection<L> {}
+
+impl<L: OwnedLockable> LockCollection<L> {
+    /// A collection that owns its locks: they cannot repeat, so there is no duplicate check.
+    pub fn new(data: L) -> Self {
+        Self::build(data)
+    }
+}
+
+impl<'a, L: OwnedLockable + ?Sized> LockCollection<&'a L> {
+    /// A collection over borrowed owned locks (e.g. `&[Mutex<T>; N]`): no duplicate check needed.
+    pub fn new_ref(data: &'a L) -> Self {
+        Self::build(data)
+    }
+}
+
+impl<L: Lockable> LockCollection<L> {
+    /// A collection over any locks (e.g. a tuple of references), or `None` if some lock appears
+    /// twice, which would make `lock` wait for itself forever.
+    pub fn try_new(data: L) -> Option<Self> {
+        let collection = Self::build(data);
+        (!utils::sorted_has_duplicates(&collection.locks)).then_some(collection)
+    }
+
+    fn build(data: L) -> Self {
+        let child = NonNull::from(Box::leak(Box::new(data)));
+        // SAFETY: `child` was just leaked from a `Box`, so it is valid, and we only read it.
+        let child_ref: &L = unsafe { child.as_ref() };
+        let locks = utils::sorted_locks(child_ref)
+            .into_iter()
+            // SAFETY: only the lifetime changes. The pointee lives in the box until `Drop` or
+            // `into_child`, which clear this list first, and `locks()` shortens the lifetime back
+            // to `&self` before anyone can use it.
+            .map(|lock| unsafe { std::mem::transmute::<&dyn RawLock, &'static dyn RawLock>(lock) })
+            .collect();
+        LockCollection { child, locks }
+    }
+
+    collection_methods!();
+}
+
+impl<L: Sharable> LockCollection<L> {
+    collection_read_methods!();
+}
+
+impl<L> LockCollection<L> {
+    /// The locks themselves (e.g. to lock one of them alone).
+    pub fn child(&self) -> &L {
+        // SAFETY: the box lives as long as `self`, and nobody holds `&mut` to it.
+        unsafe { self.child.as_ref() }
+    }
+
+    /// Takes the locks back out.
+    pub fn into_child(mut self) -> L {
+        // `take`, not `clear`: `forget(self)` below would leak the list's buffer.
+        drop(std::mem::take(&mut self.locks));
+        // SAFETY: the pointer came from `Box::leak`; `forget(self)` keeps `Drop` from freeing it
+        // a second time, and the cached pointers into it are gone.
+        let child = unsafe { Box::from_raw(self.child.as_ptr()) };
+        std::mem::forget(self);
+        *child
+    }
+
+    fn locks(&self) -> &[&dyn RawLock] {
+        &self.locks
+    }
+}
+
+impl<L: LockableIntoInner> LockCollection<L> {
+    /// Consumes the collection and returns the data of every lock.
+    pub fn into_inner(self) -> L::Inner {
+        self.into_child().into_inner()
+    }
+}
+
+impl<L> Drop for LockCollection<L> {
+    fn drop(&mut self) {
+        // The cached references must not outlive the box they point into.
+        self.locks.clear();
+        // SAFETY: the pointer came from `Box::leak` and is freed only here (or in `into_child`,
+        // which forgets `self`).
+        drop(unsafe { Box::from_raw(self.child.as_ptr()) });
+    }
+}
+
+impl<L: Lockable> Strategy for LockCollection<L> {
+    type Child = L;
+
+    fn child_locks(&self) -> &L {
+        self.child()
+    }
+
+    fn acquire(&self, mode: Mode) {
+        utils::lock_in_order(self.locks(), mode);
+    }
+
+    fn try_acquire(&self, mode: Mode) -> bool {
+        utils::try_lock_in_order(self.locks(), mode)
+    }
+}
+
+impl<L: fmt::Debug> fmt::Debug for LockCollection<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockCollection")
+            .field("child", self.child())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: OwnedLockable + Default> Default for LockCollection<L> {
+    fn default() -> Self {
+        Self::new(L::default())
+    }
+}
+
+impl<L: OwnedLockable> From<L> for LockCollection<L> {
+    fn from(data: L) -> Self {
+        Self::new(data)
+    }
+}

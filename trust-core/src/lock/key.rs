@@ -1,0 +1,153 @@
+//! The per-thread [`ThreadKey`] (no lock without it) and the [`NestedKey`] that `lock_all!(..; nest)`
+//! hands out to go one rank level deeper.
+//!
+//! Every blocking acquisition needs the key: by value (the guard keeps it) or as `&mut` (the guard
+//! borrows it). Either way the thread cannot start a second acquisition while the first one's guards
+//! live, which is what rules out the "hold one lock, wait for another" step of every deadlock. The
+//! only way to hold locks and take more is a [`NestedKey`], whose type names the highest rank held
+//! and only accepts strictly higher ranks.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use super::rank::{NoneHeld, Rank};
+
+thread_local! {
+    // `const` init and no destructor: readable even while the thread's other TLS is being torn down,
+    // so a `ThreadKey` dropped from another TLS destructor still finds its flag.
+    static KEY_TAKEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread's permission to lock: at most one exists per thread at a time.
+///
+/// ```
+/// use trust_core::lock::{Mutex, ThreadKey};
+///
+/// let mut key = ThreadKey::get().expect("one key per thread");
+/// assert!(ThreadKey::get().is_none()); // the key is out
+///
+/// let m = Mutex::new(1);
+/// *m.lock(&mut key) += 1; // the guard borrows the key
+/// let guard = m.lock(key); // or keeps it
+/// let key = Mutex::unlock(guard); // and gives it back
+/// drop(key); // dropping the key returns it to the thread
+/// assert!(ThreadKey::get().is_some());
+/// ```
+///
+/// It is `!Send`: a key stays on the thread that took it (it guards that thread's lock order). It
+/// is `Sync` only so that guards holding `&mut ThreadKey` can be shared; a `&ThreadKey` grants
+/// nothing. Forgetting a key (`mem::forget`) loses it for the rest of the thread's life, which can
+/// starve that thread but never deadlock it.
+///
+/// A `ThreadKey` belongs to an OS thread: a coroutine that may resume on another thread (a `may`
+/// coroutine with work stealing) must not hold one across a yield.
+pub struct ThreadKey {
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: every method of `ThreadKey` takes `self` or `&mut self`; a shared `&ThreadKey` can do
+// nothing, so sharing one across threads cannot let another thread use this thread's key.
+unsafe impl Sync for ThreadKey {}
+
+impl ThreadKey {
+    /// Takes this thread's key, or `None` if it is already out (held, or lent to a guard).
+    #[must_use]
+    pub fn get() -> Option<Self> {
+        let taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        (!taken).then_some(ThreadKey {
+            _not_send: PhantomData,
+        })
+    }
+}
+
+impl Drop for ThreadKey {
+    fn drop(&mut self) {
+        // A `ThreadKey` only exists after `get` set the flag on this (its own, `!Send`) thread.
+        KEY_TAKEN.with(|taken| taken.set(false));
+    }
+}
+
+impl fmt::Debug for ThreadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ThreadKey")
+    }
+}
+
+/// A key whose owner holds locks up to rank `Held` and may take only strictly higher ranks.
+///
+/// Made by `lock_all!(key, ..; nest)`: it borrows the key that call used, for as long as that call's
+/// guards, so the chain of keys is linear (one level at a time) and the outer key stays unusable.
+///
+/// ```
+/// use trust_core::lock::{Mutex, ThreadKey};
+/// use trust_core::{lock_all, lock_ranks};
+///
+/// lock_ranks! { Outer; Inner; }
+/// let outer: Mutex<u32, Outer> = Mutex::ranked(1);
+/// let inner: Mutex<u32, Inner> = Mutex::ranked(2);
+///
+/// let mut key = ThreadKey::get().unwrap();
+/// let (o, mut nested) = lock_all!(&mut key, outer; nest); // nested: NestedKey<'_, Outer>
+/// let (i,) = lock_all!(&mut nested, inner);
+/// assert_eq!(*o + *i, 3);
+/// ```
+pub struct NestedKey<'k, Held: Rank> {
+    _key: PhantomData<&'k mut ThreadKey>,
+    _held: PhantomData<fn() -> Held>,
+}
+
+impl<'k, Held: Rank> NestedKey<'k, Held> {
+    /// Consumes the borrow of the key a `lock_all!` call used; only `lock_all!` makes these.
+    pub(crate) fn new<K: LockKey + ?Sized>(_key: &'k mut K) -> Self {
+        NestedKey {
+            _key: PhantomData,
+            _held: PhantomData,
+        }
+    }
+}
+
+impl<Held: Rank> fmt::Debug for NestedKey<'_, Held> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NestedKey<{}>", std::any::type_name::<Held>())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ThreadKey {}
+    impl Sealed for &mut super::ThreadKey {}
+    impl<Held: super::Rank> Sealed for super::NestedKey<'_, Held> {}
+}
+
+/// A key accepted by single-lock and collection methods: `ThreadKey` by value (the guard keeps it
+/// and `unlock` gives it back) or `&mut ThreadKey` (the guard borrows it).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a thread key",
+    label = "expected `ThreadKey` or `&mut ThreadKey`",
+    note = "get this thread's key with `ThreadKey::get()` and pass it by value or as `&mut key`"
+)]
+pub trait Keyable: sealed::Sealed {}
+
+impl Keyable for ThreadKey {}
+impl Keyable for &mut ThreadKey {}
+
+/// What `lock_all!` accepts behind its first argument (`&mut key`): a [`ThreadKey`] (nothing held)
+/// or a [`NestedKey`] (locks up to `Held` held).
+#[diagnostic::on_unimplemented(
+    message = "`lock_all!` needs `&mut ThreadKey` or `&mut NestedKey` as its first argument, not `&mut {Self}`",
+    label = "not a thread key",
+    note = "get this thread's key with `ThreadKey::get()` and pass `&mut key`"
+)]
+pub trait LockKey: sealed::Sealed {
+    /// The highest rank held by the key's owner; [`NoneHeld`] for a bare `ThreadKey`.
+    type Held;
+}
+
+impl LockKey for ThreadKey {
+    type Held = NoneHeld;
+}
+
+impl<Held: Rank> LockKey for NestedKey<'_, Held> {
+    type Held = Held;
+}

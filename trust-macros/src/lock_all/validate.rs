@@ -1,0 +1,94 @@
+//! The rules the tokens alone can decide: at least one lock, and no place named twice.
+
+use quote::ToTokens;
+use syn::{Expr, Lit};
+
+use super::parse::LockAllInput;
+
+/// Checks the parsed input; the first broken rule becomes the error.
+pub fn validate(input: &LockAllInput) -> syn::Result<()> {
+    if input.locks.is_empty() {
+        return Err(syn::Error::new(
+            input.span,
+            "`lock_all!` needs at least one lock after the key: `lock_all!(&mut key, a, b)`",
+        ));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for lock in &input.locks {
+        // Only place expressions name the same lock every time they are evaluated; `v[f()]` twice
+        // may be two locks, and is left to the run-time check.
+        let Some(place) = place_key(&lock.expr) else {
+            continue;
+        };
+        if seen.contains(&place) {
+            return Err(syn::Error::new_spanned(
+                &lock.expr,
+                format!(
+                    "`{}` is locked twice in this `lock_all!`: a thread would wait for itself \
+                     forever; pass each lock once",
+                    compact(&lock.expr.to_token_stream().to_string())
+                ),
+            ));
+        }
+        seen.push(place);
+    }
+    Ok(())
+}
+
+/// A canonical spelling of a place expression (`a`, `self.x`, `v[3]`, `v[i]`, `*p`, `&a`), or
+/// `None` if evaluating it could name different locks on two evaluations.
+fn place_key(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Path(path) if path.qself.is_none() => Some(path.path.to_token_stream().to_string()),
+        Expr::Field(field) => Some(format!(
+            "{}.{}",
+            place_key(&field.base)?,
+            field.member.to_token_stream()
+        )),
+        Expr::Index(index) => {
+            let position = match &*index.index {
+                Expr::Lit(lit) => match &lit.lit {
+                    Lit::Int(int) => int.base10_digits().to_owned(),
+                    _ => return None,
+                },
+                other => place_key(other)?,
+            };
+            Some(format!("{}[{position}]", place_key(&index.expr)?))
+        }
+        // `&a`, `(a)` and `*a` (through a reference) name the same lock as `a`.
+        Expr::Reference(reference) => place_key(&reference.expr),
+        Expr::Paren(paren) => place_key(&paren.expr),
+        Expr::Group(group) => place_key(&group.expr),
+        Expr::Unary(unary) if matches!(unary.op, syn::UnOp::Deref(_)) => place_key(&unary.expr),
+        _ => None,
+    }
+}
+
+/// A token stream's text without the spaces `to_string` puts between tokens (`accounts [0]` ->
+/// `accounts[0]`), keeping those that separate two words.
+fn compact(text: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let between_words =
+            i > 0 && i + 1 < chars.len() && word(chars[i - 1]) && word(chars[i + 1]);
+        if c != ' ' || between_words {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compact_drops_spaces_between_punctuation_only() {
+        assert_eq!(compact("accounts [0]"), "accounts[0]");
+        assert_eq!(compact("self . locks [i] . 0"), "self.locks[i].0");
+        assert_eq!(compact("* boxed"), "*boxed");
+        assert_eq!(compact("& mut a"), "&mut a");
+    }
+}
