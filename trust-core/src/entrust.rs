@@ -1,7 +1,8 @@
 //! Runtime support for `#[entrust]`: the [`Entrusted`] trait that makes a struct's generated stubs callable on
-//! `Trust<Struct>` (through `Deref`, so no import is needed at the call site), the checks whose
-//! `on_unimplemented` wording is the error a user sees, and [`CopiedStr`] / [`CopiedSlice`], which carry `&str`
-//! and `&[T]` arguments inside the request (inline up to [`INLINE_BYTES`], so short ones allocate nothing).
+//! `Trust<Struct>` (through `Deref`, so no import is needed at the call site), the packing of arguments and
+//! results ([`arg`], [`ret`]: each checks `Send + 'static` once, and its `on_unimplemented` wording is the
+//! error a user sees), and [`CopiedStr`] / [`CopiedSlice`], which carry `&str` and `&[T]` arguments inside the
+//! request (inline up to [`INLINE_BYTES`], so short ones allocate nothing).
 //!
 //! Generated code reaches all of this as `::trust_core::__private::*`; none of it is public API.
 
@@ -50,10 +51,6 @@ pub fn trust_of<T: Entrusted>(stubs: &T::Stubs) -> &Trust<T> {
     unsafe { &*ptr::from_ref(stubs).cast::<Trust<T>>() }
 }
 
-/// Statically checks that `#[entrust]` was put on the struct of an `#[entrust]` impl.
-#[inline]
-pub fn require_entrusted<T: Entrusted + ?Sized>() {}
-
 /// An argument type a delegated method can take: it is moved into the request and read on the trustee's
 /// thread.
 #[diagnostic::on_unimplemented(
@@ -65,9 +62,15 @@ pub fn require_entrusted<T: Entrusted + ?Sized>() {}
 pub trait DelegatedArg: Send + 'static {}
 impl<T: Send + 'static> DelegatedArg for T {}
 
-/// Statically checks one argument type of a stub; the error points at the user's type.
-#[inline]
-pub fn require_arg<T: DelegatedArg>() {}
+/// The element type of a `&[T]` argument: cloned into the request, then read on the trustee's thread.
+#[diagnostic::on_unimplemented(
+    message = "`&[{Self}]` cannot be an argument of a delegated method: `{Self}` must be `Clone + Send`",
+    label = "the elements are cloned into the request and read on the trustee's thread",
+    note = "pass an owned `Vec<{Self}>` instead, or mark the method `#[entrust(skip)]` and call it through \
+            `apply`"
+)]
+pub trait DelegatedSliceElem: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> DelegatedSliceElem for T {}
 
 /// A return type a delegated method can have: it is produced on the trustee's thread and moved back.
 #[diagnostic::on_unimplemented(
@@ -79,9 +82,65 @@ pub fn require_arg<T: DelegatedArg>() {}
 pub trait DelegatedReturn: Send + 'static {}
 impl<T: Send + 'static> DelegatedReturn for T {}
 
-/// Statically checks the return type of a stub; the error points at the user's type.
+/// One packed argument of a stub, checked `Send + 'static` when it was packed by [`arg`], [`str_arg`] or
+/// [`slice_arg`]. The check happens once, at the user's type and in the words above; the closures that
+/// capture an `Arg` are then `Send` without rustc asking again (and reporting again) at every `apply*` call.
+#[derive(Debug)]
+pub struct Arg<A>(A);
+
+// SAFETY: an `Arg<A>` is only made by `arg` (which requires `A: DelegatedArg`, so `A: Send`), `str_arg`
+// (`CopiedStr` is `Send`) and `slice_arg` (`T: DelegatedSliceElem: Send`, so `CopiedSlice<T>` is `Send`):
+// every value of this type holds a `Send` value. The impl has no bound on purpose: a bound would make rustc
+// re-check it, and re-report its failure, wherever a closure capturing the argument must be `Send`.
+unsafe impl<A> Send for Arg<A> {}
+
+impl<A> Arg<A> {
+    /// The argument, on the trustee.
+    #[inline]
+    pub fn into_inner(self) -> A {
+        self.0
+    }
+}
+
+/// Packs a moved argument; fails to compile, pointing at the argument's type, when it is not `Send + 'static`.
 #[inline]
-pub fn require_return<T: DelegatedReturn>() {}
+pub fn arg<A: DelegatedArg>(value: A) -> Arg<A> {
+    Arg(value)
+}
+
+/// Packs a `&str` argument: copied into the request.
+#[inline]
+pub fn str_arg(value: &str) -> Arg<CopiedStr> {
+    Arg(CopiedStr::new(value))
+}
+
+/// Packs a `&[T]` argument: its elements cloned into the request.
+#[inline]
+pub fn slice_arg<T: DelegatedSliceElem>(value: &[T]) -> Arg<CopiedSlice<T>> {
+    Arg(CopiedSlice::new(value))
+}
+
+/// A stub's result on its way back, checked `Send + 'static` by [`ret`], for the same reason as [`Arg`].
+#[derive(Debug)]
+pub struct Returned<R>(R);
+
+// SAFETY: only `ret` makes a `Returned<R>`, and it requires `R: DelegatedReturn`, so `R: Send`.
+unsafe impl<R> Send for Returned<R> {}
+
+impl<R> Returned<R> {
+    /// The result, back on the caller's side.
+    #[inline]
+    pub fn into_inner(self) -> R {
+        self.0
+    }
+}
+
+/// Wraps a method's result on the trustee; fails to compile, pointing at the return type, when it is not
+/// `Send + 'static`.
+#[inline]
+pub fn ret<R: DelegatedReturn>(value: R) -> Returned<R> {
+    Returned(value)
+}
 
 /// Bytes of a `&str` or `&[T]` argument carried inside the request itself; longer ones are boxed (one
 /// allocation). 64 bytes keep a stub with one short string argument inside the slot's 128-byte primary block.
@@ -92,7 +151,10 @@ struct InlineBuf([MaybeUninit<u8>; INLINE_BYTES]);
 
 enum Repr<T> {
     /// `len` clones of the elements at the start of `buf`.
-    Inline { len: usize, buf: InlineBuf },
+    Inline {
+        len: usize,
+        buf: InlineBuf,
+    },
     Heap(Box<[T]>),
 }
 
@@ -122,7 +184,9 @@ impl<T: Clone> CopiedSlice<T> {
             impl<T> Drop for Partial<T> {
                 fn drop(&mut self) {
                     // SAFETY: the first `done` elements at `base` were written and not yet handed over.
-                    unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.base, self.done)) }
+                    unsafe {
+                        ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.base, self.done))
+                    }
                 }
             }
             let mut partial = Partial { base, done: 0 };
@@ -268,7 +332,10 @@ mod tests {
         #[repr(align(16))]
         struct Wide(u8);
         let copied = CopiedSlice::new(&[Wide(1), Wide(2)]);
-        assert!(!copied.is_inline(), "16-byte alignment exceeds the buffer's 8");
+        assert!(
+            !copied.is_inline(),
+            "16-byte alignment exceeds the buffer's 8"
+        );
         assert_eq!(&*copied, &[Wide(1), Wide(2)]);
         let units = vec![(); 1000];
         let copied = CopiedSlice::new(&units);

@@ -77,20 +77,21 @@ pub use latch::{Latch, LatchGuard};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
 #[cfg(not(loom))]
 pub use trust::Trust;
-#[cfg(not(loom))]
-pub use trustee::Trustee;
 /// `#[entrust]` on a struct and its inherent `impl` blocks: every `&self` / `&mut self` method becomes a stub
 /// callable on `Trust<Struct>`. See `docs/entrust.md`. (A function of the same name, [`entrust()`], entrusts a
 /// value: attribute macros and functions live in different namespaces.)
 #[cfg(not(loom))]
 pub use trust_macros::entrust;
+#[cfg(not(loom))]
+pub use trustee::Trustee;
 
 /// What macro-generated code names, as `::trust_core::__private::X`; not public API.
 #[doc(hidden)]
 #[cfg(not(loom))]
 pub mod __private {
     pub use crate::entrust::{
-        CopiedSlice, CopiedStr, Entrusted, require_arg, require_entrusted, require_return, trust_of,
+        Arg, CopiedSlice, CopiedStr, DelegatedArg, DelegatedReturn, DelegatedSliceElem, Entrusted,
+        Returned, arg, ret, slice_arg, str_arg, trust_of,
     };
     pub use crate::trust::Trust;
 }

@@ -137,7 +137,9 @@ fn non_blocking_stubs_run_their_continuations_in_issue_order() {
     let d = done.clone();
     acct.set_memo_then("then", move || *d.borrow_mut() = true);
     wait_pending();
-    let expected: Vec<i64> = (1..=100).scan(0, |s, i| Some(*s + i).inspect(|&v| *s = v)).collect();
+    let expected: Vec<i64> = (1..=100)
+        .scan(0, |s, i| Some(*s + i).inspect(|&v| *s = v))
+        .collect();
     assert_eq!(*seen.borrow(), expected);
     assert!(*done.borrow());
     assert_eq!(acct.memo(), "then");
@@ -401,4 +403,3 @@ mod both_namespaces {
         assert_eq!(n.apply(|n| *n), 5);
     }
 }
-

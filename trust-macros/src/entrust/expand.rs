@@ -1,16 +1,19 @@
 //! Stage 3: the generated code. For `#[entrust] struct Account` the stubs type (a transparent wrapper of
 //! `Trust<Account>` that `Trust<Account>` dereferences to) and the `Entrusted` impl that ties them together;
-//! for `#[entrust] impl Account` the user's impl unchanged, static checks, and per method three stubs on the
+//! for `#[entrust] impl Account` the user's impl unchanged and, per method, three stubs on the
 //! stubs type: `name` (blocking, `Trust::apply_with`), `name_then` (`Trust::apply_then`) and `name_async`
 //! (`Trust::apply_async`). Each kind of stub is one function below; a new kind is one more.
 //!
-//! Every stub sends one request: a closure that captures nothing but the packed arguments and calls the
-//! method by path (`<Account>::deposit`), so it compiles to one monomorphic function. Generated code names
+//! Every stub sends one request: a closure that calls the method by path (`<Account>::deposit`), so it
+//! compiles to one monomorphic function, and the packed arguments. Packing (`__private::arg`, `str_arg`,
+//! `slice_arg`, and `ret` for the result) is where `Send + 'static` is checked, once per type and at the user's
+//! token; the packed values are then `Send` without rustc asking again at each `apply*` call. Generated code names
 //! the runtime only as `::trust_core::__private::*`; its own locals use mixed-site hygiene so they can never
 //! clash with the user's parameter names.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, format_ident, quote};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{GenericParam, Ident, Type};
 
 use super::parse::{Arg, ImplInput, Method, StructInput};
@@ -91,20 +94,19 @@ fn extra_bound(
     }
 }
 
-/// `#[entrust] impl S`: the impl, the static checks, and the stubs of every method that passed validation.
+/// `#[entrust] impl S`: the impl as written, and the stubs of every method that passed validation.
 pub(crate) fn implementation(input: &ImplInput) -> TokenStream {
     let item = &input.item;
-    let methods: Vec<&Method> = input.methods.iter().filter(|m| !m.rejected).collect();
-    let checks = checks(input, &methods);
     let self_ty = &input.self_ty;
     let stubs_ty = &input.stubs_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    // A generic impl states what it relies on: that `S<..>` is entrusted, with this stubs type.
     let stubs_where = extra_bound(
         &item.generics,
         &quote!(#self_ty: ::trust_core::__private::Entrusted<Stubs = #stubs_ty>),
         where_clause,
     );
-    let stubs = methods.iter().map(|m| {
+    let stubs = input.methods.iter().filter(|m| !m.rejected).map(|m| {
         let [blocking, then, asynchronous] = [
             blocking_stub(self_ty, m),
             then_stub(self_ty, m),
@@ -115,52 +117,10 @@ pub(crate) fn implementation(input: &ImplInput) -> TokenStream {
     quote! {
         #item
 
-        #checks
-
         impl #impl_generics #stubs_ty #stubs_where {
             #(#stubs)*
         }
     }
-}
-
-/// The rules rustc checks for us, with errors worded by `on_unimplemented` and spanned at the user's tokens:
-/// the struct is `#[entrust]`, and every moved argument and every result is `Send + 'static`.
-fn checks(input: &ImplInput, methods: &[&Method]) -> TokenStream {
-    let self_ty = &input.self_ty;
-    let (impl_generics, _, where_clause) = input.item.generics.split_for_impl();
-    let check_where = send_static_bound(&input.item.generics, &quote!(#self_ty), where_clause);
-    let per_method = methods.iter().map(|m| {
-        let cfgs = cfgs(m);
-        let args = m.args.iter().filter_map(|a| match &a.kind {
-            ArgKind::Moved => Some(&a.ty),
-            ArgKind::Slice(elem) => Some(elem),
-            _ => None,
-        });
-        let ret = m.output.ty.iter();
-        if args.clone().next().is_none() && m.output.ty.is_none() {
-            return TokenStream::new();
-        }
-        quote! {
-            #(#cfgs)*
-            {
-                #(::trust_core::__private::require_arg::<#args>();)*
-                #(::trust_core::__private::require_return::<#ret>();)*
-            }
-        }
-    });
-    quote! {
-        const _: () = {
-            #[allow(dead_code, clippy::extra_unused_type_parameters)]
-            fn checks #impl_generics () #check_where {
-                ::trust_core::__private::require_entrusted::<#self_ty>();
-                #(#per_method)*
-            }
-        };
-    }
-}
-
-fn cfgs(m: &Method) -> impl Iterator<Item = &syn::Attribute> {
-    m.attrs.iter().filter(|a| a.path().is_ident("cfg"))
 }
 
 /// Locals of the generated code, hygienic: they cannot capture or shadow the user's names.
@@ -168,42 +128,64 @@ fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
+/// The handle inside the stubs value. Spanned at the impl's type, so that if the struct lacks `#[entrust]`
+/// every stub reports the same error there (and rustc shows it once).
+fn trust(self_ty: &Type) -> TokenStream {
+    quote_spanned!(self_ty.span()=> ::trust_core::__private::trust_of::<#self_ty>(self))
+}
+
 /// The stub's parameters after `&self`: the method's own, with `Self` replaced.
 fn params(m: &Method) -> impl Iterator<Item = TokenStream> + '_ {
     m.args.iter().map(|Arg { name, ty, .. }| quote!(#name: #ty))
 }
 
-/// How each argument travels: the type in the request, the expression that packs it (in the stub), and the
-/// one that unpacks it (in the closure, on the trustee).
+/// How an argument travels: its type in the request, the expression that packs it (in the stub: the
+/// `Send + 'static` check happens here, at the user's type), and the one that unpacks it (on the trustee).
 fn packed(arg: &Arg) -> (TokenStream, TokenStream, TokenStream) {
     let name = &arg.name;
     match &arg.kind {
         ArgKind::Str => (
-            quote!(::trust_core::__private::CopiedStr),
-            quote!(::trust_core::__private::CopiedStr::new(#name)),
-            quote!(&*#name),
+            quote!(::trust_core::__private::Arg<::trust_core::__private::CopiedStr>),
+            quote!(::trust_core::__private::str_arg(#name)),
+            quote!(&*#name.into_inner()),
         ),
         ArgKind::Slice(elem) => (
-            quote!(::trust_core::__private::CopiedSlice<#elem>),
-            quote!(::trust_core::__private::CopiedSlice::new(#name)),
-            quote!(&*#name),
+            quote!(::trust_core::__private::Arg<::trust_core::__private::CopiedSlice<#elem>>),
+            quote!(::trust_core::__private::slice_arg::<#elem>(#name)),
+            quote!(&*#name.into_inner()),
         ),
         _ => {
             let ty = &arg.ty;
-            (quote!(#ty), quote!(#name), quote!(#name))
+            (
+                quote!(::trust_core::__private::Arg<#ty>),
+                quote!(::trust_core::__private::arg::<#ty>(#name)),
+                quote!(#name.into_inner()),
+            )
         }
     }
 }
 
-/// The call on the trustee: `<S>::name(this, unpacked args..)`.
+/// The call on the trustee, `<S>::name(this, unpacked args..)`, its result packed by `ret` (checked there).
 fn call(self_ty: &Type, m: &Method, this: &Ident) -> TokenStream {
     let name = &m.sig.ident;
     let unpacked = m.args.iter().map(|a| packed(a).2);
-    quote!(<#self_ty>::#name(#this #(, #unpacked)*))
+    let call = quote!(<#self_ty>::#name(#this #(, #unpacked)*));
+    match &m.output.ty {
+        Some(ret) => quote!(::trust_core::__private::ret::<#ret>(#call)),
+        None => call,
+    }
 }
 
-/// `name(&self, args..) -> R`: blocks until the trustee has run the method (`Trust::apply_with`); the closure
-/// captures nothing, the arguments travel beside it.
+/// `.into_inner()` where a result was packed by `ret`.
+fn unpack_result(m: &Method) -> TokenStream {
+    match &m.output.ty {
+        Some(_) => quote!(.into_inner()),
+        None => quote!(),
+    }
+}
+
+/// `name(&self, args..) -> R`: blocks until the trustee has run the method. One request: a closure that
+/// captures nothing (one function pointer, in effect) and the packed arguments beside it (`apply_with`).
 fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let (attrs, vis, name) = (&m.attrs, &m.vis, &m.sig.ident);
     let (generics, where_clause) = (&m.generics, &m.generics.where_clause);
@@ -211,10 +193,10 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let ret = m.output.ty.iter();
     let this = local("this");
     let call = call(self_ty, m, &this);
+    let trust = trust(self_ty);
+    let unpack = unpack_result(m);
     let body = if m.args.is_empty() {
-        quote! {
-            ::trust_core::__private::trust_of::<#self_ty>(self).apply(|#this: &mut #self_ty| #call)
-        }
+        quote!(#trust.apply(|#this: &mut #self_ty| #call)#unpack)
     } else {
         let (types, packs): (Vec<_>, Vec<_>) = m
             .args
@@ -226,10 +208,10 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
             .unzip();
         let names = m.args.iter().map(|a| &a.name);
         quote! {
-            ::trust_core::__private::trust_of::<#self_ty>(self).apply_with(
+            #trust.apply_with(
                 |#this: &mut #self_ty, (#(#names,)*): (#(#types,)*)| #call,
                 (#(#packs,)*),
-            )
+            )#unpack
         }
     };
     quote! {
@@ -282,10 +264,19 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let name = &m.sig.ident;
     let [then_name, _] = variant_names(name);
     let then = local("then");
+    let result = local("result");
     // A method returning `()` takes a continuation of no argument.
     let (continuation, pass, with) = match &m.output.ty {
-        Some(ret) => (quote!(#ret), quote!(#then), "with the result"),
-        None => (quote!(), quote!(move |()| #then()), "once the method has run"),
+        Some(ret) => (
+            quote!(#ret),
+            quote!(move |#result: ::trust_core::__private::Returned<#ret>| #then(#result.into_inner())),
+            "with the result",
+        ),
+        None => (
+            quote!(),
+            quote!(move |()| #then()),
+            "once the method has run",
+        ),
     };
     let attrs = variant_attrs(
         m,
@@ -297,6 +288,7 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let (vis, generics, where_clause) = (&m.vis, &m.generics, &m.generics.where_clause);
     let params = params(m);
     let (pack, closure) = capturing_closure(self_ty, m);
+    let trust = trust(self_ty);
     quote! {
         #attrs
         #vis fn #then_name #generics (
@@ -305,7 +297,7 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
             #then: impl ::core::ops::FnOnce(#continuation) + 'static,
         ) #where_clause {
             #pack
-            ::trust_core::__private::trust_of::<#self_ty>(self).apply_then(#closure, #pass)
+            #trust.apply_then(#closure, #pass)
         }
     }
 }
@@ -324,16 +316,25 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
     );
     let (vis, generics, where_clause) = (&m.vis, &m.generics, &m.generics.where_clause);
     let params = params(m);
-    let ret = m.output.ty.clone().unwrap_or_else(|| syn::parse_quote!(()));
+    let output = m.output.ty.clone().unwrap_or_else(|| syn::parse_quote!(()));
     let (pack, closure) = capturing_closure(self_ty, m);
+    let trust = trust(self_ty);
+    let future = local("future");
+    let body = match &m.output.ty {
+        Some(_) => quote! {
+            let #future = #trust.apply_async(#closure);
+            async move { #future.await.into_inner() }
+        },
+        None => quote!(#trust.apply_async(#closure)),
+    };
     quote! {
         #attrs
         #vis fn #async_name #generics (&self #(, #params)*)
-            -> impl ::core::future::Future<Output = #ret> + ::core::marker::Send + '_
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_
             #where_clause
         {
             #pack
-            ::trust_core::__private::trust_of::<#self_ty>(self).apply_async(#closure)
+            #body
         }
     }
 }

@@ -50,7 +50,10 @@ fn expand_items(items: Vec<Item>) -> Vec<Item> {
 }
 
 fn is_entrust(attr: &Attribute) -> bool {
-    attr.path().segments.last().is_some_and(|s| s.ident == "entrust")
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "entrust")
 }
 
 #[test]

@@ -6,7 +6,8 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident};
 use syn::visit_mut::{self, VisitMut};
 use syn::{
-    Lifetime, ParenthesizedGenericArguments, TraitBound, Type, TypeBareFn, TypePath, WherePredicate, parse_quote,
+    Lifetime, ParenthesizedGenericArguments, TraitBound, Type, TypeBareFn, TypePath,
+    WherePredicate, parse_quote,
 };
 
 /// How an argument reaches the trustee.
@@ -111,7 +112,11 @@ fn find(ty: &Type, what: Find) -> Option<TokenStream> {
         // Lifetimes inside `fn(&str)`, `dyn Fn(&str)` and `for<'a> ..` are bound there (higher-ranked): they
         // borrow nothing from the caller.
         fn visit_type_bare_fn_mut(&mut self, _: &mut TypeBareFn) {}
-        fn visit_parenthesized_generic_arguments_mut(&mut self, _: &mut ParenthesizedGenericArguments) {}
+        fn visit_parenthesized_generic_arguments_mut(
+            &mut self,
+            _: &mut ParenthesizedGenericArguments,
+        ) {
+        }
         fn visit_trait_bound_mut(&mut self, b: &mut TraitBound) {
             if b.lifetimes.is_none() {
                 visit_mut::visit_trait_bound_mut(self, b);
@@ -121,6 +126,28 @@ fn find(ty: &Type, what: Find) -> Option<TokenStream> {
     let mut finder = Finder { what, found: None };
     finder.visit_type_mut(&mut ty.clone());
     finder.found
+}
+
+/// Tokens as a user would write them (`&mut Vec<u8>`, not `& mut Vec < u8 >`), for error messages.
+pub(crate) fn display(tokens: impl ToTokens) -> String {
+    let raw = tokens.to_token_stream().to_string();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ' ' {
+            let prev = out.chars().last().unwrap_or(' ');
+            let next = chars.peek().copied().unwrap_or(' ');
+            let glue_after = matches!(prev, '&' | '<' | '(' | '[' | ':');
+            let glue_before = matches!(next, '<' | '>' | ',' | ';' | ')' | ']' | ':')
+                || (next == '(' && (prev.is_alphanumeric() || prev == '_'));
+            // `->` keeps its spaces; `>` after `-` is part of it.
+            if (glue_after || glue_before) && prev != '-' && !(next == '>' && prev == '-') {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `Some(false)` for `&Self`, `Some(true)` for `&mut Self` (any lifetime), else `None`.
@@ -213,7 +240,10 @@ mod tests {
         assert_eq!(arg(parse_quote!(&u64)), "borrowed");
         assert_eq!(arg(parse_quote!(Option<&str>)), "borrowed");
         assert_eq!(arg(parse_quote!(Cow<'_, str>)), "borrowed");
-        assert_eq!(arg(parse_quote!(Box<dyn Fn(&str) -> usize + Send>)), "moved");
+        assert_eq!(
+            arg(parse_quote!(Box<dyn Fn(&str) -> usize + Send>)),
+            "moved"
+        );
         assert_eq!(arg(parse_quote!(fn(&str) -> &str)), "moved");
         assert_eq!(arg(parse_quote!(Box<dyn for<'a> Tr<'a> + Send>)), "moved");
         assert_eq!(arg(parse_quote!(impl Into<String>)), "impl");
@@ -221,18 +251,44 @@ mod tests {
     }
 
     #[test]
+    fn types_display_as_written() {
+        let shown = |ty: Type| display(ty);
+        assert_eq!(shown(parse_quote!(&mut Vec<u8>)), "&mut Vec<u8>");
+        assert_eq!(shown(parse_quote!(&'a str)), "&'a str");
+        assert_eq!(
+            shown(parse_quote!(std::slice::Iter<'_, Vec<String>>)),
+            "std::slice::Iter<'_, Vec<String>>"
+        );
+        assert_eq!(
+            shown(parse_quote!(Box<dyn Fn(&str) -> (i64, u8) + Send>)),
+            "Box<dyn Fn(&str) -> (i64, u8) + Send>"
+        );
+        assert_eq!(shown(parse_quote!([u8; 4])), "[u8; 4]");
+        assert_eq!(shown(parse_quote!(impl Into<String>)), "impl Into<String>");
+    }
+
+    #[test]
     fn self_is_replaced() {
         let self_ty: Type = parse_quote!(Account<T>);
         let replaced = replace_self(&parse_quote!(Vec<Self>), &self_ty);
-        assert_eq!(replaced.to_token_stream().to_string(), "Vec < Account < T > >");
+        assert_eq!(
+            replaced.to_token_stream().to_string(),
+            "Vec < Account < T > >"
+        );
         let replaced = replace_self(&parse_quote!(Self::Item), &self_ty);
-        assert_eq!(replaced.to_token_stream().to_string(), "< Account < T > > :: Item");
+        assert_eq!(
+            replaced.to_token_stream().to_string(),
+            "< Account < T > > :: Item"
+        );
     }
 
     #[test]
     fn stubs_type_renames_the_last_segment() {
         let t = stubs_type(&parse_quote!(crate::bank::Account<T>)).unwrap();
-        assert_eq!(t.to_token_stream().to_string(), "crate :: bank :: AccountStubs < T >");
+        assert_eq!(
+            t.to_token_stream().to_string(),
+            "crate :: bank :: AccountStubs < T >"
+        );
         assert!(stubs_type(&parse_quote!([u8])).is_none());
         assert!(stubs_type(&parse_quote!(<T as Tr>::X)).is_none());
     }

@@ -1,17 +1,17 @@
 //! Stage 2: every rule a method must obey to be delegated, each failing with an error on the offending token
 //! that says why and what to do instead. A method that breaks a rule is marked `rejected` (no stub); the rest
 //! are still expanded. Rules that need types (is it `Send`? is the struct `#[entrust]`?) are checked by the
-//! generated code instead: see `expand::checks`.
+//! generated code instead, through bounds whose `on_unimplemented` wording names the problem: see
+//! `expand::packed` and `trust_core::__private`.
 
 use std::collections::HashSet;
 
-use quote::ToTokens;
 use syn::GenericParam;
 
 use super::Errors;
 use super::expand::variant_names;
 use super::parse::{ImplInput, Method, ReceiverKind, StructInput};
-use super::types::{ArgKind, ReturnKind};
+use super::types::{ArgKind, ReturnKind, display};
 
 /// Methods of `Trust<T>` (inherent, or of a trait in the prelude) that a stub of the same name could never be
 /// reached past: method lookup finds them on the handle before it dereferences to the stubs.
@@ -33,10 +33,7 @@ const SHADOWED: &[&str] = &[
 
 pub(crate) fn structure(input: &StructInput, errors: &mut Errors) {
     if !input.args.is_empty() {
-        errors.at(
-            &input.args,
-            "`#[entrust]` on a struct takes no arguments",
-        );
+        errors.at(&input.args, "`#[entrust]` on a struct takes no arguments");
     }
     for param in &input.item.generics.params {
         if let GenericParam::Lifetime(l) = param {
@@ -88,7 +85,7 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
                 "`{name}` has a `self: {}` receiver, which cannot be delegated: a stub calls the method on \
                  the value the trustee holds, as `&self` or `&mut self`; take one of those, or mark the \
                  method `#[entrust(skip)]`",
-                ty.to_token_stream()
+                display(ty)
             ),
         ),
     }
@@ -128,7 +125,7 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
         );
     }
     for arg in &method.args {
-        let ty = arg.ty.to_token_stream();
+        let ty = display(&arg.ty);
         match &arg.kind {
             ArgKind::Moved | ArgKind::Str | ArgKind::Slice(_) => {}
             ArgKind::MutRef => errors.at(
@@ -160,7 +157,7 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
             ),
         }
     }
-    let output = method.output.ty.to_token_stream();
+    let output = display(&method.output.ty);
     match &method.output.kind {
         ReturnKind::Owned => {}
         ReturnKind::Borrowed(at) => errors.at(

@@ -27,29 +27,18 @@ impl Account {
         self.memo = memo.to_owned();
     }
 }
-const _: () = {
-    #[allow(dead_code, clippy::extra_unused_type_parameters)]
-    fn checks() {
-        ::trust_core::__private::require_entrusted::<Account>();
-        {
-            ::trust_core::__private::require_arg::<i64>();
-            ::trust_core::__private::require_return::<i64>();
-        }
-        {
-            ::trust_core::__private::require_return::<i64>();
-        }
-        {}
-    }
-};
 impl AccountStubs {
     /// Adds `amount` and returns the new balance.
     #[inline]
     pub fn deposit(&self, amount: i64) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_with(
-                |this: &mut Account, (amount,): (i64,)| <Account>::deposit(this, amount),
-                (amount,),
+                |this: &mut Account, (amount,): (::trust_core::__private::Arg<i64>,)| ::trust_core::__private::ret::<
+                    i64,
+                >(<Account>::deposit(this, amount.into_inner())),
+                (::trust_core::__private::arg::<i64>(amount),),
             )
+            .into_inner()
     }
     /// Non-blocking [`deposit`](Self::deposit): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
     #[allow(dead_code)]
@@ -59,14 +48,18 @@ impl AccountStubs {
         amount: i64,
         then: impl ::core::ops::FnOnce(i64) + 'static,
     ) {
-        let args = (amount,);
+        let args = (::trust_core::__private::arg::<i64>(amount),);
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
                 move |this: &mut Account| {
                     let (amount,) = args;
-                    <Account>::deposit(this, amount)
+                    ::trust_core::__private::ret::<
+                        i64,
+                    >(<Account>::deposit(this, amount.into_inner()))
                 },
-                then,
+                move |result: ::trust_core::__private::Returned<i64>| then(
+                    result.into_inner(),
+                ),
             )
     }
     /// Asynchronous [`deposit`](Self::deposit): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
@@ -76,30 +69,36 @@ impl AccountStubs {
         &self,
         amount: i64,
     ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
-        let args = (amount,);
-        ::trust_core::__private::trust_of::<Account>(self)
+        let args = (::trust_core::__private::arg::<i64>(amount),);
+        let future = ::trust_core::__private::trust_of::<Account>(self)
             .apply_async(move |this: &mut Account| {
                 let (amount,) = args;
-                <Account>::deposit(this, amount)
-            })
+                ::trust_core::__private::ret::<
+                    i64,
+                >(<Account>::deposit(this, amount.into_inner()))
+            });
+        async move { future.await.into_inner() }
     }
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
-            .apply(|this: &mut Account| <Account>::balance(this))
+            .apply(|this: &mut Account| ::trust_core::__private::ret::<
+                i64,
+            >(<Account>::balance(this)))
+            .into_inner()
     }
     /// Non-blocking [`balance`](Self::balance): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
     #[allow(dead_code)]
     #[inline]
     pub fn balance_then(&self, then: impl ::core::ops::FnOnce(i64) + 'static) {
-        let args = ();
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
-                move |this: &mut Account| {
-                    let () = args;
-                    <Account>::balance(this)
-                },
-                then,
+                |this: &mut Account| ::trust_core::__private::ret::<
+                    i64,
+                >(<Account>::balance(this)),
+                move |result: ::trust_core::__private::Returned<i64>| then(
+                    result.into_inner(),
+                ),
             )
     }
     /// Asynchronous [`balance`](Self::balance): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
@@ -108,40 +107,39 @@ impl AccountStubs {
     pub fn balance_async(
         &self,
     ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
-        let args = ();
-        ::trust_core::__private::trust_of::<Account>(self)
-            .apply_async(move |this: &mut Account| {
-                let () = args;
-                <Account>::balance(this)
-            })
+        let future = ::trust_core::__private::trust_of::<Account>(self)
+            .apply_async(|this: &mut Account| ::trust_core::__private::ret::<
+                i64,
+            >(<Account>::balance(this)));
+        async move { future.await.into_inner() }
     }
     #[inline]
     pub fn set_memo(&self, memo: &str) {
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_with(
-                |this: &mut Account, (memo,): (::trust_core::__private::CopiedStr,)| <Account>::set_memo(
-                    this,
-                    &*memo,
-                ),
-                (::trust_core::__private::CopiedStr::new(memo),),
+                |
+                    this: &mut Account,
+                    (
+                        memo,
+                    ): (
+                        ::trust_core::__private::Arg<::trust_core::__private::CopiedStr>,
+                    )|
+                <Account>::set_memo(this, &*memo.into_inner()),
+                (::trust_core::__private::str_arg(memo),),
             )
     }
-    /// Non-blocking [`set_memo`](Self::set_memo): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
+    /// Non-blocking [`set_memo`](Self::set_memo): sends the same request and returns at once; `then` runs later on this thread once the method has run (see `Trust::apply_then`).
     #[allow(dead_code)]
     #[inline]
-    pub fn set_memo_then(
-        &self,
-        memo: &str,
-        then: impl ::core::ops::FnOnce(()) + 'static,
-    ) {
-        let args = (::trust_core::__private::CopiedStr::new(memo),);
+    pub fn set_memo_then(&self, memo: &str, then: impl ::core::ops::FnOnce() + 'static) {
+        let args = (::trust_core::__private::str_arg(memo),);
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
                 move |this: &mut Account| {
                     let (memo,) = args;
-                    <Account>::set_memo(this, &*memo)
+                    <Account>::set_memo(this, &*memo.into_inner())
                 },
-                then,
+                move |()| then(),
             )
     }
     /// Asynchronous [`set_memo`](Self::set_memo): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
@@ -151,11 +149,11 @@ impl AccountStubs {
         &self,
         memo: &str,
     ) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send + '_ {
-        let args = (::trust_core::__private::CopiedStr::new(memo),);
+        let args = (::trust_core::__private::str_arg(memo),);
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_async(move |this: &mut Account| {
                 let (memo,) = args;
-                <Account>::set_memo(this, &*memo)
+                <Account>::set_memo(this, &*memo.into_inner())
             })
     }
 }
