@@ -13,8 +13,8 @@ use super::Errors;
 use super::types::{self, ArgKind, ReturnKind};
 
 pub(crate) enum Parsed {
-    Struct(StructInput),
-    Impl(ImplInput),
+    Struct(Box<StructInput>),
+    Impl(Box<ImplInput>),
     /// Not something `#[entrust]` applies to: emitted as is, beside its error.
     Unsupported(TokenStream),
 }
@@ -90,7 +90,7 @@ pub(crate) fn parse(args: TokenStream, item: TokenStream, errors: &mut Errors) -
     match parsed {
         Item::Struct(item) => {
             let stubs = format_ident!("{}Stubs", item.ident, span = item.ident.span());
-            Parsed::Struct(StructInput { args, item, stubs })
+            Parsed::Struct(Box::new(StructInput { args, item, stubs }))
         }
         Item::Impl(item) if item.trait_.is_none() => parse_impl(args, item, errors),
         Item::Impl(mut item) => {
@@ -167,13 +167,13 @@ fn parse_impl(args: TokenStream, mut item: ItemImpl, errors: &mut Errors) -> Par
         .filter(|f| f.sig.receiver().is_some())
         .map(|f| parse_method(&f.attrs, &f.vis, &f.sig, &self_ty))
         .collect();
-    Parsed::Impl(ImplInput {
+    Parsed::Impl(Box::new(ImplInput {
         args,
         item,
         self_ty,
         stubs_ty,
         methods,
-    })
+    }))
 }
 
 fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty: &Type) -> Method {

@@ -140,8 +140,8 @@ pub(crate) fn display(tokens: impl ToTokens) -> String {
             let glue_after = matches!(prev, '&' | '<' | '(' | '[' | ':');
             let glue_before = matches!(next, '<' | '>' | ',' | ';' | ')' | ']' | ':')
                 || (next == '(' && (prev.is_alphanumeric() || prev == '_'));
-            // `->` keeps its spaces; `>` after `-` is part of it.
-            if (glue_after || glue_before) && prev != '-' && !(next == '>' && prev == '-') {
+            // `->` keeps its spaces (the space after it follows a `>` that closes nothing).
+            if (glue_after || glue_before) && prev != '-' && !out.ends_with("->") {
                 continue;
             }
         }
