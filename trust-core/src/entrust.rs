@@ -2,7 +2,7 @@
 //! `Trust<Struct>` (through `Deref`, so no import is needed at the call site), the packing of arguments and
 //! results ([`arg`], [`ret`]: each checks `Send + 'static` once, and its `on_unimplemented` wording is the
 //! error a user sees), and [`CopiedStr`] / [`CopiedSlice`], which carry `&str` and `&[T]` arguments inside the
-//! request (inline up to [`INLINE_BYTES`], so short ones allocate nothing).
+//! request (inline up to 64 bytes, `INLINE_BYTES`, so short ones allocate nothing).
 //!
 //! Generated code reaches all of this as `::trust_core::__private::*`; none of it is public API.
 
@@ -159,7 +159,7 @@ enum Repr<T> {
 }
 
 /// An owned copy of a `&[T]` argument (`T: Clone`), moved into the request: elements that fit in
-/// [`INLINE_BYTES`] (and need at most 8-byte alignment) travel inside it, longer slices are boxed.
+/// 64 bytes (`INLINE_BYTES`) and need at most 8-byte alignment travel inside it, longer slices are boxed.
 pub struct CopiedSlice<T> {
     repr: Repr<T>,
     /// Owns `T`s: `Send`, `Sync` and drop checking follow `T` (the inline buffer is plain bytes).
@@ -254,7 +254,7 @@ impl<T: fmt::Debug> fmt::Debug for CopiedSlice<T> {
     }
 }
 
-/// An owned copy of a `&str` argument, moved into the request: inline up to [`INLINE_BYTES`], else boxed.
+/// An owned copy of a `&str` argument, moved into the request: inline up to 64 bytes (`INLINE_BYTES`), else boxed.
 pub struct CopiedStr(CopiedSlice<u8>);
 
 impl CopiedStr {
