@@ -403,3 +403,44 @@ mod both_namespaces {
         assert_eq!(n.apply(|n| *n), 5);
     }
 }
+
+/// The stubs' own locals (`this`, `args`, `then`, `result`, `future`) are hygienic: parameters of those names
+/// are the user's. The impl block may live in another module than the struct and name it by path.
+mod hygiene_and_paths {
+    pub mod model {
+        #[trust_core::entrust]
+        #[derive(Debug, Default)]
+        pub struct Names {
+            pub sum: i64,
+        }
+    }
+
+    pub mod logic {
+        #[trust_core::entrust]
+        impl super::model::Names {
+            pub fn mix(
+                &mut self,
+                this: i64,
+                args: i64,
+                then: i64,
+                result: i64,
+                future: i64,
+            ) -> i64 {
+                self.sum += this * 10_000 + args * 1000 + then * 100 + result * 10 + future;
+                self.sum
+            }
+        }
+    }
+
+    #[test]
+    fn user_names_do_not_clash_with_generated_ones() {
+        super::rt();
+        let names = trust_core::entrust(model::Names::default());
+        assert_eq!(names.mix(1, 2, 3, 4, 5), 12_345);
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let s = seen.clone();
+        names.mix_then(1, 1, 1, 1, 1, move |v| s.set(v));
+        trust_core::wait_pending();
+        assert_eq!(seen.get(), 12_345 + 11_111);
+    }
+}
