@@ -3,3 +3,10 @@
 
 // lock_all!
 pub use crate::lock::__private::*;
+
+// #[entrust]
+pub use crate::entrust::{
+    Arg, CopiedSlice, CopiedStr, DelegatedArg, DelegatedReturn, DelegatedSliceElem, Entrusted, Returned, arg,
+    ret, slice_arg, str_arg, trust_of,
+};
+pub use crate::trust::Trust;

@@ -37,6 +37,7 @@ mod sync;
 not_loom! {
     mod client;
     mod context;
+    mod entrust;
     mod fiber;
     mod future;
     mod job;
@@ -63,5 +64,9 @@ not_loom! {
     pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
     pub use trust::Trust;
     pub use trust_macros::{lock_all, try_lock_all};
+    /// `#[entrust]` on a struct and its inherent `impl` blocks: every `&self` / `&mut self` method becomes a
+    /// stub callable on `Trust<Struct>`. See `docs/entrust.md`. (A function of the same name, [`entrust()`],
+    /// entrusts a value; functions and attribute macros live in different namespaces.)
+    pub use trust_macros::entrust;
     pub use trustee::Trustee;
 }

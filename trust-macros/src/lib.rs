@@ -1,6 +1,9 @@
 //! Procedural macros of `trust-core`. Use them through `trust_core`, which re-exports them;
 //! generated code names runtime items only through `::trust_core::__private`.
 
+use proc_macro::TokenStream;
+
+mod entrust;
 mod lock_all;
 
 /// Takes several locks at once, all or nothing, in a deadlock-free order; returns a tuple of
@@ -14,13 +17,20 @@ mod lock_all;
 /// `; nest` also returns a `NestedKey` for locking strictly higher ranks while these guards live.
 /// See `trust_core::lock` for examples.
 #[proc_macro]
-pub fn lock_all(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+pub fn lock_all(input: TokenStream) -> TokenStream {
     lock_all::lock_all(input.into(), lock_all::Blocking::Wait).into()
 }
 
 /// `lock_all!` that never waits: `Ok(guards)`, or `Err(LockAllError)` with nothing held
 /// (`WouldBlock` if a lock was busy, `Duplicate` if a lock appeared twice).
 #[proc_macro]
-pub fn try_lock_all(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+pub fn try_lock_all(input: TokenStream) -> TokenStream {
     lock_all::lock_all(input.into(), lock_all::Blocking::Try).into()
+}
+
+/// Declares a struct delegable (`#[entrust] struct S`) or generates delegated stubs for the methods of one of
+/// its inherent impl blocks (`#[entrust] impl S`). Documented in `trust_core` and `docs/entrust.md`.
+#[proc_macro_attribute]
+pub fn entrust(args: TokenStream, input: TokenStream) -> TokenStream {
+    entrust::entrust(args.into(), input.into()).into()
 }

@@ -1,0 +1,340 @@
+//! Stage 3: the generated code. For `#[entrust] struct Account` the stubs type (a transparent wrapper of
+//! `Trust<Account>` that `Trust<Account>` dereferences to) and the `Entrusted` impl that ties them together;
+//! for `#[entrust] impl Account` the user's impl unchanged and, per method, three stubs on the
+//! stubs type: `name` (blocking, `Trust::apply_with`), `name_then` (`Trust::apply_then`) and `name_async`
+//! (`Trust::apply_async`). Each kind of stub is one function below; a new kind is one more.
+//!
+//! Every stub sends one request: a closure that calls the method by path (`<Account>::deposit`), so it
+//! compiles to one monomorphic function, and the packed arguments. Packing (`__private::arg`, `str_arg`,
+//! `slice_arg`, and `ret` for the result) is where `Send + 'static` is checked, once per type and at the user's
+//! token; the packed values are then `Send` without rustc asking again at each `apply*` call. Generated code names
+//! the runtime only as `::trust_core::__private::*`; its own locals use mixed-site hygiene so they can never
+//! clash with the user's parameter names.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{GenericParam, Ident, Type};
+
+use super::parse::{Arg, ImplInput, Method, StructInput};
+use super::types::ArgKind;
+
+/// The names of the non-blocking stubs of method `name`, spanned at it.
+pub(crate) fn variant_names(name: &Ident) -> [Ident; 2] {
+    [
+        format_ident!("{}_then", name, span = name.span()),
+        format_ident!("{}_async", name, span = name.span()),
+    ]
+}
+
+/// `#[entrust] struct S`: the struct, its stubs type, and `unsafe impl Entrusted`. With errors (`ok` false),
+/// the struct alone.
+pub(crate) fn structure(input: &StructInput, ok: bool) -> TokenStream {
+    let item = &input.item;
+    if !ok {
+        return item.to_token_stream();
+    }
+    let (vis, ident, stubs) = (&item.vis, &item.ident, &input.stubs);
+    let generics = &item.generics;
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let doc = format!(
+        " The delegated methods of [`{ident}`]: a `Trust<{ident}>` dereferences to this type, so every stub \
+         that `#[entrust]` generates on an impl block of `{ident}` is called as a method of the handle."
+    );
+    let entrusted_where = send_static_bound(generics, &quote!(#ident #ty_generics), where_clause);
+    quote! {
+        #item
+
+        #[doc = #doc]
+        #[repr(transparent)]
+        #vis struct #stubs #generics (::trust_core::__private::Trust<#ident #ty_generics>) #where_clause;
+
+        impl #impl_generics ::core::fmt::Debug for #stubs #ty_generics #where_clause {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_tuple(::core::stringify!(#stubs)).field(&self.0).finish()
+            }
+        }
+
+        // Sound by construction: the stubs type above is `#[repr(transparent)]` over `Trust<Self>`.
+        unsafe impl #impl_generics ::trust_core::__private::Entrusted for #ident #ty_generics #entrusted_where {
+            type Stubs = #stubs #ty_generics;
+        }
+    }
+}
+
+/// `where` plus `ty: Send + 'static` when the item is generic: the bound then holds per instantiation (a
+/// non-generic type is checked by `Entrusted`'s supertraits directly, with rustc's own message).
+fn send_static_bound(
+    generics: &syn::Generics,
+    ty: &TokenStream,
+    where_clause: Option<&syn::WhereClause>,
+) -> TokenStream {
+    extra_bound(
+        generics,
+        &quote!(#ty: ::core::marker::Send + 'static),
+        where_clause,
+    )
+}
+
+fn extra_bound(
+    generics: &syn::Generics,
+    bound: &TokenStream,
+    where_clause: Option<&syn::WhereClause>,
+) -> TokenStream {
+    let generic = generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, GenericParam::Lifetime(_)));
+    let predicates = where_clause.map(|w| &w.predicates);
+    match (generic, predicates) {
+        (false, _) => where_clause.to_token_stream(),
+        (true, Some(p)) if !p.empty_or_trailing() => quote!(where #p, #bound),
+        (true, Some(p)) => quote!(where #p #bound),
+        (true, None) => quote!(where #bound),
+    }
+}
+
+/// `#[entrust] impl S`: the impl as written, and the stubs of every method that passed validation.
+pub(crate) fn implementation(input: &ImplInput) -> TokenStream {
+    let item = &input.item;
+    let self_ty = &input.self_ty;
+    let stubs_ty = &input.stubs_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    // A generic impl states what it relies on: that `S<..>` is entrusted, with this stubs type.
+    let stubs_where = extra_bound(
+        &item.generics,
+        &quote!(#self_ty: ::trust_core::__private::Entrusted<Stubs = #stubs_ty>),
+        where_clause,
+    );
+    let stubs = input.methods.iter().filter(|m| !m.rejected).map(|m| {
+        let [blocking, then, asynchronous] = [
+            blocking_stub(self_ty, m),
+            then_stub(self_ty, m),
+            async_stub(self_ty, m),
+        ];
+        quote!(#blocking #then #asynchronous)
+    });
+    quote! {
+        #item
+
+        impl #impl_generics #stubs_ty #stubs_where {
+            #(#stubs)*
+        }
+    }
+}
+
+/// Locals of the generated code, hygienic: they cannot capture or shadow the user's names.
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// The handle inside the stubs value. Spanned at the impl's type, so that if the struct lacks `#[entrust]`
+/// every stub reports the same error there (and rustc shows it once).
+fn trust(self_ty: &Type) -> TokenStream {
+    quote_spanned!(self_ty.span()=> ::trust_core::__private::trust_of::<#self_ty>(self))
+}
+
+/// The stub's parameters after `&self`: the method's own, with `Self` replaced.
+fn params(m: &Method) -> impl Iterator<Item = TokenStream> + '_ {
+    m.args.iter().map(|Arg { name, ty, .. }| quote!(#name: #ty))
+}
+
+/// How an argument travels: its type in the request, the expression that packs it (in the stub: the
+/// `Send + 'static` check happens here, at the user's type), and the one that unpacks it (on the trustee).
+fn packed(arg: &Arg) -> (TokenStream, TokenStream, TokenStream) {
+    let name = &arg.name;
+    match &arg.kind {
+        ArgKind::Str => (
+            quote!(::trust_core::__private::Arg<::trust_core::__private::CopiedStr>),
+            quote!(::trust_core::__private::str_arg(#name)),
+            quote!(&*#name.into_inner()),
+        ),
+        ArgKind::Slice(elem) => (
+            quote!(::trust_core::__private::Arg<::trust_core::__private::CopiedSlice<#elem>>),
+            quote!(::trust_core::__private::slice_arg::<#elem>(#name)),
+            quote!(&*#name.into_inner()),
+        ),
+        _ => {
+            let ty = &arg.ty;
+            (
+                quote!(::trust_core::__private::Arg<#ty>),
+                quote!(::trust_core::__private::arg::<#ty>(#name)),
+                quote!(#name.into_inner()),
+            )
+        }
+    }
+}
+
+/// The call on the trustee, `<S>::name(this, unpacked args..)`, its result packed by `ret` (checked there).
+fn call(self_ty: &Type, m: &Method, this: &Ident) -> TokenStream {
+    let name = &m.sig.ident;
+    let unpacked = m.args.iter().map(|a| packed(a).2);
+    let call = quote!(<#self_ty>::#name(#this #(, #unpacked)*));
+    match &m.output.ty {
+        Some(ret) => quote!(::trust_core::__private::ret::<#ret>(#call)),
+        None => call,
+    }
+}
+
+/// `.into_inner()` where a result was packed by `ret`.
+fn unpack_result(m: &Method) -> TokenStream {
+    match &m.output.ty {
+        Some(_) => quote!(.into_inner()),
+        None => quote!(),
+    }
+}
+
+/// `name(&self, args..) -> R`: blocks until the trustee has run the method. One request: a closure that
+/// captures nothing (one function pointer, in effect) and the packed arguments beside it (`apply_with`).
+fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
+    let (attrs, vis, name) = (&m.attrs, &m.vis, &m.sig.ident);
+    let (generics, where_clause) = (&m.generics, &m.generics.where_clause);
+    let params = params(m);
+    let ret = m.output.ty.iter();
+    let this = local("this");
+    let call = call(self_ty, m, &this);
+    let trust = trust(self_ty);
+    let unpack = unpack_result(m);
+    let body = if m.args.is_empty() {
+        quote!(#trust.apply(|#this: &mut #self_ty| #call)#unpack)
+    } else {
+        let (types, packs): (Vec<_>, Vec<_>) = m
+            .args
+            .iter()
+            .map(|a| {
+                let (ty, pack, _) = packed(a);
+                (ty, pack)
+            })
+            .unzip();
+        let names = m.args.iter().map(|a| &a.name);
+        quote! {
+            #trust.apply_with(
+                |#this: &mut #self_ty, (#(#names,)*): (#(#types,)*)| #call,
+                (#(#packs,)*),
+            )#unpack
+        }
+    };
+    quote! {
+        #(#attrs)*
+        #[inline]
+        #vis fn #name #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
+            #body
+        }
+    }
+}
+
+/// The closure shared by the non-blocking stubs: it captures the packed arguments (`args`) and unpacks them.
+fn capturing_closure(self_ty: &Type, m: &Method) -> (TokenStream, TokenStream) {
+    let this = local("this");
+    let args = local("args");
+    let call = call(self_ty, m, &this);
+    if m.args.is_empty() {
+        return (TokenStream::new(), quote!(|#this: &mut #self_ty| #call));
+    }
+    let packs = m.args.iter().map(|a| packed(a).1);
+    let names = m.args.iter().map(|a| &a.name);
+    let pack = quote!(let #args = (#(#packs,)*););
+    let closure = quote! {
+        move |#this: &mut #self_ty| {
+            let (#(#names,)*) = #args;
+            #call
+        }
+    };
+    (pack, closure)
+}
+
+/// Attributes of the non-blocking stubs: the method's `#[cfg]`s and `#[deprecated]`, and a doc line of their
+/// own; `allow(dead_code)` because most methods are only ever called one way.
+fn variant_attrs(m: &Method, doc: String) -> TokenStream {
+    let kept = m
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg") || a.path().is_ident("deprecated"));
+    quote! {
+        #(#kept)*
+        #[doc = #doc]
+        #[allow(dead_code)]
+        #[inline]
+    }
+}
+
+/// `name_then(&self, args.., then)`: returns at once; `then(result)` runs later on this thread
+/// (`Trust::apply_then`).
+fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
+    let name = &m.sig.ident;
+    let [then_name, _] = variant_names(name);
+    let then = local("then");
+    let result = local("result");
+    // A method returning `()` takes a continuation of no argument.
+    let (continuation, pass, with) = match &m.output.ty {
+        Some(ret) => (
+            quote!(#ret),
+            quote!(move |#result: ::trust_core::__private::Returned<#ret>| #then(#result.into_inner())),
+            "with the result",
+        ),
+        None => (
+            quote!(),
+            quote!(move |()| #then()),
+            "once the method has run",
+        ),
+    };
+    let attrs = variant_attrs(
+        m,
+        format!(
+            " Non-blocking [`{name}`](Self::{name}): sends the same request and returns at once; `then` \
+             runs later on this thread {with} (see `Trust::apply_then`)."
+        ),
+    );
+    let (vis, generics, where_clause) = (&m.vis, &m.generics, &m.generics.where_clause);
+    let params = params(m);
+    let (pack, closure) = capturing_closure(self_ty, m);
+    let trust = trust(self_ty);
+    quote! {
+        #attrs
+        #vis fn #then_name #generics (
+            &self,
+            #(#params,)*
+            #then: impl ::core::ops::FnOnce(#continuation) + 'static,
+        ) #where_clause {
+            #pack
+            #trust.apply_then(#closure, #pass)
+        }
+    }
+}
+
+/// `name_async(&self, args..)`: a future that sends the request on its first poll and resolves to the result
+/// (`Trust::apply_async`).
+fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
+    let name = &m.sig.ident;
+    let [_, async_name] = variant_names(name);
+    let attrs = variant_attrs(
+        m,
+        format!(
+            " Asynchronous [`{name}`](Self::{name}): the future sends the same request on its first poll \
+             and resolves to the result (see `Trust::apply_async`)."
+        ),
+    );
+    let (vis, generics, where_clause) = (&m.vis, &m.generics, &m.generics.where_clause);
+    let params = params(m);
+    let output = m.output.ty.clone().unwrap_or_else(|| syn::parse_quote!(()));
+    let (pack, closure) = capturing_closure(self_ty, m);
+    let trust = trust(self_ty);
+    let future = local("future");
+    let body = match &m.output.ty {
+        Some(_) => quote! {
+            let #future = #trust.apply_async(#closure);
+            async move { #future.await.into_inner() }
+        },
+        None => quote!(#trust.apply_async(#closure)),
+    };
+    quote! {
+        #attrs
+        #vis fn #async_name #generics (&self #(, #params)*)
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_
+            #where_clause
+        {
+            #pack
+            #body
+        }
+    }
+}

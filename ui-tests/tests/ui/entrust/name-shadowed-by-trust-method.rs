@@ -1,0 +1,17 @@
+// A method named like a method of `Trust<T>` (`apply`, `clone`, ...) would get an unreachable stub.
+use trust_core::entrust;
+
+#[entrust]
+pub struct Job {
+    runs: u32,
+}
+
+#[entrust]
+impl Job {
+    pub fn apply(&mut self) -> u32 {
+        self.runs += 1;
+        self.runs
+    }
+}
+
+fn main() {}
