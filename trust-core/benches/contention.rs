@@ -7,7 +7,7 @@
 //! - `latency`: one uncontended operation of each kind, single thread.
 //!
 //! Run: `cargo bench -p trust-core --bench contention -- --quick` (under 30 s; drop `--quick` for longer
-//! samples, best of three, and 8 threads too). A further argument runs only the scenarios whose name
+//! samples, the median of five, and 8 threads too). A further argument runs only the scenarios whose name
 //! contains it (`-- --quick kv`). `TRUST_WORKERS` sets the runtime's workers (default 2).
 //!
 //! Every measurement prints `RESULT scenario=<name> impl=<name> threads=<n> mops=<float>` (latency rows:
@@ -60,9 +60,10 @@ fn main() {
     let mut bench = Bench::new(Config::from_args(workers));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "contention: {} mode, {cores} cores, {workers} trust workers, threads {:?}",
+        "contention: {} mode, {cores} cores, {workers} trust workers, threads {:?}, load average {}",
         if bench.cfg.quick { "quick" } else { "full" },
-        bench.cfg.threads
+        bench.cfg.threads,
+        load_average()
     );
     let start = Instant::now();
     for &(name, run) in SCENARIOS {
@@ -72,5 +73,18 @@ fn main() {
             println!("\n({name}: {:.1} s)\n", t.elapsed().as_secs_f64());
         }
     }
-    println!("total: {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "total: {:.1} s (load average at the end {})",
+        start.elapsed().as_secs_f64(),
+        load_average()
+    );
+}
+
+/// The 1-minute load average. Other processes distort every row (delegation most: a round trip needs the
+/// client and the trustee on a core at once), so the load is part of the result.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -22,18 +22,20 @@ pub struct Config {
     pub threads: Vec<usize>,
     /// Length of one throughput sample.
     pub duration: Duration,
-    /// Throughput samples per row (the best is reported).
+    /// Throughput samples per row (the median is reported: a contended lock flips between a fast unfair
+    /// mode, one thread keeping the lock while the others sleep, and a slow handing-over mode, so the best
+    /// sample would report the luckiest flip).
     pub samples: usize,
     /// Latency samples per row (the median is reported), each the mean of `LATENCY_BATCH` operations.
     pub latency_samples: usize,
     /// Workers of the trust runtime.
     pub workers: usize,
-    /// Run only the scenarios whose name contains this.
+    /// Run only the scenarios whose name contains one of these comma-separated words.
     pub filter: Option<String>,
 }
 
 impl Config {
-    /// `--quick` (a run under 30 s), and an optional scenario filter; the other flags cargo passes
+    /// `--quick` (a run under 30 s), and an optional scenario filter (`kv,latency`); the other flags cargo passes
     /// (`--bench`) are ignored.
     pub fn from_args(workers: usize) -> Self {
         let mut quick = false;
@@ -52,8 +54,8 @@ impl Config {
             } else {
                 vec![1, 2, 4, 8, 16]
             },
-            duration: Duration::from_millis(if quick { 120 } else { 300 }),
-            samples: if quick { 1 } else { 3 },
+            duration: Duration::from_millis(if quick { 50 } else { 200 }),
+            samples: if quick { 3 } else { 5 },
             latency_samples: if quick { 2_000 } else { 20_000 },
             workers,
             filter,
@@ -61,7 +63,9 @@ impl Config {
     }
 
     pub fn wants(&self, scenario: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| scenario.contains(f))
+        self.filter
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|w| scenario.contains(w)))
     }
 }
 
@@ -110,7 +114,7 @@ pub struct Row {
     pub threads: usize,
     pub value: f64,
     pub unit: Unit,
-    /// Throughput rows: the slowest thread's (or fiber's) operations over the mean, in the best sample; 1.0
+    /// Throughput rows: the slowest thread's (or fiber's) operations over the mean, in the median sample; 1.0
     /// is perfectly fair, near 0 means some thread was starved while others ran.
     pub fairness: Option<f64>,
 }
@@ -161,20 +165,22 @@ impl Bench {
         });
     }
 
-    /// Records a throughput row: the best sample's rate and its fairness.
-    fn record_best(
+    /// Records a throughput row: the median sample's rate and its fairness.
+    fn record_median(
         &mut self,
         scenario: &'static str,
         imp: &'static str,
         threads: usize,
-        best: Sample,
+        mut samples: Vec<Sample>,
     ) {
-        self.record(scenario, imp, threads, best.mops, Unit::Mops);
-        self.rows.last_mut().expect("just recorded").fairness = Some(best.fairness);
+        samples.sort_by(|a, b| a.mops.total_cmp(&b.mops));
+        let median = samples[samples.len() / 2];
+        self.record(scenario, imp, threads, median.mops, Unit::Mops);
+        self.rows.last_mut().expect("just recorded").fairness = Some(median.fairness);
     }
 
     /// Runs `body(thread_index, &stop)` on `n` OS threads from a common start until a common stop, records
-    /// the best throughput over the samples, and returns the total operations of all samples.
+    /// the median throughput over the samples, and returns the total operations of all samples.
     pub fn threads<F>(
         &mut self,
         scenario: &'static str,
@@ -186,7 +192,7 @@ impl Bench {
         F: Fn(usize, &Stop) -> u64 + Sync,
     {
         let mut total = 0;
-        let mut best = Sample::default();
+        let mut samples = Vec::with_capacity(self.cfg.samples);
         for _ in 0..self.cfg.samples {
             let stop = Stop::default();
             let barrier = Barrier::new(n + 1);
@@ -213,14 +219,14 @@ impl Bench {
             });
             let sample = Sample::of(&per_thread, secs);
             total += sample.ops;
-            best = best.max(sample);
+            samples.push(sample);
         }
-        self.record_best(scenario, imp, n, best);
+        self.record_median(scenario, imp, n, samples);
         total
     }
 
     /// Runs `body(fiber_index, &stop)` in `per_worker` fibers on each worker of the trust runtime (spawn is
-    /// round-robin), from a common start until a common stop; records the best throughput under the label
+    /// round-robin), from a common start until a common stop; records the median throughput under the label
     /// `threads` (the group it is compared in: the fibers always run on the runtime's workers), and returns
     /// the total operations.
     pub fn fibers<F>(
@@ -237,7 +243,7 @@ impl Bench {
         let body = Arc::new(body);
         let count = per_worker * self.cfg.workers;
         let mut total = 0;
-        let mut best = Sample::default();
+        let mut samples = Vec::with_capacity(self.cfg.samples);
         for _ in 0..self.cfg.samples {
             let stop = Arc::new(Stop::default());
             let fibers: Vec<_> = (0..count)
@@ -266,9 +272,9 @@ impl Bench {
                 .collect();
             let sample = Sample::of(&per_fiber, secs);
             total += sample.ops;
-            best = best.max(sample);
+            samples.push(sample);
         }
-        self.record_best(scenario, imp, threads, best);
+        self.record_median(scenario, imp, threads, samples);
         total
     }
 
@@ -354,7 +360,7 @@ impl Bench {
 }
 
 /// One throughput sample.
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Sample {
     ops: u64,
     mops: f64,
@@ -371,11 +377,6 @@ impl Sample {
             mops: ops as f64 / secs / 1e6,
             fairness: if mean > 0.0 { min as f64 / mean } else { 0.0 },
         }
-    }
-
-    /// The faster of two samples.
-    fn max(self, other: Sample) -> Sample {
-        if other.mops > self.mops { other } else { self }
     }
 }
 
