@@ -23,9 +23,9 @@ thread_local! {
     static THENS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Issues `op` with `apply_then` in chunks until the stop, then waits for every continuation; returns the
-/// requests issued after checking that each continuation ran exactly once.
-/// Each request's continuation must be [`count_then`].
+/// Calls `issue` (one `apply_then` whose continuation is [`count_then`]) in chunks until the stop, then
+/// waits for every continuation; returns the requests issued after checking that each continuation ran
+/// exactly once.
 pub fn pipelined(stop: &Stop, mut issue: impl FnMut()) -> u64 {
     let before = THENS.get();
     let mut issued = 0;
