@@ -1,2 +1,90 @@
-//! Throughput and latency against peers. Filled in by the benchmark issue.
-fn main() {}
+//! Contention benchmarks: `Trust<T>` against the locks people would otherwise use, in one run, with the same
+//! timing loop for everyone. Scenarios (DESIGN.md section 6; issue 6):
+//!
+//! - `counter`: one shared `u64`, every thread increments it;
+//! - `counters-1024`: 1,024 counters, each increment on one chosen uniformly at random;
+//! - `kv`: a 1M-key `HashMap`, 90% reads, Zipf(0.99) keys;
+//! - `latency`: one uncontended operation of each kind, single thread.
+//!
+//! Run: `cargo bench -p trust-core --bench contention -- --quick` (under 30 s; drop `--quick` for longer
+//! samples, the median of five, and 8 threads too). A further argument runs only the scenarios whose name
+//! contains it (`-- --quick kv`). `TRUST_WORKERS` sets the runtime's workers (default 2).
+//!
+//! Every measurement prints `RESULT scenario=<name> impl=<name> threads=<n> mops=<float>` (latency rows:
+//! `ns=<float>`), and each scenario ends with a markdown table of ratios to `std::sync::Mutex` measured in
+//! the same run. Each run checks the shared state against the operations the threads reported and panics
+//! on a mismatch, so a broken implementation cannot produce a number.
+
+#[path = "contention/counter.rs"]
+mod counter;
+#[path = "contention/counters.rs"]
+mod counters;
+#[path = "contention/harness.rs"]
+mod harness;
+#[path = "contention/kv.rs"]
+mod kv;
+#[path = "contention/latency.rs"]
+mod latency;
+#[path = "contention/rng.rs"]
+mod rng;
+
+use std::time::Instant;
+
+use trust_core::Runtime;
+
+use harness::{Bench, Config};
+
+/// A scenario: its name (for the filter) and its body.
+type Scenario = (&'static str, fn(&mut Bench, &Runtime));
+
+const SCENARIOS: &[Scenario] = &[
+    ("counter", counter::run),
+    ("counters-1024", counters::run),
+    ("kv", kv::run),
+    ("latency", latency::run),
+];
+
+fn main() {
+    let workers = match std::env::var("TRUST_WORKERS") {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "TRUST_WORKERS must be a positive integer (the number of trust workers), got {s:?}"
+            )
+        }),
+        Err(_) => 2,
+    };
+    let rt = Runtime::builder()
+        .workers(workers)
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start the trust runtime: {e}"));
+    let mut bench = Bench::new(Config::from_args(workers));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "contention: {} mode, {cores} cores, {workers} trust workers, threads {:?}, load average {}",
+        if bench.cfg.quick { "quick" } else { "full" },
+        bench.cfg.threads,
+        load_average()
+    );
+    let start = Instant::now();
+    for &(name, run) in SCENARIOS {
+        if bench.cfg.wants(name) {
+            let t = Instant::now();
+            run(&mut bench, rt);
+            println!("\n({name}: {:.1} s)\n", t.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "total: {:.1} s (load average at the end {})",
+        start.elapsed().as_secs_f64(),
+        load_average()
+    );
+}
+
+/// The 1-minute load average. Other processes distort every row (delegation most: a round trip needs the
+/// client and the trustee on a core at once), so the load is part of the result.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}

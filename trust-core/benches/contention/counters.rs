@@ -1,0 +1,101 @@
+//! `counters-1024`: 1,024 counters, each thread increments one chosen uniformly at random. Contention is
+//! low (two threads rarely want the same counter), so a lock costs little more than its uncontended
+//! lock/unlock plus a cache miss, while every delegated increment still crosses to a trustee: the
+//! "many objects" case where delegation has the least to win.
+
+use std::sync::Mutex;
+
+use trust_core::{Runtime, Trust};
+
+use crate::counter::{FIBERS_PER_WORKER, count_then, pipelined};
+use crate::harness::{Bench, Padded, check};
+use crate::rng::Rng;
+
+const SCENARIO: &str = "counters-1024";
+const COUNTERS: usize = 1024;
+
+#[inline]
+fn pick(rng: &mut Rng) -> usize {
+    (rng.next_u64() >> 54) as usize // 10 bits: 0..1024
+}
+
+fn seed(thread: usize) -> u64 {
+    thread as u64 + 1
+}
+
+pub fn run(b: &mut Bench, rt: &Runtime) {
+    // Each lock on its own cache lines: this measures the locks, not false sharing between neighbours.
+    let std_mutex: Vec<Padded<Mutex<u64>>> = (0..COUNTERS).map(|_| Padded(Mutex::new(0))).collect();
+    let parking: Vec<Padded<parking_lot::Mutex<u64>>> = (0..COUNTERS)
+        .map(|_| Padded(parking_lot::Mutex::new(0)))
+        .collect();
+    // Counter i lives on trustee i mod workers.
+    let trust: &'static [Trust<u64>] = Box::leak(
+        (0..COUNTERS)
+            .map(|i| rt.trustee(i % rt.workers()).entrust(0u64))
+            .collect::<Box<[_]>>(),
+    );
+    let std_sum = || std_mutex.iter().map(|m| *m.lock().unwrap()).sum::<u64>();
+    let parking_sum = || parking.iter().map(|m| *m.lock()).sum::<u64>();
+    let trust_sum = || trust.iter().map(|t| t.apply(|c| *c)).sum::<u64>();
+
+    for &n in &b.cfg.threads.clone() {
+        let before = std_sum();
+        let ops = b.threads(SCENARIO, "std_mutex", n, |t, stop| {
+            let (mut rng, mut i) = (Rng::new(seed(t)), 0);
+            while stop.running() {
+                *std_mutex[pick(&mut rng)].lock().unwrap() += 1;
+                i += 1;
+            }
+            i
+        });
+        check(SCENARIO, "std_mutex", n, ops, std_sum() - before);
+
+        let before = parking_sum();
+        let ops = b.threads(SCENARIO, "parking_lot", n, |t, stop| {
+            let (mut rng, mut i) = (Rng::new(seed(t)), 0);
+            while stop.running() {
+                *parking[pick(&mut rng)].lock() += 1;
+                i += 1;
+            }
+            i
+        });
+        check(SCENARIO, "parking_lot", n, ops, parking_sum() - before);
+
+        let before = trust_sum();
+        let ops = b.threads(SCENARIO, "trust_apply", n, |t, stop| {
+            let (mut rng, mut i) = (Rng::new(seed(t)), 0);
+            while stop.running() {
+                trust[pick(&mut rng)].apply(|c| *c += 1);
+                i += 1;
+            }
+            i
+        });
+        check(SCENARIO, "trust_apply", n, ops, trust_sum() - before);
+
+        let before = trust_sum();
+        let ops = b.threads(SCENARIO, "trust_apply_then", n, |t, stop| {
+            let mut rng = Rng::new(seed(t));
+            pipelined(stop, || {
+                trust[pick(&mut rng)].apply_then(|c| *c += 1, count_then)
+            })
+        });
+        check(SCENARIO, "trust_apply_then", n, ops, trust_sum() - before);
+
+        let before = trust_sum();
+        let ops = b.fibers(SCENARIO, "trust_fibers", n, FIBERS_PER_WORKER, |f, stop| {
+            let (mut rng, mut i) = (Rng::new(seed(f)), 0);
+            while stop.running() {
+                trust[pick(&mut rng)].apply(|c| *c += 1);
+                i += 1;
+            }
+            i
+        });
+        check(SCENARIO, "trust_fibers", n, ops, trust_sum() - before);
+    }
+    b.table(
+        SCENARIO,
+        "Locks: one per counter, each on its own cache lines. `trust_*`: 1,024 `Trust<u64>`, counter i on \
+         trustee i mod workers; from fibers, half the requests hit the fiber's own trustee (local shortcut).",
+    );
+}

@@ -1,0 +1,104 @@
+//! `latency`: one thread, no contention. What one operation costs when nobody else wants the data: a lock's
+//! uncontended lock/unlock, `apply` on the caller's own trustee (the local shortcut: the closure runs inline),
+//! and `apply` to another worker's trustee (a full round trip through the slots, the client waiting).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use trust_core::{Runtime, Trust};
+
+use crate::harness::{Bench, LATENCY_BATCH, Padded, Unit, check, median_ns};
+
+const SCENARIO: &str = "latency";
+
+/// Operations `median_ns(samples, ..)` performs, warm-up included.
+fn ops_of(samples: usize) -> u64 {
+    (((samples / 10).max(1) + samples) * LATENCY_BATCH) as u64
+}
+
+pub fn run(b: &mut Bench, rt: &Runtime) {
+    let samples = b.cfg.latency_samples;
+
+    let std_mutex = Padded(Mutex::new(0u64));
+    b.latency(SCENARIO, "std_mutex", || *std_mutex.lock().unwrap() += 1);
+    check(
+        SCENARIO,
+        "std_mutex",
+        1,
+        ops_of(samples),
+        *std_mutex.lock().unwrap(),
+    );
+
+    let parking = Padded(parking_lot::Mutex::new(0u64));
+    b.latency(SCENARIO, "parking_lot", || *parking.lock() += 1);
+    check(SCENARIO, "parking_lot", 1, ops_of(samples), *parking.lock());
+
+    let spin = Padded(spin::Mutex::new(0u64));
+    b.latency(SCENARIO, "spin", || *spin.lock() += 1);
+    check(SCENARIO, "spin", 1, ops_of(samples), *spin.lock());
+
+    let atomic = Padded(AtomicU64::new(0));
+    b.latency(SCENARIO, "atomic", || {
+        atomic.fetch_add(1, Ordering::Relaxed);
+    });
+    check(
+        SCENARIO,
+        "atomic",
+        1,
+        ops_of(samples),
+        atomic.load(Ordering::Relaxed),
+    );
+
+    // From a fiber on worker 0: `apply` to trustee 0 runs inline, `apply` to trustee 1 suspends the fiber
+    // while its worker sends the request. Spawn is round-robin: retry until a fiber lands on worker 0.
+    let local: &'static Trust<u64> = Box::leak(Box::new(rt.trustee(0).entrust(0)));
+    let remote: Option<&'static Trust<u64>> =
+        (rt.workers() >= 2).then(|| &*Box::leak(Box::new(rt.trustee(1).entrust(0))));
+    let (local_ns, fiber_remote_ns) = loop {
+        let fiber = trust_core::spawn(move || {
+            (trust_core::local_trustee().index() == 0).then(|| {
+                (
+                    median_ns(samples, || local.apply(|c| *c += 1)),
+                    remote.map(|r| median_ns(samples, || r.apply(|c| *c += 1))),
+                )
+            })
+        });
+        if let Some(r) = fiber
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        {
+            break r;
+        }
+    };
+    b.record(SCENARIO, "trust_local", 1, local_ns, Unit::Ns);
+    check(
+        SCENARIO,
+        "trust_local",
+        1,
+        ops_of(samples),
+        local.apply(|c| *c),
+    );
+    match (remote, fiber_remote_ns) {
+        (Some(remote), Some(ns)) => {
+            b.record(SCENARIO, "trust_remote_fiber", 1, ns, Unit::Ns);
+            b.latency(SCENARIO, "trust_remote", || remote.apply(|c| *c += 1));
+            check(
+                SCENARIO,
+                "trust_remote",
+                1,
+                2 * ops_of(samples),
+                remote.apply(|c| *c),
+            );
+        }
+        _ => {
+            println!("latency: one worker only, so no remote trustee: the remote rows are skipped")
+        }
+    }
+
+    b.table(
+        SCENARIO,
+        "`trust_local`: `apply` from a fiber on worker 0 to a property of trustee 0 (local shortcut, runs \
+         inline). `trust_remote_fiber`: from that fiber to trustee 1 (the fiber suspends for the round trip). \
+         `trust_remote`: blocking `apply` from the main thread to trustee 1, one request in flight.",
+    );
+}
