@@ -20,7 +20,10 @@ use trust_core::interval::{IntervalRwLock, ReadGuard, TryLockError, WriteGuard};
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         thread::yield_now();
     }
 }
@@ -72,14 +75,18 @@ fn empty_ranges_conflict_with_nothing() {
 }
 
 #[test]
-#[should_panic(expected = "IntervalRwLock: range 5..12 is out of bounds for len 10; borrow a range within 0..10")]
+#[should_panic(
+    expected = "IntervalRwLock: range 5..12 is out of bounds for len 10; borrow a range within 0..10"
+)]
 fn out_of_bounds_range_panics_naming_range_and_len() {
     let lock = IntervalRwLock::new(vec![0; 10]);
     let _ = lock.read(5..12);
 }
 
 #[test]
-#[should_panic(expected = "IntervalRwLock: range 7..3 starts after it ends (start 7 > end 3); the lock has len 10")]
+#[should_panic(
+    expected = "IntervalRwLock: range 7..3 starts after it ends (start 7 > end 3); the lock has len 10"
+)]
 fn inverted_range_panics() {
     let lock = IntervalRwLock::new(vec![0; 10]);
     #[allow(clippy::reversed_empty_ranges)]
@@ -87,14 +94,18 @@ fn inverted_range_panics() {
 }
 
 #[test]
-#[should_panic(expected = "IntervalRwLock: range ..=18446744073709551615 is out of bounds for len 4")]
+#[should_panic(
+    expected = "IntervalRwLock: range ..=18446744073709551615 is out of bounds for len 4"
+)]
 fn inclusive_end_at_usize_max_panics_instead_of_overflowing() {
     let lock = IntervalRwLock::new(vec![0; 4]);
     let _ = lock.try_write(..=usize::MAX);
 }
 
 #[test]
-#[should_panic(expected = "IntervalRwLock: range (excluded 4).. starts after it ends (start 5 > end 4)")]
+#[should_panic(
+    expected = "IntervalRwLock: range (excluded 4).. starts after it ends (start 5 > end 4)"
+)]
 fn async_requests_check_the_range_when_created() {
     let lock = IntervalRwLock::new(vec![0; 4]);
     let _future = lock.read_async((Bound::Excluded(4), Bound::Unbounded));
@@ -157,7 +168,9 @@ fn non_conflicting_requests_never_wait_for_each_other() {
         s.spawn(|| drop(lock.write(5..15)));
         wait_until("the writer to queue", || lock.queued() == 1);
         // Behind the queued writer in time, but disjoint from it and from the held range.
-        let late = lock.try_write(15..20).expect("disjoint from every recorded borrow");
+        let late = lock
+            .try_write(15..20)
+            .expect("disjoint from every recorded borrow");
         let reader = lock.try_read(15..20);
         assert!(reader.is_err());
         drop((late, held));
@@ -214,7 +227,10 @@ fn overlapping_borrows_exclude_each_other() {
                         if rng.below(3) == 0 {
                             let guard = lock.read(start..end);
                             for c in &checker[start..end] {
-                                assert!(c.fetch_add(1, Ordering::SeqCst) >= 0, "read overlaps a write");
+                                assert!(
+                                    c.fetch_add(1, Ordering::SeqCst) >= 0,
+                                    "read overlaps a write"
+                                );
                             }
                             std::hint::black_box(guard.iter().sum::<usize>());
                             for c in &checker[start..end] {
@@ -223,7 +239,11 @@ fn overlapping_borrows_exclude_each_other() {
                         } else {
                             let mut guard = lock.write(start..end);
                             for c in &checker[start..end] {
-                                assert_eq!(c.swap(-1, Ordering::SeqCst), 0, "write overlaps a borrow");
+                                assert_eq!(
+                                    c.swap(-1, Ordering::SeqCst),
+                                    0,
+                                    "write overlaps a borrow"
+                                );
                             }
                             for (x, cov) in guard.iter_mut().zip(&mut covered[start..end]) {
                                 *x += 1;
@@ -272,8 +292,18 @@ fn futures_queue_in_fifo_order_and_are_woken_once_granted() {
     let (waker_w, waker_r) = (Waker::from(flag_w.clone()), Waker::from(flag_r.clone()));
     let mut writer = pin!(lock.write_async(2..6));
     let mut reader = pin!(lock.read_async(3..4));
-    assert!(writer.as_mut().poll(&mut Context::from_waker(&waker_w)).is_pending());
-    assert!(reader.as_mut().poll(&mut Context::from_waker(&waker_r)).is_pending());
+    assert!(
+        writer
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker_w))
+            .is_pending()
+    );
+    assert!(
+        reader
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker_r))
+            .is_pending()
+    );
     assert_eq!((lock.held(), lock.queued()), (1, 2));
     drop(held);
     assert!(flag_w.0.load(Ordering::SeqCst) && !flag_r.0.load(Ordering::SeqCst));
@@ -281,7 +311,12 @@ fn futures_queue_in_fifo_order_and_are_woken_once_granted() {
         panic!("the writer was woken but is not ready");
     };
     w.fill(7);
-    assert!(reader.as_mut().poll(&mut Context::from_waker(&waker_r)).is_pending());
+    assert!(
+        reader
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker_r))
+            .is_pending()
+    );
     drop(w);
     assert!(flag_r.0.load(Ordering::SeqCst));
     let Poll::Ready(r) = reader.as_mut().poll(&mut Context::from_waker(&waker_r)) else {
@@ -301,10 +336,18 @@ fn dropping_a_queued_future_wakes_the_waiters_behind_it() {
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = Waker::from(flag.clone());
     let mut reader = pin!(lock.read_async(6..8));
-    assert!(reader.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    assert!(
+        reader
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
     assert_eq!(lock.queued(), 2);
     drop(writer); // cancelled while queued
-    assert!(flag.0.load(Ordering::SeqCst), "the reader behind the cancelled writer was stranded");
+    assert!(
+        flag.0.load(Ordering::SeqCst),
+        "the reader behind the cancelled writer was stranded"
+    );
     let Poll::Ready(granted) = reader.as_mut().poll(&mut Context::from_waker(&waker)) else {
         panic!("woken but not ready");
     };

@@ -50,8 +50,7 @@ impl<'a, T> Acquire<'a, T> {
             Step::Start => {
                 let request =
                     self.lock
-                        .state
-                        .lock()
+                        .state()
                         .request(self.range.start, self.range.end, self.write, || {
                             Wake::Task(cx.waker().clone())
                         });
@@ -64,7 +63,7 @@ impl<'a, T> Acquire<'a, T> {
                 }
             }
             Step::Recorded(ticket) => {
-                let mut state = self.lock.state.lock();
+                let mut state = self.lock.state();
                 if !state.is_granted(ticket) {
                     // The task may have moved to another executor or task since the last poll.
                     state.set_waker(ticket, cx.waker());

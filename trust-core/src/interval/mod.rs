@@ -17,7 +17,7 @@
 //!   conflicts with nothing and is granted at once.
 //!
 //! This is the feature set of the `interlock` crate, on stable Rust, with no pinned `state!` storage:
-//! the bookkeeping lives in the lock, behind a short `parking_lot::Mutex` critical section.
+//! the bookkeeping lives in the lock, behind a short `std::sync::Mutex` critical section.
 //!
 //! ```
 //! use trust_core::interval::IntervalRwLock;
@@ -93,9 +93,8 @@ use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Bound, Range, RangeBounds};
 use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
-
-use parking_lot::Mutex;
 
 pub use future::{ReadFuture, WriteFuture};
 pub use guard::{ReadGuard, WriteGuard};
@@ -112,7 +111,7 @@ pub struct IntervalRwLock<T> {
 // SAFETY: sharing `&IntervalRwLock<T>` among threads lets them obtain `&[T]` (read guards: needs
 // `T: Sync`) and `&mut [T]` (write guards, which may be dropped or used on any thread: needs `T: Send`)
 // to the elements. The bookkeeping in `state` guarantees that no two of these overlap unless both are
-// shared, and its `parking_lot::Mutex` orders every release before the grant it enables, so accesses to
+// shared, and its mutex orders every release before the grant it enables, so accesses to
 // one element from different borrows happen-before each other. This is `RwLock<T>`'s bound.
 unsafe impl<T: Send + Sync> Sync for IntervalRwLock<T> {}
 
@@ -285,12 +284,19 @@ impl<T> IntervalRwLock<T> {
 
     /// Number of borrows of non-empty ranges held right now (a snapshot, for monitoring and tests).
     pub fn held(&self) -> usize {
-        self.state.lock().held()
+        self.state().held()
     }
 
     /// Number of requests queued right now (a snapshot, for monitoring and tests).
     pub fn queued(&self) -> usize {
-        self.state.lock().queued()
+        self.state().queued()
+    }
+
+    /// The bookkeeping, locked. Poisoning cannot mean a half-done update: no code inside the critical
+    /// sections calls user code or panics (short of a bug or an allocation failure), so a poisoned mutex
+    /// is just entered again.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Resolves `range` against the length, panicking with the range as written and the length.
@@ -328,8 +334,7 @@ impl<T> IntervalRwLock<T> {
         if range.is_empty() {
             return Ok(0);
         }
-        self.state
-            .lock()
+        self.state()
             .try_request(range.start, range.end, write)
             .ok_or_else(|| TryLockError {
                 range: range.clone(),
@@ -342,19 +347,16 @@ impl<T> IntervalRwLock<T> {
         if range.is_empty() {
             return 0;
         }
-        let request = self
-            .state
-            .lock()
-            .request(range.start, range.end, write, || {
-                Wake::Thread(thread::current())
-            });
+        let request = self.state().request(range.start, range.end, write, || {
+            Wake::Thread(thread::current())
+        });
         match request {
             Request::Granted(ticket) => ticket,
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once; spurious wake-ups just check again.
                 thread::park();
-                if self.state.lock().is_granted(ticket) {
+                if self.state().is_granted(ticket) {
                     break ticket;
                 }
             },
@@ -367,10 +369,7 @@ impl<T> IntervalRwLock<T> {
         if ticket == 0 {
             return;
         }
-        let wakes = self
-            .state
-            .lock()
-            .remove(range.start, range.end, ticket, write);
+        let wakes = self.state().remove(range.start, range.end, ticket, write);
         for wake in wakes {
             wake.wake();
         }
@@ -413,7 +412,7 @@ impl<T> Default for IntervalRwLock<T> {
 impl<T> fmt::Debug for IntervalRwLock<T> {
     /// Shows the length and the borrow counts, not the elements (reading them would need a lock).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state.lock();
+        let state = self.state();
         f.debug_struct("IntervalRwLock")
             .field("len", &self.len())
             .field("held", &state.held())

@@ -180,7 +180,13 @@ impl State {
     ///
     /// Cost: O((1 + k) log n) expected, for the k queued borrows that overlap `start..end` and conflict
     /// with it (for a held borrow, exactly the ones queued behind it).
-    pub(super) fn remove(&mut self, start: usize, end: usize, ticket: u64, write: bool) -> Vec<Wake> {
+    pub(super) fn remove(
+        &mut self,
+        start: usize,
+        end: usize,
+        ticket: u64,
+        write: bool,
+    ) -> Vec<Wake> {
         let entry = match self.waiters.remove(&ticket) {
             Some(waiter) => waiter.entry,
             None => Entry {

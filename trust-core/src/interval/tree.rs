@@ -124,7 +124,11 @@ impl Treap {
     }
 
     fn sum(&self, t: u32) -> Summary {
-        if t == NIL { Summary::default() } else { self.nodes[t as usize].sum }
+        if t == NIL {
+            Summary::default()
+        } else {
+            self.nodes[t as usize].sum
+        }
     }
 
     /// Recomputes `t`'s summary from its entry and its children's summaries.
@@ -240,7 +244,10 @@ impl Treap {
     }
 
     fn remove_at(&mut self, t: u32, key: Key) -> u32 {
-        assert!(t != NIL, "IntervalRwLock bug: removing a borrow that is not recorded");
+        assert!(
+            t != NIL,
+            "IntervalRwLock bug: removing a borrow that is not recorded"
+        );
         let here = self.key(t);
         let node = &self.nodes[t as usize];
         let (left, right) = (node.left, node.right);
@@ -266,7 +273,10 @@ impl Treap {
     }
 
     fn mark_granted_at(&mut self, t: u32, key: Key) {
-        assert!(t != NIL, "IntervalRwLock bug: granting a borrow that is not recorded");
+        assert!(
+            t != NIL,
+            "IntervalRwLock bug: granting a borrow that is not recorded"
+        );
         let here = self.key(t);
         let node = &mut self.nodes[t as usize];
         if key == here {
@@ -311,7 +321,11 @@ impl Treap {
         writes_only: bool,
         f: &mut impl FnMut(&Entry),
     ) {
-        debug_assert_eq!(self.order, Order::Start, "only the start-ordered tree tracks waiters");
+        debug_assert_eq!(
+            self.order,
+            Order::Start,
+            "only the start-ordered tree tracks waiters"
+        );
         self.visit(self.root, a, b, writes_only, f);
     }
 
@@ -374,7 +388,12 @@ impl Treap {
             sum.add(&walk(tree, node.left, lo, Some(key)));
             sum.add(&walk(tree, node.right, Some(key), hi));
             assert_eq!(
-                (sum.all, sum.writes, sum.max_end_waiting, sum.max_end_waiting_write),
+                (
+                    sum.all,
+                    sum.writes,
+                    sum.max_end_waiting,
+                    sum.max_end_waiting_write
+                ),
                 (
                     node.sum.all,
                     node.sum.writes,
@@ -457,9 +476,8 @@ mod tests {
                     .map(|e| e.ticket)
                     .collect();
                 let mut found = Vec::new();
-                by_start.for_each_waiting_overlapping(x, b, writes_only, &mut |e| {
-                    found.push(e.ticket)
-                });
+                by_start
+                    .for_each_waiting_overlapping(x, b, writes_only, &mut |e| found.push(e.ticket));
                 expected.sort_unstable();
                 found.sort_unstable();
                 assert_eq!(found, expected);
