@@ -10,7 +10,8 @@
 //! chunking fixed in advance; `IntervalRwLock` locks any range. A last scenario, `live-borrows`, times
 //! one `try_write` + drop on one thread while L other borrows are held, to show the O(log L) cost.
 //!
-//! Run: `cargo bench -p trust-core --bench interval` (add `-- --quick` for a run under 10 seconds).
+//! Run: `cargo bench -p trust-core --bench interval` (add `-- --quick` for a run under 10 seconds, and
+//! a bare word, as in `-- touch-one`, to run only the scenarios whose name contains it).
 //! Prints one `RESULT scenario=.. impl=.. threads=.. mops=..` (or `ns=..`) line per measurement, then
 //! a markdown table with ratios against `RwLock<Vec>` (or against L = 0).
 
@@ -201,7 +202,15 @@ impl Bench {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // Like libtest: a bare argument keeps only the scenarios whose name contains it.
+    let filter = args.iter().find(|a| !a.starts_with("--")).cloned();
+    let wanted = |scenario: &str| {
+        filter
+            .as_ref()
+            .is_none_or(|f| scenario.contains(f.as_str()))
+    };
     let mut bench = Bench {
         run: Duration::from_millis(if quick { 25 } else { 200 }),
         samples: if quick { 2 } else { 5 },
@@ -212,6 +221,12 @@ fn main() {
     thread_counts.dedup();
     for whole in [true, false] {
         for n in [1, 8, 64] {
+            if !wanted(&format!(
+                "chunks-{n}/{}",
+                if whole { "whole" } else { "touch-one" }
+            )) {
+                continue;
+            }
             let interval = Interval(IntervalRwLock::new(vec![0u64; LEN]));
             let one = OneRwLock(RwLock::new(vec![0u64; LEN]));
             let per_chunk =
@@ -224,7 +239,9 @@ fn main() {
         }
     }
     for live in [0, 64, 4096, 65536] {
-        bench.live_borrows(live);
+        if wanted(&format!("live-borrows L={live}")) {
+            bench.live_borrows(live);
+        }
     }
     bench.table();
 }

@@ -81,7 +81,7 @@ impl<'a, T> Acquire<'a, T> {
 impl<T> Drop for Acquire<'_, T> {
     fn drop(&mut self) {
         if let Step::Recorded(ticket) = self.step {
-            self.lock.unborrow(&self.range, ticket, self.write);
+            self.lock.cancel(&self.range, ticket, self.write);
         }
     }
 }

@@ -106,13 +106,13 @@ impl<T> DerefMut for WriteGuard<'_, T> {
 
 impl<T> Drop for ReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.unborrow(&self.range, self.ticket, false);
+        self.lock.release(&self.range, self.ticket, false);
     }
 }
 
 impl<T> Drop for WriteGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.unborrow(&self.range, self.ticket, true);
+        self.lock.release(&self.range, self.ticket, true);
     }
 }
 

@@ -363,16 +363,19 @@ impl<T> IntervalRwLock<T> {
         }
     }
 
-    /// Forgets a borrow, held or queued (ticket 0: nothing recorded), and wakes whoever it released,
-    /// after the mutex is unlocked so that they do not wake into a locked mutex.
-    fn unborrow(&self, range: &Range<usize>, ticket: u64, write: bool) {
-        if ticket == 0 {
-            return;
+    /// Releases a held borrow (ticket 0: nothing recorded) and wakes whoever it let through, after
+    /// the mutex is unlocked so that they do not wake into a locked mutex.
+    fn release(&self, range: &Range<usize>, ticket: u64, write: bool) {
+        if ticket != 0 {
+            let wakes = self.state().release(range.start, range.end, ticket, write);
+            wakes.into_iter().for_each(Wake::wake);
         }
-        let wakes = self.state().remove(range.start, range.end, ticket, write);
-        for wake in wakes {
-            wake.wake();
-        }
+    }
+
+    /// Withdraws a request that may be queued or granted (a dropped future), waking as `release`.
+    fn cancel(&self, range: &Range<usize>, ticket: u64, write: bool) {
+        let wakes = self.state().cancel(range.start, range.end, ticket, write);
+        wakes.into_iter().for_each(Wake::wake);
     }
 }
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::task::Waker;
 use std::thread::Thread;
 
-use super::tree::{Entry, Order, Treap};
+use super::tree::{ByEnd, ByStart, Entry};
 
 /// How to wake a queued borrow once it is granted.
 #[derive(Debug)]
@@ -63,9 +63,9 @@ pub(super) enum Request {
 #[derive(Debug)]
 pub(super) struct State {
     /// Every recorded borrow by `(start, ticket)`; also tracks which are waiting.
-    by_start: Treap,
+    by_start: ByStart,
     /// Every recorded borrow by `(end, ticket)`.
-    by_end: Treap,
+    by_end: ByEnd,
     /// The waiting borrows by ticket.
     waiters: HashMap<u64, Waiter>,
     /// The next ticket. Ticket 0 is never issued: it marks the empty range, which is never recorded.
@@ -75,8 +75,8 @@ pub(super) struct State {
 impl State {
     pub(super) fn new() -> Self {
         State {
-            by_start: Treap::new(Order::Start),
-            by_end: Treap::new(Order::End),
+            by_start: ByStart::new(),
+            by_end: ByEnd::new(),
             waiters: HashMap::new(),
             next_ticket: 1,
         }
@@ -174,13 +174,30 @@ impl State {
         }
     }
 
-    /// Forgets the borrow `ticket` of `start..end`, held or still queued (a dropped guard, or a cancelled
-    /// future), and grants whatever only it was holding back. Returns how to wake the granted borrows;
-    /// call [`Wake::wake`] on them after unlocking the mutex.
+    /// Forgets the *held* borrow `ticket` of `start..end` (a dropped guard) and grants whatever only it
+    /// was holding back. Returns how to wake the granted borrows; call [`Wake::wake`] on them after
+    /// unlocking the mutex.
     ///
-    /// Cost: O((1 + k) log n) expected, for the k queued borrows that overlap `start..end` and conflict
-    /// with it (for a held borrow, exactly the ones queued behind it).
-    pub(super) fn remove(
+    /// Cost: O((1 + k) log n) expected, for the k queued borrows behind it that it conflicts with.
+    pub(super) fn release(
+        &mut self,
+        start: usize,
+        end: usize,
+        ticket: u64,
+        write: bool,
+    ) -> Vec<Wake> {
+        self.forget(Entry {
+            start,
+            end,
+            ticket,
+            write,
+            waiting: false,
+        })
+    }
+
+    /// Forgets the borrow `ticket` of `start..end`, queued or already granted (a dropped future: it
+    /// cannot know whether a grant arrived since it was last polled). As [`State::release`] otherwise.
+    pub(super) fn cancel(
         &mut self,
         start: usize,
         end: usize,
@@ -197,17 +214,30 @@ impl State {
                 waiting: false,
             },
         };
+        self.forget(entry)
+    }
+
+    fn forget(&mut self, entry: Entry) -> Vec<Wake> {
         self.by_start.remove(&entry);
-        self.by_end.remove(&entry);
+        self.by_end.remove(&Entry {
+            waiting: false,
+            ..entry
+        });
+        if self.waiters.is_empty() {
+            return Vec::new();
+        }
 
         // Everything queued behind `entry` that conflicts with it counted it as a blocker. A write
         // conflicts with every overlapping borrow; a read only with overlapping writes. Earlier waiters
         // can overlap too (when `entry` was itself queued) but never counted it.
         let mut granted = Vec::new();
         let waiters = &mut self.waiters;
-        self.by_start
-            .for_each_waiting_overlapping(start, end, !write, &mut |behind| {
-                if behind.ticket > ticket {
+        self.by_start.for_each_waiting_overlapping(
+            entry.start,
+            entry.end,
+            !entry.write,
+            &mut |behind| {
+                if behind.ticket > entry.ticket {
                     let waiter = waiters
                         .get_mut(&behind.ticket)
                         .expect("IntervalRwLock bug: a waiting entry without a waiter");
@@ -216,7 +246,8 @@ impl State {
                         granted.push(behind.ticket);
                     }
                 }
-            });
+            },
+        );
         granted
             .into_iter()
             .map(|ticket| {

@@ -14,8 +14,9 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
-/// The empty subtree.
-const NIL: u32 = u32::MAX;
+/// The empty subtree: index 0 of the arena holds a sentinel node whose summary is all zeros, so that
+/// reading a child's summary needs no branch. The sentinel is never linked, split or merged.
+const NIL: u32 = 0;
 
 /// One borrow, held or waiting: the half-open range `start..end` (never empty), its FIFO ticket (unique,
 /// never reused) and its kind.
@@ -29,12 +30,10 @@ pub(super) struct Entry {
     pub(super) waiting: bool,
 }
 
-/// Which coordinate of an [`Entry`] the tree is ordered by (ties broken by ticket, so keys are unique).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Order {
-    Start,
-    End,
-}
+/// The tree ordered by `(start, ticket)`: counts, and finds the waiting entries overlapping a range.
+pub(super) type ByStart = Treap<false>;
+/// The tree ordered by `(end, ticket)`: counts only.
+pub(super) type ByEnd = Treap<true>;
 
 /// Aggregates over a subtree. A maximum of 0 means "none": every entry has `end > start >= 0`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,16 +75,17 @@ struct Node {
     sum: Summary,
 }
 
-/// A set of [`Entry`]s ordered by [`Order`], with per-subtree counts and maximum waiting ends.
+/// A set of [`Entry`]s ordered by `(end, ticket)` if `BY_END`, else by `(start, ticket)` (tickets make
+/// keys unique), with per-subtree counts and maximum waiting ends. The order is a const parameter so
+/// that every key comparison compiles to one field access.
 ///
 /// Every operation is one or two root-to-leaf descents: expected O(log n) for n entries, except
 /// [`Treap::for_each_waiting_overlapping`], which is O((1 + k) log n) for k reported entries.
 #[derive(Debug)]
-pub(super) struct Treap {
+pub(super) struct Treap<const BY_END: bool> {
     nodes: Vec<Node>,
     free: Vec<u32>,
     root: u32,
-    order: Order,
     /// xorshift64 state for node priorities; seeded from the process's random hasher keys so that no
     /// input order can be chosen to unbalance the tree.
     rng: u64,
@@ -93,15 +93,27 @@ pub(super) struct Treap {
 
 type Key = (usize, u64);
 
-impl Treap {
-    pub(super) fn new(order: Order) -> Self {
+impl<const BY_END: bool> Treap<BY_END> {
+    pub(super) fn new() -> Self {
         let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u8(order as u8);
+        hasher.write_u8(u8::from(BY_END));
+        let sentinel = Node {
+            entry: Entry {
+                start: 0,
+                end: 0,
+                ticket: 0,
+                write: false,
+                waiting: false,
+            },
+            priority: 0,
+            left: NIL,
+            right: NIL,
+            sum: Summary::default(),
+        };
         Treap {
-            nodes: Vec::new(),
+            nodes: vec![sentinel],
             free: Vec::new(),
             root: NIL,
-            order,
             // xorshift must not start at 0.
             rng: hasher.finish() | 1,
         }
@@ -113,9 +125,10 @@ impl Treap {
     }
 
     fn key_of(&self, e: &Entry) -> Key {
-        match self.order {
-            Order::Start => (e.start, e.ticket),
-            Order::End => (e.end, e.ticket),
+        if BY_END {
+            (e.end, e.ticket)
+        } else {
+            (e.start, e.ticket)
         }
     }
 
@@ -202,45 +215,93 @@ impl Treap {
             }
             None => {
                 let index = u32::try_from(self.nodes.len())
-                    .ok()
-                    .filter(|&i| i != NIL)
                     .expect("IntervalRwLock: more than u32::MAX - 1 live borrows");
                 self.nodes.push(node);
                 index
             }
         };
-        self.root = self.insert_at(self.root, index);
+        self.insert_node(index);
     }
 
-    /// Inserts node `n` into subtree `t`: walk down while the priorities are higher than `n`'s, then split
-    /// the rest of the subtree around `n`.
-    fn insert_at(&mut self, t: u32, n: u32) -> u32 {
-        if t == NIL {
-            return n;
+    /// Links node `n`: walk down while the nodes' priorities are higher than `n`'s (adding `n` to each
+    /// of their summaries on the way, since `n` lands in their subtrees), then split the subtree found
+    /// there around `n`'s key and hang the halves under `n`.
+    fn insert_node(&mut self, n: u32) {
+        let key = self.key(n);
+        let (priority, added) = (self.nodes[n as usize].priority, self.nodes[n as usize].sum);
+        let (mut parent, mut left_of_parent) = (NIL, false);
+        let mut t = self.root;
+        while t != NIL && self.nodes[t as usize].priority >= priority {
+            self.nodes[t as usize].sum.add(&added);
+            parent = t;
+            left_of_parent = key < self.key(t);
+            let node = &self.nodes[t as usize];
+            t = if left_of_parent {
+                node.left
+            } else {
+                node.right
+            };
         }
-        if self.nodes[n as usize].priority > self.nodes[t as usize].priority {
-            let (l, r) = self.split(t, self.key(n));
-            let node = &mut self.nodes[n as usize];
-            node.left = l;
-            node.right = r;
-            self.pull(n);
-            return n;
-        }
-        if self.key(n) < self.key(t) {
-            let left = self.insert_at(self.nodes[t as usize].left, n);
-            self.nodes[t as usize].left = left;
+        let (l, r) = self.split(t, key);
+        let node = &mut self.nodes[n as usize];
+        node.left = l;
+        node.right = r;
+        self.pull(n);
+        self.link(parent, left_of_parent, n);
+    }
+
+    /// Makes `child` the left or right child of `parent`, or the root if `parent` is `NIL`.
+    fn link(&mut self, parent: u32, left: bool, child: u32) {
+        if parent == NIL {
+            self.root = child;
+        } else if left {
+            self.nodes[parent as usize].left = child;
         } else {
-            let right = self.insert_at(self.nodes[t as usize].right, n);
-            self.nodes[t as usize].right = right;
+            self.nodes[parent as usize].right = child;
         }
-        self.pull(t);
-        t
     }
 
     /// Removes the entry with the key of `entry`. Panics if it is absent (a bug in the caller).
+    ///
+    /// An entry that is not waiting adds nothing to the maximum ends, so its ancestors only lose one
+    /// from their counts, on the way down; a waiting one needs the summaries recomputed bottom-up.
     pub(super) fn remove(&mut self, entry: &Entry) {
         let key = self.key_of(entry);
-        self.root = self.remove_at(self.root, key);
+        if entry.waiting {
+            self.root = self.remove_at(self.root, key);
+            return;
+        }
+        let removed = Summary::of(entry);
+        let (mut parent, mut left_of_parent) = (NIL, false);
+        let mut t = self.root;
+        loop {
+            assert!(
+                t != NIL,
+                "IntervalRwLock bug: removing a borrow that is not recorded"
+            );
+            let here = self.key(t);
+            if key == here {
+                break;
+            }
+            let node = &mut self.nodes[t as usize];
+            node.sum.all -= removed.all;
+            node.sum.writes -= removed.writes;
+            parent = t;
+            left_of_parent = key < here;
+            t = if left_of_parent {
+                node.left
+            } else {
+                node.right
+            };
+        }
+        let node = &self.nodes[t as usize];
+        debug_assert!(
+            !node.entry.waiting,
+            "removing a waiting entry as if it were held"
+        );
+        let merged = self.merge(node.left, node.right);
+        self.free.push(t);
+        self.link(parent, left_of_parent, merged);
     }
 
     fn remove_at(&mut self, t: u32, key: Key) -> u32 {
@@ -321,11 +382,7 @@ impl Treap {
         writes_only: bool,
         f: &mut impl FnMut(&Entry),
     ) {
-        debug_assert_eq!(
-            self.order,
-            Order::Start,
-            "only the start-ordered tree tracks waiters"
-        );
+        debug_assert!(!BY_END, "only the start-ordered tree tracks waiters");
         self.visit(self.root, a, b, writes_only, f);
     }
 
@@ -356,7 +413,7 @@ impl Treap {
     /// Every entry in key order (tests and `Debug` only).
     #[cfg(test)]
     pub(super) fn entries(&self) -> Vec<Entry> {
-        fn walk(tree: &Treap, t: u32, out: &mut Vec<Entry>) {
+        fn walk<const E: bool>(tree: &Treap<E>, t: u32, out: &mut Vec<Entry>) {
             if t != NIL {
                 let node = &tree.nodes[t as usize];
                 walk(tree, node.left, out);
@@ -372,7 +429,12 @@ impl Treap {
     /// Checks the search-tree order, the heap order and every summary (tests only).
     #[cfg(test)]
     pub(super) fn check(&self) {
-        fn walk(tree: &Treap, t: u32, lo: Option<Key>, hi: Option<Key>) -> Summary {
+        fn walk<const E: bool>(
+            tree: &Treap<E>,
+            t: u32,
+            lo: Option<Key>,
+            hi: Option<Key>,
+        ) -> Summary {
             if t == NIL {
                 return Summary::default();
             }
@@ -427,8 +489,8 @@ mod tests {
     fn matches_a_brute_force_model() {
         let steps = if cfg!(miri) { 300 } else { 5_000 };
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut by_start = Treap::new(Order::Start);
-        let mut by_end = Treap::new(Order::End);
+        let mut by_start = ByStart::new();
+        let mut by_end = ByEnd::new();
         let mut model: Vec<Entry> = Vec::new();
         for ticket in 1..=steps {
             match rng.below(4) {
@@ -443,13 +505,20 @@ mod tests {
                         waiting: rng.below(2) == 0,
                     };
                     by_start.insert(e);
-                    by_end.insert(e);
+                    // As `State` does: the end-ordered tree never tracks waiting.
+                    by_end.insert(Entry {
+                        waiting: false,
+                        ..e
+                    });
                     model.push(e);
                 }
                 2 if !model.is_empty() => {
                     let e = model.swap_remove(rng.below(model.len() as u64) as usize);
                     by_start.remove(&e);
-                    by_end.remove(&e);
+                    by_end.remove(&Entry {
+                        waiting: false,
+                        ..e
+                    });
                 }
                 3 if !model.is_empty() => {
                     let i = rng.below(model.len() as u64) as usize;
