@@ -146,7 +146,7 @@ impl Bench {
             let mut ops = 0u64;
             while start.elapsed() < self.run {
                 for &p in &probes {
-                    black_box(lock.try_write(p..p + 1).unwrap());
+                    drop(black_box(lock.try_write(p..p + 1).unwrap()));
                 }
                 ops += probes.len() as u64;
             }
