@@ -489,3 +489,63 @@ impl Rng {
         (self.0 % n as u64) as usize
     }
 }
+
+/// A waker whose last drop releases a guard of the same lock, as dropping a task that owns such a
+/// guard would. The lock must drop stale wakers only after unlocking its mutex, or this deadlocks.
+struct GuardHoldingWaker {
+    _guard: WriteGuard<'static, u8>,
+}
+
+impl Wake for GuardHoldingWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[test]
+fn dropping_a_stale_waker_may_reenter_the_lock() {
+    let (done, finished) = std::sync::mpsc::channel();
+    // A `static`, so that a waker (which must be `'static`) can hold a guard; not leaked, for Miri.
+    static LOCK: std::sync::OnceLock<IntervalRwLock<u8>> = std::sync::OnceLock::new();
+    let worker = thread::spawn(move || {
+        let lock = LOCK.get_or_init(|| IntervalRwLock::new(vec![0; 8]));
+        let held = lock.write(0..2);
+        let waker_with_guard = |range| {
+            Waker::from(Arc::new(GuardHoldingWaker {
+                _guard: lock.write(range),
+            }))
+        };
+        // Replaced waker: `set_waker` hands back the old one, the last reference to it.
+        let mut future = Box::pin(lock.write_async(0..2));
+        let first = waker_with_guard(4..6);
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(&first))
+                .is_pending()
+        );
+        drop(first);
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        assert_eq!(lock.held(), 1, "the old waker's guard was released");
+        // Withdrawn request: `cancel` hands back its waker, the last reference to it.
+        let second = waker_with_guard(6..8);
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(&second))
+                .is_pending()
+        );
+        drop(second);
+        drop(future);
+        assert_eq!((lock.held(), lock.queued()), (1, 0));
+        drop(held);
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("deadlock: a waker was dropped while the lock's mutex was held");
+    worker.join().unwrap();
+}

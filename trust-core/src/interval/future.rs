@@ -65,8 +65,10 @@ impl<'a, T> Acquire<'a, T> {
             Step::Recorded(ticket) => {
                 let mut state = self.lock.state();
                 if !state.is_granted(ticket) {
-                    // The task may have moved to another executor or task since the last poll.
-                    state.set_waker(ticket, cx.waker());
+                    // The future may have moved to another task since the last poll.
+                    let old_waker = state.set_waker(ticket, cx.waker());
+                    drop(state);
+                    drop(old_waker); // outside the mutex: see `State::cancel`
                     return Poll::Pending;
                 }
                 ticket

@@ -372,9 +372,11 @@ impl<T> IntervalRwLock<T> {
         }
     }
 
-    /// Withdraws a request that may be queued or granted (a dropped future), waking as `release`.
+    /// Withdraws a request that may be queued or granted (a dropped future), waking as `release`;
+    /// its own waker is dropped only after the mutex is unlocked.
     fn cancel(&self, range: &Range<usize>, ticket: u64, write: bool) {
-        let wakes = self.state().cancel(range.start, range.end, ticket, write);
+        let (wakes, own_waker) = self.state().cancel(range.start, range.end, ticket, write);
+        drop(own_waker);
         wakes.into_iter().for_each(Wake::wake);
     }
 }

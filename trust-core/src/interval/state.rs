@@ -135,6 +135,8 @@ impl State {
         wake: impl FnOnce() -> Wake,
     ) -> Request {
         let blockers = self.conflicts(start, end, write);
+        // Before anything is recorded: cloning a `Waker` runs executor code, which might panic.
+        let wake = (blockers > 0).then(wake);
         let ticket = self.issue_ticket();
         let entry = Entry {
             start,
@@ -144,10 +146,9 @@ impl State {
             waiting: blockers > 0,
         };
         self.record(entry);
-        if blockers == 0 {
+        let Some(wake) = wake else {
             return Request::Granted(ticket);
-        }
-        let wake = wake();
+        };
         self.waiters.insert(
             ticket,
             Waiter {
@@ -164,13 +165,17 @@ impl State {
         !self.waiters.contains_key(&ticket)
     }
 
-    /// Replaces the waker of a queued future, unless it would wake the same task.
-    pub(super) fn set_waker(&mut self, ticket: u64, waker: &Waker) {
-        if let Some(waiter) = self.waiters.get_mut(&ticket) {
-            match &waiter.wake {
-                Wake::Task(old) if old.will_wake(waker) => {}
-                _ => waiter.wake = Wake::Task(waker.clone()),
-            }
+    /// Replaces the waker of a queued future, unless it would wake the same task. Returns the old one,
+    /// for the caller to drop after unlocking the mutex (see [`State::cancel`]).
+    #[must_use = "drop the old waker after unlocking"]
+    pub(super) fn set_waker(&mut self, ticket: u64, waker: &Waker) -> Option<Wake> {
+        let waiter = self.waiters.get_mut(&ticket)?;
+        match &waiter.wake {
+            Wake::Task(old) if old.will_wake(waker) => None,
+            _ => Some(std::mem::replace(
+                &mut waiter.wake,
+                Wake::Task(waker.clone()),
+            )),
         }
     }
 
@@ -179,6 +184,7 @@ impl State {
     /// unlocking the mutex.
     ///
     /// Cost: O((1 + k) log n) expected, for the k queued borrows behind it that it conflicts with.
+    #[must_use = "wake the granted requests after unlocking"]
     pub(super) fn release(
         &mut self,
         start: usize,
@@ -196,25 +202,24 @@ impl State {
     }
 
     /// Forgets the borrow `ticket` of `start..end`, queued or already granted (a dropped future: it
-    /// cannot know whether a grant arrived since it was last polled). As [`State::release`] otherwise.
+    /// cannot know whether a grant arrived since it was last polled). As [`State::release`] otherwise,
+    /// and also returns the withdrawn request's own waker, if it was queued.
+    ///
+    /// The caller drops that waker after unlocking the mutex: dropping a `Waker` runs executor code,
+    /// which may drop a task, whose futures may hold guards or requests of this very lock, whose drops
+    /// would then lock the mutex again.
+    #[must_use = "wake the granted requests and drop the old waker after unlocking"]
     pub(super) fn cancel(
         &mut self,
         start: usize,
         end: usize,
         ticket: u64,
         write: bool,
-    ) -> Vec<Wake> {
-        let entry = match self.waiters.remove(&ticket) {
-            Some(waiter) => waiter.entry,
-            None => Entry {
-                start,
-                end,
-                ticket,
-                write,
-                waiting: false,
-            },
-        };
-        self.forget(entry)
+    ) -> (Vec<Wake>, Option<Wake>) {
+        match self.waiters.remove(&ticket) {
+            Some(waiter) => (self.forget(waiter.entry), Some(waiter.wake)),
+            None => (self.release(start, end, ticket, write), None),
+        }
     }
 
     fn forget(&mut self, entry: Entry) -> Vec<Wake> {
