@@ -1,1 +1,0 @@
-//! Interval readers-writer locks. Not built yet.

@@ -1,0 +1,461 @@
+//! Interval readers-writer locks: borrow sub-ranges of one slice for reading or writing, so that
+//! threads and tasks working on disjoint parts proceed in parallel.
+//!
+//! [`IntervalRwLock<T>`] owns a `Box<[T]>` (build it from a `Vec<T>`, a boxed slice or an array) and
+//! behaves like an array of virtual readers-writer locks, one per element, taken all at once:
+//!
+//! - [`read(range)`](IntervalRwLock::read) gives a [`ReadGuard`] (`Deref<Target = [T]>`) and
+//!   [`write(range)`](IntervalRwLock::write) a [`WriteGuard`] (`DerefMut`), blocking the thread until no
+//!   conflicting borrow exists. Reads share with reads; a write conflicts with anything it overlaps.
+//! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
+//!   [`TryLockError`] and leave nothing behind.
+//! - [`read_async`](IntervalRwLock::read_async) / [`write_async`](IntervalRwLock::write_async) return
+//!   futures ([`ReadFuture`], [`WriteFuture`]) for any executor. Dropping one before it completes cancels
+//!   it cleanly: the borrows queued behind it are re-examined and woken if it was all they waited for.
+//! - Ranges are any `RangeBounds<usize>` (`a..b`, `a..=b`, `..b`, `a..`, `..`). An out-of-bounds or
+//!   inverted range panics at the call site with a message naming the range and the length. An empty range
+//!   conflicts with nothing and is granted at once.
+//!
+//! This is the feature set of the `interlock` crate, on stable Rust, with no pinned `state!` storage:
+//! the bookkeeping lives in the lock, behind a short `std::sync::Mutex` critical section.
+//!
+//! ```
+//! use trust_core::interval::IntervalRwLock;
+//!
+//! let pixels = IntervalRwLock::new(vec![0u8; 64]);
+//! std::thread::scope(|s| {
+//!     // Two threads write the two halves at the same time.
+//!     s.spawn(|| pixels.write(..32).fill(1));
+//!     s.spawn(|| pixels.write(32..).fill(2));
+//! });
+//! let top = pixels.read(0..32);
+//! let bottom = pixels.read(16..48); // readers overlap freely
+//! assert!(pixels.try_write(16..20).is_err()); // ...but exclude writers
+//! assert_eq!((top[0], bottom[31]), (1, 2));
+//! ```
+//!
+//! # Fairness
+//!
+//! First come, first served among *conflicting* borrows: every request takes a ticket, and a request is
+//! granted once no earlier conflicting request (held or still queued) remains. A writer queued behind
+//! readers is therefore never overtaken by later readers of its range, and `try_*` fails when the range
+//! conflicts with a queued request, not only a held one. Requests that do not conflict never wait for each
+//! other, whatever their order.
+//!
+//! # Data structure and cost
+//!
+//! The lock records every borrow, held or queued, in two randomized balanced search trees (treaps, in an
+//! arena): one ordered by `(start, ticket)`, augmented with subtree counts (all, writes) and the largest
+//! end of a *queued* range (all, writes); one ordered by `(end, ticket)`, augmented with counts. The
+//! number of recorded borrows overlapping `a..b` is `#{start < b} - #{end <= a}`, two descents. Each
+//! queued borrow keeps only the number of earlier conflicting borrows it waits for (see the `state`
+//! module for why that count is exact). With n borrows recorded:
+//!
+//! | operation | expected cost |
+//! | --- | --- |
+//! | `read`, `write`, `try_*`, first poll of a future (granted or queued) | O(log n) |
+//! | dropping a guard | O((1 + k) log n), k = borrows queued behind it that it conflicts with |
+//! | dropping a queued future | O((1 + k + j) log n), j = queued borrows ahead of it that it overlaps |
+//!
+//! The k term is unavoidable in any scheme that wakes k waiters; a release that nobody waits for is
+//! O(log n). The bounds are expected values over the treap's random priorities (drawn from the process's
+//! random hash keys), for every input order; a pathological depth is possible only with vanishing
+//! probability. Space is O(n) plus one `HashMap` entry per queued borrow. A granted borrow allocates
+//! nothing once the arena has grown; a queued blocking borrow clones its `Thread` handle, a queued future
+//! its `Waker`.
+//!
+//! # Guards across threads
+//!
+//! A [`WriteGuard`] is an exclusive `&mut [T]` to its range and a [`ReadGuard`] a shared `&[T]`, and
+//! they cross threads exactly as those references do: `WriteGuard: Send` iff `T: Send`,
+//! `WriteGuard: Sync` iff `T: Sync`, `ReadGuard: Send + Sync` iff `T: Sync`. Releasing a guard from
+//! another thread is fine (the bookkeeping is behind a mutex, not thread-bound). The lock itself is
+//! `Send` iff `T: Send` and `Sync` iff `T: Send + Sync`, like `std::sync::RwLock`.
+//!
+//! # Caveats
+//!
+//! - A thread that holds a borrow and blocks on a conflicting one of the same lock deadlocks (as with any
+//!   readers-writer lock). Take overlapping ranges as one borrow, or use `try_*`.
+//! - There is no poisoning: a panic while a `WriteGuard` is alive releases the range with whatever was
+//!   written so far.
+//! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken.
+//! - Every lock and unlock takes a mutex; for short borrows of fixed chunks, a `Vec<Mutex<[T; N]>>` or
+//!   atomics are cheaper (see `docs/interval.md` for measured numbers).
+
+mod future;
+mod guard;
+mod state;
+mod tree;
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::{Bound, Range, RangeBounds};
+use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+
+pub use future::{ReadFuture, WriteFuture};
+pub use guard::{ReadGuard, WriteGuard};
+
+use state::{Request, State, Wake};
+
+/// A slice whose sub-ranges can be locked for reading or writing independently. See the
+/// [module docs](self).
+pub struct IntervalRwLock<T> {
+    state: Mutex<State>,
+    data: Buffer<T>,
+}
+
+// SAFETY: sharing `&IntervalRwLock<T>` among threads lets them obtain `&[T]` (read guards: needs
+// `T: Sync`) and `&mut [T]` (write guards, which may be dropped or used on any thread: needs `T: Send`)
+// to the elements. The bookkeeping in `state` guarantees that no two of these overlap unless both are
+// shared, and its mutex orders every release before the grant it enables, so accesses to
+// one element from different borrows happen-before each other. This is `RwLock<T>`'s bound.
+unsafe impl<T: Send + Sync> Sync for IntervalRwLock<T> {}
+
+/// The owned elements, as a raw pointer from `Box::into_raw` so that disjoint `&mut [T]` can be formed
+/// from a shared `&IntervalRwLock`: a `&mut Box<[T]>` or `&mut [T]` would assert uniqueness over all of
+/// the elements, and a `&[T]` would forbid writing through it.
+struct Buffer<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    /// Owns the `T`s (drop check) and makes the lock invariant in `T`, as an `UnsafeCell<T>` would:
+    /// a covariant lock would let a `WriteGuard` store a shorter-lived value than the owner expects.
+    _owns: PhantomData<UnsafeCell<T>>,
+}
+
+// SAFETY: `Buffer<T>` owns its elements like a `Box<[T]>` does; moving it to another thread moves them.
+unsafe impl<T: Send> Send for Buffer<T> {}
+
+impl<T> Buffer<T> {
+    fn new(elements: Box<[T]>) -> Self {
+        let len = elements.len();
+        let ptr = NonNull::new(Box::into_raw(elements).cast::<T>()).expect("a Box is never null");
+        Buffer {
+            ptr,
+            len,
+            _owns: PhantomData,
+        }
+    }
+
+    /// A pointer to element `index <= len`, with the provenance of the whole allocation.
+    fn at(&self, index: usize) -> *mut T {
+        assert!(index <= self.len);
+        // SAFETY: `index <= len`, so the result is inside the allocation or one past its end.
+        unsafe { self.ptr.as_ptr().add(index) }
+    }
+
+    fn get_mut(&mut self) -> &mut [T] {
+        // SAFETY: the pointer and length describe the box given up by `Box::into_raw`; `&mut self` rules out every guard
+        // (guards borrow the lock), so this is the only reference into the elements.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn into_box(self) -> Box<[T]> {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: the pointer and length came from `Box::into_raw` of a `Box<[T]>`, which is rebuilt exactly
+        // once: `ManuallyDrop` keeps `Drop for Buffer` from freeing it again.
+        unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                this.ptr.as_ptr(),
+                this.len,
+            ))
+        }
+    }
+}
+
+impl<T> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        // SAFETY: as in `into_box`; `drop` runs at most once and `into_box` skips it.
+        drop(unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ))
+        });
+    }
+}
+
+impl<T> IntervalRwLock<T> {
+    /// Takes ownership of the elements: a `Vec<T>`, a `Box<[T]>`, an array, or a `&[T]` of `Clone`s.
+    pub fn new(elements: impl Into<Box<[T]>>) -> Self {
+        IntervalRwLock {
+            state: Mutex::new(State::new()),
+            data: Buffer::new(elements.into()),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.len == 0
+    }
+
+    /// Gives the elements back (no guard can be alive: they borrow the lock).
+    pub fn into_inner(self) -> Vec<T> {
+        self.into_boxed_slice().into_vec()
+    }
+
+    /// Gives the elements back as a boxed slice.
+    pub fn into_boxed_slice(self) -> Box<[T]> {
+        self.data.into_box()
+    }
+
+    /// All elements, mutably, with no locking: `&mut self` proves that no guard or future is alive.
+    pub fn get_mut(&mut self) -> &mut [T] {
+        self.data.get_mut()
+    }
+
+    /// Locks `range` for reading, blocking the thread until no earlier conflicting borrow (a write that
+    /// overlaps it, held or queued) remains.
+    ///
+    /// Panics if `range` is out of bounds or inverted. Blocking on a range that this thread already
+    /// holds for writing deadlocks.
+    #[track_caller]
+    pub fn read(&self, range: impl RangeBounds<usize>) -> ReadGuard<'_, T> {
+        let range = self.bounds(&range);
+        let ticket = self.lock_blocking(&range, false);
+        ReadGuard::new(self, range, ticket)
+    }
+
+    /// Locks `range` for writing, blocking the thread until no earlier borrow that overlaps it (read or
+    /// write, held or queued) remains.
+    ///
+    /// Panics if `range` is out of bounds or inverted. Blocking on a range that this thread already
+    /// holds deadlocks.
+    #[track_caller]
+    pub fn write(&self, range: impl RangeBounds<usize>) -> WriteGuard<'_, T> {
+        let range = self.bounds(&range);
+        let ticket = self.lock_blocking(&range, true);
+        WriteGuard::new(self, range, ticket)
+    }
+
+    /// Locks `range` for reading if that needs no waiting; otherwise returns an error and records
+    /// nothing. A queued conflicting write counts: `try_read` does not jump the queue.
+    ///
+    /// Panics if `range` is out of bounds or inverted.
+    #[track_caller]
+    pub fn try_read(
+        &self,
+        range: impl RangeBounds<usize>,
+    ) -> Result<ReadGuard<'_, T>, TryLockError> {
+        let range = self.bounds(&range);
+        let ticket = self.lock_now(&range, false)?;
+        Ok(ReadGuard::new(self, range, ticket))
+    }
+
+    /// Locks `range` for writing if that needs no waiting; otherwise returns an error and records
+    /// nothing. A queued overlapping borrow counts: `try_write` does not jump the queue.
+    ///
+    /// Panics if `range` is out of bounds or inverted.
+    #[track_caller]
+    pub fn try_write(
+        &self,
+        range: impl RangeBounds<usize>,
+    ) -> Result<WriteGuard<'_, T>, TryLockError> {
+        let range = self.bounds(&range);
+        let ticket = self.lock_now(&range, true)?;
+        Ok(WriteGuard::new(self, range, ticket))
+    }
+
+    /// A future that locks `range` for reading. It takes its place in the queue when first polled;
+    /// dropping it before it completes withdraws the request.
+    ///
+    /// Panics (here, not when polled) if `range` is out of bounds or inverted.
+    #[track_caller]
+    pub fn read_async(&self, range: impl RangeBounds<usize>) -> ReadFuture<'_, T> {
+        ReadFuture::new(self, self.bounds(&range))
+    }
+
+    /// A future that locks `range` for writing. It takes its place in the queue when first polled;
+    /// dropping it before it completes withdraws the request.
+    ///
+    /// Panics (here, not when polled) if `range` is out of bounds or inverted.
+    #[track_caller]
+    pub fn write_async(&self, range: impl RangeBounds<usize>) -> WriteFuture<'_, T> {
+        WriteFuture::new(self, self.bounds(&range))
+    }
+
+    /// Number of borrows of non-empty ranges held right now (a snapshot, for monitoring and tests).
+    pub fn held(&self) -> usize {
+        self.state().held()
+    }
+
+    /// Number of requests queued right now (a snapshot, for monitoring and tests).
+    pub fn queued(&self) -> usize {
+        self.state().queued()
+    }
+
+    /// The bookkeeping, locked. Poisoning cannot mean a half-done update: no code inside the critical
+    /// sections calls user code or panics (short of a bug or an allocation failure), so a poisoned mutex
+    /// is just entered again.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves `range` against the length, panicking with the range as written and the length.
+    #[track_caller]
+    fn bounds(&self, range: &impl RangeBounds<usize>) -> Range<usize> {
+        let len = self.len();
+        let start = match range.start_bound() {
+            Bound::Included(&s) => Some(s),
+            Bound::Excluded(&s) => s.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => Some(len),
+        };
+        let shown = || show_range(range.start_bound(), range.end_bound());
+        match (start, end) {
+            (Some(start), Some(end)) if start <= end && end <= len => start..end,
+            (Some(start), Some(end)) if start > end => panic!(
+                "IntervalRwLock: range {} starts after it ends (start {start} > end {end}); \
+                 the lock has len {len}",
+                shown()
+            ),
+            _ => panic!(
+                "IntervalRwLock: range {} is out of bounds for len {len}; \
+                 borrow a range within 0..{len}",
+                shown()
+            ),
+        }
+    }
+
+    /// Takes `range` now or fails; ticket 0 for an empty range.
+    fn lock_now(&self, range: &Range<usize>, write: bool) -> Result<u64, TryLockError> {
+        if range.is_empty() {
+            return Ok(0);
+        }
+        self.state()
+            .try_request(range.start, range.end, write)
+            .ok_or_else(|| TryLockError {
+                range: range.clone(),
+                write,
+            })
+    }
+
+    /// Takes `range`, parking the thread while it is queued; ticket 0 for an empty range.
+    fn lock_blocking(&self, range: &Range<usize>, write: bool) -> u64 {
+        if range.is_empty() {
+            return 0;
+        }
+        let request = self.state().request(range.start, range.end, write, || {
+            Wake::Thread(thread::current())
+        });
+        match request {
+            Request::Granted(ticket) => ticket,
+            Request::Queued(ticket) => loop {
+                // A grant that lands before `park` leaves the unpark token set, so `park` returns at
+                // once; spurious wake-ups just check again.
+                thread::park();
+                if self.state().is_granted(ticket) {
+                    break ticket;
+                }
+            },
+        }
+    }
+
+    /// Releases a held borrow (ticket 0: nothing recorded) and wakes whoever it let through, after
+    /// the mutex is unlocked so that they do not wake into a locked mutex.
+    fn release(&self, range: &Range<usize>, ticket: u64, write: bool) {
+        if ticket != 0 {
+            let wakes = self.state().release(range.start, range.end, ticket, write);
+            wakes.into_iter().for_each(Wake::wake);
+        }
+    }
+
+    /// Withdraws a request that may be queued or granted (a dropped future), waking as `release`;
+    /// its own waker is dropped only after the mutex is unlocked.
+    fn cancel(&self, range: &Range<usize>, ticket: u64, write: bool) {
+        let (wakes, own_waker) = self.state().cancel(range.start, range.end, ticket, write);
+        drop(own_waker);
+        wakes.into_iter().for_each(Wake::wake);
+    }
+}
+
+/// Renders a range as written: `3..=5`, `..7`, `(excluded 2)..`, ...
+fn show_range(start: Bound<&usize>, end: Bound<&usize>) -> String {
+    let start = match start {
+        Bound::Included(s) => s.to_string(),
+        Bound::Excluded(s) => format!("(excluded {s})"),
+        Bound::Unbounded => String::new(),
+    };
+    let end = match end {
+        Bound::Included(e) => format!("={e}"),
+        Bound::Excluded(e) => e.to_string(),
+        Bound::Unbounded => String::new(),
+    };
+    format!("{start}..{end}")
+}
+
+impl<T> From<Vec<T>> for IntervalRwLock<T> {
+    fn from(elements: Vec<T>) -> Self {
+        IntervalRwLock::new(elements)
+    }
+}
+
+impl<T> From<Box<[T]>> for IntervalRwLock<T> {
+    fn from(elements: Box<[T]>) -> Self {
+        IntervalRwLock::new(elements)
+    }
+}
+
+impl<T> Default for IntervalRwLock<T> {
+    fn default() -> Self {
+        IntervalRwLock::new(Vec::new())
+    }
+}
+
+impl<T> fmt::Debug for IntervalRwLock<T> {
+    /// Shows the length and the borrow counts, not the elements (reading them would need a lock).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("IntervalRwLock")
+            .field("len", &self.len())
+            .field("held", &state.held())
+            .field("queued", &state.queued())
+            .finish()
+    }
+}
+
+/// `try_read` or `try_write` found a conflicting borrow, held or queued; nothing was recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TryLockError {
+    range: Range<usize>,
+    write: bool,
+}
+
+impl TryLockError {
+    /// The range that could not be locked.
+    pub fn range(&self) -> Range<usize> {
+        self.range.clone()
+    }
+}
+
+impl fmt::Display for TryLockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.write { "write" } else { "read" };
+        write!(
+            f,
+            "cannot {kind}-lock {}..{} now: it conflicts with a borrow that is held or queued \
+             (use `{kind}` or `{kind}_async` to wait for it)",
+            self.range.start, self.range.end
+        )
+    }
+}
+
+impl std::error::Error for TryLockError {}
+
+/// Runs the code blocks of the user guide, `docs/interval.md`, as doctests, so the guide cannot drift
+/// from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/interval.md")]
+struct GuideExamples;

@@ -1,0 +1,275 @@
+//! The lock's bookkeeping: which ranges are borrowed or queued, and who waits for whom.
+//!
+//! Every borrow, held or waiting, is an [`Entry`] with a FIFO ticket. Two borrows *conflict* when their
+//! ranges overlap and at least one of them writes. The whole policy is one rule:
+//!
+//! > a borrow is granted once no *earlier* (smaller-ticket) conflicting borrow is recorded.
+//!
+//! That is first come, first served among conflicting borrows, and it never lets a borrow overtake an
+//! earlier one it conflicts with, so a writer queued behind readers is not starved by later readers.
+//! It implies the invariant that makes the bookkeeping cheap: **a held borrow never conflicts with an
+//! earlier waiting one** (it would have counted it and still be waiting). Hence a new request, whose
+//! ticket is the largest, waits for exactly the recorded borrows it conflicts with, and each waiter keeps
+//! only a *count* of its blockers:
+//!
+//! - request: count the conflicting borrows (two rank queries, [`State::conflicts`]); zero means granted.
+//! - release or cancel of `x`: every waiting borrow after `x` that conflicts with it loses one blocker;
+//!   those reaching zero are granted and woken. Granting a waiter removes nobody's blocker (the granted
+//!   borrow is still recorded), so grants never cascade.
+
+use std::collections::HashMap;
+use std::task::Waker;
+use std::thread::Thread;
+
+use super::tree::{ByEnd, ByStart, Entry};
+
+/// How to wake a queued borrow once it is granted.
+#[derive(Debug)]
+pub(super) enum Wake {
+    /// A blocking `read`/`write`, parked in `thread::park`.
+    Thread(Thread),
+    /// A `read_async`/`write_async` future.
+    Task(Waker),
+}
+
+impl Wake {
+    pub(super) fn wake(self) {
+        match self {
+            Wake::Thread(thread) => thread.unpark(),
+            Wake::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+/// A queued borrow: the range and kind (to find its tree entry), how many recorded borrows it still
+/// waits for, and how to wake it.
+#[derive(Debug)]
+struct Waiter {
+    entry: Entry,
+    blockers: usize,
+    wake: Wake,
+}
+
+/// The outcome of [`State::request`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Request {
+    /// Held now.
+    Granted(u64),
+    /// Queued behind conflicting borrows; poll [`State::is_granted`] after being woken.
+    Queued(u64),
+}
+
+/// Held and queued borrows of one lock. Guarded by the lock's mutex; nothing in here calls user code.
+#[derive(Debug)]
+pub(super) struct State {
+    /// Every recorded borrow by `(start, ticket)`; also tracks which are waiting.
+    by_start: ByStart,
+    /// Every recorded borrow by `(end, ticket)`.
+    by_end: ByEnd,
+    /// The waiting borrows by ticket.
+    waiters: HashMap<u64, Waiter>,
+    /// The next ticket. Ticket 0 is never issued: it marks the empty range, which is never recorded.
+    next_ticket: u64,
+}
+
+impl State {
+    pub(super) fn new() -> Self {
+        State {
+            by_start: ByStart::new(),
+            by_end: ByEnd::new(),
+            waiters: HashMap::new(),
+            next_ticket: 1,
+        }
+    }
+
+    /// Recorded borrows that conflict with a `write` (or read) of `start..end`.
+    ///
+    /// A recorded range `s..e` overlaps `start..end` iff `s < end` and `e > start`; the ones with
+    /// `e <= start` all have `s < end` too, so the overlapping ones number
+    /// `#{s < end} - #{e <= start}`: one descent in each tree. A read conflicts with writes only.
+    fn conflicts(&self, start: usize, end: usize, write: bool) -> usize {
+        let writes_only = !write;
+        self.by_start.count_below(end, writes_only)
+            - self.by_end.count_below(start + 1, writes_only)
+    }
+
+    fn record(&mut self, entry: Entry) {
+        self.by_start.insert(entry);
+        // The end-ordered tree only counts; it never looks at `waiting`.
+        self.by_end.insert(Entry {
+            waiting: false,
+            ..entry
+        });
+    }
+
+    fn issue_ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    /// Takes `start..end` (non-empty) if nothing recorded conflicts with it; otherwise records nothing.
+    ///
+    /// Queued borrows count as conflicts: a `try_` call does not jump the queue.
+    pub(super) fn try_request(&mut self, start: usize, end: usize, write: bool) -> Option<u64> {
+        if self.conflicts(start, end, write) > 0 {
+            return None;
+        }
+        let ticket = self.issue_ticket();
+        self.record(Entry {
+            start,
+            end,
+            ticket,
+            write,
+            waiting: false,
+        });
+        Some(ticket)
+    }
+
+    /// Takes `start..end` (non-empty) now, or queues it; `wake` is called only if it must queue.
+    pub(super) fn request(
+        &mut self,
+        start: usize,
+        end: usize,
+        write: bool,
+        wake: impl FnOnce() -> Wake,
+    ) -> Request {
+        let blockers = self.conflicts(start, end, write);
+        // Before anything is recorded: cloning a `Waker` runs executor code, which might panic.
+        let wake = (blockers > 0).then(wake);
+        let ticket = self.issue_ticket();
+        let entry = Entry {
+            start,
+            end,
+            ticket,
+            write,
+            waiting: blockers > 0,
+        };
+        self.record(entry);
+        let Some(wake) = wake else {
+            return Request::Granted(ticket);
+        };
+        self.waiters.insert(
+            ticket,
+            Waiter {
+                entry,
+                blockers,
+                wake,
+            },
+        );
+        Request::Queued(ticket)
+    }
+
+    /// Whether the borrow with `ticket` (issued by [`State::request`]) has been granted.
+    pub(super) fn is_granted(&self, ticket: u64) -> bool {
+        !self.waiters.contains_key(&ticket)
+    }
+
+    /// Replaces the waker of a queued future, unless it would wake the same task. Returns the old one,
+    /// for the caller to drop after unlocking the mutex (see [`State::cancel`]).
+    #[must_use = "drop the old waker after unlocking"]
+    pub(super) fn set_waker(&mut self, ticket: u64, waker: &Waker) -> Option<Wake> {
+        let waiter = self.waiters.get_mut(&ticket)?;
+        match &waiter.wake {
+            Wake::Task(old) if old.will_wake(waker) => None,
+            _ => Some(std::mem::replace(
+                &mut waiter.wake,
+                Wake::Task(waker.clone()),
+            )),
+        }
+    }
+
+    /// Forgets the *held* borrow `ticket` of `start..end` (a dropped guard) and grants whatever only it
+    /// was holding back. Returns how to wake the granted borrows; call [`Wake::wake`] on them after
+    /// unlocking the mutex.
+    ///
+    /// Cost: O((1 + k) log n) expected, for the k queued borrows behind it that it conflicts with.
+    #[must_use = "wake the granted requests after unlocking"]
+    pub(super) fn release(
+        &mut self,
+        start: usize,
+        end: usize,
+        ticket: u64,
+        write: bool,
+    ) -> Vec<Wake> {
+        self.forget(Entry {
+            start,
+            end,
+            ticket,
+            write,
+            waiting: false,
+        })
+    }
+
+    /// Forgets the borrow `ticket` of `start..end`, queued or already granted (a dropped future: it
+    /// cannot know whether a grant arrived since it was last polled). As [`State::release`] otherwise,
+    /// and also returns the withdrawn request's own waker, if it was queued.
+    ///
+    /// The caller drops that waker after unlocking the mutex: dropping a `Waker` runs executor code,
+    /// which may drop a task, whose futures may hold guards or requests of this very lock, whose drops
+    /// would then lock the mutex again.
+    #[must_use = "wake the granted requests and drop the old waker after unlocking"]
+    pub(super) fn cancel(
+        &mut self,
+        start: usize,
+        end: usize,
+        ticket: u64,
+        write: bool,
+    ) -> (Vec<Wake>, Option<Wake>) {
+        match self.waiters.remove(&ticket) {
+            Some(waiter) => (self.forget(waiter.entry), Some(waiter.wake)),
+            None => (self.release(start, end, ticket, write), None),
+        }
+    }
+
+    fn forget(&mut self, entry: Entry) -> Vec<Wake> {
+        self.by_start.remove(&entry);
+        self.by_end.remove(&Entry {
+            waiting: false,
+            ..entry
+        });
+        if self.waiters.is_empty() {
+            return Vec::new();
+        }
+
+        // Everything queued behind `entry` that conflicts with it counted it as a blocker. A write
+        // conflicts with every overlapping borrow; a read only with overlapping writes. Earlier waiters
+        // can overlap too (when `entry` was itself queued) but never counted it.
+        let mut granted = Vec::new();
+        let waiters = &mut self.waiters;
+        self.by_start.for_each_waiting_overlapping(
+            entry.start,
+            entry.end,
+            !entry.write,
+            &mut |behind| {
+                if behind.ticket > entry.ticket {
+                    let waiter = waiters
+                        .get_mut(&behind.ticket)
+                        .expect("IntervalRwLock bug: a waiting entry without a waiter");
+                    waiter.blockers -= 1;
+                    if waiter.blockers == 0 {
+                        granted.push(behind.ticket);
+                    }
+                }
+            },
+        );
+        granted
+            .into_iter()
+            .map(|ticket| {
+                let waiter = self.waiters.remove(&ticket).expect("collected above");
+                self.by_start.mark_granted(&waiter.entry);
+                waiter.wake
+            })
+            .collect()
+    }
+
+    /// Number of held borrows (non-empty ranges only).
+    pub(super) fn held(&self) -> usize {
+        self.by_start.len() - self.waiters.len()
+    }
+
+    /// Number of queued borrows.
+    pub(super) fn queued(&self) -> usize {
+        self.waiters.len()
+    }
+}

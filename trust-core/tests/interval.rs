@@ -1,0 +1,551 @@
+//! `trust_core::interval`: exact values, range syntax and panics, `try_*` semantics, FIFO order,
+//! parallel disjoint writers, an overlap checker under contention, cancellation of futures polled by
+//! hand, drop accounting and `Send`/`Sync`. Sizes shrink under Miri
+//! (`cargo +nightly miri test -p trust-core --test interval`).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use trust_core::interval::{IntervalRwLock, ReadGuard, TryLockError, WriteGuard};
+
+/// Spins (yielding) until `cond` holds; fails the test after 10 s instead of hanging.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn reads_and_writes_see_exact_values() {
+    let lock = IntervalRwLock::new((0..10).collect::<Vec<u32>>());
+    assert_eq!((lock.len(), lock.is_empty()), (10, false));
+    {
+        let mut w = lock.write(2..5);
+        assert_eq!(&*w, &[2, 3, 4]);
+        w.iter_mut().for_each(|x| *x *= 10);
+        let r = lock.read(5..7); // disjoint from the write: held at once
+        assert_eq!(&*r, &[5, 6]);
+        assert_eq!((lock.held(), lock.queued()), (2, 0));
+    }
+    assert_eq!((lock.held(), lock.queued()), (0, 0));
+    assert_eq!(&*lock.read(..), &[0, 1, 20, 30, 40, 5, 6, 7, 8, 9]);
+    assert_eq!(lock.into_inner(), vec![0, 1, 20, 30, 40, 5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn every_range_syntax_resolves_to_the_right_slice() {
+    let lock = IntervalRwLock::new([0u8, 1, 2, 3, 4, 5]);
+    assert_eq!(lock.read(..).range(), 0..6);
+    assert_eq!(&*lock.read(4..), &[4, 5]);
+    assert_eq!(&*lock.read(..2), &[0, 1]);
+    assert_eq!(&*lock.read(..=2), &[0, 1, 2]);
+    assert_eq!(&*lock.read(1..=3), &[1, 2, 3]);
+    assert_eq!(
+        &*lock.read((Bound::Excluded(1), Bound::Included(3))),
+        &[2, 3]
+    );
+    assert_eq!(lock.write(6..).range(), 6..6);
+}
+
+#[test]
+fn empty_ranges_conflict_with_nothing() {
+    let lock = IntervalRwLock::new(vec![1, 2, 3]);
+    let all = lock.write(..);
+    let empty = lock.write(1..1); // would block forever if it were recorded
+    assert!(empty.is_empty());
+    assert!(lock.try_read(3..3).is_ok());
+    assert_eq!((lock.held(), lock.queued()), (1, 0));
+    drop((all, empty));
+    let mut waker_fired = false;
+    let fut = pin!(lock.write_async(0..0));
+    assert!(matches!(poll_once(fut, &mut waker_fired), Poll::Ready(g) if g.is_empty()));
+}
+
+#[test]
+#[should_panic(
+    expected = "IntervalRwLock: range 5..12 is out of bounds for len 10; borrow a range within 0..10"
+)]
+fn out_of_bounds_range_panics_naming_range_and_len() {
+    let lock = IntervalRwLock::new(vec![0; 10]);
+    let _ = lock.read(5..12);
+}
+
+#[test]
+#[should_panic(
+    expected = "IntervalRwLock: range 7..3 starts after it ends (start 7 > end 3); the lock has len 10"
+)]
+fn inverted_range_panics() {
+    let lock = IntervalRwLock::new(vec![0; 10]);
+    #[allow(clippy::reversed_empty_ranges)]
+    let _ = lock.write(7..3);
+}
+
+#[test]
+#[should_panic(
+    expected = "IntervalRwLock: range ..=18446744073709551615 is out of bounds for len 4"
+)]
+fn inclusive_end_at_usize_max_panics_instead_of_overflowing() {
+    let lock = IntervalRwLock::new(vec![0; 4]);
+    let _ = lock.try_write(..=usize::MAX);
+}
+
+#[test]
+#[should_panic(
+    expected = "IntervalRwLock: range (excluded 4).. starts after it ends (start 5 > end 4)"
+)]
+fn async_requests_check_the_range_when_created() {
+    let lock = IntervalRwLock::new(vec![0; 4]);
+    let _future = lock.read_async((Bound::Excluded(4), Bound::Unbounded));
+}
+
+#[test]
+fn try_fails_on_conflict_and_records_nothing() {
+    let lock = IntervalRwLock::new(vec![0u8; 10]);
+    let read = lock.read(0..5);
+    let err = lock.try_write(4..6).unwrap_err();
+    assert_eq!(err.range(), 4..6);
+    assert_eq!(
+        err.to_string(),
+        "cannot write-lock 4..6 now: it conflicts with a borrow that is held or queued \
+         (use `write` or `write_async` to wait for it)"
+    );
+    assert_eq!((lock.held(), lock.queued()), (1, 0));
+    // Reads share; an adjacent range does not overlap.
+    let shared = lock.try_read(4..6).unwrap();
+    let adjacent = lock.try_write(6..10).unwrap();
+    assert_eq!(lock.held(), 3);
+    assert!(matches!(lock.try_read(9..), Err(TryLockError { .. })));
+    drop((read, shared, adjacent));
+    assert!(lock.try_write(..).is_ok());
+}
+
+#[test]
+fn try_and_later_requests_do_not_jump_the_queue() {
+    let lock = IntervalRwLock::new(vec![0u8; 20]);
+    let order = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        let first_read = lock.read(0..10);
+        s.spawn(|| {
+            let _w = lock.write(5..15);
+            order.lock().unwrap().push("writer");
+        });
+        wait_until("the writer to queue", || lock.queued() == 1);
+        // A read of 8..9 would share with the held read, but a writer of that range queued first.
+        assert!(lock.try_read(8..9).is_err());
+        assert!(lock.try_read(15..).is_ok()); // no conflict with anyone
+        s.spawn(|| {
+            let _r = lock.read(8..9);
+            order.lock().unwrap().push("later reader");
+        });
+        wait_until("the later reader to queue", || lock.queued() == 2);
+        order.lock().unwrap().push("first reader releases");
+        drop(first_read);
+    });
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["first reader releases", "writer", "later reader"]
+    );
+}
+
+#[test]
+fn non_conflicting_requests_never_wait_for_each_other() {
+    let lock = IntervalRwLock::new(vec![0u8; 20]);
+    thread::scope(|s| {
+        let held = lock.write(0..10);
+        s.spawn(|| drop(lock.write(5..15)));
+        wait_until("the writer to queue", || lock.queued() == 1);
+        // Behind the queued writer in time, but disjoint from it and from the held range.
+        let late = lock
+            .try_write(15..20)
+            .expect("disjoint from every recorded borrow");
+        let reader = lock.try_read(15..20);
+        assert!(reader.is_err());
+        drop((late, held));
+    });
+    assert_eq!((lock.held(), lock.queued()), (0, 0));
+}
+
+#[test]
+fn disjoint_writes_from_8_threads_are_held_at_once() {
+    const THREADS: usize = 8;
+    let chunk = if cfg!(miri) { 4 } else { 1000 };
+    let lock = IntervalRwLock::new(vec![0usize; THREADS * chunk]);
+    let all_inside = Barrier::new(THREADS);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (lock, all_inside) = (&lock, &all_inside);
+            s.spawn(move || {
+                let mut mine = lock.write(t * chunk..(t + 1) * chunk);
+                // Every thread reaches this barrier only while holding its guard, so all 8 ranges are
+                // held at the same time; an implementation that serialized them would hang here.
+                all_inside.wait();
+                assert_eq!(lock.held(), THREADS);
+                all_inside.wait(); // nobody releases before everyone has counted
+                mine.fill(t + 1);
+            });
+        }
+    });
+    let values = lock.into_inner();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(*v, i / chunk + 1, "element {i}");
+    }
+}
+
+/// Random overlapping reads and writes from several threads. Inside each guard a per-element checker
+/// proves exclusion (a writer finds no other writer or reader; a reader finds no writer), and every
+/// write adds 1 with a plain `+=`, so a lost update would show in the exact final counts.
+#[test]
+fn overlapping_borrows_exclude_each_other() {
+    const LEN: usize = 32;
+    let (threads, rounds) = if cfg!(miri) { (3, 20) } else { (4, 10_000) };
+    let lock = IntervalRwLock::new(vec![0usize; LEN]);
+    // 0: free; n > 0: n readers; -1: one writer.
+    let checker: Vec<AtomicIsize> = (0..LEN).map(|_| AtomicIsize::new(0)).collect();
+    let coverage: Vec<Vec<usize>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (lock, checker) = (&lock, &checker);
+                s.spawn(move || {
+                    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (t as u64 + 1));
+                    let mut covered = vec![0usize; LEN];
+                    for _ in 0..rounds {
+                        let start = rng.below(LEN);
+                        let end = (start + 1 + rng.below(8)).min(LEN);
+                        if rng.below(3) == 0 {
+                            let guard = lock.read(start..end);
+                            for c in &checker[start..end] {
+                                assert!(
+                                    c.fetch_add(1, Ordering::SeqCst) >= 0,
+                                    "read overlaps a write"
+                                );
+                            }
+                            std::hint::black_box(guard.iter().sum::<usize>());
+                            for c in &checker[start..end] {
+                                c.fetch_sub(1, Ordering::SeqCst);
+                            }
+                        } else {
+                            let mut guard = lock.write(start..end);
+                            for c in &checker[start..end] {
+                                assert_eq!(
+                                    c.swap(-1, Ordering::SeqCst),
+                                    0,
+                                    "write overlaps a borrow"
+                                );
+                            }
+                            for (x, cov) in guard.iter_mut().zip(&mut covered[start..end]) {
+                                *x += 1;
+                                *cov += 1;
+                            }
+                            for c in &checker[start..end] {
+                                c.store(0, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    covered
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let expected: Vec<usize> = (0..LEN)
+        .map(|i| coverage.iter().map(|c| c[i]).sum())
+        .collect();
+    assert_eq!(lock.into_inner(), expected);
+}
+
+/// A waker that records whether it was woken.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn poll_once<F: Future>(future: std::pin::Pin<&mut F>, woken: &mut bool) -> Poll<F::Output> {
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let poll = future.poll(&mut Context::from_waker(&waker));
+    *woken = flag.0.load(Ordering::SeqCst);
+    poll
+}
+
+#[test]
+fn futures_queue_in_fifo_order_and_are_woken_once_granted() {
+    let lock = IntervalRwLock::new(vec![0u8; 8]);
+    let held = lock.read(0..4);
+    let flag_w = Arc::new(Flag(AtomicBool::new(false)));
+    let flag_r = Arc::new(Flag(AtomicBool::new(false)));
+    let (waker_w, waker_r) = (Waker::from(flag_w.clone()), Waker::from(flag_r.clone()));
+    let mut writer = pin!(lock.write_async(2..6));
+    let mut reader = pin!(lock.read_async(3..4));
+    assert!(
+        writer
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker_w))
+            .is_pending()
+    );
+    assert!(
+        reader
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker_r))
+            .is_pending()
+    );
+    assert_eq!((lock.held(), lock.queued()), (1, 2));
+    drop(held);
+    assert!(flag_w.0.load(Ordering::SeqCst) && !flag_r.0.load(Ordering::SeqCst));
+    let Poll::Ready(mut w) = writer.as_mut().poll(&mut Context::from_waker(&waker_w)) else {
+        panic!("the writer was woken but is not ready");
+    };
+    w.fill(7);
+    assert!(
+        reader
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker_r))
+            .is_pending()
+    );
+    drop(w);
+    assert!(flag_r.0.load(Ordering::SeqCst));
+    let Poll::Ready(r) = reader.as_mut().poll(&mut Context::from_waker(&waker_r)) else {
+        panic!("the reader was woken but is not ready");
+    };
+    assert_eq!(&*r, &[7]);
+}
+
+#[test]
+fn dropping_a_queued_future_wakes_the_waiters_behind_it() {
+    let lock = IntervalRwLock::new(vec![0u8; 8]);
+    let held = lock.read(0..4);
+    let mut woken = false;
+    let mut writer = Box::pin(lock.write_async(0..8));
+    assert!(poll_once(writer.as_mut(), &mut woken).is_pending());
+    // A reader of 6..8 shares nothing with the held read but queues behind the writer (FIFO).
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut reader = pin!(lock.read_async(6..8));
+    assert!(
+        reader
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    assert_eq!(lock.queued(), 2);
+    drop(writer); // cancelled while queued
+    assert!(
+        flag.0.load(Ordering::SeqCst),
+        "the reader behind the cancelled writer was stranded"
+    );
+    let Poll::Ready(granted) = reader.as_mut().poll(&mut Context::from_waker(&waker)) else {
+        panic!("woken but not ready");
+    };
+    assert_eq!((lock.held(), lock.queued()), (2, 0));
+    drop((held, granted));
+}
+
+#[test]
+fn dropping_a_granted_but_unpolled_future_releases_its_range() {
+    let lock = IntervalRwLock::new(vec![0u8; 8]);
+    let held = lock.write(0..4);
+    let mut woken = false;
+    let mut first = Box::pin(lock.write_async(0..4));
+    assert!(poll_once(first.as_mut(), &mut woken).is_pending());
+    let mut second = Box::pin(lock.read_async(2..3));
+    assert!(poll_once(second.as_mut(), &mut woken).is_pending());
+    drop(held); // grants `first`, which is never polled again
+    assert_eq!((lock.held(), lock.queued()), (1, 1));
+    drop(first);
+    assert_eq!((lock.held(), lock.queued()), (1, 0));
+    assert!(poll_once(second.as_mut(), &mut woken).is_ready());
+}
+
+#[test]
+#[should_panic(expected = "WriteFuture polled after it completed")]
+fn polling_a_completed_future_panics() {
+    let lock = IntervalRwLock::new(vec![0u8; 2]);
+    let mut woken = false;
+    let mut future = pin!(lock.write_async(..));
+    let _guard = poll_once(future.as_mut(), &mut woken);
+    let _ = poll_once(future.as_mut(), &mut woken);
+}
+
+#[test]
+fn a_guard_can_be_released_on_another_thread() {
+    let lock = IntervalRwLock::new(vec![0u8; 4]);
+    let guard = lock.write(..);
+    thread::scope(|s| {
+        s.spawn(move || {
+            let mut guard = guard;
+            guard[0] = 1;
+        });
+    });
+    assert_eq!(&*lock.try_read(..).unwrap(), &[1, 0, 0, 0]);
+}
+
+#[test]
+fn a_panic_inside_a_write_guard_releases_the_range() {
+    let lock = IntervalRwLock::new(vec![0u8; 4]);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut guard = lock.write(1..3);
+        guard[0] = 9;
+        panic!("boom");
+    }));
+    assert!(result.is_err());
+    assert_eq!(&*lock.try_write(..).unwrap(), &[0, 9, 0, 0]); // no poisoning
+}
+
+#[test]
+fn zero_sized_elements_work() {
+    let lock = IntervalRwLock::new(vec![(); 5]);
+    let a = lock.write(0..2);
+    let b = lock.write(2..5);
+    assert_eq!((a.len(), b.len()), (2, 3));
+    drop((a, b));
+    assert_eq!(lock.into_inner().len(), 5);
+}
+
+#[test]
+fn elements_are_dropped_exactly_once() {
+    struct Counted<'a>(&'a AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = AtomicUsize::new(0);
+    let lock = IntervalRwLock::new((0..6).map(|_| Counted(&drops)).collect::<Vec<_>>());
+    drop(lock.write(1..4));
+    drop(lock);
+    assert_eq!(drops.load(Ordering::SeqCst), 6);
+
+    let drops = AtomicUsize::new(0);
+    let lock = IntervalRwLock::new((0..6).map(|_| Counted(&drops)).collect::<Vec<_>>());
+    let mut elements = lock.into_inner();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    elements.truncate(2);
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+    drop(elements);
+    assert_eq!(drops.load(Ordering::SeqCst), 6);
+}
+
+#[test]
+fn get_mut_boxed_slice_default_and_debug() {
+    let mut lock: IntervalRwLock<i32> = vec![1, 2, 3, 4].into();
+    lock.get_mut()[0] = 10;
+    {
+        let r = lock.read(0..2);
+        let w = lock.write(2..3);
+        assert_eq!(
+            format!("{lock:?}"),
+            "IntervalRwLock { len: 4, held: 2, queued: 0 }"
+        );
+        assert_eq!(format!("{r:?}"), "ReadGuard { range: 0..2, data: [10, 2] }");
+        assert_eq!(format!("{w:?}"), "WriteGuard { range: 2..3, data: [3] }");
+    }
+    assert_eq!(&*lock.into_boxed_slice(), &[10, 2, 3, 4]);
+    let empty = IntervalRwLock::<u8>::default();
+    assert!(empty.is_empty());
+    assert_eq!(empty.read(..).len(), 0);
+}
+
+#[test]
+fn send_and_sync_follow_the_references_the_guards_stand_for() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<IntervalRwLock<u8>>();
+    sync::<IntervalRwLock<u8>>();
+    send::<IntervalRwLock<Cell<u8>>>(); // a Cell lock can move, not be shared (UI test)
+    send::<ReadGuard<'_, u8>>();
+    sync::<ReadGuard<'_, u8>>();
+    // A write guard is a `&mut [T]`: it can move to another thread with `T: Send` only.
+    send::<WriteGuard<'_, Cell<u8>>>();
+    sync::<WriteGuard<'_, u8>>();
+    // A read guard is a `&[T]`: `T: Sync` suffices even when `T` is not `Send`.
+    send::<ReadGuard<'_, std::sync::MutexGuard<'_, u8>>>();
+    send::<trust_core::interval::WriteFuture<'_, u8>>();
+    send::<trust_core::interval::ReadFuture<'_, u8>>();
+}
+
+/// xorshift64: deterministic randomness without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// A waker whose last drop releases a guard of the same lock, as dropping a task that owns such a
+/// guard would. The lock must drop stale wakers only after unlocking its mutex, or this deadlocks.
+struct GuardHoldingWaker {
+    _guard: WriteGuard<'static, u8>,
+}
+
+impl Wake for GuardHoldingWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[test]
+fn dropping_a_stale_waker_may_reenter_the_lock() {
+    let (done, finished) = std::sync::mpsc::channel();
+    // A `static`, so that a waker (which must be `'static`) can hold a guard; not leaked, for Miri.
+    static LOCK: std::sync::OnceLock<IntervalRwLock<u8>> = std::sync::OnceLock::new();
+    let worker = thread::spawn(move || {
+        let lock = LOCK.get_or_init(|| IntervalRwLock::new(vec![0; 8]));
+        let held = lock.write(0..2);
+        let waker_with_guard = |range| {
+            Waker::from(Arc::new(GuardHoldingWaker {
+                _guard: lock.write(range),
+            }))
+        };
+        // Replaced waker: `set_waker` hands back the old one, the last reference to it.
+        let mut future = Box::pin(lock.write_async(0..2));
+        let first = waker_with_guard(4..6);
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(&first))
+                .is_pending()
+        );
+        drop(first);
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        assert_eq!(lock.held(), 1, "the old waker's guard was released");
+        // Withdrawn request: `cancel` hands back its waker, the last reference to it.
+        let second = waker_with_guard(6..8);
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(&second))
+                .is_pending()
+        );
+        drop(second);
+        drop(future);
+        assert_eq!((lock.held(), lock.queued()), (1, 0));
+        drop(held);
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("deadlock: a waker was dropped while the lock's mutex was held");
+    worker.join().unwrap();
+}
