@@ -4,7 +4,7 @@
 //!
 //! - **Delegation**: [`Trust<T>`] hands a value to a *trustee* (one per worker thread); clients send it
 //!   closures over single-producer/single-consumer slots and the trustee applies them one after another
-//!   ("Delegation with Trust<T>", arXiv 2408.11173). [`spawn`] starts fibers, so one thread keeps many
+//!   ("Delegation with `Trust<T>`", arXiv 2408.11173). [`spawn`] starts fibers, so one thread keeps many
 //!   requests in flight.
 //! - [`lock`]: deadlock-free lock collections; [`ghost`]: branded token cells; [`interval`]: interval
 //!   readers-writer locks.
