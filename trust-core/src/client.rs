@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::fiber;
 use crate::job::{self, Job};
 use crate::parker::{Backoff, Parker};
 use crate::slot::{Batch, SlotPair};
-use crate::then::{self, Continuation, Pending, Then};
+use crate::then::{Continuation, Pending, Ready, Then};
 use crate::trustee::TrusteeShared;
 
 /// The memory one client shares with one trustee.
@@ -89,7 +90,7 @@ impl Outbox {
     /// True when the in-flight batch has just been answered (once per batch). Its continuations move to
     /// `ready`, to be run by the caller once it holds no borrow of the client.
     #[inline]
-    pub(crate) fn poll(&mut self, ready: &mut Vec<Box<dyn Continuation>>) -> bool {
+    pub(crate) fn poll(&mut self, ready: &mut Ready) -> bool {
         if self.in_flight && self.channel.slots.is_answered(self.sent) {
             self.in_flight = false;
             ready.extend(self.thens.drain(..self.thens_in_flight));
@@ -201,7 +202,7 @@ impl Outbox {
     }
 
     /// Waits (as a plain thread or a `may` coroutine) until the in-flight batch, if any, is answered.
-    fn wait(&mut self, parker: Option<&Parker>, ready: &mut Vec<Box<dyn Continuation>>) {
+    fn wait(&mut self, parker: Option<&Parker>, ready: &mut Ready) {
         let mut backoff = Backoff::client();
         while self.in_flight && !self.poll(ready) {
             if self.trustee.is_closed() {
@@ -235,18 +236,43 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Drop for Outbox {
-    /// The client is going away (its thread exits): send what it still holds, then close the channel.
-    /// Continuations not yet run are dropped: nobody is left on this thread to run them.
+    /// The client is going away (its thread exits): send what it still holds and wait until the trustee has
+    /// answered all of it, because until then the trustee may write results into memory this outbox owns (the
+    /// continuations' result slots). Only a trustee that has stopped for good writes nothing more. Then close
+    /// the channel. Continuations not yet run are dropped here, on the issuing thread, with a panic in a
+    /// destructor contained: nobody is left on this thread to run them.
     fn drop(&mut self) {
-        let mut ready = Vec::new();
-        while self.has_unsent() && !self.trustee.is_closing() {
-            while self.in_flight && !self.poll(&mut ready) && !self.trustee.is_closing() {
-                std::thread::yield_now();
+        let mut ready = Ready::new();
+        let mut backoff = Backoff::client();
+        loop {
+            while self.in_flight && !self.poll(&mut ready) {
+                if self.trustee.is_closed() {
+                    // Checked again: a batch answered just before the trustee stopped counts.
+                    self.poll(&mut ready);
+                    break;
+                }
+                if backoff.snooze() {
+                    match &self.channel.parker {
+                        Some(parker) => {
+                            let (slots, sent) = (&self.channel.slots, self.sent);
+                            parker.park_unless(|| slots.is_answered(sent), Duration::from_millis(10));
+                        }
+                        None => std::thread::yield_now(),
+                    }
+                    backoff.reset();
+                }
             }
-            self.flush();
+            if self.in_flight || self.trustee.is_closing() || !self.flush() {
+                break;
+            }
         }
         self.channel.closed.store(true, Ordering::Release);
         self.trustee.wake();
+        let thens = std::mem::take(&mut self.thens);
+        let backlog = std::mem::take(&mut self.backlog);
+        if panic::catch_unwind(AssertUnwindSafe(|| drop((ready, thens, backlog)))).is_err() {
+            eprintln!("trust: a destructor panicked while a client thread's unrun continuations were dropped");
+        }
     }
 }
 
@@ -266,7 +292,7 @@ pub(crate) struct Client {
     outboxes: Vec<Option<Outbox>>,
     parker: Option<Arc<Parker>>,
     /// Continuations whose results arrived, waiting to run on this thread.
-    pub(crate) ready: Vec<Box<dyn Continuation>>,
+    pub(crate) ready: Ready,
     /// This thread's `apply_then` bookkeeping (a worker's fibers have their own, in the scheduler).
     pub(crate) pending: Rc<Pending>,
 }
@@ -277,12 +303,24 @@ impl std::fmt::Debug for dyn Continuation {
     }
 }
 
+impl Drop for Client {
+    /// Continuations whose results arrived but that never ran: dropped on the issuing thread (the outboxes go
+    /// first, each waiting for its in-flight batch), with a panic in a destructor contained.
+    fn drop(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        let outboxes = std::mem::take(&mut self.outboxes);
+        if panic::catch_unwind(AssertUnwindSafe(|| drop((outboxes, ready)))).is_err() {
+            eprintln!("trust: a destructor panicked while a client thread's continuations were dropped");
+        }
+    }
+}
+
 impl Client {
     pub(crate) fn new(parker: Option<Arc<Parker>>) -> Self {
         Client {
             outboxes: Vec::new(),
             parker,
-            ready: Vec::new(),
+            ready: Ready::new(),
             pending: Rc::default(),
         }
     }
@@ -516,22 +554,15 @@ pub(crate) fn post(trustee: &'static TrusteeShared, job: impl FnOnce() + Send + 
     }
 }
 
-/// Runs the continuations that arrived for this plain thread, outside any borrow of its client.
+/// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
+/// client: a continuation may issue more requests, or call `wait_pending`, which then runs the next ones.
 fn run_thread_continuations() {
-    loop {
-        let ready = THREAD_CLIENT
-            .try_with(|c| {
-                c.borrow_mut()
-                    .as_mut()
-                    .map(|c| std::mem::take(&mut c.ready))
-            })
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if ready.is_empty() {
-            return;
-        }
-        then::run_all(ready);
+    while let Some(next) = THREAD_CLIENT
+        .try_with(|c| c.borrow_mut().as_mut().and_then(|c| c.ready.pop_front()))
+        .ok()
+        .flatten()
+    {
+        next.run();
     }
 }
 
@@ -583,15 +614,22 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
     run_thread_continuations();
 }
 
+const WAIT_PENDING_ON_SCHEDULER: &str = "`wait_pending` inside an `apply_then` continuation on a worker: \
+     continuations run on the worker's scheduler, which must not wait. Chain another `apply_then` from the \
+     continuation instead, or call `wait_pending` from a fiber (`spawn`)";
+
 /// Waits until every `apply_then` issued by the calling thread or fiber has completed and its continuation
 /// has run; then resumes the first panic among their closures and continuations, if any.
 ///
-/// Panics inside a delegated closure, and in a continuation running on a worker (either would block a
-/// trustee).
+/// Inside a continuation on a plain thread it waits for the other continuations (not for itself). Panics
+/// inside a delegated closure, and in a continuation running on a worker (either would block a trustee).
 pub fn wait_pending() {
     if let Some(worker) = context::worker() {
-        let Some((_, id)) = context::fiber().filter(|_| !context::in_delegated()) else {
+        if context::in_delegated() {
             panic!("{}", context::NESTED_BLOCKING);
+        }
+        let Some((_, id)) = context::fiber() else {
+            panic!("{WAIT_PENDING_ON_SCHEDULER}");
         };
         let pending = worker.scheduler.pending_of(id);
         while pending.outstanding() > 0 {

@@ -136,9 +136,16 @@ impl<R> Fiber<R> {
 
     /// Waits for the fiber and returns its result, or the payload of its panic. From a fiber this suspends the
     /// fiber; from a `may` coroutine it yields; from a plain thread it parks.
+    ///
+    /// Panics inside a delegated closure and in an `apply_then` continuation on a worker: the worker would
+    /// wait for a fiber that only it can run.
     pub fn join(self) -> thread::Result<R> {
         while !self.is_finished() {
-            if let (Some(worker), Some((_, id))) = (context::worker(), context::fiber()) {
+            if let Some(worker) = context::worker() {
+                let fiber = context::fiber().filter(|_| !context::in_delegated());
+                let Some((_, id)) = fiber else {
+                    panic!("{JOIN_ON_TRUSTEE}");
+                };
                 if self.state.register(Joiner::Fiber(worker.shared, id)) {
                     suspend();
                 }
@@ -157,6 +164,10 @@ impl<R> Fiber<R> {
             .expect("a finished fiber left its result")
     }
 }
+
+pub(crate) const JOIN_ON_TRUSTEE: &str = "waiting for a fiber inside a delegated closure (or an `apply_then` \
+     continuation on a worker): the worker would wait for a fiber that only it can run. Use `apply_then` to \
+     continue asynchronously, or `launch` to run blocking code in a fiber on the trustee";
 
 /// Suspends the running fiber until the scheduler resumes it (someone made it ready).
 pub(crate) fn suspend() {
@@ -224,6 +235,8 @@ pub(crate) struct Scheduler {
     live: Cell<usize>,
     /// Each fiber's `apply_then` bookkeeping, by fiber id (created on first use).
     pending: RefCell<Vec<Option<Rc<Pending>>>>,
+    /// For fibers started by `launch`: the address of the property they share, by fiber id (0: none).
+    launched: RefCell<Vec<usize>>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -248,6 +261,7 @@ impl Scheduler {
             stack_size,
             live: Cell::new(0),
             pending: RefCell::new(Vec::new()),
+            launched: RefCell::new(Vec::new()),
         }
     }
 
@@ -271,7 +285,10 @@ impl Scheduler {
         });
         let fiber = Coroutine::with_stack(stack, move |yielder: &Yielder, ()| {
             context::set_fiber(Some((yielder as *const Yielder, id)));
-            job();
+            // The job catches the user's panic; what is left is the drop of an unjoined result.
+            if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                eprintln!("trust: a fiber's result panicked when dropped; the worker keeps running");
+            }
         });
         self.fibers.borrow_mut()[id] = Some(fiber);
         self.live.set(self.live.get() + 1);
@@ -285,6 +302,20 @@ impl Scheduler {
             pending.resize(id + 1, None);
         }
         pending[id].get_or_insert_with(Rc::default).clone()
+    }
+
+    /// Fiber `id` was started by `launch` on the property at `property`, until it ends.
+    pub(crate) fn set_launched(&self, id: usize, property: usize) {
+        let mut launched = self.launched.borrow_mut();
+        if launched.len() <= id {
+            launched.resize(id + 1, 0);
+        }
+        launched[id] = property;
+    }
+
+    /// True when fiber `id` was started by `launch` on the property at `property`.
+    pub(crate) fn is_launched_on(&self, id: usize, property: usize) -> bool {
+        self.launched.borrow().get(id) == Some(&property)
     }
 
     pub(crate) fn make_ready(&self, id: usize) {
@@ -317,6 +348,9 @@ impl Scheduler {
                     self.free.borrow_mut().push(id);
                     if let Some(p) = self.pending.borrow_mut().get_mut(id) {
                         *p = None;
+                    }
+                    if let Some(l) = self.launched.borrow_mut().get_mut(id) {
+                        *l = 0;
                     }
                     self.live.set(self.live.get() - 1);
                 }

@@ -1,6 +1,7 @@
 //! `Trust::apply_async`: delegation as a `Future`, for tokio or any executor. The request is sent on the
 //! first poll; the trustee stores the result in a shared slot and wakes the task. Dropping the future early
-//! is harmless: the slot outlives it, and the result is dropped when it arrives.
+//! is harmless: the slot outlives it, and the result is dropped when it arrives. After `Runtime::shutdown` the
+//! future panics when polled, with the message a blocking `apply` gives.
 
 use std::future::Future;
 use std::panic::resume_unwind;
@@ -13,6 +14,7 @@ use crate::client;
 use crate::job::{self, Apply};
 use crate::property::SendPtr;
 use crate::trust::Trust;
+use crate::trustee::SHUT_DOWN;
 
 struct Slot<R> {
     result: Option<thread::Result<R>>,
@@ -58,7 +60,9 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = &mut *self;
+        let trustee = this.trust.trustee().shared;
         if let Some(f) = this.f.take() {
+            trustee.check_running();
             if this.trust.is_local() {
                 return Poll::Ready(this.trust.apply(f));
             }
@@ -89,6 +93,8 @@ where
                 this.slot = None;
                 Poll::Ready(result.unwrap_or_else(|p| resume_unwind(p)))
             }
+            // Stopped for good without answering: nothing will wake this future.
+            None if trustee.is_closed() => panic!("{SHUT_DOWN}"),
             None => {
                 slot.waker = Some(cx.waker().clone());
                 Poll::Pending

@@ -3,6 +3,7 @@
 //! `&mut Latch<T>`). Then the batch holding it pauses — later records of the same client wait behind it, so
 //! issue order holds — and the worker resumes it once the job can run; other clients are served meanwhile.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
 use crate::context;
@@ -46,12 +47,21 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
     }
 }
 
-/// The record for `job`: runs it and hands its output to `done`, on the trustee.
+/// The record for `job`: runs it and hands its output to `done`, on the trustee. Everything user code can do
+/// from a record — a result whose `Drop` panics because its receiver is gone, a user `Waker` that panics — is
+/// contained here, so a record can never unwind into the trustee's loop.
 pub(crate) fn record<J: Job, D: FnOnce(J::Output) + Send + 'static>(
     job: J,
     done: D,
 ) -> impl FnOnce() + Send + 'static {
-    move || run_record(job, done)
+    move || {
+        if panic::catch_unwind(AssertUnwindSafe(|| run_record(job, done))).is_err() {
+            eprintln!(
+                "trust: a panic escaped a request's bookkeeping on its trustee (a result's `Drop` or a \
+                 `Waker`); the trustee keeps serving"
+            );
+        }
+    }
 }
 
 fn run_record<J: Job, D: FnOnce(J::Output) + Send + 'static>(job: J, done: D) {

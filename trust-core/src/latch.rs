@@ -127,12 +127,18 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// requests meanwhile; a plain `apply` on this property (which hands out `&mut Latch<T>`) waits until
     /// every launched fiber of the property has finished. Fiber stacks are pooled and reused.
     ///
-    /// A panic in `f` resumes here.
+    /// A panic in `f` resumes here. Panics inside a delegated closure or an `apply_then` continuation on a
+    /// worker (it waits for the fiber, and the trustee cannot wait): use `apply_then` there.
     pub fn launch<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
         R: Send + 'static,
     {
+        if context::worker().is_some()
+            && (context::in_delegated() || context::fiber().is_none())
+        {
+            panic!("{}", fiber::JOIN_ON_TRUSTEE);
+        }
         let property = SendPtr(self.property_ptr());
         let fiber = if self.is_local() {
             // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
@@ -172,6 +178,9 @@ where
     let counted = Launched(header);
     fiber::start_here(move || {
         let _counted = counted;
+        if let (Some(worker), Some((_, id))) = (context::worker(), context::fiber()) {
+            worker.scheduler.set_launched(id, header as usize);
+        }
         // SAFETY: live by the contract; while launched fibers exist, nobody takes `&mut` to the value (plain
         // applies wait), so shared references are sound.
         let latch = unsafe { property::value_ref(property.get()) };

@@ -28,11 +28,17 @@ impl Pending {
         self.outstanding.get()
     }
 
-    fn done(&self, panic: Option<Box<dyn Any + Send>>) {
+    /// A continuation starts: it no longer counts as outstanding, so a `wait_pending` inside it waits for the
+    /// others, not for itself.
+    fn started(&self) {
+        self.outstanding.set(self.outstanding.get() - 1);
+    }
+
+    /// A continuation (or the request of one that will not run) has finished.
+    fn finished(&self, panic: Option<Box<dyn Any + Send>>) {
         if let Some(p) = panic {
             self.panic.borrow_mut().get_or_insert(p);
         }
-        self.outstanding.set(self.outstanding.get() - 1);
         if self.outstanding.get() == 0
             && let Some(id) = self.waiter.take()
             && let Some(worker) = context::worker()
@@ -81,16 +87,20 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
             then,
             owner,
         } = *self;
+        owner.started();
         let panic = match result.expect("a continuation runs after its request was answered") {
             Ok(r) => panic::catch_unwind(AssertUnwindSafe(|| then(r))).err(),
             Err(p) => Some(p),
         };
-        owner.done(panic);
+        owner.finished(panic);
     }
 }
 
+/// Continuations whose results have arrived, in issue order.
+pub(crate) type Ready = std::collections::VecDeque<Box<dyn Continuation>>;
+
 /// Runs continuations one after another; a continuation may issue more (chains).
-pub(crate) fn run_all(ready: Vec<Box<dyn Continuation>>) {
+pub(crate) fn run_all(ready: Ready) {
     for c in ready {
         c.run();
     }

@@ -13,6 +13,11 @@ use crate::then::Then;
 use crate::trustee::Trustee;
 use crate::{client, context, fiber};
 
+/// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
+/// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
+/// builds: tens of times), and a 1 MiB array would overflow a thread's stack.
+const BOX_ABOVE: usize = 512;
+
 /// A handle to a value entrusted to a trustee: like `Arc<Mutex<T>>`, but every access is delegated to the
 /// trustee's thread, so the value's cache lines never move and no lock is taken.
 ///
@@ -85,6 +90,21 @@ impl<T: Send + 'static> Trust<T> {
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
     {
+        if size_of::<F>() > BOX_ABOVE {
+            // Boxed here, at the boundary: the layers below move a pointer, and the trustee calls the closure
+            // in its box instead of moving it onto its own stack.
+            let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
+            return self.apply_sized(move |t| f(t));
+        }
+        self.apply_sized(f)
+    }
+
+    /// `apply` for a closure small enough to move by value.
+    fn apply_sized<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let property = SendPtr(self.property.as_ptr());
         if let Some(worker) =
             context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
@@ -92,9 +112,13 @@ impl<T: Send + 'static> Trust<T> {
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             while unsafe { property::launched(property.get().cast()) }
-                && context::fiber().is_some()
-                && !context::in_delegated()
+                && let Some((_, id)) = context::fiber().filter(|_| !context::in_delegated())
             {
+                assert!(
+                    !worker.scheduler.is_launched_on(id, property.get() as usize),
+                    "{}",
+                    property::APPLY_ON_OWN_LATCH
+                );
                 fiber::yield_now();
             }
             // SAFETY: as above.
@@ -122,6 +146,19 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
+        if size_of::<F>() > BOX_ABOVE {
+            let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
+            return self.apply_then_sized(move |t| f(t), then);
+        }
+        self.apply_then_sized(f, then)
+    }
+
+    fn apply_then_sized<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&mut T) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
         let property = SendPtr(self.property.as_ptr());
         if let Some(worker) =
             context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
@@ -133,7 +170,7 @@ impl<T: Send + 'static> Trust<T> {
             let mut cont = Then::new(then, owner);
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             cont.result = Some(unsafe { property::apply_caught(property.get(), f) });
-            worker.client.borrow_mut().ready.push(cont);
+            worker.client.borrow_mut().ready.push_back(cont);
             return;
         }
         // The property outlives the request even if this handle is dropped elsewhere first: see
@@ -153,17 +190,32 @@ impl<T: Send + 'static> Trust<T> {
         ApplyFuture::new(self, f)
     }
 
-    /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. The argument
-    /// travels inside the request when it fits the slot and out of line (boxed) when it does not; a heap
-    /// value such as a `Vec` moves only its three words.
+    /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. A small
+    /// argument travels inside the request; one over 512 bytes is boxed at once and travels out of line, so a
+    /// 1 MiB array by value is fine (the trustee's thread has an 8 MiB stack; see
+    /// `RuntimeBuilder::worker_stack_size`). A heap value such as a `Vec` moves only its three words.
     pub fn apply_with<V, R, F>(&self, f: F, arg: V) -> R
     where
         F: FnOnce(&mut T, V) -> R + Send + 'static,
         V: Send + 'static,
         R: Send + 'static,
     {
-        self.apply(move |t| f(t, arg))
+        // Two functions, not two closures here: a debug build would reserve stack for both closures (each
+        // holding a `V`) in this frame whichever branch runs. `arg` itself is moved, never copied.
+        if size_of::<V>() > BOX_ABOVE {
+            self.apply(boxed_arg(f, Box::new(arg)))
+        } else {
+            self.apply(inline_arg(f, arg))
+        }
     }
+}
+
+fn boxed_arg<T, V, R>(f: impl FnOnce(&mut T, V) -> R, arg: Box<V>) -> impl FnOnce(&mut T) -> R {
+    move |t| f(t, *arg)
+}
+
+fn inline_arg<T, V, R>(f: impl FnOnce(&mut T, V) -> R, arg: V) -> impl FnOnce(&mut T) -> R {
+    move |t| f(t, arg)
 }
 
 impl<T> Clone for Trust<T> {

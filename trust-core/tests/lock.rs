@@ -83,6 +83,16 @@ fn one_key_per_thread_and_dropping_it_gives_it_back() {
 }
 
 #[test]
+fn a_refused_key_request_does_not_hand_out_a_second_key() {
+    let first = ThreadKey::get().expect("the thread's key");
+    assert!(ThreadKey::get().is_none());
+    // A refused request must leave the key taken: two keys on one thread could deadlock in safe code.
+    assert!(ThreadKey::get().is_none());
+    drop(first);
+    assert!(ThreadKey::get().is_some());
+}
+
+#[test]
 fn a_forgotten_guard_keeps_a_by_value_key_out() {
     let m = Mutex::new(1);
     let guard = m.lock(ThreadKey::get().unwrap());

@@ -70,6 +70,15 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
     assert!(msg.unwrap().contains("has been shut down"));
+    // The async form fails the same way instead of staying pending forever.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        tokio.block_on(handles[1].apply_async(|_| ()));
+    }))
+    .unwrap_err();
+    assert_eq!(panic_message(&*err), trust_core_shut_down_message());
     drop(handles);
     drop(clones);
     assert_eq!(
@@ -77,4 +86,15 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         100,
         "handles dropped after shutdown do nothing"
     );
+}
+
+fn panic_message(err: &(dyn std::any::Any + Send)) -> String {
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .expect("a panic with a message")
+}
+
+fn trust_core_shut_down_message() -> &'static str {
+    "the trust runtime has been shut down: no property can be entrusted or applied to after `Runtime::shutdown`"
 }

@@ -55,7 +55,9 @@ impl ThreadKey {
     #[must_use]
     pub fn get() -> Option<Self> {
         let taken = KEY_TAKEN.with(|taken| taken.replace(true));
-        (!taken).then_some(ThreadKey {
+        // `then`, not `then_some`: an eagerly built key would be dropped when refused, and its `Drop` would
+        // clear the flag while the first key is still out.
+        (!taken).then(|| ThreadKey {
             _not_send: PhantomData,
         })
     }

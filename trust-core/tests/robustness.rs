@@ -1,0 +1,331 @@
+//! Programs a hostile tester writes against the delegation runtime (issue 14): waiting for oneself, blocking
+//! where the trustee cannot wait, user code that panics where the trustee runs it, and big by-value
+//! arguments. Each must either work or panic with a message that names the problem, and the trustee must
+//! keep serving afterwards. Tests of what used to hang run under a deadline, so they fail instead.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+mod common;
+use common::*;
+use trust_core::{Latch, Trust, spawn, wait_pending};
+
+/// Runs `f` on a thread of its own and fails the test if it takes more than 10 s (it used to hang).
+fn within_deadline<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(move || {
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+        })
+        .unwrap();
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("hung: no answer within 10 s"),
+    }
+}
+
+/// The trustee still serves: a fresh property on it answers.
+fn assert_serves(trustee: usize) {
+    let t = rt().trustee(trustee).entrust(41u32);
+    assert_eq!(within_deadline(move || t.apply(|v| *v + 1)), 42);
+}
+
+#[test]
+fn wait_pending_inside_a_continuation_on_a_plain_thread_waits_for_the_others() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let order = within_deadline(|| {
+        let counter = rt().trustee(0).entrust(0u64);
+        let seen = Rc::new(Cell::new(0u64));
+        let inner = seen.clone();
+        let c = counter.clone();
+        counter.apply_then(
+            |c| *c += 1,
+            move |()| {
+                for _ in 0..10 {
+                    let inner = inner.clone();
+                    c.apply_then(|c| *c += 1, move |()| inner.set(inner.get() + 1));
+                }
+                wait_pending(); // waits for the ten, not for itself
+                assert_eq!(inner.get(), 10); // a panic here is resumed by the outer `wait_pending`
+            },
+        );
+        wait_pending();
+        (seen.get(), counter.apply(|c| *c))
+    });
+    assert_eq!(order, (10, 11));
+}
+
+#[test]
+fn wait_pending_inside_a_continuation_on_a_worker_panics_naming_the_way_out() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let message = within_deadline(|| {
+        spawn(|| {
+            let counter = rt().trustee(1).entrust(0u64);
+            let c = counter.clone();
+            counter.apply_then(
+                |c| *c += 1,
+                move |()| {
+                    c.apply_then(|c| *c += 1, |()| {});
+                    wait_pending();
+                },
+            );
+            // The continuation's panic is kept and resumed here.
+            catch_unwind(wait_pending)
+                .map_err(panic_message)
+                .unwrap_err()
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        message.contains("`wait_pending` inside an `apply_then` continuation on a worker"),
+        "{message}"
+    );
+    assert!(message.contains("apply_then"), "{message}");
+    assert_serves(0);
+    assert_serves(1);
+}
+
+#[test]
+fn a_launched_fiber_applying_to_its_own_latch_panics() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let message = within_deadline(|| {
+        let account: Trust<Latch<i64>> = rt().trustee(0).entrust(Latch::new(100));
+        let me = account.clone();
+        let err = catch_unwind(AssertUnwindSafe(|| {
+            account.launch(move |_latch| me.apply(|l| *l.get_mut() += 1))
+        }))
+        .unwrap_err();
+        // The property stays usable.
+        assert_eq!(account.apply(|l| *l.get_mut()), 100);
+        panic_message(err)
+    });
+    assert!(
+        message.contains("whose `launch` runs this fiber"),
+        "{message}"
+    );
+    assert!(message.contains("lock the latch instead"), "{message}");
+    assert_serves(0);
+}
+
+#[test]
+fn fiber_join_inside_a_delegated_closure_panics_and_the_trustee_keeps_serving() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    for trustee in 0..2 {
+        let message = within_deadline(move || {
+            let property = rt().trustee(trustee).entrust(0u8);
+            let err = catch_unwind(AssertUnwindSafe(|| {
+                property.apply(|_| {
+                    let fiber = spawn(|| std::thread::sleep(Duration::from_millis(5)));
+                    fiber.join().unwrap();
+                })
+            }))
+            .unwrap_err();
+            panic_message(err)
+        });
+        assert!(
+            message.contains("waiting for a fiber inside a delegated closure"),
+            "{message}"
+        );
+        assert!(
+            message.contains("apply_then") && message.contains("launch"),
+            "{message}"
+        );
+        assert_serves(trustee);
+    }
+}
+
+#[test]
+fn launch_inside_a_delegated_closure_panics_and_the_trustee_keeps_serving() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let message = within_deadline(|| {
+        let latch: Trust<Latch<u8>> = rt().trustee(1).entrust(Latch::new(0));
+        let other = rt().trustee(1).entrust(0u8);
+        let launch = || other.apply(move |_| latch.launch(|l| *l.lock() += 1));
+        let err = catch_unwind(AssertUnwindSafe(launch)).unwrap_err();
+        panic_message(err)
+    });
+    assert!(message.contains("apply_then"), "{message}");
+    assert_serves(1);
+}
+
+/// A result whose destructor panics.
+struct PanicsOnDrop(Arc<AtomicUsize>);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("PanicsOnDrop");
+    }
+}
+
+#[test]
+fn a_dropped_future_whose_result_panics_on_drop_does_not_kill_the_trustee() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let drops = Arc::new(AtomicUsize::new(0));
+    for round in 1..=3 {
+        let d = drops.clone();
+        within_deadline(move || {
+            let property = rt().trustee(0).entrust(0u8);
+            let mut future = Box::pin(property.apply_async(move |_| {
+                std::thread::sleep(Duration::from_millis(10));
+                PanicsOnDrop(d)
+            }));
+            // First poll sends the request; then the future is dropped before the answer.
+            assert!(poll_once(future.as_mut()).is_pending());
+            drop(future);
+        });
+        let d = drops.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while d.load(Ordering::SeqCst) < round && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            round,
+            "the orphaned result was dropped"
+        );
+        assert_serves(0);
+    }
+}
+
+struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("a user waker that panics");
+    }
+}
+
+#[test]
+fn a_panicking_user_waker_does_not_kill_the_trustee() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    within_deadline(|| {
+        let property = rt().trustee(1).entrust(5u8);
+        let mut future = Box::pin(property.apply_async(|v| {
+            std::thread::sleep(Duration::from_millis(10));
+            *v
+        }));
+        let waker = Waker::from(Arc::new(PanickingWaker));
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        // The trustee wakes our waker, which panics on the trustee: contained.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(poll_once(future.as_mut()), Poll::Ready(5));
+    });
+    assert_serves(1);
+}
+
+#[test]
+fn an_unjoined_fiber_whose_result_panics_on_drop_does_not_kill_the_worker() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let drops = Arc::new(AtomicUsize::new(0));
+    for _ in 0..4 {
+        let d = drops.clone();
+        drop(spawn(move || PanicsOnDrop(d)));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while drops.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+    assert_serves(0);
+    assert_serves(1);
+    assert_eq!(within_deadline(|| spawn(|| 7).join().unwrap()), 7);
+}
+
+/// 1 MiB in release, 256 KiB in debug (where each by-value move is a copy on the stack).
+const BIG: usize = if cfg!(debug_assertions) {
+    256 << 10
+} else {
+    1 << 20
+};
+
+#[test]
+fn a_big_array_by_value_from_a_plain_thread() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    // A plain thread with a main thread's stack (8 MiB); the test harness's threads have 2 MiB.
+    let sum = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let t = rt().trustee(0).entrust(0u64);
+            let big = [3u8; BIG];
+            t.apply_with(
+                |c, a: [u8; BIG]| {
+                    *c += a.iter().map(|&b| u64::from(b)).sum::<u64>();
+                    *c
+                },
+                big,
+            )
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(sum, 3 * BIG as u64);
+}
+
+#[test]
+fn a_big_capture_from_a_plain_thread() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let sum = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let t = rt().trustee(1).entrust(0u64);
+            let big = [2u8; 200 << 10];
+            t.apply(move |c| {
+                *c += big.iter().map(|&b| u64::from(b)).sum::<u64>();
+                *c
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(sum, 2 * (200 << 10));
+}
+
+/// 64 KiB in release. In a debug build the array literal alone takes 128 KiB of the fiber's 256 KiB stack
+/// (a temporary plus the local) and each by-value move copies it again, so the debug run uses 32 KiB.
+const FIBER_BIG: usize = if cfg!(debug_assertions) {
+    32 << 10
+} else {
+    64 << 10
+};
+
+#[test]
+fn a_64_kib_array_by_value_from_a_fiber() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    // Remote (trustee 1 from a fiber on either worker) and through the local shortcut.
+    for trustee in [0, 1] {
+        let sums: Vec<u64> = (0..2)
+            .map(|_| {
+                spawn(move || {
+                    let t = rt().trustee(trustee).entrust(0u64);
+                    let big = [1u8; FIBER_BIG];
+                    t.apply_with(
+                        |c, a: [u8; FIBER_BIG]| a.iter().map(|&b| u64::from(b)).sum::<u64>() + *c,
+                        big,
+                    )
+                })
+            })
+            .map(|f| f.join().unwrap())
+            .collect();
+        assert_eq!(sums, [FIBER_BIG as u64; 2]);
+    }
+}
+
+fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
