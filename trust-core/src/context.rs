@@ -12,15 +12,15 @@ pub(crate) type Yielder = corosensei::Yielder<(), ()>;
 
 thread_local! {
     static WORKER: Cell<*const Worker> = const { Cell::new(ptr::null()) };
-    static FIBER: Cell<(*const Yielder, usize)> = const { Cell::new((ptr::null(), 0)) };
-    static DELEGATED: Cell<u32> = const { Cell::new(0) };
 }
 
 pub(crate) const NESTED_BLOCKING: &str = "blocking delegation from inside a delegated closure: the trustee would wait \
      for another trustee, and two trustees waiting on each other deadlock. Use `apply_then` to continue \
      asynchronously, or `launch` to run blocking code in a fiber on the trustee";
 
-/// The worker running on this thread, if this is a worker thread.
+/// The worker running on this thread, if this is a worker thread. The one thread-local of the runtime's
+/// context: the running fiber and the delegated-closure depth are fields of the worker (`Worker::fiber`,
+/// `Worker::delegated`), so a caller is classified with one thread-local read.
 #[inline(never)]
 pub(crate) fn worker() -> Option<&'static Worker> {
     let w = WORKER.with(Cell::get);
@@ -34,27 +34,19 @@ pub(crate) fn set_worker(w: Option<&'static Worker>) {
 }
 
 /// The fiber running on this thread: its yielder and id.
-#[inline(never)]
 pub(crate) fn fiber() -> Option<(*const Yielder, usize)> {
-    let f = FIBER.with(Cell::get);
-    (!f.0.is_null()).then_some(f)
+    worker()?.fiber.get()
 }
 
 pub(crate) fn set_fiber(f: Option<(*const Yielder, usize)>) {
-    FIBER.with(|c| c.set(f.unwrap_or((ptr::null(), 0))));
+    if let Some(w) = worker() {
+        w.fiber.set(f);
+    }
 }
 
-#[inline(never)]
+/// True inside a closure a trustee is applying (or a property's destructor) on this thread.
 pub(crate) fn in_delegated() -> bool {
-    DELEGATED.with(Cell::get) > 0
-}
-
-pub(crate) fn enter_delegated() {
-    DELEGATED.with(|d| d.set(d.get() + 1));
-}
-
-pub(crate) fn leave_delegated() {
-    DELEGATED.with(|d| d.set(d.get() - 1));
+    worker().is_some_and(Worker::in_delegated)
 }
 
 /// Runs `f` on this worker's property registry. Only trustee-side code calls it, which runs on a worker.

@@ -178,7 +178,7 @@ pub(crate) fn suspend() {
 }
 
 /// Inline applies a fiber may run back to back before it lets its worker serve others.
-const INLINE_BURST: u32 = 64;
+const INLINE_BURST: u32 = 32;
 
 /// Called after an inline (local-shortcut) apply: a fiber that applies inline never suspends, so every
 /// `INLINE_BURST` of them it yields once, letting its worker serve remote clients and other fibers.
@@ -190,8 +190,8 @@ pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
         return;
     }
     worker.inline_burst.set(0);
-    if let Some((_, id)) = context::fiber()
-        && !context::in_delegated()
+    if let Some((_, id)) = worker.fiber.get()
+        && !worker.in_delegated()
     {
         worker.scheduler.make_ready(id);
         suspend();
@@ -247,6 +247,9 @@ impl fmt::Debug for Scheduler {
             .finish()
     }
 }
+
+/// Fibers resumed per turn of the worker loop, at most.
+const FIBERS_PER_TURN: usize = 8;
 
 /// Finished fibers' stacks kept for reuse, at most.
 const POOLED_STACKS: usize = 1024;
@@ -326,9 +329,11 @@ impl Scheduler {
         !self.ready.borrow().is_empty()
     }
 
-    /// Resumes each fiber that was ready when called, once. True if any ran.
+    /// Resumes the fibers at the front of the ready queue, each once. True if any ran.
     pub(crate) fn run_ready(&self) -> bool {
-        let n = self.ready.borrow().len();
+        // At most a few fibers per turn of the worker loop: the loop polls its channels between turns, so a
+        // remote client waits for at most `FIBERS_PER_TURN * INLINE_BURST` local-shortcut applies.
+        let n = self.ready.borrow().len().min(FIBERS_PER_TURN);
         for _ in 0..n {
             let Some(id) = self.ready.borrow_mut().pop_front() else {
                 break;

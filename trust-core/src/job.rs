@@ -42,8 +42,9 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
         if unsafe { property::launched(p.cast()) } {
             return Err(self);
         }
+        let worker = context::worker().expect("records run on a worker");
         // SAFETY: as above.
-        Ok(unsafe { property::apply_caught(p, self.f) })
+        Ok(unsafe { property::apply_caught(worker, p, self.f) })
     }
 }
 

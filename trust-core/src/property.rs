@@ -6,6 +6,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::context;
+use crate::worker::Worker;
 
 pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
      it, and a second `&mut T` would alias the first; do the nested work inside the outer closure instead";
@@ -58,33 +59,36 @@ impl<T> Property<T> {
     }
 }
 
-/// Marks a property borrowed for as long as it lives, and this thread as running a delegated closure.
-struct Borrow<'a>(&'a Header);
+/// Marks a property borrowed for as long as it lives, and its worker as running a delegated closure.
+struct Borrow<'a> {
+    header: &'a Header,
+    worker: &'a Worker,
+}
 
 impl<'a> Borrow<'a> {
-    fn new(header: &'a Header) -> Self {
+    fn new(header: &'a Header, worker: &'a Worker) -> Self {
         assert!(header.launched.get() == 0, "{LAUNCHED}");
         assert!(!header.in_use.replace(true), "{REENTRANT}");
-        context::enter_delegated();
-        Borrow(header)
+        worker.enter_delegated();
+        Borrow { header, worker }
     }
 }
 
 impl Drop for Borrow<'_> {
     fn drop(&mut self) {
-        self.0.in_use.set(false);
-        context::leave_delegated();
+        self.header.in_use.set(false);
+        self.worker.leave_delegated();
     }
 }
 
 /// Runs `f` on the property's value, on the trustee's thread. A panic in `f` unwinds to the caller.
 ///
 /// # Safety
-/// `p` is a live property of the trustee whose thread this is.
-pub(crate) unsafe fn apply_local<T, R>(p: *mut Property<T>, f: impl FnOnce(&mut T) -> R) -> R {
+/// `p` is a live property of `worker`'s trustee, and this is `worker`'s thread.
+pub(crate) unsafe fn apply_local<T, R>(worker: &Worker, p: *mut Property<T>, f: impl FnOnce(&mut T) -> R) -> R {
     // SAFETY: live by the contract; only this thread touches it, and `Borrow` rules out a second `&mut`.
     let property = unsafe { &*p };
-    let _borrow = Borrow::new(&property.header);
+    let _borrow = Borrow::new(&property.header, worker);
     // SAFETY: as above.
     f(unsafe { &mut *property.value.get() })
 }
@@ -105,11 +109,12 @@ pub(crate) unsafe fn value_ref<'a, T>(p: *mut Property<T>) -> &'a T {
 /// # Safety
 /// As for `apply_local`.
 pub(crate) unsafe fn apply_caught<T, R>(
+    worker: &Worker,
     p: *mut Property<T>,
     f: impl FnOnce(&mut T) -> R,
 ) -> std::thread::Result<R> {
     // SAFETY: forwarded.
-    panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(p, f) }))
+    panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(worker, p, f) }))
 }
 
 /// The live properties of one trustee. Owned by the worker; never borrowed across user code.
@@ -204,10 +209,11 @@ pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
 /// # Safety
 /// `h` is live, on its trustee thread, and nobody will use it again.
 pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
-    context::enter_delegated();
+    let worker = context::worker().expect("properties are dropped on their trustee");
+    worker.enter_delegated();
     // SAFETY: by the contract.
     let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { ((*h).drop_property)(h) }));
-    context::leave_delegated();
+    worker.leave_delegated();
     if result.is_err() {
         eprintln!(
             "trust: a property's destructor panicked on its trustee; the trustee keeps serving"

@@ -112,7 +112,7 @@ impl<T: Send + 'static> Trust<T> {
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             while unsafe { property::launched(property.get().cast()) }
-                && let Some((_, id)) = context::fiber().filter(|_| !context::in_delegated())
+                && let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated())
             {
                 assert!(
                     !worker.scheduler.is_launched_on(id, property.get() as usize),
@@ -122,7 +122,7 @@ impl<T: Send + 'static> Trust<T> {
                 fiber::yield_now();
             }
             // SAFETY: as above.
-            let r = unsafe { property::apply_local(property.get(), f) };
+            let r = unsafe { property::apply_local(worker, property.get(), f) };
             fiber::after_inline_apply(worker);
             return r;
         }
@@ -169,7 +169,7 @@ impl<T: Send + 'static> Trust<T> {
             };
             let mut cont = Then::new(then, owner);
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            cont.result = Some(unsafe { property::apply_caught(property.get(), f) });
+            cont.result = Some(unsafe { property::apply_caught(worker, property.get(), f) });
             worker.client.borrow_mut().ready.push_back(cont);
             return;
         }

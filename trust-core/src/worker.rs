@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::client::{Channel, Client};
-use crate::context;
+use crate::context::{self, Yielder};
 use crate::fiber::Scheduler;
 use crate::parker::{Backoff, Parker};
 use crate::property::{self, Header, Registry};
@@ -55,6 +55,10 @@ pub(crate) struct Worker {
     pub(crate) scheduler: Scheduler,
     /// Inline applies since the running fiber last yielded (see `fiber::after_inline_apply`).
     pub(crate) inline_burst: Cell<u32>,
+    /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
+    pub(crate) fiber: Cell<Option<(*const Yielder, usize)>>,
+    /// Depth of delegated closures (and property destructors) running now: they must not block.
+    delegated: Cell<u32>,
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
     retired: RefCell<Vec<Retired>>,
@@ -72,6 +76,8 @@ pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
         client: RefCell::new(Client::new(Some(parker.clone()))),
         scheduler: Scheduler::new(stack_size),
         inline_burst: Cell::new(0),
+        fiber: Cell::new(None),
+        delegated: Cell::new(0),
         parker: parker.clone(),
         served: RefCell::default(),
         retired: RefCell::default(),
@@ -84,6 +90,18 @@ pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
 }
 
 impl Worker {
+    pub(crate) fn in_delegated(&self) -> bool {
+        self.delegated.get() > 0
+    }
+
+    pub(crate) fn enter_delegated(&self) {
+        self.delegated.set(self.delegated.get() + 1);
+    }
+
+    pub(crate) fn leave_delegated(&self) {
+        self.delegated.set(self.delegated.get() - 1);
+    }
+
     fn run(&self) {
         let mut backoff = Backoff::worker();
         loop {
