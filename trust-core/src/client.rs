@@ -18,9 +18,9 @@ use std::rc::Rc;
 
 use crate::context;
 use crate::fiber;
-use crate::job::{self, Job};
+use crate::job::{Job, Reply};
 use crate::parker::{Backoff, Parker};
-use crate::slot::{Batch, SlotPair};
+use crate::slot::{self, Batch, Queued, Record, SlotPair};
 use crate::then::{Continuation, Pending, Ready, Then};
 use crate::trustee::TrusteeShared;
 
@@ -37,7 +37,35 @@ pub(crate) struct Channel {
     pub(crate) lingering: AtomicBool,
 }
 
-type Boxed = Box<dyn FnOnce() + Send>;
+/// Who takes the result of a record that answers, in the order of the records.
+enum Receiver {
+    /// A caller waiting for the result (a plain thread, a `may` coroutine or a worker fiber): `take` moves it
+    /// into the caller's `Option<R>` at `dst`, which the caller keeps alive until then (see `WaitGuard`).
+    Caller {
+        dst: *mut (),
+        take: unsafe fn(*const u8, *mut ()),
+        bytes: usize,
+    },
+    /// The next `apply_then` continuation of the outbox.
+    Then,
+}
+
+impl Receiver {
+    /// The receiver of a caller waiting for a `J::Output` in `*dst`.
+    fn caller<R>(dst: *mut Option<R>) -> Self {
+        /// # Safety
+        /// `src` holds a result written by `write_result::<R>`, read once; `dst` is a live `Option<R>`.
+        unsafe fn take<R>(src: *const u8, dst: *mut ()) {
+            // SAFETY: by the contract.
+            unsafe { *dst.cast::<Option<R>>() = Some(slot::read_result::<R>(src)) }
+        }
+        Receiver::Caller {
+            dst: dst.cast(),
+            take: take::<R>,
+            bytes: slot::result_bytes::<R>(),
+        }
+    }
+}
 
 /// A client's end of one channel.
 pub(crate) struct Outbox {
@@ -49,13 +77,14 @@ pub(crate) struct Outbox {
     sent: u32,
     in_flight: bool,
     /// Records that found the batch full where the caller could not wait (a worker's scheduler or delegated
-    /// closure): sent first, in order. The flag marks `apply_then` records.
-    backlog: VecDeque<(Boxed, bool)>,
-    /// Continuations of `apply_then`, in issue order: the first `thens_in_flight` belong to the in-flight
-    /// batch, the next `thens_in_batch` to the batch being built, the rest to backlog records.
+    /// closure): sent first, in order, each with its receiver.
+    backlog: VecDeque<(Box<dyn Queued>, Option<Receiver>)>,
+    /// Receivers of the records in the in-flight batch (the first `receivers_in_flight`), then of the batch
+    /// being built.
+    receivers: VecDeque<Receiver>,
+    receivers_in_flight: usize,
+    /// Continuations of `apply_then`, in issue order (the in-flight ones first).
     thens: VecDeque<Box<dyn Continuation>>,
-    thens_in_flight: usize,
-    thens_in_batch: usize,
     /// Worker fibers whose requests are in the in-flight batch, in the batch being built, or waiting for room.
     pub(crate) waiting: Vec<usize>,
     pub(crate) staged: Vec<usize>,
@@ -78,27 +107,44 @@ impl Outbox {
             sent: 0,
             in_flight: false,
             backlog: VecDeque::new(),
+            receivers: VecDeque::new(),
+            receivers_in_flight: 0,
             thens: VecDeque::new(),
-            thens_in_flight: 0,
-            thens_in_batch: 0,
             waiting: Vec::new(),
             staged: Vec::new(),
             blocked: Vec::new(),
         }
     }
 
-    /// True when the in-flight batch has just been answered (once per batch). Its continuations move to
-    /// `ready`, to be run by the caller once it holds no borrow of the client.
+    /// True when the in-flight batch has just been answered (once per batch). Its results are copied out of
+    /// the response slot, in order: to waiting callers, and into continuations, which move to `ready`, to be
+    /// run by the caller once it holds no borrow of the client.
     #[inline]
     pub(crate) fn poll(&mut self, ready: &mut Ready) -> bool {
-        if self.in_flight && self.channel.slots.is_answered(self.sent) {
-            self.in_flight = false;
-            ready.extend(self.thens.drain(..self.thens_in_flight));
-            self.thens_in_flight = 0;
-            true
-        } else {
-            false
+        if !self.poll_peek() {
+            return false;
         }
+        self.in_flight = false;
+        // SAFETY: the batch is answered and nothing is published before its results are read, once each.
+        let mut src = unsafe { self.channel.slots.results() };
+        for receiver in self.receivers.drain(..self.receivers_in_flight) {
+            // SAFETY: the receivers are in the order of the records that reserved the results.
+            unsafe {
+                match receiver {
+                    Receiver::Caller { dst, take, bytes } => {
+                        take(src, dst);
+                        src = src.add(bytes);
+                    }
+                    Receiver::Then => {
+                        let mut then = self.thens.pop_front().expect("a continuation per `Then`");
+                        src = src.add(then.receive(src));
+                        ready.push_back(then);
+                    }
+                }
+            }
+        }
+        self.receivers_in_flight = 0;
+        true
     }
 
     /// True when the in-flight batch is answered, without consuming the event.
@@ -115,17 +161,29 @@ impl Outbox {
         !self.batch.is_empty() || !self.backlog.is_empty()
     }
 
-    /// Adds a record to the batch being built; gives it back when the batch is full or older records are
-    /// still queued (order per client is issue order).
+    /// Adds a record (and who takes its result) to the batch being built; gives it back when the batch is
+    /// full or older records are still queued (order per client is issue order).
     #[inline]
-    pub(crate) fn try_push<F: FnOnce() + Send>(&mut self, record: F) -> Result<(), F> {
+    fn try_push_to<F: Record>(&mut self, record: F, receiver: Option<Receiver>) -> Result<(), F> {
         if !self.backlog.is_empty() {
             return Err(record);
         }
         if self.batch.is_empty() {
             self.linger();
         }
-        self.batch.push(record)
+        self.batch.push(record)?;
+        self.receivers.extend(receiver);
+        Ok(())
+    }
+
+    /// Adds a record whose caller waits for its result in `*dst`.
+    #[inline]
+    pub(crate) fn try_push_call<J: Job<Output: Send>>(
+        &mut self,
+        record: Reply<J>,
+        dst: *mut Option<J::Output>,
+    ) -> Result<(), Reply<J>> {
+        self.try_push_to(record, Some(Receiver::caller(dst)))
     }
 
     /// Announces unpublished records, before the caller can let any handle escape. Release: a trustee that
@@ -136,38 +194,33 @@ impl Outbox {
     }
 
     /// Adds the record of an `apply_then` and its continuation.
-    pub(crate) fn try_push_then<F: FnOnce() + Send>(
+    pub(crate) fn try_push_then<F: Record>(
         &mut self,
         record: F,
         then: Box<dyn Continuation>,
     ) -> Result<(), (F, Box<dyn Continuation>)> {
-        match self.try_push(record) {
+        match self.try_push_to(record, Some(Receiver::Then)) {
             Ok(()) => {
                 self.thens.push_back(then);
-                self.thens_in_batch += 1;
                 Ok(())
             }
             Err(record) => Err((record, then)),
         }
     }
 
-    /// Queues a record without waiting; `flush` sends it before anything newer.
-    pub(crate) fn push_or_queue(&mut self, record: impl FnOnce() + Send + 'static) {
-        if let Err(record) = self.try_push(record) {
+    /// Queues a record that answers nothing, without waiting; `flush` sends it before anything newer.
+    pub(crate) fn push_or_queue<F: Record + 'static>(&mut self, record: F) {
+        if let Err(record) = self.try_push_to(record, None) {
             self.linger();
-            self.backlog.push_back((Box::new(record), false));
+            self.backlog.push_back((Box::new(record), None));
         }
     }
 
     /// `push_or_queue` for an `apply_then`.
-    pub(crate) fn push_or_queue_then(
-        &mut self,
-        record: impl FnOnce() + Send + 'static,
-        then: Box<dyn Continuation>,
-    ) {
+    pub(crate) fn push_or_queue_then<F: Record + 'static>(&mut self, record: F, then: Box<dyn Continuation>) {
         if let Err((record, then)) = self.try_push_then(record, then) {
             self.linger();
-            self.backlog.push_back((Box::new(record), true));
+            self.backlog.push_back((Box::new(record), Some(Receiver::Then)));
             self.thens.push_back(then);
         }
     }
@@ -177,12 +230,12 @@ impl Outbox {
         if self.in_flight {
             return false;
         }
-        while let Some((record, is_then)) = self.backlog.pop_front() {
-            if let Err(record) = self.batch.push(record) {
-                self.backlog.push_front((record, is_then));
+        while let Some((record, receiver)) = self.backlog.pop_front() {
+            if let Err(record) = self.batch.push_queued(record) {
+                self.backlog.push_front((record, receiver));
                 break;
             }
-            self.thens_in_batch += usize::from(is_then);
+            self.receivers.extend(receiver);
         }
         if self.batch.is_empty() {
             return false;
@@ -195,7 +248,7 @@ impl Outbox {
             self.channel.lingering.store(false, Ordering::Release);
         }
         self.in_flight = true;
-        self.thens_in_flight = std::mem::take(&mut self.thens_in_batch);
+        self.receivers_in_flight = self.receivers.len();
         self.waiting.append(&mut self.staged);
         self.trustee.wake();
         true
@@ -337,40 +390,40 @@ impl Client {
     /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine.
     fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
         let mut result = None;
-        let mut record = answer_into(&raw mut result, job);
+        let mut record = Reply(job);
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         let ready = &mut self.ready;
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
-        while let Err(r) = outbox.try_push(record) {
+        while let Err(r) = outbox.try_push_call(record, &raw mut result) {
             record = r;
             outbox.wait(parker, ready);
             outbox.flush();
         }
-        outbox.wait(parker, ready);
-        outbox.flush();
-        let guard = WaitGuard(outbox);
-        guard.0.wait(parker, ready);
+        let guard = WaitGuard { outbox, ready };
+        guard.outbox.wait(parker, guard.ready);
+        guard.outbox.flush();
+        guard.outbox.wait(parker, guard.ready);
         std::mem::forget(guard);
         result.expect("the trustee answered the batch holding this request")
     }
 
-    /// Sends fire-and-forget `job` to `trustee`, waiting only for room.
-    fn post(&mut self, trustee: &'static TrusteeShared, job: impl FnOnce() + Send + 'static) {
+    /// Sends a record that answers nothing to `trustee`, waiting only for room.
+    fn post<F: Record + 'static>(&mut self, trustee: &'static TrusteeShared, record: F) {
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         let ready = &mut self.ready;
         outbox.wait(parker, ready);
-        outbox.push_or_queue(job);
+        outbox.push_or_queue(record);
         outbox.flush();
     }
 
     /// Issues an `apply_then` from a plain thread: when the batch is full, serves its own completions until
     /// there is room (flow control: memory stays bounded however many are issued).
-    fn post_then(
+    fn post_then<F: Record>(
         &mut self,
         trustee: &'static TrusteeShared,
-        record: impl FnOnce() + Send + 'static,
+        record: F,
         then: Box<dyn Continuation>,
     ) {
         let parker = self.parker.as_deref();
@@ -438,38 +491,25 @@ fn outbox_in<'a>(
     outboxes[i].get_or_insert_with(|| Outbox::new(trustee, parker.clone()))
 }
 
-/// Keeps an unwinding caller (a cancelled `may` coroutine) from freeing the memory its answer will be written
-/// to: it waits for the answer first.
-struct WaitGuard<'a>(&'a mut Outbox);
+/// Keeps an unwinding caller (a cancelled `may` coroutine) from freeing the `Option` its result will be
+/// moved into: it sends the request if it is still unsent and waits for the answer first.
+struct WaitGuard<'a> {
+    outbox: &'a mut Outbox,
+    ready: &'a mut Ready,
+}
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        while self.0.in_flight && !self.0.poll_peek() && !self.0.trustee.is_closed() {
+        let closed = |o: &Outbox| o.trustee.is_closed();
+        while self.outbox.has_unsent() && !closed(self.outbox) {
+            if !self.outbox.poll(self.ready) && !self.outbox.flush() {
+                std::thread::yield_now();
+            }
+        }
+        while self.outbox.in_flight && !self.outbox.poll(self.ready) && !closed(self.outbox) {
             std::thread::yield_now();
         }
     }
-}
-
-struct Answer<R>(*mut Option<R>);
-// SAFETY: the record holding it writes the answer once on the trustee, while the caller waits without reading
-// it; the caller reads it after the batch is answered (Acquire), which orders the write before the read.
-unsafe impl<R: Send> Send for Answer<R> {}
-
-/// A record that runs `job` and stores its output in `*out`. The caller must keep `out` alive and unread
-/// until the batch holding the record is answered. Jobs do not unwind (delegated closures are caught).
-pub(crate) fn answer_into<J: Job>(
-    out: *mut Option<J::Output>,
-    job: J,
-) -> impl FnOnce() + Send + 'static
-where
-    J::Output: Send,
-{
-    let out = Answer(out);
-    job::record(job, move |r| {
-        let out = out;
-        // SAFETY: see `Answer`.
-        unsafe { *out.0 = Some(r) }
-    })
 }
 
 thread_local! {
@@ -537,19 +577,19 @@ pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J
 
 /// Sends fire-and-forget `job` to `trustee`. Never blocks on a worker (the record is queued if the slot is
 /// busy); elsewhere waits at most for the previous batch to be answered.
-pub(crate) fn post(trustee: &'static TrusteeShared, job: impl FnOnce() + Send + 'static) {
+pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record: F) {
     if let Some(worker) = context::worker() {
         worker
             .client
             .borrow_mut()
             .outbox(trustee)
-            .push_or_queue(job);
+            .push_or_queue(record);
         return;
     }
     if context::in_may_coroutine() {
-        with_may_client(|c| c.post(trustee, job))
+        with_may_client(|c| c.post(trustee, record))
     } else {
-        with_thread_client(|c| c.post(trustee, job));
+        with_thread_client(|c| c.post(trustee, record));
         run_thread_continuations();
     }
 }
@@ -581,9 +621,8 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
             Some((_, id)) => worker.scheduler.pending_of(id),
             None => worker.client.borrow().pending.clone(),
         };
-        let mut cont = Then::new(then, owner);
-        let mut record = answer_into(&raw mut cont.result, job);
-        let mut cont: Box<dyn Continuation> = cont;
+        let mut cont: Box<dyn Continuation> = Then::new(then, owner);
+        let mut record = Reply(job);
         let Some((_, id)) = fiber else {
             worker
                 .client
@@ -607,9 +646,8 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
     }
     trustee.check_running();
     with_thread_client(|c| {
-        let mut cont = Then::new(then, c.pending.clone());
-        let record = answer_into(&raw mut cont.result, job);
-        c.post_then(trustee, record, cont)
+        let cont = Then::new(then, c.pending.clone());
+        c.post_then(trustee, Reply(job), cont)
     });
     run_thread_continuations();
 }

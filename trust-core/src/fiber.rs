@@ -14,9 +14,8 @@ use std::thread::{self, Thread};
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
 
-use crate::client::answer_into;
 use crate::context::{self, Yielder};
-use crate::job::Job;
+use crate::job::{Job, Reply};
 use crate::runtime::runtime;
 use crate::then::Pending;
 use crate::trustee::TrusteeShared;
@@ -202,13 +201,13 @@ pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
 /// until the batch is answered (and first, if the slot is busy, until there is room).
 pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
     let mut result = None;
-    let mut record = answer_into(&raw mut result, job);
+    let mut record = Reply(job);
     loop {
         let worker = context::worker().expect("fiber::call runs on a worker");
         let (_, id) = context::fiber().expect("fiber::call runs in a fiber");
         let mut client = worker.client.borrow_mut();
         let outbox = client.outbox(trustee);
-        match outbox.try_push(record) {
+        match outbox.try_push_call(record, &raw mut result) {
             Ok(()) => {
                 outbox.staged.push(id);
                 break;

@@ -73,7 +73,8 @@ where
             this.slot = Some(slot.clone());
             let property = SendPtr(this.trust.property_ptr());
             // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
-            let record = job::record(Apply { property, f }, move |result| {
+            let job = Apply { property, f };
+            let record = job::Deliver { job, done: move |result| {
                 let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
                 slot.result = Some(result);
                 let waker = slot.waker.take();
@@ -81,7 +82,7 @@ where
                 if let Some(w) = waker {
                     w.wake();
                 }
-            });
+            }};
             client::post(this.trust.trustee().shared, record);
             return Poll::Pending;
         }

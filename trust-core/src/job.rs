@@ -8,6 +8,7 @@ use std::thread;
 
 use crate::context;
 use crate::property::{self, Property, SendPtr};
+use crate::slot::{self, Record};
 
 pub(crate) trait Job: Send + 'static {
     type Output;
@@ -48,28 +49,71 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
     }
 }
 
-/// The record for `job`: runs it and hands its output to `done`, on the trustee. Everything user code can do
-/// from a record — a result whose `Drop` panics because its receiver is gone, a user `Waker` that panics — is
-/// contained here, so a record can never unwind into the trustee's loop.
-pub(crate) fn record<J: Job, D: FnOnce(J::Output) + Send + 'static>(
-    job: J,
-    done: D,
-) -> impl FnOnce() + Send + 'static {
-    move || {
-        if panic::catch_unwind(AssertUnwindSafe(|| run_record(job, done))).is_err() {
-            eprintln!(
-                "trust: a panic escaped a request's bookkeeping on its trustee (a result's `Drop` or a \
-                 `Waker`); the trustee keeps serving"
-            );
-        }
+/// The record of a request whose caller waits for the output: it comes back through the response slot.
+pub(crate) struct Reply<J>(pub(crate) J);
+
+impl<J: Job<Output: Send>> Record for Reply<J> {
+    const RESULT: usize = slot::result_bytes::<J::Output>();
+
+    fn run(self, out: *mut u8) {
+        let out = Out(out);
+        contained(move || {
+            run_job(self.0, move |output| {
+                let out = out;
+                // SAFETY: `out` is the room the batch reserved for this record's result; written once.
+                unsafe { slot::write_result(out.0, output) }
+            })
+        });
     }
 }
 
-fn run_record<J: Job, D: FnOnce(J::Output) + Send + 'static>(job: J, done: D) {
+/// The record of a request that answers nothing through the slot: `done` gets the output on the trustee
+/// (fire-and-forget requests, `apply_async`'s shared slot).
+pub(crate) struct Deliver<J, D> {
+    pub(crate) job: J,
+    pub(crate) done: D,
+}
+
+impl<J: Job, D: FnOnce(J::Output) + Send + 'static> Record for Deliver<J, D> {
+    const RESULT: usize = 0;
+
+    fn run(self, _: *mut u8) {
+        contained(move || run_job(self.job, self.done));
+    }
+}
+
+/// A fire-and-forget record running `f`.
+pub(crate) fn post<F: FnOnce() + Send + 'static>(f: F) -> Deliver<Always<F>, fn(())> {
+    Deliver {
+        job: Always(f),
+        done: drop,
+    }
+}
+
+/// Where a record's result goes: a place in the response body, which only the trustee writes until the
+/// answer.
+struct Out(*mut u8);
+// SAFETY: the pointer is used only on the trustee, by the record it was made for.
+unsafe impl Send for Out {}
+
+/// Runs a record's work. Everything user code can do from a record — a result whose `Drop` panics because its
+/// receiver is gone, a user `Waker` that panics — is contained here, so a record can never unwind into the
+/// trustee's loop.
+fn contained(f: impl FnOnce()) {
+    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+        eprintln!(
+            "trust: a panic escaped a request's bookkeeping on its trustee (a result's `Drop` or a `Waker`); \
+             the trustee keeps serving"
+        );
+    }
+}
+
+/// Runs `job` and hands its output to `done`; a job that must wait pauses its batch (see the module docs).
+fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
     match job.run() {
         Ok(output) => done(output),
         Err(job) => context::worker()
             .expect("records run on a worker")
-            .pause_batch(Box::new(move || run_record(job, done))),
+            .pause_batch(Box::new(move || contained(move || run_job(job, done)))),
     }
 }

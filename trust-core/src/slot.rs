@@ -1,25 +1,28 @@
 //! The request/response slot pair between one client and one trustee: the delegation hot path.
 //!
-//! A client builds a [`Batch`] of *records* in its own memory (a type-erased `FnOnce()` each: a monomorphic
-//! `run` function pointer followed by the closure's bytes), then publishes it: copies it into the body of its
-//! [`RequestSlot`] and stores a new sequence number. Building the next batch while the previous one is in
-//! flight is what lets one client keep many requests going. The trustee notices the new number, runs every record in place, and answers by storing the
-//! same number in the [`ResponseSlot`]. Results do not travel back through the slot: each record carries a
-//! pointer to where its caller waits for the result (see `client.rs`), and the answer's Release store makes
-//! those writes visible to the caller's Acquire load.
+//! A client builds a [`Batch`] of *records* in its own memory (a [`Record`] each: a monomorphic `run` function
+//! pointer followed by the record's bytes), then publishes it: copies it into the body of its [`RequestSlot`]
+//! and stores a new sequence number. Building the next batch while the previous one is in flight is what lets
+//! one client keep many requests going. The trustee notices the new number, runs every record in place, and
+//! answers by storing the same number in the [`ResponseSlot`]. Results come back through the response slot,
+//! as in the paper: each record that answers writes its result into the response body, packed in request
+//! order (the batch reserved the room when the record was pushed), and the client copies them out after the
+//! answer, in the same order. So the trustee writes only memory of the channel, never the client's own, and
+//! the results of a batch arrive on a few consecutive cache lines.
 //!
 //! Layout follows the paper: the request slot's primary block is 128 bytes (one aligned pair of cache lines)
 //! holding the sequence number, the batch length and the first records; the overflow block continues it for
-//! 1 KiB more, so a batch of small records costs one or two cache-line transfers. A record that cannot fit in
-//! the body at all (or needs more than 8-byte alignment) is boxed and its box travels instead: the explicit
-//! out-of-line path, never a panic.
+//! 1 KiB more, so a batch of small records costs one or two cache-line transfers. The response body has the
+//! same size. A record that cannot fit in the body at all (or needs more than 8-byte alignment) is boxed and
+//! its box travels instead; a result over [`MAX_INLINE_RESULT`] bytes travels boxed too: the explicit
+//! out-of-line paths, never a panic.
 //!
 //! No read-modify-write instruction is used: each atomic has exactly one writer (the client writes
 //! `RequestSlot::seq`, the trustee writes `ResponseSlot::seq`), so plain Release stores and Acquire loads are
-//! enough. Checked on `objdump -d target/release/examples/roundtrip`: on the request/response path the only
-//! `lock`-prefixed instruction is `lock or $0, (%rsp)`, the SeqCst fence of the sleep/wake handshake
-//! (`parker.rs`, once per published batch and per answer), which touches no shared data. The protocol is
-//! model-checked under loom (`loom_model` below) and run under Miri (the tests at the bottom of this file).
+//! enough. The only `lock`-prefixed instruction on the request/response path is the SeqCst fence of the
+//! sleep/wake handshake (`parker.rs`, once per published batch and per answer), which touches no shared data.
+//! The protocol is model-checked under loom (`loom_model` below) and run under Miri (the tests at the bottom
+//! of this file).
 
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
@@ -39,9 +42,65 @@ const RECORD_ALIGN: usize = 8;
 /// Bytes of a record header: the `run` pointer.
 const RECORD_HEADER: usize = 8;
 
-/// Reads the closure that follows the header, calls it, and returns the record's size (the offset of the next
-/// record), which it knows statically.
-type Run = unsafe fn(*mut u8) -> usize;
+/// Results larger than this (or more than 8-aligned) travel boxed.
+pub(crate) const MAX_INLINE_RESULT: usize = 256;
+
+/// A value a client sends to a trustee, which runs it once.
+pub(crate) trait Record: Send + Sized {
+    /// Bytes of the response body this record writes its result into: [`result_bytes`] of the result type,
+    /// or 0 for a record that answers nothing.
+    const RESULT: usize;
+    /// Runs the record on the trustee. `out` points at `RESULT` bytes of the response body reserved for this
+    /// record, 8-aligned; the record must write its result there with [`write_result`] (if `RESULT > 0`).
+    fn run(self, out: *mut u8);
+}
+
+/// Bytes a result of type `T` takes in the response body.
+pub(crate) const fn result_bytes<T>() -> usize {
+    if result_inline::<T>() {
+        size_of::<T>().next_multiple_of(RECORD_ALIGN)
+    } else {
+        size_of::<Box<T>>()
+    }
+}
+
+const fn result_inline<T>() -> bool {
+    size_of::<T>() <= MAX_INLINE_RESULT && align_of::<T>() <= RECORD_ALIGN
+}
+
+/// Writes a result into the room a record reserved for it.
+///
+/// # Safety
+/// `out` points at `result_bytes::<T>()` writable bytes, 8-aligned, that hold no value.
+pub(crate) unsafe fn write_result<T>(out: *mut u8, value: T) {
+    // SAFETY: by the contract (a box when the value is too big to travel inline).
+    unsafe {
+        if result_inline::<T>() {
+            ptr::write(out.cast::<T>(), value)
+        } else {
+            ptr::write(out.cast::<Box<T>>(), Box::new(value))
+        }
+    }
+}
+
+/// Moves a result out of the response body.
+///
+/// # Safety
+/// `src` is where a record wrote a `T` with `write_result`, and it is read once.
+pub(crate) unsafe fn read_result<T>(src: *const u8) -> T {
+    // SAFETY: by the contract.
+    unsafe {
+        if result_inline::<T>() {
+            ptr::read(src.cast::<T>())
+        } else {
+            *ptr::read(src.cast::<Box<T>>())
+        }
+    }
+}
+
+/// Reads the record that follows the header, runs it with the room reserved for its result, and returns the
+/// record's size and its result's size (the offsets of the next record and result), which it knows statically.
+type Run = unsafe fn(*mut u8, *mut u8) -> (usize, usize);
 
 #[repr(C, align(16))]
 struct Body([MaybeUninit<u8>; BODY]);
@@ -62,6 +121,8 @@ struct RequestSlot {
 struct ResponseSlot {
     /// Number of the last batch the trustee has finished.
     seq: AtomicU32,
+    /// The results of that batch, packed in request order; the client reads them before it publishes again.
+    body: UnsafeCell<Body>,
 }
 
 /// One client's channel to one trustee. Exactly one client and one trustee use it; see each method's
@@ -92,24 +153,47 @@ const fn record_size(payload: usize) -> usize {
     (RECORD_HEADER + payload).next_multiple_of(RECORD_ALIGN)
 }
 
-/// True when closures of type `F` travel inline (false: they are boxed first).
+/// True when records of type `F` travel inline (false: they are boxed first).
 pub(crate) const fn fits_inline<F>() -> bool {
     align_of::<F>() <= RECORD_ALIGN && record_size(size_of::<F>()) <= BODY
 }
 
-unsafe fn run_inline<F: FnOnce()>(payload: *mut u8) -> usize {
+unsafe fn run_inline<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize) {
     // SAFETY: `Batch::push` wrote an `F` at `payload` (aligned to RECORD_ALIGN >= align_of::<F>()), and each
-    // record is run exactly once, so reading it out moves the closure.
+    // record is run exactly once, so reading it out moves the record.
     let f = unsafe { ptr::read(payload.cast::<F>()) };
-    f();
-    record_size(size_of::<F>())
+    f.run(out);
+    (record_size(size_of::<F>()), F::RESULT)
 }
 
-unsafe fn run_boxed<F: FnOnce()>(payload: *mut u8) -> usize {
-    // SAFETY: as in `run_inline`, with a `Box<F>` in place of the closure.
+unsafe fn run_boxed<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize) {
+    // SAFETY: as in `run_inline`, with a `Box<F>` in place of the record.
     let f = unsafe { ptr::read(payload.cast::<Box<F>>()) };
-    f();
-    record_size(size_of::<Box<F>>())
+    f.run(out);
+    (record_size(size_of::<Box<F>>()), F::RESULT)
+}
+
+/// A record kept boxed in a client's queue because the batch had no room when it was issued.
+pub(crate) trait Queued: Send {
+    fn result_bytes(&self) -> usize;
+    fn run(self: Box<Self>, out: *mut u8);
+}
+
+impl<F: Record> Queued for F {
+    fn result_bytes(&self) -> usize {
+        F::RESULT
+    }
+    fn run(self: Box<Self>, out: *mut u8) {
+        Record::run(*self, out)
+    }
+}
+
+unsafe fn run_queued(payload: *mut u8, out: *mut u8) -> (usize, usize) {
+    // SAFETY: `Batch::push_queued` wrote a `Box<dyn Queued>` at `payload`; each record is run once.
+    let q = unsafe { ptr::read(payload.cast::<Box<dyn Queued>>()) };
+    let result = q.result_bytes();
+    q.run(out);
+    (record_size(size_of::<Box<dyn Queued>>()), result)
 }
 
 /// A batch of records being built by a client, in the client's own memory: the client can fill the next batch
@@ -118,11 +202,16 @@ unsafe fn run_boxed<F: FnOnce()>(payload: *mut u8) -> usize {
 pub(crate) struct Batch {
     body: Box<Body>,
     len: usize,
+    /// Bytes of the response body the batch's records will write.
+    results: usize,
 }
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").field("len", &self.len).finish()
+        f.debug_struct("Batch")
+            .field("len", &self.len)
+            .field("results", &self.results)
+            .finish()
     }
 }
 
@@ -131,6 +220,7 @@ impl Batch {
         Batch {
             body: Box::new(Body([MaybeUninit::uninit(); BODY])),
             len: 0,
+            results: 0,
         }
     }
 
@@ -138,9 +228,12 @@ impl Batch {
         self.len == 0
     }
 
-    /// Appends the record `f`; gives it back when the batch has no room for it. A closure too large or too
-    /// aligned to travel inline is boxed and its box travels instead.
-    pub(crate) fn push<F: FnOnce() + Send>(&mut self, f: F) -> Result<(), F> {
+    /// Appends the record `f`; gives it back when the batch has no room for it or its result. A record too
+    /// large or too aligned to travel inline is boxed and its box travels instead.
+    pub(crate) fn push<F: Record>(&mut self, f: F) -> Result<(), F> {
+        if self.results + F::RESULT > BODY {
+            return Err(f);
+        }
         if fits_inline::<F>() {
             if self.len + record_size(size_of::<F>()) > BODY {
                 return Err(f);
@@ -154,6 +247,21 @@ impl Batch {
             // SAFETY: as above, for the box.
             unsafe { self.write(run_boxed::<F>, Box::new(f)) };
         }
+        self.results += F::RESULT;
+        Ok(())
+    }
+
+    /// Appends a record that waited in a queue, boxed; gives it back when there is no room.
+    pub(crate) fn push_queued(&mut self, q: Box<dyn Queued>) -> Result<(), Box<dyn Queued>> {
+        let result = q.result_bytes();
+        if self.results + result > BODY
+            || self.len + record_size(size_of::<Box<dyn Queued>>()) > BODY
+        {
+            return Err(q);
+        }
+        // SAFETY: it fits, and `run_queued` reads a `Box<dyn Queued>`.
+        unsafe { self.write(run_queued, q) };
+        self.results += result;
         Ok(())
     }
 
@@ -181,6 +289,7 @@ impl SlotPair {
             },
             response: ResponseSlot {
                 seq: AtomicU32::new(0),
+                body: UnsafeCell::new(Body([MaybeUninit::uninit(); BODY])),
             },
         }
     }
@@ -193,6 +302,7 @@ impl SlotPair {
     /// published number): the trustee is then not reading the body.
     pub(crate) unsafe fn publish(&self, seq: u32, batch: &mut Batch) {
         let len = std::mem::take(&mut batch.len);
+        batch.results = 0;
         self.request.body.with_mut(|body| {
             // SAFETY: both bodies are BODY bytes; the trustee is not reading this one (contract). Copying the
             // bytes moves the records: `batch` forgets them (its length is now 0).
@@ -203,8 +313,18 @@ impl SlotPair {
         self.request.seq.store(seq, Ordering::Release);
     }
 
+    /// Client side: the results of the last answered batch, packed in request order (see [`Record`]).
+    ///
+    /// # Safety
+    /// Client only, after `is_answered` returned true for the last published batch and before the next
+    /// `publish`; each result is read once.
+    pub(crate) unsafe fn results(&self) -> *const u8 {
+        self.response.body.with(|body| body.cast::<u8>())
+    }
+
     /// Client side: true once the trustee has run batch `seq`. Acquire: pairs with `answer`'s Release, so
-    /// every write the records made is visible afterwards, and the body may be rewritten.
+    /// every write the records made (their results included) is visible afterwards, and the body may be
+    /// rewritten.
     #[inline]
     pub(crate) fn is_answered(&self, seq: u32) -> bool {
         self.response.seq.load(Ordering::Acquire) == seq
@@ -224,29 +344,40 @@ impl SlotPair {
         self.request.seq.load(Ordering::Acquire)
     }
 
-    /// Trustee side: runs the records of the pending batch in order, from byte `from` (0, or where a paused
-    /// run stopped). After each record, `pause()` may stop the run: then the offset of the next record is
-    /// returned, to resume from later. `None`: the batch is done. Records must not unwind (the runtime's
-    /// records catch panics themselves).
+    /// Trustee side: runs the records of the pending batch in order, from `from` (the start, or where a paused
+    /// run stopped), each with the room reserved for its result. After each record, `pause()` may stop the
+    /// run: then the position of the next record is returned, to resume from later. `None`: the batch is done.
+    /// Records must not unwind (the runtime's records catch panics themselves).
     ///
     /// # Safety
     /// Trustee only, after `pending` returned a number and before `answer` for it; each record is run once
-    /// (`from` is 0 or an offset this method returned for the same batch).
-    pub(crate) unsafe fn run_batch(&self, from: usize, pause: impl Fn() -> bool) -> Option<usize> {
+    /// (`from` is the start or a position this method returned for the same batch).
+    pub(crate) unsafe fn run_batch(
+        &self,
+        from: Cursor,
+        pause: impl Fn() -> bool,
+    ) -> Option<Cursor> {
         // SAFETY: published before `seq`, which `pending` acquired.
         let len = self.request.len.with(|l| unsafe { *l }) as usize;
+        let out = self.response.body.with_mut(|body| body.cast::<u8>());
         self.request.body.with_mut(|body| {
             let base = body.cast::<u8>();
-            let mut offset = from;
-            while offset < len {
-                // SAFETY: the client wrote a header at each offset up to `len`, and the payload after it,
-                // and does not touch the body until `answer`.
+            let Cursor {
+                mut record,
+                mut result,
+            } = from;
+            while record < len {
+                // SAFETY: the client wrote a header at each offset up to `len`, and the payload after it, and
+                // does not touch the body until `answer`; it reserved each record's result room in order, and
+                // does not read the response body until `answer` either.
                 unsafe {
-                    let run = ptr::read(base.add(offset).cast::<Run>());
-                    offset += run(base.add(offset + RECORD_HEADER));
+                    let run = ptr::read(base.add(record).cast::<Run>());
+                    let (size, answer) = run(base.add(record + RECORD_HEADER), out.add(result));
+                    record += size;
+                    result += answer;
                 }
                 if pause() {
-                    return Some(offset);
+                    return Some(Cursor { record, result });
                 }
             }
             None
@@ -260,14 +391,48 @@ impl SlotPair {
     }
 }
 
+/// Where a run of a batch stands: the offsets of the next record and of its result.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cursor {
+    record: usize,
+    result: usize,
+}
+
 // SAFETY: the body is accessed by one side at a time, handed over by the Release/Acquire pairs on the two
 // sequence numbers; records are `Send` closures.
 unsafe impl Send for SlotPair {}
 // SAFETY: as above: the protocol, not a lock, keeps client and trustee out of each other's way.
 unsafe impl Sync for SlotPair {}
 
+/// Records for the tests below: `Answer` runs a closure and answers its result through the slot, `Effect`
+/// answers nothing.
+#[cfg(test)]
+mod records {
+    use super::*;
+
+    pub(super) struct Answer<F>(pub(super) F);
+
+    impl<R: Send, F: FnOnce() -> R + Send> Record for Answer<F> {
+        const RESULT: usize = result_bytes::<R>();
+        fn run(self, out: *mut u8) {
+            // SAFETY: `out` is this record's reserved room.
+            unsafe { write_result(out, (self.0)()) }
+        }
+    }
+
+    pub(super) struct Effect<F>(pub(super) F);
+
+    impl<F: FnOnce() + Send> Record for Effect<F> {
+        const RESULT: usize = 0;
+        fn run(self, _: *mut u8) {
+            (self.0)()
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::records::{Answer, Effect};
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
@@ -289,7 +454,7 @@ mod tests {
         let mut pushed = 0;
         loop {
             let h = hits.clone();
-            match batch.push(move || _ = h.fetch_add(1, Ordering::Relaxed)) {
+            match batch.push(Effect(move || _ = h.fetch_add(1, Ordering::Relaxed))) {
                 Ok(()) => pushed += 1,
                 Err(_) => break,
             }
@@ -300,34 +465,55 @@ mod tests {
         unsafe {
             pair.publish(1, &mut batch);
             assert_eq!(pair.pending(0), Some(1));
-            pair.run_batch(0, || false);
+            pair.run_batch(Cursor::default(), || false);
         }
         pair.answer(1);
         assert!(pair.is_answered(1));
         assert_eq!(hits.load(Ordering::Relaxed), 71);
         assert!(batch.is_empty());
 
-        // A 4 KiB capture cannot be inline: it is boxed, and its checksum survives.
+        // A 4 KiB capture cannot be inline: it is boxed, and its checksum comes back through the slot.
         let big = [7u8; 4096];
-        let sum = Arc::new(AtomicUsize::new(0));
-        let s = sum.clone();
         assert!(!fits_inline::<[u8; 4096]>());
-        let record =
-            move || _ = s.fetch_add(big.iter().map(|&b| b as usize).sum(), Ordering::Relaxed);
-        assert!(batch.push(record).is_ok());
+        assert!(
+            batch
+                .push(Answer(move || big.iter().map(|&b| b as u64).sum::<u64>()))
+                .is_ok()
+        );
+        // So is a result over MAX_INLINE_RESULT bytes.
+        assert!(batch.push(Answer(|| [9u8; 1000])).is_ok());
         // SAFETY: as above.
         unsafe {
             pair.publish(2, &mut batch);
-            pair.run_batch(0, || false);
+            pair.run_batch(Cursor::default(), || false);
         }
         pair.answer(2);
-        assert_eq!(sum.load(Ordering::Relaxed), 7 * 4096);
+        // SAFETY: answered; read in request order, once each.
+        unsafe {
+            let src = pair.results();
+            assert_eq!(read_result::<u64>(src), 7 * 4096);
+            assert_eq!(
+                read_result::<[u8; 1000]>(src.add(result_bytes::<u64>())),
+                [9u8; 1000]
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_is_full_when_its_results_would_not_fit() {
+        let mut batch = Batch::new();
+        let mut pushed = 0;
+        while batch.push(Answer(|| [1u64; 32])).is_ok() {
+            pushed += 1;
+        }
+        // 256-byte results: 4 fit in the 1136-byte response body, though 71 records would fit the request.
+        assert_eq!(pushed, BODY / 256);
     }
 
     #[test]
     fn two_threads_exchange_batches() {
-        // Two real threads, 200 batches of 1..=8 records each, results written through raw pointers the way
-        // the runtime does it. Under Miri this checks the protocol's data-race freedom.
+        // Two real threads, batches of 1..=8 records each answering through the response slot. Under Miri
+        // this checks the protocol's data-race freedom.
         let rounds: u32 = if cfg!(miri) { 20 } else { 200 };
         let pair = Arc::new(SlotPair::new());
         let trustee = {
@@ -337,7 +523,7 @@ mod tests {
                 while served != rounds {
                     if let Some(seq) = pair.pending(served) {
                         // SAFETY: trustee side of a published batch.
-                        unsafe { pair.run_batch(0, || false) };
+                        unsafe { pair.run_batch(Cursor::default(), || false) };
                         pair.answer(seq);
                         served = seq;
                     } else {
@@ -346,30 +532,26 @@ mod tests {
                 }
             })
         };
-        struct Out(*mut u64);
-        // SAFETY: the pointee outlives the batch and is written only by the record.
-        unsafe impl Send for Out {}
-        let mut results = [0u64; 8];
         for seq in 1..=rounds {
             let n = (seq % 8 + 1) as usize;
             let mut batch = Batch::new();
-            for (i, slot) in results.iter_mut().enumerate().take(n) {
-                let out = Out(slot);
-                let payload = [seq as u64; 12]; // 8 records of 128 bytes: the batch spills into the overflow block
-                let record = move || {
-                    let out = out;
-                    // SAFETY: the client waits for the answer before reading `results`.
-                    unsafe { *out.0 = payload.iter().sum::<u64>() + i as u64 }
-                };
-                assert!(batch.push(record).is_ok());
+            for i in 0..n {
+                let payload = [seq as u64; 12]; // 8 records of 112 bytes: the batch spills into the overflow block
+                assert!(
+                    batch
+                        .push(Answer(move || payload.iter().sum::<u64>() + i as u64))
+                        .is_ok()
+                );
             }
             // SAFETY: client side.
             unsafe { pair.publish(seq, &mut batch) };
             while !pair.is_answered(seq) {
                 std::thread::yield_now();
             }
-            for (i, r) in results.iter().enumerate().take(n) {
-                assert_eq!(*r, 12 * seq as u64 + i as u64);
+            for i in 0..n {
+                // SAFETY: answered; each result read once, in order.
+                let r = unsafe { read_result::<u64>(pair.results().add(i * 8)) };
+                assert_eq!(r, 12 * seq as u64 + i as u64);
             }
         }
         trustee.join().unwrap();
@@ -377,26 +559,19 @@ mod tests {
 }
 
 /// The protocol under loom: one client and one trustee exchange two batches — two inline records, one of them
-/// spilling into the overflow block, then a boxed one — and every result the records write through raw
-/// pointers must be visible to the client after the answer. Run with
+/// spilling into the overflow block, then a boxed one — and every result must come back through the response
+/// slot, visible to the client after the answer. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test -p trust-core --lib --release loom_model`.
 #[cfg(all(test, loom))]
 mod loom_model {
+    use super::records::Answer;
     use super::*;
-    use loom::cell::UnsafeCell as Cell;
     use loom::sync::Arc;
-
-    struct Results([Cell<u64>; 3]);
-    // SAFETY: each cell is written by one record on the trustee and read by the client after the answer;
-    // loom checks exactly that.
-    unsafe impl Sync for Results {}
-    unsafe impl Send for Results {}
 
     #[test]
     fn client_and_trustee_exchange_batches() {
         loom::model(|| {
             let pair = Arc::new(SlotPair::new());
-            let results = Arc::new(Results([Cell::new(0), Cell::new(0), Cell::new(0)]));
             let trustee = {
                 let pair = pair.clone();
                 loom::thread::spawn(move || {
@@ -405,7 +580,7 @@ mod loom_model {
                         match pair.pending(served) {
                             Some(seq) => {
                                 // SAFETY: trustee side of a published batch.
-                                unsafe { pair.run_batch(0, || false) };
+                                unsafe { pair.run_batch(Cursor::default(), || false) };
                                 pair.answer(seq);
                                 served = seq;
                             }
@@ -414,21 +589,10 @@ mod loom_model {
                     }
                 })
             };
-            let record = |i: usize, payload: Vec<u64>| {
-                let results = results.clone();
-                // SAFETY: see `Results`.
-                move || results.0[i].with_mut(|r| unsafe { *r = payload.iter().sum() })
-            };
             let mut batch = Batch::new();
-            let small = record(0, vec![1, 2]);
-            let spill = {
-                let r = record(1, vec![3; 4]);
-                let pad = [0u8; 200];
-                move || {
-                    std::hint::black_box(&pad);
-                    r()
-                }
-            };
+            let small = Answer(|| 3u64);
+            let pad = [4u64; 25];
+            let spill = Answer(move || pad.iter().sum::<u64>());
             assert!(batch.push(small).is_ok());
             assert!(batch.push(spill).is_ok());
             assert!(batch.len > PRIMARY);
@@ -437,28 +601,28 @@ mod loom_model {
             while !pair.is_answered(1) {
                 loom::thread::yield_now();
             }
-            let boxed = {
-                let r = record(2, vec![5; 3]);
-                let pad = [0u8; 2 * BODY];
-                move || {
-                    std::hint::black_box(&pad);
-                    r()
-                }
+            // SAFETY: answered: the records' writes happen-before these reads.
+            let got = unsafe {
+                [
+                    read_result::<u64>(pair.results()),
+                    read_result::<u64>(pair.results().add(8)),
+                ]
             };
+            assert_eq!(got, [3, 100]);
+            let pad = [5u8; 2 * BODY];
+            let boxed = Answer(move || pad.iter().map(|&b| u64::from(b)).sum::<u64>());
             assert!(!fits_inline_val(&boxed));
             assert!(batch.push(boxed).is_ok());
-            // SAFETY: batch 1 is answered.
+            // SAFETY: batch 1 is answered and its results read.
             unsafe { pair.publish(2, &mut batch) };
             while !pair.is_answered(2) {
                 loom::thread::yield_now();
             }
-            // SAFETY: answered: the records' writes happen-before these reads.
-            let got: Vec<u64> = results
-                .0
-                .iter()
-                .map(|c| c.with(|r| unsafe { *r }))
-                .collect();
-            assert_eq!(got, [3, 12, 15]);
+            // SAFETY: as above.
+            assert_eq!(
+                unsafe { read_result::<u64>(pair.results()) },
+                5 * 2 * BODY as u64
+            );
             trustee.join().unwrap();
         });
     }

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::thread;
 
 use crate::context;
+use crate::slot;
 
 /// What one issuer of `apply_then` still waits for.
 #[derive(Debug, Default)]
@@ -59,17 +60,29 @@ impl Pending {
 
 /// A continuation whose result has arrived (or will have, when its batch is answered).
 pub(crate) trait Continuation {
+    /// Moves the result out of the response slot; returns how many bytes it took there.
+    ///
+    /// # Safety
+    /// `src` is where this continuation's request wrote its result, read once.
+    unsafe fn receive(&mut self, src: *const u8) -> usize;
     fn run(self: Box<Self>);
 }
 
-/// `then` with the slot its result is written to; heap-allocated so the slot's address is stable.
+/// `then` and, once its request is answered, its result.
 pub(crate) struct Then<R, C> {
-    pub(crate) result: Option<thread::Result<R>>,
+    result: Option<thread::Result<R>>,
     then: C,
     owner: Rc<Pending>,
 }
 
 impl<R, C: FnOnce(R)> Then<R, C> {
+    /// A continuation whose result is already known (the local shortcut ran the request inline).
+    pub(crate) fn ready(then: C, owner: Rc<Pending>, result: thread::Result<R>) -> Box<Self> {
+        let mut cont = Then::new(then, owner);
+        cont.result = Some(result);
+        cont
+    }
+
     pub(crate) fn new(then: C, owner: Rc<Pending>) -> Box<Self> {
         owner.issued();
         Box::new(Then {
@@ -81,6 +94,12 @@ impl<R, C: FnOnce(R)> Then<R, C> {
 }
 
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
+    unsafe fn receive(&mut self, src: *const u8) -> usize {
+        // SAFETY: by the contract.
+        self.result = Some(unsafe { slot::read_result::<thread::Result<R>>(src) });
+        slot::result_bytes::<thread::Result<R>>()
+    }
+
     fn run(self: Box<Self>) {
         let Then {
             result,

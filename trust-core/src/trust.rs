@@ -7,7 +7,7 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::future::ApplyFuture;
-use crate::job::{Always, Apply};
+use crate::job::{self, Always, Apply};
 use crate::property::{self, Header, Property, SendPtr};
 use crate::then::Then;
 use crate::trustee::Trustee;
@@ -167,9 +167,9 @@ impl<T: Send + 'static> Trust<T> {
                 Some((_, id)) => worker.scheduler.pending_of(id),
                 None => worker.client.borrow().pending.clone(),
             };
-            let mut cont = Then::new(then, owner);
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            cont.result = Some(unsafe { property::apply_caught(worker, property.get(), f) });
+            let result = unsafe { property::apply_caught(worker, property.get(), f) };
+            let cont = Then::ready(then, owner, result);
             worker.client.borrow_mut().ready.push_back(cont);
             return;
         }
@@ -255,7 +255,7 @@ impl<T> Drop for Trust<T> {
             unsafe { property::decref(header.get()) };
         } else {
             // SAFETY: as above, on the trustee.
-            client::post(shared, move || unsafe { property::decref(header.get()) });
+            client::post(shared, job::post(move || unsafe { property::decref(header.get()) }));
         }
     }
 }

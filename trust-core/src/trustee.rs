@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::client::{self, Channel};
 use crate::context;
+use crate::job;
 use crate::parker::Parker;
 use crate::property::{Header, Property, SendPtr};
 use crate::trust::Trust;
@@ -173,9 +174,10 @@ impl Trustee {
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
         } else {
             // SAFETY: runs on the trustee; the property is fresh and unregistered.
-            client::post(self.shared, move || {
-                context::with_registry(|r| unsafe { r.adopt(header.get()) })
-            });
+            client::post(
+                self.shared,
+                job::post(move || context::with_registry(|r| unsafe { r.adopt(header.get()) })),
+            );
         }
         // SAFETY: `property` is live with one reference, which the handle owns.
         unsafe { Trust::from_raw(property, *self) }

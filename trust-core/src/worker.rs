@@ -11,6 +11,7 @@ use crate::context::{self, Yielder};
 use crate::fiber::Scheduler;
 use crate::parker::{Backoff, Parker};
 use crate::property::{self, Header, Registry};
+use crate::slot::Cursor;
 use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
 
@@ -25,7 +26,7 @@ struct Served {
 struct Paused {
     seq: u32,
     /// Where the rest of the batch starts.
-    offset: usize,
+    offset: Cursor,
     /// The waiting record, run again first.
     record: Box<dyn FnOnce()>,
 }
@@ -164,7 +165,7 @@ impl Worker {
                     (p.seq, p.offset)
                 }
                 None => match channel.slots.pending(served) {
-                    Some(seq) => (seq, 0),
+                    Some(seq) => (seq, Cursor::default()),
                     None => {
                         // Re-checked after `closed`: a last batch published before closing is still served.
                         closed |= channel.closed.load(Ordering::Acquire)
