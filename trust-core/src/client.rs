@@ -11,14 +11,14 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use std::rc::Rc;
 
 use crate::context;
 use crate::fiber;
-use crate::job::{Job, Reply};
+use crate::job::{self, Job, Reply};
 use crate::parker::{Backoff, Parker};
 use crate::slot::{self, Batch, Queued, Record, SlotPair};
 use crate::then::{Continuation, Pending, Ready, Then};
@@ -32,9 +32,10 @@ pub(crate) struct Channel {
     pub(crate) parker: Option<Arc<Parker>>,
     /// The client is gone; the trustee forgets the channel once its last batch is served.
     pub(crate) closed: AtomicBool,
-    /// The client holds records not yet published. Read by the trustee before it drops a property whose
-    /// last handle is gone (see `Worker::retire`).
+    /// The client holds records not yet published, all of which will be in batches numbered up to `through`.
+    /// Read by the trustee before it drops a property whose count reached zero (see `Worker::retire`).
     pub(crate) lingering: AtomicBool,
+    pub(crate) through: AtomicU32,
 }
 
 /// Who takes the result of a record that answers, in the order of the records.
@@ -98,6 +99,7 @@ impl Outbox {
             parker,
             closed: AtomicBool::new(false),
             lingering: AtomicBool::new(false),
+            through: AtomicU32::new(0),
         });
         trustee.register(channel.clone());
         Outbox {
@@ -187,9 +189,13 @@ impl Outbox {
     }
 
     /// Announces unpublished records, before the caller can let any handle escape. Release: a trustee that
-    /// learns of the escape (through another client's batch) then sees this flag, or the batch published.
+    /// learns of the escape (through another client's batch) then sees the announcement, or the batch
+    /// published. Each publish sends at least one record, so the batch being built and the backlog are all
+    /// sent by batch `sent + 1 + backlog.len()`: a bound, announced before the flag.
     #[inline]
     fn linger(&self) {
+        let through = self.sent.wrapping_add(1 + self.backlog.len() as u32);
+        self.channel.through.store(through, Ordering::Relaxed);
         self.channel.lingering.store(true, Ordering::Release);
     }
 
@@ -211,17 +217,17 @@ impl Outbox {
     /// Queues a record that answers nothing, without waiting; `flush` sends it before anything newer.
     pub(crate) fn push_or_queue<F: Record + 'static>(&mut self, record: F) {
         if let Err(record) = self.try_push_to(record, None) {
-            self.linger();
             self.backlog.push_back((Box::new(record), None));
+            self.linger();
         }
     }
 
     /// `push_or_queue` for an `apply_then`.
     pub(crate) fn push_or_queue_then<F: Record + 'static>(&mut self, record: F, then: Box<dyn Continuation>) {
         if let Err((record, then)) = self.try_push_then(record, then) {
-            self.linger();
             self.backlog.push_back((Box::new(record), Some(Receiver::Then)));
             self.thens.push_back(then);
+            self.linger();
         }
     }
 
@@ -408,7 +414,9 @@ impl Client {
         result.expect("the trustee answered the batch holding this request")
     }
 
-    /// Sends a record that answers nothing to `trustee`, waiting only for room.
+    /// Sends a record that answers nothing to `trustee` and publishes it at once, waiting for the in-flight
+    /// batch first if there is one: the caller may go idle next (an executor thread parks), and an
+    /// unpublished record would wait for its next call.
     fn post<F: Record + 'static>(&mut self, trustee: &'static TrusteeShared, record: F) {
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
@@ -592,6 +600,38 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
         with_thread_client(|c| c.post(trustee, record));
         run_thread_continuations();
     }
+}
+
+/// Sends a reference-count change (or a property's registration) to `trustee` without ever waiting. A
+/// worker queues it in its outbox (its loop publishes it); elsewhere it goes in the slot when the slot is free,
+/// else by the trustee's mailbox: an idle plain thread must not hold a count change unpublished, or the value
+/// could not be dropped until that thread called again. Count changes need no order among themselves: see
+/// `Worker::retire`.
+pub(crate) fn post_count(trustee: &'static TrusteeShared, f: impl FnOnce() + Send + 'static) {
+    if let Some(worker) = context::worker() {
+        return worker
+            .client
+            .borrow_mut()
+            .outbox(trustee)
+            .push_or_queue(job::post(f));
+    }
+    let mut f = Some(f);
+    let sent = !context::in_may_coroutine()
+        && with_thread_client(|c| {
+            let ready = &mut c.ready;
+            let outbox = outbox_in(&mut c.outboxes, &c.parker, trustee);
+            outbox.poll(ready);
+            if outbox.in_flight || outbox.has_unsent() {
+                return false;
+            }
+            outbox.push_or_queue(job::post(f.take().expect("not sent yet")));
+            outbox.flush();
+            true
+        });
+    if let Some(f) = f.filter(|_| !sent) {
+        trustee.run_later(Box::new(f));
+    }
+    run_thread_continuations();
 }
 
 /// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its

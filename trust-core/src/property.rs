@@ -21,7 +21,9 @@ pub(crate) const APPLY_ON_OWN_LATCH: &str = "`apply` on the `Trust<Latch<T>>` wh
 /// Type-erased part of a property; `Property<T>` starts with it, so a `*mut Header` identifies a property.
 #[derive(Debug)]
 pub(crate) struct Header {
-    refs: Cell<usize>,
+    /// Handles counted so far. Signed: a clone's increment and the clone's own decrement travel on different
+    /// channels, so the decrement can arrive first and the count dip below its true value, even below zero.
+    refs: Cell<isize>,
     in_use: Cell<bool>,
     /// Fibers started by `launch` that share the value (a `Latch`) right now.
     launched: Cell<usize>,
@@ -158,9 +160,10 @@ pub(crate) unsafe fn incref(h: *mut Header) {
     refs.set(refs.get() + 1);
 }
 
-/// A handle to `h` is gone. When the count reaches zero the property is *retired*, not dropped at once: a
-/// request sent before the last handle went away may still be on its way from another client (see
-/// `Worker::retire`), and the value is dropped once every such request has been served.
+/// A handle to `h` is gone. When the count reaches zero the property is *retired*, not dropped at once:
+/// requests and count changes sent before may still be on their way from other clients (see
+/// `Worker::retire`); the value is dropped once every one of them has been served, if the count is still
+/// zero then.
 ///
 /// # Safety
 /// On `h`'s trustee thread, `h` live.
@@ -174,6 +177,15 @@ pub(crate) unsafe fn decref(h: *mut Header) {
             .expect("reference counts change on the trustee")
             .retire(h);
     }
+}
+
+/// True when the counted handles of `h` are zero.
+///
+/// # Safety
+/// On `h`'s trustee thread, `h` live.
+pub(crate) unsafe fn unreferenced(h: *mut Header) -> bool {
+    // SAFETY: by the contract.
+    unsafe { (*h).refs.get() == 0 }
 }
 
 /// True while fibers started by `launch` share the property.

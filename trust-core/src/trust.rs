@@ -7,7 +7,7 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::future::ApplyFuture;
-use crate::job::{self, Always, Apply};
+use crate::job::Apply;
 use crate::property::{self, Header, Property, SendPtr};
 use crate::then::Then;
 use crate::trustee::Trustee;
@@ -219,19 +219,18 @@ fn inline_arg<T, V, R>(f: impl FnOnce(&mut T, V) -> R, arg: V) -> impl FnOnce(&m
 }
 
 impl<T> Clone for Trust<T> {
-    /// Counts the new handle on the trustee: inline on the trustee's own worker, else a round trip (so that a
-    /// clone can never be dropped before its trustee has counted it).
+    /// Counts the new handle on the trustee without waiting, wherever it is called (inside delegated closures
+    /// and continuations too): inline on the trustee's own worker, else a fire-and-forget increment. The
+    /// increment is sent before the clone can escape, so it is ordered before anything the clone is used for
+    /// on this thread, and the trustee never drops the value while it is on its way (see `Worker::retire`).
     fn clone(&self) -> Self {
         let header = self.header();
         if self.trustee.shared.is_current() {
             // SAFETY: on the trustee thread; `self` keeps the property live.
             unsafe { property::incref(header.get()) };
-        } else {
-            // SAFETY: as above, on the trustee.
-            client::call(
-                self.trustee.shared,
-                Always(move || unsafe { property::incref(header.get()) }),
-            );
+        } else if self.trustee.shared.is_running() {
+            // SAFETY: as above, on the trustee; `self` is counted there until after this record runs.
+            client::post_count(self.trustee.shared, move || unsafe { property::incref(header.get()) });
         }
         Trust {
             property: self.property,
@@ -255,7 +254,7 @@ impl<T> Drop for Trust<T> {
             unsafe { property::decref(header.get()) };
         } else {
             // SAFETY: as above, on the trustee.
-            client::post(shared, job::post(move || unsafe { property::decref(header.get()) }));
+            client::post_count(shared, move || unsafe { property::decref(header.get()) });
         }
     }
 }

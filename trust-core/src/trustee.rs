@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::client::{self, Channel};
 use crate::context;
-use crate::job;
 use crate::parker::Parker;
 use crate::property::{Header, Property, SendPtr};
 use crate::trust::Trust;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
+    /// A count change or registration from a plain thread whose slot was busy (see `client::post_count`).
+    Run(Box<dyn FnOnce() + Send>),
     Spawn(Box<dyn FnOnce() + Send>),
     Wake(usize),
 }
@@ -87,6 +88,10 @@ impl TrusteeShared {
     pub(crate) fn spawn_fiber(&self, job: Box<dyn FnOnce() + Send>) {
         self.check_running();
         self.send(Mail::Spawn(job));
+    }
+
+    pub(crate) fn run_later(&self, f: Box<dyn FnOnce() + Send>) {
+        self.send(Mail::Run(f));
     }
 
     pub(crate) fn wake_fiber(&self, id: usize) {
@@ -174,10 +179,9 @@ impl Trustee {
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
         } else {
             // SAFETY: runs on the trustee; the property is fresh and unregistered.
-            client::post(
-                self.shared,
-                job::post(move || context::with_registry(|r| unsafe { r.adopt(header.get()) })),
-            );
+            client::post_count(self.shared, move || {
+                context::with_registry(|r| unsafe { r.adopt(header.get()) })
+            });
         }
         // SAFETY: `property` is live with one reference, which the handle owns.
         unsafe { Trust::from_raw(property, *self) }

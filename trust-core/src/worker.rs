@@ -135,6 +135,7 @@ impl Worker {
                     served: 0,
                     paused: None,
                 }),
+                Mail::Run(f) => f(),
                 Mail::Spawn(job) => self.scheduler.start(job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
@@ -218,11 +219,13 @@ impl Worker {
         debug_assert!(previous.is_none(), "one record pauses a batch at a time");
     }
 
-    /// The last handle of `h` is gone. A request for `h` sent before that may still be on its way: its handle
-    /// was alive when the request was issued, then moved to another client whose decrement overtook it. Such
-    /// a request is published, or announced by its channel's `lingering` flag, before the handle escaped; so
-    /// the batch numbers read now bound every request that can still refer to `h`. The value is dropped once
-    /// those batches are served (and no closure runs on it).
+    /// The count of `h` reached zero. Requests for `h`, and count changes, sent before that may still be on
+    /// their way on other channels: a handle was alive when its request (or a clone's increment) was issued,
+    /// then moved to another client whose decrement overtook it. Each of them was published, or announced by
+    /// its channel (`lingering` with the bound `through`), before the handle escaped, hence before the
+    /// decrement that made the count zero; so the batch numbers read now bound every one of them. The value
+    /// is dropped once those batches are served, no closure runs on it, and the count is still zero (an
+    /// increment that was on its way makes it positive again: then a later zero retires it anew).
     pub(crate) fn retire(&self, h: *mut Header) {
         self.read_mail(); // a channel registered before the escape must be waited for too
         let waits = self
@@ -230,16 +233,19 @@ impl Worker {
             .borrow()
             .iter()
             .filter_map(|s| {
-                let lingering = s.channel.lingering.load(Ordering::Acquire);
-                let need = s
-                    .channel
-                    .slots
-                    .published()
-                    .wrapping_add(u32::from(lingering));
+                let need = if s.channel.lingering.load(Ordering::Acquire) {
+                    s.channel.through.load(Ordering::Relaxed)
+                } else {
+                    s.channel.slots.published()
+                };
                 (need != s.served).then(|| (s.channel.clone(), need))
             })
             .collect();
-        self.retired.borrow_mut().push(Retired { header: h, waits });
+        let mut retired = self.retired.borrow_mut();
+        match retired.iter_mut().find(|r| r.header == h) {
+            Some(r) => r.waits = waits,
+            None => retired.push(Retired { header: h, waits }),
+        }
     }
 
     /// Drops retired properties whose possible requests have all been served.
@@ -249,21 +255,27 @@ impl Worker {
         }
         let ready: Vec<*mut Header> = {
             let served = self.served.borrow();
+            // Served through `need`, or drained: nothing unpublished and nothing pending on the channel now.
             let done = |(channel, need): &(Arc<Channel>, u32)| {
                 served
                     .iter()
                     .find(|s| Arc::ptr_eq(&s.channel, channel))
-                    .is_none_or(|s| s.served.wrapping_sub(*need) < u32::MAX / 2)
+                    .is_none_or(|s| {
+                        s.served.wrapping_sub(*need) < u32::MAX / 2
+                            || (!s.channel.lingering.load(Ordering::Acquire)
+                                && s.channel.slots.pending(s.served).is_none())
+                    })
             };
             let mut retired = self.retired.borrow_mut();
             let mut ready = Vec::new();
             retired.retain(|r| {
                 // SAFETY: retired properties stay live until dropped here.
-                let free = !unsafe { property::in_use(r.header) } && r.waits.iter().all(done);
-                if free {
+                let settled = !unsafe { property::in_use(r.header) } && r.waits.iter().all(done);
+                // SAFETY: as above.
+                if settled && unsafe { property::unreferenced(r.header) } {
                     ready.push(r.header);
                 }
-                !free
+                !settled
             });
             ready
         };

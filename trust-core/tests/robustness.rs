@@ -233,10 +233,18 @@ fn a_panicking_user_waker_does_not_kill_the_trustee() {
 fn an_unjoined_fiber_whose_result_panics_on_drop_does_not_kill_the_worker() {
     rt(); // this file's 2-worker runtime, before anything can start a default one
     let drops = Arc::new(AtomicUsize::new(0));
+    // The fibers finish only after their handles are gone, so each result is dropped on its worker.
+    let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for _ in 0..4 {
-        let d = drops.clone();
-        drop(spawn(move || PanicsOnDrop(d)));
+        let (d, gate) = (drops.clone(), gate.clone());
+        drop(spawn(move || {
+            while !gate.load(Ordering::SeqCst) {
+                trust_core::yield_now();
+            }
+            PanicsOnDrop(d)
+        }));
     }
+    gate.store(true, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while drops.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));

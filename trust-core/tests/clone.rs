@@ -1,0 +1,139 @@
+//! `Trust::clone` never blocks and never panics (a fire-and-forget increment), while the value is still dropped
+//! exactly once, after its last handle, however clones and drops race across channels.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+use trust_core::{Trust, spawn};
+
+/// Waits up to 10 s for `done`.
+fn eventually(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn clone_inside_another_trustees_closure_works() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let value = rt().trustee(0).entrust(CountsDrops(drops.clone()));
+    let keeper: Trust<Vec<Trust<CountsDrops>>> = rt().trustee(1).entrust(Vec::new());
+    let v = value.clone();
+    // A clone inside a closure that trustee 1 applies: it used to be a blocking round trip, hence a panic.
+    keeper.apply(move |kept| {
+        for _ in 0..100 {
+            kept.push(v.clone());
+        }
+    });
+    assert_eq!(keeper.apply(|kept| kept.len()), 100);
+    drop(value);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "100 clones are still alive on trustee 1"
+    );
+    keeper.apply(|kept| kept.clear());
+    eventually(|| drops.load(Ordering::SeqCst) == 1);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn clones_sent_to_other_threads_and_dropped_there_drop_the_value_once() {
+    // Each round: a value, cloned on one thread, the clones moved to other threads that drop them (their
+    // decrements race the increments still on their way), the original dropped last on yet another thread.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let rounds = 300;
+    for round in 0..rounds {
+        let value = rt().trustee(round % 2).entrust(CountsDrops(drops.clone()));
+        let clones: Vec<_> = (0..8).map(|_| value.clone()).collect();
+        let droppers: Vec<_> = clones
+            .into_iter()
+            .map(|c| std::thread::spawn(move || drop(c)))
+            .collect();
+        std::thread::spawn(move || drop(value)).join().unwrap();
+        for d in droppers {
+            d.join().unwrap();
+        }
+    }
+    eventually(|| drops.load(Ordering::SeqCst) == rounds);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        rounds,
+        "each value dropped exactly once"
+    );
+}
+
+#[test]
+fn a_clone_still_in_use_keeps_the_value_alive() {
+    // The clone's decrement-first race: the original is dropped on another thread right away, while this
+    // thread keeps using its clone; every use must see the value.
+    let drops = Arc::new(AtomicUsize::new(0));
+    for i in 0..200u64 {
+        let value = rt().trustee(1).entrust((i, CountsDrops(drops.clone())));
+        let mine = value.clone();
+        std::thread::spawn(move || drop(value)).join().unwrap();
+        assert_eq!(mine.apply(|v| v.0), i);
+        drop(mine);
+    }
+    eventually(|| drops.load(Ordering::SeqCst) == 200);
+    assert_eq!(drops.load(Ordering::SeqCst), 200);
+}
+
+#[test]
+fn fibers_clone_and_drop_across_workers() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let value = rt().trustee(0).entrust(CountsDrops(drops.clone()));
+    let fibers: Vec<_> = (0..64)
+        .map(|_| {
+            let v = value.clone();
+            spawn(move || {
+                let mine: Vec<_> = (0..10).map(|_| v.clone()).collect();
+                mine.len()
+            })
+        })
+        .collect();
+    let total: usize = fibers.into_iter().map(|f| f.join().unwrap()).sum();
+    assert_eq!(total, 640);
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drop(value);
+    eventually(|| drops.load(Ordering::SeqCst) == 1);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_increment_behind_a_long_backlog_keeps_the_value_alive() {
+    // Worker 0 queues 2,000 requests to trustee 1 (a backlog many batches long), then clones `value`: that
+    // increment waits at the end of the backlog. The original goes back to this thread, whose decrement
+    // reaches trustee 1 first: the count touches zero while the clone is alive. The value must survive.
+    let drops = Arc::new(AtomicUsize::new(0));
+    for round in 0..20u64 {
+        let value = rt().trustee(1).entrust((round, CountsDrops(drops.clone())));
+        let flood = rt().trustee(1).entrust(0u64);
+        let keeper: Trust<Option<Trust<(u64, CountsDrops)>>> = rt().trustee(0).entrust(None);
+        let (back, original) = std::sync::mpsc::channel();
+        let back = std::sync::Mutex::new(back);
+        keeper.apply(move |kept| {
+            for _ in 0..2000 {
+                flood.apply_then(|c| *c += 1, |_| {});
+            }
+            *kept = Some(value.clone());
+            back.lock().unwrap().send(value).unwrap();
+        });
+        drop(original.recv().unwrap());
+        let kept = keeper.apply(Option::take).expect("kept a clone");
+        assert_eq!(
+            kept.apply(|v| v.0),
+            round,
+            "the value outlived the early zero"
+        );
+        assert_eq!(drops.load(Ordering::SeqCst), round as usize);
+        drop(kept);
+        eventually(|| drops.load(Ordering::SeqCst) == round as usize + 1);
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 20);
+}
