@@ -26,11 +26,13 @@
 //! ```
 
 /// Declares items that exist only outside the loom model check: under `--cfg loom` the crate is just the
-/// slot protocol and its atomics facade (`slot::loom_model`).
+/// slot protocol, the sleep/wake handshake and their facade over atomics and threads (`slot::loom_model`,
+/// `parker::loom_model`).
 macro_rules! not_loom {
     ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
 }
 
+mod parker;
 mod slot;
 mod sync;
 
@@ -42,7 +44,6 @@ not_loom! {
     mod future;
     mod job;
     mod latch;
-    mod parker;
     mod property;
     mod runtime;
     mod then;

@@ -15,6 +15,8 @@ static STARTING: Mutex<()> = Mutex::new(());
 
 /// Default fiber stack: generous for deep user code; only the touched pages cost memory.
 const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Default worker thread stack: a main thread's, because delegated closures and their captures run on it.
+const DEFAULT_WORKER_STACK_SIZE: usize = 8 * 1024 * 1024;
 
 /// The set of workers. There is one per process: [`runtime()`] starts it with defaults on first use, or
 /// [`Runtime::builder`] starts it configured.
@@ -39,21 +41,35 @@ impl fmt::Debug for Runtime {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// A runtime already runs in this process (one per process: use [`runtime()`] to reach it).
+    /// A runtime already runs in this process, or ran and was shut down (one per process, never restarted:
+    /// use [`runtime()`] to reach it).
     AlreadyStarted,
     /// `workers(0)`: a runtime needs at least one worker.
     NoWorkers,
-    /// The operating system refused to start a worker thread.
+    /// The `TRUST_WORKERS` environment variable (read when `workers(n)` is not given) is not a positive
+    /// integer: `value` is what it holds (lossily decoded if it is not UTF-8).
+    BadWorkersVar {
+        /// The variable's value.
+        value: String,
+    },
+    /// The operating system refused to start a worker thread. The workers already started were stopped
+    /// again: no runtime runs, and a later [`RuntimeBuilder::build`] starts afresh.
     Spawn(std::io::Error),
 }
 
 impl fmt::Display for RuntimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RuntimeError::AlreadyStarted => {
-                f.write_str("a trust runtime already runs in this process; reach it with `trust_core::runtime()`")
-            }
+            RuntimeError::AlreadyStarted => f.write_str(
+                "a trust runtime already runs in this process (or ran and was shut down: a runtime cannot be \
+                 restarted); reach it with `trust_core::runtime()`",
+            ),
             RuntimeError::NoWorkers => f.write_str("a trust runtime needs at least one worker; pass `workers(n)` with n >= 1"),
+            RuntimeError::BadWorkersVar { value } => write!(
+                f,
+                "TRUST_WORKERS={value:?} is not a number of worker threads: expected a positive integer \
+                 such as TRUST_WORKERS=4 (or leave it unset for one worker per available CPU)"
+            ),
             RuntimeError::Spawn(e) => write!(f, "cannot start a trust worker thread: {e}"),
         }
     }
@@ -66,6 +82,7 @@ impl std::error::Error for RuntimeError {}
 pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
+    worker_stack_size: usize,
 }
 
 impl RuntimeBuilder {
@@ -81,13 +98,27 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Starts the workers. Fails if a runtime already runs in this process.
+    /// Stack size of each worker thread, in bytes: the OS stack the trustee runs delegated closures on,
+    /// including their by-value captures (a closure capturing a 1 MiB array needs more than 1 MiB of it).
+    /// Default 8 MiB, like a main thread (a spawned std thread gets 2 MiB); memory is committed only as it is
+    /// touched. The operating system may round it up.
+    pub fn worker_stack_size(mut self, bytes: usize) -> Self {
+        self.worker_stack_size = bytes;
+        self
+    }
+
+    /// Starts the workers. Fails if a runtime already runs (or ran) in this process, if the number of
+    /// workers is 0 or `TRUST_WORKERS` is not a positive integer, or if a worker thread cannot be started;
+    /// on failure no worker is left running and no runtime is installed, so a later `build` starts afresh.
     pub fn build(self) -> Result<&'static Runtime, RuntimeError> {
         let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         if RUNTIME.get().is_some() {
             return Err(RuntimeError::AlreadyStarted);
         }
-        let n = self.workers.unwrap_or_else(default_workers);
+        let n = match self.workers {
+            Some(n) => n,
+            None => default_workers()?,
+        };
         if n == 0 {
             return Err(RuntimeError::NoWorkers);
         }
@@ -104,50 +135,71 @@ impl RuntimeBuilder {
         }));
         for &shared in runtime.trustees.iter() {
             let stack_size = self.stack_size;
-            let thread = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("trust-worker-{}", shared.index()))
+                .stack_size(self.worker_stack_size)
                 .spawn(move || {
                     worker::run(shared, stack_size);
                     *runtime.stopped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     runtime.stopped_cv.notify_all();
-                })
-                .map_err(RuntimeError::Spawn)?;
-            runtime
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(thread);
+                });
+            match spawned {
+                Ok(thread) => runtime
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(thread),
+                Err(e) => {
+                    runtime.abort_start();
+                    return Err(RuntimeError::Spawn(e));
+                }
+            }
         }
         while !runtime.trustees.iter().all(|t| t.is_started()) {
             std::thread::yield_now();
         }
         RUNTIME.set(runtime).expect("checked under STARTING");
-        // SAFETY: registering a plain `extern "C"` function with no arguments is always sound.
-        unsafe { libc::atexit(shutdown_at_exit) };
+        register_shutdown_at_exit();
         Ok(runtime)
     }
 }
 
-extern "C" fn shutdown_at_exit() {
-    if let Some(rt) = RUNTIME.get() {
-        rt.shutdown();
+/// Runs `Runtime::shutdown` at process exit. Not under Miri, which cannot call `atexit` (a foreign function):
+/// there the workers simply stop with the process.
+#[cfg(not(miri))]
+fn register_shutdown_at_exit() {
+    extern "C" fn shutdown_at_exit() {
+        if let Some(rt) = RUNTIME.get() {
+            rt.shutdown();
+        }
     }
+    // SAFETY: registering a plain `extern "C"` function with no arguments is always sound.
+    unsafe { libc::atexit(shutdown_at_exit) };
 }
 
-fn default_workers() -> usize {
-    match std::env::var("TRUST_WORKERS") {
-        Ok(s) => match s.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => panic!(
-                "TRUST_WORKERS must be a positive integer (the number of trust workers), got {s:?}"
-            ),
-        },
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+#[cfg(miri)]
+fn register_shutdown_at_exit() {}
+
+/// The number of workers `TRUST_WORKERS` asks for, else the available parallelism.
+fn default_workers() -> Result<usize, RuntimeError> {
+    let value = match std::env::var("TRUST_WORKERS") {
+        Ok(value) => value,
+        Err(std::env::VarError::NotPresent) => {
+            return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        }
+        Err(std::env::VarError::NotUnicode(value)) => value.to_string_lossy().into_owned(),
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(RuntimeError::BadWorkersVar { value }),
     }
 }
 
 /// The process's runtime, started with defaults on first use (workers: `TRUST_WORKERS`, else the available
 /// parallelism).
+///
+/// Panics, with the [`RuntimeError`]'s message, when it cannot start: `TRUST_WORKERS` is not a positive
+/// integer, or the OS refuses a worker thread. Use [`Runtime::builder`] to get the error as a value.
 pub fn runtime() -> &'static Runtime {
     if let Some(rt) = RUNTIME.get() {
         return rt;
@@ -166,6 +218,7 @@ impl Runtime {
         RuntimeBuilder {
             workers: None,
             stack_size: DEFAULT_STACK_SIZE,
+            worker_stack_size: DEFAULT_WORKER_STACK_SIZE,
         }
     }
 
@@ -186,6 +239,19 @@ impl Runtime {
         }
     }
 
+    /// A worker thread could not be started: stops the ones that were (they have nothing to serve yet) and
+    /// waits for them to exit, so that a failed `build` leaves no thread behind. The half-built runtime
+    /// itself stays leaked (a few hundred bytes): it was never installed, so nothing can reach it.
+    fn abort_start(&self) {
+        for t in self.trustees.iter() {
+            t.begin_close();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
     pub(crate) fn next_spawn_trustee(&self) -> &'static TrusteeShared {
         self.trustees[self.next_spawn.fetch_add(1, Ordering::Relaxed) % self.trustees.len()]
     }
@@ -194,6 +260,10 @@ impl Runtime {
     /// entrusted (each exactly once), and exits. Runs by itself at process exit. Afterwards `entrust`,
     /// `apply` and `spawn` panic, and dropping a `Trust` does nothing. Waits up to 5 seconds for the workers
     /// (a fiber stuck in an endless loop cannot be stopped).
+    ///
+    /// **A runtime cannot be restarted.** It is one per process for the process's whole life: after
+    /// `shutdown`, [`runtime()`] still returns this (stopped) runtime, and [`Runtime::builder`]`.build()`
+    /// returns [`RuntimeError::AlreadyStarted`]. Shut down only when the process is done with delegation.
     ///
     /// Panics when called from a worker (it would wait for itself).
     pub fn shutdown(&self) {

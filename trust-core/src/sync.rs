@@ -1,11 +1,28 @@
-//! The atomics and cells the slot protocol uses: `std` normally, `loom` under `cfg(loom)`, so the same protocol
-//! code is model-checked (the facade pattern of tokio's `loom` module).
+//! The atomics, fences, cells and thread parking the slot protocol and the sleep/wake handshake use: `std`
+//! normally, `loom` under `cfg(loom)`, so the same protocol code is model-checked (the facade pattern of tokio's
+//! `loom` module).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+
+/// Thread handles and parking (`parker.rs`).
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{Thread, current};
+
+    /// Loom has no clock, hence no timeouts: the model parks until unparked, so a lost wake-up (the safety net
+    /// of the real timeout taken away) leaves the sleeper blocked for good, which loom reports as a deadlock.
+    #[cfg(loom)]
+    pub(crate) fn park_timeout(_timeout: std::time::Duration) {
+        loom::thread::park();
+    }
+
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{Thread, current, park_timeout};
+}
 
 /// An `UnsafeCell` whose accesses loom can track. Both versions hand out raw pointers only inside a closure.
 #[cfg(loom)]
