@@ -11,18 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 
-use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
 
 use crate::client::answer_into;
 use crate::context::{self, Yielder};
 use crate::job::Job;
 use crate::runtime::runtime;
+use crate::stack::overflow;
+use crate::stack::{FiberStack, GuardPage, StackPool};
 use crate::then::Pending;
 use crate::trustee::TrusteeShared;
 
 type FiberJob = Box<dyn FnOnce()>;
-type FiberCoroutine = Coroutine<(), (), (), DefaultStack>;
+type FiberCoroutine = Coroutine<(), (), (), FiberStack>;
 
 /// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
 #[must_use = "a fiber runs whether or not it is joined; join it to see its result or its panic"]
@@ -77,17 +78,25 @@ impl<R> JoinState<R> {
 }
 
 /// Starts `f` in a new fiber on a worker chosen round-robin. Inside it, `apply` suspends only the fiber.
+#[track_caller]
 pub fn spawn<F, R>(f: F) -> Fiber<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    let rt = runtime();
+    let stack = match rt.stacks.take() {
+        Ok(stack) => stack,
+        Err(e) => panic!("{e}"),
+    };
     let (fiber, job) = fiber_job(f);
-    runtime().next_spawn_trustee().spawn_fiber(Box::new(job));
+    rt.next_spawn_trustee().spawn_fiber(stack, Box::new(job));
     fiber
 }
 
-/// Starts `f` in a new fiber on the calling worker (for `launch`: the fiber must run on the trustee).
+/// Starts `f` in a new fiber on the calling worker (for `launch`: the fiber must run on the trustee). If no
+/// stack can be had, `f` is dropped unrun and the fiber's result is that panic, for its joiner to raise: the
+/// worker itself must not panic.
 pub(crate) fn start_here<F, R>(f: F) -> Fiber<R>
 where
     F: FnOnce() -> R + 'static,
@@ -95,7 +104,13 @@ where
 {
     let (fiber, job) = fiber_job(f);
     let worker = context::worker().expect("start_here runs on a worker");
-    worker.scheduler.start(Box::new(job));
+    match worker.scheduler.stacks.take() {
+        Ok(stack) => worker.scheduler.start(stack, Box::new(job)),
+        Err(e) => {
+            drop(job);
+            fiber.state.complete(Err(Box::new(e.to_string())));
+        }
+    }
     fiber
 }
 
@@ -216,11 +231,12 @@ pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J
 
 /// The fibers of one worker. Only its worker thread touches it.
 pub(crate) struct Scheduler {
-    fibers: RefCell<Vec<Option<FiberCoroutine>>>,
+    /// Suspended fibers by id, with their guard pages (for the overflow report, see `stack::overflow`).
+    fibers: RefCell<Vec<Option<(FiberCoroutine, GuardPage)>>>,
     free: RefCell<Vec<usize>>,
     ready: RefCell<VecDeque<usize>>,
-    stacks: RefCell<Vec<DefaultStack>>,
-    stack_size: usize,
+    /// Where finished fibers' stacks go, and `launch` takes new ones.
+    pub(crate) stacks: &'static StackPool,
     live: Cell<usize>,
     /// Each fiber's `apply_then` bookkeeping, by fiber id (created on first use).
     pending: RefCell<Vec<Option<Rc<Pending>>>>,
@@ -235,35 +251,21 @@ impl fmt::Debug for Scheduler {
     }
 }
 
-/// Finished fibers' stacks kept for reuse, at most.
-const POOLED_STACKS: usize = 1024;
-
 impl Scheduler {
-    pub(crate) fn new(stack_size: usize) -> Self {
+    pub(crate) fn new(stacks: &'static StackPool) -> Self {
         Scheduler {
             fibers: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             ready: RefCell::new(VecDeque::new()),
-            stacks: RefCell::new(Vec::new()),
-            stack_size,
+            stacks,
             live: Cell::new(0),
             pending: RefCell::new(Vec::new()),
         }
     }
 
-    /// Creates a fiber for `job` and makes it ready.
-    pub(crate) fn start(&self, job: FiberJob) {
-        let stack = self
-            .stacks
-            .borrow_mut()
-            .pop()
-            .map_or_else(|| DefaultStack::new(self.stack_size), Ok);
-        let stack = stack.unwrap_or_else(|e| {
-            panic!(
-                "trust: cannot allocate a {} byte fiber stack: {e}",
-                self.stack_size
-            )
-        });
+    /// Creates a fiber for `job` on `stack` and makes it ready.
+    pub(crate) fn start(&self, stack: FiberStack, job: FiberJob) {
+        let guard = stack.guard_page();
         let id = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut fibers = self.fibers.borrow_mut();
             fibers.push(None);
@@ -273,7 +275,7 @@ impl Scheduler {
             context::set_fiber(Some((yielder as *const Yielder, id)));
             job();
         });
-        self.fibers.borrow_mut()[id] = Some(fiber);
+        self.fibers.borrow_mut()[id] = Some((fiber, guard));
         self.live.set(self.live.get() + 1);
         self.make_ready(id);
     }
@@ -302,18 +304,17 @@ impl Scheduler {
             let Some(id) = self.ready.borrow_mut().pop_front() else {
                 break;
             };
-            let mut fiber = self.fibers.borrow_mut()[id]
+            let (mut fiber, guard) = self.fibers.borrow_mut()[id]
                 .take()
                 .expect("a ready fiber is suspended");
+            overflow::set_running(guard);
             let state = fiber.resume(());
+            overflow::set_running(GuardPage::NONE);
             context::set_fiber(None);
             match state {
-                CoroutineResult::Yield(()) => self.fibers.borrow_mut()[id] = Some(fiber),
+                CoroutineResult::Yield(()) => self.fibers.borrow_mut()[id] = Some((fiber, guard)),
                 CoroutineResult::Return(()) => {
-                    let mut stacks = self.stacks.borrow_mut();
-                    if stacks.len() < POOLED_STACKS {
-                        stacks.push(fiber.into_stack());
-                    }
+                    self.stacks.give(fiber.into_stack());
                     self.free.borrow_mut().push(id);
                     if let Some(p) = self.pending.borrow_mut().get_mut(id) {
                         *p = None;

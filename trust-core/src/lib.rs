@@ -45,6 +45,7 @@ not_loom! {
     mod parker;
     mod property;
     mod runtime;
+    mod stack;
     mod then;
     mod trust;
     mod trustee;

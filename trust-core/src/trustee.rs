@@ -9,11 +9,12 @@ use crate::client::{self, Channel};
 use crate::context;
 use crate::parker::Parker;
 use crate::property::{Header, Property, SendPtr};
+use crate::stack::FiberStack;
 use crate::trust::Trust;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
-    Spawn(Box<dyn FnOnce() + Send>),
+    Spawn(FiberStack, Box<dyn FnOnce() + Send>),
     Wake(usize),
 }
 
@@ -83,9 +84,9 @@ impl TrusteeShared {
         self.send(Mail::Register(channel));
     }
 
-    pub(crate) fn spawn_fiber(&self, job: Box<dyn FnOnce() + Send>) {
+    pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>) {
         self.check_running();
-        self.send(Mail::Spawn(job));
+        self.send(Mail::Spawn(stack, job));
     }
 
     pub(crate) fn wake_fiber(&self, id: usize) {

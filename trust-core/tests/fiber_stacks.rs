@@ -1,0 +1,134 @@
+//! Fiber stacks: tens of thousands of live fibers fit under Linux's default `vm.max_map_count`, and past the
+//! stack budget `spawn` panics in its caller while the workers keep serving.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+mod common;
+use common::*;
+use trust_core::{Latch, spawn, yield_now};
+
+const FIBERS: u64 = 40_000;
+
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Parks a fiber until `open` is set.
+fn wait_for(open: &AtomicBool) {
+    while !open.load(Ordering::Acquire) {
+        yield_now();
+    }
+}
+
+/// Each fiber but the first joins the one spawned before it, the first waits for the gate: all are live at
+/// once, and their results add up along the chain.
+#[test]
+fn forty_thousand_live_fibers_all_finish() {
+    rt();
+    let limit = trust_core::__private::fiber_stack_limit() as u64;
+    let n = FIBERS.min(limit);
+    if n < FIBERS {
+        eprintln!("this kernel guards stacks with mprotect (2 mappings each): only {n} fibers fit");
+    }
+    let t = Instant::now();
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = {
+        let open = open.clone();
+        spawn(move || {
+            wait_for(&open);
+            0u64
+        })
+    };
+    let mut last = gate;
+    for i in 1..n {
+        last = spawn(move || last.join().unwrap() + i);
+    }
+    eprintln!("spawned {n} in {:?}, rss {} KiB", t.elapsed(), vm_rss_kib());
+    open.store(true, Ordering::Release);
+    let sum = last.join().unwrap();
+    eprintln!("done in {:?}", t.elapsed());
+    assert_eq!(sum, n * (n - 1) / 2);
+}
+
+const LOW_LIMIT: usize = 64;
+
+#[test]
+fn spawning_past_the_budget_panics_in_the_caller_and_the_workers_keep_serving() {
+    if !is_child() {
+        let out = run_in_child(
+            "spawning_past_the_budget_panics_in_the_caller_and_the_workers_keep_serving",
+            &[("TRUST_MAX_FIBER_STACKS", &LOW_LIMIT.to_string())],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "child failed: {}\n{stderr}",
+            out.status
+        );
+        return;
+    }
+    rt();
+    assert_eq!(trust_core::__private::fiber_stack_limit(), LOW_LIMIT);
+    let open = Arc::new(AtomicBool::new(false));
+    let fibers: Vec<_> = (0..LOW_LIMIT as u64)
+        .map(|i| {
+            let open = open.clone();
+            spawn(move || {
+                wait_for(&open);
+                i
+            })
+        })
+        .collect();
+
+    let spawn_error = panic_message(catch_unwind(|| spawn(|| 0)).unwrap_err());
+    for part in [
+        "cannot start a fiber",
+        "vm.max_map_count",
+        "TRUST_MAX_FIBER_STACKS=64",
+    ] {
+        assert!(spawn_error.contains(part), "{spawn_error:?} lacks {part:?}");
+    }
+    // A launch takes its stack on the trustee: it fails in its caller, and the trustee lives on.
+    let latched = rt().trustee(1).entrust(Latch::new(10u64));
+    let launch_error = panic_message(
+        catch_unwind(AssertUnwindSafe(|| latched.launch(|l| *l.lock()))).unwrap_err(),
+    );
+    assert_eq!(launch_error, spawn_error);
+
+    open.store(true, Ordering::Release);
+    let sum: u64 = fibers.into_iter().map(|f| f.join().unwrap()).sum();
+    assert_eq!(sum, (0..LOW_LIMIT as u64).sum());
+    for worker in 0..2 {
+        assert_eq!(
+            rt().trustee(worker).entrust(worker).apply(|w| *w + 1),
+            worker + 1
+        );
+    }
+    // The finished fibers' stacks are free again.
+    assert_eq!(spawn(|| 7).join().unwrap(), 7);
+    assert_eq!(latched.launch(|l| *l.lock() + 1), 11);
+}
+
+#[test]
+fn a_bad_stack_limit_is_a_clear_error() {
+    if !is_child() {
+        let out = run_in_child(
+            "a_bad_stack_limit_is_a_clear_error",
+            &[("TRUST_MAX_FIBER_STACKS", "lots")],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("TRUST_MAX_FIBER_STACKS must be a positive integer")
+                && stderr.contains("\"lots\""),
+            "{stderr}"
+        );
+        return;
+    }
+    rt();
+}
