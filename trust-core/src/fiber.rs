@@ -78,6 +78,20 @@ impl<R> JoinState<R> {
 }
 
 /// Starts `f` in a new fiber on a worker chosen round-robin. Inside it, `apply` suspends only the fiber.
+///
+/// The fiber's stack ([`fiber_stack_size`](crate::RuntimeBuilder::fiber_stack_size), 256 KiB by default) is
+/// taken here, on the calling thread: a finished fiber's if one is pooled, else a new memory mapping. Linux
+/// caps the mappings of a process (`vm.max_map_count`, 65,530 by default) and each stack is one (two before
+/// Linux 6.13, whose guard pages need a mapping of their own), so the live fibers of a process are limited:
+/// under the default cap, 57,339 (28,669 before 6.13). Measured on Linux 6.18: 57,339 waiting fibers take
+/// 231 MiB of RSS, about 4.1 KiB each plus 0.5 KiB of page tables; a fiber's stack costs only the pages it
+/// touches.
+///
+/// # Panics
+///
+/// When no stack can be had — the limit is reached, or `mmap` fails — with a message that names
+/// `vm.max_map_count` and the `sysctl` that raises it. Fibers already running are not affected, and `spawn`
+/// works again once some finish. Also panics after [`Runtime::shutdown`](crate::Runtime::shutdown).
 #[track_caller]
 pub fn spawn<F, R>(f: F) -> Fiber<R>
 where

@@ -301,12 +301,14 @@ impl fmt::Display for StackError {
         match (&self.cause, budget.limit) {
             (Cause::Budget, Limit::MaxMapCount) => write!(
                 f,
-                "all {} fiber stacks this process allows are in use. Each stack takes {} memory mapping(s), and \
-                 Linux allows a process vm.max_map_count = {max_map_count} of them ({} are kept for the rest of \
-                 the process). Let fibers finish first, or raise the limit: `sudo sysctl -w \
-                 vm.max_map_count={suggested}`",
+                "all {} fiber stacks this process allows are in use. Each stack takes {}, and Linux allows a \
+                 process vm.max_map_count = {max_map_count} of them ({} are kept for the rest of the process). \
+                 Let fibers finish first, or raise the limit: `sudo sysctl -w vm.max_map_count={suggested}`",
                 budget.max_stacks,
-                budget.guard.mappings(),
+                match budget.guard {
+                    GuardKind::Marker => "1 memory mapping",
+                    GuardKind::Protected => "2 memory mappings (its guard page is one)",
+                },
                 reserve(max_map_count),
             ),
             (Cause::Budget, Limit::Env) => write!(

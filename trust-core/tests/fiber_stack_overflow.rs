@@ -10,6 +10,7 @@ mod common;
 use common::*;
 
 /// Recurses until the stack runs out; each frame holds a buffer the optimiser cannot drop.
+#[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
     let frame = black_box([depth; 64]);
     black_box(recurse(depth + 1)) + frame[0]

@@ -4,7 +4,6 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 mod common;
 use common::*;
@@ -12,9 +11,10 @@ use trust_core::{Latch, spawn, yield_now};
 
 const FIBERS: u64 = 40_000;
 
-fn vm_rss_kib() -> u64 {
+/// A figure of this process's `/proc/self/status`, in KiB (`VmRSS`, `VmPTE`).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -25,8 +25,20 @@ fn wait_for(open: &AtomicBool) {
     }
 }
 
-/// Each fiber but the first joins the one spawned before it, the first waits for the gate: all are live at
-/// once, and their results add up along the chain.
+/// Spawns `n` fibers, all live at once: each but the first joins the one spawned before it, the first waits
+/// for `open`. The last one returns the sum of `0..n`.
+fn spawn_chain(n: u64, open: &Arc<AtomicBool>) -> trust_core::Fiber<u64> {
+    let open = open.clone();
+    let mut last = spawn(move || {
+        wait_for(&open);
+        0
+    });
+    for i in 1..n {
+        last = spawn(move || last.join().unwrap() + i);
+    }
+    last
+}
+
 #[test]
 fn forty_thousand_live_fibers_all_finish() {
     rt();
@@ -35,24 +47,57 @@ fn forty_thousand_live_fibers_all_finish() {
     if n < FIBERS {
         eprintln!("this kernel guards stacks with mprotect (2 mappings each): only {n} fibers fit");
     }
-    let t = Instant::now();
     let open = Arc::new(AtomicBool::new(false));
-    let gate = {
-        let open = open.clone();
-        spawn(move || {
-            wait_for(&open);
-            0u64
-        })
-    };
-    let mut last = gate;
-    for i in 1..n {
-        last = spawn(move || last.join().unwrap() + i);
-    }
-    eprintln!("spawned {n} in {:?}, rss {} KiB", t.elapsed(), vm_rss_kib());
+    let last = spawn_chain(n, &open);
     open.store(true, Ordering::Release);
-    let sum = last.join().unwrap();
-    eprintln!("done in {:?}", t.elapsed());
-    assert_eq!(sum, n * (n - 1) / 2);
+    assert_eq!(last.join().unwrap(), n * (n - 1) / 2);
+}
+
+/// How many fibers fit under this machine's `vm.max_map_count`, and what they cost (run by hand:
+/// `cargo test --release -p trust-core --test fiber_stacks -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement: spawns fibers until the stack budget is spent"]
+fn measure_live_fibers_at_the_limit() {
+    if !is_child() {
+        let out = run_in_child("measure_live_fibers_at_the_limit", &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "child failed: {}\n{stderr}",
+            out.status
+        );
+        eprintln!(
+            "{}",
+            stderr
+                .lines()
+                .filter(|l| l.contains("live fibers"))
+                .collect::<String>()
+        );
+        return;
+    }
+    rt();
+    let (rss_before, pte_before) = (status_kib("VmRSS:"), status_kib("VmPTE:"));
+    let open = Arc::new(AtomicBool::new(false));
+    let n = trust_core::__private::fiber_stack_limit() as u64;
+    let last = spawn_chain(n, &open);
+    let (rss, pte) = (status_kib("VmRSS:"), status_kib("VmPTE:"));
+    let mappings = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        catch_unwind(|| spawn(|| 0)).is_err(),
+        "the limit is reached"
+    );
+    eprintln!(
+        "{n} live fibers, {mappings} mappings in the process, VmRSS {} MiB (+{:.1} KiB a fiber), page tables \
+         +{:.1} KiB a fiber",
+        rss / 1024,
+        (rss - rss_before) as f64 / n as f64,
+        (pte - pte_before) as f64 / n as f64,
+    );
+    open.store(true, Ordering::Release);
+    assert_eq!(last.join().unwrap(), n * (n - 1) / 2);
 }
 
 const LOW_LIMIT: usize = 64;

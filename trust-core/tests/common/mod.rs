@@ -53,7 +53,13 @@ pub fn is_child() -> bool {
 pub fn run_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
     let exe = std::env::current_exe().expect("the test binary's path");
     std::process::Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(CHILD, "1")
         .envs(env.iter().copied())
         .output()
