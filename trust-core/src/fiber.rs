@@ -121,7 +121,7 @@ where
     match worker.scheduler.stacks.take() {
         Ok(stack) => worker.scheduler.start(stack, Box::new(job)),
         Err(e) => {
-            drop(job);
+            drop(job); // first: whatever `f` holds is released before the joiner wakes
             fiber.state.complete(Err(Box::new(e.to_string())));
         }
     }

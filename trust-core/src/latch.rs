@@ -127,7 +127,8 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// requests meanwhile; a plain `apply` on this property (which hands out `&mut Latch<T>`) waits until
     /// every launched fiber of the property has finished. Fiber stacks are pooled and reused.
     ///
-    /// A panic in `f` resumes here.
+    /// A panic in `f` resumes here. So does the panic of [`spawn`](crate::spawn) when no fiber stack can be
+    /// had (then `f` does not run); the trustee is not affected.
     pub fn launch<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,

@@ -9,8 +9,10 @@
 //! **A budget under `vm.max_map_count`.** Linux caps the mappings of a process (`vm.max_map_count`, 65,530
 //! by default). At the cap every `mmap` fails — `malloc`'s, a new thread's, a library's — so fiber stacks
 //! may use only the cap less a reserve for the rest of the process (an eighth, at least 4,096 mappings).
-//! A stack counts from its `mmap` to its `munmap`, running or pooled. `TRUST_MAX_FIBER_STACKS` sets the
-//! limit instead (tests use it to reach it quickly).
+//! A stack counts from its `mmap` to its `munmap`, running or pooled. (The kernel often merges neighbouring
+//! stacks into one mapping — 57,339 stacks have shown up as 59 mappings — but unmapping one in the middle
+//! splits them again, so the budget counts the worst case.) `TRUST_MAX_FIBER_STACKS` sets the limit instead
+//! (tests use it to reach it quickly).
 //!
 //! **Taken by the caller.** [`spawn`](crate::spawn) takes its fiber's stack on the calling thread before
 //! the fiber is sent to a worker, so when no stack can be had (budget spent, or `mmap` failed) `spawn`
