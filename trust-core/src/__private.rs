@@ -10,3 +10,8 @@ pub use crate::entrust::{
     ret, slice_arg, str_arg, trust_of,
 };
 pub use crate::trust::Trust;
+
+/// The most fiber stacks this process may have alive at once (tests size themselves by it).
+pub fn fiber_stack_limit() -> usize {
+    crate::stack::budget().max_stacks()
+}

@@ -127,8 +127,10 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// requests meanwhile; a plain `apply` on this property (which hands out `&mut Latch<T>`) waits until
     /// every launched fiber of the property has finished. Fiber stacks are pooled and reused.
     ///
-    /// A panic in `f` resumes here. Panics inside a delegated closure or an `apply_then` continuation on a
-    /// worker (it waits for the fiber, and the trustee cannot wait): use `apply_then` there.
+    /// A panic in `f` resumes here. So does the panic of [`spawn`](crate::spawn) when no fiber stack can be
+    /// had (then `f` does not run); the trustee is not affected. Panics inside a delegated closure or an
+    /// `apply_then` continuation on a worker (it waits for the fiber, and the trustee cannot wait): use
+    /// `apply_then` there.
     pub fn launch<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,

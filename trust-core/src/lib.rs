@@ -46,6 +46,7 @@ not_loom! {
     mod latch;
     mod property;
     mod runtime;
+    mod stack;
     mod then;
     mod trust;
     mod trustee;

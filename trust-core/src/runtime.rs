@@ -6,6 +6,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::context;
+use crate::stack::{self, StackPool};
 use crate::trust::Trust;
 use crate::trustee::{Trustee, TrusteeShared};
 use crate::worker;
@@ -27,6 +28,8 @@ pub struct Runtime {
     stopped: Mutex<usize>,
     stopped_cv: Condvar,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Fiber stacks for every worker: `spawn` takes one on the calling thread.
+    pub(crate) stacks: StackPool,
 }
 
 impl fmt::Debug for Runtime {
@@ -92,7 +95,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Stack size of each fiber, in bytes (default 256 KiB; memory is committed only as it is touched).
+    /// Stack size of each fiber, in bytes (default 256 KiB, rounded up to whole pages; memory is committed only
+    /// as it is touched). A fiber that overflows its stack hits a guard page, and the process aborts with a
+    /// message naming this setting.
     pub fn fiber_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
         self
@@ -122,6 +127,8 @@ impl RuntimeBuilder {
         if n == 0 {
             return Err(RuntimeError::NoWorkers);
         }
+        stack::budget(); // checks TRUST_MAX_FIBER_STACKS now, not at the first spawn
+        stack::overflow::install_handler();
         let trustees: Box<[&'static TrusteeShared]> = (0..n)
             .map(|i| &*Box::leak(Box::new(TrusteeShared::new(i))))
             .collect();
@@ -132,14 +139,14 @@ impl RuntimeBuilder {
             stopped: Mutex::new(0),
             stopped_cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            stacks: StackPool::new(self.stack_size),
         }));
         for &shared in runtime.trustees.iter() {
-            let stack_size = self.stack_size;
             let spawned = std::thread::Builder::new()
                 .name(format!("trust-worker-{}", shared.index()))
                 .stack_size(self.worker_stack_size)
                 .spawn(move || {
-                    worker::run(shared, stack_size);
+                    worker::run(shared, &runtime.stacks);
                     *runtime.stopped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     runtime.stopped_cv.notify_all();
                 });

@@ -9,13 +9,14 @@ use crate::client::{self, Channel};
 use crate::context;
 use crate::parker::Parker;
 use crate::property::{Header, Property, SendPtr};
+use crate::stack::FiberStack;
 use crate::trust::Trust;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
     /// A count change or registration from a plain thread whose slot was busy (see `client::post_count`).
     Run(Box<dyn FnOnce() + Send>),
-    Spawn(Box<dyn FnOnce() + Send>),
+    Spawn(FiberStack, Box<dyn FnOnce() + Send>),
     Wake(usize),
 }
 
@@ -85,9 +86,9 @@ impl TrusteeShared {
         self.send(Mail::Register(channel));
     }
 
-    pub(crate) fn spawn_fiber(&self, job: Box<dyn FnOnce() + Send>) {
+    pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>) {
         self.check_running();
-        self.send(Mail::Spawn(job));
+        self.send(Mail::Spawn(stack, job));
     }
 
     pub(crate) fn run_later(&self, f: Box<dyn FnOnce() + Send>) {

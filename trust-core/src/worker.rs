@@ -12,6 +12,8 @@ use crate::fiber::Scheduler;
 use crate::parker::{Backoff, Parker};
 use crate::property::{self, Header, Registry};
 use crate::slot::Cursor;
+use crate::stack::StackPool;
+use crate::stack::overflow::WorkerSignals;
 use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
 
@@ -68,14 +70,15 @@ pub(crate) struct Worker {
 }
 
 /// The body of a worker thread; returns after shutdown.
-pub(crate) fn run(shared: &'static TrusteeShared, stack_size: usize) {
+pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
+    let _signals = WorkerSignals::enter(shared.index());
     let parker = Arc::new(Parker::current());
     // Leaked: fibers and closures on this thread refer to it as 'static. One per worker, for the process.
     let worker: &'static Worker = Box::leak(Box::new(Worker {
         shared,
         registry: RefCell::default(),
         client: RefCell::new(Client::new(Some(parker.clone()))),
-        scheduler: Scheduler::new(stack_size),
+        scheduler: Scheduler::new(stacks),
         inline_burst: Cell::new(0),
         fiber: Cell::new(None),
         delegated: Cell::new(0),
@@ -136,7 +139,7 @@ impl Worker {
                     paused: None,
                 }),
                 Mail::Run(f) => f(),
-                Mail::Spawn(job) => self.scheduler.start(job),
+                Mail::Spawn(stack, job) => self.scheduler.start(stack, job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
         }

@@ -39,3 +39,29 @@ impl Drop for CountsDrops {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Set in a child process started by [`run_in_child`].
+pub const CHILD: &str = "TRUST_TEST_CHILD";
+
+/// True in the child process of [`run_in_child`].
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// Runs test `name` of this test binary again in a child process (a fresh runtime, its own configuration,
+/// and a crash that cannot take the other tests with it), with `env` set; returns its output.
+pub fn run_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    std::process::Command::new(exe)
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(CHILD, "1")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the test binary runs again")
+}

@@ -1,0 +1,399 @@
+//! Fiber stacks: how they are mapped, guarded, counted and reused.
+//!
+//! **One mapping each.** A stack is one anonymous `mmap`; its lowest page is a guard page, so running off the
+//! end faults instead of corrupting memory (see `overflow` for the message that fault produces). On Linux
+//! 6.13 and later the guard is `madvise(MADV_GUARD_INSTALL)`: a marker in the page tables, not a mapping of
+//! its own, so a stack costs one memory mapping. Older kernels refuse that advice (EINVAL) and the guard
+//! page is `mprotect(PROT_NONE)` instead, which splits the mapping in two. Which kind works is probed once.
+//!
+//! **A budget under `vm.max_map_count`.** Linux caps the mappings of a process (`vm.max_map_count`, 65,530
+//! by default). At the cap every `mmap` fails — `malloc`'s, a new thread's, a library's — so fiber stacks
+//! may use only the cap less a reserve for the rest of the process (an eighth, at least 4,096 mappings).
+//! A stack counts from its `mmap` to its `munmap`, running or pooled. (The kernel often merges neighbouring
+//! stacks into one mapping — 57,339 stacks have shown up as 59 mappings — but unmapping one in the middle
+//! splits them again, so the budget counts the worst case.) `TRUST_MAX_FIBER_STACKS` sets the limit instead
+//! (tests use it to reach it quickly).
+//!
+//! **Taken by the caller.** [`spawn`](crate::spawn) takes its fiber's stack on the calling thread before
+//! the fiber is sent to a worker, so when no stack can be had (budget spent, or `mmap` failed) `spawn`
+//! panics there, and a worker never fails for want of a stack. `launch` takes its stack on the trustee
+//! and, failing, fails that `launch` (its caller gets the panic).
+//!
+//! **Reused.** Finished fibers' stacks go back to one process-wide [`StackPool`] (at most 1,024 stacks)
+//! that `spawn` and `launch` draw from first. A pooled stack is already counted, so reuse costs no budget;
+//! and one pool for all workers means a stack freed on one worker serves a `spawn` bound for another.
+
+use std::fmt;
+use std::io;
+use std::num::NonZeroUsize;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use corosensei::stack::{MIN_STACK_SIZE, Stack, StackPointer};
+
+pub(crate) mod overflow;
+
+/// Finished fibers' stacks kept for reuse, at most.
+const POOLED_STACKS: usize = 1024;
+
+/// `MADV_GUARD_INSTALL` (Linux 6.13), not yet in the `libc` crate.
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Linux's default `vm.max_map_count`, assumed when it cannot be read.
+const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
+
+/// Stacks alive now (running or pooled); never more than `Budget::max_stacks`.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How a stack's guard page is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuardKind {
+    /// `madvise(MADV_GUARD_INSTALL)`: the stack stays one mapping.
+    Marker,
+    /// `mprotect(PROT_NONE)`: the stack becomes two mappings.
+    Protected,
+}
+
+impl GuardKind {
+    fn mappings(self) -> usize {
+        match self {
+            GuardKind::Marker => 1,
+            GuardKind::Protected => 2,
+        }
+    }
+
+    /// Makes the page at `page` a guard page.
+    ///
+    /// # Safety
+    /// `page` is a page-aligned page of a mapping the caller owns and nothing else uses.
+    unsafe fn install(self, page: *mut libc::c_void, page_size: usize) -> io::Result<()> {
+        // SAFETY: by the contract; both calls only change how the page may be accessed.
+        let r = unsafe {
+            match self {
+                GuardKind::Marker => libc::madvise(page, page_size, MADV_GUARD_INSTALL),
+                GuardKind::Protected => libc::mprotect(page, page_size, libc::PROT_NONE),
+            }
+        };
+        if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    fn call(self) -> &'static str {
+        match self {
+            GuardKind::Marker => "madvise(MADV_GUARD_INSTALL)",
+            GuardKind::Protected => "mprotect(PROT_NONE)",
+        }
+    }
+}
+
+/// Where the stack limit comes from.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    MaxMapCount,
+    /// `TRUST_MAX_FIBER_STACKS`.
+    Env,
+}
+
+/// How many fiber stacks this process may have, decided once.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max_stacks: usize,
+    limit: Limit,
+    max_map_count: usize,
+    guard: GuardKind,
+    page_size: usize,
+}
+
+/// The process's stack budget, read on first use. Panics if `TRUST_MAX_FIBER_STACKS` is not a positive
+/// integer.
+pub(crate) fn budget() -> &'static Budget {
+    static BUDGET: OnceLock<Budget> = OnceLock::new();
+    BUDGET.get_or_init(|| {
+        // SAFETY: sysconf only reads a system parameter.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_MAP_COUNT);
+        let guard = probe_guard(page_size);
+        let (max_stacks, limit) = match std::env::var("TRUST_MAX_FIBER_STACKS") {
+            Ok(s) => match s.trim().parse::<usize>() {
+                Ok(n) if n > 0 => (n, Limit::Env),
+                _ => panic!(
+                    "TRUST_MAX_FIBER_STACKS must be a positive integer (the most fiber stacks alive at once), \
+                     got {s:?}"
+                ),
+            },
+            Err(_) => {
+                let max_mappings = max_map_count - reserve(max_map_count);
+                (max_mappings / guard.mappings(), Limit::MaxMapCount)
+            }
+        };
+        Budget {
+            max_stacks,
+            limit,
+            max_map_count,
+            guard,
+            page_size,
+        }
+    })
+}
+
+/// Mappings left to the rest of the process: an eighth of the cap, at least 4,096 (at most half the cap).
+fn reserve(max_map_count: usize) -> usize {
+    (max_map_count / 8).max(4096).min(max_map_count / 2)
+}
+
+/// Marker guards if this kernel takes them, else protected pages.
+fn probe_guard(page_size: usize) -> GuardKind {
+    let Some(probe) = map(2 * page_size) else {
+        return GuardKind::Protected;
+    };
+    // SAFETY: a fresh mapping of two pages, advised and unmapped here only.
+    unsafe {
+        let works = GuardKind::Marker.install(probe, page_size).is_ok();
+        libc::munmap(probe, 2 * page_size);
+        if works { GuardKind::Marker } else { GuardKind::Protected }
+    }
+}
+
+/// A fresh read-write anonymous mapping of `len` bytes.
+fn map(len: usize) -> Option<*mut libc::c_void> {
+    // MAP_STACK also keeps transparent huge pages out of stacks (Linux 6.7+).
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a new anonymous mapping at an address the kernel picks overlaps nothing.
+    let p = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, -1, 0) };
+    (p != libc::MAP_FAILED).then_some(p)
+}
+
+impl Budget {
+    /// The most fiber stacks alive at once.
+    pub(crate) fn max_stacks(&self) -> usize {
+        self.max_stacks
+    }
+
+    /// Counts one more stack, if the budget allows.
+    fn reserve_one(&self) -> bool {
+        LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < self.max_stacks).then_some(n + 1)
+        })
+        .is_ok()
+    }
+
+    fn release_one(&self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A `vm.max_map_count` worth suggesting.
+    fn suggested_max_map_count(&self) -> usize {
+        (self.max_map_count * 4).max(262_144)
+    }
+}
+
+/// A fiber stack: one mapping, a guard page at its low end, counted in the [`budget`] while it exists.
+#[derive(Debug)]
+pub(crate) struct FiberStack {
+    /// Lowest address: the guard page.
+    bottom: usize,
+    /// The mapping's length, guard page included.
+    len: usize,
+}
+
+/// The guard page of a stack, and the size of the stack above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GuardPage {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) stack_bytes: usize,
+}
+
+impl GuardPage {
+    pub(crate) const NONE: GuardPage = GuardPage {
+        start: 0,
+        end: 0,
+        stack_bytes: 0,
+    };
+
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        (self.start..self.end).contains(&addr)
+    }
+}
+
+impl FiberStack {
+    /// Maps a stack of `bytes` usable bytes (rounded up to whole pages).
+    pub(crate) fn new(bytes: usize) -> Result<Self, StackError> {
+        let budget = budget();
+        let bytes = bytes.max(MIN_STACK_SIZE).next_multiple_of(budget.page_size);
+        let error = |cause| Err(StackError { cause, bytes });
+        if !budget.reserve_one() {
+            return error(Cause::Budget);
+        }
+        let len = bytes + budget.page_size;
+        let Some(bottom) = map(len) else {
+            let e = io::Error::last_os_error();
+            budget.release_one();
+            return error(Cause::Os("mmap", e));
+        };
+        // From here, dropping `stack` unmaps it and releases its budget.
+        let stack = FiberStack {
+            bottom: bottom as usize,
+            len,
+        };
+        // SAFETY: the lowest page of the mapping just made, which nothing else knows of.
+        if let Err(e) = unsafe { budget.guard.install(bottom, budget.page_size) } {
+            return error(Cause::Os(budget.guard.call(), e));
+        }
+        Ok(stack)
+    }
+
+    pub(crate) fn guard_page(&self) -> GuardPage {
+        let page_size = budget().page_size;
+        GuardPage {
+            start: self.bottom,
+            end: self.bottom + page_size,
+            stack_bytes: self.len - page_size,
+        }
+    }
+}
+
+impl Drop for FiberStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours, and no coroutine runs on it any more (corosensei gives a stack back
+        // only once its coroutine is done or dropped).
+        let r = unsafe { libc::munmap(self.bottom as *mut libc::c_void, self.len) };
+        debug_assert_eq!(r, 0, "munmap of a fiber stack");
+        budget().release_one();
+    }
+}
+
+// SAFETY: the stack has a guard page below at least `MIN_STACK_SIZE` usable bytes; `base` and `limit` are
+// page-aligned, hence aligned to `STACK_ALIGNMENT`, and fixed for the stack's life.
+unsafe impl Stack for FiberStack {
+    fn base(&self) -> StackPointer {
+        StackPointer::new(self.bottom + self.len).expect("a mapping does not end at address 0")
+    }
+
+    fn limit(&self) -> StackPointer {
+        NonZeroUsize::new(self.bottom).expect("a mapping does not start at address 0")
+    }
+}
+
+/// Why no stack could be had.
+#[derive(Debug)]
+pub(crate) struct StackError {
+    cause: Cause,
+    /// The stack size asked for.
+    bytes: usize,
+}
+
+#[derive(Debug)]
+enum Cause {
+    /// The budget is spent.
+    Budget,
+    /// A system call failed.
+    Os(&'static str, io::Error),
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let budget = budget();
+        let (max_map_count, suggested) = (budget.max_map_count, budget.suggested_max_map_count());
+        f.write_str("trust: cannot start a fiber: ")?;
+        match (&self.cause, budget.limit) {
+            (Cause::Budget, Limit::MaxMapCount) => write!(
+                f,
+                "all {} fiber stacks this process allows are in use. Each stack takes {}, and Linux allows a \
+                 process vm.max_map_count = {max_map_count} of them ({} are kept for the rest of the process). \
+                 Let fibers finish first, or raise the limit: `sudo sysctl -w vm.max_map_count={suggested}`",
+                budget.max_stacks,
+                match budget.guard {
+                    GuardKind::Marker => "1 memory mapping",
+                    GuardKind::Protected => "2 memory mappings (its guard page is one)",
+                },
+                reserve(max_map_count),
+            ),
+            (Cause::Budget, Limit::Env) => write!(
+                f,
+                "all {} fiber stacks this process allows are in use (TRUST_MAX_FIBER_STACKS={0}; without it \
+                 the limit follows vm.max_map_count = {max_map_count}). Let fibers finish first, or raise \
+                 TRUST_MAX_FIBER_STACKS",
+                budget.max_stacks,
+            ),
+            (Cause::Os(call, e), _) => write!(
+                f,
+                "{call} for a {} KiB fiber stack failed ({e}) with {} fiber stacks in use. If the process has \
+                 reached vm.max_map_count = {max_map_count} memory mappings, raise it: `sudo sysctl -w \
+                 vm.max_map_count={suggested}`; otherwise memory is short",
+                self.bytes / 1024,
+                LIVE.load(Ordering::Relaxed),
+            ),
+        }
+    }
+}
+
+/// Finished fibers' stacks, for reuse by any worker; all of one size (the runtime's `fiber_stack_size`).
+#[derive(Debug)]
+pub(crate) struct StackPool {
+    bytes: usize,
+    free: Mutex<Vec<FiberStack>>,
+}
+
+impl StackPool {
+    pub(crate) fn new(bytes: usize) -> Self {
+        StackPool {
+            bytes,
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A pooled stack, else a new one.
+    pub(crate) fn take(&self) -> Result<FiberStack, StackError> {
+        let pooled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        pooled.map_or_else(|| FiberStack::new(self.bytes), Ok)
+    }
+
+    /// Keeps `stack` for reuse, or unmaps it (after unlocking) if the pool is full.
+    pub(crate) fn give(&self, stack: FiberStack) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOLED_STACKS {
+            free.push(stack);
+            return;
+        }
+        drop(free);
+        drop(stack);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_is_writable_down_to_its_guard_page() {
+        let stack = FiberStack::new(10_000).unwrap();
+        let guard = stack.guard_page();
+        assert_eq!(guard.stack_bytes, 12_288, "rounded up to whole pages");
+        assert_eq!(stack.limit().get(), guard.start);
+        assert_eq!(stack.base().get(), guard.end + guard.stack_bytes);
+        for addr in (guard.end..stack.base().get()).step_by(4096) {
+            // SAFETY: inside the stack's read-write part, which nothing else uses.
+            unsafe { (addr as *mut u8).write_volatile(1) };
+        }
+    }
+
+    #[test]
+    fn the_default_limit_message_names_the_setting_and_the_sysctl() {
+        if !matches!(budget().limit, Limit::MaxMapCount) {
+            return; // TRUST_MAX_FIBER_STACKS is set for this run
+        }
+        let message = StackError {
+            cause: Cause::Budget,
+            bytes: 256 * 1024,
+        }
+        .to_string();
+        for part in ["vm.max_map_count = ", "sudo sysctl -w vm.max_map_count=", "fiber stacks"] {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
+}
