@@ -1,6 +1,7 @@
 //! `limit`: the physical limit of delegation on this machine, with no runtime at all: a bare single-producer /
-//! single-consumer ring between a client thread and a server thread that owns a counter. Every delegated
-//! operation costs at least what this ring costs, so the other tables compare their rows with it (`vs ring`).
+//! single-consumer ring between a client thread and a server thread that owns a counter. A request that
+//! crosses threads costs at least what it costs here, so the later tables compare their rows with the ring
+//! (`vs ring`).
 //!
 //! - `ring_pipelined`: the client writes requests into the ring, publishes its tail every
 //!   [`PUBLISH_EVERY`] requests and keeps at most [`RING`] in flight; the server applies them as they come
