@@ -1,114 +1,159 @@
-//! The main example: many clients increment one shared counter, once behind `Arc<Mutex<u64>>` and once
-//! entrusted as `Trust<u64>`; first from plain OS threads, then from fibers on the runtime's workers.
+//! The main example: many clients add 1 to one shared counter, for a fixed time each way, and every count is
+//! checked exactly. `Arc<Mutex<u64>>` moves the counter's cache line between the cores on every increment;
+//! `Trust<u64>` leaves the counter on one worker (its trustee) and sends the increments there.
+//!
+//! The delegation way to have many clients is many fibers: a fiber's `apply` suspends only the fiber, so a
+//! worker keeps hundreds of requests in flight and the trustee applies them in batches; fibers on the
+//! counter's own worker apply inline, without a message (the `inline` column says how much of a row that
+//! was). OS threads pipeline with `apply_then`.
 //!
 //! Run: `cargo run --release --example fetch_and_add`
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use trust_core::{Runtime, Trust, spawn};
+use trust_core::{Trust, spawn, wait_pending};
 
-const THREADS: usize = 4;
-const FIBERS_PER_WORKER: usize = 64;
-/// Each mode runs for about this long.
-const BUDGET: Duration = Duration::from_millis(700);
+const FIBERS_PER_WORKER: usize = 256;
+/// How long each row runs.
+const RUN: Duration = Duration::from_millis(400);
 
 fn main() {
-    let rt = Runtime::builder()
-        .build()
-        .expect("the first runtime of this process");
-    let workers = rt.workers();
-    println!(
-        "trust fetch-and-add: {workers} workers, {} cores",
-        thread::available_parallelism().map_or(1, |n| n.get())
-    );
-
-    let ops = calibrate(THREADS);
-    println!("\n{THREADS} OS threads, {ops} increments each");
-    let mutex = run_threads(THREADS, ops, mutex_counter());
-    let trust = run_threads(THREADS, ops, trust_counter(rt));
-    report(mutex, trust);
-
+    let workers = trust_core::runtime().workers();
     let fibers = workers * FIBERS_PER_WORKER;
-    let ops = ops * THREADS / fibers;
-    println!("\n{workers} workers x {FIBERS_PER_WORKER} fibers, {ops} increments each");
-    let mutex = run_fibers(fibers, ops, mutex_counter());
-    let trust = run_fibers(fibers, ops, trust_counter(rt));
-    report(mutex, trust);
-}
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    println!("fetch-and-add on one shared u64: {workers} workers, {cores} cores, {RUN:?} a row\n");
+    println!("| counter | clients | M ops/s | vs Mutex | inline |");
+    println!("| --- | --- | ---: | ---: | ---: |");
 
-/// One way to increment a shared counter, and to read it.
-type Counter = (Arc<dyn Fn() + Send + Sync>, Box<dyn Fn() -> u64>);
-
-fn mutex_counter() -> Counter {
-    let m = Arc::new(Mutex::new(0u64));
-    let m2 = m.clone();
-    (
-        Arc::new(move || *m.lock().unwrap() += 1),
-        Box::new(move || *m2.lock().unwrap()),
-    )
-}
-
-fn trust_counter(rt: &Runtime) -> Counter {
-    let t: Trust<u64> = rt.trustee(0).entrust(0);
-    let t2 = t.clone();
-    (
-        Arc::new(move || t.apply(|c| *c += 1)),
-        Box::new(move || t2.apply(|c| *c)),
-    )
-}
-
-/// Increments per thread that take roughly `BUDGET` with a mutex.
-fn calibrate(threads: usize) -> usize {
-    let (inc, _) = mutex_counter();
-    let start = Instant::now();
-    for _ in 0..100_000 {
-        inc();
-    }
-    let per_op = start.elapsed().as_secs_f64() / 100_000.0;
-    ((BUDGET.as_secs_f64() / per_op / threads as f64 / 4.0) as usize).clamp(10_000, 2_000_000)
-}
-
-fn run_threads(threads: usize, ops: usize, (inc, read): Counter) -> f64 {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let inc = inc.clone();
-            thread::spawn(move || (0..ops).for_each(|_| inc()))
-        })
-        .collect();
-    handles.into_iter().for_each(|h| h.join().unwrap());
-    finish(start, threads * ops, read)
-}
-
-fn run_fibers(fibers: usize, ops: usize, (inc, read): Counter) -> f64 {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..fibers)
-        .map(|_| {
-            let inc = inc.clone();
-            spawn(move || (0..ops).for_each(|_| inc()))
-        })
-        .collect();
-    handles.into_iter().for_each(|h| h.join().unwrap());
-    finish(start, fibers * ops, read)
-}
-
-fn finish(start: Instant, total: usize, read: Box<dyn Fn() -> u64>) -> f64 {
-    let rate = total as f64 / start.elapsed().as_secs_f64();
-    let count = read();
-    assert_eq!(
-        count, total as u64,
-        "every increment must land exactly once"
+    // The usual way: as many threads as cores, each locking the counter.
+    let mutex = Arc::new(Mutex::new(0u64));
+    let m = mutex.clone();
+    let (ops, rate) = on_threads(workers, move |stop| count(stop, || *m.lock().unwrap() += 1));
+    assert_eq!(*mutex.lock().unwrap(), ops);
+    let baseline = rate;
+    row(
+        "Arc<Mutex<u64>>",
+        &format!("{workers} threads, lock"),
+        rate,
+        baseline,
+        None,
     );
-    rate
+
+    // Delegation: the counter on one worker's trustee, fibers on every worker sending it increments.
+    let counter: Trust<u64> = trust_core::entrust(0);
+    let (c, inline) = (counter.clone(), Arc::new(AtomicU64::new(0)));
+    let i = inline.clone();
+    let (ops, rate) = on_fibers(fibers, move |stop| {
+        let n = count(stop, || c.apply(|c| *c += 1));
+        if trust_core::local_trustee().index() == c.trustee().index() {
+            i.fetch_add(n, Ordering::Relaxed); // this fiber runs on the counter's own worker
+        }
+        n
+    });
+    assert_eq!(counter.apply(|c| *c), ops);
+    let clients = format!("{workers} x {FIBERS_PER_WORKER} fibers, apply");
+    let inline = inline.load(Ordering::Relaxed) as f64 / ops as f64;
+    row("Trust<u64>", &clients, rate, baseline, Some(inline));
+
+    // From OS threads: pipelined requests, with one wait for all answers at the end.
+    let counter: Trust<u64> = trust_core::entrust(0);
+    let c = counter.clone();
+    let (ops, rate) = on_threads(workers, move |stop| {
+        let n = count(stop, || c.apply_then(|c| *c += 1, |()| {}));
+        wait_pending();
+        n
+    });
+    assert_eq!(counter.apply(|c| *c), ops);
+    let clients = format!("{workers} threads, apply_then");
+    row("Trust<u64>", &clients, rate, baseline, Some(0.0));
+
+    // The mutex from the same fibers (each holds the worker's thread while it waits for the lock).
+    let mutex = Arc::new(Mutex::new(0u64));
+    let m = mutex.clone();
+    let (ops, rate) = on_fibers(fibers, move |stop| count(stop, || *m.lock().unwrap() += 1));
+    assert_eq!(*mutex.lock().unwrap(), ops);
+    let clients = format!("{workers} x {FIBERS_PER_WORKER} fibers, lock");
+    row("Arc<Mutex<u64>>", &clients, rate, baseline, None);
+
+    // The worst case for delegation: one request in flight per thread.
+    let counter: Trust<u64> = trust_core::entrust(0);
+    let c = counter.clone();
+    let threads = 4 * workers;
+    let (ops, rate) = on_threads(threads, move |stop| count(stop, || c.apply(|c| *c += 1)));
+    assert_eq!(counter.apply(|c| *c), ops);
+    let clients = format!("{threads} threads, apply *");
+    row("Trust<u64>", &clients, rate, baseline, Some(0.0));
+
+    println!(
+        "\nEvery count checked exactly. inline: the share of the increments applied by fibers on the"
+    );
+    println!(
+        "counter's own worker, without a message. * worst case: each blocking `apply` from a plain"
+    );
+    println!("thread is a full round trip between two threads that must both be on a core.");
 }
 
-fn report(mutex: f64, trust: f64) {
-    println!("  Arc<Mutex<u64>>  {:>8.2} M ops/s", mutex / 1e6);
+/// Calls `op` until `stop` is raised; returns how many times it did.
+fn count(stop: &AtomicBool, mut op: impl FnMut()) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        op();
+        n += 1;
+    }
+    n
+}
+
+/// Runs `client` on `n` OS threads for [`RUN`]; returns the operations they reported and the rate.
+fn on_threads<F>(n: usize, client: F) -> (u64, f64)
+where
+    F: Fn(&AtomicBool) -> u64 + Send + Sync + 'static,
+{
+    let (client, stop) = (Arc::new(client), Arc::new(AtomicBool::new(false)));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            thread::spawn(move || client(&stop))
+        })
+        .collect();
+    let secs = stop_after_run(&stop, start);
+    let ops = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    (ops, ops as f64 / secs / 1e6)
+}
+
+/// Runs `client` in `n` fibers, spread over the workers, for [`RUN`]; as [`on_threads`].
+fn on_fibers<F>(n: usize, client: F) -> (u64, f64)
+where
+    F: Fn(&AtomicBool) -> u64 + Send + Sync + 'static,
+{
+    let (client, stop) = (Arc::new(client), Arc::new(AtomicBool::new(false)));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            spawn(move || client(&stop))
+        })
+        .collect();
+    let secs = stop_after_run(&stop, start);
+    let ops = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    (ops, ops as f64 / secs / 1e6)
+}
+
+/// Sleeps until [`RUN`] has passed since `start`, raises `stop`, and returns the seconds run.
+fn stop_after_run(stop: &AtomicBool, start: Instant) -> f64 {
+    thread::sleep(RUN.saturating_sub(start.elapsed()));
+    stop.store(true, Ordering::Relaxed);
+    start.elapsed().as_secs_f64()
+}
+
+/// One line of the table; `inline` is the share of the row's increments applied without a message.
+fn row(counter: &str, clients: &str, mops: f64, baseline: f64, inline: Option<f64>) {
+    let inline = inline.map_or("-".to_owned(), |share| format!("{:.1}%", share * 100.0));
     println!(
-        "  Trust<u64>       {:>8.2} M ops/s   ({:.2}x the mutex; counts checked)",
-        trust / 1e6,
-        trust / mutex
+        "| {counter} | {clients} | {mops:.2} | {:.2}x | {inline} |",
+        mops / baseline
     );
 }

@@ -1,10 +1,15 @@
-//! Contention benchmarks: `Trust<T>` against the locks people would otherwise use, in one run, with the same
-//! timing loop for everyone. Scenarios (DESIGN.md section 6; issue 6):
+//! Contention benchmarks: `Trust<T>` against the locks people would otherwise use, and against the physical
+//! limit of delegation, in one run, with the same timing loop for everyone. Scenarios (DESIGN.md section 6;
+//! issues 6 and 11), in this order:
 //!
+//! - `limit`: a bare SPSC ring between two threads, no runtime: pipelined throughput and the round trip;
+//!   every later table compares its rows with it (`vs ring`);
 //! - `counter`: one shared `u64`, every thread increments it;
 //! - `counters-1024`: 1,024 counters, each increment on one chosen uniformly at random;
 //! - `kv`: a 1M-key `HashMap`, 90% reads, Zipf(0.99) keys;
-//! - `latency`: one uncontended operation of each kind, single thread.
+//! - `latency`: one uncontended operation of each kind, single thread;
+//! - `tokio`: 1,000 tasks on a 2-thread tokio runtime, one counter: `apply_async` against the tokio and std
+//!   mutexes (ratios to `tokio::sync::Mutex`).
 //!
 //! Run: `cargo bench -p trust-core --bench contention -- --quick` (under 30 s; drop `--quick` for longer
 //! samples, the median of five, and 8 threads too). A further argument runs only the scenarios whose name
@@ -12,7 +17,8 @@
 //!
 //! Every measurement prints `RESULT scenario=<name> impl=<name> threads=<n> mops=<float>` (latency rows:
 //! `ns=<float>`), and each scenario ends with a markdown table of ratios to `std::sync::Mutex` measured in
-//! the same run. Each run checks the shared state against the operations the threads reported and panics
+//! the same run (`limit`: to the pipelined ring; `tokio`: to `tokio::sync::Mutex`), plus a `vs ring` column
+//! when `limit` ran. Each run checks the shared state against the operations the threads reported and panics
 //! on a mismatch, so a broken implementation cannot produce a number.
 
 #[path = "contention/counter.rs"]
@@ -25,8 +31,12 @@ mod harness;
 mod kv;
 #[path = "contention/latency.rs"]
 mod latency;
+#[path = "contention/limit.rs"]
+mod limit;
 #[path = "contention/rng.rs"]
 mod rng;
+#[path = "contention/tokio_tasks.rs"]
+mod tokio_tasks;
 
 use std::time::Instant;
 
@@ -37,11 +47,14 @@ use harness::{Bench, Config};
 /// A scenario: its name (for the filter) and its body.
 type Scenario = (&'static str, fn(&mut Bench, &Runtime));
 
+/// `limit` first: it measures the ring the later tables compare with.
 const SCENARIOS: &[Scenario] = &[
+    ("limit", limit::run),
     ("counter", counter::run),
     ("counters-1024", counters::run),
     ("kv", kv::run),
     ("latency", latency::run),
+    ("tokio", tokio_tasks::run),
 ];
 
 fn main() {

@@ -1,5 +1,6 @@
-//! The timing loops shared by every scenario: duration-based throughput runs on OS threads and on fibers,
-//! latency medians, the `RESULT` lines, and the per-scenario markdown tables.
+//! The timing loops shared by every scenario: duration-based throughput runs on OS threads, on fibers, on
+//! tokio tasks and on a client/server pair of threads, latency medians, the `RESULT` lines, and the
+//! per-scenario markdown tables (with a `vs ring` column once the `limit` scenario has measured the ring).
 //!
 //! Throughput runs are timed by the clock, not by a fixed amount of work: every thread (or fiber) loops
 //! until the stop flag is raised and returns how many operations it completed. The caller gets the total back
@@ -7,6 +8,7 @@
 //! cores, a fixed amount of work per thread would end with a long tail of one thread running alone; a common
 //! start and a common stop measure the contended phase only.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::ops::Deref;
 use std::panic::resume_unwind;
@@ -125,9 +127,33 @@ pub const BASELINE: &str = "std_mutex";
 /// Operations per latency sample: amortizes the ~20 ns of reading the clock.
 pub const LATENCY_BATCH: usize = 100;
 
+/// The physical limit of delegation on this machine, measured by the `limit` scenario: a bare SPSC ring
+/// between two threads, no runtime.
+#[derive(Clone, Copy)]
+pub struct RingLimit {
+    /// One client pipelining to one server (M ops/s).
+    pub pipelined_mops: f64,
+    /// One request in flight: a blocking round trip (ns).
+    pub roundtrip_ns: f64,
+}
+
 pub struct Bench {
     pub cfg: Config,
     pub rows: Vec<Row>,
+    /// Set by the `limit` scenario (it runs first); the later tables then add a `vs ring` column.
+    pub ring: Option<RingLimit>,
+}
+
+/// Prints the machine-readable line of one measurement.
+pub fn print_result(scenario: &str, imp: &str, threads: usize, value: f64, unit: Unit) {
+    match unit {
+        Unit::Mops => {
+            println!("RESULT scenario={scenario} impl={imp} threads={threads} mops={value:.2}")
+        }
+        Unit::Ns => {
+            println!("RESULT scenario={scenario} impl={imp} threads={threads} ns={value:.1}")
+        }
+    }
 }
 
 impl Bench {
@@ -135,6 +161,7 @@ impl Bench {
         Bench {
             cfg,
             rows: Vec::new(),
+            ring: None,
         }
     }
 
@@ -147,14 +174,7 @@ impl Bench {
         value: f64,
         unit: Unit,
     ) {
-        match unit {
-            Unit::Mops => {
-                println!("RESULT scenario={scenario} impl={imp} threads={threads} mops={value:.2}")
-            }
-            Unit::Ns => {
-                println!("RESULT scenario={scenario} impl={imp} threads={threads} ns={value:.1}")
-            }
-        }
+        print_result(scenario, imp, threads, value, unit);
         self.rows.push(Row {
             scenario,
             imp,
@@ -278,6 +298,113 @@ impl Bench {
         total
     }
 
+    /// Runs a client and a server on two OS threads, sharing a fresh `state()` each sample: `client(state,
+    /// stop)` works from a common start until the common stop and returns the operations it issued;
+    /// `server(state)` returns the operations it applied, once the client has told it (through `state`) that
+    /// it is done. Records the median of the client's rate under the label 2 threads, and returns the issued
+    /// and the applied operations of all samples, for the caller to check.
+    pub fn pair<S, C, V>(
+        &mut self,
+        scenario: &'static str,
+        imp: &'static str,
+        state: impl Fn() -> S,
+        client: C,
+        server: V,
+    ) -> (u64, u64)
+    where
+        S: Sync,
+        C: Fn(&S, &Stop) -> u64 + Sync,
+        V: Fn(&S) -> u64 + Sync,
+    {
+        let (mut issued, mut applied) = (0, 0);
+        let mut samples = Vec::with_capacity(self.cfg.samples);
+        for _ in 0..self.cfg.samples {
+            let (state, stop, barrier) = (state(), Stop::default(), Barrier::new(3));
+            let (ops, served, secs) = thread::scope(|s| {
+                let (state, stop, barrier, client, server) =
+                    (&state, &stop, &barrier, &client, &server);
+                let server = s.spawn(move || {
+                    barrier.wait();
+                    server(state)
+                });
+                let client = s.spawn(move || {
+                    barrier.wait();
+                    client(state, stop)
+                });
+                barrier.wait();
+                let start = Instant::now();
+                thread::sleep(self.cfg.duration);
+                stop.stop.store(true, Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64();
+                let join = |h: thread::ScopedJoinHandle<'_, u64>| {
+                    h.join().unwrap_or_else(|p| resume_unwind(p))
+                };
+                (join(client), join(server), secs)
+            });
+            issued += ops;
+            applied += served;
+            samples.push(Sample::of(&[ops], secs));
+        }
+        self.record_median(scenario, imp, 2, samples);
+        (issued, applied)
+    }
+
+    /// Runs `body(task_index, stop)` in `tasks` tasks on the tokio runtime `rt`, from a common start until a
+    /// common stop; records the median throughput under the label `threads` (the runtime's worker threads)
+    /// and returns the total operations.
+    pub fn tasks<F, Fut>(
+        &mut self,
+        scenario: &'static str,
+        imp: &'static str,
+        rt: &tokio::runtime::Runtime,
+        threads: usize,
+        tasks: usize,
+        body: F,
+    ) -> u64
+    where
+        F: Fn(usize, Arc<Stop>) -> Fut,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        let mut total = 0;
+        let mut samples = Vec::with_capacity(self.cfg.samples);
+        for _ in 0..self.cfg.samples {
+            let stop = Arc::new(Stop::default());
+            let handles: Vec<_> = (0..tasks)
+                .map(|i| {
+                    let run = body(i, stop.clone());
+                    let stop = stop.clone();
+                    rt.spawn(async move {
+                        stop.arrived.fetch_add(1, Ordering::Relaxed);
+                        while !stop.go.load(Ordering::Acquire) {
+                            tokio::task::yield_now().await;
+                        }
+                        run.await
+                    })
+                })
+                .collect();
+            while stop.arrived.load(Ordering::Relaxed) < tasks {
+                thread::sleep(Duration::from_micros(100));
+            }
+            let start = Instant::now();
+            stop.go.store(true, Ordering::Release);
+            thread::sleep(self.cfg.duration);
+            stop.stop.store(true, Ordering::Relaxed);
+            let secs = start.elapsed().as_secs_f64();
+            let per_task: Vec<u64> = rt.block_on(async {
+                let mut per_task = Vec::with_capacity(tasks);
+                for h in handles {
+                    per_task.push(h.await.unwrap_or_else(|e| resume_unwind(e.into_panic())));
+                }
+                per_task
+            });
+            let sample = Sample::of(&per_task, secs);
+            total += sample.ops;
+            samples.push(sample);
+        }
+        self.record_median(scenario, imp, threads, samples);
+        total
+    }
+
     /// Records the median latency of `op` on the calling thread; see [`median_ns`].
     pub fn latency(&mut self, scenario: &'static str, imp: &'static str, op: impl FnMut()) {
         let ns = median_ns(self.cfg.latency_samples, op);
@@ -287,74 +414,149 @@ impl Bench {
     /// Prints the scenario's rows as one markdown table: an implementation per line, a thread count per
     /// column, each cell the result and its ratio to `std_mutex` with the same thread count.
     pub fn table(&self, scenario: &str, note: &str) {
-        let rows: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.scenario == scenario)
-            .collect();
-        let Some(first) = rows.first() else { return };
-        let mut threads: Vec<usize> = rows.iter().map(|r| r.threads).collect();
-        threads.sort_unstable();
-        threads.dedup();
-        let mut imps: Vec<&str> = Vec::new();
-        for r in &rows {
-            if !imps.contains(&r.imp) {
-                imps.push(r.imp);
-            }
-        }
-        let find = |imp: &str, t: usize| rows.iter().find(|r| r.imp == imp && r.threads == t);
+        self.table_vs(scenario, BASELINE, note);
+    }
+
+    /// [`table`](Self::table) with the ratios taken to `baseline`. Once the ring is measured (`limit`), a last
+    /// column compares each row with it: throughput rows their best M ops/s with the pipelined ring, latency
+    /// rows their ns with the ring's round trip.
+    pub fn table_vs(&self, scenario: &str, baseline: &str, note: &str) {
+        let Some(grid) = Grid::of(&self.rows, scenario) else {
+            return;
+        };
         println!();
-        match first.unit {
+        match grid.unit {
             Unit::Mops => println!(
-                "### {scenario}: M ops/s, all threads together (ratio to {BASELINE}; higher is better)"
+                "### {scenario}: M ops/s, all threads together (ratio to {baseline}; higher is better)"
             ),
             Unit::Ns => println!(
-                "### {scenario}: ns per operation, median (ratio to {BASELINE}; lower is better)"
+                "### {scenario}: ns per operation, median (ratio to {baseline}; lower is better)"
             ),
         }
         if !note.is_empty() {
             println!("{note}");
         }
-        println!();
-        let heads: Vec<String> = threads
-            .iter()
-            .map(|t| match first.unit {
-                Unit::Mops => format!("{t} thr"),
-                Unit::Ns => "ns".to_owned(),
-            })
-            .collect();
-        println!("| impl | {} |", heads.join(" | "));
-        println!("| --- |{}", " ---: |".repeat(threads.len()));
-        for &imp in &imps {
-            let cells: Vec<String> = threads
+        match (self.ring, grid.unit) {
+            (Some(ring), Unit::Mops) => println!(
+                "`vs ring`: the row's best M ops/s over the bare SPSC ring's pipelined {:.1} M ops/s \
+                 (`limit`, this run): the most one client thread and one server thread can move.",
+                ring.pipelined_mops
+            ),
+            (Some(ring), Unit::Ns) => println!(
+                "`vs ring`: the row's ns over the bare SPSC ring's round trip, {:.1} ns (`limit`, this \
+                 run): the least a request and its answer can take between two threads.",
+                ring.roundtrip_ns
+            ),
+            (None, _) => {}
+        }
+        let mut heads = grid.heads();
+        if self.ring.is_some() {
+            heads.push("vs ring".to_owned());
+        }
+        grid.print(&heads, |imp| {
+            let mut cells: Vec<String> = grid
+                .threads
                 .iter()
-                .map(|&t| match (find(imp, t), find(BASELINE, t)) {
+                .map(|&t| match (grid.find(imp, t), grid.find(baseline, t)) {
                     (Some(r), Some(b)) => format!("{} ({:.2}x)", fmt_value(r), r.value / b.value),
                     (Some(r), None) => fmt_value(r),
                     (None, _) => "-".to_owned(),
                 })
                 .collect();
-            println!("| {imp} | {} |", cells.join(" | "));
-        }
-        if first.unit == Unit::Mops {
+            if let Some(ring) = self.ring {
+                let ratio = match grid.unit {
+                    Unit::Mops => grid.best(imp) / ring.pipelined_mops,
+                    Unit::Ns => grid.best(imp) / ring.roundtrip_ns,
+                };
+                cells.push(format!("{ratio:.2}x"));
+            }
+            cells
+        });
+        if grid.unit == Unit::Mops {
             println!();
             println!(
-                "Fairness (same runs): the slowest thread's operations over the mean per thread (fiber rows: \
-                 per fiber); 1.00 is fair, near 0 means a thread was starved while the others ran."
+                "Fairness (same runs): the slowest thread's operations over the mean per thread (fiber and \
+                 task rows: per fiber or task); 1.00 is fair, near 0 means a thread was starved while the \
+                 others ran."
             );
-            println!();
-            println!("| impl | {} |", heads.join(" | "));
-            println!("| --- |{}", " ---: |".repeat(threads.len()));
-            for &imp in &imps {
-                let cells: Vec<String> = threads
+            grid.print(&grid.heads(), |imp| {
+                grid.threads
                     .iter()
-                    .map(|&t| match find(imp, t).and_then(|r| r.fairness) {
+                    .map(|&t| match grid.find(imp, t).and_then(|r| r.fairness) {
                         Some(f) => format!("{f:.2}"),
                         None => "-".to_owned(),
                     })
-                    .collect();
-                println!("| {imp} | {} |", cells.join(" | "));
+                    .collect()
+            });
+        }
+    }
+}
+
+/// One scenario's rows laid out for a table: an implementation per line (in the order measured), a thread
+/// count per column.
+struct Grid<'a> {
+    rows: Vec<&'a Row>,
+    threads: Vec<usize>,
+    imps: Vec<&'static str>,
+    unit: Unit,
+}
+
+impl<'a> Grid<'a> {
+    fn of(rows: &'a [Row], scenario: &str) -> Option<Self> {
+        let rows: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let unit = rows.first()?.unit;
+        let mut threads: Vec<usize> = rows.iter().map(|r| r.threads).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        let mut imps: Vec<&'static str> = Vec::new();
+        for r in &rows {
+            if !imps.contains(&r.imp) {
+                imps.push(r.imp);
             }
+        }
+        Some(Grid {
+            rows,
+            threads,
+            imps,
+            unit,
+        })
+    }
+
+    fn find(&self, imp: &str, threads: usize) -> Option<&'a Row> {
+        self.rows
+            .iter()
+            .copied()
+            .find(|r| r.imp == imp && r.threads == threads)
+    }
+
+    /// The row's best figure over the thread counts: the highest throughput, or the latency.
+    fn best(&self, imp: &str) -> f64 {
+        let values = self.rows.iter().filter(|r| r.imp == imp).map(|r| r.value);
+        match self.unit {
+            Unit::Mops => values.fold(f64::MIN, f64::max),
+            Unit::Ns => values.fold(f64::MAX, f64::min),
+        }
+    }
+
+    /// The column heads of the thread counts.
+    fn heads(&self) -> Vec<String> {
+        self.threads
+            .iter()
+            .map(|t| match self.unit {
+                Unit::Mops => format!("{t} thr"),
+                Unit::Ns => "ns".to_owned(),
+            })
+            .collect()
+    }
+
+    /// Prints a markdown table: `heads` after the `impl` column, then a line of `cells(imp)` per
+    /// implementation.
+    fn print(&self, heads: &[String], cells: impl Fn(&str) -> Vec<String>) {
+        println!();
+        println!("| impl | {} |", heads.join(" | "));
+        println!("| --- |{}", " ---: |".repeat(heads.len()));
+        for &imp in &self.imps {
+            println!("| {imp} | {} |", cells(imp).join(" | "));
         }
     }
 }
@@ -405,6 +607,11 @@ pub fn median_ns(samples: usize, mut op: impl FnMut()) -> f64 {
         .collect();
     ns.sort_by(f64::total_cmp);
     black_box(ns[ns.len() / 2])
+}
+
+/// Operations `median_ns(samples, ..)` performs, warm-up included.
+pub fn latency_ops(samples: usize) -> u64 {
+    (((samples / 10).max(1) + samples) * LATENCY_BATCH) as u64
 }
 
 /// Panics, naming the row, when a run's final state does not match the operations it reported.

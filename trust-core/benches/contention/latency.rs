@@ -7,14 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use trust_core::{Runtime, Trust};
 
-use crate::harness::{Bench, LATENCY_BATCH, Padded, Unit, check, median_ns};
+use crate::harness::{Bench, Padded, Unit, check, latency_ops, median_ns};
 
 const SCENARIO: &str = "latency";
-
-/// Operations `median_ns(samples, ..)` performs, warm-up included.
-fn ops_of(samples: usize) -> u64 {
-    (((samples / 10).max(1) + samples) * LATENCY_BATCH) as u64
-}
 
 pub fn run(b: &mut Bench, rt: &Runtime) {
     let samples = b.cfg.latency_samples;
@@ -25,17 +20,23 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         SCENARIO,
         "std_mutex",
         1,
-        ops_of(samples),
+        latency_ops(samples),
         *std_mutex.lock().unwrap(),
     );
 
     let parking = Padded(parking_lot::Mutex::new(0u64));
     b.latency(SCENARIO, "parking_lot", || *parking.lock() += 1);
-    check(SCENARIO, "parking_lot", 1, ops_of(samples), *parking.lock());
+    check(
+        SCENARIO,
+        "parking_lot",
+        1,
+        latency_ops(samples),
+        *parking.lock(),
+    );
 
     let spin = Padded(spin::Mutex::new(0u64));
     b.latency(SCENARIO, "spin", || *spin.lock() += 1);
-    check(SCENARIO, "spin", 1, ops_of(samples), *spin.lock());
+    check(SCENARIO, "spin", 1, latency_ops(samples), *spin.lock());
 
     let atomic = Padded(AtomicU64::new(0));
     b.latency(SCENARIO, "atomic", || {
@@ -45,7 +46,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         SCENARIO,
         "atomic",
         1,
-        ops_of(samples),
+        latency_ops(samples),
         atomic.load(Ordering::Relaxed),
     );
 
@@ -75,7 +76,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         SCENARIO,
         "trust_local",
         1,
-        ops_of(samples),
+        latency_ops(samples),
         local.apply(|c| *c),
     );
     match (remote, fiber_remote_ns) {
@@ -86,7 +87,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
                 SCENARIO,
                 "trust_remote",
                 1,
-                2 * ops_of(samples),
+                2 * latency_ops(samples),
                 remote.apply(|c| *c),
             );
         }
@@ -99,6 +100,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         SCENARIO,
         "`trust_local`: `apply` from a fiber on worker 0 to a property of trustee 0 (local shortcut, runs \
          inline). `trust_remote_fiber`: from that fiber to trustee 1 (the fiber suspends for the round trip). \
-         `trust_remote`: blocking `apply` from the main thread to trustee 1, one request in flight.",
+         `trust_remote`: blocking `apply` from the main thread to trustee 1, one request in flight. For these \
+         two round-trip rows, `vs ring` is the runtime's cost over the bare ring's round trip.",
     );
 }
