@@ -21,7 +21,7 @@ use crate::fiber;
 use crate::job::{self, Job, Reply};
 use crate::parker::{Backoff, Parker};
 use crate::slot::{self, Batch, Queued, Record, SlotPair};
-use crate::then::{Continuation, Pending, Ready, Then};
+use crate::then::{Cont, Pending, Ready};
 use crate::trustee::TrusteeShared;
 
 /// The memory one client shares with one trustee.
@@ -85,7 +85,7 @@ pub(crate) struct Outbox {
     receivers: VecDeque<Receiver>,
     receivers_in_flight: usize,
     /// Continuations of `apply_then`, in issue order (the in-flight ones first).
-    thens: VecDeque<Box<dyn Continuation>>,
+    thens: VecDeque<Cont>,
     /// Worker fibers whose requests are in the in-flight batch, in the batch being built, or waiting for room.
     pub(crate) waiting: Vec<usize>,
     pub(crate) staged: Vec<usize>,
@@ -174,7 +174,9 @@ impl Outbox {
             self.linger();
         }
         self.batch.push(record)?;
-        self.receivers.extend(receiver);
+        if let Some(receiver) = receiver {
+            self.receivers.push_back(receiver);
+        }
         Ok(())
     }
 
@@ -203,8 +205,8 @@ impl Outbox {
     pub(crate) fn try_push_then<F: Record>(
         &mut self,
         record: F,
-        then: Box<dyn Continuation>,
-    ) -> Result<(), (F, Box<dyn Continuation>)> {
+        then: Cont,
+    ) -> Result<(), (F, Cont)> {
         match self.try_push_to(record, Some(Receiver::Then)) {
             Ok(()) => {
                 self.thens.push_back(then);
@@ -223,7 +225,7 @@ impl Outbox {
     }
 
     /// `push_or_queue` for an `apply_then`.
-    pub(crate) fn push_or_queue_then<F: Record + 'static>(&mut self, record: F, then: Box<dyn Continuation>) {
+    pub(crate) fn push_or_queue_then<F: Record + 'static>(&mut self, record: F, then: Cont) {
         if let Err((record, then)) = self.try_push_then(record, then) {
             self.backlog.push_back((Box::new(record), Some(Receiver::Then)));
             self.thens.push_back(then);
@@ -345,6 +347,9 @@ fn may_yield() {
     std::thread::yield_now();
 }
 
+/// A plain thread's `apply_then`s are published in batches of at least this many (see `Client::post_then`).
+const PUBLISH_EVERY: usize = 16;
+
 /// One client context: an outbox per trustee, created on first use.
 #[derive(Debug)]
 pub(crate) struct Client {
@@ -354,12 +359,6 @@ pub(crate) struct Client {
     pub(crate) ready: Ready,
     /// This thread's `apply_then` bookkeeping (a worker's fibers have their own, in the scheduler).
     pub(crate) pending: Rc<Pending>,
-}
-
-impl std::fmt::Debug for dyn Continuation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Continuation")
-    }
 }
 
 impl Drop for Client {
@@ -432,7 +431,7 @@ impl Client {
         &mut self,
         trustee: &'static TrusteeShared,
         record: F,
-        then: Box<dyn Continuation>,
+        then: Cont,
     ) {
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
@@ -443,9 +442,13 @@ impl Client {
             outbox.wait(parker, ready);
             outbox.flush();
         }
-        // Send at once if the slot is free; otherwise this batch goes when the in-flight one is answered.
-        outbox.poll(ready);
-        outbox.flush();
+        // Publish every `PUBLISH_EVERY` requests, as a pipelining ring does: a publish costs the fence of the
+        // wake-up handshake and cache-line transfers both ways, too much to pay per request. The rest goes at
+        // the next blocking call, `wait_pending`, or when the thread exits.
+        if outbox.batch.count() >= PUBLISH_EVERY {
+            outbox.poll(ready);
+            outbox.flush();
+        }
     }
 
     /// Flushes every outbox and waits for one answer; false when nothing is in flight.
@@ -661,7 +664,7 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
             Some((_, id)) => worker.scheduler.pending_of(id),
             None => worker.client.borrow().pending.clone(),
         };
-        let mut cont: Box<dyn Continuation> = Then::new(then, owner);
+        let mut cont = Cont::new(then, owner, None);
         let mut record = Reply(job);
         let Some((_, id)) = fiber else {
             worker
@@ -686,7 +689,7 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
     }
     trustee.check_running();
     with_thread_client(|c| {
-        let cont = Then::new(then, c.pending.clone());
+        let cont = Cont::new(then, c.pending.clone(), None);
         c.post_then(trustee, Reply(job), cont)
     });
     run_thread_continuations();

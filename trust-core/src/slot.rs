@@ -204,6 +204,8 @@ pub(crate) struct Batch {
     len: usize,
     /// Bytes of the response body the batch's records will write.
     results: usize,
+    /// Records in the batch.
+    count: usize,
 }
 
 impl std::fmt::Debug for Batch {
@@ -221,11 +223,17 @@ impl Batch {
             body: Box::new(Body([MaybeUninit::uninit(); BODY])),
             len: 0,
             results: 0,
+            count: 0,
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Number of records in the batch.
+    pub(crate) fn count(&self) -> usize {
+        self.count
     }
 
     /// Appends the record `f`; gives it back when the batch has no room for it or its result. A record too
@@ -248,6 +256,7 @@ impl Batch {
             unsafe { self.write(run_boxed::<F>, Box::new(f)) };
         }
         self.results += F::RESULT;
+        self.count += 1;
         Ok(())
     }
 
@@ -262,6 +271,7 @@ impl Batch {
         // SAFETY: it fits, and `run_queued` reads a `Box<dyn Queued>`.
         unsafe { self.write(run_queued, q) };
         self.results += result;
+        self.count += 1;
         Ok(())
     }
 
@@ -303,6 +313,7 @@ impl SlotPair {
     pub(crate) unsafe fn publish(&self, seq: u32, batch: &mut Batch) {
         let len = std::mem::take(&mut batch.len);
         batch.results = 0;
+        batch.count = 0;
         self.request.body.with_mut(|body| {
             // SAFETY: both bodies are BODY bytes; the trustee is not reading this one (contract). Copying the
             // bytes moves the records: `batch` forgets them (its length is now 0).

@@ -4,6 +4,8 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ptr;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::thread;
@@ -58,39 +60,21 @@ impl Pending {
     }
 }
 
-/// A continuation whose result has arrived (or will have, when its batch is answered).
-pub(crate) trait Continuation {
+/// What a continuation does: take its result from the response slot, then run on the issuing thread.
+trait Continuation {
     /// Moves the result out of the response slot; returns how many bytes it took there.
     ///
     /// # Safety
     /// `src` is where this continuation's request wrote its result, read once.
     unsafe fn receive(&mut self, src: *const u8) -> usize;
-    fn run(self: Box<Self>);
+    fn run(self);
 }
 
 /// `then` and, once its request is answered, its result.
-pub(crate) struct Then<R, C> {
+struct Then<R, C> {
     result: Option<thread::Result<R>>,
     then: C,
     owner: Rc<Pending>,
-}
-
-impl<R, C: FnOnce(R)> Then<R, C> {
-    /// A continuation whose result is already known (the local shortcut ran the request inline).
-    pub(crate) fn ready(then: C, owner: Rc<Pending>, result: thread::Result<R>) -> Box<Self> {
-        let mut cont = Then::new(then, owner);
-        cont.result = Some(result);
-        cont
-    }
-
-    pub(crate) fn new(then: C, owner: Rc<Pending>) -> Box<Self> {
-        owner.issued();
-        Box::new(Then {
-            result: None,
-            then,
-            owner,
-        })
-    }
 }
 
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
@@ -100,12 +84,12 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
         slot::result_bytes::<thread::Result<R>>()
     }
 
-    fn run(self: Box<Self>) {
+    fn run(self) {
         let Then {
             result,
             then,
             owner,
-        } = *self;
+        } = self;
         owner.started();
         let panic = match result.expect("a continuation runs after its request was answered") {
             Ok(r) => panic::catch_unwind(AssertUnwindSafe(|| then(r))).err(),
@@ -115,8 +99,113 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
     }
 }
 
+impl<K: Continuation> Continuation for Box<K> {
+    unsafe fn receive(&mut self, src: *const u8) -> usize {
+        // SAFETY: forwarded.
+        unsafe { (**self).receive(src) }
+    }
+    fn run(self) {
+        (*self).run()
+    }
+}
+
+/// Words of a continuation stored inline in a [`Cont`].
+const INLINE_WORDS: usize = 8;
+
+/// An `apply_then` continuation, type-erased: stored inline when it fits `INLINE_WORDS` words (no allocation
+/// per request, the usual case), else boxed. Continuations wait in the outbox's queue, in issue order, and
+/// move with their results to the ready queue.
+pub(crate) struct Cont {
+    vtable: &'static VTable,
+    data: MaybeUninit<[usize; INLINE_WORDS]>,
+}
+
+struct VTable {
+    receive: unsafe fn(*mut u8, *const u8) -> usize,
+    run: unsafe fn(*mut u8),
+    drop: unsafe fn(*mut u8),
+}
+
+trait Erased: Continuation + Sized {
+    const VTABLE: VTable = VTable {
+        // SAFETY (all three): `data` holds a `Self`, used once by `run` or `drop`.
+        receive: |data, src| unsafe { (*data.cast::<Self>()).receive(src) },
+        run: |data| unsafe { ptr::read(data.cast::<Self>()).run() },
+        drop: |data| unsafe { ptr::drop_in_place(data.cast::<Self>()) },
+    };
+}
+
+impl<K: Continuation> Erased for K {}
+
+impl Cont {
+    /// The continuation `then` of a request issued by `owner`; `result` when it is already known (the local
+    /// shortcut ran the request inline).
+    pub(crate) fn new<R, C: FnOnce(R) + 'static>(
+        then: C,
+        owner: Rc<Pending>,
+        result: Option<thread::Result<R>>,
+    ) -> Cont
+    where
+        R: 'static,
+    {
+        owner.issued();
+        let then = Then {
+            result,
+            then,
+            owner,
+        };
+        if size_of::<Then<R, C>>() <= size_of::<[usize; INLINE_WORDS]>()
+            && align_of::<Then<R, C>>() <= align_of::<usize>()
+        {
+            Cont::store(then)
+        } else {
+            Cont::store(Box::new(then))
+        }
+    }
+
+    fn store<K: Continuation>(k: K) -> Cont {
+        let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
+        // SAFETY: `new` checked that `K` fits and is at most word-aligned (a `Box` always is).
+        unsafe { ptr::write(data.as_mut_ptr().cast::<K>(), k) };
+        Cont {
+            vtable: &K::VTABLE,
+            data,
+        }
+    }
+
+    /// Moves the result out of the response slot; returns how many bytes it took there.
+    ///
+    /// # Safety
+    /// `src` is where this continuation's request wrote its result, read once.
+    pub(crate) unsafe fn receive(&mut self, src: *const u8) -> usize {
+        // SAFETY: `data` holds the type the vtable was made for; `src` by the contract.
+        unsafe { (self.vtable.receive)(self.data.as_mut_ptr().cast(), src) }
+    }
+
+    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`).
+    pub(crate) fn run(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: as in `receive`; `this` is not dropped, so the value is used once.
+        unsafe { (this.vtable.run)(this.data.as_mut_ptr().cast()) }
+    }
+}
+
+impl Drop for Cont {
+    /// A continuation that never ran (its thread went away): its closure and result are dropped.
+    fn drop(&mut self) {
+        // SAFETY: as in `receive`; dropped once.
+        unsafe { (self.vtable.drop)(self.data.as_mut_ptr().cast()) }
+    }
+}
+
+impl std::fmt::Debug for Cont {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cont")
+    }
+}
+
 /// Continuations whose results have arrived, in issue order.
-pub(crate) type Ready = std::collections::VecDeque<Box<dyn Continuation>>;
+pub(crate) type Ready = std::collections::VecDeque<Cont>;
 
 /// Runs continuations one after another; a continuation may issue more (chains).
 pub(crate) fn run_all(ready: Ready) {

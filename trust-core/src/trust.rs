@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use crate::future::ApplyFuture;
 use crate::job::Apply;
 use crate::property::{self, Header, Property, SendPtr};
-use crate::then::Then;
+use crate::then::Cont;
 use crate::trustee::Trustee;
 use crate::{client, context, fiber};
 
@@ -169,7 +169,7 @@ impl<T: Send + 'static> Trust<T> {
             };
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             let result = unsafe { property::apply_caught(worker, property.get(), f) };
-            let cont = Then::ready(then, owner, result);
+            let cont = Cont::new(then, owner, Some(result));
             worker.client.borrow_mut().ready.push_back(cont);
             return;
         }
