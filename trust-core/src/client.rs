@@ -7,7 +7,7 @@
 //! pool for the length of the call, because `may` may move the coroutine to another thread mid-call and a
 //! channel must keep exactly one consumer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -525,6 +525,7 @@ impl Drop for WaitGuard<'_> {
 
 thread_local! {
     static THREAD_CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+    static RUNNING_CONTINUATIONS: Cell<bool> = const { Cell::new(false) };
     static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -638,15 +639,26 @@ pub(crate) fn post_count(trustee: &'static TrusteeShared, f: impl FnOnce() + Sen
 }
 
 /// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
-/// client: a continuation may issue more requests, or call `wait_pending`, which then runs the next ones.
+/// client. Not from inside a continuation: a chain of `apply_then`s, each issued by the previous one's
+/// continuation, would nest one stack frame per link; the loop already running picks them up instead.
 fn run_thread_continuations() {
+    if !RUNNING_CONTINUATIONS.with(Cell::get) {
+        run_continuations_now();
+    }
+}
+
+/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others).
+fn run_continuations_now() {
+    let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
     while let Some(next) = THREAD_CLIENT
         .try_with(|c| c.borrow_mut().as_mut().and_then(|c| c.ready.pop_front()))
         .ok()
         .flatten()
     {
+        // A panicking continuation is caught inside `run`; the flag is restored below either way.
         next.run();
     }
+    RUNNING_CONTINUATIONS.with(|r| r.set(outer));
 }
 
 /// Issues an `apply_then`: `job` runs on `trustee`, and `then` later on this thread with its result.
@@ -723,7 +735,7 @@ pub fn wait_pending() {
         return;
     }
     loop {
-        run_thread_continuations();
+        run_continuations_now();
         if with_thread_client(|c| c.pending.outstanding()) == 0 {
             break;
         }

@@ -92,6 +92,35 @@ fn continuations_can_chain() {
 }
 
 #[test]
+fn a_long_chain_does_not_grow_the_stack() {
+    // Each continuation issues the next request: 100,000 links on a 256 KiB thread stack. Continuations
+    // run from the loop of `wait_pending`, never nested inside the `apply_then` of the previous link.
+    let total = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(|| {
+            let counter = rt().trustee(0).entrust(0u64);
+            fn step(counter: Trust<u64>, left: u32) {
+                let next = counter.clone();
+                counter.apply_then(
+                    |c| *c += 1,
+                    move |()| {
+                        if left > 1 {
+                            step(next, left - 1);
+                        }
+                    },
+                );
+            }
+            step(counter.clone(), 100_000);
+            wait_pending();
+            counter.apply(|c| *c)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(total, 100_000);
+}
+
+#[test]
 fn a_panic_reaches_wait_pending_and_the_rest_still_completes() {
     let counter = rt().trustee(1).entrust(0u64);
     let ran = Rc::new(Cell::new(0));
