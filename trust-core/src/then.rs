@@ -128,9 +128,11 @@ struct VTable {
 
 trait Erased: Continuation + Sized {
     const VTABLE: VTable = VTable {
-        // SAFETY (all three): `data` holds a `Self`, used once by `run` or `drop`.
+        // SAFETY: `Cont` calls these with the `data` it stored a `Self` in; `src` is `receive`'s contract.
         receive: |data, src| unsafe { (*data.cast::<Self>()).receive(src) },
+        // SAFETY: as above; `Cont::run` forgets the `Cont`, so the value is read out once.
         run: |data| unsafe { ptr::read(data.cast::<Self>()).run() },
+        // SAFETY: as above; only a `Cont` that never ran drops its value.
         drop: |data| unsafe { ptr::drop_in_place(data.cast::<Self>()) },
     };
 }

@@ -179,8 +179,8 @@ impl Trustee {
             // SAFETY: fresh property of this trustee, on its thread.
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
         } else {
-            // SAFETY: runs on the trustee; the property is fresh and unregistered.
             client::post_count(self.shared, move || {
+                // SAFETY: runs on the trustee; the property is fresh and unregistered.
                 context::with_registry(|r| unsafe { r.adopt(header.get()) })
             });
         }
