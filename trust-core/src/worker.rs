@@ -13,6 +13,7 @@ use crate::parker::{Backoff, Parker};
 use crate::property::{self, Header, Registry};
 use crate::slot::Cursor;
 use crate::stack::StackPool;
+#[cfg(not(miri))]
 use crate::stack::overflow::WorkerSignals;
 use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
@@ -71,6 +72,7 @@ pub(crate) struct Worker {
 
 /// The body of a worker thread; returns after shutdown.
 pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
+    #[cfg(not(miri))]
     let _signals = WorkerSignals::enter(shared.index());
     let parker = Arc::new(Parker::current());
     // Leaked: fibers and closures on this thread refer to it as 'static. One per worker, for the process.

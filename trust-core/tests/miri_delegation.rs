@@ -1,5 +1,5 @@
 //! Delegation from plain threads to one worker, sized for Miri: the whole client/trustee path — slots,
-//! batches, records that write results through raw pointers, reference counts on the trustee, caught panics,
+//! batches, results coming back through the response slot, reference counts on the trustee, caught panics,
 //! the sleep/wake handshake — with no stack switching (fibers and `may` coroutines cannot run under Miri).
 //! Exact totals, drops counted once. Also an ordinary test file: `cargo test` runs it natively.
 //!
@@ -12,8 +12,8 @@
 //! - `-Zmiri-ignore-leaks`: the workers never stop (under Miri no `atexit` hook shuts the runtime down) and
 //!   each leaks its `Worker` on purpose.
 //!
-//! Not here: a thread that exits with `apply_then` requests in flight (a known use-after-free, being fixed).
-//! Every test that issues `apply_then` calls `wait_pending` before its thread ends.
+//! `a_thread_exiting_with_requests_in_flight` is issue 14's use-after-free: a thread that ends right after its
+//! `apply_then`s, without `wait_pending`.
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -208,4 +208,27 @@ fn a_panic_reaches_the_caller_and_the_trustee_keeps_serving() {
     assert_eq!(panic_message(err), "request 1 failed");
     assert_eq!(*ran.borrow(), 2);
     assert_eq!(counter.apply(|c| *c), 45);
+}
+
+#[test]
+fn a_thread_exiting_with_requests_in_flight() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let counter = rt().trustee(0).entrust(0u64);
+    let c = counter.clone();
+    let d = drops.clone();
+    thread::spawn(move || {
+        for _ in 0..20 {
+            let token = CountsDrops(d.clone());
+            c.apply_then(|c| *c += 1, move |()| drop(token));
+        }
+        // No `wait_pending`: the thread's client goes away with the requests unsent or in flight.
+    })
+    .join()
+    .unwrap();
+    assert_eq!(counter.apply(|c| *c), 20, "every request ran");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        20,
+        "every continuation dropped once, on its thread"
+    );
 }
