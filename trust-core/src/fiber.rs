@@ -208,10 +208,15 @@ pub(crate) fn suspend() {
 /// Inline applies a fiber may run back to back before it lets its worker serve others.
 const INLINE_BURST: u32 = 32;
 
+/// Fibers resumed per turn of the worker loop, at most: a turn's length bounds how long the worker's clients
+/// (and its own requests' answers) wait.
+const FIBERS_PER_TURN: usize = 32;
+
 /// Called after an inline (local-shortcut) apply: a fiber that applies inline never suspends, so every
 /// `INLINE_BURST` of them it yields once, letting its worker serve remote clients and other fibers.
 #[inline]
 pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
+    worker.turn_applies.set(worker.turn_applies.get() + 1);
     let n = worker.inline_burst.get() + 1;
     if n < INLINE_BURST {
         worker.inline_burst.set(n);
@@ -276,9 +281,6 @@ impl fmt::Debug for Scheduler {
             .finish()
     }
 }
-
-/// Fibers resumed per turn of the worker loop, at most.
-const FIBERS_PER_TURN: usize = 8;
 
 impl Scheduler {
     pub(crate) fn new(stacks: &'static StackPool) -> Self {
@@ -345,11 +347,15 @@ impl Scheduler {
     }
 
     /// Resumes the fibers at the front of the ready queue, each once. True if any ran.
-    pub(crate) fn run_ready(&self) -> bool {
-        // At most a few fibers per turn of the worker loop: the loop polls its channels between turns, so a
-        // remote client waits for at most `FIBERS_PER_TURN * INLINE_BURST` local-shortcut applies.
+    pub(crate) fn run_ready(&self, budget_left: impl Fn() -> bool) -> bool {
+        // Each fiber ready now runs once, while the turn's budget of local-shortcut applies lasts: the loop
+        // polls its channels between turns, so a remote client waits for at most that many inline applies,
+        // while fibers that send requests (and use none of the budget) all run, filling whole batches.
         let n = self.ready.borrow().len().min(FIBERS_PER_TURN);
         for _ in 0..n {
+            if !budget_left() {
+                break;
+            }
             let Some(id) = self.ready.borrow_mut().pop_front() else {
                 break;
             };

@@ -51,6 +51,10 @@ struct Retired {
     waits: Vec<(Arc<Channel>, u32)>,
 }
 
+/// Local-shortcut applies a turn of the loop runs before it serves its channels again: bounds how long a remote
+/// client waits behind the worker's own fibers (fairness), at the cost of a loop turn per this many applies.
+const TURN_APPLIES: u32 = 128;
+
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
     pub(crate) registry: RefCell<Registry>,
@@ -59,6 +63,8 @@ pub(crate) struct Worker {
     pub(crate) scheduler: Scheduler,
     /// Inline applies since the running fiber last yielded (see `fiber::after_inline_apply`).
     pub(crate) inline_burst: Cell<u32>,
+    /// Inline applies in this turn of the loop, by all fibers (see `TURN_APPLIES`).
+    pub(crate) turn_applies: Cell<u32>,
     /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
     pub(crate) fiber: Cell<Option<(*const Yielder, usize)>>,
     /// Depth of delegated closures (and property destructors) running now: they must not block.
@@ -82,6 +88,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         client: RefCell::new(Client::new(Some(parker.clone()))),
         scheduler: Scheduler::new(stacks),
         inline_burst: Cell::new(0),
+        turn_applies: Cell::new(0),
         fiber: Cell::new(None),
         delegated: Cell::new(0),
         parker: parker.clone(),
@@ -117,7 +124,8 @@ impl Worker {
             }
             busy |= self.serve();
             busy |= self.collect_answers();
-            busy |= self.scheduler.run_ready();
+            self.turn_applies.set(0);
+            busy |= self.scheduler.run_ready(|| self.turn_applies.get() < TURN_APPLIES);
             busy |= self.flush();
             self.drop_retired();
             if busy {
@@ -298,7 +306,9 @@ impl Worker {
         let mut ready = std::mem::take(&mut self.client.borrow_mut().ready);
         for outbox in self.client.borrow_mut().outboxes() {
             if outbox.poll(&mut ready) {
-                for id in outbox.waiting.drain(..).chain(outbox.blocked.drain(..)) {
+                // Fibers that waited for room go first: the answered ones would otherwise take all the room
+                // again, and the same fibers would fill every batch while the others starve.
+                for id in outbox.blocked.drain(..).chain(outbox.waiting.drain(..)) {
                     self.scheduler.make_ready(id);
                 }
                 busy = true;
