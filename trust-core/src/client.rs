@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::context;
 use crate::fiber;
-use crate::job::{self, Job, Reply};
+use crate::job::{Job, Reply};
 use crate::parker::{Backoff, Parker};
 use crate::slot::{self, Batch, Queued, Record, SlotPair};
 use crate::then::{Cont, Pending, Ready};
@@ -413,18 +413,6 @@ impl Client {
         result.expect("the trustee answered the batch holding this request")
     }
 
-    /// Sends a record that answers nothing to `trustee` and publishes it at once, waiting for the in-flight
-    /// batch first if there is one: the caller may go idle next (an executor thread parks), and an
-    /// unpublished record would wait for its next call.
-    fn post<F: Record + 'static>(&mut self, trustee: &'static TrusteeShared, record: F) {
-        let parker = self.parker.as_deref();
-        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        let ready = &mut self.ready;
-        outbox.wait(parker, ready);
-        outbox.push_or_queue(record);
-        outbox.flush();
-    }
-
     /// Issues an `apply_then` from a plain thread: when the batch is full, serves its own completions until
     /// there is room (flow control: memory stays bounded however many are issued).
     fn post_then<F: Record>(
@@ -587,53 +575,30 @@ pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J
     }
 }
 
-/// Sends fire-and-forget `job` to `trustee`. Never blocks on a worker (the record is queued if the slot is
-/// busy); elsewhere waits at most for the previous batch to be answered.
+/// Sends a record that answers nothing — a reference-count change, a property's registration, the request of an
+/// `apply_async` (which answers through its own shared slot) — without ever waiting. A worker queues it in its
+/// outbox (its loop publishes it). A plain thread puts it in the slot when the slot is free, else mails it to
+/// the trustee: an idle thread (an executor's, parked) must not hold it unpublished until it calls again. So
+/// such records are not ordered among themselves; count changes need no order (see `Worker::retire`), and
+/// futures in flight at the same time are unordered anyway.
 pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record: F) {
     if let Some(worker) = context::worker() {
-        worker
-            .client
-            .borrow_mut()
-            .outbox(trustee)
-            .push_or_queue(record);
-        return;
+        return worker.client.borrow_mut().outbox(trustee).push_or_queue(record);
     }
-    if context::in_may_coroutine() {
-        with_may_client(|c| c.post(trustee, record))
-    } else {
-        with_thread_client(|c| c.post(trustee, record));
-        run_thread_continuations();
-    }
-}
-
-/// Sends a reference-count change (or a property's registration) to `trustee` without ever waiting. A
-/// worker queues it in its outbox (its loop publishes it); elsewhere it goes in the slot when the slot is free,
-/// else by the trustee's mailbox: an idle plain thread must not hold a count change unpublished, or the value
-/// could not be dropped until that thread called again. Count changes need no order among themselves: see
-/// `Worker::retire`.
-pub(crate) fn post_count(trustee: &'static TrusteeShared, f: impl FnOnce() + Send + 'static) {
-    if let Some(worker) = context::worker() {
-        return worker
-            .client
-            .borrow_mut()
-            .outbox(trustee)
-            .push_or_queue(job::post(f));
-    }
-    let mut f = Some(f);
-    let sent = !context::in_may_coroutine()
-        && with_thread_client(|c| {
+    let mut record = Some(record);
+    if !context::in_may_coroutine() {
+        with_thread_client(|c| {
             let ready = &mut c.ready;
             let outbox = outbox_in(&mut c.outboxes, &c.parker, trustee);
             outbox.poll(ready);
-            if outbox.in_flight || outbox.has_unsent() {
-                return false;
+            if !outbox.in_flight && !outbox.has_unsent() {
+                outbox.push_or_queue(record.take().expect("not sent yet"));
+                outbox.flush();
             }
-            outbox.push_or_queue(job::post(f.take().expect("not sent yet")));
-            outbox.flush();
-            true
         });
-    if let Some(f) = f.filter(|_| !sent) {
-        trustee.run_later(Box::new(f));
+    }
+    if let Some(record) = record {
+        trustee.run_later(Box::new(move || record.run(std::ptr::null_mut())));
     }
     run_thread_continuations();
 }

@@ -7,7 +7,7 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::future::ApplyFuture;
-use crate::job::Apply;
+use crate::job::{self, Apply};
 use crate::property::{self, Header, Property, SendPtr};
 use crate::then::Cont;
 use crate::trustee::Trustee;
@@ -181,7 +181,10 @@ impl<T: Send + 'static> Trust<T> {
     /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the
     /// result once the trustee has answered, waking the task. Works with tokio or any executor, from any
     /// thread; dropping the future early is harmless (the result is dropped when it arrives). A panic in `f`
-    /// resumes when the future is polled to completion.
+    /// resumes when the future is polled to completion. Futures awaited one after another apply in that
+    /// order; futures in flight at the same time are not ordered among themselves (from a plain thread whose
+    /// slot is busy, the request goes by the trustee's mailbox rather than wait, so no executor thread ever
+    /// blocks on it).
     pub fn apply_async<R, F>(&self, f: F) -> ApplyFuture<'_, T, F, R>
     where
         F: FnOnce(&mut T) -> R + Send + 'static,
@@ -230,7 +233,7 @@ impl<T> Clone for Trust<T> {
             unsafe { property::incref(header.get()) };
         } else if self.trustee.shared.is_running() {
             // SAFETY: as above, on the trustee; `self` is counted there until after this record runs.
-            client::post_count(self.trustee.shared, move || unsafe { property::incref(header.get()) });
+            client::post(self.trustee.shared, job::post(move || unsafe { property::incref(header.get()) }));
         }
         Trust {
             property: self.property,
@@ -254,7 +257,7 @@ impl<T> Drop for Trust<T> {
             unsafe { property::decref(header.get()) };
         } else {
             // SAFETY: as above, on the trustee.
-            client::post_count(shared, move || unsafe { property::decref(header.get()) });
+            client::post(shared, job::post(move || unsafe { property::decref(header.get()) }));
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::client::{self, Channel};
 use crate::context;
+use crate::job;
 use crate::parker::Parker;
 use crate::property::{Header, Property, SendPtr};
 use crate::stack::FiberStack;
@@ -14,7 +15,7 @@ use crate::trust::Trust;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
-    /// A count change or registration from a plain thread whose slot was busy (see `client::post_count`).
+    /// A record from a plain thread whose slot was busy (see `client::post`).
     Run(Box<dyn FnOnce() + Send>),
     Spawn(FiberStack, Box<dyn FnOnce() + Send>),
     Wake(usize),
@@ -179,10 +180,10 @@ impl Trustee {
             // SAFETY: fresh property of this trustee, on its thread.
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
         } else {
-            client::post_count(self.shared, move || {
+            client::post(self.shared, job::post(move || {
                 // SAFETY: runs on the trustee; the property is fresh and unregistered.
                 context::with_registry(|r| unsafe { r.adopt(header.get()) })
-            });
+            }));
         }
         // SAFETY: `property` is live with one reference, which the handle owns.
         unsafe { Trust::from_raw(property, *self) }

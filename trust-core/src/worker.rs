@@ -74,6 +74,9 @@ pub(crate) struct Worker {
     retired: RefCell<Vec<Retired>>,
     /// Set by a record that must wait; read by `serve` after each record.
     paused_record: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
+    /// each turn.
+    deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 /// The body of a worker thread; returns after shutdown.
@@ -95,6 +98,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         served: RefCell::default(),
         retired: RefCell::default(),
         paused_record: RefCell::new(None),
+        deferred: RefCell::default(),
     }));
     context::set_worker(Some(worker));
     shared.set_parker(parker);
@@ -122,6 +126,7 @@ impl Worker {
             if self.shared.is_closing() {
                 return self.close();
             }
+            busy |= self.run_deferred();
             busy |= self.serve();
             busy |= self.collect_answers();
             self.turn_applies.set(0);
@@ -148,10 +153,29 @@ impl Worker {
                     served: 0,
                     paused: None,
                 }),
-                Mail::Run(f) => f(),
+                Mail::Run(f) => self.run_mailed(f),
                 Mail::Spawn(stack, job) => self.scheduler.start(stack, job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
+        }
+        busy
+    }
+
+    /// Runs a request that came by mail; one that must wait is retried in later turns (it is in no batch to
+    /// pause).
+    fn run_mailed(&self, f: Box<dyn FnOnce()>) {
+        f();
+        if let Some(waiting) = self.paused_record.take() {
+            self.deferred.borrow_mut().push(waiting);
+        }
+    }
+
+    /// Retries the mailed requests that had to wait.
+    fn run_deferred(&self) -> bool {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        let busy = !deferred.is_empty();
+        for f in deferred {
+            self.run_mailed(f);
         }
         busy
     }
@@ -263,7 +287,8 @@ impl Worker {
 
     /// Drops retired properties whose possible requests have all been served.
     fn drop_retired(&self) {
-        if self.retired.borrow().is_empty() {
+        // A deferred request may refer to a retired property: none is dropped while one waits.
+        if self.retired.borrow().is_empty() || !self.deferred.borrow().is_empty() {
             return;
         }
         let ready: Vec<*mut Header> = {
