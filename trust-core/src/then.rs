@@ -208,10 +208,3 @@ impl std::fmt::Debug for Cont {
 
 /// Continuations whose results have arrived, in issue order.
 pub(crate) type Ready = std::collections::VecDeque<Cont>;
-
-/// Runs continuations one after another; a continuation may issue more (chains).
-pub(crate) fn run_all(ready: Ready) {
-    for c in ready {
-        c.run();
-    }
-}

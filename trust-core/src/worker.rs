@@ -15,7 +15,6 @@ use crate::slot::Cursor;
 use crate::stack::StackPool;
 #[cfg(not(miri))]
 use crate::stack::overflow::WorkerSignals;
-use crate::then;
 use crate::trustee::{Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
@@ -172,6 +171,9 @@ impl Worker {
 
     /// Retries the mailed requests that had to wait.
     fn run_deferred(&self) -> bool {
+        if self.deferred.borrow().is_empty() {
+            return false;
+        }
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         let busy = !deferred.is_empty();
         for f in deferred {
@@ -340,7 +342,14 @@ impl Worker {
             }
         }
         busy |= !ready.is_empty();
-        then::run_all(ready);
+        while let Some(then) = ready.pop_front() {
+            then.run();
+        }
+        // The queue goes back for its capacity (no allocation per turn), unless continuations queued more.
+        let mut client = self.client.borrow_mut();
+        if client.ready.is_empty() {
+            client.ready = ready;
+        }
         busy
     }
 
