@@ -23,6 +23,7 @@ use crate::parker::{Backoff, Parker};
 use crate::slot::{self, Batch, Queued, Record, SlotPair};
 use crate::then::{Cont, Pending, Ready};
 use crate::trustee::TrusteeShared;
+use crate::worker::Worker;
 
 /// The memory one client shares with one trustee.
 #[derive(Debug)]
@@ -559,11 +560,21 @@ fn may_pool_push(client: Client) {
 /// Runs `job` on `trustee` (a different trustee from the caller's own) and returns its result, suspending the
 /// calling fiber or coroutine, or blocking the calling thread, meanwhile.
 pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
-    if context::worker().is_some() {
-        if context::in_delegated() || context::fiber().is_none() {
+    call_from(context::worker(), trustee, job)
+}
+
+/// `call` for a caller already classified: `worker` is the calling thread's worker, if it is one.
+#[inline]
+pub(crate) fn call_from<J: Job<Output: Send>>(
+    worker: Option<&'static Worker>,
+    trustee: &'static TrusteeShared,
+    job: J,
+) -> J::Output {
+    if let Some(worker) = worker {
+        let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
             panic!("{}", context::NESTED_BLOCKING);
-        }
-        return fiber::call(trustee, job);
+        };
+        return fiber::call(worker, id, trustee, job);
     }
     trustee.check_running();
     if context::in_may_coroutine() {

@@ -20,6 +20,7 @@ use crate::stack::overflow;
 use crate::stack::{FiberStack, GuardPage, StackPool};
 use crate::then::Pending;
 use crate::trustee::TrusteeShared;
+use crate::worker::Worker;
 
 type FiberJob = Box<dyn FnOnce()>;
 type FiberCoroutine = Coroutine<(), (), (), FiberStack>;
@@ -199,10 +200,15 @@ pub(crate) const JOIN_ON_TRUSTEE: &str = "waiting for a fiber inside a delegated
 
 /// Suspends the running fiber until the scheduler resumes it (someone made it ready).
 pub(crate) fn suspend() {
-    let (yielder, id) = context::fiber().expect("only a fiber can suspend");
+    suspend_on(context::worker().expect("only a fiber can suspend"));
+}
+
+/// `suspend` for a caller that already has its worker (a fiber never leaves it).
+fn suspend_on(worker: &Worker) {
+    let (yielder, id) = worker.fiber.get().expect("only a fiber can suspend");
     // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
     unsafe { (*yielder).suspend(()) };
-    context::set_fiber(Some((yielder, id)));
+    worker.fiber.set(Some((yielder, id)));
 }
 
 /// Inline applies a fiber may run back to back before it lets its worker serve others.
@@ -233,12 +239,15 @@ pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
 
 /// Delegation from a worker fiber: the request joins the worker's batch to `trustee` and the fiber suspends
 /// until the batch is answered (and first, if the slot is busy, until there is room).
-pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
+pub(crate) fn call<J: Job<Output: Send>>(
+    worker: &Worker,
+    id: usize,
+    trustee: &'static TrusteeShared,
+    job: J,
+) -> J::Output {
     let mut result = None;
     let mut record = Reply(job);
     loop {
-        let worker = context::worker().expect("fiber::call runs on a worker");
-        let (_, id) = context::fiber().expect("fiber::call runs in a fiber");
         let mut client = worker.client.borrow_mut();
         let outbox = client.outbox(trustee);
         match outbox.try_push_call(record, &raw mut result) {
@@ -252,9 +261,9 @@ pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J
             }
         }
         drop(client);
-        suspend();
+        suspend_on(worker);
     }
-    suspend();
+    suspend_on(worker);
     result.expect("the trustee answered the batch holding this request")
 }
 

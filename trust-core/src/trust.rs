@@ -106,9 +106,9 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
     {
         let property = SendPtr(self.property.as_ptr());
-        if let Some(worker) =
-            context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
-        {
+        // The caller is classified once: the thread-local is read here and nowhere below.
+        let caller = context::worker();
+        if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             while unsafe { property::launched(property.get().cast()) }
@@ -127,7 +127,7 @@ impl<T: Send + 'static> Trust<T> {
             return r;
         }
         // The record runs on the property's trustee; the waiting handle keeps the property live.
-        let result = client::call(self.trustee.shared, Apply { property, f });
+        let result = client::call_from(caller, self.trustee.shared, Apply { property, f });
         result.unwrap_or_else(|payload| resume_unwind(payload))
     }
 
