@@ -5,13 +5,13 @@
 pub use crate::lock::__private::*;
 
 // #[entrust]
-pub use crate::entrust::{
+pub use crate::delegation::api::entrust::{
     Arg, CopiedSlice, CopiedStr, DelegatedArg, DelegatedReturn, DelegatedSliceElem, Entrusted, Returned, arg,
     ret, slice_arg, str_arg, trust_of,
 };
-pub use crate::trust::Trust;
+pub use crate::delegation::api::trust::Trust;
 
 /// The most fiber stacks this process may have alive at once (tests size themselves by it).
 pub fn fiber_stack_limit() -> usize {
-    crate::stack::budget().max_stacks()
+    crate::delegation::stack::budget().max_stacks()
 }

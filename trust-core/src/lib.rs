@@ -32,25 +32,13 @@ macro_rules! not_loom {
     ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
 }
 
-mod parker;
-mod slot;
-mod sync;
+#[cfg(loom)]
+mod delegation {
+    pub(crate) mod protocol;
+}
 
 not_loom! {
-    mod client;
-    mod context;
-    mod entrust;
-    mod fiber;
-    mod future;
-    mod job;
-    mod latch;
-    mod property;
-    mod runtime;
-    mod stack;
-    mod then;
-    mod trust;
-    mod trustee;
-    mod worker;
+    mod delegation;
 
     pub mod ghost;
     pub mod interval;
@@ -59,16 +47,16 @@ not_loom! {
     #[doc(hidden)]
     pub mod __private;
 
-    pub use client::wait_pending;
-    pub use fiber::{Fiber, spawn, yield_now};
-    pub use future::ApplyFuture;
-    pub use latch::{Latch, LatchGuard};
-    pub use runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
-    pub use trust::Trust;
+    pub use delegation::api::fiber::{Fiber, JoinHandle, spawn, yield_now};
+    pub use delegation::api::future::ApplyFuture;
+    pub use delegation::api::latch::{Latch, LatchGuard};
+    pub use delegation::api::runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
+    pub use delegation::api::trust::Trust;
+    pub use delegation::call::wait_pending;
     pub use trust_macros::{lock_all, try_lock_all};
     /// `#[entrust]` on a struct and its inherent `impl` blocks: every `&self` / `&mut self` method becomes a
     /// stub callable on `Trust<Struct>`. See `docs/entrust.md`. (A function of the same name, [`entrust()`],
     /// entrusts a value; functions and attribute macros live in different namespaces.)
     pub use trust_macros::entrust;
-    pub use trustee::Trustee;
+    pub use delegation::api::trustee::Trustee;
 }

@@ -5,8 +5,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::context;
-use crate::worker::Worker;
+use crate::delegation::trustee::local;
 
 pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
      it, and a second `&mut T` would alias the first; do the nested work inside the outer closure instead";
@@ -61,25 +60,24 @@ impl<T> Property<T> {
     }
 }
 
-/// Marks a property borrowed for as long as it lives, and its worker as running a delegated closure.
+/// Marks a property borrowed for as long as it lives, and this thread as running a delegated closure.
 struct Borrow<'a> {
     header: &'a Header,
-    worker: &'a Worker,
 }
 
 impl<'a> Borrow<'a> {
-    fn new(header: &'a Header, worker: &'a Worker) -> Self {
+    fn new(header: &'a Header) -> Self {
         assert!(header.launched.get() == 0, "{LAUNCHED}");
         assert!(!header.in_use.replace(true), "{REENTRANT}");
-        worker.enter_delegated();
-        Borrow { header, worker }
+        local::enter_delegated();
+        Borrow { header }
     }
 }
 
 impl Drop for Borrow<'_> {
     fn drop(&mut self) {
         self.header.in_use.set(false);
-        self.worker.leave_delegated();
+        local::leave_delegated();
     }
 }
 
@@ -87,10 +85,10 @@ impl Drop for Borrow<'_> {
 ///
 /// # Safety
 /// `p` is a live property of `worker`'s trustee, and this is `worker`'s thread.
-pub(crate) unsafe fn apply_local<T, R>(worker: &Worker, p: *mut Property<T>, f: impl FnOnce(&mut T) -> R) -> R {
+pub(crate) unsafe fn apply_local<T, R>(p: *mut Property<T>, f: impl FnOnce(&mut T) -> R) -> R {
     // SAFETY: live by the contract; only this thread touches it, and `Borrow` rules out a second `&mut`.
     let property = unsafe { &*p };
-    let _borrow = Borrow::new(&property.header, worker);
+    let _borrow = Borrow::new(&property.header);
     // SAFETY: as above.
     f(unsafe { &mut *property.value.get() })
 }
@@ -111,12 +109,11 @@ pub(crate) unsafe fn value_ref<'a, T>(p: *mut Property<T>) -> &'a T {
 /// # Safety
 /// As for `apply_local`.
 pub(crate) unsafe fn apply_caught<T, R>(
-    worker: &Worker,
     p: *mut Property<T>,
     f: impl FnOnce(&mut T) -> R,
 ) -> std::thread::Result<R> {
     // SAFETY: forwarded.
-    panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(worker, p, f) }))
+    panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(p, f) }))
 }
 
 /// The live properties of one trustee. Owned by the worker; never borrowed across user code.
@@ -160,23 +157,20 @@ pub(crate) unsafe fn incref(h: *mut Header) {
     refs.set(refs.get() + 1);
 }
 
-/// A handle to `h` is gone. When the count reaches zero the property is *retired*, not dropped at once:
-/// requests and count changes sent before may still be on their way from other clients (see
-/// `Worker::retire`); the value is dropped once every one of them has been served, if the count is still
-/// zero then.
+/// A handle to `h` is gone; true when the count reached zero. Then the caller *retires* the property rather
+/// than drop it (see `worker::run::Worker::retire`): requests and count changes sent before may still be on
+/// their way from other clients, and the value is dropped once every one of them has been served, if the
+/// count is still zero then.
 ///
 /// # Safety
 /// On `h`'s trustee thread, `h` live.
-pub(crate) unsafe fn decref(h: *mut Header) {
+#[must_use = "a count that reached zero retires the property"]
+pub(crate) unsafe fn decref(h: *mut Header) -> bool {
     // SAFETY: by the contract.
     let header = unsafe { &*h };
     let refs = header.refs.get() - 1;
     header.refs.set(refs);
-    if refs == 0 {
-        context::worker()
-            .expect("reference counts change on the trustee")
-            .retire(h);
-    }
+    refs == 0
 }
 
 /// True when the counted handles of `h` are zero.
@@ -221,11 +215,10 @@ pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
 /// # Safety
 /// `h` is live, on its trustee thread, and nobody will use it again.
 pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
-    let worker = context::worker().expect("properties are dropped on their trustee");
-    worker.enter_delegated();
+    local::enter_delegated();
     // SAFETY: by the contract.
     let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { ((*h).drop_property)(h) }));
-    worker.leave_delegated();
+    local::leave_delegated();
     if result.is_err() {
         eprintln!(
             "trust: a property's destructor panicked on its trustee; the trustee keeps serving"

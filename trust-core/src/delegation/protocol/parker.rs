@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::sync::thread::{self, Thread};
-use crate::sync::{AtomicBool, Ordering, fence};
+use crate::delegation::protocol::sync::thread::{self, Thread};
+use crate::delegation::protocol::sync::{AtomicBool, Ordering, fence};
 
 #[derive(Debug)]
 pub(crate) struct Parker {
@@ -106,7 +106,7 @@ impl Backoff {
 #[cfg(all(test, loom))]
 mod loom_model {
     use super::*;
-    use crate::sync::AtomicU32;
+    use crate::delegation::protocol::sync::AtomicU32;
     use loom::sync::Arc;
 
     /// The waker publishes `rounds` pieces of work (numbered 1, 2, ...), waking the sleeper after each.

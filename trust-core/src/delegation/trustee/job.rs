@@ -6,9 +6,9 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
-use crate::context;
-use crate::property::{self, Property, SendPtr};
-use crate::slot::{self, Record};
+use crate::delegation::trustee::local;
+use crate::delegation::trustee::property::{self, Property, SendPtr};
+use crate::delegation::protocol::slot::{self, Record};
 
 pub(crate) trait Job: Send + 'static {
     type Output;
@@ -43,9 +43,8 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
         if unsafe { property::launched(p.cast()) } {
             return Err(self);
         }
-        let worker = context::worker().expect("records run on a worker");
         // SAFETY: as above.
-        Ok(unsafe { property::apply_caught(worker, p, self.f) })
+        Ok(unsafe { property::apply_caught(p, self.f) })
     }
 }
 
@@ -112,8 +111,6 @@ fn contained(f: impl FnOnce()) {
 fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
     match job.run() {
         Ok(output) => done(output),
-        Err(job) => context::worker()
-            .expect("records run on a worker")
-            .pause_batch(Box::new(move || contained(move || run_job(job, done)))),
+        Err(job) => local::pause(Box::new(move || contained(move || run_job(job, done)))),
     }
 }

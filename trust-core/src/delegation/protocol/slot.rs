@@ -27,7 +27,7 @@
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr;
 
-use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use crate::delegation::protocol::sync::{AtomicU32, Ordering, UnsafeCell};
 
 /// Size of the primary block, header included.
 pub(crate) const PRIMARY: usize = 128;

@@ -1,12 +1,13 @@
-//! What the calling thread is: a worker (and then, maybe, inside one of its fibers or delegated closures), a
-//! `may` coroutine, or a plain thread. Thread-locals are read through `#[inline(never)]` functions so that a
-//! value read before a suspension is never reused after it: code that can suspend re-reads them (DESIGN.md §4).
+//! Which worker (and which of its fibers) runs on this thread: one thread-local, read through an
+//! `#[inline(never)]` function so that a value read before a suspension is never reused after it (DESIGN.md
+//! §4); the running fiber is a field of the worker. A fiber never leaves its worker, so code holding the
+//! `&Worker` may keep it across suspensions.
 
 use std::cell::Cell;
 use std::ptr;
 
-use crate::property::Registry;
-use crate::worker::Worker;
+use crate::delegation::trustee::property::Registry;
+use crate::delegation::worker::run::Worker;
 
 pub(crate) type Yielder = corosensei::Yielder<(), ()>;
 
@@ -53,17 +54,4 @@ pub(crate) fn in_delegated() -> bool {
 pub(crate) fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
     let w = worker().expect("property bookkeeping runs on its trustee's worker");
     f(&mut w.registry.borrow_mut())
-}
-
-/// True when the caller is a `may` coroutine.
-#[inline]
-pub(crate) fn in_may_coroutine() -> bool {
-    #[cfg(feature = "may")]
-    {
-        may::coroutine::is_coroutine()
-    }
-    #[cfg(not(feature = "may"))]
-    {
-        false
-    }
 }

@@ -6,12 +6,15 @@ use std::marker::PhantomData;
 use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
-use crate::future::ApplyFuture;
-use crate::job::{self, Apply};
-use crate::property::{self, Header, Property, SendPtr};
-use crate::then::Cont;
-use crate::trustee::Trustee;
-use crate::{client, context, fiber};
+use crate::delegation::api::future::ApplyFuture;
+use crate::delegation::trustee::job::{self, Apply};
+use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
+use crate::delegation::client::then::Cont;
+use crate::delegation::api::trustee::{Trustee, is_current};
+use crate::delegation::call;
+use crate::delegation::worker::context;
+use crate::delegation::api::fiber;
+use crate::delegation::worker::fiber::after_inline_apply;
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
 /// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
@@ -67,7 +70,7 @@ impl<T> Trust<T> {
 
     /// True when the caller runs on this property's trustee (the local shortcut applies).
     pub(crate) fn is_local(&self) -> bool {
-        self.trustee.shared.is_current()
+        is_current(self.trustee.shared)
     }
 
     fn header(&self) -> SendPtr<Header> {
@@ -122,12 +125,12 @@ impl<T: Send + 'static> Trust<T> {
                 fiber::yield_now();
             }
             // SAFETY: as above.
-            let r = unsafe { property::apply_local(worker, property.get(), f) };
-            fiber::after_inline_apply(worker);
+            let r = unsafe { property::apply_local(property.get(), f) };
+            after_inline_apply(worker);
             return r;
         }
         // The record runs on the property's trustee; the waiting handle keeps the property live.
-        let result = client::call_from(caller, self.trustee.shared, Apply { property, f });
+        let result = call::call_from(caller, self.trustee.shared, Apply { property, f });
         result.unwrap_or_else(|payload| resume_unwind(payload))
     }
 
@@ -168,14 +171,14 @@ impl<T: Send + 'static> Trust<T> {
                 None => worker.client.borrow().pending.clone(),
             };
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            let result = unsafe { property::apply_caught(worker, property.get(), f) };
+            let result = unsafe { property::apply_caught(property.get(), f) };
             let cont = Cont::new(then, owner, Some(result));
             worker.client.borrow_mut().ready.push_back(cont);
             return;
         }
         // The property outlives the request even if this handle is dropped elsewhere first: see
         // `Worker::retire`.
-        client::post_then(self.trustee.shared, Apply { property, f }, then);
+        call::post_then(self.trustee.shared, Apply { property, f }, then);
     }
 
     /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the
@@ -228,12 +231,12 @@ impl<T> Clone for Trust<T> {
     /// on this thread, and the trustee never drops the value while it is on its way (see `Worker::retire`).
     fn clone(&self) -> Self {
         let header = self.header();
-        if self.trustee.shared.is_current() {
+        if is_current(self.trustee.shared) {
             // SAFETY: on the trustee thread; `self` keeps the property live.
             unsafe { property::incref(header.get()) };
         } else if self.trustee.shared.is_running() {
             // SAFETY: as above, on the trustee; `self` is counted there until after this record runs.
-            client::post(self.trustee.shared, job::post(move || unsafe { property::incref(header.get()) }));
+            call::post(self.trustee.shared, job::post(move || unsafe { property::incref(header.get()) }));
         }
         Trust {
             property: self.property,
@@ -252,12 +255,25 @@ impl<T> Drop for Trust<T> {
             return;
         }
         let header = self.header();
-        if shared.is_current() {
+        if is_current(shared) {
             // SAFETY: on the trustee thread, for a reference this handle owned.
-            unsafe { property::decref(header.get()) };
+            unsafe { uncount(header) };
         } else {
             // SAFETY: as above, on the trustee.
-            client::post(shared, job::post(move || unsafe { property::decref(header.get()) }));
+            call::post(shared, job::post(move || unsafe { uncount(header) }));
         }
+    }
+}
+
+/// Uncounts a handle of `h`, on its trustee; the last one retires the property.
+///
+/// # Safety
+/// On `h`'s trustee thread, for a reference the caller owned.
+unsafe fn uncount(h: SendPtr<Header>) {
+    // SAFETY: by the contract.
+    if unsafe { property::decref(h.get()) } {
+        context::worker()
+            .expect("reference counts change on the trustee")
+            .retire(h.get());
     }
 }

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::client::{Channel, Client};
-use crate::context::{self, Yielder};
-use crate::fiber::Scheduler;
-use crate::parker::{Backoff, Parker};
-use crate::property::{self, Header, Registry};
-use crate::slot::Cursor;
-use crate::stack::StackPool;
+use crate::delegation::client::outbox::Client;
+use crate::delegation::protocol::channel::Channel;
+use crate::delegation::worker::context::{self, Yielder};
+use crate::delegation::worker::fiber::Scheduler;
+use crate::delegation::protocol::parker::{Backoff, Parker};
+use crate::delegation::trustee::local;
+use crate::delegation::trustee::property::{self, Header, Registry};
+use crate::delegation::protocol::slot::Cursor;
+use crate::delegation::stack::StackPool;
 #[cfg(not(miri))]
-use crate::stack::overflow::WorkerSignals;
-use crate::trustee::{Mail, TrusteeShared};
+use crate::delegation::stack::overflow::WorkerSignals;
+use crate::delegation::trustee::shared::{Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
 struct Served {
@@ -66,13 +68,9 @@ pub(crate) struct Worker {
     pub(crate) turn_applies: Cell<u32>,
     /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
     pub(crate) fiber: Cell<Option<(*const Yielder, usize)>>,
-    /// Depth of delegated closures (and property destructors) running now: they must not block.
-    delegated: Cell<u32>,
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
     retired: RefCell<Vec<Retired>>,
-    /// Set by a record that must wait; read by `serve` after each record.
-    paused_record: RefCell<Option<Box<dyn FnOnce()>>>,
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
     deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
@@ -92,11 +90,9 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         inline_burst: Cell::new(0),
         turn_applies: Cell::new(0),
         fiber: Cell::new(None),
-        delegated: Cell::new(0),
         parker: parker.clone(),
         served: RefCell::default(),
         retired: RefCell::default(),
-        paused_record: RefCell::new(None),
         deferred: RefCell::default(),
     }));
     context::set_worker(Some(worker));
@@ -106,16 +102,9 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
 }
 
 impl Worker {
+    /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
     pub(crate) fn in_delegated(&self) -> bool {
-        self.delegated.get() > 0
-    }
-
-    pub(crate) fn enter_delegated(&self) {
-        self.delegated.set(self.delegated.get() + 1);
-    }
-
-    pub(crate) fn leave_delegated(&self) {
-        self.delegated.set(self.delegated.get() - 1);
+        local::in_delegated()
     }
 
     fn run(&self) {
@@ -164,7 +153,7 @@ impl Worker {
     /// pause).
     fn run_mailed(&self, f: Box<dyn FnOnce()>) {
         f();
-        if let Some(waiting) = self.paused_record.take() {
+        if let Some(waiting) = local::take_paused() {
             self.deferred.borrow_mut().push(waiting);
         }
     }
@@ -198,7 +187,7 @@ impl Worker {
             let (seq, from) = match paused {
                 Some(p) => {
                     (p.record)();
-                    if let Some(record) = self.paused_record.take() {
+                    if let Some(record) = local::take_paused() {
                         self.served.borrow_mut()[i].paused = Some(Paused { record, ..p });
                         continue;
                     }
@@ -219,13 +208,10 @@ impl Worker {
             match unsafe {
                 channel
                     .slots
-                    .run_batch(from, || self.paused_record.borrow().is_some())
+                    .run_batch(from, local::is_paused)
             } {
                 Some(offset) => {
-                    let record = self
-                        .paused_record
-                        .take()
-                        .expect("paused by a waiting record");
+                    let record = local::take_paused().expect("paused by a waiting record");
                     self.served.borrow_mut()[i].paused = Some(Paused {
                         seq,
                         offset,
@@ -249,13 +235,6 @@ impl Worker {
             });
         }
         busy
-    }
-
-    /// Called by a record that cannot run yet (see `job.rs`): its batch stops after it, and `record` runs
-    /// again first when the batch resumes.
-    pub(crate) fn pause_batch(&self, record: Box<dyn FnOnce()>) {
-        let previous = self.paused_record.replace(Some(record));
-        debug_assert!(previous.is_none(), "one record pauses a batch at a time");
     }
 
     /// The count of `h` reached zero. Requests for `h`, and count changes, sent before that may still be on
@@ -343,7 +322,9 @@ impl Worker {
         }
         busy |= !ready.is_empty();
         while let Some(then) = ready.pop_front() {
-            then.run();
+            if let Some(fiber) = then.run() {
+                self.scheduler.make_ready(fiber);
+            }
         }
         // The queue goes back for its capacity (no allocation per turn), unless continuations queued more.
         let mut client = self.client.borrow_mut();

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::context;
-use crate::stack::{self, StackPool};
-use crate::trust::Trust;
-use crate::trustee::{Trustee, TrusteeShared};
-use crate::worker;
+use crate::delegation::worker::context;
+use crate::delegation::stack::{self, StackPool};
+use crate::delegation::api::trust::Trust;
+use crate::delegation::api::trustee::Trustee;
+use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::worker::run;
 
 static RUNTIME: OnceLock<&'static Runtime> = OnceLock::new();
 static STARTING: Mutex<()> = Mutex::new(());
@@ -151,7 +152,7 @@ impl RuntimeBuilder {
                 .name(format!("trust-worker-{}", shared.index()))
                 .stack_size(self.worker_stack_size)
                 .spawn(move || {
-                    worker::run(shared, &runtime.stacks);
+                    run::run(shared, &runtime.stacks);
                     *runtime.stopped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     runtime.stopped_cv.notify_all();
                 });

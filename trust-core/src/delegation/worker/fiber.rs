@@ -1,202 +1,26 @@
-//! Fibers: stackful coroutines (switched with `corosensei`) owned by one worker's scheduler. A fiber never
-//! leaves the worker that runs it, so everything a worker owns without atomics stays on one thread. An `apply`
-//! inside a fiber suspends just that fiber; its worker keeps serving requests and running other fibers.
+//! The fiber scheduler of one worker: stackful coroutines (switched with `corosensei`) that never leave the
+//! worker running them, so everything a worker owns without atomics stays on one thread. An `apply` inside a
+//! fiber suspends just that fiber (`call`); its worker keeps serving requests and running other fibers. What
+//! users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, Thread};
 
 use corosensei::{Coroutine, CoroutineResult};
 
-use crate::context::{self, Yielder};
-use crate::job::{Job, Reply};
-use crate::runtime::runtime;
-use crate::stack::overflow;
-use crate::stack::{FiberStack, GuardPage, StackPool};
-use crate::then::Pending;
-use crate::trustee::TrusteeShared;
-use crate::worker::Worker;
+use crate::delegation::worker::context::{self, Yielder};
+use crate::delegation::trustee::job::{Job, Reply};
+use crate::delegation::stack::overflow;
+use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
+use crate::delegation::client::then::Pending;
+use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::worker::run::Worker;
 
 type FiberJob = Box<dyn FnOnce()>;
 type FiberCoroutine = Coroutine<(), (), (), FiberStack>;
-
-/// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
-#[must_use = "a fiber runs whether or not it is joined; join it to see its result or its panic"]
-pub struct Fiber<R> {
-    state: Arc<JoinState<R>>,
-}
-
-impl<R> fmt::Debug for Fiber<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fiber")
-            .field("finished", &self.is_finished())
-            .finish()
-    }
-}
-
-enum Joiner {
-    Thread(Thread),
-    Fiber(&'static TrusteeShared, usize),
-}
-
-struct JoinState<R> {
-    result: Mutex<Option<thread::Result<R>>>,
-    /// Set under the `joiner` lock, so a joiner registers at most once and is woken exactly once.
-    done: AtomicBool,
-    joiner: Mutex<Option<Joiner>>,
-}
-
-impl<R> JoinState<R> {
-    fn complete(&self, result: thread::Result<R>) {
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        let joiner = {
-            let mut joiner = self.joiner.lock().unwrap_or_else(|e| e.into_inner());
-            self.done.store(true, Ordering::Release);
-            joiner.take()
-        };
-        match joiner {
-            Some(Joiner::Thread(t)) => t.unpark(),
-            Some(Joiner::Fiber(trustee, id)) => trustee.wake_fiber(id),
-            None => {}
-        }
-    }
-
-    /// Registers the caller to be woken; false if the fiber is already done.
-    fn register(&self, joiner: Joiner) -> bool {
-        let mut slot = self.joiner.lock().unwrap_or_else(|e| e.into_inner());
-        if self.done.load(Ordering::Acquire) {
-            return false;
-        }
-        *slot = Some(joiner);
-        true
-    }
-}
-
-/// Starts `f` in a new fiber on a worker chosen round-robin. Inside it, `apply` suspends only the fiber.
-///
-/// The fiber's stack ([`fiber_stack_size`](crate::RuntimeBuilder::fiber_stack_size), 256 KiB by default) is
-/// taken here, on the calling thread: a finished fiber's if one is pooled, else a new memory mapping. Linux
-/// caps the mappings of a process (`vm.max_map_count`, 65,530 by default) and each stack is one (two before
-/// Linux 6.13, whose guard pages need a mapping of their own), so the live fibers of a process are limited:
-/// under the default cap, 57,339 (28,669 before 6.13). Measured on Linux 6.18: 57,339 waiting fibers take
-/// 231 MiB of RSS, about 4.1 KiB each plus 0.5 KiB of page tables; a fiber's stack costs only the pages it
-/// touches.
-///
-/// # Panics
-///
-/// When no stack can be had — the limit is reached, or `mmap` fails — with a message that names
-/// `vm.max_map_count` and the `sysctl` that raises it. Fibers already running are not affected, and `spawn`
-/// works again once some finish. Also panics after [`Runtime::shutdown`](crate::Runtime::shutdown).
-#[track_caller]
-pub fn spawn<F, R>(f: F) -> Fiber<R>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    let rt = runtime();
-    let stack = match rt.stacks.take() {
-        Ok(stack) => stack,
-        Err(e) => panic!("{e}"),
-    };
-    let (fiber, job) = fiber_job(f);
-    rt.next_spawn_trustee().spawn_fiber(stack, Box::new(job));
-    fiber
-}
-
-/// Starts `f` in a new fiber on the calling worker (for `launch`: the fiber must run on the trustee). If no
-/// stack can be had, `f` is dropped unrun and the fiber's result is that panic, for its joiner to raise: the
-/// worker itself must not panic.
-pub(crate) fn start_here<F, R>(f: F) -> Fiber<R>
-where
-    F: FnOnce() -> R + 'static,
-    R: Send + 'static,
-{
-    let (fiber, job) = fiber_job(f);
-    let worker = context::worker().expect("start_here runs on a worker");
-    match worker.scheduler.stacks.take() {
-        Ok(stack) => worker.scheduler.start(stack, Box::new(job)),
-        Err(e) => {
-            drop(job); // first: whatever `f` holds is released before the joiner wakes
-            fiber.state.complete(Err(Box::new(e.to_string())));
-        }
-    }
-    fiber
-}
-
-fn fiber_job<F, R>(f: F) -> (Fiber<R>, impl FnOnce() + 'static)
-where
-    F: FnOnce() -> R + 'static,
-    R: Send + 'static,
-{
-    let state = Arc::new(JoinState {
-        result: Mutex::new(None),
-        done: AtomicBool::new(false),
-        joiner: Mutex::new(None),
-    });
-    let done = state.clone();
-    let job = move || done.complete(panic::catch_unwind(AssertUnwindSafe(f)));
-    (Fiber { state }, job)
-}
-
-/// Lets the worker run its other fibers and serve its clients before the calling fiber continues. Outside a
-/// fiber (a plain thread, a `may` coroutine), yields the thread or coroutine.
-pub fn yield_now() {
-    match (context::worker(), context::fiber()) {
-        (Some(worker), Some((_, id))) if !context::in_delegated() => {
-            worker.scheduler.make_ready(id);
-            suspend();
-        }
-        #[cfg(feature = "may")]
-        _ if context::in_may_coroutine() => may::coroutine::yield_now(),
-        _ => thread::yield_now(),
-    }
-}
-
-impl<R> Fiber<R> {
-    /// True once the fiber has returned or panicked.
-    pub fn is_finished(&self) -> bool {
-        self.state.done.load(Ordering::Acquire)
-    }
-
-    /// Waits for the fiber and returns its result, or the payload of its panic. From a fiber this suspends the
-    /// fiber; from a `may` coroutine it yields; from a plain thread it parks.
-    ///
-    /// Panics inside a delegated closure and in an `apply_then` continuation on a worker: the worker would
-    /// wait for a fiber that only it can run.
-    pub fn join(self) -> thread::Result<R> {
-        while !self.is_finished() {
-            if let Some(worker) = context::worker() {
-                let fiber = context::fiber().filter(|_| !context::in_delegated());
-                let Some((_, id)) = fiber else {
-                    panic!("{JOIN_ON_TRUSTEE}");
-                };
-                if self.state.register(Joiner::Fiber(worker.shared, id)) {
-                    suspend();
-                }
-            } else if context::in_may_coroutine() {
-                #[cfg(feature = "may")]
-                may::coroutine::yield_now();
-            } else if self.state.register(Joiner::Thread(thread::current())) {
-                thread::park();
-            }
-        }
-        self.state
-            .result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("a finished fiber left its result")
-    }
-}
-
-pub(crate) const JOIN_ON_TRUSTEE: &str = "waiting for a fiber inside a delegated closure (or an `apply_then` \
-     continuation on a worker): the worker would wait for a fiber that only it can run. Use `apply_then` to \
-     continue asynchronously, or `launch` to run blocking code in a fiber on the trustee";
 
 /// Suspends the running fiber until the scheduler resumes it (someone made it ready).
 pub(crate) fn suspend() {
@@ -221,7 +45,7 @@ const FIBERS_PER_TURN: usize = 32;
 /// Called after an inline (local-shortcut) apply: a fiber that applies inline never suspends, so every
 /// `INLINE_BURST` of them it yields once, letting its worker serve remote clients and other fibers.
 #[inline]
-pub(crate) fn after_inline_apply(worker: &crate::worker::Worker) {
+pub(crate) fn after_inline_apply(worker: &crate::delegation::worker::run::Worker) {
     worker.turn_applies.set(worker.turn_applies.get() + 1);
     let n = worker.inline_burst.get() + 1;
     if n < INLINE_BURST {

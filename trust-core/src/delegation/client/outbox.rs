@@ -1,13 +1,9 @@
-//! The client side of delegation: one [`Outbox`] per trustee a client talks to, holding its [`Channel`], and the
-//! ways a client waits for an answer — a worker fiber suspends (the worker's scheduler resumes it), a `may`
-//! coroutine yields to `may`, and a plain thread spins, yields, then parks until the trustee wakes it.
-//!
-//! Which client context a request uses: a worker uses its own (shared by its fibers, so their requests batch
-//! together); a plain thread uses a thread-local one; a `may` coroutine borrows one from its current thread's
-//! pool for the length of the call, because `may` may move the coroutine to another thread mid-call and a
-//! channel must keep exactly one consumer.
+//! A client's end of its channels: one [`Outbox`] per trustee it talks to — building the next batch while one
+//! is in flight, publishing, copying results out of the response slot — and [`Client`], a client context's
+//! outboxes with the ways a non-worker client waits for an answer (a `may` coroutine yields to `may`; a plain
+//! thread spins, yields, then parks until the trustee wakes it). No thread-locals and no fibers here: which
+//! context a caller uses is decided in `call.rs`.
 
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -16,28 +12,12 @@ use std::time::Duration;
 
 use std::rc::Rc;
 
-use crate::context;
-use crate::fiber;
-use crate::job::{Job, Reply};
-use crate::parker::{Backoff, Parker};
-use crate::slot::{self, Batch, Queued, Record, SlotPair};
-use crate::then::{Cont, Pending, Ready};
-use crate::trustee::TrusteeShared;
-use crate::worker::Worker;
-
-/// The memory one client shares with one trustee.
-#[derive(Debug)]
-pub(crate) struct Channel {
-    pub(crate) slots: SlotPair,
-    /// Woken when a batch is answered; `None` for clients that poll instead of parking.
-    pub(crate) parker: Option<Arc<Parker>>,
-    /// The client is gone; the trustee forgets the channel once its last batch is served.
-    pub(crate) closed: AtomicBool,
-    /// The client holds records not yet published, all of which will be in batches numbered up to `through`.
-    /// Read by the trustee before it drops a property whose count reached zero (see `Worker::retire`).
-    pub(crate) lingering: AtomicBool,
-    pub(crate) through: AtomicU32,
-}
+use crate::delegation::trustee::job::{Job, Reply};
+use crate::delegation::protocol::parker::{Backoff, Parker};
+use crate::delegation::protocol::slot::{self, Batch, Queued, Record, SlotPair};
+use crate::delegation::client::then::{Cont, Pending, Ready};
+use crate::delegation::protocol::channel::Channel;
+use crate::delegation::trustee::shared::TrusteeShared;
 
 /// Who takes the result of a record that answers, in the order of the records.
 enum Receiver {
@@ -276,7 +256,7 @@ impl Outbox {
                     "the trust runtime was shut down while this request was waiting for its trustee"
                 );
             }
-            if context::in_may_coroutine() {
+            if in_may_coroutine() {
                 may_yield();
             } else if backoff.snooze() {
                 let parker = parker.expect("a plain thread's client has a parker");
@@ -338,13 +318,26 @@ impl Drop for Outbox {
     }
 }
 
+/// True when the caller is a `may` coroutine.
+#[inline]
+pub(crate) fn in_may_coroutine() -> bool {
+    #[cfg(feature = "may")]
+    {
+        may::coroutine::is_coroutine()
+    }
+    #[cfg(not(feature = "may"))]
+    {
+        false
+    }
+}
+
 #[cfg(feature = "may")]
-fn may_yield() {
+pub(crate) fn may_yield() {
     may::coroutine::yield_now();
 }
 
 #[cfg(not(feature = "may"))]
-fn may_yield() {
+pub(crate) fn may_yield() {
     std::thread::yield_now();
 }
 
@@ -394,7 +387,7 @@ impl Client {
     }
 
     /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine.
-    fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
+    pub(crate) fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
         let mut result = None;
         let mut record = Reply(job);
         let parker = self.parker.as_deref();
@@ -414,9 +407,22 @@ impl Client {
         result.expect("the trustee answered the batch holding this request")
     }
 
+    /// Sends `record` now if the slot to `trustee` is free and nothing is queued before it; else gives it back.
+    pub(crate) fn try_post_now<F: Record + 'static>(&mut self, trustee: &'static TrusteeShared, record: F) -> Option<F> {
+        let ready = &mut self.ready;
+        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
+        outbox.poll(ready);
+        if outbox.in_flight || outbox.has_unsent() {
+            return Some(record);
+        }
+        outbox.push_or_queue(record);
+        outbox.flush();
+        None
+    }
+
     /// Issues an `apply_then` from a plain thread: when the batch is full, serves its own completions until
     /// there is room (flow control: memory stays bounded however many are issued).
-    fn post_then<F: Record>(
+    pub(crate) fn post_then<F: Record>(
         &mut self,
         trustee: &'static TrusteeShared,
         record: F,
@@ -441,7 +447,7 @@ impl Client {
     }
 
     /// Flushes every outbox and waits for one answer; false when nothing is in flight.
-    fn progress(&mut self) -> bool {
+    pub(crate) fn progress(&mut self) -> bool {
         let parker = self.parker.clone();
         let mut any = false;
         let mut ready = std::mem::take(&mut self.ready);
@@ -463,7 +469,7 @@ impl Client {
                         );
                     }
                 }
-                if context::in_may_coroutine() {
+                if in_may_coroutine() {
                     may_yield();
                 } else if backoff.snooze() {
                     let parker = parker
@@ -509,215 +515,5 @@ impl Drop for WaitGuard<'_> {
         while self.outbox.in_flight && !self.outbox.poll(self.ready) && !closed(self.outbox) {
             std::thread::yield_now();
         }
-    }
-}
-
-thread_local! {
-    static THREAD_CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
-    static RUNNING_CONTINUATIONS: Cell<bool> = const { Cell::new(false) };
-    static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with the calling thread's client context (a worker's, or a plain thread's), or with a fresh one
-/// if the thread-local is already destroyed (a handle dropped by another thread-local's destructor).
-fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
-    if let Some(worker) = context::worker() {
-        return f(&mut worker.client.borrow_mut());
-    }
-    let mut f = Some(f);
-    let r = THREAD_CLIENT.try_with(|c| {
-        let mut c = c.borrow_mut();
-        let client = c.get_or_insert_with(|| Client::new(Some(Arc::new(Parker::current()))));
-        (f.take().unwrap())(client)
-    });
-    match r {
-        Ok(r) => r,
-        Err(_) => (f.take().unwrap())(&mut Client::new(Some(Arc::new(Parker::current())))),
-    }
-}
-
-/// Runs `f` with a client context borrowed from the current thread's `may` pool, returned to the pool of the
-/// thread the coroutine is on when `f` is done.
-fn with_may_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
-    let mut client = may_pool_pop().unwrap_or_else(|| Client::new(None));
-    let r = f(&mut client);
-    may_pool_push(client);
-    r
-}
-
-#[inline(never)]
-fn may_pool_pop() -> Option<Client> {
-    MAY_POOL.with(|p| p.borrow_mut().pop())
-}
-
-/// Not inlined: the coroutine may be on another thread than at `may_pool_pop`, and the thread-local's address
-/// must be computed anew.
-#[inline(never)]
-fn may_pool_push(client: Client) {
-    MAY_POOL.with(|p| p.borrow_mut().push(client))
-}
-
-/// Runs `job` on `trustee` (a different trustee from the caller's own) and returns its result, suspending the
-/// calling fiber or coroutine, or blocking the calling thread, meanwhile.
-pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
-    call_from(context::worker(), trustee, job)
-}
-
-/// `call` for a caller already classified: `worker` is the calling thread's worker, if it is one.
-#[inline]
-pub(crate) fn call_from<J: Job<Output: Send>>(
-    worker: Option<&'static Worker>,
-    trustee: &'static TrusteeShared,
-    job: J,
-) -> J::Output {
-    if let Some(worker) = worker {
-        let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
-            panic!("{}", context::NESTED_BLOCKING);
-        };
-        return fiber::call(worker, id, trustee, job);
-    }
-    trustee.check_running();
-    if context::in_may_coroutine() {
-        with_may_client(|c| c.call(trustee, job))
-    } else {
-        let r = with_thread_client(|c| c.call(trustee, job));
-        run_thread_continuations();
-        r
-    }
-}
-
-/// Sends a record that answers nothing — a reference-count change, a property's registration, the request of an
-/// `apply_async` (which answers through its own shared slot) — without ever waiting. A worker queues it in its
-/// outbox (its loop publishes it). A plain thread puts it in the slot when the slot is free, else mails it to
-/// the trustee: an idle thread (an executor's, parked) must not hold it unpublished until it calls again. So
-/// such records are not ordered among themselves; count changes need no order (see `Worker::retire`), and
-/// futures in flight at the same time are unordered anyway.
-pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record: F) {
-    if let Some(worker) = context::worker() {
-        return worker.client.borrow_mut().outbox(trustee).push_or_queue(record);
-    }
-    let mut record = Some(record);
-    if !context::in_may_coroutine() {
-        with_thread_client(|c| {
-            let ready = &mut c.ready;
-            let outbox = outbox_in(&mut c.outboxes, &c.parker, trustee);
-            outbox.poll(ready);
-            if !outbox.in_flight && !outbox.has_unsent() {
-                outbox.push_or_queue(record.take().expect("not sent yet"));
-                outbox.flush();
-            }
-        });
-    }
-    if let Some(record) = record {
-        trustee.run_later(Box::new(move || record.run(std::ptr::null_mut())));
-    }
-    run_thread_continuations();
-}
-
-/// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
-/// client. Not from inside a continuation: a chain of `apply_then`s, each issued by the previous one's
-/// continuation, would nest one stack frame per link; the loop already running picks them up instead.
-fn run_thread_continuations() {
-    if !RUNNING_CONTINUATIONS.with(Cell::get) {
-        run_continuations_now();
-    }
-}
-
-/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others).
-fn run_continuations_now() {
-    let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
-    while let Some(next) = THREAD_CLIENT
-        .try_with(|c| c.borrow_mut().as_mut().and_then(|c| c.ready.pop_front()))
-        .ok()
-        .flatten()
-    {
-        // A panicking continuation is caught inside `run`; the flag is restored below either way.
-        next.run();
-    }
-    RUNNING_CONTINUATIONS.with(|r| r.set(outer));
-}
-
-/// Issues an `apply_then`: `job` runs on `trustee`, and `then` later on this thread with its result.
-/// A worker fiber waits for room by suspending; a worker's scheduler or delegated closure queues without
-/// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
-/// completions until there is room.
-pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
-    trustee: &'static TrusteeShared,
-    job: impl Job<Output = std::thread::Result<R>>,
-    then: C,
-) {
-    if let Some(worker) = context::worker() {
-        let fiber = context::fiber().filter(|_| !context::in_delegated());
-        let owner = match fiber {
-            Some((_, id)) => worker.scheduler.pending_of(id),
-            None => worker.client.borrow().pending.clone(),
-        };
-        let mut cont = Cont::new(then, owner, None);
-        let mut record = Reply(job);
-        let Some((_, id)) = fiber else {
-            worker
-                .client
-                .borrow_mut()
-                .outbox(trustee)
-                .push_or_queue_then(record, cont);
-            return;
-        };
-        loop {
-            let worker = context::worker().expect("a fiber stays on its worker");
-            let mut client = worker.client.borrow_mut();
-            let outbox = client.outbox(trustee);
-            match outbox.try_push_then(record, cont) {
-                Ok(()) => return,
-                Err((r, c)) => (record, cont) = (r, c),
-            }
-            outbox.blocked.push(id);
-            drop(client);
-            fiber::suspend();
-        }
-    }
-    trustee.check_running();
-    with_thread_client(|c| {
-        let cont = Cont::new(then, c.pending.clone(), None);
-        c.post_then(trustee, Reply(job), cont)
-    });
-    run_thread_continuations();
-}
-
-const WAIT_PENDING_ON_SCHEDULER: &str = "`wait_pending` inside an `apply_then` continuation on a worker: \
-     continuations run on the worker's scheduler, which must not wait. Chain another `apply_then` from the \
-     continuation instead, or call `wait_pending` from a fiber (`spawn`)";
-
-/// Waits until every `apply_then` issued by the calling thread or fiber has completed and its continuation
-/// has run; then resumes the first panic among their closures and continuations, if any.
-///
-/// Inside a continuation on a plain thread it waits for the other continuations (not for itself). Panics
-/// inside a delegated closure, and in a continuation running on a worker (either would block a trustee).
-pub fn wait_pending() {
-    if let Some(worker) = context::worker() {
-        if context::in_delegated() {
-            panic!("{}", context::NESTED_BLOCKING);
-        }
-        let Some((_, id)) = context::fiber() else {
-            panic!("{WAIT_PENDING_ON_SCHEDULER}");
-        };
-        let pending = worker.scheduler.pending_of(id);
-        while pending.outstanding() > 0 {
-            pending.set_waiter(id);
-            fiber::suspend();
-        }
-        if let Some(p) = pending.take_panic() {
-            std::panic::resume_unwind(p);
-        }
-        return;
-    }
-    loop {
-        run_continuations_now();
-        if with_thread_client(|c| c.pending.outstanding()) == 0 {
-            break;
-        }
-        with_thread_client(Client::progress);
-    }
-    if let Some(p) = with_thread_client(|c| c.pending.take_panic()) {
-        std::panic::resume_unwind(p);
     }
 }

@@ -8,11 +8,13 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::resume_unwind;
 
-use crate::context;
-use crate::fiber::{self, Fiber};
-use crate::job::Always;
-use crate::property::{self, Header, Property, SendPtr};
-use crate::{Trust, client};
+use crate::delegation::worker::context;
+use crate::delegation::api::fiber::{self, Fiber};
+use crate::delegation::trustee::job::Always;
+use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
+use crate::Trust;
+use crate::delegation::call;
+use crate::delegation::worker::fiber::suspend;
 
 /// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
@@ -60,7 +62,7 @@ impl<T> Latch<T> {
                 );
             };
             self.waiters.borrow_mut().push_back(id);
-            fiber::suspend();
+            suspend();
         }
         self.locked.set(true);
         LatchGuard { latch: self }
@@ -147,7 +149,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             unsafe { start_launched(property, f) }
         } else {
             // SAFETY: as above, on the trustee.
-            client::call(
+            call::call(
                 self.trustee().shared,
                 Always(move || unsafe { start_launched(property, f) }),
             )

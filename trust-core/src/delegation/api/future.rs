@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 
-use crate::client;
-use crate::job::{self, Apply};
-use crate::property::SendPtr;
-use crate::trust::Trust;
-use crate::trustee::SHUT_DOWN;
+use crate::delegation::call;
+use crate::delegation::trustee::job::{self, Apply};
+use crate::delegation::trustee::property::SendPtr;
+use crate::delegation::api::trust::Trust;
+use crate::delegation::trustee::shared::SHUT_DOWN;
 
 struct Slot<R> {
     result: Option<thread::Result<R>>,
@@ -83,7 +83,7 @@ where
                     w.wake();
                 }
             }};
-            client::post(this.trust.trustee().shared, record);
+            call::post(this.trust.trustee().shared, record);
             return Poll::Pending;
         }
         let slot = this.slot.as_ref().expect("polled after completion");

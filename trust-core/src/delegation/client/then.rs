@@ -10,8 +10,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::thread;
 
-use crate::context;
-use crate::slot;
+use crate::delegation::protocol::slot;
 
 /// What one issuer of `apply_then` still waits for.
 #[derive(Debug, Default)]
@@ -37,16 +36,15 @@ impl Pending {
         self.outstanding.set(self.outstanding.get() - 1);
     }
 
-    /// A continuation (or the request of one that will not run) has finished.
-    fn finished(&self, panic: Option<Box<dyn Any + Send>>) {
+    /// A continuation has finished; returns the fiber waiting in `wait_pending` for the last one, to wake.
+    fn finished(&self, panic: Option<Box<dyn Any + Send>>) -> Option<usize> {
         if let Some(p) = panic {
             self.panic.borrow_mut().get_or_insert(p);
         }
-        if self.outstanding.get() == 0
-            && let Some(id) = self.waiter.take()
-            && let Some(worker) = context::worker()
-        {
-            worker.scheduler.make_ready(id);
+        if self.outstanding.get() == 0 {
+            self.waiter.take()
+        } else {
+            None
         }
     }
 
@@ -67,7 +65,8 @@ trait Continuation {
     /// # Safety
     /// `src` is where this continuation's request wrote its result, read once.
     unsafe fn receive(&mut self, src: *const u8) -> usize;
-    fn run(self);
+    /// Runs; returns the fiber to wake (see `Pending::finished`).
+    fn run(self) -> Option<usize>;
 }
 
 /// `then` and, once its request is answered, its result.
@@ -84,7 +83,7 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
         slot::result_bytes::<thread::Result<R>>()
     }
 
-    fn run(self) {
+    fn run(self) -> Option<usize> {
         let Then {
             result,
             then,
@@ -95,7 +94,7 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
             Ok(r) => panic::catch_unwind(AssertUnwindSafe(|| then(r))).err(),
             Err(p) => Some(p),
         };
-        owner.finished(panic);
+        owner.finished(panic)
     }
 }
 
@@ -104,7 +103,7 @@ impl<K: Continuation> Continuation for Box<K> {
         // SAFETY: forwarded.
         unsafe { (**self).receive(src) }
     }
-    fn run(self) {
+    fn run(self) -> Option<usize> {
         (*self).run()
     }
 }
@@ -122,7 +121,7 @@ pub(crate) struct Cont {
 
 struct VTable {
     receive: unsafe fn(*mut u8, *const u8) -> usize,
-    run: unsafe fn(*mut u8),
+    run: unsafe fn(*mut u8) -> Option<usize>,
     drop: unsafe fn(*mut u8),
 }
 
@@ -184,8 +183,10 @@ impl Cont {
         unsafe { (self.vtable.receive)(self.data.as_mut_ptr().cast(), src) }
     }
 
-    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`).
-    pub(crate) fn run(self) {
+    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`). Returns the fiber
+    /// to wake: one waiting in `wait_pending` for this, its last continuation.
+    #[must_use = "a fiber waiting for this continuation must be woken"]
+    pub(crate) fn run(self) -> Option<usize> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: as in `receive`; `this` is not dropped, so the value is used once.
         unsafe { (this.vtable.run)(this.data.as_mut_ptr().cast()) }

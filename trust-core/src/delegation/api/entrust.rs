@@ -12,7 +12,7 @@ use std::mem::{MaybeUninit, align_of, size_of};
 use std::ops::Deref;
 use std::ptr;
 
-use crate::trust::Trust;
+use crate::delegation::api::trust::Trust;
 
 /// A struct declared with `#[entrust]`: `Trust<Self>` dereferences to `Self::Stubs`, whose inherent methods
 /// are the generated stubs.

@@ -1,17 +1,13 @@
-//! Trustees: the public [`Trustee`] handle, and what clients share with a worker — its mailbox (new channels,
-//! fibers to start, fibers to wake), its parker, and its run state.
+//! The part of a trustee that other threads see: its mailbox (new channels, fibers to start and to wake,
+//! records from clients whose slot was busy), its parker, and its run state.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::client::{self, Channel};
-use crate::context;
-use crate::job;
-use crate::parker::Parker;
-use crate::property::{Header, Property, SendPtr};
-use crate::stack::FiberStack;
-use crate::trust::Trust;
+use crate::delegation::protocol::channel::Channel;
+use crate::delegation::protocol::parker::Parker;
+use crate::delegation::stack::FiberStack;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
@@ -139,58 +135,5 @@ impl TrusteeShared {
 
     pub(crate) fn mark_closed(&self) {
         self.state.store(CLOSED, Ordering::Release);
-    }
-
-    /// True when the calling thread is this trustee's worker.
-    #[inline]
-    pub(crate) fn is_current(&self) -> bool {
-        context::worker().is_some_and(|w| std::ptr::eq(w.shared, self))
-    }
-}
-
-/// A trustee: one worker thread that owns entrusted properties and applies closures to them.
-#[derive(Clone, Copy)]
-pub struct Trustee {
-    pub(crate) shared: &'static TrusteeShared,
-}
-
-impl fmt::Debug for Trustee {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Trustee").field(&self.shared.index).finish()
-    }
-}
-
-impl PartialEq for Trustee {
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.shared, other.shared)
-    }
-}
-
-impl Eq for Trustee {}
-
-impl Trustee {
-    /// Hands `value` to this trustee. From now on it is touched only by closures the trustee applies.
-    ///
-    /// Panics if the runtime has been shut down.
-    pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
-        self.shared.check_running();
-        let property = Property::allocate(value);
-        let header = SendPtr(property.cast::<Header>());
-        if self.shared.is_current() {
-            // SAFETY: fresh property of this trustee, on its thread.
-            context::with_registry(|r| unsafe { r.adopt(header.get()) });
-        } else {
-            client::post(self.shared, job::post(move || {
-                // SAFETY: runs on the trustee; the property is fresh and unregistered.
-                context::with_registry(|r| unsafe { r.adopt(header.get()) })
-            }));
-        }
-        // SAFETY: `property` is live with one reference, which the handle owns.
-        unsafe { Trust::from_raw(property, *self) }
-    }
-
-    /// This trustee's position among the runtime's workers.
-    pub fn index(&self) -> usize {
-        self.shared.index
     }
 }

@@ -1,0 +1,64 @@
+//! Trustees: the public [`Trustee`] handle, and what clients share with a worker — its mailbox (new channels,
+//! fibers to start, fibers to wake), its parker, and its run state.
+
+use std::fmt;
+
+use crate::delegation::call;
+use crate::delegation::worker::context;
+use crate::delegation::trustee::job;
+use crate::delegation::trustee::property::{Header, Property, SendPtr};
+use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::api::trust::Trust;
+
+/// A trustee: one worker thread that owns entrusted properties and applies closures to them.
+#[derive(Clone, Copy)]
+pub struct Trustee {
+    pub(crate) shared: &'static TrusteeShared,
+}
+
+impl fmt::Debug for Trustee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Trustee").field(&self.shared.index()).finish()
+    }
+}
+
+impl PartialEq for Trustee {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.shared, other.shared)
+    }
+}
+
+impl Eq for Trustee {}
+
+impl Trustee {
+    /// Hands `value` to this trustee. From now on it is touched only by closures the trustee applies.
+    ///
+    /// Panics if the runtime has been shut down.
+    pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
+        self.shared.check_running();
+        let property = Property::allocate(value);
+        let header = SendPtr(property.cast::<Header>());
+        if is_current(self.shared) {
+            // SAFETY: fresh property of this trustee, on its thread.
+            context::with_registry(|r| unsafe { r.adopt(header.get()) });
+        } else {
+            call::post(self.shared, job::post(move || {
+                // SAFETY: runs on the trustee; the property is fresh and unregistered.
+                context::with_registry(|r| unsafe { r.adopt(header.get()) })
+            }));
+        }
+        // SAFETY: `property` is live with one reference, which the handle owns.
+        unsafe { Trust::from_raw(property, *self) }
+    }
+
+    /// This trustee's position among the runtime's workers.
+    pub fn index(&self) -> usize {
+        self.shared.index()
+    }
+}
+
+/// True when the calling thread is the worker of `shared` (the local shortcut applies).
+#[inline]
+pub(crate) fn is_current(shared: &TrusteeShared) -> bool {
+    context::worker().is_some_and(|w| std::ptr::eq(w.shared, shared))
+}

@@ -1,0 +1,227 @@
+//! The client hot path, for every kind of caller: classify the caller once — a worker fiber, a worker's
+//! scheduler or delegated closure, a `may` coroutine, a plain thread — then push the request, publish it, and
+//! wait (suspend the fiber, yield the coroutine, or spin then park the thread). Also `post` (count changes and
+//! async requests, never waiting), `post_then` (`apply_then`) and `wait_pending`.
+//!
+//! Which client context a request uses: a worker uses its own (shared by its fibers, so their requests batch
+//! together); a plain thread uses a thread-local one; a `may` coroutine borrows one from its current thread's
+//! pool for the length of the call, because `may` may move the coroutine to another thread mid-call and a
+//! channel must keep exactly one consumer.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::delegation::client::outbox::Client;
+use crate::delegation::client::then::Cont;
+use crate::delegation::protocol::parker::Parker;
+use crate::delegation::protocol::slot::Record;
+use crate::delegation::trustee::job::{Job, Reply};
+use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::client::outbox;
+use crate::delegation::worker::context;
+use crate::delegation::worker::fiber;
+use crate::delegation::worker::run::Worker;
+
+thread_local! {
+    static THREAD_CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+    static RUNNING_CONTINUATIONS: Cell<bool> = const { Cell::new(false) };
+    static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the calling thread's client context (a worker's, or a plain thread's), or with a fresh one
+/// if the thread-local is already destroyed (a handle dropped by another thread-local's destructor).
+fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
+    if let Some(worker) = context::worker() {
+        return f(&mut worker.client.borrow_mut());
+    }
+    let mut f = Some(f);
+    let r = THREAD_CLIENT.try_with(|c| {
+        let mut c = c.borrow_mut();
+        let client = c.get_or_insert_with(|| Client::new(Some(Arc::new(Parker::current()))));
+        (f.take().unwrap())(client)
+    });
+    match r {
+        Ok(r) => r,
+        Err(_) => (f.take().unwrap())(&mut Client::new(Some(Arc::new(Parker::current())))),
+    }
+}
+
+/// Runs `f` with a client context borrowed from the current thread's `may` pool, returned to the pool of the
+/// thread the coroutine is on when `f` is done.
+fn with_may_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
+    let mut client = may_pool_pop().unwrap_or_else(|| Client::new(None));
+    let r = f(&mut client);
+    may_pool_push(client);
+    r
+}
+
+#[inline(never)]
+fn may_pool_pop() -> Option<Client> {
+    MAY_POOL.with(|p| p.borrow_mut().pop())
+}
+
+/// Not inlined: the coroutine may be on another thread than at `may_pool_pop`, and the thread-local's address
+/// must be computed anew.
+#[inline(never)]
+fn may_pool_push(client: Client) {
+    MAY_POOL.with(|p| p.borrow_mut().push(client))
+}
+
+/// Runs `job` on `trustee` (a different trustee from the caller's own) and returns its result, suspending the
+/// calling fiber or coroutine, or blocking the calling thread, meanwhile.
+pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
+    call_from(context::worker(), trustee, job)
+}
+
+/// `call` for a caller already classified: `worker` is the calling thread's worker, if it is one.
+#[inline]
+pub(crate) fn call_from<J: Job<Output: Send>>(
+    worker: Option<&'static Worker>,
+    trustee: &'static TrusteeShared,
+    job: J,
+) -> J::Output {
+    if let Some(worker) = worker {
+        let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
+            panic!("{}", context::NESTED_BLOCKING);
+        };
+        return fiber::call(worker, id, trustee, job);
+    }
+    trustee.check_running();
+    if outbox::in_may_coroutine() {
+        with_may_client(|c| c.call(trustee, job))
+    } else {
+        let r = with_thread_client(|c| c.call(trustee, job));
+        run_thread_continuations();
+        r
+    }
+}
+
+/// Sends a record that answers nothing — a reference-count change, a property's registration, the request of an
+/// `apply_async` (which answers through its own shared slot) — without ever waiting. A worker queues it in its
+/// outbox (its loop publishes it). A plain thread puts it in the slot when the slot is free, else mails it to
+/// the trustee: an idle thread (an executor's, parked) must not hold it unpublished until it calls again. So
+/// such records are not ordered among themselves; count changes need no order (see `Worker::retire`), and
+/// futures in flight at the same time are unordered anyway.
+pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record: F) {
+    if let Some(worker) = context::worker() {
+        return worker.client.borrow_mut().outbox(trustee).push_or_queue(record);
+    }
+    let unsent = if outbox::in_may_coroutine() {
+        Some(record)
+    } else {
+        with_thread_client(|c| c.try_post_now(trustee, record))
+    };
+    if let Some(record) = unsent {
+        trustee.run_later(Box::new(move || record.run(std::ptr::null_mut())));
+    }
+    run_thread_continuations();
+}
+
+/// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
+/// client. Not from inside a continuation: a chain of `apply_then`s, each issued by the previous one's
+/// continuation, would nest one stack frame per link; the loop already running picks them up instead.
+fn run_thread_continuations() {
+    if !RUNNING_CONTINUATIONS.with(Cell::get) {
+        run_continuations_now();
+    }
+}
+
+/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others).
+fn run_continuations_now() {
+    let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
+    while let Some(next) = THREAD_CLIENT
+        .try_with(|c| c.borrow_mut().as_mut().and_then(|c| c.ready.pop_front()))
+        .ok()
+        .flatten()
+    {
+        // A panicking continuation is caught inside `run`; the flag is restored below either way. A plain
+        // thread has no fiber to wake.
+        let _ = next.run();
+    }
+    RUNNING_CONTINUATIONS.with(|r| r.set(outer));
+}
+
+/// Issues an `apply_then`: `job` runs on `trustee`, and `then` later on this thread with its result.
+/// A worker fiber waits for room by suspending; a worker's scheduler or delegated closure queues without
+/// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
+/// completions until there is room.
+pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
+    trustee: &'static TrusteeShared,
+    job: impl Job<Output = std::thread::Result<R>>,
+    then: C,
+) {
+    if let Some(worker) = context::worker() {
+        let fiber = context::fiber().filter(|_| !context::in_delegated());
+        let owner = match fiber {
+            Some((_, id)) => worker.scheduler.pending_of(id),
+            None => worker.client.borrow().pending.clone(),
+        };
+        let mut cont = Cont::new(then, owner, None);
+        let mut record = Reply(job);
+        let Some((_, id)) = fiber else {
+            worker
+                .client
+                .borrow_mut()
+                .outbox(trustee)
+                .push_or_queue_then(record, cont);
+            return;
+        };
+        loop {
+            let worker = context::worker().expect("a fiber stays on its worker");
+            let mut client = worker.client.borrow_mut();
+            let outbox = client.outbox(trustee);
+            match outbox.try_push_then(record, cont) {
+                Ok(()) => return,
+                Err((r, c)) => (record, cont) = (r, c),
+            }
+            outbox.blocked.push(id);
+            drop(client);
+            fiber::suspend();
+        }
+    }
+    trustee.check_running();
+    with_thread_client(|c| {
+        let cont = Cont::new(then, c.pending.clone(), None);
+        c.post_then(trustee, Reply(job), cont)
+    });
+    run_thread_continuations();
+}
+
+const WAIT_PENDING_ON_SCHEDULER: &str = "`wait_pending` inside an `apply_then` continuation on a worker: \
+     continuations run on the worker's scheduler, which must not wait. Chain another `apply_then` from the \
+     continuation instead, or call `wait_pending` from a fiber (`spawn`)";
+
+/// Waits until every `apply_then` issued by the calling thread or fiber has completed and its continuation
+/// has run; then resumes the first panic among their closures and continuations, if any.
+///
+/// Inside a continuation on a plain thread it waits for the other continuations (not for itself). Panics
+/// inside a delegated closure, and in a continuation running on a worker (either would block a trustee).
+pub fn wait_pending() {
+    if let Some(worker) = context::worker() {
+        if context::in_delegated() {
+            panic!("{}", context::NESTED_BLOCKING);
+        }
+        let Some((_, id)) = context::fiber() else {
+            panic!("{WAIT_PENDING_ON_SCHEDULER}");
+        };
+        let pending = worker.scheduler.pending_of(id);
+        while pending.outstanding() > 0 {
+            pending.set_waiter(id);
+            fiber::suspend();
+        }
+        if let Some(p) = pending.take_panic() {
+            std::panic::resume_unwind(p);
+        }
+        return;
+    }
+    loop {
+        run_continuations_now();
+        if with_thread_client(|c| c.pending.outstanding()) == 0 {
+            break;
+        }
+        with_thread_client(Client::progress);
+    }
+    if let Some(p) = with_thread_client(|c| c.pending.take_panic()) {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -1,0 +1,47 @@
+//! What a trustee's own thread keeps while it runs requests: how deep it is in delegated closures (they must
+//! not block), and the record that paused its batch (see `job`). Thread-locals of this floor, so that code
+//! running on the trustee needs nothing from the floors above.
+
+use std::cell::{Cell, RefCell};
+
+/// A record that must run again later (see `job::run_job`).
+pub(crate) type Paused = Box<dyn FnOnce()>;
+
+thread_local! {
+    static DELEGATED: Cell<u32> = const { Cell::new(0) };
+    static PAUSED: RefCell<Option<Paused>> = const { RefCell::new(None) };
+}
+
+/// True inside a closure a trustee is applying (or a property's destructor) on this thread.
+#[inline]
+pub(crate) fn in_delegated() -> bool {
+    DELEGATED.with(Cell::get) > 0
+}
+
+#[inline]
+pub(crate) fn enter_delegated() {
+    DELEGATED.with(|d| d.set(d.get() + 1));
+}
+
+#[inline]
+pub(crate) fn leave_delegated() {
+    DELEGATED.with(|d| d.set(d.get() - 1));
+}
+
+/// Called by a record that cannot run yet: its batch stops after it, and `record` runs again first when the
+/// batch resumes.
+pub(crate) fn pause(record: Paused) {
+    let previous = PAUSED.with(|p| p.replace(Some(record)));
+    debug_assert!(previous.is_none(), "one record pauses a batch at a time");
+}
+
+/// True when the record just run paused its batch; checked by the trustee after each record.
+#[inline]
+pub(crate) fn is_paused() -> bool {
+    PAUSED.with(|p| p.borrow().is_some())
+}
+
+/// The record that paused its batch, if any.
+pub(crate) fn take_paused() -> Option<Paused> {
+    PAUSED.with(RefCell::take)
+}

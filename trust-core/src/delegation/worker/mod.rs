@@ -1,0 +1,5 @@
+//! A worker thread: its loop, its fiber scheduler, and the thread-local that says which worker runs here.
+
+pub(crate) mod context;
+pub(crate) mod fiber;
+pub(crate) mod run;
