@@ -34,6 +34,11 @@ fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     if let Some(worker) = context::worker() {
         return f(&mut worker.client.borrow_mut());
     }
+    with_plain_thread_client(f)
+}
+
+/// `with_thread_client` for a caller known not to be a worker.
+fn with_plain_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     let mut f = Some(f);
     let r = THREAD_CLIENT.try_with(|c| {
         let mut c = c.borrow_mut();
@@ -146,12 +151,13 @@ fn run_continuations_now() {
 /// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
 /// completions until there is room.
 pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
+    caller: Option<&'static Worker>,
     trustee: &'static TrusteeShared,
     job: impl Job<Output = std::thread::Result<R>>,
     then: C,
 ) {
-    if let Some(worker) = context::worker() {
-        let fiber = context::fiber().filter(|_| !context::in_delegated());
+    if let Some(worker) = caller {
+        let fiber = worker.fiber.get().filter(|_| !worker.in_delegated());
         let owner = match fiber {
             Some((_, id)) => worker.scheduler.pending_of(id),
             None => worker.client.borrow().pending.clone(),
@@ -167,7 +173,6 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
             return;
         };
         loop {
-            let worker = context::worker().expect("a fiber stays on its worker");
             let mut client = worker.client.borrow_mut();
             let outbox = client.outbox(trustee);
             match outbox.try_push_then(record, cont) {
@@ -180,11 +185,14 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
         }
     }
     trustee.check_running();
-    with_thread_client(|c| {
+    let ready = with_plain_thread_client(|c| {
         let cont = Cont::new(then, c.pending.clone(), None);
-        c.post_then(trustee, Reply(job), cont)
+        c.post_then(trustee, Reply(job), cont);
+        !c.ready.is_empty()
     });
-    run_thread_continuations();
+    if ready {
+        run_thread_continuations();
+    }
 }
 
 const WAIT_PENDING_ON_SCHEDULER: &str = "`wait_pending` inside an `apply_then` continuation on a worker: \

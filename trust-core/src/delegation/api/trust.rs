@@ -163,9 +163,8 @@ impl<T: Send + 'static> Trust<T> {
         C: FnOnce(R) + 'static,
     {
         let property = SendPtr(self.property.as_ptr());
-        if let Some(worker) =
-            context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee.shared))
-        {
+        let caller = context::worker();
+        if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
             let owner = match context::fiber().filter(|_| !context::in_delegated()) {
                 Some((_, id)) => worker.scheduler.pending_of(id),
                 None => worker.client.borrow().pending.clone(),
@@ -178,7 +177,7 @@ impl<T: Send + 'static> Trust<T> {
         }
         // The property outlives the request even if this handle is dropped elsewhere first: see
         // `Worker::retire`.
-        call::post_then(self.trustee.shared, Apply { property, f }, then);
+        call::post_then(caller, self.trustee.shared, Apply { property, f }, then);
     }
 
     /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the
