@@ -28,17 +28,10 @@ thread_local! {
     static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the calling thread's client context (a worker's, or a plain thread's), or with a fresh one
-/// if the thread-local is already destroyed (a handle dropped by another thread-local's destructor).
+/// Runs `f` with the calling plain thread's client context, or with a fresh one if the thread-local is
+/// already destroyed (a handle dropped by another thread-local's destructor). Not for workers: they have
+/// their own (`Worker::client`).
 fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
-    if let Some(worker) = context::worker() {
-        return f(&mut worker.client.borrow_mut());
-    }
-    with_plain_thread_client(f)
-}
-
-/// `with_thread_client` for a caller known not to be a worker.
-fn with_plain_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     let mut f = Some(f);
     let r = THREAD_CLIENT.try_with(|c| {
         let mut c = c.borrow_mut();
@@ -185,7 +178,7 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
         }
     }
     trustee.check_running();
-    let ready = with_plain_thread_client(|c| {
+    let ready = with_thread_client(|c| {
         let cont = Cont::new(then, c.pending.clone(), None);
         c.post_then(trustee, Reply(job), cont);
         !c.ready.is_empty()
@@ -206,10 +199,10 @@ const WAIT_PENDING_ON_SCHEDULER: &str = "`wait_pending` inside an `apply_then` c
 /// inside a delegated closure, and in a continuation running on a worker (either would block a trustee).
 pub fn wait_pending() {
     if let Some(worker) = context::worker() {
-        if context::in_delegated() {
+        if worker.in_delegated() {
             panic!("{}", context::NESTED_BLOCKING);
         }
-        let Some((_, id)) = context::fiber() else {
+        let Some((_, id)) = worker.fiber.get() else {
             panic!("{WAIT_PENDING_ON_SCHEDULER}");
         };
         let pending = worker.scheduler.pending_of(id);

@@ -23,7 +23,7 @@ use crate::delegation::trustee::shared::{Mail, TrusteeShared};
 struct Served {
     channel: Arc<Channel>,
     served: u32,
-    /// A batch stopped at a record that must wait (see `job.rs`).
+    /// A batch stopped at a record that must wait (see `trustee::job`).
     paused: Option<Paused>,
 }
 
