@@ -383,10 +383,10 @@ fn deque_stress_every_value_taken_exactly_once() {
                     take(mine);
                 }
             }
-            if v % 3 == 0 {
-                if let Some(mine) = owner.pop_bottom() {
-                    take(mine);
-                }
+            if v % 3 == 0
+                && let Some(mine) = owner.pop_bottom()
+            {
+                take(mine);
             }
         }
         while let Some(mine) = owner.pop_bottom() {
