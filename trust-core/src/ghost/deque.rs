@@ -279,8 +279,8 @@ mod loom_model {
     #[test]
     fn owner_pop_races_two_stealers() {
         let mut builder = loom::model::Builder::new();
-        // Three threads with fences: bound the preemptions so the model finishes in seconds.
-        builder.preemption_bound = Some(2);
+        // Three threads with fences: bound the preemptions (3: about a second; unbounded: not done after 6 minutes).
+        builder.preemption_bound = Some(3);
         builder.check(|| {
             let owner = GhostChaseLevDeque::<'static>::new(2);
             owner.push_bottom(0).unwrap();
