@@ -283,6 +283,83 @@ fn worklists(bench: &mut Bench) {
     );
 }
 
+/// Values moved per sample of the two-thread deque scenario.
+const TRANSFER: usize = 1 << 18;
+
+/// Two threads: the owner pushes `TRANSFER` values (popping one itself whenever the ring is full) while a
+/// thief steals; both count what they take, and the run ends when every value is taken. ns per value.
+fn steal_across_threads(bench: &mut Bench, samples: usize) {
+    fn run(
+        push: impl Fn(usize) -> bool,
+        pop: impl Fn() -> Option<usize>,
+        steal: impl Fn() -> Option<usize> + Sync,
+    ) -> f64 {
+        let taken = AtomicUsize::new(0);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while taken.load(Ordering::Relaxed) < TRANSFER {
+                    if let Some(v) = steal() {
+                        black_box(v);
+                        taken.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            for i in 0..TRANSFER {
+                while !push(i) {
+                    if pop().is_some() {
+                        taken.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            while let Some(v) = pop() {
+                black_box(v);
+                taken.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(
+            taken.load(Ordering::Relaxed),
+            TRANSFER,
+            "every value taken exactly once"
+        );
+        start.elapsed().as_nanos() as f64 / TRANSFER as f64
+    }
+    let scenario = "deque: owner pushes, 1 thief steals (2 threads)";
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..samples {
+        let owner = GhostChaseLevDeque::<'static>::new(1024);
+        let stealer = owner.stealer();
+        best[0] = best[0].min(run(
+            |v| owner.push_bottom(v).is_ok(),
+            || owner.pop_bottom(),
+            || stealer.steal(),
+        ));
+        let worker = Worker::<usize>::new_lifo();
+        let thief = worker.stealer();
+        best[1] = best[1].min(run(
+            |v| {
+                worker.push(v);
+                true
+            },
+            || worker.pop(),
+            || loop {
+                match thief.steal() {
+                    Steal::Success(v) => break Some(v),
+                    Steal::Empty => break None,
+                    Steal::Retry => {}
+                }
+            },
+        ));
+    }
+    for (imp, ns) in ["GhostChaseLevDeque", "crossbeam-deque"]
+        .into_iter()
+        .zip(best)
+    {
+        println!("RESULT scenario={scenario} impl={imp} ns={ns:.3}");
+        bench.rows.push(Row { scenario, imp, ns });
+    }
+}
+
 fn once_and_lazy(bench: &mut Bench) {
     GhostToken::new(|mut token| {
         let ghost: Vec<GhostOnceCell<'_, u64>> = (0..LEN).map(|_| GhostOnceCell::new()).collect();
@@ -348,6 +425,7 @@ fn main() {
     atomics(&mut bench);
     bitset(&mut bench);
     worklists(&mut bench);
+    steal_across_threads(&mut bench, if quick { 3 } else { 10 });
     once_and_lazy(&mut bench);
     bench.table();
 }
