@@ -2,8 +2,8 @@
 //! `GhostAtomicBitset` as the visited set and one `GhostChaseLevDeque` per thread, checked against a
 //! sequential BFS, and timed against the same algorithm on `Vec<AtomicBool>` + `crossbeam-deque`.
 //!
-//! The search is level-synchronous, so it computes exact BFS distances: each level's frontier is dealt out
-//! to the threads' deques; a thread pops its own deque (newest first) and, when that is empty, steals from
+//! The search is level-synchronous, so it computes exact BFS distances: at the start of a level each thread
+//! pushes the part of the frontier it discovered into its own deque; then it pops its own deque (newest first) and, when that is empty, steals from
 //! the others (oldest first). A vertex belongs to whichever thread wins its bit (`test_and_set`, one
 //! `fetch_or`): that thread writes its distance and puts it in its part of the next frontier. The deque
 //! owners move into each level's threads and come back when the level ends (an owner is `Send` but not
@@ -11,6 +11,7 @@
 //!
 //! Run: `cargo run --release --example parallel_bfs`
 
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,23 +98,27 @@ fn ghost_bfs<'brand>(
 
     visited.test_and_set(source);
     dist[source].store(0, Ordering::Relaxed);
-    let mut frontier = vec![source];
+    // Each thread keeps the part of the next frontier it discovered, and deals it into its own deque at
+    // the start of the next level: no thread gathers or distributes the frontier.
+    let mut frontiers: Vec<Vec<usize>> = (0..threads).map(|_| Vec::new()).collect();
+    frontiers[0].push(source);
     let mut level = 0;
-    while !frontier.is_empty() {
+    while frontiers.iter().any(|f| !f.is_empty()) {
         level += 1;
-        for (i, &v) in frontier.iter().enumerate() {
-            owners[i % threads]
-                .push_bottom(v)
-                .expect("capacity >= vertices");
-        }
-        let (visited, dist, stealers) = (&visited, &dist, &stealers);
+        let barrier = Barrier::new(threads);
+        let (visited, dist, stealers, barrier) = (&visited, &dist, &stealers, &barrier);
         let results: Vec<(GhostChaseLevDeque<'brand>, Vec<usize>)> = thread::scope(|s| {
             let handles: Vec<_> = owners
                 .drain(..)
+                .zip(frontiers.drain(..))
                 .enumerate()
-                .map(|(me, owner)| {
+                .map(|(me, (owner, mut frontier))| {
                     s.spawn(move || {
-                        let mut next = Vec::new();
+                        for v in frontier.drain(..) {
+                            owner.push_bottom(v).expect("capacity >= vertices");
+                        }
+                        // Every deque is filled before any thread may find them all empty.
+                        barrier.wait();
                         loop {
                             let v = owner.pop_bottom().or_else(|| {
                                 (1..threads).find_map(|k| stealers[(me + k) % threads].steal())
@@ -126,20 +131,19 @@ fn ghost_bfs<'brand>(
                                 if !visited.test(w as usize) && !visited.test_and_set(w as usize) {
                                     // Relaxed: read after the level's threads are joined.
                                     dist[w as usize].store(level, Ordering::Relaxed);
-                                    next.push(w as usize);
+                                    frontier.push(w as usize);
                                 }
                             }
                         }
-                        (owner, next)
+                        (owner, frontier)
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        frontier.clear();
-        for (owner, next) in results {
+        for (owner, frontier) in results {
             owners.push(owner);
-            frontier.extend(next);
+            frontiers.push(frontier);
         }
     }
     dist.into_iter().map(AtomicU32::into_inner).collect()
@@ -158,21 +162,24 @@ fn crossbeam_bfs(graph: &Graph, source: usize, threads: usize) -> Vec<u32> {
 
     visited[source].store(true, Ordering::Relaxed);
     dist[source].store(0, Ordering::Relaxed);
-    let mut frontier = vec![source];
+    let mut frontiers: Vec<Vec<usize>> = (0..threads).map(|_| Vec::new()).collect();
+    frontiers[0].push(source);
     let mut level = 0;
-    while !frontier.is_empty() {
+    while frontiers.iter().any(|f| !f.is_empty()) {
         level += 1;
-        for (i, &v) in frontier.iter().enumerate() {
-            workers[i % threads].push(v);
-        }
-        let (visited, dist, stealers) = (&visited, &dist, &stealers);
+        let barrier = Barrier::new(threads);
+        let (visited, dist, stealers, barrier) = (&visited, &dist, &stealers, &barrier);
         let results: Vec<(Worker<usize>, Vec<usize>)> = thread::scope(|s| {
             let handles: Vec<_> = workers
                 .drain(..)
+                .zip(frontiers.drain(..))
                 .enumerate()
-                .map(|(me, worker)| {
+                .map(|(me, (worker, mut frontier))| {
                     s.spawn(move || {
-                        let mut next = Vec::new();
+                        for v in frontier.drain(..) {
+                            worker.push(v);
+                        }
+                        barrier.wait();
                         loop {
                             let v = worker.pop().or_else(|| {
                                 (1..threads).find_map(|k| {
@@ -192,20 +199,19 @@ fn crossbeam_bfs(graph: &Graph, source: usize, threads: usize) -> Vec<u32> {
                                     && !seen.swap(true, Ordering::AcqRel)
                                 {
                                     dist[w as usize].store(level, Ordering::Relaxed);
-                                    next.push(w as usize);
+                                    frontier.push(w as usize);
                                 }
                             }
                         }
-                        (worker, next)
+                        (worker, frontier)
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        frontier.clear();
-        for (worker, next) in results {
+        for (worker, frontier) in results {
             workers.push(worker);
-            frontier.extend(next);
+            frontiers.push(frontier);
         }
     }
     dist.into_iter().map(AtomicU32::into_inner).collect()
