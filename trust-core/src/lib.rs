@@ -27,7 +27,7 @@
 
 /// Declares items that exist only outside the loom model check: under `--cfg loom` the crate is just the
 /// slot protocol, the sleep/wake handshake and their facade over atomics and threads (`slot::loom_model`,
-/// `parker::loom_model`).
+/// `parker::loom_model`), and the ghost worklists with theirs (`treiber::loom_model`, `deque::loom_model`).
 macro_rules! not_loom {
     ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
 }
@@ -35,6 +35,17 @@ macro_rules! not_loom {
 #[cfg(loom)]
 mod delegation {
     pub(crate) mod protocol;
+}
+
+/// Under loom: the lock-free worklists of `ghost` and their facade (`treiber::loom_model`,
+/// `deque::loom_model`).
+#[cfg(loom)]
+#[allow(dead_code)]
+mod ghost {
+    mod deque;
+    mod sync;
+    mod token;
+    mod treiber;
 }
 
 not_loom! {

@@ -14,6 +14,16 @@
 //! - [`parallel_read_then_commit`]: read cells on every core under `&token`, then apply the results
 //!   under `&mut token`.
 //!
+//! Branded concurrency (halo parity), for parallel traversals whose pieces share one brand:
+//!
+//! - [`GhostAtomicUsize`], [`GhostAtomicU64`], [`GhostAtomicU32`], [`GhostAtomicBool`]: std atomics with a
+//!   brand, `repr(transparent)`, no overhead.
+//! - [`GhostAtomicBitset`]: a word-packed visited set; `test_and_set` is one `fetch_or`.
+//! - [`GhostTreiberStack`]: a lock-free MPMC stack of indices, ABA-safe with a tagged head, `push_batch`.
+//! - [`GhostChaseLevDeque`] and [`GhostStealer`]: a fixed-capacity Chase-Lev work-stealing deque.
+//! - [`static_token`], [`with_static_token`], [`with_static_token_mut`]: the global `'static` token.
+//! - [`GhostLazyLock`]: a lazy value initialised by whichever `&token` holder reads it first.
+//!
 //! `Send`/`Sync` follow the paper: `GhostToken: Send + Sync`; `GhostCell<T>: Send` iff `T: Send`, and
 //! `Sync` iff `T: Send + Sync`. Share `&token` among scoped threads to read in parallel, or move the
 //! token from thread to thread to hand over the right to write.
@@ -42,11 +52,25 @@
 //! });
 //! ```
 
+mod atomic;
+mod bitset;
 mod cell;
+mod deque;
+mod lazy_lock;
 mod multi;
 mod once;
 mod parallel;
+mod static_token;
+mod sync;
 mod token;
+mod treiber;
+
+pub use atomic::{GhostAtomicBool, GhostAtomicU32, GhostAtomicU64, GhostAtomicUsize};
+pub use bitset::{GhostAtomicBitset, GhostAtomicBitsetIter};
+pub use deque::{GhostChaseLevDeque, GhostStealer};
+pub use lazy_lock::GhostLazyLock;
+pub use static_token::{static_token, with_static_token, with_static_token_mut};
+pub use treiber::GhostTreiberStack;
 
 pub use cell::GhostCell;
 pub use multi::{GhostAliasingError, GhostBorrow, GhostBorrowMut};

@@ -52,6 +52,16 @@ impl<'brand> GhostToken<'brand> {
     }
 }
 
+impl GhostToken<'static> {
+    /// A token of the global brand `'static`, for `static_token.rs` only: safe code never gets a
+    /// `&mut GhostToken<'static>` except through the `unsafe` `with_static_token_mut`.
+    pub(crate) const fn static_brand() -> Self {
+        GhostToken {
+            _brand: PhantomData,
+        }
+    }
+}
+
 impl fmt::Debug for GhostToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("GhostToken")
