@@ -239,7 +239,7 @@ impl<T: LockableGetMut + ?Sized> LockableGetMut for Box<T> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tuples: a guard per element, in element order.
+// Tuples (up to 14 elements, as `happylock`): a guard per element, in element order.
 
 macro_rules! tuple_impls {
     ($($name:ident $index:tt),+) => {
@@ -300,6 +300,8 @@ tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
 tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
 tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12);
+tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13);
 
 // ---------------------------------------------------------------------------------------------
 // Arrays, slices in boxes, and vectors: a guard per element, in index order.
