@@ -111,6 +111,13 @@ pub unsafe trait Sharable: Lockable {
 /// # Safety
 ///
 /// No two of the locks `raw_locks` reports may be the same lock.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not own its locks",
+    label = "references to locks could name one lock twice",
+    note = "this needs owned locks (`Mutex`, `RwLock`, or tuples, arrays and `Vec`s of them); over \
+            references, build the collection with `try_new` (it checks for duplicates), and to change \
+            its child take it out with `into_child` and build again with `try_new`"
+)]
 pub unsafe trait OwnedLockable: Lockable {}
 
 /// A [`Lockable`] whose data can be taken out by value, consuming the locks.
