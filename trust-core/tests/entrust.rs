@@ -480,14 +480,19 @@ mod reference_arguments {
             self.map.get(key).copied()
         }
 
+        // A named lifetime on purpose: `&'a Key` is cloned like `&Key`.
+        #[allow(clippy::needless_lifetimes)]
         pub fn add<'a>(&mut self, key: &'a Key, amount: &u64, name: &str) -> u64 {
             let v = self.map.entry(key.clone()).or_insert(0);
             *v += *amount + name.len() as u64;
             *v
         }
 
-        pub fn sum_of(&self, keys: &Vec<Key>) -> u64 {
-            keys.iter().filter_map(|k| self.map.get(k)).sum()
+        pub fn sum_of(&self, keys: &(Key, Key)) -> u64 {
+            [&keys.0, &keys.1]
+                .into_iter()
+                .filter_map(|k| self.map.get(k))
+                .sum()
         }
     }
 
@@ -506,7 +511,7 @@ mod reference_arguments {
         // `&'a Key` and `&u64` beside `&str`; the method clones the key once more to insert it.
         assert_eq!(table.add(&b, &5, "xyz"), 8);
         assert_eq!(table.add(&b, &1, ""), 9);
-        assert_eq!(table.sum_of(&vec![a.clone(), b.clone()]), 16);
+        assert_eq!(table.sum_of(&(a.clone(), b.clone())), 16);
         let got = std::rc::Rc::new(std::cell::Cell::new(None));
         let g = got.clone();
         table.get_then(&a, move |v| g.set(v));
