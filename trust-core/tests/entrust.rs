@@ -444,3 +444,85 @@ mod hygiene_and_paths {
         assert_eq!(seen.get(), 12_345 + 11_111);
     }
 }
+
+/// `&T` arguments (`T: Clone + Send + 'static`), as `HashMap::get` takes its key: the value is cloned into the
+/// request and the method gets a reference to the clone; each clone happens on the caller, once per call.
+mod reference_arguments {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+    /// A key that counts its clones.
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    pub struct Key(pub String);
+
+    impl Clone for Key {
+        fn clone(&self) -> Self {
+            CLONES.fetch_add(1, Ordering::Relaxed);
+            Key(self.0.clone())
+        }
+    }
+
+    #[trust_core::entrust]
+    #[derive(Debug, Default)]
+    pub struct Table {
+        map: HashMap<Key, u64>,
+    }
+
+    #[trust_core::entrust]
+    impl Table {
+        pub fn insert(&mut self, key: Key, value: u64) -> Option<u64> {
+            self.map.insert(key, value)
+        }
+
+        pub fn get(&self, key: &Key) -> Option<u64> {
+            self.map.get(key).copied()
+        }
+
+        // A named lifetime on purpose: `&'a Key` is cloned like `&Key`.
+        #[allow(clippy::needless_lifetimes)]
+        pub fn add<'a>(&mut self, key: &'a Key, amount: &u64, name: &str) -> u64 {
+            let v = self.map.entry(key.clone()).or_insert(0);
+            *v += *amount + name.len() as u64;
+            *v
+        }
+
+        pub fn sum_of(&self, keys: &(Key, Key)) -> u64 {
+            [&keys.0, &keys.1]
+                .into_iter()
+                .filter_map(|k| self.map.get(k))
+                .sum()
+        }
+    }
+
+    #[test]
+    fn reference_arguments_are_cloned_into_the_request() {
+        super::rt();
+        let table = trust_core::entrust(Table::default());
+        let a = Key("a".to_owned());
+        let b = Key("b".to_owned());
+        assert_eq!(table.insert(Key("a".to_owned()), 7), None);
+        let before = CLONES.load(Ordering::Relaxed);
+        assert_eq!(table.get(&a), Some(7));
+        assert_eq!(table.get(&b), None);
+        // One clone per `&Key` argument, made by the stub.
+        assert_eq!(CLONES.load(Ordering::Relaxed) - before, 2);
+        // `&'a Key` and `&u64` beside `&str`; the method clones the key once more to insert it.
+        assert_eq!(table.add(&b, &5, "xyz"), 8);
+        assert_eq!(table.add(&b, &1, ""), 9);
+        assert_eq!(table.sum_of(&(a.clone(), b.clone())), 16);
+        let got = std::rc::Rc::new(std::cell::Cell::new(None));
+        let g = got.clone();
+        table.get_then(&a, move |v| g.set(v));
+        trust_core::wait_pending();
+        assert_eq!(got.get(), Some(7));
+        let fut = table.get_async(&b);
+        drop(b);
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(tokio.block_on(fut), Some(9));
+        assert_eq!(a, Key("a".to_owned()));
+    }
+}

@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use trust_core::interval::{IntervalRwLock, ReadGuard, TryLockError, WriteGuard};
+use trust_core::interval::{IntervalMutex, IntervalRwLock, ReadGuard, TryLockError, WriteGuard};
 
 /// Spins (yielding) until `cond` holds; fails the test after 10 s instead of hanging.
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -548,4 +548,175 @@ fn dropping_a_stale_waker_may_reenter_the_lock() {
         .recv_timeout(Duration::from_secs(10))
         .expect("deadlock: a waker was dropped while the lock's mutex was held");
     worker.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// interlock parity: priorities, replacing the container, the interval mutex
+
+/// Polls `future` once with a flag waker; `Some(output)` if ready.
+fn poll_flag<F: Future + Unpin>(future: &mut F, flag: &Arc<Flag>) -> Option<F::Output> {
+    flag.0.store(false, Ordering::SeqCst);
+    let waker = Waker::from(flag.clone());
+    match std::pin::Pin::new(future).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+fn flag() -> Arc<Flag> {
+    Arc::new(Flag(AtomicBool::new(false)))
+}
+
+#[test]
+fn higher_priority_waiters_overtake_lower_ones_but_never_a_held_borrow() {
+    let lock = IntervalRwLock::new(vec![0u32; 8]);
+    let held = lock.write(0..8);
+    let (fa, fb, fc, fd) = (flag(), flag(), flag(), flag());
+    // Arrival order: a (prio 0), b (prio 0), c (prio 7), d (prio 3); all conflict on 2..4.
+    let mut a = Box::pin(lock.write_async(0..4));
+    let mut b = Box::pin(lock.read_async(2..6));
+    let mut c = Box::pin(lock.prioritized(7).write_async(2..4));
+    let mut d = Box::pin(lock.prioritized(3).write_async(3..8));
+    assert!(poll_flag(&mut a, &fa).is_none());
+    assert!(poll_flag(&mut b, &fb).is_none());
+    assert!(poll_flag(&mut c, &fc).is_none());
+    assert!(poll_flag(&mut d, &fd).is_none());
+    assert!(lock.try_write(7..8).is_err()); // `try_*` never jump the queue
+    assert_eq!((lock.held(), lock.queued()), (1, 4));
+    // The held borrow was not preempted; releasing it grants c (highest) and nobody else.
+    drop(held);
+    let granted = |f: &Arc<Flag>| f.0.load(Ordering::SeqCst);
+    assert_eq!(
+        [granted(&fa), granted(&fb), granted(&fc), granted(&fd)],
+        [false, false, true, false]
+    );
+    let mut order = Vec::new();
+    let mut gc = poll_flag(&mut c, &fc).expect("c was woken");
+    gc.fill(3);
+    order.push('c');
+    drop(gc);
+    // Then d (prio 3) before a and b (prio 0), though it came last.
+    assert_eq!(
+        [granted(&fa), granted(&fb), granted(&fd)],
+        [false, false, true]
+    );
+    let mut gd = poll_flag(&mut d, &fd).expect("d was woken");
+    gd.fill(4);
+    order.push('d');
+    drop(gd);
+    // Then a, the earlier of the two at priority 0; b reads 2..6, which a overlaps.
+    assert_eq!([granted(&fa), granted(&fb)], [true, false]);
+    let mut ga = poll_flag(&mut a, &fa).expect("a was woken");
+    ga[0] = 1;
+    order.push('a');
+    drop(ga);
+    let gb = poll_flag(&mut b, &fb).expect("b was woken");
+    order.push('b');
+    assert_eq!(&*gb, &[3, 4, 4, 4]);
+    assert_eq!(order, ['c', 'd', 'a', 'b']);
+    drop(gb);
+    drop((a, b, c, d));
+    assert_eq!(lock.into_inner(), [1, 0, 3, 4, 4, 4, 4, 4]);
+}
+
+#[test]
+fn cancelling_a_priority_request_restores_the_order_it_overtook() {
+    let lock = IntervalRwLock::new(vec![0u8; 4]);
+    let held = lock.read(0..4);
+    let (fw, fu) = (flag(), flag());
+    let mut low = Box::pin(lock.write_async(0..2));
+    let mut urgent = Box::pin(lock.prioritized(1).write_async(1..3));
+    assert!(poll_flag(&mut low, &fw).is_none());
+    assert!(poll_flag(&mut urgent, &fu).is_none());
+    drop(urgent); // withdrawn while queued: `low` waits only for `held` again
+    assert_eq!((lock.held(), lock.queued()), (1, 1));
+    drop(held);
+    assert!(fw.0.load(Ordering::SeqCst));
+    assert_eq!(poll_flag(&mut low, &fw).map(|g| g.range()), Some(0..2));
+    // A priority request that meets only lower-priority waiters (nothing held) is granted at once.
+    let blocker = lock.write(3..4);
+    let mut waiting = Box::pin(lock.write_async(2..4));
+    assert!(poll_flag(&mut waiting, &fw).is_none());
+    let now = lock.prioritized(1).write(2..3);
+    assert_eq!(now.range(), 2..3);
+    drop(blocker);
+    assert!(!fw.0.load(Ordering::SeqCst)); // still behind `now`, which overtook it
+    drop(now);
+    assert!(fw.0.load(Ordering::SeqCst));
+}
+
+#[test]
+fn blocking_priority_requests_are_granted_first() {
+    let lock = IntervalRwLock::new(vec![0u32; 4]);
+    let log = Mutex::new(Vec::new());
+    let held = lock.write(..);
+    thread::scope(|s| {
+        let normal = s.spawn(|| {
+            let _g = lock.write(0..2);
+            log.lock().unwrap().push("normal");
+        });
+        wait_until("the normal request to queue", || lock.queued() == 1);
+        let urgent = s.spawn(|| {
+            let _g = lock.prioritized(2).write(1..3);
+            log.lock().unwrap().push("urgent");
+        });
+        wait_until("the urgent request to queue", || lock.queued() == 2);
+        drop(held);
+        urgent.join().unwrap();
+        normal.join().unwrap();
+    });
+    assert_eq!(*log.lock().unwrap(), ["urgent", "normal"]);
+}
+
+#[test]
+fn replace_and_take_container_on_an_unborrowed_lock() {
+    let mut lock = IntervalRwLock::new(vec![1, 2, 3]);
+    lock.write(0..1)[0] = 10;
+    std::mem::forget(lock.read(1..2)); // a leaked borrow: replacing the container forgets it
+    assert_eq!((lock.held(), lock.queued()), (1, 0));
+    let old = lock.replace_container(vec![5; 6]);
+    assert_eq!(&*old, [10, 2, 3]);
+    assert_eq!((lock.len(), lock.held()), (6, 0));
+    lock.write(1..2)[0] = 7; // the leaked range is free again
+    assert_eq!(&*lock.read(..), [5, 7, 5, 5, 5, 5]);
+    assert_eq!(&*lock.take_container(), [5, 7, 5, 5, 5, 5]);
+    assert!(lock.is_empty());
+    assert_eq!(lock.read(..).len(), 0);
+    lock.replace_container([1u8, 2].map(i32::from));
+    assert_eq!(lock.into_inner(), [1, 2]);
+}
+
+#[test]
+fn the_interval_mutex_excludes_every_overlap() {
+    let mut m = IntervalMutex::new(vec![0u64; 16]);
+    thread::scope(|s| {
+        for part in 0..4u64 {
+            let m = &m;
+            s.spawn(move || {
+                let start = part as usize * 4;
+                for _ in 0..100 {
+                    m.lock(start..start + 4).iter_mut().for_each(|x| *x += part);
+                    // Straddles into the next part: overlaps that thread's borrows.
+                    let end = (start + 6).min(16);
+                    m.lock(start + 2..end).iter_mut().for_each(|x| *x += 1);
+                }
+            });
+        }
+    });
+    assert_eq!((m.held(), m.queued()), (0, 0));
+    let g = m.lock(0..8);
+    assert_eq!(m.try_lock(7..9).err().map(|e| e.range()), Some(7..9));
+    assert!(m.try_lock(8..9).is_ok());
+    drop(g);
+    let mut f = Box::pin(m.lock_async(3..5));
+    assert_eq!(poll_flag(&mut f, &flag()).map(|g| g.range()), Some(3..5));
+    drop(f);
+    assert_eq!(
+        m.get_mut(),
+        [
+            0, 0, 100, 100, 200, 200, 200, 200, 300, 300, 300, 300, 400, 400, 400, 400
+        ]
+    );
+    assert_eq!(m.take_container().iter().sum::<u64>(), 3800);
+    assert!(m.is_empty());
 }

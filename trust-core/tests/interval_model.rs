@@ -2,9 +2,10 @@
 //! drops and future cancellations, checked after every step against a reference model of the recorded
 //! borrows.
 //!
-//! The model is the lock's specification: requests in arrival order, and a request is held iff no
-//! earlier recorded request conflicts with it (overlaps it, with at least one of the two writing); a
-//! `try_*` succeeds iff nothing recorded conflicts. After every step, every request the model holds
+//! The model is the lock's specification: requests in arrival order, each with a priority (0, the
+//! default, most of the time), and a waiting request is granted iff no recorded request that conflicts
+//! with it (overlaps it, with at least one of the two writing) is held or waits ahead of it, in the order
+//! (higher priority first, then arrival); a `try_*` succeeds iff nothing recorded conflicts. After every step, every request the model holds
 //! must have been granted (and woken, for futures), and every request the model queues must still be
 //! queued and not woken: every grant is legal and every wait is necessary.
 
@@ -60,6 +61,7 @@ enum Handle<'s, 'l> {
 struct Request<'s, 'l> {
     range: Range<usize>,
     write: bool,
+    priority: u32,
     /// What the model says.
     held: bool,
     handle: Handle<'s, 'l>,
@@ -102,6 +104,8 @@ struct Coverage {
     blocking_queued: usize,
     cancelled_queued: usize,
     dropped_granted_unpolled: usize,
+    /// Async requests of priority > 0 that met a conflict (and so may have overtaken someone).
+    overtook: usize,
 }
 
 impl<'s, 'l> Model<'s, 'l> {
@@ -111,6 +115,23 @@ impl<'s, 'l> Model<'s, 'l> {
             .requests
             .iter()
             .any(|r| conflict(&r.range, r.write, range, write))
+    }
+
+    /// Whether a new request of `priority` is granted at once: nothing conflicting is held, and nothing
+    /// conflicting waits with a priority at least as high (it came earlier).
+    fn grantable(&self, range: &Range<usize>, write: bool, priority: u32) -> bool {
+        !self.requests.iter().any(|r| {
+            conflict(&r.range, r.write, range, write) && (r.held || r.priority >= priority)
+        })
+    }
+
+    /// 0 three times in four, else 1 or 2.
+    fn random_priority(&mut self) -> u32 {
+        match self.rng.below(8) {
+            0 => 1,
+            1 => 2,
+            _ => 0,
+        }
     }
 
     fn random_range(&mut self) -> Range<usize> {
@@ -137,6 +158,7 @@ impl<'s, 'l> Model<'s, 'l> {
             self.requests.push(Request {
                 range,
                 write,
+                priority: 0,
                 held: true,
                 handle,
             });
@@ -145,16 +167,18 @@ impl<'s, 'l> Model<'s, 'l> {
 
     fn request_async(&mut self) {
         let (range, write) = (self.random_range(), self.rng.below(2) == 0);
-        let expected = self.free(&range, write);
+        let priority = self.random_priority();
+        let expected = self.grantable(&range, write, priority);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let lock = self.lock.prioritized(priority);
         let handle = if write {
-            let mut future = Box::pin(self.lock.write_async(range.clone()));
+            let mut future = Box::pin(lock.write_async(range.clone()));
             match poll(future.as_mut(), &flag) {
                 Poll::Ready(guard) => Handle::Write(guard),
                 Poll::Pending => Handle::WriteFuture(future, flag),
             }
         } else {
-            let mut future = Box::pin(self.lock.read_async(range.clone()));
+            let mut future = Box::pin(lock.read_async(range.clone()));
             match poll(future.as_mut(), &flag) {
                 Poll::Ready(guard) => Handle::Read(guard),
                 Poll::Pending => Handle::ReadFuture(future, flag),
@@ -166,9 +190,11 @@ impl<'s, 'l> Model<'s, 'l> {
             "first poll of {range:?} (write: {write})"
         );
         self.coverage.async_queued += usize::from(!granted);
+        self.coverage.overtook += usize::from(priority > 0 && !self.free(&range, write));
         self.requests.push(Request {
             range,
             write,
+            priority,
             held: granted,
             handle,
         });
@@ -179,7 +205,8 @@ impl<'s, 'l> Model<'s, 'l> {
         'l: 's,
     {
         let (range, write) = (self.random_range(), self.rng.below(2) == 0);
-        let expected = self.free(&range, write);
+        let priority = self.random_priority();
+        let expected = self.grantable(&range, write, priority);
         let queued_before = self.lock.queued();
         let granted = Arc::new(AtomicBool::new(false));
         let (release, released) = mpsc::channel::<()>();
@@ -187,6 +214,7 @@ impl<'s, 'l> Model<'s, 'l> {
         let join = {
             let (granted, range) = (granted.clone(), range.clone());
             scope.spawn(move || {
+                let lock = lock.prioritized(priority);
                 let guard = if write {
                     Handle::Write(lock.write(range))
                 } else {
@@ -211,6 +239,7 @@ impl<'s, 'l> Model<'s, 'l> {
         self.requests.push(Request {
             range,
             write,
+            priority,
             held: expected,
             handle: Handle::Thread {
                 granted,
@@ -252,17 +281,24 @@ impl<'s, 'l> Model<'s, 'l> {
         }
     }
 
-    /// Model step: every queued request with no earlier conflicting request becomes held. Granting
-    /// removes nothing, so one pass in order is enough.
+    /// Model step: in grant order (higher priority first, then arrival), every queued request with no
+    /// conflicting request held or waiting ahead of it becomes held. Granting removes nothing, and a
+    /// request behind a waiting conflicting one cannot be granted before it, so one pass is enough.
     fn grant(&mut self) {
-        for i in 0..self.requests.len() {
-            let (before, rest) = self.requests.split_at_mut(i);
-            let r = &mut rest[0];
-            if !r.held {
-                r.held = !before
-                    .iter()
-                    .any(|e| conflict(&e.range, e.write, &r.range, r.write));
+        let mut order: Vec<usize> = (0..self.requests.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(self.requests[i].priority), i));
+        for (k, &i) in order.iter().enumerate() {
+            let r = &self.requests[i];
+            if r.held {
+                continue;
             }
+            let ahead = &order[..k];
+            let blocked = self.requests.iter().enumerate().any(|(j, q)| {
+                j != i
+                    && conflict(&q.range, q.write, &r.range, r.write)
+                    && (q.held || ahead.contains(&j))
+            });
+            self.requests[i].held = !blocked;
         }
     }
 
@@ -392,9 +428,15 @@ fn random_operations_match_the_reference_model() {
                     }
                     model.check(step);
                 }
-                // Wind down: release everything, oldest first, checking as we go.
+                // Wind down: release everything, the oldest held request first (with priorities the
+                // oldest may still wait), checking as we go.
                 while !model.requests.is_empty() {
-                    let request = model.requests.remove(0);
+                    let i = model
+                        .requests
+                        .iter()
+                        .position(|r| r.held)
+                        .expect("some recorded request is always held");
+                    let request = model.requests.remove(i);
                     match request.handle {
                         Handle::Thread { release, join, .. } => {
                             release.send(()).unwrap();
@@ -413,7 +455,8 @@ fn random_operations_match_the_reference_model() {
                         c.async_queued,
                         c.blocking_queued,
                         c.cancelled_queued,
-                        c.dropped_granted_unpolled
+                        c.dropped_granted_unpolled,
+                        c.overtook
                     ]
                     .iter()
                     .all(|&n| n >= least),

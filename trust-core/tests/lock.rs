@@ -9,8 +9,8 @@ use std::thread;
 
 use lock_api::{GuardNoSend, RawMutex as _};
 use trust_core::lock::{
-    LockAllError, LockCollection, LockGuard, Mutex, OwnedLockCollection, Rank, RefLockCollection,
-    RetryingLockCollection, RwLock, ThreadKey, Unranked,
+    LockAllError, LockCollection, LockGuard, Mutex, OwnedLockCollection, PoisonGuard, Poisonable,
+    Rank, RefLockCollection, RetryingLockCollection, RwLock, ThreadKey, Unranked,
 };
 use trust_core::{lock_all, lock_ranks, try_lock_all};
 
@@ -482,4 +482,179 @@ fn guards_can_be_shared_with_scoped_threads() {
         }
     });
     assert_eq!(readers.into_inner(), 84);
+}
+
+// ---------------------------------------------------------------------------------------------
+// happylock 0.5.2 parity: `Poisonable`, `new_unchecked`, children, 14-tuples
+
+#[test]
+fn poisonable_is_poisoned_by_a_panic_under_a_write_guard_and_cleared() {
+    let mut key = ThreadKey::get().unwrap();
+    let balance = Poisonable::new(Mutex::new(10));
+    assert!(!balance.is_poisoned());
+    **balance.lock(&mut key).unwrap() += 5;
+    // A panic under the guard poisons; the next locker gets the data as left, inside the error.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let mut g = balance.lock(&mut key).unwrap();
+        **g -= 3;
+        panic!("half-done");
+    }));
+    assert!(r.is_err());
+    assert!(balance.is_poisoned());
+    let err = balance.lock(&mut key).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "poisoned lock: another thread panicked while holding it"
+    );
+    let mut g = err.into_inner();
+    assert_eq!(**g, 12);
+    **g = 15;
+    drop(g);
+    // `try_lock` reports it too; a guard made during an unrelated unwinding does not re-poison.
+    assert_eq!(
+        ***balance.try_lock(&mut key).unwrap().unwrap_err().get_ref(),
+        15
+    );
+    balance.clear_poison();
+    assert!(!balance.is_poisoned());
+    assert_eq!(**balance.lock(&mut key).unwrap(), 15);
+    // Plain locks stay unpoisoned: the wrapped mutex itself knows nothing of it.
+    assert!(!balance.child().is_broken());
+    assert_eq!(balance.into_inner().unwrap(), 15);
+}
+
+#[test]
+fn poisonable_read_guards_do_not_poison_and_groups_work() {
+    let mut key = ThreadKey::get().unwrap();
+    let mut pair = Poisonable::new((RwLock::new(1), RwLock::new(String::from("a"))));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let _g = pair.read(&mut key).unwrap();
+        panic!("reader");
+    }));
+    assert!(r.is_err());
+    assert!(!pair.is_poisoned());
+    {
+        let mut g = pair.lock(&mut key).unwrap();
+        *g.0 += 1;
+        g.1.push('b');
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _g = pair.lock(&mut key).unwrap();
+        panic!("writer");
+    }));
+    assert!(pair.is_poisoned());
+    let (n, s) = pair.get_mut().unwrap_err().into_inner();
+    assert_eq!((*n, s.as_str()), (2, "ab"));
+    assert!(pair.child_mut().is_err());
+    assert_eq!(
+        pair.into_inner().unwrap_err().into_inner(),
+        (2, String::from("ab"))
+    );
+
+    // A `Poisonable` inside a collection: its guard is a `PoisonResult`.
+    let cell = Poisonable::new(Mutex::new(7));
+    let plain = Mutex::new(1);
+    let both = LockCollection::try_new((&cell, &plain)).unwrap();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _g = both.lock(&mut key);
+        panic!("in a collection");
+    }));
+    assert!(cell.is_poisoned());
+    let g = both.lock(&mut key);
+    assert_eq!((***g.0.as_ref().unwrap_err().get_ref(), *g.1), (7, 1));
+    drop(g);
+    // The key comes back out of a poison guard.
+    let zero = Poisonable::new(Mutex::new(0));
+    let key = PoisonGuard::unlock(zero.lock(key).unwrap());
+    assert_eq!(**zero.lock(key).unwrap(), 0);
+}
+
+#[test]
+fn lock_collection_new_unchecked_and_children() {
+    let mut key = ThreadKey::get().unwrap();
+    let (a, b) = (Mutex::new(1), Mutex::new(2));
+    // SAFETY: `a` and `b` are two distinct locks.
+    let both = unsafe { LockCollection::new_unchecked((&a, &b)) };
+    assert_eq!(both.scoped_lock(&mut key, |(a, b)| **a * 10 + **b), 12);
+    assert_eq!(both.child().1.scoped_lock(&mut key, |v| *v), 2);
+    let (ra, _) = both.into_child();
+    assert_eq!(addr(ra), addr(&a));
+
+    let borrowed = [Mutex::new(3), Mutex::new(4)];
+    let by_ref = RefLockCollection::new(&borrowed);
+    assert_eq!(addr(by_ref.into_child()), addr(&borrowed));
+
+    let mut retrying = RetryingLockCollection::new((Mutex::new(5), Mutex::new(6)));
+    *retrying.child_mut().0.get_mut() += 1;
+    assert_eq!(retrying.into_child().1.into_inner(), 6);
+}
+
+#[test]
+fn with_child_mut_resorts_the_cached_order_even_after_a_panic() {
+    let mut key = ThreadKey::get().unwrap();
+    let mut all: LockCollection<Vec<Recorded<Mid>>> =
+        LockCollection::new(vec![recorded(2), recorded(1)]);
+    let in_address_order = |all: &LockCollection<Vec<Recorded<Mid>>>| {
+        let mut addrs: Vec<usize> = all.child().iter().map(addr).collect();
+        addrs.sort_unstable();
+        addrs
+    };
+    // Growing the `Vec` moves every lock; the cache follows.
+    let len = all.with_child_mut(|v| {
+        v.extend((3..=40).map(recorded));
+        v.len()
+    });
+    assert_eq!(len, 40);
+    take_log();
+    assert_eq!(
+        all.scoped_lock(&mut key, |g| g.iter().map(|m| **m).sum::<u32>()),
+        820
+    );
+    assert_eq!(take_log(), in_address_order(&all));
+    // A panic inside `f` after a change: the cache is re-sorted on the way out.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        all.with_child_mut(|v| {
+            v.truncate(3);
+            v.shrink_to_fit();
+            panic!("midway");
+        })
+    }));
+    assert!(r.is_err());
+    take_log();
+    assert_eq!(
+        all.scoped_lock(&mut key, |g| g.iter().map(|m| **m).sum::<u32>()),
+        6
+    );
+    assert_eq!(take_log(), in_address_order(&all));
+    assert_eq!(all.into_inner().len(), 3);
+}
+
+#[test]
+fn collections_take_tuples_of_fourteen() {
+    let mut key = ThreadKey::get().unwrap();
+    let m = Mutex::new;
+    let all = LockCollection::new((
+        m(1),
+        m(2),
+        m(3),
+        m(4),
+        m(5),
+        m(6),
+        m(7),
+        m(8),
+        m(9),
+        m(10),
+        m(11),
+        m(12),
+        m(13),
+        m(14),
+    ));
+    assert_eq!(
+        all.scoped_lock(&mut key, |g| *g.0 + *g.6 + *g.12 + *g.13),
+        1 + 7 + 13 + 14
+    );
+    let owned = OwnedLockCollection::new(all.into_child());
+    *owned.lock(&mut key).13 += 100;
+    let inner = owned.into_inner();
+    assert_eq!((inner.0, inner.13), (1, 114));
 }

@@ -30,15 +30,17 @@ struct Acquire<'a, T> {
     lock: &'a IntervalRwLock<T>,
     range: Range<usize>,
     write: bool,
+    priority: u32,
     step: Step,
 }
 
 impl<'a, T> Acquire<'a, T> {
-    fn new(lock: &'a IntervalRwLock<T>, range: Range<usize>, write: bool) -> Self {
+    fn new(lock: &'a IntervalRwLock<T>, range: Range<usize>, write: bool, priority: u32) -> Self {
         Acquire {
             lock,
             range,
             write,
+            priority,
             step: Step::Start,
         }
     }
@@ -51,7 +53,7 @@ impl<'a, T> Acquire<'a, T> {
                 let request =
                     self.lock
                         .state()
-                        .request(self.range.start, self.range.end, self.write, || {
+                        .request(self.range.start, self.range.end, self.write, self.priority, || {
                             Wake::Task(cx.waker().clone())
                         });
                 match request {
@@ -99,14 +101,14 @@ pub struct ReadFuture<'a, T>(Acquire<'a, T>);
 pub struct WriteFuture<'a, T>(Acquire<'a, T>);
 
 impl<'a, T> ReadFuture<'a, T> {
-    pub(super) fn new(lock: &'a IntervalRwLock<T>, range: Range<usize>) -> Self {
-        ReadFuture(Acquire::new(lock, range, false))
+    pub(super) fn new(lock: &'a IntervalRwLock<T>, range: Range<usize>, priority: u32) -> Self {
+        ReadFuture(Acquire::new(lock, range, false, priority))
     }
 }
 
 impl<'a, T> WriteFuture<'a, T> {
-    pub(super) fn new(lock: &'a IntervalRwLock<T>, range: Range<usize>) -> Self {
-        WriteFuture(Acquire::new(lock, range, true))
+    pub(super) fn new(lock: &'a IntervalRwLock<T>, range: Range<usize>, priority: u32) -> Self {
+        WriteFuture(Acquire::new(lock, range, true, priority))
     }
 }
 

@@ -16,6 +16,11 @@
 //!   inverted range panics at the call site with a message naming the range and the length. An empty range
 //!   conflicts with nothing and is granted at once.
 //!
+//! - [`prioritized(p)`](IntervalRwLock::prioritized) requests with a priority: among conflicting
+//!   *waiting* requests, higher priorities are granted first (default 0, then arrival order).
+//! - [`replace_container`](IntervalRwLock::replace_container) / [`take_container`](IntervalRwLock::take_container)
+//!   swap the elements of an unborrowed lock (`&mut self`); [`IntervalMutex`] is the write-only variant.
+//!
 //! This is the feature set of the `interlock` crate, on stable Rust, with no pinned `state!` storage:
 //! the bookkeeping lives in the lock, behind a short `std::sync::Mutex` critical section.
 //!
@@ -37,7 +42,9 @@
 //! # Fairness
 //!
 //! First come, first served among *conflicting* borrows: every request takes a ticket, and a request is
-//! granted once no earlier conflicting request (held or still queued) remains. A writer queued behind
+//! granted once no earlier conflicting request (held or still queued) remains. With
+//! [priorities](IntervalRwLock::prioritized), "earlier" among queued requests means `(higher priority,
+//! then smaller ticket)`; a held borrow is never preempted. A writer queued behind
 //! readers is therefore never overtaken by later readers of its range, and `try_*` fails when the range
 //! conflicts with a queued request, not only a held one. Requests that do not conflict never wait for each
 //! other, whatever their order.
@@ -85,6 +92,7 @@
 
 mod future;
 mod guard;
+mod mutex;
 mod state;
 mod tree;
 
@@ -99,6 +107,7 @@ use std::thread;
 
 pub use future::{ReadFuture, WriteFuture};
 pub use guard::{ReadGuard, WriteGuard};
+pub use mutex::IntervalMutex;
 
 use state::{Request, State, Wake};
 
@@ -213,6 +222,57 @@ impl<T> IntervalRwLock<T> {
         self.data.get_mut()
     }
 
+    /// Puts `elements` in place of the current ones and returns those, with no locking: `&mut self`
+    /// proves that no guard or future is alive. The length may change; the bookkeeping starts afresh
+    /// (it can only hold borrows leaked with `mem::forget`, whose guards can no longer be used).
+    ///
+    /// ```
+    /// use trust_core::interval::IntervalRwLock;
+    ///
+    /// let mut lock = IntervalRwLock::new(vec![1, 2, 3]);
+    /// let old = lock.replace_container(vec![7; 5]);
+    /// assert_eq!((&*old, lock.len()), (&[1, 2, 3][..], 5));
+    /// assert_eq!(&*lock.take_container(), [7; 5]);
+    /// assert!(lock.is_empty());
+    /// ```
+    pub fn replace_container(&mut self, elements: impl Into<Box<[T]>>) -> Box<[T]> {
+        let old = std::mem::replace(&mut self.data, Buffer::new(elements.into()));
+        *self.state.get_mut().unwrap_or_else(PoisonError::into_inner) = State::new();
+        old.into_box()
+    }
+
+    /// Takes the elements out, leaving the lock empty (length 0), with no locking: `&mut self` proves
+    /// that no guard or future is alive.
+    pub fn take_container(&mut self) -> Box<[T]> {
+        self.replace_container(Vec::new())
+    }
+
+    /// Requests with a priority: among *conflicting* waiting requests, a higher priority is granted
+    /// first, and equal priorities in arrival order (ticket); the default, used by every other method,
+    /// is 0. A priority never preempts a held borrow, and `try_*` stay at 0 (they never wait).
+    ///
+    /// ```
+    /// use trust_core::interval::IntervalRwLock;
+    ///
+    /// let lock = IntervalRwLock::new(vec![0u32; 8]);
+    /// let held = lock.write(..);
+    /// std::thread::scope(|s| {
+    ///     let normal = s.spawn(|| lock.write(0..4)[0]);
+    ///     while lock.queued() < 1 { std::thread::yield_now(); }
+    ///     let urgent = s.spawn(|| lock.prioritized(5).write(2..6)[2]);
+    ///     while lock.queued() < 2 { std::thread::yield_now(); }
+    ///     drop(held); // `urgent` is granted first, though it came second
+    ///     urgent.join().unwrap();
+    ///     normal.join().unwrap();
+    /// });
+    /// ```
+    pub fn prioritized(&self, priority: u32) -> Prioritized<'_, T> {
+        Prioritized {
+            lock: self,
+            priority,
+        }
+    }
+
     /// Locks `range` for reading, blocking the thread until no earlier conflicting borrow (a write that
     /// overlaps it, held or queued) remains.
     ///
@@ -221,7 +281,7 @@ impl<T> IntervalRwLock<T> {
     #[track_caller]
     pub fn read(&self, range: impl RangeBounds<usize>) -> ReadGuard<'_, T> {
         let range = self.bounds(&range);
-        let ticket = self.lock_blocking(&range, false);
+        let ticket = self.lock_blocking(&range, false, 0);
         ReadGuard::new(self, range, ticket)
     }
 
@@ -233,7 +293,7 @@ impl<T> IntervalRwLock<T> {
     #[track_caller]
     pub fn write(&self, range: impl RangeBounds<usize>) -> WriteGuard<'_, T> {
         let range = self.bounds(&range);
-        let ticket = self.lock_blocking(&range, true);
+        let ticket = self.lock_blocking(&range, true, 0);
         WriteGuard::new(self, range, ticket)
     }
 
@@ -271,7 +331,7 @@ impl<T> IntervalRwLock<T> {
     /// Panics (here, not when polled) if `range` is out of bounds or inverted.
     #[track_caller]
     pub fn read_async(&self, range: impl RangeBounds<usize>) -> ReadFuture<'_, T> {
-        ReadFuture::new(self, self.bounds(&range))
+        ReadFuture::new(self, self.bounds(&range), 0)
     }
 
     /// A future that locks `range` for writing. It takes its place in the queue when first polled;
@@ -280,7 +340,7 @@ impl<T> IntervalRwLock<T> {
     /// Panics (here, not when polled) if `range` is out of bounds or inverted.
     #[track_caller]
     pub fn write_async(&self, range: impl RangeBounds<usize>) -> WriteFuture<'_, T> {
-        WriteFuture::new(self, self.bounds(&range))
+        WriteFuture::new(self, self.bounds(&range), 0)
     }
 
     /// Number of borrows of non-empty ranges held right now (a snapshot, for monitoring and tests).
@@ -344,13 +404,15 @@ impl<T> IntervalRwLock<T> {
     }
 
     /// Takes `range`, parking the thread while it is queued; ticket 0 for an empty range.
-    fn lock_blocking(&self, range: &Range<usize>, write: bool) -> u64 {
+    fn lock_blocking(&self, range: &Range<usize>, write: bool, priority: u32) -> u64 {
         if range.is_empty() {
             return 0;
         }
-        let request = self.state().request(range.start, range.end, write, || {
-            Wake::Thread(thread::current())
-        });
+        let request = self
+            .state()
+            .request(range.start, range.end, write, priority, || {
+                Wake::Thread(thread::current())
+            });
         match request {
             Request::Granted(ticket) => ticket,
             Request::Queued(ticket) => loop {
@@ -379,6 +441,44 @@ impl<T> IntervalRwLock<T> {
         let (wakes, own_waker) = self.state().cancel(range.start, range.end, ticket, write);
         drop(own_waker);
         wakes.into_iter().for_each(Wake::wake);
+    }
+}
+
+/// An [`IntervalRwLock`] seen through a request priority; made by
+/// [`IntervalRwLock::prioritized`]. Its methods are the lock's blocking and async ones.
+#[derive(Debug)]
+pub struct Prioritized<'a, T> {
+    lock: &'a IntervalRwLock<T>,
+    priority: u32,
+}
+
+impl<'a, T> Prioritized<'a, T> {
+    /// [`IntervalRwLock::read`] with this priority.
+    #[track_caller]
+    pub fn read(&self, range: impl RangeBounds<usize>) -> ReadGuard<'a, T> {
+        let range = self.lock.bounds(&range);
+        let ticket = self.lock.lock_blocking(&range, false, self.priority);
+        ReadGuard::new(self.lock, range, ticket)
+    }
+
+    /// [`IntervalRwLock::write`] with this priority.
+    #[track_caller]
+    pub fn write(&self, range: impl RangeBounds<usize>) -> WriteGuard<'a, T> {
+        let range = self.lock.bounds(&range);
+        let ticket = self.lock.lock_blocking(&range, true, self.priority);
+        WriteGuard::new(self.lock, range, ticket)
+    }
+
+    /// [`IntervalRwLock::read_async`] with this priority.
+    #[track_caller]
+    pub fn read_async(&self, range: impl RangeBounds<usize>) -> ReadFuture<'a, T> {
+        ReadFuture::new(self.lock, self.lock.bounds(&range), self.priority)
+    }
+
+    /// [`IntervalRwLock::write_async`] with this priority.
+    #[track_caller]
+    pub fn write_async(&self, range: impl RangeBounds<usize>) -> WriteFuture<'a, T> {
+        WriteFuture::new(self.lock, self.lock.bounds(&range), self.priority)
     }
 }
 

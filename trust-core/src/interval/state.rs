@@ -16,6 +16,19 @@
 //! - release or cancel of `x`: every waiting borrow after `x` that conflicts with it loses one blocker;
 //!   those reaching zero are granted and woken. Granting a waiter removes nobody's blocker (the granted
 //!   borrow is still recorded), so grants never cascade.
+//!
+//! **Priorities** (`IntervalRwLock::prioritized`) refine "earlier" among *waiting* borrows: the order is
+//! `(higher priority first, then ticket)`; every borrow has priority 0 unless asked otherwise, and then
+//! the order is the ticket order above. A held borrow still counts for every conflicting request
+//! (priority never preempts). Two facts keep the counts exact:
+//!
+//! - a request with priority `p > 0` counts the recorded conflicting borrows *except* the waiting ones of
+//!   lower priority, and each of those gains it as one more blocker (it overtakes them): O(k log n) for
+//!   the k conflicting waiters it visits, and only when `p > 0`;
+//! - every waiting borrow that conflicts with a *held* borrow counted it (if the waiter came first and was
+//!   ahead in the order, the held one would have counted the waiter and could not have been granted), so
+//!   a release decrements every conflicting waiter; a withdrawn *waiting* borrow decrements only the
+//!   conflicting waiters after it in the order.
 
 use std::collections::HashMap;
 use std::task::Waker;
@@ -46,8 +59,16 @@ impl Wake {
 #[derive(Debug)]
 struct Waiter {
     entry: Entry,
+    priority: u32,
     blockers: usize,
     wake: Wake,
+}
+
+impl Waiter {
+    /// Whether this waiter comes after a waiting borrow of `priority` and `ticket` in the grant order.
+    fn is_after(&self, priority: u32, ticket: u64) -> bool {
+        (self.priority, u64::MAX - self.entry.ticket) < (priority, u64::MAX - ticket)
+    }
 }
 
 /// The outcome of [`State::request`].
@@ -127,14 +148,29 @@ impl State {
     }
 
     /// Takes `start..end` (non-empty) now, or queues it; `wake` is called only if it must queue.
+    /// `priority` 0 is the default; a higher one overtakes waiting conflicting requests of lower
+    /// priority (see the module docs).
     pub(super) fn request(
         &mut self,
         start: usize,
         end: usize,
         write: bool,
+        priority: u32,
         wake: impl FnOnce() -> Wake,
     ) -> Request {
-        let blockers = self.conflicts(start, end, write);
+        let mut blockers = self.conflicts(start, end, write);
+        // The waiting conflicting requests this one goes ahead of (none at priority 0, the lowest).
+        let mut overtaken = Vec::new();
+        if priority > 0 && blockers > 0 && !self.waiters.is_empty() {
+            let waiters = &self.waiters;
+            self.by_start
+                .for_each_waiting_overlapping(start, end, !write, &mut |waiting| {
+                    if waiters[&waiting.ticket].priority < priority {
+                        overtaken.push(waiting.ticket);
+                    }
+                });
+            blockers -= overtaken.len();
+        }
         // Before anything is recorded: cloning a `Waker` runs executor code, which might panic.
         let wake = (blockers > 0).then(wake);
         let ticket = self.issue_ticket();
@@ -146,6 +182,12 @@ impl State {
             waiting: blockers > 0,
         };
         self.record(entry);
+        for t in overtaken {
+            self.waiters
+                .get_mut(&t)
+                .expect("IntervalRwLock bug: a waiting entry without a waiter")
+                .blockers += 1;
+        }
         let Some(wake) = wake else {
             return Request::Granted(ticket);
         };
@@ -153,6 +195,7 @@ impl State {
             ticket,
             Waiter {
                 entry,
+                priority,
                 blockers,
                 wake,
             },
@@ -192,13 +235,16 @@ impl State {
         ticket: u64,
         write: bool,
     ) -> Vec<Wake> {
-        self.forget(Entry {
-            start,
-            end,
-            ticket,
-            write,
-            waiting: false,
-        })
+        self.forget(
+            Entry {
+                start,
+                end,
+                ticket,
+                write,
+                waiting: false,
+            },
+            None,
+        )
     }
 
     /// Forgets the borrow `ticket` of `start..end`, queued or already granted (a dropped future: it
@@ -217,12 +263,16 @@ impl State {
         write: bool,
     ) -> (Vec<Wake>, Option<Wake>) {
         match self.waiters.remove(&ticket) {
-            Some(waiter) => (self.forget(waiter.entry), Some(waiter.wake)),
+            Some(waiter) => (
+                self.forget(waiter.entry, Some(waiter.priority)),
+                Some(waiter.wake),
+            ),
             None => (self.release(start, end, ticket, write), None),
         }
     }
 
-    fn forget(&mut self, entry: Entry) -> Vec<Wake> {
+    /// `queued`: the priority of `entry` if it was still waiting, `None` if it was held.
+    fn forget(&mut self, entry: Entry, queued: Option<u32>) -> Vec<Wake> {
         self.by_start.remove(&entry);
         self.by_end.remove(&Entry {
             waiting: false,
@@ -232,9 +282,9 @@ impl State {
             return Vec::new();
         }
 
-        // Everything queued behind `entry` that conflicts with it counted it as a blocker. A write
-        // conflicts with every overlapping borrow; a read only with overlapping writes. Earlier waiters
-        // can overlap too (when `entry` was itself queued) but never counted it.
+        // Every waiter that conflicts with a held `entry` counted it as a blocker; of a waiting `entry`,
+        // only the conflicting waiters after it in the grant order did (see the module docs). A write
+        // conflicts with every overlapping borrow; a read only with overlapping writes.
         let mut granted = Vec::new();
         let waiters = &mut self.waiters;
         self.by_start.for_each_waiting_overlapping(
@@ -242,10 +292,10 @@ impl State {
             entry.end,
             !entry.write,
             &mut |behind| {
-                if behind.ticket > entry.ticket {
-                    let waiter = waiters
-                        .get_mut(&behind.ticket)
-                        .expect("IntervalRwLock bug: a waiting entry without a waiter");
+                let waiter = waiters
+                    .get_mut(&behind.ticket)
+                    .expect("IntervalRwLock bug: a waiting entry without a waiter");
+                if queued.is_none_or(|priority| waiter.is_after(priority, entry.ticket)) {
                     waiter.blockers -= 1;
                     if waiter.blockers == 0 {
                         granted.push(behind.ticket);

@@ -111,6 +111,13 @@ pub unsafe trait Sharable: Lockable {
 /// # Safety
 ///
 /// No two of the locks `raw_locks` reports may be the same lock.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not own its locks",
+    label = "references to locks could name one lock twice",
+    note = "this needs owned locks (`Mutex`, `RwLock`, or tuples, arrays and `Vec`s of them); over \
+            references, build the collection with `try_new` (it checks for duplicates), and to change \
+            its child take it out with `into_child` and build again with `try_new`"
+)]
 pub unsafe trait OwnedLockable: Lockable {}
 
 /// A [`Lockable`] whose data can be taken out by value, consuming the locks.
@@ -239,7 +246,7 @@ impl<T: LockableGetMut + ?Sized> LockableGetMut for Box<T> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tuples: a guard per element, in element order.
+// Tuples (up to 14 elements, as `happylock`): a guard per element, in element order.
 
 macro_rules! tuple_impls {
     ($($name:ident $index:tt),+) => {
@@ -300,6 +307,8 @@ tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
 tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
 tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12);
+tuple_impls!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12, N 13);
 
 // ---------------------------------------------------------------------------------------------
 // Arrays, slices in boxes, and vectors: a guard per element, in index order.

@@ -52,7 +52,8 @@
 //! assert_eq!(*log, [0, 2]);
 //! ```
 //!
-//! Poisoning: none; see [`poison`] for what a panic does instead.
+//! Poisoning: none by default; see [`poison`] for what a panic does instead, and [`Poisonable`]
+//! to opt in.
 
 pub mod collection;
 mod key;
@@ -72,6 +73,9 @@ pub use lockable::{
     Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
 };
 pub use mutex::{DefaultRawMutex, Mutex, MutexGuard, MutexRef};
+pub use poison::{
+    PoisonError, PoisonGuard, PoisonLockGuard, PoisonReadGuard, PoisonResult, Poisonable,
+};
 pub use rank::{DeclaredRank, LockAfter, MaxRank, NoneHeld, Rank, Unranked};
 pub use rwlock::{
     DefaultRawRwLock, RwLock, RwLockReadGuard, RwLockReadRef, RwLockWriteGuard, RwLockWriteRef,

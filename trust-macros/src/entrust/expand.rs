@@ -6,7 +6,7 @@
 //!
 //! Every stub sends one request: a closure that calls the method by path (`<Account>::deposit`), so it
 //! compiles to one monomorphic function, and the packed arguments. Packing (`__private::arg`, `str_arg`,
-//! `slice_arg`, and `ret` for the result) is where `Send + 'static` is checked, once per type and at the user's
+//! `slice_arg`, `ref_arg`, and `ret` for the result) is where `Send + 'static` is checked, once per type and at the user's
 //! token; the packed values are then `Send` without rustc asking again at each `apply*` call. Generated code names
 //! the runtime only as `::trust_core::__private::*`; its own locals use mixed-site hygiene so they can never
 //! clash with the user's parameter names.
@@ -153,6 +153,11 @@ fn packed(arg: &Arg) -> (TokenStream, TokenStream, TokenStream) {
             quote!(::trust_core::__private::Arg<::trust_core::__private::CopiedSlice<#elem>>),
             quote!(::trust_core::__private::slice_arg::<#elem>(#name)),
             quote!(&*#name.into_inner()),
+        ),
+        ArgKind::Ref(elem) => (
+            quote!(::trust_core::__private::Arg<#elem>),
+            quote!(::trust_core::__private::ref_arg::<#elem>(#name)),
+            quote!(&#name.into_inner()),
         ),
         _ => {
             let ty = &arg.ty;

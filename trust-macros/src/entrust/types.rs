@@ -1,5 +1,5 @@
-//! What a type written in a method signature is, for delegation: moved as is, copied (`&str`, `&[T]`), or a
-//! borrow that cannot travel; plus `Self` replacement (inside a stub, `Self` is the stubs type) and the
+//! What a type written in a method signature is, for delegation: moved as is, copied (`&str`, `&[T]`), cloned
+//! (`&T`), or a borrow that cannot travel; plus `Self` replacement (inside a stub, `Self` is the stubs type) and the
 //! stubs type's name.
 
 use proc_macro2::TokenStream;
@@ -18,9 +18,12 @@ pub(crate) enum ArgKind {
     Str,
     /// `&[T]`: cloned into a `CopiedSlice<T>`.
     Slice(Type),
+    /// `&T` (`T` borrowing nothing, not `str`, a slice or `dyn Trait`): `T` cloned into the request, checked
+    /// `Clone + Send + 'static` by the generated code. The `T`.
+    Ref(Type),
     /// `&mut T`: cannot be delegated.
     MutRef,
-    /// Borrows from the caller (`&T`, `Cow<'_, T>`, ...): cannot be delegated. The offending tokens.
+    /// Borrows from the caller (`Cow<'_, T>`, `Option<&T>`, `&dyn Trait`, ...): cannot be delegated. The offending tokens.
     Borrowed(TokenStream),
     /// `impl Trait` in argument position: a generic parameter in disguise.
     ImplTrait(TokenStream),
@@ -49,6 +52,11 @@ pub(crate) fn classify_arg(ty: &Type) -> ArgKind {
                 }
                 Type::Slice(s) if find(&s.elem, Find::Borrow).is_none() => {
                     return ArgKind::Slice((*s.elem).clone());
+                }
+                // A trait object has no `Clone`; it stays a borrow, with the borrow's message.
+                Type::TraitObject(_) => {}
+                elem if find(elem, Find::Borrow).is_none() => {
+                    return ArgKind::Ref(elem.clone());
                 }
                 _ => {}
             }
@@ -219,6 +227,7 @@ mod tests {
             ArgKind::Moved => "moved",
             ArgKind::Str => "str",
             ArgKind::Slice(_) => "slice",
+            ArgKind::Ref(_) => "ref",
             ArgKind::MutRef => "mut",
             ArgKind::Borrowed(_) => "borrowed",
             ArgKind::ImplTrait(_) => "impl",
@@ -237,7 +246,14 @@ mod tests {
         assert_eq!(arg(parse_quote!(&[&str])), "borrowed");
         assert_eq!(arg(parse_quote!(&mut Vec<u8>)), "mut");
         assert_eq!(arg(parse_quote!(&mut str)), "mut");
-        assert_eq!(arg(parse_quote!(&u64)), "borrowed");
+        assert_eq!(arg(parse_quote!(&u64)), "ref");
+        assert_eq!(arg(parse_quote!(&'a String)), "ref");
+        assert_eq!(arg(parse_quote!(&Vec<Self>)), "ref");
+        assert_eq!(arg(parse_quote!(&[u8; 4])), "ref");
+        assert_eq!(arg(parse_quote!(&Option<&str>)), "borrowed");
+        assert_eq!(arg(parse_quote!(&&u64)), "borrowed");
+        assert_eq!(arg(parse_quote!(&dyn std::fmt::Display)), "borrowed");
+        assert_eq!(arg(parse_quote!(&'static u64)), "moved");
         assert_eq!(arg(parse_quote!(Option<&str>)), "borrowed");
         assert_eq!(arg(parse_quote!(Cow<'_, str>)), "borrowed");
         assert_eq!(

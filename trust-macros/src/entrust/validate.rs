@@ -127,7 +127,7 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
     for arg in &method.args {
         let ty = display(&arg.ty);
         match &arg.kind {
-            ArgKind::Moved | ArgKind::Str | ArgKind::Slice(_) => {}
+            ArgKind::Moved | ArgKind::Str | ArgKind::Slice(_) | ArgKind::Ref(_) => {}
             ArgKind::MutRef => errors.at(
                 &arg.ty,
                 format_args!(
@@ -141,8 +141,8 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
                 at,
                 format_args!(
                     "`{}: {ty}` borrows from the caller, which cannot be delegated: arguments are moved \
-                     into the request and must be `'static`; only `&str` and `&[T]` are copied for you. \
-                     Pass an owned value (`String`, `Vec<T>`, the value itself)",
+                     into the request and must be `'static`; only `&str`, `&[T]` and `&T` (`T: Clone`, borrowing \
+                     nothing) are copied for you. Pass an owned value (`String`, `Vec<T>`, the value itself)",
                     arg.name
                 ),
             ),

@@ -63,6 +63,18 @@ impl<L: Lockable> LockCollection<L> {
         (!utils::sorted_has_duplicates(&collection.locks)).then_some(collection)
     }
 
+    /// A collection over any locks, with no duplicate check.
+    ///
+    /// # Safety
+    ///
+    /// No lock may appear twice in `data` (e.g. `(&a, &a)`): the collection would hand out two
+    /// guards to the same data, two `&mut` to one value. [`try_new`](Self::try_new) checks this
+    /// (one sort and one pass over the locks); use this only where the check is measured to
+    /// matter and the distinctness is evident.
+    pub unsafe fn new_unchecked(data: L) -> Self {
+        Self::build(data)
+    }
+
     fn build(data: L) -> Self {
         let child = NonNull::from(Box::leak(Box::new(data)));
         // SAFETY: `child` was just leaked from a `Box`, so it is valid, and we only read it.
@@ -100,6 +112,55 @@ impl<L> LockCollection<L> {
         let child = unsafe { Box::from_raw(self.child.as_ptr()) };
         std::mem::forget(self);
         *child
+    }
+
+    /// Runs `f` on the locks through `&mut` (no lock is held: `&mut self` proves it), then sorts the
+    /// cached acquisition order again, even if `f` panics.
+    ///
+    /// There is no `child_mut`: the order is cached as pointers into the child, so a `&mut L`
+    /// that outlived the call could move, replace or reallocate locks behind the cache (a `Vec`
+    /// child that grows). Restricted to owned children (`L: OwnedLockable`): whatever `f` does,
+    /// no lock can appear twice afterwards, so re-sorting is the whole re-validation. A child of
+    /// references goes through [`into_child`](Self::into_child) and
+    /// [`try_new`](Self::try_new) instead.
+    ///
+    /// ```
+    /// use trust_core::lock::{LockCollection, Mutex, ThreadKey};
+    ///
+    /// let mut key = ThreadKey::get().unwrap();
+    /// let mut all = LockCollection::new(vec![Mutex::new(1), Mutex::new(2)]);
+    /// all.with_child_mut(|v| v.push(Mutex::new(3)));
+    /// assert_eq!(all.scoped_lock(&mut key, |g| g.iter().map(|m| **m).sum::<i32>()), 6);
+    /// ```
+    pub fn with_child_mut<R>(&mut self, f: impl FnOnce(&mut L) -> R) -> R
+    where
+        L: OwnedLockable,
+    {
+        /// Re-sorts on the way out, also when `f` unwinds.
+        struct Resort<'c, L: Lockable>(&'c mut LockCollection<L>);
+        impl<L: Lockable> Drop for Resort<'_, L> {
+            fn drop(&mut self) {
+                let collection = &mut *self.0;
+                // SAFETY: `child` is the box's live pointee, and the `&mut` to it that `f` had
+                // has ended; nothing else borrows it while we hold `&mut collection`.
+                let child: &L = unsafe { collection.child.as_ref() };
+                collection.locks = utils::sorted_locks(child)
+                    .into_iter()
+                    // SAFETY: as in `build`: only the lifetime changes, and the list never
+                    // outlives the box.
+                    .map(|lock| unsafe {
+                        std::mem::transmute::<&dyn RawLock, &'static dyn RawLock>(lock)
+                    })
+                    .collect();
+            }
+        }
+        // The cached pointers must not be used while `f` holds `&mut` to what they point at.
+        self.locks.clear();
+        let resort = Resort(self);
+        // SAFETY: the box lives as long as `self`; `&mut self` (held by `resort`) makes this
+        // the only reference to the child, and the cache that pointed into it is empty.
+        let child: &mut L = unsafe { resort.0.child.as_mut() };
+        f(child)
     }
 
     fn locks(&self) -> &[&dyn RawLock] {

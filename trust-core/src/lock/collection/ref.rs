@@ -45,6 +45,11 @@ impl<'a, L: Lockable + ?Sized> RefLockCollection<'a, L> {
         self.child
     }
 
+    /// The borrowed locks back, for as long as they were lent.
+    pub fn into_child(self) -> &'a L {
+        self.child
+    }
+
     collection_methods!();
 }
 

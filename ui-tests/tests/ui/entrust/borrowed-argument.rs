@@ -1,4 +1,5 @@
-// An argument that borrows from the caller cannot be delegated; only `&str` and `&[T]` are copied.
+// An argument that borrows from the caller cannot be delegated; only `&str`, `&[T]` and `&T` (`T: Clone`,
+// borrowing nothing) are copied.
 use trust_core::entrust;
 
 #[entrust]
@@ -8,8 +9,8 @@ pub struct Account {
 
 #[entrust]
 impl Account {
-    pub fn add(&mut self, amount: &i64) {
-        self.balance += *amount;
+    pub fn add(&mut self, amount: &Option<&i64>) {
+        self.balance += amount.copied().unwrap_or(0);
     }
 }
 
