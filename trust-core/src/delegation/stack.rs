@@ -23,6 +23,9 @@
 //! that `spawn` and `launch` draw from first. A pooled stack is already counted, so reuse costs no budget;
 //! and one pool for all workers means a stack freed on one worker serves a `spawn` bound for another.
 
+// Under Miri no fiber runs (see `prepare`), so most of this module is unused there.
+#![cfg_attr(miri, allow(dead_code))]
+
 use std::fmt;
 use std::io;
 use std::num::NonZeroUsize;
@@ -102,6 +105,17 @@ pub(crate) struct Budget {
     max_map_count: usize,
     guard: GuardKind,
     page_size: usize,
+}
+
+/// Checks the stack budget's configuration (`TRUST_MAX_FIBER_STACKS`) now rather than at the first `spawn`, and
+/// installs the overflow handler, once per process. Under Miri nothing: fibers, their stacks, signals and
+/// `/proc` are outside what it can run (it checks the delegation protocol with plain threads as clients).
+pub(crate) fn prepare() {
+    #[cfg(not(miri))]
+    {
+        budget();
+        overflow::install_handler();
+    }
 }
 
 /// The process's stack budget, read on first use. Panics if `TRUST_MAX_FIBER_STACKS` is not a positive

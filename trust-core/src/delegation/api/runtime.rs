@@ -128,13 +128,7 @@ impl RuntimeBuilder {
         if n == 0 {
             return Err(RuntimeError::NoWorkers);
         }
-        // Fibers (and their stacks, signals and /proc) are outside what Miri can run: it checks the
-        // delegation protocol with plain threads as clients.
-        #[cfg(not(miri))]
-        {
-            stack::budget(); // checks TRUST_MAX_FIBER_STACKS now, not at the first spawn
-            stack::overflow::install_handler();
-        }
+        stack::prepare();
         let trustees: Box<[&'static TrusteeShared]> = (0..n)
             .map(|i| &*Box::leak(Box::new(TrusteeShared::new(i))))
             .collect();
