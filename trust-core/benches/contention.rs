@@ -13,7 +13,8 @@
 //!
 //! Run: `cargo bench -p trust-core --bench contention -- --quick` (under 30 s; drop `--quick` for longer
 //! samples, the median of five, and 8 threads too). A further argument runs only the scenarios whose name
-//! contains it (`-- --quick kv`). `TRUST_WORKERS` sets the runtime's workers (default 2).
+//! contains it (`-- --quick kv`). `TRUST_WORKERS` sets the runtime's workers (default 2); `TRUST_PIN=1` pins
+//! each worker to a core.
 //!
 //! Every measurement prints `RESULT scenario=<name> impl=<name> threads=<n> mops=<float>` (latency rows:
 //! `ns=<float>`), and each scenario ends with a markdown table of ratios to `std::sync::Mutex` measured in
@@ -66,15 +67,19 @@ fn main() {
         }),
         Err(_) => 2,
     };
+    // `TRUST_PIN=1` pins each worker to a core of its own (`RuntimeBuilder::pin_workers`).
+    let pin = std::env::var("TRUST_PIN").is_ok_and(|v| v == "1");
     let rt = Runtime::builder()
         .workers(workers)
+        .pin_workers(pin)
         .build()
         .unwrap_or_else(|e| panic!("cannot start the trust runtime: {e}"));
     let mut bench = Bench::new(Config::from_args(workers));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "contention: {} mode, {cores} cores, {workers} trust workers, threads {:?}, load average {}",
+        "contention: {} mode, {cores} cores, {workers} trust workers{}, threads {:?}, load average {}",
         if bench.cfg.quick { "quick" } else { "full" },
+        if pin { " (pinned)" } else { "" },
         bench.cfg.threads,
         load_average()
     );

@@ -116,6 +116,26 @@ fn child() {
         return;
     };
     match case.as_str() {
+        // Workers pinned to core 0, then checked through each worker thread's allowed-CPU list.
+        "pinned" => {
+            let rt = Runtime::builder().workers(2).core_ids([0]).build().unwrap();
+            rt.trustee(1).entrust(0u8).apply(|v| *v += 1);
+            report(format!("allowed: {:?}", worker_cpus()));
+        }
+        "pin_workers" => {
+            let rt = Runtime::builder()
+                .workers(2)
+                .pin_workers(true)
+                .build()
+                .unwrap();
+            rt.trustee(1).entrust(0u8).apply(|v| *v += 1);
+            report(format!("allowed: {:?}", worker_cpus()));
+        }
+        "no_such_core" => {
+            let result = Runtime::builder().workers(2).core_ids([0, 100_000]).build();
+            report(format!("build: {}", describe(&result)));
+            report(format!("threads: {:?}", worker_threads()));
+        }
         // `build` with the environment's TRUST_WORKERS, then a `build` that names its workers.
         "build" => {
             let first = Runtime::builder().build();
@@ -353,6 +373,73 @@ fn a_runtime_is_never_restarted() {
             "entrust: the trust runtime has been shut down: no property can be entrusted or applied to after \
              `Runtime::shutdown`"
                 .to_owned(),
+        ]
+    );
+}
+
+/// Each worker thread's `Cpus_allowed_list`, in thread-name order.
+fn worker_cpus() -> Vec<String> {
+    let mut cpus: Vec<(String, String)> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm"))
+                .ok()?
+                .trim_end()
+                .to_owned();
+            let status = std::fs::read_to_string(path.join("status")).ok()?;
+            let allowed = status
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+            let allowed = allowed.split_whitespace().nth(1)?.to_owned();
+            name.starts_with("trust-worker").then_some((name, allowed))
+        })
+        .collect();
+    cpus.sort();
+    cpus.into_iter().map(|(_, allowed)| allowed).collect()
+}
+
+/// The cores this process may run on, as the kernel lists them.
+fn process_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .unwrap();
+    let mut cpus = Vec::new();
+    for part in list.split_whitespace().nth(1).unwrap().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+#[test]
+fn workers_can_be_pinned_to_cores() {
+    assert_eq!(child_report("pinned", &[]), ["allowed: [\"0\", \"0\"]"]);
+    // `pin_workers(true)`: worker i on the i-th core this process may run on, round-robin.
+    let cpus = process_cpus();
+    let expected: Vec<String> = (0..2).map(|i| cpus[i % cpus.len()].to_string()).collect();
+    assert_eq!(
+        child_report("pin_workers", &[]),
+        [format!("allowed: {expected:?}")]
+    );
+}
+
+#[test]
+fn pinning_to_a_core_that_does_not_exist_is_an_error() {
+    let cpus = process_cpus();
+    assert_eq!(
+        child_report("no_such_core", &[]),
+        [
+            format!(
+                "build: Err(NoSuchCore {{ core: 100000, available: {cpus:?} }}): cannot pin a trust worker to \
+                 core 100000: this process may run on cores {cpus:?} only; pass ids from that list to \
+                 `core_ids`, or use `pin_workers(true)`"
+            ),
+            "threads: []".to_owned(),
         ]
     );
 }

@@ -59,6 +59,13 @@ pub enum RuntimeError {
     /// The operating system refused to start a worker thread. The workers already started were stopped
     /// again: no runtime runs, and a later [`RuntimeBuilder::build`] starts afresh.
     Spawn(std::io::Error),
+    /// [`RuntimeBuilder::core_ids`] names a core this process may not run on.
+    NoSuchCore {
+        /// The core asked for.
+        core: usize,
+        /// The cores this process may run on.
+        available: Vec<usize>,
+    },
 }
 
 impl fmt::Display for RuntimeError {
@@ -75,6 +82,11 @@ impl fmt::Display for RuntimeError {
                  such as TRUST_WORKERS=4 (or leave it unset for one worker per available CPU)"
             ),
             RuntimeError::Spawn(e) => write!(f, "cannot start a trust worker thread: {e}"),
+            RuntimeError::NoSuchCore { core, available } => write!(
+                f,
+                "cannot pin a trust worker to core {core}: this process may run on cores {available:?} only; \
+                 pass ids from that list to `core_ids`, or use `pin_workers(true)`"
+            ),
         }
     }
 }
@@ -87,6 +99,9 @@ pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
     worker_stack_size: usize,
+    /// Cores to pin worker `i` to (`cores[i % len]`); empty: not pinned.
+    cores: Vec<usize>,
+    pin: bool,
 }
 
 impl RuntimeBuilder {
@@ -113,6 +128,21 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Pins each worker thread to a core of its own (worker `i` to the `i`-th core this process may run on,
+    /// round-robin), so a trustee's thread, and the values it holds, never migrate. Off by default.
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// Pins worker `i` to core `ids[i % ids.len()]` (implies [`pin_workers`](Self::pin_workers)). `build`
+    /// fails with [`RuntimeError::NoSuchCore`] for an id this process may not run on.
+    pub fn core_ids(mut self, ids: impl IntoIterator<Item = usize>) -> Self {
+        self.cores = ids.into_iter().collect();
+        self.pin = true;
+        self
+    }
+
     /// Starts the workers. Fails if a runtime already runs (or ran) in this process, if the number of
     /// workers is 0 or `TRUST_WORKERS` is not a positive integer, or if a worker thread cannot be started;
     /// on failure no worker is left running and no runtime is installed, so a later `build` starts afresh.
@@ -128,6 +158,7 @@ impl RuntimeBuilder {
         if n == 0 {
             return Err(RuntimeError::NoWorkers);
         }
+        let cores = self.worker_cores()?;
         stack::prepare();
         let trustees: Box<[&'static TrusteeShared]> = (0..n)
             .map(|i| &*Box::leak(Box::new(TrusteeShared::new(i))))
@@ -142,10 +173,14 @@ impl RuntimeBuilder {
             stacks: StackPool::new(self.stack_size),
         }));
         for &shared in runtime.trustees.iter() {
+            let core = (!cores.is_empty()).then(|| cores[shared.index() % cores.len()]);
             let spawned = std::thread::Builder::new()
                 .name(format!("trust-worker-{}", shared.index()))
                 .stack_size(self.worker_stack_size)
                 .spawn(move || {
+                    if let Some(core) = core {
+                        run::pin_to_core(core);
+                    }
                     run::run(shared, &runtime.stacks);
                     *runtime.stopped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     runtime.stopped_cv.notify_all();
@@ -187,6 +222,24 @@ fn register_shutdown_at_exit() {
 #[cfg(miri)]
 fn register_shutdown_at_exit() {}
 
+impl RuntimeBuilder {
+    /// The cores the workers are pinned to, checked against the cores this process may run on; empty when
+    /// they are not pinned.
+    fn worker_cores(&self) -> Result<Vec<usize>, RuntimeError> {
+        if !self.pin {
+            return Ok(Vec::new());
+        }
+        let available = run::allowed_cores();
+        if self.cores.is_empty() {
+            return Ok(available);
+        }
+        match self.cores.iter().find(|core| !available.contains(core)) {
+            Some(&core) => Err(RuntimeError::NoSuchCore { core, available }),
+            None => Ok(self.cores.clone()),
+        }
+    }
+}
+
 /// The number of workers `TRUST_WORKERS` asks for, else the available parallelism.
 fn default_workers() -> Result<usize, RuntimeError> {
     let value = match std::env::var("TRUST_WORKERS") {
@@ -226,6 +279,8 @@ impl Runtime {
             workers: None,
             stack_size: DEFAULT_STACK_SIZE,
             worker_stack_size: DEFAULT_WORKER_STACK_SIZE,
+            cores: Vec::new(),
+            pin: false,
         }
     }
 

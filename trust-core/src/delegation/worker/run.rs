@@ -76,6 +76,31 @@ pub(crate) struct Worker {
     deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
+/// The cores this process may run on (its affinity mask), in order.
+pub(crate) fn allowed_cores() -> Vec<usize> {
+    // SAFETY: `set` is a plain bit mask; `sched_getaffinity` writes at most `size_of` bytes of it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        set
+    };
+    // SAFETY: reading bits of an initialised mask, below its size in bits.
+    (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
+}
+
+/// Pins the calling thread to `core` (one of `allowed_cores`). A refusal leaves the thread unpinned: pinning
+/// is a placement hint, not a condition of correctness.
+pub(crate) fn pin_to_core(core: usize) {
+    // SAFETY: as in `allowed_cores`; `core` is below CPU_SETSIZE since it came from `allowed_cores`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// The body of a worker thread; returns after shutdown.
 pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
     #[cfg(not(miri))]
