@@ -69,3 +69,32 @@ async fn a_future_dropped_after_sending_leaks_nothing() {
 }
 
 use std::future::Future;
+
+#[test]
+fn apply_async_never_blocks_its_executor_thread_behind_a_slow_request() {
+    // A slow request keeps this thread's slot to trustee 1 busy for 300 ms; sending a second request must not
+    // wait for it (an executor thread that waited would stall every other task on it).
+    let slow = rt().trustee(1).entrust(0u64);
+    let fast = slow.clone();
+    let mut first = Box::pin(slow.apply_async(|v| {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        *v += 1;
+    }));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    std::thread::sleep(std::time::Duration::from_millis(20)); // the trustee is now inside the slow closure
+    let mut second = Box::pin(fast.apply_async(|v| *v += 10));
+    let started = std::time::Instant::now();
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(150),
+        "the first poll waited {waited:?}"
+    );
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    tokio.block_on(async { (first.await, second.await) });
+    assert_eq!(slow.apply(|v| *v), 11);
+}

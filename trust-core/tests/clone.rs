@@ -137,3 +137,25 @@ fn an_increment_behind_a_long_backlog_keeps_the_value_alive() {
     }
     assert_eq!(drops.load(Ordering::SeqCst), 20);
 }
+
+#[test]
+fn clone_does_not_wait_behind_a_slow_request_in_flight() {
+    // Sixteen `apply_then`s publish a batch whose first closure takes 300 ms: this thread's slot to trustee 1
+    // is busy. Cloning (and dropping) a handle of that trustee must not wait for it.
+    let value = rt().trustee(1).entrust(0u64);
+    value.apply_then(|_| std::thread::sleep(Duration::from_millis(300)), |()| {});
+    for _ in 0..15 {
+        value.apply_then(|v| *v += 1, |()| {});
+    }
+    std::thread::sleep(Duration::from_millis(20)); // the trustee is now inside the slow closure
+    let started = Instant::now();
+    let clones: Vec<_> = (0..100).map(|_| value.clone()).collect();
+    drop(clones);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(150),
+        "100 clones and drops took {waited:?}"
+    );
+    trust_core::wait_pending();
+    assert_eq!(value.apply(|v| *v), 15);
+}

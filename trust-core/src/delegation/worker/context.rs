@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::ptr;
 
+use crate::delegation::trustee::local;
 use crate::delegation::trustee::property::Registry;
 use crate::delegation::worker::run::Worker;
 
@@ -47,7 +48,7 @@ pub(crate) fn set_fiber(f: Option<(*const Yielder, usize)>) {
 
 /// True inside a closure a trustee is applying (or a property's destructor) on this thread.
 pub(crate) fn in_delegated() -> bool {
-    worker().is_some_and(Worker::in_delegated)
+    local::in_delegated()
 }
 
 /// Runs `f` on this worker's property registry. Only trustee-side code calls it, which runs on a worker.
