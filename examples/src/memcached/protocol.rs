@@ -1,0 +1,454 @@
+//! The memcached text protocol (memcached 1.6 `protocol.txt`): an incremental, zero-copy parser over the
+//! connection's read buffer. [`parse`] looks at the front of the buffer and says what is there: a whole
+//! [`Command`] borrowing its key and data from the buffer, [`Parsed::Incomplete`] (read more), a
+//! [`Parsed::Reject`] (an error reply, the bytes to drop, and a data block to swallow), or
+//! [`Parsed::Close`] (a line that grew past [`MAX_LINE`]: reply and hang up, so a connection's memory
+//! stays bounded). It never allocates and never panics, whatever the bytes.
+
+/// Longest key memcached accepts.
+pub const MAX_KEY_LEN: usize = 250;
+/// Longest command line (without its data block). Past this without a newline the connection is closed.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Relative exptimes go up to 30 days; larger values are absolute unix times.
+pub const MAX_RELATIVE_EXPTIME: i64 = 60 * 60 * 24 * 30;
+
+pub const ERROR: &[u8] = b"ERROR\r\n";
+pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+pub const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
+pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
+pub const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
+
+/// The six storage commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+/// One request, borrowing from the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `get`/`gets` (`cas` is true for `gets`).
+    Get { keys: Keys<'a>, cas: bool },
+    /// `gat`/`gats`: get and touch.
+    Gat { exptime: i64, keys: Keys<'a>, cas: bool },
+    /// `set`/`add`/`replace`/`append`/`prepend`/`cas`; `cas` is 0 except for `cas`.
+    Store {
+        op: StoreOp,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        data: &'a [u8],
+        cas: u64,
+        noreply: bool,
+    },
+    Delete { key: &'a [u8], noreply: bool },
+    /// `incr` (`incr` true) or `decr`.
+    Arith { key: &'a [u8], delta: u64, incr: bool, noreply: bool },
+    Touch { key: &'a [u8], exptime: i64, noreply: bool },
+    FlushAll { delay: i64, noreply: bool },
+    Stats,
+    Version,
+    Verbosity { noreply: bool },
+    Quit,
+}
+
+/// What the front of the buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A whole command, `len` bytes long (line and data block).
+    Command { cmd: Command<'a>, len: usize },
+    /// Not a whole command yet.
+    Incomplete,
+    /// Send `reply` (empty under `noreply`), drop `len` bytes, then drop `swallow` more as they arrive (the data
+    /// block of a storage command that is refused, so it is not read as commands). A refused `set` also
+    /// removes the key's old value (`unlink`), as memcached does, so a stale value does not outlive a failed
+    /// overwrite.
+    Reject { reply: &'static [u8], len: usize, swallow: usize, unlink: Option<&'a [u8]> },
+    /// Send `reply` and close the connection.
+    Close(&'static [u8]),
+}
+
+/// The keys of a `get`: the rest of the line, split on spaces when iterated (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys<'a>(&'a [u8]);
+
+impl<'a> Keys<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        self.0.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+}
+
+/// Parses the command at the front of `buf`. `item_max` is the largest item (`-I`): a bigger data block is
+/// refused with `SERVER_ERROR object too large for cache` and swallowed.
+pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > MAX_LINE { Parsed::Close(LINE_TOO_LONG) } else { Parsed::Incomplete };
+    };
+    if nl > MAX_LINE {
+        return Parsed::Close(LINE_TOO_LONG);
+    }
+    let line_len = nl + 1;
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let Some(name) = tokens.next() else {
+        return reject(ERROR, line_len);
+    };
+    // Everything after the command name, for `get`'s keys.
+    let rest = {
+        let start = name.as_ptr() as usize - line.as_ptr() as usize + name.len();
+        &line[start..]
+    };
+    let mut args = [&[][..]; 8];
+    let mut argc = 0;
+    for t in tokens {
+        if argc == args.len() {
+            argc += 1;
+            break;
+        }
+        args[argc] = t;
+        argc += 1;
+    }
+    let args = &args[..argc.min(args.len())];
+    let one = |cmd| Parsed::Command { cmd, len: line_len };
+    match name {
+        b"get" | b"gets" => get_keys(rest, line_len).unwrap_or_else(|keys| {
+            one(Command::Get { keys, cas: name == b"gets" })
+        }),
+        b"gat" | b"gats" => {
+            let Some((exp, keys)) = split_first_token(rest) else {
+                return reject(ERROR, line_len);
+            };
+            let Some(exptime) = parse_i64(exp) else {
+                return reject(BAD_EXPTIME, line_len);
+            };
+            get_keys(keys, line_len)
+                .unwrap_or_else(|keys| one(Command::Gat { exptime, keys, cas: name == b"gats" }))
+        }
+        b"set" => storage(StoreOp::Set, args, argc, buf, line_len, item_max),
+        b"add" => storage(StoreOp::Add, args, argc, buf, line_len, item_max),
+        b"replace" => storage(StoreOp::Replace, args, argc, buf, line_len, item_max),
+        b"append" => storage(StoreOp::Append, args, argc, buf, line_len, item_max),
+        b"prepend" => storage(StoreOp::Prepend, args, argc, buf, line_len, item_max),
+        b"cas" => storage(StoreOp::Cas, args, argc, buf, line_len, item_max),
+        b"delete" => {
+            // `delete <key> 0` is an old form memcached still accepts.
+            let (args, noreply) = noreply(args);
+            match args {
+                [key] | [key, b"0"] if valid_key(key) => one(Command::Delete { key, noreply }),
+                _ => reject(BAD_FORMAT, line_len),
+            }
+        }
+        b"incr" | b"decr" => {
+            let (args, noreply) = noreply(args);
+            match args {
+                [key, delta] if valid_key(key) => match parse_u64(delta) {
+                    Some(delta) => one(Command::Arith { key, delta, incr: name == b"incr", noreply }),
+                    None => reject(BAD_DELTA, line_len),
+                },
+                _ => reject(BAD_FORMAT, line_len),
+            }
+        }
+        b"touch" => {
+            let (args, noreply) = noreply(args);
+            match args {
+                [key, exptime] if valid_key(key) => match parse_i64(exptime) {
+                    Some(exptime) => one(Command::Touch { key, exptime, noreply }),
+                    None => reject(BAD_EXPTIME, line_len),
+                },
+                _ => reject(BAD_FORMAT, line_len),
+            }
+        }
+        b"flush_all" => {
+            let (args, noreply) = noreply(args);
+            match args {
+                [] => one(Command::FlushAll { delay: 0, noreply }),
+                [delay] => match parse_i64(delay) {
+                    Some(delay) => one(Command::FlushAll { delay, noreply }),
+                    None => reject(BAD_FORMAT, line_len),
+                },
+                _ => reject(BAD_FORMAT, line_len),
+            }
+        }
+        b"stats" if args.is_empty() => one(Command::Stats),
+        b"version" if args.is_empty() => one(Command::Version),
+        b"quit" if args.is_empty() => one(Command::Quit),
+        b"verbosity" => {
+            let (args, noreply) = noreply(args);
+            match args {
+                [level] if parse_u64(level).is_some() => one(Command::Verbosity { noreply }),
+                _ => reject(ERROR, line_len),
+            }
+        }
+        _ => reject(ERROR, line_len),
+    }
+}
+
+fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
+    Parsed::Reject { reply, len, swallow: 0, unlink: None }
+}
+
+/// `Err(keys)` when the keys are fine (so callers can `unwrap_or_else` into their command), `Ok(reject)`
+/// otherwise: no key is `ERROR`, a bad key rejects the whole line before any value is sent.
+fn get_keys(rest: &[u8], line_len: usize) -> Result<Parsed<'static>, Keys<'_>> {
+    let keys = Keys(rest);
+    let mut any = false;
+    for k in keys.iter() {
+        if !valid_key(k) {
+            return Ok(reject(BAD_FORMAT, line_len));
+        }
+        any = true;
+    }
+    if any { Err(keys) } else { Ok(reject(ERROR, line_len)) }
+}
+
+fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let start = s.iter().position(|&b| b != b' ')?;
+    let s = &s[start..];
+    let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+    Some((&s[..end], &s[end..]))
+}
+
+/// Strips a trailing `noreply` token.
+fn noreply<'t, 'a>(args: &'t [&'a [u8]]) -> (&'t [&'a [u8]], bool) {
+    match args.split_last() {
+        Some((&b"noreply", rest)) => (rest, true),
+        _ => (args, false),
+    }
+}
+
+/// `<key> <flags> <exptime> <bytes> [<cas unique>] [noreply]\r\n<data>\r\n`
+fn storage<'a>(
+    op: StoreOp,
+    args: &[&'a [u8]],
+    argc: usize,
+    buf: &'a [u8],
+    line_len: usize,
+    item_max: usize,
+) -> Parsed<'a> {
+    let (args, noreply) = noreply(args);
+    let want = if op == StoreOp::Cas { 5 } else { 4 };
+    if args.len() != want || argc > 8 {
+        return reject(BAD_FORMAT, line_len);
+    }
+    let Some(bytes) = parse_u64(args[3]).filter(|&b| b <= i32::MAX as u64 - 2) else {
+        return reject(BAD_FORMAT, line_len);
+    };
+    let bytes = bytes as usize;
+    let key = args[0];
+    let fields = (parse_u64(args[1]).and_then(|f| u32::try_from(f).ok()), parse_i64(args[2]));
+    let cas = if op == StoreOp::Cas { parse_u64(args[4]) } else { Some(0) };
+    let (Some(flags), Some(exptime), Some(cas)) = (fields.0, fields.1, cas) else {
+        // The length is known, so the data block is swallowed rather than read as commands.
+        return Parsed::Reject { reply: BAD_FORMAT, len: line_len, swallow: bytes + 2, unlink: None };
+    };
+    if !valid_key(key) {
+        return Parsed::Reject { reply: BAD_FORMAT, len: line_len, swallow: bytes + 2, unlink: None };
+    }
+    if item_size(key.len(), bytes) > item_max {
+        return Parsed::Reject {
+            reply: if noreply { b"" } else { TOO_LARGE },
+            len: line_len,
+            swallow: bytes + 2,
+            unlink: (op == StoreOp::Set).then_some(key),
+        };
+    }
+    let total = line_len + bytes + 2;
+    if buf.len() < total {
+        return Parsed::Incomplete;
+    }
+    if &buf[line_len + bytes..total] != b"\r\n" {
+        return Parsed::Reject {
+            reply: if noreply { b"" } else { BAD_CHUNK },
+            len: total,
+            swallow: 0,
+            unlink: None,
+        };
+    }
+    let data = &buf[line_len..line_len + bytes];
+    Parsed::Command { cmd: Command::Store { op, key, flags, exptime, data, cas, noreply }, len: total }
+}
+
+/// What an item costs against `-I` and the memory limit: key, value and a fixed overhead (the entry, its
+/// hash-map slot and LRU links), as memcached counts its item header.
+pub const fn item_size(key_len: usize, value_len: usize) -> usize {
+    key_len + value_len + ITEM_OVERHEAD
+}
+
+/// Per-item bookkeeping counted against the limits.
+pub const ITEM_OVERHEAD: usize = 64;
+
+/// 1 to 250 bytes, no control characters (spaces cannot occur: they split tokens).
+pub fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+/// A decimal `u64`: digits only, no sign, no overflow.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    s.iter()
+        .try_fold(0u64, |n, &b| if b.is_ascii_digit() { n.checked_mul(10)?.checked_add((b - b'0') as u64) } else { None })
+}
+
+/// A decimal `i64`, optionally negative.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    match s.split_first() {
+        Some((b'-', digits)) => parse_u64(digits).and_then(|n| 0i64.checked_sub_unsigned(n)),
+        _ => parse_u64(s).and_then(|n| i64::try_from(n).ok()),
+    }
+}
+
+/// Appends `n` in decimal (no formatting machinery on the hot path).
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn cmd(buf: &[u8]) -> Command<'_> {
+        match parse(buf, MAX) {
+            Parsed::Command { cmd, len } => {
+                assert_eq!(len, buf.len(), "whole buffer is one command");
+                cmd
+            }
+            other => panic!("expected a command, got {other:?}"),
+        }
+    }
+
+    fn rejected(buf: &[u8]) -> (&'static [u8], usize, usize) {
+        match parse(buf, MAX) {
+            Parsed::Reject { reply, len, swallow, .. } => (reply, len, swallow),
+            other => panic!("expected a reject, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_with_many_keys_borrows_them() {
+        let Command::Get { keys, cas: false } = cmd(b"get a  bb ccc\r\n") else { panic!() };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), [&b"a"[..], b"bb", b"ccc"]);
+        let Command::Gat { exptime: -5, keys, cas: true } = cmd(b"gats -5 k1 k2\n") else { panic!() };
+        assert_eq!(keys.iter().count(), 2);
+    }
+
+    #[test]
+    fn storage_commands_wait_for_their_data_block() {
+        let full = b"set k 5 100 3\r\nabc\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse(&full[..cut], MAX), Parsed::Incomplete, "cut at {cut}");
+        }
+        assert_eq!(
+            cmd(full),
+            Command::Store {
+                op: StoreOp::Set,
+                key: b"k",
+                flags: 5,
+                exptime: 100,
+                data: b"abc",
+                cas: 0,
+                noreply: false
+            }
+        );
+        let Command::Store { op: StoreOp::Cas, cas: 77, noreply: true, data: b"", .. } =
+            cmd(b"cas k 0 0 0 77 noreply\r\n\r\n")
+        else {
+            panic!()
+        };
+    }
+
+    #[test]
+    fn pipelined_commands_come_one_at_a_time() {
+        let buf = b"incr a 1\r\ndecr b 2 noreply\r\nget x";
+        let Parsed::Command { cmd, len } = parse(buf, MAX) else { panic!() };
+        assert_eq!(cmd, Command::Arith { key: b"a", delta: 1, incr: true, noreply: false });
+        let Parsed::Command { cmd, len: len2 } = parse(&buf[len..], MAX) else { panic!() };
+        assert_eq!(cmd, Command::Arith { key: b"b", delta: 2, incr: false, noreply: true });
+        assert_eq!(parse(&buf[len + len2..], MAX), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn bad_input_gets_memcached_replies() {
+        assert_eq!(rejected(b"bogus\r\n"), (ERROR, 7, 0));
+        assert_eq!(rejected(b"\r\n"), (ERROR, 2, 0));
+        assert_eq!(rejected(b"get\r\n"), (ERROR, 5, 0));
+        assert_eq!(rejected(b"set k 0 0\r\n"), (BAD_FORMAT, 11, 0));
+        assert_eq!(rejected(b"set k 0 0 -1\r\n"), (BAD_FORMAT, 14, 0));
+        // Bad flags with a good length: the data block is swallowed.
+        assert_eq!(rejected(b"set k x 0 3\r\n"), (BAD_FORMAT, 13, 5));
+        assert_eq!(rejected(b"set k 4294967296 0 3\r\n"), (BAD_FORMAT, 22, 5));
+        assert_eq!(rejected(b"set k 0 0 3 extra\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"set k 0 0 3\r\nabcd\r\n"), (BAD_CHUNK, 18, 0));
+        assert_eq!(rejected(b"incr k x\r\n").0, BAD_DELTA);
+        assert_eq!(rejected(b"incr k -1\r\n").0, BAD_DELTA);
+        assert_eq!(rejected(b"incr k 18446744073709551616\r\n").0, BAD_DELTA);
+        assert_eq!(rejected(b"touch k x\r\n").0, BAD_EXPTIME);
+        assert_eq!(rejected(b"delete k 5\r\n").0, BAD_FORMAT);
+        let long = [b'k'; 251];
+        let line = [&b"get "[..], &long, b"\r\n"].concat();
+        assert_eq!(rejected(&line).0, BAD_FORMAT);
+        assert_eq!(rejected(b"get ok bad\x01key\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"GET k\r\n").0, ERROR);
+    }
+
+    #[test]
+    fn a_key_of_250_bytes_is_fine() {
+        let key = [b'k'; 250];
+        let line = [&b"delete "[..], &key, b"\r\n"].concat();
+        assert_eq!(cmd(&line), Command::Delete { key: &key, noreply: false });
+    }
+
+    #[test]
+    fn too_large_items_are_swallowed_and_unlink_on_set() {
+        match parse(b"set big 0 0 2000000 noreply\r\n", MAX) {
+            Parsed::Reject { reply: b"", len: 29, swallow: 2_000_002, unlink: Some(b"big") } => {}
+            other => panic!("{other:?}"),
+        }
+        match parse(b"add big 0 0 2000000\r\n", MAX) {
+            Parsed::Reject { reply: TOO_LARGE, swallow: 2_000_002, unlink: None, .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_past_the_limit_close_the_connection() {
+        let long = vec![b'a'; MAX_LINE + 1];
+        assert_eq!(parse(&long, MAX), Parsed::Close(LINE_TOO_LONG));
+        assert_eq!(parse(&long[..MAX_LINE], MAX), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"+1"), None);
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"-"), None);
+        let mut out = Vec::new();
+        for n in [0, 7, 10, u64::MAX] {
+            out.clear();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! The server: [`Config`] (memcached's flags), [`Server::start`] (bind, entrust one shard per worker, start
+//! accepting), the accept loop (connection cap, refusal) and the per-connection handler: read what the
+//! client sent, parse every whole command in it in one pass, answer them all with one write.
+//!
+//! The handler is generic over `Read + Write`, and the socket types are the aliases below, so the transport
+//! can change in one place. Connections count in atomics of the server (not in a shard): those are counters,
+//! not locks.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use trust_core::{Trust, runtime};
+
+use super::protocol::{self, Command, MAX_LINE, Parsed, item_size, push_u64};
+use super::store::{ArithOutcome, Shard, ShardStats, StoreOutcome, StoreRequest};
+
+/// The transport. std sockets served by one thread per connection.
+type Listener = std::net::TcpListener;
+type Stream = std::net::TcpStream;
+
+pub const VERSION: &str = "1.6.0-trust";
+/// What a client past the connection cap reads before the server closes it (memcached 1.6's words).
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+/// Replies are written once per read, or sooner when this much is waiting (a client that pipelines many
+/// big `get`s without reading cannot make the server buffer them all).
+const OUT_FLUSH: usize = 256 * 1024;
+/// A connection's read buffer starts at this and returns to it when it empties.
+const READ_START: usize = 16 * 1024;
+
+/// The server's settings, named after memcached's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on (`--listen`, `-l`); loopback unless told otherwise.
+    pub listen: String,
+    /// TCP port (`--port`, `-p`); 0 picks a free one.
+    pub port: u16,
+    /// Memory for items, split evenly across the shards (`--memory-mb`, `-m`).
+    pub memory_mb: usize,
+    /// Connections served at once (`-c`); one more is refused.
+    pub max_connections: usize,
+    /// Largest item, key + value + per-item overhead (`-I`, accepts `k`/`m` suffixes).
+    pub item_max: usize,
+    /// Close a connection silent for this long (`--idle-timeout SECS`; 0 = never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1".to_owned(),
+            port: 11211,
+            memory_mb: 64,
+            max_connections: 1024,
+            item_max: 1 << 20,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl Config {
+    /// Parses the command line (without the program name). Returns the config and `--workers`, if given.
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<(Config, Option<usize>), String> {
+        let mut config = Config::default();
+        let mut workers = None;
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--port" | "-p" => config.port = number(&flag, &value()?)?,
+                "--listen" | "-l" => config.listen = value()?,
+                "--memory-mb" | "-m" => config.memory_mb = number(&flag, &value()?)?,
+                "-c" | "--max-connections" => config.max_connections = number(&flag, &value()?)?,
+                "-I" | "--max-item-size" => config.item_max = size(&value()?)?,
+                "--idle-timeout" => {
+                    let secs: u64 = number(&flag, &value()?)?;
+                    config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+                }
+                "--workers" | "-t" => workers = Some(number(&flag, &value()?)?),
+                _ => return Err(format!("unknown argument {flag:?}")),
+            }
+        }
+        if config.memory_mb == 0 || config.max_connections == 0 || workers == Some(0) {
+            return Err("--memory-mb, -c and --workers must be at least 1".to_owned());
+        }
+        Ok((config, workers))
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+}
+
+/// `-I`: bytes, or with a `k`/`m` suffix; 1 KiB to 1 GiB like memcached.
+fn size(v: &str) -> Result<usize, String> {
+    let lower = v.to_ascii_lowercase();
+    let (digits, unit) = match lower.as_bytes().last() {
+        Some(b'k') => (&lower[..lower.len() - 1], 1 << 10),
+        Some(b'm') => (&lower[..lower.len() - 1], 1 << 20),
+        _ => (&lower[..], 1),
+    };
+    let n: usize = number("-I", digits)?;
+    match n.checked_mul(unit) {
+        Some(bytes) if (1 << 10..=1 << 30).contains(&bytes) => Ok(bytes),
+        _ => Err(format!("-I: {v:?} must be between 1k and 1024m")),
+    }
+}
+
+/// What every connection shares: the shards, the settings and the connection counters.
+#[derive(Debug)]
+struct Shared {
+    shards: Vec<Trust<Shard>>,
+    config: Config,
+    started: u64,
+    curr_connections: AtomicU64,
+    total_connections: AtomicU64,
+    rejected_connections: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// Starts servers.
+#[derive(Debug)]
+pub struct Server;
+
+/// A running server: its address, and a way to stop accepting.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen:config.port`, entrusts one shard to each worker of the runtime (`--memory-mb` split
+    /// evenly), and starts accepting. Returns once the socket is bound, so with port 0 the caller learns the
+    /// port from [`ServerHandle::local_addr`].
+    pub fn start(config: Config) -> io::Result<ServerHandle> {
+        let listener = Listener::bind((config.listen.as_str(), config.port))?;
+        let addr = listener.local_addr()?;
+        let rt = runtime();
+        let n = rt.workers();
+        let per_shard = config.memory_mb.saturating_mul(1 << 20) / n;
+        let shards = (0..n).map(|i| rt.trustee(i).entrust(Shard::new(i, n, per_shard, config.item_max))).collect();
+        let shared = Arc::new(Shared {
+            shards,
+            config,
+            started: unix_now(),
+            curr_connections: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        let accept = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("memcached-accept".to_owned())
+                .spawn(move || accept_loop(listener, shared))?
+        };
+        Ok(ServerHandle { addr, shared, accept: Some(accept) })
+    }
+}
+
+impl ServerHandle {
+    /// The bound address (the real port when the config said 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Connections open right now.
+    pub fn connections(&self) -> u64 {
+        self.shared.curr_connections.load(Ordering::Relaxed)
+    }
+
+    /// Serves until the process ends.
+    pub fn wait(mut self) {
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+
+    /// Stops accepting (connections already open are served until they close).
+    pub fn stop(mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        // Wake the accept loop with a connection of our own.
+        let _ = Stream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn accept_loop(listener: Listener, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            // Out of descriptors and the like: let the moment pass rather than spin.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        // Only this loop adds connections, so the check and the increment cannot race past the cap.
+        if shared.curr_connections.load(Ordering::Relaxed) >= shared.config.max_connections as u64 {
+            shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            let _ = (&stream).write_all(TOO_MANY_CONNECTIONS);
+            continue;
+        }
+        shared.curr_connections.fetch_add(1, Ordering::Relaxed);
+        shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let conn = Connection(Arc::clone(&shared));
+        let started = std::thread::Builder::new()
+            .name("memcached-conn".to_owned())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _ = stream.set_nodelay(true);
+                if stream.set_read_timeout(conn.0.config.idle_timeout).is_ok() {
+                    let _ = serve(&stream, &conn.0);
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                drop(conn);
+            });
+        // `conn` went into the closure; if the thread could not start, it was dropped there and counted.
+        drop(started);
+    }
+}
+
+/// Counts a connection out when its handler ends, however it ends.
+struct Connection(Arc<Shared>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.curr_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Seconds since the epoch: the clock is read once per batch of requests.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The read side of a connection: a buffer that holds at most one command line and one data block more
+/// than what is being parsed, so its size is bounded by `MAX_LINE + item_max`.
+struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+}
+
+impl ReadBuf {
+    fn new(item_max: usize) -> Self {
+        ReadBuf { buf: vec![0; READ_START], start: 0, end: 0, max: MAX_LINE + 1 + item_max + 2 }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n.min(self.end - self.start);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > 4 * READ_START {
+                // A big item came through; do not keep its buffer for an idle connection.
+                self.buf = vec![0; READ_START];
+            }
+        }
+    }
+
+    /// Room to read into: slides unparsed bytes to the front, grows up to `max`. `None` if full (cannot
+    /// happen: the parser gives up on a line before the buffer fills).
+    fn spare(&mut self) -> Option<&mut [u8]> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < self.max {
+                let len = (self.buf.len() * 2).min(self.max);
+                self.buf.resize(len, 0);
+            } else {
+                return None;
+            }
+        }
+        Some(&mut self.buf[self.end..])
+    }
+}
+
+/// Serves one connection until the client quits, closes, idles out, or sends a line too long.
+fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
+    let item_max = shared.config.item_max;
+    let mut input = ReadBuf::new(item_max);
+    let mut out = Vec::with_capacity(READ_START);
+    // Bytes of a refused data block still to drop as they arrive.
+    let mut swallow = 0usize;
+    loop {
+        let now = unix_now();
+        loop {
+            if swallow > 0 {
+                let n = swallow.min(input.data().len());
+                input.consume(n);
+                swallow -= n;
+                if swallow > 0 {
+                    break;
+                }
+            }
+            let (len, more, quit) = match protocol::parse(input.data(), item_max) {
+                Parsed::Incomplete => break,
+                Parsed::Command { cmd, len } => (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?),
+                Parsed::Reject { reply, len, swallow, unlink } => {
+                    out.extend_from_slice(reply);
+                    if let Some(key) = unlink {
+                        shared.shard(key).unlink(key, now);
+                    }
+                    (len, swallow, false)
+                }
+                Parsed::Close(reply) => {
+                    out.extend_from_slice(reply);
+                    stream.write_all(&out)?;
+                    return Ok(());
+                }
+            };
+            input.consume(len);
+            swallow = more;
+            if quit {
+                stream.write_all(&out)?;
+                return Ok(());
+            }
+            if out.len() >= OUT_FLUSH {
+                stream.write_all(&out)?;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+            out.clear();
+            if out.capacity() > OUT_FLUSH * 2 {
+                out = Vec::with_capacity(READ_START);
+            }
+        }
+        let Some(spare) = input.spare() else {
+            return stream.write_all(protocol::LINE_TOO_LONG);
+        };
+        match stream.read(spare) {
+            // The client closed; half a command in the buffer is simply dropped.
+            Ok(0) => return Ok(()),
+            Ok(n) => input.end += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Includes the idle timeout (TimedOut / WouldBlock): memcached closes silently too.
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Shared {
+    fn shard(&self, key: &[u8]) -> &Trust<Shard> {
+        &self.shards[shard_index(key, self.shards.len())]
+    }
+}
+
+/// FNV-1a, folded: which shard owns a key. Fixed, so a key always lands on the same shard.
+pub fn shard_index(key: &[u8], shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ((h ^ (h >> 32)) % shards as u64) as usize
+}
+
+/// Runs one command: one stub call per key (one per shard for `flush_all` and `stats`), reply into `out`.
+/// Returns whether the client asked to quit.
+fn execute<W: Write>(cmd: Command<'_>, now: u64, out: &mut Vec<u8>, shared: &Shared, w: &mut W) -> io::Result<bool> {
+    let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
+        if !noreply {
+            out.extend_from_slice(text);
+        }
+    };
+    match cmd {
+        Command::Get { keys, cas } | Command::Gat { keys, cas, .. } => {
+            let touch = match cmd {
+                Command::Gat { exptime, .. } => Some(exptime),
+                _ => None,
+            };
+            for key in keys.iter() {
+                // The output buffer travels to the shard and back: a hit is written straight into it.
+                *out = shared.shard(key).fetch(key, cas, touch, now, std::mem::take(out));
+                if out.len() >= OUT_FLUSH {
+                    w.write_all(out)?;
+                    out.clear();
+                }
+            }
+            out.extend_from_slice(b"END\r\n");
+        }
+        Command::Store { op, key, flags, exptime, data, cas, noreply } => {
+            let mut bytes = Vec::with_capacity(key.len() + data.len());
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(data);
+            let req = StoreRequest { op, data: bytes, key_len: key.len(), flags, exptime, cas };
+            let text: &[u8] = match shared.shard(key).store(req, now) {
+                StoreOutcome::Stored => b"STORED\r\n",
+                StoreOutcome::NotStored => b"NOT_STORED\r\n",
+                StoreOutcome::Exists => b"EXISTS\r\n",
+                StoreOutcome::NotFound => b"NOT_FOUND\r\n",
+                StoreOutcome::OutOfMemory => OUT_OF_MEMORY,
+            };
+            reply(out, noreply, text);
+        }
+        Command::Delete { key, noreply } => {
+            let text: &[u8] = if shared.shard(key).delete(key, now) { b"DELETED\r\n" } else { b"NOT_FOUND\r\n" };
+            reply(out, noreply, text);
+        }
+        Command::Arith { key, delta, incr, noreply } => match shared.shard(key).arith(key, delta, incr, now) {
+            ArithOutcome::Value(v) if !noreply => {
+                push_u64(out, v);
+                out.extend_from_slice(b"\r\n");
+            }
+            ArithOutcome::Value(_) => {}
+            ArithOutcome::NotFound => reply(out, noreply, b"NOT_FOUND\r\n"),
+            ArithOutcome::NonNumeric => reply(out, noreply, NON_NUMERIC),
+        },
+        Command::Touch { key, exptime, noreply } => {
+            let text: &[u8] = if shared.shard(key).touch(key, exptime, now) { b"TOUCHED\r\n" } else { b"NOT_FOUND\r\n" };
+            reply(out, noreply, text);
+        }
+        Command::FlushAll { delay, noreply } => {
+            for shard in &shared.shards {
+                shard.flush_all(delay, now);
+            }
+            reply(out, noreply, b"OK\r\n");
+        }
+        Command::Stats => stats(shared, now, out),
+        Command::Version => {
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(VERSION.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Command::Verbosity { noreply } => reply(out, noreply, b"OK\r\n"),
+        Command::Quit => return Ok(true),
+    }
+    Ok(false)
+}
+
+fn stat(out: &mut Vec<u8>, name: &str, value: u64) {
+    out.extend_from_slice(b"STAT ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    push_u64(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `stats`: the shards' counters added up, plus the server's own.
+fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
+    let mut s = ShardStats::default();
+    for shard in &shared.shards {
+        s += shard.stats();
+    }
+    let conn = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    stat(out, "pid", std::process::id() as u64);
+    stat(out, "uptime", now.saturating_sub(shared.started));
+    stat(out, "time", now);
+    // `version` is the one string; memcached prints it after `time`.
+    out.extend_from_slice(b"STAT version ");
+    out.extend_from_slice(VERSION.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let numbers = [
+        ("pointer_size", usize::BITS as u64),
+        ("curr_connections", conn(&shared.curr_connections)),
+        ("total_connections", conn(&shared.total_connections)),
+        ("rejected_connections", conn(&shared.rejected_connections)),
+        ("cmd_get", s.cmd_get),
+        ("cmd_set", s.cmd_set),
+        ("cmd_flush", s.cmd_flush),
+        ("cmd_touch", s.cmd_touch),
+        ("get_hits", s.get_hits),
+        ("get_misses", s.get_misses),
+        ("delete_misses", s.delete_misses),
+        ("delete_hits", s.delete_hits),
+        ("incr_misses", s.incr_misses),
+        ("incr_hits", s.incr_hits),
+        ("decr_misses", s.decr_misses),
+        ("decr_hits", s.decr_hits),
+        ("cas_misses", s.cas_misses),
+        ("cas_hits", s.cas_hits),
+        ("cas_badval", s.cas_badval),
+        ("touch_hits", s.touch_hits),
+        ("touch_misses", s.touch_misses),
+        ("threads", shared.shards.len() as u64),
+        ("bytes", s.bytes),
+        ("curr_items", s.curr_items),
+        ("total_items", s.total_items),
+        ("evictions", s.evictions),
+        ("reclaimed", s.reclaimed),
+        ("limit_maxbytes", (shared.config.memory_mb as u64).saturating_mul(1 << 20)),
+        ("item_size_max", shared.config.item_max as u64),
+        ("item_overhead", item_size(0, 0) as u64),
+    ];
+    for (name, value) in numbers {
+        stat(out, name, value);
+    }
+    out.extend_from_slice(b"END\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<(Config, Option<usize>), String> {
+        Config::from_args(s.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(args("").unwrap(), (Config::default(), None));
+        let (c, w) = args("--port 0 --memory-mb 8 --listen 0.0.0.0 -c 10 -I 2m --idle-timeout 5 --workers 2").unwrap();
+        assert_eq!(
+            c,
+            Config {
+                listen: "0.0.0.0".to_owned(),
+                port: 0,
+                memory_mb: 8,
+                max_connections: 10,
+                item_max: 2 << 20,
+                idle_timeout: Some(Duration::from_secs(5)),
+            }
+        );
+        assert_eq!(w, Some(2));
+        assert_eq!(args("-I 512k").unwrap().0.item_max, 512 << 10);
+        assert_eq!(args("-I 4096").unwrap().0.item_max, 4096);
+        assert!(args("-I 1").is_err());
+        assert!(args("-I 2g").is_err());
+        assert!(args("--port").is_err());
+        assert!(args("--port 99999").is_err());
+        assert!(args("--bogus 1").is_err());
+        assert!(args("-c 0").is_err());
+    }
+
+    #[test]
+    fn keys_spread_over_shards() {
+        let mut counts = [0; 4];
+        for i in 0..4000 {
+            counts[shard_index(format!("key:{i}").as_bytes(), 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+        assert_eq!(shard_index(b"anything", 1), 0);
+    }
+}

@@ -1,0 +1,718 @@
+//! One shard of the cache: the `#[entrust]` type each worker's trustee owns. Every protocol command is one
+//! stub call on the shard its key hashes to, so the shard is only ever touched by its trustee's thread and
+//! needs no lock. Inside: a `HashMap` from key to a slot of an index-based LRU list (no pointers, no
+//! `unsafe`), memory accounting against the shard's share of `--memory-mb`, exptime, cas uniques and the
+//! shard's part of `stats`.
+//!
+//! Time is passed in (`now`, unix seconds) by the caller, which reads the clock once per batch of requests;
+//! that also lets the tests below drive the clock.
+
+use std::collections::HashMap;
+use std::ops::AddAssign;
+
+use trust_core::entrust;
+
+use super::protocol::{MAX_RELATIVE_EXPTIME, StoreOp, item_size, push_u64};
+
+const NIL: u32 = u32::MAX;
+
+/// Where an item's life ends: 0 is never; `None` is "already over" (a negative exptime, or an absolute time
+/// in the past), as in memcached.
+pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
+    match exptime {
+        0 => Some(0),
+        ..0 => None,
+        1..=MAX_RELATIVE_EXPTIME => Some(now + exptime as u64),
+        abs if abs as u64 > now => Some(abs as u64),
+        _ => None,
+    }
+}
+
+/// A storage request: key and value travel in one buffer, which becomes the item's storage as it is.
+#[derive(Debug)]
+pub struct StoreRequest {
+    pub op: StoreOp,
+    /// The key followed by the value.
+    pub data: Vec<u8>,
+    pub key_len: usize,
+    pub flags: u32,
+    pub exptime: i64,
+    /// The client's cas unique (`cas` only).
+    pub cas: u64,
+}
+
+/// The reply of a storage command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    /// Larger than the shard's whole memory.
+    OutOfMemory,
+}
+
+/// The reply of `incr`/`decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOutcome {
+    Value(u64),
+    NotFound,
+    NonNumeric,
+}
+
+/// One shard's counters; the server adds them up over all shards for `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub curr_items: u64,
+    pub total_items: u64,
+    pub bytes: u64,
+    pub limit_maxbytes: u64,
+    /// Keys asked for by `get`/`gets`/`gat`/`gats`.
+    pub cmd_get: u64,
+    /// Storage commands whose data block arrived (all six, stored or not).
+    pub cmd_set: u64,
+    pub cmd_flush: u64,
+    /// `touch` commands and `gat`/`gats` keys.
+    pub cmd_touch: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub touch_hits: u64,
+    pub touch_misses: u64,
+    pub delete_hits: u64,
+    pub delete_misses: u64,
+    pub incr_hits: u64,
+    pub incr_misses: u64,
+    pub decr_hits: u64,
+    pub decr_misses: u64,
+    pub cas_hits: u64,
+    pub cas_misses: u64,
+    pub cas_badval: u64,
+    /// Live items dropped to make room.
+    pub evictions: u64,
+    /// Expired items removed (on access or to make room).
+    pub reclaimed: u64,
+}
+
+impl AddAssign for ShardStats {
+    fn add_assign(&mut self, o: Self) {
+        let fields = [
+            (&mut self.curr_items, o.curr_items),
+            (&mut self.total_items, o.total_items),
+            (&mut self.bytes, o.bytes),
+            (&mut self.limit_maxbytes, o.limit_maxbytes),
+            (&mut self.cmd_get, o.cmd_get),
+            (&mut self.cmd_set, o.cmd_set),
+            (&mut self.cmd_flush, o.cmd_flush),
+            (&mut self.cmd_touch, o.cmd_touch),
+            (&mut self.get_hits, o.get_hits),
+            (&mut self.get_misses, o.get_misses),
+            (&mut self.touch_hits, o.touch_hits),
+            (&mut self.touch_misses, o.touch_misses),
+            (&mut self.delete_hits, o.delete_hits),
+            (&mut self.delete_misses, o.delete_misses),
+            (&mut self.incr_hits, o.incr_hits),
+            (&mut self.incr_misses, o.incr_misses),
+            (&mut self.decr_hits, o.decr_hits),
+            (&mut self.decr_misses, o.decr_misses),
+            (&mut self.cas_hits, o.cas_hits),
+            (&mut self.cas_misses, o.cas_misses),
+            (&mut self.cas_badval, o.cas_badval),
+            (&mut self.evictions, o.evictions),
+            (&mut self.reclaimed, o.reclaimed),
+        ];
+        for (mine, theirs) in fields {
+            *mine += theirs;
+        }
+    }
+}
+
+/// One slot of the LRU list. A free slot has empty `data` and sits on the free list.
+#[derive(Debug)]
+struct Entry {
+    /// Key then value: one allocation per item.
+    data: Vec<u8>,
+    key_len: usize,
+    flags: u32,
+    /// Unix seconds, 0 = never.
+    expires: u64,
+    cas: u64,
+    /// Towards the most recently used end.
+    prev: u32,
+    /// Towards the least recently used end.
+    next: u32,
+}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..self.key_len]
+    }
+    fn value(&self) -> &[u8] {
+        &self.data[self.key_len..]
+    }
+    fn size(&self) -> usize {
+        item_size(self.key_len, self.data.len() - self.key_len)
+    }
+    fn expired(&self, now: u64) -> bool {
+        self.expires != 0 && self.expires <= now
+    }
+}
+
+/// One shard of the cache. Build it with [`Shard::new`], entrust it to a trustee, call its stubs.
+#[entrust]
+#[derive(Debug)]
+pub struct Shard {
+    index: HashMap<Box<[u8]>, u32>,
+    slots: Vec<Entry>,
+    free: Vec<u32>,
+    /// Most recently used.
+    head: u32,
+    /// Least recently used: evicted first.
+    tail: u32,
+    used: usize,
+    limit: usize,
+    item_max: usize,
+    next_cas: u64,
+    cas_step: u64,
+    /// A delayed `flush_all`: at this unix time everything stored before it goes (0 = none pending).
+    flush_at: u64,
+    stats: ShardStats,
+}
+
+#[entrust]
+impl Shard {
+    /// Shard `index` of `shards`, holding at most `limit` bytes (key + value + overhead per item) and items of
+    /// at most `item_max` bytes. Cas uniques are `index + 1 + k * shards`: unique across the whole server.
+    pub fn new(index: usize, shards: usize, limit: usize, item_max: usize) -> Shard {
+        Shard {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            used: 0,
+            limit,
+            item_max,
+            next_cas: index as u64 + 1,
+            cas_step: shards.max(1) as u64,
+            flush_at: 0,
+            stats: ShardStats { limit_maxbytes: limit as u64, ..ShardStats::default() },
+        }
+    }
+
+    /// `get`/`gets`/`gat`/`gats` of one key: appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n` to
+    /// `out` on a hit and returns `out` (the connection's output buffer travels here and back, so a hit costs
+    /// no allocation). `touch` is the exptime of a `gat`.
+    pub fn fetch(&mut self, key: &[u8], with_cas: bool, touch: Option<i64>, now: u64, mut out: Vec<u8>) -> Vec<u8> {
+        self.tick(now);
+        self.stats.cmd_get += 1;
+        if touch.is_some() {
+            self.stats.cmd_touch += 1;
+        }
+        let Some(i) = self.find(key, now) else {
+            match touch {
+                Some(_) => self.stats.touch_misses += 1,
+                None => self.stats.get_misses += 1,
+            }
+            return out;
+        };
+        match touch {
+            Some(_) => self.stats.touch_hits += 1,
+            None => self.stats.get_hits += 1,
+        }
+        self.bump(i);
+        let e = &self.slots[i as usize];
+        out.extend_from_slice(b"VALUE ");
+        out.extend_from_slice(e.key());
+        out.push(b' ');
+        push_u64(&mut out, e.flags as u64);
+        out.push(b' ');
+        push_u64(&mut out, e.value().len() as u64);
+        if with_cas {
+            out.push(b' ');
+            push_u64(&mut out, e.cas);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(e.value());
+        out.extend_from_slice(b"\r\n");
+        if let Some(exptime) = touch {
+            // The value is returned even when the new exptime ends its life at once, as memcached does.
+            match expiry(exptime, now) {
+                Some(expires) => self.slots[i as usize].expires = expires,
+                None => self.remove(i),
+            }
+        }
+        out
+    }
+
+    /// `set`/`add`/`replace`/`append`/`prepend`/`cas`.
+    pub fn store(&mut self, req: StoreRequest, now: u64) -> StoreOutcome {
+        self.tick(now);
+        self.stats.cmd_set += 1;
+        let key = &req.data[..req.key_len];
+        let old = self.find(key, now);
+        match (req.op, old) {
+            (StoreOp::Add, Some(i)) => {
+                // memcached bumps the item an `add` failed on.
+                self.bump(i);
+                return StoreOutcome::NotStored;
+            }
+            (StoreOp::Replace | StoreOp::Append | StoreOp::Prepend, None) => return StoreOutcome::NotStored,
+            (StoreOp::Cas, None) => {
+                self.stats.cas_misses += 1;
+                return StoreOutcome::NotFound;
+            }
+            (StoreOp::Cas, Some(i)) if self.slots[i as usize].cas != req.cas => {
+                self.stats.cas_badval += 1;
+                return StoreOutcome::Exists;
+            }
+            (StoreOp::Cas, Some(_)) => self.stats.cas_hits += 1,
+            _ => {}
+        }
+        let (data, flags, expires) = match (req.op, old) {
+            (StoreOp::Append | StoreOp::Prepend, Some(i)) => {
+                let e = &self.slots[i as usize];
+                let added = &req.data[req.key_len..];
+                if item_size(e.key_len, e.value().len() + added.len()) > self.item_max {
+                    return StoreOutcome::NotStored;
+                }
+                let mut data = Vec::with_capacity(e.data.len() + added.len());
+                data.extend_from_slice(e.key());
+                if req.op == StoreOp::Append {
+                    data.extend_from_slice(e.value());
+                    data.extend_from_slice(added);
+                } else {
+                    data.extend_from_slice(added);
+                    data.extend_from_slice(e.value());
+                }
+                (data, e.flags, Some(e.expires))
+            }
+            _ => (req.data, req.flags, expiry(req.exptime, now)),
+        };
+        if item_size(req.key_len, data.len() - req.key_len) > self.limit {
+            return StoreOutcome::OutOfMemory;
+        }
+        if let Some(i) = old {
+            self.remove(i);
+        }
+        self.stats.total_items += 1;
+        // `None`: stored and expired in the same instant, nothing to keep.
+        if let Some(expires) = expires {
+            self.insert(data, req.key_len, flags, expires, now);
+        }
+        StoreOutcome::Stored
+    }
+
+    /// `delete`: true if the key was there.
+    pub fn delete(&mut self, key: &[u8], now: u64) -> bool {
+        self.tick(now);
+        match self.find(key, now) {
+            Some(i) => {
+                self.remove(i);
+                self.stats.delete_hits += 1;
+                true
+            }
+            None => {
+                self.stats.delete_misses += 1;
+                false
+            }
+        }
+    }
+
+    /// Drops the key's value without counting a command: a `set` refused as too large must not leave a stale
+    /// value behind.
+    pub fn unlink(&mut self, key: &[u8], now: u64) {
+        if let Some(i) = self.find(key, now) {
+            self.remove(i);
+        }
+    }
+
+    /// `incr` (wraps at 2^64) or `decr` (stops at 0). The value must be a decimal `u64`.
+    pub fn arith(&mut self, key: &[u8], delta: u64, incr: bool, now: u64) -> ArithOutcome {
+        self.tick(now);
+        let Some(i) = self.find(key, now) else {
+            match incr {
+                true => self.stats.incr_misses += 1,
+                false => self.stats.decr_misses += 1,
+            }
+            return ArithOutcome::NotFound;
+        };
+        let Some(value) = super::protocol::parse_u64(self.slots[i as usize].value()) else {
+            return ArithOutcome::NonNumeric;
+        };
+        let value = if incr {
+            self.stats.incr_hits += 1;
+            value.wrapping_add(delta)
+        } else {
+            self.stats.decr_hits += 1;
+            value.saturating_sub(delta)
+        };
+        let cas = self.take_cas();
+        let e = &mut self.slots[i as usize];
+        let before = e.size();
+        e.data.truncate(e.key_len);
+        push_u64(&mut e.data, value);
+        e.cas = cas;
+        let after = e.size();
+        self.used = self.used + after - before;
+        self.stats.bytes = self.used as u64;
+        self.bump(i);
+        self.make_room(0, now);
+        ArithOutcome::Value(value)
+    }
+
+    /// `touch`: true if the key was there.
+    pub fn touch(&mut self, key: &[u8], exptime: i64, now: u64) -> bool {
+        self.tick(now);
+        self.stats.cmd_touch += 1;
+        let Some(i) = self.find(key, now) else {
+            self.stats.touch_misses += 1;
+            return false;
+        };
+        self.stats.touch_hits += 1;
+        match expiry(exptime, now) {
+            Some(expires) => {
+                self.slots[i as usize].expires = expires;
+                self.bump(i);
+            }
+            None => self.remove(i),
+        }
+        true
+    }
+
+    /// `flush_all [delay]`: everything stored up to now (or up to `now + delay`) is gone.
+    pub fn flush_all(&mut self, delay: i64, now: u64) {
+        self.stats.cmd_flush += 1;
+        match expiry(delay, now) {
+            Some(at) if at > 0 => self.flush_at = at,
+            _ => {
+                self.flush_at = 0;
+                self.clear();
+            }
+        }
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+}
+
+impl Shard {
+    /// A delayed flush whose time has come runs before anything else. Items stored after the flush time come
+    /// through a later call, which runs this first, so they survive.
+    fn tick(&mut self, now: u64) {
+        if self.flush_at != 0 && now >= self.flush_at {
+            self.flush_at = 0;
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.head = NIL;
+        self.tail = NIL;
+        self.used = 0;
+        self.stats.curr_items = 0;
+        self.stats.bytes = 0;
+    }
+
+    /// The live item under `key`; an expired one found on the way is removed.
+    fn find(&mut self, key: &[u8], now: u64) -> Option<u32> {
+        let i = *self.index.get(key)?;
+        if self.slots[i as usize].expired(now) {
+            self.remove(i);
+            self.stats.reclaimed += 1;
+            return None;
+        }
+        Some(i)
+    }
+
+    fn take_cas(&mut self) -> u64 {
+        let cas = self.next_cas;
+        self.next_cas = self.next_cas.wrapping_add(self.cas_step);
+        cas
+    }
+
+    fn insert(&mut self, data: Vec<u8>, key_len: usize, flags: u32, expires: u64, now: u64) {
+        let size = item_size(key_len, data.len() - key_len);
+        self.make_room(size, now);
+        let cas = self.take_cas();
+        let key: Box<[u8]> = data[..key_len].into();
+        let entry = Entry { data, key_len, flags, expires, cas, prev: NIL, next: NIL };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = entry;
+                i
+            }
+            None => {
+                self.slots.push(entry);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.link_front(i);
+        self.used += size;
+        self.stats.curr_items += 1;
+        self.stats.bytes = self.used as u64;
+    }
+
+    /// Evicts from the LRU end until `extra` more bytes fit (or nothing but the newest item is left). An
+    /// expired item at the end is reclaimed, not counted as an eviction.
+    fn make_room(&mut self, extra: usize, now: u64) {
+        while self.used + extra > self.limit && self.tail != NIL && (extra > 0 || self.tail != self.head) {
+            let victim = self.tail;
+            let expired = self.slots[victim as usize].expired(now);
+            self.remove(victim);
+            match expired {
+                true => self.stats.reclaimed += 1,
+                false => self.stats.evictions += 1,
+            }
+        }
+    }
+
+    fn remove(&mut self, i: u32) {
+        self.unlink_node(i);
+        let e = &mut self.slots[i as usize];
+        let size = e.size();
+        let data = std::mem::take(&mut e.data);
+        self.index.remove(&data[..e.key_len]);
+        self.used -= size;
+        self.stats.curr_items -= 1;
+        self.stats.bytes = self.used as u64;
+        self.free.push(i);
+    }
+
+    fn bump(&mut self, i: u32) {
+        if self.head != i {
+            self.unlink_node(i);
+            self.link_front(i);
+        }
+    }
+
+    fn link_front(&mut self, i: u32) {
+        let old_head = self.head;
+        self.slots[i as usize].prev = NIL;
+        self.slots[i as usize].next = old_head;
+        match old_head {
+            NIL => self.tail = i,
+            h => self.slots[h as usize].prev = i,
+        }
+        self.head = i;
+    }
+
+    fn unlink_node(&mut self, i: u32) {
+        let (prev, next) = (self.slots[i as usize].prev, self.slots[i as usize].next);
+        match prev {
+            NIL => self.head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shard called directly, without the runtime: the stubs run exactly these methods.
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+    const MAX: usize = 1 << 20;
+
+    fn shard() -> Shard {
+        Shard::new(0, 1, 1 << 20, MAX)
+    }
+
+    fn req(op: StoreOp, key: &str, value: &str, exptime: i64, cas: u64) -> StoreRequest {
+        StoreRequest {
+            op,
+            data: [key.as_bytes(), value.as_bytes()].concat(),
+            key_len: key.len(),
+            flags: 7,
+            exptime,
+            cas,
+        }
+    }
+
+    fn set(s: &mut Shard, key: &str, value: &str, now: u64) -> StoreOutcome {
+        s.store(req(StoreOp::Set, key, value, 0, 0), now)
+    }
+
+    fn get(s: &mut Shard, key: &str, now: u64) -> Option<String> {
+        let out = s.fetch(key.as_bytes(), false, None, now, Vec::new());
+        if out.is_empty() {
+            return None;
+        }
+        let text = String::from_utf8(out).unwrap();
+        let (header, rest) = text.split_once("\r\n").unwrap();
+        assert!(header.starts_with(&format!("VALUE {key} ")), "{header}");
+        Some(rest.strip_suffix("\r\n").unwrap().to_owned())
+    }
+
+    #[test]
+    fn fetch_writes_the_value_line() {
+        let mut s = shard();
+        assert_eq!(set(&mut s, "k", "hello", NOW), StoreOutcome::Stored);
+        let out = s.fetch(b"k", true, None, NOW, b"prefix;".to_vec());
+        assert_eq!(out, b"prefix;VALUE k 7 5 1\r\nhello\r\n");
+        assert_eq!(s.fetch(b"nope", true, None, NOW, Vec::new()), b"");
+    }
+
+    #[test]
+    fn add_replace_append_prepend() {
+        let mut s = shard();
+        assert_eq!(s.store(req(StoreOp::Replace, "k", "x", 0, 0), NOW), StoreOutcome::NotStored);
+        assert_eq!(s.store(req(StoreOp::Append, "k", "x", 0, 0), NOW), StoreOutcome::NotStored);
+        assert_eq!(s.store(req(StoreOp::Add, "k", "mid", 0, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(req(StoreOp::Add, "k", "other", 0, 0), NOW), StoreOutcome::NotStored);
+        assert_eq!(s.store(req(StoreOp::Append, "k", ">", 0, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(req(StoreOp::Prepend, "k", "<", 0, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(get(&mut s, "k", NOW).as_deref(), Some("<mid>"));
+        assert_eq!(s.store(req(StoreOp::Replace, "k", "new", 0, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(get(&mut s, "k", NOW).as_deref(), Some("new"));
+        let st = s.stats();
+        assert_eq!((st.cmd_set, st.total_items, st.curr_items), (7, 4, 1));
+        assert_eq!(st.bytes, item_size(1, 3) as u64);
+    }
+
+    #[test]
+    fn cas_hits_misses_and_conflicts() {
+        let mut s = Shard::new(1, 4, 1 << 20, MAX);
+        assert_eq!(s.store(req(StoreOp::Cas, "k", "v", 0, 2), NOW), StoreOutcome::NotFound);
+        set(&mut s, "k", "v", NOW);
+        // Shard 1 of 4 hands out 2, 6, 10, ...
+        assert_eq!(s.fetch(b"k", true, None, NOW, Vec::new()), b"VALUE k 7 1 2\r\nv\r\n");
+        assert_eq!(s.store(req(StoreOp::Cas, "k", "w", 0, 3), NOW), StoreOutcome::Exists);
+        assert_eq!(s.store(req(StoreOp::Cas, "k", "w", 0, 2), NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(req(StoreOp::Cas, "k", "x", 0, 2), NOW), StoreOutcome::Exists);
+        assert_eq!(s.fetch(b"k", true, None, NOW, Vec::new()), b"VALUE k 7 1 6\r\nw\r\n");
+        let st = s.stats();
+        assert_eq!((st.cas_misses, st.cas_hits, st.cas_badval), (1, 1, 2));
+    }
+
+    #[test]
+    fn incr_wraps_and_decr_floors() {
+        let mut s = shard();
+        assert_eq!(s.arith(b"n", 1, true, NOW), ArithOutcome::NotFound);
+        set(&mut s, "n", "18446744073709551614", NOW);
+        assert_eq!(s.arith(b"n", 1, true, NOW), ArithOutcome::Value(u64::MAX));
+        assert_eq!(s.arith(b"n", 2, true, NOW), ArithOutcome::Value(1));
+        assert_eq!(s.arith(b"n", 5, false, NOW), ArithOutcome::Value(0));
+        assert_eq!(get(&mut s, "n", NOW).as_deref(), Some("0"));
+        set(&mut s, "t", "12abc", NOW);
+        assert_eq!(s.arith(b"t", 1, true, NOW), ArithOutcome::NonNumeric);
+        set(&mut s, "t", "", NOW);
+        assert_eq!(s.arith(b"t", 1, false, NOW), ArithOutcome::NonNumeric);
+        let st = s.stats();
+        assert_eq!((st.incr_hits, st.incr_misses, st.decr_hits, st.decr_misses), (2, 1, 1, 0));
+        assert_eq!(st.bytes, (item_size(1, 1) + item_size(1, 0)) as u64);
+    }
+
+    #[test]
+    fn exptime_relative_absolute_negative() {
+        let mut s = shard();
+        s.store(req(StoreOp::Set, "rel", "v", 10, 0), NOW);
+        s.store(req(StoreOp::Set, "abs", "v", (NOW + 100) as i64, 0), NOW);
+        s.store(req(StoreOp::Set, "past", "v", (NOW - 1) as i64, 0), NOW);
+        assert_eq!(s.store(req(StoreOp::Set, "neg", "v", -1, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(s.stats().curr_items, 2);
+        assert!(get(&mut s, "rel", NOW + 9).is_some());
+        assert!(get(&mut s, "rel", NOW + 10).is_none());
+        assert!(get(&mut s, "abs", NOW + 99).is_some());
+        assert!(get(&mut s, "abs", NOW + 100).is_none());
+        assert_eq!(s.stats().curr_items, 0);
+        assert_eq!(s.stats().reclaimed, 2);
+    }
+
+    #[test]
+    fn touch_and_gat_move_the_exptime() {
+        let mut s = shard();
+        s.store(req(StoreOp::Set, "k", "v", 10, 0), NOW);
+        assert!(s.touch(b"k", 100, NOW));
+        assert!(get(&mut s, "k", NOW + 50).is_some());
+        assert_eq!(s.fetch(b"k", false, Some(0), NOW + 50, Vec::new()), b"VALUE k 7 1\r\nv\r\n");
+        assert!(get(&mut s, "k", NOW + 1_000_000).is_some());
+        assert!(!s.touch(b"missing", 1, NOW));
+        // A negative exptime: gat still returns the value, then it is gone.
+        assert!(!s.fetch(b"k", false, Some(-1), NOW, Vec::new()).is_empty());
+        assert!(get(&mut s, "k", NOW).is_none());
+        let st = s.stats();
+        assert_eq!((st.cmd_touch, st.touch_hits, st.touch_misses), (4, 3, 1));
+        assert_eq!((st.cmd_get, st.get_hits, st.get_misses), (5, 2, 1));
+    }
+
+    #[test]
+    fn lru_eviction_keeps_recently_used_items() {
+        let per_item = item_size(2, 100);
+        let mut s = Shard::new(0, 1, per_item * 3, MAX);
+        let v = "x".repeat(100);
+        for k in ["k1", "k2", "k3"] {
+            set(&mut s, k, &v, NOW);
+        }
+        assert!(get(&mut s, "k1", NOW).is_some()); // k2 is now the least recently used
+        set(&mut s, "k4", &v, NOW);
+        assert!(get(&mut s, "k2", NOW).is_none());
+        for k in ["k1", "k3", "k4"] {
+            assert!(get(&mut s, k, NOW).is_some(), "{k}");
+        }
+        let st = s.stats();
+        assert_eq!((st.evictions, st.curr_items, st.bytes), (1, 3, 3 * per_item as u64));
+        // An item bigger than the whole shard is refused, the others stay.
+        let huge = "x".repeat(per_item * 3);
+        assert_eq!(set(&mut s, "k5", &huge, NOW), StoreOutcome::OutOfMemory);
+        assert_eq!(s.stats().curr_items, 3);
+    }
+
+    #[test]
+    fn expired_items_are_reclaimed_before_live_ones_are_evicted() {
+        let per_item = item_size(2, 10);
+        let mut s = Shard::new(0, 1, per_item * 2, MAX);
+        s.store(req(StoreOp::Set, "k1", "0123456789", 5, 0), NOW);
+        set(&mut s, "k2", "0123456789", NOW);
+        set(&mut s, "k3", "0123456789", NOW + 10);
+        let st = s.stats();
+        assert_eq!((st.evictions, st.reclaimed, st.curr_items), (0, 1, 2));
+    }
+
+    #[test]
+    fn flush_all_now_and_later() {
+        let mut s = shard();
+        set(&mut s, "a", "1", NOW);
+        s.flush_all(0, NOW);
+        assert!(get(&mut s, "a", NOW).is_none());
+        set(&mut s, "b", "1", NOW);
+        s.flush_all(10, NOW);
+        assert!(get(&mut s, "b", NOW + 9).is_some());
+        assert!(get(&mut s, "b", NOW + 10).is_none());
+        set(&mut s, "c", "1", NOW + 11);
+        assert!(get(&mut s, "c", NOW + 12).is_some());
+        let st = s.stats();
+        assert_eq!((st.cmd_flush, st.curr_items, st.bytes), (2, 1, item_size(1, 1) as u64));
+    }
+
+    #[test]
+    fn delete_and_unlink() {
+        let mut s = shard();
+        set(&mut s, "a", "1", NOW);
+        assert!(s.delete(b"a", NOW));
+        assert!(!s.delete(b"a", NOW));
+        set(&mut s, "b", "1", NOW);
+        s.unlink(b"b", NOW);
+        assert!(get(&mut s, "b", NOW).is_none());
+        let st = s.stats();
+        assert_eq!((st.delete_hits, st.delete_misses, st.curr_items, st.bytes), (1, 1, 0, 0));
+    }
+
+    #[test]
+    fn append_past_the_item_limit_is_not_stored() {
+        let mut s = Shard::new(0, 1, 1 << 20, item_size(1, 10));
+        set(&mut s, "k", "0123456789", NOW);
+        assert_eq!(s.store(req(StoreOp::Append, "k", "x", 0, 0), NOW), StoreOutcome::NotStored);
+        assert_eq!(get(&mut s, "k", NOW).as_deref(), Some("0123456789"));
+    }
+}
