@@ -1,1 +1,42 @@
-fn main() {}
+//! A memcached-compatible server on `#[entrust]` shards (see `examples/MEMCACHED.md`).
+//!
+//! Run: `cargo run --release --example memcached -- --port 11211 --memory-mb 64 [--listen ADDR] [-c N]
+//! [-I SIZE] [--idle-timeout S] [--workers N]`
+
+use trust_core::Runtime;
+use trust_examples::memcached::{Config, Server};
+
+fn main() {
+    let (config, workers) = match Config::from_args(std::env::args().skip(1)) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("memcached: {e}");
+            eprintln!(
+                "usage: memcached [--port N] [--listen ADDR] [--memory-mb N] [-c N] [-I SIZE] [--idle-timeout S] [--workers N]"
+            );
+            std::process::exit(2);
+        }
+    };
+    let mut builder = Runtime::builder();
+    if let Some(n) = workers {
+        builder = builder.workers(n);
+    }
+    if let Err(e) = builder.build() {
+        eprintln!("memcached: cannot start the runtime: {e}");
+        std::process::exit(1);
+    }
+    let server = match Server::start(config.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("memcached: cannot listen on {}:{}: {e}", config.listen, config.port);
+            std::process::exit(1);
+        }
+    };
+    eprintln!(
+        "memcached (trust) listening on {}, {} MiB, {} shards",
+        server.local_addr(),
+        config.memory_mb,
+        trust_core::runtime().workers()
+    );
+    server.wait();
+}
