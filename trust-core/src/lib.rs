@@ -70,4 +70,5 @@ not_loom! {
     /// entrusts a value; functions and attribute macros live in different namespaces.)
     pub use trust_macros::entrust;
     pub use delegation::api::trustee::Trustee;
+    pub use delegation::api::net;
 }

@@ -56,7 +56,32 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
     let clones: Vec<_> = handles[..10].iter().map(Clone::clone).collect();
     // Half of them lose their last handle before shutdown (their drop may still be in flight).
     handles.truncate(50);
+    // Sockets fibers wait on are shut down: a listener in `accept`, a connection in `read`.
+    let listener = trust_core::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    drop(trust_core::spawn(move || {
+        let _ = std::io::Read::read(&mut conn, &mut [0; 1]);
+    }));
+    drop(trust_core::spawn(move || {
+        let _ = listener.accept();
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(50)); // both fibers now wait
     rt.shutdown();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        std::io::Read::read(&mut client, &mut [0; 1]).unwrap(),
+        0,
+        "the connection ended"
+    );
+    assert_eq!(
+        std::net::TcpStream::connect(addr).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "the listener stopped listening"
+    );
     assert_eq!(
         drops.load(Ordering::SeqCst),
         100,

@@ -15,6 +15,10 @@ use crate::delegation::protocol::sync::{AtomicBool, Ordering, fence};
 pub(crate) struct Parker {
     sleeping: AtomicBool,
     thread: Thread,
+    /// For a worker, which sleeps in `epoll_wait` so that sockets can wake it too (`worker::reactor`): the
+    /// waker that ends that wait.
+    #[cfg(not(loom))]
+    poll: Option<mio::Waker>,
 }
 
 impl Parker {
@@ -23,6 +27,17 @@ impl Parker {
         Parker {
             sleeping: AtomicBool::new(false),
             thread: thread::current(),
+            #[cfg(not(loom))]
+            poll: None,
+        }
+    }
+
+    /// A parker for the calling thread, which sleeps by polling the `mio::Poll` that `waker` belongs to.
+    #[cfg(not(loom))]
+    pub(crate) fn polling(waker: mio::Waker) -> Self {
+        Parker {
+            poll: Some(waker),
+            ..Parker::current()
         }
     }
 
@@ -31,6 +46,12 @@ impl Parker {
     pub(crate) fn wake(&self) {
         fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) {
+            #[cfg(not(loom))]
+            if let Some(waker) = &self.poll {
+                // An error means the eventfd is full of wake-ups already: the sleeper wakes either way.
+                let _ = waker.wake();
+                return;
+            }
             self.thread.unpark();
         }
     }
@@ -38,10 +59,15 @@ impl Parker {
     /// Parks the calling thread (which must own this parker) unless `has_work` says there is something to do.
     /// The timeout is a safety net only: every producer calls `wake`.
     pub(crate) fn park_unless(&self, has_work: impl FnOnce() -> bool, timeout: Duration) {
+        self.sleep_unless(has_work, || thread::park_timeout(timeout));
+    }
+
+    /// `park_unless` for a thread that sleeps its own way (`sleep`), and that `wake` knows how to end.
+    pub(crate) fn sleep_unless(&self, has_work: impl FnOnce() -> bool, sleep: impl FnOnce()) {
         self.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if !has_work() {
-            thread::park_timeout(timeout);
+            sleep();
         }
         self.sleeping.store(false, Ordering::Relaxed);
     }

@@ -1,7 +1,9 @@
 //! The part of a trustee that other threads see: its mailbox (new channels, fibers to start and to wake,
 //! records from clients whose slot was busy), its parker, and its run state.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -30,6 +32,9 @@ pub(crate) struct TrusteeShared {
     parker: OnceLock<Arc<Parker>>,
     mail: Mutex<Vec<Mail>>,
     has_mail: AtomicBool,
+    /// The sockets registered in this worker's epoll set (`worker::reactor`): each is removed before it is
+    /// closed, so the set never names a reused fd, and at shutdown they are shut down.
+    pub(crate) sockets: Mutex<HashSet<RawFd>>,
 }
 
 impl fmt::Debug for TrusteeShared {
@@ -48,6 +53,7 @@ impl TrusteeShared {
             parker: OnceLock::new(),
             mail: Mutex::new(Vec::new()),
             has_mail: AtomicBool::new(false),
+            sockets: Mutex::default(),
         }
     }
 

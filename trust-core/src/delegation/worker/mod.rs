@@ -1,5 +1,7 @@
-//! A worker thread: its loop, its fiber scheduler, and the thread-local that says which worker runs here.
+//! A worker thread: its loop, its fiber scheduler, its sockets' reactor, and the thread-local that says which
+//! worker runs here.
 
 pub(crate) mod context;
 pub(crate) mod fiber;
+pub(crate) mod reactor;
 pub(crate) mod run;

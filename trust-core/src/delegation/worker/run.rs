@@ -10,6 +10,7 @@ use crate::delegation::client::outbox::Client;
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::worker::context::{self, Yielder};
 use crate::delegation::worker::fiber::Scheduler;
+use crate::delegation::worker::reactor::{self, Reactor};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::trustee::local;
 use crate::delegation::trustee::property::{self, Header, Registry};
@@ -68,6 +69,8 @@ pub(crate) struct Worker {
     pub(crate) turn_applies: Cell<u32>,
     /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
     pub(crate) fiber: Cell<Option<(*const Yielder, usize)>>,
+    /// The sockets its fibers wait on; the worker sleeps in it.
+    pub(crate) reactor: Reactor,
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
     retired: RefCell<Vec<Retired>>,
@@ -105,7 +108,8 @@ pub(crate) fn pin_to_core(core: usize) {
 pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
     #[cfg(not(miri))]
     let _signals = WorkerSignals::enter(shared.index());
-    let parker = Arc::new(Parker::current());
+    let (reactor, waker) = Reactor::new().unwrap_or_else(|e| panic!("trust: a worker cannot create its epoll set: {e}"));
+    let parker = Arc::new(Parker::polling(waker));
     // Leaked: fibers and closures on this thread refer to it as 'static. One per worker, for the process.
     let worker: &'static Worker = Box::leak(Box::new(Worker {
         shared,
@@ -115,6 +119,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         inline_burst: Cell::new(0),
         turn_applies: Cell::new(0),
         fiber: Cell::new(None),
+        reactor,
         parker: parker.clone(),
         served: RefCell::default(),
         retired: RefCell::default(),
@@ -142,6 +147,7 @@ impl Worker {
             busy |= self.run_deferred();
             busy |= self.serve();
             busy |= self.collect_answers();
+            busy |= self.reactor.turn(&self.scheduler);
             self.turn_applies.set(0);
             busy |= self.scheduler.run_ready(|| self.turn_applies.get() < TURN_APPLIES);
             busy |= self.flush();
@@ -149,8 +155,11 @@ impl Worker {
             if busy {
                 backoff.reset();
             } else if backoff.snooze() {
-                self.parker
-                    .park_unless(|| self.has_work(), Duration::from_millis(100));
+                // The timeout is a safety net: whoever gives the worker work wakes it.
+                self.parker.sleep_unless(
+                    || self.has_work(),
+                    || self.reactor.sleep(&self.scheduler, Duration::from_millis(100)),
+                );
                 backoff.reset();
             }
         }
@@ -394,6 +403,7 @@ impl Worker {
             // SAFETY: registered properties are live; shutdown is the last use of each.
             unsafe { property::drop_unregistered(h) };
         }
+        reactor::shut_down_sockets(self.shared);
         self.shared.mark_closed();
         self.scheduler.abandon();
         drop(self.client.replace(Client::new(None)));

@@ -1,0 +1,372 @@
+//! TCP sockets for fibers: [`TcpListener`] and [`TcpStream`], whose `accept`, `read`, `write` and `connect`
+//! suspend only the calling fiber while the socket is not ready; its worker keeps serving requests and running
+//! other fibers meanwhile (one `epoll` set per worker, see `worker::reactor`). That is the paper's
+//! thread-per-core model for servers: a connection's fiber runs where the trustees run, so a request to a
+//! property of its own worker takes the local shortcut and the others batch.
+//!
+//! On a plain thread the same calls block the thread, like `std::net`'s. On a worker outside a fiber — inside
+//! a delegated closure or an `apply_then` continuation — they panic: waiting there would stop the trustee.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use trust_core::net::TcpListener;
+//!
+//! let listener = TcpListener::bind("127.0.0.1:7000")?;
+//! loop {
+//!     let (mut stream, _) = listener.accept()?;
+//!     trust_core::spawn(move || {
+//!         let mut buf = [0; 4096];
+//!         // Echo until the peer closes; each read suspends only this fiber.
+//!         while let Ok(n @ 1..) = stream.read(&mut buf) {
+//!             if stream.write_all(&buf[..n]).is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::worker::context;
+use crate::delegation::worker::reactor::{self, Readiness};
+
+const OFF_FIBER: &str = "a `trust_core::net` socket used on a worker outside a fiber (inside a delegated closure \
+     or an `apply_then` continuation): waiting for it would stop the trustee. Do socket I/O in a fiber \
+     (`trust_core::spawn`) or on a plain thread";
+
+/// A non-blocking socket and the workers whose epoll sets it joined.
+struct Socket<S: AsRawFd> {
+    io: S,
+    workers: Mutex<Vec<&'static TrusteeShared>>,
+}
+
+impl<S: AsRawFd> Socket<S> {
+    fn new(io: S) -> Self {
+        Socket {
+            io,
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `op` until it does not say `WouldBlock`, waiting for `readiness` in between; `TimedOut` once
+    /// `timeout` has passed since the call.
+    fn io<R>(
+        &self,
+        readiness: Readiness,
+        timeout: Option<Duration>,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let worker = context::worker();
+        let fiber = match worker {
+            Some(w) if w.in_delegated() => panic!("{OFF_FIBER}"),
+            Some(w) => Some(w.fiber.get().unwrap_or_else(|| panic!("{OFF_FIBER}")).1),
+            None => None,
+        };
+        let mut deadline = None;
+        loop {
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+            if let Some(t) = timeout {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + t);
+                if Instant::now() >= at {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "socket operation timed out"));
+                }
+            }
+            let fd = self.io.as_raw_fd();
+            match (worker, fiber) {
+                (Some(w), Some(id)) => {
+                    if w.reactor.wait(w.shared, id, fd, readiness, deadline)? {
+                        self.workers.lock().unwrap_or_else(|e| e.into_inner()).push(w.shared);
+                    }
+                }
+                _ => {
+                    let left = deadline.map(|at: Instant| at.saturating_duration_since(Instant::now()));
+                    reactor::block_on(fd, readiness, left)?;
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsRawFd> Drop for Socket<S> {
+    fn drop(&mut self) {
+        // Before `io` closes the fd: no worker may take a new socket with the same number for this one.
+        let fd = self.io.as_raw_fd();
+        for shared in self.workers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            reactor::forget(shared, fd);
+        }
+    }
+}
+
+/// A TCP socket server, listening for connections; [`accept`](TcpListener::accept) in a fiber suspends only
+/// the fiber. Closed when dropped, and shut down by [`Runtime::shutdown`](crate::Runtime::shutdown) if a fiber
+/// waited on it.
+pub struct TcpListener {
+    socket: Socket<mio::net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (the first of its addresses that works), with `SO_REUSEADDR`.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        each_addr(addr, mio::net::TcpListener::bind).map(|io| TcpListener {
+            socket: Socket::new(io),
+        })
+    }
+
+    /// Takes a listener bound by `std` (it is switched to non-blocking mode).
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            socket: Socket::new(mio::net::TcpListener::from_std(listener)),
+        })
+    }
+
+    /// Waits for the next connection.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (io, addr) = self.socket.io(Readiness::Readable, None, |l| l.accept())?;
+        Ok((TcpStream::new(io), addr))
+    }
+
+    /// The address this listener is bound to (with the port the OS chose for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.io.local_addr()
+    }
+}
+
+/// A TCP connection; reads and writes in a fiber suspend only the fiber. Implements [`Read`] and [`Write`],
+/// also through `&TcpStream`, so one fiber may read while another writes.
+pub struct TcpStream {
+    socket: Socket<mio::net::TcpStream>,
+    /// In nanoseconds; 0 is none.
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+}
+
+impl TcpStream {
+    fn new(io: mio::net::TcpStream) -> Self {
+        TcpStream {
+            socket: Socket::new(io),
+            read_timeout: AtomicU64::new(0),
+            write_timeout: AtomicU64::new(0),
+        }
+    }
+
+    /// Connects to `addr` (the first of its addresses that accepts).
+    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        each_addr(addr, |a| {
+            let stream = TcpStream::new(mio::net::TcpStream::connect(a)?);
+            // A non-blocking connect finishes when the socket turns writable: then either it has a peer, or an
+            // error says why not.
+            stream.socket.io(Readiness::Writable, None, |s| {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+                match s.peer_addr() {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
+                    Err(e) => Err(e),
+                }
+            })?;
+            Ok(stream)
+        })
+    }
+
+    /// Takes a connection made by `std` (it is switched to non-blocking mode).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream::new(mio::net::TcpStream::from_std(stream)))
+    }
+
+    /// The address of the peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.io.peer_addr()
+    }
+
+    /// The address of this end.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.io.local_addr()
+    }
+
+    /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.socket.io.set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.socket.io.nodelay()
+    }
+
+    /// A read waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`]; `None` waits for ever.
+    /// A zero duration is an `InvalidInput` error, as in `std`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.store(nanos(timeout)?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The timeout of reads, if any.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(duration(self.read_timeout.load(Ordering::Relaxed)))
+    }
+
+    /// A write waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`]; as `set_read_timeout`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.store(nanos(timeout)?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The timeout of writes, if any.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(duration(self.write_timeout.load(Ordering::Relaxed)))
+    }
+
+    /// Shuts down the read half, the write half, or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.socket.io.shutdown(how)
+    }
+
+    /// The pending socket error (`SO_ERROR`), cleared by the call.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.socket.io.take_error()
+    }
+
+    fn reading<R>(&self, op: impl FnMut(&mio::net::TcpStream) -> io::Result<R>) -> io::Result<R> {
+        let timeout = duration(self.read_timeout.load(Ordering::Relaxed));
+        self.socket.io(Readiness::Readable, timeout, op)
+    }
+
+    fn writing<R>(&self, op: impl FnMut(&mio::net::TcpStream) -> io::Result<R>) -> io::Result<R> {
+        let timeout = duration(self.write_timeout.load(Ordering::Relaxed));
+        self.socket.io(Readiness::Writable, timeout, op)
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reading(|mut s| s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.reading(|mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writing(|mut s| s.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.writing(|mut s| s.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // nothing is buffered here
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.io.as_raw_fd()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.io.as_fd()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.io.as_raw_fd()
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.io.as_fd()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("addr", &self.local_addr().ok())
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("addr", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+/// `op` on each address of `addr` until one works; the last error otherwise.
+fn each_addr<T>(addr: impl ToSocketAddrs, mut op: impl FnMut(SocketAddr) -> io::Result<T>) -> io::Result<T> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match op(a) {
+            Ok(t) => return Ok(t),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to use")))
+}
+
+fn nanos(timeout: Option<Duration>) -> io::Result<u64> {
+    match timeout {
+        None => Ok(0),
+        Some(Duration::ZERO) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        )),
+        Some(t) => Ok(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+    }
+}
+
+fn duration(nanos: u64) -> Option<Duration> {
+    (nanos != 0).then(|| Duration::from_nanos(nanos))
+}

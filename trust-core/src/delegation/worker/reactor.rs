@@ -1,0 +1,246 @@
+//! A worker's sockets: one `mio::Poll` per worker, in which the fibers of that worker wait for their sockets
+//! (`api::net`). The worker polls it without blocking in each turn while a fiber waits, and sleeps in it when
+//! it has nothing to do, so a ready socket wakes the worker as a request does (`Parker::polling`).
+//!
+//! Sockets are registered edge-triggered, for reading and writing, the first time a fiber of this worker
+//! waits on one; a fiber waits only after the operation said `WouldBlock`, so an edge is never missed: data
+//! that arrived before it was read by that operation, data after it makes a new edge (and an fd already ready
+//! when registered is reported at once). A socket lives in the epoll set of every worker where it waited until
+//! it is closed, which removes it from all of them. Timeouts are a heap of deadlines beside the waits.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Poll, Token};
+
+use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::worker::fiber::{self, Scheduler};
+
+/// The token of the waker that ends the worker's sleep (`Parker::polling`); sockets use their fd.
+const WAKER: Token = Token(usize::MAX);
+
+/// What a fiber waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Readable,
+    Writable,
+}
+
+#[derive(Debug)]
+struct Wait {
+    fd: RawFd,
+    readiness: Readiness,
+    /// Tells this wait's deadline from an older one of the same fiber still in the heap.
+    ticket: u64,
+}
+
+pub(crate) struct Reactor {
+    poll: RefCell<Poll>,
+    events: RefCell<Events>,
+    /// The wait of each suspended fiber, by fiber id.
+    waits: RefCell<Vec<Option<Wait>>>,
+    /// The fibers waiting on each fd.
+    by_fd: RefCell<HashMap<RawFd, Vec<usize>>>,
+    /// Deadlines, earliest first: (when, ticket, fiber).
+    deadlines: RefCell<BinaryHeap<Reverse<(Instant, u64, usize)>>>,
+    tickets: Cell<u64>,
+    waiting: Cell<usize>,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("waiting", &self.waiting.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reactor {
+    /// A reactor and the waker that interrupts its `sleep`.
+    pub(crate) fn new() -> io::Result<(Reactor, mio::Waker)> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let reactor = Reactor {
+            poll: RefCell::new(poll),
+            events: RefCell::new(Events::with_capacity(256)),
+            waits: RefCell::default(),
+            by_fd: RefCell::default(),
+            deadlines: RefCell::default(),
+            tickets: Cell::new(0),
+            waiting: Cell::new(0),
+        };
+        Ok((reactor, waker))
+    }
+
+    /// Suspends fiber `id` of this worker until `fd` may be ready for `readiness`, or `deadline` passes; the
+    /// caller retries its operation either way. Registers `fd` on first use here (returns true then: the
+    /// caller records it, and forgets it on `shared` before closing the fd, see `forget`).
+    pub(crate) fn wait(
+        &self,
+        shared: &TrusteeShared,
+        id: usize,
+        fd: RawFd,
+        readiness: Readiness,
+        deadline: Option<Instant>,
+    ) -> io::Result<bool> {
+        let registered = {
+            let mut sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let new = sockets.insert(fd);
+            if new {
+                let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+                let token = Token(fd as usize);
+                if let Err(e) = self.poll.borrow().registry().register(&mut SourceFd(&fd), token, interest) {
+                    sockets.remove(&fd);
+                    return Err(e);
+                }
+            }
+            new
+        };
+        let ticket = self.tickets.get() + 1;
+        self.tickets.set(ticket);
+        {
+            let mut waits = self.waits.borrow_mut();
+            if waits.len() <= id {
+                waits.resize_with(id + 1, || None);
+            }
+            waits[id] = Some(Wait { fd, readiness, ticket });
+        }
+        self.by_fd.borrow_mut().entry(fd).or_default().push(id);
+        if let Some(at) = deadline {
+            self.deadlines.borrow_mut().push(Reverse((at, ticket, id)));
+        }
+        self.waiting.set(self.waiting.get() + 1);
+        fiber::suspend();
+        Ok(registered)
+    }
+
+    /// True while a fiber waits on a socket or a deadline.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.get() > 0
+    }
+
+    /// One turn of the worker loop: wakes the fibers whose sockets are ready or whose deadline passed,
+    /// without blocking. True if any woke.
+    pub(crate) fn turn(&self, scheduler: &Scheduler) -> bool {
+        self.is_waiting() && self.poll(scheduler, Some(Duration::ZERO))
+    }
+
+    /// The worker's sleep (see `Parker::polling`): until a socket is ready, the waker fires, the next deadline,
+    /// or `timeout`.
+    pub(crate) fn sleep(&self, scheduler: &Scheduler, timeout: Duration) {
+        let next = self.deadlines.borrow().peek().map(|Reverse((at, ..))| *at);
+        let timeout = next.map_or(timeout, |at| timeout.min(at.saturating_duration_since(Instant::now())));
+        self.poll(scheduler, Some(timeout));
+    }
+
+    fn poll(&self, scheduler: &Scheduler, timeout: Option<Duration>) -> bool {
+        let mut woke = false;
+        let mut events = self.events.borrow_mut();
+        match self.poll.borrow_mut().poll(&mut events, timeout) {
+            Ok(()) => {}
+            // A signal, or a wake-up lost to nothing: the loop comes back.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return false,
+            Err(e) => panic!("trust: a worker's epoll_wait failed: {e}"),
+        }
+        for event in events.iter() {
+            if event.token() == WAKER {
+                continue;
+            }
+            let fd = event.token().0 as RawFd;
+            // Errors and hang-ups wake both sides: their operation reports it.
+            let failed = event.is_error();
+            let readable = failed || event.is_readable() || event.is_read_closed();
+            let writable = failed || event.is_writable() || event.is_write_closed();
+            let fibers = self.by_fd.borrow().get(&fd).cloned().unwrap_or_default();
+            for id in fibers {
+                let wanted = match self.waits.borrow()[id].as_ref().map(|w| w.readiness) {
+                    Some(Readiness::Readable) => readable,
+                    Some(Readiness::Writable) => writable,
+                    None => false,
+                };
+                if wanted {
+                    self.wake(scheduler, id);
+                    woke = true;
+                }
+            }
+        }
+        if !self.deadlines.borrow().is_empty() {
+            let now = Instant::now();
+            loop {
+                let mut deadlines = self.deadlines.borrow_mut();
+                match deadlines.peek() {
+                    Some(&Reverse((at, ticket, id))) if at <= now => {
+                        deadlines.pop();
+                        drop(deadlines);
+                        let current = self.waits.borrow()[id].as_ref().is_some_and(|w| w.ticket == ticket);
+                        if current {
+                            self.wake(scheduler, id);
+                            woke = true;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        woke
+    }
+
+    /// Ends fiber `id`'s wait (exactly once: the wait is taken) and makes it ready.
+    fn wake(&self, scheduler: &Scheduler, id: usize) {
+        let Some(wait) = self.waits.borrow_mut()[id].take() else {
+            return;
+        };
+        let mut by_fd = self.by_fd.borrow_mut();
+        if let Some(fibers) = by_fd.get_mut(&wait.fd) {
+            fibers.retain(|&f| f != id);
+            if fibers.is_empty() {
+                by_fd.remove(&wait.fd);
+            }
+        }
+        self.waiting.set(self.waiting.get() - 1);
+        scheduler.make_ready(id);
+    }
+}
+
+/// Before `fd` is closed: no worker may think it registered (a new socket may reuse the number).
+pub(crate) fn forget(shared: &TrusteeShared, fd: RawFd) {
+    shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&fd);
+}
+
+/// At shutdown: every socket a fiber of this worker waited on is shut down, so listeners stop accepting and
+/// peers see the connection end (the fibers themselves are abandoned, see `Scheduler::abandon`).
+pub(crate) fn shut_down_sockets(shared: &TrusteeShared) {
+    let sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
+    for &fd in sockets.iter() {
+        // SAFETY: `fd` is open: a socket is removed from this set (under this lock) before it is closed.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}
+
+/// Blocks the calling (plain) thread until `fd` may be ready for `readiness`, or `timeout` passes. False on
+/// timeout.
+pub(crate) fn block_on(fd: RawFd, readiness: Readiness, timeout: Option<Duration>) -> io::Result<bool> {
+    let events = match readiness {
+        Readiness::Readable => libc::POLLIN,
+        Readiness::Writable => libc::POLLOUT,
+    };
+    let mut pollfd = libc::pollfd { fd, events, revents: 0 };
+    let millis = timeout.map_or(-1, |t| {
+        // Rounded up: a timeout of 0.5 ms must not poll with 0 (which would not wait at all).
+        i32::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: one valid `pollfd`, count 1.
+    match unsafe { libc::poll(&mut pollfd, 1, millis) } {
+        -1 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted { Ok(true) } else { Err(e) }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}

@@ -1,0 +1,313 @@
+//! `trust_core::net`: sockets whose operations suspend only the calling fiber. Servers and clients as fibers,
+//! as plain threads and mixed; timeouts; peers that vanish; a fiber waiting on a socket never holds up its
+//! worker's trustee; misuse on a worker outside a fiber panics with a message that names the way out.
+
+use std::io::{ErrorKind, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+use trust_core::net::{TcpListener, TcpStream};
+use trust_core::spawn;
+
+/// Runs `f` on a thread of its own and fails the test if it takes more than 20 s.
+fn within_deadline<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("hung: no answer within 20 s"),
+    }
+}
+
+/// An echo server whose accept loop and connections are fibers; returns its address.
+fn echo_server() -> std::net::SocketAddr {
+    rt();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(spawn(move || {
+        while let Ok((stream, _)) = listener.accept() {
+            drop(spawn(move || echo(stream)));
+        }
+    }));
+    addr
+}
+
+fn echo(mut stream: TcpStream) {
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_thread_clients_of_a_fiber_server_get_every_byte_back() {
+    rt();
+    let addr = echo_server();
+    within_deadline(move || {
+        let clients: Vec<_> = (0..16u8)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    // 256 KiB per client: more than a socket buffer, so the server's writes wait too.
+                    let sent: Vec<u8> = (0..256 * 1024)
+                        .map(|i| (i as u8).wrapping_mul(31) ^ c)
+                        .collect();
+                    let writer = {
+                        let (mut s, sent) = (s.try_clone().unwrap(), sent.clone());
+                        std::thread::spawn(move || s.write_all(&sent).unwrap())
+                    };
+                    let mut got = vec![0; sent.len()];
+                    s.read_exact(&mut got).unwrap();
+                    writer.join().unwrap();
+                    assert!(got == sent, "client {c} got other bytes back");
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn fiber_clients_of_a_fiber_server_many_more_connections_than_workers() {
+    rt();
+    let addr = echo_server();
+    let total = within_deadline(move || {
+        let done = Arc::new(AtomicUsize::new(0));
+        let fibers: Vec<_> = (0..200u32)
+            .map(|c| {
+                let done = done.clone();
+                spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let mut sum = 0u64;
+                    for round in 0..20u32 {
+                        let msg = (c * 1000 + round).to_le_bytes();
+                        s.write_all(&msg).unwrap();
+                        let mut back = [0; 4];
+                        s.read_exact(&mut back).unwrap();
+                        assert_eq!(back, msg);
+                        sum += u64::from(u32::from_le_bytes(back));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    sum
+                })
+            })
+            .collect();
+        let sum: u64 = fibers.into_iter().map(|f| f.join().unwrap()).sum();
+        assert_eq!(done.load(Ordering::Relaxed), 200);
+        sum
+    });
+    // Sum over c < 200, round < 20 of c * 1000 + round.
+    assert_eq!(total, 20 * 1000 * (199 * 200 / 2) + 200 * (19 * 20 / 2));
+}
+
+#[test]
+fn plain_threads_use_the_same_sockets_blocking() {
+    rt();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    within_deadline(move || {
+        let server = std::thread::spawn(move || {
+            let (s, peer) = listener.accept().unwrap();
+            assert_eq!(s.peer_addr().unwrap(), peer);
+            echo(s);
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"hello, trust").unwrap();
+        let mut back = [0; 12];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"hello, trust");
+        drop(c);
+        server.join().unwrap();
+    });
+}
+
+#[test]
+fn a_fiber_waiting_on_a_socket_does_not_hold_up_its_workers_trustee() {
+    rt();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A silent client on every worker: each server fiber waits in `read`.
+    let silent: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut s, _) = listener.accept().unwrap();
+            spawn(move || {
+                let mut buf = [0; 8];
+                s.read(&mut buf).map_err(|e| e.kind())
+            })
+        })
+        .collect();
+    for t in 0..rt().workers() {
+        let counter = rt().trustee(t).entrust(0u64);
+        let n = within_deadline(move || {
+            for _ in 0..1000 {
+                counter.apply(|c| *c += 1);
+            }
+            counter.apply(|c| *c)
+        });
+        assert_eq!(n, 1000, "trustee {t}");
+    }
+    // Closing the clients ends the reads: end of stream.
+    drop(silent);
+    for r in readers {
+        assert_eq!(within_deadline(move || r.join().unwrap()), Ok(0));
+    }
+}
+
+#[test]
+fn read_timeouts_in_a_fiber_and_on_a_thread() {
+    rt();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = std::net::TcpStream::connect(addr).unwrap();
+    let (s, _) = listener.accept().unwrap();
+    assert_eq!(
+        s.set_read_timeout(Some(Duration::ZERO)).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert_eq!(s.read_timeout().unwrap(), Some(Duration::from_millis(100)));
+    let s = Arc::new(s);
+    let in_fiber = {
+        let s = s.clone();
+        spawn(move || {
+            let start = Instant::now();
+            let e = (&*s).read(&mut [0; 8]).unwrap_err();
+            (e.kind(), start.elapsed())
+        })
+    };
+    let (kind, waited) = within_deadline(move || in_fiber.join().unwrap());
+    assert_eq!(kind, ErrorKind::TimedOut);
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let start = Instant::now();
+    assert_eq!(
+        (&*s).read(&mut [0; 8]).unwrap_err().kind(),
+        ErrorKind::TimedOut
+    );
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    s.set_read_timeout(None).unwrap();
+    assert_eq!(s.read_timeout().unwrap(), None);
+}
+
+#[test]
+fn many_fibers_sleeping_on_timeouts_all_wake_in_deadline_order() {
+    rt();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pairs: Vec<_> = (0..100)
+        .map(|_| {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            (c, listener.accept().unwrap().0)
+        })
+        .collect();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fibers: Vec<_> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (client, mut s))| {
+            let order = order.clone();
+            // Deadlines 100 ms apart in reverse order of start.
+            s.set_read_timeout(Some(Duration::from_millis(300 + 10 * (99 - i as u64))))
+                .unwrap();
+            spawn(move || {
+                let kind = s.read(&mut [0; 1]).unwrap_err().kind();
+                order.lock().unwrap().push(i);
+                drop(client);
+                kind
+            })
+        })
+        .collect();
+    for f in fibers {
+        assert_eq!(
+            within_deadline(move || f.join().unwrap()),
+            ErrorKind::TimedOut
+        );
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 100);
+    // Per worker, later starters have earlier deadlines; globally, 10 ms apart is enough to be in order but for
+    // the two workers' interleaving: check the overall trend, with a little slack for scheduling.
+    let inversions = order.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(inversions <= 10, "woken out of deadline order: {order:?}");
+}
+
+#[test]
+fn a_peer_that_resets_is_an_error_not_a_panic() {
+    rt();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (s, _) = listener.accept().unwrap();
+    let writer = spawn(move || {
+        // Writes into a connection whose peer is gone end in an error (EPIPE or ECONNRESET), never SIGPIPE.
+        let chunk = [7u8; 64 * 1024];
+        loop {
+            if let Err(e) = (&s).write(&chunk) {
+                return e.kind();
+            }
+        }
+    });
+    drop(client);
+    let kind = within_deadline(move || writer.join().unwrap());
+    assert!(
+        matches!(kind, ErrorKind::BrokenPipe | ErrorKind::ConnectionReset),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused_in_a_fiber() {
+    rt();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let f = spawn(move || {
+        TcpStream::connect(("127.0.0.1", port))
+            .map(drop)
+            .map_err(|e| e.kind())
+    });
+    assert_eq!(
+        within_deadline(move || f.join().unwrap()),
+        Err(ErrorKind::ConnectionRefused)
+    );
+}
+
+#[test]
+fn socket_io_inside_a_delegated_closure_panics_naming_spawn_and_the_trustee_keeps_serving() {
+    rt();
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+    let property = rt().trustee(0).entrust(0u32);
+    let l = listener.clone();
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        property.apply(move |_| drop(l.accept()))
+    }))
+    .unwrap_err();
+    let msg = panic_message(err);
+    assert!(
+        msg.contains("outside a fiber") && msg.contains("trust_core::spawn"),
+        "{msg}"
+    );
+    assert_eq!(property.apply(|v| *v + 1), 1);
+}
