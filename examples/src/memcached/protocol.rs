@@ -17,6 +17,7 @@ pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 pub const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
 pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+pub const BAD_DELETE: &[u8] = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
 
@@ -142,7 +143,8 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
             let (args, noreply) = noreply(args);
             match args {
                 [key] | [key, b"0"] if valid_key(key) => one(Command::Delete { key, noreply }),
-                _ => reject(BAD_FORMAT, line_len),
+                [_] => reject(BAD_FORMAT, line_len),
+                _ => reject(BAD_DELETE, line_len),
             }
         }
         b"incr" | b"decr" => {
@@ -171,7 +173,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
                 [] => one(Command::FlushAll { delay: 0, noreply }),
                 [delay] => match parse_i64(delay) {
                     Some(delay) => one(Command::FlushAll { delay, noreply }),
-                    None => reject(BAD_FORMAT, line_len),
+                    None => reject(BAD_EXPTIME, line_len),
                 },
                 _ => reject(BAD_FORMAT, line_len),
             }
@@ -403,7 +405,8 @@ mod tests {
         assert_eq!(rejected(b"incr k -1\r\n").0, BAD_DELTA);
         assert_eq!(rejected(b"incr k 18446744073709551616\r\n").0, BAD_DELTA);
         assert_eq!(rejected(b"touch k x\r\n").0, BAD_EXPTIME);
-        assert_eq!(rejected(b"delete k 5\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"delete k 5\r\n").0, BAD_DELETE);
+        assert_eq!(rejected(b"flush_all x\r\n").0, BAD_EXPTIME);
         let long = [b'k'; 251];
         let line = [&b"get "[..], &long, b"\r\n"].concat();
         assert_eq!(rejected(&line).0, BAD_FORMAT);

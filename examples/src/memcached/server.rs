@@ -2,24 +2,23 @@
 //! accepting), the accept loop (connection cap, refusal) and the per-connection handler: read what the
 //! client sent, parse every whole command in it in one pass, answer them all with one write.
 //!
-//! The handler is generic over `Read + Write`, and the socket types are the aliases below, so the transport
-//! can change in one place. Connections count in atomics of the server (not in a shard): those are counters,
-//! not locks.
+//! Every connection is a fiber on a worker (`trust_core::spawn`) over `trust_core::net` sockets: a read, a
+//! write or a stub call suspends only that fiber, and the worker meanwhile serves its shard and runs the other
+//! connections' fibers. The accept loop is a fiber too. The handler itself is generic over `Read + Write`.
+//! Connections count in atomics of the server (not in a shard): those are counters, not locks.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use trust_core::{Trust, runtime};
+use trust_core::{Fiber, Trust, runtime, spawn};
 
 use super::protocol::{self, Command, MAX_LINE, Parsed, item_size, push_u64};
 use super::store::{ArithOutcome, Shard, ShardStats, StoreOutcome, StoreRequest};
 
-/// The transport. std sockets served by one thread per connection.
-type Listener = std::net::TcpListener;
-type Stream = std::net::TcpStream;
+/// The transport: sockets whose waits suspend only the calling fiber.
+type Listener = trust_core::net::TcpListener;
 
 pub const VERSION: &str = "1.6.0-trust";
 /// What a client past the connection cap reads before the server closes it (memcached 1.6's words).
@@ -131,7 +130,7 @@ pub struct Server;
 pub struct ServerHandle {
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    accept: Option<Fiber<()>>,
 }
 
 impl Server {
@@ -156,9 +155,7 @@ impl Server {
         });
         let accept = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("memcached-accept".to_owned())
-                .spawn(move || accept_loop(listener, shared))?
+            spawn(move || accept_loop(listener, shared))
         };
         Ok(ServerHandle { addr, shared, accept: Some(accept) })
     }
@@ -186,7 +183,7 @@ impl ServerHandle {
     pub fn stop(mut self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
         // Wake the accept loop with a connection of our own.
-        let _ = Stream::connect(self.addr);
+        let _ = std::net::TcpStream::connect(self.addr);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -197,9 +194,10 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            // Out of descriptors and the like: let the moment pass rather than spin.
+            // A connection reset before it was accepted, or out of descriptors: let the other fibers run,
+            // then try again.
             Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
+                trust_core::yield_now();
                 continue;
             }
         };
@@ -209,24 +207,26 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
         // Only this loop adds connections, so the check and the increment cannot race past the cap.
         if shared.curr_connections.load(Ordering::Relaxed) >= shared.config.max_connections as u64 {
             shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            // Past the cap nothing is read: the reply is short enough for the socket buffer.
             let _ = (&stream).write_all(TOO_MANY_CONNECTIONS);
             continue;
         }
         shared.curr_connections.fetch_add(1, Ordering::Relaxed);
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
         let conn = Connection(Arc::clone(&shared));
-        let started = std::thread::Builder::new()
-            .name("memcached-conn".to_owned())
-            .stack_size(256 * 1024)
-            .spawn(move || {
+        // A fiber on some worker (round-robin); dropping its handle detaches it. `spawn` panics when no fiber
+        // stack can be had (see `fiber_stack_size`): then the closure, and with it the connection, is dropped
+        // and counted out, and the accept loop goes on.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            spawn(move || {
                 let _ = stream.set_nodelay(true);
                 if stream.set_read_timeout(conn.0.config.idle_timeout).is_ok() {
                     let _ = serve(&stream, &conn.0);
                 }
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 drop(conn);
-            });
-        // `conn` went into the closure; if the thread could not start, it was dropped there and counted.
+            })
+        }));
         drop(started);
     }
 }
@@ -472,6 +472,7 @@ fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
     let numbers = [
         ("pointer_size", usize::BITS as u64),
+        ("max_connections", shared.config.max_connections as u64),
         ("curr_connections", conn(&shared.curr_connections)),
         ("total_connections", conn(&shared.total_connections)),
         ("rejected_connections", conn(&shared.rejected_connections)),
