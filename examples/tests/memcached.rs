@@ -513,3 +513,12 @@ fn idle_connections_are_closed_after_the_timeout() {
     assert!(started.elapsed() >= Duration::from_secs(1));
     busy.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
 }
+
+#[test]
+fn lenient_keys_accept_control_characters_like_memcached() {
+    let server = start(|c| c.lenient_keys = true);
+    let mut r = Raw::connect(&server);
+    r.roundtrip(b"set \x10\x10key 0 0 1\r\nx\r\n", b"STORED\r\n")
+        .roundtrip(b"get \x10\x10key\r\n", b"VALUE \x10\x10key 0 1\r\nx\r\nEND\r\n")
+        .roundtrip(format!("get {}\r\n", "k".repeat(251)).as_bytes(), b"CLIENT_ERROR bad command line format\r\n");
+}

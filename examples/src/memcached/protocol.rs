@@ -86,9 +86,26 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// Parses the command at the front of `buf`. `item_max` is the largest item (`-I`): a bigger data block is
-/// refused with `SERVER_ERROR object too large for cache` and swallowed.
-pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
+/// What the parser accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest item (`-I`): a bigger data block is refused with `SERVER_ERROR object too large for
+    /// cache` and swallowed.
+    pub item_max: usize,
+    /// `protocol.txt` says keys hold no control characters, and by default a key with one is refused.
+    /// memcached itself does not check, and some load generators (memaslap's keys start with 8 bytes of
+    /// 0x10) rely on that: `true` accepts them (keys still cannot hold spaces or newlines, which split).
+    pub control_chars_in_keys: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { item_max: 1 << 20, control_chars_in_keys: false }
+    }
+}
+
+/// Parses the command at the front of `buf`.
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         return if buf.len() > MAX_LINE { Parsed::Close(LINE_TOO_LONG) } else { Parsed::Incomplete };
     };
@@ -118,8 +135,9 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
     }
     let args = &args[..argc.min(args.len())];
     let one = |cmd| Parsed::Command { cmd, len: line_len };
+    let valid_key = |key: &[u8]| valid_key(key, limits);
     match name {
-        b"get" | b"gets" => get_keys(rest, line_len).unwrap_or_else(|keys| {
+        b"get" | b"gets" => get_keys(rest, line_len, limits).unwrap_or_else(|keys| {
             one(Command::Get { keys, cas: name == b"gets" })
         }),
         b"gat" | b"gats" => {
@@ -129,15 +147,15 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
             let Some(exptime) = parse_i64(exp) else {
                 return reject(BAD_EXPTIME, line_len);
             };
-            get_keys(keys, line_len)
+            get_keys(keys, line_len, limits)
                 .unwrap_or_else(|keys| one(Command::Gat { exptime, keys, cas: name == b"gats" }))
         }
-        b"set" => storage(StoreOp::Set, args, argc, buf, line_len, item_max),
-        b"add" => storage(StoreOp::Add, args, argc, buf, line_len, item_max),
-        b"replace" => storage(StoreOp::Replace, args, argc, buf, line_len, item_max),
-        b"append" => storage(StoreOp::Append, args, argc, buf, line_len, item_max),
-        b"prepend" => storage(StoreOp::Prepend, args, argc, buf, line_len, item_max),
-        b"cas" => storage(StoreOp::Cas, args, argc, buf, line_len, item_max),
+        b"set" => storage(StoreOp::Set, args, argc, buf, line_len, limits),
+        b"add" => storage(StoreOp::Add, args, argc, buf, line_len, limits),
+        b"replace" => storage(StoreOp::Replace, args, argc, buf, line_len, limits),
+        b"append" => storage(StoreOp::Append, args, argc, buf, line_len, limits),
+        b"prepend" => storage(StoreOp::Prepend, args, argc, buf, line_len, limits),
+        b"cas" => storage(StoreOp::Cas, args, argc, buf, line_len, limits),
         b"delete" => {
             // `delete <key> 0` is an old form memcached still accepts.
             let (args, noreply) = noreply(args);
@@ -198,11 +216,11 @@ fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
 
 /// `Err(keys)` when the keys are fine (so callers can `unwrap_or_else` into their command), `Ok(reject)`
 /// otherwise: no key is `ERROR`, a bad key rejects the whole line before any value is sent.
-fn get_keys(rest: &[u8], line_len: usize) -> Result<Parsed<'static>, Keys<'_>> {
+fn get_keys<'a>(rest: &'a [u8], line_len: usize, limits: &Limits) -> Result<Parsed<'static>, Keys<'a>> {
     let keys = Keys(rest);
     let mut any = false;
     for k in keys.iter() {
-        if !valid_key(k) {
+        if !valid_key(k, limits) {
             return Ok(reject(BAD_FORMAT, line_len));
         }
         any = true;
@@ -232,7 +250,7 @@ fn storage<'a>(
     argc: usize,
     buf: &'a [u8],
     line_len: usize,
-    item_max: usize,
+    limits: &Limits,
 ) -> Parsed<'a> {
     let (args, noreply) = noreply(args);
     let want = if op == StoreOp::Cas { 5 } else { 4 };
@@ -250,10 +268,10 @@ fn storage<'a>(
         // The length is known, so the data block is swallowed rather than read as commands.
         return Parsed::Reject { reply: BAD_FORMAT, len: line_len, swallow: bytes + 2, unlink: None };
     };
-    if !valid_key(key) {
+    if !valid_key(key, limits) {
         return Parsed::Reject { reply: BAD_FORMAT, len: line_len, swallow: bytes + 2, unlink: None };
     }
-    if item_size(key.len(), bytes) > item_max {
+    if item_size(key.len(), bytes) > limits.item_max {
         return Parsed::Reject {
             reply: if noreply { b"" } else { TOO_LARGE },
             len: line_len,
@@ -286,9 +304,11 @@ pub const fn item_size(key_len: usize, value_len: usize) -> usize {
 /// Per-item bookkeeping counted against the limits.
 pub const ITEM_OVERHEAD: usize = 64;
 
-/// 1 to 250 bytes, no control characters (spaces cannot occur: they split tokens).
-pub fn valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+/// 1 to 250 bytes, no control characters unless `limits` allow them (spaces cannot occur: they split tokens).
+pub fn valid_key(key: &[u8], limits: &Limits) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && (limits.control_chars_in_keys || key.iter().all(|&b| b > b' ' && b != 0x7f))
 }
 
 /// A decimal `u64`: digits only, no sign, no overflow.
@@ -327,7 +347,7 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 mod tests {
     use super::*;
 
-    const MAX: usize = 1 << 20;
+    const MAX: &Limits = &Limits { item_max: 1 << 20, control_chars_in_keys: false };
 
     fn cmd(buf: &[u8]) -> Command<'_> {
         match parse(buf, MAX) {
@@ -412,6 +432,9 @@ mod tests {
         assert_eq!(rejected(&line).0, BAD_FORMAT);
         assert_eq!(rejected(b"get ok bad\x01key\r\n").0, BAD_FORMAT);
         assert_eq!(rejected(b"GET k\r\n").0, ERROR);
+        let lenient = Limits { control_chars_in_keys: true, ..*MAX };
+        assert!(matches!(parse(b"get ok bad\x01key\r\n", &lenient), Parsed::Command { .. }));
+        assert!(matches!(parse(&line, &lenient), Parsed::Reject { reply: BAD_FORMAT, .. }));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use trust_core::{Fiber, Trust, runtime, spawn};
 
-use super::protocol::{self, Command, MAX_LINE, Parsed, item_size, push_u64};
+use super::protocol::{self, Command, Limits, MAX_LINE, Parsed, item_size, push_u64};
 use super::store::{ArithOutcome, Shard, ShardStats, StoreOutcome, StoreRequest};
 
 /// The transport: sockets whose waits suspend only the calling fiber.
@@ -46,6 +46,9 @@ pub struct Config {
     pub item_max: usize,
     /// Close a connection silent for this long (`--idle-timeout SECS`; 0 = never).
     pub idle_timeout: Option<Duration>,
+    /// Accept control characters in keys, as memcached does (`--lenient-keys`); see
+    /// [`Limits::control_chars_in_keys`].
+    pub lenient_keys: bool,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             max_connections: 1024,
             item_max: 1 << 20,
             idle_timeout: None,
+            lenient_keys: false,
         }
     }
 }
@@ -79,6 +83,7 @@ impl Config {
                     let secs: u64 = number(&flag, &value()?)?;
                     config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
                 }
+                "--lenient-keys" => config.lenient_keys = true,
                 "--workers" | "-t" => workers = Some(number(&flag, &value()?)?),
                 _ => return Err(format!("unknown argument {flag:?}")),
             }
@@ -296,8 +301,8 @@ impl ReadBuf {
 
 /// Serves one connection until the client quits, closes, idles out, or sends a line too long.
 fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
-    let item_max = shared.config.item_max;
-    let mut input = ReadBuf::new(item_max);
+    let limits = Limits { item_max: shared.config.item_max, control_chars_in_keys: shared.config.lenient_keys };
+    let mut input = ReadBuf::new(limits.item_max);
     let mut out = Vec::with_capacity(READ_START);
     // Bytes of a refused data block still to drop as they arrive.
     let mut swallow = 0usize;
@@ -312,7 +317,7 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
                     break;
                 }
             }
-            let (len, more, quit) = match protocol::parse(input.data(), item_max) {
+            let (len, more, quit) = match protocol::parse(input.data(), &limits) {
                 Parsed::Incomplete => break,
                 Parsed::Command { cmd, len } => (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?),
                 Parsed::Reject { reply, len, swallow, unlink } => {
@@ -530,11 +535,13 @@ mod tests {
                 max_connections: 10,
                 item_max: 2 << 20,
                 idle_timeout: Some(Duration::from_secs(5)),
+                lenient_keys: false,
             }
         );
         assert_eq!(w, Some(2));
         assert_eq!(args("-I 512k").unwrap().0.item_max, 512 << 10);
         assert_eq!(args("-I 4096").unwrap().0.item_max, 4096);
+        assert!(args("--lenient-keys").unwrap().0.lenient_keys);
         assert!(args("-I 1").is_err());
         assert!(args("-I 2g").is_err());
         assert!(args("--port").is_err());
