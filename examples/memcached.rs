@@ -28,7 +28,10 @@ fn main() {
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("memcached: cannot listen on {}:{}: {e}", config.listen, config.port);
+            eprintln!(
+                "memcached: cannot listen on {}:{}: {e}",
+                config.listen, config.port
+            );
             std::process::exit(1);
         }
     };

@@ -12,13 +12,19 @@ use trust_examples::memcached::server::TOO_MANY_CONNECTIONS;
 use trust_examples::memcached::{Config, Server, ServerHandle};
 
 fn start(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
-    let mut config = Config { port: 0, ..Config::default() };
+    let mut config = Config {
+        port: 0,
+        ..Config::default()
+    };
     tweak(&mut config);
     Server::start(config).expect("server starts")
 }
 
 fn client(server: &ServerHandle) -> memcache::Client {
-    let url = format!("memcache://{}?protocol=ascii&timeout=10", server.local_addr());
+    let url = format!(
+        "memcache://{}?protocol=ascii&timeout=10",
+        server.local_addr()
+    );
     memcache::Client::with_pool_size(url.as_str(), 1).expect("client connects")
 }
 
@@ -82,7 +88,10 @@ impl Raw {
 }
 
 fn stat(stats: &[(String, String)], name: &str) -> u64 {
-    let (_, v) = stats.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no stat {name}"));
+    let (_, v) = stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no stat {name}"));
     v.parse().unwrap_or_else(|_| panic!("stat {name} = {v:?}"))
 }
 
@@ -99,12 +108,18 @@ fn the_memcache_crate_drives_every_command() {
     let server = start(|_| {});
     let c = client(&server);
     c.set("greeting", "hello", 0).unwrap();
-    assert_eq!(c.get::<String>("greeting").unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        c.get::<String>("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
     assert_eq!(c.get::<String>("absent").unwrap(), None);
 
     // add / replace (the crate answers NOT_STORED with `Ok(())`: the values show what happened)
     c.add("greeting", "again", 0).unwrap();
-    assert_eq!(c.get::<String>("greeting").unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        c.get::<String>("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
     c.add("fresh", "1", 0).unwrap();
     c.replace("nobody", "x", 0).unwrap();
     assert_eq!(c.get::<String>("nobody").unwrap(), None);
@@ -114,7 +129,10 @@ fn the_memcache_crate_drives_every_command() {
     // append / prepend
     c.append("greeting", ", world").unwrap();
     c.prepend("greeting", ">> ").unwrap();
-    assert_eq!(c.get::<String>("greeting").unwrap().as_deref(), Some(">> hello, world"));
+    assert_eq!(
+        c.get::<String>("greeting").unwrap().as_deref(),
+        Some(">> hello, world")
+    );
     c.append("nobody", "x").unwrap();
     assert_eq!(c.get::<String>("nobody").unwrap(), None);
 
@@ -124,10 +142,16 @@ fn the_memcache_crate_drives_every_command() {
     assert_eq!(many["fresh"], "2");
 
     // cas: the unique from `gets`, a conflict, a miss
-    let (_, _, cas) = c.get::<(Vec<u8>, u32, Option<u64>)>("fresh").unwrap().unwrap();
+    let (_, _, cas) = c
+        .get::<(Vec<u8>, u32, Option<u64>)>("fresh")
+        .unwrap()
+        .unwrap();
     let cas = cas.expect("gets returns a cas unique");
     assert!(c.cas("fresh", "3", 0, cas).unwrap());
-    assert!(!c.cas("fresh", "4", 0, cas).unwrap(), "the unique changed with the first cas");
+    assert!(
+        !c.cas("fresh", "4", 0, cas).unwrap(),
+        "the unique changed with the first cas"
+    );
     assert!(!c.cas("absent", "4", 0, cas).unwrap());
     assert_eq!(c.get::<String>("fresh").unwrap().as_deref(), Some("3"));
 
@@ -142,7 +166,10 @@ fn the_memcache_crate_drives_every_command() {
     assert_eq!(c.decrement("n", 10).unwrap(), 0);
     assert!(c.increment("absent", 1).is_err());
     let err = c.increment("greeting", 1).unwrap_err().to_string();
-    assert!(err.contains("cannot increment or decrement non-numeric value"), "{err}");
+    assert!(
+        err.contains("cannot increment or decrement non-numeric value"),
+        "{err}"
+    );
 
     // touch
     assert!(c.touch("greeting", 1000).unwrap());
@@ -152,7 +179,10 @@ fn the_memcache_crate_drives_every_command() {
     let version = c.version().unwrap();
     assert_eq!(version[0].1, "1.6.0-trust");
     c.flush_with_delay(1000).unwrap();
-    assert_eq!(c.get::<String>("greeting").unwrap().as_deref(), Some(">> hello, world"));
+    assert_eq!(
+        c.get::<String>("greeting").unwrap().as_deref(),
+        Some(">> hello, world")
+    );
     c.flush().unwrap();
     assert_eq!(c.get::<String>("greeting").unwrap(), None);
     assert_eq!(c.get::<String>("n").unwrap(), None);
@@ -168,7 +198,10 @@ fn every_reply_of_the_text_protocol_byte_for_byte() {
         .roundtrip(b"replace nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n")
         .roundtrip(b"append k 0 0 1\r\n!\r\n", b"STORED\r\n")
         .roundtrip(b"prepend k 0 0 1\r\n<\r\n", b"STORED\r\n")
-        .roundtrip(b"get k nope k\r\n", b"VALUE k 7 7\r\n<hello!\r\nVALUE k 7 7\r\n<hello!\r\nEND\r\n");
+        .roundtrip(
+            b"get k nope k\r\n",
+            b"VALUE k 7 7\r\n<hello!\r\nVALUE k 7 7\r\n<hello!\r\nEND\r\n",
+        );
     // The cas unique is whatever `gets` says; using it once succeeds, twice conflicts.
     r.send(b"gets k\r\n");
     let mut line = Vec::new();
@@ -178,27 +211,46 @@ fn every_reply_of_the_text_protocol_byte_for_byte() {
         line.push(byte[0]);
     }
     let header = String::from_utf8(line).unwrap();
-    let cas: u64 = header.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
+    let cas: u64 = header
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(header, format!("VALUE k 7 7 {cas}\r\n"));
     r.expect(b"<hello!\r\nEND\r\n");
-    r.roundtrip(format!("cas k 1 0 2 {cas}\r\nhi\r\n").as_bytes(), b"STORED\r\n")
-        .roundtrip(format!("cas k 1 0 2 {cas}\r\nho\r\n").as_bytes(), b"EXISTS\r\n")
-        .roundtrip(b"cas nope 1 0 2 1\r\nho\r\n", b"NOT_FOUND\r\n")
-        .roundtrip(b"get k\r\n", b"VALUE k 1 2\r\nhi\r\nEND\r\n")
-        .roundtrip(b"touch k 100\r\n", b"TOUCHED\r\n")
-        .roundtrip(b"touch nope 100\r\n", b"NOT_FOUND\r\n")
-        .roundtrip(b"gat 0 k nope\r\n", b"VALUE k 1 2\r\nhi\r\nEND\r\n");
+    r.roundtrip(
+        format!("cas k 1 0 2 {cas}\r\nhi\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .roundtrip(
+        format!("cas k 1 0 2 {cas}\r\nho\r\n").as_bytes(),
+        b"EXISTS\r\n",
+    )
+    .roundtrip(b"cas nope 1 0 2 1\r\nho\r\n", b"NOT_FOUND\r\n")
+    .roundtrip(b"get k\r\n", b"VALUE k 1 2\r\nhi\r\nEND\r\n")
+    .roundtrip(b"touch k 100\r\n", b"TOUCHED\r\n")
+    .roundtrip(b"touch nope 100\r\n", b"NOT_FOUND\r\n")
+    .roundtrip(b"gat 0 k nope\r\n", b"VALUE k 1 2\r\nhi\r\nEND\r\n");
     r.send(b"gats 0 k\r\n").expect(b"VALUE k 1 2 ");
     let mut rest = Vec::new();
     while !rest.ends_with(b"END\r\n") {
         r.0.read_exact(&mut byte).unwrap();
         rest.push(byte[0]);
     }
-    assert!(rest.ends_with(b"\r\nhi\r\nEND\r\n"), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.ends_with(b"\r\nhi\r\nEND\r\n"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
     r.roundtrip(b"set n 0 0 2\r\n10\r\n", b"STORED\r\n")
         .roundtrip(b"incr n 5\r\n", b"15\r\n")
         .roundtrip(b"decr n 100\r\n", b"0\r\n")
-        .roundtrip(b"incr k 1\r\n", b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+        .roundtrip(
+            b"incr k 1\r\n",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        )
         .roundtrip(b"incr nope 1\r\n", b"NOT_FOUND\r\n")
         .roundtrip(b"delete n\r\n", b"DELETED\r\n")
         .roundtrip(b"delete n\r\n", b"NOT_FOUND\r\n")
@@ -220,7 +272,10 @@ fn every_reply_of_the_text_protocol_byte_for_byte() {
         .send(b"set c 0 0 1 noreply\r\nc\r\n")
         .send(b"delete c noreply\r\n")
         .send(b"verbosity 0 noreply\r\n")
-        .roundtrip(b"get a b c\r\n", b"VALUE a 0 3\r\n534\r\nVALUE b 0 1\r\n0\r\nEND\r\n")
+        .roundtrip(
+            b"get a b c\r\n",
+            b"VALUE a 0 3\r\n534\r\nVALUE b 0 1\r\n0\r\nEND\r\n",
+        )
         .send(b"flush_all 0 noreply\r\n")
         .roundtrip(b"get a\r\n", b"END\r\n")
         .roundtrip(b"quit\r\n", b"");
@@ -234,12 +289,24 @@ fn pipelined_requests_are_all_answered() {
     let mut batch = Vec::new();
     let mut want = Vec::new();
     for i in 0..500 {
-        batch.extend_from_slice(format!("set key{i} {i} 0 {}\r\nvalue{i}\r\n", format!("value{i}").len()).as_bytes());
+        batch.extend_from_slice(
+            format!(
+                "set key{i} {i} 0 {}\r\nvalue{i}\r\n",
+                format!("value{i}").len()
+            )
+            .as_bytes(),
+        );
         want.extend_from_slice(b"STORED\r\n");
     }
     for i in 0..500 {
         batch.extend_from_slice(format!("get key{i}\r\nincr key{i} 1\r\n").as_bytes());
-        want.extend_from_slice(format!("VALUE key{i} {i} {}\r\nvalue{i}\r\nEND\r\n", format!("value{i}").len()).as_bytes());
+        want.extend_from_slice(
+            format!(
+                "VALUE key{i} {i} {}\r\nvalue{i}\r\nEND\r\n",
+                format!("value{i}").len()
+            )
+            .as_bytes(),
+        );
         want.extend_from_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
     }
     // All in one write: the server parses what arrives in one pass, commands split across reads included.
@@ -250,20 +317,35 @@ fn pipelined_requests_are_all_answered() {
 fn exptime_relative_absolute_and_negative() {
     let server = start(|_| {});
     let mut r = Raw::connect(&server);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     r.roundtrip(b"set rel 0 2 1\r\nr\r\n", b"STORED\r\n")
-        .roundtrip(format!("set abs 0 {} 1\r\na\r\n", now + 2).as_bytes(), b"STORED\r\n")
-        .roundtrip(format!("set past 0 {} 1\r\np\r\n", now - 10).as_bytes(), b"STORED\r\n")
+        .roundtrip(
+            format!("set abs 0 {} 1\r\na\r\n", now + 2).as_bytes(),
+            b"STORED\r\n",
+        )
+        .roundtrip(
+            format!("set past 0 {} 1\r\np\r\n", now - 10).as_bytes(),
+            b"STORED\r\n",
+        )
         .roundtrip(b"set neg 0 -1 1\r\nn\r\n", b"STORED\r\n")
         .roundtrip(b"set forever 0 0 1\r\nf\r\n", b"STORED\r\n")
         .roundtrip(b"set touched 0 2 1\r\nt\r\n", b"STORED\r\n")
         .roundtrip(b"touch touched 100\r\n", b"TOUCHED\r\n")
         .roundtrip(b"get past neg\r\n", b"END\r\n")
-        .roundtrip(b"get rel abs\r\n", b"VALUE rel 0 1\r\nr\r\nVALUE abs 0 1\r\na\r\nEND\r\n");
+        .roundtrip(
+            b"get rel abs\r\n",
+            b"VALUE rel 0 1\r\nr\r\nVALUE abs 0 1\r\na\r\nEND\r\n",
+        );
     thread::sleep(Duration::from_millis(3100));
-    r.roundtrip(b"get rel abs forever touched\r\n", b"VALUE forever 0 1\r\nf\r\nVALUE touched 0 1\r\nt\r\nEND\r\n")
-        .roundtrip(b"gat -1 forever\r\n", b"VALUE forever 0 1\r\nf\r\nEND\r\n")
-        .roundtrip(b"get forever\r\n", b"END\r\n");
+    r.roundtrip(
+        b"get rel abs forever touched\r\n",
+        b"VALUE forever 0 1\r\nf\r\nVALUE touched 0 1\r\nt\r\nEND\r\n",
+    )
+    .roundtrip(b"gat -1 forever\r\n", b"VALUE forever 0 1\r\nf\r\nEND\r\n")
+    .roundtrip(b"get forever\r\n", b"END\r\n");
     // flush_all with a delay: still there before, gone after.
     r.roundtrip(b"set later 0 0 1\r\nl\r\n", b"STORED\r\n")
         .roundtrip(b"flush_all 2\r\n", b"OK\r\n")
@@ -283,27 +365,46 @@ fn a_small_memory_limit_evicts_the_least_recently_used() {
         cmd.extend_from_slice(b"\r\n");
         r.roundtrip(&cmd, b"STORED\r\n");
         // Keep key0 hot: it is used after every store, so it is never the least recently used.
-        r.send(b"get key0\r\n").expect(b"VALUE key0 0 50000\r\n").expect(&value).expect(b"\r\nEND\r\n");
+        r.send(b"get key0\r\n")
+            .expect(b"VALUE key0 0 50000\r\n")
+            .expect(&value)
+            .expect(b"\r\nEND\r\n");
     }
     let stats = r.stats();
     let (items, evictions) = (stat(&stats, "curr_items"), stat(&stats, "evictions"));
-    assert_eq!(items + evictions, 100, "every item is either there or was evicted");
-    assert!(evictions >= 70, "1 MiB holds about 20 items of 50 KB: {evictions} evictions");
+    assert_eq!(
+        items + evictions,
+        100,
+        "every item is either there or was evicted"
+    );
+    assert!(
+        evictions >= 70,
+        "1 MiB holds about 20 items of 50 KB: {evictions} evictions"
+    );
     let item = (4 + 50_000 + ITEM_OVERHEAD) as u64; // every key here is 4 or 5 bytes
     assert!(stat(&stats, "bytes") <= 1 << 20);
     assert!(stat(&stats, "bytes") >= items * item);
     assert_eq!(stat(&stats, "limit_maxbytes"), 1 << 20);
     r.roundtrip(b"get key1\r\n", b"END\r\n");
-    r.send(b"get key0\r\n").expect(b"VALUE key0 0 50000\r\n").expect(&value).expect(b"\r\nEND\r\n");
-    r.send(b"get key99\r\n").expect(b"VALUE key99 0 50000\r\n").expect(&value).expect(b"\r\nEND\r\n");
+    r.send(b"get key0\r\n")
+        .expect(b"VALUE key0 0 50000\r\n")
+        .expect(&value)
+        .expect(b"\r\nEND\r\n");
+    r.send(b"get key99\r\n")
+        .expect(b"VALUE key99 0 50000\r\n")
+        .expect(&value)
+        .expect(b"\r\nEND\r\n");
     // An item larger than a shard's share of the memory cannot be stored at all.
     let big = vec![b'b'; 700_000];
     let mut cmd = format!("set big 0 0 {}\r\n", big.len()).into_bytes();
     cmd.extend_from_slice(&big);
     cmd.extend_from_slice(b"\r\n");
     let shards = stat(&stats, "threads");
-    let want: &[u8] =
-        if (1 << 20) / shards < 700_000 { b"SERVER_ERROR out of memory storing object\r\n" } else { b"STORED\r\n" };
+    let want: &[u8] = if (1 << 20) / shards < 700_000 {
+        b"SERVER_ERROR out of memory storing object\r\n"
+    } else {
+        b"STORED\r\n"
+    };
     r.roundtrip(&cmd, want);
 }
 
@@ -336,9 +437,19 @@ fn sixty_four_client_threads_incr_exact_counts() {
         // Thread t adds t+1 to counter (t + round) % 8 for 50 rounds: each counter gets 50/8 of each
         // thread's rounds, exactly computed here.
         let want: u64 = (0..THREADS)
-            .map(|t| (0..ROUNDS).filter(|round| (t + round) as usize % COUNTERS == k).count() as u64 * (t + 1))
+            .map(|t| {
+                (0..ROUNDS)
+                    .filter(|round| (t + round) as usize % COUNTERS == k)
+                    .count() as u64
+                    * (t + 1)
+            })
             .sum();
-        let got: u64 = setup.get::<String>(&format!("counter{k}")).unwrap().unwrap().parse().unwrap();
+        let got: u64 = setup
+            .get::<String>(&format!("counter{k}"))
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(got, want, "counter{k}");
         total += got;
     }
@@ -355,7 +466,10 @@ fn stats_are_exact_after_a_known_sequence() {
     r.roundtrip(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n") // cmd_set 1, total_items 1
         .roundtrip(b"set bb 0 0 2\r\n22\r\n", b"STORED\r\n") // cmd_set 2, total_items 2
         .roundtrip(b"add a 0 0 1\r\nx\r\n", b"NOT_STORED\r\n") // cmd_set 3
-        .roundtrip(b"get a bb zz\r\n", b"VALUE a 0 1\r\n1\r\nVALUE bb 0 2\r\n22\r\nEND\r\n") // 3 gets, 2 hits
+        .roundtrip(
+            b"get a bb zz\r\n",
+            b"VALUE a 0 1\r\n1\r\nVALUE bb 0 2\r\n22\r\nEND\r\n",
+        ) // 3 gets, 2 hits
         .roundtrip(b"gets zz\r\n", b"END\r\n") // 4 gets, 2 misses
         .roundtrip(b"incr a 5\r\n", b"6\r\n")
         .roundtrip(b"incr zz 5\r\n", b"NOT_FOUND\r\n")
@@ -383,7 +497,10 @@ fn stats_are_exact_after_a_known_sequence() {
         ("cmd_set", 6),
         ("total_items", 3),
         ("curr_items", 2),
-        ("bytes", (1 + 1 + ITEM_OVERHEAD + 2 + 2 + ITEM_OVERHEAD) as u64),
+        (
+            "bytes",
+            (1 + 1 + ITEM_OVERHEAD + 2 + 2 + ITEM_OVERHEAD) as u64,
+        ),
         ("incr_hits", 1),
         ("incr_misses", 1),
         ("decr_hits", 1),
@@ -405,10 +522,16 @@ fn stats_are_exact_after_a_known_sequence() {
     for (name, value) in want {
         assert_eq!(stat(&stats, name), value, "{name}");
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(stat(&stats, "time").abs_diff(now) <= 1);
     assert!(stat(&stats, "uptime") <= 60);
-    assert_eq!(stats.iter().find(|(k, _)| k == "version").unwrap().1, "1.6.0-trust");
+    assert_eq!(
+        stats.iter().find(|(k, _)| k == "version").unwrap().1,
+        "1.6.0-trust"
+    );
 }
 
 #[test]
@@ -419,34 +542,76 @@ fn bad_input_gets_memcached_error_replies() {
     r.roundtrip(b"bogus\r\n", b"ERROR\r\n")
         .roundtrip(b"\r\n", b"ERROR\r\n")
         .roundtrip(b"get\r\n", b"ERROR\r\n")
-        .roundtrip(b"set k 0 0\r\n", b"CLIENT_ERROR bad command line format\r\n")
-        .roundtrip(b"set k 0 0 -1\r\n", b"CLIENT_ERROR bad command line format\r\n")
+        .roundtrip(
+            b"set k 0 0\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        )
+        .roundtrip(
+            b"set k 0 0 -1\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        )
         // With a valid length the data block is swallowed, not read as commands.
-        .roundtrip(b"set k x 0 3\r\nabc\r\n", b"CLIENT_ERROR bad command line format\r\n")
-        .roundtrip(b"set k 0 0 3\r\nabcd\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\n")
-        .roundtrip(format!("get {long_key}\r\n").as_bytes(), b"CLIENT_ERROR bad command line format\r\n")
-        .roundtrip(format!("set {long_key} 0 0 1\r\nx\r\n").as_bytes(), b"CLIENT_ERROR bad command line format\r\n")
-        .roundtrip(b"get bad\x01key\r\n", b"CLIENT_ERROR bad command line format\r\n")
-        .roundtrip(b"incr k abc\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n")
-        .roundtrip(b"incr k 18446744073709551616\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n")
-        .roundtrip(b"touch k soon\r\n", b"CLIENT_ERROR invalid exptime argument\r\n")
-        .roundtrip(b"delete k 5\r\n", b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n")
-        .roundtrip(b"flush_all later\r\n", b"CLIENT_ERROR invalid exptime argument\r\n")
-        .roundtrip(b"set k 4294967296 0 1\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\n");
+        .roundtrip(
+            b"set k x 0 3\r\nabc\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        )
+        .roundtrip(
+            b"set k 0 0 3\r\nabcd\r\n",
+            b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+        )
+        .roundtrip(
+            format!("get {long_key}\r\n").as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+        )
+        .roundtrip(
+            format!("set {long_key} 0 0 1\r\nx\r\n").as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+        )
+        .roundtrip(
+            b"get bad\x01key\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        )
+        .roundtrip(
+            b"incr k abc\r\n",
+            b"CLIENT_ERROR invalid numeric delta argument\r\n",
+        )
+        .roundtrip(
+            b"incr k 18446744073709551616\r\n",
+            b"CLIENT_ERROR invalid numeric delta argument\r\n",
+        )
+        .roundtrip(
+            b"touch k soon\r\n",
+            b"CLIENT_ERROR invalid exptime argument\r\n",
+        )
+        .roundtrip(
+            b"delete k 5\r\n",
+            b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+        )
+        .roundtrip(
+            b"flush_all later\r\n",
+            b"CLIENT_ERROR invalid exptime argument\r\n",
+        )
+        .roundtrip(
+            b"set k 4294967296 0 1\r\nx\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        );
     // Too large for -I: refused, the data block swallowed (even when it arrives in pieces), and a `set`
     // drops the key's old value.
     r.roundtrip(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
     let big = vec![b'B'; 10_000];
     r.send(b"set k 0 0 10000\r\n").send(&big[..3000]);
     thread::sleep(Duration::from_millis(50));
-    r.send(&big[3000..]).send(b"\r\n").expect(b"SERVER_ERROR object too large for cache\r\n");
+    r.send(&big[3000..])
+        .send(b"\r\n")
+        .expect(b"SERVER_ERROR object too large for cache\r\n");
     r.roundtrip(b"get k\r\n", b"END\r\n");
     let mut noreply = b"set k 0 0 10000 noreply\r\n".to_vec();
     noreply.extend_from_slice(&big);
     noreply.extend_from_slice(b"\r\nversion\r\n");
     r.roundtrip(&noreply, b"VERSION 1.6.0-trust\r\n");
     // The connection still works after all of that.
-    r.roundtrip(b"set k 0 0 2\r\nok\r\n", b"STORED\r\n").roundtrip(b"get k\r\n", b"VALUE k 0 2\r\nok\r\nEND\r\n");
+    r.roundtrip(b"set k 0 0 2\r\nok\r\n", b"STORED\r\n")
+        .roundtrip(b"get k\r\n", b"VALUE k 0 2\r\nok\r\nEND\r\n");
 }
 
 #[test]
@@ -454,13 +619,17 @@ fn a_line_past_64_kib_is_refused_and_the_connection_closed() {
     let server = start(|_| {});
     let mut r = Raw::connect(&server);
     let flood = vec![b'g'; 64 * 1024 + 1];
-    r.send(&flood).expect(b"CLIENT_ERROR line too long\r\n").expect_eof();
+    r.send(&flood)
+        .expect(b"CLIENT_ERROR line too long\r\n")
+        .expect_eof();
     // A line of 64 KiB with its newline is fine: a get of many keys.
     let keys: Vec<String> = (0..6000).map(|i| format!("k{i:08}")).collect();
     let line = format!("get {}\r\n", keys.join(" "));
     assert!(line.len() < 64 * 1024);
     Raw::connect(&server).roundtrip(line.as_bytes(), b"END\r\n");
-    wait_until("closed connections are counted out", || server.connections() == 0);
+    wait_until("closed connections are counted out", || {
+        server.connections() == 0
+    });
 }
 
 #[test]
@@ -468,13 +637,22 @@ fn half_a_command_then_disconnect_leaves_other_clients_alone() {
     let server = start(|_| {});
     let mut steady = Raw::connect(&server);
     steady.roundtrip(b"set s 0 0 1\r\n1\r\n", b"STORED\r\n");
-    for partial in [&b"set k 0 0 10\r\nabc"[..], b"get k", b"set k 0 0 100000\r\n", b"incr"] {
+    for partial in [
+        &b"set k 0 0 10\r\nabc"[..],
+        b"get k",
+        b"set k 0 0 100000\r\n",
+        b"incr",
+    ] {
         let mut r = Raw::connect(&server);
         r.send(partial);
         r.0.shutdown(Shutdown::Both).unwrap();
-        steady.roundtrip(b"incr s 1\r\n", b"2\r\n").roundtrip(b"decr s 1\r\n", b"1\r\n");
+        steady
+            .roundtrip(b"incr s 1\r\n", b"2\r\n")
+            .roundtrip(b"decr s 1\r\n", b"1\r\n");
     }
-    wait_until("the broken connections are closed", || server.connections() == 1);
+    wait_until("the broken connections are closed", || {
+        server.connections() == 1
+    });
     steady.roundtrip(b"get k\r\n", b"END\r\n");
 }
 
@@ -489,7 +667,9 @@ fn connections_past_the_cap_are_refused_cleanly() {
     c.expect(TOO_MANY_CONNECTIONS).expect_eof();
     assert_eq!(TOO_MANY_CONNECTIONS, b"ERROR Too many open connections\r\n");
     drop(a);
-    wait_until("the first connection is counted out", || server.connections() == 1);
+    wait_until("the first connection is counted out", || {
+        server.connections() == 1
+    });
     let mut d = Raw::connect(&server);
     d.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
     let stats = d.stats();
@@ -519,6 +699,12 @@ fn lenient_keys_accept_control_characters_like_memcached() {
     let server = start(|c| c.lenient_keys = true);
     let mut r = Raw::connect(&server);
     r.roundtrip(b"set \x10\x10key 0 0 1\r\nx\r\n", b"STORED\r\n")
-        .roundtrip(b"get \x10\x10key\r\n", b"VALUE \x10\x10key 0 1\r\nx\r\nEND\r\n")
-        .roundtrip(format!("get {}\r\n", "k".repeat(251)).as_bytes(), b"CLIENT_ERROR bad command line format\r\n");
+        .roundtrip(
+            b"get \x10\x10key\r\n",
+            b"VALUE \x10\x10key 0 1\r\nx\r\nEND\r\n",
+        )
+        .roundtrip(
+            format!("get {}\r\n", "k".repeat(251)).as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+        );
 }

@@ -17,7 +17,8 @@ pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 pub const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
 pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
-pub const BAD_DELETE: &[u8] = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
+pub const BAD_DELETE: &[u8] =
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
 
@@ -36,9 +37,16 @@ pub enum StoreOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
     /// `get`/`gets` (`cas` is true for `gets`).
-    Get { keys: Keys<'a>, cas: bool },
+    Get {
+        keys: Keys<'a>,
+        cas: bool,
+    },
     /// `gat`/`gats`: get and touch.
-    Gat { exptime: i64, keys: Keys<'a>, cas: bool },
+    Gat {
+        exptime: i64,
+        keys: Keys<'a>,
+        cas: bool,
+    },
     /// `set`/`add`/`replace`/`append`/`prepend`/`cas`; `cas` is 0 except for `cas`.
     Store {
         op: StoreOp,
@@ -49,14 +57,31 @@ pub enum Command<'a> {
         cas: u64,
         noreply: bool,
     },
-    Delete { key: &'a [u8], noreply: bool },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
     /// `incr` (`incr` true) or `decr`.
-    Arith { key: &'a [u8], delta: u64, incr: bool, noreply: bool },
-    Touch { key: &'a [u8], exptime: i64, noreply: bool },
-    FlushAll { delay: i64, noreply: bool },
+    Arith {
+        key: &'a [u8],
+        delta: u64,
+        incr: bool,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
     Stats,
     Version,
-    Verbosity { noreply: bool },
+    Verbosity {
+        noreply: bool,
+    },
     Quit,
 }
 
@@ -71,7 +96,12 @@ pub enum Parsed<'a> {
     /// block of a storage command that is refused, so it is not read as commands). A refused `set` also
     /// removes the key's old value (`unlink`), as memcached does, so a stale value does not outlive a failed
     /// overwrite.
-    Reject { reply: &'static [u8], len: usize, swallow: usize, unlink: Option<&'a [u8]> },
+    Reject {
+        reply: &'static [u8],
+        len: usize,
+        swallow: usize,
+        unlink: Option<&'a [u8]>,
+    },
     /// Send `reply` and close the connection.
     Close(&'static [u8]),
 }
@@ -100,14 +130,21 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { item_max: 1 << 20, control_chars_in_keys: false }
+        Limits {
+            item_max: 1 << 20,
+            control_chars_in_keys: false,
+        }
     }
 }
 
 /// Parses the command at the front of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > MAX_LINE { Parsed::Close(LINE_TOO_LONG) } else { Parsed::Incomplete };
+        return if buf.len() > MAX_LINE {
+            Parsed::Close(LINE_TOO_LONG)
+        } else {
+            Parsed::Incomplete
+        };
     };
     if nl > MAX_LINE {
         return Parsed::Close(LINE_TOO_LONG);
@@ -138,7 +175,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let valid_key = |key: &[u8]| valid_key(key, limits);
     match name {
         b"get" | b"gets" => get_keys(rest, line_len, limits).unwrap_or_else(|keys| {
-            one(Command::Get { keys, cas: name == b"gets" })
+            one(Command::Get {
+                keys,
+                cas: name == b"gets",
+            })
         }),
         b"gat" | b"gats" => {
             let Some((exp, keys)) = split_first_token(rest) else {
@@ -147,8 +187,13 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let Some(exptime) = parse_i64(exp) else {
                 return reject(BAD_EXPTIME, line_len);
             };
-            get_keys(keys, line_len, limits)
-                .unwrap_or_else(|keys| one(Command::Gat { exptime, keys, cas: name == b"gats" }))
+            get_keys(keys, line_len, limits).unwrap_or_else(|keys| {
+                one(Command::Gat {
+                    exptime,
+                    keys,
+                    cas: name == b"gats",
+                })
+            })
         }
         b"set" => storage(StoreOp::Set, args, argc, buf, line_len, limits),
         b"add" => storage(StoreOp::Add, args, argc, buf, line_len, limits),
@@ -169,7 +214,12 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let (args, noreply) = noreply(args);
             match args {
                 [key, delta] if valid_key(key) => match parse_u64(delta) {
-                    Some(delta) => one(Command::Arith { key, delta, incr: name == b"incr", noreply }),
+                    Some(delta) => one(Command::Arith {
+                        key,
+                        delta,
+                        incr: name == b"incr",
+                        noreply,
+                    }),
                     None => reject(BAD_DELTA, line_len),
                 },
                 _ => reject(BAD_FORMAT, line_len),
@@ -179,7 +229,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let (args, noreply) = noreply(args);
             match args {
                 [key, exptime] if valid_key(key) => match parse_i64(exptime) {
-                    Some(exptime) => one(Command::Touch { key, exptime, noreply }),
+                    Some(exptime) => one(Command::Touch {
+                        key,
+                        exptime,
+                        noreply,
+                    }),
                     None => reject(BAD_EXPTIME, line_len),
                 },
                 _ => reject(BAD_FORMAT, line_len),
@@ -211,12 +265,21 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
 }
 
 fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
-    Parsed::Reject { reply, len, swallow: 0, unlink: None }
+    Parsed::Reject {
+        reply,
+        len,
+        swallow: 0,
+        unlink: None,
+    }
 }
 
 /// `Err(keys)` when the keys are fine (so callers can `unwrap_or_else` into their command), `Ok(reject)`
 /// otherwise: no key is `ERROR`, a bad key rejects the whole line before any value is sent.
-fn get_keys<'a>(rest: &'a [u8], line_len: usize, limits: &Limits) -> Result<Parsed<'static>, Keys<'a>> {
+fn get_keys<'a>(
+    rest: &'a [u8],
+    line_len: usize,
+    limits: &Limits,
+) -> Result<Parsed<'static>, Keys<'a>> {
     let keys = Keys(rest);
     let mut any = false;
     for k in keys.iter() {
@@ -225,7 +288,11 @@ fn get_keys<'a>(rest: &'a [u8], line_len: usize, limits: &Limits) -> Result<Pars
         }
         any = true;
     }
-    if any { Err(keys) } else { Ok(reject(ERROR, line_len)) }
+    if any {
+        Err(keys)
+    } else {
+        Ok(reject(ERROR, line_len))
+    }
 }
 
 fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -262,14 +329,31 @@ fn storage<'a>(
     };
     let bytes = bytes as usize;
     let key = args[0];
-    let fields = (parse_u64(args[1]).and_then(|f| u32::try_from(f).ok()), parse_i64(args[2]));
-    let cas = if op == StoreOp::Cas { parse_u64(args[4]) } else { Some(0) };
+    let fields = (
+        parse_u64(args[1]).and_then(|f| u32::try_from(f).ok()),
+        parse_i64(args[2]),
+    );
+    let cas = if op == StoreOp::Cas {
+        parse_u64(args[4])
+    } else {
+        Some(0)
+    };
     let (Some(flags), Some(exptime), Some(cas)) = (fields.0, fields.1, cas) else {
         // The length is known, so the data block is swallowed rather than read as commands.
-        return Parsed::Reject { reply: BAD_FORMAT, len: line_len, swallow: bytes + 2, unlink: None };
+        return Parsed::Reject {
+            reply: BAD_FORMAT,
+            len: line_len,
+            swallow: bytes + 2,
+            unlink: None,
+        };
     };
     if !valid_key(key, limits) {
-        return Parsed::Reject { reply: BAD_FORMAT, len: line_len, swallow: bytes + 2, unlink: None };
+        return Parsed::Reject {
+            reply: BAD_FORMAT,
+            len: line_len,
+            swallow: bytes + 2,
+            unlink: None,
+        };
     }
     if item_size(key.len(), bytes) > limits.item_max {
         return Parsed::Reject {
@@ -292,7 +376,18 @@ fn storage<'a>(
         };
     }
     let data = &buf[line_len..line_len + bytes];
-    Parsed::Command { cmd: Command::Store { op, key, flags, exptime, data, cas, noreply }, len: total }
+    Parsed::Command {
+        cmd: Command::Store {
+            op,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+            noreply,
+        },
+        len: total,
+    }
 }
 
 /// What an item costs against `-I` and the memory limit: key, value and a fixed overhead (the entry, its
@@ -316,8 +411,13 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
-    s.iter()
-        .try_fold(0u64, |n, &b| if b.is_ascii_digit() { n.checked_mul(10)?.checked_add((b - b'0') as u64) } else { None })
+    s.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add((b - b'0') as u64)
+        } else {
+            None
+        }
+    })
 }
 
 /// A decimal `i64`, optionally negative.
@@ -347,7 +447,10 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 mod tests {
     use super::*;
 
-    const MAX: &Limits = &Limits { item_max: 1 << 20, control_chars_in_keys: false };
+    const MAX: &Limits = &Limits {
+        item_max: 1 << 20,
+        control_chars_in_keys: false,
+    };
 
     fn cmd(buf: &[u8]) -> Command<'_> {
         match parse(buf, MAX) {
@@ -361,16 +464,30 @@ mod tests {
 
     fn rejected(buf: &[u8]) -> (&'static [u8], usize, usize) {
         match parse(buf, MAX) {
-            Parsed::Reject { reply, len, swallow, .. } => (reply, len, swallow),
+            Parsed::Reject {
+                reply,
+                len,
+                swallow,
+                ..
+            } => (reply, len, swallow),
             other => panic!("expected a reject, got {other:?}"),
         }
     }
 
     #[test]
     fn get_with_many_keys_borrows_them() {
-        let Command::Get { keys, cas: false } = cmd(b"get a  bb ccc\r\n") else { panic!() };
+        let Command::Get { keys, cas: false } = cmd(b"get a  bb ccc\r\n") else {
+            panic!()
+        };
         assert_eq!(keys.iter().collect::<Vec<_>>(), [&b"a"[..], b"bb", b"ccc"]);
-        let Command::Gat { exptime: -5, keys, cas: true } = cmd(b"gats -5 k1 k2\n") else { panic!() };
+        let Command::Gat {
+            exptime: -5,
+            keys,
+            cas: true,
+        } = cmd(b"gats -5 k1 k2\n")
+        else {
+            panic!()
+        };
         assert_eq!(keys.iter().count(), 2);
     }
 
@@ -392,8 +509,13 @@ mod tests {
                 noreply: false
             }
         );
-        let Command::Store { op: StoreOp::Cas, cas: 77, noreply: true, data: b"", .. } =
-            cmd(b"cas k 0 0 0 77 noreply\r\n\r\n")
+        let Command::Store {
+            op: StoreOp::Cas,
+            cas: 77,
+            noreply: true,
+            data: b"",
+            ..
+        } = cmd(b"cas k 0 0 0 77 noreply\r\n\r\n")
         else {
             panic!()
         };
@@ -402,10 +524,30 @@ mod tests {
     #[test]
     fn pipelined_commands_come_one_at_a_time() {
         let buf = b"incr a 1\r\ndecr b 2 noreply\r\nget x";
-        let Parsed::Command { cmd, len } = parse(buf, MAX) else { panic!() };
-        assert_eq!(cmd, Command::Arith { key: b"a", delta: 1, incr: true, noreply: false });
-        let Parsed::Command { cmd, len: len2 } = parse(&buf[len..], MAX) else { panic!() };
-        assert_eq!(cmd, Command::Arith { key: b"b", delta: 2, incr: false, noreply: true });
+        let Parsed::Command { cmd, len } = parse(buf, MAX) else {
+            panic!()
+        };
+        assert_eq!(
+            cmd,
+            Command::Arith {
+                key: b"a",
+                delta: 1,
+                incr: true,
+                noreply: false
+            }
+        );
+        let Parsed::Command { cmd, len: len2 } = parse(&buf[len..], MAX) else {
+            panic!()
+        };
+        assert_eq!(
+            cmd,
+            Command::Arith {
+                key: b"b",
+                delta: 2,
+                incr: false,
+                noreply: true
+            }
+        );
         assert_eq!(parse(&buf[len + len2..], MAX), Parsed::Incomplete);
     }
 
@@ -432,26 +574,54 @@ mod tests {
         assert_eq!(rejected(&line).0, BAD_FORMAT);
         assert_eq!(rejected(b"get ok bad\x01key\r\n").0, BAD_FORMAT);
         assert_eq!(rejected(b"GET k\r\n").0, ERROR);
-        let lenient = Limits { control_chars_in_keys: true, ..*MAX };
-        assert!(matches!(parse(b"get ok bad\x01key\r\n", &lenient), Parsed::Command { .. }));
-        assert!(matches!(parse(&line, &lenient), Parsed::Reject { reply: BAD_FORMAT, .. }));
+        let lenient = Limits {
+            control_chars_in_keys: true,
+            ..*MAX
+        };
+        assert!(matches!(
+            parse(b"get ok bad\x01key\r\n", &lenient),
+            Parsed::Command { .. }
+        ));
+        assert!(matches!(
+            parse(&line, &lenient),
+            Parsed::Reject {
+                reply: BAD_FORMAT,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn a_key_of_250_bytes_is_fine() {
         let key = [b'k'; 250];
         let line = [&b"delete "[..], &key, b"\r\n"].concat();
-        assert_eq!(cmd(&line), Command::Delete { key: &key, noreply: false });
+        assert_eq!(
+            cmd(&line),
+            Command::Delete {
+                key: &key,
+                noreply: false
+            }
+        );
     }
 
     #[test]
     fn too_large_items_are_swallowed_and_unlink_on_set() {
         match parse(b"set big 0 0 2000000 noreply\r\n", MAX) {
-            Parsed::Reject { reply: b"", len: 29, swallow: 2_000_002, unlink: Some(b"big") } => {}
+            Parsed::Reject {
+                reply: b"",
+                len: 29,
+                swallow: 2_000_002,
+                unlink: Some(b"big"),
+            } => {}
             other => panic!("{other:?}"),
         }
         match parse(b"add big 0 0 2000000\r\n", MAX) {
-            Parsed::Reject { reply: TOO_LARGE, swallow: 2_000_002, unlink: None, .. } => {}
+            Parsed::Reject {
+                reply: TOO_LARGE,
+                swallow: 2_000_002,
+                unlink: None,
+                ..
+            } => {}
             other => panic!("{other:?}"),
         }
     }

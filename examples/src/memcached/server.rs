@@ -67,7 +67,9 @@ impl Default for Config {
 
 impl Config {
     /// Parses the command line (without the program name). Returns the config and `--workers`, if given.
-    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<(Config, Option<usize>), String> {
+    pub fn from_args<I: IntoIterator<Item = String>>(
+        args: I,
+    ) -> Result<(Config, Option<usize>), String> {
         let mut config = Config::default();
         let mut workers = None;
         let mut args = args.into_iter();
@@ -96,7 +98,8 @@ impl Config {
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+    v.parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
 /// `-I`: bytes, or with a `k`/`m` suffix; 1 KiB to 1 GiB like memcached.
@@ -148,7 +151,12 @@ impl Server {
         let rt = runtime();
         let n = rt.workers();
         let per_shard = config.memory_mb.saturating_mul(1 << 20) / n;
-        let shards = (0..n).map(|i| rt.trustee(i).entrust(Shard::new(i, n, per_shard, config.item_max))).collect();
+        let shards = (0..n)
+            .map(|i| {
+                rt.trustee(i)
+                    .entrust(Shard::new(i, n, per_shard, config.item_max))
+            })
+            .collect();
         let shared = Arc::new(Shared {
             shards,
             config,
@@ -162,7 +170,11 @@ impl Server {
             let shared = Arc::clone(&shared);
             spawn(move || accept_loop(listener, shared))
         };
-        Ok(ServerHandle { addr, shared, accept: Some(accept) })
+        Ok(ServerHandle {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
     }
 }
 
@@ -247,7 +259,9 @@ impl Drop for Connection {
 
 /// Seconds since the epoch: the clock is read once per batch of requests.
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The read side of a connection: a buffer that holds at most one command line and one data block more
@@ -261,7 +275,12 @@ struct ReadBuf {
 
 impl ReadBuf {
     fn new(item_max: usize) -> Self {
-        ReadBuf { buf: vec![0; READ_START], start: 0, end: 0, max: MAX_LINE + 1 + item_max + 2 }
+        ReadBuf {
+            buf: vec![0; READ_START],
+            start: 0,
+            end: 0,
+            max: MAX_LINE + 1 + item_max + 2,
+        }
     }
 
     fn data(&self) -> &[u8] {
@@ -301,7 +320,10 @@ impl ReadBuf {
 
 /// Serves one connection until the client quits, closes, idles out, or sends a line too long.
 fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
-    let limits = Limits { item_max: shared.config.item_max, control_chars_in_keys: shared.config.lenient_keys };
+    let limits = Limits {
+        item_max: shared.config.item_max,
+        control_chars_in_keys: shared.config.lenient_keys,
+    };
     let mut input = ReadBuf::new(limits.item_max);
     let mut out = Vec::with_capacity(READ_START);
     // Bytes of a refused data block still to drop as they arrive.
@@ -319,8 +341,15 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
             }
             let (len, more, quit) = match protocol::parse(input.data(), &limits) {
                 Parsed::Incomplete => break,
-                Parsed::Command { cmd, len } => (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?),
-                Parsed::Reject { reply, len, swallow, unlink } => {
+                Parsed::Command { cmd, len } => {
+                    (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?)
+                }
+                Parsed::Reject {
+                    reply,
+                    len,
+                    swallow,
+                    unlink,
+                } => {
                     out.extend_from_slice(reply);
                     if let Some(key) = unlink {
                         shared.shard(key).unlink(key, now);
@@ -382,7 +411,13 @@ pub fn shard_index(key: &[u8], shards: usize) -> usize {
 
 /// Runs one command: one stub call per key (one per shard for `flush_all` and `stats`), reply into `out`.
 /// Returns whether the client asked to quit.
-fn execute<W: Write>(cmd: Command<'_>, now: u64, out: &mut Vec<u8>, shared: &Shared, w: &mut W) -> io::Result<bool> {
+fn execute<W: Write>(
+    cmd: Command<'_>,
+    now: u64,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    w: &mut W,
+) -> io::Result<bool> {
     let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
         if !noreply {
             out.extend_from_slice(text);
@@ -396,7 +431,9 @@ fn execute<W: Write>(cmd: Command<'_>, now: u64, out: &mut Vec<u8>, shared: &Sha
             };
             for key in keys.iter() {
                 // The output buffer travels to the shard and back: a hit is written straight into it.
-                *out = shared.shard(key).fetch(key, cas, touch, now, std::mem::take(out));
+                *out = shared
+                    .shard(key)
+                    .fetch(key, cas, touch, now, std::mem::take(out));
                 if out.len() >= OUT_FLUSH {
                     w.write_all(out)?;
                     out.clear();
@@ -404,11 +441,26 @@ fn execute<W: Write>(cmd: Command<'_>, now: u64, out: &mut Vec<u8>, shared: &Sha
             }
             out.extend_from_slice(b"END\r\n");
         }
-        Command::Store { op, key, flags, exptime, data, cas, noreply } => {
+        Command::Store {
+            op,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+            noreply,
+        } => {
             let mut bytes = Vec::with_capacity(key.len() + data.len());
             bytes.extend_from_slice(key);
             bytes.extend_from_slice(data);
-            let req = StoreRequest { op, data: bytes, key_len: key.len(), flags, exptime, cas };
+            let req = StoreRequest {
+                op,
+                data: bytes,
+                key_len: key.len(),
+                flags,
+                exptime,
+                cas,
+            };
             let text: &[u8] = match shared.shard(key).store(req, now) {
                 StoreOutcome::Stored => b"STORED\r\n",
                 StoreOutcome::NotStored => b"NOT_STORED\r\n",
@@ -419,10 +471,19 @@ fn execute<W: Write>(cmd: Command<'_>, now: u64, out: &mut Vec<u8>, shared: &Sha
             reply(out, noreply, text);
         }
         Command::Delete { key, noreply } => {
-            let text: &[u8] = if shared.shard(key).delete(key, now) { b"DELETED\r\n" } else { b"NOT_FOUND\r\n" };
+            let text: &[u8] = if shared.shard(key).delete(key, now) {
+                b"DELETED\r\n"
+            } else {
+                b"NOT_FOUND\r\n"
+            };
             reply(out, noreply, text);
         }
-        Command::Arith { key, delta, incr, noreply } => match shared.shard(key).arith(key, delta, incr, now) {
+        Command::Arith {
+            key,
+            delta,
+            incr,
+            noreply,
+        } => match shared.shard(key).arith(key, delta, incr, now) {
             ArithOutcome::Value(v) if !noreply => {
                 push_u64(out, v);
                 out.extend_from_slice(b"\r\n");
@@ -431,8 +492,16 @@ fn execute<W: Write>(cmd: Command<'_>, now: u64, out: &mut Vec<u8>, shared: &Sha
             ArithOutcome::NotFound => reply(out, noreply, b"NOT_FOUND\r\n"),
             ArithOutcome::NonNumeric => reply(out, noreply, NON_NUMERIC),
         },
-        Command::Touch { key, exptime, noreply } => {
-            let text: &[u8] = if shared.shard(key).touch(key, exptime, now) { b"TOUCHED\r\n" } else { b"NOT_FOUND\r\n" };
+        Command::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
+            let text: &[u8] = if shared.shard(key).touch(key, exptime, now) {
+                b"TOUCHED\r\n"
+            } else {
+                b"NOT_FOUND\r\n"
+            };
             reply(out, noreply, text);
         }
         Command::FlushAll { delay, noreply } => {
@@ -504,7 +573,10 @@ fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
         ("total_items", s.total_items),
         ("evictions", s.evictions),
         ("reclaimed", s.reclaimed),
-        ("limit_maxbytes", (shared.config.memory_mb as u64).saturating_mul(1 << 20)),
+        (
+            "limit_maxbytes",
+            (shared.config.memory_mb as u64).saturating_mul(1 << 20),
+        ),
         ("item_size_max", shared.config.item_max as u64),
         ("item_overhead", item_size(0, 0) as u64),
     ];
@@ -525,7 +597,10 @@ mod tests {
     #[test]
     fn command_line() {
         assert_eq!(args("").unwrap(), (Config::default(), None));
-        let (c, w) = args("--port 0 --memory-mb 8 --listen 0.0.0.0 -c 10 -I 2m --idle-timeout 5 --workers 2").unwrap();
+        let (c, w) = args(
+            "--port 0 --memory-mb 8 --listen 0.0.0.0 -c 10 -I 2m --idle-timeout 5 --workers 2",
+        )
+        .unwrap();
         assert_eq!(
             c,
             Config {

@@ -195,14 +195,24 @@ impl Shard {
             next_cas: index as u64 + 1,
             cas_step: shards.max(1) as u64,
             flush_at: 0,
-            stats: ShardStats { limit_maxbytes: limit as u64, ..ShardStats::default() },
+            stats: ShardStats {
+                limit_maxbytes: limit as u64,
+                ..ShardStats::default()
+            },
         }
     }
 
     /// `get`/`gets`/`gat`/`gats` of one key: appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n` to
     /// `out` on a hit and returns `out` (the connection's output buffer travels here and back, so a hit costs
     /// no allocation). `touch` is the exptime of a `gat`.
-    pub fn fetch(&mut self, key: &[u8], with_cas: bool, touch: Option<i64>, now: u64, mut out: Vec<u8>) -> Vec<u8> {
+    pub fn fetch(
+        &mut self,
+        key: &[u8],
+        with_cas: bool,
+        touch: Option<i64>,
+        now: u64,
+        mut out: Vec<u8>,
+    ) -> Vec<u8> {
         self.tick(now);
         match touch {
             Some(_) => self.stats.cmd_touch += 1,
@@ -256,7 +266,9 @@ impl Shard {
                 self.bump(i);
                 return StoreOutcome::NotStored;
             }
-            (StoreOp::Replace | StoreOp::Append | StoreOp::Prepend, None) => return StoreOutcome::NotStored,
+            (StoreOp::Replace | StoreOp::Append | StoreOp::Prepend, None) => {
+                return StoreOutcome::NotStored;
+            }
             (StoreOp::Cas, None) => {
                 self.stats.cas_misses += 1;
                 return StoreOutcome::NotFound;
@@ -440,7 +452,15 @@ impl Shard {
         self.make_room(size, now);
         let cas = self.take_cas();
         let key: Box<[u8]> = data[..key_len].into();
-        let entry = Entry { data, key_len, flags, expires, cas, prev: NIL, next: NIL };
+        let entry = Entry {
+            data,
+            key_len,
+            flags,
+            expires,
+            cas,
+            prev: NIL,
+            next: NIL,
+        };
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = entry;
@@ -461,7 +481,10 @@ impl Shard {
     /// Evicts from the LRU end until `extra` more bytes fit (or nothing but the newest item is left). An
     /// expired item at the end is reclaimed, not counted as an eviction.
     fn make_room(&mut self, extra: usize, now: u64) {
-        while self.used + extra > self.limit && self.tail != NIL && (extra > 0 || self.tail != self.head) {
+        while self.used + extra > self.limit
+            && self.tail != NIL
+            && (extra > 0 || self.tail != self.head)
+        {
             let victim = self.tail;
             let expired = self.slots[victim as usize].expired(now);
             self.remove(victim);
@@ -566,14 +589,35 @@ mod tests {
     #[test]
     fn add_replace_append_prepend() {
         let mut s = shard();
-        assert_eq!(s.store(req(StoreOp::Replace, "k", "x", 0, 0), NOW), StoreOutcome::NotStored);
-        assert_eq!(s.store(req(StoreOp::Append, "k", "x", 0, 0), NOW), StoreOutcome::NotStored);
-        assert_eq!(s.store(req(StoreOp::Add, "k", "mid", 0, 0), NOW), StoreOutcome::Stored);
-        assert_eq!(s.store(req(StoreOp::Add, "k", "other", 0, 0), NOW), StoreOutcome::NotStored);
-        assert_eq!(s.store(req(StoreOp::Append, "k", ">", 0, 0), NOW), StoreOutcome::Stored);
-        assert_eq!(s.store(req(StoreOp::Prepend, "k", "<", 0, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(
+            s.store(req(StoreOp::Replace, "k", "x", 0, 0), NOW),
+            StoreOutcome::NotStored
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Append, "k", "x", 0, 0), NOW),
+            StoreOutcome::NotStored
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Add, "k", "mid", 0, 0), NOW),
+            StoreOutcome::Stored
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Add, "k", "other", 0, 0), NOW),
+            StoreOutcome::NotStored
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Append, "k", ">", 0, 0), NOW),
+            StoreOutcome::Stored
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Prepend, "k", "<", 0, 0), NOW),
+            StoreOutcome::Stored
+        );
         assert_eq!(get(&mut s, "k", NOW).as_deref(), Some("<mid>"));
-        assert_eq!(s.store(req(StoreOp::Replace, "k", "new", 0, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(
+            s.store(req(StoreOp::Replace, "k", "new", 0, 0), NOW),
+            StoreOutcome::Stored
+        );
         assert_eq!(get(&mut s, "k", NOW).as_deref(), Some("new"));
         let st = s.stats();
         assert_eq!((st.cmd_set, st.total_items, st.curr_items), (7, 4, 1));
@@ -583,14 +627,32 @@ mod tests {
     #[test]
     fn cas_hits_misses_and_conflicts() {
         let mut s = Shard::new(1, 4, 1 << 20, MAX);
-        assert_eq!(s.store(req(StoreOp::Cas, "k", "v", 0, 2), NOW), StoreOutcome::NotFound);
+        assert_eq!(
+            s.store(req(StoreOp::Cas, "k", "v", 0, 2), NOW),
+            StoreOutcome::NotFound
+        );
         set(&mut s, "k", "v", NOW);
         // Shard 1 of 4 hands out 2, 6, 10, ...
-        assert_eq!(s.fetch(b"k", true, None, NOW, Vec::new()), b"VALUE k 7 1 2\r\nv\r\n");
-        assert_eq!(s.store(req(StoreOp::Cas, "k", "w", 0, 3), NOW), StoreOutcome::Exists);
-        assert_eq!(s.store(req(StoreOp::Cas, "k", "w", 0, 2), NOW), StoreOutcome::Stored);
-        assert_eq!(s.store(req(StoreOp::Cas, "k", "x", 0, 2), NOW), StoreOutcome::Exists);
-        assert_eq!(s.fetch(b"k", true, None, NOW, Vec::new()), b"VALUE k 7 1 6\r\nw\r\n");
+        assert_eq!(
+            s.fetch(b"k", true, None, NOW, Vec::new()),
+            b"VALUE k 7 1 2\r\nv\r\n"
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Cas, "k", "w", 0, 3), NOW),
+            StoreOutcome::Exists
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Cas, "k", "w", 0, 2), NOW),
+            StoreOutcome::Stored
+        );
+        assert_eq!(
+            s.store(req(StoreOp::Cas, "k", "x", 0, 2), NOW),
+            StoreOutcome::Exists
+        );
+        assert_eq!(
+            s.fetch(b"k", true, None, NOW, Vec::new()),
+            b"VALUE k 7 1 6\r\nw\r\n"
+        );
         let st = s.stats();
         assert_eq!((st.cas_misses, st.cas_hits, st.cas_badval), (1, 1, 2));
     }
@@ -609,7 +671,10 @@ mod tests {
         set(&mut s, "t", "", NOW);
         assert_eq!(s.arith(b"t", 1, false, NOW), ArithOutcome::NonNumeric);
         let st = s.stats();
-        assert_eq!((st.incr_hits, st.incr_misses, st.decr_hits, st.decr_misses), (2, 1, 1, 0));
+        assert_eq!(
+            (st.incr_hits, st.incr_misses, st.decr_hits, st.decr_misses),
+            (2, 1, 1, 0)
+        );
         assert_eq!(st.bytes, (item_size(1, 1) + item_size(1, 0)) as u64);
     }
 
@@ -619,7 +684,10 @@ mod tests {
         s.store(req(StoreOp::Set, "rel", "v", 10, 0), NOW);
         s.store(req(StoreOp::Set, "abs", "v", (NOW + 100) as i64, 0), NOW);
         s.store(req(StoreOp::Set, "past", "v", (NOW - 1) as i64, 0), NOW);
-        assert_eq!(s.store(req(StoreOp::Set, "neg", "v", -1, 0), NOW), StoreOutcome::Stored);
+        assert_eq!(
+            s.store(req(StoreOp::Set, "neg", "v", -1, 0), NOW),
+            StoreOutcome::Stored
+        );
         assert_eq!(s.stats().curr_items, 2);
         assert!(get(&mut s, "rel", NOW + 9).is_some());
         assert!(get(&mut s, "rel", NOW + 10).is_none());
@@ -635,7 +703,10 @@ mod tests {
         s.store(req(StoreOp::Set, "k", "v", 10, 0), NOW);
         assert!(s.touch(b"k", 100, NOW));
         assert!(get(&mut s, "k", NOW + 50).is_some());
-        assert_eq!(s.fetch(b"k", false, Some(0), NOW + 50, Vec::new()), b"VALUE k 7 1\r\nv\r\n");
+        assert_eq!(
+            s.fetch(b"k", false, Some(0), NOW + 50, Vec::new()),
+            b"VALUE k 7 1\r\nv\r\n"
+        );
         assert!(get(&mut s, "k", NOW + 1_000_000).is_some());
         assert!(!s.touch(b"missing", 1, NOW));
         // A negative exptime: gat still returns the value, then it is gone.
@@ -661,7 +732,10 @@ mod tests {
             assert!(get(&mut s, k, NOW).is_some(), "{k}");
         }
         let st = s.stats();
-        assert_eq!((st.evictions, st.curr_items, st.bytes), (1, 3, 3 * per_item as u64));
+        assert_eq!(
+            (st.evictions, st.curr_items, st.bytes),
+            (1, 3, 3 * per_item as u64)
+        );
         // An item bigger than the whole shard is refused, the others stay.
         let huge = "x".repeat(per_item * 3);
         assert_eq!(set(&mut s, "k5", &huge, NOW), StoreOutcome::OutOfMemory);
@@ -692,7 +766,10 @@ mod tests {
         set(&mut s, "c", "1", NOW + 11);
         assert!(get(&mut s, "c", NOW + 12).is_some());
         let st = s.stats();
-        assert_eq!((st.cmd_flush, st.curr_items, st.bytes), (2, 1, item_size(1, 1) as u64));
+        assert_eq!(
+            (st.cmd_flush, st.curr_items, st.bytes),
+            (2, 1, item_size(1, 1) as u64)
+        );
     }
 
     #[test]
@@ -705,14 +782,20 @@ mod tests {
         s.unlink(b"b", NOW);
         assert!(get(&mut s, "b", NOW).is_none());
         let st = s.stats();
-        assert_eq!((st.delete_hits, st.delete_misses, st.curr_items, st.bytes), (1, 1, 0, 0));
+        assert_eq!(
+            (st.delete_hits, st.delete_misses, st.curr_items, st.bytes),
+            (1, 1, 0, 0)
+        );
     }
 
     #[test]
     fn append_past_the_item_limit_is_not_stored() {
         let mut s = Shard::new(0, 1, 1 << 20, item_size(1, 10));
         set(&mut s, "k", "0123456789", NOW);
-        assert_eq!(s.store(req(StoreOp::Append, "k", "x", 0, 0), NOW), StoreOutcome::NotStored);
+        assert_eq!(
+            s.store(req(StoreOp::Append, "k", "x", 0, 0), NOW),
+            StoreOutcome::NotStored
+        );
         assert_eq!(get(&mut s, "k", NOW).as_deref(), Some("0123456789"));
     }
 }
