@@ -708,3 +708,38 @@ fn lenient_keys_accept_control_characters_like_memcached() {
             b"CLIENT_ERROR bad command line format\r\n",
         );
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed_after_the_idle_timeout() {
+    let server = start(|c| c.idle_timeout = Some(Duration::from_secs(1)));
+    let mut r = Raw::connect(&server);
+    let value = vec![b'v'; 500_000];
+    let mut set = b"set big 0 0 500000\r\n".to_vec();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    r.roundtrip(&set, b"STORED\r\n");
+    // Ask for 500 MB of replies and read none: the server's writes stall, then it gives up on the client.
+    let flood = b"get big\r\n".repeat(1000);
+    r.0.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = r.0.write_all(&flood);
+    wait_until("the stalled connection is closed", || {
+        server.connections() == 0
+    });
+    Raw::connect(&server).roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
+}
+
+#[test]
+fn stop_closes_the_listener() {
+    let server = start(|_| {});
+    let addr = server.local_addr();
+    Raw::connect(&server).roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
+    server.stop();
+    let refused = TcpStream::connect(addr).and_then(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"version\r\n")?;
+        let mut buf = [0; 1];
+        s.read(&mut buf)
+    });
+    assert!(matches!(refused, Err(_) | Ok(0)), "{refused:?}");
+}

@@ -44,7 +44,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest item, key + value + per-item overhead (`-I`, accepts `k`/`m` suffixes).
     pub item_max: usize,
-    /// Close a connection silent for this long (`--idle-timeout SECS`; 0 = never).
+    /// Close a connection silent for this long, or whose replies go unread for this long
+    /// (`--idle-timeout SECS`; 0 = never).
     pub idle_timeout: Option<Duration>,
     /// Accept control characters in keys, as memcached does (`--lenient-keys`); see
     /// [`Limits::control_chars_in_keys`].
@@ -237,7 +238,10 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
         let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             spawn(move || {
                 let _ = stream.set_nodelay(true);
-                if stream.set_read_timeout(conn.0.config.idle_timeout).is_ok() {
+                // The idle timeout bounds writes too: a client that stops reading its replies is idle as well,
+                // and must not hold its fiber and buffers forever.
+                let idle = conn.0.config.idle_timeout;
+                if stream.set_read_timeout(idle).is_ok() && stream.set_write_timeout(idle).is_ok() {
                     let _ = serve(&stream, &conn.0);
                 }
                 let _ = stream.shutdown(std::net::Shutdown::Both);
