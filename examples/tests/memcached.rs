@@ -743,3 +743,63 @@ fn stop_closes_the_listener() {
     });
     assert!(matches!(refused, Err(_) | Ok(0)), "{refused:?}");
 }
+
+#[test]
+fn random_garbage_from_many_clients_never_hurts_a_steady_one() {
+    let server = start(|c| c.item_max = 2048);
+    let mut steady = Raw::connect(&server);
+    steady.roundtrip(b"set s 0 0 1\r\n0\r\n", b"STORED\r\n");
+    let pieces: &[&[u8]] = &[
+        // No piece spells the steady client's key `s`.
+        b"get ",
+        b"set ",
+        b"cas ",
+        b"incr ",
+        b"gat ",
+        b"k ",
+        b"0 ",
+        b"100 ",
+        b"3000 ",
+        b"-1 ",
+        b"\r\n",
+        b"\n",
+        b"noreply",
+        b"\x00\x01",
+        b"abc",
+        b"flush_all 100000 noreply\r\n",
+    ];
+    let addr = server.local_addr();
+    let garbage: Vec<_> = (0..8u64)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ t;
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+                let mut sink = [0; 4096];
+                for _ in 0..200 {
+                    let mut buf = Vec::new();
+                    for _ in 0..64 {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        buf.extend_from_slice(pieces[seed as usize % pieces.len()]);
+                    }
+                    if s.write_all(&buf).is_err() {
+                        break;
+                    }
+                    let _ = s.read(&mut sink);
+                }
+            })
+        })
+        .collect();
+    for i in 1..=200 {
+        steady.roundtrip(b"incr s 1\r\n", format!("{i}\r\n").as_bytes());
+    }
+    for g in garbage {
+        g.join().unwrap();
+    }
+    steady.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
+    wait_until("the garbage connections are closed", || {
+        server.connections() == 1
+    });
+}

@@ -647,4 +647,73 @@ mod tests {
             assert_eq!(out, n.to_string().as_bytes());
         }
     }
+
+    /// Random bytes built from protocol fragments: every parse either needs more input or consumes at least
+    /// one byte and no more than it has (or, past the line limit, closes); never a panic.
+    #[test]
+    fn random_input_never_panics_and_always_progresses() {
+        const PIECES: &[&[u8]] = &[
+            b"get ",
+            b"gets ",
+            b"gat ",
+            b"set ",
+            b"add ",
+            b"cas ",
+            b"append ",
+            b"incr ",
+            b"decr ",
+            b"touch ",
+            b"delete ",
+            b"flush_all",
+            b"stats",
+            b"version",
+            b"verbosity ",
+            b"quit",
+            b"noreply",
+            b"k",
+            b"key ",
+            b" ",
+            b"  ",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"0",
+            b"1",
+            b"5 ",
+            b"-1 ",
+            b"99999999999999999999",
+            b"abc",
+            b"\x00",
+            b"\x7f",
+            b"\xff",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let limits = Limits {
+            item_max: 200,
+            control_chars_in_keys: false,
+        };
+        for _ in 0..20_000 {
+            let mut buf = Vec::new();
+            for _ in 0..next() % 40 {
+                buf.extend_from_slice(PIECES[next() as usize % PIECES.len()]);
+            }
+            let mut pos = 0;
+            while pos < buf.len() {
+                let rest = &buf[pos..];
+                match parse(rest, &limits) {
+                    Parsed::Command { len, .. } | Parsed::Reject { len, .. } => {
+                        assert!(len > 0 && len <= rest.len(), "{len} of {}", rest.len());
+                        pos += len;
+                    }
+                    Parsed::Incomplete | Parsed::Close(_) => break,
+                }
+            }
+        }
+    }
 }
