@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::worker::context;
-use crate::delegation::worker::reactor::{self, Readiness};
+use crate::delegation::worker::reactor::{self, Reactor, Readiness};
 
 const OFF_FIBER: &str = "a `trust_core::net` socket used on a worker outside a fiber (inside a delegated closure \
      or an `apply_then` continuation): waiting for it would stop the trustee. Do socket I/O in a fiber \
@@ -47,6 +47,8 @@ const OFF_FIBER: &str = "a `trust_core::net` socket used on a worker outside a f
 struct Socket<S: AsRawFd> {
     io: S,
     workers: Mutex<Vec<&'static TrusteeShared>>,
+    /// The same workers as bits (those with an index below 64), checked before each wait.
+    known: AtomicU64,
 }
 
 impl<S: AsRawFd> Socket<S> {
@@ -54,6 +56,7 @@ impl<S: AsRawFd> Socket<S> {
         Socket {
             io,
             workers: Mutex::new(Vec::new()),
+            known: AtomicU64::new(0),
         }
     }
 
@@ -87,9 +90,8 @@ impl<S: AsRawFd> Socket<S> {
             let fd = self.io.as_raw_fd();
             match (worker, fiber) {
                 (Some(w), Some(id)) => {
-                    if w.reactor.wait(w.shared, id, fd, readiness, deadline)? {
-                        self.workers.lock().unwrap_or_else(|e| e.into_inner()).push(w.shared);
-                    }
+                    self.register(w.shared, &w.reactor)?;
+                    w.reactor.wait(id, fd, readiness, deadline);
                 }
                 _ => {
                     let left = deadline.map(|at: Instant| at.saturating_duration_since(Instant::now()));
@@ -97,6 +99,21 @@ impl<S: AsRawFd> Socket<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: AsRawFd> Socket<S> {
+    /// Makes sure the socket is in the epoll set of `shared`'s worker (one load when it is already).
+    fn register(&self, shared: &'static TrusteeShared, reactor: &Reactor) -> io::Result<()> {
+        let bit = 1u64.checked_shl(shared.index() as u32).unwrap_or(0);
+        if self.known.load(Ordering::Relaxed) & bit != 0 {
+            return Ok(());
+        }
+        if reactor.register(shared, self.io.as_raw_fd())? {
+            self.workers.lock().unwrap_or_else(|e| e.into_inner()).push(shared);
+        }
+        self.known.fetch_or(bit, Ordering::Relaxed);
+        Ok(())
     }
 }
 

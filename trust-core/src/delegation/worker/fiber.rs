@@ -46,7 +46,7 @@ const FIBERS_PER_TURN: usize = 32;
 /// `INLINE_BURST` of them it yields once, letting its worker serve remote clients and other fibers.
 #[inline]
 pub(crate) fn after_inline_apply(worker: &crate::delegation::worker::run::Worker) {
-    worker.turn_applies.set(worker.turn_applies.get() + 1);
+    worker.fairness.applied_inline();
     let n = worker.inline_burst.get() + 1;
     if n < INLINE_BURST {
         worker.inline_burst.set(n);

@@ -2,6 +2,7 @@
 //! worker runs here.
 
 pub(crate) mod context;
+pub(crate) mod fairness;
 pub(crate) mod fiber;
 pub(crate) mod reactor;
 pub(crate) mod run;

@@ -44,7 +44,8 @@ pub(crate) struct Reactor {
     events: RefCell<Events>,
     /// The wait of each suspended fiber, by fiber id.
     waits: RefCell<Vec<Option<Wait>>>,
-    /// The fibers waiting on each fd.
+    /// The fibers waiting on each fd. Entries stay when empty: their capacity serves the next wait on that fd
+    /// number (there are as many entries as fd numbers ever waited on, at most).
     by_fd: RefCell<HashMap<RawFd, Vec<usize>>>,
     /// Deadlines, earliest first: (when, ticket, fiber).
     deadlines: RefCell<BinaryHeap<Reverse<(Instant, u64, usize)>>>,
@@ -77,30 +78,27 @@ impl Reactor {
         Ok((reactor, waker))
     }
 
-    /// Suspends fiber `id` of this worker until `fd` may be ready for `readiness`, or `deadline` passes; the
-    /// caller retries its operation either way. Registers `fd` on first use here (returns true then: the
-    /// caller records it, and forgets it on `shared` before closing the fd, see `forget`).
-    pub(crate) fn wait(
-        &self,
-        shared: &TrusteeShared,
-        id: usize,
-        fd: RawFd,
-        readiness: Readiness,
-        deadline: Option<Instant>,
-    ) -> io::Result<bool> {
-        let registered = {
-            let mut sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            let new = sockets.insert(fd);
-            if new {
-                let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
-                let token = Token(fd as usize);
-                if let Err(e) = self.poll.borrow().registry().register(&mut SourceFd(&fd), token, interest) {
-                    sockets.remove(&fd);
-                    return Err(e);
-                }
+    /// Adds `fd` to this worker's epoll set, unless it is there; true if it was added. The caller remembers
+    /// where its socket was added, and calls `forget` for each before closing the fd.
+    pub(crate) fn register(&self, shared: &TrusteeShared, fd: RawFd) -> io::Result<bool> {
+        let mut sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        if !sockets.insert(fd) {
+            return Ok(false);
+        }
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        let token = Token(fd as usize);
+        match self.poll.borrow().registry().register(&mut SourceFd(&fd), token, interest) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                sockets.remove(&fd);
+                Err(e)
             }
-            new
-        };
+        }
+    }
+
+    /// Suspends fiber `id` of this worker until `fd` (registered here) may be ready for `readiness`, or
+    /// `deadline` passes; the caller retries its operation either way.
+    pub(crate) fn wait(&self, id: usize, fd: RawFd, readiness: Readiness, deadline: Option<Instant>) {
         let ticket = self.tickets.get() + 1;
         self.tickets.set(ticket);
         {
@@ -116,7 +114,6 @@ impl Reactor {
         }
         self.waiting.set(self.waiting.get() + 1);
         fiber::suspend();
-        Ok(registered)
     }
 
     /// True while a fiber waits on a socket or a deadline.
@@ -151,23 +148,28 @@ impl Reactor {
             if event.token() == WAKER {
                 continue;
             }
-            let fd = event.token().0 as RawFd;
             // Errors and hang-ups wake both sides: their operation reports it.
             let failed = event.is_error();
             let readable = failed || event.is_readable() || event.is_read_closed();
             let writable = failed || event.is_writable() || event.is_write_closed();
-            let fibers = self.by_fd.borrow().get(&fd).cloned().unwrap_or_default();
-            for id in fibers {
-                let wanted = match self.waits.borrow()[id].as_ref().map(|w| w.readiness) {
+            let mut by_fd = self.by_fd.borrow_mut();
+            let Some(fibers) = by_fd.get_mut(&(event.token().0 as RawFd)) else {
+                continue;
+            };
+            let mut waits = self.waits.borrow_mut();
+            fibers.retain(|&id| {
+                let wanted = match waits[id].as_ref().map(|w| w.readiness) {
                     Some(Readiness::Readable) => readable,
                     Some(Readiness::Writable) => writable,
                     None => false,
                 };
                 if wanted {
-                    self.wake(scheduler, id);
+                    waits[id] = None;
+                    self.woke(scheduler, id);
                     woke = true;
                 }
-            }
+                !wanted
+            });
         }
         if !self.deadlines.borrow().is_empty() {
             let now = Instant::now();
@@ -190,18 +192,18 @@ impl Reactor {
         woke
     }
 
-    /// Ends fiber `id`'s wait (exactly once: the wait is taken) and makes it ready.
+    /// Ends fiber `id`'s wait at its deadline (the wait is taken: it ends once).
     fn wake(&self, scheduler: &Scheduler, id: usize) {
         let Some(wait) = self.waits.borrow_mut()[id].take() else {
             return;
         };
-        let mut by_fd = self.by_fd.borrow_mut();
-        if let Some(fibers) = by_fd.get_mut(&wait.fd) {
+        if let Some(fibers) = self.by_fd.borrow_mut().get_mut(&wait.fd) {
             fibers.retain(|&f| f != id);
-            if fibers.is_empty() {
-                by_fd.remove(&wait.fd);
-            }
         }
+        self.woke(scheduler, id);
+    }
+
+    fn woke(&self, scheduler: &Scheduler, id: usize) {
         self.waiting.set(self.waiting.get() - 1);
         scheduler.make_ready(id);
     }

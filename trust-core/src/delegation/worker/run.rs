@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::delegation::client::outbox::Client;
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::worker::context::{self, Yielder};
+use crate::delegation::worker::fairness::Fairness;
 use crate::delegation::worker::fiber::Scheduler;
 use crate::delegation::worker::reactor::{self, Reactor};
 use crate::delegation::protocol::parker::{Backoff, Parker};
@@ -53,10 +54,6 @@ struct Retired {
     waits: Vec<(Arc<Channel>, u32)>,
 }
 
-/// Local-shortcut applies a turn of the loop runs before it serves its channels again: bounds how long a remote
-/// client waits behind the worker's own fibers (fairness), at the cost of a loop turn per this many applies.
-const TURN_APPLIES: u32 = 128;
-
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
     pub(crate) registry: RefCell<Registry>,
@@ -65,8 +62,8 @@ pub(crate) struct Worker {
     pub(crate) scheduler: Scheduler,
     /// Inline applies since the running fiber last yielded (see `fiber::after_inline_apply`).
     pub(crate) inline_burst: Cell<u32>,
-    /// Inline applies in this turn of the loop, by all fibers (see `TURN_APPLIES`).
-    pub(crate) turn_applies: Cell<u32>,
+    /// The share of the trustee its own fibers get (see `fairness`).
+    pub(crate) fairness: Fairness,
     /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
     pub(crate) fiber: Cell<Option<(*const Yielder, usize)>>,
     /// The sockets its fibers wait on; the worker sleeps in it.
@@ -117,7 +114,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         client: RefCell::new(Client::new(Some(parker.clone()))),
         scheduler: Scheduler::new(stacks),
         inline_burst: Cell::new(0),
-        turn_applies: Cell::new(0),
+        fairness: Fairness::default(),
         fiber: Cell::new(None),
         reactor,
         parker: parker.clone(),
@@ -148,8 +145,8 @@ impl Worker {
             busy |= self.serve();
             busy |= self.collect_answers();
             busy |= self.reactor.turn(&self.scheduler);
-            self.turn_applies.set(0);
-            busy |= self.scheduler.run_ready(|| self.turn_applies.get() < TURN_APPLIES);
+            self.fairness.new_turn();
+            busy |= self.scheduler.run_ready(|| self.fairness.local_allowed());
             busy |= self.flush();
             self.drop_retired();
             if busy {
@@ -253,6 +250,8 @@ impl Worker {
                     });
                 }
                 None => {
+                    // SAFETY: as above; read before the answer lets the client reuse the slot.
+                    self.fairness.served(unsafe { channel.slots.records() });
                     channel.slots.answer(seq);
                     if let Some(p) = &channel.parker {
                         p.wake();
