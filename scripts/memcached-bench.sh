@@ -27,8 +27,10 @@ cd "$(dirname "$0")/.."
 
 if ! command -v memcached >/dev/null || ! command -v memcslap >/dev/null || ! command -v memcaslap >/dev/null; then
     echo "installing memcached and libmemcached-tools" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached libmemcached-tools >/dev/null
+    sudo=()
+    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq memcached libmemcached-tools >/dev/null
 fi
 
 cargo build --release -q -p trust-examples --example memcached
