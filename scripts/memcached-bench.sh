@@ -59,6 +59,9 @@ wait_port() {
 }
 wait_port "$PORT"
 wait_port "$OURS_PORT"
+for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a server exited at start (port taken?); PORT=... picks others" >&2; exit 1; }
+done
 
 # ops/s of one run
 mix() { # port window
