@@ -803,3 +803,73 @@ fn random_garbage_from_many_clients_never_hurts_a_steady_one() {
         server.connections() == 1
     });
 }
+
+#[test]
+fn a_multi_key_get_answers_in_request_order_across_shards() {
+    let server = start(|_| {});
+    let mut r = Raw::connect(&server);
+    let keys: Vec<String> = (0..50).map(|i| format!("order{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 3 != 0 {
+            r.roundtrip(
+                format!("set {k} {i} 0 {}\r\n{k}\r\n", k.len()).as_bytes(),
+                b"STORED\r\n",
+            );
+        }
+    }
+    let mut want = String::new();
+    for (i, k) in keys.iter().enumerate().rev() {
+        if i % 3 != 0 {
+            want += &format!("VALUE {k} {i} {}\r\n{k}\r\n", k.len());
+        }
+    }
+    want += "END\r\n";
+    let line: Vec<&str> = keys.iter().rev().map(String::as_str).collect();
+    r.roundtrip(
+        format!("get {}\r\n", line.join(" ")).as_bytes(),
+        want.as_bytes(),
+    );
+}
+
+#[test]
+fn two_hundred_connections_each_see_their_own_values() {
+    let server = start(|_| {});
+    let addr = server.local_addr();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut conns: Vec<TcpStream> =
+                    (0..25).map(|_| TcpStream::connect(addr).unwrap()).collect();
+                for round in 0..20 {
+                    for (c, s) in conns.iter_mut().enumerate() {
+                        let (key, value) = (format!("t{t}c{c}"), format!("{round}-{t}-{c}"));
+                        let cmd =
+                            format!("set {key} 0 0 {}\r\n{value}\r\nget {key}\r\n", value.len());
+                        s.write_all(cmd.as_bytes()).unwrap();
+                    }
+                    for (c, s) in conns.iter_mut().enumerate() {
+                        let (key, value) = (format!("t{t}c{c}"), format!("{round}-{t}-{c}"));
+                        let want = format!(
+                            "STORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\n",
+                            value.len()
+                        );
+                        let mut got = vec![0; want.len()];
+                        s.read_exact(&mut got).unwrap();
+                        assert_eq!(String::from_utf8_lossy(&got), want);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_until("all 200 connections are counted out", || {
+        server.connections() == 0
+    });
+    let stats = Raw::connect(&server).stats();
+    assert_eq!(stat(&stats, "total_connections"), 201);
+    assert_eq!(stat(&stats, "curr_items"), 200);
+    assert_eq!(stat(&stats, "cmd_set"), 4000);
+    assert_eq!(stat(&stats, "get_hits"), 4000);
+}
