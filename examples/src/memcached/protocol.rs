@@ -406,9 +406,9 @@ pub fn valid_key(key: &[u8], limits: &Limits) -> bool {
         && (limits.control_chars_in_keys || key.iter().all(|&b| b > b' ' && b != 0x7f))
 }
 
-/// A decimal `u64`: digits only, no sign, no overflow.
+/// A decimal `u64`: digits only (leading zeros allowed, as `strtoull` allows them), no sign, no overflow.
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 {
+    if s.is_empty() {
         return None;
     }
     s.iter().try_fold(0u64, |n, &b| {
@@ -638,6 +638,8 @@ mod tests {
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);
         assert_eq!(parse_u64(b"+1"), None);
+        assert_eq!(parse_u64(b"000000000000000000000000042"), Some(42));
+        assert_eq!(parse_u64(b""), None);
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64(b"-"), None);
         let mut out = Vec::new();
