@@ -6,14 +6,20 @@
 use trust_core::Runtime;
 use trust_examples::memcached::{Config, Server};
 
+const USAGE: &str = "usage: memcached [--port N (11211)] [--listen ADDR (127.0.0.1)] [--memory-mb N (64)] \
+     [-c MAX_CONNECTIONS (1024)] [-I MAX_ITEM_SIZE (1m)] [--idle-timeout SECS (0 = never)] [--workers N] \
+     [--lenient-keys]";
+
 fn main() {
-    let (config, workers) = match Config::from_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    let (config, workers) = match Config::from_args(args) {
         Ok(parsed) => parsed,
         Err(e) => {
-            eprintln!("memcached: {e}");
-            eprintln!(
-                "usage: memcached [--port N] [--listen ADDR] [--memory-mb N] [-c N] [-I SIZE] [--idle-timeout S] [--workers N]"
-            );
+            eprintln!("memcached: {e}\n{USAGE}");
             std::process::exit(2);
         }
     };

@@ -258,6 +258,7 @@ impl Shard {
     pub fn store(&mut self, req: StoreRequest, now: u64) -> StoreOutcome {
         self.tick(now);
         self.stats.cmd_set += 1;
+        let op = req.op;
         let key = &req.data[..req.key_len];
         let old = self.find(key, now);
         match (req.op, old) {
@@ -277,7 +278,6 @@ impl Shard {
                 self.stats.cas_badval += 1;
                 return StoreOutcome::Exists;
             }
-            (StoreOp::Cas, Some(_)) => self.stats.cas_hits += 1,
             _ => {}
         }
         let (data, flags, expires) = match (req.op, old) {
@@ -300,11 +300,17 @@ impl Shard {
             }
             _ => (req.data, req.flags, expiry(req.exptime, now)),
         };
-        if item_size(req.key_len, data.len() - req.key_len) > self.limit {
+        let fits = item_size(req.key_len, data.len() - req.key_len) <= self.limit;
+        if let Some(i) = old.filter(|_| fits || op == StoreOp::Set) {
+            // A `set` that cannot be stored still drops the old value, as memcached does: a stale value
+            // must not outlive a failed overwrite.
+            self.remove(i);
+        }
+        if !fits {
             return StoreOutcome::OutOfMemory;
         }
-        if let Some(i) = old {
-            self.remove(i);
+        if op == StoreOp::Cas {
+            self.stats.cas_hits += 1;
         }
         self.stats.total_items += 1;
         // `None`: stored and expired in the same instant, nothing to keep.
@@ -736,10 +742,18 @@ mod tests {
             (st.evictions, st.curr_items, st.bytes),
             (1, 3, 3 * per_item as u64)
         );
-        // An item bigger than the whole shard is refused, the others stay.
+        // An item bigger than the whole shard is refused, the others stay; a `set` of it drops the old value.
         let huge = "x".repeat(per_item * 3);
         assert_eq!(set(&mut s, "k5", &huge, NOW), StoreOutcome::OutOfMemory);
         assert_eq!(s.stats().curr_items, 3);
+        assert_eq!(set(&mut s, "k1", &huge, NOW), StoreOutcome::OutOfMemory);
+        assert_eq!(s.stats().curr_items, 2);
+        assert!(get(&mut s, "k1", NOW).is_none());
+        assert_eq!(
+            s.store(req(StoreOp::Replace, "k3", &huge, 0, 0), NOW),
+            StoreOutcome::OutOfMemory
+        );
+        assert!(get(&mut s, "k3", NOW).is_some());
     }
 
     #[test]
