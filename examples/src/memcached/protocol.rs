@@ -160,17 +160,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         let start = name.as_ptr() as usize - line.as_ptr() as usize + name.len();
         &line[start..]
     };
+    // No command takes more than 7 arguments (`cas` with `noreply`), so 8 slots tell "too many" apart.
     let mut args = [&[][..]; 8];
     let mut argc = 0;
-    for t in tokens {
-        if argc == args.len() {
-            argc += 1;
-            break;
-        }
-        args[argc] = t;
+    for (slot, t) in args.iter_mut().zip(tokens) {
+        *slot = t;
         argc += 1;
     }
-    let args = &args[..argc.min(args.len())];
+    let args = &args[..argc];
     let one = |cmd| Parsed::Command { cmd, len: line_len };
     let valid_key = |key: &[u8]| valid_key(key, limits);
     match name {
@@ -195,12 +192,12 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 })
             })
         }
-        b"set" => storage(StoreOp::Set, args, argc, buf, line_len, limits),
-        b"add" => storage(StoreOp::Add, args, argc, buf, line_len, limits),
-        b"replace" => storage(StoreOp::Replace, args, argc, buf, line_len, limits),
-        b"append" => storage(StoreOp::Append, args, argc, buf, line_len, limits),
-        b"prepend" => storage(StoreOp::Prepend, args, argc, buf, line_len, limits),
-        b"cas" => storage(StoreOp::Cas, args, argc, buf, line_len, limits),
+        b"set" => storage(StoreOp::Set, args, buf, line_len, limits),
+        b"add" => storage(StoreOp::Add, args, buf, line_len, limits),
+        b"replace" => storage(StoreOp::Replace, args, buf, line_len, limits),
+        b"append" => storage(StoreOp::Append, args, buf, line_len, limits),
+        b"prepend" => storage(StoreOp::Prepend, args, buf, line_len, limits),
+        b"cas" => storage(StoreOp::Cas, args, buf, line_len, limits),
         b"delete" => {
             // `delete <key> 0` is an old form memcached still accepts.
             let (args, noreply) = noreply(args);
@@ -314,14 +311,13 @@ fn noreply<'t, 'a>(args: &'t [&'a [u8]]) -> (&'t [&'a [u8]], bool) {
 fn storage<'a>(
     op: StoreOp,
     args: &[&'a [u8]],
-    argc: usize,
     buf: &'a [u8],
     line_len: usize,
     limits: &Limits,
 ) -> Parsed<'a> {
     let (args, noreply) = noreply(args);
     let want = if op == StoreOp::Cas { 5 } else { 4 };
-    if args.len() != want || argc > 8 {
+    if args.len() != want {
         return reject(BAD_FORMAT, line_len);
     }
     let Some(bytes) = parse_u64(args[3]).filter(|&b| b <= i32::MAX as u64 - 2) else {
@@ -562,6 +558,15 @@ mod tests {
         assert_eq!(rejected(b"set k x 0 3\r\n"), (BAD_FORMAT, 13, 5));
         assert_eq!(rejected(b"set k 4294967296 0 3\r\n"), (BAD_FORMAT, 22, 5));
         assert_eq!(rejected(b"set k 0 0 3 extra\r\n").0, BAD_FORMAT);
+        assert_eq!(
+            rejected(b"set k 0 0 1 a b c d e f g noreply\r\n").0,
+            BAD_FORMAT
+        );
+        assert_eq!(
+            rejected(b"incr k 1 2 3 4 5 6 7 8 9 noreply\r\n").0,
+            BAD_FORMAT
+        );
+        assert_eq!(rejected(b"version 1 2 3 4 5 6 7 8 9\r\n").0, ERROR);
         assert_eq!(rejected(b"set k 0 0 3\r\nabcd\r\n"), (BAD_CHUNK, 18, 0));
         assert_eq!(rejected(b"incr k x\r\n").0, BAD_DELTA);
         assert_eq!(rejected(b"incr k -1\r\n").0, BAD_DELTA);
