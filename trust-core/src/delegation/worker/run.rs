@@ -46,10 +46,24 @@ impl std::fmt::Debug for Served {
 
 /// A property whose last handle is gone, waiting for requests that may still refer to it: for each channel
 /// that had records unpublished or unserved when it was retired, the batch number that must be served first.
-#[derive(Debug)]
 struct Retired {
     header: *mut Header,
     waits: Vec<(Arc<Channel>, u32)>,
+    /// Set by `try_unwrap`/`into_inner` (see `retire_to`).
+    taker: Option<Taker>,
+}
+
+/// Gets a retired property once it is settled: `true` when it is unreferenced then (unregistered: the taker
+/// moves the value out), `false` when a handle is counted again or a later taker displaced this one.
+pub(crate) type Taker = Box<dyn FnOnce(bool)>;
+
+impl std::fmt::Debug for Retired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retired")
+            .field("header", &self.header)
+            .field("taker", &self.taker.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Local-shortcut applies a turn of the loop runs before it serves its channels again: bounds how long a remote
@@ -270,6 +284,18 @@ impl Worker {
     /// is dropped once those batches are served, no closure runs on it, and the count is still zero (an
     /// increment that was on its way makes it positive again: then a later zero retires it anew).
     pub(crate) fn retire(&self, h: *mut Header) {
+        self.retire_with(h, None);
+    }
+
+    /// `retire`, for a caller that takes the value instead of dropping it (`Trust::try_unwrap`/`into_inner`,
+    /// whose handle's count it has already given up): once settled as `retire` says, `taker` gets the
+    /// property if its count is zero then, else is told no. A taker already waiting on `h` is told no at once:
+    /// the later call is the last.
+    pub(crate) fn retire_to(&self, h: *mut Header, taker: Taker) {
+        self.retire_with(h, Some(taker));
+    }
+
+    fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
         self.read_mail(); // a channel registered before the escape must be waited for too
         let waits = self
             .served
@@ -285,9 +311,19 @@ impl Worker {
             })
             .collect();
         let mut retired = self.retired.borrow_mut();
-        match retired.iter_mut().find(|r| r.header == h) {
-            Some(r) => r.waits = waits,
-            None => retired.push(Retired { header: h, waits }),
+        let displaced = match retired.iter_mut().find(|r| r.header == h) {
+            Some(r) => {
+                r.waits = waits;
+                taker.and_then(|t| r.taker.replace(t))
+            }
+            None => {
+                retired.push(Retired { header: h, waits, taker });
+                None
+            }
+        };
+        drop(retired);
+        if let Some(displaced) = displaced {
+            displaced(false);
         }
     }
 
@@ -297,7 +333,7 @@ impl Worker {
         if self.retired.borrow().is_empty() || !self.deferred.borrow().is_empty() {
             return;
         }
-        let ready: Vec<*mut Header> = {
+        let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
             let served = self.served.borrow();
             // Served through `need`, or drained: nothing unpublished and nothing pending on the channel now.
             let done = |(channel, need): &(Arc<Channel>, u32)| {
@@ -312,21 +348,27 @@ impl Worker {
             };
             let mut retired = self.retired.borrow_mut();
             let mut ready = Vec::new();
-            retired.retain(|r| {
+            retired.retain_mut(|r| {
                 // SAFETY: retired properties stay live until dropped here.
                 let settled = !unsafe { property::in_use(r.header) } && r.waits.iter().all(done);
                 // SAFETY: as above.
-                if settled && unsafe { property::unreferenced(r.header) } {
-                    ready.push(r.header);
+                let unreferenced = settled && unsafe { property::unreferenced(r.header) };
+                if unreferenced || (settled && r.taker.is_some()) {
+                    ready.push((r.header, unreferenced, r.taker.take()));
                 }
                 !settled
             });
             ready
         };
-        for h in ready {
-            context::with_registry(|r| r.remove(h));
-            // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
-            unsafe { property::drop_unregistered(h) };
+        for (h, unreferenced, taker) in ready {
+            if unreferenced {
+                context::with_registry(|r| r.remove(h));
+            }
+            match taker {
+                Some(taker) => taker(unreferenced),
+                // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
+                None => unsafe { property::drop_unregistered(h) },
+            }
         }
     }
 
