@@ -164,6 +164,24 @@ impl Cont {
         }
     }
 
+    /// The continuation `then` of a request whose issue `owner` counted already (`Pending::issued`), with the
+    /// result that came later by another way than its batch's answer (a `launch_then` fiber on the caller's
+    /// own trustee).
+    pub(crate) fn counted<R, C: FnOnce(R) + 'static>(
+        then: C,
+        owner: Rc<Pending>,
+        result: thread::Result<R>,
+    ) -> Cont
+    where
+        R: 'static,
+    {
+        Cont::store(Box::new(Then {
+            result: Some(result),
+            then,
+            owner,
+        }))
+    }
+
     fn store<K: Continuation>(k: K) -> Cont {
         let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
         // SAFETY: `new` checked that `K` fits and is at most word-aligned (a `Box` always is).
