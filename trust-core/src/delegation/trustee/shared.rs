@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::delegation::protocol::channel::Channel;
+use crate::delegation::trustee::metrics::Metrics;
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::stack::FiberStack;
 
@@ -30,6 +31,8 @@ pub(crate) struct TrusteeShared {
     parker: OnceLock<Arc<Parker>>,
     mail: Mutex<Vec<Mail>>,
     has_mail: AtomicBool,
+    /// What the worker counts about itself (written by the worker only).
+    pub(crate) metrics: Metrics,
 }
 
 impl fmt::Debug for TrusteeShared {
@@ -48,6 +51,7 @@ impl TrusteeShared {
             parker: OnceLock::new(),
             mail: Mutex::new(Vec::new()),
             has_mail: AtomicBool::new(false),
+            metrics: Metrics::default(),
         }
     }
 

@@ -125,7 +125,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         shared,
         registry: RefCell::default(),
         client: RefCell::new(Client::new(Some(parker.clone()))),
-        scheduler: Scheduler::new(stacks),
+        scheduler: Scheduler::new(stacks, &shared.metrics),
         inline_burst: Cell::new(0),
         turn_applies: Cell::new(0),
         fiber: Cell::new(None),
@@ -147,6 +147,7 @@ impl Worker {
     }
 
     fn run(&self) {
+        self.shared.metrics.start();
         let mut backoff = Backoff::worker();
         loop {
             let mut busy = self.read_mail();
@@ -163,6 +164,7 @@ impl Worker {
             if busy {
                 backoff.reset();
             } else if backoff.snooze() {
+                let _parked = self.shared.metrics.park();
                 self.parker
                     .park_unless(|| self.has_work(), Duration::from_millis(100));
                 backoff.reset();
@@ -180,7 +182,10 @@ impl Worker {
                     served: 0,
                     paused: None,
                 }),
-                Mail::Run(f) => self.run_mailed(f),
+                Mail::Run(f) => {
+                    self.shared.metrics.mailed();
+                    self.run_mailed(f)
+                }
                 Mail::Spawn(stack, job) => self.scheduler.start(stack, job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
@@ -243,12 +248,16 @@ impl Worker {
                 },
             };
             busy = true;
+            let ran = Cell::new(0); // `run_batch` asks whether to pause after each record: counts them
             // SAFETY: we are the channel's trustee, `seq` is pending, and `from` is where its run stopped.
-            match unsafe {
-                channel
-                    .slots
-                    .run_batch(from, local::is_paused)
-            } {
+            let stopped = unsafe {
+                channel.slots.run_batch(from, || {
+                    ran.set(ran.get() + 1);
+                    local::is_paused()
+                })
+            };
+            self.shared.metrics.ran(ran.get(), stopped.is_none());
+            match stopped {
                 Some(offset) => {
                     let record = local::take_paused().expect("paused by a waiting record");
                     self.served.borrow_mut()[i].paused = Some(Paused {
