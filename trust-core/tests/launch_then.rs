@@ -1,5 +1,6 @@
 //! `Trust<Latch<T>>::launch_then`: `launch` without waiting. The fiber runs on the trustee (it may block), the
-//! continuation runs later on the issuing thread or fiber, in issue order, and `wait_pending` waits for it.
+//! continuation runs later on the issuing thread or fiber once the fiber has finished, and `wait_pending`
+//! waits for it. Nothing waits for the fiber: later requests go ahead, and many launched fibers run at once.
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -13,7 +14,8 @@ use common::*;
 use trust_core::{Latch, Trust, local_trustee, spawn, wait_pending, yield_now};
 
 /// Five withdrawals of 10 from 100, each launched without waiting; returns what the continuations saw and
-/// the final balance.
+/// the final balance. The fibers run at once; the latch (first come, first served) orders them, and each
+/// finishes before the next gets the latch, so the continuations run in launch order.
 fn five_withdrawals(account: &Trust<Latch<i64>>, other: &Trust<i64>) -> (Vec<(i64, i64)>, i64) {
     let seen = Rc::new(RefCell::new(Vec::new()));
     for _ in 0..5 {
@@ -42,7 +44,7 @@ fn five_withdrawals(account: &Trust<Latch<i64>>, other: &Trust<i64>) -> (Vec<(i6
 const EXPECTED: [(i64, i64); 5] = [(90, 10), (80, 20), (70, 30), (60, 40), (50, 50)];
 
 #[test]
-fn from_a_plain_thread_continuations_run_here_in_issue_order() {
+fn from_a_plain_thread_the_continuations_run_here_with_exact_results() {
     let account = rt().trustee(0).entrust(Latch::new(100i64));
     let other = rt().trustee(1).entrust(0i64);
     let (seen, balance) = five_withdrawals(&account, &other);
@@ -138,4 +140,77 @@ fn inside_a_delegated_closure_it_queues_and_the_continuation_runs_on_that_worker
     // The fiber saw 2; the continuation ran on worker 1, whose closure issued it.
     assert_eq!(ran_on.load(Ordering::SeqCst), 21);
     assert_eq!(account.apply(|l| *l.get_mut()), 2);
+}
+
+/// Launches a fiber that waits for a flag, then sets the flag with a plain request from the same issuer: the
+/// request must not queue behind the launched fiber.
+fn signal_after_launch(trustee: usize) -> Vec<&'static str> {
+    let latched = rt().trustee(trustee).entrust(Latch::new(Vec::new()));
+    let flag = rt().trustee(trustee).entrust(false);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (f, l) = (flag.clone(), log.clone());
+    latched.launch_then(
+        move |latch| {
+            while !f.apply(|set| *set) {
+                yield_now();
+            }
+            latch.lock().push("fiber saw the flag");
+            "done"
+        },
+        move |r| l.borrow_mut().push(r),
+    );
+    flag.apply(|set| *set = true); // would wait forever behind the fiber if it paused this client's batch
+    log.borrow_mut().push("flag set");
+    wait_pending();
+    // The continuation may run inside `flag.apply` (a plain thread runs continuations in later calls), so
+    // "done" and "flag set" come in either order.
+    let mut log = log.borrow().clone();
+    log.sort_unstable();
+    log.extend(latched.apply(|l| l.get_mut().clone()));
+    log
+}
+
+#[test]
+fn a_later_request_of_the_same_issuer_does_not_wait_for_the_launched_fiber() {
+    for trustee in 0..2 {
+        assert_eq!(
+            signal_after_launch(trustee),
+            ["done", "flag set", "fiber saw the flag"]
+        );
+    }
+    let from_fibers: Vec<_> = (0..2)
+        .map(|t| spawn(move || signal_after_launch(t)))
+        .collect();
+    for f in from_fibers {
+        assert_eq!(
+            f.join().unwrap(),
+            ["done", "flag set", "fiber saw the flag"]
+        );
+    }
+}
+
+#[test]
+fn many_launched_fibers_of_one_issuer_run_at_once() {
+    // Each fiber arrives at a barrier on the trustee and waits there until all ten have arrived: only
+    // possible if the ten run at the same time.
+    let n = 10u32;
+    let arrived = rt().trustee(1).entrust(0u32);
+    let latched = rt().trustee(1).entrust(Latch::new(()));
+    let sum = Rc::new(RefCell::new(0));
+    for i in 0..n {
+        let (arrived, sum) = (arrived.clone(), sum.clone());
+        latched.launch_then(
+            move |_| {
+                arrived.apply(|a| *a += 1);
+                while arrived.apply(|a| *a) < n {
+                    yield_now();
+                }
+                i
+            },
+            move |i| *sum.borrow_mut() += i,
+        );
+    }
+    wait_pending();
+    assert_eq!(*sum.borrow(), (0..n).sum::<u32>());
+    assert_eq!(arrived.apply(|a| *a), n);
 }

@@ -10,8 +10,7 @@ use std::panic::{self, AssertUnwindSafe, resume_unwind};
 
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber};
-use crate::delegation::client::then::Cont;
-use crate::delegation::trustee::job::{Always, Job};
+use crate::delegation::trustee::job::Always;
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
 use crate::delegation::call;
@@ -162,14 +161,15 @@ impl<T: Send + 'static> Trust<Latch<T>> {
 impl<T: Send + 'static> Trust<Latch<T>> {
     /// [`launch`](Self::launch) without waiting, as [`apply_then`](Trust::apply_then) is `apply` without
     /// waiting: returns at once, `f(&latch)` runs in a new fiber on the trustee (where it may block), and
-    /// `then(result)` runs later on this thread — on a worker, its scheduler runs it; on a plain thread, later
-    /// trust-core calls and [`wait_pending`](crate::wait_pending) run it. Never on the trustee.
+    /// `then(result)` runs later on this thread once the fiber has finished — on a worker, its scheduler
+    /// runs it; on a plain thread, later trust-core calls and [`wait_pending`](crate::wait_pending) run it.
+    /// Never on the trustee.
     ///
-    /// Issue order holds as for `apply_then`: the fiber starts after the requests this thread (or worker)
-    /// sent the trustee before, and the requests it sends the trustee after — another `launch_then`
-    /// included — wait until the fiber has finished (its batch pauses; other clients are served meanwhile).
-    /// From a fiber on the property's own trustee nothing is sent: the fiber starts at once, and later
-    /// requests do not wait for it. A panic in `f` (or in `then`) is kept and resumed by the issuer's next
+    /// The fiber starts after the requests this thread (or worker) sent the trustee before, like an
+    /// `apply_then` issued now. Nothing waits for it: later requests — to the latch (which wait only
+    /// while launched fibers share it, as always), or another `launch_then` — go ahead, so many launched
+    /// fibers can run at once, and one may wait for something a later request does. Continuations run in
+    /// the order their fibers finish. A panic in `f` (or in `then`) is kept and resumed by the issuer's next
     /// `wait_pending`. Allowed inside delegated closures and continuations.
     pub fn launch_then<R, F, C>(&self, f: F, then: C)
     where
@@ -179,61 +179,26 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     {
         let property = SendPtr(self.property_ptr());
         let caller = context::worker();
-        if let Some(worker) = caller.filter(|_| self.is_local()) {
-            let owner = match context::fiber().filter(|_| !context::in_delegated()) {
-                Some((_, id)) => worker.scheduler.pending_of(id),
-                None => worker.client.borrow().pending.clone(),
-            };
-            owner.issued();
-            let body = move |latch: &Latch<T>| {
-                let result = panic::catch_unwind(AssertUnwindSafe(|| f(latch)));
-                let cont = Cont::counted(then, owner, result);
-                worker.client.borrow_mut().ready.push_back(cont);
-            };
+        let shared = self.trustee().shared;
+        let sender = call::expect_later(caller, shared, then);
+        let body = move |latch: &Latch<T>| {
+            sender.send(panic::catch_unwind(AssertUnwindSafe(|| f(latch))));
+        };
+        if self.is_local() {
             // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
-            // the property outlives it (the fiber's `&Latch` comes from the registered property, retired only
-            // once no closure or launched fiber uses it).
+            // the property outlives it (retired properties are dropped only once no launched fiber uses
+            // them).
             drop(unsafe { start_launched(property, body) });
             return;
         }
-        let job = LaunchThen {
-            property,
-            f: Some(f),
-            fiber: None,
+        let start = move || -> std::thread::Result<()> {
+            // SAFETY: as above, on the trustee (records run there); the issuing handle keeps the property live
+            // until its requests are served, and the launched count keeps it live after that.
+            drop(unsafe { start_launched(property, body) });
+            Ok(())
         };
-        call::post_then(caller, self.trustee().shared, job, then);
-    }
-}
-
-/// The request of a remote `launch_then`: starts the fiber on its first run, then waits (pausing its batch)
-/// until the fiber has finished, and answers with its result.
-struct LaunchThen<T, F, R> {
-    property: SendPtr<Property<Latch<T>>>,
-    f: Option<F>,
-    fiber: Option<Fiber<R>>,
-}
-
-impl<T, F, R> Job for LaunchThen<T, F, R>
-where
-    T: Send + 'static,
-    F: FnOnce(&Latch<T>) -> R + Send + 'static,
-    R: Send + 'static,
-{
-    type Output = std::thread::Result<R>;
-
-    fn run(mut self) -> Result<Self::Output, Self> {
-        if let Some(f) = self.f.take() {
-            // SAFETY: records run on the property's trustee, and the issuing handle keeps the property live
-            // until its requests are served (see `Worker::retire`); this one is served when the fiber ends.
-            self.fiber = Some(unsafe { start_launched(self.property, f) });
-        }
-        match self.fiber.take() {
-            Some(fiber) if fiber.is_finished() => Ok(fiber.join()),
-            fiber => {
-                self.fiber = fiber;
-                Err(self)
-            }
-        }
+        // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
+        call::post_then(caller, shared, Always(start), |()| ());
     }
 }
 

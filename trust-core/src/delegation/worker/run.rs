@@ -384,8 +384,8 @@ impl Worker {
     /// Client side: fibers whose batch was answered, or that waited for room, become ready.
     /// Continuations whose results arrived run here, on the worker that issued them.
     fn collect_answers(&self) -> bool {
-        let mut busy = false;
         let mut ready = std::mem::take(&mut self.client.borrow_mut().ready);
+        let mut busy = self.client.borrow_mut().inbox.collect(&mut ready);
         for outbox in self.client.borrow_mut().outboxes() {
             if outbox.poll(&mut ready) {
                 // Fibers that waited for room go first: the answered ones would otherwise take all the room
@@ -424,6 +424,7 @@ impl Worker {
             || self.shared.is_closing()
             || self.scheduler.has_ready()
             || !self.client.borrow().ready.is_empty()
+            || self.client.borrow().inbox.has_arrived()
             || self
                 .served
                 .borrow()
