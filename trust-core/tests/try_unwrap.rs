@@ -212,3 +212,26 @@ fn inside_a_delegated_closure_it_panics_with_the_way_out() {
         assert_eq!(t.try_unwrap().ok(), Some(7));
     }
 }
+
+#[test]
+fn works_from_may_coroutines() {
+    rt();
+    may::config().set_workers(2);
+    let handles: Vec<_> = (0..16u64)
+        .map(|i| {
+            // SAFETY: the coroutine uses no thread-local storage of its own.
+            unsafe {
+                may::coroutine::spawn(move || {
+                    let t = rt().trustee((i % 2) as usize).entrust(i);
+                    let t2 = t.clone();
+                    let t = t.try_unwrap().expect_err("t2 is alive");
+                    assert_eq!(t2.into_inner(), None);
+                    t.try_unwrap().ok()
+                })
+            }
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), Some(i as u64));
+    }
+}
