@@ -235,3 +235,37 @@ fn works_from_may_coroutines() {
         assert_eq!(h.join().unwrap(), Some(i as u64));
     }
 }
+
+#[test]
+fn requests_not_yet_sent_by_threads_that_dropped_their_clones_run_before_the_value_leaves() {
+    // Each thread issues 3 `apply_then`s (fewer than a plain thread publishes at once: they stay unsent),
+    // then drops its clone: the decrement goes by mail and overtakes them. `try_unwrap` must wait for the
+    // increments, which the threads send only later, in `wait_pending`.
+    for round in 0..50 {
+        let a = rt().trustee(round % 2).entrust(0u64);
+        let dropped = Arc::new(Barrier::new(9));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, dropped) = (a.clone(), dropped.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..3 {
+                        c.apply_then(|v| *v += 1, |()| ());
+                    }
+                    drop(c);
+                    dropped.wait();
+                    std::thread::sleep(Duration::from_millis(5));
+                    wait_pending();
+                })
+            })
+            .collect();
+        dropped.wait();
+        assert_eq!(
+            a.try_unwrap().expect("every clone was dropped"),
+            24,
+            "round {round}"
+        );
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
