@@ -214,3 +214,40 @@ fn many_launched_fibers_of_one_issuer_run_at_once() {
     assert_eq!(*sum.borrow(), (0..n).sum::<u32>());
     assert_eq!(arrived.apply(|a| *a), n);
 }
+
+#[test]
+fn a_thread_may_exit_before_its_launched_fiber_ends() {
+    // The continuation can no longer run (it is dropped with the thread's client); the fiber still runs to
+    // the end on the trustee, and its result is dropped there, once.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let latched = rt().trustee(0).entrust(Latch::new(0u32));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (l, d, r) = (latched.clone(), drops.clone(), ran.clone());
+    std::thread::spawn(move || {
+        l.launch_then(
+            move |latch| {
+                for _ in 0..100 {
+                    yield_now();
+                }
+                *latch.lock() += 1;
+                CountsDrops(d)
+            },
+            move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+    })
+    .join()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while drops.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        latched.apply(|l| *l.get_mut()),
+        1,
+        "the fiber ran to the end"
+    );
+}
