@@ -61,6 +61,7 @@ not_loom! {
     pub use delegation::api::fiber::{Fiber, JoinHandle, spawn, yield_now};
     pub use delegation::api::future::ApplyFuture;
     pub use delegation::api::latch::{Latch, LatchGuard};
+    pub use delegation::api::metrics::TrusteeMetrics;
     pub use delegation::api::runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
     pub use delegation::api::trust::Trust;
     pub use delegation::call::wait_pending;

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::delegation::client::outbox::Client;
-use crate::delegation::client::then::Cont;
+use crate::delegation::client::then::{Cont, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
 use crate::delegation::trustee::job::{Job, Reply};
@@ -128,7 +128,12 @@ fn run_thread_continuations() {
 fn run_continuations_now() {
     let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
     while let Some(next) = THREAD_CLIENT
-        .try_with(|c| c.borrow_mut().as_mut().and_then(|c| c.ready.pop_front()))
+        .try_with(|c| {
+            c.borrow_mut().as_mut().and_then(|c| {
+                c.inbox.collect(&mut c.ready);
+                c.ready.pop_front()
+            })
+        })
         .ok()
         .flatten()
     {
@@ -181,11 +186,34 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
     let ready = with_thread_client(|c| {
         let cont = Cont::new(then, c.pending.clone(), None);
         c.post_then(trustee, Reply(job), cont);
-        !c.ready.is_empty()
+        !c.ready.is_empty() || c.inbox.has_arrived()
     });
     if ready {
         run_thread_continuations();
     }
+}
+
+/// Issues a continuation whose result will come from `trustee` later, through the returned sender, by
+/// another way than a batch's answer (a `launch_then` fiber sends it when it ends). Counted for
+/// `wait_pending` like an `apply_then` of the caller: the calling fiber's, else the worker's or the plain
+/// thread's.
+pub(crate) fn expect_later<R: Send + 'static, C: FnOnce(R) + 'static>(
+    caller: Option<&'static Worker>,
+    trustee: &'static TrusteeShared,
+    then: C,
+) -> Sender<R> {
+    if let Some(worker) = caller {
+        let owner = match worker.fiber.get().filter(|_| !worker.in_delegated()) {
+            Some((_, id)) => worker.scheduler.pending_of(id),
+            None => worker.client.borrow().pending.clone(),
+        };
+        return worker.client.borrow_mut().inbox.expect(then, owner, trustee);
+    }
+    trustee.check_running();
+    with_thread_client(|c| {
+        let owner = c.pending.clone();
+        c.inbox.expect(then, owner, trustee)
+    })
 }
 
 const WAIT_PENDING_ON_SCHEDULER: &str = "`wait_pending` inside an `apply_then` continuation on a worker: \

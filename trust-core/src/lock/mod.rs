@@ -56,6 +56,7 @@
 //! to opt in.
 
 pub mod collection;
+pub mod context;
 mod key;
 mod lock_all;
 mod lockable;
@@ -67,6 +68,7 @@ mod rwlock;
 pub use collection::{
     LockCollection, LockGuard, OwnedLockCollection, RefLockCollection, RetryingLockCollection,
 };
+pub use context::LockContext;
 pub use key::{Keyable, LockKey, NestedKey, ThreadKey};
 pub use lock_all::LockAllError;
 pub use lockable::{

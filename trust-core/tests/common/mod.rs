@@ -32,6 +32,7 @@ pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
 }
 
 /// Counts its drops.
+#[derive(Debug)]
 pub struct CountsDrops(pub Arc<AtomicUsize>);
 
 impl Drop for CountsDrops {

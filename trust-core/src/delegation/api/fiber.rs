@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 
 use crate::delegation::api::runtime::runtime;
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{SHUT_DOWN, TrusteeShared};
 use crate::delegation::client::outbox;
 use crate::delegation::worker::context;
 use crate::delegation::worker::fiber::suspend;
@@ -129,6 +129,51 @@ where
     let done = state.clone();
     let job = move || done.complete(panic::catch_unwind(AssertUnwindSafe(f)));
     (Fiber { state }, job)
+}
+
+/// The other end of a [`Fiber`] that no fiber runs: whoever holds it completes the handle's result, from any
+/// thread, and the handle's `join` waits for it as for a fiber (suspending a fiber, yielding a coroutine,
+/// parking a thread). Dropped without completing, it completes the handle with the shutdown panic: only a
+/// runtime shutting down discards a promise unkept.
+pub(crate) struct Promise<R: Send + 'static> {
+    state: Option<Arc<JoinState<R>>>,
+}
+
+impl<R: Send + 'static> fmt::Debug for Promise<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise").finish_non_exhaustive()
+    }
+}
+
+/// A handle and the promise that completes it.
+pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
+    let state = Arc::new(JoinState {
+        result: Mutex::new(None),
+        done: AtomicBool::new(false),
+        joiner: Mutex::new(None),
+    });
+    (
+        Fiber {
+            state: state.clone(),
+        },
+        Promise { state: Some(state) },
+    )
+}
+
+impl<R: Send + 'static> Promise<R> {
+    pub(crate) fn keep(mut self, value: R) {
+        if let Some(state) = self.state.take() {
+            state.complete(Ok(value));
+        }
+    }
+}
+
+impl<R: Send + 'static> Drop for Promise<R> {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.complete(Err(Box::new(SHUT_DOWN)));
+        }
+    }
 }
 
 /// Lets the worker run its other fibers and serve its clients before the calling fiber continues. Outside a

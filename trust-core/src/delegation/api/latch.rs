@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::panic::resume_unwind;
+use std::panic::{self, AssertUnwindSafe, resume_unwind};
 
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber};
@@ -155,6 +155,50 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             )
         };
         fiber.join().unwrap_or_else(|p| resume_unwind(p))
+    }
+}
+
+impl<T: Send + 'static> Trust<Latch<T>> {
+    /// [`launch`](Self::launch) without waiting, as [`apply_then`](Trust::apply_then) is `apply` without
+    /// waiting: returns at once, `f(&latch)` runs in a new fiber on the trustee (where it may block), and
+    /// `then(result)` runs later on this thread once the fiber has finished — on a worker, its scheduler
+    /// runs it; on a plain thread, later trust-core calls and [`wait_pending`](crate::wait_pending) run it.
+    /// Never on the trustee.
+    ///
+    /// The fiber starts after the requests this thread (or worker) sent the trustee before, like an
+    /// `apply_then` issued now. Nothing waits for it: later requests — to the latch (which wait only
+    /// while launched fibers share it, as always), or another `launch_then` — go ahead, so many launched
+    /// fibers can run at once, and one may wait for something a later request does. Continuations run in
+    /// the order their fibers finish. A panic in `f` (or in `then`) is kept and resumed by the issuer's next
+    /// `wait_pending`. Allowed inside delegated closures and continuations.
+    pub fn launch_then<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
+        let property = SendPtr(self.property_ptr());
+        let caller = context::worker();
+        let shared = self.trustee().shared;
+        let sender = call::expect_later(caller, shared, then);
+        let body = move |latch: &Latch<T>| {
+            sender.send(panic::catch_unwind(AssertUnwindSafe(|| f(latch))));
+        };
+        if self.is_local() {
+            // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
+            // the property outlives it (retired properties are dropped only once no launched fiber uses
+            // them).
+            drop(unsafe { start_launched(property, body) });
+            return;
+        }
+        let start = move || -> std::thread::Result<()> {
+            // SAFETY: as above, on the trustee (records run there); the issuing handle keeps the property live
+            // until its requests are served, and the launched count keeps it live after that.
+            drop(unsafe { start_launched(property, body) });
+            Ok(())
+        };
+        // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
+        call::post_then(caller, shared, Always(start), |()| ());
     }
 }
 

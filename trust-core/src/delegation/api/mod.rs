@@ -6,6 +6,7 @@ pub(crate) mod entrust;
 pub(crate) mod fiber;
 pub(crate) mod future;
 pub(crate) mod latch;
+pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod runtime;
 pub(crate) mod trust;

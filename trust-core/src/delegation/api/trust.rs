@@ -13,7 +13,7 @@ use crate::delegation::client::then::Cont;
 use crate::delegation::api::trustee::{Trustee, is_current};
 use crate::delegation::call;
 use crate::delegation::worker::context;
-use crate::delegation::api::fiber;
+use crate::delegation::api::fiber::{self, Promise};
 use crate::delegation::worker::fiber::after_inline_apply;
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
@@ -213,6 +213,108 @@ impl<T: Send + 'static> Trust<T> {
             self.apply(inline_arg(f, arg))
         }
     }
+}
+
+const TAKE_ON_TRUSTEE: &str = "`Trust::try_unwrap`/`into_inner` inside a delegated closure (or an `apply_then` \
+     continuation on a worker): it waits until every request sent before it has been served, and the trustee \
+     cannot wait. Call it from a thread or a fiber (`spawn`), or send the handle there with `apply_then`";
+
+impl<T: Send + 'static> Trust<T> {
+    /// Returns the value if this is the last handle, else gives the handle back unchanged; like
+    /// [`Arc::try_unwrap`](std::sync::Arc::try_unwrap).
+    ///
+    /// "The last handle" is decided on the trustee, once every request and count change sent before this call
+    /// (by any thread) has been served: if no other `Trust<T>` to the value is counted then, the value is
+    /// unregistered from its trustee and moved out, without being dropped; otherwise `Err` returns this
+    /// handle, still counted and usable. So a clone dropped before the call (on any thread, as long as its
+    /// drop happens before the call) does not make it fail, and a clone alive at the call does; two handles
+    /// calling `try_unwrap` at the same time both fail, as with `Arc`. A closure still running on the value
+    /// (a launched fiber, say) is waited for first, and so are requests other threads issued but have not
+    /// sent yet (a plain thread publishes its `apply_then`s 16 at a time: the rest go at its next blocking
+    /// call, `wait_pending`, or exit), since they may refer to the value.
+    ///
+    /// Waits like [`apply`](Self::apply): suspends a fiber, yields a `may` coroutine, parks a thread.
+    ///
+    /// # Panics
+    ///
+    /// Inside a delegated closure and in an `apply_then` continuation on a worker (the trustee cannot wait
+    /// there), and after [`Runtime::shutdown`](crate::Runtime::shutdown).
+    pub fn try_unwrap(self) -> Result<T, Trust<T>> {
+        let trustee = self.trustee;
+        let property = self.property_ptr();
+        match self.take(true) {
+            Some(value) => Ok(value),
+            // SAFETY: on failure the trustee counted this handle again before answering (see `begin_take`).
+            None => Err(unsafe { Trust::from_raw(property, trustee) }),
+        }
+    }
+
+    /// Returns the value if this is the last handle, else drops the handle and returns `None`; like
+    /// [`Arc::into_inner`](std::sync::Arc::into_inner). When every handle of a value ends in `into_inner`
+    /// (from any threads, at the same time or not), exactly one of them returns `Some`; the others and plain
+    /// drops just give up their count.
+    ///
+    /// The decision is made on the trustee as for [`try_unwrap`](Self::try_unwrap): the handle's count is
+    /// given up first, and the value comes back if no handle is counted once every request and count change
+    /// sent before has been served. If a handle that was still on its way is counted then, this returns
+    /// `None` and that handle keeps the value alive as usual.
+    ///
+    /// # Panics
+    ///
+    /// As `try_unwrap`.
+    pub fn into_inner(self) -> Option<T> {
+        self.take(false)
+    }
+
+    /// Gives up this handle's count and waits for the trustee's verdict; with `give_back`, a `None` verdict
+    /// came with the count restored.
+    fn take(self, give_back: bool) -> Option<T> {
+        let caller = context::worker();
+        if caller.is_some() && (context::in_delegated() || context::fiber().is_none()) {
+            panic!("{TAKE_ON_TRUSTEE}");
+        }
+        let this = std::mem::ManuallyDrop::new(self);
+        let property = SendPtr(this.property.as_ptr());
+        let (verdict, promise) = fiber::promise::<Option<T>>();
+        if this.is_local() {
+            // SAFETY: on the trustee, for the count this handle owns (the handle is not dropped).
+            unsafe { begin_take(property, promise, give_back) };
+        } else {
+            // SAFETY: as above, on the trustee; the handle's count keeps the property live until the record runs.
+            let begin = move || unsafe { begin_take(property, promise, give_back) };
+            call::call_from(caller, this.trustee.shared, job::Always(begin));
+        }
+        match verdict.join() {
+            Ok(value) => value,
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+}
+
+/// On the trustee: gives up a handle's count and retires the property to a taker that keeps `promise` (the
+/// value, or `None`; with `give_back`, `None` comes with the count restored).
+///
+/// # Safety
+/// On `p`'s trustee thread, for a count the caller owned.
+unsafe fn begin_take<T: Send + 'static>(p: SendPtr<Property<T>>, promise: Promise<Option<T>>, give_back: bool) {
+    let h: *mut Header = p.get().cast();
+    // SAFETY: by the contract. Whether the count reached zero is decided at settlement, by the taker.
+    let _ = unsafe { property::decref(h) };
+    let taker = move |unreferenced: bool| {
+        if unreferenced {
+            // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
+            promise.keep(Some(unsafe { property::take_unregistered(p.get()) }));
+        } else {
+            if give_back {
+                // SAFETY: still registered (referenced), on its trustee.
+                unsafe { property::incref(h) };
+            }
+            promise.keep(None);
+        }
+    };
+    context::worker()
+        .expect("reference counts change on the trustee")
+        .retire_to(h, Box::new(taker));
 }
 
 fn boxed_arg<T, V, R>(f: impl FnOnce(&mut T, V) -> R, arg: Box<V>) -> impl FnOnce(&mut T) -> R {

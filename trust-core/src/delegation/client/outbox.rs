@@ -15,7 +15,7 @@ use std::rc::Rc;
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::protocol::slot::{self, Batch, Queued, Record, SlotPair};
-use crate::delegation::client::then::{Cont, Pending, Ready};
+use crate::delegation::client::then::{Cont, Inbox, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::shared::TrusteeShared;
 
@@ -353,6 +353,8 @@ pub(crate) struct Client {
     pub(crate) ready: Ready,
     /// This thread's `apply_then` bookkeeping (a worker's fibers have their own, in the scheduler).
     pub(crate) pending: Rc<Pending>,
+    /// Continuations whose results come later, from `launch_then` fibers.
+    pub(crate) inbox: Inbox,
 }
 
 impl Drop for Client {
@@ -371,6 +373,7 @@ impl Client {
     pub(crate) fn new(parker: Option<Arc<Parker>>) -> Self {
         Client {
             outboxes: Vec::new(),
+            inbox: Inbox::new(parker.clone()),
             parker,
             ready: Ready::new(),
             pending: Rc::default(),
@@ -451,10 +454,24 @@ impl Client {
         let parker = self.parker.clone();
         let mut any = false;
         let mut ready = std::mem::take(&mut self.ready);
+        self.inbox.collect(&mut ready);
         for outbox in self.outboxes() {
             outbox.poll(&mut ready);
             outbox.flush();
             any |= outbox.in_flight();
+        }
+        if !any && ready.is_empty() && self.inbox.is_expecting() {
+            // Only results from launched fibers are awaited: sleep until one arrives.
+            assert!(
+                !self.inbox.closed_trustee(),
+                "the trust runtime was shut down while `wait_pending` waited for a `launch_then` fiber"
+            );
+            if let Some(p) = parker.as_deref() {
+                p.park_unless(|| self.inbox.has_arrived(), Duration::from_millis(1));
+            } else {
+                may_yield();
+            }
+            self.inbox.collect(&mut ready);
         }
         if any && ready.is_empty() {
             let mut backoff = Backoff::client();

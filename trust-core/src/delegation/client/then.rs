@@ -4,13 +4,18 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
+use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot;
+use crate::delegation::trustee::shared::TrusteeShared;
 
 /// What one issuer of `apply_then` still waits for.
 #[derive(Debug, Default)]
@@ -164,6 +169,23 @@ impl Cont {
         }
     }
 
+    /// The continuation `then` of a request whose issue `owner` counted already (`Pending::issued`), with the
+    /// result that came later by another way than its batch's answer (see [`Inbox`]).
+    fn counted<R, C: FnOnce(R) + 'static>(
+        then: C,
+        owner: Rc<Pending>,
+        result: thread::Result<R>,
+    ) -> Cont
+    where
+        R: 'static,
+    {
+        Cont::store(Box::new(Then {
+            result: Some(result),
+            then,
+            owner,
+        }))
+    }
+
     fn store<K: Continuation>(k: K) -> Cont {
         let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
         // SAFETY: `new` checked that `K` fits and is at most word-aligned (a `Box` always is).
@@ -209,3 +231,152 @@ impl std::fmt::Debug for Cont {
 
 /// Continuations whose results have arrived, in issue order.
 pub(crate) type Ready = std::collections::VecDeque<Cont>;
+
+/// Builds the continuation for a result that came to the inbox.
+type Expected = Box<dyn FnOnce(Box<dyn Any + Send>) -> Cont>;
+
+/// Continuations whose results come by another way than a batch's answer: a `launch_then` fiber sends its
+/// result from its trustee when it ends, whenever that is, through a [`Sender`]; the client moves what
+/// arrived to its ready queue (`collect`) when it next runs continuations. One per client context.
+pub(crate) struct Inbox {
+    shared: Arc<InboxShared>,
+    /// By id: the continuation waiting for each result, and the trustee it comes from.
+    expected: Vec<(u64, &'static TrusteeShared, Expected)>,
+    next_id: u64,
+}
+
+struct InboxShared {
+    arrived: Mutex<Vec<(u64, Box<dyn Any + Send>)>>,
+    /// Set (Release) after a result is added; cleared by the owner before it takes them.
+    any: AtomicBool,
+    /// The owner's parker, woken after each arrival (a worker's, or a plain thread's).
+    parker: Option<Arc<Parker>>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("expected", &self.expected.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    pub(crate) fn new(parker: Option<Arc<Parker>>) -> Self {
+        Inbox {
+            shared: Arc::new(InboxShared {
+                arrived: Mutex::new(Vec::new()),
+                any: AtomicBool::new(false),
+                parker,
+            }),
+            expected: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Issues `then`, counted by `owner` until it has run; its result will come from `trustee` through the
+    /// returned sender.
+    pub(crate) fn expect<R: Send + 'static, C: FnOnce(R) + 'static>(
+        &mut self,
+        then: C,
+        owner: Rc<Pending>,
+        trustee: &'static TrusteeShared,
+    ) -> Sender<R> {
+        owner.issued();
+        let id = self.next_id;
+        self.next_id += 1;
+        let build = move |result: Box<dyn Any + Send>| {
+            let result = *result
+                .downcast::<thread::Result<R>>()
+                .expect("a sender sends the result type it was made for");
+            Cont::counted(then, owner, result)
+        };
+        self.expected.push((id, trustee, Box::new(build)));
+        Sender {
+            shared: Some(self.shared.clone()),
+            id,
+            _result: PhantomData,
+        }
+    }
+
+    /// True when results have arrived that `collect` has not taken yet.
+    pub(crate) fn has_arrived(&self) -> bool {
+        self.shared.any.load(Ordering::Acquire)
+    }
+
+    /// True while some expected result has not arrived (or not been collected).
+    pub(crate) fn is_expecting(&self) -> bool {
+        !self.expected.is_empty()
+    }
+
+    /// The trustee of an expected result that has stopped serving, if any: that result will never come.
+    pub(crate) fn closed_trustee(&self) -> bool {
+        self.expected.iter().any(|(_, t, _)| t.is_closed())
+    }
+
+    /// Moves the continuations whose results arrived to `ready`; true if there were any.
+    pub(crate) fn collect(&mut self, ready: &mut Ready) -> bool {
+        if !self.has_arrived() {
+            return false;
+        }
+        // Cleared before taking: a result added after the take sets it again.
+        self.shared.any.store(false, Ordering::Relaxed);
+        let arrived = std::mem::take(&mut *self.shared.arrived.lock().unwrap_or_else(|e| e.into_inner()));
+        let any = !arrived.is_empty();
+        for (id, result) in arrived {
+            let i = self
+                .expected
+                .iter()
+                .position(|(e, _, _)| *e == id)
+                .expect("each result is expected once");
+            let (_, _, build) = self.expected.swap_remove(i);
+            ready.push_back(build(result));
+        }
+        any
+    }
+}
+
+/// Sends one result to an [`Inbox`], from any thread. Dropped unsent (the fiber that would have sent it
+/// never ran), it sends a panic instead, so that nothing waits for it forever.
+pub(crate) struct Sender<R: Send + 'static> {
+    shared: Option<Arc<InboxShared>>,
+    id: u64,
+    _result: PhantomData<fn(R)>,
+}
+
+impl<R: Send + 'static> std::fmt::Debug for Sender<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("id", &self.id).finish()
+    }
+}
+
+const NEVER_RAN: &str = "`launch_then`: the launched fiber never ran (no fiber stack could be had, or the runtime \
+     shut down), so there is no result for the continuation";
+
+impl<R: Send + 'static> Sender<R> {
+    pub(crate) fn send(mut self, result: thread::Result<R>) {
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: thread::Result<R>) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let result: Box<dyn Any + Send> = Box::new(result);
+        shared
+            .arrived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.id, result));
+        shared.any.store(true, Ordering::Release);
+        if let Some(p) = &shared.parker {
+            p.wake();
+        }
+    }
+}
+
+impl<R: Send + 'static> Drop for Sender<R> {
+    fn drop(&mut self) {
+        self.deliver(Err(Box::new(NEVER_RAN)));
+    }
+}

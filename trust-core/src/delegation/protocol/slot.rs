@@ -112,8 +112,6 @@ struct RequestSlot {
     seq: AtomicU32,
     /// Bytes of records in the last published batch; written before `seq` is published.
     len: UnsafeCell<u32>,
-    /// Records in the last published batch; written with `len`.
-    count: UnsafeCell<u32>,
     body: UnsafeCell<Body>,
 }
 
@@ -297,7 +295,6 @@ impl SlotPair {
             request: RequestSlot {
                 seq: AtomicU32::new(0),
                 len: UnsafeCell::new(0),
-                count: UnsafeCell::new(0),
                 body: UnsafeCell::new(Body([MaybeUninit::uninit(); BODY])),
             },
             response: ResponseSlot {
@@ -315,8 +312,8 @@ impl SlotPair {
     /// published number): the trustee is then not reading the body.
     pub(crate) unsafe fn publish(&self, seq: u32, batch: &mut Batch) {
         let len = std::mem::take(&mut batch.len);
-        let count = std::mem::take(&mut batch.count);
         batch.results = 0;
+        batch.count = 0;
         self.request.body.with_mut(|body| {
             // SAFETY: both bodies are BODY bytes; the trustee is not reading this one (contract). Copying the
             // bytes moves the records: `batch` forgets them (its length is now 0).
@@ -324,10 +321,6 @@ impl SlotPair {
         });
         // SAFETY: the trustee reads `len` only after seeing the new `seq`, which this Release store orders.
         self.request.len.with_mut(|l| unsafe { *l = len as u32 });
-        // SAFETY: as `len`.
-        self.request
-            .count
-            .with_mut(|c| unsafe { *c = count as u32 });
         self.request.seq.store(seq, Ordering::Release);
     }
 
@@ -354,15 +347,6 @@ impl SlotPair {
     pub(crate) fn pending(&self, served: u32) -> Option<u32> {
         let seq = self.request.seq.load(Ordering::Acquire);
         (seq != served).then_some(seq)
-    }
-
-    /// Trustee side: the number of records in the pending batch.
-    ///
-    /// # Safety
-    /// Trustee only, after `pending` returned a number and before `answer` for it.
-    pub(crate) unsafe fn records(&self) -> usize {
-        // SAFETY: published before `seq`, which `pending` acquired; the client rewrites it only after `answer`.
-        self.request.count.with(|c| unsafe { *c }) as usize
     }
 
     /// Trustee side: the number of the last published batch.

@@ -226,6 +226,16 @@ pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
     }
 }
 
+/// Moves the value out of an unregistered property and frees the rest (the value is not dropped).
+///
+/// # Safety
+/// `p` is live, on its trustee thread, unregistered, unreferenced, and nobody will use it again.
+pub(crate) unsafe fn take_unregistered<T>(p: *mut Property<T>) -> T {
+    // SAFETY: by the contract, `p` came from `Property::<T>::allocate` and this is its last use.
+    let property = unsafe { Box::from_raw(p) };
+    property.value.into_inner()
+}
+
 /// A raw pointer that a record may carry to the trustee. Read it with `get` inside closures, so the closure
 /// captures the wrapper (which is `Send`) rather than the bare pointer field.
 #[derive(Debug)]

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::delegation::protocol::channel::Channel;
+use crate::delegation::trustee::metrics::Metrics;
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::stack::FiberStack;
 
@@ -35,6 +36,8 @@ pub(crate) struct TrusteeShared {
     /// The sockets registered in this worker's epoll set (`worker::reactor`): each is removed before it is
     /// closed, so the set never names a reused fd, and at shutdown they are shut down.
     pub(crate) sockets: Mutex<HashSet<RawFd>>,
+    /// What the worker counts about itself (written by the worker only).
+    pub(crate) metrics: Metrics,
 }
 
 impl fmt::Debug for TrusteeShared {
@@ -54,6 +57,7 @@ impl TrusteeShared {
             mail: Mutex::new(Vec::new()),
             has_mail: AtomicBool::new(false),
             sockets: Mutex::default(),
+            metrics: Metrics::default(),
         }
     }
 

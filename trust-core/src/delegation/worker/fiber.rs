@@ -16,6 +16,7 @@ use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::stack::overflow;
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
 use crate::delegation::client::then::Pending;
+use crate::delegation::trustee::metrics::Metrics;
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::worker::run::Worker;
 
@@ -100,6 +101,8 @@ pub(crate) struct Scheduler {
     /// Where finished fibers' stacks go, and `launch` takes new ones.
     pub(crate) stacks: &'static StackPool,
     live: Cell<usize>,
+    /// Where `live` is published for `Runtime::metrics`.
+    metrics: &'static Metrics,
     /// Each fiber's `apply_then` bookkeeping, by fiber id (created on first use).
     pending: RefCell<Vec<Option<Rc<Pending>>>>,
     /// For fibers started by `launch`: the address of the property they share, by fiber id (0: none).
@@ -116,13 +119,14 @@ impl fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    pub(crate) fn new(stacks: &'static StackPool) -> Self {
+    pub(crate) fn new(stacks: &'static StackPool, metrics: &'static Metrics) -> Self {
         Scheduler {
             fibers: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             ready: RefCell::new(VecDeque::new()),
             stacks,
             live: Cell::new(0),
+            metrics,
             pending: RefCell::new(Vec::new()),
             launched: RefCell::new(Vec::new()),
         }
@@ -145,6 +149,7 @@ impl Scheduler {
         });
         self.fibers.borrow_mut()[id] = Some((fiber, guard));
         self.live.set(self.live.get() + 1);
+        self.metrics.set_fibers(self.live.get());
         self.make_ready(id);
     }
 
@@ -211,6 +216,7 @@ impl Scheduler {
                         *l = 0;
                     }
                     self.live.set(self.live.get() - 1);
+                    self.metrics.set_fibers(self.live.get());
                 }
             }
         }

@@ -48,10 +48,24 @@ impl std::fmt::Debug for Served {
 
 /// A property whose last handle is gone, waiting for requests that may still refer to it: for each channel
 /// that had records unpublished or unserved when it was retired, the batch number that must be served first.
-#[derive(Debug)]
 struct Retired {
     header: *mut Header,
     waits: Vec<(Arc<Channel>, u32)>,
+    /// Set by `try_unwrap`/`into_inner` (see `retire_to`).
+    taker: Option<Taker>,
+}
+
+/// Gets a retired property once it is settled: `true` when it is unreferenced then (unregistered: the taker
+/// moves the value out), `false` when a handle is counted again or a later taker displaced this one.
+pub(crate) type Taker = Box<dyn FnOnce(bool)>;
+
+impl std::fmt::Debug for Retired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retired")
+            .field("header", &self.header)
+            .field("taker", &self.taker.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) struct Worker {
@@ -112,7 +126,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         shared,
         registry: RefCell::default(),
         client: RefCell::new(Client::new(Some(parker.clone()))),
-        scheduler: Scheduler::new(stacks),
+        scheduler: Scheduler::new(stacks, &shared.metrics),
         inline_burst: Cell::new(0),
         fairness: Fairness::default(),
         fiber: Cell::new(None),
@@ -135,6 +149,7 @@ impl Worker {
     }
 
     fn run(&self) {
+        self.shared.metrics.start();
         let mut backoff = Backoff::worker();
         loop {
             let mut busy = self.read_mail();
@@ -153,6 +168,7 @@ impl Worker {
                 backoff.reset();
             } else if backoff.snooze() {
                 // The timeout is a safety net: whoever gives the worker work wakes it.
+                let _parked = self.shared.metrics.park();
                 self.parker.sleep_unless(
                     || self.has_work(),
                     || self.reactor.sleep(&self.scheduler, Duration::from_millis(100)),
@@ -172,7 +188,10 @@ impl Worker {
                     served: 0,
                     paused: None,
                 }),
-                Mail::Run(f) => self.run_mailed(f),
+                Mail::Run(f) => {
+                    self.shared.metrics.mailed();
+                    self.run_mailed(f)
+                }
                 Mail::Spawn(stack, job) => self.scheduler.start(stack, job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
@@ -235,12 +254,17 @@ impl Worker {
                 },
             };
             busy = true;
+            let ran = Cell::new(0); // `run_batch` asks whether to pause after each record: counts them
             // SAFETY: we are the channel's trustee, `seq` is pending, and `from` is where its run stopped.
-            match unsafe {
-                channel
-                    .slots
-                    .run_batch(from, local::is_paused)
-            } {
+            let stopped = unsafe {
+                channel.slots.run_batch(from, || {
+                    ran.set(ran.get() + 1);
+                    local::is_paused()
+                })
+            };
+            self.shared.metrics.ran(ran.get(), stopped.is_none());
+            self.fairness.served(ran.get() as usize);
+            match stopped {
                 Some(offset) => {
                     let record = local::take_paused().expect("paused by a waiting record");
                     self.served.borrow_mut()[i].paused = Some(Paused {
@@ -250,8 +274,6 @@ impl Worker {
                     });
                 }
                 None => {
-                    // SAFETY: as above; read before the answer lets the client reuse the slot.
-                    self.fairness.served(unsafe { channel.slots.records() });
                     channel.slots.answer(seq);
                     if let Some(p) = &channel.parker {
                         p.wake();
@@ -278,6 +300,18 @@ impl Worker {
     /// is dropped once those batches are served, no closure runs on it, and the count is still zero (an
     /// increment that was on its way makes it positive again: then a later zero retires it anew).
     pub(crate) fn retire(&self, h: *mut Header) {
+        self.retire_with(h, None);
+    }
+
+    /// `retire`, for a caller that takes the value instead of dropping it (`Trust::try_unwrap`/`into_inner`,
+    /// whose handle's count it has already given up): once settled as `retire` says, `taker` gets the
+    /// property if its count is zero then, else is told no. A taker already waiting on `h` is told no at once:
+    /// the later call is the last.
+    pub(crate) fn retire_to(&self, h: *mut Header, taker: Taker) {
+        self.retire_with(h, Some(taker));
+    }
+
+    fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
         self.read_mail(); // a channel registered before the escape must be waited for too
         let waits = self
             .served
@@ -293,9 +327,19 @@ impl Worker {
             })
             .collect();
         let mut retired = self.retired.borrow_mut();
-        match retired.iter_mut().find(|r| r.header == h) {
-            Some(r) => r.waits = waits,
-            None => retired.push(Retired { header: h, waits }),
+        let displaced = match retired.iter_mut().find(|r| r.header == h) {
+            Some(r) => {
+                r.waits = waits;
+                taker.and_then(|t| r.taker.replace(t))
+            }
+            None => {
+                retired.push(Retired { header: h, waits, taker });
+                None
+            }
+        };
+        drop(retired);
+        if let Some(displaced) = displaced {
+            displaced(false);
         }
     }
 
@@ -305,7 +349,7 @@ impl Worker {
         if self.retired.borrow().is_empty() || !self.deferred.borrow().is_empty() {
             return;
         }
-        let ready: Vec<*mut Header> = {
+        let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
             let served = self.served.borrow();
             // Served through `need`, or drained: nothing unpublished and nothing pending on the channel now.
             let done = |(channel, need): &(Arc<Channel>, u32)| {
@@ -320,29 +364,35 @@ impl Worker {
             };
             let mut retired = self.retired.borrow_mut();
             let mut ready = Vec::new();
-            retired.retain(|r| {
+            retired.retain_mut(|r| {
                 // SAFETY: retired properties stay live until dropped here.
                 let settled = !unsafe { property::in_use(r.header) } && r.waits.iter().all(done);
                 // SAFETY: as above.
-                if settled && unsafe { property::unreferenced(r.header) } {
-                    ready.push(r.header);
+                let unreferenced = settled && unsafe { property::unreferenced(r.header) };
+                if unreferenced || (settled && r.taker.is_some()) {
+                    ready.push((r.header, unreferenced, r.taker.take()));
                 }
                 !settled
             });
             ready
         };
-        for h in ready {
-            context::with_registry(|r| r.remove(h));
-            // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
-            unsafe { property::drop_unregistered(h) };
+        for (h, unreferenced, taker) in ready {
+            if unreferenced {
+                context::with_registry(|r| r.remove(h));
+            }
+            match taker {
+                Some(taker) => taker(unreferenced),
+                // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
+                None => unsafe { property::drop_unregistered(h) },
+            }
         }
     }
 
     /// Client side: fibers whose batch was answered, or that waited for room, become ready.
     /// Continuations whose results arrived run here, on the worker that issued them.
     fn collect_answers(&self) -> bool {
-        let mut busy = false;
         let mut ready = std::mem::take(&mut self.client.borrow_mut().ready);
+        let mut busy = self.client.borrow_mut().inbox.collect(&mut ready);
         for outbox in self.client.borrow_mut().outboxes() {
             if outbox.poll(&mut ready) {
                 // Fibers that waited for room go first: the answered ones would otherwise take all the room
@@ -381,6 +431,7 @@ impl Worker {
             || self.shared.is_closing()
             || self.scheduler.has_ready()
             || !self.client.borrow().ready.is_empty()
+            || self.client.borrow().inbox.has_arrived()
             || self
                 .served
                 .borrow()

@@ -3,6 +3,8 @@
 
 use super::utils::{self, Mode};
 use super::{Strategy, collection_methods, collection_read_methods};
+use crate::lock::context::LockContext;
+use crate::lock::key::LockKey;
 use crate::lock::lockable::{LockableGetMut, LockableIntoInner, OwnedLockable, Sharable};
 
 /// Owned locks taken all together in the child's own order.
@@ -36,6 +38,12 @@ impl<L: OwnedLockable> OwnedLockCollection<L> {
     /// The locks, through `&mut` (proof that none is held).
     pub fn child_mut(&mut self) -> &mut L {
         &mut self.child
+    }
+
+    /// Locks the parts one at a time, in order, deciding as it goes: see [`LockContext`]. The context
+    /// borrows `key` (a `ThreadKey`, or a `NestedKey` below every part's rank) while it and its guards live.
+    pub fn context<'a, K: LockKey + ?Sized>(&'a self, key: &'a mut K) -> LockContext<'a, K, L> {
+        LockContext::new(&self.child, key)
     }
 
     /// Takes the locks back out.

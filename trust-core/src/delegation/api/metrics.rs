@@ -1,0 +1,85 @@
+//! [`Runtime::metrics`] and [`Trustee::metrics`]: what each worker counts about itself — requests served,
+//! batches answered, fibers alive, parks, time busy and idle. Reading them costs the workers nothing: each
+//! counter is written by its own worker only, once per batch (not per request), per park and per fiber
+//! start or end, and read here with plain loads.
+
+use std::time::Duration;
+
+use crate::delegation::api::runtime::Runtime;
+use crate::delegation::api::trustee::Trustee;
+
+/// A snapshot of one trustee's counters, since its worker started. Counters are read one after another
+/// while the worker runs, so they are each recent, not one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct TrusteeMetrics {
+    /// The trustee's index.
+    pub trustee: usize,
+    /// Requests served: every record that reached the trustee by its slots or its mailbox — `apply`,
+    /// `apply_with`, `apply_then`, `apply_async`, `launch`, `try_unwrap`, and the count changes of `clone`,
+    /// `drop` and `entrust` sent from other threads. Closures that ran inline (the local shortcut, on the
+    /// trustee's own thread) are not requests.
+    pub requests: u64,
+    /// Batches answered: each holds one or more requests from one client.
+    pub batches: u64,
+    /// Fibers alive on this worker now (spawned or launched, running or suspended).
+    pub fibers: u64,
+    /// Times the worker went to sleep for lack of work.
+    pub parks: u64,
+    /// Time not asleep: serving, running fibers, and spinning briefly before sleeping.
+    pub busy: Duration,
+    /// Time asleep (parked).
+    pub idle: Duration,
+}
+
+impl TrusteeMetrics {
+    /// Mean requests per batch answered (0 before the first batch); requests that came by mail count
+    /// too, so this slightly overstates batching when many did.
+    pub fn requests_per_batch(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.requests as f64 / self.batches as f64
+        }
+    }
+
+    /// Fraction of the worker's time spent busy, in `0.0..=1.0`.
+    pub fn busy_fraction(&self) -> f64 {
+        let total = (self.busy + self.idle).as_secs_f64();
+        if total == 0.0 { 0.0 } else { self.busy.as_secs_f64() / total }
+    }
+}
+
+impl Trustee {
+    /// This trustee's counters now; see [`TrusteeMetrics`].
+    pub fn metrics(&self) -> TrusteeMetrics {
+        let s = self.shared.metrics.snapshot();
+        TrusteeMetrics {
+            trustee: self.index(),
+            requests: s.requests,
+            batches: s.batches,
+            fibers: s.fibers,
+            parks: s.parks,
+            busy: s.busy,
+            idle: s.idle,
+        }
+    }
+}
+
+impl Runtime {
+    /// Every trustee's counters, by index; see [`TrusteeMetrics`]. Free to call at any rate: it only
+    /// reads.
+    ///
+    /// ```
+    /// let rt = trust_core::runtime();
+    /// let counter = rt.trustee(0).entrust(0u64);
+    /// let before = rt.metrics()[0].requests;
+    /// for _ in 0..10 {
+    ///     counter.apply(|c| *c += 1);
+    /// }
+    /// assert!(rt.metrics()[0].requests >= before + 10);
+    /// ```
+    pub fn metrics(&self) -> Vec<TrusteeMetrics> {
+        (0..self.workers()).map(|i| self.trustee(i).metrics()).collect()
+    }
+}
