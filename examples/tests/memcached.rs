@@ -873,3 +873,47 @@ fn two_hundred_connections_each_see_their_own_values() {
     assert_eq!(stat(&stats, "cmd_set"), 4000);
     assert_eq!(stat(&stats, "get_hits"), 4000);
 }
+
+#[test]
+fn stats_trust_reports_every_trustee() {
+    let server = start(|_| {});
+    let mut r = Raw::connect(&server);
+    for i in 0..100 {
+        r.roundtrip(format!("set k{i} 0 0 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
+    }
+    r.send(b"stats trust\r\n");
+    let mut text = Vec::new();
+    let mut byte = [0];
+    while !text.ends_with(b"END\r\n") {
+        r.0.read_exact(&mut byte).unwrap();
+        text.push(byte[0]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    let workers = trust_core::runtime().workers();
+    assert_eq!(text.lines().count(), workers * 7 + 1, "{text}");
+    for t in 0..workers {
+        for name in [
+            "requests",
+            "batches",
+            "requests_per_batch",
+            "fibers",
+            "parks",
+            "busy_us",
+            "idle_us",
+        ] {
+            assert!(
+                text.contains(&format!("STAT trustee{t}:{name} ")),
+                "{name} of {t} in {text}"
+            );
+        }
+    }
+    // This connection's fiber lives on some worker: at least one fiber is counted.
+    let fibers: u64 = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once(":fibers ")
+                .map(|(_, n)| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert!(fibers >= 1, "{text}");
+}

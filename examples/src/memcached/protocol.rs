@@ -78,6 +78,8 @@ pub enum Command<'a> {
         noreply: bool,
     },
     Stats,
+    /// `stats trust`: the delegation runtime's counters per trustee (not in memcached).
+    StatsTrust,
     Version,
     Verbosity {
         noreply: bool,
@@ -247,7 +249,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 _ => reject(BAD_FORMAT, line_len),
             }
         }
-        b"stats" if args.is_empty() => one(Command::Stats),
+        b"stats" => match args {
+            [] => one(Command::Stats),
+            [b"trust"] => one(Command::StatsTrust),
+            _ => reject(ERROR, line_len),
+        },
         b"version" if args.is_empty() => one(Command::Version),
         b"quit" if args.is_empty() => one(Command::Quit),
         b"verbosity" => {
@@ -567,6 +573,8 @@ mod tests {
             BAD_FORMAT
         );
         assert_eq!(rejected(b"version 1 2 3 4 5 6 7 8 9\r\n").0, ERROR);
+        assert_eq!(rejected(b"stats slabs\r\n").0, ERROR);
+        assert_eq!(cmd(b"stats trust\r\n"), Command::StatsTrust);
         assert_eq!(rejected(b"set k 0 0 3\r\nabcd\r\n"), (BAD_CHUNK, 18, 0));
         assert_eq!(rejected(b"incr k x\r\n").0, BAD_DELTA);
         assert_eq!(rejected(b"incr k -1\r\n").0, BAD_DELTA);

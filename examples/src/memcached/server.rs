@@ -515,6 +515,7 @@ fn execute<W: Write>(
             reply(out, noreply, b"OK\r\n");
         }
         Command::Stats => stats(shared, now, out),
+        Command::StatsTrust => trust_stats(out),
         Command::Version => {
             out.extend_from_slice(b"VERSION ");
             out.extend_from_slice(VERSION.as_bytes());
@@ -532,6 +533,29 @@ fn stat(out: &mut Vec<u8>, name: &str, value: u64) {
     out.push(b' ');
     push_u64(out, value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `stats trust`: what each worker counts about itself (`Runtime::metrics`), as `STAT trustee<i>:<name>`
+/// lines, the way memcached's `stats slabs` numbers its classes. `requests_per_batch` shows how well remote
+/// stub calls batch; calls a connection makes to its own worker's shard run inline and are not requests.
+fn trust_stats(out: &mut Vec<u8>) {
+    for m in runtime().metrics() {
+        let t = m.trustee;
+        let line = format!(
+            "STAT trustee{t}:requests {}\r\nSTAT trustee{t}:batches {}\r\nSTAT trustee{t}:requests_per_batch {:.2}\r\n\
+             STAT trustee{t}:fibers {}\r\nSTAT trustee{t}:parks {}\r\nSTAT trustee{t}:busy_us {}\r\n\
+             STAT trustee{t}:idle_us {}\r\n",
+            m.requests,
+            m.batches,
+            m.requests_per_batch(),
+            m.fibers,
+            m.parks,
+            m.busy.as_micros(),
+            m.idle.as_micros(),
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.extend_from_slice(b"END\r\n");
 }
 
 /// `stats`: the shards' counters added up, plus the server's own.
