@@ -89,3 +89,11 @@ for scenario in mix small hot-get set; do
     esac
     row "$scenario" "$desc" "${m:-0}" "${t:-0}"
 done
+
+# What delegation did underneath, over the whole run (trust server only).
+echo
+echo "trust server, stats trust:"
+exec 3<>"/dev/tcp/127.0.0.1/$OURS_PORT"
+printf 'stats trust\r\nquit\r\n' >&3
+tr -d '\r' <&3 | sed -n 's/^STAT /  /p'
+exec 3<&-
