@@ -14,7 +14,7 @@ use crate::delegation::api::trustee::{Trustee, is_current};
 use crate::delegation::call;
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Promise};
-use crate::delegation::worker::fiber::after_inline_apply;
+use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply};
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
 /// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
@@ -112,6 +112,7 @@ impl<T: Send + 'static> Trust<T> {
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
+            before_inline_apply(worker);
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             while unsafe { property::launched(property.get().cast()) }

@@ -4,13 +4,16 @@
 //! Left alone, the local fibers win by far: between two batches of a remote client, they apply hundreds of
 //! times, and a remote fiber waits a whole round trip for each request (measured: the slowest remote fiber
 //! got a quarter of the mean). So local applies spend *credit*: each remote record served earns
-//! [`LOCAL_PER_REMOTE`] of them. Out of credit, the worker's fibers wait and the worker serves its channels,
-//! but only while some remote client is *saturated* — its last batch carried at least [`SATURATED`] records,
-//! so it has more requests than a round trip carries — and only for [`SATURATED_FOR`] after that batch: a
-//! blocking thread with one request per round trip, or a client that went quiet, never throttles anyone.
-//! A turn of the loop also stops its local applies after [`TURN_APPLIES`], so channels are polled often.
+//! [`LOCAL_PER_REMOTE`] of them. A fiber about to apply inline without credit is *held* (suspended, off the
+//! ready queue) until the next remote batch pays for it — but only while some remote client is *saturated*:
+//! its last batch carried at least [`SATURATED`] records, so it has more requests than a round trip carries,
+//! and that batch came less than [`SATURATED_FOR`] ago. A blocking thread with one request per round trip, or
+//! a client that went quiet, never holds anyone up. Only inline applies wait: a held worker's fibers still
+//! send their requests to other trustees, so two workers that are each other's remote clients never wait
+//! for each other. A turn of the loop also stops resuming fibers after [`TURN_APPLIES`] inline applies, so
+//! channels are polled often.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 /// Local applies a turn of the worker loop runs before it serves its channels again.
@@ -35,6 +38,8 @@ pub(crate) struct Fairness {
     /// When the last saturated batch was served; `None` once `SATURATED_FOR` has passed.
     saturated: Cell<Option<Instant>>,
     turn_applies: Cell<u32>,
+    /// Fibers waiting for credit to apply inline.
+    held: RefCell<Vec<usize>>,
 }
 
 impl Fairness {
@@ -51,6 +56,23 @@ impl Fairness {
         }
     }
 
+    /// True when a fiber of this worker may apply inline now.
+    #[inline]
+    pub(crate) fn may_apply_inline(&self) -> bool {
+        self.credit.get() > 0 || !self.saturated_recently()
+    }
+
+    fn saturated_recently(&self) -> bool {
+        match self.saturated.get() {
+            Some(at) if at.elapsed() < SATURATED_FOR => true,
+            Some(_) => {
+                self.saturated.set(None);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// A fiber of this worker applied inline.
     #[inline]
     pub(crate) fn applied_inline(&self) {
@@ -58,21 +80,21 @@ impl Fairness {
         self.credit.set(self.credit.get() - 1);
     }
 
-    /// True when the worker's fibers may run now (they may apply inline).
-    pub(crate) fn local_allowed(&self) -> bool {
-        if self.turn_applies.get() >= TURN_APPLIES {
-            return false;
+    /// Fiber `id` waits for credit; the caller suspends it.
+    pub(crate) fn hold(&self, id: usize) {
+        self.held.borrow_mut().push(id);
+    }
+
+    /// The held fibers, once they may apply inline again (the caller makes them ready).
+    pub(crate) fn release(&self) -> Vec<usize> {
+        if self.held.borrow().is_empty() || !self.may_apply_inline() {
+            return Vec::new();
         }
-        if self.credit.get() > 0 {
-            return true;
-        }
-        match self.saturated.get() {
-            Some(at) if at.elapsed() < SATURATED_FOR => false,
-            Some(_) => {
-                self.saturated.set(None);
-                true
-            }
-            None => true,
-        }
+        std::mem::take(&mut *self.held.borrow_mut())
+    }
+
+    /// True while the turn may resume more fibers.
+    pub(crate) fn turn_open(&self) -> bool {
+        self.turn_applies.get() < TURN_APPLIES
     }
 }

@@ -43,10 +43,30 @@ const INLINE_BURST: u32 = 32;
 /// (and its own requests' answers) wait.
 const FIBERS_PER_TURN: usize = 32;
 
+/// Called before an inline (local-shortcut) apply: a fiber waits while its worker owes remote clients their
+/// share of the trustee (see `fairness`).
+#[inline]
+pub(crate) fn before_inline_apply(worker: &Worker) {
+    if !worker.fairness.may_apply_inline() {
+        hold(worker);
+    }
+}
+
+#[cold]
+fn hold(worker: &Worker) {
+    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
+    if let Some((_, id)) = worker.fiber.get()
+        && !worker.in_delegated()
+    {
+        worker.fairness.hold(id);
+        suspend_on(worker);
+    }
+}
+
 /// Called after an inline (local-shortcut) apply: a fiber that applies inline never suspends, so every
 /// `INLINE_BURST` of them it yields once, letting its worker serve remote clients and other fibers.
 #[inline]
-pub(crate) fn after_inline_apply(worker: &crate::delegation::worker::run::Worker) {
+pub(crate) fn after_inline_apply(worker: &Worker) {
     worker.fairness.applied_inline();
     let n = worker.inline_burst.get() + 1;
     if n < INLINE_BURST {

@@ -161,7 +161,10 @@ impl Worker {
             busy |= self.collect_answers();
             busy |= self.reactor.turn(&self.scheduler);
             self.fairness.new_turn();
-            busy |= self.scheduler.run_ready(|| self.fairness.local_allowed());
+            for id in self.fairness.release() {
+                self.scheduler.make_ready(id);
+            }
+            busy |= self.scheduler.run_ready(|| self.fairness.turn_open());
             busy |= self.flush();
             self.drop_retired();
             if busy {
