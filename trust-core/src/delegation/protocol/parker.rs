@@ -119,6 +119,11 @@ impl Backoff {
         }
     }
 
+    /// Rounds waited since the last reset.
+    pub(crate) fn rounds(&self) -> u32 {
+        self.step
+    }
+
     pub(crate) fn reset(&mut self) {
         self.step = 0;
     }

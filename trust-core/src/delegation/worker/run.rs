@@ -68,6 +68,13 @@ impl std::fmt::Debug for Retired {
     }
 }
 
+/// Idle rounds between two polls of the sockets while the worker spins.
+const IDLE_POLL_EVERY: u32 = 16;
+
+/// Idle rounds a worker spins before it sleeps in `epoll_wait`, while its fibers wait on sockets: a server
+/// shares the machine with its clients, and a socket wakes the worker anyway (a request too).
+const IO_SPIN: u32 = 64;
+
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
     pub(crate) registry: RefCell<Registry>,
@@ -159,7 +166,11 @@ impl Worker {
             busy |= self.run_deferred();
             busy |= self.serve();
             busy |= self.collect_answers();
-            busy |= self.reactor.turn(&self.scheduler);
+            // Sockets are polled in every busy turn, and in every 16th idle one: an idle worker spinning for
+            // delegation requests must not make a system call per round.
+            if backoff.rounds() % IDLE_POLL_EVERY == 0 {
+                busy |= self.reactor.turn(&self.scheduler);
+            }
             self.fairness.new_turn();
             for id in self.fairness.release() {
                 self.scheduler.make_ready(id);
@@ -169,7 +180,9 @@ impl Worker {
             self.drop_retired();
             if busy {
                 backoff.reset();
-            } else if backoff.snooze() {
+            } else if backoff.snooze()
+                || (self.reactor.is_waiting() && backoff.rounds() > IO_SPIN)
+            {
                 // The timeout is a safety net: whoever gives the worker work wakes it.
                 let _parked = self.shared.metrics.park();
                 self.parker.sleep_unless(
