@@ -43,6 +43,10 @@ const INLINE_BURST: u32 = 32;
 /// (and its own requests' answers) wait.
 const FIBERS_PER_TURN: usize = 32;
 
+/// Fibers resumed between two polls of the worker's channels within a turn (a poll is one load per channel
+/// when nothing is pending).
+const SERVE_EVERY: usize = 4;
+
 /// Called before an inline (local-shortcut) apply: a fiber waits while its worker owes remote clients their
 /// share of the trustee (see `fairness`).
 #[inline]
@@ -204,15 +208,20 @@ impl Scheduler {
         !self.ready.borrow().is_empty()
     }
 
-    /// Resumes the fibers at the front of the ready queue, each once. True if any ran.
-    pub(crate) fn run_ready(&self, budget_left: impl Fn() -> bool) -> bool {
-        // Each fiber ready now runs once, while the turn's budget of local-shortcut applies lasts: the loop
-        // polls its channels between turns, so a remote client waits for at most that many inline applies,
-        // while fibers that send requests (and use none of the budget) all run, filling whole batches.
+    /// Resumes the fibers at the front of the ready queue, each once, calling `between` after every
+    /// `SERVE_EVERY` of them. True if any ran.
+    pub(crate) fn run_ready(&self, budget_left: impl Fn() -> bool, between: impl Fn()) -> bool {
+        // Each fiber ready now runs once, while the turn's budget of local-shortcut applies lasts, so a
+        // remote client waits for at most that many inline applies, while fibers that send requests (and use
+        // none of the budget) all run, filling whole batches. `between` serves the channels: a fiber may take
+        // microseconds (a socket's system calls), and a remote request must not wait for a whole turn.
         let n = self.ready.borrow().len().min(FIBERS_PER_TURN);
-        for _ in 0..n {
+        for i in 0..n {
             if !budget_left() {
                 break;
+            }
+            if i > 0 && i % SERVE_EVERY == 0 {
+                between();
             }
             let Some(id) = self.ready.borrow_mut().pop_front() else {
                 break;

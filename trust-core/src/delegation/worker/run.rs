@@ -73,7 +73,7 @@ const IDLE_POLL_EVERY: u32 = 16;
 
 /// Idle rounds a worker spins before it sleeps in `epoll_wait`, while its fibers wait on sockets: a server
 /// shares the machine with its clients, and a socket wakes the worker anyway (a request too).
-const IO_SPIN: u32 = 64;
+const IO_SPIN: u32 = 16;
 
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
@@ -168,14 +168,19 @@ impl Worker {
             busy |= self.collect_answers();
             // Sockets are polled in every busy turn, and in every 16th idle one: an idle worker spinning for
             // delegation requests must not make a system call per round.
-            if backoff.rounds() % IDLE_POLL_EVERY == 0 {
+            if backoff.rounds().is_multiple_of(IDLE_POLL_EVERY) {
                 busy |= self.reactor.turn(&self.scheduler);
             }
             self.fairness.new_turn();
             for id in self.fairness.release() {
                 self.scheduler.make_ready(id);
             }
-            busy |= self.scheduler.run_ready(|| self.fairness.turn_open());
+            busy |= self.scheduler.run_ready(
+                || self.fairness.turn_open(),
+                || {
+                    self.serve();
+                },
+            );
             busy |= self.flush();
             self.drop_retired();
             if busy {
