@@ -32,14 +32,30 @@ const SATURATED_FOR: Duration = Duration::from_micros(50);
 /// Unused credit kept, at most: a burst of remote work does not buy an unbounded local burst later.
 const MAX_CREDIT: i64 = 4 * TURN_APPLIES as i64;
 
-#[derive(Debug, Default)]
+/// Credit while no remote client is saturated: local applies are not counted against anything.
+const UNLIMITED: i64 = i64::MAX / 2;
+
+#[derive(Debug)]
 pub(crate) struct Fairness {
+    /// Inline applies allowed before the next look at the clock: `UNLIMITED` while no remote client is
+    /// saturated, else what the served remote records paid for.
     credit: Cell<i64>,
     /// When the last saturated batch was served; `None` once `SATURATED_FOR` has passed.
     saturated: Cell<Option<Instant>>,
     turn_applies: Cell<u32>,
     /// Fibers waiting for credit to apply inline.
     held: RefCell<Vec<usize>>,
+}
+
+impl Default for Fairness {
+    fn default() -> Self {
+        Fairness {
+            credit: Cell::new(UNLIMITED),
+            saturated: Cell::new(None),
+            turn_applies: Cell::new(0),
+            held: RefCell::default(),
+        }
+    }
 }
 
 impl Fairness {
@@ -49,28 +65,33 @@ impl Fairness {
 
     /// A remote batch of `records` was served.
     pub(crate) fn served(&self, records: usize) {
-        let earned = LOCAL_PER_REMOTE * records as i64;
-        self.credit.set((self.credit.get() + earned).min(MAX_CREDIT));
         if records >= SATURATED {
             self.saturated.set(Some(Instant::now()));
+        } else if self.saturated.get().is_none() {
+            return;
         }
+        let earned = LOCAL_PER_REMOTE * records as i64;
+        self.credit.set(self.credit.get().min(MAX_CREDIT).saturating_add(earned).min(MAX_CREDIT));
     }
 
-    /// True when a fiber of this worker may apply inline now.
+    /// True when a fiber of this worker may apply inline now. One load and compare, but when the credit is
+    /// spent.
     #[inline]
     pub(crate) fn may_apply_inline(&self) -> bool {
-        self.credit.get() > 0 || !self.saturated_recently()
+        self.credit.get() > 0 || self.refill()
     }
 
-    fn saturated_recently(&self) -> bool {
-        match self.saturated.get() {
-            Some(at) if at.elapsed() < SATURATED_FOR => true,
-            Some(_) => {
-                self.saturated.set(None);
-                false
-            }
-            None => false,
+    /// Out of credit: unlimited again if no remote client has been saturated for `SATURATED_FOR`.
+    #[cold]
+    fn refill(&self) -> bool {
+        if let Some(at) = self.saturated.get()
+            && at.elapsed() < SATURATED_FOR
+        {
+            return false;
         }
+        self.saturated.set(None);
+        self.credit.set(UNLIMITED);
+        true
     }
 
     /// A fiber of this worker applied inline.
