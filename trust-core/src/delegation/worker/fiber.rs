@@ -43,8 +43,8 @@ const INLINE_BURST: u32 = 32;
 /// (and its own requests' answers) wait.
 const FIBERS_PER_TURN: usize = 32;
 
-/// Fibers resumed between two polls of the worker's channels within a turn (a poll is one load per channel
-/// when nothing is pending).
+/// Fibers resumed between two polls of the worker's channels and outboxes within a turn (a poll is one load
+/// per channel when nothing is pending).
 const SERVE_EVERY: usize = 4;
 
 /// Called before an inline (local-shortcut) apply: a fiber waits while its worker owes remote clients their
@@ -213,8 +213,9 @@ impl Scheduler {
     pub(crate) fn run_ready(&self, budget_left: impl Fn() -> bool, between: impl Fn()) -> bool {
         // Each fiber ready now runs once, while the turn's budget of local-shortcut applies lasts, so a
         // remote client waits for at most that many inline applies, while fibers that send requests (and use
-        // none of the budget) all run, filling whole batches. `between` serves the channels: a fiber may take
-        // microseconds (a socket's system calls), and a remote request must not wait for a whole turn.
+        // none of the budget) all run, filling whole batches. `between` serves the channels, collects answers
+        // and publishes: a fiber may take microseconds (a socket's system calls), and neither a remote
+        // request nor this worker's own must wait for a whole turn.
         let n = self.ready.borrow().len().min(FIBERS_PER_TURN);
         for i in 0..n {
             if !budget_left() {

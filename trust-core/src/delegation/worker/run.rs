@@ -179,6 +179,13 @@ impl Worker {
                 || self.fairness.turn_open(),
                 || {
                     self.serve();
+                    // Fibers doing socket I/O take microseconds each: their requests go out, and their answers
+                    // come in, without waiting for the turn's end. Fibers that only compute batch better
+                    // whole turns (measured: `counters-1024` loses a quarter when they do this too).
+                    if self.reactor.is_waiting() {
+                        self.collect_answers();
+                        self.flush();
+                    }
                 },
             );
             busy |= self.flush();
