@@ -1,4 +1,4 @@
-//! A memcached-compatible server on `#[entrust]` shards (see `examples/MEMCACHED.md`).
+//! A memcached-compatible server on `#[entrust]` shards (see `docs/memcached.md`).
 //!
 //! Run: `cargo run --release --example memcached -- --port 11211 --memory-mb 64 [--listen ADDR] [-c N]
 //! [-I SIZE] [--idle-timeout S] [--workers N]`
