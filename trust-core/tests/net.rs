@@ -311,3 +311,53 @@ fn socket_io_inside_a_delegated_closure_panics_naming_spawn_and_the_trustee_keep
     );
     assert_eq!(property.apply(|v| *v + 1), 1);
 }
+
+/// One socket, two fibers that are likely on different workers: one only reads, the other only writes, both
+/// far more than a socket buffer holds, so each waits in its own worker's epoll set on the same fd.
+#[test]
+fn a_reader_and_a_writer_fiber_share_a_socket_across_workers() {
+    rt();
+    const BYTES: usize = 1 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pattern = |i: usize| (i as u8).wrapping_mul(7);
+    let spans = within_deadline(move || {
+        let mut spans = 0;
+        for _ in 0..4 {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            let server = Arc::new(listener.accept().unwrap().0);
+            let (r, w) = (server.clone(), server);
+            let reader = spawn(move || {
+                let mut got = vec![0; BYTES];
+                (&*r).read_exact(&mut got).unwrap();
+                assert!(
+                    got.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+                    "reader got other bytes"
+                );
+                trust_core::local_trustee().index()
+            });
+            let writer = spawn(move || {
+                let sent: Vec<u8> = (0..BYTES).map(|i| pattern(i) ^ 0xff).collect();
+                (&*w).write_all(&sent).unwrap();
+                trust_core::local_trustee().index()
+            });
+            let mut c2 = client.try_clone().unwrap();
+            let client_writer = std::thread::spawn(move || {
+                let sent: Vec<u8> = (0..BYTES).map(pattern).collect();
+                c2.write_all(&sent).unwrap();
+            });
+            let mut got = vec![0; BYTES];
+            client.read_exact(&mut got).unwrap();
+            assert!(
+                got.iter().enumerate().all(|(i, &b)| b == pattern(i) ^ 0xff),
+                "client got other bytes"
+            );
+            client_writer.join().unwrap();
+            spans += usize::from(reader.join().unwrap() != writer.join().unwrap());
+        }
+        spans
+    });
+    // `spawn` alternates between the 2 workers: a pair lands on one worker only if another test's spawn came
+    // between its two spawns, which cannot happen to all four pairs but by a freak of scheduling.
+    assert!(spans >= 1, "no pair of fibers ran on two workers");
+}

@@ -68,9 +68,6 @@ impl std::fmt::Debug for Retired {
     }
 }
 
-/// Idle rounds between two polls of the sockets while the worker spins.
-const IDLE_POLL_EVERY: u32 = 16;
-
 /// Idle rounds a worker spins before it sleeps in `epoll_wait`, while its fibers wait on sockets: a server
 /// shares the machine with its clients, and a socket wakes the worker anyway (a request too).
 const IO_SPIN: u32 = 16;
@@ -166,9 +163,9 @@ impl Worker {
             busy |= self.run_deferred();
             busy |= self.serve();
             busy |= self.collect_answers();
-            // Sockets are polled in every busy turn, and in every 16th idle one: an idle worker spinning for
-            // delegation requests must not make a system call per round.
-            if backoff.rounds().is_multiple_of(IDLE_POLL_EVERY) {
+            // Sockets are polled after a busy turn (or a sleep), not in the idle rounds: an idle worker spinning
+            // for delegation requests must not make a system call per round, and it sleeps in `epoll_wait`.
+            if backoff.rounds() == 0 {
                 busy |= self.reactor.turn(&self.scheduler);
             }
             self.fairness.new_turn();
