@@ -2,18 +2,28 @@
 //! unparks it. Used by idle workers and by plain OS threads waiting for an answer.
 //!
 //! The protocol is Dekker's: the sleeper announces `sleeping` and then re-checks for work; the waker publishes
-//! work and then checks `sleeping`; a SeqCst fence on each side between the store and the load guarantees that at
-//! least one of them sees the other's store. No read-modify-write is involved, and the waker's cost when nobody
-//! sleeps is one fence and one load.
+//! work and then checks `sleeping`; a fence on each side between the store and the load guarantees that at least
+//! one of them sees the other's store. No read-modify-write is involved.
+//!
+//! The fences are asymmetric where Linux allows it (as folly's `asymmetric_thread_fence_light/heavy`): waking is
+//! the hot path (once per published batch and per answer) and sleeping the rare one, so the waker's fence is a
+//! compiler fence only, and the sleeper pays for both with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
+//! makes every running thread of the process execute a full barrier before it returns. A SeqCst `mfence` on the
+//! waker's side waits for the batch's stores to reach the trustee's cache (a cross-core transfer per line); the
+//! compiler fence lets the waker go on. Where `membarrier` is unavailable (an old kernel, a seccomp filter) and
+//! under loom and Miri, both sides use a SeqCst fence: the waker's cost is then one fence and one load.
 
 use std::time::Duration;
 
 use crate::delegation::protocol::sync::thread::{self, Thread};
 use crate::delegation::protocol::sync::{AtomicBool, Ordering, fence};
+use std::sync::atomic::compiler_fence;
 
 #[derive(Debug)]
 pub(crate) struct Parker {
     sleeping: AtomicBool,
+    /// The fences are asymmetric (see the module docs); fixed at creation, so both sides agree.
+    asymmetric: bool,
     thread: Thread,
     /// For a worker, which sleeps in `epoll_wait` so that sockets can wake it too (`worker::reactor`): the
     /// waker that ends that wait.
@@ -26,6 +36,7 @@ impl Parker {
     pub(crate) fn current() -> Self {
         Parker {
             sleeping: AtomicBool::new(false),
+            asymmetric: asymmetric::available(),
             thread: thread::current(),
             #[cfg(not(loom))]
             poll: None,
@@ -44,7 +55,12 @@ impl Parker {
     /// Called after publishing work the parker's thread may be waiting for.
     #[inline]
     pub(crate) fn wake(&self) {
-        fence(Ordering::SeqCst);
+        if self.asymmetric {
+            // The sleeper's `membarrier` stands in for the hardware fence (see the module docs).
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
         if self.sleeping.load(Ordering::Relaxed) {
             #[cfg(not(loom))]
             if let Some(waker) = &self.poll {
@@ -65,11 +81,65 @@ impl Parker {
     /// `park_unless` for a thread that sleeps its own way (`sleep`), and that `wake` knows how to end.
     pub(crate) fn sleep_unless(&self, has_work: impl FnOnce() -> bool, sleep: impl FnOnce()) {
         self.sleeping.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        if self.asymmetric {
+            asymmetric::heavy_fence();
+        } else {
+            fence(Ordering::SeqCst);
+        }
         if !has_work() {
             sleep();
         }
         self.sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The heavy half of the asymmetric fence: `membarrier(2)`, registered once per process.
+#[cfg(not(any(loom, miri)))]
+mod asymmetric {
+    use std::sync::OnceLock;
+
+    // From `linux/membarrier.h` (a stable ABI).
+    const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+    /// True when `heavy_fence` works in this process (checked and registered on first use).
+    pub(super) fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            // SAFETY: `membarrier` takes no pointers; QUERY returns a bit set of the supported commands.
+            let supported = unsafe { membarrier(MEMBARRIER_CMD_QUERY) };
+            supported >= 0
+                && supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED != 0
+                // SAFETY: as above; registration lasts for the life of the process.
+                && unsafe { membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) } == 0
+        })
+    }
+
+    /// A full barrier on every running thread of the process, the caller included.
+    pub(super) fn heavy_fence() {
+        // SAFETY: as in `available`, which registered the process before any parker used this.
+        let r = unsafe { membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) };
+        // Registered, so it cannot fail (EPERM means unregistered): a failure would lose wake-ups.
+        assert_eq!(r, 0, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration");
+    }
+
+    /// # Safety
+    /// `cmd` is a membarrier command that takes no other argument.
+    unsafe fn membarrier(cmd: libc::c_int) -> libc::c_int {
+        // SAFETY: by the contract; flags 0, cpu_id unused.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) as libc::c_int }
+    }
+}
+
+/// Under loom and Miri the fences stay symmetric (neither models `membarrier`).
+#[cfg(any(loom, miri))]
+mod asymmetric {
+    pub(super) fn available() -> bool {
+        false
+    }
+    pub(super) fn heavy_fence() {
+        unreachable!("asymmetric fences are off under loom and Miri")
     }
 }
 
