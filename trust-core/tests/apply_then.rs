@@ -214,3 +214,111 @@ fn a_handle_dropped_elsewhere_never_frees_the_value_before_its_requests() {
         assert_eq!(*log.lock().unwrap(), ["apply", "drop"]);
     }
 }
+
+/// One request of a mixed sequence: its kind and the result it must see.
+fn mixed_round(t: &Trust<Vec<u64>>, round: u64, seen: &Rc<RefCell<Vec<String>>>) {
+    // Results of three sizes (16-byte, 40-byte, and boxed: over 256 bytes) interleaved with blocking calls
+    // in the same batch: each must reach its own continuation or caller.
+    let s = seen.clone();
+    t.apply_then(
+        move |v| {
+            v.push(round);
+            v.len() as u8
+        },
+        move |n| s.borrow_mut().push(format!("a{round}:{n}")),
+    );
+    let s = seen.clone();
+    t.apply_then(
+        move |v| format!("s{}", v.last().unwrap()),
+        move |x| s.borrow_mut().push(x),
+    );
+    let len = t.apply(|v| v.len());
+    seen.borrow_mut().push(format!("c{round}:{len}"));
+    let s = seen.clone();
+    t.apply_then(
+        move |v| [v.len() as u64; 40],
+        move |big| {
+            s.borrow_mut()
+                .push(format!("b{round}:{}", big.iter().sum::<u64>()))
+        },
+    );
+}
+
+#[test]
+fn continuations_and_blocking_calls_in_one_batch_each_get_their_own_result() {
+    let t = rt().trustee(1).entrust(Vec::<u64>::new());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    for round in 0..500 {
+        mixed_round(&t, round, &seen);
+    }
+    wait_pending();
+    let expected: Vec<String> = (0..500u64)
+        .flat_map(|r| {
+            let n = r + 1;
+            [
+                format!("a{r}:{}", n as u8),
+                format!("s{r}"),
+                format!("c{r}:{n}"),
+                format!("b{r}:{}", 40 * n),
+            ]
+        })
+        .collect();
+    // Continuations run at some later call or at `wait_pending`, so only the order within each kind is fixed.
+    let pick = |p: char| -> Vec<String> {
+        let s = seen.borrow();
+        s.iter().filter(|x| x.starts_with(p)).cloned().collect()
+    };
+    for p in ['a', 's', 'c', 'b'] {
+        let want: Vec<String> = expected
+            .iter()
+            .filter(|x| x.starts_with(p))
+            .cloned()
+            .collect();
+        assert_eq!(pick(p), want, "results of kind {p}");
+    }
+}
+
+#[test]
+fn fibers_mixing_continuations_and_blocking_calls_share_batches_correctly() {
+    let t: &'static Trust<Vec<u64>> =
+        Box::leak(Box::new(rt().trustee(1).entrust(Vec::<u64>::new())));
+    // Eight fibers (spawned round robin: those on worker 0 interleave in its batches to trustee 1, those on
+    // worker 1 take the local shortcut); each checks its own results.
+    let fibers: Vec<_> = (0..8u64)
+        .map(|f| {
+            spawn(move || {
+                let seen = Rc::new(RefCell::new(Vec::new()));
+                for i in 0..200u64 {
+                    let round = f * 1_000 + i;
+                    let s = seen.clone();
+                    t.apply_then(
+                        move |v| {
+                            v.push(round);
+                            format!("{round}")
+                        },
+                        move |x| s.borrow_mut().push(x),
+                    );
+                    let last = t.apply(move |v| *v.iter().rev().find(|&&x| x == round).unwrap());
+                    assert_eq!(last, round);
+                    let s = seen.clone();
+                    t.apply_then(
+                        move |_| [round; 40],
+                        move |big| s.borrow_mut().push(format!("{}", big[39])),
+                    );
+                }
+                wait_pending();
+                let want: Vec<String> = (0..200)
+                    .flat_map(|i| {
+                        let r = f * 1_000 + i;
+                        [format!("{r}"), format!("{r}")]
+                    })
+                    .collect();
+                assert_eq!(*seen.borrow(), want);
+            })
+        })
+        .collect();
+    for f in fibers {
+        f.join().unwrap();
+    }
+    assert_eq!(t.apply(|v| v.len()), 1_600);
+}

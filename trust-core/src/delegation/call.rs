@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::delegation::client::outbox::Client;
+use crate::delegation::client::outbox::{Client, Runnable};
 use crate::delegation::client::then::{Cont, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
@@ -124,22 +124,27 @@ fn run_thread_continuations() {
     }
 }
 
-/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others).
+/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others): a
+/// batch's at a time, outside any borrow of the client (they may issue more), until none is left.
 fn run_continuations_now() {
     let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
-    while let Some(next) = THREAD_CLIENT
-        .try_with(|c| {
-            c.borrow_mut().as_mut().and_then(|c| {
-                c.inbox.collect(&mut c.ready);
-                c.ready.pop_front()
-            })
-        })
-        .ok()
-        .flatten()
-    {
-        // A panicking continuation is caught inside `run`; the flag is restored below either way. A plain
-        // thread has no fiber to wake.
-        let _ = next.run();
+    let with_client = |f: &mut dyn FnMut(&mut Client)| {
+        let _ = THREAD_CLIENT.try_with(|c| c.borrow_mut().as_mut().map(f));
+    };
+    loop {
+        let mut next = None;
+        with_client(&mut |c| next = c.next_ready());
+        // A panicking continuation is caught inside `run`. A plain thread has no fiber to wake.
+        match next {
+            None => break,
+            Some(Runnable::One(then)) => {
+                let _ = then.run();
+            }
+            Some(Runnable::Batch(outbox, mut batch)) => {
+                batch.run(|_| {});
+                with_client(&mut |c| c.recycle(outbox, std::mem::take(&mut batch)));
+            }
+        }
     }
     RUNNING_CONTINUATIONS.with(|r| r.set(outer));
 }
@@ -185,8 +190,7 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
     trustee.check_running();
     let ready = with_thread_client(|c| {
         let cont = Cont::new(then, c.pending.clone(), None);
-        c.post_then(trustee, Reply(job), cont);
-        !c.ready.is_empty() || c.inbox.has_arrived()
+        c.post_then(trustee, Reply(job), cont)
     });
     if ready {
         run_thread_continuations();

@@ -15,36 +15,34 @@ use std::rc::Rc;
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::protocol::slot::{self, Batch, Queued, Record, SlotPair};
-use crate::delegation::client::then::{Cont, Inbox, Pending, Ready};
+use crate::delegation::client::then::{Answered, Cont, Inbox, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::shared::TrusteeShared;
 
-/// Who takes the result of a record that answers, in the order of the records.
-enum Receiver {
-    /// A caller waiting for the result (a plain thread, a `may` coroutine or a worker fiber): `take` moves it
-    /// into the caller's `Option<R>` at `dst`, which the caller keeps alive until then (see `WaitGuard`).
-    Caller {
-        dst: *mut (),
-        take: unsafe fn(*const u8, *mut ()),
-        bytes: usize,
-    },
-    /// The next `apply_then` continuation of the outbox.
-    Then,
+/// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
+/// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive until then (see `WaitGuard`).
+struct Caller {
+    /// Where the result is in the batch's response body.
+    at: usize,
+    bytes: usize,
+    dst: *mut (),
+    take: unsafe fn(*const u8, *mut ()),
 }
 
-impl Receiver {
-    /// The receiver of a caller waiting for a `J::Output` in `*dst`.
-    fn caller<R>(dst: *mut Option<R>) -> Self {
+impl Caller {
+    /// The receiver of a caller waiting for an `R` in `*dst`, at `at` in the response body.
+    fn new<R>(at: usize, dst: *mut Option<R>) -> Self {
         /// # Safety
         /// `src` holds a result written by `write_result::<R>`, read once; `dst` is a live `Option<R>`.
         unsafe fn take<R>(src: *const u8, dst: *mut ()) {
             // SAFETY: by the contract.
             unsafe { *dst.cast::<Option<R>>() = Some(slot::read_result::<R>(src)) }
         }
-        Receiver::Caller {
+        Caller {
+            at,
+            bytes: slot::result_bytes::<R>(),
             dst: dst.cast(),
             take: take::<R>,
-            bytes: slot::result_bytes::<R>(),
         }
     }
 }
@@ -59,14 +57,20 @@ pub(crate) struct Outbox {
     sent: u32,
     in_flight: bool,
     /// Records that found the batch full where the caller could not wait (a worker's scheduler or delegated
-    /// closure): sent first, in order, each with its receiver.
-    backlog: VecDeque<(Box<dyn Queued>, Option<Receiver>)>,
-    /// Receivers of the records in the in-flight batch (the first `receivers_in_flight`), then of the batch
-    /// being built.
-    receivers: VecDeque<Receiver>,
-    receivers_in_flight: usize,
-    /// Continuations of `apply_then`, in issue order (the in-flight ones first).
-    thens: VecDeque<Cont>,
+    /// closure): sent first, in order, each with its continuation if it is an `apply_then`'s.
+    backlog: VecDeque<(Box<dyn Queued>, Option<Cont>)>,
+    /// Callers waiting for records of the in-flight batch (the first `callers_in_flight`), then of the batch
+    /// being built, in record order.
+    callers: VecDeque<Caller>,
+    callers_in_flight: usize,
+    /// Bytes of results the in-flight batch's records write.
+    results_in_flight: usize,
+    /// Continuations of `apply_then` (in issue order): of the batch being built, of the in-flight batch, and
+    /// of answered batches, with their results, waiting to run; then emptied batches kept for reuse.
+    building: Vec<Cont>,
+    flying: Vec<Cont>,
+    answered: VecDeque<Answered>,
+    spare: Vec<Answered>,
     /// Worker fibers whose requests are in the in-flight batch, in the batch being built, or waiting for room.
     pub(crate) waiting: Vec<usize>,
     pub(crate) staged: Vec<usize>,
@@ -90,9 +94,13 @@ impl Outbox {
             sent: 0,
             in_flight: false,
             backlog: VecDeque::new(),
-            receivers: VecDeque::new(),
-            receivers_in_flight: 0,
-            thens: VecDeque::new(),
+            callers: VecDeque::new(),
+            callers_in_flight: 0,
+            results_in_flight: 0,
+            building: Vec::new(),
+            flying: Vec::new(),
+            answered: VecDeque::new(),
+            spare: Vec::new(),
             waiting: Vec::new(),
             staged: Vec::new(),
             blocked: Vec::new(),
@@ -100,34 +108,61 @@ impl Outbox {
     }
 
     /// True when the in-flight batch has just been answered (once per batch). Its results are copied out of
-    /// the response slot, in order: to waiting callers, and into continuations, which move to `ready`, to be
-    /// run by the caller once it holds no borrow of the client.
+    /// the response slot: each waiting caller's into its place, and the continuations' all at once into an
+    /// [`Answered`] batch, which waits with them until the caller takes it (`take_answered`) to run once it
+    /// holds no borrow of the client.
     #[inline]
-    pub(crate) fn poll(&mut self, ready: &mut Ready) -> bool {
+    pub(crate) fn poll(&mut self) -> bool {
         if !self.poll_peek() {
             return false;
         }
         self.in_flight = false;
         // SAFETY: the batch is answered and nothing is published before its results are read, once each.
-        let mut src = unsafe { self.channel.slots.results() };
-        for receiver in self.receivers.drain(..self.receivers_in_flight) {
-            // SAFETY: the receivers are in the order of the records that reserved the results.
-            unsafe {
-                match receiver {
-                    Receiver::Caller { dst, take, bytes } => {
-                        take(src, dst);
-                        src = src.add(bytes);
-                    }
-                    Receiver::Then => {
-                        let mut then = self.thens.pop_front().expect("a continuation per `Then`");
-                        src = src.add(then.receive(src));
-                        ready.push_back(then);
-                    }
-                }
+        let src = unsafe { self.channel.slots.results() };
+        let callers = self.callers.drain(..self.callers_in_flight);
+        self.callers_in_flight = 0;
+        if self.flying.is_empty() {
+            for c in callers {
+                // SAFETY: the caller's record reserved `c.bytes` at `c.at` for its result.
+                unsafe { (c.take)(src.add(c.at), c.dst) };
             }
+            return true;
         }
-        self.receivers_in_flight = 0;
+        let mut answered = self.spare.pop().unwrap_or_default();
+        answered.refill(&mut self.flying);
+        // The results are packed in record order: the continuations' are what the callers' leave.
+        let mut from = 0;
+        for c in callers {
+            // SAFETY: as above; the continuations' results before this caller's are copied once.
+            unsafe {
+                answered.push_results(src.add(from), c.at - from);
+                (c.take)(src.add(c.at), c.dst);
+            }
+            from = c.at + c.bytes;
+        }
+        // SAFETY: as above.
+        unsafe { answered.push_results(src.add(from), self.results_in_flight - from) };
+        self.answered.push_back(answered);
         true
+    }
+
+    /// True when continuations have their results and wait to run.
+    #[inline]
+    pub(crate) fn has_answered(&self) -> bool {
+        !self.answered.is_empty()
+    }
+
+    /// The oldest answered batch, to run (then give it back with `recycle`).
+    #[inline]
+    pub(crate) fn take_answered(&mut self) -> Option<Answered> {
+        self.answered.pop_front()
+    }
+
+    /// Keeps a batch that has run, for its capacity.
+    pub(crate) fn recycle(&mut self, ran: Answered) {
+        if ran.is_empty() && self.spare.len() < 4 {
+            self.spare.push(ran);
+        }
     }
 
     /// True when the in-flight batch is answered, without consuming the event.
@@ -144,21 +179,17 @@ impl Outbox {
         !self.batch.is_empty() || !self.backlog.is_empty()
     }
 
-    /// Adds a record (and who takes its result) to the batch being built; gives it back when the batch is
-    /// full or older records are still queued (order per client is issue order).
+    /// Adds a record to the batch being built; gives it back when the batch is full or older records are
+    /// still queued (order per client is issue order).
     #[inline]
-    fn try_push_to<F: Record>(&mut self, record: F, receiver: Option<Receiver>) -> Result<(), F> {
+    fn try_push<F: Record>(&mut self, record: F) -> Result<(), F> {
         if !self.backlog.is_empty() {
             return Err(record);
         }
         if self.batch.is_empty() {
             self.linger();
         }
-        self.batch.push(record)?;
-        if let Some(receiver) = receiver {
-            self.receivers.push_back(receiver);
-        }
-        Ok(())
+        self.batch.push(record)
     }
 
     /// Adds a record whose caller waits for its result in `*dst`.
@@ -168,7 +199,10 @@ impl Outbox {
         record: Reply<J>,
         dst: *mut Option<J::Output>,
     ) -> Result<(), Reply<J>> {
-        self.try_push_to(record, Some(Receiver::caller(dst)))
+        let at = self.batch.reserved();
+        self.try_push(record)?;
+        self.callers.push_back(Caller::new(at, dst));
+        Ok(())
     }
 
     /// Announces unpublished records, before the caller can let any handle escape. Release: a trustee that
@@ -188,9 +222,9 @@ impl Outbox {
         record: F,
         then: Cont,
     ) -> Result<(), (F, Cont)> {
-        match self.try_push_to(record, Some(Receiver::Then)) {
+        match self.try_push(record) {
             Ok(()) => {
-                self.thens.push_back(then);
+                self.building.push(then);
                 Ok(())
             }
             Err(record) => Err((record, then)),
@@ -199,7 +233,7 @@ impl Outbox {
 
     /// Queues a record that answers nothing, without waiting; `flush` sends it before anything newer.
     pub(crate) fn push_or_queue<F: Record + 'static>(&mut self, record: F) {
-        if let Err(record) = self.try_push_to(record, None) {
+        if let Err(record) = self.try_push(record) {
             self.backlog.push_back((Box::new(record), None));
             self.linger();
         }
@@ -208,8 +242,7 @@ impl Outbox {
     /// `push_or_queue` for an `apply_then`.
     pub(crate) fn push_or_queue_then<F: Record + 'static>(&mut self, record: F, then: Cont) {
         if let Err((record, then)) = self.try_push_then(record, then) {
-            self.backlog.push_back((Box::new(record), Some(Receiver::Then)));
-            self.thens.push_back(then);
+            self.backlog.push_back((Box::new(record), Some(then)));
             self.linger();
         }
     }
@@ -219,17 +252,18 @@ impl Outbox {
         if self.in_flight {
             return false;
         }
-        while let Some((record, receiver)) = self.backlog.pop_front() {
+        while let Some((record, then)) = self.backlog.pop_front() {
             if let Err(record) = self.batch.push_queued(record) {
-                self.backlog.push_front((record, receiver));
+                self.backlog.push_front((record, then));
                 break;
             }
-            self.receivers.extend(receiver);
+            self.building.extend(then);
         }
         if self.batch.is_empty() {
             return false;
         }
         self.sent = self.sent.wrapping_add(1);
+        let results = self.batch.reserved();
         // SAFETY: this outbox is the channel's only client and no batch is in flight.
         unsafe { self.channel.slots.publish(self.sent, &mut self.batch) };
         if self.backlog.is_empty() {
@@ -237,19 +271,21 @@ impl Outbox {
             self.channel.lingering.store(false, Ordering::Release);
         }
         self.in_flight = true;
-        self.receivers_in_flight = self.receivers.len();
+        self.callers_in_flight = self.callers.len();
+        self.results_in_flight = results;
+        std::mem::swap(&mut self.flying, &mut self.building);
         self.waiting.append(&mut self.staged);
         self.trustee.wake();
         true
     }
 
     /// Waits (as a plain thread or a `may` coroutine) until the in-flight batch, if any, is answered.
-    fn wait(&mut self, parker: Option<&Parker>, ready: &mut Ready) {
+    fn wait(&mut self, parker: Option<&Parker>) {
         let mut backoff = Backoff::client();
-        while self.in_flight && !self.poll(ready) {
+        while self.in_flight && !self.poll() {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
-                if self.poll(ready) {
+                if self.poll() {
                     break;
                 }
                 panic!(
@@ -284,13 +320,12 @@ impl Drop for Outbox {
     /// the channel. Continuations not yet run are dropped here, on the issuing thread, with a panic in a
     /// destructor contained: nobody is left on this thread to run them.
     fn drop(&mut self) {
-        let mut ready = Ready::new();
         let mut backoff = Backoff::client();
         loop {
-            while self.in_flight && !self.poll(&mut ready) {
+            while self.in_flight && !self.poll() {
                 if self.trustee.is_closed() {
                     // Checked again: a batch answered just before the trustee stopped counts.
-                    self.poll(&mut ready);
+                    self.poll();
                     break;
                 }
                 if backoff.snooze() {
@@ -310,9 +345,13 @@ impl Drop for Outbox {
         }
         self.channel.closed.store(true, Ordering::Release);
         self.trustee.wake();
-        let thens = std::mem::take(&mut self.thens);
+        let thens = (
+            std::mem::take(&mut self.answered),
+            std::mem::take(&mut self.flying),
+            std::mem::take(&mut self.building),
+        );
         let backlog = std::mem::take(&mut self.backlog);
-        if panic::catch_unwind(AssertUnwindSafe(|| drop((ready, thens, backlog)))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| drop((thens, backlog)))).is_err() {
             eprintln!("trust: a destructor panicked while a client thread's unrun continuations were dropped");
         }
     }
@@ -349,7 +388,8 @@ const PUBLISH_EVERY: usize = 16;
 pub(crate) struct Client {
     outboxes: Vec<Option<Outbox>>,
     parker: Option<Arc<Parker>>,
-    /// Continuations whose results arrived, waiting to run on this thread.
+    /// Continuations whose results arrived by another way than an outbox's batch (a `launch_then` result, a
+    /// worker's local shortcut), waiting to run on this thread.
     pub(crate) ready: Ready,
     /// This thread's `apply_then` bookkeeping (a worker's fibers have their own, in the scheduler).
     pub(crate) pending: Rc<Pending>,
@@ -389,32 +429,57 @@ impl Client {
         self.outboxes.iter_mut().flatten()
     }
 
+    /// True when continuations wait to run (their results have arrived).
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+            || self.inbox.has_arrived()
+            || self.outboxes.iter().flatten().any(Outbox::has_answered)
+    }
+
+    /// The next continuations to run, once the caller holds no borrow of the client: one whose result came
+    /// by another way than a batch, else an answered batch (with the index of its outbox, for `recycle`).
+    pub(crate) fn next_ready(&mut self) -> Option<Runnable> {
+        self.inbox.collect(&mut self.ready);
+        if let Some(then) = self.ready.pop_front() {
+            return Some(Runnable::One(then));
+        }
+        self.outboxes
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, o)| Some(Runnable::Batch(i, o.as_mut()?.take_answered()?)))
+    }
+
+    /// Gives back a batch `next_ready` gave, for its capacity.
+    pub(crate) fn recycle(&mut self, outbox: usize, ran: Answered) {
+        if let Some(Some(o)) = self.outboxes.get_mut(outbox) {
+            o.recycle(ran);
+        }
+    }
+
     /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine.
     pub(crate) fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
         let mut result = None;
         let mut record = Reply(job);
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        let ready = &mut self.ready;
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
         while let Err(r) = outbox.try_push_call(record, &raw mut result) {
             record = r;
-            outbox.wait(parker, ready);
+            outbox.wait(parker);
             outbox.flush();
         }
-        let guard = WaitGuard { outbox, ready };
-        guard.outbox.wait(parker, guard.ready);
+        let guard = WaitGuard { outbox };
+        guard.outbox.wait(parker);
         guard.outbox.flush();
-        guard.outbox.wait(parker, guard.ready);
+        guard.outbox.wait(parker);
         std::mem::forget(guard);
         result.expect("the trustee answered the batch holding this request")
     }
 
     /// Sends `record` now if the slot to `trustee` is free and nothing is queued before it; else gives it back.
     pub(crate) fn try_post_now<F: Record + 'static>(&mut self, trustee: &'static TrusteeShared, record: F) -> Option<F> {
-        let ready = &mut self.ready;
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        outbox.poll(ready);
+        outbox.poll();
         if outbox.in_flight || outbox.has_unsent() {
             return Some(record);
         }
@@ -423,30 +488,32 @@ impl Client {
         None
     }
 
-    /// Issues an `apply_then` from a plain thread: when the batch is full, serves its own completions until
-    /// there is room (flow control: memory stays bounded however many are issued).
+    /// Issues an `apply_then` from a plain thread: when the batch is full, waits for the batch in flight
+    /// (flow control: memory stays bounded however many are issued; the caller then runs the continuations
+    /// answered meanwhile). True when continuations wait to run.
+    #[inline]
     pub(crate) fn post_then<F: Record>(
         &mut self,
         trustee: &'static TrusteeShared,
         record: F,
         then: Cont,
-    ) {
+    ) -> bool {
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        let ready = &mut self.ready;
         let (mut record, mut then) = (record, then);
         while let Err((r, t)) = outbox.try_push_then(record, then) {
             (record, then) = (r, t);
-            outbox.wait(parker, ready);
+            outbox.wait(parker);
             outbox.flush();
         }
-        // Publish every `PUBLISH_EVERY` requests, as a pipelining ring does: a publish costs the fence of the
-        // wake-up handshake and cache-line transfers both ways, too much to pay per request. The rest goes at
-        // the next blocking call, `wait_pending`, or when the thread exits.
+        // Publish every `PUBLISH_EVERY` requests, as a pipelining ring does: a publish costs cache-line
+        // transfers both ways, too much to pay per request. The rest goes at the next blocking call,
+        // `wait_pending`, or when the thread exits.
         if outbox.batch.count() >= PUBLISH_EVERY {
-            outbox.poll(ready);
+            outbox.poll();
             outbox.flush();
         }
+        outbox.has_answered() || !self.ready.is_empty() || self.inbox.has_arrived()
     }
 
     /// Flushes every outbox and waits for one answer; false when nothing is in flight.
@@ -455,12 +522,14 @@ impl Client {
         let mut any = false;
         let mut ready = std::mem::take(&mut self.ready);
         self.inbox.collect(&mut ready);
+        let mut answered = false;
         for outbox in self.outboxes() {
-            outbox.poll(&mut ready);
+            outbox.poll();
             outbox.flush();
             any |= outbox.in_flight();
+            answered |= outbox.has_answered();
         }
-        if !any && ready.is_empty() && self.inbox.is_expecting() {
+        if !any && !answered && ready.is_empty() && self.inbox.is_expecting() {
             // Only results from launched fibers are awaited: sleep until one arrives.
             assert!(
                 !self.inbox.closed_trustee(),
@@ -473,11 +542,11 @@ impl Client {
             }
             self.inbox.collect(&mut ready);
         }
-        if any && ready.is_empty() {
+        if any && !answered && ready.is_empty() {
             let mut backoff = Backoff::client();
             'wait: loop {
                 for outbox in self.outboxes() {
-                    if outbox.poll(&mut ready) {
+                    if outbox.poll() {
                         break 'wait;
                     }
                     if outbox.trustee.is_closed() && outbox.in_flight() {
@@ -501,6 +570,12 @@ impl Client {
         any
     }
 }
+/// Continuations ready to run (see `Client::next_ready`).
+pub(crate) enum Runnable {
+    One(Cont),
+    Batch(usize, Answered),
+}
+
 /// The outbox to `trustee`, created on first use (a free function so callers can borrow other fields).
 fn outbox_in<'a>(
     outboxes: &'a mut Vec<Option<Outbox>>,
@@ -518,18 +593,17 @@ fn outbox_in<'a>(
 /// moved into: it sends the request if it is still unsent and waits for the answer first.
 struct WaitGuard<'a> {
     outbox: &'a mut Outbox,
-    ready: &'a mut Ready,
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         let closed = |o: &Outbox| o.trustee.is_closed();
         while self.outbox.has_unsent() && !closed(self.outbox) {
-            if !self.outbox.poll(self.ready) && !self.outbox.flush() {
+            if !self.outbox.poll() && !self.outbox.flush() {
                 std::thread::yield_now();
             }
         }
-        while self.outbox.in_flight && !self.outbox.poll(self.ready) && !closed(self.outbox) {
+        while self.outbox.in_flight && !self.outbox.poll() && !closed(self.outbox) {
             std::thread::yield_now();
         }
     }

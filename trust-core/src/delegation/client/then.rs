@@ -63,15 +63,21 @@ impl Pending {
     }
 }
 
-/// What a continuation does: take its result from the response slot, then run on the issuing thread.
+/// What a continuation does: run on the issuing thread with its result, which it holds already (`run`) or
+/// reads from its batch's answer (`run_from`).
 trait Continuation {
-    /// Moves the result out of the response slot; returns how many bytes it took there.
+    /// Runs with the result it holds; returns the fiber to wake (see `Pending::finished`).
+    fn run(self) -> Option<usize>;
+    /// Runs with the result at `src`; returns the bytes the result took there, and the fiber to wake.
     ///
     /// # Safety
-    /// `src` is where this continuation's request wrote its result, read once.
-    unsafe fn receive(&mut self, src: *const u8) -> usize;
-    /// Runs; returns the fiber to wake (see `Pending::finished`).
-    fn run(self) -> Option<usize>;
+    /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once.
+    unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>);
+    /// Drops the continuation unrun, and its result at `src`; returns the bytes the result took there.
+    ///
+    /// # Safety
+    /// As for `run_from`.
+    unsafe fn discard(self, src: *const u8) -> usize;
 }
 
 /// `then` and, once its request is answered, its result.
@@ -82,12 +88,22 @@ struct Then<R, C> {
 }
 
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
-    unsafe fn receive(&mut self, src: *const u8) -> usize {
+    #[inline]
+    unsafe fn run_from(mut self, src: *const u8) -> (usize, Option<usize>) {
         // SAFETY: by the contract.
         self.result = Some(unsafe { slot::read_result::<thread::Result<R>>(src) });
+        (slot::result_bytes::<thread::Result<R>>(), self.run())
+    }
+
+    unsafe fn discard(self, src: *const u8) -> usize {
+        // SAFETY: by the contract; the result is dropped after the continuation (if either panics, the other
+        // still drops as the unwinding leaves this frame).
+        let _result = unsafe { slot::read_result::<thread::Result<R>>(src) };
+        drop(self);
         slot::result_bytes::<thread::Result<R>>()
     }
 
+    #[inline]
     fn run(self) -> Option<usize> {
         let Then {
             result,
@@ -104,12 +120,16 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
 }
 
 impl<K: Continuation> Continuation for Box<K> {
-    unsafe fn receive(&mut self, src: *const u8) -> usize {
-        // SAFETY: forwarded.
-        unsafe { (**self).receive(src) }
-    }
     fn run(self) -> Option<usize> {
         (*self).run()
+    }
+    unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>) {
+        // SAFETY: forwarded.
+        unsafe { (*self).run_from(src) }
+    }
+    unsafe fn discard(self, src: *const u8) -> usize {
+        // SAFETY: forwarded.
+        unsafe { (*self).discard(src) }
     }
 }
 
@@ -117,25 +137,29 @@ impl<K: Continuation> Continuation for Box<K> {
 const INLINE_WORDS: usize = 8;
 
 /// An `apply_then` continuation, type-erased: stored inline when it fits `INLINE_WORDS` words (no allocation
-/// per request, the usual case), else boxed. Continuations wait in the outbox's queue, in issue order, and
-/// move with their results to the ready queue.
+/// per request, the usual case), else boxed. Continuations wait with their batch, in issue order, and run
+/// from it with the batch's results ([`Answered`]); those whose results come another way hold them.
 pub(crate) struct Cont {
     vtable: &'static VTable,
     data: MaybeUninit<[usize; INLINE_WORDS]>,
 }
 
 struct VTable {
-    receive: unsafe fn(*mut u8, *const u8) -> usize,
     run: unsafe fn(*mut u8) -> Option<usize>,
+    run_from: unsafe fn(*mut u8, *const u8) -> (usize, Option<usize>),
+    discard: unsafe fn(*mut u8, *const u8) -> usize,
     drop: unsafe fn(*mut u8),
 }
 
 trait Erased: Continuation + Sized {
     const VTABLE: VTable = VTable {
-        // SAFETY: `Cont` calls these with the `data` it stored a `Self` in; `src` is `receive`'s contract.
-        receive: |data, src| unsafe { (*data.cast::<Self>()).receive(src) },
-        // SAFETY: as above; `Cont::run` forgets the `Cont`, so the value is read out once.
+        // SAFETY: `Cont` calls these with the `data` it stored a `Self` in, and forgets the `Cont` after `run`,
+        // `run_from` and `discard`, so the value is read out once; `src` is the contract of `run_from`.
         run: |data| unsafe { ptr::read(data.cast::<Self>()).run() },
+        // SAFETY: as above.
+        run_from: |data, src| unsafe { ptr::read(data.cast::<Self>()).run_from(src) },
+        // SAFETY: as above.
+        discard: |data, src| unsafe { ptr::read(data.cast::<Self>()).discard(src) },
         // SAFETY: as above; only a `Cont` that never ran drops its value.
         drop: |data| unsafe { ptr::drop_in_place(data.cast::<Self>()) },
     };
@@ -196,22 +220,33 @@ impl Cont {
         }
     }
 
-    /// Moves the result out of the response slot; returns how many bytes it took there.
-    ///
-    /// # Safety
-    /// `src` is where this continuation's request wrote its result, read once.
-    pub(crate) unsafe fn receive(&mut self, src: *const u8) -> usize {
-        // SAFETY: `data` holds the type the vtable was made for; `src` by the contract.
-        unsafe { (self.vtable.receive)(self.data.as_mut_ptr().cast(), src) }
-    }
-
-    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`). Returns the fiber
-    /// to wake: one waiting in `wait_pending` for this, its last continuation.
+    /// Runs the continuation with the result it holds (a panic in it is kept for `wait_pending`). Returns the
+    /// fiber to wake: one waiting in `wait_pending` for this, its last continuation.
     #[must_use = "a fiber waiting for this continuation must be woken"]
     pub(crate) fn run(self) -> Option<usize> {
         let mut this = ManuallyDrop::new(self);
-        // SAFETY: as in `receive`; `this` is not dropped, so the value is used once.
+        // SAFETY: `data` holds the type the vtable was made for; `this` is not dropped, so it is used once.
         unsafe { (this.vtable.run)(this.data.as_mut_ptr().cast()) }
+    }
+
+    /// `run` with the result at `src`; also returns the bytes the result took there.
+    ///
+    /// # Safety
+    /// `src` holds this continuation's result as its request wrote it, read once.
+    unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: as in `run`; `src` by the contract.
+        unsafe { (this.vtable.run_from)(this.data.as_mut_ptr().cast(), src) }
+    }
+
+    /// Drops the continuation unrun with its result at `src`; returns the bytes the result took there.
+    ///
+    /// # Safety
+    /// As for `run_from`.
+    unsafe fn discard(self, src: *const u8) -> usize {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: as in `run_from`.
+        unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
     }
 }
 
@@ -231,6 +266,74 @@ impl std::fmt::Debug for Cont {
 
 /// Continuations whose results have arrived, in issue order.
 pub(crate) type Ready = std::collections::VecDeque<Cont>;
+
+/// The continuations of one answered batch, in issue order, with their results copied out of the response
+/// slot in one go (packed in the same order): they run on the issuing thread once it holds no borrow of its
+/// client. Dropped unrun (the thread exits), each continuation is dropped with its result.
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    thens: Vec<Cont>,
+    /// The results, as the trustee wrote them (8-aligned, each `slot::result_bytes` long).
+    results: Vec<u64>,
+}
+
+impl Answered {
+    /// Takes the continuations of a batch that has been answered (leaving `thens` empty, with this batch's
+    /// old capacity); their results follow with `push_results`.
+    pub(crate) fn refill(&mut self, thens: &mut Vec<Cont>) {
+        debug_assert!(self.thens.is_empty() && self.results.is_empty());
+        std::mem::swap(&mut self.thens, thens);
+    }
+
+    /// Appends `bytes` of results (a multiple of 8) from the response body.
+    ///
+    /// # Safety
+    /// `src` is 8-aligned and holds `bytes` bytes of results written by the continuations' requests, in
+    /// their order, and they are copied once (the slot is not read for them again).
+    pub(crate) unsafe fn push_results(&mut self, src: *const u8, bytes: usize) {
+        debug_assert_eq!(bytes % 8, 0);
+        let words = bytes / 8;
+        self.results.reserve(words);
+        // SAFETY: room reserved; `src` by the contract. The words are plain bytes of moved values: the
+        // continuations read each result out once (`run_from` / `discard`).
+        unsafe {
+            let len = self.results.len();
+            ptr::copy_nonoverlapping(src.cast::<u64>(), self.results.as_mut_ptr().add(len), words);
+            self.results.set_len(len + words);
+        }
+    }
+
+    /// Runs the continuations in issue order; `woken` gets each fiber to wake. Leaves the batch empty for
+    /// reuse.
+    pub(crate) fn run(&mut self, mut woken: impl FnMut(usize)) {
+        let src = self.results.as_ptr().cast::<u8>();
+        let mut at = 0;
+        for then in self.thens.drain(..) {
+            // SAFETY: the results are packed in the order of the continuations, each read once.
+            let (bytes, fiber) = unsafe { then.run_from(src.add(at)) };
+            at += bytes;
+            if let Some(fiber) = fiber {
+                woken(fiber);
+            }
+        }
+        self.results.clear();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.thens.is_empty()
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let src = self.results.as_ptr().cast::<u8>();
+        let mut at = 0;
+        for then in self.thens.drain(..) {
+            // SAFETY: as in `run`.
+            at += unsafe { then.discard(src.add(at)) };
+        }
+    }
+}
 
 /// Builds the continuation for a result that came to the inbox.
 type Expected = Box<dyn FnOnce(Box<dyn Any + Send>) -> Cont>;

@@ -121,7 +121,10 @@ mod asymmetric {
         // SAFETY: as in `available`, which registered the process before any parker used this.
         let r = unsafe { membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) };
         // Registered, so it cannot fail (EPERM means unregistered): a failure would lose wake-ups.
-        assert_eq!(r, 0, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration");
+        assert_eq!(
+            r, 0,
+            "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration"
+        );
     }
 
     /// # Safety

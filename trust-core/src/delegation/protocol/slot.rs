@@ -231,6 +231,11 @@ impl Batch {
         self.len == 0
     }
 
+    /// Bytes of the response body reserved so far: where the next record's result will be.
+    pub(crate) fn reserved(&self) -> usize {
+        self.results
+    }
+
     /// Number of records in the batch.
     pub(crate) fn count(&self) -> usize {
         self.count

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::delegation::client::outbox::Client;
+use crate::delegation::client::outbox::{Client, Runnable};
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::worker::context::{self, Yielder};
 use crate::delegation::worker::fairness::Fairness;
@@ -416,10 +416,9 @@ impl Worker {
     /// Client side: fibers whose batch was answered, or that waited for room, become ready.
     /// Continuations whose results arrived run here, on the worker that issued them.
     fn collect_answers(&self) -> bool {
-        let mut ready = std::mem::take(&mut self.client.borrow_mut().ready);
-        let mut busy = self.client.borrow_mut().inbox.collect(&mut ready);
+        let mut busy = false;
         for outbox in self.client.borrow_mut().outboxes() {
-            if outbox.poll(&mut ready) {
+            if outbox.poll() {
                 // Fibers that waited for room go first: the answered ones would otherwise take all the room
                 // again, and the same fibers would fill every batch while the others starve.
                 for id in outbox.blocked.drain(..).chain(outbox.waiting.drain(..)) {
@@ -428,18 +427,23 @@ impl Worker {
                 busy = true;
             }
         }
-        busy |= !ready.is_empty();
-        while let Some(then) = ready.pop_front() {
-            if let Some(fiber) = then.run() {
-                self.scheduler.make_ready(fiber);
+        // Each continuation runs outside any borrow of the client: it may issue more.
+        loop {
+            let next = self.client.borrow_mut().next_ready();
+            match next {
+                None => return busy,
+                Some(Runnable::One(then)) => {
+                    if let Some(fiber) = then.run() {
+                        self.scheduler.make_ready(fiber);
+                    }
+                }
+                Some(Runnable::Batch(outbox, mut batch)) => {
+                    batch.run(|fiber| self.scheduler.make_ready(fiber));
+                    self.client.borrow_mut().recycle(outbox, batch);
+                }
             }
+            busy = true;
         }
-        // The queue goes back for its capacity (no allocation per turn), unless continuations queued more.
-        let mut client = self.client.borrow_mut();
-        if client.ready.is_empty() {
-            client.ready = ready;
-        }
-        busy
     }
 
     fn flush(&self) -> bool {
@@ -455,8 +459,7 @@ impl Worker {
         self.shared.has_mail()
             || self.shared.is_closing()
             || self.scheduler.has_ready()
-            || !self.client.borrow().ready.is_empty()
-            || self.client.borrow().inbox.has_arrived()
+            || self.client.borrow().has_ready()
             || self
                 .served
                 .borrow()
