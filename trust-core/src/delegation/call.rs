@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::delegation::client::outbox::{Client, Runnable};
-use crate::delegation::client::then::{Cont, Sender};
+use crate::delegation::client::then::{Answered, Cont, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
 use crate::delegation::trustee::job::{Job, Reply};
@@ -131,21 +131,22 @@ fn run_continuations_now() {
     let with_client = |f: &mut dyn FnMut(&mut Client)| {
         let _ = THREAD_CLIENT.try_with(|c| c.borrow_mut().as_mut().map(f));
     };
+    // The batch to run from: the client's, taken for the loop and given back after (for its capacity).
+    let mut batch = Answered::default();
+    with_client(&mut |c| std::mem::swap(&mut batch, &mut c.running));
     loop {
-        let mut next = None;
-        with_client(&mut |c| next = c.next_ready());
+        let mut next = Runnable::None;
+        with_client(&mut |c| next = c.next_ready(&mut batch));
         // A panicking continuation is caught inside `run`. A plain thread has no fiber to wake.
         match next {
-            None => break,
-            Some(Runnable::One(then)) => {
+            Runnable::None => break,
+            Runnable::One(then) => {
                 let _ = then.run();
             }
-            Some(Runnable::Batch(outbox, mut batch)) => {
-                batch.run(|_| {});
-                with_client(&mut |c| c.recycle(outbox, std::mem::take(&mut batch)));
-            }
+            Runnable::Batch => batch.run(|_| {}),
         }
     }
+    with_client(&mut |c| c.running = std::mem::take(&mut batch));
     RUNNING_CONTINUATIONS.with(|r| r.set(outer));
 }
 
@@ -153,34 +154,32 @@ fn run_continuations_now() {
 /// A worker fiber waits for room by suspending; a worker's scheduler or delegated closure queues without
 /// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
 /// completions until there is room.
-pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
-    caller: Option<&'static Worker>,
-    trustee: &'static TrusteeShared,
-    job: impl Job<Output = std::thread::Result<R>>,
-    then: C,
-) {
+pub(crate) fn post_then<J, R, C>(caller: Option<&'static Worker>, trustee: &'static TrusteeShared, job: J, then: C)
+where
+    J: Job<Output = std::thread::Result<R>>,
+    R: Send + 'static,
+    C: FnOnce(R) + 'static,
+{
     if let Some(worker) = caller {
         let fiber = worker.fiber.get().filter(|_| !worker.in_delegated());
         let owner = match fiber {
             Some((_, id)) => worker.scheduler.pending_of(id),
             None => worker.client.borrow().pending.clone(),
         };
-        let mut cont = Cont::new(then, owner, None);
-        let mut record = Reply(job);
+        let record = Reply(job);
         let Some((_, id)) = fiber else {
             worker
                 .client
                 .borrow_mut()
                 .outbox(trustee)
-                .push_or_queue_then(record, cont);
+                .push_or_queue_then(record, Cont::new(then, owner, None));
             return;
         };
         loop {
             let mut client = worker.client.borrow_mut();
             let outbox = client.outbox(trustee);
-            match outbox.try_push_then(record, cont) {
-                Ok(()) => return,
-                Err((r, c)) => (record, cont) = (r, c),
+            if outbox.has_room::<Reply<J>>() {
+                return outbox.push_then(record, Cont::new(then, owner, None));
             }
             outbox.blocked.push(id);
             drop(client);
@@ -188,10 +187,7 @@ pub(crate) fn post_then<R: Send + 'static, C: FnOnce(R) + 'static>(
         }
     }
     trustee.check_running();
-    let ready = with_thread_client(|c| {
-        let cont = Cont::new(then, c.pending.clone(), None);
-        c.post_then(trustee, Reply(job), cont)
-    });
+    let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
     if ready {
         run_thread_continuations();
     }

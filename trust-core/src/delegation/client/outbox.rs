@@ -117,6 +117,7 @@ impl Outbox {
             return false;
         }
         self.in_flight = false;
+        self.channel.slots.prefetch_for_publish(self.batch.len());
         // SAFETY: the batch is answered and nothing is published before its results are read, once each.
         let src = unsafe { self.channel.slots.results() };
         let callers = self.callers.drain(..self.callers_in_flight);
@@ -152,20 +153,24 @@ impl Outbox {
         !self.answered.is_empty()
     }
 
-    /// The oldest answered batch, to run (then give it back with `recycle`).
+    /// Swaps the oldest answered batch into `into` (which has run: it is empty), to run there; false when
+    /// there is none. The emptied batch is kept for its capacity.
     #[inline]
-    pub(crate) fn take_answered(&mut self) -> Option<Answered> {
-        self.answered.pop_front()
-    }
-
-    /// Keeps a batch that has run, for its capacity.
-    pub(crate) fn recycle(&mut self, ran: Answered) {
+    pub(crate) fn take_answered(&mut self, into: &mut Answered) -> bool {
+        let Some(front) = self.answered.front_mut() else {
+            return false;
+        };
+        // Swapped, not moved out: the runner's batch stays in place (see `Client::next_ready`).
+        std::mem::swap(front, into);
+        let ran = self.answered.pop_front().expect("the front was there");
         if ran.is_empty() && self.spare.len() < 4 {
             self.spare.push(ran);
         }
+        true
     }
 
     /// True when the in-flight batch is answered, without consuming the event.
+    #[inline]
     pub(crate) fn poll_peek(&self) -> bool {
         self.in_flight && self.channel.slots.is_answered(self.sent)
     }
@@ -216,8 +221,24 @@ impl Outbox {
         self.channel.lingering.store(true, Ordering::Release);
     }
 
+    /// True when a record of type `F` can join the batch being built now.
+    #[inline]
+    pub(crate) fn has_room<F: Record>(&self) -> bool {
+        self.backlog.is_empty() && self.batch.has_room::<F>()
+    }
+
+    /// Adds the record of an `apply_then` and its continuation, which the caller made sure have room
+    /// (`has_room`).
+    #[inline]
+    pub(crate) fn push_then<F: Record>(&mut self, record: F, then: Cont) {
+        if self.try_push(record).is_err() {
+            unreachable!("`push_then` after `has_room`");
+        }
+        self.building.push(then);
+    }
+
     /// Adds the record of an `apply_then` and its continuation.
-    pub(crate) fn try_push_then<F: Record>(
+    fn try_push_then<F: Record>(
         &mut self,
         record: F,
         then: Cont,
@@ -395,6 +416,9 @@ pub(crate) struct Client {
     pub(crate) pending: Rc<Pending>,
     /// Continuations whose results come later, from `launch_then` fibers.
     pub(crate) inbox: Inbox,
+    /// A plain thread's batch to run continuations from (see `call::run_continuations_now`), kept for its
+    /// capacity.
+    pub(crate) running: Answered,
 }
 
 impl Drop for Client {
@@ -417,6 +441,7 @@ impl Client {
             parker,
             ready: Ready::new(),
             pending: Rc::default(),
+            running: Answered::default(),
         }
     }
 
@@ -437,22 +462,17 @@ impl Client {
     }
 
     /// The next continuations to run, once the caller holds no borrow of the client: one whose result came
-    /// by another way than a batch, else an answered batch (with the index of its outbox, for `recycle`).
-    pub(crate) fn next_ready(&mut self) -> Option<Runnable> {
+    /// by another way than a batch, else an answered batch, swapped into `batch` (which has run, and stays
+    /// where the caller keeps it: moving a batch out by value right after a publish made the CPU wait for
+    /// the publish's stores to reach the trustee's cache, a failed store-to-load forward, ~9% of the time).
+    pub(crate) fn next_ready(&mut self, batch: &mut Answered) -> Runnable {
         self.inbox.collect(&mut self.ready);
         if let Some(then) = self.ready.pop_front() {
-            return Some(Runnable::One(then));
+            return Runnable::One(then);
         }
-        self.outboxes
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, o)| Some(Runnable::Batch(i, o.as_mut()?.take_answered()?)))
-    }
-
-    /// Gives back a batch `next_ready` gave, for its capacity.
-    pub(crate) fn recycle(&mut self, outbox: usize, ran: Answered) {
-        if let Some(Some(o)) = self.outboxes.get_mut(outbox) {
-            o.recycle(ran);
+        match self.outboxes.iter_mut().flatten().any(|o| o.take_answered(batch)) {
+            true => Runnable::Batch,
+            false => Runnable::None,
         }
     }
 
@@ -492,20 +512,19 @@ impl Client {
     /// (flow control: memory stays bounded however many are issued; the caller then runs the continuations
     /// answered meanwhile). True when continuations wait to run.
     #[inline]
-    pub(crate) fn post_then<F: Record>(
+    pub(crate) fn post_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
         &mut self,
         trustee: &'static TrusteeShared,
         record: F,
-        then: Cont,
+        then: C,
     ) -> bool {
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        let (mut record, mut then) = (record, then);
-        while let Err((r, t)) = outbox.try_push_then(record, then) {
-            (record, then) = (r, t);
+        while !outbox.has_room::<F>() {
             outbox.wait(parker);
             outbox.flush();
         }
+        outbox.push_then(record, Cont::new(then, self.pending.clone(), None));
         // Publish every `PUBLISH_EVERY` requests, as a pipelining ring does: a publish costs cache-line
         // transfers both ways, too much to pay per request. The rest goes at the next blocking call,
         // `wait_pending`, or when the thread exits.
@@ -572,21 +591,34 @@ impl Client {
 }
 /// Continuations ready to run (see `Client::next_ready`).
 pub(crate) enum Runnable {
+    None,
     One(Cont),
-    Batch(usize, Answered),
+    /// The batch the caller passed holds them.
+    Batch,
 }
 
 /// The outbox to `trustee`, created on first use (a free function so callers can borrow other fields).
+#[inline]
 fn outbox_in<'a>(
     outboxes: &'a mut Vec<Option<Outbox>>,
     parker: &Option<Arc<Parker>>,
     trustee: &'static TrusteeShared,
 ) -> &'a mut Outbox {
     let i = trustee.index();
+    // Two steps for the borrow checker: the first use is the cold path.
+    if !matches!(outboxes.get(i), Some(Some(_))) {
+        open_outbox(outboxes, parker, trustee);
+    }
+    outboxes[i].as_mut().expect("opened above")
+}
+
+#[cold]
+fn open_outbox(outboxes: &mut Vec<Option<Outbox>>, parker: &Option<Arc<Parker>>, trustee: &'static TrusteeShared) {
+    let i = trustee.index();
     if i >= outboxes.len() {
         outboxes.resize_with(i + 1, || None);
     }
-    outboxes[i].get_or_insert_with(|| Outbox::new(trustee, parker.clone()))
+    outboxes[i] = Some(Outbox::new(trustee, parker.clone()));
 }
 
 /// Keeps an unwinding caller (a cancelled `may` coroutine) from freeing the `Option` its result will be

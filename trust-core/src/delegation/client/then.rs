@@ -27,6 +27,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    #[inline]
     pub(crate) fn issued(&self) {
         self.outstanding.set(self.outstanding.get() + 1);
     }
@@ -37,11 +38,13 @@ impl Pending {
 
     /// A continuation starts: it no longer counts as outstanding, so a `wait_pending` inside it waits for the
     /// others, not for itself.
+    #[inline]
     fn started(&self) {
         self.outstanding.set(self.outstanding.get() - 1);
     }
 
     /// A continuation has finished; returns the fiber waiting in `wait_pending` for the last one, to wake.
+    #[inline]
     fn finished(&self, panic: Option<Box<dyn Any + Send>>) -> Option<usize> {
         if let Some(p) = panic {
             self.panic.borrow_mut().get_or_insert(p);
@@ -403,6 +406,7 @@ impl Inbox {
     }
 
     /// True when results have arrived that `collect` has not taken yet.
+    #[inline]
     pub(crate) fn has_arrived(&self) -> bool {
         self.shared.any.load(Ordering::Acquire)
     }

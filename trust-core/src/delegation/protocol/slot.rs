@@ -231,6 +231,11 @@ impl Batch {
         self.len == 0
     }
 
+    /// Bytes of records in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Bytes of the response body reserved so far: where the next record's result will be.
     pub(crate) fn reserved(&self) -> usize {
         self.results
@@ -241,22 +246,28 @@ impl Batch {
         self.count
     }
 
+    /// True when a record of type `F` and its result fit in the batch.
+    #[inline]
+    pub(crate) fn has_room<F: Record>(&self) -> bool {
+        let size = if fits_inline::<F>() {
+            record_size(size_of::<F>())
+        } else {
+            record_size(size_of::<Box<F>>())
+        };
+        self.results + F::RESULT <= BODY && self.len + size <= BODY
+    }
+
     /// Appends the record `f`; gives it back when the batch has no room for it or its result. A record too
     /// large or too aligned to travel inline is boxed and its box travels instead.
+    #[inline]
     pub(crate) fn push<F: Record>(&mut self, f: F) -> Result<(), F> {
-        if self.results + F::RESULT > BODY {
+        if !self.has_room::<F>() {
             return Err(f);
         }
         if fits_inline::<F>() {
-            if self.len + record_size(size_of::<F>()) > BODY {
-                return Err(f);
-            }
             // SAFETY: it fits, and `run_inline::<F>` reads an `F`.
             unsafe { self.write(run_inline::<F>, f) };
         } else {
-            if self.len + record_size(size_of::<Box<F>>()) > BODY {
-                return Err(f);
-            }
             // SAFETY: as above, for the box.
             unsafe { self.write(run_boxed::<F>, Box::new(f)) };
         }
@@ -327,6 +338,28 @@ impl SlotPair {
         // SAFETY: the trustee reads `len` only after seeing the new `seq`, which this Release store orders.
         self.request.len.with_mut(|l| unsafe { *l = len as u32 });
         self.request.seq.store(seq, Ordering::Release);
+    }
+
+    /// Client side, after `is_answered` for the last published batch: the client will write the request slot
+    /// next, so its header and first `bytes` of body are fetched for writing now. Without this, the publish's
+    /// stores wait for those lines to leave the trustee's cache, and with x86's in-order store commit, every
+    /// later store of the client waits behind them (the store buffer fills within a few dozen stores).
+    #[inline]
+    pub(crate) fn prefetch_for_publish(&self, bytes: usize) {
+        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+        {
+            let base = (&raw const self.request).cast::<u8>();
+            let end = (SLOT_HEADER + bytes).min(PRIMARY + OVERFLOW);
+            for off in (0..end).step_by(64) {
+                // SAFETY: `prefetchw` only hints the cache (it never faults, and is a no-op on CPUs without
+                // it); the address is inside the request slot.
+                unsafe {
+                    std::arch::asm!("prefetchw [{}]", in(reg) base.add(off), options(nostack, preserves_flags, readonly))
+                };
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
+        let _ = bytes;
     }
 
     /// Client side: the results of the last answered batch, packed in request order (see [`Record`]).

@@ -61,6 +61,7 @@ impl TrusteeShared {
         }
     }
 
+    #[inline]
     pub(crate) fn index(&self) -> usize {
         self.index
     }
@@ -123,6 +124,7 @@ impl TrusteeShared {
         self.state.load(Ordering::Acquire) == RUNNING
     }
 
+    #[inline]
     pub(crate) fn check_running(&self) {
         assert!(self.is_running(), "{SHUT_DOWN}");
     }
