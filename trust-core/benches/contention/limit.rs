@@ -149,7 +149,7 @@ fn pipelined(ring: &Ring, stop: &Stop) -> u64 {
 
 /// One request in flight: the median ns of a round trip, measured on a client thread against a server
 /// thread; checks that the server applied every request.
-fn roundtrip(samples: usize) -> f64 {
+pub fn roundtrip(samples: usize) -> f64 {
     let ring = Ring::default();
     let barrier = Barrier::new(2);
     let (ns, applied) = thread::scope(|s| {
