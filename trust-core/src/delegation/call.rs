@@ -88,8 +88,13 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
     if outbox::in_may_coroutine() {
         with_may_client(|c| c.call(trustee, job))
     } else {
-        let r = with_thread_client(|c| c.call(trustee, job));
-        run_thread_continuations();
+        let (r, ready) = with_thread_client(|c| {
+            let r = c.call(trustee, job);
+            (r, c.has_ready())
+        });
+        if ready {
+            run_thread_continuations();
+        }
         r
     }
 }

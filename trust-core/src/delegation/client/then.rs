@@ -329,6 +329,9 @@ impl Answered {
 
 impl Drop for Answered {
     fn drop(&mut self) {
+        if self.thens.is_empty() {
+            return;
+        }
         let src = self.results.as_ptr().cast::<u8>();
         let mut at = 0;
         for then in self.thens.drain(..) {

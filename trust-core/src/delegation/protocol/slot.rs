@@ -341,16 +341,18 @@ impl SlotPair {
     }
 
     /// Client side, after `is_answered` for the last published batch: the client will write the request slot
-    /// next, so its header and first `bytes` of body are fetched for writing now. Without this, the publish's
-    /// stores wait for those lines to leave the trustee's cache, and with x86's in-order store commit, every
-    /// later store of the client waits behind them (the store buffer fills within a few dozen stores).
+    /// next, so the overflow lines its next `bytes` of body will take are fetched for writing now. Without
+    /// this, the publish's stores wait for those lines to leave the trustee's cache, and with x86's in-order
+    /// store commit every later store of the client waits behind them (the store buffer fills within a few
+    /// dozen stores). Not the primary block: the trustee polls the sequence number there, and taking that
+    /// line away early would only make it move one more time.
     #[inline]
     pub(crate) fn prefetch_for_publish(&self, bytes: usize) {
         #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
         {
             let base = (&raw const self.request).cast::<u8>();
             let end = (SLOT_HEADER + bytes).min(PRIMARY + OVERFLOW);
-            for off in (0..end).step_by(64) {
+            for off in (PRIMARY..end).step_by(64) {
                 // SAFETY: `prefetchw` only hints the cache (it never faults, and is a no-op on CPUs without
                 // it); the address is inside the request slot.
                 unsafe {

@@ -209,7 +209,9 @@ impl Worker {
 
     fn read_mail(&self) -> bool {
         let mail = self.shared.take_mail();
-        let busy = !mail.is_empty();
+        if mail.is_empty() {
+            return false;
+        }
         for m in mail {
             match m {
                 Mail::Register(channel) => self.served.borrow_mut().push(Served {
@@ -225,7 +227,7 @@ impl Worker {
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
         }
-        busy
+        true
     }
 
     /// Runs a request that came by mail; one that must wait is retried in later turns (it is in no batch to
@@ -432,6 +434,9 @@ impl Worker {
             }
         }
         // Each continuation runs outside any borrow of the client: it may issue more.
+        if !self.client.borrow().has_ready() {
+            return busy;
+        }
         let mut batch = self.ran.take();
         loop {
             let next = self.client.borrow_mut().next_ready(&mut batch);
