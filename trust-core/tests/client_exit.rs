@@ -49,6 +49,58 @@ fn a_thread_exiting_with_apply_then_in_flight_frees_nothing_the_trustee_writes()
     assert!(ran.load(Ordering::SeqCst) <= 15);
 }
 
+/// The results of continuations that never ran are dropped too, exactly once: they wait in the client's
+/// memory with their continuation (an answered batch), and the thread's exit discards both.
+#[test]
+fn results_of_continuations_that_never_ran_are_dropped_once() {
+    let counter = rt().trustee(0).entrust(0u64);
+    let results = Arc::new(AtomicUsize::new(0));
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        let (c, results, tokens, ran) = (
+            counter.clone(),
+            results.clone(),
+            tokens.clone(),
+            ran.clone(),
+        );
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                let (results, token, ran) =
+                    (results.clone(), CountsDrops(tokens.clone()), ran.clone());
+                c.apply_then(
+                    move |c| {
+                        *c += 1;
+                        (CountsDrops(results), format!("{c}"))
+                    },
+                    move |(result, text)| {
+                        let _ = (token, result, text);
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    },
+                );
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    assert_eq!(counter.apply(|c| *c), 800, "every request ran");
+    // A continuation that ran dropped its result and token itself; the others were discarded with theirs.
+    assert_eq!(
+        results.load(Ordering::SeqCst),
+        800,
+        "each result dropped exactly once"
+    );
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        800,
+        "each continuation dropped exactly once"
+    );
+    assert!(
+        ran.load(Ordering::SeqCst) < 800,
+        "the thread exited before running them all"
+    );
+}
+
 #[test]
 fn scoped_threads_sharing_one_handle_exit_with_requests_in_flight() {
     let counter: Arc<Trust<u64>> = Arc::new(rt().trustee(1).entrust(0));

@@ -303,6 +303,8 @@ impl Outbox {
     /// Waits (as a plain thread or a `may` coroutine) until the in-flight batch, if any, is answered.
     fn wait(&mut self, parker: Option<&Parker>) {
         let mut backoff = Backoff::client();
+        // Asked once, not per round: the spin should see the answer within a few instructions.
+        let may = in_may_coroutine();
         while self.in_flight && !self.poll() {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
@@ -313,7 +315,7 @@ impl Outbox {
                     "the trust runtime was shut down while this request was waiting for its trustee"
                 );
             }
-            if in_may_coroutine() {
+            if may {
                 may_yield();
             } else if backoff.snooze() {
                 let parker = parker.expect("a plain thread's client has a parker");
