@@ -403,8 +403,10 @@ pub(crate) fn may_yield() {
     std::thread::yield_now();
 }
 
-/// A plain thread's `apply_then`s are published in batches of at least this many (see `Client::post_then`).
-const PUBLISH_EVERY: usize = 16;
+/// A plain thread's `apply_then`s are published in batches of at least this many, or half a batch (see
+/// `Client::post_then`). Measured with one thread pipelining small requests: 16 -> 32 gained 23-28%, more
+/// gained at most 5-9% (within the noise).
+const PUBLISH_EVERY: usize = 32;
 
 /// One client context: an outbox per trustee, created on first use.
 #[derive(Debug)]
@@ -527,10 +529,10 @@ impl Client {
             outbox.flush();
         }
         outbox.push_then(record, Cont::new(then, self.pending.clone(), None));
-        // Publish every `PUBLISH_EVERY` requests, as a pipelining ring does: a publish costs cache-line
-        // transfers both ways, too much to pay per request. The rest goes at the next blocking call,
-        // `wait_pending`, or when the thread exits.
-        if outbox.batch.count() >= PUBLISH_EVERY {
+        // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
+        // as a pipelining ring does: a publish costs cache-line transfers both ways, too much to pay per
+        // request. The rest goes at the next blocking call, `wait_pending`, or when the thread exits.
+        if outbox.batch.count() >= PUBLISH_EVERY || outbox.batch.is_half_full() {
             outbox.poll();
             outbox.flush();
         }

@@ -231,6 +231,11 @@ impl Batch {
         self.len == 0
     }
 
+    /// True once the records, or the results they reserve, take half the body.
+    pub(crate) fn is_half_full(&self) -> bool {
+        2 * self.len.max(self.results) >= BODY
+    }
+
     /// Bytes of records in the batch.
     pub(crate) fn len(&self) -> usize {
         self.len
