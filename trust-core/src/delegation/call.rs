@@ -109,15 +109,17 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
     if let Some(worker) = context::worker() {
         return worker.client.borrow_mut().outbox(trustee).push_or_queue(record);
     }
-    let unsent = if outbox::in_may_coroutine() {
-        Some(record)
+    let (unsent, ready) = if outbox::in_may_coroutine() {
+        (Some(record), false)
     } else {
-        with_thread_client(|c| c.try_post_now(trustee, record))
+        with_thread_client(|c| (c.try_post_now(trustee, record), c.has_ready()))
     };
     if let Some(record) = unsent {
         trustee.run_later(Box::new(move || record.run(std::ptr::null_mut())));
     }
-    run_thread_continuations();
+    if ready {
+        run_thread_continuations();
+    }
 }
 
 /// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
