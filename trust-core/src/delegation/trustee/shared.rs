@@ -20,8 +20,8 @@ use crate::delegation::stack::FiberStack;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
-    /// A record from a plain thread whose slot was busy (see `client::post`).
-    Run(Box<dyn FnOnce() + Send>),
+    /// A record from a plain thread whose slot was busy (see `client::post`), in its mail node.
+    Run(Runnable),
     Spawn(FiberStack, Box<dyn FnOnce() + Send>),
     Wake(usize),
 }
@@ -60,14 +60,72 @@ impl<T> Deref for Aligned<T> {
 /// Mail from any thread to the worker: a lock-free stack that senders push onto (one compare-and-swap; two
 /// tokio threads mailing `apply_async` requests no longer take turns on a mutex) and the worker empties in
 /// one swap, then reverses, so mail arrives in the order it was pushed (each sender's in its own order).
+/// A node holds its payload inline: a mailed record is one allocation, not a box in a node.
 #[derive(Default)]
 struct Mailbox {
-    head: AtomicPtr<Node>,
+    head: AtomicPtr<Header>,
 }
 
-struct Node {
-    mail: Mail,
-    next: *mut Node,
+/// The start of every node: the next (older) node, and how to turn this node into its [`Mail`].
+#[repr(C)]
+struct Header {
+    next: *mut Header,
+    open: unsafe fn(*mut Header) -> Mail,
+}
+
+#[repr(C)]
+struct Node<P> {
+    header: Header,
+    payload: P,
+}
+
+/// A mailed record, still in its node; runs (or, dropped, drops) the record and frees the node once.
+pub(crate) struct Runnable {
+    node: *mut Header,
+    finish: unsafe fn(*mut Header, bool),
+}
+
+// SAFETY: the node holds an `F: Send` (see `Mailbox::push_run`), owned by this value alone.
+unsafe impl Send for Runnable {}
+
+impl Runnable {
+    pub(crate) fn run(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the node is this value's, and `this` is not dropped: finished once.
+        unsafe { (this.finish)(this.node, true) }
+    }
+}
+
+impl Drop for Runnable {
+    fn drop(&mut self) {
+        // SAFETY: as in `run`: a `Runnable` that did not run finishes here, once.
+        unsafe { (self.finish)(self.node, false) }
+    }
+}
+
+/// # Safety
+/// `h` heads a `Node<Mail>` made by `push`, opened once.
+unsafe fn open_mail(h: *mut Header) -> Mail {
+    // SAFETY: by the contract; the node is freed here.
+    unsafe { Box::from_raw(h.cast::<Node<Mail>>()) }.payload
+}
+
+/// # Safety
+/// `h` heads a `Node<F>` made by `push_run`, opened once.
+unsafe fn open_run<F: FnOnce() + Send + 'static>(h: *mut Header) -> Mail {
+    /// # Safety
+    /// `h` heads a `Node<F>` made by `push_run`, finished once.
+    unsafe fn finish<F: FnOnce()>(h: *mut Header, run: bool) {
+        // SAFETY: by the contract; the node is freed here, after `F` runs or is dropped.
+        let f = unsafe { Box::from_raw(h.cast::<Node<F>>()) }.payload;
+        if run {
+            f();
+        }
+    }
+    Mail::Run(Runnable {
+        node: h,
+        finish: finish::<F>,
+    })
 }
 
 // The mailbox hands mail to another thread: `Mail` must be `Send` (the raw pointers would not check it).
@@ -78,10 +136,22 @@ const _: fn() = || {
 
 impl Mailbox {
     fn push(&self, mail: Mail) {
+        self.push_node(mail, open_mail);
+    }
+
+    fn push_run<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.push_node(f, open_run::<F>);
+    }
+
+    fn push_node<P>(&self, payload: P, open: unsafe fn(*mut Header) -> Mail) {
         let node = Box::into_raw(Box::new(Node {
-            mail,
-            next: ptr::null_mut(),
-        }));
+            header: Header {
+                next: ptr::null_mut(),
+                open,
+            },
+            payload,
+        }))
+        .cast::<Header>();
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: `node` is ours until the exchange below publishes it.
@@ -109,11 +179,14 @@ impl Mailbox {
         let mut node = self.head.swap(ptr::null_mut(), Ordering::Acquire);
         let mut mail = Vec::new();
         while !node.is_null() {
-            // SAFETY: every node was made by `Box::into_raw` in `push`, and the swap above took the whole list
-            // out of the stack: this thread owns it, and each node is freed once.
-            let n = unsafe { Box::from_raw(node) };
-            node = n.next;
-            mail.push(n.mail);
+            // SAFETY: every node was made by `push_node` with the `open` that fits it, and the swap above took
+            // the whole list out of the stack: this thread owns it, and opens each node once (`next` is read
+            // first: opening may free the node).
+            unsafe {
+                let next = (*node).next;
+                mail.push(((*node).open)(node));
+                node = next;
+            }
         }
         mail.reverse();
         mail
@@ -181,8 +254,9 @@ impl TrusteeShared {
         self.send(Mail::Spawn(stack, job));
     }
 
-    pub(crate) fn run_later(&self, f: Box<dyn FnOnce() + Send>) {
-        self.send(Mail::Run(f));
+    pub(crate) fn run_later<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.mail.push_run(f);
+        self.wake();
     }
 
     pub(crate) fn wake_fiber(&self, id: usize) {
@@ -269,7 +343,7 @@ mod tests {
         let mailbox = Mailbox::default();
         for _ in 0..3 {
             let d = dropped.clone();
-            mailbox.push(Mail::Run(Box::new(move || drop(d))));
+            mailbox.push_run(move || drop(d));
         }
         assert_eq!(Arc::strong_count(&dropped), 4);
         drop(mailbox);

@@ -221,7 +221,7 @@ impl Worker {
                 }),
                 Mail::Run(f) => {
                     self.shared.metrics.mailed();
-                    self.run_mailed(f)
+                    self.run_mailed(|| f.run())
                 }
                 Mail::Spawn(stack, job) => self.scheduler.start(stack, job),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
@@ -232,7 +232,7 @@ impl Worker {
 
     /// Runs a request that came by mail; one that must wait is retried in later turns (it is in no batch to
     /// pause).
-    fn run_mailed(&self, f: Box<dyn FnOnce()>) {
+    fn run_mailed(&self, f: impl FnOnce()) {
         f();
         if let Some(waiting) = local::take_paused() {
             self.deferred.borrow_mut().push(waiting);
