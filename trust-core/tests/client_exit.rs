@@ -101,6 +101,53 @@ fn results_of_continuations_that_never_ran_are_dropped_once() {
     );
 }
 
+/// A continuation that never ran and whose capture panics when dropped: the panic is contained (the
+/// thread exits normally), and every other continuation and result of its batch is still dropped once.
+#[test]
+fn a_panicking_destructor_among_unrun_continuations_loses_nothing() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a continuation's capture panics when dropped");
+        }
+    }
+    let counter = rt().trustee(0).entrust(0u64);
+    let results = Arc::new(AtomicUsize::new(0));
+    let tokens = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let (c, results, tokens) = (counter.clone(), results.clone(), tokens.clone());
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                let (results, token) = (results.clone(), CountsDrops(tokens.clone()));
+                let bomb = (i % 8 == 0).then(|| PanicsOnDrop);
+                c.apply_then(
+                    move |c| {
+                        *c += 1;
+                        CountsDrops(results)
+                    },
+                    move |result| {
+                        let _ = (token, result);
+                        std::mem::forget(bomb);
+                    },
+                );
+            }
+        })
+        .join()
+        .expect("the destructor's panic is contained");
+    }
+    assert_eq!(counter.apply(|c| *c), 400, "every request ran");
+    assert_eq!(
+        results.load(Ordering::SeqCst),
+        400,
+        "each result dropped exactly once"
+    );
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        400,
+        "each continuation dropped exactly once"
+    );
+}
+
 #[test]
 fn scoped_threads_sharing_one_handle_exit_with_requests_in_flight() {
     let counter: Arc<Trust<u64>> = Arc::new(rt().trustee(1).entrust(0));

@@ -76,11 +76,12 @@ trait Continuation {
     /// # Safety
     /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once.
     unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>);
-    /// Drops the continuation unrun, and its result at `src`; returns the bytes the result took there.
+    /// Drops the continuation unrun, and its result at `src`; returns the bytes the result took there, and
+    /// the panic of a destructor (caught: the batch's other results must still be dropped).
     ///
     /// # Safety
     /// As for `run_from`.
-    unsafe fn discard(self, src: *const u8) -> usize;
+    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>);
 }
 
 /// `then` and, once its request is answered, its result.
@@ -98,12 +99,12 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
         (slot::result_bytes::<thread::Result<R>>(), self.run())
     }
 
-    unsafe fn discard(self, src: *const u8) -> usize {
-        // SAFETY: by the contract; the result is dropped after the continuation (if either panics, the other
-        // still drops as the unwinding leaves this frame).
-        let _result = unsafe { slot::read_result::<thread::Result<R>>(src) };
-        drop(self);
-        slot::result_bytes::<thread::Result<R>>()
+    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>) {
+        // SAFETY: by the contract.
+        let result = unsafe { slot::read_result::<thread::Result<R>>(src) };
+        // If the continuation's destructor panics, the result is still dropped as the tuple unwinds.
+        let panic = panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).err();
+        (slot::result_bytes::<thread::Result<R>>(), panic)
     }
 
     #[inline]
@@ -130,7 +131,7 @@ impl<K: Continuation> Continuation for Box<K> {
         // SAFETY: forwarded.
         unsafe { (*self).run_from(src) }
     }
-    unsafe fn discard(self, src: *const u8) -> usize {
+    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>) {
         // SAFETY: forwarded.
         unsafe { (*self).discard(src) }
     }
@@ -150,7 +151,7 @@ pub(crate) struct Cont {
 struct VTable {
     run: unsafe fn(*mut u8) -> Option<usize>,
     run_from: unsafe fn(*mut u8, *const u8) -> (usize, Option<usize>),
-    discard: unsafe fn(*mut u8, *const u8) -> usize,
+    discard: unsafe fn(*mut u8, *const u8) -> (usize, Option<Box<dyn Any + Send>>),
     drop: unsafe fn(*mut u8),
 }
 
@@ -242,11 +243,12 @@ impl Cont {
         unsafe { (this.vtable.run_from)(this.data.as_mut_ptr().cast(), src) }
     }
 
-    /// Drops the continuation unrun with its result at `src`; returns the bytes the result took there.
+    /// Drops the continuation unrun with its result at `src`; returns the bytes the result took there, and
+    /// a destructor's panic.
     ///
     /// # Safety
     /// As for `run_from`.
-    unsafe fn discard(self, src: *const u8) -> usize {
+    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: as in `run_from`.
         unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
@@ -334,9 +336,17 @@ impl Drop for Answered {
         }
         let src = self.results.as_ptr().cast::<u8>();
         let mut at = 0;
+        let mut panicked = false;
         for then in self.thens.drain(..) {
             // SAFETY: as in `run`.
-            at += unsafe { then.discard(src.add(at)) };
+            let (bytes, panic) = unsafe { then.discard(src.add(at)) };
+            at += bytes;
+            panicked |= panic.is_some();
+        }
+        // Not resumed: this batch may be dropped beside others (a queue of them, while unwinding), and a
+        // second panic there would abort the process.
+        if panicked {
+            eprintln!("trust: a destructor panicked while a thread's unrun continuations were dropped");
         }
     }
 }
