@@ -77,11 +77,11 @@ trait Continuation {
     /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once.
     unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>);
     /// Drops the continuation unrun, and its result at `src`; returns the bytes the result took there, and
-    /// the panic of a destructor (caught: the batch's other results must still be dropped).
+    /// whether a destructor panicked (caught: the batch's other results must still be dropped).
     ///
     /// # Safety
     /// As for `run_from`.
-    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>);
+    unsafe fn discard(self, src: *const u8) -> (usize, bool);
 }
 
 /// `then` and, once its request is answered, its result.
@@ -99,12 +99,12 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
         (slot::result_bytes::<thread::Result<R>>(), self.run())
     }
 
-    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>) {
+    unsafe fn discard(self, src: *const u8) -> (usize, bool) {
         // SAFETY: by the contract.
         let result = unsafe { slot::read_result::<thread::Result<R>>(src) };
         // If the continuation's destructor panics, the result is still dropped as the tuple unwinds.
-        let panic = panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).err();
-        (slot::result_bytes::<thread::Result<R>>(), panic)
+        let panicked = panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).is_err();
+        (slot::result_bytes::<thread::Result<R>>(), panicked)
     }
 
     #[inline]
@@ -131,7 +131,7 @@ impl<K: Continuation> Continuation for Box<K> {
         // SAFETY: forwarded.
         unsafe { (*self).run_from(src) }
     }
-    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>) {
+    unsafe fn discard(self, src: *const u8) -> (usize, bool) {
         // SAFETY: forwarded.
         unsafe { (*self).discard(src) }
     }
@@ -151,7 +151,7 @@ pub(crate) struct Cont {
 struct VTable {
     run: unsafe fn(*mut u8) -> Option<usize>,
     run_from: unsafe fn(*mut u8, *const u8) -> (usize, Option<usize>),
-    discard: unsafe fn(*mut u8, *const u8) -> (usize, Option<Box<dyn Any + Send>>),
+    discard: unsafe fn(*mut u8, *const u8) -> (usize, bool),
     drop: unsafe fn(*mut u8),
 }
 
@@ -244,11 +244,11 @@ impl Cont {
     }
 
     /// Drops the continuation unrun with its result at `src`; returns the bytes the result took there, and
-    /// a destructor's panic.
+    /// whether a destructor panicked.
     ///
     /// # Safety
     /// As for `run_from`.
-    unsafe fn discard(self, src: *const u8) -> (usize, Option<Box<dyn Any + Send>>) {
+    unsafe fn discard(self, src: *const u8) -> (usize, bool) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: as in `run_from`.
         unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
@@ -341,7 +341,7 @@ impl Drop for Answered {
             // SAFETY: as in `run`.
             let (bytes, panic) = unsafe { then.discard(src.add(at)) };
             at += bytes;
-            panicked |= panic.is_some();
+            panicked |= panic;
         }
         // Not resumed: this batch may be dropped beside others (a queue of them, while unwinding), and a
         // second panic there would abort the process.
