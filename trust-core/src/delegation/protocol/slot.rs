@@ -19,8 +19,9 @@
 //!
 //! No read-modify-write instruction is used: each atomic has exactly one writer (the client writes
 //! `RequestSlot::seq`, the trustee writes `ResponseSlot::seq`), so plain Release stores and Acquire loads are
-//! enough. The only `lock`-prefixed instruction on the request/response path is the SeqCst fence of the
-//! sleep/wake handshake (`parker.rs`, once per published batch and per answer), which touches no shared data.
+//! enough. No `lock`-prefixed instruction is on the request/response path either: the sleep/wake handshake's
+//! fence (`parker.rs`, once per published batch and per answer) is a compiler fence there, its hardware half
+//! paid by the sleeper (`membarrier`), or a SeqCst fence where `membarrier` is unavailable.
 //! The protocol is model-checked under loom (`loom_model` below) and run under Miri (the tests at the bottom
 //! of this file).
 
