@@ -322,3 +322,41 @@ fn fibers_mixing_continuations_and_blocking_calls_share_batches_correctly() {
     }
     assert_eq!(t.apply(|v| v.len()), 1_600);
 }
+
+/// `wait_pending` inside a continuation waits for the other continuations, including those answered in the
+/// same batch and queued behind it: they run inside it, in issue order.
+#[test]
+fn wait_pending_inside_a_continuation_runs_the_rest_of_its_batch() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let counter = rt().trustee(1).entrust(0u64);
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        for i in 0..10u64 {
+            let seen = seen.clone();
+            counter.apply_then(
+                |c| {
+                    *c += 1;
+                    *c
+                },
+                move |v| {
+                    seen.borrow_mut().push(v);
+                    if i == 0 {
+                        // The other nine were answered in the same batch as this one.
+                        wait_pending();
+                        assert_eq!(
+                            seen.borrow().len(),
+                            10,
+                            "the other continuations ran inside"
+                        );
+                    }
+                },
+            );
+        }
+        wait_pending();
+        done_tx.send(seen.borrow().clone()).unwrap();
+    });
+    let seen = done_rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("wait_pending inside a continuation returned");
+    assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
+}

@@ -11,8 +11,8 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::delegation::client::outbox::{Client, Runnable};
-use crate::delegation::client::then::{Answered, Cont, Sender};
+use crate::delegation::client::outbox::Client;
+use crate::delegation::client::then::{Cont, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
 use crate::delegation::trustee::job::{Job, Reply};
@@ -131,29 +131,18 @@ fn run_thread_continuations() {
     }
 }
 
-/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others): a
-/// batch's at a time, outside any borrow of the client (they may issue more), until none is left.
+/// Runs this plain thread's ready continuations even inside one (`wait_pending` waits for the others): one
+/// at a time, outside any borrow of the client (they may issue more), until none is left.
 fn run_continuations_now() {
     let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
-    let with_client = |f: &mut dyn FnMut(&mut Client)| {
-        let _ = THREAD_CLIENT.try_with(|c| c.borrow_mut().as_mut().map(f));
-    };
-    // The batch to run from: the client's, taken for the loop and given back after (for its capacity).
-    let mut batch = Answered::default();
-    with_client(&mut |c| std::mem::swap(&mut batch, &mut c.running));
-    loop {
-        let mut next = Runnable::None;
-        with_client(&mut |c| next = c.next_ready(&mut batch));
+    while let Some(next) = THREAD_CLIENT
+        .try_with(|c| c.borrow_mut().as_mut().and_then(Client::next_ready))
+        .ok()
+        .flatten()
+    {
         // A panicking continuation is caught inside `run`. A plain thread has no fiber to wake.
-        match next {
-            Runnable::None => break,
-            Runnable::One(then) => {
-                let _ = then.run();
-            }
-            Runnable::Batch => batch.run(|_| {}),
-        }
+        let _ = next.run();
     }
-    with_client(&mut |c| c.running = std::mem::take(&mut batch));
     RUNNING_CONTINUATIONS.with(|r| r.set(outer));
 }
 

@@ -420,9 +420,8 @@ pub(crate) struct Client {
     pub(crate) pending: Rc<Pending>,
     /// Continuations whose results come later, from `launch_then` fibers.
     pub(crate) inbox: Inbox,
-    /// A plain thread's batch to run continuations from (see `call::run_continuations_now`), kept for its
-    /// capacity.
-    pub(crate) running: Answered,
+    /// The answered batch whose continuations are being run (see `next_ready`), kept for its capacity.
+    running: Answered,
 }
 
 impl Drop for Client {
@@ -460,24 +459,33 @@ impl Client {
 
     /// True when continuations wait to run (their results have arrived).
     pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
+        !self.running.is_empty()
+            || !self.ready.is_empty()
             || self.inbox.has_arrived()
             || self.outboxes.iter().flatten().any(Outbox::has_answered)
     }
 
-    /// The next continuations to run, once the caller holds no borrow of the client: one whose result came
-    /// by another way than a batch, else an answered batch, swapped into `batch` (which has run, and stays
-    /// where the caller keeps it: moving a batch out by value right after a publish made the CPU wait for
-    /// the publish's stores to reach the trustee's cache, a failed store-to-load forward, ~9% of the time).
-    pub(crate) fn next_ready(&mut self, batch: &mut Answered) -> Runnable {
+    /// The next continuation to run, holding its result, once the caller holds no borrow of the client:
+    /// the rest of the batch being run first (a continuation that waits in `wait_pending` runs the others
+    /// of its batch this way, in order), then one whose result came by another way than a batch, then the
+    /// next answered batch, swapped into `running` (not moved by value: moving a batch right after a
+    /// publish made the CPU wait for the publish's stores to reach the trustee's cache, a failed
+    /// store-to-load forward, ~9% of the time).
+    pub(crate) fn next_ready(&mut self) -> Option<Cont> {
+        if let Some(then) = self.running.pop() {
+            return Some(then);
+        }
         self.inbox.collect(&mut self.ready);
         if let Some(then) = self.ready.pop_front() {
-            return Runnable::One(then);
+            return Some(then);
         }
-        match self.outboxes.iter_mut().flatten().any(|o| o.take_answered(batch)) {
-            true => Runnable::Batch,
-            false => Runnable::None,
-        }
+        let running = &mut self.running;
+        self.outboxes
+            .iter_mut()
+            .flatten()
+            .any(|o| o.take_answered(running))
+            .then(|| running.pop())
+            .flatten()
     }
 
     /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine.
@@ -593,14 +601,6 @@ impl Client {
         any
     }
 }
-/// Continuations ready to run (see `Client::next_ready`).
-pub(crate) enum Runnable {
-    None,
-    One(Cont),
-    /// The batch the caller passed holds them.
-    Batch,
-}
-
 /// The outbox to `trustee`, created on first use (a free function so callers can borrow other fields).
 #[inline]
 fn outbox_in<'a>(

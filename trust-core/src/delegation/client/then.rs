@@ -3,6 +3,7 @@
 //! (a plain thread, or a fiber) still waits for, and keeps the first panic for `wait_pending` to resume.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -67,21 +68,23 @@ impl Pending {
 }
 
 /// What a continuation does: run on the issuing thread with its result, which it holds already (`run`) or
-/// reads from its batch's answer (`run_from`).
+/// reads from its batch's answer (`receive`).
 trait Continuation {
+    /// Bytes its result takes in a batch's answer.
+    const RESULT_BYTES: usize;
     /// Runs with the result it holds; returns the fiber to wake (see `Pending::finished`).
     fn run(self) -> Option<usize>;
-    /// Runs with the result at `src`; returns the bytes the result took there, and the fiber to wake.
+    /// Moves its result out of `src` into itself, to run later with it.
     ///
     /// # Safety
     /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once.
-    unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>);
-    /// Drops the continuation unrun, and its result at `src`; returns the bytes the result took there, and
-    /// whether a destructor panicked (caught: the batch's other results must still be dropped).
+    unsafe fn receive(&mut self, src: *const u8);
+    /// Drops the continuation unrun, and its result at `src`; returns whether a destructor panicked (caught:
+    /// the batch's other results must still be dropped).
     ///
     /// # Safety
-    /// As for `run_from`.
-    unsafe fn discard(self, src: *const u8) -> (usize, bool);
+    /// As for `receive`.
+    unsafe fn discard(self, src: *const u8) -> bool;
 }
 
 /// `then` and, once its request is answered, its result.
@@ -92,19 +95,19 @@ struct Then<R, C> {
 }
 
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
+    const RESULT_BYTES: usize = slot::result_bytes::<thread::Result<R>>();
+
     #[inline]
-    unsafe fn run_from(mut self, src: *const u8) -> (usize, Option<usize>) {
+    unsafe fn receive(&mut self, src: *const u8) {
         // SAFETY: by the contract.
         self.result = Some(unsafe { slot::read_result::<thread::Result<R>>(src) });
-        (slot::result_bytes::<thread::Result<R>>(), self.run())
     }
 
-    unsafe fn discard(self, src: *const u8) -> (usize, bool) {
+    unsafe fn discard(self, src: *const u8) -> bool {
         // SAFETY: by the contract.
         let result = unsafe { slot::read_result::<thread::Result<R>>(src) };
         // If the continuation's destructor panics, the result is still dropped as the tuple unwinds.
-        let panicked = panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).is_err();
-        (slot::result_bytes::<thread::Result<R>>(), panicked)
+        panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).is_err()
     }
 
     #[inline]
@@ -124,14 +127,15 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
 }
 
 impl<K: Continuation> Continuation for Box<K> {
+    const RESULT_BYTES: usize = K::RESULT_BYTES;
     fn run(self) -> Option<usize> {
         (*self).run()
     }
-    unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>) {
+    unsafe fn receive(&mut self, src: *const u8) {
         // SAFETY: forwarded.
-        unsafe { (*self).run_from(src) }
+        unsafe { (**self).receive(src) }
     }
-    unsafe fn discard(self, src: *const u8) -> (usize, bool) {
+    unsafe fn discard(self, src: *const u8) -> bool {
         // SAFETY: forwarded.
         unsafe { (*self).discard(src) }
     }
@@ -149,19 +153,21 @@ pub(crate) struct Cont {
 }
 
 struct VTable {
+    result_bytes: usize,
     run: unsafe fn(*mut u8) -> Option<usize>,
-    run_from: unsafe fn(*mut u8, *const u8) -> (usize, Option<usize>),
-    discard: unsafe fn(*mut u8, *const u8) -> (usize, bool),
+    receive: unsafe fn(*mut u8, *const u8),
+    discard: unsafe fn(*mut u8, *const u8) -> bool,
     drop: unsafe fn(*mut u8),
 }
 
 trait Erased: Continuation + Sized {
     const VTABLE: VTable = VTable {
-        // SAFETY: `Cont` calls these with the `data` it stored a `Self` in, and forgets the `Cont` after `run`,
-        // `run_from` and `discard`, so the value is read out once; `src` is the contract of `run_from`.
+        result_bytes: Self::RESULT_BYTES,
+        // SAFETY: `Cont` calls these with the `data` it stored a `Self` in, and forgets the `Cont` after `run`
+        // and `discard`, so the value is read out once; `src` is the contract of `receive`.
         run: |data| unsafe { ptr::read(data.cast::<Self>()).run() },
         // SAFETY: as above.
-        run_from: |data, src| unsafe { ptr::read(data.cast::<Self>()).run_from(src) },
+        receive: |data, src| unsafe { (*data.cast::<Self>()).receive(src) },
         // SAFETY: as above.
         discard: |data, src| unsafe { ptr::read(data.cast::<Self>()).discard(src) },
         // SAFETY: as above; only a `Cont` that never ran drops its value.
@@ -233,24 +239,27 @@ impl Cont {
         unsafe { (this.vtable.run)(this.data.as_mut_ptr().cast()) }
     }
 
-    /// `run` with the result at `src`; also returns the bytes the result took there.
+    /// Moves the result out of `src` into the continuation, which `run` then gets it from.
     ///
     /// # Safety
     /// `src` holds this continuation's result as its request wrote it, read once.
-    unsafe fn run_from(self, src: *const u8) -> (usize, Option<usize>) {
-        let mut this = ManuallyDrop::new(self);
+    unsafe fn receive(&mut self, src: *const u8) {
         // SAFETY: as in `run`; `src` by the contract.
-        unsafe { (this.vtable.run_from)(this.data.as_mut_ptr().cast(), src) }
+        unsafe { (self.vtable.receive)(self.data.as_mut_ptr().cast(), src) }
     }
 
-    /// Drops the continuation unrun with its result at `src`; returns the bytes the result took there, and
-    /// whether a destructor panicked.
+    /// Bytes its result takes in a batch's answer.
+    fn result_bytes(&self) -> usize {
+        self.vtable.result_bytes
+    }
+
+    /// Drops the continuation unrun with its result at `src`; returns whether a destructor panicked.
     ///
     /// # Safety
-    /// As for `run_from`.
-    unsafe fn discard(self, src: *const u8) -> (usize, bool) {
+    /// As for `receive`.
+    unsafe fn discard(self, src: *const u8) -> bool {
         let mut this = ManuallyDrop::new(self);
-        // SAFETY: as in `run_from`.
+        // SAFETY: as in `receive`.
         unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
     }
 }
@@ -273,21 +282,26 @@ impl std::fmt::Debug for Cont {
 pub(crate) type Ready = std::collections::VecDeque<Cont>;
 
 /// The continuations of one answered batch, in issue order, with their results copied out of the response
-/// slot in one go (packed in the same order): they run on the issuing thread once it holds no borrow of its
-/// client. Dropped unrun (the thread exits), each continuation is dropped with its result.
+/// slot in one go (packed in the same order). They run on the issuing thread once it holds no borrow of its
+/// client, one at a time from the front (`pop`), so that a continuation that waits (`wait_pending` on a plain
+/// thread) can run the rest of its batch, in order, inside that wait. Dropped unrun (the thread exits), each
+/// continuation is dropped with its result.
 #[derive(Debug, Default)]
 pub(crate) struct Answered {
-    thens: Vec<Cont>,
+    thens: VecDeque<Cont>,
     /// The results, as the trustee wrote them (8-aligned, each `slot::result_bytes` long).
     results: Vec<u64>,
+    /// Bytes of `results` that belong to continuations already popped.
+    at: usize,
 }
 
 impl Answered {
     /// Takes the continuations of a batch that has been answered (leaving `thens` empty, with this batch's
     /// old capacity); their results follow with `push_results`.
     pub(crate) fn refill(&mut self, thens: &mut Vec<Cont>) {
-        debug_assert!(self.thens.is_empty() && self.results.is_empty());
-        std::mem::swap(&mut self.thens, thens);
+        debug_assert!(self.is_empty() && self.results.is_empty());
+        let old = Vec::from(std::mem::take(&mut self.thens));
+        self.thens = VecDeque::from(std::mem::replace(thens, old));
     }
 
     /// Appends `bytes` of results (a multiple of 8) from the response body.
@@ -300,7 +314,7 @@ impl Answered {
         let words = bytes / 8;
         self.results.reserve(words);
         // SAFETY: room reserved; `src` by the contract. The words are plain bytes of moved values: the
-        // continuations read each result out once (`run_from` / `discard`).
+        // continuations read each result out once (`receive` / `discard`).
         unsafe {
             let len = self.results.len();
             ptr::copy_nonoverlapping(src.cast::<u64>(), self.results.as_mut_ptr().add(len), words);
@@ -308,20 +322,27 @@ impl Answered {
         }
     }
 
-    /// Runs the continuations in issue order; `woken` gets each fiber to wake. Leaves the batch empty for
-    /// reuse.
-    pub(crate) fn run(&mut self, mut woken: impl FnMut(usize)) {
-        let src = self.results.as_ptr().cast::<u8>();
-        let mut at = 0;
-        for then in self.thens.drain(..) {
-            // SAFETY: the results are packed in the order of the continuations, each read once.
-            let (bytes, fiber) = unsafe { then.run_from(src.add(at)) };
-            at += bytes;
-            if let Some(fiber) = fiber {
-                woken(fiber);
-            }
-        }
-        self.results.clear();
+    /// The next continuation, holding its result, to `run`; `None` (and the batch emptied for reuse) when
+    /// all have been taken.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Cont> {
+        let Some((mut then, src)) = self.pop_raw() else {
+            self.results.clear();
+            self.at = 0;
+            return None;
+        };
+        // SAFETY: `pop_raw` gives each continuation with its own result, read once here.
+        unsafe { then.receive(src) };
+        Some(then)
+    }
+
+    /// The next continuation and where its result is (valid until the batch changes).
+    fn pop_raw(&mut self) -> Option<(Cont, *const u8)> {
+        let then = self.thens.pop_front()?;
+        // SAFETY: the results of the continuations still here follow `at`, in their order.
+        let src = unsafe { self.results.as_ptr().cast::<u8>().add(self.at) };
+        self.at += then.result_bytes();
+        Some((then, src))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -331,17 +352,10 @@ impl Answered {
 
 impl Drop for Answered {
     fn drop(&mut self) {
-        if self.thens.is_empty() {
-            return;
-        }
-        let src = self.results.as_ptr().cast::<u8>();
-        let mut at = 0;
         let mut panicked = false;
-        for then in self.thens.drain(..) {
-            // SAFETY: as in `run`.
-            let (bytes, panic) = unsafe { then.discard(src.add(at)) };
-            at += bytes;
-            panicked |= panic;
+        while let Some((then, src)) = self.pop_raw() {
+            // SAFETY: `pop_raw` gives each continuation with its own result, read once here.
+            panicked |= unsafe { then.discard(src) };
         }
         // Not resumed: this batch may be dropped beside others (a queue of them, while unwinding), and a
         // second panic there would abort the process.

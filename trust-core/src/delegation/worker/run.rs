@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::delegation::client::outbox::{Client, Runnable};
-use crate::delegation::client::then::Answered;
+use crate::delegation::client::outbox::Client;
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::worker::context::{self, Yielder};
 use crate::delegation::worker::fairness::Fairness;
@@ -78,8 +77,6 @@ pub(crate) struct Worker {
     pub(crate) registry: RefCell<Registry>,
     /// This worker as a client of other trustees; shared by its fibers so their requests batch together.
     pub(crate) client: RefCell<Client>,
-    /// The batch of continuations `collect_answers` runs from, kept for its capacity.
-    ran: Cell<Answered>,
     pub(crate) scheduler: Scheduler,
     /// Inline applies since the running fiber last yielded (see `fiber::after_inline_apply`).
     pub(crate) inline_burst: Cell<u32>,
@@ -133,7 +130,6 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         shared,
         registry: RefCell::default(),
         client: RefCell::new(Client::new(Some(parker.clone()))),
-            ran: Cell::default(),
         scheduler: Scheduler::new(stacks, &shared.metrics),
         inline_burst: Cell::new(0),
         fairness: Fairness::default(),
@@ -434,25 +430,16 @@ impl Worker {
             }
         }
         // Each continuation runs outside any borrow of the client: it may issue more.
-        if !self.client.borrow().has_ready() {
-            return busy;
-        }
-        let mut batch = self.ran.take();
         loop {
-            let next = self.client.borrow_mut().next_ready(&mut batch);
-            match next {
-                Runnable::None => break,
-                Runnable::One(then) => {
-                    if let Some(fiber) = then.run() {
-                        self.scheduler.make_ready(fiber);
-                    }
-                }
-                Runnable::Batch => batch.run(|fiber| self.scheduler.make_ready(fiber)),
+            let next = self.client.borrow_mut().next_ready();
+            let Some(then) = next else {
+                return busy;
+            };
+            if let Some(fiber) = then.run() {
+                self.scheduler.make_ready(fiber);
             }
             busy = true;
         }
-        self.ran.set(batch);
-        busy
     }
 
     fn flush(&self) -> bool {
