@@ -120,9 +120,6 @@ reaches! {
 }
 
 macro_rules! tuple_context {
-    ($($T:ident)+ ; $($rest:tt)+) => {
-        tuple_context!(@impl ($($T,)+) [$($T)+] $($rest)+);
-    };
     (@impl $tuple:ty [$($T:ident)+] $($idx:tt $next:tt $P:ident $lock:ident $read:ident $try_lock:ident $try_read:ident;)+) => {
         impl<'a, K: LockKey + ?Sized, $($T,)+ const NEXT: usize> LockContext<'a, K, $tuple, NEXT> {
             $(
@@ -184,137 +181,20 @@ macro_rules! tuple_context {
     };
 }
 
-tuple_context! { T0;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
+/// `tuple_context!` for every prefix of the parts listed: tuples of 1, 2, ... up to all of them.
+macro_rules! tuple_contexts {
+    (@prefix [$($T:ident)*] [$($done:tt)*]) => {};
+    (@prefix [$($T:ident)*] [$($done:tt)*]
+        $idx:tt $next:tt $P:ident $lock:ident $read:ident $try_lock:ident $try_read:ident; $($rest:tt)*) => {
+        tuple_context!(@impl ($($T,)* $P,) [$($T)* $P] $($done)* $idx $next $P $lock $read $try_lock $try_read;);
+        tuple_contexts!(@prefix [$($T)* $P] [$($done)* $idx $next $P $lock $read $try_lock $try_read;] $($rest)*);
+    };
+    ($($row:tt)+) => {
+        tuple_contexts!(@prefix [] [] $($row)+);
+    };
 }
 
-tuple_context! { T0 T1;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-}
-
-tuple_context! { T0 T1 T2;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-}
-
-tuple_context! { T0 T1 T2 T3;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-}
-
-tuple_context! { T0 T1 T2 T3 T4;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-    7 8 T7 lock_7 read_7 try_lock_7 try_read_7;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7 T8;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-    7 8 T7 lock_7 read_7 try_lock_7 try_read_7;
-    8 9 T8 lock_8 read_8 try_lock_8 try_read_8;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7 T8 T9;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-    7 8 T7 lock_7 read_7 try_lock_7 try_read_7;
-    8 9 T8 lock_8 read_8 try_lock_8 try_read_8;
-    9 10 T9 lock_9 read_9 try_lock_9 try_read_9;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 T10;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-    7 8 T7 lock_7 read_7 try_lock_7 try_read_7;
-    8 9 T8 lock_8 read_8 try_lock_8 try_read_8;
-    9 10 T9 lock_9 read_9 try_lock_9 try_read_9;
-    10 11 T10 lock_10 read_10 try_lock_10 try_read_10;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-    7 8 T7 lock_7 read_7 try_lock_7 try_read_7;
-    8 9 T8 lock_8 read_8 try_lock_8 try_read_8;
-    9 10 T9 lock_9 read_9 try_lock_9 try_read_9;
-    10 11 T10 lock_10 read_10 try_lock_10 try_read_10;
-    11 12 T11 lock_11 read_11 try_lock_11 try_read_11;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11 T12;
-    0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
-    1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
-    2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
-    3 4 T3 lock_3 read_3 try_lock_3 try_read_3;
-    4 5 T4 lock_4 read_4 try_lock_4 try_read_4;
-    5 6 T5 lock_5 read_5 try_lock_5 try_read_5;
-    6 7 T6 lock_6 read_6 try_lock_6 try_read_6;
-    7 8 T7 lock_7 read_7 try_lock_7 try_read_7;
-    8 9 T8 lock_8 read_8 try_lock_8 try_read_8;
-    9 10 T9 lock_9 read_9 try_lock_9 try_read_9;
-    10 11 T10 lock_10 read_10 try_lock_10 try_read_10;
-    11 12 T11 lock_11 read_11 try_lock_11 try_read_11;
-    12 13 T12 lock_12 read_12 try_lock_12 try_read_12;
-}
-
-tuple_context! { T0 T1 T2 T3 T4 T5 T6 T7 T8 T9 T10 T11 T12 T13;
+tuple_contexts! {
     0 1 T0 lock_0 read_0 try_lock_0 try_read_0;
     1 2 T1 lock_1 read_1 try_lock_1 try_read_1;
     2 3 T2 lock_2 read_2 try_lock_2 try_read_2;
