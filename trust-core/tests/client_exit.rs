@@ -49,15 +49,29 @@ fn a_thread_exiting_with_apply_then_in_flight_frees_nothing_the_trustee_writes()
     assert!(ran.load(Ordering::SeqCst) <= 15);
 }
 
-/// The results of continuations that never ran are dropped too, exactly once: they wait in the client's
-/// memory with their continuation (an answered batch), and the thread's exit discards both.
-#[test]
-fn results_of_continuations_that_never_ran_are_dropped_once() {
+/// A continuation's capture that panics when it is dropped unrun.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a continuation's capture panics when dropped");
+    }
+}
+
+/// `apply_then`s each thread of `exit_with_unrun_continuations` issues.
+const PER_THREAD: usize = 40;
+
+/// `threads` threads, one after another, each issue `PER_THREAD` `apply_then`s and exit without
+/// `wait_pending`, so most continuations never run. Each result (a `CountsDrops` and a `String`) and each
+/// continuation counts its drop; continuation `i` also captures a `PanicsOnDrop` where `bomb(i)`, which it
+/// forgets when it does run. Returns the results dropped, the continuations dropped and the continuations
+/// run, after checking that every request ran.
+fn exit_with_unrun_continuations(threads: usize, bomb: fn(usize) -> bool) -> (usize, usize, usize) {
     let counter = rt().trustee(0).entrust(0u64);
     let results = Arc::new(AtomicUsize::new(0));
     let tokens = Arc::new(AtomicUsize::new(0));
     let ran = Arc::new(AtomicUsize::new(0));
-    for _ in 0..20 {
+    for _ in 0..threads {
         let (c, results, tokens, ran) = (
             counter.clone(),
             results.clone(),
@@ -65,9 +79,10 @@ fn results_of_continuations_that_never_ran_are_dropped_once() {
             ran.clone(),
         );
         std::thread::spawn(move || {
-            for _ in 0..40 {
+            for i in 0..PER_THREAD {
                 let (results, token, ran) =
                     (results.clone(), CountsDrops(tokens.clone()), ran.clone());
+                let bomb = bomb(i).then(|| PanicsOnDrop);
                 c.apply_then(
                     move |c| {
                         *c += 1;
@@ -75,77 +90,41 @@ fn results_of_continuations_that_never_ran_are_dropped_once() {
                     },
                     move |(result, text)| {
                         let _ = (token, result, text);
+                        std::mem::forget(bomb);
                         ran.fetch_add(1, Ordering::SeqCst);
                     },
                 );
             }
+            // The thread ends here: no `wait_pending`.
         })
         .join()
-        .unwrap();
+        .expect("a destructor's panic is contained");
     }
-    assert_eq!(counter.apply(|c| *c), 800, "every request ran");
+    let issued = threads * PER_THREAD;
+    assert_eq!(counter.apply(|c| *c), issued as u64, "every request ran");
+    let load = |n: &AtomicUsize| n.load(Ordering::SeqCst);
+    (load(&results), load(&tokens), load(&ran))
+}
+
+/// The results of continuations that never ran are dropped too, exactly once: they wait in the client's
+/// memory with their continuation (an answered batch), and the thread's exit discards both.
+#[test]
+fn results_of_continuations_that_never_ran_are_dropped_once() {
+    let (results, continuations, ran) = exit_with_unrun_continuations(20, |_| false);
     // A continuation that ran dropped its result and token itself; the others were discarded with theirs.
-    assert_eq!(
-        results.load(Ordering::SeqCst),
-        800,
-        "each result dropped exactly once"
-    );
-    assert_eq!(
-        tokens.load(Ordering::SeqCst),
-        800,
-        "each continuation dropped exactly once"
-    );
-    assert!(
-        ran.load(Ordering::SeqCst) < 800,
-        "the thread exited before running them all"
-    );
+    assert_eq!(results, 800, "each result dropped exactly once");
+    assert_eq!(continuations, 800, "each continuation dropped exactly once");
+    assert!(ran < 800, "the thread exited before running them all");
 }
 
 /// A continuation that never ran and whose capture panics when dropped: the panic is contained (the
 /// thread exits normally), and every other continuation and result of its batch is still dropped once.
 #[test]
 fn a_panicking_destructor_among_unrun_continuations_loses_nothing() {
-    struct PanicsOnDrop;
-    impl Drop for PanicsOnDrop {
-        fn drop(&mut self) {
-            panic!("a continuation's capture panics when dropped");
-        }
-    }
-    let counter = rt().trustee(0).entrust(0u64);
-    let results = Arc::new(AtomicUsize::new(0));
-    let tokens = Arc::new(AtomicUsize::new(0));
-    for _ in 0..10 {
-        let (c, results, tokens) = (counter.clone(), results.clone(), tokens.clone());
-        std::thread::spawn(move || {
-            for i in 0..40 {
-                let (results, token) = (results.clone(), CountsDrops(tokens.clone()));
-                let bomb = (i % 8 == 0).then(|| PanicsOnDrop);
-                c.apply_then(
-                    move |c| {
-                        *c += 1;
-                        CountsDrops(results)
-                    },
-                    move |result| {
-                        let _ = (token, result);
-                        std::mem::forget(bomb);
-                    },
-                );
-            }
-        })
-        .join()
-        .expect("the destructor's panic is contained");
-    }
-    assert_eq!(counter.apply(|c| *c), 400, "every request ran");
-    assert_eq!(
-        results.load(Ordering::SeqCst),
-        400,
-        "each result dropped exactly once"
-    );
-    assert_eq!(
-        tokens.load(Ordering::SeqCst),
-        400,
-        "each continuation dropped exactly once"
-    );
+    let (results, continuations, ran) = exit_with_unrun_continuations(10, |i| i % 8 == 0);
+    assert_eq!(results, 400, "each result dropped exactly once");
+    assert_eq!(continuations, 400, "each continuation dropped exactly once");
+    assert!(ran < 400, "the thread exited before running them all");
 }
 
 #[test]

@@ -73,6 +73,28 @@ fn requests_issued_before_are_applied_first() {
     wait_pending();
 }
 
+/// Entrusts a fresh value (on trustee `round % 2`) and gives up its two handles at once, from this thread and
+/// another, with `give_up`; returns what each side's call reported (this thread's first).
+fn race(
+    round: usize,
+    drops: &Arc<AtomicUsize>,
+    barrier: &Arc<Barrier>,
+    give_up: fn(Trust<CountsDrops>) -> bool,
+) -> (bool, bool) {
+    let a = rt().trustee(round % 2).entrust(CountsDrops(drops.clone()));
+    let b = a.clone();
+    let other = {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            barrier.wait();
+            give_up(b)
+        })
+    };
+    barrier.wait();
+    let mine = give_up(a);
+    (mine, other.join().unwrap())
+}
+
 #[test]
 fn into_inner_from_two_threads_at_once_returns_some_exactly_once() {
     let drops = Arc::new(AtomicUsize::new(0));
@@ -80,18 +102,7 @@ fn into_inner_from_two_threads_at_once_returns_some_exactly_once() {
     let barrier = Arc::new(Barrier::new(2));
     let mut somes = 0;
     for round in 0..rounds {
-        let a = rt().trustee(round % 2).entrust(CountsDrops(drops.clone()));
-        let b = a.clone();
-        let other = {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                b.into_inner().is_some()
-            })
-        };
-        barrier.wait();
-        let mine = a.into_inner().is_some();
-        let theirs = other.join().unwrap();
+        let (mine, theirs) = race(round, &drops, &barrier, |t| t.into_inner().is_some());
         assert!(mine ^ theirs, "round {round}: mine {mine}, theirs {theirs}");
         somes += usize::from(mine) + usize::from(theirs);
         // The `Some` value was dropped by its receiver, already: never by the trustee as well.
@@ -108,18 +119,9 @@ fn try_unwrap_from_two_threads_at_once_never_takes_the_value_twice() {
     let barrier = Arc::new(Barrier::new(2));
     let rounds = 300;
     for round in 0..rounds {
-        let a = rt().trustee(round % 2).entrust(CountsDrops(drops.clone()));
-        let b = a.clone();
-        let other = {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                b.try_unwrap().map(drop).is_ok()
-            })
-        };
-        barrier.wait();
-        let mine = a.try_unwrap().map(drop).is_ok();
-        let theirs = other.join().unwrap();
+        let (mine, theirs) = race(round, &drops, &barrier, |t| {
+            t.try_unwrap().map(drop).is_ok()
+        });
         // Each failure drops its handle afterwards; at most one took the value.
         assert!(!(mine && theirs), "round {round}: both took the value");
         eventually(|| drops.load(Ordering::SeqCst) == round + 1);
