@@ -327,8 +327,11 @@ impl Answered {
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<Cont> {
         let Some((mut then, src)) = self.pop_raw() else {
-            self.results.clear();
-            self.at = 0;
+            // Emptied for reuse once (a worker's idle loop asks every round: no writes then).
+            if self.at != 0 {
+                self.results.clear();
+                self.at = 0;
+            }
             return None;
         };
         // SAFETY: `pop_raw` gives each continuation with its own result, read once here.

@@ -257,3 +257,61 @@ mod loom_model {
         handshake(2);
     }
 }
+
+/// The handshake with real threads and the fences this machine uses (asymmetric where `membarrier` works;
+/// loom models the symmetric one above): two threads hand a counter back and forth, each parking at once
+/// (no spinning) with an hour's timeout, so one lost wake-up stops the game and the test fails on its
+/// deadline instead of hiding behind a short timeout. With the sleeper's `membarrier` removed it failed in
+/// about half the runs (a race: not every run hits the window).
+#[cfg(all(test, not(loom), not(miri)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Barrier, OnceLock, mpsc};
+
+    #[test]
+    fn no_wake_up_is_lost_between_real_threads() {
+        const ROUNDS: u64 = 200_000;
+        let turn = Arc::new(AtomicU64::new(0));
+        let parkers: Arc<[OnceLock<Arc<Parker>>; 2]> = Arc::new([OnceLock::new(), OnceLock::new()]);
+        let barrier = Arc::new(Barrier::new(2));
+        let (done_tx, done_rx) = mpsc::channel();
+        for me in 0..2u64 {
+            let (turn, parkers, barrier, done_tx) = (
+                turn.clone(),
+                parkers.clone(),
+                barrier.clone(),
+                done_tx.clone(),
+            );
+            std::thread::spawn(move || {
+                let mine = parkers[me as usize]
+                    .get_or_init(|| Arc::new(Parker::current()))
+                    .clone();
+                assert_eq!(mine.asymmetric, asymmetric::available());
+                barrier.wait();
+                let other = parkers[1 - me as usize]
+                    .get()
+                    .expect("both registered")
+                    .clone();
+                for round in 0..ROUNDS {
+                    let my_turn = 2 * round + me;
+                    while turn.load(Ordering::Acquire) != my_turn {
+                        mine.park_unless(
+                            || turn.load(Ordering::Acquire) == my_turn,
+                            Duration::from_secs(3600),
+                        );
+                    }
+                    turn.store(my_turn + 1, Ordering::Release);
+                    other.wake();
+                }
+                done_tx.send(()).unwrap();
+            });
+        }
+        for _ in 0..2 {
+            done_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a wake-up was lost: a player parked for good");
+        }
+        assert_eq!(turn.load(Ordering::Acquire), 2 * ROUNDS);
+    }
+}
