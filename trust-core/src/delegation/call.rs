@@ -125,6 +125,7 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
 /// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
 /// client. Not from inside a continuation: a chain of `apply_then`s, each issued by the previous one's
 /// continuation, would nest one stack frame per link; the loop already running picks them up instead.
+#[inline]
 fn run_thread_continuations() {
     if !RUNNING_CONTINUATIONS.with(Cell::get) {
         run_continuations_now();
@@ -141,7 +142,8 @@ fn run_continuations_now() {
         .flatten()
     {
         // A panicking continuation is caught inside `run`. A plain thread has no fiber to wake.
-        let _ = next.run();
+        // SAFETY: run right after it was taken; the client's borrow ended with the `try_with` above.
+        let _ = unsafe { next.run() };
     }
     RUNNING_CONTINUATIONS.with(|r| r.set(outer));
 }
@@ -168,14 +170,14 @@ where
                 .client
                 .borrow_mut()
                 .outbox(trustee)
-                .push_or_queue_then(record, Cont::new(then, owner, None));
+                .push_or_queue_then(record, Cont::new(then, owner));
             return;
         };
         loop {
             let mut client = worker.client.borrow_mut();
             let outbox = client.outbox(trustee);
             if outbox.has_room::<Reply<J>>() {
-                return outbox.push_then(record, Cont::new(then, owner, None));
+                return outbox.push_then(record, Cont::new(then, owner));
             }
             outbox.blocked.push(id);
             drop(client);

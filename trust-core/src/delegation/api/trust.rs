@@ -172,7 +172,7 @@ impl<T: Send + 'static> Trust<T> {
             };
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             let result = unsafe { property::apply_caught(property.get(), f) };
-            let cont = Cont::new(then, owner, Some(result));
+            let cont = Cont::held(then, owner, result);
             worker.client.borrow_mut().ready.push_back(cont);
             return;
         }

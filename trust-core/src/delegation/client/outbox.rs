@@ -15,7 +15,7 @@ use std::rc::Rc;
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::protocol::slot::{self, Batch, Queued, Record, SlotPair};
-use crate::delegation::client::then::{Answered, Cont, Inbox, Pending, Ready};
+use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::shared::TrusteeShared;
 
@@ -269,6 +269,7 @@ impl Outbox {
     }
 
     /// Publishes the batch being built, topped up from the backlog, if the slot is free.
+    #[inline]
     pub(crate) fn flush(&mut self) -> bool {
         if self.in_flight {
             return false;
@@ -458,6 +459,7 @@ impl Client {
     }
 
     /// True when continuations wait to run (their results have arrived).
+    #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         !self.running.is_empty()
             || !self.ready.is_empty()
@@ -471,13 +473,18 @@ impl Client {
     /// next answered batch, swapped into `running` (not moved by value: moving a batch right after a
     /// publish made the CPU wait for the publish's stores to reach the trustee's cache, a failed
     /// store-to-load forward, ~9% of the time).
-    pub(crate) fn next_ready(&mut self) -> Option<Cont> {
-        if let Some(then) = self.running.pop() {
-            return Some(then);
+    #[inline]
+    pub(crate) fn next_ready(&mut self) -> Option<Next> {
+        if let Some(next) = self.running.pop() {
+            return Some(next);
         }
+        self.next_ready_elsewhere()
+    }
+
+    fn next_ready_elsewhere(&mut self) -> Option<Next> {
         self.inbox.collect(&mut self.ready);
         if let Some(then) = self.ready.pop_front() {
-            return Some(then);
+            return Some(Next::held(then));
         }
         let running = &mut self.running;
         self.outboxes
@@ -536,7 +543,7 @@ impl Client {
             outbox.wait(parker);
             outbox.flush();
         }
-        outbox.push_then(record, Cont::new(then, self.pending.clone(), None));
+        outbox.push_then(record, Cont::new(then, self.pending.clone()));
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
         // as a pipelining ring does: a publish costs cache-line transfers both ways, too much to pay per
         // request. The rest goes at the next blocking call, `wait_pending`, or when the thread exits.

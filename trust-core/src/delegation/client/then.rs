@@ -3,7 +3,6 @@
 //! (a plain thread, or a fiber) still waits for, and keeps the first panic for `wait_pending` to resume.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -67,40 +66,59 @@ impl Pending {
     }
 }
 
-/// What a continuation does: run on the issuing thread with its result, which it holds already (`run`) or
-/// reads from its batch's answer (`receive`).
+/// What a continuation does: run on the issuing thread with its result, which it reads from its batch's
+/// answer ([`Then`]) or holds already ([`Held`]).
 trait Continuation {
-    /// Bytes its result takes in a batch's answer.
+    /// Bytes its result takes in a batch's answer (0 for one that holds its result).
     const RESULT_BYTES: usize;
-    /// Runs with the result it holds; returns the fiber to wake (see `Pending::finished`).
-    fn run(self) -> Option<usize>;
-    /// Moves its result out of `src` into itself, to run later with it.
+    /// Runs with its result; returns the fiber to wake (see `Pending::finished`).
     ///
     /// # Safety
-    /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once.
-    unsafe fn receive(&mut self, src: *const u8);
+    /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once here;
+    /// unused when `RESULT_BYTES` is 0.
+    unsafe fn run(self, src: *const u8) -> Option<usize>;
     /// Drops the continuation unrun, and its result at `src`; returns whether a destructor panicked (caught:
     /// the batch's other results must still be dropped).
     ///
     /// # Safety
-    /// As for `receive`.
+    /// As for `run`.
     unsafe fn discard(self, src: *const u8) -> bool;
 }
 
-/// `then` and, once its request is answered, its result.
+/// `then`, waiting in its batch for the result its request writes into the batch's answer.
 struct Then<R, C> {
-    result: Option<thread::Result<R>>,
     then: C,
     owner: Rc<Pending>,
+    _result: PhantomData<fn(R)>,
+}
+
+/// `then` with its result, which came by another way than a batch's answer (the local shortcut ran the request
+/// inline, or a `launch_then` fiber sent it).
+struct Held<R, C> {
+    result: thread::Result<R>,
+    then: C,
+    owner: Rc<Pending>,
+}
+
+/// Runs `then` with `result` for `owner`, a panic in it kept for `wait_pending`.
+#[inline]
+fn run_then<R, C: FnOnce(R)>(then: C, owner: Rc<Pending>, result: thread::Result<R>) -> Option<usize> {
+    owner.started();
+    let panic = match result {
+        Ok(r) => panic::catch_unwind(AssertUnwindSafe(|| then(r))).err(),
+        Err(p) => Some(p),
+    };
+    owner.finished(panic)
 }
 
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
     const RESULT_BYTES: usize = slot::result_bytes::<thread::Result<R>>();
 
     #[inline]
-    unsafe fn receive(&mut self, src: *const u8) {
+    unsafe fn run(self, src: *const u8) -> Option<usize> {
         // SAFETY: by the contract.
-        self.result = Some(unsafe { slot::read_result::<thread::Result<R>>(src) });
+        let result = unsafe { slot::read_result::<thread::Result<R>>(src) };
+        run_then(self.then, self.owner, result)
     }
 
     unsafe fn discard(self, src: *const u8) -> bool {
@@ -109,31 +127,26 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
         // If the continuation's destructor panics, the result is still dropped as the tuple unwinds.
         panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).is_err()
     }
+}
+
+impl<R, C: FnOnce(R)> Continuation for Held<R, C> {
+    const RESULT_BYTES: usize = 0;
 
     #[inline]
-    fn run(self) -> Option<usize> {
-        let Then {
-            result,
-            then,
-            owner,
-        } = self;
-        owner.started();
-        let panic = match result.expect("a continuation runs after its request was answered") {
-            Ok(r) => panic::catch_unwind(AssertUnwindSafe(|| then(r))).err(),
-            Err(p) => Some(p),
-        };
-        owner.finished(panic)
+    unsafe fn run(self, _: *const u8) -> Option<usize> {
+        run_then(self.then, self.owner, self.result)
+    }
+
+    unsafe fn discard(self, _: *const u8) -> bool {
+        panic::catch_unwind(AssertUnwindSafe(move || drop(self))).is_err()
     }
 }
 
 impl<K: Continuation> Continuation for Box<K> {
     const RESULT_BYTES: usize = K::RESULT_BYTES;
-    fn run(self) -> Option<usize> {
-        (*self).run()
-    }
-    unsafe fn receive(&mut self, src: *const u8) {
+    unsafe fn run(self, src: *const u8) -> Option<usize> {
         // SAFETY: forwarded.
-        unsafe { (**self).receive(src) }
+        unsafe { (*self).run(src) }
     }
     unsafe fn discard(self, src: *const u8) -> bool {
         // SAFETY: forwarded.
@@ -154,8 +167,7 @@ pub(crate) struct Cont {
 
 struct VTable {
     result_bytes: usize,
-    run: unsafe fn(*mut u8) -> Option<usize>,
-    receive: unsafe fn(*mut u8, *const u8),
+    run: unsafe fn(*mut u8, *const u8) -> Option<usize>,
     discard: unsafe fn(*mut u8, *const u8) -> bool,
     drop: unsafe fn(*mut u8),
 }
@@ -163,14 +175,13 @@ struct VTable {
 trait Erased: Continuation + Sized {
     const VTABLE: VTable = VTable {
         result_bytes: Self::RESULT_BYTES,
-        // SAFETY: `Cont` calls these with the `data` it stored a `Self` in, and forgets the `Cont` after `run`
-        // and `discard`, so the value is read out once; `src` is the contract of `receive`.
-        run: |data| unsafe { ptr::read(data.cast::<Self>()).run() },
-        // SAFETY: as above.
-        receive: |data, src| unsafe { (*data.cast::<Self>()).receive(src) },
+        // SAFETY: these are called with the `data` a `Self` was stored in, and the value is read out once: the
+        // `Cont` is forgotten (or counted as taken, in its batch) when `run` or `discard` moves it out, and
+        // only one that never ran is dropped. `src` is the contract of `run`.
+        run: |data, src| unsafe { ptr::read(data.cast::<Self>()).run(src) },
         // SAFETY: as above.
         discard: |data, src| unsafe { ptr::read(data.cast::<Self>()).discard(src) },
-        // SAFETY: as above; only a `Cont` that never ran drops its value.
+        // SAFETY: as above.
         drop: |data| unsafe { ptr::drop_in_place(data.cast::<Self>()) },
     };
 }
@@ -178,96 +189,63 @@ trait Erased: Continuation + Sized {
 impl<K: Continuation> Erased for K {}
 
 impl Cont {
-    /// The continuation `then` of a request issued by `owner`; `result` when it is already known (the local
-    /// shortcut ran the request inline).
-    pub(crate) fn new<R, C: FnOnce(R) + 'static>(
-        then: C,
-        owner: Rc<Pending>,
-        result: Option<thread::Result<R>>,
-    ) -> Cont
-    where
-        R: 'static,
-    {
+    /// The continuation `then` of a request issued by `owner`, to run with the result its batch's answer
+    /// brings.
+    #[inline]
+    pub(crate) fn new<R: 'static, C: FnOnce(R) + 'static>(then: C, owner: Rc<Pending>) -> Cont {
         owner.issued();
-        let then = Then {
-            result,
+        Cont::store(Then {
             then,
             owner,
-        };
-        if size_of::<Then<R, C>>() <= size_of::<[usize; INLINE_WORDS]>()
-            && align_of::<Then<R, C>>() <= align_of::<usize>()
-        {
-            Cont::store(then)
-        } else {
-            Cont::store(Box::new(then))
-        }
+            _result: PhantomData,
+        })
     }
 
-    /// The continuation `then` of a request whose issue `owner` counted already (`Pending::issued`), with the
-    /// result that came later by another way than its batch's answer (see [`Inbox`]).
-    fn counted<R, C: FnOnce(R) + 'static>(
+    /// The continuation `then` of a request issued by `owner` and already answered (the local shortcut ran
+    /// it inline).
+    pub(crate) fn held<R: 'static, C: FnOnce(R) + 'static>(
         then: C,
         owner: Rc<Pending>,
         result: thread::Result<R>,
-    ) -> Cont
-    where
-        R: 'static,
-    {
-        Cont::store(Box::new(Then {
-            result: Some(result),
-            then,
-            owner,
-        }))
+    ) -> Cont {
+        owner.issued();
+        Cont::store(Held { result, then, owner })
     }
 
+    /// `held` for a request whose issue `owner` counted already (`Pending::issued`), with the result that came
+    /// later by another way than its batch's answer (see [`Inbox`]).
+    fn counted<R: 'static, C: FnOnce(R) + 'static>(then: C, owner: Rc<Pending>, result: thread::Result<R>) -> Cont {
+        Cont::store(Held { result, then, owner })
+    }
+
+    /// Stores `k` inline when it fits, else boxed.
+    #[inline]
     fn store<K: Continuation>(k: K) -> Cont {
+        if size_of::<K>() <= size_of::<[usize; INLINE_WORDS]>() && align_of::<K>() <= align_of::<usize>() {
+            Cont::store_inline(k)
+        } else {
+            Cont::store_inline(Box::new(k))
+        }
+    }
+
+    #[inline]
+    fn store_inline<K: Continuation>(k: K) -> Cont {
+        assert!(size_of::<K>() <= size_of::<[usize; INLINE_WORDS]>() && align_of::<K>() <= align_of::<usize>());
         let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
-        // SAFETY: `new` checked that `K` fits and is at most word-aligned (a `Box` always is).
+        // SAFETY: checked above that `K` fits and is at most word-aligned (a `Box` always is).
         unsafe { ptr::write(data.as_mut_ptr().cast::<K>(), k) };
         Cont {
             vtable: &K::VTABLE,
             data,
         }
     }
-
-    /// Runs the continuation with the result it holds (a panic in it is kept for `wait_pending`). Returns the
-    /// fiber to wake: one waiting in `wait_pending` for this, its last continuation.
-    #[must_use = "a fiber waiting for this continuation must be woken"]
-    pub(crate) fn run(self) -> Option<usize> {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `data` holds the type the vtable was made for; `this` is not dropped, so it is used once.
-        unsafe { (this.vtable.run)(this.data.as_mut_ptr().cast()) }
-    }
-
-    /// Moves the result out of `src` into the continuation, which `run` then gets it from.
-    ///
-    /// # Safety
-    /// `src` holds this continuation's result as its request wrote it, read once.
-    unsafe fn receive(&mut self, src: *const u8) {
-        // SAFETY: as in `run`; `src` by the contract.
-        unsafe { (self.vtable.receive)(self.data.as_mut_ptr().cast(), src) }
-    }
-
-    /// Bytes its result takes in a batch's answer.
-    fn result_bytes(&self) -> usize {
-        self.vtable.result_bytes
-    }
-
-    /// Drops the continuation unrun with its result at `src`; returns whether a destructor panicked.
-    ///
-    /// # Safety
-    /// As for `receive`.
-    unsafe fn discard(self, src: *const u8) -> bool {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: as in `receive`.
-        unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
-    }
 }
 
 impl Drop for Cont {
-    /// A continuation that never ran (its thread went away): its closure and result are dropped.
+    /// A continuation that never ran (its thread went away, or its request never went out): its closure is
+    /// dropped (with its result, if it holds one).
     fn drop(&mut self) {
-        // SAFETY: as in `receive`; dropped once.
+        // SAFETY: `data` holds the type the vtable was made for, dropped once.
         unsafe { (self.vtable.drop)(self.data.as_mut_ptr().cast()) }
     }
 }
@@ -278,8 +256,52 @@ impl std::fmt::Debug for Cont {
     }
 }
 
-/// Continuations whose results have arrived, in issue order.
+/// Continuations whose results have arrived by another way than a batch's answer, in issue order.
 pub(crate) type Ready = std::collections::VecDeque<Cont>;
+
+/// The next continuation to run, taken from where it waits: a continuation that holds its result, or one
+/// still in its answered batch, next to its result, both moved out only when it runs (no copy of the
+/// continuation, no copy of the result before the one into the closure's argument).
+#[must_use = "a continuation taken to run must run (or it leaks)"]
+pub(crate) struct Next(Taken);
+
+enum Taken {
+    Held(Cont),
+    InBatch {
+        vtable: &'static VTable,
+        data: *mut u8,
+        src: *const u8,
+    },
+}
+
+impl Next {
+    /// A continuation that holds its result.
+    pub(crate) fn held(then: Cont) -> Self {
+        Next(Taken::Held(then))
+    }
+
+    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`). Returns the fiber to
+    /// wake: one waiting in `wait_pending` for this, its last continuation.
+    ///
+    /// # Safety
+    /// Right after it was taken: nothing has used the client it came from since (the batch it points into
+    /// has not been popped again, refilled or dropped).
+    #[must_use = "a fiber waiting for this continuation must be woken"]
+    #[inline]
+    pub(crate) unsafe fn run(self) -> Option<usize> {
+        match self.0 {
+            Taken::Held(then) => {
+                let mut then = ManuallyDrop::new(then);
+                // SAFETY: `data` holds the type the vtable was made for, read out once (`then` is forgotten);
+                // a held continuation reads no `src`.
+                unsafe { (then.vtable.run)(then.data.as_mut_ptr().cast(), ptr::null()) }
+            }
+            // SAFETY: `Answered::pop` gave the continuation and its result, not taken before (it counted them
+            // as taken), and by the contract they are still there.
+            Taken::InBatch { vtable, data, src } => unsafe { (vtable.run)(data, src) },
+        }
+    }
+}
 
 /// The continuations of one answered batch, in issue order, with their results copied out of the response
 /// slot in one go (packed in the same order). They run on the issuing thread once it holds no borrow of its
@@ -288,10 +310,12 @@ pub(crate) type Ready = std::collections::VecDeque<Cont>;
 /// continuation is dropped with its result.
 #[derive(Debug, Default)]
 pub(crate) struct Answered {
-    thens: VecDeque<Cont>,
+    /// The continuations; those before `next` have been taken to run (moved out: never dropped here).
+    thens: Vec<Cont>,
+    next: usize,
     /// The results, as the trustee wrote them (8-aligned, each `slot::result_bytes` long).
     results: Vec<u64>,
-    /// Bytes of `results` that belong to continuations already popped.
+    /// Bytes of `results` that belong to continuations already taken.
     at: usize,
 }
 
@@ -299,9 +323,19 @@ impl Answered {
     /// Takes the continuations of a batch that has been answered (leaving `thens` empty, with this batch's
     /// old capacity); their results follow with `push_results`.
     pub(crate) fn refill(&mut self, thens: &mut Vec<Cont>) {
-        debug_assert!(self.is_empty() && self.results.is_empty());
-        let old = Vec::from(std::mem::take(&mut self.thens));
-        self.thens = VecDeque::from(std::mem::replace(thens, old));
+        debug_assert!(self.is_empty());
+        self.reset();
+        std::mem::swap(&mut self.thens, thens);
+    }
+
+    /// Forgets the continuations taken (all of them) and their results, keeping the capacity.
+    fn reset(&mut self) {
+        debug_assert!(self.is_empty());
+        // SAFETY: every continuation before `next` was moved out (taken), and there are none after.
+        unsafe { self.thens.set_len(0) };
+        self.next = 0;
+        self.results.clear();
+        self.at = 0;
     }
 
     /// Appends `bytes` of results (a multiple of 8) from the response body.
@@ -314,7 +348,7 @@ impl Answered {
         let words = bytes / 8;
         self.results.reserve(words);
         // SAFETY: room reserved; `src` by the contract. The words are plain bytes of moved values: the
-        // continuations read each result out once (`receive` / `discard`).
+        // continuations read each result out once (`run` / `discard`).
         unsafe {
             let len = self.results.len();
             ptr::copy_nonoverlapping(src.cast::<u64>(), self.results.as_mut_ptr().add(len), words);
@@ -322,49 +356,76 @@ impl Answered {
         }
     }
 
-    /// The next continuation, holding its result, to `run`; `None` (and the batch emptied for reuse) when
-    /// all have been taken.
+    /// Takes the next continuation, to run with its result; `None` (and the batch emptied for reuse) when all
+    /// have been taken.
     #[inline]
-    pub(crate) fn pop(&mut self) -> Option<Cont> {
-        let Some((mut then, src)) = self.pop_raw() else {
+    pub(crate) fn pop(&mut self) -> Option<Next> {
+        let Some((data, src)) = self.take() else {
             // Emptied for reuse once (a worker's idle loop asks every round: no writes then).
-            if self.at != 0 {
-                self.results.clear();
-                self.at = 0;
+            if self.next != 0 || self.at != 0 {
+                self.reset();
             }
             return None;
         };
-        // SAFETY: `pop_raw` gives each continuation with its own result, read once here.
-        unsafe { then.receive(src) };
-        Some(then)
+        // SAFETY: `take` found the continuation at `data`.
+        let vtable = unsafe { (*data).vtable };
+        Some(Next(Taken::InBatch {
+            vtable,
+            // SAFETY: as above.
+            data: unsafe { (&raw mut (*data).data).cast() },
+            src,
+        }))
     }
 
-    /// The next continuation and where its result is (valid until the batch changes).
-    fn pop_raw(&mut self) -> Option<(Cont, *const u8)> {
-        let then = self.thens.pop_front()?;
-        // SAFETY: the results of the continuations still here follow `at`, in their order.
-        let src = unsafe { self.results.as_ptr().cast::<u8>().add(self.at) };
-        self.at += then.result_bytes();
-        Some((then, src))
+    /// Counts the next continuation as taken; gives where it is and where its result is (valid until the
+    /// batch changes).
+    #[inline]
+    fn take(&mut self) -> Option<(*mut Cont, *const u8)> {
+        if self.next == self.thens.len() {
+            return None;
+        }
+        // SAFETY: in bounds (checked above); the results of the continuations not taken follow `at`, in order.
+        unsafe {
+            let then = self.thens.as_mut_ptr().add(self.next);
+            let src = self.results.as_ptr().cast::<u8>().add(self.at);
+            self.next += 1;
+            self.at += (*then).vtable.result_bytes;
+            Some((then, src))
+        }
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.thens.is_empty()
+        self.next == self.thens.len()
     }
 }
 
 impl Drop for Answered {
     fn drop(&mut self) {
         let mut panicked = false;
-        while let Some((then, src)) = self.pop_raw() {
-            // SAFETY: `pop_raw` gives each continuation with its own result, read once here.
-            panicked |= unsafe { then.discard(src) };
+        while let Some((then, src)) = self.take() {
+            // SAFETY: `take` gives each continuation with its own result once; it counts as taken, so it is
+            // read out once here and not dropped again.
+            panicked |= unsafe { ptr::read(then).discard(src) };
         }
+        self.reset();
         // Not resumed: this batch may be dropped beside others (a queue of them, while unwinding), and a
         // second panic there would abort the process.
         if panicked {
             eprintln!("trust: a destructor panicked while a thread's unrun continuations were dropped");
         }
+    }
+}
+
+impl Cont {
+    /// Drops the continuation unrun with its result at `src`; returns whether a destructor panicked.
+    ///
+    /// # Safety
+    /// As for [`Continuation::run`].
+    unsafe fn discard(self, src: *const u8) -> bool {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `data` holds the type the vtable was made for, read out once (`this` is forgotten).
+        unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
     }
 }
 

@@ -228,26 +228,31 @@ impl Batch {
         }
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// True once the records, or the results they reserve, take half the body.
+    #[inline]
     pub(crate) fn is_half_full(&self) -> bool {
         2 * self.len.max(self.results) >= BODY
     }
 
     /// Bytes of records in the batch.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Bytes of the response body reserved so far: where the next record's result will be.
+    #[inline]
     pub(crate) fn reserved(&self) -> usize {
         self.results
     }
 
     /// Number of records in the batch.
+    #[inline]
     pub(crate) fn count(&self) -> usize {
         self.count
     }

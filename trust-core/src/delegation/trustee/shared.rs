@@ -272,6 +272,7 @@ impl TrusteeShared {
         self.mail.take()
     }
 
+    #[inline]
     pub(crate) fn is_running(&self) -> bool {
         self.state.load(Ordering::Acquire) == RUNNING
     }

@@ -435,7 +435,8 @@ impl Worker {
             let Some(then) = next else {
                 return busy;
             };
-            if let Some(fiber) = then.run() {
+            // SAFETY: run right after it was taken; the client's borrow ended with the statement above.
+            if let Some(fiber) = unsafe { then.run() } {
                 self.scheduler.make_ready(fiber);
             }
             busy = true;
