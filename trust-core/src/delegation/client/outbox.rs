@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::rc::Rc;
@@ -16,7 +16,7 @@ use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::protocol::slot::{self, Batch, Queued, Record, SlotPair};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
-use crate::delegation::protocol::channel::Channel;
+use crate::delegation::protocol::channel::{Channel, Linger};
 use crate::delegation::trustee::shared::TrusteeShared;
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
@@ -83,8 +83,7 @@ impl Outbox {
             slots: SlotPair::new(),
             parker,
             closed: AtomicBool::new(false),
-            lingering: AtomicBool::new(false),
-            through: AtomicU32::new(0),
+            linger: Linger::default(),
         });
         trustee.register(channel.clone());
         Outbox {
@@ -217,8 +216,8 @@ impl Outbox {
     #[inline]
     fn linger(&self) {
         let through = self.sent.wrapping_add(1 + self.backlog.len() as u32);
-        self.channel.through.store(through, Ordering::Relaxed);
-        self.channel.lingering.store(true, Ordering::Release);
+        self.channel.linger.through.store(through, Ordering::Relaxed);
+        self.channel.linger.lingering.store(true, Ordering::Release);
     }
 
     /// True when a record of type `F` can join the batch being built now.
@@ -290,7 +289,7 @@ impl Outbox {
         unsafe { self.channel.slots.publish(self.sent, &mut self.batch) };
         if self.backlog.is_empty() {
             // After the publication: a trustee that reads `false` also sees the batch.
-            self.channel.lingering.store(false, Ordering::Release);
+            self.channel.linger.lingering.store(false, Ordering::Release);
         }
         self.in_flight = true;
         self.callers_in_flight = self.callers.len();

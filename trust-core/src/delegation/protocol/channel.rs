@@ -15,8 +15,16 @@ pub(crate) struct Channel {
     pub(crate) parker: Option<Arc<Parker>>,
     /// The client is gone; the trustee forgets the channel once its last batch is served.
     pub(crate) closed: AtomicBool,
-    /// The client holds records not yet published, all of which will be in batches numbered up to `through`.
-    /// Read by the trustee before it drops a property whose count reached zero (see `worker::run::Worker::retire`).
+    pub(crate) linger: Linger,
+}
+
+/// The client holds records not yet published, all of which will be in batches numbered up to `through`.
+/// Read by the trustee before it drops a property whose count reached zero (see `worker::run::Worker::retire`).
+/// Written by the client at every batch, so on cache lines of its own, away from `parker`, which the trustee
+/// reads after every batch.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Linger {
     pub(crate) lingering: AtomicBool,
     pub(crate) through: AtomicU32,
 }

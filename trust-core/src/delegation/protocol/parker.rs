@@ -19,7 +19,10 @@ use crate::delegation::protocol::sync::thread::{self, Thread};
 use crate::delegation::protocol::sync::{AtomicBool, Ordering, fence};
 use std::sync::atomic::compiler_fence;
 
+/// On cache lines of its own: the waker reads `sleeping` after every batch or answer, and a neighbour in the
+/// sleeper's heap written as often (a client's `apply_then` counter) would make every read a cache miss.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Parker {
     sleeping: AtomicBool,
     /// The fences are asymmetric (see the module docs); fixed at creation, so both sides agree.

@@ -345,8 +345,8 @@ impl Worker {
             .borrow()
             .iter()
             .filter_map(|s| {
-                let need = if s.channel.lingering.load(Ordering::Acquire) {
-                    s.channel.through.load(Ordering::Relaxed)
+                let need = if s.channel.linger.lingering.load(Ordering::Acquire) {
+                    s.channel.linger.through.load(Ordering::Relaxed)
                 } else {
                     s.channel.slots.published()
                 };
@@ -385,7 +385,7 @@ impl Worker {
                     .find(|s| Arc::ptr_eq(&s.channel, channel))
                     .is_none_or(|s| {
                         s.served.wrapping_sub(*need) < u32::MAX / 2
-                            || (!s.channel.lingering.load(Ordering::Acquire)
+                            || (!s.channel.linger.lingering.load(Ordering::Acquire)
                                 && s.channel.slots.pending(s.served).is_none())
                     })
             };
