@@ -31,7 +31,12 @@ pub(crate) struct Header {
     drop_property: unsafe fn(*mut Header),
 }
 
-#[repr(C)]
+/// On cache lines of its own (128 bytes, the pair the adjacent-line prefetcher moves together): properties
+/// are allocated by whichever thread entrusts them, so two entrusted one after the other to different
+/// trustees would otherwise share a line, and their two workers would take it from each other on every
+/// request. Measured with 1,024 counters entrusted alternately to two trustees, fibers incrementing random
+/// ones: +26% (64-byte alignment: +12%).
+#[repr(C, align(128))]
 #[derive(Debug)]
 pub(crate) struct Property<T> {
     header: Header,
