@@ -49,7 +49,7 @@ fn remote_fibers_get_a_fair_share_of_a_counter_whose_worker_runs_local_fibers() 
         "every increment counted"
     );
     let (local, remote) = (done[0], done[1]);
-    // The rule gives remote fibers half of what local ones get; a quarter leaves room for a noisy machine
+    // The rule gives remote fibers 1 / 2.5 of what local ones get; a quarter leaves room for a noisy machine
     // (a worker descheduled for a while stops being saturated, and the local fibers run free meanwhile).
     assert!(
         remote * 4 >= local,
