@@ -239,6 +239,16 @@ impl Cont {
             data,
         }
     }
+
+    /// Drops the continuation unrun with its result at `src`; returns whether a destructor panicked.
+    ///
+    /// # Safety
+    /// As for [`Continuation::run`].
+    unsafe fn discard(self, src: *const u8) -> bool {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `data` holds the type the vtable was made for, read out once (`this` is forgotten).
+        unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
+    }
 }
 
 impl Drop for Cont {
@@ -414,18 +424,6 @@ impl Drop for Answered {
         if panicked {
             eprintln!("trust: a destructor panicked while a thread's unrun continuations were dropped");
         }
-    }
-}
-
-impl Cont {
-    /// Drops the continuation unrun with its result at `src`; returns whether a destructor panicked.
-    ///
-    /// # Safety
-    /// As for [`Continuation::run`].
-    unsafe fn discard(self, src: *const u8) -> bool {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `data` holds the type the vtable was made for, read out once (`this` is forgotten).
-        unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }
     }
 }
 
