@@ -20,7 +20,8 @@ use crate::delegation::protocol::sync::{AtomicBool, Ordering, fence};
 use std::sync::atomic::compiler_fence;
 
 /// On cache lines of its own: the waker reads `sleeping` after every batch or answer, and a neighbour in the
-/// sleeper's heap written as often (a client's `apply_then` counter) would make every read a cache miss.
+/// sleeper's heap written as often (a plain thread's client allocates its `apply_then` bookkeeping right
+/// after it) would make those reads cache misses.
 #[derive(Debug)]
 #[repr(align(128))]
 pub(crate) struct Parker {

@@ -3,15 +3,15 @@
 //!
 //! Left alone, the local fibers win by far: between two batches of a remote client, they apply hundreds of
 //! times, and a remote fiber waits a whole round trip for each request (measured: the slowest remote fiber
-//! got a quarter of the mean). So local applies spend *credit*: each remote record served earns
-//! [`LOCAL_PER_REMOTE`] of them (two and a half). A fiber about to apply inline without credit is *held* (suspended, off the
-//! ready queue) until the next remote batch pays for it — but only while some remote client is *saturated*:
-//! its last batch carried at least [`SATURATED`] records, so it has more requests than a round trip carries,
-//! and that batch came less recently than a few gaps between such batches (see [`saturated_for`]). A blocking thread with one request per round trip, or
-//! a client that went quiet, never holds anyone up. Only inline applies wait: a held worker's fibers still
-//! send their requests to other trustees, so two workers that are each other's remote clients never wait
-//! for each other. A turn of the loop also stops resuming fibers after [`TURN_APPLIES`] inline applies, so
-//! channels are polled often.
+//! got a quarter of the mean). So local applies spend *credit*: each remote record served earns two and a
+//! half of them ([`LOCAL_PER_REMOTE`] halves). A fiber about to apply inline without credit is *held*
+//! (suspended, off the ready queue) until the next remote batch pays for it — but only while some remote
+//! client is *saturated*: its last batch carried at least [`SATURATED`] records, so it has more requests than
+//! a round trip carries, and that batch came less recently than a few gaps between such batches (see
+//! [`saturated_for`]). A blocking thread with one request per round trip, or a client that went quiet, never
+//! holds anyone up. Only inline applies wait: a held worker's fibers still send their requests to other
+//! trustees, so two workers that are each other's remote clients never wait for each other. A turn of the
+//! loop also stops resuming fibers after [`TURN_APPLIES`] inline applies, so channels are polled often.
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
