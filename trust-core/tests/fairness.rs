@@ -1,12 +1,12 @@
 //! No client class starves another (issue 11): fibers on a counter's own worker apply inline, in nanoseconds,
 //! while fibers on the other worker need a round trip per request. Without the worker's credit rule
 //! (`worker::fairness`) the remote fibers got about a seventh of what the local ones did; with it, the local
-//! fibers apply at most twice per remote request served while the remote client is saturated.
+//! fibers apply at most two and a half times per remote request served while the remote client is saturated.
 //!
 //! Ignored by default: it measures a share of time, which holds only while both workers are on a core. With
 //! one more busy thread than cores, the OS takes the remote worker off its core for whole time slices
 //! (milliseconds), the trustee stops waiting for it after `fairness::SATURATED_FOR`'s bound, and the local
-//! fibers run alone meanwhile (measured: 1/9 to 1/20 instead of 1/2). The contention bench reports the same
+//! fibers run alone meanwhile (measured with the earlier credit of two: 1/9 to 1/20 instead of 1/2). The contention bench reports the same
 //! fairness on every run. Run on a quiet machine: `cargo test -p trust-core --test fairness -- --ignored`.
 
 use std::sync::Arc;
