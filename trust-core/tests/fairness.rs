@@ -6,8 +6,9 @@
 //! Ignored by default: it measures a share of time, which holds only while both workers are on a core. With
 //! one more busy thread than cores, the OS takes the remote worker off its core for whole time slices
 //! (milliseconds), the trustee stops waiting for it after `fairness::SATURATED_FOR`'s bound, and the local
-//! fibers run alone meanwhile (measured with the earlier credit of two: 1/9 to 1/20 instead of 1/2). The contention bench reports the same
-//! fairness on every run. Run on a quiet machine: `cargo test -p trust-core --test fairness -- --ignored`.
+//! fibers run alone meanwhile (measured with the earlier credit of two: 1/9 to 1/20 instead of 1/2). The
+//! contention bench reports the same fairness on every run. Run on a quiet machine: `cargo test -p trust-core
+//! --test fairness -- --ignored`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
