@@ -361,49 +361,6 @@ fn wait_pending_inside_a_continuation_runs_the_rest_of_its_batch() {
     assert_eq!(seen, (1..=10).collect::<Vec<u64>>());
 }
 
-/// Counts its drops: each capture and result must be dropped exactly once, whether its continuation runs
-/// from a batch's answer, holds its result (the local shortcut), or is stored boxed.
-struct Counted(Rc<Cell<u32>>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() + 1);
-    }
-}
-
-/// Continuations small enough to wait inline beside ones whose captures need a box (128 bytes), with results
-/// small and large, issued where the request goes out in a batch and where the local shortcut answers it at
-/// once: every continuation sees its own capture and result, in issue order, and each is dropped once.
-fn inline_and_boxed_continuations(t: &Trust<u64>, rounds: u64) {
-    let seen = Rc::new(RefCell::new(Vec::new()));
-    let drops = Rc::new(Cell::new(0));
-    for i in 0..rounds {
-        let (s, d) = (seen.clone(), Counted(drops.clone()));
-        t.apply_then(
-            move |c| {
-                *c += 1;
-                i
-            },
-            move |r| {
-                let _d = d;
-                s.borrow_mut().push(r);
-            },
-        );
-        let (s, d, big) = (seen.clone(), Counted(drops.clone()), [i; 16]);
-        t.apply_then(
-            move |_| [i * 2; 40],
-            move |r| {
-                let _d = d;
-                s.borrow_mut().push(big.iter().sum::<u64>() / 16 + r[39]);
-            },
-        );
-    }
-    wait_pending();
-    let want: Vec<u64> = (0..rounds).flat_map(|i| [i, 3 * i]).collect();
-    assert_eq!(*seen.borrow(), want);
-    assert_eq!(drops.get(), 2 * rounds as u32, "each capture dropped once");
-}
-
 #[test]
 fn inline_and_boxed_continuations_from_a_thread() {
     let t = rt().trustee(1).entrust(0u64);

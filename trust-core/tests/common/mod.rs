@@ -3,11 +3,13 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use trust_core::Runtime;
+use trust_core::{Runtime, Trust, wait_pending};
 
 /// This process's runtime: 2 workers, whatever the machine.
 pub fn rt() -> &'static Runtime {
@@ -65,4 +67,42 @@ pub fn run_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
         .envs(env.iter().copied())
         .output()
         .expect("the test binary runs again")
+}
+
+/// Issues `rounds` pairs of `apply_then`s on `t` and waits for them: continuations small enough to wait
+/// inline beside ones whose 128-byte captures need a box, results of 24 bytes and boxed ones (over 256 bytes),
+/// wherever the caller runs (a plain thread, a fiber on `t`'s worker: the local shortcut, a fiber elsewhere).
+/// Every continuation sees its own capture and result, in issue order, and each capture is dropped once.
+pub fn inline_and_boxed_continuations(t: &Trust<u64>, rounds: u64) {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let drops = Arc::new(AtomicUsize::new(0));
+    for i in 0..rounds {
+        let (s, d) = (seen.clone(), CountsDrops(drops.clone()));
+        t.apply_then(
+            move |c| {
+                *c += 1;
+                i
+            },
+            move |r| {
+                let _d = d;
+                s.borrow_mut().push(r);
+            },
+        );
+        let (s, d, big) = (seen.clone(), CountsDrops(drops.clone()), [i; 16]);
+        t.apply_then(
+            move |_| [i * 2; 40],
+            move |r| {
+                let _d = d;
+                s.borrow_mut().push(big.iter().sum::<u64>() / 16 + r[39]);
+            },
+        );
+    }
+    wait_pending();
+    let want: Vec<u64> = (0..rounds).flat_map(|i| [i, 3 * i]).collect();
+    assert_eq!(*seen.borrow(), want);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        2 * rounds as usize,
+        "each capture dropped once"
+    );
 }

@@ -218,21 +218,24 @@ impl Cont {
         Cont::store(Held { result, then, owner })
     }
 
-    /// Stores `k` inline when it fits, else boxed.
+    /// Stores `k` inline when it fits `INLINE_WORDS` words (and is at most word-aligned), else boxed.
     #[inline]
     fn store<K: Continuation>(k: K) -> Cont {
         if size_of::<K>() <= size_of::<[usize; INLINE_WORDS]>() && align_of::<K>() <= align_of::<usize>() {
-            Cont::store_inline(k)
+            // SAFETY: checked just above.
+            unsafe { Cont::write(k) }
         } else {
-            Cont::store_inline(Box::new(k))
+            // SAFETY: a box is one word, word-aligned.
+            unsafe { Cont::write(Box::new(k)) }
         }
     }
 
+    /// # Safety
+    /// `K` fits `INLINE_WORDS` words and is at most word-aligned.
     #[inline]
-    fn store_inline<K: Continuation>(k: K) -> Cont {
-        assert!(size_of::<K>() <= size_of::<[usize; INLINE_WORDS]>() && align_of::<K>() <= align_of::<usize>());
+    unsafe fn write<K: Continuation>(k: K) -> Cont {
         let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
-        // SAFETY: checked above that `K` fits and is at most word-aligned (a `Box` always is).
+        // SAFETY: room and alignment by the contract.
         unsafe { ptr::write(data.as_mut_ptr().cast::<K>(), k) };
         Cont {
             vtable: &K::VTABLE,

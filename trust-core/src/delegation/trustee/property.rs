@@ -264,3 +264,21 @@ impl<T> Copy for SendPtr<T> {}
 // SAFETY: the pointee is a property, which only its trustee thread dereferences; the pointer itself is just an
 // address on the way there.
 unsafe impl<T> Send for SendPtr<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_allocated_one_after_the_other_never_share_a_pair_of_cache_lines() {
+        let (a, b) = (Property::allocate(1u8), Property::allocate(2u8));
+        assert_eq!(a as usize % 128, 0);
+        assert_eq!(b as usize % 128, 0);
+        assert!((a as usize).abs_diff(b as usize) >= 128);
+        // SAFETY: allocated above and never registered: each is freed here, once.
+        unsafe {
+            drop_property::<u8>(a.cast());
+            drop_property::<u8>(b.cast());
+        }
+    }
+}
