@@ -177,7 +177,7 @@ where
             let mut client = worker.client.borrow_mut();
             let outbox = client.outbox(trustee);
             if outbox.has_room::<Reply<J>>() {
-                return outbox.push_then(record, Cont::new(then, owner));
+                return outbox.push_then(record, then, owner);
             }
             outbox.blocked.push(id);
             drop(client);

@@ -226,14 +226,19 @@ impl Outbox {
         self.backlog.is_empty() && self.batch.has_room::<F>()
     }
 
-    /// Adds the record of an `apply_then` and its continuation, which the caller made sure have room
-    /// (`has_room`).
+    /// Adds the record of an `apply_then` and its continuation `then`, issued by `owner`, which the caller
+    /// made sure have room (`has_room`).
     #[inline]
-    pub(crate) fn push_then<F: Record>(&mut self, record: F, then: Cont) {
+    pub(crate) fn push_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
+        &mut self,
+        record: F,
+        then: C,
+        owner: Rc<Pending>,
+    ) {
         if self.try_push(record).is_err() {
             unreachable!("`push_then` after `has_room`");
         }
-        self.building.push(then);
+        Cont::push_new(&mut self.building, then, owner);
     }
 
     /// Adds the record of an `apply_then` and its continuation.
@@ -542,7 +547,7 @@ impl Client {
             outbox.wait(parker);
             outbox.flush();
         }
-        outbox.push_then(record, Cont::new(then, self.pending.clone()));
+        outbox.push_then(record, then, self.pending.clone());
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
         // as a pipelining ring does: a publish costs cache-line transfers both ways, too much to pay per
         // request. The rest goes at the next blocking call, `wait_pending`, or when the thread exits.
