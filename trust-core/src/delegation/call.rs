@@ -31,17 +31,28 @@ thread_local! {
 /// Runs `f` with the calling plain thread's client context, or with a fresh one if the thread-local is
 /// already destroyed (a handle dropped by another thread-local's destructor). Not for workers: they have
 /// their own (`Worker::client`).
+#[inline]
 fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     let mut f = Some(f);
     let r = THREAD_CLIENT.try_with(|c| {
         let mut c = c.borrow_mut();
-        let client = c.get_or_insert_with(|| Client::new(Some(Arc::new(Parker::current()))));
+        let client = match &mut *c {
+            Some(client) => client,
+            None => c.insert(new_thread_client()),
+        };
         (f.take().unwrap())(client)
     });
     match r {
         Ok(r) => r,
-        Err(_) => (f.take().unwrap())(&mut Client::new(Some(Arc::new(Parker::current())))),
+        Err(_) => (f.take().unwrap())(&mut new_thread_client()),
     }
+}
+
+/// A plain thread's client context, made on its first call (out of line: the call path stays small).
+#[cold]
+#[inline(never)]
+fn new_thread_client() -> Client {
+    Client::new(Some(Arc::new(Parker::current())))
 }
 
 /// Runs `f` with a client context borrowed from the current thread's `may` pool, returned to the pool of the

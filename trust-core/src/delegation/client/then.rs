@@ -44,8 +44,18 @@ impl Pending {
     }
 
     /// A continuation has finished; returns the fiber waiting in `wait_pending` for the last one, to wake.
+    /// The usual case (no panic, more continuations to come) is two checks, inlined into each continuation.
     #[inline]
     fn finished(&self, panic: Option<Box<dyn Any + Send>>) -> Option<usize> {
+        if panic.is_none() && self.outstanding.get() != 0 {
+            return None;
+        }
+        self.finished_slow(panic)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn finished_slow(&self, panic: Option<Box<dyn Any + Send>>) -> Option<usize> {
         if let Some(p) = panic {
             self.panic.borrow_mut().get_or_insert(p);
         }
