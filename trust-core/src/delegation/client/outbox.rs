@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
-use crate::delegation::protocol::slot::{self, Batch, Queued, Record, SlotPair};
+use crate::delegation::protocol::slot::{self, Batch, LANES, Lanes, Queued, Record};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
 use crate::delegation::protocol::channel::{Channel, Linger};
 use crate::delegation::trustee::shared::TrusteeShared;
@@ -47,32 +47,46 @@ impl Caller {
     }
 }
 
+/// What the client keeps about one published batch until it is answered.
+#[derive(Debug, Default)]
+struct Flight {
+    /// Callers waiting for its records, at the front of `Outbox::callers` when it is the oldest in flight.
+    callers: usize,
+    /// Bytes of results its records write.
+    results: usize,
+    /// Continuations of its `apply_then` records, in issue order.
+    thens: Vec<Cont>,
+    /// Worker fibers whose requests it holds.
+    fibers: Vec<usize>,
+}
+
 /// A client's end of one channel.
 pub(crate) struct Outbox {
     channel: Arc<Channel>,
     trustee: &'static TrusteeShared,
-    /// The next batch, built in the client's memory while the previous one is in flight.
+    /// The next batch, built in the client's memory while earlier ones are in flight.
     batch: Batch,
-    /// Number of the last published batch.
+    /// Numbers of the last published batch and of the last answered one; the batches between (at most
+    /// `LANES`) are in flight.
     sent: u32,
-    in_flight: bool,
+    done: u32,
+    /// The batches in flight, by lane (`seq % LANES`).
+    flights: [Flight; LANES as usize],
     /// Records that found the batch full where the caller could not wait (a worker's scheduler or delegated
     /// closure): sent first, in order, each with its continuation if it is an `apply_then`'s.
     backlog: VecDeque<(Box<dyn Queued>, Option<Cont>)>,
-    /// Callers waiting for records of the in-flight batch (the first `callers_in_flight`), then of the batch
-    /// being built, in record order.
+    /// Callers waiting for records of the batches in flight (oldest first), then of the batch being built
+    /// (the last `callers_building`), in record order.
     callers: VecDeque<Caller>,
-    callers_in_flight: usize,
-    /// Bytes of results the in-flight batch's records write.
-    results_in_flight: usize,
-    /// Continuations of `apply_then` (in issue order): of the batch being built, of the in-flight batch, and
-    /// of answered batches, with their results, waiting to run; then emptied batches kept for reuse.
+    callers_building: usize,
+    /// Continuations of `apply_then` (in issue order): of the batch being built, and of answered batches,
+    /// with their results, waiting to run; then emptied batches kept for reuse.
     building: Vec<Cont>,
-    flying: Vec<Cont>,
     answered: VecDeque<Answered>,
     spare: Vec<Answered>,
-    /// Worker fibers whose requests are in the in-flight batch, in the batch being built, or waiting for room.
-    pub(crate) waiting: Vec<usize>,
+    /// Worker fibers whose batches were answered (to wake), whose requests are in the batch being built, or
+    /// that wait for room.
+    pub(crate) answered_fibers: Vec<usize>,
     pub(crate) staged: Vec<usize>,
     pub(crate) blocked: Vec<usize>,
 }
@@ -80,7 +94,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     fn new(trustee: &'static TrusteeShared, parker: Option<Arc<Parker>>) -> Self {
         let channel = Arc::new(Channel {
-            slots: SlotPair::new(),
+            slots: Lanes::new(),
             parker,
             closed: AtomicBool::new(false),
             linger: Linger::default(),
@@ -91,37 +105,42 @@ impl Outbox {
             trustee,
             batch: Batch::new(),
             sent: 0,
-            in_flight: false,
+            done: 0,
+            flights: Default::default(),
             backlog: VecDeque::new(),
             callers: VecDeque::new(),
-            callers_in_flight: 0,
-            results_in_flight: 0,
+            callers_building: 0,
             building: Vec::new(),
-            flying: Vec::new(),
             answered: VecDeque::new(),
             spare: Vec::new(),
-            waiting: Vec::new(),
+            answered_fibers: Vec::new(),
             staged: Vec::new(),
             blocked: Vec::new(),
         }
     }
 
-    /// True when the in-flight batch has just been answered (once per batch). Its results are copied out of
-    /// the response slot: each waiting caller's into its place, and the continuations' all at once into an
-    /// [`Answered`] batch, which waits with them until the caller takes it (`take_answered`) to run once it
-    /// holds no borrow of the client.
+    /// True when the oldest batch in flight has just been answered (once per batch). Its results are copied
+    /// out of the response slot: each waiting caller's into its place, and the continuations' all at once into
+    /// an [`Answered`] batch, which waits with them until the caller takes it (`take_answered`) to run once it
+    /// holds no borrow of the client. Its fibers move to `answered_fibers`, for the worker to wake.
     #[inline]
     pub(crate) fn poll(&mut self) -> bool {
         if !self.poll_peek() {
             return false;
         }
-        self.in_flight = false;
-        self.channel.slots.prefetch_for_publish(self.batch.len());
-        // SAFETY: the batch is answered and nothing is published before its results are read, once each.
-        let src = unsafe { self.channel.slots.results() };
-        let callers = self.callers.drain(..self.callers_in_flight);
-        self.callers_in_flight = 0;
-        if self.flying.is_empty() {
+        let seq = self.done.wrapping_add(1);
+        self.done = seq;
+        // The lane the next publish writes is free now (this one, or the other if it was already).
+        self.channel
+            .slots
+            .prefetch_for_publish(self.sent.wrapping_add(1), self.batch.len());
+        let flight = &mut self.flights[(seq % LANES) as usize];
+        self.answered_fibers.append(&mut flight.fibers);
+        // SAFETY: the batch is answered, and its lane is not published to again before its results are read,
+        // once each (here).
+        let src = unsafe { self.channel.slots.results(seq) };
+        let callers = self.callers.drain(..std::mem::take(&mut flight.callers));
+        if flight.thens.is_empty() {
             for c in callers {
                 // SAFETY: the caller's record reserved `c.bytes` at `c.at` for its result.
                 unsafe { (c.take)(src.add(c.at), c.dst) };
@@ -129,7 +148,7 @@ impl Outbox {
             return true;
         }
         let mut answered = self.spare.pop().unwrap_or_default();
-        answered.refill(&mut self.flying);
+        answered.refill(&mut flight.thens);
         // The results are packed in record order: the continuations' are what the callers' leave.
         let mut from = 0;
         for c in callers {
@@ -141,7 +160,7 @@ impl Outbox {
             from = c.at + c.bytes;
         }
         // SAFETY: as above.
-        unsafe { answered.push_results(src.add(from), self.results_in_flight - from) };
+        unsafe { answered.push_results(src.add(from), flight.results - from) };
         self.answered.push_back(answered);
         true
     }
@@ -168,14 +187,22 @@ impl Outbox {
         true
     }
 
-    /// True when the in-flight batch is answered, without consuming the event.
+    /// True when the oldest batch in flight is answered, without consuming the event.
     #[inline]
     pub(crate) fn poll_peek(&self) -> bool {
-        self.in_flight && self.channel.slots.is_answered(self.sent)
+        self.in_flight() && self.channel.slots.is_answered(self.done.wrapping_add(1))
     }
 
+    /// True when a published batch is not answered yet.
+    #[inline]
     pub(crate) fn in_flight(&self) -> bool {
-        self.in_flight
+        self.sent != self.done
+    }
+
+    /// True when a lane is free for the next batch.
+    #[inline]
+    pub(crate) fn can_publish(&self) -> bool {
+        self.sent.wrapping_sub(self.done) < LANES
     }
 
     /// True when there is something to publish.
@@ -206,6 +233,7 @@ impl Outbox {
         let at = self.batch.reserved();
         self.try_push(record)?;
         self.callers.push_back(Caller::new(at, dst));
+        self.callers_building += 1;
         Ok(())
     }
 
@@ -272,10 +300,10 @@ impl Outbox {
         }
     }
 
-    /// Publishes the batch being built, topped up from the backlog, if the slot is free.
+    /// Publishes the batch being built, topped up from the backlog, if a lane is free.
     #[inline]
     pub(crate) fn flush(&mut self) -> bool {
-        if self.in_flight {
+        if !self.can_publish() {
             return false;
         }
         while let Some((record, then)) = self.backlog.pop_front() {
@@ -288,29 +316,32 @@ impl Outbox {
         if self.batch.is_empty() {
             return false;
         }
-        self.sent = self.sent.wrapping_add(1);
+        let seq = self.sent.wrapping_add(1);
+        self.sent = seq;
         let results = self.batch.reserved();
-        // SAFETY: this outbox is the channel's only client and no batch is in flight.
-        unsafe { self.channel.slots.publish(self.sent, &mut self.batch) };
+        // SAFETY: this outbox is the channel's only client, and the lane's previous batch is answered and its
+        // results read (`poll` counted it done).
+        unsafe { self.channel.slots.publish(seq, &mut self.batch) };
         if self.backlog.is_empty() {
             // After the publication: a trustee that reads `false` also sees the batch.
             self.channel.linger.lingering.store(false, Ordering::Release);
         }
-        self.in_flight = true;
-        self.callers_in_flight = self.callers.len();
-        self.results_in_flight = results;
-        std::mem::swap(&mut self.flying, &mut self.building);
-        self.waiting.append(&mut self.staged);
+        let flight = &mut self.flights[(seq % LANES) as usize];
+        flight.callers = std::mem::take(&mut self.callers_building);
+        flight.results = results;
+        // The flight's vector is empty (its batch ran): the next batch is built in its capacity.
+        std::mem::swap(&mut flight.thens, &mut self.building);
+        flight.fibers.append(&mut self.staged);
         self.trustee.wake();
         true
     }
 
-    /// Waits (as a plain thread or a `may` coroutine) until the in-flight batch, if any, is answered.
+    /// Waits (as a plain thread or a `may` coroutine) until the oldest batch in flight, if any, is answered.
     fn wait(&mut self, parker: Option<&Parker>) {
         let mut backoff = Backoff::client();
         // Asked once, not per round: the spin should see the answer within a few instructions.
         let may = in_may_coroutine();
-        while self.in_flight && !self.poll() {
+        while self.in_flight() && !self.poll() {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
                 if self.poll() {
@@ -324,8 +355,8 @@ impl Outbox {
                 may_yield();
             } else if backoff.snooze() {
                 let parker = parker.expect("a plain thread's client has a parker");
-                let (slots, sent) = (&self.channel.slots, self.sent);
-                parker.park_unless(|| slots.is_answered(sent), Duration::from_millis(10));
+                let (slots, next) = (&self.channel.slots, self.done.wrapping_add(1));
+                parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
                 backoff.reset();
             }
         }
@@ -349,25 +380,25 @@ impl Drop for Outbox {
     /// destructor contained: nobody is left on this thread to run them.
     fn drop(&mut self) {
         let mut backoff = Backoff::client();
-        loop {
-            while self.in_flight && !self.poll() {
+        'send: loop {
+            while self.in_flight() && !self.poll() {
                 if self.trustee.is_closed() {
-                    // Checked again: a batch answered just before the trustee stopped counts.
-                    self.poll();
-                    break;
+                    // Checked again: batches answered just before the trustee stopped count.
+                    while self.poll() {}
+                    break 'send;
                 }
                 if backoff.snooze() {
                     match &self.channel.parker {
                         Some(parker) => {
-                            let (slots, sent) = (&self.channel.slots, self.sent);
-                            parker.park_unless(|| slots.is_answered(sent), Duration::from_millis(10));
+                            let (slots, next) = (&self.channel.slots, self.done.wrapping_add(1));
+                            parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
                         }
                         None => std::thread::yield_now(),
                     }
                     backoff.reset();
                 }
             }
-            if self.in_flight || self.trustee.is_closing() || !self.flush() {
+            if !self.in_flight() && (self.trustee.is_closing() || !self.flush()) {
                 break;
             }
         }
@@ -375,7 +406,7 @@ impl Drop for Outbox {
         self.trustee.wake();
         let thens = (
             std::mem::take(&mut self.answered),
-            std::mem::take(&mut self.flying),
+            std::mem::take(&mut self.flights),
             std::mem::take(&mut self.building),
         );
         let backlog = std::mem::take(&mut self.backlog);
@@ -508,13 +539,19 @@ impl Client {
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
         while let Err(r) = outbox.try_push_call(record, &raw mut result) {
             record = r;
-            outbox.wait(parker);
-            outbox.flush();
+            if !outbox.flush() {
+                outbox.wait(parker);
+            }
         }
         let guard = WaitGuard { outbox };
-        guard.outbox.wait(parker);
-        guard.outbox.flush();
-        guard.outbox.wait(parker);
+        // Publish the batch holding the request (once a lane is free), then wait for every batch in flight,
+        // this one last.
+        while !guard.outbox.flush() && guard.outbox.has_unsent() {
+            guard.outbox.wait(parker);
+        }
+        while guard.outbox.in_flight() {
+            guard.outbox.wait(parker);
+        }
         std::mem::forget(guard);
         result.expect("the trustee answered the batch holding this request")
     }
@@ -523,7 +560,7 @@ impl Client {
     pub(crate) fn try_post_now<F: Record + 'static>(&mut self, trustee: &'static TrusteeShared, record: F) -> Option<F> {
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         outbox.poll();
-        if outbox.in_flight || outbox.has_unsent() {
+        if !outbox.can_publish() || outbox.has_unsent() {
             return Some(record);
         }
         outbox.push_or_queue(record);
@@ -544,8 +581,9 @@ impl Client {
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         while !outbox.has_room::<F>() {
-            outbox.wait(parker);
-            outbox.flush();
+            if !outbox.flush() {
+                outbox.wait(parker);
+            }
         }
         outbox.push_then(record, then, self.pending.clone());
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
@@ -650,7 +688,7 @@ impl Drop for WaitGuard<'_> {
                 std::thread::yield_now();
             }
         }
-        while self.outbox.in_flight && !self.outbox.poll() && !closed(self.outbox) {
+        while self.outbox.in_flight() && !self.outbox.poll() && !closed(self.outbox) {
             std::thread::yield_now();
         }
     }

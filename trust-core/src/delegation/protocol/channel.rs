@@ -1,16 +1,16 @@
-//! What one client shares with one trustee: the slot pair, the client's parker (woken by answers), and the
+//! What one client shares with one trustee: the slot pairs (`Lanes`), the client's parker (woken by answers), and the
 //! flags the trustee reads when the client goes away or holds records not yet published.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use crate::delegation::protocol::parker::Parker;
-use crate::delegation::protocol::slot::SlotPair;
+use crate::delegation::protocol::slot::Lanes;
 
 /// The memory one client shares with one trustee.
 #[derive(Debug)]
 pub(crate) struct Channel {
-    pub(crate) slots: SlotPair,
+    pub(crate) slots: Lanes,
     /// Woken when a batch is answered; `None` for clients that poll instead of parking.
     pub(crate) parker: Option<Arc<Parker>>,
     /// The client is gone; the trustee forgets the channel once its last batch is served.

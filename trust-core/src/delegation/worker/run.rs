@@ -284,7 +284,7 @@ impl Worker {
             let ran = Cell::new(0); // `run_batch` asks whether to pause after each record: counts them
             // SAFETY: we are the channel's trustee, `seq` is pending, and `from` is where its run stopped.
             let stopped = unsafe {
-                channel.slots.run_batch(from, || {
+                channel.slots.run_batch(seq, from, || {
                     ran.set(ran.get() + 1);
                     local::is_paused()
                 })
@@ -421,9 +421,10 @@ impl Worker {
         let mut busy = false;
         for outbox in self.client.borrow_mut().outboxes() {
             if outbox.poll() {
+                while outbox.poll() {}
                 // Fibers that waited for room go first: the answered ones would otherwise take all the room
                 // again, and the same fibers would fill every batch while the others starve.
-                for id in outbox.blocked.drain(..).chain(outbox.waiting.drain(..)) {
+                for id in outbox.blocked.drain(..).chain(outbox.answered_fibers.drain(..)) {
                     self.scheduler.make_ready(id);
                 }
                 busy = true;
@@ -466,7 +467,7 @@ impl Worker {
                 .client
                 .borrow_mut()
                 .outboxes()
-                .any(|o| o.poll_peek() || (o.has_unsent() && !o.in_flight()))
+                .any(|o| o.poll_peek() || (o.has_unsent() && o.can_publish()))
     }
 
     /// Shutdown: answer what was already sent, drop every property still entrusted (exactly once), stop.
