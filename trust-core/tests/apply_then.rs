@@ -31,6 +31,24 @@ fn continuations_run_on_the_issuing_thread_in_issue_order() {
     assert_eq!(counter.apply(|c| *c), 10_000);
 }
 
+#[test]
+fn a_blocking_call_sees_every_apply_then_issued_before_it_whichever_lane_it_took() {
+    // Up to 149 `apply_then`s, then a blocking read: they fill several batches, two of them in flight at once
+    // (one per lane of the channel). The read must run after all of them, and the trustee must never run a
+    // later batch before an earlier one.
+    let counter = rt().trustee(1).entrust(0u64);
+    let mut issued = 0;
+    for round in 1..=300u64 {
+        for _ in 0..round % 150 {
+            counter.apply_then(|c| *c += 1, |()| {});
+            issued += 1;
+        }
+        assert_eq!(counter.apply(|c| *c), issued, "round {round}");
+    }
+    wait_pending();
+    assert_eq!(issued, 22_350);
+}
+
 /// Peak resident memory of this process, in KiB.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
