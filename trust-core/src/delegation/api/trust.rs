@@ -186,7 +186,7 @@ impl<T: Send + 'static> Trust<T> {
     /// thread; dropping the future early is harmless (the result is dropped when it arrives). A panic in `f`
     /// resumes when the future is polled to completion. Futures awaited one after another apply in that
     /// order; futures in flight at the same time are not ordered among themselves (from a plain thread whose
-    /// slot is busy, the request goes by the trustee's mailbox rather than wait, so no executor thread ever
+    /// slots are busy, the request goes by the trustee's mailbox rather than wait, so no executor thread ever
     /// blocks on it).
     pub fn apply_async<R, F>(&self, f: F) -> ApplyFuture<'_, T, F, R>
     where
@@ -231,7 +231,7 @@ impl<T: Send + 'static> Trust<T> {
     /// drop happens before the call) does not make it fail, and a clone alive at the call does; two handles
     /// calling `try_unwrap` at the same time both fail, as with `Arc`. A closure still running on the value
     /// (a launched fiber, say) is waited for first, and so are requests other threads issued but have not
-    /// sent yet (a plain thread publishes its `apply_then`s 16 at a time: the rest go at its next blocking
+    /// sent yet (a plain thread publishes its `apply_then`s 32 at a time: the rest go at its next blocking
     /// call, `wait_pending`, or exit), since they may refer to the value.
     ///
     /// Waits like [`apply`](Self::apply): suspends a fiber, yields a `may` coroutine, parks a thread.

@@ -2,7 +2,7 @@
 //!
 //! A client builds a [`Batch`] of *records* in its own memory (a [`Record`] each: a monomorphic `run` function
 //! pointer followed by the record's bytes), then publishes it: copies it into the body of its [`RequestSlot`]
-//! and stores a new sequence number. Building the next batch while the previous one is in flight is what lets
+//! and stores a new sequence number. Building the next batch while earlier ones are in flight is what lets
 //! one client keep many requests going. The trustee notices the new number, runs every record in place, and
 //! answers by storing the same number in the [`ResponseSlot`]. Results come back through the response slot,
 //! as in the paper: each record that answers writes its result into the response body, packed in request

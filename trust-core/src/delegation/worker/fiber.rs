@@ -87,7 +87,7 @@ pub(crate) fn after_inline_apply(worker: &Worker) {
 }
 
 /// Delegation from a worker fiber: the request joins the worker's batch to `trustee` and the fiber suspends
-/// until the batch is answered (and first, if the slot is busy, until there is room).
+/// until the batch is answered (and first, if the batch being built is full, until there is room).
 pub(crate) fn call<J: Job<Output: Send>>(
     worker: &Worker,
     id: usize,
