@@ -15,7 +15,7 @@ use crate::delegation::client::outbox::Client;
 use crate::delegation::client::then::{Cont, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
-use crate::delegation::trustee::job::{Job, Reply};
+use crate::delegation::trustee::job::{Job, Outcome, Reply};
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::client::outbox;
 use crate::delegation::worker::context;
@@ -165,7 +165,7 @@ fn run_continuations_now() {
 /// completions until there is room.
 pub(crate) fn post_then<J, R, C>(caller: Option<&'static Worker>, trustee: &'static TrusteeShared, job: J, then: C)
 where
-    J: Job<Output = std::thread::Result<R>>,
+    J: Job<Output = Outcome<R>>,
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {

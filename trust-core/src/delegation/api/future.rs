@@ -74,9 +74,9 @@ where
             let property = SendPtr(this.trust.property_ptr());
             // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
             let job = Apply { property, f };
-            let record = job::Deliver { job, done: move |result| {
+            let record = job::Deliver { job, done: move |result: job::Outcome<R>| {
                 let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-                slot.result = Some(result);
+                slot.result = Some(result.into_result());
                 let waker = slot.waker.take();
                 drop(slot);
                 if let Some(w) = waker {

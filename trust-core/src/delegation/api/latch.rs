@@ -10,7 +10,7 @@ use std::panic::{self, AssertUnwindSafe, resume_unwind};
 
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber};
-use crate::delegation::trustee::job::Always;
+use crate::delegation::trustee::job::{Always, Outcome};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
 use crate::delegation::call;
@@ -191,11 +191,11 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             drop(unsafe { start_launched(property, body) });
             return;
         }
-        let start = move || -> std::thread::Result<()> {
+        let start = move || {
             // SAFETY: as above, on the trustee (records run there); the issuing handle keeps the property live
             // until its requests are served, and the launched count keeps it live after that.
             drop(unsafe { start_launched(property, body) });
-            Ok(())
+            Outcome::new(Ok(()))
         };
         // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
         call::post_then(caller, shared, Always(start), |()| ());

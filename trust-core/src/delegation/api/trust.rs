@@ -132,7 +132,7 @@ impl<T: Send + 'static> Trust<T> {
         }
         // The record runs on the property's trustee; the waiting handle keeps the property live.
         let result = call::call_from(caller, self.trustee.shared, Apply { property, f });
-        result.unwrap_or_else(|payload| resume_unwind(payload))
+        result.into_result().unwrap_or_else(|payload| resume_unwind(payload))
     }
 
     /// Applies `f` without waiting: returns at once, and `then(result)` runs later on this thread — on a

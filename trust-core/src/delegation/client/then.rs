@@ -15,6 +15,7 @@ use std::thread;
 
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot;
+use crate::delegation::trustee::job::Outcome;
 use crate::delegation::trustee::shared::TrusteeShared;
 
 /// What one issuer of `apply_then` still waits for.
@@ -122,18 +123,18 @@ fn run_then<R, C: FnOnce(R)>(then: C, owner: Rc<Pending>, result: thread::Result
 }
 
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
-    const RESULT_BYTES: usize = slot::result_bytes::<thread::Result<R>>();
+    const RESULT_BYTES: usize = slot::result_bytes::<Outcome<R>>();
 
     #[inline]
     unsafe fn run(self, src: *const u8) -> Option<usize> {
         // SAFETY: by the contract.
-        let result = unsafe { slot::read_result::<thread::Result<R>>(src) };
-        run_then(self.then, self.owner, result)
+        let result = unsafe { slot::read_result::<Outcome<R>>(src) };
+        run_then(self.then, self.owner, result.into_result())
     }
 
     unsafe fn discard(self, src: *const u8) -> bool {
         // SAFETY: by the contract.
-        let result = unsafe { slot::read_result::<thread::Result<R>>(src) };
+        let result = unsafe { slot::read_result::<Outcome<R>>(src) };
         // If the continuation's destructor panics, the result is still dropped as the tuple unwinds.
         panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).is_err()
     }
