@@ -163,6 +163,7 @@ fn run_continuations_now() {
 /// A worker fiber waits for room by suspending; a worker's scheduler or delegated closure queues without
 /// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
 /// completions until there is room.
+#[inline]
 pub(crate) fn post_then<J, R, C>(caller: Option<&'static Worker>, trustee: &'static TrusteeShared, job: J, then: C)
 where
     J: Job<Output = Outcome<R>>,
@@ -170,6 +171,23 @@ where
     C: FnOnce(R) + 'static,
 {
     if let Some(worker) = caller {
+        return post_then_on_worker(worker, trustee, job, then);
+    }
+    trustee.check_running();
+    let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
+    if ready {
+        run_thread_continuations();
+    }
+}
+
+/// `post_then` from a worker: its fiber, scheduler or delegated closure (out of line: a plain thread's
+/// call path stays one function).
+fn post_then_on_worker<J, R, C>(worker: &'static Worker, trustee: &'static TrusteeShared, job: J, then: C)
+where
+    J: Job<Output = Outcome<R>>,
+    R: Send + 'static,
+    C: FnOnce(R) + 'static,
+{
         let fiber = worker.fiber.get().filter(|_| !worker.in_delegated());
         let owner = match fiber {
             Some((_, id)) => worker.scheduler.pending_of(id),
@@ -194,12 +212,6 @@ where
             drop(client);
             fiber::suspend();
         }
-    }
-    trustee.check_running();
-    let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
-    if ready {
-        run_thread_continuations();
-    }
 }
 
 /// Issues a continuation whose result will come from `trustee` later, through the returned sender, by

@@ -589,11 +589,14 @@ impl Client {
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
         // as a pipelining ring does: a publish costs cache-line transfers both ways, too much to pay per
         // request. The rest goes at the next blocking call, `wait_pending`, or when the thread exits.
+        // Continuations are run from here only then too: answers arrive only by a poll, and others that came
+        // meanwhile (a `launch_then` result) wait at most that many requests, or until `wait_pending`.
         if outbox.batch.count() >= PUBLISH_EVERY || outbox.batch.is_half_full() {
             outbox.poll();
             outbox.flush();
+            return self.has_ready();
         }
-        outbox.has_answered() || !self.ready.is_empty() || self.inbox.has_arrived()
+        false
     }
 
     /// Flushes every outbox and waits for one answer; false when nothing is in flight.
