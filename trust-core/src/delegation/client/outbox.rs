@@ -1,8 +1,8 @@
 //! A client's end of its channels: one [`Outbox`] per trustee it talks to — building the next batch while up
 //! to two are in flight (one per lane), publishing, copying results out of the response slots — and
 //! [`Client`], a client context's outboxes with the ways a non-worker client waits for an answer (a `may`
-//! coroutine yields to `may`; a plain thread spins, yields, then parks until the trustee wakes it). No thread-locals and no fibers here: which
-//! context a caller uses is decided in `call.rs`.
+//! coroutine yields to `may`; a plain thread spins, yields, then parks until the trustee wakes it). No
+//! thread-locals and no fibers here: which context a caller uses is decided in `call.rs`.
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
