@@ -7,16 +7,16 @@
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use std::rc::Rc;
 
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
-use crate::delegation::protocol::slot::{self, Batch, LANES, Lanes, Queued, Record};
+use crate::delegation::protocol::slot::{self, Batch, LANES, Queued, Record};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
-use crate::delegation::protocol::channel::{Channel, Linger};
+use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::shared::TrusteeShared;
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
@@ -93,12 +93,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     fn new(trustee: &'static TrusteeShared, parker: Option<Arc<Parker>>) -> Self {
-        let channel = Arc::new(Channel {
-            slots: Lanes::new(),
-            parker,
-            closed: AtomicBool::new(false),
-            linger: Linger::default(),
-        });
+        let channel = Channel::new(parker);
         trustee.register(channel.clone());
         Outbox {
             channel,

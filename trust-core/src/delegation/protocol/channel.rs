@@ -18,6 +18,26 @@ pub(crate) struct Channel {
     pub(crate) linger: Linger,
 }
 
+impl Channel {
+    /// A channel for a client woken through `parker` (if any), made in place on the heap (see
+    /// [`Lanes::init`]).
+    pub(crate) fn new(parker: Option<Arc<Parker>>) -> Arc<Channel> {
+        let mut channel = Arc::<Channel>::new_uninit();
+        let p = Arc::get_mut(&mut channel)
+            .expect("a new Arc has no other handle")
+            .as_mut_ptr();
+        // SAFETY: `p` points at the new, aligned allocation; every field is written before `assume_init`
+        // (the lanes' bodies may stay uninitialized, see `Lanes::init`).
+        unsafe {
+            Lanes::init(&raw mut (*p).slots);
+            (&raw mut (*p).parker).write(parker);
+            (&raw mut (*p).closed).write(AtomicBool::new(false));
+            (&raw mut (*p).linger).write(Linger::default());
+            channel.assume_init()
+        }
+    }
+}
+
 /// The client holds records not yet published, all of which will be in batches numbered up to `through`.
 /// Read by the trustee before it drops a property whose count reached zero (see `worker::run::Worker::retire`).
 /// Written by the client at every batch, so on cache lines of its own, away from `parker`, which the trustee

@@ -321,6 +321,7 @@ impl Batch {
 }
 
 impl SlotPair {
+    #[cfg(any(test, loom))]
     pub(crate) fn new() -> Self {
         SlotPair {
             request: RequestSlot {
@@ -473,9 +474,37 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Lanes {
             lanes: std::array::from_fn(|_| SlotPair::new()),
+        }
+    }
+
+    /// Makes lanes in place at `p`, writing only their sequence numbers and lengths: the bodies (4.5 KB of
+    /// `MaybeUninit` bytes) are valid uninitialized. Built as a value and moved instead, an unoptimized build
+    /// copied them through the stack several times, which overflowed a `may` coroutine's stack on its first
+    /// call to a trustee.
+    ///
+    /// # Safety
+    /// `p` is valid for writes and aligned; whatever it held is overwritten without being dropped.
+    pub(crate) unsafe fn init(p: *mut Lanes) {
+        for i in 0..LANES as usize {
+            // SAFETY: in bounds of the array at `p`, by the contract.
+            let pair = unsafe { (&raw mut (*p).lanes).cast::<SlotPair>().add(i) };
+            // Loom's cells carry state of their own: there, each pair is written whole.
+            #[cfg(loom)]
+            // SAFETY: as above.
+            unsafe {
+                pair.write(SlotPair::new())
+            };
+            #[cfg(not(loom))]
+            // SAFETY: as above; the fields not written hold `MaybeUninit` bytes only.
+            unsafe {
+                (&raw mut (*pair).request.seq).write(AtomicU32::new(0));
+                (&raw mut (*pair).request.len).write(UnsafeCell::new(0));
+                (&raw mut (*pair).response.seq).write(AtomicU32::new(0));
+            }
         }
     }
 
