@@ -111,6 +111,19 @@ struct Held<R, C> {
     owner: Rc<Pending>,
 }
 
+impl<R, C> Then<R, C> {
+    /// `then`, counted by `owner` as issued until it has run.
+    #[inline]
+    fn issued(then: C, owner: Rc<Pending>) -> Self {
+        owner.issued();
+        Then {
+            then,
+            owner,
+            _result: PhantomData,
+        }
+    }
+}
+
 /// Runs `then` with `result` for `owner`, a panic in it kept for `wait_pending`.
 #[inline]
 fn run_then<R, C: FnOnce(R)>(then: C, owner: Rc<Pending>, result: thread::Result<R>) -> Option<usize> {
@@ -209,12 +222,7 @@ impl Cont {
     /// brings.
     #[inline]
     pub(crate) fn new<R: 'static, C: FnOnce(R) + 'static>(then: C, owner: Rc<Pending>) -> Cont {
-        owner.issued();
-        Cont::store(Then {
-            then,
-            owner,
-            _result: PhantomData,
-        })
+        Cont::store(Then::issued(then, owner))
     }
 
     /// Appends [`Cont::new`]`(then, owner)` to `to`, written straight into the vector's room: built in a local
@@ -223,15 +231,9 @@ impl Cont {
     /// half of `push_then`'s time in `perf`).
     #[inline]
     pub(crate) fn push_new<R: 'static, C: FnOnce(R) + 'static>(to: &mut Vec<Cont>, then: C, owner: Rc<Pending>) {
-        owner.issued();
-        let k = Then {
-            then,
-            owner,
-            _result: PhantomData,
-        };
+        let k = Then::issued(then, owner);
         if !fits_inline::<Then<R, C>>() {
-            // SAFETY: a box is one word, word-aligned.
-            return to.push(unsafe { Cont::write(Box::new(k)) });
+            return to.push(Cont::store(k));
         }
         to.reserve(1);
         // SAFETY: room for one more reserved just above; `k` fits inline (checked above), and the slot is

@@ -1,5 +1,5 @@
-//! What one client shares with one trustee: the slot pairs (`Lanes`), the client's parker (woken by answers), and the
-//! flags the trustee reads when the client goes away or holds records not yet published.
+//! What one client shares with one trustee: the slot pairs (`Lanes`), the client's parker (woken by answers),
+//! and the flags the trustee reads when the client goes away or holds records not yet published.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};

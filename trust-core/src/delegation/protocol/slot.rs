@@ -399,7 +399,7 @@ impl SlotPair {
 
     /// Trustee side: the number of a published batch not yet served, given the last number served.
     /// Acquire: pairs with `publish`'s Release, so the records are visible. (The runtime asks [`Lanes`].)
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn pending(&self, served: u32) -> Option<u32> {
         let seq = self.request.seq.load(Ordering::Acquire);
         (seq != served).then_some(seq)
@@ -464,6 +464,9 @@ impl SlotPair {
 /// the other's notice of a handover, which is what bounded one thread's `apply_then` with a single pair (the
 /// client waited for answers and the trustee for batches, each about half the time).
 pub(crate) const LANES: u32 = 2;
+
+// `Lanes::published` reads the two lanes by name.
+const _: () = assert!(LANES == 2);
 
 /// One client's channel to one trustee: [`LANES`] slot pairs, used in turn. The trustee serves the batches in
 /// the order of their numbers, whichever lane each is in, so records still run in the order the client issued
@@ -837,9 +840,10 @@ mod tests {
     }
 }
 
-/// The protocol under loom: one client and one trustee exchange two batches — two inline records, one of them
-/// spilling into the overflow block, then a boxed one — and every result must come back through the response
-/// slot, visible to the client after the answer. Run with
+/// The protocol under loom, through the lanes the runtime uses: one client and one trustee exchange two batches
+/// one at a time — two inline records, one of them spilling into the overflow block, then a boxed one — and
+/// every result must come back through the response slot, visible to the client after the answer; then two
+/// batches in flight at once must run in their numbers' order. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test -p trust-core --lib --release loom_model`.
 #[cfg(all(test, loom))]
 mod loom_model {
@@ -847,27 +851,30 @@ mod loom_model {
     use super::*;
     use loom::sync::Arc;
 
+    /// The trustee's side of both models: serves batches 1 to `batches` in order, as `Worker::serve` does.
+    fn spawn_trustee(lanes: &Arc<Lanes>, batches: u32) -> loom::thread::JoinHandle<()> {
+        let lanes = lanes.clone();
+        loom::thread::spawn(move || {
+            let mut served = 0;
+            while served != batches {
+                match lanes.pending(served) {
+                    Some(seq) => {
+                        // SAFETY: trustee side of the published batch `seq`.
+                        unsafe { lanes.run_batch(seq, Cursor::default(), || false) };
+                        lanes.answer(seq);
+                        served = seq;
+                    }
+                    None => loom::thread::yield_now(),
+                }
+            }
+        })
+    }
+
     #[test]
     fn client_and_trustee_exchange_batches() {
         loom::model(|| {
-            let pair = Arc::new(SlotPair::new());
-            let trustee = {
-                let pair = pair.clone();
-                loom::thread::spawn(move || {
-                    let mut served = 0;
-                    while served != 2 {
-                        match pair.pending(served) {
-                            Some(seq) => {
-                                // SAFETY: trustee side of a published batch.
-                                unsafe { pair.run_batch(Cursor::default(), || false) };
-                                pair.answer(seq);
-                                served = seq;
-                            }
-                            None => loom::thread::yield_now(),
-                        }
-                    }
-                })
-            };
+            let lanes = Arc::new(Lanes::new());
+            let trustee = spawn_trustee(&lanes, 2);
             let mut batch = Batch::new();
             let small = Answer(|| 3u64);
             let pad = [4u64; 25];
@@ -876,15 +883,15 @@ mod loom_model {
             assert!(batch.push(spill).is_ok());
             assert!(batch.len > PRIMARY);
             // SAFETY: nothing is in flight.
-            unsafe { pair.publish(1, &mut batch) };
-            while !pair.is_answered(1) {
+            unsafe { lanes.publish(1, &mut batch) };
+            while !lanes.is_answered(1) {
                 loom::thread::yield_now();
             }
             // SAFETY: answered: the records' writes happen-before these reads.
             let got = unsafe {
                 [
-                    read_result::<u64>(pair.results()),
-                    read_result::<u64>(pair.results().add(8)),
+                    read_result::<u64>(lanes.results(1)),
+                    read_result::<u64>(lanes.results(1).add(8)),
                 ]
             };
             assert_eq!(got, [3, 100]);
@@ -892,14 +899,14 @@ mod loom_model {
             let boxed = Answer(move || pad.iter().map(|&b| u64::from(b)).sum::<u64>());
             assert!(!fits_inline_val(&boxed));
             assert!(batch.push(boxed).is_ok());
-            // SAFETY: batch 1 is answered and its results read.
-            unsafe { pair.publish(2, &mut batch) };
-            while !pair.is_answered(2) {
+            // SAFETY: batch 1 is answered and its results read (and batch 2 has a lane of its own).
+            unsafe { lanes.publish(2, &mut batch) };
+            while !lanes.is_answered(2) {
                 loom::thread::yield_now();
             }
             // SAFETY: as above.
             assert_eq!(
-                unsafe { read_result::<u64>(pair.results()) },
+                unsafe { read_result::<u64>(lanes.results(2)) },
                 5 * 2 * BODY as u64
             );
             trustee.join().unwrap();
@@ -910,23 +917,7 @@ mod loom_model {
     fn two_batches_in_flight_through_two_lanes() {
         loom::model(|| {
             let lanes = Arc::new(Lanes::new());
-            let trustee = {
-                let lanes = lanes.clone();
-                loom::thread::spawn(move || {
-                    let mut served = 0;
-                    while served != 2 {
-                        match lanes.pending(served) {
-                            Some(seq) => {
-                                // SAFETY: trustee side of the published batch `seq`.
-                                unsafe { lanes.run_batch(seq, Cursor::default(), || false) };
-                                lanes.answer(seq);
-                                served = seq;
-                            }
-                            None => loom::thread::yield_now(),
-                        }
-                    }
-                })
-            };
+            let trustee = spawn_trustee(&lanes, 2);
             let order = Arc::new(AtomicU32::new(0));
             for seq in 1..=2 {
                 let order = order.clone();

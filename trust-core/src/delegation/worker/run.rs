@@ -420,8 +420,11 @@ impl Worker {
     fn collect_answers(&self) -> bool {
         let mut busy = false;
         for outbox in self.client.borrow_mut().outboxes() {
-            if outbox.poll() {
-                while outbox.poll() {}
+            let mut answered = false;
+            while outbox.poll() {
+                answered = true;
+            }
+            if answered {
                 // Fibers that waited for room go first: the answered ones would otherwise take all the room
                 // again, and the same fibers would fill every batch while the others starve.
                 for id in outbox.blocked.drain(..).chain(outbox.answered_fibers.drain(..)) {
