@@ -251,3 +251,32 @@ fn a_thread_may_exit_before_its_launched_fiber_ends() {
         "the fiber ran to the end"
     );
 }
+
+#[test]
+fn a_thread_that_only_issues_apply_thens_still_runs_a_launched_fibers_continuation() {
+    // The thread never calls `wait_pending` or a blocking `apply`: after the launch (one record for trustee 0,
+    // far from a batch's worth) it only pipelines `apply_then`s to trustee 1. The launch must still go out
+    // (a thread publishing to one trustee sends what waits for the others), and its continuation must run
+    // among the `apply_then`s, on this thread (ready continuations are looked for at each publish).
+    let account = rt().trustee(0).entrust(Latch::new(5u64));
+    let counter = rt().trustee(1).entrust(0u64);
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    account.launch_then(
+        |latch| *latch.lock() * 2,
+        move |v| *g.borrow_mut() = Some(v),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut issued = 0u64;
+    while got.borrow().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the continuation did not run within 10 s of apply_thens ({issued} issued)"
+        );
+        counter.apply_then(|c| *c += 1, |()| {});
+        issued += 1;
+    }
+    assert_eq!(*got.borrow(), Some(10));
+    wait_pending();
+    assert_eq!(counter.apply(|c| *c), issued);
+}

@@ -583,12 +583,19 @@ impl Client {
         outbox.push_then(record, then, self.pending.clone());
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
         // as a pipelining ring does: a publish costs cache-line transfers both ways, too much to pay per
-        // request. The rest goes at the next blocking call, `wait_pending`, or when the thread exits.
+        // request. The rest goes at the next publish to any trustee (below), blocking call, `wait_pending`,
+        // or when the thread exits.
         // Continuations are run from here only then too: answers arrive only by a poll, and others that came
         // meanwhile (a `launch_then` result) wait at most that many requests, or until `wait_pending`.
         if outbox.batch.count() >= PUBLISH_EVERY || outbox.batch.is_half_full() {
-            outbox.poll();
-            outbox.flush();
+            // The batches for other trustees go out too, where a lane is free: a record for one trustee (a
+            // `launch_then`, say) must not wait unpublished while the thread goes on with another.
+            for outbox in self.outboxes.iter_mut().flatten() {
+                if outbox.has_unsent() {
+                    outbox.poll();
+                    outbox.flush();
+                }
+            }
             return self.has_ready();
         }
         false
