@@ -257,3 +257,67 @@ fn continuations_inline_and_boxed_run_in_place_or_are_dropped_with_their_results
         "every capture left behind dropped once"
     );
 }
+
+/// Polls `f` to completion on this thread, parking between polls: the smallest executor, so that
+/// `apply_async`'s future and its waker run under Miri (tokio does not).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::park();
+    }
+}
+
+#[test]
+fn apply_async_from_two_threads_answers_each_and_drops_unawaited_results_once() {
+    const EACH: u64 = if cfg!(miri) { 10 } else { 1_000 };
+    let counter = Arc::new(rt().trustee(0).entrust(0u64));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let counter = counter.clone();
+            thread::spawn(move || {
+                for i in 1..=EACH {
+                    let seen = block_on(counter.apply_async(|c| {
+                        *c += 1;
+                        *c
+                    }));
+                    assert!(
+                        seen >= i,
+                        "the counter only grows, and this thread added {i}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(counter.apply(|c| *c), 2 * EACH);
+
+    // Sent (polled once), then dropped before the answer: the closure still runs, its result is dropped once.
+    let drops = Arc::new(AtomicUsize::new(0));
+    let values = rt().trustee(0).entrust(());
+    for _ in 0..3 {
+        let drops = drops.clone();
+        let mut future = Box::pin(values.apply_async(move |_| CountsDrops(drops)));
+        let waker = std::task::Waker::noop();
+        let _ = future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
+    }
+    wait_for_drops(&drops, 3);
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        block_on(values.apply_async(|_| panic!("async boom")))
+    }));
+    assert_eq!(panic_message(panicked.unwrap_err()), "async boom");
+}

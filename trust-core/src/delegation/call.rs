@@ -110,12 +110,11 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
     }
 }
 
-/// Sends a record that answers nothing — a reference-count change, a property's registration, the request of an
-/// `apply_async` (which answers through its own shared slot) — without ever waiting. A worker queues it in its
+/// Sends a record that answers nothing — a reference-count change, a property's registration — without ever
+/// waiting. A worker queues it in its
 /// outbox (its loop publishes it). A plain thread puts it in a slot when one is free, else mails it to
 /// the trustee: an idle thread (an executor's, parked) must not hold it unpublished until it calls again. So
-/// such records are not ordered among themselves; count changes need no order (see `Worker::retire`), and
-/// futures in flight at the same time are unordered anyway.
+/// such records are not ordered among themselves; count changes need no order (see `Worker::retire`).
 pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record: F) {
     if let Some(worker) = context::worker() {
         return worker.client.borrow_mut().outbox(trustee).push_or_queue(record);

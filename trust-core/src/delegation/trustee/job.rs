@@ -87,7 +87,7 @@ impl<J: Job<Output: Send>> Record for Reply<J> {
 }
 
 /// The record of a request that answers nothing through the slot: `done` gets the output on the trustee
-/// (fire-and-forget requests, `apply_async`'s shared slot).
+/// (fire-and-forget requests: count changes, registrations).
 pub(crate) struct Deliver<J, D> {
     pub(crate) job: J,
     pub(crate) done: D,
@@ -118,7 +118,7 @@ unsafe impl Send for Out {}
 /// Runs a record's work. Everything user code can do from a record — a result whose `Drop` panics because its
 /// receiver is gone, a user `Waker` that panics — is contained here, so a record can never unwind into the
 /// trustee's loop.
-fn contained(f: impl FnOnce()) {
+pub(crate) fn contained(f: impl FnOnce()) {
     if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
         eprintln!(
             "trust: a panic escaped a request's bookkeeping on its trustee (a result's `Drop` or a `Waker`); \
@@ -128,7 +128,7 @@ fn contained(f: impl FnOnce()) {
 }
 
 /// Runs `job` and hands its output to `done`; a job that must wait pauses its batch (see the module docs).
-fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
+pub(crate) fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
     match job.run() {
         Ok(output) => done(output),
         Err(job) => local::pause(Box::new(move || contained(move || run_job(job, done)))),

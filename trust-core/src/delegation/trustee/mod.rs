@@ -4,5 +4,6 @@
 pub(crate) mod job;
 pub(crate) mod local;
 pub(crate) mod metrics;
+pub(crate) mod oneshot;
 pub(crate) mod property;
 pub(crate) mod shared;

@@ -20,7 +20,8 @@ use crate::delegation::stack::FiberStack;
 
 pub(crate) enum Mail {
     Register(Arc<Channel>),
-    /// A record from a plain thread whose slot was busy (see `client::post`), in its mail node.
+    /// A record from a plain thread whose slot was busy (see `call::post`), or an `apply_async` request
+    /// (`trustee::oneshot`), in its mail node.
     Run(Runnable),
     Spawn(FiberStack, Box<dyn FnOnce() + Send>),
     Wake(usize),
@@ -63,32 +64,49 @@ impl<T> Deref for Aligned<T> {
 /// A node holds its payload inline: a mailed record is one allocation, not a box in a node.
 #[derive(Default)]
 struct Mailbox {
-    head: AtomicPtr<Header>,
+    head: AtomicPtr<MailHeader>,
 }
 
-/// The start of every node: the next (older) node, and how to turn this node into its [`Mail`].
+/// The start of every node: the next (older) node, and how to turn this node into its [`Mail`]. A node made
+/// elsewhere (`trustee::oneshot`) starts with one too, and goes in with [`TrusteeShared::mail_node`].
 #[repr(C)]
-struct Header {
-    next: *mut Header,
-    open: unsafe fn(*mut Header) -> Mail,
+pub(crate) struct MailHeader {
+    next: *mut MailHeader,
+    open: unsafe fn(*mut MailHeader) -> Mail,
+}
+
+impl MailHeader {
+    /// The header of a node that `open` turns into its mail.
+    pub(crate) fn new(open: unsafe fn(*mut MailHeader) -> Mail) -> Self {
+        MailHeader {
+            next: ptr::null_mut(),
+            open,
+        }
+    }
 }
 
 #[repr(C)]
 struct Node<P> {
-    header: Header,
+    header: MailHeader,
     payload: P,
 }
 
 /// A mailed record, still in its node; runs (or, dropped, drops) the record and frees the node once.
 pub(crate) struct Runnable {
-    node: *mut Header,
-    finish: unsafe fn(*mut Header, bool),
+    node: *mut MailHeader,
+    finish: unsafe fn(*mut MailHeader, bool),
 }
 
 // SAFETY: the node holds an `F: Send` (see `Mailbox::push_run`), owned by this value alone.
 unsafe impl Send for Runnable {}
 
 impl Runnable {
+    /// # Safety
+    /// `finish(node, _)` must be sound to call once, from the worker's thread.
+    pub(crate) unsafe fn new(node: *mut MailHeader, finish: unsafe fn(*mut MailHeader, bool)) -> Self {
+        Runnable { node, finish }
+    }
+
     pub(crate) fn run(self) {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: the node is this value's, and `this` is not dropped: finished once.
@@ -105,17 +123,17 @@ impl Drop for Runnable {
 
 /// # Safety
 /// `h` heads a `Node<Mail>` made by `push`, opened once.
-unsafe fn open_mail(h: *mut Header) -> Mail {
+unsafe fn open_mail(h: *mut MailHeader) -> Mail {
     // SAFETY: by the contract; the node is freed here.
     unsafe { Box::from_raw(h.cast::<Node<Mail>>()) }.payload
 }
 
 /// # Safety
 /// `h` heads a `Node<F>` made by `push_run`, opened once.
-unsafe fn open_run<F: FnOnce() + Send + 'static>(h: *mut Header) -> Mail {
+unsafe fn open_run<F: FnOnce() + Send + 'static>(h: *mut MailHeader) -> Mail {
     /// # Safety
     /// `h` heads a `Node<F>` made by `push_run`, finished once.
-    unsafe fn finish<F: FnOnce()>(h: *mut Header, run: bool) {
+    unsafe fn finish<F: FnOnce()>(h: *mut MailHeader, run: bool) {
         // SAFETY: by the contract; the node is freed here, after `F` runs or is dropped.
         let f = unsafe { Box::from_raw(h.cast::<Node<F>>()) }.payload;
         if run {
@@ -143,15 +161,18 @@ impl Mailbox {
         self.push_node(f, open_run::<F>);
     }
 
-    fn push_node<P>(&self, payload: P, open: unsafe fn(*mut Header) -> Mail) {
+    fn push_node<P>(&self, payload: P, open: unsafe fn(*mut MailHeader) -> Mail) {
         let node = Box::into_raw(Box::new(Node {
-            header: Header {
-                next: ptr::null_mut(),
-                open,
-            },
+            header: MailHeader::new(open),
             payload,
-        }))
-        .cast::<Header>();
+        }));
+        // SAFETY: a fresh node, headed by its header, whose `open` fits it.
+        unsafe { self.link(node.cast()) }
+    }
+
+    /// # Safety
+    /// `node` heads a node that is the caller's to give, and `open` in its header turns it into its mail.
+    unsafe fn link(&self, node: *mut MailHeader) {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: `node` is ours until the exchange below publishes it.
@@ -179,7 +200,7 @@ impl Mailbox {
         let mut node = self.head.swap(ptr::null_mut(), Ordering::Acquire);
         let mut mail = Vec::new();
         while !node.is_null() {
-            // SAFETY: every node was made by `push_node` with the `open` that fits it, and the swap above took
+            // SAFETY: every node was linked with the `open` that fits it (`link`), and the swap above took
             // the whole list out of the stack: this thread owns it, and opens each node once (`next` is read
             // first: opening may free the node).
             unsafe {
@@ -256,6 +277,16 @@ impl TrusteeShared {
 
     pub(crate) fn run_later<F: FnOnce() + Send + 'static>(&self, f: F) {
         self.mail.push_run(f);
+        self.wake();
+    }
+
+    /// Mails a node made by the caller (one allocation for a request and its answer: `trustee::oneshot`).
+    ///
+    /// # Safety
+    /// As for `Mailbox::link`: `node` is the caller's to give, and its header's `open` fits it.
+    pub(crate) unsafe fn mail_node(&self, node: *mut MailHeader) {
+        // SAFETY: by the contract.
+        unsafe { self.mail.link(node) };
         self.wake();
     }
 

@@ -1,0 +1,347 @@
+//! A request and its answer in one allocation, for `Trust::apply_async`: the node mailed to the trustee
+//! carries the job there and holds its output and the waiting task's waker; the future keeps a pointer to
+//! it. Whichever of the two sides lets go last frees the node, usually the future, on the thread that made it
+//! (so the allocator's fast path serves both ends).
+//!
+//! No lock: one state word orders the two sides. The trustee writes the output, then sets `DONE`, then wakes
+//! the waker unless the future is swapping it (`REGISTERING`), in which case the future sees `DONE` when it
+//! clears `REGISTERING` and answers from that same poll. A task that is only woken by its answer (the usual
+//! case: it registered its waker when it sent the request) never takes the state word on a poll but the
+//! last.
+
+use std::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Poll, Waker};
+
+use crate::delegation::trustee::job::{self, Job};
+use crate::delegation::trustee::shared::{Mail, MailHeader, Runnable, TrusteeShared};
+
+/// The trustee has written `output` (`Some`: the job ran; `None`: it was dropped without running).
+const DONE: u8 = 1;
+/// The future is swapping `waker`: the trustee must not read it.
+const REGISTERING: u8 = 2;
+/// One side has let go of the node: the other frees it.
+const LET_GO: u8 = 4;
+
+/// The part of a node both sides use; the job follows it (`Node`).
+#[repr(C)]
+struct Shared<O> {
+    /// First: the mailbox links nodes through it.
+    header: MailHeader,
+    state: AtomicU8,
+    /// Written by the future before the node is mailed or under `REGISTERING`; taken by the trustee after
+    /// `DONE` when no `REGISTERING` was seen.
+    waker: UnsafeCell<Option<Waker>>,
+    /// Written once by the trustee before `DONE`; taken by the future after it.
+    output: UnsafeCell<Option<O>>,
+    /// Frees the whole node (`free::<J>`): the future's half does not know the job's type.
+    free: unsafe fn(NonNull<Shared<O>>),
+}
+
+#[repr(C)]
+struct Node<J: Job> {
+    shared: Shared<J::Output>,
+    /// Moved out by the trustee when it opens the node (always before it lets go).
+    job: UnsafeCell<ManuallyDrop<J>>,
+}
+
+/// The future's half: polls for the output of a job mailed to a trustee.
+pub(crate) struct Answer<O> {
+    node: NonNull<Shared<O>>,
+}
+
+// SAFETY: the node is shared with the trustee through the state word only; this half moves the output
+// (`O: Send`) and drops the waker (`Waker: Send`).
+unsafe impl<O: Send> Send for Answer<O> {}
+// SAFETY: every method takes `&mut self`.
+unsafe impl<O> Sync for Answer<O> {}
+
+impl<O: Send + 'static> Answer<O> {
+    /// Mails `job` to `trustee`; `waker` is woken once its output is there.
+    pub(crate) fn send<J: Job<Output = O>>(trustee: &TrusteeShared, job: J, waker: Waker) -> Self {
+        let node = NonNull::from(Box::leak(Box::new(Node {
+            shared: Shared {
+                header: MailHeader::new(open::<J>),
+                state: AtomicU8::new(0),
+                waker: UnsafeCell::new(Some(waker)),
+                output: UnsafeCell::new(None),
+                free: free::<J>,
+            },
+            job: UnsafeCell::new(ManuallyDrop::new(job)),
+        })));
+        // SAFETY: a fresh node headed by its header, whose `open` is the function for its type; the trustee
+        // owns its job from here on, and shares the rest through the state word.
+        unsafe { trustee.mail_node(node.as_ptr().cast()) };
+        Answer { node: node.cast() }
+    }
+
+    /// The job's output once the trustee has answered (`None` if the job was dropped without running);
+    /// until then, `waker` is the one woken. Not to be called again after it returned `Ready`.
+    pub(crate) fn poll(&mut self, waker: &Waker) -> Poll<Option<O>> {
+        // SAFETY: the node lives until both sides let go, and this side lets go only in `drop`.
+        let node = unsafe { self.node.as_ref() };
+        let mut state = node.state.load(Ordering::Acquire);
+        if state & DONE == 0 {
+            // The waker is swapped only under REGISTERING (the only other change, while the future lives, is
+            // DONE): a failed exchange means the answer came.
+            match node
+                .state
+                .compare_exchange(state, state | REGISTERING, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    // SAFETY: under REGISTERING the trustee leaves the waker alone.
+                    let slot = unsafe { &mut *node.waker.get() };
+                    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                        *slot = Some(waker.clone());
+                    }
+                    // Release: the trustee sees the new waker; Acquire: the output, if it came meanwhile (the
+                    // trustee saw REGISTERING then, and woke nobody: this poll answers).
+                    state = node.state.fetch_and(!REGISTERING, Ordering::AcqRel);
+                    if state & DONE == 0 {
+                        return Poll::Pending;
+                    }
+                }
+                Err(now) => state = now,
+            }
+        }
+        debug_assert!(state & DONE != 0);
+        // SAFETY: DONE, acquired: the trustee wrote the output and no longer touches it.
+        Poll::Ready(unsafe { (*node.output.get()).take() })
+    }
+}
+
+impl<O> Drop for Answer<O> {
+    fn drop(&mut self) {
+        // SAFETY: the node lives until both sides let go; this is this side's one letting go.
+        unsafe { let_go(self.node) };
+    }
+}
+
+/// Lets go of the node for one side; the second side to do so frees it (with an output nobody took), and
+/// learns so (true).
+///
+/// # Safety
+/// Called once per side.
+unsafe fn let_go<O>(node: NonNull<Shared<O>>) -> bool {
+    // SAFETY: live until both sides let go; by the contract, this side has not yet.
+    let shared = unsafe { node.as_ref() };
+    let last = shared.state.fetch_or(LET_GO, Ordering::AcqRel) & LET_GO != 0;
+    if last {
+        // SAFETY: both sides have let go (AcqRel: after all of the other's accesses).
+        unsafe { (shared.free)(node) };
+    }
+    last
+}
+
+/// # Safety
+/// `node` heads a `Node<J>` that nobody uses any more, whose job was moved out.
+unsafe fn free<J: Job>(node: NonNull<Shared<J::Output>>) {
+    // SAFETY: by the contract; the job is not dropped again (`ManuallyDrop`), the rest drops with the box.
+    drop(unsafe { Box::from_raw(node.cast::<Node<J>>().as_ptr()) });
+}
+
+/// # Safety
+/// `h` heads a `Node<J>` made by `Answer::send`, opened once.
+unsafe fn open<J: Job<Output: Send>>(h: *mut MailHeader) -> Mail {
+    // SAFETY: by the contract, `finish::<J>` fits the node, and a `Runnable` finishes it once.
+    Mail::Run(unsafe { Runnable::new(h, finish::<J>) })
+}
+
+/// Runs (or drops) the node's job and answers.
+///
+/// # Safety
+/// `h` heads a `Node<J>` made by `Answer::send`, finished once, on the trustee.
+unsafe fn finish<J: Job<Output: Send>>(h: *mut MailHeader, run: bool) {
+    let node = NonNull::new(h.cast::<Node<J>>()).expect("a mailed node");
+    // SAFETY: the job is the trustee's, moved out once, here.
+    let job = unsafe { ManuallyDrop::take(&mut *node.as_ref().job.get()) };
+    let answering = Answering { node };
+    if run {
+        // A job that must wait (see `job::run_job`) keeps `answering` until it runs; dropped unrun at
+        // shutdown, it answers `None`.
+        job::contained(move || job::run_job(job, move |output| answering.answer(Some(output))));
+    } else {
+        job::contained(move || {
+            drop(job);
+            drop(answering);
+        });
+    }
+}
+
+/// The trustee's half, until it answers: answers `None` if dropped first.
+struct Answering<J: Job> {
+    node: NonNull<Node<J>>,
+}
+
+impl<J: Job> Answering<J> {
+    fn answer(self, output: Option<J::Output>) {
+        let node = ManuallyDrop::new(self).node.cast::<Shared<J::Output>>();
+        // SAFETY: the trustee has not let go (that happens here, once), so the node is live.
+        let shared = unsafe { node.as_ref() };
+        // SAFETY: only the trustee writes the output, before DONE; the future reads it only after.
+        unsafe { *shared.output.get() = output };
+        // Release: the output; Acquire: the waker the future last registered.
+        let waker = if shared.state.fetch_or(DONE, Ordering::AcqRel) & REGISTERING == 0 {
+            // SAFETY: DONE without REGISTERING: the future will not touch the waker again.
+            unsafe { (*shared.waker.get()).take() }
+        } else {
+            None // the future is in `poll`, and answers from it
+        };
+        // SAFETY: the trustee's one letting go; the node is not touched after it.
+        let future_gone = unsafe { let_go(node) };
+        if let Some(waker) = waker.filter(|_| !future_gone) {
+            waker.wake();
+        }
+    }
+}
+
+impl<J: Job> Drop for Answering<J> {
+    fn drop(&mut self) {
+        Answering { node: self.node }.answer(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delegation::trustee::job::Always;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    #[derive(Default)]
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<CountWakes>, Waker) {
+        let count = Arc::new(CountWakes::default());
+        (count.clone(), Waker::from(count))
+    }
+
+
+    /// Plays the worker: runs (or drops) the mail sent so far; returns how many nodes it opened.
+    fn serve(trustee: &TrusteeShared, run: bool) -> usize {
+        let mail = trustee.take_mail();
+        let n = mail.len();
+        for m in mail {
+            let Mail::Run(r) = m else { unreachable!("only nodes are mailed here") };
+            if run {
+                r.run();
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn the_answer_wakes_the_task_once_and_the_next_poll_takes_it() {
+        let trustee = &TrusteeShared::new(0);
+        let (wakes, w) = waker();
+        let mut answer = Answer::send(trustee, Always(|| 6 * 7), w.clone());
+        assert_eq!(answer.poll(&w), Poll::Pending);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        assert_eq!(serve(trustee, true), 1);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(answer.poll(&w), Poll::Ready(Some(42)));
+    }
+
+    #[test]
+    fn a_poll_with_another_waker_moves_the_wake_up_to_it() {
+        let trustee = &TrusteeShared::new(0);
+        let (first, w1) = waker();
+        let (second, w2) = waker();
+        let mut answer = Answer::send(trustee, Always(|| "done"), w1);
+        assert_eq!(answer.poll(&w2), Poll::Pending);
+        serve(trustee, true);
+        assert_eq!((first.0.load(Ordering::SeqCst), second.0.load(Ordering::SeqCst)), (0, 1));
+        assert_eq!(answer.poll(&w2), Poll::Ready(Some("done")));
+    }
+
+    /// The job still runs when its future is gone; its output is dropped once, by the trustee, and the node
+    /// freed (Miri checks both).
+    #[test]
+    fn an_output_nobody_waits_for_is_dropped_once() {
+        let trustee = &TrusteeShared::new(0);
+        let output = Arc::new(());
+        let (wakes, w) = waker();
+        let sent = output.clone();
+        drop(Answer::send(trustee, Always(move || sent), w));
+        assert_eq!(Arc::strong_count(&output), 2, "the job holds its output until it runs");
+        serve(trustee, true);
+        assert_eq!(Arc::strong_count(&output), 1);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "nobody to wake");
+    }
+
+    #[test]
+    fn a_job_dropped_unrun_answers_none_and_wakes() {
+        let trustee = &TrusteeShared::new(0);
+        let captured = Arc::new(());
+        let (wakes, w) = waker();
+        let held = captured.clone();
+        let mut answer = Answer::send(trustee, Always(move || drop(held)), w.clone());
+        assert_eq!(serve(trustee, false), 1);
+        assert_eq!(Arc::strong_count(&captured), 1, "the unrun job was dropped");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(answer.poll(&w), Poll::Ready(None));
+    }
+
+    /// A future polled with a new waker three times, on one thread, while the trustee answers on another:
+    /// either a poll returns the answer, or the last waker registered is woken (exactly once) and the next
+    /// poll returns it. A lost wake-up would hang the round: it fails after a second instead.
+    #[test]
+    fn an_answer_racing_a_waker_swap_is_never_lost() {
+        const ROUNDS: usize = if cfg!(miri) { 20 } else { 5_000 };
+        let trustee = &TrusteeShared::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Stops when the rounds end, or one fails (the flag is set on unwinding too).
+            struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _stop = Stop(&stop);
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    serve(trustee, true);
+                    std::hint::spin_loop();
+                }
+            });
+            for round in 0..ROUNDS {
+                let wakers: Vec<_> = (0..3).map(|_| waker()).collect();
+                let woken = || wakers.iter().map(|(c, _)| c.0.load(Ordering::SeqCst)).collect::<Vec<_>>();
+                let mut answer = Answer::send(trustee, Always(move || round), wakers[0].1.clone());
+                let polled = wakers.iter().find_map(|(_, w)| match answer.poll(w) {
+                    Poll::Ready(out) => Some(out),
+                    Poll::Pending => None,
+                });
+                let got = match polled {
+                    Some(out) => {
+                        assert!(woken().iter().sum::<usize>() <= 1, "round {round}: {:?}", woken());
+                        out
+                    }
+                    None => {
+                        let start = std::time::Instant::now();
+                        while woken()[2] == 0 {
+                            assert!(start.elapsed().as_secs() < 1, "round {round}: lost wake-up, {:?}", woken());
+                            std::thread::yield_now();
+                        }
+                        assert_eq!(woken(), [0, 0, 1], "round {round}: only the last waker is woken");
+                        match answer.poll(&wakers[2].1) {
+                            Poll::Ready(out) => out,
+                            Poll::Pending => panic!("round {round}: woken, but no answer"),
+                        }
+                    }
+                };
+                assert_eq!(got, Some(round));
+            }
+        });
+    }
+}
