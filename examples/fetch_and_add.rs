@@ -25,19 +25,19 @@ fn main() {
     let fibers = workers * FIBERS_PER_WORKER;
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     println!("fetch-and-add on one shared u64: {workers} workers, {cores} cores, {RUN:?} a row\n");
-    println!("| counter | clients | M ops/s | vs Mutex | inline |");
-    println!("| --- | --- | ---: | ---: | ---: |");
+    println!("| counter | clients | M ops/s | vs Mutex | inline | fairness |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
 
     // The usual way: as many threads as cores, each locking the counter.
     let mutex = Arc::new(Mutex::new(0u64));
     let m = mutex.clone();
-    let (ops, rate) = on_threads(workers, move |stop| count(stop, || *m.lock().unwrap() += 1));
-    assert_eq!(*mutex.lock().unwrap(), ops);
-    let baseline = rate;
+    let run = on_threads(workers, move |stop| count(stop, || *m.lock().unwrap() += 1));
+    assert_eq!(*mutex.lock().unwrap(), run.ops);
+    let baseline = run.rate;
     row(
         "Arc<Mutex<u64>>",
         &format!("{workers} threads, lock"),
-        rate,
+        &run,
         baseline,
         None,
     );
@@ -46,46 +46,46 @@ fn main() {
     let counter: Trust<u64> = trust_core::entrust(0);
     let (c, inline) = (counter.clone(), Arc::new(AtomicU64::new(0)));
     let i = inline.clone();
-    let (ops, rate) = on_fibers(fibers, move |stop| {
+    let run = on_fibers(fibers, move |stop| {
         let n = count(stop, || c.apply(|c| *c += 1));
         if trust_core::local_trustee().index() == c.trustee().index() {
             i.fetch_add(n, Ordering::Relaxed); // this fiber runs on the counter's own worker
         }
         n
     });
-    assert_eq!(counter.apply(|c| *c), ops);
+    assert_eq!(counter.apply(|c| *c), run.ops);
     let clients = format!("{workers} x {FIBERS_PER_WORKER} fibers, apply");
-    let inline = inline.load(Ordering::Relaxed) as f64 / ops as f64;
-    row("Trust<u64>", &clients, rate, baseline, Some(inline));
+    let inline = inline.load(Ordering::Relaxed) as f64 / run.ops as f64;
+    row("Trust<u64>", &clients, &run, baseline, Some(inline));
 
     // From OS threads: pipelined requests, with one wait for all answers at the end.
     let counter: Trust<u64> = trust_core::entrust(0);
     let c = counter.clone();
-    let (ops, rate) = on_threads(workers, move |stop| {
+    let run = on_threads(workers, move |stop| {
         let n = count(stop, || c.apply_then(|c| *c += 1, |()| {}));
         wait_pending();
         n
     });
-    assert_eq!(counter.apply(|c| *c), ops);
+    assert_eq!(counter.apply(|c| *c), run.ops);
     let clients = format!("{workers} threads, apply_then");
-    row("Trust<u64>", &clients, rate, baseline, Some(0.0));
+    row("Trust<u64>", &clients, &run, baseline, Some(0.0));
 
     // The mutex from the same fibers (each holds the worker's thread while it waits for the lock).
     let mutex = Arc::new(Mutex::new(0u64));
     let m = mutex.clone();
-    let (ops, rate) = on_fibers(fibers, move |stop| count(stop, || *m.lock().unwrap() += 1));
-    assert_eq!(*mutex.lock().unwrap(), ops);
+    let run = on_fibers(fibers, move |stop| count(stop, || *m.lock().unwrap() += 1));
+    assert_eq!(*mutex.lock().unwrap(), run.ops);
     let clients = format!("{workers} x {FIBERS_PER_WORKER} fibers, lock");
-    row("Arc<Mutex<u64>>", &clients, rate, baseline, None);
+    row("Arc<Mutex<u64>>", &clients, &run, baseline, None);
 
     // The worst case for delegation: one request in flight per thread.
     let counter: Trust<u64> = trust_core::entrust(0);
     let c = counter.clone();
     let threads = 4 * workers;
-    let (ops, rate) = on_threads(threads, move |stop| count(stop, || c.apply(|c| *c += 1)));
-    assert_eq!(counter.apply(|c| *c), ops);
+    let run = on_threads(threads, move |stop| count(stop, || c.apply(|c| *c += 1)));
+    assert_eq!(counter.apply(|c| *c), run.ops);
     let clients = format!("{threads} threads, apply *");
-    row("Trust<u64>", &clients, rate, baseline, Some(0.0));
+    row("Trust<u64>", &clients, &run, baseline, Some(0.0));
 
     println!(
         "\nEvery count checked exactly. inline: the share of the increments applied by fibers on the"
@@ -94,6 +94,34 @@ fn main() {
         "counter's own worker, without a message. * worst case: each blocking `apply` from a plain"
     );
     println!("thread is a full round trip between two threads that must both be on a core.");
+    println!(
+        "fairness: the slowest client's increments over the mean per client (1.00: even; near 0: some"
+    );
+    println!("client barely got a turn).");
+}
+
+/// What a row measured: increments in all, M ops/s, and the slowest client's share over the mean.
+struct Run {
+    ops: u64,
+    rate: f64,
+    fairness: f64,
+}
+
+impl Run {
+    fn new(per_client: Vec<u64>, secs: f64) -> Self {
+        let ops: u64 = per_client.iter().sum();
+        let mean = ops as f64 / per_client.len() as f64;
+        let slowest = per_client.iter().copied().min().unwrap_or(0);
+        Run {
+            ops,
+            rate: ops as f64 / secs / 1e6,
+            fairness: if mean > 0.0 {
+                slowest as f64 / mean
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// Calls `op` until `stop` is raised; returns how many times it did.
@@ -106,8 +134,8 @@ fn count(stop: &AtomicBool, mut op: impl FnMut()) -> u64 {
     n
 }
 
-/// Runs `client` on `n` OS threads for [`RUN`]; returns the operations they reported and the rate.
-fn on_threads<F>(n: usize, client: F) -> (u64, f64)
+/// Runs `client` on `n` OS threads for [`RUN`]; returns what they reported.
+fn on_threads<F>(n: usize, client: F) -> Run
 where
     F: Fn(&AtomicBool) -> u64 + Send + Sync + 'static,
 {
@@ -120,12 +148,14 @@ where
         })
         .collect();
     let secs = stop_after_run(&stop, start);
-    let ops = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    (ops, ops as f64 / secs / 1e6)
+    Run::new(
+        handles.into_iter().map(|h| h.join().unwrap()).collect(),
+        secs,
+    )
 }
 
 /// Runs `client` in `n` fibers, spread over the workers, for [`RUN`]; as [`on_threads`].
-fn on_fibers<F>(n: usize, client: F) -> (u64, f64)
+fn on_fibers<F>(n: usize, client: F) -> Run
 where
     F: Fn(&AtomicBool) -> u64 + Send + Sync + 'static,
 {
@@ -138,8 +168,10 @@ where
         })
         .collect();
     let secs = stop_after_run(&stop, start);
-    let ops = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    (ops, ops as f64 / secs / 1e6)
+    Run::new(
+        handles.into_iter().map(|h| h.join().unwrap()).collect(),
+        secs,
+    )
 }
 
 /// Sleeps until [`RUN`] has passed since `start`, raises `stop`, and returns the seconds run.
@@ -150,10 +182,12 @@ fn stop_after_run(stop: &AtomicBool, start: Instant) -> f64 {
 }
 
 /// One line of the table; `inline` is the share of the row's increments applied without a message.
-fn row(counter: &str, clients: &str, mops: f64, baseline: f64, inline: Option<f64>) {
+fn row(counter: &str, clients: &str, run: &Run, baseline: f64, inline: Option<f64>) {
     let inline = inline.map_or("-".to_owned(), |share| format!("{:.1}%", share * 100.0));
     println!(
-        "| {counter} | {clients} | {mops:.2} | {:.2}x | {inline} |",
-        mops / baseline
+        "| {counter} | {clients} | {:.2} | {:.2}x | {inline} | {:.2} |",
+        run.rate,
+        run.rate / baseline,
+        run.fairness
     );
 }
