@@ -98,3 +98,91 @@ fn apply_async_never_blocks_its_executor_thread_behind_a_slow_request() {
     tokio.block_on(async { (first.await, second.await) });
     assert_eq!(slow.apply(|v| *v), 11);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_tasks_in_flight_at_once_each_get_their_own_answer() {
+    const TASKS: u64 = 100_000;
+    let counter: Trust<u64> = rt().trustee(0).entrust(0);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                counter
+                    .apply_async(move |c| std::mem::replace(c, *c + i + 1))
+                    .await
+            })
+        })
+        .collect();
+    let mut seen = Vec::with_capacity(TASKS as usize);
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    // Each task saw the counter just before its own addition: all distinct, and the final sum is exact.
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen.len() as u64,
+        TASKS,
+        "two tasks saw the same counter value"
+    );
+    assert_eq!(counter.apply_async(|c| *c).await, TASKS * (TASKS + 1) / 2);
+}
+
+/// The waker a future is woken with is the one of its latest poll: polled first with a waker that does
+/// nothing, then awaited by a task while the trustee is still busy, it must wake that task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_polled_again_with_another_waker_wakes_the_new_one() {
+    let slow = rt().trustee(1).entrust(0u64);
+    for round in 0..20u64 {
+        let mut fut = Box::pin(slow.apply_async(move |c| {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            *c += 1;
+            round
+        }));
+        let waker = std::task::Waker::noop();
+        assert!(
+            fut.as_mut()
+                .poll(&mut std::task::Context::from_waker(waker))
+                .is_pending()
+        );
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), fut)
+            .await
+            .expect("woken through the waker of the latest poll");
+        assert_eq!(got, round);
+    }
+    assert_eq!(slow.apply_async(|c| *c).await, 20);
+}
+
+/// A fiber may drive an `apply_async` future itself (polling, and yielding to the other fibers meanwhile):
+/// the request goes by mail from the worker like from any thread (or applies at once on the counter's own).
+#[test]
+fn a_fiber_can_poll_an_apply_async_future_to_completion() {
+    let counter = Arc::new(rt().trustee(1).entrust(0u64));
+    let fibers: Vec<_> = (0..8)
+        .map(|_| {
+            let counter = counter.clone();
+            trust_core::spawn(move || {
+                let waker = std::task::Waker::noop();
+                let mut cx = std::task::Context::from_waker(waker);
+                let mut sum = 0;
+                for i in 1..=100u64 {
+                    let mut fut = std::pin::pin!(counter.apply_async(move |c| {
+                        *c += i;
+                        i
+                    }));
+                    sum += loop {
+                        match fut.as_mut().poll(&mut cx) {
+                            std::task::Poll::Ready(v) => break v,
+                            std::task::Poll::Pending => trust_core::yield_now(),
+                        }
+                    };
+                }
+                sum
+            })
+        })
+        .collect();
+    for f in fibers {
+        assert_eq!(f.join().unwrap(), 5050);
+    }
+    assert_eq!(counter.apply(|c| *c), 8 * 5050);
+}
