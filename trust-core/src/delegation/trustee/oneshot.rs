@@ -127,7 +127,10 @@ impl<O> Drop for Answer<O> {
 unsafe fn let_go<O>(node: NonNull<Shared<O>>) -> bool {
     // SAFETY: live until both sides let go; by the contract, this side has not yet.
     let shared = unsafe { node.as_ref() };
-    let last = shared.state.fetch_or(LET_GO, Ordering::AcqRel) & LET_GO != 0;
+    // Usually the other side has let go already (the trustee does before it wakes the task): then a load
+    // tells, and no read-modify-write is needed.
+    let last = shared.state.load(Ordering::Acquire) & LET_GO != 0
+        || shared.state.fetch_or(LET_GO, Ordering::AcqRel) & LET_GO != 0;
     if last {
         // SAFETY: both sides have let go (AcqRel: after all of the other's accesses).
         unsafe { (shared.free)(node) };
