@@ -5,9 +5,9 @@
 //!
 //! No lock: one state word orders the two sides. The trustee writes the output, then sets `DONE`, then wakes
 //! the waker unless the future is swapping it (`REGISTERING`), in which case the future sees `DONE` when it
-//! clears `REGISTERING` and answers from that same poll. A task that is only woken by its answer (the usual
-//! case: it registered its waker when it sent the request) never takes the state word on a poll but the
-//! last.
+//! clears `REGISTERING` and answers from that same poll. A task polled again only once its answer is there
+//! (the usual case: its waker went with the request) reads the state word and, to let go, usually only
+//! reads it again.
 
 use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
