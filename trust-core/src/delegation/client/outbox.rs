@@ -597,7 +597,7 @@ impl Client {
         // Continuations are run from here only then too: answers arrive only by a poll, and others that came
         // meanwhile (a `launch_then` result) wait at most that many requests, or until `wait_pending`.
         // When both lanes are busy, the batch grows and the next try comes `RETRY_EVERY` requests later: trying
-        // on each request (a poll and a flush of every outbox) cost a fifth of the thread's instructions.
+        // on each request (a poll and a flush of every outbox) cost a seventh of the thread's instructions.
         let count = outbox.batch.count();
         if (count >= PUBLISH_EVERY || outbox.batch.is_half_full()) && count >= outbox.retry_at {
             // The batches for other trustees go out too, where a lane is free: a record for one trustee (a
