@@ -3,7 +3,8 @@
 //! it. Whichever of the two sides lets go last frees the node, usually the future, on the thread that made it
 //! (so the allocator's fast path serves both ends).
 //!
-//! No lock: one state word orders the two sides. The trustee writes the output, then sets `DONE`, then wakes
+//! No lock: one state word orders the two sides (the scheme of `futures`' `AtomicWaker` and tokio's
+//! `oneshot`, folded into the mail node). The trustee writes the output, then sets `DONE`, then wakes
 //! the waker unless the future is swapping it (`REGISTERING`), in which case the future sees `DONE` when it
 //! clears `REGISTERING` and answers from that same poll. A task polled again only once its answer is there
 //! (the usual case: its waker went with the request) reads the state word and, to let go, usually only
