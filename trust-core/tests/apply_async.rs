@@ -186,3 +186,38 @@ fn a_fiber_can_poll_an_apply_async_future_to_completion() {
     }
     assert_eq!(counter.apply(|c| *c), 8 * 5050);
 }
+
+/// An `apply_async` on a `Latch` that a launched fiber holds waits on the trustee (its mailed request is
+/// retried once the fiber is done), and then answers: the order is the launch's, then the future's.
+#[tokio::test]
+async fn apply_async_on_a_latch_held_by_a_launched_fiber_answers_after_it() {
+    let latched = rt()
+        .trustee(0)
+        .entrust(trust_core::Latch::new(Vec::<&str>::new()));
+    let slow = rt().trustee(1).entrust(());
+    let l2 = latched.clone();
+    let (started, has_started) = std::sync::mpsc::channel();
+    let launched = std::thread::spawn(move || {
+        l2.launch(move |l| {
+            let mut log = l.lock();
+            log.push("launch start");
+            started.send(()).unwrap();
+            // The launched fiber suspends, holding the latch, for 50 ms.
+            slow.apply(|_| std::thread::sleep(std::time::Duration::from_millis(50)));
+            log.push("launch end");
+        })
+    });
+    has_started.recv().unwrap();
+    let len = latched
+        .apply_async(|l| {
+            l.get_mut().push("async");
+            l.get_mut().len()
+        })
+        .await;
+    launched.join().unwrap();
+    assert_eq!(len, 3);
+    assert_eq!(
+        latched.apply_async(|l| l.get_mut().clone()).await,
+        ["launch start", "launch end", "async"]
+    );
+}
