@@ -221,3 +221,65 @@ async fn apply_async_on_a_latch_held_by_a_launched_fiber_answers_after_it() {
         ["launch start", "launch end", "async"]
     );
 }
+
+/// The trustee wakes one task of the answers it gives together and leaves the others for that task's poll to
+/// wake (`trustee::relay`). Here that task is never polled again (its waker does nothing), and the trustee is
+/// kept busy by a thread pipelining `apply_then`s: the other task must still be woken, by the trustee itself.
+#[test]
+fn a_task_is_woken_even_when_the_one_woken_before_it_is_never_polled_and_the_trustee_is_busy() {
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Woken(AtomicBool);
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let counter = Arc::new(rt().trustee(0).entrust(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (counter, stop) = (counter.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // A slow request first, so that both futures below are mailed while the trustee is in it and
+            // answered in one pass; then a steady stream, so that the trustee never idles.
+            counter.apply(|_| std::thread::sleep(std::time::Duration::from_millis(30)));
+            while !stop.load(Ordering::Relaxed) {
+                counter.apply_then(|c| *c += 1, |()| {});
+            }
+            trust_core::wait_pending();
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let woken = Arc::new(Woken(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let mut woken_by_trustee = Box::pin(counter.apply_async(|_| 1u8));
+    let mut never_polled_again = Box::pin(counter.apply_async(|_| 2u8));
+    assert!(
+        woken_by_trustee
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    assert!(
+        never_polled_again
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    // Not polled until woken (a poll would drain the relay itself): a wake-up that never comes fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !woken.0.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task was never woken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let got = woken_by_trustee
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker));
+    assert_eq!(got, Poll::Ready(1));
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    drop(never_polled_again);
+}

@@ -62,6 +62,8 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = &mut *self;
         let trustee = this.trust.trustee().shared;
+        // Tasks the trustee answered are woken by the next poll of any of its futures (`trustee::relay`).
+        trustee.relay.drain();
         let answered = match std::mem::replace(&mut this.step, Step::Done) {
             Step::Unsent(f) => {
                 trustee.check_running();

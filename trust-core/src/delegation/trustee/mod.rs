@@ -6,4 +6,5 @@ pub(crate) mod local;
 pub(crate) mod metrics;
 pub(crate) mod oneshot;
 pub(crate) mod property;
+pub(crate) mod relay;
 pub(crate) mod shared;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Poll, Waker};
 
 use crate::delegation::trustee::job::{self, Job};
+use crate::delegation::trustee::relay;
 use crate::delegation::trustee::shared::{Mail, MailHeader, Runnable, TrusteeShared};
 
 /// The trustee has written `output` (`Some`: the job ran; `None`: it was dropped without running).
@@ -196,7 +197,7 @@ impl<J: Job> Answering<J> {
         // SAFETY: the trustee's one letting go; the node is not touched after it.
         let future_gone = unsafe { let_go(node) };
         if let Some(waker) = waker.filter(|_| !future_gone) {
-            waker.wake();
+            relay::wake(waker);
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::metrics::Metrics;
+use crate::delegation::trustee::relay::Relay;
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::stack::FiberStack;
 
@@ -44,6 +45,8 @@ pub(crate) struct TrusteeShared {
     pub(crate) sockets: Mutex<HashSet<RawFd>>,
     /// What the worker counts about itself (written by the worker only).
     pub(crate) metrics: Aligned<Metrics>,
+    /// Wakers of answered `apply_async` tasks, for their executors to wake (`trustee::relay`).
+    pub(crate) relay: Aligned<Relay>,
 }
 
 /// A value on cache lines of its own (two: the adjacent-line prefetcher pairs them).
@@ -237,6 +240,7 @@ impl TrusteeShared {
             mail: Aligned::default(),
             sockets: Mutex::default(),
             metrics: Aligned::default(),
+            relay: Aligned::default(),
         }
     }
 

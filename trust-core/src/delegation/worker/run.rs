@@ -14,6 +14,7 @@ use crate::delegation::worker::fiber::Scheduler;
 use crate::delegation::worker::reactor::{self, Reactor};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::trustee::local;
+use crate::delegation::trustee::relay;
 use crate::delegation::trustee::property::{self, Header, Registry};
 use crate::delegation::protocol::slot::Cursor;
 use crate::delegation::stack::StackPool;
@@ -71,6 +72,11 @@ impl std::fmt::Debug for Retired {
 /// Idle rounds a worker spins before it sleeps in `epoll_wait`, while its fibers wait on sockets: a server
 /// shares the machine with its clients, and a socket wakes the worker anyway (a request too).
 const IO_SPIN: u32 = 16;
+
+/// Rounds of its loop after which a worker wakes the tasks still on its relay itself (`trustee::relay`):
+/// 2-3 us when it is idle, up to a few hundred when it is busy; an executor polls the task woken first, which
+/// drains them, well within that when it is running.
+const RELAY_PATIENCE: u32 = 32;
 
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
@@ -155,6 +161,7 @@ impl Worker {
     fn run(&self) {
         self.shared.metrics.start();
         let mut backoff = Backoff::worker();
+        let mut relay_rounds = 0;
         loop {
             let mut busy = self.read_mail();
             if self.shared.is_closing() {
@@ -187,6 +194,17 @@ impl Worker {
             );
             busy |= self.flush();
             self.drop_retired();
+            // Wakers that no task's poll drained within a few rounds: nobody waits on another executor's turn
+            // for long, whether this worker is idle or not (`trustee::relay`).
+            if self.shared.relay.is_pending() {
+                relay_rounds += 1;
+                if relay_rounds >= RELAY_PATIENCE {
+                    self.shared.relay.drain();
+                    relay_rounds = 0;
+                }
+            } else {
+                relay_rounds = 0;
+            }
             if busy {
                 backoff.reset();
             } else if backoff.snooze()
@@ -208,6 +226,13 @@ impl Worker {
         if mail.is_empty() {
             return false;
         }
+        // The answers to `apply_async`s wake their tasks through the relay (`trustee::relay`).
+        let ((), wakers) = relay::collect(|| self.run_mail(mail));
+        self.shared.relay.hand_over(wakers);
+        true
+    }
+
+    fn run_mail(&self, mail: Vec<Mail>) {
         for m in mail {
             match m {
                 Mail::Register(channel) => self.served.borrow_mut().push(Served {
@@ -223,7 +248,6 @@ impl Worker {
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
         }
-        true
     }
 
     /// Runs a request that came by mail; one that must wait is retried in later turns (it is in no batch to
