@@ -187,30 +187,30 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-        let fiber = worker.fiber.get().filter(|_| !worker.in_delegated());
-        let owner = match fiber {
-            Some((_, id)) => worker.scheduler.pending_of(id),
-            None => worker.client.borrow().pending.clone(),
-        };
-        let record = Reply(job);
-        let Some((_, id)) = fiber else {
-            worker
-                .client
-                .borrow_mut()
-                .outbox(trustee)
-                .push_or_queue_then(record, Cont::new(then, owner));
-            return;
-        };
-        loop {
-            let mut client = worker.client.borrow_mut();
-            let outbox = client.outbox(trustee);
-            if outbox.has_room::<Reply<J>>() {
-                return outbox.push_then(record, then, owner);
-            }
-            outbox.blocked.push(id);
-            drop(client);
-            fiber::suspend();
+    let fiber = worker.fiber.get().filter(|_| !worker.in_delegated());
+    let owner = match fiber {
+        Some((_, id)) => worker.scheduler.pending_of(id),
+        None => worker.client.borrow().pending.clone(),
+    };
+    let record = Reply(job);
+    let Some((_, id)) = fiber else {
+        worker
+            .client
+            .borrow_mut()
+            .outbox(trustee)
+            .push_or_queue_then(record, Cont::new(then, owner));
+        return;
+    };
+    loop {
+        let mut client = worker.client.borrow_mut();
+        let outbox = client.outbox(trustee);
+        if outbox.has_room::<Reply<J>>() {
+            return outbox.push_then(record, then, owner);
         }
+        outbox.blocked.push(id);
+        drop(client);
+        fiber::suspend();
+    }
 }
 
 /// Issues a continuation whose result will come from `trustee` later, through the returned sender, by

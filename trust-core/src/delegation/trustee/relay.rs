@@ -19,12 +19,11 @@ thread_local! {
     static COLLECTING: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
 }
 
-/// Runs `f`, collecting the wakers that `wake` is given meanwhile on this thread instead of waking them.
-pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<Waker>) {
+/// Runs `f`, and returns the wakers that `wake` was given meanwhile on this thread instead of waking them.
+pub(crate) fn collect(f: impl FnOnce()) -> Vec<Waker> {
     let outer = COLLECTING.with(|c| c.replace(Some(Vec::new())));
-    let r = f();
-    let wakers = COLLECTING.with(|c| c.replace(outer)).unwrap_or_default();
-    (r, wakers)
+    f();
+    COLLECTING.with(|c| c.replace(outer)).unwrap_or_default()
 }
 
 /// Wakes `waker`, or collects it if `collect` is running on this thread.
@@ -118,7 +117,7 @@ mod tests {
     fn the_last_answered_is_woken_at_once_and_the_rest_by_the_next_drain() {
         let counts: Vec<_> = (0..3).map(|_| Arc::new(Count(AtomicUsize::new(0)))).collect();
         let woken = || counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect::<Vec<_>>();
-        let ((), wakers) = collect(|| {
+        let wakers = collect(|| {
             for c in &counts {
                 wake(Waker::from(c.clone()));
             }

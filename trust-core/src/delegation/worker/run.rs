@@ -227,7 +227,7 @@ impl Worker {
             return false;
         }
         // The answers to `apply_async`s wake their tasks through the relay (`trustee::relay`).
-        let ((), wakers) = relay::collect(|| self.run_mail(mail));
+        let wakers = relay::collect(|| self.run_mail(mail));
         self.shared.relay.hand_over(wakers);
         true
     }
