@@ -56,6 +56,10 @@ pub(crate) struct Fairness {
     /// How long a saturated batch keeps local applies throttled (`saturated_for`).
     window: Cell<Duration>,
     turn_applies: Cell<u32>,
+    /// The clock said the window is still open, this turn: the fibers that find the credit spent after the
+    /// first are held without asking it again (a clock read is 20-25 ns here, 7% of a saturated counter's
+    /// time when every held fiber asked).
+    still_saturated: Cell<bool>,
     /// Fibers waiting for credit to apply inline.
     held: RefCell<Vec<usize>>,
 }
@@ -67,6 +71,7 @@ impl Default for Fairness {
             saturated: Cell::new(None),
             window: Cell::new(SATURATED_FOR.0),
             turn_applies: Cell::new(0),
+            still_saturated: Cell::new(false),
             held: RefCell::default(),
         }
     }
@@ -75,6 +80,7 @@ impl Default for Fairness {
 impl Fairness {
     pub(crate) fn new_turn(&self) {
         self.turn_applies.set(0);
+        self.still_saturated.set(false);
     }
 
     /// A remote batch of `records` was served.
@@ -99,12 +105,17 @@ impl Fairness {
         self.credit.get() > 0 || self.refill()
     }
 
-    /// Out of credit: unlimited again if no remote client has been saturated for the window.
+    /// Out of credit: unlimited again if no remote client has been saturated for the window (asked of the
+    /// clock once a turn).
     #[cold]
     fn refill(&self) -> bool {
+        if self.still_saturated.get() {
+            return false;
+        }
         if let Some(at) = self.saturated.get()
             && at.elapsed() < self.window.get()
         {
+            self.still_saturated.set(true);
             return false;
         }
         self.saturated.set(None);
