@@ -83,7 +83,12 @@ pub(crate) fn call<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J
 }
 
 /// `call` for a caller already classified: `worker` is the calling thread's worker, if it is one.
-#[inline]
+///
+/// Inlined down to the fiber switch (with `fiber::call`): a fiber that suspends calls deeper than the frame
+/// it resumes in mispredicts one return per level in between, each way (the CPU's return-stack predictor
+/// expects the scheduler's frames). Measured with fibers that only yield: 46 ns per yield with the switch two
+/// calls deep, 20 ns inlined.
+#[inline(always)]
 pub(crate) fn call_from<J: Job<Output: Send>>(
     worker: Option<&'static Worker>,
     trustee: &'static TrusteeShared,
@@ -91,10 +96,22 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 ) -> J::Output {
     if let Some(worker) = worker {
         let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
-            panic!("{}", context::NESTED_BLOCKING);
+            nested_blocking();
         };
         return fiber::call(worker, id, trustee, job);
     }
+    call_from_thread(trustee, job)
+}
+
+#[cold]
+#[inline(never)]
+fn nested_blocking() -> ! {
+    panic!("{}", context::NESTED_BLOCKING);
+}
+
+/// `call_from` for a plain thread or a `may` coroutine.
+#[inline(never)]
+fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
     trustee.check_running();
     if outbox::in_may_coroutine() {
         with_may_client(|c| c.call(trustee, job))

@@ -11,7 +11,7 @@ use crate::delegation::api::runtime::runtime;
 use crate::delegation::trustee::shared::{SHUT_DOWN, TrusteeShared};
 use crate::delegation::client::outbox;
 use crate::delegation::worker::context;
-use crate::delegation::worker::fiber::suspend;
+use crate::delegation::worker::fiber::{suspend, suspend_on};
 
 /// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
 #[must_use = "a fiber runs whether or not it is joined; join it to see its result or its panic"]
@@ -178,16 +178,25 @@ impl<R: Send + 'static> Drop for Promise<R> {
 
 /// Lets the worker run its other fibers and serve its clients before the calling fiber continues. Outside a
 /// fiber (a plain thread, a `may` coroutine), yields the thread or coroutine.
+#[inline]
 pub fn yield_now() {
-    match (context::worker(), context::fiber()) {
-        (Some(worker), Some((_, id))) if !context::in_delegated() => {
-            worker.scheduler.make_ready(id);
-            suspend();
-        }
-        #[cfg(feature = "may")]
-        _ if outbox::in_may_coroutine() => may::coroutine::yield_now(),
-        _ => thread::yield_now(),
+    if let Some(worker) = context::worker()
+        && let Some((_, id)) = worker.fiber.get()
+        && !worker.in_delegated()
+    {
+        worker.scheduler.make_ready(id);
+        return suspend_on(worker);
     }
+    yield_outside_fiber();
+}
+
+#[inline(never)]
+fn yield_outside_fiber() {
+    #[cfg(feature = "may")]
+    if outbox::in_may_coroutine() {
+        return may::coroutine::yield_now();
+    }
+    thread::yield_now();
 }
 
 impl<R> Fiber<R> {

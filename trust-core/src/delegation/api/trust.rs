@@ -15,6 +15,7 @@ use crate::delegation::call;
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Promise};
 use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply};
+use crate::delegation::worker::run::Worker;
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
 /// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
@@ -88,6 +89,7 @@ impl<T: Send + 'static> Trust<T> {
     ///
     /// Panics when called from inside a closure that a *different* trustee is applying (use `apply_then` or
     /// `launch`), or from inside a closure already running on this same property.
+    #[inline]
     pub fn apply<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&mut T) -> R + Send + 'static,
@@ -103,6 +105,7 @@ impl<T: Send + 'static> Trust<T> {
     }
 
     /// `apply` for a closure small enough to move by value.
+    #[inline]
     fn apply_sized<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&mut T) -> R + Send + 'static,
@@ -115,15 +118,8 @@ impl<T: Send + 'static> Trust<T> {
             before_inline_apply(worker);
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            while unsafe { property::launched(property.get().cast()) }
-                && let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated())
-            {
-                assert!(
-                    !worker.scheduler.is_launched_on(id, property.get() as usize),
-                    "{}",
-                    property::APPLY_ON_OWN_LATCH
-                );
-                fiber::yield_now();
+            if unsafe { property::launched(property.get().cast()) } {
+                wait_for_launched(worker, property.get());
             }
             // SAFETY: as above.
             let r = unsafe { property::apply_local(property.get(), f) };
@@ -213,6 +209,25 @@ impl<T: Send + 'static> Trust<T> {
         } else {
             self.apply(inline_arg(f, arg))
         }
+    }
+}
+
+/// A fiber about to apply inline waits while launched fibers share the value (a `Latch`); elsewhere the apply
+/// goes ahead and the property's borrow check panics. Out of line: rare, and it suspends (see
+/// `call::call_from` for why the inlined path keeps one switch).
+#[cold]
+#[inline(never)]
+fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
+    // SAFETY: on the property's trustee thread; the caller's handle keeps it live.
+    while unsafe { property::launched(property.cast()) }
+        && let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated())
+    {
+        assert!(
+            !worker.scheduler.is_launched_on(id, property as usize),
+            "{}",
+            property::APPLY_ON_OWN_LATCH
+        );
+        fiber::yield_now();
     }
 }
 

@@ -29,7 +29,8 @@ pub(crate) fn suspend() {
 }
 
 /// `suspend` for a caller that already has its worker (a fiber never leaves it).
-fn suspend_on(worker: &Worker) {
+#[inline(always)]
+pub(crate) fn suspend_on(worker: &Worker) {
     let (yielder, id) = worker.fiber.get().expect("only a fiber can suspend");
     // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
     unsafe { (*yielder).suspend(()) };
@@ -56,7 +57,10 @@ pub(crate) fn before_inline_apply(worker: &Worker) {
     }
 }
 
+/// Out of line, like every suspension of the local shortcut: the remote path's one switch is what gets inlined
+/// into the caller (see `call::call_from`).
 #[cold]
+#[inline(never)]
 fn hold(worker: &Worker) {
     // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
     if let Some((_, id)) = worker.fiber.get()
@@ -78,16 +82,23 @@ pub(crate) fn after_inline_apply(worker: &Worker) {
         return;
     }
     worker.inline_burst.set(0);
+    yield_burst(worker);
+}
+
+#[inline(never)]
+fn yield_burst(worker: &Worker) {
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
     {
         worker.scheduler.make_ready(id);
-        suspend();
+        suspend_on(worker);
     }
 }
 
 /// Delegation from a worker fiber: the request joins the worker's batch to `trustee` and the fiber suspends
-/// until the batch is answered (and first, if the batch being built is full, until there is room).
+/// until the batch is answered (and first, if the batch being built is full, until there is room). Inlined
+/// into the caller, with the switch: see `call::call_from`.
+#[inline(always)]
 pub(crate) fn call<J: Job<Output: Send>>(
     worker: &Worker,
     id: usize,
@@ -96,23 +107,29 @@ pub(crate) fn call<J: Job<Output: Send>>(
 ) -> J::Output {
     let mut result = None;
     let mut record = Reply(job);
+    // One switch in the loop, not one per case: the inliner then keeps it (and corosensei's `suspend`) inline.
     loop {
-        let mut client = worker.client.borrow_mut();
-        let outbox = client.outbox(trustee);
-        match outbox.try_push_call(record, &raw mut result) {
-            Ok(()) => {
-                outbox.staged.push(id);
-                break;
+        let unsent = {
+            let mut client = worker.client.borrow_mut();
+            let outbox = client.outbox(trustee);
+            match outbox.try_push_call(record, &raw mut result) {
+                Ok(()) => {
+                    outbox.staged.push(id);
+                    None
+                }
+                Err(r) => {
+                    outbox.blocked.push(id);
+                    Some(r)
+                }
             }
-            Err(r) => {
-                record = r;
-                outbox.blocked.push(id);
-            }
-        }
-        drop(client);
+        };
+        // Until the batch is answered, or until there is room.
         suspend_on(worker);
+        match unsent {
+            None => break,
+            Some(r) => record = r,
+        }
     }
-    suspend_on(worker);
     result.expect("the trustee answered the batch holding this request")
 }
 

@@ -154,6 +154,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
 
 impl Worker {
     /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
+    #[inline]
     pub(crate) fn in_delegated(&self) -> bool {
         local::in_delegated()
     }
