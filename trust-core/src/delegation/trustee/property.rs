@@ -71,15 +71,27 @@ struct Borrow<'a> {
 }
 
 impl<'a> Borrow<'a> {
+    #[inline]
     fn new(header: &'a Header) -> Self {
-        assert!(header.launched.get() == 0, "{LAUNCHED}");
-        assert!(!header.in_use.replace(true), "{REENTRANT}");
+        if header.launched.get() != 0 {
+            refuse(LAUNCHED);
+        }
+        if header.in_use.replace(true) {
+            refuse(REENTRANT);
+        }
         local::enter_delegated();
         Borrow { header }
     }
 }
 
+#[cold]
+#[inline(never)]
+fn refuse(why: &str) -> ! {
+    panic!("{why}")
+}
+
 impl Drop for Borrow<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.header.in_use.set(false);
         local::leave_delegated();

@@ -222,17 +222,24 @@ impl Scheduler {
         self.launched.borrow().get(id) == Some(&property)
     }
 
+    #[inline]
     pub(crate) fn make_ready(&self, id: usize) {
         self.ready.borrow_mut().push_back(id);
     }
 
+    #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         !self.ready.borrow().is_empty()
     }
 
     /// Resumes the fibers at the front of the ready queue, each once, calling `between` after every
     /// `SERVE_EVERY` of them. True if any ran.
-    pub(crate) fn run_ready(&self, budget_left: impl Fn() -> bool, between: impl Fn()) -> bool {
+    pub(crate) fn run_ready(
+        &self,
+        running: &Cell<Option<(*const Yielder, usize)>>,
+        budget_left: impl Fn() -> bool,
+        between: impl Fn(),
+    ) -> bool {
         // Each fiber ready now runs once, while the turn's budget of local-shortcut applies lasts, so a
         // remote client waits for at most that many inline applies, while fibers that send requests (and use
         // none of the budget) all run, filling whole batches. `between` serves the channels, collects answers
@@ -255,7 +262,7 @@ impl Scheduler {
             overflow::set_running(fiber.1);
             let state = fiber.0.resume(());
             overflow::set_running(GuardPage::NONE);
-            context::set_fiber(None);
+            running.set(None);
             match state {
                 CoroutineResult::Yield(()) => self.fibers.borrow_mut()[id] = Some(fiber),
                 CoroutineResult::Return(()) => {

@@ -181,6 +181,7 @@ impl Worker {
                 self.scheduler.make_ready(id);
             }
             busy |= self.scheduler.run_ready(
+                &self.fiber,
                 || self.fairness.turn_open(),
                 || {
                     self.serve();
