@@ -79,6 +79,48 @@ fn thousands_of_fibers_per_worker() {
     assert_eq!(counter.apply(|c| *c), 100_000);
 }
 
+/// 300 fibers per worker send to one trustee: more than the two batches in flight hold (71 small requests
+/// each), so most requests wait for room and their worker moves them into a later batch without waking the
+/// fiber. Each request carries a value with a destructor and answers a `Vec`: every request is applied once
+/// (the fetched numbers are exactly 0..N), every carried value dropped once, every answer delivered.
+#[test]
+fn requests_that_wait_for_room_are_sent_once_each() {
+    rt();
+    struct Carried(Arc<AtomicUsize>);
+    impl Drop for Carried {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    const FIBERS: usize = 600;
+    const EACH: usize = 50;
+    let next = local_trustee().entrust(0u64);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let fibers: Vec<_> = (0..FIBERS)
+        .map(|_| {
+            let (next, dropped) = (next.clone(), dropped.clone());
+            spawn(move || {
+                (0..EACH)
+                    .map(|_| {
+                        let carried = Carried(dropped.clone());
+                        let got = next.apply(move |n| {
+                            let _keep = &carried;
+                            *n += 1;
+                            vec![*n - 1]
+                        });
+                        assert_eq!(got.len(), 1);
+                        got[0]
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = fibers.into_iter().flat_map(|f| f.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..(FIBERS * EACH) as u64).collect::<Vec<_>>());
+    assert_eq!(dropped.load(Ordering::Relaxed), FIBERS * EACH);
+}
+
 #[test]
 fn thousand_clones_across_threads_drop_the_value_once() {
     rt();

@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::delegation::client::outbox::Client;
+use crate::delegation::client::outbox::{Blocked, Client};
 use crate::delegation::client::then::{Cont, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
@@ -224,7 +224,7 @@ where
         if outbox.has_room::<Reply<J>>() {
             return outbox.push_then(record, then, owner);
         }
-        outbox.blocked.push(id);
+        outbox.blocked.push_back(Blocked::to_wake(id));
         drop(client);
         fiber::suspend();
     }

@@ -88,10 +88,71 @@ pub(crate) struct Outbox {
     answered: VecDeque<Answered>,
     spare: Vec<Answered>,
     /// Worker fibers whose batches were answered (to wake), whose requests are in the batch being built, or
-    /// that wait for room.
+    /// that wait for room (oldest first).
     pub(crate) answered_fibers: Vec<usize>,
     pub(crate) staged: Vec<usize>,
-    pub(crate) blocked: Vec<usize>,
+    pub(crate) blocked: VecDeque<Blocked>,
+}
+
+/// A worker fiber waiting for room in the batch being built.
+pub(crate) struct Blocked {
+    fiber: usize,
+    /// Its request, when the worker can move it into a batch for it: then the fiber wakes only with its answer,
+    /// not once more just to push (with 256 fibers per worker and two batches of at most 71 requests in flight,
+    /// nearly half the requests of a saturated worker waited for room, each costing two more switches).
+    /// `None`: the fiber pushes its request itself when woken (an `apply_then`, whose continuation goes too).
+    record: Option<BlockedRecord>,
+}
+
+struct BlockedRecord {
+    /// The record, in the suspended fiber's frame, and where its result goes.
+    record: *mut (),
+    dst: *mut (),
+    /// Moves the record into the batch being built if it fits (`push_blocked::<J>`).
+    push: unsafe fn(&mut Outbox, *mut (), *mut ()) -> bool,
+}
+
+impl Blocked {
+    /// A fiber that pushes its own request when woken.
+    pub(crate) fn to_wake(fiber: usize) -> Self {
+        Blocked { fiber, record: None }
+    }
+
+    /// A fiber whose request waits at `record`, its result to go to `dst`, until the worker moves it into a
+    /// batch ([`Outbox::take_blocked`]).
+    ///
+    /// # Safety
+    /// `record` holds a `Reply<J>` and `dst` an `Option<J::Output>`, both in the frame of the fiber, which
+    /// stays suspended until its answer (or forever: abandoned at shutdown, the record is then leaked); the
+    /// fiber does not use the record again.
+    pub(crate) unsafe fn with_record<J: Job<Output: Send>>(
+        fiber: usize,
+        record: *mut Reply<J>,
+        dst: *mut Option<J::Output>,
+    ) -> Self {
+        /// # Safety
+        /// As for `with_record`, and the record is still there (not pushed yet).
+        unsafe fn push_blocked<J: Job<Output: Send>>(outbox: &mut Outbox, record: *mut (), dst: *mut ()) -> bool {
+            // SAFETY: by the contract; the record is moved out, and written back if it does not fit.
+            let r = unsafe { std::ptr::read(record.cast::<Reply<J>>()) };
+            match outbox.try_push_call(r, dst.cast()) {
+                Ok(()) => true,
+                // SAFETY: as above.
+                Err(r) => unsafe {
+                    std::ptr::write(record.cast::<Reply<J>>(), r);
+                    false
+                },
+            }
+        }
+        Blocked {
+            fiber,
+            record: Some(BlockedRecord {
+                record: record.cast(),
+                dst: dst.cast(),
+                push: push_blocked::<J>,
+            }),
+        }
+    }
 }
 
 impl Outbox {
@@ -114,7 +175,7 @@ impl Outbox {
             spare: Vec::new(),
             answered_fibers: Vec::new(),
             staged: Vec::new(),
-            blocked: Vec::new(),
+            blocked: VecDeque::new(),
         }
     }
 
@@ -251,6 +312,26 @@ impl Outbox {
     #[inline]
     pub(crate) fn has_room<F: Record>(&self) -> bool {
         self.backlog.is_empty() && self.batch.has_room::<F>()
+    }
+
+    /// Moves the requests of blocked fibers into the batch being built, oldest first, while they fit; a fiber
+    /// that pushes its own request is handed to `wake`. Their fibers then wait for the batch's answer.
+    pub(crate) fn take_blocked(&mut self, mut wake: impl FnMut(usize)) {
+        while let Some(blocked) = self.blocked.front() {
+            let fiber = blocked.fiber;
+            match &blocked.record {
+                Some(r) => {
+                    let (push, record, dst) = (r.push, r.record, r.dst);
+                    // SAFETY: `Blocked::with_record`'s contract; the entry is removed once its record is moved.
+                    if !unsafe { push(self, record, dst) } {
+                        return;
+                    }
+                    self.staged.push(fiber);
+                }
+                None => wake(fiber),
+            }
+            self.blocked.pop_front();
+        }
     }
 
     /// Adds the record of an `apply_then` and its continuation `then`, issued by `owner`, which the caller

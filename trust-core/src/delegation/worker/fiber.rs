@@ -6,12 +6,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use corosensei::{Coroutine, CoroutineResult};
 
 use crate::delegation::worker::context::{self, Yielder};
+use crate::delegation::client::outbox::Blocked;
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::stack::overflow;
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
@@ -109,29 +111,33 @@ pub(crate) fn call<J: Job<Output: Send>>(
     job: J,
 ) -> J::Output {
     let mut result = None;
-    let mut record = Reply(job);
-    // One switch in the loop, not one per case: the inliner then keeps it (and corosensei's `suspend`) inline.
-    loop {
-        let unsent = {
-            let mut client = worker.client.borrow_mut();
-            let outbox = client.outbox(trustee);
-            match outbox.try_push_call(record, &raw mut result) {
-                Ok(()) => {
-                    outbox.staged.push(id);
-                    None
-                }
+    // Moved out by whoever pushes it: this fiber now, or its worker later (see `Blocked`).
+    let mut record = MaybeUninit::new(Reply(job));
+    {
+        let mut client = worker.client.borrow_mut();
+        let outbox = client.outbox(trustee);
+        // Behind the fibers already waiting for room, if any.
+        let pushed = outbox.blocked.is_empty()
+            // SAFETY: initialized above and read once; written back if it does not fit.
+            && match outbox.try_push_call(unsafe { record.assume_init_read() }, &raw mut result) {
+                Ok(()) => true,
                 Err(r) => {
-                    outbox.blocked.push(id);
-                    Some(r)
+                    record.write(r);
+                    false
                 }
-            }
-        };
-        // Until the batch is answered, or until there is room.
-        suspend_on(worker);
-        match unsent {
-            None => break,
-            Some(r) => record = r,
+            };
+        if pushed {
+            outbox.staged.push(id);
+        } else {
+            // SAFETY: the record and the result's place are in this frame, and this fiber stays suspended
+            // until `result` is set, which happens only once the record was pushed and answered.
+            let blocked = unsafe { Blocked::with_record(id, record.as_mut_ptr(), &raw mut result) };
+            outbox.blocked.push_back(blocked);
         }
+    }
+    // One switch site (the inliner then keeps it, and corosensei's `suspend`, inline), until the answer.
+    while result.is_none() {
+        suspend_on(worker);
     }
     result.expect("the trustee answered the batch holding this request")
 }

@@ -452,8 +452,13 @@ impl Worker {
             }
             if answered {
                 // Fibers that waited for room go first: the answered ones would otherwise take all the room
-                // again, and the same fibers would fill every batch while the others starve.
-                for id in outbox.blocked.drain(..).chain(outbox.answered_fibers.drain(..)) {
+                // again, and the same fibers would fill every batch while the others starve. The batch being
+                // built was full if any waited: it goes out now, and their requests fill the next one.
+                if !outbox.blocked.is_empty() {
+                    outbox.flush();
+                    outbox.take_blocked(|id| self.scheduler.make_ready(id));
+                }
+                for id in outbox.answered_fibers.drain(..) {
                     self.scheduler.make_ready(id);
                 }
                 busy = true;
@@ -476,7 +481,10 @@ impl Worker {
     fn flush(&self) -> bool {
         let mut busy = false;
         for outbox in self.client.borrow_mut().outboxes() {
-            busy |= outbox.flush();
+            if outbox.flush() {
+                busy = true;
+                outbox.take_blocked(|id| self.scheduler.make_ready(id));
+            }
         }
         busy
     }
