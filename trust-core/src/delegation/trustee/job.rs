@@ -128,6 +128,7 @@ pub(crate) fn contained(f: impl FnOnce()) {
 }
 
 /// Runs `job` and hands its output to `done`; a job that must wait pauses its batch (see the module docs).
+#[inline]
 pub(crate) fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
     match job.run() {
         Ok(output) => done(output),
