@@ -67,7 +67,18 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
     drop(trust_core::spawn(move || {
         let _ = listener.accept();
     }));
-    std::thread::sleep(std::time::Duration::from_millis(50)); // both fibers now wait
+    // And 400 fibers hammer a counter on trustee 0 without end: those on worker 1 keep two batches in flight
+    // and most of them wait for room, their requests still in their frames when the runtime stops.
+    let hammered = rt.trustee(0).entrust(0u64);
+    for _ in 0..400 {
+        let hammered = hammered.clone();
+        drop(trust_core::spawn(move || {
+            loop {
+                hammered.apply(|c| *c += 1);
+            }
+        }));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50)); // the socket fibers wait, the others hammer
     rt.shutdown();
     client
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
