@@ -57,8 +57,8 @@ pub(crate) struct Fairness {
     window: Cell<Duration>,
     turn_applies: Cell<u32>,
     /// The clock said the window is still open, this turn: the fibers that find the credit spent after the
-    /// first are held without asking it again (a clock read is 20-25 ns here, 7% of a saturated counter's
-    /// time when every held fiber asked).
+    /// first are held without asking it again (a clock read is 20-25 ns here: 7% of the samples of a saturated
+    /// counter's workers when every held fiber asked).
     still_saturated: Cell<bool>,
     /// Fibers waiting for credit to apply inline.
     held: RefCell<Vec<usize>>,
