@@ -2,6 +2,9 @@
 //! `apply` waiting for them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
@@ -47,21 +50,36 @@ fn blocking_apply_inside_launch_is_fine_and_plain_apply_waits_for_launched_fiber
     let latched = rt().trustee(0).entrust(Latch::new(Vec::<&str>::new()));
     let other = rt().trustee(1).entrust(5u64);
     let l2 = latched.clone();
+    let (started, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (started2, sent2) = (started.clone(), sent.clone());
     let launched = std::thread::spawn(move || {
         l2.launch(move |l| {
             let mut log = l.lock();
             log.push("launch start");
+            started2.store(true, Ordering::Release);
             // Blocking delegation to another trustee from inside a launched fiber: allowed.
             let five = other.apply(|v| *v);
-            for _ in 0..50 {
+            // Still running when the plain apply below is sent, and for 5 ms more: it must wait for this.
+            while !sent2.load(Ordering::Acquire) {
+                yield_now();
+            }
+            let until = Instant::now() + Duration::from_millis(5);
+            while Instant::now() < until {
                 yield_now();
             }
             log.push("launch end");
             five
         })
     });
-    // Give the launch time to start, then a plain apply: it must see the launch finished.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Once the launched fiber runs (not after a fixed sleep: under AddressSanitizer in CI, 20 ms were once too
+    // few for the launch to start), a plain apply: it must wait until the launch has finished.
+    while !started.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sent.store(true, Ordering::Release);
     latched.apply(|l| l.get_mut().push("apply"));
     assert_eq!(launched.join().unwrap(), 5);
     let log = latched.apply(|l| l.get_mut().clone());
