@@ -81,8 +81,10 @@ fn thousands_of_fibers_per_worker() {
 
 /// 300 fibers per worker send to one trustee: more than the two batches in flight hold (71 small requests
 /// each), so most requests wait for room and their worker moves them into a later batch without waking the
-/// fiber. Each request carries a value with a destructor and answers a `Vec`: every request is applied once
-/// (the fetched numbers are exactly 0..N), every carried value dropped once, every answer delivered.
+/// fiber. Each request carries a value with a destructor and answers a `Vec`; one of every 50 fibers has a
+/// request panic on the trustee (before taking a number), every tenth request carries 1 KiB (boxed). Every other
+/// request is applied once (the fetched numbers are exactly 0..N), every panic reaches its fiber, every carried
+/// value is dropped once.
 #[test]
 fn requests_that_wait_for_room_are_sent_once_each() {
     rt();
@@ -94,30 +96,58 @@ fn requests_that_wait_for_room_are_sent_once_each() {
     }
     const FIBERS: usize = 600;
     const EACH: usize = 50;
+    const PANICS: usize = FIBERS / 50;
     let next = local_trustee().entrust(0u64);
     let dropped = Arc::new(AtomicUsize::new(0));
     let fibers: Vec<_> = (0..FIBERS)
-        .map(|_| {
+        .map(|f| {
             let (next, dropped) = (next.clone(), dropped.clone());
             spawn(move || {
-                (0..EACH)
-                    .map(|_| {
-                        let carried = Carried(dropped.clone());
-                        let got = next.apply(move |n| {
+                let mut got = Vec::new();
+                for j in 0..EACH {
+                    let carried = Carried(dropped.clone());
+                    if f % 50 == 0 && j == 3 {
+                        let refused = catch_unwind(AssertUnwindSafe(|| {
+                            next.apply(move |_| -> Vec<u64> {
+                                let _keep = &carried;
+                                panic!("request {j} refused")
+                            })
+                        }));
+                        assert_eq!(
+                            panic_message(refused.unwrap_err()),
+                            format!("request {j} refused")
+                        );
+                        continue;
+                    }
+                    let big = [j as u64; 128];
+                    let answer = if j % 10 == 9 {
+                        next.apply(move |n| {
+                            let _keep = &carried;
+                            assert_eq!(big[127], j as u64);
+                            *n += 1;
+                            vec![*n - 1]
+                        })
+                    } else {
+                        next.apply(move |n| {
                             let _keep = &carried;
                             *n += 1;
                             vec![*n - 1]
-                        });
-                        assert_eq!(got.len(), 1);
-                        got[0]
-                    })
-                    .collect::<Vec<u64>>()
+                        })
+                    };
+                    assert_eq!(answer.len(), 1);
+                    got.push(answer[0]);
+                }
+                got
             })
         })
         .collect();
     let mut all: Vec<u64> = fibers.into_iter().flat_map(|f| f.join().unwrap()).collect();
     all.sort_unstable();
-    assert_eq!(all, (0..(FIBERS * EACH) as u64).collect::<Vec<_>>());
+    assert_eq!(all.len(), FIBERS * EACH - PANICS);
+    assert!(
+        all.iter().enumerate().all(|(i, &n)| n == i as u64),
+        "the numbers taken are exactly 0..N"
+    );
     assert_eq!(dropped.load(Ordering::Relaxed), FIBERS * EACH);
 }
 
