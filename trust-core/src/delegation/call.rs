@@ -142,7 +142,9 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
         with_thread_client(|c| (c.try_post_now(trustee, record), c.has_ready()))
     };
     if let Some(record) = unsent {
-        trustee.run_later(move || record.run(std::ptr::null_mut()));
+        trustee.run_later(move || {
+            record.run(std::ptr::null_mut());
+        });
     }
     if ready {
         run_thread_continuations();

@@ -663,6 +663,9 @@ impl Client {
         record: F,
         then: C,
     ) -> bool {
+        // Cloned first: the count's increment is a store the compiler cannot tell from the outbox's fields, and
+        // between the room check and the push it made the push check the room again.
+        let owner = self.pending.clone();
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         while !outbox.has_room::<F>() {
@@ -670,7 +673,7 @@ impl Client {
                 outbox.wait(parker);
             }
         }
-        outbox.push_then(record, then, self.pending.clone());
+        outbox.push_then(record, then, owner);
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
         // as a pipelining ring does: a publish costs cache-line transfers both ways, too much to pay per
         // request. The rest goes at the next publish to any trustee (below), blocking call, `wait_pending`,

@@ -57,7 +57,8 @@ pub(crate) trait Record: Send + Sized {
     const RESULT: usize;
     /// Runs the record on the trustee. `out` points at `RESULT` bytes of the response body reserved for this
     /// record, 8-aligned; the record must write its result there with [`write_result`] (if `RESULT > 0`).
-    fn run(self, out: *mut u8);
+    /// Returns true when the record paused its batch instead (see `trustee::job`): the batch stops after it.
+    fn run(self, out: *mut u8) -> bool;
 }
 
 /// Bytes a result of type `T` takes in the response body.
@@ -105,7 +106,13 @@ pub(crate) unsafe fn read_result<T>(src: *const u8) -> T {
 
 /// Reads the record that follows the header, runs it with the room reserved for its result, and returns the
 /// record's size and its result's size (the offsets of the next record and result), which it knows statically.
+/// The size's lowest bit (a size is a multiple of `RECORD_ALIGN`) says the record paused its batch: the batch
+/// loop learns it from the value it reads anyway, not from a thread-local after every record.
 type Run = unsafe fn(*mut u8, *mut u8) -> (usize, usize);
+
+/// The bit of a [`Run`]'s size that says the record paused its batch.
+const PAUSED: usize = 1;
+const _: () = assert!(RECORD_ALIGN > PAUSED);
 
 #[repr(C, align(16))]
 struct Body([MaybeUninit<u8>; BODY]);
@@ -167,28 +174,31 @@ unsafe fn run_inline<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize
     // SAFETY: `Batch::push` wrote an `F` at `payload` (aligned to RECORD_ALIGN >= align_of::<F>()), and each
     // record is run exactly once, so reading it out moves the record.
     let f = unsafe { ptr::read(payload.cast::<F>()) };
-    f.run(out);
-    (record_size(size_of::<F>()), F::RESULT)
+    let paused = f.run(out);
+    (record_size(size_of::<F>()) | usize::from(paused), F::RESULT)
 }
 
 unsafe fn run_boxed<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize) {
     // SAFETY: as in `run_inline`, with a `Box<F>` in place of the record.
     let f = unsafe { ptr::read(payload.cast::<Box<F>>()) };
-    f.run(out);
-    (record_size(size_of::<Box<F>>()), F::RESULT)
+    let paused = f.run(out);
+    (
+        record_size(size_of::<Box<F>>()) | usize::from(paused),
+        F::RESULT,
+    )
 }
 
 /// A record kept boxed in a client's queue because the batch had no room when it was issued.
 pub(crate) trait Queued: Send {
     fn result_bytes(&self) -> usize;
-    fn run(self: Box<Self>, out: *mut u8);
+    fn run(self: Box<Self>, out: *mut u8) -> bool;
 }
 
 impl<F: Record> Queued for F {
     fn result_bytes(&self) -> usize {
         F::RESULT
     }
-    fn run(self: Box<Self>, out: *mut u8) {
+    fn run(self: Box<Self>, out: *mut u8) -> bool {
         Record::run(*self, out)
     }
 }
@@ -197,8 +207,11 @@ unsafe fn run_queued(payload: *mut u8, out: *mut u8) -> (usize, usize) {
     // SAFETY: `Batch::push_queued` wrote a `Box<dyn Queued>` at `payload`; each record is run once.
     let q = unsafe { ptr::read(payload.cast::<Box<dyn Queued>>()) };
     let result = q.result_bytes();
-    q.run(out);
-    (record_size(size_of::<Box<dyn Queued>>()), result)
+    let paused = q.run(out);
+    (
+        record_size(size_of::<Box<dyn Queued>>()) | usize::from(paused),
+        result,
+    )
 }
 
 /// A batch of records being built by a client, in the client's own memory: the client can fill the next batch
@@ -412,18 +425,15 @@ impl SlotPair {
     }
 
     /// Trustee side: runs the records of the pending batch in order, from `from` (the start, or where a paused
-    /// run stopped), each with the room reserved for its result. After each record, `pause()` may stop the
-    /// run: then the position of the next record is returned, to resume from later. `None`: the batch is done.
-    /// Records must not unwind (the runtime's records catch panics themselves).
+    /// run stopped), each with the room reserved for its result. A record that pauses its batch (`Record::run`
+    /// returns true) stops the run: then the position of the next record is returned, to resume from later;
+    /// `None`: the batch is done. Also returns how many records ran. Records must not unwind (the runtime's
+    /// records catch panics themselves).
     ///
     /// # Safety
     /// Trustee only, after `pending` returned a number and before `answer` for it; each record is run once
     /// (`from` is the start or a position this method returned for the same batch).
-    pub(crate) unsafe fn run_batch(
-        &self,
-        from: Cursor,
-        pause: impl Fn() -> bool,
-    ) -> Option<Cursor> {
+    pub(crate) unsafe fn run_batch(&self, from: Cursor) -> (Option<Cursor>, usize) {
         // SAFETY: published before `seq`, which `pending` acquired.
         let len = self.request.len.with(|l| unsafe { *l }) as usize;
         let out = self.response.body.with_mut(|body| body.cast::<u8>());
@@ -433,21 +443,23 @@ impl SlotPair {
                 mut record,
                 mut result,
             } = from;
+            let mut ran = 0;
             while record < len {
                 // SAFETY: the client wrote a header at each offset up to `len`, and the payload after it, and
                 // does not touch the body until `answer`; it reserved each record's result room in order, and
                 // does not read the response body until `answer` either.
-                unsafe {
+                let (size, answer) = unsafe {
                     let run = ptr::read(base.add(record).cast::<Run>());
-                    let (size, answer) = run(base.add(record + RECORD_HEADER), out.add(result));
-                    record += size;
-                    result += answer;
-                }
-                if pause() {
-                    return Some(Cursor { record, result });
+                    run(base.add(record + RECORD_HEADER), out.add(result))
+                };
+                record += size & !PAUSED;
+                result += answer;
+                ran += 1;
+                if size & PAUSED != 0 {
+                    return (Some(Cursor { record, result }), ran);
                 }
             }
-            None
+            (None, ran)
         })
     }
 
@@ -572,14 +584,9 @@ impl Lanes {
     /// # Safety
     /// Trustee only, after `pending` returned `seq` and before `answer(seq)`; each record is run once.
     #[inline]
-    pub(crate) unsafe fn run_batch(
-        &self,
-        seq: u32,
-        from: Cursor,
-        pause: impl Fn() -> bool,
-    ) -> Option<Cursor> {
+    pub(crate) unsafe fn run_batch(&self, seq: u32, from: Cursor) -> (Option<Cursor>, usize) {
         // SAFETY: by the contract.
-        unsafe { self.lane(seq).run_batch(from, pause) }
+        unsafe { self.lane(seq).run_batch(from) }
     }
 
     /// Trustee side: batch `seq` is done; its records' results are written.
@@ -612,9 +619,10 @@ mod records {
 
     impl<R: Send, F: FnOnce() -> R + Send> Record for Answer<F> {
         const RESULT: usize = result_bytes::<R>();
-        fn run(self, out: *mut u8) {
+        fn run(self, out: *mut u8) -> bool {
             // SAFETY: `out` is this record's reserved room.
-            unsafe { write_result(out, (self.0)()) }
+            unsafe { write_result(out, (self.0)()) };
+            false
         }
     }
 
@@ -622,8 +630,9 @@ mod records {
 
     impl<F: FnOnce() + Send> Record for Effect<F> {
         const RESULT: usize = 0;
-        fn run(self, _: *mut u8) {
-            (self.0)()
+        fn run(self, _: *mut u8) -> bool {
+            (self.0)();
+            false
         }
     }
 }
@@ -663,7 +672,7 @@ mod tests {
         unsafe {
             pair.publish(1, &mut batch);
             assert_eq!(pair.pending(0), Some(1));
-            pair.run_batch(Cursor::default(), || false);
+            pair.run_batch(Cursor::default());
         }
         pair.answer(1);
         assert!(pair.is_answered(1));
@@ -683,7 +692,7 @@ mod tests {
         // SAFETY: as above.
         unsafe {
             pair.publish(2, &mut batch);
-            pair.run_batch(Cursor::default(), || false);
+            pair.run_batch(Cursor::default());
         }
         pair.answer(2);
         // SAFETY: answered; read in request order, once each.
@@ -721,7 +730,7 @@ mod tests {
                 while served != rounds {
                     if let Some(seq) = pair.pending(served) {
                         // SAFETY: trustee side of a published batch.
-                        unsafe { pair.run_batch(Cursor::default(), || false) };
+                        unsafe { pair.run_batch(Cursor::default()) };
                         pair.answer(seq);
                         served = seq;
                     } else {
@@ -772,7 +781,7 @@ mod tests {
                         Some(seq) => {
                             assert_eq!(seq, served + 1, "batches are served in order");
                             // SAFETY: trustee side of the published batch `seq`.
-                            unsafe { lanes.run_batch(seq, Cursor::default(), || false) };
+                            unsafe { lanes.run_batch(seq, Cursor::default()) };
                             lanes.answer(seq);
                             served = seq;
                         }
@@ -832,7 +841,7 @@ mod tests {
                 lanes.publish(seq, &mut Batch::new());
                 assert_eq!(lanes.published(), seq);
                 assert_eq!(lanes.pending(seq - 1), Some(seq));
-                lanes.run_batch(seq, Cursor::default(), || false);
+                lanes.run_batch(seq, Cursor::default());
             }
             lanes.answer(seq);
             assert_eq!(lanes.pending(seq), None);
@@ -860,7 +869,7 @@ mod loom_model {
                 match lanes.pending(served) {
                     Some(seq) => {
                         // SAFETY: trustee side of the published batch `seq`.
-                        unsafe { lanes.run_batch(seq, Cursor::default(), || false) };
+                        unsafe { lanes.run_batch(seq, Cursor::default()) };
                         lanes.answer(seq);
                         served = seq;
                     }

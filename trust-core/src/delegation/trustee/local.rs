@@ -10,10 +10,6 @@ pub(crate) type Paused = Box<dyn FnOnce()>;
 thread_local! {
     static DELEGATED: Cell<u32> = const { Cell::new(0) };
     static PAUSED: RefCell<Option<Paused>> = const { RefCell::new(None) };
-    /// `PAUSED` holds a record. Apart because the trustee asks after every record: a `Cell<bool>` has no
-    /// destructor, so reading it is one load (the `RefCell` above, which has one, took a call and a borrow,
-    /// about 11 instructions per record).
-    static IS_PAUSED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// True inside a closure a trustee is applying (or a property's destructor) on this thread.
@@ -37,17 +33,9 @@ pub(crate) fn leave_delegated() {
 pub(crate) fn pause(record: Paused) {
     let previous = PAUSED.with(|p| p.replace(Some(record)));
     debug_assert!(previous.is_none(), "one record pauses a batch at a time");
-    IS_PAUSED.with(|p| p.set(true));
-}
-
-/// True when the record just run paused its batch; checked by the trustee after each record.
-#[inline]
-pub(crate) fn is_paused() -> bool {
-    IS_PAUSED.with(Cell::get)
 }
 
 /// The record that paused its batch, if any.
 pub(crate) fn take_paused() -> Option<Paused> {
-    IS_PAUSED.with(|p| p.set(false));
     PAUSED.with(RefCell::take)
 }

@@ -102,6 +102,7 @@ impl Drop for Borrow<'_> {
 ///
 /// # Safety
 /// `p` is a live property of `worker`'s trustee, and this is `worker`'s thread.
+#[inline]
 pub(crate) unsafe fn apply_local<T, R>(p: *mut Property<T>, f: impl FnOnce(&mut T) -> R) -> R {
     // SAFETY: live by the contract; only this thread touches it, and `Borrow` rules out a second `&mut`.
     let property = unsafe { &*p };
@@ -125,6 +126,7 @@ pub(crate) unsafe fn value_ref<'a, T>(p: *mut Property<T>) -> &'a T {
 ///
 /// # Safety
 /// As for `apply_local`.
+#[inline]
 pub(crate) unsafe fn apply_caught<T, R>(
     p: *mut Property<T>,
     f: impl FnOnce(&mut T) -> R,

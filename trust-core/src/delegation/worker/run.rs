@@ -307,16 +307,10 @@ impl Worker {
                 },
             };
             busy = true;
-            let ran = Cell::new(0); // `run_batch` asks whether to pause after each record: counts them
             // SAFETY: we are the channel's trustee, `seq` is pending, and `from` is where its run stopped.
-            let stopped = unsafe {
-                channel.slots.run_batch(seq, from, || {
-                    ran.set(ran.get() + 1);
-                    local::is_paused()
-                })
-            };
-            self.shared.metrics.ran(ran.get(), stopped.is_none());
-            self.fairness.served(ran.get() as usize);
+            let (stopped, ran) = unsafe { channel.slots.run_batch(seq, from) };
+            self.shared.metrics.ran(ran as u64, stopped.is_none());
+            self.fairness.served(ran);
             match stopped {
                 Some(offset) => {
                     let record = local::take_paused().expect("paused by a waiting record");
