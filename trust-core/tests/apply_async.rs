@@ -1,7 +1,7 @@
 //! `apply_async` under tokio: exact totals from many tasks, panics, and cancellation.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 mod common;
 use common::*;
@@ -76,14 +76,25 @@ fn apply_async_never_blocks_its_executor_thread_behind_a_slow_request() {
     // wait for it (an executor thread that waited would stall every other task on it).
     let slow = rt().trustee(1).entrust(0u64);
     let fast = slow.clone();
-    let mut first = Box::pin(slow.apply_async(|v| {
+    let inside = Arc::new(AtomicBool::new(false));
+    let now_inside = inside.clone();
+    let mut first = Box::pin(slow.apply_async(move |v| {
+        now_inside.store(true, Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(300));
         *v += 1;
     }));
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     assert!(first.as_mut().poll(&mut cx).is_pending());
-    std::thread::sleep(std::time::Duration::from_millis(20)); // the trustee is now inside the slow closure
+    // The trustee is now inside the slow closure (waited for, not guessed with a fixed pause).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !inside.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        inside.load(Ordering::SeqCst),
+        "the slow request never started"
+    );
     let mut second = Box::pin(fast.apply_async(|v| *v += 10));
     let started = std::time::Instant::now();
     assert!(second.as_mut().poll(&mut cx).is_pending());

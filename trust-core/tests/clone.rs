@@ -2,7 +2,7 @@
 //! exactly once, after its last handle, however clones and drops race across channels.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -140,14 +140,24 @@ fn an_increment_behind_a_long_backlog_keeps_the_value_alive() {
 
 #[test]
 fn clone_does_not_wait_behind_a_slow_request_in_flight() {
-    // Sixteen `apply_then`s publish a batch whose first closure takes 300 ms: this thread's slot to trustee 1
-    // is busy. Cloning (and dropping) a handle of that trustee must not wait for it.
+    // Thirty-two `apply_then`s publish a batch (a plain thread publishes every 32) whose first closure takes
+    // 300 ms: this thread's slot to trustee 1 is busy. Cloning (and dropping) a handle of that trustee must not
+    // wait for it.
     let value = rt().trustee(1).entrust(0u64);
-    value.apply_then(|_| std::thread::sleep(Duration::from_millis(300)), |()| {});
-    for _ in 0..15 {
+    let inside = Arc::new(AtomicBool::new(false));
+    let now_inside = inside.clone();
+    value.apply_then(
+        move |_| {
+            now_inside.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+        },
+        |()| {},
+    );
+    for _ in 0..31 {
         value.apply_then(|v| *v += 1, |()| {});
     }
-    std::thread::sleep(Duration::from_millis(20)); // the trustee is now inside the slow closure
+    eventually(|| inside.load(Ordering::SeqCst)); // the trustee is now inside the slow closure
+    assert!(inside.load(Ordering::SeqCst));
     let started = Instant::now();
     let clones: Vec<_> = (0..100).map(|_| value.clone()).collect();
     drop(clones);
@@ -157,5 +167,5 @@ fn clone_does_not_wait_behind_a_slow_request_in_flight() {
         "100 clones and drops took {waited:?}"
     );
     trust_core::wait_pending();
-    assert_eq!(value.apply(|v| *v), 15);
+    assert_eq!(value.apply(|v| *v), 31);
 }

@@ -14,10 +14,26 @@ use trust_core::{TrusteeMetrics, spawn, wait_pending, yield_now};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Takes this binary's turn, then lets the count changes of the previous test's dropped handles (sent
-/// without waiting) reach their trustees.
+/// without waiting) reach their trustees: waits until no trustee's request count moves for 20 ms (a fixed
+/// pause was a guess that a slow machine, or AddressSanitizer, could outlast).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    std::thread::sleep(Duration::from_millis(20));
+    let requests = || {
+        rt().metrics()
+            .iter()
+            .map(|m| m.requests)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = requests();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = requests();
+        if now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
     turn
 }
 
