@@ -439,7 +439,8 @@ impl Bench {
         match (self.ring, grid.unit) {
             (Some(ring), Unit::Mops) => println!(
                 "`vs ring`: the row's best M ops/s over the bare SPSC ring's pipelined {:.1} M ops/s \
-                 (`limit`, this run): the most one client thread and one server thread can move.",
+                 (this run; measured again within the scenario when the table has a `ring_pipelined` row): the \
+                 most one client thread and one server thread can move.",
                 ring.pipelined_mops
             ),
             (Some(ring), Unit::Ns) => println!(

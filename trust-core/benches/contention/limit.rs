@@ -316,6 +316,24 @@ pub fn roundtrip(samples: usize) -> f64 {
     ns
 }
 
+/// `ring_pipelined` measured again, as a row of `scenario`, and made the ring that scenario's `vs ring`
+/// compares with: this VM's speed drifts severalfold between minutes (the ring ran at 67 and at 434 M ops/s
+/// in two runs of one morning), so a ratio is only worth something between rows measured seconds apart.
+pub fn pipelined_again(b: &mut Bench, scenario: &'static str) {
+    let (issued, applied) = b.pair(
+        scenario,
+        "ring_pipelined",
+        Ring::default,
+        pipelined,
+        Ring::serve,
+    );
+    check(scenario, "ring_pipelined", 2, issued, applied);
+    let mops = b.rows.last().expect("just recorded").value;
+    if let Some(ring) = &mut b.ring {
+        ring.pipelined_mops = mops;
+    }
+}
+
 pub fn run(b: &mut Bench, _rt: &Runtime) {
     let (issued, applied) = b.pair(
         SCENARIO,
