@@ -333,3 +333,70 @@ fn thread_cpu_time() -> std::time::Duration {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// Runs `f` in a fiber on worker `w` (spawn is round-robin: retries until one lands there).
+fn on_worker<R: Send + 'static>(w: usize, f: impl Fn() -> R + Send + Sync + 'static) -> R {
+    let f = Arc::new(f);
+    loop {
+        let f = f.clone();
+        let fiber = spawn(move || (local_trustee().index() == w).then(|| f()));
+        if let Some(r) = fiber.join().unwrap() {
+            return r;
+        }
+    }
+}
+
+/// A lone fiber (its worker's only request to that trustee, nothing else to run) publishes its batch itself
+/// and watches for the answer instead of suspending (`fiber::wait_in_place`). It must give up as soon as its
+/// worker has other work: here a plain thread keeps calling the fiber's own trustee, which only that worker
+/// serves, while the fiber makes 20,000 round trips to the other trustee; and an `apply_then` answered in the
+/// same batch as its round trip must still have its continuation run (by the worker, afterwards).
+#[test]
+fn a_lone_fiber_waiting_in_place_leaves_its_worker_to_others_and_loses_nothing() {
+    let mine = rt().trustee(0).entrust(0u64);
+    let theirs = rt().trustee(1).entrust(0u64);
+    const TRIPS: u64 = 20_000;
+    let caller = {
+        let mine = mine.clone();
+        thread::spawn(move || {
+            for _ in 0..TRIPS {
+                mine.apply(|c| *c += 1);
+            }
+        })
+    };
+    let remote = theirs.clone();
+    let (last, thens) = on_worker(0, move || {
+        let thens = Arc::new(AtomicUsize::new(0));
+        let mut last = 0;
+        for i in 0..TRIPS {
+            if i % 100 == 0 {
+                let thens = thens.clone();
+                remote.apply_then(
+                    |c| *c += 1,
+                    move |()| {
+                        thens.fetch_add(1, Ordering::SeqCst);
+                    },
+                );
+            }
+            last = remote.apply(|c| {
+                *c += 1;
+                *c
+            });
+        }
+        trust_core::wait_pending();
+        (last, thens.load(Ordering::SeqCst) as u64)
+    });
+    caller.join().unwrap();
+    assert_eq!(thens, TRIPS / 100, "every continuation ran once");
+    assert_eq!(
+        last,
+        TRIPS + TRIPS / 100,
+        "each answer is its own request's"
+    );
+    assert_eq!(theirs.apply(|c| *c), TRIPS + TRIPS / 100);
+    assert_eq!(
+        mine.apply(|c| *c),
+        TRIPS,
+        "the plain thread's requests were all served"
+    );
+}

@@ -253,6 +253,16 @@ impl Outbox {
         self.in_flight() && self.channel.slots.is_answered(self.done.wrapping_add(1))
     }
 
+    /// The number of the last published batch.
+    pub(crate) fn last_sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// The number of the batch whose answer comes next (the oldest in flight, if any).
+    pub(crate) fn next_answered(&self) -> u32 {
+        self.done.wrapping_add(1)
+    }
+
     /// True when a published batch is not answered yet.
     #[inline]
     pub(crate) fn in_flight(&self) -> bool {

@@ -484,7 +484,7 @@ impl Worker {
     }
 
     /// Checked after announcing sleep: anything that would have made the loop busy.
-    fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         self.shared.has_mail()
             || self.shared.is_closing()
             || self.scheduler.has_ready()
