@@ -16,6 +16,7 @@
 //! The ring holds only plain loads and stores: each side writes its own index with a `Release` store and
 //! reads the other's with an `Acquire` load; there is no read-modify-write anywhere (DESIGN.md section 4).
 
+use std::cell::Cell;
 use std::hint::spin_loop;
 use std::panic::resume_unwind;
 use std::sync::Barrier;
@@ -52,6 +53,88 @@ fn wait(spins: &mut u32) {
     }
 }
 
+/// What a client and its server share besides the requests: how far each has got, and whether the client is
+/// done; each on its own cache lines. Both rings below run on it.
+#[derive(Default)]
+struct Indices {
+    /// Requests published by the client (only the client writes it).
+    tail: Padded<AtomicU64>,
+    /// Requests applied by the server (only the server writes it).
+    head: Padded<AtomicU64>,
+    /// Raised by the client after its last publish: the server returns once it has applied everything.
+    closed: Padded<AtomicBool>,
+}
+
+impl Indices {
+    /// The server's loop: `apply(i)` for every published request `i`, in order, then publishes how far it got;
+    /// returns once the client has closed the ring and every request is applied.
+    fn serve(&self, mut apply: impl FnMut(u64)) {
+        let (mut head, mut spins) = (0u64, 0);
+        loop {
+            // Acquire: the client's writes of the requests below `tail` are visible.
+            let tail = self.tail.load(Ordering::Acquire);
+            if tail == head {
+                if self.closed.load(Ordering::Acquire) && self.tail.load(Ordering::Acquire) == head
+                {
+                    return;
+                }
+                wait(&mut spins);
+                continue;
+            }
+            spins = 0;
+            while head < tail {
+                apply(head);
+                head += 1;
+            }
+            // Release: the server is done with these slots (and wrote their results) before the client
+            // reuses them.
+            self.head.store(head, Ordering::Release);
+        }
+    }
+
+    /// The pipelining client: `write(i)` for requests in groups of [`PUBLISH_EVERY`], at most [`RING`] in
+    /// flight; `answered(head)` each time it learns how far the server got: when it needs room, and, if
+    /// `answers` (a client that has something to do with them), after every publish too. Returns the
+    /// requests issued, once the server has applied them all.
+    fn pipeline(
+        &self,
+        stop: &Stop,
+        answers: bool,
+        mut write: impl FnMut(u64),
+        mut answered: impl FnMut(u64),
+    ) -> u64 {
+        let (mut tail, mut head) = (0u64, 0u64);
+        while stop.running() {
+            let mut spins = 0;
+            while tail + PUBLISH_EVERY - head > RING {
+                wait(&mut spins);
+                // Acquire: the server is done with the slots below `head`; they may be overwritten.
+                head = self.head.load(Ordering::Acquire);
+                answered(head);
+            }
+            for _ in 0..PUBLISH_EVERY {
+                write(tail);
+                tail += 1;
+            }
+            // Release: the slots below `tail` are written before the server reads them.
+            self.tail.store(tail, Ordering::Release);
+            if answers {
+                head = self.head.load(Ordering::Acquire);
+                answered(head);
+            }
+        }
+        // Release: the server that sees `closed` also sees the final tail.
+        self.closed.store(true, Ordering::Release);
+        let mut spins = 0;
+        while head < tail {
+            wait(&mut spins);
+            head = self.head.load(Ordering::Acquire);
+            answered(head);
+        }
+        tail
+    }
+}
+
 /// One request, 16 bytes: its sequence number (checked by the server) and the value to add. `Relaxed`
 /// atomics compile to plain `mov`s; the `Release`/`Acquire` pair on the indices orders them.
 #[derive(Default)]
@@ -60,24 +143,16 @@ struct Request {
     value: AtomicU64,
 }
 
-/// The shared state of one client and one server; each index on its own cache lines.
+/// The bare ring: request `i` lives in `slots[i % RING]`.
 struct Ring {
-    /// Requests published by the client (only the client writes it).
-    tail: Padded<AtomicU64>,
-    /// Requests applied by the server (only the server writes it).
-    head: Padded<AtomicU64>,
-    /// Raised by the client after its last publish: the server returns once it has applied everything.
-    closed: Padded<AtomicBool>,
-    /// Request `i` lives in `slots[i % RING]`.
+    at: Indices,
     slots: Padded<[Request; RING as usize]>,
 }
 
 impl Default for Ring {
     fn default() -> Self {
         Ring {
-            tail: Padded::default(),
-            head: Padded::default(),
-            closed: Padded::default(),
+            at: Indices::default(),
             slots: Padded(std::array::from_fn(|_| Request::default())),
         }
     }
@@ -92,63 +167,25 @@ impl Ring {
         slot.value.store(1, Ordering::Relaxed);
     }
 
-    /// The client's side, once it is done: after its last `tail` store.
-    fn close(&self) {
-        // Release: the server that sees `closed` also sees the final tail.
-        self.closed.store(true, Ordering::Release);
-    }
-
-    /// The server's loop: applies every published request to a counter it owns, and returns the counter
-    /// once the client has closed the ring and every request is applied.
+    /// The server: applies every request to a counter it owns, and returns the counter.
     fn serve(&self) -> u64 {
-        let (mut counter, mut head, mut spins) = (0u64, 0u64, 0);
-        loop {
-            // Acquire: the client's writes of the slots below `tail` are visible.
-            let tail = self.tail.load(Ordering::Acquire);
-            if tail == head {
-                if self.closed.load(Ordering::Acquire) && self.tail.load(Ordering::Acquire) == head
-                {
-                    return counter;
-                }
-                wait(&mut spins);
-                continue;
-            }
-            spins = 0;
-            while head < tail {
-                let slot = &self.slots[(head % RING) as usize];
-                assert_eq!(
-                    slot.seq.load(Ordering::Relaxed),
-                    head,
-                    "the ring delivered a request out of order"
-                );
-                counter += slot.value.load(Ordering::Relaxed);
-                head += 1;
-            }
-            // Release: the server's reads of these slots are done before the client may reuse them.
-            self.head.store(head, Ordering::Release);
-        }
+        let mut counter = 0;
+        self.at.serve(|i| {
+            let slot = &self.slots[(i % RING) as usize];
+            assert_eq!(
+                slot.seq.load(Ordering::Relaxed),
+                i,
+                "the ring delivered a request out of order"
+            );
+            counter += slot.value.load(Ordering::Relaxed);
+        });
+        counter
     }
-}
 
-/// The pipelining client: requests in groups of [`PUBLISH_EVERY`], at most [`RING`] in flight.
-fn pipelined(ring: &Ring, stop: &Stop) -> u64 {
-    let (mut tail, mut head) = (0u64, 0u64);
-    while stop.running() {
-        let mut spins = 0;
-        while tail + PUBLISH_EVERY - head > RING {
-            wait(&mut spins);
-            // Acquire: the server has read the slots below `head`; they may be overwritten.
-            head = ring.head.load(Ordering::Acquire);
-        }
-        for _ in 0..PUBLISH_EVERY {
-            ring.write(tail);
-            tail += 1;
-        }
-        // Release: the slots below `tail` are written before the server reads them.
-        ring.tail.store(tail, Ordering::Release);
+    /// The pipelining client.
+    fn pipelined(&self, stop: &Stop) -> u64 {
+        self.at.pipeline(stop, false, |i| self.write(i), |_| {})
     }
-    ring.close();
-    tail
 }
 
 /// A `ring_closures` request: which function the server calls (an index into [`OPS`], which it calls
@@ -176,9 +213,7 @@ type Then = (fn(&mut u64, u64), u64);
 
 /// [`Ring`] with a function per request and a result per answer (`ring_closures`).
 struct ClosureRing {
-    tail: Padded<AtomicU64>,
-    head: Padded<AtomicU64>,
-    closed: Padded<AtomicBool>,
+    at: Indices,
     slots: Padded<[Call; RING as usize]>,
     /// The result of request `i`, in `results[i % RING]`.
     results: Padded<[AtomicU64; RING as usize]>,
@@ -187,9 +222,7 @@ struct ClosureRing {
 impl Default for ClosureRing {
     fn default() -> Self {
         ClosureRing {
-            tail: Padded::default(),
-            head: Padded::default(),
-            closed: Padded::default(),
+            at: Indices::default(),
             slots: Padded(std::array::from_fn(|_| Call::default())),
             results: Padded(std::array::from_fn(|_| AtomicU64::new(0))),
         }
@@ -197,90 +230,54 @@ impl Default for ClosureRing {
 }
 
 impl ClosureRing {
-    /// The server: as [`Ring::serve`], calling each request's function and writing its result back.
+    /// The server: calls each request's function on a counter it owns and writes the result back.
     fn serve(&self) -> u64 {
-        let (mut counter, mut head, mut spins) = (0u64, 0u64, 0);
-        loop {
-            let tail = self.tail.load(Ordering::Acquire);
-            if tail == head {
-                if self.closed.load(Ordering::Acquire) && self.tail.load(Ordering::Acquire) == head
-                {
-                    return counter;
-                }
-                wait(&mut spins);
-                continue;
-            }
-            spins = 0;
-            while head < tail {
-                let i = (head % RING) as usize;
-                let call = &self.slots[i];
-                let f = OPS[call.op.load(Ordering::Relaxed)];
-                let result = f(&mut counter, call.arg.load(Ordering::Relaxed));
-                self.results[i].store(result, Ordering::Relaxed);
-                head += 1;
-            }
-            // Release: the results are written before the client reads them (and the slots read before
-            // it reuses them).
-            self.head.store(head, Ordering::Release);
-        }
+        let mut counter = 0;
+        self.at.serve(|i| {
+            let i = (i % RING) as usize;
+            let f = OPS[self.slots[i].op.load(Ordering::Relaxed)];
+            let result = f(&mut counter, self.slots[i].arg.load(Ordering::Relaxed));
+            self.results[i].store(result, Ordering::Relaxed);
+        });
+        counter
     }
 
-    /// The client: as [`pipelined`], also keeping a continuation per request (a function and its
-    /// capture) and running each with its result once the server's head passes it. Checks that every
-    /// continuation ran once, with the counter's value after its own request.
+    /// The client: keeps a continuation per request (a function and its capture) and runs each with its
+    /// result once the server's head passes it, in order. Checks that every continuation ran once, with the
+    /// counter's value after its own request.
     fn pipelined(&self, stop: &Stop) -> u64 {
         let op = std::hint::black_box(0);
         let then = std::hint::black_box(0);
-        let mut thens: [Then; RING as usize] = [(THENS[1], 0); RING as usize];
-        let (mut tail, mut head, mut ran, mut count) = (0u64, 0u64, 0u64, 0u64);
-        while stop.running() {
-            let mut spins = 0;
-            while tail + PUBLISH_EVERY - head > RING {
-                wait(&mut spins);
-                head = self.head.load(Ordering::Acquire);
-                self.run_answered(&thens, head, &mut ran, &mut count);
-            }
-            for _ in 0..PUBLISH_EVERY {
-                let i = (tail % RING) as usize;
-                self.slots[i].op.store(op, Ordering::Relaxed);
-                self.slots[i].arg.store(1, Ordering::Relaxed);
-                thens[i] = (THENS[then], tail);
-                tail += 1;
-            }
-            self.tail.store(tail, Ordering::Release);
-            head = self.head.load(Ordering::Acquire);
-            self.run_answered(&thens, head, &mut ran, &mut count);
-        }
-        self.closed.store(true, Ordering::Release);
-        let mut spins = 0;
-        while ran < tail {
-            wait(&mut spins);
-            self.run_answered(
-                &thens,
-                self.head.load(Ordering::Acquire),
-                &mut ran,
-                &mut count,
-            );
-        }
-        assert_eq!(count, tail, "every continuation ran once");
-        tail
-    }
-
-    /// Runs the continuations of the requests below `head` not run yet (`ran` onwards), in order.
-    #[inline]
-    fn run_answered(&self, thens: &[Then], head: u64, ran: &mut u64, count: &mut u64) {
-        while *ran < head {
-            let i = (*ran % RING) as usize;
-            let (f, capture) = thens[i];
-            let result = self.results[i].load(Ordering::Relaxed);
-            assert_eq!(
-                result,
-                capture + 1,
-                "each result belongs to its own request"
-            );
-            f(count, result);
-            *ran += 1;
-        }
+        let thens: [Cell<Then>; RING as usize] = std::array::from_fn(|_| Cell::new((THENS[1], 0)));
+        let (ran, count) = (Cell::new(0u64), Cell::new(0u64));
+        let issued = self.at.pipeline(
+            stop,
+            true,
+            |i| {
+                let slot = (i % RING) as usize;
+                self.slots[slot].op.store(op, Ordering::Relaxed);
+                self.slots[slot].arg.store(1, Ordering::Relaxed);
+                thens[slot].set((THENS[then], i));
+            },
+            |head| {
+                let mut counted = count.get();
+                while ran.get() < head {
+                    let slot = (ran.get() % RING) as usize;
+                    let (f, capture) = thens[slot].get();
+                    let result = self.results[slot].load(Ordering::Relaxed);
+                    assert_eq!(
+                        result,
+                        capture + 1,
+                        "each result belongs to its own request"
+                    );
+                    f(&mut counted, result);
+                    ran.set(ran.get() + 1);
+                }
+                count.set(counted);
+            },
+        );
+        assert_eq!(count.get(), issued, "every continuation ran once");
+        issued
     }
 }
 
@@ -300,13 +297,13 @@ pub fn roundtrip(samples: usize) -> f64 {
             let ns = median_ns(samples, || {
                 ring.write(seq);
                 seq += 1;
-                ring.tail.store(seq, Ordering::Release);
+                ring.at.tail.store(seq, Ordering::Release);
                 let mut spins = 0;
-                while ring.head.load(Ordering::Acquire) != seq {
+                while ring.at.head.load(Ordering::Acquire) != seq {
                     wait(&mut spins);
                 }
             });
-            ring.close();
+            ring.at.closed.store(true, Ordering::Release);
             ns
         });
         let ns = client.join().unwrap_or_else(|p| resume_unwind(p));
@@ -324,7 +321,7 @@ pub fn pipelined_again(b: &mut Bench, scenario: &'static str) {
         scenario,
         "ring_pipelined",
         Ring::default,
-        pipelined,
+        Ring::pipelined,
         Ring::serve,
     );
     check(scenario, "ring_pipelined", 2, issued, applied);
@@ -339,7 +336,7 @@ pub fn run(b: &mut Bench, _rt: &Runtime) {
         SCENARIO,
         "ring_pipelined",
         Ring::default,
-        pipelined,
+        Ring::pipelined,
         Ring::serve,
     );
     check(SCENARIO, "ring_pipelined", 2, issued, applied);
