@@ -1,7 +1,8 @@
 //! The fiber scheduler of one worker: stackful coroutines (switched with `corosensei`) that never leave the
 //! worker running them, so everything a worker owns without atomics stays on one thread. An `apply` inside a
-//! fiber suspends just that fiber (`call`); its worker keeps serving requests and running other fibers. What
-//! users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
+//! fiber suspends just that fiber (`call`); its worker keeps serving requests and running other fibers (a
+//! fiber whose request is the only thing its worker has going waits for the answer in place instead:
+//! `wait_in_place`). What users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
