@@ -400,3 +400,33 @@ fn a_lone_fiber_waiting_in_place_leaves_its_worker_to_others_and_loses_nothing()
         "the plain thread's requests were all served"
     );
 }
+
+/// Two lone fibers, one on each worker, each calling the other worker's trustee: each waits in place while
+/// its own worker must serve the other's requests, so each must notice the other's request and suspend.
+#[test]
+fn two_lone_fibers_calling_each_others_trustee_both_finish_exactly() {
+    let on_0 = rt().trustee(0).entrust(0u64);
+    let on_1 = rt().trustee(1).entrust(0u64);
+    const TRIPS: u64 = 20_000;
+    /// Increments `counter` `TRIPS` times from a fiber on worker `w`; the last value it saw.
+    fn calls(w: usize, counter: Trust<u64>) -> thread::JoinHandle<u64> {
+        thread::spawn(move || {
+            on_worker(w, move || {
+                let mut last = 0;
+                for _ in 0..TRIPS {
+                    last = counter.apply(|c| {
+                        *c += 1;
+                        *c
+                    });
+                }
+                last
+            })
+        })
+    }
+    let a = calls(0, on_1.clone());
+    let b = calls(1, on_0.clone());
+    assert_eq!(a.join().unwrap(), TRIPS);
+    assert_eq!(b.join().unwrap(), TRIPS);
+    assert_eq!(on_0.apply(|c| *c), TRIPS);
+    assert_eq!(on_1.apply(|c| *c), TRIPS);
+}
