@@ -349,8 +349,9 @@ fn on_worker<R: Send + 'static>(w: usize, f: impl Fn() -> R + Send + Sync + 'sta
 /// A lone fiber (its worker's only request to that trustee, nothing else to run) publishes its batch itself
 /// and watches for the answer instead of suspending (`fiber::wait_in_place`). It must give up as soon as its
 /// worker has other work: here a plain thread keeps calling the fiber's own trustee, which only that worker
-/// serves, while the fiber makes 20,000 round trips to the other trustee; and an `apply_then` answered in the
-/// same batch as its round trip must still have its continuation run (by the worker, afterwards).
+/// serves, while the fiber makes 20,000 round trips to the other trustee; an `apply_then` answered in the
+/// same batch as its round trip must still have its continuation run (by the worker, afterwards); and a request
+/// that panics on the trustee must bring its panic back to the fiber waiting in place.
 #[test]
 fn a_lone_fiber_waiting_in_place_leaves_its_worker_to_others_and_loses_nothing() {
     let mine = rt().trustee(0).entrust(0u64);
@@ -382,6 +383,13 @@ fn a_lone_fiber_waiting_in_place_leaves_its_worker_to_others_and_loses_nothing()
                 *c += 1;
                 *c
             });
+            if i % 1000 == 999 {
+                let panicked = catch_unwind(AssertUnwindSafe(|| {
+                    remote.apply(move |_| -> u64 { panic!("request {i} refused") })
+                }));
+                let message = panic_message(panicked.expect_err("the request panicked"));
+                assert_eq!(message, format!("request {i} refused"));
+            }
         }
         trust_core::wait_pending();
         (last, thens.load(Ordering::SeqCst) as u64)

@@ -188,7 +188,7 @@ impl Outbox {
         if !self.poll_peek() {
             return false;
         }
-        let seq = self.done.wrapping_add(1);
+        let seq = self.next_answered();
         self.done = seq;
         // The lane the next publish writes is free now (this one, or the other if it was already).
         self.channel
@@ -250,7 +250,7 @@ impl Outbox {
     /// True when the oldest batch in flight is answered, without consuming the event.
     #[inline]
     pub(crate) fn poll_peek(&self) -> bool {
-        self.in_flight() && self.channel.slots.is_answered(self.done.wrapping_add(1))
+        self.in_flight() && self.channel.slots.is_answered(self.next_answered())
     }
 
     /// The number of the last published batch.
@@ -259,6 +259,7 @@ impl Outbox {
     }
 
     /// The number of the batch whose answer comes next (the oldest in flight, if any).
+    #[inline]
     pub(crate) fn next_answered(&self) -> u32 {
         self.done.wrapping_add(1)
     }
@@ -446,7 +447,7 @@ impl Outbox {
                 may_yield();
             } else if backoff.snooze() {
                 let parker = parker.expect("a plain thread's client has a parker");
-                let (slots, next) = (&self.channel.slots, self.done.wrapping_add(1));
+                let (slots, next) = (&self.channel.slots, self.next_answered());
                 parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
                 backoff.reset();
             }
@@ -481,7 +482,7 @@ impl Drop for Outbox {
                 if backoff.snooze() {
                     match &self.channel.parker {
                         Some(parker) => {
-                            let (slots, next) = (&self.channel.slots, self.done.wrapping_add(1));
+                            let (slots, next) = (&self.channel.slots, self.next_answered());
                             parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
                         }
                         None => std::thread::yield_now(),

@@ -157,15 +157,16 @@ pub(crate) fn call<J: Job<Output: Send>>(
 const IN_PLACE_SPINS: u32 = 16;
 
 /// A fiber whose request is its worker's only one to that trustee (nothing else in the batch being built,
-/// nothing in flight), on a worker with no other fiber ready and no socket waited for: instead of suspending, letting the worker's loop publish the batch, and being resumed once the
-/// loop notices the answer, it publishes the batch itself and watches for the answer, as a plain thread does.
-/// A round trip then costs what a plain thread's does: the suspension and the loop's bookkeeping (a round's
-/// mail, channels, answers, continuations and flushes, and the resume) were about 60 ns of a fiber's 200 ns
-/// round trip where a plain thread's took 140 (`rdtsc` timeline of `probe rt`). The fiber gives up, and
-/// suspends as before, as soon as its worker has anything else to do (`Worker::has_work`: mail, a request, an
-/// answer for an older batch, a continuation), or after `IN_PLACE_SPINS` rounds. The answered batch is then
-/// handled here as the worker's `collect_answers` would: its other fibers made ready (this one is running),
-/// its continuations left for the worker's next round.
+/// nothing in flight), on a worker with no other fiber ready and no socket waited for: instead of suspending,
+/// letting the worker's loop publish the batch and being resumed once the loop notices the answer, it
+/// publishes the batch itself and watches for the answer, as a plain thread does. The suspension and the
+/// loop's bookkeeping (a round's mail, channels, answers, continuations and flushes, and the resume) were
+/// about 60 ns of a fiber's 200 ns round trip, where a plain thread's took 140 (`rdtsc` timeline of the
+/// round trip). The fiber gives up, and suspends as before, as soon as its worker has anything else to do
+/// (`Worker::has_work`: mail, a request, an answer for an older batch, a continuation), or after
+/// `IN_PLACE_SPINS` rounds. The answered batch is then handled here as the worker's `collect_answers` would:
+/// its fibers other than this one (none, given the condition) made ready, its continuations left for the
+/// worker's next round.
 #[inline(never)]
 fn wait_in_place(worker: &Worker, id: usize, trustee: &'static TrusteeShared) {
     let mine = {
