@@ -1,11 +1,12 @@
 //! Programs a hostile tester writes against the delegation runtime (issue 14): waiting for oneself, blocking
-//! where the trustee cannot wait, user code that panics where the trustee runs it, and big by-value
-//! arguments. Each must either work or panic with a message that names the problem, and the trustee must
-//! keep serving afterwards. Tests of what used to hang run under a deadline, so they fail instead.
+//! where the trustee cannot wait, user code that panics where the trustee runs it (also with a payload that
+//! panics when dropped), and big or over-aligned by-value arguments and results. Each must either work or
+//! panic with a message that names the problem, and the trustee must keep serving afterwards. Tests of what
+//! used to hang run under a deadline, so they fail instead.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -332,6 +333,266 @@ fn a_64_kib_array_by_value_from_a_fiber() {
             .collect();
         assert_eq!(sums, [FIBER_BIG as u64; 2]);
     }
+}
+
+#[repr(align(128))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Align128([u64; 3]);
+
+#[repr(align(32))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Align32(u8);
+
+fn is_aligned<T>(value: &T) -> bool {
+    (value as *const T as usize).is_multiple_of(align_of::<T>())
+}
+
+#[test]
+fn over_aligned_results_arguments_and_captures_arrive_intact_and_aligned() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    within_deadline(|| {
+        let t = rt().trustee(0).entrust(Align128([1, 2, 3]));
+        for i in 0..1000 {
+            let r = t.apply(move |v| Align128([v.0[0] + i, v.0[1], v.0[2]]));
+            assert_eq!(r, Align128([1 + i, 2, 3]));
+            assert!(is_aligned(&r));
+        }
+        let capture = Align32(7);
+        let r = t.apply(move |v| {
+            assert!(is_aligned(&capture));
+            v.0[0] + capture.0 as u64
+        });
+        assert_eq!(r, 8);
+        assert_eq!(
+            t.apply_with(|v, a: Align128| v.0[1] + a.0[2], Align128([0, 0, 40])),
+            42
+        );
+        // Many in flight: the results are packed in the response slot, which is only 8-aligned.
+        let sum = Rc::new(Cell::new(0));
+        for i in 0..10_000 {
+            let sum = sum.clone();
+            t.apply_then(
+                move |_| (Align128([i, i + 1, i + 2]), Align32(i as u8)),
+                move |(a, b)| {
+                    assert!(is_aligned(&a) && is_aligned(&b));
+                    assert_eq!((a, b), (Align128([i, i + 1, i + 2]), Align32(i as u8)));
+                    sum.set(sum.get() + i);
+                },
+            );
+        }
+        wait_pending();
+        assert_eq!(sum.get(), (0..10_000).sum::<u64>());
+    });
+    let t: &'static Trust<Align128> =
+        Box::leak(Box::new(rt().trustee(1).entrust(Align128([5, 0, 0]))));
+    let fibers: Vec<_> = (0..64)
+        .map(|f| {
+            spawn(move || {
+                (0..200)
+                    .map(|i| {
+                        let r = t.apply(move |v| Align128([v.0[0] + i + f, 0, 0]));
+                        assert!(is_aligned(&r));
+                        r.0[0]
+                    })
+                    .sum::<u64>()
+            })
+        })
+        .collect();
+    for (f, fiber) in (0..).zip(fibers) {
+        assert_eq!(
+            fiber.join().unwrap(),
+            (0..200).map(|i| 5 + i + f).sum::<u64>()
+        );
+    }
+}
+
+/// A panic payload whose destructor panics (counting its drops first).
+struct Bomb(Arc<AtomicUsize>);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("Bomb");
+    }
+}
+
+/// Waits up to 10 s for `count` to reach `expected`, then checks it is exactly that.
+fn wait_for(count: &AtomicUsize, expected: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) < expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(count.load(Ordering::SeqCst), expected);
+}
+
+/// Three `apply_then`s whose closures panic with a `Bomb`: `wait_pending` resumes the first, and the
+/// runtime drops the other two payloads (each panics, contained). Checked from the caller: the first is a
+/// `Bomb`, kept from dropping.
+fn three_bombs_then_wait(t: &Trust<u8>, drops: &Arc<AtomicUsize>) -> bool {
+    for _ in 0..3 {
+        let d = drops.clone();
+        t.apply_then(move |_| -> u8 { panic_any(Bomb(d)) }, |_| unreachable!());
+    }
+    let first = catch_unwind(wait_pending).unwrap_err();
+    let is_bomb = first.downcast_ref::<Bomb>().is_some();
+    std::mem::forget(first);
+    is_bomb
+}
+
+#[test]
+fn panic_payloads_that_panic_when_dropped_kill_nothing() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let drops = Arc::new(AtomicUsize::new(0));
+    // The caller of `apply` gets the payload itself.
+    let d = drops.clone();
+    within_deadline(move || {
+        let t = rt().trustee(0).entrust(0u8);
+        let p =
+            catch_unwind(AssertUnwindSafe(|| t.apply(move |_| panic_any(Bomb(d))))).unwrap_err();
+        assert!(p.downcast_ref::<Bomb>().is_some());
+        std::mem::forget(p);
+    });
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    // `apply_then` from a plain thread: the continuations run there (this aborted the process: the second
+    // payload was dropped outside any catch, and the third while the thread's client unwound).
+    let d = drops.clone();
+    assert!(within_deadline(move || three_bombs_then_wait(
+        &rt().trustee(1).entrust(0),
+        &d
+    )));
+    wait_for(&drops, 2);
+    // From a fiber: the continuations run on its worker's scheduler.
+    let d = drops.clone();
+    assert!(
+        spawn(move || three_bombs_then_wait(&rt().trustee(0).entrust(0), &d))
+            .join()
+            .unwrap()
+    );
+    wait_for(&drops, 4);
+    // The result of a dropped future: the payload is dropped where the answer lands.
+    let d = drops.clone();
+    within_deadline(move || {
+        let t = rt().trustee(1).entrust(0u8);
+        let mut future = Box::pin(t.apply_async(move |_| -> u8 {
+            std::thread::sleep(Duration::from_millis(10));
+            panic_any(Bomb(d))
+        }));
+        assert!(poll_once(future.as_mut()).is_pending());
+    });
+    wait_for(&drops, 5);
+    assert_serves(0);
+    assert_serves(1);
+}
+
+/// A destructor that panics with a [`Bomb`].
+struct BombOnDrop(Arc<AtomicUsize>);
+
+impl Drop for BombOnDrop {
+    fn drop(&mut self) {
+        panic_any(Bomb(self.0.clone()))
+    }
+}
+
+struct BombingWaker(Arc<AtomicUsize>);
+
+impl Wake for BombingWaker {
+    fn wake(self: Arc<Self>) {
+        panic_any(Bomb(self.0.clone()))
+    }
+}
+
+#[test]
+fn user_code_on_a_trustee_panicking_with_a_payload_that_panics_when_dropped_kills_nothing() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let bombs = Arc::new(AtomicUsize::new(0));
+    // A property's destructor (this killed the trustee: the payload was dropped outside the catch).
+    drop(rt().trustee(0).entrust(BombOnDrop(bombs.clone())));
+    wait_for(&bombs, 1);
+    assert_serves(0);
+    // A task's waker, woken by the trustee.
+    let b = bombs.clone();
+    within_deadline(move || {
+        let t = rt().trustee(1).entrust(5u8);
+        let mut future = Box::pin(t.apply_async(|v| {
+            std::thread::sleep(Duration::from_millis(10));
+            *v
+        }));
+        let waker = Waker::from(Arc::new(BombingWaker(b)));
+        assert!(
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    });
+    wait_for(&bombs, 2);
+    assert_serves(1);
+    // The result of a dropped future, dropped on the trustee.
+    let b = bombs.clone();
+    within_deadline(move || {
+        let t = rt().trustee(0).entrust(0u8);
+        let mut future = Box::pin(t.apply_async(move |_| {
+            std::thread::sleep(Duration::from_millis(10));
+            BombOnDrop(b)
+        }));
+        assert!(poll_once(future.as_mut()).is_pending());
+    });
+    wait_for(&bombs, 3);
+    assert_serves(0);
+    // The result of a fiber nobody joins, dropped on its worker.
+    let b = bombs.clone();
+    drop(spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        BombOnDrop(b)
+    }));
+    wait_for(&bombs, 4);
+    assert_serves(0);
+    assert_serves(1);
+}
+
+#[test]
+fn a_property_whose_destructor_panics_however_its_last_handle_goes() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let drops = Arc::new(AtomicUsize::new(0));
+    // Dropped by a plain thread.
+    let t = rt().trustee(0).entrust(PanicsOnDrop(drops.clone()));
+    within_deadline(move || drop(t));
+    // Dropped inside a closure on the property's own trustee.
+    let inner = rt().trustee(1).entrust(PanicsOnDrop(drops.clone()));
+    let outer = rt().trustee(1).entrust(Some(inner));
+    within_deadline(move || outer.apply(|o| drop(o.take())));
+    // Dropped by a fiber on either worker.
+    let t = rt().trustee(0).entrust(PanicsOnDrop(drops.clone()));
+    spawn(move || drop(t)).join().unwrap();
+    // Taken back: its destructor runs here, where the panic is the caller's.
+    let t = rt().trustee(1).entrust(PanicsOnDrop(drops.clone()));
+    let value = t.into_inner().expect("the only handle");
+    assert!(catch_unwind(AssertUnwindSafe(move || drop(value))).is_err());
+    wait_for(&drops, 4);
+    assert_serves(0);
+    assert_serves(1);
+}
+
+#[test]
+fn a_chain_of_100_000_apply_then_issued_by_continuations_on_workers() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let a: &'static Trust<u64> = Box::leak(Box::new(rt().trustee(0).entrust(0)));
+    let b: &'static Trust<u64> = Box::leak(Box::new(rt().trustee(1).entrust(0)));
+    // Each link's continuation issues the next to the other trustee; it runs on the worker's scheduler, so
+    // the chain neither nests stack frames nor counts for the fiber's `wait_pending`.
+    fn link(to: &'static Trust<u64>, next: &'static Trust<u64>, left: u32) {
+        if left > 0 {
+            to.apply_then(|v| *v += 1, move |_| link(next, to, left - 1));
+        }
+    }
+    spawn(move || link(a, b, 100_000)).join().unwrap();
+    let total = || a.apply(|v| *v) + b.apply(|v| *v);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while total() < 100_000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!((a.apply(|v| *v), b.apply(|v| *v)), (50_000, 50_000));
 }
 
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {

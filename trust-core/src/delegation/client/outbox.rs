@@ -5,7 +5,6 @@
 //! thread-locals and no fibers here: which context a caller uses is decided in `call.rs`.
 
 use std::collections::VecDeque;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::delegation::protocol::slot::{self, Batch, LANES, Queued, Record};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::unwind;
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
 /// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive until then (see `WaitGuard`).
@@ -502,7 +502,13 @@ impl Drop for Outbox {
             std::mem::take(&mut self.building),
         );
         let backlog = std::mem::take(&mut self.backlog);
-        if panic::catch_unwind(AssertUnwindSafe(|| drop((thens, backlog)))).is_err() {
+        // Each value on its own: a second panic while one unwinds would abort.
+        let panicked = backlog
+            .into_iter()
+            .fold(unwind::drop_quietly(thens), |p, (record, then)| {
+                p | unwind::drop_quietly(record) | unwind::drop_quietly(then)
+            });
+        if panicked {
             eprintln!("trust: a destructor panicked while a client thread's unrun continuations were dropped");
         }
     }
@@ -562,7 +568,7 @@ impl Drop for Client {
     fn drop(&mut self) {
         let ready = std::mem::take(&mut self.ready);
         let outboxes = std::mem::take(&mut self.outboxes);
-        if panic::catch_unwind(AssertUnwindSafe(|| drop((outboxes, ready)))).is_err() {
+        if unwind::drop_quietly(outboxes) | unwind::drop_quietly(ready) {
             eprintln!("trust: a destructor panicked while a client thread's continuations were dropped");
         }
     }

@@ -17,6 +17,7 @@ use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot;
 use crate::delegation::trustee::job::Outcome;
 use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::unwind;
 
 /// What one issuer of `apply_then` still waits for.
 #[derive(Debug, Default)]
@@ -58,7 +59,14 @@ impl Pending {
     #[inline(never)]
     fn finished_slow(&self, panic: Option<Box<dyn Any + Send>>) -> Option<usize> {
         if let Some(p) = panic {
-            self.panic.borrow_mut().get_or_insert(p);
+            let mut first = self.panic.borrow_mut();
+            if first.is_none() {
+                *first = Some(p);
+            } else {
+                // Only the first is resumed; a later one's payload may panic when dropped.
+                drop(first);
+                unwind::drop_payload(p);
+            }
         }
         if self.outstanding.get() == 0 {
             self.waiter.take()
@@ -77,6 +85,16 @@ impl Pending {
     }
 }
 
+impl Drop for Pending {
+    /// A panic nobody waited for (the issuer is gone): its payload may panic when dropped, wherever the last
+    /// continuation happens to drop this.
+    fn drop(&mut self) {
+        if let Some(p) = self.panic.get_mut().take() {
+            unwind::drop_payload(p);
+        }
+    }
+}
+
 /// What a continuation does: run on the issuing thread with its result, which it reads from its batch's
 /// answer ([`Then`]) or holds already ([`Held`]).
 trait Continuation {
@@ -88,11 +106,12 @@ trait Continuation {
     /// `src` holds this continuation's result as its request wrote it (`slot::write_result`), read once here;
     /// unused when `RESULT_BYTES` is 0.
     unsafe fn run(self, src: *const u8) -> Option<usize>;
-    /// Drops the continuation unrun, and its result at `src`; returns whether a destructor panicked (caught:
-    /// the batch's other results must still be dropped).
+    /// Drops the continuation unrun, and its result at `src` (null: its request was never answered, there is
+    /// none); returns whether a destructor panicked (caught, each value dropped on its own: the batch's other
+    /// results must still be dropped, and a second panic while one unwinds would abort).
     ///
     /// # Safety
-    /// As for `run`.
+    /// As for `run`, or `src` is null.
     unsafe fn discard(self, src: *const u8) -> bool;
 }
 
@@ -146,10 +165,13 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
     }
 
     unsafe fn discard(self, src: *const u8) -> bool {
+        let then = unwind::drop_quietly(self.then);
+        if src.is_null() {
+            return then;
+        }
         // SAFETY: by the contract.
         let result = unsafe { slot::read_result::<Outcome<R>>(src) };
-        // If the continuation's destructor panics, the result is still dropped as the tuple unwinds.
-        panic::catch_unwind(AssertUnwindSafe(move || drop((self, result)))).is_err()
+        then | unwind::drop_quietly(result)
     }
 }
 
@@ -162,7 +184,7 @@ impl<R, C: FnOnce(R)> Continuation for Held<R, C> {
     }
 
     unsafe fn discard(self, _: *const u8) -> bool {
-        panic::catch_unwind(AssertUnwindSafe(move || drop(self))).is_err()
+        unwind::drop_quietly(self.then) | unwind::drop_quietly(self.result)
     }
 }
 
@@ -198,7 +220,6 @@ struct VTable {
     result_bytes: usize,
     run: unsafe fn(*mut u8, *const u8) -> Option<usize>,
     discard: unsafe fn(*mut u8, *const u8) -> bool,
-    drop: unsafe fn(*mut u8),
 }
 
 trait Erased: Continuation + Sized {
@@ -210,8 +231,6 @@ trait Erased: Continuation + Sized {
         run: |data, src| unsafe { ptr::read(data.cast::<Self>()).run(src) },
         // SAFETY: as above.
         discard: |data, src| unsafe { ptr::read(data.cast::<Self>()).discard(src) },
-        // SAFETY: as above.
-        drop: |data| unsafe { ptr::drop_in_place(data.cast::<Self>()) },
     };
 }
 
@@ -303,8 +322,11 @@ impl Drop for Cont {
     /// A continuation that never ran (its thread went away, or its request never went out): its closure is
     /// dropped (with its result, if it holds one).
     fn drop(&mut self) {
-        // SAFETY: `data` holds the type the vtable was made for, dropped once.
-        unsafe { (self.vtable.drop)(self.data.as_mut_ptr().cast()) }
+        // SAFETY: `data` holds the type the vtable was made for, read out once (this is its drop); a null `src`
+        // says there is no result.
+        if unsafe { (self.vtable.discard)(self.data.as_mut_ptr().cast(), ptr::null()) } {
+            eprintln!("trust: a continuation that never ran panicked when dropped");
+        }
     }
 }
 
@@ -577,6 +599,18 @@ impl Inbox {
             ready.push_back(build(result));
         }
         any
+    }
+}
+
+impl Drop for Inbox {
+    /// Continuations whose results never came (the client is going away): each dropped on its own, a panic in
+    /// a destructor contained.
+    fn drop(&mut self) {
+        for (_, _, build) in self.expected.drain(..) {
+            if unwind::drop_quietly(build) {
+                eprintln!("trust: a continuation that never ran panicked when dropped");
+            }
+        }
     }
 }
 

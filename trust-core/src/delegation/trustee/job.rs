@@ -7,7 +7,7 @@ use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
-use crate::delegation::trustee::local;
+use crate::delegation::trustee::{local, unwind};
 use crate::delegation::trustee::property::{self, Property, SendPtr};
 use crate::delegation::protocol::slot::{self, Record};
 
@@ -123,7 +123,8 @@ unsafe impl Send for Out {}
 /// trustee's loop. Returns what `f` returns, or the default if it panicked.
 #[inline]
 pub(crate) fn contained<R: Default>(f: impl FnOnce() -> R) -> R {
-    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        unwind::drop_payload(payload);
         escaped();
         R::default()
     })

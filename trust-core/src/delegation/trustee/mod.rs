@@ -8,3 +8,4 @@ pub(crate) mod oneshot;
 pub(crate) mod property;
 pub(crate) mod relay;
 pub(crate) mod shared;
+pub(crate) mod unwind;

@@ -5,7 +5,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::delegation::trustee::local;
+use crate::delegation::trustee::{local, unwind};
 
 pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
      it, and a second `&mut T` would alias the first; do the nested work inside the outer closure instead";
@@ -236,9 +236,9 @@ pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
 pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
     local::enter_delegated();
     // SAFETY: by the contract.
-    let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { ((*h).drop_property)(h) }));
+    let panicked = unwind::panicked(|| unsafe { ((*h).drop_property)(h) });
     local::leave_delegated();
-    if result.is_err() {
+    if panicked {
         eprintln!(
             "trust: a property's destructor panicked on its trustee; the trustee keeps serving"
         );

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
 
+use crate::delegation::trustee::unwind;
+
 thread_local! {
     /// Open while the trustee reads its mail: the wakers of the answers given meanwhile.
     static COLLECTING: RefCell<Option<Vec<Waker>>> = const { RefCell::new(None) };
@@ -93,7 +95,7 @@ impl Relay {
 /// Wakes a task for someone else (the trustee, or another task's poll): a user `Waker` that panics must take
 /// down neither the trustee nor the task that happened to drain the relay.
 fn wake_contained(waker: Waker) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())).is_err() {
+    if unwind::panicked(|| waker.wake()) {
         eprintln!("trust: a task's `Waker` panicked when woken; the other tasks were woken all the same");
     }
 }

@@ -8,7 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::MaybeUninit;
-use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use corosensei::{Coroutine, CoroutineResult};
@@ -21,6 +20,7 @@ use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
 use crate::delegation::client::then::Pending;
 use crate::delegation::trustee::metrics::Metrics;
 use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::unwind;
 use crate::delegation::worker::run::Worker;
 
 type FiberJob = Box<dyn FnOnce()>;
@@ -253,7 +253,7 @@ impl Scheduler {
         let fiber = Coroutine::with_stack(stack, move |yielder: &Yielder, ()| {
             context::set_fiber(Some((yielder as *const Yielder, id)));
             // The job catches the user's panic; what is left is the drop of an unjoined result.
-            if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+            if unwind::panicked(job) {
                 eprintln!("trust: a fiber's result panicked when dropped; the worker keeps running");
             }
         });
