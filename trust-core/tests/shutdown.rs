@@ -15,6 +15,31 @@ impl Drop for CountsDrops {
     }
 }
 
+/// Counts its drop, then panics: with a message, or with a payload that panics again when dropped.
+struct PanicsWhenDropped {
+    drops: Arc<AtomicUsize>,
+    bomb: bool,
+}
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if self.bomb {
+            std::panic::panic_any(CountsDrops(self.drops.clone()).panicking());
+        }
+        panic!("a property's destructor panics at shutdown");
+    }
+}
+
+impl CountsDrops {
+    /// A payload that counts its drop, then panics.
+    fn panicking(self) -> PanicsWhenDropped {
+        let drops = self.0.clone();
+        std::mem::forget(self);
+        PanicsWhenDropped { drops, bomb: false }
+    }
+}
+
 /// CPU time (utime + stime, in clock ticks) of each worker thread.
 fn worker_cpu_ticks() -> Vec<u64> {
     std::fs::read_dir("/proc/self/task")
@@ -52,6 +77,17 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
     let drops = Arc::new(AtomicUsize::new(0));
     let mut handles: Vec<_> = (0..100)
         .map(|i| rt.trustee(i % 2).entrust(CountsDrops(drops.clone())))
+        .collect();
+    // Four more whose destructors panic, two of them with a payload that panics when dropped: neither may
+    // stop a worker before it has dropped the rest.
+    let panicking = Arc::new(AtomicUsize::new(0));
+    let _panicking: Vec<_> = (0..4)
+        .map(|i| {
+            rt.trustee(i % 2).entrust(PanicsWhenDropped {
+                drops: panicking.clone(),
+                bomb: i >= 2,
+            })
+        })
         .collect();
     let clones: Vec<_> = handles[..10].iter().map(Clone::clone).collect();
     // Half of them lose their last handle before shutdown (their drop may still be in flight).
@@ -99,6 +135,11 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         "each of the 100 values dropped exactly once"
     );
     assert_eq!(worker_threads(), 0, "no worker thread is left");
+    assert_eq!(
+        panicking.load(Ordering::SeqCst),
+        6,
+        "four destructors and the two payloads they panicked with, each dropped once"
+    );
 
     let err = catch_unwind(AssertUnwindSafe(|| handles[0].apply(|_| ()))).unwrap_err();
     let msg = err
