@@ -1,6 +1,8 @@
 //! `Trust::clone` never blocks and never panics (a fire-and-forget increment), while the value is still dropped
 //! exactly once, after its last handle, however clones and drops race across channels.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -82,6 +84,40 @@ fn a_clone_still_in_use_keeps_the_value_alive() {
     }
     eventually(|| drops.load(Ordering::SeqCst) == 200);
     assert_eq!(drops.load(Ordering::SeqCst), 200);
+}
+
+#[test]
+fn the_last_handle_dropped_inside_its_own_closure_keeps_the_value_until_the_closure_ends() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    for i in 0..1000 {
+        let value = rt()
+            .trustee(i % 2)
+            .entrust((CountsDrops(drops.clone()), vec![1u8; 64]));
+        let in_closure = value.clone();
+        let sum = Rc::new(Cell::new(0));
+        let s = sum.clone();
+        // The closure drops the last handle, then still reads the value (AddressSanitizer would see a use
+        // after free): the other handle is dropped by another thread, whose exit waits until its trustee has
+        // counted the drop, while this request waits unpublished.
+        let d = drops.clone();
+        value.apply_then(
+            move |v| {
+                drop(in_closure);
+                assert_eq!(
+                    d.load(Ordering::SeqCst),
+                    i,
+                    "dropped only after the closure"
+                );
+                v.1.iter().map(|&b| u32::from(b)).sum::<u32>()
+            },
+            move |x| s.set(x),
+        );
+        std::thread::spawn(move || drop(value)).join().unwrap();
+        trust_core::wait_pending();
+        assert_eq!(sum.get(), 64);
+    }
+    eventually(|| drops.load(Ordering::SeqCst) == 1000);
+    assert_eq!(drops.load(Ordering::SeqCst), 1000);
 }
 
 #[test]

@@ -335,6 +335,33 @@ fn a_64_kib_array_by_value_from_a_fiber() {
     }
 }
 
+/// Calls `apply` on another trustee from its destructor, which runs on its own trustee.
+struct AppliesWhenDropped(Arc<Trust<u64>>, Arc<AtomicUsize>);
+
+impl Drop for AppliesWhenDropped {
+    fn drop(&mut self) {
+        let refused = catch_unwind(AssertUnwindSafe(|| self.0.apply(|v| *v += 1))).unwrap_err();
+        assert!(
+            panic_message(refused).contains("blocking delegation from inside a delegated closure")
+        );
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_property_destructor_that_applies_to_another_trustee_is_refused_with_the_way_out() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let other = Arc::new(rt().trustee(1).entrust(0u64));
+    let refused = Arc::new(AtomicUsize::new(0));
+    drop(
+        rt().trustee(0)
+            .entrust(AppliesWhenDropped(other.clone(), refused.clone())),
+    );
+    wait_for(&refused, 1);
+    assert_eq!(other.apply(|v| *v), 0);
+    assert_serves(0);
+}
+
 #[repr(align(128))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Align128([u64; 3]);
