@@ -126,8 +126,8 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         check(SCENARIO, "trust_apply", n, ops, trust_value() - before);
 
         if n == 1 && b.ring.is_some() {
-            // The ring again, right before the row the issue compares with it.
-            crate::limit::pipelined_again(b, SCENARIO);
+            // The rings again, right before the row the issue compares with them.
+            crate::limit::rings_again(b, SCENARIO);
         }
         let before = trust_value();
         let ops = b.threads(SCENARIO, "trust_apply_then", n, |_, stop| {

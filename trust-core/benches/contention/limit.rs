@@ -313,10 +313,11 @@ pub fn roundtrip(samples: usize) -> f64 {
     ns
 }
 
-/// `ring_pipelined` measured again, as a row of `scenario`, and made the ring that scenario's `vs ring`
-/// compares with: this VM's speed drifts severalfold between minutes (the ring ran at 67 and at 434 M ops/s
-/// in two runs of one morning), so a ratio is only worth something between rows measured seconds apart.
-pub fn pipelined_again(b: &mut Bench, scenario: &'static str) {
+/// `ring_pipelined` and `ring_closures` measured again, as rows of `scenario`, and the first made the ring that
+/// scenario's `vs ring` compares with: this VM's speed drifts severalfold between minutes (the ring ran at 67
+/// and at 434 M ops/s in two runs of one morning), so a ratio is only worth something between rows measured
+/// seconds apart.
+pub fn rings_again(b: &mut Bench, scenario: &'static str) {
     let (issued, applied) = b.pair(
         scenario,
         "ring_pipelined",
@@ -329,6 +330,14 @@ pub fn pipelined_again(b: &mut Bench, scenario: &'static str) {
     if let Some(ring) = &mut b.ring {
         ring.pipelined_mops = mops;
     }
+    let (issued, applied) = b.pair(
+        scenario,
+        "ring_closures",
+        ClosureRing::default,
+        ClosureRing::pipelined,
+        ClosureRing::serve,
+    );
+    check(scenario, "ring_closures", 2, issued, applied);
 }
 
 pub fn run(b: &mut Bench, _rt: &Runtime) {
