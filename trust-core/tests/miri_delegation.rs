@@ -258,6 +258,51 @@ fn continuations_inline_and_boxed_run_in_place_or_are_dropped_with_their_results
     );
 }
 
+/// Counts its drop, then panics.
+struct PanicsOnDrop(Arc<AtomicUsize>);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("PanicsOnDrop");
+    }
+}
+
+#[test]
+fn payloads_and_captures_that_panic_when_dropped_are_each_dropped_once() {
+    let counter = rt().trustee(0).entrust(0u64);
+    let drops = Arc::new(AtomicUsize::new(0));
+    // Three closures panic with such a payload: `wait_pending` resumes the first (kept from dropping here),
+    // the runtime drops the other two.
+    for _ in 0..3 {
+        let d = drops.clone();
+        counter.apply_then(
+            move |_| -> () { std::panic::panic_any(PanicsOnDrop(d)) },
+            |()| unreachable!(),
+        );
+    }
+    let first = catch_unwind(wait_pending).unwrap_err();
+    assert!(first.downcast_ref::<PanicsOnDrop>().is_some());
+    std::mem::forget(first);
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    // A thread exits with continuations unrun whose captures panic when dropped, and whose results are such
+    // payloads: each dropped once, one at a time, on that thread.
+    let (c, d) = (counter.clone(), drops.clone());
+    thread::spawn(move || {
+        for _ in 0..3 {
+            let (capture, payload) = (PanicsOnDrop(d.clone()), d.clone());
+            c.apply_then(
+                move |_| -> () { std::panic::panic_any(PanicsOnDrop(payload)) },
+                move |()| drop(capture),
+            );
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 8);
+    assert_eq!(counter.apply(|c| *c), 0);
+}
+
 /// Polls `f` to completion on this thread, parking between polls: the smallest executor, so that
 /// `apply_async`'s future and its waker run under Miri (tokio does not).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
