@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 
 mod common;
-use common::{CountsDrops, inline_and_boxed_continuations, panic_message};
+use common::{CountsDrops, PanicsOnDrop, inline_and_boxed_continuations, panic_message};
 use trust_core::{Runtime, Trust, wait_pending};
 
 /// This process's runtime: one worker (each worker is a thread Miri must interpret).
@@ -256,16 +256,6 @@ fn continuations_inline_and_boxed_run_in_place_or_are_dropped_with_their_results
         3,
         "every capture left behind dropped once"
     );
-}
-
-/// Counts its drop, then panics.
-struct PanicsOnDrop(Arc<AtomicUsize>);
-
-impl Drop for PanicsOnDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        panic!("PanicsOnDrop");
-    }
 }
 
 #[test]

@@ -40,6 +40,15 @@ fn assert_serves(trustee: usize) {
     assert_eq!(within_deadline(move || t.apply(|v| *v + 1)), 42);
 }
 
+/// Waits up to 10 s for `count` to reach `expected`, then checks it is exactly that.
+fn wait_for(count: &AtomicUsize, expected: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) < expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(count.load(Ordering::SeqCst), expected);
+}
+
 #[test]
 fn wait_pending_inside_a_continuation_on_a_plain_thread_waits_for_the_others() {
     rt(); // this file's 2-worker runtime, before anything can start a default one
@@ -159,16 +168,6 @@ fn launch_inside_a_delegated_closure_panics_and_the_trustee_keeps_serving() {
     assert_serves(1);
 }
 
-/// A result whose destructor panics.
-struct PanicsOnDrop(Arc<AtomicUsize>);
-
-impl Drop for PanicsOnDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        panic!("PanicsOnDrop");
-    }
-}
-
 #[test]
 fn a_dropped_future_whose_result_panics_on_drop_does_not_kill_the_trustee() {
     rt(); // this file's 2-worker runtime, before anything can start a default one
@@ -185,16 +184,8 @@ fn a_dropped_future_whose_result_panics_on_drop_does_not_kill_the_trustee() {
             assert!(poll_once(future.as_mut()).is_pending());
             drop(future);
         });
-        let d = drops.clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while d.load(Ordering::SeqCst) < round && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(
-            drops.load(Ordering::SeqCst),
-            round,
-            "the orphaned result was dropped"
-        );
+        // The orphaned result is dropped on the trustee.
+        wait_for(&drops, round);
         assert_serves(0);
     }
 }
@@ -433,35 +424,19 @@ fn over_aligned_results_arguments_and_captures_arrive_intact_and_aligned() {
     }
 }
 
-/// A panic payload whose destructor panics (counting its drops first).
-struct Bomb(Arc<AtomicUsize>);
-
-impl Drop for Bomb {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        panic!("Bomb");
-    }
-}
-
-/// Waits up to 10 s for `count` to reach `expected`, then checks it is exactly that.
-fn wait_for(count: &AtomicUsize, expected: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while count.load(Ordering::SeqCst) < expected && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(count.load(Ordering::SeqCst), expected);
-}
-
-/// Three `apply_then`s whose closures panic with a `Bomb`: `wait_pending` resumes the first, and the
+/// Three `apply_then`s whose closures panic with a `PanicsOnDrop`: `wait_pending` resumes the first, and the
 /// runtime drops the other two payloads (each panics, contained). Checked from the caller: the first is a
-/// `Bomb`, kept from dropping.
+/// `PanicsOnDrop`, kept from dropping.
 fn three_bombs_then_wait(t: &Trust<u8>, drops: &Arc<AtomicUsize>) -> bool {
     for _ in 0..3 {
         let d = drops.clone();
-        t.apply_then(move |_| -> u8 { panic_any(Bomb(d)) }, |_| unreachable!());
+        t.apply_then(
+            move |_| -> u8 { panic_any(PanicsOnDrop(d)) },
+            |_| unreachable!(),
+        );
     }
     let first = catch_unwind(wait_pending).unwrap_err();
-    let is_bomb = first.downcast_ref::<Bomb>().is_some();
+    let is_bomb = first.downcast_ref::<PanicsOnDrop>().is_some();
     std::mem::forget(first);
     is_bomb
 }
@@ -474,9 +449,11 @@ fn panic_payloads_that_panic_when_dropped_kill_nothing() {
     let d = drops.clone();
     within_deadline(move || {
         let t = rt().trustee(0).entrust(0u8);
-        let p =
-            catch_unwind(AssertUnwindSafe(|| t.apply(move |_| panic_any(Bomb(d))))).unwrap_err();
-        assert!(p.downcast_ref::<Bomb>().is_some());
+        let p = catch_unwind(AssertUnwindSafe(|| {
+            t.apply(move |_| panic_any(PanicsOnDrop(d)))
+        }))
+        .unwrap_err();
+        assert!(p.downcast_ref::<PanicsOnDrop>().is_some());
         std::mem::forget(p);
     });
     assert_eq!(drops.load(Ordering::SeqCst), 0);
@@ -502,7 +479,7 @@ fn panic_payloads_that_panic_when_dropped_kill_nothing() {
         let t = rt().trustee(1).entrust(0u8);
         let mut future = Box::pin(t.apply_async(move |_| -> u8 {
             std::thread::sleep(Duration::from_millis(10));
-            panic_any(Bomb(d))
+            panic_any(PanicsOnDrop(d))
         }));
         assert!(poll_once(future.as_mut()).is_pending());
     });
@@ -511,12 +488,12 @@ fn panic_payloads_that_panic_when_dropped_kill_nothing() {
     assert_serves(1);
 }
 
-/// A destructor that panics with a [`Bomb`].
+/// A destructor that panics with a [`PanicsOnDrop`].
 struct BombOnDrop(Arc<AtomicUsize>);
 
 impl Drop for BombOnDrop {
     fn drop(&mut self) {
-        panic_any(Bomb(self.0.clone()))
+        panic_any(PanicsOnDrop(self.0.clone()))
     }
 }
 
@@ -524,7 +501,7 @@ struct BombingWaker(Arc<AtomicUsize>);
 
 impl Wake for BombingWaker {
     fn wake(self: Arc<Self>) {
-        panic_any(Bomb(self.0.clone()))
+        panic_any(PanicsOnDrop(self.0.clone()))
     }
 }
 

@@ -25,18 +25,12 @@ impl Drop for PanicsWhenDropped {
     fn drop(&mut self) {
         self.drops.fetch_add(1, Ordering::SeqCst);
         if self.bomb {
-            std::panic::panic_any(CountsDrops(self.drops.clone()).panicking());
+            std::panic::panic_any(PanicsWhenDropped {
+                drops: self.drops.clone(),
+                bomb: false,
+            });
         }
         panic!("a property's destructor panics at shutdown");
-    }
-}
-
-impl CountsDrops {
-    /// A payload that counts its drop, then panics.
-    fn panicking(self) -> PanicsWhenDropped {
-        let drops = self.0.clone();
-        std::mem::forget(self);
-        PanicsWhenDropped { drops, bomb: false }
     }
 }
 

@@ -43,6 +43,16 @@ impl Drop for CountsDrops {
     }
 }
 
+/// Counts its drop, then panics: a result, capture or panic payload whose destructor panics.
+pub struct PanicsOnDrop(pub Arc<AtomicUsize>);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("PanicsOnDrop");
+    }
+}
+
 /// Set in a child process started by [`run_in_child`].
 pub const CHILD: &str = "TRUST_TEST_CHILD";
 
