@@ -9,7 +9,9 @@
 //! - `kv`: a 1M-key `HashMap`, 90% reads, Zipf(0.99) keys;
 //! - `latency`: one uncontended operation of each kind, single thread;
 //! - `tokio`: 1,000 tasks on a 2-thread tokio runtime, one counter: `apply_async` against the tokio and std
-//!   mutexes (ratios to `tokio::sync::Mutex`).
+//!   mutexes (ratios to `tokio::sync::Mutex`);
+//! - `paired`: the ratios to the ring again, each side measured right after the other, round after round
+//!   (the ring's rate on this VM swings severalfold between seconds): medians, spread, rounds on target.
 //!
 //! Run: `cargo bench -p trust-core --bench contention -- --quick` (under 30 s; drop `--quick` for longer
 //! samples, the median of five, and 8 threads too). A further argument runs only the scenarios whose name
@@ -34,6 +36,8 @@ mod kv;
 mod latency;
 #[path = "contention/limit.rs"]
 mod limit;
+#[path = "contention/paired.rs"]
+mod paired;
 #[path = "contention/rng.rs"]
 mod rng;
 #[path = "contention/tokio_tasks.rs"]
@@ -56,6 +60,7 @@ const SCENARIOS: &[Scenario] = &[
     ("kv", kv::run),
     ("latency", latency::run),
     ("tokio", tokio_tasks::run),
+    ("paired", paired::run),
 ];
 
 fn main() {

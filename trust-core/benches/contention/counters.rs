@@ -12,14 +12,14 @@ use crate::harness::{Bench, Padded, check};
 use crate::rng::Rng;
 
 const SCENARIO: &str = "counters-1024";
-const COUNTERS: usize = 1024;
+pub const COUNTERS: usize = 1024;
 
 #[inline]
-fn pick(rng: &mut Rng) -> usize {
+pub fn pick(rng: &mut Rng) -> usize {
     (rng.next_u64() >> 54) as usize // 10 bits: 0..1024
 }
 
-fn seed(thread: usize) -> u64 {
+pub fn seed(thread: usize) -> u64 {
     thread as u64 + 1
 }
 

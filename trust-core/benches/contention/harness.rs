@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long and how often to measure, from the command line.
+#[derive(Clone)]
 pub struct Config {
     pub quick: bool,
     /// Thread counts to sweep.
@@ -142,6 +143,8 @@ pub struct Bench {
     pub rows: Vec<Row>,
     /// Set by the `limit` scenario (it runs first); the later tables then add a `vs ring` column.
     pub ring: Option<RingLimit>,
+    /// Print a `RESULT` line per row (a scenario that only computes from the rows turns it off).
+    pub print: bool,
 }
 
 /// Prints the machine-readable line of one measurement.
@@ -162,6 +165,7 @@ impl Bench {
             cfg,
             rows: Vec::new(),
             ring: None,
+            print: true,
         }
     }
 
@@ -174,7 +178,9 @@ impl Bench {
         value: f64,
         unit: Unit,
     ) {
-        print_result(scenario, imp, threads, value, unit);
+        if self.print {
+            print_result(scenario, imp, threads, value, unit);
+        }
         self.rows.push(Row {
             scenario,
             imp,

@@ -11,6 +11,21 @@ use crate::harness::{Bench, Padded, Unit, check, latency_ops, median_ns};
 
 const SCENARIO: &str = "latency";
 
+/// Runs `f` in a fiber on worker 0 and returns its result. Spawn is round-robin: a fiber that lands
+/// elsewhere returns at once, and another is spawned.
+pub fn on_worker_0<R: Send + 'static>(f: impl FnOnce() -> R + Clone + Send + 'static) -> R {
+    loop {
+        let f = f.clone();
+        let fiber = trust_core::spawn(move || (trust_core::local_trustee().index() == 0).then(f));
+        if let Some(r) = fiber
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        {
+            return r;
+        }
+    }
+}
+
 pub fn run(b: &mut Bench, rt: &Runtime) {
     let samples = b.cfg.latency_samples;
 
@@ -51,7 +66,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
     );
 
     // From a fiber on worker 0: `apply` to trustee 0 runs inline, `apply` to trustee 1 suspends the fiber
-    // while its worker sends the request. Spawn is round-robin: retry until a fiber lands on worker 0.
+    // while its worker sends the request.
     let local: &'static Trust<u64> = Box::leak(Box::new(rt.trustee(0).entrust(0)));
     let remote: Option<&'static Trust<u64>> =
         (rt.workers() >= 2).then(|| &*Box::leak(Box::new(rt.trustee(1).entrust(0))));
@@ -64,22 +79,12 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         ring.roundtrip_ns = ns;
         b.record(SCENARIO, "ring_roundtrip", 2, ns, Unit::Ns);
     }
-    let (local_ns, fiber_remote_ns) = loop {
-        let fiber = trust_core::spawn(move || {
-            (trust_core::local_trustee().index() == 0).then(|| {
-                (
-                    median_ns(samples, || local.apply(|c| *c += 1)),
-                    remote.map(|r| median_ns(samples, || r.apply(|c| *c += 1))),
-                )
-            })
-        });
-        if let Some(r) = fiber
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        {
-            break r;
-        }
-    };
+    let (local_ns, fiber_remote_ns) = on_worker_0(move || {
+        (
+            median_ns(samples, || local.apply(|c| *c += 1)),
+            remote.map(|r| median_ns(samples, || r.apply(|c| *c += 1))),
+        )
+    });
     b.record(SCENARIO, "trust_local", 1, local_ns, Unit::Ns);
     check(
         SCENARIO,

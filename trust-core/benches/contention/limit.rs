@@ -318,6 +318,16 @@ pub fn roundtrip(samples: usize) -> f64 {
 /// and at 434 M ops/s in two runs of one morning), so a ratio is only worth something between rows measured
 /// seconds apart.
 pub fn rings_again(b: &mut Bench, scenario: &'static str) {
+    let mops = ring_row(b, scenario);
+    if let Some(ring) = &mut b.ring {
+        ring.pipelined_mops = mops;
+    }
+    closure_ring_row(b, scenario);
+}
+
+/// Measures `ring_pipelined` as a row of `scenario` (checked: the server applied every request); returns its
+/// M ops/s.
+pub fn ring_row(b: &mut Bench, scenario: &'static str) -> f64 {
     let (issued, applied) = b.pair(
         scenario,
         "ring_pipelined",
@@ -326,10 +336,11 @@ pub fn rings_again(b: &mut Bench, scenario: &'static str) {
         Ring::serve,
     );
     check(scenario, "ring_pipelined", 2, issued, applied);
-    let mops = b.rows.last().expect("just recorded").value;
-    if let Some(ring) = &mut b.ring {
-        ring.pipelined_mops = mops;
-    }
+    b.rows.last().expect("just recorded").value
+}
+
+/// Measures `ring_closures` as a row of `scenario` (checked); returns its M ops/s.
+pub fn closure_ring_row(b: &mut Bench, scenario: &'static str) -> f64 {
     let (issued, applied) = b.pair(
         scenario,
         "ring_closures",
@@ -338,27 +349,12 @@ pub fn rings_again(b: &mut Bench, scenario: &'static str) {
         ClosureRing::serve,
     );
     check(scenario, "ring_closures", 2, issued, applied);
+    b.rows.last().expect("just recorded").value
 }
 
 pub fn run(b: &mut Bench, _rt: &Runtime) {
-    let (issued, applied) = b.pair(
-        SCENARIO,
-        "ring_pipelined",
-        Ring::default,
-        Ring::pipelined,
-        Ring::serve,
-    );
-    check(SCENARIO, "ring_pipelined", 2, issued, applied);
-    let pipelined_mops = b.rows.last().expect("just recorded").value;
-
-    let (issued, applied) = b.pair(
-        SCENARIO,
-        "ring_closures",
-        ClosureRing::default,
-        ClosureRing::pipelined,
-        ClosureRing::serve,
-    );
-    check(SCENARIO, "ring_closures", 2, issued, applied);
+    let pipelined_mops = ring_row(b, SCENARIO);
+    closure_ring_row(b, SCENARIO);
 
     let roundtrip_ns = roundtrip(b.cfg.latency_samples);
     print_result(SCENARIO, "ring_roundtrip", 2, roundtrip_ns, Unit::Ns);
