@@ -5,6 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
 mod common;
 use common::*;
@@ -437,4 +438,48 @@ fn two_lone_fibers_calling_each_others_trustee_both_finish_exactly() {
     assert_eq!(b.join().unwrap(), TRIPS);
     assert_eq!(on_0.apply(|c| *c), TRIPS);
     assert_eq!(on_1.apply(|c| *c), TRIPS);
+}
+
+/// A request alone on its channel whose answer is slow (the closure sleeps 100 us, longer than its caller
+/// watches for it): the caller stops watching and waits as any other — a plain thread parks, a fiber suspends
+/// — and still gets its own result, a heap value moved out of the response slot once
+/// (`Outbox::adopt_alone`).
+#[test]
+fn a_lone_request_whose_answer_is_slow_still_gets_its_own_result() {
+    let log = rt().trustee(1).entrust(Vec::<u64>::new());
+    fn calls(log: &Trust<Vec<u64>>, from: u64) -> Vec<String> {
+        (from..from + 100)
+            .map(|i| {
+                log.apply(move |log| {
+                    thread::sleep(Duration::from_micros(100));
+                    log.push(i);
+                    format!("request {i}")
+                })
+            })
+            .collect()
+    }
+    let expected = |from: u64| {
+        (from..from + 100)
+            .map(|i| format!("request {i}"))
+            .collect::<Vec<_>>()
+    };
+    // A caller whose answer is lost (nobody moves it, or wakes the fiber) would wait forever: a deadline.
+    let (done, results) = std::sync::mpsc::channel();
+    let from = log.clone();
+    thread::spawn(move || {
+        let from_thread = calls(&from, 0);
+        let from_fiber = on_worker(0, move || calls(&from, 1000));
+        done.send((from_thread, from_fiber)).unwrap();
+    });
+    let (from_thread, from_fiber) = results
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a lone request with a slow answer never got it");
+    assert_eq!(from_thread, expected(0), "from a plain thread");
+    assert_eq!(
+        from_fiber,
+        expected(1000),
+        "from a fiber alone on its worker"
+    );
+    let all: Vec<u64> = (0..100).chain(1000..1100).collect();
+    assert_eq!(log.apply(|log| log.clone()), all, "each ran once, in order");
 }
