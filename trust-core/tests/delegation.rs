@@ -441,9 +441,9 @@ fn two_lone_fibers_calling_each_others_trustee_both_finish_exactly() {
 }
 
 /// A request alone on its channel whose answer is slow (the closure sleeps 100 us, longer than its caller
-/// watches for it): the caller stops watching and waits as any other — a plain thread parks, a fiber suspends
-/// — and still gets its own result, a heap value moved out of the response slot once
-/// (`Outbox::adopt_alone`).
+/// watches for it): the caller stops watching and waits as any other — a plain thread parks
+/// (`Outbox::call_alone` records its batch for `poll`), a fiber suspends (`fiber::wait_in_place` gives up) —
+/// and still gets its own result, a heap value moved out of the response slot once.
 #[test]
 fn a_lone_request_whose_answer_is_slow_still_gets_its_own_result() {
     let log = rt().trustee(1).entrust(Vec::<u64>::new());

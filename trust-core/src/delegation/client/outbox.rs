@@ -1,6 +1,7 @@
 //! A client's end of its channels: one [`Outbox`] per trustee it talks to — building the next batch while up
 //! to two are in flight (one per lane), publishing, copying results out of the response slots, or sending a
-//! blocking call that is alone on its channel at once, with none of that bookkeeping (`publish_alone`) — and
+//! plain thread's blocking call that is alone on its channel at once, with none of that bookkeeping
+//! (`call_alone`) — and
 //! [`Client`], a client context's outboxes with the ways a non-worker client waits for an answer (a `may`
 //! coroutine yields to `may`; a plain thread spins, yields, then parks until the trustee wakes it). No
 //! thread-locals and no fibers here: which context a caller uses is decided in `call.rs`.
@@ -429,19 +430,30 @@ impl Outbox {
         true
     }
 
-    /// Publishes `record` at once as a batch of its own when nothing else is going on on this channel (nothing
-    /// unsent, nothing in flight, no fiber waiting for room); gives it back otherwise. Returns the batch's
-    /// number. The caller then takes the result with `take_alone` once `is_answered_alone`, or, if it stops
-    /// watching first, hands the batch to the usual bookkeeping with `adopt_alone`.
-    ///
-    /// A blocking call alone on its channel needs none of the bookkeeping that lets a batch carry waiting
-    /// callers and continuations: no caller queue, no flight record, no announcement of unpublished records
-    /// (no user code runs between the push and the publish, so no handle escapes meanwhile). Skipping it took
-    /// 12-15 ns off a plain thread's 150 ns round trip (`paired`, eight alternating runs: 1.15x -> 0.99x the
-    /// ring's round trip, the median of their medians).
+    /// True when nothing goes on on this channel: nothing unsent, nothing in flight, no fiber waiting for room.
     #[inline]
-    pub(crate) fn publish_alone<F: Record>(&mut self, record: F) -> Result<u32, F> {
-        if self.in_flight() || !self.batch.is_empty() || !self.backlog.is_empty() || !self.blocked.is_empty() {
+    fn is_idle(&self) -> bool {
+        !self.in_flight() && self.batch.is_empty() && self.backlog.is_empty() && self.blocked.is_empty()
+    }
+
+    /// A plain thread's blocking call alone on its channel (`is_idle`): the record is published at once as a
+    /// batch of its own, and the result read straight from the response slot when the answer is seen. None of
+    /// the bookkeeping that lets a batch carry waiting callers and continuations is needed: no caller queue, no
+    /// flight record, no announcement of unpublished records (no user code runs between the push and the
+    /// publish, so no handle escapes meanwhile). That took 12-15 ns off a 150 ns round trip (`paired`, eight
+    /// alternating runs: 1.14x -> 0.98x the ring's round trip, the median of their medians). After
+    /// `LONE_SPINS` looks the batch is recorded as `poll` expects (the caller, whose result it moves into place)
+    /// and the thread waits as every caller does (`wait`: yield, park, a closed trustee noticed). Gives the
+    /// record back when the channel is busy.
+    ///
+    /// Not for `may` coroutines: one cancelled while it waits would leave its result in the slot, undropped,
+    /// where the general path moves it into the caller's frame (`WaitGuard`). Nor for fibers: the same shortcut
+    /// in the inlined remote path of a fiber's `apply` took a fifth off the `counter` fiber rows, even in a
+    /// build where it never ran (`--quick counter`, alternating runs: 77 M ops/s against 96), while a lone
+    /// fiber already publishes and watches for its answer itself (`fiber::wait_in_place`).
+    #[inline]
+    fn call_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>, parker: &Parker) -> Result<J::Output, Reply<J>> {
+        if !self.is_idle() {
             return Err(record);
         }
         self.batch.push(record)?;
@@ -451,54 +463,19 @@ impl Outbox {
         // SAFETY: this outbox is the channel's only client, and nothing is in flight: the lane is free.
         unsafe { self.channel.slots.publish(seq, &mut self.batch) };
         self.trustee.wake();
-        Ok(seq)
-    }
-
-    /// True once the batch `publish_alone` published as `seq` is answered.
-    #[inline]
-    pub(crate) fn is_answered_alone(&self, seq: u32) -> bool {
-        self.channel.slots.is_answered(seq)
-    }
-
-    /// The result of the answered batch `seq` from `publish_alone`, counted done.
-    ///
-    /// # Safety
-    /// `is_answered_alone(seq)` returned true, `R` is the output of its record, and this is called once (not
-    /// after `adopt_alone`).
-    #[inline]
-    pub(crate) unsafe fn take_alone<R>(&mut self, seq: u32) -> R {
-        self.done = seq;
-        // SAFETY: by the contract; the lane is not published to before this read.
-        unsafe { slot::read_result::<R>(self.channel.slots.results(seq)) }
-    }
-
-    /// The batch `seq` from `publish_alone` will be waited for as any other: its caller is recorded in its flight
-    /// (result into `*dst`), with `fiber` to wake, if any, so that `poll` handles its answer.
-    pub(crate) fn adopt_alone<R>(&mut self, seq: u32, dst: *mut Option<R>, fiber: Option<usize>) {
-        debug_assert!(self.done.wrapping_add(1) == seq && self.sent == seq, "the only batch in flight");
-        // The oldest batch in flight: its caller goes first.
-        self.callers.push_front(Caller::new(0, dst));
-        let flight = &mut self.flights[(seq % LANES) as usize];
-        flight.callers = 1;
-        flight.fibers.extend(fiber);
-    }
-
-    /// A plain thread's blocking call alone on its channel (see `publish_alone`): it watches for the answer
-    /// `LONE_SPINS` times, then waits as every caller does (`wait`: yield, park, a closed trustee noticed).
-    /// Not for `may` coroutines: one cancelled while it waits would leave its result in the slot, undropped,
-    /// where the general path moves it into the caller's frame (`WaitGuard`).
-    #[inline]
-    fn call_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>, parker: &Parker) -> Result<J::Output, Reply<J>> {
-        let seq = self.publish_alone(record)?;
         for _ in 0..LONE_SPINS {
-            if self.is_answered_alone(seq) {
-                // SAFETY: answered; `J::Output` is the record's output; taken once.
-                return Ok(unsafe { self.take_alone(seq) });
+            if self.channel.slots.is_answered(seq) {
+                self.done = seq;
+                // SAFETY: batch `seq` is answered, its lane is not published to before this read, and its one
+                // result, a `J::Output`, is read once, here.
+                return Ok(unsafe { slot::read_result::<J::Output>(self.channel.slots.results(seq)) });
             }
             std::hint::spin_loop();
         }
+        // The oldest (only) batch in flight: its caller goes first, its result at the start of the body.
         let mut result = None;
-        self.adopt_alone(seq, &raw mut result, None);
+        self.callers.push_front(Caller::new(0, &raw mut result));
+        self.flights[(seq % LANES) as usize].callers = 1;
         while self.in_flight() {
             self.wait(Some(parker));
         }

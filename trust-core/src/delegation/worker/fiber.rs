@@ -1,9 +1,8 @@
 //! The fiber scheduler of one worker: stackful coroutines (switched with `corosensei`) that never leave the
 //! worker running them, so everything a worker owns without atomics stays on one thread. An `apply` inside a
 //! fiber suspends just that fiber (`call`); its worker keeps serving requests and running other fibers (a
-//! fiber whose request is the only thing its worker has going sends it and waits for the answer in place
-//! instead: `wait_alone` when the request travels alone, `wait_in_place` when its batch carries others). What
-//! users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
+//! fiber whose request is the only thing its worker has going waits for the answer in place instead:
+//! `wait_in_place`). What users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -14,7 +13,7 @@ use std::rc::Rc;
 use corosensei::{Coroutine, CoroutineResult};
 
 use crate::delegation::worker::context::{self, Yielder};
-use crate::delegation::client::outbox::{Blocked, Outbox};
+use crate::delegation::client::outbox::Blocked;
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::stack::overflow;
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
@@ -114,54 +113,36 @@ pub(crate) fn call<J: Job<Output: Send>>(
 ) -> J::Output {
     let mut result = None;
     let mut lone = false;
-    let mut alone = None;
     // Moved out by whoever pushes it: this fiber now, or its worker later (see `Blocked`).
     let mut record = MaybeUninit::new(Reply(job));
     {
         let mut client = worker.client.borrow_mut();
         let outbox = client.outbox(trustee);
-        let idle = || !worker.scheduler.has_ready() && !worker.reactor.is_waiting();
-        // Nothing else on this channel (a busy worker has a batch in flight: the first check fails) and nothing
-        // else for the worker to run: the request goes at once, alone (`Outbox::publish_alone`), and this fiber
-        // watches for the answer itself.
-        if !outbox.in_flight() && idle() {
-            // SAFETY: initialized above and read once; written back if it is not sent.
-            match publish_alone(outbox, unsafe { record.assume_init_read() }) {
-                Ok(seq) => alone = Some(seq),
+        // Behind the fibers already waiting for room, if any.
+        let pushed = outbox.blocked.is_empty()
+            // SAFETY: initialized above and read once; written back if it does not fit.
+            && match outbox.try_push_call(unsafe { record.assume_init_read() }, &raw mut result) {
+                Ok(()) => true,
                 Err(r) => {
                     record.write(r);
+                    false
                 }
-            }
-        }
-        if alone.is_none() {
-            // Behind the fibers already waiting for room, if any.
-            let pushed = outbox.blocked.is_empty()
-                // SAFETY: initialized above and read once; written back if it does not fit.
-                && match outbox.try_push_call(unsafe { record.assume_init_read() }, &raw mut result) {
-                    Ok(()) => true,
-                    Err(r) => {
-                        record.write(r);
-                        false
-                    }
-                };
-            if pushed {
-                outbox.staged.push(id);
-                // The only request of this worker to that trustee, and nothing else to run.
-                lone = outbox.staged.len() == 1 && !outbox.in_flight() && idle();
-            } else {
-                // SAFETY: the record and the result's place are in this frame, and this fiber stays suspended
-                // until `result` is set, which happens only once the record was pushed and answered.
-                let blocked = unsafe { Blocked::with_record(id, record.as_mut_ptr(), &raw mut result) };
-                outbox.blocked.push_back(blocked);
-            }
+            };
+        if pushed {
+            outbox.staged.push(id);
+            // The only request of this worker to that trustee, and nothing else to run.
+            lone = outbox.staged.len() == 1
+                && !outbox.in_flight()
+                && !worker.scheduler.has_ready()
+                && !worker.reactor.is_waiting();
+        } else {
+            // SAFETY: the record and the result's place are in this frame, and this fiber stays suspended
+            // until `result` is set, which happens only once the record was pushed and answered.
+            let blocked = unsafe { Blocked::with_record(id, record.as_mut_ptr(), &raw mut result) };
+            outbox.blocked.push_back(blocked);
         }
     }
-    if let Some(seq) = alone {
-        // SAFETY: `seq` is this request's lone batch, whose result is a `J::Output`.
-        if let Some(r) = unsafe { wait_alone(worker, id, trustee, seq, &raw mut result) } {
-            return r;
-        }
-    } else if lone {
+    if lone {
         wait_in_place(worker, id, trustee);
     }
     // One switch site (the inliner then keeps it, and corosensei's `suspend`, inline), until the answer.
@@ -214,55 +195,6 @@ fn wait_in_place(worker: &Worker, id: usize, trustee: &'static TrusteeShared) {
         }
         if worker.has_work() {
             return;
-        }
-        std::hint::spin_loop();
-    }
-}
-
-/// `Outbox::publish_alone` for a fiber, out of line: the inlined remote path of every `apply` stays as small as
-/// it was (inlined there, it cost the `counter` fiber rows about a tenth, `fetch_and_add` alternating runs).
-#[inline(never)]
-fn publish_alone<J: Job<Output: Send>>(outbox: &mut Outbox, record: Reply<J>) -> Result<u32, Reply<J>> {
-    outbox.publish_alone(record)
-}
-
-/// A fiber whose request went alone (`Outbox::publish_alone`, nothing else for its worker to do) watches for the
-/// answer itself, as a plain thread does, and takes the result straight from the response slot. It stops
-/// watching, and suspends as any other fiber, as soon as its worker has anything else to do
-/// (`Worker::has_work`) or after `IN_PLACE_SPINS` looks: the batch is then recorded as the worker's `poll`
-/// expects (`Outbox::adopt_alone`), to move the result into `*dst` and wake the fiber. Returns the result
-/// when it came in time.
-///
-/// # Safety
-/// `seq` is the lone batch holding this fiber's request, whose output is an `R`; `dst` is the fiber's
-/// `Option<R>`, in its frame, which stays suspended until the result is there.
-#[inline(never)]
-unsafe fn wait_alone<R>(
-    worker: &Worker,
-    id: usize,
-    trustee: &'static TrusteeShared,
-    seq: u32,
-    dst: *mut Option<R>,
-) -> Option<R> {
-    let mut looks = 0;
-    loop {
-        {
-            let mut client = worker.client.borrow_mut();
-            let outbox = client.outbox(trustee);
-            if outbox.is_answered_alone(seq) {
-                // SAFETY: answered; by the contract the output is an `R`; taken once (not adopted).
-                return Some(unsafe { outbox.take_alone(seq) });
-            }
-            if looks == IN_PLACE_SPINS {
-                outbox.adopt_alone(seq, dst, Some(id));
-                return None;
-            }
-        }
-        looks += 1;
-        if worker.has_work() {
-            // Looked at once more above, then adopted.
-            looks = IN_PLACE_SPINS;
-            continue;
         }
         std::hint::spin_loop();
     }
