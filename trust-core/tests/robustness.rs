@@ -174,16 +174,7 @@ fn a_dropped_future_whose_result_panics_on_drop_does_not_kill_the_trustee() {
     let drops = Arc::new(AtomicUsize::new(0));
     for round in 1..=3 {
         let d = drops.clone();
-        within_deadline(move || {
-            let property = rt().trustee(0).entrust(0u8);
-            let mut future = Box::pin(property.apply_async(move |_| {
-                std::thread::sleep(Duration::from_millis(10));
-                PanicsOnDrop(d)
-            }));
-            // First poll sends the request; then the future is dropped before the answer.
-            assert!(poll_once(future.as_mut()).is_pending());
-            drop(future);
-        });
+        drop_future_before_its_answer(move || PanicsOnDrop(d));
         // The orphaned result is dropped on the trustee.
         wait_for(&drops, round);
         assert_serves(0);
@@ -534,14 +525,7 @@ fn user_code_on_a_trustee_panicking_with_a_payload_that_panics_when_dropped_kill
     assert_serves(1);
     // The result of a dropped future, dropped on the trustee.
     let b = bombs.clone();
-    within_deadline(move || {
-        let t = rt().trustee(0).entrust(0u8);
-        let mut future = Box::pin(t.apply_async(move |_| {
-            std::thread::sleep(Duration::from_millis(10));
-            BombOnDrop(b)
-        }));
-        assert!(poll_once(future.as_mut()).is_pending());
-    });
+    drop_future_before_its_answer(move || BombOnDrop(b));
     wait_for(&bombs, 3);
     assert_serves(0);
     // The result of a fiber nobody joins, dropped on its worker.
@@ -597,6 +581,19 @@ fn a_chain_of_100_000_apply_then_issued_by_continuations_on_workers() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!((a.apply(|v| *v), b.apply(|v| *v)), (50_000, 50_000));
+}
+
+/// An `apply_async` on trustee 0 whose closure returns `result()` after 10 ms, its future dropped after the
+/// first poll (which sends the request): the result is orphaned, and dropped on the trustee.
+fn drop_future_before_its_answer<R: Send + 'static>(result: impl FnOnce() -> R + Send + 'static) {
+    within_deadline(move || {
+        let property = rt().trustee(0).entrust(0u8);
+        let mut future = Box::pin(property.apply_async(move |_| {
+            std::thread::sleep(Duration::from_millis(10));
+            result()
+        }));
+        assert!(poll_once(future.as_mut()).is_pending());
+    });
 }
 
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {

@@ -9,24 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use trust_core::Runtime;
+mod common;
+use common::{panic_message, rt};
 
 const CALLERS: usize = 4;
 
-fn message(err: &(dyn std::any::Any + Send)) -> String {
-    err.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .expect("a panic with a message")
-}
-
 #[test]
 fn threads_waiting_for_a_trustee_at_shutdown_get_their_answer_or_a_panic_naming_it() {
-    let rt = Runtime::builder()
-        .workers(2)
-        .build()
-        .expect("the first runtime of this process");
-    let value = rt.trustee(1).entrust(0u64);
+    let value = rt().trustee(1).entrust(0u64);
     // Counted inside the closures: the applies that ran, whatever their callers saw.
     let ran = Arc::new(AtomicU64::new(0));
     let blocking = Arc::new(AtomicBool::new(false));
@@ -45,7 +35,7 @@ fn threads_waiting_for_a_trustee_at_shutdown_get_their_answer_or_a_panic_naming_
                     *v += 1;
                 })
             }));
-            done.send((1, r.err().map(|p| message(&*p)))).unwrap();
+            done.send((1, r.err().map(panic_message))).unwrap();
         });
     }
     for _ in 0..CALLERS {
@@ -63,7 +53,7 @@ fn threads_waiting_for_a_trustee_at_shutdown_get_their_answer_or_a_panic_naming_
                 }
             }))
             .unwrap_err();
-            done.send((answered, Some(message(&*err)))).unwrap();
+            done.send((answered, Some(panic_message(err)))).unwrap();
         });
     }
     drop(done);
@@ -71,7 +61,7 @@ fn threads_waiting_for_a_trustee_at_shutdown_get_their_answer_or_a_panic_naming_
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(50)); // the callers are waiting behind the long closure now
-    rt.shutdown();
+    rt().shutdown();
 
     let mut answered = 0;
     for _ in 0..=CALLERS {

@@ -12,7 +12,7 @@ use crate::harness::{Bench, Padded, check};
 use crate::rng::Rng;
 
 const SCENARIO: &str = "counters-1024";
-pub const COUNTERS: usize = 1024;
+const COUNTERS: usize = 1024;
 
 #[inline]
 pub fn pick(rng: &mut Rng) -> usize {
@@ -23,18 +23,27 @@ pub fn seed(thread: usize) -> u64 {
     thread as u64 + 1
 }
 
-pub fn run(b: &mut Bench, rt: &Runtime) {
-    // Each lock on its own cache lines: this measures the locks, not false sharing between neighbours.
-    let std_mutex: Vec<Padded<Mutex<u64>>> = (0..COUNTERS).map(|_| Padded(Mutex::new(0))).collect();
-    let parking: Vec<Padded<parking_lot::Mutex<u64>>> = (0..COUNTERS)
+/// `parking_lot` per-counter locks, each on its own cache lines.
+pub fn parking_counters() -> Vec<Padded<parking_lot::Mutex<u64>>> {
+    (0..COUNTERS)
         .map(|_| Padded(parking_lot::Mutex::new(0)))
-        .collect();
-    // Counter i lives on trustee i mod workers.
-    let trust: &'static [Trust<u64>] = Box::leak(
+        .collect()
+}
+
+/// The entrusted counters: counter i lives on trustee i mod workers.
+pub fn trust_counters(rt: &Runtime) -> &'static [Trust<u64>] {
+    Box::leak(
         (0..COUNTERS)
             .map(|i| rt.trustee(i % rt.workers()).entrust(0u64))
             .collect::<Box<[_]>>(),
-    );
+    )
+}
+
+pub fn run(b: &mut Bench, rt: &Runtime) {
+    // Each lock on its own cache lines: this measures the locks, not false sharing between neighbours.
+    let std_mutex: Vec<Padded<Mutex<u64>>> = (0..COUNTERS).map(|_| Padded(Mutex::new(0))).collect();
+    let parking = parking_counters();
+    let trust = trust_counters(rt);
     let std_sum = || std_mutex.iter().map(|m| *m.lock().unwrap()).sum::<u64>();
     let parking_sum = || parking.iter().map(|m| *m.lock()).sum::<u64>();
     let trust_sum = || trust.iter().map(|t| t.apply(|c| *c)).sum::<u64>();

@@ -9,7 +9,7 @@
 use trust_core::{Runtime, Trust};
 
 use crate::counter::{FIBERS_PER_WORKER, count_then, pipelined};
-use crate::counters::{COUNTERS, pick, seed};
+use crate::counters::{parking_counters, pick, seed, trust_counters};
 use crate::harness::{
     Bench, Config, LATENCY_BATCH, Padded, Stop, Unit, check, latency_ops, median_ns, print_result,
 };
@@ -41,6 +41,16 @@ impl std::fmt::Display for Target {
             Target::AtMost(t) => write!(f, "<= {t}x"),
         }
     }
+}
+
+/// Runs `op` until the sample stops; returns how many times it ran.
+fn until_stopped(stop: &Stop, mut op: impl FnMut()) -> u64 {
+    let mut i = 0;
+    while stop.running() {
+        op();
+        i += 1;
+    }
+    i
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -141,22 +151,8 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
     let counter: &'static Trust<u64> = Box::leak(Box::new(rt.trustee(0).entrust(0u64)));
     let remote: &'static Trust<u64> = Box::leak(Box::new(rt.trustee(1).entrust(0u64)));
     let parking = Padded(parking_lot::Mutex::new(0u64));
-    let c_parking: Vec<Padded<parking_lot::Mutex<u64>>> = (0..COUNTERS)
-        .map(|_| Padded(parking_lot::Mutex::new(0)))
-        .collect();
-    let c_trust: &'static [Trust<u64>] = Box::leak(
-        (0..COUNTERS)
-            .map(|i| rt.trustee(i % rt.workers()).entrust(0u64))
-            .collect::<Box<[_]>>(),
-    );
-    let increments = |stop: &Stop, mut op: Box<dyn FnMut() + '_>| {
-        let mut i = 0;
-        while stop.running() {
-            op();
-            i += 1;
-        }
-        i
-    };
+    let c_parking = parking_counters();
+    let c_trust = trust_counters(rt);
 
     let mut raw: Vec<[f64; MEASURED.len()]> = Vec::with_capacity(rounds);
     // Operations each shared value must count at the end.
@@ -173,7 +169,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         v[REMOTE] = median_ns(samples, || remote.apply(|c| *c += 1));
         v[REMOTE_FIBER] = on_worker_0(move || median_ns(samples, || remote.apply(|c| *c += 1)));
         on_parking += one.threads(SCENARIO, "parking", 2, |_, stop| {
-            increments(stop, Box::new(|| *parking.lock() += 1))
+            until_stopped(stop, || *parking.lock() += 1)
         });
         v[PARKING] = last(&one);
         on_counter += one.threads(SCENARIO, "then2", 2, |_, stop| {
@@ -181,17 +177,12 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         });
         v[THEN2] = last(&one);
         on_counter += one.fibers(SCENARIO, "fibers", 2, FIBERS_PER_WORKER, move |_, stop| {
-            let mut i = 0;
-            while stop.running() {
-                counter.apply(|c| *c += 1);
-                i += 1;
-            }
-            i
+            until_stopped(stop, || counter.apply(|c| *c += 1))
         });
         v[FIBERS] = last(&one);
         on_c_parking += one.threads(SCENARIO, "c_parking", 2, |t, stop| {
-            let (mut rng, locks) = (Rng::new(seed(t)), &c_parking);
-            increments(stop, Box::new(move || *locks[pick(&mut rng)].lock() += 1))
+            let mut rng = Rng::new(seed(t));
+            until_stopped(stop, || *c_parking[pick(&mut rng)].lock() += 1)
         });
         v[C_PARKING] = last(&one);
         on_c_trust += one.fibers(
@@ -200,12 +191,8 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
             2,
             FIBERS_PER_WORKER,
             move |f, stop| {
-                let (mut rng, mut i) = (Rng::new(seed(f)), 0);
-                while stop.running() {
-                    c_trust[pick(&mut rng)].apply(|c| *c += 1);
-                    i += 1;
-                }
-                i
+                let mut rng = Rng::new(seed(f));
+                until_stopped(stop, || c_trust[pick(&mut rng)].apply(|c| *c += 1))
             },
         );
         v[C_FIBERS] = last(&one);

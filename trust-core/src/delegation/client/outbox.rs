@@ -409,13 +409,8 @@ impl Outbox {
         if self.batch.is_empty() {
             return false;
         }
-        let seq = self.sent.wrapping_add(1);
-        self.sent = seq;
-        self.retry_at = 0;
         let results = self.batch.reserved();
-        // SAFETY: this outbox is the channel's only client, and the lane's previous batch is answered and its
-        // results read (`poll` counted it done).
-        unsafe { self.channel.slots.publish(seq, &mut self.batch) };
+        let seq = self.publish();
         if self.backlog.is_empty() {
             // After the publication: a trustee that reads `false` also sees the batch.
             self.channel.linger.lingering.store(false, Ordering::Release);
@@ -428,6 +423,20 @@ impl Outbox {
         flight.fibers.append(&mut self.staged);
         self.trustee.wake();
         true
+    }
+
+    /// Publishes the batch being built as the next batch and returns its number; the caller has checked that a
+    /// lane is free (`can_publish`).
+    #[inline]
+    fn publish(&mut self) -> u32 {
+        debug_assert!(self.can_publish());
+        let seq = self.sent.wrapping_add(1);
+        self.sent = seq;
+        self.retry_at = 0;
+        // SAFETY: this outbox is the channel's only client, and the lane's previous batch is answered and its
+        // results read (`poll` counted it done): the caller checked `can_publish`.
+        unsafe { self.channel.slots.publish(seq, &mut self.batch) };
+        seq
     }
 
     /// True when nothing goes on on this channel: nothing unsent, nothing in flight, no fiber waiting for room.
@@ -457,11 +466,7 @@ impl Outbox {
             return Err(record);
         }
         self.batch.push(record)?;
-        let seq = self.sent.wrapping_add(1);
-        self.sent = seq;
-        self.retry_at = 0;
-        // SAFETY: this outbox is the channel's only client, and nothing is in flight: the lane is free.
-        unsafe { self.channel.slots.publish(seq, &mut self.batch) };
+        let seq = self.publish();
         self.trustee.wake();
         for _ in 0..LONE_SPINS {
             if self.channel.slots.is_answered(seq) {
