@@ -401,10 +401,10 @@ impl Scheduler {
     /// were the largest part of a resume (`perf`: 29% of the `counters-1024` fiber samples on loading the
     /// saved stack pointer, 18% on the first instruction after the switch). Measured with `paired` in one
     /// build, prefetching switched on and off at run time, six alternating runs: 2 x 256 fibers on one counter
-    /// 1.32x -> 1.70x `parking_lot`, on 1,024 counters 0.35x -> 0.42x (medians; on in every run); more lines,
-    /// or the fiber after the next, did no better. Against the build before, six alternating runs: 1,024
-    /// counters 0.39x -> 0.45x, one counter unchanged (2.08x, 2.03x): the fiber path's speed also moves
-    /// with code layout (a build that prefetched unconditionally lost that much elsewhere).
+    /// 1.32x -> 1.70x `parking_lot`, on 1,024 counters 0.35x -> 0.42x (medians; faster with it in every run);
+    /// more lines, or the fiber after the next, did no better. Against the build before, six alternating runs:
+    /// 1,024 counters 0.39x -> 0.45x, one counter unchanged (2.08x, 2.03x): the fiber path's speed also moves
+    /// with code layout (a build that prefetched with no `n > 1` guard lost that much elsewhere).
     #[inline]
     fn prefetch_next(&self) {
         let Some(&next) = self.ready.borrow().front() else {
