@@ -237,8 +237,9 @@ pub(crate) struct Scheduler {
     /// itself (64 bytes, copied through the stack in pieces of different widths) stalled on store forwarding
     /// (`perf`: the resume loop 27% -> 21% of the samples; no wall-time change measurable on its own).
     fibers: RefCell<Vec<Option<Suspended>>>,
-    /// By id, the stack pointer of each suspended fiber when it suspended (0: never suspended), and of the one
-    /// that suspended last (set by `suspend_on`): where its resume will read first (see `prefetch_next`).
+    /// By id (as long as `fibers`), the stack pointer of each suspended fiber when it suspended (0: not yet),
+    /// and of the one that suspended last (set by `suspend_on`): where its resume will read first (see
+    /// `prefetch_next`).
     stack_hints: RefCell<Vec<usize>>,
     pub(crate) suspended_at: Cell<usize>,
     free: RefCell<Vec<usize>>,
@@ -285,8 +286,11 @@ impl Scheduler {
         let id = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut fibers = self.fibers.borrow_mut();
             fibers.push(None);
+            self.stack_hints.borrow_mut().push(0);
             fibers.len() - 1
         });
+        // A reused id: the hint was the last fiber's.
+        self.stack_hints.borrow_mut()[id] = 0;
         let fiber = Coroutine::with_stack(stack, move |yielder: &Yielder, ()| {
             context::set_fiber(Some((yielder as *const Yielder, id)));
             // The job catches the user's panic; what is left is the drop of an unjoined result.
@@ -372,11 +376,7 @@ impl Scheduler {
             match state {
                 CoroutineResult::Yield(()) => {
                     self.fibers.borrow_mut()[id] = Some(fiber);
-                    let mut hints = self.stack_hints.borrow_mut();
-                    if hints.len() <= id {
-                        hints.resize(id + 1, 0);
-                    }
-                    hints[id] = self.suspended_at.get();
+                    self.stack_hints.borrow_mut()[id] = self.suspended_at.get();
                 }
                 CoroutineResult::Return(()) => {
                     self.stacks.give(fiber.0.into_stack());
@@ -413,9 +413,8 @@ impl Scheduler {
         if let Some(Some(fiber)) = self.fibers.borrow().get(next) {
             prefetch((&raw const **fiber).cast());
         }
-        if let Some(&sp) = self.stack_hints.borrow().get(next)
-            && sp != 0
-        {
+        let sp = self.stack_hints.borrow()[next];
+        if sp != 0 {
             for line in -2..=1 {
                 prefetch(std::ptr::without_provenance(sp.wrapping_add_signed(64 * line)));
             }
