@@ -165,15 +165,15 @@ fn run_thread_continuations() {
 /// at a time, outside any borrow of the client (they may issue more), until none is left.
 fn run_continuations_now() {
     let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
-    while let Some(next) = THREAD_CLIENT
-        .try_with(|c| c.borrow_mut().as_mut().and_then(Client::next_ready))
-        .ok()
-        .flatten()
-    {
+    let _ = THREAD_CLIENT.try_with(|c| loop {
+        // One statement: the client's borrow ends before the continuation runs.
+        let Some(next) = c.borrow_mut().as_mut().and_then(Client::next_ready) else {
+            break;
+        };
         // A panicking continuation is caught inside `run`. A plain thread has no fiber to wake.
-        // SAFETY: run right after it was taken; the client's borrow ended with the `try_with` above.
+        // SAFETY: run right after it was taken; the client's borrow ended with the statement above.
         let _ = unsafe { next.run() };
-    }
+    });
     RUNNING_CONTINUATIONS.with(|r| r.set(outer));
 }
 
@@ -195,6 +195,36 @@ where
     let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
     if ready {
         run_thread_continuations();
+    }
+}
+
+/// `post_then` for a plain thread that has a client context already (made by an earlier call): the usual
+/// pipelining caller, classified by the one thread-local read that also finds its context (a worker thread
+/// never has one: `with_thread_client` runs only where `context::worker` is `None`). Gives `job` and `then`
+/// back to any other caller, for `post_then`.
+#[inline]
+pub(crate) fn post_then_from_thread<J, R, C>(trustee: &'static TrusteeShared, job: J, then: C) -> Result<(), (J, C)>
+where
+    J: Job<Output = Outcome<R>>,
+    R: Send + 'static,
+    C: FnOnce(R) + 'static,
+{
+    let mut args = Some((job, then));
+    let posted = THREAD_CLIENT.try_with(|c| {
+        let mut c = c.borrow_mut();
+        let client = c.as_mut()?;
+        let (job, then) = args.take()?;
+        trustee.check_running();
+        Some(client.post_then(trustee, Reply(job), then))
+    });
+    match posted {
+        Ok(Some(ready)) => {
+            if ready {
+                run_thread_continuations();
+            }
+            Ok(())
+        }
+        _ => Err(args.take().expect("not posted")),
     }
 }
 

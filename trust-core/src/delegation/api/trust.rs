@@ -159,7 +159,16 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        let property = SendPtr(self.property.as_ptr());
+        // The property outlives the request even if this handle is dropped elsewhere first: see
+        // `Worker::retire`.
+        let job = Apply {
+            property: SendPtr(self.property.as_ptr()),
+            f,
+        };
+        // A plain thread that has called before, the usual pipelining caller: one thread-local read.
+        let Err((job, then)) = call::post_then_from_thread(self.trustee.shared, job, then) else {
+            return;
+        };
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
             let owner = match context::fiber().filter(|_| !context::in_delegated()) {
@@ -167,14 +176,12 @@ impl<T: Send + 'static> Trust<T> {
                 None => worker.client.borrow().pending.clone(),
             };
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            let result = unsafe { property::apply_caught(property.get(), f) };
+            let result = unsafe { property::apply_caught(job.property.get(), job.f) };
             let cont = Cont::held(then, owner, result);
             worker.client.borrow_mut().ready.push_back(cont);
             return;
         }
-        // The property outlives the request even if this handle is dropped elsewhere first: see
-        // `Worker::retire`.
-        call::post_then(caller, self.trustee.shared, Apply { property, f }, then);
+        call::post_then(caller, self.trustee.shared, job, then);
     }
 
     /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the

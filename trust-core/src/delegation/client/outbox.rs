@@ -290,10 +290,13 @@ impl Outbox {
         if !self.backlog.is_empty() {
             return Err(record);
         }
-        if self.batch.is_empty() {
+        self.batch.push(record)?;
+        // Announced after the push (no user code runs between the two): the announcement's Release store
+        // would make the compiler load the batch's fields again, and check the room twice.
+        if self.batch.count() == 1 {
             self.linger();
         }
-        self.batch.push(record)
+        Ok(())
     }
 
     /// Adds a record whose caller waits for its result in `*dst`.
@@ -349,7 +352,7 @@ impl Outbox {
 
     /// Adds the record of an `apply_then` and its continuation `then`, issued by `owner`, which the caller
     /// made sure have room (`has_room`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
         &mut self,
         record: F,
@@ -485,6 +488,17 @@ impl Outbox {
             self.wait(Some(parker));
         }
         Ok(result.expect("the trustee answered the batch holding this request"))
+    }
+
+    /// Publishes and waits (as a plain thread or a `may` coroutine) until a record of type `F` can join the
+    /// batch being built.
+    #[inline(never)]
+    fn make_room<F: Record>(&mut self, parker: Option<&Parker>) {
+        while !self.has_room::<F>() {
+            if !self.flush() {
+                self.wait(parker);
+            }
+        }
     }
 
     /// Waits (as a plain thread or a `may` coroutine) until the oldest batch in flight, if any, is answered.
@@ -742,8 +756,9 @@ impl Client {
 
     /// Issues an `apply_then` from a plain thread: when the batch is full, waits for the batch in flight
     /// (flow control: memory stays bounded however many are issued; the caller then runs the continuations
-    /// answered meanwhile). True when continuations wait to run.
-    #[inline]
+    /// answered meanwhile). True when continuations wait to run. Inlined into `Trust::apply_then`, with the
+    /// waiting and the publishing out of line: what is left is the push and two checks.
+    #[inline(always)]
     pub(crate) fn post_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
         &mut self,
         trustee: &'static TrusteeShared,
@@ -753,12 +768,9 @@ impl Client {
         // Cloned first: the count's increment is a store the compiler cannot tell from the outbox's fields, and
         // between the room check and the push it made the push check the room again.
         let owner = self.pending.clone();
-        let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        while !outbox.has_room::<F>() {
-            if !outbox.flush() {
-                outbox.wait(parker);
-            }
+        if !outbox.has_room::<F>() {
+            outbox.make_room::<F>(self.parker.as_deref());
         }
         outbox.push_then(record, then, owner);
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
@@ -769,21 +781,31 @@ impl Client {
         // meanwhile (a `launch_then` result) wait at most that many requests, or until `wait_pending`.
         // When both lanes are busy, the batch grows and the next try comes `RETRY_EVERY` requests later: trying
         // on each request (a poll and a flush of every outbox) cost a seventh of the thread's instructions.
+        // Half the room can be used before `PUBLISH_EVERY` records only if some are larger than this one, so
+        // a small record's push (the usual case) looks at the count only.
         let count = outbox.batch.count();
-        if (count >= PUBLISH_EVERY || outbox.batch.is_half_full()) && count >= outbox.retry_at {
-            // The batches for other trustees go out too, where a lane is free: a record for one trustee (a
-            // `launch_then`, say) must not wait unpublished while the thread goes on with another.
-            for outbox in self.outboxes.iter_mut().flatten() {
-                if outbox.has_unsent() {
-                    outbox.poll();
-                    if !outbox.flush() {
-                        outbox.retry_at = outbox.batch.count() + RETRY_EVERY;
-                    }
-                }
-            }
-            return self.has_ready();
+        let small = 2 * PUBLISH_EVERY * slot::pushed_size::<F>().max(F::RESULT) <= slot::BODY;
+        let half_full = || !small && outbox.batch.is_half_full();
+        if (count >= PUBLISH_EVERY || half_full()) && count >= outbox.retry_at {
+            return self.publish_all();
         }
         false
+    }
+
+    /// `post_then`'s publish: the batches for every trustee go out, where a lane is free (a record for one
+    /// trustee, a `launch_then` say, must not wait unpublished while the thread goes on with another); one
+    /// that could not is tried again `RETRY_EVERY` records later. True when continuations wait to run.
+    #[inline(never)]
+    fn publish_all(&mut self) -> bool {
+        for outbox in self.outboxes.iter_mut().flatten() {
+            if outbox.has_unsent() {
+                outbox.poll();
+                if !outbox.flush() {
+                    outbox.retry_at = outbox.batch.count() + RETRY_EVERY;
+                }
+            }
+        }
+        self.has_ready()
     }
 
     /// Flushes every outbox and waits for one answer; false when nothing is in flight.
@@ -852,7 +874,9 @@ fn outbox_in<'a>(
     if !matches!(outboxes.get(i), Some(Some(_))) {
         open_outbox(outboxes, parker, trustee);
     }
-    outboxes[i].as_mut().expect("opened above")
+    // SAFETY: `outboxes[i]` is there and `Some` (checked, or opened, just above): not checked twice on the
+    // hot path.
+    unsafe { outboxes.get_unchecked_mut(i).as_mut().unwrap_unchecked() }
 }
 
 #[cold]

@@ -165,6 +165,15 @@ const fn record_size(payload: usize) -> usize {
     (RECORD_HEADER + payload).next_multiple_of(RECORD_ALIGN)
 }
 
+/// Bytes of the body a record of type `F` takes (boxed first if it does not fit inline).
+pub(crate) const fn pushed_size<F: Record>() -> usize {
+    if fits_inline::<F>() {
+        record_size(size_of::<F>())
+    } else {
+        record_size(size_of::<Box<F>>())
+    }
+}
+
 /// True when records of type `F` travel inline (false: they are boxed first).
 pub(crate) const fn fits_inline<F>() -> bool {
     align_of::<F>() <= RECORD_ALIGN && record_size(size_of::<F>()) <= BODY
@@ -277,12 +286,7 @@ impl Batch {
     /// True when a record of type `F` and its result fit in the batch.
     #[inline]
     pub(crate) fn has_room<F: Record>(&self) -> bool {
-        let size = if fits_inline::<F>() {
-            record_size(size_of::<F>())
-        } else {
-            record_size(size_of::<Box<F>>())
-        };
-        self.results + F::RESULT <= BODY && self.len + size <= BODY
+        self.results + F::RESULT <= BODY && self.len + pushed_size::<F>() <= BODY
     }
 
     /// Appends the record `f`; gives it back when the batch has no room for it or its result. A record too
