@@ -3,7 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -311,6 +311,47 @@ fn may_coroutines_are_clients() {
         h.join().unwrap();
     }
     assert_eq!(counter.apply(|c| *c), 64_000);
+}
+
+/// `apply_then` from `may` coroutines, more at once than a batch holds: a coroutine that finds the batch
+/// full waits for room holding its thread's client, so it must not yield to `may` there (another coroutine
+/// on the thread would find the client borrowed, and the coroutine could resume on another thread).
+#[test]
+fn may_coroutines_pipeline_more_apply_then_than_a_batch_holds() {
+    rt();
+    let counter = rt().trustee(1).entrust(0u64);
+    let ran = Arc::new(AtomicU64::new(0));
+    may::config().set_workers(2);
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (counter, ran) = (counter.clone(), ran.clone());
+            // SAFETY: the coroutine uses no thread-local storage of its own.
+            unsafe {
+                may::coroutine::spawn(move || {
+                    for _ in 0..2000 {
+                        let ran = ran.clone();
+                        counter.apply_then(
+                            |c| {
+                                *c += 1;
+                                for i in 0..50 {
+                                    std::hint::black_box(i);
+                                }
+                            },
+                            move |()| {
+                                ran.fetch_add(1, Ordering::Relaxed);
+                            },
+                        );
+                    }
+                    trust_core::wait_pending();
+                })
+            }
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(counter.apply(|c| *c), 64_000);
+    assert_eq!(ran.load(Ordering::Relaxed), 64_000);
 }
 
 #[test]

@@ -501,11 +501,13 @@ impl Outbox {
         }
     }
 
-    /// Waits (as a plain thread or a `may` coroutine) until the oldest batch in flight, if any, is answered.
+    /// Waits until the oldest batch in flight, if any, is answered: a `may` coroutine's borrowed client (no
+    /// `parker`) yields to `may`; a thread's client (`parker`) spins, then parks its thread, even when a `may`
+    /// coroutine uses it (its `apply_then`, `wait_pending`): the thread's client stays borrowed meanwhile, so
+    /// the coroutine must not let another run on the thread, nor move to another thread.
     fn wait(&mut self, parker: Option<&Parker>) {
         let mut backoff = Backoff::client();
-        // Asked once, not per round: the spin should see the answer within a few instructions.
-        let may = in_may_coroutine();
+        let may = parker.is_none();
         while self.in_flight() && !self.poll() {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
@@ -518,8 +520,7 @@ impl Outbox {
             }
             if may {
                 may_yield();
-            } else if backoff.snooze() {
-                let parker = parker.expect("a plain thread's client has a parker");
+            } else if let Some(parker) = parker.filter(|_| backoff.snooze()) {
                 let (slots, next) = (&self.channel.slots, self.next_answered());
                 parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
                 backoff.reset();
@@ -847,14 +848,14 @@ impl Client {
                         );
                     }
                 }
-                if in_may_coroutine() {
-                    may_yield();
-                } else if backoff.snooze() {
-                    let parker = parker
-                        .as_deref()
-                        .expect("a plain thread's client has a parker");
-                    parker.park_unless(|| false, Duration::from_micros(200));
-                    backoff.reset();
+                // As in `Outbox::wait`: a thread's client parks its thread, even under a `may` coroutine.
+                match parker.as_deref() {
+                    None => may_yield(),
+                    Some(parker) if backoff.snooze() => {
+                        parker.park_unless(|| false, Duration::from_micros(200));
+                        backoff.reset();
+                    }
+                    Some(_) => {}
                 }
             }
         }
