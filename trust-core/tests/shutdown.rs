@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use trust_core::Runtime;
+use trust_core::{Runtime, Trust};
 
 struct CountsDrops(Arc<AtomicUsize>);
 
@@ -141,6 +141,21 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
     assert!(msg.unwrap().contains("has been shut down"));
+    // So does `apply_then`, from this thread that has called before, and its closure and continuation are
+    // dropped once, outside the thread's client: a destructor that calls the runtime meets the same message.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let then = CallsWhenDropped(handles[2].clone(), seen.clone());
+    let f = CallsWhenDropped(handles[3].clone(), seen.clone());
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        handles[1].apply_then(move |_| drop(f), move |()| drop(then))
+    }))
+    .unwrap_err();
+    assert_eq!(panic_message(&*err), trust_core_shut_down_message());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![trust_core_shut_down_message().to_string(); 2],
+        "each destructor ran once and met the shut-down message"
+    );
     // The async form fails the same way instead of staying pending forever.
     let tokio = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -157,6 +172,17 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         100,
         "handles dropped after shutdown do nothing"
     );
+}
+
+/// Calls `apply_then` on its handle when dropped, and records how that call panicked.
+struct CallsWhenDropped(Trust<CountsDrops>, Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Drop for CallsWhenDropped {
+    fn drop(&mut self) {
+        let err =
+            catch_unwind(AssertUnwindSafe(|| self.0.apply_then(|_| (), |()| ()))).unwrap_err();
+        self.1.lock().unwrap().push(panic_message(&*err));
+    }
 }
 
 fn panic_message(err: &(dyn std::any::Any + Send)) -> String {

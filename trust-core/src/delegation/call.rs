@@ -213,8 +213,10 @@ where
     let posted = THREAD_CLIENT.try_with(|c| {
         let mut c = c.borrow_mut();
         let client = c.as_mut()?;
-        let (job, then) = args.take()?;
+        // Before the arguments are taken: after a shutdown they are dropped by the caller's frame, once the
+        // client's borrow has ended (their destructors may call the runtime).
         trustee.check_running();
+        let (job, then) = args.take()?;
         Some(client.post_then(trustee, Reply(job), then))
     });
     match posted {
