@@ -180,7 +180,8 @@ fn run_continuations_now() {
 /// Issues an `apply_then`: `job` runs on `trustee`, and `then` later on this thread with its result.
 /// A worker fiber waits for room by suspending; a worker's scheduler or delegated closure queues without
 /// waiting; a plain thread (or `may` coroutine, which counts as its current thread) serves its own
-/// completions until there is room.
+/// completions until there is room. A plain thread comes here only for its first `apply_then` (its client
+/// is made then) or after its thread-locals are gone: `post_then_from_thread` takes the others.
 #[inline]
 pub(crate) fn post_then<J, R, C>(caller: Option<&'static Worker>, trustee: &'static TrusteeShared, job: J, then: C)
 where
@@ -188,9 +189,20 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-    if let Some(worker) = caller {
-        return post_then_on_worker(worker, trustee, job, then);
+    match caller {
+        Some(worker) => post_then_on_worker(worker, trustee, job, then),
+        None => post_then_first(trustee, job, then),
     }
+}
+
+/// `post_then` from a plain thread without a client yet (out of line: it is made once per thread).
+#[inline(never)]
+fn post_then_first<J, R, C>(trustee: &'static TrusteeShared, job: J, then: C)
+where
+    J: Job<Output = Outcome<R>>,
+    R: Send + 'static,
+    C: FnOnce(R) + 'static,
+{
     trustee.check_running();
     let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
     if ready {
