@@ -7,13 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use trust_core::{Runtime, Trust};
 
-struct CountsDrops(Arc<AtomicUsize>);
-
-impl Drop for CountsDrops {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
+mod common; // its `rt()` is not used here: this process builds and shuts down its own runtime
+use common::{CountsDrops, panic_message};
 
 /// Counts its drop, then panics: with a message, or with a payload that panics again when dropped.
 struct PanicsWhenDropped {
@@ -136,11 +131,7 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
     );
 
     let err = catch_unwind(AssertUnwindSafe(|| handles[0].apply(|_| ()))).unwrap_err();
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()));
-    assert!(msg.unwrap().contains("has been shut down"));
+    assert!(panic_message(err).contains("has been shut down"));
     // So does `apply_then`, from this thread that has called before, and its closure and continuation are
     // dropped once, outside the thread's client: a destructor that calls the runtime meets the same message.
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -150,7 +141,7 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         handles[1].apply_then(move |_| drop(f), move |()| drop(then))
     }))
     .unwrap_err();
-    assert_eq!(panic_message(&*err), trust_core_shut_down_message());
+    assert_eq!(panic_message(err), trust_core_shut_down_message());
     assert_eq!(
         *seen.lock().unwrap(),
         vec![trust_core_shut_down_message().to_string(); 2],
@@ -164,7 +155,7 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
         tokio.block_on(handles[1].apply_async(|_| ()));
     }))
     .unwrap_err();
-    assert_eq!(panic_message(&*err), trust_core_shut_down_message());
+    assert_eq!(panic_message(err), trust_core_shut_down_message());
     drop(handles);
     drop(clones);
     assert_eq!(
@@ -181,15 +172,8 @@ impl Drop for CallsWhenDropped {
     fn drop(&mut self) {
         let err =
             catch_unwind(AssertUnwindSafe(|| self.0.apply_then(|_| (), |()| ()))).unwrap_err();
-        self.1.lock().unwrap().push(panic_message(&*err));
+        self.1.lock().unwrap().push(panic_message(err));
     }
-}
-
-fn panic_message(err: &(dyn std::any::Any + Send)) -> String {
-    err.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .expect("a panic with a message")
 }
 
 fn trust_core_shut_down_message() -> &'static str {

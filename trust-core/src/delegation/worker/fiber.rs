@@ -283,14 +283,19 @@ impl Scheduler {
     /// Creates a fiber for `job` on `stack` and makes it ready.
     pub(crate) fn start(&self, stack: FiberStack, job: FiberJob) {
         let guard = stack.guard_page();
-        let id = self.free.borrow_mut().pop().unwrap_or_else(|| {
-            let mut fibers = self.fibers.borrow_mut();
-            fibers.push(None);
-            self.stack_hints.borrow_mut().push(0);
-            fibers.len() - 1
-        });
-        // A reused id: the hint was the last fiber's.
-        self.stack_hints.borrow_mut()[id] = 0;
+        let id = match self.free.borrow_mut().pop() {
+            Some(id) => {
+                // A reused id: the hint was the last fiber's.
+                self.stack_hints.borrow_mut()[id] = 0;
+                id
+            }
+            None => {
+                let mut fibers = self.fibers.borrow_mut();
+                fibers.push(None);
+                self.stack_hints.borrow_mut().push(0);
+                fibers.len() - 1
+            }
+        };
         let fiber = Coroutine::with_stack(stack, move |yielder: &Yielder, ()| {
             context::set_fiber(Some((yielder as *const Yielder, id)));
             // The job catches the user's panic; what is left is the drop of an unjoined result.
