@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 mod common;
 use common::*;
-use trust_core::{Latch, spawn, yield_now};
+use trust_core::{Latch, Runtime, RuntimeError, spawn, yield_now};
 
 const FIBERS: u64 = 40_000;
 
@@ -170,10 +170,20 @@ fn a_bad_stack_limit_is_a_clear_error() {
         assert!(!out.status.success());
         assert!(
             stderr.contains("TRUST_MAX_FIBER_STACKS must be a positive integer")
-                && stderr.contains("\"lots\""),
+                && stderr.contains("\"lots\"")
+                && stderr.contains("the error build() returned"),
             "{stderr}"
         );
         return;
     }
-    rt();
+    // `build` returns the error (it never panics); `runtime()` would panic with the same message.
+    let err = Runtime::builder()
+        .workers(2)
+        .build()
+        .expect_err("a bad TRUST_MAX_FIBER_STACKS");
+    assert!(
+        matches!(&err, RuntimeError::BadMaxFiberStacksVar { value } if value == "lots"),
+        "{err:?}"
+    );
+    panic!("the error build() returned: {err}");
 }

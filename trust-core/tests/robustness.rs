@@ -568,19 +568,24 @@ fn a_chain_of_100_000_apply_then_issued_by_continuations_on_workers() {
     let a: &'static Trust<u64> = Box::leak(Box::new(rt().trustee(0).entrust(0)));
     let b: &'static Trust<u64> = Box::leak(Box::new(rt().trustee(1).entrust(0)));
     // Each link's continuation issues the next to the other trustee; it runs on the worker's scheduler, so
-    // the chain neither nests stack frames nor counts for the fiber's `wait_pending`.
+    // the chain nests no stack frames, and each link counts for the fiber that started the chain: its
+    // `wait_pending` returns once the last continuation has run, and resumes a panic of any link.
     fn link(to: &'static Trust<u64>, next: &'static Trust<u64>, left: u32) {
         if left > 0 {
             to.apply_then(|v| *v += 1, move |_| link(next, to, left - 1));
+        } else {
+            panic!("the chain's end");
         }
     }
-    spawn(move || link(a, b, 100_000)).join().unwrap();
-    let total = || a.apply(|v| *v) + b.apply(|v| *v);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while total() < 100_000 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!((a.apply(|v| *v), b.apply(|v| *v)), (50_000, 50_000));
+    let waited = spawn(move || {
+        link(a, b, 100_000);
+        let end = catch_unwind(wait_pending).map_err(panic_message);
+        (end, a.apply(|v| *v), b.apply(|v| *v))
+    });
+    assert_eq!(
+        waited.join().unwrap(),
+        (Err("the chain's end".to_string()), 50_000, 50_000)
+    );
 }
 
 /// An `apply_async` on trustee 0 whose closure returns `result()` after 10 ms, its future dropped after the
@@ -598,4 +603,51 @@ fn drop_future_before_its_answer<R: Send + 'static>(result: impl FnOnce() -> R +
 
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// An `apply_then` whose closure panics, so its continuation is dropped unrun, and whose continuation's
+/// capture panics when dropped; nine more after it. From a plain thread and from a fiber on either trustee:
+/// the capture's panic is contained (it escaped into the loop running continuations: `wait_pending` returned
+/// before the nine ran, and a worker thread died), the closure's panic is the one resumed, and the trustees
+/// keep serving.
+#[test]
+fn a_continuation_dropped_unrun_whose_capture_panics_loses_nothing() {
+    rt();
+    fn issue(c: Trust<u64>) -> (Result<(), String>, u32, Result<(), String>, u64, usize) {
+        let ran = Rc::new(Cell::new(0));
+        let drops = Arc::new(AtomicUsize::new(0));
+        let bomb = PanicsOnDrop(drops.clone());
+        c.apply_then(|_| -> u64 { panic!("closure boom") }, move |_| drop(bomb));
+        for _ in 0..9 {
+            let ran = ran.clone();
+            c.apply_then(|v| *v += 1, move |()| ran.set(ran.get() + 1));
+        }
+        let first = catch_unwind(wait_pending).map_err(panic_message);
+        let ran_by_first = ran.get();
+        let second = catch_unwind(wait_pending).map_err(panic_message);
+        (
+            first,
+            ran_by_first,
+            second,
+            c.apply(|v| *v),
+            drops.load(Ordering::SeqCst),
+        )
+    }
+    let expected = (Err("closure boom".to_string()), 9, Ok(()), 9, 1);
+    assert_eq!(
+        issue(rt().trustee(1).entrust(0)),
+        expected,
+        "from a plain thread"
+    );
+    for fiber in 0..4 {
+        // Spawned round-robin: fibers on both workers, each to both trustees.
+        let c = rt().trustee(fiber % 2).entrust(0);
+        assert_eq!(
+            within_deadline(move || spawn(move || issue(c)).join().unwrap()),
+            expected,
+            "fiber {fiber}"
+        );
+    }
+    assert_serves(0);
+    assert_serves(1);
 }

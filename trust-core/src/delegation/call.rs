@@ -251,10 +251,7 @@ where
     C: FnOnce(R) + 'static,
 {
     let fiber = worker.fiber.get().filter(|_| !worker.in_delegated());
-    let owner = match fiber {
-        Some((_, id)) => worker.scheduler.pending_of(id),
-        None => worker.client.borrow().pending.clone(),
-    };
+    let owner = worker.issuer();
     let record = Reply(job);
     let Some((_, id)) = fiber else {
         worker
@@ -286,10 +283,7 @@ pub(crate) fn expect_later<R: Send + 'static, C: FnOnce(R) + 'static>(
     then: C,
 ) -> Sender<R> {
     if let Some(worker) = caller {
-        let owner = match worker.fiber.get().filter(|_| !worker.in_delegated()) {
-            Some((_, id)) => worker.scheduler.pending_of(id),
-            None => worker.client.borrow().pending.clone(),
-        };
+        let owner = worker.issuer();
         return worker.client.borrow_mut().inbox.expect(then, owner, trustee);
     }
     trustee.check_running();

@@ -118,8 +118,21 @@ pub(crate) fn prepare() {
     }
 }
 
+/// `TRUST_MAX_FIBER_STACKS`: `None` when unset; `Err` with its value (lossily decoded) when it is not a positive
+/// integer. `RuntimeBuilder::build` checks it first and returns the error.
+pub(crate) fn max_stacks_var() -> Result<Option<usize>, String> {
+    let Some(value) = std::env::var_os("TRUST_MAX_FIBER_STACKS") else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy();
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(value.into_owned()),
+    }
+}
+
 /// The process's stack budget, read on first use. Panics if `TRUST_MAX_FIBER_STACKS` is not a positive
-/// integer.
+/// integer (`build` returns that error before anything here runs).
 pub(crate) fn budget() -> &'static Budget {
     static BUDGET: OnceLock<Budget> = OnceLock::new();
     BUDGET.get_or_init(|| {
@@ -130,18 +143,13 @@ pub(crate) fn budget() -> &'static Budget {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(DEFAULT_MAX_MAP_COUNT);
         let guard = probe_guard(page_size);
-        let (max_stacks, limit) = match std::env::var("TRUST_MAX_FIBER_STACKS") {
-            Ok(s) => match s.trim().parse::<usize>() {
-                Ok(n) if n > 0 => (n, Limit::Env),
-                _ => panic!(
-                    "TRUST_MAX_FIBER_STACKS must be a positive integer (the most fiber stacks alive at once), \
-                     got {s:?}"
-                ),
-            },
-            Err(_) => {
+        let (max_stacks, limit) = match max_stacks_var() {
+            Ok(Some(n)) => (n, Limit::Env),
+            Ok(None) => {
                 let max_mappings = max_map_count - reserve(max_map_count);
                 (max_mappings / guard.mappings(), Limit::MaxMapCount)
             }
+            Err(value) => panic!("{}", bad_max_stacks(&value)),
         };
         Budget {
             max_stacks,
@@ -151,6 +159,14 @@ pub(crate) fn budget() -> &'static Budget {
             page_size,
         }
     })
+}
+
+/// What is wrong with `TRUST_MAX_FIBER_STACKS={value}`, and how to fix it.
+pub(crate) fn bad_max_stacks(value: &str) -> String {
+    format!(
+        "TRUST_MAX_FIBER_STACKS must be a positive integer (the most fiber stacks alive at once), got {value:?}; \
+         leave it unset for a limit that follows vm.max_map_count"
+    )
 }
 
 /// Mappings left to the rest of the process: an eighth of the cap, at least 4,096 (at most half the cap).

@@ -56,6 +56,12 @@ pub enum RuntimeError {
         /// The variable's value.
         value: String,
     },
+    /// The `TRUST_MAX_FIBER_STACKS` environment variable (the most fiber stacks alive at once) is set but not a
+    /// positive integer: `value` is what it holds (lossily decoded if it is not UTF-8).
+    BadMaxFiberStacksVar {
+        /// The variable's value.
+        value: String,
+    },
     /// The operating system refused to start a worker thread. The workers already started were stopped
     /// again: no runtime runs, and a later [`RuntimeBuilder::build`] starts afresh.
     Spawn(std::io::Error),
@@ -81,6 +87,7 @@ impl fmt::Display for RuntimeError {
                 "TRUST_WORKERS={value:?} is not a number of worker threads: expected a positive integer \
                  such as TRUST_WORKERS=4 (or leave it unset for one worker per available CPU)"
             ),
+            RuntimeError::BadMaxFiberStacksVar { value } => f.write_str(&stack::bad_max_stacks(value)),
             RuntimeError::Spawn(e) => write!(f, "cannot start a trust worker thread: {e}"),
             RuntimeError::NoSuchCore { core, available } => write!(
                 f,
@@ -159,6 +166,9 @@ impl RuntimeBuilder {
             return Err(RuntimeError::NoWorkers);
         }
         let cores = self.worker_cores()?;
+        if let Err(value) = stack::max_stacks_var() {
+            return Err(RuntimeError::BadMaxFiberStacksVar { value });
+        }
         stack::prepare();
         let trustees: Box<[&'static TrusteeShared]> = (0..n)
             .map(|i| &*Box::leak(Box::new(TrusteeShared::new(i))))

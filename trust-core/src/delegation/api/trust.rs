@@ -171,10 +171,7 @@ impl<T: Send + 'static> Trust<T> {
         };
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
-            let owner = match context::fiber().filter(|_| !context::in_delegated()) {
-                Some((_, id)) => worker.scheduler.pending_of(id),
-                None => worker.client.borrow().pending.clone(),
-            };
+            let owner = worker.issuer();
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             let result = unsafe { property::apply_caught(job.property.get(), job.f) };
             let cont = Cont::held(then, owner, result);

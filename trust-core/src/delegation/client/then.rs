@@ -113,6 +113,8 @@ trait Continuation {
     /// # Safety
     /// As for `run`, or `src` is null.
     unsafe fn discard(self, src: *const u8) -> bool;
+    /// The issuer it counts for.
+    fn owner(&self) -> &Rc<Pending>;
 }
 
 /// `then`, waiting in its batch for the result its request writes into the batch's answer.
@@ -143,13 +145,19 @@ impl<R, C> Then<R, C> {
     }
 }
 
-/// Runs `then` with `result` for `owner`, a panic in it kept for `wait_pending`.
+/// Runs `then` with `result` for `owner`, a panic in it kept for `wait_pending`. When the request panicked,
+/// `then` is dropped unrun instead, its destructor's panic contained: it must not unwind into the loop that
+/// runs continuations (a worker's, or `wait_pending`'s, which would return before the rest ran), and the
+/// request's panic, which came first, is the one kept.
 #[inline]
 fn run_then<R, C: FnOnce(R)>(then: C, owner: Rc<Pending>, result: thread::Result<R>) -> Option<usize> {
     owner.started();
     let panic = match result {
         Ok(r) => panic::catch_unwind(AssertUnwindSafe(|| then(r))).err(),
-        Err(p) => Some(p),
+        Err(p) => {
+            unwind::drop_quietly(then);
+            Some(p)
+        }
     };
     owner.finished(panic)
 }
@@ -173,6 +181,10 @@ impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
         let result = unsafe { slot::read_result::<Outcome<R>>(src) };
         then | unwind::drop_quietly(result)
     }
+
+    fn owner(&self) -> &Rc<Pending> {
+        &self.owner
+    }
 }
 
 impl<R, C: FnOnce(R)> Continuation for Held<R, C> {
@@ -186,6 +198,10 @@ impl<R, C: FnOnce(R)> Continuation for Held<R, C> {
     unsafe fn discard(self, _: *const u8) -> bool {
         unwind::drop_quietly(self.then) | unwind::drop_quietly(self.result)
     }
+
+    fn owner(&self) -> &Rc<Pending> {
+        &self.owner
+    }
 }
 
 impl<K: Continuation> Continuation for Box<K> {
@@ -197,6 +213,9 @@ impl<K: Continuation> Continuation for Box<K> {
     unsafe fn discard(self, src: *const u8) -> bool {
         // SAFETY: forwarded.
         unsafe { (*self).discard(src) }
+    }
+    fn owner(&self) -> &Rc<Pending> {
+        (**self).owner()
     }
 }
 
@@ -220,6 +239,7 @@ struct VTable {
     result_bytes: usize,
     run: unsafe fn(*mut u8, *const u8) -> Option<usize>,
     discard: unsafe fn(*mut u8, *const u8) -> bool,
+    owner: unsafe fn(*const u8) -> Rc<Pending>,
 }
 
 trait Erased: Continuation + Sized {
@@ -231,6 +251,8 @@ trait Erased: Continuation + Sized {
         run: |data, src| unsafe { ptr::read(data.cast::<Self>()).run(src) },
         // SAFETY: as above.
         discard: |data, src| unsafe { ptr::read(data.cast::<Self>()).discard(src) },
+        // SAFETY: `data` holds a `Self` (not moved out yet: asked before `run`).
+        owner: |data| unsafe { (*data.cast::<Self>()).owner().clone() },
     };
 }
 
@@ -366,6 +388,17 @@ impl Next {
     /// # Safety
     /// Right after it was taken: nothing has used the client it came from since (the batch it points into
     /// has not been popped again, refilled or dropped).
+    /// The issuer the continuation counts for: what it issues in turn (a chain of `apply_then`s) counts for
+    /// the same one, so a fiber's `wait_pending` waits for the whole chain.
+    pub(crate) fn owner(&self) -> Rc<Pending> {
+        match &self.0 {
+            // SAFETY: `data` holds the type the vtable was made for, not moved out (it runs later).
+            Taken::Held(then) => unsafe { (then.vtable.owner)(then.data.as_ptr().cast()) },
+            // SAFETY: as above; `Answered::pop` gave a continuation still in its batch.
+            Taken::InBatch { vtable, data, .. } => unsafe { (vtable.owner)(data.cast_const()) },
+        }
+    }
+
     #[must_use = "a fiber waiting for this continuation must be woken"]
     #[inline]
     pub(crate) unsafe fn run(self) -> Option<usize> {

@@ -10,12 +10,13 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::ops::Deref;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::metrics::Metrics;
 use crate::delegation::trustee::relay::Relay;
+use crate::delegation::trustee::unwind;
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::stack::FiberStack;
 
@@ -105,7 +106,8 @@ unsafe impl Send for Runnable {}
 
 impl Runnable {
     /// # Safety
-    /// `finish(node, _)` must be sound to call once, from the worker's thread.
+    /// `finish(node, true)` must be sound to call once from the worker's thread, and `finish(node, false)`
+    /// from any thread (mail that arrives after the worker closed is dropped by its sender).
     pub(crate) unsafe fn new(node: *mut MailHeader, finish: unsafe fn(*mut MailHeader, bool)) -> Self {
         Runnable { node, finish }
     }
@@ -267,7 +269,37 @@ impl TrusteeShared {
 
     fn send(&self, mail: Mail) {
         self.mail.push(mail);
+        self.mailed();
+    }
+
+    /// After mail was linked: wakes the worker; if it has closed already, it will never read the mail (its
+    /// sender checked that the runtime ran just before the close began), so the mail is dropped here, unrun:
+    /// an `apply_async` answers `None`, and its future panics naming the shutdown instead of waiting forever.
+    /// The fence pairs with `close_mailbox`'s: the worker's last take sees this mail, or this sees `CLOSED`.
+    fn mailed(&self) {
         self.wake();
+        fence(Ordering::SeqCst);
+        if self.is_closed() {
+            self.drop_mail();
+        }
+    }
+
+    /// Marks the trustee closed, then drops the mail that came after the worker's last read (see `mailed`).
+    pub(crate) fn close_mailbox(&self) {
+        self.mark_closed();
+        fence(Ordering::SeqCst);
+        self.drop_mail();
+    }
+
+    /// Drops the mail sent so far, unrun, each destructor's panic contained.
+    fn drop_mail(&self) {
+        let panicked = self
+            .take_mail()
+            .into_iter()
+            .fold(false, |p, mail| p | unwind::drop_quietly(mail));
+        if panicked {
+            eprintln!("trust: a request mailed to a trustee that had shut down panicked when dropped");
+        }
     }
 
     pub(crate) fn register(&self, channel: Arc<Channel>) {
@@ -281,7 +313,7 @@ impl TrusteeShared {
 
     pub(crate) fn run_later<F: FnOnce() + Send + 'static>(&self, f: F) {
         self.mail.push_run(f);
-        self.wake();
+        self.mailed();
     }
 
     /// Mails a node made by the caller (one allocation for a request and its answer: `trustee::oneshot`).
@@ -291,7 +323,7 @@ impl TrusteeShared {
     pub(crate) unsafe fn mail_node(&self, node: *mut MailHeader) {
         // SAFETY: by the contract.
         unsafe { self.mail.link(node) };
-        self.wake();
+        self.mailed();
     }
 
     pub(crate) fn wake_fiber(&self, id: usize) {
@@ -333,7 +365,7 @@ impl TrusteeShared {
         self.wake();
     }
 
-    pub(crate) fn mark_closed(&self) {
+    fn mark_closed(&self) {
         self.state.store(CLOSED, Ordering::Release);
     }
 }

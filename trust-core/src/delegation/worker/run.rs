@@ -2,11 +2,13 @@
 //! in one loop. Everything here is touched only by the worker's own thread.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::delegation::client::outbox::Client;
+use crate::delegation::client::then::Pending;
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::worker::context::{self, Yielder};
 use crate::delegation::worker::fairness::Fairness;
@@ -98,6 +100,8 @@ pub(crate) struct Worker {
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
     deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Whom the continuation running now on the scheduler counts for (see `issuer`).
+    continuing: RefCell<Option<Rc<Pending>>>,
 }
 
 /// The cores this process may run on (its affinity mask), in order.
@@ -145,6 +149,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         served: RefCell::default(),
         retired: RefCell::default(),
         deferred: RefCell::default(),
+        continuing: RefCell::default(),
     }));
     context::set_worker(Some(worker));
     shared.set_parker(parker);
@@ -155,6 +160,19 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
 impl Worker {
     /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
     #[inline]
+    /// Whom an `apply_then` or `launch_then` issued on this worker counts for (whose `wait_pending` waits for
+    /// it): the running fiber; outside a fiber, the issuer of the continuation running now, so that a chain
+    /// of them counts for the fiber (or thread) that started it; else the worker itself.
+    pub(crate) fn issuer(&self) -> Rc<Pending> {
+        if let Some((_, id)) = self.fiber.get().filter(|_| !self.in_delegated()) {
+            return self.scheduler.pending_of(id);
+        }
+        match &*self.continuing.borrow() {
+            Some(owner) => owner.clone(),
+            None => self.client.borrow().pending.clone(),
+        }
+    }
+
     pub(crate) fn in_delegated(&self) -> bool {
         local::in_delegated()
     }
@@ -464,8 +482,11 @@ impl Worker {
             let Some(then) = next else {
                 return busy;
             };
+            let outer = self.continuing.replace(Some(then.owner()));
             // SAFETY: run right after it was taken; the client's borrow ended with the statement above.
-            if let Some(fiber) = unsafe { then.run() } {
+            let fiber = unsafe { then.run() };
+            self.continuing.replace(outer);
+            if let Some(fiber) = fiber {
                 self.scheduler.make_ready(fiber);
             }
             busy = true;
@@ -503,7 +524,10 @@ impl Worker {
 
     /// Shutdown: answer what was already sent, drop every property still entrusted (exactly once), stop.
     fn close(&self) {
-        self.serve();
+        // What was sent before the close began is answered, all of it: the mail, and every batch published (a
+        // turn serves one per channel, and a channel may have two). A sender checks that the runtime runs
+        // before it sends, so this ends.
+        while self.read_mail() | self.serve() {}
         self.retired.borrow_mut().clear(); // still registered: dropped below
         let live = context::with_registry(Registry::take_all);
         for h in live {
@@ -511,7 +535,10 @@ impl Worker {
             unsafe { property::drop_unregistered(h) };
         }
         reactor::shut_down_sockets(self.shared);
-        self.shared.mark_closed();
+        // Mail that came after the last read is dropped unrun (see `TrusteeShared::mailed`); then every task
+        // answered is woken, whether or not another poll would have.
+        self.shared.close_mailbox();
+        self.shared.relay.drain();
         self.scheduler.abandon();
         drop(self.client.replace(Client::new(None)));
         self.served.borrow_mut().clear();
