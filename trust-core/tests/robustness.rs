@@ -105,6 +105,34 @@ fn wait_pending_inside_a_continuation_on_a_worker_panics_naming_the_way_out() {
     assert_serves(1);
 }
 
+/// A blocking `apply` to another trustee inside a continuation on a worker: refused, naming where it is and
+/// the ways out (it named a delegated closure before), the panic resumed by the fiber's `wait_pending`.
+#[test]
+fn blocking_apply_inside_a_continuation_on_a_worker_panics_naming_the_way_out() {
+    rt(); // this file's 2-worker runtime, before anything can start a default one
+    let message = within_deadline(|| {
+        spawn(|| {
+            let other = rt()
+                .trustee(1 - trust_core::local_trustee().index())
+                .entrust(0u64);
+            let c = other.clone();
+            other.apply_then(|c| *c += 1, move |()| drop(c.apply(|c| *c)));
+            catch_unwind(wait_pending)
+                .map_err(panic_message)
+                .unwrap_err()
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        message.contains("blocking delegation inside an `apply_then` continuation on a worker")
+            && message.contains("from a fiber (`spawn`)"),
+        "{message}"
+    );
+    assert_serves(0);
+    assert_serves(1);
+}
+
 #[test]
 fn a_launched_fiber_applying_to_its_own_latch_panics() {
     rt(); // this file's 2-worker runtime, before anything can start a default one

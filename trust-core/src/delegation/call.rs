@@ -96,18 +96,27 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 ) -> J::Output {
     if let Some(worker) = worker {
         let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
-            nested_blocking();
+            nested_blocking(worker.in_delegated());
         };
         return fiber::call(worker, id, trustee, job);
     }
     call_from_thread(trustee, job)
 }
 
+/// A blocking call on a worker outside a fiber: inside a delegated closure, or on the scheduler (an
+/// `apply_then` continuation).
 #[cold]
 #[inline(never)]
-fn nested_blocking() -> ! {
-    panic!("{}", context::NESTED_BLOCKING);
+fn nested_blocking(delegated: bool) -> ! {
+    if delegated {
+        panic!("{}", context::NESTED_BLOCKING);
+    }
+    panic!("{BLOCKING_ON_SCHEDULER}");
 }
+
+const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker: \
+     continuations run on the worker's scheduler, which would stop serving while it waits. Chain another \
+     `apply_then` from the continuation instead, or make the call from a fiber (`spawn`)";
 
 /// `call_from` for a plain thread or a `may` coroutine.
 #[inline(never)]

@@ -135,7 +135,8 @@ impl<T: Send + 'static> Trust<T> {
     /// worker, its scheduler runs it; on a plain thread, later trust-core calls and [`wait_pending`] run it.
     /// Never on the trustee. Requests from one thread to one trustee are applied in issue order.
     ///
-    /// A panic in `f` (or in `then`) is kept and resumed by the issuer's next [`wait_pending`]. Flow control:
+    /// A panic in `f` (or in `then`) is kept and resumed by the issuer's next [`wait_pending`] (issued inside a
+    /// delegated closure, where nothing can wait, such a panic is only reported by the panic hook). Flow control:
     /// when the batch to this trustee is full, the caller first serves its own completions, so memory stays
     /// bounded. Allowed inside delegated closures (the request is queued without waiting).
     ///
