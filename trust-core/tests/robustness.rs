@@ -116,7 +116,7 @@ fn blocking_apply_inside_a_continuation_on_a_worker_panics_naming_the_way_out() 
                 .trustee(1 - trust_core::local_trustee().index())
                 .entrust(0u64);
             let c = other.clone();
-            other.apply_then(|c| *c += 1, move |()| drop(c.apply(|c| *c)));
+            other.apply_then(|c| *c += 1, move |()| c.apply(|c| *c += 1));
             catch_unwind(wait_pending)
                 .map_err(panic_message)
                 .unwrap_err()
