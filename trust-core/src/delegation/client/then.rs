@@ -382,12 +382,6 @@ impl Next {
         Next(Taken::Held(then))
     }
 
-    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`). Returns the fiber to
-    /// wake: one waiting in `wait_pending` for this, its last continuation.
-    ///
-    /// # Safety
-    /// Right after it was taken: nothing has used the client it came from since (the batch it points into
-    /// has not been popped again, refilled or dropped).
     /// The issuer the continuation counts for: what it issues in turn (a chain of `apply_then`s) counts for
     /// the same one, so a fiber's `wait_pending` waits for the whole chain.
     pub(crate) fn owner(&self) -> Rc<Pending> {
@@ -399,6 +393,13 @@ impl Next {
         }
     }
 
+
+    /// Runs the continuation with its result (a panic in it is kept for `wait_pending`). Returns the fiber to
+    /// wake: one waiting in `wait_pending` for this, its last continuation.
+    ///
+    /// # Safety
+    /// Right after it was taken: nothing has used the client it came from since (the batch it points into
+    /// has not been popped again, refilled or dropped).
     #[must_use = "a fiber waiting for this continuation must be woken"]
     #[inline]
     pub(crate) unsafe fn run(self) -> Option<usize> {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::ops::Deref;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering, fence};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::delegation::protocol::channel::Channel;
@@ -182,10 +182,11 @@ impl Mailbox {
         loop {
             // SAFETY: `node` is ours until the exchange below publishes it.
             unsafe { (*node).next = head };
-            // Release: the worker that takes the node (Acquire) sees it written.
+            // Release: the worker that takes the node (Acquire) sees it written. SeqCst (on x86 the same
+            // instruction): see `TrusteeShared::mailed`.
             match self
                 .head
-                .compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange_weak(head, node, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => return,
                 Err(now) => head = now,
@@ -202,7 +203,12 @@ impl Mailbox {
         if self.is_empty() {
             return Vec::new();
         }
-        let mut node = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+        self.take_now()
+    }
+
+    /// `take` without looking first: the swap is a `SeqCst` operation (see `TrusteeShared::mailed`).
+    fn take_now(&self) -> Vec<Mail> {
+        let mut node = self.head.swap(ptr::null_mut(), Ordering::SeqCst);
         let mut mail = Vec::new();
         while !node.is_null() {
             // SAFETY: every node was linked with the `open` that fits it (`link`), and the swap above took
@@ -275,31 +281,20 @@ impl TrusteeShared {
     /// After mail was linked: wakes the worker; if it has closed already, it will never read the mail (its
     /// sender checked that the runtime ran just before the close began), so the mail is dropped here, unrun:
     /// an `apply_async` answers `None`, and its future panics naming the shutdown instead of waiting forever.
-    /// The fence pairs with `close_mailbox`'s: the worker's last take sees this mail, or this sees `CLOSED`.
+    /// The link, this load, and the worker's store of `CLOSED` and last take (`close_mailbox`) are all
+    /// `SeqCst`, so in their one total order either that take comes after the link and sees the mail, or this
+    /// load comes after the store and sees `CLOSED`.
     fn mailed(&self) {
         self.wake();
-        fence(Ordering::SeqCst);
-        if self.is_closed() {
-            self.drop_mail();
+        if self.state.load(Ordering::SeqCst) == CLOSED {
+            drop_unrun(self.take_mail());
         }
     }
 
     /// Marks the trustee closed, then drops the mail that came after the worker's last read (see `mailed`).
     pub(crate) fn close_mailbox(&self) {
-        self.mark_closed();
-        fence(Ordering::SeqCst);
-        self.drop_mail();
-    }
-
-    /// Drops the mail sent so far, unrun, each destructor's panic contained.
-    fn drop_mail(&self) {
-        let panicked = self
-            .take_mail()
-            .into_iter()
-            .fold(false, |p, mail| p | unwind::drop_quietly(mail));
-        if panicked {
-            eprintln!("trust: a request mailed to a trustee that had shut down panicked when dropped");
-        }
+        self.state.store(CLOSED, Ordering::SeqCst);
+        drop_unrun(self.mail.take_now());
     }
 
     pub(crate) fn register(&self, channel: Arc<Channel>) {
@@ -365,8 +360,13 @@ impl TrusteeShared {
         self.wake();
     }
 
-    fn mark_closed(&self) {
-        self.state.store(CLOSED, Ordering::Release);
+}
+
+/// Drops mail unrun (a trustee that has closed will never run it), each destructor's panic contained.
+fn drop_unrun(mail: Vec<Mail>) {
+    let panicked = mail.into_iter().fold(false, |p, mail| p | unwind::drop_quietly(mail));
+    if panicked {
+        eprintln!("trust: a request mailed to a trustee that had shut down panicked when dropped");
     }
 }
 
