@@ -296,6 +296,22 @@ mod tests {
         assert_eq!(answer.poll(&w), Poll::Ready(None));
     }
 
+    /// Sent after the trustee closed (its sender checked that it ran just before): the sender drops the job
+    /// unrun at once, which answers `None` and wakes the task; nothing is left in the mailbox.
+    #[test]
+    fn a_job_sent_after_the_close_is_dropped_by_its_sender_and_answers_none() {
+        let trustee = &TrusteeShared::new(0);
+        trustee.close_mailbox();
+        let captured = Arc::new(());
+        let (wakes, w) = waker();
+        let held = captured.clone();
+        let mut answer = Answer::send(trustee, Always(move || drop(held)), w.clone());
+        assert_eq!(Arc::strong_count(&captured), 1, "the unrun job was dropped by its sender");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(answer.poll(&w), Poll::Ready(None));
+        assert_eq!(serve(trustee, true), 0, "nothing left for a worker");
+    }
+
     /// A future polled with a new waker three times, on one thread, while the trustee answers on another:
     /// either a poll returns the answer, or the last waker registered is woken (exactly once) and the next
     /// poll returns it. A lost wake-up would hang the round: it fails after a second instead.
