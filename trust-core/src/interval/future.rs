@@ -50,12 +50,15 @@ impl<'a, T> Acquire<'a, T> {
         let ticket = match self.step {
             Step::Start if self.range.is_empty() => 0,
             Step::Start => {
+                // Cloned before the mutex is locked and, if unused, dropped after: a waker is user code.
+                let mut waker = Some(cx.waker().clone());
                 let request =
                     self.lock
                         .state()
                         .request(self.range.start, self.range.end, self.write, self.priority, || {
-                            Wake::Task(cx.waker().clone())
+                            Wake::Task(waker.take().expect("the waker is taken once"))
                         });
+                drop(waker);
                 match request {
                     Request::Granted(ticket) => ticket,
                     Request::Queued(ticket) => {
@@ -65,14 +68,18 @@ impl<'a, T> Acquire<'a, T> {
                 }
             }
             Step::Recorded(ticket) => {
+                // The future may have moved to another task since the last poll. The waker is cloned before
+                // the mutex is locked, and the one not kept dropped after: a waker is user code.
+                let waker = cx.waker().clone();
                 let mut state = self.lock.state();
                 if !state.is_granted(ticket) {
-                    // The future may have moved to another task since the last poll.
-                    let old_waker = state.set_waker(ticket, cx.waker());
+                    let unused = state.set_waker(ticket, waker);
                     drop(state);
-                    drop(old_waker); // outside the mutex: see `State::cancel`
+                    drop(unused);
                     return Poll::Pending;
                 }
+                drop(state);
+                drop(waker);
                 ticket
             }
             Step::Done => panic!("{what} polled after it completed"),

@@ -431,7 +431,7 @@ impl<T> IntervalRwLock<T> {
     fn release(&self, range: &Range<usize>, ticket: u64, write: bool) {
         if ticket != 0 {
             let wakes = self.state().release(range.start, range.end, ticket, write);
-            wakes.into_iter().for_each(Wake::wake);
+            Wake::wake_all(wakes);
         }
     }
 
@@ -440,7 +440,7 @@ impl<T> IntervalRwLock<T> {
     fn cancel(&self, range: &Range<usize>, ticket: u64, write: bool) {
         let (wakes, own_waker) = self.state().cancel(range.start, range.end, ticket, write);
         drop(own_waker);
-        wakes.into_iter().for_each(Wake::wake);
+        Wake::wake_all(wakes);
     }
 }
 

@@ -30,9 +30,11 @@
 //!   a release decrements every conflicting waiter; a withdrawn *waiting* borrow decrements only the
 //!   conflicting waiters after it in the order.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
-use std::thread::Thread;
+use std::thread::{self, Thread};
 
 use super::tree::{ByEnd, ByStart, Entry};
 
@@ -51,6 +53,35 @@ impl Wake {
             Wake::Thread(thread) => thread.unpark(),
             Wake::Task(waker) => waker.wake(),
         }
+    }
+
+    /// Wakes them all, even when a task's waker panics (the others, and threads parked for good, must
+    /// not stay asleep); then the first panic goes on unwinding, unless this thread already unwinds (a
+    /// second panic would abort the process: the payload is dropped instead, and if that panics too, leaked).
+    pub(super) fn wake_all(wakes: Vec<Wake>) {
+        let mut first = None;
+        for wake in wakes {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| wake.wake())) {
+                match first {
+                    None => first = Some(payload),
+                    Some(_) => drop_quietly(payload),
+                }
+            }
+        }
+        if let Some(payload) = first {
+            if thread::panicking() {
+                drop_quietly(payload);
+            } else {
+                panic::resume_unwind(payload);
+            }
+        }
+    }
+}
+
+/// Drops a panic's payload, whose destructor may panic in turn: that one's payload is leaked.
+fn drop_quietly(payload: Box<dyn Any + Send>) {
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
@@ -208,17 +239,16 @@ impl State {
         !self.waiters.contains_key(&ticket)
     }
 
-    /// Replaces the waker of a queued future, unless it would wake the same task. Returns the old one,
-    /// for the caller to drop after unlocking the mutex (see [`State::cancel`]).
-    #[must_use = "drop the old waker after unlocking"]
-    pub(super) fn set_waker(&mut self, ticket: u64, waker: &Waker) -> Option<Wake> {
-        let waiter = self.waiters.get_mut(&ticket)?;
-        match &waiter.wake {
-            Wake::Task(old) if old.will_wake(waker) => None,
-            _ => Some(std::mem::replace(
-                &mut waiter.wake,
-                Wake::Task(waker.clone()),
-            )),
+    /// Replaces the waker of a queued future, unless the old one would wake the same task. Returns the
+    /// waker not kept (the old one, or `waker`), for the caller to drop after unlocking the mutex: a waker
+    /// is user code, cloned (by the caller) and dropped outside it.
+    #[must_use = "drop the waker not kept after unlocking"]
+    pub(super) fn set_waker(&mut self, ticket: u64, waker: Waker) -> Wake {
+        match self.waiters.get_mut(&ticket) {
+            Some(waiter) if !matches!(&waiter.wake, Wake::Task(old) if old.will_wake(&waker)) => {
+                std::mem::replace(&mut waiter.wake, Wake::Task(waker))
+            }
+            _ => Wake::Task(waker),
         }
     }
 

@@ -65,8 +65,13 @@ impl<L> RetryingLockCollection<L> {
         &self.child
     }
 
-    /// The locks, through `&mut`.
-    pub fn child_mut(&mut self) -> &mut L {
+    /// The locks, through `&mut`: for a child that owns its locks only, which cannot come to name one lock
+    /// twice (through a child of references, a lock pushed a second time made `lock` retry forever). To
+    /// change a child of references, take it out with `into_child` and build again with `try_new`.
+    pub fn child_mut(&mut self) -> &mut L
+    where
+        L: OwnedLockable,
+    {
         &mut self.child
     }
 
