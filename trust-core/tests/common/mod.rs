@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use trust_core::{Runtime, Trust, wait_pending};
 
@@ -115,4 +116,64 @@ pub fn inline_and_boxed_continuations(t: &Trust<u64>, rounds: u64) {
         2 * rounds as usize,
         "each capture dropped once"
     );
+}
+
+/// A counter's value (`SeqCst`).
+pub fn load(n: &AtomicUsize) -> usize {
+    n.load(Ordering::SeqCst)
+}
+
+/// Waits (up to 20 s) until `done()` holds, failing the test with `what` if it never does.
+pub fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// [`rt`], with panics on its worker threads (provoked by the tests, caught by the runtime) kept off stderr.
+pub fn quiet() -> &'static Runtime {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let old = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("trust-worker"))
+            {
+                old(info);
+            }
+        }));
+    });
+    rt()
+}
+
+/// Runs test `name` in a child process ([`run_in_child`]) with `env`; fails unless it exits 0 having printed `CHILD-OK`.
+pub fn expect_child_ok(name: &str, env: &[(&str, &str)]) {
+    let out = run_in_child(name, env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(50).collect();
+    assert!(
+        out.status.success() && stdout.contains("CHILD-OK"),
+        "child {name} failed ({})\n--- stdout\n{stdout}\n--- stderr (tail)\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Runs `f` on a thread of its own and fails the test if it does not finish within `secs` seconds (a hang
+/// becomes a failure; under Miri, which runs far slower, the limit is 10 minutes).
+pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    let secs = if cfg!(miri) { 600 } else { secs };
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("HUNG: no answer within {secs} s"),
+    }
 }
