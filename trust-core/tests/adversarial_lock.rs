@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
 
 use trust_core::lock::{
     LockAllError, LockCollection, Mutex, OwnedLockCollection, Poisonable, RefLockCollection,
@@ -388,7 +387,6 @@ fn with_child_mut_growing_a_vec_then_locking_sees_every_lock() {
 
 #[test]
 fn retrying_collection_contended_by_sorted_collections_finishes() {
-    let t0 = Instant::now();
     let r = within(60, || {
         let locks: Arc<Vec<Mutex<u64>>> = Arc::new((0..8).map(|_| Mutex::new(0)).collect());
         let hs: Vec<_> = (0..4)
@@ -432,7 +430,6 @@ fn retrying_collection_contended_by_sorted_collections_finishes() {
         (g.iter().map(|x| **x).sum::<u64>(), expected)
     });
     assert_eq!(r.0, r.1);
-    eprintln!("took {:?}", t0.elapsed());
 }
 
 #[test]
