@@ -158,8 +158,6 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
 }
 
 impl Worker {
-    /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
-    #[inline]
     /// Whom an `apply_then` or `launch_then` issued on this worker counts for (whose `wait_pending` waits for
     /// it): the running fiber; outside a fiber, the issuer of the continuation running now, so that a chain
     /// of them counts for the fiber (or thread) that started it; else the worker itself.
@@ -173,6 +171,8 @@ impl Worker {
         }
     }
 
+    /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
+    #[inline]
     pub(crate) fn in_delegated(&self) -> bool {
         local::in_delegated()
     }
