@@ -47,8 +47,21 @@ fn report(line: String) {
     println!("{PREFIX}{line}");
 }
 
-/// Worker threads of this process, by name.
+/// Worker threads of this process, by name, once the listing is settled: a joined thread can still be listed
+/// for a moment, because the kernel wakes `join` (it clears the thread's id) before it removes the task.
 fn worker_threads() -> Vec<String> {
+    let mut last = list_worker_threads();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let now = list_worker_threads();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn list_worker_threads() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
