@@ -58,7 +58,7 @@ not_loom! {
     #[doc(hidden)]
     pub mod __private;
 
-    pub use delegation::api::fiber::{Fiber, JoinHandle, spawn, yield_now};
+    pub use delegation::api::fiber::{Fiber, JoinHandle, sleep, spawn, yield_now};
     pub use delegation::api::future::ApplyFuture;
     pub use delegation::api::latch::{Latch, LatchGuard};
     pub use delegation::api::metrics::TrusteeMetrics;

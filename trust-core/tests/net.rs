@@ -382,3 +382,19 @@ fn a_reader_and_a_writer_fiber_share_a_socket_across_workers() {
     // between its two spawns, which cannot happen to all four pairs but by a freak of scheduling.
     assert!(spans >= 1, "no pair of fibers ran on two workers");
 }
+
+#[test]
+fn a_burst_of_600_connects_waits_in_the_backlog_not_for_a_syn_retransmit() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nobody accepts: every connection waits in the backlog, whose handshake the kernel completes. With a
+    // backlog of 128 the 130th connect's SYN is dropped and it waits a second for the retransmit.
+    let connected: Vec<_> = (0..600)
+        .map(|i| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connect {i}: {e}"))
+        })
+        .collect();
+    assert_eq!(connected.len(), 600);
+    drop(listener);
+}

@@ -1,11 +1,12 @@
 //! The fibers users start: [`spawn`] and its [`Fiber`] handle (also named [`JoinHandle`], as in std and
-//! tokio), [`yield_now`], and `start_here` for `launch`. The scheduler that runs them is `worker::fiber`.
+//! tokio), [`yield_now`], [`sleep`], and `start_here` for `launch`. The scheduler that runs them is `worker::fiber`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use crate::delegation::api::runtime::runtime;
 use crate::delegation::trustee::shared::{SHUT_DOWN, TrusteeShared};
@@ -188,6 +189,29 @@ pub fn yield_now() {
         return suspend_on(worker);
     }
     yield_outside_fiber();
+}
+
+/// Suspends the calling fiber for at least `duration`: its worker meanwhile runs its other fibers and serves
+/// its clients. Outside a fiber it sleeps the thread (`std::thread::sleep`; in a `may` coroutine, may's own
+/// sleep), and so inside a delegated closure it stops that trustee for as long. A fiber asleep at
+/// [`Runtime::shutdown`](crate::Runtime::shutdown) is abandoned with the others.
+pub fn sleep(duration: Duration) {
+    if let Some(worker) = context::worker()
+        && let Some((_, id)) = worker.fiber.get()
+        && !worker.in_delegated()
+    {
+        // `None` past `Instant`'s range: asleep until the runtime abandons the fiber.
+        let deadline = Instant::now().checked_add(duration);
+        while deadline.is_none_or(|at| Instant::now() < at) {
+            worker.reactor.sleep_until(id, deadline);
+        }
+        return;
+    }
+    #[cfg(feature = "may")]
+    if outbox::in_may_coroutine() {
+        return may::coroutine::sleep(duration);
+    }
+    thread::sleep(duration);
 }
 
 #[inline(never)]

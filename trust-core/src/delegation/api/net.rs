@@ -135,14 +135,18 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Binds to `addr` (the first of its addresses that works), with `SO_REUSEADDR`.
+    /// Binds to `addr` (the first of its addresses that works), with `SO_REUSEADDR`, and listens with the
+    /// deepest backlog the kernel allows (`net.core.somaxconn`: 4096 by default, where std and mio ask for 128),
+    /// so a burst of connects waits for `accept` rather than for a SYN retransmit.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        each_addr(addr, mio::net::TcpListener::bind).map(|io| TcpListener {
+        let io = each_addr(addr, mio::net::TcpListener::bind)?;
+        reactor::deepen_backlog(io.as_raw_fd())?;
+        Ok(TcpListener {
             socket: Socket::new(io),
         })
     }
 
-    /// Takes a listener bound by `std` (it is switched to non-blocking mode).
+    /// Takes a listener bound by `std` (it is switched to non-blocking mode; its backlog is left as it is).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {

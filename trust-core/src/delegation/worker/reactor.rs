@@ -6,7 +6,8 @@
 //! waits on one; a fiber waits only after the operation said `WouldBlock`, so an edge is never missed: data
 //! that arrived before it was read by that operation, data after it makes a new edge (and an fd already ready
 //! when registered is reported at once). A socket lives in the epoll set of every worker where it waited until
-//! it is closed, which removes it from all of them. Timeouts are a heap of deadlines beside the waits.
+//! it is closed, which removes it from all of them. Timeouts are a heap of deadlines beside the waits; a fiber
+//! in `trust_core::sleep` waits for its deadline alone.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -33,8 +34,8 @@ pub(crate) enum Readiness {
 
 #[derive(Debug)]
 struct Wait {
-    fd: RawFd,
-    readiness: Readiness,
+    /// The socket and what for; `None` for a fiber that only waits for its deadline (`trust_core::sleep`).
+    socket: Option<(RawFd, Readiness)>,
     /// Tells this wait's deadline from an older one of the same fiber still in the heap.
     ticket: u64,
 }
@@ -99,6 +100,15 @@ impl Reactor {
     /// Suspends fiber `id` of this worker until `fd` (registered here) may be ready for `readiness`, or
     /// `deadline` passes; the caller retries its operation either way.
     pub(crate) fn wait(&self, id: usize, fd: RawFd, readiness: Readiness, deadline: Option<Instant>) {
+        self.suspend(id, Some((fd, readiness)), deadline);
+    }
+
+    /// Suspends fiber `id` of this worker until `deadline` (`None`: until the runtime abandons it).
+    pub(crate) fn sleep_until(&self, id: usize, deadline: Option<Instant>) {
+        self.suspend(id, None, deadline);
+    }
+
+    fn suspend(&self, id: usize, socket: Option<(RawFd, Readiness)>, deadline: Option<Instant>) {
         let ticket = self.tickets.get() + 1;
         self.tickets.set(ticket);
         {
@@ -106,9 +116,11 @@ impl Reactor {
             if waits.len() <= id {
                 waits.resize_with(id + 1, || None);
             }
-            waits[id] = Some(Wait { fd, readiness, ticket });
+            waits[id] = Some(Wait { socket, ticket });
         }
-        self.by_fd.borrow_mut().entry(fd).or_default().push(id);
+        if let Some((fd, _)) = socket {
+            self.by_fd.borrow_mut().entry(fd).or_default().push(id);
+        }
         if let Some(at) = deadline {
             self.deadlines.borrow_mut().push(Reverse((at, ticket, id)));
         }
@@ -158,7 +170,7 @@ impl Reactor {
             };
             let mut waits = self.waits.borrow_mut();
             fibers.retain(|&id| {
-                let wanted = match waits[id].as_ref().map(|w| w.readiness) {
+                let wanted = match waits[id].as_ref().and_then(|w| w.socket).map(|(_, r)| r) {
                     Some(Readiness::Readable) => readable,
                     Some(Readiness::Writable) => writable,
                     None => false,
@@ -197,7 +209,9 @@ impl Reactor {
         let Some(wait) = self.waits.borrow_mut()[id].take() else {
             return;
         };
-        if let Some(fibers) = self.by_fd.borrow_mut().get_mut(&wait.fd) {
+        if let Some((fd, _)) = wait.socket
+            && let Some(fibers) = self.by_fd.borrow_mut().get_mut(&fd)
+        {
             fibers.retain(|&f| f != id);
         }
         self.woke(scheduler, id);
@@ -221,6 +235,17 @@ pub(crate) fn shut_down_sockets(shared: &TrusteeShared) {
     for &fd in sockets.iter() {
         // SAFETY: `fd` is open: a socket is removed from this set (under this lock) before it is closed.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}
+
+/// Deepens the backlog of the listening socket `fd` to the kernel's cap (`net.core.somaxconn`, 4096 by
+/// default), from the 128 that mio (like std) asks for: a burst of connections then waits in the queue until
+/// the accepting fiber runs, instead of having SYNs dropped and retried a second later.
+pub(crate) fn deepen_backlog(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `fd` is an open socket the caller owns; on Linux a second `listen` only sets the backlog.
+    match unsafe { libc::listen(fd, libc::SOMAXCONN) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
