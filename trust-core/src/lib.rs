@@ -62,7 +62,9 @@ not_loom! {
     pub use delegation::api::future::ApplyFuture;
     pub use delegation::api::latch::{Latch, LatchGuard};
     pub use delegation::api::metrics::TrusteeMetrics;
-    pub use delegation::api::runtime::{Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime};
+    pub use delegation::api::runtime::{
+        MAX_WORKERS, Runtime, RuntimeBuilder, RuntimeError, entrust, local_trustee, runtime,
+    };
     pub use delegation::api::trust::Trust;
     pub use delegation::call::wait_pending;
     pub use trust_macros::{lock_all, try_lock_all};

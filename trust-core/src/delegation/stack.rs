@@ -254,12 +254,19 @@ impl FiberStack {
     /// Maps a stack of `bytes` usable bytes (rounded up to whole pages).
     pub(crate) fn new(bytes: usize) -> Result<Self, StackError> {
         let budget = budget();
-        let bytes = bytes.max(MIN_STACK_SIZE).next_multiple_of(budget.page_size);
+        // A size so large that rounding it up to pages, plus the guard page, overflows: no mapping can hold it.
+        let Some((bytes, len)) = bytes
+            .max(MIN_STACK_SIZE)
+            .checked_next_multiple_of(budget.page_size)
+            .and_then(|bytes| Some((bytes, bytes.checked_add(budget.page_size)?)))
+        else {
+            let cause = Cause::Os("mmap", io::Error::from_raw_os_error(libc::ENOMEM));
+            return Err(StackError { cause, bytes });
+        };
         let error = |cause| Err(StackError { cause, bytes });
         if !budget.reserve_one() {
             return error(Cause::Budget);
         }
-        let len = bytes + budget.page_size;
         let Some(bottom) = map(len) else {
             let e = io::Error::last_os_error();
             budget.release_one();

@@ -9,7 +9,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::delegation::api::runtime::runtime;
-use crate::delegation::trustee::shared::{SHUT_DOWN, TrusteeShared};
+use crate::delegation::trustee::shared::{Abandon, SHUT_DOWN, TrusteeShared};
 use crate::delegation::client::outbox;
 use crate::delegation::worker::context;
 use crate::delegation::worker::fiber::{suspend, suspend_on};
@@ -38,6 +38,15 @@ struct JoinState<R> {
     /// Set under the `joiner` lock, so a joiner registers at most once and is woken exactly once.
     done: AtomicBool,
     joiner: Mutex<Option<Joiner>>,
+}
+
+impl<R: Send> Abandon for JoinState<R> {
+    /// The fiber was abandoned suspended at shutdown: its promise is leaked with it, never kept nor dropped.
+    fn abandon(&self) {
+        if !self.done.load(Ordering::Acquire) {
+            self.complete(Err(Box::new(SHUT_DOWN)));
+        }
+    }
 }
 
 impl<R> JoinState<R> {
@@ -93,7 +102,8 @@ where
         Err(e) => panic!("{e}"),
     };
     let (fiber, job) = fiber_job(f);
-    rt.next_spawn_trustee().spawn_fiber(stack, Box::new(job));
+    rt.next_spawn_trustee()
+        .spawn_fiber(stack, Box::new(job), fiber.state.clone());
     fiber
 }
 
@@ -105,16 +115,20 @@ where
     F: FnOnce() -> R + 'static,
     R: Send + 'static,
 {
-    let (fiber, job) = fiber_job(f);
     let worker = context::worker().expect("start_here runs on a worker");
     match worker.scheduler.stacks.take() {
-        Ok(stack) => worker.scheduler.start(stack, Box::new(job)),
+        Ok(stack) => {
+            let (fiber, job) = fiber_job(f);
+            worker.scheduler.start(stack, Box::new(job), fiber.state.clone());
+            fiber
+        }
         Err(e) => {
-            drop(job); // first: whatever `f` holds is released before the joiner wakes
-            fiber.state.complete(Err(Box::new(e.to_string())));
+            drop(f); // first: whatever `f` holds is released before the joiner wakes
+            let (fiber, promise) = promise();
+            promise.settle(Err(Box::new(e.to_string())));
+            fiber
         }
     }
-    fiber
 }
 
 fn fiber_job<F, R>(f: F) -> (Fiber<R>, impl FnOnce() + 'static)
@@ -122,14 +136,10 @@ where
     F: FnOnce() -> R + 'static,
     R: Send + 'static,
 {
-    let state = Arc::new(JoinState {
-        result: Mutex::new(None),
-        done: AtomicBool::new(false),
-        joiner: Mutex::new(None),
-    });
-    let done = state.clone();
-    let job = move || done.complete(panic::catch_unwind(AssertUnwindSafe(f)));
-    (Fiber { state }, job)
+    // A job dropped unrun (its mail came after the shutdown) drops its promise, which completes the handle.
+    let (fiber, promise) = promise();
+    let job = move || promise.settle(panic::catch_unwind(AssertUnwindSafe(f)));
+    (fiber, job)
 }
 
 /// The other end of a [`Fiber`] that no fiber runs: whoever holds it completes the handle's result, from any
@@ -162,9 +172,13 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
 }
 
 impl<R: Send + 'static> Promise<R> {
-    pub(crate) fn keep(mut self, value: R) {
+    pub(crate) fn keep(self, value: R) {
+        self.settle(Ok(value));
+    }
+
+    fn settle(mut self, result: thread::Result<R>) {
         if let Some(state) = self.state.take() {
-            state.complete(Ok(value));
+            state.complete(result);
         }
     }
 }

@@ -50,6 +50,11 @@ pub enum RuntimeError {
     AlreadyStarted,
     /// `workers(0)`: a runtime needs at least one worker.
     NoWorkers,
+    /// `workers(n)` or `TRUST_WORKERS` asks for more than [`MAX_WORKERS`] worker threads.
+    TooManyWorkers {
+        /// The number asked for.
+        requested: usize,
+    },
     /// The `TRUST_WORKERS` environment variable (read when `workers(n)` is not given) is not a positive
     /// integer: `value` is what it holds (lossily decoded if it is not UTF-8).
     BadWorkersVar {
@@ -82,6 +87,11 @@ impl fmt::Display for RuntimeError {
                  restarted); reach it with `trust_core::runtime()`",
             ),
             RuntimeError::NoWorkers => f.write_str("a trust runtime needs at least one worker; pass `workers(n)` with n >= 1"),
+            RuntimeError::TooManyWorkers { requested } => write!(
+                f,
+                "a trust runtime has at most {MAX_WORKERS} workers, and {requested} were asked for (by `workers(n)` \
+                 or TRUST_WORKERS): one worker per core is the usual choice"
+            ),
             RuntimeError::BadWorkersVar { value } => write!(
                 f,
                 "TRUST_WORKERS={value:?} is not a number of worker threads: expected a positive integer \
@@ -99,6 +109,9 @@ impl fmt::Display for RuntimeError {
 }
 
 impl std::error::Error for RuntimeError {}
+
+/// The most worker threads a runtime has (each is an OS thread with its own stack and slots to every other).
+pub const MAX_WORKERS: usize = 4096;
 
 /// Configures the runtime; see [`Runtime::builder`].
 #[derive(Debug, Clone)]
@@ -151,7 +164,8 @@ impl RuntimeBuilder {
     }
 
     /// Starts the workers. Fails if a runtime already runs (or ran) in this process, if the number of
-    /// workers is 0 or `TRUST_WORKERS` is not a positive integer, or if a worker thread cannot be started;
+    /// workers is 0 or over [`MAX_WORKERS`] or `TRUST_WORKERS` is not a positive integer, or if a worker
+    /// thread cannot be started;
     /// on failure no worker is left running and no runtime is installed, so a later `build` starts afresh.
     pub fn build(self) -> Result<&'static Runtime, RuntimeError> {
         let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,6 +178,9 @@ impl RuntimeBuilder {
         };
         if n == 0 {
             return Err(RuntimeError::NoWorkers);
+        }
+        if n > MAX_WORKERS {
+            return Err(RuntimeError::TooManyWorkers { requested: n });
         }
         let cores = self.worker_cores()?;
         if let Err(value) = stack::max_stacks_var() {
@@ -221,8 +238,16 @@ impl RuntimeBuilder {
 #[cfg(not(miri))]
 fn register_shutdown_at_exit() {
     extern "C" fn shutdown_at_exit() {
+        // `exit` called on a worker (in a fiber, a delegated closure or a continuation): the shutdown would wait
+        // for this very worker, so the process ends without it, with its exit code, as it would without this
+        // handler (the entrusted values are not dropped, as statics are not).
+        if context::worker().is_some() {
+            return;
+        }
         if let Some(rt) = RUNTIME.get() {
-            rt.shutdown();
+            // A panic must not cross this `extern "C"` frame (it would abort the exit); `shutdown` contains the
+            // panics of user destructors itself.
+            let _ = std::panic::catch_unwind(|| rt.shutdown());
         }
     }
     // SAFETY: registering a plain `extern "C"` function with no arguments is always sound.
@@ -329,7 +354,8 @@ impl Runtime {
     }
 
     /// Stops the runtime: every worker answers what it was already sent, drops every property still
-    /// entrusted (each exactly once), and exits. Runs by itself at process exit. Afterwards `entrust`,
+    /// entrusted (each exactly once), and exits. Runs by itself at process exit (but not when `exit` is
+    /// called on a worker: it would wait for that worker; the process then ends without dropping them). Afterwards `entrust`,
     /// `apply` and `spawn` panic, and dropping a `Trust` does nothing. Waits up to 5 seconds for the workers
     /// (a fiber stuck in an endless loop cannot be stopped).
     ///

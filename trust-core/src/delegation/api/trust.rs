@@ -172,13 +172,24 @@ impl<T: Send + 'static> Trust<T> {
         };
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
-            let owner = worker.issuer();
             // SAFETY: on the property's trustee thread; the handle keeps it live.
-            let result = unsafe { property::apply_caught(job.property.get(), job.f) };
-            let cont = Cont::held(then, owner, result);
-            worker.client.borrow_mut().ready.push_back(cont);
-            return;
+            let in_use = unsafe { property::in_use(job.property.get().cast()) };
+            if !in_use && !worker.client.borrow().has_unapplied(self.trustee.shared) {
+                let owner = worker.issuer();
+                // SAFETY: as above.
+                let result = unsafe { property::apply_caught(job.property.get(), job.f) };
+                let cont = Cont::held(then, owner, result);
+                worker.client.borrow_mut().ready.push_back(cont);
+                return;
+            }
+            let on_own_latch = worker.fiber.get().filter(|_| !worker.in_delegated()).is_some_and(|(_, id)| {
+                worker.scheduler.is_launched_on(id, job.property.get() as usize)
+            });
+            assert!(!on_own_latch, "{APPLY_THEN_ON_OWN_LATCH}");
         }
+        // Elsewhere; or here, but the property is in use (this call comes from inside its own closure, or beside
+        // the fibers launched on it), or earlier requests of this worker to it are still queued: the request goes
+        // by the worker's channel to its own trustee, after those, and runs once the property is free.
         call::post_then(caller, self.trustee.shared, job, then);
     }
 
@@ -235,6 +246,14 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
         fiber::yield_now();
     }
 }
+
+const APPLY_THEN_ON_OWN_LATCH: &str = "`apply_then` on the `Trust<Latch<T>>` whose `launch` runs this fiber: \
+     it hands out `&mut Latch<T>`, so it would run only once every launched fiber has ended, this one included. \
+     The fiber already holds `&Latch<T>`: lock the latch instead";
+
+const TAKE_ON_OWN_LATCH: &str = "`Trust::try_unwrap`/`into_inner` on the `Trust<Latch<T>>` whose `launch` runs \
+     this fiber: the value comes back only once every launched fiber has ended, this one included. Return from \
+     the fiber first, and take the value where it was launched from";
 
 const TAKE_ON_TRUSTEE: &str = "`Trust::try_unwrap`/`into_inner` inside a delegated closure (or an `apply_then` \
      continuation on a worker): it waits until every request sent before it has been served, and the trustee \
@@ -293,6 +312,16 @@ impl<T: Send + 'static> Trust<T> {
         let caller = context::worker();
         if caller.is_some() && (context::in_delegated() || context::fiber().is_none()) {
             panic!("{TAKE_ON_TRUSTEE}");
+        }
+        // A fiber launched on this very value would wait for itself: the value is retired only once every
+        // launched fiber has ended.
+        if let Some(worker) = caller
+            && let Some((_, id)) = worker.fiber.get()
+        {
+            assert!(
+                !worker.scheduler.is_launched_on(id, self.property.as_ptr() as usize),
+                "{TAKE_ON_OWN_LATCH}"
+            );
         }
         let this = std::mem::ManuallyDrop::new(self);
         let property = SendPtr(this.property.as_ptr());

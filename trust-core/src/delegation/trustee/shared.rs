@@ -25,8 +25,15 @@ pub(crate) enum Mail {
     /// A record from a plain thread whose slot was busy (see `call::post`), or an `apply_async` request
     /// (`trustee::oneshot`), in its mail node.
     Run(Runnable),
-    Spawn(FiberStack, Box<dyn FnOnce() + Send>),
+    Spawn(FiberStack, Box<dyn FnOnce() + Send>, Arc<dyn Abandon>),
     Wake(usize),
+}
+
+/// A fiber's handle, seen from the worker that runs the fiber: if the runtime abandons the fiber suspended (at
+/// shutdown, see `Scheduler::abandon`), `abandon` completes the handle with the shutdown panic, so that a
+/// `join` waiting for it returns.
+pub(crate) trait Abandon: Send + Sync {
+    fn abandon(&self);
 }
 
 const RUNNING: u8 = 0;
@@ -301,9 +308,9 @@ impl TrusteeShared {
         self.send(Mail::Register(channel));
     }
 
-    pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>) {
+    pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>, handle: Arc<dyn Abandon>) {
         self.check_running();
-        self.send(Mail::Spawn(stack, job));
+        self.send(Mail::Spawn(stack, job, handle));
     }
 
     pub(crate) fn run_later<F: FnOnce() + Send + 'static>(&self, f: F) {

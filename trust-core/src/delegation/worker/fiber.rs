@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use corosensei::{Coroutine, CoroutineResult};
 
@@ -19,15 +20,16 @@ use crate::delegation::stack::overflow;
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
 use crate::delegation::client::then::Pending;
 use crate::delegation::trustee::metrics::Metrics;
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{Abandon, TrusteeShared};
 use crate::delegation::trustee::unwind;
 use crate::delegation::worker::run::Worker;
 
 type FiberJob = Box<dyn FnOnce()>;
 type FiberCoroutine = Coroutine<(), (), (), FiberStack>;
 
-/// A suspended fiber with its guard page (for the overflow report, see `stack::overflow`).
-type Suspended = Box<(FiberCoroutine, GuardPage)>;
+/// A suspended fiber with its guard page (for the overflow report, see `stack::overflow`) and its handle (for
+/// `abandon`).
+type Suspended = Box<(FiberCoroutine, GuardPage, Arc<dyn Abandon>)>;
 
 /// Suspends the running fiber until the scheduler resumes it (someone made it ready).
 pub(crate) fn suspend() {
@@ -281,7 +283,7 @@ impl Scheduler {
     }
 
     /// Creates a fiber for `job` on `stack` and makes it ready.
-    pub(crate) fn start(&self, stack: FiberStack, job: FiberJob) {
+    pub(crate) fn start(&self, stack: FiberStack, job: FiberJob, handle: Arc<dyn Abandon>) {
         let guard = stack.guard_page();
         let id = match self.free.borrow_mut().pop() {
             Some(id) => {
@@ -303,7 +305,7 @@ impl Scheduler {
                 eprintln!("trust: a fiber's result panicked when dropped; the worker keeps running");
             }
         });
-        self.fibers.borrow_mut()[id] = Some(Box::new((fiber, guard)));
+        self.fibers.borrow_mut()[id] = Some(Box::new((fiber, guard, handle)));
         self.live.set(self.live.get() + 1);
         self.metrics.set_fibers(self.live.get());
         self.make_ready(id);
@@ -427,10 +429,14 @@ impl Scheduler {
     }
 
     /// At shutdown: suspended fibers are leaked, not unwound (they wait for answers that will not come, and
-    /// unwinding them would run user code after the runtime stopped).
+    /// unwinding them would run user code after the runtime stopped); their handles are completed with the
+    /// shutdown panic, so a `join` waiting for one returns.
     pub(crate) fn abandon(&self) {
-        for fiber in self.fibers.borrow_mut().drain(..).flatten() {
+        let fibers: Vec<Suspended> = self.fibers.borrow_mut().drain(..).flatten().collect();
+        for fiber in fibers {
+            let handle = Arc::clone(&fiber.2);
             std::mem::forget(fiber);
+            handle.abandon();
         }
     }
 }

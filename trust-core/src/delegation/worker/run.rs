@@ -264,7 +264,7 @@ impl Worker {
                     self.shared.metrics.mailed();
                     self.run_mailed(|| f.run())
                 }
-                Mail::Spawn(stack, job) => self.scheduler.start(stack, job),
+                Mail::Spawn(stack, job, handle) => self.scheduler.start(stack, job, handle),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
             }
         }
