@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use trust_examples::memcached::protocol::StoreOp;
+use trust_examples::memcached::protocol::{StoreOp, item_size};
 use trust_examples::memcached::store::{Shard, StoreOutcome, StoreRequest};
 use trust_examples::memcached::{Config, Server, ServerHandle};
 
@@ -155,7 +155,10 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 // =========================================================================================================
@@ -191,18 +194,66 @@ fn a_shards_heap_stays_near_its_memory_limit_with_long_keys() {
         assert_eq!(shard.store(req, now), StoreOutcome::Stored);
     }
     let stats = shard.stats();
-    assert!(stats.evictions > 0, "the limit was reached");
-    assert!(stats.bytes <= LIMIT as u64);
+    // Exactly as many items as fit: key + value + 64 bytes each.
+    let fit = (LIMIT / item_size(250, 1)) as u64;
+    assert_eq!(
+        (stats.curr_items, stats.evictions, stats.bytes),
+        (fit, 100_000 - fit, fit * item_size(250, 1) as u64)
+    );
     let held = (live_bytes() - before) as f64;
     let ratio = held / LIMIT as f64;
     drop(shard);
-    // memcached's item header, hash bucket and slab slack stay within ~1.1x of -m on this load; allow 1.5x.
+    // memcached's item header, hash bucket and slab slack stay within ~1.1x of -m on this load. The shard,
+    // which keeps each key once: 1.09x (the slot vector's and the hash table's spare capacity); it held 2.04x
+    // when it kept each key twice.
     assert!(
-        ratio <= 1.5,
+        ratio <= 1.25,
         "a shard with a limit of {LIMIT} bytes ({} items, {} accounted bytes) holds {held} bytes of heap: \
          {ratio:.2}x its limit",
         stats.curr_items,
         stats.bytes
+    );
+}
+
+/// The other side of the memory limit: with short keys and large values a shard still fills its limit
+/// (it does not evict far below it), and the heap it holds is the limit, give or take its bookkeeping.
+#[test]
+fn a_shard_with_short_keys_and_large_values_uses_its_memory_limit() {
+    const LIMIT: usize = 8 << 20;
+    let now = unix_now();
+    let before = live_bytes();
+    let mut shard = Shard::new(0, 1, LIMIT, 1 << 20);
+    let value = [b'v'; 4000];
+    for i in 0..10_000u32 {
+        let key = format!("k{i:06}");
+        let mut data = Vec::with_capacity(key.len() + value.len());
+        data.extend_from_slice(key.as_bytes());
+        data.extend_from_slice(&value);
+        let req = StoreRequest {
+            op: StoreOp::Set,
+            data,
+            key_len: key.len(),
+            flags: 0,
+            exptime: 0,
+            cas: 0,
+        };
+        assert_eq!(shard.store(req, now), StoreOutcome::Stored);
+    }
+    let stats = shard.stats();
+    let size = item_size(7, 4000);
+    let fit = (LIMIT / size) as u64;
+    assert_eq!(
+        (stats.curr_items, stats.evictions, stats.bytes),
+        (fit, 10_000 - fit, fit * size as u64)
+    );
+    // The items kept fill the limit to within one item.
+    assert!(LIMIT as u64 - stats.bytes < size as u64);
+    let held = (live_bytes() - before) as f64;
+    let ratio = held / LIMIT as f64;
+    drop(shard);
+    assert!(
+        (0.95..=1.1).contains(&ratio),
+        "a shard with a limit of {LIMIT} bytes holds {held} bytes of heap: {ratio:.3}x its limit"
     );
 }
 
@@ -251,7 +302,8 @@ fn a_descriptor_limit_below_c_refuses_clients_instead_of_spinning() {
     }
     let (mut served, mut refused, mut silent) = (0, 0, 0);
     for c in &mut conns {
-        c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let _ = c.write_all(b"version\r\n");
         let mut buf = [0; 64];
         match c.read(&mut buf) {
@@ -317,7 +369,9 @@ fn a_burst_of_connects_never_waits_for_a_syn_retransmit() {
     }
     // They are all served in the end.
     let mut last = Raw(conns.pop().unwrap());
-    last.0.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    last.0
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
     last.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
 }
 
@@ -485,10 +539,7 @@ fn exptime_boundaries() {
         b"set e 0 -1 1\r\nx\r\nget e\r\nset e 0 2592000 1\r\nx\r\nget e\r\n",
         b"STORED\r\nEND\r\nSTORED\r\nVALUE e 0 1\r\nx\r\nEND\r\n",
     )
-    .roundtrip(
-        b"set e 0 2592001 1\r\nx\r\nget e\r\n",
-        b"STORED\r\nEND\r\n",
-    )
+    .roundtrip(b"set e 0 2592001 1\r\nx\r\nget e\r\n", b"STORED\r\nEND\r\n")
     .roundtrip(
         format!("set e 0 {future} 1\r\nx\r\nget e\r\n").as_bytes(),
         b"STORED\r\nVALUE e 0 1\r\nx\r\nEND\r\n",
@@ -526,8 +577,14 @@ fn cas_semantics() {
     )
     .roundtrip(b"touch k 1000\r\n", b"TOUCHED\r\n");
     assert_eq!(unique(&mut r, "k"), u, "touch keeps the unique");
-    r.roundtrip(format!("cas k 0 0 1 {u}\r\n2\r\n").as_bytes(), b"STORED\r\n")
-        .roundtrip(format!("cas k 0 0 1 {u}\r\n3\r\n").as_bytes(), b"EXISTS\r\n");
+    r.roundtrip(
+        format!("cas k 0 0 1 {u}\r\n2\r\n").as_bytes(),
+        b"STORED\r\n",
+    )
+    .roundtrip(
+        format!("cas k 0 0 1 {u}\r\n3\r\n").as_bytes(),
+        b"EXISTS\r\n",
+    );
     let u2 = unique(&mut r, "k");
     assert_ne!(u2, u);
     r.roundtrip(b"incr k 1\r\n", b"3\r\n");
@@ -548,7 +605,9 @@ fn gets_with_thousands_of_keys() {
     let mut r = Raw::connect(&server);
     let mut sets = Vec::new();
     for i in (0..3000).step_by(2) {
-        sets.extend_from_slice(format!("set key{i} {i} 0 {}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+        sets.extend_from_slice(
+            format!("set key{i} {i} 0 {}\r\n{i}\r\n", i.to_string().len()).as_bytes(),
+        );
     }
     sets.extend_from_slice(b"version\r\n");
     r.send(&sets);
@@ -557,7 +616,9 @@ fn gets_with_thousands_of_keys() {
     let keys: Vec<String> = (0..3000).map(|i| format!("key{i}")).collect();
     let mut want = Vec::new();
     for i in (0..3000).step_by(2) {
-        want.extend_from_slice(format!("VALUE key{i} {i} {}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+        want.extend_from_slice(
+            format!("VALUE key{i} {i} {}\r\n{i}\r\n", i.to_string().len()).as_bytes(),
+        );
     }
     want.extend_from_slice(b"END\r\n");
     r.send(format!("get {}\r\n", keys.join(" ")).as_bytes())
@@ -579,7 +640,10 @@ fn delayed_flush_all() {
         b"get before after\r\nset later 0 0 1\r\nw\r\nget later\r\n",
         b"END\r\nSTORED\r\nVALUE later 0 1\r\nw\r\nEND\r\n",
     )
-    .roundtrip(b"flush_all 1\r\nflush_all 0\r\nset x2 0 0 1\r\nq\r\n", b"OK\r\nOK\r\nSTORED\r\n");
+    .roundtrip(
+        b"flush_all 1\r\nflush_all 0\r\nset x2 0 0 1\r\nq\r\n",
+        b"OK\r\nOK\r\nSTORED\r\n",
+    );
     thread::sleep(Duration::from_millis(2100));
     r.roundtrip(b"get x2\r\n", b"VALUE x2 0 1\r\nq\r\nEND\r\n");
 }
@@ -644,7 +708,9 @@ fn disconnect_mid_value_and_half_close() {
           CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
     )
     .expect_eof();
-    wait_until("the other connections are closed", || server.connections() == 1);
+    wait_until("the other connections are closed", || {
+        server.connections() == 1
+    });
     steady.roundtrip(b"get mid big hc2 hc\r\n", b"VALUE hc 0 2\r\nhi\r\nEND\r\n");
 }
 
@@ -690,7 +756,13 @@ fn a_thousand_connections_then_the_cap() {
     }
     for (i, c) in conns.iter_mut().enumerate() {
         let j = (i * 7919) % N;
-        c.expect(format!("VALUE conn{j} {j} {}\r\n{j}\r\nEND\r\n", j.to_string().len()).as_bytes());
+        c.expect(
+            format!(
+                "VALUE conn{j} {j} {}\r\n{j}\r\nEND\r\n",
+                j.to_string().len()
+            )
+            .as_bytes(),
+        );
     }
     let extra: Vec<Raw> = (0..10).map(|_| Raw::connect(&server)).collect();
     let (mut served, mut refused) = (0, 0);
@@ -747,11 +819,17 @@ fn unknown_and_malformed_commands() {
 #[test]
 fn the_memcache_crate_with_big_values_and_many_keys() {
     let server = start(|_| {});
-    let url = format!("memcache://{}?protocol=ascii&timeout=10", server.local_addr());
+    let url = format!(
+        "memcache://{}?protocol=ascii&timeout=10",
+        server.local_addr()
+    );
     let c = memcache::Client::with_pool_size(url.as_str(), 1).unwrap();
     let big = "z".repeat(1_000_000);
     c.set("big", big.as_str(), 0).unwrap();
-    assert_eq!(c.get::<String>("big").unwrap().as_deref(), Some(big.as_str()));
+    assert_eq!(
+        c.get::<String>("big").unwrap().as_deref(),
+        Some(big.as_str())
+    );
     let keys: Vec<String> = (0..200).map(|i| format!("many{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
         c.set(k, i as u64, 0).unwrap();

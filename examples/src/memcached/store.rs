@@ -1,14 +1,17 @@
 //! One shard of the cache: the `#[entrust]` type each worker's trustee owns. Every protocol command is one
 //! stub call on the shard its key hashes to, so the shard is only ever touched by its trustee's thread and
-//! needs no lock. Inside: a `HashMap` from key to a slot of an index-based LRU list (no pointers, no
-//! `unsafe`), memory accounting against the shard's share of `--memory-mb`, exptime, cas uniques and the
+//! needs no lock. Inside: a hash table of slot numbers of an index-based LRU list (no pointers, no `unsafe`;
+//! the key is kept once, in the item's buffer, and compared through the slot), memory accounting against the shard's share of `--memory-mb`, exptime, cas uniques and the
 //! shard's part of `stats`.
 //!
 //! Time is passed in (`now`, unix seconds) by the caller, which reads the clock once per batch of requests;
 //! that also lets the tests below drive the clock.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::ops::AddAssign;
+
+use hashbrown::HashTable;
 
 use trust_core::entrust;
 
@@ -161,7 +164,10 @@ impl Entry {
 #[entrust]
 #[derive(Debug)]
 pub struct Shard {
-    index: HashMap<Box<[u8]>, u32>,
+    /// Slot numbers, hashed by their item's key (`hasher`): the key itself lives only in the slot's buffer.
+    index: HashTable<u32>,
+    /// Randomly keyed SipHash, as `HashMap`'s: clients choose the keys.
+    hasher: RandomState,
     slots: Vec<Entry>,
     free: Vec<u32>,
     /// Most recently used.
@@ -184,7 +190,8 @@ impl Shard {
     /// at most `item_max` bytes. Cas uniques are `index + 1 + k * shards`: unique across the whole server.
     pub fn new(index: usize, shards: usize, limit: usize, item_max: usize) -> Shard {
         Shard {
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -438,7 +445,10 @@ impl Shard {
 
     /// The live item under `key`; an expired one found on the way is removed.
     fn find(&mut self, key: &[u8], now: u64) -> Option<u32> {
-        let i = *self.index.get(key)?;
+        let slots = &self.slots;
+        let i = *self.index.find(self.hasher.hash_one(key), |&i| {
+            slots[i as usize].key() == key
+        })?;
         if self.slots[i as usize].expired(now) {
             self.remove(i);
             self.stats.reclaimed += 1;
@@ -457,7 +467,7 @@ impl Shard {
         let size = item_size(key_len, data.len() - key_len);
         self.make_room(size, now);
         let cas = self.take_cas();
-        let key: Box<[u8]> = data[..key_len].into();
+        let hash = self.hasher.hash_one(&data[..key_len]);
         let entry = Entry {
             data,
             key_len,
@@ -477,7 +487,9 @@ impl Shard {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key, i);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key()));
         self.link_front(i);
         self.used += size;
         self.stats.curr_items += 1;
@@ -503,10 +515,13 @@ impl Shard {
 
     fn remove(&mut self, i: u32) {
         self.unlink_node(i);
+        let hash = self.hasher.hash_one(self.slots[i as usize].key());
+        if let Ok(found) = self.index.find_entry(hash, |&j| j == i) {
+            found.remove();
+        }
         let e = &mut self.slots[i as usize];
         let size = e.size();
-        let data = std::mem::take(&mut e.data);
-        self.index.remove(&data[..e.key_len]);
+        e.data = Vec::new();
         self.used -= size;
         self.stats.curr_items -= 1;
         self.stats.bytes = self.used as u64;
@@ -800,6 +815,31 @@ mod tests {
             (st.delete_hits, st.delete_misses, st.curr_items, st.bytes),
             (1, 1, 0, 0)
         );
+    }
+
+    /// The index keeps slot numbers only and compares keys through the slots: after removals, evictions and
+    /// slot reuse every key still finds its own item, and a removed one none.
+    #[test]
+    fn the_index_finds_each_key_through_its_slot() {
+        let mut s = Shard::new(0, 1, item_size(6, 6) * 3000, MAX);
+        for i in 0..5000 {
+            let k = format!("k{i:05}");
+            assert_eq!(
+                set(&mut s, &k, &format!("v{i:05}"), NOW),
+                StoreOutcome::Stored
+            );
+            if i % 3 == 0 {
+                assert!(s.delete(k.as_bytes(), NOW));
+            }
+        }
+        // 3333 live items were stored, 3000 fit: the 333 oldest live ones were evicted.
+        let st = s.stats();
+        assert_eq!((st.curr_items, st.evictions), (3000, 333));
+        for i in 0..5000 {
+            let k = format!("k{i:05}");
+            let want = (i % 3 != 0 && i >= 500).then(|| format!("v{i:05}"));
+            assert_eq!(get(&mut s, &k, NOW), want, "{k}");
+        }
     }
 
     #[test]
