@@ -94,7 +94,7 @@ pub enum Parsed<'a> {
     Command { cmd: Command<'a>, len: usize },
     /// Not a whole command yet.
     Incomplete,
-    /// Send `reply` (empty under `noreply`), drop `len` bytes, then drop `swallow` more as they arrive (the data
+    /// Send `reply` (empty when the line ends with `noreply`), drop `len` bytes, then drop `swallow` more as they arrive (the data
     /// block of a storage command that is refused, so it is not read as commands). A refused `set` also
     /// removes the key's old value (`unlink`), as memcached does, so a stale value does not outlive a failed
     /// overwrite.
@@ -172,7 +172,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let args = &args[..argc];
     let one = |cmd| Parsed::Command { cmd, len: line_len };
     let valid_key = |key: &[u8]| valid_key(key, limits);
-    match name {
+    let mut parsed = match name {
         b"get" | b"gets" => get_keys(rest, line_len, limits).unwrap_or_else(|keys| {
             one(Command::Get {
                 keys,
@@ -264,8 +264,33 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             }
         }
         _ => reject(ERROR, line_len),
+    };
+    // A command that takes `noreply` and ends with it gets no reply at all, errors included, as in
+    // memcached 1.6: a client that does not read the replies of its `noreply` commands stays in step.
+    if let Parsed::Reject { reply, .. } = &mut parsed
+        && TAKES_NOREPLY.contains(&name)
+        && line.rsplit(|&b| b == b' ').find(|t| !t.is_empty()) == Some(b"noreply")
+    {
+        *reply = b"";
     }
+    parsed
 }
+
+/// The commands that take a trailing `noreply`.
+const TAKES_NOREPLY: &[&[u8]] = &[
+    b"set",
+    b"add",
+    b"replace",
+    b"append",
+    b"prepend",
+    b"cas",
+    b"delete",
+    b"incr",
+    b"decr",
+    b"touch",
+    b"flush_all",
+    b"verbosity",
+];
 
 fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
     Parsed::Reject {
@@ -564,14 +589,8 @@ mod tests {
         assert_eq!(rejected(b"set k x 0 3\r\n"), (BAD_FORMAT, 13, 5));
         assert_eq!(rejected(b"set k 4294967296 0 3\r\n"), (BAD_FORMAT, 22, 5));
         assert_eq!(rejected(b"set k 0 0 3 extra\r\n").0, BAD_FORMAT);
-        assert_eq!(
-            rejected(b"set k 0 0 1 a b c d e f g noreply\r\n").0,
-            BAD_FORMAT
-        );
-        assert_eq!(
-            rejected(b"incr k 1 2 3 4 5 6 7 8 9 noreply\r\n").0,
-            BAD_FORMAT
-        );
+        assert_eq!(rejected(b"set k 0 0 1 a b c d e f g\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"incr k 1 2 3 4 5 6 7 8 9\r\n").0, BAD_FORMAT);
         assert_eq!(rejected(b"version 1 2 3 4 5 6 7 8 9\r\n").0, ERROR);
         assert_eq!(rejected(b"stats slabs\r\n").0, ERROR);
         assert_eq!(cmd(b"stats trust\r\n"), Command::StatsTrust);
@@ -602,6 +621,40 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A line that ends with `noreply` gets no reply, even an error (as in memcached 1.6); the bytes to drop
+    /// and to swallow are the same as without it. Commands without `noreply` still answer.
+    #[test]
+    fn noreply_silences_errors_too() {
+        for (line, swallow) in [
+            (&b"incr k x noreply\r\n"[..], 0),
+            (b"decr k 1 2 noreply\r\n", 0),
+            (b"touch k soon noreply\r\n", 0),
+            (b"flush_all later noreply\r\n", 0),
+            (b"delete k 5 noreply\r\n", 0),
+            (b"delete noreply\r\n", 0),
+            (b"verbosity noreply\r\n", 0),
+            (b"set k 0 0 noreply\r\n", 0),
+            (b"set k 0 0 1 a b c d e f g noreply\r\n", 0),
+            (b"incr k 1 2 3 4 5 6 7 8 9 noreply\r\n", 0),
+            (b"set k x 0 3 noreply\r\n", 5),
+            (b"cas k 0 0 3 noreply\r\n", 0),
+            (b"append bad\x01key 0 0 3 noreply\r\n", 5),
+        ] {
+            let line_len = line.iter().position(|&b| b == b'\n').unwrap() + 1;
+            assert_eq!(
+                rejected(line),
+                (&b""[..], line_len, swallow),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(rejected(b"get k noreply\x01\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"stats noreply\r\n").0, ERROR);
+        assert_eq!(rejected(b"bogus noreply\r\n").0, ERROR);
+        assert_eq!(rejected(b"gat x k noreply\r\n").0, BAD_EXPTIME);
+        assert_eq!(rejected(b"incr k x noreply extra\r\n").0, BAD_FORMAT);
     }
 
     #[test]
