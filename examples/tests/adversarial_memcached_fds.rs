@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use trust_examples::memcached::{Config, Server};
 
-/// `ServerHandle::stop` "stops accepting". With the descriptor table full, `accept` fails with EMFILE and the
-/// accept loop (`server.rs` `accept_loop`: `Err(_) => { yield_now(); continue; }`) retries forever without
-/// looking at `stopping`, burning a core meanwhile, and `stop`'s own wake-up connect fails too: `stop` does
-/// not return until descriptors are freed. (memcached 1.6 on EMFILE stops accepting, `accept_new_conns(false)`,
-/// until a connection closes: the client waits in the backlog there too, but nothing spins.)
+/// `ServerHandle::stop` "stops accepting", also when the descriptor table is full. Then `accept` fails with
+/// EMFILE: the accept loop waits 10 ms before it tries again (it used to retry at once, forever, burning a
+/// core), and a client waits in the backlog meanwhile, as in memcached 1.6 (`accept_new_conns(false)` until a
+/// connection closes). `stop`'s own wake-up connect fails too: it retries every 10 ms until the accept loop,
+/// whose failing `accept` now looks at `stopping`, has returned (it used to wait until descriptors were
+/// freed). The client that waited in the backlog is then reset with the listener.
 #[test]
 fn stop_and_clients_when_descriptors_run_out() {
     let server = Server::start(Config {
@@ -64,10 +65,29 @@ fn stop_and_clients_when_descriptors_run_out() {
     drop(files);
     stopper.join().unwrap();
     assert!(
-        stopped && spent < 30,
-        "with no descriptor left: the client's `version` got {answer:?}; the process used {spent} CPU ticks \
-         (1/100 s) in the next second; stop() returned within 3 s: {stopped}"
+        answer.starts_with("no answer") && spent < 30 && stopped,
+        "with no descriptor left: the client's `version` got {answer:?} (want: no answer, it waits in the \
+         backlog); the process used {spent} CPU ticks (1/100 s) in the next second (want < 30); stop() \
+         returned within 3 s: {stopped}"
     );
+    // The listener is closed: the client that waited in its backlog is reset, and nothing listens any more.
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let after = client.read(&mut buf);
+    assert!(
+        matches!(&after, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{after:?}"
+    );
+    let refused = TcpStream::connect(addr).map(drop);
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+    // The connection served before goes on being served.
+    warm.write_all(b"version\r\n").unwrap();
+    let n = warm.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"VERSION 1.6.0-trust\r\n");
 }
 
 /// utime + stime of this process, in clock ticks.

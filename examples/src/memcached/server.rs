@@ -200,24 +200,39 @@ impl ServerHandle {
     /// Stops accepting (connections already open are served until they close).
     pub fn stop(mut self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
-        // Wake the accept loop with a connection of our own.
-        let _ = std::net::TcpStream::connect(self.addr);
         if let Some(accept) = self.accept.take() {
+            // Wake the accept loop with a connection of our own. With no descriptor left that connect fails,
+            // but then the loop's `accept` fails too and the loop sees `stopping` itself: retry until one or
+            // the other has happened. (`trust_core::sleep` suspends only the fiber when called from one.)
+            while !accept.is_finished() && std::net::TcpStream::connect(self.addr).is_err() {
+                trust_core::sleep(RETRY_AFTER);
+            }
             let _ = accept.join();
         }
     }
 }
 
+/// How long the accept loop waits when the process is out of descriptors or memory, and how often `stop`
+/// retries its wake-up connect.
+const RETRY_AFTER: Duration = Duration::from_millis(10);
+
 fn accept_loop(listener: Listener, shared: Arc<Shared>) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            // A connection reset before it was accepted, or out of descriptors: let the other fibers run,
-            // then try again.
-            Err(_) => {
-                trust_core::yield_now();
+            Err(_) if shared.stopping.load(Ordering::Relaxed) => return,
+            // Out of descriptors or memory: the client waits in the backlog until a connection closes. Retrying
+            // at once would only spin (memcached stops accepting until a connection closes).
+            Err(e)
+                if e.raw_os_error().is_some_and(|n| {
+                    [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&n)
+                }) =>
+            {
+                trust_core::sleep(RETRY_AFTER);
                 continue;
             }
+            // A connection reset before it was accepted: on to the next one.
+            Err(_) => continue,
         };
         if shared.stopping.load(Ordering::Relaxed) {
             return;
