@@ -33,11 +33,9 @@ fn main() {
     }
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
+        // Cannot listen, or the descriptor limit is below `-c` (the message says which).
         Err(e) => {
-            eprintln!(
-                "memcached: cannot listen on {}:{}: {e}",
-                config.listen, config.port
-            );
+            eprintln!("memcached: {e}");
             std::process::exit(1);
         }
     };

@@ -146,11 +146,22 @@ impl Server {
     /// Binds `config.listen:config.port`, entrusts one shard to each worker of the runtime (`--memory-mb` split
     /// evenly), and starts accepting. Returns once the socket is bound, so with port 0 the caller learns the
     /// port from [`ServerHandle::local_addr`].
+    ///
+    /// Like memcached, it first makes sure the process may open a descriptor for each of `-c` connections plus
+    /// [`descriptor_headroom`] for itself: it raises the soft `RLIMIT_NOFILE` (`ulimit -n`) as far as that
+    /// takes, and fails if the hard limit is too low (then a client past the limit would not even be refused:
+    /// `accept` would fail and the client wait in the backlog).
     pub fn start(config: Config) -> io::Result<ServerHandle> {
-        let listener = Listener::bind((config.listen.as_str(), config.port))?;
-        let addr = listener.local_addr()?;
         let rt = runtime();
         let n = rt.workers();
+        reserve_descriptors(config.max_connections, n)?;
+        let listener = Listener::bind((config.listen.as_str(), config.port)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}:{}: {e}", config.listen, config.port),
+            )
+        })?;
+        let addr = listener.local_addr()?;
         let per_shard = config.memory_mb.saturating_mul(1 << 20) / n;
         let shards = (0..n)
             .map(|i| {
@@ -177,6 +188,52 @@ impl Server {
             accept: Some(accept),
         })
     }
+}
+
+/// Descriptors the server needs besides one per connection: the standard streams, the listener, each
+/// worker's two (its `epoll` and its wake-up `eventfd`), and a reserve (the socket of a client being refused,
+/// `stop`'s wake-up connect, descriptors inherited or opened by the rest of the process). memcached keeps a
+/// reserve of 10 on top of its own descriptors.
+pub fn descriptor_headroom(workers: usize) -> usize {
+    16 + 2 * workers
+}
+
+/// Makes sure the process may open `max_connections + descriptor_headroom(workers)` descriptors: raises the
+/// soft `RLIMIT_NOFILE` to that if it is lower (never lowers it), up to the hard limit. An error names the
+/// limit, `-c` and the fix when the hard limit is too low.
+fn reserve_descriptors(max_connections: usize, workers: usize) -> io::Result<()> {
+    let headroom = descriptor_headroom(workers);
+    let needed = max_connections.saturating_add(headroom);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain system call that writes the `rlimit` it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let wanted = libc::rlim_t::try_from(needed).unwrap_or(libc::RLIM_INFINITY);
+    if limit.rlim_cur >= wanted {
+        return Ok(());
+    }
+    if limit.rlim_max < wanted {
+        return Err(io::Error::other(format!(
+            "failed to set rlimit for open files: -c {max_connections} needs {needed} file descriptors \
+             ({max_connections} connections + {headroom} for the server itself), but the hard limit \
+             (ulimit -Hn) is {}; start with a smaller -c or raise the limit (ulimit -n {needed})",
+            limit.rlim_max
+        )));
+    }
+    limit.rlim_cur = wanted;
+    // SAFETY: a plain system call that reads the `rlimit` it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("failed to set rlimit for open files to {needed} (-c {max_connections}): {e}"),
+        ));
+    }
+    Ok(())
 }
 
 impl ServerHandle {
