@@ -103,7 +103,7 @@ where
     };
     let (fiber, job) = fiber_job(f);
     rt.next_spawn_trustee()
-        .spawn_fiber(stack, Box::new(job), fiber.state.clone());
+        .spawn_fiber(stack, Box::new(job), fiber.abandon_handle());
     fiber
 }
 
@@ -119,7 +119,7 @@ where
     match worker.scheduler.stacks.take() {
         Ok(stack) => {
             let (fiber, job) = fiber_job(f);
-            worker.scheduler.start(stack, Box::new(job), fiber.state.clone());
+            worker.scheduler.start(stack, Box::new(job), fiber.abandon_handle());
             fiber
         }
         Err(e) => {
@@ -235,6 +235,13 @@ fn yield_outside_fiber() {
         return may::coroutine::yield_now();
     }
     thread::yield_now();
+}
+
+impl<R: Send + 'static> Fiber<R> {
+    /// What the scheduler holds to complete this handle if it abandons the fiber (weakly: see `Abandon`).
+    fn abandon_handle(&self) -> std::sync::Weak<dyn Abandon> {
+        Arc::downgrade(&self.state) as std::sync::Weak<dyn Abandon>
+    }
 }
 
 impl<R> Fiber<R> {

@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::ops::Deref;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::metrics::Metrics;
@@ -25,13 +25,14 @@ pub(crate) enum Mail {
     /// A record from a plain thread whose slot was busy (see `call::post`), or an `apply_async` request
     /// (`trustee::oneshot`), in its mail node.
     Run(Runnable),
-    Spawn(FiberStack, Box<dyn FnOnce() + Send>, Arc<dyn Abandon>),
+    Spawn(FiberStack, Box<dyn FnOnce() + Send>, Weak<dyn Abandon>),
     Wake(usize),
 }
 
 /// A fiber's handle, seen from the worker that runs the fiber: if the runtime abandons the fiber suspended (at
 /// shutdown, see `Scheduler::abandon`), `abandon` completes the handle with the shutdown panic, so that a
-/// `join` waiting for it returns.
+/// `join` waiting for it returns. Held weakly: the handle's result must be dropped where it always was (by the
+/// fiber, or by the handle), not by the scheduler.
 pub(crate) trait Abandon: Send + Sync {
     fn abandon(&self);
 }
@@ -308,7 +309,7 @@ impl TrusteeShared {
         self.send(Mail::Register(channel));
     }
 
-    pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>, handle: Arc<dyn Abandon>) {
+    pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>, handle: Weak<dyn Abandon>) {
         self.check_running();
         self.send(Mail::Spawn(stack, job, handle));
     }

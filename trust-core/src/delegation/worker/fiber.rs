@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::Weak;
 
 use corosensei::{Coroutine, CoroutineResult};
 
@@ -29,7 +29,7 @@ type FiberCoroutine = Coroutine<(), (), (), FiberStack>;
 
 /// A suspended fiber with its guard page (for the overflow report, see `stack::overflow`) and its handle (for
 /// `abandon`).
-type Suspended = Box<(FiberCoroutine, GuardPage, Arc<dyn Abandon>)>;
+type Suspended = Box<(FiberCoroutine, GuardPage, Weak<dyn Abandon>)>;
 
 /// Suspends the running fiber until the scheduler resumes it (someone made it ready).
 pub(crate) fn suspend() {
@@ -283,7 +283,7 @@ impl Scheduler {
     }
 
     /// Creates a fiber for `job` on `stack` and makes it ready.
-    pub(crate) fn start(&self, stack: FiberStack, job: FiberJob, handle: Arc<dyn Abandon>) {
+    pub(crate) fn start(&self, stack: FiberStack, job: FiberJob, handle: Weak<dyn Abandon>) {
         let guard = stack.guard_page();
         let id = match self.free.borrow_mut().pop() {
             Some(id) => {
@@ -434,9 +434,12 @@ impl Scheduler {
     pub(crate) fn abandon(&self) {
         let fibers: Vec<Suspended> = self.fibers.borrow_mut().drain(..).flatten().collect();
         for fiber in fibers {
-            let handle = Arc::clone(&fiber.2);
+            let handle = fiber.2.upgrade();
             std::mem::forget(fiber);
-            handle.abandon();
+            // The fiber's leaked promise still holds the handle's state: this is never its last reference.
+            if let Some(handle) = handle {
+                handle.abandon();
+            }
         }
     }
 }
