@@ -102,6 +102,26 @@ fn a_panic_in_launch_resumes_in_the_caller_and_releases_the_latch() {
 }
 
 #[test]
+fn a_fiber_locking_the_latch_it_holds_panics_and_the_latch_is_released() {
+    let latched = rt().trustee(0).entrust(Latch::new(5u64));
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        latched.launch(|l| {
+            let _held = l.lock();
+            assert!(l.try_lock().is_none());
+            let _again = l.lock();
+        })
+    }))
+    .map_err(panic_message)
+    .unwrap_err();
+    assert!(
+        err.starts_with("`Latch::lock` by the fiber that holds the latch already"),
+        "{err}"
+    );
+    // The first guard was dropped by the unwinding: another fiber locks it at once.
+    assert_eq!(latched.launch(|l| *l.lock() + 1), 6);
+}
+
+#[test]
 fn locking_a_held_latch_outside_a_fiber_panics_with_the_way_out() {
     let latch = Latch::new(1);
     let _held = latch.lock();

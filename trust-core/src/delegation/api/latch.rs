@@ -16,11 +16,16 @@ use crate::Trust;
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
 
+/// `Latch::holder` when no fiber holds the latch.
+const NO_FIBER: usize = usize::MAX;
+
 /// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
 /// [`Trust::launch`]; being `!Sync`, it never leaves its trustee's thread, so plain `Cell`s suffice.
 pub struct Latch<T> {
     locked: Cell<bool>,
+    /// The fiber that holds the lock (`NO_FIBER`: none, or not a fiber), to refuse a second `lock` by it.
+    holder: Cell<usize>,
     waiters: RefCell<VecDeque<usize>>,
     value: UnsafeCell<T>,
 }
@@ -41,6 +46,7 @@ impl<T> Latch<T> {
     pub fn new(value: T) -> Self {
         Latch {
             locked: Cell::new(false),
+            holder: Cell::new(NO_FIBER),
             waiters: RefCell::new(VecDeque::new()),
             value: UnsafeCell::new(value),
         }
@@ -50,7 +56,7 @@ impl<T> Latch<T> {
     /// come, first served).
     ///
     /// Panics when the latch is held and the caller is not a fiber that may suspend (a delegated closure, or
-    /// a plain thread): it could only wait forever.
+    /// a plain thread), or is the fiber that holds it: it could only wait forever.
     pub fn lock(&self) -> LatchGuard<'_, T> {
         while self.locked.get() {
             let fiber = context::fiber()
@@ -61,19 +67,26 @@ impl<T> Latch<T> {
                      Lock latches inside `Trust::launch`"
                 );
             };
+            assert!(
+                self.holder.get() != id,
+                "`Latch::lock` by the fiber that holds the latch already: it would wait for itself. Use the \
+                 guard it has, or drop that guard first"
+            );
             self.waiters.borrow_mut().push_back(id);
             suspend();
         }
-        self.locked.set(true);
-        LatchGuard { latch: self }
+        self.take()
     }
 
     /// Locks the latch if it is free.
     pub fn try_lock(&self) -> Option<LatchGuard<'_, T>> {
-        (!self.locked.get()).then(|| {
-            self.locked.set(true);
-            LatchGuard { latch: self }
-        })
+        (!self.locked.get()).then(|| self.take())
+    }
+
+    fn take(&self) -> LatchGuard<'_, T> {
+        self.locked.set(true);
+        self.holder.set(context::fiber().map_or(NO_FIBER, |(_, id)| id));
+        LatchGuard { latch: self }
     }
 
     /// The value, through exclusive access to the latch (no locking needed).
@@ -115,6 +128,7 @@ impl<T> DerefMut for LatchGuard<'_, T> {
 impl<T> Drop for LatchGuard<'_, T> {
     fn drop(&mut self) {
         self.latch.locked.set(false);
+        self.latch.holder.set(NO_FIBER);
         if let Some(id) = self.latch.waiters.borrow_mut().pop_front()
             && let Some(worker) = context::worker()
         {

@@ -156,7 +156,8 @@ impl RuntimeBuilder {
     }
 
     /// Pins worker `i` to core `ids[i % ids.len()]` (implies [`pin_workers`](Self::pin_workers)). `build`
-    /// fails with [`RuntimeError::NoSuchCore`] for an id this process may not run on.
+    /// fails with [`RuntimeError::NoSuchCore`] for an id this process may not run on. An empty list is
+    /// `pin_workers(true)`: the cores this process may run on, round-robin.
     pub fn core_ids(mut self, ids: impl IntoIterator<Item = usize>) -> Self {
         self.cores = ids.into_iter().collect();
         self.pin = true;

@@ -662,8 +662,9 @@ impl<R: Send + 'static> std::fmt::Debug for Sender<R> {
     }
 }
 
-const NEVER_RAN: &str = "`launch_then`: the launched fiber never ran (no fiber stack could be had, or the runtime \
-     shut down), so there is no result for the continuation";
+const NEVER_RAN: &str = "`launch_then`: the launched fiber never ran (no fiber stack could be had: the live fibers \
+     reached TRUST_MAX_FIBER_STACKS or the limit from vm.max_map_count, which `spawn`'s panic names; or the \
+     runtime shut down), so there is no result for the continuation";
 
 impl<R: Send + 'static> Sender<R> {
     pub(crate) fn send(mut self, result: thread::Result<R>) {
