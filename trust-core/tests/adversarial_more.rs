@@ -955,8 +955,17 @@ fn into_inner_from_eight_threads_at_a_barrier_returns_exactly_one_value() {
             let barrier = Arc::new(std::sync::Barrier::new(8));
             let mut threads = Vec::new();
             let mut fibers = Vec::new();
+            // Every handle must end in `into_inner` for the promise to hold: the last worker gets `t` itself
+            // (a plain drop of one handle here may be counted last, and then every `into_inner` is `None`, as
+            // with `Arc`: 1 round in 200 did so in CI).
+            let mut t = Some(t);
             for k in 0..8 {
-                let (c, b) = (t.clone(), barrier.clone());
+                let c = if k < 7 {
+                    t.clone().unwrap()
+                } else {
+                    t.take().unwrap()
+                };
+                let b = barrier.clone();
                 let work = move || {
                     for _ in 0..5 {
                         c.apply(|v| v.0 += 1);
@@ -975,7 +984,6 @@ fn into_inner_from_eight_threads_at_a_barrier_returns_exactly_one_value() {
             }
             // Fibers cannot block on a Barrier; run their share on threads too but through spawn+join.
             let fibers: Vec<_> = fibers.into_iter().map(std::thread::spawn).collect();
-            drop(t);
             let got: Vec<Option<u64>> = threads
                 .into_iter()
                 .chain(fibers)
@@ -1002,9 +1010,15 @@ fn into_inner_from_many_fibers_returns_exactly_one_value() {
             let t = rt()
                 .trustee((round % 2) as usize)
                 .entrust((0u64, CountsDrops(drops.clone())));
+            // Every handle ends in `into_inner`: the last fiber gets `t` itself (see the test above).
+            let mut t = Some(t);
             let fs: Vec<_> = (0..16)
                 .map(|k| {
-                    let c = t.clone();
+                    let c = if k < 15 {
+                        t.clone().unwrap()
+                    } else {
+                        t.take().unwrap()
+                    };
                     spawn(move || {
                         c.apply(|v| v.0 += 1);
                         for _ in 0..(k % 3) {
@@ -1014,7 +1028,6 @@ fn into_inner_from_many_fibers_returns_exactly_one_value() {
                     })
                 })
                 .collect();
-            drop(t);
             let got: Vec<Option<u64>> = fs.into_iter().map(|f| f.join().unwrap()).collect();
             let some: Vec<u64> = got.iter().flatten().copied().collect();
             assert_eq!(some, vec![16], "round {round}: {got:?}");
