@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use trust_core::{Runtime, Trust};
 
 mod common; // its `rt()` is not used here: this process builds and shuts down its own runtime
-use common::{CountsDrops, eventually, panic_message};
+use common::{CountsDrops, eventually, panic_message, worker_cpu_ticks};
 
 /// Counts its drop, then panics: with a message, or with a payload that panics again when dropped.
 struct PanicsWhenDropped {
@@ -29,21 +29,6 @@ impl Drop for PanicsWhenDropped {
     }
 }
 
-/// CPU time (utime + stime, in clock ticks) of each worker thread.
-fn worker_cpu_ticks() -> Vec<u64> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| {
-            let path = t.ok()?.path();
-            let name = std::fs::read_to_string(path.join("comm")).ok()?;
-            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            name.starts_with("trust-worker")
-                .then(|| fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap())
-        })
-        .collect()
-}
-
 fn worker_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
@@ -59,9 +44,9 @@ fn shutdown_drops_every_property_exactly_once_and_stops_the_workers() {
     // Idle workers sleep: over half a second, together they use well under a tenth of a core.
     rt.trustee(0).entrust(0u8).apply(|v| *v += 1);
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let before: u64 = worker_cpu_ticks().iter().sum();
+    let before = worker_cpu_ticks();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let idle = worker_cpu_ticks().iter().sum::<u64>() - before;
+    let idle = worker_cpu_ticks() - before;
     assert!(idle <= 5, "idle workers used {idle} clock ticks in 500 ms");
     let drops = Arc::new(AtomicUsize::new(0));
     let mut handles: Vec<_> = (0..100)

@@ -9,21 +9,6 @@ use trust_core::{sleep, spawn};
 mod common;
 use common::*;
 
-/// CPU time (utime + stime, in clock ticks of 10 ms) of the worker threads together.
-fn worker_cpu_ticks() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| {
-            let path = t.ok()?.path();
-            let name = std::fs::read_to_string(path.join("comm")).ok()?;
-            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            name.starts_with("trust-worker")
-                .then(|| fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap())
-        })
-        .sum()
-}
-
 #[test]
 fn a_thousand_sleeping_fibers_wake_on_time_and_their_workers_serve_and_idle_meanwhile() {
     let counter = rt().trustee(0).entrust(0u64);

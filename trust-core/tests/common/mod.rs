@@ -177,3 +177,18 @@ pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'stat
         Err(_) => panic!("HUNG: no answer within {secs} s"),
     }
 }
+
+/// CPU time (utime + stime, in clock ticks of 10 ms) of the worker threads together.
+pub fn worker_cpu_ticks() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            name.starts_with("trust-worker")
+                .then(|| fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap())
+        })
+        .sum()
+}

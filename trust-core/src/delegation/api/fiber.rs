@@ -1,5 +1,6 @@
 //! The fibers users start: [`spawn`] and its [`Fiber`] handle (also named [`JoinHandle`], as in std and
-//! tokio), [`yield_now`], [`sleep`], and `start_here` for `launch`. The scheduler that runs them is `worker::fiber`.
+//! tokio), [`yield_now`], [`sleep`], and `start_here` for `launch`. The scheduler that runs them is
+//! `worker::fiber`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
