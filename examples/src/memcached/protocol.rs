@@ -94,9 +94,9 @@ pub enum Parsed<'a> {
     Command { cmd: Command<'a>, len: usize },
     /// Not a whole command yet.
     Incomplete,
-    /// Send `reply` (empty when the line ends with `noreply`), drop `len` bytes, then drop `swallow` more as they arrive (the data
-    /// block of a storage command that is refused, so it is not read as commands). A refused `set` also
-    /// removes the key's old value (`unlink`), as memcached does, so a stale value does not outlive a failed
+    /// Send `reply` (empty when the line ends with `noreply`), drop `len` bytes, then drop `swallow` more as they
+    /// arrive (the data block of a storage command that is refused, so it is not read as commands). A refused `set`
+    /// also removes the key's old value (`unlink`), as memcached does, so a stale value does not outlive a failed
     /// overwrite.
     Reject {
         reply: &'static [u8],

@@ -1,8 +1,8 @@
 //! One shard of the cache: the `#[entrust]` type each worker's trustee owns. Every protocol command is one
 //! stub call on the shard its key hashes to, so the shard is only ever touched by its trustee's thread and
 //! needs no lock. Inside: a hash table of slot numbers of an index-based LRU list (no pointers, no `unsafe`;
-//! the key is kept once, in the item's buffer, and compared through the slot), memory accounting against the shard's share of `--memory-mb`, exptime, cas uniques and the
-//! shard's part of `stats`.
+//! the key is kept once, in the item's buffer, and compared through the slot), memory accounting against the
+//! shard's share of `--memory-mb`, exptime, cas uniques and the shard's part of `stats`.
 //!
 //! Time is passed in (`now`, unix seconds) by the caller, which reads the clock once per batch of requests;
 //! that also lets the tests below drive the clock.
