@@ -9,12 +9,11 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use trust_examples::memcached::protocol::{StoreOp, item_size};
 use trust_examples::memcached::server::descriptor_headroom;
 use trust_examples::memcached::store::{Shard, StoreOutcome, StoreRequest};
-use trust_examples::memcached::{Config, Server, ServerHandle};
 
 // ---------------------------------------------------------------------------------------------------------
 // A counting allocator: live heap bytes allocated by the current thread (used by the memory-limit test only;
@@ -57,110 +56,8 @@ fn live_bytes() -> isize {
     LIVE.with(|l| l.get())
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Harness (as in tests/memcached.rs).
-
-fn start(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
-    let mut config = Config {
-        port: 0,
-        ..Config::default()
-    };
-    tweak(&mut config);
-    Server::start(config).expect("server starts")
-}
-
-struct Raw(TcpStream);
-
-impl Raw {
-    fn connect(server: &ServerHandle) -> Raw {
-        Raw::to(&server.local_addr().to_string())
-    }
-
-    fn to(addr: &str) -> Raw {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw(s)
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.write_all(bytes).unwrap();
-        self
-    }
-
-    fn expect(&mut self, want: &[u8]) -> &mut Self {
-        let mut got = vec![0; want.len()];
-        if let Err(e) = self.0.read_exact(&mut got) {
-            panic!("reading {:?}: {e}", short(want));
-        }
-        assert!(got == want, "got {:?}\nwant {:?}", short(&got), short(want));
-        self
-    }
-
-    fn roundtrip(&mut self, send: &[u8], want: &[u8]) -> &mut Self {
-        self.send(send).expect(want)
-    }
-
-    fn expect_eof(&mut self) {
-        let mut byte = [0];
-        match self.0.read(&mut byte) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("expected the server to close, got {other:?} {byte:?}"),
-        }
-    }
-
-    /// Reads until `END\r\n` ends what was read (for `stats`).
-    fn read_until_end(&mut self) -> Vec<u8> {
-        let mut text = Vec::new();
-        let mut buf = [0; 4096];
-        while !text.ends_with(b"END\r\n") {
-            let n = self.0.read(&mut buf).unwrap();
-            assert!(n > 0, "closed early");
-            text.extend_from_slice(&buf[..n]);
-        }
-        text
-    }
-
-    fn stat(&mut self, name: &str) -> u64 {
-        self.send(b"stats\r\n");
-        let text = String::from_utf8(self.read_until_end()).unwrap();
-        let prefix = format!("STAT {name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no stat {name}"))
-            .parse()
-            .unwrap()
-    }
-}
-
-fn short(b: &[u8]) -> String {
-    if b.len() <= 300 {
-        String::from_utf8_lossy(b).into_owned()
-    } else {
-        format!(
-            "{}...({} bytes)...{}",
-            String::from_utf8_lossy(&b[..150]),
-            b.len(),
-            String::from_utf8_lossy(&b[b.len() - 100..])
-        )
-    }
-}
-
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+mod harness;
+use harness::{Raw, start, unix_now, wait_until};
 
 // =========================================================================================================
 // FAILED ON THE SERVER AS FOUND (each names the promise it broke and what changed; all pass now)

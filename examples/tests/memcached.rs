@@ -5,20 +5,14 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use trust_examples::memcached::ServerHandle;
 use trust_examples::memcached::protocol::ITEM_OVERHEAD;
 use trust_examples::memcached::server::TOO_MANY_CONNECTIONS;
-use trust_examples::memcached::{Config, Server, ServerHandle};
 
-fn start(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
-    let mut config = Config {
-        port: 0,
-        ..Config::default()
-    };
-    tweak(&mut config);
-    Server::start(config).expect("server starts")
-}
+mod harness;
+use harness::{Raw, start, stat, unix_now, wait_until};
 
 fn client(server: &ServerHandle) -> memcache::Client {
     let url = format!(
@@ -26,81 +20,6 @@ fn client(server: &ServerHandle) -> memcache::Client {
         server.local_addr()
     );
     memcache::Client::with_pool_size(url.as_str(), 1).expect("client connects")
-}
-
-/// A raw connection: send bytes, read exactly the bytes expected.
-struct Raw(TcpStream);
-
-impl Raw {
-    fn connect(server: &ServerHandle) -> Raw {
-        let s = TcpStream::connect(server.local_addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Raw(s)
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.write_all(bytes).unwrap();
-        self
-    }
-
-    /// Reads exactly `want.len()` bytes and compares them (shown as text on failure).
-    fn expect(&mut self, want: &[u8]) -> &mut Self {
-        let mut got = vec![0; want.len()];
-        if let Err(e) = self.0.read_exact(&mut got) {
-            panic!("reading {:?}: {e}", String::from_utf8_lossy(want));
-        }
-        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
-        self
-    }
-
-    fn roundtrip(&mut self, send: &[u8], want: &[u8]) -> &mut Self {
-        self.send(send).expect(want)
-    }
-
-    /// The server closed the connection (after everything expected was read).
-    fn expect_eof(&mut self) {
-        let mut byte = [0];
-        match self.0.read(&mut byte) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("expected the server to close, got {other:?} {byte:?}"),
-        }
-    }
-
-    fn stats(&mut self) -> Vec<(String, String)> {
-        self.send(b"stats\r\n");
-        let mut text = Vec::new();
-        let mut byte = [0];
-        while !text.ends_with(b"END\r\n") {
-            assert_eq!(self.0.read(&mut byte).unwrap(), 1, "stats ended early");
-            text.push(byte[0]);
-        }
-        String::from_utf8(text)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.strip_prefix("STAT "))
-            .map(|l| {
-                let (k, v) = l.split_once(' ').unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect()
-    }
-}
-
-fn stat(stats: &[(String, String)], name: &str) -> u64 {
-    let (_, v) = stats
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no stat {name}"));
-    v.parse().unwrap_or_else(|_| panic!("stat {name} = {v:?}"))
-}
-
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -317,10 +236,7 @@ fn pipelined_requests_are_all_answered() {
 fn exptime_relative_absolute_and_negative() {
     let server = start(|_| {});
     let mut r = Raw::connect(&server);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     r.roundtrip(b"set rel 0 2 1\r\nr\r\n", b"STORED\r\n")
         .roundtrip(
             format!("set abs 0 {} 1\r\na\r\n", now + 2).as_bytes(),
@@ -522,10 +438,7 @@ fn stats_are_exact_after_a_known_sequence() {
     for (name, value) in want {
         assert_eq!(stat(&stats, name), value, "{name}");
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     assert!(stat(&stats, "time").abs_diff(now) <= 1);
     assert!(stat(&stats, "uptime") <= 60);
     assert_eq!(

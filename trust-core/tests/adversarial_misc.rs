@@ -95,6 +95,27 @@ fn page_aligned_and_zero_sized_properties() {
     );
 }
 
+/// An `apply_then` adding `add` whose closure captures `bomb` (dropped on the trustee).
+fn bomb_in_closure(c: &Trust<u64>, bomb: PanicsOnDrop, add: u64) {
+    c.apply_then(
+        move |v| {
+            let _b = &bomb;
+            *v += add;
+        },
+        |()| (),
+    );
+}
+
+/// An `apply_then` adding `add` whose continuation captures `bomb` (dropped on the issuing thread).
+fn bomb_in_continuation(c: &Trust<u64>, bomb: PanicsOnDrop, add: u64) {
+    c.apply_then(
+        move |v| *v += add,
+        move |()| {
+            let _b = &bomb;
+        },
+    );
+}
+
 /// "A panic there never stops a trustee": captures whose destructors panic, in `apply`, `apply_then`
 /// closures and continuations (plain thread and fiber) and `apply_async`; each panic reaches the caller, each
 /// capture drops once, and the closures' effects stay.
@@ -122,33 +143,11 @@ fn captures_that_panic_when_dropped_everywhere() {
     for i in 0..10 {
         let (b1, b2) = (PanicsOnDrop(drops.clone()), PanicsOnDrop(drops.clone()));
         if i % 2 == 0 {
-            c.apply_then(
-                move |v| {
-                    let _b = &b1;
-                    *v += 1;
-                },
-                |()| (),
-            );
-            c.apply_then(
-                |v| *v += 0,
-                move |()| {
-                    let _b = &b2;
-                },
-            );
+            bomb_in_closure(&c, b1, 1);
+            bomb_in_continuation(&c, b2, 0);
         } else {
-            c.apply_then(
-                |v| *v += 1,
-                move |()| {
-                    let _b = &b2;
-                },
-            );
-            c.apply_then(
-                move |v| {
-                    let _b = &b1;
-                    *v += 0;
-                },
-                |()| (),
-            );
+            bomb_in_continuation(&c, b2, 1);
+            bomb_in_closure(&c, b1, 0);
         }
     }
     let w = catch_unwind(wait_pending).map_err(panic_message);
@@ -159,19 +158,8 @@ fn captures_that_panic_when_dropped_everywhere() {
     let w = spawn(move || {
         for _ in 0..10 {
             let (b1, b2) = (PanicsOnDrop(d2.clone()), PanicsOnDrop(d2.clone()));
-            c2.apply_then(
-                move |v| {
-                    let _b = &b1;
-                    *v += 1;
-                },
-                |()| (),
-            );
-            c2.apply_then(
-                |v| *v += 0,
-                move |()| {
-                    let _b = &b2;
-                },
-            );
+            bomb_in_closure(&c2, b1, 1);
+            bomb_in_continuation(&c2, b2, 0);
         }
         catch_unwind(wait_pending).map_err(panic_message)
     })

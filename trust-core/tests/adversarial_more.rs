@@ -11,19 +11,22 @@ mod common;
 use common::*;
 use trust_core::{Latch, Runtime, RuntimeError, Trust, spawn, wait_pending};
 
-/// Output of a child run, with a short description for assertion messages.
-fn child(name: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String, String) {
+/// Runs test `name` in a child process with `env` and fails unless it exits with `code`; returns its stderr
+/// and how long it ran.
+fn expect_child_exit(name: &str, env: &[(&str, &str)], code: i32) -> (String, Duration) {
+    let started = std::time::Instant::now();
     let out = run_in_child(name, env);
-    (
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let tail: Vec<&str> = err.lines().rev().take(30).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "child {name}: {}; stderr (tail):\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    (err, took)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -34,13 +37,7 @@ fn tail(s: &str) -> String {
 #[test]
 fn process_exit_inside_a_fiber_exits_with_its_code() {
     if !is_child() {
-        let (status, _, err) = child("process_exit_inside_a_fiber_exits_with_its_code", &[]);
-        assert_eq!(
-            status.code(),
-            Some(7),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
+        expect_child_exit("process_exit_inside_a_fiber_exits_with_its_code", &[], 7);
         return;
     }
     let _rt = rt();
@@ -54,15 +51,10 @@ fn process_exit_inside_a_fiber_exits_with_its_code() {
 #[test]
 fn process_exit_inside_a_delegated_closure_exits_with_its_code() {
     if !is_child() {
-        let (status, _, err) = child(
+        expect_child_exit(
             "process_exit_inside_a_delegated_closure_exits_with_its_code",
             &[],
-        );
-        assert_eq!(
-            status.code(),
-            Some(7),
-            "status {status}; stderr:\n{}",
-            tail(&err)
+            7,
         );
         return;
     }
@@ -77,19 +69,8 @@ fn process_exit_inside_a_delegated_closure_exits_with_its_code() {
 #[test]
 fn process_exit_from_main_with_requests_in_flight() {
     if !is_child() {
-        let (status, _, err) = child("process_exit_from_main_with_requests_in_flight", &[]);
-        assert_eq!(
-            status.code(),
-            Some(3),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        assert_eq!(
-            err.matches("VALUE-DROPPED").count(),
-            8,
-            "stderr:\n{}",
-            tail(&err)
-        );
+        let (err, _) = expect_child_exit("process_exit_from_main_with_requests_in_flight", &[], 3);
+        assert_eq!(err.matches("VALUE-DROPPED").count(), 8, "stderr:\n{err}");
         return;
     }
     struct Loud;
@@ -133,13 +114,7 @@ fn process_exit_from_main_with_requests_in_flight() {
 #[test]
 fn workers_usize_max_is_an_error_not_a_panic() {
     if !is_child() {
-        let (status, out, err) = child("workers_usize_max_is_an_error_not_a_panic", &[]);
-        assert!(
-            status.success() && out.contains("CHILD-OK"),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        return;
+        return expect_child_ok("workers_usize_max_is_an_error_not_a_panic", &[]);
     }
     let r = catch_unwind(|| Runtime::builder().workers(usize::MAX).build().map(|_| ()));
     match r {
@@ -158,13 +133,7 @@ fn workers_usize_max_is_an_error_not_a_panic() {
 #[test]
 fn workers_two_to_the_forty_is_an_error_not_an_abort() {
     if !is_child() {
-        let (status, out, err) = child("workers_two_to_the_forty_is_an_error_not_an_abort", &[]);
-        assert!(
-            status.success() && out.contains("CHILD-OK"),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        return;
+        return expect_child_ok("workers_two_to_the_forty_is_an_error_not_an_abort", &[]);
     }
     let r = catch_unwind(|| Runtime::builder().workers(1 << 40).build().map(|_| ()));
     match r {
@@ -183,16 +152,10 @@ fn workers_two_to_the_forty_is_an_error_not_an_abort() {
 #[test]
 fn trust_workers_usize_max_is_an_error_not_a_panic() {
     if !is_child() {
-        let (status, out, err) = child(
+        return expect_child_ok(
             "trust_workers_usize_max_is_an_error_not_a_panic",
             &[("TRUST_WORKERS", "18446744073709551615")],
         );
-        assert!(
-            status.success() && out.contains("CHILD-OK"),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        return;
     }
     let r = catch_unwind(|| Runtime::builder().build().map(|_| ()));
     match r {
@@ -260,13 +223,7 @@ fn core_ids_with_duplicates_work() {
 #[test]
 fn fiber_stack_size_usize_max_is_refused_cleanly() {
     if !is_child() {
-        let (status, out, err) = child("fiber_stack_size_usize_max_is_refused_cleanly", &[]);
-        assert!(
-            status.success() && out.contains("CHILD-OK"),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        return;
+        return expect_child_ok("fiber_stack_size_usize_max_is_refused_cleanly", &[]);
     }
     let rt = match Runtime::builder()
         .workers(2)
@@ -926,15 +883,10 @@ fn trust_max_fiber_stacks_usize_max_works() {
 #[test]
 fn process_exit_inside_a_continuation_on_a_worker_exits_with_its_code() {
     if !is_child() {
-        let (status, _, err) = child(
+        expect_child_exit(
             "process_exit_inside_a_continuation_on_a_worker_exits_with_its_code",
             &[],
-        );
-        assert_eq!(
-            status.code(),
-            Some(5),
-            "status {status}; stderr:\n{}",
-            tail(&err)
+            5,
         );
         return;
     }
@@ -1596,22 +1548,12 @@ fn cross_trustee_floods_of_clones_and_apply_thens_from_inside_closures() {
             changes wait for the stuck trustee with no bound (client/outbox.rs, Outbox::drop): exit takes 60 s"]
 fn process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time() {
     if !is_child() {
-        let t0 = std::time::Instant::now();
-        let (status, _, err) = child(
+        let (_, took) = expect_child_exit(
             "process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time",
             &[],
+            4,
         );
-        assert_eq!(
-            status.code(),
-            Some(4),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            t0.elapsed()
-        );
+        assert!(took < Duration::from_secs(10), "took {took:?}");
         return;
     }
     let rt = rt();
@@ -1632,22 +1574,12 @@ fn process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time(
 #[test]
 fn process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure() {
     if !is_child() {
-        let t0 = std::time::Instant::now();
-        let (status, _, err) = child(
+        let (_, took) = expect_child_exit(
             "process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure",
             &[],
+            4,
         );
-        assert_eq!(
-            status.code(),
-            Some(4),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            t0.elapsed()
-        );
+        assert!(took < Duration::from_secs(10), "took {took:?}");
         return;
     }
     std::thread::spawn(|| {
@@ -1666,22 +1598,12 @@ fn process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure()
 #[test]
 fn process_exit_from_a_main_with_nothing_in_flight_and_a_stuck_closure() {
     if !is_child() {
-        let t0 = std::time::Instant::now();
-        let (status, _, err) = child(
+        let (_, took) = expect_child_exit(
             "process_exit_from_a_main_with_nothing_in_flight_and_a_stuck_closure",
             &[],
+            4,
         );
-        assert_eq!(
-            status.code(),
-            Some(4),
-            "status {status}; stderr:\n{}",
-            tail(&err)
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            t0.elapsed()
-        );
+        assert!(took < Duration::from_secs(10), "took {took:?}");
         return;
     }
     let rt = rt();

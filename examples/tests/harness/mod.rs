@@ -1,0 +1,124 @@
+//! Shared by the memcached test binaries: a server on port 0 per test, and a raw connection that checks the
+//! exact reply bytes.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use trust_examples::memcached::{Config, Server, ServerHandle};
+
+/// A server on a free port, with `tweak` applied to the default config.
+pub fn start(tweak: impl FnOnce(&mut Config)) -> ServerHandle {
+    let mut config = Config {
+        port: 0,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    Server::start(config).expect("server starts")
+}
+
+/// A raw connection: send bytes, read exactly the bytes expected.
+pub struct Raw(pub TcpStream);
+
+impl Raw {
+    pub fn connect(server: &ServerHandle) -> Raw {
+        let s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw(s)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.write_all(bytes).unwrap();
+        self
+    }
+
+    /// Reads exactly `want.len()` bytes and compares them (shown as text, long ones shortened, on failure).
+    pub fn expect(&mut self, want: &[u8]) -> &mut Self {
+        let mut got = vec![0; want.len()];
+        if let Err(e) = self.0.read_exact(&mut got) {
+            panic!("reading {:?}: {e}", short(want));
+        }
+        assert!(got == want, "got {:?}\nwant {:?}", short(&got), short(want));
+        self
+    }
+
+    pub fn roundtrip(&mut self, send: &[u8], want: &[u8]) -> &mut Self {
+        self.send(send).expect(want)
+    }
+
+    /// The server closed the connection (after everything expected was read).
+    pub fn expect_eof(&mut self) {
+        let mut byte = [0];
+        match self.0.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the server to close, got {other:?} {byte:?}"),
+        }
+    }
+
+    /// `stats`, as (name, value) pairs; read byte by byte, so nothing after its `END` is consumed.
+    pub fn stats(&mut self) -> Vec<(String, String)> {
+        self.send(b"stats\r\n");
+        let mut text = Vec::new();
+        let mut byte = [0];
+        while !text.ends_with(b"END\r\n") {
+            assert_eq!(self.0.read(&mut byte).unwrap(), 1, "stats ended early");
+            text.push(byte[0]);
+        }
+        String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    /// One numeric stat, asked for now.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        stat(&self.stats(), name)
+    }
+}
+
+pub fn stat(stats: &[(String, String)], name: &str) -> u64 {
+    let (_, v) = stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no stat {name}"));
+    v.parse().unwrap_or_else(|_| panic!("stat {name} = {v:?}"))
+}
+
+/// Bytes as text for a failure message; long ones shortened to their two ends.
+pub fn short(b: &[u8]) -> String {
+    if b.len() <= 300 {
+        String::from_utf8_lossy(b).into_owned()
+    } else {
+        format!(
+            "{}...({} bytes)...{}",
+            String::from_utf8_lossy(&b[..150]),
+            b.len(),
+            String::from_utf8_lossy(&b[b.len() - 100..])
+        )
+    }
+}
+
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
