@@ -182,10 +182,10 @@ impl<T: Send + 'static> Trust<T> {
                 worker.client.borrow_mut().ready.push_back(cont);
                 return;
             }
-            let on_own_latch = worker.fiber.get().filter(|_| !worker.in_delegated()).is_some_and(|(_, id)| {
-                worker.scheduler.is_launched_on(id, job.property.get() as usize)
-            });
-            assert!(!on_own_latch, "{APPLY_THEN_ON_OWN_LATCH}");
+            assert!(
+                !worker.runs_launched_on(job.property.get() as usize),
+                "{APPLY_THEN_ON_OWN_LATCH}"
+            );
         }
         // Elsewhere; or here, but the property is in use (this call comes from inside its own closure, or beside
         // the fibers launched on it), or earlier requests of this worker to it are still queued: the request goes
@@ -235,11 +235,9 @@ impl<T: Send + 'static> Trust<T> {
 #[inline(never)]
 fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
     // SAFETY: on the property's trustee thread; the caller's handle keeps it live.
-    while unsafe { property::launched(property.cast()) }
-        && let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated())
-    {
+    while unsafe { property::launched(property.cast()) } && worker.fiber.get().is_some() && !worker.in_delegated() {
         assert!(
-            !worker.scheduler.is_launched_on(id, property as usize),
+            !worker.runs_launched_on(property as usize),
             "{}",
             property::APPLY_ON_OWN_LATCH
         );
@@ -315,11 +313,9 @@ impl<T: Send + 'static> Trust<T> {
         }
         // A fiber launched on this very value would wait for itself: the value is retired only once every
         // launched fiber has ended.
-        if let Some(worker) = caller
-            && let Some((_, id)) = worker.fiber.get()
-        {
+        if let Some(worker) = caller {
             assert!(
-                !worker.scheduler.is_launched_on(id, self.property.as_ptr() as usize),
+                !worker.runs_launched_on(self.property.as_ptr() as usize),
                 "{TAKE_ON_OWN_LATCH}"
             );
         }

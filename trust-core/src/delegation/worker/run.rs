@@ -171,6 +171,15 @@ impl Worker {
         }
     }
 
+    /// True when the running fiber, outside a delegated closure, is one launched on `property` (a
+    /// `Trust<Latch<T>>`'s): a request that waits for the launched fibers to end would wait for itself.
+    pub(crate) fn runs_launched_on(&self, property: usize) -> bool {
+        self.fiber
+            .get()
+            .filter(|_| !self.in_delegated())
+            .is_some_and(|(_, id)| self.scheduler.is_launched_on(id, property))
+    }
+
     /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
     #[inline]
     pub(crate) fn in_delegated(&self) -> bool {
