@@ -398,3 +398,71 @@ fn inline_and_boxed_continuations_from_fibers_local_and_remote() {
     }
     assert_eq!(t.apply(|c| *c), 4_000);
 }
+
+/// The index of the worker a fiber runs on (its thread is named `trust-worker-N`).
+fn this_worker() -> usize {
+    let name = std::thread::current()
+        .name()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    name.strip_prefix("trust-worker-")
+        .and_then(|n| n.parse().ok())
+        .expect("runs on a worker")
+}
+
+/// An `apply_then` issued inside a closure on its own property is queued in the worker's channel to itself (it
+/// runs once the closure has returned). A later `apply` on that property by a fiber of the same worker must not
+/// take the local shortcut past it: it sees the increment. It read 10, not 11, when the shortcut overtook it.
+#[test]
+fn an_apply_after_an_apply_then_queued_to_its_own_worker_sees_it() {
+    let r = within(20, || {
+        let fibers: Vec<_> = (0..4)
+            .map(|_| {
+                spawn(|| {
+                    let t = rt().trustee(this_worker()).entrust(0u64);
+                    let t2 = t.clone();
+                    t.apply(move |v| {
+                        t2.apply_then(|v| *v += 1, |()| ());
+                        *v += 10;
+                    });
+                    let seen = t.apply(|v| *v);
+                    wait_pending();
+                    (seen, t.apply(|v| *v))
+                })
+            })
+            .collect();
+        fibers
+            .into_iter()
+            .map(|f| f.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(r, vec![(11, 11); 4]);
+}
+
+/// A fiber's `apply_then` on a latch of its own worker while launched fibers share it is queued (it runs once
+/// they have ended); the same fiber's `apply` right after goes behind it, not past it by the local shortcut
+/// once the launched fibers end.
+#[test]
+fn an_apply_goes_behind_an_apply_then_queued_beside_launched_fibers() {
+    let r = within(20, || {
+        spawn(|| {
+            let latch = rt()
+                .trustee(this_worker())
+                .entrust(trust_core::Latch::new(0u64));
+            latch.launch_then(
+                |l| {
+                    trust_core::yield_now();
+                    *l.lock() += 10;
+                },
+                |()| (),
+            );
+            latch.apply_then(|l| *l.get_mut() += 1, |()| ());
+            let seen = latch.apply(|l| *l.get_mut());
+            wait_pending();
+            seen
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(r, 11);
+}

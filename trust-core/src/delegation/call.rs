@@ -282,6 +282,42 @@ where
     }
 }
 
+/// A request of a worker to its own trustee, sent through the worker's channel to itself: counted in
+/// `Worker::to_self` from its issue until it has run, so that the worker's later applies to its own
+/// properties wait behind it instead of taking the local shortcut past it (requests from one issuer to one
+/// trustee apply in issue order).
+pub(crate) struct ToSelf<J>(J);
+
+impl<J: Job> Job for ToSelf<J> {
+    type Output = J::Output;
+
+    fn run(self) -> Result<J::Output, Self> {
+        let out = self.0.run().map_err(ToSelf)?;
+        // Runs on the worker that issued it: its own trustee.
+        let worker = context::worker().expect("a request to a worker's own trustee runs on that worker");
+        worker.to_self.set(worker.to_self.get() - 1);
+        Ok(out)
+    }
+}
+
+/// `post_then` from a worker to its own trustee, through its channel to itself (see [`ToSelf`]).
+pub(crate) fn post_then_to_self<J, R, C>(worker: &'static Worker, job: J, then: C)
+where
+    J: Job<Output = Outcome<R>>,
+    R: Send + 'static,
+    C: FnOnce(R) + 'static,
+{
+    worker.to_self.set(worker.to_self.get() + 1);
+    post_then_on_worker(worker, worker.shared, ToSelf(job), then);
+}
+
+/// `call` from a worker fiber to its own trustee, through its channel to itself (see [`ToSelf`]): the fiber
+/// suspends until its worker has served the requests queued there before it, then this one.
+pub(crate) fn call_to_self<J: Job<Output: Send>>(worker: &'static Worker, job: J) -> J::Output {
+    worker.to_self.set(worker.to_self.get() + 1);
+    call_from(Some(worker), worker.shared, ToSelf(job))
+}
+
 /// Issues a continuation whose result will come from `trustee` later, through the returned sender, by
 /// another way than a batch's answer (a `launch_then` fiber sends it when it ends). Counted for
 /// `wait_pending` like an `apply_then` of the caller: the calling fiber's, else the worker's or the plain

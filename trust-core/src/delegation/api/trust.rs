@@ -115,6 +115,9 @@ impl<T: Send + 'static> Trust<T> {
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
+            if worker.to_self.get() != 0 && worker.in_fiber() {
+                return apply_behind_queued(worker, Apply { property, f });
+            }
             before_inline_apply(worker);
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
             // SAFETY: on the property's trustee thread; the handle keeps it live.
@@ -174,7 +177,7 @@ impl<T: Send + 'static> Trust<T> {
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             let in_use = unsafe { property::in_use(job.property.get().cast()) };
-            if !in_use && !worker.client.borrow().has_unapplied(self.trustee.shared) {
+            if !in_use && worker.to_self.get() == 0 {
                 let owner = worker.issuer();
                 // SAFETY: as above.
                 let result = unsafe { property::apply_caught(job.property.get(), job.f) };
@@ -190,7 +193,12 @@ impl<T: Send + 'static> Trust<T> {
         // Elsewhere; or here, but the property is in use (this call comes from inside its own closure, or beside
         // the fibers launched on it), or earlier requests of this worker to it are still queued: the request goes
         // by the worker's channel to its own trustee, after those, and runs once the property is free.
-        call::post_then(caller, self.trustee.shared, job, then);
+        match caller {
+            Some(worker) if std::ptr::eq(worker.shared, self.trustee.shared) => {
+                call::post_then_to_self(worker, job, then)
+            }
+            _ => call::post_then(caller, self.trustee.shared, job, then),
+        }
     }
 
     /// Applies `f` asynchronously: the future sends the request on its first poll and completes with the
@@ -228,6 +236,21 @@ impl<T: Send + 'static> Trust<T> {
     }
 }
 
+/// A fiber's `apply` on its own worker's property while requests of this worker to its own trustee wait in
+/// its channel to itself (an `apply_then` issued inside a closure on the same property, say): the local
+/// shortcut would run it before them, so it goes through that channel too, after them (out of line: the
+/// local shortcut stays one check longer, no more).
+#[cold]
+#[inline(never)]
+fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static>(
+    worker: &'static Worker,
+    job: Apply<T, F>,
+) -> R {
+    call::call_to_self(worker, job)
+        .into_result()
+        .unwrap_or_else(|payload| resume_unwind(payload))
+}
+
 /// A fiber about to apply inline waits while launched fibers share the value (a `Latch`); elsewhere the apply
 /// goes ahead and the property's borrow check panics. Out of line: rare, and it suspends (see
 /// `call::call_from` for why the inlined path keeps one switch).
@@ -235,7 +258,7 @@ impl<T: Send + 'static> Trust<T> {
 #[inline(never)]
 fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
     // SAFETY: on the property's trustee thread; the caller's handle keeps it live.
-    while unsafe { property::launched(property.cast()) } && worker.fiber.get().is_some() && !worker.in_delegated() {
+    while unsafe { property::launched(property.cast()) } && worker.in_fiber() {
         assert!(
             !worker.runs_launched_on(property as usize),
             "{}",

@@ -670,15 +670,6 @@ impl Client {
         outbox_in(&mut self.outboxes, &self.parker, trustee)
     }
 
-    /// True while requests this client sent `trustee` wait to be applied: published and not answered, unsent,
-    /// or held in waiting fibers' frames.
-    pub(crate) fn has_unapplied(&self, trustee: &TrusteeShared) -> bool {
-        self.outboxes
-            .get(trustee.index())
-            .and_then(Option::as_ref)
-            .is_some_and(|o| o.in_flight() || o.has_unsent() || !o.blocked.is_empty())
-    }
-
     pub(crate) fn outboxes(&mut self) -> impl Iterator<Item = &mut Outbox> {
         self.outboxes.iter_mut().flatten()
     }

@@ -13,9 +13,9 @@ pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already
 pub(crate) const LAUNCHED: &str = "`apply` on a latch that launched fibers share, from inside a delegated \
      closure: it would have to wait for them, and the trustee cannot wait. Use `apply_then`, or `launch`";
 
-pub(crate) const APPLY_ON_OWN_LATCH: &str = "`apply` on the `Trust<Latch<T>>` whose `launch` runs this fiber: \
-     `apply` hands out `&mut Latch<T>`, so it would wait for every launched fiber to end, this one included. \
-     The fiber already holds `&Latch<T>`: lock the latch instead";
+pub(crate) const APPLY_ON_OWN_LATCH: &str = "`apply` (or `apply_async`, `apply_with`) on the `Trust<Latch<T>>` \
+     whose `launch` runs this fiber: it hands out `&mut Latch<T>`, so it would wait for every launched fiber to \
+     end, this one included. The fiber already holds `&Latch<T>`: lock the latch instead";
 
 /// Type-erased part of a property; `Property<T>` starts with it, so a `*mut Header` identifies a property.
 #[derive(Debug)]

@@ -102,6 +102,9 @@ pub(crate) struct Worker {
     deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Whom the continuation running now on the scheduler counts for (see `issuer`).
     continuing: RefCell<Option<Rc<Pending>>>,
+    /// Requests of this worker to its own trustee that wait in its channel to itself (see `call::ToSelf`):
+    /// while there are any, its fibers' applies to its own properties go behind them, not inline.
+    pub(crate) to_self: Cell<usize>,
 }
 
 /// The cores this process may run on (its affinity mask), in order.
@@ -150,6 +153,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         retired: RefCell::default(),
         deferred: RefCell::default(),
         continuing: RefCell::default(),
+        to_self: Cell::new(0),
     }));
     context::set_worker(Some(worker));
     shared.set_parker(parker);
@@ -178,6 +182,11 @@ impl Worker {
             .get()
             .filter(|_| !self.in_delegated())
             .is_some_and(|(_, id)| self.scheduler.is_launched_on(id, property))
+    }
+
+    /// True when a fiber runs, outside a delegated closure: the caller may suspend.
+    pub(crate) fn in_fiber(&self) -> bool {
+        self.fiber.get().is_some() && !self.in_delegated()
     }
 
     /// True inside a delegated closure (or a property's destructor) on this worker: it must not block.
