@@ -33,7 +33,8 @@ fn main() {
     }
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
-        // Cannot listen, or the descriptor limit is below `-c` (the message says which).
+        // Cannot listen, the descriptor limit is below `-c`, or `-I` is over half the memory (the message
+        // says which).
         Err(e) => {
             eprintln!("memcached: {e}");
             std::process::exit(1);

@@ -57,7 +57,7 @@ fn live_bytes() -> isize {
 }
 
 mod harness;
-use harness::{Raw, start, unix_now, wait_until};
+use harness::{Raw, example_binary, start, unix_now, wait_until};
 
 // =========================================================================================================
 // FAILED ON THE SERVER AS FOUND (each names the promise it broke and what changed; all pass now)
@@ -868,27 +868,6 @@ fn the_memcache_crate_with_big_values_and_many_keys() {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-
-/// The example binary: `cargo test` builds the examples with the tests (target/<profile>/examples, next to
-/// target/<profile>/deps where this test runs). Run alone (`cargo test --test adversarial_memcached`) it is not
-/// built: then this fails rather than skip.
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("memcached");
-    assert!(
-        bin.exists(),
-        "{} is not built: run `cargo test -p trust-examples` (which builds the examples) or \
-         `cargo build -p trust-examples --example memcached` first",
-        bin.display()
-    );
-    bin
-}
 
 /// Held by the tests that open thousands of sockets, so that they do not run out of descriptors together.
 static MANY_SOCKETS: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -17,6 +17,7 @@ pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 pub const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
 pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
 pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+pub const STATS_DETAIL_USAGE: &[u8] = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n";
 pub const BAD_DELETE: &[u8] =
     b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
@@ -78,6 +79,14 @@ pub enum Command<'a> {
         noreply: bool,
     },
     Stats,
+    /// `stats reset`: the counters memcached resets go back to zero.
+    StatsReset,
+    /// `stats settings`: the settings this server has, under memcached's names.
+    StatsSettings,
+    /// `stats items`: the whole cache as one class (nothing when it is empty).
+    StatsItems,
+    /// `stats slabs`: there is no slab allocator, so nothing.
+    StatsSlabs,
     /// `stats trust`: the delegation runtime's counters per trustee (not in memcached).
     StatsTrust,
     Version,
@@ -162,118 +171,132 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         let start = name.as_ptr() as usize - line.as_ptr() as usize + name.len();
         &line[start..]
     };
-    // No command takes more than 7 arguments (`cas` with `noreply`), so 8 slots tell "too many" apart.
+    // memcached checks each command's token count first (too few or too many is `ERROR`), then reads its
+    // arguments at fixed places: a token past them is ignored. No command reads more than 6 arguments, so 8
+    // slots hold all that is read; `argc` counts them all.
     let mut args = [&[][..]; 8];
     let mut argc = 0;
-    for (slot, t) in args.iter_mut().zip(tokens) {
-        *slot = t;
+    for t in tokens {
+        if let Some(slot) = args.get_mut(argc) {
+            *slot = t;
+        }
         argc += 1;
     }
-    let args = &args[..argc];
+    let args = &args[..argc.min(args.len())];
+    // memcached's `set_noreply_maybe`: the last token, whatever its place.
+    let noreply = args.last() == Some(&&b"noreply"[..]);
     let one = |cmd| Parsed::Command { cmd, len: line_len };
     let valid_key = |key: &[u8]| valid_key(key, limits);
-    let mut parsed = match name {
-        b"get" | b"gets" => get_keys(rest, line_len, limits).unwrap_or_else(|keys| {
-            one(Command::Get {
+    let mut parsed = match (name, argc) {
+        (b"get" | b"gets", 1..) => match checked_keys(rest, limits) {
+            Some(keys) => one(Command::Get {
                 keys,
                 cas: name == b"gets",
-            })
-        }),
-        b"gat" | b"gats" => {
-            let Some((exp, keys)) = split_first_token(rest) else {
-                return reject(ERROR, line_len);
-            };
-            let Some(exptime) = parse_i64(exp) else {
+            }),
+            None => reject(BAD_FORMAT, line_len),
+        },
+        // `gat <exptime>` without keys is a lookup of nothing: `END`, as in memcached.
+        (b"gat" | b"gats", 1..) => {
+            let (exp, keys) = split_first_token(rest).unwrap_or_default();
+            let Some(exptime) = parse_i32(exp) else {
                 return reject(BAD_EXPTIME, line_len);
             };
-            get_keys(keys, line_len, limits).unwrap_or_else(|keys| {
-                one(Command::Gat {
-                    exptime,
+            match checked_keys(keys, limits) {
+                Some(keys) => one(Command::Gat {
+                    exptime: exptime.into(),
                     keys,
                     cas: name == b"gats",
-                })
-            })
-        }
-        b"set" => storage(StoreOp::Set, args, buf, line_len, limits),
-        b"add" => storage(StoreOp::Add, args, buf, line_len, limits),
-        b"replace" => storage(StoreOp::Replace, args, buf, line_len, limits),
-        b"append" => storage(StoreOp::Append, args, buf, line_len, limits),
-        b"prepend" => storage(StoreOp::Prepend, args, buf, line_len, limits),
-        b"cas" => storage(StoreOp::Cas, args, buf, line_len, limits),
-        b"delete" => {
-            // `delete <key> 0` is an old form memcached still accepts.
-            let (args, noreply) = noreply(args);
-            match args {
-                [key] | [key, b"0"] if valid_key(key) => one(Command::Delete { key, noreply }),
-                [_] => reject(BAD_FORMAT, line_len),
-                _ => reject(BAD_DELETE, line_len),
+                }),
+                None => reject(BAD_FORMAT, line_len),
             }
         }
-        b"incr" | b"decr" => {
-            let (args, noreply) = noreply(args);
-            match args {
-                [key, delta] if valid_key(key) => match parse_u64(delta) {
-                    Some(delta) => one(Command::Arith {
-                        key,
-                        delta,
-                        incr: name == b"incr",
-                        noreply,
-                    }),
-                    None => reject(BAD_DELTA, line_len),
-                },
+        (b"set", 4..=5) => storage(StoreOp::Set, args, buf, line_len, limits),
+        (b"add", 4..=5) => storage(StoreOp::Add, args, buf, line_len, limits),
+        (b"replace", 4..=5) => storage(StoreOp::Replace, args, buf, line_len, limits),
+        (b"append", 4..=5) => storage(StoreOp::Append, args, buf, line_len, limits),
+        (b"prepend", 4..=5) => storage(StoreOp::Prepend, args, buf, line_len, limits),
+        (b"cas", 5..=6) => storage(StoreOp::Cas, args, buf, line_len, limits),
+        // `delete <key> 0` is an old form memcached still accepts; `delete noreply` deletes the key "noreply".
+        (b"delete", 1..=3) => {
+            let hold_is_zero = args.get(1) == Some(&&b"0"[..]);
+            let noreply = argc > 1 && noreply;
+            match (args[0], argc) {
+                (_, 2) if !(hold_is_zero || noreply) => reject(BAD_DELETE, line_len),
+                (_, 3) if !(hold_is_zero && noreply) => reject(BAD_DELETE, line_len),
+                (key, _) if valid_key(key) => one(Command::Delete { key, noreply }),
                 _ => reject(BAD_FORMAT, line_len),
             }
         }
-        b"touch" => {
-            let (args, noreply) = noreply(args);
-            match args {
-                [key, exptime] if valid_key(key) => match parse_i64(exptime) {
-                    Some(exptime) => one(Command::Touch {
-                        key,
-                        exptime,
-                        noreply,
-                    }),
-                    None => reject(BAD_EXPTIME, line_len),
-                },
-                _ => reject(BAD_FORMAT, line_len),
-            }
-        }
-        b"flush_all" => {
-            let (args, noreply) = noreply(args);
-            match args {
-                [] => one(Command::FlushAll { delay: 0, noreply }),
-                [delay] => match parse_i64(delay) {
-                    Some(delay) => one(Command::FlushAll { delay, noreply }),
-                    None => reject(BAD_EXPTIME, line_len),
-                },
-                _ => reject(BAD_FORMAT, line_len),
-            }
-        }
-        b"stats" => match args {
-            [] => one(Command::Stats),
-            [b"trust"] => one(Command::StatsTrust),
-            _ => reject(ERROR, line_len),
+        (b"incr" | b"decr", 2..=3) => match (args[0], parse_u64(args[1])) {
+            (key, _) if !valid_key(key) => reject(BAD_FORMAT, line_len),
+            (key, Some(delta)) => one(Command::Arith {
+                key,
+                delta,
+                incr: name == b"incr",
+                noreply,
+            }),
+            (_, None) => reject(BAD_DELTA, line_len),
         },
-        b"version" if args.is_empty() => one(Command::Version),
-        b"quit" if args.is_empty() => one(Command::Quit),
-        b"verbosity" => {
-            let (args, noreply) = noreply(args);
-            match args {
-                [level] if parse_u64(level).is_some() => one(Command::Verbosity { noreply }),
-                _ => reject(ERROR, line_len),
+        (b"touch", 2..=3) => match (args[0], parse_i32(args[1])) {
+            (key, _) if !valid_key(key) => reject(BAD_FORMAT, line_len),
+            (key, Some(exptime)) => one(Command::Touch {
+                key,
+                exptime: exptime.into(),
+                noreply,
+            }),
+            (_, None) => reject(BAD_EXPTIME, line_len),
+        },
+        (b"flush_all", 0..=2) => {
+            let delay = if argc == usize::from(noreply) {
+                Some(0)
+            } else {
+                parse_i32(args[0])
+            };
+            match delay {
+                Some(delay) => one(Command::FlushAll {
+                    delay: delay.into(),
+                    noreply,
+                }),
+                None => reject(BAD_EXPTIME, line_len),
             }
         }
+        (b"stats", _) => stats(args, line_len),
+        (b"version", _) => one(Command::Version),
+        (b"quit", _) => one(Command::Quit),
+        (b"verbosity", 1..=2) => match parse_flags(args[0]) {
+            Some(_) => one(Command::Verbosity { noreply }),
+            None => reject(BAD_FORMAT, line_len),
+        },
         _ => reject(ERROR, line_len),
     };
     // A command that takes `noreply` and ends with it gets no reply at all, errors included, as in
-    // memcached 1.6: a client that does not read the replies of its `noreply` commands stays in step.
+    // memcached 1.6: a client that does not read the replies of its `noreply` commands stays in step. A
+    // wrong number of tokens is the exception: memcached answers `ERROR` before it looks for `noreply`.
     if let Parsed::Reject { reply, .. } = &mut parsed
+        && *reply != ERROR
         && TAKES_NOREPLY.contains(&name)
-        && line.rsplit(|&b| b == b' ').find(|t| !t.is_empty()) == Some(b"noreply")
+        && noreply
     {
         *reply = b"";
     }
     parsed
+}
+
+/// `stats [<group>]`: the groups memcached has that this server can answer; any other is `ERROR`, as in
+/// memcached. Arguments past the group are ignored, as memcached ignores them.
+fn stats(args: &[&[u8]], line_len: usize) -> Parsed<'static> {
+    let cmd = match args.first().copied() {
+        None => Command::Stats,
+        Some(b"reset") => Command::StatsReset,
+        Some(b"settings") => Command::StatsSettings,
+        Some(b"items") => Command::StatsItems,
+        Some(b"slabs") => Command::StatsSlabs,
+        Some(b"trust") => Command::StatsTrust,
+        // Per-prefix counters are not kept (see docs/memcached.md): every form gets memcached's usage line.
+        Some(b"detail") => return reject(STATS_DETAIL_USAGE, line_len),
+        Some(_) => return reject(ERROR, line_len),
+    };
+    Parsed::Command { cmd, len: line_len }
 }
 
 /// The commands that take a trailing `noreply`.
@@ -301,26 +324,11 @@ fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
     }
 }
 
-/// `Err(keys)` when the keys are fine (so callers can `unwrap_or_else` into their command), `Ok(reject)`
-/// otherwise: no key is `ERROR`, a bad key rejects the whole line before any value is sent.
-fn get_keys<'a>(
-    rest: &'a [u8],
-    line_len: usize,
-    limits: &Limits,
-) -> Result<Parsed<'static>, Keys<'a>> {
+/// The keys of a `get` or `gat`, or `None` when one is bad: a bad key rejects the whole line before any value
+/// is sent.
+fn checked_keys<'a>(rest: &'a [u8], limits: &Limits) -> Option<Keys<'a>> {
     let keys = Keys(rest);
-    let mut any = false;
-    for k in keys.iter() {
-        if !valid_key(k, limits) {
-            return Ok(reject(BAD_FORMAT, line_len));
-        }
-        any = true;
-    }
-    if any {
-        Err(keys)
-    } else {
-        Ok(reject(ERROR, line_len))
-    }
+    keys.iter().all(|k| valid_key(k, limits)).then_some(keys)
 }
 
 fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -328,14 +336,6 @@ fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
     let s = &s[start..];
     let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
     Some((&s[..end], &s[end..]))
-}
-
-/// Strips a trailing `noreply` token.
-fn noreply<'t, 'a>(args: &'t [&'a [u8]]) -> (&'t [&'a [u8]], bool) {
-    match args.split_last() {
-        Some((&b"noreply", rest)) => (rest, true),
-        _ => (args, false),
-    }
 }
 
 /// `<key> <flags> <exptime> <bytes> [<cas unique>] [noreply]\r\n<data>\r\n`
@@ -346,20 +346,16 @@ fn storage<'a>(
     line_len: usize,
     limits: &Limits,
 ) -> Parsed<'a> {
-    let (args, noreply) = noreply(args);
-    let want = if op == StoreOp::Cas { 5 } else { 4 };
-    if args.len() != want {
-        return reject(BAD_FORMAT, line_len);
-    }
-    let Some(bytes) = parse_u64(args[3]).filter(|&b| b <= i32::MAX as u64 - 2) else {
+    // The caller checked the token count; a token past the last field is ignored (unless it is `noreply`).
+    let noreply = args.last() == Some(&&b"noreply"[..]);
+    let Some(bytes) = parse_i32(args[3]).and_then(|b| usize::try_from(b).ok()) else {
         return reject(BAD_FORMAT, line_len);
     };
-    let bytes = bytes as usize;
+    if bytes > i32::MAX as usize - 2 {
+        return reject(BAD_FORMAT, line_len);
+    }
     let key = args[0];
-    let fields = (
-        parse_u64(args[1]).and_then(|f| u32::try_from(f).ok()),
-        parse_i64(args[2]),
-    );
+    let fields = (parse_flags(args[1]), parse_i32(args[2]).map(i64::from));
     let cas = if op == StoreOp::Cas {
         parse_u64(args[4])
     } else {
@@ -433,26 +429,57 @@ pub fn valid_key(key: &[u8], limits: &Limits) -> bool {
         && (limits.control_chars_in_keys || key.iter().all(|&b| b > b' ' && b != 0x7f))
 }
 
-/// A decimal `u64`: digits only (leading zeros allowed, as `strtoull` allows them), no sign, no overflow.
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
+/// A number as libc's `strtoull`/`strtol` read it, which is how memcached reads every numeric field: leading
+/// white space, an optional sign, decimal digits, then the end of the token, white space or a NUL (anything
+/// else refuses the token). Returns whether it was negative and the magnitude; `None` also when the magnitude
+/// overflows a `u64` (`ERANGE`).
+fn c_number(s: &[u8]) -> Option<(bool, u64)> {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let s = &s[s.iter().take_while(|b| is_space(b)).count()..];
+    let (negative, s) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, s),
+    };
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || s.get(digits).is_some_and(|b| !is_space(b) && *b != 0) {
         return None;
     }
-    s.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add((b - b'0') as u64)
-        } else {
-            None
-        }
-    })
+    let magnitude = s[..digits].iter().try_fold(0u64, |n, &b| {
+        n.checked_mul(10)?.checked_add((b - b'0') as u64)
+    })?;
+    Some((negative, magnitude))
 }
 
-/// A decimal `i64`, optionally negative.
-pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    match s.split_first() {
-        Some((b'-', digits)) => parse_u64(digits).and_then(|n| 0i64.checked_sub_unsigned(n)),
-        _ => parse_u64(s).and_then(|n| i64::try_from(n).ok()),
-    }
+/// memcached's `safe_strtoull` (deltas, cas uniques, counter values): `strtoull`, whose `-n` is `2^64 - n`,
+/// refused only when that looks negative as a signed number. So `+1`, `007`, `-0` are numbers, `-1` is not, and
+/// `-18446744073709551615` is 1, as in memcached.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    let (negative, magnitude) = c_number(s)?;
+    let n = if negative {
+        magnitude.wrapping_neg()
+    } else {
+        magnitude
+    };
+    (!negative || (n as i64) >= 0).then_some(n)
+}
+
+/// Flags, as memcached 1.6 reads them: `safe_strtoul` (on 64-bit Linux the same as [`parse_u64`]) stored
+/// into 32 bits, so `4294967296` is 0 and `18446744073709551615` is 4294967295.
+pub fn parse_flags(s: &[u8]) -> Option<u32> {
+    parse_u64(s).map(|n| n as u32)
+}
+
+/// memcached's `safe_strtol` (exptimes, `bytes`): a `long` (`i64`) that must not overflow, stored into an
+/// `int32_t`, so `4294967396` is 100 and `2147483648` is -2147483648.
+pub fn parse_i32(s: &[u8]) -> Option<i32> {
+    let (negative, magnitude) = c_number(s)?;
+    let n = if negative {
+        0i64.checked_sub_unsigned(magnitude)?
+    } else {
+        i64::try_from(magnitude).ok()?
+    };
+    Some(n as i32)
 }
 
 /// Appends `n` in decimal (no formatting machinery on the hot path).
@@ -583,20 +610,24 @@ mod tests {
         assert_eq!(rejected(b"bogus\r\n"), (ERROR, 7, 0));
         assert_eq!(rejected(b"\r\n"), (ERROR, 2, 0));
         assert_eq!(rejected(b"get\r\n"), (ERROR, 5, 0));
-        assert_eq!(rejected(b"set k 0 0\r\n"), (BAD_FORMAT, 11, 0));
+        assert_eq!(rejected(b"set k 0 0\r\n"), (ERROR, 11, 0));
         assert_eq!(rejected(b"set k 0 0 -1\r\n"), (BAD_FORMAT, 14, 0));
         // Bad flags with a good length: the data block is swallowed.
         assert_eq!(rejected(b"set k x 0 3\r\n"), (BAD_FORMAT, 13, 5));
-        assert_eq!(rejected(b"set k 4294967296 0 3\r\n"), (BAD_FORMAT, 22, 5));
-        assert_eq!(rejected(b"set k 0 0 3 extra\r\n").0, BAD_FORMAT);
-        assert_eq!(rejected(b"set k 0 0 1 a b c d e f g\r\n").0, BAD_FORMAT);
-        assert_eq!(rejected(b"incr k 1 2 3 4 5 6 7 8 9\r\n").0, BAD_FORMAT);
-        assert_eq!(rejected(b"version 1 2 3 4 5 6 7 8 9\r\n").0, ERROR);
-        assert_eq!(rejected(b"stats slabs\r\n").0, ERROR);
+        assert_eq!(rejected(b"set k 18446744073709551616 0 3\r\n"), (BAD_FORMAT, 32, 5));
+        // Too few or too many tokens is `ERROR`, and the data block is read as commands, as in memcached.
+        assert_eq!(rejected(b"set k 0 0 1 a b c d e f g\r\n"), (ERROR, 27, 0));
+        assert_eq!(rejected(b"incr k 1 2 3 4 5 6 7 8 9\r\n").0, ERROR);
+        assert_eq!(rejected(b"delete\r\n").0, ERROR);
+        assert_eq!(cmd(b"version 1 2 3 4 5 6 7 8 9\r\n"), Command::Version);
+        assert_eq!(cmd(b"stats slabs\r\n"), Command::StatsSlabs);
+        assert_eq!(rejected(b"stats sizes\r\n").0, ERROR);
+        assert_eq!(rejected(b"stats detail on\r\n").0, STATS_DETAIL_USAGE);
         assert_eq!(cmd(b"stats trust\r\n"), Command::StatsTrust);
         assert_eq!(rejected(b"set k 0 0 3\r\nabcd\r\n"), (BAD_CHUNK, 18, 0));
         assert_eq!(rejected(b"incr k x\r\n").0, BAD_DELTA);
         assert_eq!(rejected(b"incr k -1\r\n").0, BAD_DELTA);
+        assert_eq!(rejected(b"verbosity x\r\n").0, BAD_FORMAT);
         assert_eq!(rejected(b"incr k 18446744073709551616\r\n").0, BAD_DELTA);
         assert_eq!(rejected(b"touch k x\r\n").0, BAD_EXPTIME);
         assert_eq!(rejected(b"delete k 5\r\n").0, BAD_DELETE);
@@ -629,17 +660,13 @@ mod tests {
     fn noreply_silences_errors_too() {
         for (line, swallow) in [
             (&b"incr k x noreply\r\n"[..], 0),
-            (b"decr k 1 2 noreply\r\n", 0),
             (b"touch k soon noreply\r\n", 0),
             (b"flush_all later noreply\r\n", 0),
             (b"delete k 5 noreply\r\n", 0),
-            (b"delete noreply\r\n", 0),
             (b"verbosity noreply\r\n", 0),
             (b"set k 0 0 noreply\r\n", 0),
-            (b"set k 0 0 1 a b c d e f g noreply\r\n", 0),
-            (b"incr k 1 2 3 4 5 6 7 8 9 noreply\r\n", 0),
             (b"set k x 0 3 noreply\r\n", 5),
-            (b"cas k 0 0 3 noreply\r\n", 0),
+            (b"cas k 0 0 3 noreply\r\n", 5),
             (b"append bad\x01key 0 0 3 noreply\r\n", 5),
         ] {
             let line_len = line.iter().position(|&b| b == b'\n').unwrap() + 1;
@@ -654,7 +681,24 @@ mod tests {
         assert_eq!(rejected(b"stats noreply\r\n").0, ERROR);
         assert_eq!(rejected(b"bogus noreply\r\n").0, ERROR);
         assert_eq!(rejected(b"gat x k noreply\r\n").0, BAD_EXPTIME);
-        assert_eq!(rejected(b"incr k x noreply extra\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"incr k x noreply extra\r\n").0, ERROR);
+        // A wrong number of tokens is `ERROR` before memcached looks for `noreply`.
+        for line in [
+            &b"decr k 1 2 noreply\r\n"[..],
+            b"set k 0 0 1 a b c d e f g noreply\r\n",
+            b"incr k 1 2 3 4 5 6 7 8 9 noreply\r\n",
+            b"flush_all 1 2 noreply\r\n",
+        ] {
+            assert_eq!(rejected(line).0, ERROR, "{}", String::from_utf8_lossy(line));
+        }
+        // `delete noreply` deletes the key "noreply".
+        assert_eq!(
+            cmd(b"delete noreply\r\n"),
+            Command::Delete {
+                key: b"noreply",
+                noreply: false
+            }
+        );
     }
 
     #[test]
@@ -699,15 +743,32 @@ mod tests {
         assert_eq!(parse(&long[..MAX_LINE], MAX), Parsed::Incomplete);
     }
 
+    /// The numbers of memcached 1.6.18 (each checked against it): `strtoull`/`strtol` read a token.
     #[test]
     fn numbers() {
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_u64(b"+1"), None);
+        assert_eq!(parse_u64(b"+1"), Some(1));
+        assert_eq!(parse_u64(b"-0"), Some(0));
+        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b"-18446744073709551615"), Some(1));
+        assert_eq!(parse_u64(b"\t1"), Some(1));
         assert_eq!(parse_u64(b"000000000000000000000000042"), Some(42));
-        assert_eq!(parse_u64(b""), None);
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(parse_i64(b"-"), None);
+        for bad in [&b""[..], b"+", b"-", b"0x10", b"1a", b"+-1", b"1 "] {
+            // "1 " cannot be a token (spaces split), but "1\t" can, and is 1, as `strtoull` stops at space.
+            let want = (bad == b"1 ").then_some(1);
+            assert_eq!(parse_u64(bad), want, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_flags(b"4294967296"), Some(0));
+        assert_eq!(parse_flags(b"18446744073709551615"), Some(u32::MAX));
+        assert_eq!(parse_flags(b"-4294967295"), None);
+        assert_eq!(parse_i32(b"-9223372036854775808"), Some(0));
+        assert_eq!(parse_i32(b"-9223372036854775809"), None);
+        assert_eq!(parse_i32(b"9223372036854775807"), Some(-1));
+        assert_eq!(parse_i32(b"4294967396"), Some(100));
+        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"+100"), Some(100));
+        assert_eq!(parse_i32(b"-"), None);
         let mut out = Vec::new();
         for n in [0, 7, 10, u64::MAX] {
             out.clear();

@@ -98,6 +98,25 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What memcached refuses at start: an item may take at most half the memory (`-m 1 -I 1m` exits with
+    /// "Cannot set item size limit higher than 1/2 of memory max."). The message names both fixes.
+    pub fn check(&self) -> Result<(), String> {
+        let memory = self.memory_mb.saturating_mul(1 << 20);
+        if self.item_max <= memory / 2 {
+            return Ok(());
+        }
+        Err(format!(
+            "Cannot set item size limit higher than 1/2 of memory max: -I {} is more than half of \
+             --memory-mb {}; give --memory-mb {} or more, or -I {}k or less",
+            self.item_max,
+            self.memory_mb,
+            self.item_max.saturating_mul(2).div_ceil(1 << 20),
+            memory / 2 / 1024,
+        ))
+    }
+}
+
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
@@ -123,11 +142,15 @@ fn size(v: &str) -> Result<usize, String> {
 struct Shared {
     shards: Vec<Trust<Shard>>,
     config: Config,
+    /// The bound port (the real one when the config said 0).
+    port: u16,
     started: u64,
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
     rejected_connections: AtomicU64,
     stopping: AtomicBool,
+    /// Whether a binary-protocol connection has been logged (once per server, so clients cannot flood the log).
+    binary_logged: AtomicBool,
 }
 
 /// Starts servers.
@@ -147,11 +170,12 @@ impl Server {
     /// evenly), and starts accepting. Returns once the socket is bound, so with port 0 the caller learns the
     /// port from [`ServerHandle::local_addr`].
     ///
-    /// Like memcached, it first makes sure the process may open a descriptor for each of `-c` connections plus
+    /// Fails if the config is one memcached refuses ([`Config::check`]). Like memcached, it then makes sure the process may open a descriptor for each of `-c` connections plus
     /// [`descriptor_headroom`] for itself: it raises the soft `RLIMIT_NOFILE` (`ulimit -n`) as far as that
     /// takes, and fails if the hard limit is too low (then a client past the limit would not even be refused:
     /// `accept` would fail and the client wait in the backlog).
     pub fn start(config: Config) -> io::Result<ServerHandle> {
+        config.check().map_err(io::Error::other)?;
         let rt = runtime();
         let n = rt.workers();
         reserve_descriptors(config.max_connections, n)?;
@@ -172,11 +196,13 @@ impl Server {
         let shared = Arc::new(Shared {
             shards,
             config,
+            port: addr.port(),
             started: unix_now(),
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            binary_logged: AtomicBool::new(false),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -404,6 +430,7 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
     let mut out = Vec::with_capacity(READ_START);
     // Bytes of a refused data block still to drop as they arrive.
     let mut swallow = 0usize;
+    let mut first_read = true;
     loop {
         let now = unix_now();
         loop {
@@ -462,7 +489,13 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
         match stream.read(spare) {
             // The client closed; half a command in the buffer is simply dropped.
             Ok(0) => return Ok(()),
-            Ok(n) => input.end += n,
+            Ok(n) => {
+                input.end += n;
+                if std::mem::take(&mut first_read) && input.data()[0] == BINARY_REQUEST_MAGIC {
+                    refuse_binary(shared);
+                    return Ok(());
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // Includes the idle timeout (TimedOut / WouldBlock): memcached closes silently too.
             Err(e) => return Err(e),
@@ -470,9 +503,33 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
     }
 }
 
+/// The first byte of every binary-protocol request. memcached picks the protocol from a connection's first
+/// byte; this server speaks text only, and a binary client would otherwise wait forever for a reply to a
+/// "line" that never ends (`memcslap --binary` hung until its timeout).
+const BINARY_REQUEST_MAGIC: u8 = 0x80;
+
+/// A binary-protocol client is closed at once, so it fails fast; the first one is logged.
+fn refuse_binary(shared: &Shared) {
+    if !shared.binary_logged.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "memcached: closed a connection that speaks the binary protocol (first byte 0x80); this server \
+             speaks the text protocol only (further binary connections are closed without a log line)"
+        );
+    }
+}
+
 impl Shared {
     fn shard(&self, key: &[u8]) -> &Trust<Shard> {
         &self.shards[shard_index(key, self.shards.len())]
+    }
+
+    /// The shards' counters added up.
+    fn total_stats(&self) -> ShardStats {
+        let mut s = ShardStats::default();
+        for shard in &self.shards {
+            s += shard.stats();
+        }
+        s
     }
 }
 
@@ -587,6 +644,19 @@ fn execute<W: Write>(
             reply(out, noreply, b"OK\r\n");
         }
         Command::Stats => stats(shared, now, out),
+        Command::StatsReset => {
+            for shard in &shared.shards {
+                shard.reset_stats();
+            }
+            shared.total_connections.store(0, Ordering::Relaxed);
+            shared.rejected_connections.store(0, Ordering::Relaxed);
+            out.extend_from_slice(b"RESET\r\n");
+        }
+        Command::StatsSettings => settings_stats(shared, out),
+        Command::StatsItems => items_stats(shared, out),
+        // No slab allocator, so no slab classes: memcached's answer when it has no slabs, less its two
+        // totals (`active_slabs 0`, `total_malloced 0`), which would be false here.
+        Command::StatsSlabs => out.extend_from_slice(b"END\r\n"),
         Command::StatsTrust => trust_stats(out),
         Command::Version => {
             out.extend_from_slice(b"VERSION ");
@@ -605,6 +675,49 @@ fn stat(out: &mut Vec<u8>, name: &str, value: u64) {
     out.push(b' ');
     push_u64(out, value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `stats settings`: the settings this server has, under memcached's names and in its order.
+fn settings_stats(shared: &Shared, out: &mut Vec<u8>) {
+    let config = &shared.config;
+    let numbers = [
+        ("maxbytes", (config.memory_mb as u64).saturating_mul(1 << 20)),
+        ("maxconns", config.max_connections as u64),
+        ("tcpport", shared.port.into()),
+        ("udpport", 0),
+    ];
+    for (name, value) in numbers {
+        stat(out, name, value);
+    }
+    // Eviction cannot be turned off (memcached's `-M`).
+    out.extend_from_slice(b"STAT evictions on\r\n");
+    stat(out, "num_threads", shared.shards.len() as u64);
+    out.extend_from_slice(b"STAT cas_enabled yes\r\nSTAT binding_protocol ascii\r\n");
+    stat(out, "item_size_max", config.item_max as u64);
+    stat(
+        out,
+        "idle_timeout",
+        config.idle_timeout.map_or(0, |t| t.as_secs()),
+    );
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats items`: there are no slab classes, so the whole cache is class 1, with the counters a shard keeps;
+/// an empty cache lists no class (`END` alone), as memcached lists only classes that hold items.
+fn items_stats(shared: &Shared, out: &mut Vec<u8>) {
+    let s = shared.total_stats();
+    if s.curr_items > 0 {
+        let numbers = [
+            ("number", s.curr_items),
+            ("mem_requested", s.bytes),
+            ("evicted", s.evictions),
+            ("reclaimed", s.reclaimed),
+        ];
+        for (name, value) in numbers {
+            stat(out, &format!("items:1:{name}"), value);
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
 }
 
 /// `stats trust`: what each worker counts about itself (`Runtime::metrics`), as `STAT trustee<i>:<name>`
@@ -632,10 +745,7 @@ fn trust_stats(out: &mut Vec<u8>) {
 
 /// `stats`: the shards' counters added up, plus the server's own.
 fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
-    let mut s = ShardStats::default();
-    for shard in &shared.shards {
-        s += shard.stats();
-    }
+    let s = shared.total_stats();
     let conn = |c: &AtomicU64| c.load(Ordering::Relaxed);
     stat(out, "pid", std::process::id() as u64);
     stat(out, "uptime", now.saturating_sub(shared.started));

@@ -420,6 +420,17 @@ impl Shard {
     pub fn stats(&self) -> ShardStats {
         self.stats
     }
+
+    /// `stats reset`: the counters go back to zero, as memcached's do (`total_items` and `evictions`
+    /// included); what the shard holds (`curr_items`, `bytes`) and its limit stay.
+    pub fn reset_stats(&mut self) {
+        self.stats = ShardStats {
+            curr_items: self.stats.curr_items,
+            bytes: self.stats.bytes,
+            limit_maxbytes: self.stats.limit_maxbytes,
+            ..ShardStats::default()
+        };
+    }
 }
 
 impl Shard {

@@ -122,3 +122,24 @@ pub fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// The example binary: `cargo test` builds the examples with the tests (target/<profile>/examples, next to
+/// target/<profile>/deps where this test runs). Run alone (`cargo test --test <name>`) it is not
+/// built: then this fails rather than skip.
+pub fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("memcached");
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo test -p trust-examples` (which builds the examples) or \
+         `cargo build -p trust-examples --example memcached` first",
+        bin.display()
+    );
+    bin
+}
