@@ -142,7 +142,11 @@ fn stats_groups_answer_as_memcached_does() {
         .as_bytes(),
     );
     let usage = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n";
-    for line in [&b"stats detail\r\n"[..], b"stats detail x\r\n", b"stats detail on\r\n"] {
+    for line in [
+        &b"stats detail\r\n"[..],
+        b"stats detail x\r\n",
+        b"stats detail on\r\n",
+    ] {
         r.roundtrip(line, usage);
     }
     r.roundtrip(b"stats reset x\r\nstats bogus\r\n", b"RESET\r\nERROR\r\n");
@@ -163,7 +167,11 @@ fn a_binary_protocol_client_is_closed_at_once() {
     get[24] = b'k';
     let started = Instant::now();
     r.send(&get).expect_eof();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     Raw::connect(&server).roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
 }
 
@@ -192,7 +200,12 @@ fn an_item_size_over_half_the_memory_is_refused_at_start() {
         thread::sleep(Duration::from_millis(10));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr,

@@ -614,7 +614,10 @@ mod tests {
         assert_eq!(rejected(b"set k 0 0 -1\r\n"), (BAD_FORMAT, 14, 0));
         // Bad flags with a good length: the data block is swallowed.
         assert_eq!(rejected(b"set k x 0 3\r\n"), (BAD_FORMAT, 13, 5));
-        assert_eq!(rejected(b"set k 18446744073709551616 0 3\r\n"), (BAD_FORMAT, 32, 5));
+        assert_eq!(
+            rejected(b"set k 18446744073709551616 0 3\r\n"),
+            (BAD_FORMAT, 32, 5)
+        );
         // Too few or too many tokens is `ERROR`, and the data block is read as commands, as in memcached.
         assert_eq!(rejected(b"set k 0 0 1 a b c d e f g\r\n"), (ERROR, 27, 0));
         assert_eq!(rejected(b"incr k 1 2 3 4 5 6 7 8 9\r\n").0, ERROR);

@@ -681,7 +681,10 @@ fn stat(out: &mut Vec<u8>, name: &str, value: u64) {
 fn settings_stats(shared: &Shared, out: &mut Vec<u8>) {
     let config = &shared.config;
     let numbers = [
-        ("maxbytes", (config.memory_mb as u64).saturating_mul(1 << 20)),
+        (
+            "maxbytes",
+            (config.memory_mb as u64).saturating_mul(1 << 20),
+        ),
         ("maxconns", config.max_connections as u64),
         ("tcpport", shared.port.into()),
         ("udpport", 0),
