@@ -552,9 +552,6 @@ fn over_aligned_and_large_closures() {
 /// Needs a launched fiber (not under Miri) and a child process (the abort).
 #[cfg(not(miri))]
 #[test]
-#[ignore = "BUG: an uncollected launch_then result is dropped outside any catch_unwind when its thread exits \
-            (Inbox's shared `arrived` queue, dropped with the last Arc after Inbox::drop): a panicking Drop \
-            aborts the process"]
 fn an_arrived_launch_then_result_is_dropped_contained_at_thread_exit() {
     use std::sync::atomic::AtomicBool;
     use trust_core::Latch;

@@ -545,11 +545,19 @@ pub(crate) struct Inbox {
 }
 
 struct InboxShared {
-    arrived: Mutex<Vec<(u64, Box<dyn Any + Send>)>>,
+    arrived: Mutex<Arrived>,
     /// Set (Release) after a result is added; cleared by the owner before it takes them.
     any: AtomicBool,
     /// The owner's parker, woken after each arrival (a worker's, or a plain thread's).
     parker: Option<Arc<Parker>>,
+}
+
+/// The results sent to an [`Inbox`] and not collected yet; `closed` once the inbox is gone (its thread left):
+/// a result sent then is dropped by its sender at once.
+#[derive(Default)]
+struct Arrived {
+    results: Vec<(u64, Box<dyn Any + Send>)>,
+    closed: bool,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -564,7 +572,7 @@ impl Inbox {
     pub(crate) fn new(parker: Option<Arc<Parker>>) -> Self {
         Inbox {
             shared: Arc::new(InboxShared {
-                arrived: Mutex::new(Vec::new()),
+                arrived: Mutex::default(),
                 any: AtomicBool::new(false),
                 parker,
             }),
@@ -621,7 +629,7 @@ impl Inbox {
         }
         // Cleared before taking: a result added after the take sets it again.
         self.shared.any.store(false, Ordering::Relaxed);
-        let arrived = std::mem::take(&mut *self.shared.arrived.lock().unwrap_or_else(|e| e.into_inner()));
+        let arrived = std::mem::take(&mut self.shared.arrived().results);
         let any = !arrived.is_empty();
         for (id, result) in arrived {
             let i = self
@@ -636,14 +644,32 @@ impl Inbox {
     }
 }
 
+impl InboxShared {
+    fn arrived(&self) -> std::sync::MutexGuard<'_, Arrived> {
+        self.arrived.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Drop for Inbox {
-    /// Continuations whose results never came (the client is going away): each dropped on its own, a panic in
-    /// a destructor contained.
+    /// The client is going away: the continuations still expected, and the results that arrived but were not
+    /// collected, are dropped here, on the issuing thread, each on its own with a panic in a destructor contained
+    /// (unwinding out of a thread-local's destructor aborts the process). A result sent later is dropped by its
+    /// sender (`closed`).
     fn drop(&mut self) {
+        let mut panicked = false;
         for (_, _, build) in self.expected.drain(..) {
-            if unwind::drop_quietly(build) {
-                eprintln!("trust: a continuation that never ran panicked when dropped");
-            }
+            panicked |= unwind::drop_quietly(build);
+        }
+        let results = {
+            let mut arrived = self.shared.arrived();
+            arrived.closed = true;
+            std::mem::take(&mut arrived.results)
+        };
+        for (_, result) in results {
+            panicked |= unwind::drop_quietly(result);
+        }
+        if panicked {
+            eprintln!("trust: a continuation that never ran, or its result, panicked when dropped");
         }
     }
 }
@@ -676,11 +702,17 @@ impl<R: Send + 'static> Sender<R> {
             return;
         };
         let result: Box<dyn Any + Send> = Box::new(result);
-        shared
-            .arrived
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((self.id, result));
+        let mut arrived = shared.arrived();
+        if arrived.closed {
+            // Nobody will collect it: dropped here (on the trustee, which must keep serving), outside the lock.
+            drop(arrived);
+            if unwind::drop_quietly(result) {
+                eprintln!("trust: a `launch_then` result for a thread that has left panicked when dropped");
+            }
+            return;
+        }
+        arrived.results.push((self.id, result));
+        drop(arrived);
         shared.any.store(true, Ordering::Release);
         if let Some(p) = &shared.parker {
             p.wake();
