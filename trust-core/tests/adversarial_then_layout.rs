@@ -655,8 +655,6 @@ fn a_continuation_that_fills_batches() {
 /// process (it shuts its runtime down).
 #[cfg(not(miri))]
 #[test]
-#[ignore = "BUG: Outbox::drop on a closing trustee drops the unsent batch's continuations but leaks its records \
-            (slot::Batch has no Drop): the closures' captures are never dropped"]
 fn unsent_records_are_dropped_when_their_thread_leaves_after_shutdown() {
     const NAME: &str = "unsent_records_are_dropped_when_their_thread_leaves_after_shutdown";
     if !common::is_child() {

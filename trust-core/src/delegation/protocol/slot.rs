@@ -107,7 +107,9 @@ pub(crate) unsafe fn read_result<T>(src: *const u8) -> T {
 /// Reads the record that follows the header, runs it with the room reserved for its result, and returns the
 /// record's size and its result's size (the offsets of the next record and result), which it knows statically.
 /// The size's lowest bit (a size is a multiple of `RECORD_ALIGN`) says the record paused its batch: the batch
-/// loop learns it from the value it reads anyway, not from a thread-local after every record.
+/// loop learns it from the value it reads anyway, not from a thread-local after every record. A null room
+/// means the record is to be dropped unrun (`Batch::drop`); then the second value is 1 if its destructor
+/// panicked, else 0.
 type Run = unsafe fn(*mut u8, *mut u8) -> (usize, usize);
 
 /// The bit of a [`Run`]'s size that says the record paused its batch.
@@ -181,8 +183,11 @@ pub(crate) const fn fits_inline<F>() -> bool {
 
 unsafe fn run_inline<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize) {
     // SAFETY: `Batch::push` wrote an `F` at `payload` (aligned to RECORD_ALIGN >= align_of::<F>()), and each
-    // record is run exactly once, so reading it out moves the record.
+    // record is run (or dropped) exactly once, so reading it out moves the record.
     let f = unsafe { ptr::read(payload.cast::<F>()) };
+    if out.is_null() {
+        return (record_size(size_of::<F>()), discard(f));
+    }
     let paused = f.run(out);
     (record_size(size_of::<F>()) | usize::from(paused), F::RESULT)
 }
@@ -190,11 +195,27 @@ unsafe fn run_inline<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize
 unsafe fn run_boxed<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize) {
     // SAFETY: as in `run_inline`, with a `Box<F>` in place of the record.
     let f = unsafe { ptr::read(payload.cast::<Box<F>>()) };
+    if out.is_null() {
+        return (record_size(size_of::<Box<F>>()), discard(f));
+    }
     let paused = f.run(out);
     (
         record_size(size_of::<Box<F>>()) | usize::from(paused),
         F::RESULT,
     )
+}
+
+/// Drops a record unrun; 1 if its destructor panicked. The panic's payload is leaked, not dropped: its own
+/// destructor could panic too, and a second panic while the batch's other records are dropped would abort.
+#[cold]
+fn discard<T>(record: T) -> usize {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(record))) {
+        Ok(()) => 0,
+        Err(payload) => {
+            std::mem::forget(payload);
+            1
+        }
+    }
 }
 
 /// A record kept boxed in a client's queue because the batch had no room when it was issued.
@@ -213,8 +234,11 @@ impl<F: Record> Queued for F {
 }
 
 unsafe fn run_queued(payload: *mut u8, out: *mut u8) -> (usize, usize) {
-    // SAFETY: `Batch::push_queued` wrote a `Box<dyn Queued>` at `payload`; each record is run once.
+    // SAFETY: `Batch::push_queued` wrote a `Box<dyn Queued>` at `payload`; each record is run (or dropped) once.
     let q = unsafe { ptr::read(payload.cast::<Box<dyn Queued>>()) };
+    if out.is_null() {
+        return (record_size(size_of::<Box<dyn Queued>>()), discard(q));
+    }
     let result = q.result_bytes();
     let paused = q.run(out);
     (
@@ -334,6 +358,28 @@ impl Batch {
             ptr::write(at.add(RECORD_HEADER).cast::<P>(), payload);
         }
         self.len += record_size(size_of::<P>());
+    }
+}
+
+impl Drop for Batch {
+    /// Records never published (their client went away once the trustee had stopped): each dropped unrun, with
+    /// what it captured, a panic in a destructor contained.
+    fn drop(&mut self) {
+        let (mut at, mut panicked) = (0, false);
+        while at < self.len {
+            // SAFETY: `write` laid the records out back to back from offset 0 to `len`, each a `Run` then its
+            // payload; each is read once, here (the batch is going away, and a published batch has `len` 0).
+            let (size, panic) = unsafe {
+                let record = self.body.0.as_mut_ptr().cast::<u8>().add(at);
+                let run = ptr::read(record.cast::<Run>());
+                run(record.add(RECORD_HEADER), ptr::null_mut())
+            };
+            at += size;
+            panicked |= panic != 0;
+        }
+        if panicked {
+            eprintln!("trust: a request that was never sent panicked when dropped");
+        }
     }
 }
 
