@@ -752,46 +752,60 @@ fn a_launch_then_result_for_a_thread_that_left_is_dropped_contained() {
     assert_eq!(latch.apply(|l| *l.lock()), 5, "the trustee keeps serving");
 }
 
-/// `apply_then` from a `may` coroutine stores its continuation (which need not be `Send`) in the client of the
-/// OS thread the coroutine runs on at the time; `may` moves coroutines between its threads (work stealing is in
-/// its default features). Once the coroutine has moved, its `wait_pending` waits for the new thread's client,
-/// not for its own continuation, which runs later on the old thread, beside the coroutine: a non-`Send`
-/// capture (here an `Rc` whose other clone the coroutine holds) is then used from two threads at once.
-/// Each coroutine records whether it moved, and on which thread its continuation ran by the time its
-/// `wait_pending` returned. Not under Miri (`may`).
+/// `apply_then` and `launch_then` from a `may` coroutine: `may` moves coroutines between its threads at any
+/// yield (work stealing is in its default features), and a continuation need not be `Send` (here it shares an
+/// `Rc` with its coroutine). It must run on its coroutine, and have run when the coroutine's `wait_pending`
+/// returns, wherever the coroutine is by then; a panic in it is resumed there. It was left with the client of
+/// the thread it was issued on, and ran there later, beside the coroutine that had moved on. Each coroutine
+/// records whether it moved, which coroutine its continuations ran on, and what its `wait_pending` resumed.
+/// Not under Miri (`may`).
 #[cfg(not(miri))]
 #[test]
-#[ignore = "BUG: a may coroutine's apply_then continuation stays in the client of the thread it was issued on; \
-            after the coroutine moves, wait_pending returns before it ran, and it runs on another thread than \
-            the coroutine holding the other clone of its Rc"]
 fn a_may_coroutines_continuation_runs_with_the_coroutine() {
     use std::sync::Mutex;
-    use std::thread::ThreadId;
     use std::time::{Duration, Instant};
+    use trust_core::Latch;
     let t = Arc::new(rt().trustee(0).entrust(0u64));
+    let latch = Arc::new(rt().trustee(1).entrust(Latch::new(0u64)));
     may::config().set_workers(2);
-    /// Per coroutine: whether it moved, where its continuation ran, where its `wait_pending` returned.
-    type Report = Vec<(bool, Option<ThreadId>, ThreadId)>;
+    let here = || may::coroutine::current().name().map(str::to_owned);
+    /// Per coroutine: whether it moved, where each continuation ran, what `wait_pending` resumed.
+    type Report = Vec<(bool, Vec<Option<String>>, Result<(), String>)>;
     let report: Arc<Mutex<Report>> = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let (t, report) = (t.clone(), report.clone());
+        .map(|i| {
+            let (t, latch, report) = (t.clone(), latch.clone(), report.clone());
+            let body = move || {
+                let issued_on = thread::current().id();
+                let ran_on = Rc::new(RefCell::new(Vec::new()));
+                let (r1, r2, r3) = (ran_on.clone(), ran_on.clone(), ran_on.clone());
+                t.apply_then(|c| *c += 1, move |()| r1.borrow_mut().push(here()));
+                latch.launch_then(|l| *l.lock() += 1, move |()| r2.borrow_mut().push(here()));
+                t.apply_then(
+                    |c| *c,
+                    move |_| {
+                        r3.borrow_mut().push(here());
+                        panic!("kept for wait_pending");
+                    },
+                );
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while thread::current().id() == issued_on && Instant::now() < deadline {
+                    may::coroutine::yield_now();
+                }
+                let moved = thread::current().id() != issued_on;
+                let resumed = std::panic::catch_unwind(wait_pending).map_err(|p| {
+                    p.downcast_ref::<&str>()
+                        .map_or("?".to_owned(), |s| (*s).to_owned())
+                });
+                let ran = ran_on.borrow().clone();
+                report.lock().unwrap().push((moved, ran, resumed));
+            };
             // SAFETY: the coroutine uses no thread-local storage of its own.
             unsafe {
-                may::coroutine::spawn(move || {
-                    let issued_on = thread::current().id();
-                    let ran_on = Rc::new(Cell::new(None));
-                    let r2 = ran_on.clone();
-                    t.apply_then(|c| *c += 1, move |()| r2.set(Some(thread::current().id())));
-                    let deadline = Instant::now() + Duration::from_millis(500);
-                    while thread::current().id() == issued_on && Instant::now() < deadline {
-                        may::coroutine::yield_now();
-                    }
-                    let moved = thread::current().id() != issued_on;
-                    wait_pending();
-                    let here = thread::current().id();
-                    report.lock().unwrap().push((moved, ran_on.get(), here));
-                })
+                may::coroutine::Builder::new()
+                    .name(format!("c{i}"))
+                    .spawn(body)
+                    .unwrap()
             }
         })
         .collect();
@@ -800,18 +814,22 @@ fn a_may_coroutines_continuation_runs_with_the_coroutine() {
     }
     let report = report.lock().unwrap();
     let moved = report.iter().filter(|r| r.0).count();
-    let wrong: Vec<_> = report
+    eprintln!("{} coroutines, {moved} moved", report.len());
+    let mut report: Vec<_> = report
         .iter()
-        .filter(|(_, ran, here)| *ran != Some(*here))
+        .map(|(_, ran, resumed)| (ran.clone(), resumed.clone()))
         .collect();
-    eprintln!(
-        "{} coroutines, {moved} moved; continuation not run by wait_pending on the coroutine's thread: {wrong:?}",
-        report.len()
-    );
-    assert!(
-        wrong.is_empty(),
-        "{} of {} continuations did not run with their coroutine",
-        wrong.len(),
-        report.len()
-    );
+    report.sort();
+    let mut expected: Vec<_> = (0..16)
+        .map(|i| {
+            let name = Some(format!("c{i}"));
+            (
+                vec![name.clone(), name.clone(), name],
+                Err("kept for wait_pending".to_owned()),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(report, expected);
+    assert_eq!((t.apply(|c| *c), latch.apply(|l| *l.get_mut())), (16, 16));
 }

@@ -9,10 +9,12 @@
 //! channel must keep exactly one consumer.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
+use std::thread;
 
 use crate::delegation::client::outbox::{Blocked, Client};
-use crate::delegation::client::then::{Cont, Sender};
+use crate::delegation::client::then::{self, Cont, Pending, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
 use crate::delegation::trustee::job::{Job, Outcome, Reply};
@@ -204,7 +206,8 @@ where
     }
 }
 
-/// `post_then` from a plain thread without a client yet (out of line: it is made once per thread).
+/// `post_then` from a plain thread without a client yet (out of line: it is made once per thread), or from a
+/// `may` coroutine (which never has one: see [`then_in_coroutine`]).
 #[inline(never)]
 fn post_then_first<J, R, C>(trustee: &'static TrusteeShared, job: J, then: C)
 where
@@ -213,10 +216,43 @@ where
     C: FnOnce(R) + 'static,
 {
     trustee.check_running();
+    if in_coroutine() {
+        let outcome = with_may_client(|c| c.call(trustee, job));
+        return then_in_coroutine(outcome.into_result(), then);
+    }
     let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
     if ready {
         run_thread_continuations();
     }
+}
+
+/// True when the caller is a `may` coroutine.
+#[inline]
+pub(crate) fn in_coroutine() -> bool {
+    outbox::in_may_coroutine()
+}
+
+#[cfg(feature = "may")]
+may::coroutine_local!(static COROUTINE_PENDING: Rc<Pending> = Rc::default());
+
+/// Ends an `apply_then` or `launch_then` of a `may` coroutine, whose request was made as a blocking call (the
+/// coroutine yielded meanwhile, its thread went on): `then` runs now, on the coroutine, with the result, and a
+/// panic in either is kept for the coroutine's `wait_pending`. Not left for later with a thread's client:
+/// `may` moves a coroutine between threads at any yield, and the continuation (not `Send`: it may share an `Rc`
+/// with the coroutine) then ran on the thread left behind, beside the coroutine, while `wait_pending` on the
+/// new thread did not wait for it.
+pub(crate) fn then_in_coroutine<R, C: FnOnce(R)>(result: thread::Result<R>, then: C) {
+    then::run_now(then, coroutine_pending(), result);
+}
+
+/// The calling coroutine's `apply_then` bookkeeping, which moves with it between threads.
+fn coroutine_pending() -> Rc<Pending> {
+    #[cfg(feature = "may")]
+    {
+        COROUTINE_PENDING.with(Rc::clone)
+    }
+    #[cfg(not(feature = "may"))]
+    unreachable!("no `may` coroutine runs without the `may` feature")
 }
 
 /// `post_then` for a plain thread that has a client context already (made by an earlier call): the usual
@@ -322,6 +358,7 @@ pub(crate) fn call_to_self<J: Job<Output: Send>>(worker: &'static Worker, job: J
 /// another way than a batch's answer (a `launch_then` fiber sends it when it ends). Counted for
 /// `wait_pending` like an `apply_then` of the caller: the calling fiber's, else the worker's or the plain
 /// thread's.
+/// Not for a `may` coroutine: its `launch_then` waits for the launched fiber (see [`then_in_coroutine`]).
 pub(crate) fn expect_later<R: Send + 'static, C: FnOnce(R) + 'static>(
     caller: Option<&'static Worker>,
     trustee: &'static TrusteeShared,
@@ -361,6 +398,13 @@ pub fn wait_pending() {
             fiber::suspend();
         }
         if let Some(p) = pending.take_panic() {
+            std::panic::resume_unwind(p);
+        }
+        return;
+    }
+    if in_coroutine() {
+        // Its continuations have all run (`then_in_coroutine`).
+        if let Some(p) = coroutine_pending().take_panic() {
             std::panic::resume_unwind(p);
         }
         return;

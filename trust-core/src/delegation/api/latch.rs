@@ -184,15 +184,20 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// while launched fibers share it, as always), or another `launch_then` — go ahead, so many launched
     /// fibers can run at once, and one may wait for something a later request does. Continuations run in
     /// the order their fibers finish. A panic in `f` (or in `then`) is kept and resumed by the issuer's next
-    /// `wait_pending`. Allowed inside delegated closures and continuations.
+    /// `wait_pending`. Allowed inside delegated closures and continuations. From a `may` coroutine it waits
+    /// like `launch` and runs `then` at once, on the coroutine (see [`apply_then`](Trust::apply_then)).
     pub fn launch_then<R, F, C>(&self, f: F, then: C)
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        let property = SendPtr(self.property_ptr());
         let caller = context::worker();
+        if caller.is_none() && call::in_coroutine() {
+            let result = panic::catch_unwind(AssertUnwindSafe(|| self.launch(f)));
+            return call::then_in_coroutine(result, then);
+        }
+        let property = SendPtr(self.property_ptr());
         let shared = self.trustee().shared;
         let sender = call::expect_later(caller, shared, then);
         let body = move |latch: &Latch<T>| {

@@ -143,6 +143,9 @@ impl<T: Send + 'static> Trust<T> {
     /// when the batch to this trustee is full, the caller first serves its own completions, so memory stays
     /// bounded. Allowed inside delegated closures (the request is queued without waiting).
     ///
+    /// From a `may` coroutine it waits like `apply` (the coroutine yields) and runs `then` at once, on the
+    /// coroutine: `may` moves coroutines between threads, and `then` need not be `Send`.
+    ///
     /// [`wait_pending`]: crate::wait_pending
     pub fn apply_then<R, F, C>(&self, f: F, then: C)
     where

@@ -162,6 +162,14 @@ fn run_then<R, C: FnOnce(R)>(then: C, owner: Rc<Pending>, result: thread::Result
     owner.finished(panic)
 }
 
+/// Runs `then` at once with `result`, for `owner`, as a continuation whose result came at once (see
+/// `call::then_in_coroutine`): a panic in the request or in `then` is kept for `owner`'s `wait_pending`.
+pub(crate) fn run_now<R, C: FnOnce(R)>(then: C, owner: Rc<Pending>, result: thread::Result<R>) {
+    owner.issued();
+    // A coroutine has no fiber to wake.
+    let _ = run_then(then, owner, result);
+}
+
 impl<R, C: FnOnce(R)> Continuation for Then<R, C> {
     const RESULT_BYTES: usize = slot::result_bytes::<Outcome<R>>();
 
