@@ -205,17 +205,18 @@ unsafe fn run_boxed<F: Record>(payload: *mut u8, out: *mut u8) -> (usize, usize)
     )
 }
 
-/// Drops a record unrun; 1 if its destructor panicked. The panic's payload is leaked, not dropped: its own
-/// destructor could panic too, and a second panic while the batch's other records are dropped would abort.
+/// Drops a record unrun; 1 if its destructor panicked. The panic's payload is dropped the same way: its own
+/// destructor may panic too (that second payload is leaked: a panic escaping here would abort the process).
 #[cold]
 fn discard<T>(record: T) -> usize {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(record))) {
-        Ok(()) => 0,
-        Err(payload) => {
-            std::mem::forget(payload);
-            1
-        }
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(record))) else {
+        return 0;
+    };
+    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+        std::mem::forget(again);
     }
+    1
 }
 
 /// A record kept boxed in a client's queue because the batch had no room when it was issued.
@@ -754,6 +755,38 @@ mod tests {
                 [9u8; 1000]
             );
         }
+    }
+
+    /// A batch dropped unpublished (its client left after its trustee stopped) drops each record unrun, once:
+    /// inline, boxed and queued ones, and the rest after one whose capture panics when dropped.
+    #[test]
+    fn an_unpublished_batch_drops_its_records_unrun() {
+        struct Counted(Arc<AtomicUsize>, bool);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                assert!(!self.1, "a capture that panics when dropped");
+            }
+        }
+        let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let record = |panics: bool| {
+            let (ran, c) = (ran.clone(), Counted(dropped.clone(), panics));
+            Effect(move || {
+                let _c = c;
+                ran.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let mut batch = Batch::new();
+        assert!(batch.push(record(false)).is_ok());
+        assert!(batch.push(record(true)).is_ok());
+        let (big, c) = ([1u8; 4096], Counted(dropped.clone(), false));
+        assert!(batch.push(Answer(move || (big[0], &c).0)).is_ok());
+        assert!(batch.push_queued(Box::new(record(false))).is_ok());
+        drop(batch);
+        assert_eq!(
+            (ran.load(Ordering::Relaxed), dropped.load(Ordering::Relaxed)),
+            (0, 4)
+        );
     }
 
     #[test]
