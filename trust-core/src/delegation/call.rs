@@ -358,6 +358,7 @@ pub(crate) fn call_to_self<J: Job<Output: Send>>(worker: &'static Worker, job: J
 /// another way than a batch's answer (a `launch_then` fiber sends it when it ends). Counted for
 /// `wait_pending` like an `apply_then` of the caller: the calling fiber's, else the worker's or the plain
 /// thread's.
+///
 /// Not for a `may` coroutine: its `launch_then` waits for the launched fiber (see [`then_in_coroutine`]).
 pub(crate) fn expect_later<R: Send + 'static, C: FnOnce(R) + 'static>(
     caller: Option<&'static Worker>,
