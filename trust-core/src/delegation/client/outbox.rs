@@ -442,6 +442,20 @@ impl Outbox {
         seq
     }
 
+    /// True when a batch in flight carries something of this outbox's to take back when it is answered: a
+    /// waiting caller's result, a continuation (and its result), or a fiber to wake.
+    fn awaits_answer(&self) -> bool {
+        let mut seq = self.done;
+        while seq != self.sent {
+            seq = seq.wrapping_add(1);
+            let flight = &self.flights[(seq % LANES) as usize];
+            if flight.callers != 0 || !flight.thens.is_empty() || !flight.fibers.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// True when nothing goes on on this channel: nothing unsent, nothing in flight, no fiber waiting for room.
     #[inline]
     fn is_idle(&self) -> bool {
@@ -539,15 +553,19 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Drop for Outbox {
-    /// The client is going away (its thread exits): send what it still holds and wait until the trustee has
-    /// answered all of it, because until then the trustee may write results into memory this outbox owns (the
-    /// continuations' result slots). Only a trustee that has stopped for good writes nothing more. Then close
-    /// the channel. Continuations not yet run are dropped here, on the issuing thread, with a panic in a
-    /// destructor contained: nobody is left on this thread to run them.
+    /// The client is going away (its thread exits): send what it still holds, and wait until the trustee has
+    /// answered every batch that carries something of this outbox's — a continuation, whose result must be
+    /// dropped here with it, or a waiting fiber. Only a trustee that has stopped for good answers nothing more.
+    /// A batch of records that answer nothing (count changes) is not waited for: the trustee serves it after
+    /// the channel is closed (see `Worker::serve`), so a thread leaving such records to a trustee stuck in a
+    /// long closure leaves at once (at `exit`, main's thread-locals are dropped before the runtime's shutdown,
+    /// which gives up after its bound). Then close the channel. Continuations not yet run are dropped here, on
+    /// the issuing thread, with a panic in a destructor contained: nobody is left on this thread to run them.
     fn drop(&mut self) {
         let mut backoff = Backoff::client();
         'send: loop {
-            while self.in_flight() && !self.poll() {
+            let must_wait = |o: &Self| o.awaits_answer() || (o.has_unsent() && !o.can_publish());
+            while self.in_flight() && must_wait(self) && !self.poll() {
                 if self.trustee.is_closed() {
                     // Checked again: batches answered just before the trustee stopped count.
                     while self.poll() {}
@@ -564,7 +582,11 @@ impl Drop for Outbox {
                     backoff.reset();
                 }
             }
-            if !self.in_flight() && (self.trustee.is_closing() || !self.flush()) {
+            if self.in_flight() && must_wait(self) {
+                // An answer came: look again.
+                continue;
+            }
+            if self.trustee.is_closing() || !self.flush() {
                 break;
             }
         }
