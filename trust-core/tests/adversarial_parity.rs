@@ -158,11 +158,11 @@ fn debug_of_two_mutexes_whose_data_lock_each_other_deadlocks() {
         }
     }
     let (tx, rx) = std::sync::mpsc::channel();
-    for i in 0..2 {
+    for side in &SIDES {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let _ = format!("{:?}", SIDES[i]);
-            tx.send(i).unwrap();
+            let _ = format!("{side:?}");
+            tx.send(()).unwrap();
         });
     }
     let done = (0..2)
@@ -873,7 +873,7 @@ fn branded_atomics_read_modify_write_exact_under_contention() {
         assert_eq!(max.into_inner(), total);
         assert_eq!(min.into_inner(), 1);
         assert_eq!(xor.into_inner(), 0xdead_beef);
-        assert_eq!(toggles.into_inner(), total % 2 == 0);
+        assert_eq!(toggles.into_inner(), total.is_multiple_of(2));
         assert_eq!(wins.load(Ordering::Relaxed), 1);
         assert!((1..=threads as u32).contains(&winner.into_inner()));
         assert_eq!(
