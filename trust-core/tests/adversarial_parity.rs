@@ -999,3 +999,44 @@ fn multi_borrow_reports_exact_positions_in_long_slices_and_wide_tuples() {
         assert_eq!(*whole.borrow(&token), [1, 20, 3, 4]);
     });
 }
+
+thread_local! {
+    static QUEUE_IN_TLS_DTOR: RefCell<Option<QueuesInDrop>> = const { RefCell::new(None) };
+}
+
+struct QueuesInDrop(
+    Arc<IntervalRwLock<u32>>,
+    Arc<AtomicBool>,
+    std::sync::mpsc::Sender<u32>,
+);
+
+impl Drop for QueuesInDrop {
+    fn drop(&mut self) {
+        // Runs after the thread's main function: a blocking request that must queue (another thread
+        // holds the range) parks this thread and is woken by the release, like anywhere else.
+        self.1.store(true, Ordering::SeqCst);
+        let g = self.0.write(0..4);
+        self.2.send(g[0]).unwrap();
+    }
+}
+
+#[test]
+fn a_blocking_interval_request_queues_from_a_thread_local_destructor() {
+    let lock = Arc::new(IntervalRwLock::new(vec![0u32; 8]));
+    let about_to_queue = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut held = lock.write(..);
+    held[0] = 5;
+    let (l, a) = (lock.clone(), about_to_queue.clone());
+    let t = std::thread::spawn(move || {
+        QUEUE_IN_TLS_DTOR.with(|d| *d.borrow_mut() = Some(QueuesInDrop(l, a, tx)));
+    });
+    while !about_to_queue.load(Ordering::SeqCst) || lock.queued() == 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!((lock.held(), lock.queued()), (1, 1));
+    drop(held);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(5));
+    t.join().expect("the destructor must not panic");
+    assert_eq!((lock.held(), lock.queued()), (0, 0));
+}
