@@ -1161,8 +1161,6 @@ fn chain(t: Trust<u64>, k: u64, n: u64, done: Arc<AtomicUsize>) {
 /// (the control) and from a `may` coroutine (with a 1 Mi-word stack), in a child since a stack overflow
 /// aborts. The coroutine runs each continuation at once inside the `apply_then` that issued it.
 #[test]
-#[ignore = "BUG: a chain of apply_then from a may coroutine recurses (call::then_in_coroutine runs each \
-            continuation inside the apply_then that issued it): 'coroutine has overflowed its stack'"]
 fn may_apply_then_chain_of_a_hundred_thousand_runs_in_constant_stack() {
     if !is_child() {
         return expect_child_ok(

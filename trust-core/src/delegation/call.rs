@@ -232,24 +232,58 @@ pub(crate) fn in_coroutine() -> bool {
     outbox::in_may_coroutine()
 }
 
+/// A `may` coroutine's continuations, kept in the coroutine's own storage (it moves with the coroutine between
+/// threads): the panics for its `wait_pending`, and the continuations issued by one that is running, which run
+/// after it, in issue order.
+#[derive(Default)]
+struct CoroutineThens {
+    pending: Rc<Pending>,
+    running: Cell<bool>,
+    queued: RefCell<std::collections::VecDeque<Box<dyn FnOnce()>>>,
+}
+
 #[cfg(feature = "may")]
-may::coroutine_local!(static COROUTINE_PENDING: Rc<Pending> = Rc::default());
+may::coroutine_local!(static COROUTINE_THENS: Rc<CoroutineThens> = Rc::default());
 
 /// Ends an `apply_then` or `launch_then` of a `may` coroutine, whose request was made as a blocking call (the
 /// coroutine yielded meanwhile, its thread went on): `then` runs now, on the coroutine, with the result, and a
 /// panic in either is kept for the coroutine's `wait_pending`. Not left for later with a thread's client:
 /// `may` moves a coroutine between threads at any yield, and the continuation (not `Send`: it may share an `Rc`
 /// with the coroutine) then ran on the thread left behind, beside the coroutine, while `wait_pending` on the
-/// new thread did not wait for it.
-pub(crate) fn then_in_coroutine<R, C: FnOnce(R)>(result: thread::Result<R>, then: C) {
-    then::run_now(then, coroutine_pending(), result);
+/// new thread did not wait for it. Issued by a continuation that is running, it runs once that one has
+/// returned: a chain of them (each issuing the next) runs in constant stack, as on a thread.
+pub(crate) fn then_in_coroutine<R: 'static, C: FnOnce(R) + 'static>(result: thread::Result<R>, then: C) {
+    let thens = coroutine_thens();
+    let owner = thens.pending.clone();
+    if thens.running.get() {
+        let run = move || then::run_now(then, owner, result);
+        thens.queued.borrow_mut().push_back(Box::new(run));
+        return;
+    }
+    thens.running.set(true);
+    then::run_now(then, owner, result);
+    run_queued(&thens);
+    thens.running.set(false);
 }
 
-/// The calling coroutine's `apply_then` bookkeeping, which moves with it between threads.
-fn coroutine_pending() -> Rc<Pending> {
+/// Runs the calling coroutine's queued continuations, one at a time, until none is left (those they issue
+/// join the queue).
+fn run_queued(thens: &CoroutineThens) {
+    loop {
+        // One statement: the queue's borrow ends before the continuation runs (it may issue more).
+        let next = thens.queued.borrow_mut().pop_front();
+        let Some(next) = next else {
+            break;
+        };
+        next();
+    }
+}
+
+/// The calling coroutine's continuations.
+fn coroutine_thens() -> Rc<CoroutineThens> {
     #[cfg(feature = "may")]
     {
-        COROUTINE_PENDING.with(Rc::clone)
+        COROUTINE_THENS.with(Rc::clone)
     }
     #[cfg(not(feature = "may"))]
     unreachable!("no `may` coroutine runs without the `may` feature")
@@ -404,8 +438,10 @@ pub fn wait_pending() {
         return;
     }
     if in_coroutine() {
-        // Its continuations have all run (`then_in_coroutine`).
-        if let Some(p) = coroutine_pending().take_panic() {
+        // Inside a continuation, the others issued meanwhile run now; elsewhere all have run already.
+        let thens = coroutine_thens();
+        run_queued(&thens);
+        if let Some(p) = thens.pending.take_panic() {
             std::panic::resume_unwind(p);
         }
         return;
