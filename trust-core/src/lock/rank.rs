@@ -51,7 +51,9 @@ pub struct NoneHeld;
 ///
 /// `lock_ranks!` implements it for every pair (higher, lower); this crate implements it for every
 /// rank after [`NoneHeld`], and for every declared rank after [`Unranked`]. A missing impl is the
-/// compile error for a nesting that could deadlock.
+/// compile error for a nesting that could deadlock. Implement it only through `lock_ranks!`: a
+/// hand-written impl (`impl LockAfter<R> for R {}`, say) cannot break memory safety, but it lets locks
+/// nest out of order, which breaks the deadlock-freedom promise.
 #[diagnostic::on_unimplemented(
     message = "cannot lock a `{Self}` lock while holding a `{Held}` lock",
     label = "`{Self}` is not ranked above `{Held}`",

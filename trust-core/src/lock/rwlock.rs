@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use lock_api::RawRwLock;
 
-use super::key::Keyable;
+use super::key::{Keyable, ThreadKey};
 use super::lockable::{
     Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
 };
@@ -236,7 +236,10 @@ impl<T> From<T> for RwLock<T> {
 impl<T: ?Sized + fmt::Debug, R: Rank, L: RawRwLock> fmt::Debug for RwLock<T, R, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("RwLock");
-        // A try never blocks, so peeking without a key cannot deadlock.
+        // A try never blocks, so the peek itself cannot deadlock; but the data's own `Debug` runs under the
+        // lock, so this thread's key is held meanwhile (if it is free): that code cannot take the key and
+        // block on a lock, which could wait for a thread that waits for this one.
+        let _key = ThreadKey::get();
         if self.is_broken() {
             d.field("data", &format_args!("<broken>"));
         } else if self.try_acquire_shared() {
