@@ -75,7 +75,8 @@ lock_ranks! {
 /// Data whose `Debug` looks for the thread's key (and, if it gets one, tries to lock its own mutex).
 struct PeeksForTheKey {
     got_key: Arc<AtomicUsize>,
-    me: Arc<std::sync::OnceLock<Arc<Mutex<PeeksForTheKey>>>>,
+    /// Weak: the mutex holds this, and a strong reference back would leak both (Miri reports it).
+    me: Arc<std::sync::OnceLock<std::sync::Weak<Mutex<PeeksForTheKey>>>>,
 }
 
 impl fmt::Debug for PeeksForTheKey {
@@ -84,7 +85,11 @@ impl fmt::Debug for PeeksForTheKey {
             self.got_key.fetch_add(1, Ordering::SeqCst);
             // With the key in hand, this thread could now *block* on any lock, while it holds its own
             // mutex without a key: the situation the key discipline exists to rule out.
-            let me = self.me.get().expect("set before printing");
+            let me = self
+                .me
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .expect("set before printing");
             assert!(
                 me.try_lock(key).is_err(),
                 "Debug runs while the mutex is held"
@@ -107,7 +112,7 @@ fn debug_of_a_mutex_runs_user_code_under_the_lock_with_the_key_held() {
         got_key: got_key.clone(),
         me: me.clone(),
     }));
-    assert!(me.set(m.clone()).is_ok());
+    assert!(me.set(Arc::downgrade(&m)).is_ok());
     let shown = format!("{m:?}");
     assert!(shown.contains("PeeksForTheKey"), "{shown}");
     assert_eq!(
@@ -162,13 +167,16 @@ fn debug_of_two_mutexes_whose_data_lock_each_other_does_not_deadlock() {
         }
     }
     let (tx, rx) = std::sync::mpsc::channel();
-    for side in &SIDES {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let _ = format!("{side:?}");
-            tx.send(()).unwrap();
-        });
-    }
+    let threads: Vec<_> = SIDES
+        .iter()
+        .map(|side| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = format!("{side:?}");
+                tx.send(()).unwrap();
+            })
+        })
+        .collect();
     let done = (0..2)
         .filter(|_| rx.recv_timeout(Duration::from_secs(2)).is_ok())
         .count();
@@ -178,6 +186,7 @@ fn debug_of_two_mutexes_whose_data_lock_each_other_does_not_deadlock() {
         (2, 2),
         "both printing threads finish, neither data's Debug having a key"
     );
+    threads.into_iter().for_each(|t| t.join().unwrap());
 }
 
 /// docs/lock.md: "A deadlock needs a thread that holds one lock and waits for another;
