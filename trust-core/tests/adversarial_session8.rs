@@ -124,7 +124,6 @@ fn to_self_counts_out_a_panicking_apply_then() {
 /// the worker's channel to itself (queued behind the launched fibers): before the change it applied inline; now
 /// it queues behind that record, which waits for this very fiber to end.
 #[test]
-#[ignore = "BUG: a launched fiber's local apply queues behind a to-self record paused on its own latch: deadlock"]
 fn launched_fiber_local_apply_while_latch_apply_then_is_queued() {
     if !is_child() {
         expect_child_ok(
@@ -165,7 +164,6 @@ fn launched_fiber_local_apply_while_latch_apply_then_is_queued() {
 /// trustee cannot wait panics"). While a request of the worker to itself is queued, it takes the new path
 /// instead, which skips that check: the apply waits in the channel for the fiber that issued it.
 #[test]
-#[ignore = "BUG: apply on the fiber's own latch hangs instead of panicking when the worker has a to-self request queued"]
 fn own_latch_apply_with_to_self_queued_still_panics() {
     if !is_child() {
         expect_child_ok("own_latch_apply_with_to_self_queued_still_panics", &[]);
@@ -195,7 +193,6 @@ fn own_latch_apply_with_to_self_queued_still_panics() {
 /// fiber "starts after the requests this thread (or worker) sent the trustee before, like an `apply_then`
 /// issued now". The local `launch_then` starts its fiber at once, past the queued request.
 #[test]
-#[ignore = "BUG: a worker's local launch_then starts its fiber before its apply_then queued to self"]
 fn local_launch_then_starts_after_queued_apply_then() {
     quiet();
     let p = rt().trustee(0).entrust(());

@@ -203,7 +203,10 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         let body = move |latch: &Latch<T>| {
             sender.send(panic::catch_unwind(AssertUnwindSafe(|| f(latch))));
         };
-        if self.is_local() {
+        // On its own trustee, with no request of this worker to itself still queued (the start would overtake
+        // it): started at once.
+        let own = caller.filter(|w| std::ptr::eq(w.shared, shared));
+        if own.is_some_and(|w| w.to_self.get() == 0) {
             // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
             // the property outlives it (retired properties are dropped only once no launched fiber uses
             // them).
@@ -217,7 +220,10 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             Outcome::new(Ok(()))
         };
         // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
-        call::post_then(caller, shared, Always(start), |()| ());
+        match own {
+            Some(worker) => call::post_then_to_self(worker, Always(start), |()| ()),
+            None => call::post_then(caller, shared, Always(start), |()| ()),
+        }
     }
 }
 

@@ -115,7 +115,7 @@ impl<T: Send + 'static> Trust<T> {
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
-            if worker.to_self.get() != 0 && worker.in_fiber() {
+            if worker.to_self.get() != 0 && worker.in_fiber() && !worker.runs_launched() {
                 return apply_behind_queued(worker, Apply { property, f });
             }
             before_inline_apply(worker);
@@ -242,7 +242,8 @@ impl<T: Send + 'static> Trust<T> {
 /// A fiber's `apply` on its own worker's property while requests of this worker to its own trustee wait in
 /// its channel to itself (an `apply_then` issued inside a closure on the same property, say): the local
 /// shortcut would run it before them, so it goes through that channel too, after them (out of line: the
-/// local shortcut stays one check longer, no more).
+/// local shortcut stays one check longer, no more). Not for a fiber launched on a latch: one of those
+/// requests may be an `apply_then` on that latch, which waits for the launched fibers to end, this one too.
 #[cold]
 #[inline(never)]
 fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static>(

@@ -184,6 +184,14 @@ impl Worker {
             .is_some_and(|(_, id)| self.scheduler.is_launched_on(id, property))
     }
 
+    /// True when the running fiber, outside a delegated closure, was launched on a property (a latch's).
+    pub(crate) fn runs_launched(&self) -> bool {
+        self.fiber
+            .get()
+            .filter(|_| !self.in_delegated())
+            .is_some_and(|(_, id)| self.scheduler.is_launched(id))
+    }
+
     /// True when a fiber runs, outside a delegated closure: the caller may suspend.
     pub(crate) fn in_fiber(&self) -> bool {
         self.fiber.get().is_some() && !self.in_delegated()
