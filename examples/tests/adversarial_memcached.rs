@@ -420,12 +420,7 @@ fn commands_split_byte_by_byte_across_packets() {
     }
     r.expect(b"STORED\r\nVALUE bb 5 3 ");
     // The cas unique is the server's own; read it up to the line end.
-    let mut cas = Vec::new();
-    let mut byte = [0];
-    while !cas.ends_with(b"\r\n") {
-        r.0.read_exact(&mut byte).unwrap();
-        cas.push(byte[0]);
-    }
+    let cas = r.read_until(b"\r\n");
     assert!(cas[..cas.len() - 2].iter().all(u8::is_ascii_digit));
     r.expect(b"abc\r\nEND\r\nNOT_FOUND\r\nSTORED\r\nVALUE bb 5 5\r\nabcde\r\nEND\r\n");
 }
@@ -572,12 +567,7 @@ fn cas_semantics() {
     let mut r = Raw::connect(&server);
     fn unique(r: &mut Raw, key: &str) -> u64 {
         r.send(format!("gets {key}\r\n").as_bytes());
-        let mut text = Vec::new();
-        let mut byte = [0];
-        while !text.ends_with(b"END\r\n") {
-            r.0.read_exact(&mut byte).unwrap();
-            text.push(byte[0]);
-        }
+        let text = r.read_until(b"END\r\n");
         let text = String::from_utf8(text).unwrap();
         let header = text.lines().next().unwrap();
         header.rsplit(' ').next().unwrap().parse().unwrap()

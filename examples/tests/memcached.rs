@@ -123,13 +123,7 @@ fn every_reply_of_the_text_protocol_byte_for_byte() {
         );
     // The cas unique is whatever `gets` says; using it once succeeds, twice conflicts.
     r.send(b"gets k\r\n");
-    let mut line = Vec::new();
-    let mut byte = [0];
-    while !line.ends_with(b"\r\n") {
-        r.0.read_exact(&mut byte).unwrap();
-        line.push(byte[0]);
-    }
-    let header = String::from_utf8(line).unwrap();
+    let header = String::from_utf8(r.read_until(b"\r\n")).unwrap();
     let cas: u64 = header
         .trim_end()
         .rsplit(' ')
@@ -153,11 +147,7 @@ fn every_reply_of_the_text_protocol_byte_for_byte() {
     .roundtrip(b"touch nope 100\r\n", b"NOT_FOUND\r\n")
     .roundtrip(b"gat 0 k nope\r\n", b"VALUE k 1 2\r\nhi\r\nEND\r\n");
     r.send(b"gats 0 k\r\n").expect(b"VALUE k 1 2 ");
-    let mut rest = Vec::new();
-    while !rest.ends_with(b"END\r\n") {
-        r.0.read_exact(&mut byte).unwrap();
-        rest.push(byte[0]);
-    }
+    let rest = r.read_until(b"END\r\n");
     assert!(
         rest.ends_with(b"\r\nhi\r\nEND\r\n"),
         "{}",
@@ -796,12 +786,7 @@ fn stats_trust_reports_every_trustee() {
         r.roundtrip(format!("set k{i} 0 0 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
     }
     r.send(b"stats trust\r\n");
-    let mut text = Vec::new();
-    let mut byte = [0];
-    while !text.ends_with(b"END\r\n") {
-        r.0.read_exact(&mut byte).unwrap();
-        text.push(byte[0]);
-    }
+    let text = r.read_until(b"END\r\n");
     let text = String::from_utf8(text).unwrap();
     let workers = trust_core::runtime().workers();
     assert_eq!(text.lines().count(), workers * 7 + 1, "{text}");

@@ -887,16 +887,7 @@ fn may_ten_thousand_coroutines_at_once() {
 fn thread_exits_with_apply_then_to_a_busy_trustee() {
     quiet();
     let t = rt().trustee(1).entrust(Vec::<u64>::new());
-    let t0 = t.clone();
-    let started = Arc::new(AtomicBool::new(false));
-    let st = started.clone();
-    let busy = thread::spawn(move || {
-        t0.apply(move |_| {
-            st.store(true, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(200));
-        })
-    });
-    eventually("busy", || started.load(Ordering::SeqCst));
+    let busy = stall(1, 200);
     let (results, conts, ran) = (
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
@@ -953,16 +944,7 @@ fn thread_exits_with_unrun_continuations_that_panic_on_drop() {
     }
     quiet();
     let t = rt().trustee(0).entrust(0u64);
-    let t0 = t.clone();
-    let started = Arc::new(AtomicBool::new(false));
-    let st = started.clone();
-    let busy = thread::spawn(move || {
-        t0.apply(move |_| {
-            st.store(true, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(200));
-        })
-    });
-    eventually("busy", || started.load(Ordering::SeqCst));
+    let busy = stall(0, 200);
     let (bombs, conts, ran) = (
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),

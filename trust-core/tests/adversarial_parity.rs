@@ -3,7 +3,6 @@
 //! files (`adversarial_lock.rs`, `lock_evil.rs`, `adversarial_interval.rs`, `adversarial_ghost.rs`) did
 //! not go. Every runtime case asserts exact values. Tests that show a bug are `#[ignore = "BUG: .."]`.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
@@ -29,15 +28,8 @@ use trust_core::{lock_all, lock_ranks, try_lock_all};
 /// Smaller loops under Miri.
 const SMALL: bool = cfg!(miri);
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => payload
-            .downcast::<&str>()
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-    }
-}
+mod common;
+use common::panic_message;
 
 /// A waker that counts its wakes.
 struct Counter(AtomicUsize);

@@ -212,20 +212,6 @@ fn local_launch_then_starts_after_queued_apply_then() {
 // 2. `Outbox::drop`: exiting threads
 // ---------------------------------------------------------------------------------------------------------
 
-/// Occupies trustee `index` for `ms` on a helper thread; returns once the closure runs.
-fn stall(index: usize, ms: u64) -> std::thread::JoinHandle<()> {
-    let t = rt().trustee(index).entrust(());
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        t.apply(move |_| {
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(ms));
-        })
-    });
-    rx.recv().unwrap();
-    h
-}
-
 /// A thread that leaves only count changes to a stalled trustee exits at once; they are applied later, and
 /// the value is dropped exactly once, after the last handle.
 #[test]
@@ -233,7 +219,7 @@ fn exiting_thread_leaves_count_changes_to_a_stalled_trustee() {
     quiet();
     let drops = Arc::new(AtomicUsize::new(0));
     let t = rt().trustee(1).entrust(CountsDrops(drops.clone()));
-    let stalled = stall(1, 800);
+    let stalled = common::stall(1, 800);
     let t2 = t.clone();
     let took = std::thread::spawn(move || {
         let start = Instant::now();
@@ -276,7 +262,7 @@ fn exiting_thread_with_apply_thens_and_count_changes_mixed() {
         Arc::new(AtomicUsize::new(0)),
     );
     let results = Arc::new(StdMutex::new(Vec::new()));
-    let stalled = stall(1, 300);
+    let stalled = common::stall(1, 300);
     let (t2, r2, c2, k2, res2) = (
         t.clone(),
         ran.clone(),
@@ -341,7 +327,7 @@ fn shutdown_after_a_thread_left_count_changes_unanswered() {
     quiet();
     let drops = Arc::new(AtomicUsize::new(0));
     let t = rt().trustee(1).entrust(CountsDrops(drops.clone()));
-    let stalled = stall(1, 300);
+    let stalled = common::stall(1, 300);
     let t2 = t.clone();
     let start = Instant::now();
     std::thread::spawn(move || {

@@ -60,16 +60,21 @@ impl Raw {
         }
     }
 
-    /// `stats`, as (name, value) pairs; read byte by byte, so nothing after its `END` is consumed.
-    pub fn stats(&mut self) -> Vec<(String, String)> {
-        self.send(b"stats\r\n");
+    /// Reads up to and including `end`, byte by byte, so nothing after it is consumed.
+    pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
         let mut text = Vec::new();
         let mut byte = [0];
-        while !text.ends_with(b"END\r\n") {
-            assert_eq!(self.0.read(&mut byte).unwrap(), 1, "stats ended early");
+        while !text.ends_with(end) {
+            assert_eq!(self.0.read(&mut byte).unwrap(), 1, "the reply ended early");
             text.push(byte[0]);
         }
-        String::from_utf8(text)
+        text
+    }
+
+    /// `stats`, as (name, value) pairs; nothing after its `END` is consumed.
+    pub fn stats(&mut self) -> Vec<(String, String)> {
+        self.send(b"stats\r\n");
+        String::from_utf8(self.read_until(b"END\r\n"))
             .unwrap()
             .lines()
             .filter_map(|l| l.strip_prefix("STAT "))

@@ -192,3 +192,18 @@ pub fn worker_cpu_ticks() -> u64 {
         })
         .sum()
 }
+
+/// Occupies trustee `index` with a closure that sleeps `ms` milliseconds, on a helper thread; returns once the
+/// closure runs (join the handle to wait for its end).
+pub fn stall(index: usize, ms: u64) -> std::thread::JoinHandle<()> {
+    let t = rt().trustee(index).entrust(());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        t.apply(move |_| {
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(ms));
+        })
+    });
+    rx.recv().unwrap();
+    h
+}
