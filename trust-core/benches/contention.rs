@@ -5,7 +5,8 @@
 //! - `limit`: a bare SPSC ring between two threads, no runtime: pipelined throughput and the round trip;
 //!   every later table compares its rows with it (`vs ring`);
 //! - `counter`: one shared `u64`, every thread increments it;
-//! - `counters-1024`: 1,024 counters, each increment on one chosen uniformly at random;
+//! - `counters-1024`: 1,024 counters, each increment on one chosen uniformly at random, and the floor of
+//!   fiber delegation there (`ring_fibers`: coroutines and bare rings, no runtime);
 //! - `kv`: a 1M-key `HashMap`, 90% reads, Zipf(0.99) keys;
 //! - `latency`: one uncontended operation of each kind, single thread;
 //! - `tokio`: 1,000 tasks on a 2-thread tokio runtime, one counter: `apply_async` against the tokio and std
@@ -28,6 +29,8 @@
 mod counter;
 #[path = "contention/counters.rs"]
 mod counters;
+#[path = "contention/fiber_ring.rs"]
+mod fiber_ring;
 #[path = "contention/harness.rs"]
 mod harness;
 #[path = "contention/kv.rs"]

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use trust_core::{Runtime, Trust};
 
 use crate::counter::{FIBERS_PER_WORKER, count_then, pipelined};
+use crate::fiber_ring;
 use crate::harness::{Bench, Padded, check};
 use crate::rng::Rng;
 
@@ -101,10 +102,14 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
             i
         });
         check(SCENARIO, "trust_fibers", n, ops, trust_sum() - before);
+
+        fiber_ring::row(b, SCENARIO, n);
     }
     b.table(
         SCENARIO,
         "Locks: one per counter, each on its own cache lines. `trust_*`: 1,024 `Trust<u64>`, counter i on \
-         trustee i mod workers; from fibers, half the requests hit the fiber's own trustee (local shortcut).",
+         trustee i mod workers; from fibers, half the requests hit the fiber's own trustee (local shortcut). `ring_fibers`: the floor \
+         of fiber delegation, no runtime: 2 threads x 256 coroutines, the other thread's counters reached \
+         through bare rings (always 2 threads, as `trust_fibers` always runs on the 2 workers).",
     );
 }

@@ -304,6 +304,27 @@ impl Bench {
         total
     }
 
+    /// Takes the configured samples of a run that times itself: `sample(duration)` returns the operations of
+    /// each of its threads (or fibers) and the seconds they ran; records the median throughput and its
+    /// fairness under the label `threads`, and returns the total operations.
+    pub fn measure(
+        &mut self,
+        scenario: &'static str,
+        imp: &'static str,
+        threads: usize,
+        mut sample: impl FnMut(Duration) -> (Vec<u64>, f64),
+    ) -> u64 {
+        let samples: Vec<Sample> = (0..self.cfg.samples)
+            .map(|_| {
+                let (per_thread, secs) = sample(self.cfg.duration);
+                Sample::of(&per_thread, secs)
+            })
+            .collect();
+        let total = samples.iter().map(|s| s.ops).sum();
+        self.record_median(scenario, imp, threads, samples);
+        total
+    }
+
     /// Runs a client and a server on two OS threads, sharing a fresh `state()` each sample: `client(state,
     /// stop)` works from a common start until the common stop and returns the operations it issued;
     /// `server(state)` returns the operations it applied, once the client has told it (through `state`) that

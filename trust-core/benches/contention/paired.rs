@@ -10,6 +10,7 @@ use trust_core::{Runtime, Trust};
 
 use crate::counter::{FIBERS_PER_WORKER, count_then, pipelined};
 use crate::counters::{parking_counters, pick, seed, trust_counters};
+use crate::fiber_ring;
 use crate::harness::{
     Bench, Config, LATENCY_BATCH, Padded, Stop, Unit, check, latency_ops, median_ns, print_result,
 };
@@ -60,7 +61,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// What a round measures, in this order: (row name, threads, unit).
-const MEASURED: [(&str, usize, Unit); 11] = [
+const MEASURED: [(&str, usize, Unit); 12] = [
     ("ring_pipelined", 2, Unit::Mops),
     ("ring_closures", 2, Unit::Mops),
     ("trust_apply_then", 1, Unit::Mops),
@@ -72,6 +73,7 @@ const MEASURED: [(&str, usize, Unit); 11] = [
     ("counter/trust_fibers", 2, Unit::Mops),
     ("counters-1024/parking_lot", 2, Unit::Mops),
     ("counters-1024/trust_fibers", 2, Unit::Mops),
+    ("counters-1024/ring_fibers", 2, Unit::Mops),
 ];
 // Their places in a round.
 const RING: usize = 0;
@@ -85,9 +87,10 @@ const THEN2: usize = 7;
 const FIBERS: usize = 8;
 const C_PARKING: usize = 9;
 const C_FIBERS: usize = 10;
+const C_FLOOR: usize = 11;
 
 /// The ratios of the table: name, target, and the places of the two measurements divided.
-const RATIOS: [(&str, Option<Target>, usize, usize); 8] = [
+const RATIOS: [(&str, Option<Target>, usize, usize); 10] = [
     (
         "`trust_apply_then` 1 thread / `ring_pipelined`",
         Some(Target::AtLeast(0.5)),
@@ -129,6 +132,18 @@ const RATIOS: [(&str, Option<Target>, usize, usize); 8] = [
         "`counters-1024` fibers / `parking_lot` 2 threads",
         Some(Target::AtLeast(0.5)),
         C_FIBERS,
+        C_PARKING,
+    ),
+    (
+        "`counters-1024` fibers / `ring_fibers`",
+        None,
+        C_FIBERS,
+        C_FLOOR,
+    ),
+    (
+        "`counters-1024` `ring_fibers` / `parking_lot`",
+        None,
+        C_FLOOR,
         C_PARKING,
     ),
 ];
@@ -196,6 +211,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
             },
         );
         v[C_FIBERS] = last(&one);
+        v[C_FLOOR] = fiber_ring::row(&mut one, SCENARIO, 2);
         raw.push(v);
         one.rows.clear();
     }
@@ -242,7 +258,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         "Each round takes one sample of each row ({} ms for throughput; {samples} samples of {LATENCY_BATCH} \
          round trips for latency), as its own scenario measures it: the rings as in `limit`, \
          `trust_apply_then` and the fibers on one counter as in `counter`, the round trips as in `latency`, \
-         the 1,024 counters as in `counters-1024`; the ratios are each round's. Medians of the rounds: {}.",
+         the 1,024 counters (and their floor, `ring_fibers`) as in `counters-1024`; the ratios are each round's. Medians of the rounds: {}.",
         b.cfg.duration.as_millis(),
         MEASURED
             .iter()
