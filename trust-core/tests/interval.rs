@@ -85,6 +85,25 @@ fn out_of_bounds_range_panics_naming_range_and_len() {
 
 #[test]
 #[should_panic(
+    expected = "IntervalMutex: range 5..12 is out of bounds for len 10; borrow a range within 0..10"
+)]
+fn an_interval_mutex_panics_under_its_own_name() {
+    let lock = IntervalMutex::new(vec![0; 10]);
+    let _ = lock.lock(5..12);
+}
+
+#[test]
+#[should_panic(
+    expected = "IntervalMutex: range 3..2 starts after it ends (start 3 > end 2); the lock has len 0"
+)]
+fn a_default_interval_mutex_panics_under_its_own_name() {
+    let lock = IntervalMutex::<u8>::default();
+    #[allow(clippy::reversed_empty_ranges)]
+    let _ = lock.try_lock(3..2);
+}
+
+#[test]
+#[should_panic(
     expected = "IntervalRwLock: range 7..3 starts after it ends (start 7 > end 3); the lock has len 10"
 )]
 fn inverted_range_panics() {

@@ -116,6 +116,8 @@ use state::{Request, State, Wake};
 pub struct IntervalRwLock<T> {
     state: Mutex<State>,
     data: Buffer<T>,
+    /// The type the user holds, for panic messages: `IntervalRwLock`, or `IntervalMutex` (which wraps one).
+    name: &'static str,
 }
 
 // SAFETY: sharing `&IntervalRwLock<T>` among threads lets them obtain `&[T]` (read guards: needs
@@ -194,6 +196,15 @@ impl<T> IntervalRwLock<T> {
         IntervalRwLock {
             state: Mutex::new(State::new()),
             data: Buffer::new(elements.into()),
+            name: "IntervalRwLock",
+        }
+    }
+
+    /// The lock inside an `IntervalMutex`, whose panics name that type.
+    pub(crate) fn named(elements: Box<[T]>, name: &'static str) -> Self {
+        IntervalRwLock {
+            name,
+            ..IntervalRwLock::new(elements)
         }
     }
 
@@ -378,13 +389,15 @@ impl<T> IntervalRwLock<T> {
         match (start, end) {
             (Some(start), Some(end)) if start <= end && end <= len => start..end,
             (Some(start), Some(end)) if start > end => panic!(
-                "IntervalRwLock: range {} starts after it ends (start {start} > end {end}); \
+                "{}: range {} starts after it ends (start {start} > end {end}); \
                  the lock has len {len}",
+                self.name,
                 shown()
             ),
             _ => panic!(
-                "IntervalRwLock: range {} is out of bounds for len {len}; \
+                "{}: range {} is out of bounds for len {len}; \
                  borrow a range within 0..{len}",
+                self.name,
                 shown()
             ),
         }

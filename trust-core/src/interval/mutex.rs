@@ -26,13 +26,12 @@ use super::{IntervalRwLock, Prioritized, TryLockError, WriteFuture, WriteGuard};
 /// assert_eq!(rows.try_lock(4..8).unwrap().iter().sum::<u32>(), 8);
 /// assert_eq!(left.iter().sum::<u32>(), 4);
 /// ```
-#[derive(Default)]
 pub struct IntervalMutex<T>(IntervalRwLock<T>);
 
 impl<T> IntervalMutex<T> {
     /// Takes ownership of the elements: a `Vec<T>`, a `Box<[T]>`, an array, or a `&[T]` of `Clone`s.
     pub fn new(elements: impl Into<Box<[T]>>) -> Self {
-        IntervalMutex(IntervalRwLock::new(elements))
+        IntervalMutex(IntervalRwLock::named(elements.into(), "IntervalMutex"))
     }
 
     /// Number of elements.
@@ -105,6 +104,12 @@ impl<T> IntervalMutex<T> {
 impl<T> From<Vec<T>> for IntervalMutex<T> {
     fn from(elements: Vec<T>) -> Self {
         IntervalMutex::new(elements)
+    }
+}
+
+impl<T> Default for IntervalMutex<T> {
+    fn default() -> Self {
+        IntervalMutex::new(Vec::new())
     }
 }
 
