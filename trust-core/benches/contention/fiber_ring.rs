@@ -3,9 +3,10 @@
 //!
 //! Two threads each own half of 1,024 counters (counter i on thread i mod 2, each on its own 128 bytes, as
 //! the runtime's properties are) and run 256 `corosensei` coroutines. A coroutine increments counters picked
-//! uniformly at random: its own thread's directly; the other thread's by writing a request (which function to
-//! call, on which counter, for which coroutine) into a bare ring to that thread and suspending until the
-//! answer comes back. Each thread loops: resume up to 64 ready coroutines, publish the requests they wrote,
+//! uniformly at random through an array of handles (as the bench's `Trust<u64>`s: each names its counter and
+//! the thread that owns it): its own thread's directly; the other thread's by writing a request (which
+//! function to call, on which counter, for which coroutine) into a bare ring to that thread and suspending
+//! until the answer comes back. Each thread loops: resume up to 64 ready coroutines, publish the requests they wrote,
 //! serve the requests the other thread published (each through a function pointer, the answer written into
 //! a ring back), publish the answers, and make ready the coroutines whose answers arrived.
 //!
@@ -96,6 +97,8 @@ impl Ring {
 /// What the two threads share.
 struct Shared {
     counters: Box<[Padded<AtomicU64>]>,
+    /// By counter: its index and the thread that owns it (16 bytes, as a `Trust<u64>`).
+    handles: Box<[(usize, usize)]>,
     /// `requests[t]`: from thread t to the other; `answers[t]`: from thread t back to the other.
     requests: [Ring; 2],
     answers: [Ring; 2],
@@ -118,6 +121,7 @@ pub fn row(b: &mut Bench, scenario: &'static str, threads: usize) -> f64 {
 pub fn run(duration: Duration, per_thread: usize) -> (Vec<u64>, f64) {
     let shared = Arc::new(Shared {
         counters: (0..COUNTERS).map(|_| Padded(AtomicU64::new(0))).collect(),
+        handles: (0..COUNTERS).map(|i| (i, i % 2)).collect(),
         requests: [Ring::new(per_thread), Ring::new(per_thread)],
         answers: [Ring::new(per_thread), Ring::new(per_thread)],
         stop: AtomicBool::new(false),
@@ -172,8 +176,8 @@ fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier
                 let mut rng = Rng::new((t * per_thread + f) as u64 + 1);
                 let mut ops = 0;
                 while !shared.stop.load(Ordering::Relaxed) {
-                    let i = (rng.next_u64() >> 54) as usize;
-                    if i % 2 == t {
+                    let (i, owner) = shared.handles[(rng.next_u64() >> 54) as usize];
+                    if owner == t {
                         OPS[0](&shared.counters[i]);
                     } else {
                         let at = mine.requests.get();
