@@ -22,7 +22,8 @@ use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::trustee::unwind;
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
-/// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive until then (see `WaitGuard`).
+/// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive, and `None`, until then (see
+/// `WaitGuard`).
 struct Caller {
     /// Where the result is in the batch's response body.
     at: usize,
@@ -35,10 +36,13 @@ impl Caller {
     /// The receiver of a caller waiting for an `R` in `*dst`, at `at` in the response body.
     fn new<R>(at: usize, dst: *mut Option<R>) -> Self {
         /// # Safety
-        /// `src` holds a result written by `write_result::<R>`, read once; `dst` is a live `Option<R>`.
+        /// `src` holds a result written by `write_result::<R>`, read once; `dst` is a live `Option<R>` that
+        /// is `None`.
         unsafe fn take<R>(src: *const u8, dst: *mut ()) {
+            // Written without reading: `None` has nothing to drop, and with hundreds of fibers the waiting
+            // fiber's frame is a cache miss, which an assignment (a load, to drop the old value) waited for.
             // SAFETY: by the contract.
-            unsafe { *dst.cast::<Option<R>>() = Some(slot::read_result::<R>(src)) }
+            unsafe { dst.cast::<Option<R>>().write(Some(slot::read_result::<R>(src))) }
         }
         Caller {
             at,
