@@ -607,7 +607,7 @@ fn reversed_ranges_written_every_way_give_exact_messages() {
     let m = IntervalMutex::new(vec![0u8; 3]);
     assert_eq!(
         msg(&|| drop(m.lock(2..1))),
-        "IntervalRwLock: range 2..1 starts after it ends (start 2 > end 1); the lock has len 3"
+        "IntervalMutex: range 2..1 starts after it ends (start 2 > end 1); the lock has len 3"
     );
     assert_eq!((lock.held(), lock.queued(), m.held()), (0, 0, 0));
 }
