@@ -875,6 +875,9 @@ fn recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back() {
         assert_eq!(depth, BUDGET, "round {round}: the chain's depth is the budget");
         let m = fail.lock().unwrap().take().expect("a spawn failed");
         assert!(m.contains("cannot start a fiber") && m.contains("TRUST_MAX_FIBER_STACKS=64"), "{m}");
+        // (A join may return a moment before its fiber's stack is back: see
+        // `a_finished_fibers_stack_is_back_when_its_join_returns`.)
+        eventually("all fibers gone", || rt().metrics().iter().all(|m| m.fibers == 0));
         // Every stack is back: a launch works, and BUDGET fibers alive at once fit again.
         assert_eq!(latch.launch(move |l| *l.lock() + round), 7 + round);
         let gate = Arc::new(AtomicBool::new(false));
@@ -896,8 +899,8 @@ fn recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back() {
         gate.store(true, Ordering::Release);
         let sum: usize = all.into_iter().map(|f| f.join().unwrap()).sum();
         assert_eq!(sum, BUDGET * (BUDGET - 1) / 2);
+        eventually("all fibers gone", || rt().metrics().iter().all(|m| m.fibers == 0));
     }
-    eventually("all fibers gone", || rt().metrics().iter().all(|m| m.fibers == 0));
     ok();
 }
 
@@ -1066,7 +1069,12 @@ fn overflow_case() {
 #[test]
 fn a_fiber_overflowing_while_others_wait_aborts_with_the_message() {
     overflow_in_child("plain", "256");
-    overflow_in_child("big-frames", "256");
+    // Not under AddressSanitizer: nightly's instrumented build emits no stack probes (`sub rsp, 0x13b20` and
+    // a first store at the frame's bottom), so a 40 KB frame can jump over the single guard page; the fault
+    // then lands below it, outside the running fiber's guard, and ASan reports a stack overflow of its own.
+    if !cfg!(feature = "sanitizer") {
+        overflow_in_child("big-frames", "256");
+    }
     overflow_in_child("plain", "32");
 }
 
@@ -1745,6 +1753,136 @@ fn workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber() {
     assert!(
         report.iter().all(|&(_, t)| t <= 10),
         "worker CPU ticks (10 ms) in 500 ms (300 ms for idle): {report:?}"
+    );
+    ok();
+}
+
+/// This process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// 100 fibers read one byte at a time from their connections, each read waiting for the peer's next byte
+/// (100,000 waits in all); the same with a long read timeout set. A wait that ends by its socket should not
+/// leave anything behind for the rest of its timeout: memory with the timeout grows no more than without.
+/// (`Reactor::poll` clears a woken fiber's wait but its deadline stays in the heap until it passes: with an
+/// hour's timeout, 32 bytes per read, for an hour.)
+#[test]
+#[ignore = "BUG: every socket wait with a timeout leaves its deadline in the reactor's heap until it passes (memory grows per read)"]
+fn socket_waits_with_a_long_timeout_do_not_accumulate_memory() {
+    if !is_child() {
+        child("socket_waits_with_a_long_timeout_do_not_accumulate_memory", &[], 60);
+        return;
+    }
+    watchdog("deadline heap", 55);
+    rt();
+    calibrate();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fibers_n = 100;
+    let per = scaled(1_000, 300) as usize;
+    let mut grew = Vec::new();
+    for timeout in [None, Some(Duration::from_secs(3600))] {
+        let mut peers = Vec::new();
+        let mut fibers = Vec::new();
+        for _ in 0..fibers_n {
+            let (mine, peer) = pair(&listener);
+            mine.set_read_timeout(timeout).unwrap();
+            peer.set_nodelay(true).unwrap();
+            let got = Arc::new(AtomicUsize::new(0));
+            let g = got.clone();
+            // All on worker 0: one reactor.
+            fibers.push((
+                spawn_on(0, move || {
+                    let mut b = [0u8; 1];
+                    let mut n = 0;
+                    while let Ok(1) = (&mine).read(&mut b) {
+                        n += 1;
+                        g.store(n, Ordering::Release);
+                    }
+                    n
+                }),
+                got,
+            ));
+            peers.push(peer);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let before = rss_kib();
+        for round in 1..=per {
+            for p in peers.iter_mut() {
+                p.write_all(b"x").unwrap();
+            }
+            // Each fiber has read this round's byte (so its next read waits again).
+            for (_, got) in &fibers {
+                let t0 = Instant::now();
+                while got.load(Ordering::Acquire) < round {
+                    assert!(t0.elapsed() < Duration::from_secs(10), "a reader is stuck");
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        grew.push(rss_kib() as i64 - before as i64);
+        drop(peers);
+        for (f, _) in fibers {
+            assert_eq!(f.join().unwrap(), per);
+        }
+    }
+    let waits = fibers_n * per;
+    assert!(
+        grew[1] - grew[0] < (waits * 16 / 1024) as i64,
+        "memory grew by {} KiB over {waits} socket waits with a timeout set, {} KiB without",
+        grew[1],
+        grew[0]
+    );
+    ok();
+}
+
+/// "`spawn` works again once some finish": with a budget of one stack, a fiber that has finished — its
+/// `join` returned, or `is_finished()` says so — has given its stack back, and the next `spawn` gets it.
+/// 6,000 times, alternately after a `join` (which parks) and after polling `is_finished`. Fails (a few in a
+/// thousand): the fiber's promise is kept inside the fiber (`api/fiber.rs`, `fiber_job`), which wakes the
+/// joiner; the stack goes back to the pool only after the coroutine has returned to `run_ready`.
+#[test]
+#[ignore = "BUG: join/is_finished report a fiber finished before its stack is back in the pool: a spawn right after fails at the budget"]
+fn a_finished_fibers_stack_is_back_when_its_join_returns() {
+    if !is_child() {
+        child(
+            "a_finished_fibers_stack_is_back_when_its_join_returns",
+            &[("TRUST_MAX_FIBER_STACKS", "1")],
+            30,
+        );
+        return;
+    }
+    watchdog("stack back at join", 25);
+    quiet();
+    let mut refused = [0usize; 2];
+    for i in 0..6_000u64 {
+        // From a settled state: the previous round's fibers are gone, their stack pooled.
+        eventually("the last round's fibers are gone", || rt().metrics().iter().all(|m| m.fibers == 0));
+        let f = spawn(move || i);
+        if i % 2 == 0 {
+            assert_eq!(f.join().unwrap(), i);
+        } else {
+            while !f.is_finished() {
+                std::hint::spin_loop();
+            }
+            assert_eq!(f.join().unwrap(), i);
+        }
+        // The next spawn of the loop needs that stack; check now, without taking it for long.
+        match catch_unwind(|| spawn(|| 0u64)) {
+            Ok(g) => assert_eq!(g.join().unwrap(), 0),
+            Err(p) => {
+                let m = panic_message(p);
+                assert!(m.contains("cannot start a fiber"), "{m}");
+                refused[(i % 2) as usize] += 1;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        [0, 0],
+        "spawns refused right after a join returned / after is_finished() (of 3,000 each)"
     );
     ok();
 }
