@@ -762,8 +762,9 @@ fn a_remote_plain_thread_progresses_while_256_local_fibers_hammer_its_counter() 
 /// `worker/fairness.rs`: "a client that went quiet never holds anyone up" — once a saturating remote client
 /// stops, the local fibers held for credit are released when the saturation window (at most 4 ms) has passed.
 /// A remote thread sends bursts (saturated batches) 1 ms apart, so local fibers spend each burst's credit and
-/// are held; then it stops. Measured: how long until the local fibers apply again, median of 5 trials; bound:
-/// 40 ms (ten windows). Fails: the worker parks with the held fibers (`Worker::has_work` does not count them),
+/// are held; then it stops. Measured: how long until the local fibers apply again, in (up to) 5 trials in
+/// which they were held; none may take 90 ms (the window is at most 4 ms). Timing-dependent: on a loaded
+/// machine the worker's yields before parking can outlast the window, and a trial shows nothing. Fails: the worker parks with the held fibers (`Worker::has_work` does not count them),
 /// and only its 100 ms safety-net timeout wakes it to release them.
 #[test]
 #[ignore = "BUG: fibers held for credit sleep ~100 ms (the worker's park timeout) after the saturating client goes quiet"]
@@ -783,7 +784,11 @@ fn local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet()
     let mut stalls = Vec::new();
     let mut held = Vec::new();
     let mut sent = 0u64;
-    for _trial in 0..5 {
+    let mut held_stalls = Vec::new();
+    for _trial in 0..20 {
+        if held_stalls.len() == 5 {
+            break;
+        }
         let (p0, t0) = (progress.load(Ordering::Relaxed), Instant::now());
         // (The local fibers' applies during the bursts, for the message: a few thousand in ~10 ms shows they
         // were held; millions would mean the client never counted as saturated.)
@@ -815,18 +820,29 @@ fn local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet()
             std::hint::spin_loop();
         }
         stalls.push(quiet_at.elapsed());
+        // Held during the bursts: a few thousand applies, where free-running fibers do hundreds of thousands
+        // (a loaded machine can stretch the gaps past the window; then that trial shows nothing).
+        if held.last().unwrap().0 < 50_000 {
+            held_stalls.push(quiet_at.elapsed());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);
     let local: u64 = fibers.into_iter().map(|f| f.join().unwrap()).sum();
     assert_eq!(counter.apply(|x| *x), local + sent, "every increment counted once");
-    let mut sorted = stalls.clone();
-    sorted.sort();
-    let median = sorted[2];
     assert!(
-        median < Duration::from_millis(40),
-        "after the saturating client went quiet, the held local fibers waited {median:?} (median of \
-         {stalls:?}) to apply again; local applies during the bursts (applies, time): {held:?}"
+        !held_stalls.is_empty(),
+        "no trial got the local fibers held (machine too loaded?): stalls {stalls:?}, local applies during the \
+         bursts (applies, time) {held:?}"
+    );
+    // The signature of the worker's 100 ms park timeout; ten saturation windows would be plenty.
+    let parked = held_stalls.iter().filter(|&&d| d >= Duration::from_millis(90)).count();
+    assert_eq!(
+        parked,
+        0,
+        "after the saturating client went quiet, the held local fibers waited {held_stalls:?} to apply again \
+         (trials in which they were held); all trials: {stalls:?}, local applies during the bursts (applies, \
+         time): {held:?}"
     );
     ok();
 }
