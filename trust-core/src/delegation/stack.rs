@@ -49,6 +49,16 @@ const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 /// Stacks alive now (running or pooled); never more than `Budget::max_stacks`.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
+/// Fibers that have settled their result (a joiner may have returned already) and not yet given their stack
+/// back: a `take` at the budget waits for them instead of failing, so that a `spawn` right after a `join`
+/// finds the joined fiber's stack.
+static RETURNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Called by a fiber right before it settles its result: its stack comes back soon, by `give_back`.
+pub(crate) fn returning() {
+    RETURNING.fetch_add(1, Ordering::SeqCst);
+}
+
 /// How a stack's guard page is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GuardKind {
@@ -384,10 +394,28 @@ impl StackPool {
         }
     }
 
-    /// A pooled stack, else a new one.
+    /// A pooled stack, else a new one. At the budget, waits for the stacks of fibers that are finishing
+    /// (`returning`): each is on its way back (no fiber waits for anything between settling its result and
+    /// returning), and the fiber finishing can be on this thread only if it already has.
     pub(crate) fn take(&self) -> Result<FiberStack, StackError> {
-        let pooled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        pooled.map_or_else(|| FiberStack::new(self.bytes), Ok)
+        loop {
+            // Read before the pool: a fiber that is not counted any more gave its stack to the pool first.
+            let returning = RETURNING.load(Ordering::SeqCst);
+            let pooled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match pooled.map_or_else(|| FiberStack::new(self.bytes), Ok) {
+                Err(StackError {
+                    cause: Cause::Budget,
+                    ..
+                }) if returning > 0 => std::thread::yield_now(),
+                taken => return taken,
+            }
+        }
+    }
+
+    /// `give`, for the stack of a fiber that called `returning`.
+    pub(crate) fn give_back(&self, stack: FiberStack) {
+        self.give(stack);
+        RETURNING.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Keeps `stack` for reuse, or unmaps it (after unlocking) if the pool is full.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::delegation::api::runtime::runtime;
 use crate::delegation::trustee::shared::{Abandon, SHUT_DOWN, TrusteeShared};
 use crate::delegation::client::outbox;
+use crate::delegation::stack;
 use crate::delegation::worker::context;
 use crate::delegation::worker::fiber::{suspend, suspend_on};
 
@@ -139,7 +140,12 @@ where
 {
     // A job dropped unrun (its mail came after the shutdown) drops its promise, which completes the handle.
     let (fiber, promise) = promise();
-    let job = move || promise.settle(panic::catch_unwind(AssertUnwindSafe(f)));
+    let job = move || {
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        // Before the joiner can see the result: a `spawn` right after the join waits for this stack.
+        stack::returning();
+        promise.settle(result)
+    };
     (fiber, job)
 }
 

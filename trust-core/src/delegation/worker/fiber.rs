@@ -391,7 +391,8 @@ impl Scheduler {
                     self.stack_hints.borrow_mut()[id] = self.suspended_at.get();
                 }
                 CoroutineResult::Return(()) => {
-                    self.stacks.give(fiber.0.into_stack());
+                    // Every fiber's job calls `stack::returning` (`api::fiber`) before it ends.
+                    self.stacks.give_back(fiber.0.into_stack());
                     self.free.borrow_mut().push(id);
                     if let Some(p) = self.pending.borrow_mut().get_mut(id) {
                         *p = None;
