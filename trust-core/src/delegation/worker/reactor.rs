@@ -38,6 +38,8 @@ struct Wait {
     socket: Option<(RawFd, Readiness)>,
     /// Tells this wait's deadline from an older one of the same fiber still in the heap.
     ticket: u64,
+    /// Whether the wait put a deadline in the heap.
+    deadline: bool,
 }
 
 pub(crate) struct Reactor {
@@ -50,6 +52,9 @@ pub(crate) struct Reactor {
     by_fd: RefCell<HashMap<RawFd, Vec<usize>>>,
     /// Deadlines, earliest first: (when, ticket, fiber).
     deadlines: RefCell<BinaryHeap<Reverse<(Instant, u64, usize)>>>,
+    /// Deadlines in the heap whose waits ended first (their socket became ready): removed in bulk once they
+    /// are half the heap, not left until they pass (a read with a 60 s timeout would hold 32 bytes for 60 s).
+    stale: Cell<usize>,
     tickets: Cell<u64>,
     waiting: Cell<usize>,
 }
@@ -73,6 +78,7 @@ impl Reactor {
             waits: RefCell::default(),
             by_fd: RefCell::default(),
             deadlines: RefCell::default(),
+            stale: Cell::new(0),
             tickets: Cell::new(0),
             waiting: Cell::new(0),
         };
@@ -116,7 +122,11 @@ impl Reactor {
             if waits.len() <= id {
                 waits.resize_with(id + 1, || None);
             }
-            waits[id] = Some(Wait { socket, ticket });
+            waits[id] = Some(Wait {
+                socket,
+                ticket,
+                deadline: deadline.is_some(),
+            });
         }
         if let Some((fd, _)) = socket {
             self.by_fd.borrow_mut().entry(fd).or_default().push(id);
@@ -176,13 +186,17 @@ impl Reactor {
                     None => false,
                 };
                 if wanted {
-                    waits[id] = None;
+                    if waits[id].take().is_some_and(|w| w.deadline) {
+                        self.stale.set(self.stale.get() + 1);
+                    }
                     self.woke(scheduler, id);
                     woke = true;
                 }
                 !wanted
             });
         }
+        drop(events);
+        self.drop_stale();
         if !self.deadlines.borrow().is_empty() {
             let now = Instant::now();
             loop {
@@ -202,6 +216,20 @@ impl Reactor {
             }
         }
         woke
+    }
+
+    /// Removes the deadlines of waits that ended otherwise, once they are at least half the heap (and more
+    /// than a few): amortized, each costs its share of one pass over the heap.
+    fn drop_stale(&self) {
+        let stale = self.stale.get();
+        if stale < 64 || 2 * stale < self.deadlines.borrow().len() {
+            return;
+        }
+        let waits = self.waits.borrow();
+        self.deadlines
+            .borrow_mut()
+            .retain(|Reverse((_, ticket, id))| waits[*id].as_ref().is_some_and(|w| w.ticket == *ticket));
+        self.stale.set(0);
     }
 
     /// Ends fiber `id`'s wait at its deadline (the wait is taken: it ends once).
