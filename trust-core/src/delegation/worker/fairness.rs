@@ -143,6 +143,12 @@ impl Fairness {
         std::mem::take(&mut *self.held.borrow_mut())
     }
 
+    /// True while fibers wait for credit: they are released within the saturation window (at most
+    /// `SATURATED_FOR.1`), so their worker must not sleep past it.
+    pub(crate) fn has_held(&self) -> bool {
+        !self.held.borrow().is_empty()
+    }
+
     /// True while the turn may resume more fibers.
     pub(crate) fn turn_open(&self) -> bool {
         self.turn_applies.get() < TURN_APPLIES

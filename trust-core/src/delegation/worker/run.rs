@@ -96,6 +96,8 @@ pub(crate) struct Worker {
     pub(crate) reactor: Reactor,
     parker: Arc<Parker>,
     served: RefCell<Vec<Served>>,
+    /// Mail taken out of turn (by `register_channels`) and left for the loop's next `read_mail`, oldest first.
+    postponed: RefCell<Vec<Mail>>,
     retired: RefCell<Vec<Retired>>,
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
@@ -150,6 +152,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         reactor,
         parker: parker.clone(),
         served: RefCell::default(),
+        postponed: RefCell::default(),
         retired: RefCell::default(),
         deferred: RefCell::default(),
         continuing: RefCell::default(),
@@ -268,7 +271,8 @@ impl Worker {
     }
 
     fn read_mail(&self) -> bool {
-        let mail = self.shared.take_mail();
+        let mut mail = self.postponed.take();
+        mail.extend(self.shared.take_mail());
         if mail.is_empty() {
             return false;
         }
@@ -281,17 +285,35 @@ impl Worker {
     fn run_mail(&self, mail: Vec<Mail>) {
         for m in mail {
             match m {
-                Mail::Register(channel) => self.served.borrow_mut().push(Served {
-                    channel,
-                    served: 0,
-                    paused: None,
-                }),
+                Mail::Register(channel) => self.serve_channel(channel),
                 Mail::Run(f) => {
                     self.shared.metrics.mailed();
                     self.run_mailed(|| f.run())
                 }
                 Mail::Spawn(stack, job, handle) => self.scheduler.start(stack, job, handle),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
+            }
+        }
+    }
+
+    fn serve_channel(&self, channel: Arc<Channel>) {
+        self.served.borrow_mut().push(Served {
+            channel,
+            served: 0,
+            paused: None,
+        });
+    }
+
+    /// Serves the channels registered in the mail so far, and postpones the rest of the mail to the loop's next
+    /// `read_mail`. For `retire`, which runs wherever a last handle is dropped on this worker: inside a
+    /// delegated closure, or in a fiber, on its small stack. Running mailed requests there would nest them in
+    /// that closure (where they find its property borrowed) or on that stack.
+    fn register_channels(&self) {
+        let mut postponed = self.postponed.borrow_mut();
+        for m in self.shared.take_mail() {
+            match m {
+                Mail::Register(channel) => self.serve_channel(channel),
+                other => postponed.push(other),
             }
         }
     }
@@ -311,11 +333,13 @@ impl Worker {
             return false;
         }
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
-        let busy = !deferred.is_empty();
+        let before = deferred.len();
         for f in deferred {
             self.run_mailed(f);
         }
-        busy
+        // Busy only if one ran: the rest wait for launched fibers of this worker, whose end is a busy round
+        // of its own, so an idle worker may sleep meanwhile.
+        self.deferred.borrow().len() < before
     }
 
     /// Trustee side: runs one pending batch per channel and answers it (a paused batch resumes where it
@@ -403,7 +427,7 @@ impl Worker {
     }
 
     fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
-        self.read_mail(); // a channel registered before the escape must be waited for too
+        self.register_channels(); // a channel registered before the escape must be waited for too
         let waits = self
             .served
             .borrow()
@@ -533,14 +557,17 @@ impl Worker {
     /// Checked after announcing sleep: anything that would have made the loop busy.
     pub(crate) fn has_work(&self) -> bool {
         self.shared.has_mail()
+            || !self.postponed.borrow().is_empty()
             || self.shared.is_closing()
             || self.scheduler.has_ready()
+            || self.fairness.has_held()
             || self.client.borrow().has_ready()
+            // A paused batch waits for launched fibers of this worker, not for anyone else (see `run_deferred`).
             || self
                 .served
                 .borrow()
                 .iter()
-                .any(|s| s.channel.slots.pending(s.served).is_some())
+                .any(|s| s.paused.is_none() && s.channel.slots.pending(s.served).is_some())
             || self
                 .client
                 .borrow_mut()
