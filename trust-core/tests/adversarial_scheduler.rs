@@ -1974,8 +1974,9 @@ fn ticks_over(ms: u64) -> u64 {
 /// Workers whose only work waits for something slow do not spin: like fibers asleep (`tests/sleep.rs`: at
 /// most 10 ticks of 10 ms in 500 ms), a request that must wait while a launched fiber sleeps with the latch —
 /// (a) a plain thread's `apply` on the `Trust<Latch<T>>` (its batch pauses), (b) an `apply_async` on it (the
-/// mailed request is deferred) — leaves the workers asleep, not polling the waiting request in a loop.
-/// Before the fix, a full core: 50 ticks (44 for the `apply_async`).
+/// mailed request is deferred), (c) an `apply` from a fiber on the latch's own worker (the fiber waits) —
+/// leaves the workers asleep, not polling the waiting request in a loop. Before the fixes, a full core: 50
+/// ticks (44 for the `apply_async`, 50 for the fiber, which yielded in a loop).
 #[test]
 fn workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber() {
     if !is_child() {
@@ -1988,12 +1989,13 @@ fn workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber() {
     }
     watchdog("waiting requests spin", 25);
     rt();
+    calibrate();
     let latch = rt().trustee(0).entrust(Latch::new(0u64));
     // Calm first: idle workers.
     std::thread::sleep(Duration::from_millis(50));
     let calm = ticks_over(300);
     let mut report = vec![("idle", calm)];
-    for case in ["paused batch", "deferred mail"] {
+    for case in ["paused batch", "deferred mail", "local fiber"] {
         let (tx, rx) = std::sync::mpsc::channel();
         let l = latch.clone();
         let launcher = std::thread::spawn(move || {
@@ -2008,7 +2010,10 @@ fn workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber() {
         let l = latch.clone();
         let waiter = std::thread::spawn(move || match case {
             "paused batch" => l.apply(|l| *l.get_mut()),
-            _ => block_on_after(l.apply_async(|l| *l.get_mut()), || ()),
+            "deferred mail" => block_on_after(l.apply_async(|l| *l.get_mut()), || ()),
+            _ => spawn_on(0, move || l.apply(|l| *l.get_mut()))
+                .join()
+                .unwrap(),
         });
         std::thread::sleep(Duration::from_millis(100));
         let spent = ticks_over(500);

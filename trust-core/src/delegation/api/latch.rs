@@ -234,6 +234,12 @@ impl Drop for Launched {
     fn drop(&mut self) {
         // SAFETY: the property outlives its launched fibers (the launching handle waits for them).
         unsafe { property::set_launched(self.0, -1) };
+        // SAFETY: as above.
+        if !unsafe { property::launched(self.0) }
+            && let Some(worker) = context::worker()
+        {
+            worker.scheduler.launched_ended(self.0 as usize);
+        }
     }
 }
 

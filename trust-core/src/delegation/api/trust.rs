@@ -14,7 +14,7 @@ use crate::delegation::api::trustee::{Trustee, is_current};
 use crate::delegation::call;
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Promise};
-use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply};
+use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply, suspend_on};
 use crate::delegation::worker::run::Worker;
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
@@ -268,7 +268,11 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
             "{}",
             property::APPLY_ON_OWN_LATCH
         );
-        fiber::yield_now();
+        // Suspended, not yielding in a loop: a launched fiber may hold the latch for long (asleep, waiting for
+        // a socket), and the worker must be free to sleep meanwhile. The last one to end makes this ready.
+        let (_, id) = worker.fiber.get().expect("in a fiber");
+        worker.scheduler.wait_for_launched(property as usize, id);
+        suspend_on(worker);
     }
 }
 

@@ -255,6 +255,8 @@ pub(crate) struct Scheduler {
     pending: RefCell<Vec<Option<Rc<Pending>>>>,
     /// For fibers started by `launch`: the address of the property they share, by fiber id (0: none).
     launched: RefCell<Vec<usize>>,
+    /// Fibers waiting until no launched fiber shares a property: (the property's address, fiber id).
+    latch_waiters: RefCell<Vec<(usize, usize)>>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -279,6 +281,7 @@ impl Scheduler {
             metrics,
             pending: RefCell::new(Vec::new()),
             launched: RefCell::new(Vec::new()),
+            latch_waiters: RefCell::new(Vec::new()),
         }
     }
 
@@ -332,6 +335,22 @@ impl Scheduler {
     /// True when fiber `id` was started by `launch` on the property at `property`.
     pub(crate) fn is_launched_on(&self, id: usize, property: usize) -> bool {
         self.launched.borrow().get(id) == Some(&property)
+    }
+
+    /// Fiber `id` waits until the launched fibers sharing the property at `property` have ended; the caller
+    /// suspends it, and `launched_ended` makes it ready.
+    pub(crate) fn wait_for_launched(&self, property: usize, id: usize) {
+        self.latch_waiters.borrow_mut().push((property, id));
+    }
+
+    /// The last launched fiber sharing the property at `property` has ended: the fibers waiting for that run.
+    pub(crate) fn launched_ended(&self, property: usize) {
+        self.latch_waiters.borrow_mut().retain(|&(p, id)| {
+            if p == property {
+                self.make_ready(id);
+            }
+            p != property
+        });
     }
 
     /// True when fiber `id` was launched on a property.
