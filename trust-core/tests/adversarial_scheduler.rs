@@ -1257,6 +1257,25 @@ fn an_overflow_inside_an_inline_apply_or_a_launched_fiber_aborts_with_the_messag
 // Fibers doing socket I/O.
 
 /// A connected pair: a `trust_core::net` stream (for a fiber) and its std peer (for this thread).
+/// SO_LINGER 0 on `s`: its close resets the connection.
+fn reset_on_close(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid option of the right size on an open socket.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
     let addr = listener.local_addr().unwrap();
     let peer = std::net::TcpStream::connect(addr).unwrap();
@@ -1327,22 +1346,7 @@ fn peers_closing_while_fibers_read_and_a_shutdown_at_the_same_time() {
                 let _ = p.write_all(b"x");
                 drop(p);
             } else {
-                // SO_LINGER 0: the close resets the connection.
-                let l = libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                };
-                // SAFETY: a valid option of the right size on an open socket.
-                unsafe {
-                    use std::os::fd::AsRawFd;
-                    libc::setsockopt(
-                        p.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_LINGER,
-                        (&raw const l).cast(),
-                        size_of::<libc::linger>() as libc::socklen_t,
-                    );
-                }
+                reset_on_close(&p);
                 drop(p);
             }
         }
@@ -1465,21 +1469,7 @@ fn a_fiber_blocked_in_write_sees_the_peer_reset_and_a_write_timeout_fires() {
         }
         last = now;
     }
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid option of the right size on an open socket.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(
-            peer.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const l).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    reset_on_close(&peer);
     drop(peer);
     let kind = within(5, move || writer.join().unwrap());
     assert!(
