@@ -23,7 +23,6 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::hint::spin_loop;
 use std::panic::resume_unwind;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +35,7 @@ use corosensei::{Coroutine, CoroutineResult};
 
 use crate::counter::FIBERS_PER_WORKER as FIBERS_PER_THREAD;
 use crate::harness::{Bench, Padded, check};
+use crate::limit;
 use crate::rng::Rng;
 
 /// Counters, as in `counters-1024`.
@@ -194,6 +194,7 @@ fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier
     let mut queue: VecDeque<u32> = (0..per_thread as u32).collect();
     let mut answer_of = vec![0u64; per_thread];
     let mut ops = vec![0; per_thread];
+    let mut idle = 0;
     let (mut served, mut answered, mut collected, mut returned) = (0u64, 0u64, 0u64, 0);
     let (inbox, replies) = (&shared.requests[1 - t], &shared.answers[1 - t]);
     ready_to_go.wait();
@@ -230,7 +231,10 @@ fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier
             if returned == per_thread && shared.done.load(Ordering::Acquire) == 2 * per_thread {
                 return ops;
             }
-            spin_loop();
+            // As the rings of `limit` wait: a yield now and then, for a loaded machine.
+            limit::wait(&mut idle);
+        } else {
+            idle = 0;
         }
     }
 }

@@ -44,7 +44,7 @@ const YIELD_AFTER: u32 = 128;
 /// machine the other side answers long before the first yield; on a loaded one, where the client and the
 /// server may share a core, the yield lets them take turns within microseconds instead of timeslices.
 #[inline]
-fn wait(spins: &mut u32) {
+pub fn wait(spins: &mut u32) {
     *spins += 1;
     if spins.is_multiple_of(YIELD_AFTER) {
         thread::yield_now();
