@@ -460,8 +460,11 @@ impl Worker {
 
     /// Drops retired properties whose possible requests have all been served.
     fn drop_retired(&self) {
-        // A deferred request may refer to a retired property: none is dropped while one waits.
-        if self.retired.borrow().is_empty() || !self.deferred.borrow().is_empty() {
+        // A deferred or postponed request may refer to a retired property: none is dropped while one waits.
+        if self.retired.borrow().is_empty()
+            || !self.deferred.borrow().is_empty()
+            || !self.postponed.borrow().is_empty()
+        {
             return;
         }
         let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
