@@ -32,6 +32,7 @@ use std::num::NonZeroUsize;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use corosensei::stack::{MIN_STACK_SIZE, Stack, StackPointer};
 
@@ -50,8 +51,8 @@ const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// Fibers that have settled their result (a joiner may have returned already) and not yet given their stack
-/// back: a `take` at the budget waits for them instead of failing, so that a `spawn` right after a `join`
-/// finds the joined fiber's stack.
+/// back: a `take` at the budget waits a little for them instead of failing, so that a `spawn` right after a
+/// `join` finds the joined fiber's stack.
 static RETURNING: AtomicUsize = AtomicUsize::new(0);
 
 /// Called by a fiber right before it settles its result: its stack comes back soon, by `give_back`.
@@ -394,19 +395,29 @@ impl StackPool {
         }
     }
 
-    /// A pooled stack, else a new one. At the budget, waits for the stacks of fibers that are finishing
-    /// (`returning`): each is on its way back (no fiber waits for anything between settling its result and
-    /// returning), and the fiber finishing can be on this thread only if it already has.
-    pub(crate) fn take(&self) -> Result<FiberStack, StackError> {
+    /// A pooled stack, else a new one. At the budget, waits up to `patience` for the stacks of fibers that are
+    /// finishing (`returning`). Only up to: a finishing fiber still runs user code (its unjoined result's
+    /// `Drop`, which may suspend it, or spawn), and it may be on the caller's own worker, which cannot give its
+    /// stack back while the caller waits.
+    pub(crate) fn take(&self, patience: Duration) -> Result<FiberStack, StackError> {
+        let mut deadline = None;
         loop {
             // Read before the pool: a fiber that is not counted any more gave its stack to the pool first.
             let returning = RETURNING.load(Ordering::SeqCst);
             let pooled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match pooled.map_or_else(|| FiberStack::new(self.bytes), Ok) {
-                Err(StackError {
-                    cause: Cause::Budget,
-                    ..
-                }) if returning > 0 => std::thread::yield_now(),
+                Err(
+                    e @ StackError {
+                        cause: Cause::Budget,
+                        ..
+                    },
+                ) if returning > 0 => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + patience);
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::yield_now();
+                }
                 taken => return taken,
             }
         }

@@ -99,7 +99,13 @@ where
     R: Send + 'static,
 {
     let rt = runtime();
-    let stack = match rt.stacks.take() {
+    // A worker waits for a finishing fiber's stack only briefly: that fiber may be its own (see `take`).
+    let patience = if context::worker().is_some() {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis(100)
+    };
+    let stack = match rt.stacks.take(patience) {
         Ok(stack) => stack,
         Err(e) => panic!("{e}"),
     };
@@ -118,7 +124,8 @@ where
     R: Send + 'static,
 {
     let worker = context::worker().expect("start_here runs on a worker");
-    match worker.scheduler.stacks.take() {
+    // No waiting on the trustee, inside a delegated closure.
+    match worker.scheduler.stacks.take(Duration::ZERO) {
         Ok(stack) => {
             let (fiber, job) = fiber_job(f);
             worker.scheduler.start(stack, Box::new(job), fiber.abandon_handle());
