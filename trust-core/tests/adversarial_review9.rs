@@ -13,93 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 use trust_core::net::TcpStream;
-use trust_core::{Fiber, Latch, Trust, local_trustee, spawn, wait_pending};
-
-/// Runs test `name` in a child process with `env`, killing it after `secs` seconds; fails unless it exits 0
-/// having printed `CHILD-OK`.
-fn child(name: &str, env: &[(&str, &str)], secs: u64) {
-    let secs = if cfg!(feature = "sanitizer") { secs * 4 } else { secs };
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut c = std::process::Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD, "1")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the test binary runs again");
-    let mut so = c.stdout.take().unwrap();
-    let mut se = c.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let te = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            let stderr = String::from_utf8_lossy(&te.join().unwrap()).into_owned();
-            panic!("HUNG: child {name} still running after {secs} s\n--- stderr\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = String::from_utf8_lossy(&to.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&te.join().unwrap()).into_owned();
-    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
-    assert!(
-        status.success() && stdout.contains("CHILD-OK"),
-        "child {name} failed ({status})\n--- stdout\n{stdout}\n--- stderr (tail)\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
-}
-
-/// In a child: exits 101 (a failure, naming `what`) if the child still runs after `secs` seconds.
-fn watchdog(what: &'static str, secs: u64) {
-    let secs = if cfg!(feature = "sanitizer") { secs * 4 } else { secs };
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("WATCHDOG: {what} still running after {secs} s");
-        std::process::exit(101);
-    });
-}
-
-fn ok() {
-    println!("CHILD-OK");
-}
-
-/// Where the next `spawn` lands (round-robin over the two workers); see `spawn_on`.
-static NEXT_SPAWN: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-fn calibrate() {
-    let probe = spawn(|| local_trustee().index()).join().unwrap();
-    NEXT_SPAWN.store(probe + 1, Ordering::SeqCst);
-}
-
-/// Spawns `f` on worker `w` (after `calibrate`; nothing else of the child spawns meanwhile). A no-op fiber takes
-/// the other worker's turn if needed.
-fn spawn_on<R: Send + 'static>(w: usize, f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
-    let next = NEXT_SPAWN.load(Ordering::SeqCst);
-    assert_ne!(next, usize::MAX, "calibrate() first");
-    if next % 2 != w {
-        let _ = spawn(|| ());
-        NEXT_SPAWN.fetch_add(1, Ordering::SeqCst);
-    }
-    NEXT_SPAWN.fetch_add(1, Ordering::SeqCst);
-    spawn(move || {
-        assert_eq!(local_trustee().index(), w, "spawn_on: the fiber landed elsewhere");
-        f()
-    })
-}
+use trust_core::{Latch, Trust, local_trustee, spawn, wait_pending};
 
 const BUDGET_PART: &str = "cannot start a fiber";
 
@@ -135,14 +49,14 @@ impl Drop for SpawnsOnDrop {
 /// own, in use by the very code that spawns: `take` yields in a loop that can never end, and the worker is
 /// stuck for good. Expected: the spawn fails with the budget message (as before 3106e24), the worker goes on.
 #[test]
-#[ignore = "BUG: a spawn in a fiber result's Drop at the budget spins forever on its own returning stack"]
 fn a_result_drop_that_spawns_at_the_budget_does_not_hang_its_worker() {
     if !is_child() {
-        return child(
+        child(
             "a_result_drop_that_spawns_at_the_budget_does_not_hang_its_worker",
             &[("TRUST_MAX_FIBER_STACKS", "1")],
             20,
         );
+        return;
     }
     watchdog("spawn in a result's drop at the budget", 10);
     quiet();
@@ -155,12 +69,19 @@ fn a_result_drop_that_spawns_at_the_budget_does_not_hang_its_worker() {
     drop(f);
     tx.send(()).unwrap();
     eventually("the result's drop has spawned", || load(&DROP_SPAWN) != 0);
-    assert_eq!(load(&DROP_SPAWN), 1, "the spawn in the drop fails with the budget message");
+    assert_eq!(
+        load(&DROP_SPAWN),
+        1,
+        "the spawn in the drop fails with the budget message"
+    );
     // Both workers still serve.
     for w in 0..2 {
-        assert_eq!(rt().trustee(w).entrust(w as u64).apply(|v| *v + 1), w as u64 + 1);
+        assert_eq!(
+            rt().trustee(w).entrust(w as u64).apply(|v| *v + 1),
+            w as u64 + 1
+        );
     }
-    ok();
+    child_ok();
 }
 
 static SLEEPING_IN_DROP: AtomicBool = AtomicBool::new(false);
@@ -181,14 +102,14 @@ impl Drop for SleepsOnDrop {
 /// when worker 0 resumes A, which it never will. Expected: the spawn gets A's stack 50 ms later (or fails
 /// with the budget message); worker 0 goes on either way.
 #[test]
-#[ignore = "BUG: take() at the budget spins forever when the returning fiber is suspended on the same worker"]
 fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_not_deadlock() {
     if !is_child() {
-        return child(
+        child(
             "a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_not_deadlock",
             &[("TRUST_MAX_FIBER_STACKS", "6")],
             20,
         );
+        return;
     }
     watchdog("spawn beside a returning fiber on the same worker", 10);
     quiet();
@@ -198,7 +119,7 @@ fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_n
     let mut sleepers = Vec::new();
     let sleeper = || spawn(|| trust_core::sleep(Duration::from_secs(60)));
     // No fiber that ends before the test does: if the next spawn would land on worker 1, a sleeper takes it.
-    if NEXT_SPAWN.load(Ordering::SeqCst) % 2 != 0 {
+    if !NEXT_SPAWN.load(Ordering::SeqCst).is_multiple_of(2) {
         sleepers.push(sleeper());
     }
     let a = spawn(move || {
@@ -220,7 +141,9 @@ fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_n
     }
     assert_eq!(sleepers.len(), 5, "6 stacks: A's and these");
     tx.send(()).unwrap();
-    eventually("A sleeps in its result's drop", || SLEEPING_IN_DROP.load(Ordering::SeqCst));
+    eventually("A sleeps in its result's drop", || {
+        SLEEPING_IN_DROP.load(Ordering::SeqCst)
+    });
     let got = within(8, move || {
         w0.apply(|_| match catch_unwind(|| spawn(|| 7u32)) {
             Ok(f) => Ok(f),
@@ -232,7 +155,7 @@ fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_n
         Err(m) => assert!(m.contains(BUDGET_PART), "{m}"),
     }
     std::mem::forget(sleepers);
-    ok();
+    child_ok();
 }
 
 /// The stack-count invariant on the paths where a fiber ends other than by returning a plain value: its closure
@@ -242,11 +165,12 @@ fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_n
 #[test]
 fn the_returning_count_balances_after_panics_and_refused_launches() {
     if !is_child() {
-        return child(
+        child(
             "the_returning_count_balances_after_panics_and_refused_launches",
             &[("TRUST_MAX_FIBER_STACKS", "4")],
             30,
         );
+        return;
     }
     watchdog("returning count", 25);
     quiet();
@@ -262,8 +186,12 @@ fn the_returning_count_balances_after_panics_and_refused_launches() {
             PanicsOnDrop(d)
         }));
         tx.send(()).unwrap();
-        eventually("the result dropped", || load(&dropped) == round as usize + 1);
-        eventually("all fibers gone", || rt().metrics().iter().all(|m| m.fibers == 0));
+        eventually("the result dropped", || {
+            load(&dropped) == round as usize + 1
+        });
+        eventually("all fibers gone", || {
+            rt().metrics().iter().all(|m| m.fibers == 0)
+        });
         // The whole budget, live at once.
         let gate = Arc::new(AtomicBool::new(false));
         let live: Vec<_> = (0..4u64)
@@ -281,14 +209,15 @@ fn the_returning_count_balances_after_panics_and_refused_launches() {
         let m = panic_message(catch_unwind(|| spawn(|| 0u64)).unwrap_err());
         assert!(m.contains(BUDGET_PART), "{m}");
         let l = latch.clone();
-        let m = panic_message(catch_unwind(AssertUnwindSafe(|| l.launch(|l| *l.lock()))).unwrap_err());
+        let m =
+            panic_message(catch_unwind(AssertUnwindSafe(|| l.launch(|l| *l.lock()))).unwrap_err());
         assert!(m.contains(BUDGET_PART), "{m}");
         gate.store(true, Ordering::Release);
         let sum: u64 = live.into_iter().map(|f| f.join().unwrap()).sum();
         assert_eq!(sum, 6);
         assert_eq!(latch.launch(move |l| *l.lock() + round), 3 + round);
     }
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -316,20 +245,23 @@ static F_READY: AtomicBool = AtomicBool::new(false);
 /// `read_mail` runs the request on the freed property (use after free; AddressSanitizer reports it). Before
 /// 51f7ed1, `retire` ran the mail first. Expected log: the closure, then the drop.
 #[test]
-#[ignore = "BUG: drop_retired frees a property while a request for it waits in `postponed` (use after free)"]
 fn a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_dropped() {
     if !is_child() {
-        return child(
+        child(
             "a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_dropped",
             &[],
             20,
         );
+        return;
     }
     watchdog("mailed request vs retire", 10);
     quiet();
     calibrate();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let h = rt().trustee(0).entrust(Logged { log: log.clone(), v: 5 });
+    let h = rt().trustee(0).entrust(Logged {
+        log: log.clone(),
+        v: 5,
+    });
     let slot: Arc<Mutex<Option<Trust<Logged>>>> = Arc::default();
     let s = slot.clone();
     // Worker 0 runs this fiber without a turn in between: no `read_mail` from here to the drop.
@@ -343,20 +275,26 @@ fn a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_drop
             std::hint::spin_loop();
         }
     });
-    eventually("the fiber waits for the handle", || F_READY.load(Ordering::SeqCst));
+    eventually("the fiber waits for the handle", || {
+        F_READY.load(Ordering::SeqCst)
+    });
     let l = log.clone();
     {
         let mut fut = Box::pin(h.apply_async(move |x: &mut Logged| {
             l.lock().unwrap().push("ran");
             x.v
         }));
-        assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
     }
     *slot.lock().unwrap() = Some(h);
     f.join().unwrap();
     eventually("the value is dropped", || log.lock().unwrap().len() == 2);
     assert_eq!(*log.lock().unwrap(), ["ran", "dropped"]);
-    ok();
+    child_ok();
 }
 
 /// `retire` inside a delegated closure with mail of every kind waiting (a registration, spawns, an
@@ -365,7 +303,12 @@ fn a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_drop
 #[test]
 fn mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout() {
     if !is_child() {
-        return child("mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout", &[], 30);
+        child(
+            "mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout",
+            &[],
+            30,
+        );
+        return;
     }
     watchdog("postponed mail", 25);
     quiet();
@@ -390,20 +333,28 @@ fn mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout() 
         // Mail for worker 0 while it is inside the closure: a new thread's registration and request, a spawn
         // to it, an apply_async, and a clone's increment.
         let c = counter.clone();
-        let newcomer = std::thread::spawn(move || c.apply(|v| {
-            *v += 10;
-            *v
-        }));
+        let newcomer = std::thread::spawn(move || {
+            c.apply(|v| {
+                *v += 10;
+                *v
+            })
+        });
         let c2 = counter.clone();
-        let f = spawn(move || c2.apply(|v| {
-            *v += 100;
-            *v
-        }));
+        let f = spawn(move || {
+            c2.apply(|v| {
+                *v += 100;
+                *v
+            })
+        });
         let mut fut = Box::pin(counter.apply_async(|v| {
             *v += 1000;
             *v
         }));
-        assert!(fut.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
         std::thread::sleep(Duration::from_micros(200));
         tx.send(()).unwrap();
         holder.join().unwrap();
@@ -416,7 +367,7 @@ fn mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout() 
     assert_eq!(load(&drops), 200);
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(15), "200 rounds took {took:?}");
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -428,7 +379,12 @@ fn mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout() 
 #[test]
 fn latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_starts() {
     if !is_child() {
-        return child("latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_starts", &[], 30);
+        child(
+            "latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_starts",
+            &[],
+            30,
+        );
+        return;
     }
     watchdog("latch waiters", 25);
     quiet();
@@ -484,7 +440,7 @@ fn latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_sta
         });
         assert_eq!(total, 63 * (round + 1));
     }
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -503,7 +459,12 @@ fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
 #[test]
 fn a_compaction_of_stale_deadlines_keeps_every_live_one() {
     if !is_child() {
-        return child("a_compaction_of_stale_deadlines_keeps_every_live_one", &[], 30);
+        child(
+            "a_compaction_of_stale_deadlines_keeps_every_live_one",
+            &[],
+            30,
+        );
+        return;
     }
     watchdog("stale deadlines", 25);
     rt();
@@ -519,13 +480,15 @@ fn a_compaction_of_stale_deadlines_keeps_every_live_one() {
     let mut readers = Vec::new();
     for _ in 0..100 {
         let (mine, peer) = pair(&listener);
-        mine.set_read_timeout(Some(Duration::from_secs(3600))).unwrap();
+        mine.set_read_timeout(Some(Duration::from_secs(3600)))
+            .unwrap();
         let g = got.clone();
         readers.push(spawn_on(0, move || {
             let mut b = [0u8; 1];
             assert_eq!((&mine).read(&mut b).unwrap(), 1);
             g.fetch_add(1, Ordering::SeqCst);
-            mine.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            mine.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let t0 = Instant::now();
             let e = (&mine).read(&mut b).unwrap_err().kind();
             (e, t0.elapsed())
@@ -540,13 +503,85 @@ fn a_compaction_of_stale_deadlines_keeps_every_live_one() {
         readers
             .into_iter()
             .map(|r| r.join().unwrap())
-            .filter(|(e, took)| *e == std::io::ErrorKind::TimedOut && *took >= Duration::from_millis(300))
+            .filter(|(e, took)| {
+                *e == std::io::ErrorKind::TimedOut && *took >= Duration::from_millis(300)
+            })
             .count()
     });
     assert_eq!(load(&got), 100);
     assert_eq!(timed_out, 100);
     let slept = sleeper.join().unwrap();
-    assert!(slept >= Duration::from_millis(400) && slept < Duration::from_secs(5), "{slept:?}");
+    assert!(
+        slept >= Duration::from_millis(400) && slept < Duration::from_secs(5),
+        "{slept:?}"
+    );
     drop(peers);
-    ok();
+    child_ok();
+}
+
+/// An `apply_async` on a latch that a launched fiber holds is deferred by the trustee (it must wait for the
+/// launched fiber). The runtime shuts down meanwhile: the launched fiber is abandoned, so the request can
+/// never run. Expected: its future ends with the shutdown panic, as for any request the shutdown leaves unrun,
+/// and the shutdown itself returns. Before the fix, `Worker::close` left the deferred request in place: the
+/// future was never woken.
+#[test]
+fn an_apply_async_deferred_behind_a_launched_fiber_ends_at_shutdown() {
+    if !is_child() {
+        child(
+            "an_apply_async_deferred_behind_a_launched_fiber_ends_at_shutdown",
+            &[],
+            20,
+        );
+        return;
+    }
+    watchdog("deferred request at shutdown", 15);
+    quiet();
+    let latch = rt().trustee(0).entrust(Latch::new(0u64));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = latch.clone();
+    let launcher = std::thread::spawn(move || {
+        l.launch(move |latch| {
+            let _g = latch.lock();
+            tx.send(()).unwrap();
+            trust_core::sleep(Duration::from_secs(60));
+        })
+    });
+    rx.recv().unwrap();
+    let l = latch.clone();
+    let asker = std::thread::spawn(move || {
+        catch_unwind(AssertUnwindSafe(|| {
+            futures_lite_block_on(l.apply_async(|l| *l.get_mut()))
+        }))
+        .map_err(panic_message)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    rt().shutdown();
+    let answer = asker.join().unwrap();
+    assert!(
+        answer
+            .as_ref()
+            .is_err_and(|m| m.contains("has been shut down")),
+        "{answer:?}"
+    );
+    drop(launcher);
+    child_ok();
+}
+
+/// Polls `f` to completion on this thread, parking between polls.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut f = std::pin::pin!(f);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
 }

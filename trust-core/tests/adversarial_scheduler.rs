@@ -25,96 +25,6 @@ use trust_core::{Fiber, Latch, Runtime, Trust, local_trustee, spawn, wait_pendin
 /// The shutdown panic's message (`trustee::shared::SHUT_DOWN`), as a `join` of an abandoned fiber returns it.
 const SHUT_DOWN_PART: &str = "has been shut down";
 
-/// Runs test `name` in a child process with `env`, killing it after `secs` seconds; fails unless it exits 0
-/// having printed `CHILD-OK`. Returns the child's stderr.
-fn child(name: &str, env: &[(&str, &str)], secs: u64) -> String {
-    let out = child_output(name, env, secs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
-    assert!(
-        out.status.success() && stdout.contains("CHILD-OK"),
-        "child {name} failed ({})\n--- stdout\n{stdout}\n--- stderr (tail)\n{}",
-        out.status,
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
-    stderr
-}
-
-/// The child's output; a child still running after `secs` seconds is killed and the test fails with `HUNG`.
-fn child_output(name: &str, env: &[(&str, &str)], secs: u64) -> std::process::Output {
-    let secs = if cfg!(feature = "sanitizer") {
-        secs * 4
-    } else {
-        secs
-    };
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut c = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CHILD, "1")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the test binary runs again");
-    // Drain the pipes on threads, so a chatty child cannot block on a full pipe.
-    let mut so = c.stdout.take().unwrap();
-    let mut se = c.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let te = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            let stderr = String::from_utf8_lossy(&te.join().unwrap()).into_owned();
-            let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-            panic!(
-                "HUNG: child {name} still running after {secs} s\n--- stderr (tail)\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    std::process::Output {
-        status,
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
-}
-
-/// In a child: fails the process (exit 101, with `what`) if it is still running after `secs` seconds, so a
-/// hang inside the child is reported as such rather than as the parent's kill.
-fn watchdog(what: &'static str, secs: u64) {
-    let secs = if cfg!(feature = "sanitizer") {
-        secs * 4
-    } else {
-        secs
-    };
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("WATCHDOG: {what} still running after {secs} s");
-        std::process::exit(101);
-    });
-}
-
 /// [`quiet`], and the shutdown panics that plain threads provoke on purpose kept off stderr too.
 fn quiet_shutdown() {
     quiet();
@@ -130,40 +40,6 @@ fn quiet_shutdown() {
             old(info);
         }
     }));
-}
-
-fn ok() {
-    println!("CHILD-OK");
-}
-
-/// Where the next `spawn` of this process lands (`spawn` goes round-robin over the two workers): set by
-/// [`calibrate`], kept by [`spawn_on`]. Only for a child where nothing else spawns meanwhile.
-static NEXT_SPAWN: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-/// Finds out where the next `spawn` lands (a probe fiber, joined: call it while both workers run).
-fn calibrate() {
-    let probe = spawn(|| local_trustee().index()).join().unwrap();
-    NEXT_SPAWN.store(probe + 1, Ordering::SeqCst);
-}
-
-/// Spawns `f` on worker `w` (after [`calibrate`]; a no-op fiber takes the other worker's turn if needed,
-/// unjoined, so a stalled worker never delays this). The fiber checks where it runs.
-fn spawn_on<R: Send + 'static>(w: usize, f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
-    let next = NEXT_SPAWN.load(Ordering::SeqCst);
-    assert_ne!(next, usize::MAX, "calibrate() first");
-    if next % 2 != w {
-        let _ = spawn(|| ());
-        NEXT_SPAWN.fetch_add(1, Ordering::SeqCst);
-    }
-    NEXT_SPAWN.fetch_add(1, Ordering::SeqCst);
-    spawn(move || {
-        assert_eq!(
-            local_trustee().index(),
-            w,
-            "spawn_on: the fiber landed elsewhere"
-        );
-        f()
-    })
 }
 
 fn is_shut_down(payload: Box<dyn std::any::Any + Send>) -> bool {
@@ -249,7 +125,7 @@ fn yield_storm_of_a_hundred_thousand_fibers_with_remote_applies_counts_exactly()
     eventually("all fibers gone", || {
         rt().metrics().iter().all(|m| m.fibers == 0)
     });
-    ok();
+    child_ok();
 }
 
 /// A fiber whose remote apply is its worker's only work waits for the answer in place (`wait_in_place`). While
@@ -309,7 +185,7 @@ fn a_fiber_waiting_in_place_does_not_hold_up_a_second_fiber_that_becomes_ready()
     }
     assert_eq!(local.apply(|x| *x), 5_000);
     assert_eq!(remote.apply(|x| *x), 5);
-    ok();
+    child_ok();
 }
 
 /// The lone-fiber path (`wait_in_place`) hammered while other fibers of the same worker come and go: one fiber
@@ -385,7 +261,7 @@ fn wait_in_place_under_churn_counts_exactly_and_in_order() {
         );
         assert!(mine == want, "client {who}: requests out of issue order");
     }
-    ok();
+    child_ok();
 }
 
 /// A fiber drops the handle of another fiber mid-flight (suspended in an apply to a stalled trustee, or
@@ -454,7 +330,7 @@ fn dropping_the_handle_of_a_fiber_mid_flight_drops_its_result_once() {
         "each result, capture and payload dropped exactly once"
     );
     assert_eq!(counter.apply(|c| *c), n as u64);
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -677,7 +553,7 @@ fn shutdown_with_thousands_of_fibers_held_asleep_waiting_and_joined_from_threads
         "callers saw {} increments, the counter had {final_n}",
         observed.load(Ordering::SeqCst)
     );
-    ok();
+    child_ok();
 }
 
 /// `Fiber::join` from plain threads racing a shutdown started from another thread, with fibers that the
@@ -756,7 +632,7 @@ fn joins_from_plain_threads_during_shutdown_all_return() {
         th.join().unwrap();
     }
     let _ = stall.join();
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -847,7 +723,7 @@ fn a_remote_plain_thread_progresses_while_256_local_fibers_hammer_its_counter() 
         local_during_bursts >= 100,
         "the local fibers starved behind a saturating remote client: {local_during_bursts} applies in {bursts:?}"
     );
-    ok();
+    child_ok();
 }
 
 /// `worker/fairness.rs`: "a client that went quiet never holds anyone up" — once a saturating remote client
@@ -951,7 +827,7 @@ fn local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet()
          (trials in which they were held); all trials: {stalls:?}, local applies during the bursts (applies, \
          time): {held:?}"
     );
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1035,7 +911,7 @@ fn recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back() {
             rt().metrics().iter().all(|m| m.fibers == 0)
         });
     }
-    ok();
+    child_ok();
 }
 
 /// The stack pool keeps at most 1,024 finished stacks and unmaps the rest: with a budget of 1,100, spawn 1,100
@@ -1092,7 +968,7 @@ fn the_budget_counts_exactly_across_a_full_stack_pool() {
             rt().metrics().iter().all(|m| m.fibers == 0)
         });
     }
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1365,7 +1241,7 @@ fn peers_closing_while_fibers_read_and_a_shutdown_at_the_same_time() {
             ),
         }
     }
-    ok();
+    child_ok();
 }
 
 /// Several fibers read one stream at once (through `&TcpStream`), on the same worker and on both: the bytes
@@ -1426,7 +1302,7 @@ fn several_fibers_reading_one_stream_each_byte_once_and_all_see_the_end() {
             "round {round}: each byte read exactly once"
         );
     }
-    ok();
+    child_ok();
 }
 
 /// A fiber blocked in `write` (the peer does not read; buffers full) while the peer resets the connection:
@@ -1494,7 +1370,7 @@ fn a_fiber_blocked_in_write_sees_the_peer_reset_and_a_write_timeout_fires() {
     let (kind, at) = within(5, move || timed.join().unwrap());
     assert_eq!(kind, std::io::ErrorKind::TimedOut);
     let _ = at;
-    ok();
+    child_ok();
 }
 
 /// Many fibers accept on one listener (both workers): N connections are accepted exactly N times in all, each
@@ -1566,7 +1442,7 @@ fn many_fibers_accepting_on_one_listener_each_connection_once_then_shutdown() {
             Err(p) => assert!(is_shut_down(p), "an acceptor panicked otherwise"),
         }
     }
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1646,7 +1522,7 @@ fn launched_fibers_held_by_fairness_while_holding_a_latch_complete_exactly() {
         "every increment counted once"
     );
     assert_eq!(latch.apply(|l| *l.get_mut()), (4 * 100 * 20, false));
-    ok();
+    child_ok();
 }
 
 /// A launched fiber panics while holding the latch, with 50 launched fibers waiting for it: the guard is
@@ -1715,7 +1591,7 @@ fn a_launched_fiber_panicking_while_holding_the_latch_hands_it_on() {
         );
     }
     assert_eq!(load(&drops), 10, "each payload dropped once");
-    ok();
+    child_ok();
 }
 
 /// Local fibers held by fairness (a saturating remote client) whose inline apply panics once released: the
@@ -1793,7 +1669,7 @@ fn fibers_held_by_fairness_whose_apply_panics_once_released() {
         applied + sent,
         "every increment counted once"
     );
-    ok();
+    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1892,7 +1768,7 @@ fn dropping_a_last_handle_inside_a_closure_does_not_run_mailed_requests_inside_i
         assert_eq!(r.apply(|x| *x), 11);
         eventually("p dropped", || load(&drops) == round + 1);
     }
-    ok();
+    child_ok();
 }
 
 /// The same from a fiber, outside any closure: a fiber drops the last handle of a property of its own
@@ -1951,7 +1827,7 @@ fn a_fiber_dropping_a_last_handle_does_not_run_mailed_closures_on_its_stack() {
     assert_eq!(fiber.join().unwrap(), 7);
     assert_eq!(asker.join().unwrap(), 1);
     assert_eq!(q.apply(|x| *x), 1);
-    ok();
+    child_ok();
 }
 
 /// Worker CPU over `ms` milliseconds, in clock ticks of 10 ms (both workers together).
@@ -2015,7 +1891,7 @@ fn workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber() {
         report.iter().all(|&(_, t)| t <= 10),
         "worker CPU ticks (10 ms) in 500 ms (300 ms for idle): {report:?}"
     );
-    ok();
+    child_ok();
 }
 
 /// This process's resident memory, in KiB.
@@ -2099,7 +1975,7 @@ fn socket_waits_with_a_long_timeout_do_not_accumulate_memory() {
         grew[1],
         grew[0]
     );
-    ok();
+    child_ok();
 }
 
 /// "`spawn` works again once some finish": with a budget of one stack, a fiber that has finished — its
@@ -2150,5 +2026,5 @@ fn a_finished_fibers_stack_is_back_when_its_join_returns() {
         [0, 0],
         "spawns refused right after a join returned / after is_finished() (of 3,000 each)"
     );
-    ok();
+    child_ok();
 }

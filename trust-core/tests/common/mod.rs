@@ -4,13 +4,14 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::io::Read;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use trust_core::{Runtime, Trust, wait_pending};
+use trust_core::{Fiber, Runtime, Trust, local_trustee, spawn, wait_pending};
 
 /// This process's runtime: 2 workers, whatever the machine.
 pub fn rt() -> &'static Runtime {
@@ -65,8 +66,16 @@ pub fn is_child() -> bool {
 /// Runs test `name` of this test binary again in a child process (a fresh runtime, its own configuration,
 /// and a crash that cannot take the other tests with it), with `env` set; returns its output.
 pub fn run_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    child_command(name, env)
+        .output()
+        .expect("the test binary runs again")
+}
+
+/// The command that runs test `name` of this test binary in a child process, with `env` set.
+fn child_command(name: &str, env: &[(&str, &str)]) -> std::process::Command {
     let exe = std::env::current_exe().expect("the test binary's path");
-    std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .args([
             "--exact",
             name,
@@ -75,9 +84,8 @@ pub fn run_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
             "--include-ignored",
         ])
         .env(CHILD, "1")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the test binary runs again")
+        .envs(env.iter().copied());
+    command
 }
 
 /// Issues `rounds` pairs of `apply_then`s on `t` and waits for them: continuations small enough to wait
@@ -206,4 +214,119 @@ pub fn stall(index: usize, ms: u64) -> std::thread::JoinHandle<()> {
     });
     rx.recv().unwrap();
     h
+}
+
+/// Runs test `name` in a child process with `env`, killing it after `secs` seconds; fails unless it exits 0
+/// having printed `CHILD-OK`. Returns the child's stderr.
+pub fn child(name: &str, env: &[(&str, &str)], secs: u64) -> String {
+    let out = child_output(name, env, secs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+    assert!(
+        out.status.success() && stdout.contains("CHILD-OK"),
+        "child {name} failed ({})\n--- stdout\n{stdout}\n--- stderr (tail)\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    stderr
+}
+
+/// The child's output; a child still running after `secs` seconds is killed and the test fails with `HUNG`.
+pub fn child_output(name: &str, env: &[(&str, &str)], secs: u64) -> std::process::Output {
+    let secs = if cfg!(feature = "sanitizer") {
+        secs * 4
+    } else {
+        secs
+    };
+    let mut c = child_command(name, env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the test binary runs again");
+    // Drain the pipes on threads, so a chatty child cannot block on a full pipe.
+    let mut so = c.stdout.take().unwrap();
+    let mut se = c.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            let stderr = String::from_utf8_lossy(&te.join().unwrap()).into_owned();
+            let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+            panic!(
+                "HUNG: child {name} still running after {secs} s\n--- stderr (tail)\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: to.join().unwrap(),
+        stderr: te.join().unwrap(),
+    }
+}
+
+/// In a child: fails the process (exit 101, with `what`) if it is still running after `secs` seconds, so a
+/// hang inside the child is reported as such rather than as the parent's kill.
+pub fn watchdog(what: &'static str, secs: u64) {
+    let secs = if cfg!(feature = "sanitizer") {
+        secs * 4
+    } else {
+        secs
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("WATCHDOG: {what} still running after {secs} s");
+        std::process::exit(101);
+    });
+}
+
+/// In a child: tells the parent ([`child`]) that the test passed.
+pub fn child_ok() {
+    println!("CHILD-OK");
+}
+
+/// Where the next `spawn` of this process lands (`spawn` goes round-robin over the two workers): set by
+/// [`calibrate`], kept by [`spawn_on`]. Only for a child where nothing else spawns meanwhile.
+pub static NEXT_SPAWN: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Finds out where the next `spawn` lands (a probe fiber, joined: call it while both workers run).
+pub fn calibrate() {
+    let probe = spawn(|| local_trustee().index()).join().unwrap();
+    NEXT_SPAWN.store(probe + 1, Ordering::SeqCst);
+}
+
+/// Spawns `f` on worker `w` (after [`calibrate`]; a no-op fiber takes the other worker's turn if needed,
+/// unjoined, so a stalled worker never delays this). The fiber checks where it runs.
+pub fn spawn_on<R: Send + 'static>(w: usize, f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
+    let next = NEXT_SPAWN.load(Ordering::SeqCst);
+    assert_ne!(next, usize::MAX, "calibrate() first");
+    if next % 2 != w {
+        let _ = spawn(|| ());
+        NEXT_SPAWN.fetch_add(1, Ordering::SeqCst);
+    }
+    NEXT_SPAWN.fetch_add(1, Ordering::SeqCst);
+    spawn(move || {
+        assert_eq!(
+            local_trustee().index(),
+            w,
+            "spawn_on: the fiber landed elsewhere"
+        );
+        f()
+    })
 }
