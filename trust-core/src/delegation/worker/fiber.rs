@@ -340,7 +340,11 @@ impl Scheduler {
     /// Fiber `id` waits until the launched fibers sharing the property at `property` have ended; the caller
     /// suspends it, and `launched_ended` makes it ready.
     pub(crate) fn wait_for_launched(&self, property: usize, id: usize) {
-        self.latch_waiters.borrow_mut().push((property, id));
+        let mut waiters = self.latch_waiters.borrow_mut();
+        // Once: a fiber made ready twice would be resumed while running.
+        if !waiters.contains(&(property, id)) {
+            waiters.push((property, id));
+        }
     }
 
     /// The last launched fiber sharing the property at `property` has ended: the fibers waiting for that run.

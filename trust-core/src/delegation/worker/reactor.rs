@@ -209,6 +209,8 @@ impl Reactor {
                         if current {
                             self.wake(scheduler, id);
                             woke = true;
+                        } else {
+                            self.stale.set(self.stale.get().saturating_sub(1));
                         }
                     }
                     _ => break,

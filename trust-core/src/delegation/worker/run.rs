@@ -17,6 +17,7 @@ use crate::delegation::worker::reactor::{self, Reactor};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::trustee::local;
 use crate::delegation::trustee::relay;
+use crate::delegation::trustee::unwind;
 use crate::delegation::trustee::property::{self, Header, Registry};
 use crate::delegation::protocol::slot::Cursor;
 use crate::delegation::stack::StackPool;
@@ -584,6 +585,14 @@ impl Worker {
         // turn serves one per channel, and a channel may have two). A sender checks that the runtime runs
         // before it sends, so this ends.
         while self.read_mail() | self.serve() {}
+        // Requests deferred behind launched fibers can never run (those fibers are abandoned below): dropped
+        // unrun, as mail that comes after the close is, so that an `apply_async` among them ends with the
+        // shutdown panic instead of waiting forever.
+        let deferred = self.deferred.take();
+        let panicked = deferred.into_iter().fold(false, |p, d| p | unwind::drop_quietly(d));
+        if panicked {
+            eprintln!("trust: a request deferred at shutdown panicked when dropped");
+        }
         self.retired.borrow_mut().clear(); // still registered: dropped below
         let live = context::with_registry(Registry::take_all);
         for h in live {
