@@ -1103,3 +1103,119 @@ fn retired_behind_a_lingering_thread(N: usize) {
     assert_eq!(load(&drops), N + 5);
     assert_eq!(early, 0, "dropped before the lingering requests were served");
 }
+
+/// A property whose destructor panics part-way (a field's `Drop` panics) still drops its other fields, among
+/// them the last handles of values on both trustees: those are dropped exactly once, and both trustees serve on.
+#[test]
+fn a_panicking_property_drop_still_releases_the_handles_it_holds() {
+    in_child!("a_panicking_property_drop_still_releases_the_handles_it_holds", 10);
+    struct Holder {
+        _boom: PanicsOnDrop,
+        _mine: Trust<Logged>,
+        _theirs: Trust<Logged>,
+    }
+    let booms = Arc::new(AtomicUsize::new(0));
+    for w in 0..2 {
+        let l = log();
+        let mine = logged(w, "mine", &l);
+        let theirs = logged(1 - w, "theirs", &l);
+        mine.apply_then(|v| v.n += 1, |_| ());
+        theirs.apply_then(|v| v.n += 2, |_| ());
+        let h = rt().trustee(w).entrust(Holder { _boom: PanicsOnDrop(booms.clone()), _mine: mine, _theirs: theirs });
+        drop(h);
+        wait_pending();
+        eventually("both dropped", || entries(&l).len() >= 2);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut got = entries(&l);
+        got.sort();
+        assert_eq!(got, vec![format!("mine n=1 on {w}"), format!("theirs n=2 on {}", 1 - w)]);
+        assert_eq!(load(&booms), w + 1);
+        assert_eq!(rt().trustee(w).entrust(1u8).apply(|v| *v), 1);
+    }
+    child_ok();
+}
+
+/// `try_unwrap` while a fiber `launch_then`ed on the latch (through a clone dropped right after) still holds
+/// it and sleeps: the value comes back only after the launched fiber ends, with its effect.
+#[test]
+fn try_unwrap_waits_for_a_launched_fiber_of_a_dropped_clone() {
+    in_child!("try_unwrap_waits_for_a_launched_fiber_of_a_dropped_clone", 10);
+    for w in 0..2 {
+        let t: Trust<Latch<u64>> = rt().trustee(w).entrust(Latch::new(0));
+        let c = t.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        c.launch_then(
+            move |latch| {
+                let mut g = latch.lock();
+                let _ = tx.send(());
+                trust_core::sleep(Duration::from_millis(100));
+                *g += 1;
+            },
+            |_| (),
+        );
+        drop(c);
+        // No wait for the start here: a plain thread's `launch_then` goes out with its next blocking call, the
+        // `try_unwrap` below, ahead of it on the same channel.
+        let latch = t.try_unwrap().map_err(|_| "the clone was dropped before").unwrap();
+        assert_eq!(latch.into_inner(), 1, "worker {w}");
+        rx.try_recv().expect("the launched fiber ran before the value came back");
+        wait_pending();
+    }
+    child_ok();
+}
+
+/// `try_unwrap` of the last handle inside an `apply_then` continuation: on a plain thread (run by
+/// `wait_pending`) it works and sees the request; on a worker it panics with the way out, and the handle it
+/// consumed is still uncounted: the value is dropped once, on its trustee.
+#[test]
+fn try_unwrap_of_the_last_handle_inside_continuations() {
+    in_child!("try_unwrap_of_the_last_handle_inside_continuations", 10);
+    for w in 0..2 {
+        let l = log();
+        let t = logged(w, "cont", &l);
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        let t2 = t.clone();
+        t.apply_then(|v| v.n += 1, move |_| {
+            let r = t2.try_unwrap().map(|mut v| {
+                v.n += 10;
+                v
+            });
+            *g.lock().unwrap() = Some(r.map_err(|_| ()));
+        });
+        drop(t);
+        wait_pending();
+        let v = got.lock().unwrap().take().unwrap().expect("the last handle");
+        assert_eq!(v.n, 11);
+        drop(v);
+        assert_eq!(entries(&l), vec!["cont n=11 on 99".to_string()]);
+    }
+    calibrate();
+    for (w, f) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let l = log();
+        let t = logged(w, "fib", &l);
+        let msg = spawn_on(f, move || {
+            let t2 = t.clone();
+            let out = Arc::new(Mutex::new(String::new()));
+            let o = out.clone();
+            t.apply_then(|v| v.n += 1, move |_| {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || t2.try_unwrap().is_ok()));
+                *o.lock().unwrap() = match r {
+                    Ok(ok) => format!("returned {ok}"),
+                    Err(p) => panic_message(p),
+                };
+            });
+            drop(t);
+            wait_pending();
+            let s = out.lock().unwrap().clone();
+            s
+        })
+        .join()
+        .unwrap();
+        assert!(msg.contains("continuation"), "value on {w}, fiber on {f}: {msg}");
+        eventually("dropped", || !entries(&l).is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(entries(&l), vec![format!("fib n=1 on {w}")], "value on {w}, fiber on {f}");
+    }
+    child_ok();
+}
