@@ -243,7 +243,9 @@ impl Worker {
                 },
             );
             busy |= self.flush();
-            self.drop_retired();
+            // A value dropped here may hold the last handle of another (a chain of them): the next round drops
+            // that one at once, not after a back-off.
+            busy |= self.drop_retired();
             // Wakers that no task's poll drained within a few rounds: nobody waits on another executor's turn
             // for long, whether this worker is idle or not (`trustee::relay`).
             if self.shared.relay.is_pending() {
@@ -459,14 +461,14 @@ impl Worker {
         }
     }
 
-    /// Drops retired properties whose possible requests have all been served.
-    fn drop_retired(&self) {
+    /// Drops retired properties whose possible requests have all been served; true if it settled any.
+    fn drop_retired(&self) -> bool {
         // A deferred or postponed request may refer to a retired property: none is dropped while one waits.
         if self.retired.borrow().is_empty()
             || !self.deferred.borrow().is_empty()
             || !self.postponed.borrow().is_empty()
         {
-            return;
+            return false;
         }
         let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
             let served = self.served.borrow();
@@ -495,6 +497,7 @@ impl Worker {
             });
             ready
         };
+        let settled = !ready.is_empty();
         for (h, unreferenced, taker) in ready {
             if unreferenced {
                 context::with_registry(|r| r.remove(h));
@@ -505,6 +508,7 @@ impl Worker {
                 None => unsafe { property::drop_unregistered(h) },
             }
         }
+        settled
     }
 
     /// Client side: fibers whose batch was answered, or that waited for room, become ready.
