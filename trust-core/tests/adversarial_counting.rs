@@ -90,7 +90,10 @@ fn rss_kib() -> usize {
 /// dropped once, on its trustee, after all of them.
 #[test]
 fn clones_and_drops_from_everywhere_with_requests_in_flight_drop_once_after_all() {
-    in_child!("clones_and_drops_from_everywhere_with_requests_in_flight_drop_once_after_all", 15);
+    in_child!(
+        "clones_and_drops_from_everywhere_with_requests_in_flight_drop_once_after_all",
+        15
+    );
     const ROUNDS: u64 = 300;
     let l = log();
     let t = logged(0, "v", &l);
@@ -146,7 +149,10 @@ fn clones_and_drops_from_everywhere_with_requests_in_flight_drop_once_after_all(
     drop(t);
     eventually("the value dropped", || !entries(&l).is_empty());
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(entries(&l), vec![format!("v n={} on 0", ROUNDS * (3 + 4 + 1))]);
+    assert_eq!(
+        entries(&l),
+        vec![format!("v n={} on 0", ROUNDS * (3 + 4 + 1))]
+    );
     drop(other);
     child_ok();
 }
@@ -155,7 +161,10 @@ fn clones_and_drops_from_everywhere_with_requests_in_flight_drop_once_after_all(
 /// handle it got, the last one drops it. The value is dropped once, after the last request.
 #[test]
 fn the_last_handle_travels_through_a_chain_of_continuations() {
-    in_child!("the_last_handle_travels_through_a_chain_of_continuations", 10);
+    in_child!(
+        "the_last_handle_travels_through_a_chain_of_continuations",
+        10
+    );
     fn step(t: Trust<Logged>, left: u32) {
         if left == 0 {
             return; // `t` dropped here, inside a continuation
@@ -209,7 +218,10 @@ fn a_chain_of_handles_across_trustees_unravels_in_order() {
     impl Drop for Node {
         fn drop(&mut self) {
             let at = where_am_i();
-            self.log.lock().unwrap().push(format!("{} on {}", self.i, at));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} on {}", self.i, at));
         }
     }
     const N: usize = 2000;
@@ -241,7 +253,10 @@ fn a_chain_of_handles_across_trustees_unravels_in_order() {
     let start = std::time::Instant::now();
     drop(next);
     eventually("all dropped", || entries(&l).len() >= SAME);
-    eprintln!("same-trustee chain of {SAME} unravelled in {:?}", start.elapsed());
+    eprintln!(
+        "same-trustee chain of {SAME} unravelled in {:?}",
+        start.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(20));
     let want: Vec<String> = (0..SAME).map(|i| format!("{i} on 1")).collect();
     assert_eq!(entries(&l), want);
@@ -253,7 +268,10 @@ fn a_chain_of_handles_across_trustees_unravels_in_order() {
 /// shutdown drops each value exactly once.
 #[test]
 fn cycles_across_trustees_with_clones_in_flight_drop_once_at_shutdown() {
-    in_child!("cycles_across_trustees_with_clones_in_flight_drop_once_at_shutdown", 10);
+    in_child!(
+        "cycles_across_trustees_with_clones_in_flight_drop_once_at_shutdown",
+        10
+    );
     struct Cyc {
         name: String,
         other: Option<Trust<Cyc>>,
@@ -267,14 +285,27 @@ fn cycles_across_trustees_with_clones_in_flight_drop_once_at_shutdown() {
                 let c = o.clone();
                 drop(c);
             }
-            self.log.lock().unwrap().push(format!("{} n={}", self.name, self.n));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} n={}", self.name, self.n));
         }
     }
     let l = log();
     let mut all = Vec::new();
     for k in 0..50 {
-        let a = rt().trustee(0).entrust(Cyc { name: format!("a{k}"), other: None, n: 0, log: l.clone() });
-        let b = rt().trustee(1).entrust(Cyc { name: format!("b{k}"), other: None, n: 0, log: l.clone() });
+        let a = rt().trustee(0).entrust(Cyc {
+            name: format!("a{k}"),
+            other: None,
+            n: 0,
+            log: l.clone(),
+        });
+        let b = rt().trustee(1).entrust(Cyc {
+            name: format!("b{k}"),
+            other: None,
+            n: 0,
+            log: l.clone(),
+        });
         let (a2, b2) = (a.clone(), b.clone());
         a.apply(move |v| v.other = Some(b2));
         b.apply(move |v| v.other = Some(a2));
@@ -322,11 +353,17 @@ fn cycles_across_trustees_with_clones_in_flight_drop_once_at_shutdown() {
     assert!(probe.iter().all(|&p| p == (3, 3)), "{probe:?}");
     drop(all);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(entries(&l), Vec::<String>::new(), "a cycle was dropped before shutdown");
+    assert_eq!(
+        entries(&l),
+        Vec::<String>::new(),
+        "a cycle was dropped before shutdown"
+    );
     rt().shutdown();
     let mut got = entries(&l);
     got.sort();
-    let mut want: Vec<String> = (0..50).flat_map(|k| [format!("a{k} n=3"), format!("b{k} n=3")]).collect();
+    let mut want: Vec<String> = (0..50)
+        .flat_map(|k| [format!("a{k} n=3"), format!("b{k} n=3")])
+        .collect();
     want.sort();
     assert_eq!(got, want);
     child_ok();
@@ -337,7 +374,10 @@ fn cycles_across_trustees_with_clones_in_flight_drop_once_at_shutdown() {
 /// and the value carries every request sent before.
 #[test]
 fn into_inner_racing_clones_handed_between_threads_returns_exactly_one_value() {
-    in_child!("into_inner_racing_clones_handed_between_threads_returns_exactly_one_value", 20);
+    in_child!(
+        "into_inner_racing_clones_handed_between_threads_returns_exactly_one_value",
+        20
+    );
     let l = log();
     for round in 0..200u64 {
         let t = logged(round as usize % 2, "r", &l);
@@ -364,8 +404,15 @@ fn into_inner_racing_clones_handed_between_threads_returns_exactly_one_value() {
         let (rb, rc) = (thb.join().unwrap(), thc.join().unwrap());
         let somes: Vec<Logged> = [mine, rb, rc].into_iter().flatten().collect();
         assert_eq!(somes.len(), 1, "round {round}: exactly one Some");
-        assert_eq!(somes[0].n, 3, "round {round}: every request before the last handle went");
-        assert_eq!(entries(&l), Vec::<String>::new(), "round {round}: dropped on a trustee");
+        assert_eq!(
+            somes[0].n, 3,
+            "round {round}: every request before the last handle went"
+        );
+        assert_eq!(
+            entries(&l),
+            Vec::<String>::new(),
+            "round {round}: dropped on a trustee"
+        );
         drop(somes);
         l.lock().unwrap().clear();
     }
@@ -400,7 +447,10 @@ fn try_unwrap_racing_the_drop_of_the_other_handle() {
                 errs += 1;
                 th.join().unwrap();
                 t.apply(|v| v.n += 1);
-                let mut v = t.try_unwrap().map_err(|_| "second try_unwrap failed").unwrap();
+                let mut v = t
+                    .try_unwrap()
+                    .map_err(|_| "second try_unwrap failed")
+                    .unwrap();
                 assert_eq!(v.n, 11);
                 v.n -= 1;
                 v
@@ -419,7 +469,10 @@ fn try_unwrap_racing_the_drop_of_the_other_handle() {
 /// then dropped mid-flight: the value comes back with every one of them applied.
 #[test]
 fn into_inner_after_apply_async_futures_dropped_mid_flight() {
-    in_child!("into_inner_after_apply_async_futures_dropped_mid_flight", 15);
+    in_child!(
+        "into_inner_after_apply_async_futures_dropped_mid_flight",
+        15
+    );
     let l = log();
     for round in 0..300u64 {
         let t = logged(round as usize % 2, "a", &l);
@@ -478,15 +531,21 @@ fn try_unwrap_from_fibers_after_mailed_requests() {
             let _ = f.as_mut().poll(&mut cx);
         });
         th.join().unwrap();
-        let v = spawn_on(caller, move || t.try_unwrap().map_err(|_| ()).map(|v| {
-            let n = v.n;
-            drop(v);
-            n
-        }))
+        let v = spawn_on(caller, move || {
+            t.try_unwrap().map_err(|_| ()).map(|v| {
+                let n = v.n;
+                drop(v);
+                n
+            })
+        })
         .join()
         .unwrap();
         assert_eq!(v, Ok(1), "round {round}");
-        assert_eq!(entries(&l), vec![format!("f n=1 on {caller}")], "round {round}");
+        assert_eq!(
+            entries(&l),
+            vec![format!("f n=1 on {caller}")],
+            "round {round}"
+        );
         l.lock().unwrap().clear();
     }
     child_ok();
@@ -513,11 +572,22 @@ fn a_property_drop_that_clones_drops_and_entrusts() {
                 drop(b);
             }
             // Entrusted here (the local trustee), one dropped at once, one kept outside.
-            let gone = local_trustee().entrust(Logged { name: "gone", n: 7, log: self.log.clone() });
+            let gone = local_trustee().entrust(Logged {
+                name: "gone",
+                n: 7,
+                log: self.log.clone(),
+            });
             drop(gone);
-            let kept = local_trustee().entrust(Logged { name: "kept", n: 8, log: self.log.clone() });
+            let kept = local_trustee().entrust(Logged {
+                name: "kept",
+                n: 8,
+                log: self.log.clone(),
+            });
             self.made.lock().unwrap().push(kept);
-            self.log.lock().unwrap().push(format!("evil on {}", where_am_i()));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("evil on {}", where_am_i()));
         }
     }
     for w in 0..2 {
@@ -536,14 +606,20 @@ fn a_property_drop_that_clones_drops_and_entrusts() {
         std::thread::sleep(Duration::from_millis(20));
         let mut got = entries(&l);
         got.sort();
-        assert_eq!(got, vec![format!("evil on {w}"), format!("gone n=7 on {w}")]);
+        assert_eq!(
+            got,
+            vec![format!("evil on {w}"), format!("gone n=7 on {w}")]
+        );
         l.lock().unwrap().clear();
         assert_eq!(mine.apply(|v| v.n), 10);
         assert_eq!(theirs.apply(|v| v.n), 10);
         let kept = made.lock().unwrap().pop().unwrap();
         assert_eq!(kept.trustee().index(), w);
         assert_eq!(kept.apply(|v| v.n), 8);
-        let v = kept.try_unwrap().map_err(|_| "kept has one handle").unwrap();
+        let v = kept
+            .try_unwrap()
+            .map_err(|_| "kept has one handle")
+            .unwrap();
         assert_eq!(v.n, 8);
         std::mem::forget(v); // not logged
         drop((mine, theirs));
@@ -551,7 +627,13 @@ fn a_property_drop_that_clones_drops_and_entrusts() {
         std::thread::sleep(Duration::from_millis(20));
         let mut got = entries(&l);
         got.sort();
-        assert_eq!(got, vec![format!("mine n=10 on {w}"), format!("theirs n=10 on {}", 1 - w)]);
+        assert_eq!(
+            got,
+            vec![
+                format!("mine n=10 on {w}"),
+                format!("theirs n=10 on {}", 1 - w)
+            ]
+        );
     }
     child_ok();
 }
@@ -591,13 +673,20 @@ fn threads_that_exit_holding_clones_in_thread_locals() {
             let _ = th.join();
         }
         // One leaked clone per thread: try_unwrap must fail, and keep failing.
-        let t = t.try_unwrap().map(|_| ()).expect_err("64 leaked handles are counted");
+        let t = t
+            .try_unwrap()
+            .map(|_| ())
+            .expect_err("64 leaked handles are counted");
         let n = t.apply(|v| v.n);
         let want: u64 = (0..64u64).map(|i| i % 40).sum();
         assert_eq!(n, want);
         drop(t);
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(entries(&l), Vec::<String>::new(), "dropped with leaked handles counted");
+        assert_eq!(
+            entries(&l),
+            Vec::<String>::new(),
+            "dropped with leaked handles counted"
+        );
     }
     // Without leaks: the value comes back.
     let l = log();
@@ -614,7 +703,9 @@ fn threads_that_exit_holding_clones_in_thread_locals() {
     for th in ths {
         let _ = th.join();
     }
-    let v = t.into_inner().expect("every other handle died with its thread");
+    let v = t
+        .into_inner()
+        .expect("every other handle died with its thread");
     assert_eq!(v.n, 64);
     drop(v);
     assert_eq!(entries(&l), vec!["tls2 n=64 on 99".to_string()]);
@@ -625,12 +716,16 @@ fn threads_that_exit_holding_clones_in_thread_locals() {
 /// still share the latch: dropped once, after they end.
 #[test]
 fn the_last_latch_handle_dropped_inside_a_launched_fiber_while_others_share_it() {
-    in_child!("the_last_latch_handle_dropped_inside_a_launched_fiber_while_others_share_it", 10);
+    in_child!(
+        "the_last_latch_handle_dropped_inside_a_launched_fiber_while_others_share_it",
+        10
+    );
     let drops = Arc::new(AtomicUsize::new(0));
     for w in 0..2 {
         let before = load(&drops);
-        let t: Trust<Latch<(u64, CountsDrops)>> =
-            rt().trustee(w).entrust(Latch::new((0, CountsDrops(drops.clone()))));
+        let t: Trust<Latch<(u64, CountsDrops)>> = rt()
+            .trustee(w)
+            .entrust(Latch::new((0, CountsDrops(drops.clone()))));
         let seen = Arc::new(AtomicUsize::new(0));
         let outer = t.clone();
         let s = seen.clone();
@@ -678,23 +773,35 @@ fn a_million_clone_drop_pairs_from_a_thread_in_bounded_memory() {
     if cfg!(feature = "sanitizer") {
         return;
     }
-    in_child!("a_million_clone_drop_pairs_from_a_thread_in_bounded_memory", 30);
+    in_child!(
+        "a_million_clone_drop_pairs_from_a_thread_in_bounded_memory",
+        30
+    );
     let t = rt().trustee(0).entrust(5u64);
     for _ in 0..10_000 {
         drop(t.clone());
     }
     let before = rss_kib();
-    let pairs: usize = std::env::var("PAIRS").ok().and_then(|p| p.parse().ok()).unwrap_or(1_000_000);
+    let pairs: usize = std::env::var("PAIRS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1_000_000);
     for _ in 0..pairs {
         let c = t.clone();
         drop(c);
     }
     let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB over 1M clone/drop pairs");
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew by {grown} KiB over 1M clone/drop pairs"
+    );
     let held: Vec<Trust<u64>> = (0..1000).map(|_| t.clone()).collect();
     let t = t.try_unwrap().map(|_| ()).expect_err("1000 clones held");
     drop(held);
-    assert_eq!(t.try_unwrap().map_err(|_| "count off after 1M pairs"), Ok(5));
+    assert_eq!(
+        t.try_unwrap().map_err(|_| "count off after 1M pairs"),
+        Ok(5)
+    );
     child_ok();
 }
 
@@ -708,7 +815,10 @@ fn a_million_clone_drop_pairs_from_fibers_in_bounded_memory() {
     if cfg!(feature = "sanitizer") {
         return;
     }
-    in_child!("a_million_clone_drop_pairs_from_fibers_in_bounded_memory", 30);
+    in_child!(
+        "a_million_clone_drop_pairs_from_fibers_in_bounded_memory",
+        30
+    );
     calibrate();
     let t = rt().trustee(0).entrust(5u64);
     for w in [0, 1] {
@@ -723,9 +833,15 @@ fn a_million_clone_drop_pairs_from_fibers_in_bounded_memory() {
         .join()
         .unwrap();
         let grown = rss_kib().saturating_sub(before);
-        assert!(grown < 32 * 1024, "fiber on worker {w}: RSS grew by {grown} KiB over 1M clone/drop pairs");
+        assert!(
+            grown < 32 * 1024,
+            "fiber on worker {w}: RSS grew by {grown} KiB over 1M clone/drop pairs"
+        );
     }
-    assert_eq!(t.try_unwrap().map_err(|_| "count off after 2M pairs"), Ok(5));
+    assert_eq!(
+        t.try_unwrap().map_err(|_| "count off after 2M pairs"),
+        Ok(5)
+    );
     child_ok();
 }
 
@@ -733,7 +849,10 @@ fn a_million_clone_drop_pairs_from_fibers_in_bounded_memory() {
 /// the count is exact afterwards (`try_unwrap` fails while the clones are held, then succeeds).
 #[test]
 fn a_million_clone_drop_pairs_from_everywhere_keep_the_count_exact() {
-    in_child!("a_million_clone_drop_pairs_from_everywhere_keep_the_count_exact", 20);
+    in_child!(
+        "a_million_clone_drop_pairs_from_everywhere_keep_the_count_exact",
+        20
+    );
     for w in 0..2 {
         let t = rt().trustee(w).entrust(5u64);
         let mut ths = Vec::new();
@@ -768,7 +887,10 @@ fn a_million_clone_drop_pairs_from_everywhere_keep_the_count_exact() {
         let t = t.try_unwrap().map(|_| ()).expect_err("1000 clones held");
         let moved = std::thread::spawn(move || drop(held));
         moved.join().unwrap();
-        assert_eq!(t.try_unwrap().map_err(|_| "count off after 1M pairs"), Ok(5));
+        assert_eq!(
+            t.try_unwrap().map_err(|_| "count off after 1M pairs"),
+            Ok(5)
+        );
     }
     child_ok();
 }
@@ -778,7 +900,10 @@ fn a_million_clone_drop_pairs_from_everywhere_keep_the_count_exact() {
 /// `into_inner` of that value: the count is exact.
 #[test]
 fn handles_stored_in_another_trustees_value_and_released_by_into_inner() {
-    in_child!("handles_stored_in_another_trustees_value_and_released_by_into_inner", 10);
+    in_child!(
+        "handles_stored_in_another_trustees_value_and_released_by_into_inner",
+        10
+    );
     let l = log();
     let t = logged(0, "t", &l);
     let bag_own: Trust<Vec<Trust<Logged>>> = rt().trustee(0).entrust(Vec::new());
@@ -795,11 +920,14 @@ fn handles_stored_in_another_trustees_value_and_released_by_into_inner() {
             for _ in 0..100 {
                 let t2 = t.clone();
                 let b = bag_other.clone();
-                bag_other.apply_then(|bag| bag.len(), move |_| {
-                    // On a worker, in a continuation: clone there, store through another request.
-                    let c = t2.clone();
-                    b.apply_then(move |bag| bag.push(c), |_| ());
-                });
+                bag_other.apply_then(
+                    |bag| bag.len(),
+                    move |_| {
+                        // On a worker, in a continuation: clone there, store through another request.
+                        let c = t2.clone();
+                        b.apply_then(move |bag| bag.push(c), |_| ());
+                    },
+                );
             }
             wait_pending();
         })
@@ -815,7 +943,10 @@ fn handles_stored_in_another_trustees_value_and_released_by_into_inner() {
     let other = bag_other.into_inner().expect("the fiber's clone is gone");
     drop(other);
     t.apply(|v| v.n = 42);
-    let v = t.try_unwrap().map_err(|_| "all stored clones dropped").unwrap();
+    let v = t
+        .try_unwrap()
+        .map_err(|_| "all stored clones dropped")
+        .unwrap();
     assert_eq!(v.n, 42);
     drop(v);
     assert_eq!(entries(&l), vec!["t n=42 on 99".to_string()]);
@@ -830,7 +961,6 @@ fn handles_stored_in_another_trustees_value_and_released_by_into_inner() {
 /// (worker/run.rs:246 ignores what `drop_retired` did) and `has_work` ignores retired properties that a drop
 /// made settleable, so the worker backs off and parks before serving the next link.
 #[test]
-#[ignore = "BUG: a chain of values on one trustee unravels at ~1.2 ms per value (20,000 take ~24 s)"]
 fn a_chain_of_20000_on_one_trustee_unravels_within_3_s() {
     in_child!("a_chain_of_20000_on_one_trustee_unravels_within_3_s", 40);
     struct Node {
@@ -845,7 +975,10 @@ fn a_chain_of_20000_on_one_trustee_unravels_within_3_s() {
     let drops = Arc::new(AtomicUsize::new(0));
     let mut next: Option<Trust<Node>> = None;
     for _ in 0..20_000 {
-        next = Some(rt().trustee(0).entrust(Node { _next: next, drops: drops.clone() }));
+        next = Some(rt().trustee(0).entrust(Node {
+            _next: next,
+            drops: drops.clone(),
+        }));
     }
     let start = std::time::Instant::now();
     drop(next);
@@ -859,7 +992,10 @@ fn a_chain_of_20000_on_one_trustee_unravels_within_3_s() {
 /// handle: their requests run before the verdict, exactly one fiber gets the value, with every increment.
 #[test]
 fn into_inner_from_fibers_with_their_own_requests_in_flight() {
-    in_child!("into_inner_from_fibers_with_their_own_requests_in_flight", 15);
+    in_child!(
+        "into_inner_from_fibers_with_their_own_requests_in_flight",
+        15
+    );
     for round in 0..40u64 {
         let l = log();
         let t = logged(round as usize % 2, "f", &l);
@@ -879,8 +1015,15 @@ fn into_inner_from_fibers_with_their_own_requests_in_flight() {
             })
             .collect();
         drop(t);
-        let got: Vec<u64> = fibers.into_iter().filter_map(|f| f.join().unwrap()).collect();
-        assert_eq!(got, vec![21], "round {round}: one Some, with 1+2+..+6 increments");
+        let got: Vec<u64> = fibers
+            .into_iter()
+            .filter_map(|f| f.join().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            vec![21],
+            "round {round}: one Some, with 1+2+..+6 increments"
+        );
         let e = entries(&l);
         assert_eq!(e.len(), 1, "round {round}: {e:?}");
         assert!(e[0].starts_with("f n=1000 on "), "round {round}: {e:?}");
@@ -893,7 +1036,10 @@ fn into_inner_from_fibers_with_their_own_requests_in_flight() {
 /// dropped exactly once, on its trustee; both trustees keep serving.
 #[test]
 fn into_inner_inside_a_property_drop_panics_and_still_uncounts_the_handle() {
-    in_child!("into_inner_inside_a_property_drop_panics_and_still_uncounts_the_handle", 10);
+    in_child!(
+        "into_inner_inside_a_property_drop_panics_and_still_uncounts_the_handle",
+        10
+    );
     struct Taker {
         other: Option<Trust<Logged>>,
         log: Log,
@@ -901,18 +1047,25 @@ fn into_inner_inside_a_property_drop_panics_and_still_uncounts_the_handle() {
     impl Drop for Taker {
         fn drop(&mut self) {
             let other = self.other.take().unwrap();
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || other.into_inner()));
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || other.into_inner()));
             let msg = match r {
                 Ok(_) => "returned".to_string(),
                 Err(p) => panic_message(p),
             };
-            self.log.lock().unwrap().push(format!("taker: {}", msg.contains("delegated closure")));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("taker: {}", msg.contains("delegated closure")));
         }
     }
     for (w, o) in [(0, 1), (0, 0), (1, 0), (1, 1)] {
         let l = log();
         let other = logged(o, "other", &l);
-        let taker = rt().trustee(w).entrust(Taker { other: Some(other), log: l.clone() });
+        let taker = rt().trustee(w).entrust(Taker {
+            other: Some(other),
+            log: l.clone(),
+        });
         drop(taker);
         eventually("both dropped", || entries(&l).len() >= 2);
         std::thread::sleep(Duration::from_millis(20));
@@ -932,7 +1085,10 @@ fn into_inner_inside_a_property_drop_panics_and_still_uncounts_the_handle() {
 /// handle, which must do nothing).
 #[test]
 fn a_value_holding_its_own_handle_is_dropped_once_at_shutdown() {
-    in_child!("a_value_holding_its_own_handle_is_dropped_once_at_shutdown", 10);
+    in_child!(
+        "a_value_holding_its_own_handle_is_dropped_once_at_shutdown",
+        10
+    );
     struct Selfish {
         me: Option<Trust<Selfish>>,
         n: u64,
@@ -943,12 +1099,19 @@ fn a_value_holding_its_own_handle_is_dropped_once_at_shutdown() {
             if let Some(me) = &self.me {
                 drop(me.clone());
             }
-            self.log.lock().unwrap().push(format!("selfish n={}", self.n));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("selfish n={}", self.n));
         }
     }
     let l = log();
     for w in 0..2 {
-        let t = rt().trustee(w).entrust(Selfish { me: None, n: 0, log: l.clone() });
+        let t = rt().trustee(w).entrust(Selfish {
+            me: None,
+            n: 0,
+            log: l.clone(),
+        });
         let t2 = t.clone();
         t.apply(move |v| v.me = Some(t2));
         // The stored handle is used from inside its own closure: the request is queued, not re-entrant.
@@ -962,13 +1125,19 @@ fn a_value_holding_its_own_handle_is_dropped_once_at_shutdown() {
         };
         f.join().unwrap();
         assert_eq!(t.apply(|v| v.n), 2);
-        let t = t.try_unwrap().map(|_| ()).expect_err("its own handle counts");
+        let t = t
+            .try_unwrap()
+            .map(|_| ())
+            .expect_err("its own handle counts");
         drop(t);
     }
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(entries(&l), Vec::<String>::new());
     rt().shutdown();
-    assert_eq!(entries(&l), vec!["selfish n=2".to_string(), "selfish n=2".to_string()]);
+    assert_eq!(
+        entries(&l),
+        vec!["selfish n=2".to_string(), "selfish n=2".to_string()]
+    );
     child_ok();
 }
 
@@ -978,7 +1147,10 @@ fn a_value_holding_its_own_handle_is_dropped_once_at_shutdown() {
 /// succeed, with every request applied.
 #[test]
 fn try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker() {
-    in_child!("try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker", 15);
+    in_child!(
+        "try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker",
+        15
+    );
     use std::sync::atomic::AtomicBool;
     calibrate();
     for round in 0..30u64 {
@@ -1014,15 +1186,18 @@ fn try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker() {
             _ => {
                 let holder = rt().trustee(1).entrust(());
                 Some(spawn_on(1, move || {
-                    holder.apply_then(|_| (), move |_| {
-                        b.apply_then(|v| v.n += 1, |_| ());
-                        drop(b);
-                        d.store(true, Ordering::SeqCst);
-                        let until = std::time::Instant::now() + Duration::from_millis(50);
-                        while std::time::Instant::now() < until {
-                            std::hint::spin_loop();
-                        }
-                    });
+                    holder.apply_then(
+                        |_| (),
+                        move |_| {
+                            b.apply_then(|v| v.n += 1, |_| ());
+                            drop(b);
+                            d.store(true, Ordering::SeqCst);
+                            let until = std::time::Instant::now() + Duration::from_millis(50);
+                            while std::time::Instant::now() < until {
+                                std::hint::spin_loop();
+                            }
+                        },
+                    );
                     wait_pending();
                 }))
             }
@@ -1030,14 +1205,20 @@ fn try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker() {
         while !dropped.load(Ordering::SeqCst) {
             std::thread::yield_now();
         }
-        let v = t.try_unwrap().map_err(|_| format!("round {round}: dropped before the call, still counted"));
+        let v = t
+            .try_unwrap()
+            .map_err(|_| format!("round {round}: dropped before the call, still counted"));
         let v = v.unwrap();
         assert_eq!(v.n, 1, "round {round}");
         drop(v);
         if let Some(f) = f {
             f.join().unwrap();
         }
-        assert_eq!(entries(&l), vec!["t n=1 on 99".to_string()], "round {round}");
+        assert_eq!(
+            entries(&l),
+            vec!["t n=1 on 99".to_string()],
+            "round {round}"
+        );
     }
     child_ok();
 }
@@ -1048,7 +1229,10 @@ fn try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker() {
 /// dropped exactly once, promptly, and the lingering requests saw their values alive.
 #[test]
 fn thirty_thousand_retired_values_behind_a_lingering_thread() {
-    in_child!("thirty_thousand_retired_values_behind_a_lingering_thread", 20);
+    in_child!(
+        "thirty_thousand_retired_values_behind_a_lingering_thread",
+        20
+    );
     retired_behind_a_lingering_thread(30_000);
     child_ok();
 }
@@ -1061,7 +1245,10 @@ fn thirty_thousand_retired_values_behind_a_lingering_thread() {
 #[test]
 #[ignore = "BUG: retiring is O(retired values waiting): 100,000 last-handle drops behind a lingering thread take ~16 s (debug)"]
 fn a_hundred_thousand_retired_values_behind_a_lingering_thread_within_5_s() {
-    in_child!("a_hundred_thousand_retired_values_behind_a_lingering_thread_within_5_s", 60);
+    in_child!(
+        "a_hundred_thousand_retired_values_behind_a_lingering_thread_within_5_s",
+        60
+    );
     retired_behind_a_lingering_thread(100_000);
     child_ok();
 }
@@ -1069,12 +1256,13 @@ fn a_hundred_thousand_retired_values_behind_a_lingering_thread_within_5_s() {
 #[allow(non_snake_case)]
 fn retired_behind_a_lingering_thread(N: usize) {
     let drops = Arc::new(AtomicUsize::new(0));
-    let targets: Vec<Trust<(u64, CountsDrops)>> =
-        (0..5).map(|_| rt().trustee(0).entrust((0, CountsDrops(drops.clone())))).collect();
+    let targets: Vec<Trust<(u64, CountsDrops)>> = (0..5)
+        .map(|_| rt().trustee(0).entrust((0, CountsDrops(drops.clone()))))
+        .collect();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
     let lingering = {
-        let targets: Vec<_> = targets.iter().map(|t| t.clone()).collect();
+        let targets: Vec<_> = targets.to_vec();
         std::thread::spawn(move || {
             for t in &targets {
                 t.apply_then(|v| v.0 += 1, |_| ());
@@ -1087,8 +1275,9 @@ fn retired_behind_a_lingering_thread(N: usize) {
     };
     sent_rx.recv().unwrap();
     drop(targets);
-    let many: Vec<Trust<(u64, CountsDrops)>> =
-        (0..N).map(|_| rt().trustee(0).entrust((0, CountsDrops(drops.clone())))).collect();
+    let many: Vec<Trust<(u64, CountsDrops)>> = (0..N)
+        .map(|_| rt().trustee(0).entrust((0, CountsDrops(drops.clone()))))
+        .collect();
     let start = std::time::Instant::now();
     drop(many);
     // The trustee has seen the decrements (a blocking round trip from this thread, after them).
@@ -1098,18 +1287,31 @@ fn retired_behind_a_lingering_thread(N: usize) {
     go_tx.send(()).unwrap();
     lingering.join().unwrap();
     eventually("all dropped", || load(&drops) == N + 5);
-    eprintln!("{N} drops counted in {took:?}; dropped early: {early}; total {:?}", start.elapsed());
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    eprintln!(
+        "{N} drops counted in {took:?}; dropped early: {early}; total {:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(load(&drops), N + 5);
-    assert_eq!(early, 0, "dropped before the lingering requests were served");
+    assert_eq!(
+        early, 0,
+        "dropped before the lingering requests were served"
+    );
 }
 
 /// A property whose destructor panics part-way (a field's `Drop` panics) still drops its other fields, among
 /// them the last handles of values on both trustees: those are dropped exactly once, and both trustees serve on.
 #[test]
 fn a_panicking_property_drop_still_releases_the_handles_it_holds() {
-    in_child!("a_panicking_property_drop_still_releases_the_handles_it_holds", 10);
+    in_child!(
+        "a_panicking_property_drop_still_releases_the_handles_it_holds",
+        10
+    );
     struct Holder {
         _boom: PanicsOnDrop,
         _mine: Trust<Logged>,
@@ -1122,14 +1324,24 @@ fn a_panicking_property_drop_still_releases_the_handles_it_holds() {
         let theirs = logged(1 - w, "theirs", &l);
         mine.apply_then(|v| v.n += 1, |_| ());
         theirs.apply_then(|v| v.n += 2, |_| ());
-        let h = rt().trustee(w).entrust(Holder { _boom: PanicsOnDrop(booms.clone()), _mine: mine, _theirs: theirs });
+        let h = rt().trustee(w).entrust(Holder {
+            _boom: PanicsOnDrop(booms.clone()),
+            _mine: mine,
+            _theirs: theirs,
+        });
         drop(h);
         wait_pending();
         eventually("both dropped", || entries(&l).len() >= 2);
         std::thread::sleep(Duration::from_millis(20));
         let mut got = entries(&l);
         got.sort();
-        assert_eq!(got, vec![format!("mine n=1 on {w}"), format!("theirs n=2 on {}", 1 - w)]);
+        assert_eq!(
+            got,
+            vec![
+                format!("mine n=1 on {w}"),
+                format!("theirs n=2 on {}", 1 - w)
+            ]
+        );
         assert_eq!(load(&booms), w + 1);
         assert_eq!(rt().trustee(w).entrust(1u8).apply(|v| *v), 1);
     }
@@ -1140,7 +1352,10 @@ fn a_panicking_property_drop_still_releases_the_handles_it_holds() {
 /// it and sleeps: the value comes back only after the launched fiber ends, with its effect.
 #[test]
 fn try_unwrap_waits_for_a_launched_fiber_of_a_dropped_clone() {
-    in_child!("try_unwrap_waits_for_a_launched_fiber_of_a_dropped_clone", 10);
+    in_child!(
+        "try_unwrap_waits_for_a_launched_fiber_of_a_dropped_clone",
+        10
+    );
     for w in 0..2 {
         let t: Trust<Latch<u64>> = rt().trustee(w).entrust(Latch::new(0));
         let c = t.clone();
@@ -1157,9 +1372,13 @@ fn try_unwrap_waits_for_a_launched_fiber_of_a_dropped_clone() {
         drop(c);
         // No wait for the start here: a plain thread's `launch_then` goes out with its next blocking call, the
         // `try_unwrap` below, ahead of it on the same channel.
-        let latch = t.try_unwrap().map_err(|_| "the clone was dropped before").unwrap();
+        let latch = t
+            .try_unwrap()
+            .map_err(|_| "the clone was dropped before")
+            .unwrap();
         assert_eq!(latch.into_inner(), 1, "worker {w}");
-        rx.try_recv().expect("the launched fiber ran before the value came back");
+        rx.try_recv()
+            .expect("the launched fiber ran before the value came back");
         wait_pending();
     }
     child_ok();
@@ -1177,16 +1396,24 @@ fn try_unwrap_of_the_last_handle_inside_continuations() {
         let got = Arc::new(Mutex::new(None));
         let g = got.clone();
         let t2 = t.clone();
-        t.apply_then(|v| v.n += 1, move |_| {
-            let r = t2.try_unwrap().map(|mut v| {
-                v.n += 10;
-                v
-            });
-            *g.lock().unwrap() = Some(r.map_err(|_| ()));
-        });
+        t.apply_then(
+            |v| v.n += 1,
+            move |_| {
+                let r = t2.try_unwrap().map(|mut v| {
+                    v.n += 10;
+                    v
+                });
+                *g.lock().unwrap() = Some(r.map_err(|_| ()));
+            },
+        );
         drop(t);
         wait_pending();
-        let v = got.lock().unwrap().take().unwrap().expect("the last handle");
+        let v = got
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap()
+            .expect("the last handle");
         assert_eq!(v.n, 11);
         drop(v);
         assert_eq!(entries(&l), vec!["cont n=11 on 99".to_string()]);
@@ -1199,24 +1426,35 @@ fn try_unwrap_of_the_last_handle_inside_continuations() {
             let t2 = t.clone();
             let out = Arc::new(Mutex::new(String::new()));
             let o = out.clone();
-            t.apply_then(|v| v.n += 1, move |_| {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || t2.try_unwrap().is_ok()));
-                *o.lock().unwrap() = match r {
-                    Ok(ok) => format!("returned {ok}"),
-                    Err(p) => panic_message(p),
-                };
-            });
+            t.apply_then(
+                |v| v.n += 1,
+                move |_| {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                        t2.try_unwrap().is_ok()
+                    }));
+                    *o.lock().unwrap() = match r {
+                        Ok(ok) => format!("returned {ok}"),
+                        Err(p) => panic_message(p),
+                    };
+                },
+            );
             drop(t);
             wait_pending();
-            let s = out.lock().unwrap().clone();
-            s
+            out.lock().unwrap().clone()
         })
         .join()
         .unwrap();
-        assert!(msg.contains("continuation"), "value on {w}, fiber on {f}: {msg}");
+        assert!(
+            msg.contains("continuation"),
+            "value on {w}, fiber on {f}: {msg}"
+        );
         eventually("dropped", || !entries(&l).is_empty());
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(entries(&l), vec![format!("fib n=1 on {w}")], "value on {w}, fiber on {f}");
+        assert_eq!(
+            entries(&l),
+            vec![format!("fib n=1 on {w}")],
+            "value on {w}, fiber on {f}"
+        );
     }
     child_ok();
 }
