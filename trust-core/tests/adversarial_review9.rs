@@ -50,15 +50,13 @@ impl Drop for SpawnsOnDrop {
 /// stuck for good. Expected: the spawn fails with the budget message (as before 3106e24), the worker goes on.
 #[test]
 fn a_result_drop_that_spawns_at_the_budget_does_not_hang_its_worker() {
-    if !is_child() {
-        child(
-            "a_result_drop_that_spawns_at_the_budget_does_not_hang_its_worker",
-            &[("TRUST_MAX_FIBER_STACKS", "1")],
-            20,
-        );
+    if !in_child(
+        "a_result_drop_that_spawns_at_the_budget_does_not_hang_its_worker",
+        &[("TRUST_MAX_FIBER_STACKS", "1")],
+        10,
+    ) {
         return;
     }
-    watchdog("spawn in a result's drop at the budget", 10);
     quiet();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let f = spawn(move || {
@@ -103,15 +101,13 @@ impl Drop for SleepsOnDrop {
 /// with the budget message); worker 0 goes on either way.
 #[test]
 fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_not_deadlock() {
-    if !is_child() {
-        child(
-            "a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_not_deadlock",
-            &[("TRUST_MAX_FIBER_STACKS", "6")],
-            20,
-        );
+    if !in_child(
+        "a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_not_deadlock",
+        &[("TRUST_MAX_FIBER_STACKS", "6")],
+        10,
+    ) {
         return;
     }
-    watchdog("spawn beside a returning fiber on the same worker", 10);
     quiet();
     calibrate();
     let w0 = rt().trustee(0).entrust(0u64);
@@ -164,15 +160,13 @@ fn a_spawn_at_the_budget_beside_a_returning_fiber_suspended_on_its_worker_does_n
 /// stayed positive, the fifth spawn below would wait forever instead of failing).
 #[test]
 fn the_returning_count_balances_after_panics_and_refused_launches() {
-    if !is_child() {
-        child(
-            "the_returning_count_balances_after_panics_and_refused_launches",
-            &[("TRUST_MAX_FIBER_STACKS", "4")],
-            30,
-        );
+    if !in_child(
+        "the_returning_count_balances_after_panics_and_refused_launches",
+        &[("TRUST_MAX_FIBER_STACKS", "4")],
+        25,
+    ) {
         return;
     }
-    watchdog("returning count", 25);
     quiet();
     let dropped = Arc::new(AtomicUsize::new(0));
     let latch = rt().trustee(1).entrust(Latch::new(3u64));
@@ -246,15 +240,13 @@ static F_READY: AtomicBool = AtomicBool::new(false);
 /// 51f7ed1, `retire` ran the mail first. Expected log: the closure, then the drop.
 #[test]
 fn a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_dropped() {
-    if !is_child() {
-        child(
-            "a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_dropped",
-            &[],
-            20,
-        );
+    if !in_child(
+        "a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_dropped",
+        &[],
+        10,
+    ) {
         return;
     }
-    watchdog("mailed request vs retire", 10);
     quiet();
     calibrate();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -302,15 +294,13 @@ fn a_request_mailed_before_the_last_handle_escapes_runs_before_the_value_is_drop
 /// with postponed mail (every wait below would otherwise take the 100 ms park timeout, 200 rounds).
 #[test]
 fn mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout() {
-    if !is_child() {
-        child(
-            "mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout",
-            &[],
-            30,
-        );
+    if !in_child(
+        "mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("postponed mail", 25);
     quiet();
     let drops = Arc::new(AtomicUsize::new(0));
     let gate = rt().trustee(0).entrust(0u64);
@@ -378,15 +368,13 @@ fn mail_postponed_by_a_retire_all_runs_and_does_not_wait_for_the_park_timeout() 
 /// woken when it does, re-checks, and the total is exact. Also from the other worker and a plain thread.
 #[test]
 fn latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_starts() {
-    if !is_child() {
-        child(
-            "latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_starts",
-            &[],
-            30,
-        );
+    if !in_child(
+        "latch_waiters_wake_when_the_last_launched_fiber_ends_and_re_wait_when_one_starts",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("latch waiters", 25);
     quiet();
     calibrate();
     let latch = rt().trustee(0).entrust(Latch::new(0u64));
@@ -458,15 +446,13 @@ fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
 /// (its new deadline survived the compaction), and a sleeper whose deadline was in the heap throughout wakes.
 #[test]
 fn a_compaction_of_stale_deadlines_keeps_every_live_one() {
-    if !is_child() {
-        child(
-            "a_compaction_of_stale_deadlines_keeps_every_live_one",
-            &[],
-            30,
-        );
+    if !in_child(
+        "a_compaction_of_stale_deadlines_keeps_every_live_one",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("stale deadlines", 25);
     rt();
     calibrate();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -526,15 +512,13 @@ fn a_compaction_of_stale_deadlines_keeps_every_live_one() {
 /// future was never woken.
 #[test]
 fn an_apply_async_deferred_behind_a_launched_fiber_ends_at_shutdown() {
-    if !is_child() {
-        child(
-            "an_apply_async_deferred_behind_a_launched_fiber_ends_at_shutdown",
-            &[],
-            20,
-        );
+    if !in_child(
+        "an_apply_async_deferred_behind_a_launched_fiber_ends_at_shutdown",
+        &[],
+        15,
+    ) {
         return;
     }
-    watchdog("deferred request at shutdown", 15);
     quiet();
     let latch = rt().trustee(0).entrust(Latch::new(0u64));
     let (tx, rx) = std::sync::mpsc::channel();

@@ -57,15 +57,13 @@ fn scaled(n: u64, asan: u64) -> u64 {
 /// applies with `apply_then`s and `wait_pending`: every increment, continuation and result is counted exactly.
 #[test]
 fn yield_storm_of_a_hundred_thousand_fibers_with_remote_applies_counts_exactly() {
-    if !is_child() {
-        child(
-            "yield_storm_of_a_hundred_thousand_fibers_with_remote_applies_counts_exactly",
-            &[],
-            60,
-        );
+    if !in_child(
+        "yield_storm_of_a_hundred_thousand_fibers_with_remote_applies_counts_exactly",
+        &[],
+        50,
+    ) {
         return;
     }
-    watchdog("yield storm", 50);
     rt();
     let total = scaled(100_000, 20_000);
     let c = [rt().trustee(0).entrust(0u64), rt().trustee(1).entrust(0u64)];
@@ -133,15 +131,13 @@ fn yield_storm_of_a_hundred_thousand_fibers_with_remote_applies_counts_exactly()
 /// after the stall), and a third that sleeps must wake on time.
 #[test]
 fn a_fiber_waiting_in_place_does_not_hold_up_a_second_fiber_that_becomes_ready() {
-    if !is_child() {
-        child(
-            "a_fiber_waiting_in_place_does_not_hold_up_a_second_fiber_that_becomes_ready",
-            &[],
-            30,
-        );
+    if !in_child(
+        "a_fiber_waiting_in_place_does_not_hold_up_a_second_fiber_that_becomes_ready",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("wait_in_place", 25);
     rt();
     calibrate();
     let local = rt().trustee(0).entrust(0u64);
@@ -194,15 +190,13 @@ fn a_fiber_waiting_in_place_does_not_hold_up_a_second_fiber_that_becomes_ready()
 /// 1 too. Every count exact, each fiber's view in issue order.
 #[test]
 fn wait_in_place_under_churn_counts_exactly_and_in_order() {
-    if !is_child() {
-        child(
-            "wait_in_place_under_churn_counts_exactly_and_in_order",
-            &[],
-            40,
-        );
+    if !in_child(
+        "wait_in_place_under_churn_counts_exactly_and_in_order",
+        &[],
+        35,
+    ) {
         return;
     }
-    watchdog("wait_in_place churn", 35);
     rt();
     calibrate();
     let n = scaled(20_000, 5_000);
@@ -269,15 +263,13 @@ fn wait_in_place_under_churn_counts_exactly_and_in_order() {
 /// dropped exactly once, with nobody joining.
 #[test]
 fn dropping_the_handle_of_a_fiber_mid_flight_drops_its_result_once() {
-    if !is_child() {
-        child(
-            "dropping_the_handle_of_a_fiber_mid_flight_drops_its_result_once",
-            &[],
-            30,
-        );
+    if !in_child(
+        "dropping_the_handle_of_a_fiber_mid_flight_drops_its_result_once",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("dropped handles", 25);
     quiet_shutdown();
     let counter = rt().trustee(1).entrust(0u64);
     let drops = Arc::new(AtomicUsize::new(0));
@@ -343,15 +335,13 @@ fn dropping_the_handle_of_a_fiber_mid_flight_drops_its_result_once() {
 /// increment counted exactly once and is dropped once; `spawn` racing with the shutdown panics or completes.
 #[test]
 fn shutdown_with_thousands_of_fibers_held_asleep_waiting_and_joined_from_threads() {
-    if !is_child() {
-        child(
-            "shutdown_with_thousands_of_fibers_held_asleep_waiting_and_joined_from_threads",
-            &[],
-            40,
-        );
+    if !in_child(
+        "shutdown_with_thousands_of_fibers_held_asleep_waiting_and_joined_from_threads",
+        &[],
+        30,
+    ) {
         return;
     }
-    watchdog("shutdown with held fibers", 30);
     quiet_shutdown();
     struct Counter {
         n: u64,
@@ -561,15 +551,13 @@ fn shutdown_with_thousands_of_fibers_held_asleep_waiting_and_joined_from_threads
 /// returns within the shutdown's bound, with the result or the shutdown panic, never hangs.
 #[test]
 fn joins_from_plain_threads_during_shutdown_all_return() {
-    if !is_child() {
-        child(
-            "joins_from_plain_threads_during_shutdown_all_return",
-            &[],
-            30,
-        );
+    if !in_child(
+        "joins_from_plain_threads_during_shutdown_all_return",
+        &[],
+        20,
+    ) {
         return;
     }
-    watchdog("joins during shutdown", 20);
     quiet_shutdown();
     let t = rt().trustee(1).entrust(0u64);
     let stall = stall(1, 300);
@@ -671,15 +659,13 @@ fn local_hammers(
 /// applies during the bursts. Every increment is counted once.
 #[test]
 fn a_remote_plain_thread_progresses_while_256_local_fibers_hammer_its_counter() {
-    if !is_child() {
-        child(
-            "a_remote_plain_thread_progresses_while_256_local_fibers_hammer_its_counter",
-            &[],
-            40,
-        );
+    if !in_child(
+        "a_remote_plain_thread_progresses_while_256_local_fibers_hammer_its_counter",
+        &[],
+        35,
+    ) {
         return;
     }
-    watchdog("fairness: remote thread", 35);
     rt();
     calibrate();
     let counter = rt().trustee(0).entrust(0u64);
@@ -736,15 +722,13 @@ fn a_remote_plain_thread_progresses_while_256_local_fibers_hammer_its_counter() 
 /// only its 100 ms safety-net timeout woke it to release them.
 #[test]
 fn local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet() {
-    if !is_child() {
-        child(
-            "local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet",
-            &[],
-            30,
-        );
+    if !in_child(
+        "local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("fairness: quiet client", 25);
     rt();
     calibrate();
     let counter = rt().trustee(0).entrust(0u64);
@@ -855,15 +839,13 @@ const BUDGET: usize = 64;
 /// again, five times, mixed with `launch`es.
 #[test]
 fn recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back() {
-    if !is_child() {
-        child(
-            "recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back",
-            &[("TRUST_MAX_FIBER_STACKS", &BUDGET.to_string())],
-            30,
-        );
+    if !in_child(
+        "recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back",
+        &[("TRUST_MAX_FIBER_STACKS", &BUDGET.to_string())],
+        25,
+    ) {
         return;
     }
-    watchdog("recursive spawn", 25);
     quiet();
     assert_eq!(trust_core::__private::fiber_stack_limit(), BUDGET);
     let latch = rt().trustee(0).entrust(Latch::new(7u64));
@@ -921,15 +903,13 @@ fn recursive_spawn_until_the_budget_is_spent_then_every_stack_comes_back() {
 #[test]
 fn the_budget_counts_exactly_across_a_full_stack_pool() {
     const N: usize = 1_100;
-    if !is_child() {
-        child(
-            "the_budget_counts_exactly_across_a_full_stack_pool",
-            &[("TRUST_MAX_FIBER_STACKS", &N.to_string())],
-            40,
-        );
+    if !in_child(
+        "the_budget_counts_exactly_across_a_full_stack_pool",
+        &[("TRUST_MAX_FIBER_STACKS", &N.to_string())],
+        35,
+    ) {
         return;
     }
-    watchdog("full pool", 35);
     quiet();
     for round in 0..3 {
         let gate = Arc::new(AtomicBool::new(false));
@@ -1178,15 +1158,13 @@ fn read_all(s: &TcpStream) -> Result<Vec<u8>, std::io::ErrorKind> {
 /// bytes, an error, or the shutdown panic — and every join returns.
 #[test]
 fn peers_closing_while_fibers_read_and_a_shutdown_at_the_same_time() {
-    if !is_child() {
-        child(
-            "peers_closing_while_fibers_read_and_a_shutdown_at_the_same_time",
-            &[],
-            30,
-        );
+    if !in_child(
+        "peers_closing_while_fibers_read_and_a_shutdown_at_the_same_time",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("sockets closed under shutdown", 25);
     quiet_shutdown();
     rt();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1249,15 +1227,13 @@ fn peers_closing_while_fibers_read_and_a_shutdown_at_the_same_time() {
 /// end — none stays suspended on the socket.
 #[test]
 fn several_fibers_reading_one_stream_each_byte_once_and_all_see_the_end() {
-    if !is_child() {
-        child(
-            "several_fibers_reading_one_stream_each_byte_once_and_all_see_the_end",
-            &[],
-            30,
-        );
+    if !in_child(
+        "several_fibers_reading_one_stream_each_byte_once_and_all_see_the_end",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("shared stream", 25);
     rt();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     for round in 0..20 {
@@ -1310,15 +1286,13 @@ fn several_fibers_reading_one_stream_each_byte_once_and_all_see_the_end() {
 /// is otherwise idle.
 #[test]
 fn a_fiber_blocked_in_write_sees_the_peer_reset_and_a_write_timeout_fires() {
-    if !is_child() {
-        child(
-            "a_fiber_blocked_in_write_sees_the_peer_reset_and_a_write_timeout_fires",
-            &[],
-            30,
-        );
+    if !in_child(
+        "a_fiber_blocked_in_write_sees_the_peer_reset_and_a_write_timeout_fires",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("blocked writes", 25);
     rt();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (mine, peer) = pair(&listener);
@@ -1379,15 +1353,13 @@ fn a_fiber_blocked_in_write_sees_the_peer_reset_and_a_write_timeout_fires() {
 /// down).
 #[test]
 fn many_fibers_accepting_on_one_listener_each_connection_once_then_shutdown() {
-    if !is_child() {
-        child(
-            "many_fibers_accepting_on_one_listener_each_connection_once_then_shutdown",
-            &[],
-            30,
-        );
+    if !in_child(
+        "many_fibers_accepting_on_one_listener_each_connection_once_then_shutdown",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("accept herd", 25);
     quiet_shutdown();
     rt();
     let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
@@ -1454,15 +1426,13 @@ fn many_fibers_accepting_on_one_listener_each_connection_once_then_shutdown() {
 /// (deferred while launched fibers live) sees the final value; none of them ever saw the latch held twice.
 #[test]
 fn launched_fibers_held_by_fairness_while_holding_a_latch_complete_exactly() {
-    if !is_child() {
-        child(
-            "launched_fibers_held_by_fairness_while_holding_a_latch_complete_exactly",
-            &[],
-            30,
-        );
+    if !in_child(
+        "launched_fibers_held_by_fairness_while_holding_a_latch_complete_exactly",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("latch + fairness", 25);
     rt();
     let latch = rt().trustee(0).entrust(Latch::new((0u64, false)));
     let counter = rt().trustee(0).entrust(0u64);
@@ -1530,15 +1500,13 @@ fn launched_fibers_held_by_fairness_while_holding_a_latch_complete_exactly() {
 /// resumes in the caller of `launch`; the launched count goes back to zero (a plain apply runs); repeated.
 #[test]
 fn a_launched_fiber_panicking_while_holding_the_latch_hands_it_on() {
-    if !is_child() {
-        child(
-            "a_launched_fiber_panicking_while_holding_the_latch_hands_it_on",
-            &[],
-            30,
-        );
+    if !in_child(
+        "a_launched_fiber_panicking_while_holding_the_latch_hands_it_on",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("latch panic", 25);
     quiet();
     let latch = rt().trustee(1).entrust(Latch::new(0u64));
     let drops = Arc::new(AtomicUsize::new(0));
@@ -1599,15 +1567,13 @@ fn a_launched_fiber_panicking_while_holding_the_latch_hands_it_on() {
 /// panic afterwards — and every increment before a panic is counted once.
 #[test]
 fn fibers_held_by_fairness_whose_apply_panics_once_released() {
-    if !is_child() {
-        child(
-            "fibers_held_by_fairness_whose_apply_panics_once_released",
-            &[],
-            30,
-        );
+    if !in_child(
+        "fibers_held_by_fairness_whose_apply_panics_once_released",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("held + panic", 25);
     quiet();
     calibrate();
     let counter = rt().trustee(0).entrust(0u64);
@@ -1714,15 +1680,13 @@ fn block_on_after<F: std::future::Future>(f: F, first: impl FnOnce()) -> F::Outp
 /// the user's closure. It now takes only the channel registrations from the mail (`register_channels`).
 #[test]
 fn dropping_a_last_handle_inside_a_closure_does_not_run_mailed_requests_inside_it() {
-    if !is_child() {
-        child(
-            "dropping_a_last_handle_inside_a_closure_does_not_run_mailed_requests_inside_it",
-            &[],
-            30,
-        );
+    if !in_child(
+        "dropping_a_last_handle_inside_a_closure_does_not_run_mailed_requests_inside_it",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("nested mail", 25);
     quiet();
     let drops = Arc::new(AtomicUsize::new(0));
     for round in 0..3 {
@@ -1778,15 +1742,13 @@ fn dropping_a_last_handle_inside_a_closure_does_not_run_mailed_requests_inside_i
 /// and aborted the process before the fix.
 #[test]
 fn a_fiber_dropping_a_last_handle_does_not_run_mailed_closures_on_its_stack() {
-    if !is_child() {
-        child(
-            "a_fiber_dropping_a_last_handle_does_not_run_mailed_closures_on_its_stack",
-            &[],
-            30,
-        );
+    if !in_child(
+        "a_fiber_dropping_a_last_handle_does_not_run_mailed_closures_on_its_stack",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("nested mail in a fiber", 25);
     let rt = Runtime::builder()
         .workers(2)
         .fiber_stack_size(32 * 1024)
@@ -1845,15 +1807,13 @@ fn ticks_over(ms: u64) -> u64 {
 /// ticks (44 for the `apply_async`, 50 for the fiber, which yielded in a loop).
 #[test]
 fn workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber() {
-    if !is_child() {
-        child(
-            "workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber",
-            &[],
-            30,
-        );
+    if !in_child(
+        "workers_do_not_spin_while_a_request_waits_for_a_sleeping_launched_fiber",
+        &[],
+        25,
+    ) {
         return;
     }
-    watchdog("waiting requests spin", 25);
     rt();
     calibrate();
     let latch = rt().trustee(0).entrust(Latch::new(0u64));
@@ -1908,15 +1868,13 @@ fn rss_kib() -> u64 {
 /// passed: with an hour's timeout, 32 bytes per read, for an hour; 3,196 KiB here.)
 #[test]
 fn socket_waits_with_a_long_timeout_do_not_accumulate_memory() {
-    if !is_child() {
-        child(
-            "socket_waits_with_a_long_timeout_do_not_accumulate_memory",
-            &[],
-            60,
-        );
+    if !in_child(
+        "socket_waits_with_a_long_timeout_do_not_accumulate_memory",
+        &[],
+        55,
+    ) {
         return;
     }
-    watchdog("deadline heap", 55);
     rt();
     calibrate();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1986,15 +1944,13 @@ fn socket_waits_with_a_long_timeout_do_not_accumulate_memory() {
 /// `run_ready`; a `take` at the budget now waits for such stacks (`stack::returning`).
 #[test]
 fn a_finished_fibers_stack_is_back_when_its_join_returns() {
-    if !is_child() {
-        child(
-            "a_finished_fibers_stack_is_back_when_its_join_returns",
-            &[("TRUST_MAX_FIBER_STACKS", "1")],
-            30,
-        );
+    if !in_child(
+        "a_finished_fibers_stack_is_back_when_its_join_returns",
+        &[("TRUST_MAX_FIBER_STACKS", "1")],
+        25,
+    ) {
         return;
     }
-    watchdog("stack back at join", 25);
     quiet();
     let mut refused = [0usize; 2];
     for i in 0..6_000u64 {

@@ -296,6 +296,18 @@ pub fn watchdog(what: &'static str, secs: u64) {
     });
 }
 
+/// The preamble of a test that runs in a child process of its own: in the parent, runs test `name` there with
+/// `env` ([`child`], which fails the test on a failure or a hang) and returns false; in the child, starts a
+/// [`watchdog`] of `secs` seconds (the parent allows 5 more) and returns true.
+pub fn in_child(name: &'static str, env: &[(&str, &str)], secs: u64) -> bool {
+    if !is_child() {
+        child(name, env, secs + 5);
+        return false;
+    }
+    watchdog(name, secs);
+    true
+}
+
 /// In a child: tells the parent ([`child`]) that the test passed.
 pub fn child_ok() {
     println!("CHILD-OK");
