@@ -1,7 +1,7 @@
 //! The client hot path, for every kind of caller: classify the caller once — a worker fiber, a worker's
 //! scheduler or delegated closure, a `may` coroutine, a plain thread — then push the request, publish it, and
-//! wait (suspend the fiber, yield the coroutine, or spin then park the thread). Also `post` (count changes and
-//! async requests, never waiting), `post_then` (`apply_then`) and `wait_pending`.
+//! wait (suspend the fiber, yield the coroutine, or spin then park the thread). Also `post` and `count`
+//! (registrations and count changes, never waiting), `post_then` (`apply_then`) and `wait_pending`.
 //!
 //! Which client context a request uses: a worker uses its own (shared by its fibers, so their requests batch
 //! together); a plain thread uses a thread-local one; a `may` coroutine borrows one from its current thread's
@@ -17,7 +17,8 @@ use crate::delegation::client::outbox::{Blocked, Client};
 use crate::delegation::client::then::{self, Cont, Pending, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
-use crate::delegation::trustee::job::{Job, Outcome, Reply};
+use crate::delegation::trustee::job::{self, Job, Outcome, Reply};
+use crate::delegation::trustee::property::{Header, SendPtr};
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::client::outbox;
 use crate::delegation::worker::context;
@@ -138,24 +139,51 @@ fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: 
     }
 }
 
-/// Sends a record that answers nothing — a reference-count change, a property's registration — without ever
-/// waiting. A worker queues it in its
-/// outbox (its loop publishes it). A plain thread puts it in a slot when one is free, else mails it to
+/// Sends a record that answers nothing — a property's registration — without ever waiting. A worker queues it
+/// in its outbox (its loop publishes it). A plain thread puts it in a slot when one is free, else mails it to
 /// the trustee: an idle thread (an executor's, parked) must not hold it unpublished until it calls again. So
-/// such records are not ordered among themselves; count changes need no order (see `Worker::retire`).
+/// such records are not ordered among themselves.
 pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record: F) {
     if let Some(worker) = context::worker() {
         return worker.client.borrow_mut().outbox(trustee).push_or_queue(record);
     }
-    let (unsent, ready) = if outbox::in_may_coroutine() {
+    post_from_thread(trustee, record, |record| {
+        trustee.run_later(move || {
+            record.run(std::ptr::null_mut());
+        })
+    });
+}
+
+/// Counts `delta` handles of the property `h` in or out on `trustee`, without ever waiting: as a record where
+/// the slot has room now (the batch a worker builds, a plain thread's free lane), else netted in the trustee's
+/// count mail (`TrusteeShared::count_later`), so that memory stays bounded however much faster than its
+/// trustee a client clones and drops. Count changes need no order among themselves (see `Worker::retire`).
+pub(crate) fn count(trustee: &'static TrusteeShared, h: SendPtr<Header>, delta: isize) {
+    // SAFETY: the record runs on `h`'s trustee, and the handle that sends it is counted there until it runs.
+    let record = job::post(move || unsafe {
+        context::worker()
+            .expect("reference counts change on the trustee")
+            .count(h.get(), delta)
+    });
+    match context::worker() {
+        Some(worker) => {
+            if worker.client.borrow_mut().outbox(trustee).try_push(record).is_err() {
+                trustee.count_later(h, delta);
+            }
+        }
+        None => post_from_thread(trustee, record, |_| trustee.count_later(h, delta)),
+    }
+}
+
+/// A plain thread's (or `may` coroutine's) record: sent now if its slot is free, else given to `unsent`.
+fn post_from_thread<F: Record + 'static>(trustee: &'static TrusteeShared, record: F, unsent: impl FnOnce(F)) {
+    let (record, ready) = if outbox::in_may_coroutine() {
         (Some(record), false)
     } else {
         with_thread_client(|c| (c.try_post_now(trustee, record), c.has_ready()))
     };
-    if let Some(record) = unsent {
-        trustee.run_later(move || {
-            record.run(std::ptr::null_mut());
-        });
+    if let Some(record) = record {
+        unsent(record);
     }
     if ready {
         run_thread_continuations();

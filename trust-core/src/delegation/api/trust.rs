@@ -376,7 +376,7 @@ impl<T: Send + 'static> Trust<T> {
 unsafe fn begin_take<T: Send + 'static>(p: SendPtr<Property<T>>, promise: Promise<Option<T>>, give_back: bool) {
     let h: *mut Header = p.get().cast();
     // SAFETY: by the contract. Whether the count reached zero is decided at settlement, by the taker.
-    let _ = unsafe { property::decref(h) };
+    let _ = unsafe { property::add_refs(h, -1) };
     let taker = move |unreferenced: bool| {
         if unreferenced {
             // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
@@ -414,7 +414,7 @@ impl<T> Clone for Trust<T> {
             unsafe { property::incref(header.get()) };
         } else if self.trustee.shared.is_running() {
             // SAFETY: as above, on the trustee; `self` is counted there until after this record runs.
-            call::post(self.trustee.shared, job::post(move || unsafe { property::incref(header.get()) }));
+            call::count(self.trustee.shared, header, 1);
         }
         Trust {
             property: self.property,
@@ -433,25 +433,10 @@ impl<T> Drop for Trust<T> {
             return;
         }
         let header = self.header();
-        if is_current(shared) {
+        match context::worker() {
             // SAFETY: on the trustee thread, for a reference this handle owned.
-            unsafe { uncount(header) };
-        } else {
-            // SAFETY: as above, on the trustee.
-            call::post(shared, job::post(move || unsafe { uncount(header) }));
+            Some(worker) if std::ptr::eq(worker.shared, shared) => unsafe { worker.count(header.get(), -1) },
+            _ => call::count(shared, header, -1),
         }
-    }
-}
-
-/// Uncounts a handle of `h`, on its trustee; the last one retires the property.
-///
-/// # Safety
-/// On `h`'s trustee thread, for a reference the caller owned.
-unsafe fn uncount(h: SendPtr<Header>) {
-    // SAFETY: by the contract.
-    if unsafe { property::decref(h.get()) } {
-        context::worker()
-            .expect("reference counts change on the trustee")
-            .retire(h.get());
     }
 }

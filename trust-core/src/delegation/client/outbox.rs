@@ -290,7 +290,7 @@ impl Outbox {
     /// Adds a record to the batch being built; gives it back when the batch is full or older records are
     /// still queued (order per client is issue order).
     #[inline]
-    fn try_push<F: Record>(&mut self, record: F) -> Result<(), F> {
+    pub(crate) fn try_push<F: Record>(&mut self, record: F) -> Result<(), F> {
         if !self.backlog.is_empty() {
             return Err(record);
         }

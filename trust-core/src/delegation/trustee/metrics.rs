@@ -75,10 +75,10 @@ impl Metrics {
         self.batches.add(u64::from(answered));
     }
 
-    /// A request that came by mail ran.
+    /// Requests that came by mail ran.
     #[inline]
-    pub(crate) fn mailed(&self) {
-        self.requests.add(1);
+    pub(crate) fn mailed(&self, requests: u64) {
+        self.requests.add(requests);
     }
 
     /// The number of fibers alive on the worker changed.

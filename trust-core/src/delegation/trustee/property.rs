@@ -28,6 +28,9 @@ pub(crate) struct Header {
     launched: Cell<usize>,
     /// Position in the trustee's registry.
     index: Cell<usize>,
+    /// While the property is retired (see `worker::run::Worker::retire`): the group it was last retired in;
+    /// else 0.
+    retiring: Cell<u64>,
     drop_property: unsafe fn(*mut Header),
 }
 
@@ -58,6 +61,7 @@ impl<T> Property<T> {
                 in_use: Cell::new(false),
                 launched: Cell::new(0),
                 index: Cell::new(usize::MAX),
+                retiring: Cell::new(0),
                 drop_property: drop_property::<T>,
             },
             value: UnsafeCell::new(value),
@@ -176,20 +180,38 @@ pub(crate) unsafe fn incref(h: *mut Header) {
     refs.set(refs.get() + 1);
 }
 
-/// A handle to `h` is gone; true when the count reached zero. Then the caller *retires* the property rather
-/// than drop it (see `worker::run::Worker::retire`): requests and count changes sent before may still be on
-/// their way from other clients, and the value is dropped once every one of them has been served, if the
-/// count is still zero then.
+/// Counts `delta` handles of `h` in (positive) or out (negative); true when handles were counted out and the
+/// count is zero or below. Then the caller *retires* the property (again) rather than drop it (see
+/// `worker::run::Worker::retire`): requests and count changes sent before may still be on their way from other
+/// clients, and the value is dropped once every one of them has been served, if the count is zero then.
 ///
 /// # Safety
 /// On `h`'s trustee thread, `h` live.
-#[must_use = "a count that reached zero retires the property"]
-pub(crate) unsafe fn decref(h: *mut Header) -> bool {
+#[must_use = "a count out to zero or below retires the property"]
+pub(crate) unsafe fn add_refs(h: *mut Header, delta: isize) -> bool {
     // SAFETY: by the contract.
     let header = unsafe { &*h };
-    let refs = header.refs.get() - 1;
-    header.refs.set(refs);
-    refs == 0
+    let old = header.refs.get();
+    header.refs.set(old + delta);
+    delta < 0 && old + delta <= 0
+}
+
+/// The retired group `h` was last retired in, or 0 while it is not retired.
+///
+/// # Safety
+/// On `h`'s trustee thread, `h` live.
+pub(crate) unsafe fn retiring(h: *mut Header) -> u64 {
+    // SAFETY: by the contract.
+    unsafe { (*h).retiring.get() }
+}
+
+/// Sets what `retiring` reads.
+///
+/// # Safety
+/// On `h`'s trustee thread, `h` live.
+pub(crate) unsafe fn set_retiring(h: *mut Header, group: u64) {
+    // SAFETY: by the contract.
+    unsafe { (*h).retiring.set(group) }
 }
 
 /// True when the counted handles of `h` are zero.
@@ -274,6 +296,20 @@ impl<T> Clone for SendPtr<T> {
 }
 
 impl<T> Copy for SendPtr<T> {}
+
+impl<T> PartialEq for SendPtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<T> Eq for SendPtr<T> {}
+
+impl<T> std::hash::Hash for SendPtr<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
 
 // SAFETY: the pointee is a property, which only its trustee thread dereferences; the pointer itself is just an
 // address on the way there.

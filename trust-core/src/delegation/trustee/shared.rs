@@ -1,20 +1,21 @@
 //! The part of a trustee that other threads see: its mailbox (new channels, fibers to start and to wake,
-//! records from clients whose slot was busy), its parker, and its run state.
+//! records from clients whose slot was busy), its count mail, its parker, and its run state.
 //!
 //! Laid out by who writes what: the run state and the parker, which every client reads on every call, are
 //! never written on the hot path; the mailbox (written by senders) and the metrics (written by the worker
 //! once per batch) each have cache lines of their own, so neither makes those reads miss.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::fd::RawFd;
 use std::ops::Deref;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::metrics::Metrics;
+use crate::delegation::trustee::property::{Header, SendPtr};
 use crate::delegation::trustee::relay::Relay;
 use crate::delegation::trustee::unwind;
 use crate::delegation::protocol::parker::Parker;
@@ -27,6 +28,8 @@ pub(crate) enum Mail {
     Run(Runnable),
     Spawn(FiberStack, Box<dyn FnOnce() + Send>, Weak<dyn Abandon>),
     Wake(usize),
+    /// Count changes wait in the count mail (`TrusteeShared::count_later`).
+    Counts,
 }
 
 /// A fiber's handle, seen from the worker that runs the fiber: if the runtime abandons the fiber suspended (at
@@ -49,6 +52,7 @@ pub(crate) struct TrusteeShared {
     state: AtomicU8,
     parker: OnceLock<Arc<Parker>>,
     mail: Aligned<Mailbox>,
+    counts: Aligned<Mutex<CountMail>>,
     /// The sockets registered in this worker's epoll set (`worker::reactor`): each is removed before it is
     /// closed, so the set never names a reused fd, and at shutdown they are shut down.
     pub(crate) sockets: Mutex<HashSet<RawFd>>,
@@ -56,6 +60,21 @@ pub(crate) struct TrusteeShared {
     pub(crate) metrics: Aligned<Metrics>,
     /// Wakers of answered `apply_async` tasks, for their executors to wake (`trustee::relay`).
     pub(crate) relay: Aligned<Relay>,
+}
+
+/// Reference-count changes that found no room in their sender's slot (`call::count`), netted per property
+/// until the worker takes them: a million clone/drop pairs from a client that its trustee cannot keep up with
+/// take one entry, not a million records (flow control without waiting: `Clone` and `Drop` cannot wait).
+/// One `Mail::Counts` announces them, so the worker reads them in turn with its other mail, and a retired
+/// property waits for them as for any mail (`Worker::retire`): a change issued before a handle escaped is in
+/// the map, or already counted, before anything the escape leads to.
+#[derive(Default)]
+struct CountMail {
+    deltas: HashMap<SendPtr<Header>, isize>,
+    /// The changes netted in `deltas`: each is a request served, in the metrics.
+    changes: u64,
+    /// A `Mail::Counts` is on its way, and the worker has not taken the deltas since.
+    announced: bool,
 }
 
 /// A value on cache lines of its own (two: the adjacent-line prefetcher pairs them).
@@ -254,6 +273,7 @@ impl TrusteeShared {
             state: AtomicU8::new(RUNNING),
             parker: OnceLock::new(),
             mail: Aligned::default(),
+            counts: Aligned::default(),
             sockets: Mutex::default(),
             metrics: Aligned::default(),
             relay: Aligned::default(),
@@ -317,6 +337,31 @@ impl TrusteeShared {
     pub(crate) fn run_later<F: FnOnce() + Send + 'static>(&self, f: F) {
         self.mail.push_run(f);
         self.mailed();
+    }
+
+    /// Counts `delta` handles of `h` in or out later, in the count mail (see `CountMail`).
+    pub(crate) fn count_later(&self, h: SendPtr<Header>, delta: isize) {
+        let announce = {
+            let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            counts.changes += 1;
+            let net = counts.deltas.entry(h).or_insert(0);
+            *net += delta;
+            if *net == 0 {
+                counts.deltas.remove(&h);
+            }
+            !std::mem::replace(&mut counts.announced, true)
+        };
+        if announce {
+            self.send(Mail::Counts);
+        }
+    }
+
+    /// The count changes mailed so far (for the worker, on `Mail::Counts`), netted per property, and how many
+    /// there were.
+    pub(crate) fn take_counts(&self) -> (HashMap<SendPtr<Header>, isize>, u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.announced = false;
+        (std::mem::take(&mut counts.deltas), std::mem::take(&mut counts.changes))
     }
 
     /// Mails a node made by the caller (one allocation for a request and its answer: `trustee::oneshot`).

@@ -2,6 +2,7 @@
 //! in one loop. Everything here is touched only by the worker's own thread.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,13 +51,21 @@ impl std::fmt::Debug for Served {
     }
 }
 
-/// A property whose last handle is gone, waiting for requests that may still refer to it: for each channel
-/// that had records unpublished or unserved when it was retired, the batch number that must be served first.
+/// Properties whose last handle is gone, waiting for requests that may still refer to them: for each channel
+/// that had records unpublished or unserved when they were retired, the batch number that must be served
+/// first. Properties retired one after the other while the channels stay as they were share a group.
 struct Retired {
-    header: *mut Header,
+    /// Numbers the groups, from 1 (a property's `retiring` names its latest).
+    group: u64,
     waits: Vec<(Arc<Channel>, u32)>,
-    /// Set by `try_unwrap`/`into_inner` (see `retire_to`).
-    taker: Option<Taker>,
+    headers: Vec<*mut Header>,
+}
+
+impl Retired {
+    fn waits_for(&self, waits: &[(Arc<Channel>, u32)]) -> bool {
+        self.waits.len() == waits.len()
+            && self.waits.iter().zip(waits).all(|((a, m), (b, n))| Arc::ptr_eq(a, b) && m == n)
+    }
 }
 
 /// Gets a retired property once it is settled: `true` when it is unreferenced then (unregistered: the taker
@@ -66,8 +75,8 @@ pub(crate) type Taker = Box<dyn FnOnce(bool)>;
 impl std::fmt::Debug for Retired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retired")
-            .field("header", &self.header)
-            .field("taker", &self.taker.is_some())
+            .field("group", &self.group)
+            .field("headers", &self.headers.len())
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +108,12 @@ pub(crate) struct Worker {
     served: RefCell<Vec<Served>>,
     /// Mail taken out of turn (by `register_channels`) and left for the loop's next `read_mail`, oldest first.
     postponed: RefCell<Vec<Mail>>,
-    retired: RefCell<Vec<Retired>>,
+    /// Oldest first: a group's waits are over only once the older groups' are (batch numbers only grow).
+    retired: RefCell<VecDeque<Retired>>,
+    /// The takers of retired properties (`retire_to`).
+    takers: RefCell<HashMap<*mut Header, Taker>>,
+    /// The last retired group's number.
+    retired_groups: Cell<u64>,
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
     deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
@@ -155,6 +169,8 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         served: RefCell::default(),
         postponed: RefCell::default(),
         retired: RefCell::default(),
+        takers: RefCell::default(),
+        retired_groups: Cell::new(0),
         deferred: RefCell::default(),
         continuing: RefCell::default(),
         to_self: Cell::new(0),
@@ -286,15 +302,28 @@ impl Worker {
     }
 
     fn run_mail(&self, mail: Vec<Mail>) {
-        for m in mail {
+        // Channels first: count changes netted in the count mail may come from a client whose channel's
+        // registration is later in this mail, and a property they retire must wait for that channel too
+        // (`retire` registers only the channels still in the mailbox).
+        let (channels, mail): (Vec<_>, Vec<_>) = mail.into_iter().partition(|m| matches!(m, Mail::Register(_)));
+        for m in channels.into_iter().chain(mail) {
             match m {
                 Mail::Register(channel) => self.serve_channel(channel),
                 Mail::Run(f) => {
-                    self.shared.metrics.mailed();
+                    self.shared.metrics.mailed(1);
                     self.run_mailed(|| f.run())
                 }
                 Mail::Spawn(stack, job, handle) => self.scheduler.start(stack, job, handle),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
+                Mail::Counts => {
+                    let (deltas, changes) = self.shared.take_counts();
+                    self.shared.metrics.mailed(changes);
+                    for (h, delta) in deltas {
+                        // SAFETY: each was counted by a client that held a handle (see `call::count`): the
+                        // property is live until the change is counted, on this trustee, this thread.
+                        unsafe { self.count(h.get(), delta) };
+                    }
+                }
             }
         }
     }
@@ -410,13 +439,19 @@ impl Worker {
         busy
     }
 
-    /// The count of `h` reached zero. Requests for `h`, and count changes, sent before that may still be on
-    /// their way on other channels: a handle was alive when its request (or a clone's increment) was issued,
-    /// then moved to another client whose decrement overtook it. Each of them was published, or announced by
-    /// its channel (`lingering` with the bound `through`), before the handle escaped, hence before the
-    /// decrement that made the count zero; so the batch numbers read now bound every one of them. The value
-    /// is dropped once those batches are served, no closure runs on it, and the count is still zero (an
-    /// increment that was on its way makes it positive again: then a later zero retires it anew).
+    /// A decrement left the count of `h` at zero or below. Requests for `h`, and count changes, sent before it
+    /// may still be on their way on other channels: a handle was alive when its request (or a clone's
+    /// increment) was issued, then moved to another client whose decrement overtook it. Each of them was
+    /// published, announced by its channel (`lingering` with the bound `through`), or put in the mail or the
+    /// count mail before the handle escaped, hence before the decrement; so the batch numbers read now, and
+    /// the mail taken now, bound every one of them. The value is dropped once those are served, no closure
+    /// runs on it, and the count is zero then.
+    ///
+    /// Every decrement that leaves the count at zero or below retires it again, with the bounds of that
+    /// moment, even one that finds it retired already. So when it settles at zero, only increments were
+    /// counted since the last such decrement: every handle counted before it was dropped before it, and no
+    /// handle is left to make another. (Retiring only at the step from one to zero let a clone's decrement
+    /// that overtook its own increment, both sent after that step, settle a zero the increment belied.)
     pub(crate) fn retire(&self, h: *mut Header) {
         self.retire_with(h, None);
     }
@@ -431,7 +466,7 @@ impl Worker {
 
     fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
         self.register_channels(); // a channel registered before the escape must be waited for too
-        let waits = self
+        let waits: Vec<_> = self
             .served
             .borrow()
             .iter()
@@ -445,19 +480,46 @@ impl Worker {
             })
             .collect();
         let mut retired = self.retired.borrow_mut();
-        let displaced = match retired.iter_mut().find(|r| r.header == h) {
-            Some(r) => {
-                r.waits = waits;
-                taker.and_then(|t| r.taker.replace(t))
+        // SAFETY: `h` is live (its retirement is what drops it), on its trustee: this thread.
+        let latest = unsafe { property::retiring(h) };
+        let group = match retired.back_mut() {
+            Some(last) if last.waits_for(&waits) => {
+                if latest != last.group {
+                    last.headers.push(h);
+                }
+                last.group
             }
-            None => {
-                retired.push(Retired { header: h, waits, taker });
-                None
+            _ => {
+                let group = self.retired_groups.get() + 1;
+                self.retired_groups.set(group);
+                retired.push_back(Retired {
+                    group,
+                    waits,
+                    headers: vec![h],
+                });
+                group
             }
         };
+        // A property retired again waits for the later group; its entry in an earlier one is left behind, and
+        // skipped there.
+        // SAFETY: as above.
+        unsafe { property::set_retiring(h, group) };
         drop(retired);
+        let displaced = taker.and_then(|t| self.takers.borrow_mut().insert(h, t));
         if let Some(displaced) = displaced {
             displaced(false);
+        }
+    }
+
+    /// Counts `delta` handles of `h` in or out; a count that falls to zero retires the property.
+    ///
+    /// # Safety
+    /// `h` is a live property of this worker's trustee, this is its thread, and a count out is of handles the
+    /// caller owned.
+    pub(crate) unsafe fn count(&self, h: *mut Header, delta: isize) {
+        // SAFETY: by the contract.
+        if unsafe { property::add_refs(h, delta) } {
+            self.retire(h);
         }
     }
 
@@ -484,17 +546,42 @@ impl Worker {
                     })
             };
             let mut retired = self.retired.borrow_mut();
+            let mut takers = self.takers.borrow_mut();
             let mut ready = Vec::new();
-            retired.retain_mut(|r| {
-                // SAFETY: retired properties stay live until dropped here.
-                let settled = !unsafe { property::in_use(r.header) } && r.waits.iter().all(done);
-                // SAFETY: as above.
-                let unreferenced = settled && unsafe { property::unreferenced(r.header) };
-                if unreferenced || (settled && r.taker.is_some()) {
-                    ready.push((r.header, unreferenced, r.taker.take()));
+            let mut i = 0;
+            // Oldest first, up to the first group that must still wait: the groups after it wait for as much.
+            // Each round then costs what it settles, not what waits (100,000 values retired behind a thread
+            // that keeps its requests unpublished cost every round 100,000 checks).
+            while let Some(group) = retired.get_mut(i) {
+                if !group.waits.iter().all(done) {
+                    break;
                 }
-                !settled
-            });
+                let number = group.group;
+                group.headers.retain(|&h| {
+                    // SAFETY: retired properties stay live until dropped below; an entry whose property was
+                    // retired again is skipped here before the later group (its own) can drop it.
+                    unsafe {
+                        if property::retiring(h) != number {
+                            return false;
+                        }
+                        if property::in_use(h) {
+                            return true; // its closure, or a launched fiber, is still on it
+                        }
+                        property::set_retiring(h, 0);
+                        let unreferenced = property::unreferenced(h);
+                        let taker = takers.remove(&h);
+                        if unreferenced || taker.is_some() {
+                            ready.push((h, unreferenced, taker));
+                        }
+                    }
+                    false
+                });
+                if group.headers.is_empty() {
+                    retired.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
             ready
         };
         let settled = !ready.is_empty();
@@ -598,6 +685,7 @@ impl Worker {
             eprintln!("trust: a request deferred at shutdown panicked when dropped");
         }
         self.retired.borrow_mut().clear(); // still registered: dropped below
+        drop(self.takers.take());
         let live = context::with_registry(Registry::take_all);
         for h in live {
             // SAFETY: registered properties are live; shutdown is the last use of each.
