@@ -648,3 +648,46 @@ fn latch_try_lock_get_mut_and_into_inner_see_exact_values() {
     assert_eq!(inner, Some(vec![1, 2, 3, 4, 5]));
     child_ok();
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Interval locks used from fibers.
+
+/// `IntervalRwLock::read`/`write` "block"; fibers are the runtime's unit of concurrency ("an `apply` inside a
+/// fiber suspends only that fiber"), and neither the README, the interval guide nor the module docs say what a
+/// blocking interval request does in a fiber. It parks the worker's OS thread (`thread::park`,
+/// interval/mod.rs:434): fiber A on worker 0 holds `write(0..4)` across a fiber `sleep`; fiber B on worker 0
+/// asks for `write(2..6)` and parks worker 0, so A is never resumed to release the range, and trustee 0 stops
+/// serving every client (here a plain thread's `apply` to trustee 0 never returns). Measured: hangs until the
+/// watchdog. Expected: either B suspends only itself (the lock is fiber-aware) or the call panics naming
+/// `write_async`/`try_write`, as socket calls outside a fiber name `spawn`; at least a documented hazard.
+#[test]
+#[ignore = "BUG (undocumented hazard): a blocking IntervalRwLock::write in a fiber parks the worker thread (trust-core/src/interval/mod.rs:434); with the holder a suspended fiber of the same worker, the worker and its trustee hang for good"]
+fn a_blocking_interval_write_in_a_fiber_does_not_hang_its_worker() {
+    in_child!(
+        "a_blocking_interval_write_in_a_fiber_does_not_hang_its_worker",
+        5
+    );
+    static LOCK: std::sync::LazyLock<trust_core::interval::IntervalRwLock<u32>> =
+        std::sync::LazyLock::new(|| trust_core::interval::IntervalRwLock::new(vec![0u32; 8]));
+    calibrate();
+    let holding = Arc::new(AtomicBool::new(false));
+    let h = holding.clone();
+    let a = spawn_on(0, move || {
+        let mut g = LOCK.write(0..4);
+        h.store(true, Ordering::SeqCst);
+        trust_core::sleep(Duration::from_millis(50));
+        g[3] = 1;
+    });
+    eventually("fiber A holds 0..4", || holding.load(Ordering::SeqCst));
+    let b = spawn_on(0, || {
+        let mut g = LOCK.write(2..6);
+        g[2] = 2;
+        g[3] + g[2]
+    });
+    let t0 = rt().trustee(0).entrust(0u64);
+    let served = within(3, move || t0.apply(|v| *v + 1));
+    assert_eq!(served, 1, "trustee 0 still serves");
+    a.join().unwrap();
+    assert_eq!(b.join().unwrap(), 3);
+    child_ok();
+}
