@@ -1,5 +1,4 @@
-//! Hostile tests, session 10: `#[entrust]` stubs named like `Trust`'s own methods and odd but valid
-//! signatures, the exactness and monotonicity of `Runtime::metrics`, the caller's stack a blocking `apply`
+//! Hostile tests, session 10: `#[entrust]` methods of odd but valid signatures, the exactness and monotonicity of `Runtime::metrics`, the caller's stack a blocking `apply`
 //! needs for its result, `local_trustee` round-robin, and the `Latch` accessors. Each test runs in a child
 //! process of its own (this binary again, a fresh runtime of two workers) with a watchdog, so a hang or an
 //! abort is a failure of that test only.
@@ -35,92 +34,6 @@ fn block_on<F: Future>(f: F) -> F::Output {
         }
         std::thread::yield_now();
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// `#[entrust]`: a stub that `Trust<T>`'s own method hides.
-
-/// A cell whose `into_inner`/`try_unwrap` methods count their calls.
-mod shadowed {
-    use trust_core::entrust;
-
-    #[entrust]
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct Slot {
-        pub taken: u64,
-        pub unwrapped: u64,
-    }
-
-    #[entrust]
-    impl Slot {
-        /// Counts the call; returns a copy of the slot.
-        #[allow(clippy::wrong_self_convention)]
-        pub fn into_inner(&mut self) -> Option<Slot> {
-            self.taken += 1;
-            Some(self.clone())
-        }
-
-        /// Counts the call; returns a copy of the slot.
-        pub fn try_unwrap(&mut self) -> Result<Slot, trust_core::Trust<Slot>> {
-            self.unwrapped += 1;
-            Ok(self.clone())
-        }
-    }
-}
-
-/// The entrust guide: "a method named like a method of `Trust<T>` (`apply`, `apply_with`, `apply_then`,
-/// `apply_async`, `trustee`, `clone`, `to_owned`, `into`, ...): its stub could never be reached" is a compile
-/// error. `into_inner` is not on the macro's list: `#[entrust] impl Slot { pub fn into_inner(&mut self) ->
-/// Option<Slot> }` compiles, gets a stub, and `slot.into_inner()` on a `Trust<Slot>` calls
-/// `Trust::into_inner` instead, silently: the method never runs, the handle is consumed, and with a second
-/// handle alive the caller gets `None`. Measured: `t.into_inner()` -> `None`, `taken` stays 0; the stub is
-/// only reachable as `(*t).into_inner()` (-> `Some(Slot { taken: 1, .. })`).
-///
-/// When fixed (the macro refuses the name), this file stops compiling: delete this test and the `shadowed`
-/// module, and add the case to `ui-tests/tests/ui/entrust/name-shadowed-by-trust-method.rs`.
-#[test]
-#[ignore = "BUG: a #[entrust] method named `into_inner` compiles but `t.into_inner()` calls Trust::into_inner (consumes the handle, never runs the method): `into_inner`/`try_unwrap` missing from SHADOWED in trust-macros/src/entrust/validate.rs:17-31"]
-fn an_entrust_method_named_into_inner_is_refused_or_reached() {
-    in_child!(
-        "an_entrust_method_named_into_inner_is_refused_or_reached",
-        10
-    );
-    let t: Trust<shadowed::Slot> = rt().trustee(1).entrust(shadowed::Slot {
-        taken: 0,
-        unwrapped: 0,
-    });
-    let keep = t.clone();
-    let r = t.into_inner();
-    assert_eq!(
-        (r.is_some(), keep.apply(|s| s.taken)),
-        (true, 1),
-        "`t.into_inner()` did not run the delegated method (got {r:?})"
-    );
-    child_ok();
-}
-
-/// As above for `try_unwrap`: `#[entrust] impl Slot { pub fn try_unwrap(&mut self) -> .. }` compiles and
-/// `t.try_unwrap()` is `Trust::try_unwrap`. Measured: with a second handle alive it returns `Err(handle)`,
-/// `unwrapped` stays 0.
-#[test]
-#[ignore = "BUG: a #[entrust] method named `try_unwrap` compiles but `t.try_unwrap()` calls Trust::try_unwrap and never runs the method: missing from SHADOWED in trust-macros/src/entrust/validate.rs:17-31"]
-fn an_entrust_method_named_try_unwrap_is_refused_or_reached() {
-    in_child!(
-        "an_entrust_method_named_try_unwrap_is_refused_or_reached",
-        10
-    );
-    let t: Trust<shadowed::Slot> = rt().trustee(1).entrust(shadowed::Slot {
-        taken: 0,
-        unwrapped: 0,
-    });
-    let keep = t.clone();
-    let ran = t.try_unwrap().is_ok();
-    assert_eq!(
-        (ran, keep.apply(|s| s.unwrapped)),
-        (true, 1),
-        "`t.try_unwrap()` did not run the delegated method"
-    );
-    child_ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------

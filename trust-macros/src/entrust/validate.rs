@@ -21,6 +21,8 @@ const SHADOWED: &[&str] = &[
     "apply_then",
     "apply_async",
     "trustee",
+    "try_unwrap",
+    "into_inner",
     "clone",
     "clone_from",
     "clone_into",

@@ -1,4 +1,4 @@
-// A method named like a method of `Trust<T>` (`apply`, `clone`, ...) would get an unreachable stub.
+// A method named like a method of `Trust<T>` (`apply`, `into_inner`, `clone`, ...) would get an unreachable stub.
 use trust_core::entrust;
 
 #[entrust]
@@ -10,6 +10,10 @@ pub struct Job {
 impl Job {
     pub fn apply(&mut self) -> u32 {
         self.runs += 1;
+        self.runs
+    }
+
+    pub fn into_inner(&mut self) -> u32 {
         self.runs
     }
 }
