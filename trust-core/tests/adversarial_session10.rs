@@ -383,14 +383,12 @@ fn metrics_count_every_kind_of_request_exactly() {
 
 /// `TrusteeMetrics` counts "since its worker started": `busy` and `idle` are durations that only grow, and the
 /// example `examples/metrics.rs` subtracts two snapshots (`m.busy - b.busy`, `m.idle - b.idle`: `Duration`
-/// subtraction, which panics on underflow). With a worker parking and waking every ~200 us (a plain thread
-/// applies, then sleeps), consecutive snapshots of its counters go backwards: measured 6,201 of 11.7 M
-/// snapshots in 3 s, e.g. `busy: 26.374457ms -> 26.123938ms`, `idle: 51.420202ms -> 51.275971ms` (backwards by
-/// about one park); this test's 2.5 s: 6,516 of 10.3 M, e.g. `idle: 8.202504ms -> 8.202283ms`. The snapshot reads `parked_at_ns` and `idle_ns` one after the other while the worker, at
-/// the end of a park, adds the park to `idle_ns` and then clears `parked_at_ns`: a reader in between counts the
-/// park twice (idle too high, busy too low), and the next snapshot is lower.
+/// subtraction, which panics on underflow). A worker parks and wakes every ~200 us (a plain thread applies,
+/// then sleeps) while another thread takes snapshots for 2.5 s: none may be lower than the one before.
+/// Before the fix, 6,516 of 10.3 M went backwards (e.g. `busy: 26.374457ms -> 26.123938ms`, about one park):
+/// the snapshot read `parked_at_ns` and `idle_ns` one after the other while the worker, ending a park, added
+/// it to `idle_ns` and then cleared `parked_at_ns`, so a reader in between counted the park twice.
 #[test]
-#[ignore = "BUG: busy/idle of consecutive TrusteeMetrics snapshots go backwards (a park counted twice): Metrics::snapshot reads parked_at_ns and idle_ns non-atomically vs Parked::drop, trust-core/src/delegation/trustee/metrics.rs:94-108 and :120-125"]
 fn metrics_snapshots_never_go_backwards() {
     in_child!("metrics_snapshots_never_go_backwards", 15);
     let t = rt().trustee(1).entrust(0u64);

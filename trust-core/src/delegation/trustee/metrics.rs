@@ -2,10 +2,12 @@
 //! alive, parks and the time spent parked. Each counter is written only by its worker's own thread, with a
 //! plain load and store (no read-modify-write: nobody else writes it), Relaxed; other threads only load
 //! them, so a snapshot is a set of recent values, not one instant. The worker updates them once per batch,
-//! per park and per fiber start or end, never per request.
+//! per park and per fiber start or end, never per request. The park's start and end are the exception: a
+//! sequence number around them (a seqlock) makes the time busy and idle one consistent reading, so that
+//! neither ever goes backwards between two snapshots (the examples subtract them).
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One counter with a single writer (its worker thread).
@@ -43,6 +45,8 @@ pub(crate) struct Metrics {
     idle_ns: Counter,
     /// Nanoseconds after `started` when the current park began; 0 when not parked.
     parked_at_ns: Counter,
+    /// Odd while the worker starts or ends a park (and reads the clock for it); see `snapshot`.
+    park_seq: AtomicU64,
 }
 
 /// A snapshot of one worker's counters (see `Runtime::metrics`, which names the fields for users).
@@ -90,15 +94,39 @@ impl Metrics {
     /// The worker is about to park; the guard counts the park and its duration when dropped.
     pub(crate) fn park(&self) -> Parked<'_> {
         self.parks.add(1);
-        self.parked_at_ns.set(self.since_start().max(1));
+        self.park_change(|now| self.parked_at_ns.set(now.max(1)));
         Parked { metrics: self }
     }
 
+    /// Starts or ends a park at the current time: the sequence number is odd from before the clock is read
+    /// until the change is written. (Odd only after the clock read, a reader could read its clock later than
+    /// the worker, yet the state from before the change: the time between counted as idle, then as busy.)
+    fn park_change(&self, change: impl FnOnce(u64)) {
+        let seq = self.park_seq.load(Ordering::Relaxed);
+        self.park_seq.store(seq + 1, Ordering::Relaxed);
+        // Seen odd by every reader before the clock below is read (a store could wait in the store buffer).
+        atomic::fence(Ordering::SeqCst);
+        change(self.since_start());
+        self.park_seq.store(seq + 2, Ordering::Release);
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let now = self.since_start();
-        let parked_at = self.parked_at_ns.get();
-        let current = if parked_at == 0 { 0 } else { now.saturating_sub(parked_at) };
-        let idle = (self.idle_ns.get() + current).min(now);
+        // A seqlock read: the park state and the clock, again until no park started or ended meanwhile.
+        let (now, idle) = loop {
+            let seq = self.park_seq.load(Ordering::Acquire);
+            if seq % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let parked_at = self.parked_at_ns.get();
+            let idle = self.idle_ns.get();
+            let now = self.since_start();
+            atomic::fence(Ordering::SeqCst);
+            if self.park_seq.load(Ordering::Relaxed) == seq {
+                let current = if parked_at == 0 { 0 } else { now.saturating_sub(parked_at) };
+                break (now, (idle + current).min(now));
+            }
+        };
         Snapshot {
             requests: self.requests.get(),
             batches: self.batches.get(),
@@ -119,8 +147,9 @@ pub(crate) struct Parked<'a> {
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         let m = self.metrics;
-        let parked = m.since_start().saturating_sub(m.parked_at_ns.get());
-        m.idle_ns.add(parked);
-        m.parked_at_ns.set(0);
+        m.park_change(|now| {
+            m.idle_ns.add(now.saturating_sub(m.parked_at_ns.get()));
+            m.parked_at_ns.set(0);
+        });
     }
 }
