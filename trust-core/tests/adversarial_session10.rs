@@ -578,16 +578,12 @@ fn latch_try_lock_get_mut_and_into_inner_see_exact_values() {
 // ---------------------------------------------------------------------------------------------------------
 // Interval locks used from fibers.
 
-/// `IntervalRwLock::read`/`write` "block"; fibers are the runtime's unit of concurrency ("an `apply` inside a
-/// fiber suspends only that fiber"), and neither the README, the interval guide nor the module docs say what a
-/// blocking interval request does in a fiber. It parks the worker's OS thread (`thread::park`,
-/// interval/mod.rs:434): fiber A on worker 0 holds `write(0..4)` across a fiber `sleep`; fiber B on worker 0
-/// asks for `write(2..6)` and parks worker 0, so A is never resumed to release the range, and trustee 0 stops
-/// serving every client (here a plain thread's `apply` to trustee 0 never returns). Measured: hangs until the
-/// watchdog. Expected: either B suspends only itself (the lock is fiber-aware) or the call panics naming
-/// `write_async`/`try_write`, as socket calls outside a fiber name `spawn`; at least a documented hazard.
+/// `IntervalRwLock::read`/`write` block; in a fiber they must suspend only that fiber, as `apply` does. Fiber A
+/// on worker 0 holds `write(0..4)` across a fiber `sleep`; fiber B on worker 0 asks for `write(2..6)`. Before
+/// the fix, B parked the worker's OS thread (`thread::park`), so A was never resumed to release the range,
+/// and trustee 0 stopped serving every client (a plain thread's `apply` to it never returned). Now B waits
+/// suspended, trustee 0 serves, and B sees A's write (a guard indexes its own range: B's `g[1]` is element 3).
 #[test]
-#[ignore = "BUG (undocumented hazard): a blocking IntervalRwLock::write in a fiber parks the worker thread (trust-core/src/interval/mod.rs:434); with the holder a suspended fiber of the same worker, the worker and its trustee hang for good"]
 fn a_blocking_interval_write_in_a_fiber_does_not_hang_its_worker() {
     in_child!(
         "a_blocking_interval_write_in_a_fiber_does_not_hang_its_worker",
@@ -607,8 +603,8 @@ fn a_blocking_interval_write_in_a_fiber_does_not_hang_its_worker() {
     eventually("fiber A holds 0..4", || holding.load(Ordering::SeqCst));
     let b = spawn_on(0, || {
         let mut g = LOCK.write(2..6);
-        g[2] = 2;
-        g[3] + g[2]
+        g[0] = 2;
+        g[1] + g[0]
     });
     let t0 = rt().trustee(0).entrust(0u64);
     let served = within(3, move || t0.apply(|v| *v + 1));

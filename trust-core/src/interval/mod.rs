@@ -6,7 +6,9 @@
 //!
 //! - [`read(range)`](IntervalRwLock::read) gives a [`ReadGuard`] (`Deref<Target = [T]>`) and
 //!   [`write(range)`](IntervalRwLock::write) a [`WriteGuard`] (`DerefMut`), blocking the thread until no
-//!   conflicting borrow exists. Reads share with reads; a write conflicts with anything it overlaps.
+//!   conflicting borrow exists. Reads share with reads; a write conflicts with anything it overlaps. In a
+//!   fiber of the [delegation runtime](crate::spawn) they suspend only the fiber, as `apply` does: its
+//!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
 //!   [`TryLockError`] and leave nothing behind.
 //! - [`read_async`](IntervalRwLock::read_async) / [`write_async`](IntervalRwLock::write_async) return
@@ -103,13 +105,13 @@ use std::mem::ManuallyDrop;
 use std::ops::{Bound, Range, RangeBounds};
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::thread;
 
 pub use future::{ReadFuture, WriteFuture};
 pub use guard::{ReadGuard, WriteGuard};
 pub use mutex::IntervalMutex;
 
 use state::{Request, State, Wake};
+use crate::delegation::api::fiber::Waiter;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -284,8 +286,8 @@ impl<T> IntervalRwLock<T> {
         }
     }
 
-    /// Locks `range` for reading, blocking the thread until no earlier conflicting borrow (a write that
-    /// overlaps it, held or queued) remains.
+    /// Locks `range` for reading, blocking the thread (in a fiber, suspending the fiber) until no earlier
+    /// conflicting borrow (a write that overlaps it, held or queued) remains.
     ///
     /// Panics if `range` is out of bounds or inverted. Blocking on a range that this thread already
     /// holds for writing deadlocks.
@@ -296,8 +298,8 @@ impl<T> IntervalRwLock<T> {
         ReadGuard::new(self, range, ticket)
     }
 
-    /// Locks `range` for writing, blocking the thread until no earlier borrow that overlaps it (read or
-    /// write, held or queued) remains.
+    /// Locks `range` for writing, blocking the thread (in a fiber, suspending the fiber) until no earlier
+    /// borrow that overlaps it (read or write, held or queued) remains.
     ///
     /// Panics if `range` is out of bounds or inverted. Blocking on a range that this thread already
     /// holds deadlocks.
@@ -416,22 +418,22 @@ impl<T> IntervalRwLock<T> {
             })
     }
 
-    /// Takes `range`, parking the thread while it is queued; ticket 0 for an empty range.
+    /// Takes `range`, parking the thread (suspending the fiber) while it is queued; ticket 0 for an empty range.
     fn lock_blocking(&self, range: &Range<usize>, write: bool, priority: u32) -> u64 {
         if range.is_empty() {
             return 0;
         }
+        let waiter = Waiter::current();
         let request = self
             .state()
-            .request(range.start, range.end, write, priority, || {
-                Wake::Thread(thread::current())
-            });
+            .request(range.start, range.end, write, priority, || Wake::Blocked(waiter.clone()));
         match request {
             Request::Granted(ticket) => ticket,
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
-                // once; spurious wake-ups just check again.
-                thread::park();
+                // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
+                // check again.
+                waiter.wait();
                 if self.state().is_granted(ticket) {
                     break ticket;
                 }

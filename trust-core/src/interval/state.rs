@@ -34,15 +34,16 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
-use std::thread::{self, Thread};
+use std::thread;
 
 use super::tree::{ByEnd, ByStart, Entry};
+use crate::delegation::api::fiber::Waiter as Blocked;
 
 /// How to wake a queued borrow once it is granted.
 #[derive(Debug)]
 pub(super) enum Wake {
-    /// A blocking `read`/`write`, parked in `thread::park`.
-    Thread(Thread),
+    /// A blocking `read`/`write`: a parked thread, or a suspended fiber (its worker runs the others).
+    Blocked(Blocked),
     /// A `read_async`/`write_async` future.
     Task(Waker),
 }
@@ -50,7 +51,7 @@ pub(super) enum Wake {
 impl Wake {
     pub(super) fn wake(self) {
         match self {
-            Wake::Thread(thread) => thread.unpark(),
+            Wake::Blocked(waiter) => waiter.wake(),
             Wake::Task(waker) => waker.wake(),
         }
     }

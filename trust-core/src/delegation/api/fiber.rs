@@ -30,16 +30,45 @@ impl<R> fmt::Debug for Fiber<R> {
     }
 }
 
-enum Joiner {
+/// Who waits for a signal from another thread (a fiber's end, a lock outside the runtime: `interval`): a fiber,
+/// which suspends and is woken by mail to its worker (the worker runs its other fibers meanwhile, one of which
+/// may be the one to signal), or a thread, which parks. A waiter may be woken spuriously: it checks again.
+#[derive(Clone, Debug)]
+pub(crate) enum Waiter {
     Thread(Thread),
     Fiber(&'static TrusteeShared, usize),
+}
+
+impl Waiter {
+    /// The caller: its fiber, unless it runs a delegated closure there (which cannot suspend), else its thread.
+    pub(crate) fn current() -> Waiter {
+        match (context::worker(), context::fiber()) {
+            (Some(worker), Some((_, id))) if !context::in_delegated() => Waiter::Fiber(worker.shared, id),
+            _ => Waiter::Thread(thread::current()),
+        }
+    }
+
+    /// Waits until woken, or spuriously; the caller is `self` (made by `current`).
+    pub(crate) fn wait(&self) {
+        match self {
+            Waiter::Thread(_) => thread::park(),
+            Waiter::Fiber(..) => suspend(),
+        }
+    }
+
+    pub(crate) fn wake(self) {
+        match self {
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Fiber(trustee, id) => trustee.wake_fiber(id),
+        }
+    }
 }
 
 struct JoinState<R> {
     result: Mutex<Option<thread::Result<R>>>,
     /// Set under the `joiner` lock, so a joiner registers at most once and is woken exactly once.
     done: AtomicBool,
-    joiner: Mutex<Option<Joiner>>,
+    joiner: Mutex<Option<Waiter>>,
 }
 
 impl<R: Send> Abandon for JoinState<R> {
@@ -59,15 +88,13 @@ impl<R> JoinState<R> {
             self.done.store(true, Ordering::Release);
             joiner.take()
         };
-        match joiner {
-            Some(Joiner::Thread(t)) => t.unpark(),
-            Some(Joiner::Fiber(trustee, id)) => trustee.wake_fiber(id),
-            None => {}
+        if let Some(joiner) = joiner {
+            joiner.wake();
         }
     }
 
     /// Registers the caller to be woken; false if the fiber is already done.
-    fn register(&self, joiner: Joiner) -> bool {
+    fn register(&self, joiner: Waiter) -> bool {
         let mut slot = self.joiner.lock().unwrap_or_else(|e| e.into_inner());
         if self.done.load(Ordering::Acquire) {
             return false;
@@ -276,13 +303,13 @@ impl<R> Fiber<R> {
                 let Some((_, id)) = fiber else {
                     panic!("{JOIN_ON_TRUSTEE}");
                 };
-                if self.state.register(Joiner::Fiber(worker.shared, id)) {
+                if self.state.register(Waiter::Fiber(worker.shared, id)) {
                     suspend();
                 }
             } else if outbox::in_may_coroutine() {
                 #[cfg(feature = "may")]
                 may::coroutine::yield_now();
-            } else if self.state.register(Joiner::Thread(thread::current())) {
+            } else if self.state.register(Waiter::Thread(thread::current())) {
                 thread::park();
             }
         }
