@@ -443,31 +443,56 @@ fn make_result(byte: u8) -> [u8; RESULT] {
     std::hint::black_box([byte; RESULT])
 }
 
-/// The sum of the bytes of a locally made result and of one returned by a blocking `apply` to trustee 1.
-fn local_and_delegated(t: &Trust<u8>) -> (u64, u64) {
-    let local: u64 = make_result(1).iter().map(|&b| u64::from(b)).sum();
-    let delegated = t.apply(|_| make_result(2));
-    (local, delegated.iter().map(|&b| u64::from(b)).sum())
+fn sum(r: &[u8; RESULT]) -> u64 {
+    r.iter().map(|&b| u64::from(b)).sum()
 }
 
-/// Results "come back by value". A 32 KiB result (an eighth of a 256 KiB stack, the fibers' default) from a
-/// blocking `apply`: on a plain thread with a 256 KiB stack the process aborts ("thread has overflowed its
-/// stack"), in release and debug builds, right after the same thread built and summed the same array from a
-/// plain call; on a fiber (256 KiB) it aborts in debug builds, `cargo test`'s profile ("fiber on thread
-/// 'trust-worker-0' has overflowed its 256 KiB stack; raise it with `Runtime::builder().fiber_stack_size(..)`";
-/// 16 KiB passes; release passes up to 64 KiB). Measured on plain threads, smallest stack in 8 KiB steps for a
-/// 32 KiB result: blocking `apply` 296 KiB in release and 784 KiB in debug, against 72 KiB and 112 KiB for a
-/// plain call of a closure returning the array: the plain-thread apply path holds about 7 (release) to 20
-/// (debug) extra copies of the result on the caller's stack, while arguments and captures over `BOX_ABOVE`
-/// are boxed at the boundary (trust.rs:99) and cost a pointer. Likely: `J::Output` (the result in its
-/// `Result`/outcome wrapper) is moved by value through every layer, `Trust::apply_sized` (trust.rs:126) ->
-/// `call::call_from` (call.rs:94) -> `call_from_thread` (call.rs:125) -> the slot copy-out -> `into_result`.
+// One function each: a debug build gives a function's every temporary a stack slot of its own.
+#[inline(never)]
+fn made_here() -> u64 {
+    sum(&make_result(1))
+}
+
+#[inline(never)]
+fn by_apply(t: &Trust<u8>) -> u64 {
+    sum(&t.apply(|_| make_result(2)))
+}
+
+#[inline(never)]
+fn by_apply_with(t: &Trust<u8>) -> u64 {
+    sum(&t.apply_with(|_, b| make_result(b), 2))
+}
+
+#[inline(never)]
+fn by_apply_then(t: &Trust<u8>) -> u64 {
+    let got = std::rc::Rc::new(std::cell::Cell::new(0));
+    let g = got.clone();
+    t.apply_then(|_| make_result(2), move |r| g.set(sum(&r)));
+    wait_pending();
+    got.get()
+}
+
+/// The sum of the bytes of a locally made result and of those returned by trustee 1's `apply`, `apply_with`
+/// and `apply_then` (into its continuation).
+fn local_and_delegated(t: &Trust<u8>) -> (u64, [u64; 3]) {
+    (
+        made_here(),
+        [by_apply(t), by_apply_with(t), by_apply_then(t)],
+    )
+}
+
+/// Results "come back by value". A 32 KiB result (an eighth of a 256 KiB stack, the fibers' default) from
+/// `apply`, `apply_with` and `apply_then`, to a plain thread with a 256 KiB stack and to a fiber. Before the
+/// fix, the process aborted with a stack overflow (plain thread: release and debug builds; fiber: debug): the
+/// result moved by value through every layer of the call path, about 7 (release) to 20 (debug) copies on the
+/// caller's stack (measured: a blocking `apply` of a 32 KiB result needed 296 KiB of a plain thread's stack
+/// in release, 784 KiB in debug, against 72 and 112 for a plain call returning the array). Now results over
+/// 512 bytes come back boxed, as closures and arguments over 512 bytes already went.
 #[test]
-#[ignore = "BUG: a blocking apply returning a 32 KiB array overflows a 256 KiB caller stack (plain thread: release and debug; fiber: debug): ~7-20 copies of the result along trust.rs:126 apply_sized -> call.rs:94 call_from -> call.rs:125 call_from_thread -> into_result"]
 fn a_result_of_an_eighth_of_the_callers_stack_comes_back() {
     in_child!("a_result_of_an_eighth_of_the_callers_stack_comes_back", 10);
     let t = rt().trustee(1).entrust(0u8);
-    let want = (RESULT as u64, 2 * RESULT as u64);
+    let want = (RESULT as u64, [2 * RESULT as u64; 3]);
     let on_thread = {
         let t = t.clone();
         std::thread::Builder::new()
