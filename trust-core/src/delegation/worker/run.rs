@@ -511,7 +511,7 @@ impl Worker {
         }
     }
 
-    /// Counts `delta` handles of `h` in or out; a count that falls to zero retires the property.
+    /// Counts `delta` handles of `h` in or out; a count out that leaves zero or less retires the property.
     ///
     /// # Safety
     /// `h` is a live property of this worker's trustee, this is its thread, and a count out is of handles the
