@@ -179,6 +179,33 @@ fn clones_across_threads_drop_the_value_exactly_once() {
     wait_for_drops(&drops, 1);
 }
 
+/// Clone/drop pairs from two threads while the trustee is behind: the changes that find the slot busy are
+/// netted in the trustee's count mail, and a clone's decrement often arrives before its increment; the value
+/// survives every dip of the count, and `try_unwrap` then gets it back, dropped by nobody.
+#[test]
+fn clone_drop_pairs_through_the_count_mail_keep_the_count_exact() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let original = rt().trustee(0).entrust((5u8, CountsDrops(drops.clone())));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let mine = original.clone();
+            thread::spawn(move || {
+                for _ in 0..50 {
+                    drop(mine.clone());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while a handle lived");
+    let (five, token) = original.try_unwrap().map_err(|_| "the count is off").unwrap();
+    assert_eq!(five, 5);
+    drop(token);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn a_panic_reaches_the_caller_and_the_trustee_keeps_serving() {
     let counter = rt().trustee(0).entrust(41u64);
