@@ -199,8 +199,15 @@ fn clone_drop_pairs_through_the_count_mail_keep_the_count_exact() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(drops.load(Ordering::SeqCst), 0, "dropped while a handle lived");
-    let (five, token) = original.try_unwrap().map_err(|_| "the count is off").unwrap();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "dropped while a handle lived"
+    );
+    let (five, token) = original
+        .try_unwrap()
+        .map_err(|_| "the count is off")
+        .unwrap();
     assert_eq!(five, 5);
     drop(token);
     assert_eq!(drops.load(Ordering::SeqCst), 1);

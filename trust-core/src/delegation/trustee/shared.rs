@@ -30,6 +30,16 @@ pub(crate) enum Mail {
     Wake(usize),
     /// Count changes wait in the count mail (`TrusteeShared::count_later`).
     Counts,
+    /// Count changes taken out of the count mail out of turn (by a retire, see `Worker::retire`).
+    Counted(Counted),
+}
+
+/// Count changes taken from the count mail: the net change of each property, and how many changes they were
+/// (each a request served, in the metrics).
+#[derive(Default)]
+pub(crate) struct Counted {
+    pub(crate) deltas: HashMap<SendPtr<Header>, isize>,
+    pub(crate) changes: u64,
 }
 
 /// A fiber's handle, seen from the worker that runs the fiber: if the runtime abandons the fiber suspended (at
@@ -70,10 +80,10 @@ pub(crate) struct TrusteeShared {
 /// the map, or already counted, before anything the escape leads to.
 #[derive(Default)]
 struct CountMail {
-    deltas: HashMap<SendPtr<Header>, isize>,
-    /// The changes netted in `deltas`: each is a request served, in the metrics.
-    changes: u64,
-    /// A `Mail::Counts` is on its way, and the worker has not taken the deltas since.
+    counted: Counted,
+    /// A `Mail::Counts` is on its way, or its sender is about to send it, and the worker has not taken the
+    /// changes since. (So a change can be in the map before its announcement is in the mailbox: a retire
+    /// takes the map itself, see `Worker::retire`.)
     announced: bool,
 }
 
@@ -343,11 +353,12 @@ impl TrusteeShared {
     pub(crate) fn count_later(&self, h: SendPtr<Header>, delta: isize) {
         let announce = {
             let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-            counts.changes += 1;
-            let net = counts.deltas.entry(h).or_insert(0);
+            let counted = &mut counts.counted;
+            counted.changes += 1;
+            let net = counted.deltas.entry(h).or_insert(0);
             *net += delta;
             if *net == 0 {
-                counts.deltas.remove(&h);
+                counted.deltas.remove(&h);
             }
             !std::mem::replace(&mut counts.announced, true)
         };
@@ -356,12 +367,11 @@ impl TrusteeShared {
         }
     }
 
-    /// The count changes mailed so far (for the worker, on `Mail::Counts`), netted per property, and how many
-    /// there were.
-    pub(crate) fn take_counts(&self) -> (HashMap<SendPtr<Header>, isize>, u64) {
+    /// The count changes mailed so far, for the worker.
+    pub(crate) fn take_counts(&self) -> Counted {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.announced = false;
-        (std::mem::take(&mut counts.deltas), std::mem::take(&mut counts.changes))
+        std::mem::take(&mut counts.counted)
     }
 
     /// Mails a node made by the caller (one allocation for a request and its answer: `trustee::oneshot`).

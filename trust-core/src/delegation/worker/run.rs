@@ -24,7 +24,7 @@ use crate::delegation::protocol::slot::Cursor;
 use crate::delegation::stack::StackPool;
 #[cfg(not(miri))]
 use crate::delegation::stack::overflow::WorkerSignals;
-use crate::delegation::trustee::shared::{Mail, TrusteeShared};
+use crate::delegation::trustee::shared::{Counted, Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
 struct Served {
@@ -114,6 +114,10 @@ pub(crate) struct Worker {
     takers: RefCell<HashMap<*mut Header, Taker>>,
     /// The last retired group's number.
     retired_groups: Cell<u64>,
+    /// Entries in `retired`, and those among them whose property was retired again since (see
+    /// `compact_retired`).
+    retired_entries: Cell<usize>,
+    stale_entries: Cell<usize>,
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
     deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
@@ -171,6 +175,8 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         retired: RefCell::default(),
         takers: RefCell::default(),
         retired_groups: Cell::new(0),
+        retired_entries: Cell::new(0),
+        stale_entries: Cell::new(0),
         deferred: RefCell::default(),
         continuing: RefCell::default(),
         to_self: Cell::new(0),
@@ -315,16 +321,18 @@ impl Worker {
                 }
                 Mail::Spawn(stack, job, handle) => self.scheduler.start(stack, job, handle),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
-                Mail::Counts => {
-                    let (deltas, changes) = self.shared.take_counts();
-                    self.shared.metrics.mailed(changes);
-                    for (h, delta) in deltas {
-                        // SAFETY: each was counted by a client that held a handle (see `call::count`): the
-                        // property is live until the change is counted, on this trustee, this thread.
-                        unsafe { self.count(h.get(), delta) };
-                    }
-                }
+                Mail::Counts => self.count_all(self.shared.take_counts()),
+                Mail::Counted(counted) => self.count_all(counted),
             }
+        }
+    }
+
+    fn count_all(&self, counted: Counted) {
+        self.shared.metrics.mailed(counted.changes);
+        for (h, delta) in counted.deltas {
+            // SAFETY: each was counted by a client that held a handle (see `call::count`): the property is live
+            // until the change is counted, on this trustee, this thread.
+            unsafe { self.count(h.get(), delta) };
         }
     }
 
@@ -347,6 +355,18 @@ impl Worker {
                 Mail::Register(channel) => self.serve_channel(channel),
                 other => postponed.push(other),
             }
+        }
+    }
+
+    /// `register_channels`, and the count mail taken and postponed too: a change can be in it before its
+    /// announcement is in the mailbox (its sender about to link it), and a retire must wait for it.
+    fn take_all_mail(&self) {
+        self.register_channels();
+        let counted = self.shared.take_counts();
+        if !counted.deltas.is_empty() {
+            self.postponed.borrow_mut().push(Mail::Counted(counted));
+        } else if counted.changes > 0 {
+            self.shared.metrics.mailed(counted.changes);
         }
     }
 
@@ -465,7 +485,8 @@ impl Worker {
     }
 
     fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
-        self.register_channels(); // a channel registered before the escape must be waited for too
+        // A channel registered, or a count change mailed, before the escape must be waited for too.
+        self.take_all_mail();
         let waits: Vec<_> = self
             .served
             .borrow()
@@ -500,11 +521,18 @@ impl Worker {
                 group
             }
         };
-        // A property retired again waits for the later group; its entry in an earlier one is left behind, and
-        // skipped there.
+        if latest != group {
+            self.retired_entries.set(self.retired_entries.get() + 1);
+            if latest != 0 {
+                // Retired again: it waits for the later group; its entry in an earlier one is left behind,
+                // skipped there.
+                self.stale_entries.set(self.stale_entries.get() + 1);
+            }
+        }
         // SAFETY: as above.
         unsafe { property::set_retiring(h, group) };
         drop(retired);
+        self.compact_retired();
         let displaced = taker.and_then(|t| self.takers.borrow_mut().insert(h, t));
         if let Some(displaced) = displaced {
             displaced(false);
@@ -521,6 +549,24 @@ impl Worker {
         if unsafe { property::add_refs(h, delta) } {
             self.retire(h);
         }
+    }
+
+    /// Removes the entries of properties retired again since, once they are most of `retired`: a live value
+    /// whose count dips to zero again and again (a clone's decrement overtaking its increment) while a thread
+    /// keeps its requests unpublished would otherwise leave an entry, and often a group, per dip.
+    fn compact_retired(&self) {
+        let stale = self.stale_entries.get();
+        if stale < 64 || 2 * stale < self.retired_entries.get() {
+            return;
+        }
+        self.retired.borrow_mut().retain_mut(|group| {
+            // SAFETY: a property is dropped only by its latest group, and only after every earlier group has
+            // been rid of its stale entries (`drop_retired` goes oldest first): each entry here is live.
+            group.headers.retain(|&h| unsafe { property::retiring(h) } == group.group);
+            !group.headers.is_empty()
+        });
+        self.retired_entries.set(self.retired_entries.get() - stale);
+        self.stale_entries.set(0);
     }
 
     /// Drops retired properties whose possible requests have all been served; true if it settled any.
@@ -561,11 +607,13 @@ impl Worker {
                     // SAFETY: retired properties stay live until dropped below; an entry whose property was
                     // retired again is skipped here before the later group (its own) can drop it.
                     unsafe {
-                        if property::retiring(h) != number {
-                            return false;
-                        }
-                        if property::in_use(h) {
+                        if property::in_use(h) && property::retiring(h) == number {
                             return true; // its closure, or a launched fiber, is still on it
+                        }
+                        self.retired_entries.set(self.retired_entries.get() - 1);
+                        if property::retiring(h) != number {
+                            self.stale_entries.set(self.stale_entries.get() - 1);
+                            return false;
                         }
                         property::set_retiring(h, 0);
                         let unreferenced = property::unreferenced(h);
@@ -685,6 +733,8 @@ impl Worker {
             eprintln!("trust: a request deferred at shutdown panicked when dropped");
         }
         self.retired.borrow_mut().clear(); // still registered: dropped below
+        self.retired_entries.set(0);
+        self.stale_entries.set(0);
         drop(self.takers.take());
         let live = context::with_registry(Registry::take_all);
         for h in live {
