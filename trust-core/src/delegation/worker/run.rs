@@ -58,12 +58,15 @@ struct Retired {
     /// Numbers the groups, from 1 (a property's `retiring` names its latest).
     group: u64,
     waits: Vec<(Arc<Channel>, u32)>,
+    /// Mail postponed by then (see `Worker::postponed_in`): all of it must have run.
+    mail: u64,
     headers: Vec<*mut Header>,
 }
 
 impl Retired {
-    fn waits_for(&self, waits: &[(Arc<Channel>, u32)]) -> bool {
-        self.waits.len() == waits.len()
+    fn waits_for(&self, waits: &[(Arc<Channel>, u32)], mail: u64) -> bool {
+        self.mail == mail
+            && self.waits.len() == waits.len()
             && self.waits.iter().zip(waits).all(|((a, m), (b, n))| Arc::ptr_eq(a, b) && m == n)
     }
 }
@@ -108,6 +111,10 @@ pub(crate) struct Worker {
     served: RefCell<Vec<Served>>,
     /// Mail taken out of turn (by `register_channels`) and left for the loop's next `read_mail`, oldest first.
     postponed: RefCell<Vec<Mail>>,
+    /// Mail postponed so far, and postponed mail run so far: a retired group waits only for what was
+    /// postponed before it (mail postponed later, under a steady load, would otherwise hold every drop off).
+    postponed_in: Cell<u64>,
+    postponed_run: Cell<u64>,
     /// Oldest first: a group's waits are over only once the older groups' are (batch numbers only grow).
     retired: RefCell<VecDeque<Retired>>,
     /// The takers of retired properties (`retire_to`).
@@ -172,6 +179,8 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
         parker: parker.clone(),
         served: RefCell::default(),
         postponed: RefCell::default(),
+        postponed_in: Cell::new(0),
+        postponed_run: Cell::new(0),
         retired: RefCell::default(),
         takers: RefCell::default(),
         retired_groups: Cell::new(0),
@@ -297,12 +306,14 @@ impl Worker {
 
     fn read_mail(&self) -> bool {
         let mut mail = self.postponed.take();
+        let postponed = mail.len() as u64;
         mail.extend(self.shared.take_mail());
         if mail.is_empty() {
             return false;
         }
         // The answers to `apply_async`s wake their tasks through the relay (`trustee::relay`).
         let wakers = relay::collect(|| self.run_mail(mail));
+        self.postponed_run.set(self.postponed_run.get() + postponed);
         self.shared.relay.hand_over(wakers);
         true
     }
@@ -353,7 +364,10 @@ impl Worker {
         for m in self.shared.take_mail() {
             match m {
                 Mail::Register(channel) => self.serve_channel(channel),
-                other => postponed.push(other),
+                other => {
+                    postponed.push(other);
+                    self.postponed_in.set(self.postponed_in.get() + 1);
+                }
             }
         }
     }
@@ -365,6 +379,7 @@ impl Worker {
         let counted = self.shared.take_counts();
         if !counted.deltas.is_empty() {
             self.postponed.borrow_mut().push(Mail::Counted(counted));
+            self.postponed_in.set(self.postponed_in.get() + 1);
         } else if counted.changes > 0 {
             self.shared.metrics.mailed(counted.changes);
         }
@@ -500,11 +515,12 @@ impl Worker {
                 (need != s.served).then(|| (s.channel.clone(), need))
             })
             .collect();
+        let mail = self.postponed_in.get();
         let mut retired = self.retired.borrow_mut();
         // SAFETY: `h` is live (its retirement is what drops it), on its trustee: this thread.
         let latest = unsafe { property::retiring(h) };
         let group = match retired.back_mut() {
-            Some(last) if last.waits_for(&waits) => {
+            Some(last) if last.waits_for(&waits, mail) => {
                 if latest != last.group {
                     last.headers.push(h);
                 }
@@ -516,6 +532,7 @@ impl Worker {
                 retired.push_back(Retired {
                     group,
                     waits,
+                    mail,
                     headers: vec![h],
                 });
                 group
@@ -571,13 +588,12 @@ impl Worker {
 
     /// Drops retired properties whose possible requests have all been served; true if it settled any.
     fn drop_retired(&self) -> bool {
-        // A deferred or postponed request may refer to a retired property: none is dropped while one waits.
-        if self.retired.borrow().is_empty()
-            || !self.deferred.borrow().is_empty()
-            || !self.postponed.borrow().is_empty()
-        {
+        // A deferred request may refer to a retired property: none is dropped while one waits. (A postponed
+        // one: each group waits for the mail postponed before it, below.)
+        if self.retired.borrow().is_empty() || !self.deferred.borrow().is_empty() {
             return false;
         }
+        let mail_run = self.postponed_run.get();
         let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
             let served = self.served.borrow();
             // Served through `need`, or drained: nothing unpublished and nothing pending on the channel now.
@@ -599,7 +615,7 @@ impl Worker {
             // Each round then costs what it settles, not what waits (100,000 values retired behind a thread
             // that keeps its requests unpublished cost every round 100,000 checks).
             while let Some(group) = retired.get_mut(i) {
-                if !group.waits.iter().all(done) {
+                if group.mail > mail_run || !group.waits.iter().all(done) {
                     break;
                 }
                 let number = group.group;
