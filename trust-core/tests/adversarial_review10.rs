@@ -145,6 +145,12 @@ fn announcer_parked_in_count_later() -> std::thread::JoinHandle<()> {
         std::thread::sleep(Duration::from_millis(1));
     }
     rx.recv().unwrap().join().unwrap(); // trustee 0 serves again
+    // A fixed `count_later` that links the mail before it lets go of the mutex parks the test's own clone on
+    // the mutex behind the announcer: let it go after a second (the buggy sequence is over by then).
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(1));
+        RELEASE.store(true, Ordering::SeqCst);
+    });
     th
 }
 
@@ -295,7 +301,7 @@ fn try_unwrap_with_a_clone_counted_in_the_announcement_gap_fails() {
 /// delta, which never retires (`add_refs` returns false for `delta > 0`, property.rs:196): no handle is left
 /// and the value is never dropped (until shutdown).
 ///
-/// Measured: drops stays 0 after every handle is gone.
+/// Measured: drops stays 0 after every handle is gone (every run).
 #[test]
 #[ignore = "BUG: leak: a count that settles below zero (increment in the unannounced count mail) and then rises to zero by the increment is never retired again (trustee/property.rs:196 retires only on delta < 0; cause: trustee/shared.rs:352-356)"]
 fn handles_dropped_in_the_announcement_gap_are_not_leaked() {
@@ -323,11 +329,8 @@ fn handles_dropped_in_the_announcement_gap_are_not_leaked() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let late = load(&drops);
-    assert_eq!(
-        (early, late),
-        (0, 1),
-        "(drops before the increment came, drops 500 ms after): every handle is gone"
-    );
+    eprintln!("drops before the increment came: {early}, 500 ms after: {late}");
+    assert_eq!(late, 1, "never dropped, though every handle is gone");
     child_ok();
 }
 
@@ -653,5 +656,127 @@ fn shutdown_with_count_mail_pending_drops_each_value_once() {
     drop(values);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(load(&drops), VALUES, "each value dropped once at shutdown");
+    child_ok();
+}
+
+/// The announcement gap without any hook: threads that clone with both lanes in flight announce the count mail
+/// all the time, and on a loaded machine one of them is now and then preempted between setting `announced`
+/// and linking its `Mail::Counts`. Meanwhile this thread repeats: clone (the increment to the count mail), drop
+/// the original by the slot, check the value is alive.
+///
+/// Measured (debug, 2 cores): a premature drop within 0.1-1.2 s in 5 of 5 runs (3 of them then abort in
+/// glibc: "malloc(): unsorted double linked list corrupted", "free(): corrupted unsorted chunks", or SIGSEGV).
+/// With `send(Mail::Counts)` moved inside the mutex in `count_later`: passes.
+#[test]
+#[ignore = "BUG: the announcement gap of count_later (trustee/shared.rs:352-356) is hit by plain preemption: the value is dropped under a live clone"]
+fn a_clone_counted_while_announcers_are_preempted_keeps_the_value_alive() {
+    if cfg!(feature = "sanitizer") {
+        return;
+    }
+    in_child!(
+        "a_clone_counted_while_announcers_are_preempted_keeps_the_value_alive",
+        10
+    );
+    const SECS: u64 = 2;
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise: Vec<_> = (0..6)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let n = rt().trustee(0).entrust(0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    // Two clones take both lanes, the rest go to the count mail (each first one after the
+                    // trustee took the mail announces it).
+                    let cs: Vec<_> = (0..6).map(|_| n.clone()).collect();
+                    drop(cs);
+                }
+            })
+        })
+        .collect();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let on0 = rt().trustee(0).entrust(());
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(SECS) {
+        rounds += 1;
+        let x = rt().trustee(0).entrust(CountsDrops(drops.clone()));
+        on0.apply_then(|_| (), |_| ()); // the slot is busy: the clone's increment goes to the count mail
+        let x2 = x.clone();
+        wait_pending();
+        drop(x);
+        on0.apply(|_| ());
+        on0.apply(|_| ());
+        if load(&drops) != rounds - 1 {
+            std::mem::forget(x2);
+            stop.store(true, Ordering::Relaxed);
+            panic!(
+                "round {rounds} ({:?} in): the value was dropped while a clone of it was alive",
+                start.elapsed()
+            );
+        }
+        drop(x2);
+        eventually("dropped", || load(&drops) == rounds);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in noise {
+        t.join().unwrap();
+    }
+    eprintln!("{rounds} rounds, no premature drop");
+    child_ok();
+}
+
+/// Plain clone/drop loops, nothing else: six threads (on a 2-core machine: oversubscribed, preempted often),
+/// each cloning its own value six times and dropping the clones, for a second and a half. Two clones take the
+/// lanes, the others go to the count mail; whenever a thread is preempted inside `count_later` between setting
+/// `announced` and linking its `Mail::Counts`, the others' increments are in no mail and their drops by the
+/// slot can settle a false zero. Every value must stay alive until its thread's `try_unwrap`.
+///
+/// Measured (debug, 2 cores): 6 of 6 runs fail within 35-610 ms ("thread 4, round 9888 (395.954046ms in): 1
+/// value(s) dropped while held"); with `send(Mail::Counts)` moved inside the mutex in `count_later`, 6 of 6 pass.
+#[test]
+#[ignore = "BUG: six threads cloning/dropping their own values: a value is dropped while its thread holds it (count mail announcement gap, trustee/shared.rs:352-356), or the heap is corrupted (glibc abort / SIGSEGV)"]
+fn clone_drop_loops_on_an_oversubscribed_machine_never_drop_a_held_value() {
+    if cfg!(feature = "sanitizer") {
+        return;
+    }
+    in_child!(
+        "clone_drop_loops_on_an_oversubscribed_machine_never_drop_a_held_value",
+        10
+    );
+    const THREADS: usize = 6;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let ths: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let drops = drops.clone();
+            std::thread::spawn(move || {
+                let x = rt().trustee(0).entrust((i, CountsDrops(drops.clone())));
+                let mut rounds = 0u64;
+                while start.elapsed() < Duration::from_millis(1500) {
+                    let cs: Vec<_> = (0..6).map(|_| x.clone()).collect();
+                    drop(cs);
+                    rounds += 1;
+                    let dropped = load(&drops);
+                    if dropped != 0 {
+                        std::mem::forget(x);
+                        panic!(
+                            "thread {i}, round {rounds} ({:?} in): {dropped} value(s) dropped while held",
+                            start.elapsed()
+                        );
+                    }
+                }
+                let (j, d) = x
+                    .try_unwrap()
+                    .map_err(|_| format!("thread {i}: the count is off"))
+                    .unwrap();
+                assert_eq!(j, i);
+                d
+            })
+        })
+        .collect();
+    let values: Vec<_> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(load(&drops), 0);
+    drop(values);
+    assert_eq!(load(&drops), THREADS);
     child_ok();
 }
