@@ -519,7 +519,7 @@ fn into_inner_racing_count_mail_returns_exactly_one() {
             .trustee(round % 2)
             .entrust((round, CountsDrops(drops.clone())));
         let k = 2 + round % 4;
-        let barrier = Arc::new(std::sync::Barrier::new(k));
+        let barrier = Arc::new(std::sync::Barrier::new(k + 1));
         let ths: Vec<_> = (0..k)
             .map(|i| {
                 let c = x.clone();
@@ -539,7 +539,8 @@ fn into_inner_racing_count_mail_returns_exactly_one() {
                 })
             })
             .collect();
-        drop(x);
+        drop(x); // before any `into_inner`: a plain drop after the last one would rightly drop the value
+        barrier.wait();
         let somes = ths
             .into_iter()
             .map(|t| t.join().unwrap())
