@@ -564,3 +564,70 @@ fn a_blocking_apply_paused_on_a_busy_latch_holds_off_unrelated_drops() {
     assert_eq!(wait_for(&ldrops, 1, 1_000), 1);
     child_ok();
 }
+
+/// A link of a chain that alternates between the two trustees: each value holds the last handle of the next.
+struct Link {
+    next: Option<Trust<Link>>,
+    _drops: CountsDrops,
+}
+
+/// A chain of values alternating between the trustees, each holding the last handle of the next, dropped
+/// from its head while two threads keep the count mail of both trustees busy (clones with their slots full):
+/// every drop of a link is a decrement sent by a worker (to the other trustee, through its outbox, or to the
+/// count mail when that batch is full), every retire takes and postpones the count mail (`take_all_mail`),
+/// and each group waits for the mail postponed before it (`postponed_in`/`postponed_run`). Every link must be
+/// dropped exactly once, and the whole chain within a bounded time.
+#[test]
+fn a_chain_of_last_handles_drops_fully_under_count_mail_load() {
+    in_child!(
+        "a_chain_of_last_handles_drops_fully_under_count_mail_load",
+        15
+    );
+    const LINKS: usize = 2_000;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut head: Option<Trust<Link>> = None;
+    for i in 0..LINKS {
+        head = Some(rt().trustee(i % 2).entrust(Link {
+            next: head.take(),
+            _drops: CountsDrops(drops.clone()),
+        }));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders: Vec<_> = (0..2)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let x = rt().trustee(w).entrust(0u64);
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    x.apply_then(|v| *v += 1, |_| ());
+                    let cs: Vec<_> = (0..6).map(|_| x.clone()).collect();
+                    drop(cs);
+                    rounds += 1;
+                    if rounds % 64 == 0 {
+                        wait_pending();
+                    }
+                }
+                wait_pending();
+                x.try_unwrap()
+                    .map_err(|_| "the last handle of a loader's value")
+                    .unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    drop(head);
+    let dropped = wait_for(&drops, LINKS, 3_000);
+    let took = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    for l in loaders {
+        assert!(l.join().unwrap() > 0);
+    }
+    eprintln!("{dropped} of {LINKS} links dropped in {took:?}");
+    assert_eq!(dropped, LINKS, "links never dropped");
+    let on0 = rt().trustee(0).entrust(());
+    settle(&on0);
+    assert_eq!(load(&drops), LINKS, "a link dropped twice");
+    child_ok();
+}
