@@ -567,7 +567,7 @@ fn a_blocking_apply_paused_on_a_busy_latch_holds_off_unrelated_drops() {
 
 /// A link of a chain that alternates between the two trustees: each value holds the last handle of the next.
 struct Link {
-    next: Option<Trust<Link>>,
+    _next: Option<Trust<Link>>,
     _drops: CountsDrops,
 }
 
@@ -588,7 +588,7 @@ fn a_chain_of_last_handles_drops_fully_under_count_mail_load() {
     let mut head: Option<Trust<Link>> = None;
     for i in 0..LINKS {
         head = Some(rt().trustee(i % 2).entrust(Link {
-            next: head.take(),
+            _next: head.take(),
             _drops: CountsDrops(drops.clone()),
         }));
     }
@@ -604,7 +604,7 @@ fn a_chain_of_last_handles_drops_fully_under_count_mail_load() {
                     let cs: Vec<_> = (0..6).map(|_| x.clone()).collect();
                     drop(cs);
                     rounds += 1;
-                    if rounds % 64 == 0 {
+                    if rounds.is_multiple_of(64) {
                         wait_pending();
                     }
                 }
