@@ -396,6 +396,10 @@ impl<J: Job> Job for ToSelf<J> {
         worker.to_self.set(worker.to_self.get() - 1);
         Ok(out)
     }
+
+    fn waits_on(&self) -> *mut Header {
+        self.0.waits_on()
+    }
 }
 
 /// `post_then` from a worker to its own trustee, through its channel to itself (see [`ToSelf`]).

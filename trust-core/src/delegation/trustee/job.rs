@@ -8,7 +8,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
 use crate::delegation::trustee::{local, unwind};
-use crate::delegation::trustee::property::{self, Property, SendPtr};
+use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::delegation::protocol::slot::{self, Record};
 
 pub(crate) trait Job: Send + 'static {
@@ -17,6 +17,11 @@ pub(crate) trait Job: Send + 'static {
     fn run(self) -> Result<Self::Output, Self>
     where
         Self: Sized;
+
+    /// The property a job that must wait waits on (null for one that never waits).
+    fn waits_on(&self) -> *mut Header {
+        std::ptr::null_mut()
+    }
 }
 
 /// A job that always runs at once.
@@ -66,6 +71,10 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
         }
         // SAFETY: as above.
         Ok(Outcome::new(unsafe { property::apply_caught(p, self.f) }))
+    }
+
+    fn waits_on(&self) -> *mut Header {
+        self.property.get().cast()
     }
 }
 
@@ -160,9 +169,13 @@ pub(crate) fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) -
 #[cold]
 #[inline(never)]
 fn pause_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
-    local::pause(Box::new(move || {
-        contained(move || run_job(job, done));
-    }));
+    let on = job.waits_on();
+    local::pause(
+        Box::new(move || {
+            contained(move || run_job(job, done));
+        }),
+        on,
+    );
 }
 
 #[cfg(test)]

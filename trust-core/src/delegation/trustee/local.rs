@@ -4,12 +4,14 @@
 
 use std::cell::{Cell, RefCell};
 
+use crate::delegation::trustee::property::Header;
+
 /// A record that must run again later (see `job::run_job`).
 pub(crate) type Paused = Box<dyn FnOnce()>;
 
 thread_local! {
     static DELEGATED: Cell<u32> = const { Cell::new(0) };
-    static PAUSED: RefCell<Option<Paused>> = const { RefCell::new(None) };
+    static PAUSED: RefCell<Option<(Paused, *mut Header)>> = const { RefCell::new(None) };
 }
 
 /// True inside a closure a trustee is applying (or a property's destructor) on this thread.
@@ -28,14 +30,14 @@ pub(crate) fn leave_delegated() {
     DELEGATED.with(|d| d.set(d.get() - 1));
 }
 
-/// Called by a record that cannot run yet: its batch stops after it, and `record` runs again first when the
-/// batch resumes.
-pub(crate) fn pause(record: Paused) {
-    let previous = PAUSED.with(|p| p.replace(Some(record)));
+/// Called by a record that cannot run yet, on the property `on`: its batch stops after it, and `record` runs
+/// again first when the batch resumes.
+pub(crate) fn pause(record: Paused, on: *mut Header) {
+    let previous = PAUSED.with(|p| p.replace(Some((record, on))));
     debug_assert!(previous.is_none(), "one record pauses a batch at a time");
 }
 
-/// The record that paused its batch, if any.
-pub(crate) fn take_paused() -> Option<Paused> {
+/// The record that paused its batch, if any, and the property it waits on.
+pub(crate) fn take_paused() -> Option<(Paused, *mut Header)> {
     PAUSED.with(RefCell::take)
 }

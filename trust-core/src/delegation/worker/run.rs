@@ -138,7 +138,7 @@ pub(crate) struct Worker {
     stale_entries: Cell<usize>,
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
-    deferred: RefCell<Vec<Box<dyn FnOnce()>>>,
+    deferred: RefCell<Vec<(Box<dyn FnOnce()>, *mut Header)>>,
     /// Whom the continuation running now on the scheduler counts for (see `issuer`).
     continuing: RefCell<Option<Rc<Pending>>>,
     /// Requests of this worker to its own trustee that wait in its channel to itself (see `call::ToSelf`):
@@ -445,7 +445,7 @@ impl Worker {
         }
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         let before = deferred.len();
-        for f in deferred {
+        for (f, _) in deferred {
             self.run_mailed(f);
         }
         // Busy only if one ran: the rest wait for launched fibers of this worker, whose end is a busy round
@@ -469,7 +469,7 @@ impl Worker {
             let (seq, from) = match paused {
                 Some(p) => {
                     (p.record)();
-                    if let Some(record) = local::take_paused() {
+                    if let Some((record, _)) = local::take_paused() {
                         self.served.borrow_mut()[i].paused = Some(Paused { record, ..p });
                         continue;
                     }
@@ -492,7 +492,7 @@ impl Worker {
             self.fairness.served(ran);
             match stopped {
                 Some(offset) => {
-                    let record = local::take_paused().expect("paused by a waiting record");
+                    let (record, _) = local::take_paused().expect("paused by a waiting record");
                     self.served.borrow_mut()[i].paused = Some(Paused {
                         seq,
                         offset,
@@ -632,9 +632,9 @@ impl Worker {
 
     /// Drops retired properties whose possible requests have all been served; true if it settled any.
     fn drop_retired(&self) -> bool {
-        // A deferred request may refer to a retired property: none is dropped while one waits. (A postponed
-        // one: each group waits for the mail postponed before it, below.)
-        if self.retired.borrow().is_empty() || !self.deferred.borrow().is_empty() {
+        // A postponed request may refer to a retired property: each group waits for the mail postponed before
+        // it, below. A deferred one waits on its property, which stays (the others need not wait for it).
+        if self.retired.borrow().is_empty() {
             return false;
         }
         let mail_run = self.postponed_run.get();
@@ -653,6 +653,7 @@ impl Worker {
             };
             let mut retired = self.retired.borrow_mut();
             let mut takers = self.takers.borrow_mut();
+            let deferred = self.deferred.borrow();
             let mut ready = Vec::new();
             let mut i = 0;
             // Oldest first, up to the first group that must still wait: the groups after it wait for as much.
@@ -667,8 +668,10 @@ impl Worker {
                     // SAFETY: retired properties stay live until dropped below; an entry whose property was
                     // retired again is skipped here before the later group (its own) can drop it.
                     unsafe {
-                        if property::in_use(h) && property::retiring(h) == number {
-                            return true; // its closure, or a launched fiber, is still on it
+                        if (property::in_use(h) || deferred.iter().any(|&(_, on)| on == h))
+                            && property::retiring(h) == number
+                        {
+                            return true; // its closure, a launched fiber, or a deferred request is still on it
                         }
                         self.retired_entries.set(self.retired_entries.get() - 1);
                         if property::retiring(h) != number {
@@ -789,7 +792,7 @@ impl Worker {
         // unrun, as mail that comes after the close is, so that an `apply_async` among them ends with the
         // shutdown panic instead of waiting forever.
         let deferred = self.deferred.take();
-        let panicked = deferred.into_iter().fold(false, |p, d| p | unwind::drop_quietly(d));
+        let panicked = deferred.into_iter().fold(false, |p, (d, _)| p | unwind::drop_quietly(d));
         if panicked {
             eprintln!("trust: a request deferred at shutdown panicked when dropped");
         }
