@@ -138,7 +138,7 @@ pub(crate) struct Worker {
     stale_entries: Cell<usize>,
     /// Mailed requests that had to wait (an `apply_async` on a latch that launched fibers share), retried
     /// each turn.
-    deferred: RefCell<Vec<(Box<dyn FnOnce()>, *mut Header)>>,
+    deferred: RefCell<Vec<(local::Paused, *mut Header)>>,
     /// Whom the continuation running now on the scheduler counts for (see `issuer`).
     continuing: RefCell<Option<Rc<Pending>>>,
     /// Requests of this worker to its own trustee that wait in its channel to itself (see `call::ToSelf`):
