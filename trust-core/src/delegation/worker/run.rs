@@ -333,12 +333,16 @@ impl Worker {
         true
     }
 
-    fn run_mail(&self, mail: Vec<Mail>) {
+    fn run_mail(&self, mut mail: Vec<Mail>) {
         // Channels first: count changes netted in the count mail may come from a client whose channel's
         // registration is later in this mail, and a property they retire must wait for that channel too
         // (`retire` registers only the channels still in the mailbox).
-        let (channels, mail): (Vec<_>, Vec<_>) = mail.into_iter().partition(|m| matches!(m, Mail::Register(_)));
-        for m in channels.into_iter().chain(mail) {
+        for m in mail.extract_if(.., |m| matches!(m, Mail::Register(_))) {
+            if let Mail::Register(channel) = m {
+                self.serve_channel(channel);
+            }
+        }
+        for m in mail {
             match m {
                 Mail::Register(channel) => self.serve_channel(channel),
                 Mail::Run(f) => {
