@@ -129,7 +129,9 @@ fn announcer_parked_in_count_later() -> std::thread::JoinHandle<()> {
             "count_later allocated nothing: no Mail::Counts sent"
         );
         n.apply(|_| ());
-        std::thread::sleep(Duration::from_millis(30));
+        // Long enough for the worker to stop looking at the count mail (`IDLE_POLLS` empty looks, every
+        // `POLL_EVERY` rounds), even on a loaded machine: the next change must be announced by mail again.
+        std::thread::sleep(Duration::from_millis(300));
         // Now for real: parked in the last allocation (the mail node).
         let busy = stall(0, 60);
         let lanes = (n.clone(), n.clone());
