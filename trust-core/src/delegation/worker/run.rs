@@ -319,7 +319,7 @@ impl Worker {
     }
 
     fn read_mail(&self) -> bool {
-        let counted = self.counting.get() && self.poll_counts();
+        let counted = self.counting.get() && self.poll_due() && self.poll_counts();
         let mut mail = self.postponed.take();
         let postponed = mail.len() as u64;
         mail.extend(self.shared.take_mail());
@@ -352,21 +352,28 @@ impl Worker {
                 Mail::Spawn(stack, job, handle) => self.scheduler.start(stack, job, handle),
                 Mail::Wake(id) => self.scheduler.make_ready(id),
                 Mail::Counts => {
-                    self.counting.set(true);
-                    self.poll_counts();
+                    // Its sender set no flag: the changes are taken under the lock at once, and the next ones
+                    // looked for every `POLL_EVERY` rounds.
+                    if let Some(counted) = self.shared.poll_counts(true) {
+                        self.counting.set(true);
+                        self.idle_polls.set(0);
+                        self.count_all(counted);
+                    }
                 }
                 Mail::Counted(counted) => self.count_all(counted),
             }
         }
     }
 
-    /// Counts the changes in the count mail; false when there were none.
-    fn poll_counts(&self) -> bool {
+    /// True every `POLL_EVERY` calls.
+    fn poll_due(&self) -> bool {
         let r = self.poll_every.get().wrapping_add(1);
         self.poll_every.set(r);
-        if !r.is_multiple_of(POLL_EVERY) {
-            return false;
-        }
+        r.is_multiple_of(POLL_EVERY)
+    }
+
+    /// Counts the changes in the count mail; false when there were none.
+    fn poll_counts(&self) -> bool {
         let stop = self.idle_polls.get() >= IDLE_POLLS;
         match self.shared.poll_counts(stop) {
             Some(counted) => {
