@@ -10,11 +10,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -154,16 +151,6 @@ fn announcer_parked_in_count_later() -> std::thread::JoinHandle<()> {
         RELEASE.store(true, Ordering::SeqCst);
     });
     th
-}
-
-/// Blocks until the trustee has served a blocking round trip from this thread after all earlier requests, and
-/// a full loop turn after that (its `drop_retired` included).
-fn settle(on: &Trust<()>) {
-    for _ in 0..3 {
-        on.apply(|_| ());
-    }
-    std::thread::sleep(Duration::from_millis(20));
-    on.apply(|_| ());
 }
 
 /// The parent runs the test in a child with a deadline; the child arms a watchdog.
@@ -336,27 +323,6 @@ fn handles_dropped_in_the_announcement_gap_are_not_leaked() {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Polls `f` to completion on this thread, parking between polls.
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
-            return r;
-        }
-        std::thread::park_timeout(Duration::from_millis(1));
-    }
-}
 
 fn rss_kib() -> usize {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -22,46 +22,6 @@ macro_rules! in_child {
         }
         let _ = quiet();
     };
-}
-
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Polls `f` to completion on this thread, parking between polls.
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
-            return r;
-        }
-        std::thread::park_timeout(Duration::from_millis(1));
-    }
-}
-
-/// Blocks until the trustee has served a blocking round trip from this thread after all earlier requests, and
-/// a full loop turn after that (its `drop_retired` included).
-fn settle(on: &Trust<()>) {
-    for _ in 0..3 {
-        on.apply(|_| ());
-    }
-    std::thread::sleep(Duration::from_millis(20));
-    on.apply(|_| ());
-}
-
-/// Waits up to `ms` for `n` to reach `want`; returns what it read last.
-fn wait_for(n: &AtomicUsize, want: usize, ms: u64) -> usize {
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while load(n) < want && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    load(n)
 }
 
 type Guarded = Latch<(u64, CountsDrops)>;

@@ -45,25 +45,6 @@ fn poll_once_and_drop<F: Future>(f: F) {
     );
 }
 
-/// Blocks until the trustee has served a blocking round trip from this thread after all earlier requests, and
-/// a full loop turn after that.
-fn settle(on: &Trust<()>) {
-    for _ in 0..3 {
-        on.apply(|_| ());
-    }
-    std::thread::sleep(Duration::from_millis(20));
-    on.apply(|_| ());
-}
-
-/// Waits up to `ms` for `n` to reach `want`; returns what it read last.
-fn wait_for(n: &AtomicUsize, want: usize, ms: u64) -> usize {
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while load(n) < want && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    load(n)
-}
-
 type Guarded = Latch<(u64, CountsDrops)>;
 
 /// Launches on `l` (from this plain thread) a fiber that keeps reading the latch's value until `stop`, and

@@ -342,3 +342,43 @@ pub fn spawn_on<R: Send + 'static>(w: usize, f: impl FnOnce() -> R + Send + 'sta
         f()
     })
 }
+
+/// Blocks until the trustee has served a blocking round trip from this thread after all earlier requests, and
+/// a full loop turn after that (its `drop_retired` included).
+pub fn settle(on: &Trust<()>) {
+    for _ in 0..3 {
+        on.apply(|_| ());
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    on.apply(|_| ());
+}
+
+/// Waits up to `ms` for `n` to reach `want`; returns what it read last.
+pub fn wait_for(n: &AtomicUsize, want: usize, ms: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while n.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    n.load(Ordering::SeqCst)
+}
+
+pub struct Unpark(pub std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` to completion on this thread, parking between polls.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+            return r;
+        }
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+}
