@@ -248,13 +248,13 @@ fn capturing_closure(self_ty: &Type, m: &Method) -> (TokenStream, TokenStream) {
     (pack, closure)
 }
 
-/// Attributes of the non-blocking stubs: the method's `#[cfg]`s and `#[deprecated]`, and a doc line of their
-/// own; `allow(dead_code)` because most methods are only ever called one way.
+/// Attributes of the non-blocking stubs: the method's `#[cfg]`s, `#[deprecated]` and `#[allow]`s (a stub
+/// repeats the method's parameters), and a doc line of their own; `allow(dead_code)` because most methods are
+/// only ever called one way.
 fn variant_attrs(m: &Method, doc: String) -> TokenStream {
-    let kept = m
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg") || a.path().is_ident("deprecated"));
+    let kept = m.attrs.iter().filter(|a| {
+        a.path().is_ident("cfg") || a.path().is_ident("deprecated") || a.path().is_ident("allow")
+    });
     quote! {
         #(#kept)*
         #[doc = #doc]

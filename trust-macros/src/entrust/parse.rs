@@ -227,7 +227,7 @@ fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty:
         attrs: attrs
             .iter()
             .filter(|a| {
-                ["doc", "cfg", "deprecated", "must_use"]
+                ["doc", "cfg", "deprecated", "must_use", "allow"]
                     .iter()
                     .any(|name| a.path().is_ident(name))
             })
