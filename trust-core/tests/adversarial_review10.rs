@@ -334,14 +334,6 @@ fn rss_kib() -> usize {
         .unwrap()
 }
 
-/// One round that makes a live value's count dip to zero and below on its trustee: two clones go by the
-/// slot (published), the rest by the count mail, and all of them are dropped inline on the trustee by a mailed
-/// closure, which runs before the slot's increments are served. Every dip retires the (live) value again.
-fn dip(x: &Trust<(u64, CountsDrops)>, y: &Trust<()>, clones: usize) {
-    let cs: Vec<_> = (0..clones).map(|_| x.clone()).collect();
-    block_on(y.apply_async(move |_| drop(cs)));
-}
-
 /// Re-retiring a live value: every decrement that leaves the count at zero or below retires it again
 /// (property.rs:196, run.rs:519), and while the channels' batch numbers differ from the last group's, each
 /// retire opens a new group (run.rs:486-497) with its own waits vector and headers vector. Behind one lingering

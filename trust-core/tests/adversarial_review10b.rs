@@ -24,42 +24,6 @@ macro_rules! in_child {
     };
 }
 
-type Guarded = Latch<(u64, CountsDrops)>;
-
-/// Launches on `l` (from this plain thread) a fiber that keeps reading the latch's value until `stop`, and
-/// returns once it runs. `reads` counts its reads.
-fn launch_reader(
-    l: &Trust<Guarded>,
-    on0: &Trust<()>,
-    stop: &Arc<AtomicBool>,
-    reads: &Arc<AtomicUsize>,
-) {
-    let (stop, reads2) = (stop.clone(), reads.clone());
-    l.launch_then(
-        move |latch| {
-            while !stop.load(Ordering::SeqCst) {
-                let v = latch.lock();
-                assert_eq!(v.0, 7, "the latch's value changed under its launched fiber");
-                reads2.fetch_add(1, Ordering::SeqCst);
-                drop(v);
-                trust_core::sleep(Duration::from_millis(1));
-            }
-        },
-        |()| (),
-    );
-    // A plain thread's `launch_then` goes with its next publish.
-    on0.apply(|_| ());
-    eventually("the launched fiber runs", || load(reads) > 0);
-}
-
-/// One round that makes a live value's count dip to zero and below on its trustee: clones go by the slot
-/// and the count mail, and all of them are dropped inline on the trustee by a mailed closure, which can run
-/// before their increments are served. Every dip retires the (live) value again.
-fn dip<T: Send + 'static>(x: &Trust<T>, y: &Trust<()>, clones: usize) {
-    let cs: Vec<_> = (0..clones).map(|_| x.clone()).collect();
-    block_on(y.apply_async(move |_| drop(cs)));
-}
-
 // ---------------------------------------------------------------------------------------------------------
 
 /// The last handle of a latch dropped while a fiber launched on it still reads its value: the property stays

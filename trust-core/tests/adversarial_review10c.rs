@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
-use trust_core::{Latch, Trust, wait_pending};
+use trust_core::{Latch, wait_pending};
 
 /// The parent runs the test in a child with a deadline; the child arms a watchdog.
 macro_rules! in_child {
@@ -43,29 +43,6 @@ fn poll_once_and_drop<F: Future>(f: F) {
             .is_pending(),
         "the request ran at once on a busy latch"
     );
-}
-
-type Guarded = Latch<(u64, CountsDrops)>;
-
-/// Launches on `l` (from this plain thread) a fiber that keeps reading the latch's value until `stop`, and
-/// returns once it runs.
-fn launch_reader(l: &Trust<Guarded>, on0: &Trust<()>, stop: &Arc<AtomicBool>) {
-    let reads = Arc::new(AtomicUsize::new(0));
-    let (stop, reads2) = (stop.clone(), reads.clone());
-    l.launch_then(
-        move |latch| {
-            while !stop.load(Ordering::SeqCst) {
-                let v = latch.lock();
-                assert_eq!(v.0, 7, "the latch's value changed under its launched fiber");
-                reads2.fetch_add(1, Ordering::SeqCst);
-                drop(v);
-                trust_core::sleep(Duration::from_millis(1));
-            }
-        },
-        |()| (),
-    );
-    on0.apply(|_| ());
-    eventually("the launched fiber runs", || load(&reads) > 0);
 }
 
 /// A plain thread that clones and drops a handle of a value on trustee 0 without pause while `on` holds:
@@ -203,7 +180,7 @@ fn into_inner_of_a_latch_waits_for_its_own_deferred_request() {
         .trustee(0)
         .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
     let stop = Arc::new(AtomicBool::new(false));
-    launch_reader(&l, &on0, &stop);
+    launch_reader(&l, &on0, &stop, &Arc::new(AtomicUsize::new(0)));
     let ran = Arc::new(AtomicUsize::new(0));
     {
         let ran = ran.clone();
@@ -243,7 +220,7 @@ fn two_deferred_requests_run_before_their_latch_drops() {
         .trustee(0)
         .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
     let stop = Arc::new(AtomicBool::new(false));
-    launch_reader(&l, &on0, &stop);
+    launch_reader(&l, &on0, &stop, &Arc::new(AtomicUsize::new(0)));
     let seen = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..2 {
         let (seen, ldrops) = (seen.clone(), ldrops.clone());
@@ -291,7 +268,7 @@ fn a_deferred_request_holding_its_latchs_last_handle() {
             .trustee(0)
             .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
         let stop = Arc::new(AtomicBool::new(false));
-        launch_reader(&l, &on0, &stop);
+        launch_reader(&l, &on0, &stop, &Arc::new(AtomicUsize::new(0)));
         {
             let (keep, capture, ran, ldrops) = (
                 l.clone(),
@@ -352,7 +329,7 @@ fn a_to_self_apply_then_on_a_busy_latch_runs_before_its_latch_drops() {
         .trustee(0)
         .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
     let stop = Arc::new(AtomicBool::new(false));
-    launch_reader(&l, &on0, &stop);
+    launch_reader(&l, &on0, &stop, &Arc::new(AtomicUsize::new(0)));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let issued = Arc::new(AtomicBool::new(false));
     let fiber = {
