@@ -423,17 +423,17 @@ impl<T> IntervalRwLock<T> {
         if range.is_empty() {
             return 0;
         }
-        let waiter = Waiter::current();
+        // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path.
         let request = self
             .state()
-            .request(range.start, range.end, write, priority, || Wake::Blocked(waiter.clone()));
+            .request(range.start, range.end, write, priority, || Wake::Blocked(Waiter::current()));
         match request {
             Request::Granted(ticket) => ticket,
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
                 // check again.
-                waiter.wait();
+                Waiter::current().wait();
                 if self.state().is_granted(ticket) {
                     break ticket;
                 }
