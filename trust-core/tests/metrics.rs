@@ -119,6 +119,27 @@ fn fibers_alive_are_counted_while_they_live() {
     assert_eq!(alive(), baseline);
 }
 
+/// A joined fiber no longer counts as alive: `join` returns once the result is settled, and the worker used to
+/// take the fiber off its count only after the fiber's coroutine returned, a moment later. A thread that
+/// watches `is_finished` sees that moment: before the fix, 1,000 spawn-watch-join rounds read a count one too
+/// high right after `join` in most runs.
+#[test]
+fn a_fiber_is_not_counted_once_joined() {
+    let _turn = serial();
+    let alive = || rt().metrics().iter().map(|m| m.fibers).sum::<u64>();
+    let baseline = alive();
+    let mut too_high = 0;
+    for i in 0..1_000u64 {
+        let f = spawn(move || i * 2);
+        while !f.is_finished() {
+            std::hint::spin_loop();
+        }
+        assert_eq!(f.join().unwrap(), i * 2);
+        too_high += u64::from(alive() != baseline);
+    }
+    assert_eq!(too_high, 0, "rounds that counted a joined fiber as alive");
+}
+
 #[test]
 fn an_idle_worker_parks_and_its_idle_time_grows() {
     let _turn = serial();

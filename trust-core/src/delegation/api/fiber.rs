@@ -178,6 +178,9 @@ where
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         // Before the joiner can see the result: a `spawn` right after the join waits for this stack.
         stack::returning();
+        if let Some(worker) = context::worker() {
+            worker.scheduler.ending();
+        }
         promise.settle(result)
     };
     (fiber, job)

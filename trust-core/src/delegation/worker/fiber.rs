@@ -314,6 +314,13 @@ impl Scheduler {
         self.make_ready(id);
     }
 
+    /// The running fiber is about to settle its result: it no longer counts as alive in the metrics, so that
+    /// its joiner, which may look as soon as the result is settled, does not see it (its slot and stack come
+    /// back when it returns, right after).
+    pub(crate) fn ending(&self) {
+        self.metrics.set_fibers(self.live.get() - 1);
+    }
+
     /// The `apply_then` bookkeeping of fiber `id`.
     pub(crate) fn pending_of(&self, id: usize) -> Rc<Pending> {
         let mut pending = self.pending.borrow_mut();
