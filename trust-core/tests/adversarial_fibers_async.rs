@@ -38,7 +38,8 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// The two 100,000-fiber tests together would pass the documented ~57,000 live-fiber budget.
+/// The two 100,000-fiber tests run one at a time (they once passed the ~57,000 live-fiber budget together;
+/// `spawn` past a budget still panics, which they tolerate).
 static BIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Fibers each of them spawns: 100,000, but 20,000 under AddressSanitizer, whose own memory mappings count
@@ -59,8 +60,8 @@ fn a_hundred_thousand_fibers_spawned_then_joined() {
     let mut fibers = Vec::new();
     let mut sum = 0;
     let mut i = 0u64;
-    // If the spawner outruns the workers past the documented ~57,000 live fibers, `spawn` panics naming the
-    // limit: join what runs, then go on (the documented way out: "let fibers finish first").
+    // If the spawner outruns the workers past the stack budget, `spawn` panics naming the limit: join what
+    // runs, then go on (the documented way out: "let fibers finish first").
     while i < FIBERS {
         let t = c[(i % 2) as usize].clone();
         let k = i;

@@ -1,27 +1,31 @@
 //! Fiber stacks: how they are mapped, guarded, counted and reused.
 //!
-//! **One mapping each.** A stack is one anonymous `mmap`; its lowest page is a guard page, so running off the
-//! end faults instead of corrupting memory (see `overflow` for the message that fault produces). On Linux
-//! 6.13 and later the guard is `madvise(MADV_GUARD_INSTALL)`: a marker in the page tables, not a mapping of
-//! its own, so a stack costs one memory mapping. Older kernels refuse that advice (EINVAL) and the guard
-//! page is `mprotect(PROT_NONE)` instead, which splits the mapping in two. Which kind works is probed once.
+//! **Many to a mapping.** Stacks are carved out of chunks: one anonymous `mmap` holds [`CHUNK_STACKS`]
+//! stacks, each with a guard page at its low end, so running off a stack's end faults instead of corrupting
+//! the stack below it (see `overflow` for the message that fault produces). On Linux 6.13 and later the guard
+//! is `madvise(MADV_GUARD_INSTALL)`: a marker in the page tables that leaves the chunk one memory mapping.
+//! Older kernels refuse that advice (EINVAL) and the guard page is `mprotect(PROT_NONE)` instead, which splits
+//! a mapping at each guard; there a chunk holds one stack, two mappings. Which kind works is probed once.
 //!
 //! **A budget under `vm.max_map_count`.** Linux caps the mappings of a process (`vm.max_map_count`, 65,530
 //! by default). At the cap every `mmap` fails — `malloc`'s, a new thread's, a library's — so fiber stacks
-//! may use only the cap less a reserve for the rest of the process (an eighth, at least 4,096 mappings).
-//! A stack counts from its `mmap` to its `munmap`, running or pooled. (The kernel often merges neighbouring
-//! stacks into one mapping — 57,339 stacks have shown up as 59 mappings — but unmapping one in the middle
-//! splits them again, so the budget counts the worst case.) `TRUST_MAX_FIBER_STACKS` sets the limit instead
-//! (tests use it to reach it quickly).
+//! may use only the cap less a reserve for the rest of the process (an eighth, at least 4,096 mappings):
+//! with marker guards, 64 stacks to each of them (3.6 million under the default cap, so memory is the real
+//! limit: a waiting fiber takes about 4.5 KiB), with protected pages half a stack each (28,669).
+//! A stack counts from its chunk's `mmap` to its `munmap`, running or pooled; a chunk is unmapped when the
+//! last of its stacks is dropped (a runtime's pool, when the runtime is). `TRUST_MAX_FIBER_STACKS` sets the
+//! limit instead (tests use it to reach it quickly).
 //!
 //! **Taken by the caller.** [`spawn`](crate::spawn) takes its fiber's stack on the calling thread before
 //! the fiber is sent to a worker, so when no stack can be had (budget spent, or `mmap` failed) `spawn`
 //! panics there, and a worker never fails for want of a stack. `launch` takes its stack on the trustee
 //! and, failing, fails that `launch` (its caller gets the panic).
 //!
-//! **Reused.** Finished fibers' stacks go back to one process-wide [`StackPool`] (at most 1,024 stacks)
-//! that `spawn` and `launch` draw from first. A pooled stack is already counted, so reuse costs no budget;
-//! and one pool for all workers means a stack freed on one worker serves a `spawn` bound for another.
+//! **Reused.** Finished fibers' stacks go back to their runtime's [`StackPool`], which `spawn` and `launch`
+//! draw from first, so reuse costs no budget; one pool for all workers means a stack freed on one worker
+//! serves a `spawn` bound for another. The pool keeps up to 1,024 stacks as they are (their touched pages
+//! resident, for the next fibers); past that it gives a stack's pages back to the OS (`MADV_DONTNEED`) and
+//! keeps only its addresses, so a burst of 100,000 fibers leaves no memory behind but its page tables.
 
 // Under Miri no fiber runs (see `prepare`), so most of this module is unused there.
 #![cfg_attr(miri, allow(dead_code))]
@@ -31,15 +35,19 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use corosensei::stack::{MIN_STACK_SIZE, Stack, StackPointer};
 
 pub(crate) mod overflow;
 
-/// Finished fibers' stacks kept for reuse, at most.
+/// Finished fibers' stacks kept for reuse with their pages resident, at most; the pool keeps the others with
+/// their pages given back.
 const POOLED_STACKS: usize = 1024;
+
+/// Stacks carved out of one mapping, with marker guards.
+const CHUNK_STACKS: usize = 64;
 
 /// `MADV_GUARD_INSTALL` (Linux 6.13), not yet in the `libc` crate.
 const MADV_GUARD_INSTALL: libc::c_int = 102;
@@ -47,7 +55,7 @@ const MADV_GUARD_INSTALL: libc::c_int = 102;
 /// Linux's default `vm.max_map_count`, assumed when it cannot be read.
 const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 
-/// Stacks alive now (running or pooled); never more than `Budget::max_stacks`.
+/// Stacks mapped now (running or pooled); never more than `Budget::max_stacks`.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// Fibers that have settled their result (a joiner may have returned already) and not yet given their stack
@@ -70,10 +78,19 @@ enum GuardKind {
 }
 
 impl GuardKind {
-    fn mappings(self) -> usize {
+    /// Stacks a mapping can hold: with protected pages, each stack is two mappings.
+    fn stacks_per_mapping(self) -> f64 {
         match self {
-            GuardKind::Marker => 1,
-            GuardKind::Protected => 2,
+            GuardKind::Marker => CHUNK_STACKS as f64,
+            GuardKind::Protected => 0.5,
+        }
+    }
+
+    /// Stacks carved out of one chunk (one `mmap`).
+    fn chunk_stacks(self) -> usize {
+        match self {
+            GuardKind::Marker => CHUNK_STACKS,
+            GuardKind::Protected => 1,
         }
     }
 
@@ -158,7 +175,8 @@ pub(crate) fn budget() -> &'static Budget {
             Ok(Some(n)) => (n, Limit::Env),
             Ok(None) => {
                 let max_mappings = max_map_count - reserve(max_map_count);
-                (max_mappings / guard.mappings(), Limit::MaxMapCount)
+                let max_stacks = (max_mappings as f64 * guard.stacks_per_mapping()) as usize;
+                (max_stacks, Limit::MaxMapCount)
             }
             Err(value) => panic!("{}", bad_max_stacks(&value)),
         };
@@ -214,16 +232,18 @@ impl Budget {
         self.max_stacks
     }
 
-    /// Counts one more stack, if the budget allows.
-    fn reserve_one(&self) -> bool {
-        LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < self.max_stacks).then_some(n + 1)
-        })
-        .is_ok()
+    /// Counts up to `wanted` more stacks, as many as the budget allows; returns how many (0: it is spent).
+    fn reserve(&self, wanted: usize) -> usize {
+        match LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < self.max_stacks).then(|| n + wanted.min(self.max_stacks - n))
+        }) {
+            Ok(n) => wanted.min(self.max_stacks - n),
+            Err(_) => 0,
+        }
     }
 
-    fn release_one(&self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
+    fn release(&self, stacks: usize) {
+        LIVE.fetch_sub(stacks, Ordering::Relaxed);
     }
 
     /// A `vm.max_map_count` worth suggesting.
@@ -232,13 +252,34 @@ impl Budget {
     }
 }
 
-/// A fiber stack: one mapping, a guard page at its low end, counted in the [`budget`] while it exists.
+/// One `mmap` that fiber stacks are carved out of, counted in the [`budget`] (its stacks) until the last of
+/// them is dropped.
+#[derive(Debug)]
+struct Chunk {
+    start: usize,
+    len: usize,
+    stacks: usize,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours, and none of its stacks is left: each holds the chunk, and corosensei
+        // gives a stack back only once its coroutine is done or dropped.
+        let r = unsafe { libc::munmap(self.start as *mut libc::c_void, self.len) };
+        debug_assert_eq!(r, 0, "munmap of fiber stacks");
+        budget().release(self.stacks);
+    }
+}
+
+/// A fiber stack: part of a [`Chunk`], with a guard page at its low end.
 #[derive(Debug)]
 pub(crate) struct FiberStack {
     /// Lowest address: the guard page.
     bottom: usize,
-    /// The mapping's length, guard page included.
+    /// The stack's length, guard page included.
     len: usize,
+    /// Mapped while this stack (or another of the chunk) lives.
+    _chunk: Arc<Chunk>,
 }
 
 /// The guard page of a stack, and the size of the stack above it.
@@ -262,37 +303,58 @@ impl GuardPage {
 }
 
 impl FiberStack {
-    /// Maps a stack of `bytes` usable bytes (rounded up to whole pages).
-    pub(crate) fn new(bytes: usize) -> Result<Self, StackError> {
+    /// Maps one stack of `bytes` usable bytes (rounded up to whole pages).
+    #[cfg(test)]
+    fn new(bytes: usize) -> Result<Self, StackError> {
+        Ok(Self::carve(bytes, 1)?.pop().expect("a chunk holds a stack"))
+    }
+
+    /// Maps a chunk of up to `wanted` stacks of `bytes` usable bytes each (rounded up to whole pages), as
+    /// many as the budget and the guard kind allow, at least one.
+    fn carve(bytes: usize, wanted: usize) -> Result<Vec<Self>, StackError> {
         let budget = budget();
+        let page = budget.page_size;
         // A size so large that rounding it up to pages, plus the guard page, overflows: no mapping can hold it.
         let Some((bytes, len)) = bytes
             .max(MIN_STACK_SIZE)
-            .checked_next_multiple_of(budget.page_size)
-            .and_then(|bytes| Some((bytes, bytes.checked_add(budget.page_size)?)))
+            .checked_next_multiple_of(page)
+            .and_then(|bytes| Some((bytes, bytes.checked_add(page)?)))
         else {
             let cause = Cause::Os("mmap", io::Error::from_raw_os_error(libc::ENOMEM));
             return Err(StackError { cause, bytes });
         };
         let error = |cause| Err(StackError { cause, bytes });
-        if !budget.reserve_one() {
+        let wanted = wanted.min(budget.guard.chunk_stacks()).min(usize::MAX / len).max(1);
+        let stacks = budget.reserve(wanted);
+        if stacks == 0 {
             return error(Cause::Budget);
         }
-        let Some(bottom) = map(len) else {
+        let Some(start) = map(len * stacks) else {
             let e = io::Error::last_os_error();
-            budget.release_one();
+            budget.release(stacks);
             return error(Cause::Os("mmap", e));
         };
-        // From here, dropping `stack` unmaps it and releases its budget.
-        let stack = FiberStack {
-            bottom: bottom as usize,
-            len,
-        };
-        // SAFETY: the lowest page of the mapping just made, which nothing else knows of.
-        if let Err(e) = unsafe { budget.guard.install(bottom, budget.page_size) } {
-            return error(Cause::Os(budget.guard.call(), e));
-        }
-        Ok(stack)
+        // From here, dropping `chunk` (with the stacks made so far) unmaps it and releases its budget.
+        let chunk = Arc::new(Chunk {
+            start: start as usize,
+            len: len * stacks,
+            stacks,
+        });
+        (0..stacks)
+            .map(|i| {
+                let bottom = start as usize + i * len;
+                // SAFETY: the lowest page of a stack of the mapping just made, which nothing else knows of.
+                if let Err(e) = unsafe { budget.guard.install(bottom as *mut libc::c_void, page) } {
+                    let cause = Cause::Os(budget.guard.call(), e);
+                    return Err(StackError { cause, bytes });
+                }
+                Ok(FiberStack {
+                    bottom,
+                    len,
+                    _chunk: chunk.clone(),
+                })
+            })
+            .collect()
     }
 
     pub(crate) fn guard_page(&self) -> GuardPage {
@@ -303,15 +365,20 @@ impl FiberStack {
             stack_bytes: self.len - page_size,
         }
     }
-}
 
-impl Drop for FiberStack {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is ours, and no coroutine runs on it any more (corosensei gives a stack back
-        // only once its coroutine is done or dropped).
-        let r = unsafe { libc::munmap(self.bottom as *mut libc::c_void, self.len) };
-        debug_assert_eq!(r, 0, "munmap of a fiber stack");
-        budget().release_one();
+    /// Gives the stack's pages back to the OS; they read as zeros when touched again. Its guard page stays.
+    fn discard_pages(&self) {
+        let page_size = budget().page_size;
+        // SAFETY: the stack's own pages above its guard, which no coroutine runs on any more (the pool holds
+        // it); `MADV_DONTNEED` on private anonymous memory only drops their contents.
+        let r = unsafe {
+            libc::madvise(
+                (self.bottom + page_size) as *mut libc::c_void,
+                self.len - page_size,
+                libc::MADV_DONTNEED,
+            )
+        };
+        debug_assert_eq!(r, 0, "madvise(MADV_DONTNEED) of a fiber stack");
     }
 }
 
@@ -351,13 +418,13 @@ impl fmt::Display for StackError {
         match (&self.cause, budget.limit) {
             (Cause::Budget, Limit::MaxMapCount) => write!(
                 f,
-                "all {} fiber stacks this process allows are in use. Each stack takes {}, and Linux allows a \
-                 process vm.max_map_count = {max_map_count} of them ({} are kept for the rest of the process). \
-                 Let fibers finish first, or raise the limit: `sudo sysctl -w vm.max_map_count={suggested}`",
+                "all {} fiber stacks this process allows are in use. {}, and Linux allows a process \
+                 vm.max_map_count = {max_map_count} of them ({} are kept for the rest of the process). Let \
+                 fibers finish first, or raise the limit: `sudo sysctl -w vm.max_map_count={suggested}`",
                 budget.max_stacks,
                 match budget.guard {
-                    GuardKind::Marker => "1 memory mapping",
-                    GuardKind::Protected => "2 memory mappings (its guard page is one)",
+                    GuardKind::Marker => "Every 64 stacks take a memory mapping",
+                    GuardKind::Protected => "Each stack takes 2 memory mappings (its guard page is one)",
                 },
                 reserve(max_map_count),
             ),
@@ -370,7 +437,7 @@ impl fmt::Display for StackError {
             ),
             (Cause::Os(call, e), _) => write!(
                 f,
-                "{call} for a {} KiB fiber stack failed ({e}) with {} fiber stacks in use. If the process has \
+                "{call} for a {} KiB fiber stack failed ({e}) with {} fiber stacks mapped. If the process has \
                  reached vm.max_map_count = {max_map_count} memory mappings, raise it: `sudo sysctl -w \
                  vm.max_map_count={suggested}`; otherwise memory is short",
                 self.bytes / 1024,
@@ -384,15 +451,39 @@ impl fmt::Display for StackError {
 #[derive(Debug)]
 pub(crate) struct StackPool {
     bytes: usize,
-    free: Mutex<Vec<FiberStack>>,
+    free: Mutex<Free>,
+}
+
+/// A pool's stacks.
+#[derive(Debug, Default)]
+struct Free {
+    /// As their fibers left them (at most `POOLED_STACKS`).
+    warm: Vec<FiberStack>,
+    /// Their pages given back, or never touched (the rest of a new chunk).
+    cold: Vec<FiberStack>,
 }
 
 impl StackPool {
     pub(crate) fn new(bytes: usize) -> Self {
         StackPool {
             bytes,
-            free: Mutex::new(Vec::new()),
+            free: Mutex::new(Free::default()),
         }
+    }
+
+    /// A pooled stack, warm first.
+    fn pooled(&self) -> Option<FiberStack> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.warm.pop().or_else(|| free.cold.pop())
+    }
+
+    /// A stack of a new chunk, whose other stacks are pooled.
+    fn carve(&self) -> Result<FiberStack, StackError> {
+        let mut stacks = FiberStack::carve(self.bytes, CHUNK_STACKS)?;
+        let stack = stacks.pop().expect("a chunk holds a stack");
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.cold.append(&mut stacks);
+        Ok(stack)
     }
 
     /// A pooled stack, else a new one. At the budget, waits up to `patience` for the stacks of fibers that are
@@ -404,8 +495,7 @@ impl StackPool {
         loop {
             // Read before the pool: a fiber that is not counted any more gave its stack to the pool first.
             let returning = RETURNING.load(Ordering::SeqCst);
-            let pooled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match pooled.map_or_else(|| FiberStack::new(self.bytes), Ok) {
+            match self.pooled().map_or_else(|| self.carve(), Ok) {
                 Err(
                     e @ StackError {
                         cause: Cause::Budget,
@@ -429,15 +519,17 @@ impl StackPool {
         RETURNING.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Keeps `stack` for reuse, or unmaps it (after unlocking) if the pool is full.
+    /// Keeps `stack` for reuse: as it is while the pool has fewer than `POOLED_STACKS` so, else with its
+    /// pages given back (after unlocking: a system call).
     pub(crate) fn give(&self, stack: FiberStack) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < POOLED_STACKS {
-            free.push(stack);
+        if free.warm.len() < POOLED_STACKS {
+            free.warm.push(stack);
             return;
         }
         drop(free);
-        drop(stack);
+        stack.discard_pages();
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).cold.push(stack);
     }
 }
 
