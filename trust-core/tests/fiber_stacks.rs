@@ -262,3 +262,33 @@ fn a_bad_stack_limit_is_a_clear_error() {
     );
     panic!("the error build() returned: {err}");
 }
+
+/// Huge stacks are carved fewer to a mapping (at most 64 MiB of stacks, or one): 64 stacks of 1 GiB in one
+/// `mmap` would pass what the kernel's overcommit heuristic allows a single mapping on a machine with less
+/// memory, where one of them does not. Eight live fibers with 1 GiB stacks, each using some of it.
+#[test]
+fn fibers_with_huge_stacks_run() {
+    if !is_child() {
+        return expect_child_ok("fibers_with_huge_stacks_run", &[]);
+    }
+    Runtime::builder()
+        .workers(2)
+        .fiber_stack_size(1 << 30)
+        .build()
+        .expect("runtime");
+    let open = Arc::new(AtomicBool::new(false));
+    let fibers: Vec<_> = (0..8u64)
+        .map(|i| {
+            let open = open.clone();
+            spawn(move || {
+                let buf = std::hint::black_box([i as u8; 64 * 1024]);
+                wait_for(&open);
+                buf.iter().map(|&b| u64::from(b)).sum::<u64>()
+            })
+        })
+        .collect();
+    open.store(true, Ordering::Release);
+    let sums: Vec<u64> = fibers.into_iter().map(|f| f.join().unwrap()).collect();
+    assert_eq!(sums, (0..8).map(|i| i * 64 * 1024).collect::<Vec<u64>>());
+    println!("CHILD-OK");
+}

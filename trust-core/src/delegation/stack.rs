@@ -1,20 +1,21 @@
 //! Fiber stacks: how they are mapped, guarded, counted and reused.
 //!
-//! **Many to a mapping.** Stacks are carved out of chunks: one anonymous `mmap` holds [`CHUNK_STACKS`]
-//! stacks, each with a guard page at its low end, so running off a stack's end faults instead of corrupting
-//! the stack below it (see `overflow` for the message that fault produces). On Linux 6.13 and later the guard
-//! is `madvise(MADV_GUARD_INSTALL)`: a marker in the page tables that leaves the chunk one memory mapping.
-//! Older kernels refuse that advice (EINVAL) and the guard page is `mprotect(PROT_NONE)` instead, which splits
-//! a mapping at each guard; there a chunk holds one stack, two mappings. Which kind works is probed once.
+//! **Many to a mapping.** Stacks are carved out of chunks: one anonymous `mmap` holds up to [`CHUNK_STACKS`]
+//! stacks (fewer when they are huge: at most [`CHUNK_BYTES`] of them, or one), each with a guard page at its
+//! low end, so running off a stack's end faults instead of corrupting the stack below it (see `overflow` for
+//! the message that fault produces). On Linux 6.13 and later the guard is `madvise(MADV_GUARD_INSTALL)`: a
+//! marker in the page tables that leaves the chunk one memory mapping. Older kernels refuse that advice
+//! (EINVAL) and the guard page is `mprotect(PROT_NONE)` instead, which splits a mapping at each guard; there
+//! a chunk holds one stack, two mappings. Which kind works is probed once.
 //!
 //! **A budget under `vm.max_map_count`.** Linux caps the mappings of a process (`vm.max_map_count`, 65,530
 //! by default). At the cap every `mmap` fails — `malloc`'s, a new thread's, a library's — so fiber stacks
-//! may use only the cap less a reserve for the rest of the process (an eighth, at least 4,096 mappings):
-//! with marker guards, 64 stacks to each of them (3.6 million under the default cap, so memory is the real
-//! limit: a waiting fiber takes about 4.5 KiB), with protected pages half a stack each (28,669).
-//! A stack counts from its chunk's `mmap` to its `munmap`, running or pooled; a chunk is unmapped when the
-//! last of its stacks is dropped (a runtime's pool, when the runtime is). `TRUST_MAX_FIBER_STACKS` sets the
-//! limit instead (tests use it to reach it quickly).
+//! may take only the cap less a reserve for the rest of the process (an eighth, at least 4,096 mappings):
+//! 3.6 million stacks of the default size with marker guards, so memory is the real limit (a waiting fiber
+//! takes about 4.5 KiB), and 28,669 with protected pages. A chunk counts from its `mmap` to its `munmap`,
+//! its stacks running or pooled; it is unmapped when the last of its stacks is dropped (a runtime's pool,
+//! when the runtime is). `TRUST_MAX_FIBER_STACKS` limits the stacks too (tests use it to reach a limit
+//! quickly).
 //!
 //! **Taken by the caller.** [`spawn`](crate::spawn) takes its fiber's stack on the calling thread before
 //! the fiber is sent to a worker, so when no stack can be had (budget spent, or `mmap` failed) `spawn`
@@ -46,8 +47,12 @@ pub(crate) mod overflow;
 /// their pages given back.
 const POOLED_STACKS: usize = 1024;
 
-/// Stacks carved out of one mapping, with marker guards.
+/// Stacks carved out of one mapping, with marker guards, at most.
 const CHUNK_STACKS: usize = 64;
+
+/// The most bytes carved out of one mapping, if one stack is not more: a chunk of 64 huge stacks could pass
+/// what the kernel's overcommit heuristic allows one `mmap`, where one of them would not.
+const CHUNK_BYTES: usize = 64 << 20;
 
 /// `MADV_GUARD_INSTALL` (Linux 6.13), not yet in the `libc` crate.
 const MADV_GUARD_INSTALL: libc::c_int = 102;
@@ -57,6 +62,9 @@ const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 
 /// Stacks mapped now (running or pooled); never more than `Budget::max_stacks`.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Memory mappings that fiber stacks take now; never more than `Budget::max_mappings`.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// Fibers that have settled their result (a joiner may have returned already) and not yet given their stack
 /// back: a `take` at the budget waits a little for them instead of failing, so that a `spawn` right after a
@@ -78,19 +86,19 @@ enum GuardKind {
 }
 
 impl GuardKind {
-    /// Stacks a mapping can hold: with protected pages, each stack is two mappings.
-    fn stacks_per_mapping(self) -> f64 {
+    /// Stacks of `len` bytes (guard page included) to carve out of one `mmap`.
+    fn chunk_stacks(self, len: usize) -> usize {
         match self {
-            GuardKind::Marker => CHUNK_STACKS as f64,
-            GuardKind::Protected => 0.5,
+            GuardKind::Marker => (CHUNK_BYTES / len).clamp(1, CHUNK_STACKS),
+            GuardKind::Protected => 1,
         }
     }
 
-    /// Stacks carved out of one chunk (one `mmap`).
-    fn chunk_stacks(self) -> usize {
+    /// The memory mappings a chunk of `stacks` takes: with protected pages, each guard page splits it.
+    fn mappings(self, stacks: usize) -> usize {
         match self {
-            GuardKind::Marker => CHUNK_STACKS,
-            GuardKind::Protected => 1,
+            GuardKind::Marker => 1,
+            GuardKind::Protected => 2 * stacks,
         }
     }
 
@@ -117,19 +125,13 @@ impl GuardKind {
     }
 }
 
-/// Where the stack limit comes from.
-#[derive(Debug, Clone, Copy)]
-enum Limit {
-    MaxMapCount,
-    /// `TRUST_MAX_FIBER_STACKS`.
-    Env,
-}
-
 /// How many fiber stacks this process may have, decided once.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    max_stacks: usize,
-    limit: Limit,
+    /// `TRUST_MAX_FIBER_STACKS`, if set.
+    max_stacks: Option<usize>,
+    /// `vm.max_map_count` less what the rest of the process keeps.
+    max_mappings: usize,
     max_map_count: usize,
     guard: GuardKind,
     page_size: usize,
@@ -170,21 +172,12 @@ pub(crate) fn budget() -> &'static Budget {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(DEFAULT_MAX_MAP_COUNT);
-        let guard = probe_guard(page_size);
-        let (max_stacks, limit) = match max_stacks_var() {
-            Ok(Some(n)) => (n, Limit::Env),
-            Ok(None) => {
-                let max_mappings = max_map_count - reserve(max_map_count);
-                let max_stacks = (max_mappings as f64 * guard.stacks_per_mapping()) as usize;
-                (max_stacks, Limit::MaxMapCount)
-            }
-            Err(value) => panic!("{}", bad_max_stacks(&value)),
-        };
+        let max_stacks = max_stacks_var().unwrap_or_else(|value| panic!("{}", bad_max_stacks(&value)));
         Budget {
             max_stacks,
-            limit,
+            max_mappings: max_map_count - reserve(max_map_count),
             max_map_count,
-            guard,
+            guard: probe_guard(page_size),
             page_size,
         }
     })
@@ -227,23 +220,40 @@ fn map(len: usize) -> Option<*mut libc::c_void> {
 }
 
 impl Budget {
-    /// The most fiber stacks alive at once.
+    /// The most fiber stacks alive at once: `TRUST_MAX_FIBER_STACKS`, else what the mappings allow stacks
+    /// of the default size.
     pub(crate) fn max_stacks(&self) -> usize {
-        self.max_stacks
+        let len = crate::delegation::api::runtime::DEFAULT_STACK_SIZE + self.page_size;
+        let chunk = self.guard.chunk_stacks(len);
+        let from_mappings = self.max_mappings / self.guard.mappings(chunk) * chunk;
+        self.max_stacks.map_or(from_mappings, |n| n.min(from_mappings))
     }
 
-    /// Counts up to `wanted` more stacks, as many as the budget allows; returns how many (0: it is spent).
-    fn reserve(&self, wanted: usize) -> usize {
-        match LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < self.max_stacks).then(|| n + wanted.min(self.max_stacks - n))
-        }) {
-            Ok(n) => wanted.min(self.max_stacks - n),
-            Err(_) => 0,
+    /// Counts a chunk of up to `wanted` stacks (at least one), as many as `TRUST_MAX_FIBER_STACKS` allows;
+    /// returns how many, or why none.
+    fn reserve(&self, wanted: usize) -> Result<usize, Cause> {
+        let max = self.max_stacks.unwrap_or(usize::MAX);
+        let Ok(n) = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then(|| n + wanted.min(max - n))
+        }) else {
+            return Err(Cause::Stacks);
+        };
+        let stacks = wanted.min(max - n);
+        let mappings = self.guard.mappings(stacks);
+        let counted = MAPPED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+            (m + mappings <= self.max_mappings).then_some(m + mappings)
+        });
+        if counted.is_err() {
+            LIVE.fetch_sub(stacks, Ordering::Relaxed);
+            return Err(Cause::Mappings);
         }
+        Ok(stacks)
     }
 
+    /// Releases a chunk of `stacks`.
     fn release(&self, stacks: usize) {
         LIVE.fetch_sub(stacks, Ordering::Relaxed);
+        MAPPED.fetch_sub(self.guard.mappings(stacks), Ordering::Relaxed);
     }
 
     /// A `vm.max_map_count` worth suggesting.
@@ -324,11 +334,10 @@ impl FiberStack {
             return Err(StackError { cause, bytes });
         };
         let error = |cause| Err(StackError { cause, bytes });
-        let wanted = wanted.min(budget.guard.chunk_stacks()).min(usize::MAX / len).max(1);
-        let stacks = budget.reserve(wanted);
-        if stacks == 0 {
-            return error(Cause::Budget);
-        }
+        let stacks = match budget.reserve(wanted.clamp(1, budget.guard.chunk_stacks(len))) {
+            Ok(stacks) => stacks,
+            Err(cause) => return error(cause),
+        };
         let Some(start) = map(len * stacks) else {
             let e = io::Error::last_os_error();
             budget.release(stacks);
@@ -404,8 +413,10 @@ pub(crate) struct StackError {
 
 #[derive(Debug)]
 enum Cause {
-    /// The budget is spent.
-    Budget,
+    /// `TRUST_MAX_FIBER_STACKS` stacks are mapped.
+    Stacks,
+    /// The mappings left to fiber stacks are taken.
+    Mappings,
     /// A system call failed.
     Os(&'static str, io::Error),
 }
@@ -415,27 +426,27 @@ impl fmt::Display for StackError {
         let budget = budget();
         let (max_map_count, suggested) = (budget.max_map_count, budget.suggested_max_map_count());
         f.write_str("trust: cannot start a fiber: ")?;
-        match (&self.cause, budget.limit) {
-            (Cause::Budget, Limit::MaxMapCount) => write!(
+        match &self.cause {
+            Cause::Mappings => write!(
                 f,
                 "all {} fiber stacks this process allows are in use. {}, and Linux allows a process \
                  vm.max_map_count = {max_map_count} of them ({} are kept for the rest of the process). Let \
                  fibers finish first, or raise the limit: `sudo sysctl -w vm.max_map_count={suggested}`",
-                budget.max_stacks,
+                LIVE.load(Ordering::Relaxed),
                 match budget.guard {
-                    GuardKind::Marker => "Every 64 stacks take a memory mapping",
+                    GuardKind::Marker => "Up to 64 stacks take a memory mapping",
                     GuardKind::Protected => "Each stack takes 2 memory mappings (its guard page is one)",
                 },
                 reserve(max_map_count),
             ),
-            (Cause::Budget, Limit::Env) => write!(
+            Cause::Stacks => write!(
                 f,
                 "all {} fiber stacks this process allows are in use (TRUST_MAX_FIBER_STACKS={0}; without it \
                  the limit follows vm.max_map_count = {max_map_count}). Let fibers finish first, or raise \
                  TRUST_MAX_FIBER_STACKS",
-                budget.max_stacks,
+                budget.max_stacks.unwrap_or(usize::MAX),
             ),
-            (Cause::Os(call, e), _) => write!(
+            Cause::Os(call, e) => write!(
                 f,
                 "{call} for a {} KiB fiber stack failed ({e}) with {} fiber stacks mapped. If the process has \
                  reached vm.max_map_count = {max_map_count} memory mappings, raise it: `sudo sysctl -w \
@@ -496,12 +507,7 @@ impl StackPool {
             // Read before the pool: a fiber that is not counted any more gave its stack to the pool first.
             let returning = RETURNING.load(Ordering::SeqCst);
             match self.pooled().map_or_else(|| self.carve(), Ok) {
-                Err(
-                    e @ StackError {
-                        cause: Cause::Budget,
-                        ..
-                    },
-                ) if returning > 0 => {
+                Err(e) if returning > 0 && matches!(e.cause, Cause::Stacks | Cause::Mappings) => {
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + patience);
                     if Instant::now() >= deadline {
                         return Err(e);
@@ -552,11 +558,8 @@ mod tests {
 
     #[test]
     fn the_default_limit_message_names_the_setting_and_the_sysctl() {
-        if !matches!(budget().limit, Limit::MaxMapCount) {
-            return; // TRUST_MAX_FIBER_STACKS is set for this run
-        }
         let message = StackError {
-            cause: Cause::Budget,
+            cause: Cause::Mappings,
             bytes: 256 * 1024,
         }
         .to_string();

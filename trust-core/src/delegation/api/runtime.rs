@@ -16,7 +16,7 @@ static RUNTIME: OnceLock<&'static Runtime> = OnceLock::new();
 static STARTING: Mutex<()> = Mutex::new(());
 
 /// Default fiber stack: generous for deep user code; only the touched pages cost memory.
-const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+pub(crate) const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Default worker thread stack: a main thread's, because delegated closures and their captures run on it.
 const DEFAULT_WORKER_STACK_SIZE: usize = 8 * 1024 * 1024;
 
