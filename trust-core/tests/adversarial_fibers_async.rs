@@ -438,8 +438,9 @@ fn results_of_every_shape_through_every_path_and_caller() {
     assert_eq!(t.apply(|v| *v), 3 * (1500 * 3 + (0..50u64).sum::<u64>()));
 }
 
-/// Trustees serve independently: while trustee 0 runs a 2 s closure, 1000 applies to trustee 1 finish
-/// before it ends, and 100 fibers (half of them queued on the busy worker) finish after.
+/// Trustees serve independently: while trustee 0 runs a 2 s closure, 200 applies to trustee 1 finish
+/// before it ends (1,000 took longer than 2 s when the whole suite ran beside other builds on 2 cores), and
+/// 100 fibers (half of them queued on the busy worker) finish after.
 #[test]
 fn long_blocking_closure_on_one_trustee_does_not_stall_the_other() {
     quiet();
@@ -462,12 +463,12 @@ fn long_blocking_closure_on_one_trustee_does_not_stall_the_other() {
     while !started.load(Ordering::SeqCst) {
         std::thread::yield_now();
     }
-    for _ in 0..1000 {
+    for _ in 0..200 {
         fast.apply(|v| *v += 1);
     }
     assert!(
         !finished.load(Ordering::SeqCst),
-        "1000 applies waited for the other trustee"
+        "200 applies waited for the other trustee"
     );
     let fibers: Vec<_> = (0..100)
         .map(|_| {
@@ -480,6 +481,6 @@ fn long_blocking_closure_on_one_trustee_does_not_stall_the_other() {
         f.join().unwrap();
     }
     h.join().unwrap();
-    assert_eq!(fast.apply(|v| *v), 1100);
+    assert_eq!(fast.apply(|v| *v), 300);
     assert_eq!(slow.apply(|v| *v), 1);
 }

@@ -834,7 +834,6 @@ impl Drop for Holder {
 /// worker/run.rs:814-817 close -> `Registry::take_all`, ignoring the handles values hold of each other; the
 /// local shortcut, api/trust.rs:133-147, never checks that the runtime still runs).
 #[test]
-#[ignore = "BUG: at shutdown a destructor's apply to a value of its own trustee that shutdown already dropped runs on freed memory (worker/run.rs:814-817 close drops in registration order; api/trust.rs:133-147 local shortcut has no running check)"]
 fn a_destructor_at_shutdown_applying_to_a_value_of_its_own_trustee_never_sees_it_dropped() {
     in_child!(
         "a_destructor_at_shutdown_applying_to_a_value_of_its_own_trustee_never_sees_it_dropped",

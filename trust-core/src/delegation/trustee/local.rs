@@ -12,6 +12,17 @@ pub(crate) type Paused = Box<dyn FnOnce()>;
 thread_local! {
     static DELEGATED: Cell<u32> = const { Cell::new(0) };
     static PAUSED: RefCell<Option<(Paused, *mut Header)>> = const { RefCell::new(None) };
+    static CLOSING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread's trustee is dropping its values at shutdown (see `property::drop_all_at_shutdown`).
+pub(crate) fn closing() -> bool {
+    CLOSING.with(Cell::get)
+}
+
+/// Called by a worker when it starts dropping its values at shutdown.
+pub(crate) fn set_closing() {
+    CLOSING.with(|c| c.set(true));
 }
 
 /// True inside a closure a trustee is applying (or a property's destructor) on this thread.

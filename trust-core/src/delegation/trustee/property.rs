@@ -5,6 +5,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{self, AssertUnwindSafe};
 
+use crate::delegation::trustee::shared::SHUT_DOWN;
 use crate::delegation::trustee::{local, unwind};
 
 pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
@@ -31,7 +32,16 @@ pub(crate) struct Header {
     /// While the property is retired (see `worker::run::Worker::retire`): the group it was last retired in;
     /// else 0.
     retiring: Cell<u64>,
-    drop_property: unsafe fn(*mut Header),
+    release: unsafe fn(*mut Header, Release),
+}
+
+/// What [`Header::release`] lets go of: the whole property, or (at shutdown, in two steps) its value, then its
+/// memory.
+#[derive(Debug, Clone, Copy)]
+enum Release {
+    Both,
+    Value,
+    Memory,
 }
 
 /// On cache lines of its own (128 bytes, the pair the adjacent-line prefetcher moves together): properties
@@ -46,10 +56,18 @@ pub(crate) struct Property<T> {
     value: UnsafeCell<T>,
 }
 
-unsafe fn drop_property<T>(header: *mut Header) {
-    // SAFETY: `header` came from `Property::<T>::allocate` (the header is the first field of a repr(C)
-    // struct), and the registry calls this once, when the count reached zero or at shutdown.
-    drop(unsafe { Box::from_raw(header.cast::<Property<T>>()) })
+unsafe fn release<T>(header: *mut Header, what: Release) {
+    // `header` came from `Property::<T>::allocate` (the header is the first field of a repr(C) struct); the
+    // value is dropped once and the memory freed once: when the count reached zero, or at shutdown.
+    let p = header.cast::<Property<T>>();
+    match what {
+        // SAFETY: as above.
+        Release::Both => drop(unsafe { Box::from_raw(p) }),
+        // SAFETY: as above; the memory stays allocated, and nothing reads the value again.
+        Release::Value => unsafe { std::ptr::drop_in_place((*p).value.get()) },
+        // SAFETY: as above, the value already dropped: the allocation is freed without dropping it again.
+        Release::Memory => drop(unsafe { Box::from_raw(p.cast::<std::mem::ManuallyDrop<Property<T>>>()) }),
+    }
 }
 
 impl<T> Property<T> {
@@ -62,7 +80,7 @@ impl<T> Property<T> {
                 launched: Cell::new(0),
                 index: Cell::new(usize::MAX),
                 retiring: Cell::new(0),
-                drop_property: drop_property::<T>,
+                release: release::<T>,
             },
             value: UnsafeCell::new(value),
         }))
@@ -81,7 +99,7 @@ impl<'a> Borrow<'a> {
             refuse(LAUNCHED);
         }
         if header.in_use.replace(true) {
-            refuse(REENTRANT);
+            refuse(if local::closing() { SHUT_DOWN } else { REENTRANT });
         }
         local::enter_delegated();
         Borrow { header }
@@ -256,9 +274,42 @@ pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
 /// # Safety
 /// `h` is live, on its trustee thread, and nobody will use it again.
 pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
+    // SAFETY: forwarded.
+    unsafe { drop_value(h, Release::Both) }
+}
+
+/// Shutdown: drops every property of `live` (the trustee's registry, taken), exactly once. A destructor may
+/// reach another of them (through a handle its value holds): it must find that one neither dropped nor
+/// freed under it. So all are first marked in use (an `apply` to any of them from a destructor panics with
+/// the shutdown message; an `apply_then` to one stays queued, and is dropped unrun), then their values are
+/// dropped, and only then is their memory freed (a clone's count, or the in-use check, still reads it).
+///
+/// # Safety
+/// Each of `live` is live, a property of this thread's trustee, and nobody uses it after this.
+pub(crate) unsafe fn drop_all_at_shutdown(live: Vec<*mut Header>) {
+    for &h in &live {
+        // SAFETY: by the contract.
+        unsafe { (*h).in_use.set(true) };
+    }
+    for &h in &live {
+        // SAFETY: by the contract; its memory outlives the loop.
+        unsafe { drop_value(h, Release::Value) };
+    }
+    for h in live {
+        // SAFETY: by the contract: its value is dropped, and no destructor runs any more.
+        unsafe { ((*h).release)(h, Release::Memory) };
+    }
+}
+
+/// Drops the value of `h` (and its memory too, for `Release::Both`), as a delegated closure: a panic in
+/// `T::drop` is reported and swallowed so the trustee keeps serving.
+///
+/// # Safety
+/// `h` is live, on its trustee thread, and nobody uses its value again.
+unsafe fn drop_value(h: *mut Header, what: Release) {
     local::enter_delegated();
     // SAFETY: by the contract.
-    let panicked = unwind::panicked(|| unsafe { ((*h).drop_property)(h) });
+    let panicked = unwind::panicked(|| unsafe { ((*h).release)(h, what) });
     local::leave_delegated();
     if panicked {
         eprintln!(

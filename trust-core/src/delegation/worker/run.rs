@@ -812,10 +812,9 @@ impl Worker {
         self.stale_entries.set(0);
         drop(self.takers.take());
         let live = context::with_registry(Registry::take_all);
-        for h in live {
-            // SAFETY: registered properties are live; shutdown is the last use of each.
-            unsafe { property::drop_unregistered(h) };
-        }
+        local::set_closing();
+        // SAFETY: registered properties are live; shutdown is the last use of each.
+        unsafe { property::drop_all_at_shutdown(live) };
         reactor::shut_down_sockets(self.shared);
         // Mail that came after the last read is dropped unrun (see `TrusteeShared::mailed`); then every task
         // answered is woken, whether or not another poll would have.
