@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::protocol::parker::{Backoff, Parker};
-use crate::delegation::protocol::slot::{self, Batch, LANES, Queued, Record};
+use crate::delegation::protocol::slot::{self, Batch, Cursor, LANES, Queued, Record};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
 use crate::delegation::trustee::shared::TrusteeShared;
@@ -556,6 +556,26 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
+impl Outbox {
+    /// Drops, unrun, the records of the batches in flight that the trustee, now closed, never took (see
+    /// `Worker::close`): published while or after it shut down. True when a destructor panicked.
+    fn drop_untaken(&mut self) -> bool {
+        let taken = self.channel.taken.load(Ordering::Acquire);
+        let mut panicked = false;
+        let mut seq = self.next_answered();
+        while self.in_flight() {
+            // Batch numbers wrap: `seq` comes after `taken` when the distance is less than half the range.
+            if seq.wrapping_sub(taken).wrapping_sub(1) < u32::MAX / 2 {
+                // SAFETY: published, and never taken by the trustee, which has stopped for good.
+                panicked |= unsafe { self.channel.slots.drop_batch(seq, Cursor::default()) } > 0;
+            }
+            self.done = seq;
+            seq = seq.wrapping_add(1);
+        }
+        panicked
+    }
+}
+
 impl Drop for Outbox {
     /// The client is going away (its thread exits): send what it still holds, and wait until the trustee has
     /// answered every batch that carries something of this outbox's — a continuation, whose result must be
@@ -596,6 +616,9 @@ impl Drop for Outbox {
         }
         self.channel.closed.store(true, Ordering::Release);
         self.trustee.wake();
+        if self.trustee.is_closed() && self.drop_untaken() {
+            eprintln!("trust: a destructor panicked while a closed trustee's unrun requests were dropped");
+        }
         let thens = (
             std::mem::take(&mut self.answered),
             std::mem::take(&mut self.flights),

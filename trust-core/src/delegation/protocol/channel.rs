@@ -16,6 +16,9 @@ pub(crate) struct Channel {
     /// The client is gone; the trustee forgets the channel once its last batch is served.
     pub(crate) closed: AtomicBool,
     pub(crate) linger: Linger,
+    /// The last batch the trustee took (ran, or began and paused in), written when it shuts down: a client
+    /// that finds it shut down drops the records of later batches itself, unrun.
+    pub(crate) taken: AtomicU32,
 }
 
 impl Channel {
@@ -33,6 +36,7 @@ impl Channel {
             (&raw mut (*p).parker).write(parker);
             (&raw mut (*p).closed).write(AtomicBool::new(false));
             (&raw mut (*p).linger).write(Linger::default());
+            (&raw mut (*p).taken).write(AtomicU32::new(0));
             channel.assume_init()
         }
     }

@@ -519,6 +519,32 @@ impl SlotPair {
     pub(crate) fn answer(&self, seq: u32) {
         self.response.seq.store(seq, Ordering::Release);
     }
+
+    /// Drops the records of the published batch from `from` on, unrun (a destructor's panic is contained);
+    /// returns how many destructors panicked.
+    ///
+    /// # Safety
+    /// The batch was published and its records from `from` on were neither run nor dropped: by the trustee
+    /// before `answer`, or by the client once the trustee has stopped for good without taking the batch; each
+    /// record is dropped once.
+    unsafe fn drop_batch(&self, from: Cursor) -> usize {
+        // SAFETY: published before `seq`, which the caller saw (contract).
+        let len = self.request.len.with(|l| unsafe { *l }) as usize;
+        self.request.body.with_mut(|body| {
+            let base = body.cast::<u8>();
+            let (mut record, mut panicked) = (from.record, 0);
+            while record < len {
+                // SAFETY: as in `run_batch`; a null result pointer makes the record drop itself unrun.
+                let (size, panics) = unsafe {
+                    let run = ptr::read(base.add(record).cast::<Run>());
+                    run(base.add(record + RECORD_HEADER), ptr::null_mut())
+                };
+                record += size;
+                panicked += panics;
+            }
+            panicked
+        })
+    }
 }
 
 /// Batches one client may have in flight to one trustee: each goes through a slot pair of its own (a *lane*),
@@ -644,6 +670,16 @@ impl Lanes {
     #[inline]
     pub(crate) fn answer(&self, seq: u32) {
         self.lane(seq).answer(seq);
+    }
+
+    /// Drops the records of batch `seq` from `from` on, unrun; returns how many destructors panicked.
+    ///
+    /// # Safety
+    /// As for [`SlotPair::drop_batch`]: batch `seq` is published, and those records were neither run nor
+    /// dropped.
+    pub(crate) unsafe fn drop_batch(&self, seq: u32, from: Cursor) -> usize {
+        // SAFETY: by the contract.
+        unsafe { self.lane(seq).drop_batch(from) }
     }
 }
 

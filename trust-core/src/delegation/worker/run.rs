@@ -803,7 +803,21 @@ impl Worker {
         // unrun, as mail that comes after the close is, so that an `apply_async` among them ends with the
         // shutdown panic instead of waiting forever.
         let deferred = self.deferred.take();
-        let panicked = deferred.into_iter().fold(false, |p, (d, _)| p | unwind::drop_quietly(d));
+        let mut panicked = deferred.into_iter().fold(false, |p, (d, _)| p | unwind::drop_quietly(d));
+        // So are the rest of the batches paused behind them (never answered: their results are not all
+        // written). Each channel then says which batch was the last taken, so that its client drops the
+        // records of later ones itself, unrun, once it sees this trustee closed (`Outbox::drop`).
+        for served in self.served.borrow_mut().iter_mut() {
+            let mut taken = served.served;
+            if let Some(paused) = served.paused.take() {
+                panicked |= unwind::drop_quietly(paused.record);
+                // SAFETY: the rest of a batch this trustee took and stopped in; nothing of it runs again.
+                panicked |= unsafe { served.channel.slots.drop_batch(paused.seq, paused.offset) } > 0;
+                taken = paused.seq;
+            }
+            // Before `close_mailbox` stores `CLOSED`, which the client reads first.
+            served.channel.taken.store(taken, Ordering::Release);
+        }
         if panicked {
             eprintln!("trust: a request deferred at shutdown panicked when dropped");
         }
