@@ -514,6 +514,17 @@ impl SlotPair {
         })
     }
 
+    /// Trustee side: true when no record of the pending batch lies at or after `at` (a position `run_batch`
+    /// returned): a run that paused there stopped at the batch's last record.
+    ///
+    /// # Safety
+    /// Trustee only, after `pending` returned a number and before `answer` for it.
+    pub(crate) unsafe fn ends_at(&self, at: Cursor) -> bool {
+        // SAFETY: published before `seq`, which `pending` acquired; the client does not write it until `answer`.
+        let len = self.request.len.with(|l| unsafe { *l }) as usize;
+        at.record >= len
+    }
+
     /// Trustee side: batch `seq` is done; its records' results are written.
     #[inline]
     pub(crate) fn answer(&self, seq: u32) {
@@ -666,6 +677,15 @@ impl Lanes {
         unsafe { self.lane(seq).run_batch(from) }
     }
 
+    /// Trustee side: true when batch `seq` has no record at or after `at`, as [`SlotPair::ends_at`].
+    ///
+    /// # Safety
+    /// Trustee only, after `pending` returned `seq` and before `answer(seq)`.
+    pub(crate) unsafe fn ends_at(&self, seq: u32, at: Cursor) -> bool {
+        // SAFETY: by the contract.
+        unsafe { self.lane(seq).ends_at(at) }
+    }
+
     /// Trustee side: batch `seq` is done; its records' results are written.
     #[inline]
     pub(crate) fn answer(&self, seq: u32) {
@@ -697,7 +717,7 @@ unsafe impl Send for SlotPair {}
 unsafe impl Sync for SlotPair {}
 
 /// Records for the tests below: `Answer` runs a closure and answers its result through the slot, `Effect`
-/// answers nothing.
+/// answers nothing, `Pauses` pauses its batch.
 #[cfg(test)]
 mod records {
     use super::*;
@@ -722,11 +742,21 @@ mod records {
             false
         }
     }
+
+    /// Pauses its batch, as a request on a busy latch does.
+    pub(super) struct Pauses;
+
+    impl Record for Pauses {
+        const RESULT: usize = 0;
+        fn run(self, _: *mut u8) -> bool {
+            true
+        }
+    }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::records::{Answer, Effect};
+    use super::records::{Answer, Effect, Pauses};
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
@@ -948,6 +978,47 @@ mod tests {
             in_flight_max, LANES,
             "the client had two batches in flight at once"
         );
+    }
+
+    /// A run stops after a record that pauses it, and `ends_at` tells whether that record was the batch's last
+    /// (what `Worker::drop_retired` relies on to let a retire pass a paused batch).
+    #[test]
+    fn a_paused_run_knows_whether_records_follow() {
+        let lanes = Lanes::new();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let effect = || {
+            let h = hits.clone();
+            Effect(move || _ = h.fetch_add(1, Ordering::Relaxed))
+        };
+        let mut batch = Batch::new();
+        assert!(batch.push(effect()).is_ok());
+        assert!(batch.push(Pauses).is_ok());
+        assert!(batch.push(effect()).is_ok());
+        // SAFETY: single-threaded: client and trustee roles alternate; each record runs once.
+        unsafe {
+            lanes.publish(1, &mut batch);
+            let (stopped, ran) = lanes.run_batch(1, Cursor::default());
+            let at = stopped.expect("paused");
+            assert_eq!((ran, hits.load(Ordering::Relaxed)), (2, 1));
+            assert!(!lanes.ends_at(1, at), "a record follows the paused one");
+            assert!(!lanes.ends_at(1, Cursor::default()));
+            let (stopped, ran) = lanes.run_batch(1, at);
+            assert_eq!((stopped.is_none(), ran), (true, 1));
+        }
+        lanes.answer(1);
+        assert_eq!(hits.load(Ordering::Relaxed), 2);
+        assert!(batch.push(effect()).is_ok());
+        assert!(batch.push(Pauses).is_ok());
+        // SAFETY: as above; batch 1 is answered.
+        unsafe {
+            lanes.publish(2, &mut batch);
+            let (stopped, _) = lanes.run_batch(2, Cursor::default());
+            assert!(
+                lanes.ends_at(2, stopped.expect("paused")),
+                "the paused record is the last"
+            );
+        }
+        lanes.answer(2);
     }
 
     #[test]

@@ -40,6 +40,10 @@ struct Paused {
     offset: Cursor,
     /// The waiting record, run again first.
     record: Box<dyn FnOnce()>,
+    /// The property it is a request on, which it waits for (null: not known).
+    on: *mut Header,
+    /// No record follows it in its batch: a retire may pass the batch by (see `Worker::retire`).
+    last: bool,
 }
 
 impl std::fmt::Debug for Served {
@@ -480,8 +484,8 @@ impl Worker {
             let (seq, from) = match paused {
                 Some(p) => {
                     (p.record)();
-                    if let Some((record, _)) = local::take_paused() {
-                        self.served.borrow_mut()[i].paused = Some(Paused { record, ..p });
+                    if let Some((record, on)) = local::take_paused() {
+                        self.served.borrow_mut()[i].paused = Some(Paused { record, on, ..p });
                         continue;
                     }
                     (p.seq, p.offset)
@@ -503,11 +507,15 @@ impl Worker {
             self.fairness.served(ran);
             match stopped {
                 Some(offset) => {
-                    let (record, _) = local::take_paused().expect("paused by a waiting record");
+                    let (record, on) = local::take_paused().expect("paused by a waiting record");
+                    // SAFETY: as above: `seq` stays pending (unanswered) while it is paused.
+                    let last = unsafe { channel.slots.ends_at(seq, offset) };
                     self.served.borrow_mut()[i].paused = Some(Paused {
                         seq,
                         offset,
                         record,
+                        on,
+                        last,
                     });
                 }
                 None => {
@@ -542,6 +550,18 @@ impl Worker {
     /// counted since the last such decrement: every handle counted before it was dropped before it, and no
     /// handle is left to make another. (Retiring only at the step from one to zero let a clone's decrement
     /// that overtook its own increment, both sent after that step, settle a zero the increment belied.)
+    ///
+    /// A channel whose batch is paused (a request on a latch that launched fibers share, see `trustee::job`)
+    /// is not waited for when the paused record is the last of the bound's batch: everything up to the bound
+    /// has run but that record, and it can refer to this property in no way the above does not cover. It is a
+    /// request on the property it waits on, which stays until it has run (`drop_retired` keeps it, as it keeps
+    /// a deferred request's); it carries no count change (those are records of their own, which never pause);
+    /// and what its closure captures is what a client's stack holds while it waits: live handles, which the
+    /// count shows as it shows every live handle (the argument above does not ask where a handle is kept), and
+    /// which the closure can use only while they live. Records after it, or in a later batch up to the bound,
+    /// could be anything (their kinds are not known here): those are waited for, as is a paused record that
+    /// does not say what it waits on. So a plain thread's blocking call on a busy latch, always the last record
+    /// of its batch, holds back no other property's drop.
     pub(crate) fn retire(&self, h: *mut Header) {
         self.retire_with(h, None);
     }
@@ -644,20 +664,25 @@ impl Worker {
     /// Drops retired properties whose possible requests have all been served; true if it settled any.
     fn drop_retired(&self) -> bool {
         // A postponed request may refer to a retired property: each group waits for the mail postponed before
-        // it, below. A deferred one waits on its property, which stays (the others need not wait for it).
+        // it, below. A deferred one, or one that paused its batch, waits on its property, which stays (the
+        // others need not wait for a deferred one, nor for a paused one that ends its batch: see `retire`).
         if self.retired.borrow().is_empty() {
             return false;
         }
         let mail_run = self.postponed_run.get();
         let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
             let served = self.served.borrow();
-            // Served through `need`, or drained: nothing unpublished and nothing pending on the channel now.
+            // Served through `need`; or `need` is paused at its last record, which says what it waits on (see
+            // `retire`); or drained: nothing unpublished and nothing pending on the channel now.
             let done = |(channel, need): &(Arc<Channel>, u32)| {
                 served
                     .iter()
                     .find(|s| Arc::ptr_eq(&s.channel, channel))
                     .is_none_or(|s| {
                         s.served.wrapping_sub(*need) < u32::MAX / 2
+                            || s.paused
+                                .as_ref()
+                                .is_some_and(|p| p.seq == *need && p.last && !p.on.is_null())
                             || (!s.channel.linger.lingering.load(Ordering::Acquire)
                                 && s.channel.slots.pending(s.served).is_none())
                     })
@@ -665,6 +690,11 @@ impl Worker {
             let mut retired = self.retired.borrow_mut();
             let mut takers = self.takers.borrow_mut();
             let deferred = self.deferred.borrow();
+            // A request that waits on its property, deferred or pausing its batch.
+            let waited_on = |h: *mut Header| {
+                deferred.iter().any(|&(_, on)| on == h)
+                    || served.iter().any(|s| s.paused.as_ref().is_some_and(|p| p.on == h))
+            };
             let mut ready = Vec::new();
             let mut i = 0;
             // Oldest first, up to the first group that must still wait: the groups after it wait for as much.
@@ -679,10 +709,8 @@ impl Worker {
                     // SAFETY: retired properties stay live until dropped below; an entry whose property was
                     // retired again is skipped here before the later group (its own) can drop it.
                     unsafe {
-                        if (property::in_use(h) || deferred.iter().any(|&(_, on)| on == h))
-                            && property::retiring(h) == number
-                        {
-                            return true; // its closure, a launched fiber, or a deferred request is still on it
+                        if (property::in_use(h) || waited_on(h)) && property::retiring(h) == number {
+                            return true; // its closure, a launched fiber, or a waiting request is still on it
                         }
                         self.retired_entries.set(self.retired_entries.get() - 1);
                         if property::retiring(h) != number {
