@@ -1,7 +1,8 @@
 //! Second review of the reference-count and retire code (commits 6f356fa, 4b64f3d, ab8e2bf): retired groups
 //! with leftovers still in use (launched fibers on a `Latch`), the compaction of stale entries beside them,
-//! takers (`try_unwrap`/`into_inner`) behind them, deferred mailed requests, and shutdown with a retired
-//! property still in use. Each test runs in a child process of its own with a watchdog.
+//! takers (`try_unwrap`/`into_inner`) behind them, deferred mailed requests, batches paused on a busy latch
+//! (which a retire passes by only when the paused record is the last of the batch it waits for), and shutdown
+//! with a retired property still in use. Each test runs in a child process of its own with a watchdog.
 
 use std::future::Future;
 use std::pin::pin;
@@ -483,6 +484,258 @@ fn a_blocking_apply_paused_on_a_busy_latch_holds_off_unrelated_drops() {
     );
     drop(l);
     assert_eq!(wait_for(&ldrops, 1, 1_000), 1);
+    child_ok();
+}
+
+/// What the fix above must not pass by: a batch paused on a busy latch with, after the paused record, a request
+/// on the value whose last handle is dropped meanwhile. A plain thread issues (unpublished, in one batch) a
+/// marker, an `apply_then` on the latch and one on the value, then drops the value's last handle: the batch
+/// is unsent, so the decrement goes by the count mail, which the worker may take before the batch is
+/// published (the retire's bound is then the thread's announced batch) or after it paused (its published
+/// batch): the same batch either way, paused at a record that is not its last. The value must stay until the
+/// request on it has run (its closure sees it alive), and be dropped once after.
+#[test]
+fn a_request_behind_a_paused_record_keeps_its_value_until_it_ran() {
+    in_child!(
+        "a_request_behind_a_paused_record_keeps_its_value_until_it_ran",
+        10
+    );
+    let (ldrops, xdrops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let on0 = rt().trustee(0).entrust(());
+    let l = rt()
+        .trustee(0)
+        .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
+    let x = rt().trustee(0).entrust((1u64, CountsDrops(xdrops.clone())));
+    let (stop, reads) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    launch_reader(&l, &on0, &stop, &reads);
+    let (marked, ran, alive) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let issuer = {
+        let (l, on0) = (l.clone(), on0.clone());
+        let (marked, ran, alive, xdrops) =
+            (marked.clone(), ran.clone(), alive.clone(), xdrops.clone());
+        std::thread::spawn(move || {
+            on0.apply_then(move |_| marked.store(true, Ordering::SeqCst), |_| ());
+            l.apply_then(|v| v.get_mut().0, |r| assert_eq!(r, 7));
+            x.apply_then(
+                move |v| {
+                    alive.store(v.0 == 1 && load(&xdrops) == 0, Ordering::SeqCst);
+                    ran.fetch_add(1, Ordering::SeqCst);
+                },
+                |_| (),
+            );
+            drop(x);
+            wait_pending();
+        })
+    };
+    eventually("the batch is published and paused", || {
+        marked.load(Ordering::SeqCst)
+    });
+    settle(&on0);
+    let measured = (wait_for(&xdrops, 1, 300), load(&ran));
+    let fiber_still_runs = !stop.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    issuer.join().unwrap();
+    let after = wait_for(&xdrops, 1, 1_000);
+    eprintln!(
+        "value: (drops, request ran) 300 ms after its last handle, behind the paused record = {measured:?}; drops \
+         after the fiber ended = {after}"
+    );
+    assert!(fiber_still_runs);
+    assert_eq!(
+        measured,
+        (0, 0),
+        "dropped (or its request ran) while a request on it waits behind the paused record"
+    );
+    assert_eq!(load(&ran), 1);
+    assert!(
+        alive.load(Ordering::SeqCst),
+        "the request on the value ran on a dropped value"
+    );
+    assert_eq!(after, 1, "the value was never dropped");
+    drop(l);
+    assert_eq!(wait_for(&ldrops, 1, 1_000), 1);
+    settle(&on0);
+    assert_eq!((load(&xdrops), load(&ldrops)), (1, 1));
+    child_ok();
+}
+
+/// The same, with the paused record the last of its batch but the request on the value in the thread's next
+/// batch: the thread publishes a marker and an `apply_then` on the latch (its `apply_then`s on another
+/// trustee's value push its batches out), then issues an `apply_then` on the value, in its next batch
+/// (announced: unpublished, or published once a lane is free), and hands the value's last handle to another
+/// thread, whose decrement overtakes that batch. The retire's bound is the later batch, not the paused one:
+/// the value must stay until the request on it has run, and be dropped once after.
+#[test]
+fn a_request_in_the_batch_after_a_paused_one_keeps_its_value_until_it_ran() {
+    in_child!(
+        "a_request_in_the_batch_after_a_paused_one_keeps_its_value_until_it_ran",
+        10
+    );
+    let (ldrops, xdrops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let on0 = rt().trustee(0).entrust(());
+    let l = rt()
+        .trustee(0)
+        .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
+    let x = rt().trustee(0).entrust((1u64, CountsDrops(xdrops.clone())));
+    let y = rt().trustee(1).entrust(0u64);
+    let (stop, reads) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    launch_reader(&l, &on0, &stop, &reads);
+    let (marked, ran, alive) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let issuer = {
+        let (l, on0, y) = (l.clone(), on0.clone(), y.clone());
+        let (marked, ran, alive, xdrops) =
+            (marked.clone(), ran.clone(), alive.clone(), xdrops.clone());
+        std::thread::spawn(move || {
+            let marker = marked.clone();
+            on0.apply_then(move |_| marker.store(true, Ordering::SeqCst), |_| ());
+            l.apply_then(|v| v.get_mut().0, |r| assert_eq!(r, 7));
+            // A plain thread publishes every few dozen `apply_then`s, to each trustee it holds records for.
+            let start = Instant::now();
+            while !marked.load(Ordering::SeqCst) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "the batch with the latch's request was never published"
+                );
+                y.apply_then(|v| *v += 1, |_| ());
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            x.apply_then(
+                move |v| {
+                    alive.store(v.0 == 1 && load(&xdrops) == 0, Ordering::SeqCst);
+                    ran.fetch_add(1, Ordering::SeqCst);
+                },
+                |_| (),
+            );
+            handle_tx.send(x).unwrap();
+            wait_pending();
+        })
+    };
+    let x = handle_rx.recv().unwrap();
+    drop(x);
+    settle(&on0);
+    let measured = (wait_for(&xdrops, 1, 300), load(&ran));
+    let fiber_still_runs = !stop.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    issuer.join().unwrap();
+    let after = wait_for(&xdrops, 1, 1_000);
+    eprintln!(
+        "value: (drops, request ran) 300 ms after its last handle, a batch after the paused one = {measured:?}; \
+         drops after the fiber ended = {after}"
+    );
+    assert!(fiber_still_runs);
+    assert_eq!(
+        measured,
+        (0, 0),
+        "dropped (or its request ran) while a request on it waits in the batch after the paused one"
+    );
+    assert_eq!(load(&ran), 1);
+    assert!(
+        alive.load(Ordering::SeqCst),
+        "the request on the value ran on a dropped value"
+    );
+    assert_eq!(after, 1, "the value was never dropped");
+    drop(l);
+    assert_eq!(wait_for(&ldrops, 1, 1_000), 1);
+    settle(&on0);
+    assert_eq!((load(&xdrops), load(&ldrops)), (1, 1));
+    child_ok();
+}
+
+/// The latch's own last handle dropped while a request on it pauses a batch as its last record: the retire
+/// passes that batch by, but the latch must stay until the paused request has run (`drop_retired` keeps a
+/// property a paused record waits on): when the launched fiber ends, the request runs on the live latch, and
+/// only then is the latch dropped, once. A plain thread publishes a marker and an `apply_then` on the latch
+/// (its `apply_then`s on another trustee's value push the batch out), then hands the latch's last handle to
+/// another thread, which drops it.
+#[test]
+fn a_latch_whose_last_handle_goes_under_its_paused_request_is_dropped_after_it() {
+    in_child!(
+        "a_latch_whose_last_handle_goes_under_its_paused_request_is_dropped_after_it",
+        10
+    );
+    let ldrops = Arc::new(AtomicUsize::new(0));
+    let on0 = rt().trustee(0).entrust(());
+    let l = rt()
+        .trustee(0)
+        .entrust(Latch::new((7u64, CountsDrops(ldrops.clone()))));
+    let y = rt().trustee(1).entrust(0u64);
+    let (stop, reads) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    launch_reader(&l, &on0, &stop, &reads);
+    let (marked, ran) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let issuer = {
+        let (on0, y) = (on0.clone(), y.clone());
+        let (marked, ran, ldrops) = (marked.clone(), ran.clone(), ldrops.clone());
+        std::thread::spawn(move || {
+            let marker = marked.clone();
+            on0.apply_then(move |_| marker.store(true, Ordering::SeqCst), |_| ());
+            l.apply_then(
+                move |v| {
+                    assert_eq!(
+                        load(&ldrops),
+                        0,
+                        "the paused request runs on a dropped latch"
+                    );
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    v.get_mut().0
+                },
+                |r| assert_eq!(r, 7),
+            );
+            let start = Instant::now();
+            while !marked.load(Ordering::SeqCst) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "the batch with the latch's request was never published"
+                );
+                y.apply_then(|v| *v += 1, |_| ());
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            handle_tx.send(l).unwrap();
+            wait_pending();
+        })
+    };
+    drop(handle_rx.recv().unwrap());
+    settle(&on0);
+    let measured = (wait_for(&ldrops, 1, 300), load(&ran));
+    let fiber_still_runs = !stop.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    issuer.join().unwrap();
+    let after = wait_for(&ldrops, 1, 1_000);
+    eprintln!(
+        "latch: (drops, paused request ran) 300 ms after its last handle = {measured:?}; drops after the fiber \
+         ended = {after}"
+    );
+    assert!(fiber_still_runs);
+    assert_eq!(
+        measured,
+        (0, 0),
+        "dropped (or its request ran) under its launched fiber"
+    );
+    assert_eq!(load(&ran), 1, "the paused request never ran");
+    assert_eq!(after, 1, "the latch was never dropped");
+    settle(&on0);
+    assert_eq!(load(&ldrops), 1);
     child_ok();
 }
 
