@@ -276,7 +276,8 @@ fn spawn_at_once_under_a_budget_of_64() -> usize {
     failed
 }
 
-/// BUG. Measured: 16 threads that each `spawn` one fiber at once, first thing in a process with
+/// Fixed (found in review: the pool now carves one chunk at a time and looks at the pool again first).
+/// Measured before: 16 threads that each `spawn` one fiber at once, first thing in a process with
 /// `TRUST_MAX_FIBER_STACKS=64`, and some `spawn`s panic with "trust: cannot start a fiber: all 64 fiber
 /// stacks this process allows are in use" while at most 16 are: in three runs of 20 children, in 18, 18 and
 /// 9 of them, from 1 to 15 of the 16 `spawn`s (8 threads: 4 of 20 children, one `spawn` each). Before
@@ -286,9 +287,6 @@ fn spawn_at_once_under_a_budget_of_64() -> usize {
 /// budget spent, and — no fiber being `returning` — fails at once. Any budget has such an edge (the last
 /// chunk's reservation); the default one is too large to reach, so it bites with `TRUST_MAX_FIBER_STACKS`.
 #[test]
-#[ignore = "BUG: a spawn that finds the pool empty while another spawn's chunk is being carved fails at the \
-            budget: the chunk's 63 spare stacks are reserved (stack.rs:328) but not yet pooled \
-            (stack.rs:485), and take (stack.rs:493-511) only waits for returning fibers"]
 fn concurrent_spawns_under_a_budget_of_64_all_fit() {
     if is_child() {
         watchdog("concurrent_spawns_under_a_budget_of_64_all_fit", 20);
@@ -355,7 +353,8 @@ fn a_huge_stack_size(name: &'static str) {
     child_ok();
 }
 
-/// BUG. Measured (23 GiB of RAM, no swap, `vm.overcommit_memory = 0`): with `fiber_stack_size(1 << 30)` the
+/// Fixed (found in review: a chunk now holds at most 64 MiB of stacks, or one). Measured before (23 GiB of
+/// RAM, no swap, `vm.overcommit_memory = 0`): with `fiber_stack_size(1 << 30)` the
 /// first `spawn` panics with "trust: cannot start a fiber: mmap for a 1048576 KiB fiber stack failed (Cannot
 /// allocate memory (os error 12)) with 0 fiber stacks mapped. If the process has reached vm.max_map_count =
 /// 65530 memory mappings, raise it ...; otherwise memory is short". Before f94d986 a 1 GiB stack was one
@@ -365,9 +364,6 @@ fn a_huge_stack_size(name: &'static str) {
 /// here, 64 MiB on a 4 GiB machine — and the message blames `vm.max_map_count` or memory, with nothing
 /// mapped. The same test passes on f94d986^.
 #[test]
-#[ignore = "BUG: the pool maps 64 stacks at once whatever their size (stack.rs:327, stack.rs:482): one \
-            64 GiB mmap for 1 GiB stacks, which heuristic overcommit refuses, and no fallback to fewer \
-            (stack.rs:332)"]
 fn a_fiber_with_a_1_gib_stack_starts() {
     a_huge_stack_size("a_fiber_with_a_1_gib_stack_starts");
 }
@@ -729,7 +725,8 @@ fn live_fibers_never_share_or_overlap_stacks() {
     child_ok();
 }
 
-/// BUG. Measured: 50,000 live fibers take VmPTE from 116 to 25,572 KiB, and once they are joined it stays
+/// Fixed (found in review: a chunk whose stacks are all cold in the pool is unmapped). Measured before:
+/// 50,000 live fibers take VmPTE from 116 to 25,572 KiB, and once they are joined it stays
 /// at 25,576 KiB (VmRSS falls back to 22 MiB, as promised); before f94d986 it fell back to 624 KiB, the
 /// stacks past the pool's 1,024 being unmapped. Now no stack is ever unmapped: the pool keeps every stack
 /// a burst made (the cold ones as bare addresses, never dropped, so no chunk is ever unmapped: the runtime
@@ -740,9 +737,6 @@ fn live_fibers_never_share_or_overlap_stacks() {
 /// docs measure. (The module doc mentions "its page tables"; README and docs/performance.md say the pages
 /// go back.)
 #[test]
-#[ignore = "BUG: the pool never unmaps a chunk (cold stacks are kept forever and guard markers keep their \
-            page tables non-empty), so a burst's page tables (0.5 KiB a fiber) are never given back, \
-            stack.rs:531-532"]
 fn after_50000_fibers_finish_their_page_tables_go_back() {
     if !in_child(
         "after_50000_fibers_finish_their_page_tables_go_back",

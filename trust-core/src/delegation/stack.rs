@@ -26,11 +26,13 @@
 //! draw from first, so reuse costs no budget; one pool for all workers means a stack freed on one worker
 //! serves a `spawn` bound for another. The pool keeps up to 1,024 stacks as they are (their touched pages
 //! resident, for the next fibers); past that it gives a stack's pages back to the OS (`MADV_DONTNEED`) and
-//! keeps only its addresses, so a burst of 100,000 fibers leaves no memory behind but its page tables.
+//! keeps only its addresses, and a chunk whose stacks are all back that way is unmapped (its page tables
+//! and its budget with it), so a burst of 100,000 fibers leaves nothing behind but the 1,024 warm stacks.
 
 // Under Miri no fiber runs (see `prepare`), so most of this module is unused there.
 #![cfg_attr(miri, allow(dead_code))]
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::num::NonZeroUsize;
@@ -289,7 +291,7 @@ pub(crate) struct FiberStack {
     /// The stack's length, guard page included.
     len: usize,
     /// Mapped while this stack (or another of the chunk) lives.
-    _chunk: Arc<Chunk>,
+    chunk: Arc<Chunk>,
 }
 
 /// The guard page of a stack, and the size of the stack above it.
@@ -360,7 +362,7 @@ impl FiberStack {
                 Ok(FiberStack {
                     bottom,
                     len,
-                    _chunk: chunk.clone(),
+                    chunk: chunk.clone(),
                 })
             })
             .collect()
@@ -463,6 +465,8 @@ impl fmt::Display for StackError {
 pub(crate) struct StackPool {
     bytes: usize,
     free: Mutex<Free>,
+    /// Held while a chunk is carved (see `carve`).
+    carving: Mutex<()>,
 }
 
 /// A pool's stacks.
@@ -470,8 +474,47 @@ pub(crate) struct StackPool {
 struct Free {
     /// As their fibers left them (at most `POOLED_STACKS`).
     warm: Vec<FiberStack>,
-    /// Their pages given back, or never touched (the rest of a new chunk).
-    cold: Vec<FiberStack>,
+    /// Their pages given back, or never touched (the rest of a new chunk), by chunk: a chunk whose stacks
+    /// are all here is unmapped, which gives back its page tables and its guard markers too (page tables
+    /// that hold a marker stay, so `MADV_DONTNEED` alone kept about 0.5 KiB a fiber of the largest burst).
+    cold: Vec<Vec<FiberStack>>,
+    /// Where each chunk's cold stacks are in `cold`, by the chunk's address.
+    chunks: HashMap<usize, usize>,
+}
+
+impl Free {
+    fn take(&mut self) -> Option<FiberStack> {
+        if let Some(stack) = self.warm.pop() {
+            return Some(stack);
+        }
+        let group = self.cold.last_mut()?;
+        let stack = group.pop().expect("no group in `cold` is empty");
+        if group.is_empty() {
+            self.cold.pop();
+            self.chunks.remove(&stack.chunk.start);
+        }
+        Some(stack)
+    }
+
+    /// Keeps a cold stack; gives back the stacks of its chunk when they are all here, for the caller to drop
+    /// (unmapping the chunk) after unlocking.
+    fn put_cold(&mut self, stack: FiberStack) -> Option<Vec<FiberStack>> {
+        let (key, all) = (stack.chunk.start, stack.chunk.stacks);
+        let i = *self.chunks.entry(key).or_insert_with(|| {
+            self.cold.push(Vec::new());
+            self.cold.len() - 1
+        });
+        self.cold[i].push(stack);
+        if self.cold[i].len() < all {
+            return None;
+        }
+        self.chunks.remove(&key);
+        let group = self.cold.swap_remove(i);
+        if let Some(moved) = self.cold.get(i) {
+            self.chunks.insert(moved[0].chunk.start, i);
+        }
+        Some(group)
+    }
 }
 
 impl StackPool {
@@ -479,21 +522,34 @@ impl StackPool {
         StackPool {
             bytes,
             free: Mutex::new(Free::default()),
+            carving: Mutex::new(()),
         }
+    }
+
+    fn free(&self) -> std::sync::MutexGuard<'_, Free> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A pooled stack, warm first.
     fn pooled(&self) -> Option<FiberStack> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.warm.pop().or_else(|| free.cold.pop())
+        self.free().take()
     }
 
-    /// A stack of a new chunk, whose other stacks are pooled.
+    /// A stack of a new chunk, whose other stacks are pooled. One caller at a time, looking at the pool again
+    /// first: a chunk counts in the budget from before it is mapped until its spare stacks are pooled, and a
+    /// `spawn` that found the pool empty meanwhile would else fail at a budget the chunk is about to serve.
     fn carve(&self) -> Result<FiberStack, StackError> {
+        let _carving = self.carving.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stack) = self.pooled() {
+            return Ok(stack);
+        }
         let mut stacks = FiberStack::carve(self.bytes, CHUNK_STACKS)?;
         let stack = stacks.pop().expect("a chunk holds a stack");
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.cold.append(&mut stacks);
+        let mut free = self.free();
+        for spare in stacks {
+            let none = free.put_cold(spare);
+            debug_assert!(none.is_none(), "one of the chunk's stacks is in use");
+        }
         Ok(stack)
     }
 
@@ -528,14 +584,16 @@ impl StackPool {
     /// Keeps `stack` for reuse: as it is while the pool has fewer than `POOLED_STACKS` so, else with its
     /// pages given back (after unlocking: a system call).
     pub(crate) fn give(&self, stack: FiberStack) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.free();
         if free.warm.len() < POOLED_STACKS {
             free.warm.push(stack);
             return;
         }
         drop(free);
         stack.discard_pages();
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).cold.push(stack);
+        // Dropped after unlocking: the last of a chunk's stacks unmaps it.
+        let unmapped = self.free().put_cold(stack);
+        drop(unmapped);
     }
 }
 
