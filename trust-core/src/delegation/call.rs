@@ -381,25 +381,70 @@ where
 }
 
 /// A request of a worker to its own trustee, sent through the worker's channel to itself: counted in
-/// `Worker::to_self` from its issue until it has run, so that the worker's later applies to its own
-/// properties wait behind it instead of taking the local shortcut past it (requests from one issuer to one
-/// trustee apply in issue order).
-pub(crate) struct ToSelf<J>(J);
+/// `Worker::to_self` and in its issuer's `Pending` from its issue until it has run, so that the issuer's
+/// later applies to the worker's own properties wait behind it instead of taking the local shortcut past it
+/// (requests from one issuer to one trustee apply in issue order). Only the issuer's: another fiber's
+/// requests need not wait for it, and must not (it may wait for them: a request on a latch waits for the
+/// fibers launched on it, which may be the ones applying).
+pub(crate) struct ToSelf<J> {
+    job: J,
+    issuer: Issuer,
+}
+
+/// A `ToSelf` request's issuer.
+struct Issuer(Rc<Pending>);
+
+// SAFETY: a `ToSelf` request goes only through its worker's channel to itself, so it is made, run or dropped
+// on that worker's thread only (its outbox is the worker's, dropped there; the worker serves it), where the
+// `Rc` was made.
+unsafe impl Send for Issuer {}
+
+impl<J> ToSelf<J> {
+    /// `job` from the worker's current issuer, counted in until it has run.
+    fn new(worker: &Worker, job: J) -> Self {
+        let issuer = worker.to_self_issuer();
+        issuer.add_to_self(1);
+        worker.to_self.set(worker.to_self.get() + 1);
+        ToSelf {
+            job,
+            issuer: Issuer(issuer),
+        }
+    }
+}
 
 impl<J: Job> Job for ToSelf<J> {
     type Output = J::Output;
 
     fn run(self) -> Result<J::Output, Self> {
-        let out = self.0.run().map_err(ToSelf)?;
+        let ToSelf { job, issuer } = self;
+        let out = match job.run() {
+            Ok(out) => out,
+            Err(job) => return Err(ToSelf { job, issuer }),
+        };
         // Runs on the worker that issued it: its own trustee.
         let worker = context::worker().expect("a request to a worker's own trustee runs on that worker");
         worker.to_self.set(worker.to_self.get() - 1);
+        issuer.0.add_to_self(-1);
         Ok(out)
     }
 
     fn waits_on(&self) -> *mut Header {
-        self.0.waits_on()
+        self.job.waits_on()
     }
+}
+
+/// True when the worker's current issuer has requests queued in its channel to itself (see [`ToSelf`]): its
+/// applies to the worker's own properties go behind them. The worker-wide count is looked at first: zero on
+/// the local shortcut's usual path.
+#[inline]
+pub(crate) fn queued_to_self(worker: &Worker) -> bool {
+    worker.to_self.get() != 0 && issuer_queued_to_self(worker)
+}
+
+#[cold]
+#[inline(never)]
+fn issuer_queued_to_self(worker: &Worker) -> bool {
+    worker.to_self_issuer().queued_to_self() != 0
 }
 
 /// `post_then` from a worker to its own trustee, through its channel to itself (see [`ToSelf`]).
@@ -409,15 +454,13 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-    worker.to_self.set(worker.to_self.get() + 1);
-    post_then_on_worker(worker, worker.shared, ToSelf(job), then);
+    post_then_on_worker(worker, worker.shared, ToSelf::new(worker, job), then);
 }
 
 /// `call` from a worker fiber to its own trustee, through its channel to itself (see [`ToSelf`]): the fiber
 /// suspends until its worker has served the requests queued there before it, then this one.
 pub(crate) fn call_to_self<J: Job<Output: Send>>(worker: &'static Worker, job: J) -> J::Output {
-    worker.to_self.set(worker.to_self.get() + 1);
-    call_from(Some(worker), worker.shared, ToSelf(job))
+    call_from(Some(worker), worker.shared, ToSelf::new(worker, job))
 }
 
 /// Issues a continuation whose result will come from `trustee` later, through the returned sender, by

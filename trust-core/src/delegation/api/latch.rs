@@ -208,7 +208,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         // On its own trustee, with no request of this worker to itself still queued (the start would overtake
         // it): started at once.
         let own = caller.filter(|w| std::ptr::eq(w.shared, shared));
-        if own.is_some_and(|w| w.to_self.get() == 0) {
+        if own.is_some_and(|w| !call::queued_to_self(w)) {
             // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
             // the property outlives it (retired properties are dropped only once no launched fiber uses
             // them).

@@ -132,7 +132,7 @@ impl<T: Send + 'static> Trust<T> {
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
-            if worker.to_self.get() != 0 && worker.in_fiber() && !worker.runs_launched() {
+            if call::queued_to_self(worker) && worker.in_fiber() {
                 return apply_behind_queued(worker, Apply { property, f });
             }
             before_inline_apply(worker);
@@ -211,7 +211,7 @@ impl<T: Send + 'static> Trust<T> {
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             let in_use = unsafe { property::in_use(job.property.get().cast()) };
-            if !in_use && worker.to_self.get() == 0 {
+            if !in_use && !call::queued_to_self(worker) {
                 let owner = worker.issuer();
                 // SAFETY: as above.
                 let result = unsafe { property::apply_caught(job.property.get(), job.f) };
@@ -270,17 +270,23 @@ impl<T: Send + 'static> Trust<T> {
     }
 }
 
-/// A fiber's `apply` on its own worker's property while requests of this worker to its own trustee wait in
-/// its channel to itself (an `apply_then` issued inside a closure on the same property, say): the local
+/// A fiber's `apply` on its own worker's property while its own earlier requests to its worker's trustee wait
+/// in the worker's channel to itself (an `apply_then` on a latch whose launched fibers run, say): the local
 /// shortcut would run it before them, so it goes through that channel too, after them (out of line: the
-/// local shortcut stays one check longer, no more). Not for a fiber launched on a latch: one of those
-/// requests may be an `apply_then` on that latch, which waits for the launched fibers to end, this one too.
+/// local shortcut stays one check longer, no more). Other fibers' requests there do not hold it back: one of
+/// them may wait for this fiber (a request on a latch that this fiber was launched on).
 #[cold]
 #[inline(never)]
 fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static>(
     worker: &'static Worker,
     job: Apply<T, F>,
 ) -> R {
+    // Behind its own requests or not, it would wait for every fiber launched on the latch, this one too.
+    assert!(
+        !worker.runs_launched_on(job.property.get() as usize),
+        "{}",
+        property::APPLY_ON_OWN_LATCH
+    );
     call::call_to_self(worker, job)
         .into_result()
         .unwrap_or_else(|payload| resume_unwind(payload))

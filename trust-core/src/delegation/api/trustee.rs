@@ -6,7 +6,7 @@ use std::fmt;
 use crate::delegation::call;
 use crate::delegation::worker::context;
 use crate::delegation::trustee::job;
-use crate::delegation::trustee::property::{Header, Property, SendPtr};
+use crate::delegation::trustee::property::{Header, Property, Registration, SendPtr};
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::api::trust::Trust;
 
@@ -42,9 +42,12 @@ impl Trustee {
             // SAFETY: fresh property of this trustee, on its thread.
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
         } else {
+            // SAFETY: fresh, and registered only by this record.
+            let registration = unsafe { Registration::new(header.get()) };
             call::post(self.shared, job::post(move || {
+                let h = registration.into_header();
                 // SAFETY: runs on the trustee; the property is fresh and unregistered.
-                context::with_registry(|r| unsafe { r.adopt(header.get()) })
+                context::with_registry(|r| unsafe { r.adopt(h) })
             }));
         }
         // SAFETY: `property` is live with one reference, which the handle owns.

@@ -23,6 +23,9 @@ use crate::delegation::trustee::unwind;
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     outstanding: Cell<usize>,
+    /// Its requests to its worker's own trustee still queued in the worker's channel to itself (see
+    /// `call::ToSelf`): while there are any, its applies to that trustee's properties go behind them.
+    to_self: Cell<usize>,
     panic: RefCell<Option<Box<dyn Any + Send>>>,
     /// The fiber suspended in `wait_pending`, if any.
     waiter: Cell<Option<usize>>,
@@ -36,6 +39,15 @@ impl Pending {
 
     pub(crate) fn outstanding(&self) -> usize {
         self.outstanding.get()
+    }
+
+    /// See `to_self`.
+    pub(crate) fn queued_to_self(&self) -> usize {
+        self.to_self.get()
+    }
+
+    pub(crate) fn add_to_self(&self, delta: isize) {
+        self.to_self.set(self.to_self.get().wrapping_add_signed(delta));
     }
 
     /// A continuation starts: it no longer counts as outstanding, so a `wait_pending` inside it waits for the

@@ -364,11 +364,6 @@ impl Scheduler {
         });
     }
 
-    /// True when fiber `id` was launched on a property.
-    pub(crate) fn is_launched(&self, id: usize) -> bool {
-        self.launched.borrow().get(id).is_some_and(|&p| p != 0)
-    }
-
     #[inline]
     pub(crate) fn make_ready(&self, id: usize) {
         self.ready.borrow_mut().push_back(id);

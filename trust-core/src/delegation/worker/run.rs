@@ -228,6 +228,16 @@ impl Worker {
         }
     }
 
+    /// Whom a request to this worker's own trustee counts for in issue order (see `call::ToSelf`): the
+    /// running fiber, even inside a closure it applies inline (which runs within its `apply`); else as
+    /// `issuer`.
+    pub(crate) fn to_self_issuer(&self) -> Rc<Pending> {
+        match self.fiber.get() {
+            Some((_, id)) => self.scheduler.pending_of(id),
+            None => self.issuer(),
+        }
+    }
+
     /// True when the running fiber, outside a delegated closure, is one launched on `property` (a
     /// `Trust<Latch<T>>`'s): a request that waits for the launched fibers to end would wait for itself.
     pub(crate) fn runs_launched_on(&self, property: usize) -> bool {
@@ -235,14 +245,6 @@ impl Worker {
             .get()
             .filter(|_| !self.in_delegated())
             .is_some_and(|(_, id)| self.scheduler.is_launched_on(id, property))
-    }
-
-    /// True when the running fiber, outside a delegated closure, was launched on a property (a latch's).
-    pub(crate) fn runs_launched(&self) -> bool {
-        self.fiber
-            .get()
-            .filter(|_| !self.in_delegated())
-            .is_some_and(|(_, id)| self.scheduler.is_launched(id))
     }
 
     /// True when a fiber runs, outside a delegated closure: the caller may suspend.
