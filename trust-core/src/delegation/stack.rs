@@ -130,8 +130,8 @@ impl GuardKind {
 /// How many fiber stacks this process may have, decided once.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    /// `TRUST_MAX_FIBER_STACKS`, if set.
-    max_stacks: Option<usize>,
+    /// `TRUST_MAX_FIBER_STACKS` as the last runtime built read it (`usize::MAX`: unset).
+    max_stacks: AtomicUsize,
     /// `vm.max_map_count` less what the rest of the process keeps.
     max_mappings: usize,
     max_map_count: usize,
@@ -139,13 +139,16 @@ pub(crate) struct Budget {
     page_size: usize,
 }
 
-/// Checks the stack budget's configuration (`TRUST_MAX_FIBER_STACKS`) now rather than at the first `spawn`, and
-/// installs the overflow handler, once per process. Under Miri nothing: fibers, their stacks, signals and
+/// Reads the stack budget's configuration (`TRUST_MAX_FIBER_STACKS`, checked by `build` first) for a runtime
+/// being built, and installs the overflow handler (once per process). Under Miri nothing: fibers, their stacks, signals and
 /// `/proc` are outside what it can run (it checks the delegation protocol with plain threads as clients).
 pub(crate) fn prepare() {
     #[cfg(not(miri))]
     {
-        budget();
+        // Read again for each runtime built (the budget itself is made once): a build that failed may have
+        // been followed by a change of the variable.
+        let max = max_stacks_var().ok().flatten().unwrap_or(usize::MAX);
+        budget().max_stacks.store(max, Ordering::Relaxed);
         overflow::install_handler();
     }
 }
@@ -176,7 +179,7 @@ pub(crate) fn budget() -> &'static Budget {
             .unwrap_or(DEFAULT_MAX_MAP_COUNT);
         let max_stacks = max_stacks_var().unwrap_or_else(|value| panic!("{}", bad_max_stacks(&value)));
         Budget {
-            max_stacks,
+            max_stacks: AtomicUsize::new(max_stacks.unwrap_or(usize::MAX)),
             max_mappings: max_map_count - reserve(max_map_count),
             max_map_count,
             guard: probe_guard(page_size),
@@ -228,13 +231,13 @@ impl Budget {
         let len = crate::delegation::api::runtime::DEFAULT_STACK_SIZE + self.page_size;
         let chunk = self.guard.chunk_stacks(len);
         let from_mappings = self.max_mappings / self.guard.mappings(chunk) * chunk;
-        self.max_stacks.map_or(from_mappings, |n| n.min(from_mappings))
+        self.max_stacks.load(Ordering::Relaxed).min(from_mappings)
     }
 
     /// Counts a chunk of up to `wanted` stacks (at least one), as many as `TRUST_MAX_FIBER_STACKS` allows;
     /// returns how many, or why none.
     fn reserve(&self, wanted: usize) -> Result<usize, Cause> {
-        let max = self.max_stacks.unwrap_or(usize::MAX);
+        let max = self.max_stacks.load(Ordering::Relaxed);
         let Ok(n) = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             (n < max).then(|| n + wanted.min(max - n))
         }) else {
@@ -446,13 +449,14 @@ impl fmt::Display for StackError {
                 "all {} fiber stacks this process allows are in use (TRUST_MAX_FIBER_STACKS={0}; without it \
                  the limit follows vm.max_map_count = {max_map_count}). Let fibers finish first, or raise \
                  TRUST_MAX_FIBER_STACKS",
-                budget.max_stacks.unwrap_or(usize::MAX),
+                budget.max_stacks.load(Ordering::Relaxed),
             ),
             Cause::Os(call, e) => write!(
                 f,
                 "{call} for a {} KiB fiber stack failed ({e}) with {} fiber stacks mapped. If the process has \
                  reached vm.max_map_count = {max_map_count} memory mappings, raise it: `sudo sysctl -w \
-                 vm.max_map_count={suggested}`; otherwise memory is short",
+                 vm.max_map_count={suggested}`; otherwise memory is short, or the stack size too large (set \
+                 it with `RuntimeBuilder::fiber_stack_size`)",
                 self.bytes / 1024,
                 LIVE.load(Ordering::Relaxed),
             ),
