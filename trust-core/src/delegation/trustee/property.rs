@@ -406,8 +406,8 @@ mod tests {
         assert!((a as usize).abs_diff(b as usize) >= 128);
         // SAFETY: allocated above and never registered: each is freed here, once.
         unsafe {
-            drop_property::<u8>(a.cast());
-            drop_property::<u8>(b.cast());
+            release::<u8>(a.cast(), Release::Both);
+            release::<u8>(b.cast(), Release::Both);
         }
     }
 }
