@@ -134,7 +134,6 @@ impl Drop for LateUser {
 /// plain build the test passes by luck: the freed header's `in_use` byte holds glibc's tcache key, so `apply`
 /// "panics with the shutdown message", and `clone` silently increments the freed chunk's free-list word.
 #[test]
-#[ignore = "BUG: continuation captures dropped by Worker::close's client drop (run.rs:868) after drop_all_at_shutdown freed the values (run.rs:861); local apply/clone (api/trust.rs:141, :459) read and write the freed property (ASan: heap-use-after-free)"]
 fn a_continuation_dropped_after_the_values_were_freed_uses_no_freed_property() {
     in_child!(
         "a_continuation_dropped_after_the_values_were_freed_uses_no_freed_property",
@@ -307,7 +306,6 @@ fn destructors_at_shutdown_reach_their_siblings_in_every_way_and_each_value_drop
 /// (api/latch.rs:204 `expect_later` on a worker, :215 `start_launched`, start the fiber at once); the fiber
 /// is made ready on a scheduler that never runs again, and `Scheduler::abandon` (fiber.rs:465) forgets it.
 #[test]
-#[ignore = "BUG: launch_then in a destructor at shutdown starts a fiber that never runs and is forgotten (api/latch.rs:215 start_launched, no check_running; fiber.rs:465 abandon): its captures leak"]
 fn launch_then_from_a_destructor_at_shutdown_drops_its_closure() {
     in_child!(
         "launch_then_from_a_destructor_at_shutdown_drops_its_closure",
@@ -410,7 +408,6 @@ fn behind_a_slow_shutdown(what: impl FnOnce() + Send + 'static) {
 /// trustee 1 is closed already (outbox.rs:619): it is not yet (its `taken` is stored, its values are being
 /// dropped), so nobody ever runs or drops the record, its `Registration` included, and the value leaks.
 #[test]
-#[ignore = "BUG: Outbox::drop drops untaken records only if the trustee is closed (outbox.rs:619), not if it is closing past its last serve (outbox.rs:613 breaks out): a registration published then leaks the value"]
 fn a_registration_published_after_the_trustees_last_serve_drops_the_value_once() {
     in_child!(
         "a_registration_published_after_the_trustees_last_serve_drops_the_value_once",
@@ -575,7 +572,6 @@ fn shutdown_with_paused_batches_of_several_clients_drops_every_capture_once() {
 /// `apply` on P goes `apply_behind_queued` (api/trust.rs:135), behind the request paused on L, which waits for
 /// F to end. Before 8c47a30 a launched fiber's `apply` took the local shortcut.
 #[test]
-#[ignore = "BUG: a continuation's to-self request counts for the fiber that issued the chain (run.rs:237 to_self_issuer -> issuer -> continuing); paused on the fiber's own latch, the fiber's later apply queues behind it for ever (api/trust.rs:135)"]
 fn a_continuations_request_on_its_fibers_latch_does_not_hang_the_fibers_apply() {
     in_child!(
         "a_continuations_request_on_its_fibers_latch_does_not_hang_the_fibers_apply",

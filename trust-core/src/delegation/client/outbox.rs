@@ -560,6 +560,9 @@ impl Outbox {
     /// Drops, unrun, the records of the batches in flight that the trustee, now closed, never took (see
     /// `Worker::close`): published while or after it shut down. True when a destructor panicked.
     fn drop_untaken(&mut self) -> bool {
+        // Batches it answered first: one that forgot this channel (closed, every batch served) stored no
+        // `taken` in it.
+        while self.poll() {}
         let taken = self.channel.taken.load(Ordering::Acquire);
         let mut panicked = false;
         let mut seq = self.next_answered();
@@ -616,6 +619,13 @@ impl Drop for Outbox {
         }
         self.channel.closed.store(true, Ordering::Release);
         self.trustee.wake();
+        if self.in_flight() && self.trustee.is_closing() {
+            // It may have taken them (its last serve) or not: only once it has closed is that settled. It
+            // never waits for anyone meanwhile (a worker dropping its own client has closed already).
+            while !self.trustee.is_closed() {
+                std::thread::yield_now();
+            }
+        }
         if self.trustee.is_closed() && self.drop_untaken() {
             eprintln!("trust: a destructor panicked while a closed trustee's unrun requests were dropped");
         }

@@ -306,15 +306,16 @@ pub(crate) unsafe fn drop_unregistered(h: *mut Header) {
     unsafe { drop_value(h, Release::Both) }
 }
 
-/// Shutdown: drops every property of `live` (the trustee's registry, taken), exactly once. A destructor may
-/// reach another of them (through a handle its value holds): it must find that one neither dropped nor
-/// freed under it. So all are first marked in use (an `apply` to any of them from a destructor panics with
-/// the shutdown message; an `apply_then` to one stays queued, and is dropped unrun), then their values are
-/// dropped, and only then is their memory freed (a clone's count, or the in-use check, still reads it).
+/// Shutdown: drops the value of every property of `live` (the trustee's registry, taken), exactly once, and
+/// returns them for [`free_at_shutdown`]. A destructor may reach another of them (through a handle its value
+/// holds): it must find that one neither dropped nor freed under it. So all are first marked in use (an
+/// `apply` to any of them from a destructor panics with the shutdown message; an `apply_then` to one stays
+/// queued, and is dropped unrun), then their values are dropped, and their memory is freed only once no
+/// destructor can run any more (a clone's count, or the in-use check, still reads it).
 ///
 /// # Safety
-/// Each of `live` is live, a property of this thread's trustee, and nobody uses it after this.
-pub(crate) unsafe fn drop_all_at_shutdown(live: Vec<*mut Header>) {
+/// Each of `live` is live, a property of this thread's trustee, and nobody uses its value after this.
+pub(crate) unsafe fn drop_values_at_shutdown(live: Vec<*mut Header>) -> Vec<*mut Header> {
     for &h in &live {
         // SAFETY: by the contract.
         unsafe { (*h).in_use.set(true) };
@@ -323,8 +324,16 @@ pub(crate) unsafe fn drop_all_at_shutdown(live: Vec<*mut Header>) {
         // SAFETY: by the contract; its memory outlives the loop.
         unsafe { drop_value(h, Release::Value) };
     }
-    for h in live {
-        // SAFETY: by the contract: its value is dropped, and no destructor runs any more.
+    live
+}
+
+/// Frees the properties [`drop_values_at_shutdown`] dropped the values of.
+///
+/// # Safety
+/// Those properties, once no destructor that could reach one runs any more.
+pub(crate) unsafe fn free_at_shutdown(dropped: Vec<*mut Header>) {
+    for h in dropped {
+        // SAFETY: by the contract: its value is dropped.
         unsafe { ((*h).release)(h, Release::Memory) };
     }
 }

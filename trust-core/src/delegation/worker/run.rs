@@ -229,12 +229,14 @@ impl Worker {
     }
 
     /// Whom a request to this worker's own trustee counts for in issue order (see `call::ToSelf`): the
-    /// running fiber, even inside a closure it applies inline (which runs within its `apply`); else as
-    /// `issuer`.
+    /// running fiber, even inside a closure it applies inline (which runs within its `apply`); else the
+    /// worker itself. Not a continuation's chain: a continuation runs apart from the fiber that issued the
+    /// chain, which need not wait for its requests (and must not: one may wait for that fiber, on a latch
+    /// the fiber was launched on).
     pub(crate) fn to_self_issuer(&self) -> Rc<Pending> {
         match self.fiber.get() {
             Some((_, id)) => self.scheduler.pending_of(id),
-            None => self.issuer(),
+            None => self.client.borrow().pending.clone(),
         }
     }
 
@@ -858,7 +860,7 @@ impl Worker {
         let live = context::with_registry(Registry::take_all);
         local::set_closing();
         // SAFETY: registered properties are live; shutdown is the last use of each.
-        unsafe { property::drop_all_at_shutdown(live) };
+        let dropped = unsafe { property::drop_values_at_shutdown(live) };
         reactor::shut_down_sockets(self.shared);
         // Mail that came after the last read is dropped unrun (see `TrusteeShared::mailed`); then every task
         // answered is woken, whether or not another poll would have.
@@ -867,5 +869,9 @@ impl Worker {
         self.scheduler.abandon();
         drop(self.client.replace(Client::new(None)));
         self.served.borrow_mut().clear();
+        // Last: what was dropped just above (unrun mail, continuations and their captures) runs destructors
+        // that may still reach a value of this trustee through a handle.
+        // SAFETY: their values are dropped, and nothing runs on this worker any more.
+        unsafe { property::free_at_shutdown(dropped) };
     }
 }
