@@ -632,7 +632,6 @@ fn a_continuations_request_on_its_fibers_latch_does_not_hang_the_fibers_apply() 
 /// blocking `apply` takes the local shortcut (api/trust.rs:135) past the closure's own `apply_then`, which
 /// `queued_to_self` (counted for the fiber, call.rs:447) sent to the channel to itself. (As before 8c47a30.)
 #[test]
-#[ignore = "BUG: inside a delegated closure a blocking apply to its own worker runs inline (api/trust.rs:135 needs in_fiber) past the closure's own apply_then queued to self (call.rs:447): issue order broken"]
 fn a_blocking_apply_in_a_delegated_closure_goes_behind_its_own_queued_apply_then() {
     in_child!(
         "a_blocking_apply_in_a_delegated_closure_goes_behind_its_own_queued_apply_then",

@@ -132,8 +132,14 @@ impl<T: Send + 'static> Trust<T> {
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
-            if call::queued_to_self(worker) && worker.in_fiber() {
-                return apply_behind_queued(worker, Apply { property, f });
+            if call::queued_to_self(worker) {
+                if worker.in_fiber() {
+                    return apply_behind_queued(worker, Apply { property, f });
+                }
+                if worker.fiber.get().is_some() {
+                    // Inside a closure this fiber applies inline: it cannot wait.
+                    panic!("{APPLY_PAST_QUEUED}");
+                }
             }
             before_inline_apply(worker);
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
@@ -269,6 +275,11 @@ impl<T: Send + 'static> Trust<T> {
         }
     }
 }
+
+const APPLY_PAST_QUEUED: &str = "blocking `apply` inside a delegated closure, to a property of its own \
+     trustee, after this fiber's `apply_then`s to that trustee that still wait (behind a latch's launched \
+     fibers): issue order says it runs after them, and the closure cannot wait for them. Use `apply_then`, or \
+     make the call after the closure returns";
 
 /// A fiber's `apply` on its own worker's property while its own earlier requests to its worker's trustee wait
 /// in the worker's channel to itself (an `apply_then` on a latch whose launched fibers run, say): the local
