@@ -107,7 +107,7 @@ impl<R> JoinState<R> {
 /// Starts `f` in a new fiber on a worker chosen round-robin. Inside it, `apply` suspends only the fiber.
 ///
 /// The fiber's stack ([`fiber_stack_size`](crate::RuntimeBuilder::fiber_stack_size), 256 KiB by default) is
-/// taken here, on the calling thread: a finished fiber's if one is pooled, else a new one, carved with 63
+/// taken here, on the calling thread: a finished fiber's if one is pooled, else a new one, carved with up to 63
 /// others out of one memory mapping. A fiber's stack costs only the pages it touches: measured on Linux
 /// 6.18, a million waiting fibers take 4.1 GiB of RSS (4.2 KiB each, plus 0.5 KiB of page tables) in 64
 /// mappings, so memory is the limit. Linux also caps the mappings of a process (`vm.max_map_count`, 65,530
