@@ -132,14 +132,8 @@ impl<T: Send + 'static> Trust<T> {
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
-            if call::queued_to_self(worker) {
-                if worker.in_fiber() {
-                    return apply_behind_queued(worker, Apply { property, f });
-                }
-                if worker.fiber.get().is_some() {
-                    // Inside a closure this fiber applies inline: it cannot wait.
-                    panic!("{APPLY_PAST_QUEUED}");
-                }
+            if call::queued_to_self(worker) && worker.fiber.get().is_some() {
+                return apply_behind_queued(worker, Apply { property, f });
             }
             before_inline_apply(worker);
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
@@ -285,13 +279,15 @@ const APPLY_PAST_QUEUED: &str = "blocking `apply` inside a delegated closure, to
 /// in the worker's channel to itself (an `apply_then` on a latch whose launched fibers run, say): the local
 /// shortcut would run it before them, so it goes through that channel too, after them (out of line: the
 /// local shortcut stays one check longer, no more). Other fibers' requests there do not hold it back: one of
-/// them may wait for this fiber (a request on a latch that this fiber was launched on).
+/// them may wait for this fiber (a request on a latch that this fiber was launched on). Inside a closure the
+/// fiber applies inline, it cannot wait: it panics.
 #[cold]
 #[inline(never)]
 fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static>(
     worker: &'static Worker,
     job: Apply<T, F>,
 ) -> R {
+    assert!(worker.in_fiber(), "{APPLY_PAST_QUEUED}");
     // Behind its own requests or not, it would wait for every fiber launched on the latch, this one too.
     assert!(
         !worker.runs_launched_on(job.property.get() as usize),
