@@ -10,6 +10,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
+#[macro_use]
 mod common;
 use common::*;
 use trust_core::{Latch, Trust, local_trustee, spawn, wait_pending};
@@ -59,16 +60,6 @@ fn logged(trustee: usize, name: &'static str, l: &Log) -> Trust<Logged> {
         n: 0,
         log: l.clone(),
     })
-}
-
-/// The parent runs the test in a child with a deadline; the child arms a watchdog.
-macro_rules! in_child {
-    ($name:literal, $secs:expr) => {
-        if !in_child($name, &[], $secs) {
-            return;
-        }
-        let _ = quiet();
-    };
 }
 
 fn rss_kib() -> usize {

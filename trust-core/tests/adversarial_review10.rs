@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 use common::*;
 use trust_core::{Trust, spawn, wait_pending};
@@ -151,16 +152,6 @@ fn announcer_parked_in_count_later() -> std::thread::JoinHandle<()> {
         RELEASE.store(true, Ordering::SeqCst);
     });
     th
-}
-
-/// The parent runs the test in a child with a deadline; the child arms a watchdog.
-macro_rules! in_child {
-    ($name:literal, $secs:expr) => {
-        if !in_child($name, &[], $secs) {
-            return;
-        }
-        let _ = quiet();
-    };
 }
 
 // ---------------------------------------------------------------------------------------------------------

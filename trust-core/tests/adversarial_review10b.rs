@@ -11,19 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 use common::*;
 use trust_core::{Latch, Trust, wait_pending};
-
-/// The parent runs the test in a child with a deadline; the child arms a watchdog.
-macro_rules! in_child {
-    ($name:literal, $secs:expr) => {
-        if !in_child($name, &[], $secs) {
-            return;
-        }
-        let _ = quiet();
-    };
-}
 
 // ---------------------------------------------------------------------------------------------------------
 

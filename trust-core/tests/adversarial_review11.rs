@@ -11,36 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[macro_use]
 mod common;
 use common::*;
 use trust_core::{Latch, Trust, spawn, wait_pending, yield_now};
-
-/// The parent runs the test in a child with a deadline; the child arms a watchdog.
-macro_rules! in_child {
-    ($name:literal, $secs:expr) => {
-        if !in_child($name, &[], $secs) {
-            return;
-        }
-        let _ = quiet();
-    };
-}
-
-/// A launched fiber on latch `l` (trustee 0) that holds it open until `stop`; returns once it runs.
-fn hold_open(l: &Trust<Latch<u64>>, on0: &Trust<()>, stop: &Arc<AtomicBool>) {
-    let (stop, running) = (stop.clone(), Arc::new(AtomicBool::new(false)));
-    let r = running.clone();
-    l.launch_then(
-        move |_| {
-            r.store(true, Ordering::SeqCst);
-            while !stop.load(Ordering::SeqCst) {
-                trust_core::sleep(Duration::from_millis(1));
-            }
-        },
-        |()| (),
-    );
-    on0.apply(|_| ());
-    eventually("the holding fiber runs", || running.load(Ordering::SeqCst));
-}
 
 /// From a plain fiber on worker 0, an `apply_then` on latch `l` while its launched fibers run: it goes by
 /// worker 0's channel to itself and pauses there (`Worker::to_self` > 0). Returns once it was issued.

@@ -11,19 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 use common::*;
 use trust_core::{Latch, Trust, spawn, wait_pending};
-
-/// The parent runs the test in a child with a deadline; the child arms a watchdog.
-macro_rules! in_child {
-    ($name:literal, $secs:expr) => {
-        if !in_child($name, &[], $secs) {
-            return;
-        }
-        let _ = quiet();
-    };
-}
 
 /// Values made and dropped.
 #[derive(Default)]
@@ -64,23 +55,6 @@ fn wait_flag(flag: &AtomicBool, ms: u64) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     true
-}
-
-/// A launched fiber on latch `l` (trustee 0) that holds it open until `stop`; returns once it runs.
-fn hold_open(l: &Trust<Latch<u64>>, on0: &Trust<()>, stop: &Arc<AtomicBool>) {
-    let (stop, running) = (stop.clone(), Arc::new(AtomicBool::new(false)));
-    let r = running.clone();
-    l.launch_then(
-        move |_| {
-            r.store(true, Ordering::SeqCst);
-            while !stop.load(Ordering::SeqCst) {
-                trust_core::sleep(Duration::from_millis(1));
-            }
-        },
-        |()| (),
-    );
-    on0.apply(|_| ());
-    eventually("the holding fiber runs", || running.load(Ordering::SeqCst));
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -10,19 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 use common::*;
 use trust_core::{Latch, Trust, TrusteeMetrics, entrust, local_trustee, wait_pending};
-
-/// The parent runs the test in a child with a deadline; the child arms a watchdog.
-macro_rules! in_child {
-    ($name:literal, $secs:expr) => {
-        if !in_child($name, &[], $secs) {
-            return;
-        }
-        let _ = quiet();
-    };
-}
 
 /// Polls `f` to completion on this thread (a plain thread: `apply_async` needs no executor of its own).
 fn block_on<F: Future>(f: F) -> F::Output {

@@ -2,6 +2,18 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+/// Runs the calling test in a child process of its own, with a deadline of `$secs` seconds (see
+/// [`in_child`]): in the parent it returns once the child is done; in the child it goes on, quiet.
+#[allow(unused_macros)]
+macro_rules! in_child {
+    ($name:literal, $secs:expr) => {
+        if !crate::common::in_child($name, &[], $secs) {
+            return;
+        }
+        let _ = crate::common::quiet();
+    };
+}
+
 use std::any::Any;
 use std::cell::RefCell;
 use std::io::Read;
@@ -420,4 +432,21 @@ pub fn launch_reader(
 pub fn dip<T: Send + 'static>(x: &Trust<T>, y: &Trust<()>, clones: usize) {
     let cs: Vec<_> = (0..clones).map(|_| x.clone()).collect();
     block_on(y.apply_async(move |_| drop(cs)));
+}
+
+/// A fiber launched on latch `l` (trustee 0) that holds it open until `stop`; returns once it runs.
+pub fn hold_open(l: &Trust<trust_core::Latch<u64>>, on0: &Trust<()>, stop: &Arc<AtomicBool>) {
+    let (stop, running) = (stop.clone(), Arc::new(AtomicBool::new(false)));
+    let r = running.clone();
+    l.launch_then(
+        move |_| {
+            r.store(true, Ordering::SeqCst);
+            while !stop.load(Ordering::SeqCst) {
+                trust_core::sleep(Duration::from_millis(1));
+            }
+        },
+        |()| (),
+    );
+    on0.apply(|_| ());
+    eventually("the holding fiber runs", || running.load(Ordering::SeqCst));
 }
