@@ -463,28 +463,6 @@ fn a_plain_fibers_apply_then_behind_a_paused_request_runs_once_the_latch_is_free
 // ---------------------------------------------------------------------------------------------------------
 // 2. Count mail and retirement under shutdown.
 
-/// Counts values made and dropped across threads.
-#[derive(Default)]
-struct Tally {
-    made: AtomicUsize,
-    dropped: AtomicUsize,
-}
-
-struct Tallied(Arc<Tally>);
-
-impl Tallied {
-    fn new(t: &Arc<Tally>) -> Self {
-        t.made.fetch_add(1, Ordering::SeqCst);
-        Tallied(t.clone())
-    }
-}
-
-impl Drop for Tallied {
-    fn drop(&mut self) {
-        self.0.dropped.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// One round of `shutdown` racing three plain threads that, without pause, entrust a counted value (to
 /// trustee 0 and 1 in turn) and, by `mode`: 1, issue an `apply_then` whose closure captures another counted
 /// value (on a long-lived property); 2, clone the handle and drop the clone, keep it, or `into_inner` it.

@@ -16,35 +16,6 @@ mod common;
 use common::*;
 use trust_core::{Latch, Trust, spawn, wait_pending};
 
-/// Values made and dropped.
-#[derive(Default)]
-struct Tally {
-    made: AtomicUsize,
-    dropped: AtomicUsize,
-}
-
-impl Tally {
-    fn counts(&self) -> (usize, usize) {
-        (load(&self.made), load(&self.dropped))
-    }
-}
-
-/// Counted in its tally when made and when dropped.
-struct Tallied(Arc<Tally>);
-
-impl Tallied {
-    fn new(t: &Arc<Tally>) -> Self {
-        t.made.fetch_add(1, Ordering::SeqCst);
-        Tallied(t.clone())
-    }
-}
-
-impl Drop for Tallied {
-    fn drop(&mut self) {
-        self.0.dropped.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// Waits (up to `ms`) for `flag`.
 fn wait_flag(flag: &AtomicBool, ms: u64) -> bool {
     let deadline = Instant::now() + Duration::from_millis(ms);

@@ -450,3 +450,35 @@ pub fn hold_open(l: &Trust<trust_core::Latch<u64>>, on0: &Trust<()>, stop: &Arc<
     on0.apply(|_| ());
     eventually("the holding fiber runs", || running.load(Ordering::SeqCst));
 }
+
+/// Values made and dropped, across threads.
+#[derive(Default)]
+pub struct Tally {
+    pub made: AtomicUsize,
+    pub dropped: AtomicUsize,
+}
+
+impl Tally {
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.made.load(Ordering::SeqCst),
+            self.dropped.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Counted in its tally when made and when dropped.
+pub struct Tallied(pub Arc<Tally>);
+
+impl Tallied {
+    pub fn new(t: &Arc<Tally>) -> Self {
+        t.made.fetch_add(1, Ordering::SeqCst);
+        Tallied(t.clone())
+    }
+}
+
+impl Drop for Tallied {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
