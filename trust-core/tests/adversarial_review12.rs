@@ -392,12 +392,12 @@ fn an_apply_then_published_after_the_trustees_last_serve_drops_its_captures_once
 /// the thread's `apply` panics naming the shutdown; the continuation never runs. Every value made is dropped
 /// once: the closure's result (written into the response slot before the pause), the continuation's capture.
 ///
-/// Measured: the result is never dropped (result made 1, dropped 0; the continuation's capture is dropped
-/// once). `Worker::close` drops the paused record and the records after it (run.rs:843-845) but never answers
-/// the batch, and the client's `Outbox::drop` (outbox.rs:622-628) drops the continuations of the flight without
-/// reading the results that the records before the pause wrote into the response slot.
+/// Measured before the fix: the result was never dropped (made 1, dropped 0): `Worker::close` dropped the
+/// paused record and the ones after it but never answered the batch, and the client dropped the flight's
+/// continuations without the results written before the pause. Now the trustee tells the client how many
+/// bytes of results the paused batch holds (`Channel::written`), and the client drops them with their
+/// continuations.
 #[test]
-#[ignore = "BUG: results written by records before a pause are never dropped at shutdown (run.rs:845 drops from the pause on; outbox.rs:624 drops the flight's thens, not the results in the slot)"]
 fn results_of_records_before_a_pause_are_dropped_at_shutdown() {
     in_child!(
         "results_of_records_before_a_pause_are_dropped_at_shutdown",
@@ -435,6 +435,89 @@ fn results_of_records_before_a_pause_are_dropped_at_shutdown() {
     std::mem::forget(on0);
     assert_eq!(captures.counts(), (1, 1), "the continuation's capture");
     assert_eq!(results.counts(), (1, 1), "the closure's result");
+    child_ok();
+}
+
+/// As above, harder: five `apply_then`s with results of three sizes (8 bytes, a 40-byte tuple, and a
+/// 300-byte array boxed on the way back) run, then an `apply_then` on the held latch pauses the batch, and
+/// three more `apply_then`s follow it; the thread then exits with all of them in flight. At shutdown no
+/// continuation runs, and every result made (five) and every capture (nine) is dropped exactly once.
+#[test]
+fn results_of_several_sizes_before_a_paused_apply_then_are_dropped_at_shutdown() {
+    in_child!(
+        "results_of_several_sizes_before_a_paused_apply_then_are_dropped_at_shutdown",
+        10
+    );
+    let on0 = rt().trustee(0).entrust(());
+    let l = rt().trustee(0).entrust(Latch::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    hold_open(&l, &on0, &stop);
+    let p = rt().trustee(0).entrust(0u64);
+    let (results, captures) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+    let (ran, continued) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let thread = {
+        let (results, captures, ran, continued) = (
+            results.clone(),
+            captures.clone(),
+            ran.clone(),
+            continued.clone(),
+        );
+        std::thread::spawn(move || {
+            let then = |cap: Tallied| {
+                let continued = continued.clone();
+                move |r: Box<dyn std::any::Any>| {
+                    continued.fetch_add(1, Ordering::SeqCst);
+                    drop((r, cap));
+                }
+            };
+            for i in 0..5 {
+                let (r, ran, k) = (results.clone(), ran.clone(), then(Tallied::new(&captures)));
+                match i % 3 {
+                    0 => p.apply_then(
+                        move |_| {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            Tallied::new(&r)
+                        },
+                        move |t| k(Box::new(t)),
+                    ),
+                    1 => p.apply_then(
+                        move |_| {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            (Tallied::new(&r), [7u64; 4])
+                        },
+                        move |t| k(Box::new(t)),
+                    ),
+                    _ => p.apply_then(
+                        move |_| {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            (Tallied::new(&r), [7u64; 37])
+                        },
+                        move |t| k(Box::new(t)),
+                    ),
+                }
+            }
+            let k = then(Tallied::new(&captures));
+            l.apply_then(|l| *l.get_mut(), move |n| k(Box::new(n)));
+            for _ in 0..3 {
+                let (r, k) = (results.clone(), then(Tallied::new(&captures)));
+                p.apply_then(move |_| Tallied::new(&r), move |t| k(Box::new(t)));
+            }
+        })
+    };
+    eventually("the five apply_thens before the pause ran", || {
+        ran.load(Ordering::SeqCst) == 5
+    });
+    settle(&on0);
+    rt().shutdown();
+    thread.join().unwrap();
+    std::mem::forget(on0);
+    assert_eq!(continued.load(Ordering::SeqCst), 0, "no continuation runs");
+    assert_eq!(captures.counts(), (9, 9), "the continuations' captures");
+    assert_eq!(
+        results.counts(),
+        (5, 5),
+        "the results written before the pause"
+    );
     child_ok();
 }
 

@@ -567,13 +567,47 @@ impl Outbox {
         let mut panicked = false;
         let mut seq = self.next_answered();
         while self.in_flight() {
+            if seq == taken {
+                // Taken, not answered: paused, its records from the pause on dropped by the trustee.
+                panicked |= self.drop_written(seq);
             // Batch numbers wrap: `seq` comes after `taken` when the distance is less than half the range.
-            if seq.wrapping_sub(taken).wrapping_sub(1) < u32::MAX / 2 {
+            } else if seq.wrapping_sub(taken).wrapping_sub(1) < u32::MAX / 2 {
                 // SAFETY: published, and never taken by the trustee, which has stopped for good.
                 panicked |= unsafe { self.channel.slots.drop_batch(seq, Cursor::default()) } > 0;
             }
             self.done = seq;
             seq = seq.wrapping_add(1);
+        }
+        panicked
+    }
+}
+
+impl Outbox {
+    /// Batch `seq` in flight, which the trustee paused and then shut down in: drops the continuations whose
+    /// records ran before the pause with the results they wrote (the channel's `written` bytes at the front of
+    /// its answer); the others (no result) are dropped with the flight. True when a destructor panicked.
+    fn drop_written(&mut self, seq: u32) -> bool {
+        let written = self.channel.written.load(Ordering::Relaxed) as usize;
+        let flight = &mut self.flights[(seq % LANES) as usize];
+        // SAFETY: the trustee stopped for good after it wrote these results (its store of `taken`, which
+        // `drop_untaken` acquired, came after); each is read once, here.
+        let src = unsafe { self.channel.slots.results(seq) };
+        // Results are packed in record order: waiting callers' rooms lie between the continuations'. A caller
+        // whose record ran is a worker fiber, abandoned at shutdown with its frame (see `Scheduler::abandon`).
+        let mut callers = self.callers.iter().take(flight.callers).peekable();
+        let (mut at, mut panicked) = (0, false);
+        for then in std::mem::take(&mut flight.thens) {
+            while let Some(c) = callers.next_if(|c| c.at == at) {
+                at += c.bytes;
+            }
+            let bytes = then.result_bytes();
+            if at + bytes > written {
+                // This one's record and all later ones never ran: dropped without results.
+                break;
+            }
+            // SAFETY: its record ran and wrote its result at `at` (before `written`), read once.
+            panicked |= unsafe { then.discard(src.add(at)) };
+            at += bytes;
         }
         panicked
     }

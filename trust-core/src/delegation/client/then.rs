@@ -349,11 +349,16 @@ impl Cont {
         }
     }
 
+    /// Bytes its result takes in its batch's answer (0 for one that holds its result).
+    pub(crate) fn result_bytes(&self) -> usize {
+        self.vtable.result_bytes
+    }
+
     /// Drops the continuation unrun with its result at `src`; returns whether a destructor panicked.
     ///
     /// # Safety
     /// As for [`Continuation::run`].
-    unsafe fn discard(self, src: *const u8) -> bool {
+    pub(crate) unsafe fn discard(self, src: *const u8) -> bool {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `data` holds the type the vtable was made for, read out once (`this` is forgotten).
         unsafe { (this.vtable.discard)(this.data.as_mut_ptr().cast(), src) }

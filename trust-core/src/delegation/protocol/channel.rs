@@ -19,6 +19,9 @@ pub(crate) struct Channel {
     /// The last batch the trustee took (ran, or began and paused in), written when it shuts down: a client
     /// that finds it shut down drops the records of later batches itself, unrun.
     pub(crate) taken: AtomicU32,
+    /// When batch `taken` was paused, not answered: bytes of results its records before the pause wrote,
+    /// which the client drops with their continuations. Written before `taken`.
+    pub(crate) written: AtomicU32,
 }
 
 impl Channel {
@@ -37,6 +40,7 @@ impl Channel {
             (&raw mut (*p).closed).write(AtomicBool::new(false));
             (&raw mut (*p).linger).write(Linger::default());
             (&raw mut (*p).taken).write(AtomicU32::new(0));
+            (&raw mut (*p).written).write(AtomicU32::new(0));
             channel.assume_init()
         }
     }

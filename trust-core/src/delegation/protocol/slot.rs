@@ -493,6 +493,7 @@ impl SlotPair {
             let Cursor {
                 mut record,
                 mut result,
+                ..
             } = from;
             let mut ran = 0;
             while record < len {
@@ -507,7 +508,16 @@ impl SlotPair {
                 result += answer;
                 ran += 1;
                 if size & PAUSED != 0 {
-                    return (Some(Cursor { record, result }), ran);
+                    // The paused record's room is the last `answer` bytes: it writes there once it runs.
+                    let written = result - answer;
+                    return (
+                        Some(Cursor {
+                            record,
+                            result,
+                            written,
+                        }),
+                        ran,
+                    );
                 }
             }
             (None, ran)
@@ -708,6 +718,17 @@ impl Lanes {
 pub(crate) struct Cursor {
     record: usize,
     result: usize,
+    /// Where a paused run stopped: bytes of results the records before the paused one wrote (that one's
+    /// room follows).
+    written: usize,
+}
+
+impl Cursor {
+    /// Bytes at the front of the batch's response body that hold results, when a run paused here: the
+    /// records before the one that paused have run (see `Worker::close`).
+    pub(crate) fn written(&self) -> usize {
+        self.written
+    }
 }
 
 // SAFETY: the body is accessed by one side at a time, handed over by the Release/Acquire pairs on the two

@@ -838,7 +838,8 @@ impl Worker {
         let mut panicked = deferred.into_iter().fold(false, |p, (d, _)| p | unwind::drop_quietly(d));
         // So are the rest of the batches paused behind them (never answered: their results are not all
         // written). Each channel then says which batch was the last taken, so that its client drops the
-        // records of later ones itself, unrun, once it sees this trustee closed (`Outbox::drop`).
+        // records of later ones itself, unrun, once it sees this trustee closed (`Outbox::drop`), and how
+        // many bytes of results a paused one holds, which it drops with their continuations.
         for served in self.served.borrow_mut().iter_mut() {
             let mut taken = served.served;
             if let Some(paused) = served.paused.take() {
@@ -846,6 +847,8 @@ impl Worker {
                 // SAFETY: the rest of a batch this trustee took and stopped in; nothing of it runs again.
                 panicked |= unsafe { served.channel.slots.drop_batch(paused.seq, paused.offset) } > 0;
                 taken = paused.seq;
+                let written = u32::try_from(paused.offset.written()).expect("a response body's offset");
+                served.channel.written.store(written, Ordering::Relaxed);
             }
             // Before `close_mailbox` stores `CLOSED`, which the client reads first.
             served.channel.taken.store(taken, Ordering::Release);
