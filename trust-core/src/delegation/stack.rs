@@ -500,6 +500,12 @@ impl Free {
         Some(stack)
     }
 
+    /// True when `stack` is the last of its chunk's stacks not cold yet.
+    fn completes_chunk(&self, stack: &FiberStack) -> bool {
+        let cold = self.chunks.get(&stack.chunk.start).map_or(0, |&i| self.cold[i].len());
+        cold + 1 >= stack.chunk.stacks
+    }
+
     /// Keeps a cold stack; gives back the stacks of its chunk when they are all here, for the caller to drop
     /// (unmapping the chunk) after unlocking.
     fn put_cold(&mut self, stack: FiberStack) -> Option<Vec<FiberStack>> {
@@ -593,10 +599,14 @@ impl StackPool {
             free.warm.push(stack);
             return;
         }
+        if !free.completes_chunk(&stack) {
+            drop(free);
+            stack.discard_pages();
+            free = self.free();
+        }
+        // The last of a chunk's stacks unmaps it (its pages need no giving back first): after unlocking.
+        let unmapped = free.put_cold(stack);
         drop(free);
-        stack.discard_pages();
-        // Dropped after unlocking: the last of a chunk's stacks unmaps it.
-        let unmapped = self.free().put_cold(stack);
         drop(unmapped);
     }
 }
