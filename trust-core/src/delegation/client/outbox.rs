@@ -580,9 +580,7 @@ impl Outbox {
         }
         panicked
     }
-}
 
-impl Outbox {
     /// Batch `seq` in flight, which the trustee paused and then shut down in: drops the continuations whose
     /// records ran before the pause with the results they wrote (the channel's `written` bytes at the front of
     /// its answer); the others (no result) are dropped with the flight. True when a destructor panicked.
