@@ -28,13 +28,13 @@ use trust_core::{Latch, Trust, spawn, wait_pending};
 /// fibers are spawned before the shutdown while both workers are busy in a 400 ms closure, so their `spawn` mail
 /// waits; the shutdown begins meanwhile. Each closure captures a counted value: it must run, or be dropped.
 ///
-/// Measured: made 4, dropped 0, ran 0; each `join` returns the shutdown panic. The closing worker reads the
+/// Measured before the fix (`Scheduler::abandon` now drops fibers never resumed): made 4, dropped 0, ran 0; each `join` returns the shutdown panic. The closing worker reads the
 /// mail in `Worker::close` (worker/run.rs:833, `read_mail` -> :360 `Mail::Spawn` -> `Scheduler::start`, which
 /// makes the fiber ready), but no fiber runs after that: `Scheduler::abandon` (worker/fiber.rs:465-469)
 /// forgets every coroutine, the never-resumed ones with their closures. Mail that comes a moment later is
 /// dropped unrun by `close_mailbox`, with its closure: the difference is only when the mail was read.
 #[test]
-#[ignore = "BUG: a fiber spawned before shutdown and started by the closing worker (run.rs:833 read_mail -> Scheduler::start) is forgotten unrun by Scheduler::abandon (fiber.rs:469): closure never dropped (made 4, dropped 0)"]
+
 fn a_fiber_spawned_before_the_shutdown_but_never_run_drops_its_closure() {
     in_child!(
         "a_fiber_spawned_before_the_shutdown_but_never_run_drops_its_closure",
@@ -71,13 +71,13 @@ fn a_fiber_spawned_before_the_shutdown_but_never_run_drops_its_closure() {
 /// dropped once, as `launch_then` itself promises when no fiber can be had ("the fiber never ran ... so there is
 /// no result": its `Sender` is dropped with the closure).
 ///
-/// Measured: made 3, dropped 1 (only the continuation's capture, dropped when the thread's client goes; its
+/// Measured before the same fix: made 3, dropped 1 (only the continuation's capture, dropped when the thread's client goes; its
 /// `wait_pending` panics "shut down while `wait_pending` waited for a `launch_then` fiber", the `launch` returns
 /// the shutdown panic). The start records run in `Worker::close`'s serve loop (run.rs:833, `start_launched`,
 /// api/latch.rs:224 and `launch`), the fibers are made ready, and `Scheduler::abandon` (fiber.rs:469) forgets
 /// them with their closures (and the `Sender` in the `launch_then` one).
 #[test]
-#[ignore = "BUG: launch_then/launch start records served by Worker::close (run.rs:833) start fibers that Scheduler::abandon (fiber.rs:469) forgets unrun: their closures are never dropped (made 3, dropped 1)"]
+
 fn a_launch_then_started_by_the_closing_worker_drops_its_closure() {
     in_child!(
         "a_launch_then_started_by_the_closing_worker_drops_its_closure",

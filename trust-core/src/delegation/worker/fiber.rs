@@ -461,12 +461,18 @@ impl Scheduler {
 
     /// At shutdown: suspended fibers are leaked, not unwound (they wait for answers that will not come, and
     /// unwinding them would run user code after the runtime stopped); their handles are completed with the
-    /// shutdown panic, so a `join` waiting for one returns.
+    /// shutdown panic, so a `join` waiting for one returns. Fibers never resumed (started by the close itself,
+    /// from mail or records it served) are dropped with their closures, unrun, as mail that comes after the
+    /// close is.
     pub(crate) fn abandon(&self) {
         let fibers: Vec<Suspended> = self.fibers.borrow_mut().drain(..).flatten().collect();
         for fiber in fibers {
             let handle = fiber.2.upgrade();
-            std::mem::forget(fiber);
+            if fiber.0.started() {
+                std::mem::forget(fiber);
+            } else if unwind::drop_quietly(fiber) {
+                eprintln!("trust: a fiber that never ran panicked when dropped at shutdown");
+            }
             // The fiber's leaked promise still holds the handle's state: this is never its last reference.
             if let Some(handle) = handle {
                 handle.abandon();
