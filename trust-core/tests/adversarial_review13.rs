@@ -1026,13 +1026,14 @@ impl Drop for CallsOnDrop {
 /// and continuation each capture a value whose `Drop` calls `apply_then` and `wait_pending` (caught): each call
 /// must panic with the shutdown message; every capture is dropped once.
 ///
-/// Measured: 2 of the 96 recorded drops (the closure's and the continuation's of the `apply_then` that waited)
+/// Measured before the fix (the client now gives the request back, dropped after its borrow): 2 of the 96
+/// recorded drops (the closure's and the continuation's of the `apply_then` that waited)
 /// got `RefCell already borrowed` from both calls; counts are exact. `Outbox::wait` panics inside
 /// `Client::post_then` (client/outbox.rs:865-867, `make_room`), run inside `THREAD_CLIENT`'s `borrow_mut`
 /// (call.rs:332-340), while the record and the continuation are still locals there: they are dropped during
 /// the unwind with the client borrowed. Uncaught, such a second panic during the unwind aborts the process.
 #[test]
-#[ignore = "BUG: an apply_then waiting for room at shutdown drops its closure and continuation while THREAD_CLIENT is borrowed (Client::post_then/make_room, outbox.rs:865-867, in call.rs:332): their destructors' runtime calls panic 'RefCell already borrowed' (2 of 96)"]
+
 fn captures_of_an_apply_then_waiting_for_room_at_shutdown_are_dropped_outside_the_clients_borrow() {
     in_child!(
         "captures_of_an_apply_then_waiting_for_room_at_shutdown_are_dropped_outside_the_clients_borrow",

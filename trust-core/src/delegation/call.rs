@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
 
-use crate::delegation::client::outbox::{Blocked, Client};
+use crate::delegation::client::outbox::{Blocked, Client, WAITED_PAST_SHUTDOWN};
 use crate::delegation::client::then::{self, Cont, Pending, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
@@ -126,7 +126,7 @@ const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` 
 fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
     trustee.check_running();
     if outbox::in_may_coroutine() {
-        with_may_client(|c| c.call(trustee, job))
+        with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent))
     } else {
         let (r, ready) = with_thread_client(|c| {
             let r = c.call(trustee, job);
@@ -135,8 +135,18 @@ fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: 
         if ready {
             run_thread_continuations();
         }
-        r
+        r.unwrap_or_else(|unsent| waited_past_shutdown(unsent))
     }
+}
+
+/// A request whose trustee shut down while its caller waited for room in a batch: dropped here, unrun, once
+/// the client's borrow has ended (a destructor that calls the runtime meets the shutdown panic, not a borrowed
+/// client), then the caller's panic.
+#[cold]
+#[inline(never)]
+fn waited_past_shutdown<T>(unsent: T) -> ! {
+    drop(unsent);
+    panic!("{WAITED_PAST_SHUTDOWN}");
 }
 
 /// Sends a record that answers nothing — a property's registration — without ever waiting. A worker queues it
@@ -245,10 +255,11 @@ where
 {
     trustee.check_running();
     if in_coroutine() {
-        let outcome = with_may_client(|c| c.call(trustee, job));
+        let outcome = with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent));
         return then_in_coroutine(outcome.into_result(), then);
     }
-    let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then));
+    let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then))
+        .unwrap_or_else(|unsent| waited_past_shutdown(unsent));
     if ready {
         run_thread_continuations();
     }
@@ -339,12 +350,13 @@ where
         Some(client.post_then(trustee, Reply(job), then))
     });
     match posted {
-        Ok(Some(ready)) => {
+        Ok(Some(Ok(ready))) => {
             if ready {
                 run_thread_continuations();
             }
             Ok(())
         }
+        Ok(Some(Err(unsent))) => waited_past_shutdown(unsent),
         _ => Err(args.take().expect("not posted")),
     }
 }

@@ -509,32 +509,37 @@ impl Outbox {
     }
 
     /// Publishes and waits (as a plain thread or a `may` coroutine) until a record of type `F` can join the
-    /// batch being built.
+    /// batch being built; false when the trustee has shut down instead (see [`Outbox::try_wait`]).
     #[inline(never)]
-    fn make_room<F: Record>(&mut self, parker: Option<&Parker>) {
+    fn make_room<F: Record>(&mut self, parker: Option<&Parker>) -> bool {
         while !self.has_room::<F>() {
-            if !self.flush() {
-                self.wait(parker);
+            if !self.flush() && !self.try_wait(parker) {
+                return false;
             }
+        }
+        true
+    }
+
+    /// [`Outbox::try_wait`], with the shutdown panic when the trustee has shut down.
+    fn wait(&mut self, parker: Option<&Parker>) {
+        if !self.try_wait(parker) {
+            panic!("{WAITED_PAST_SHUTDOWN}");
         }
     }
 
     /// Waits until the oldest batch in flight, if any, is answered: a `may` coroutine's borrowed client (no
     /// `parker`) yields to `may`; a thread's client (`parker`) spins, then parks its thread, even when a `may`
     /// coroutine uses it (its `apply_then`, `wait_pending`): the thread's client stays borrowed meanwhile, so
-    /// the coroutine must not let another run on the thread, nor move to another thread.
-    fn wait(&mut self, parker: Option<&Parker>) {
+    /// the coroutine must not let another run on the thread, nor move to another thread. False when the
+    /// trustee shut down first: nothing more will be answered. A caller still holding a request then returns
+    /// it, to be dropped once the client's borrow has ended (its destructors may call the runtime).
+    fn try_wait(&mut self, parker: Option<&Parker>) -> bool {
         let mut backoff = Backoff::client();
         let may = parker.is_none();
         while self.in_flight() && !self.poll() {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
-                if self.poll() {
-                    break;
-                }
-                panic!(
-                    "the trust runtime was shut down while this request was waiting for its trustee"
-                );
+                return self.poll();
             }
             if may {
                 may_yield();
@@ -544,8 +549,13 @@ impl Outbox {
                 backoff.reset();
             }
         }
+        true
     }
 }
+
+/// The panic of a caller whose trustee shut down while it waited for an answer or for room.
+pub(crate) const WAITED_PAST_SHUTDOWN: &str =
+    "the trust runtime was shut down while this request was waiting for its trustee";
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -802,23 +812,29 @@ impl Client {
             .flatten()
     }
 
-    /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine.
-    pub(crate) fn call<J: Job<Output: Send>>(&mut self, trustee: &'static TrusteeShared, job: J) -> J::Output {
+    /// Sends `job` to `trustee` and waits for its result, as a plain thread or `may` coroutine; the request
+    /// given back when the trustee shut down while this waited for room (to be dropped outside the client's
+    /// borrow).
+    pub(crate) fn call<J: Job<Output: Send>>(
+        &mut self,
+        trustee: &'static TrusteeShared,
+        job: J,
+    ) -> Result<J::Output, Reply<J>> {
         let mut result = None;
         let mut record = Reply(job);
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         if let Some(parker) = parker {
             match outbox.call_alone(record, parker) {
-                Ok(result) => return result,
+                Ok(result) => return Ok(result),
                 Err(r) => record = r,
             }
         }
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
         while let Err(r) = outbox.try_push_call(record, &raw mut result) {
             record = r;
-            if !outbox.flush() {
-                outbox.wait(parker);
+            if !outbox.flush() && !outbox.try_wait(parker) {
+                return Err(record);
             }
         }
         let guard = WaitGuard { outbox };
@@ -831,7 +847,7 @@ impl Client {
             guard.outbox.wait(parker);
         }
         std::mem::forget(guard);
-        result.expect("the trustee answered the batch holding this request")
+        Ok(result.expect("the trustee answered the batch holding this request"))
     }
 
     /// Sends `record` now if the slot to `trustee` is free and nothing is queued before it; else gives it back.
@@ -848,7 +864,8 @@ impl Client {
 
     /// Issues an `apply_then` from a plain thread: when the batch is full, waits for the batch in flight
     /// (flow control: memory stays bounded however many are issued; the caller then runs the continuations
-    /// answered meanwhile). True when continuations wait to run. Inlined into `Trust::apply_then`, with the
+    /// answered meanwhile). True when continuations wait to run; the record and the continuation given back
+    /// when the trustee shut down while this waited for room. Inlined into `Trust::apply_then`, with the
     /// waiting and the publishing out of line: what is left is the push and two checks.
     #[inline(always)]
     pub(crate) fn post_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
@@ -856,13 +873,14 @@ impl Client {
         trustee: &'static TrusteeShared,
         record: F,
         then: C,
-    ) -> bool {
+    ) -> Result<bool, (F, C)> {
         // Cloned first: the count's increment is a store the compiler cannot tell from the outbox's fields, and
         // between the room check and the push it made the push check the room again.
         let owner = self.pending.clone();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        if !outbox.has_room::<F>() {
-            outbox.make_room::<F>(self.parker.as_deref());
+        if !outbox.has_room::<F>() && !outbox.make_room::<F>(self.parker.as_deref()) {
+            // Shut down meanwhile: given back, to be dropped outside the client's borrow.
+            return Err((record, then));
         }
         outbox.push_then(record, then, owner);
         // Publish every `PUBLISH_EVERY` requests (or once half the batch's room is used, for large records),
@@ -879,9 +897,9 @@ impl Client {
         let small = 2 * PUBLISH_EVERY * slot::pushed_size::<F>().max(F::RESULT) <= slot::BODY;
         let half_full = || !small && outbox.batch.is_half_full();
         if (count >= PUBLISH_EVERY || half_full()) && count >= outbox.retry_at {
-            return self.publish_all();
+            return Ok(self.publish_all());
         }
-        false
+        Ok(false)
     }
 
     /// `post_then`'s publish: the batches for every trustee go out, where a lane is free (a record for one
