@@ -857,13 +857,14 @@ fn apply_async_futures_dropped_or_kept_at_each_stage_across_a_shutdown_drop_ever
 /// blocking `apply` waits on a latch held by a launched fiber (its batch paused); the coroutine is cancelled
 /// (`Coroutine::cancel`, which unwinds it at its next yield). Another coroutine must still run on that thread.
 ///
-/// Measured: `HUNG: no answer within 3 s` for the second coroutine, and the process burns a core meanwhile
+/// Measured before the fix (the guard no longer waits: the result is dropped when it comes, and the client
+/// goes back to its pool): `HUNG: no answer within 3 s` for the second coroutine, and the process burns a core meanwhile
 /// (105 ticks of 10 ms per second). The cancel unwinds through `Client::call`, and `WaitGuard::drop`
 /// (client/outbox.rs:991-1000) waits for the answer with `std::thread::yield_now` — the thread, not the
 /// coroutine (a cancelled coroutine may still yield to `may` while unwinding: its cancel check does not panic
 /// again then) — until the latch is released.
 #[test]
-#[ignore = "BUG: a cancelled may coroutine whose apply waits on a held latch blocks its may thread (WaitGuard::drop, outbox.rs:991-1000, spins std::thread::yield_now until answered): other coroutines hang (3 s), a core burns"]
+
 fn a_coroutine_cancelled_while_its_apply_waits_on_a_held_latch_frees_its_may_thread() {
     in_child!(
         "a_coroutine_cancelled_while_its_apply_waits_on_a_held_latch_frees_its_may_thread",
@@ -913,11 +914,12 @@ fn proc_ticks() -> u64 {
 /// (its batch paused for as long as the fiber runs), the only coroutine of its one `may` thread: over one second
 /// the threads other than the workers must use well under a core (under 30 ticks of 10 ms).
 ///
-/// Measured: 101-106 ticks in 1 s (a whole core; the workers used 5). `Outbox::wait` (client/outbox.rs:539-540)
+/// Measured before the fix (a waiting coroutine now sleeps on `may`'s timer after 256 yields): 101-106 ticks
+/// in 1 s (a whole core; the workers used 5). `Outbox::wait` (client/outbox.rs:539-540)
 /// calls `may_yield` on every round for a coroutine, with no backoff and no park: with nothing else to run,
 /// `may` resumes it at once (a plain thread parks after its backoff, as the same function does for it).
 #[test]
-#[ignore = "BUG: a may coroutine waiting for a paused batch spins its thread (Outbox::wait, outbox.rs:539-540: may_yield each round, no park): 101-106 ticks/s, a whole core, for as long as the latch is held"]
+
 fn a_coroutine_waiting_on_a_held_latch_does_not_burn_a_core() {
     in_child!(
         "a_coroutine_waiting_on_a_held_latch_does_not_burn_a_core",

@@ -59,12 +59,17 @@ fn new_thread_client() -> Client {
 }
 
 /// Runs `f` with a client context borrowed from the current thread's `may` pool, returned to the pool of the
-/// thread the coroutine is on when `f` is done.
+/// thread the coroutine is on when `f` is done, or unwinds (a cancelled coroutine's request may be in flight:
+/// dropped, the client would wait for it, holding the thread).
 fn with_may_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
-    let mut client = may_pool_pop().unwrap_or_else(|| Client::new(None));
-    let r = f(&mut client);
-    may_pool_push(client);
-    r
+    struct Pooled(Option<Client>);
+    impl Drop for Pooled {
+        fn drop(&mut self) {
+            may_pool_push(self.0.take().expect("returned once"));
+        }
+    }
+    let mut client = Pooled(Some(may_pool_pop().unwrap_or_else(|| Client::new(None))));
+    f(client.0.as_mut().expect("returned once"))
 }
 
 #[inline(never)]
@@ -76,7 +81,8 @@ fn may_pool_pop() -> Option<Client> {
 /// must be computed anew.
 #[inline(never)]
 fn may_pool_push(client: Client) {
-    MAY_POOL.with(|p| p.borrow_mut().push(client))
+    // Dropped instead when the thread-local is gone (a coroutine unwinding as its thread exits).
+    let _ = MAY_POOL.try_with(|p| p.borrow_mut().push(client));
 }
 
 /// Runs `job` on `trustee` (a different trustee from the caller's own) and returns its result, suspending the

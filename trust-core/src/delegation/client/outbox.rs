@@ -22,8 +22,8 @@ use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::trustee::unwind;
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
-/// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive, and `None`, until then (see
-/// `WaitGuard`).
+/// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive, and `None`, until then, or
+/// drops it when `dst` is null (a caller that stopped waiting, see `WaitGuard`).
 struct Caller {
     /// Where the result is in the batch's response body.
     at: usize,
@@ -37,12 +37,17 @@ impl Caller {
     fn new<R>(at: usize, dst: *mut Option<R>) -> Self {
         /// # Safety
         /// `src` holds a result written by `write_result::<R>`, read once; `dst` is a live `Option<R>` that
-        /// is `None`.
+        /// is `None`, or null.
         unsafe fn take<R>(src: *const u8, dst: *mut ()) {
+            // SAFETY: by the contract.
+            let result = unsafe { slot::read_result::<R>(src) };
+            if dst.is_null() {
+                return drop(result);
+            }
             // Written without reading: `None` has nothing to drop, and with hundreds of fibers the waiting
             // fiber's frame is a cache miss, which an assignment (a load, to drop the old value) waited for.
             // SAFETY: by the contract.
-            unsafe { dst.cast::<Option<R>>().write(Some(slot::read_result::<R>(src))) }
+            unsafe { dst.cast::<Option<R>>().write(Some(result)) }
         }
         Caller {
             at,
@@ -535,14 +540,14 @@ impl Outbox {
     /// it, to be dropped once the client's borrow has ended (its destructors may call the runtime).
     fn try_wait(&mut self, parker: Option<&Parker>) -> bool {
         let mut backoff = Backoff::client();
-        let may = parker.is_none();
+        let mut may = (parker.is_none()).then(MayWait::default);
         while self.in_flight() && !self.poll() {
             if self.trustee.is_closed() {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
                 return self.poll();
             }
-            if may {
-                may_yield();
+            if let Some(may) = &mut may {
+                may.snooze();
             } else if let Some(parker) = parker.filter(|_| backoff.snooze()) {
                 let (slots, next) = (&self.channel.slots, self.next_answered());
                 parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
@@ -702,6 +707,39 @@ pub(crate) fn in_may_coroutine() -> bool {
     }
 }
 
+/// How a `may` coroutine waits for an answer: it yields to `may` (other coroutines run) for a while, then
+/// sleeps on `may`'s timer, a millisecond at a time. Nothing wakes a coroutine when its answer comes (its
+/// client has no parker), and one that only yields keeps its thread busy when nothing else is ready: a request
+/// paused on a held latch waits as long as the latch is held (a coroutine waiting so took a whole core).
+#[derive(Default)]
+struct MayWait {
+    yields: u32,
+}
+
+impl MayWait {
+    /// Yields before the first sleep: about 50 us with nothing else to run, a round trip many times over.
+    const YIELDS: u32 = 256;
+
+    fn snooze(&mut self) {
+        if self.yields < Self::YIELDS {
+            self.yields += 1;
+            may_yield();
+        } else {
+            may_sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[cfg(feature = "may")]
+fn may_sleep(d: Duration) {
+    may::coroutine::sleep(d);
+}
+
+#[cfg(not(feature = "may"))]
+fn may_sleep(d: Duration) {
+    std::thread::sleep(d);
+}
+
 #[cfg(feature = "may")]
 pub(crate) fn may_yield() {
     may::coroutine::yield_now();
@@ -837,7 +875,10 @@ impl Client {
                 return Err(record);
             }
         }
-        let guard = WaitGuard { outbox };
+        let guard = WaitGuard {
+            outbox,
+            dst: (&raw mut result).cast(),
+        };
         // Publish the batch holding the request (once a lane is free), then wait for every batch in flight,
         // this one last.
         while !guard.outbox.flush() && guard.outbox.has_unsent() {
@@ -946,6 +987,7 @@ impl Client {
         }
         if any && !answered && ready.is_empty() {
             let mut backoff = Backoff::client();
+            let mut may = MayWait::default();
             'wait: loop {
                 for outbox in self.outboxes() {
                     if outbox.poll() {
@@ -959,7 +1001,7 @@ impl Client {
                 }
                 // As in `Outbox::wait`: a thread's client parks its thread, even under a `may` coroutine.
                 match parker.as_deref() {
-                    None => may_yield(),
+                    None => may.snooze(),
                     Some(parker) if backoff.snooze() => {
                         parker.park_unless(|| false, Duration::from_micros(200));
                         backoff.reset();
@@ -998,22 +1040,21 @@ fn open_outbox(outboxes: &mut Vec<Option<Outbox>>, parker: &Option<Arc<Parker>>,
     outboxes[i] = Some(Outbox::new(trustee, parker.clone()));
 }
 
-/// Keeps an unwinding caller (a cancelled `may` coroutine) from freeing the `Option` its result will be
-/// moved into: it sends the request if it is still unsent and waits for the answer first.
+/// Keeps an unwinding caller (a cancelled `may` coroutine) from having its result moved into its frame once
+/// that is gone: the result will be dropped instead, when the batch is answered. Not waited for: a cancelled
+/// coroutine cannot yield to `may` while it unwinds (`may` returns at once), so waiting would hold its thread,
+/// and the other coroutines there, for as long as the request waits (on a held latch, say). The request still
+/// goes out with the client's next batch: the client returns to its pool (`call::with_may_client`).
 struct WaitGuard<'a> {
     outbox: &'a mut Outbox,
+    /// The caller's `Option` for the result.
+    dst: *mut (),
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        let closed = |o: &Outbox| o.trustee.is_closed();
-        while self.outbox.has_unsent() && !closed(self.outbox) {
-            if !self.outbox.poll() && !self.outbox.flush() {
-                std::thread::yield_now();
-            }
-        }
-        while self.outbox.in_flight() && !self.outbox.poll() && !closed(self.outbox) {
-            std::thread::yield_now();
+        if let Some(caller) = self.outbox.callers.iter_mut().find(|c| c.dst == self.dst) {
+            caller.dst = std::ptr::null_mut();
         }
     }
 }
