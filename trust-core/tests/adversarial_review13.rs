@@ -659,7 +659,11 @@ fn ten_thousand_fibers_with_registrations_and_requests_in_flight_at_shutdown_dro
         assert!(j.as_ref().is_err_and(|m| m.contains("shut down")), "{j:?}");
     }
     std::mem::forget((on, latches));
-    assert!(grown < 160 * 1024, "RSS grew by {grown} KiB");
+    // Under AddressSanitizer the fibers' stacks have shadow memory and freed memory waits in quarantine.
+    assert!(
+        cfg!(feature = "sanitizer") || grown < 160 * 1024,
+        "RSS grew by {grown} KiB"
+    );
     child_ok();
 }
 
