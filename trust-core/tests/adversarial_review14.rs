@@ -41,7 +41,9 @@ fn held_latch() -> (Trust<()>, Trust<Latch<u64>>, Arc<AtomicBool>) {
 
 /// Spawns a coroutine that calls `f` (a blocking call, which will wait), and returns once it has been waiting
 /// for 30 ms.
-fn waiting<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> may::coroutine::JoinHandle<R> {
+fn waiting<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> may::coroutine::JoinHandle<R> {
     let w = Arc::new(AtomicBool::new(false));
     let w2 = w.clone();
     let h = coroutine(move || {
@@ -143,17 +145,30 @@ fn a_cancelled_coroutines_result_is_dropped_when_its_answer_comes() {
     settle(&on0);
     let after_1s = wait_for(&tally.dropped, 1, 1000);
     let p1 = rt().trustee(1).entrust(1u64);
-    assert_eq!(within(3, move || coroutine(move || p1.apply(|v| *v)).join().unwrap()), 1);
+    assert_eq!(
+        within(3, move || coroutine(move || p1.apply(|v| *v))
+            .join()
+            .unwrap()),
+        1
+    );
     let after_other = load(&tally.dropped);
     let p0 = rt().trustee(0).entrust(2u64);
-    assert_eq!(within(3, move || coroutine(move || p0.apply(|v| *v)).join().unwrap()), 2);
+    assert_eq!(
+        within(3, move || coroutine(move || p0.apply(|v| *v))
+            .join()
+            .unwrap()),
+        2
+    );
     let after_same = load(&tally.dropped);
     assert_eq!(
         tally.counts(),
         (1, 1),
         "dropped after 1 s: {after_1s}; after a call to trustee 1: {after_other}; after a call to trustee 0: {after_same}"
     );
-    assert_eq!(after_1s, 1, "dropped after 1 s: {after_1s}; after a call to trustee 1: {after_other}; after a call to trustee 0: {after_same}");
+    assert_eq!(
+        after_1s, 1,
+        "dropped after 1 s: {after_1s}; after a call to trustee 1: {after_other}; after a call to trustee 0: {after_same}"
+    );
     child_ok();
 }
 
@@ -197,12 +212,18 @@ fn the_pooled_client_after_three_cancelled_coroutines_gives_the_next_its_own_res
     assert_eq!(load(&ran_c), 0, "C ran while both lanes were held");
     stop.store(true, Ordering::SeqCst);
     let p2 = p.clone();
-    let d = within(3, move || coroutine(move || p2.apply(|v| *v + 2)).join().unwrap());
+    let d = within(3, move || {
+        coroutine(move || p2.apply(|v| *v + 2)).join().unwrap()
+    });
     assert_eq!(d, 42);
     settle(&on0);
     assert_eq!(load(&ran_c), 1);
     assert_eq!(caps.counts(), (3, 3), "the closures' captures");
-    assert_eq!(results.counts(), (3, 3), "the cancelled coroutines' results");
+    assert_eq!(
+        results.counts(),
+        (3, 3),
+        "the cancelled coroutines' results"
+    );
     child_ok();
 }
 
@@ -260,9 +281,17 @@ fn a_coroutines_apply_after_a_long_wait_returns_promptly_and_the_next_ones_are_f
         .join()
         .unwrap()
     });
-    eprintln!("MEASURED: returned {delay:?} after the release; then {each:?} per apply; a thread's then {thread:?}, a new coroutine's {fresh:?}");
-    assert!(delay < Duration::from_millis(20), "returned {delay:?} after the release");
-    assert!(each < Duration::from_micros(100), "{each:?} per apply after the wait");
+    eprintln!(
+        "MEASURED: returned {delay:?} after the release; then {each:?} per apply; a thread's then {thread:?}, a new coroutine's {fresh:?}"
+    );
+    assert!(
+        delay < Duration::from_millis(20),
+        "returned {delay:?} after the release"
+    );
+    assert!(
+        each < Duration::from_micros(100),
+        "{each:?} per apply after the wait"
+    );
     child_ok();
 }
 
@@ -310,7 +339,10 @@ fn a_coroutines_apply_to_a_trustee_busy_300_us_costs_about_what_a_threads_does()
     });
     assert_eq!(p.apply(|v| *v), 41);
     eprintln!("MEASURED: thread {thread:?}, coroutine {co:?} per apply");
-    assert!(co < thread * 2, "thread {thread:?}, coroutine {co:?} per apply");
+    assert!(
+        co < thread * 2,
+        "thread {thread:?}, coroutine {co:?} per apply"
+    );
     child_ok();
 }
 
@@ -368,12 +400,12 @@ impl Drop for SpawnsOnDrop {
 /// the process does not abort, every `join` returns the shutdown panic within 3 s, and a fiber the destructor
 /// got from `spawn`, if any, is joined within 3 s with its own capture dropped once.
 ///
-/// Measured: the process aborts ("thread caused non-unwinding panic. aborting.") at the shutdown. With the
+/// Measured before the fix (a fiber's job is now dropped quietly by itself, `QuietDrop`): the process aborted
+/// ("thread caused non-unwinding panic. aborting.") at the shutdown. With the
 /// two panicking captures replaced by spawning ones, it does not abort (the four destructors run), so the
 /// panic of a never-run fiber's capture escapes `unwind::drop_quietly(fiber)` in `Scheduler::abandon`
 /// (worker/fiber.rs:472): the closure is dropped where unwinding is not allowed (inside the coroutine's drop).
 #[test]
-#[ignore = "BUG: the process aborts (non-unwinding panic) when a never-run fiber's capture panics in Drop at shutdown: Scheduler::abandon's drop_quietly(fiber) does not contain it (worker/fiber.rs:472)"]
 fn never_run_fibers_whose_captures_panic_or_spawn_when_dropped_at_shutdown() {
     in_child!(
         "never_run_fibers_whose_captures_panic_or_spawn_when_dropped_at_shutdown",
@@ -416,7 +448,10 @@ fn never_run_fibers_whose_captures_panic_or_spawn_when_dropped_at_shutdown() {
     });
     assert_eq!(load(&ran), 0, "ran after the shutdown began: {joins:?}");
     for j in &joins {
-        assert!(j.as_ref().is_err_and(|m| m.contains("shut down")), "{joins:?}");
+        assert!(
+            j.as_ref().is_err_and(|m| m.contains("shut down")),
+            "{joins:?}"
+        );
     }
     assert_eq!((load(&panics), load(&spawns)), (2, 2));
     let got: Vec<_> = std::mem::take(&mut *spawned.lock().unwrap());
@@ -493,7 +528,8 @@ fn a_request_handed_back_at_shutdown_whose_capture_panics_when_dropped() {
             }
         }))
         .map_err(panic_message);
-        let again = catch_unwind(AssertUnwindSafe(|| l2.apply_then(|_| (), |()| ()))).map_err(panic_message);
+        let again = catch_unwind(AssertUnwindSafe(|| l2.apply_then(|_| (), |()| ())))
+            .map_err(panic_message);
         (r, again)
     });
     eventually("the thread waits for room", || {
@@ -507,7 +543,10 @@ fn a_request_handed_back_at_shutdown_whose_capture_panics_when_dropped() {
     let n = load(&issued);
     eprintln!("MEASURED: issued {n}; the apply_then said {r:?}");
     assert!(r.is_err(), "{r:?}");
-    assert!(again.as_ref().is_err_and(|m| m.contains("shut down")), "{again:?}");
+    assert!(
+        again.as_ref().is_err_and(|m| m.contains("shut down")),
+        "{again:?}"
+    );
     assert_eq!(load(&bombs), n, "the closures' captures");
     assert_eq!(caps.counts(), (n, n), "the continuations' captures");
     child_ok();

@@ -25,6 +25,17 @@ use crate::delegation::trustee::unwind;
 use crate::delegation::worker::run::Worker;
 
 type FiberJob = Box<dyn FnOnce()>;
+
+/// A fiber's job until it starts: dropped unrun, with a panic in a destructor contained.
+struct QuietDrop(Option<FiberJob>);
+
+impl Drop for QuietDrop {
+    fn drop(&mut self) {
+        if unwind::drop_quietly(self.0.take()) {
+            eprintln!("trust: a fiber that never ran panicked when dropped at shutdown");
+        }
+    }
+}
 type FiberCoroutine = Coroutine<(), (), (), FiberStack>;
 
 /// A suspended fiber with its guard page (for the overflow report, see `stack::overflow`) and its handle (for
@@ -301,7 +312,12 @@ impl Scheduler {
                 fibers.len() - 1
             }
         };
+        // Dropped unrun (never resumed, at shutdown: `abandon`), the job is dropped on the fiber's stack, where
+        // a panic cannot unwind (it would abort the process): contained there.
+        let job = QuietDrop(Some(job));
         let fiber = Coroutine::with_stack(stack, move |yielder: &Yielder, ()| {
+            let mut job = job;
+            let job = job.0.take().expect("a fiber runs once");
             context::set_fiber(Some((yielder as *const Yielder, id)));
             // The job catches the user's panic; what is left is the drop of an unjoined result.
             if unwind::panicked(job) {
@@ -470,8 +486,9 @@ impl Scheduler {
             let handle = fiber.2.upgrade();
             if fiber.0.started() {
                 std::mem::forget(fiber);
-            } else if unwind::drop_quietly(fiber) {
-                eprintln!("trust: a fiber that never ran panicked when dropped at shutdown");
+            } else {
+                // Its job's destructors run here, contained (`QuietDrop`).
+                drop(fiber);
             }
             // The fiber's leaked promise still holds the handle's state: this is never its last reference.
             if let Some(handle) = handle {
