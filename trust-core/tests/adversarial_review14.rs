@@ -69,14 +69,14 @@ fn cancel<R: Send + 'static>(h: may::coroutine::JoinHandle<R>) {
 /// trustee, free all along: it must be answered at once (within 1 s), as it is when A is not cancelled (B
 /// then gets a client of its own).
 ///
-/// Measured: B is not answered while the latch is held (not after 1 s; answered 1-2 ms after the latch is
+/// Measured before the fix (a coroutine of its own now takes a cancelled coroutine's busy client over,
+/// `Client::settle_cancelled`): B is not answered while the latch is held (not after 1 s; answered 1-2 ms after the latch is
 /// released). A's client went back to the pool with A's batch in flight and paused (`with_may_client`'s
 /// `Pooled`, call.rs:64-72); B pops that client, and `Client::call` (client/outbox.rs:887-889) waits for
 /// "every batch in flight, this one last": answers come in batch order (`Outbox::poll`), so B waits for A's
 /// paused batch, for as long as the latch is held. Any coroutine on that thread calling that trustee inherits
 /// the stall.
 #[test]
-#[ignore = "BUG: a cancelled coroutine's paused batch, pooled with its client, blocks the next coroutine's apply to that trustee until the latch is released (with_may_client + Client::call waits every batch in flight)"]
 fn a_cancelled_coroutines_paused_request_does_not_hold_up_the_next_coroutines_apply() {
     in_child!(
         "a_cancelled_coroutines_paused_request_does_not_hold_up_the_next_coroutines_apply",
@@ -116,13 +116,12 @@ fn a_cancelled_coroutines_paused_request_does_not_hold_up_the_next_coroutines_ap
 /// returns a counted value; it is cancelled; the latch is released and the request runs. The result must be
 /// dropped within 1 s.
 ///
-/// Measured: made 1, dropped 0 after 1 s; still 0 after another coroutine's `apply` to trustee 1 (its outbox
+/// Measured before the same fix: made 1, dropped 0 after 1 s; still 0 after another coroutine's `apply` to trustee 1 (its outbox
 /// to trustee 0 is not polled); dropped 1 only once a coroutine on that thread calls trustee 0 again with the
 /// pooled client. Nobody polls a pooled client (`Caller::take` drops the result only from `Outbox::poll`), so
 /// the result (a buffer, a guard, a handle keeping a value alive) lives until that thread's next call to that
 /// trustee, or forever.
 #[test]
-#[ignore = "BUG: a cancelled coroutine's result stays in its pooled client until that thread's next call to the trustee (Outbox::poll is the only drop; nothing polls a pooled client)"]
 fn a_cancelled_coroutines_result_is_dropped_when_its_answer_comes() {
     in_child!(
         "a_cancelled_coroutines_result_is_dropped_when_its_answer_comes",
@@ -172,23 +171,25 @@ fn a_cancelled_coroutines_result_is_dropped_when_its_answer_comes() {
     child_ok();
 }
 
-/// `WaitGuard`: "The request still goes out with the client's next batch", and the pooled client serves the
-/// next coroutine. With one `may` thread: A and B (each cancelled after the previous ended, so both use the
-/// one pooled client) apply on a held latch, filling both lanes; C applies to a plain value, its request unsent
-/// (no lane free), and is cancelled. The latch is released; then D, with the same pooled client, applies to the
-/// plain value. D gets its own result (42); C's closure ran once; the three cancelled results (counted) are
-/// dropped once each by then, and so are the closures' captures.
+/// `WaitGuard`: a cancelled coroutine's request "still runs, and its result is dropped" (README), and the
+/// next coroutines on its thread are not held up by it. With one `may` thread: A and B (each cancelled after
+/// the previous ended) apply on a held latch; C then applies to a plain value of the same trustee while the
+/// latch is still held, and is answered at once (its client is not one A or B left busy). The latch is
+/// released; D applies to the plain value and gets its own result (42). A's and B's requests ran once each;
+/// their results and all the closures' captures are dropped once each.
+///
+/// Written against the first version of the fix, which pooled a cancelled coroutine's client with its request
+/// in flight: C's request then went unsent behind A's and B's, and C had to be cancelled too.
 #[test]
-fn the_pooled_client_after_three_cancelled_coroutines_gives_the_next_its_own_result() {
+fn cancelled_coroutines_requests_run_and_the_next_coroutines_get_their_own_results() {
     in_child!(
-        "the_pooled_client_after_three_cancelled_coroutines_gives_the_next_its_own_result",
+        "cancelled_coroutines_requests_run_and_the_next_coroutines_get_their_own_results",
         10
     );
     may::config().set_workers(1);
     let (on0, l, stop) = held_latch();
     let p = rt().trustee(0).entrust(40u64);
     let (results, caps) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
-    let ran_c = Arc::new(AtomicUsize::new(0));
     for _ in 0..2 {
         let (l2, r2, c2) = (l.clone(), results.clone(), caps.clone());
         cancel(waiting(move || {
@@ -199,17 +200,24 @@ fn the_pooled_client_after_three_cancelled_coroutines_gives_the_next_its_own_res
             })
         }));
     }
-    let (p2, r2, c2, k2) = (p.clone(), results.clone(), caps.clone(), ran_c.clone());
-    cancel(waiting(move || {
-        let cap = Tallied::new(&c2);
-        p2.apply(move |_| {
-            drop(cap);
-            k2.fetch_add(1, Ordering::SeqCst);
-            Tallied::new(&r2)
+    let (p2, c2) = (p.clone(), caps.clone());
+    let c = within(1, move || {
+        coroutine(move || {
+            let cap = Tallied::new(&c2);
+            p2.apply(move |v| {
+                drop(cap);
+                *v + 1
+            })
         })
-    }));
-    settle(&on0);
-    assert_eq!(load(&ran_c), 0, "C ran while both lanes were held");
+        .join()
+        .unwrap()
+    });
+    assert_eq!(c, 41, "C, while the latch is held");
+    assert_eq!(
+        results.counts(),
+        (0, 0),
+        "A's and B's requests wait on the latch"
+    );
     stop.store(true, Ordering::SeqCst);
     let p2 = p.clone();
     let d = within(3, move || {
@@ -217,11 +225,13 @@ fn the_pooled_client_after_three_cancelled_coroutines_gives_the_next_its_own_res
     });
     assert_eq!(d, 42);
     settle(&on0);
-    assert_eq!(load(&ran_c), 1);
+    eventually("the cancelled results are dropped", || {
+        load(&results.dropped) == 2
+    });
     assert_eq!(caps.counts(), (3, 3), "the closures' captures");
     assert_eq!(
         results.counts(),
-        (3, 3),
+        (2, 2),
         "the cancelled coroutines' results"
     );
     child_ok();
@@ -232,14 +242,13 @@ fn the_pooled_client_after_three_cancelled_coroutines_gives_the_next_its_own_res
 /// wait ends, the coroutine must not stay slow. A coroutine's `apply` waits 300 ms on a held latch; it must
 /// return within 20 ms of the release, and its next 200 `apply`s to a free value must average under 100 us.
 ///
-/// Measured (two runs): returned 2.0 ms / 0.67 ms after the release, then 960 us / 309 us per `apply` for the
+/// Measured before the fix (`MayWait` now yields for a millisecond before it sleeps; two runs): returned 2.0 ms / 0.67 ms after the release, then 960 us / 309 us per `apply` for the
 /// same coroutine's next 200, while right after, a plain thread took 29 us and a new coroutine 1.5 us per
 /// `apply` to the same value (`a_lone_coroutines_apply_to_an_idle_trustee_takes_microseconds` passes). Cause not
 /// pinned down: the slow `apply`s come while the main thread (which launched the holding fiber with
 /// `launch_then`) has not yet taken its continuation; `MayWait` then sleeps 1 ms per round once its 256 yields
 /// are spent (client/outbox.rs:722-731).
 #[test]
-#[ignore = "BUG: a coroutine's applies right after a long wait on a released latch take 0.3-1 ms each (a new coroutine's 1.5 us); MayWait's 1 ms sleeps, cause not pinned down"]
 fn a_coroutines_apply_after_a_long_wait_returns_promptly_and_the_next_ones_are_fast() {
     in_child!(
         "a_coroutines_apply_after_a_long_wait_returns_promptly_and_the_next_ones_are_fast",
@@ -299,12 +308,11 @@ fn a_coroutines_apply_after_a_long_wait_returns_promptly_and_the_next_ones_are_f
 /// what the trustee takes. A trustee whose closure spins 300 us: 20 `apply`s from a plain thread, then 20 from a
 /// coroutine (the only one on its `may` thread). The coroutine's average must be under twice the thread's.
 ///
-/// Measured: thread 498 us, coroutine 1,656 us per `apply` (one run of two passed, just). `MayWait::snooze`
+/// Measured before the same fix: thread 498 us, coroutine 1,656 us per `apply` (one run of two passed, just). `MayWait::snooze`
 /// (client/outbox.rs:722-731) yields 256 times (about 50 us) and then sleeps on `may`'s timer 1 ms at a time,
 /// and nothing wakes a coroutine when its answer comes: any trustee that takes over ~50 us costs a coroutine
 /// a whole millisecond-plus per round trip.
 #[test]
-#[ignore = "BUG: a coroutine's apply to a trustee busy 300 us costs 1.3-1.7 ms (a thread's 0.5 ms): MayWait sleeps 1 ms after 256 yields, unwoken (client/outbox.rs:722-731)"]
 fn a_coroutines_apply_to_a_trustee_busy_300_us_costs_about_what_a_threads_does() {
     in_child!(
         "a_coroutines_apply_to_a_trustee_busy_300_us_costs_about_what_a_threads_does",
@@ -377,10 +385,13 @@ fn a_lone_coroutines_apply_to_an_idle_trustee_takes_microseconds() {
     child_ok();
 }
 
+/// What each `spawn` tried by a destructor gave.
+type Spawned = Arc<Mutex<Vec<Result<trust_core::Fiber<()>, String>>>>;
+
 /// On drop: counts, then tries `spawn` (caught); a fiber it gets is kept for the test to join.
 struct SpawnsOnDrop {
     drops: Arc<AtomicUsize>,
-    spawned: Arc<Mutex<Vec<Result<trust_core::Fiber<()>, String>>>>,
+    spawned: Spawned,
     inner: Arc<Tally>,
 }
 

@@ -59,17 +59,59 @@ fn new_thread_client() -> Client {
 }
 
 /// Runs `f` with a client context borrowed from the current thread's `may` pool, returned to the pool of the
-/// thread the coroutine is on when `f` is done, or unwinds (a cancelled coroutine's request may be in flight:
-/// dropped, the client would wait for it, holding the thread).
+/// thread the coroutine is on when `f` is done. When it unwinds (a cancelled coroutine) with a request in
+/// flight, a coroutine of its own takes the client over until the answer comes: dropped, the client would wait
+/// for it, holding the thread; pooled, the next call would wait behind it.
 fn with_may_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     struct Pooled(Option<Client>);
     impl Drop for Pooled {
         fn drop(&mut self) {
-            may_pool_push(self.0.take().expect("returned once"));
+            let client = self.0.take().expect("returned once");
+            if client.is_idle() {
+                may_pool_push(client);
+            } else {
+                settle_cancelled(client);
+            }
         }
     }
     let mut client = Pooled(Some(may_pool_pop().unwrap_or_else(|| Client::new(None))));
     f(client.0.as_mut().expect("returned once"))
+}
+
+/// A client a cancelled coroutine left with a request in flight, moved into a coroutine that waits for it.
+#[cfg(feature = "may")]
+struct Cancelled(Client);
+
+#[cfg(feature = "may")]
+impl Cancelled {
+    fn into_client(self) -> Client {
+        self.0
+    }
+}
+
+// SAFETY: a `may` client is used by one coroutine at a time and already moves between threads with the
+// coroutine that borrows it (`may` steals work); it holds no continuation (a coroutine's `apply_then` waits for
+// its result), and its `Pending` is its own.
+#[cfg(feature = "may")]
+unsafe impl Send for Cancelled {}
+
+#[cfg(feature = "may")]
+fn settle_cancelled(client: Client) {
+    let client = Cancelled(client);
+    // SAFETY: the coroutine touches thread-locals only through `may_pool_push`, after its last yield.
+    let _ = unsafe {
+        may::coroutine::spawn(move || {
+            // The whole wrapper moves in (a closure naming only its field would capture just that).
+            if let Some(client) = client.into_client().settle_cancelled() {
+                may_pool_push(client);
+            }
+        })
+    };
+}
+
+#[cfg(not(feature = "may"))]
+fn settle_cancelled(client: Client) {
+    drop(client);
 }
 
 #[inline(never)]
