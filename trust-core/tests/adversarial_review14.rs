@@ -293,12 +293,14 @@ fn a_coroutines_apply_after_a_long_wait_returns_promptly_and_the_next_ones_are_f
     eprintln!(
         "MEASURED: returned {delay:?} after the release; then {each:?} per apply; a thread's then {thread:?}, a new coroutine's {fresh:?}"
     );
+    // Timings mean little under AddressSanitizer (CI runs this file there too).
+    let asan = cfg!(feature = "sanitizer");
     assert!(
-        delay < Duration::from_millis(20),
+        asan || delay < Duration::from_millis(20),
         "returned {delay:?} after the release"
     );
     assert!(
-        each < Duration::from_micros(100),
+        asan || each < Duration::from_micros(100),
         "{each:?} per apply after the wait"
     );
     child_ok();
@@ -348,14 +350,14 @@ fn a_coroutines_apply_to_a_trustee_busy_300_us_costs_about_what_a_threads_does()
     assert_eq!(p.apply(|v| *v), 41);
     eprintln!("MEASURED: thread {thread:?}, coroutine {co:?} per apply");
     assert!(
-        co < thread * 2,
+        cfg!(feature = "sanitizer") || co < thread * 2,
         "thread {thread:?}, coroutine {co:?} per apply"
     );
     child_ok();
 }
 
 /// README: "an `apply` yields the coroutine, not its thread"; `MayWait`: "Yields before the first sleep:
-/// about 50 us with nothing else to run, a round trip many times over". The only coroutine of its `may`
+/// up to a millisecond before it sleeps". The only coroutine of its `may`
 /// thread makes 200 `apply`s to an idle trustee's plain value (no latch, no wait beforehand): they must average
 /// under 100 us.
 #[test]
@@ -381,7 +383,10 @@ fn a_lone_coroutines_apply_to_an_idle_trustee_takes_microseconds() {
     });
     assert_eq!(p.apply(|v| *v), 201);
     eprintln!("MEASURED: {each:?} per apply");
-    assert!(each < Duration::from_micros(100), "{each:?} per apply");
+    assert!(
+        cfg!(feature = "sanitizer") || each < Duration::from_micros(100),
+        "{each:?} per apply"
+    );
     child_ok();
 }
 
