@@ -238,7 +238,7 @@ fn cancelled_coroutines_requests_run_and_the_next_coroutines_get_their_own_resul
 }
 
 /// DESIGN.md 3.1 (a coroutine "waits without burning a core forever (spin briefly, then yield/park)") and
-/// `MayWait` ("Yields before the first sleep: about 50 us ..., a round trip many times over"): once a long
+/// `MayWait` (a coroutine yields before it sleeps): once a long
 /// wait ends, the coroutine must not stay slow. A coroutine's `apply` waits 300 ms on a held latch; it must
 /// return within 20 ms of the release, and its next 200 `apply`s to a free value must average under 100 us.
 ///
@@ -356,8 +356,8 @@ fn a_coroutines_apply_to_a_trustee_busy_300_us_costs_about_what_a_threads_does()
     child_ok();
 }
 
-/// README: "an `apply` yields the coroutine, not its thread"; `MayWait`: "Yields before the first sleep:
-/// up to a millisecond before it sleeps". The only coroutine of its `may`
+/// README: "an `apply` yields the coroutine, not its thread"; `MayWait`: a coroutine yields for up
+/// to a millisecond before it sleeps. The only coroutine of its `may`
 /// thread makes 200 `apply`s to an idle trustee's plain value (no latch, no wait beforehand): they must average
 /// under 100 us.
 #[test]
