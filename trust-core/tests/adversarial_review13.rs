@@ -122,24 +122,6 @@ fn a_launch_then_started_by_the_closing_worker_drops_its_closure() {
     child_ok();
 }
 
-/// Launches on `l` a fiber that holds it open until `stop` (`hold_open`, for a latch of any value); returns once
-/// it runs.
-fn hold<T: Send + 'static>(l: &Trust<Latch<T>>, on0: &Trust<()>, stop: &Arc<AtomicBool>) {
-    let (stop, running) = (stop.clone(), Arc::new(AtomicBool::new(false)));
-    let r = running.clone();
-    l.launch_then(
-        move |_| {
-            r.store(true, Ordering::SeqCst);
-            while !stop.load(Ordering::SeqCst) {
-                trust_core::sleep(Duration::from_millis(1));
-            }
-        },
-        |()| (),
-    );
-    on0.apply(|_| ());
-    eventually("the holding fiber runs", || running.load(Ordering::SeqCst));
-}
-
 /// The fresh code, a batch paused twice: a plain thread's batch of five `apply_then`s (results counted) on
 /// trustee 0: a plain value, a latch L1 held by a launched fiber (the batch pauses), the value, a latch L2 also
 /// held (it pauses again), the value. L1 is released: the batch resumes and pauses at L2, three records having
@@ -161,8 +143,8 @@ fn a_batch_paused_twice_drops_the_results_written_before_its_second_pause() {
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    hold(&l1, &on0, &stop1);
-    hold(&l2, &on0, &stop2);
+    hold_open(&l1, &on0, &stop1);
+    hold_open(&l2, &on0, &stop2);
     let p = rt().trustee(0).entrust(0u64);
     let (results, captures) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
     let ran = Arc::new(AtomicUsize::new(0));
@@ -621,8 +603,8 @@ fn ten_thousand_fibers_with_registrations_and_requests_in_flight_at_shutdown_dro
         .map(|w| rt().trustee(w).entrust(Latch::new(0u64)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    hold(&latches[0], &on[0], &stop);
-    hold(&latches[1], &on[1], &stop);
+    hold_open(&latches[0], &on[0], &stop);
+    hold_open(&latches[1], &on[1], &stop);
     let before = rss_kib();
     let (values, started) = (Arc::new(Tally::default()), Arc::new(AtomicUsize::new(0)));
     let fibers: Vec<_> = (0..10_000u64)

@@ -435,7 +435,11 @@ pub fn dip<T: Send + 'static>(x: &Trust<T>, y: &Trust<()>, clones: usize) {
 }
 
 /// A fiber launched on latch `l` (trustee 0) that holds it open until `stop`; returns once it runs.
-pub fn hold_open(l: &Trust<trust_core::Latch<u64>>, on0: &Trust<()>, stop: &Arc<AtomicBool>) {
+pub fn hold_open<T: Send + 'static>(
+    l: &Trust<trust_core::Latch<T>>,
+    on0: &Trust<()>,
+    stop: &Arc<AtomicBool>,
+) {
     let (stop, running) = (stop.clone(), Arc::new(AtomicBool::new(false)));
     let r = running.clone();
     l.launch_then(
