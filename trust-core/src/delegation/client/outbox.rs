@@ -708,23 +708,28 @@ pub(crate) fn in_may_coroutine() -> bool {
 }
 
 /// How a `may` coroutine waits for an answer: it yields to `may` (other coroutines run) for up to a
-/// millisecond, then sleeps on `may`'s timer, a millisecond at a time. Nothing wakes a coroutine when its
-/// answer comes (its client has no parker), and one that only yields keeps its thread busy when nothing else is
-/// ready: a request paused on a held latch waits as long as the latch is held (a coroutine waiting so took a
-/// whole core). Yielding that long first keeps a wait on a trustee busy for some hundreds of microseconds about
-/// as short as a thread's (slept from 50 us on, a coroutine's request to a trustee busy 300 us took 1.7 ms).
+/// millisecond, then sleeps on `may`'s timer, 1 ms, then 2, 4, up to 16 ms at a time. Nothing wakes a
+/// coroutine when its answer comes (its client has no parker), and one that only yields keeps its thread busy
+/// when nothing else is ready: a request paused on a held latch waits as long as the latch is held (a
+/// coroutine waiting so took a whole core). Yielding that long first keeps a wait on a trustee busy for some
+/// hundreds of microseconds about as short as a thread's (slept from 50 us on, a coroutine's request to a
+/// trustee busy 300 us took 1.7 ms).
 #[derive(Default)]
 struct MayWait {
     yields: u32,
     since: Option<Instant>,
-    sleeping: bool,
+    /// The next sleep, once yielding is over (0 before).
+    sleep_ms: u64,
 }
 
 impl MayWait {
     const YIELD_FOR: Duration = Duration::from_millis(1);
+    /// The longest sleep: a thousand coroutines waiting on a held latch, each woken every millisecond, took
+    /// half a core.
+    const MAX_SLEEP_MS: u64 = 16;
 
     fn snooze(&mut self) {
-        if !self.sleeping {
+        if self.sleep_ms == 0 {
             self.yields += 1;
             // The clock is read every 64 yields only.
             let long = self.yields.is_multiple_of(64)
@@ -732,9 +737,10 @@ impl MayWait {
             if !long {
                 return may_yield();
             }
-            self.sleeping = true;
+            self.sleep_ms = 1;
         }
-        may_sleep(Duration::from_millis(1));
+        may_sleep(Duration::from_millis(self.sleep_ms));
+        self.sleep_ms = (2 * self.sleep_ms).min(Self::MAX_SLEEP_MS);
     }
 }
 
@@ -970,22 +976,25 @@ impl Client {
     /// A `may` client that a cancelled coroutine left with a request in flight (see `WaitGuard`), moved on as a
     /// coroutine of its own waits: what is unsent goes out, and the answers that come are taken, the results
     /// nobody waits for any more dropped. Gives the client back once nothing is left in flight, for its pool;
-    /// `None` when a trustee shut down instead (the client is dropped: it drops what was never taken).
+    /// `None` when what is left waits on trustees that have shut down (the client is then dropped: it drops
+    /// what they never took, without waiting, as it would wait for a trustee still running).
     #[cfg(feature = "may")]
     pub(crate) fn settle_cancelled(mut self) -> Option<Client> {
         let mut wait = MayWait::default();
         loop {
-            let mut idle = true;
+            let (mut idle, mut waiting) = (true, false);
             for outbox in self.outboxes.iter_mut().flatten() {
                 while outbox.poll() {}
                 outbox.flush();
-                if outbox.trustee.is_closed() {
-                    return None;
-                }
-                idle &= outbox.is_idle();
+                let busy = !outbox.is_idle();
+                idle &= !busy;
+                waiting |= busy && !outbox.trustee.is_closed();
             }
             if idle {
                 return Some(self);
+            }
+            if !waiting {
+                return None;
             }
             wait.snooze();
         }

@@ -481,6 +481,17 @@ impl Worker {
         for i in 0..n {
             let (channel, served, paused) = {
                 let s = &mut self.served.borrow_mut()[i];
+                // A paused record is not run again while launched fibers still share its property: it would
+                // only pause again (the check it makes first). With a thousand batches paused so, running each
+                // again every round (a boxed closure, and a new one when it pauses) took most of a core.
+                let still_launched = |p: &Paused| {
+                    // SAFETY: a paused record's property stays live until the record has run
+                    // (`drop_retired` keeps it), and this is its trustee.
+                    !p.on.is_null() && unsafe { property::launched(p.on) }
+                };
+                if s.paused.as_ref().is_some_and(still_launched) {
+                    continue;
+                }
                 (Arc::as_ptr(&s.channel), s.served, s.paused.take())
             };
             // SAFETY: `served` keeps the channel alive, and only this function removes entries, after the loop.
