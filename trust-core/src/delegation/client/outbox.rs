@@ -710,10 +710,14 @@ pub(crate) fn in_may_coroutine() -> bool {
 /// How a `may` coroutine waits for an answer: it yields to `may` (other coroutines run) for up to a
 /// millisecond, then sleeps on `may`'s timer, 1 ms, then 2, 4, up to 16 ms at a time. Nothing wakes a
 /// coroutine when its answer comes (its client has no parker), and one that only yields keeps its thread busy
-/// when nothing else is ready: a request paused on a held latch waits as long as the latch is held (a
-/// coroutine waiting so took a whole core). Yielding that long first keeps a wait on a trustee busy for some
-/// hundreds of microseconds about as short as a thread's (slept from 50 us on, a coroutine's request to a
-/// trustee busy 300 us took 1.7 ms).
+/// when nothing else is ready (a request paused on a held latch waits as long as the latch is held: a
+/// coroutine waiting so took a whole core), and keeps the coroutines spawned from outside `may` off its
+/// thread (they wait in a global queue, taken only when the thread's own queue is empty). Yielding first keeps
+/// a wait on a trustee busy for some hundreds of microseconds about as short as a thread's. `may`'s sleep has
+/// a race of its own (`Sleep::subscribe` adds the timer before it records the coroutine's cancel data, and the
+/// timer thread can run the coroutine to its end meanwhile, a use after free that AddressSanitizer reported
+/// with cancelled coroutines sleeping 1 ms): the sleeps grow, and cancelled coroutines' clients settle on a
+/// thread (`call::settle_cancelled`), not in sleeping coroutines.
 #[derive(Default)]
 struct MayWait {
     yields: u32,
@@ -973,31 +977,20 @@ impl Client {
         self.has_ready()
     }
 
-    /// A `may` client that a cancelled coroutine left with a request in flight (see `WaitGuard`), moved on as a
-    /// coroutine of its own waits: what is unsent goes out, and the answers that come are taken, the results
-    /// nobody waits for any more dropped. Gives the client back once nothing is left in flight, for its pool;
-    /// `None` when what is left waits on trustees that have shut down (the client is then dropped: it drops
-    /// what they never took, without waiting, as it would wait for a trustee still running).
+    /// One step of settling a `may` client that a cancelled coroutine left with a request in flight (see
+    /// `WaitGuard`, `call::settle_cancelled`): what is unsent goes out, and the answers that came are taken, the
+    /// results nobody waits for any more dropped. True once it is settled: nothing is left in flight, or what
+    /// is left waits on trustees that have shut down (dropping the client then drops what they never took,
+    /// without waiting, as it would wait for a trustee still running).
     #[cfg(feature = "may")]
-    pub(crate) fn settle_cancelled(mut self) -> Option<Client> {
-        let mut wait = MayWait::default();
-        loop {
-            let (mut idle, mut waiting) = (true, false);
-            for outbox in self.outboxes.iter_mut().flatten() {
-                while outbox.poll() {}
-                outbox.flush();
-                let busy = !outbox.is_idle();
-                idle &= !busy;
-                waiting |= busy && !outbox.trustee.is_closed();
-            }
-            if idle {
-                return Some(self);
-            }
-            if !waiting {
-                return None;
-            }
-            wait.snooze();
+    pub(crate) fn settle_step(&mut self) -> bool {
+        let mut waiting = false;
+        for outbox in self.outboxes.iter_mut().flatten() {
+            while outbox.poll() {}
+            outbox.flush();
+            waiting |= !outbox.is_idle() && !outbox.trustee.is_closed();
         }
+        !waiting
     }
 
     /// True when no outbox holds a request unsent or in flight.
@@ -1089,8 +1082,8 @@ fn open_outbox(outboxes: &mut Vec<Option<Outbox>>, parker: &Option<Arc<Parker>>,
 /// Keeps an unwinding caller (a cancelled `may` coroutine) from having its result moved into its frame once
 /// that is gone: the result will be dropped instead, when the batch is answered. Not waited for: a cancelled
 /// coroutine cannot yield to `may` while it unwinds (`may` returns at once), so waiting would hold its thread,
-/// and the other coroutines there, for as long as the request waits (on a held latch, say). A coroutine of its
-/// own takes the client over until the request is answered (`call::with_may_client`, `Client::settle_cancelled`).
+/// and the other coroutines there, for as long as the request waits (on a held latch, say). A thread of its own
+/// takes the client over until the request is answered (`call::with_may_client`, `call::settle_cancelled`).
 struct WaitGuard<'a> {
     outbox: &'a mut Outbox,
     /// The caller's `Option` for the result.
