@@ -451,14 +451,6 @@ fn a_batch_to_its_own_worker_paused_at_shutdown_drops_the_results_before_the_pau
     child_ok();
 }
 
-/// Spawns a `may` coroutine.
-fn coroutine<R: Send + 'static>(
-    f: impl FnOnce() -> R + Send + 'static,
-) -> may::coroutine::JoinHandle<R> {
-    // SAFETY: the coroutines use no thread-local storage of their own.
-    unsafe { may::coroutine::spawn(f) }
-}
-
 may::coroutine_local!(static KEPT: std::cell::RefCell<Option<Trust<u64>>> = std::cell::RefCell::new(None));
 
 /// README: "From a `may` coroutine, `apply_then` and `launch_then` wait for their result (the coroutine yields,
@@ -884,17 +876,6 @@ fn a_coroutine_cancelled_while_its_apply_waits_on_a_held_latch_frees_its_may_thr
     child_ok();
 }
 
-fn proc_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// DESIGN.md 3.1: "`apply` ... from a plain OS thread or a `may` coroutine it waits without burning a core
 /// forever (spin briefly, then yield/park)". A coroutine's blocking `apply` on a latch held by a launched fiber
 /// (its batch paused for as long as the fiber runs), the only coroutine of its one `may` thread: over one second
@@ -927,9 +908,9 @@ fn a_coroutine_waiting_on_a_held_latch_does_not_burn_a_core() {
     };
     eventually("the coroutine waits", || waiting.load(Ordering::SeqCst));
     std::thread::sleep(Duration::from_millis(100));
-    let (t0, w0) = (proc_ticks(), worker_cpu_ticks());
+    let (t0, w0) = (process_cpu_ticks(), worker_cpu_ticks());
     std::thread::sleep(Duration::from_millis(1000));
-    let others = (proc_ticks() - t0).saturating_sub(worker_cpu_ticks() - w0);
+    let others = (process_cpu_ticks() - t0).saturating_sub(worker_cpu_ticks() - w0);
     stop.store(true, Ordering::SeqCst);
     assert_eq!(within(3, move || a.join().unwrap()), 1);
     assert!(

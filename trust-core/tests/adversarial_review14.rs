@@ -20,24 +20,7 @@ use std::time::{Duration, Instant};
 #[macro_use]
 mod common;
 use common::*;
-use trust_core::{Latch, Trust, spawn};
-
-/// Spawns a `may` coroutine.
-fn coroutine<R: Send + 'static>(
-    f: impl FnOnce() -> R + Send + 'static,
-) -> may::coroutine::JoinHandle<R> {
-    // SAFETY: the coroutines use no thread-local storage of their own.
-    unsafe { may::coroutine::spawn(f) }
-}
-
-/// A latch on trustee 0 held open by a launched fiber until the flag is set; and a handle on trustee 0.
-fn held_latch() -> (Trust<()>, Trust<Latch<u64>>, Arc<AtomicBool>) {
-    let on0 = rt().trustee(0).entrust(());
-    let l = rt().trustee(0).entrust(Latch::new(0u64));
-    let stop = Arc::new(AtomicBool::new(false));
-    hold_open(&l, &on0, &stop);
-    (on0, l, stop)
-}
+use trust_core::spawn;
 
 /// Spawns a coroutine that calls `f` (a blocking call, which will wait), and returns once it has been waiting
 /// for 30 ms.

@@ -10,30 +10,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[macro_use]
 mod common;
 use common::*;
 use trust_core::{Latch, Trust};
-
-/// Spawns a `may` coroutine.
-fn coroutine<R: Send + 'static>(
-    f: impl FnOnce() -> R + Send + 'static,
-) -> may::coroutine::JoinHandle<R> {
-    // SAFETY: the coroutines use no thread-local storage of their own.
-    unsafe { may::coroutine::spawn(f) }
-}
-
-/// A latch on trustee 0 held open by a launched fiber until the flag is set; and a handle on trustee 0.
-fn held_latch() -> (Trust<()>, Trust<Latch<u64>>, Arc<AtomicBool>) {
-    let on0 = rt().trustee(0).entrust(());
-    let l = rt().trustee(0).entrust(Latch::new(0u64));
-    let stop = Arc::new(AtomicBool::new(false));
-    hold_open(&l, &on0, &stop);
-    (on0, l, stop)
-}
 
 /// Spawns `n` coroutines that each call `f(i)` (a blocking call, which will wait) and returns once all have
 /// started and 50 ms more have passed.
@@ -66,18 +49,6 @@ fn cancel_all<R: Send + 'static>(hs: Vec<may::coroutine::JoinHandle<R>>) -> usiz
     within(5, move || {
         hs.into_iter().map(|h| h.join().is_err() as usize).sum()
     })
-}
-
-/// CPU time (utime + stime, clock ticks of 10 ms) of the whole process.
-fn process_cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// `WaitGuard` / `settle_cancelled`: a cancelled coroutine's request "still runs, and its result is dropped",

@@ -486,3 +486,32 @@ impl Drop for Tallied {
         self.0.dropped.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Spawns a `may` coroutine.
+pub fn coroutine<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> may::coroutine::JoinHandle<R> {
+    // SAFETY: the coroutines use no thread-local storage of their own.
+    unsafe { may::coroutine::spawn(f) }
+}
+
+/// A latch on trustee 0 held open by a launched fiber until the flag is set; and a handle on trustee 0.
+pub fn held_latch() -> (Trust<()>, Trust<trust_core::Latch<u64>>, Arc<AtomicBool>) {
+    let on0 = rt().trustee(0).entrust(());
+    let l = rt().trustee(0).entrust(trust_core::Latch::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    hold_open(&l, &on0, &stop);
+    (on0, l, stop)
+}
+
+/// CPU time (utime + stime, clock ticks of 10 ms) of the whole process.
+pub fn process_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
