@@ -456,19 +456,17 @@ may::coroutine_local!(static KEPT: std::cell::RefCell<Option<Trust<u64>>> = std:
 /// README: "From a `may` coroutine, `apply_then` and `launch_then` wait for their result (the coroutine yields,
 /// its thread goes on) and run the continuation at once, on the coroutine". With one `may` worker thread: a
 /// first coroutine keeps a handle in its coroutine-local storage, which `may` drops after the coroutine ended,
-/// on its worker thread, outside any coroutine (a handle's drop there makes the thread a client of its own).
+/// on its worker thread, outside any coroutine.
 /// Then a second coroutine on that thread issues an `apply_then` (20 ms, result 1) and calls `wait_pending`.
 /// Expected: the continuation has run when `apply_then` returns, and so after `wait_pending`.
 ///
-/// Measured: `(None, None)`: the continuation had not run after `apply_then` nor after `wait_pending` (the
-/// same test with the handle dropped inside the first coroutine gives `(Some(1), Some(1))`).
-/// `Trust::apply_then` tries `call::post_then_from_thread` first (call.rs:325-334), which takes the thread's
-/// client whenever the thread has one, without asking whether the caller is a coroutine: the request is
-/// batched unsent in the thread's client, and the continuation is left to whatever later runs that thread's
-/// continuations (another coroutine's call, nested in its stack), while the coroutine's `wait_pending` looks
-/// only at its own coroutine-local queue.
+/// Measured before the fix: `(None, None)`: the continuation had not run after `apply_then` nor after
+/// `wait_pending` (the same test with the handle dropped inside the first coroutine gives `(Some(1), Some(1))`).
+/// `Trust::apply_then` tries `call::post_then_from_thread` first, which takes the thread's client whenever the
+/// thread has one, without asking whether the caller is a coroutine, and the handle's drop had made one: the
+/// request was batched unsent in it and the continuation left to whatever later ran that thread's
+/// continuations. Fixed: a handle's drop (a record that answers nothing) no longer makes a thread a client.
 #[test]
-#[ignore = "BUG: a may coroutine's apply_then on a thread that has a thread client (call.rs:325 post_then_from_thread, no in_coroutine check) is batched in that client: continuation not run at once nor by wait_pending (None, None)"]
 fn a_coroutines_apply_then_waits_for_its_result_even_on_a_thread_that_made_a_client() {
     in_child!(
         "a_coroutines_apply_then_waits_for_its_result_even_on_a_thread_that_made_a_client",

@@ -262,13 +262,22 @@ pub(crate) fn count(trustee: &'static TrusteeShared, h: SendPtr<Header>, delta: 
     }
 }
 
-/// A plain thread's (or `may` coroutine's) record: sent now if its slot is free, else given to `unsent`.
+/// A plain thread's (or `may` coroutine's) record: sent now if the thread has a client and its slot is free,
+/// else given to `unsent`. Never makes a client: a thread that only clones and drops handles needs none, and
+/// one made so on a `may` thread, outside any coroutine (a handle in a coroutine-local, dropped after its
+/// coroutine ended), would take that thread's coroutines' `apply_then`s later (`post_then_from_thread` does
+/// not ask whether its caller is a coroutine: that check would cost every plain thread's `apply_then`).
 fn post_from_thread<F: Record + 'static>(trustee: &'static TrusteeShared, record: F, unsent: impl FnOnce(F)) {
-    let (record, ready) = if outbox::in_may_coroutine() {
-        (Some(record), false)
-    } else {
-        with_thread_client(|c| (c.try_post_now(trustee, record), c.has_ready()))
-    };
+    let mut record = Some(record);
+    let mut ready = false;
+    if !outbox::in_may_coroutine() {
+        let _ = THREAD_CLIENT.try_with(|c| {
+            if let Some(client) = c.borrow_mut().as_mut() {
+                record = client.try_post_now(trustee, record.take().unwrap());
+                ready = client.has_ready();
+            }
+        });
+    }
     if let Some(record) = record {
         unsent(record);
     }
