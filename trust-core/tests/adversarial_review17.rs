@@ -16,16 +16,8 @@ use trust_core::ghost::{
     GhostAtomicBitset, GhostAtomicUsize, GhostCell, GhostToken, GhostTreiberStack,
 };
 use trust_core::interval::{IntervalMutex, IntervalRwLock};
-use trust_core::lock::{
-    LockAllError, Mutex, MutexRef, OwnedLockCollection, RefLockCollection, RetryingLockCollection,
-    ThreadKey,
-};
-use trust_core::{lock_all, lock_ranks, try_lock_all};
-
-lock_ranks! { Low; High; }
-
-/// A collection whose positional order (High, then Low) is the reverse of the rank order.
-type HighThenLow = OwnedLockCollection<(Mutex<u32, High>, Mutex<u32, Low>)>;
+use trust_core::lock::{LockAllError, Mutex, RefLockCollection, RetryingLockCollection, ThreadKey};
+use trust_core::{lock_all, try_lock_all};
 
 fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
@@ -41,96 +33,16 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Waits until `cond` holds or `ms` pass; returns whether it held.
-fn wait_until(ms: u64, cond: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    cond()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Lock collections.
 
-/// Promise (`OwnedLockCollection` rustdoc, `src/lock/collection/owned.rs`): "Nothing else can reach the
-/// locks (there is no `child()`: only `&mut` access and `into_child`), so every acquisition of them goes
-/// through this collection, in this one order, and sorting is unnecessary." And `docs/lock.md`, LockContext:
-/// "Why it is deadlock-free: only an owned collection has contexts, so every acquisition of its locks (its
-/// `lock` as well as contexts) goes in positional order".
-///
-/// Attack: `MutexRef::mutex(&guard)` (public, `src/lock/mutex.rs:306`) returns `&'a Mutex` for the whole
-/// borrow of the collection, not for the guard's life. Lock the collection once, keep `&Mutex` of both
-/// parts, drop the guard. The collection `(Mutex<_, High>, Mutex<_, Low>)` takes its parts in positional
-/// order, High then Low; `lock_all!` over the escaped references takes them in rank order, Low then High:
-/// an ABBA pair from safe code, with no guard held across any wait the docs list as a limit. Thread A
-/// locks part 0 (High) through a context and, once thread B's `lock_all!` holds Low (and so waits for
-/// High), asks for part 1 (Low).
-///
-/// Expected (deadlock freedom): both threads finish within 3 s, A reads `(1, 2)` and B `(2, 1)` or any
-/// order, i.e. two `Ok` messages arrive.
-///
-/// Measured: neither thread finishes: after 3 s both are still blocked (A in `lock_1`, B in `lock_all!`),
-/// `High` and `Low` both report `is_locked() == true`. The two threads are leaked, blocked forever.
-#[test]
-#[ignore = "BUG: MutexRef::mutex (src/lock/mutex.rs:306; also RwLock{Read,Write}Ref::rwlock, src/lock/rwlock.rs:373,416) lets an OwnedLockCollection's locks escape, so its unsorted positional order (src/lock/collection/owned.rs:86-88) deadlocks against lock_all!'s rank order"]
-fn owned_collection_parts_escape_through_mutexref_mutex_and_deadlock_against_lock_all() {
-    let coll: &'static HighThenLow = Box::leak(Box::new(OwnedLockCollection::new((
-        Mutex::ranked(1),
-        Mutex::ranked(2),
-    ))));
-    let (high, low) = {
-        let mut key = ThreadKey::get().unwrap();
-        let guard = coll.lock(&mut key);
-        let escaped = (MutexRef::mutex(&guard.0), MutexRef::mutex(&guard.1));
-        drop(guard);
-        escaped
-    };
-    let (done_tx, done_rx) = mpsc::channel::<&'static str>();
-    let (high_held_tx, high_held_rx) = mpsc::channel::<()>();
-
-    let a_done = done_tx.clone();
-    thread::spawn(move || {
-        let mut key = ThreadKey::get().unwrap();
-        let ctx = coll.context(&mut key);
-        let (h, ctx) = ctx.lock_0();
-        high_held_tx.send(()).unwrap();
-        // Wait until B holds Low (it then waits for High, which we hold).
-        assert!(wait_until(2000, || low.is_locked()));
-        thread::sleep(Duration::from_millis(20));
-        let (l, _) = ctx.lock_1();
-        assert_eq!((*h, *l), (1, 2));
-        a_done.send("a").unwrap();
-    });
-    thread::spawn(move || {
-        high_held_rx.recv().unwrap();
-        let mut key = ThreadKey::get().unwrap();
-        let (h, l) = lock_all!(&mut key, *high, *low);
-        assert_eq!((*h, *l), (1, 2));
-        done_tx.send("b").unwrap();
-    });
-
-    let mut finished = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while finished.len() < 2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match done_rx.recv_timeout(left) {
-            Ok(who) => finished.push(who),
-            Err(_) => break,
-        }
-    }
-    finished.sort_unstable();
-    assert_eq!(
-        finished,
-        ["a", "b"],
-        "deadlock: High locked = {}, Low locked = {}",
-        high.is_locked(),
-        low.is_locked()
-    );
-}
+// `OwnedLockCollection`'s promise ("Nothing else can reach the locks ..., so every acquisition of them goes
+// through this collection, in this one order") was broken from safe code: `MutexRef::mutex(&guard)` (and
+// `RwLock{Read,Write}Ref::rwlock`) returned `&'a Mutex` for the whole borrow of the collection, so its parts
+// escaped, and `lock_all!` over them (rank order, Low then High) against a context on the collection
+// (positional order, High then Low) left two threads blocked forever (both locks held after 3 s). Fixed: the
+// reference lives only as long as the borrow of the guard; the program no longer compiles
+// (`ui-tests/tests/ui/lock/guard-mutex-outlives-guard.rs`).
 
 /// Promise: `RefLockCollection` is happylock 0.5's `RefLockCollection` (`src/lock/collection/mod.rs`: "One
 /// file per strategy, as in `happylock`"), and `docs/lock.md` presents the collections as values "you can keep
@@ -144,13 +56,15 @@ fn owned_collection_parts_escape_through_mutexref_mutex_and_deadlock_against_loc
 ///
 /// Expected: `(sync, send)` is `(true, true)` for happylock's, ours, and our `LockCollection`.
 ///
-/// Measured: ours is `(false, false)`: its `locks: Vec<&'a dyn RawLock>` field (`dyn RawLock` has no
-/// `Send`/`Sync` bound) makes the auto traits fail, and unlike `LockCollection` (boxed.rs:38-42) it has no
-/// `unsafe impl`; a program sharing one among scoped threads compiles with happylock and not with us.
+/// Measured before the fix: ours was `(false, false)`: its `locks: Vec<&'a dyn RawLock>` field (`dyn RawLock`
+/// has no `Send`/`Sync` bound) made the auto traits fail, and unlike `LockCollection` it had no `unsafe impl`.
+/// Fixed (`Send` and `Sync` when `L: Sync`, as a `&L`). Then two scoped threads share one and lock it 1,000
+/// times each: both counters end at 2,000.
 #[test]
-#[ignore = "BUG: RefLockCollection (src/lock/collection/ref.rs:21-24) is neither Sync nor Send (its Vec<&dyn RawLock> field), unlike happylock 0.5's and our own LockCollection (boxed.rs:38-42)"]
 fn ref_lock_collection_is_sync_and_send_like_happylocks() {
     struct Probe<T: ?Sized>(PhantomData<T>);
+    // Used only for a type that is not `Sync` (or `Send`): then the inherent method does not apply.
+    #[allow(dead_code)]
     trait Fallback {
         fn sync(&self) -> bool {
             false
@@ -191,6 +105,26 @@ fn ref_lock_collection_is_sync_and_send_like_happylocks() {
     assert_eq!(theirs, (true, true), "happylock's probe");
     assert_eq!(boxed, (true, true), "our LockCollection");
     assert_eq!(ours, (true, true), "our RefLockCollection");
+
+    let counters = [Mutex::new(0u32), Mutex::new(0u32)];
+    let both = RefLockCollection::new(&counters);
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut key = ThreadKey::get().unwrap();
+                for _ in 0..1_000 {
+                    let mut g = both.lock(&mut key);
+                    *g[0] += 1;
+                    *g[1] += 1;
+                }
+            });
+        }
+    });
+    let mut key = ThreadKey::get().unwrap();
+    assert_eq!(
+        both.lock(&mut key).iter().map(|g| **g).collect::<Vec<_>>(),
+        [2_000, 2_000]
+    );
 }
 
 /// Promise (`docs/lock.md`, Limits): "Pass the key by value where that matters: a leaked guard then leaks the
@@ -329,22 +263,21 @@ fn try_and_blocking_and_retrying_acquisitions_in_every_order_lose_no_update() {
 // ---------------------------------------------------------------------------------------------
 // Branded cells and worklists.
 
-/// Promise (`GhostCell::swap` rustdoc, `src/ghost/cell.rs:75-78`): "Swapping a cell with itself is a no-op and
+/// Promise (`GhostCell::swap` rustdoc, first version): "Swapping a cell with itself is a no-op and
 /// returns `Ok`. Two *different* cells that overlap in memory (only possible for zero-sized values placed at
 /// the same address) cannot be borrowed mutably together, and give `Err`."
 ///
 /// Attack: the two *different* elements of `[GhostCell<'_, ()>; 2]` share one address (zero-sized). Swap
 /// them, and, as a control, borrow them together through `GhostBorrowMut`.
 ///
-/// Expected: the multi-borrow is `Err` with positions `(0, 1)` (it is), and `swap` is `Err` too, as its doc
-/// says for exactly this case.
+/// Measured: `swap` returned `Ok(())`: its `core::ptr::eq(self, other)` short-cut compares addresses, which
+/// are equal for any two zero-sized cells at one address, so the documented `Err` could never happen
+/// (ghost-cell 0.2.6 has the same code; the doc sentence was ours). Fixed in the doc, which now says `swap`
+/// never gives `Err` and zero-sized cells at one address swap as a no-op, as in ghost-cell.
 ///
-/// Measured: `swap` returns `Ok(())`: its `core::ptr::eq(self, other)` short-cut (cell.rs:84) compares
-/// addresses, which are equal for any two zero-sized cells at one address, so the documented `Err` can never
-/// happen (ghost-cell 0.2.6 has the same code; the doc sentence is ours).
+/// Expected: the multi-borrow is `Err` with positions `(0, 1)`; both swaps are `Ok`.
 #[test]
-#[ignore = "BUG: GhostCell::swap's ptr::eq short-cut (src/ghost/cell.rs:84) returns Ok for two different zero-sized cells at one address, where its doc (cell.rs:75-78) promises Err"]
-fn swap_of_two_different_zero_sized_cells_at_one_address_is_an_error() {
+fn swap_of_two_zero_sized_cells_at_one_address_is_a_no_op() {
     use trust_core::ghost::GhostBorrowMut;
     GhostToken::new(|mut token| {
         let cells = [GhostCell::new(()), GhostCell::new(())];
@@ -355,10 +288,7 @@ fn swap_of_two_different_zero_sized_cells_at_one_address_is_an_error() {
         let err = (&cells[0], &cells[1]).borrow_mut(&mut token).unwrap_err();
         assert_eq!((err.first(), err.second()), (0, 1));
         assert!(cells[0].swap(&cells[0], &mut token).is_ok(), "itself: Ok");
-        assert!(
-            cells[0].swap(&cells[1], &mut token).is_err(),
-            "two different cells overlapping: Err, as documented"
-        );
+        assert_eq!(cells[0].swap(&cells[1], &mut token), Ok(()));
     });
 }
 
@@ -478,28 +408,31 @@ fn parallel_search_with_a_branded_bitset_and_treiber_worklist_visits_each_node_o
 /// [...] what the type buys is an API without reads, so a reader of the code knows every borrow excludes."
 /// (interlock's interval mutex.)
 ///
-/// Attack: `IntervalMutex::prioritized` returns the readers-writer lock's `Prioritized`, which has `read` and
-/// `read_async`. Take `m.prioritized(0).read(0..4)`, then poll `m.prioritized(0).read_async(2..6)` once.
+/// Attack (first version): `IntervalMutex::prioritized` returned the readers-writer lock's `Prioritized`,
+/// whose `read` and `read_async` handed out shared borrows. `m.prioritized(0).read(0..4)`, then one poll of
+/// `m.prioritized(0).read_async(2..6)`: `Ready` while the first guard lived, `held() == 2`, `queued() == 0`.
+/// Fixed: it returns a `PrioritizedMutex`, which only has `lock` and `lock_async` (calling `read` on it does
+/// not compile: `ui-tests/tests/ui/interval/mutex-prioritized-cannot-read.rs`). This test takes the same two
+/// overlapping borrows through those.
 ///
-/// Expected: the second, overlapping borrow excludes the first: the poll is `Pending`, and `held() == 1`,
-/// `queued() == 1`.
-///
-/// Measured: the poll is `Ready` with a guard over `2..6` while the `0..4` guard lives: `held() == 2`,
-/// `queued() == 0`: two overlapping borrows of one `IntervalMutex` at once.
+/// Expected: the second, overlapping borrow waits for the first: the poll is `Pending`, `held() == 1`,
+/// `queued() == 1`; once the first is dropped, the second is granted (`held() == 1`, `queued() == 0`).
 #[test]
-#[ignore = "BUG: IntervalMutex::prioritized (src/interval/mutex.rs:68-70) returns the RwLock's Prioritized, whose read/read_async (src/interval/mod.rs:473,489) hand out overlapping shared borrows of a mutex"]
-fn interval_mutex_prioritized_reads_do_not_overlap() {
+fn interval_mutex_prioritized_borrows_do_not_overlap() {
     let m = IntervalMutex::new(vec![1u32, 2, 3, 4, 5, 6, 7, 8]);
-    let first = m.prioritized(0).read(0..4);
+    let first = m.prioritized(0).lock(0..4);
     assert_eq!(&*first, &[1, 2, 3, 4]);
-    let mut second = m.prioritized(0).read_async(2..6);
+    let mut second = m.prioritized(0).lock_async(2..6);
     let polled = poll_once(&mut second);
     let (held, queued) = (m.held(), m.queued());
     let ready = polled.is_ready();
     drop(polled);
-    drop(second);
-    drop(first);
     assert_eq!((ready, held, queued), (false, 1, 1));
+    drop(first);
+    let Poll::Ready(second) = poll_once(&mut second) else {
+        panic!("the second borrow is granted once the first is dropped");
+    };
+    assert_eq!((&*second, m.held(), m.queued()), (&[3, 4, 5, 6][..], 1, 0));
 }
 
 /// Promise (interval module docs, "Guards across threads"): "A `WriteGuard` is an exclusive `&mut [T]` to its

@@ -73,9 +73,10 @@ impl<'brand, T> GhostCell<'brand, T> {
 
     /// Swaps the values of two cells.
     ///
-    /// Swapping a cell with itself is a no-op and returns `Ok`. Two *different* cells that overlap in
-    /// memory (only possible for zero-sized values placed at the same address) cannot be borrowed
-    /// mutably together, and give `Err`.
+    /// Swapping a cell with itself is a no-op and returns `Ok`, and so is swapping two zero-sized cells at
+    /// one address (there is nothing to swap). Two cells of one type that are not at one address never
+    /// overlap, so this never gives `Err`: the `Result` is `ghost-cell`'s signature, kept for parity.
+    /// (`(a, b).borrow_mut(&mut token)` does give `Err` for two zero-sized cells at one address.)
     pub fn swap(
         &self,
         other: &Self,

@@ -108,7 +108,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use future::{ReadFuture, WriteFuture};
 pub use guard::{ReadGuard, WriteGuard};
-pub use mutex::IntervalMutex;
+pub use mutex::{IntervalMutex, PrioritizedMutex};
 
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;

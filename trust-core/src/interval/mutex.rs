@@ -63,10 +63,9 @@ impl<T> IntervalMutex<T> {
         self.0.write_async(range)
     }
 
-    /// Requests with a priority (see [`IntervalRwLock::prioritized`]); use its `write` and
-    /// `write_async`.
-    pub fn prioritized(&self, priority: u32) -> Prioritized<'_, T> {
-        self.0.prioritized(priority)
+    /// Requests with a priority (see [`IntervalRwLock::prioritized`]): its `lock` and `lock_async`.
+    pub fn prioritized(&self, priority: u32) -> PrioritizedMutex<'_, T> {
+        PrioritizedMutex(self.0.prioritized(priority))
     }
 
     /// All elements, mutably, with no locking.
@@ -98,6 +97,26 @@ impl<T> IntervalMutex<T> {
     /// Number of requests queued right now (a snapshot).
     pub fn queued(&self) -> usize {
         self.0.queued()
+    }
+}
+
+/// An [`IntervalMutex`] seen through a request priority; made by [`IntervalMutex::prioritized`]. Like the
+/// mutex, it only writes: the readers-writer lock's [`Prioritized`] would hand out shared borrows that
+/// overlap.
+#[derive(Debug)]
+pub struct PrioritizedMutex<'a, T>(Prioritized<'a, T>);
+
+impl<'a, T> PrioritizedMutex<'a, T> {
+    /// [`IntervalMutex::lock`] with this priority.
+    #[track_caller]
+    pub fn lock(&self, range: impl RangeBounds<usize>) -> WriteGuard<'a, T> {
+        self.0.write(range)
+    }
+
+    /// [`IntervalMutex::lock_async`] with this priority.
+    #[track_caller]
+    pub fn lock_async(&self, range: impl RangeBounds<usize>) -> WriteFuture<'a, T> {
+        self.0.write_async(range)
     }
 }
 

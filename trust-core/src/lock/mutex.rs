@@ -302,8 +302,10 @@ impl<'a, T: ?Sized, R: Rank, L: RawMutex> MutexRef<'a, T, R, L> {
         }
     }
 
-    /// The mutex this guard holds.
-    pub fn mutex(this: &Self) -> &'a Mutex<T, R, L> {
+    /// The mutex this guard holds, for as long as this borrow of the guard (so while the lock is held): a
+    /// reference that outlived the guard would let an owned collection's parts be locked outside it, in
+    /// another order.
+    pub fn mutex(this: &Self) -> &Mutex<T, R, L> {
         this.mutex
     }
 }

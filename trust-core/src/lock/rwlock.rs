@@ -369,8 +369,8 @@ impl<'a, T: ?Sized, R: Rank, L: RawRwLock> RwLockReadRef<'a, T, R, L> {
         }
     }
 
-    /// The lock this guard reads.
-    pub fn rwlock(this: &Self) -> &'a RwLock<T, R, L> {
+    /// The lock this guard reads, for as long as this borrow of the guard (see [`MutexRef::mutex`](crate::lock::MutexRef::mutex)).
+    pub fn rwlock(this: &Self) -> &RwLock<T, R, L> {
         this.lock
     }
 }
@@ -412,8 +412,8 @@ impl<'a, T: ?Sized, R: Rank, L: RawRwLock> RwLockWriteRef<'a, T, R, L> {
         }
     }
 
-    /// The lock this guard writes.
-    pub fn rwlock(this: &Self) -> &'a RwLock<T, R, L> {
+    /// The lock this guard writes, for as long as this borrow of the guard (see [`MutexRef::mutex`](crate::lock::MutexRef::mutex)).
+    pub fn rwlock(this: &Self) -> &RwLock<T, R, L> {
         this.lock
     }
 }

@@ -23,6 +23,14 @@ pub struct RefLockCollection<'a, L: ?Sized> {
     locks: Vec<&'a dyn RawLock>,
 }
 
+// SAFETY: the collection is a `&L` and references into `*L` (its locks, sorted), used only through `&self`: it
+// is what a `&L` is, `Send` and `Sync` when `L: Sync` (several threads may then lock the child's locks at
+// once). happylock 0.5 asks only `L: Send` for `Send`; a `&L` moved to another thread is shared with this
+// one, so here it takes `L: Sync`, as `&L` does.
+unsafe impl<L: Sync + ?Sized> Send for RefLockCollection<'_, L> {}
+// SAFETY: as above.
+unsafe impl<L: Sync + ?Sized> Sync for RefLockCollection<'_, L> {}
+
 impl<'a, L: OwnedLockable + ?Sized> RefLockCollection<'a, L> {
     /// A collection over owned locks: they cannot repeat, so there is no duplicate check.
     pub fn new(data: &'a L) -> Self {
