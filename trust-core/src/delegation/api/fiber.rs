@@ -10,6 +10,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::delegation::api::runtime::runtime;
+use crate::delegation::api::trust::BOX_ABOVE;
 use crate::delegation::trustee::shared::{Abandon, SHUT_DOWN, TrusteeShared};
 use crate::delegation::client::outbox;
 use crate::delegation::stack;
@@ -122,6 +123,20 @@ impl<R> JoinState<R> {
 /// works again once some finish. Also panics after [`Runtime::shutdown`](crate::Runtime::shutdown).
 #[track_caller]
 pub fn spawn<F, R>(f: F) -> Fiber<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if size_of::<F>() > BOX_ABOVE {
+        // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
+        let f: Box<dyn FnOnce() -> R + Send> = Box::new(f);
+        return spawn_sized(f);
+    }
+    spawn_sized(f)
+}
+
+/// `spawn` for a closure small enough to move by value.
+fn spawn_sized<F, R>(f: F) -> Fiber<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,

@@ -13,6 +13,7 @@ use crate::delegation::api::fiber::{self, Fiber};
 use crate::delegation::trustee::job::{Always, Outcome};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
+use crate::delegation::api::trust::BOX_ABOVE;
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
 
@@ -58,24 +59,33 @@ impl<T> Latch<T> {
     /// Panics when the latch is held and the caller is not a fiber that may suspend (a delegated closure, or
     /// a plain thread), or is the fiber that holds it: it could only wait forever.
     pub fn lock(&self) -> LatchGuard<'_, T> {
-        while self.locked.get() {
-            let fiber = context::fiber()
-                .filter(|_| context::worker().is_some() && !context::in_delegated());
-            let Some((_, id)) = fiber else {
-                panic!(
-                    "`Latch::lock` on a held latch outside a launched fiber: only a fiber can wait for it. \
-                     Lock latches inside `Trust::launch`"
-                );
-            };
-            assert!(
-                self.holder.get() != id,
-                "`Latch::lock` by the fiber that holds the latch already: it would wait for itself. Use the \
-                 guard it has, or drop that guard first"
-            );
-            self.waiters.borrow_mut().push_back(id);
-            suspend();
+        if !self.locked.get() {
+            return self.take();
         }
-        self.take()
+        let fiber = context::fiber().filter(|_| context::worker().is_some() && !context::in_delegated());
+        let Some((_, id)) = fiber else {
+            panic!(
+                "`Latch::lock` on a held latch outside a launched fiber: only a fiber can wait for it. \
+                 Lock latches inside `Trust::launch`"
+            );
+        };
+        assert!(
+            self.holder.get() != id,
+            "`Latch::lock` by the fiber that holds the latch already: it would wait for itself. Use the \
+             guard it has, or drop that guard first"
+        );
+        self.waiters.borrow_mut().push_back(id);
+        loop {
+            suspend();
+            // Handed over by the guard's drop, still locked: a holder that locks again at once queues behind.
+            if self.holder.get() == id {
+                return LatchGuard { latch: self };
+            }
+            if !self.locked.get() {
+                self.waiters.borrow_mut().retain(|&w| w != id);
+                return self.take();
+            }
+        }
     }
 
     /// Locks the latch if it is free.
@@ -126,14 +136,20 @@ impl<T> DerefMut for LatchGuard<'_, T> {
 }
 
 impl<T> Drop for LatchGuard<'_, T> {
+    /// Hands the latch, still locked, to the first waiting fiber (first come, first served: unlocked, the
+    /// holder could lock it again before the woken fiber runs, and starve it), or unlocks it.
     fn drop(&mut self) {
-        self.latch.locked.set(false);
-        self.latch.holder.set(NO_FIBER);
-        if let Some(id) = self.latch.waiters.borrow_mut().pop_front()
-            && let Some(worker) = context::worker()
-        {
-            worker.scheduler.make_ready(id);
+        let latch = self.latch;
+        if let Some(worker) = context::worker() {
+            let next = latch.waiters.borrow_mut().pop_front();
+            if let Some(id) = next {
+                latch.holder.set(id);
+                worker.scheduler.make_ready(id);
+                return;
+            }
         }
+        latch.locked.set(false);
+        latch.holder.set(NO_FIBER);
     }
 }
 
@@ -157,6 +173,20 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         {
             panic!("{}", fiber::JOIN_ON_TRUSTEE);
         }
+        if size_of::<F>() > BOX_ABOVE {
+            // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
+            let f: Box<dyn FnOnce(&Latch<T>) -> R + Send> = Box::new(f);
+            return self.launch_sized(f);
+        }
+        self.launch_sized(f)
+    }
+
+    /// `launch` for a closure small enough to move by value.
+    fn launch_sized<R, F>(&self, f: F) -> R
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let property = SendPtr(self.property_ptr());
         let fiber = if self.is_local() {
             // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
@@ -189,6 +219,21 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// `wait_pending`. Allowed inside delegated closures and continuations. From a `may` coroutine it waits
     /// like `launch` and runs `then` at once, on the coroutine (see [`apply_then`](Trust::apply_then)).
     pub fn launch_then<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
+        if size_of::<F>() > BOX_ABOVE {
+            // As in `launch`.
+            let f: Box<dyn FnOnce(&Latch<T>) -> R + Send> = Box::new(f);
+            return self.launch_then_sized(f, then);
+        }
+        self.launch_then_sized(f, then)
+    }
+
+    /// `launch_then` for a closure small enough to move by value.
+    fn launch_then_sized<R, F, C>(&self, f: F, then: C)
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
         R: Send + 'static,

@@ -20,7 +20,7 @@ use crate::delegation::worker::run::Worker;
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
 /// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
 /// builds: tens of times), and a 1 MiB array would overflow a thread's stack.
-const BOX_ABOVE: usize = 512;
+pub(crate) const BOX_ABOVE: usize = 512;
 
 /// A handle to a value entrusted to a trustee: like `Arc<Mutex<T>>`, but every access is delegated to the
 /// trustee's thread, so the value's cache lines never move and no lock is taken.
@@ -251,9 +251,12 @@ impl<T: Send + 'static> Trust<T> {
     }
 
     /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. A small
-    /// argument travels inside the request; one over 512 bytes is boxed at once and travels out of line, so a
-    /// 1 MiB array by value is fine (the trustee's thread has an 8 MiB stack; see
-    /// `RuntimeBuilder::worker_stack_size`). A heap value such as a `Vec` moves only its three words.
+    /// argument travels inside the request; one over 512 bytes is boxed at once and travels out of line, so the
+    /// call does not copy it once per layer of the request (the trustee's thread has an 8 MiB stack; see
+    /// `RuntimeBuilder::worker_stack_size`). Passing it by value still takes a few copies of it on the
+    /// caller's stack (about 4 in a debug build: a 1 MiB array works from the main thread's 8 MiB, not from a
+    /// spawned thread's default 2 MiB, even in a release build): pass a value of a megabyte as a `Box` or a
+    /// `Vec`, which moves only its pointer (and length).
     pub fn apply_with<V, R, F>(&self, f: F, arg: V) -> R
     where
         F: FnOnce(&mut T, V) -> R + Send + 'static,
