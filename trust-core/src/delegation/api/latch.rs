@@ -17,6 +17,9 @@ use crate::delegation::api::trust::BOX_ABOVE;
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
 
+/// A launched closure over `BOX_ABOVE` bytes, boxed where the API receives it.
+type BoxedLaunch<T, R> = Box<dyn FnOnce(&Latch<T>) -> R + Send>;
+
 /// `Latch::holder` when no fiber holds the latch.
 const NO_FIBER: usize = usize::MAX;
 
@@ -175,7 +178,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         }
         if size_of::<F>() > BOX_ABOVE {
             // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
-            let f: Box<dyn FnOnce(&Latch<T>) -> R + Send> = Box::new(f);
+            let f: BoxedLaunch<T, R> = Box::new(f);
             return self.launch_sized(f);
         }
         self.launch_sized(f)
@@ -226,7 +229,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     {
         if size_of::<F>() > BOX_ABOVE {
             // As in `launch`.
-            let f: Box<dyn FnOnce(&Latch<T>) -> R + Send> = Box::new(f);
+            let f: BoxedLaunch<T, R> = Box::new(f);
             return self.launch_then_sized(f, then);
         }
         self.launch_then_sized(f, then)
