@@ -194,8 +194,9 @@ fn nested_blocking(delegated: bool) -> ! {
     panic!("{BLOCKING_ON_SCHEDULER}");
 }
 
-const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker: \
-     continuations run on the worker's scheduler, which would stop serving while it waits. Chain another \
+const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker (or in \
+     a destructor the worker's scheduler runs, such as a result's whose `apply_async` future was dropped): \
+     they run on the worker's scheduler, which would stop serving while it waits. Chain another \
      `apply_then` from the continuation instead, or make the call from a fiber (`spawn`)";
 
 /// `call_from` for a plain thread or a `may` coroutine.
