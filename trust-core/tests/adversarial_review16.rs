@@ -601,9 +601,9 @@ fn millions_of_clone_drop_pairs_from_threads_without_a_client_keep_memory_bounde
 /// `client.has_ready()` after posting its count change (call.rs:277) and then runs the thread's ready
 /// continuations itself (`run_thread_continuations`, call.rs:285): user code, which may block (or panic, caught
 /// and kept for `wait_pending`, or borrow what the caller of `clone` holds), inside a `clone` or a `drop`.
-/// (`drop` takes the same path.) A thread without a client (fc4fc08) does not do this.
+/// (`drop` takes the same path.) A thread without a client (fc4fc08) does not do this. Fixed:
+/// `post_from_thread` no longer runs continuations (the thread's next call or `wait_pending` does).
 #[test]
-#[ignore = "BUG: Trust::clone/drop on a plain thread with a client runs its ready continuations (call.rs:285 post_from_thread -> run_thread_continuations): a clone blocked 339 ms in a continuation's apply"]
 fn clone_on_a_thread_whose_continuations_are_ready_does_not_run_them() {
     let x = rt().trustee(0).entrust(0u64);
     let on1 = rt().trustee(1).entrust(0u64);
@@ -730,9 +730,10 @@ may::coroutine_local!(static CALLER: RefCell<Option<CallsOnDrop>> = RefCell::new
 /// making one, and a real call still does (`call_from_thread` asks `in_may_coroutine`, then
 /// `with_thread_client`, call.rs:203-216). The request is batched unsent in the thread's client and the
 /// continuation left to whatever later runs that thread's continuations, while the coroutine's `wait_pending`
-/// looks only at its coroutine-local queue.
+/// looks only at its coroutine-local queue. Fixed: a thread's client keeps its thread's stack range, and
+/// `post_then_from_thread` leaves a caller running on another stack (a coroutine) to `post_then`, which asks
+/// `may`.
 #[test]
-#[ignore = "BUG: a may coroutine's apply_then on a may thread that made a real call outside any coroutine is batched in the thread's client (call.rs:429 post_then_from_thread, no in_coroutine check): (None, None)"]
 fn a_coroutines_apply_then_waits_even_after_its_thread_called_outside_any_coroutine() {
     in_child!(
         "a_coroutines_apply_then_waits_even_after_its_thread_called_outside_any_coroutine",
@@ -779,9 +780,9 @@ fn a_coroutines_apply_then_waits_even_after_its_thread_called_outside_any_corout
 /// in the `may` thread's client (call.rs:429, `post_then_from_thread`), which announced it (lingering), so the
 /// trustee's retire waits for that batch; but nothing on that thread ever publishes it again (the `may` thread
 /// idles in `may`'s scheduler, and a plain thread publishes its `apply_then`s 32 at a time or at its next call).
-/// The same test with a blocking `apply(+1)` in the coroutine instead gives `Some(1)` at once.
+/// The same test with a blocking `apply(+1)` in the coroutine instead gives `Some(1)` at once. Fixed with
+/// the test above.
 #[test]
-#[ignore = "BUG: a may coroutine's apply_then batched unsent in its may thread's client (call.rs:429) is never published: a later into_inner on that value hangs"]
 fn into_inner_after_a_coroutines_apply_then_on_a_thread_that_called_outside_any_coroutine() {
     in_child!(
         "into_inner_after_a_coroutines_apply_then_on_a_thread_that_called_outside_any_coroutine",

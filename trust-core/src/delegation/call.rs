@@ -21,6 +21,7 @@ use crate::delegation::trustee::job::{self, Job, Outcome, Reply};
 use crate::delegation::trustee::property::{Header, SendPtr};
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::client::outbox;
+use crate::delegation::stack;
 use crate::delegation::worker::context;
 use crate::delegation::worker::fiber;
 use crate::delegation::worker::run::Worker;
@@ -55,7 +56,9 @@ fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
 #[cold]
 #[inline(never)]
 fn new_thread_client() -> Client {
-    Client::new(Some(Arc::new(Parker::current())))
+    let mut client = Client::new(Some(Arc::new(Parker::current())));
+    client.stack = stack::thread_stack();
+    client
 }
 
 /// Runs `f` with a client context borrowed from the current thread's `may` pool, returned to the pool of the
@@ -264,26 +267,20 @@ pub(crate) fn count(trustee: &'static TrusteeShared, h: SendPtr<Header>, delta: 
 }
 
 /// A plain thread's (or `may` coroutine's) record: sent now if the thread has a client and its slot is free,
-/// else given to `unsent`. Never makes a client: a thread that only clones and drops handles needs none, and
-/// one made so on a `may` thread, outside any coroutine (a handle in a coroutine-local, dropped after its
-/// coroutine ended), would take that thread's coroutines' `apply_then`s later (`post_then_from_thread` does
-/// not ask whether its caller is a coroutine: that check would cost every plain thread's `apply_then`).
+/// else given to `unsent`. Never makes a client (a thread that only clones and drops handles needs none), and
+/// never runs the thread's arrived continuations: a handle's `clone` and `drop` never block, and a
+/// continuation may (a blocking `apply` in it).
 fn post_from_thread<F: Record + 'static>(trustee: &'static TrusteeShared, record: F, unsent: impl FnOnce(F)) {
     let mut record = Some(record);
-    let mut ready = false;
     if !outbox::in_may_coroutine() {
         let _ = THREAD_CLIENT.try_with(|c| {
             if let Some(client) = c.borrow_mut().as_mut() {
                 record = client.try_post_now(trustee, record.take().unwrap());
-                ready = client.has_ready();
             }
         });
     }
     if let Some(record) = record {
         unsent(record);
-    }
-    if ready {
-        run_thread_continuations();
     }
 }
 
@@ -429,7 +426,9 @@ where
     let mut args = Some((job, then));
     let posted = THREAD_CLIENT.try_with(|c| {
         let mut c = c.borrow_mut();
-        let client = c.as_mut()?;
+        // Not for a `may` coroutine on a thread that has a client (made outside any coroutine): `post_then`
+        // tells it apart and makes its request a blocking call.
+        let client = c.as_mut().filter(|client| client.on_own_stack())?;
         // Before the arguments are taken: after a shutdown they are dropped by the caller's frame, once the
         // client's borrow has ended (their destructors may call the runtime).
         trustee.check_running();

@@ -73,6 +73,29 @@ static MAPPED: AtomicUsize = AtomicUsize::new(0);
 /// `join` finds the joined fiber's stack.
 static RETURNING: AtomicUsize = AtomicUsize::new(0);
 
+/// The calling thread's own stack, as its range of addresses (`pthread_getattr_np`), or `None` where it cannot
+/// be told (another OS, Miri). A plain thread's client keeps it: code running on another stack on that
+/// thread (a `may` coroutine) is told apart by the address of a local, with no call into `may`.
+pub(crate) fn thread_stack() -> Option<std::ops::Range<usize>> {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        // SAFETY: `attr` is initialized by `pthread_getattr_np` before it is read and destroyed once; the
+        // out-pointers point at locals.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let (mut low, mut size) = (ptr::null_mut(), 0);
+            let got = libc::pthread_attr_getstack(&attr, &mut low, &mut size);
+            libc::pthread_attr_destroy(&mut attr);
+            (got == 0 && size > 0).then(|| low as usize..low as usize + size)
+        }
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    None
+}
+
 /// Called by a fiber right before it settles its result: its stack comes back soon, by `give_back`.
 pub(crate) fn returning() {
     RETURNING.fetch_add(1, Ordering::SeqCst);

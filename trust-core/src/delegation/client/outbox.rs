@@ -796,6 +796,9 @@ pub(crate) struct Client {
     pub(crate) inbox: Inbox,
     /// The answered batch whose continuations are being run (see `next_ready`), kept for its capacity.
     running: Answered,
+    /// A plain thread's own stack (see [`on_own_stack`](Self::on_own_stack)); `None` for a `may` client, or
+    /// where it cannot be told.
+    pub(crate) stack: Option<std::ops::Range<usize>>,
 }
 
 impl Drop for Client {
@@ -819,6 +822,19 @@ impl Client {
             ready: Ready::new(),
             pending: Rc::default(),
             running: Answered::default(),
+            stack: None,
+        }
+    }
+
+    /// True when the caller runs on its thread's own stack: not a `may` coroutine that a thread with a client
+    /// of its own runs (its continuations must run on the coroutine, which `may` moves between threads). An
+    /// address comparison: the pipelining caller's path makes no call into `may` for it.
+    #[inline]
+    pub(crate) fn on_own_stack(&self) -> bool {
+        let here = 0u8;
+        match &self.stack {
+            Some(stack) => stack.contains(&std::ptr::from_ref(&here).addr()),
+            None => !in_may_coroutine(),
         }
     }
 
