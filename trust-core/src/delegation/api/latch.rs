@@ -10,7 +10,7 @@ use std::panic::{self, AssertUnwindSafe, resume_unwind};
 
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber};
-use crate::delegation::trustee::job::{Always, Outcome};
+use crate::delegation::trustee::job::{Launch, Outcome};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
 use crate::delegation::api::trust::BOX_ABOVE;
@@ -191,15 +191,13 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
     {
         let property = SendPtr(self.property_ptr());
-        let fiber = if self.is_local() {
+        let fiber = if self.is_local() && !self.launch_waits() {
             // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
             unsafe { start_launched(property, f) }
         } else {
             // SAFETY: as above, on the trustee.
-            call::call(
-                self.trustee().shared,
-                Always(move || unsafe { start_launched(property, f) }),
-            )
+            let start = move || unsafe { start_launched(property, f) };
+            call::call(self.trustee().shared, self.launch_job(start))
         };
         fiber.join().unwrap_or_else(|p| resume_unwind(p))
     }
@@ -259,7 +257,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         // On its own trustee, with no request of this worker to itself still queued (the start would overtake
         // it): started at once.
         let own = caller.filter(|w| std::ptr::eq(w.shared, shared));
-        if own.is_some_and(|w| !call::queued_to_self(w)) {
+        if own.is_some_and(|w| !call::queued_to_self(w)) && !self.launch_waits() {
             // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
             // the property outlives it (retired properties are dropped only once no launched fiber uses
             // them).
@@ -273,10 +271,33 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             Outcome::new(Ok(()))
         };
         // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
+        let start = self.launch_job(start);
         match own {
-            Some(worker) => call::post_then_to_self(worker, Always(start), |()| ()),
-            None => call::post_then(caller, shared, Always(start), |()| ()),
+            Some(worker) => call::post_then_to_self(worker, start, |()| ()),
+            None => call::post_then(caller, shared, start, |()| ()),
         }
+    }
+
+    /// The request that starts a launched fiber on the trustee: it waits while a plain apply on the property
+    /// waits (see [`property::applies_wait`]).
+    fn launch_job<R, S: FnOnce() -> R + Send + 'static>(&self, start: S) -> Launch<S> {
+        Launch {
+            property: SendPtr(self.property_ptr().cast::<Header>()),
+            start,
+        }
+    }
+
+    /// On the trustee: a launch must wait, behind a plain apply that waits for the launched fibers. Not one
+    /// made by a fiber launched on this property itself (the apply waits for that fiber, which would wait
+    /// for its launch).
+    fn launch_waits(&self) -> bool {
+        let Some(worker) = context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee().shared)) else {
+            return false;
+        };
+        let header = self.property_ptr().cast::<Header>();
+        // SAFETY: on the property's trustee; the handle keeps it live.
+        let waits = unsafe { property::applies_wait(header) };
+        waits && !worker.runs_launched_on(header as usize)
     }
 }
 

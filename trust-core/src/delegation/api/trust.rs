@@ -308,19 +308,27 @@ fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + S
 #[cold]
 #[inline(never)]
 fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
+    if !worker.in_fiber() {
+        return;
+    }
+    assert!(
+        !worker.runs_launched_on(property as usize),
+        "{}",
+        property::APPLY_ON_OWN_LATCH
+    );
+    // Counted as waiting meanwhile: new launches on the property wait behind this apply.
     // SAFETY: on the property's trustee thread; the caller's handle keeps it live.
-    while unsafe { property::launched(property.cast()) } && worker.in_fiber() {
-        assert!(
-            !worker.runs_launched_on(property as usize),
-            "{}",
-            property::APPLY_ON_OWN_LATCH
-        );
+    unsafe { property::set_applies_waiting(property.cast(), 1) };
+    // SAFETY: as above.
+    while unsafe { property::launched(property.cast()) } {
         // Suspended, not yielding in a loop: a launched fiber may hold the latch for long (asleep, waiting for
         // a socket), and the worker must be free to sleep meanwhile. The last one to end makes this ready.
         let (_, id) = worker.fiber.get().expect("in a fiber");
         worker.scheduler.wait_for_launched(property as usize, id);
         suspend_on(worker);
     }
+    // SAFETY: as above.
+    unsafe { property::set_applies_waiting(property.cast(), -1) };
 }
 
 const APPLY_THEN_ON_OWN_LATCH: &str = "`apply_then` on the `Trust<Latch<T>>` whose `launch` runs this fiber: \

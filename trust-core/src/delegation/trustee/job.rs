@@ -22,6 +22,33 @@ pub(crate) trait Job: Send + 'static {
     fn waits_on(&self) -> *mut Header {
         std::ptr::null_mut()
     }
+
+    /// True for a job that, while it waits, holds new launches on its property back (a plain apply).
+    fn holds_launches(&self) -> bool {
+        false
+    }
+}
+
+/// The start of a launched fiber: waits while a plain apply waits on the property (see
+/// [`property::applies_wait`]), then runs `start`.
+pub(crate) struct Launch<F> {
+    pub(crate) property: SendPtr<Header>,
+    pub(crate) start: F,
+}
+
+impl<R, F: FnOnce() -> R + Send + 'static> Job for Launch<F> {
+    type Output = R;
+    fn run(self) -> Result<R, Self> {
+        // SAFETY: runs on the property's trustee; the launching handle keeps it live until served.
+        if unsafe { property::applies_wait(self.property.get()) } {
+            return Err(self);
+        }
+        Ok((self.start)())
+    }
+
+    fn waits_on(&self) -> *mut Header {
+        self.property.get()
+    }
 }
 
 /// A job that always runs at once.
@@ -75,6 +102,10 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
 
     fn waits_on(&self) -> *mut Header {
         self.property.get().cast()
+    }
+
+    fn holds_launches(&self) -> bool {
+        true
     }
 }
 
@@ -170,8 +201,17 @@ pub(crate) fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) -
 #[inline(never)]
 fn pause_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
     let on = job.waits_on();
+    let holds = job.holds_launches() && !on.is_null();
+    if holds {
+        // SAFETY: a paused job's property stays live until it has run (see `Worker::retire`); on its trustee.
+        unsafe { property::set_applies_waiting(on, 1) };
+    }
     local::pause(
         Box::new(move || {
+            if holds {
+                // SAFETY: as above; counted in again if it pauses again.
+                unsafe { property::set_applies_waiting(on, -1) };
+            }
             contained(move || run_job(job, done));
         }),
         on,

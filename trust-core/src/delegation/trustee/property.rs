@@ -25,6 +25,9 @@ pub(crate) struct Header {
     /// channels, so the decrement can arrive first and the count dip below its true value, even below zero.
     refs: Cell<isize>,
     in_use: Cell<bool>,
+    /// Plain applies waiting for the launched fibers to end (paused records, fibers waiting inline): while
+    /// any wait, new launches wait behind them (see [`applies_wait`]).
+    applies_waiting: Cell<u32>,
     /// Fibers started by `launch` that share the value (a `Latch`) right now.
     launched: Cell<usize>,
     /// Position in the trustee's registry.
@@ -77,6 +80,7 @@ impl<T> Property<T> {
             header: Header {
                 refs: Cell::new(1),
                 in_use: Cell::new(false),
+                applies_waiting: Cell::new(0),
                 launched: Cell::new(0),
                 index: Cell::new(usize::MAX),
                 retiring: Cell::new(0),
@@ -258,6 +262,27 @@ pub(crate) unsafe fn set_launched(h: *mut Header, delta: isize) {
     // SAFETY: by the contract.
     let launched = unsafe { &(*h).launched };
     launched.set(launched.get().wrapping_add_signed(delta));
+}
+
+/// True while a plain apply waits for the property's launched fibers to end: a new launch then waits too,
+/// behind it. Launches are readers of the value (`&Latch<T>`) and an apply its writer (`&mut Latch<T>`); with
+/// launches let in while an apply waited, overlapping ones kept it waiting for as long as they came.
+///
+/// # Safety
+/// `h` live, on its trustee thread.
+pub(crate) unsafe fn applies_wait(h: *mut Header) -> bool {
+    // SAFETY: by the contract.
+    unsafe { (*h).applies_waiting.get() > 0 }
+}
+
+/// Counts a plain apply in or out of waiting for the launched fibers.
+///
+/// # Safety
+/// `h` live, on its trustee thread.
+pub(crate) unsafe fn set_applies_waiting(h: *mut Header, delta: i32) {
+    // SAFETY: by the contract.
+    let waiting = unsafe { &(*h).applies_waiting };
+    waiting.set(waiting.get().wrapping_add_signed(delta));
 }
 
 /// True while a closure, or a launched fiber, is using the property.
