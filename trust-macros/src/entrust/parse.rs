@@ -207,10 +207,18 @@ fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty:
         })
         .collect();
     let output = match &sig.output {
+        // `-> ()` written out is the same method as no return type: the `_then` stub's continuation takes no
+        // argument either way.
         ReturnType::Default => Output {
             ty: None,
             kind: ReturnKind::Owned,
         },
+        ReturnType::Type(_, ty) if matches!(&**ty, syn::Type::Tuple(t) if t.elems.is_empty()) => {
+            Output {
+                ty: None,
+                kind: ReturnKind::Owned,
+            }
+        }
         ReturnType::Type(_, ty) => {
             let ty = types::replace_self(ty, self_ty);
             let kind = types::classify_return(&ty);

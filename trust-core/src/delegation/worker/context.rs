@@ -17,8 +17,8 @@ thread_local! {
 }
 
 pub(crate) const NESTED_BLOCKING: &str = "blocking delegation from inside a delegated closure: the trustee would wait \
-     for another trustee, and two trustees waiting on each other deadlock. Use `apply_then` to continue \
-     asynchronously, or `launch` to run blocking code in a fiber on the trustee";
+     for another trustee, and two trustees waiting on each other deadlock. Use `apply_then` (an `#[entrust]` \
+     type's `_then` stub) to continue asynchronously, or `launch` to run blocking code in a fiber on the trustee";
 
 /// The worker running on this thread, if this is a worker thread. The one thread-local of the runtime's
 /// context: the running fiber and the delegated-closure depth are fields of the worker (`Worker::fiber`,
