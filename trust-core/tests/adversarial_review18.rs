@@ -50,13 +50,18 @@ fn a_latch_holder_that_relocks_at_once_does_not_starve_the_fiber_it_woke() {
     let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(0));
     let on0 = rt().trustee(0).entrust(());
     let holding = Arc::new(AtomicBool::new(false));
-    let h = holding.clone();
+    let b_asks = Arc::new(AtomicBool::new(false));
+    let (h, b) = (holding.clone(), b_asks.clone());
     l.launch_then(
         move |latch| {
-            for _ in 0..ROUNDS {
+            for round in 0..ROUNDS {
                 let mut g = latch.lock();
                 h.store(true, Ordering::SeqCst);
                 trust_core::sleep(Duration::from_millis(2));
+                // The first hold lasts until B asks (B, a fiber on the same worker, queues as it asks).
+                while round == 0 && !b.load(Ordering::SeqCst) {
+                    trust_core::sleep(Duration::from_millis(1));
+                }
                 *g += 1;
                 drop(g);
             }
@@ -65,7 +70,12 @@ fn a_latch_holder_that_relocks_at_once_does_not_starve_the_fiber_it_woke() {
     );
     on0.apply(|_| ());
     eventually("A holds the latch", || holding.load(Ordering::SeqCst));
-    let seen_by_b = within(8, move || l.launch(|latch| *latch.lock()));
+    let seen_by_b = within(8, move || {
+        l.launch(move |latch| {
+            b_asks.store(true, Ordering::SeqCst);
+            *latch.lock()
+        })
+    });
     wait_pending();
     assert_eq!(
         seen_by_b, 1,

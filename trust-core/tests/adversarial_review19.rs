@@ -369,9 +369,9 @@ fn a_latch_whose_handles_all_drop_during_a_hand_over_is_dropped_once_after() {
 /// (`holder`, set by `take`, latch.rs:99-101) after that fiber has ended; fiber ids are reused (the
 /// scheduler's free list: pushed at a fiber's end, worker/fiber.rs:437, popped by the next start,
 /// worker/fiber.rs:302), so C, started next, got A's id, and `lock`'s check (latch.rs:75-79) took it for the
-/// holder.
+/// holder. Fixed: the latch tells its holder by fiber id and serial number (`Scheduler::serial_of`: ids are
+/// reused, serials never).
 #[test]
-#[ignore = "BUG: Latch::holder (set in take, latch.rs:99-101) keeps the id of a fiber that ended holding the latch (guard forgotten); fiber ids are reused (worker/fiber.rs:302, 437), so the next fiber's lock panics as 'the fiber that holds the latch already' (latch.rs:75-79) instead of waiting"]
 fn a_fiber_that_reuses_the_id_of_a_forgetful_holder_waits_instead_of_panicking() {
     in_child!(
         "a_fiber_that_reuses_the_id_of_a_forgetful_holder_waits_instead_of_panicking",
@@ -596,9 +596,9 @@ fn boxed_launch_then_and_spawn_captures_unrun_at_shutdown_are_dropped_once() {
 /// Measured: both are located at `trust-core/src/delegation/api/fiber.rs:153`, the `panic!("{e}")` of
 /// `spawn_sized`. bd67651 split `spawn` into `spawn` (still `#[track_caller]`, api/fiber.rs:124-136) and
 /// `spawn_sized` (api/fiber.rs:139-159), which lacks `#[track_caller]`: the panic's location stops there
-/// (before bd67651 the `panic!` was in `spawn` itself and named the caller).
+/// (before bd67651 the `panic!` was in `spawn` itself and named the caller). Fixed: `spawn_sized` is
+/// `#[track_caller]` too.
 #[test]
-#[ignore = "BUG: spawn_sized (api/fiber.rs:139-159, split off by bd67651) lacks #[track_caller]: spawn's out-of-stacks panic is located at api/fiber.rs:153, not at the caller"]
 fn spawn_out_of_stacks_panics_at_the_callers_line() {
     if !crate::common::in_child(
         "spawn_out_of_stacks_panics_at_the_callers_line",
@@ -664,7 +664,7 @@ fn spawn_out_of_stacks_panics_at_the_callers_line() {
 /// and, for `launch`, out of `start_launched`'s closure (api/latch.rs:311-320), each a copy in a debug build;
 /// `apply` boxes a result over 512 bytes (`boxed_result`, api/trust.rs:100-104), these do not.
 #[test]
-#[ignore = "BUG: spawn/launch/launch_then move a result by value through fiber_job (api/fiber.rs:193-200) and start_launched (api/latch.rs:311-320) on the fiber's stack, unboxed (apply boxes results over 512 bytes): a 32 KiB result overflows a 256 KiB fiber stack"]
+#[ignore = "KNOWN LIMIT (README, Fibers): spawn/launch/launch_then move a result by value through fiber_job and start_launched on the fiber's stack, unboxed (apply boxes results over 512 bytes): a 32 KiB result overflows a 256 KiB fiber stack in a debug build"]
 fn spawn_and_launch_returning_thirty_two_kib() {
     in_child!("spawn_and_launch_returning_thirty_two_kib", 10);
     const N: usize = 32 << 10;

@@ -136,6 +136,7 @@ where
 }
 
 /// `spawn` for a closure small enough to move by value.
+#[track_caller]
 fn spawn_sized<F, R>(f: F) -> Fiber<R>
 where
     F: FnOnce() -> R + Send + 'static,

@@ -21,15 +21,17 @@ use crate::delegation::worker::fiber::suspend;
 type BoxedLaunch<T, R> = Box<dyn FnOnce(&Latch<T>) -> R + Send>;
 
 /// `Latch::holder` when no fiber holds the latch.
-const NO_FIBER: usize = usize::MAX;
+const NO_FIBER: (usize, u64) = (usize::MAX, u64::MAX);
 
 /// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
 /// [`Trust::launch`]; being `!Sync`, it never leaves its trustee's thread, so plain `Cell`s suffice.
 pub struct Latch<T> {
     locked: Cell<bool>,
-    /// The fiber that holds the lock (`NO_FIBER`: none, or not a fiber), to refuse a second `lock` by it.
-    holder: Cell<usize>,
+    /// The fiber that holds the lock, by id and serial number (ids are reused: a holder that forgot its guard
+    /// and ended is not the next fiber given its id), to refuse a second `lock` by it. `NO_FIBER`: none, or
+    /// not a fiber.
+    holder: Cell<(usize, u64)>,
     waiters: RefCell<VecDeque<usize>>,
     value: UnsafeCell<T>,
 }
@@ -72,8 +74,9 @@ impl<T> Latch<T> {
                  Lock latches inside `Trust::launch`"
             );
         };
+        let me = current_fiber(id);
         assert!(
-            self.holder.get() != id,
+            self.holder.get() != me,
             "`Latch::lock` by the fiber that holds the latch already: it would wait for itself. Use the \
              guard it has, or drop that guard first"
         );
@@ -81,7 +84,7 @@ impl<T> Latch<T> {
         loop {
             suspend();
             // Handed over by the guard's drop, still locked: a holder that locks again at once queues behind.
-            if self.holder.get() == id {
+            if self.holder.get() == me {
                 return LatchGuard { latch: self };
             }
             if !self.locked.get() {
@@ -98,7 +101,7 @@ impl<T> Latch<T> {
 
     fn take(&self) -> LatchGuard<'_, T> {
         self.locked.set(true);
-        self.holder.set(context::fiber().map_or(NO_FIBER, |(_, id)| id));
+        self.holder.set(context::fiber().map_or(NO_FIBER, |(_, id)| current_fiber(id)));
         LatchGuard { latch: self }
     }
 
@@ -110,6 +113,11 @@ impl<T> Latch<T> {
     pub fn into_inner(self) -> T {
         self.value.into_inner()
     }
+}
+
+/// The running fiber `id` of this worker, as a latch's holder.
+fn current_fiber(id: usize) -> (usize, u64) {
+    context::worker().map_or(NO_FIBER, |w| (id, w.scheduler.serial_of(id)))
 }
 
 /// Access to a latch's value; unlocks (and resumes the next waiting fiber) when dropped.
@@ -146,7 +154,7 @@ impl<T> Drop for LatchGuard<'_, T> {
         if let Some(worker) = context::worker() {
             let next = latch.waiters.borrow_mut().pop_front();
             if let Some(id) = next {
-                latch.holder.set(id);
+                latch.holder.set((id, worker.scheduler.serial_of(id)));
                 worker.scheduler.make_ready(id);
                 return;
             }

@@ -268,6 +268,9 @@ pub(crate) struct Scheduler {
     launched: RefCell<Vec<usize>>,
     /// Fibers waiting until no launched fiber shares a property: (the property's address, fiber id).
     latch_waiters: RefCell<Vec<(usize, usize)>>,
+    /// Each fiber's serial number, by fiber id: ids are reused, serials never (see [`Self::serial_of`]).
+    serials: RefCell<Vec<u64>>,
+    next_serial: Cell<u64>,
 }
 
 impl fmt::Debug for Scheduler {
@@ -293,7 +296,15 @@ impl Scheduler {
             pending: RefCell::new(Vec::new()),
             launched: RefCell::new(Vec::new()),
             latch_waiters: RefCell::new(Vec::new()),
+            serials: RefCell::new(Vec::new()),
+            next_serial: Cell::new(0),
         }
+    }
+
+    /// The serial number of fiber `id`: unique among the fibers this worker ever ran, where the id of a fiber
+    /// that ended is given to the next (a latch tells its holder by it).
+    pub(crate) fn serial_of(&self, id: usize) -> u64 {
+        self.serials.borrow().get(id).copied().unwrap_or(u64::MAX)
     }
 
     /// Creates a fiber for `job` on `stack` and makes it ready.
@@ -325,6 +336,14 @@ impl Scheduler {
             }
         });
         self.fibers.borrow_mut()[id] = Some(Box::new((fiber, guard, handle)));
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
+        let mut serials = self.serials.borrow_mut();
+        if serials.len() <= id {
+            serials.resize(id + 1, u64::MAX);
+        }
+        serials[id] = serial;
+        drop(serials);
         self.live.set(self.live.get() + 1);
         self.metrics.set_fibers(self.live.get());
         self.make_ready(id);
