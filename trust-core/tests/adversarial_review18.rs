@@ -252,25 +252,9 @@ fn a_plain_apply_on_a_latch_is_not_starved_by_overlapping_launches() {
         "a_plain_apply_on_a_latch_is_not_starved_by_overlapping_launches",
         10
     );
+    calibrate();
     let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let launched = Arc::new(AtomicUsize::new(0));
-    let (l2, stop2, n2) = (l.clone(), stop.clone(), launched.clone());
-    let driver = spawn(move || {
-        while !stop2.load(Ordering::SeqCst) {
-            let n3 = n2.clone();
-            l2.launch_then(
-                move |_| {
-                    trust_core::sleep(Duration::from_millis(4));
-                    n3.fetch_add(1, Ordering::SeqCst);
-                },
-                |()| (),
-            );
-            trust_core::sleep(Duration::from_millis(2));
-        }
-        wait_pending();
-    });
-    eventually("launches run", || load(&launched) > 5);
+    let (stop, launched, driver) = overlapping_launches(&l);
     let (tx, rx) = std::sync::mpsc::channel();
     let l3 = l.clone();
     let t0 = Instant::now();

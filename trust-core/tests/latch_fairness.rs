@@ -8,35 +8,10 @@ mod common;
 use common::*;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use trust_core::{Latch, Trust, wait_pending};
-
-/// A fiber on worker 1 launches a 4 ms fiber on a latch of trustee 0 every 2 ms, so two always overlap.
-fn overlapping_launches(
-    l: &Trust<Latch<u64>>,
-) -> (Arc<AtomicBool>, Arc<AtomicUsize>, trust_core::Fiber<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let launched = Arc::new(AtomicUsize::new(0));
-    let (l2, stop2, n2) = (l.clone(), stop.clone(), launched.clone());
-    let driver = spawn_on(1, move || {
-        while !stop2.load(Ordering::SeqCst) {
-            let n3 = n2.clone();
-            l2.launch_then(
-                move |_| {
-                    trust_core::sleep(Duration::from_millis(4));
-                    n3.fetch_add(1, Ordering::SeqCst);
-                },
-                |()| (),
-            );
-            trust_core::sleep(Duration::from_millis(2));
-        }
-        wait_pending();
-    });
-    eventually("launches run", || load(&launched) > 5);
-    (stop, launched, driver)
-}
+use trust_core::{Latch, Trust};
 
 /// A fiber on the latch's own worker applies to it inline (it waits for the launched fibers on its
 /// worker, not through a channel) while launches overlap: it gets the value (7, set before) within 2 s.

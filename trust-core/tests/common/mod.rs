@@ -515,3 +515,30 @@ pub fn process_cpu_ticks() -> u64 {
         .collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
+
+/// Overlapping launches: a fiber on worker 1 (`calibrate` first) launches a 4 ms fiber on a latch of trustee 0
+/// every 2 ms, so two always overlap. Returns the flag that stops it, the count of launched fibers that ran,
+/// and the driving fiber.
+pub fn overlapping_launches(
+    l: &Trust<trust_core::Latch<u64>>,
+) -> (Arc<AtomicBool>, Arc<AtomicUsize>, Fiber<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let launched = Arc::new(AtomicUsize::new(0));
+    let (l2, stop2, n2) = (l.clone(), stop.clone(), launched.clone());
+    let driver = spawn_on(1, move || {
+        while !stop2.load(Ordering::SeqCst) {
+            let n3 = n2.clone();
+            l2.launch_then(
+                move |_| {
+                    trust_core::sleep(Duration::from_millis(4));
+                    n3.fetch_add(1, Ordering::SeqCst);
+                },
+                |()| (),
+            );
+            trust_core::sleep(Duration::from_millis(2));
+        }
+        wait_pending();
+    });
+    eventually("launches run", || load(&launched) > 5);
+    (stop, launched, driver)
+}
