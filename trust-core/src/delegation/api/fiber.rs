@@ -66,7 +66,8 @@ impl Waiter {
 }
 
 struct JoinState<R> {
-    result: Mutex<Option<thread::Result<R>>>,
+    /// Boxed by the fiber as it returns (see `fiber_job`): a large result moves as a pointer from there on.
+    result: Mutex<Option<thread::Result<Box<R>>>>,
     /// Set under the `joiner` lock, so a joiner registers at most once and is woken exactly once.
     done: AtomicBool,
     joiner: Mutex<Option<Waiter>>,
@@ -82,7 +83,7 @@ impl<R: Send> Abandon for JoinState<R> {
 }
 
 impl<R> JoinState<R> {
-    fn complete(&self, result: thread::Result<R>) {
+    fn complete(&self, result: thread::Result<Box<R>>) {
         *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         let joiner = {
             let mut joiner = self.joiner.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,7 +193,9 @@ where
     // A job dropped unrun (its mail came after the shutdown) drops its promise, which completes the handle.
     let (fiber, promise) = promise();
     let job = move || {
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        // Boxed as `f` returns it: by value through the layers below, on the fiber's stack, a 32 KiB result
+        // overflowed 256 KiB in a debug build.
+        let result = panic::catch_unwind(AssertUnwindSafe(move || Box::new(f())));
         // Before the joiner can see the result: a `spawn` right after the join waits for this stack.
         stack::returning();
         if let Some(worker) = context::worker() {
@@ -234,10 +237,10 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
 
 impl<R: Send + 'static> Promise<R> {
     pub(crate) fn keep(self, value: R) {
-        self.settle(Ok(value));
+        self.settle(Ok(Box::new(value)));
     }
 
-    fn settle(mut self, result: thread::Result<R>) {
+    fn settle(mut self, result: thread::Result<Box<R>>) {
         if let Some(state) = self.state.take() {
             state.complete(result);
         }
@@ -339,6 +342,7 @@ impl<R> Fiber<R> {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .expect("a finished fiber left its result")
+            .map(|result| *result)
     }
 }
 

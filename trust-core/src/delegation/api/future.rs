@@ -1,7 +1,7 @@
-//! `Trust::apply_async`: delegation as a `Future`, for tokio or any executor. The request is sent on the
-//! first poll, mailed to the trustee in one allocation that also holds the answer (`trustee::oneshot`); the
-//! trustee wakes the task when it is there. Dropping the future early is harmless: the closure still runs,
-//! and its result is dropped. After `Runtime::shutdown` the future panics when polled, with the message a
+//! `Trust::apply_async`: delegation as a `Future`, for tokio or any executor. The request is made with the
+//! future, in one allocation that also holds the answer (`trustee::oneshot`), and mailed to the trustee on
+//! the first poll; the trustee wakes the task when the answer is there. Dropping the future after its first
+//! poll is harmless: the closure still runs, and its result is dropped. After `Runtime::shutdown` the future panics when polled, with the message a
 //! blocking `apply` gives.
 
 use std::future::Future;
@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use crate::delegation::api::trust::Trust;
 use crate::delegation::trustee::job::{Apply, Outcome};
-use crate::delegation::trustee::oneshot::Answer;
+use crate::delegation::trustee::oneshot::{Answer, Unsent};
 use crate::delegation::trustee::property::SendPtr;
 use crate::delegation::trustee::shared::SHUT_DOWN;
 
@@ -19,11 +19,12 @@ use crate::delegation::trustee::shared::SHUT_DOWN;
 #[must_use = "futures do nothing unless polled: the request is sent on the first poll"]
 pub struct ApplyFuture<'a, T, F, R> {
     trust: &'a Trust<T>,
-    step: Step<F, R>,
+    step: Step<T, F, R>,
 }
 
-enum Step<F, R> {
-    Unsent(F),
+enum Step<T, F, R> {
+    /// The request, made when the future is: its closure is moved out of line at once (see `Unsent`).
+    Unsent(Unsent<Apply<T, F>, Outcome<R>>),
     Sent(Answer<Outcome<R>>),
     Done,
 }
@@ -39,14 +40,23 @@ impl<T, F, R> std::fmt::Debug for ApplyFuture<'_, T, F, R> {
     }
 }
 
-// Nothing is pinned in place: the closure is moved out by value on the first poll.
+// Nothing is pinned in place: the request is out of line.
 impl<T, F, R> Unpin for ApplyFuture<'_, T, F, R> {}
 
-impl<'a, T, F, R> ApplyFuture<'a, T, F, R> {
+impl<'a, T: 'static, F, R> ApplyFuture<'a, T, F, R>
+where
+    F: FnOnce(&mut T) -> R + Send + 'static,
+    R: Send + 'static,
+{
     pub(crate) fn new(trust: &'a Trust<T>, f: F) -> Self {
+        // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
+        let job = Apply {
+            property: SendPtr(trust.property_ptr()),
+            f,
+        };
         ApplyFuture {
             trust,
-            step: Step::Unsent(f),
+            step: Step::Unsent(Unsent::new(job)),
         }
     }
 }
@@ -65,17 +75,12 @@ where
         // Tasks the trustee answered are woken by the next poll of any of its futures (`trustee::relay`).
         trustee.relay.drain();
         let answered = match std::mem::replace(&mut this.step, Step::Done) {
-            Step::Unsent(f) => {
+            Step::Unsent(unsent) => {
                 trustee.check_running();
                 if this.trust.is_local() {
-                    return Poll::Ready(this.trust.apply(f));
+                    return Poll::Ready(this.trust.apply(unsent.into_job().f));
                 }
-                // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
-                let job = Apply {
-                    property: SendPtr(this.trust.property_ptr()),
-                    f,
-                };
-                this.step = Step::Sent(Answer::send(trustee, job, cx.waker().clone()));
+                this.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));
                 return Poll::Pending;
             }
             Step::Sent(mut answer) => match answer.poll(cx.waker()) {

@@ -239,9 +239,11 @@ impl<T: Send + 'static> Trust<T> {
     /// result once the trustee has answered, waking the task. Works with tokio or any executor, from any
     /// thread; dropping the future early is harmless (the result is dropped when it arrives). A panic in `f`
     /// resumes when the future is polled to completion. Futures awaited one after another apply in that
-    /// order; a future in flight is not ordered with the other requests in flight at the same time (its
-    /// request goes by the trustee's mailbox, one allocation that also holds the answer, so no executor
-    /// thread ever waits for a slot). After `Runtime::shutdown`, polling panics with `apply`'s message.
+    /// order; a future in flight is not ordered with the other requests in flight at the same time, nor
+    /// with this thread's `apply_then`s not published yet (its request goes by the trustee's mailbox, one
+    /// allocation that also holds the answer, so no executor thread ever waits for a slot). The allocation is
+    /// made with the future, `f` in it: the future itself is small whatever `f` captures (a future dropped
+    /// unpolled drops `f` unrun). After `Runtime::shutdown`, polling panics with `apply`'s message.
     pub fn apply_async<R, F>(&self, f: F) -> ApplyFuture<'_, T, F, R>
     where
         F: FnOnce(&mut T) -> R + Send + 'static,

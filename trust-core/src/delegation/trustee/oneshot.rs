@@ -38,13 +38,13 @@ struct Shared<O> {
     waker: UnsafeCell<Option<Waker>>,
     /// Written once by the trustee before `DONE`; taken by the future after it.
     output: UnsafeCell<Option<O>>,
-    /// Frees the whole node (`free::<J>`): the future's half does not know the job's type.
+    /// Frees the whole node (`free::<J, O>`): the future's half does not know the job's type.
     free: unsafe fn(NonNull<Shared<O>>),
 }
 
 #[repr(C)]
-struct Node<J: Job> {
-    shared: Shared<J::Output>,
+struct Node<J, O> {
+    shared: Shared<O>,
     /// Moved out by the trustee when it opens the node (always before it lets go).
     job: UnsafeCell<ManuallyDrop<J>>,
 }
@@ -60,23 +60,75 @@ unsafe impl<O: Send> Send for Answer<O> {}
 // SAFETY: every method takes `&mut self`.
 unsafe impl<O> Sync for Answer<O> {}
 
-impl<O: Send + 'static> Answer<O> {
-    /// Mails `job` to `trustee`; `waker` is woken once its output is there.
-    pub(crate) fn send<J: Job<Output = O>>(trustee: &TrusteeShared, job: J, waker: Waker) -> Self {
+/// A node made but not mailed yet: the job waits in it, out of line, so that a future holding it holds one
+/// pointer whatever the size of its closure (moved by value through the future's first poll, a 16 KiB
+/// closure overflowed a fiber's stack in a debug build).
+pub(crate) struct Unsent<J, O> {
+    node: NonNull<Node<J, O>>,
+}
+
+// SAFETY: the node is this handle's alone until `send`; it holds the job (`J: Send`) and nothing shared.
+unsafe impl<J: Send, O> Send for Unsent<J, O> {}
+// SAFETY: every method takes `self` or `&mut self`.
+unsafe impl<J, O> Sync for Unsent<J, O> {}
+
+impl<O: Send + 'static, J: Job<Output = O>> Unsent<J, O> {
+    /// Puts `job` in a node of its own, not mailed yet.
+    pub(crate) fn new(job: J) -> Self {
         let node = NonNull::from(Box::leak(Box::new(Node {
             shared: Shared {
                 header: MailHeader::new(open::<J>),
                 state: AtomicU8::new(0),
-                waker: UnsafeCell::new(Some(waker)),
+                waker: UnsafeCell::new(None),
                 output: UnsafeCell::new(None),
-                free: free::<J>,
+                free: free::<J, O>,
             },
             job: UnsafeCell::new(ManuallyDrop::new(job)),
         })));
-        // SAFETY: a fresh node headed by its header, whose `open` is the function for its type; the trustee
-        // owns its job from here on, and shares the rest through the state word.
+        Unsent { node }
+    }
+
+    /// Mails the job to `trustee`; `waker` is woken once its output is there.
+    pub(crate) fn send(self, trustee: &TrusteeShared, waker: Waker) -> Answer<O> {
+        let node = ManuallyDrop::new(self).node;
+        // SAFETY: not mailed yet, so this handle is the node's only user.
+        unsafe { *node.as_ref().shared.waker.get() = Some(waker) };
+        // SAFETY: a node headed by its header, whose `open` is the function for its type, mailed once; the
+        // trustee owns its job from here on, and shares the rest through the state word.
         unsafe { trustee.mail_node(node.as_ptr().cast()) };
         Answer { node: node.cast() }
+    }
+
+    /// The job back, unsent; the node is freed.
+    pub(crate) fn into_job(self) -> J {
+        let node = ManuallyDrop::new(self).node;
+        // SAFETY: not mailed, so this handle is the node's only user: the job is moved out once, and the node
+        // freed without dropping it again (`ManuallyDrop`).
+        unsafe {
+            let job = ManuallyDrop::take(&mut *node.as_ref().job.get());
+            free::<J, O>(node.cast());
+            job
+        }
+    }
+}
+
+impl<J, O> Drop for Unsent<J, O> {
+    /// Never mailed (a future dropped before its first poll): the job is dropped unrun with the node.
+    fn drop(&mut self) {
+        // SAFETY: not mailed, so this handle is the node's only user; the job is dropped once, then the node
+        // freed without dropping it again.
+        unsafe {
+            ManuallyDrop::drop(&mut *self.node.as_ref().job.get());
+            free::<J, O>(self.node.cast());
+        }
+    }
+}
+
+impl<O: Send + 'static> Answer<O> {
+    /// Mails `job` to `trustee`; `waker` is woken once its output is there.
+    #[cfg(test)]
+    pub(crate) fn send<J: Job<Output = O>>(trustee: &TrusteeShared, job: J, waker: Waker) -> Self {
+        Unsent::new(job).send(trustee, waker)
     }
 
     /// The job's output once the trustee has answered (`None` if the job was dropped without running);
@@ -141,14 +193,14 @@ unsafe fn let_go<O>(node: NonNull<Shared<O>>) -> bool {
 }
 
 /// # Safety
-/// `node` heads a `Node<J>` that nobody uses any more, whose job was moved out.
-unsafe fn free<J: Job>(node: NonNull<Shared<J::Output>>) {
+/// `node` heads a `Node<J, O>` that nobody uses any more, whose job was moved out.
+unsafe fn free<J, O>(node: NonNull<Shared<O>>) {
     // SAFETY: by the contract; the job is not dropped again (`ManuallyDrop`), the rest drops with the box.
-    drop(unsafe { Box::from_raw(node.cast::<Node<J>>().as_ptr()) });
+    drop(unsafe { Box::from_raw(node.cast::<Node<J, O>>().as_ptr()) });
 }
 
 /// # Safety
-/// `h` heads a `Node<J>` made by `Answer::send`, opened once.
+/// `h` heads a `Node<J, J::Output>` made by `Unsent::new`, opened once.
 unsafe fn open<J: Job<Output: Send>>(h: *mut MailHeader) -> Mail {
     // SAFETY: by the contract, `finish::<J>` fits the node, and a `Runnable` finishes it once.
     Mail::Run(unsafe { Runnable::new(h, finish::<J>) })
@@ -157,9 +209,9 @@ unsafe fn open<J: Job<Output: Send>>(h: *mut MailHeader) -> Mail {
 /// Runs (or drops) the node's job and answers.
 ///
 /// # Safety
-/// `h` heads a `Node<J>` made by `Answer::send`, finished once, on the trustee.
+/// `h` heads a `Node<J, J::Output>` made by `Unsent::new`, finished once, on the trustee.
 unsafe fn finish<J: Job<Output: Send>>(h: *mut MailHeader, run: bool) {
-    let node = NonNull::new(h.cast::<Node<J>>()).expect("a mailed node");
+    let node = NonNull::new(h.cast::<Node<J, J::Output>>()).expect("a mailed node");
     // SAFETY: the job is the trustee's, moved out once, here.
     let job = unsafe { ManuallyDrop::take(&mut *node.as_ref().job.get()) };
     let answering = Answering { node };
@@ -177,7 +229,7 @@ unsafe fn finish<J: Job<Output: Send>>(h: *mut MailHeader, run: bool) {
 
 /// The trustee's half, until it answers: answers `None` if dropped first.
 struct Answering<J: Job> {
-    node: NonNull<Node<J>>,
+    node: NonNull<Node<J, J::Output>>,
 }
 
 impl<J: Job> Answering<J> {
@@ -242,6 +294,25 @@ mod tests {
             }
         }
         n
+    }
+
+    /// A request made but never sent (a future dropped before its first poll) drops its job once, unrun, and
+    /// frees its node; one taken back (`into_job`, the local path) gives the job itself, and nothing is mailed
+    /// either way (Miri checks the frees).
+    #[test]
+    fn an_unsent_request_drops_or_gives_back_its_job_once() {
+        let trustee = &TrusteeShared::new(0);
+        let captured = Arc::new(());
+        let c = captured.clone();
+        drop(Unsent::new(Always(move || drop(c))));
+        assert_eq!(Arc::strong_count(&captured), 1);
+        let c = captured.clone();
+        let job = Unsent::new(Always(move || Arc::strong_count(&c))).into_job();
+        assert_eq!(Arc::strong_count(&captured), 2);
+        assert_eq!((job.0)(), 2);
+        drop(job);
+        assert_eq!(Arc::strong_count(&captured), 1);
+        assert_eq!(serve(trustee, true), 0);
     }
 
     #[test]
