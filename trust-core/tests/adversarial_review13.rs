@@ -481,27 +481,7 @@ fn a_coroutines_apply_then_waits_for_its_result_even_on_a_thread_that_made_a_cli
         .join()
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    let p3 = p.clone();
-    // SAFETY: the coroutine uses no thread-local storage of its own.
-    let seen = unsafe {
-        may::coroutine::spawn(move || {
-            let done = std::rc::Rc::new(std::cell::Cell::new(None));
-            let d = done.clone();
-            p3.apply_then(
-                |v| {
-                    std::thread::sleep(Duration::from_millis(20));
-                    *v += 1;
-                    *v
-                },
-                move |v| d.set(Some(v)),
-            );
-            let right_after = done.get();
-            wait_pending();
-            (right_after, done.get())
-        })
-    }
-    .join()
-    .unwrap();
+    let seen = coroutine_apply_then_then_wait(p.clone());
     assert_eq!(seen, (Some(1), Some(1)));
     assert_eq!(p.apply(|v| *v), 1);
     child_ok();

@@ -705,18 +705,6 @@ fn coroutine_local_handles_dropped_outside_any_coroutine_are_counted_and_leave_a
     child_ok();
 }
 
-/// A coroutine-local whose destructor makes a real call: `may` runs it on its worker thread, outside any
-/// coroutine, where the call makes that thread a client.
-struct CallsOnDrop(Trust<u64>);
-
-impl Drop for CallsOnDrop {
-    fn drop(&mut self) {
-        self.0.apply(|v| *v += 0);
-    }
-}
-
-may::coroutine_local!(static CALLER: RefCell<Option<CallsOnDrop>> = RefCell::new(None));
-
 /// README: "From a `may` coroutine, `apply_then` and `launch_then` wait for their result (the coroutine
 /// yields, its thread goes on) and run the continuation at once, on the coroutine". With one `may` worker
 /// thread: a first coroutine keeps in coroutine-local storage a value whose `Drop` applies to a handle (a real
@@ -741,29 +729,8 @@ fn a_coroutines_apply_then_waits_even_after_its_thread_called_outside_any_corout
     );
     may::config().set_workers(1);
     let p = rt().trustee(0).entrust(0u64);
-    let p2 = p.clone();
-    coroutine(move || CALLER.with(|k| *k.borrow_mut() = Some(CallsOnDrop(p2))))
-        .join()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    let p3 = p.clone();
-    let seen = coroutine(move || {
-        let done = std::rc::Rc::new(std::cell::Cell::new(None));
-        let d = done.clone();
-        p3.apply_then(
-            |v| {
-                std::thread::sleep(Duration::from_millis(20));
-                *v += 1;
-                *v
-            },
-            move |v| d.set(Some(v)),
-        );
-        let right_after = done.get();
-        wait_pending();
-        (right_after, done.get())
-    })
-    .join()
-    .unwrap();
+    give_the_may_thread_a_client(&p);
+    let seen = coroutine_apply_then_then_wait(p.clone());
     assert_eq!(seen, (Some(1), Some(1)));
     assert_eq!(p.apply(|v| *v), 1);
     child_ok();
@@ -790,11 +757,7 @@ fn into_inner_after_a_coroutines_apply_then_on_a_thread_that_called_outside_any_
     );
     may::config().set_workers(1);
     let p = rt().trustee(0).entrust(0u64);
-    let p2 = p.clone();
-    coroutine(move || CALLER.with(|k| *k.borrow_mut() = Some(CallsOnDrop(p2))))
-        .join()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    give_the_may_thread_a_client(&p);
     let p3 = p.clone();
     coroutine(move || {
         p3.apply_then(|v| *v += 1, |()| ());

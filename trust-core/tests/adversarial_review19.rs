@@ -748,18 +748,6 @@ fn a_user_coroutine_on_a_plain_thread_pipelines_with_its_thread() {
     assert_eq!(x.apply(|v| *v), 90);
 }
 
-/// A coroutine-local whose destructor makes a real call: `may` runs it on its worker thread, outside any
-/// coroutine, where the call makes that thread a client.
-struct CallsOnDrop(Trust<u64>);
-
-impl Drop for CallsOnDrop {
-    fn drop(&mut self) {
-        self.0.apply(|v| *v += 0);
-    }
-}
-
-may::coroutine_local!(static CALLER: RefCell<Option<CallsOnDrop>> = RefCell::new(None));
-
 /// `launch_then`: "From a `may` coroutine it waits like `launch` and runs `then` at once, on the coroutine";
 /// `apply_then` likewise, with a result over 512 bytes (boxed on the trustee); README: "`into_inner()` ... The
 /// trustee decides once every request and count change sent before the call has been served". e2d1c27: a
@@ -779,11 +767,7 @@ fn a_may_coroutine_on_a_thread_with_a_client_launches_and_applies_then_at_once()
     may::config().set_workers(1);
     let p = rt().trustee(0).entrust(0u64);
     let l: Trust<Latch<u64>> = rt().trustee(1).entrust(Latch::new(7));
-    let p2 = p.clone();
-    coroutine(move || CALLER.with(|k| *k.borrow_mut() = Some(CallsOnDrop(p2))))
-        .join()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    give_the_may_thread_a_client(&p);
     let p3 = p.clone();
     let seen = coroutine(move || {
         let (a, b) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(None)));

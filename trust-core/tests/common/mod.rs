@@ -542,3 +542,47 @@ pub fn overlapping_launches(
     eventually("launches run", || load(&launched) > 5);
     (stop, launched, driver)
 }
+
+/// A coroutine-local whose destructor makes a real call: `may` runs it on its worker thread, outside any
+/// coroutine, where the call makes that thread a client of its own.
+pub struct CallsOnDrop(pub Trust<u64>);
+
+impl Drop for CallsOnDrop {
+    fn drop(&mut self) {
+        self.0.apply(|v| *v += 0);
+    }
+}
+
+may::coroutine_local!(static CALLER: RefCell<Option<CallsOnDrop>> = RefCell::new(None));
+
+/// Gives the `may` worker thread (the only one: `may::config().set_workers(1)` first) a client of its own: a
+/// coroutine keeps a `CallsOnDrop` of `p`, whose call runs once the coroutine has ended.
+pub fn give_the_may_thread_a_client(p: &Trust<u64>) {
+    let p2 = p.clone();
+    coroutine(move || CALLER.with(|k| *k.borrow_mut() = Some(CallsOnDrop(p2))))
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+/// A coroutine's `apply_then(+1)` on `p` (20 ms on the trustee) then its `wait_pending`: the continuation's
+/// result seen right after `apply_then` returned, and after `wait_pending`.
+pub fn coroutine_apply_then_then_wait(p: Trust<u64>) -> (Option<u64>, Option<u64>) {
+    coroutine(move || {
+        let done = Rc::new(std::cell::Cell::new(None));
+        let d = done.clone();
+        p.apply_then(
+            |v| {
+                std::thread::sleep(Duration::from_millis(20));
+                *v += 1;
+                *v
+            },
+            move |v| d.set(Some(v)),
+        );
+        let right_after = done.get();
+        wait_pending();
+        (right_after, done.get())
+    })
+    .join()
+    .unwrap()
+}
