@@ -438,14 +438,14 @@ fn pipelined_mixed_commands_in_one_packet() {
           get d c\r\nverbosity 1\r\nverbosity 1 noreply\r\nflush_all 0 noreply\r\nget a d\r\n",
         b"STORED\r\nSTORED\r\nNOT_STORED\r\nSTORED\r\nNOT_STORED\r\nSTORED\r\nSTORED\r\nSTORED\r\nNOT_STORED\r\n\
           15\r\n0\r\nNOT_FOUND\r\nNOT_FOUND\r\nDELETED\r\nNOT_FOUND\r\nTOUCHED\r\nNOT_FOUND\r\n\
-          VALUE a 1 5\r\n<<x>>\r\nVALUE c 0 1\r\n0\r\nEND\r\nERROR\r\nERROR\r\n\
-          VALUE d 0 1\r\nd\r\nVALUE c 0 1\r\n7\r\nEND\r\nOK\r\nEND\r\n",
+          VALUE a 1 5\r\n<<x>>\r\nVALUE c 0 2\r\n0 \r\nEND\r\nERROR\r\nERROR\r\n\
+          VALUE d 0 1\r\nd\r\nVALUE c 0 2\r\n7 \r\nEND\r\nOK\r\nEND\r\n",
     );
 }
 
 /// Numbers at and past their limits: flags are u32, lengths non-negative, deltas u64; incr wraps at 2^64,
-/// decr stops at 0 (trust does not pad the shorter number with a space: a documented difference), leading
-/// zeros are a number.
+/// decr stops at 0, a shorter result is padded with spaces to the stored length (as memcached rewrites it in
+/// place), leading zeros are a number.
 #[test]
 fn numbers_at_and_past_their_limits() {
     let server = start(|_| {});
@@ -470,7 +470,7 @@ fn numbers_at_and_past_their_limits() {
     .roundtrip(b"decr c 1\r\n", b"0\r\n")
     .roundtrip(
         b"set c 0 0 3\r\n100\r\ndecr c 1\r\nget c\r\n",
-        b"STORED\r\n99\r\nVALUE c 0 2\r\n99\r\nEND\r\n",
+        b"STORED\r\n99\r\nVALUE c 0 3\r\n99 \r\nEND\r\n",
     )
     .roundtrip(
         b"set c 0 0 25\r\n0000000000000000000000012\r\nincr c 1\r\n",

@@ -113,6 +113,11 @@ pub enum Parsed<'a> {
         swallow: usize,
         unlink: Option<&'a [u8]>,
     },
+    /// A storage command whose data block arrived but does not end in `\r\n`: send `reply` (empty with
+    /// `noreply`), drop `len` bytes. memcached counts it in `cmd_set` (the block arrived), unlike a [`Reject`].
+    ///
+    /// [`Reject`]: Parsed::Reject
+    BadChunk { reply: &'static [u8], len: usize },
     /// Send `reply` and close the connection.
     Close(&'static [u8]),
 }
@@ -391,11 +396,9 @@ fn storage<'a>(
         return Parsed::Incomplete;
     }
     if &buf[line_len + bytes..total] != b"\r\n" {
-        return Parsed::Reject {
+        return Parsed::BadChunk {
             reply: if noreply { b"" } else { BAD_CHUNK },
             len: total,
-            swallow: 0,
-            unlink: None,
         };
     }
     let data = &buf[line_len..line_len + bytes];
@@ -524,6 +527,7 @@ mod tests {
                 swallow,
                 ..
             } => (reply, len, swallow),
+            Parsed::BadChunk { reply, len } => (reply, len, 0),
             other => panic!("expected a reject, got {other:?}"),
         }
     }
@@ -839,7 +843,9 @@ mod tests {
             while pos < buf.len() {
                 let rest = &buf[pos..];
                 match parse(rest, &limits) {
-                    Parsed::Command { len, .. } | Parsed::Reject { len, .. } => {
+                    Parsed::Command { len, .. }
+                    | Parsed::Reject { len, .. }
+                    | Parsed::BadChunk { len, .. } => {
                         assert!(len > 0 && len <= rest.len(), "{len} of {}", rest.len());
                         pos += len;
                     }

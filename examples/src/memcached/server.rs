@@ -148,6 +148,11 @@ struct Shared {
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
     rejected_connections: AtomicU64,
+    /// `flush_all`s: counted here once, though each goes to every shard.
+    cmd_flush: AtomicU64,
+    /// Storage commands refused as a bad data chunk (never reaching a shard): part of `cmd_set`, as memcached
+    /// counts them.
+    bad_chunks: AtomicU64,
     stopping: AtomicBool,
     /// Whether a binary-protocol connection has been logged (once per server, so clients cannot flood the log).
     binary_logged: AtomicBool,
@@ -186,7 +191,9 @@ impl Server {
             )
         })?;
         let addr = listener.local_addr()?;
-        let per_shard = config.memory_mb.saturating_mul(1 << 20) / n;
+        // At least one item of `-I`: with more workers than the memory is twice `-I`, a share alone would
+        // refuse items that memcached (one pool) stores.
+        let per_shard = (config.memory_mb.saturating_mul(1 << 20) / n).max(config.item_max);
         let shards = (0..n)
             .map(|i| {
                 rt.trustee(i)
@@ -201,6 +208,8 @@ impl Server {
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            cmd_flush: AtomicU64::new(0),
+            bad_chunks: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             binary_logged: AtomicBool::new(false),
         });
@@ -459,6 +468,11 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
                     }
                     (len, swallow, false)
                 }
+                Parsed::BadChunk { reply, len } => {
+                    out.extend_from_slice(reply);
+                    shared.bad_chunks.fetch_add(1, Ordering::Relaxed);
+                    (len, 0, false)
+                }
                 Parsed::Close(reply) => {
                     out.extend_from_slice(reply);
                     stream.write_all(&out)?;
@@ -638,6 +652,7 @@ fn execute<W: Write>(
             reply(out, noreply, text);
         }
         Command::FlushAll { delay, noreply } => {
+            shared.cmd_flush.fetch_add(1, Ordering::Relaxed);
             for shard in &shared.shards {
                 shard.flush_all(delay, now);
             }
@@ -649,7 +664,13 @@ fn execute<W: Write>(
                 shard.reset_stats();
             }
             shared.total_connections.store(0, Ordering::Relaxed);
-            shared.rejected_connections.store(0, Ordering::Relaxed);
+            for counter in [
+                &shared.rejected_connections,
+                &shared.cmd_flush,
+                &shared.bad_chunks,
+            ] {
+                counter.store(0, Ordering::Relaxed);
+            }
             out.extend_from_slice(b"RESET\r\n");
         }
         Command::StatsSettings => settings_stats(shared, out),
@@ -749,7 +770,7 @@ fn trust_stats(out: &mut Vec<u8>) {
 /// `stats`: the shards' counters added up, plus the server's own.
 fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
     let s = shared.total_stats();
-    let conn = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     stat(out, "pid", std::process::id() as u64);
     stat(out, "uptime", now.saturating_sub(shared.started));
     stat(out, "time", now);
@@ -760,12 +781,12 @@ fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
     let numbers = [
         ("pointer_size", usize::BITS as u64),
         ("max_connections", shared.config.max_connections as u64),
-        ("curr_connections", conn(&shared.curr_connections)),
-        ("total_connections", conn(&shared.total_connections)),
-        ("rejected_connections", conn(&shared.rejected_connections)),
+        ("curr_connections", load(&shared.curr_connections)),
+        ("total_connections", load(&shared.total_connections)),
+        ("rejected_connections", load(&shared.rejected_connections)),
         ("cmd_get", s.cmd_get),
-        ("cmd_set", s.cmd_set),
-        ("cmd_flush", s.cmd_flush),
+        ("cmd_set", s.cmd_set + load(&shared.bad_chunks)),
+        ("cmd_flush", load(&shared.cmd_flush)),
         ("cmd_touch", s.cmd_touch),
         ("get_hits", s.get_hits),
         ("get_misses", s.get_misses),

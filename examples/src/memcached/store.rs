@@ -19,6 +19,11 @@ use super::protocol::{MAX_RELATIVE_EXPTIME, StoreOp, item_size, push_u64};
 
 const NIL: u32 = u32::MAX;
 
+/// Free slots, at least this many and this many times the live ones, make a shard renumber its items (see
+/// `Shard::compact_if_sparse`).
+const COMPACT_MIN: usize = 1024;
+const COMPACT_RATIO: usize = 2;
+
 /// Where an item's life ends: 0 is never; `None` is "already over" (a negative exptime, or an absolute time
 /// in the past), as in memcached.
 pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
@@ -74,7 +79,6 @@ pub struct ShardStats {
     pub cmd_get: u64,
     /// Storage commands whose data block arrived (all six, stored or not).
     pub cmd_set: u64,
-    pub cmd_flush: u64,
     /// `touch` commands and `gat`/`gats` keys.
     pub cmd_touch: u64,
     pub get_hits: u64,
@@ -105,7 +109,6 @@ impl AddAssign for ShardStats {
             (&mut self.limit_maxbytes, o.limit_maxbytes),
             (&mut self.cmd_get, o.cmd_get),
             (&mut self.cmd_set, o.cmd_set),
-            (&mut self.cmd_flush, o.cmd_flush),
             (&mut self.cmd_touch, o.cmd_touch),
             (&mut self.get_hits, o.get_hits),
             (&mut self.get_misses, o.get_misses),
@@ -374,8 +377,20 @@ impl Shard {
         let cas = self.take_cas();
         let e = &mut self.slots[i as usize];
         let before = e.size();
-        e.data.truncate(e.key_len);
-        push_u64(&mut e.data, value);
+        let mut digits = Vec::with_capacity(20);
+        push_u64(&mut digits, value);
+        if digits.len() <= e.value().len() {
+            // As memcached: rewritten in place, padded with spaces to the old length (parsed back as the same
+            // number), so the item's buffer stays the size it is counted at.
+            let value = &mut e.data[e.key_len..];
+            value[..digits.len()].copy_from_slice(&digits);
+            value[digits.len()..].fill(b' ');
+        } else {
+            let mut data = Vec::with_capacity(e.key_len + digits.len());
+            data.extend_from_slice(e.key());
+            data.extend_from_slice(&digits);
+            e.data = data;
+        }
         e.cas = cas;
         let after = e.size();
         self.used = self.used + after - before;
@@ -406,7 +421,6 @@ impl Shard {
 
     /// `flush_all [delay]`: everything stored up to now (or up to `now + delay`) is gone.
     pub fn flush_all(&mut self, delay: i64, now: u64) {
-        self.stats.cmd_flush += 1;
         match expiry(delay, now) {
             Some(at) if at > 0 => self.flush_at = at,
             _ => {
@@ -436,17 +450,21 @@ impl Shard {
 impl Shard {
     /// A delayed flush whose time has come runs before anything else. Items stored after the flush time come
     /// through a later call, which runs this first, so they survive.
+    /// Also where a shard compacts (see `compact_if_sparse`): at the start of a call, when it holds no slot
+    /// number.
     fn tick(&mut self, now: u64) {
         if self.flush_at != 0 && now >= self.flush_at {
             self.flush_at = 0;
             self.clear();
         }
+        self.compact_if_sparse();
     }
 
     fn clear(&mut self) {
-        self.index.clear();
-        self.slots.clear();
-        self.free.clear();
+        // Their capacity too: a flushed shard must not keep the bookkeeping of its peak item count.
+        self.index = HashTable::new();
+        self.slots = Vec::new();
+        self.free = Vec::new();
         self.head = NIL;
         self.tail = NIL;
         self.used = 0;
@@ -537,6 +555,44 @@ impl Shard {
         self.stats.curr_items -= 1;
         self.stats.bytes = self.used as u64;
         self.free.push(i);
+    }
+
+    /// Renumbers the live items into a fresh slot vector and index once free slots outnumber them by
+    /// [`COMPACT_RATIO`]: slots and index are not counted against the limit (only the 64 bytes of overhead per
+    /// live item are), so a shard once full of small items, then of large ones, would otherwise keep the small
+    /// items' bookkeeping for good. Each compaction follows at least twice as many removals as it moves items.
+    fn compact_if_sparse(&mut self) {
+        let live = self.slots.len() - self.free.len();
+        if self.free.len() < COMPACT_MIN || self.free.len() < COMPACT_RATIO * live {
+            return;
+        }
+        let mut slots = Vec::with_capacity(live);
+        let mut index = HashTable::with_capacity(live);
+        // Most recently used first, so the new numbers keep the list's order: slot k's neighbours are k - 1
+        // and k + 1.
+        let mut i = self.head;
+        while i != NIL {
+            let e = &mut self.slots[i as usize];
+            i = e.next;
+            let k = slots.len() as u32;
+            let hash = self.hasher.hash_one(e.key());
+            slots.push(Entry {
+                data: std::mem::take(&mut e.data),
+                prev: if k == 0 { NIL } else { k - 1 },
+                next: if k + 1 == live as u32 { NIL } else { k + 1 },
+                ..*e
+            });
+            let hasher = &self.hasher;
+            index.insert_unique(hash, k, |&j| hasher.hash_one(slots[j as usize].key()));
+        }
+        debug_assert_eq!(slots.len(), live);
+        (self.head, self.tail) = match live {
+            0 => (NIL, NIL),
+            n => (0, n as u32 - 1),
+        };
+        self.slots = slots;
+        self.index = index;
+        self.free = Vec::new();
     }
 
     fn bump(&mut self, i: u32) {
@@ -697,7 +753,11 @@ mod tests {
         assert_eq!(s.arith(b"n", 1, true, NOW), ArithOutcome::Value(u64::MAX));
         assert_eq!(s.arith(b"n", 2, true, NOW), ArithOutcome::Value(1));
         assert_eq!(s.arith(b"n", 5, false, NOW), ArithOutcome::Value(0));
-        assert_eq!(get(&mut s, "n", NOW).as_deref(), Some("0"));
+        // Padded in place to the stored length, as memcached does; a longer result gets a buffer of its size.
+        assert_eq!(get(&mut s, "n", NOW), Some(format!("0{}", " ".repeat(19))));
+        set(&mut s, "m", "99", NOW);
+        assert_eq!(s.arith(b"m", 1, true, NOW), ArithOutcome::Value(100));
+        assert_eq!(get(&mut s, "m", NOW).as_deref(), Some("100"));
         set(&mut s, "t", "12abc", NOW);
         assert_eq!(s.arith(b"t", 1, true, NOW), ArithOutcome::NonNumeric);
         set(&mut s, "t", "", NOW);
@@ -705,9 +765,12 @@ mod tests {
         let st = s.stats();
         assert_eq!(
             (st.incr_hits, st.incr_misses, st.decr_hits, st.decr_misses),
-            (2, 1, 1, 0)
+            (3, 1, 1, 0)
         );
-        assert_eq!(st.bytes, (item_size(1, 1) + item_size(1, 0)) as u64);
+        assert_eq!(
+            st.bytes,
+            (item_size(1, 20) + item_size(1, 3) + item_size(1, 0)) as u64
+        );
     }
 
     #[test]
@@ -806,10 +869,7 @@ mod tests {
         set(&mut s, "c", "1", NOW + 11);
         assert!(get(&mut s, "c", NOW + 12).is_some());
         let st = s.stats();
-        assert_eq!(
-            (st.cmd_flush, st.curr_items, st.bytes),
-            (2, 1, item_size(1, 1) as u64)
-        );
+        assert_eq!((st.curr_items, st.bytes), (1, item_size(1, 1) as u64));
     }
 
     #[test]
@@ -851,6 +911,41 @@ mod tests {
             let want = (i % 3 != 0 && i >= 500).then(|| format!("v{i:05}"));
             assert_eq!(get(&mut s, &k, NOW), want, "{k}");
         }
+    }
+
+    /// Deleting most items makes the shard renumber the rest (`compact_if_sparse`): every key is still found,
+    /// the LRU order holds (the oldest live item is evicted first), and the slot vector shrank to the live items.
+    #[test]
+    fn a_sparse_shard_compacts_and_keeps_its_order() {
+        let mut s = Shard::new(0, 1, item_size(6, 6) * 3000, MAX);
+        for i in 0..3000 {
+            set(&mut s, &format!("k{i:05}"), &format!("v{i:05}"), NOW);
+        }
+        for i in (0..3000).filter(|i| i % 10 != 0) {
+            assert!(s.delete(format!("k{i:05}").as_bytes(), NOW));
+        }
+        // The call after the 2,000th delete found 2,000 free slots for 1,000 live items and compacted to 1,000;
+        // the 700 deletes since leave too few free slots for another.
+        assert_eq!((s.slots.len(), s.free.len()), (1000, 700));
+        for i in (0..3000).step_by(10) {
+            assert_eq!(
+                get(&mut s, &format!("k{i:05}"), NOW),
+                Some(format!("v{i:05}"))
+            );
+        }
+        // Every key was just read in order, so k00000 is the least recently used: the first to go.
+        for i in 0..2700 {
+            set(&mut s, &format!("n{i:05}"), "x", NOW);
+        }
+        // 300 items of 76 bytes and 2,700 of 71 leave 13,500 of the 228,000: an item of 13,510 needs one
+        // eviction.
+        assert_eq!(s.stats().bytes, 300 * 76 + 2700 * 71);
+        let big = "y".repeat(13_510 - item_size(3, 0));
+        assert_eq!(set(&mut s, "big", &big, NOW), StoreOutcome::Stored);
+        assert_eq!(s.stats().evictions, 1);
+        assert_eq!(get(&mut s, "k00000", NOW), None);
+        assert_eq!(get(&mut s, "k00010", NOW).as_deref(), Some("v00010"));
+        assert_eq!(s.stats().curr_items, 3000);
     }
 
     #[test]
