@@ -36,6 +36,16 @@ thread_local! {
 /// already destroyed (a handle dropped by another thread-local's destructor). Not for workers: they have
 /// their own (`Worker::client`).
 #[inline]
+/// Before a plain thread waits (`Fiber::join`): its unsent requests go out where a lane is free. Makes no
+/// client.
+pub(crate) fn publish_thread_unsent() {
+    let _ = THREAD_CLIENT.try_with(|c| {
+        if let Some(client) = c.borrow_mut().as_mut() {
+            client.publish_unsent(None);
+        }
+    });
+}
+
 fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     let mut f = Some(f);
     let r = THREAD_CLIENT.try_with(|c| {

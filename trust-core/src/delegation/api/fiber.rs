@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::delegation::api::runtime::runtime;
 use crate::delegation::api::trust::BOX_ABOVE;
 use crate::delegation::trustee::shared::{Abandon, SHUT_DOWN, TrusteeShared};
+use crate::delegation::call;
 use crate::delegation::client::outbox;
 use crate::delegation::stack;
 use crate::delegation::worker::context;
@@ -332,8 +333,12 @@ impl<R> Fiber<R> {
             } else if outbox::in_may_coroutine() {
                 #[cfg(feature = "may")]
                 may::coroutine::yield_now();
-            } else if self.state.register(Waiter::Thread(thread::current())) {
-                thread::park();
+            } else {
+                // Its unsent `apply_then`s go out first: the fiber may wait for them (`try_unwrap`).
+                call::publish_thread_unsent();
+                if self.state.register(Waiter::Thread(thread::current())) {
+                    thread::park();
+                }
             }
         }
         self.state

@@ -199,13 +199,21 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
     {
         let property = SendPtr(self.property_ptr());
-        let fiber = if self.is_local() && !self.launch_waits() {
+        let shared = self.trustee().shared;
+        let own = context::worker().filter(|w| std::ptr::eq(w.shared, shared));
+        // On its own trustee, started at once, unless its fiber's requests to that trustee still wait in the
+        // worker's channel to itself (the start would overtake them: it goes behind them, as `apply` does).
+        let queued = own.is_some_and(call::queued_to_self);
+        let fiber = if own.is_some() && !queued && !self.launch_waits() {
             // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
             unsafe { start_launched(property, f) }
         } else {
             // SAFETY: as above, on the trustee.
             let start = move || unsafe { start_launched(property, f) };
-            call::call(self.trustee().shared, self.launch_job(start))
+            match own.filter(|_| queued) {
+                Some(worker) => call::call_to_self(worker, self.launch_job(start)),
+                None => call::call(shared, self.launch_job(start)),
+            }
         };
         fiber.join().unwrap_or_else(|p| resume_unwind(p))
     }

@@ -10,6 +10,7 @@ use crate::delegation::stack::{self, StackPool};
 use crate::delegation::api::trust::Trust;
 use crate::delegation::api::trustee::Trustee;
 use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::worker::reactor::Reactor;
 use crate::delegation::worker::run;
 
 static RUNTIME: OnceLock<&'static Runtime> = OnceLock::new();
@@ -67,6 +68,9 @@ pub enum RuntimeError {
         /// The variable's value.
         value: String,
     },
+    /// The operating system refused a worker its `epoll` set or its wake-up `eventfd` (the process is out of
+    /// file descriptors, say). No worker was started.
+    Epoll(std::io::Error),
     /// The operating system refused to start a worker thread. The workers already started were stopped
     /// again: no runtime runs, and a later [`RuntimeBuilder::build`] starts afresh.
     Spawn(std::io::Error),
@@ -98,6 +102,11 @@ impl fmt::Display for RuntimeError {
                  such as TRUST_WORKERS=4 (or leave it unset for one worker per available CPU)"
             ),
             RuntimeError::BadMaxFiberStacksVar { value } => f.write_str(&stack::bad_max_stacks(value)),
+            RuntimeError::Epoll(e) => write!(
+                f,
+                "cannot give a trust worker its epoll set and wake-up eventfd: {e} (each worker needs two file \
+                 descriptors; raise `ulimit -n` or close some)"
+            ),
             RuntimeError::Spawn(e) => write!(f, "cannot start a trust worker thread: {e}"),
             RuntimeError::NoSuchCore { core, available } => write!(
                 f,
@@ -187,6 +196,12 @@ impl RuntimeBuilder {
         if let Err(value) = stack::max_stacks_var() {
             return Err(RuntimeError::BadMaxFiberStacksVar { value });
         }
+        // Made here, not on the workers: a worker that could not have them would never start, and this would
+        // wait for it.
+        let reactors = (0..n)
+            .map(|_| Reactor::new())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(RuntimeError::Epoll)?;
         stack::prepare();
         let trustees: Box<[&'static TrusteeShared]> = (0..n)
             .map(|i| &*Box::leak(Box::new(TrusteeShared::new(i))))
@@ -200,7 +215,7 @@ impl RuntimeBuilder {
             threads: Mutex::new(Vec::new()),
             stacks: StackPool::new(self.stack_size),
         }));
-        for &shared in runtime.trustees.iter() {
+        for (&shared, reactor) in runtime.trustees.iter().zip(reactors) {
             let core = (!cores.is_empty()).then(|| cores[shared.index() % cores.len()]);
             let spawned = std::thread::Builder::new()
                 .name(format!("trust-worker-{}", shared.index()))
@@ -209,7 +224,7 @@ impl RuntimeBuilder {
                     if let Some(core) = core {
                         run::pin_to_core(core);
                     }
-                    run::run(shared, &runtime.stacks);
+                    run::run(shared, &runtime.stacks, reactor);
                     *runtime.stopped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     runtime.stopped_cv.notify_all();
                 });

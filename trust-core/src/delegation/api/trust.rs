@@ -285,7 +285,9 @@ const APPLY_PAST_QUEUED: &str = "blocking `apply` inside a delegated closure, to
 /// shortcut would run it before them, so it goes through that channel too, after them (out of line: the
 /// local shortcut stays one check longer, no more). Other fibers' requests there do not hold it back: one of
 /// them may wait for this fiber (a request on a latch that this fiber was launched on). Inside a closure the
-/// fiber applies inline, it cannot wait: it panics.
+/// fiber applies inline, it cannot wait: it panics. Closures served for other clients and continuations on
+/// the scheduler issue as the worker, whose requests nothing tracks per closure: an `apply` there runs at once
+/// (a check would refuse the unrelated ones too, such as a property's destructor at shutdown).
 #[cold]
 #[inline(never)]
 fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static>(

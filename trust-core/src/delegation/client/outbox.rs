@@ -894,6 +894,9 @@ impl Client {
     ) -> Result<J::Output, Reply<J>> {
         let mut result = None;
         let mut record = Reply(job);
+        // What waits unsent to other trustees goes first: the thread is about to wait, and what it waits for
+        // may wait for those requests (a fiber taking a value with `try_unwrap`, say).
+        self.publish_unsent(Some(trustee));
         let parker = self.parker.as_deref();
         let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
         if let Some(parker) = parker {
@@ -975,6 +978,17 @@ impl Client {
             return Ok(self.publish_all());
         }
         Ok(false)
+    }
+
+    /// Publishes the unsent records of every outbox (but `except`'s) where a lane is free, without waiting:
+    /// before the thread blocks (a call, `Fiber::join`).
+    pub(crate) fn publish_unsent(&mut self, except: Option<&'static TrusteeShared>) {
+        for outbox in self.outboxes.iter_mut().flatten() {
+            if outbox.has_unsent() && !except.is_some_and(|t| std::ptr::eq(t, outbox.trustee)) {
+                outbox.poll();
+                outbox.flush();
+            }
+        }
     }
 
     /// `post_then`'s publish: the batches for every trustee go out, where a lane is free (a record for one

@@ -176,10 +176,9 @@ pub(crate) fn pin_to_core(core: usize) {
 }
 
 /// The body of a worker thread; returns after shutdown.
-pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool) {
+pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (reactor, waker): (Reactor, mio::Waker)) {
     #[cfg(not(miri))]
     let _signals = WorkerSignals::enter(shared.index());
-    let (reactor, waker) = Reactor::new().unwrap_or_else(|e| panic!("trust: a worker cannot create its epoll set: {e}"));
     let parker = Arc::new(Parker::polling(waker));
     // Leaked: fibers and closures on this thread refer to it as 'static. One per worker, for the process.
     let worker: &'static Worker = Box::leak(Box::new(Worker {
