@@ -3,6 +3,8 @@
 //! [`Sharable`] (can be read-locked), [`Lock`] (one lock with a rank: what `lock_all!` takes),
 //! and their impls for references, smart pointers, tuples, arrays, `Vec` and `Box<[T]>`.
 
+use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use super::rank::Rank;
@@ -365,10 +367,52 @@ impl<T: LockableGetMut, const N: usize> LockableGetMut for [T; N] {
     }
 }
 
+/// The guards of a slice, `Vec` or `Box<[_]>` of locks, in order: used as a slice (`guards[0]`, `iter_mut`,
+/// `for g in &mut guards`). Not a `Box<[G]>`, which `mem::take` could move out whole, leaving an empty box:
+/// the locks would then stay held past the collection guard's `unlock`, with the key free again, and lock
+/// ordering (what makes collections deadlock-free) would no longer hold. Nothing can stand in for a
+/// `Guards`: it cannot be made, taken or replaced outside this module.
+pub struct Guards<G>(Box<[G]>);
+
+impl<G> Deref for Guards<G> {
+    type Target = [G];
+    fn deref(&self) -> &[G] {
+        &self.0
+    }
+}
+
+impl<G> DerefMut for Guards<G> {
+    fn deref_mut(&mut self) -> &mut [G] {
+        &mut self.0
+    }
+}
+
+impl<'a, G> IntoIterator for &'a Guards<G> {
+    type Item = &'a G;
+    type IntoIter = std::slice::Iter<'a, G>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a, G> IntoIterator for &'a mut Guards<G> {
+    type Item = &'a mut G;
+    type IntoIter = std::slice::IterMut<'a, G>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
+}
+
+impl<G: fmt::Debug> fmt::Debug for Guards<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
 // SAFETY: reports every element's locks; the guard is made of the elements' guards.
 unsafe impl<T: Lockable> Lockable for [T] {
     type Guard<'g>
-        = Box<[T::Guard<'g>]>
+        = Guards<T::Guard<'g>>
     where
         Self: 'g;
 
@@ -378,22 +422,24 @@ unsafe impl<T: Lockable> Lockable for [T] {
 
     unsafe fn guard(&self) -> Self::Guard<'_> {
         // SAFETY: the caller holds every element's locks.
-        self.iter().map(|lock| unsafe { lock.guard() }).collect()
+        Guards(self.iter().map(|lock| unsafe { lock.guard() }).collect())
     }
 }
 
 // SAFETY: every element gives shared access only.
 unsafe impl<T: Sharable> Sharable for [T] {
     type ReadGuard<'g>
-        = Box<[T::ReadGuard<'g>]>
+        = Guards<T::ReadGuard<'g>>
     where
         Self: 'g;
 
     unsafe fn read_guard(&self) -> Self::ReadGuard<'_> {
         // SAFETY: the caller holds every element's locks shared.
-        self.iter()
-            .map(|lock| unsafe { lock.read_guard() })
-            .collect()
+        Guards(
+            self.iter()
+                .map(|lock| unsafe { lock.read_guard() })
+                .collect(),
+        )
     }
 }
 
@@ -423,7 +469,7 @@ impl<T: LockableIntoInner> LockableIntoInner for Box<[T]> {
 // SAFETY: reports every element's locks, as the slice does.
 unsafe impl<T: Lockable> Lockable for Vec<T> {
     type Guard<'g>
-        = Box<[T::Guard<'g>]>
+        = Guards<T::Guard<'g>>
     where
         Self: 'g;
 
@@ -440,7 +486,7 @@ unsafe impl<T: Lockable> Lockable for Vec<T> {
 // SAFETY: as for the slice.
 unsafe impl<T: Sharable> Sharable for Vec<T> {
     type ReadGuard<'g>
-        = Box<[T::ReadGuard<'g>]>
+        = Guards<T::ReadGuard<'g>>
     where
         Self: 'g;
 

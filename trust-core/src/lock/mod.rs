@@ -72,7 +72,7 @@ pub use context::LockContext;
 pub use key::{Keyable, LockKey, NestedKey, ThreadKey};
 pub use lock_all::LockAllError;
 pub use lockable::{
-    Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
+    Guards, Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
 };
 pub use mutex::{DefaultRawMutex, Mutex, MutexGuard, MutexRef};
 pub use poison::{
