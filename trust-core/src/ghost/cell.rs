@@ -74,9 +74,10 @@ impl<'brand, T> GhostCell<'brand, T> {
     /// Swaps the values of two cells.
     ///
     /// Swapping a cell with itself is a no-op and returns `Ok`, and so is swapping two zero-sized cells at
-    /// one address (there is nothing to swap). Two cells of one type that are not at one address never
-    /// overlap, so this never gives `Err`: the `Result` is `ghost-cell`'s signature, kept for parity.
-    /// (`(a, b).borrow_mut(&mut token)` does give `Err` for two zero-sized cells at one address.)
+    /// one address (there is nothing to swap). `Err` when the two cells overlap at different addresses, which
+    /// views of one slice can: `GhostCell::from_array_of_cells` over `cells[0..2]` and over `cells[1..3]` give
+    /// two `GhostCell<[u8; 2]>` that share a byte (`(a, b).borrow_mut(&mut token)` refuses them, and two
+    /// zero-sized cells at one address, the same way).
     pub fn swap(
         &self,
         other: &Self,
