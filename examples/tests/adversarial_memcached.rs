@@ -3,8 +3,6 @@
 //! test says the trust server documents a difference), thousands of connections, clients that misbehave, a
 //! file-descriptor limit below `-c`, and the heap a shard really holds against its memory limit.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
@@ -15,49 +13,13 @@ use trust_examples::memcached::protocol::{StoreOp, item_size};
 use trust_examples::memcached::server::descriptor_headroom;
 use trust_examples::memcached::store::{Shard, StoreOutcome, StoreRequest};
 
-// ---------------------------------------------------------------------------------------------------------
-// A counting allocator: live heap bytes allocated by the current thread (used by the memory-limit test only;
-// other threads' allocations do not touch this thread's counter).
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments; the counter is a thread-local `Cell`.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let _ = LIVE.try_with(|l| l.set(l.get() - layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LIVE.try_with(|l| l.set(l.get() + new_size as isize - layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// A counting allocator (`harness::Counting`): live heap bytes allocated by the current thread, for the
+// memory-limit test.
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live_bytes() -> isize {
-    LIVE.with(|l| l.get())
-}
+static ALLOC: harness::Counting = harness::Counting;
 
 mod harness;
-use harness::{Raw, example_binary, start, unix_now, wait_until};
+use harness::{Raw, example_binary, live_bytes, start, unix_now, wait_until};
 
 // =========================================================================================================
 // FAILED ON THE SERVER AS FOUND (each names the promise it broke and what changed; all pass now)

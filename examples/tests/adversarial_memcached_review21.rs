@@ -2,8 +2,6 @@
 //! (expected replies are memcached 1.6.18's to the same bytes unless a comment says otherwise), the example
 //! binary with more workers than this machine has cores, and the shard called directly.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Read;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -14,48 +12,12 @@ use trust_examples::memcached::protocol::{StoreOp, item_size};
 use trust_examples::memcached::store::{ArithOutcome, Shard, StoreOutcome, StoreRequest};
 
 mod harness;
-use harness::{Raw, example_binary, start, unix_now};
+use harness::{Raw, example_binary, live_bytes, start, unix_now};
 
-// ---------------------------------------------------------------------------------------------------------
-// A counting allocator: live heap bytes allocated by the current thread (a shard called directly on the test
-// thread allocates there; other threads do not touch this thread's counter).
-
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments; the counter is a thread-local `Cell`.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let _ = LIVE.try_with(|l| l.set(l.get() - layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LIVE.try_with(|l| l.set(l.get() + new_size as isize - layout.size() as isize));
-        // SAFETY: the caller's contract for this method is `System`'s.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// A counting allocator (`harness::Counting`): live heap bytes allocated by the current thread (a shard called
+// directly on the test thread allocates there).
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live_bytes() -> isize {
-    LIVE.with(|l| l.get())
-}
+static ALLOC: harness::Counting = harness::Counting;
 
 /// A `set` of `key` to `value`, as the server builds it (`server.rs`, `Command::Store`: exactly key + value).
 fn set_request(key: &[u8], value: &[u8]) -> StoreRequest {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
@@ -147,4 +149,42 @@ pub fn example_binary() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A counting allocator: live heap bytes allocated by the current thread ([`live_bytes`]); other threads'
+/// allocations do not touch this thread's counter. A test binary that needs it declares
+/// `#[global_allocator] static ALLOC: harness::Counting = harness::Counting;`.
+pub struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call forwards to `System` with the caller's arguments; the counter is a thread-local `Cell`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
+        // SAFETY: the caller's contract for this method is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = LIVE.try_with(|l| l.set(l.get() - layout.size() as isize));
+        // SAFETY: the caller's contract for this method is `System`'s.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = LIVE.try_with(|l| l.set(l.get() + layout.size() as isize));
+        // SAFETY: the caller's contract for this method is `System`'s.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = LIVE.try_with(|l| l.set(l.get() + new_size as isize - layout.size() as isize));
+        // SAFETY: the caller's contract for this method is `System`'s.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Live heap bytes this thread allocated through [`Counting`] (when it is the global allocator).
+pub fn live_bytes() -> isize {
+    LIVE.with(|l| l.get())
 }
