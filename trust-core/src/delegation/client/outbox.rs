@@ -707,33 +707,38 @@ pub(crate) fn in_may_coroutine() -> bool {
     }
 }
 
-/// How a `may` coroutine waits for an answer: it yields to `may` (other coroutines run) for up to a
-/// millisecond, then sleeps on `may`'s timer, 1 ms, then 2, 4, up to 16 ms at a time. Nothing wakes a
-/// coroutine when its answer comes (its client has no parker), and one that only yields keeps its thread busy
-/// when nothing else is ready (a request paused on a held latch waits as long as the latch is held: a
-/// coroutine waiting so took a whole core), and keeps the coroutines spawned from outside `may` off its
-/// thread (they wait in a global queue, taken only when the thread's own queue is empty). Yielding first keeps
-/// a wait on a trustee busy for some hundreds of microseconds about as short as a thread's. `may`'s sleep has
-/// a race of its own (`Sleep::subscribe` adds the timer before it records the coroutine's cancel data, and the
-/// timer thread can run the coroutine to its end meanwhile, a use after free that AddressSanitizer reported
-/// with cancelled coroutines sleeping 1 ms): the sleeps grow, and cancelled coroutines' clients settle on a
-/// thread (`call::settle_cancelled`), not in sleeping coroutines.
+/// How a `may` coroutine waits for an answer: it yields to `may` (other coroutines run) for up to 4 ms, then
+/// sleeps on `may`'s timer, 16 ms at a time. Nothing wakes a coroutine when its answer comes (its client has
+/// no parker), and one that only yields keeps its thread busy when nothing else is ready (a request paused on
+/// a held latch waits as long as the latch is held: a coroutine waiting so took a whole core), and keeps the
+/// coroutines spawned from outside `may` off its thread (they wait in a global queue, taken only when the
+/// thread's own queue is empty). Yielding first keeps a wait on a trustee busy for some hundreds of
+/// microseconds about as short as a thread's.
+///
+/// Few and long sleeps, because `may` 0.3.51's sleep (and park) has a race of its own: `Sleep::subscribe` adds
+/// the timer before it records the coroutine's cancel data, so if its thread is preempted for longer than the
+/// sleep, the timer thread can wake the coroutine elsewhere, run it to its end and let it be freed before the
+/// record is written, a use after free (AddressSanitizer: `CancelImpl::set_co`; and once a heap-corruption
+/// abort in a plain CI run, with sleeps of 1 ms, then doubling). A sleep only after 4 ms of waiting, and
+/// preempted for over 16 ms: much rarer than every 1 ms wait preempted for 1 ms. Nothing in `may` avoids it
+/// (every blocking primitive there parks the same way). Cancelled coroutines' clients settle on a thread
+/// (`call::settle_cancelled`), not in sleeping coroutines.
 #[derive(Default)]
 struct MayWait {
     yields: u32,
     since: Option<Instant>,
-    /// The next sleep, once yielding is over (0 before).
-    sleep_ms: u64,
+    /// True once yielding is over.
+    sleeping: bool,
 }
 
 impl MayWait {
-    const YIELD_FOR: Duration = Duration::from_millis(1);
-    /// The longest sleep: a thousand coroutines waiting on a held latch, each woken every millisecond, took
-    /// half a core.
-    const MAX_SLEEP_MS: u64 = 16;
+    const YIELD_FOR: Duration = Duration::from_millis(4);
+    /// Each sleep: a thousand coroutines waiting on a held latch, each woken every millisecond, took half a
+    /// core.
+    const SLEEP: Duration = Duration::from_millis(16);
 
     fn snooze(&mut self) {
-        if self.sleep_ms == 0 {
+        if !self.sleeping {
             self.yields += 1;
             // The clock is read every 64 yields only.
             let long = self.yields.is_multiple_of(64)
@@ -741,10 +746,9 @@ impl MayWait {
             if !long {
                 return may_yield();
             }
-            self.sleep_ms = 1;
+            self.sleeping = true;
         }
-        may_sleep(Duration::from_millis(self.sleep_ms));
-        self.sleep_ms = (2 * self.sleep_ms).min(Self::MAX_SLEEP_MS);
+        may_sleep(Self::SLEEP);
     }
 }
 
