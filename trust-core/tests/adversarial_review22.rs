@@ -1087,23 +1087,12 @@ fn a_chain_of_100000_from_fibers_local_and_remote_runs_in_constant_stack() {
         "a_chain_of_100000_from_fibers_local_and_remote_runs_in_constant_stack",
         9
     );
-    fn step(counter: Trust<u64>, left: u32) {
-        let next = counter.clone();
-        counter.apply_then(
-            |c| *c += 1,
-            move |()| {
-                if left > 1 {
-                    step(next, left - 1);
-                }
-            },
-        );
-    }
     let got = within(8, || {
         (0..2)
             .map(|w| {
                 on_worker(w, || {
                     let counter = rt().trustee(0).entrust(0u64);
-                    step(counter.clone(), 100_000);
+                    chain_of_increments(counter.clone(), 100_000);
                     wait_pending();
                     counter.apply(|c| *c)
                 })

@@ -117,18 +117,7 @@ fn a_long_chain_does_not_grow_the_stack() {
         .stack_size(256 << 10)
         .spawn(|| {
             let counter = rt().trustee(0).entrust(0u64);
-            fn step(counter: Trust<u64>, left: u32) {
-                let next = counter.clone();
-                counter.apply_then(
-                    |c| *c += 1,
-                    move |()| {
-                        if left > 1 {
-                            step(next, left - 1);
-                        }
-                    },
-                );
-            }
-            step(counter.clone(), 100_000);
+            chain_of_increments(counter.clone(), 100_000);
             wait_pending();
             counter.apply(|c| *c)
         })

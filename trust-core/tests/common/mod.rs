@@ -586,3 +586,17 @@ pub fn coroutine_apply_then_then_wait(p: Trust<u64>) -> (Option<u64>, Option<u64
     .join()
     .unwrap()
 }
+
+/// A chain of `left` increments of `counter`, each `apply_then` issued by the previous one's continuation:
+/// `wait_pending` must run them from its loop, never nested in the previous link (constant stack).
+pub fn chain_of_increments(counter: Trust<u64>, left: u32) {
+    let next = counter.clone();
+    counter.apply_then(
+        |c| *c += 1,
+        move |()| {
+            if left > 1 {
+                chain_of_increments(next, left - 1);
+            }
+        },
+    );
+}
