@@ -245,7 +245,17 @@ fn exptime_relative_absolute_and_negative() {
             b"get rel abs\r\n",
             b"VALUE rel 0 1\r\nr\r\nVALUE abs 0 1\r\na\r\nEND\r\n",
         );
+    assert_eq!(r.stat("curr_items"), 4);
     thread::sleep(Duration::from_millis(3100));
+    // Before any lookup: `stats` counts only the live items, as memcached's crawler has dropped the others.
+    assert_eq!(
+        (
+            r.stat("curr_items"),
+            r.stat("crawler_reclaimed"),
+            r.stat("reclaimed")
+        ),
+        (2, 2, 0)
+    );
     r.roundtrip(
         b"get rel abs forever touched\r\n",
         b"VALUE forever 0 1\r\nf\r\nVALUE touched 0 1\r\nt\r\nEND\r\n",

@@ -537,11 +537,11 @@ impl Shared {
         &self.shards[shard_index(key, self.shards.len())]
     }
 
-    /// The shards' counters added up.
-    fn total_stats(&self) -> ShardStats {
+    /// The shards' counters added up, each after its crawler's pass (expired items dropped).
+    fn total_stats(&self, now: u64) -> ShardStats {
         let mut s = ShardStats::default();
         for shard in &self.shards {
-            s += shard.stats();
+            s += shard.crawl(now);
         }
         s
     }
@@ -674,7 +674,7 @@ fn execute<W: Write>(
             out.extend_from_slice(b"RESET\r\n");
         }
         Command::StatsSettings => settings_stats(shared, out),
-        Command::StatsItems => items_stats(shared, out),
+        Command::StatsItems => items_stats(shared, now, out),
         // No slab allocator, so no slab classes: memcached's answer when it has no slabs, less its two
         // totals (`active_slabs 0`, `total_malloced 0`), which would be false here.
         Command::StatsSlabs => out.extend_from_slice(b"END\r\n"),
@@ -728,8 +728,8 @@ fn settings_stats(shared: &Shared, out: &mut Vec<u8>) {
 
 /// `stats items`: there are no slab classes, so the whole cache is class 1, with the counters a shard keeps;
 /// an empty cache lists no class (`END` alone), as memcached lists only classes that hold items.
-fn items_stats(shared: &Shared, out: &mut Vec<u8>) {
-    let s = shared.total_stats();
+fn items_stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
+    let s = shared.total_stats(now);
     if s.curr_items > 0 {
         let numbers = [
             ("number", s.curr_items),
@@ -769,7 +769,7 @@ fn trust_stats(out: &mut Vec<u8>) {
 
 /// `stats`: the shards' counters added up, plus the server's own.
 fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
-    let s = shared.total_stats();
+    let s = shared.total_stats(now);
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     stat(out, "pid", std::process::id() as u64);
     stat(out, "uptime", now.saturating_sub(shared.started));
@@ -807,6 +807,7 @@ fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
         ("total_items", s.total_items),
         ("evictions", s.evictions),
         ("reclaimed", s.reclaimed),
+        ("crawler_reclaimed", s.crawler_reclaimed),
         (
             "limit_maxbytes",
             (shared.config.memory_mb as u64).saturating_mul(1 << 20),

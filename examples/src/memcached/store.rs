@@ -98,6 +98,8 @@ pub struct ShardStats {
     pub evictions: u64,
     /// Expired items removed (on access or to make room).
     pub reclaimed: u64,
+    /// Expired items removed by the crawler's pass before `stats` (memcached's LRU crawler).
+    pub crawler_reclaimed: u64,
 }
 
 impl AddAssign for ShardStats {
@@ -125,6 +127,7 @@ impl AddAssign for ShardStats {
             (&mut self.cas_badval, o.cas_badval),
             (&mut self.evictions, o.evictions),
             (&mut self.reclaimed, o.reclaimed),
+            (&mut self.crawler_reclaimed, o.crawler_reclaimed),
         ];
         for (mine, theirs) in fields {
             *mine += theirs;
@@ -184,6 +187,8 @@ pub struct Shard {
     cas_step: u64,
     /// A delayed `flush_all`: at this unix time everything stored before it goes (0 = none pending).
     flush_at: u64,
+    /// The unix second of the crawler's last pass (see [`Shard::crawl`]).
+    crawled_at: u64,
     stats: ShardStats,
 }
 
@@ -205,6 +210,7 @@ impl Shard {
             next_cas: index as u64 + 1,
             cas_step: shards.max(1) as u64,
             flush_at: 0,
+            crawled_at: 0,
             stats: ShardStats {
                 limit_maxbytes: limit as u64,
                 ..ShardStats::default()
@@ -432,6 +438,26 @@ impl Shard {
 
     /// This shard's counters.
     pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// This shard's counters for `stats`, after a pass of the crawler: the expired items go first, so that
+    /// `curr_items` and `bytes` count only live ones (memcached's LRU crawler drops them within a second or
+    /// so; otherwise they would be counted until touched). A pass visits every slot, so it runs at most once
+    /// per second per shard: `stats` polled in a loop costs a shard one scan a second.
+    pub fn crawl(&mut self, now: u64) -> ShardStats {
+        self.tick(now);
+        if now != self.crawled_at {
+            self.crawled_at = now;
+            for i in 0..self.slots.len() as u32 {
+                // A free slot's buffer is empty; a live item's holds at least its key.
+                let e = &self.slots[i as usize];
+                if !e.data.is_empty() && e.expired(now) {
+                    self.remove(i);
+                    self.stats.crawler_reclaimed += 1;
+                }
+            }
+        }
         self.stats
     }
 
@@ -790,6 +816,34 @@ mod tests {
         assert!(get(&mut s, "abs", NOW + 100).is_none());
         assert_eq!(s.stats().curr_items, 0);
         assert_eq!(s.stats().reclaimed, 2);
+    }
+
+    #[test]
+    fn the_crawler_drops_expired_items_before_stats() {
+        let mut s = shard();
+        // A quarter never expire; of the others, 25 expire at NOW + 10, 25 at NOW + 11, 25 at NOW + 12.
+        for k in 0..100 {
+            let exptime = if k % 4 == 0 { 0 } else { 10 + k % 3 };
+            s.store(
+                req(StoreOp::Set, &format!("k{k}"), "value", exptime, 0),
+                NOW,
+            );
+        }
+        assert_eq!(s.crawl(NOW + 9).curr_items, 100);
+        let st = s.crawl(NOW + 11);
+        assert_eq!(
+            (st.curr_items, st.crawler_reclaimed, st.reclaimed),
+            (50, 50, 0)
+        );
+        let st = s.crawl(NOW + 12);
+        assert_eq!((st.curr_items, st.crawler_reclaimed), (25, 75));
+        // The 25 that never expire: k0, k4, k8 and 22 keys of three bytes.
+        let bytes = 3 * item_size(2, 5) + 22 * item_size(3, 5);
+        assert_eq!(st.bytes, bytes as u64);
+        assert!(get(&mut s, "k96", NOW + 12).is_some());
+        assert!(get(&mut s, "k1", NOW + 12).is_none());
+        // Nothing was left for a lookup to reclaim.
+        assert_eq!(s.stats().reclaimed, 0);
     }
 
     #[test]

@@ -184,36 +184,41 @@ pub fn lock_id<L: Lock + ?Sized>(lock: &L) -> usize {
     lock.lock_id()
 }
 
-/// Blocks until `lock` is held exclusively; returns its guard.
+/// Blocks until `lock` is held exclusively; returns its guard. For `lock_all!`'s expansion only (this and
+/// the three below), which calls it in the planned order while it holds the key it was given.
 #[inline]
 pub fn acquire<L: Lock + ?Sized>(lock: &L) -> L::Guard<'_> {
-    lock.raw_lock();
-    // SAFETY: a `Lock` reports exactly itself as its raw lock, which we now hold exclusively; the
-    // guard takes over releasing it.
-    unsafe { lock.guard() }
+    // SAFETY: the expansion holds the key (above). A `Lock` reports exactly itself as its raw lock, which
+    // we then hold exclusively; the guard takes over releasing it.
+    unsafe {
+        lock.raw_lock();
+        lock.guard()
+    }
 }
 
 /// Takes `lock` exclusively if it is free.
 #[inline]
 pub fn try_acquire<L: Lock + ?Sized>(lock: &L) -> Option<L::Guard<'_>> {
     // SAFETY: as in `acquire`, once the try succeeded.
-    lock.raw_try_lock().then(|| unsafe { lock.guard() })
+    unsafe { lock.raw_try_lock().then(|| lock.guard()) }
 }
 
 /// Blocks until `lock` is held shared; returns its read guard.
 #[inline]
 pub fn acquire_read<L: Lock + Sharable + ?Sized>(lock: &L) -> L::ReadGuard<'_> {
-    lock.raw_lock_shared();
-    // SAFETY: a `Lock` reports exactly itself, which we now hold shared; the guard releases it.
-    unsafe { lock.read_guard() }
+    // SAFETY: the expansion holds the key. A `Lock` reports exactly itself, which we then hold shared;
+    // the guard releases it.
+    unsafe {
+        lock.raw_lock_shared();
+        lock.read_guard()
+    }
 }
 
 /// Takes `lock` shared if no writer holds it.
 #[inline]
 pub fn try_acquire_read<L: Lock + Sharable + ?Sized>(lock: &L) -> Option<L::ReadGuard<'_>> {
     // SAFETY: as in `acquire_read`, once the try succeeded.
-    lock.raw_try_lock_shared()
-        .then(|| unsafe { lock.read_guard() })
+    unsafe { lock.raw_try_lock_shared().then(|| lock.read_guard()) }
 }
 
 /// Unwraps a guard slot that the acquisition loop filled (every position appears once in the

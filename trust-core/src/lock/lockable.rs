@@ -25,10 +25,21 @@ pub unsafe trait RawLock {
     fn rank(&self) -> u32;
 
     /// Blocks until this thread holds the lock exclusively.
-    fn raw_lock(&self);
+    ///
+    /// # Safety
+    ///
+    /// The caller takes the lock for a holder of the thread's key (a [`LockKey`](super::LockKey) or
+    /// [`NestedKey`](super::NestedKey)), in the order that key allows: a hold taken without one
+    /// escapes the lock order, and with it the crate's promise that lock acquisitions never
+    /// deadlock. (Memory safety does not rest on it; the guards' exclusivity does not either.)
+    unsafe fn raw_lock(&self);
 
     /// Takes the lock exclusively if nobody holds it; never blocks.
-    fn raw_try_lock(&self) -> bool;
+    ///
+    /// # Safety
+    ///
+    /// As for [`raw_lock`](Self::raw_lock).
+    unsafe fn raw_try_lock(&self) -> bool;
 
     /// Releases an exclusive hold.
     ///
@@ -39,10 +50,18 @@ pub unsafe trait RawLock {
     unsafe fn raw_unlock(&self);
 
     /// Blocks until this thread holds the lock shared (exclusively, for a mutex).
-    fn raw_lock_shared(&self);
+    ///
+    /// # Safety
+    ///
+    /// As for [`raw_lock`](Self::raw_lock).
+    unsafe fn raw_lock_shared(&self);
 
     /// Takes the lock shared if no writer holds it; never blocks.
-    fn raw_try_lock_shared(&self) -> bool;
+    ///
+    /// # Safety
+    ///
+    /// As for [`raw_lock`](Self::raw_lock).
+    unsafe fn raw_try_lock_shared(&self) -> bool;
 
     /// Releases a shared hold.
     ///
@@ -168,14 +187,26 @@ macro_rules! forward_pointer {
         unsafe impl<$($gen)* T: RawLock + ?Sized> RawLock for $ptr {
             fn lock_id(&self) -> usize { (**self).lock_id() }
             fn rank(&self) -> u32 { (**self).rank() }
-            fn raw_lock(&self) { (**self).raw_lock() }
-            fn raw_try_lock(&self) -> bool { (**self).raw_try_lock() }
+            unsafe fn raw_lock(&self) {
+                // SAFETY: forwarded contract: the caller holds the key.
+                unsafe { (**self).raw_lock() }
+            }
+            unsafe fn raw_try_lock(&self) -> bool {
+                // SAFETY: as above.
+                unsafe { (**self).raw_try_lock() }
+            }
             unsafe fn raw_unlock(&self) {
                 // SAFETY: forwarded contract: the caller holds the target exclusively.
                 unsafe { (**self).raw_unlock() }
             }
-            fn raw_lock_shared(&self) { (**self).raw_lock_shared() }
-            fn raw_try_lock_shared(&self) -> bool { (**self).raw_try_lock_shared() }
+            unsafe fn raw_lock_shared(&self) {
+                // SAFETY: as above.
+                unsafe { (**self).raw_lock_shared() }
+            }
+            unsafe fn raw_try_lock_shared(&self) -> bool {
+                // SAFETY: as above.
+                unsafe { (**self).raw_try_lock_shared() }
+            }
             unsafe fn raw_unlock_shared(&self) {
                 // SAFETY: forwarded contract: the caller holds the target shared.
                 unsafe { (**self).raw_unlock_shared() }

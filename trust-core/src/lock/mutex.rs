@@ -206,11 +206,11 @@ unsafe impl<T: ?Sized, R: Rank, L: RawMutex> RawLock for Mutex<T, R, L> {
         R::RANK
     }
 
-    fn raw_lock(&self) {
+    unsafe fn raw_lock(&self) {
         self.acquire();
     }
 
-    fn raw_try_lock(&self) -> bool {
+    unsafe fn raw_try_lock(&self) -> bool {
         self.try_acquire()
     }
 
@@ -219,11 +219,11 @@ unsafe impl<T: ?Sized, R: Rank, L: RawMutex> RawLock for Mutex<T, R, L> {
         unsafe { self.release() }
     }
 
-    fn raw_lock_shared(&self) {
+    unsafe fn raw_lock_shared(&self) {
         self.acquire();
     }
 
-    fn raw_try_lock_shared(&self) -> bool {
+    unsafe fn raw_try_lock_shared(&self) -> bool {
         self.try_acquire()
     }
 

@@ -264,11 +264,11 @@ unsafe impl<T: ?Sized, R: Rank, L: RawRwLock> RawLock for RwLock<T, R, L> {
         R::RANK
     }
 
-    fn raw_lock(&self) {
+    unsafe fn raw_lock(&self) {
         self.acquire();
     }
 
-    fn raw_try_lock(&self) -> bool {
+    unsafe fn raw_try_lock(&self) -> bool {
         self.try_acquire()
     }
 
@@ -277,11 +277,11 @@ unsafe impl<T: ?Sized, R: Rank, L: RawRwLock> RawLock for RwLock<T, R, L> {
         unsafe { self.release() }
     }
 
-    fn raw_lock_shared(&self) {
+    unsafe fn raw_lock_shared(&self) {
         self.acquire_shared();
     }
 
-    fn raw_try_lock_shared(&self) -> bool {
+    unsafe fn raw_try_lock_shared(&self) -> bool {
         self.try_acquire_shared()
     }
 

@@ -14,17 +14,25 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
+    // Safe inside the crate: only the collections' `lock`/`try_lock`/`read`/`try_read` come here, and
+    // each takes the thread's key (or a nested key) first, as the raw locks' contract asks.
     pub(crate) fn lock(self, lock: &dyn RawLock) {
-        match self {
-            Mode::Exclusive => lock.raw_lock(),
-            Mode::Shared => lock.raw_lock_shared(),
+        // SAFETY: the caller holds the key (above).
+        unsafe {
+            match self {
+                Mode::Exclusive => lock.raw_lock(),
+                Mode::Shared => lock.raw_lock_shared(),
+            }
         }
     }
 
     pub(crate) fn try_lock(self, lock: &dyn RawLock) -> bool {
-        match self {
-            Mode::Exclusive => lock.raw_try_lock(),
-            Mode::Shared => lock.raw_try_lock_shared(),
+        // SAFETY: as in `lock`.
+        unsafe {
+            match self {
+                Mode::Exclusive => lock.raw_try_lock(),
+                Mode::Shared => lock.raw_try_lock_shared(),
+            }
         }
     }
 
