@@ -17,6 +17,45 @@ thread_local! {
     // `const` init and no destructor: readable even while the thread's other TLS is being torn down,
     // so a `ThreadKey` dropped from another TLS destructor still finds its flag.
     static KEY_TAKEN: Cell<bool> = const { Cell::new(false) };
+    /// `Debug` peeks in progress on this thread (see [`Peek`]).
+    static PEEKING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A lock's `Debug` printing its data under a lock it took without the key (a try, which never blocks): while
+/// one lives, no blocking acquisition may start on this thread. The key is out, so the data's own `Debug`
+/// cannot take it from the thread; but it could reach a key the program keeps where that code can get it
+/// (a thread-local), lock another mutex, and wait, holding this one: the one wait the key rules out.
+pub(crate) struct Peek(());
+
+impl Peek {
+    pub(crate) fn start() -> Self {
+        PEEKING.with(|p| p.set(p.get() + 1));
+        Peek(())
+    }
+}
+
+impl Drop for Peek {
+    fn drop(&mut self) {
+        PEEKING.with(|p| p.set(p.get() - 1));
+    }
+}
+
+/// Called by every blocking acquisition: panics inside a lock's `Debug` peek (see [`Peek`]).
+#[inline]
+pub(crate) fn check_not_peeking() {
+    if PEEKING.with(Cell::get) != 0 {
+        peeking_panic();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn peeking_panic() -> ! {
+    panic!(
+        "a blocking lock inside the `Debug` of a `Mutex`'s or `RwLock`'s data: `Debug` prints the data under \
+         a lock it took without this thread's key, so waiting for another lock here could deadlock; print \
+         the data inside `scoped_lock` (which takes the key) instead, or use `try_lock`"
+    )
 }
 
 /// This thread's permission to lock: at most one exists per thread at a time.

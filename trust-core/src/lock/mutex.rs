@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use lock_api::RawMutex;
 
-use super::key::{Keyable, ThreadKey};
+use super::key::{self, Keyable, ThreadKey};
 use super::lockable::{Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock};
 use super::poison::BrokenFlag;
 use super::rank::{Rank, Unranked};
@@ -145,6 +145,7 @@ impl<T: ?Sized, R: Rank, L: RawMutex> Mutex<T, R, L> {
     }
 
     fn acquire(&self) {
+        key::check_not_peeking();
         self.broken.check();
         self.broken.guard(|| self.raw.lock());
     }
@@ -179,9 +180,11 @@ impl<T: ?Sized + fmt::Debug, R: Rank, L: RawMutex> fmt::Debug for Mutex<T, R, L>
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Mutex");
         // A try never blocks, so the peek itself cannot deadlock; but the data's own `Debug` runs under the
-        // lock, so this thread's key is held meanwhile (if it is free): that code cannot take the key and
-        // block on a lock, which could wait for a thread that waits for this one.
+        // lock, so this thread's key is held meanwhile (if it is free), and no blocking acquisition may start
+        // (`Peek`: the key may be out where that code can reach it): it cannot block on a lock, which could
+        // wait for a thread that waits for this one.
         let _key = ThreadKey::get();
+        let _peek = key::Peek::start();
         if self.is_broken() {
             d.field("data", &format_args!("<broken>"));
         } else if self.try_acquire() {
@@ -283,9 +286,10 @@ impl<T, R: Rank, L: RawMutex> LockableGetMut for Mutex<T, R, L> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct MutexRef<'a, T: ?Sized, R: Rank = Unranked, L: RawMutex = DefaultRawMutex> {
     mutex: &'a Mutex<T, R, L>,
-    // `&mut T`: invariant in `T`, like a `&mut`; `GuardMarker`: `!Send` when the raw lock must be
-    // released on the thread that took it.
-    _marker: PhantomData<(&'a mut T, L::GuardMarker)>,
+    // `&mut T`: invariant in `T`, like a `&mut`. `*const ()`: never `Send`, whatever the raw lock allows
+    // (`lock_api`'s `GuardSend`): on another thread the guard would hold the lock while that thread's key is
+    // free, and the key, not the raw lock, is what keeps a holder from waiting for more locks.
+    _marker: PhantomData<(&'a mut T, *const ())>,
 }
 
 // SAFETY: a shared `&MutexRef` only reads `T` (`T: Sync`) and never touches the raw lock.

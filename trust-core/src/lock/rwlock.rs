@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use lock_api::RawRwLock;
 
-use super::key::{Keyable, ThreadKey};
+use super::key::{self, Keyable, ThreadKey};
 use super::lockable::{
     Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
 };
@@ -185,6 +185,7 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> RwLock<T, R, L> {
     }
 
     fn acquire(&self) {
+        key::check_not_peeking();
         self.broken.check();
         self.broken.guard(|| self.raw.lock_exclusive());
     }
@@ -195,6 +196,7 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> RwLock<T, R, L> {
     }
 
     fn acquire_shared(&self) {
+        key::check_not_peeking();
         self.broken.check();
         self.broken.guard(|| self.raw.lock_shared());
     }
@@ -237,9 +239,11 @@ impl<T: ?Sized + fmt::Debug, R: Rank, L: RawRwLock> fmt::Debug for RwLock<T, R, 
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("RwLock");
         // A try never blocks, so the peek itself cannot deadlock; but the data's own `Debug` runs under the
-        // lock, so this thread's key is held meanwhile (if it is free): that code cannot take the key and
-        // block on a lock, which could wait for a thread that waits for this one.
+        // lock, so this thread's key is held meanwhile (if it is free), and no blocking acquisition may start
+        // (`Peek`: the key may be out where that code can reach it): it cannot block on a lock, which could
+        // wait for a thread that waits for this one.
         let _key = ThreadKey::get();
+        let _peek = key::Peek::start();
         if self.is_broken() {
             d.field("data", &format_args!("<broken>"));
         } else if self.try_acquire_shared() {
@@ -352,7 +356,8 @@ impl<T, R: Rank, L: RawRwLock> LockableGetMut for RwLock<T, R, L> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RwLockReadRef<'a, T: ?Sized, R: Rank = Unranked, L: RawRwLock = DefaultRawRwLock> {
     lock: &'a RwLock<T, R, L>,
-    _marker: PhantomData<(&'a T, L::GuardMarker)>,
+    // `*const ()`: never `Send`, whatever the raw lock allows (see `MutexRef`).
+    _marker: PhantomData<(&'a T, *const ())>,
 }
 
 // SAFETY: a shared `&RwLockReadRef` only reads `T`.
@@ -395,7 +400,8 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> Deref for RwLockReadRef<'_, T, R, L> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct RwLockWriteRef<'a, T: ?Sized, R: Rank = Unranked, L: RawRwLock = DefaultRawRwLock> {
     lock: &'a RwLock<T, R, L>,
-    _marker: PhantomData<(&'a mut T, L::GuardMarker)>,
+    // `*const ()`: never `Send`, whatever the raw lock allows (see `MutexRef`).
+    _marker: PhantomData<(&'a mut T, *const ())>,
 }
 
 // SAFETY: a shared `&RwLockWriteRef` only reads `T`.

@@ -219,7 +219,8 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
             )#unpack
         }
     };
-    quote! {
+    // Spanned at the method's name, as in `then_stub`.
+    quote_spanned! {name.span()=>
         #(#attrs)*
         #[inline]
         #vis fn #name #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
@@ -294,7 +295,9 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let params = params(m);
     let (pack, closure) = capturing_closure(self_ty, m);
     let trust = trust(self_ty);
-    quote! {
+    // Spanned at the method's name: a stub that clashes with another block's (E0592) is reported there, not at
+    // the blocks' `#[entrust]` attributes.
+    quote_spanned! {name.span()=>
         #attrs
         #vis fn #then_name #generics (
             &self,
@@ -332,7 +335,8 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
         },
         None => quote!(#trust.apply_async(#closure)),
     };
-    quote! {
+    // Spanned at the method's name, as in `then_stub`.
+    quote_spanned! {name.span()=>
         #attrs
         #vis fn #async_name #generics (&self #(, #params)*)
             -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_
