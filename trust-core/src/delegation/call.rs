@@ -32,10 +32,6 @@ thread_local! {
     static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the calling plain thread's client context, or with a fresh one if the thread-local is
-/// already destroyed (a handle dropped by another thread-local's destructor). Not for workers: they have
-/// their own (`Worker::client`).
-#[inline]
 /// Before a plain thread waits (`Fiber::join`): its unsent requests go out where a lane is free. Makes no
 /// client.
 pub(crate) fn publish_thread_unsent() {
@@ -46,6 +42,10 @@ pub(crate) fn publish_thread_unsent() {
     });
 }
 
+/// Runs `f` with the calling plain thread's client context, or with a fresh one if the thread-local is
+/// already destroyed (a handle dropped by another thread-local's destructor). Not for workers: they have
+/// their own (`Worker::client`).
+#[inline]
 fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     let mut f = Some(f);
     let r = THREAD_CLIENT.try_with(|c| {
@@ -189,6 +189,9 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 ) -> J::Output {
     if let Some(worker) = worker {
         let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
+            // After a shutdown, the shutdown's message (a value's destructor run then may call): neither
+            // remedy the nesting message names helps then.
+            trustee.check_running();
             nested_blocking(worker.in_delegated());
         };
         return fiber::call(worker, id, trustee, job);

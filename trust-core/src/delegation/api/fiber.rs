@@ -321,6 +321,11 @@ impl<R> Fiber<R> {
     /// Panics inside a delegated closure and in an `apply_then` continuation on a worker: the worker would
     /// wait for a fiber that only it can run.
     pub fn join(self) -> thread::Result<R> {
+        // A plain thread's unsent `apply_then`s go out first, finished fiber or not (README: a burst's last
+        // requests go out at `Fiber::join`); while it waits, the fiber may wait for them (`try_unwrap`).
+        if context::worker().is_none() && !outbox::in_may_coroutine() {
+            call::publish_thread_unsent();
+        }
         while !self.is_finished() {
             if let Some(worker) = context::worker() {
                 let fiber = context::fiber().filter(|_| !context::in_delegated());
@@ -334,8 +339,6 @@ impl<R> Fiber<R> {
                 #[cfg(feature = "may")]
                 may::coroutine::yield_now();
             } else {
-                // Its unsent `apply_then`s go out first: the fiber may wait for them (`try_unwrap`).
-                call::publish_thread_unsent();
                 if self.state.register(Waiter::Thread(thread::current())) {
                     thread::park();
                 }

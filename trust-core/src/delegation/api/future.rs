@@ -9,7 +9,7 @@ use std::panic::resume_unwind;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::delegation::api::trust::Trust;
+use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 use crate::delegation::trustee::job::{Apply, Outcome};
 use crate::delegation::trustee::oneshot::{Answer, Unsent};
 use crate::delegation::trustee::property::SendPtr;
@@ -50,13 +50,10 @@ where
 {
     pub(crate) fn new(trust: &'a Trust<T>, f: F) -> Self {
         // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
-        let job = Apply {
-            property: SendPtr(trust.property_ptr()),
-            f,
-        };
+        let unsent = Unsent::new_apply(SendPtr(trust.property_ptr()), f);
         ApplyFuture {
             trust,
-            step: Step::Unsent(Unsent::new(job)),
+            step: Step::Unsent(unsent),
         }
     }
 }
@@ -78,6 +75,12 @@ where
             Step::Unsent(unsent) => {
                 trustee.check_running();
                 if this.trust.is_local() {
+                    if size_of::<F>() > BOX_ABOVE {
+                        // Out of the node into a box, not through this fiber's stack (`apply` boxes such a
+                        // closure too).
+                        let f = unsent.into_boxed_closure();
+                        return Poll::Ready(this.trust.apply(move |t| f(t)));
+                    }
                     return Poll::Ready(this.trust.apply(unsent.into_job().f));
                 }
                 this.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));

@@ -12,11 +12,12 @@
 
 use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Poll, Waker};
 
-use crate::delegation::trustee::job::{self, Job};
+use crate::delegation::trustee::job::{self, Apply, Job, Outcome};
+use crate::delegation::trustee::property::{Property, SendPtr};
 use crate::delegation::trustee::relay;
 use crate::delegation::trustee::shared::{Mail, MailHeader, Runnable, TrusteeShared};
 
@@ -73,19 +74,34 @@ unsafe impl<J: Send, O> Send for Unsent<J, O> {}
 unsafe impl<J, O> Sync for Unsent<J, O> {}
 
 impl<O: Send + 'static, J: Job<Output = O>> Unsent<J, O> {
-    /// Puts `job` in a node of its own, not mailed yet.
+    /// Puts `job` in a node of its own, not mailed yet (the runtime's own requests use `new_apply`).
+    #[cfg(test)]
     pub(crate) fn new(job: J) -> Self {
-        let node = NonNull::from(Box::leak(Box::new(Node {
-            shared: Shared {
-                header: MailHeader::new(open::<J>),
-                state: AtomicU8::new(0),
-                waker: UnsafeCell::new(None),
-                output: UnsafeCell::new(None),
-                free: free::<J, O>,
-            },
-            job: UnsafeCell::new(ManuallyDrop::new(job)),
-        })));
+        let node = Self::without_job();
+        // SAFETY: the node's job is uninitialized (`without_job`), and `UnsafeCell<ManuallyDrop<J>>` is laid out
+        // as `J`: the job is written once, straight from the argument.
+        unsafe { (&raw mut (*node.as_ptr()).job).cast::<J>().write(job) };
         Unsent { node }
+    }
+
+    /// A new node with its shared half written and its job not: the caller writes the job before anything
+    /// else uses the node. The job is written in place, not built into a `Node` value and boxed: in a debug
+    /// build each of those steps copied it on the stack, and a 32 KiB closure's copies overflowed a fiber's
+    /// 256 KiB stack (review 25).
+    fn without_job() -> NonNull<Node<J, O>> {
+        let node = Box::leak(Box::<Node<J, O>>::new_uninit()).as_mut_ptr();
+        let shared = Shared {
+            header: MailHeader::new(open::<J>),
+            state: AtomicU8::new(0),
+            waker: UnsafeCell::new(None),
+            output: UnsafeCell::new(None),
+            free: free::<J, O>,
+        };
+        // SAFETY: a fresh allocation for a `Node`; its shared half is written once here.
+        unsafe {
+            (&raw mut (*node).shared).write(shared);
+            NonNull::new_unchecked(node)
+        }
     }
 
     /// Mails the job to `trustee`; `waker` is woken once its output is there.
@@ -108,6 +124,38 @@ impl<O: Send + 'static, J: Job<Output = O>> Unsent<J, O> {
             let job = ManuallyDrop::take(&mut *node.as_ref().job.get());
             free::<J, O>(node.cast());
             job
+        }
+    }
+}
+
+impl<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static> Unsent<Apply<T, F>, Outcome<R>> {
+    /// `new(Apply { property, f })`, with `f` moved into the node by the caller's argument alone (no `Apply`
+    /// value built on the stack first: see `without_job`).
+    pub(crate) fn new_apply(property: SendPtr<Property<T>>, f: F) -> Self {
+        let node = Self::without_job();
+        // SAFETY: as in `new`: the job is uninitialized and laid out as an `Apply`, whose two fields are
+        // written once each.
+        unsafe {
+            let job = (&raw mut (*node.as_ptr()).job).cast::<Apply<T, F>>();
+            (&raw mut (*job).property).write(property);
+            (&raw mut (*job).f).write(f);
+        }
+        Unsent { node }
+    }
+
+    /// The closure back, unsent, moved from the node into a box of its own without passing through the stack
+    /// (the local shortcut of a large closure: see `without_job`); the node is freed.
+    pub(crate) fn into_boxed_closure(self) -> Box<F> {
+        let node = ManuallyDrop::new(self).node;
+        let mut boxed = Box::<F>::new_uninit();
+        // SAFETY: not mailed, so this handle is the node's only user: the closure is moved out once (copied,
+        // and never dropped in the node, whose job is `ManuallyDrop` and freed without it); the property
+        // pointer beside it needs no drop.
+        unsafe {
+            let job = (&raw mut (*node.as_ptr()).job).cast::<Apply<T, F>>();
+            ptr::copy_nonoverlapping(&raw const (*job).f, boxed.as_mut_ptr(), 1);
+            free::<Apply<T, F>, Outcome<R>>(node.cast());
+            boxed.assume_init()
         }
     }
 }
