@@ -348,6 +348,33 @@ mod tests {
     /// frees its node; one taken back (`into_job`, the local path) gives the job itself, and nothing is mailed
     /// either way (Miri checks the frees).
     #[test]
+    fn an_apply_request_gives_back_its_large_closure_boxed_or_drops_it_once() {
+        let captured = Arc::new(());
+        let big = [7u8; 4096];
+        let property = SendPtr(std::ptr::NonNull::<Property<u64>>::dangling().as_ptr());
+        let c = captured.clone();
+        let f = move |v: &mut u64| {
+            *v += u64::from(big[4095]);
+            Arc::strong_count(&c)
+        };
+        drop(Unsent::new_apply(property, f));
+        assert_eq!(Arc::strong_count(&captured), 1);
+        let c = captured.clone();
+        let f = move |v: &mut u64| {
+            *v += u64::from(big[4095]);
+            let n = Arc::strong_count(&c);
+            drop(c);
+            n
+        };
+        let boxed = Unsent::new_apply(property, f).into_boxed_closure();
+        assert_eq!(Arc::strong_count(&captured), 2);
+        let mut v = 1;
+        let boxed: Box<dyn FnOnce(&mut u64) -> usize> = boxed;
+        assert_eq!(boxed(&mut v), 2);
+        assert_eq!((v, Arc::strong_count(&captured)), (8, 1));
+    }
+
+    #[test]
     fn an_unsent_request_drops_or_gives_back_its_job_once() {
         let trustee = &TrusteeShared::new(0);
         let captured = Arc::new(());
