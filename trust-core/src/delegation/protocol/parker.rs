@@ -156,8 +156,6 @@ mod asymmetric {
 pub(crate) struct Backoff {
     step: u32,
     spins: u32,
-    /// `pause` instructions per spinning round.
-    pauses: u32,
     yields: u32,
 }
 
@@ -169,7 +167,6 @@ impl Backoff {
         Backoff {
             step: 0,
             spins: 64,
-            pauses: 1,
             yields: 32,
         }
     }
@@ -181,17 +178,16 @@ impl Backoff {
     /// a 2-core machine in turn waited 12-17 us per `apply`; with 30, 3 us (`counters-1024`'s `trust_apply`
     /// row: 0.04-0.06 -> 0.18-0.25 M ops/s), while the one-client round trip stays where it was.
     ///
-    /// Each spinning round pauses 16 times: an idle worker's round reads the request lane its client is
-    /// filling (the batch's sequence number shares a line with its first records), and every read takes the
-    /// line from the client, whose next store must fetch it back. One thread's pipelined `apply_then`, five
-    /// alternating pairs: 45.3-50.0 M ops/s with one pause, 48.5-52.7 with 16 (medians 45.8 and 50.8); the
-    /// cost is the blocking round trip's latency when the worker idles, 267-293 -> 317-342 ns (the bare
-    /// ring's: 378-387 here).
+    /// One pause per spinning round. The fourteenth session tried 16 (an idle worker's round
+    /// reads the request lane its client is filling, taking the line from the client's next store): one
+    /// thread's pipelined `apply_then` gained a tenth in the VM's slow mode (medians 45.8 -> 50.8 M ops/s),
+    /// but in its fast mode, where the bare ring's round trip is 105-134 ns, 16 pauses (some 0.4 us) made the
+    /// blocking round trip 472-498 ns against 104-135 with one (six alternating runs, fifteenth session):
+    /// 4x the ring's, where the target is 1.15x.
     pub(crate) fn worker() -> Self {
         Backoff {
             step: 0,
             spins: 30,
-            pauses: 16,
             yields: 50,
         }
     }
@@ -201,9 +197,7 @@ impl Backoff {
     pub(crate) fn snooze(&mut self) -> bool {
         self.step += 1;
         if self.step <= self.spins {
-            for _ in 0..self.pauses {
-                std::hint::spin_loop();
-            }
+            std::hint::spin_loop();
             false
         } else if self.step <= self.spins + self.yields {
             std::thread::yield_now();
