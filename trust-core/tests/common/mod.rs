@@ -190,7 +190,14 @@ pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'stat
     std::thread::spawn(move || {
         let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
-    let secs = if cfg!(miri) { 600 } else { secs };
+    // Under Miri and AddressSanitizer code runs many times slower (`child_output` scales its deadline too).
+    let secs = if cfg!(miri) {
+        600
+    } else if cfg!(feature = "sanitizer") {
+        secs * 4
+    } else {
+        secs
+    };
     match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
         Ok(Ok(r)) => r,
         Ok(Err(p)) => std::panic::resume_unwind(p),
