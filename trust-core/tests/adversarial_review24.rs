@@ -3,6 +3,8 @@
 //! Every test that could hang runs its risky part on a spawned thread and gives up after a few
 //! seconds; a thread that deadlocked is leaked (the process exits when the harness is done).
 
+mod common;
+
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -69,6 +71,19 @@ fn with_parked_key(f: impl FnOnce(&mut ThreadKey)) -> bool {
     true
 }
 
+/// What the two printing threads sent, failing if either has not finished within 3 s (deadlocked).
+fn both_printers_finish<T>(rx: &mpsc::Receiver<T>) -> Vec<T> {
+    let done: Vec<T> = (0..2)
+        .filter_map(|_| rx.recv_timeout(Duration::from_secs(3)).ok())
+        .collect();
+    assert_eq!(
+        done.len(),
+        2,
+        "deadlock: the printing threads did not finish"
+    );
+    done
+}
+
 struct Peer {
     other: usize,
 }
@@ -101,19 +116,13 @@ fn debug_with_the_key_parked_in_a_thread_local_panics_instead_of_deadlocking() {
         let tx = tx.clone();
         thread::spawn(move || {
             park_this_threads_key();
-            let shown = catch_unwind(AssertUnwindSafe(|| format!("{peer:?}"))).map_err(panic_text);
+            let shown = catch_unwind(AssertUnwindSafe(|| format!("{peer:?}")))
+                .map_err(common::panic_message);
             let key_back = ThreadKey::get().is_some();
             tx.send((shown, key_back)).unwrap();
         });
     }
-    let done: Vec<_> = (0..2)
-        .filter_map(|_| rx.recv_timeout(Duration::from_secs(3)).ok())
-        .collect();
-    assert_eq!(
-        done.len(),
-        2,
-        "deadlock: the printing threads did not finish"
-    );
+    let done = both_printers_finish(&rx);
     for (shown, key_back) in done {
         let message = shown.expect_err("the data's Debug blocked on a lock inside the peek");
         assert!(
@@ -126,16 +135,6 @@ fn debug_with_the_key_parked_in_a_thread_local_panics_instead_of_deadlocking() {
         );
     }
     assert!(!PEERS[0].is_locked() && !PEERS[1].is_locked());
-}
-
-/// A panic's message.
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p
-            .downcast::<&str>()
-            .map_or_else(|_| String::from("?"), |s| s.to_string()),
-    }
 }
 
 struct ReadsThenLocks;
@@ -170,22 +169,15 @@ fn debug_of_an_rwlock_and_a_mutex_with_parked_keys_panics_instead_of_deadlocking
     let t1 = tx.clone();
     thread::spawn(move || {
         park_this_threads_key();
-        t1.send(catch_unwind(|| format!("{RW_SIDE:?}")).map_err(panic_text))
+        t1.send(catch_unwind(|| format!("{RW_SIDE:?}")).map_err(common::panic_message))
             .unwrap();
     });
     thread::spawn(move || {
         park_this_threads_key();
-        tx.send(catch_unwind(|| format!("{MUTEX_SIDE:?}")).map_err(panic_text))
+        tx.send(catch_unwind(|| format!("{MUTEX_SIDE:?}")).map_err(common::panic_message))
             .unwrap();
     });
-    let done: Vec<_> = (0..2)
-        .filter_map(|_| rx.recv_timeout(Duration::from_secs(3)).ok())
-        .collect();
-    assert_eq!(
-        done.len(),
-        2,
-        "deadlock: the printing threads did not finish"
-    );
+    let done = both_printers_finish(&rx);
     for shown in done {
         let message = shown.expect_err("the data's Debug blocked on a lock inside the peek");
         assert!(
