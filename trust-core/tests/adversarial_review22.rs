@@ -1201,7 +1201,10 @@ fn thread_cpu() -> Duration {
 
 /// README: plain-thread clients "spin briefly, yield, then park until the trustee wakes them". A plain
 /// thread's blocking `apply`, `launch`, `try_unwrap` and `wait_pending` each waiting 300 ms for a busy
-/// trustee cost the waiting thread little CPU (under 60 ms each), and each returns its result.
+/// trustee cost the waiting thread little CPU (under 25 ms each; 1.5-3 ms measured on a quiet machine), and
+/// each returns its result. `wait_pending` burned 43-51 ms here (sixteenth session: it slept 200 us at a time,
+/// spinning and yielding between, instead of parking until a trustee answered), and failed the 60 ms bound this
+/// test had under load.
 #[test]
 fn a_plain_thread_waiting_300_ms_for_each_kind_of_call_burns_no_core() {
     quiet();
@@ -1226,7 +1229,7 @@ fn a_plain_thread_waiting_300_ms_for_each_kind_of_call_burns_no_core() {
             };
             let cpu = thread_cpu() - before;
             busy.join().unwrap();
-            out.push((r, cpu < Duration::from_millis(60), cpu));
+            out.push((r, cpu < Duration::from_millis(25), cpu));
         }
         out
     });

@@ -1072,11 +1072,18 @@ impl Client {
                         );
                     }
                 }
-                // As in `Outbox::wait`: a thread's client parks its thread, even under a `may` coroutine.
+                // As in `Outbox::wait`: a thread's client parks its thread, even under a `may` coroutine, until a
+                // trustee that answers one of its batches wakes it (the timeout notices one that closed). It
+                // used to sleep 200 us at a time and spin and yield between: a `wait_pending` waiting 300 ms
+                // for a busy trustee burned 43-51 ms of CPU, against 2 ms for a blocking `apply`.
                 match parker.as_deref() {
                     None => may.snooze(),
                     Some(parker) if backoff.snooze() => {
-                        parker.park_unless(|| false, Duration::from_micros(200));
+                        let outboxes = &self.outboxes;
+                        parker.park_unless(
+                            || outboxes.iter().flatten().any(Outbox::poll_peek),
+                            Duration::from_millis(10),
+                        );
                         backoff.reset();
                     }
                     Some(_) => {}
