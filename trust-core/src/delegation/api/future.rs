@@ -75,13 +75,7 @@ where
             Step::Unsent(unsent) => {
                 trustee.check_running();
                 if this.trust.is_local() {
-                    if size_of::<F>() > BOX_ABOVE {
-                        // Out of the node into a box, not through this fiber's stack (`apply` boxes such a
-                        // closure too).
-                        let f = unsent.into_boxed_closure();
-                        return Poll::Ready(this.trust.apply(move |t| f(t)));
-                    }
-                    return Poll::Ready(this.trust.apply(unsent.into_job().f));
+                    return Poll::Ready(apply_here(this.trust, unsent));
                 }
                 this.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));
                 return Poll::Pending;
@@ -102,4 +96,31 @@ where
             None => panic!("{SHUT_DOWN}"),
         }
     }
+}
+
+/// The local shortcut of an unsent request: its closure runs here, as a blocking `apply`. Out of `poll`'s frame:
+/// a debug build reserves stack for every value a function moves, on the branch taken or not, and a 160 KiB
+/// closure moved by value made every poll, remote ones too, overflow a fiber's 256 KiB stack (review 26).
+#[inline(never)]
+fn apply_here<T: Send + 'static, F, R>(trust: &Trust<T>, unsent: Unsent<Apply<T, F>, Outcome<R>>) -> R
+where
+    F: FnOnce(&mut T) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if size_of::<F>() > BOX_ABOVE {
+        // Out of the node into a box, not through this fiber's stack (`apply` boxes such a closure too).
+        let f = unsent.into_boxed_closure();
+        return trust.apply(move |t| f(t));
+    }
+    apply_small(trust, unsent)
+}
+
+/// `apply_here` for a closure small enough to move by value (its own frame, for the reason above).
+#[inline(never)]
+fn apply_small<T: Send + 'static, F, R>(trust: &Trust<T>, unsent: Unsent<Apply<T, F>, Outcome<R>>) -> R
+where
+    F: FnOnce(&mut T) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    trust.apply(unsent.into_job().f)
 }

@@ -161,14 +161,21 @@ impl<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + Send + 'static> Uns
 }
 
 impl<J, O> Drop for Unsent<J, O> {
-    /// Never mailed (a future dropped before its first poll): the job is dropped unrun with the node.
+    /// Never mailed (a future dropped before its first poll): the job is dropped unrun with the node, which is
+    /// freed even when a capture's destructor panics (review 26: the unwind skipped the free, and the node
+    /// leaked).
     fn drop(&mut self) {
-        // SAFETY: not mailed, so this handle is the node's only user; the job is dropped once, then the node
-        // freed without dropping it again.
-        unsafe {
-            ManuallyDrop::drop(&mut *self.node.as_ref().job.get());
-            free::<J, O>(self.node.cast());
+        struct Free<J, O>(NonNull<Node<J, O>>);
+        impl<J, O> Drop for Free<J, O> {
+            fn drop(&mut self) {
+                // SAFETY: not mailed, so the `Unsent` was the node's only user, and its job has been dropped
+                // (or its drop has panicked) by now: the node is freed without dropping it again.
+                unsafe { free::<J, O>(self.0.cast()) };
+            }
         }
+        let _free = Free(self.node);
+        // SAFETY: not mailed, so this handle is the node's only user; the job is dropped once, here.
+        unsafe { ManuallyDrop::drop(&mut *self.node.as_ref().job.get()) };
     }
 }
 
