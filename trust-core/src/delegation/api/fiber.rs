@@ -13,7 +13,7 @@ use crate::delegation::api::runtime::runtime;
 use crate::delegation::api::trust::BOX_ABOVE;
 use crate::delegation::trustee::shared::{Abandon, SHUT_DOWN, TrusteeShared};
 use crate::delegation::call;
-use crate::delegation::client::outbox;
+use crate::delegation::client::outbox::{self, MayWait};
 use crate::delegation::stack;
 use crate::delegation::worker::context;
 use crate::delegation::worker::fiber::{suspend, suspend_on};
@@ -316,7 +316,8 @@ impl<R> Fiber<R> {
     }
 
     /// Waits for the fiber and returns its result, or the payload of its panic. From a fiber this suspends the
-    /// fiber; from a `may` coroutine it yields; from a plain thread it parks.
+    /// fiber; from a `may` coroutine it yields, and after 4 ms sleeps 16 ms at a time; from a plain thread it
+    /// parks.
     ///
     /// Panics inside a delegated closure and in an `apply_then` continuation on a worker: the worker would
     /// wait for a fiber that only it can run.
@@ -326,6 +327,7 @@ impl<R> Fiber<R> {
         if context::worker().is_none() && !outbox::in_may_coroutine() {
             call::publish_thread_unsent();
         }
+        let mut may_wait = MayWait::default();
         while !self.is_finished() {
             if let Some(worker) = context::worker() {
                 let fiber = context::fiber().filter(|_| !context::in_delegated());
@@ -336,8 +338,10 @@ impl<R> Fiber<R> {
                     suspend();
                 }
             } else if outbox::in_may_coroutine() {
-                #[cfg(feature = "may")]
-                may::coroutine::yield_now();
+                // As a coroutine's other waits: it yields for 4 ms, then sleeps 16 ms at a time (nothing here
+                // can wake a coroutine; yielding alone kept its `may` thread busy for the whole wait, a core for
+                // a `launch` on a held latch: review 27).
+                may_wait.snooze();
             } else {
                 if self.state.register(Waiter::Thread(thread::current())) {
                     thread::park();
