@@ -421,20 +421,28 @@ fn static_brand_cells_read_everywhere() {
 fn interval_write_guards_on_disjoint_ranges_written_on_other_threads() {
     let lock = IntervalRwLock::new(vec![0u32; 8]);
     let (mut left, mut right) = (lock.write(0..4), lock.write(4..8));
+    // The threads keep their guards until the checks below are done (a thread that ended first would have
+    // released its range: Miri's scheduler did run them first, in CI).
+    let checked = std::sync::Barrier::new(3);
     thread::scope(|s| {
-        s.spawn(move || {
+        s.spawn(|| {
             for (i, x) in left.iter_mut().enumerate() {
                 *x = i as u32;
             }
+            checked.wait();
+            drop(left);
         });
-        s.spawn(move || {
+        s.spawn(|| {
             for (i, x) in right.iter_mut().enumerate() {
                 *x = 10 + i as u32;
             }
+            checked.wait();
+            drop(right);
         });
         // Meanwhile, a read of nothing held and a try of a held range.
         assert!(lock.try_read(3..5).is_err());
         assert_eq!(lock.read(8..8).len(), 0);
+        checked.wait();
     });
     assert_eq!(&*lock.read(..), &[0, 1, 2, 3, 10, 11, 12, 13]);
     assert_eq!(lock.into_inner(), [0, 1, 2, 3, 10, 11, 12, 13]);
