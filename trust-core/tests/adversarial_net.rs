@@ -187,24 +187,6 @@ fn half_closed_connection_reply_after_eof() {
     assert_eq!(reply, ("got 300000".to_string(), 0));
 }
 
-fn linger0(s: &std::net::TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `l` is a valid `linger` for the length passed, and the descriptor is the stream's own.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 /// "A peer that resets is an `io::Error`" (README.md): a fiber blocked in `read` when the RST arrives.
 #[test]
 fn peer_reset_while_a_fiber_is_blocked_in_read_is_an_error() {

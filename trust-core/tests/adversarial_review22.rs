@@ -1187,18 +1187,6 @@ fn a_fibers_unsent_apply_then_is_seen_by_the_take_of_a_fiber_it_waits_for() {
     assert_eq!(got, (Some(vec![0, 1]), Some(vec![0, 2])));
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the calling thread's CPU clock into a local.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// README: plain-thread clients "spin briefly, yield, then park until the trustee wakes them". A plain
 /// thread's blocking `apply`, `launch`, `try_unwrap` and `wait_pending` each waiting 300 ms for a busy
 /// trustee cost the waiting thread little CPU (under 25 ms each; 1.5-3 ms measured on a quiet machine), and

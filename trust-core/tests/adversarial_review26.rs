@@ -210,12 +210,11 @@ fn results_over_512_bytes_come_back_whole_and_unclaimed_ones_drop_once() {
 }
 
 /// Found a bug, fixed in the same session: a future dropped before its first poll drops its closure in
-/// `Unsent::drop` (oneshot.rs):
-/// `ManuallyDrop::drop(job)` then `free`. When a capture's `Drop` panics, the panic leaves `drop` between the
-/// two, and the node (the whole request allocation) is never freed. `Box<F>` of the same closure frees its
-/// allocation on that unwind (the control below). Expected: the panic reaches the dropper ("PanicsOnDrop",
-/// counted once) and no 8192-aligned allocation is left live, as with the box. Found before the fix: the box
-/// frees its allocation, the unsent request leaked its node (1 live).
+/// `Unsent::drop` (oneshot.rs): `ManuallyDrop::drop(job)` then `free`. When a capture's `Drop` panics, the panic
+/// leaves `drop` between the two, and the node (the whole request allocation) is never freed. `Box<F>` of the same
+/// closure frees its allocation on that unwind (the control below). Expected: the panic reaches the dropper
+/// ("PanicsOnDrop", counted once) and no 8192-aligned allocation is left live, as with the box. Found before the
+/// fix: the box frees its allocation, the unsent request leaked its node (1 live).
 #[test]
 fn an_unpolled_future_whose_capture_panics_on_drop_frees_its_request() {
     in_child!(
@@ -285,18 +284,18 @@ fn future_of_160_kib(
         .unwrap()
 }
 
-/// Found a bug, fixed in the same session: README: "`apply_async` puts its closure in the request's allocation when the future is made, so the
-/// future is small"; api/future.rs:76-79: the local shortcut moves a large closure "Out of the node into a box,
-/// not through this fiber's stack". A future for a closure capturing 160 KiB is made on a plain thread with a
-/// large stack (the closure never touches a fiber's stack), and is 64 bytes or less. It is then polled in a
-/// fiber (default 256 KiB stack) on the *other* worker: the request is only mailed, the closure runs on the
-/// trustee's 8 MiB worker stack. Expected: 163,840 from that poll, and from a poll on the trustee's own
-/// worker (local shortcut). Found before the fix: the remote poll aborted the process: "fiber on thread 'trust-worker-1' has
-/// overflowed its 256 KiB stack", at the entry of `ApplyFuture::poll` (api/future.rs:69, gdb): in a debug
-/// build `poll`'s frame reserves slots for the by-value moves of the small-closure local path
-/// (`this.trust.apply(unsent.into_job().f)`, future.rs:84: the `Apply` and its `f`, about 2 x 160 KiB)
-/// whichever branch runs, so every poll of such a future needs twice the closure's size of stack (120 KiB
-/// fits, 160 KiB does not), local or not. (Passes under AddressSanitizer, whose fake stack frames hold such
+/// Found a bug, fixed in the same session: README: "`apply_async` puts its closure in the request's allocation
+/// when the future is made, so the future is small"; api/future.rs:76-79: the local shortcut moves a large closure
+/// "Out of the node into a box, not through this fiber's stack". A future for a closure capturing 160 KiB is made
+/// on a plain thread with a large stack (the closure never touches a fiber's stack), and is 64 bytes or less. It
+/// is then polled in a fiber (default 256 KiB stack) on the *other* worker: the request is only mailed, the
+/// closure runs on the trustee's 8 MiB worker stack. Expected: 163,840 from that poll, and from a poll on the
+/// trustee's own worker (local shortcut). Found before the fix: the remote poll aborted the process: "fiber on
+/// thread 'trust-worker-1' has overflowed its 256 KiB stack", at the entry of `ApplyFuture::poll`
+/// (api/future.rs:69, gdb): in a debug build `poll`'s frame reserves slots for the by-value moves of the
+/// small-closure local path (`this.trust.apply(unsent.into_job().f)`, future.rs:84: the `Apply` and its `f`, about
+/// 2 x 160 KiB) whichever branch runs, so every poll of such a future needs twice the closure's size of stack (120
+/// KiB fits, 160 KiB does not), local or not. (Passes under AddressSanitizer, whose fake stack frames hold such
 /// locals off the fiber's stack.) The local path is now out of `poll`'s frame (`apply_here`).
 #[test]
 fn polling_a_large_closures_future_needs_no_stack_for_the_closure() {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{coroutine, rt, stall};
+use common::{coroutine, linger0, rt, stall, thread_cpu};
 use trust_core::{Latch, Trust, entrust, spawn, wait_pending};
 
 /// An `#[entrust]` value: its stubs block like `apply`.
@@ -30,18 +30,6 @@ impl Account {
     pub fn balance(&self) -> u64 {
         self.balance
     }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the calling thread's CPU clock into a local.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// CPU time (user + system) of the whole process, with microsecond resolution.
@@ -125,10 +113,11 @@ fn a_may_coroutine_applying_to_a_busy_trustee_for_300_ms_burns_no_core() {
     common::child_ok();
 }
 
-/// Found a bug, fixed in the same session: `Fiber::join` says "from a `may` coroutine it yields": it yields and nothing else, in a loop
-/// (`api/fiber.rs`, `Fiber::join`: `may::coroutine::yield_now()` with no waiter registered), so a coroutine
-/// joining a fiber that sleeps 300 ms kept its `may` thread running the whole time: measured 150-304 ms of
-/// process CPU for a 300 ms wait (a whole core when the machine is quiet), against 9-10 ms for a coroutine's `apply` waiting as long.
+/// Found a bug, fixed in the same session: `Fiber::join` says "from a `may` coroutine it yields": it yields and
+/// nothing else, in a loop (`api/fiber.rs`, `Fiber::join`: `may::coroutine::yield_now()` with no waiter
+/// registered), so a coroutine joining a fiber that sleeps 300 ms kept its `may` thread running the whole time:
+/// measured 150-304 ms of process CPU for a 300 ms wait (a whole core when the machine is quiet), against 9-10 ms
+/// for a coroutine's `apply` waiting as long.
 #[test]
 fn a_may_coroutine_joining_a_300_ms_fiber_burns_no_core() {
     in_child!("a_may_coroutine_joining_a_300_ms_fiber_burns_no_core", 10);
@@ -151,9 +140,9 @@ fn a_may_coroutine_joining_a_300_ms_fiber_burns_no_core() {
     common::child_ok();
 }
 
-/// Found a bug, fixed in the same session: README: a long wait of a coroutine, "on a held latch say, costs no core". A coroutine's `launch` whose
-/// fiber takes 300 ms (it sleeps) waits in `Fiber::join` (`api/latch.rs`, `launch_sized`: `fiber.join()`),
-/// which only yielded: measured 150-305 ms of process CPU for the 300 ms wait.
+/// Found a bug, fixed in the same session: README: a long wait of a coroutine, "on a held latch say, costs no
+/// core". A coroutine's `launch` whose fiber takes 300 ms (it sleeps) waits in `Fiber::join` (`api/latch.rs`,
+/// `launch_sized`: `fiber.join()`), which only yielded: measured 150-305 ms of process CPU for the 300 ms wait.
 #[test]
 fn a_may_coroutine_launching_a_300_ms_fiber_burns_no_core() {
     in_child!("a_may_coroutine_launching_a_300_ms_fiber_burns_no_core", 10);
@@ -176,9 +165,9 @@ fn a_may_coroutine_launching_a_300_ms_fiber_burns_no_core() {
     common::child_ok();
 }
 
-/// Found a bug, fixed in the same session: a coroutine's `try_unwrap` of a latch that a launched fiber uses for 300 more ms: the verdict is a
-/// fiber promise, joined with `Fiber::join` (`api/trust.rs`, `Trust::take`: `verdict.join()`), which only
-/// yielded: measured 200-300 ms of process CPU during the wait.
+/// Found a bug, fixed in the same session: a coroutine's `try_unwrap` of a latch that a launched fiber uses for
+/// 300 more ms: the verdict is a fiber promise, joined with `Fiber::join` (`api/trust.rs`, `Trust::take`:
+/// `verdict.join()`), which only yielded: measured 200-300 ms of process CPU during the wait.
 #[test]
 fn a_may_coroutine_unwrapping_a_latch_in_use_for_300_ms_burns_no_core() {
     in_child!(
@@ -379,26 +368,6 @@ fn a_thousand_sleeping_fibers_burn_nothing() {
     common::child_ok();
 }
 
-/// Closes `s` with a reset (`SO_LINGER` 0): neither side's port waits in TIME_WAIT.
-fn reset(s: std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `s` is an open socket; the option is read from a local of its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 /// HOLDS: README, `net`: a fiber waiting on a socket suspends, and the worker "sleeps in [epoll] when idle".
 /// 500 fibers blocked in `read` on silent connections and 500 in `accept` on one listener: the process
 /// burns 1.5-2.8 ms of CPU in 800 ms (bound 50 ms); then each gets its byte or its connection.
@@ -454,7 +423,7 @@ fn a_thousand_fibers_blocked_on_sockets_burn_nothing() {
     // Reset, not closed: no run leaves 1,000 ports in TIME_WAIT for the next (they ran out in a loop of runs).
     silent.append(&mut dialers);
     for s in silent {
-        reset(s);
+        linger0(&s);
     }
     assert_cpu("1,000 fibers blocked on sockets, 800 ms", cpu, 50, wall);
     common::child_ok();
@@ -521,11 +490,11 @@ fn a_may_coroutine_applying_on_a_held_latch_for_300_ms_burns_no_core() {
     common::child_ok();
 }
 
-/// Found a bug, fixed in the same session: `wait_pending` whose only outstanding work is a `launch_then` fiber parked 1 ms at a time
-/// (`client/outbox.rs`, `Client::progress`: `park_unless(.., Duration::from_millis(1))`), though the fiber's
-/// `Sender` wakes the parker when the result arrives (`client/then.rs`, `Sender::deliver`): a thousand wake-ups
-/// a second, each a turn of `wait_pending`'s loop. Waiting 1 s so burned 19-28 ms of the thread's CPU,
-/// against 0.2 ms for `Fiber::join` waiting 300 ms and 1.5-2 ms for a blocking `apply` (bound 8 ms).
+/// Found a bug, fixed in the same session: `wait_pending` whose only outstanding work is a `launch_then` fiber
+/// parked 1 ms at a time (`client/outbox.rs`, `Client::progress`: `park_unless(.., Duration::from_millis(1))`),
+/// though the fiber's `Sender` wakes the parker when the result arrives (`client/then.rs`, `Sender::deliver`): a
+/// thousand wake-ups a second, each a turn of `wait_pending`'s loop. Waiting 1 s so burned 19-28 ms of the
+/// thread's CPU, against 0.2 ms for `Fiber::join` waiting 300 ms and 1.5-2 ms for a blocking `apply` (bound 8 ms).
 #[test]
 fn wait_pending_for_a_launch_then_fiber_of_1_s_does_not_poll() {
     in_child!(

@@ -357,23 +357,13 @@ fn may_coroutines_pipeline_more_apply_then_than_a_batch_holds() {
 #[test]
 fn a_waiting_thread_sleeps_instead_of_spinning() {
     let slow = rt().trustee(1).entrust(());
-    let before = thread_cpu_time();
+    let before = thread_cpu();
     slow.apply(|_| thread::sleep(std::time::Duration::from_millis(300)));
-    let used = thread_cpu_time() - before;
+    let used = thread_cpu() - before;
     assert!(
         used < std::time::Duration::from_millis(100),
         "waiting for 300 ms burnt {used:?} of CPU"
     );
-}
-
-fn thread_cpu_time() -> std::time::Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Runs `f` in a fiber on worker `w` (spawn is round-robin: retries until one lands there).
