@@ -1075,16 +1075,24 @@ impl Client {
                         );
                     }
                 }
+                // A `launch_then` result that arrives meanwhile ends the wait too: its continuation may be what
+                // the batch in flight waits for (review 28: a batch queued behind a launched fiber that waited
+                // for such a continuation hung `wait_pending` for good).
+                if self.inbox.has_arrived() {
+                    self.inbox.collect(&mut ready);
+                    break;
+                }
                 // As in `Outbox::wait`: a thread's client parks its thread, even under a `may` coroutine, until a
-                // trustee that answers one of its batches wakes it (the timeout notices one that closed). It
-                // used to sleep 200 us at a time and spin and yield between: a `wait_pending` waiting 300 ms
-                // for a busy trustee burned 43-51 ms of CPU, against 2 ms for a blocking `apply`.
+                // trustee that answers one of its batches, or a fiber that delivers a result, wakes it (the
+                // timeout notices a trustee that closed). It used to sleep 200 us at a time and spin and yield
+                // between: a `wait_pending` waiting 300 ms for a busy trustee burned 43-51 ms of CPU, against
+                // 2 ms for a blocking `apply`.
                 match parker.as_deref() {
                     None => may.snooze(),
                     Some(parker) if backoff.snooze() => {
-                        let outboxes = &self.outboxes;
+                        let (outboxes, inbox) = (&self.outboxes, &self.inbox);
                         parker.park_unless(
-                            || outboxes.iter().flatten().any(Outbox::poll_peek),
+                            || inbox.has_arrived() || outboxes.iter().flatten().any(Outbox::poll_peek),
                             Duration::from_millis(10),
                         );
                         backoff.reset();
