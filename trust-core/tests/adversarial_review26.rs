@@ -230,6 +230,15 @@ fn an_unpolled_future_whose_capture_panics_on_drop_frees_its_request() {
             *v += u64::from(a.0)
         }
     };
+    // Drops `x`, whose drop panics: (the panic's message, captures dropped so far, live 8192-aligned blocks).
+    fn dropped<X>(x: X, panics: &AtomicUsize) -> (String, usize, usize) {
+        let message = panic_message(catch_unwind(AssertUnwindSafe(|| drop(x))).unwrap_err());
+        (
+            message,
+            panics.load(Ordering::SeqCst),
+            LIVE_8K.load(Ordering::SeqCst),
+        )
+    }
     // Control: a box of the same closure, dropped.
     let boxed = Box::new(closure(&panics));
     assert_eq!(
@@ -237,14 +246,9 @@ fn an_unpolled_future_whose_capture_panics_on_drop_frees_its_request() {
         1,
         "the box is one 8192-aligned allocation"
     );
-    let message = panic_message(catch_unwind(AssertUnwindSafe(|| drop(boxed))).unwrap_err());
     assert_eq!(
-        (
-            message.as_str(),
-            panics.load(Ordering::SeqCst),
-            LIVE_8K.load(Ordering::SeqCst)
-        ),
-        ("PanicsOnDrop", 1, 0),
+        dropped(boxed, &panics),
+        ("PanicsOnDrop".to_string(), 1, 0),
         "a Box<F> frees its allocation when F's drop panics"
     );
     let fut = t0.apply_async(closure(&panics));
@@ -253,14 +257,9 @@ fn an_unpolled_future_whose_capture_panics_on_drop_frees_its_request() {
         1,
         "the request is one 8192-aligned allocation"
     );
-    let message = panic_message(catch_unwind(AssertUnwindSafe(|| drop(fut))).unwrap_err());
     assert_eq!(
-        (
-            message.as_str(),
-            panics.load(Ordering::SeqCst),
-            LIVE_8K.load(Ordering::SeqCst)
-        ),
-        ("PanicsOnDrop", 2, 0),
+        dropped(fut, &panics),
+        ("PanicsOnDrop".to_string(), 2, 0),
         "(the panic, captures dropped, live request nodes) after dropping an unpolled future"
     );
     common::child_ok();

@@ -1051,9 +1051,8 @@ impl Client {
                 !self.inbox.closed_trustee(),
                 "the trust runtime was shut down while `wait_pending` waited for a `launch_then` fiber"
             );
-            // The fiber's delivery wakes the parker; the timeout only notices a trustee that closed (it was 1 ms:
-            // a wait of a second for a `launch_then` fiber woke a thousand times, 19-28 ms of CPU; with 10 ms,
-            // 8 ms once; review 27).
+            // The fiber's delivery wakes the parker; the timeout only notices a trustee that closed, so it is
+            // long (every 1 ms cost 19-28 ms of CPU per second of waiting: review 27).
             if let Some(p) = parker.as_deref() {
                 p.park_unless(|| self.inbox.has_arrived(), Duration::from_millis(50));
             } else {
@@ -1084,9 +1083,8 @@ impl Client {
                 }
                 // As in `Outbox::wait`: a thread's client parks its thread, even under a `may` coroutine, until a
                 // trustee that answers one of its batches, or a fiber that delivers a result, wakes it (the
-                // timeout notices a trustee that closed). It used to sleep 200 us at a time and spin and yield
-                // between: a `wait_pending` waiting 300 ms for a busy trustee burned 43-51 ms of CPU, against
-                // 2 ms for a blocking `apply`.
+                // timeout notices a trustee that closed). Not timed naps: 200 us ones burned 43-51 ms of CPU in
+                // a 300 ms wait (docs/performance.md, sixteenth session).
                 match parker.as_deref() {
                     None => may.snooze(),
                     Some(parker) if backoff.snooze() => {

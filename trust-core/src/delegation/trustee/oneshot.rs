@@ -351,9 +351,8 @@ mod tests {
         n
     }
 
-    /// A request made but never sent (a future dropped before its first poll) drops its job once, unrun, and
-    /// frees its node; one taken back (`into_job`, the local path) gives the job itself, and nothing is mailed
-    /// either way (Miri checks the frees).
+    /// A request written in place by `new_apply` drops its closure's captures once when dropped unsent, and
+    /// `into_boxed_closure` moves a 4 KiB closure into a box that runs it once (Miri checks the copies and frees).
     #[test]
     fn an_apply_request_gives_back_its_large_closure_boxed_or_drops_it_once() {
         let captured = Arc::new(());
@@ -381,6 +380,9 @@ mod tests {
         assert_eq!((v, Arc::strong_count(&captured)), (8, 1));
     }
 
+    /// A request made but never sent (a future dropped before its first poll) drops its job once, unrun, and
+    /// frees its node; one taken back (`into_job`, the local path) gives the job itself, and nothing is mailed
+    /// either way (Miri checks the frees).
     #[test]
     fn an_unsent_request_drops_or_gives_back_its_job_once() {
         let trustee = &TrusteeShared::new(0);
