@@ -24,6 +24,13 @@ pub struct TrusteeMetrics {
     pub batches: u64,
     /// Fibers alive on this worker now (spawned or launched, running or suspended).
     pub fibers: u64,
+    /// Clients the trustee serves now: one channel per client that has called it (a plain thread, a worker,
+    /// a pooled client of `may` coroutines) and not yet gone away (a thread's goes when the thread exits).
+    pub channels: u64,
+    /// Of those, the channels quiet for a while that the worker no longer looks at on every round of its
+    /// loop: with more than 16 clients, one that sent nothing for 4,096 rounds rings the trustee's doorbell
+    /// with its next request instead, so a thousand idle client threads cost a busy trustee nothing.
+    pub cold_channels: u64,
     /// Times the worker went to sleep for lack of work.
     pub parks: u64,
     /// Time not asleep: serving, running fibers, and spinning briefly before sleeping.
@@ -59,6 +66,8 @@ impl Trustee {
             requests: s.requests,
             batches: s.batches,
             fibers: s.fibers,
+            channels: s.channels,
+            cold_channels: s.cold_channels,
             parks: s.parks,
             busy: s.busy,
             idle: s.idle,

@@ -433,7 +433,7 @@ impl Outbox {
         // The flight's vector is empty (its batch ran): the next batch is built in its capacity.
         std::mem::swap(&mut flight.thens, &mut self.building);
         flight.fibers.append(&mut self.staged);
-        self.trustee.wake();
+        self.trustee.published(&self.channel);
         true
     }
 
@@ -493,7 +493,7 @@ impl Outbox {
         }
         self.batch.push(record)?;
         let seq = self.publish();
-        self.trustee.wake();
+        self.trustee.published(&self.channel);
         for _ in 0..LONE_SPINS {
             if self.channel.slots.is_answered(seq) {
                 self.done = seq;
@@ -665,7 +665,7 @@ impl Drop for Outbox {
             }
         }
         self.channel.closed.store(true, Ordering::Release);
-        self.trustee.wake();
+        self.trustee.published(&self.channel);
         if self.in_flight() && self.trustee.is_closing() {
             // It may have taken them (its last serve) or not: only once it has closed is that settled. It
             // never waits for anyone meanwhile (a worker dropping its own client has closed already).

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 
+use crate::delegation::protocol::cold::Cold;
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Lanes;
 
@@ -15,6 +16,10 @@ pub(crate) struct Channel {
     pub(crate) parker: Option<Arc<Parker>>,
     /// The client is gone; the trustee forgets the channel once its last batch is served.
     pub(crate) closed: AtomicBool,
+    /// The trustee no longer looks at this channel every round: the client rings its doorbell after it
+    /// publishes (see `cold`). On the line of `parker` and `closed`, which both sides read and neither writes
+    /// often.
+    pub(crate) cold: Cold,
     pub(crate) linger: Linger,
     /// The last batch the trustee took (ran, or began and paused in), written when it shuts down: a client
     /// that finds it shut down drops the records of later batches itself, unrun.
@@ -38,6 +43,7 @@ impl Channel {
             Lanes::init(&raw mut (*p).slots);
             (&raw mut (*p).parker).write(parker);
             (&raw mut (*p).closed).write(AtomicBool::new(false));
+            (&raw mut (*p).cold).write(Cold::default());
             (&raw mut (*p).linger).write(Linger::default());
             (&raw mut (*p).taken).write(AtomicU32::new(0));
             (&raw mut (*p).written).write(AtomicU32::new(0));

@@ -76,6 +76,16 @@ impl Parker {
         }
     }
 
+    /// The rare side's fence of another Dekker handshake whose hot side fences with `wake` (the cold-channel
+    /// doorbell, `cold`): a full barrier on every thread where the hot side's fence is a compiler fence.
+    pub(crate) fn fence_heavy(&self) {
+        if self.asymmetric {
+            asymmetric::heavy_fence();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
     /// Parks the calling thread (which must own this parker) unless `has_work` says there is something to do.
     /// The timeout is a safety net only: every producer calls `wake`.
     pub(crate) fn park_unless(&self, has_work: impl FnOnce() -> bool, timeout: Duration) {
@@ -85,11 +95,7 @@ impl Parker {
     /// `park_unless` for a thread that sleeps its own way (`sleep`), and that `wake` knows how to end.
     pub(crate) fn sleep_unless(&self, has_work: impl FnOnce() -> bool, sleep: impl FnOnce()) {
         self.sleeping.store(true, Ordering::Relaxed);
-        if self.asymmetric {
-            asymmetric::heavy_fence();
-        } else {
-            fence(Ordering::SeqCst);
-        }
+        self.fence_heavy();
         if !has_work() {
             sleep();
         }

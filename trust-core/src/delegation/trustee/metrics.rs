@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     requests: Counter,
     batches: Counter,
     fibers: Counter,
+    channels: Counter,
+    cold_channels: Counter,
     parks: Counter,
     /// Nanoseconds parked, parks ended.
     idle_ns: Counter,
@@ -55,6 +57,8 @@ pub(crate) struct Snapshot {
     pub(crate) requests: u64,
     pub(crate) batches: u64,
     pub(crate) fibers: u64,
+    pub(crate) channels: u64,
+    pub(crate) cold_channels: u64,
     pub(crate) parks: u64,
     pub(crate) busy: Duration,
     pub(crate) idle: Duration,
@@ -89,6 +93,13 @@ impl Metrics {
     #[inline]
     pub(crate) fn set_fibers(&self, live: usize) {
         self.fibers.set(live as u64);
+    }
+
+    /// The channels the worker serves changed: `all` of them, `cold` of which it no longer looks at every
+    /// round.
+    pub(crate) fn set_channels(&self, all: usize, cold: usize) {
+        self.channels.set(all as u64);
+        self.cold_channels.set(cold as u64);
     }
 
     /// The worker is about to park; the guard counts the park and its duration when dropped.
@@ -131,6 +142,8 @@ impl Metrics {
             requests: self.requests.get(),
             batches: self.batches.get(),
             fibers: self.fibers.get(),
+            channels: self.channels.get(),
+            cold_channels: self.cold_channels.get(),
             parks: self.parks.get(),
             busy: Duration::from_nanos(now - idle),
             idle: Duration::from_nanos(idle),

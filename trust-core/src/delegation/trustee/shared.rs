@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::delegation::protocol::channel::Channel;
+use crate::delegation::protocol::cold::Doorbell;
 use crate::delegation::trustee::metrics::Metrics;
 use crate::delegation::trustee::property::{Header, SendPtr};
 use crate::delegation::trustee::relay::Relay;
@@ -74,6 +75,9 @@ pub(crate) struct TrusteeShared {
     pub(crate) metrics: Aligned<Metrics>,
     /// Wakers of answered `apply_async` tasks, for their executors to wake (`trustee::relay`).
     pub(crate) relay: Aligned<Relay>,
+    /// Rung by clients that publish on a channel the worker no longer looks at every round
+    /// (`protocol::cold`); the worker reads it once per round.
+    pub(crate) doorbell: Aligned<Doorbell>,
 }
 
 /// Reference-count changes that found no room in their sender's slot (`call::count`), netted per property
@@ -292,6 +296,7 @@ impl TrusteeShared {
             sockets: Mutex::default(),
             metrics: Aligned::default(),
             relay: Aligned::default(),
+            doorbell: Aligned::default(),
         }
     }
 
@@ -314,6 +319,26 @@ impl TrusteeShared {
         if let Some(p) = self.parker.get() {
             p.wake();
         }
+    }
+
+    /// Called by `channel`'s client after it published a batch (or closed the channel): wakes the worker if it
+    /// sleeps and, when the worker no longer looks at the channel every round, rings its doorbell. The mark is
+    /// read after `wake`'s fence (see `protocol::cold`).
+    #[inline]
+    pub(crate) fn published(&self, channel: &Channel) {
+        self.wake();
+        if channel.cold.is_cold() {
+            self.ring();
+        }
+    }
+
+    /// The ring is work for the worker as a batch is: a sleeping worker looks at the doorbell, not at its cold
+    /// channels, before it sleeps, so the ring is followed by a `wake` (the handshake of `parker`).
+    #[cold]
+    #[inline(never)]
+    fn ring(&self) {
+        self.doorbell.ring();
+        self.wake();
     }
 
     fn send(&self, mail: Mail) {
