@@ -1,0 +1,474 @@
+//! Review 29 (hostile): per-thread promises when threads are not what they seem. `ThreadKey` ("at most one
+//! exists per thread at a time"), the lock module's `Debug` peek (which holds the thread's key and a
+//! per-thread "peeking" count while the data's own `Debug` runs), interval lock guards and the delegation
+//! runtime's continuations are all tied to an OS thread; but fibers share their worker's thread, delegated
+//! closures run between a worker's fibers, `may` coroutines move to another thread at a yield (an `apply`
+//! from a coroutine yields), and continuations run later on the issuing thread. Each test below names the
+//! promise it checks; anything that could hang runs in a child process (or on a thread) with a deadline.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use common::{calibrate, child_ok, coroutine, load, panic_message, quiet, rt, spawn_on, within};
+use trust_core::Trust;
+use trust_core::interval::IntervalRwLock;
+use trust_core::lock::{Mutex, RwLock, ThreadKey};
+use trust_core::wait_pending;
+
+/// Spins (sleeping 1 ms) until `flag` is set, for 5 s at most; whether it was set.
+fn wait_flag(flag: &AtomicBool) -> bool {
+    let start = Instant::now();
+    while !flag.load(Ordering::SeqCst) {
+        if start.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. A `may` coroutine that yields inside a lock's `Debug`
+// ---------------------------------------------------------------------------------------------------------
+
+/// Data whose `Debug` makes a delegated call: from a `may` coroutine the `apply` yields, and the coroutine may
+/// go on on another OS thread. Records the thread it started and ended on.
+struct AppliesInDebug {
+    t: Trust<u64>,
+    seen: Arc<StdMutex<Vec<(ThreadId, ThreadId)>>>,
+}
+
+impl fmt::Debug for AppliesInDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let before = thread::current().id();
+        let v = self.t.apply(|v| {
+            thread::sleep(Duration::from_millis(1));
+            *v
+        });
+        for _ in 0..3 {
+            may::coroutine::yield_now();
+        }
+        let after = thread::current().id();
+        self.seen.lock().unwrap().push((before, after));
+        write!(f, "v{v}")
+    }
+}
+
+/// What a coroutine finds on the thread it runs on: (thread, `ThreadKey::get()` gave a key, a blocking
+/// `Mutex::lock` with it returned the data without panicking).
+fn key_and_lock_here() -> (ThreadId, bool, bool) {
+    let me = thread::current().id();
+    let key = ThreadKey::get();
+    let got_key = key.is_some();
+    let locked = catch_unwind(AssertUnwindSafe(move || {
+        let mut key = key?;
+        let m = Mutex::new(5u32);
+        let v = *m.lock(&mut key);
+        Some(v)
+    }));
+    (me, got_key, matches!(locked, Ok(Some(5))))
+}
+
+/// Promise (`lock/key.rs`: `ThreadKey`, "at most one exists per thread at a time"; the `Debug` of `Mutex` and
+/// `RwLock` holds "this thread's key ... meanwhile (if it is free)" and a peek that makes blocking locks panic
+/// only *inside* the data's `Debug`; docs/lock.md: the only coroutine rule is that a coroutine "must not hold"
+/// a `ThreadKey` across a yield, and these coroutines hold none).
+///
+/// Coroutines on 2 `may` threads each print a `Mutex` or `RwLock` whose data's `Debug` applies to a trustee
+/// (the coroutine yields there) until one resumed on another thread. Every print must succeed with the exact
+/// text, and afterwards every `may` thread must still give out its key and lock with it. Before the fix the
+/// `Debug`'s key and peek were dropped on the thread the coroutine resumed on: that thread's peek count
+/// underflowed (the print panicked "attempt to subtract with overflow") and its key flag was cleared (a second
+/// key there if one was out), while the thread it left kept its key taken and its peek count at 1 for good
+/// (`ThreadKey::get()` `None` and every blocking lock panicking, on that thread, forever).
+#[test]
+fn coroutine_yielding_inside_a_locks_debug_leaves_every_threads_key_and_peek_intact() {
+    quiet();
+    may::config().set_workers(2);
+    let t = rt().trustee(0).entrust(7u64);
+    let seen: Arc<StdMutex<Vec<(ThreadId, ThreadId)>>> = Arc::default();
+    let mut prints = Vec::new();
+    let mut moved = 0;
+    for round in 0..100 {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let data = AppliesInDebug {
+                    t: t.clone(),
+                    seen: seen.clone(),
+                };
+                coroutine(move || {
+                    catch_unwind(AssertUnwindSafe(move || {
+                        if (round + i) % 2 == 0 {
+                            format!("{:?}", Mutex::new(data))
+                        } else {
+                            format!("{:?}", RwLock::new(data))
+                        }
+                    }))
+                    .map_err(panic_message)
+                })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            prints.push(((round + i) % 2, h.join().unwrap()));
+        }
+        moved = seen.lock().unwrap().iter().filter(|(a, b)| a != b).count();
+        if moved >= 4 {
+            break;
+        }
+    }
+    println!(
+        "{moved} of {} prints resumed on another thread",
+        prints.len()
+    );
+    assert!(
+        moved > 0,
+        "no coroutine resumed on another thread in 800: the test proved nothing"
+    );
+    for (kind, p) in &prints {
+        let want = if *kind == 0 {
+            "Mutex { data: v7, .. }"
+        } else {
+            "RwLock { data: v7, .. }"
+        };
+        assert_eq!(p.as_deref(), Ok(want));
+    }
+    // Every thread a print started or ended on: its key is free and a blocking lock works there.
+    let threads: HashSet<ThreadId> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|&(a, b)| [a, b])
+        .collect();
+    let mut checked: HashSet<ThreadId> = HashSet::new();
+    for _ in 0..2000 {
+        let (id, key, lock) = coroutine(key_and_lock_here).join().unwrap();
+        assert_eq!(
+            (key, lock),
+            (true, true),
+            "a may thread lost its key or its blocking locks"
+        );
+        checked.insert(id);
+        if threads.is_subset(&checked) {
+            break;
+        }
+    }
+    assert!(
+        threads.is_subset(&checked),
+        "not every thread checked: {threads:?} vs {checked:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. Fibers of one worker: one suspended inside a lock's `Debug`
+// ---------------------------------------------------------------------------------------------------------
+
+/// Data whose `Debug` signals `inside`, then applies to trustee 1 a closure that waits until `release` is set
+/// (the fiber printing it is suspended meanwhile, its worker runs the others).
+struct WaitsInDebug {
+    on1: Trust<()>,
+    inside: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for WaitsInDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inside.store(true, Ordering::SeqCst);
+        let release = self.release.clone();
+        let ok = self.on1.apply(move |_| wait_flag(&release));
+        write!(f, "released:{ok}")
+    }
+}
+
+/// Promise (`ThreadKey`: "at most one exists per thread at a time"; `Mutex`'s `Debug` holds the thread's key
+/// while the data's `Debug` runs, and gives it back after). Fibers share their worker's thread, so they share
+/// its key: fiber A on worker 0 prints a mutex whose data's `Debug` suspends A (a remote `apply`); fiber B on
+/// worker 0, run meanwhile, gets no key; once A's print is done (exact text), B gets the key and locks with it.
+#[test]
+fn fibers_of_one_worker_share_its_key_while_one_is_suspended_inside_a_debug() {
+    in_child!(
+        "fibers_of_one_worker_share_its_key_while_one_is_suspended_inside_a_debug",
+        20
+    );
+    calibrate();
+    let inside = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let data = WaitsInDebug {
+        on1: rt().trustee(1).entrust(()),
+        inside: inside.clone(),
+        release: release.clone(),
+    };
+    let a = spawn_on(0, move || format!("{:?}", Mutex::new(data)));
+    let (inside2, release2) = (inside.clone(), release.clone());
+    let b = spawn_on(0, move || {
+        while !inside2.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+        let during = ThreadKey::get().is_some();
+        release2.store(true, Ordering::SeqCst);
+        // A resumes once trustee 1 answers; B waits for the key to come back, yielding.
+        let start = Instant::now();
+        let after = loop {
+            if let Some(mut key) = ThreadKey::get() {
+                break Some(*Mutex::new(3u8).lock(&mut key));
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                break None;
+            }
+            trust_core::yield_now();
+        };
+        (during, after)
+    });
+    assert_eq!(b.join().unwrap(), (false, Some(3)));
+    assert_eq!(a.join().unwrap(), "Mutex { data: released:true, .. }");
+    child_ok();
+}
+
+/// Promise (README: "Waiting where the trustee cannot wait panics with a message that names the way out";
+/// `lock/key.rs` `Peek`: the panic is for "a blocking lock inside the `Debug` of a `Mutex`'s or `RwLock`'s
+/// data"). Fiber B on worker 0 takes the key first and yields; fiber A on worker 0 prints a mutex (the key is
+/// out, so the print holds none) whose data's `Debug` suspends A. B then locks a *free* mutex, blocking: the
+/// peek count is per thread, so B's lock panics although B is in no `Debug` at all (the panic is right: a
+/// blocking lock there could wait for the lock A's peek holds, with A unable to resume). The message must
+/// say what happened: that another fiber of this thread is suspended inside such a `Debug`. Before the fix
+/// it only said "a blocking lock inside the `Debug` of a `Mutex`'s or `RwLock`'s data", which B is not.
+#[test]
+fn a_fibers_blocking_lock_refused_for_another_fibers_suspended_debug_says_so() {
+    in_child!(
+        "a_fibers_blocking_lock_refused_for_another_fibers_suspended_debug_says_so",
+        20
+    );
+    calibrate();
+    let inside = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let has_key = Arc::new(AtomicBool::new(false));
+    let data = WaitsInDebug {
+        on1: rt().trustee(1).entrust(()),
+        inside: inside.clone(),
+        release: release.clone(),
+    };
+    let (inside2, release2, has_key2) = (inside.clone(), release.clone(), has_key.clone());
+    let b = spawn_on(0, move || {
+        let mut key = ThreadKey::get().expect("B is first on worker 0");
+        has_key2.store(true, Ordering::SeqCst);
+        while !inside2.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+        let m = Mutex::new(1u8);
+        let r = catch_unwind(AssertUnwindSafe(|| *m.lock(&mut key))).map_err(panic_message);
+        release2.store(true, Ordering::SeqCst);
+        // After A's print the same lock works.
+        while load_flag(&inside2) {
+            trust_core::yield_now();
+        }
+        (r, *m.lock(&mut key))
+    });
+    let has_key3 = has_key.clone();
+    let inside3 = inside.clone();
+    let a = spawn_on(0, move || {
+        while !has_key3.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+        let s = format!("{:?}", Mutex::new(data));
+        inside3.store(false, Ordering::SeqCst);
+        s
+    });
+    let (refused, after) = b.join().unwrap();
+    assert_eq!(a.join().unwrap(), "Mutex { data: released:true, .. }");
+    assert_eq!(after, 1);
+    let msg = refused.expect_err("B's blocking lock during A's peek must panic");
+    assert!(
+        msg.contains("fiber"),
+        "the message does not say that another fiber's `Debug` is the cause: {msg}"
+    );
+    child_ok();
+}
+
+fn load_flag(f: &AtomicBool) -> bool {
+    f.load(Ordering::SeqCst)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 3. Interval locks between a worker's fibers and its delegated closures
+// ---------------------------------------------------------------------------------------------------------
+
+/// Promise (`interval` module: `read`/`write` block the thread, "in a fiber of the delegation runtime they
+/// suspend only the fiber ... its worker runs its other fibers meanwhile (one of which may hold the range)";
+/// README: a wait the trustee cannot make panics, naming the way out). Fiber F on worker 0 writes `0..4`,
+/// then sleeps 50 ms (suspended, holding it). Meanwhile a plain thread applies, on trustee 0, a closure that
+/// writes `2..6`: a delegated closure cannot suspend, so it parked worker 0's thread, the only thread that can
+/// resume F: before the fix the `apply` never returned (and trustee 0 served nobody again). Now the borrow,
+/// which must wait, is withdrawn and panics with a message naming `try_write`; nothing is left queued, and
+/// trustee 0 serves on.
+#[test]
+fn interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does_not_hang() {
+    in_child!(
+        "interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does_not_hang",
+        20
+    );
+    calibrate();
+    let lock: &'static IntervalRwLock<u32> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
+    let held = Arc::new(AtomicBool::new(false));
+    let held2 = held.clone();
+    let f = spawn_on(0, move || {
+        let mut g = lock.write(0..4);
+        held2.store(true, Ordering::SeqCst);
+        trust_core::sleep(Duration::from_millis(50));
+        g.fill(1);
+    });
+    assert!(wait_flag(&held));
+    let on0 = rt().trustee(0).entrust(());
+    let r = within(5, move || {
+        catch_unwind(AssertUnwindSafe(|| {
+            on0.apply(move |_| {
+                let mut g = lock.write(2..6);
+                g.fill(2);
+                g.to_vec()
+            })
+        }))
+        .map_err(panic_message)
+    });
+    f.join().unwrap();
+    println!("closure's write: {r:?}");
+    let msg = r.expect_err("the closure's write had to wait: F held 0..4");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    // Nothing left behind: the whole range is free, with F's write in it; trustee 0 still serves.
+    assert_eq!(
+        lock.try_write(..).map(|g| g.to_vec()).ok(),
+        Some(vec![1, 1, 1, 1, 0, 0, 0, 0])
+    );
+    let on0 = rt().trustee(0).entrust(5u8);
+    assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 4. Continuations that own the thread's key
+// ---------------------------------------------------------------------------------------------------------
+
+/// Records the thread it is dropped on.
+struct DropsOn(Arc<StdMutex<Vec<ThreadId>>>);
+
+impl Drop for DropsOn {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(thread::current().id());
+    }
+}
+
+/// Promise (README: "the continuation runs later on *this* thread, never on the trustee"; a thread that exits
+/// with requests in flight waits for "its continuations', dropped on it with them"; `ThreadKey` is `!Send`
+/// and "a key stays on the thread that took it"). A continuation is `'static` but not `Send`, so it may own
+/// the thread's `ThreadKey`. A plain thread moves its key into a continuation: until it runs the key is out
+/// (`get` is `None`); it runs on this thread inside `wait_pending` and locks with the key; afterwards the key
+/// is back. A second thread moves its key into a continuation and exits without `wait_pending`: the
+/// continuation (run or dropped) ends on that thread, never on a worker.
+#[test]
+fn a_continuation_that_owns_the_threads_key_uses_and_drops_it_on_the_issuing_thread() {
+    let t = rt().trustee(0).entrust(40u64);
+    let t2 = t.clone();
+    let r = within(10, move || {
+        let key = ThreadKey::get().expect("fresh thread");
+        let m = Arc::new(Mutex::new(0u64));
+        let m2 = m.clone();
+        let me = thread::current().id();
+        let ran_on = Arc::new(StdMutex::new(None));
+        let ran_on2 = ran_on.clone();
+        t2.apply_then(
+            |v| {
+                thread::sleep(Duration::from_millis(20));
+                *v + 2
+            },
+            move |v| {
+                let mut key = key;
+                *m2.lock(&mut key) = v;
+                *ran_on2.lock().unwrap() = Some(thread::current().id());
+            },
+        );
+        let out_meanwhile = ThreadKey::get().is_none();
+        wait_pending();
+        let back = ThreadKey::get().map(|mut k| *m.lock(&mut k));
+        let ran_here = *ran_on.lock().unwrap() == Some(me);
+        (out_meanwhile, back, ran_here)
+    });
+    assert_eq!(r, (true, Some(42), true));
+
+    // Exits with the continuation pending.
+    let drops: Arc<StdMutex<Vec<ThreadId>>> = Arc::default();
+    let (drops2, t3) = (drops.clone(), t.clone());
+    let exited = within(10, move || {
+        let h = thread::spawn(move || {
+            let key = ThreadKey::get().expect("fresh thread");
+            let d = DropsOn(drops2);
+            t3.apply_then(
+                |v| {
+                    thread::sleep(Duration::from_millis(30));
+                    *v
+                },
+                move |_| {
+                    let _d = d;
+                    drop(key);
+                },
+            );
+            thread::current().id()
+        });
+        let id = h.thread().id();
+        assert_eq!(h.join().unwrap(), id);
+        id
+    });
+    assert_eq!(*drops.lock().unwrap(), [exited]);
+}
+
+/// Promise (README, Shutdown: requests that arrive too late "are dropped unrun, with what they captured, on
+/// the trustee or by their sender, and so are the continuations of requests that ran before them"; "Nothing
+/// sent is lost"; a continuation "runs later on *this* thread, never on the trustee"). A continuation is not
+/// `Send`: it must never be dropped on another thread. A plain thread issues 3 `apply_then`s (each 30 ms on
+/// the trustee) whose continuations own `DropsOn` records, shuts the runtime down at once and exits: every
+/// continuation ends (runs or is dropped) exactly once, on that thread. (Measured: when `shutdown()` returns
+/// none has ended yet; they end as the thread exits.)
+#[test]
+fn continuations_in_flight_at_shutdown_end_on_the_issuing_thread() {
+    in_child!(
+        "continuations_in_flight_at_shutdown_end_on_the_issuing_thread",
+        20
+    );
+    let t = rt().trustee(1).entrust(0u64);
+    let drops: Arc<StdMutex<Vec<ThreadId>>> = Arc::default();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (drops2, ran2) = (drops.clone(), ran.clone());
+    let h = thread::spawn(move || {
+        for _ in 0..3 {
+            let d = DropsOn(drops2.clone());
+            let ran = ran2.clone();
+            t.apply_then(
+                |v| {
+                    thread::sleep(Duration::from_millis(30));
+                    *v += 1;
+                },
+                move |()| {
+                    let _d = d;
+                    ran.fetch_add(1, Ordering::SeqCst);
+                },
+            );
+        }
+        drop(t);
+        rt().shutdown();
+        println!("after shutdown: {} ended", drops2.lock().unwrap().len());
+    });
+    let issuer = h.thread().id();
+    h.join().unwrap();
+    let d = drops.lock().unwrap().clone();
+    println!("ran {} of 3; ended on {d:?}", load(&ran));
+    assert_eq!(d, [issuer; 3]);
+    child_ok();
+}
