@@ -472,3 +472,88 @@ fn continuations_in_flight_at_shutdown_end_on_the_issuing_thread() {
     assert_eq!(d, [issuer; 3]);
     child_ok();
 }
+
+/// Promise (README: `may` coroutines are clients whose waits yield "the coroutine, not its thread";
+/// `interval`: `read`/`write` "block the thread (in a fiber, suspending the fiber)", and a blocked borrow must
+/// not keep its holder from running). With one `may` thread: coroutine C1 writes `0..4` and, holding it,
+/// makes 5 `apply`s (each yields C1); coroutine C2 then asks to write `2..6`. Before the fix C2 parked the
+/// `may` thread (`thread::park`), the only thread that could resume C1: both hung for good. Now C2 yields
+/// while it waits, gets the range after C1, and sees C1's writes; a third coroutine, C4, cancelled while it
+/// waits for a range C3 holds, leaves no queued request behind (a later `try_write` of the whole lock succeeds
+/// once C3 is done).
+#[test]
+fn coroutine_blocking_interval_write_yields_instead_of_parking_the_may_thread() {
+    in_child!(
+        "coroutine_blocking_interval_write_yields_instead_of_parking_the_may_thread",
+        20
+    );
+    may::config().set_workers(1);
+    let lock: &'static IntervalRwLock<u32> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
+    let t = rt().trustee(0).entrust(0u64);
+    let held = Arc::new(AtomicBool::new(false));
+    let held2 = held.clone();
+    let c1 = coroutine(move || {
+        let mut g = lock.write(0..4);
+        held2.store(true, Ordering::SeqCst);
+        for _ in 0..5 {
+            t.apply(|v| {
+                thread::sleep(Duration::from_millis(2));
+                *v += 1;
+            });
+        }
+        g.fill(1);
+        t.apply(|v| *v)
+    });
+    assert!(wait_flag(&held));
+    let c2 = coroutine(move || {
+        let mut g = lock.write(2..6);
+        let seen = g.to_vec();
+        g.fill(2);
+        seen
+    });
+    let (r1, r2) = within(10, move || (c1.join().unwrap(), c2.join().unwrap()));
+    assert_eq!((r1, r2), (5, vec![1, 1, 0, 0]));
+    assert_eq!(
+        lock.try_read(..).map(|g| g.to_vec()).ok(),
+        Some(vec![1, 1, 2, 2, 2, 2, 0, 0])
+    );
+
+    // A waiting coroutine cancelled: its request is withdrawn.
+    let release = Arc::new(AtomicBool::new(false));
+    let (held3, release3) = (Arc::new(AtomicBool::new(false)), release.clone());
+    let held4 = held3.clone();
+    let c3 = coroutine(move || {
+        let mut g = lock.write(0..4);
+        held4.store(true, Ordering::SeqCst);
+        // Sleeps, not yields: a coroutine that only yields keeps those spawned from outside `may` (C4) off
+        // the thread.
+        while !release3.load(Ordering::SeqCst) {
+            may::coroutine::sleep(Duration::from_millis(2));
+        }
+        g.fill(3);
+    });
+    assert!(wait_flag(&held3));
+    let c4 = coroutine(move || {
+        lock.write(2..6).fill(4);
+    });
+    // C4 is queued once a `try_write` of `4..6` (free, but overlapped by C4's queued `2..6`) fails.
+    let start = Instant::now();
+    while lock.try_write(4..6).is_ok() && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(lock.try_write(4..6).is_err(), "C4 never queued");
+    thread::sleep(Duration::from_millis(30));
+    // SAFETY: `may`'s cancel: C4 unwinds at its next yield; it holds no thread-local state of its own.
+    unsafe { c4.coroutine().cancel() };
+    let c4_ended = within(10, move || c4.join().is_err());
+    release.store(true, Ordering::SeqCst);
+    within(10, move || c3.join().unwrap());
+    assert!(c4_ended, "the cancelled coroutine ended by its cancel");
+    assert_eq!(
+        lock.try_write(..).map(|g| g.to_vec()).ok(),
+        Some(vec![3, 3, 3, 3, 2, 2, 0, 0]),
+        "the cancelled coroutine's borrow is gone"
+    );
+    child_ok();
+}

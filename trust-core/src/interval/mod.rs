@@ -9,6 +9,8 @@
 //!   conflicting borrow exists. Reads share with reads; a write conflicts with anything it overlaps. In a
 //!   fiber of the [delegation runtime](crate::spawn) they suspend only the fiber, as `apply` does: its
 //!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
+//!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
+//!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
 //!   On a worker's thread outside a fiber (a delegated closure, a continuation, a value's destructor),
 //!   which cannot suspend, a borrow that would have to wait panics instead, naming `try_*` and the way
 //!   out: parking there would stop the worker, whose fibers may hold the range.
@@ -115,6 +117,8 @@ pub use mutex::{IntervalMutex, PrioritizedMutex};
 
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
+use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
+use std::task::Waker;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -430,11 +434,17 @@ impl<T> IntervalRwLock<T> {
             return 0;
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path.
-        let request = self
-            .state()
-            .request(range.start, range.end, write, priority, || Wake::Blocked(Waiter::current()));
+        let request = self.state().request(range.start, range.end, write, priority, || {
+            if in_may_coroutine() {
+                // It polls (`wait_as_coroutine`): nothing to wake.
+                Wake::Task(Waker::noop().clone())
+            } else {
+                Wake::Blocked(Waiter::current())
+            }
+        });
         match request {
             Request::Granted(ticket) => ticket,
+            Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
             Request::Queued(ticket) if parking_would_stop_a_worker() => {
                 self.cancel(range, ticket, write);
                 worker_wait_panic(self.name, range, write)
@@ -449,6 +459,36 @@ impl<T> IntervalRwLock<T> {
                 }
             },
         }
+    }
+
+    /// Waits for `ticket` in a `may` coroutine as `apply` does (`MayWait`: yields for 4 ms, then sleeps on `may`'s
+    /// timer 16 ms at a time): parking would stop the coroutine's thread, where the holder of the range may be
+    /// another coroutine. A coroutine cancelled while it waits unwinds from here: its request is withdrawn, or
+    /// it would hold back every later conflicting borrow for good.
+    fn wait_as_coroutine(&self, range: &Range<usize>, ticket: u64, write: bool) -> u64 {
+        struct Withdraw<'a, T> {
+            lock: &'a IntervalRwLock<T>,
+            range: &'a Range<usize>,
+            ticket: u64,
+            write: bool,
+        }
+        impl<T> Drop for Withdraw<'_, T> {
+            fn drop(&mut self) {
+                self.lock.cancel(self.range, self.ticket, self.write);
+            }
+        }
+        let withdraw = Withdraw {
+            lock: self,
+            range,
+            ticket,
+            write,
+        };
+        let mut wait = MayWait::default();
+        while !self.state().is_granted(ticket) {
+            wait.snooze();
+        }
+        std::mem::forget(withdraw);
+        ticket
     }
 
     /// Releases a held borrow (ticket 0: nothing recorded) and wakes whoever it let through, after
