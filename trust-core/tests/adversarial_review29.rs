@@ -299,15 +299,17 @@ fn load_flag(f: &AtomicBool) -> bool {
 // 3. Interval locks between a worker's fibers and its delegated closures
 // ---------------------------------------------------------------------------------------------------------
 
-/// Promise (`interval` module: `read`/`write` block the thread, "in a fiber of the delegation runtime they
-/// suspend only the fiber ... its worker runs its other fibers meanwhile (one of which may hold the range)";
-/// README: a wait the trustee cannot make panics, naming the way out). Fiber F on worker 0 writes `0..4`,
-/// then sleeps 50 ms (suspended, holding it). Meanwhile a plain thread applies, on trustee 0, a closure that
-/// writes `2..6`: a delegated closure cannot suspend, so it parked worker 0's thread, the only thread that can
-/// resume F: before the fix the `apply` never returned (and trustee 0 served nobody again). Now the borrow,
-/// which must wait, is withdrawn and panics with a message naming `try_write`; nothing is left queued, and
-/// trustee 0 serves on.
+/// Not a broken promise: docs/interval.md (Caveats) says a delegated closure's `read`/`write` blocks the worker's
+/// thread, "so a range held by a fiber of that same worker is never released: take it with `try_*` there".
+/// What it costs, shown: fiber F on worker 0 writes `0..4`, then sleeps 50 ms (suspended, holding it);
+/// a plain thread applies, on trustee 0, a closure that writes `2..6`: it parks worker 0's thread, the only
+/// thread that can resume F, so the `apply` never returns and trustee 0 never serves anyone again (a silent
+/// hang of every client of that trustee). Proposed, as the README does for a blocking `apply` to another
+/// trustee there ("Waiting where the trustee cannot wait panics with a message that names the way out"):
+/// a borrow that must wait on a worker's thread outside a fiber withdraws its request and panics, naming
+/// `try_write`; this test checks that proposal (message, nothing left queued, trustee 0 serving on).
 #[test]
+#[ignore = "review 29: documented hang (docs/interval.md Caveats): a delegated closure's blocking interval write against a fiber of its own worker; proposal: panic naming try_write"]
 fn interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does_not_hang() {
     in_child!(
         "interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does_not_hang",

@@ -11,9 +11,6 @@
 //!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
 //!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
 //!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
-//!   On a worker's thread outside a fiber (a delegated closure, a continuation, a value's destructor),
-//!   which cannot suspend, a borrow that would have to wait panics instead, naming `try_*` and the way
-//!   out: parking there would stop the worker, whose fibers may hold the range.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
 //!   [`TryLockError`] and leave nothing behind.
 //! - [`read_async`](IntervalRwLock::read_async) / [`write_async`](IntervalRwLock::write_async) return
@@ -425,10 +422,8 @@ impl<T> IntervalRwLock<T> {
             })
     }
 
-    /// Takes `range`, parking the thread (suspending the fiber) while it is queued; ticket 0 for an empty range.
-    /// On a worker's thread outside a fiber, where parking would stop the worker, a borrow that must wait is
-    /// withdrawn and panics instead ([`parking_would_stop_a_worker`]).
-    #[track_caller]
+    /// Takes `range`, parking the thread (suspending the fiber, yielding the `may` coroutine) while it is queued;
+    /// ticket 0 for an empty range.
     fn lock_blocking(&self, range: &Range<usize>, write: bool, priority: u32) -> u64 {
         if range.is_empty() {
             return 0;
@@ -445,10 +440,6 @@ impl<T> IntervalRwLock<T> {
         match request {
             Request::Granted(ticket) => ticket,
             Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
-            Request::Queued(ticket) if parking_would_stop_a_worker() => {
-                self.cancel(range, ticket, write);
-                worker_wait_panic(self.name, range, write)
-            }
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
@@ -507,31 +498,6 @@ impl<T> IntervalRwLock<T> {
         drop(own_waker);
         Wake::wake_all(wakes);
     }
-}
-
-/// True on a worker's thread outside a fiber, or in a delegated closure (which cannot suspend): there a
-/// blocking borrow would park the worker's thread, and with it the worker's fibers, one of which may hold the
-/// range (it could never resume to release it) and its trustee (whose clients may hold it while they wait).
-fn parking_would_stop_a_worker() -> bool {
-    use crate::delegation::worker::context;
-    context::worker().is_some() && (context::fiber().is_none() || context::in_delegated())
-}
-
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn worker_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
-    let (call, try_call, async_call) = if write {
-        ("write", "try_write", "write_async")
-    } else {
-        ("read", "try_read", "read_async")
-    };
-    panic!(
-        "`{name}::{call}({range:?})` must wait for a conflicting borrow, on a worker's thread outside a fiber \
-         (a delegated closure, a continuation or a value's destructor): waiting there would stop the worker, \
-         whose fibers may hold that range and could never resume to release it; use `{try_call}`, or borrow \
-         the range in a fiber (`spawn`, `Latch::launch`) or with `{async_call}`"
-    )
 }
 
 /// An [`IntervalRwLock`] seen through a request priority; made by
