@@ -795,3 +795,66 @@ fn coroutine_unwinding_through_an_apply_keeps_both_threads_panic_counts() {
     );
     child_ok();
 }
+
+/// Promise (`interval`: "in a fiber of the delegation runtime they suspend only the fiber ... its worker runs
+/// its other fibers meanwhile (one of which may hold the range)"; docs/interval.md names only a delegated
+/// closure as the place where they block the worker; README: "Waiting where the trustee cannot wait panics
+/// with a message that names the way out", a continuation that runs on a worker included). A continuation of
+/// an `apply_then` issued by a fiber runs on the fiber's worker, outside any fiber. Fiber F on worker 0 writes
+/// `0..4` and sleeps 50 ms holding it; fiber A on worker 0 issues an `apply_then` to trustee 1 whose
+/// continuation writes `2..6`, then `wait_pending`. Before the fix the continuation parked worker 0's thread,
+/// the only one that can resume F: F, A and trustee 0 hung for good (nothing finished within 5 s). Now the
+/// borrow is withdrawn and panics naming `try_write`; A's `wait_pending` resumes that panic; F finishes, nothing
+/// is left queued, and trustee 0 serves.
+#[test]
+fn interval_write_in_a_fibers_continuation_does_not_stop_its_worker() {
+    in_child!(
+        "interval_write_in_a_fibers_continuation_does_not_stop_its_worker",
+        20
+    );
+    calibrate();
+    let lock: &'static IntervalRwLock<u32> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
+    let held = Arc::new(AtomicBool::new(false));
+    let held2 = held.clone();
+    let f = spawn_on(0, move || {
+        let mut g = lock.write(0..4);
+        held2.store(true, Ordering::SeqCst);
+        trust_core::sleep(Duration::from_millis(50));
+        g.fill(1);
+    });
+    let (held3, on1) = (held.clone(), rt().trustee(1).entrust(0u64));
+    let a = spawn_on(0, move || {
+        while !held3.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen2 = seen.clone();
+        on1.apply_then(
+            |v| *v,
+            move |_| {
+                let mut g = lock.write(2..6);
+                *seen2.borrow_mut() = g.to_vec();
+                g.fill(2);
+            },
+        );
+        wait_pending();
+        seen.take()
+    });
+    let on0 = rt().trustee(0).entrust(0u8);
+    let (a_result, served) = within(5, move || {
+        f.join().unwrap();
+        (a.join().map_err(panic_message), on0.apply(|v| *v + 1))
+    });
+    assert_eq!(served, 1);
+    let msg = a_result.expect_err("the continuation's write had to wait: F held 0..4");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!(
+        lock.try_write(..).map(|g| g.to_vec()).ok(),
+        Some(vec![1, 1, 1, 1, 0, 0, 0, 0])
+    );
+    child_ok();
+}

@@ -9,6 +9,8 @@
 //!   conflicting borrow exists. Reads share with reads; a write conflicts with anything it overlaps. In a
 //!   fiber of the [delegation runtime](crate::spawn) they suspend only the fiber, as `apply` does: its
 //!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
+//!   In a continuation its worker runs (outside any fiber, where nothing can suspend), a borrow that would
+//!   have to wait panics instead, naming `try_*`: parking there would stop the worker and its fibers.
 //!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
 //!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
@@ -440,6 +442,10 @@ impl<T> IntervalRwLock<T> {
         match request {
             Request::Granted(ticket) => ticket,
             Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
+            Request::Queued(ticket) if in_a_workers_scheduler() => {
+                self.cancel(range, ticket, write);
+                scheduler_wait_panic(self.name, range, write)
+            }
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
@@ -498,6 +504,30 @@ impl<T> IntervalRwLock<T> {
         drop(own_waker);
         Wake::wake_all(wakes);
     }
+}
+
+/// True on a worker's thread outside any fiber and outside a delegated closure: in a continuation its scheduler
+/// runs. Parking there would stop the worker, and with it its fibers, one of which may hold the range (it
+/// could never resume to release it). (A delegated closure parks: documented in `docs/interval.md`.)
+fn in_a_workers_scheduler() -> bool {
+    use crate::delegation::worker::context;
+    context::worker().is_some() && context::fiber().is_none() && !context::in_delegated()
+}
+
+#[cold]
+#[inline(never)]
+fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
+    let (call, try_call, async_call) = if write {
+        ("write", "try_write", "write_async")
+    } else {
+        ("read", "try_read", "read_async")
+    };
+    panic!(
+        "`{name}::{call}({range:?})` must wait for a conflicting borrow, in a continuation that runs on a \
+         worker (outside any fiber: it cannot suspend): waiting there would stop the worker, whose fibers may \
+         hold that range and could never resume to release it; use `{try_call}`, or borrow the range in the \
+         fiber itself (after `wait_pending`), or with `{async_call}`"
+    )
 }
 
 /// An [`IntervalRwLock`] seen through a request priority; made by
