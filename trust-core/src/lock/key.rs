@@ -101,7 +101,11 @@ pub(crate) struct Peek {
 
 impl Peek {
     pub(crate) fn start() -> Self {
-        let key = !KEY_TAKEN.with(|taken| taken.replace(true));
+        let mut taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        if taken && reclaim_stranded() {
+            taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        }
+        let key = !taken;
         PEEKING.with(|p| p.set(p.get() + 1));
         Peek {
             key,
