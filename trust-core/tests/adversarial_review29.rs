@@ -858,3 +858,74 @@ fn interval_write_in_a_fibers_continuation_does_not_stop_its_worker() {
     );
     child_ok();
 }
+
+/// Promise (`interval`: in a fiber a blocking borrow suspends only the fiber, and is woken by mail to its worker
+/// when granted; README: fibers' requests are applied in issue order, continuations run before `wait_pending`
+/// returns). A fiber waiting for a range is woken by its fiber id, and ids are reused once a fiber ends: a
+/// wake that reached a fiber twice, or after it ended, would resume another fiber in the middle of its own
+/// wait (an `apply` reading an answer not yet written) or find no fiber at all. 64 fibers (both workers, all
+/// spawned from this thread) each run 20 rounds of: an `apply_then` to the other trustee, a blocking `write`
+/// of an overlapping range of one lock (held across a `yield_now`, so the others queue), a blocking `apply`,
+/// and `wait_pending`; new fibers keep replacing the ones that end. Every count must be exact.
+#[test]
+fn fibers_waking_from_interval_waits_amid_their_own_requests_keep_exact_counts() {
+    const FIBERS: u64 = 64;
+    const ROUNDS: u64 = 20;
+    let lock: &'static IntervalRwLock<u64> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u64; 16])));
+    let counters = [rt().trustee(0).entrust(0u64), rt().trustee(1).entrust(0u64)];
+    let continued = Arc::new(AtomicUsize::new(0));
+    let r = within(60, move || {
+        let mut fibers = Vec::new();
+        for i in 0..FIBERS {
+            let counters = counters.clone();
+            let continued = continued.clone();
+            fibers.push(trust_core::spawn(move || {
+                let me = trust_core::local_trustee().index();
+                let other = &counters[1 - me];
+                let mut wrong = 0;
+                for round in 0..ROUNDS {
+                    let c = continued.clone();
+                    other.apply_then(
+                        |v| {
+                            *v += 1;
+                            *v
+                        },
+                        move |_| {
+                            c.fetch_add(1, Ordering::SeqCst);
+                        },
+                    );
+                    let start = ((i + round) % 8) as usize;
+                    {
+                        let mut g = lock.write(start..start + 8);
+                        g[0] += 1;
+                        trust_core::yield_now();
+                        g[7] += 1;
+                    }
+                    let got = counters[me].apply(move |v| {
+                        *v += 1;
+                        round
+                    });
+                    if got != round {
+                        wrong += 1;
+                    }
+                    wait_pending();
+                }
+                wrong
+            }));
+        }
+        let wrong: u64 = fibers.into_iter().map(|f| f.join().unwrap()).sum();
+        let total: u64 = counters.iter().map(|c| c.apply(|v| *v)).sum();
+        let sum: u64 = lock.read(..).iter().sum();
+        (wrong, total, sum, load(&continued))
+    });
+    assert_eq!(
+        r,
+        (
+            0,
+            2 * FIBERS * ROUNDS,
+            2 * FIBERS * ROUNDS,
+            (FIBERS * ROUNDS) as usize
+        )
+    );
+}
