@@ -5,6 +5,14 @@
 //! closures run between a worker's fibers, `may` coroutines move to another thread at a yield (an `apply`
 //! from a coroutine yields), and continuations run later on the issuing thread. Each test below names the
 //! promise it checks; anything that could hang runs in a child process (or on a thread) with a deadline.
+//!
+//! Found and fixed (lock, interval): a `may` coroutine that yields inside a lock's `Debug` carried the peek and
+//! the key it held to another thread (underflow panic there, key and peek lost for good on the first); the
+//! peek's panic blamed a `Debug` the panicking fiber was not in; a `may` coroutine's blocking interval borrow
+//! parked its thread (hang with the holder on the same thread); an interval borrow in a fiber's continuation
+//! parked its worker for good. Found, not fixed (delegation, tests ignored): a fiber or coroutine suspended in
+//! the middle of unwinding leaves std's per-thread panic count wrong for others (`Poisonable` poisons wrongly).
+//! Documented, ignored: a delegated closure's interval borrow against a fiber of its own worker hangs.
 
 #[macro_use]
 mod common;
