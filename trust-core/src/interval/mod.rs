@@ -9,6 +9,10 @@
 //!   conflicting borrow exists. Reads share with reads; a write conflicts with anything it overlaps. In a
 //!   fiber of the [delegation runtime](crate::spawn) they suspend only the fiber, as `apply` does: its
 //!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
+//!   In a continuation its worker runs (outside any fiber, where nothing can suspend), a borrow that would
+//!   have to wait panics instead, naming `try_*`: parking there would stop the worker and its fibers.
+//!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
+//!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
 //!   [`TryLockError`] and leave nothing behind.
 //! - [`read_async`](IntervalRwLock::read_async) / [`write_async`](IntervalRwLock::write_async) return
@@ -112,6 +116,8 @@ pub use mutex::{IntervalMutex, PrioritizedMutex};
 
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
+use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
+use std::task::Waker;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -418,17 +424,28 @@ impl<T> IntervalRwLock<T> {
             })
     }
 
-    /// Takes `range`, parking the thread (suspending the fiber) while it is queued; ticket 0 for an empty range.
+    /// Takes `range`, parking the thread (suspending the fiber, yielding the `may` coroutine) while it is queued;
+    /// ticket 0 for an empty range.
     fn lock_blocking(&self, range: &Range<usize>, write: bool, priority: u32) -> u64 {
         if range.is_empty() {
             return 0;
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path.
-        let request = self
-            .state()
-            .request(range.start, range.end, write, priority, || Wake::Blocked(Waiter::current()));
+        let request = self.state().request(range.start, range.end, write, priority, || {
+            if in_may_coroutine() {
+                // It polls (`wait_as_coroutine`): nothing to wake.
+                Wake::Task(Waker::noop().clone())
+            } else {
+                Wake::Blocked(Waiter::current())
+            }
+        });
         match request {
             Request::Granted(ticket) => ticket,
+            Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
+            Request::Queued(ticket) if in_a_workers_scheduler() => {
+                self.cancel(range, ticket, write);
+                scheduler_wait_panic(self.name, range, write)
+            }
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
@@ -439,6 +456,36 @@ impl<T> IntervalRwLock<T> {
                 }
             },
         }
+    }
+
+    /// Waits for `ticket` in a `may` coroutine as `apply` does (`MayWait`: yields for 4 ms, then sleeps on `may`'s
+    /// timer 16 ms at a time): parking would stop the coroutine's thread, where the holder of the range may be
+    /// another coroutine. A coroutine cancelled while it waits unwinds from here: its request is withdrawn, or
+    /// it would hold back every later conflicting borrow for good.
+    fn wait_as_coroutine(&self, range: &Range<usize>, ticket: u64, write: bool) -> u64 {
+        struct Withdraw<'a, T> {
+            lock: &'a IntervalRwLock<T>,
+            range: &'a Range<usize>,
+            ticket: u64,
+            write: bool,
+        }
+        impl<T> Drop for Withdraw<'_, T> {
+            fn drop(&mut self) {
+                self.lock.cancel(self.range, self.ticket, self.write);
+            }
+        }
+        let withdraw = Withdraw {
+            lock: self,
+            range,
+            ticket,
+            write,
+        };
+        let mut wait = MayWait::default();
+        while !self.state().is_granted(ticket) {
+            wait.snooze();
+        }
+        std::mem::forget(withdraw);
+        ticket
     }
 
     /// Releases a held borrow (ticket 0: nothing recorded) and wakes whoever it let through, after
@@ -457,6 +504,30 @@ impl<T> IntervalRwLock<T> {
         drop(own_waker);
         Wake::wake_all(wakes);
     }
+}
+
+/// True on a worker's thread outside any fiber and outside a delegated closure: in a continuation its scheduler
+/// runs. Parking there would stop the worker, and with it its fibers, one of which may hold the range (it
+/// could never resume to release it). (A delegated closure parks: documented in `docs/interval.md`.)
+fn in_a_workers_scheduler() -> bool {
+    use crate::delegation::worker::context;
+    context::worker().is_some() && context::fiber().is_none() && !context::in_delegated()
+}
+
+#[cold]
+#[inline(never)]
+fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
+    let (call, try_call, async_call) = if write {
+        ("write", "try_write", "write_async")
+    } else {
+        ("read", "try_read", "read_async")
+    };
+    panic!(
+        "`{name}::{call}({range:?})` must wait for a conflicting borrow, in a continuation that runs on a \
+         worker (outside any fiber: it cannot suspend): waiting there would stop the worker, whose fibers may \
+         hold that range and could never resume to release it; use `{try_call}`, or borrow the range in the \
+         fiber itself (after `wait_pending`), or with `{async_call}`"
+    )
 }
 
 /// An [`IntervalRwLock`] seen through a request priority; made by

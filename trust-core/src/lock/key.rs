@@ -10,6 +10,8 @@
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::rank::{NoneHeld, Rank};
 
@@ -19,31 +21,122 @@ thread_local! {
     static KEY_TAKEN: Cell<bool> = const { Cell::new(false) };
     /// `Debug` peeks in progress on this thread (see [`Peek`]).
     static PEEKING: Cell<usize> = const { Cell::new(0) };
+    /// This thread's number for [`STRANDED`] (0: none yet), never reused by another thread (a `ThreadId`
+    /// needs `thread::current()`, which this module avoids in TLS destructors).
+    static THREAD_TAG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// This thread's number, drawn on first use.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    THREAD_TAG.with(|tag| {
+        if tag.get() == 0 {
+            tag.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        tag.get()
+    })
+}
+
+/// A [`Peek`] that ended on another thread than the one it started on: the key it held (if any) and its
+/// count belong to thread `origin`, which takes them back itself (a `Cell` of another thread cannot be
+/// touched) the next time it finds its key out or its peek count non-zero ([`reclaim_stranded`]).
+struct Stranded {
+    origin: u64,
+    key: bool,
+}
+
+/// Peeks that ended on another thread, waiting for their thread to take them back.
+static STRANDED: StdMutex<Vec<Stranded>> = StdMutex::new(Vec::new());
+/// How many entries `STRANDED` holds: the common case (none) costs one load, no lock.
+static STRANDED_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes back this thread's key and peek counts that a [`Peek`] carried to another thread; whether it took
+/// any. Cold: only when the key is out or a peek count is non-zero.
+#[cold]
+#[inline(never)]
+fn reclaim_stranded() -> bool {
+    if STRANDED_LEN.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let me = thread_tag();
+    let (mut peeks, mut key) = (0, false);
+    {
+        let mut stranded = STRANDED.lock().unwrap_or_else(|e| e.into_inner());
+        stranded.retain(|s| {
+            let mine = s.origin == me;
+            if mine {
+                peeks += 1;
+                key |= s.key;
+            }
+            !mine
+        });
+        STRANDED_LEN.store(stranded.len(), Ordering::Release);
+    }
+    if peeks == 0 {
+        return false;
+    }
+    PEEKING.with(|p| p.set(p.get() - peeks));
+    if key {
+        KEY_TAKEN.with(|taken| taken.set(false));
+    }
+    true
 }
 
 /// A lock's `Debug` printing its data under a lock it took without the key (a try, which never blocks): while
 /// one lives, no blocking acquisition may start on this thread. The key is out, so the data's own `Debug`
 /// cannot take it from the thread; but it could reach a key the program keeps where that code can get it
 /// (a thread-local), lock another mutex, and wait, holding this one: the one wait the key rules out.
-pub(crate) struct Peek(());
+///
+/// It also holds this thread's key meanwhile, if it is free. Both are this thread's: if the data's `Debug`
+/// yields a coroutine that goes on on another thread (a `may` coroutine's `apply`), the peek ends there, and
+/// gives them back to the thread it started on (see [`Stranded`]) rather than to the one it ends on, whose
+/// key may be out (it would become two) and whose count may be 0.
+pub(crate) struct Peek {
+    /// This peek took the thread's key (it was free).
+    key: bool,
+    /// The thread it started on ([`thread_tag`]).
+    origin: u64,
+    _not_send: PhantomData<*const ()>,
+}
 
 impl Peek {
     pub(crate) fn start() -> Self {
+        let mut taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        if taken && reclaim_stranded() {
+            taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        }
+        let key = !taken;
         PEEKING.with(|p| p.set(p.get() + 1));
-        Peek(())
+        Peek {
+            key,
+            origin: thread_tag(),
+            _not_send: PhantomData,
+        }
     }
 }
 
 impl Drop for Peek {
     fn drop(&mut self) {
-        PEEKING.with(|p| p.set(p.get() - 1));
+        if thread_tag() == self.origin {
+            PEEKING.with(|p| p.set(p.get() - 1));
+            if self.key {
+                KEY_TAKEN.with(|taken| taken.set(false));
+            }
+        } else {
+            let mut stranded = STRANDED.lock().unwrap_or_else(|e| e.into_inner());
+            stranded.push(Stranded {
+                origin: self.origin,
+                key: self.key,
+            });
+            STRANDED_LEN.store(stranded.len(), Ordering::Release);
+        }
     }
 }
 
 /// Called by every blocking acquisition: panics inside a lock's `Debug` peek (see [`Peek`]).
 #[inline]
 pub(crate) fn check_not_peeking() {
-    if PEEKING.with(Cell::get) != 0 {
+    if PEEKING.with(Cell::get) != 0 && !(reclaim_stranded() && PEEKING.with(Cell::get) == 0) {
         peeking_panic();
     }
 }
@@ -52,9 +145,10 @@ pub(crate) fn check_not_peeking() {
 #[inline(never)]
 fn peeking_panic() -> ! {
     panic!(
-        "a blocking lock inside the `Debug` of a `Mutex`'s or `RwLock`'s data: `Debug` prints the data under \
-         a lock it took without this thread's key, so waiting for another lock here could deadlock; print \
-         the data inside `scoped_lock` (which takes the key) instead, or use `try_lock`"
+        "a blocking lock inside the `Debug` of a `Mutex`'s or `RwLock`'s data (or in a fiber while another fiber \
+         of this thread is suspended inside one): `Debug` prints the data under a lock it took without this \
+         thread's key, so waiting for another lock here could deadlock; print the data inside `scoped_lock` \
+         (which takes the key) instead, or use `try_lock`"
     )
 }
 
@@ -93,7 +187,11 @@ impl ThreadKey {
     /// Takes this thread's key, or `None` if it is already out (held, or lent to a guard).
     #[must_use]
     pub fn get() -> Option<Self> {
-        let taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        let mut taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        if taken && reclaim_stranded() {
+            // A `Debug` peek that ended on another thread held it (see `Peek`): it is back.
+            taken = KEY_TAKEN.with(|taken| taken.replace(true));
+        }
         // `then`, not `then_some`: an eagerly built key would be dropped when refused, and its `Drop` would
         // clear the flag while the first key is still out.
         (!taken).then(|| ThreadKey {

@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use lock_api::RawRwLock;
 
-use super::key::{self, Keyable, ThreadKey};
+use super::key::{self, Keyable};
 use super::lockable::{
     Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
 };
@@ -239,10 +239,9 @@ impl<T: ?Sized + fmt::Debug, R: Rank, L: RawRwLock> fmt::Debug for RwLock<T, R, 
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("RwLock");
         // A try never blocks, so the peek itself cannot deadlock; but the data's own `Debug` runs under the
-        // lock, so this thread's key is held meanwhile (if it is free), and no blocking acquisition may start
+        // lock, so the peek holds this thread's key meanwhile (if it is free), and no blocking acquisition may start
         // (`Peek`: the key may be out where that code can reach it): it cannot block on a lock, which could
         // wait for a thread that waits for this one.
-        let _key = ThreadKey::get();
         let _peek = key::Peek::start();
         if self.is_broken() {
             d.field("data", &format_args!("<broken>"));
