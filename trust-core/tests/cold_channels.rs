@@ -67,8 +67,8 @@ fn idle_clients(
 }
 
 /// A thread that keeps trustee 1 busy (blocking applies, one after another) until `stop`: its worker runs
-/// round after round, so quiet channels cool, and it never sleeps, so a cold channel's batch can reach it
-/// only by the doorbell (a sleeping worker looks at every channel first). Returns its applies.
+/// round after round, so quiet channels cool, and it never sleeps: a cold channel's batch reaches it by the
+/// doorbell, read once per round, and the ring's wake is no help. Returns its applies.
 fn keep_busy(c: &Trust<u64>, stop: &Arc<AtomicBool>) -> JoinHandle<u64> {
     let (c, stop) = (c.clone(), stop.clone());
     thread::spawn(move || {

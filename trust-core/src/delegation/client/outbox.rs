@@ -331,6 +331,9 @@ impl Outbox {
         let through = self.sent.wrapping_add(1 + self.backlog.len() as u32);
         self.channel.linger.through.store(through, Ordering::Relaxed);
         self.channel.linger.lingering.store(true, Ordering::Release);
+        // A trustee that no longer looks at this channel is told (`protocol::cold`): its retires read only the
+        // channels it looks at.
+        self.trustee.announced(&self.channel);
     }
 
     /// True when a record of type `F` can join the batch being built now.

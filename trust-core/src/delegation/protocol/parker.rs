@@ -59,12 +59,7 @@ impl Parker {
     /// Called after publishing work the parker's thread may be waiting for.
     #[inline]
     pub(crate) fn wake(&self) {
-        if self.asymmetric {
-            // The sleeper's `membarrier` stands in for the hardware fence (see the module docs).
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            fence(Ordering::SeqCst);
-        }
+        self.fence_light();
         if self.sleeping.load(Ordering::Relaxed) {
             #[cfg(not(loom))]
             if let Some(waker) = &self.poll {
@@ -73,6 +68,17 @@ impl Parker {
                 return;
             }
             self.thread.unpark();
+        }
+    }
+
+    /// The hot side's fence of the handshake (and of the cold-channel doorbell's, `cold`): a compiler fence
+    /// where the sleeper's `membarrier` stands in for the hardware fence (see the module docs).
+    #[inline]
+    pub(crate) fn fence_light(&self) {
+        if self.asymmetric {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
         }
     }
 

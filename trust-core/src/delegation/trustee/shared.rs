@@ -332,6 +332,20 @@ impl TrusteeShared {
         }
     }
 
+    /// Called by `channel`'s client after it announced records not yet published (`Outbox::linger`): rings
+    /// the doorbell when the worker no longer looks at the channel, so that a retire, which reads only the
+    /// channels it looks at (after answering the doorbell), sees the announcement. The same handshake as
+    /// `published`'s, with `wake`'s fence and no wake.
+    #[inline]
+    pub(crate) fn announced(&self, channel: &Channel) {
+        if let Some(p) = self.parker.get() {
+            p.fence_light();
+        }
+        if channel.cold.is_cold() {
+            self.ring();
+        }
+    }
+
     /// The ring is work for the worker as a batch is: a sleeping worker looks at the doorbell, not at its cold
     /// channels, before it sleeps, so the ring is followed by a `wake` (the handshake of `parker`).
     #[cold]

@@ -462,17 +462,19 @@ impl Worker {
     /// round.
     fn cool_quiet(&self) {
         let mut served = self.served.borrow_mut();
-        let before = self.hot.get();
-        if before <= COOL_ABOVE {
+        if served.len() <= COOL_ABOVE {
             return;
         }
+        let before = self.hot.get();
         let now = self.rounds.get();
         let (mut hot, mut i) = (before, 0);
         while i < hot {
             let s = &served[i];
+            // Not one announcing unpublished records: a retire must read its bound (see `retire_with`).
             let quiet = s.paused.is_none()
                 && now - s.busy_at >= QUIET_ROUNDS
                 && !s.channel.closed.load(Ordering::Relaxed)
+                && !s.channel.linger.lingering.load(Ordering::Relaxed)
                 && s.channel.slots.pending(s.served).is_none();
             if quiet {
                 s.channel.cold.cool();
@@ -493,7 +495,18 @@ impl Worker {
 
     /// Takes the doorbell's ring, if any, and looks at every cold channel: those with a batch (or closed)
     /// are looked at every round again.
+    #[inline]
     fn answer_doorbell(&self) {
+        // A load first, the swap (a write) only when rung. A ring that happened before the caller's reason to
+        // look (a decrement, in `retire_with`) is seen by the load, unless answered since.
+        if self.shared.doorbell.is_rung() {
+            self.answer_ring();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn answer_ring(&self) {
         if !self.shared.doorbell.answer() {
             return;
         }
@@ -502,13 +515,17 @@ impl Worker {
         self.warm_pending(&mut served, self.hot.get()..len);
     }
 
-    /// Warms the cold channels in `range` (all past `hot`) that have a batch pending or are closed.
+    /// Warms the cold channels in `range` (all past `hot`) that have a batch pending, announce records not yet
+    /// published, or are closed.
     fn warm_pending(&self, served: &mut [Served], range: std::ops::Range<usize>) {
         let mut hot = self.hot.get();
         debug_assert!(hot <= range.start);
         for i in range {
             let s = &mut served[i];
-            if s.channel.slots.pending(s.served).is_some() || s.channel.closed.load(Ordering::Acquire) {
+            if s.channel.slots.pending(s.served).is_some()
+                || s.channel.linger.lingering.load(Ordering::Acquire)
+                || s.channel.closed.load(Ordering::Acquire)
+            {
                 s.channel.cold.warm();
                 s.busy_at = self.rounds.get();
                 // Position `hot` holds a cold channel looked at already (or this one).
@@ -577,9 +594,7 @@ impl Worker {
     /// Trustee side: runs one pending batch per channel and answers it (a paused batch resumes where it
     /// stopped, once its waiting record can run); forgets channels whose client is gone.
     fn serve(&self) -> bool {
-        if self.shared.doorbell.is_rung() {
-            self.answer_doorbell();
-        }
+        self.answer_doorbell();
         let mut busy = false;
         let mut closed = false;
         // The cold channels are not looked at: their clients ring.
@@ -708,9 +723,13 @@ impl Worker {
     fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
         // A channel registered, or a count change mailed, before the escape must be waited for too.
         self.take_all_mail();
-        let waits: Vec<_> = self
-            .served
-            .borrow()
+        // Only the channels looked at every round are read (a thousand cold ones made each drop microseconds):
+        // a client that published or announced records on a cold channel rang before the handle could escape,
+        // so its channel is warm once the doorbell is answered (`protocol::cold`), and a cold channel has
+        // nothing pending, nothing announced.
+        self.answer_doorbell();
+        let hot = self.hot.get();
+        let waits: Vec<_> = self.served.borrow()[..hot]
             .iter()
             .filter_map(|s| {
                 let need = if s.channel.linger.lingering.load(Ordering::Acquire) {
