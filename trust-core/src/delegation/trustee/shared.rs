@@ -335,8 +335,9 @@ impl TrusteeShared {
     /// Called by `channel`'s client after it announced records not yet published (`Outbox::linger`): rings
     /// the doorbell when the worker no longer looks at the channel, so that a retire, which reads only the
     /// channels it looks at (after answering the doorbell), sees the announcement. The same handshake as
-    /// `published`'s, with `wake`'s fence and no wake.
-    #[inline]
+    /// `published`'s, with `wake`'s fence and no wake. Out of line: once per batch, and its compiler fence
+    /// would stop the caller's batch bookkeeping from staying in registers.
+    #[inline(never)]
     pub(crate) fn announced(&self, channel: &Channel) {
         if let Some(p) = self.parker.get() {
             p.fence_light();
