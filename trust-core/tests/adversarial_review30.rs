@@ -629,12 +629,21 @@ enum Then {
     Exit,
 }
 
-/// A client thread (among 30 idle ones, the trustee kept busy) issues 5 `apply_then`s on a value, unpublished,
-/// after its channel went cold, and hands its handle to the main thread, which drops it and its own: the
-/// last handle. The value must wait for those 5 requests (README: "dropped once every request sent before
-/// has run"): still there 100 ms later, then dropped exactly once, having seen all 5, once the client
-/// publishes (`then`).
-fn last_handle_dropped_while_a_cold_client_holds_unpublished_requests(then: Then) {
+/// A value on trustee 1 with 5 `apply_then`s on it unpublished by `holder`, a client thread whose channel had
+/// gone cold (among 30 idle clients, the trustee kept busy until `stop`): the value's two handles (the
+/// holder's came back), its drop counters, and what to stop and join after.
+struct ColdHolder {
+    v: Trust<Tracked>,
+    escaped: Trust<Tracked>,
+    drops: Arc<AtomicU64>,
+    at: Arc<AtomicU64>,
+    holder: Clients,
+    idle: Clients,
+    stop: Arc<AtomicBool>,
+    busy: JoinHandle<u64>,
+}
+
+fn cold_holder() -> ColdHolder {
     let far = rt().trustee(1).entrust(0u64);
     far.apply(|c| *c += 1);
     let idle = Clients::new(30, &far);
@@ -652,6 +661,34 @@ fn last_handle_dropped_while_a_cold_client_holds_unpublished_requests(then: Then
         htx.send(v2).unwrap();
     });
     let escaped = hrx.recv_timeout(Duration::from_secs(10)).unwrap();
+    ColdHolder {
+        v,
+        escaped,
+        drops,
+        at,
+        holder,
+        idle,
+        stop,
+        busy,
+    }
+}
+
+/// A client thread (among 30 idle ones, the trustee kept busy) issues 5 `apply_then`s on a value, unpublished,
+/// after its channel went cold, and hands its handle to the main thread, which drops it and its own: the
+/// last handle. The value must wait for those 5 requests (README: "dropped once every request sent before
+/// has run"): still there 100 ms later, then dropped exactly once, having seen all 5, once the client
+/// publishes (`then`).
+fn last_handle_dropped_while_a_cold_client_holds_unpublished_requests(then: Then) {
+    let ColdHolder {
+        v,
+        escaped,
+        drops,
+        at,
+        holder,
+        idle,
+        stop,
+        busy,
+    } = cold_holder();
     // Its records are unpublished, and its channel warm: announcing them on a cold channel rang the doorbell
     // (a retire reads only the channels the worker looks at).
     wait_until(
@@ -731,23 +768,16 @@ fn into_inner_waits_for_a_cold_clients_unpublished_requests() {
         "into_inner_waits_for_a_cold_clients_unpublished_requests",
         60
     );
-    let far = rt().trustee(1).entrust(0u64);
-    far.apply(|c| *c += 1);
-    let idle = Clients::new(30, &far);
-    let (v, drops, _) = tracked();
-    let v2 = v.clone();
-    let holder = Clients::new(1, &far);
-    let stop = Arc::new(AtomicBool::new(false));
-    let busy = keep_busy(&far, &stop);
-    wait_all_cold_but(BUSY as u64);
-    let (htx, hrx) = mpsc::channel();
-    holder.run(0, move |_| {
-        for _ in 0..5 {
-            v2.apply_then(|v| v.applied += 1, |()| ());
-        }
-        htx.send(v2).unwrap();
-    });
-    let escaped = hrx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let ColdHolder {
+        v,
+        escaped,
+        drops,
+        holder,
+        idle,
+        stop,
+        busy,
+        ..
+    } = cold_holder();
     drop(v);
     let (rtx, rrx) = mpsc::channel();
     let taker = thread::spawn(move || {
