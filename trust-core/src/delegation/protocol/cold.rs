@@ -2,8 +2,9 @@
 //! loop, one load each, and a thousand plain threads that called once and stay alive made each round a
 //! thousand cache misses (a blocking `apply` from another thread took 5.9 us instead of 0.5). So a trustee
 //! with many channels marks those that have been quiet for long [`Cold`] and stops looking at them; a client
-//! that publishes a batch on a cold channel rings the trustee's [`Doorbell`], and the trustee, which looks
-//! at the doorbell once per round, then looks at its cold channels and serves them again.
+//! that publishes a batch on a cold channel (or closes it, or announces records not yet published, which a
+//! retire must read) rings the trustee's [`Doorbell`], and the trustee, which looks at the doorbell once per
+//! round (and before a retire), then looks at its cold channels and warms those that need it.
 //!
 //! The handshake is Dekker's, as in `parker`: the trustee marks a channel cold, fences, and looks at the
 //! channel once more; the client publishes, fences, and looks at the mark. At least one of them sees the
