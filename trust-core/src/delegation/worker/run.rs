@@ -101,7 +101,7 @@ const IO_SPIN: u32 = 16;
 const POLL_EVERY: u32 = 16;
 const IDLE_POLLS: u32 = 8;
 
-/// A worker with more channels than this looks at every round stops looking at those quiet for `QUIET_ROUNDS`
+/// A worker serving more channels than this stops looking every round at those quiet for `QUIET_ROUNDS`
 /// rounds (`protocol::cold`): each look is a load of another client's line, and with a thousand idle client
 /// threads alive a blocking `apply` from one more thread took 5.9 us instead of 0.5 (a look per channel per
 /// round), and one thread's `apply_then` half its rate. With as few as this, looking costs less than the
@@ -455,8 +455,8 @@ impl Worker {
         self.shared.metrics.set_channels(served.len(), served.len() - self.hot.get());
     }
 
-    /// Stops looking every round at the channels quiet for `QUIET_ROUNDS` rounds, when more than `COOL_ABOVE`
-    /// are looked at: each is marked cold, and its client rings the doorbell when it publishes again. A
+    /// Stops looking every round at the channels quiet for `QUIET_ROUNDS` rounds, when it serves more than
+    /// `COOL_ABOVE`: each is marked cold, and its client rings the doorbell when it publishes again. A
     /// batch published before its client could see the mark is looked for once more after the heavy fence
     /// (the handshake of `protocol::cold`). A channel with a paused batch stays: its batch is retried each
     /// round.
@@ -493,8 +493,8 @@ impl Worker {
         self.warm_pending(&mut served, hot..before);
     }
 
-    /// Takes the doorbell's ring, if any, and looks at every cold channel: those with a batch (or closed)
-    /// are looked at every round again.
+    /// Takes the doorbell's ring, if any, and looks at every cold channel: those with a batch, announcing
+    /// records, or closed are looked at every round again.
     #[inline]
     fn answer_doorbell(&self) {
         // A load first, the swap (a write) only when rung. A ring that happened before the caller's reason to
