@@ -26,10 +26,10 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use common::{calibrate, child_ok, coroutine, load, panic_message, quiet, rt, spawn_on, within};
-use trust_core::Trust;
 use trust_core::interval::IntervalRwLock;
 use trust_core::lock::{Mutex, RwLock, ThreadKey};
 use trust_core::wait_pending;
+use trust_core::{Fiber, Trust};
 
 /// Spins (sleeping 1 ms) until `flag` is set, for 5 s at most; whether it was set.
 fn wait_flag(flag: &AtomicBool) -> bool {
@@ -307,6 +307,22 @@ fn load_flag(f: &AtomicBool) -> bool {
 // 3. Interval locks between a worker's fibers and its delegated closures
 // ---------------------------------------------------------------------------------------------------------
 
+/// An interval lock of 8 zeros and a fiber on worker 0 that writes `0..4`, flags `held` once it holds it,
+/// sleeps 50 ms (a fiber sleep: its worker runs on) and fills the range with 1s (after `calibrate`).
+fn a_fiber_holding_0_to_4() -> (&'static IntervalRwLock<u32>, Fiber<()>, Arc<AtomicBool>) {
+    let lock: &'static IntervalRwLock<u32> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
+    let held = Arc::new(AtomicBool::new(false));
+    let held2 = held.clone();
+    let f = spawn_on(0, move || {
+        let mut g = lock.write(0..4);
+        held2.store(true, Ordering::SeqCst);
+        trust_core::sleep(Duration::from_millis(50));
+        g.fill(1);
+    });
+    (lock, f, held)
+}
+
 /// Not a broken promise: docs/interval.md (Caveats) says a delegated closure's `read`/`write` blocks the worker's
 /// thread, "so a range held by a fiber of that same worker is never released: take it with `try_*` there".
 /// What it costs, shown: fiber F on worker 0 writes `0..4`, then sleeps 50 ms (suspended, holding it);
@@ -324,16 +340,7 @@ fn interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does
         20
     );
     calibrate();
-    let lock: &'static IntervalRwLock<u32> =
-        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
-    let held = Arc::new(AtomicBool::new(false));
-    let held2 = held.clone();
-    let f = spawn_on(0, move || {
-        let mut g = lock.write(0..4);
-        held2.store(true, Ordering::SeqCst);
-        trust_core::sleep(Duration::from_millis(50));
-        g.fill(1);
-    });
+    let (lock, f, held) = a_fiber_holding_0_to_4();
     assert!(wait_flag(&held));
     let on0 = rt().trustee(0).entrust(());
     let r = within(5, move || {
@@ -821,16 +828,7 @@ fn interval_write_in_a_fibers_continuation_does_not_stop_its_worker() {
         20
     );
     calibrate();
-    let lock: &'static IntervalRwLock<u32> =
-        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
-    let held = Arc::new(AtomicBool::new(false));
-    let held2 = held.clone();
-    let f = spawn_on(0, move || {
-        let mut g = lock.write(0..4);
-        held2.store(true, Ordering::SeqCst);
-        trust_core::sleep(Duration::from_millis(50));
-        g.fill(1);
-    });
+    let (lock, f, held) = a_fiber_holding_0_to_4();
     let (held3, on1) = (held.clone(), rt().trustee(1).entrust(0u64));
     let a = spawn_on(0, move || {
         while !held3.load(Ordering::SeqCst) {

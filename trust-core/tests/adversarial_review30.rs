@@ -47,22 +47,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// Trustee 1's channel counts now: all of them, and the cold ones.
 fn channels() -> (u64, u64) {
-    let m = rt().trustee(1).metrics();
-    (m.channels, m.cold_channels)
-}
-
-/// Waits up to `secs` seconds (running `step` meanwhile) until `done()`; fails with `what` otherwise.
-fn wait_until(what: &str, secs: u64, mut step: impl FnMut(), done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for: {what}; (channels, cold) = {:?}",
-            channels()
-        );
-        step();
-        thread::sleep(Duration::from_millis(1));
-    }
+    channel_counts(1)
 }
 
 /// Waits until every channel of trustee 1 but `hot` of them is cold (someone keeps the trustee busy).
@@ -399,17 +384,15 @@ fn sixteen_channels_never_cool() {
     child_ok();
 }
 
-/// FAILS (review 30): the metrics promise that "with more than 16 clients, one that sent nothing for 4,096
+/// Failed on ba7c19c (review 30), fixed since: the metrics promise that "with more than 16 clients, one that sent nothing for 4,096
 /// rounds rings the trustee's doorbell with its next request" (`TrusteeMetrics::cold_channels`; README: "With
-/// more than 16, it stops looking at those quiet for 4,096 rounds"). `Worker::cool_quiet` returns at once
-/// when 16 or fewer channels are *hot* (`before <= COOL_ABOVE`, `before` = `self.hot`), not when 16 or fewer
-/// exist: its first sweep past 16 cools the channels quiet then, and a channel that was not quiet yet (here
+/// more than 16, it stops looking at those quiet for 4,096 rounds"). `Worker::cool_quiet` returned at once
+/// when 16 or fewer channels were *hot* (it now looks at how many exist): its first sweep past 16 cools the channels quiet then, and a channel that was not quiet yet (here
 /// the 17th client's, registered less than 4,096 rounds before; or any warmed by a call later) stays hot
 /// for good, however long it is quiet. Here: 16 channels, a 17th client calls once, and the busy thread goes
 /// on for 100,000 more batches: 16 of the 17 are quiet for ~100,000 rounds, and the metrics show 14 or 15
 /// cold, never 16.
 #[test]
-
 fn seventeen_channels_cool_every_quiet_one() {
     let _s = serial();
     in_child!("seventeen_channels_cool_every_quiet_one", 60);
@@ -1145,32 +1128,26 @@ fn last_drop_ns(far: &Trust<u64>, n: u32) -> f64 {
     t.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
-fn median_f(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// FAILS (review 30): README "Idle clients cost nothing" ("a thread that called once and stays alive keeps a
+/// Failed on ba7c19c (review 30), fixed since: README "Idle clients cost nothing" ("a thread that called once and stays alive keeps a
 /// channel to that trustee ... With more than 16, it stops looking at those quiet"). Not when a value's last
-/// handle is dropped: `Worker::retire_with` (run.rs) bounds the requests that may still refer to the value by
-/// reading every served channel, hot or cold (`linger.lingering`, then `linger.through` or
+/// handle was dropped: `Worker::retire_with` (run.rs) bounded the requests that may still refer to the value
+/// by reading every served channel, hot or cold (`linger.lingering`, then `linger.through` or
 /// `slots.published()`: a line of each idle client's), and so does every retire (each last-handle drop, each
 /// count that dips to zero, `try_unwrap`, `into_inner`). Here, 2,000 values entrusted and then dropped by one
 /// thread, 5 times: median cost per drop alone against beside 1,000 cold idle client threads. Measured: debug
 /// build 1.5-3.2 us alone, 22-31 us beside them (entrusting them stays at 1.4 us); release build 119-126 ns
 /// alone, 4.3-9.1 us beside them (35-75x). Bound: under twice as much, plus 1 us.
 #[test]
-
 fn idle_clients_cost_nothing_to_a_values_last_drop() {
     let _s = serial();
     in_child!("idle_clients_cost_nothing_to_a_values_last_drop", 120);
     let far = rt().trustee(1).entrust(0u64);
     far.apply(|c| *c += 1);
     last_drop_ns(&far, 2000);
-    let alone = median_f((0..5).map(|_| last_drop_ns(&far, 2000)).collect());
+    let alone = median_f64((0..5).map(|_| last_drop_ns(&far, 2000)).collect());
     let clients = Clients::new(1000, &far);
     cool_all_then_sleep(&far);
-    let idle = median_f((0..5).map(|_| last_drop_ns(&far, 2000)).collect());
+    let idle = median_f64((0..5).map(|_| last_drop_ns(&far, 2000)).collect());
     eprintln!(
         "a last handle's drop: {alone:.0} ns alone, {idle:.0} ns beside 1,000 cold idle clients; {:?}",
         channels()

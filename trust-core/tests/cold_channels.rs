@@ -20,21 +20,27 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Trustee 1's channel counts now: all of them, and the cold ones.
 fn channels() -> (u64, u64) {
-    let m = rt().trustee(1).metrics();
-    (m.channels, m.cold_channels)
+    channel_counts(1)
 }
 
 /// Waits (up to 20 s, `step` running meanwhile) until trustee 1 has at least `n` cold channels.
-fn wait_cold(n: u64, step: impl Fn()) {
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    while channels().1 < n {
-        assert!(
-            Instant::now() < deadline,
-            "{n} channels did not cool within 20 s: (all, cold) = {:?}",
-            channels()
-        );
-        step();
-        thread::sleep(std::time::Duration::from_millis(1));
+fn wait_cold(n: u64, step: impl FnMut()) {
+    wait_until(&format!("{n} channels cool"), 20, step, || {
+        channels().1 >= n
+    });
+}
+
+/// Joins an `apply` on `c` from a fiber on each worker (`spawn` alternates them): each worker's channel to
+/// `c`'s trustee, or the local shortcut on its own.
+fn apply_from_both_workers(c: &Trust<u64>) {
+    let fibers: Vec<_> = (0..2)
+        .map(|_| {
+            let c = c.clone();
+            trust_core::spawn(move || c.apply(|c| *c += 1))
+        })
+        .collect();
+    for f in fibers {
+        f.join().unwrap();
     }
 }
 
@@ -88,11 +94,6 @@ fn round_trip(c: &Trust<u64>) -> f64 {
         c.apply(|c| *c += 1);
     }
     t.elapsed().as_nanos() as f64 / 200.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Mean ns of one `apply` on `c` from a fiber on worker 0, over 100.
@@ -162,7 +163,7 @@ fn a_thousand_idle_client_threads_cost_a_busy_trustee_nothing() {
         called.wait();
         hot.push(fiber_round_trip(&far));
     }
-    let (cold, hot) = (median(cold), median(hot));
+    let (cold, hot) = (median_f64(cold), median_f64(hot));
     eprintln!(
         "apply beside 1,000 idle clients: {cold:.0} ns once they are cold; {hot:.0} ns while hot"
     );
@@ -215,29 +216,12 @@ fn cold_clients_calling_again_are_all_served_exactly() {
             wait_pending();
             if i % 100 == 0 {
                 // A fiber on each worker (its worker's channel to trustee 1, cold by now, rings too).
-                let c = c.clone();
-                let fibers: Vec<_> = (0..2)
-                    .map(|_| {
-                        let c = c.clone();
-                        trust_core::spawn(move || c.apply(|c| *c += 1))
-                    })
-                    .collect();
-                for f in fibers {
-                    f.join().unwrap();
-                }
+                apply_from_both_workers(c);
             }
         })
     };
     // The workers' channels to trustee 1 (each worker's own, and worker 0's) are made before they cool.
-    let warmup: Vec<_> = (0..2)
-        .map(|_| {
-            let far = far.clone();
-            trust_core::spawn(move || far.apply(|c| *c += 1))
-        })
-        .collect();
-    for f in warmup {
-        f.join().unwrap();
-    }
+    apply_from_both_workers(&far);
     let busy = keep_busy(&far, &stop);
     wait_cold(1000, || {});
     go.wait();

@@ -639,3 +639,30 @@ pub fn linger0(s: &std::net::TcpStream) {
     };
     assert_eq!(rc, 0);
 }
+
+/// Trustee `index`'s channel counts now (`TrusteeMetrics`): all of them, and the cold ones.
+pub fn channel_counts(index: usize) -> (u64, u64) {
+    let m = rt().trustee(index).metrics();
+    (m.channels, m.cold_channels)
+}
+
+/// Waits up to `secs` seconds (running `step` meanwhile) until `done()`; fails with `what` and trustee 1's
+/// channel counts otherwise (the cold-channel tests' wait).
+pub fn wait_until(what: &str, secs: u64, mut step: impl FnMut(), done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}; (channels, cold) = {:?}",
+            channel_counts(1)
+        );
+        step();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
