@@ -272,3 +272,55 @@ fn cold_clients_exiting_with_requests_in_flight_are_served_and_forgotten() {
     assert_eq!(far.apply(|c| *c), 1 + 200 * (1 + 100) + busy);
     child_ok();
 }
+
+/// A snapshot of the metrics never counts more cold channels than channels: while 300 cold clients exit (each
+/// exit lowers both counts), a thread takes snapshots of trustee 1's metrics in a loop. The worker wrote the
+/// two counts one after the other, and a snapshot between the two stores saw the new total with the old cold
+/// count (review 30's note); they are one word now.
+#[test]
+fn metrics_never_count_more_cold_channels_than_channels() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    in_child!("metrics_never_count_more_cold_channels_than_channels", 120);
+    let (far, clients) = (rt().trustee(1).entrust(0u64), rt().trustee(1).entrust(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let (mut snapshots, mut torn) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let (all, cold) = channels();
+                snapshots += 1;
+                if cold > all {
+                    torn.push((all, cold));
+                }
+            }
+            (snapshots, torn)
+        })
+    };
+    for _ in 0..5 {
+        let go = Arc::new(Barrier::new(301));
+        let threads = idle_clients(300, &clients, &go, |_, _| {});
+        wait_cold(300, || {
+            round_trip(&far);
+        });
+        go.wait();
+        for t in threads {
+            t.join().unwrap();
+        }
+        eventually("the exited clients' channels are gone", || {
+            round_trip(&far);
+            channels().0 < 16
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (snapshots, torn) = reader.join().unwrap();
+    assert!(snapshots > 1000, "the reader took {snapshots} snapshots");
+    assert!(
+        torn.is_empty(),
+        "{} of {snapshots} snapshots counted more cold channels than channels, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(5)]
+    );
+    assert_eq!(clients.apply(|c| *c), 5 * 300);
+    child_ok();
+}

@@ -1,7 +1,8 @@
 //! What a worker counts about itself, for `Runtime::metrics`: requests served, batches answered, fibers
 //! alive, parks and the time spent parked. Each counter is written only by its worker's own thread, with a
 //! plain load and store (no read-modify-write: nobody else writes it), Relaxed; other threads only load
-//! them, so a snapshot is a set of recent values, not one instant. The worker updates them once per batch,
+//! them, so a snapshot is a set of recent values, not one instant (but the channel counts, all and cold, are
+//! one word, read together). The worker updates them once per batch,
 //! per park and per fiber start or end, never per request. The park's start and end are the exception: a
 //! sequence number around them (a seqlock) makes the time busy and idle one consistent reading, so that
 //! neither ever goes backwards between two snapshots (the examples subtract them).
@@ -40,8 +41,9 @@ pub(crate) struct Metrics {
     requests: Counter,
     batches: Counter,
     fibers: Counter,
+    /// The channels served (high 32 bits) and the cold ones among them (low 32 bits), in one word so that a
+    /// snapshot never sees more cold channels than channels (a worker's change of both read half done).
     channels: Counter,
-    cold_channels: Counter,
     parks: Counter,
     /// Nanoseconds parked, parks ended.
     idle_ns: Counter,
@@ -98,8 +100,8 @@ impl Metrics {
     /// The channels the worker serves changed: `all` of them, `cold` of which it no longer looks at every
     /// round.
     pub(crate) fn set_channels(&self, all: usize, cold: usize) {
-        self.channels.set(all as u64);
-        self.cold_channels.set(cold as u64);
+        debug_assert!(cold <= all && all <= u32::MAX as usize);
+        self.channels.set((all as u64) << 32 | cold as u64);
     }
 
     /// The worker is about to park; the guard counts the park and its duration when dropped.
@@ -138,12 +140,13 @@ impl Metrics {
                 break (now, (idle + current).min(now));
             }
         };
+        let channels = self.channels.get();
         Snapshot {
             requests: self.requests.get(),
             batches: self.batches.get(),
             fibers: self.fibers.get(),
-            channels: self.channels.get(),
-            cold_channels: self.cold_channels.get(),
+            channels: channels >> 32,
+            cold_channels: channels & u64::from(u32::MAX),
             parks: self.parks.get(),
             busy: Duration::from_nanos(now - idle),
             idle: Duration::from_nanos(idle),
