@@ -380,7 +380,8 @@ impl Runtime {
 
     /// Stops the runtime: every worker answers what it was already sent, drops every property still
     /// entrusted (each exactly once), and exits. Runs by itself at process exit (but not when `exit` is
-    /// called on a worker: it would wait for that worker; the process then ends without dropping them).
+    /// called on a worker: it would wait for that worker; the process then ends without dropping them; nor in
+    /// a process forked after the runtime started, which has no workers).
     /// Afterwards `entrust`, `apply` and `spawn` panic, and dropping a `Trust` does nothing. A `join` of a
     /// fiber it finds suspended returns the shutdown panic. Waits up to 5 seconds for the workers (a fiber
     /// stuck in an endless loop cannot be stopped).
