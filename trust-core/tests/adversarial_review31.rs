@@ -21,7 +21,10 @@
 //!   after the runtime's client thread-local (registered before it) got a fresh client context for every
 //!   call, dropped at the call's end: its 10 `apply_then`s ran but their continuations never did (0 of 10 after
 //!   `wait_pending`, which found nothing outstanding), and a continuation's panic was lost ("nothing" resumed).
-//!   Such calls now share a second thread-local client (`LATE_CLIENT`), made then and destroyed after them.
+//!   Same in `a_continuation_capture_dropped_at_thread_exit_delegates_and_waits`: a continuation dropped unrun
+//!   at thread exit (during the client thread-local's own destruction) whose capture's `Drop` does `apply_then`
+//!   and `wait_pending`: the continuation never ran (20 of 20 threads). Such calls now share a second
+//!   thread-local client (`LATE_CLIENT`, in `call.rs`), made then and destroyed after them.
 //! - `spawn_past_a_lowered_address_space_limit_panics_in_the_caller`: `spawn`'s panic when `mmap` fails under a
 //!   lowered `RLIMIT_AS` (after 128 fibers) said "memory is short" but not the limit; it now names `ulimit -v`
 //!   (`RLIMIT_AS`). Everything else held: the panic is in the caller, the 128 fibers ran to their end.
@@ -706,5 +709,70 @@ fn wait_pending_in_a_thread_local_destructor_after_the_client_is_gone() {
         };
         assert_eq!(got, want, "{which}");
     }
+    child_ok();
+}
+
+/// Delegates when dropped: an `apply`, then an `apply_then` and `wait_pending`; reports the `apply`'s result
+/// and whether the continuation ran.
+struct DelegatesWhenDropped(Trust<u64>, mpsc::Sender<(u64, bool)>);
+
+impl Drop for DelegatesWhenDropped {
+    fn drop(&mut self) {
+        let got = self.0.apply(|c| {
+            *c += 1;
+            *c
+        });
+        let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+        let r = ran.clone();
+        self.0.apply_then(|c| *c += 1, move |()| r.set(true));
+        trust_core::wait_pending();
+        let _ = self.1.send((got, ran.get()));
+    }
+}
+
+/// Promise ("A thread may exit with requests in flight": its continuations are "dropped on it with them", and
+/// `clone`/`drop`/`apply` keep working in destructors): 20 threads each exit with an `apply_then` in flight
+/// whose continuation captures a `DelegatesWhenDropped`, dropped unrun while the runtime's own client
+/// thread-local is being destroyed. Its `apply` must return the value's count (1), its continuation must run by
+/// its `wait_pending`, each exactly once; the value ends at 1 + 2 per thread.
+#[test]
+fn a_continuation_capture_dropped_at_thread_exit_delegates_and_waits() {
+    let _s = serial();
+    in_child!(
+        "a_continuation_capture_dropped_at_thread_exit_delegates_and_waits",
+        30
+    );
+    let rt = rt();
+    let (tx, rx) = mpsc::channel();
+    let t = rt.trustee(1).entrust(0u64);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let own = rt.trustee(0).entrust(0u64);
+        let (t2, own2, tx2) = (t.clone(), own.clone(), tx.clone());
+        thread::spawn(move || {
+            let capture = DelegatesWhenDropped(own2, tx2);
+            t2.apply(|_| ());
+            // Unpublished (a plain thread publishes 32 at a time): the exiting thread publishes it, waits for
+            // its answer and drops the continuation unrun, with its capture.
+            t2.apply_then(
+                |_| thread::sleep(Duration::from_millis(20)),
+                move |()| drop(capture),
+            );
+        })
+        .join()
+        .unwrap();
+        seen.push(
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("the capture's drop reports"),
+        );
+        assert_eq!(
+            own.apply(|c| *c),
+            2,
+            "the capture's apply and apply_then each ran once"
+        );
+    }
+    thread::sleep(Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "a capture dropped twice");
+    assert_eq!(seen, vec![(1, true); 20]);
     child_ok();
 }
