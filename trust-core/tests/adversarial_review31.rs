@@ -28,6 +28,12 @@
 //! - `spawn_past_a_lowered_address_space_limit_panics_in_the_caller`: `spawn`'s panic when `mmap` fails under a
 //!   lowered `RLIMIT_AS` (after 128 fibers) said "memory is short" but not the limit; it now names `ulimit -v`
 //!   (`RLIMIT_AS`). Everything else held: the panic is in the caller, the 128 fibers ran to their end.
+//! - `a_panic_hooks_apply_to_another_trustee_on_a_worker_says_why_it_aborts`: a panic hook that logs through a
+//!   blocking `apply` to another trustee, run on the worker where a delegated closure panicked: that `apply`
+//!   panics (as documented), and std aborts on a panic inside the hook without printing its message, so the
+//!   process died (SIGABRT) saying only "panicked at trust-core/src/delegation/call.rs:238:9: thread panicked
+//!   while processing panic". `nested_blocking` now prints its message first when the thread is already
+//!   panicking (the message names `apply_then`). The abort itself is std's.
 //!
 //! Findings, not fixed (ignored tests, each fails with `--ignored`):
 //! - `apply_in_a_forked_child_does_not_hang`: an `apply` in a forked child hangs forever (killed after 3 s): no
@@ -775,4 +781,41 @@ fn a_continuation_capture_dropped_at_thread_exit_delegates_and_waits() {
     assert!(rx.try_recv().is_err(), "a capture dropped twice");
     assert_eq!(seen, vec![(1, true); 20]);
     child_ok();
+}
+
+/// A panic hook that makes a blocking `apply` to *another* trustee: on the worker where a delegated closure
+/// panicked that `apply` panics (README: "a blocking `apply` to another trustee from inside a delegated closure
+/// panics ... the message names `apply_then` and `launch`"), and a panic inside the panic hook aborts any Rust
+/// process. What must hold: the process dies (SIGABRT, within seconds, no hang), and stderr says why: the
+/// runtime's message naming `apply_then`, not only std's "thread panicked while processing panic".
+#[test]
+fn a_panic_hooks_apply_to_another_trustee_on_a_worker_says_why_it_aborts() {
+    let _s = serial();
+    if !is_child() {
+        let e = ended(
+            "a_panic_hooks_apply_to_another_trustee_on_a_worker_says_why_it_aborts",
+            30,
+        );
+        assert_eq!(e.signal, Some(libc::SIGABRT), "{}", e.tail());
+        assert!(e.took < Duration::from_secs(5), "took {:?}", e.took);
+        assert!(
+            e.stderr.contains("apply_then"),
+            "the abort does not say why (stderr has no `apply_then`):\n{}",
+            e.tail()
+        );
+        return;
+    }
+    watchdog("a_panic_hooks_apply_to_another_trustee", 20);
+    let rt = rt();
+    let far = rt.trustee(1).entrust(0u64);
+    assert!(FAR.set(far).is_ok());
+    std::panic::set_hook(Box::new(|info| {
+        if payload_is(info, "boom") {
+            FAR.get().unwrap().apply(|c| *c += 1);
+        }
+    }));
+    let t = rt.trustee(0).entrust(0u64);
+    let _ = catch_unwind(AssertUnwindSafe(|| t.apply(|_| panic!("boom"))));
+    eprintln!("APPLY RETURNED");
+    std::process::exit(1);
 }

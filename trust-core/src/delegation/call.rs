@@ -234,10 +234,14 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 #[cold]
 #[inline(never)]
 fn nested_blocking(delegated: bool) -> ! {
-    if delegated {
-        panic!("{}", context::NESTED_BLOCKING);
+    let message = if delegated { context::NESTED_BLOCKING } else { BLOCKING_ON_SCHEDULER };
+    // Already panicking: in a panic hook (a hook that logs through a `Trust`, run where a delegated closure
+    // panicked), where std aborts on this panic without printing its message, or in a destructor during an
+    // unwind, which aborts too. Say why first.
+    if std::thread::panicking() {
+        eprintln!("trust: {message}");
     }
-    panic!("{BLOCKING_ON_SCHEDULER}");
+    panic!("{message}");
 }
 
 const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker (or in \
