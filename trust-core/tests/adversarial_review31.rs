@@ -63,7 +63,9 @@
 //! panic hook on a worker (code 6), from a plain thread with a blocked `apply` and unpublished `apply_then`s
 //! (code 4 in under 3 s, both values dropped once, the running closure finished); a panic hook that `apply`s
 //! to another property of its trustee and `apply_then`s to the other trustee and to the panicking property
-//! (100 panics, each resumed, each counter exactly 100); the parent's runtime after a fork.
+//! (100 panics, each resumed, each counter exactly 100); a panic hook on a plain thread that `apply`s and
+//! `apply_then`s while 100 of its continuations panic (`wait_pending` resumes "cont" once, then nothing; each
+//! count exactly 100); the parent's runtime after a fork.
 //!
 //! Every test runs in a child process of its own, one at a time, under a watchdog.
 
@@ -818,4 +820,47 @@ fn a_panic_hooks_apply_to_another_trustee_on_a_worker_says_why_it_aborts() {
     let _ = catch_unwind(AssertUnwindSafe(|| t.apply(|_| panic!("boom"))));
     eprintln!("APPLY RETURNED");
     std::process::exit(1);
+}
+
+static PLAIN_HOOKED: OnceLock<(Trust<u64>, Trust<u64>)> = OnceLock::new();
+
+/// Promise (a continuation's panic "is kept and resumed by the issuer's next `wait_pending()`"; continuations
+/// may issue more `apply_then`s, which count for the issuer): on a plain thread, 100 `apply_then`s whose
+/// continuations panic, with a panic hook that (on that thread) makes a blocking `apply` to trustee 0 and an
+/// `apply_then` to trustee 1. `wait_pending` must resume a "cont" panic once, then return normally, and by then
+/// all 200 of the hook's requests have run (exact counts), none twice.
+#[test]
+fn a_panic_hook_that_delegates_on_a_plain_thread_whose_continuations_panic() {
+    let _s = serial();
+    in_child!(
+        "a_panic_hook_that_delegates_on_a_plain_thread_whose_continuations_panic",
+        60
+    );
+    let rt = rt();
+    let near = rt.trustee(0).entrust(0u64);
+    let far = rt.trustee(1).entrust(0u64);
+    let t = rt.trustee(1).entrust(0u64);
+    assert!(PLAIN_HOOKED.set((near.clone(), far.clone())).is_ok());
+    std::panic::set_hook(Box::new(|info| {
+        if payload_is(info, "cont") {
+            let (near, far) = PLAIN_HOOKED.get().unwrap();
+            near.apply(|c| *c += 1);
+            far.apply_then(|c| *c += 1, |()| ());
+        }
+    }));
+    for _ in 0..100 {
+        t.apply_then(|c| *c += 1, |()| panic!("cont"));
+    }
+    let first =
+        catch_unwind(trust_core::wait_pending).map_or_else(panic_message, |()| "nothing".into());
+    assert_eq!(first, "cont", "wait_pending resumes a continuation's panic");
+    let second =
+        catch_unwind(trust_core::wait_pending).map_or_else(panic_message, |()| "nothing".into());
+    assert_eq!(second, "nothing", "one panic resumed, then none");
+    assert_eq!(
+        (t.apply(|c| *c), near.apply(|c| *c), far.apply(|c| *c)),
+        (100, 100, 100),
+        "(requests, the hook's applies, the hook's apply_thens)"
+    );
+    child_ok();
 }
