@@ -30,25 +30,41 @@ thread_local! {
     static THREAD_CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
     static RUNNING_CONTINUATIONS: Cell<bool> = const { Cell::new(false) };
     static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
+    /// The client context of a plain thread whose `THREAD_CLIENT` is destroyed already: made on the first
+    /// call from a thread-local destructor that runs after it (std runs them in reverse order of registration),
+    /// and destroyed after that destructor, so the destructor's `apply_then`s and `wait_pending` share one
+    /// context and its continuations run (each call with a context of its own would drop them unrun).
+    static LATE_CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the calling plain thread's client cell: `THREAD_CLIENT`, else (destroyed) `LATE_CLIENT`; `Err`
+/// once both are destroyed.
+#[inline]
+fn with_client_cell<R>(f: impl FnOnce(&RefCell<Option<Client>>) -> R) -> Result<R, std::thread::AccessError> {
+    let mut f = Some(f);
+    match THREAD_CLIENT.try_with(|c| (f.take().unwrap())(c)) {
+        Ok(r) => Ok(r),
+        Err(_) => LATE_CLIENT.try_with(|c| (f.take().unwrap())(c)),
+    }
 }
 
 /// Before a plain thread waits (`Fiber::join`): its unsent requests go out where a lane is free. Makes no
 /// client.
 pub(crate) fn publish_thread_unsent() {
-    let _ = THREAD_CLIENT.try_with(|c| {
+    let _ = with_client_cell(|c| {
         if let Some(client) = c.borrow_mut().as_mut() {
             client.publish_unsent(None);
         }
     });
 }
 
-/// Runs `f` with the calling plain thread's client context, or with a fresh one if the thread-local is
-/// already destroyed (a handle dropped by another thread-local's destructor). Not for workers: they have
-/// their own (`Worker::client`).
+/// Runs `f` with the calling plain thread's client context (`LATE_CLIENT` in a thread-local destructor that
+/// runs after `THREAD_CLIENT`'s), or with a fresh one if both thread-locals are already destroyed. Not for
+/// workers: they have their own (`Worker::client`).
 #[inline]
 fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
     let mut f = Some(f);
-    let r = THREAD_CLIENT.try_with(|c| {
+    let r = with_client_cell(|c| {
         let mut c = c.borrow_mut();
         let client = match &mut *c {
             Some(client) => client,
@@ -218,10 +234,14 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 #[cold]
 #[inline(never)]
 fn nested_blocking(delegated: bool) -> ! {
-    if delegated {
-        panic!("{}", context::NESTED_BLOCKING);
+    let message = if delegated { context::NESTED_BLOCKING } else { BLOCKING_ON_SCHEDULER };
+    // Already panicking: in a panic hook (a hook that logs through a `Trust`, run where a delegated closure
+    // panicked), where std aborts on this panic without printing its message, or in a destructor during an
+    // unwind, which aborts too. Say why first.
+    if std::thread::panicking() {
+        eprintln!("trust: {message}");
     }
-    panic!("{BLOCKING_ON_SCHEDULER}");
+    panic!("{message}");
 }
 
 const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker (or in \
@@ -325,7 +345,7 @@ fn run_thread_continuations() {
 /// at a time, outside any borrow of the client (they may issue more), until none is left.
 fn run_continuations_now() {
     let outer = RUNNING_CONTINUATIONS.with(|r| r.replace(true));
-    let _ = THREAD_CLIENT.try_with(|c| loop {
+    let _ = with_client_cell(|c| loop {
         // One statement: the client's borrow ends before the continuation runs.
         let Some(next) = c.borrow_mut().as_mut().and_then(Client::next_ready) else {
             break;

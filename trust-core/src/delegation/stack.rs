@@ -478,8 +478,9 @@ impl fmt::Display for StackError {
                 f,
                 "{call} for a {} KiB fiber stack failed ({e}) with {} fiber stacks mapped. If the process has \
                  reached vm.max_map_count = {max_map_count} memory mappings, raise it: `sudo sysctl -w \
-                 vm.max_map_count={suggested}`; otherwise memory is short, or the stack size too large (set \
-                 it with `RuntimeBuilder::fiber_stack_size`)",
+                 vm.max_map_count={suggested}`; otherwise memory is short, the process's address space is limited \
+                 (`ulimit -v`, RLIMIT_AS), or the stack size too large (set it with \
+                 `RuntimeBuilder::fiber_stack_size`)",
                 self.bytes / 1024,
                 LIVE.load(Ordering::Relaxed),
             ),

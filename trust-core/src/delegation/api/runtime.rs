@@ -253,7 +253,15 @@ impl RuntimeBuilder {
 /// there the workers simply stop with the process.
 #[cfg(not(miri))]
 fn register_shutdown_at_exit() {
+    /// The process that started the runtime: a child it forks inherits the hook, but not the worker threads.
+    static STARTED_IN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     extern "C" fn shutdown_at_exit() {
+        // `exit` in a process forked after the runtime started: `fork` copied no worker, so a shutdown would
+        // wait its full 5 seconds for workers that are not there (and wake the parent's through the eventfds
+        // the child shares). The values' memory is the child's copy; the parent's runtime owns them.
+        if std::process::id() != STARTED_IN.load(Ordering::Relaxed) {
+            return;
+        }
         // `exit` called on a worker (in a fiber, a delegated closure or a continuation): the shutdown would wait
         // for this very worker, so the process ends without it, with its exit code, as it would without this
         // handler (the entrusted values are not dropped, as statics are not).
@@ -266,6 +274,7 @@ fn register_shutdown_at_exit() {
             let _ = std::panic::catch_unwind(|| rt.shutdown());
         }
     }
+    STARTED_IN.store(std::process::id(), Ordering::Relaxed);
     // SAFETY: registering a plain `extern "C"` function with no arguments is always sound.
     unsafe { libc::atexit(shutdown_at_exit) };
 }
@@ -371,7 +380,8 @@ impl Runtime {
 
     /// Stops the runtime: every worker answers what it was already sent, drops every property still
     /// entrusted (each exactly once), and exits. Runs by itself at process exit (but not when `exit` is
-    /// called on a worker: it would wait for that worker; the process then ends without dropping them).
+    /// called on a worker: it would wait for that worker; the process then ends without dropping them; nor in
+    /// a process forked after the runtime started, which has no workers).
     /// Afterwards `entrust`, `apply` and `spawn` panic, and dropping a `Trust` does nothing. A `join` of a
     /// fiber it finds suspended returns the shutdown panic. Waits up to 5 seconds for the workers (a fiber
     /// stuck in an endless loop cannot be stopped).
