@@ -16,7 +16,19 @@
 //! Findings, fixed (each test failed before its fix and passes after):
 //! - `exit_in_a_forked_child_is_prompt`: `exit` in a process forked after the runtime started ran the at-exit
 //!   `Runtime::shutdown`, which waited its full 5 s for workers that `fork` did not copy (exit 12 after
-//!   5.004 s; now under 1 s). The hook now returns unless it runs in the process that started the runtime.
+//!   5.004 s; now under 1 s).
+//! - `apply_in_a_forked_child_does_not_hang`: an `apply` in a forked child hung forever (killed after 3 s): no
+//!   worker serves it. Now a `pthread_atfork` child handler closes every trustee in the child, as a shutdown
+//!   does (the at-exit hook and `shutdown` return at once there), and every use panics at once naming `fork`:
+//!   `apply`, `apply_then`, `spawn`, the `join` of a fiber the parent started; a handle's drop does nothing.
+//!   No cost on the request path: the check is the one every call makes for a shutdown.
+//! - `apply_after_the_workers_descriptors_were_closed_does_not_hang`: closing every descriptor from 3 up (a
+//!   daemon's "close inherited descriptors", which breaks Rust's I/O safety) closed the workers' epoll sets and
+//!   eventfds; each worker's next sleep got EBADF from `epoll_wait`, panicked ("trust: a worker's epoll_wait
+//!   failed") and its thread ended; every later `apply` hung (no answer in 5 s). Now the worker says so once
+//!   and naps 1 ms at a time instead: requests are served (each within a nap), deadlines fire; only a fiber
+//!   waiting for a socket's readiness is no longer woken by it. (A descriptor number reused meanwhile by a file
+//!   the program opens would receive the wakers' 8-byte writes: what breaking I/O safety costs.)
 //! - `wait_pending_in_a_thread_local_destructor_after_the_client_is_gone`: a thread-local destructor that runs
 //!   after the runtime's client thread-local (registered before it) got a fresh client context for every
 //!   call, dropped at the call's end: its 10 `apply_then`s ran but their continuations never did (0 of 10 after
@@ -36,11 +48,6 @@
 //!   panicking (the message names `apply_then`). The abort itself is std's.
 //!
 //! Findings, not fixed (ignored tests, each fails with `--ignored`):
-//! - `apply_in_a_forked_child_does_not_hang`: an `apply` in a forked child hangs forever (killed after 3 s): no
-//!   worker serves it. What it should do is a design decision: panic naming `fork` (a `pthread_atfork` child
-//!   handler, or the runtime's pid compared on the slow path before a client parks, could mark the runtime
-//!   gone), or start workers afresh in the child (the values are the parent's copies: not sound in general).
-//!   The parent's runtime is unaffected. README now states the limitation.
 //! - `exit_from_a_values_drop_during_at_exit_shutdown_ends_promptly`: main's `exit(3)` runs the at-exit
 //!   shutdown; a value's destructor calls `exit(9)` on a worker; std makes that second `exit` block forever
 //!   (it serializes `exit` because glibc's is not thread-safe), so the shutdown waits its 5 s for that worker:
@@ -53,11 +60,6 @@
 //!   known limitation of `tests/adversarial_review29.rs` (fibers share std's panic count); a fix would have
 //!   the fiber not suspend while `std::thread::panicking()` (block the worker, or panic: both design
 //!   decisions). README's known-limitation paragraph now names it.
-//! - `apply_after_the_workers_descriptors_were_closed_does_not_hang`: closing every descriptor from 3 up (a
-//!   daemon's "close inherited descriptors", which breaks Rust's I/O safety) closes the workers' epoll sets and
-//!   eventfds; each worker's next sleep gets EBADF from `epoll_wait`, panics ("trust: a worker's epoll_wait
-//!   failed") and its thread ends; every later `apply` hangs (no answer in 5 s). Degrading to a timed sleep, or
-//!   failing the clients, is a design decision.
 //!
 //! Promises that held: `exit` in a value's destructor during an explicit shutdown (code 9, at once), in a
 //! panic hook on a worker (code 6), from a plain thread with a blocked `apply` and unpublished `apply_then`s
@@ -421,22 +423,50 @@ fn forked(secs: u64, f: impl FnOnce() -> i32) -> (Option<i32>, Duration) {
     }
 }
 
-/// After `fork`, the child has no worker threads. An `apply` there (from a thread that was already a client,
-/// so its channel exists) can never be served: it must not hang silently; a panic (naming `fork`) would let the
-/// child go on. Expected: the grandchild's `apply` panics (exit code 70 here) within 3 s. In the parent the
-/// runtime keeps working.
+/// After `fork`, the child has no worker threads: a request there can never be served. Before, an `apply` in
+/// the child (from a thread that was already a client, so its channel exists) hung forever (killed after 3 s).
+/// Now the trustees are closed in the child (a `pthread_atfork` handler) and every use panics at once with a
+/// message that names `fork`: a blocking `apply`, an `apply_then`, `spawn`, and the `join` of a fiber the parent
+/// had started; dropping a handle does nothing there, and `shutdown` returns at once. Each check is a bit of the
+/// grandchild's exit code (all set: 31; 70: something else panicked). In the parent the runtime keeps working.
 #[test]
-#[ignore = "review 31: an `apply` in a process forked after the runtime started hangs forever (no worker serves it)"]
 fn apply_in_a_forked_child_does_not_hang() {
     let _s = serial();
     in_child!("apply_in_a_forked_child_does_not_hang", 60);
     let rt = rt();
     let v = rt.trustee(0).entrust(41u64);
     assert_eq!(v.apply(|c| *c + 1), 42);
+    let sleeper = spawn(|| trust_core::sleep(Duration::from_millis(500)));
     let v2 = v.clone();
     let (code, took) = forked(3, move || {
-        let r = v2.apply(|c| *c + 1);
-        if r == 42 { 10 } else { 11 }
+        fn names_fork(r: std::thread::Result<()>) -> bool {
+            r.is_err_and(|p| panic_message(p).contains("forked after it started"))
+        }
+        let mut code = 0;
+        if names_fork(catch_unwind(AssertUnwindSafe(|| {
+            v2.apply(|c| *c += 1);
+        }))) {
+            code |= 1;
+        }
+        if names_fork(catch_unwind(AssertUnwindSafe(|| {
+            v2.apply_then(|c| *c + 1, drop);
+            trust_core::wait_pending();
+        }))) {
+            code |= 2;
+        }
+        if names_fork(catch_unwind(|| drop(spawn(|| 1)))) {
+            code |= 4;
+        }
+        if names_fork(catch_unwind(AssertUnwindSafe(|| drop(sleeper.join())))) {
+            code |= 8;
+        }
+        let begun = Instant::now();
+        drop(v2);
+        trust_core::runtime().shutdown();
+        if begun.elapsed() < Duration::from_millis(100) {
+            code |= 16;
+        }
+        code
     });
     assert_eq!(
         v.apply(|c| *c + 1),
@@ -445,8 +475,9 @@ fn apply_in_a_forked_child_does_not_hang() {
     );
     assert_eq!(
         code,
-        Some(70),
-        "the grandchild's apply: exit code (None: still running, killed) after {took:?}; 70 = it panicked"
+        Some(31),
+        "the grandchild's exit code (None: still running after {took:?}, killed; 70: an unexpected panic; bits: \
+         1 apply, 2 apply_then, 4 spawn, 8 join panicked naming fork, 16 drop and shutdown were prompt)"
     );
     child_ok();
 }
@@ -593,11 +624,12 @@ fn close_all_from_3() {
 }
 
 /// A daemon-style "close every inherited descriptor" after the runtime started (the workers' epoll sets and
-/// eventfds go): the workers then sleep on a closed epoll set. Expected: a later `apply` (from a plain thread,
-/// to a worker that went idle, so it must be woken) either completes or panics with a message naming the
-/// runtime's descriptors, within 5 s; never a silent hang.
+/// eventfds go): the workers then sleep on a closed epoll set. Before, each worker's next `epoll_wait` failed
+/// (EBADF), the worker panicked ("trust: a worker's epoll_wait failed") and its thread ended: every later
+/// `apply` to it hung (no answer in 5 s). Now a worker whose epoll set fails says so once and naps 1 ms at a
+/// time instead: requests from threads (to a worker that went idle, so it must be found by its nap) and from
+/// fibers are served, and a fiber's sleep (a deadline) still ends.
 #[test]
-#[ignore = "review 31: with its epoll set closed under it, a worker panics on epoll_wait (EBADF) and its thread ends: every later apply to it hangs"]
 fn apply_after_the_workers_descriptors_were_closed_does_not_hang() {
     let _s = serial();
     in_child!(
@@ -609,16 +641,32 @@ fn apply_after_the_workers_descriptors_were_closed_does_not_hang() {
     assert_eq!(v.apply(|c| *c + 1), 42);
     close_all_from_3();
     thread::sleep(Duration::from_millis(300));
-    let r = within(5, move || {
-        catch_unwind(AssertUnwindSafe(|| v.apply(|c| *c + 1)))
+    let w = v.clone();
+    let (first, rest) = within(5, move || {
+        let first = w.apply(|c| *c + 1);
+        let rest: u64 = (0..100).map(|_| w.apply(|c| *c)).sum();
+        (first, rest)
     });
-    if let Err(p) = r {
-        let msg = panic_message(p);
-        assert!(
-            msg.contains("epoll") || msg.contains("descriptor"),
-            "the apply panicked without naming the cause: {msg:?}"
-        );
-    }
+    assert_eq!(
+        (first, rest),
+        (42, 4100),
+        "applies from a thread after the descriptors were closed"
+    );
+    let fibers: Vec<_> = (0..10)
+        .map(|_| {
+            let v = v.clone();
+            spawn(move || {
+                trust_core::sleep(Duration::from_millis(5));
+                v.apply(|c| *c += 1)
+            })
+        })
+        .collect();
+    within(5, move || {
+        for f in fibers {
+            f.join().unwrap();
+        }
+    });
+    assert_eq!(v.apply(|c| *c), 51);
     child_ok();
 }
 

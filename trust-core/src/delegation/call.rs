@@ -19,7 +19,7 @@ use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
 use crate::delegation::trustee::job::{self, Job, Outcome, Reply};
 use crate::delegation::trustee::property::{Header, SendPtr};
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::client::outbox;
 use crate::delegation::stack;
 use crate::delegation::worker::context;
@@ -274,7 +274,7 @@ fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: 
 #[inline(never)]
 fn waited_past_shutdown<T>(unsent: T) -> ! {
     drop(unsent);
-    panic!("{WAITED_PAST_SHUTDOWN}");
+    panic!("{}", shared::closed_message(WAITED_PAST_SHUTDOWN));
 }
 
 /// Sends a record that answers nothing — a property's registration — without ever waiting. A worker queues it

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::delegation::api::runtime::runtime;
 use crate::delegation::api::trust::BOX_ABOVE;
-use crate::delegation::trustee::shared::{Abandon, SHUT_DOWN, TrusteeShared};
+use crate::delegation::trustee::shared::{self, Abandon, IN_FORKED_CHILD, SHUT_DOWN, TrusteeShared};
 use crate::delegation::call;
 use crate::delegation::client::outbox::{self, MayWait};
 use crate::delegation::stack;
@@ -343,6 +343,8 @@ impl<R> Fiber<R> {
                 // a `launch` on a held latch: review 27).
                 may_wait.snooze();
             } else {
+                // No worker was copied into a forked child: nothing would ever finish the fiber there.
+                assert!(!shared::in_forked_child(), "{IN_FORKED_CHILD}");
                 if self.state.register(Waiter::Thread(thread::current())) {
                     thread::park();
                 }

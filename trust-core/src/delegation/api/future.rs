@@ -13,7 +13,7 @@ use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 use crate::delegation::trustee::job::{Apply, Outcome};
 use crate::delegation::trustee::oneshot::{Answer, Unsent};
 use crate::delegation::trustee::property::SendPtr;
-use crate::delegation::trustee::shared::SHUT_DOWN;
+use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message};
 
 /// The future returned by [`Trust::apply_async`].
 #[must_use = "futures do nothing unless polled: the request is sent on the first poll"]
@@ -83,7 +83,7 @@ where
             Step::Sent(mut answer) => match answer.poll(cx.waker()) {
                 Poll::Ready(output) => output,
                 // Stopped for good without answering: nothing will wake this future.
-                Poll::Pending if trustee.is_closed() => panic!("{SHUT_DOWN}"),
+                Poll::Pending if trustee.is_closed() => panic!("{}", closed_message(SHUT_DOWN)),
                 Poll::Pending => {
                     this.step = Step::Sent(answer);
                     return Poll::Pending;
@@ -93,7 +93,7 @@ where
         };
         match answered {
             Some(outcome) => Poll::Ready(outcome.into_result().unwrap_or_else(|p| resume_unwind(p))),
-            None => panic!("{SHUT_DOWN}"),
+            None => panic!("{}", closed_message(SHUT_DOWN)),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::delegation::worker::context;
 use crate::delegation::stack::{self, StackPool};
 use crate::delegation::api::trust::Trust;
 use crate::delegation::api::trustee::Trustee;
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::worker::reactor::Reactor;
 use crate::delegation::worker::run;
 
@@ -249,23 +249,17 @@ impl RuntimeBuilder {
     }
 }
 
-/// Runs `Runtime::shutdown` at process exit. Not under Miri, which cannot call `atexit` (a foreign function):
-/// there the workers simply stop with the process.
+/// Runs `Runtime::shutdown` at process exit, and closes the trustees in a child forked after the runtime
+/// started. Not under Miri, which cannot call `atexit` or `pthread_atfork` (foreign functions): there the
+/// workers simply stop with the process.
 #[cfg(not(miri))]
 fn register_shutdown_at_exit() {
-    /// The process that started the runtime: a child it forks inherits the hook, but not the worker threads.
-    static STARTED_IN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     extern "C" fn shutdown_at_exit() {
-        // `exit` in a process forked after the runtime started: `fork` copied no worker, so a shutdown would
-        // wait its full 5 seconds for workers that are not there (and wake the parent's through the eventfds
-        // the child shares). The values' memory is the child's copy; the parent's runtime owns them.
-        if std::process::id() != STARTED_IN.load(Ordering::Relaxed) {
-            return;
-        }
         // `exit` called on a worker (in a fiber, a delegated closure or a continuation): the shutdown would wait
         // for this very worker, so the process ends without it, with its exit code, as it would without this
-        // handler (the entrusted values are not dropped, as statics are not).
-        if context::worker().is_some() {
+        // handler (the entrusted values are not dropped, as statics are not). Nor in a forked child: it has no
+        // workers to wait for (the values there are the parent's, copied).
+        if context::worker().is_some() || shared::in_forked_child() {
             return;
         }
         if let Some(rt) = RUNTIME.get() {
@@ -274,9 +268,20 @@ fn register_shutdown_at_exit() {
             let _ = std::panic::catch_unwind(|| rt.shutdown());
         }
     }
-    STARTED_IN.store(std::process::id(), Ordering::Relaxed);
-    // SAFETY: registering a plain `extern "C"` function with no arguments is always sound.
-    unsafe { libc::atexit(shutdown_at_exit) };
+    /// In the child of a `fork`: only the forking thread was copied, no worker.
+    extern "C" fn close_in_forked_child() {
+        if let Some(rt) = RUNTIME.get() {
+            for t in rt.trustees.iter() {
+                t.close_in_forked_child();
+            }
+        }
+    }
+    // SAFETY: registering plain `extern "C"` functions with no arguments is always sound; the fork handler
+    // only loads and stores atomics (async-signal-safe).
+    unsafe {
+        libc::atexit(shutdown_at_exit);
+        libc::pthread_atfork(None, None, Some(close_in_forked_child));
+    }
 }
 
 #[cfg(miri)]
@@ -381,7 +386,7 @@ impl Runtime {
     /// Stops the runtime: every worker answers what it was already sent, drops every property still
     /// entrusted (each exactly once), and exits. Runs by itself at process exit (but not when `exit` is
     /// called on a worker: it would wait for that worker; the process then ends without dropping them; nor in
-    /// a process forked after the runtime started, which has no workers).
+    /// a process forked after the runtime started, which has no workers: there it returns at once).
     /// Afterwards `entrust`, `apply` and `spawn` panic, and dropping a `Trust` does nothing. A `join` of a
     /// fiber it finds suspended returns the shutdown panic. Waits up to 5 seconds for the workers (a fiber
     /// stuck in an endless loop cannot be stopped).
@@ -396,6 +401,10 @@ impl Runtime {
             context::worker().is_none(),
             "`Runtime::shutdown` called on a worker: it waits for the workers to stop; call it from a plain thread"
         );
+        if shared::in_forked_child() {
+            // No worker to stop (`fork` copied none); the values are the parent's.
+            return;
+        }
         for t in self.trustees.iter() {
             t.begin_close();
         }

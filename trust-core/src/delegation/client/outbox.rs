@@ -18,7 +18,7 @@ use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::protocol::slot::{self, Batch, Cursor, LANES, Queued, Record};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::trustee::unwind;
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
@@ -531,7 +531,7 @@ impl Outbox {
     /// [`Outbox::try_wait`], with the shutdown panic when the trustee has shut down.
     fn wait(&mut self, parker: Option<&Parker>) {
         if !self.try_wait(parker) {
-            panic!("{WAITED_PAST_SHUTDOWN}");
+            panic!("{}", shared::closed_message(WAITED_PAST_SHUTDOWN));
         }
     }
 
@@ -1052,7 +1052,10 @@ impl Client {
             // Only results from launched fibers are awaited: sleep until one arrives.
             assert!(
                 !self.inbox.closed_trustee(),
-                "the trust runtime was shut down while `wait_pending` waited for a `launch_then` fiber"
+                "{}",
+                shared::closed_message(
+                    "the trust runtime was shut down while `wait_pending` waited for a `launch_then` fiber"
+                )
             );
             // The fiber's delivery wakes the parker; the timeout only notices a trustee that closed, so it is
             // long (every 1 ms cost 19-28 ms of CPU per second of waiting: review 27).
@@ -1073,7 +1076,10 @@ impl Client {
                     }
                     if outbox.trustee.is_closed() && outbox.in_flight() {
                         panic!(
-                            "the trust runtime was shut down while `wait_pending` waited for its trustee"
+                            "{}",
+                            shared::closed_message(
+                                "the trust runtime was shut down while `wait_pending` waited for its trustee"
+                            )
                         );
                     }
                 }

@@ -57,6 +57,26 @@ const CLOSED: u8 = 2;
 
 pub(crate) const SHUT_DOWN: &str = "the trust runtime has been shut down: no property can be entrusted or applied to after `Runtime::shutdown`";
 
+/// Why the runtime does not run in a process forked after it started (`TrusteeShared::close_in_forked_child`).
+pub(crate) const IN_FORKED_CHILD: &str = "the trust runtime does not run in a process forked after it started: \
+     `fork` copies only the calling thread, not the runtime's workers, so nothing would ever serve this request. \
+     A forked child should only `exec` or `_exit`; start the runtime after forking, or spawn the child with \
+     `std::process::Command`";
+
+/// Set in a child process forked after the runtime started (see `TrusteeShared::close_in_forked_child`).
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// True in a process forked after the runtime started.
+pub(crate) fn in_forked_child() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
+
+/// The message of a request refused, or a wait ended, because its trustee is closed: shut down, or left behind
+/// by a `fork`.
+pub(crate) fn closed_message(shut_down: &'static str) -> &'static str {
+    if in_forked_child() { IN_FORKED_CHILD } else { shut_down }
+}
+
 /// The part of a worker that other threads see.
 pub(crate) struct TrusteeShared {
     index: usize,
@@ -471,7 +491,7 @@ impl TrusteeShared {
 
     #[inline]
     pub(crate) fn check_running(&self) {
-        assert!(self.is_running(), "{SHUT_DOWN}");
+        assert!(self.is_running(), "{}", closed_message(SHUT_DOWN));
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -488,6 +508,15 @@ impl TrusteeShared {
             .state
             .compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire);
         self.wake();
+    }
+
+    /// In the child of a `fork` (a `pthread_atfork` handler, before `fork` returns there): the worker thread
+    /// was not copied, so the trustee is closed, as after a shutdown, and every call, and every wait for an
+    /// answer, panics with [`IN_FORKED_CHILD`] at once instead of waiting forever; handles dropped there do
+    /// nothing (the values are the parent's). Only atomic stores: async-signal-safe, as a fork handler must be.
+    pub(crate) fn close_in_forked_child(&self) {
+        FORKED.store(true, Ordering::Relaxed);
+        self.state.store(CLOSED, Ordering::Release);
     }
 
 }

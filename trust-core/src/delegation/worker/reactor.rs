@@ -25,6 +25,10 @@ use crate::delegation::worker::fiber::{self, Scheduler};
 /// The token of the waker that ends the worker's sleep (`Parker::polling`); sockets use their fd.
 const WAKER: Token = Token(usize::MAX);
 
+/// The longest sleep of a worker whose epoll set failed (see `Reactor::poll`): wake-ups no longer reach it, so
+/// it looks for work this often.
+const NAP_WITHOUT_EPOLL: Duration = Duration::from_millis(1);
+
 /// What a fiber waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Readiness {
@@ -57,6 +61,8 @@ pub(crate) struct Reactor {
     stale: Cell<usize>,
     tickets: Cell<u64>,
     waiting: Cell<usize>,
+    /// `epoll_wait` failed (see `poll`): said once.
+    failed: Cell<bool>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -81,6 +87,7 @@ impl Reactor {
             stale: Cell::new(0),
             tickets: Cell::new(0),
             waiting: Cell::new(0),
+            failed: Cell::new(false),
         };
         Ok((reactor, waker))
     }
@@ -164,7 +171,22 @@ impl Reactor {
             Ok(()) => {}
             // A signal, or a wake-up lost to nothing: the loop comes back.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return false,
-            Err(e) => panic!("trust: a worker's epoll_wait failed: {e}"),
+            // The epoll set is gone: closed behind the runtime's back (EBADF), as a daemon closing every
+            // inherited descriptor does, which breaks I/O safety. The worker must not end (its clients would
+            // wait forever), so it naps instead: requests are still served, each within a nap; deadlines still
+            // fire; a fiber waiting for a socket's readiness is woken only by its deadline, if it has one.
+            Err(e) => {
+                if !self.failed.replace(true) {
+                    eprintln!(
+                        "trust: a worker's epoll_wait failed ({e}): were the runtime's descriptors closed? The worker \
+                         now sleeps {NAP_WITHOUT_EPOLL:?} at a time and no socket wakes its fibers"
+                    );
+                }
+                if let Some(timeout) = timeout.filter(|t| !t.is_zero()) {
+                    std::thread::sleep(timeout.min(NAP_WITHOUT_EPOLL));
+                }
+                events.clear();
+            }
         }
         for event in events.iter() {
             if event.token() == WAKER {
