@@ -1,0 +1,213 @@
+//! Review 32: programs written to break the promises of review 31's changes.
+//!
+//! FINDINGS-PLACEHOLDER
+//!
+//! Every test runs in a child process of its own, one at a time, under a watchdog.
+
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, MutexGuard, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[macro_use]
+mod common;
+use common::*;
+use trust_core::{Trust, spawn};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True if `r` is a panic whose message names `fork` (the runtime's message for a forked child).
+fn names_fork<T>(r: std::thread::Result<T>) -> bool {
+    r.is_err_and(|p| panic_message(p).contains("forked after it started"))
+}
+
+/// Waits for our child `pid` up to `secs` seconds (then kills it: `None`); returns its exit code (-1: ended by
+/// a signal) and how long the wait took.
+fn reap(pid: libc::pid_t, secs: u64) -> (Option<i32>, Duration) {
+    let begun = Instant::now();
+    let deadline = begun + Duration::from_secs(secs);
+    loop {
+        let mut status = 0;
+        // SAFETY: waits without blocking for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            return (code.or(Some(-1)), begun.elapsed());
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return (None, begun.elapsed());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Forks; the child runs `f` and `_exit`s with its result (70 if it panicked). Returns the child's pid.
+fn fork_running(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child runs only `f` (what it may do there is the point under test) and then `_exit`s, never
+    // returning into the caller.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(70);
+        // SAFETY: ends the child at once, without running the parent's at-exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Appends `DROPPED` to a file when dropped: a value whose destructor leaves a trace outside the process.
+struct MarksFileOnDrop(std::path::PathBuf);
+
+impl Drop for MarksFileOnDrop {
+    fn drop(&mut self) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0)
+            .unwrap();
+        let _ = writeln!(f, "DROPPED by pid {}", std::process::id());
+    }
+}
+
+fn marks(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. fork() from a fiber: the child is a copy of a worker thread.
+
+/// A fiber on worker 0 forks; in the child it calls `yield_now` (the fiber suspends: the copied worker loop
+/// runs in the child, sees its trustee closed by the fork handler, and shuts down). Meanwhile, in the parent,
+/// another fiber on worker 0 waits to read a `trust_core::net` socket, and worker 0 holds a value whose
+/// destructor writes to a file. Promises: the child's `yield_now` panics naming `fork` (exit code 8), or at
+/// worst returns (7); the parent's values are not dropped there ("handles dropped there do nothing (the values
+/// are the parent's)"): the file stays empty; the parent's socket is untouched: the reader gets the 5 bytes
+/// written after the child ended.
+#[test]
+fn a_fiber_that_forks_leaves_the_parents_values_and_sockets_alone() {
+    let _s = serial();
+    in_child!(
+        "a_fiber_that_forks_leaves_the_parents_values_and_sockets_alone",
+        30
+    );
+    let rt = rt();
+    calibrate();
+    let path = std::env::temp_dir().join(format!("trust-review32-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let v = rt.trustee(0).entrust(MarksFileOnDrop(path.clone()));
+    v.apply(|_| ());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = spawn_on(0, move || {
+        let s = trust_core::net::TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 16];
+        let n = (&s).read(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    let (mut server, _) = listener.accept().unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let pid = spawn_on(0, || {
+        fork_running(|| {
+            let r = catch_unwind(trust_core::yield_now);
+            if r.is_ok() {
+                7
+            } else if names_fork(r) {
+                8
+            } else {
+                9
+            }
+        })
+    })
+    .join()
+    .unwrap();
+    let (code, took) = reap(pid, 5);
+    thread::sleep(Duration::from_millis(50));
+    server.write_all(b"hello").unwrap();
+    let got = within(5, move || reader.join().unwrap());
+    let dropped = marks(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "hello",
+        "the parent's socket after a fiber's forked child yielded (empty: the child shut it down)"
+    );
+    assert_eq!(dropped, "", "the parent's value was dropped by the forked child");
+    assert_eq!(
+        code,
+        Some(8),
+        "the forked child's exit code after {took:?} (8: yield_now panicked naming fork; 7: it returned; 0: \
+         the copied worker shut down and the process ended; None: killed, still running after 5 s)"
+    );
+    drop(v);
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. Several thread-local destructors that run after the runtime's own client is gone.
+
+/// Issues 10 `apply_then`s whose continuations count, then `wait_pending`; reports how many ran.
+struct LateDelegator(Option<(Trust<u64>, mpsc::Sender<(&'static str, usize)>, &'static str)>);
+
+impl Drop for LateDelegator {
+    fn drop(&mut self) {
+        let Some((t, report, name)) = self.0.take() else {
+            return;
+        };
+        let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+        for _ in 0..10 {
+            let ran = ran.clone();
+            t.apply_then(|c| *c += 1, move |()| ran.set(ran.get() + 1));
+        }
+        trust_core::wait_pending();
+        let _ = report.send((name, ran.get()));
+    }
+}
+
+thread_local! {
+    static LATE_A: std::cell::RefCell<LateDelegator> = const { std::cell::RefCell::new(LateDelegator(None)) };
+    static LATE_B: std::cell::RefCell<LateDelegator> = const { std::cell::RefCell::new(LateDelegator(None)) };
+}
+
+/// Two thread-local destructors registered before the runtime's client thread-local (so both run after it
+/// is destroyed: B first, then A), each issuing 10 `apply_then`s and `wait_pending`. Promise (README:
+/// "Thread-local destructors may delegate too, even those that run after the runtime's own ...: their
+/// `apply_then`s and `wait_pending` share one client context, so `wait_pending` runs their continuations"):
+/// each sees its 10 continuations run; the value counts 20 (+1).
+#[test]
+fn two_late_thread_local_destructors_each_see_their_continuations_run() {
+    let _s = serial();
+    in_child!(
+        "two_late_thread_local_destructors_each_see_their_continuations_run",
+        30
+    );
+    let rt = rt();
+    let t = rt.trustee(1).entrust(0u64);
+    let (tx, rx) = mpsc::channel();
+    let (t2, tx2) = (t.clone(), tx.clone());
+    thread::spawn(move || {
+        LATE_A.with(|d| *d.borrow_mut() = LateDelegator(Some((t2.clone(), tx2.clone(), "A"))));
+        LATE_B.with(|d| *d.borrow_mut() = LateDelegator(Some((t2.clone(), tx2, "B"))));
+        t2.apply(|c| *c += 1); // the client thread-local, registered last: destroyed first
+    })
+    .join()
+    .unwrap();
+    drop(tx);
+    let got: Vec<_> = rx.iter().collect();
+    assert_eq!(
+        got,
+        vec![("B", 10), ("A", 10)],
+        "continuations run by each late destructor's wait_pending"
+    );
+    assert_eq!(t.apply(|c| *c), 21);
+    child_ok();
+}
