@@ -211,3 +211,125 @@ fn two_late_thread_local_destructors_each_see_their_continuations_run() {
     assert_eq!(t.apply(|c| *c), 21);
     child_ok();
 }
+
+/// The lines of `marks` (see [`MarksFileOnDrop`]), each replaced by who wrote it: `parent` (this process) or
+/// `child`.
+fn who_dropped(path: &std::path::Path) -> Vec<&'static str> {
+    let me = format!("DROPPED by pid {}", std::process::id());
+    marks(path)
+        .lines()
+        .map(|l| if l == me { "parent" } else { "child" })
+        .collect()
+}
+
+/// A delegated closure on worker 0 calls `fork` and returns in both processes. In the child the copied worker
+/// loop then goes on (the closure returned into it) and finds its trustee closed. Promises: the parent's
+/// values are not dropped in the child (worker 0 holds one whose destructor writes to a file: it must stay
+/// empty), and the child does not go on as if nothing happened: before, it ran the worker's shutdown there
+/// (dropping the parent's values, shutting down the parent's sockets) and its thread ended; now it
+/// says why and aborts (SIGABRT, reaped as -1) within 5 s. The parent's value is served after (exactly once).
+#[test]
+fn fork_in_a_delegated_closure_leaves_the_parents_values_alone() {
+    let _s = serial();
+    in_child!(
+        "fork_in_a_delegated_closure_leaves_the_parents_values_alone",
+        30
+    );
+    let rt = quiet();
+    let path = std::env::temp_dir().join(format!("trust-review32-c-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let keep = rt.trustee(0).entrust(MarksFileOnDrop(path.clone()));
+    let v = rt.trustee(0).entrust(0u64);
+    keep.apply(|_| ());
+    // SAFETY: the child returns into the copied worker loop: what happens there is the point under test.
+    let pid = v.apply(|c| {
+        *c += 1;
+        unsafe { libc::fork() }
+    });
+    assert!(pid > 0, "fork failed");
+    let (code, took) = reap(pid, 5);
+    assert_eq!(v.apply(|c| *c), 1, "the parent's value after the fork");
+    let dropped = who_dropped(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        dropped,
+        Vec::<&str>::new(),
+        "the parent's value was dropped by the child forked in a delegated closure"
+    );
+    assert_eq!(
+        code,
+        Some(-1),
+        "the forked child's end after {took:?} (-1: a signal, the abort; 0: it shut the copied worker down and \
+         exited; None: still running after 5 s)"
+    );
+    drop(keep);
+    eventually("the value dropped by its last handle's drop", || {
+        who_dropped(&path) == vec!["parent"]
+    });
+    let _ = std::fs::remove_file(&path);
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 3. fork() from a plain thread with requests in flight.
+
+/// A plain thread has an `apply_then` published whose closure the worker is running (it drops its captures, a
+/// `String` and one whose destructor writes to a file, then sleeps 300 ms), and forks. The child calls `exit(5)`, which runs the thread's
+/// thread-local destructors: its client's drop. Promises: the child exits with 5 within 1 s, and the closure's
+/// captures, owned by the trustee (the parent's worker runs and drops them), are dropped exactly once, by the
+/// parent: the child must not drop the records it sent as "never taken" (the trustee, closed in the child,
+/// never stored which batch it had taken; the child's memory is a copy taken after the worker freed them).
+#[test]
+fn a_forked_childs_exit_does_not_drop_the_closure_its_parents_worker_runs() {
+    let _s = serial();
+    in_child!(
+        "a_forked_childs_exit_does_not_drop_the_closure_its_parents_worker_runs",
+        30
+    );
+    let rt = quiet();
+    let path = std::env::temp_dir().join(format!("trust-review32-e-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let v = rt.trustee(1).entrust(0u64);
+    let (v2, p2) = (v.clone(), path.clone());
+    let (code, took, ran) = thread::spawn(move || {
+        for _ in 0..3 {
+            v2.apply(|c| *c += 1);
+        }
+        let mark = MarksFileOnDrop(p2);
+        let boxed = Box::new(String::from("freed by the worker"));
+        let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+        let r = ran.clone();
+        v2.apply_then(
+            move |c| {
+                drop(mark);
+                drop(boxed);
+                *c += 1;
+                thread::sleep(Duration::from_millis(300));
+            },
+            move |()| r.set(true),
+        );
+        // A plain thread's join publishes its unsent requests.
+        spawn(|| ()).join().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let pid = fork_running(|| std::process::exit(5));
+        let (code, took) = reap(pid, 5);
+        trust_core::wait_pending();
+        (code, took, ran.get())
+    })
+    .join()
+    .unwrap();
+    assert!(ran, "the continuation ran in the parent");
+    assert_eq!(v.apply(|c| *c), 4);
+    let dropped = who_dropped(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        dropped,
+        vec!["parent"],
+        "who dropped the closure's capture (the child too: it dropped the record its parent's worker was running)"
+    );
+    assert!(
+        code == Some(5) && took < Duration::from_secs(1),
+        "exit(5) in the forked child: code {code:?} after {took:?}"
+    );
+    child_ok();
+}

@@ -676,7 +676,9 @@ impl Drop for Outbox {
                 std::thread::yield_now();
             }
         }
-        if self.trustee.is_closed() && self.drop_untaken() {
+        // Not in a forked child: its trustees closed without storing what they took (`close_in_forked_child`),
+        // and the parent's worker runs and drops those records; the child's copy of them may be freed already.
+        if self.trustee.is_closed() && !shared::in_forked_child() && self.drop_untaken() {
             eprintln!("trust: a destructor panicked while a closed trustee's unrun requests were dropped");
         }
         let thens = (

@@ -20,7 +20,7 @@ use crate::delegation::stack::overflow;
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
 use crate::delegation::client::then::Pending;
 use crate::delegation::trustee::metrics::Metrics;
-use crate::delegation::trustee::shared::{Abandon, TrusteeShared};
+use crate::delegation::trustee::shared::{self, Abandon, TrusteeShared};
 use crate::delegation::trustee::unwind;
 use crate::delegation::worker::run::Worker;
 
@@ -50,11 +50,24 @@ pub(crate) fn suspend() {
 /// `suspend` for a caller that already has its worker (a fiber never leaves it).
 #[inline(always)]
 pub(crate) fn suspend_on(worker: &Worker) {
+    if shared::in_forked_child() {
+        suspended_in_forked_child();
+    }
     let (yielder, id) = worker.fiber.get().expect("only a fiber can suspend");
     worker.scheduler.suspended_at.set(stack_pointer());
     // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
     unsafe { (*yielder).suspend(()) };
     worker.fiber.set(Some((yielder, id)));
+}
+
+/// A fiber forked (`fork` called in it, or in a closure it runs): the child is a copy of the worker's thread
+/// alone, its trustees closed (`TrusteeShared::close_in_forked_child`). Suspending would run the copied worker
+/// loop there, which would shut its trustee down: drop the parent's values and shut down the parent's sockets
+/// (shared with the child). The fiber panics instead, as every other use of the runtime there does.
+#[cold]
+#[inline(never)]
+fn suspended_in_forked_child() -> ! {
+    panic!("{}", shared::IN_FORKED_CHILD);
 }
 
 /// The stack pointer: where a fiber suspends, near the lines its resume reads first (`prefetch_next`).

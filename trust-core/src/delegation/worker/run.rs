@@ -24,7 +24,7 @@ use crate::delegation::protocol::slot::Cursor;
 use crate::delegation::stack::StackPool;
 #[cfg(not(miri))]
 use crate::delegation::stack::overflow::WorkerSignals;
-use crate::delegation::trustee::shared::{Counted, Mail, TrusteeShared};
+use crate::delegation::trustee::shared::{self, Counted, Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
 struct Served {
@@ -292,6 +292,9 @@ impl Worker {
             }
             let mut busy = self.read_mail();
             if self.shared.is_closing() {
+                if shared::in_forked_child() {
+                    forked_worker_loop();
+                }
                 return self.close();
             }
             busy |= self.run_deferred();
@@ -1026,4 +1029,14 @@ impl Worker {
         // SAFETY: their values are dropped, and nothing runs on this worker any more.
         unsafe { property::free_at_shutdown(dropped) };
     }
+}
+
+/// The worker loop runs in a child forked from this worker's thread (a fiber or a delegated closure called
+/// `fork`, and then its fiber ended, or the closure returned). Closing would drop the parent's values there
+/// and shut down the parent's sockets (the child shares them); nothing else can run: the process ends.
+#[cold]
+#[inline(never)]
+fn forked_worker_loop() -> ! {
+    eprintln!("trust: a worker's loop reached in a forked child: {}", shared::IN_FORKED_CHILD);
+    std::process::abort();
 }
