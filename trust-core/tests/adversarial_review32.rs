@@ -193,10 +193,11 @@ fn two_late_thread_local_destructors_each_see_their_continuations_run() {
     let rt = rt();
     let t = rt.trustee(1).entrust(0u64);
     let (tx, rx) = mpsc::channel();
-    let (t2, tx2) = (t.clone(), tx.clone());
+    // Cloned here: a clone on the thread would make its client (registering its thread-local) first.
+    let (ta, tb, t2, txa, txb) = (t.clone(), t.clone(), t.clone(), tx.clone(), tx.clone());
     thread::spawn(move || {
-        LATE_A.with(|d| *d.borrow_mut() = LateDelegator(Some((t2.clone(), tx2.clone(), "A"))));
-        LATE_B.with(|d| *d.borrow_mut() = LateDelegator(Some((t2.clone(), tx2, "B"))));
+        LATE_A.with(|d| *d.borrow_mut() = LateDelegator(Some((ta, txa, "A"))));
+        LATE_B.with(|d| *d.borrow_mut() = LateDelegator(Some((tb, txb, "B"))));
         t2.apply(|c| *c += 1); // the client thread-local, registered last: destroyed first
     })
     .join()
@@ -330,6 +331,94 @@ fn a_forked_childs_exit_does_not_drop_the_closure_its_parents_worker_runs() {
     assert!(
         code == Some(5) && took < Duration::from_secs(1),
         "exit(5) in the forked child: code {code:?} after {took:?}"
+    );
+    child_ok();
+}
+
+/// Delegates when dropped: an `apply`, then an `apply_then` and `wait_pending`; reports the `apply`'s result
+/// and whether the continuation ran.
+struct DelegatesWhenDropped(Trust<u64>, mpsc::Sender<(u64, bool)>);
+
+impl Drop for DelegatesWhenDropped {
+    fn drop(&mut self) {
+        let got = self.0.apply(|c| {
+            *c += 1;
+            *c
+        });
+        let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+        let r = ran.clone();
+        self.0.apply_then(|c| *c += 1, move |()| r.set(true));
+        trust_core::wait_pending();
+        let _ = self.1.send((got, ran.get()));
+    }
+}
+
+/// A late destructor that leaves an `apply_then` in flight (to a trustee busy for 20 ms), its continuation
+/// capturing a [`DelegatesWhenDropped`].
+struct LeavesOneInFlight(Option<(Trust<u64>, DelegatesWhenDropped)>);
+
+impl Drop for LeavesOneInFlight {
+    fn drop(&mut self) {
+        let Some((busy, capture)) = self.0.take() else {
+            return;
+        };
+        busy.apply(|_| ());
+        busy.apply_then(
+            |_| thread::sleep(Duration::from_millis(20)),
+            move |()| drop(capture),
+        );
+    }
+}
+
+thread_local! {
+    static LEAVES: std::cell::RefCell<LeavesOneInFlight> =
+        const { std::cell::RefCell::new(LeavesOneInFlight(None)) };
+}
+
+/// Review 31's `a_continuation_capture_dropped_at_thread_exit_delegates_and_waits` one level later: the
+/// continuation left in flight is issued by a thread-local destructor that runs after the runtime's client
+/// (so it lives in `LATE_CLIENT`), and is dropped unrun when `LATE_CLIENT` itself is destroyed. Its capture's
+/// `Drop` delegates: the `apply` must return 1, the `apply_then`'s continuation must run by the capture's
+/// `wait_pending` (README: "their `apply_then`s and `wait_pending` share one client context, so `wait_pending`
+/// runs their continuations"). 20 threads, each exactly once.
+#[test]
+fn a_continuation_capture_dropped_with_the_late_client_delegates_and_waits() {
+    let _s = serial();
+    in_child!(
+        "a_continuation_capture_dropped_with_the_late_client_delegates_and_waits",
+        30
+    );
+    let rt = rt();
+    let (tx, rx) = mpsc::channel();
+    let busy = rt.trustee(1).entrust(0u64);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let own = rt.trustee(0).entrust(0u64);
+        // Cloned here: a clone on the thread would make its client (registering its thread-local) first.
+        let (busy2, own2, own3, tx2) = (busy.clone(), own.clone(), own.clone(), tx.clone());
+        thread::spawn(move || {
+            let capture = DelegatesWhenDropped(own3, tx2);
+            LEAVES.with(|l| *l.borrow_mut() = LeavesOneInFlight(Some((busy2, capture))));
+            own2.apply(|_| ()); // the client thread-local, registered last: destroyed first
+        })
+        .join()
+        .unwrap();
+        seen.push(
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("the capture's drop reports"),
+        );
+        assert_eq!(
+            own.apply(|c| *c),
+            2,
+            "the capture's apply and apply_then each ran once"
+        );
+    }
+    thread::sleep(Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "a capture dropped twice");
+    assert_eq!(
+        seen,
+        vec![(1, true); 20],
+        "(the capture's apply, whether its continuation ran by its wait_pending)"
     );
     child_ok();
 }

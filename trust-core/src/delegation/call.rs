@@ -9,6 +9,7 @@
 //! channel must keep exactly one consumer.
 
 use std::cell::{Cell, RefCell};
+use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -32,19 +33,52 @@ thread_local! {
     static MAY_POOL: RefCell<Vec<Client>> = const { RefCell::new(Vec::new()) };
     /// The client context of a plain thread whose `THREAD_CLIENT` is destroyed already: made on the first
     /// call from a thread-local destructor that runs after it (std runs them in reverse order of registration),
-    /// and destroyed after that destructor, so the destructor's `apply_then`s and `wait_pending` share one
-    /// context and its continuations run (each call with a context of its own would drop them unrun).
-    static LATE_CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+    /// so the destructor's `apply_then`s and `wait_pending` share one context and its continuations run (each
+    /// call with a context of its own would drop them unrun). Never destroyed itself (no destructor: every late
+    /// destructor can reach it, however many there are); a sweeper drops the client after each destructor.
+    static LATE_CLIENT: ManuallyDrop<RefCell<Option<Client>>> = const { ManuallyDrop::new(RefCell::new(None)) };
+    static SWEEP_1: Sweeper = const { Sweeper };
+    static SWEEP_2: Sweeper = const { Sweeper };
+    static SWEEP_3: Sweeper = const { Sweeper };
+    static SWEEP_4: Sweeper = const { Sweeper };
+    static SWEEP_5: Sweeper = const { Sweeper };
+    static SWEEP_6: Sweeper = const { Sweeper };
+    static SWEEP_7: Sweeper = const { Sweeper };
+    static SWEEP_8: Sweeper = const { Sweeper };
 }
 
-/// Runs `f` with the calling plain thread's client cell: `THREAD_CLIENT`, else (destroyed) `LATE_CLIENT`; `Err`
-/// once both are destroyed.
+/// Drops `LATE_CLIENT`'s client when destroyed. Armed (first touched) by a late destructor's call, so that std
+/// runs it right after that destructor (a destructor registered while they run goes next): the client's
+/// in-flight answers are waited for and its continuations dropped there, as a thread's are at its exit, and the
+/// next late destructor (registered before the first, run after) starts afresh with a sweeper of its own.
+struct Sweeper;
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        // One by one: dropping a client drops continuations whose captures may delegate, making another.
+        while let Some(client) = LATE_CLIENT.with(|c| c.borrow_mut().take()) {
+            drop(client);
+        }
+    }
+}
+
+/// Arms a sweeper not yet destroyed (see `Sweeper`); false once all are spent (eight late destructors that
+/// delegate, or eight captures dropped by sweepers that delegate again, on one thread).
+fn arm_sweeper() -> bool {
+    [&SWEEP_1, &SWEEP_2, &SWEEP_3, &SWEEP_4, &SWEEP_5, &SWEEP_6, &SWEEP_7, &SWEEP_8]
+        .iter()
+        .any(|s| s.try_with(|_| ()).is_ok())
+}
+
+/// Runs `f` with the calling plain thread's client cell: `THREAD_CLIENT`, else (destroyed) `LATE_CLIENT`, with
+/// a sweeper armed; `None` once both are out of reach.
 #[inline]
-fn with_client_cell<R>(f: impl FnOnce(&RefCell<Option<Client>>) -> R) -> Result<R, std::thread::AccessError> {
+fn with_client_cell<R>(f: impl FnOnce(&RefCell<Option<Client>>) -> R) -> Option<R> {
     let mut f = Some(f);
     match THREAD_CLIENT.try_with(|c| (f.take().unwrap())(c)) {
-        Ok(r) => Ok(r),
-        Err(_) => LATE_CLIENT.try_with(|c| (f.take().unwrap())(c)),
+        Ok(r) => Some(r),
+        Err(_) if arm_sweeper() => Some(LATE_CLIENT.with(|c| (f.take().unwrap())(c))),
+        Err(_) => None,
     }
 }
 
@@ -59,7 +93,7 @@ pub(crate) fn publish_thread_unsent() {
 }
 
 /// Runs `f` with the calling plain thread's client context (`LATE_CLIENT` in a thread-local destructor that
-/// runs after `THREAD_CLIENT`'s), or with a fresh one if both thread-locals are already destroyed. Not for
+/// runs after `THREAD_CLIENT`'s), or with a fresh one once no sweeper is left to drop `LATE_CLIENT`'s. Not for
 /// workers: they have their own (`Worker::client`).
 #[inline]
 fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
@@ -73,8 +107,8 @@ fn with_thread_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
         (f.take().unwrap())(client)
     });
     match r {
-        Ok(r) => r,
-        Err(_) => (f.take().unwrap())(&mut new_thread_client()),
+        Some(r) => r,
+        None => (f.take().unwrap())(&mut new_thread_client()),
     }
 }
 
