@@ -422,3 +422,292 @@ fn a_continuation_capture_dropped_with_the_late_client_delegates_and_waits() {
     );
     child_ok();
 }
+
+/// A forked child (forked by this plain thread, a client of both trustees) uses every other part of the API
+/// that calls into the runtime. Promise ("every use panics at once naming `fork`"; "handles dropped there do
+/// nothing"): each is a bit of the child's exit code, all set: 255. 1: a fresh `apply_async`, polled, panics
+/// naming fork; 2: an `apply_async` sent in the parent (to a trustee busy for 1 s) and polled again in the
+/// child panics naming fork; 4: `Trustee::entrust`, 8: `trust_core::entrust` panic naming fork; 16: a
+/// handle's clone and drop return within 100 ms; 32: `launch` on a `Trust<Latch<_>>` and 64: `launch_then` +
+/// `wait_pending` panic naming fork; 128: `wait_pending` with an `apply_then` issued (unpublished) in the
+/// parent panics naming fork. The parent then gets every answer exactly once.
+#[test]
+fn every_call_in_a_forked_child_panics_naming_fork() {
+    let _s = serial();
+    in_child!("every_call_in_a_forked_child_panics_naming_fork", 30);
+    let rt = quiet();
+    let v = rt.trustee(0).entrust(10u64);
+    let latch = rt.trustee(1).entrust(trust_core::Latch::new(0u64));
+    assert_eq!(v.apply(|c| *c), 10);
+    latch.apply(|_| ());
+    let stalled = stall(0, 1000);
+    let mut sent = std::pin::pin!(v.apply_async(|c| {
+        *c += 1;
+        *c
+    }));
+    let waker = std::task::Waker::noop();
+    assert!(
+        sent.as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_pending(),
+        "the trustee is busy"
+    );
+    let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+    let r = ran.clone();
+    latch.apply_then(|l| *l.lock() += 1, move |()| r.set(r.get() + 1));
+    let pid = fork_running(|| {
+        let mut code = 0;
+        if names_fork(catch_unwind(AssertUnwindSafe(|| {
+            block_on(v.apply_async(|c| *c))
+        }))) {
+            code |= 1;
+        }
+        if names_fork(catch_unwind(AssertUnwindSafe(|| block_on(sent.as_mut())))) {
+            code |= 2;
+        }
+        if names_fork(catch_unwind(|| drop(trust_core::runtime().trustee(1).entrust(1u64)))) {
+            code |= 4;
+        }
+        if names_fork(catch_unwind(|| drop(trust_core::entrust(1u64)))) {
+            code |= 8;
+        }
+        let begun = Instant::now();
+        drop(v.clone());
+        drop(latch.clone());
+        if begun.elapsed() < Duration::from_millis(100) {
+            code |= 16;
+        }
+        if names_fork(catch_unwind(AssertUnwindSafe(|| latch.launch(|l| *l.lock())))) {
+            code |= 32;
+        }
+        if names_fork(catch_unwind(AssertUnwindSafe(|| {
+            latch.launch_then(|l| *l.lock(), drop);
+            trust_core::wait_pending();
+        }))) {
+            code |= 64;
+        }
+        if names_fork(catch_unwind(trust_core::wait_pending)) {
+            code |= 128;
+        }
+        code
+    });
+    let (code, took) = reap(pid, 5);
+    assert_eq!(block_on(sent.as_mut()), 11, "the parent's apply_async");
+    trust_core::wait_pending();
+    stalled.join().unwrap();
+    assert_eq!(ran.get(), 1, "the parent's continuation ran once");
+    assert_eq!(v.apply(|c| *c), 11);
+    assert_eq!(latch.launch(|l| *l.lock()), 1);
+    assert_eq!(
+        code,
+        Some(255),
+        "the forked child's exit code after {took:?} (None: still running after 5 s, killed; 70: an unexpected \
+         panic; bits: 1 apply_async, 2 a sent apply_async, 4 entrust on a trustee, 8 entrust, 32 launch, 64 \
+         launch_then panicked naming fork; 16 clone and drop were prompt; 128 wait_pending panicked naming fork)"
+    );
+    child_ok();
+}
+
+/// `std::process::Command` with a `pre_exec` closure (std must then `fork` and `exec`, so the runtime's fork
+/// handler runs in each child) from this thread and from a fiber on worker 0, 20 children each, while two
+/// threads and a fiber delegate to both trustees (`apply` and `apply_then`). Promises: the fork handler touches
+/// only the child; each child runs its `pre_exec` and `exec`s (`true`: exit 0); every request in the parent
+/// is served exactly once (exact counts).
+#[test]
+fn commands_with_pre_exec_leave_the_parent_alone() {
+    use std::os::unix::process::CommandExt;
+    let _s = serial();
+    in_child!("commands_with_pre_exec_leave_the_parent_alone", 60);
+    let rt = rt();
+    calibrate();
+    let a = rt.trustee(0).entrust(0u64);
+    let b = rt.trustee(1).entrust(0u64);
+    fn run_true(n: usize) -> usize {
+        (0..n)
+            .filter(|_| {
+                let mut c = std::process::Command::new("true");
+                // SAFETY: the closure only returns (async-signal-safe).
+                unsafe { c.pre_exec(|| Ok(())) };
+                c.status().unwrap().success()
+            })
+            .count()
+    }
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (a, b) = (a.clone(), b.clone());
+            thread::spawn(move || {
+                for i in 0..5000 {
+                    a.apply(|c| *c += 1);
+                    b.apply_then(|c| *c += 1, drop);
+                    if i % 100 == 0 {
+                        trust_core::wait_pending();
+                    }
+                }
+                trust_core::wait_pending();
+            })
+        })
+        .collect();
+    let (a2, b2) = (a.clone(), b.clone());
+    let delegating_fiber = spawn_on(1, move || {
+        for _ in 0..5000 {
+            a2.apply(|c| *c += 1);
+            b2.apply(|c| *c += 1);
+        }
+    });
+    let forking_fiber = spawn_on(0, || run_true(20));
+    let here = run_true(20);
+    for c in clients {
+        c.join().unwrap();
+    }
+    delegating_fiber.join().unwrap();
+    assert_eq!(
+        (here, forking_fiber.join().unwrap()),
+        (20, 20),
+        "children that exited 0"
+    );
+    assert_eq!(
+        (a.apply(|c| *c), b.apply(|c| *c)),
+        (15_000, 15_000),
+        "requests served in the parent"
+    );
+    child_ok();
+}
+
+/// Worker 0's epoll set closed behind its back (and nothing else): the worker naps 1 ms at a time. Promise
+/// (README: "says so on stderr and keeps serving, looking for work every millisecond"): it serves 1000 applies
+/// from a thread exactly, and an idle worker looking every millisecond costs little CPU: under 0.2 s of CPU
+/// for both workers over 1 s idle (measured before the close: about 0).
+#[test]
+fn a_worker_without_its_epoll_set_serves_and_idles_cheaply() {
+    let _s = serial();
+    in_child!("a_worker_without_its_epoll_set_serves_and_idles_cheaply", 30);
+    let rt = rt();
+    let v = rt.trustee(0).entrust(0u64);
+    v.apply(|c| *c += 1);
+    // The worker's epoll set: an anonymous inode named `[eventpoll]`, the first opened (worker 0's).
+    let epolls: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            (target.to_str()? == "anon_inode:[eventpoll]")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect();
+    let first = *epolls.iter().min().expect("the workers' epoll sets");
+    // SAFETY: closes the worker's epoll set behind its back, which is the point.
+    unsafe { libc::close(first) };
+    thread::sleep(Duration::from_millis(100));
+    let w = v.clone();
+    let sum = within(10, move || (0..1000).map(|_| w.apply(|c| *c)).sum::<u64>());
+    assert_eq!(sum, 1000, "applies to the worker without its epoll set");
+    let ticks = worker_cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let idle = worker_cpu_ticks() - ticks;
+    eprintln!("IDLE-TICKS {idle}");
+    assert!(
+        idle < 20,
+        "both workers idle for 1 s used {idle} CPU ticks (10 ms each) after worker 0's epoll set was closed"
+    );
+    child_ok();
+}
+
+/// What [`LateEverything`] saw: fibers joined and their sum, the chain's length, the count after, what
+/// `wait_pending` resumed.
+#[derive(Debug, PartialEq)]
+struct LateReport {
+    fibers_sum: u64,
+    chain: u32,
+    count: u64,
+    resumed: String,
+}
+
+/// A late destructor that spawns 10 fibers (each `apply`s) and joins them, runs an `apply_then` chain whose
+/// continuations issue the next (5 links) and waits for it, then one whose continuation panics.
+struct LateEverything(Option<(Trust<u64>, mpsc::Sender<LateReport>)>);
+
+fn chain(t: Trust<u64>, left: u32, links: std::rc::Rc<std::cell::Cell<u32>>) {
+    if left == 0 {
+        return;
+    }
+    let t2 = t.clone();
+    t.apply_then(
+        |c| *c += 1,
+        move |()| {
+            links.set(links.get() + 1);
+            chain(t2, left - 1, links);
+        },
+    );
+}
+
+impl Drop for LateEverything {
+    fn drop(&mut self) {
+        let Some((t, report)) = self.0.take() else {
+            return;
+        };
+        let fibers: Vec<_> = (0..10u64)
+            .map(|i| {
+                let t = t.clone();
+                spawn(move || {
+                    t.apply(|c| *c += 1);
+                    i
+                })
+            })
+            .collect();
+        let fibers_sum = fibers.into_iter().map(|f| f.join().unwrap()).sum();
+        let links = std::rc::Rc::new(std::cell::Cell::new(0));
+        chain(t.clone(), 5, links.clone());
+        trust_core::wait_pending();
+        let count = t.apply(|c| *c);
+        t.apply_then(|_| (), |()| panic!("late continuation"));
+        let resumed = catch_unwind(trust_core::wait_pending)
+            .map_or_else(panic_message, |()| "nothing".into());
+        let _ = report.send(LateReport {
+            fibers_sum,
+            chain: links.get(),
+            count,
+            resumed,
+        });
+    }
+}
+
+thread_local! {
+    static EVERYTHING: std::cell::RefCell<LateEverything> =
+        const { std::cell::RefCell::new(LateEverything(None)) };
+}
+
+/// A late thread-local destructor (run after the runtime's client is destroyed) that spawns and joins fibers,
+/// runs a chain of `apply_then`s each issued by the previous continuation, and has a continuation panic: 10
+/// fibers joined (sum 45), 5 links run by `wait_pending`, the count 1 + 10 + 5 = 16, "late continuation"
+/// resumed by the next `wait_pending`; on 10 threads, each with a value of its own.
+#[test]
+fn a_late_destructor_spawns_joins_chains_and_panics() {
+    let _s = serial();
+    in_child!("a_late_destructor_spawns_joins_chains_and_panics", 30);
+    let rt = quiet();
+    for _ in 0..10 {
+        let t = rt.trustee(1).entrust(0u64);
+        let (tx, rx) = mpsc::channel();
+        let (t2, t3) = (t.clone(), t.clone());
+        thread::spawn(move || {
+            EVERYTHING.with(|e| *e.borrow_mut() = LateEverything(Some((t2, tx))));
+            t3.apply(|c| *c += 1); // the client thread-local, registered last: destroyed first
+        })
+        .join()
+        .unwrap();
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the destructor reports");
+        assert_eq!(
+            got,
+            LateReport {
+                fibers_sum: 45,
+                chain: 5,
+                count: 16,
+                resumed: "late continuation".into()
+            }
+        );
+        assert_eq!(t.apply(|c| *c), 16);
+    }
+    child_ok();
+}
