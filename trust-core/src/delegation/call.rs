@@ -225,12 +225,30 @@ fn may_pool_pop() -> Option<Client> {
     MAY_POOL.with(|p| p.borrow_mut().pop())
 }
 
+/// The most client contexts a thread's `may` pool keeps. A coroutine returns its client to the pool of the
+/// thread it ends on, which need not be the one it took it from: `may`'s timer thread resumes a coroutine whose
+/// sleep ended (a call's wait sleeps after 4 ms), and there it ends, while coroutines start (and pop) only on
+/// `may`'s workers. Without a bound the timer thread's pool grew by every call that ended there, each client
+/// with a channel to every trustee it called, for the life of the process (review 33: 600 more channels and
+/// 5 MiB per burst of 600 waiting coroutines). Past it, an idle client is dropped, closing its channels.
+const MAY_POOL_MAX: usize = 1024;
+
 /// Not inlined: the coroutine may be on another thread than at `may_pool_pop`, and the thread-local's address
 /// must be computed anew.
 #[inline(never)]
 fn may_pool_push(client: Client) {
-    // Dropped instead when the thread-local is gone (a coroutine unwinding as its thread exits).
-    let _ = MAY_POOL.try_with(|p| p.borrow_mut().push(client));
+    // Dropped instead when the thread-local is gone (a coroutine unwinding as its thread exits), or when the
+    // pool is full: after the pool's borrow has ended.
+    let extra = MAY_POOL.try_with(move |p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < MAY_POOL_MAX {
+            pool.push(client);
+            None
+        } else {
+            Some(client)
+        }
+    });
+    drop(extra);
 }
 
 /// Runs `job` on `trustee` (a different trustee from the caller's own) and returns its result, suspending the
