@@ -388,41 +388,6 @@ fn a_fiber_suspended_in_the_panic_hook_and_another_panic_on_its_worker() {
 // ---------------------------------------------------------------------------------------------------------
 // 3. fork() after the runtime has started.
 
-/// Forks this (single-purpose child) process; the grandchild runs `f` and `_exit`s with its result. Returns
-/// the grandchild's exit code and how long it took; a grandchild still running after `secs` seconds is killed,
-/// and `None` returned.
-fn forked(secs: u64, f: impl FnOnce() -> i32) -> (Option<i32>, Duration) {
-    let begun = Instant::now();
-    // SAFETY: the grandchild runs only `f` (async-signal-safety is the point under test: `f` uses the runtime)
-    // and then `_exit`s, never returning into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(70);
-        // SAFETY: ends the grandchild at once, without running the parent's at-exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let deadline = begun + Duration::from_secs(secs);
-    loop {
-        let mut status = 0;
-        // SAFETY: waits without blocking for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-            return (code.or(Some(-1)), begun.elapsed());
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kills and reaps our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return (None, begun.elapsed());
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// After `fork`, the child has no worker threads: a request there can never be served. Before, an `apply` in
 /// the child (from a thread that was already a client, so its channel exists) hung forever (killed after 3 s).
 /// Now the trustees are closed in the child (a `pthread_atfork` handler) and every use panics at once with a
@@ -439,9 +404,6 @@ fn apply_in_a_forked_child_does_not_hang() {
     let sleeper = spawn(|| trust_core::sleep(Duration::from_millis(500)));
     let v2 = v.clone();
     let (code, took) = forked(3, move || {
-        fn names_fork(r: std::thread::Result<()>) -> bool {
-            r.is_err_and(|p| panic_message(p).contains("forked after it started"))
-        }
         let mut code = 0;
         if names_fork(catch_unwind(AssertUnwindSafe(|| {
             v2.apply(|c| *c += 1);

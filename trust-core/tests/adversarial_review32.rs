@@ -75,50 +75,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// True if `r` is a panic whose message names `fork` (the runtime's message for a forked child).
-fn names_fork<T>(r: std::thread::Result<T>) -> bool {
-    r.is_err_and(|p| panic_message(p).contains("forked after it started"))
-}
-
-/// Waits for our child `pid` up to `secs` seconds (then kills it: `None`); returns its exit code (-1: ended by
-/// a signal) and how long the wait took.
-fn reap(pid: libc::pid_t, secs: u64) -> (Option<i32>, Duration) {
-    let begun = Instant::now();
-    let deadline = begun + Duration::from_secs(secs);
-    loop {
-        let mut status = 0;
-        // SAFETY: waits without blocking for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-            return (code.or(Some(-1)), begun.elapsed());
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kills and reaps our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return (None, begun.elapsed());
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Forks; the child runs `f` and `_exit`s with its result (70 if it panicked). Returns the child's pid.
-fn fork_running(f: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the child runs only `f` (what it may do there is the point under test) and then `_exit`s, never
-    // returning into the caller.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(70);
-        // SAFETY: ends the child at once, without running the parent's at-exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
 /// Appends `DROPPED` to a file when dropped: a value whose destructor leaves a trace outside the process.
 struct MarksFileOnDrop(std::path::PathBuf);
 
@@ -637,6 +593,20 @@ fn commands_with_pre_exec_leave_the_parent_alone() {
     child_ok();
 }
 
+/// Worker 0's epoll set: of the process's anonymous inodes named `[eventpoll]`, the first opened.
+fn worker_0_epoll_fd() -> i32 {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            (target.to_str()? == "anon_inode:[eventpoll]")
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .min()
+        .expect("the workers' epoll sets")
+}
+
 /// Worker 0's epoll set closed behind its back (and nothing else): the worker naps 1 ms at a time. Promise
 /// (README: "says so on stderr and keeps serving, looking for work every millisecond"): it serves 1000 applies
 /// from a thread exactly, and an idle worker looking every millisecond costs little CPU: under 0.2 s of CPU
@@ -651,17 +621,7 @@ fn a_worker_without_its_epoll_set_serves_and_idles_cheaply() {
     let rt = rt();
     let v = rt.trustee(0).entrust(0u64);
     v.apply(|c| *c += 1);
-    // The worker's epoll set: an anonymous inode named `[eventpoll]`, the first opened (worker 0's).
-    let epolls: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            (target.to_str()? == "anon_inode:[eventpoll]")
-                .then(|| e.file_name().to_str()?.parse().ok())?
-        })
-        .collect();
-    let first = *epolls.iter().min().expect("the workers' epoll sets");
+    let first = worker_0_epoll_fd();
     // SAFETY: closes the worker's epoll set behind its back, which is the point.
     unsafe { libc::close(first) };
     thread::sleep(Duration::from_millis(100));
@@ -798,16 +758,7 @@ fn a_worker_whose_epoll_number_is_reused_by_another_epoll_set() {
     let rt = rt();
     let v = rt.trustee(0).entrust(0u64);
     v.apply(|c| *c += 1);
-    let epolls: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            (target.to_str()? == "anon_inode:[eventpoll]")
-                .then(|| e.file_name().to_str()?.parse().ok())?
-        })
-        .collect();
-    let first = *epolls.iter().min().expect("the workers' epoll sets");
+    let first = worker_0_epoll_fd();
     let mut pipe = [0; 2];
     // SAFETY: plain system calls; closing the worker's epoll set behind its back is the point.
     let mine = unsafe {

@@ -666,3 +666,53 @@ pub fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Forks; the child runs `f` and `_exit`s with its result (70 if it panicked), never returning into the test
+/// harness. Returns the child's pid.
+pub fn fork_running(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child runs only `f` (what it may do there is the point under test) and then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(70);
+        // SAFETY: ends the child at once, without running the parent's at-exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits for our child `pid` up to `secs` seconds (then kills it: `None`); returns its exit code (-1: ended by
+/// a signal) and how long the wait took.
+pub fn reap(pid: libc::pid_t, secs: u64) -> (Option<i32>, Duration) {
+    let begun = Instant::now();
+    let deadline = begun + Duration::from_secs(secs);
+    loop {
+        let mut status = 0;
+        // SAFETY: waits without blocking for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            return (code.or(Some(-1)), begun.elapsed());
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return (None, begun.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Forks this (single-purpose child) process; the grandchild runs `f` and `_exit`s with its result. Returns the
+/// grandchild's exit code and how long it took (`None`: still running after `secs` seconds, killed).
+pub fn forked(secs: u64, f: impl FnOnce() -> i32) -> (Option<i32>, Duration) {
+    reap(fork_running(f), secs)
+}
+
+/// True if `r` is a panic whose message names `fork` (the runtime's message in a forked child).
+pub fn names_fork<T>(r: std::thread::Result<T>) -> bool {
+    r.is_err_and(|p| panic_message(p).contains("forked after it started"))
+}
