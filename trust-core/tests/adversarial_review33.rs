@@ -27,19 +27,19 @@
 //!   thread's pool keeps at most 1,024 clients (`call::MAY_POOL_MAX`), past which an idle client is dropped
 //!   (its channels close): now 600, then 1,024-1,358 after every burst, RSS flat (+0.1 MiB over the last 4).
 //! - `a_thread_entrusting_and_dropping_values_steadily_keeps_memory_bounded`,
-//!   `a_fiber_entrusting_and_dropping_values_steadily_keeps_memory_bounded`,
+//!   `a_fiber_entrusting_and_dropping_values_steadily_keeps_memory_bounded` (fixed, nineteenth session),
 //!   `a_delegated_closure_entrusting_and_dropping_values_steadily_keeps_memory_bounded` (ignored): `entrust`
-//!   to another trustee has no flow control. Its registration goes by `call::post`: from a plain thread whose
+//!   to another trustee had no flow control. Its registration went by `call::post`: from a plain thread whose
 //!   lanes are busy, to the trustee's unbounded mailbox (`TrusteeShared::run_later`); from a fiber or a closure
 //!   on a worker, to the outbox backlog (`Outbox::push_or_queue`, unbounded); and the drop of a distinct value
 //!   each time cannot be netted in the count mail. A producer that entrusts and at once drops 300,000 values of
-//!   256 bytes (never more than one alive by its own account) outruns the trustee in a debug build and they all
-//!   pile up: peak RSS +149-156 MiB from a thread, +227-228 MiB from a fiber or a delegated closure (75 MiB of
-//!   values); 1,000,000 from a thread: +476 MiB, from a fiber +758 MiB, linear in the count. Mid-run (400,000
-//!   from a thread): at 80,000 entrusted only 31,130 were dropped, at 320,000 only 123,527. And glibc keeps the
-//!   freed memory: RSS stays at 147-202 MiB after every value was dropped. `apply_then` waits for room in the
-//!   same places (a fiber suspends, a thread serves its completions); `entrust` could too, but only a
-//!   delegated closure cannot wait, and a blocking `entrust` is an API change: left open.
+//!   256 bytes (never more than one alive by its own account) outran the trustee in a debug build and they all
+//!   piled up: peak RSS +149-156 MiB from a thread, +227-228 MiB from a fiber or a delegated closure (75 MiB of
+//!   values); 1,000,000 from a thread: +476 MiB, from a fiber +758 MiB, linear in the count. Fixed for the
+//!   callers that can wait (`call::register`, `tests/entrust_flow_control.rs`): past 256 registrations queued
+//!   for a trustee, an `entrust` from a thread, fiber or `may` coroutine waits for its own (a blocking round
+//!   trip): +1.1-1.3 MiB from a thread, +6.1-6.4 MiB from a fiber, the same for 1,000,000 values. A delegated
+//!   closure cannot wait (it would stop its trustee): its registrations still queue, +226 MiB.
 //!
 //! Held (no finding): the channels of 10,000 exited threads and of 20 dropped tokio runtimes all went away
 //! (back to the base after every wave), RSS flat wave over wave (22.3-22.9 MiB); every one of 400,000
@@ -179,8 +179,8 @@ const VALUES: usize = 200_000;
 
 /// 200,000 values of 256 bytes entrusted (to the other trustee and to the local one) and dropped at once, from a
 /// plain thread and from fibers on both workers, in two rounds: every value dropped exactly once, each round
-/// within 5 s. (RSS is printed, not checked: with no flow control on `entrust` it follows how far the trustee
-/// falls behind, 66-72 MiB after the first round, +6 to +18 MiB after the second: see the ignored tests below.)
+/// within 5 s. (RSS is printed, not checked: it follows how far the trustee falls behind; see the steady
+/// producers below.)
 #[test]
 fn values_entrusted_and_dropped_by_the_hundred_thousand_are_each_dropped_once() {
     let _s = serial();
@@ -562,7 +562,6 @@ fn assert_bounded(from: Producer, grown: usize) {
 }
 
 #[test]
-#[ignore = "review 33: entrust from a plain thread has no flow control: 300,000 entrust/drop pairs to another trustee pile up (+149-156 MiB peak RSS for 75 MiB of values)"]
 fn a_thread_entrusting_and_dropping_values_steadily_keeps_memory_bounded() {
     let _s = serial();
     in_child!(
@@ -574,7 +573,6 @@ fn a_thread_entrusting_and_dropping_values_steadily_keeps_memory_bounded() {
 }
 
 #[test]
-#[ignore = "review 33: entrust from a fiber has no flow control: 300,000 entrust/drop pairs to another trustee pile up in the outbox backlog (+227 MiB peak RSS)"]
 fn a_fiber_entrusting_and_dropping_values_steadily_keeps_memory_bounded() {
     let _s = serial();
     in_child!(
@@ -586,7 +584,7 @@ fn a_fiber_entrusting_and_dropping_values_steadily_keeps_memory_bounded() {
 }
 
 #[test]
-#[ignore = "review 33: entrust from a delegated closure has no flow control: 300,000 entrust/drop pairs to another trustee pile up in the worker's outbox backlog (+226 MiB peak RSS)"]
+#[ignore = "review 33: entrust from a delegated closure cannot wait (it would stop its trustee): 300,000 entrust/drop pairs to another trustee pile up in the worker's outbox backlog (+226 MiB peak RSS)"]
 fn a_delegated_closure_entrusting_and_dropping_values_steadily_keeps_memory_bounded() {
     let _s = serial();
     in_child!(

@@ -278,7 +278,7 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
         };
         return fiber::call(worker, id, trustee, job);
     }
-    call_from_thread(trustee, job)
+    call_from_thread(trustee, job, true)
 }
 
 /// A blocking call on a worker outside a fiber: inside a delegated closure, or on the scheduler (an
@@ -301,9 +301,10 @@ const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` 
      they run on the worker's scheduler, which would stop serving while it waits. Chain another \
      `apply_then` from the continuation instead, or make the call from a fiber (`spawn`)";
 
-/// `call_from` for a plain thread or a `may` coroutine.
+/// `call_from` for a plain thread or a `may` coroutine; a thread runs the continuations that arrived meanwhile
+/// if `run_ready`.
 #[inline(never)]
-fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
+fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J, run_ready: bool) -> J::Output {
     trustee.check_running();
     if outbox::in_may_coroutine() {
         with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent))
@@ -312,7 +313,7 @@ fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: 
             let r = c.call(trustee, job);
             (r, c.has_ready())
         });
-        if ready {
+        if ready && run_ready {
             run_thread_continuations();
         }
         r.unwrap_or_else(|unsent| waited_past_shutdown(unsent))
@@ -342,6 +343,24 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
             record.run(std::ptr::null_mut());
         })
     });
+}
+
+/// Sends a property's registration, `adopt`, to `trustee` (not the caller's own): like [`post`], without
+/// waiting, while fewer than `REGISTERING_MAX` registrations are queued for it. Past that, a caller that can
+/// wait (a plain thread, a `may` coroutine, a fiber) makes its registration a blocking request, so a loop that
+/// entrusts values to another trustee goes at that trustee's pace instead of queuing them all, with their
+/// values. A delegated closure or a continuation on a worker's scheduler cannot wait: theirs queue.
+pub(crate) fn register(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
+    if trustee.registering() {
+        match context::worker() {
+            None => return call_from_thread(trustee, job::Always(adopt), false),
+            Some(worker) if worker.fiber.get().is_some() && !worker.in_delegated() => {
+                return call_from(Some(worker), trustee, job::Always(adopt));
+            }
+            Some(_) => {}
+        }
+    }
+    post(trustee, job::post(adopt));
 }
 
 /// Counts `delta` handles of the property `h` in or out on `trustee`, without ever waiting: as a record where

@@ -5,7 +5,6 @@ use std::fmt;
 
 use crate::delegation::call;
 use crate::delegation::worker::context;
-use crate::delegation::trustee::job;
 use crate::delegation::trustee::property::{Header, Property, Registration, SendPtr};
 use crate::delegation::trustee::shared::TrusteeShared;
 use crate::delegation::api::trust::Trust;
@@ -33,6 +32,11 @@ impl Eq for Trustee {}
 impl Trustee {
     /// Hands `value` to this trustee. From now on it is touched only by closures the trustee applies.
     ///
+    /// Never waits, unless 256 values entrusted from other threads wait for this trustee to register them:
+    /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (a
+    /// blocking round trip), so a loop that entrusts values goes at the trustee's pace. A delegated closure or
+    /// an `apply_then` continuation on a worker cannot wait: theirs queue.
+    ///
     /// Panics if the runtime has been shut down.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         self.shared.check_running();
@@ -44,11 +48,13 @@ impl Trustee {
         } else {
             // SAFETY: fresh, and registered only by this record.
             let registration = unsafe { Registration::new(header.get()) };
-            call::post(self.shared, job::post(move || {
+            let shared = self.shared;
+            call::register(shared, move || {
                 let h = registration.into_header();
+                shared.registered();
                 // SAFETY: runs on the trustee; the property is fresh and unregistered.
                 context::with_registry(|r| unsafe { r.adopt(h) })
-            }));
+            });
         }
         // SAFETY: `property` is live with one reference, which the handle owns.
         unsafe { Trust::from_raw(property, *self) }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::ops::Deref;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::delegation::protocol::channel::Channel;
@@ -98,7 +98,14 @@ pub(crate) struct TrusteeShared {
     /// Rung by clients that publish on a channel the worker no longer looks at every round
     /// (`protocol::cold`); the worker reads it once per round.
     pub(crate) doorbell: Aligned<Doorbell>,
+    /// Registrations of properties entrusted from other threads that have not run yet (`call::register`).
+    registering: Aligned<AtomicUsize>,
 }
+
+/// Registrations queued for one trustee past which an `entrust` that can wait makes its own a blocking request
+/// (`call::register`): a burst of ordinary size never waits, and the values queued behind their
+/// registrations stay few.
+pub(crate) const REGISTERING_MAX: usize = 256;
 
 /// Reference-count changes that found no room in their sender's slot (`call::count`), netted per property
 /// until the worker takes them: a million clone/drop pairs from a client that its trustee cannot keep up with
@@ -317,6 +324,7 @@ impl TrusteeShared {
             metrics: Aligned::default(),
             relay: Aligned::default(),
             doorbell: Aligned::default(),
+            registering: Aligned::default(),
         }
     }
 
@@ -412,6 +420,17 @@ impl TrusteeShared {
     pub(crate) fn run_later<F: FnOnce() + Send + 'static>(&self, f: F) {
         self.mail.push_run(f);
         self.mailed();
+    }
+
+    /// Counts one more registration on its way to this trustee; true when `REGISTERING_MAX` were queued
+    /// already.
+    pub(crate) fn registering(&self) -> bool {
+        self.registering.fetch_add(1, Ordering::Relaxed) >= REGISTERING_MAX
+    }
+
+    /// Counts a registration out, as it runs.
+    pub(crate) fn registered(&self) {
+        self.registering.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts `delta` handles of `h` in or out later, in the count mail (see `CountMail`).
