@@ -117,6 +117,7 @@ pub use mutex::{IntervalMutex, PrioritizedMutex};
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
+use crate::delegation::worker::context;
 use std::task::Waker;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
@@ -417,7 +418,7 @@ impl<T> IntervalRwLock<T> {
             return Ok(0);
         }
         self.state()
-            .try_request(range.start, range.end, write)
+            .try_request(range.start, range.end, write, stack_address())
             .ok_or_else(|| TryLockError {
                 range: range.clone(),
                 write,
@@ -430,8 +431,9 @@ impl<T> IntervalRwLock<T> {
         if range.is_empty() {
             return 0;
         }
-        // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path.
-        let request = self.state().request(range.start, range.end, write, priority, || {
+        // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
+        // records where it was asked from (`stack_address`: a register, not a thread-local) and nothing more.
+        let request = self.state().request(range.start, range.end, write, priority, stack_address(), || {
             if in_may_coroutine() {
                 // It polls (`wait_as_coroutine`): nothing to wake.
                 Wake::Task(Waker::noop().clone())
@@ -446,6 +448,9 @@ impl<T> IntervalRwLock<T> {
                 self.cancel(range, ticket, write);
                 scheduler_wait_panic(self.name, range, write)
             }
+            Request::Queued(ticket) if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) => {
+                delegated_wait_panic(self.name, range, write)
+            }
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
@@ -456,6 +461,37 @@ impl<T> IntervalRwLock<T> {
                 }
             },
         }
+    }
+
+    /// In a closure delegated to a worker (its thread parks to wait, stopping all of the worker's fibers):
+    /// withdraws the queued request `ticket` and returns true if it waits for a borrow of one of those
+    /// fibers — a conflicting one held, or queued ahead of it — which could never resume to release it.
+    /// Elsewhere, or if it waits only for others (a plain thread, a fiber of another worker, a `may`
+    /// coroutine: each releases in time), returns false and the request stays queued.
+    ///
+    /// "A borrow of a fiber" means one *requested* on a fiber's stack ([`tree::Entry::origin`]), which is
+    /// what the lock can know without a thread-local read on the granted path. Guards are `Send`, and no
+    /// code runs when one moves, so the record cannot follow it: we chose to keep where it was taken. A guard
+    /// taken in a fiber of this worker and moved to a plain thread therefore still counts as that fiber's
+    /// (as long as a fiber of this worker runs on that stack), and the closure panics where it could have
+    /// waited: a spurious panic that names `try_*`, rather than a silent hang of the trustee. The converse,
+    /// a guard taken elsewhere and moved *into* a fiber of this worker, is not seen, and still hangs (see
+    /// `docs/interval.md`, Caveats).
+    #[cold]
+    #[inline(never)]
+    fn withdrawn_if_it_waits_for_a_stopped_fiber(&self, range: &Range<usize>, ticket: u64, write: bool) -> bool {
+        let Some(fibers) = context::fibers_stopped_by_a_delegated_wait() else {
+            return false;
+        };
+        let mut state = self.state();
+        if !state.waits_for(ticket, |origin| fibers.on_a_fiber_stack(origin)) {
+            return false;
+        }
+        let (wakes, own_waker) = state.cancel(range.start, range.end, ticket, write);
+        drop(state);
+        drop(own_waker);
+        Wake::wake_all(wakes);
+        true
     }
 
     /// Waits for `ticket` in a `may` coroutine as `apply` does (`MayWait`: yields for 4 ms, then sleeps on `may`'s
@@ -508,10 +544,19 @@ impl<T> IntervalRwLock<T> {
 
 /// True on a worker's thread outside any fiber and outside a delegated closure: in a continuation its scheduler
 /// runs. Parking there would stop the worker, and with it its fibers, one of which may hold the range (it
-/// could never resume to release it). (A delegated closure parks: documented in `docs/interval.md`.)
+/// could never resume to release it). (A delegated closure parks, unless it waits for one of those fibers:
+/// `withdrawn_if_it_waits_for_a_stopped_fiber`.)
 fn in_a_workers_scheduler() -> bool {
-    use crate::delegation::worker::context;
     context::worker().is_some() && context::fiber().is_none() && !context::in_delegated()
+}
+
+/// A point on the stack the caller runs on: the address of a local, in the caller's frame (inlined). It
+/// tells a fiber's stack from a thread's or a coroutine's (`Entry::origin`) at the cost of a stack address
+/// computation, where asking the runtime who runs here would read a thread-local.
+#[inline(always)]
+fn stack_address() -> usize {
+    let here = 0u8;
+    std::ptr::addr_of!(here).addr()
 }
 
 #[cold]
@@ -527,6 +572,23 @@ fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
          worker (outside any fiber: it cannot suspend): waiting there would stop the worker, whose fibers may \
          hold that range and could never resume to release it; use `{try_call}`, or borrow the range in the \
          fiber itself (after `wait_pending`), or with `{async_call}`"
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn delegated_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
+    let (call, try_call) = if write {
+        ("write", "try_write")
+    } else {
+        ("read", "try_read")
+    };
+    panic!(
+        "`{name}::{call}({range:?})` must wait for a conflicting borrow of a fiber of this worker (held, or queued \
+         ahead of it), in a closure delegated to the worker (it cannot suspend): waiting there would park the \
+         worker's thread, and that fiber could never resume to release the range, so the `apply` would never \
+         return; the request was withdrawn. Use `{try_call}` in the closure, or borrow the range in a fiber \
+         (`spawn`, or `launch` on this trustee) instead of a delegated closure"
     )
 }
 

@@ -162,9 +162,16 @@ impl State {
     }
 
     /// Takes `start..end` (non-empty) if nothing recorded conflicts with it; otherwise records nothing.
+    /// `origin` is where it is requested (see [`Entry::origin`]).
     ///
     /// Queued borrows count as conflicts: a `try_` call does not jump the queue.
-    pub(super) fn try_request(&mut self, start: usize, end: usize, write: bool) -> Option<u64> {
+    pub(super) fn try_request(
+        &mut self,
+        start: usize,
+        end: usize,
+        write: bool,
+        origin: usize,
+    ) -> Option<u64> {
         if self.conflicts(start, end, write) > 0 {
             return None;
         }
@@ -175,19 +182,21 @@ impl State {
             ticket,
             write,
             waiting: false,
+            origin,
         });
         Some(ticket)
     }
 
     /// Takes `start..end` (non-empty) now, or queues it; `wake` is called only if it must queue.
     /// `priority` 0 is the default; a higher one overtakes waiting conflicting requests of lower
-    /// priority (see the module docs).
+    /// priority (see the module docs). `origin` is where it is requested (see [`Entry::origin`]).
     pub(super) fn request(
         &mut self,
         start: usize,
         end: usize,
         write: bool,
         priority: u32,
+        origin: usize,
         wake: impl FnOnce() -> Wake,
     ) -> Request {
         let mut blockers = self.conflicts(start, end, write);
@@ -212,6 +221,7 @@ impl State {
             ticket,
             write,
             waiting: blockers > 0,
+            origin,
         };
         self.record(entry);
         for t in overtaken {
@@ -238,6 +248,29 @@ impl State {
     /// Whether the borrow with `ticket` (issued by [`State::request`]) has been granted.
     pub(super) fn is_granted(&self, ticket: u64) -> bool {
         !self.waiters.contains_key(&ticket)
+    }
+
+    /// Whether the queued request `ticket` waits for a borrow requested where `from` says (by its
+    /// [`Entry::origin`]): a conflicting held borrow, or a conflicting queued one ahead of it in the grant
+    /// order. Those are exactly the blockers it counts (see the module docs: every waiter counted each
+    /// conflicting held borrow). False once it is granted.
+    ///
+    /// Cost: O(n) in the worst case ([`ByStart::for_each_overlapping`]); only a delegated closure that must
+    /// wait asks.
+    pub(super) fn waits_for(&self, ticket: u64, from: impl Fn(usize) -> bool) -> bool {
+        let Some(me) = self.waiters.get(&ticket) else {
+            return false;
+        };
+        let mine = me.entry;
+        let mut found = false;
+        self.by_start
+            .for_each_overlapping(mine.start, mine.end, !mine.write, &mut |other| {
+                let blocks = other.ticket != ticket
+                    && (!other.waiting
+                        || me.is_after(self.waiters[&other.ticket].priority, other.ticket));
+                found |= blocks && from(other.origin);
+            });
+        found
     }
 
     /// Replaces the waker of a queued future, unless the old one would wake the same task. Returns the
@@ -273,6 +306,8 @@ impl State {
                 ticket,
                 write,
                 waiting: false,
+                // Not part of the key: removal finds the entry by `(start, ticket)` / `(end, ticket)`.
+                origin: 0,
             },
             None,
         )
