@@ -275,3 +275,50 @@ fn a_guard_taken_in_a_fiber_and_moved_to_a_thread_still_counts_as_the_fibers() {
     trustee_0_serves();
     child_ok();
 }
+
+/// Through a blocking request: a fiber of worker 0 holds `0..2` (suspended until told), a plain thread's write
+/// of `0..4` is queued behind it, and the closure's write of `2..6` conflicts with the thread's request only.
+/// It would be granted after the thread's, which waits for the fiber, which cannot run while worker 0 is
+/// parked: it panics, withdrawn; then the fiber and the thread finish as usual.
+#[test]
+fn a_delegated_write_behind_a_thread_that_waits_for_a_fiber_of_the_same_worker_panics() {
+    in_child!(
+        "a_delegated_write_behind_a_thread_that_waits_for_a_fiber_of_the_same_worker_panics",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let held = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(AtomicBool::new(false));
+    let (held2, go2) = (held.clone(), go.clone());
+    let f = spawn_on(0, move || {
+        let mut g = lock.write(0..2);
+        held2.store(true, Ordering::SeqCst);
+        assert!(wait_until(|| go2.load(Ordering::SeqCst)));
+        g.fill(1);
+    });
+    assert!(wait_until(|| held.load(Ordering::SeqCst)));
+    let waiter = thread::spawn(move || {
+        let mut g = lock.write(0..4);
+        let before = g.to_vec();
+        g.fill(2);
+        before
+    });
+    assert!(wait_until(|| lock.queued() == 1), "the thread never queued");
+    let r = write_on_worker_0(lock, 2..6, 0, 3);
+    let msg = r.expect_err("the closure's write waited for the thread, which waited for the fiber");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!((lock.held(), lock.queued()), (1, 1));
+    go.store(true, Ordering::SeqCst);
+    within(5, move || f.join().unwrap());
+    assert_eq!(waiter.join().unwrap(), vec![1, 1, 0, 0]);
+    assert_eq!(
+        lock.try_read(..).map(|g| g.to_vec()).ok(),
+        Some(vec![2, 2, 2, 2, 0, 0, 0, 0])
+    );
+    trustee_0_serves();
+    child_ok();
+}

@@ -465,9 +465,12 @@ impl<T> IntervalRwLock<T> {
 
     /// In a closure delegated to a worker (its thread parks to wait, stopping all of the worker's fibers):
     /// withdraws the queued request `ticket` and returns true if it waits for a borrow of one of those
-    /// fibers — a conflicting one held, or queued ahead of it — which could never resume to release it.
-    /// Elsewhere, or if it waits only for others (a plain thread, a fiber of another worker, a `may`
-    /// coroutine: each releases in time), returns false and the request stays queued.
+    /// fibers — a conflicting one held, or queued ahead of it, or one that a blocking request it waits for
+    /// waits for in turn (`State::waits_for`) — which could never resume to release it. Elsewhere, or if it
+    /// waits only for others (a plain thread, a fiber of another worker, a `may` coroutine: each releases in
+    /// time), returns false and the request stays queued. Only the state at this moment is examined: a
+    /// request that later overtakes this one (a higher priority, from another thread) and waits for such a
+    /// fiber still hangs it.
     ///
     /// "A borrow of a fiber" means one *requested* on a fiber's stack ([`tree::Entry::origin`]), which is
     /// what the lock can know without a thread-local read on the granted path. Guards are `Send`, and no
@@ -584,11 +587,11 @@ fn delegated_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
         ("read", "try_read")
     };
     panic!(
-        "`{name}::{call}({range:?})` must wait for a conflicting borrow of a fiber of this worker (held, or queued \
-         ahead of it), in a closure delegated to the worker (it cannot suspend): waiting there would park the \
-         worker's thread, and that fiber could never resume to release the range, so the `apply` would never \
-         return; the request was withdrawn. Use `{try_call}` in the closure, or borrow the range in a fiber \
-         (`spawn`, or `launch` on this trustee) instead of a delegated closure"
+        "`{name}::{call}({range:?})` must wait for a borrow of a fiber of this worker (a conflicting one held or \
+         queued ahead of it, or one a request ahead of it waits for), in a closure delegated to the worker (it \
+         cannot suspend): waiting there would park the worker's thread, and that fiber could never resume to \
+         release the range, so the `apply` would never return; the request was withdrawn. Use `{try_call}` in \
+         the closure, or borrow the range in a fiber (`spawn`, or `launch` on this trustee) instead"
     )
 }
 
