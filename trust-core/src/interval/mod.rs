@@ -10,7 +10,12 @@
 //!   fiber of the [delegation runtime](crate::spawn) they suspend only the fiber, as `apply` does: its
 //!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
 //!   In a continuation its worker runs (outside any fiber, where nothing can suspend), a borrow that would
-//!   have to wait panics instead, naming `try_*`: parking there would stop the worker and its fibers.
+//!   have to wait panics instead, naming `try_*`: parking there would stop the worker and its fibers. In a
+//!   closure delegated to a worker (which cannot suspend either) a borrow that must wait parks the worker's
+//!   thread, and succeeds once a plain thread, another worker's fiber or a `may` coroutine releases; but if
+//!   it would wait for a borrow taken by a fiber of that same worker (held, queued ahead of it, or waited for
+//!   by a blocking request ahead of it), which could never resume, it withdraws its request and panics,
+//!   naming `try_*` (see *Caveats*).
 //!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
 //!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
@@ -69,6 +74,7 @@
 //! | `read`, `write`, `try_*`, first poll of a future (granted or queued) | O(log n) |
 //! | dropping a guard | O((1 + k) log n), k = borrows queued behind it that it conflicts with |
 //! | dropping a queued future | O((1 + k + j) log n), j = queued borrows ahead of it that it overlaps |
+//! | a delegated closure's borrow that must wait (the fiber check) | O(n) per queued request it follows |
 //!
 //! The k term is unavoidable in any scheme that wakes k waiters; a release that nobody waits for is
 //! O(log n). The bounds are expected values over the treap's random priorities (drawn from the process's
@@ -92,6 +98,15 @@
 //! - There is no poisoning: a panic while a `WriteGuard` is alive releases the range with whatever was
 //!   written so far.
 //! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken.
+//! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
+//!   such a fiber: every borrow records the address of a local of the requesting call (free; no thread-local
+//!   read on the uncontended path), and only a delegated closure that must wait compares those with its
+//!   worker's fiber stacks (O(n) for n recorded borrows). Nothing runs when a guard moves, so the record
+//!   does not follow it: a guard taken in such a fiber and moved to a plain thread still counts (the closure
+//!   panics where it could have waited), one taken elsewhere and moved into such a fiber does not (the
+//!   closure hangs). A request that overtakes the closure's later (a higher priority) is not examined, nor
+//!   are futures: a `read_async`/`write_async` future polled in a delegated closure just returns `Pending`,
+//!   and blocking on it there (`block_on`) hangs the same way, where keeping it to poll later does not.
 //! - Every lock and unlock takes a mutex and updates two trees (about 50 ns per lock + unlock
 //!   uncontended, on the development machine); for many short borrows of chunks fixed in advance, a
 //!   `Vec<Mutex<chunk>>` or atomics are cheaper (see `docs/interval.md` for measured numbers).
