@@ -447,7 +447,7 @@ impl<T> IntervalRwLock<T> {
             return 0;
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
-        // records where it was asked from (`stack_address`: a register, not a thread-local) and nothing more.
+        // records where it was asked from (`stack_address`: a stack address, not a thread-local) and nothing more.
         let request = self.state().request(range.start, range.end, write, priority, stack_address(), || {
             if in_may_coroutine() {
                 // It polls (`wait_as_coroutine`): nothing to wake.

@@ -29,6 +29,10 @@
 //!   ahead in the order, the held one would have counted the waiter and could not have been granted), so
 //!   a release decrements every conflicting waiter; a withdrawn *waiting* borrow decrements only the
 //!   conflicting waiters after it in the order.
+//!
+//! Each borrow also records where it was requested ([`Entry::origin`], a stack address), which nothing above
+//! reads: only [`State::waits_for`] does, for a delegated closure that must wait (is what it waits for a
+//! fiber of its own worker?).
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
