@@ -10,9 +10,11 @@
 //! the key it held to another thread (underflow panic there, key and peek lost for good on the first); the
 //! peek's panic blamed a `Debug` the panicking fiber was not in; a `may` coroutine's blocking interval borrow
 //! parked its thread (hang with the holder on the same thread); an interval borrow in a fiber's continuation
-//! parked its worker for good. Found, not fixed (delegation, tests ignored): a fiber or coroutine suspended in
-//! the middle of unwinding leaves std's per-thread panic count wrong for others (`Poisonable` poisons wrongly).
-//! Documented, ignored: a delegated closure's interval borrow against a fiber of its own worker hangs.
+//! parked its worker for good; a delegated closure's interval borrow against a fiber of its own worker hung
+//! the trustee (documented at first; since review 35 it withdraws and panics naming `try_*`, and still waits
+//! for a plain thread or another worker's fiber: `tests/interval_delegated.rs`). Found, not fixed
+//! (delegation, tests ignored): a fiber or coroutine suspended in the middle of unwinding leaves std's
+//! per-thread panic count wrong for others (`Poisonable` poisons wrongly).
 
 #[macro_use]
 mod common;
@@ -323,17 +325,16 @@ fn a_fiber_holding_0_to_4() -> (&'static IntervalRwLock<u32>, Fiber<()>, Arc<Ato
     (lock, f, held)
 }
 
-/// Not a broken promise: docs/interval.md (Caveats) says a delegated closure's `read`/`write` blocks the worker's
-/// thread, "so a range held by a fiber of that same worker is never released: take it with `try_*` there".
-/// What it costs, shown: fiber F on worker 0 writes `0..4`, then sleeps 50 ms (suspended, holding it);
-/// a plain thread applies, on trustee 0, a closure that writes `2..6`: it parks worker 0's thread, the only
-/// thread that can resume F, so the `apply` never returns and trustee 0 never serves anyone again (a silent
-/// hang of every client of that trustee). Proposed, as the README does for a blocking `apply` to another
-/// trustee there ("Waiting where the trustee cannot wait panics with a message that names the way out"):
-/// a borrow that must wait on a worker's thread outside a fiber withdraws its request and panics, naming
-/// `try_write`; this test checks that proposal (message, nothing left queued, trustee 0 serving on).
+/// Was a documented hang (docs/interval.md, Caveats, until review 35): a delegated closure's `read`/`write`
+/// blocks the worker's thread, so a range held by a fiber of that same worker was never released. Fiber F on
+/// worker 0 writes `0..4`, then sleeps 50 ms (suspended, holding it); a plain thread applies, on trustee 0, a
+/// closure that writes `2..6`: parking worker 0's thread, the only thread that can resume F, the `apply` never
+/// returned and trustee 0 never served anyone again. As the README does for a blocking `apply` to another
+/// trustee there ("Waiting where the trustee cannot wait panics with a message that names the way out"), the
+/// borrow now withdraws its request and panics, naming `try_write`, when what it waits for is a fiber of its
+/// own worker (against a plain thread or another worker's fiber it still waits: `tests/interval_delegated.rs`).
+/// Checked: the message, nothing left queued, trustee 0 serving on.
 #[test]
-#[ignore = "review 29: documented hang (docs/interval.md Caveats): a delegated closure's blocking interval write against a fiber of its own worker; proposal: panic naming try_write"]
 fn interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does_not_hang() {
     in_child!(
         "interval_write_in_a_delegated_closure_against_a_fiber_of_the_same_worker_does_not_hang",

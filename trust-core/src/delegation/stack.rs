@@ -338,6 +338,11 @@ impl GuardPage {
     pub(crate) fn contains(&self, addr: usize) -> bool {
         (self.start..self.end).contains(&addr)
     }
+
+    /// Whether `addr` lies on the stack above this guard page (or in the page itself).
+    pub(crate) fn stack_contains(&self, addr: usize) -> bool {
+        (self.start..self.end + self.stack_bytes).contains(&addr)
+    }
 }
 
 impl FiberStack {

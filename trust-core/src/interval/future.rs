@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::state::{Request, Wake};
-use super::{IntervalRwLock, ReadGuard, WriteGuard};
+use super::{IntervalRwLock, ReadGuard, WriteGuard, stack_address};
 
 /// Where a lock request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +55,14 @@ impl<'a, T> Acquire<'a, T> {
                 let request =
                     self.lock
                         .state()
-                        .request(self.range.start, self.range.end, self.write, self.priority, || {
-                            Wake::Task(waker.take().expect("the waker is taken once"))
-                        });
+                        .request(
+                            self.range.start,
+                            self.range.end,
+                            self.write,
+                            self.priority,
+                            stack_address(),
+                            || Wake::Task(waker.take().expect("the waker is taken once")),
+                        );
                 drop(waker);
                 match request {
                     Request::Granted(ticket) => ticket,

@@ -10,7 +10,12 @@
 //!   fiber of the [delegation runtime](crate::spawn) they suspend only the fiber, as `apply` does: its
 //!   worker runs its other fibers meanwhile (one of which may hold the range) and serves its trustee.
 //!   In a continuation its worker runs (outside any fiber, where nothing can suspend), a borrow that would
-//!   have to wait panics instead, naming `try_*`: parking there would stop the worker and its fibers.
+//!   have to wait panics instead, naming `try_*`: parking there would stop the worker and its fibers. In a
+//!   closure delegated to a worker (which cannot suspend either) a borrow that must wait parks the worker's
+//!   thread, and succeeds once a plain thread, another worker's fiber or a `may` coroutine releases; but if
+//!   it would wait for a borrow taken by a fiber of that same worker (held, queued ahead of it, or waited for
+//!   by a blocking request ahead of it), which could never resume, it withdraws its request and panics,
+//!   naming `try_*` (see *Caveats*).
 //!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
 //!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
@@ -69,6 +74,7 @@
 //! | `read`, `write`, `try_*`, first poll of a future (granted or queued) | O(log n) |
 //! | dropping a guard | O((1 + k) log n), k = borrows queued behind it that it conflicts with |
 //! | dropping a queued future | O((1 + k + j) log n), j = queued borrows ahead of it that it overlaps |
+//! | a delegated closure's borrow that must wait (the fiber check) | O(n) per queued request it follows |
 //!
 //! The k term is unavoidable in any scheme that wakes k waiters; a release that nobody waits for is
 //! O(log n). The bounds are expected values over the treap's random priorities (drawn from the process's
@@ -92,6 +98,15 @@
 //! - There is no poisoning: a panic while a `WriteGuard` is alive releases the range with whatever was
 //!   written so far.
 //! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken.
+//! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
+//!   such a fiber: every borrow records the address of a local of the requesting call (free; no thread-local
+//!   read on the uncontended path), and only a delegated closure that must wait compares those with its
+//!   worker's fiber stacks (O(n) for n recorded borrows). Nothing runs when a guard moves, so the record
+//!   does not follow it: a guard taken in such a fiber and moved to a plain thread still counts (the closure
+//!   panics where it could have waited), one taken elsewhere and moved into such a fiber does not (the
+//!   closure hangs). A request that overtakes the closure's later (a higher priority) is not examined, nor
+//!   are futures: a `read_async`/`write_async` future polled in a delegated closure just returns `Pending`,
+//!   and blocking on it there (`block_on`) hangs the same way, where keeping it to poll later does not.
 //! - Every lock and unlock takes a mutex and updates two trees (about 50 ns per lock + unlock
 //!   uncontended, on the development machine); for many short borrows of chunks fixed in advance, a
 //!   `Vec<Mutex<chunk>>` or atomics are cheaper (see `docs/interval.md` for measured numbers).
@@ -117,6 +132,7 @@ pub use mutex::{IntervalMutex, PrioritizedMutex};
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
+use crate::delegation::worker::context;
 use std::task::Waker;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
@@ -417,7 +433,7 @@ impl<T> IntervalRwLock<T> {
             return Ok(0);
         }
         self.state()
-            .try_request(range.start, range.end, write)
+            .try_request(range.start, range.end, write, stack_address())
             .ok_or_else(|| TryLockError {
                 range: range.clone(),
                 write,
@@ -430,8 +446,9 @@ impl<T> IntervalRwLock<T> {
         if range.is_empty() {
             return 0;
         }
-        // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path.
-        let request = self.state().request(range.start, range.end, write, priority, || {
+        // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
+        // records where it was asked from (`stack_address`: a stack address, not a thread-local) and nothing more.
+        let request = self.state().request(range.start, range.end, write, priority, stack_address(), || {
             if in_may_coroutine() {
                 // It polls (`wait_as_coroutine`): nothing to wake.
                 Wake::Task(Waker::noop().clone())
@@ -446,6 +463,9 @@ impl<T> IntervalRwLock<T> {
                 self.cancel(range, ticket, write);
                 scheduler_wait_panic(self.name, range, write)
             }
+            Request::Queued(ticket) if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) => {
+                delegated_wait_panic(self.name, range, write)
+            }
             Request::Queued(ticket) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
@@ -456,6 +476,40 @@ impl<T> IntervalRwLock<T> {
                 }
             },
         }
+    }
+
+    /// In a closure delegated to a worker (its thread parks to wait, stopping all of the worker's fibers):
+    /// withdraws the queued request `ticket` and returns true if it waits for a borrow of one of those
+    /// fibers — a conflicting one held, or queued ahead of it, or one that a blocking request it waits for
+    /// waits for in turn (`State::waits_for`) — which could never resume to release it. Elsewhere, or if it
+    /// waits only for others (a plain thread, a fiber of another worker, a `may` coroutine: each releases in
+    /// time), returns false and the request stays queued. Only the state at this moment is examined: a
+    /// request that later overtakes this one (a higher priority, from another thread) and waits for such a
+    /// fiber still hangs it.
+    ///
+    /// "A borrow of a fiber" means one *requested* on a fiber's stack ([`tree::Entry::origin`]), which is
+    /// what the lock can know without a thread-local read on the granted path. Guards are `Send`, and no
+    /// code runs when one moves, so the record cannot follow it: we chose to keep where it was taken. A guard
+    /// taken in a fiber of this worker and moved to a plain thread therefore still counts as that fiber's
+    /// (as long as a fiber of this worker runs on that stack), and the closure panics where it could have
+    /// waited: a spurious panic that names `try_*`, rather than a silent hang of the trustee. The converse,
+    /// a guard taken elsewhere and moved *into* a fiber of this worker, is not seen, and still hangs (see
+    /// `docs/interval.md`, Caveats).
+    #[cold]
+    #[inline(never)]
+    fn withdrawn_if_it_waits_for_a_stopped_fiber(&self, range: &Range<usize>, ticket: u64, write: bool) -> bool {
+        let Some(fibers) = context::fibers_stopped_by_a_delegated_wait() else {
+            return false;
+        };
+        let mut state = self.state();
+        if !state.waits_for(ticket, |origin| fibers.on_a_fiber_stack(origin)) {
+            return false;
+        }
+        let (wakes, own_waker) = state.cancel(range.start, range.end, ticket, write);
+        drop(state);
+        drop(own_waker);
+        Wake::wake_all(wakes);
+        true
     }
 
     /// Waits for `ticket` in a `may` coroutine as `apply` does (`MayWait`: yields for 4 ms, then sleeps on `may`'s
@@ -508,10 +562,19 @@ impl<T> IntervalRwLock<T> {
 
 /// True on a worker's thread outside any fiber and outside a delegated closure: in a continuation its scheduler
 /// runs. Parking there would stop the worker, and with it its fibers, one of which may hold the range (it
-/// could never resume to release it). (A delegated closure parks: documented in `docs/interval.md`.)
+/// could never resume to release it). (A delegated closure parks, unless it waits for one of those fibers:
+/// `withdrawn_if_it_waits_for_a_stopped_fiber`.)
 fn in_a_workers_scheduler() -> bool {
-    use crate::delegation::worker::context;
     context::worker().is_some() && context::fiber().is_none() && !context::in_delegated()
+}
+
+/// A point on the stack the caller runs on: the address of a local, in the caller's frame (inlined). It
+/// tells a fiber's stack from a thread's or a coroutine's (`Entry::origin`) at the cost of a stack address
+/// computation, where asking the runtime who runs here would read a thread-local.
+#[inline(always)]
+fn stack_address() -> usize {
+    let here = 0u8;
+    std::ptr::addr_of!(here).addr()
 }
 
 #[cold]
@@ -527,6 +590,23 @@ fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
          worker (outside any fiber: it cannot suspend): waiting there would stop the worker, whose fibers may \
          hold that range and could never resume to release it; use `{try_call}`, or borrow the range in the \
          fiber itself (after `wait_pending`), or with `{async_call}`"
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn delegated_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
+    let (call, try_call) = if write {
+        ("write", "try_write")
+    } else {
+        ("read", "try_read")
+    };
+    panic!(
+        "`{name}::{call}({range:?})` must wait for a borrow of a fiber of this worker (a conflicting one held or \
+         queued ahead of it, or one a request ahead of it waits for), in a closure delegated to the worker (it \
+         cannot suspend): waiting there would park the worker's thread, and that fiber could never resume to \
+         release the range, so the `apply` would never return; the request was withdrawn. Use `{try_call}` in \
+         the closure, or borrow the range in a fiber (`spawn`, or `launch` on this trustee) instead"
     )
 }
 

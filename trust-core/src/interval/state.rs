@@ -29,9 +29,13 @@
 //!   ahead in the order, the held one would have counted the waiter and could not have been granted), so
 //!   a release decrements every conflicting waiter; a withdrawn *waiting* borrow decrements only the
 //!   conflicting waiters after it in the order.
+//!
+//! Each borrow also records where it was requested ([`Entry::origin`], a stack address), which nothing above
+//! reads: only [`State::waits_for`] does, for a delegated closure that must wait (is what it waits for a
+//! fiber of its own worker?).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{self, AssertUnwindSafe};
 use std::task::Waker;
 use std::thread;
@@ -162,9 +166,16 @@ impl State {
     }
 
     /// Takes `start..end` (non-empty) if nothing recorded conflicts with it; otherwise records nothing.
+    /// `origin` is where it is requested (see [`Entry::origin`]).
     ///
     /// Queued borrows count as conflicts: a `try_` call does not jump the queue.
-    pub(super) fn try_request(&mut self, start: usize, end: usize, write: bool) -> Option<u64> {
+    pub(super) fn try_request(
+        &mut self,
+        start: usize,
+        end: usize,
+        write: bool,
+        origin: usize,
+    ) -> Option<u64> {
         if self.conflicts(start, end, write) > 0 {
             return None;
         }
@@ -175,19 +186,21 @@ impl State {
             ticket,
             write,
             waiting: false,
+            origin,
         });
         Some(ticket)
     }
 
     /// Takes `start..end` (non-empty) now, or queues it; `wake` is called only if it must queue.
     /// `priority` 0 is the default; a higher one overtakes waiting conflicting requests of lower
-    /// priority (see the module docs).
+    /// priority (see the module docs). `origin` is where it is requested (see [`Entry::origin`]).
     pub(super) fn request(
         &mut self,
         start: usize,
         end: usize,
         write: bool,
         priority: u32,
+        origin: usize,
         wake: impl FnOnce() -> Wake,
     ) -> Request {
         let mut blockers = self.conflicts(start, end, write);
@@ -212,6 +225,7 @@ impl State {
             ticket,
             write,
             waiting: blockers > 0,
+            origin,
         };
         self.record(entry);
         for t in overtaken {
@@ -238,6 +252,48 @@ impl State {
     /// Whether the borrow with `ticket` (issued by [`State::request`]) has been granted.
     pub(super) fn is_granted(&self, ticket: u64) -> bool {
         !self.waiters.contains_key(&ticket)
+    }
+
+    /// Whether the queued request `ticket` waits for a borrow requested where `from` says (by its
+    /// [`Entry::origin`]): directly — a conflicting held borrow, or a conflicting queued one ahead of it in
+    /// the grant order, exactly the blockers it counts (every waiter counted each conflicting held borrow: see
+    /// the module docs) — or through a queued *blocking* request it waits for, which waits for one in turn
+    /// (and cannot give up: a thread or fiber in `read`/`write` has no way to withdraw, where a future may be
+    /// dropped and a `may` coroutine cancelled). False once it is granted.
+    ///
+    /// Cost: O(n) per queued request visited ([`ByStart::for_each_overlapping`]), and one allocation; only a
+    /// delegated closure that must wait asks.
+    pub(super) fn waits_for(&self, ticket: u64, from: impl Fn(usize) -> bool) -> bool {
+        if !self.waiters.contains_key(&ticket) {
+            return false;
+        }
+        let mut seen = HashSet::from([ticket]);
+        let mut to_visit = vec![ticket];
+        while let Some(waiting) = to_visit.pop() {
+            let me = &self.waiters[&waiting];
+            let mine = me.entry;
+            let mut found = false;
+            self.by_start
+                .for_each_overlapping(mine.start, mine.end, !mine.write, &mut |other| {
+                    let other_waiter = other.waiting.then(|| &self.waiters[&other.ticket]);
+                    let blocks = other.ticket != waiting
+                        && other_waiter.is_none_or(|o| me.is_after(o.priority, other.ticket));
+                    if !blocks || found {
+                        return;
+                    }
+                    if from(other.origin) {
+                        found = true;
+                    } else if other_waiter.is_some_and(|o| matches!(o.wake, Wake::Blocked(_)))
+                        && seen.insert(other.ticket)
+                    {
+                        to_visit.push(other.ticket);
+                    }
+                });
+            if found {
+                return true;
+            }
+        }
+        false
     }
 
     /// Replaces the waker of a queued future, unless the old one would wake the same task. Returns the
@@ -273,6 +329,8 @@ impl State {
                 ticket,
                 write,
                 waiting: false,
+                // Not part of the key: removal finds the entry by `(start, ticket)` / `(end, ticket)`.
+                origin: 0,
             },
             None,
         )
@@ -352,5 +410,62 @@ impl State {
     /// Number of queued borrows.
     pub(super) fn queued(&self) -> usize {
         self.waiters.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random requests (with priorities), releases and withdrawals, each borrow's origin its own number:
+    /// for every queued request, the borrows `waits_for` names (futures only, so no blocking request is
+    /// followed through) are exactly as many as its counted blockers.
+    #[test]
+    fn waits_for_names_exactly_the_counted_blockers() {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut below = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut state = State::new();
+        // (start, end, write, ticket) of every recorded borrow; origin = index of the request.
+        let mut recorded: Vec<(usize, usize, bool, u64)> = Vec::new();
+        let mut origins = HashMap::new();
+        let steps = if cfg!(miri) { 100 } else { 1_000 };
+        for step in 0..steps {
+            if below(2) == 0 || recorded.len() < 8 {
+                let start = below(24) as usize;
+                let end = start + 1 + below(6) as usize;
+                let write = below(2) == 0;
+                let priority = if below(4) == 0 { below(3) as u32 } else { 0 };
+                let ticket = match state.request(start, end, write, priority, step, || {
+                    Wake::Task(Waker::noop().clone())
+                }) {
+                    Request::Granted(t) | Request::Queued(t) => t,
+                };
+                recorded.push((start, end, write, ticket));
+                origins.insert(ticket, step);
+            } else {
+                let (start, end, write, ticket) =
+                    recorded.swap_remove(below(recorded.len() as u64) as usize);
+                let _ = state.cancel(start, end, ticket, write);
+            }
+            for (&ticket, waiter) in &state.waiters {
+                let named = recorded
+                    .iter()
+                    .filter(|&&(.., t)| state.waits_for(ticket, |o| o == origins[&t]))
+                    .count();
+                assert_eq!(named, waiter.blockers, "ticket {ticket} at step {step}");
+            }
+            for &(.., t) in &recorded {
+                assert_eq!(
+                    state.waits_for(t, |_| true),
+                    !state.is_granted(t),
+                    "ticket {t} at step {step}"
+                );
+            }
+        }
     }
 }

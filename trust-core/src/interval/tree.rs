@@ -1,7 +1,7 @@
 //! An augmented treap of borrows: the ordered map behind [`IntervalRwLock`](super::IntervalRwLock).
 //!
 //! One tree type serves two orders. Keyed by `(start, ticket)` it answers "how many borrows start before
-//! `x`" and enumerates the *waiting* borrows that overlap a range; keyed by `(end, ticket)` it answers "how
+//! `x`" and enumerates the *waiting* borrows that overlap a range (and, more slowly, all of them); keyed by `(end, ticket)` it answers "how
 //! many borrows end at or before `x`". Together the two counts give the number of borrows overlapping any
 //! range in two descents (see `State::conflicts`).
 //!
@@ -28,6 +28,10 @@ pub(super) struct Entry {
     pub(super) write: bool,
     /// Still queued. Only the start-ordered tree reads this flag.
     pub(super) waiting: bool,
+    /// Where the borrow was requested: the address of a local of the requesting call, hence a point on the
+    /// stack that call ran on (a thread's, a fiber's, a `may` coroutine's). Free to take (no thread-local
+    /// read); only a delegated closure that must wait looks at it (`State::waits_for`).
+    pub(super) origin: usize,
 }
 
 /// The tree ordered by `(start, ticket)`: counts, and finds the waiting entries overlapping a range.
@@ -104,6 +108,7 @@ impl<const BY_END: bool> Treap<BY_END> {
                 ticket: 0,
                 write: false,
                 waiting: false,
+                origin: 0,
             },
             priority: 0,
             left: NIL,
@@ -410,6 +415,42 @@ impl<const BY_END: bool> Treap<BY_END> {
         self.visit(node.right, a, b, writes_only, f);
     }
 
+    /// Calls `f` on every entry (every write, if `writes_only`) that overlaps `a..b`, held or waiting.
+    ///
+    /// Nothing bounds the ends of *held* entries in a subtree (keeping that maximum would make every
+    /// release recompute summaries bottom-up), so this visits every entry that starts before `b`, less the
+    /// subtrees without a write when `writes_only`: O(n) in the worst case. Only a delegated closure that
+    /// must wait calls it (`State::waits_for`); no grant or release does.
+    pub(super) fn for_each_overlapping(
+        &self,
+        a: usize,
+        b: usize,
+        writes_only: bool,
+        f: &mut impl FnMut(&Entry),
+    ) {
+        debug_assert!(!BY_END, "the end-ordered tree may be stale on `waiting`");
+        self.visit_all(self.root, a, b, writes_only, f);
+    }
+
+    fn visit_all(&self, t: u32, a: usize, b: usize, writes_only: bool, f: &mut impl FnMut(&Entry)) {
+        if t == NIL {
+            return;
+        }
+        let node = &self.nodes[t as usize];
+        if node.sum.count(writes_only) == 0 {
+            return;
+        }
+        self.visit_all(node.left, a, b, writes_only, f);
+        let e = &node.entry;
+        if e.start >= b {
+            return;
+        }
+        if (!writes_only || e.write) && e.end > a {
+            f(e);
+        }
+        self.visit_all(node.right, a, b, writes_only, f);
+    }
+
     /// Every entry in key order (tests and `Debug` only).
     #[cfg(test)]
     pub(super) fn entries(&self) -> Vec<Entry> {
@@ -503,6 +544,7 @@ mod tests {
                         ticket,
                         write: rng.below(2) == 0,
                         waiting: rng.below(2) == 0,
+                        origin: ticket as usize,
                     };
                     by_start.insert(e);
                     // As `State` does: the end-ordered tree never tracks waiting.
@@ -547,6 +589,19 @@ mod tests {
                 let mut found = Vec::new();
                 by_start
                     .for_each_waiting_overlapping(x, b, writes_only, &mut |e| found.push(e.ticket));
+                expected.sort_unstable();
+                found.sort_unstable();
+                assert_eq!(found, expected);
+                let mut expected: Vec<(u64, usize)> = model
+                    .iter()
+                    .filter(kind)
+                    .filter(|e| e.start < b && e.end > x)
+                    .map(|e| (e.ticket, e.origin))
+                    .collect();
+                let mut found = Vec::new();
+                by_start.for_each_overlapping(x, b, writes_only, &mut |e| {
+                    found.push((e.ticket, e.origin))
+                });
                 expected.sort_unstable();
                 found.sort_unstable();
                 assert_eq!(found, expected);

@@ -39,6 +39,11 @@ pub(crate) fn set_running(guard: GuardPage) {
     RUNNING.with(|r| r.set(guard));
 }
 
+/// The guard page of the fiber this thread is running (`NONE` between fibers).
+pub(crate) fn running() -> GuardPage {
+    RUNNING.with(Cell::get)
+}
+
 /// Installs the fault handler, once for the process.
 pub(crate) fn install_handler() {
     static INSTALLED: Once = Once::new();

@@ -8,6 +8,7 @@ use std::ptr;
 
 use crate::delegation::trustee::local;
 use crate::delegation::trustee::property::Registry;
+use crate::delegation::worker::fiber::Scheduler;
 use crate::delegation::worker::run::Worker;
 
 pub(crate) type Yielder = corosensei::Yielder<(), ()>;
@@ -49,6 +50,14 @@ pub(crate) fn set_fiber(f: Option<(*const Yielder, usize)>) {
 /// True inside a closure a trustee is applying (or a property's destructor) on this thread.
 pub(crate) fn in_delegated() -> bool {
     local::in_delegated()
+}
+
+/// In a closure delegated to a worker (applied by its trustee, or inline by one of its fibers: neither can
+/// suspend), where a wait parks the worker's thread and with it every fiber of the worker: their scheduler,
+/// which tells their stacks (`Scheduler::on_a_fiber_stack`). `None` elsewhere.
+pub(crate) fn fibers_stopped_by_a_delegated_wait() -> Option<&'static Scheduler> {
+    let worker = worker()?;
+    in_delegated().then_some(&worker.scheduler)
 }
 
 /// Runs `f` on this worker's property registry. Only trustee-side code calls it, which runs on a worker.

@@ -320,6 +320,20 @@ impl Scheduler {
         self.serials.borrow().get(id).copied().unwrap_or(u64::MAX)
     }
 
+    /// Whether `addr` lies on the stack of one of this worker's fibers: a suspended one, or the one running
+    /// now (on this worker's thread only). O(fibers); for the rare caller that must tell a fiber's borrow
+    /// from others (`IntervalRwLock`, in a delegated closure that must wait). False for the suspended ones
+    /// while the list is being changed, which no caller can observe (it changes only between fibers).
+    pub(crate) fn on_a_fiber_stack(&self, addr: usize) -> bool {
+        overflow::running().stack_contains(addr)
+            || self.fibers.try_borrow().is_ok_and(|fibers| {
+                fibers
+                    .iter()
+                    .flatten()
+                    .any(|fiber| fiber.1.stack_contains(addr))
+            })
+    }
+
     /// Creates a fiber for `job` on `stack` and makes it ready.
     pub(crate) fn start(&self, stack: FiberStack, job: FiberJob, handle: Weak<dyn Abandon>) {
         let guard = stack.guard_page();
