@@ -21,7 +21,7 @@
 //! - [`GhostAtomicBitset`]: a word-packed visited set; `test_and_set` is one `fetch_or`.
 //! - [`GhostTreiberStack`]: a lock-free MPMC stack of indices, ABA-safe with a tagged head, `push_batch`.
 //! - [`GhostChaseLevDeque`] and [`GhostStealer`]: a fixed-capacity Chase-Lev work-stealing deque.
-//! - [`static_token`], [`with_static_token`], [`with_static_token_mut`]: the global `'static` token.
+//! - [`static_token()`], [`with_static_token`], [`with_static_token_mut`]: the global `'static` token.
 //! - [`GhostLazyLock`]: a lazy value initialised by whichever `&token` holder reads it first.
 //!
 //! `Send`/`Sync` follow the paper: `GhostToken: Send + Sync`; `GhostCell<T>: Send` iff `T: Send`, and

@@ -27,7 +27,7 @@
 //!
 //! Deadlock freedom: every multi-lock acquisition, here and in the sorting collections, takes its
 //! locks in increasing `(RANK, address)` order, and a thread holding locks (through a
-//! [`NestedKey`](super::NestedKey)) only takes strictly higher ranks. So all threads acquire along
+//! [`NestedKey`]) only takes strictly higher ranks. So all threads acquire along
 //! one global order and no cycle of waiters can form. (The two collections that do not sort stay
 //! out of cycles another way: `OwnedLockCollection`'s locks are reachable only through it, in its
 //! one order, and `RetryingLockCollection` never waits while it holds a lock.)
