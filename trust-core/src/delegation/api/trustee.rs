@@ -45,19 +45,27 @@ impl Trustee {
         if is_current(self.shared) {
             // SAFETY: fresh property of this trustee, on its thread.
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
-        } else {
-            // SAFETY: fresh, and registered only by this record.
-            let registration = unsafe { Registration::new(header.get()) };
-            let shared = self.shared;
-            call::register(shared, move || {
-                let h = registration.into_header();
-                shared.registered();
-                // SAFETY: runs on the trustee; the property is fresh and unregistered.
-                context::with_registry(|r| unsafe { r.adopt(h) })
-            });
+            // SAFETY: `property` is live with one reference, which the handle owns.
+            return unsafe { Trust::from_raw(property, *self) };
         }
+        // Made before the registration goes: a `may` coroutine cancelled while its registration waits (past
+        // `REGISTERING_MAX`) unwinds out of `register` with the record sent, which the trustee runs later; the
+        // handle dropped by the unwind then gives up the value's one count as any early drop does (review 34:
+        // without it, each such cancel left its value registered with a count nobody held, alive until
+        // shutdown). A registration dropped unrun (a shutdown) drops the value itself, and the handle's drop
+        // does nothing then (the runtime is no longer running).
         // SAFETY: `property` is live with one reference, which the handle owns.
-        unsafe { Trust::from_raw(property, *self) }
+        let handle = unsafe { Trust::from_raw(property, *self) };
+        // SAFETY: fresh, and registered only by this record.
+        let registration = unsafe { Registration::new(header.get()) };
+        let shared = self.shared;
+        call::register(shared, move || {
+            let h = registration.into_header();
+            shared.registered();
+            // SAFETY: runs on the trustee; the property is fresh and unregistered.
+            context::with_registry(|r| unsafe { r.adopt(h) })
+        });
+        handle
     }
 
     /// This trustee's position among the runtime's workers.
