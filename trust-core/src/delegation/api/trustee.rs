@@ -33,9 +33,10 @@ impl Trustee {
     /// Hands `value` to this trustee. From now on it is touched only by closures the trustee applies.
     ///
     /// Never waits, unless 256 values entrusted from other threads wait for this trustee to register them:
-    /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (a
-    /// blocking round trip), so a loop that entrusts values goes at the trustee's pace. A delegated closure or
-    /// an `apply_then` continuation on a worker cannot wait: theirs queue.
+    /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (sent
+    /// by the trustee's mailbox, not behind the caller's own earlier requests; no continuation runs
+    /// meanwhile), so a loop that entrusts values goes at the trustee's pace. A delegated closure or an
+    /// `apply_then` continuation on a worker cannot wait: theirs queue.
     ///
     /// Panics if the runtime has been shut down.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
