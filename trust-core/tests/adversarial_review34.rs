@@ -713,33 +713,51 @@ fn two_trustees_flooded_by_each_others_fibers() {
     child_ok();
 }
 
-/// Three threads entrust counted values to trustee 1, held for 600 ms, until an entrust panics; the
-/// runtime shuts down 150 ms in, while at least one of them waits past the queue. Every entrust returns or
-/// panics with the shutdown message (none hangs, none panics otherwise), and every value made is dropped
-/// exactly once (by the shutdown, or unwinding out of the entrust that panicked).
+/// Three threads, four fibers on worker 0 and two `may` coroutines entrust counted values to trustee 1, held
+/// for 600 ms, until an entrust panics; the runtime shuts down 150 ms in, while they wait past the queue.
+/// Every thread's and coroutine's entrust returns or panics with the shutdown message (none hangs, none
+/// panics otherwise); the fibers, abandoned by the shutdown or ended by the panic, join with the shutdown
+/// message; every value made is dropped exactly once (by the shutdown, or unwinding out of the entrust that
+/// panicked), none of them by a handle dropped after the shutdown.
 #[test]
 fn a_shutdown_racing_entrusts_that_wait() {
     let _s = serial();
     in_child!("a_shutdown_racing_entrusts_that_wait", 30);
+    may::config().set_workers(2);
+    calibrate();
     let made = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
+    /// Entrusts until an entrust panics: the handles made, and the panic's message.
+    fn produce(m: Arc<AtomicUsize>, d: Arc<AtomicUsize>) -> (Vec<Trust<CountsDrops>>, String) {
+        let mut handles = Vec::new();
+        loop {
+            m.fetch_add(1, Ordering::SeqCst);
+            let v = CountsDrops(d.clone());
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt().trustee(1).entrust(v)
+            })) {
+                Ok(h) => handles.push(h),
+                Err(p) => return (handles, panic_message(p)),
+            }
+        }
+    }
     let _over = hold(1, 600);
     let producers: Vec<_> = (0..3)
         .map(|_| {
             let (m, d) = (made.clone(), dropped.clone());
-            thread::spawn(move || {
-                let mut handles = Vec::new();
-                loop {
-                    m.fetch_add(1, Ordering::SeqCst);
-                    let v = CountsDrops(d.clone());
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        rt().trustee(1).entrust(v)
-                    })) {
-                        Ok(h) => handles.push(h),
-                        Err(p) => return (handles, panic_message(p)),
-                    }
-                }
-            })
+            thread::spawn(move || produce(m, d))
+        })
+        .collect();
+    let fibers: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, d) = (made.clone(), dropped.clone());
+            spawn_on(0, move || produce(m, d).1)
+        })
+        .collect();
+    let coroutines: Vec<_> = (0..2)
+        .map(|_| {
+            let (m, d) = (made.clone(), dropped.clone());
+            coroutine(move || produce(m, d))
         })
         .collect();
     thread::sleep(Duration::from_millis(150));
@@ -747,16 +765,30 @@ fn a_shutdown_racing_entrusts_that_wait() {
     rt().shutdown();
     let took = start.elapsed();
     let mut returned = 0;
-    for p in producers {
-        let (handles, message) = p.join().unwrap();
+    let joined = producers
+        .into_iter()
+        .map(|p| p.join().unwrap())
+        .chain(coroutines.into_iter().map(|c| c.join().unwrap()));
+    for (handles, message) in joined {
         assert!(
             message.contains("shut down"),
             "an entrust panicked with {message:?}"
         );
         returned += handles.len();
     }
+    for f in fibers {
+        let message = match f.join() {
+            Ok(message) => message,
+            Err(p) => panic_message(p),
+        };
+        assert!(
+            message.contains("shut down"),
+            "a fiber's entrust panicked with {message:?}"
+        );
+    }
     eprintln!(
-        "shutdown took {took:?}; {returned} entrusts returned of {}; dropped {}",
+        "shutdown took {took:?}; {returned} entrusts of threads and coroutines returned; values made {}, \
+         dropped {}",
         made.load(Ordering::SeqCst),
         dropped.load(Ordering::SeqCst)
     );
