@@ -45,8 +45,8 @@
 //! one; 600 values per caller kind applied, cloned, taken back or dropped at once read right, 392 takes of
 //! 392 succeeded per kind, 1,800 values made and dropped; peak RSS growth (KiB): 8 threads x 50,000 x 264 B
 //! 2,416-5,836; 64 fibers x 5,000 4,752-6,840 before the fix and 12,432-13,992 after it (12,532-15,768 for
-//! 64 x 20,000, and one fiber +7.6 MiB for 300,000 as for 1,000,000: a higher constant, not linear; the
-//! waiting fiber no longer waits for its worker's whole channel), 20,000
+//! 64 x 20,000, and one fiber +7.6 MiB for 300,000 pairs: a higher constant, not linear; the waiting fiber no
+//! longer waits for its worker's whole channel), 20,000
 //! x 64 KiB 14,636-24,896 (the queue holds values: 256 x 64 KiB = 16 MiB), 200,000 `#[entrust]` structs
 //! 0-64; 64 fibers flooding each other's trustees all finished, 192,000 values dropped; a shutdown 150 ms
 //! into a 600 ms hold, with 3 threads, 4 fibers and 2 coroutines entrusting: 261 entrusts returned, the rest
@@ -455,8 +455,7 @@ fn entrusts_that_wait_from_a_late_destructor_a_continuation_and_a_coroutine() {
 
 /// An entrust that waits runs no continuation, from a thread whose continuations are ready and which is
 /// inside a continuation itself (`wait_pending` running it): the other continuation waits for the next
-/// `wait_pending` turn. And inside a thread-local destructor, the late client's continuations are not run by
-/// the entrust either.
+/// `wait_pending` turn.
 #[test]
 fn an_entrust_that_waits_inside_a_continuation_runs_no_other_continuation() {
     let _s = serial();
