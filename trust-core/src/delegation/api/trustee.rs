@@ -38,7 +38,7 @@ impl Trustee {
     /// meanwhile), so a loop that entrusts values goes at the trustee's pace. A delegated closure or an
     /// `apply_then` continuation on a worker cannot wait: theirs queue.
     ///
-    /// Panics if the runtime has been shut down.
+    /// Panics if the runtime has been shut down, or shuts down while this waits.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         self.shared.check_running();
         let property = Property::allocate(value);
