@@ -49,8 +49,9 @@
 //! longer waits for its worker's whole channel), 20,000
 //! x 64 KiB 14,636-24,896 (the queue holds values: 256 x 64 KiB = 16 MiB), 200,000 `#[entrust]` structs
 //! 0-64; 64 fibers flooding each other's trustees all finished, 192,000 values dropped; a shutdown 150 ms
-//! into a 600 ms hold, with 3 threads, 4 fibers and 2 coroutines entrusting: 261 entrusts returned, the rest
-//! panicked with the shutdown message, 270 values made and 270 dropped, in 450 ms. The 1,000,000-pair test of
+//! into a 600 ms hold, with 3 threads, 4 fibers and 2 coroutines entrusting: 265 entrusts went in (256
+//! queued, one waiting per producer; the fibers' wakes came too late and they were abandoned), every later
+//! one panicked with the shutdown message, 270 values made and 270 dropped, in 444-460 ms (12 runs). The 1,000,000-pair test of
 //! `entrust_flow_control.rs`: +672-4,032 KiB before the fix, +7,856-7,984 KiB after, in the same 3.7-3.9 s.
 //! Seen, documented ("from a thread ... it waits"): on a tokio current-thread executor, 300 entrusts to a
 //! trustee held 400 ms stall the executor: a 5 ms ticker ticked 0 times meanwhile.
@@ -826,9 +827,15 @@ fn a_shutdown_racing_entrusts_that_wait() {
         );
         returned += handles.len();
     }
+    // Entrusts that panicked at their start (the runtime shut down): one per thread and coroutine, and one
+    // per fiber that ran on after the shutdown (the others were abandoned waiting).
+    let mut refused = 5;
     for f in fibers {
         let message = match f.join() {
-            Ok(message) => message,
+            Ok(message) => {
+                refused += 1;
+                message
+            }
             Err(p) => panic_message(p),
         };
         assert!(
@@ -836,15 +843,17 @@ fn a_shutdown_racing_entrusts_that_wait() {
             "a fiber's entrust panicked with {message:?}"
         );
     }
+    let made_n = made.load(Ordering::SeqCst);
     eprintln!(
-        "shutdown took {took:?}; {returned} entrusts of threads and coroutines returned; values made {}, \
-         dropped {}",
-        made.load(Ordering::SeqCst),
+        "shutdown took {took:?}; {returned} entrusts of threads and coroutines returned; values made {made_n} \
+         ({refused} refused at the start), dropped {}",
         dropped.load(Ordering::SeqCst)
     );
+    // The queue filled before the shutdown (one entrust per producer waited past it), whoever filled it.
     assert!(
-        returned >= QUEUED,
-        "only {returned} entrusts returned before the shutdown"
+        made_n - refused > QUEUED,
+        "only {} entrusts went in before the shutdown",
+        made_n - refused
     );
     assert_eq!(
         dropped.load(Ordering::SeqCst),
