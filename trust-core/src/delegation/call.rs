@@ -278,7 +278,7 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
         };
         return fiber::call(worker, id, trustee, job);
     }
-    call_from_thread(trustee, job, true)
+    call_from_thread(trustee, job)
 }
 
 /// A blocking call on a worker outside a fiber: inside a delegated closure, or on the scheduler (an
@@ -301,10 +301,9 @@ const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` 
      they run on the worker's scheduler, which would stop serving while it waits. Chain another \
      `apply_then` from the continuation instead, or make the call from a fiber (`spawn`)";
 
-/// `call_from` for a plain thread or a `may` coroutine; a thread runs the continuations that arrived meanwhile
-/// if `run_ready`.
+/// `call_from` for a plain thread or a `may` coroutine.
 #[inline(never)]
-fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J, run_ready: bool) -> J::Output {
+fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
     trustee.check_running();
     if outbox::in_may_coroutine() {
         with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent))
@@ -313,7 +312,7 @@ fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: 
             let r = c.call(trustee, job);
             (r, c.has_ready())
         });
-        if ready && run_ready {
+        if ready {
             run_thread_continuations();
         }
         r.unwrap_or_else(|unsent| waited_past_shutdown(unsent))
@@ -347,20 +346,41 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
 
 /// Sends a property's registration, `adopt`, to `trustee` (not the caller's own): like [`post`], without
 /// waiting, while fewer than `REGISTERING_MAX` registrations are queued for it. Past that, a caller that can
-/// wait (a plain thread, a `may` coroutine, a fiber) makes its registration a blocking request, so a loop that
-/// entrusts values to another trustee goes at that trustee's pace instead of queuing them all, with their
+/// wait (a plain thread, a `may` coroutine, a fiber) waits for its own to run (`register_and_wait`), so a loop
+/// that entrusts values to another trustee goes at that trustee's pace instead of queuing them all, with their
 /// values. A delegated closure or a continuation on a worker's scheduler cannot wait: theirs queue.
 pub(crate) fn register(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
     if trustee.registering() {
-        match context::worker() {
-            None => return call_from_thread(trustee, job::Always(adopt), false),
-            Some(worker) if worker.fiber.get().is_some() && !worker.in_delegated() => {
-                return call_from(Some(worker), trustee, job::Always(adopt));
-            }
-            Some(_) => {}
+        let can_wait = match context::worker() {
+            None => true,
+            Some(worker) => worker.fiber.get().is_some() && !worker.in_delegated(),
+        };
+        if can_wait {
+            return register_and_wait(trustee, adopt);
         }
     }
     post(trustee, job::post(adopt));
+}
+
+/// `register` for a caller that waits: the registration goes by the trustee's mailbox, and the caller waits
+/// for it to run as it would for a fiber (`Fiber::join`: a thread parks, a fiber suspends, a `may` coroutine
+/// yields, and none runs a continuation). Not as a request on the caller's channel: there it would go behind
+/// the caller's own earlier requests, and one of those may wait for what the caller does after this `entrust`
+/// (review 34: an `apply_then` on a latch that a launched fiber holds until then pauses the channel, and the
+/// entrust waited for good, where it never waited before). The mailbox is never paused, and holds at most one
+/// such registration per waiting caller. After a shutdown the mail is dropped unrun, with the value; the wait
+/// ends with the shutdown panic.
+#[cold]
+#[inline(never)]
+fn register_and_wait(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
+    let (registered, promise) = crate::delegation::api::fiber::promise::<()>();
+    trustee.run_later(move || {
+        adopt();
+        promise.keep(());
+    });
+    if let Err(payload) = registered.join() {
+        std::panic::resume_unwind(payload);
+    }
 }
 
 /// Counts `delta` handles of the property `h` in or out on `trustee`, without ever waiting: as a record where

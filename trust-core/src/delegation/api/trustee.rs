@@ -33,11 +33,12 @@ impl Trustee {
     /// Hands `value` to this trustee. From now on it is touched only by closures the trustee applies.
     ///
     /// Never waits, unless 256 values entrusted from other threads wait for this trustee to register them:
-    /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (a
-    /// blocking round trip), so a loop that entrusts values goes at the trustee's pace. A delegated closure or
-    /// an `apply_then` continuation on a worker cannot wait: theirs queue.
+    /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (sent
+    /// by the trustee's mailbox, not behind the caller's own earlier requests; no continuation runs
+    /// meanwhile), so a loop that entrusts values goes at the trustee's pace. A delegated closure or an
+    /// `apply_then` continuation on a worker cannot wait: theirs queue.
     ///
-    /// Panics if the runtime has been shut down.
+    /// Panics if the runtime has been shut down, or shuts down while this waits.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         self.shared.check_running();
         let property = Property::allocate(value);
@@ -45,19 +46,27 @@ impl Trustee {
         if is_current(self.shared) {
             // SAFETY: fresh property of this trustee, on its thread.
             context::with_registry(|r| unsafe { r.adopt(header.get()) });
-        } else {
-            // SAFETY: fresh, and registered only by this record.
-            let registration = unsafe { Registration::new(header.get()) };
-            let shared = self.shared;
-            call::register(shared, move || {
-                let h = registration.into_header();
-                shared.registered();
-                // SAFETY: runs on the trustee; the property is fresh and unregistered.
-                context::with_registry(|r| unsafe { r.adopt(h) })
-            });
+            // SAFETY: `property` is live with one reference, which the handle owns.
+            return unsafe { Trust::from_raw(property, *self) };
         }
+        // Made before the registration goes: a `may` coroutine cancelled while its registration waits (past
+        // `REGISTERING_MAX`) unwinds out of `register` with the record sent, which the trustee runs later; the
+        // handle dropped by the unwind then gives up the value's one count as any early drop does (review 34:
+        // without it, each such cancel left its value registered with a count nobody held, alive until
+        // shutdown). A registration dropped unrun (a shutdown) drops the value itself, and the handle's drop
+        // does nothing then (the runtime is no longer running).
         // SAFETY: `property` is live with one reference, which the handle owns.
-        unsafe { Trust::from_raw(property, *self) }
+        let handle = unsafe { Trust::from_raw(property, *self) };
+        // SAFETY: fresh, and registered only by this record.
+        let registration = unsafe { Registration::new(header.get()) };
+        let shared = self.shared;
+        call::register(shared, move || {
+            let h = registration.into_header();
+            shared.registered();
+            // SAFETY: runs on the trustee; the property is fresh and unregistered.
+            context::with_registry(|r| unsafe { r.adopt(h) })
+        });
+        handle
     }
 
     /// This trustee's position among the runtime's workers.
