@@ -36,10 +36,10 @@
 //!   256 bytes (never more than one alive by its own account) outran the trustee in a debug build and they all
 //!   piled up: peak RSS +149-156 MiB from a thread, +227-228 MiB from a fiber or a delegated closure (75 MiB of
 //!   values); 1,000,000 from a thread: +476 MiB, from a fiber +758 MiB, linear in the count. Fixed for the
-//!   callers that can wait (`call::register`, `tests/entrust_flow_control.rs`): past 256 registrations queued
-//!   for a trustee, an `entrust` from a thread, fiber or `may` coroutine waits for its own (a blocking round
-//!   trip): +1.1-1.3 MiB from a thread, +6.1-6.4 MiB from a fiber, the same for 1,000,000 values. A delegated
-//!   closure cannot wait (it would stop its trustee): its registrations still queue, +226 MiB.
+//!   callers that can wait (`Trustee::entrust`, `tests/entrust_flow_control.rs`): past 256 registrations queued
+//!   for a trustee, an `entrust` from a thread, fiber or `may` coroutine waits for its own to run (review 34:
+//!   sent by the trustee's mailbox): a few MiB, the same for 1,000,000 values. A delegated closure cannot wait
+//!   (it would stop its trustee): its registrations still queue, +226 MiB.
 //!
 //! Held (no finding): the channels of 10,000 exited threads and of 20 dropped tokio runtimes all went away
 //! (back to the base after every wave), RSS flat wave over wave (22.3-22.9 MiB); every one of 400,000

@@ -1,5 +1,5 @@
 //! Review 34: programs written to break the promises of `entrust`'s flow control (commit a5ed935,
-//! `call::register`): "never waits while fewer than 256 registrations are queued [for a trustee]; past that,
+//! `Trustee::entrust`): "never waits while fewer than 256 registrations are queued [for a trustee]; past that,
 //! from a thread, a fiber or a `may` coroutine it waits for its own (a blocking round trip, which runs no
 //! continuation)", "a delegated closure (or a continuation on a worker) cannot wait, so its `entrust`s all
 //! queue", and "a loop that entrusts and drops values goes at the trustee's pace".
@@ -26,7 +26,7 @@
 //!   pauses the channel, and the 257th entrust (trustee held 300 ms while the first 256 queued) then waited
 //!   for good: `HUNG: no answer within 10 s`, from a plain thread and from a fiber (whose worker's channel is
 //!   shared by all its fibers and closures, so any of them pausing it was enough). Before a5ed935 no entrust
-//!   waited and the same program ended at once. Fixed (`call::register_and_wait`): the registration that
+//!   waited and the same program ended at once. Fixed (`register_and_wait` in `api/trustee.rs`): the registration that
 //!   waits goes by the trustee's mailbox, never paused, and the caller waits for it to run as for a fiber's
 //!   promise (a thread parks, a fiber suspends, a coroutine yields; no continuation runs; no client context is
 //!   needed, so a late thread-local destructor makes none). Both tests now pass in ~0.4 s.

@@ -344,42 +344,12 @@ pub(crate) fn post<F: Record + 'static>(trustee: &'static TrusteeShared, record:
     });
 }
 
-/// Sends a property's registration, `adopt`, to `trustee` (not the caller's own): like [`post`], without
-/// waiting, while fewer than `REGISTERING_MAX` registrations are queued for it. Past that, a caller that can
-/// wait (a plain thread, a `may` coroutine, a fiber) waits for its own to run (`register_and_wait`), so a loop
-/// that entrusts values to another trustee goes at that trustee's pace instead of queuing them all, with their
-/// values. A delegated closure or a continuation on a worker's scheduler cannot wait: theirs queue.
-pub(crate) fn register(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
-    if trustee.registering() {
-        let can_wait = match context::worker() {
-            None => true,
-            Some(worker) => worker.fiber.get().is_some() && !worker.in_delegated(),
-        };
-        if can_wait {
-            return register_and_wait(trustee, adopt);
-        }
-    }
-    post(trustee, job::post(adopt));
-}
-
-/// `register` for a caller that waits: the registration goes by the trustee's mailbox, and the caller waits
-/// for it to run as it would for a fiber (`Fiber::join`: a thread parks, a fiber suspends, a `may` coroutine
-/// yields, and none runs a continuation). Not as a request on the caller's channel: there it would go behind
-/// the caller's own earlier requests, and one of those may wait for what the caller does after this `entrust`
-/// (review 34: an `apply_then` on a latch that a launched fiber holds until then pauses the channel, and the
-/// entrust waited for good, where it never waited before). The mailbox is never paused, and holds at most one
-/// such registration per waiting caller. After a shutdown the mail is dropped unrun, with the value; the wait
-/// ends with the shutdown panic.
-#[cold]
-#[inline(never)]
-fn register_and_wait(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
-    let (registered, promise) = crate::delegation::api::fiber::promise::<()>();
-    trustee.run_later(move || {
-        adopt();
-        promise.keep(());
-    });
-    if let Err(payload) = registered.join() {
-        std::panic::resume_unwind(payload);
+/// True when the caller may wait for another trustee: a plain thread, a `may` coroutine, a fiber; not a
+/// delegated closure nor a continuation on a worker's scheduler (the worker would stop serving meanwhile).
+pub(crate) fn caller_can_wait() -> bool {
+    match context::worker() {
+        None => true,
+        Some(worker) => worker.fiber.get().is_some() && !worker.in_delegated(),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+use crate::delegation::api::fiber;
 use crate::delegation::call;
+use crate::delegation::trustee::job;
 use crate::delegation::worker::context;
 use crate::delegation::trustee::property::{Header, Property, Registration, SendPtr};
 use crate::delegation::trustee::shared::TrusteeShared;
@@ -60,7 +62,7 @@ impl Trustee {
         // SAFETY: fresh, and registered only by this record.
         let registration = unsafe { Registration::new(header.get()) };
         let shared = self.shared;
-        call::register(shared, move || {
+        register(shared, move || {
             let h = registration.into_header();
             shared.registered();
             // SAFETY: runs on the trustee; the property is fresh and unregistered.
@@ -72,6 +74,39 @@ impl Trustee {
     /// This trustee's position among the runtime's workers.
     pub fn index(&self) -> usize {
         self.shared.index()
+    }
+}
+
+/// Sends a property's registration, `adopt`, to `trustee` (not the caller's own): without waiting, while
+/// fewer than `REGISTERING_MAX` registrations are queued for it. Past that, a caller that can wait (a plain
+/// thread, a `may` coroutine, a fiber) waits for its own to run, so a loop that entrusts values to another
+/// trustee goes at that trustee's pace instead of queuing them all, with their values. A delegated closure or
+/// a continuation on a worker's scheduler cannot wait: theirs queue.
+fn register(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
+    if trustee.registering() && call::caller_can_wait() {
+        register_and_wait(trustee, adopt);
+    } else {
+        call::post(trustee, job::post(adopt));
+    }
+}
+
+/// `register` for a caller that waits: the registration goes by the trustee's mailbox, and the caller waits
+/// for it to run as it would for a fiber (`Fiber::join`: a thread parks, a fiber suspends, a `may` coroutine
+/// yields, and none runs a continuation). Not as a request on the caller's channel: there it would go behind
+/// the caller's own earlier requests, and one of those may wait for what the caller does after this `entrust`
+/// (review 34: an `apply_then` on a latch that a launched fiber holds until then pauses the channel, and the
+/// entrust waited for good). The mailbox is never paused, and holds at most one such registration per waiting
+/// caller. After a shutdown the mail is dropped unrun, with the value; the wait ends with the shutdown panic.
+#[cold]
+#[inline(never)]
+fn register_and_wait(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
+    let (registered, promise) = fiber::promise::<()>();
+    trustee.run_later(move || {
+        adopt();
+        promise.keep(());
+    });
+    if let Err(payload) = registered.join() {
+        std::panic::resume_unwind(payload);
     }
 }
 

@@ -98,12 +98,12 @@ pub(crate) struct TrusteeShared {
     /// Rung by clients that publish on a channel the worker no longer looks at every round
     /// (`protocol::cold`); the worker reads it once per round.
     pub(crate) doorbell: Aligned<Doorbell>,
-    /// Registrations of properties entrusted from other threads that have not run yet (`call::register`).
+    /// Registrations of properties entrusted from other threads that have not run yet (`Trustee::entrust`).
     registering: Aligned<AtomicUsize>,
 }
 
 /// Registrations queued for one trustee past which an `entrust` that can wait makes its own a blocking request
-/// (`call::register`): a burst of ordinary size never waits, and the values queued behind their
+/// (`Trustee::entrust`): a burst of ordinary size never waits, and the values queued behind their
 /// registrations stay few.
 pub(crate) const REGISTERING_MAX: usize = 256;
 
