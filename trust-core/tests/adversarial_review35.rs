@@ -1,0 +1,473 @@
+//! Review 35 (hostile): header written last, see the bottom of this comment block.
+
+#[macro_use]
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{calibrate, child_ok, coroutine, panic_message, rt, spawn_on, stall, within};
+use trust_core::interval::{IntervalMutex, IntervalRwLock};
+use trust_core::wait_pending;
+
+/// A leaked lock of 8 zeros, shared by the test's threads, fibers, coroutines and closures.
+fn eight_zeros() -> &'static IntervalRwLock<u32> {
+    Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])))
+}
+
+/// Waits (sleeping 1 ms on a thread, suspending in a fiber) until `cond` holds; false after 5 s.
+fn wait_until(cond: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        trust_core::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// A flag, shared.
+fn flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+fn is_set(f: &AtomicBool) -> bool {
+    f.load(Ordering::SeqCst)
+}
+
+/// Applies, on trustee 0 from a plain thread (under a 5 s deadline), a closure that writes `range` of `lock`:
+/// it returns what the range held, then fills it with `fill`. A panic comes back as its message.
+fn write_on_worker_0(
+    lock: &'static IntervalRwLock<u32>,
+    range: std::ops::Range<usize>,
+    fill: u32,
+) -> Result<Vec<u32>, String> {
+    let on0 = rt().trustee(0).entrust(());
+    within(5, move || {
+        catch_unwind(AssertUnwindSafe(|| {
+            on0.apply(move |_| {
+                let mut g = lock.write(range);
+                let before = g.to_vec();
+                g.fill(fill);
+                before
+            })
+        }))
+        .map_err(panic_message)
+    })
+}
+
+/// Trustee 0 still answers.
+fn trustee_0_serves() {
+    let on0 = rt().trustee(0).entrust(5u8);
+    assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
+}
+
+/// The whole lock's contents, if nothing is recorded any more.
+fn contents(lock: &IntervalRwLock<u32>) -> Option<Vec<u32>> {
+    lock.try_write(..).map(|g| g.to_vec()).ok()
+}
+
+/// A fiber of worker 0 that writes `range` of `lock`, fills it with `fill`, and holds it (suspended, sleeping)
+/// until `go` is set; `held` is set once it holds it.
+fn a_fiber_of_worker_0_holding(
+    lock: &'static IntervalRwLock<u32>,
+    range: std::ops::Range<usize>,
+    fill: u32,
+) -> (trust_core::Fiber<()>, Arc<AtomicBool>, Arc<AtomicBool>) {
+    let (held, go) = (flag(), flag());
+    let (held2, go2) = (held.clone(), go.clone());
+    let f = spawn_on(0, move || {
+        let mut g = lock.write(range);
+        g.fill(fill);
+        held2.store(true, Ordering::SeqCst);
+        assert!(wait_until(|| is_set(&go2)), "never told to release");
+    });
+    assert!(wait_until(|| is_set(&held)), "the fiber never took its range");
+    (f, held, go)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// IntervalMutex: the same check, and a panic message that names its own methods.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Promise (module docs: a delegated closure's wait for a fiber of its worker "withdraws its request and
+/// panics, naming `try_*`"; `IntervalMutex` is the write-only face, whose methods are `lock`, `try_lock` and
+/// `lock_async`). A fiber of worker 0 locks `0..4` of an `IntervalMutex` and stays suspended; a closure on
+/// trustee 0 locks `2..6`. It must panic (not hang), withdrawn, and name the methods the caller has:
+/// `IntervalMutex::lock(2..6)` and `try_lock`. Before the fix it named `IntervalMutex::write(2..6)` and told
+/// the user to use `try_write`, neither of which `IntervalMutex` has.
+#[test]
+fn an_interval_mutex_in_a_delegated_closure_panics_naming_lock_and_try_lock() {
+    in_child!(
+        "an_interval_mutex_in_a_delegated_closure_panics_naming_lock_and_try_lock",
+        20
+    );
+    calibrate();
+    let m: &'static IntervalMutex<u32> = Box::leak(Box::new(IntervalMutex::new(vec![0u32; 8])));
+    let (held, go) = (flag(), flag());
+    let (held2, go2) = (held.clone(), go.clone());
+    let f = spawn_on(0, move || {
+        let mut g = m.lock(0..4);
+        g.fill(1);
+        held2.store(true, Ordering::SeqCst);
+        assert!(wait_until(|| is_set(&go2)));
+    });
+    assert!(wait_until(|| is_set(&held)));
+    let on0 = rt().trustee(0).entrust(());
+    let r = within(5, move || {
+        catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| m.lock(2..6).to_vec()))).map_err(panic_message)
+    });
+    let msg = r.expect_err("the closure had to wait for a fiber of its own worker");
+    assert!(
+        msg.starts_with("`IntervalMutex::lock(2..6)` must wait")
+            && msg.contains("`try_lock`")
+            && !msg.contains("write"),
+        "the panic names methods IntervalMutex does not have: {msg}"
+    );
+    assert_eq!((m.held(), m.queued()), (1, 0));
+    go.store(true, Ordering::SeqCst);
+    within(5, move || f.join().unwrap());
+    assert_eq!(
+        m.try_lock(..).map(|g| g.to_vec()).ok(),
+        Some(vec![1, 1, 1, 1, 0, 0, 0, 0])
+    );
+    trustee_0_serves();
+    child_ok();
+}
+
+/// The same for the continuation's panic (a continuation of a fiber's `apply_then` runs on the worker outside
+/// any fiber): it must name `IntervalMutex::lock`, `try_lock` and `lock_async`, not `write`, `try_write`,
+/// `write_async`.
+#[test]
+fn an_interval_mutex_in_a_continuation_panics_naming_lock_try_lock_and_lock_async() {
+    in_child!(
+        "an_interval_mutex_in_a_continuation_panics_naming_lock_try_lock_and_lock_async",
+        20
+    );
+    calibrate();
+    let m: &'static IntervalMutex<u32> = Box::leak(Box::new(IntervalMutex::new(vec![0u32; 8])));
+    let (held, go) = (flag(), flag());
+    let (held2, go2) = (held.clone(), go.clone());
+    let f = spawn_on(0, move || {
+        let mut g = m.lock(0..4);
+        g.fill(1);
+        held2.store(true, Ordering::SeqCst);
+        assert!(wait_until(|| is_set(&go2)));
+    });
+    assert!(wait_until(|| is_set(&held)));
+    let on1 = rt().trustee(1).entrust(0u64);
+    let a = spawn_on(0, move || {
+        on1.apply_then(|v| *v, move |_| m.lock(2..6).fill(2));
+        wait_pending();
+    });
+    let r = within(5, move || a.join().map_err(panic_message));
+    let msg = r.expect_err("the continuation had to wait for a fiber of its worker");
+    assert!(
+        msg.starts_with("`IntervalMutex::lock(2..6)` must wait")
+            && msg.contains("`try_lock`")
+            && msg.contains("`lock_async`")
+            && !msg.contains("write"),
+        "the panic names methods IntervalMutex does not have: {msg}"
+    );
+    go.store(true, Ordering::SeqCst);
+    within(5, move || f.join().unwrap());
+    assert_eq!((m.held(), m.queued()), (0, 0));
+    trustee_0_serves();
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Chains through a `may` coroutine's blocking request.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Promise (module docs: it panics "if it would wait for a borrow taken by a fiber of that same worker (held,
+/// queued ahead of it, or waited for by a blocking request ahead of it)"; a `may` coroutine's `write` is a
+/// blocking request: "In a `may` coroutine they yield the coroutine"). A fiber of worker 0 holds `0..2`; a
+/// coroutine's `write(0..4)` is queued behind it; a closure on trustee 0 writes `2..6`, which conflicts with the
+/// coroutine's request only. It would be granted after the coroutine's, which waits for the fiber, which cannot
+/// run while worker 0 is parked. Before the fix the coroutine's request was not followed (its wake is a no-op
+/// waker, like a future's) and the `apply` hung: `HUNG: no answer within 5 s`. Now it panics, withdrawn, and
+/// the fiber, then the coroutine, finish as usual.
+#[test]
+fn a_delegated_write_behind_a_coroutine_that_waits_for_a_fiber_of_the_same_worker_panics() {
+    in_child!(
+        "a_delegated_write_behind_a_coroutine_that_waits_for_a_fiber_of_the_same_worker_panics",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let (f, _held, go) = a_fiber_of_worker_0_holding(lock, 0..2, 1);
+    let c = coroutine(move || {
+        let mut g = lock.write(0..4);
+        let before = g.to_vec();
+        g.fill(2);
+        before
+    });
+    assert!(wait_until(|| lock.queued() == 1), "the coroutine never queued");
+    let r = write_on_worker_0(lock, 2..6, 3);
+    let msg = r.expect_err("the closure waited for the coroutine, which waited for the fiber");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!((lock.held(), lock.queued()), (1, 1));
+    go.store(true, Ordering::SeqCst);
+    within(5, move || f.join().unwrap());
+    assert_eq!(within(5, move || c.join().unwrap()), vec![1, 1, 0, 0]);
+    assert_eq!(contents(lock), Some(vec![2, 2, 2, 2, 0, 0, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
+
+/// The other side of the same rule: a plain thread holds `0..2`, a coroutine's `write(0..4)` is queued behind
+/// it, and the closure's `write(2..6)` behind the coroutine's. Nothing involves a fiber of worker 0, so the
+/// closure waits (worker 0 parked) and succeeds once the thread, then the coroutine, release.
+#[test]
+fn a_delegated_write_behind_a_coroutine_that_waits_for_a_thread_waits() {
+    in_child!(
+        "a_delegated_write_behind_a_coroutine_that_waits_for_a_thread_waits",
+        20
+    );
+    let lock = eight_zeros();
+    let (held_tx, held_rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        let mut g = lock.write(0..2);
+        g.fill(1);
+        held_tx.send(()).unwrap();
+        // The coroutine's request, then the closure's.
+        wait_until(|| lock.queued() == 2)
+    });
+    held_rx.recv().unwrap();
+    let c = coroutine(move || {
+        let mut g = lock.write(0..4);
+        let before = g.to_vec();
+        g.fill(2);
+        before
+    });
+    assert!(wait_until(|| lock.queued() == 1), "the coroutine never queued");
+    let r = write_on_worker_0(lock, 2..6, 3);
+    assert!(holder.join().unwrap(), "the closure's write never queued");
+    assert_eq!(r, Ok(vec![2, 2, 0, 0]));
+    assert_eq!(within(5, move || c.join().unwrap()), vec![1, 1, 0, 0]);
+    assert_eq!(contents(lock), Some(vec![2, 2, 3, 3, 3, 3, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
+
+/// A coroutine holds `0..4` (sleeping on `may`'s timer) and releases it once the closure's `write(2..6)` is
+/// queued: a coroutine runs on `may`'s threads, not on worker 0, so the closure waits and succeeds.
+#[test]
+fn a_delegated_write_waits_for_a_coroutines_range() {
+    in_child!("a_delegated_write_waits_for_a_coroutines_range", 20);
+    let lock = eight_zeros();
+    let held = flag();
+    let held2 = held.clone();
+    let c = coroutine(move || {
+        let mut g = lock.write(0..4);
+        g.fill(1);
+        held2.store(true, Ordering::SeqCst);
+        while lock.queued() != 1 {
+            may::coroutine::sleep(Duration::from_millis(1));
+        }
+    });
+    assert!(wait_until(|| is_set(&held)));
+    let r = write_on_worker_0(lock, 2..6, 2);
+    within(5, move || c.join().unwrap());
+    assert_eq!(r, Ok(vec![1, 1, 0, 0]));
+    assert_eq!(contents(lock), Some(vec![1, 1, 2, 2, 2, 2, 0, 0]));
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Closures run inline by a fiber's own `apply` (the local shortcut), on that fiber's stack.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Promise (`context::fibers_stopped_by_a_delegated_wait`: a delegated closure is "applied by its trustee, or
+/// inline by one of its fibers: neither can suspend"). Fiber A of worker 0 holds `0..4`; fiber B of worker 0
+/// applies, on trustee 0 (inline, on B's own stack), a closure that writes `2..6`. Parking there would stop A
+/// for good: it must panic in B, withdrawn; A then finishes.
+#[test]
+fn an_inline_apply_in_a_fiber_waiting_for_another_fiber_of_its_worker_panics() {
+    in_child!(
+        "an_inline_apply_in_a_fiber_waiting_for_another_fiber_of_its_worker_panics",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let (a, _held, go) = a_fiber_of_worker_0_holding(lock, 0..4, 1);
+    let on0 = rt().trustee(0).entrust(());
+    let b = spawn_on(0, move || {
+        let r = catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| lock.write(2..6).to_vec())))
+            .map_err(panic_message);
+        (r, lock.held(), lock.queued())
+    });
+    let (r, held, queued) = within(5, move || b.join().unwrap());
+    let msg = r.expect_err("the inline closure had to wait for fiber A");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!((held, queued), (1, 0));
+    go.store(true, Ordering::SeqCst);
+    within(5, move || a.join().unwrap());
+    assert_eq!(contents(lock), Some(vec![1, 1, 1, 1, 0, 0, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
+
+/// The closure's own fiber: fiber B of worker 0 holds `0..4`, then applies inline on trustee 0 a closure that
+/// writes `2..6`. The closure runs on B's stack, and B cannot go on until it returns: it must panic (not
+/// hang), withdrawn; B still holds its guard afterwards, and uses and releases it.
+#[test]
+fn an_inline_apply_waiting_for_its_own_fibers_range_panics() {
+    in_child!(
+        "an_inline_apply_waiting_for_its_own_fibers_range_panics",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let on0 = rt().trustee(0).entrust(());
+    let b = spawn_on(0, move || {
+        let mut g = lock.write(0..4);
+        let r = catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| lock.write(2..6).to_vec())))
+            .map_err(panic_message);
+        let state = (lock.held(), lock.queued());
+        g.fill(7);
+        drop(g);
+        (r, state)
+    });
+    let (r, state) = within(5, move || b.join().unwrap());
+    let msg = r.expect_err("the inline closure had to wait for its own fiber");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!(state, (1, 0));
+    assert_eq!(contents(lock), Some(vec![7, 7, 7, 7, 0, 0, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
+
+/// An inline closure in a fiber of worker 0 waits for a plain thread: it parks worker 0's thread (no spurious
+/// panic because it runs on a fiber's stack) and succeeds once the thread releases.
+#[test]
+fn an_inline_apply_in_a_fiber_waits_for_a_plain_thread() {
+    in_child!("an_inline_apply_in_a_fiber_waits_for_a_plain_thread", 20);
+    calibrate();
+    let lock = eight_zeros();
+    let (held_tx, held_rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        let mut g = lock.write(0..4);
+        g.fill(1);
+        held_tx.send(()).unwrap();
+        wait_until(|| lock.queued() == 1)
+    });
+    held_rx.recv().unwrap();
+    let on0 = rt().trustee(0).entrust(());
+    let b = spawn_on(0, move || {
+        on0.apply(move |_| {
+            let mut g = lock.write(2..6);
+            let before = g.to_vec();
+            g.fill(2);
+            before
+        })
+    });
+    let r = within(5, move || b.join().map_err(panic_message));
+    assert!(holder.join().unwrap(), "the inline closure never queued");
+    assert_eq!(r, Ok(vec![1, 1, 0, 0]));
+    assert_eq!(contents(lock), Some(vec![1, 1, 2, 2, 2, 2, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Other fibers of the worker: suspended in a remote `apply`; the destructor of an entrusted value.
+// ---------------------------------------------------------------------------------------------------------
+
+/// A fiber of worker 0 holds `0..4` and is suspended in an `apply` to trustee 1, which a closure keeps busy
+/// for 400 ms. A closure on trustee 0 writing `2..6` must panic (the fiber is resumed only by worker 0, which
+/// would be parked); once trustee 1 answers, the fiber finishes and releases.
+#[test]
+fn a_delegated_write_against_a_fiber_suspended_in_a_remote_apply_panics() {
+    in_child!(
+        "a_delegated_write_against_a_fiber_suspended_in_a_remote_apply_panics",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let busy = stall(1, 400);
+    let on1 = rt().trustee(1).entrust(41u32);
+    let held = flag();
+    let held2 = held.clone();
+    let f = spawn_on(0, move || {
+        let mut g = lock.write(0..4);
+        held2.store(true, Ordering::SeqCst);
+        let v = on1.apply(|v| *v + 1);
+        g.fill(v);
+    });
+    assert!(wait_until(|| is_set(&held)));
+    let r = write_on_worker_0(lock, 2..6, 3);
+    let msg = r.expect_err("the fiber holding 0..4 cannot resume while worker 0 is parked");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!((lock.held(), lock.queued()), (1, 0));
+    busy.join().unwrap();
+    within(5, move || f.join().unwrap());
+    assert_eq!(contents(lock), Some(vec![42, 42, 42, 42, 0, 0, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
+
+/// What an entrusted value's destructor saw, written by the destructor itself.
+static DROP_SAW: StdMutex<Option<Result<Vec<u32>, String>>> = StdMutex::new(None);
+
+/// Writes `2..6` of its lock when dropped (on its trustee: a delegated closure), recording the outcome.
+struct WritesOnDrop(&'static IntervalRwLock<u32>);
+
+impl Drop for WritesOnDrop {
+    fn drop(&mut self) {
+        let lock = self.0;
+        let r = catch_unwind(AssertUnwindSafe(|| lock.write(2..6).to_vec())).map_err(panic_message);
+        *DROP_SAW.lock().unwrap() = Some(r);
+    }
+}
+
+/// The destructor of a value entrusted to trustee 0 runs there as a delegated closure (`drop_value`). It writes
+/// `2..6` while a fiber of worker 0 holds `0..4`: it must panic (caught by the destructor here), not hang the
+/// trustee, and leave nothing queued.
+#[test]
+fn an_entrusted_values_destructor_waiting_for_a_fiber_of_its_worker_panics() {
+    in_child!(
+        "an_entrusted_values_destructor_waiting_for_a_fiber_of_its_worker_panics",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let (f, _held, go) = a_fiber_of_worker_0_holding(lock, 0..4, 1);
+    let v = rt().trustee(0).entrust(WritesOnDrop(lock));
+    let on0 = rt().trustee(0).entrust(());
+    within(5, move || {
+        drop(v);
+        on0.apply(|_| ());
+    });
+    let saw = DROP_SAW.lock().unwrap().take();
+    let msg = saw
+        .expect("the destructor ran")
+        .expect_err("the destructor had to wait for a fiber of its worker");
+    assert!(
+        msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
+        "unhelpful panic: {msg}"
+    );
+    assert_eq!((lock.held(), lock.queued()), (1, 0));
+    go.store(true, Ordering::SeqCst);
+    within(5, move || f.join().unwrap());
+    assert_eq!(contents(lock), Some(vec![1, 1, 1, 1, 0, 0, 0, 0]));
+    trustee_0_serves();
+    child_ok();
+}
