@@ -133,7 +133,6 @@ use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
 use crate::delegation::worker::context;
-use std::task::Waker;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -451,7 +450,7 @@ impl<T> IntervalRwLock<T> {
         let request = self.state().request(range.start, range.end, write, priority, stack_address(), || {
             if in_may_coroutine() {
                 // It polls (`wait_as_coroutine`): nothing to wake.
-                Wake::Task(Waker::noop().clone())
+                Wake::Polls
             } else {
                 Wake::Blocked(Waiter::current())
             }
@@ -577,14 +576,24 @@ fn stack_address() -> usize {
     std::ptr::addr_of!(here).addr()
 }
 
+/// The name [`IntervalMutex`] gives the lock inside it, for panic messages.
+pub(crate) const INTERVAL_MUTEX: &str = "IntervalMutex";
+
+/// What the caller calls the blocking, `try_` and async borrows that a panic names: `lock`, `try_lock` and
+/// `lock_async` on an [`IntervalMutex`] (which has no `write`: review 35 found its panics naming `write` and
+/// `try_write`), `read`/`write` and theirs on the lock itself.
+fn call_names(name: &str, write: bool) -> (&'static str, &'static str, &'static str) {
+    match (name, write) {
+        (INTERVAL_MUTEX, _) => ("lock", "try_lock", "lock_async"),
+        (_, true) => ("write", "try_write", "write_async"),
+        (_, false) => ("read", "try_read", "read_async"),
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
-    let (call, try_call, async_call) = if write {
-        ("write", "try_write", "write_async")
-    } else {
-        ("read", "try_read", "read_async")
-    };
+    let (call, try_call, async_call) = call_names(name, write);
     panic!(
         "`{name}::{call}({range:?})` must wait for a conflicting borrow, in a continuation that runs on a \
          worker (outside any fiber: it cannot suspend): waiting there would stop the worker, whose fibers may \
@@ -596,11 +605,7 @@ fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
 #[cold]
 #[inline(never)]
 fn delegated_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
-    let (call, try_call) = if write {
-        ("write", "try_write")
-    } else {
-        ("read", "try_read")
-    };
+    let (call, try_call, _) = call_names(name, write);
     panic!(
         "`{name}::{call}({range:?})` must wait for a borrow of a fiber of this worker (a conflicting one held or \
          queued ahead of it, or one a request ahead of it waits for), in a closure delegated to the worker (it \
