@@ -74,7 +74,7 @@
 //! | `read`, `write`, `try_*`, first poll of a future (granted or queued) | O(log n) |
 //! | dropping a guard | O((1 + k) log n), k = borrows queued behind it that it conflicts with |
 //! | dropping a queued future | O((1 + k + j) log n), j = queued borrows ahead of it that it overlaps |
-//! | a delegated closure's borrow that must wait (the fiber check) | O(n) per queued request it follows |
+//! | a delegated closure's borrow that must wait (the fiber check) | O(f log f) for its worker's f fibers, then O(n log f) per queued request it follows |
 //!
 //! The k term is unavoidable in any scheme that wakes k waiters; a release that nobody waits for is
 //! O(log n). The bounds are expected values over the treap's random priorities (drawn from the process's
@@ -101,10 +101,12 @@
 //! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
 //!   such a fiber: every borrow records the address of a local of the requesting call (free; no thread-local
 //!   read on the uncontended path), and only a delegated closure that must wait compares those with its
-//!   worker's fiber stacks (O(n) for n recorded borrows). Nothing runs when a guard moves, so the record
-//!   does not follow it: a guard taken in such a fiber and moved to a plain thread still counts (the closure
-//!   panics where it could have waited), one taken elsewhere and moved into such a fiber does not (the
-//!   closure hangs). A request that overtakes the closure's later (a higher priority) is not examined, nor
+//!   worker's fiber stacks (O(f log f + n log f) for f fibers and n recorded borrows). Nothing runs when a
+//!   guard moves, so the record does not follow it: a guard taken in such a fiber and moved to a plain thread
+//!   still counts (the closure panics where it could have waited), one taken elsewhere and moved into such a
+//!   fiber does not (the closure hangs). Queued requests are followed, not the owners of held borrows: a
+//!   thread holding a range the closure waits for, itself blocked behind such a fiber, hangs it. A request
+//!   that overtakes the closure's, or one it waits for, later (a higher priority) is not examined, nor
 //!   are futures: a `read_async`/`write_async` future polled in a delegated closure just returns `Pending`,
 //!   and blocking on it there (`block_on`) hangs the same way, where keeping it to poll later does not.
 //! - Every lock and unlock takes a mutex and updates two trees (about 50 ns per lock + unlock
@@ -500,8 +502,10 @@ impl<T> IntervalRwLock<T> {
         let Some(fibers) = context::fibers_stopped_by_a_delegated_wait() else {
             return false;
         };
+        // Taken before the mutex is locked: the fibers change only on this thread, which is here.
+        let stacks = fibers.fiber_stacks();
         let mut state = self.state();
-        if !state.waits_for(ticket, |origin| fibers.on_a_fiber_stack(origin)) {
+        if !state.waits_for(ticket, |origin| stacks.contains(origin)) {
             return false;
         }
         let (wakes, own_waker) = state.cancel(range.start, range.end, ticket, write);
