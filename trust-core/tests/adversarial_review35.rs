@@ -282,6 +282,40 @@ fn a_delegated_write_waits_for_a_coroutines_range() {
     child_ok();
 }
 
+/// Reads share even in the chain: a plain thread writes `0..4`; a fiber of worker 0 queues `read(0..4)` behind
+/// it; a closure on trustee 0 reads `2..6`, which conflicts with the thread's write only (not with the fiber's
+/// queued read). It must wait (no spurious panic) and succeed once the thread releases, the fiber too.
+#[test]
+fn a_delegated_read_beside_a_queued_read_of_a_fiber_of_the_same_worker_waits() {
+    in_child!(
+        "a_delegated_read_beside_a_queued_read_of_a_fiber_of_the_same_worker_waits",
+        20
+    );
+    calibrate();
+    let lock = eight_zeros();
+    let (held_tx, held_rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        let mut g = lock.write(0..4);
+        g.fill(1);
+        held_tx.send(()).unwrap();
+        // The fiber's read, then the closure's.
+        wait_until(|| lock.queued() == 2)
+    });
+    held_rx.recv().unwrap();
+    let f = spawn_on(0, move || lock.read(0..4).to_vec());
+    assert!(wait_until(|| lock.queued() == 1), "the fiber never queued");
+    let on0 = rt().trustee(0).entrust(());
+    let r = within(5, move || {
+        catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| lock.read(2..6).to_vec()))).map_err(panic_message)
+    });
+    assert!(holder.join().unwrap(), "the closure's read never queued");
+    assert_eq!(r, Ok(vec![1, 1, 0, 0]));
+    assert_eq!(within(5, move || f.join().unwrap()), vec![1, 1, 1, 1]);
+    assert_eq!((lock.held(), lock.queued()), (0, 0));
+    trustee_0_serves();
+    child_ok();
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Closures run inline by a fiber's own `apply` (the local shortcut), on that fiber's stack.
 // ---------------------------------------------------------------------------------------------------------
@@ -606,5 +640,43 @@ fn a_request_overtaking_what_a_parked_closure_waits_for_does_not_hang_it() {
     within(5, move || f.join().unwrap());
     assert_eq!(urgent.join().unwrap(), vec![1, 0]);
     assert_eq!(queued.join().unwrap(), vec![0, 0, 0]);
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Change 2 meets change 1: `entrust` now waits past 256 queued registrations.
+// ---------------------------------------------------------------------------------------------------------
+
+/// docs/interval.md: a delegated closure may wait for a plain thread ("they release, and the closure goes
+/// on"); `Trustee::entrust` (a5ed935): past 256 queued registrations for a trustee, an entrust from a thread
+/// waits for its own to run. Together: a plain thread holds `0..4`; a closure on trustee 0 writes `2..6` and
+/// parks worker 0 waiting for it (legitimately: a thread); the thread then entrusts 300 values to trustee 0
+/// before it releases. Worker 0, parked, runs no registration, so the 257th entrust waits for worker 0, which
+/// waits for the thread: `HUNG: no answer within 5 s`. Before a5ed935 no entrust waited, and the same program
+/// ended at once (the 300 registrations queued, then ran). Not a bug of either change alone; no small fix.
+#[test]
+#[ignore = "review 35: a thread holding a range that a delegated closure on trustee 0 waits for, and entrusting past 256 values to trustee 0, waits in entrust for the parked worker: both hang (a5ed935 made entrust wait)"]
+fn a_thread_entrusting_past_the_queue_to_a_trustee_parked_waiting_for_it_does_not_hang() {
+    in_child!(
+        "a_thread_entrusting_past_the_queue_to_a_trustee_parked_waiting_for_it_does_not_hang",
+        20
+    );
+    let lock = eight_zeros();
+    let (held_tx, held_rx) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        let mut g = lock.write(0..4);
+        g.fill(1);
+        held_tx.send(()).unwrap();
+        assert!(wait_until(|| lock.queued() == 1), "the closure never queued");
+        let t0 = rt().trustee(0);
+        let values: Vec<trust_core::Trust<u32>> = (0..300).map(|i| t0.entrust(i)).collect();
+        drop(g);
+        values.len()
+    });
+    held_rx.recv().unwrap();
+    let r = write_on_worker_0(lock, 2..6, 2);
+    assert_eq!(r, Ok(vec![1, 1, 0, 0]));
+    assert_eq!(within(5, move || holder.join().unwrap()), 300);
+    assert_eq!(contents(lock), Some(vec![1, 1, 2, 2, 2, 2, 0, 0]));
     child_ok();
 }
