@@ -180,6 +180,28 @@ fn an_interval_mutex_in_a_continuation_panics_naming_lock_try_lock_and_lock_asyn
     child_ok();
 }
 
+/// `IntervalMutex::try_lock`'s error names the calls that wait: `lock` and `lock_async` (it named `write` and
+/// `write_async`, which `IntervalMutex` does not have); the lock's own errors are unchanged.
+#[test]
+fn an_interval_mutex_try_lock_error_names_lock_and_lock_async() {
+    let m = IntervalMutex::new(vec![0u8; 8]);
+    let _g = m.lock(0..4);
+    let e = m.try_lock(2..6).expect_err("2..6 overlaps the held 0..4");
+    assert_eq!(
+        e.to_string(),
+        "cannot lock 2..6 now: it conflicts with a borrow that is held or queued \
+         (use `lock` or `lock_async` to wait for it)"
+    );
+    assert_eq!(e.range(), 2..6);
+    let l = IntervalRwLock::new(vec![0u8; 8]);
+    let _w = l.write(0..4);
+    assert_eq!(
+        l.try_read(3..5).expect_err("3..5 overlaps the written 0..4").to_string(),
+        "cannot read-lock 3..5 now: it conflicts with a borrow that is held or queued \
+         (use `read` or `read_async` to wait for it)"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Chains through a `may` coroutine's blocking request.
 // ---------------------------------------------------------------------------------------------------------

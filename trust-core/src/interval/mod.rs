@@ -438,6 +438,7 @@ impl<T> IntervalRwLock<T> {
             .ok_or_else(|| TryLockError {
                 range: range.clone(),
                 write,
+                name: self.name,
             })
     }
 
@@ -707,6 +708,8 @@ impl<T> fmt::Debug for IntervalRwLock<T> {
 pub struct TryLockError {
     range: Range<usize>,
     write: bool,
+    /// The type the caller holds, whose waiting calls the message names (`IntervalMutex`: `lock`, `lock_async`).
+    name: &'static str,
 }
 
 impl TryLockError {
@@ -718,11 +721,18 @@ impl TryLockError {
 
 impl fmt::Display for TryLockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.write { "write" } else { "read" };
+        let (call, _, async_call) = call_names(self.name, self.write);
+        let kind = if self.name == INTERVAL_MUTEX {
+            ""
+        } else if self.write {
+            "write-"
+        } else {
+            "read-"
+        };
         write!(
             f,
-            "cannot {kind}-lock {}..{} now: it conflicts with a borrow that is held or queued \
-             (use `{kind}` or `{kind}_async` to wait for it)",
+            "cannot {kind}lock {}..{} now: it conflicts with a borrow that is held or queued \
+             (use `{call}` or `{async_call}` to wait for it)",
             self.range.start, self.range.end
         )
     }
