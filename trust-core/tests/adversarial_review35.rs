@@ -86,7 +86,10 @@ fn a_fiber_of_worker_0_holding(
         held2.store(true, Ordering::SeqCst);
         assert!(wait_until(|| is_set(&go2)), "never told to release");
     });
-    assert!(wait_until(|| is_set(&held)), "the fiber never took its range");
+    assert!(
+        wait_until(|| is_set(&held)),
+        "the fiber never took its range"
+    );
     (f, held, go)
 }
 
@@ -119,7 +122,10 @@ fn an_interval_mutex_in_a_delegated_closure_panics_naming_lock_and_try_lock() {
     assert!(wait_until(|| is_set(&held)));
     let on0 = rt().trustee(0).entrust(());
     let r = within(5, move || {
-        catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| m.lock(2..6).to_vec()))).map_err(panic_message)
+        catch_unwind(AssertUnwindSafe(|| {
+            on0.apply(move |_| m.lock(2..6).to_vec())
+        }))
+        .map_err(panic_message)
     });
     let msg = r.expect_err("the closure had to wait for a fiber of its own worker");
     assert!(
@@ -196,7 +202,9 @@ fn an_interval_mutex_try_lock_error_names_lock_and_lock_async() {
     let l = IntervalRwLock::new(vec![0u8; 8]);
     let _w = l.write(0..4);
     assert_eq!(
-        l.try_read(3..5).expect_err("3..5 overlaps the written 0..4").to_string(),
+        l.try_read(3..5)
+            .expect_err("3..5 overlaps the written 0..4")
+            .to_string(),
         "cannot read-lock 3..5 now: it conflicts with a borrow that is held or queued \
          (use `read` or `read_async` to wait for it)"
     );
@@ -229,7 +237,10 @@ fn a_delegated_write_behind_a_coroutine_that_waits_for_a_fiber_of_the_same_worke
         g.fill(2);
         before
     });
-    assert!(wait_until(|| lock.queued() == 1), "the coroutine never queued");
+    assert!(
+        wait_until(|| lock.queued() == 1),
+        "the coroutine never queued"
+    );
     let r = write_on_worker_0(lock, 2..6, 3);
     let msg = r.expect_err("the closure waited for the coroutine, which waited for the fiber");
     assert!(
@@ -270,7 +281,10 @@ fn a_delegated_write_behind_a_coroutine_that_waits_for_a_thread_waits() {
         g.fill(2);
         before
     });
-    assert!(wait_until(|| lock.queued() == 1), "the coroutine never queued");
+    assert!(
+        wait_until(|| lock.queued() == 1),
+        "the coroutine never queued"
+    );
     let r = write_on_worker_0(lock, 2..6, 3);
     assert!(holder.join().unwrap(), "the closure's write never queued");
     assert_eq!(r, Ok(vec![2, 2, 0, 0]));
@@ -328,7 +342,10 @@ fn a_delegated_read_beside_a_queued_read_of_a_fiber_of_the_same_worker_waits() {
     assert!(wait_until(|| lock.queued() == 1), "the fiber never queued");
     let on0 = rt().trustee(0).entrust(());
     let r = within(5, move || {
-        catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| lock.read(2..6).to_vec()))).map_err(panic_message)
+        catch_unwind(AssertUnwindSafe(|| {
+            on0.apply(move |_| lock.read(2..6).to_vec())
+        }))
+        .map_err(panic_message)
     });
     assert!(holder.join().unwrap(), "the closure's read never queued");
     assert_eq!(r, Ok(vec![1, 1, 0, 0]));
@@ -357,8 +374,10 @@ fn an_inline_apply_in_a_fiber_waiting_for_another_fiber_of_its_worker_panics() {
     let (a, _held, go) = a_fiber_of_worker_0_holding(lock, 0..4, 1);
     let on0 = rt().trustee(0).entrust(());
     let b = spawn_on(0, move || {
-        let r = catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| lock.write(2..6).to_vec())))
-            .map_err(panic_message);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            on0.apply(move |_| lock.write(2..6).to_vec())
+        }))
+        .map_err(panic_message);
         (r, lock.held(), lock.queued())
     });
     let (r, held, queued) = within(5, move || b.join().unwrap());
@@ -389,8 +408,10 @@ fn an_inline_apply_waiting_for_its_own_fibers_range_panics() {
     let on0 = rt().trustee(0).entrust(());
     let b = spawn_on(0, move || {
         let mut g = lock.write(0..4);
-        let r = catch_unwind(AssertUnwindSafe(|| on0.apply(move |_| lock.write(2..6).to_vec())))
-            .map_err(panic_message);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            on0.apply(move |_| lock.write(2..6).to_vec())
+        }))
+        .map_err(panic_message);
         let state = (lock.held(), lock.queued());
         g.fill(7);
         drop(g);
@@ -648,7 +669,10 @@ fn a_request_overtaking_what_a_parked_closure_waits_for_does_not_hang_it() {
     let queued = thread::spawn(move || lock.write(1..4).to_vec());
     assert!(wait_until(|| lock.queued() == 1));
     let closure = thread::spawn(move || write_on_worker_0(lock, 3..5, 3));
-    assert!(wait_until(|| lock.queued() == 2), "the closure never queued");
+    assert!(
+        wait_until(|| lock.queued() == 2),
+        "the closure never queued"
+    );
     let urgent = thread::spawn(move || lock.prioritized(5).write(0..2).to_vec());
     assert!(wait_until(|| lock.queued() == 3));
     release.store(true, Ordering::SeqCst);
@@ -689,7 +713,10 @@ fn a_thread_entrusting_past_the_queue_to_a_trustee_parked_waiting_for_it_does_no
         let mut g = lock.write(0..4);
         g.fill(1);
         held_tx.send(()).unwrap();
-        assert!(wait_until(|| lock.queued() == 1), "the closure never queued");
+        assert!(
+            wait_until(|| lock.queued() == 1),
+            "the closure never queued"
+        );
         let t0 = rt().trustee(0);
         let values: Vec<trust_core::Trust<u32>> = (0..300).map(|i| t0.entrust(i)).collect();
         drop(g);
