@@ -597,9 +597,15 @@ fn an_entrusted_values_destructor_waiting_for_a_fiber_of_its_worker_panics() {
     let (f, _held, go) = a_fiber_of_worker_0_holding(lock, 0..4, 1);
     let v = rt().trustee(0).entrust(WritesOnDrop(lock));
     let on0 = rt().trustee(0).entrust(());
+    // The drop is a count change: the value goes once its trustee has served what could still reach it, not
+    // necessarily before a later `apply` returns. Trustee 0 must keep answering meanwhile (a parked worker
+    // would not).
     within(5, move || {
         drop(v);
-        on0.apply(|_| ());
+        while DROP_SAW.lock().unwrap().is_none() {
+            on0.apply(|_| ());
+            thread::sleep(Duration::from_millis(1));
+        }
     });
     let saw = DROP_SAW.lock().unwrap().take();
     let msg = saw
