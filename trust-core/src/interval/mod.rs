@@ -105,7 +105,8 @@
 //!   guard moves, so the record does not follow it: a guard taken in such a fiber and moved to a plain thread
 //!   still counts (the closure panics where it could have waited), one taken elsewhere and moved into such a
 //!   fiber does not (the closure hangs). Queued requests are followed, not the owners of held borrows: a
-//!   thread holding a range the closure waits for, itself blocked behind such a fiber, hangs it. A request
+//!   thread holding a range the closure waits for, itself blocked behind such a fiber, hangs it, and so do
+//!   closures on two workers each waiting for a fiber of the other's (each sees its own fibers). A request
 //!   that overtakes the closure's, or one it waits for, later (a higher priority) is not examined, nor
 //!   are futures: a `read_async`/`write_async` future polled in a delegated closure just returns `Pending`,
 //!   and blocking on it there (`block_on`) hangs the same way, where keeping it to poll later does not.
