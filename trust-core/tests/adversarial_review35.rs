@@ -21,7 +21,7 @@
 //!   blocking waiters, so a chain closure -> coroutine's `write(0..4)` -> fiber of worker 0 holding `0..2` was
 //!   not seen and the `apply` hung (`HUNG: no answer within 5 s`), against the module docs ("waited for by a
 //!   blocking request ahead of it"). Fixed: `Wake::Polls` (state.rs) marks a coroutine's blocking request, and
-//!   `waits_for` follows it; it panics in 0.4 s, leaves (held, queued) = (1, 1), and the coroutine then reads
+//!   `waits_for` follows it; it panics at once, leaves (held, queued) = (1, 1), and the coroutine then reads
 //!   [1, 1, 0, 0]. A coroutine that waits only for a thread still lets the closure wait (`..._waits`).
 //! - `an_interval_mutex_in_a_delegated_closure_panics_naming_lock_and_try_lock`,
 //!   `an_interval_mutex_in_a_continuation_panics_naming_lock_try_lock_and_lock_async`,
