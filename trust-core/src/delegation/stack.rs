@@ -339,9 +339,9 @@ impl GuardPage {
         (self.start..self.end).contains(&addr)
     }
 
-    /// Whether `addr` lies on the stack above this guard page (or in the page itself).
-    pub(crate) fn stack_contains(&self, addr: usize) -> bool {
-        (self.start..self.end + self.stack_bytes).contains(&addr)
+    /// The stack above this guard page, the page included, as `(lowest, past the highest)` address.
+    pub(crate) fn stack_bounds(&self) -> (usize, usize) {
+        (self.start, self.end + self.stack_bytes)
     }
 }
 

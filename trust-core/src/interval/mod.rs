@@ -74,7 +74,7 @@
 //! | `read`, `write`, `try_*`, first poll of a future (granted or queued) | O(log n) |
 //! | dropping a guard | O((1 + k) log n), k = borrows queued behind it that it conflicts with |
 //! | dropping a queued future | O((1 + k + j) log n), j = queued borrows ahead of it that it overlaps |
-//! | a delegated closure's borrow that must wait (the fiber check) | O(n) per queued request it follows |
+//! | a delegated closure's borrow that must wait (the fiber check) | O(f log f) for its worker's f fibers, then O(n log f) per queued request it follows |
 //!
 //! The k term is unavoidable in any scheme that wakes k waiters; a release that nobody waits for is
 //! O(log n). The bounds are expected values over the treap's random priorities (drawn from the process's
@@ -101,10 +101,13 @@
 //! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
 //!   such a fiber: every borrow records the address of a local of the requesting call (free; no thread-local
 //!   read on the uncontended path), and only a delegated closure that must wait compares those with its
-//!   worker's fiber stacks (O(n) for n recorded borrows). Nothing runs when a guard moves, so the record
-//!   does not follow it: a guard taken in such a fiber and moved to a plain thread still counts (the closure
-//!   panics where it could have waited), one taken elsewhere and moved into such a fiber does not (the
-//!   closure hangs). A request that overtakes the closure's later (a higher priority) is not examined, nor
+//!   worker's fiber stacks (O(f log f + n log f) for f fibers and n recorded borrows). Nothing runs when a
+//!   guard moves, so the record does not follow it: a guard taken in such a fiber and moved to a plain thread
+//!   still counts (the closure panics where it could have waited), one taken elsewhere and moved into such a
+//!   fiber does not (the closure hangs). Queued requests are followed, not the owners of held borrows: a
+//!   thread holding a range the closure waits for, itself blocked behind such a fiber, hangs it, and so do
+//!   closures on two workers each waiting for a fiber of the other's (each sees its own fibers). A request
+//!   that overtakes the closure's, or one it waits for, later (a higher priority) is not examined, nor
 //!   are futures: a `read_async`/`write_async` future polled in a delegated closure just returns `Pending`,
 //!   and blocking on it there (`block_on`) hangs the same way, where keeping it to poll later does not.
 //! - Every lock and unlock takes a mutex and updates two trees (about 50 ns per lock + unlock
@@ -133,7 +136,6 @@ use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
 use crate::delegation::worker::context;
-use std::task::Waker;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -437,6 +439,7 @@ impl<T> IntervalRwLock<T> {
             .ok_or_else(|| TryLockError {
                 range: range.clone(),
                 write,
+                name: self.name,
             })
     }
 
@@ -451,7 +454,7 @@ impl<T> IntervalRwLock<T> {
         let request = self.state().request(range.start, range.end, write, priority, stack_address(), || {
             if in_may_coroutine() {
                 // It polls (`wait_as_coroutine`): nothing to wake.
-                Wake::Task(Waker::noop().clone())
+                Wake::Polls
             } else {
                 Wake::Blocked(Waiter::current())
             }
@@ -501,8 +504,10 @@ impl<T> IntervalRwLock<T> {
         let Some(fibers) = context::fibers_stopped_by_a_delegated_wait() else {
             return false;
         };
+        // Taken before the mutex is locked: the fibers change only on this thread, which is here.
+        let stacks = fibers.fiber_stacks();
         let mut state = self.state();
-        if !state.waits_for(ticket, |origin| fibers.on_a_fiber_stack(origin)) {
+        if !state.waits_for(ticket, |origin| stacks.contains(origin)) {
             return false;
         }
         let (wakes, own_waker) = state.cancel(range.start, range.end, ticket, write);
@@ -577,14 +582,24 @@ fn stack_address() -> usize {
     std::ptr::addr_of!(here).addr()
 }
 
+/// The name [`IntervalMutex`] gives the lock inside it, for panic messages.
+pub(crate) const INTERVAL_MUTEX: &str = "IntervalMutex";
+
+/// What the caller calls the blocking, `try_` and async borrows that a panic names: `lock`, `try_lock` and
+/// `lock_async` on an [`IntervalMutex`] (which has no `write`: review 35 found its panics naming `write` and
+/// `try_write`), `read`/`write` and theirs on the lock itself.
+fn call_names(name: &str, write: bool) -> (&'static str, &'static str, &'static str) {
+    match (name, write) {
+        (INTERVAL_MUTEX, _) => ("lock", "try_lock", "lock_async"),
+        (_, true) => ("write", "try_write", "write_async"),
+        (_, false) => ("read", "try_read", "read_async"),
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
-    let (call, try_call, async_call) = if write {
-        ("write", "try_write", "write_async")
-    } else {
-        ("read", "try_read", "read_async")
-    };
+    let (call, try_call, async_call) = call_names(name, write);
     panic!(
         "`{name}::{call}({range:?})` must wait for a conflicting borrow, in a continuation that runs on a \
          worker (outside any fiber: it cannot suspend): waiting there would stop the worker, whose fibers may \
@@ -596,11 +611,7 @@ fn scheduler_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
 #[cold]
 #[inline(never)]
 fn delegated_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
-    let (call, try_call) = if write {
-        ("write", "try_write")
-    } else {
-        ("read", "try_read")
-    };
+    let (call, try_call, _) = call_names(name, write);
     panic!(
         "`{name}::{call}({range:?})` must wait for a borrow of a fiber of this worker (a conflicting one held or \
          queued ahead of it, or one a request ahead of it waits for), in a closure delegated to the worker (it \
@@ -698,6 +709,8 @@ impl<T> fmt::Debug for IntervalRwLock<T> {
 pub struct TryLockError {
     range: Range<usize>,
     write: bool,
+    /// The type the caller holds, whose waiting calls the message names (`IntervalMutex`: `lock`, `lock_async`).
+    name: &'static str,
 }
 
 impl TryLockError {
@@ -709,11 +722,18 @@ impl TryLockError {
 
 impl fmt::Display for TryLockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.write { "write" } else { "read" };
+        let (call, _, async_call) = call_names(self.name, self.write);
+        let kind = if self.name == INTERVAL_MUTEX {
+            ""
+        } else if self.write {
+            "write-"
+        } else {
+            "read-"
+        };
         write!(
             f,
-            "cannot {kind}-lock {}..{} now: it conflicts with a borrow that is held or queued \
-             (use `{kind}` or `{kind}_async` to wait for it)",
+            "cannot {kind}lock {}..{} now: it conflicts with a borrow that is held or queued \
+             (use `{call}` or `{async_call}` to wait for it)",
             self.range.start, self.range.end
         )
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::RangeBounds;
 
-use super::{IntervalRwLock, Prioritized, TryLockError, WriteFuture, WriteGuard};
+use super::{INTERVAL_MUTEX, IntervalRwLock, Prioritized, TryLockError, WriteFuture, WriteGuard};
 
 /// A slice whose sub-ranges can be locked exclusively and independently: every borrow writes, so any
 /// two overlapping borrows exclude each other. Same fairness (first come, first served among
@@ -31,7 +31,7 @@ pub struct IntervalMutex<T>(IntervalRwLock<T>);
 impl<T> IntervalMutex<T> {
     /// Takes ownership of the elements: a `Vec<T>`, a `Box<[T]>`, an array, or a `&[T]` of `Clone`s.
     pub fn new(elements: impl Into<Box<[T]>>) -> Self {
-        IntervalMutex(IntervalRwLock::named(elements.into(), "IntervalMutex"))
+        IntervalMutex(IntervalRwLock::named(elements.into(), INTERVAL_MUTEX))
     }
 
     /// Number of elements.

@@ -50,6 +50,10 @@ pub(super) enum Wake {
     Blocked(Blocked),
     /// A `read_async`/`write_async` future.
     Task(Waker),
+    /// A blocking `read`/`write` in a `may` coroutine: it polls (`IntervalRwLock::wait_as_coroutine`), nothing
+    /// to wake. Not a [`Wake::Task`]: like a thread or a fiber in `read`/`write` it waits until granted, so
+    /// [`State::waits_for`] follows it (review 35: a chain through a coroutine hung a delegated closure).
+    Polls,
 }
 
 impl Wake {
@@ -57,6 +61,7 @@ impl Wake {
         match self {
             Wake::Blocked(waiter) => waiter.wake(),
             Wake::Task(waker) => waker.wake(),
+            Wake::Polls => {}
         }
     }
 
@@ -258,8 +263,9 @@ impl State {
     /// [`Entry::origin`]): directly — a conflicting held borrow, or a conflicting queued one ahead of it in
     /// the grant order, exactly the blockers it counts (every waiter counted each conflicting held borrow: see
     /// the module docs) — or through a queued *blocking* request it waits for, which waits for one in turn
-    /// (and cannot give up: a thread or fiber in `read`/`write` has no way to withdraw, where a future may be
-    /// dropped and a `may` coroutine cancelled). False once it is granted.
+    /// (and does not give up: a thread or fiber in `read`/`write` has no way to withdraw, and a `may` coroutine
+    /// in one does only if someone cancels it, where a future is commonly dropped: `select!`, timeouts). False
+    /// once it is granted.
     ///
     /// Cost: O(n) per queued request visited ([`ByStart::for_each_overlapping`]), and one allocation; only a
     /// delegated closure that must wait asks.
@@ -283,7 +289,8 @@ impl State {
                     }
                     if from(other.origin) {
                         found = true;
-                    } else if other_waiter.is_some_and(|o| matches!(o.wake, Wake::Blocked(_)))
+                    } else if other_waiter
+                        .is_some_and(|o| matches!(o.wake, Wake::Blocked(_) | Wake::Polls))
                         && seen.insert(other.ticket)
                     {
                         to_visit.push(other.ticket);

@@ -54,7 +54,7 @@ pub(crate) fn in_delegated() -> bool {
 
 /// In a closure delegated to a worker (applied by its trustee, or inline by one of its fibers: neither can
 /// suspend), where a wait parks the worker's thread and with it every fiber of the worker: their scheduler,
-/// which tells their stacks (`Scheduler::on_a_fiber_stack`). `None` elsewhere.
+/// which tells their stacks (`Scheduler::fiber_stacks`). `None` elsewhere.
 pub(crate) fn fibers_stopped_by_a_delegated_wait() -> Option<&'static Scheduler> {
     let worker = worker()?;
     in_delegated().then_some(&worker.scheduler)
