@@ -38,7 +38,9 @@ impl Trustee {
     /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (sent
     /// by the trustee's mailbox, not behind the caller's own earlier requests; no continuation runs
     /// meanwhile), so a loop that entrusts values goes at the trustee's pace. A delegated closure or an
-    /// `apply_then` continuation on a worker cannot wait: theirs queue.
+    /// `apply_then` continuation on a worker cannot wait: theirs queue. That wait is a wait for the trustee,
+    /// as a blocking `apply` is: a thread that holds something a closure on that trustee is waiting for (a
+    /// lock, an interval range) must not entrust there past the queue, as it must not `apply` there.
     ///
     /// Panics if the runtime has been shut down, or shuts down while this waits.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
