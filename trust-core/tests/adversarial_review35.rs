@@ -81,26 +81,12 @@ use std::sync::{Arc, Mutex as StdMutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{calibrate, child_ok, coroutine, panic_message, rt, spawn_on, stall, within};
+use common::{
+    calibrate, child_ok, coroutine, eight_zeros, panic_message, rt, spawn_on, stall,
+    trustee_0_serves, wait_for_5s, within, write_on_worker_0,
+};
 use trust_core::interval::{IntervalMutex, IntervalRwLock};
 use trust_core::wait_pending;
-
-/// A leaked lock of 8 zeros, shared by the test's threads, fibers, coroutines and closures.
-fn eight_zeros() -> &'static IntervalRwLock<u32> {
-    Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])))
-}
-
-/// Waits (sleeping 1 ms on a thread, suspending in a fiber) until `cond` holds; false after 5 s.
-fn wait_until(cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > Duration::from_secs(5) {
-            return false;
-        }
-        trust_core::sleep(Duration::from_millis(1));
-    }
-    true
-}
 
 /// A flag, shared.
 fn flag() -> Arc<AtomicBool> {
@@ -109,33 +95,6 @@ fn flag() -> Arc<AtomicBool> {
 
 fn is_set(f: &AtomicBool) -> bool {
     f.load(Ordering::SeqCst)
-}
-
-/// Applies, on trustee 0 from a plain thread (under a 5 s deadline), a closure that writes `range` of `lock`:
-/// it returns what the range held, then fills it with `fill`. A panic comes back as its message.
-fn write_on_worker_0(
-    lock: &'static IntervalRwLock<u32>,
-    range: std::ops::Range<usize>,
-    fill: u32,
-) -> Result<Vec<u32>, String> {
-    let on0 = rt().trustee(0).entrust(());
-    within(5, move || {
-        catch_unwind(AssertUnwindSafe(|| {
-            on0.apply(move |_| {
-                let mut g = lock.write(range);
-                let before = g.to_vec();
-                g.fill(fill);
-                before
-            })
-        }))
-        .map_err(panic_message)
-    })
-}
-
-/// Trustee 0 still answers.
-fn trustee_0_serves() {
-    let on0 = rt().trustee(0).entrust(5u8);
-    assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
 }
 
 /// The whole lock's contents, if nothing is recorded any more.
@@ -156,10 +115,10 @@ fn a_fiber_of_worker_0_holding(
         let mut g = lock.write(range);
         g.fill(fill);
         held2.store(true, Ordering::SeqCst);
-        assert!(wait_until(|| is_set(&go2)), "never told to release");
+        assert!(wait_for_5s(|| is_set(&go2)), "never told to release");
     });
     assert!(
-        wait_until(|| is_set(&held)),
+        wait_for_5s(|| is_set(&held)),
         "the fiber never took its range"
     );
     (f, held, go)
@@ -189,9 +148,9 @@ fn an_interval_mutex_in_a_delegated_closure_panics_naming_lock_and_try_lock() {
         let mut g = m.lock(0..4);
         g.fill(1);
         held2.store(true, Ordering::SeqCst);
-        assert!(wait_until(|| is_set(&go2)));
+        assert!(wait_for_5s(|| is_set(&go2)));
     });
-    assert!(wait_until(|| is_set(&held)));
+    assert!(wait_for_5s(|| is_set(&held)));
     let on0 = rt().trustee(0).entrust(());
     let r = within(5, move || {
         catch_unwind(AssertUnwindSafe(|| {
@@ -234,9 +193,9 @@ fn an_interval_mutex_in_a_continuation_panics_naming_lock_try_lock_and_lock_asyn
         let mut g = m.lock(0..4);
         g.fill(1);
         held2.store(true, Ordering::SeqCst);
-        assert!(wait_until(|| is_set(&go2)));
+        assert!(wait_for_5s(|| is_set(&go2)));
     });
-    assert!(wait_until(|| is_set(&held)));
+    assert!(wait_for_5s(|| is_set(&held)));
     let on1 = rt().trustee(1).entrust(0u64);
     let a = spawn_on(0, move || {
         on1.apply_then(|v| *v, move |_| m.lock(2..6).fill(2));
@@ -310,10 +269,10 @@ fn a_delegated_write_behind_a_coroutine_that_waits_for_a_fiber_of_the_same_worke
         before
     });
     assert!(
-        wait_until(|| lock.queued() == 1),
+        wait_for_5s(|| lock.queued() == 1),
         "the coroutine never queued"
     );
-    let r = write_on_worker_0(lock, 2..6, 3);
+    let r = write_on_worker_0(lock, 2..6, 0, 3);
     let msg = r.expect_err("the closure waited for the coroutine, which waited for the fiber");
     assert!(
         msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
@@ -344,7 +303,7 @@ fn a_delegated_write_behind_a_coroutine_that_waits_for_a_thread_waits() {
         g.fill(1);
         held_tx.send(()).unwrap();
         // The coroutine's request, then the closure's.
-        wait_until(|| lock.queued() == 2)
+        wait_for_5s(|| lock.queued() == 2)
     });
     held_rx.recv().unwrap();
     let c = coroutine(move || {
@@ -354,10 +313,10 @@ fn a_delegated_write_behind_a_coroutine_that_waits_for_a_thread_waits() {
         before
     });
     assert!(
-        wait_until(|| lock.queued() == 1),
+        wait_for_5s(|| lock.queued() == 1),
         "the coroutine never queued"
     );
-    let r = write_on_worker_0(lock, 2..6, 3);
+    let r = write_on_worker_0(lock, 2..6, 0, 3);
     assert!(holder.join().unwrap(), "the closure's write never queued");
     assert_eq!(r, Ok(vec![2, 2, 0, 0]));
     assert_eq!(within(5, move || c.join().unwrap()), vec![1, 1, 0, 0]);
@@ -382,8 +341,8 @@ fn a_delegated_write_waits_for_a_coroutines_range() {
             may::coroutine::sleep(Duration::from_millis(1));
         }
     });
-    assert!(wait_until(|| is_set(&held)));
-    let r = write_on_worker_0(lock, 2..6, 2);
+    assert!(wait_for_5s(|| is_set(&held)));
+    let r = write_on_worker_0(lock, 2..6, 0, 2);
     within(5, move || c.join().unwrap());
     assert_eq!(r, Ok(vec![1, 1, 0, 0]));
     assert_eq!(contents(lock), Some(vec![1, 1, 2, 2, 2, 2, 0, 0]));
@@ -407,11 +366,11 @@ fn a_delegated_read_beside_a_queued_read_of_a_fiber_of_the_same_worker_waits() {
         g.fill(1);
         held_tx.send(()).unwrap();
         // The fiber's read, then the closure's.
-        wait_until(|| lock.queued() == 2)
+        wait_for_5s(|| lock.queued() == 2)
     });
     held_rx.recv().unwrap();
     let f = spawn_on(0, move || lock.read(0..4).to_vec());
-    assert!(wait_until(|| lock.queued() == 1), "the fiber never queued");
+    assert!(wait_for_5s(|| lock.queued() == 1), "the fiber never queued");
     let on0 = rt().trustee(0).entrust(());
     let r = within(5, move || {
         catch_unwind(AssertUnwindSafe(|| {
@@ -513,7 +472,7 @@ fn an_inline_apply_in_a_fiber_waits_for_a_plain_thread() {
         let mut g = lock.write(0..4);
         g.fill(1);
         held_tx.send(()).unwrap();
-        wait_until(|| lock.queued() == 1)
+        wait_for_5s(|| lock.queued() == 1)
     });
     held_rx.recv().unwrap();
     let on0 = rt().trustee(0).entrust(());
@@ -558,8 +517,8 @@ fn a_delegated_write_against_a_fiber_suspended_in_a_remote_apply_panics() {
         let v = on1.apply(|v| *v + 1);
         g.fill(v);
     });
-    assert!(wait_until(|| is_set(&held)));
-    let r = write_on_worker_0(lock, 2..6, 3);
+    assert!(wait_for_5s(|| is_set(&held)));
+    let r = write_on_worker_0(lock, 2..6, 0, 3);
     let msg = r.expect_err("the fiber holding 0..4 cannot resume while worker 0 is parked");
     assert!(
         msg.starts_with("`IntervalRwLock::write(2..6)` must wait") && msg.contains("`try_write`"),
@@ -707,8 +666,11 @@ fn a_delegated_write_behind_a_thread_blocked_on_the_same_lock_by_a_fiber_panics(
         before
     });
     held_rx.recv().unwrap();
-    assert!(wait_until(|| lock.queued() == 1), "the thread never queued");
-    let r = write_on_worker_0(lock, 4..8, 3);
+    assert!(
+        wait_for_5s(|| lock.queued() == 1),
+        "the thread never queued"
+    );
+    let r = write_on_worker_0(lock, 4..8, 0, 3);
     let msg = r.expect_err("the closure waits for a thread that waits for a fiber of worker 0");
     assert!(msg.contains("`try_write`"), "unhelpful panic: {msg}");
     go.store(true, Ordering::SeqCst);
@@ -741,18 +703,18 @@ fn a_request_overtaking_what_a_parked_closure_waits_for_does_not_hang_it() {
     let holder = thread::spawn(move || {
         let _g = lock.write(1..2);
         held_tx.send(()).unwrap();
-        assert!(wait_until(|| is_set(&release2)));
+        assert!(wait_for_5s(|| is_set(&release2)));
     });
     held_rx.recv().unwrap();
     let queued = thread::spawn(move || lock.write(1..4).to_vec());
-    assert!(wait_until(|| lock.queued() == 1));
-    let closure = thread::spawn(move || write_on_worker_0(lock, 3..5, 3));
+    assert!(wait_for_5s(|| lock.queued() == 1));
+    let closure = thread::spawn(move || write_on_worker_0(lock, 3..5, 0, 3));
     assert!(
-        wait_until(|| lock.queued() == 2),
+        wait_for_5s(|| lock.queued() == 2),
         "the closure never queued"
     );
     let urgent = thread::spawn(move || lock.prioritized(5).write(0..2).to_vec());
-    assert!(wait_until(|| lock.queued() == 3));
+    assert!(wait_for_5s(|| lock.queued() == 3));
     release.store(true, Ordering::SeqCst);
     holder.join().unwrap();
     let r = closure.join().unwrap();
@@ -790,12 +752,12 @@ fn delegated_closures_on_two_workers_waiting_for_each_others_fibers_do_not_hang(
         let mut g = lock.write(4..6);
         g.fill(4);
         g_held2.store(true, Ordering::SeqCst);
-        assert!(wait_until(|| is_set(&go_g2)));
+        assert!(wait_for_5s(|| is_set(&go_g2)));
     });
-    assert!(wait_until(|| is_set(&g_held)));
-    let first = thread::spawn(move || write_on_worker_0(lock, 4..6, 2));
+    assert!(wait_for_5s(|| is_set(&g_held)));
+    let first = thread::spawn(move || write_on_worker_0(lock, 4..6, 0, 2));
     assert!(
-        wait_until(|| lock.queued() == 1),
+        wait_for_5s(|| lock.queued() == 1),
         "the first closure never queued"
     );
     let on1 = rt().trustee(1).entrust(());
@@ -844,7 +806,7 @@ fn a_thread_entrusting_past_the_queue_to_a_trustee_parked_waiting_for_it_does_no
         g.fill(1);
         held_tx.send(()).unwrap();
         assert!(
-            wait_until(|| lock.queued() == 1),
+            wait_for_5s(|| lock.queued() == 1),
             "the closure never queued"
         );
         let t0 = rt().trustee(0);
@@ -853,7 +815,7 @@ fn a_thread_entrusting_past_the_queue_to_a_trustee_parked_waiting_for_it_does_no
         values.len()
     });
     held_rx.recv().unwrap();
-    let r = write_on_worker_0(lock, 2..6, 2);
+    let r = write_on_worker_0(lock, 2..6, 0, 2);
     assert_eq!(r, Ok(vec![1, 1, 0, 0]));
     assert_eq!(within(5, move || holder.join().unwrap()), 300);
     assert_eq!(contents(lock), Some(vec![1, 1, 2, 2, 2, 2, 0, 0]));

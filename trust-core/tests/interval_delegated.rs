@@ -7,59 +7,15 @@
 #[macro_use]
 mod common;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{calibrate, child_ok, panic_message, rt, spawn_on, within};
+use common::{
+    calibrate, child_ok, eight_zeros, rt, spawn_on, trustee_0_serves, wait_for_5s, within,
+    write_on_worker_0,
+};
 use trust_core::interval::IntervalRwLock;
-
-/// A leaked lock of 8 zeros, shared by the test's threads, fibers and closures.
-fn eight_zeros() -> &'static IntervalRwLock<u32> {
-    Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])))
-}
-
-/// Waits (sleeping 1 ms, on a thread; suspending, in a fiber) until `cond` holds; false after 5 s.
-fn wait_until(cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > Duration::from_secs(5) {
-            return false;
-        }
-        trust_core::sleep(Duration::from_millis(1));
-    }
-    true
-}
-
-/// Applies, on trustee 0 (worker 0) from a plain thread, a closure that writes `range` of `lock` through
-/// `priority`: it returns what the range held, then fills it with `fill`. A panic comes back as its message.
-fn write_on_worker_0(
-    lock: &'static IntervalRwLock<u32>,
-    range: std::ops::Range<usize>,
-    priority: u32,
-    fill: u32,
-) -> Result<Vec<u32>, String> {
-    let on0 = rt().trustee(0).entrust(());
-    within(5, move || {
-        catch_unwind(AssertUnwindSafe(|| {
-            on0.apply(move |_| {
-                let mut g = lock.prioritized(priority).write(range);
-                let before = g.to_vec();
-                g.fill(fill);
-                before
-            })
-        }))
-        .map_err(panic_message)
-    })
-}
-
-/// Trustee 0 still answers.
-fn trustee_0_serves() {
-    let on0 = rt().trustee(0).entrust(5u8);
-    assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
-}
 
 /// A plain thread holds `0..4`, and releases it only once the closure's write of `2..6` is queued: the closure
 /// waits for it (worker 0 parked meanwhile), then sees the thread's 1s and its own zeros.
@@ -71,7 +27,7 @@ fn a_delegated_write_waits_for_a_plain_threads_range() {
     let holder = thread::spawn(move || {
         let mut g = lock.write(0..4);
         held_tx.send(()).unwrap();
-        let queued = wait_until(|| lock.queued() == 1);
+        let queued = wait_for_5s(|| lock.queued() == 1);
         g.fill(1);
         queued
     });
@@ -106,11 +62,11 @@ fn a_delegated_write_waits_for_a_fiber_of_the_other_worker() {
     let f = spawn_on(1, move || {
         let mut g = lock.write(0..4);
         held2.store(true, Ordering::SeqCst);
-        let queued = wait_until(|| lock.queued() == 1);
+        let queued = wait_for_5s(|| lock.queued() == 1);
         g.fill(1);
         queued
     });
-    assert!(wait_until(|| held.load(Ordering::SeqCst)));
+    assert!(wait_for_5s(|| held.load(Ordering::SeqCst)));
     let r = write_on_worker_0(lock, 2..6, 0, 2);
     assert!(
         f.join().unwrap(),
@@ -143,7 +99,7 @@ fn a_delegated_write_behind_a_queued_fiber_of_the_same_worker_panics() {
         g.fill(2);
         before
     });
-    assert!(wait_until(|| lock.queued() == 1), "the fiber never queued");
+    assert!(wait_for_5s(|| lock.queued() == 1), "the fiber never queued");
     let r = write_on_worker_0(lock, 4..8, 0, 3);
     let msg = r.expect_err("the closure's write had to wait for the queued fiber");
     assert!(
@@ -178,7 +134,7 @@ fn a_prioritized_delegated_write_ahead_of_a_queued_fiber_of_the_same_worker_wait
         let mut g = lock.write(0..6);
         held_tx.send(()).unwrap();
         // The fiber's request, then the closure's.
-        let queued = wait_until(|| lock.queued() == 2);
+        let queued = wait_for_5s(|| lock.queued() == 2);
         g.fill(1);
         queued
     });
@@ -189,7 +145,7 @@ fn a_prioritized_delegated_write_ahead_of_a_queued_fiber_of_the_same_worker_wait
         g.fill(2);
         before
     });
-    assert!(wait_until(|| lock.queued() == 1), "the fiber never queued");
+    assert!(wait_for_5s(|| lock.queued() == 1), "the fiber never queued");
     let r = write_on_worker_0(lock, 4..6, 5, 3);
     assert!(holder.join().unwrap(), "the closure's write never queued");
     assert_eq!(r, Ok(vec![1, 1]));
@@ -219,10 +175,10 @@ fn a_delegated_read_beside_a_fibers_read_of_the_same_worker_never_waits() {
     let f = spawn_on(0, move || {
         let g = lock.read(0..4);
         held2.store(true, Ordering::SeqCst);
-        assert!(wait_until(|| done2.load(Ordering::SeqCst)));
+        assert!(wait_for_5s(|| done2.load(Ordering::SeqCst)));
         g.to_vec()
     });
-    assert!(wait_until(|| held.load(Ordering::SeqCst)));
+    assert!(wait_for_5s(|| held.load(Ordering::SeqCst)));
     let on0 = rt().trustee(0).entrust(());
     let r = within(5, move || {
         on0.apply(move |_| {
@@ -254,7 +210,7 @@ fn a_guard_taken_in_a_fiber_and_moved_to_a_thread_still_counts_as_the_fibers() {
     let done2 = done.clone();
     let f = spawn_on(0, move || {
         guard_tx.send(lock.write(0..4)).unwrap();
-        assert!(wait_until(|| done2.load(Ordering::SeqCst)));
+        assert!(wait_for_5s(|| done2.load(Ordering::SeqCst)));
     });
     let mut g = guard_rx.recv().unwrap();
     let r = write_on_worker_0(lock, 2..6, 0, 2);
@@ -294,17 +250,20 @@ fn a_delegated_write_behind_a_thread_that_waits_for_a_fiber_of_the_same_worker_p
     let f = spawn_on(0, move || {
         let mut g = lock.write(0..2);
         held2.store(true, Ordering::SeqCst);
-        assert!(wait_until(|| go2.load(Ordering::SeqCst)));
+        assert!(wait_for_5s(|| go2.load(Ordering::SeqCst)));
         g.fill(1);
     });
-    assert!(wait_until(|| held.load(Ordering::SeqCst)));
+    assert!(wait_for_5s(|| held.load(Ordering::SeqCst)));
     let waiter = thread::spawn(move || {
         let mut g = lock.write(0..4);
         let before = g.to_vec();
         g.fill(2);
         before
     });
-    assert!(wait_until(|| lock.queued() == 1), "the thread never queued");
+    assert!(
+        wait_for_5s(|| lock.queued() == 1),
+        "the thread never queued"
+    );
     let r = write_on_worker_0(lock, 2..6, 0, 3);
     let msg = r.expect_err("the closure's write waited for the thread, which waited for the fiber");
     assert!(

@@ -716,3 +716,54 @@ pub fn forked(secs: u64, f: impl FnOnce() -> i32) -> (Option<i32>, Duration) {
 pub fn names_fork<T>(r: std::thread::Result<T>) -> bool {
     r.is_err_and(|p| panic_message(p).contains("forked after it started"))
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Interval locks in delegated closures (`interval_delegated.rs`, review 35).
+
+/// A leaked interval lock of 8 zeros, shared by a test's threads, fibers, coroutines and closures.
+pub fn eight_zeros() -> &'static trust_core::interval::IntervalRwLock<u32> {
+    Box::leak(Box::new(trust_core::interval::IntervalRwLock::new(
+        vec![0u32; 8],
+    )))
+}
+
+/// Waits (sleeping 1 ms on a thread, suspending in a fiber) until `cond` holds; false after 5 s.
+pub fn wait_for_5s(cond: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        trust_core::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Applies, on trustee 0 (worker 0) from a plain thread (under a 5 s deadline), a closure that writes `range`
+/// of `lock` through `priority`: it returns what the range held, then fills it with `fill`. A panic comes
+/// back as its message.
+pub fn write_on_worker_0(
+    lock: &'static trust_core::interval::IntervalRwLock<u32>,
+    range: std::ops::Range<usize>,
+    priority: u32,
+    fill: u32,
+) -> Result<Vec<u32>, String> {
+    let on0 = rt().trustee(0).entrust(());
+    within(5, move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            on0.apply(move |_| {
+                let mut g = lock.prioritized(priority).write(range);
+                let before = g.to_vec();
+                g.fill(fill);
+                before
+            })
+        }))
+        .map_err(panic_message)
+    })
+}
+
+/// Trustee 0 still answers.
+pub fn trustee_0_serves() {
+    let on0 = rt().trustee(0).entrust(5u8);
+    assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
+}
