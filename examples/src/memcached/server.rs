@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trust_core::{Fiber, Trust, runtime, spawn};
 
@@ -349,7 +349,7 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                 // and must not hold its fiber and buffers forever.
                 let idle = conn.0.config.idle_timeout;
                 if stream.set_read_timeout(idle).is_ok() && stream.set_write_timeout(idle).is_ok() {
-                    let _ = serve(&stream, &conn.0);
+                    let _ = serve(&stream, &conn.0, |t| stream.set_read_timeout(t));
                 }
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 drop(conn);
@@ -430,7 +430,17 @@ impl ReadBuf {
 }
 
 /// Serves one connection until the client quits, closes, idles out, or sends a line too long.
-fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
+///
+/// The idle timeout counts as memcached's does, from the connection's last command: a command line must
+/// come whole within `--idle-timeout` of the previous command (or of the connect), so a client that trickles
+/// a line a byte at a time is closed as a silent one is, rather than holding its connection slot for good.
+/// A data block being read only has to keep coming (memcached does not time out a connection reading one).
+/// `set_read_timeout` sets the timeout of the next `read`.
+fn serve<S: Read + Write>(
+    mut stream: S,
+    shared: &Shared,
+    set_read_timeout: impl Fn(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
     let limits = Limits {
         item_max: shared.config.item_max,
         control_chars_in_keys: shared.config.lenient_keys,
@@ -440,6 +450,8 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
     // Bytes of a refused data block still to drop as they arrive.
     let mut swallow = 0usize;
     let mut first_read = true;
+    let idle = shared.config.idle_timeout;
+    let mut last_command = Instant::now();
     loop {
         let now = unix_now();
         loop {
@@ -451,7 +463,11 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
                     break;
                 }
             }
-            let (len, more, quit) = match protocol::parse(input.data(), &limits) {
+            let parsed = protocol::parse(input.data(), &limits);
+            if idle.is_some() && !matches!(parsed, Parsed::Incomplete) {
+                last_command = Instant::now();
+            }
+            let (len, more, quit) = match parsed {
                 Parsed::Incomplete => break,
                 Parsed::Command { cmd, len } => {
                     (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?)
@@ -496,6 +512,20 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
             if out.capacity() > OUT_FLUSH * 2 {
                 out = Vec::with_capacity(READ_START);
             }
+        }
+        if let Some(idle) = idle {
+            // Past the end of a command line (its data block, or a refused block being swallowed) the
+            // timeout is a read's; before it, what is left of the idle time since the last command.
+            let head = &input.data()[..input.data().len().min(MAX_LINE + 1)];
+            let timeout = if swallow > 0 || head.contains(&b'\n') {
+                idle
+            } else {
+                idle.saturating_sub(last_command.elapsed())
+            };
+            if timeout.is_zero() {
+                return Ok(());
+            }
+            set_read_timeout(Some(timeout))?;
         }
         let Some(spare) = input.spare() else {
             return stream.write_all(protocol::LINE_TOO_LONG);
