@@ -807,3 +807,108 @@ fn a_client_that_never_reads_is_closed_by_the_idle_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     server.stop();
 }
+
+/// 1000 connections each pipeline 60 `incr`s over 6 counters (on every shard) in one write, all before any
+/// reply is read, so both workers' channels to each other's shard are full at once: every connection gets
+/// its 60 replies in order, and each counter ends exactly at the number of `incr`s it got.
+#[test]
+fn a_thousand_connections_pipelining_at_once_count_exactly() {
+    raise_descriptor_limit(4096);
+    let server = start(|_| {});
+    let mut admin = Raw::connect(&server);
+    for k in 0..6 {
+        admin.roundtrip(format!("set burst{k} 0 0 1\r\n0\r\n").as_bytes(), b"STORED\r\n");
+    }
+    let addr = server.local_addr();
+    let pipeline: String = (0..60).map(|i| format!("incr burst{} 1\r\n", i % 6)).collect();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let pipeline = pipeline.clone();
+            thread::spawn(move || {
+                let conns: Vec<TcpStream> = (0..125)
+                    .map(|_| {
+                        let s = TcpStream::connect(addr).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                        (&s).write_all(pipeline.as_bytes()).unwrap();
+                        s
+                    })
+                    .collect();
+                for s in conns {
+                    let mut reply = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while reply.iter().filter(|&&b| b == b'\n').count() < 60 {
+                        let n = (&s).read(&mut buf).unwrap();
+                        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&reply));
+                        reply.extend_from_slice(&buf[..n]);
+                    }
+                    let values: Vec<u64> = String::from_utf8(reply)
+                        .unwrap()
+                        .lines()
+                        .map(|l| l.parse().unwrap())
+                        .collect();
+                    // Per counter, the replies this connection saw only go up.
+                    for k in 0..6 {
+                        let mine: Vec<u64> = values.iter().skip(k).step_by(6).copied().collect();
+                        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    within(Duration::from_secs(120), "1000 pipelines", move || {
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    for k in 0..6 {
+        admin.roundtrip(
+            format!("get burst{k}\r\n").as_bytes(),
+            format!("VALUE burst{k} 0 5\r\n10000\r\nEND\r\n").as_bytes(),
+        );
+    }
+    server.stop();
+}
+
+/// memcached 1.6.18's `flush_all <delay>` sets `oldest_live = realtime(delay) - 1`: everything stored up to
+/// the end of second `now + delay - 1` is gone from the start of that second. So `flush_all 1` empties the
+/// cache at once, and a `set` in the rest of that second is flushed too (`flush_all 1`, `set g`, `get f g`
+/// is `END`; the trust server answered both values for a second). An absolute time from before the server
+/// started flushes nothing (`realtime` gives 1, `oldest_live` 0) and drops a pending delayed flush (the trust
+/// server emptied the cache: a client's `flush_all 2592001` cost every item). Replies byte for byte as
+/// memcached's.
+#[test]
+fn flush_all_one_second_and_a_time_before_the_start_as_memcached() {
+    let server = start(|_| {});
+    let reference = Reference::start(&[]);
+    let mut t = Raw::connect(&server);
+    let mut m = reference.as_ref().map(|r| r.connect());
+    // Not at the very end of a second: the `set g` must fall in the same second as the flush.
+    while unix_now() != unix_now_after(Duration::from_millis(300)) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    both(
+        &mut t,
+        &mut m,
+        b"flush_all\r\nset f 0 0 1\r\nx\r\nflush_all 1\r\nset g 0 0 1\r\ny\r\nget f g\r\n",
+        b"OK\r\nSTORED\r\nOK\r\nSTORED\r\nEND\r\n",
+    );
+    thread::sleep(Duration::from_millis(1100));
+    both(
+        &mut t,
+        &mut m,
+        b"set f 0 0 1\r\nx\r\nflush_all 2592001\r\nget f\r\nflush_all 3\r\nflush_all 1000000000\r\nget f\r\n",
+        b"STORED\r\nOK\r\nVALUE f 0 1\r\nx\r\nEND\r\nOK\r\nOK\r\nVALUE f 0 1\r\nx\r\nEND\r\n",
+    );
+    // The delayed flush was dropped: 3.5 s later the item is still there.
+    thread::sleep(Duration::from_millis(3500));
+    both(&mut t, &mut m, b"get f\r\n", b"VALUE f 0 1\r\nx\r\nEND\r\n");
+    server.stop();
+}
+
+/// The unix second `after` from now.
+fn unix_now_after(after: Duration) -> u64 {
+    (std::time::SystemTime::now() + after)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

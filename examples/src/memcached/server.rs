@@ -683,8 +683,16 @@ fn execute<W: Write>(
         }
         Command::FlushAll { delay, noreply } => {
             shared.cmd_flush.fetch_add(1, Ordering::Relaxed);
+            // An absolute time from before the server started: memcached flushes nothing (no item is that
+            // old; its `realtime` makes `oldest_live` 0) and drops a pending delayed flush.
+            let before_start =
+                delay > protocol::MAX_RELATIVE_EXPTIME && (delay as u64) < shared.started;
             for shard in &shared.shards {
-                shard.flush_all(delay, now);
+                if before_start {
+                    shard.cancel_flush();
+                } else {
+                    shard.flush_all(delay, now);
+                }
             }
             reply(out, noreply, b"OK\r\n");
         }
