@@ -912,3 +912,50 @@ fn unix_now_after(after: Duration) -> u64 {
         .unwrap()
         .as_secs()
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The clock of a connection whose replies wait
+
+/// A client pipelines 40 `get`s of a 1 MB value and then `get short`, where `short` expires 2 s after it was
+/// stored, and starts reading only 3.2 s later: the server's writes wait for the reader, so it reaches
+/// `get short` after the item has expired, and must answer `END` (memcached's clock is global: an item past
+/// its exptime is never returned; memcached 1.6.18 answered `END` to these bytes). The trust server read the
+/// clock once per batch of commands and kept it through writes that waited for seconds: it answered the
+/// expired value. The same inside one `get` of 40 `big` keys and `short`.
+#[test]
+fn a_command_run_after_a_long_wait_on_writes_sees_the_time_it_runs_at() {
+    let server = start(|_| {});
+    let mut r = Raw::connect(&server);
+    let big = vec![b'B'; 1_000_000];
+    let mut line = format!("set big 0 0 {}\r\n", big.len()).into_bytes();
+    line.extend_from_slice(&big);
+    line.extend_from_slice(b"\r\nset short 0 2 1\r\ns\r\n");
+    r.roundtrip(&line, b"STORED\r\nSTORED\r\n");
+    let stored_at = Instant::now();
+    let mut pipeline = b"get big\r\n".repeat(40);
+    pipeline.extend_from_slice(b"get short\r\n");
+    r.send(&pipeline);
+    thread::sleep(Duration::from_millis(3200));
+    let mut one = format!("VALUE big 0 {}\r\n", big.len()).into_bytes();
+    one.extend_from_slice(&big);
+    one.extend_from_slice(b"\r\nEND\r\n");
+    for _ in 0..40 {
+        r.expect(&one);
+    }
+    assert!(stored_at.elapsed() > Duration::from_secs(3));
+    r.expect(b"END\r\n");
+    // The same within one `get` of many keys (written out as it goes): `get big ... big short`.
+    r.roundtrip(b"set short 0 2 1\r\ns\r\n", b"STORED\r\n");
+    let stored_at = Instant::now();
+    r.send(format!("get {}short\r\n", "big ".repeat(40)).as_bytes());
+    thread::sleep(Duration::from_millis(3200));
+    let mut value = format!("VALUE big 0 {}\r\n", big.len()).into_bytes();
+    value.extend_from_slice(&big);
+    value.extend_from_slice(b"\r\n");
+    for _ in 0..40 {
+        r.expect(&value);
+    }
+    assert!(stored_at.elapsed() > Duration::from_secs(3));
+    r.expect(b"END\r\n");
+    server.stop();
+}

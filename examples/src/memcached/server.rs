@@ -453,7 +453,10 @@ fn serve<S: Read + Write>(
     let idle = shared.config.idle_timeout;
     let mut last_command = Instant::now();
     loop {
-        let now = unix_now();
+        // The clock is read once per batch of commands, and again after a write that may have waited for
+        // the client (a command run after it must see the time it runs at: an item expired meanwhile is not
+        // returned).
+        let mut now = unix_now();
         loop {
             if swallow > 0 {
                 let n = swallow.min(input.data().len());
@@ -470,7 +473,7 @@ fn serve<S: Read + Write>(
             let (len, more, quit) = match parsed {
                 Parsed::Incomplete => break,
                 Parsed::Command { cmd, len } => {
-                    (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?)
+                    (len, 0, execute(cmd, &mut now, &mut out, shared, &mut stream)?)
                 }
                 Parsed::Reject {
                     reply,
@@ -504,6 +507,7 @@ fn serve<S: Read + Write>(
             if out.len() >= OUT_FLUSH {
                 stream.write_all(&out)?;
                 out.clear();
+                now = unix_now();
             }
         }
         if !out.is_empty() {
@@ -587,14 +591,16 @@ pub fn shard_index(key: &[u8], shards: usize) -> usize {
 }
 
 /// Runs one command: one stub call per key (one per shard for `flush_all` and `stats`), reply into `out`.
-/// Returns whether the client asked to quit.
+/// Returns whether the client asked to quit. `clock` is the connection's unix time, read again after a write
+/// here (a `get` of many keys writes as it goes).
 fn execute<W: Write>(
     cmd: Command<'_>,
-    now: u64,
+    clock: &mut u64,
     out: &mut Vec<u8>,
     shared: &Shared,
     w: &mut W,
 ) -> io::Result<bool> {
+    let now = *clock;
     let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
         if !noreply {
             out.extend_from_slice(text);
@@ -610,10 +616,11 @@ fn execute<W: Write>(
                 // The output buffer travels to the shard and back: a hit is written straight into it.
                 *out = shared
                     .shard(key)
-                    .fetch(key, cas, touch, now, std::mem::take(out));
+                    .fetch(key, cas, touch, *clock, std::mem::take(out));
                 if out.len() >= OUT_FLUSH {
                     w.write_all(out)?;
                     out.clear();
+                    *clock = unix_now();
                 }
             }
             out.extend_from_slice(b"END\r\n");
