@@ -959,3 +959,138 @@ fn a_command_run_after_a_long_wait_on_writes_sees_the_time_it_runs_at() {
     r.expect(b"END\r\n");
     server.stop();
 }
+
+/// The idle timeout at scale: 1500 connections, of which 1200 stay silent (300 after half a command line)
+/// and 300 send a `version` every 300 ms, with `--idle-timeout 1`: within 4 s every silent one is closed
+/// (EOF at the client, counted out), and no busy one is.
+#[test]
+fn idle_timeouts_by_the_thousand_close_exactly_the_silent_connections() {
+    raise_descriptor_limit(4096);
+    let server = start(|c| {
+        c.idle_timeout = Some(Duration::from_secs(1));
+        c.max_connections = 2000;
+    });
+    let addr = server.local_addr();
+    let mut silent: Vec<TcpStream> = (0..1200)
+        .map(|i| {
+            let s = TcpStream::connect(addr).unwrap();
+            if i % 4 == 0 {
+                (&s).write_all(b"get half-a-li").unwrap();
+            }
+            s
+        })
+        .collect();
+    let mut busy: Vec<Raw> = (0..300).map(|_| Raw::connect(&server)).collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        for r in &mut busy {
+            r.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(server.connections(), 300, "silent connections left open after 4 s");
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert!(closed_within(s, Duration::from_millis(100)), "silent connection {i} not closed");
+    }
+    for r in &mut busy {
+        r.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
+    }
+    drop(busy);
+    drop(silent);
+    server.stop();
+}
+
+/// "Expired items leave `curr_items` and `bytes` by `stats` time": 10000 items with exptime 1 and 100
+/// without, over every shard; 2.1 s later `stats` counts exactly the 100 (and their bytes), the 10000 as
+/// `crawler_reclaimed` (none fetched, so none `reclaimed`), `stats items` agrees, and `stats reset` zeroes
+/// `crawler_reclaimed` but not `curr_items`.
+#[test]
+fn ten_thousand_expired_items_leave_the_counters_by_stats_time() {
+    let server = start(|_| {});
+    let mut r = Raw::connect(&server);
+    for chunk in 0..100 {
+        let mut batch = String::new();
+        for i in chunk * 100..(chunk + 1) * 100 {
+            batch.push_str(&format!("set exp:{i} 0 1 3 noreply\r\nabc\r\n"));
+        }
+        r.send(batch.as_bytes());
+    }
+    for i in 0..100 {
+        r.send(format!("set keep:{i:03} 0 0 5 noreply\r\nhello\r\n").as_bytes());
+    }
+    r.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");
+    thread::sleep(Duration::from_millis(2100));
+    let stats = r.stats();
+    let keep = item_size("keep:000".len(), 5) as u64;
+    assert_eq!(stat(&stats, "curr_items"), 100);
+    assert_eq!(stat(&stats, "bytes"), 100 * keep);
+    assert_eq!(stat(&stats, "crawler_reclaimed"), 10_000);
+    assert_eq!(stat(&stats, "reclaimed"), 0);
+    assert_eq!(stat(&stats, "total_items"), 10_100);
+    r.roundtrip(
+        b"stats items\r\n",
+        format!(
+            "STAT items:1:number 100\r\nSTAT items:1:mem_requested {}\r\nSTAT items:1:evicted 0\r\n\
+             STAT items:1:reclaimed 0\r\nEND\r\n",
+            100 * keep
+        )
+        .as_bytes(),
+    );
+    r.roundtrip(b"stats reset\r\n", b"RESET\r\n");
+    let stats = r.stats();
+    assert_eq!(stat(&stats, "crawler_reclaimed"), 0);
+    assert_eq!(stat(&stats, "curr_items"), 100);
+    assert_eq!(stat(&stats, "bytes"), 100 * keep);
+    server.stop();
+}
+
+/// `stats` counters exact under concurrency: 8 `memcache` crate clients each do 500 rounds of `set`, `get`
+/// (hit), `get` (miss), `delete` (hit), `delete` (miss), `incr` (miss), `touch` (miss) on their own keys
+/// (spread over the shards); the summed counters are exactly 8 x 500 of each.
+#[test]
+fn stats_counters_are_exact_under_concurrent_clients() {
+    let server = Arc::new(start(|_| {}));
+    let mut admin = Raw::connect(&server);
+    admin.roundtrip(b"stats reset\r\n", b"RESET\r\n");
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let server = Arc::clone(&server);
+            thread::spawn(move || {
+                let c = client(&server);
+                for i in 0..500 {
+                    let k = format!("conc:{t}:{i}");
+                    c.set(&k, "v", 0).unwrap();
+                    assert_eq!(c.get::<String>(&k).unwrap().as_deref(), Some("v"));
+                    assert_eq!(c.get::<String>(&format!("{k}:none")).unwrap(), None);
+                    assert!(c.delete(&k).unwrap());
+                    assert!(!c.delete(&k).unwrap());
+                    assert!(c.increment(&k, 1).is_err());
+                    assert!(!c.touch(&k, 10).unwrap());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let stats = admin.stats();
+    for (name, want) in [
+        ("cmd_set", 4000),
+        ("total_items", 4000),
+        ("cmd_get", 8000),
+        ("get_hits", 4000),
+        ("get_misses", 4000),
+        ("delete_hits", 4000),
+        ("delete_misses", 4000),
+        ("incr_misses", 4000),
+        ("incr_hits", 0),
+        ("cmd_touch", 4000),
+        ("touch_misses", 4000),
+        ("curr_items", 0),
+        ("bytes", 0),
+    ] {
+        assert_eq!(stat(&stats, name), want, "{name}");
+    }
+    drop(admin);
+    Arc::into_inner(server).unwrap().stop();
+}
