@@ -432,7 +432,8 @@ impl ReadBuf {
 /// Serves one connection until the client quits, closes, idles out, or sends a line too long.
 ///
 /// The idle timeout counts as memcached's does, from the connection's last command: a command line must
-/// come whole within `--idle-timeout` of the previous command (or of the connect), so a client that trickles
+/// come whole within `--idle-timeout` of the previous command, its replies written out, or the connect
+/// (writes that wait have the idle timeout of their own), so a client that trickles
 /// a line a byte at a time is closed as a silent one is, rather than holding its connection slot for good.
 /// A data block being read only has to keep coming (memcached does not time out a connection reading one).
 /// `set_read_timeout` sets the timeout of the next `read`.
@@ -508,10 +509,13 @@ fn serve<S: Read + Write>(
                 stream.write_all(&out)?;
                 out.clear();
                 now = unix_now();
+                last_command = Instant::now();
             }
         }
         if !out.is_empty() {
             stream.write_all(&out)?;
+            // Time spent writing replies out (a client reading them slowly) is not idle time.
+            last_command = Instant::now();
             out.clear();
             if out.capacity() > OUT_FLUSH * 2 {
                 out = Vec::with_capacity(READ_START);
