@@ -13,7 +13,7 @@ use trust_examples::memcached::ServerHandle;
 use trust_examples::memcached::protocol::item_size;
 
 mod harness;
-use harness::{Raw, stat, start, unix_now, wait_until};
+use harness::{Raw, start, stat, unix_now, wait_until};
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
@@ -32,10 +32,19 @@ impl Reference {
             .find(|p| std::path::Path::new(p).exists())?;
         let port = free_port();
         let mut cmd = Command::new(bin);
-        cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1", "-t", "2"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-t",
+            "2",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         // SAFETY: a plain system call without arguments.
         if unsafe { libc::geteuid() } == 0 {
             cmd.args(["-u", "nobody"]);
@@ -92,7 +101,11 @@ fn both(trust: &mut Raw, reference: &mut Option<Raw>, send: &[u8], want: &[u8]) 
 }
 
 /// Runs `f` on a thread and fails if it takes longer than `limit` (a hang is a failure, not a stuck run).
-fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(f());
@@ -123,7 +136,8 @@ fn raise_descriptor_limit(want: u64) -> u64 {
         rlim_max: 0,
     };
     // SAFETY: a plain system call that writes the `rlimit` it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
     if limit.rlim_cur < want {
         limit.rlim_cur = want.min(limit.rlim_max);
         // SAFETY: a plain system call that reads the `rlimit` it is given.
@@ -170,7 +184,9 @@ fn a_client_trickling_a_command_line_is_closed_by_the_idle_timeout() {
         }
         None
     });
-    let took = slow.expect("a client trickling a line was never closed (50 bytes over 15 s, idle timeout 1 s)");
+    let took = slow.expect(
+        "a client trickling a line was never closed (50 bytes over 15 s, idle timeout 1 s)",
+    );
     assert!(
         took < Duration::from_secs(4),
         "closed only after {took:?} (idle timeout 1 s)"
@@ -186,10 +202,7 @@ fn a_client_trickling_a_command_line_is_closed_by_the_idle_timeout() {
         thread::sleep(Duration::from_millis(300));
     }
     block.roundtrip(b"\r\n", b"STORED\r\n");
-    block.roundtrip(
-        b"get slow\r\n",
-        b"VALUE slow 0 10\r\n0123456789\r\nEND\r\n",
-    );
+    block.roundtrip(b"get slow\r\n", b"VALUE slow 0 10\r\n0123456789\r\nEND\r\n");
     // And a silent one is closed, as before.
     let mut silent = TcpStream::connect(server.local_addr()).unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(4)));
@@ -210,13 +223,17 @@ fn thousands_of_connections_come_and_go_while_others_pipeline() {
     let mut admin = Raw::connect(&server);
     admin.roundtrip(b"stats reset\r\n", b"RESET\r\n");
     for i in 0..4 {
-        admin.roundtrip(format!("set ctr{i} 0 0 1\r\n0\r\n").as_bytes(), b"STORED\r\n");
+        admin.roundtrip(
+            format!("set ctr{i} 0 0 1\r\n0\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let incrs = Arc::new(AtomicU64::new(0));
     let pipeliners: Vec<_> = (0..4)
         .map(|i| {
-            let (server, stop, incrs) = (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&incrs));
+            let (server, stop, incrs) =
+                (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&incrs));
             thread::spawn(move || {
                 let mut r = Raw::connect(&server);
                 let mut want = 0u64;
@@ -247,7 +264,9 @@ fn thousands_of_connections_come_and_go_while_others_pipeline() {
                         0 => s.write_all(b"set half 0 0 10\r\n01234").unwrap(),
                         // A pipeline whose replies are never read.
                         1 => s
-                            .write_all(format!("set c{t}-{i} 0 0 1\r\nx\r\nget a b c\r\n").as_bytes())
+                            .write_all(
+                                format!("set c{t}-{i} 0 0 1\r\nx\r\nget a b c\r\n").as_bytes(),
+                            )
                             .unwrap(),
                         // `quit` mid-pipeline: what follows it is not run.
                         2 => {
@@ -272,7 +291,11 @@ fn thousands_of_connections_come_and_go_while_others_pipeline() {
     for (i, want) in totals.iter().enumerate() {
         admin.roundtrip(
             format!("get ctr{i}\r\n").as_bytes(),
-            format!("VALUE ctr{i} 0 {}\r\n{want}\r\nEND\r\n", want.to_string().len()).as_bytes(),
+            format!(
+                "VALUE ctr{i} 0 {}\r\n{want}\r\nEND\r\n",
+                want.to_string().len()
+            )
+            .as_bytes(),
         );
     }
     assert_eq!(totals.iter().sum::<u64>(), incrs.load(Ordering::Relaxed));
@@ -438,7 +461,10 @@ fn an_item_of_exactly_i_and_one_byte_more() {
     let fits = "f".repeat(4096 - 64 - 1);
     assert_eq!(item_size(1, fits.len()), 4096);
     client.set("k", fits.as_str(), 0).unwrap();
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some(fits.as_str()));
+    assert_eq!(
+        client.get::<String>("k").unwrap().as_deref(),
+        Some(fits.as_str())
+    );
     let mut r = Raw::connect(&server);
     let mut line = b"set k 0 0 4032\r\n".to_vec();
     line.extend_from_slice(&[b'x'; 4032]);
@@ -447,7 +473,10 @@ fn an_item_of_exactly_i_and_one_byte_more() {
     // Appending one byte to an item of exactly -I is refused too, and keeps the item.
     client.set("k", fits.as_str(), 0).unwrap();
     r.roundtrip(b"append k 0 0 1\r\nz\r\n", b"NOT_STORED\r\n");
-    assert_eq!(client.get::<String>("k").unwrap().as_deref(), Some(fits.as_str()));
+    assert_eq!(
+        client.get::<String>("k").unwrap().as_deref(),
+        Some(fits.as_str())
+    );
     let stats = r.stats();
     assert_eq!(stat(&stats, "curr_items"), 1);
     assert_eq!(stat(&stats, "bytes"), 4096);
@@ -478,7 +507,9 @@ fn memory_accounting_is_exact_under_churn_of_mixed_sizes() {
             1..=3 => (next() % 20_000) as usize,
             _ => (next() % 300) as usize,
         };
-        let value: Vec<u8> = (0..len).map(|j| b'a' + ((i as usize + j) % 26) as u8).collect();
+        let value: Vec<u8> = (0..len)
+            .map(|j| b'a' + ((i as usize + j) % 26) as u8)
+            .collect();
         let mut line = format!("set {key} {i} 0 {len}\r\n").into_bytes();
         line.extend_from_slice(&value);
         line.extend_from_slice(b"\r\n");
@@ -536,7 +567,10 @@ fn memory_accounting_is_exact_under_churn_of_mixed_sizes() {
         live + stat(&stats, "evictions") + deletes + appends,
         "items stored = live + evicted + deleted + replaced by an append ({appends})"
     );
-    assert!(stat(&stats, "evictions") > 0, "the churn was meant to evict");
+    assert!(
+        stat(&stats, "evictions") > 0,
+        "the churn was meant to evict"
+    );
     server.stop();
 }
 
@@ -566,7 +600,11 @@ fn cas_uniques_are_unique_across_shards_and_change_only_on_writes() {
     };
     let first = read(&c);
     assert_eq!(first.len(), 2000);
-    assert_eq!(first.values().collect::<HashSet<_>>().len(), 2000, "uniques repeat");
+    assert_eq!(
+        first.values().collect::<HashSet<_>>().len(),
+        2000,
+        "uniques repeat"
+    );
     for k in keys.iter().step_by(10) {
         assert_eq!(c.increment(k, 1).unwrap(), 8);
     }
@@ -577,9 +615,15 @@ fn cas_uniques_are_unique_across_shards_and_change_only_on_writes() {
     let mut seen: HashSet<u64> = first.values().copied().collect();
     for (i, k) in keys.iter().enumerate() {
         if i % 10 == 0 {
-            assert!(seen.insert(second[k]), "incr gave {k} a unique already used");
+            assert!(
+                seen.insert(second[k]),
+                "incr gave {k} a unique already used"
+            );
         } else {
-            assert_eq!(second[k], first[k], "{k} changed its unique without a write");
+            assert_eq!(
+                second[k], first[k],
+                "{k} changed its unique without a write"
+            );
         }
     }
     for (i, k) in keys.iter().enumerate() {
@@ -613,7 +657,10 @@ fn a_delayed_flush_all_races_sets_across_its_time() {
                 while unix_now() <= at + 1 {
                     let key = format!("race:{w}:{i}");
                     let sent = unix_now();
-                    r.roundtrip(format!("set {key} 0 0 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
+                    r.roundtrip(
+                        format!("set {key} 0 0 1\r\nx\r\n").as_bytes(),
+                        b"STORED\r\n",
+                    );
                     log.push((key, sent, unix_now()));
                     i += 1;
                     if i % 50 == 0 {
@@ -624,7 +671,10 @@ fn a_delayed_flush_all_races_sets_across_its_time() {
             })
         })
         .collect();
-    let logs: Vec<_> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let logs: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     let (mut gone, mut kept) = (0, 0);
     for (key, sent, stored) in &logs {
         let reply = admin
@@ -632,19 +682,22 @@ fn a_delayed_flush_all_races_sets_across_its_time() {
             .read_until(b"END\r\n");
         let present = reply.starts_with(b"VALUE");
         if *stored < at {
-            assert!(!present, "{key} stored at {stored}, before the flush at {at}, survived");
+            assert!(
+                !present,
+                "{key} stored at {stored}, before the flush at {at}, survived"
+            );
             gone += 1;
         }
         if *sent >= at {
-            assert!(present, "{key} sent at {sent}, after the flush at {at}, is gone");
+            assert!(
+                present,
+                "{key} sent at {sent}, after the flush at {at}, is gone"
+            );
             kept += 1;
         }
     }
     assert!(gone > 0 && kept > 0, "gone {gone} kept {kept}");
-    let live = logs
-        .iter()
-        .filter(|(_, sent, _)| *sent >= at)
-        .count() as u64;
+    let live = logs.iter().filter(|(_, sent, _)| *sent >= at).count() as u64;
     let curr = admin.stat("curr_items");
     assert!(
         curr >= live && curr <= live + 4,
@@ -668,21 +721,39 @@ fn incr_on_long_numbers_and_white_space_as_memcached() {
     let mut m = reference.as_ref().map(|r| r.connect());
     let nn = "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
     let cases: &[(&str, &str)] = &[
-        ("set n 0 0 2\r\n 5\r\nincr n 1\r\nget n\r\n", "STORED\r\n6\r\nVALUE n 0 2\r\n6 \r\nEND\r\n"),
+        (
+            "set n 0 0 2\r\n 5\r\nincr n 1\r\nget n\r\n",
+            "STORED\r\n6\r\nVALUE n 0 2\r\n6 \r\nEND\r\n",
+        ),
         (
             "set m 0 0 20\r\n18446744073709551615\r\nincr m 1\r\nget m\r\n",
             "STORED\r\n0\r\nVALUE m 0 20\r\n0                   \r\nEND\r\n",
         ),
-        ("set o 0 0 20\r\n18446744073709551616\r\nincr o 1\r\n", &format!("STORED\r\n{nn}")),
-        ("set p 0 0 3\r\n1 2\r\nincr p 1\r\nget p\r\n", "STORED\r\n2\r\nVALUE p 0 3\r\n2  \r\nEND\r\n"),
-        ("set q 0 0 1\r\n \r\nincr q 1\r\n", &format!("STORED\r\n{nn}")),
-        ("set r 0 0 0\r\n\r\nincr r 1\r\n", &format!("STORED\r\n{nn}")),
+        (
+            "set o 0 0 20\r\n18446744073709551616\r\nincr o 1\r\n",
+            &format!("STORED\r\n{nn}"),
+        ),
+        (
+            "set p 0 0 3\r\n1 2\r\nincr p 1\r\nget p\r\n",
+            "STORED\r\n2\r\nVALUE p 0 3\r\n2  \r\nEND\r\n",
+        ),
+        (
+            "set q 0 0 1\r\n \r\nincr q 1\r\n",
+            &format!("STORED\r\n{nn}"),
+        ),
+        (
+            "set r 0 0 0\r\n\r\nincr r 1\r\n",
+            &format!("STORED\r\n{nn}"),
+        ),
         (
             "set s 0 0 22\r\n0000000000000000000001\r\nincr s 18446744073709551615\r\nget s\r\n",
             "STORED\r\n0\r\nVALUE s 0 22\r\n0                     \r\nEND\r\n",
         ),
         ("set t 0 0 2\r\n-0\r\nincr t 5\r\n", "STORED\r\n5\r\n"),
-        ("set u 0 0 3\r\n\t7\t\r\nincr u 1\r\nget u\r\n", "STORED\r\n8\r\nVALUE u 0 3\r\n8  \r\nEND\r\n"),
+        (
+            "set u 0 0 3\r\n\t7\t\r\nincr u 1\r\nget u\r\n",
+            "STORED\r\n8\r\nVALUE u 0 3\r\n8  \r\nEND\r\n",
+        ),
         (
             "set v 0 0 1\r\n9\r\nincr v 18446744073709551606\r\nget v\r\ndecr v 18446744073709551615\r\n",
             "STORED\r\n18446744073709551615\r\nVALUE v 0 20\r\n18446744073709551615\r\nEND\r\n0\r\n",
@@ -723,11 +794,13 @@ fn gat_exptime_edges_as_memcached() {
             "STORED\r\nVALUE g4 5 1\r\na\r\nEND\r\nVALUE g4 5 1\r\na\r\nEND\r\nVALUE g4 5 1\r\na\r\nEND\r\nEND\r\n",
         ),
         (
-            "set g6 5 0 1\r\na\r\ngat 4294967396 g6\r\nget g6\r\ngat 2147483648 g6\r\nget g6\r\n".into(),
+            "set g6 5 0 1\r\na\r\ngat 4294967396 g6\r\nget g6\r\ngat 2147483648 g6\r\nget g6\r\n"
+                .into(),
             "STORED\r\nVALUE g6 5 1\r\na\r\nEND\r\nVALUE g6 5 1\r\na\r\nEND\r\nVALUE g6 5 1\r\na\r\nEND\r\nEND\r\n",
         ),
         (
-            "set g5 5 0 1\r\na\r\ngat abc g5\r\ngat 99999999999999999999 g5\r\ngat 1 \r\ngat\r\n".into(),
+            "set g5 5 0 1\r\na\r\ngat abc g5\r\ngat 99999999999999999999 g5\r\ngat 1 \r\ngat\r\n"
+                .into(),
             "STORED\r\nCLIENT_ERROR invalid exptime argument\r\nCLIENT_ERROR invalid exptime argument\r\nEND\r\nERROR\r\n",
         ),
     ];
@@ -800,7 +873,9 @@ fn a_client_that_never_reads_is_closed_by_the_idle_timeout() {
     r.roundtrip(&line, b"STORED\r\n");
     drop(r);
     let greedy = TcpStream::connect(server.local_addr()).unwrap();
-    greedy.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     let _ = (&greedy).write_all(&b"get big\r\n".repeat(1000));
     let started = Instant::now();
     wait_until("the greedy client is closed", || server.connections() == 0);
@@ -817,10 +892,15 @@ fn a_thousand_connections_pipelining_at_once_count_exactly() {
     let server = start(|_| {});
     let mut admin = Raw::connect(&server);
     for k in 0..6 {
-        admin.roundtrip(format!("set burst{k} 0 0 1\r\n0\r\n").as_bytes(), b"STORED\r\n");
+        admin.roundtrip(
+            format!("set burst{k} 0 0 1\r\n0\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
     }
     let addr = server.local_addr();
-    let pipeline: String = (0..60).map(|i| format!("incr burst{} 1\r\n", i % 6)).collect();
+    let pipeline: String = (0..60)
+        .map(|i| format!("incr burst{} 1\r\n", i % 6))
+        .collect();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let pipeline = pipeline.clone();
@@ -988,9 +1068,16 @@ fn idle_timeouts_by_the_thousand_close_exactly_the_silent_connections() {
         }
         thread::sleep(Duration::from_millis(300));
     }
-    assert_eq!(server.connections(), 300, "silent connections left open after 4 s");
+    assert_eq!(
+        server.connections(),
+        300,
+        "silent connections left open after 4 s"
+    );
     for (i, s) in silent.iter_mut().enumerate() {
-        assert!(closed_within(s, Duration::from_millis(100)), "silent connection {i} not closed");
+        assert!(
+            closed_within(s, Duration::from_millis(100)),
+            "silent connection {i} not closed"
+        );
     }
     for r in &mut busy {
         r.roundtrip(b"version\r\n", b"VERSION 1.6.0-trust\r\n");

@@ -473,9 +473,11 @@ fn serve<S: Read + Write>(
             }
             let (len, more, quit) = match parsed {
                 Parsed::Incomplete => break,
-                Parsed::Command { cmd, len } => {
-                    (len, 0, execute(cmd, &mut now, &mut out, shared, &mut stream)?)
-                }
+                Parsed::Command { cmd, len } => (
+                    len,
+                    0,
+                    execute(cmd, &mut now, &mut out, shared, &mut stream)?,
+                ),
                 Parsed::Reject {
                     reply,
                     len,
