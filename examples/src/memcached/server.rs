@@ -432,10 +432,10 @@ impl ReadBuf {
 /// Serves one connection until the client quits, closes, idles out, or sends a line too long.
 ///
 /// The idle timeout counts as memcached's does, from the connection's last command: a command line must
-/// come whole within `--idle-timeout` of the previous command, its replies written out, or the connect
-/// (writes that wait have the idle timeout of their own), so a client that trickles
-/// a line a byte at a time is closed as a silent one is, rather than holding its connection slot for good.
-/// A data block being read only has to keep coming (memcached does not time out a connection reading one).
+/// come whole within `--idle-timeout` of the previous command, of the end of the write of its replies, or of
+/// the connect (a write that waits has the idle timeout of its own). So a client that trickles a line a byte
+/// at a time is closed as a silent one is, rather than holding its connection slot for good. A data block
+/// being read only has to keep coming (memcached does not time out a connection reading one).
 /// `set_read_timeout` sets the timeout of the next `read`.
 fn serve<S: Read + Write>(
     mut stream: S,
