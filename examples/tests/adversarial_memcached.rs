@@ -591,15 +591,18 @@ fn gets_with_thousands_of_keys() {
         .expect(&want);
 }
 
-/// A delayed `flush_all`: items stored before the deadline (also after the command) go at the deadline;
-/// items stored after it stay; `flush_all 0` cancels a pending delayed flush.
+/// A delayed `flush_all`: items stored before the deadline (also after the command) go; items stored after
+/// it stay; `flush_all 0` cancels a pending delayed flush. memcached 1.6.18's deadline for `flush_all N` is
+/// the start of second `now + N - 1` (`oldest_live = realtime(N) - 1`), for what is stored up to the end of
+/// that second: `flush_all 1` empties at once, and an item stored in the same second goes too (review 36:
+/// this test expected both values, which memcached does not answer).
 #[test]
 fn delayed_flush_all() {
     let server = start(|_| {});
     let mut r = Raw::connect(&server);
     r.roundtrip(
         b"set before 0 0 1\r\nx\r\nflush_all 1\r\nset after 0 0 1\r\ny\r\nget before after\r\n",
-        b"STORED\r\nOK\r\nSTORED\r\nVALUE before 0 1\r\nx\r\nVALUE after 0 1\r\ny\r\nEND\r\n",
+        b"STORED\r\nOK\r\nSTORED\r\nEND\r\n",
     );
     thread::sleep(Duration::from_millis(2100));
     r.roundtrip(

@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trust_core::{Fiber, Trust, runtime, spawn};
 
@@ -349,7 +349,7 @@ fn accept_loop(listener: Listener, shared: Arc<Shared>) {
                 // and must not hold its fiber and buffers forever.
                 let idle = conn.0.config.idle_timeout;
                 if stream.set_read_timeout(idle).is_ok() && stream.set_write_timeout(idle).is_ok() {
-                    let _ = serve(&stream, &conn.0);
+                    let _ = serve(&stream, &conn.0, |t| stream.set_read_timeout(t));
                 }
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 drop(conn);
@@ -430,7 +430,18 @@ impl ReadBuf {
 }
 
 /// Serves one connection until the client quits, closes, idles out, or sends a line too long.
-fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
+///
+/// The idle timeout counts as memcached's does, from the connection's last command: a command line must
+/// come whole within `--idle-timeout` of the previous command, of the end of the write of its replies, or of
+/// the connect (a write that waits has the idle timeout of its own). So a client that trickles a line a byte
+/// at a time is closed as a silent one is, rather than holding its connection slot for good. A data block
+/// being read only has to keep coming (memcached does not time out a connection reading one).
+/// `set_read_timeout` sets the timeout of the next `read`.
+fn serve<S: Read + Write>(
+    mut stream: S,
+    shared: &Shared,
+    set_read_timeout: impl Fn(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
     let limits = Limits {
         item_max: shared.config.item_max,
         control_chars_in_keys: shared.config.lenient_keys,
@@ -440,8 +451,13 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
     // Bytes of a refused data block still to drop as they arrive.
     let mut swallow = 0usize;
     let mut first_read = true;
+    let idle = shared.config.idle_timeout;
+    let mut last_command = Instant::now();
     loop {
-        let now = unix_now();
+        // The clock is read once per batch of commands, and again after a write that may have waited for
+        // the client (a command run after it must see the time it runs at: an item expired meanwhile is not
+        // returned).
+        let mut now = unix_now();
         loop {
             if swallow > 0 {
                 let n = swallow.min(input.data().len());
@@ -451,11 +467,17 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
                     break;
                 }
             }
-            let (len, more, quit) = match protocol::parse(input.data(), &limits) {
+            let parsed = protocol::parse(input.data(), &limits);
+            if idle.is_some() && !matches!(parsed, Parsed::Incomplete) {
+                last_command = Instant::now();
+            }
+            let (len, more, quit) = match parsed {
                 Parsed::Incomplete => break,
-                Parsed::Command { cmd, len } => {
-                    (len, 0, execute(cmd, now, &mut out, shared, &mut stream)?)
-                }
+                Parsed::Command { cmd, len } => (
+                    len,
+                    0,
+                    execute(cmd, &mut now, &mut out, shared, &mut stream)?,
+                ),
                 Parsed::Reject {
                     reply,
                     len,
@@ -488,14 +510,32 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) -> io::Result<()> {
             if out.len() >= OUT_FLUSH {
                 stream.write_all(&out)?;
                 out.clear();
+                now = unix_now();
+                last_command = Instant::now();
             }
         }
         if !out.is_empty() {
             stream.write_all(&out)?;
+            // Time spent writing replies out (a client reading them slowly) is not idle time.
+            last_command = Instant::now();
             out.clear();
             if out.capacity() > OUT_FLUSH * 2 {
                 out = Vec::with_capacity(READ_START);
             }
+        }
+        if let Some(idle) = idle {
+            // Past the end of a command line (its data block, or a refused block being swallowed) the
+            // timeout is a read's; before it, what is left of the idle time since the last command.
+            let head = &input.data()[..input.data().len().min(MAX_LINE + 1)];
+            let timeout = if swallow > 0 || head.contains(&b'\n') {
+                idle
+            } else {
+                idle.saturating_sub(last_command.elapsed())
+            };
+            if timeout.is_zero() {
+                return Ok(());
+            }
+            set_read_timeout(Some(timeout))?;
         }
         let Some(spare) = input.spare() else {
             return stream.write_all(protocol::LINE_TOO_LONG);
@@ -557,14 +597,16 @@ pub fn shard_index(key: &[u8], shards: usize) -> usize {
 }
 
 /// Runs one command: one stub call per key (one per shard for `flush_all` and `stats`), reply into `out`.
-/// Returns whether the client asked to quit.
+/// Returns whether the client asked to quit. `clock` is the connection's unix time, read again after a write
+/// here (a `get` of many keys writes as it goes).
 fn execute<W: Write>(
     cmd: Command<'_>,
-    now: u64,
+    clock: &mut u64,
     out: &mut Vec<u8>,
     shared: &Shared,
     w: &mut W,
 ) -> io::Result<bool> {
+    let now = *clock;
     let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
         if !noreply {
             out.extend_from_slice(text);
@@ -580,10 +622,11 @@ fn execute<W: Write>(
                 // The output buffer travels to the shard and back: a hit is written straight into it.
                 *out = shared
                     .shard(key)
-                    .fetch(key, cas, touch, now, std::mem::take(out));
+                    .fetch(key, cas, touch, *clock, std::mem::take(out));
                 if out.len() >= OUT_FLUSH {
                     w.write_all(out)?;
                     out.clear();
+                    *clock = unix_now();
                 }
             }
             out.extend_from_slice(b"END\r\n");
@@ -653,8 +696,16 @@ fn execute<W: Write>(
         }
         Command::FlushAll { delay, noreply } => {
             shared.cmd_flush.fetch_add(1, Ordering::Relaxed);
+            // An absolute time from before the server started: memcached flushes nothing (no item is that
+            // old; its `realtime` makes `oldest_live` 0) and drops a pending delayed flush.
+            let before_start =
+                delay > protocol::MAX_RELATIVE_EXPTIME && (delay as u64) < shared.started;
             for shard in &shared.shards {
-                shard.flush_all(delay, now);
+                if before_start {
+                    shard.cancel_flush();
+                } else {
+                    shard.flush_all(delay, now);
+                }
             }
             reply(out, noreply, b"OK\r\n");
         }

@@ -425,15 +425,28 @@ impl Shard {
         true
     }
 
-    /// `flush_all [delay]`: everything stored up to now (or up to `now + delay`) is gone.
+    /// `flush_all [delay]`, as memcached 1.6.18 does it: without a delay (0, negative, or an absolute time
+    /// already past) everything stored up to now is gone. With one, memcached's `oldest_live` is
+    /// `realtime(delay) - 1`: from the start of unix second `now + delay - 1` on, everything stored up to the
+    /// end of that second is gone. So `flush_all 1` empties the shard at once, and what is stored in the rest
+    /// of that second goes too; from second `now + delay` on, what is stored stays.
     pub fn flush_all(&mut self, delay: i64, now: u64) {
         match expiry(delay, now) {
-            Some(at) if at > 0 => self.flush_at = at,
+            Some(at) if at > 0 => {
+                self.flush_at = at;
+                self.tick(now);
+            }
             _ => {
                 self.flush_at = 0;
                 self.clear();
             }
         }
+    }
+
+    /// Drops a pending delayed `flush_all` without flushing anything: memcached's `flush_all` with an
+    /// absolute time from before the server started (no item is that old).
+    pub fn cancel_flush(&mut self) {
+        self.flush_at = 0;
     }
 
     /// This shard's counters.
@@ -474,13 +487,17 @@ impl Shard {
 }
 
 impl Shard {
-    /// A delayed flush whose time has come runs before anything else. Items stored after the flush time come
-    /// through a later call, which runs this first, so they survive.
+    /// A delayed flush whose time has come runs before anything else: in the last second before `flush_at`,
+    /// every call empties the shard first (what was stored in that second goes, as in memcached, where an
+    /// item stored in second `oldest_live` is flushed); from `flush_at` on, once more, then never. Items stored
+    /// from `flush_at` on come through a later call, which runs this first, so they survive.
     /// Also where a shard compacts (see `compact_if_sparse`): at the start of a call, when it holds no slot
     /// number.
     fn tick(&mut self, now: u64) {
-        if self.flush_at != 0 && now >= self.flush_at {
-            self.flush_at = 0;
+        if self.flush_at != 0 && now + 1 >= self.flush_at {
+            if now >= self.flush_at {
+                self.flush_at = 0;
+            }
             self.clear();
         }
         self.compact_if_sparse();
@@ -918,10 +935,20 @@ mod tests {
         assert!(get(&mut s, "a", NOW).is_none());
         set(&mut s, "b", "1", NOW);
         s.flush_all(10, NOW);
-        assert!(get(&mut s, "b", NOW + 9).is_some());
+        assert!(get(&mut s, "b", NOW + 8).is_some());
+        // memcached's `oldest_live` is NOW + 9: from then on, what was stored up to the end of that second
+        // is gone (an item stored in it too); from NOW + 10 on, what is stored stays.
+        assert!(get(&mut s, "b", NOW + 9).is_none());
+        set(&mut s, "x", "1", NOW + 9);
+        assert!(get(&mut s, "x", NOW + 9).is_none());
         assert!(get(&mut s, "b", NOW + 10).is_none());
         set(&mut s, "c", "1", NOW + 11);
         assert!(get(&mut s, "c", NOW + 12).is_some());
+        // `flush_all 1` empties at once.
+        s.flush_all(1, NOW + 12);
+        assert!(get(&mut s, "c", NOW + 12).is_none());
+        set(&mut s, "c", "1", NOW + 13);
+        assert!(get(&mut s, "c", NOW + 13).is_some());
         let st = s.stats();
         assert_eq!((st.curr_items, st.bytes), (1, item_size(1, 1) as u64));
     }
