@@ -19,7 +19,9 @@ use trust_examples::memcached::store::{Shard, StoreOutcome, StoreRequest};
 static ALLOC: harness::Counting = harness::Counting;
 
 mod harness;
-use harness::{Raw, example_binary, live_bytes, start, unix_now, wait_until};
+use harness::{
+    Raw, example_binary, live_bytes, raise_descriptor_limit, start, unix_now, wait_until,
+};
 
 // =========================================================================================================
 // FAILED ON THE SERVER AS FOUND (each names the promise it broke and what changed; all pass now)
@@ -826,26 +828,6 @@ fn the_memcache_crate_with_big_values_and_many_keys() {
 
 /// Held by the tests that open thousands of sockets, so that they do not run out of descriptors together.
 static MANY_SOCKETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Raises this process's soft descriptor limit to `want` (at most to the hard limit; never lowers it) and
-/// returns the soft limit now: the tests that open thousands of sockets do not depend on the `ulimit -n` they
-/// were started with (1024 on many machines).
-fn raise_descriptor_limit(want: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a plain system call that writes the `rlimit` it is given.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(got, 0);
-    if limit.rlim_cur < want {
-        limit.rlim_cur = want.min(limit.rlim_max);
-        // SAFETY: a plain system call that reads the `rlimit` it is given.
-        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-        assert_eq!(set, 0);
-    }
-    limit.rlim_cur
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -63,7 +63,7 @@ use trust_examples::memcached::ServerHandle;
 use trust_examples::memcached::protocol::item_size;
 
 mod harness;
-use harness::{Raw, start, stat, unix_now, wait_until};
+use harness::{Raw, raise_descriptor_limit, start, stat, unix_now, wait_until};
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
@@ -178,22 +178,6 @@ fn rss_kib() -> u64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-fn raise_descriptor_limit(want: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a plain system call that writes the `rlimit` it is given.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(got, 0);
-    if limit.rlim_cur < want {
-        limit.rlim_cur = want.min(limit.rlim_max);
-        // SAFETY: a plain system call that reads the `rlimit` it is given.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-    }
-    limit.rlim_cur
 }
 
 /// Whether the peer has closed `s` (EOF or reset) within `wait`; data read meanwhile is discarded.

@@ -188,3 +188,23 @@ unsafe impl GlobalAlloc for Counting {
 pub fn live_bytes() -> isize {
     LIVE.with(|l| l.get())
 }
+
+/// Raises this process's soft descriptor limit to `want` (at most to the hard limit; never lowers it) and
+/// returns the soft limit now: the tests that open thousands of sockets do not depend on the `ulimit -n` they
+/// were started with (1024 on many machines).
+pub fn raise_descriptor_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain system call that writes the `rlimit` it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
+    if limit.rlim_cur < want {
+        limit.rlim_cur = want.min(limit.rlim_max);
+        // SAFETY: a plain system call that reads the `rlimit` it is given.
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        assert_eq!(set, 0);
+    }
+    limit.rlim_cur
+}
