@@ -455,7 +455,7 @@ fn then_64_kib(on1: &Trust<u64>, seen: &Arc<AtomicUsize>) {
 /// thread) but neither it nor the README says that a 64 KiB array from a fiber, the README's own example size,
 /// needs a bigger `fiber_stack_size`.
 #[test]
-#[ignore = "KNOWN LIMIT (README, Fibers): a 64 KiB by-value argument or capture is copied ~4 times in a debug build before it is boxed (apply_with, apply_then): it overflows a fiber's default 256 KiB stack (abort)"]
+#[ignore = "KNOWN LIMIT (docs/delegation.md, Fibers): a 64 KiB by-value argument or capture is copied ~4 times in a debug build before it is boxed (apply_with, apply_then): it overflows a fiber's default 256 KiB stack (abort)"]
 fn a_64_kib_array_through_apply_with_and_apply_then_from_a_fiber() {
     in_child!(
         "a_64_kib_array_through_apply_with_and_apply_then_from_a_fiber",

@@ -489,7 +489,7 @@ fn a_thread_exits_with_kept_panics_whose_payloads_panic_when_dropped() {
 /// handles the same sequence inside a closure a fiber applies inline is to panic ("issue order says it runs
 /// after them, and the closure cannot wait for them"). The read must see 5, or the `apply` must panic so.
 #[test]
-#[ignore = "KNOWN LIMIT: inside a closure served for a plain thread (or a continuation on the scheduler) the issuer is the worker, whose queued requests are not tracked per closure: the apply runs at once (README, apply_then inside delegated closures)"]
+#[ignore = "KNOWN LIMIT: inside a closure served for a plain thread (or a continuation on the scheduler) the issuer is the worker, whose queued requests are not tracked per closure: the apply runs at once (docs/delegation.md, apply_then inside delegated closures)"]
 fn a_blocking_apply_in_a_closure_served_for_a_thread_goes_behind_its_own_queued_apply_then() {
     in_child!(
         "a_blocking_apply_in_a_closure_served_for_a_thread_goes_behind_its_own_queued_apply_then",
@@ -806,7 +806,7 @@ fn a_continuation_panicking_inside_each_kind_of_blocking_call_is_kept_for_wait_p
 /// 0) sets P to 1, queues `apply_then(P = 5)` on P itself and raises a flag; a fiber of worker 0 keeps
 /// reading (flag, P) with blocking applies. Once it sees the flag raised, P must be 5.
 #[test]
-#[ignore = "KNOWN LIMIT: issue order with a worker's queued requests is per issuer; another fiber's apply does not wait behind a closure's queued apply_then (it may be what that request waits for); README, apply_then inside delegated closures"]
+#[ignore = "KNOWN LIMIT: issue order with a worker's queued requests is per issuer; another fiber's apply does not wait behind a closure's queued apply_then (it may be what that request waits for); docs/delegation.md, apply_then inside delegated closures"]
 fn a_fibers_apply_after_an_apply_then_queued_by_a_closure_goes_behind_it() {
     quiet();
     let bad = within(8, || {
