@@ -1,0 +1,320 @@
+//! Review 37: small realistic programs written as a user adopting the library would write them, each
+//! checking exact values (WIP).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+#[macro_use]
+mod common;
+use common::*;
+use trust_core::{Trust, entrust, spawn, wait_pending};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One child at a time: the metrics are process-wide, and the programs share the two cores.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. A tokio service: a ledger and a rate limiter behind `#[entrust]`, driven by tokio tasks.
+
+/// Balances of one account per task.
+#[entrust]
+pub struct Ledger {
+    balances: Vec<i64>,
+    deposits: u64,
+}
+
+#[entrust]
+impl Ledger {
+    /// Adds `amount` to `account`; returns its new balance.
+    pub fn deposit(&mut self, account: usize, amount: i64) -> i64 {
+        self.balances[account] += amount;
+        self.deposits += 1;
+        self.balances[account]
+    }
+
+    pub fn balance(&self, account: usize) -> i64 {
+        self.balances[account]
+    }
+
+    pub fn total(&self) -> i64 {
+        self.balances.iter().sum()
+    }
+
+    pub fn deposits(&self) -> u64 {
+        self.deposits
+    }
+}
+
+/// Permits handed out at once at most.
+const CAPACITY: u32 = 8;
+
+/// A concurrency limiter: `CAPACITY` permits, each given back when its `Permit` drops.
+#[entrust]
+pub struct Limiter {
+    available: u32,
+    granted: u64,
+    denied: u64,
+    released: u64,
+}
+
+#[entrust]
+impl Limiter {
+    pub fn release(&mut self) {
+        assert!(self.available < CAPACITY, "a permit released twice");
+        self.available += 1;
+        self.released += 1;
+    }
+
+    /// (available, granted, denied, released).
+    pub fn state(&self) -> (u32, u64, u64, u64) {
+        (self.available, self.granted, self.denied, self.released)
+    }
+}
+
+/// A permit of the limiter: gives itself back when dropped, without blocking (a `_then` stub).
+pub struct Permit(Trust<Limiter>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release_then(|| ());
+    }
+}
+
+/// Asks the limiter for a permit: the closure holds a handle to give the permit, dropped on the trustee if
+/// none is free.
+fn acquire(limiter: &Trust<Limiter>) -> impl Future<Output = Option<Permit>> + Send + '_ {
+    let handle = limiter.clone();
+    limiter.apply_async(move |l| {
+        if l.available == 0 {
+            l.denied += 1;
+            return None;
+        }
+        l.available -= 1;
+        l.granted += 1;
+        Some(Permit(handle))
+    })
+}
+
+/// A future that records whether it was ever polled: a delegated future sends its request on its first poll,
+/// so a polled one must run exactly once and an unpolled one never.
+struct Probe<'a, R> {
+    fut: Pin<Box<dyn Future<Output = R> + Send + 'a>>,
+    polled: &'a AtomicBool,
+}
+
+impl<R> Future for Probe<'_, R> {
+    type Output = R;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        self.polled.store(true, Ordering::SeqCst);
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+fn probe<'a, R>(fut: impl Future<Output = R> + Send + 'a, polled: &'a AtomicBool) -> Probe<'a, R> {
+    Probe {
+        fut: Box::pin(fut),
+        polled,
+    }
+}
+
+/// Tasks of the service, of five kinds (`i % 5`).
+const TASKS: usize = 600;
+/// Deposits per task (amounts 1..=STEPS).
+const STEPS: usize = 10;
+/// Permits each limiter task takes, one after another.
+const ROUNDS: usize = 3;
+
+/// What a task of each kind owes its account, given which of its deposits were polled.
+fn owed(polled: &[AtomicBool]) -> i64 {
+    polled
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.load(Ordering::SeqCst))
+        .map(|(j, _)| j as i64 + 1)
+        .sum()
+}
+
+/// "Futures awaited one after another apply in that order", "the request is sent on first poll", "dropping an
+/// `apply_async` future early is harmless: the result is dropped when it arrives" (README), "a future dropped
+/// unpolled drops `f` unrun" (`Trust::apply_async`), through the `_async` stubs of `#[entrust]`.
+///
+/// A 2-thread tokio runtime runs 600 tasks against a ledger on trustee 1 and a limiter on trustee 0. Kind 0
+/// awaits 10 deposits one after another and checks each running balance; kind 1 wraps each deposit in a
+/// zero `tokio::time::timeout` (polled once, then dropped); kind 2 loses a biased `select!` to a ready future
+/// (its deposit, and a counted capture, must never run); kind 3 takes a limiter permit, holds it over a
+/// sleep and drops it (the permit's `Drop` gives it back with a `_then` stub); kind 4 awaits deposits
+/// between yields and is aborted from outside mid-way. Every account must hold exactly the deposits that
+/// were polled, the limiter's permits must all come back, and every result must be dropped once.
+#[test]
+fn a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly() {
+    let _s = serial();
+    in_child!("a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly", 20);
+    let rt = rt();
+    let ledger = rt.trustee(1).entrust(Ledger {
+        balances: vec![0; TASKS],
+        deposits: 0,
+    });
+    let limiter = rt.trustee(0).entrust(Limiter {
+        available: CAPACITY,
+        granted: 0,
+        denied: 0,
+        released: 0,
+    });
+    let polled: Arc<Vec<Vec<AtomicBool>>> = Arc::new(
+        (0..TASKS)
+            .map(|_| (0..STEPS).map(|_| AtomicBool::new(false)).collect())
+            .collect(),
+    );
+    let unrun_drops = Arc::new(AtomicUsize::new(0));
+    let permits_seen = Arc::new(AtomicUsize::new(0));
+    let acquires_polled = Arc::new(AtomicUsize::new(0));
+    let tk = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (ledger2, limiter2) = (ledger.clone(), limiter.clone());
+    let (polled2, unrun2, seen2, acq2) = (
+        polled.clone(),
+        unrun_drops.clone(),
+        permits_seen.clone(),
+        acquires_polled.clone(),
+    );
+    let audit_total = tk.block_on(async move {
+        let mut tasks = Vec::new();
+        let mut abortable = Vec::new();
+        for i in 0..TASKS {
+            let (ledger, limiter, polled) = (ledger2.clone(), limiter2.clone(), polled2.clone());
+            let (unrun, seen, acq) = (unrun2.clone(), seen2.clone(), acq2.clone());
+            let task = tokio::spawn(async move {
+                let mine = &polled[i];
+                match i % 5 {
+                    0 => {
+                        let mut want = 0;
+                        for (j, p) in mine.iter().enumerate() {
+                            want += j as i64 + 1;
+                            let now = probe(ledger.deposit_async(i, j as i64 + 1), p).await;
+                            assert_eq!(now, want, "task {i}: running balance after deposit {j}");
+                        }
+                    }
+                    1 => {
+                        for (j, p) in mine.iter().enumerate() {
+                            let deposit = probe(ledger.deposit_async(i, j as i64 + 1), p);
+                            let _ = tokio::time::timeout(Duration::ZERO, deposit).await;
+                        }
+                    }
+                    2 => {
+                        let capture = CountsDrops(unrun.clone());
+                        let never = ledger.apply_async(move |l| {
+                            let _c = capture;
+                            l.deposit(i, 1_000_000)
+                        });
+                        tokio::select! {
+                            biased;
+                            () = std::future::ready(()) => {}
+                            _ = never => panic!("task {i}: the losing branch completed"),
+                        }
+                    }
+                    3 => {
+                        for _ in 0..ROUNDS {
+                            let permit = loop {
+                                acq.fetch_add(1, Ordering::SeqCst);
+                                if let Some(permit) = acquire(&limiter).await {
+                                    break permit;
+                                }
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            };
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            drop(permit);
+                        }
+                    }
+                    _ => {
+                        for (j, p) in mine.iter().enumerate() {
+                            probe(ledger.deposit_async(i, j as i64 + 1), p).await;
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+            });
+            if i % 5 == 4 {
+                abortable.push(task);
+            } else {
+                tasks.push(task);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        for t in &abortable {
+            t.abort();
+        }
+        for t in tasks {
+            t.await.expect("a task that was not aborted panicked");
+        }
+        for t in abortable {
+            match t.await {
+                Ok(()) => {}
+                Err(e) => assert!(e.is_cancelled(), "an aborted task panicked: {e}"),
+            }
+        }
+        // Every task has ended: what each sent is in the ledger.
+        ledger2.total_async().await
+    });
+    // The runtime's threads exit here, sending what they issued without waiting (the permits' releases).
+    drop(tk);
+    let want: Vec<i64> = (0..TASKS)
+        .map(|i| if i % 5 == 3 { 0 } else { owed(&polled[i]) })
+        .collect();
+    let want_total: i64 = want.iter().sum();
+    let want_deposits = polled
+        .iter()
+        .flatten()
+        .filter(|p| p.load(Ordering::SeqCst))
+        .count() as u64;
+    let ledger3 = ledger.clone();
+    let (got, deposits) = within(10, move || {
+        let got: Vec<i64> = (0..TASKS).map(|i| ledger3.balance(i)).collect();
+        (got, ledger3.deposits())
+    });
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "account {i} (kind {})", i % 5);
+    }
+    assert_eq!(deposits, want_deposits, "deposits applied = deposits polled");
+    assert_eq!(
+        audit_total, want_total,
+        "the audit awaited after every task ended saw every polled deposit"
+    );
+    assert_eq!(
+        load(&unrun_drops),
+        TASKS / 5,
+        "each unpolled request's capture dropped once"
+    );
+    // Every permit comes back: from the tasks, and from results dropped wherever they arrived.
+    let limiter3 = limiter.clone();
+    eventually("every permit released", || {
+        let (available, granted, _, released) = limiter3.state();
+        available == CAPACITY && granted == released
+    });
+    let (_, granted, denied, _) = limiter.state();
+    assert_eq!(
+        granted + denied,
+        load(&acquires_polled) as u64,
+        "one decision per acquire"
+    );
+    assert_eq!(
+        granted,
+        (TASKS / 5 * ROUNDS) as u64,
+        "every limiter task got its permits, none lost"
+    );
+    assert_eq!(load(&permits_seen), TASKS / 5 * ROUNDS);
+    child_ok();
+}
