@@ -318,3 +318,203 @@ fn a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly() {
     assert_eq!(load(&permits_seen), TASKS / 5 * ROUNDS);
     child_ok();
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. A fiber pipeline: producers -> an inbox on trustee 0 -> a mover -> an outbox on trustee 1 -> a consumer.
+
+/// An item: (producer, sequence number).
+type Item = (u32, u32);
+
+/// A FIFO queue of items, with what went through it.
+#[entrust]
+pub struct Queue {
+    items: VecDeque<Item>,
+    pushed: u64,
+    popped: u64,
+}
+
+#[entrust]
+impl Queue {
+    pub fn push(&mut self, item: Item) -> u64 {
+        self.items.push_back(item);
+        self.pushed += 1;
+        self.pushed
+    }
+
+    /// Up to `max` items from the front.
+    pub fn pop_batch(&mut self, max: usize) -> Vec<Item> {
+        let n = max.min(self.items.len());
+        self.popped += n as u64;
+        self.items.drain(..n).collect()
+    }
+
+    /// (pushed, popped).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.pushed, self.popped)
+    }
+}
+
+fn empty_queue() -> Queue {
+    Queue {
+        items: VecDeque::new(),
+        pushed: 0,
+        popped: 0,
+    }
+}
+
+/// What the mover reports, behind a latch its launched bookkeeping fibers share.
+#[derive(Default)]
+pub struct Moves {
+    batches: u64,
+    moved: u64,
+}
+
+const PRODUCERS: u32 = 4;
+const PER_PRODUCER: u32 = 10_000;
+const TOTAL: u64 = (PRODUCERS * PER_PRODUCER) as u64;
+
+/// Drains `q` with a chain of `pop_batch_then`s, each issued by the previous one's continuation, into `out`,
+/// until `want` items came (an empty batch just issues the next link).
+fn drain_chain(q: Trust<Queue>, out: Rc<RefCell<Vec<Item>>>, want: u64, empty: Rc<Cell<u64>>) {
+    let next = q.clone();
+    q.pop_batch_then(100, move |batch| {
+        if batch.is_empty() {
+            empty.set(empty.get() + 1);
+            std::thread::yield_now();
+        }
+        out.borrow_mut().extend(batch);
+        if (out.borrow().len() as u64) < want {
+            drain_chain(next, out, want, empty);
+        }
+    });
+}
+
+/// "Requests from one thread (or fiber) to one trustee are applied in issue order", "continuations may issue
+/// more `apply_then`s (chains), which count for whoever issued the first: a fiber's `wait_pending()` waits for
+/// the whole chain", `launch_then`'s "`wait_pending` waits for it", and `apply` on a `Trust<Latch<T>>` waiting
+/// for every launched fiber (README).
+///
+/// Four producer fibers push 3,000 numbered items each into an inbox on trustee 0 with `push_then` (a blocking
+/// `counts()` every 500); one mover fiber pops batches of up to 64 with blocking calls and pushes each item
+/// into an outbox on trustee 1 with `push_then`, booking each batch with a `launch_then` on a latch; an
+/// auditor fiber launched on the latch checks, with blocking calls to both queues, that nothing is moved
+/// before it is popped; then a consumer fiber drains the outbox with a `pop_batch_then` chain and a single
+/// `wait_pending`. Exactly 12,000 items must come out, each producer's in its own order, and every count
+/// must agree.
+#[test]
+fn a_fiber_pipeline_between_two_entrusted_queues_keeps_every_item_in_order() {
+    let _s = serial();
+    in_child!(
+        "a_fiber_pipeline_between_two_entrusted_queues_keeps_every_item_in_order",
+        20
+    );
+    let rt = rt();
+    let inbox = rt.trustee(0).entrust(empty_queue());
+    let outbox = rt.trustee(1).entrust(empty_queue());
+    let moves = rt
+        .trustee(0)
+        .entrust(trust_core::Latch::new(Moves::default()));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let inbox = inbox.clone();
+            spawn(move || {
+                for seq in 0..PER_PRODUCER {
+                    inbox.push_then((p, seq), |_| ());
+                    if seq % 500 == 499 {
+                        let (pushed, popped) = inbox.counts();
+                        assert!(pushed >= u64::from(seq) + 1 && popped <= pushed);
+                    }
+                }
+                wait_pending();
+            })
+        })
+        .collect();
+    let (inbox2, outbox2, moves2) = (inbox.clone(), outbox.clone(), moves.clone());
+    let mover = spawn(move || {
+        let mut moved = 0;
+        while moved < TOTAL {
+            let batch = inbox2.pop_batch(64);
+            if batch.is_empty() {
+                trust_core::yield_now();
+                continue;
+            }
+            let n = batch.len() as u64;
+            moved += n;
+            for item in batch {
+                outbox2.push_then(item, |_| ());
+            }
+            moves2.launch_then(
+                move |latch| {
+                    let mut m = latch.lock();
+                    m.batches += 1;
+                    m.moved += n;
+                },
+                |()| (),
+            );
+        }
+        wait_pending();
+        moved
+    });
+    // The consumer: a plain thread draining the outbox while the pipeline runs, with one chain.
+    let outbox4 = outbox.clone();
+    let consumer = std::thread::spawn(move || {
+        let (out, empty) = (Rc::new(RefCell::new(Vec::new())), Rc::new(Cell::new(0)));
+        drain_chain(outbox4, out.clone(), TOTAL, empty);
+        wait_pending();
+        let got = out.borrow().clone();
+        got
+    });
+    let (inbox3, outbox3, moves3) = (inbox.clone(), outbox.clone(), moves.clone());
+    let auditor = spawn(move || {
+        let mut audits = 0;
+        loop {
+            let (outbox3, inbox3) = (outbox3.clone(), inbox3.clone());
+            let done = moves3.launch(move |latch| {
+                let booked = latch.lock().moved;
+                // Outbox first: what is in it was popped from the inbox before.
+                let (out_pushed, _) = outbox3.counts();
+                let (in_pushed, in_popped) = inbox3.counts();
+                assert!(booked <= out_pushed, "booked {booked} > moved {out_pushed}");
+                assert!(out_pushed <= in_popped, "moved {out_pushed} > popped {in_popped}");
+                assert!(in_popped <= in_pushed, "popped {in_popped} > pushed {in_pushed}");
+                booked == TOTAL
+            });
+            audits += 1;
+            if done {
+                return audits;
+            }
+            trust_core::sleep(Duration::from_millis(1));
+        }
+    });
+    let (moved, audits, got) = within(15, move || {
+        for p in producers {
+            p.join().expect("a producer panicked");
+        }
+        let moved = mover.join().expect("the mover panicked");
+        let audits = auditor.join().expect("the auditor panicked");
+        (moved, audits, consumer.join().expect("the consumer panicked"))
+    });
+    assert_eq!(moved, TOTAL, "the mover moved every item");
+    assert!(audits >= 1);
+    assert_eq!(got.len() as u64, TOTAL, "items out");
+    let mut next = vec![0u32; PRODUCERS as usize];
+    for (i, &(p, seq)) in got.iter().enumerate() {
+        assert_eq!(
+            seq, next[p as usize],
+            "item {i}: producer {p}'s items out of order"
+        );
+        next[p as usize] += 1;
+    }
+    assert_eq!(inbox.counts(), (TOTAL, TOTAL));
+    assert_eq!(outbox.counts(), (TOTAL, TOTAL));
+    let (batches, booked) = moves.apply(|l| {
+        let m = l.get_mut();
+        (m.batches, m.moved)
+    });
+    assert_eq!(booked, TOTAL, "every batch booked by a launched fiber");
+    assert!(batches >= TOTAL / 64);
+    eventually("every fiber ended", || {
+        rt.metrics().iter().map(|m| m.fibers).sum::<u64>() == 0
+    });
+    child_ok();
+}
