@@ -518,3 +518,211 @@ fn a_fiber_pipeline_between_two_entrusted_queues_keeps_every_item_in_order() {
     });
     child_ok();
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// 3. Mixed: orders against an inventory, receipts entrusted inside delegated closures, a panic mid-batch.
+
+/// A receipt, entrusted by the closure that made the reservation; counted in a tally.
+pub struct Receipt {
+    order: u32,
+    _tally: Tallied,
+}
+
+/// Stock per SKU, and the receipts of even orders (handles kept inside an entrusted value).
+pub struct Inventory {
+    stock: Vec<i64>,
+    reserved: u64,
+    kept: Vec<Trust<Receipt>>,
+}
+
+const ORDERS: u32 = 200;
+const SKUS: usize = 16;
+/// The order whose closure panics (an unknown SKU), and the one whose continuation panics.
+const BAD_ORDER: u32 = 37;
+const BAD_CONTINUATION: u32 = 120;
+
+/// What one client saw of its batch of orders.
+#[derive(Debug, PartialEq)]
+struct BatchOutcome {
+    /// Continuations run, by order number (each must appear once).
+    ran: Vec<u32>,
+    /// The message of the panic the first `wait_pending` resumed.
+    first_panic: Option<String>,
+    /// Whether the second `wait_pending` returned normally.
+    second_wait_ok: bool,
+}
+
+/// Issues `ORDERS` reservations with `apply_then` (order `BAD_ORDER` panics on the trustee, the continuation of
+/// `BAD_CONTINUATION` panics on the issuer), each closure entrusting a receipt; every tenth continuation
+/// chains a line into `log`; odd orders' receipts go, cloned, to both `to_takers` (which race `into_inner`),
+/// even ones stay in the inventory. Then two `wait_pending`s.
+fn place_orders(
+    client: u32,
+    inv: &Trust<Inventory>,
+    log: &Trust<Vec<(u32, u32)>>,
+    tally: &Arc<Tally>,
+    to_takers: &[std::sync::mpsc::Sender<Trust<Receipt>>; 2],
+) -> BatchOutcome {
+    let ran = Rc::new(RefCell::new(Vec::new()));
+    for order in 0..ORDERS {
+        let tally = tally.clone();
+        let (ran, log, takers) = (ran.clone(), log.clone(), to_takers.clone());
+        inv.apply_then(
+            move |inv| {
+                let sku = if order == BAD_ORDER { SKUS + 3 } else { order as usize % SKUS };
+                let Some(stock) = inv.stock.get_mut(sku) else {
+                    panic!("client {client}: order {order}: unknown SKU {sku}");
+                };
+                *stock -= 1;
+                inv.reserved += 1;
+                // Entrusted from inside a delegated closure: to this very trustee (the local one).
+                let receipt = trust_core::entrust(Receipt {
+                    order,
+                    _tally: Tallied::new(&tally),
+                });
+                if order % 2 == 0 {
+                    inv.kept.push(receipt.clone());
+                }
+                receipt
+            },
+            move |receipt: Trust<Receipt>| {
+                ran.borrow_mut().push(order);
+                if order == BAD_CONTINUATION {
+                    panic!("client {client}: continuation of order {order}");
+                }
+                if order % 10 == 0 {
+                    log.apply_then(move |l| l.push((client, order)), |()| ());
+                }
+                if order % 2 == 1 {
+                    let [a, b] = takers;
+                    a.send(receipt.clone()).unwrap();
+                    b.send(receipt).unwrap();
+                }
+            },
+        );
+    }
+    let first = std::panic::catch_unwind(wait_pending);
+    let second = std::panic::catch_unwind(wait_pending);
+    let ran = ran.borrow().clone();
+    BatchOutcome {
+        ran,
+        first_panic: first.err().map(panic_message),
+        second_wait_ok: second.is_ok(),
+    }
+}
+
+/// "A panic in a delegated closure (or a continuation) is kept and resumed by the issuer's next
+/// `wait_pending()`; the other requests still complete" (README), "continuations ... run on the thread that
+/// issued them", `entrust` and handle drops inside delegated closures and continuations, `into_inner`'s "if
+/// every handle ends in `into_inner`, exactly one gets `Some`", "the last handle drops the value on its
+/// trustee, exactly once", and `Runtime::metrics` afterwards.
+///
+/// Three clients (a plain thread, a fiber on trustee 0's worker: the local shortcut, a fiber on the other
+/// worker) each place 200 orders with `apply_then` on an inventory on trustee 0; one closure panics, one
+/// continuation panics. Every other continuation must run exactly once, in issue order; the first
+/// `wait_pending` resumes the closure's panic (issued first), the second returns. Receipts entrusted inside
+/// the closures go to two taker threads that race `into_inner` (exactly one `Some` per receipt), or stay in
+/// the inventory until a closure clears them; every receipt is dropped exactly once; the log gets its lines;
+/// the metrics add up.
+#[test]
+fn orders_with_a_panic_mid_batch_run_every_other_continuation_once() {
+    let _s = serial();
+    in_child!(
+        "orders_with_a_panic_mid_batch_run_every_other_continuation_once",
+        20
+    );
+    let _ = quiet();
+    calibrate();
+    let rt = rt();
+    let before = rt.metrics();
+    let inv = rt.trustee(0).entrust(Inventory {
+        stock: vec![1_000; SKUS],
+        reserved: 0,
+        kept: Vec::new(),
+    });
+    let log = rt.trustee(1).entrust(Vec::new());
+    let tally = Arc::new(Tally::default());
+    // Two takers: each gets a clone of every odd receipt and calls `into_inner` on it.
+    let mut senders = Vec::new();
+    let mut takers = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = std::sync::mpsc::channel::<Trust<Receipt>>();
+        senders.push(tx);
+        takers.push(std::thread::spawn(move || {
+            let mut taken = Vec::new();
+            for r in rx {
+                let order = r.apply(|r| r.order);
+                if let Some(receipt) = r.into_inner() {
+                    assert_eq!(receipt.order, order);
+                    taken.push(order);
+                }
+            }
+            taken
+        }));
+    }
+    let senders: [std::sync::mpsc::Sender<Trust<Receipt>>; 2] = senders.try_into().unwrap();
+    let mut outcomes = Vec::new();
+    for client in 0..3u32 {
+        let (inv, log, tally, senders) = (inv.clone(), log.clone(), tally.clone(), senders.clone());
+        let run = move || place_orders(client, &inv, &log, &tally, &senders);
+        let outcome = match client {
+            0 => within(10, run),
+            w => {
+                let f = spawn_on(w as usize - 1, run);
+                within(10, move || f.join().expect("a client fiber panicked"))
+            }
+        };
+        outcomes.push(outcome);
+    }
+    drop(senders);
+    let want_ran: Vec<u32> = (0..ORDERS).filter(|&o| o != BAD_ORDER).collect();
+    for (client, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.ran, want_ran, "client {client}: continuations run, in order");
+        assert_eq!(
+            o.first_panic.as_deref(),
+            Some(format!("client {client}: order {BAD_ORDER}: unknown SKU {}", SKUS + 3).as_str()),
+            "client {client}: the first wait_pending resumes the closure's panic"
+        );
+        assert!(o.second_wait_ok, "client {client}: the second wait_pending returns");
+    }
+    let mut taken: Vec<u32> = Vec::new();
+    for t in takers {
+        taken.extend(within(10, move || t.join().expect("a taker panicked")));
+    }
+    taken.sort_unstable();
+    let odd: Vec<u32> = (0..3)
+        .flat_map(|_| (1..ORDERS).step_by(2).filter(|&o| o != BAD_ORDER))
+        .collect::<Vec<_>>();
+    let mut odd = odd;
+    odd.sort_unstable();
+    assert_eq!(taken, odd, "exactly one `Some` per odd receipt");
+    let (reserved, kept, stock) = inv.apply(|i| (i.reserved, i.kept.len(), i.stock.iter().sum::<i64>()));
+    let placed = 3 * (ORDERS as u64 - 1);
+    assert_eq!(reserved, placed);
+    assert_eq!(stock, 1_000 * SKUS as i64 - placed as i64);
+    assert_eq!(kept, 3 * (ORDERS as usize / 2), "even receipts kept");
+    // The even receipts' last handles, dropped inside a delegated closure.
+    inv.apply(|i| i.kept.clear());
+    let want_made = 3 * (ORDERS as usize - 1);
+    eventually("every receipt dropped", || tally.counts() == (want_made, want_made));
+    let mut lines = log.apply(|l| l.clone());
+    lines.sort_unstable();
+    let want_lines: Vec<(u32, u32)> = (0..3)
+        .flat_map(|c| (0..ORDERS).step_by(10).filter(|&o| o != BAD_CONTINUATION).map(move |o| (c, o)))
+        .collect();
+    assert_eq!(lines, want_lines, "every tenth continuation's log line, once");
+    // Metrics: monotone, consistent, no fiber left.
+    eventually("every fiber ended", || rt.metrics().iter().all(|m| m.fibers == 0));
+    let after = rt.metrics();
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a.requests >= b.requests && a.batches >= b.batches && a.parks >= b.parks);
+        assert!(a.batches <= a.requests, "{a:?}");
+        assert!((0.0..=1.0).contains(&a.busy_fraction()), "{a:?}");
+        assert!(a.cold_channels <= a.channels, "{a:?}");
+    }
+    assert!(
+        after[0].requests - before[0].requests >= 2 * u64::from(ORDERS),
+        "the plain thread's and the remote fiber's orders were requests: {before:?} -> {after:?}"
+    );
+    child_ok();
+}
