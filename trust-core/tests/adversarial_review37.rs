@@ -894,3 +894,64 @@ fn lock_all_transfers_journaled_by_delegation_balance_exactly() {
     }
     child_ok();
 }
+
+/// The same accounts, journaled *under* the guards (so the journal's order is the transfers' order), by a
+/// plain thread, while a fiber on the journal's worker (trustee 1) makes transfers of its own with
+/// `lock_all!`. The README calls `apply_then` "non-blocking: returns at once", and the lock guide says only
+/// "release the guards before you wait". But `apply_then` waits when the thread's two batches to the trustee
+/// are in flight and the next is full (flow control: `Outbox::make_room` parks in `try_wait`), and a fiber's
+/// `lock_all!` blocks its whole worker thread in the raw lock (`Mutex::acquire`: the lock module is not
+/// fiber-aware, unlike `interval`'s locks, whose fibers suspend). So: the thread holds accounts A and B and
+/// waits for trustee 1 to answer; worker 1 is stuck in its fiber's `lock_all!` on A and B; nobody moves
+/// (`HUNG` within 5 s, every run; 20,000 transfers each). Making a fiber's contended acquisition yield instead
+/// would trade the hang for a worse surprise: the waiting fiber holds its worker thread's `ThreadKey`, so the
+/// worker's other fibers would then run and find `ThreadKey::get()` `None`. Left for a design decision: a
+/// `ThreadKey` per fiber with suspending acquisitions, or documenting both waits.
+#[test]
+#[ignore = "review 37: apply_then under lock_all! guards waits for a trustee whose worker is blocked in a fiber's lock_all! on the same locks (deadlock)"]
+fn journaling_under_lock_all_guards_beside_a_fiber_that_locks_the_same_accounts() {
+    in_child!(
+        "journaling_under_lock_all_guards_beside_a_fiber_that_locks_the_same_accounts",
+        10
+    );
+    calibrate();
+    let acc = accounts();
+    let journal = rt().trustee(1).entrust(vec![0i64; 4]);
+    let j2 = journal.clone();
+    let thread = std::thread::spawn(move || {
+        let mut key = trust_core::lock::ThreadKey::get().unwrap();
+        for i in 0..20_000u64 {
+            let (from, to) = ((i % 4) as usize, ((i + 1) % 4) as usize);
+            let (mut f, mut t) = trust_core::lock_all!(&mut key, acc[from], acc[to]);
+            *f -= 1;
+            *t += 1;
+            j2.apply_then(
+                move |j| {
+                    j[from] -= 1;
+                    j[to] += 1;
+                },
+                |()| (),
+            );
+        }
+        wait_pending();
+    });
+    let fiber = spawn_on(1, move || {
+        for i in 0..20_000u64 {
+            transfer(acc, ((i + 2) % 4) as usize, ((i + 3) % 4) as usize);
+            if i % 64 == 0 {
+                trust_core::yield_now();
+            }
+        }
+    });
+    within(5, move || {
+        thread.join().expect("the journaling thread panicked");
+        fiber.join().expect("the transferring fiber panicked");
+    });
+    let moved = journal.apply(|j| j.clone());
+    let mut key = trust_core::lock::ThreadKey::get().unwrap();
+    let net: i64 = moved.iter().sum();
+    assert_eq!(net, 0);
+    let total: i64 = acc.iter().map(|a| *a.lock(&mut key)).sum();
+    assert_eq!(total, 4_000);
+    child_ok();
+}
