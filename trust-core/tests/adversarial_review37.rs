@@ -178,6 +178,9 @@ fn a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly() {
     let unrun_drops = Arc::new(AtomicUsize::new(0));
     let permits_seen = Arc::new(AtomicUsize::new(0));
     let acquires_polled = Arc::new(AtomicUsize::new(0));
+    // This thread calls both trustees first: the channels counted now are the ones that stay.
+    let _ = (ledger.deposits(), limiter.state());
+    let channels_before: Vec<u64> = rt.metrics().iter().map(|m| m.channels).collect();
     let tk = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -322,6 +325,10 @@ fn a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly() {
         "every limiter task got its permits"
     );
     assert!(granted >= (TASKS / 5 * ROUNDS) as u64);
+    // "A thread's [channel] goes when the thread exits": the executor's threads, and `within`'s, are gone.
+    eventually("the exited threads' channels gone", || {
+        rt.metrics().iter().map(|m| m.channels).collect::<Vec<_>>() == channels_before
+    });
     child_ok();
 }
 
