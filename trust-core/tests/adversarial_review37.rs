@@ -614,11 +614,12 @@ fn place_orders(
     inv: &Trust<Inventory>,
     log: &Trust<Vec<(u32, u32)>>,
     tally: &Arc<Tally>,
+    notes: &Arc<Tally>,
     to_takers: &[std::sync::mpsc::Sender<Trust<Receipt>>; 2],
 ) -> BatchOutcome {
     let ran = Rc::new(RefCell::new(Vec::new()));
     for order in 0..ORDERS {
-        let tally = tally.clone();
+        let (tally, notes) = (tally.clone(), notes.clone());
         let (ran, log, takers) = (ran.clone(), log.clone(), to_takers.clone());
         inv.apply_then(
             move |inv| {
@@ -645,6 +646,14 @@ fn place_orders(
                 }
                 if order % 10 == 0 {
                     log.apply_then(move |l| l.push((client, order)), |()| ());
+                }
+                if order % 3 == 0 {
+                    // Entrusted and dropped inside a continuation (a plain thread's: a round-robin trustee;
+                    // a fiber's: its own), with a clone sent to the log's trustee and dropped there.
+                    let note = trust_core::entrust(Tallied::new(&notes));
+                    let clone = note.clone();
+                    log.apply_then(move |_| drop(clone), |()| ());
+                    drop(note);
                 }
                 if order % 2 == 1 {
                     let [a, b] = takers;
@@ -695,6 +704,7 @@ fn orders_with_a_panic_mid_batch_run_every_other_continuation_once() {
     });
     let log = rt.trustee(1).entrust(Vec::new());
     let tally = Arc::new(Tally::default());
+    let notes = Arc::new(Tally::default());
     // Two takers: each gets a clone of every odd receipt and calls `into_inner` on it.
     let mut senders = Vec::new();
     let mut takers = Vec::new();
@@ -716,8 +726,9 @@ fn orders_with_a_panic_mid_batch_run_every_other_continuation_once() {
     let senders: [std::sync::mpsc::Sender<Trust<Receipt>>; 2] = senders.try_into().unwrap();
     let mut outcomes = Vec::new();
     for client in 0..3u32 {
-        let (inv, log, tally, senders) = (inv.clone(), log.clone(), tally.clone(), senders.clone());
-        let run = move || place_orders(client, &inv, &log, &tally, &senders);
+        let (inv, log, senders) = (inv.clone(), log.clone(), senders.clone());
+        let (tally, notes) = (tally.clone(), notes.clone());
+        let run = move || place_orders(client, &inv, &log, &tally, &notes, &senders);
         let outcome = match client {
             0 => within(10, run),
             w => {
@@ -758,6 +769,9 @@ fn orders_with_a_panic_mid_batch_run_every_other_continuation_once() {
     inv.apply(|i| i.kept.clear());
     let want_made = 3 * (ORDERS as usize - 1);
     eventually("every receipt dropped", || tally.counts() == (want_made, want_made));
+    // Orders 0, 3, .., 198 but the panicking continuation's (120 is one), for each client.
+    let want_notes = 3 * (0..ORDERS).filter(|&o| o % 3 == 0 && o != BAD_ORDER && o != BAD_CONTINUATION).count();
+    eventually("every note dropped", || notes.counts() == (want_notes, want_notes));
     let mut lines = log.apply(|l| l.clone());
     lines.sort_unstable();
     let want_lines: Vec<(u32, u32)> = (0..3)
