@@ -1,6 +1,7 @@
 //! `Trust::apply_async`: delegation as a `Future`, for tokio or any executor. The request is made with the
 //! future, in one allocation that also holds the answer (`trustee::oneshot`), and mailed to the trustee on
-//! the first poll; the trustee wakes the task when the answer is there. Dropping the future after its first
+//! the first poll (a plain thread's unpublished `apply_then`s go out first); the trustee wakes the task when
+//! the answer is there. Dropping the future after its first
 //! poll is harmless: the closure still runs, and its result is dropped. After `Runtime::shutdown` the future panics when polled, with the message a
 //! blocking `apply` gives.
 
