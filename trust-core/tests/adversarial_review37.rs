@@ -978,7 +978,7 @@ fn a_permit_released_by_a_then_stub_on_an_idle_executor_thread_comes_back() {
 }
 
 /// A cache entry, entrusted on its own trustee; adds its hits to a total when dropped.
-struct Entry {
+pub struct Entry {
     key: u32,
     hits: u64,
     total_hits: Arc<AtomicUsize>,
