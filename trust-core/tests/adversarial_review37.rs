@@ -1066,7 +1066,7 @@ fn cache_client(
                 drop(index.insert(key, entry));
             }
             3 => {
-                if (x >> 45) % 2 == 0 {
+                if (x >> 45).is_multiple_of(2) {
                     index.evict(key);
                 } else {
                     index.evict_then(key, |_| ());
