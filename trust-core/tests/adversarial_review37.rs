@@ -191,6 +191,19 @@ fn probe<'a, R>(fut: impl Future<Output = R> + Send + 'a, polled: &'a AtomicBool
     }
 }
 
+/// Polls `fut` once (a delegated future sends its request then) and drops it.
+async fn poll_once_then_drop<F: Future>(fut: F) {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(|cx| {
+        assert!(
+            fut.as_mut().poll(cx).is_pending(),
+            "answered at its first poll"
+        );
+        Poll::Ready(())
+    })
+    .await;
+}
+
 /// Tasks of the service, of five kinds (`i % 5`).
 const TASKS: usize = 600;
 /// Deposits per task (amounts 1..=STEPS).
@@ -213,10 +226,13 @@ fn owed(polled: &[AtomicBool]) -> i64 {
 /// unpolled drops `f` unrun" (`Trust::apply_async`), through the `_async` stubs of `#[entrust]`.
 ///
 /// A 2-thread tokio runtime runs 600 tasks against a ledger on trustee 1 and a limiter on trustee 0. Kind 0
-/// awaits 10 deposits one after another and checks each running balance; kind 1 wraps each deposit in a
-/// zero `tokio::time::timeout` (polled once, then dropped); kind 2 loses a biased `select!` to a ready future
-/// (its deposit, and a counted capture, must never run); kind 3 takes a limiter permit, holds it over a
-/// sleep and drops it (the permit's `Drop` gives it back with a `_then` stub); kind 4 awaits deposits
+/// awaits 10 deposits one after another and checks each running balance (every 50th task also awaits a
+/// deposit to no account, in a task of its own, whose panic must come back with its message); kind 1 wraps
+/// each deposit in a zero `tokio::time::timeout` (polled at least once, dropped unless it completes within
+/// the timer's tick), then sends a panicking deposit and drops it at once; kind 2 loses a biased `select!`
+/// to a ready future (its deposit, and a counted capture, must never run); kind 3 takes limiter permits
+/// (some asked for and given up at once), holds each over a yield and drops it (the permit's `Drop` gives it
+/// back with a `_then` stub); kind 4 awaits deposits
 /// between yields and is aborted from outside mid-way. Every account must hold exactly the deposits that
 /// were polled, the limiter's permits must all come back, and every result must be dropped once.
 #[test]
@@ -276,12 +292,26 @@ fn a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly() {
                             let now = probe(ledger.deposit_async(i, j as i64 + 1), p).await;
                             assert_eq!(now, want, "task {i}: running balance after deposit {j}");
                         }
+                        if i % 50 == 0 {
+                            // A deposit to an account that does not exist panics on the trustee, and the
+                            // panic resumes where the future completes: in a task of its own here.
+                            let l = ledger.clone();
+                            let bad = tokio::spawn(async move { l.deposit_async(TASKS, 1).await });
+                            let e = bad.await.expect_err("a deposit to no account returned");
+                            assert!(e.is_panic(), "task {i}: {e}");
+                            let msg = panic_message(e.into_panic());
+                            assert!(msg.contains("index out of bounds"), "task {i}: {msg}");
+                        }
                     }
                     1 => {
                         for (j, p) in mine.iter().enumerate() {
                             let deposit = probe(ledger.deposit_async(i, j as i64 + 1), p);
                             let _ = tokio::time::timeout(Duration::ZERO, deposit).await;
                         }
+                        // The same panic in a future dropped in flight (polled once: sent, then dropped; a
+                        // zero `timeout` may let it complete, its delay rounds up to the timer's tick):
+                        // contained, nobody sees it.
+                        poll_once_then_drop(ledger.deposit_async(TASKS, 1)).await;
                     }
                     2 => {
                         let capture = CountsDrops(unrun.clone());
