@@ -567,7 +567,8 @@ fn drain_chain(q: Trust<Queue>, out: Rc<RefCell<Vec<Item>>>, want: u64, empty: R
 /// `counts()` every 500); one mover fiber pops batches of up to 64 with blocking calls and pushes each item
 /// into an outbox on trustee 1 with `push_then`, booking each batch with a `launch_then` on a latch; an
 /// auditor fiber launched on the latch checks, with blocking calls to both queues, that nothing is moved
-/// before it is popped; then a consumer fiber drains the outbox with a `pop_batch_then` chain and a single
+/// before it is popped (and every third round reads the latch with a plain `apply`, which waits for every
+/// launched fiber); then a consumer fiber drains the outbox with a `pop_batch_then` chain and a single
 /// `wait_pending`. Exactly 12,000 items must come out, each producer's in its own order, and every count
 /// must agree.
 #[test]
@@ -656,6 +657,18 @@ fn a_fiber_pipeline_between_two_entrusted_queues_keeps_every_item_in_order() {
             audits += 1;
             if done {
                 return audits;
+            }
+            // Every third round, a plain `apply` on the latch: `&mut`, so it waits for every launched
+            // booking fiber, and the launches that come meanwhile wait behind it.
+            if audits % 3 == 0 {
+                let (batches, booked) = moves3.apply(|l| {
+                    let m = l.get_mut();
+                    (m.batches, m.moved)
+                });
+                assert!(
+                    booked <= TOTAL && batches <= booked,
+                    "({batches}, {booked})"
+                );
             }
             trust_core::sleep(Duration::from_millis(1));
         }
