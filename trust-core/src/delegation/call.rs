@@ -82,11 +82,12 @@ fn with_client_cell<R>(f: impl FnOnce(&RefCell<Option<Client>>) -> R) -> Option<
     }
 }
 
-/// Before a plain thread waits (`Fiber::join`): its unsent requests go out where a lane is free. Makes no
-/// client.
+/// Before a plain thread waits (`Fiber::join`) or sends a future's request (`apply_async`): its unsent requests
+/// go out where a lane is free. Makes no client; does nothing where the client is in use already (a future
+/// polled by a destructor that runs inside a call).
 pub(crate) fn publish_thread_unsent() {
     let _ = with_client_cell(|c| {
-        if let Some(client) = c.borrow_mut().as_mut() {
+        if let Some(client) = c.try_borrow_mut().ok().as_deref_mut().and_then(Option::as_mut) {
             client.publish_unsent(None);
         }
     });

@@ -1,6 +1,7 @@
 //! `Trust::apply_async`: delegation as a `Future`, for tokio or any executor. The request is made with the
 //! future, in one allocation that also holds the answer (`trustee::oneshot`), and mailed to the trustee on
-//! the first poll; the trustee wakes the task when the answer is there. Dropping the future after its first
+//! the first poll (a plain thread's unpublished `apply_then`s go out first); the trustee wakes the task when
+//! the answer is there. Dropping the future after its first
 //! poll is harmless: the closure still runs, and its result is dropped. After `Runtime::shutdown` the future panics when polled, with the message a
 //! blocking `apply` gives.
 
@@ -10,10 +11,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::delegation::api::trust::{BOX_ABOVE, Trust};
+use crate::delegation::call;
+use crate::delegation::client::outbox;
 use crate::delegation::trustee::job::{Apply, Outcome};
 use crate::delegation::trustee::oneshot::{Answer, Unsent};
 use crate::delegation::trustee::property::SendPtr;
 use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message};
+use crate::delegation::worker::context;
 
 /// The future returned by [`Trust::apply_async`].
 #[must_use = "futures do nothing unless polled: the request is sent on the first poll"]
@@ -76,6 +80,12 @@ where
                 trustee.check_running();
                 if this.trust.is_local() {
                     return Poll::Ready(apply_here(this.trust, unsent));
+                }
+                // A plain thread's unsent `apply_then`s go out first, as before a blocking call: an executor's
+                // thread may only ever await futures from now on, and would hold them for good (a `_then`
+                // stub in a `Drop` that gives a permit back, say, starving every task waiting for it).
+                if context::worker().is_none() && !outbox::in_may_coroutine() {
+                    call::publish_thread_unsent();
                 }
                 this.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));
                 return Poll::Pending;

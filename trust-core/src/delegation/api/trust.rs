@@ -243,7 +243,10 @@ impl<T: Send + 'static> Trust<T> {
     /// with this thread's `apply_then`s not published yet (its request goes by the trustee's mailbox, one
     /// allocation that also holds the answer, so no executor thread ever waits for a slot). The allocation is
     /// made with the future, `f` in it: the future itself is small whatever `f` captures (a future dropped
-    /// unpolled drops `f` unrun). After `Runtime::shutdown`, polling panics with `apply`'s message.
+    /// unpolled drops `f` unrun). On a plain thread the first poll also sends the thread's unpublished
+    /// `apply_then`s (where a lane is free, without waiting), as a blocking call does: an executor's thread that
+    /// only awaits would otherwise keep them (a `_then` stub in a `Drop`, say) until it made another call.
+    /// After `Runtime::shutdown`, polling panics with `apply`'s message.
     pub fn apply_async<R, F>(&self, f: F) -> ApplyFuture<'_, T, F, R>
     where
         F: FnOnce(&mut T) -> R + Send + 'static,
