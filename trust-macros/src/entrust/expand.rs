@@ -219,9 +219,12 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
             )#unpack
         }
     };
-    // Spanned at the method's name, as in `then_stub`.
+    // Spanned at the method's name, as in `then_stub`. `allow(dead_code)` as on the other stubs: a private
+    // struct's method called only through its `_then` or `_async` stub would otherwise be reported as "never
+    // used", at the method's name (review 37), though it is.
     quote_spanned! {name.span()=>
         #(#attrs)*
+        #[allow(dead_code)]
         #[inline]
         #vis fn #name #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
             #body

@@ -29,6 +29,7 @@ impl Account {
 }
 impl AccountStubs {
     /// Adds `amount` and returns the new balance.
+    #[allow(dead_code)]
     #[inline]
     pub fn deposit(&self, amount: i64) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -79,6 +80,7 @@ impl AccountStubs {
             });
         async move { future.await.into_inner() }
     }
+    #[allow(dead_code)]
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -113,6 +115,7 @@ impl AccountStubs {
             >(<Account>::balance(this)));
         async move { future.await.into_inner() }
     }
+    #[allow(dead_code)]
     #[inline]
     pub fn set_memo(&self, memo: &str) {
         ::trust_core::__private::trust_of::<Account>(self)

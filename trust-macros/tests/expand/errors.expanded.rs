@@ -17,6 +17,7 @@ impl Account {
     }
 }
 impl AccountStubs {
+    #[allow(dead_code)]
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)

@@ -38,6 +38,7 @@ impl<T: Clone + Send + 'static> StackStubs<T>
 where
     Stack<T>: ::trust_core::__private::Entrusted<Stubs = StackStubs<T>>,
 {
+    #[allow(dead_code)]
     #[inline]
     pub fn extend(&self, items: &[T]) -> usize {
         ::trust_core::__private::trust_of::<Stack<T>>(self)
@@ -98,6 +99,7 @@ where
         async move { future.await.into_inner() }
     }
     /// `Self` in the signature is replaced by `Stack<T>`: inside the stubs, `Self` is the stubs type.
+    #[allow(dead_code)]
     #[inline]
     pub(crate) fn snapshot(&self) -> Stack<T> {
         ::trust_core::__private::trust_of::<Stack<T>>(self)

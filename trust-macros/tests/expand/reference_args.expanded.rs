@@ -19,6 +19,7 @@ impl Table {
     }
 }
 impl TableStubs {
+    #[allow(dead_code)]
     #[inline]
     pub fn get(&self, key: &String) -> Option<u64> {
         ::trust_core::__private::trust_of::<Table>(self)
