@@ -24,26 +24,27 @@
 //!   (`call::publish_thread_unsent`, now a no-op where the thread's client is borrowed already). The
 //!   service test passes in ~0.1 s; the idle-thread mechanism without tokio (one `apply_then`, then an
 //!   `apply_async`, then a wait on a std channel) ran 0 times in 2 s before the fix, once after.
-//! - `a_permit_released_by_a_then_stub_on_an_idle_executor_thread_comes_back` (ignored): the fix covers an
-//!   executor thread that keeps polling delegation futures, not one that goes idle. With one current-thread
-//!   runtime per thread, A drops its permit and waits on a tokio channel for B, B retries `acquire` for 3 s:
-//!   0 permits, 1,405 denials; the release goes out only when A's thread exits. Needs a fire-and-forget
-//!   request a plain thread sends at once, or documentation that `_then` from async code needs a later
-//!   trust call on the same thread.
+//! - `a_permit_released_by_a_then_stub_on_an_idle_executor_thread_comes_back` (fixed after the review): the
+//!   first-poll publish covers an executor thread that keeps polling delegation futures, not one that goes
+//!   idle. With one current-thread runtime per thread, A drops its permit and waits on a tokio channel for
+//!   B, B retries `acquire` for 3 s: 0 permits, 1,405 denials; the release went out only when A's thread
+//!   exited. Fixed in `Client::post_then`: the first record of a batch on an idle channel (nothing in
+//!   flight) is published at once.
 //! - `journaling_under_lock_all_guards_beside_a_fiber_that_locks_the_same_accounts` (ignored): a plain thread
 //!   that journals each transfer with `apply_then` while it still holds the `lock_all!` guards deadlocks
 //!   with a fiber on the journal's worker that `lock_all!`s the same accounts: `apply_then` ("non-blocking:
 //!   returns at once") waits for room when its batches are in flight (`Outbox::make_room` parks), and the
 //!   fiber's `lock_all!` blocks the whole worker thread in the raw lock (the lock module, unlike
 //!   `interval`, is not fiber-aware). HUNG every run.
-//! - `values_dropped_beside_an_idle_thread_with_an_unsent_apply_then_are_dropped` (ignored): the same
-//!   unsent `apply_then` on an idle thread also holds back every retirement on its trustee, for any value:
-//!   a plain thread announces its unpublished records (`Outbox::linger`) so that a handle escaping meanwhile
-//!   stays safe, and `Worker::retire_with` / `drop_retired` wait for the announced batch. 1,000 unrelated
-//!   values entrusted and dropped beside it: 0 dropped after 500 ms, all within 200 ms of the thread's exit;
-//!   `try_unwrap` of another value there waited as long (HUNG in 3 s). The README says a value is dropped
-//!   once what was *sent* before has been served; memory grows with what other threads drop there while one
-//!   thread idles.
+//! - `values_dropped_beside_an_idle_thread_with_an_unsent_apply_then_are_dropped` (fixed after the review,
+//!   as the one above): the same unsent `apply_then` on an idle thread also held back every retirement on
+//!   its trustee, for any value: a plain thread announces its unpublished records (`Outbox::linger`) so that
+//!   a handle escaping meanwhile stays safe, and `Worker::retire_with` / `drop_retired` wait for the
+//!   announced batch. 1,000 unrelated values entrusted and dropped beside it: 0 dropped after 500 ms, all
+//!   within 200 ms of the thread's exit; `try_unwrap` of another value there waited as long (HUNG in 3 s).
+//!   Still open (README): the rest of a burst, or a record issued while an earlier answer is in but not
+//!   taken, waits for the thread's next call; an idle thread holding such records still holds back its
+//!   trustee's drops.
 //! - Seen while writing the lock test, by design but undocumented in the tour: a fiber that keeps its
 //!   `ThreadKey` across a suspension (here: an `apply_then` waiting for room) leaves its worker's other fibers
 //!   without a key: `ThreadKey::get()` is `None`, and the README's `.expect("one key per thread")` panics
@@ -972,13 +973,12 @@ fn orders_with_a_panic_mid_batch_run_every_other_continuation_once() {
 /// `acquire` every millisecond for 3 s. Nothing in the README says the permit can stay away: "a plain thread
 /// publishes its `apply_then`s 32 at a time, so the last few of a burst go out at its next publish ..., its
 /// next blocking call ..., at `wait_pending()`, or when the thread exits", and thread A's executor, parked on
-/// a tokio channel, makes none of those. The release stays in A's outbox, B never gets the permit, and the
-/// service deadlocks (here: B gives up after 3 s with 0 permits out of 1). The first-poll publish of
+/// a tokio channel, makes none of those. Before the fix the release stayed in A's outbox, B never got the
+/// permit, and the service deadlocked (B gave up after 3 s with 0 permits out of 1). The first-poll publish of
 /// `apply_async` (this review's fix) only helps while A's executor keeps polling delegation futures.
-/// A fix needs a fire-and-forget request that a plain thread sends at once (as `post` does for registrations)
-/// or a publish when the thread goes idle, which the runtime cannot see from inside tokio.
+/// Fixed: the first record of a batch on an idle channel (nothing in flight) is published at once
+/// (`Client::post_then`).
 #[test]
-#[ignore = "review 37: an apply_then issued on an executor thread that then only waits on its executor (no further trust call) is never published: a permit released by a _then stub in Drop never comes back"]
 fn a_permit_released_by_a_then_stub_on_an_idle_executor_thread_comes_back() {
     in_child!(
         "a_permit_released_by_a_then_stub_on_an_idle_executor_thread_comes_back",
@@ -1403,14 +1403,12 @@ fn journaling_under_lock_all_guards_beside_a_fiber_that_locks_the_same_accounts(
 /// request was issued but never *sent*: a plain thread publishes 32 at a time, and announces the rest
 /// (`Outbox::linger`: `lingering`, `through`) so that a handle escaping meanwhile stays safe. Every
 /// retirement on that trustee waits for the announced bound (`Worker::retire_with`, `drop_retired`), and
-/// the bound is reached only when the idle thread publishes: 0 of the 1,000 values were dropped after
+/// the bound is reached only when the idle thread publishes. Before the fix, 0 of the 1,000 values were dropped after
 /// 500 ms (all 1,000 within 200 ms of the thread's exit), and `try_unwrap` waited until then (`HUNG` in
-/// 3 s). So one idle thread with an unsent `_then` holds back every drop on that trustee, for as long as it
-/// idles: memory grows with whatever the other threads drop there. Documenting it ("before a thread goes
-/// idle, `wait_pending()` or make any blocking call") or a public non-blocking `flush()` would let a
-/// program avoid it; the runtime cannot publish for a thread that does not run.
+/// 3 s): one idle thread with an unsent `_then` held back every drop on that trustee, for as long as it
+/// idled. Fixed as the permit's test above: a lone `apply_then` on an idle channel goes at once. (The rest
+/// of a burst still waits for the thread's next call: README, `wait_pending` before a thread idles.)
 #[test]
-#[ignore = "review 37: one thread idling with an unsent apply_then holds back every value drop and try_unwrap on that trustee until it publishes"]
 fn values_dropped_beside_an_idle_thread_with_an_unsent_apply_then_are_dropped() {
     in_child!(
         "values_dropped_beside_an_idle_thread_with_an_unsent_apply_then_are_dropped",
