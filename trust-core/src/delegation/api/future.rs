@@ -12,12 +12,10 @@ use std::task::{Context, Poll};
 
 use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 use crate::delegation::call;
-use crate::delegation::client::outbox;
 use crate::delegation::trustee::job::{Apply, Outcome};
 use crate::delegation::trustee::oneshot::{Answer, Unsent};
 use crate::delegation::trustee::property::SendPtr;
 use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message};
-use crate::delegation::worker::context;
 
 /// The future returned by [`Trust::apply_async`].
 #[must_use = "futures do nothing unless polled: the request is sent on the first poll"]
@@ -84,9 +82,7 @@ where
                 // A plain thread's unsent `apply_then`s go out first, as before a blocking call: an executor's
                 // thread may only ever await futures from now on, and would hold them for good (a `_then`
                 // stub in a `Drop` that gives a permit back, say, starving every task waiting for it).
-                if context::worker().is_none() && !outbox::in_may_coroutine() {
-                    call::publish_thread_unsent();
-                }
+                call::publish_before_async();
                 this.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));
                 return Poll::Pending;
             }
