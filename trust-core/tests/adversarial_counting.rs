@@ -1287,9 +1287,12 @@ fn retired_behind_a_lingering_thread(N: usize) {
     let lingering = {
         let targets: Vec<_> = targets.to_vec();
         std::thread::spawn(move || {
+            // Behind a request in flight, so that all five linger (the first on an idle channel goes at once).
+            let busy = busy_channel(&targets[0]);
             for t in &targets {
                 t.apply_then(|v| v.0 += 1, |_| ());
             }
+            drop(busy);
             drop(targets); // the last handles of the targets, behind the requests
             sent_tx.send(()).unwrap();
             go_rx.recv().unwrap();

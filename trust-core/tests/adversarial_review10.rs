@@ -366,7 +366,7 @@ fn dips_of_a_live_value_behind_a_lingering_thread_in_bounded_memory() {
     let lingering = {
         let z = z.clone();
         std::thread::spawn(move || {
-            z.apply_then(|v| *v += 1, |_| ());
+            issue_lingering(&z, |v| *v += 1);
             sent_tx.send(()).unwrap();
             go_rx.recv().unwrap();
             wait_pending();

@@ -89,7 +89,7 @@ fn an_in_use_leftover_survives_dips_and_compaction_and_drops_once() {
     let lingering = {
         let z = z.clone();
         std::thread::spawn(move || {
-            z.apply_then(|v| *v += 1, |_| ());
+            issue_lingering(&z, |v| *v += 1);
             sent_tx.send(()).unwrap();
             go_rx.recv().unwrap();
             wait_pending();
@@ -336,7 +336,7 @@ fn shutdown_with_an_in_use_leftover_and_a_waiting_taker_drops_each_once() {
     let lingering = {
         let z = z.clone();
         std::thread::spawn(move || {
-            z.apply_then(|v| *v += 1, |_| ());
+            issue_lingering(&z, |v| *v += 1);
             sent_tx.send(()).unwrap();
             let _ = go_rx.recv();
         })

@@ -170,6 +170,8 @@ fn a_batch_paused_twice_drops_the_results_written_before_its_second_pause() {
                 drop((t, cap));
             }
         };
+        // All five in one batch: behind a request in flight (the first on an idle channel would go alone).
+        let busy = busy_channel(&p);
         let f = one(&r2);
         p.apply_then(move |_| f(), then(&c2));
         let f = one(&r2);
@@ -180,6 +182,7 @@ fn a_batch_paused_twice_drops_the_results_written_before_its_second_pause() {
         l2.apply_then(move |_| f(), then(&c2));
         let f = one(&r2);
         p.apply_then(move |_| f(), then(&c2));
+        drop(busy);
         let w = catch_unwind(wait_pending).map_err(panic_message);
         let again = catch_unwind(wait_pending).map_err(panic_message);
         (w, again)

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{CountsDrops, expect_child_ok, is_child, load, panic_message, quiet, rt, within};
+use common::{
+    CountsDrops, busy_channel, expect_child_ok, is_child, load, panic_message, quiet, rt, within,
+};
 use trust_core::lock::{Mutex, RwLock, ThreadKey};
 use trust_core::{Latch, local_trustee, spawn, wait_pending};
 
@@ -396,8 +398,10 @@ fn unpublished_records_with_bomb_captures_are_dropped_once_after_shutdown() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (r2, b2, p2, c2) = (ran.clone(), bombs.clone(), payloads.clone(), conts.clone());
     let thread = std::thread::spawn(move || {
-        // A first call makes the thread's client, so the next `apply_then`s batch up.
+        // A first call makes the thread's client; a request in flight keeps the channel busy, so the next
+        // `apply_then`s batch up (the first on an idle channel would go at once).
         t.apply(|_| ());
+        let busy = busy_channel(&t);
         for _ in 0..3 {
             let bomb = Bomb {
                 drops: b2.clone(),
@@ -412,6 +416,7 @@ fn unpublished_records_with_bomb_captures_are_dropped_once_after_shutdown() {
                 move |()| drop(k),
             );
         }
+        drop(busy);
         issued_tx.send(()).unwrap();
         go_rx.recv().unwrap();
         drop(t);

@@ -767,3 +767,38 @@ pub fn trustee_0_serves() {
     let on0 = rt().trustee(0).entrust(5u8);
     assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
 }
+
+/// Makes the calling thread's channel to `t`'s trustee busy until the guard is dropped: an `apply_then` on `t`
+/// that holds that trustee (spinning) meanwhile. The first `apply_then` on an idle channel is published at
+/// once; behind a batch in flight, the thread's next ones wait in its batch (up to 32, or until it calls,
+/// publishes elsewhere or waits), as a pipelining thread's do. Drop the guard before anything that waits for
+/// that trustee.
+pub fn busy_channel<T: Send + 'static>(t: &Trust<T>) -> BusyChannel {
+    let released = Arc::new(AtomicBool::new(false));
+    let held = released.clone();
+    t.apply_then(
+        move |_| {
+            while !held.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        },
+        |()| (),
+    );
+    BusyChannel(released)
+}
+
+/// See [`busy_channel`].
+pub struct BusyChannel(Arc<AtomicBool>);
+
+impl Drop for BusyChannel {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Issues `f` on `t` as an `apply_then` that stays unsent on the calling thread (lingering, announced), as the
+/// rest of a burst does on a thread that then idles ([`busy_channel`]).
+pub fn issue_lingering<T: Send + 'static>(t: &Trust<T>, f: impl FnOnce(&mut T) + Send + 'static) {
+    let _busy = busy_channel(t);
+    t.apply_then(f, |()| ());
+}
