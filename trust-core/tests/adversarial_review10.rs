@@ -402,8 +402,7 @@ fn dips_of_a_live_value_behind_a_lingering_thread_in_bounded_memory() {
 /// lingers behind it), and its handle's drop goes to the count mail (its slot has that record unsent). The
 /// other handle was dropped before: the count mail's -1 retires the value from `run_mail`, maybe before the
 /// channel's `Mail::Register` of the same mail is served. The value must wait for the lingering request: it is
-/// dropped once, after the request ran (if the second request went out too, because the first was answered
-/// before it was issued, the value may be dropped at once, but still after both ran).
+/// dropped once, after the request ran (checked whenever the drop comes).
 #[test]
 fn the_count_mail_retires_a_value_that_a_new_channels_lingering_request_uses() {
     in_child!(
@@ -424,7 +423,7 @@ fn the_count_mail_retires_a_value_that_a_new_channels_lingering_request_uses() {
         let th = std::thread::spawn(move || {
             // The thread's first call: its channel is registered now, and this lone request published.
             x2.apply_then(|v| v.0 += 1, |_| ());
-            // Lingers behind it (unless the first was answered already).
+            // Lingers behind it (a batch is in flight).
             x2.apply_then(
                 move |v| {
                     v.0 += 1;

@@ -470,6 +470,8 @@ fn results_of_several_sizes_before_a_paused_apply_then_are_dropped_at_shutdown()
                     drop((r, cap));
                 }
             };
+            // All nine in one batch: behind a request in flight (the first on an idle channel would go alone).
+            let busy = busy_channel(&p);
             for i in 0..5 {
                 let (r, ran, k) = (results.clone(), ran.clone(), then(Tallied::new(&captures)));
                 match i % 3 {
@@ -502,6 +504,7 @@ fn results_of_several_sizes_before_a_paused_apply_then_are_dropped_at_shutdown()
                 let (r, k) = (results.clone(), then(Tallied::new(&captures)));
                 p.apply_then(move |_| Tallied::new(&r), move |t| k(Box::new(t)));
             }
+            drop(busy);
         })
     };
     eventually("the five apply_thens before the pause ran", || {

@@ -455,36 +455,3 @@ fn an_apply_goes_behind_an_apply_then_queued_beside_launched_fibers() {
     });
     assert_eq!(r, 11);
 }
-
-/// A thread that issues `apply_then`s now and then, each after the previous one's answer came back but before
-/// it called again (so that answer waits, untaken), and then idles: each request runs without the thread's
-/// help. A lone `apply_then` on a channel whose batches are all answered goes at once; before, only one on a
-/// channel with nothing in flight did, so the second of two sporadic requests waited for the thread's next
-/// call (here: for good, until it exits), and held back every drop on its trustee meanwhile (review 37).
-#[test]
-fn sporadic_apply_thens_from_a_thread_that_then_idles_all_run() {
-    let counter = rt().trustee(1).entrust(0u64);
-    let theirs = counter.clone();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let idle = std::thread::spawn(move || {
-        theirs.apply(|_| ()); // a client already: its `apply_then`s are batched
-        for _ in 0..3 {
-            theirs.apply_then(|c| *c += 1, |()| ());
-            // Its answer comes back meanwhile; nothing takes it before the next request.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        // Idle, as an executor's thread between bursts, until the main thread has checked.
-        let _ = done_rx.recv();
-    });
-    let start = std::time::Instant::now();
-    while counter.apply(|c| *c) < 3 && start.elapsed() < std::time::Duration::from_secs(2) {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let seen = counter.apply(|c| *c);
-    done_tx.send(()).unwrap();
-    idle.join().unwrap();
-    assert_eq!(
-        seen, 3,
-        "the idle thread's three sporadic apply_thens ran while it idled"
-    );
-}

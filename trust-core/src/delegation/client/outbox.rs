@@ -80,9 +80,6 @@ pub(crate) struct Outbox {
     /// A plain thread's `apply_then` tries to publish again only once the batch holds this many records
     /// (`Client::post_then`): set past the count when both lanes were busy.
     retry_at: usize,
-    /// The number of the last batch published alone by `Client::post_then` on an idle channel, if any: the
-    /// only batch in flight whose answer a later request there looks at.
-    lone: Option<u32>,
     /// Numbers of the last published batch and of the last answered one; the batches between (at most
     /// `LANES`) are in flight.
     sent: u32,
@@ -178,7 +175,6 @@ impl Outbox {
             trustee,
             batch: Batch::new(),
             retry_at: 0,
-            lone: None,
             sent: 0,
             done: 0,
             flights: Default::default(),
@@ -472,15 +468,6 @@ impl Outbox {
             }
         }
         false
-    }
-
-    /// True when the batch in flight last is the lone one `Client::post_then` published, answered (its answer not
-    /// taken yet: the thread has not called since); then the one before it was answered too. Only that batch's
-    /// answer is looked at: a look at a line the trustee writes, once per batch while pipelining, made one
-    /// thread's `apply_then` 8% slower. Out of line, as everything this rule adds but the check that calls it.
-    #[inline(never)]
-    fn only_lone_answered(&self) -> bool {
-        self.lone == Some(self.sent) && self.channel.slots.is_answered(self.sent)
     }
 
     /// True when nothing goes on on this channel: nothing unsent, nothing in flight, no fiber waiting for room.
@@ -1002,31 +989,20 @@ impl Client {
         if (count >= PUBLISH_EVERY || half_full()) && count >= outbox.retry_at {
             return Ok(self.publish_all());
         }
-        // The first record of a batch on an idle channel (nothing in flight, or only the lone batch this rule
-        // published last, answered) goes at once: it may be the thread's last for a long while (a `_then`
-        // stub in a `Drop` that gives a permit back, on an executor's thread that then only waits), and an
-        // unsent record would wait with it, and keep every value its trustee retires meanwhile waiting for it
-        // (review 37). A pipelining thread has a batch in flight when it starts the next one, or has just
-        // waited for room (and taken an answer: the rule is not for it), so it still publishes every
-        // `PUBLISH_EVERY`, for a compare per request. Taking the answers here (a poll per batch) published
-        // tiny batches while pipelining, 6% slower. Not covered: the rest of a burst, which goes at the
-        // thread's next publish, call or `wait_pending`.
-        if count == 1 && !waited && (!outbox.in_flight() || outbox.only_lone_answered()) {
-            return Ok(self.publish_lone(trustee));
+        // The first record of a batch on an idle channel (nothing in flight: every earlier answer taken) goes
+        // at once: it may be the thread's last for a long while (a `_then` stub in a `Drop` that gives a permit
+        // back, on an executor's thread that then only waits), and an unsent record would wait with it, and
+        // keep every value its trustee retires meanwhile waiting for it (review 37). A pipelining thread has a
+        // batch in flight when it starts the next one, or has just waited for room (and taken an answer: the
+        // rule is not for it), so it still publishes every `PUBLISH_EVERY`, for a compare per request. Not
+        // covered: a record issued while an earlier answer is in but not taken (the thread has not called
+        // since), and the rest of a burst; they go at the thread's next publish, call or `wait_pending`.
+        // Looking at the answers here too made one thread's `apply_then` 6-14% slower (tiny batches), and a
+        // client slower than the round trip (under AddressSanitizer, say) publish each request alone.
+        if count == 1 && !waited && !outbox.in_flight() {
+            return Ok(self.publish_all());
         }
         Ok(false)
-    }
-
-    /// `post_then`'s publish of a lone record on an idle channel to `trustee` (see there), remembered as such,
-    /// then of everything else unsent.
-    #[cold]
-    #[inline(never)]
-    fn publish_lone(&mut self, trustee: &'static TrusteeShared) -> bool {
-        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        if outbox.flush() {
-            outbox.lone = Some(outbox.sent);
-        }
-        self.publish_all()
     }
 
     /// Publishes the unsent records of every outbox (but `except`'s) where a lane is free, without waiting:
