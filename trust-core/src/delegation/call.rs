@@ -82,26 +82,14 @@ fn with_client_cell<R>(f: impl FnOnce(&RefCell<Option<Client>>) -> R) -> Option<
     }
 }
 
-/// Before a plain thread waits (`Fiber::join`): its unsent requests go out where a lane is free. Makes no
-/// client; does nothing where the client is in use already.
+/// Before a plain thread waits (`Fiber::join`), and before an `apply_async` future sends its request (an
+/// executor's thread that only awaits futures would keep them for good: review 37): its unsent requests go
+/// out where a lane is free. Makes no client (one thread-local read where there is none: a worker, an
+/// executor's thread that never pipelined); does nothing where the client is in use already (a future polled
+/// by a destructor that runs inside a call).
 pub(crate) fn publish_thread_unsent() {
     let _ = with_client_cell(|c| {
         if let Some(client) = c.try_borrow_mut().ok().as_deref_mut().and_then(Option::as_mut) {
-            client.publish_unsent(None);
-        }
-    });
-}
-
-/// Before an `apply_async` future sends its request: a plain thread's unsent requests go out where a lane is
-/// free, as before a blocking call (review 37: an executor's thread that only awaits futures would keep them
-/// for good). One thread-local read where there is no client (a worker, an executor's thread that never
-/// pipelined); nothing for a `may` coroutine (`on_own_stack`), nor where the client is in use already (a future
-/// polled by a destructor that runs inside a call).
-pub(crate) fn publish_before_async() {
-    let _ = THREAD_CLIENT.try_with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut()
-            && let Some(client) = c.as_mut().filter(|client| client.on_own_stack())
-        {
             client.publish_unsent(None);
         }
     });

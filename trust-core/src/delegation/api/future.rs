@@ -82,7 +82,7 @@ where
                 // A plain thread's unsent `apply_then`s go out first, as before a blocking call: an executor's
                 // thread may only ever await futures from now on, and would hold them for good (a `_then`
                 // stub in a `Drop` that gives a permit back, say, starving every task waiting for it).
-                call::publish_before_async();
+                call::publish_thread_unsent();
                 this.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));
                 return Poll::Pending;
             }
