@@ -470,7 +470,11 @@ fn every_call_in_a_forked_child_panics_naming_fork() {
     );
     let ran = std::rc::Rc::new(std::cell::Cell::new(0));
     let r = ran.clone();
+    // Left unsent (behind a request in flight: the first on an idle channel would go at once), so that the
+    // child's `wait_pending` has something to wait for.
+    let busy = busy_channel(&latch);
     latch.apply_then(|l| *l.lock() += 1, move |()| r.set(r.get() + 1));
+    drop(busy);
     let pid = fork_running(|| {
         let mut code = 0;
         if names_fork(catch_unwind(AssertUnwindSafe(|| {
