@@ -1247,7 +1247,7 @@ fn try_unwrap_after_the_other_handle_was_dropped_on_a_busy_worker() {
     child_ok();
 }
 
-/// A plain thread keeps a few `apply_then`s unpublished (fewer than a publish's 32) on values of trustee 0, so
+/// A plain thread keeps a few `apply_then`s unpublished (fewer than a publish's 48) on values of trustee 0, so
 /// nothing retired there can settle; meanwhile 30,000 last handles of other values on trustee 0 are dropped.
 /// None may be dropped before the lingering requests are sent and served; once they are, every value is
 /// dropped exactly once, promptly, and the lingering requests saw their values alive.

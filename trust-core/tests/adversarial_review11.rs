@@ -580,7 +580,7 @@ fn entrust_racing_shutdown_drops_each_value_once() {
     child_ok();
 }
 
-/// A plain thread's `apply_then`s still unpublished (10, fewer than the 32 a publish takes) when another
+/// A plain thread's `apply_then`s still unpublished (10, fewer than the 48 a publish takes) when another
 /// thread shuts the runtime down; then the thread calls `wait_pending`. It must panic naming the shutdown,
 /// and each closure's capture must be dropped exactly once (unrun), by the time the thread has exited.
 ///
@@ -683,10 +683,11 @@ fn an_apply_then_waiting_for_room_across_shutdown_drops_every_capture_once() {
     child_ok();
 }
 
-/// A plain thread's batch paused at shutdown: its first record waits for a latch's launched fiber, 31 more
-/// follow it in the batch (and 9 wait unsent). The worker drops the paused record and the rest of its batch unrun when it shuts
-/// down, and says which batch it took last, so that the thread's exit drops nothing twice. Every capture is
-/// dropped exactly once. Before the fix, the 31 records behind the paused one were never dropped.
+/// A plain thread's batch paused at shutdown: its first record waits for a latch's launched fiber (published
+/// alone, the first on an idle channel), `PUBLISH_EVERY` more follow it in the next batch (and 8 wait unsent).
+/// The worker drops the paused record and the batches behind it unrun when it shuts down, and says which batch
+/// it took last, so that the thread's exit drops nothing twice. Every capture is dropped exactly once. Before
+/// the fix, the records behind the paused one were never dropped.
 #[test]
 fn a_batch_paused_on_a_latch_at_shutdown_drops_every_capture_once() {
     in_child!(
@@ -711,8 +712,8 @@ fn a_batch_paused_on_a_latch_at_shutdown_drops_every_capture_once() {
             },
             |()| (),
         );
-        // Published at 32 requests (a plain thread's `PUBLISH_EVERY`); the rest stays unsent.
-        for _ in 0..40 {
+        // Published at `PUBLISH_EVERY` requests; the rest stays unsent.
+        for _ in 0..PUBLISH_EVERY + 8 {
             let cap = Tallied::new(&c2);
             sink.apply_then(move |_| drop(cap), |()| ());
         }
@@ -725,7 +726,11 @@ fn a_batch_paused_on_a_latch_at_shutdown_drops_every_capture_once() {
     rt().shutdown();
     down_tx.send(()).unwrap();
     thread.join().unwrap();
-    assert_eq!((load(&captures.made), load(&captures.dropped)), (41, 41));
+    let issued = 1 + PUBLISH_EVERY + 8;
+    assert_eq!(
+        (load(&captures.made), load(&captures.dropped)),
+        (issued, issued)
+    );
     child_ok();
 }
 

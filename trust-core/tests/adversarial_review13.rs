@@ -361,7 +361,7 @@ fn five_kinds(p: &Trust<u64>, results: &Arc<Tally>, caps: &Arc<Tally>, ran: &Arc
 
 /// Both lanes in flight, the first paused, and the thread exits: a plain thread issues the five kinds of results
 /// (`five_kinds`: a counted value, `()`, one whose `Drop` panics, a 4.8 KiB one boxed on the trustee, a 256-byte
-/// inline one), an `apply_then` on a held latch, then 70 more `apply_then`s: the first batch (32 records) pauses
+/// inline one), an `apply_then` on a held latch, then 70 more `apply_then`s: the first batch (48 records) pauses
 /// at its sixth, the second is published in the other lane, the rest wait unsent. The thread exits without
 /// `wait_pending` (README: "A thread may exit with requests in flight"); its client waits for the closing trustee.
 /// After the shutdown: the five records before the pause ran once, the four counted results they wrote are
@@ -499,7 +499,7 @@ struct Counter {
 /// README: "if every handle ends in `into_inner`, exactly one gets `Some`", and the trustee decides "once every
 /// request ... sent before the call has been served". Per round: seven handles of a value of trustee 0 (four
 /// plain threads, two fibers wherever `spawn` puts them, and this thread, which lets go first): each issues ten
-/// `apply_then(+1)`s, left unsent by the plain threads (published 32 at a time), then `into_inner`. Twenty
+/// `apply_then(+1)`s, left unsent by the plain threads (published 48 at a time), then `into_inner`. Twenty
 /// rounds: each time exactly one `Some`, holding all 60 increments, and each value dropped once (by its taker).
 #[test]
 fn into_inner_from_threads_and_fibers_with_apply_thens_unsent_gives_the_value_once_with_every_increment()
@@ -521,7 +521,7 @@ fn into_inner_from_threads_and_fibers_with_apply_thens_unsent_gives_the_value_on
                     std::hint::spin_loop();
                     trust_core::yield_now();
                 }
-                // Ten increments, left unsent (a plain thread publishes 32 at a time), then the handle.
+                // Ten increments, left unsent (a plain thread publishes 48 at a time), then the handle.
                 for _ in 0..10 {
                     c.apply_then(|c| c.n += 1, |()| ());
                 }

@@ -464,7 +464,7 @@ impl Drop for CallsWhenDropped {
 /// README: "A thread may exit with requests in flight (no `wait_pending`): its requests still run, the exiting
 /// thread waits for the answers that carry results of its own (its continuations', dropped on it with them)";
 /// "`clone` and `drop` never block and never panic, wherever they run". A thread issues 10 `apply_then(+1)`s to
-/// a value `y` of trustee 1 (left unsent: a plain thread publishes 32 at a time); each closure captures a clone
+/// a value `y` of trustee 1 (left unsent: a plain thread publishes 48 at a time); each closure captures a clone
 /// of `x` (trustee 0), dropped on trustee 1 after it runs; each continuation captures a clone of `x` and a
 /// counted value whose destructor `apply`s `+100` to `x`; then the thread exits. Expected: `y` reads 10; the
 /// continuations never ran (dropped at the exit), their captures were dropped once each (10, 10), and each
@@ -590,7 +590,8 @@ fn millions_of_clone_drop_pairs_from_threads_without_a_client_keep_memory_bounde
 }
 
 /// README: "`clone` and `drop` never block and never panic, wherever they run ... each sends a fire-and-forget
-/// count change". A plain thread with a client issues 32 `apply_then`s to trustee 0 (the 32nd publishes them);
+/// count change". A plain thread with a client issues `PUBLISH_EVERY` (48) `apply_then`s to trustee 0 (the last
+/// publishes them);
 /// the first continuation makes a blocking `apply` to trustee 1, which is held in a 400 ms closure (a blocking
 /// call in a continuation on a plain thread is allowed). 50 ms later, with the answers in, the thread clones a
 /// handle of trustee 0. Expected: `clone` returns at once (under 100 ms) and runs no continuation (0 ran during
@@ -614,7 +615,7 @@ fn clone_on_a_thread_whose_continuations_are_ready_does_not_run_them() {
             // A client first (a blocking call), then the burst.
             x2.apply(|_| ());
             let stalled = stall(1, 400);
-            for i in 0..32 {
+            for i in 0..PUBLISH_EVERY {
                 let (on1, r) = (on1.clone(), r2.clone());
                 x2.apply_then(
                     |_| (),
@@ -640,7 +641,7 @@ fn clone_on_a_thread_whose_continuations_are_ready_does_not_run_them() {
         .join()
         .unwrap()
     });
-    assert_eq!(load(&ran), 32);
+    assert_eq!(load(&ran), PUBLISH_EVERY);
     assert!(
         took < Duration::from_millis(100) && during == 0,
         "clone took {took:?} and ran {during} continuations"
@@ -746,7 +747,7 @@ fn a_coroutines_apply_then_waits_even_after_its_thread_called_outside_any_corout
 /// Measured: no answer within 3 s (the `into_inner` never returns): the coroutine's request was batched unsent
 /// in the `may` thread's client (call.rs:429, `post_then_from_thread`), which announced it (lingering), so the
 /// trustee's retire waits for that batch; but nothing on that thread ever publishes it again (the `may` thread
-/// idles in `may`'s scheduler, and a plain thread publishes its `apply_then`s 32 at a time or at its next call).
+/// idles in `may`'s scheduler, and a plain thread publishes its `apply_then`s 48 at a time or at its next call).
 /// The same test with a blocking `apply(+1)` in the coroutine instead gives `Some(1)` at once. Fixed with
 /// the test above.
 #[test]

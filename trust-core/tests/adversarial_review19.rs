@@ -867,7 +867,7 @@ fn apply_then_from_threads_with_tiny_huge_and_deep_stacks() {
 /// been served, so a clone dropped before it never makes it fail and nothing in flight"; "A change that finds
 /// the sender's slot busy ... is netted per value in the trustee's count mail".
 ///
-/// A plain thread with a client issues 5 `apply_then(+1)`s (unpublished: under 32), so its clone of the handle
+/// A plain thread with a client issues 5 `apply_then(+1)`s (unpublished: under 48), so its clone of the handle
 /// made right after finds unsent records and goes by the count mail; it hands the clone to the main thread and
 /// calls `into_inner` on its own handle (a blocking call that publishes the 5). 20 rounds, alternating
 /// trustees. Expected each round: the thread's `into_inner` gives `None` (the clone lives), its continuations
@@ -908,7 +908,7 @@ fn into_inner_beside_a_clone_counted_by_mail_behind_unsent_apply_thens() {
 }
 
 /// README: "the trustee drops the value only once every request and count change sent before its count reached
-/// zero has been served"; "A plain thread publishes its `apply_then`s ... 32 at a time ... the last few of a
+/// zero has been served"; "A plain thread publishes its `apply_then`s ... 48 at a time ... the last few of a
 /// burst go out at its next publish ..., at `wait_pending()`"; a change that finds the sender's slot busy goes
 /// by the count mail.
 ///
@@ -1014,21 +1014,22 @@ fn values_registered_by_mail_and_dropped_by_count_mail_are_dropped_once_across_s
 /// exits"; Client's drop: "Continuations whose results arrived but that never ran: dropped on the issuing
 /// thread".
 ///
-/// A plain thread with a client issues 40 `apply_then(+1)`s (32 published, 8 not), each continuation holding a
-/// counted value; then for 100 ms it only clones and drops a handle of the same trustee. Expected: no
-/// continuation ran during the clones (0); the thread then calls `wait_pending`: 40 ran, 40 captures dropped.
-/// A second thread does the same but exits without `wait_pending`: its 40 requests were all applied (the
-/// value reads 80 after), no continuation ran inside the clones, and each of its 40 captures was dropped
-/// exactly once by the thread's exit (40).
+/// A plain thread with a client issues `N` = `PUBLISH_EVERY + 8` (56) `apply_then(+1)`s (48 published, 8 not),
+/// each continuation holding a counted value; then for 100 ms it only clones and drops a handle of the same
+/// trustee. Expected: no continuation ran during the clones (0); the thread then calls `wait_pending`: 56 ran,
+/// 56 captures dropped. A second thread does the same but exits without `wait_pending`: its 56 requests were
+/// all applied (the value reads 112 after), no continuation ran inside the clones, and each of its 56 captures
+/// was dropped exactly once by the thread's exit (56).
 #[test]
 fn continuations_left_by_clones_run_at_wait_pending_or_are_dropped_once_at_exit() {
+    const N: usize = PUBLISH_EVERY + 8;
     let x = rt().trustee(0).entrust(0u64);
     let run = |wait: bool, x: Trust<u64>| {
         let (ran, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (r, d) = (ran.clone(), drops.clone());
         let during = std::thread::spawn(move || {
             x.apply(|_| ());
-            for _ in 0..40 {
+            for _ in 0..N {
                 let (r, d) = (r.clone(), CountsDrops(d.clone()));
                 x.apply_then(
                     |v| *v += 1,
@@ -1061,7 +1062,7 @@ fn continuations_left_by_clones_run_at_wait_pending_or_are_dropped_once_at_exit(
     });
     assert_eq!(
         first,
-        (0, 40, 40),
+        (0, N, N),
         "with wait_pending: (during clones, ran, dropped)"
     );
     let second = within(10, {
@@ -1069,10 +1070,10 @@ fn continuations_left_by_clones_run_at_wait_pending_or_are_dropped_once_at_exit(
         move || run(false, x)
     });
     settle(&rt().trustee(0).entrust(()));
-    assert_eq!(x.apply(|v| *v), 80);
+    assert_eq!(x.apply(|v| *v), 2 * N as u64);
     assert_eq!(
         (second.0, second.2),
-        (0, 40),
+        (0, N),
         "without wait_pending: (during clones, dropped); ran {}",
         second.1
     );

@@ -581,7 +581,7 @@ fn wait_pending_waits_for_a_tree_of_apply_then_and_launch_then_continuations() {
     assert_eq!((r0, r1, r2), (30, 30, 30));
 }
 
-/// A plain thread issues an `apply_then` on a value (fewer than 32: not yet published), then hands the
+/// A plain thread issues an `apply_then` on a value (fewer than 48: not yet published), then hands the
 /// value's only handle to a fiber that takes the value, and joins that fiber. README: `try_unwrap` waits for
 /// "`apply_then`s another thread issued to that trustee but has not sent yet"; `Fiber::join` is the runtime's
 /// own way to wait, from a plain thread ("from a plain thread it parks"). Publishing before parking, the
@@ -1028,16 +1028,16 @@ fn try_unwrap_right_after_launch_then_waits_for_the_launched_fiber() {
 
 /// Where a plain thread's continuations run. README: "on a plain thread they run inside its later blocking
 /// calls and `apply_then`s and in `wait_pending()` (never inside a handle's `clone` or `drop`, which never
-/// block)". With 32 answered continuations ready (a full publish, then time for the answers), none runs
-/// inside `entrust`, `Trustee::entrust` to another trustee, `spawn`, `Fiber::join`, the first poll of an
-/// `apply_async` future, `clone` or `drop`; `wait_pending` runs all 32.
+/// block)". With `PUBLISH_EVERY` (48) answered continuations ready (a full publish, then time for the answers),
+/// none runs inside `entrust`, `Trustee::entrust` to another trustee, `spawn`, `Fiber::join`, the first poll of
+/// an `apply_async` future, `clone` or `drop`; `wait_pending` runs all 48.
 #[test]
 fn a_threads_ready_continuations_run_only_where_the_readme_says() {
     quiet();
     let got = within(5, || {
         let t = rt().trustee(1).entrust(0u64);
         let ran = Rc::new(RefCell::new(0));
-        for _ in 0..32 {
+        for _ in 0..PUBLISH_EVERY {
             let r = ran.clone();
             t.apply_then(|v| *v += 1, move |()| *r.borrow_mut() += 1);
         }
@@ -1073,7 +1073,7 @@ fn a_threads_ready_continuations_run_only_where_the_readme_says() {
             ("join", 0),
             ("apply_async poll", 0),
             ("clone and drop", 0),
-            ("wait_pending", 32)
+            ("wait_pending", PUBLISH_EVERY)
         ]
     );
 }

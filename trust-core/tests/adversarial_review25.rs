@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{block_on, in_child, panic_message, rt, within};
+use common::{PUBLISH_EVERY, block_on, in_child, issue_lingering, panic_message, rt, within};
 use trust_core::Trust;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ enum Then {
     JoinFinished,
     /// `join` of a fiber still sleeping.
     JoinRunning,
-    /// 32 `apply_then`s to trustee 1 (a publish to another trustee).
+    /// `PUBLISH_EVERY` `apply_then`s to trustee 1 (a publish to another trustee).
     PublishElsewhere,
     /// A blocking `apply` to trustee 1.
     BlockingElsewhere,
@@ -366,7 +366,8 @@ enum Then {
 }
 
 /// A fresh plain thread (given a client by one blocking `apply`) issues one `apply_then(+1)` on `a`
-/// (trustee 0), then does `how`, then blocks on a std channel without touching the runtime again. This
+/// (trustee 0), left unsent behind a batch in flight (`issue_lingering`: alone on an idle channel it would go
+/// at once), then does `how`, then blocks on a std channel without touching the runtime again. This
 /// thread reads `a` for up to 2 s; returns the last value read (1 once the request went out).
 fn unsent_then_goes_out(how: Then) -> u64 {
     let rt = rt();
@@ -386,12 +387,12 @@ fn unsent_then_goes_out(how: Then) -> u64 {
         while !finished.is_finished() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        a2.apply_then(|v| *v += 1, |()| ());
+        issue_lingering(&a2, |v| *v += 1);
         match how {
             Then::JoinFinished => assert_eq!(finished.join().unwrap(), 7),
             Then::JoinRunning => assert_eq!(f.join().unwrap(), 7),
             Then::PublishElsewhere => {
-                for _ in 0..32 {
+                for _ in 0..PUBLISH_EVERY {
                     b2.apply_then(|v| *v += 1, |()| ());
                 }
             }
@@ -424,7 +425,7 @@ fn unsent_then_goes_out(how: Then) -> u64 {
 }
 
 /// README "Many requests in flight", batching: "A plain thread publishes its `apply_then`s (and
-/// `launch_then`s) 32 at a time ..., so the last few of a burst go out at its next publish to any trustee, its
+/// `launch_then`s) 48 at a time ..., so the last few of a burst go out at its next publish to any trustee, its
 /// next blocking call (to any trustee) or `Fiber::join`". Here the `Fiber::join` is of a fiber that has
 /// already finished: the request should go out all the same (expected: `a` reads 1 within 2 s).
 ///
@@ -446,7 +447,8 @@ fn fiber_join_of_a_running_fiber_sends_the_threads_unsent_apply_thens() {
     assert_eq!(within(20, || unsent_then_goes_out(Then::JoinRunning)), 1);
 }
 
-/// Same sentence, "its next publish to any trustee": 32 `apply_then`s to trustee 1 send trustee 0's one too.
+/// Same sentence, "its next publish to any trustee": `PUBLISH_EVERY` `apply_then`s to trustee 1 send trustee
+/// 0's one too.
 #[test]
 fn a_publish_to_another_trustee_sends_the_threads_unsent_apply_thens() {
     assert_eq!(

@@ -367,7 +367,7 @@ fn a_panicking_large_closure_on_the_local_shortcut_drops_its_captures_once() {
 // ---------------------------------------------------------------------------------------------------------
 
 /// HOLDS: README, "the last few of a burst go out at its next publish to any trustee, its next blocking call
-/// (to any trustee) or `Fiber::join`". A plain thread issues 3 `apply_then`s (fewer than the 32 that publish
+/// (to any trustee) or `Fiber::join`". A plain thread issues 3 `apply_then`s (fewer than the 48 that publish
 /// by themselves), joins a fiber that has already finished, then only waits on a channel. Expected: another
 /// thread sees the 3 increments applied (within 5 s), and the issuer's `wait_pending` then runs 3
 /// continuations.

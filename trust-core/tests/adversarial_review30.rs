@@ -474,8 +474,8 @@ fn a_cold_clients_call_warms_exactly_its_channel_and_its_exit_removes_it() {
 
 /// Promise: one client's requests run in issue order (DESIGN: per-client FIFO), whether its channel is hot
 /// or cold. 8 clients among 40 idle ones, 6 phases: each phase issues 10 `apply_then`s and leaves them
-/// unpublished (fewer than 32), then waits while the trustee is kept busy until every quiet channel is cold
-/// (theirs included, their records still unpublished), then issues 45 more (one publish at 32, ringing), a
+/// unpublished (fewer than `PUBLISH_EVERY`), then waits while the trustee is kept busy until every quiet channel
+/// is cold (theirs included, their records still unpublished), then issues 45 more (one publish at 48, ringing), a
 /// blocking `apply` and 5 more `apply_then`s, `wait_pending`. The trustee logs (client, number): each
 /// client's numbers must be exactly 0..366 in order, and each continuation sees its own number.
 #[test]
@@ -790,10 +790,10 @@ fn into_inner_waits_for_a_cold_clients_unpublished_requests() {
 }
 
 /// Promise (`Runtime::shutdown`: "every worker answers what it was already sent, drops every property still
-/// entrusted (each exactly once)"; unrun requests are dropped unrun): 100 cold client threads each issue 40
-/// `apply_then`s (32 published on a cold channel: a ring; 8 unpublished) with counted captures in the closure
-/// and the continuation, then the runtime shuts down at once, and the threads exit. Every capture must be
-/// dropped exactly once (4,000 of each), the entrusted value once, and nothing hangs.
+/// entrusted (each exactly once)"; unrun requests are dropped unrun): 100 cold client threads each issue
+/// `PUBLISH_EVERY + 8` `apply_then`s (48 published on a cold channel: a ring; 8 unpublished) with counted
+/// captures in the closure and the continuation, then the runtime shuts down at once, and the threads exit.
+/// Every capture must be dropped exactly once (5,600 of each), the entrusted value once, and nothing hangs.
 #[test]
 fn shutdown_with_cold_channels_holding_batches_drops_everything_once() {
     let _s = serial();
@@ -812,7 +812,7 @@ fn shutdown_with_cold_channels_holding_batches_drops_everything_once() {
     for i in 0..100 {
         let (fdrops, cdrops, tx) = (fdrops.clone(), cdrops.clone(), tx.clone());
         clients.run(i, move |c| {
-            for _ in 0..40 {
+            for _ in 0..PUBLISH_EVERY + 8 {
                 let (f, k) = (CountsDrops(fdrops.clone()), CountsDrops(cdrops.clone()));
                 c.apply_then(
                     move |c| {
@@ -833,10 +833,14 @@ fn shutdown_with_cold_channels_holding_batches_drops_everything_once() {
     within(20, move || clients.exit());
     drop(far);
     drop(value);
-    assert_eq!(load(&fdrops), 4000, "closure captures dropped once each");
+    assert_eq!(
+        load(&fdrops),
+        100 * (PUBLISH_EVERY + 8),
+        "closure captures dropped once each"
+    );
     assert_eq!(
         load(&cdrops),
-        4000,
+        100 * (PUBLISH_EVERY + 8),
         "continuation captures dropped once each"
     );
     assert_eq!(load(&vdrops), 1, "the entrusted value dropped once");
@@ -844,8 +848,8 @@ fn shutdown_with_cold_channels_holding_batches_drops_everything_once() {
 }
 
 /// Promise (`Runtime::shutdown` "runs by itself at process exit"): the process exits (no explicit shutdown)
-/// while 100 cold client threads are alive, each with 32 `apply_then`s published on its cold channel (a ring)
-/// and 8 unpublished, and the trustee busy. The child must exit, promptly (the parent's deadline: 45 s).
+/// while 100 cold client threads are alive, each with `PUBLISH_EVERY` `apply_then`s published on its cold
+/// channel (a ring) and 8 unpublished, and the trustee busy. The child must exit, promptly (the parent's deadline: 45 s).
 #[test]
 fn process_exit_with_cold_channels_holding_batches_does_not_hang() {
     let _s = serial();
@@ -863,7 +867,7 @@ fn process_exit_with_cold_channels_holding_batches_does_not_hang() {
     for i in 0..100 {
         let tx = tx.clone();
         clients.run(i, move |c| {
-            for _ in 0..40 {
+            for _ in 0..PUBLISH_EVERY + 8 {
                 c.apply_then(|c| *c += 1, |()| ());
             }
             tx.send(()).unwrap();

@@ -238,7 +238,7 @@ fn exit_from_a_panic_hook_on_a_worker_exits_with_its_code() {
 }
 
 /// `exit(4)` from a plain thread while a second thread is blocked in `apply` (its closure runs 300 ms on
-/// trustee 0) and a third has 20 `apply_then`s unpublished (fewer than the 32 a publish takes) and waits on a
+/// trustee 0) and a third has 20 `apply_then`s unpublished (fewer than the 48 a publish takes) and waits on a
 /// barrier: the process exits with 4 within 3 s, the at-exit shutdown drops each of the two entrusted values
 /// once, and the blocked `apply`'s closure ran to its end (the shutdown answers what was sent).
 #[test]
@@ -770,7 +770,7 @@ fn a_continuation_capture_dropped_at_thread_exit_delegates_and_waits() {
         thread::spawn(move || {
             let capture = DelegatesWhenDropped(own2, tx2);
             t2.apply(|_| ());
-            // Unpublished (a plain thread publishes 32 at a time): the exiting thread publishes it, waits for
+            // Unpublished (a plain thread publishes 48 at a time): the exiting thread publishes it, waits for
             // its answer and drops the continuation unrun, with its capture.
             t2.apply_then(
                 |_| thread::sleep(Duration::from_millis(20)),

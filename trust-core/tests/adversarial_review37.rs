@@ -15,7 +15,7 @@
 //! - `a_tokio_ledger_and_limiter_with_cancelled_tasks_balance_exactly`,
 //!   `an_apply_async_sends_the_threads_unpublished_apply_thens_first` (fixed): a permit whose `Drop` gives it
 //!   back with the `_then` stub (`release_then`, the non-blocking call the README offers; `Drop` cannot
-//!   await) never came back when dropped in a tokio task. A plain thread publishes its `apply_then`s 32 at a
+//!   await) never came back when dropped in a tokio task. A plain thread publishes its `apply_then`s 48 at a
 //!   time, the rest at its next blocking call, `wait_pending`, `Fiber::join` or exit; an executor thread
 //!   that only awaits `apply_async` futures makes none of those, so the releases stayed in its outbox for
 //!   good: 8 permits granted, 0 released, and the 120 limiter tasks retried `acquire` forever (the watcher
@@ -971,7 +971,7 @@ fn orders_with_a_panic_mid_batch_run_every_other_continuation_once() {
 /// the thread-per-core layout): the task on thread A takes the only permit, drops it (its `Drop` gives it back
 /// with the `_then` stub, as `Permit` does) and then waits for thread B to say it got it; B's task retries
 /// `acquire` every millisecond for 3 s. Nothing in the README says the permit can stay away: "a plain thread
-/// publishes its `apply_then`s 32 at a time, so the last few of a burst go out at its next publish ..., its
+/// publishes its `apply_then`s 48 at a time, so the last few of a burst go out at its next publish ..., its
 /// next blocking call ..., at `wait_pending()`, or when the thread exits", and thread A's executor, parked on
 /// a tokio channel, makes none of those. Before the fix the release stayed in A's outbox, B never got the
 /// permit, and the service deadlocked (B gave up after 3 s with 0 permits out of 1). The first-poll publish of
@@ -1400,7 +1400,7 @@ fn journaling_under_lock_all_guards_beside_a_fiber_that_locks_the_same_accounts(
 /// thread (an executor's, say) issues one fire-and-forget `apply_then` on a counter of trustee 0, then idles
 /// on a std channel; meanwhile the main thread entrusts 1,000 unrelated values there and drops them, then
 /// calls `try_unwrap` on the counter's other handle (the idle thread dropped its own). The idle thread's
-/// request was issued but never *sent*: a plain thread publishes 32 at a time, and announces the rest
+/// request was issued but never *sent*: a plain thread publishes 48 at a time, and announces the rest
 /// (`Outbox::linger`: `lingering`, `through`) so that a handle escaping meanwhile stays safe. Every
 /// retirement on that trustee waits for the announced bound (`Worker::retire_with`, `drop_retired`), and
 /// the bound is reached only when the idle thread publishes. Before the fix, 0 of the 1,000 values were dropped after

@@ -755,7 +755,7 @@ fn local_fibers_held_for_credit_resume_soon_after_the_remote_client_goes_quiet()
             10u64, 30, 90, 270, 800, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000,
         ];
         for gap in gaps_us {
-            // One batch of 16 records (a thread publishes at 32, and `wait_pending` publishes the rest).
+            // One batch of 16 records (a thread publishes at 48, and `wait_pending` publishes the rest).
             for _ in 0..16 {
                 counter.apply_then(|x| *x += 1, |()| ());
                 sent += 1;

@@ -374,7 +374,7 @@ impl Drop for Bomb {
     }
 }
 
-/// A plain thread holds 3 `apply_then`s unpublished (fewer than a publish's 32) when the runtime shuts down;
+/// A plain thread holds 3 `apply_then`s unpublished (fewer than a publish's 48) when the runtime shuts down;
 /// then it exits: each record is dropped unrun, once, and a capture whose drop panics with a payload that
 /// panics again is contained (no abort); the continuations are dropped once, unrun.
 #[test]

@@ -179,8 +179,8 @@ fn an_increment_behind_a_long_backlog_keeps_the_value_alive() {
 
 #[test]
 fn clone_does_not_wait_behind_a_slow_request_in_flight() {
-    // Thirty-two `apply_then`s publish a batch (a plain thread publishes every 32) whose first closure takes
-    // 300 ms: this thread's slot to trustee 1 is busy. Cloning (and dropping) a handle of that trustee must not
+    // The first `apply_then` on an idle channel is published at once, alone; its closure takes 300 ms: this
+    // thread's slot to trustee 1 is busy (the 31 behind it wait in the next batch). Cloning (and dropping) a handle of that trustee must not
     // wait for it.
     let value = rt().trustee(1).entrust(0u64);
     let inside = Arc::new(AtomicBool::new(false));

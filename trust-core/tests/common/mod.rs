@@ -768,10 +768,14 @@ pub fn trustee_0_serves() {
     assert_eq!(within(5, move || on0.apply(|v| *v + 1)), 6);
 }
 
+/// A plain thread publishes its `apply_then`s this many at a time (the runtime's `PUBLISH_EVERY`): a test that
+/// needs a batch published by its count alone issues this many.
+pub const PUBLISH_EVERY: usize = 48;
+
 /// Makes the calling thread's channel to `t`'s trustee busy until the guard is dropped: an `apply_then` on `t`
 /// that holds that trustee (spinning) meanwhile. The first `apply_then` on an idle channel is published at
-/// once; behind a batch in flight, the thread's next ones wait in its batch (up to 32, or until it calls,
-/// publishes elsewhere or waits), as a pipelining thread's do. Drop the guard before anything that waits for
+/// once; behind a batch in flight, the thread's next ones wait in its batch (up to [`PUBLISH_EVERY`], or until
+/// it calls, publishes elsewhere or waits), as a pipelining thread's do. Drop the guard before anything that waits for
 /// that trustee.
 pub fn busy_channel<T: Send + 'static>(t: &Trust<T>) -> BusyChannel {
     let released = Arc::new(AtomicBool::new(false));

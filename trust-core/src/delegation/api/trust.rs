@@ -361,7 +361,7 @@ impl<T: Send + 'static> Trust<T> {
     /// drop happens before the call) does not make it fail, and a clone alive at the call does; two handles
     /// calling `try_unwrap` at the same time both fail, as with `Arc`. A closure still running on the value
     /// (a launched fiber, say) is waited for first, and so are requests other threads issued but have not
-    /// sent yet (a plain thread publishes its `apply_then`s 32 at a time: the rest go at its next publish to
+    /// sent yet (a plain thread publishes its `apply_then`s 48 at a time: the rest go at its next publish to
     /// any trustee, blocking call, `wait_pending`, or exit), since they may refer to the value.
     ///
     /// Waits like [`apply`](Self::apply): suspends a fiber, yields a `may` coroutine, parks a thread.

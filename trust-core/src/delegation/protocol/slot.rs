@@ -284,10 +284,10 @@ impl Batch {
         self.len == 0
     }
 
-    /// True once the records, or the results they reserve, take half the body.
+    /// True once the records, or the results they reserve, take three quarters of the body.
     #[inline]
-    pub(crate) fn is_half_full(&self) -> bool {
-        2 * self.len.max(self.results) >= BODY
+    pub(crate) fn is_mostly_full(&self) -> bool {
+        4 * self.len.max(self.results) >= 3 * BODY
     }
 
     /// Bytes of records in the batch.
