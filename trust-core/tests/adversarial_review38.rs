@@ -1,10 +1,10 @@
 //! Review 38: programs written to break the promises of `docs/delegation.md` that no test held yet, or held
 //! only in the easy case: who an `apply_then` issued inside a delegated closure or a continuation counts for,
-//! and what that does to a fiber launched on a latch; a lone `launch_then` from a thread that then idles; a
-//! thread that exits with results in flight; handles cloned and dropped by `Waker`s, orphaned results,
+//! and what that does to a fiber launched on a latch; a lone `launch_then` from a thread that then idles;
+//! handles cloned and dropped by `Waker`s, orphaned results,
 //! destructors and unjoined fibers' results on the trustees; `may` coroutines cancelled inside `try_unwrap`
 //! and `into_inner`; 32 KiB by value to and from fibers through every call; clones dropped on the other
-//! worker just before `try_unwrap`; continuations that issue into full batches from a 256 KiB thread stack.
+//! worker just before `try_unwrap`; a handle handed over by a worker right after its `apply_then`.
 //!
 //! Findings (ignored tests; each one's doc gives the measurement):
 //! - `a_launched_fibers_chain_that_applies_to_its_own_latch_then_wait_pending`,
@@ -26,11 +26,11 @@
 //!   `launch`, `Fiber::join`, `into_inner` and closure captures, but not for these four: the process aborts
 //!   with the stack-overflow message.
 //!
-//! Held: a lone `launch_then` from an idle thread starts its fiber; an exiting thread drops its 40 results and captures on
-//! itself, running no continuation; 64 values whose last handles went from wakers, orphaned results,
-//! destructors and fiber results were each dropped once on their own trustee, no clone or drop panicking;
-//! 1,200 `try_unwrap`s after a clone dropped on the other worker all succeeded; 100,000 chains of three and 50
-//! nested `wait_pending`s into full batches ran exactly from a 256 KiB stack.
+//! Held: a lone `launch_then` from an idle thread starts its fiber; 64 values whose last handles went from
+//! wakers, orphaned results, destructors and fiber results were each dropped once on their own trustee, no
+//! clone or drop panicking; 1,200 `try_unwrap`s after a clone dropped on the other worker all succeeded; 200
+//! handles handed over by a fiber or a delegated closure right after their `apply_then` kept their values
+//! until it ran.
 //!
 //! Every test runs in a child process of its own, one at a time (`SERIAL`), under a watchdog.
 
@@ -41,7 +41,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Wake, Waker};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 #[macro_use]
@@ -196,67 +195,6 @@ fn a_lone_launch_then_from_a_thread_that_then_idles_starts_its_fiber() {
         "a lone launch_then waited for its thread's next call"
     );
     assert_eq!(l.launch(|latch| *latch.lock()), 2);
-    child_ok();
-}
-
-/// Drops of values that record the thread they were dropped on.
-struct DroppedOn(Arc<Mutex<Vec<ThreadId>>>);
-
-impl Drop for DroppedOn {
-    fn drop(&mut self) {
-        self.0.lock().unwrap().push(std::thread::current().id());
-    }
-}
-
-/// Doc: "A thread may exit with requests in flight (no `wait_pending`): its requests still run, the exiting
-/// thread waits for the answers that carry results of its own (its continuations', dropped on it with
-/// them)". Trustee 1 is held 300 ms; a thread issues 40 `apply_then`s there (each result and each
-/// continuation's capture records where it is dropped; a continuation that runs counts) and exits. Measured:
-/// every closure ran, no continuation ran, and all 80 drops happened on the exiting thread before its join.
-#[test]
-fn an_exiting_thread_drops_its_continuations_and_results_on_itself() {
-    let _s = serial();
-    in_child!(
-        "an_exiting_thread_drops_its_continuations_and_results_on_itself",
-        10
-    );
-    let x = rt().trustee(1).entrust(0u64);
-    let where_ = Arc::new(Mutex::new(Vec::new()));
-    let ran = Arc::new(AtomicUsize::new(0));
-    let held = stall(1, 300);
-    let (x2, w2, r2) = (x.clone(), where_.clone(), ran.clone());
-    let t = std::thread::spawn(move || {
-        for _ in 0..40 {
-            let (w, w3, r) = (w2.clone(), w2.clone(), r2.clone());
-            let capture = DroppedOn(w3);
-            x2.apply_then(
-                move |v| {
-                    *v += 1;
-                    DroppedOn(w)
-                },
-                move |_result| {
-                    let _c = &capture;
-                    r.fetch_add(1, Ordering::SeqCst);
-                },
-            );
-        }
-        std::thread::current().id()
-    });
-    let exiting = t.thread().id();
-    assert_eq!(t.join().unwrap(), exiting);
-    let drops = where_.lock().unwrap().clone();
-    held.join().unwrap();
-    assert_eq!(x.apply(|v| *v), 40);
-    assert_eq!(load(&ran), 0, "continuations ran at exit");
-    assert_eq!(
-        drops.len(),
-        80,
-        "results and captures dropped by the time the thread was joined"
-    );
-    assert!(
-        drops.iter().all(|&id| id == exiting),
-        "dropped elsewhere: {drops:?}"
-    );
     child_ok();
 }
 
@@ -883,61 +821,72 @@ fn a_clone_dropped_on_the_other_worker_before_try_unwrap_never_makes_it_fail() {
     child_ok();
 }
 
-/// Doc: "when all are full, it serves its own completions first"; "Continuations may issue more
-/// `apply_then`s (chains)"; "a chain of 100,000 (each issued by the previous continuation) runs in constant
-/// stack". A plain thread with a 256 KiB stack issues 100,000 `apply_then`s to trustee 1 without waiting
-/// (its batches fill, so its `apply_then`s run its continuations), each continuation issuing a second
-/// `apply_then` there, whose continuation issues a third (chains of 3 that keep the batches full while they
-/// run inside `apply_then`); then `wait_pending`. Then 50,000 more whose every 1,000th continuation calls
-/// `wait_pending` ("`wait_pending` inside a continuation on a plain thread works: it waits for the others"),
-/// run inside the thread's full-batch `apply_then`s. Measured: the counts, or a stack overflow.
+/// A value that sets its flag when dropped.
+struct Flags(Arc<AtomicBool>);
+
+impl Drop for Flags {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Doc: "the trustee drops the value only once every request and count change sent before its count reached
+/// zero has been served (and every one a thread had issued by then but not yet published ...)"; "nothing in
+/// flight can touch the value after it left". Per round, the only handle of a value of trustee 1 is used on
+/// worker 0 for an `apply_then` (whose closure records whether the value was dropped already, without
+/// touching it) and then handed to the main thread, which drops it at once: (a) a fiber of worker 0 issues
+/// it and sends the handle over a std channel, then spins 5 ms without yielding (its worker cannot publish
+/// meanwhile); (b) a closure of trustee 0 that the main thread applies issues it and returns the handle.
+/// 100 rounds each. Measured: closures that ran after their value's drop, and values dropped, per way.
 #[test]
-fn continuations_that_issue_into_full_batches_from_a_small_stack() {
+fn a_handle_handed_over_right_after_an_apply_then_on_a_worker_keeps_its_value_until_it_ran() {
     let _s = serial();
     in_child!(
-        "continuations_that_issue_into_full_batches_from_a_small_stack",
+        "a_handle_handed_over_right_after_an_apply_then_on_a_worker_keeps_its_value_until_it_ran",
         10
     );
-    let t = rt().trustee(1).entrust(0u64);
-    let t2 = t.clone();
-    let ran = std::thread::Builder::new()
-        .stack_size(256 << 10)
-        .spawn(move || {
-            let ran = Rc::new(Cell::new(0u64));
-            for _ in 0..100_000 {
-                let (ta, tb, r) = (t2.clone(), t2.clone(), ran.clone());
-                t2.apply_then(
-                    |v| *v += 1,
-                    move |()| {
-                        ta.apply_then(
-                            |v| *v += 1,
-                            move |()| tb.apply_then(|v| *v += 1, move |()| r.set(r.get() + 1)),
-                        )
-                    },
-                );
+    calibrate();
+    let on0 = rt().trustee(0).entrust(());
+    let late = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let mut flags = Vec::new();
+    for _ in 0..100 {
+        for (way, late) in late.iter().enumerate() {
+            let dropped = Arc::new(AtomicBool::new(false));
+            flags.push(dropped.clone());
+            let x = rt().trustee(1).entrust(Flags(dropped.clone()));
+            let late = late.clone();
+            let touch = move |_: &mut Flags| {
+                if dropped.load(Ordering::SeqCst) {
+                    late.fetch_add(1, Ordering::SeqCst);
+                }
+            };
+            if way == 0 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let f = spawn_on(0, move || {
+                    x.apply_then(touch, |()| ());
+                    tx.send(x).unwrap();
+                    let until = Instant::now() + Duration::from_millis(5);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                });
+                drop(rx.recv().unwrap());
+                f.join().unwrap();
+            } else {
+                drop(on0.apply(move |_| {
+                    x.apply_then(touch, |()| ());
+                    x
+                }));
             }
-            wait_pending();
-            let chains = ran.get();
-            let (nested, seen) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
-            for i in 0..50_000u64 {
-                let (n, s) = (nested.clone(), seen.clone());
-                t2.apply_then(
-                    |v| *v += 1,
-                    move |()| {
-                        s.set(s.get() + 1);
-                        if i % 1000 == 999 {
-                            wait_pending();
-                            n.set(n.get() + 1);
-                        }
-                    },
-                );
-            }
-            wait_pending();
-            (chains, nested.get(), seen.get())
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    assert_eq!((ran, t.apply(|v| *v)), ((100_000, 50, 50_000), 350_000));
+        }
+    }
+    eventually("every value dropped", || {
+        flags.iter().all(|f| f.load(Ordering::SeqCst))
+    });
+    assert_eq!(
+        late.map(|l| load(&l)),
+        [0, 0],
+        "closures run after their value's drop, per way"
+    );
     child_ok();
 }
