@@ -159,7 +159,8 @@ fn an_apply_then_from_a_closure_inlined_in_a_fibers_continuation_has_no_issuer_t
 /// an idle channel (nothing in flight) goes at once, so a lone `apply_then` ... never waits for the thread's
 /// next call." A fresh thread's first call is a lone `launch_then` on a latch of trustee 0, and a second
 /// thread (which called trustee 0 before) does the same; each then blocks on a std channel until the launched
-/// fiber has sent it a message. Measured: whether each message came within 1 s.
+/// fiber has sent it a message. Measured: both messages came within 1 s, every run. (`launch_then`'s rustdoc
+/// still says a plain thread's launch is sent "with the thread's next publish ..., not necessarily at once".)
 #[test]
 fn a_lone_launch_then_from_a_thread_that_then_idles_starts_its_fiber() {
     let _s = serial();
@@ -312,7 +313,8 @@ impl Wake for HandlesWaker {
 /// handle of two values (one per trustee): 8 `Waker`s of `apply_async` futures answered together (woken by
 /// the trustee, from its relay, or by the next poll), the results of 8 futures dropped before their answer,
 /// the destructors of 8 entrusted values dropped by their last handle, and the results of 8 unjoined fibers.
-/// Measured: panics escaping a clone or drop, and where each of the 64 `Named` values was dropped.
+/// Measured, every run: no clone or drop panicked, and each of the 64 `Named` values was dropped once, on
+/// `trust-worker-<its trustee>`.
 #[test]
 fn handles_cloned_and_dropped_by_wakers_and_destructors_the_trustees_run() {
     let _s = serial();
@@ -773,7 +775,7 @@ fn a_launched_fibers_chain_launches_on_its_latch_while_an_apply_waits_for_it() {
 /// trustee 1 that the main thread `apply`s, (b) in a fiber of worker 1 that the main thread joins, (c) in the
 /// continuation of that fiber's `apply_then` to trustee 0, run by worker 1's scheduler before the fiber's
 /// `wait_pending` returns, (d) in a closure of trustee 1 that a fiber of worker 0 applies. 300 rounds each.
-/// Measured: how many `try_unwrap`s failed, per way.
+/// Measured: how many `try_unwrap`s failed, per way: `[0, 0, 0, 0]`, every run.
 #[test]
 fn a_clone_dropped_on_the_other_worker_before_try_unwrap_never_makes_it_fail() {
     let _s = serial();
@@ -837,7 +839,8 @@ impl Drop for Flags {
 /// touching it) and then handed to the main thread, which drops it at once: (a) a fiber of worker 0 issues
 /// it and sends the handle over a std channel, then spins 5 ms without yielding (its worker cannot publish
 /// meanwhile); (b) a closure of trustee 0 that the main thread applies issues it and returns the handle.
-/// 100 rounds each. Measured: closures that ran after their value's drop, and values dropped, per way.
+/// 100 rounds each. Measured, every run: no closure ran after its value's drop (`[0, 0]`), and all 200
+/// values were dropped.
 #[test]
 fn a_handle_handed_over_right_after_an_apply_then_on_a_worker_keeps_its_value_until_it_ran() {
     let _s = serial();
