@@ -6,20 +6,22 @@
 //! and `into_inner`; 32 KiB by value to and from fibers through every call; clones dropped on the other
 //! worker just before `try_unwrap`; a handle handed over by a worker right after its `apply_then`.
 //!
-//! Findings (ignored tests; each one's doc gives the measurement):
-//! - `a_launched_fibers_chain_that_applies_to_its_own_latch_then_wait_pending`,
+//! Findings (each test's doc gives the measurement):
+//! - Fixed: `a_launched_fibers_chain_that_applies_to_its_own_latch_then_wait_pending`,
 //!   `a_launched_fibers_inline_closure_queues_on_its_own_latch_then_the_fiber_applies`,
 //!   `a_launched_fibers_chain_launches_on_its_latch_while_an_apply_waits_for_it`: a fiber launched on a latch
-//!   hangs for good (the latch with it) when a request on that latch is issued for it from a continuation of
-//!   its chain, or from a closure it applies inline: the own-latch checks look at the running fiber outside
+//!   hung for good (the latch with it) when a request on that latch was issued for it from a continuation of
+//!   its chain, or from a closure it applies inline: the own-latch checks looked at the running fiber outside
 //!   delegated closures only. Issued by the fiber itself, the same `apply_then` panics naming the latch, and
-//!   the same `launch_then` starts at once (control test passes).
-//! - `an_apply_then_from_a_closure_inlined_in_a_fibers_continuation_has_no_issuer_that_waits`: the doc says
-//!   such an `apply_then` has no issuer that can wait; the fiber whose continuation ran the closure waits for
-//!   it and gets its panic.
-//! - `coroutines_cancelled_inside_try_unwrap_and_into_inner_leave_counts_exact`: a coroutine cancelled inside
-//!   `try_unwrap` while another handle lives leaves the value's count one too high: never dropped until
-//!   shutdown (`into_inner`, and `try_unwrap` of the only handle, are exact).
+//!   the same `launch_then` starts at once (control test). Now an inline closure's `apply_then` there panics
+//!   too, a chain's counts for the worker (it runs once the fiber has ended, as review 12 has it), and a
+//!   chain's `launch_then` starts at once.
+//! - Fixed: `an_apply_then_from_a_closure_inlined_in_a_fibers_continuation_has_no_issuer_that_waits`: the doc
+//!   says such an `apply_then` has no issuer that can wait; the fiber whose continuation ran the closure
+//!   waited for it and got its panic.
+//! - Fixed: `coroutines_cancelled_inside_try_unwrap_and_into_inner_leave_counts_exact`: a coroutine cancelled
+//!   inside `try_unwrap` while another handle lives left the value's count one too high: never dropped until
+//!   shutdown (`into_inner`, and `try_unwrap` of the only handle, were exact).
 //! - `a_32_kib_result_of_apply_async_comes_back_to_a_fiber`, `a_32_kib_result_of_launch_then_comes_back_to_a_fiber`,
 //!   `a_32_kib_value_taken_back_by_try_unwrap_in_a_fiber`, `a_32_kib_continuation_capture_from_a_fiber`:
 //!   "a 32 KiB one fits" a 256 KiB fiber stack (debug build) for `apply`, `apply_with`, `apply_then` results,
@@ -116,8 +118,8 @@ fn within_or_exit<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + '
 /// Ok(()))`: the request counts for the fiber whose chain ran the closure (`Worker::issuer` takes the
 /// continuation's owner, `continuing`, inside a delegated closure), so its `wait_pending` waits for it and
 /// resumes its panic. Harmless here, but the doc says otherwise, and the next tests show where it hangs.
+/// Fixed: inside a delegated closure the issuer is the worker, whoever applied the closure inline.
 #[test]
-#[ignore = "review 38: the fiber whose chain ran the closure waits for that apply_then and resumes its panic (Err(\"inner\")), against the doc"]
 fn an_apply_then_from_a_closure_inlined_in_a_fibers_continuation_has_no_issuer_that_waits() {
     let _s = serial();
     in_child!(
@@ -207,10 +209,11 @@ fn a_lone_launch_then_from_a_thread_that_then_idles_starts_its_fiber() {
 /// issues an `apply_then` on `L`; the fiber then calls `wait_pending`. That `apply_then` counts for the
 /// fiber and waits until every fiber launched on `L` has ended, this one included. Measured, every run:
 /// `HUNG: no answer within 1 s`, both trustees still serving others: the check that refuses a launched
-/// fiber's `apply_then` on its own latch looks at the running fiber only, and a continuation runs as the
-/// worker while it counts for the fiber.
+/// fiber's `apply_then` on its own latch looked at the running fiber only, and a continuation runs as the
+/// worker while it counts for the fiber. Fixed: a request on the latch from the chain of a fiber launched on
+/// it counts for the worker, not for the chain (`Worker::chain_launched_on`, as review 12 wants it: it runs
+/// once the fiber has ended), so the fiber's `wait_pending` returns, and the increment lands after `launch`.
 #[test]
-#[ignore = "review 38: a launched fiber's chain queues an apply_then on its own latch, and the fiber's wait_pending waits for it for good (HUNG)"]
 fn a_launched_fibers_chain_that_applies_to_its_own_latch_then_wait_pending() {
     let _s = serial();
     in_child!(
@@ -237,6 +240,9 @@ fn a_launched_fibers_chain_that_applies_to_its_own_latch_then_wait_pending() {
     assert_eq!(l.apply(|latch| *latch.get_mut()), 1);
     child_ok();
 }
+
+/// The start of the panic message of an `apply_then` on the latch whose `launch` runs the fiber.
+const OWN_LATCH_THEN: &str = "`apply_then` on the `Trust<Latch<T>>` whose `launch` runs this fiber";
 
 /// Where each `Named` value was dropped: (its trustee's index, the dropping thread's name).
 static NAMED_DROPS: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
@@ -402,11 +408,12 @@ fn handles_cloned_and_dropped_by_wakers_and_destructors_the_trustees_run() {
 /// fiber launched on latch `L` (trustee 0) applies inline to a plain value `x` of trustee 0; that closure
 /// issues an `apply_then` on `L` (free only once every launched fiber has ended, this one included); the
 /// fiber then applies to `x` again, outside any closure. Measured, every run: `HUNG: no answer within 1 s`,
-/// both trustees still serving others: inside the closure the own-latch check does not apply (it looks at
-/// the fiber outside delegated closures), the request queues to self counted for the fiber, and the fiber's
-/// next `apply` goes behind it, waiting for the fiber itself to end.
+/// both trustees still serving others: inside the closure the own-latch check did not apply (it looked at
+/// the fiber outside delegated closures), the request queued to self counted for the fiber, and the fiber's
+/// next `apply` went behind it, waiting for the fiber itself to end. Fixed: the check also covers closures
+/// the fiber applies inline, so the `apply_then` panics inside the closure, naming the latch, and the panic
+/// comes out of the fiber's `apply` and its `launch`; the latch is untouched.
 #[test]
-#[ignore = "review 38: a launched fiber's inline closure queues an apply_then on its own latch; the fiber's next apply to that trustee waits behind it for good (HUNG)"]
 fn a_launched_fibers_inline_closure_queues_on_its_own_latch_then_the_fiber_applies() {
     let _s = serial();
     in_child!(
@@ -425,12 +432,11 @@ fn a_launched_fibers_inline_closure_queues_on_its_own_latch_then_the_fiber_appli
         }))
         .map_err(panic_message)
     });
-    match got {
-        Ok(v) => assert_eq!(v, 5),
-        Err(m) => assert!(m.contains("apply_then"), "{m}"),
-    }
+    let message = got.expect_err("the inline closure's apply_then on the fiber's own latch panics");
+    assert!(message.contains(OWN_LATCH_THEN), "{message}");
     wait_pending();
-    assert_eq!(l.apply(|latch| *latch.get_mut()), 1);
+    assert_eq!(l.apply(|latch| *latch.get_mut()), 0);
+    assert_eq!(x.apply(|v| *v), 5);
     child_ok();
 }
 
@@ -443,9 +449,9 @@ fn a_launched_fibers_inline_closure_queues_on_its_own_latch_then_the_fiber_appli
 /// 1)]` a second after the last handle went, `[(1, 1), ...]` only after `shutdown`: the cancelled
 /// `try_unwrap`'s handle was given up as `ManuallyDrop` before the wait, and the trustee's "not the last"
 /// verdict restores its count (`begin_take`, `give_back`) for a handle nobody holds any more. Review 34
-/// fixed the same shape in `entrust`.
+/// fixed the same shape in `entrust`. Fixed: the verdict carries the handle the trustee counted again, so a
+/// waiter that is gone drops it with the verdict.
 #[test]
-#[ignore = "review 38: a coroutine cancelled inside try_unwrap (another handle alive) leaves the count one too high: the value is never dropped until shutdown"]
 fn coroutines_cancelled_inside_try_unwrap_and_into_inner_leave_counts_exact() {
     let _s = serial();
     in_child!(
@@ -621,7 +627,7 @@ fn a_32_kib_value_comes_back_to_a_fiber_by_launch_and_into_inner() {
 /// (worker 1, the local shortcut, too); 24 KiB overflows as well, 16 KiB fits. A blocking `apply` of the same
 /// 32 KiB result fits (session 10): the future's result is not boxed on its way back.
 #[test]
-#[ignore = "review 38: a 32 KiB apply_async result overflows a fiber's 256 KiB stack (debug build; 24 KiB too), where apply's fits"]
+#[ignore = "KNOWN LIMIT (docs/delegation.md, Fibers): review 38: a 32 KiB apply_async result overflows a fiber's 256 KiB stack (debug build; 24 KiB too), where apply's fits"]
 fn a_32_kib_result_of_apply_async_comes_back_to_a_fiber() {
     let _s = serial();
     in_child!("a_32_kib_result_of_apply_async_comes_back_to_a_fiber", 10);
@@ -636,7 +642,7 @@ fn a_32_kib_result_of_apply_async_comes_back_to_a_fiber() {
 /// stack" whichever worker issued it: the launched fiber itself overflows returning its result (`launch` of
 /// the same closure fits; 24 KiB fits).
 #[test]
-#[ignore = "review 38: a launched fiber of launch_then returning 32 KiB overflows its 256 KiB stack (debug build), where launch's fits"]
+#[ignore = "KNOWN LIMIT (docs/delegation.md, Fibers): review 38: a launched fiber of launch_then returning 32 KiB overflows its 256 KiB stack (debug build), where launch's fits"]
 fn a_32_kib_result_of_launch_then_comes_back_to_a_fiber() {
     let _s = serial();
     in_child!("a_32_kib_result_of_launch_then_comes_back_to_a_fiber", 10);
@@ -648,7 +654,7 @@ fn a_32_kib_result_of_launch_then_comes_back_to_a_fiber() {
 /// `try_unwrap`. Measured (debug build): the process aborts, "fiber on thread 'trust-worker-0' has overflowed
 /// its 256 KiB stack" (worker 1 too); `into_inner` of the same value fits, and so does `try_unwrap` of 24 KiB.
 #[test]
-#[ignore = "review 38: try_unwrap of a 32 KiB value overflows a fiber's 256 KiB stack (debug build), where into_inner's fits"]
+#[ignore = "KNOWN LIMIT (docs/delegation.md, Fibers): review 38: try_unwrap of a 32 KiB value overflows a fiber's 256 KiB stack (debug build), where into_inner's fits"]
 fn a_32_kib_value_taken_back_by_try_unwrap_in_a_fiber() {
     let _s = serial();
     in_child!("a_32_kib_value_taken_back_by_try_unwrap_in_a_fiber", 10);
@@ -666,7 +672,7 @@ fn a_32_kib_value_taken_back_by_try_unwrap_in_a_fiber() {
 /// with `launch_then`'s continuation): the continuation is not boxed as the closure is, while the same
 /// capture in the closure of `apply`, `apply_async`, `spawn` or `launch` fits (test above).
 #[test]
-#[ignore = "review 38: an apply_then continuation capturing 32 KiB overflows the issuing fiber's 256 KiB stack (debug build; launch_then's too)"]
+#[ignore = "KNOWN LIMIT (docs/delegation.md, Fibers): review 38: an apply_then continuation capturing 32 KiB overflows the issuing fiber's 256 KiB stack (debug build; launch_then's too)"]
 fn a_32_kib_continuation_capture_from_a_fiber() {
     let _s = serial();
     in_child!("a_32_kib_continuation_capture_from_a_fiber", 10);
@@ -746,9 +752,9 @@ fn a_launched_fiber_launches_on_its_latch_while_an_apply_waits_for_it() {
 /// at once (a launch by a fiber launched on the latch does not wait behind the waiting apply, test above);
 /// from its continuation, which counts for the fiber but runs as the worker, it queues behind the apply,
 /// which waits for the fiber, whose `wait_pending` waits for the launch. Measured: neither the launch nor the
-/// apply returned within 1 s (`(false, false)`), every run.
+/// apply returned within 1 s (`(false, false)`), every run. Fixed: a launch from the chain of a fiber
+/// launched on the latch does not wait behind the apply either (`Worker::runs_launched_on`).
 #[test]
-#[ignore = "review 38: a launch_then from a launched fiber's continuation queues behind a plain apply waiting for that fiber, whose wait_pending waits for it (HUNG)"]
 fn a_launched_fibers_chain_launches_on_its_latch_while_an_apply_waits_for_it() {
     let _s = serial();
     in_child!(

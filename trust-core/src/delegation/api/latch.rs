@@ -227,9 +227,9 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// Never on the trustee.
     ///
     /// The fiber starts after the requests this thread (or worker) sent the trustee before, like an
-    /// `apply_then` issued now; and, like one, from a plain thread it is sent with the thread's next publish
-    /// (see `apply_then`), not necessarily at once: a thread that spins waiting for the fiber to start must
-    /// call [`wait_pending`](crate::wait_pending) or make a blocking call first. Nothing waits for it: later requests — to the latch (which wait only
+    /// `apply_then` issued now; and, like one, from a plain thread it goes at once only when its channel is
+    /// idle, else with the thread's next publish (see `apply_then`): a thread that spins waiting for the fiber
+    /// to start must call [`wait_pending`](crate::wait_pending) or make a blocking call first. Nothing waits for it: later requests — to the latch (which wait only
     /// while launched fibers share it, as always), or another `launch_then` — go ahead, so many launched
     /// fibers can run at once, and one may wait for something a later request does. Continuations run in
     /// the order their fibers finish. A panic in `f` (or in `then`) is kept and resumed by the issuer's next

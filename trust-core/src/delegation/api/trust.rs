@@ -219,8 +219,14 @@ impl<T: Send + 'static> Trust<T> {
                 worker.client.borrow_mut().ready.push_back(cont);
                 return;
             }
+            if worker.chain_launched_on(job.property.get() as usize) {
+                // From the chain of a fiber launched on this latch: the request runs once every launched fiber
+                // has ended, that one too, so it counts for the worker, not for the chain (the fiber's
+                // `wait_pending` would wait for itself).
+                return worker.outside_chain(|| call::post_then_to_self(worker, job, then));
+            }
             assert!(
-                !worker.runs_launched_on(job.property.get() as usize),
+                !worker.fiber_launched_on(job.property.get() as usize),
                 "{APPLY_THEN_ON_OWN_LATCH}"
             );
         }
@@ -371,13 +377,8 @@ impl<T: Send + 'static> Trust<T> {
     /// Inside a delegated closure and in an `apply_then` continuation on a worker (the trustee cannot wait
     /// there), and after [`Runtime::shutdown`](crate::Runtime::shutdown).
     pub fn try_unwrap(self) -> Result<T, Trust<T>> {
-        let trustee = self.trustee;
-        let property = self.property_ptr();
-        match self.take(true) {
-            Some(value) => Ok(value),
-            // SAFETY: on failure the trustee counted this handle again before answering (see `begin_take`).
-            None => Err(unsafe { Trust::from_raw(property, trustee) }),
-        }
+        self.take(true)
+            .map_err(|handle| handle.expect("`try_unwrap` gets its handle back when it fails"))
     }
 
     /// Returns the value if this is the last handle, else drops the handle and returns `None`; like
@@ -394,12 +395,13 @@ impl<T: Send + 'static> Trust<T> {
     ///
     /// As `try_unwrap`.
     pub fn into_inner(self) -> Option<T> {
-        self.take(false)
+        self.take(false).ok()
     }
 
-    /// Gives up this handle's count and waits for the trustee's verdict; with `give_back`, a `None` verdict
-    /// came with the count restored.
-    fn take(self, give_back: bool) -> Option<T> {
+    /// Gives up this handle's count and waits for the trustee's verdict: the value, or (with `give_back`) a
+    /// handle the trustee counted again. The handle travels in the verdict, not its count alone: a caller that
+    /// stops waiting (a `may` coroutine cancelled meanwhile) drops it with the verdict, and the count with it.
+    fn take(self, give_back: bool) -> Result<T, Option<Trust<T>>> {
         let caller = context::worker();
         if caller.is_some() && (context::in_delegated() || context::fiber().is_none()) {
             panic!("{TAKE_ON_TRUSTEE}");
@@ -414,13 +416,14 @@ impl<T: Send + 'static> Trust<T> {
         }
         let this = std::mem::ManuallyDrop::new(self);
         let property = SendPtr(this.property.as_ptr());
-        let (verdict, promise) = fiber::promise::<Option<T>>();
+        let trustee = this.trustee;
+        let (verdict, promise) = fiber::promise::<Result<T, Option<Trust<T>>>>();
         if this.is_local() {
             // SAFETY: on the trustee, for the count this handle owns (the handle is not dropped).
-            unsafe { begin_take(property, promise, give_back) };
+            unsafe { begin_take(property, trustee, promise, give_back) };
         } else {
             // SAFETY: as above, on the trustee; the handle's count keeps the property live until the record runs.
-            let begin = move || unsafe { begin_take(property, promise, give_back) };
+            let begin = move || unsafe { begin_take(property, trustee, promise, give_back) };
             call::call_from(caller, this.trustee.shared, job::Always(begin));
         }
         match verdict.join() {
@@ -431,24 +434,32 @@ impl<T: Send + 'static> Trust<T> {
 }
 
 /// On the trustee: gives up a handle's count and retires the property to a taker that keeps `promise` (the
-/// value, or `None`; with `give_back`, `None` comes with the count restored).
+/// value, or with `give_back` a handle counted again, else nothing).
 ///
 /// # Safety
-/// On `p`'s trustee thread, for a count the caller owned.
-unsafe fn begin_take<T: Send + 'static>(p: SendPtr<Property<T>>, promise: Promise<Option<T>>, give_back: bool) {
+/// On `p`'s trustee thread (`trustee`'s), for a count the caller owned.
+unsafe fn begin_take<T: Send + 'static>(
+    p: SendPtr<Property<T>>,
+    trustee: Trustee,
+    promise: Promise<Result<T, Option<Trust<T>>>>,
+    give_back: bool,
+) {
     let h: *mut Header = p.get().cast();
     // SAFETY: by the contract. Whether the count reached zero is decided at settlement, by the taker.
     let _ = unsafe { property::add_refs(h, -1) };
     let taker = move |unreferenced: bool| {
         if unreferenced {
             // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
-            promise.keep(Some(unsafe { property::take_unregistered(p.get()) }));
+            promise.keep(Ok(unsafe { property::take_unregistered(p.get()) }));
+        } else if give_back {
+            // SAFETY: still registered (referenced), on its trustee: the new count is the handle's.
+            let handle = unsafe {
+                property::incref(h);
+                Trust::from_raw(p.get(), trustee)
+            };
+            promise.keep(Err(Some(handle)));
         } else {
-            if give_back {
-                // SAFETY: still registered (referenced), on its trustee.
-                unsafe { property::incref(h) };
-            }
-            promise.keep(None);
+            promise.keep(Err(None));
         }
     };
     context::worker()

@@ -397,6 +397,15 @@ impl Scheduler {
         pending[id].get_or_insert_with(Rc::default).clone()
     }
 
+    /// The fiber whose `apply_then` bookkeeping `owner` is, if a live fiber's (a continuation's issuer, say;
+    /// looked up only on the rare paths that ask).
+    pub(crate) fn fiber_of(&self, owner: &Rc<Pending>) -> Option<usize> {
+        self.pending
+            .borrow()
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| Rc::ptr_eq(p, owner)))
+    }
+
     /// Fiber `id` was started by `launch` on the property at `property`, until it ends.
     pub(crate) fn set_launched(&self, id: usize, property: usize) {
         let mut launched = self.launched.borrow_mut();

@@ -237,15 +237,18 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (r
 impl Worker {
     /// Whom an `apply_then` or `launch_then` issued on this worker counts for (whose `wait_pending` waits for
     /// it): the running fiber; outside a fiber, the issuer of the continuation running now, so that a chain
-    /// of them counts for the fiber (or thread) that started it; else the worker itself.
+    /// of them counts for the fiber (or thread) that started it; inside a delegated closure (even one a fiber
+    /// or a continuation applies inline), or else, the worker itself, for whom nothing waits.
     pub(crate) fn issuer(&self) -> Rc<Pending> {
-        if let Some((_, id)) = self.fiber.get().filter(|_| !self.in_delegated()) {
-            return self.scheduler.pending_of(id);
+        if !self.in_delegated() {
+            if let Some((_, id)) = self.fiber.get() {
+                return self.scheduler.pending_of(id);
+            }
+            if let Some(owner) = &*self.continuing.borrow() {
+                return owner.clone();
+            }
         }
-        match &*self.continuing.borrow() {
-            Some(owner) => owner.clone(),
-            None => self.client.borrow().pending.clone(),
-        }
+        self.client.borrow().pending.clone()
     }
 
     /// Whom a request to this worker's own trustee counts for in issue order (see `call::ToSelf`): the
@@ -260,13 +263,42 @@ impl Worker {
         }
     }
 
-    /// True when the running fiber, outside a delegated closure, is one launched on `property` (a
-    /// `Trust<Latch<T>>`'s): a request that waits for the launched fibers to end would wait for itself.
-    pub(crate) fn runs_launched_on(&self, property: usize) -> bool {
+    /// True when the running fiber, or a closure it applies inline (which runs within its `apply`), is one
+    /// launched on `property` (a `Trust<Latch<T>>`'s): a request that waits for the launched fibers to end
+    /// would wait for itself.
+    pub(crate) fn fiber_launched_on(&self, property: usize) -> bool {
         self.fiber
             .get()
-            .filter(|_| !self.in_delegated())
             .is_some_and(|(_, id)| self.scheduler.is_launched_on(id, property))
+    }
+
+    /// True when a continuation of the chain of a fiber launched on `property` runs now (on the scheduler).
+    pub(crate) fn chain_launched_on(&self, property: usize) -> bool {
+        self.fiber.get().is_none()
+            && self
+                .continuing
+                .borrow()
+                .as_ref()
+                .and_then(|owner| self.scheduler.fiber_of(owner))
+                .is_some_and(|id| self.scheduler.is_launched_on(id, property))
+    }
+
+    /// True when the code running now acts for a fiber launched on `property`: that fiber, a closure it
+    /// applies inline, or a continuation of its chain.
+    pub(crate) fn runs_launched_on(&self, property: usize) -> bool {
+        self.fiber_launched_on(property) || self.chain_launched_on(property)
+    }
+
+    /// Runs `f` outside the chain of the continuation running now: what it issues counts for the worker.
+    pub(crate) fn outside_chain<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a RefCell<Option<Rc<Pending>>>, Option<Rc<Pending>>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                *self.0.borrow_mut() = self.1.take();
+            }
+        }
+        let _restore = Restore(&self.continuing, self.continuing.take());
+        f()
     }
 
     /// True when a fiber runs, outside a delegated closure: the caller may suspend.
