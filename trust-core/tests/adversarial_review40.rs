@@ -1,20 +1,22 @@
 //! Review 40: programs written to break the promises of `docs/lock.md` that no test held yet, or held only
-//! in the easy case: poisoning by a guard that outlives the unwinding it was made in, nested `Poisonable`s,
-//! `lock_all!` with 64 locks over two ranks, every `try` form under contention, the worker's key held by a
-//! fiber across a suspension (other fibers and delegated closures of that worker), a guard held across an
-//! inlined `apply`, a `Debug` peek whose data waits for another thread, and the macro-support functions
-//! that `lock_all!`'s expansion calls.
+//! in the easy case (poisoning, 64 locks, `try` forms under contention, keys and guards in fibers, delegated
+//! closures and shutdown, `Debug` peeks, the collection table, `lock_all!`'s public support functions).
 //!
 //! Findings (each test's doc gives the measurement; the tests that show them are `#[ignore = "review 40: .."]`):
-//! - `a_poison_guard_made_during_an_unwind_and_kept_is_not_poisoned_by_a_later_panic`: a `Poisonable`
-//!   guard taken inside a `Drop` during an unwinding and kept after it is dropped by a *new* panic, and the
-//!   lock is not poisoned (the guard remembered "already panicking" from when it was made).
+//! - `a_lock_held_by_a_fiber_suspended_at_shutdown_is_released`: shutdown leaks suspended fibers without
+//!   unwinding them, so a guard one holds is leaked: the lock stays held for good while the fiber's `join`
+//!   reports a panic; the next blocking `lock` of it, anywhere, never returns.
 //! - `the_public_macro_support_acquire_takes_locks_without_a_key_and_deadlocks`: the safe, public
 //!   (`#[doc(hidden)]`) `trust_core::__private::acquire` takes any lock with no key at all; two threads that
 //!   use it in opposite orders deadlock.
+//! - `a_poison_guard_made_during_an_unwind_and_kept_is_not_poisoned_by_a_later_panic`: a `Poisonable`
+//!   guard taken inside a `Drop` during an unwinding and kept after it is dropped by a *new* panic, and the
+//!   lock is not poisoned (the guard remembered "already panicking" from when it was made).
 //! - `debug_of_a_mutex_whose_data_waits_for_a_thread_that_locks_it_hangs`: `{:?}` holds the lock (no guard
 //!   in sight) while the data's `Debug` joins a scoped thread that locks the same mutex: a hang, not the
 //!   panic the peek gives on its own thread.
+//! - `per_lock_allocations_match_the_collection_table`: the table's "no allocation" / "one small `Vec`" per
+//!   `lock` is wrong for `Vec` children and for the retrying collection.
 
 #[macro_use]
 mod common;
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use common::{calibrate, child_ok, panic_message, rt, spawn_on};
 use trust_core::lock::{
     LockAllError, LockCollection, Mutex, OwnedLockCollection, PoisonLockGuard, Poisonable,
-    RetryingLockCollection, RwLock, ThreadKey,
+    RefLockCollection, RetryingLockCollection, RwLock, ThreadKey,
 };
 use trust_core::{lock_all, lock_ranks, try_lock_all};
 
@@ -344,22 +346,21 @@ fn nested_poisonables_poison_both_levels_and_clear_one_at_a_time() {
     assert_eq!((rw.is_poisoned(), rw.child().is_poisoned()), (false, false));
 }
 
-/// Promise (docs/lock.md:34, "Never waits: Err(WouldBlock) with nothing held"; :187-188, every collection's
-/// `try_lock`/`try_read`; :221, "a failed try gives the context back"; `Poisonable::try_lock`: "otherwise
-/// `Err(key)`"). Helper threads hold `w` for writing and `r` for reading (one `lock_all!`), `pw` (a
-/// `Poisonable<RwLock>`) with their key by value, and part 1 of an owned collection through a context. The
-/// program runs every `try` form against them and a free mutex `m`, passing the key by value wherever the form
-/// allows, so a key that did not come back would show. Measured: `r.try_read` is `Ok`; `r.try_write`,
-/// `w.try_write`, `w.try_read` give the key back; a `LockCollection` of `(r, m)` `try_lock` gives the key back
-/// and leaves `m` free; a `LockCollection` of `(r,)` `try_read` is `Ok(2)`; a `RetryingLockCollection` of
-/// `(m, w)` gives the key back and leaves `m` free; `pw.try_lock` gives the key back; the context's
-/// `try_read_0` gets 5 and its `try_lock_1`, then `try_read_1`, give the context back; `try_lock_all!(read r,
-/// m)` is `Ok((2, 3))` and `try_lock_all!(r, m)` is `Err(WouldBlock)` with `m` free. After the helpers let
-/// go, every form succeeds.
+/// Promise (docs/lock.md:34, "Never waits: Err(WouldBlock) with nothing held"; :187-188, collections'
+/// `try_lock`/`try_read`; :221, "a failed try gives the context back"; `Poisonable::try_lock`: `Err(key)`).
+/// Helper threads hold `w` (write) and `r` (read) in one `lock_all!`, a `Poisonable<RwLock>` `pw` with their key
+/// by value, and part 1 of an owned collection through a context. Every `try` form runs against them and a
+/// free mutex `m`, the key passed by value where allowed (a lost key would show). Measured: each gives back
+/// exactly its key or context, shared reads succeed (2, 5), `try_lock_all!(read r, m)` is `Ok((2, 3))`,
+/// `try_lock_all!(r, m)` is `Err(WouldBlock)` with `m` free, and after the helpers go everything is free.
 #[test]
 fn every_try_form_under_contention_gives_back_exactly_what_it_was_given() {
-    let (w, r, m) = (RwLock::new(1), RwLock::new(2), Mutex::new(3));
-    let pw = Poisonable::new(RwLock::new(4));
+    let (w, r, m, pw) = (
+        RwLock::new(1),
+        RwLock::new(2),
+        Mutex::new(3),
+        Poisonable::new(RwLock::new(4)),
+    );
     let owned = OwnedLockCollection::new((RwLock::new(5), RwLock::new(6)));
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let (held_tx, held_rx) = mpsc::channel::<()>();
@@ -383,9 +384,7 @@ fn every_try_form_under_contention_gives_back_exactly_what_it_was_given() {
             let (_g1, _ctx) = owned.context(&mut key).lock_1();
             wait_done();
         });
-        for _ in 0..3 {
-            held_rx.recv().unwrap();
-        }
+        (0..3).for_each(|_| held_rx.recv().unwrap());
         let key = ThreadKey::get().unwrap();
         let key = RwLock::unlock_read(r.try_read(key).expect("readers share"));
         let key = r.try_write(key).expect_err("a reader holds r");
@@ -424,21 +423,17 @@ fn every_try_form_under_contention_gives_back_exactly_what_it_was_given() {
             Err(LockAllError::WouldBlock)
         );
         assert!(m.try_lock(&mut key).is_ok(), "m is free again");
-        for _ in 0..3 {
-            done_tx.send(()).unwrap();
-        }
-        drop(key);
+        (0..3).for_each(|_| done_tx.send(()).unwrap());
     });
-    let mut key = ThreadKey::get().unwrap();
-    assert_eq!(w.try_write(&mut key).map(|g| *g).ok(), Some(1));
-    assert_eq!(r.try_write(&mut key).map(|g| *g).ok(), Some(2));
-    assert_eq!(
-        pw.try_lock(&mut key).ok().and_then(|g| g.ok()).map(|g| **g),
-        Some(4)
+    let mut k = ThreadKey::get().unwrap();
+    let after = (
+        w.try_write(&mut k).is_ok(),
+        r.try_write(&mut k).is_ok(),
+        pw.try_lock(&mut k).is_ok(),
     );
     assert_eq!(
-        owned.try_lock(&mut key).map(|g| (*g.0, *g.1)).ok(),
-        Some((5, 6))
+        (after, owned.try_lock(&mut k).map(|g| (*g.0, *g.1)).ok()),
+        ((true, true, true), Some((5, 6)))
     );
 }
 
@@ -616,10 +611,7 @@ fn per_lock_allocations_match_the_collection_table() {
     let vec = || -> Vec<Mutex<u8>> { (0..8).map(Mutex::new).collect() };
     let (ba, bv) = (LockCollection::new(arr()), LockCollection::new(vec()));
     let (ra, rv) = (arr(), vec());
-    let (ra, rv) = (
-        trust_core::lock::RefLockCollection::new(&ra),
-        trust_core::lock::RefLockCollection::new(&rv),
-    );
+    let (ra, rv) = (RefLockCollection::new(&ra), RefLockCollection::new(&rv));
     let (oa, ov) = (
         OwnedLockCollection::new(arr()),
         OwnedLockCollection::new(vec()),
@@ -643,4 +635,85 @@ fn per_lock_allocations_match_the_collection_table() {
         [0, 0, 0, 0, 1, 1, 1, 1],
         "per lock: LockCollection/RefLockCollection none, Owned/Retrying one Vec (array child, Vec child)"
     );
+}
+
+/// Promise (docs/lock.md:236-238, a panic "releases every lock; a key held by value is dropped and returns to
+/// its thread"; :242-244, `Poisonable` is poisoned by "a panic while one of its *write* guards lives";
+/// docs/delegation.md:100, a closure's panic is resumed by the issuer). Closures delegated to worker 1 take
+/// worker 1's key by value, lock a `Poisonable<Mutex>` and a plain `Mutex` through it, write, and panic: once
+/// from a plain thread, once from a fiber on worker 1 (the local shortcut: the closure runs inline in the
+/// fiber, which itself holds no key). Measured: each issuer gets the closure's panic message back; the
+/// `Poisonable` is poisoned with the half-done value 1 (then 2), the plain mutex holds 1 (then 2) unpoisoned;
+/// afterwards the next closure on worker 1, and the fiber itself, get worker 1's key back, and both locks are
+/// free.
+#[test]
+fn a_delegated_closure_that_panics_holding_the_workers_key_releases_and_poisons_exactly() {
+    in_child!(
+        "a_delegated_closure_that_panics_holding_the_workers_key_releases_and_poisons_exactly",
+        20
+    );
+    calibrate();
+    static P: Poisonable<Mutex<u32>> = Poisonable::new(Mutex::new(0));
+    static M: Mutex<u32> = Mutex::new(0);
+    fn write_and_panic(who: &str) {
+        let key = ThreadKey::get().expect("worker 1's key is free");
+        let mut p = match P.lock(key) {
+            Ok(g) => g,
+            Err(e) => e.into_inner(),
+        };
+        **p += 1;
+        assert!(ThreadKey::get().is_none(), "the guard holds the key");
+        panic!("{who} panics under the guard");
+    }
+    let on1 = rt().trustee(1).entrust(());
+    let from_thread = catch_unwind(AssertUnwindSafe(|| {
+        on1.apply(|_| {
+            let mut key = ThreadKey::get().expect("worker 1's key is free");
+            *M.lock(&mut key) += 1;
+            drop(key);
+            write_and_panic("the thread's closure")
+        })
+    }));
+    assert_eq!(
+        panic_message(from_thread.unwrap_err()),
+        "the thread's closure panics under the guard"
+    );
+    assert_eq!(
+        on1.apply(|_| ThreadKey::get().map(|mut k| (P.is_poisoned(), *M.lock(&mut k)))),
+        Some((true, 1))
+    );
+    let on1_for_fiber = on1.clone();
+    let fiber = spawn_on(1, move || {
+        let inline = catch_unwind(AssertUnwindSafe(|| {
+            on1_for_fiber.apply(|_| {
+                let mut key = ThreadKey::get().expect("worker 1's key is free");
+                *M.lock(&mut key) += 1;
+                drop(key);
+                write_and_panic("the fiber's inline closure")
+            })
+        }))
+        .map_err(panic_message);
+        let after = ThreadKey::get().map(|mut k| {
+            let p = P.lock(&mut k).map_or_else(|e| ***e.get_ref(), |g| **g);
+            (p, *M.lock(&mut k))
+        });
+        (inline, after)
+    });
+    assert_eq!(
+        fiber.join().unwrap(),
+        (
+            Err("the fiber's inline closure panics under the guard".to_string()),
+            Some((2, 2))
+        )
+    );
+    let mut key = ThreadKey::get().unwrap();
+    assert_eq!(
+        (
+            P.is_poisoned(),
+            P.try_lock(&mut key).map(|r| r.is_err()).ok(),
+            M.try_lock(&mut key).map(|g| *g).ok()
+        ),
+        (true, Some(true), Some(2))
+    );
+    child_ok();
 }
