@@ -3,16 +3,27 @@
 //! method name on `Pile<u64>` and `Pile<String>`), stubs of an object called from inside its own method
 //! (`_then` queues, `_async` polled there), `&T` / `&[T]` arguments cloned "on the caller's thread" through
 //! every stub (an `_async` future dropped unpolled included), `_then` and `_async` stubs from a `may`
-//! coroutine, an argument whose `Drop` panics in an `_async` future dropped after its first poll, `pub(super)`
+//! coroutine, an argument whose `Drop` panics in `_async` futures dropped before and after their first poll,
+//! stubs called from an entrusted value's `Drop` (which runs on its trustee), `pub(super)` / `pub(crate)`
 //! methods of an impl block in a child module, and 32 KiB results and arguments through the stubs from a
 //! fiber.
 //!
-//! Findings (each test's doc gives the measurement): see the `#[ignore = "review 39: .."]` tests. The
-//! compile-time findings are UI cases under `ui-tests/tests/ui/entrust/` (`cfg-attr-allow`, `cfg-attr-skip`,
-//! `expect-attribute`, `deprecated-method`, `never-return`, `macro-generated-method`,
-//! `raw-identifier-shadowed`, `impl-where-self`).
+//! Findings (each test's doc gives the measurement):
+//! - `a_32_kib_argument_through_the_blocking_stub_in_a_fiber`, `a_32_kib_argument_through_the_then_stub_in_a_fiber`,
+//!   `a_32_kib_argument_through_the_async_stub_in_a_fiber` (ignored): a 32 KiB argument by value through a
+//!   stub overflows a fiber's 256 KiB stack (debug build; the process aborts) where the hand-written
+//!   `apply_with`, `apply_then` and `apply_async` with the same 32 KiB fit: the blocking stub on the local
+//!   shortcut, the `_then` and `_async` stubs on both workers.
+//! - Doc: a blocking stub called from an entrusted value's `Drop` to another trustee panics there, and the
+//!   call is lost (`stubs_called_from_the_drop_of_an_entrusted_value` pins it); the docs give that rule for
+//!   delegated methods and closures only.
+//! - Compile time: UI cases under `ui-tests/tests/ui/entrust/` (`cfg-attr-allow`, `cfg-attr-skip`,
+//!   `expect-attribute`, `deprecated-method`, `never-return`, `macro-generated-method`,
+//!   `raw-identifier-shadowed`, `impl-where-self`, `self-in-array-length`, `impl-through-renamed-import`),
+//!   indexed in `ui-tests/README.md`.
 //!
-//! Tests that could abort or hang run in a child process of their own with a deadline (`in_child!`).
+//! Held: every other test here. Tests that could abort or hang run in a child process of their own, one at a
+//! time, with a deadline (`in_child!`).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -366,6 +377,108 @@ fn an_argument_whose_drop_panics_in_async_futures_dropped_before_and_after_their
     assert_eq!(caught, 20);
     assert_eq!(wait_for(&drops, 41, 2_000), 41);
     assert_eq!(s.taken(), 21);
+    child_ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 4b. Stubs called from the `Drop` of an entrusted value, which runs on its trustee.
+
+/// Records the values it is given.
+#[entrust]
+#[derive(Debug, Default)]
+pub struct Log {
+    seen: Vec<u64>,
+}
+
+#[entrust]
+impl Log {
+    pub fn record(&mut self, n: u64) -> usize {
+        self.seen.push(n);
+        self.seen.len()
+    }
+    pub fn seen(&self) -> Vec<u64> {
+        self.seen.clone()
+    }
+}
+
+/// Reports `n` to `log` when dropped: through the `_then` stub, or the blocking one.
+#[entrust]
+#[derive(Debug)]
+pub struct Audited {
+    n: u64,
+    log: Trust<Log>,
+    blocking: bool,
+}
+
+#[entrust]
+impl Audited {
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+}
+
+/// The message of the last blocking report that panicked in `Audited::drop`.
+static DROP_PANIC: Mutex<String> = Mutex::new(String::new());
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        if self.blocking {
+            let (log, n) = (&self.log, self.n);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| log.record(n))) {
+                *DROP_PANIC.lock().unwrap() = panic_message(p);
+            }
+        } else {
+            self.log.record_then(self.n, |_| ());
+        }
+    }
+}
+
+/// docs/entrust.md: the `_then` stub is `apply_then`, the blocking stub `apply`; "a blocking stub called from
+/// inside a delegated method on *another* trustee panics"; docs/delegation.md: "the last handle drops the
+/// value on its trustee, exactly once", "`apply_then` is allowed inside delegated closures". Values on trustee
+/// 0 whose `Drop` reports `n` to a `Log`, each value's last handle dropped from this thread: (1) by
+/// `record_then` to a log on trustee 1, (2) by `record_then` to a log on trustee 0 (its own trustee), (3) by
+/// the blocking `record` to the log on trustee 0 (the local shortcut), (4) by the blocking `record` to the log
+/// on trustee 1. Measured: 1, 2 and 3 arrive once each (logs `[1]` and `[2, 3]`); 4 panics in the destructor,
+/// "blocking delegation from inside a delegated closure ..." (caught there; uncaught, the runtime prints
+/// "trust: a property's destructor panicked on its trustee; the trustee keeps serving"), and its report is
+/// lost. The docs state that rule for delegated methods and closures only, not for an entrusted value's
+/// `Drop`, which runs on its trustee as they do (review 39 doc finding).
+#[test]
+fn stubs_called_from_the_drop_of_an_entrusted_value() {
+    let _s = serial();
+    in_child!("stubs_called_from_the_drop_of_an_entrusted_value", 10);
+    let log1: Trust<Log> = rt().trustee(1).entrust(Log::default());
+    let log0: Trust<Log> = rt().trustee(0).entrust(Log::default());
+    let cases = [
+        (1, &log1, false),
+        (2, &log0, false),
+        (3, &log0, true),
+        (4, &log1, true),
+    ];
+    for &(n, log, blocking) in &cases {
+        let a = rt().trustee(0).entrust(Audited {
+            n,
+            log: log.clone(),
+            blocking,
+        });
+        assert_eq!(a.n(), n);
+        drop(a);
+        // Waits for the report, or for the destructor's panic, up to 2 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !log.seen().contains(&n)
+            && DROP_PANIC.lock().unwrap().is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    assert_eq!((log1.seen(), log0.seen()), (vec![1], vec![2, 3]));
+    let msg = DROP_PANIC.lock().unwrap().clone();
+    assert!(
+        msg.starts_with("blocking delegation from inside a delegated closure"),
+        "{msg}"
+    );
     child_ok();
 }
 
