@@ -19,7 +19,8 @@
 //!   delegated methods and closures only.
 //! - Compile time: UI cases under `ui-tests/tests/ui/entrust/` (`cfg-attr-allow`, `cfg-attr-skip`,
 //!   `expect-attribute`, `deprecated-method`, `never-return`, `macro-generated-method`,
-//!   `raw-identifier-shadowed`, `impl-where-self`, `self-in-array-length`, `impl-through-renamed-import`),
+//!   `raw-identifier-shadowed`, `impl-where-self`, `self-in-array-length`, `impl-through-renamed-import`,
+//!   `cfg-on-parameter`),
 //!   indexed in `ui-tests/README.md`.
 //!
 //! Held: every other test here. Tests that could abort or hang run in a child process of their own, one at a
