@@ -20,7 +20,7 @@
 //! - Compile time: UI cases under `ui-tests/tests/ui/entrust/` (`cfg-attr-allow`, `cfg-attr-skip`,
 //!   `expect-attribute`, `deprecated-method`, `never-return`, `macro-generated-method`,
 //!   `raw-identifier-shadowed`, `impl-where-self`, `self-in-array-length`, `impl-through-renamed-import`,
-//!   `cfg-on-parameter`),
+//!   `cfg-on-parameter`, `receiver-lifetime-unused-in-stubs`),
 //!   indexed in `ui-tests/README.md`.
 //!
 //! Held: every other test here. Tests that could abort or hang run in a child process of their own, one at a
@@ -290,7 +290,8 @@ fn reference_and_slice_arguments_are_cloned_on_the_caller_through_every_stub() {
 /// the `_then` stub is `apply_then`, the `_async` stub "a future, for tokio or any executor". In a coroutine:
 /// `bump_then` three times, each continuation's value read right after the stub returned, then
 /// `bump_async` polled to the end by `block_on` and a blocking `get`. Expected: 1, 2, 3 seen right after each
-/// call, 4 from the future, 4 from `get`. Measured: as expected.
+/// call, 4 from the future, 4 from `get`. Measured: as expected. (Doc finding: docs/entrust.md's table says
+/// the `_then` stub "returns at once; `then(result)` runs later"; from a coroutine it waits and has run `then`.)
 #[test]
 fn then_and_async_stubs_from_a_may_coroutine() {
     let _s = serial();
