@@ -219,12 +219,12 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
             )#unpack
         }
     };
-    // Spanned at the method's name, as in `then_stub`. `allow(dead_code)` as on the other stubs: a private
-    // struct's method called only through its `_then` or `_async` stub would otherwise be reported as "never
-    // used", at the method's name (review 37), though it is.
+    // Spanned at the method's name, as in `then_stub`. The method's attributes, with `expect` read as
+    // `allow` (a lint the method expects need not fire on the stub too), and `STUB_ALLOWS`.
+    let attrs = attrs.iter().map(stub_attr);
     quote_spanned! {name.span()=>
         #(#attrs)*
-        #[allow(dead_code)]
+        #[allow(dead_code, deprecated, unused_lifetimes)]
         #[inline]
         #vis fn #name #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
             #body
@@ -252,19 +252,73 @@ fn capturing_closure(self_ty: &Type, m: &Method) -> (TokenStream, TokenStream) {
     (pack, closure)
 }
 
-/// Attributes of the non-blocking stubs: the method's `#[cfg]`s, `#[deprecated]` and `#[allow]`s (a stub
-/// repeats the method's parameters), and a doc line of their own; `allow(dead_code)` because most methods are
-/// only ever called one way.
+/// Attributes of the non-blocking stubs: the method's `#[cfg]`s, `#[deprecated]`, and lint levels (`allow`,
+/// `expect` read as `allow`, `warn`, `deny`, also under `cfg_attr`: a stub repeats the method's parameters),
+/// and a doc line of their own. Every stub also allows `dead_code` (most methods are only ever called one
+/// way; a private struct's method called only through its `_then` stub would be "never used", review 37),
+/// `deprecated` (a stub calls its method: a deprecated one would warn in the declaring crate, review 39) and
+/// `unused_lifetimes` (a stub takes `&self`, not the method's `&'a self`).
 fn variant_attrs(m: &Method, doc: String) -> TokenStream {
-    let kept = m.attrs.iter().filter(|a| {
-        a.path().is_ident("cfg") || a.path().is_ident("deprecated") || a.path().is_ident("allow")
-    });
+    let kept = m.attrs.iter().filter(|a| kept_on_variant(a)).map(stub_attr);
     quote! {
         #(#kept)*
         #[doc = #doc]
-        #[allow(dead_code)]
+        #[allow(dead_code, deprecated, unused_lifetimes)]
         #[inline]
     }
+}
+
+/// What a non-blocking stub keeps of its method's attributes (`Method::attrs`): all but the docs and
+/// `must_use` (its result is not the method's), also under `cfg_attr`.
+fn kept_on_variant(a: &syn::Attribute) -> bool {
+    let own = |p: &syn::Path| p.is_ident("doc") || p.is_ident("must_use");
+    if a.path().is_ident("cfg_attr") {
+        return a
+            .parse_args_with(
+                syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+            )
+            .is_ok_and(|metas| metas.iter().skip(1).all(|m| !own(m.path())));
+    }
+    !own(a.path())
+}
+
+/// A method's attribute as its stubs carry it: `#[expect(..)]` becomes `#[allow(..)]` (the lint the method
+/// expects may not fire on a stub, and an unfulfilled `expect` warns), also inside `cfg_attr`.
+fn stub_attr(a: &syn::Attribute) -> TokenStream {
+    let tokens = a.to_token_stream().into_iter().map(|t| match t {
+        proc_macro2::TokenTree::Group(g) => proc_macro2::TokenTree::Group(proc_macro2::Group::new(
+            g.delimiter(),
+            expect_as_allow(g.stream()),
+        )),
+        other => other,
+    });
+    tokens.collect()
+}
+
+/// `expect` -> `allow` wherever it names an attribute in `stream` (at the top, or under `cfg_attr`).
+fn expect_as_allow(stream: TokenStream) -> TokenStream {
+    let mut out = Vec::new();
+    let mut iter = stream.into_iter().peekable();
+    while let Some(t) = iter.next() {
+        match t {
+            proc_macro2::TokenTree::Ident(i)
+                if i == "expect"
+                    && matches!(iter.peek(), Some(proc_macro2::TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis) =>
+            {
+                out.push(proc_macro2::TokenTree::Ident(Ident::new("allow", i.span())));
+            }
+            proc_macro2::TokenTree::Group(g)
+                if g.delimiter() == proc_macro2::Delimiter::Parenthesis =>
+            {
+                out.push(proc_macro2::TokenTree::Group(proc_macro2::Group::new(
+                    g.delimiter(),
+                    expect_as_allow(g.stream()),
+                )));
+            }
+            other => out.push(other),
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// `name_then(&self, args.., then)`: returns at once; `then(result)` runs later on this thread

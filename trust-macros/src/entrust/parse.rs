@@ -232,15 +232,9 @@ fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty:
         }
     }
     Method {
-        attrs: attrs
-            .iter()
-            .filter(|a| {
-                ["doc", "cfg", "deprecated", "must_use", "allow"]
-                    .iter()
-                    .any(|name| a.path().is_ident(name))
-            })
-            .cloned()
-            .collect(),
+        // What the stubs may repeat: docs, `cfg`, `deprecated`, `must_use`, lint levels (`expect` becomes
+        // `allow` on a stub: `expand::stub_attr`), and `cfg_attr`s that add only those.
+        attrs: attrs.iter().filter(|a| stub_keeps(a)).cloned().collect(),
         vis: vis.clone(),
         sig: sig.clone(),
         receiver,
@@ -295,4 +289,33 @@ fn is_entrust_attr(attr: &Attribute) -> bool {
     path.segments.last().is_some_and(|s| s.ident == "entrust")
         && (path.segments.len() == 1
             || (path.segments.len() == 2 && path.segments[0].ident == "trust_core"))
+}
+
+/// Attributes a method's stubs repeat (see `Method::attrs`).
+fn stub_keeps(a: &Attribute) -> bool {
+    const KEPT: &[&str] = &[
+        "doc",
+        "cfg",
+        "deprecated",
+        "must_use",
+        "allow",
+        "expect",
+        "warn",
+        "deny",
+    ];
+    if KEPT.iter().any(|name| a.path().is_ident(name)) {
+        return true;
+    }
+    // `#[cfg_attr(pred, allow(..), ..)]`: kept when every attribute it adds would be.
+    a.path().is_ident("cfg_attr")
+        && a.parse_args_with(
+            syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+        )
+        .is_ok_and(|metas| {
+            metas.len() > 1
+                && metas
+                    .iter()
+                    .skip(1)
+                    .all(|m| KEPT.iter().any(|k| m.path().is_ident(k)))
+        })
 }

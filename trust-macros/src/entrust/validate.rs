@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use syn::GenericParam;
+use syn::ext::IdentExt;
 
 use super::Errors;
 use super::expand::variant_names;
@@ -178,11 +179,13 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
             ),
         ),
     }
-    if SHADOWED.contains(&name.to_string().as_str()) {
+    // `r#into_inner` is `into_inner` all the same.
+    let plain = name.unraw();
+    if SHADOWED.contains(&plain.to_string().as_str()) {
         errors.at(
             name,
             format_args!(
-                "a stub named `{name}` would be unreachable: `Trust<T>` has its own `{name}` method, which \
+                "a stub named `{plain}` would be unreachable: `Trust<T>` has its own `{plain}` method, which \
                  method lookup finds first; rename the method, or mark it `#[entrust(skip)]`"
             ),
         );

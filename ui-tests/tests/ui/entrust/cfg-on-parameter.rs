@@ -1,4 +1,4 @@
-// REVIEW 39 FINDING. docs/entrust.md: stubs keep the method's "`#[cfg]`s" and its "signature". A `#[cfg]` on a
+// KNOWN LIMIT (review 39). docs/entrust.md: stubs keep the method's "`#[cfg]`s" and its "signature". A `#[cfg]` on a
 // parameter is dropped: the stubs keep a parameter the method compiled without, so the stub's call has one
 // argument too many (E0061 at `#[entrust]`), and the caller is asked for an argument that does not exist.
 use trust_core::entrust;

@@ -1,4 +1,4 @@
-// REVIEW 39 FINDING. docs/entrust.md: "Put it on a struct and on its inherent `impl` blocks". The stubs type is
+// KNOWN LIMIT (review 39). docs/entrust.md: "Put it on a struct and on its inherent `impl` blocks". The stubs type is
 // named after the path written after `impl`, so an impl block that names an `#[entrust]` struct through a
 // renamed import (or a type alias) looks for a stubs type that does not exist, and the error suggests nothing:
 // the struct has `#[entrust]`, and `impl model::Account` would work.

@@ -1,4 +1,4 @@
-// REVIEW 39 FINDING. docs/entrust.md: generic structs work, and "`Self` in signatures" is replaced (a method's
+// KNOWN LIMIT (review 39). docs/entrust.md: generic structs work, and "`Self` in signatures" is replaced (a method's
 // `where Self: ..` names the struct). `Self` in the impl block's own `where` clause is copied as is onto the
 // stubs' impl, where it names the stubs type: `where Self: Clone` (true of `Pile<T>`) becomes
 // `PileStubs<T>: Clone`, so every stub of the block is uncallable, and rustc suggests deriving `Clone` for the

@@ -1,4 +1,4 @@
-// REVIEW 39 FINDING. docs/entrust.md: "every `&self` / `&mut self` method becomes callable on
+// KNOWN LIMIT (review 39). docs/entrust.md: "every `&self` / `&mut self` method becomes callable on
 // `Trust<Struct>`". A method written by a macro inside the `#[entrust]` impl block gets no stub and no error
 // (a proc macro sees the macro call, not the method); the call on the handle fails far from the cause,
 // without naming `#[entrust]`.

@@ -1,4 +1,4 @@
-// REVIEW 39 FINDING. A method returning `!` (it always panics) is neither excluded by docs/entrust.md nor
+// KNOWN LIMIT (review 39). A method returning `!` (it always panics) is neither excluded by docs/entrust.md nor
 // delegated: the stub packs the result with `ret::<!>`, and rustc reports the never type as experimental
 // (E0658), an error that names neither `#[entrust]` nor a fix (`#[entrust(skip)]`, or return `()`).
 use trust_core::entrust;

@@ -1,7 +1,6 @@
-// REVIEW 39 FINDING. docs/entrust.md: "a method named like a method of `Trust<T>` (`apply`, ..., `into_inner`,
-// `clone`, ...): its stub could never be reached" is a compile error. Written as a raw identifier
-// (`r#into_inner`, the same name), the check is bypassed: the stub is generated, and the call on the handle
-// reaches `Trust::into_inner` instead (here a type mismatch far from the cause).
+// A method written as a raw identifier is checked by its name: `r#into_inner` is `into_inner`, a method of
+// `Trust<T>` that method lookup finds before the stub (review 39 found the check bypassed, and the call on
+// the handle reaching `Trust::into_inner`, with a type mismatch far from the cause).
 use trust_core::entrust;
 
 #[entrust]

@@ -1,4 +1,4 @@
-// REVIEW 39 FINDING. docs/entrust.md: methods keep their signatures on the handle, and `Self` in them names
+// KNOWN LIMIT (review 39). docs/entrust.md: methods keep their signatures on the handle, and `Self` in them names
 // the struct (parse.rs replaces it in types). `Self` in an array length (`[u8; Self::LEN]`, an associated const
 // of the impl) is an expression and is not replaced: in the stubs it names the generated stubs type, which
 // has no `LEN`, and rustc reports that at the user's `Self::LEN`.
