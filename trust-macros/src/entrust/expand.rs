@@ -16,7 +16,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{GenericParam, Ident, Type};
 
-use super::parse::{Arg, ImplInput, Method, StructInput};
+use super::parse::{Arg, ImplInput, Method, StructInput, attr_names};
 use super::types::ArgKind;
 
 /// The names of the non-blocking stubs of method `name`, spanned at it.
@@ -219,12 +219,12 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
             )#unpack
         }
     };
-    // Spanned at the method's name, as in `then_stub`. The method's attributes, with `expect` read as
-    // `allow` (a lint the method expects need not fire on the stub too), and `STUB_ALLOWS`.
+    // Spanned at the method's name, as in `then_stub`. The method's attributes as stubs carry them.
     let attrs = attrs.iter().map(stub_attr);
+    let allows = stub_allows();
     quote_spanned! {name.span()=>
         #(#attrs)*
-        #[allow(dead_code, deprecated, unused_lifetimes)]
+        #allows
         #[inline]
         #vis fn #name #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
             #body
@@ -254,32 +254,35 @@ fn capturing_closure(self_ty: &Type, m: &Method) -> (TokenStream, TokenStream) {
 
 /// Attributes of the non-blocking stubs: the method's `#[cfg]`s, `#[deprecated]`, and lint levels (`allow`,
 /// `expect` read as `allow`, `warn`, `deny`, also under `cfg_attr`: a stub repeats the method's parameters),
-/// and a doc line of their own. Every stub also allows `dead_code` (most methods are only ever called one
-/// way; a private struct's method called only through its `_then` stub would be "never used", review 37),
-/// `deprecated` (a stub calls its method: a deprecated one would warn in the declaring crate, review 39) and
-/// `unused_lifetimes` (a stub takes `&self`, not the method's `&'a self`).
+/// and a doc line of their own.
 fn variant_attrs(m: &Method, doc: String) -> TokenStream {
-    let kept = m.attrs.iter().filter(|a| kept_on_variant(a)).map(stub_attr);
+    // All of `Method::attrs` but the docs and `must_use` (the variant's result is not the method's).
+    let kept = m
+        .attrs
+        .iter()
+        .filter(|a| {
+            attr_names(a).is_some_and(|names| {
+                names
+                    .iter()
+                    .all(|n| !n.is_ident("doc") && !n.is_ident("must_use"))
+            })
+        })
+        .map(stub_attr);
+    let allows = stub_allows();
     quote! {
         #(#kept)*
         #[doc = #doc]
-        #[allow(dead_code, deprecated, unused_lifetimes)]
+        #allows
         #[inline]
     }
 }
 
-/// What a non-blocking stub keeps of its method's attributes (`Method::attrs`): all but the docs and
-/// `must_use` (its result is not the method's), also under `cfg_attr`.
-fn kept_on_variant(a: &syn::Attribute) -> bool {
-    let own = |p: &syn::Path| p.is_ident("doc") || p.is_ident("must_use");
-    if a.path().is_ident("cfg_attr") {
-        return a
-            .parse_args_with(
-                syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
-            )
-            .is_ok_and(|metas| metas.iter().skip(1).all(|m| !own(m.path())));
-    }
-    !own(a.path())
+/// What every stub allows: `dead_code` (most methods are only ever called one way; a private struct's method
+/// called only through its `_then` stub would be "never used", review 37), `deprecated` (a stub calls its
+/// method: a deprecated one nothing calls would warn in its own crate, review 39) and `unused_lifetimes` (a
+/// stub takes `&self`, not the method's `&'a self`).
+fn stub_allows() -> TokenStream {
+    quote!(#[allow(dead_code, deprecated, unused_lifetimes)])
 }
 
 /// A method's attribute as its stubs carry it: `#[expect(..)]` becomes `#[allow(..)]` (the lint the method

@@ -303,19 +303,21 @@ fn stub_keeps(a: &Attribute) -> bool {
         "warn",
         "deny",
     ];
-    if KEPT.iter().any(|name| a.path().is_ident(name)) {
-        return true;
+    attr_names(a).is_some_and(|names| {
+        names
+            .iter()
+            .all(|name| KEPT.iter().any(|k| name.is_ident(k)))
+    })
+}
+
+/// The names of the attributes `a` adds: its own, or for `#[cfg_attr(pred, x, y)]` those of `x` and `y`
+/// (`None` when that does not parse).
+pub(crate) fn attr_names(a: &Attribute) -> Option<Vec<syn::Path>> {
+    if !a.path().is_ident("cfg_attr") {
+        return Some(vec![a.path().clone()]);
     }
-    // `#[cfg_attr(pred, allow(..), ..)]`: kept when every attribute it adds would be.
-    a.path().is_ident("cfg_attr")
-        && a.parse_args_with(
-            syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
-        )
-        .is_ok_and(|metas| {
-            metas.len() > 1
-                && metas
-                    .iter()
-                    .skip(1)
-                    .all(|m| KEPT.iter().any(|k| m.path().is_ident(k)))
-        })
+    let metas = a
+        .parse_args_with(syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+        .ok()?;
+    (metas.len() > 1).then(|| metas.iter().skip(1).map(|m| m.path().clone()).collect())
 }
