@@ -899,3 +899,63 @@ fn a_handle_handed_over_right_after_an_apply_then_on_a_worker_keeps_its_value_un
     );
     child_ok();
 }
+
+/// Doc (docs/delegation.md, "Threads that exit"): "A fiber may end with requests in flight too: its
+/// continuations run later on its worker's scheduler, and a panic of theirs (or of their closures) has no
+/// `wait_pending` left to resume it: only the panic hook reports it." A fiber on worker 0 issues three
+/// `apply_then`s to a value of trustee 1, the second of which panics, each continuation holding a counted
+/// capture, and returns at once (no `wait_pending`). Expected: its `join` returns its result (7); the two
+/// continuations of the requests that ran run later (2), on worker 0; the panicking request's continuation is
+/// dropped unrun, so all three captures are dropped exactly once (3); the hook saw the panic once; the value
+/// holds 2 and both trustees still serve.
+#[test]
+fn a_fiber_that_ends_with_requests_in_flight_leaves_their_continuations_to_its_worker() {
+    let _s = serial();
+    in_child!(
+        "a_fiber_that_ends_with_requests_in_flight_leaves_their_continuations_to_its_worker",
+        10
+    );
+    record_panics();
+    calibrate();
+    let v = rt().trustee(1).entrust(0u64);
+    let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let on = Arc::new(Mutex::new(Vec::new()));
+    let (v2, ran2, dropped2, on2) = (v.clone(), ran.clone(), dropped.clone(), on.clone());
+    let f = spawn_on(0, move || {
+        for i in 0..3u64 {
+            let (r, d, o) = (ran2.clone(), CountsDrops(dropped2.clone()), on2.clone());
+            v2.apply_then(
+                move |v| {
+                    if i == 1 {
+                        panic!("the second request panics");
+                    }
+                    *v += 1;
+                },
+                move |()| {
+                    let _d = d;
+                    o.lock()
+                        .unwrap()
+                        .push(std::thread::current().name().map(str::to_owned));
+                    r.fetch_add(1, Ordering::SeqCst);
+                },
+            );
+        }
+        7
+    });
+    assert_eq!(f.join().map_err(panic_message), Ok(7));
+    eventually(
+        "the continuations ran and every capture was dropped",
+        || load(&ran) == 2 && load(&dropped) == 3,
+    );
+    assert_eq!(v.apply(|v| *v), 2);
+    assert_eq!(
+        *on.lock().unwrap(),
+        [
+            Some("trust-worker-0".to_owned()),
+            Some("trust-worker-0".to_owned())
+        ]
+    );
+    assert_eq!(panics_saying("the second request panics"), 1);
+    assert_eq!(rt().trustee(0).entrust(5u8).apply(|x| *x), 5);
+    child_ok();
+}
