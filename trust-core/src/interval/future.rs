@@ -63,14 +63,16 @@ impl<'a, T> Acquire<'a, T> {
                             stack_address(),
                             || Wake::Task(waker.take().expect("the waker is taken once")),
                         );
+                let (Request::Granted(ticket) | Request::Queued(ticket)) = request;
+                // Noted before the unused clone is dropped: that drop is executor code and may panic, and the
+                // future must still own the borrow then, for its drop to release it (review 42: a granted
+                // first poll whose waker drop panicked leaked the range).
+                self.step = Step::Recorded(ticket);
                 drop(waker);
-                match request {
-                    Request::Granted(ticket) => ticket,
-                    Request::Queued(ticket) => {
-                        self.step = Step::Recorded(ticket);
-                        return Poll::Pending;
-                    }
+                if let Request::Queued(_) = request {
+                    return Poll::Pending;
                 }
+                ticket
             }
             Step::Recorded(ticket) => {
                 // The future may have moved to another task since the last poll. The waker is cloned before

@@ -512,8 +512,7 @@ impl<T> IntervalRwLock<T> {
         }
         let (wakes, own_waker) = state.cancel(range.start, range.end, ticket, write);
         drop(state);
-        drop(own_waker);
-        Wake::wake_all(wakes);
+        Wake::drop_then_wake_all(own_waker, wakes);
         true
     }
 
@@ -557,11 +556,11 @@ impl<T> IntervalRwLock<T> {
     }
 
     /// Withdraws a request that may be queued or granted (a dropped future), waking as `release`;
-    /// its own waker is dropped only after the mutex is unlocked.
+    /// its own waker is dropped only after the mutex is unlocked, and the others are woken even if that
+    /// drop panics.
     fn cancel(&self, range: &Range<usize>, ticket: u64, write: bool) {
         let (wakes, own_waker) = self.state().cancel(range.start, range.end, ticket, write);
-        drop(own_waker);
-        Wake::wake_all(wakes);
+        Wake::drop_then_wake_all(own_waker, wakes);
     }
 }
 

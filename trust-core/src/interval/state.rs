@@ -69,14 +69,26 @@ impl Wake {
     /// not stay asleep); then the first panic goes on unwinding, unless this thread already unwinds (a
     /// second panic would abort the process: the payload is dropped instead, and if that panics too, leaked).
     pub(super) fn wake_all(wakes: Vec<Wake>) {
+        Wake::drop_then_wake_all(None, wakes);
+    }
+
+    /// Drops `unused` (the own waker of a withdrawn request), then wakes `wakes` as [`Wake::wake_all`] does,
+    /// even if that drop panics: a waker's drop is executor code too, and a granted request that is never
+    /// woken stays parked for good (review 42: a withdrawn future whose waker drop panicked left the thread
+    /// it had let through parked).
+    pub(super) fn drop_then_wake_all(unused: Option<Wake>, wakes: Vec<Wake>) {
         let mut first = None;
-        for wake in wakes {
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| wake.wake())) {
+        let mut keep_first = |result: thread::Result<()>| {
+            if let Err(payload) = result {
                 match first {
                     None => first = Some(payload),
                     Some(_) => drop_quietly(payload),
                 }
             }
+        };
+        keep_first(panic::catch_unwind(AssertUnwindSafe(|| drop(unused))));
+        for wake in wakes {
+            keep_first(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
         }
         if let Some(payload) = first {
             if thread::panicking() {
