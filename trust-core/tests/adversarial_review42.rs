@@ -1,11 +1,40 @@
 //! Review 42 (hostile): `trust_core::interval` (`IntervalRwLock`, `IntervalMutex`, their guards and futures)
 //! against docs/interval.md and the rustdoc of its public items.
 //!
-//! Found and fixed (work in progress; see each test's doc):
-//! - `a_granted_first_poll_whose_waker_drop_panics_leaks_no_range`: a panicking waker drop after a granted
-//!   first poll leaked the range for good.
-//! - `a_withdrawn_future_whose_waker_drop_panics_still_wakes_the_thread_behind_it`: a panicking waker drop at
-//!   a withdrawal left the thread it had let through parked for good.
+//! Attacked: wakers that panic in `clone` or `drop` (at a granted first poll, at a re-poll, at a withdrawal),
+//! a waker replaced on every poll (clones kept, who is woken), first-poll order, futures moved to and dropped
+//! on other threads, a wake that releases another range of the same lock, spurious unparks, `usize::MAX`
+//! zero-sized elements and over-aligned ones, allocations of granted borrows (counted), the space kept after
+//! a burst (counted), a stream of readers against a writer, priorities against FIFO, 100 000 waiters woken by
+//! one release, a chain of writers drained one wake at a time, `replace_container` with a leaked future,
+//! `Debug`, and a fiber queued at the delegation runtime's shutdown; five compile-fail cases under
+//! `ui-tests/tests/ui/interval/` (invariance, a reference into a temporary guard, a future of a `!Sync`
+//! lock, `replace_container` while borrowed, a lock of `Rc`s).
+//!
+//! Found and fixed in the code (future.rs, state.rs, mod.rs):
+//! - `a_granted_first_poll_whose_waker_drop_panics_leaks_no_range`: a future granted on its first poll
+//!   dropped its unused waker clone before noting its ticket; a panicking drop left it at `Start`, so the
+//!   borrow leaked for good (`(held, queued)` stayed `(1, 0)`, `try_write(..)` failed forever).
+//! - `a_withdrawn_future_whose_waker_drop_panics_still_wakes_the_thread_behind_it`: a withdrawal dropped the
+//!   future's own stored waker before waking the requests it granted; a panicking drop skipped the wakes, and
+//!   the thread it let through stayed parked (`HUNG: no answer within 10 s`).
+//!
+//! Found and stated in docs/interval.md (and the module docs), tests kept:
+//! - `a_chain_of_writers_is_served_one_wake_at_a_time_in_order`: "the k term is the work of waking k waiters"
+//!   was wrong: a release visits every conflicting waiter behind it (each counted it), so draining n writers
+//!   queued for one range costs O(n² log n) (10 000 took 6.7 s in a debug build; 100 000 readers, 0.65 s).
+//! - `the_bookkeeping_keeps_the_space_of_its_largest_burst_until_replaced`: "Space is O(n)" held only for the
+//!   largest n so far: the arenas never shrink.
+//! - `a_second_read_of_a_held_read_waits_behind_a_queued_writer`: the deadlock caveat named conflicting ranges
+//!   only; a re-read of a range the thread reads waits for good behind a queued writer.
+//! - `higher_priority_readers_overtake_a_queued_writer_for_as_long_as_they_come`: priorities can starve a
+//!   lower-priority request; and a request with `p > 0` visits every conflicting waiter, not only those it
+//!   overtakes (read in `State::request`).
+//! - `a_fiber_queued_at_shutdown_does_not_take_its_range_for_good` (ignored, KNOWN LIMIT): a fiber abandoned
+//!   at shutdown while queued in `write` leaves its request recorded; once granted, the range is taken for
+//!   good (`(held, queued) == (1, 0)`).
+//!
+//! Held: everything else here. Miri (`-Zmiri-strict-provenance`, no `may`): clean, about 20 s.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -20,8 +49,9 @@ use std::thread;
 
 use trust_core::interval::{IntervalMutex, IntervalRwLock};
 
+#[macro_use]
 mod common;
-use common::{panic_message, within};
+use common::{calibrate, child_ok, eventually, panic_message, rt, spawn_on, within};
 
 /// Smaller sizes under Miri, which runs many times slower.
 fn size(native: usize, miri: usize) -> usize {
@@ -476,13 +506,13 @@ fn granted_borrows_allocate_nothing_once_the_arena_has_grown() {
 }
 
 /// Promise (module docs: "Space is O(n) plus one `HashMap` entry per queued borrow", n the recorded
-/// borrows). Measured: after a burst of 20 000 held borrows (2 000 under Miri), all released, the lock
+/// borrows). Measured: after a burst of 20 000 held borrows (150 under Miri), all released, the lock
 /// still holds the two arenas' nodes and free lists, more than 2 × 20 000 × 48 bytes, with nothing
 /// recorded: the arenas never shrink, so the space is O(the most borrows ever recorded at once). Only
 /// `replace_container`/`take_container` (a fresh bookkeeping) give it back. docs/interval.md now says so.
 #[test]
 fn the_bookkeeping_keeps_the_space_of_its_largest_burst_until_replaced() {
-    let burst = size(20_000, 2_000);
+    let burst = size(20_000, 150);
     let mut lock = IntervalRwLock::new(vec![0u8; burst]);
     let before = BYTES.with(Cell::get);
     let guards: Vec<_> = (0..burst).map(|i| lock.read(i..i + 1)).collect();
@@ -513,7 +543,7 @@ fn a_stream_of_overlapping_readers_does_not_starve_a_writer() {
         let reads = AtomicUsize::new(0);
         let writes = size(50, 5);
         thread::scope(|s| {
-            for r in 0..4 {
+            for r in 0..size(4, 2) {
                 let (lock, done, reads) = (&lock, &done, &reads);
                 s.spawn(move || {
                     while !done.load(Ordering::SeqCst) {
@@ -525,7 +555,7 @@ fn a_stream_of_overlapping_readers_does_not_starve_a_writer() {
                     }
                 });
             }
-            while reads.load(Ordering::SeqCst) < 4 {
+            while reads.load(Ordering::SeqCst) < size(4, 2) {
                 thread::yield_now();
             }
             for i in 1..=writes as u32 {
@@ -574,7 +604,7 @@ fn a_second_read_of_a_held_read_waits_behind_a_queued_writer() {
 
 /// Promise (docs/interval.md, Priorities: "among conflicting *queued* requests the order is (higher
 /// priority, then ticket)"). The flip side, measured: a writer of priority 0 queued behind a held read is
-/// overtaken by every later `prioritized(1)` read of its range, each granted at once (1 000 of them, 20 under
+/// overtaken by every later `prioritized(1)` read of its range, each granted at once (1 000 of them, 10 under
 /// Miri), while the writer stays queued; it goes only once no such read is held. A stream of higher-priority
 /// requests can starve a lower-priority one for as long as it lasts; docs/interval.md now says so.
 #[test]
@@ -585,7 +615,7 @@ fn higher_priority_readers_overtake_a_queued_writer_for_as_long_as_they_come() {
     let mut writer = lock.write_async(4..12);
     assert!(poll_once(&mut writer, &Waker::from(t.clone())).is_pending());
     let mut held = vec![first];
-    for i in 0..size(1_000, 20) {
+    for i in 0..size(1_000, 10) {
         let f = lock.prioritized(1).read_async(i % 8..8 + i % 4);
         let mut f = f;
         match poll_once(&mut f, Waker::noop()) {
@@ -607,25 +637,25 @@ fn higher_priority_readers_overtake_a_queued_writer_for_as_long_as_they_come() {
 }
 
 /// Docs (docs/interval.md, How it works: "Granting removes nobody's blocker, so grants never cascade"; the k
-/// term of a release "is the work of waking k waiters"). 100 000 read futures (200 under Miri) queued behind
+/// term of a release "is the work of waking k waiters"). 100 000 read futures (40 under Miri) queued behind
 /// one held write, and one write future behind all of them: releasing the write wakes exactly the readers,
 /// each once, and the writer only when the last reader's guard drops.
 #[test]
 fn one_release_wakes_a_hundred_thousand_readers_once_each_and_the_writer_last() {
-    let n = size(100_000, 200);
+    let n = size(100_000, 40);
     let lock = IntervalRwLock::new(vec![0u8; 1024]);
     let held = lock.write(..);
     let readers_task = task();
     let readers_waker = Waker::from(readers_task.clone());
     let mut readers: Vec<_> = (0..n)
         .map(|i| {
-            let mut f = lock.read_async(i % 1000..i % 1000 + 24);
+            let mut f = lock.read_async(i * 7 % 1000..i * 7 % 1000 + 24);
             assert!(poll_once(&mut f, &readers_waker).is_pending());
             f
         })
         .collect();
     let writer_task = task();
-    let mut writer = lock.write_async(500..501);
+    let mut writer = lock.write_async(100..101);
     assert!(poll_once(&mut writer, &Waker::from(writer_task.clone())).is_pending());
     assert_eq!((lock.held(), lock.queued()), (1, n + 1));
     drop(held);
@@ -638,9 +668,9 @@ fn one_release_wakes_a_hundred_thousand_readers_once_each_and_the_writer_last() 
             Poll::Pending => panic!("woken but pending"),
         })
         .collect();
-    // Drop the readers that overlap 500..501 last.
-    guards.sort_by_key(|g| g.range().contains(&500));
-    let overlapping = guards.iter().filter(|g| g.range().contains(&500)).count();
+    // Drop the readers that overlap 100..101 last.
+    guards.sort_by_key(|g| g.range().contains(&100));
+    let overlapping = guards.iter().filter(|g| g.range().contains(&100)).count();
     for (dropped, g) in guards.into_iter().enumerate() {
         drop(g);
         let expected = usize::from(dropped + 1 == n);
@@ -656,7 +686,7 @@ fn one_release_wakes_a_hundred_thousand_readers_once_each_and_the_writer_last() 
     assert_eq!((lock.held(), lock.queued()), (0, 0));
 }
 
-/// Docs (FIFO among conflicting requests; grants never cascade): a chain of 2 000 write futures (100 under
+/// Docs (FIFO among conflicting requests; grants never cascade): a chain of 2 000 write futures (20 under
 /// Miri) on one element, each released in turn: every release wakes exactly the next one, in order.
 ///
 /// Read, not asserted (no timing here): each release decrements the blocker count of *every* conflicting
@@ -666,7 +696,7 @@ fn one_release_wakes_a_hundred_thousand_readers_once_each_and_the_writer_last() 
 /// conflicting waiter behind the released borrow, woken or not.
 #[test]
 fn a_chain_of_writers_is_served_one_wake_at_a_time_in_order() {
-    let n = size(2_000, 100);
+    let n = size(2_000, 20);
     let lock = IntervalRwLock::new(vec![0u32; 1]);
     let tasks: Vec<Arc<Task>> = (0..n).map(|_| task()).collect();
     let held = lock.write(..);
@@ -692,4 +722,140 @@ fn a_chain_of_writers_is_served_one_wake_at_a_time_in_order() {
         g[0] += 1;
     }
     assert_eq!(lock.read(..)[0], n as u32);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Re-entrancy, spurious wake-ups, alignment.
+// ---------------------------------------------------------------------------------------------------------
+
+static REENTRANT: std::sync::LazyLock<IntervalRwLock<u8>> =
+    std::sync::LazyLock::new(|| IntervalRwLock::new(vec![0u8; 8]));
+static SLOT: std::sync::Mutex<Option<trust_core::interval::WriteGuard<'static, u8>>> =
+    std::sync::Mutex::new(None);
+
+/// A waker whose `wake` drops the guard in `SLOT` (an executor that drops a task's state when woken).
+struct DropsTheSlot;
+
+impl Wake for DropsTheSlot {
+    fn wake(self: Arc<Self>) {
+        let guard = SLOT.lock().unwrap().take();
+        drop(guard);
+    }
+}
+
+/// Promise (docs/interval.md: "no user code runs inside" the bookkeeping's mutex; the wakes come "after the
+/// mutex is released"). Releasing `0..2` wakes a future whose waker, inside that wake, drops the guard of
+/// `2..4`, which grants and wakes a second future: a release inside a wake, on the same thread. Both futures
+/// end granted, each woken once.
+#[test]
+fn a_wake_that_releases_another_range_of_the_same_lock_grants_its_waiter() {
+    within(10, || {
+        let lock = &*REENTRANT;
+        let first = lock.write(0..2);
+        *SLOT.lock().unwrap() = Some(lock.write(2..4));
+        let mut a = lock.read_async(0..2);
+        assert!(poll_once(&mut a, &Waker::from(Arc::new(DropsTheSlot))).is_pending());
+        let t = task();
+        let mut b = lock.read_async(2..4);
+        assert!(poll_once(&mut b, &Waker::from(t.clone())).is_pending());
+        drop(first);
+        assert!(SLOT.lock().unwrap().is_none());
+        assert_eq!((t.wakes(), lock.held(), lock.queued()), (1, 2, 0));
+        assert!(poll_once(&mut a, Waker::noop()).is_ready());
+        assert!(poll_once(&mut b, Waker::noop()).is_ready());
+        assert_eq!((lock.held(), lock.queued()), (0, 0));
+    });
+}
+
+/// A thread blocked in `write` and unparked 1 000 times (10 under Miri) while its range is still held keeps
+/// waiting (a spurious wake-up grants nothing), then gets the range once it is released.
+#[test]
+fn spurious_unparks_do_not_grant_a_blocked_thread() {
+    within(20, || {
+        let lock = Arc::new(IntervalRwLock::new(vec![0u8; 4]));
+        let held = lock.write(1..3);
+        let got = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (lock, got) = (lock.clone(), got.clone());
+            thread::spawn(move || {
+                let mut g = lock.write(0..2);
+                got.store(true, Ordering::SeqCst);
+                g[0] = 7;
+            })
+        };
+        while lock.queued() < 1 {
+            thread::yield_now();
+        }
+        for _ in 0..size(1_000, 10) {
+            waiter.thread().unpark();
+            thread::yield_now();
+        }
+        assert!(
+            !got.load(Ordering::SeqCst),
+            "granted while the range was held"
+        );
+        assert_eq!((lock.held(), lock.queued()), (1, 1));
+        drop(held);
+        waiter.join().unwrap();
+        assert_eq!(lock.read(..).to_vec(), [7, 0, 0, 0]);
+    });
+}
+
+/// A zero-sized element type aligned to 4 KiB: every guard's slice pointer is aligned (Miri checks the
+/// `from_raw_parts` calls too).
+#[test]
+fn guards_of_an_over_aligned_zero_sized_type_are_aligned() {
+    #[derive(Clone, Debug, PartialEq)]
+    #[repr(align(4096))]
+    struct Page;
+    let lock = IntervalRwLock::new(vec![Page; 100]);
+    let (a, b) = (lock.write(0..50), lock.read(50..100));
+    let c = lock.read(100..);
+    for p in [a.as_ptr(), b.as_ptr(), c.as_ptr()] {
+        assert_eq!(p.addr() % 4096, 0);
+    }
+    assert_eq!((a.len(), b.len(), c.len(), &b[49]), (50, 50, 0, &Page));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The delegation runtime's shutdown.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Promise (docs/interval.md: dropping a future "withdraws the request"; a blocking request in a fiber
+/// "suspends only the fiber"; docs/delegation.md: a `join` of a fiber shutdown found suspended returns the
+/// shutdown panic). A fiber on worker 0 queues `write(0..8)` behind a thread's held `write(0..4)`; the runtime
+/// shuts down, the fiber's join reports the shutdown, and the thread releases `0..4`. Measured: the dead
+/// fiber's request is still recorded; the release grants it (to nobody), so `(held, queued)` is `(1, 0)` and
+/// `try_write(..)` fails for good: shutdown abandons suspended fibers without unwinding them, so their queued
+/// requests (and held guards) leak like a `mem::forget`. docs/interval.md's caveats now say so.
+#[test]
+#[ignore = "KNOWN LIMIT (docs/interval.md, Caveats: shutdown): review 42: a fiber queued in `write` at shutdown leaves its request recorded, and the range is taken for good once it is granted"]
+fn a_fiber_queued_at_shutdown_does_not_take_its_range_for_good() {
+    in_child!(
+        "a_fiber_queued_at_shutdown_does_not_take_its_range_for_good",
+        15
+    );
+    static LOCK: std::sync::LazyLock<IntervalRwLock<u32>> =
+        std::sync::LazyLock::new(|| IntervalRwLock::new(vec![0u32; 8]));
+    calibrate();
+    let held = LOCK.write(0..4);
+    let f = spawn_on(0, || {
+        LOCK.write(0..8).fill(8);
+        8
+    });
+    eventually("the fiber never queued", || LOCK.queued() == 1);
+    rt().shutdown();
+    let joined = f.join().map_err(|p| panic_message(p).contains("shut down"));
+    drop(held);
+    assert_eq!(
+        (
+            joined,
+            LOCK.held(),
+            LOCK.queued(),
+            LOCK.try_write(..).is_ok()
+        ),
+        (Err(true), 0, 0, true),
+        "the fiber that asked for 0..8 is gone, so nothing may hold it"
+    );
+    child_ok();
 }

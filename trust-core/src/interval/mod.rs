@@ -76,12 +76,15 @@
 //! | dropping a queued future | O((1 + k + j) log n), j = queued borrows ahead of it that it overlaps |
 //! | a delegated closure's borrow that must wait (the fiber check) | O(f log f) for its worker's f fibers, then O(n log f) per queued request it follows |
 //!
-//! The k term is unavoidable in any scheme that wakes k waiters; a release that nobody waits for is
-//! O(log n). The bounds are expected values over the treap's random priorities (drawn from the process's
-//! random hash keys), for every input order; a pathological depth is possible only with vanishing
-//! probability. Space is O(n) plus one `HashMap` entry per queued borrow. A granted borrow allocates
-//! nothing once the arena has grown; a queued blocking borrow clones its `Thread` handle, a queued future
-//! its `Waker`.
+//! The k term counts every queued borrow behind the released one that conflicts with it (each counted it
+//! among its blockers), not only those it grants: draining n writers queued for one range, one grant per
+//! release, costs O(n² log n) (review 42). A release that nobody waits for is O(log n). The bounds are
+//! expected values over the treap's random priorities (drawn from the process's random hash keys), for
+//! every input order; a pathological depth is possible only with vanishing probability. Space is O(m) plus
+//! one `HashMap` entry per queued borrow, m the most borrows ever recorded at once: the arenas and the map
+//! keep their capacity until `replace_container`/`take_container` starts the bookkeeping afresh. A granted
+//! borrow allocates nothing once the arena has grown; a queued blocking borrow clones its `Thread` handle, a
+//! queued future its `Waker`.
 //!
 //! # Guards across threads
 //!
@@ -94,10 +97,13 @@
 //! # Caveats
 //!
 //! - A thread that holds a borrow and blocks on a conflicting one of the same lock deadlocks (as with any
-//!   readers-writer lock). Take overlapping ranges as one borrow, or use `try_*`.
+//!   readers-writer lock), and so does a second `read` of a range it holds for reading once a conflicting
+//!   write is queued in between (FIFO: the new read queues behind that write, which waits for the held read).
+//!   Take overlapping ranges as one borrow, or use `try_*`.
 //! - There is no poisoning: a panic while a `WriteGuard` is alive releases the range with whatever was
 //!   written so far.
-//! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken.
+//! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken. So does the
+//!   delegation runtime's shutdown for a fiber it abandons holding a guard or waiting in `read`/`write`.
 //! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
 //!   such a fiber: every borrow records the address of a local of the requesting call (free; no thread-local
 //!   read on the uncontended path), and only a delegated closure that must wait compares those with its
@@ -286,7 +292,8 @@ impl<T> IntervalRwLock<T> {
 
     /// Requests with a priority: among *conflicting* waiting requests, a higher priority is granted
     /// first, and equal priorities in arrival order (ticket); the default, used by every other method,
-    /// is 0. A priority never preempts a held borrow, and `try_*` stay at 0 (they never wait).
+    /// is 0. A priority never preempts a held borrow, and `try_*` stay at 0 (they never wait). A stream of
+    /// higher-priority requests can keep a conflicting lower-priority one waiting for as long as it lasts.
     ///
     /// ```
     /// use trust_core::interval::IntervalRwLock;
@@ -314,7 +321,8 @@ impl<T> IntervalRwLock<T> {
     /// conflicting borrow (a write that overlaps it, held or queued) remains.
     ///
     /// Panics if `range` is out of bounds or inverted. Blocking on a range that this thread already
-    /// holds for writing deadlocks.
+    /// holds for writing deadlocks, and so does one it holds for reading once a conflicting write is queued
+    /// in between (the new read queues behind that write, which waits for the held read).
     #[track_caller]
     pub fn read(&self, range: impl RangeBounds<usize>) -> ReadGuard<'_, T> {
         let range = self.bounds(&range);
