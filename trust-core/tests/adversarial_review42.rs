@@ -859,3 +859,75 @@ fn a_fiber_queued_at_shutdown_does_not_take_its_range_for_good() {
     );
     child_ok();
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Blocking FIFO, constructors.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Promise (docs/interval.md, Fairness: "Every request takes a ticket. A request is granted once no *earlier*
+/// request that conflicts with it is still recorded"). 32 threads (4 under Miri), each queued in a
+/// `write(0..2)` of its own before the next is started, alternating with `read(1..3)`s that share with one
+/// another: the writes are granted exactly in arrival order, each after every earlier read and write.
+#[test]
+fn blocked_threads_are_granted_in_arrival_order() {
+    within(30, || {
+        let n = size(32, 4);
+        let lock = Arc::new(IntervalRwLock::new(vec![0u32; 3]));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = lock.write(..);
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let (l, o) = (lock.clone(), order.clone());
+                let t = thread::spawn(move || {
+                    if i % 2 == 0 {
+                        let mut g = l.write(0..2);
+                        g[1] += 1;
+                        o.lock().unwrap().push((i, g[1]));
+                    } else {
+                        let g = l.read(1..3);
+                        o.lock().unwrap().push((i, g[0]));
+                    }
+                });
+                while lock.queued() < i + 1 {
+                    thread::yield_now();
+                }
+                t
+            })
+            .collect();
+        drop(held);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        // What each saw: the writes of the even threads up to it (its own included), i / 2 + 1.
+        let saw = |i: usize| (i / 2 + 1) as u32;
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..n).map(|i| (i, saw(i))).collect::<Vec<_>>());
+        // The writes in arrival order.
+        let writes: Vec<usize> = order
+            .iter()
+            .map(|&(i, _)| i)
+            .filter(|i| i % 2 == 0)
+            .collect();
+        assert_eq!(writes, (0..n).step_by(2).collect::<Vec<_>>());
+    });
+}
+
+/// docs/interval.md, the API table: a lock over "a `Vec<T>`, `Box<[T]>`, array, or `&[T]` of `Clone`s", and
+/// the `From` conversions; `into_inner` and `into_boxed_slice` give them back in order.
+#[test]
+fn every_documented_container_builds_a_lock() {
+    let from_array = IntervalRwLock::new([1, 2, 3]);
+    let from_slice = IntervalRwLock::new(&[4, 5][..]);
+    let from_box: IntervalRwLock<i32> = IntervalRwLock::from(vec![6].into_boxed_slice());
+    let from_vec: IntervalRwLock<i32> = vec![7, 8].into();
+    let mutex: IntervalMutex<i32> = vec![9].into();
+    assert_eq!(from_array.into_inner(), [1, 2, 3]);
+    assert_eq!(&*from_slice.into_boxed_slice(), [4, 5]);
+    assert_eq!(from_box.into_inner(), [6]);
+    assert_eq!(from_vec.read(1..)[0], 8);
+    assert_eq!(mutex.into_inner(), [9]);
+    let empty: IntervalMutex<u8> = IntervalMutex::default();
+    assert_eq!((empty.len(), empty.is_empty()), (0, true));
+}
