@@ -12,6 +12,8 @@ use super::{INTERVAL_MUTEX, IntervalRwLock, Prioritized, TryLockError, WriteFutu
 ///
 /// Cost: the same bookkeeping as the readers-writer lock (this crate keeps one structure for both);
 /// what the type buys is an API without reads, so a reader of the code knows every borrow excludes.
+/// It keeps the readers-writer lock's thread bounds too: `Send` iff `T: Send`, `Sync` iff `T: Send + Sync`
+/// (`std::sync::Mutex<T>` is `Sync` for `T: Send` alone).
 ///
 /// ```
 /// use trust_core::interval::IntervalMutex;
