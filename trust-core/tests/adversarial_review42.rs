@@ -8,7 +8,7 @@
 //! a burst (counted), a stream of readers against a writer, priorities against FIFO, 100 000 waiters woken by
 //! one release, a chain of writers drained one wake at a time, `replace_container` with a leaked future,
 //! `Debug`, a blocking `write` in a thread-local's destructor, the panic location of a bad range on every way
-//! in, and a fiber queued at the delegation runtime's shutdown; six compile-fail cases under
+//! in, a future polled in a delegated closure and completed elsewhere, and a fiber queued at the delegation runtime's shutdown; six compile-fail cases under
 //! `ui-tests/tests/ui/interval/` (invariance, a reference into a temporary guard, a future of a `!Sync`
 //! lock, `replace_container` while borrowed, a lock of `Rc`s, an `IntervalMutex` of `Cell`s).
 //!
@@ -1047,4 +1047,58 @@ fn a_bad_range_panics_at_the_callers_line_on_every_way_in() {
     panics_here!(m.lock_async(0..5));
     panics_here!(pm.lock(0..5));
     panics_here!(pm.lock_async(0..5));
+}
+
+/// Promise (docs/interval.md, Caveats: "`read_async` / `write_async` never panic for this: polled in a delegated
+/// closure, a future returns `Pending` ... keeping it to poll later ... is correct"). A fiber of worker 0 holds
+/// `write(0..4)`, suspended; a closure delegated to trustee 0 makes `write_async(2..6)`, polls it once (it
+/// must be `Pending`, with no panic), and returns it. Once the fiber releases, the closure's waker has been
+/// woken exactly once and the returned future, polled on the test thread, is granted and sees the fiber's
+/// writes.
+#[test]
+#[cfg_attr(miri, ignore = "a child process and the delegation runtime")]
+fn a_future_polled_in_a_delegated_closure_is_pending_and_completes_later_elsewhere() {
+    in_child!(
+        "a_future_polled_in_a_delegated_closure_is_pending_and_completes_later_elsewhere",
+        20
+    );
+    calibrate();
+    let lock: &'static IntervalRwLock<u32> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
+    let (held, go) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (held2, go2) = (held.clone(), go.clone());
+    let fiber = spawn_on(0, move || {
+        lock.write(0..4).fill(1);
+        let mut g = lock.write(0..4);
+        g.fill(2);
+        held2.store(true, Ordering::SeqCst);
+        while !go2.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+    });
+    eventually("the fiber never took 0..4", || held.load(Ordering::SeqCst));
+    let t = task();
+    let waker = Waker::from(t.clone());
+    let on0 = rt().trustee(0).entrust(());
+    let (pending, mut f) = within(5, move || {
+        on0.apply(move |_| {
+            let mut f = lock.write_async(2..6);
+            (poll_once(&mut f, &waker).is_pending(), f)
+        })
+    });
+    assert!(pending);
+    assert_eq!((lock.held(), lock.queued(), t.wakes()), (1, 1, 0));
+    go.store(true, Ordering::SeqCst);
+    within(5, move || fiber.join().unwrap());
+    assert_eq!(t.wakes(), 1);
+    match poll_once(&mut f, Waker::noop()) {
+        Poll::Ready(g) => assert_eq!(g.to_vec(), [2, 2, 0, 0]),
+        Poll::Pending => panic!("granted and woken, but pending"),
+    }
+    drop(f);
+    assert_eq!((lock.held(), lock.queued()), (0, 0));
+    child_ok();
 }
