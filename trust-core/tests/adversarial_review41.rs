@@ -4,7 +4,11 @@
 //! outlive the token borrow (Miri), lazy locks whose initialiser panics while other threads wait, drops
 //! counted, the worklists at capacity 1 under concurrent push/pop/steal, a deque whose owner is dropped,
 //! duplicate indices in a Treiber batch, racing set/reset on a bitset, the read phase's threads and panics,
-//! the static token after a panicking writer, every `Debug`, and the `Send`/`Sync` table at run time.
+//! the static token after a panicking writer, every `Debug`, and the `Send`/`Sync` table at run time; and
+//! the memory orderings the worklists and the bitset justify, by handing plain (non-atomic) memory through
+//! them, so that Miri's data-race detector checks them (each test fails under Miri when its ordering is
+//! weakened: the Treiber push CAS made Relaxed, the deque's Release fence taken out, `test_and_set` made
+//! Relaxed, all tried and caught).
 //!
 //! Findings (each test's doc gives the measurement before the fix):
 //! - `ghost_atomic_bool_has_fetch_update_and_as_ptr`: docs/ghost.md lists `fetch_update` in the std API of
@@ -816,4 +820,242 @@ fn debug_output_of_every_type() {
         );
         assert_eq!(*cell.borrow(&token), 3);
     });
+}
+
+// ---- orderings, checked by Miri's data-race detector ------------------------------------------------------
+
+/// Plain (non-atomic) memory, one `u64` per index, handed from thread to thread only by the structure under
+/// test: if an ordering the docs justify were too weak, the hand-over would not order the plain accesses,
+/// and Miri would report a data race (natively, the values still have to be the ones written).
+struct Payloads(Vec<std::cell::UnsafeCell<u64>>);
+
+// SAFETY: every test below touches an index only while the structure under test gives it that index
+// exclusively (popped, stolen, or published by a set bit and then only read); that is what they check.
+unsafe impl Sync for Payloads {}
+
+impl Payloads {
+    fn new(len: usize) -> Self {
+        Payloads((0..len).map(|_| std::cell::UnsafeCell::new(0)).collect())
+    }
+
+    /// # Safety
+    ///
+    /// No other thread accesses `index` meanwhile, and the previous writer's write happens before this.
+    unsafe fn read(&self, index: usize) -> u64 {
+        // SAFETY: the caller's promise.
+        unsafe { *self.0[index].get() }
+    }
+
+    /// # Safety
+    ///
+    /// As `read`, for writing.
+    unsafe fn write(&self, index: usize, value: u64) {
+        // SAFETY: the caller's promise.
+        unsafe { *self.0[index].get() = value }
+    }
+}
+
+/// Treiber stack: a popped index's payload is the last value written by whoever pushed it (the push's
+/// Release CAS, the pop's Acquire), through pops, pushes and batches on every thread. Each payload counts
+/// the generations of its index; their sum is the number of pops.
+#[test]
+fn treiber_hands_plain_memory_from_pusher_to_popper() {
+    let indices = 2 * THREADS;
+    let payloads = Payloads::new(indices);
+    let pops = AtomicUsize::new(0);
+    GhostToken::new(|_token| {
+        let stack = GhostTreiberStack::new(indices);
+        for index in 0..indices {
+            // SAFETY: no other thread exists yet.
+            unsafe { payloads.write(index, index as u64) };
+            stack.push(index);
+        }
+        thread::scope(|s| {
+            for id in 0..THREADS {
+                let (stack, payloads, pops) = (&stack, &payloads, &pops);
+                s.spawn(move || {
+                    let mut round = 0;
+                    while round < ROUNDS / THREADS / 4 + 1 {
+                        let Some(a) = stack.pop() else {
+                            thread::yield_now();
+                            continue;
+                        };
+                        let b = stack.pop();
+                        for index in [Some(a), b].into_iter().flatten() {
+                            // SAFETY: popped: ours until we push it back.
+                            let value = unsafe { payloads.read(index) };
+                            assert_eq!(value % indices as u64, index as u64);
+                            // SAFETY: as above.
+                            unsafe { payloads.write(index, value + indices as u64) };
+                            pops.fetch_add(1, Ordering::Relaxed);
+                        }
+                        match b {
+                            Some(b) if (round + id) % 2 == 0 => stack.push_batch(&[b, a]),
+                            Some(b) => {
+                                stack.push(a);
+                                stack.push(b);
+                            }
+                            None => stack.push(a),
+                        }
+                        round += 1;
+                    }
+                });
+            }
+        });
+        let mut left = 0;
+        while let Some(index) = stack.pop() {
+            left += 1;
+            assert!(index < indices);
+        }
+        assert_eq!(left, indices);
+    });
+    let generations: u64 = (0..indices)
+        // SAFETY: every thread is joined.
+        .map(|index| (unsafe { payloads.read(index) } - index as u64) / indices as u64)
+        .sum();
+    assert_eq!(generations, pops.load(Ordering::Relaxed) as u64);
+}
+
+/// Chase-Lev deque: the owner writes a value's payload, then pushes the value; a thief that steals it reads
+/// that payload (the Release fence before `bottom`, the stealer's Acquire load of `bottom`), then marks it
+/// taken. Every payload ends marked, each value taken once (a second taker would read the mark).
+#[test]
+fn deque_hands_plain_memory_from_owner_to_thieves() {
+    let values = if cfg!(miri) { 40 } else { 4096 };
+    let payloads = Payloads::new(values);
+    let taken = u64::MAX;
+    GhostToken::new(|_token| {
+        let owner = GhostChaseLevDeque::new(8);
+        let done = AtomicBool::new(false);
+        thread::scope(|s| {
+            for _ in 0..THREADS - 1 {
+                let (thief, payloads, done) = (owner.stealer(), &payloads, &done);
+                s.spawn(move || {
+                    loop {
+                        match thief.steal() {
+                            Some(value) => {
+                                // SAFETY: stolen: ours alone from now on.
+                                assert_eq!(unsafe { payloads.read(value) }, 3 * value as u64 + 1);
+                                // SAFETY: as above.
+                                unsafe { payloads.write(value, taken) };
+                            }
+                            None if done.load(Ordering::Acquire) => break,
+                            None => thread::yield_now(),
+                        }
+                    }
+                });
+            }
+            let take_mine = |value: usize| {
+                // SAFETY: popped by the owner: ours alone.
+                assert_eq!(unsafe { payloads.read(value) }, 3 * value as u64 + 1);
+                // SAFETY: as above.
+                unsafe { payloads.write(value, taken) };
+            };
+            for value in 0..values {
+                // SAFETY: not pushed yet: nobody else can reach it.
+                unsafe { payloads.write(value, 3 * value as u64 + 1) };
+                while owner.push_bottom(value).is_err() {
+                    if let Some(mine) = owner.pop_bottom() {
+                        take_mine(mine);
+                    }
+                }
+            }
+            while let Some(mine) = owner.pop_bottom() {
+                take_mine(mine);
+            }
+            done.store(true, Ordering::Release);
+        });
+    });
+    // SAFETY: every thread is joined.
+    assert!((0..values).all(|value| unsafe { payloads.read(value) } == taken));
+}
+
+/// Bitset: `test_and_set` publishes what the setter wrote before it (Release), and `test` and `iter` read
+/// it (Acquire), as the rustdoc says ("whatever the setter wrote before setting it is visible after this
+/// returns `true`").
+#[test]
+fn bitset_publishes_plain_memory_written_before_the_set() {
+    let bits_len = if cfg!(miri) { 70 } else { 4096 };
+    let payloads = Payloads::new(bits_len);
+    GhostToken::new(|_token| {
+        let bits = GhostAtomicBitset::new(bits_len);
+        thread::scope(|s| {
+            s.spawn(|| {
+                for bit in (0..bits_len).rev() {
+                    // SAFETY: bit not set yet: no reader looks at this payload.
+                    unsafe { payloads.write(bit, bit as u64 + 100) };
+                    assert!(!bits.test_and_set(bit));
+                }
+            });
+            s.spawn(|| {
+                for bit in 0..bits_len {
+                    while !bits.test(bit) {
+                        thread::yield_now();
+                    }
+                    // SAFETY: the bit is set, so its payload is written and never written again.
+                    assert_eq!(unsafe { payloads.read(bit) }, bit as u64 + 100);
+                }
+            });
+            s.spawn(|| {
+                let mut seen = 0;
+                while seen < bits_len {
+                    seen = 0;
+                    for bit in bits.iter() {
+                        // SAFETY: as above.
+                        assert_eq!(unsafe { payloads.read(bit) }, bit as u64 + 100);
+                        seen += 1;
+                    }
+                    thread::yield_now();
+                }
+            });
+        });
+    });
+}
+
+// ---- the read phase: drops and huge ranges ---------------------------------------------------------------
+
+/// When a reader panics, the results the other readers produced are dropped exactly once (those already
+/// collected and those never joined), whether the panicking reader is shard 0 (the calling thread) or a
+/// scoped one, and the commit never sees them.
+#[test]
+fn read_phase_results_are_dropped_once_when_a_reader_panics() {
+    for panicking in [0usize, 2] {
+        let drops = AtomicUsize::new(0);
+        GhostToken::new(|mut token| {
+            let message = panic_message(|| {
+                parallel_read_then_commit_with(
+                    4,
+                    &mut token,
+                    |shard, _| {
+                        assert!(shard.index != panicking, "reader failed");
+                        Counted(&drops)
+                    },
+                    |_results, _| panic!("the commit ran"),
+                )
+            });
+            assert_eq!(message, "reader failed");
+        });
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            3,
+            "panicking shard {panicking}"
+        );
+    }
+}
+
+/// `Shard::range` over `usize::MAX` elements: contiguous, covering `0..usize::MAX` exactly, sizes differing by
+/// at most one, no overflow.
+#[test]
+fn shard_ranges_of_usize_max_elements() {
+    use trust_core::ghost::Shard;
+    for count in [1usize, 2, 3, 7, 64, 1000] {
+        let ranges: Vec<_> = (0..count)
+            .map(|index| Shard { index, count }.range(usize::MAX))
+            .collect();
+        assert_eq!((ranges[0].start, ranges[count - 1].end), (0, usize::MAX));
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+            assert!(pair[0].len() - pair[1].len() <= 1);
+        }
+    }
 }
