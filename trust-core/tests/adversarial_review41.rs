@@ -1059,3 +1059,43 @@ fn shard_ranges_of_usize_max_elements() {
         }
     }
 }
+
+// ---- limits and globals ------------------------------------------------------------------------------------
+
+/// `GhostTreiberStack::new` panics "if `capacity >= u32::MAX`" (indices are 32 bits next to the tag, and
+/// `u32::MAX` is the "no index" value), before allocating; the message names the capacity and the limit.
+/// `GhostChaseLevDeque::NONE` is `usize::MAX`, as the guide says.
+#[test]
+fn treiber_capacity_limit_and_the_deque_sentinel() {
+    for capacity in [u32::MAX as usize, usize::MAX] {
+        assert_eq!(
+            panic_message(|| drop(GhostTreiberStack::<'static>::new(capacity))),
+            format!(
+                "GhostTreiberStack::new: capacity {capacity} is too large: indices are stored in 32 bits, so at \
+                 most 4294967294 indices"
+            )
+        );
+    }
+    assert_eq!(GhostChaseLevDeque::NONE, usize::MAX);
+}
+
+/// A `GhostLazyLock<'static>` in a `static`, forced through `static_token()` by several threads at once: the
+/// initialiser runs exactly once and every thread gets its value (the halo seed's global singleton, with
+/// no `unsafe`).
+#[test]
+fn a_static_lazy_lock_is_a_global_singleton() {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    static TABLE: GhostLazyLock<'static, Vec<u64>> = GhostLazyLock::new(|| {
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        (0..10).map(|i| i * i).collect()
+    });
+    let sums: Vec<u64> = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| s.spawn(|| TABLE.force(static_token()).iter().sum::<u64>()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sums, vec![285; THREADS]);
+    assert_eq!(RUNS.load(Ordering::Relaxed), 1);
+    assert_eq!(TABLE.get(static_token()).map(Vec::len), Some(10));
+}
