@@ -21,6 +21,9 @@
 //! - `send_and_sync_table_at_run_time`: a `GhostLazyCell` is `Sync` only if its initialiser is `Sync` too
 //!   (docs/ghost.md said "for `T: Send + Sync`"); the doc now says so (`GhostLazyLock` needs `F: Send` only).
 //!
+//! - `a_bitset_of_usize_max_bits_aborts_on_its_allocation`: `GhostAtomicBitset::new(usize::MAX)` aborts the
+//!   process (allocation failure, 2^61 bytes), undocumented; its rustdoc now says so.
+//!
 //! Doc corrections without a failing program: `with_static_token_mut`'s contract now covers every read
 //! through `static_token()` (a `GhostOnceCell::get` racing the write is a data race, not only a live `&T`),
 //! and says that a nested call never returns (the `Mutex` is not reentrant: that is what keeps a second
@@ -1098,4 +1101,41 @@ fn a_static_lazy_lock_is_a_global_singleton() {
     assert_eq!(sums, vec![285; THREADS]);
     assert_eq!(RUNS.load(Ordering::Relaxed), 1);
     assert_eq!(TABLE.get(static_token()).map(Vec::len), Some(10));
+}
+
+/// `GhostAtomicBitset::new(usize::MAX)` asks for 2^58 words (2^61 bytes): no address space holds that, and,
+/// as with `Vec::with_capacity`, a failed allocation aborts the process (it is not a panic). Measured in a
+/// child process (this test run again, filtered to itself): the child dies with the allocator's message.
+/// Not under Miri (no processes).
+#[test]
+fn a_bitset_of_usize_max_bits_aborts_on_its_allocation() {
+    if std::env::var_os("REVIEW41_CHILD").is_some() {
+        let bits = GhostAtomicBitset::<'static>::new(usize::MAX);
+        println!("allocated {} bits", bits.len_bits());
+        return;
+    }
+    if cfg!(miri) {
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_bitset_of_usize_max_bits_aborts_on_its_allocation",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("REVIEW41_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("memory allocation of 2305843009213693952 bytes failed"),
+        "{stderr}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(output.status.signal(), Some(6), "SIGABRT");
+    }
 }
