@@ -20,14 +20,19 @@
 //!   of two". Now `MAX_CAPACITY` (2^59 on 64-bit) is checked first, with its own message.
 //! - `send_and_sync_table_at_run_time`: a `GhostLazyCell` is `Sync` only if its initialiser is `Sync` too
 //!   (docs/ghost.md said "for `T: Send + Sync`"); the doc now says so (`GhostLazyLock` needs `F: Send` only).
-//!
 //! - `a_bitset_of_usize_max_bits_aborts_on_its_allocation`: `GhostAtomicBitset::new(usize::MAX)` aborts the
 //!   process (allocation failure, 2^61 bytes), undocumented; its rustdoc now says so.
 //!
 //! Doc corrections without a failing program: `with_static_token_mut`'s contract now covers every read
 //! through `static_token()` (a `GhostOnceCell::get` racing the write is a data race, not only a live `&T`),
 //! and says that a nested call never returns (the `Mutex` is not reentrant: that is what keeps a second
-//! `&mut GhostToken<'static>` out).
+//! `&mut GhostToken<'static>` out); `GhostLazyLock::force` says an initialiser forcing its own lock never
+//! returns; `GhostStealer` also has `is_empty`, and stays usable after the owner handle is dropped.
+//!
+//! Held (no change needed): the `GhostCell` core (aliasing, brands, escapes: ten new UI cases under
+//! `ui-tests/tests/ui/ghost/`), exactly-once accounting in every concurrent test, the loom models (rerun,
+//! and the ABA model fails with the tag increment taken out). Miri (Stacked Borrows, strict provenance):
+//! the file passes in about 16 s on the loaded machine; with Tree Borrows in about 25 s.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
