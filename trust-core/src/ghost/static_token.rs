@@ -50,8 +50,8 @@ pub fn with_static_token<R>(f: impl FnOnce(&'static GhostToken<'static>) -> R) -
 /// race). The simple way to keep this: call it only during single-threaded initialization
 /// (bootstrapping), before any reader exists, and do not keep `&T`s from [`static_token`] across the call.
 ///
-/// Calling it again from inside `f` never returns (it deadlocks or panics: the `Mutex` is not reentrant),
-/// which is what keeps a second `&mut GhostToken<'static>` from existing.
+/// Calling it again from inside `f` never returns normally (it deadlocks, or panics: the `Mutex` is not
+/// reentrant), which is what keeps a second `&mut GhostToken<'static>` from existing.
 ///
 /// ```
 /// use trust_core::ghost::{GhostCell, static_token, with_static_token_mut};
