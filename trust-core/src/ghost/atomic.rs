@@ -258,6 +258,12 @@ impl<'brand> GhostAtomicBool<'brand> {
         self.inner.into_inner()
     }
 
+    /// A raw pointer to the value (as `std`'s `as_ptr`).
+    #[inline(always)]
+    pub const fn as_ptr(&self) -> *mut bool {
+        self.inner.as_ptr()
+    }
+
     /// As `std`'s `load`.
     #[inline(always)]
     pub fn load(&self, order: Ordering) -> bool {
@@ -322,6 +328,17 @@ impl<'brand> GhostAtomicBool<'brand> {
     #[inline(always)]
     pub fn fetch_nand(&self, value: bool, order: Ordering) -> bool {
         self.inner.fetch_nand(value, order)
+    }
+
+    /// As `std`'s `fetch_update`.
+    #[inline(always)]
+    pub fn fetch_update(
+        &self,
+        set_order: Ordering,
+        fetch_order: Ordering,
+        f: impl FnMut(bool) -> Option<bool>,
+    ) -> Result<bool, bool> {
+        self.inner.fetch_update(set_order, fetch_order, f)
     }
 
     /// As `std`'s `fetch_not`.

@@ -32,7 +32,9 @@ pub struct GhostAtomicBitset<'brand> {
 }
 
 impl<'brand> GhostAtomicBitset<'brand> {
-    /// A set of `len_bits` bits, all clear.
+    /// A set of `len_bits` bits, all clear: `len_bits.div_ceil(64)` words (64-bit targets). Like
+    /// `Vec::with_capacity`, it aborts the process (no panic) if that allocation fails, as
+    /// `new(usize::MAX)` does (2^61 bytes).
     pub fn new(len_bits: usize) -> Self {
         let words = len_bits.div_ceil(WORD_BITS);
         Self {

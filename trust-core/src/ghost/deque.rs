@@ -15,7 +15,7 @@
 //!
 //! The owner-only rule is in the types: [`GhostChaseLevDeque`] *is* the owner handle (`Send`, so it can move
 //! to its worker thread, but neither `Sync` nor `Clone`, so only one thread at a time can push or pop), and
-//! [`GhostStealer`] (`Clone + Send + Sync`) has only [`steal`](GhostStealer::steal).
+//! [`GhostStealer`] (`Clone + Send + Sync`) has only [`steal`](GhostStealer::steal) (and `is_empty`).
 
 use core::cell::Cell;
 use core::fmt;
@@ -79,15 +79,30 @@ impl<'brand> GhostChaseLevDeque<'brand> {
     /// slot nobody wrote would be caught by a debug assertion.
     pub const NONE: usize = usize::MAX;
 
+    /// The largest capacity [`new`](Self::new) accepts: the largest power of two whose slots (one `usize`
+    /// each) fit in `isize::MAX` bytes, the most any allocation can hold (2^59 on 64-bit targets). It also
+    /// keeps `bottom - top` far from overflowing `isize`.
+    pub const MAX_CAPACITY: usize = (isize::MAX as usize / size_of::<usize>()).div_ceil(2);
+
     /// An empty deque that holds at most `capacity` values.
     ///
     /// # Panics
     ///
-    /// If `capacity` is not a power of two, or exceeds `isize::MAX as usize / 2 + 1`.
+    /// If `capacity` is not a power of two, or exceeds [`MAX_CAPACITY`](Self::MAX_CAPACITY) (2^59 on
+    /// 64-bit targets), naming it.
     pub fn new(capacity: usize) -> Self {
         assert!(
-            capacity.is_power_of_two() && capacity <= isize::MAX as usize / 2 + 1,
+            capacity.is_power_of_two(),
             "GhostChaseLevDeque::new: capacity {capacity} must be a power of two (the ring index is `i & (capacity - 1)`)"
+        );
+        // Checked before allocating: a larger ring cannot be allocated at all (its size overflows
+        // `isize`), and the allocation would fail with a message that does not name the deque.
+        assert!(
+            capacity <= Self::MAX_CAPACITY,
+            "GhostChaseLevDeque::new: capacity {capacity} is too large: at most {} (2^{}) values, whose slots fit \
+             in isize::MAX bytes",
+            Self::MAX_CAPACITY,
+            Self::MAX_CAPACITY.trailing_zeros()
         );
         Self {
             inner: Arc::new(Inner {

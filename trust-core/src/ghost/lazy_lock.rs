@@ -56,6 +56,9 @@ impl<'brand, T, F: FnOnce() -> T> GhostLazyLock<'brand, T, F> {
 
     /// The value, computing it first if no thread has. Concurrent first callers wait for one of them.
     ///
+    /// The initialiser must not force this same lock: that call waits for the initialisation it is part
+    /// of, and never returns (std's `OnceLock` deadlocks there, as `std::sync::LazyLock` does).
+    ///
     /// # Panics
     ///
     /// If the initialiser panicked on an earlier call.

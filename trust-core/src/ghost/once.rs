@@ -165,6 +165,8 @@ impl<T> fmt::Debug for GhostOnceCell<'_, T> {
 /// ```
 ///
 /// If `F` panics, the cell is poisoned: later `force` calls panic too (`F` was consumed).
+///
+/// `Sync` for `T: Send + Sync` and `F: Send + Sync` (the initialiser is kept in a `GhostCell`).
 pub struct GhostLazyCell<'brand, T, F = fn() -> T> {
     value: GhostOnceCell<'brand, T>,
     init: GhostCell<'brand, Option<F>>,

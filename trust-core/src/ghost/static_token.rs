@@ -44,10 +44,14 @@ pub fn with_static_token<R>(f: impl FnOnce(&'static GhostToken<'static>) -> R) -
 ///
 /// The returned `&mut` token may coexist with the shared `&'static GhostToken<'static>` that
 /// [`static_token`] hands to everybody, and the `Mutex` does **not** keep readers out. So while `f` runs, no
-/// other thread (and no code inside `f`, through a reference obtained before) may hold a `&T` from
-/// `borrow(static_token())` into a cell that `f` writes. The simple way to keep this: call it only during
-/// single-threaded initialization (bootstrapping), before any reader exists, and do not keep `&T`s
-/// from [`static_token`] across the call.
+/// other thread (and no code inside `f`, through a reference obtained before) may read a cell that `f`
+/// writes through [`static_token`]: hold a `&T` from `borrow(static_token())` into it, or run
+/// `GhostOnceCell::get`/`GhostLazyCell::get` on it (they read the flag that `set`/`force` write: a data
+/// race). The simple way to keep this: call it only during single-threaded initialization
+/// (bootstrapping), before any reader exists, and do not keep `&T`s from [`static_token`] across the call.
+///
+/// Calling it again from inside `f` never returns normally (it deadlocks, or panics: the `Mutex` is not
+/// reentrant), which is what keeps a second `&mut GhostToken<'static>` from existing.
 ///
 /// ```
 /// use trust_core::ghost::{GhostCell, static_token, with_static_token_mut};
