@@ -6,8 +6,11 @@
 //! waits on one; a fiber waits only after the operation said `WouldBlock`, so an edge is never missed: data
 //! that arrived before it was read by that operation, data after it makes a new edge (and an fd already ready
 //! when registered is reported at once). A socket lives in the epoll set of every worker where it waited until
-//! it is closed, which removes it from all of them. Timeouts are a heap of deadlines beside the waits; a fiber
-//! in `trust_core::sleep` waits for its deadline alone.
+//! it is closed, which removes it from all of them — unless a clone of its fd keeps the open file alive: then
+//! the registration stays until that closes too (its events may wake a fiber waiting on a socket that took
+//! the number since, which retries its operation), and is taken over if the file comes back under the
+//! number. Timeouts are a heap of deadlines beside the waits; a fiber in `trust_core::sleep` waits for its
+//! deadline alone.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -101,7 +104,19 @@ impl Reactor {
         }
         let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
         let token = Token(fd as usize);
-        match self.poll.borrow().registry().register(&mut SourceFd(&fd), token, interest) {
+        let registry = self.poll.borrow();
+        let registry = registry.registry();
+        let done = match registry.register(&mut SourceFd(&fd), token, interest) {
+            // Epoll keys a registration by (fd number, open file) and drops it only when the file closes: a
+            // clone of the fd (`as_fd().try_clone_to_owned()`) keeps it after its socket was forgotten here,
+            // and the file may come back under the same number. That registration has this token and
+            // interest; re-arming it reports a readiness that is already there, as a new one would.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                registry.reregister(&mut SourceFd(&fd), token, interest)
+            }
+            done => done,
+        };
+        match done {
             Ok(()) => Ok(true),
             Err(e) => {
                 sockets.remove(&fd);
