@@ -307,10 +307,12 @@ pub(crate) fn shut_down_sockets(shared: &TrusteeShared) {
 
 /// Deepens the backlog of the listening socket `fd` to the kernel's cap (`net.core.somaxconn`, 4096 by
 /// default), from the 128 that mio (like std) asks for: a burst of connections then waits in the queue until
-/// the accepting fiber runs, instead of having SYNs dropped and retried a second later.
+/// the accepting fiber runs, instead of having SYNs dropped and retried a second later. It asks for
+/// `i32::MAX`, which Linux cuts to the cap, not for `libc::SOMAXCONN`: that is 128 on musl, and below the cap
+/// wherever the sysctl was raised.
 pub(crate) fn deepen_backlog(fd: RawFd) -> io::Result<()> {
     // SAFETY: `fd` is an open socket the caller owns; on Linux a second `listen` only sets the backlog.
-    match unsafe { libc::listen(fd, libc::SOMAXCONN) } {
+    match unsafe { libc::listen(fd, i32::MAX) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }
