@@ -4,8 +4,16 @@
 //! thread-per-core model for servers: a connection's fiber runs where the trustees run, so a request to a
 //! property of its own worker takes the local shortcut and the others batch.
 //!
-//! On a plain thread the same calls block the thread, like `std::net`'s. On a worker outside a fiber — inside
-//! a delegated closure or an `apply_then` continuation — they panic: waiting there would stop the trustee.
+//! On a plain thread the same calls block the thread, like `std::net`'s (but a timeout is `TimedOut`, not
+//! std's `WouldBlock`). On a worker outside a fiber — inside a delegated closure, also one a fiber runs inline
+//! on its own worker's trustee, or an `apply_then` continuation — they panic, even when the socket is ready:
+//! waiting there would stop the trustee.
+//!
+//! `Runtime::shutdown` shuts down every socket a fiber waited on (one a fiber only used without waiting is
+//! left alone), wherever it is used by then: a plain thread reading it gets `Ok(0)`. A fiber it finds waiting
+//! never resumes: its `join` returns the shutdown panic, and the socket it holds is leaked with it, shut down
+//! but open for the rest of the process. No `connect` timeout is offered: a `connect` to an address that
+//! never answers waits as long as the kernel retries (about two minutes on Linux by default).
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
@@ -146,7 +154,8 @@ impl TcpListener {
         })
     }
 
-    /// Takes a listener bound by `std` (it is switched to non-blocking mode; its backlog is left as it is).
+    /// Takes a listener bound by `std` (it is switched to non-blocking mode, std clones of it too, as for
+    /// [`TcpStream::from_std`]; its backlog is left as it is: std's 128).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
@@ -204,7 +213,9 @@ impl TcpStream {
         })
     }
 
-    /// Takes a connection made by `std` (it is switched to non-blocking mode).
+    /// Takes a connection made by `std` (it is switched to non-blocking mode). The mode belongs to the open
+    /// socket, not to the handle: a std clone of it (`try_clone`, made before) turns non-blocking too, and its
+    /// reads and writes then say `WouldBlock` instead of waiting.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
         Ok(TcpStream::new(mio::net::TcpStream::from_std(stream)))
@@ -230,8 +241,10 @@ impl TcpStream {
         self.socket.io.nodelay()
     }
 
-    /// A read waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`]; `None` waits for ever.
-    /// A zero duration is an `InvalidInput` error, as in `std`.
+    /// A read waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`] — where std's sockets on
+    /// Linux say `WouldBlock` — on a plain thread as in a fiber; `None` waits for ever. A zero duration is an
+    /// `InvalidInput` error, as in `std`. A read already waiting keeps the timeout it began with (as Linux's
+    /// `SO_RCVTIMEO` does); the new one applies from the next call.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.read_timeout.store(nanos(timeout)?, Ordering::Relaxed);
         Ok(())
@@ -242,7 +255,8 @@ impl TcpStream {
         Ok(duration(self.read_timeout.load(Ordering::Relaxed)))
     }
 
-    /// A write waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`]; as `set_read_timeout`.
+    /// A write waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`] (std on Linux:
+    /// `WouldBlock`); otherwise as [`set_read_timeout`](TcpStream::set_read_timeout).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.write_timeout.store(nanos(timeout)?, Ordering::Relaxed);
         Ok(())
