@@ -28,16 +28,24 @@
 //!   socket non-blocking too (the flag belongs to the open file): a std clone's `read` says `WouldBlock` at
 //!   once. The rustdoc now says so.
 //!
+//! - `runtime_shutdown_ends_waiting_fibers_joins_and_their_peers_streams`: the fibers `Runtime::shutdown`
+//!   finds waiting are leaked, and the sockets they hold stay open (shut down) for the rest of the process;
+//!   a socket a fiber used without ever waiting is not shut down at all. docs/delegation.md and the module
+//!   rustdoc now say both.
+//!
 //! What held: a fiber waiting in `read` or `connect` left its worker to 1000 local applies, 1000 remote ones
 //! and 1000 yields of another fiber, exactly, while a third fiber that never reads had its peer flooded; the
 //! bytes of two concurrent readers (or writers) of one stream add up exactly; a socket moved between fibers
 //! on both workers and a plain thread woke every wait; reset and half-close errors equal std's; a single
 //! `write` of 64 MiB returns a partial count and a slow reader gets all 64 MiB; 10,000 connections at once
-//! end in a clear `EMFILE` (no hang) and every fiber then holding one is served; `shutdown(Both)` wakes a
-//! reader (`Ok(0)`) and a writer (`BrokenPipe`) of the same socket; `Runtime::shutdown` ends the joins of
-//! waiting fibers with the shutdown panic and their peers (and a plain thread reading a socket a fiber
-//! waited on) see the end of the stream. Not offered: a connect timeout (a fiber's `connect` to an
-//! unroutable address waits as long as the kernel retries, about 2 minutes) and `try_clone`.
+//! end in a clear `EMFILE` (no hang; here the acceptor's, at 9,995 with a hard limit of 20,000 fds) and
+//! every fiber then holding one is served; `shutdown(Both)` wakes a reader (`Ok(0)`) and a writer
+//! (`BrokenPipe`) of the same socket; `Runtime::shutdown` ends the joins of waiting fibers with the shutdown
+//! panic, and their peers (and a plain thread reading a socket a fiber waited on) see the end of the stream;
+//! socket I/O in a closure a fiber runs inline on its own trustee panics naming `spawn`, even with the socket
+//! ready. Not offered, now said in the rustdoc: a connect timeout (a fiber's `connect` to an address that
+//! never answers waits as long as the kernel retries, about 2 minutes), and resolving host names without
+//! blocking (`getaddrinfo` runs on the worker's thread).
 
 #[macro_use]
 mod common;
@@ -214,7 +222,7 @@ fn a_fiber_waiting_in_connect_leaves_its_worker_to_another_fibers_exact_work() {
     let addr = l.local_addr().unwrap();
     // Fill the queue: connects complete until one is dropped (the kernel queues backlog + 1).
     let mut queued = Vec::new();
-    while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+    while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
         queued.push(c);
         assert!(queued.len() < 10, "the accept queue never filled");
     }
@@ -705,7 +713,10 @@ fn ten_thousand_connections_at_once_meet_the_fd_limit_with_emfile() {
         (echoed, ended)
     });
     let (echoed, ended) = echoed;
-    assert!(echoed > 1000, "only {echoed} connections at once");
+    println!("{echoed} connections at once; client {client_error:?}, acceptor {accept_error:?}");
+    // All but the two dropped of as many as the fd limit allows (2 fds each), or all N.
+    let room = (lim.rlim_cur as usize / 2).min(N);
+    assert!(echoed + 100 >= room, "only {echoed} connections at once");
     assert_eq!(
         ended, echoed,
         "fibers that ended (the rest lost their peer)"

@@ -193,7 +193,9 @@ impl TcpStream {
         }
     }
 
-    /// Connects to `addr` (the first of its addresses that accepts).
+    /// Connects to `addr` (the first of its addresses that accepts). A host name is resolved on the calling
+    /// thread (`getaddrinfo`, as in `std`): in a fiber that lookup blocks its worker; an address does not.
+    /// There is no timeout: an address that never answers is retried as long as the kernel does.
     pub fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         each_addr(addr, |a| {
             let stream = TcpStream::new(mio::net::TcpStream::connect(a)?);
