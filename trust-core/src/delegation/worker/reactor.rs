@@ -1,6 +1,7 @@
 //! A worker's sockets: one `mio::Poll` per worker, in which the fibers of that worker wait for their sockets
-//! (`api::net`). The worker polls it without blocking in each turn while a fiber waits, and sleeps in it when
-//! it has nothing to do, so a ready socket wakes the worker as a request does (`Parker::polling`).
+//! (`api::net`). While a fiber waits, the worker polls it without blocking after each busy turn (not in its
+//! idle rounds: those make no system call), and once idle (after `IO_SPIN` rounds) it sleeps in it, so a
+//! ready socket wakes the worker as a request does (`Parker::polling`).
 //!
 //! Sockets are registered edge-triggered, for reading and writing, the first time a fiber of this worker
 //! waits on one; a fiber waits only after the operation said `WouldBlock`, so an edge is never missed: data
