@@ -13,12 +13,17 @@ use crate::delegation::api::fiber::{self, Fiber};
 use crate::delegation::trustee::job::{Launch, Outcome};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
-use crate::delegation::api::trust::BOX_ABOVE;
+use crate::delegation::api::trust::{BOX_ABOVE, unboxed};
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
 
 /// A launched closure over `BOX_ABOVE` bytes, boxed where the API receives it.
 type BoxedLaunch<T, R> = Box<dyn FnOnce(&Latch<T>) -> R + Send>;
+
+/// A launched closure whose result is boxed as it returns (see `launch_then`).
+fn boxed_launch_result<T, R>(f: impl FnOnce(&Latch<T>) -> R) -> impl FnOnce(&Latch<T>) -> Box<R> {
+    move |latch| Box::new(f(latch))
+}
 
 /// `Latch::holder` when no fiber holds the latch.
 const NO_FIBER: (usize, u64) = (usize::MAX, u64::MAX);
@@ -241,12 +246,43 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if size_of::<F>() > BOX_ABOVE {
-            // As in `launch`.
-            let f: BoxedLaunch<T, R> = Box::new(f);
-            return self.launch_then_sized(f, then);
+        if size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE {
+            return self.launch_then_boxed(f, then);
+        }
+        self.launch_then_result(f, then)
+    }
+
+    /// `launch_then` for a closure and a continuation small enough to move by value (a function of its own,
+    /// for the reason `Trust::apply_then_result` gives).
+    #[inline]
+    fn launch_then_result<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
+        if size_of::<R>() > BOX_ABOVE {
+            // Boxed as the launched fiber's closure returns it, as `launch`'s result is (`fiber_job`), and moved
+            // out of its box for `then`: by value through the catch and the sender, a 32 KiB result overflowed
+            // the launched fiber's 256 KiB stack in a debug build (review 38).
+            return self.launch_then_sized(boxed_launch_result(f), unboxed(then));
         }
         self.launch_then_sized(f, then)
+    }
+
+    /// `launch_then` of a closure or a continuation over 512 bytes: both boxed at the boundary, as
+    /// `apply_then` boxes them (a 32 KiB continuation capture by value overflowed the issuing fiber's 256 KiB
+    /// stack in a debug build: review 38).
+    #[inline(never)]
+    fn launch_then_boxed<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
+        let f: BoxedLaunch<T, R> = Box::new(f);
+        let then: Box<dyn FnOnce(R)> = Box::new(then);
+        self.launch_then_result(f, then)
     }
 
     /// `launch_then` for a closure small enough to move by value.
