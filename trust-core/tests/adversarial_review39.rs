@@ -667,7 +667,10 @@ fn a_32_kib_value_through_stub_results_and_hand_written_calls_fits_a_fiber() {
 /// process: "fiber on thread 'trust-worker-1' has overflowed its 256 KiB stack; raise it with
 /// `Runtime::builder().fiber_stack_size(..)`"; 24 KiB aborts there too, 16 KiB fits. `apply_with` of the same
 /// argument fits on both (previous test): the stub takes the argument by value, packs it (`arg`) and puts it
-/// in a tuple before `apply_with` moves it again, each a copy of its own in a debug frame.
+/// in a tuple before `apply_with` moves it again, each a copy of its own in a debug frame. Review 43 (still
+/// overflows, worker 1): frames of the debug build, in KiB: the stub 96, `apply_with` 96, then on the local
+/// shortcut `boxed_arg`'s closure 64 (the argument out of its box, and again into the call) and the stub's
+/// unpacking closure 96 (the tuple pattern, `into_inner`'s argument and result), over 256 with the caller's.
 #[test]
 #[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the blocking stub overflows a 256 KiB fiber stack on the local shortcut (apply_with fits)"]
 fn a_32_kib_argument_through_the_blocking_stub_in_a_fiber() {
@@ -680,7 +683,9 @@ fn a_32_kib_argument_through_the_blocking_stub_in_a_fiber() {
 /// As above: `b.eat_then(big(), ..)`, a 32 KiB argument through the `_then` stub. Measured (debug build): the
 /// process aborts with the fiber stack-overflow message on worker 0 already (remote), and on worker 1 when run
 /// alone; 24 KiB: worker 0 fits, worker 1 aborts. The same 32 KiB captured by a hand-written `apply_then`
-/// closure fits on both.
+/// closure fits on both. Review 43 (still overflows on worker 0): the stub's frame is 128 KiB (`arg`'s
+/// argument and result, the tuple, the closure), `apply_then`'s 64 (one slot per call) and
+/// `apply_then_boxed`'s 32 (the box's argument), with the caller's 32.
 #[test]
 #[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the _then stub overflows a 256 KiB fiber stack (apply_then's capture fits)"]
 fn a_32_kib_argument_through_the_then_stub_in_a_fiber() {
@@ -692,7 +697,8 @@ fn a_32_kib_argument_through_the_then_stub_in_a_fiber() {
 
 /// As above: `block_on(b.eat_async(big()))`, a 32 KiB argument through the `_async` stub. Measured (debug
 /// build): aborts with the fiber stack-overflow message on both workers (24 KiB fits). The same 32 KiB
-/// captured by a hand-written `apply_async` closure fits on both.
+/// captured by a hand-written `apply_async` closure fits on both. Review 43 (still overflows): the stub's
+/// frame is 128 KiB, as the `_then` stub's, before `apply_async` writes the closure into the request.
 #[test]
 #[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the _async stub overflows a 256 KiB fiber stack (apply_async's capture fits)"]
 fn a_32_kib_argument_through_the_async_stub_in_a_fiber() {
