@@ -458,8 +458,8 @@ fn then_64_kib(on1: &Trust<u64>, seen: &Arc<AtomicUsize>) {
 /// Review 43 (still overflows; it cannot fit as written): `then_64_kib`'s own debug frame is 256 KiB (the
 /// tuple, the array, the closure capturing it, and the call's copy), the whole stack before `apply_then` is
 /// reached; `apply_with`'s frame holds three 64 KiB slots (the box's argument, `inline_arg`'s argument and
-/// closure). `apply_then` now boxes a large closure in a frame of its own (`apply_then`'s frame keeps one
-/// slot per call: 128 KiB here).
+/// closure). `apply_then` now boxes a large closure in its own frame (two 64 KiB slots there: the box's
+/// argument and the small path's call; three and a call of its own before).
 #[test]
 #[ignore = "KNOWN LIMIT (docs/delegation.md, Fibers): a 64 KiB by-value argument or capture is copied ~4 times in a debug build before it is boxed (apply_with, apply_then): it overflows a fiber's default 256 KiB stack (abort)"]
 fn a_64_kib_array_through_apply_with_and_apply_then_from_a_fiber() {

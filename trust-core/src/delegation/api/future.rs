@@ -14,7 +14,6 @@ use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 use crate::delegation::call;
 use crate::delegation::trustee::job::{Apply, Outcome};
 use crate::delegation::trustee::oneshot::{Answer, Unsent};
-use crate::delegation::trustee::property::SendPtr;
 use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message};
 
 /// The future returned by [`Trust::apply_async`].
@@ -50,9 +49,8 @@ where
     F: FnOnce(&mut T) -> R + Send + 'static,
     R: Send + 'static,
 {
-    pub(crate) fn new(trust: &'a Trust<T>, f: F) -> Self {
-        // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
-        let unsent = Unsent::new_apply(SendPtr(trust.property_ptr()), f);
+    /// The future of `unsent`, a request to `trust`'s property made by `Trust::apply_async`.
+    pub(crate) fn new(trust: &'a Trust<T>, unsent: Unsent<Apply<T, F>, Outcome<R>>) -> Self {
         ApplyFuture {
             trust,
             step: Step::Unsent(unsent),

@@ -247,7 +247,11 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         C: FnOnce(R) + 'static,
     {
         if size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE {
-            return self.launch_then_boxed(f, then);
+            // Both boxed at the boundary, in this frame, as `apply_then` boxes them (a 32 KiB continuation
+            // capture by value overflowed the issuing fiber's 256 KiB stack in a debug build: review 38).
+            let f: BoxedLaunch<T, R> = Box::new(f);
+            let then: Box<dyn FnOnce(R)> = Box::new(then);
+            return self.launch_then_result(f, then);
         }
         self.launch_then_result(f, then)
     }
@@ -268,21 +272,6 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             return self.launch_then_sized(boxed_launch_result(f), unboxed(then));
         }
         self.launch_then_sized(f, then)
-    }
-
-    /// `launch_then` of a closure or a continuation over 512 bytes: both boxed at the boundary, as
-    /// `apply_then` boxes them (a 32 KiB continuation capture by value overflowed the issuing fiber's 256 KiB
-    /// stack in a debug build: review 38).
-    #[inline(never)]
-    fn launch_then_boxed<R, F, C>(&self, f: F, then: C)
-    where
-        F: FnOnce(&Latch<T>) -> R + Send + 'static,
-        R: Send + 'static,
-        C: FnOnce(R) + 'static,
-    {
-        let f: BoxedLaunch<T, R> = Box::new(f);
-        let then: Box<dyn FnOnce(R)> = Box::new(then);
-        self.launch_then_result(f, then)
     }
 
     /// `launch_then` for a closure small enough to move by value.

@@ -7,6 +7,7 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::delegation::api::future::ApplyFuture;
+use crate::delegation::trustee::oneshot::Unsent;
 use crate::delegation::trustee::job::{self, Apply};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::delegation::client::then::Cont;
@@ -171,14 +172,21 @@ impl<T: Send + 'static> Trust<T> {
         C: FnOnce(R) + 'static,
     {
         if size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE {
-            return self.apply_then_boxed(f, then);
+            // Boxed here, at the boundary, so the layers below (the client's queues, the local shortcut, the
+            // trustee) move pointers: by value, a 32 KiB continuation capture overflowed a fiber's 256 KiB stack
+            // in a debug build (review 38). Both, whichever is the large one: the types boxed are then the same
+            // whatever `F` and `C` are. In this frame, not a function of its own: in a debug build each call a
+            // large value is passed to takes one more copy of it.
+            let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
+            let then: Box<dyn FnOnce(R)> = Box::new(then);
+            return self.apply_then_result(f, then);
         }
         self.apply_then_result(f, then)
     }
 
     /// `apply_then` for a closure and a continuation small enough to move by value. A function of its own (not
-    /// inlined in a debug build): `apply_then`'s frame then holds two slots for a large closure or continuation,
-    /// one per call, not those of every move below.
+    /// inlined in a debug build): `apply_then`'s frame then holds two slots for a large closure or continuation
+    /// (the box's argument and this call's), not those of every move below.
     #[inline]
     fn apply_then_result<R, F, C>(&self, f: F, then: C)
     where
@@ -191,23 +199,6 @@ impl<T: Send + 'static> Trust<T> {
             return self.apply_then_sized(boxed_result(f), unboxed(then));
         }
         self.apply_then_sized(f, then)
-    }
-
-    /// `apply_then` of a closure or a continuation over 512 bytes: both are boxed here, at the boundary, so the
-    /// layers below (the client's queues, the local shortcut, the trustee) move pointers. By value, a 32 KiB
-    /// continuation capture overflowed a fiber's 256 KiB stack in a debug build (review 38). Both, whichever is
-    /// the large one: a box each way keeps this frame to one slot for each, and the types boxed are the same
-    /// whatever `F` and `C` are (no new instance of `apply_then` per closure type).
-    #[inline(never)]
-    fn apply_then_boxed<R, F, C>(&self, f: F, then: C)
-    where
-        F: FnOnce(&mut T) -> R + Send + 'static,
-        R: Send + 'static,
-        C: FnOnce(R) + 'static,
-    {
-        let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
-        let then: Box<dyn FnOnce(R)> = Box::new(then);
-        self.apply_then_result(f, then)
     }
 
     fn apply_then_sized<R, F, C>(&self, f: F, then: C)
@@ -277,7 +268,10 @@ impl<T: Send + 'static> Trust<T> {
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
     {
-        ApplyFuture::new(self, f)
+        // The request is made here, `f` written into it by the one call it goes through (in a debug build, each
+        // call a large closure is passed to takes a copy of it on the caller's stack). The property outlives the
+        // request even if the handle is dropped first: see `Worker::retire`.
+        ApplyFuture::new(self, Unsent::new_apply(SendPtr(self.property_ptr()), f))
     }
 
     /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. A small
