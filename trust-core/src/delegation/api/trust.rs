@@ -287,13 +287,24 @@ impl<T: Send + 'static> Trust<T> {
         V: Send + 'static,
         R: Send + 'static,
     {
-        // Two functions, not two closures here: a debug build would reserve stack for both closures (each
-        // holding a `V`) in this frame whichever branch runs. `arg` itself is moved, never copied.
+        // A debug build reserves a slot in this frame for every value it moves, whichever branch runs: two
+        // here for a large `V` (the box's argument and the call's), not the closure that holds it too.
         if size_of::<V>() > BOX_ABOVE {
             self.apply(boxed_arg(f, Box::new(arg)))
         } else {
-            self.apply(inline_arg(f, arg))
+            self.apply_with_inline(f, arg)
         }
+    }
+
+    /// `apply_with` for an argument small enough to travel inside the request.
+    #[inline]
+    fn apply_with_inline<V, R, F>(&self, f: F, arg: V) -> R
+    where
+        F: FnOnce(&mut T, V) -> R + Send + 'static,
+        V: Send + 'static,
+        R: Send + 'static,
+    {
+        self.apply(inline_arg(f, arg))
     }
 }
 
