@@ -239,7 +239,8 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// fibers can run at once, and one may wait for something a later request does. Continuations run in
     /// the order their fibers finish. A panic in `f` (or in `then`) is kept and resumed by the issuer's next
     /// `wait_pending`. Allowed inside delegated closures and continuations. From a `may` coroutine it waits
-    /// like `launch` and runs `then` at once, on the coroutine (see [`apply_then`](Trust::apply_then)).
+    /// like `launch` and runs `then` at once, on the coroutine (see [`apply_then`](Trust::apply_then)). A
+    /// closure, continuation or result over 512 bytes is boxed, as by `apply_then`.
     pub fn launch_then<R, F, C>(&self, f: F, then: C)
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,

@@ -164,6 +164,9 @@ impl<T: Send + 'static> Trust<T> {
     /// From a `may` coroutine it waits like `apply` (the coroutine yields) and runs `then` at once, on the
     /// coroutine: `may` moves coroutines between threads, and `then` need not be `Send`.
     ///
+    /// A closure, continuation or result over 512 bytes is boxed (one allocation each), as in `apply`, so the
+    /// call path moves pointers, not the values.
+    ///
     /// [`wait_pending`]: crate::wait_pending
     pub fn apply_then<R, F, C>(&self, f: F, then: C)
     where
