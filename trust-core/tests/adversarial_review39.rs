@@ -667,7 +667,10 @@ fn a_32_kib_value_through_stub_results_and_hand_written_calls_fits_a_fiber() {
 /// process: "fiber on thread 'trust-worker-1' has overflowed its 256 KiB stack; raise it with
 /// `Runtime::builder().fiber_stack_size(..)`"; 24 KiB aborts there too, 16 KiB fits. `apply_with` of the same
 /// argument fits on both (previous test): the stub takes the argument by value, packs it (`arg`) and puts it
-/// in a tuple before `apply_with` moves it again, each a copy of its own in a debug frame.
+/// in a tuple before `apply_with` moves it again, each a copy of its own in a debug frame. Review 43 (still
+/// overflows, worker 1): frames of the debug build, in KiB: the stub 96, `apply_with` 96, then on the local
+/// shortcut `boxed_arg`'s closure 64 (the argument out of its box, and again into the call) and the stub's
+/// unpacking closure 96 (the tuple pattern, `into_inner`'s argument and result), over 256 with the caller's.
 #[test]
 #[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the blocking stub overflows a 256 KiB fiber stack on the local shortcut (apply_with fits)"]
 fn a_32_kib_argument_through_the_blocking_stub_in_a_fiber() {
@@ -680,9 +683,13 @@ fn a_32_kib_argument_through_the_blocking_stub_in_a_fiber() {
 /// As above: `b.eat_then(big(), ..)`, a 32 KiB argument through the `_then` stub. Measured (debug build): the
 /// process aborts with the fiber stack-overflow message on worker 0 already (remote), and on worker 1 when run
 /// alone; 24 KiB: worker 0 fits, worker 1 aborts. The same 32 KiB captured by a hand-written `apply_then`
-/// closure fits on both.
+/// closure fits on both. Review 43: worker 0 now fits (`apply_then` boxes the closure in its own frame,
+/// 64 KiB for it, where it took three slots and a call before), worker 1 still aborts: it needs between 320
+/// and 352 KiB of fiber stack. The stub's frame holds four copies (128 KiB: `arg`'s argument and result, the
+/// tuple, the closure), and on the local shortcut the closure runs on the same stack, moved out of its box
+/// (32 KiB) and unpacking the argument (96 KiB: the tuple pattern, `into_inner`'s argument and result).
 #[test]
-#[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the _then stub overflows a 256 KiB fiber stack (apply_then's capture fits)"]
+#[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the _then stub overflows a 256 KiB fiber stack on the local shortcut (apply_then's capture fits)"]
 fn a_32_kib_argument_through_the_then_stub_in_a_fiber() {
     let _s = serial();
     in_child!("a_32_kib_argument_through_the_then_stub_in_a_fiber", 10);
@@ -691,10 +698,12 @@ fn a_32_kib_argument_through_the_then_stub_in_a_fiber() {
 }
 
 /// As above: `block_on(b.eat_async(big()))`, a 32 KiB argument through the `_async` stub. Measured (debug
-/// build): aborts with the fiber stack-overflow message on both workers (24 KiB fits). The same 32 KiB
-/// captured by a hand-written `apply_async` closure fits on both.
+/// build) in review 39: the process aborted with the fiber stack-overflow message on both workers (24 KiB
+/// fit), while the same 32 KiB captured by a hand-written `apply_async` closure fit on both. Review 43: the
+/// stub's frame holds four copies (128 KiB), and `apply_async` passed the closure through two more calls
+/// (`ApplyFuture::new`, then `Unsent::new_apply`), each a copy in a debug frame; it now makes the request
+/// itself, and a 256 KiB fiber stack holds the rest (not 224 KiB). Measured: 32,768 on both workers.
 #[test]
-#[ignore = "KNOWN LIMIT (docs/entrust.md, Benchmark): review 39: a 32 KiB argument through the _async stub overflows a 256 KiB fiber stack (apply_async's capture fits)"]
 fn a_32_kib_argument_through_the_async_stub_in_a_fiber() {
     let _s = serial();
     in_child!("a_32_kib_argument_through_the_async_stub_in_a_fiber", 10);

@@ -14,7 +14,6 @@ use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 use crate::delegation::call;
 use crate::delegation::trustee::job::{Apply, Outcome};
 use crate::delegation::trustee::oneshot::{Answer, Unsent};
-use crate::delegation::trustee::property::SendPtr;
 use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message};
 
 /// The future returned by [`Trust::apply_async`].
@@ -50,9 +49,8 @@ where
     F: FnOnce(&mut T) -> R + Send + 'static,
     R: Send + 'static,
 {
-    pub(crate) fn new(trust: &'a Trust<T>, f: F) -> Self {
-        // The property outlives the request even if the handle is dropped first: see `Worker::retire`.
-        let unsent = Unsent::new_apply(SendPtr(trust.property_ptr()), f);
+    /// The future of `unsent`, a request to `trust`'s property made by `Trust::apply_async`.
+    pub(crate) fn new(trust: &'a Trust<T>, unsent: Unsent<Apply<T, F>, Outcome<R>>) -> Self {
         ApplyFuture {
             trust,
             step: Step::Unsent(unsent),
@@ -69,7 +67,25 @@ where
     type Output = R;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
-        let this = &mut *self;
+        if size_of::<R>() > BOX_ABOVE {
+            return self.poll_large(cx);
+        }
+        self.poll_sized(cx)
+    }
+}
+
+impl<T, F, R> ApplyFuture<'_, T, F, R>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut T) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    /// `poll` for a result small enough to move by value. A function of its own (not inlined in a debug
+    /// build): a debug frame reserves a slot for every value its function moves, on the branch taken or not, and
+    /// `poll`'s frame would hold these for a large result too.
+    #[inline]
+    fn poll_sized(&mut self, cx: &mut Context<'_>) -> Poll<R> {
+        let this = self;
         let trustee = this.trust.trustee().shared;
         // Tasks the trustee answered are woken by the next poll of any of its futures (`trustee::relay`).
         trustee.relay.drain();
@@ -102,6 +118,57 @@ where
             None => panic!("{}", closed_message(SHUT_DOWN)),
         }
     }
+
+    /// `poll` for a result over 512 bytes: the same steps, with the result moved out of the node into a box
+    /// and out of the box once, into the `Poll` (by value through `poll`'s temporaries, a 32 KiB result
+    /// overflowed a fiber's 256 KiB stack in a debug build: review 38). No result passes through this frame:
+    /// each path that makes one is a function of its own.
+    #[inline(never)]
+    fn poll_large(&mut self, cx: &mut Context<'_>) -> Poll<R> {
+        let trustee = self.trust.trustee().shared;
+        trustee.relay.drain();
+        match std::mem::replace(&mut self.step, Step::Done) {
+            Step::Unsent(unsent) => {
+                trustee.check_running();
+                if self.trust.is_local() {
+                    return ready_here(self.trust, unsent);
+                }
+                call::publish_thread_unsent();
+                self.step = Step::Sent(unsent.send(trustee, cx.waker().clone()));
+                Poll::Pending
+            }
+            Step::Sent(mut answer) => {
+                if answer.poll_done(cx.waker()).is_ready() {
+                    return ready_boxed(answer);
+                }
+                if trustee.is_closed() {
+                    panic!("{}", closed_message(SHUT_DOWN));
+                }
+                self.step = Step::Sent(answer);
+                Poll::Pending
+            }
+            Step::Done => panic!("`ApplyFuture` polled after completion"),
+        }
+    }
+}
+
+/// `poll_large`'s answer: the output boxed out of the node, the result moved out of its box once.
+#[inline(never)]
+fn ready_boxed<R: Send + 'static>(mut answer: Answer<Outcome<R>>) -> Poll<R> {
+    match answer.take_boxed() {
+        Some(outcome) => Poll::Ready(outcome.unbox_or_resume()),
+        None => panic!("{}", closed_message(SHUT_DOWN)),
+    }
+}
+
+/// `poll_large`'s local shortcut (`apply_here`, whose result comes back boxed from `apply`).
+#[inline(never)]
+fn ready_here<T: Send + 'static, F, R>(trust: &Trust<T>, unsent: Unsent<Apply<T, F>, Outcome<R>>) -> Poll<R>
+where
+    F: FnOnce(&mut T) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    Poll::Ready(apply_here(trust, unsent))
 }
 
 /// The local shortcut of an unsent request: its closure runs here, as a blocking `apply`. Out of `poll`'s frame:

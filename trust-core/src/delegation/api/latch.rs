@@ -13,12 +13,17 @@ use crate::delegation::api::fiber::{self, Fiber};
 use crate::delegation::trustee::job::{Launch, Outcome};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
-use crate::delegation::api::trust::BOX_ABOVE;
+use crate::delegation::api::trust::{BOX_ABOVE, unboxed};
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
 
 /// A launched closure over `BOX_ABOVE` bytes, boxed where the API receives it.
 type BoxedLaunch<T, R> = Box<dyn FnOnce(&Latch<T>) -> R + Send>;
+
+/// A launched closure whose result is boxed as it returns (see `launch_then`).
+fn boxed_launch_result<T, R>(f: impl FnOnce(&Latch<T>) -> R) -> impl FnOnce(&Latch<T>) -> Box<R> {
+    move |latch| Box::new(f(latch))
+}
 
 /// `Latch::holder` when no fiber holds the latch.
 const NO_FIBER: (usize, u64) = (usize::MAX, u64::MAX);
@@ -234,17 +239,38 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// fibers can run at once, and one may wait for something a later request does. Continuations run in
     /// the order their fibers finish. A panic in `f` (or in `then`) is kept and resumed by the issuer's next
     /// `wait_pending`. Allowed inside delegated closures and continuations. From a `may` coroutine it waits
-    /// like `launch` and runs `then` at once, on the coroutine (see [`apply_then`](Trust::apply_then)).
+    /// like `launch` and runs `then` at once, on the coroutine (see [`apply_then`](Trust::apply_then)). A
+    /// closure, continuation or result over 512 bytes is boxed, as by `apply_then`.
     pub fn launch_then<R, F, C>(&self, f: F, then: C)
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if size_of::<F>() > BOX_ABOVE {
-            // As in `launch`.
+        if size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE {
+            // Both boxed at the boundary, in this frame, as `apply_then` boxes them (a 32 KiB continuation
+            // capture by value overflowed the issuing fiber's 256 KiB stack in a debug build: review 38).
             let f: BoxedLaunch<T, R> = Box::new(f);
-            return self.launch_then_sized(f, then);
+            let then: Box<dyn FnOnce(R)> = Box::new(then);
+            return self.launch_then_result(f, then);
+        }
+        self.launch_then_result(f, then)
+    }
+
+    /// `launch_then` for a closure and a continuation small enough to move by value (a function of its own,
+    /// for the reason `Trust::apply_then_result` gives).
+    #[inline]
+    fn launch_then_result<R, F, C>(&self, f: F, then: C)
+    where
+        F: FnOnce(&Latch<T>) -> R + Send + 'static,
+        R: Send + 'static,
+        C: FnOnce(R) + 'static,
+    {
+        if size_of::<R>() > BOX_ABOVE {
+            // Boxed as the launched fiber's closure returns it, as `launch`'s result is (`fiber_job`), and moved
+            // out of its box for `then`: by value through the catch and the sender, a 32 KiB result overflowed
+            // the launched fiber's 256 KiB stack in a debug build (review 38).
+            return self.launch_then_sized(boxed_launch_result(f), unboxed(then));
         }
         self.launch_then_sized(f, then)
     }

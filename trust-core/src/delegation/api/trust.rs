@@ -7,13 +7,14 @@ use std::panic::resume_unwind;
 use std::ptr::NonNull;
 
 use crate::delegation::api::future::ApplyFuture;
+use crate::delegation::trustee::oneshot::Unsent;
 use crate::delegation::trustee::job::{self, Apply};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::delegation::client::then::Cont;
 use crate::delegation::api::trustee::{Trustee, is_current};
 use crate::delegation::call;
 use crate::delegation::worker::context;
-use crate::delegation::api::fiber::{self, Promise};
+use crate::delegation::api::fiber::{self, Fiber, Promise};
 use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply, suspend_on};
 use crate::delegation::worker::run::Worker;
 
@@ -163,6 +164,9 @@ impl<T: Send + 'static> Trust<T> {
     /// From a `may` coroutine it waits like `apply` (the coroutine yields) and runs `then` at once, on the
     /// coroutine: `may` moves coroutines between threads, and `then` need not be `Send`.
     ///
+    /// A closure, continuation or result over 512 bytes is boxed (one allocation each), as in `apply`, so the
+    /// call path moves pointers, not the values.
+    ///
     /// [`wait_pending`]: crate::wait_pending
     pub fn apply_then<R, F, C>(&self, f: F, then: C)
     where
@@ -170,23 +174,32 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if size_of::<R>() > BOX_ABOVE {
-            // As in `apply`: boxed on the trustee, moved out of its box for `then`.
-            return self.apply_then_closure(boxed_result(f), unboxed(then));
+        if size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE {
+            // Boxed here, at the boundary, so the layers below (the client's queues, the local shortcut, the
+            // trustee) move pointers: by value, a 32 KiB continuation capture overflowed a fiber's 256 KiB stack
+            // in a debug build (review 38). Both, whichever is the large one: the types boxed are then the same
+            // whatever `F` and `C` are. In this frame, not a function of its own: in a debug build each call a
+            // large value is passed to takes one more copy of it.
+            let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
+            let then: Box<dyn FnOnce(R)> = Box::new(then);
+            return self.apply_then_result(f, then);
         }
-        self.apply_then_closure(f, then)
+        self.apply_then_result(f, then)
     }
 
-    /// `apply_then` for a result small enough to move by value.
-    fn apply_then_closure<R, F, C>(&self, f: F, then: C)
+    /// `apply_then` for a closure and a continuation small enough to move by value. A function of its own (not
+    /// inlined in a debug build): `apply_then`'s frame then holds two slots for a large closure or continuation
+    /// (the box's argument and this call's), not those of every move below.
+    #[inline]
+    fn apply_then_result<R, F, C>(&self, f: F, then: C)
     where
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if size_of::<F>() > BOX_ABOVE {
-            let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
-            return self.apply_then_sized(move |t| f(t), then);
+        if size_of::<R>() > BOX_ABOVE {
+            // As in `apply`: boxed on the trustee, moved out of its box for `then`.
+            return self.apply_then_sized(boxed_result(f), unboxed(then));
         }
         self.apply_then_sized(f, then)
     }
@@ -258,7 +271,10 @@ impl<T: Send + 'static> Trust<T> {
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
     {
-        ApplyFuture::new(self, f)
+        // The request is made here, `f` written into it by the one call it goes through (in a debug build, each
+        // call a large closure is passed to takes a copy of it on the caller's stack). The property outlives the
+        // request even if the handle is dropped first: see `Worker::retire`.
+        ApplyFuture::new(self, Unsent::new_apply(SendPtr(self.property_ptr()), f))
     }
 
     /// Like [`apply`](Self::apply), with an argument moved to the trustee alongside the closure. A small
@@ -274,13 +290,24 @@ impl<T: Send + 'static> Trust<T> {
         V: Send + 'static,
         R: Send + 'static,
     {
-        // Two functions, not two closures here: a debug build would reserve stack for both closures (each
-        // holding a `V`) in this frame whichever branch runs. `arg` itself is moved, never copied.
+        // A debug build reserves a slot in this frame for every value it moves, whichever branch runs: two
+        // here for a large `V` (the box's argument and the call's), not the closure that holds it too.
         if size_of::<V>() > BOX_ABOVE {
             self.apply(boxed_arg(f, Box::new(arg)))
         } else {
-            self.apply(inline_arg(f, arg))
+            self.apply_with_inline(f, arg)
         }
+    }
+
+    /// `apply_with` for an argument small enough to travel inside the request.
+    #[inline]
+    fn apply_with_inline<V, R, F>(&self, f: F, arg: V) -> R
+    where
+        F: FnOnce(&mut T, V) -> R + Send + 'static,
+        V: Send + 'static,
+        R: Send + 'static,
+    {
+        self.apply(inline_arg(f, arg))
     }
 }
 
@@ -377,8 +404,30 @@ impl<T: Send + 'static> Trust<T> {
     /// Inside a delegated closure and in an `apply_then` continuation on a worker (the trustee cannot wait
     /// there), and after [`Runtime::shutdown`](crate::Runtime::shutdown).
     pub fn try_unwrap(self) -> Result<T, Trust<T>> {
+        if size_of::<T>() > BOX_ABOVE {
+            return self.try_unwrap_boxed();
+        }
+        self.try_unwrap_sized()
+    }
+
+    /// `try_unwrap` of a value small enough to move by value (a function of its own: `try_unwrap`'s frame in a
+    /// debug build keeps no slot for a large value).
+    #[inline]
+    fn try_unwrap_sized(self) -> Result<T, Trust<T>> {
         self.take(true)
             .map_err(|handle| handle.expect("`try_unwrap` gets its handle back when it fails"))
+    }
+
+    /// `try_unwrap` of a value over 512 bytes: boxed on the trustee as it is taken, and moved out of its box
+    /// once, into the result (by value through the verdict, `join` and `take`, a 32 KiB value overflowed a
+    /// fiber's 256 KiB stack in a debug build: review 38).
+    #[inline(never)]
+    fn try_unwrap_boxed(self) -> Result<T, Trust<T>> {
+        match self.send_take(true, Box::new).join() {
+            Ok(Ok(value)) => Ok(*value),
+            Ok(Err(handle)) => Err(handle.expect("`try_unwrap` gets its handle back when it fails")),
+            Err(payload) => resume_unwind(payload),
+        }
     }
 
     /// Returns the value if this is the last handle, else drops the handle and returns `None`; like
@@ -395,13 +444,41 @@ impl<T: Send + 'static> Trust<T> {
     ///
     /// As `try_unwrap`.
     pub fn into_inner(self) -> Option<T> {
+        if size_of::<T>() > BOX_ABOVE {
+            return self.into_inner_boxed();
+        }
         self.take(false).ok()
+    }
+
+    /// `into_inner` of a value over 512 bytes: as `try_unwrap_boxed`.
+    #[inline(never)]
+    fn into_inner_boxed(self) -> Option<T> {
+        match self.send_take(false, Box::new).join() {
+            Ok(Ok(value)) => Some(*value),
+            Ok(Err(_)) => None,
+            Err(payload) => resume_unwind(payload),
+        }
     }
 
     /// Gives up this handle's count and waits for the trustee's verdict: the value, or (with `give_back`) a
     /// handle the trustee counted again. The handle travels in the verdict, not its count alone: a caller that
     /// stops waiting (a `may` coroutine cancelled meanwhile) drops it with the verdict, and the count with it.
     fn take(self, give_back: bool) -> Result<T, Option<Trust<T>>> {
+        match self.send_take(give_back, |value| value).join() {
+            Ok(verdict) => verdict,
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+
+    /// `take` up to the wait: the handle's count is given up, and the returned handle gives the verdict, the
+    /// value in it as `wrap` makes it on the trustee (boxed, for a large one). Inlined: `take` stays one
+    /// function.
+    #[inline(always)]
+    fn send_take<V: Send + 'static>(
+        self,
+        give_back: bool,
+        wrap: impl FnOnce(T) -> V + Send + 'static,
+    ) -> Fiber<Result<V, Option<Trust<T>>>> {
         let caller = context::worker();
         if caller.is_some() && (context::in_delegated() || context::fiber().is_none()) {
             panic!("{TAKE_ON_TRUSTEE}");
@@ -417,19 +494,16 @@ impl<T: Send + 'static> Trust<T> {
         let this = std::mem::ManuallyDrop::new(self);
         let property = SendPtr(this.property.as_ptr());
         let trustee = this.trustee;
-        let (verdict, promise) = fiber::promise::<Result<T, Option<Trust<T>>>>();
+        let (verdict, promise) = fiber::promise::<Result<V, Option<Trust<T>>>>();
         if this.is_local() {
             // SAFETY: on the trustee, for the count this handle owns (the handle is not dropped).
-            unsafe { begin_take(property, trustee, promise, give_back) };
+            unsafe { begin_take(property, trustee, promise, give_back, wrap) };
         } else {
             // SAFETY: as above, on the trustee; the handle's count keeps the property live until the record runs.
-            let begin = move || unsafe { begin_take(property, trustee, promise, give_back) };
+            let begin = move || unsafe { begin_take(property, trustee, promise, give_back, wrap) };
             call::call_from(caller, this.trustee.shared, job::Always(begin));
         }
-        match verdict.join() {
-            Ok(value) => value,
-            Err(payload) => resume_unwind(payload),
-        }
+        verdict
     }
 }
 
@@ -438,11 +512,12 @@ impl<T: Send + 'static> Trust<T> {
 ///
 /// # Safety
 /// On `p`'s trustee thread (`trustee`'s), for a count the caller owned.
-unsafe fn begin_take<T: Send + 'static>(
+unsafe fn begin_take<T: Send + 'static, V: Send + 'static>(
     p: SendPtr<Property<T>>,
     trustee: Trustee,
-    promise: Promise<Result<T, Option<Trust<T>>>>,
+    promise: Promise<Result<V, Option<Trust<T>>>>,
     give_back: bool,
+    wrap: impl FnOnce(T) -> V + 'static,
 ) {
     let h: *mut Header = p.get().cast();
     // SAFETY: by the contract. Whether the count reached zero is decided at settlement, by the taker.
@@ -450,7 +525,7 @@ unsafe fn begin_take<T: Send + 'static>(
     let taker = move |unreferenced: bool| {
         if unreferenced {
             // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
-            promise.keep(Ok(unsafe { property::take_unregistered(p.get()) }));
+            promise.keep(Ok(wrap(unsafe { property::take_unregistered(p.get()) })));
         } else if give_back {
             // SAFETY: still registered (referenced), on its trustee: the new count is the handle's.
             let handle = unsafe {
@@ -471,7 +546,7 @@ fn boxed_result<T, R>(f: impl FnOnce(&mut T) -> R) -> impl FnOnce(&mut T) -> Box
     move |t| Box::new(f(t))
 }
 
-fn unboxed<R>(then: impl FnOnce(R)) -> impl FnOnce(Box<R>) {
+pub(crate) fn unboxed<R>(then: impl FnOnce(R)) -> impl FnOnce(Box<R>) {
     move |r| then(*r)
 }
 

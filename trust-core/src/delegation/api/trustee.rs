@@ -9,7 +9,7 @@ use crate::delegation::trustee::job;
 use crate::delegation::worker::context;
 use crate::delegation::trustee::property::{Header, Property, Registration, SendPtr};
 use crate::delegation::trustee::shared::TrusteeShared;
-use crate::delegation::api::trust::Trust;
+use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 
 /// A trustee: one worker thread that owns entrusted properties and applies closures to them.
 #[derive(Clone, Copy)]
@@ -45,7 +45,12 @@ impl Trustee {
     /// Panics if the runtime has been shut down, or shuts down while this waits.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         self.shared.check_running();
-        let property = Property::allocate(value);
+        // A large value is written straight into the allocation (`allocate` builds the property on the stack).
+        let property = if size_of::<T>() > BOX_ABOVE {
+            Property::allocate_in_place(value)
+        } else {
+            Property::allocate(value)
+        };
         let header = SendPtr(property.cast::<Header>());
         if is_current(self.shared) {
             // SAFETY: fresh property of this trustee, on its thread.

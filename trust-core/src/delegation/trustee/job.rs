@@ -78,6 +78,16 @@ impl<R> Outcome<R> {
     pub(crate) fn into_result(self) -> thread::Result<R> {
         self.0.map_err(|p| *p)
     }
+
+    /// The result of a boxed outcome, moved out of the box once (a large result: `into_result` moves it by
+    /// value through more frames); a panic is resumed.
+    #[allow(clippy::boxed_local)] // the box is the point: the result moves out of it, not through the stack
+    pub(crate) fn unbox_or_resume(self: Box<Self>) -> R {
+        match *self {
+            Outcome(Ok(result)) => result,
+            Outcome(Err(payload)) => std::panic::resume_unwind(*payload),
+        }
+    }
 }
 
 /// A delegated closure on a property; a panic in it is caught and returned.

@@ -189,6 +189,16 @@ impl<O: Send + 'static> Answer<O> {
     /// The job's output once the trustee has answered (`None` if the job was dropped without running);
     /// until then, `waker` is the one woken. Not to be called again after it returned `Ready`.
     pub(crate) fn poll(&mut self, waker: &Waker) -> Poll<Option<O>> {
+        if self.poll_done(waker).is_pending() {
+            return Poll::Pending;
+        }
+        // SAFETY: DONE, acquired: the trustee wrote the output and no longer touches it.
+        Poll::Ready(unsafe { (*self.node.as_ref().output.get()).take() })
+    }
+
+    /// `poll`, leaving the output in the node: `Ready` once the trustee has answered (then `take_boxed`).
+    #[inline(always)]
+    pub(crate) fn poll_done(&mut self, waker: &Waker) -> Poll<()> {
         // SAFETY: the node lives until both sides let go, and this side lets go only in `drop`.
         let node = unsafe { self.node.as_ref() };
         let mut state = node.state.load(Ordering::Acquire);
@@ -216,9 +226,37 @@ impl<O: Send + 'static> Answer<O> {
             }
         }
         debug_assert!(state & DONE != 0);
-        // SAFETY: DONE, acquired: the trustee wrote the output and no longer touches it.
-        Poll::Ready(unsafe { (*node.output.get()).take() })
+        Poll::Ready(())
     }
+
+    /// After `poll_done` gave `Ready`: the output (`None` if the job was dropped without running), moved out
+    /// of the node into a box of its own without passing through the stack, for a large result (the future's
+    /// `poll_large`). Not to be called again.
+    pub(crate) fn take_boxed(&mut self) -> Option<Box<O>> {
+        // SAFETY: the node lives until both sides let go; DONE, acquired (`poll_done`): the trustee wrote the
+        // output and no longer touches it.
+        let slot = unsafe { self.node.as_ref() }.output.get();
+        // SAFETY: as above, this side alone uses the output now.
+        let output = unsafe { (*slot).as_mut() }?;
+        let mut boxed = Box::<O>::new_uninit();
+        // SAFETY: the output is moved (copied, then forgotten in the slot, never dropped there) into the box.
+        unsafe {
+            ptr::copy_nonoverlapping(output, boxed.as_mut_ptr(), 1);
+            forget_output(slot);
+            Some(boxed.assume_init())
+        }
+    }
+}
+
+/// Empties an output slot whose value was moved out, without dropping it. Out of line: the `None` written is
+/// built in this frame, as large as the output, and the frame is gone before the caller goes on.
+///
+/// # Safety
+/// `slot` is valid for writes, and its value has been moved out.
+#[inline(never)]
+unsafe fn forget_output<O>(slot: *mut Option<O>) {
+    // SAFETY: by the contract; the old value is overwritten without being dropped.
+    unsafe { slot.write(None) };
 }
 
 impl<O> Drop for Answer<O> {
