@@ -941,3 +941,40 @@ fn a_waker_that_polls_its_task_inline_on_the_trustee() {
     });
     assert_eq!((r, t.apply(|v| *v)), (1, 3), "wakes {}", load(&task.1));
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Wake-ups held back by the rest of a batch
+// ---------------------------------------------------------------------------------------------------------
+
+/// Two requests mailed together (the trustee held meanwhile): B's closure is quick, C's (behind it) waits for
+/// B's task to go on. B is answered first; its task must be woken then, not once C's closure returns.
+/// Measured before the fix (`trustee/relay.rs`): the trustee collected every waker of a mail and woke them only
+/// after the mail's last closure: C's closure waited its whole 2 s and saw 0 wake-ups (a closure waiting
+/// without a deadline: a deadlock).
+#[test]
+fn an_answered_task_is_woken_before_a_later_closure_of_its_batch_blocks() {
+    let t: &'static Trust<u64> = Box::leak(Box::new(rt().trustee(0).entrust(0u64)));
+    let gate = hold(t);
+    let (b_wakes, wb) = counting_waker();
+    let (_, wc) = counting_waker();
+    let mut fb = t.apply_async(|v| {
+        *v += 1;
+        *v
+    });
+    assert!(poll_once(&mut fb, &wb).is_pending());
+    let bw = b_wakes.clone();
+    let mut fc = t.apply_async(move |v| {
+        // Waits (up to 2 s) for B's task to be woken: what it would do next.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while bw.0.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        *v += 10;
+        bw.0.load(Ordering::SeqCst)
+    });
+    assert!(poll_once(&mut fc, &wc).is_pending());
+    gate.open();
+    let c = within(10, move || park_block_on(fc));
+    assert_eq!(c, 1, "C's closure saw B's task woken");
+    assert_eq!(poll_once(&mut fb, &wb), Poll::Ready(1));
+}
