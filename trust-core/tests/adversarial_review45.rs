@@ -978,3 +978,42 @@ fn an_answered_task_is_woken_before_a_later_closure_of_its_batch_blocks() {
     assert_eq!(c, 1, "C's closure saw B's task woken");
     assert_eq!(poll_once(&mut fb, &wb), Poll::Ready(1));
 }
+
+/// A result nobody claims (its future dropped in flight) is dropped by the trustee; its `Drop` applies
+/// (blocking) to a value of the same trustee (runs inline) and to one of the other (panics at once with the
+/// message for blocking calls on the worker's scheduler, which names this case: no hang).
+#[test]
+fn an_unclaimed_results_drop_applies_to_both_trustees() {
+    in_child!("an_unclaimed_results_drop_applies_to_both_trustees", 10);
+    type Seen = Mutex<Option<(Result<(), String>, Result<(), String>)>>;
+    struct Applies(Trust<u64>, Trust<u64>, Arc<Seen>);
+    impl Drop for Applies {
+        fn drop(&mut self) {
+            let same = catch_unwind(AssertUnwindSafe(|| self.0.apply(|v| *v += 1)));
+            let other = catch_unwind(AssertUnwindSafe(|| self.1.apply(|v| *v += 1)));
+            *self.2.lock().unwrap() =
+                Some((same.map_err(panic_message), other.map_err(panic_message)));
+        }
+    }
+    let t = rt().trustee(0).entrust(0u64);
+    let same = rt().trustee(0).entrust(0u64);
+    let other = rt().trustee(1).entrust(0u64);
+    let seen = Arc::new(Mutex::new(None));
+    let gate = hold(&t);
+    let (_, w) = counting_waker();
+    let (s, o, d) = (same.clone(), other.clone(), seen.clone());
+    let mut f = t.apply_async(move |_| Applies(s, o, d));
+    assert!(poll_once(&mut f, &w).is_pending());
+    drop(f);
+    gate.open();
+    eventually("the result was dropped", || seen.lock().unwrap().is_some());
+    let (same_r, other_r) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(same_r, Ok(()));
+    assert!(
+        other_r.as_ref().is_err_and(|m| m
+            .starts_with("blocking delegation inside an `apply_then` continuation on a worker")),
+        "{other_r:?}"
+    );
+    assert_eq!((same.apply(|v| *v), other.apply(|v| *v)), (1, 0));
+    child_ok();
+}
