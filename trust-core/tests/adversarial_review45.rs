@@ -1085,3 +1085,77 @@ fn later_answers_of_a_mail_wait_for_the_first_tasks_poll() {
     }
     child_ok();
 }
+
+/// On a plain thread, an `apply_async` awaited (tokio's `block_on`) inside an `apply_then` continuation, which
+/// runs inside `wait_pending` with more of the thread's `apply_then`s unpublished: its first poll publishes
+/// them from inside the continuation.
+#[test]
+fn apply_async_awaited_inside_a_continuation_on_a_plain_thread() {
+    let t = rt().trustee(1).entrust(0u64);
+    let t2 = t.clone();
+    let got = within(10, move || {
+        std::thread::spawn(move || {
+            let got = Arc::new(AtomicUsize::new(0));
+            for i in 0..10 {
+                let (t3, g) = (t2.clone(), got.clone());
+                t2.apply_then(
+                    |v| *v += 1,
+                    move |()| {
+                        if i == 0 {
+                            let v = current_thread().block_on(t3.apply_async(|v| {
+                                *v += 100;
+                                *v
+                            }));
+                            g.store(v as usize, Ordering::SeqCst);
+                        }
+                    },
+                );
+            }
+            trust_core::wait_pending();
+            load(&got)
+        })
+        .join()
+        .unwrap()
+    });
+    assert!((101..=110).contains(&got), "{got}");
+    assert_eq!(t.apply(|v| *v), 110);
+}
+
+/// tokio's `block_on` of an `apply_async` inside an `apply_then` continuation on a worker (a fiber's, run by
+/// its worker's scheduler): to the other worker's trustee, and to the continuation's own.
+#[test]
+fn tokio_block_on_inside_a_continuation_on_a_worker() {
+    quiet();
+    let values: Vec<Trust<u64>> = (0..2).map(|w| rt().trustee(w).entrust(w as u64)).collect();
+    let vs = values.clone();
+    let got = within(10, move || {
+        spawn(move || {
+            let here = trust_core::local_trustee().index();
+            let out = Arc::new(Mutex::new(Vec::new()));
+            for target in [1 - here, here] {
+                let (t, o) = (vs[target].clone(), out.clone());
+                vs[1 - here].apply_then(
+                    |_| (),
+                    move |()| {
+                        let r = catch_unwind(AssertUnwindSafe(|| {
+                            current_thread().block_on(t.apply_async(|v| *v + 10))
+                        }));
+                        o.lock()
+                            .unwrap()
+                            .push((target == here, r.map_err(panic_message)));
+                    },
+                );
+            }
+            trust_core::wait_pending();
+            let out = out.lock().unwrap().clone();
+            (here, out)
+        })
+        .join()
+        .unwrap()
+    });
+    let (here, out) = got;
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0], (false, Ok(11 - here as u64)), "{out:?}");
+    assert_eq!(out[1], (true, Ok(10 + here as u64)), "{out:?}");
+    assert_eq!((values[0].apply(|v| *v), values[1].apply(|v| *v)), (0, 1));
+}
