@@ -20,7 +20,8 @@
 //! tasks, tokio's `block_on` on a fiber and inside a delegated closure (re-entrancy panics, no hang), a tokio
 //! runtime dropped and the trust runtime shut down with tasks awaiting (answer, or `apply`'s shutdown panic),
 //! wakers that panic in `wake` or `clone`, results whose `Drop` panics or applies, panic payloads, 100,000
-//! futures in one task, a parking executor without timeout, a thread-local destructor, fairness.
+//! futures in one task, a parking executor without timeout, a thread-local destructor, `block_on` inside
+//! `apply_then` continuations (plain thread and worker), fairness.
 
 #[macro_use]
 mod common;
