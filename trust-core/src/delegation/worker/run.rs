@@ -17,7 +17,6 @@ use crate::delegation::worker::fiber::Scheduler;
 use crate::delegation::worker::reactor::{self, Reactor};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::trustee::local;
-use crate::delegation::trustee::relay;
 use crate::delegation::trustee::unwind;
 use crate::delegation::trustee::property::{self, Header, Registry};
 use crate::delegation::protocol::slot::Cursor;
@@ -395,9 +394,8 @@ impl Worker {
             return counted;
         }
         // The answers to `apply_async`s wake their tasks through the relay (`trustee::relay`).
-        let wakers = relay::collect(|| self.run_mail(mail));
+        self.shared.relay.collect(|| self.run_mail(mail));
         self.postponed_run.set(self.postponed_run.get() + postponed);
-        self.shared.relay.hand_over(wakers);
         true
     }
 
