@@ -143,16 +143,11 @@ mod tests {
         }
     }
 
-    /// A relay of the process's own, as a trustee's is.
-    fn relay() -> &'static Relay {
-        Box::leak(Box::default())
-    }
-
     #[test]
     fn the_first_answered_is_woken_at_once_the_last_when_the_mail_is_read_and_the_rest_by_a_drain() {
         let counts: Vec<_> = (0..4).map(|_| Arc::new(Count(AtomicUsize::new(0)))).collect();
         let woken = || counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect::<Vec<_>>();
-        let relay = relay();
+        let relay = Relay::default();
         relay.collect(|| {
             for c in &counts {
                 wake(Waker::from(c.clone()));
@@ -187,7 +182,7 @@ mod tests {
     #[test]
     fn a_panicking_waker_on_the_relay_is_contained() {
         let count = Arc::new(Count(AtomicUsize::new(0)));
-        let relay = relay();
+        let relay = Relay::default();
         relay.collect(|| {
             for w in [Waker::from(Arc::new(Panics)), Waker::from(count.clone()), Waker::from(Arc::new(Panics))] {
                 wake(w);
