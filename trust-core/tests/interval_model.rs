@@ -397,7 +397,7 @@ fn abort_on_panic<R>(f: impl FnOnce() -> R) -> R {
 
 #[test]
 fn random_operations_match_the_reference_model() {
-    let (seeds, steps) = if cfg!(miri) { (1, 120) } else { (8, 1500) };
+    let (seeds, steps) = if cfg!(miri) { (1, 60) } else { (8, 1500) };
     let lock = IntervalRwLock::new(vec![0u32; LEN]);
     for seed in 0..seeds {
         thread::scope(|scope| {
