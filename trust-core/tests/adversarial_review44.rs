@@ -258,22 +258,7 @@ fn a_timeout_changed_while_a_fiber_waits_applies_to_the_next_call() {
     calibrate();
     let (s, mut c) = pair();
     let s = Arc::new(s);
-    let waiting = Arc::new(AtomicBool::new(false));
-    let (s2, w2) = (s.clone(), waiting.clone());
-    let reader = spawn_on(0, move || {
-        w2.store(true, Ordering::SeqCst);
-        // Suspends in its wait before the setter below runs (one worker, cooperative fibers).
-        (&*s2).read(&mut [0u8; 1]).map_err(|e| e.kind())
-    });
-    let (s3, w3) = (s.clone(), waiting.clone());
-    let setter = spawn_on(0, move || {
-        while !w3.load(Ordering::SeqCst) {
-            yield_now();
-        }
-        s3.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-    });
-    within(10, move || setter.join().unwrap());
+    let reader = read_while_the_timeout_becomes(&s, Some(Duration::from_millis(50)));
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !reader.is_finished(),
@@ -284,20 +269,7 @@ fn a_timeout_changed_while_a_fiber_waits_applies_to_the_next_call() {
 
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    waiting.store(false, Ordering::SeqCst);
-    let (s2, w2) = (s.clone(), waiting.clone());
-    let reader = spawn_on(0, move || {
-        w2.store(true, Ordering::SeqCst);
-        (&*s2).read(&mut [0u8; 1]).map_err(|e| e.kind())
-    });
-    let (s3, w3) = (s.clone(), waiting.clone());
-    let setter = spawn_on(0, move || {
-        while !w3.load(Ordering::SeqCst) {
-            yield_now();
-        }
-        s3.set_read_timeout(None).unwrap();
-    });
-    within(10, move || setter.join().unwrap());
+    let reader = read_while_the_timeout_becomes(&s, None);
     assert_eq!(
         within(10, move || reader.join().unwrap()),
         Err(ErrorKind::TimedOut)
@@ -728,6 +700,31 @@ fn ten_thousand_connections_at_once_meet_the_fd_limit_with_emfile() {
         "fibers that ended (the rest lost their peer)"
     );
     child_ok();
+}
+
+/// Starts a fiber on worker 0 that reads one byte of `s`, and sets `s`'s read timeout to `timeout` from a
+/// second fiber there once the reader is suspended in its wait (one worker, cooperative fibers); returns the
+/// reader once the timeout is set.
+fn read_while_the_timeout_becomes(
+    s: &Arc<TcpStream>,
+    timeout: Option<Duration>,
+) -> trust_core::Fiber<Result<usize, ErrorKind>> {
+    let waiting = Arc::new(AtomicBool::new(false));
+    let (s2, w2) = (s.clone(), waiting.clone());
+    let reader = spawn_on(0, move || {
+        w2.store(true, Ordering::SeqCst);
+        // Suspends in its wait before the setter below runs.
+        (&*s2).read(&mut [0u8; 1]).map_err(|e| e.kind())
+    });
+    let s3 = s.clone();
+    let setter = spawn_on(0, move || {
+        while !waiting.load(Ordering::SeqCst) {
+            yield_now();
+        }
+        s3.set_read_timeout(timeout).unwrap();
+    });
+    within(10, move || setter.join().unwrap());
+    reader
 }
 
 /// `TcpStream::shutdown(Both)` from one fiber while another waits in `read` and a third in `write` (its
