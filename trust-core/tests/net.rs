@@ -398,3 +398,109 @@ fn a_burst_of_600_connects_waits_in_the_backlog_not_for_a_syn_retransmit() {
     assert_eq!(connected.len(), 600);
     drop(listener);
 }
+
+/// A listener whose accept queue is full (backlog 0 holds one connection; the kernel drops every later SYN), so
+/// a connect to it gets no answer until the kernel's retries give up; with the connections that filled it.
+fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: a listening socket's own fd; `listen` again only changes its backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => queued.push(s),
+            Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+        assert!(
+            queued.len() < 16,
+            "the kernel keeps accepting past backlog 0"
+        );
+    }
+    (listener, queued)
+}
+
+#[test]
+fn connect_timeout_gives_up_on_a_peer_that_never_answers_in_a_fiber_and_on_a_thread() {
+    rt();
+    let (listener, _queued) = a_listener_that_never_answers();
+    let addr = listener.local_addr().unwrap();
+    let timeout = Duration::from_millis(300);
+    let attempt = move || {
+        let start = Instant::now();
+        let kind = TcpStream::connect_timeout(&addr, timeout)
+            .map(drop)
+            .map_err(|e| e.kind());
+        (kind, start.elapsed())
+    };
+    let f = spawn(attempt);
+    for (kind, took) in [within_deadline(move || f.join().unwrap()), attempt()] {
+        assert_eq!(kind, Err(ErrorKind::TimedOut));
+        assert!(took >= timeout && took < Duration::from_secs(5), "{took:?}");
+    }
+    // A zero timeout is refused before anything is sent, as in std.
+    let zero = TcpStream::connect_timeout(&addr, Duration::ZERO)
+        .map(drop)
+        .map_err(|e| e.kind());
+    assert_eq!(zero, Err(ErrorKind::InvalidInput));
+}
+
+#[test]
+fn connect_timeout_to_a_server_that_answers_is_a_working_stream() {
+    rt();
+    let addr = echo_server();
+    let f = spawn(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        s.write_all(b"ping").unwrap();
+        let mut buf = [0; 4];
+        s.read_exact(&mut buf).unwrap();
+        buf
+    });
+    assert_eq!(&within_deadline(move || f.join().unwrap()), b"ping");
+}
+
+#[test]
+fn a_cloned_stream_reads_in_one_fiber_while_the_original_writes_in_another_and_outlives_it() {
+    rt();
+    let addr = echo_server();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reader = stream.try_clone().unwrap();
+    assert_ne!(
+        std::os::fd::AsRawFd::as_raw_fd(&reader),
+        std::os::fd::AsRawFd::as_raw_fd(&stream)
+    );
+    assert_eq!(
+        reader.read_timeout().unwrap(),
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(reader.peer_addr().unwrap(), addr);
+    const BYTES: usize = 1 << 20;
+    let read = spawn(move || {
+        let mut got = vec![0u8; BYTES];
+        (&reader).read_exact(&mut got).unwrap();
+        (got, reader)
+    });
+    let written = spawn(move || {
+        let data: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+        (&stream).write_all(&data).unwrap();
+        // The original goes; the clone keeps the connection open.
+        drop(stream);
+        data
+    });
+    let data = within_deadline(move || written.join().unwrap());
+    let (got, reader) = within_deadline(move || read.join().unwrap());
+    assert!(got == data, "the echo differs from what was written");
+    // The clone still writes and reads after the original is gone.
+    let f = spawn(move || {
+        (&reader).write_all(b"after").unwrap();
+        let mut buf = [0; 5];
+        (&reader).read_exact(&mut buf).unwrap();
+        buf
+    });
+    assert_eq!(&within_deadline(move || f.join().unwrap()), b"after");
+}

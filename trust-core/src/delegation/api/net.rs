@@ -12,8 +12,8 @@
 //! `Runtime::shutdown` shuts down every socket a fiber waited on (one a fiber only used without waiting is
 //! left alone), wherever it is used by then: a plain thread reading it gets `Ok(0)`. A fiber it finds waiting
 //! never resumes: its `join` returns the shutdown panic, and the socket it holds is leaked with it, shut down
-//! but open for the rest of the process. No `connect` timeout is offered: a `connect` to an address that
-//! never answers waits as long as the kernel retries (about two minutes on Linux by default).
+//! but open for the rest of the process. A `connect` to an address that never answers waits as long as the
+//! kernel retries (about two minutes on Linux by default); `connect_timeout` bounds that wait.
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
@@ -195,24 +195,35 @@ impl TcpStream {
 
     /// Connects to `addr` (the first of its addresses that accepts). A host name is resolved on the calling
     /// thread (`getaddrinfo`, as in `std`): in a fiber that lookup blocks its worker; an address does not.
-    /// There is no timeout: an address that never answers is retried as long as the kernel does.
+    /// There is no timeout: an address that never answers is retried as long as the kernel does (about two
+    /// minutes on Linux); [`connect_timeout`](TcpStream::connect_timeout) bounds the wait.
     pub fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
-        each_addr(addr, |a| {
-            let stream = TcpStream::new(mio::net::TcpStream::connect(a)?);
-            // A non-blocking connect finishes when the socket turns writable: then either it has a peer, or an
-            // error says why not.
-            stream.socket.io(Readiness::Writable, None, |s| {
-                if let Some(e) = s.take_error()? {
-                    return Err(e);
-                }
-                match s.peer_addr() {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
-                    Err(e) => Err(e),
-                }
-            })?;
-            Ok(stream)
-        })
+        each_addr(addr, |a| TcpStream::connect_within(a, None))
+    }
+
+    /// Connects to `addr`, failing with [`io::ErrorKind::TimedOut`] once `timeout` has passed without an
+    /// answer, as `std`'s `connect_timeout` (an address, not a host name: nothing to resolve). In a fiber only
+    /// the fiber waits. A zero duration is an `InvalidInput` error, as in `std`.
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        nanos(Some(timeout))?;
+        TcpStream::connect_within(*addr, Some(timeout))
+    }
+
+    fn connect_within(addr: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
+        let stream = TcpStream::new(mio::net::TcpStream::connect(addr)?);
+        // A non-blocking connect finishes when the socket turns writable: then either it has a peer, or an
+        // error says why not.
+        stream.socket.io(Readiness::Writable, timeout, |s| {
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+            match s.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(stream)
     }
 
     /// Takes a connection made by `std` (it is switched to non-blocking mode). The mode belongs to the open
@@ -221,6 +232,19 @@ impl TcpStream {
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
         Ok(TcpStream::new(mio::net::TcpStream::from_std(stream)))
+    }
+
+    /// A second handle to the same connection (a new file descriptor, `dup`), as std's `try_clone`: a fiber may
+    /// read through one while another writes through the other, on any worker, and the connection stays open
+    /// until both are dropped. Unlike std's clones, each handle has its own timeouts (the clone starts with
+    /// this one's).
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        let fd = self.socket.io.as_fd().try_clone_to_owned()?;
+        let clone = TcpStream::new(mio::net::TcpStream::from_std(fd.into()));
+        for (to, from) in [(&clone.read_timeout, &self.read_timeout), (&clone.write_timeout, &self.write_timeout)] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(clone)
     }
 
     /// The address of the peer.
@@ -246,7 +270,8 @@ impl TcpStream {
     /// A read waiting longer than `timeout` fails with [`io::ErrorKind::TimedOut`] — where std's sockets on
     /// Linux say `WouldBlock` — on a plain thread as in a fiber; `None` waits for ever. A zero duration is an
     /// `InvalidInput` error, as in `std`. A read already waiting keeps the timeout it began with (as Linux's
-    /// `SO_RCVTIMEO` does); the new one applies from the next call.
+    /// `SO_RCVTIMEO` does); the new one applies from the next call. One past 584 years is none, as
+    /// `Duration::MAX` is for std.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.read_timeout.store(nanos(timeout)?, Ordering::Relaxed);
         Ok(())
@@ -400,7 +425,9 @@ fn nanos(timeout: Option<Duration>) -> io::Result<u64> {
             io::ErrorKind::InvalidInput,
             "cannot set a 0 duration timeout",
         )),
-        Some(t) => Ok(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+        // Past 584 years (what the nanoseconds can count): none, a wait as endless. std reads `Duration::MAX`
+        // back as `None` too: Linux stores so long an `SO_RCVTIMEO` as no timeout.
+        Some(t) => Ok(u64::try_from(t.as_nanos()).unwrap_or(0)),
     }
 }
 
