@@ -739,3 +739,20 @@ fn the_interval_mutex_excludes_every_overlap() {
     assert_eq!(m.take_container().iter().sum::<u64>(), 3800);
     assert!(m.is_empty());
 }
+
+/// `Debug` of a prioritized view needs no `T: Debug` (it shows no element), as the lock's own does.
+#[test]
+fn a_prioritized_view_is_debug_for_elements_that_are_not() {
+    struct Opaque;
+    let lock = IntervalRwLock::new(vec![Opaque, Opaque]);
+    let _r = lock.read(..1);
+    assert_eq!(
+        format!("{:?}", lock.prioritized(7)),
+        "Prioritized { lock: IntervalRwLock { len: 2, held: 1, queued: 0 }, priority: 7 }"
+    );
+    let m = IntervalMutex::new(vec![Opaque]);
+    assert_eq!(
+        format!("{:?}", m.prioritized(0)),
+        "PrioritizedMutex { lock: IntervalMutex { len: 1, held: 0, queued: 0 }, priority: 0 }"
+    );
+}

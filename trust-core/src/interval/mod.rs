@@ -630,7 +630,6 @@ fn delegated_wait_panic(name: &str, range: &Range<usize>, write: bool) -> ! {
 
 /// An [`IntervalRwLock`] seen through a request priority; made by
 /// [`IntervalRwLock::prioritized`]. Its methods are the lock's blocking and async ones.
-#[derive(Debug)]
 pub struct Prioritized<'a, T> {
     lock: &'a IntervalRwLock<T>,
     priority: u32,
@@ -703,10 +702,21 @@ impl<T> fmt::Debug for IntervalRwLock<T> {
     /// Shows the length and the borrow counts, not the elements (reading them would need a lock).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
-        f.debug_struct("IntervalRwLock")
+        // `IntervalMutex` when it wraps one (as in a `PrioritizedMutex`'s output).
+        f.debug_struct(self.name)
             .field("len", &self.len())
             .field("held", &state.held())
             .field("queued", &state.queued())
+            .finish()
+    }
+}
+
+impl<T> fmt::Debug for Prioritized<'_, T> {
+    /// The lock as its own `Debug` shows it (no elements: no `T: Debug` needed), and the priority.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prioritized")
+            .field("lock", self.lock)
+            .field("priority", &self.priority)
             .finish()
     }
 }

@@ -105,7 +105,6 @@ impl<T> IntervalMutex<T> {
 /// An [`IntervalMutex`] seen through a request priority; made by [`IntervalMutex::prioritized`]. Like the
 /// mutex, it only writes: the readers-writer lock's [`Prioritized`] would hand out shared borrows that
 /// overlap.
-#[derive(Debug)]
 pub struct PrioritizedMutex<'a, T>(Prioritized<'a, T>);
 
 impl<'a, T> PrioritizedMutex<'a, T> {
@@ -131,6 +130,16 @@ impl<T> From<Vec<T>> for IntervalMutex<T> {
 impl<T> Default for IntervalMutex<T> {
     fn default() -> Self {
         IntervalMutex::new(Vec::new())
+    }
+}
+
+impl<T> fmt::Debug for PrioritizedMutex<'_, T> {
+    /// As [`Prioritized`]'s: no `T: Debug` needed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrioritizedMutex")
+            .field("lock", self.0.lock)
+            .field("priority", &self.0.priority)
+            .finish()
     }
 }
 
