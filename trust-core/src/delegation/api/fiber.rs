@@ -5,7 +5,7 @@
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -180,7 +180,7 @@ where
         Err(e) => {
             drop(f); // first: whatever `f` holds is released before the joiner wakes
             let (fiber, promise) = promise();
-            promise.settle(Err(Box::new(e.to_string())));
+            drop(promise.settle(Err(Box::new(e.to_string()))));
             fiber
         }
     }
@@ -202,7 +202,14 @@ where
         if let Some(worker) = context::worker() {
             worker.scheduler.ending();
         }
-        promise.settle(result)
+        if let Some(unjoined) = promise.settle(result) {
+            // Detached: nobody can see the result, and its destructor runs here, where it may block (an `apply`
+            // in a `Drop`). The fiber is alive until it returns (review 47: it counted as ended meanwhile).
+            if let Some(worker) = context::worker() {
+                worker.scheduler.not_ending();
+            }
+            drop(unjoined);
+        }
     };
     (fiber, job)
 }
@@ -238,13 +245,16 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
 
 impl<R: Send + 'static> Promise<R> {
     pub(crate) fn keep(self, value: R) {
-        self.settle(Ok(Box::new(value)));
+        drop(self.settle(Ok(Box::new(value))));
     }
 
-    fn settle(mut self, result: thread::Result<Box<R>>) {
-        if let Some(state) = self.state.take() {
-            state.complete(result);
-        }
+    /// Completes the handle with `result`; returns the result when the handle is gone (nobody will join it),
+    /// for the caller to drop.
+    fn settle(mut self, result: thread::Result<Box<R>>) -> Option<thread::Result<Box<R>>> {
+        let state = self.state.take()?;
+        state.complete(result);
+        let state = Arc::into_inner(state)?;
+        state.result.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 use crate::delegation::api::runtime::Runtime;
 use crate::delegation::api::trustee::Trustee;
 
-/// A snapshot of one trustee's counters, since its worker started. Counters are read one after another
-/// while the worker runs, so they are each recent, not one instant.
+/// A snapshot of one trustee's counters, since its worker started (and until it stopped, at
+/// [`Runtime::shutdown`]: a stopped worker's counters, its time included, stand still). Counters are read
+/// one after another while the worker runs, so they are each recent, not one instant (but a snapshot never
+/// counts a batch without its requests, nor more cold channels than channels).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct TrusteeMetrics {
@@ -22,10 +24,13 @@ pub struct TrusteeMetrics {
     pub requests: u64,
     /// Batches answered: each holds one or more requests from one client.
     pub batches: u64,
-    /// Fibers alive on this worker now (spawned or launched, running or suspended).
+    /// Fibers alive on this worker now (spawned or launched, running or suspended; a detached fiber until its
+    /// result's destructor has returned).
     pub fibers: u64,
     /// Clients the trustee serves now: one channel per client that has called it (a plain thread, a worker,
-    /// a pooled client of `may` coroutines) and not yet gone away (a thread's goes when the thread exits).
+    /// a pooled client of `may` coroutines) and not yet gone away (a thread's goes when the thread exits: the
+    /// close wakes the worker, which forgets the channel within its next round). A thread that only mailed the
+    /// trustee (`apply_async`s, and `clone`s, `drop`s and `entrust`s before its first call) has none.
     pub channels: u64,
     /// Of those, the channels quiet for a while that the worker no longer looks at on every round of its
     /// loop: with more than 16 clients, one that sent nothing for 4,096 rounds rings the trustee's doorbell
@@ -40,8 +45,10 @@ pub struct TrusteeMetrics {
 }
 
 impl TrusteeMetrics {
-    /// Mean requests per batch answered (0 before the first batch); requests that came by mail count
-    /// too, so this slightly overstates batching when many did.
+    /// Requests served per batch answered (0 before the first batch). Requests that came by mail, in no
+    /// batch (`apply_async`, and a thread's count changes and registrations when its slot was busy or it had
+    /// none), count too, so this overstates batching when many did, without bound: 100 `apply_async`s and
+    /// one `apply` read as 102 per batch.
     pub fn requests_per_batch(&self) -> f64 {
         if self.batches == 0 {
             0.0

@@ -2,7 +2,8 @@
 //! alive, parks and the time spent parked. Each counter is written only by its worker's own thread, with a
 //! plain load and store (no read-modify-write: nobody else writes it), Relaxed; other threads only load
 //! them, so a snapshot is a set of recent values, not one instant (but the channel counts, all and cold, are
-//! one word, read together). The worker updates them once per batch,
+//! one word, read together; and `batches` is released after `requests` and read before them, so a snapshot
+//! never counts a batch without its requests). The worker updates them once per batch,
 //! per park and per fiber start or end, never per request. The park's start and end are the exception: a
 //! sequence number around them (a seqlock) makes the time busy and idle one consistent reading, so that
 //! neither ever goes backwards between two snapshots (the examples subtract them).
@@ -22,6 +23,13 @@ impl Counter {
         self.0.store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
+    /// `add`, with a Release store: a reader that loads the new value with Acquire sees what the worker wrote
+    /// before it (on x86 the same plain store).
+    #[inline]
+    fn add_release(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed) + n, Ordering::Release);
+    }
+
     #[inline]
     fn set(&self, n: u64) {
         self.0.store(n, Ordering::Relaxed);
@@ -30,6 +38,11 @@ impl Counter {
     #[inline]
     fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn get_acquire(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -51,6 +64,10 @@ pub(crate) struct Metrics {
     parked_at_ns: Counter,
     /// Odd while the worker starts or ends a park (and reads the clock for it); see `snapshot`.
     park_seq: AtomicU64,
+    /// Nanoseconds after `started` when the worker stopped (its close); 0 while it runs. A stopped worker's
+    /// time stands still: before, `busy` (the time since the start, less `idle`) kept growing after a
+    /// shutdown (review 47).
+    stopped_ns: Counter,
 }
 
 /// A snapshot of one worker's counters (see `Runtime::metrics`, which names the fields for users).
@@ -68,6 +85,10 @@ pub(crate) struct Snapshot {
 
 impl Metrics {
     fn since_start(&self) -> u64 {
+        let stopped = self.stopped_ns.get();
+        if stopped != 0 {
+            return stopped;
+        }
         self.started
             .get()
             .map_or(0, |s| u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX))
@@ -78,11 +99,18 @@ impl Metrics {
         let _ = self.started.set(Instant::now());
     }
 
+    /// The worker's loop has stopped for good: its time stops too.
+    pub(crate) fn stop(&self) {
+        self.park_change(|now| self.stopped_ns.set(now.max(1)));
+    }
+
     /// `requests` records ran in one run of a batch, which was then answered (or paused: `answered` false).
     #[inline]
     pub(crate) fn ran(&self, requests: u64, answered: bool) {
         self.requests.add(requests);
-        self.batches.add(u64::from(answered));
+        // Released after the requests, and read first (`snapshot`): a snapshot never counts a batch without
+        // its requests. Read the other way, one did, now and then: more batches than requests (review 47).
+        self.batches.add_release(u64::from(answered));
     }
 
     /// Requests that came by mail ran.
@@ -141,9 +169,11 @@ impl Metrics {
             }
         };
         let channels = self.channels.get();
+        // Batches first, with Acquire: the requests of every batch counted are then counted too (see `ran`).
+        let batches = self.batches.get_acquire();
         Snapshot {
             requests: self.requests.get(),
-            batches: self.batches.get(),
+            batches,
             fibers: self.fibers.get(),
             channels: channels >> 32,
             cold_channels: channels & u64::from(u32::MAX),

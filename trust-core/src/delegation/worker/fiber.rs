@@ -388,6 +388,12 @@ impl Scheduler {
         self.metrics.set_fibers(self.live.get() - 1);
     }
 
+    /// The running fiber, after `ending`, has a destructor to run (its detached result's), which may suspend it:
+    /// it counts as alive again until it returns.
+    pub(crate) fn not_ending(&self) {
+        self.metrics.set_fibers(self.live.get());
+    }
+
     /// The `apply_then` bookkeeping of fiber `id`.
     pub(crate) fn pending_of(&self, id: usize) -> Rc<Pending> {
         let mut pending = self.pending.borrow_mut();

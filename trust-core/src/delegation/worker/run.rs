@@ -1058,6 +1058,7 @@ impl Worker {
         // that may still reach a value of this trustee through a handle.
         // SAFETY: their values are dropped, and nothing runs on this worker any more.
         unsafe { property::free_at_shutdown(dropped) };
+        self.shared.metrics.stop();
     }
 }
 
