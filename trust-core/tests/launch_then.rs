@@ -72,6 +72,7 @@ fn the_continuation_runs_on_the_issuing_thread_never_on_the_trustee() {
 
 #[test]
 fn from_fibers_on_the_latchs_own_trustee_and_on_the_other() {
+    rt(); // first: a `spawn` before it would start the default runtime, and `rt()` would then fail
     let fibers: Vec<_> = (0..4)
         .map(|_| {
             spawn(|| {

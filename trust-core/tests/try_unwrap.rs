@@ -171,6 +171,7 @@ fn the_value_is_dropped_exactly_once_on_every_path() {
 
 #[test]
 fn works_from_fibers_on_the_values_own_trustee_and_on_the_other() {
+    rt(); // first: a `spawn` before it would start the default runtime, and `rt()` would then fail
     let results: Vec<_> = (0..8u64)
         .map(|i| {
             spawn(move || {

@@ -76,11 +76,24 @@ pub fn is_child() -> bool {
 }
 
 /// Runs test `name` of this test binary again in a child process (a fresh runtime, its own configuration,
-/// and a crash that cannot take the other tests with it), with `env` set; returns its output.
+/// and a crash that cannot take the other tests with it), with `env` set; returns its output. Fails unless the
+/// child ran exactly that one test ([`ran_one_test`]).
 pub fn run_in_child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
-    child_command(name, env)
+    let out = child_command(name, env)
         .output()
-        .expect("the test binary runs again")
+        .expect("the test binary runs again");
+    ran_one_test(name, &out);
+    out
+}
+
+/// Fails the test unless the child process ran exactly one test (the harness's first line): a name that
+/// matches no test (a typo, a renamed test) would otherwise give a child that passes having run nothing.
+pub fn ran_one_test(name: &str, out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("running 1 test\n"),
+        "child {name}: the test binary did not run exactly that test\n--- stdout\n{stdout}"
+    );
 }
 
 /// The command that runs test `name` of this test binary in a child process, with `env` set.
@@ -252,6 +265,7 @@ pub fn child(name: &str, env: &[(&str, &str)], secs: u64) -> String {
 }
 
 /// The child's output; a child still running after `secs` seconds is killed and the test fails with `HUNG`.
+/// Fails too unless the child ran exactly that one test ([`ran_one_test`]).
 pub fn child_output(name: &str, env: &[(&str, &str)], secs: u64) -> std::process::Output {
     let secs = if cfg!(feature = "sanitizer") {
         secs * 4
@@ -293,11 +307,13 @@ pub fn child_output(name: &str, env: &[(&str, &str)], secs: u64) -> std::process
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    std::process::Output {
+    let out = std::process::Output {
         status,
         stdout: to.join().unwrap(),
         stderr: te.join().unwrap(),
-    }
+    };
+    ran_one_test(name, &out);
+    out
 }
 
 /// In a child: fails the process (exit 101, with `what`) if it is still running after `secs` seconds, so a
