@@ -9,7 +9,8 @@ use crate::delegation::api::runtime::Runtime;
 use crate::delegation::api::trustee::Trustee;
 
 /// A snapshot of one trustee's counters, since its worker started (and until it stopped, at
-/// [`Runtime::shutdown`]: a stopped worker's counters, its time included, stand still). Counters are read
+/// [`Runtime::shutdown`], or at the `fork` in a forked child, which has no workers: a stopped worker's counters,
+/// its time included, stand still). Counters are read
 /// one after another while the worker runs, so they are each recent, not one instant (but a snapshot never
 /// counts a batch without its requests, nor more cold channels than channels).
 #[derive(Debug, Clone, Copy, PartialEq)]

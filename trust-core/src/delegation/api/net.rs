@@ -89,20 +89,22 @@ impl<S: AsRawFd> Socket<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 result => return result,
             }
-            if let Some(t) = timeout {
-                let at = *deadline.get_or_insert_with(|| Instant::now() + t);
-                if Instant::now() >= at {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "socket operation timed out"));
-                }
+            // A deadline past `Instant`'s range is none: `connect_timeout(addr, Duration::MAX)` (which std
+            // accepts, and waits) panicked here on `now + timeout` before (review 48).
+            if let Some(t) = timeout
+                && let Some(at) = *deadline.get_or_insert_with(|| Instant::now().checked_add(t))
+                && Instant::now() >= at
+            {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "socket operation timed out"));
             }
             let fd = self.io.as_raw_fd();
             match (worker, fiber) {
                 (Some(w), Some(id)) => {
                     self.register(w.shared, &w.reactor)?;
-                    w.reactor.wait(id, fd, readiness, deadline);
+                    w.reactor.wait(id, fd, readiness, deadline.flatten());
                 }
                 _ => {
-                    let left = deadline.map(|at: Instant| at.saturating_duration_since(Instant::now()));
+                    let left = deadline.flatten().map(|at: Instant| at.saturating_duration_since(Instant::now()));
                     reactor::block_on(fd, readiness, left)?;
                 }
             }
@@ -203,7 +205,8 @@ impl TcpStream {
 
     /// Connects to `addr`, failing with [`io::ErrorKind::TimedOut`] once `timeout` has passed without an
     /// answer, as `std`'s `connect_timeout` (an address, not a host name: nothing to resolve). In a fiber only
-    /// the fiber waits. A zero duration is an `InvalidInput` error, as in `std`.
+    /// the fiber waits. A zero duration is an `InvalidInput` error, as in `std`; one past `Instant`'s range
+    /// (`Duration::MAX`) waits as long as the kernel retries, as `connect` does.
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         nanos(Some(timeout))?;
         TcpStream::connect_within(*addr, Some(timeout))

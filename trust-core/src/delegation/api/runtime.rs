@@ -277,7 +277,7 @@ fn register_shutdown_at_exit() {
         }
     }
     // SAFETY: registering plain `extern "C"` functions with no arguments is always sound; the fork handler
-    // only loads and stores atomics (async-signal-safe).
+    // only loads and stores atomics and reads the clock (async-signal-safe).
     unsafe {
         libc::atexit(shutdown_at_exit);
         libc::pthread_atfork(None, None, Some(close_in_forked_child));

@@ -104,6 +104,21 @@ impl Metrics {
         self.park_change(|now| self.stopped_ns.set(now.max(1)));
     }
 
+    /// In the child of a `fork` (its atfork handler), where the worker thread was not copied: a park the worker
+    /// was starting or ending at the instant of the fork left the sequence number odd for good, and every
+    /// snapshot spun on it for ever (review 48: 3 of 3,000 children forked while the workers parked and woke
+    /// hung in `Runtime::metrics`). Evens it (nothing else writes it here any more), and stops the clock at
+    /// the fork, as the close does. Atomics and `clock_gettime` only: async-signal-safe.
+    pub(crate) fn stop_in_forked_child(&self) {
+        let seq = self.park_seq.load(Ordering::Relaxed);
+        if seq % 2 == 1 {
+            self.park_seq.store(seq + 1, Ordering::Relaxed);
+        }
+        if self.stopped_ns.get() == 0 {
+            self.stop();
+        }
+    }
+
     /// `requests` records ran in one run of a batch, which was then answered (or paused: `answered` false).
     #[inline]
     pub(crate) fn ran(&self, requests: u64, answered: bool) {

@@ -532,10 +532,12 @@ impl TrusteeShared {
     /// In the child of a `fork` (a `pthread_atfork` handler, before `fork` returns there): the worker thread
     /// was not copied, so the trustee is closed, as after a shutdown, and every call, and every wait for an
     /// answer, panics with [`IN_FORKED_CHILD`] at once instead of waiting forever; handles dropped there do
-    /// nothing (the values are the parent's). Only atomic stores: async-signal-safe, as a fork handler must be.
+    /// nothing (the values are the parent's); its metrics stand still from the fork. Only atomics (and a clock
+    /// read): async-signal-safe, as a fork handler must be.
     pub(crate) fn close_in_forked_child(&self) {
         FORKED.store(true, Ordering::Relaxed);
         self.state.store(CLOSED, Ordering::Release);
+        self.metrics.stop_in_forked_child();
     }
 
 }
