@@ -59,28 +59,6 @@ fn pair() -> (TcpStream, std::net::TcpStream) {
     (ours, peer)
 }
 
-/// A listener whose accept queue is full (backlog 0 holds one connection; the kernel drops later SYNs), with
-/// the connections that filled it (as in net.rs).
-fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: a listening socket's own fd; `listen` again only changes its backlog.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-    let addr = listener.local_addr().unwrap();
-    let mut queued = Vec::new();
-    loop {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(s) => queued.push(s),
-            Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => panic!("filling the accept queue: {e}"),
-        }
-        assert!(
-            queued.len() < 16,
-            "the kernel keeps accepting past backlog 0"
-        );
-    }
-    (listener, queued)
-}
-
 /// Reads one byte through `s` in a fiber on worker `w` (with a 20 s read timeout as a backstop).
 fn read_one_on(w: usize, s: TcpStream) -> trust_core::Fiber<(u8, TcpStream)> {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

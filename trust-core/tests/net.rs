@@ -399,29 +399,6 @@ fn a_burst_of_600_connects_waits_in_the_backlog_not_for_a_syn_retransmit() {
     drop(listener);
 }
 
-/// A listener whose accept queue is full (backlog 0 holds one connection; the kernel drops every later SYN), so
-/// a connect to it gets no answer until the kernel's retries give up; with the connections that filled it.
-fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
-    use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: a listening socket's own fd; `listen` again only changes its backlog.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-    let addr = listener.local_addr().unwrap();
-    let mut queued = Vec::new();
-    loop {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(s) => queued.push(s),
-            Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => panic!("filling the accept queue: {e}"),
-        }
-        assert!(
-            queued.len() < 16,
-            "the kernel keeps accepting past backlog 0"
-        );
-    }
-    (listener, queued)
-}
-
 #[test]
 fn connect_timeout_gives_up_on_a_peer_that_never_answers_in_a_fiber_and_on_a_thread() {
     rt();

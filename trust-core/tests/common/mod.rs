@@ -822,3 +822,32 @@ pub fn issue_lingering<T: Send + 'static>(t: &Trust<T>, f: impl FnOnce(&mut T) +
     let _busy = busy_channel(t);
     t.apply_then(f, |()| ());
 }
+
+/// A listener whose accept queue is full (backlog 0 holds one connection; the kernel drops every later SYN), so
+/// a connect to it gets no answer until the kernel's retries give up; with the connections that filled it.
+pub fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: a listening socket's own fd; `listen` again only changes its backlog.
+    let listened = unsafe { libc::listen(fd, 0) };
+    assert_eq!(listened, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            Ok(s) => queued.push(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                break;
+            }
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+        assert!(
+            queued.len() < 16,
+            "the kernel keeps accepting past backlog 0"
+        );
+    }
+    (listener, queued)
+}

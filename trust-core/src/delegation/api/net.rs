@@ -243,11 +243,11 @@ impl TcpStream {
     /// this one's).
     pub fn try_clone(&self) -> io::Result<TcpStream> {
         let fd = self.socket.io.as_fd().try_clone_to_owned()?;
-        let clone = TcpStream::new(mio::net::TcpStream::from_std(fd.into()));
-        for (to, from) in [(&clone.read_timeout, &self.read_timeout), (&clone.write_timeout, &self.write_timeout)] {
-            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        Ok(clone)
+        Ok(TcpStream {
+            socket: Socket::new(mio::net::TcpStream::from_std(fd.into())),
+            read_timeout: AtomicU64::new(self.read_timeout.load(Ordering::Relaxed)),
+            write_timeout: AtomicU64::new(self.write_timeout.load(Ordering::Relaxed)),
+        })
     }
 
     /// The address of the peer.
