@@ -455,3 +455,98 @@ fn an_apply_goes_behind_an_apply_then_queued_beside_launched_fibers() {
     });
     assert_eq!(r, 11);
 }
+
+/// Pipelines 59 `apply_then`s from this thread to a counter on worker 1 so that the last 10 stay unsent with
+/// both lanes busy: the first (alone on the idle channel, so published at once) holds the worker 200 ms, the
+/// next 48 fill the second lane, and 10 are fewer than a publish's 48. Returns a fiber's view of the counter:
+/// it polls until all 59 have run.
+fn pipeline_with_both_lanes_busy() -> (Trust<u64>, impl FnOnce() -> u64 + Send + 'static) {
+    let counter = rt().trustee(1).entrust(0u64);
+    let slow = |c: &mut u64| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        *c += 1;
+    };
+    counter.apply_then(slow, |()| ());
+    for _ in 0..58 {
+        counter.apply_then(|c| *c += 1, |()| ());
+    }
+    let seen = counter.clone();
+    let until_all_ran = move || loop {
+        let v = seen.apply(|c| *c);
+        if v == 59 {
+            return v;
+        }
+        trust_core::sleep(std::time::Duration::from_millis(2));
+    };
+    (counter, until_all_ran)
+}
+
+/// docs/delegation.md: a burst's last `apply_then`s go out at `Fiber::join`. They went out only where a lane
+/// was free at that moment; with both busy they stayed unsent while the thread parked, and a fiber that waited
+/// for them (here: for the counter to reach 59) was joined for good. Now they go out as lanes free.
+#[test]
+fn joining_a_fiber_that_waits_for_the_threads_unsent_requests_ends() {
+    within(20, || {
+        let (counter, until_all_ran) = pipeline_with_both_lanes_busy();
+        assert_eq!(spawn(until_all_ran).join().unwrap(), 59);
+        wait_pending();
+        assert_eq!(counter.apply(|c| *c), 59);
+    });
+}
+
+/// As above, through `Latch::launch` (a blocking call that starts the fiber, then a join).
+#[test]
+fn launching_a_fiber_that_waits_for_the_threads_unsent_requests_ends() {
+    within(20, || {
+        let latch = rt().trustee(0).entrust(trust_core::Latch::new(0u64));
+        let (counter, until_all_ran) = pipeline_with_both_lanes_busy();
+        assert_eq!(latch.launch(move |_| until_all_ran()), 59);
+        wait_pending();
+        assert_eq!(counter.apply(|c| *c), 59);
+    });
+}
+
+/// As above, while the thread waits for an interval lock that a fiber holds until the unsent requests ran.
+#[test]
+fn waiting_for_an_interval_lock_held_until_the_threads_unsent_requests_ran_ends() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use trust_core::interval::IntervalRwLock;
+    within(20, || {
+        let lock = Arc::new(IntervalRwLock::new(vec![0u64; 4]));
+        let held = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = {
+            let (lock, held) = (lock.clone(), held.clone());
+            spawn(move || {
+                let mut guard = lock.write(..);
+                held.store(true, Ordering::Release);
+                let until_all_ran: Box<dyn FnOnce() -> u64 + Send> = rx.recv().unwrap();
+                guard[0] = until_all_ran();
+            })
+        };
+        while !held.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (counter, until_all_ran) = pipeline_with_both_lanes_busy();
+        tx.send(Box::new(until_all_ran)).unwrap();
+        assert_eq!(lock.write(0..1)[0], 59);
+        holder.join().unwrap();
+        wait_pending();
+        assert_eq!(counter.apply(|c| *c), 59);
+    });
+}
+
+/// As above, in a blocking call: an `apply` to a latch waits for the fiber launched on it, which waits for the
+/// thread's unsent requests to another trustee (the call published them only where a lane was free).
+#[test]
+fn a_blocking_call_that_waits_for_a_fiber_waiting_for_the_threads_unsent_requests_ends() {
+    within(20, || {
+        let latch = rt().trustee(0).entrust(trust_core::Latch::new(0u64));
+        let (counter, until_all_ran) = pipeline_with_both_lanes_busy();
+        latch.launch_then(move |l| *l.lock() = until_all_ran(), |()| ());
+        assert_eq!(latch.apply(|l| *l.get_mut()), 59);
+        wait_pending();
+        assert_eq!(counter.apply(|c| *c), 59);
+    });
+}

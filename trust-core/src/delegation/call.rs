@@ -95,6 +95,22 @@ pub(crate) fn publish_thread_unsent() {
     });
 }
 
+/// Parks a plain thread that waits for a signal from elsewhere (a fiber's end: `Fiber::join`, `Latch::launch`;
+/// an interval lock), until it is unparked or spuriously. Meanwhile its unsent requests go out as lanes free:
+/// what it waits for may wait for them (a fiber that waits until a counter this thread pipelined to reaches a
+/// value), and a publish that found both lanes busy just before would leave them unsent for as long as the
+/// thread waits: for good, in that case. Makes no client; does nothing special where the client is in use
+/// (a destructor run inside a call).
+pub(crate) fn park_thread() {
+    let sending = with_client_cell(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        Some(c.as_mut()?.park_sending_unsent())
+    });
+    if sending.flatten() != Some(true) {
+        thread::park();
+    }
+}
+
 /// Runs `f` with the calling plain thread's client context (`LATE_CLIENT` in a thread-local destructor that
 /// runs after `THREAD_CLIENT`'s), or with a fresh one once no sweeper is left to drop `LATE_CLIENT`'s. Not for
 /// workers: they have their own (`Worker::client`).

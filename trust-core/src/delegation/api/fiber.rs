@@ -53,7 +53,7 @@ impl Waiter {
     /// Waits until woken, or spuriously; the caller is `self` (made by `current`).
     pub(crate) fn wait(&self) {
         match self {
-            Waiter::Thread(_) => thread::park(),
+            Waiter::Thread(_) => call::park_thread(),
             Waiter::Fiber(..) => suspend(),
         }
     }
@@ -333,7 +333,8 @@ impl<R> Fiber<R> {
     /// wait for a fiber that only it can run.
     pub fn join(self) -> thread::Result<R> {
         // A plain thread's unsent `apply_then`s go out first, finished fiber or not (README: a burst's last
-        // requests go out at `Fiber::join`); while it waits, the fiber may wait for them (`try_unwrap`).
+        // requests go out at `Fiber::join`); while it waits, the fiber may wait for them (`try_unwrap`), so
+        // those that find both lanes busy go out as lanes free (`call::park_thread`).
         if context::worker().is_none() && !outbox::in_may_coroutine() {
             call::publish_thread_unsent();
         }
@@ -356,7 +357,7 @@ impl<R> Fiber<R> {
                 // No worker was copied into a forked child: nothing would ever finish the fiber there.
                 assert!(!shared::in_forked_child(), "{IN_FORKED_CHILD}");
                 if self.state.register(Waiter::Thread(thread::current())) {
-                    thread::park();
+                    call::park_thread();
                 }
             }
         }

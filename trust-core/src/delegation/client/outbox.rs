@@ -532,9 +532,19 @@ impl Outbox {
 
     /// [`Outbox::try_wait`], with the shutdown panic when the trustee has shut down.
     fn wait(&mut self, parker: Option<&Parker>) {
-        if !self.try_wait(parker) {
+        self.wait_sending(parker, &mut []);
+    }
+
+    /// [`Outbox::try_wait_sending`], with the shutdown panic when the trustee has shut down.
+    fn wait_sending(&mut self, parker: Option<&Parker>, others: &mut [&mut Outbox]) {
+        if !self.try_wait_sending(parker, others) {
             panic!("{}", shared::closed_message(WAITED_PAST_SHUTDOWN));
         }
+    }
+
+    /// [`Outbox::try_wait_sending`] with no other outbox to send for.
+    fn try_wait(&mut self, parker: Option<&Parker>) -> bool {
+        self.try_wait_sending(parker, &mut [])
     }
 
     /// Waits until the oldest batch in flight, if any, is answered: a `may` coroutine's borrowed client (no
@@ -543,7 +553,10 @@ impl Outbox {
     /// the coroutine must not let another run on the thread, nor move to another thread. False when the
     /// trustee shut down first: nothing more will be answered. A caller still holding a request then returns
     /// it, to be dropped once the client's borrow has ended (its destructors may call the runtime).
-    fn try_wait(&mut self, parker: Option<&Parker>) -> bool {
+    ///
+    /// Meanwhile the unsent records of `others` (the client's other outboxes: see `Client::call`) go out as
+    /// their lanes free, and their answers end a park too.
+    fn try_wait_sending(&mut self, parker: Option<&Parker>, others: &mut [&mut Outbox]) -> bool {
         let mut backoff = Backoff::client();
         let mut may = (parker.is_none()).then(MayWait::default);
         while self.in_flight() && !self.poll() {
@@ -551,11 +564,19 @@ impl Outbox {
                 // Checked again after seeing the trustee closed: a batch it finished before closing counts.
                 return self.poll();
             }
+            for other in others.iter_mut().filter(|o| o.has_unsent()) {
+                other.poll();
+                other.flush();
+            }
             if let Some(may) = &mut may {
                 may.snooze();
             } else if let Some(parker) = parker.filter(|_| backoff.snooze()) {
                 let (slots, next) = (&self.channel.slots, self.next_answered());
-                parker.park_unless(|| slots.is_answered(next), Duration::from_millis(10));
+                let others = &*others;
+                parker.park_unless(
+                    || slots.is_answered(next) || others.iter().any(|o| o.has_unsent() && o.poll_peek()),
+                    Duration::from_millis(10),
+                );
                 backoff.reset();
             }
         }
@@ -907,11 +928,19 @@ impl Client {
         let mut result = None;
         let mut record = Reply(job);
         // What waits unsent to other trustees goes first: the thread is about to wait, and what it waits for
-        // may wait for those requests (a fiber taking a value with `try_unwrap`, say).
-        self.publish_unsent(Some(trustee));
+        // may wait for those requests (a fiber taking a value with `try_unwrap`, or one launched on a latch
+        // that this call applies to). What finds both lanes busy goes out while the thread waits.
+        let unsent_elsewhere = self.publish_unsent(Some(trustee));
         let parker = self.parker.as_deref();
-        let outbox = outbox_in(&mut self.outboxes, &self.parker, trustee);
-        if let Some(parker) = parker {
+        outbox_in(&mut self.outboxes, &self.parker, trustee);
+        let (before, rest) = self.outboxes.split_at_mut(trustee.index());
+        let (own, after) = rest.split_first_mut().expect("opened above");
+        let outbox = own.as_mut().expect("opened above");
+        let mut others: Vec<&mut Outbox> = match unsent_elsewhere {
+            false => Vec::new(),
+            true => before.iter_mut().chain(after).flatten().filter(|o| o.has_unsent()).collect(),
+        };
+        if let Some(parker) = parker.filter(|_| others.is_empty()) {
             match outbox.call_alone(record, parker) {
                 Ok(result) => return Ok(result),
                 Err(r) => record = r,
@@ -920,7 +949,7 @@ impl Client {
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
         while let Err(r) = outbox.try_push_call(record, &raw mut result) {
             record = r;
-            if !outbox.flush() && !outbox.try_wait(parker) {
+            if !outbox.flush() && !outbox.try_wait_sending(parker, &mut others) {
                 return Err(record);
             }
         }
@@ -931,10 +960,10 @@ impl Client {
         // Publish the batch holding the request (once a lane is free), then wait for every batch in flight,
         // this one last.
         while !guard.outbox.flush() && guard.outbox.has_unsent() {
-            guard.outbox.wait(parker);
+            guard.outbox.wait_sending(parker, &mut others);
         }
         while guard.outbox.in_flight() {
-            guard.outbox.wait(parker);
+            guard.outbox.wait_sending(parker, &mut others);
         }
         std::mem::forget(guard);
         Ok(result.expect("the trustee answered the batch holding this request"))
@@ -1007,14 +1036,38 @@ impl Client {
     }
 
     /// Publishes the unsent records of every outbox (but `except`'s) where a lane is free, without waiting:
-    /// before the thread blocks (a call, `Fiber::join`).
-    pub(crate) fn publish_unsent(&mut self, except: Option<&'static TrusteeShared>) {
+    /// before the thread blocks (a call, `Fiber::join`). True when some are left unsent (both lanes busy).
+    pub(crate) fn publish_unsent(&mut self, except: Option<&'static TrusteeShared>) -> bool {
+        let mut left = false;
         for outbox in self.outboxes.iter_mut().flatten() {
             if outbox.has_unsent() && !except.is_some_and(|t| std::ptr::eq(t, outbox.trustee)) {
                 outbox.poll();
                 outbox.flush();
+                left |= outbox.has_unsent();
             }
         }
+        left
+    }
+
+    /// Parks the calling plain thread, which waits for a signal from elsewhere (a fiber's end, an interval lock),
+    /// unless nothing of its own stays unsent: the unsent records go out where a lane is free, and while some
+    /// must wait for one (both lanes busy), the thread parks until a trustee's answer frees one (the answer
+    /// wakes this parker) or it is unparked, and returns true so that its caller looks again (and calls this
+    /// again). False, without parking, when nothing waits for a lane (then the caller parks its usual way): a
+    /// trustee that shut down takes nothing more.
+    pub(crate) fn park_sending_unsent(&mut self) -> bool {
+        self.publish_unsent(None);
+        let waits = |o: &Outbox| o.has_unsent() && !o.trustee.is_closed();
+        let Some(parker) = self.parker.as_deref().filter(|_| self.outboxes.iter().flatten().any(waits)) else {
+            return false;
+        };
+        let outboxes = &self.outboxes;
+        // The timeout notices a trustee that shut down meanwhile (it answers nothing more).
+        parker.park_unless(
+            || outboxes.iter().flatten().any(|o| waits(o) && o.poll_peek()),
+            Duration::from_millis(10),
+        );
+        true
     }
 
     /// `post_then`'s publish: the batches for every trustee go out, where a lane is free (a record for one
