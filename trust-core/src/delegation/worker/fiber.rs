@@ -561,6 +561,9 @@ impl Scheduler {
                 handle.abandon();
             }
         }
+        // None of them will run again: the metrics count no fiber alive on a stopped worker.
+        self.live.set(0);
+        self.metrics.set_fibers(0);
     }
 }
 
