@@ -316,9 +316,10 @@ fn nested_blocking(delegated: bool) -> ! {
 }
 
 const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker (or in \
-     a destructor the worker's scheduler runs, such as a result's whose `apply_async` future was dropped): \
-     they run on the worker's scheduler, which would stop serving while it waits. Chain another \
-     `apply_then` from the continuation instead, or make the call from a fiber (`spawn`)";
+     a destructor the worker's scheduler runs, such as a result's whose `apply_async` future was dropped, or \
+     in an async task that its executor polls inside `wake`, which the worker called): they run on the \
+     worker's scheduler, which would stop serving while it waits. Chain another `apply_then` from the \
+     continuation instead, await an `apply_async` in the task, or make the call from a fiber (`spawn`)";
 
 /// `call_from` for a plain thread or a `may` coroutine.
 #[inline(never)]
