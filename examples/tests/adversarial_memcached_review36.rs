@@ -207,24 +207,23 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 fn a_client_trickling_a_command_line_is_closed_by_the_idle_timeout() {
     let server = start(|c| c.idle_timeout = Some(Duration::from_secs(2)));
     let addr = server.local_addr();
-    let slow = within(Duration::from_secs(25), "slowloris", move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        let line = [b'g'; 50];
-        let started = Instant::now();
-        for &b in line.iter() {
-            if s.write_all(&[b]).is_err() || closed_within(&mut s, Duration::from_millis(300)) {
-                return Some(started.elapsed());
+    // The three clients below (the slowloris, the busy pair, the silent one) at the same time, each on its own
+    // connection and measured from its own start: their waits overlap instead of adding up.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let silent_since = Instant::now();
+    let slowloris = thread::spawn(move || {
+        within(Duration::from_secs(25), "slowloris", move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let line = [b'g'; 50];
+            let started = Instant::now();
+            for &b in line.iter() {
+                if s.write_all(&[b]).is_err() || closed_within(&mut s, Duration::from_millis(300)) {
+                    return Some(started.elapsed());
+                }
             }
-        }
-        None
+            None
+        })
     });
-    let took = slow.expect(
-        "a client trickling a line was never closed (50 bytes over 15 s, idle timeout 2 s)",
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "closed only after {took:?} (idle timeout 2 s)"
-    );
     // A client whose commands keep coming stays, however long it lives; so does one that sends a data block
     // slowly (memcached does not time out a connection reading a data block either).
     let mut busy = Raw::connect(&server);
@@ -237,9 +236,22 @@ fn a_client_trickling_a_command_line_is_closed_by_the_idle_timeout() {
     }
     block.roundtrip(b"\r\n", b"STORED\r\n");
     block.roundtrip(b"get slow\r\n", b"VALUE slow 0 10\r\n0123456789\r\nEND\r\n");
-    // And a silent one is closed, as before.
-    let mut silent = TcpStream::connect(server.local_addr()).unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(5)));
+    let took = slowloris
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        .expect(
+            "a client trickling a line was never closed (50 bytes over 15 s, idle timeout 2 s)",
+        );
+    assert!(
+        took < Duration::from_secs(5),
+        "closed only after {took:?} (idle timeout 2 s)"
+    );
+    // And a silent one is closed, as before: within 5 s of its connect.
+    let left = Duration::from_secs(5).saturating_sub(silent_since.elapsed());
+    assert!(
+        closed_within(&mut silent, left.max(Duration::from_millis(1))),
+        "a silent connection still open 5 s after its connect (idle timeout 2 s)"
+    );
     server.stop();
 }
 
@@ -709,12 +721,39 @@ fn a_delayed_flush_all_races_sets_across_its_time() {
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
+    // Every key looked up, in pipelined batches read through a buffer: the same `get`s as one round trip (and
+    // one read per byte of the reply) per key, which took most of the test's time for the writers' many keys.
+    let mut found = Vec::with_capacity(logs.len());
+    for batch in logs.chunks(256) {
+        let gets: String = batch
+            .iter()
+            .map(|(key, _, _)| format!("get {key}\r\n"))
+            .collect();
+        admin.send(gets.as_bytes());
+        let mut replies = std::io::BufReader::new(&admin.0);
+        let mut line = || {
+            let mut l = String::new();
+            std::io::BufRead::read_line(&mut replies, &mut l).unwrap();
+            l
+        };
+        for (key, _, _) in batch {
+            let first = line();
+            let present = first != "END\r\n";
+            if present {
+                assert_eq!(
+                    first,
+                    format!("VALUE {key} 0 1\r\n"),
+                    "the reply to get {key}"
+                );
+                assert_eq!(line(), "x\r\n", "the value of {key}");
+                assert_eq!(line(), "END\r\n", "the end of the reply to get {key}");
+            }
+            found.push(present);
+        }
+        assert!(replies.buffer().is_empty(), "more replies than gets");
+    }
     let (mut gone, mut kept) = (0, 0);
-    for (key, sent, stored) in &logs {
-        let reply = admin
-            .send(format!("get {key}\r\n").as_bytes())
-            .read_until(b"END\r\n");
-        let present = reply.starts_with(b"VALUE");
+    for ((key, sent, stored), &present) in logs.iter().zip(&found) {
         if *stored < at {
             assert!(
                 !present,
@@ -1035,7 +1074,7 @@ fn unix_now_after(after: Duration) -> u64 {
 /// `get short` after the item has expired, and must answer `END` (memcached's clock is global: an item past
 /// its exptime is never returned; memcached 1.6.18 answered `END` to these bytes). The trust server read the
 /// clock once per batch of commands and kept it through writes that waited for seconds: it answered the
-/// expired value. The same inside one `get` of 40 `big` keys and `short`.
+/// expired value. The same inside one `get` of 40 `big` keys and `short2`, on a second connection meanwhile.
 #[test]
 fn a_command_run_after_a_long_wait_on_writes_sees_the_time_it_runs_at() {
     let server = start(|_| {});
@@ -1049,6 +1088,23 @@ fn a_command_run_after_a_long_wait_on_writes_sees_the_time_it_runs_at() {
     let mut pipeline = b"get big\r\n".repeat(40);
     pipeline.extend_from_slice(b"get short\r\n");
     r.send(&pipeline);
+    // The same within one `get` of many keys (written out as it goes): `get big ... big short2`, on a second
+    // connection at the same time (its own key, its own 3.2 s wait: the two waits overlap instead of adding up).
+    let mut r2 = Raw::connect(&server);
+    r2.roundtrip(b"set short2 0 2 1\r\ns\r\n", b"STORED\r\n");
+    let stored2_at = Instant::now();
+    r2.send(format!("get {}short2\r\n", "big ".repeat(40)).as_bytes());
+    let mut value = format!("VALUE big 0 {}\r\n", big.len()).into_bytes();
+    value.extend_from_slice(&big);
+    value.extend_from_slice(b"\r\n");
+    let many_keys = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(3200));
+        for _ in 0..40 {
+            r2.expect(&value);
+        }
+        assert!(stored2_at.elapsed() > Duration::from_secs(3));
+        r2.expect(b"END\r\n");
+    });
     thread::sleep(Duration::from_millis(3200));
     let mut one = format!("VALUE big 0 {}\r\n", big.len()).into_bytes();
     one.extend_from_slice(&big);
@@ -1058,19 +1114,7 @@ fn a_command_run_after_a_long_wait_on_writes_sees_the_time_it_runs_at() {
     }
     assert!(stored_at.elapsed() > Duration::from_secs(3));
     r.expect(b"END\r\n");
-    // The same within one `get` of many keys (written out as it goes): `get big ... big short`.
-    r.roundtrip(b"set short 0 2 1\r\ns\r\n", b"STORED\r\n");
-    let stored_at = Instant::now();
-    r.send(format!("get {}short\r\n", "big ".repeat(40)).as_bytes());
-    thread::sleep(Duration::from_millis(3200));
-    let mut value = format!("VALUE big 0 {}\r\n", big.len()).into_bytes();
-    value.extend_from_slice(&big);
-    value.extend_from_slice(b"\r\n");
-    for _ in 0..40 {
-        r.expect(&value);
-    }
-    assert!(stored_at.elapsed() > Duration::from_secs(3));
-    r.expect(b"END\r\n");
+    many_keys.join().unwrap();
     server.stop();
 }
 

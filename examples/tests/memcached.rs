@@ -224,6 +224,17 @@ fn pipelined_requests_are_all_answered() {
 
 #[test]
 fn exptime_relative_absolute_and_negative() {
+    // flush_all with a delay, on a server of its own at the same time (its 3.1 s wait overlaps the one below):
+    // still there before, gone after.
+    let delayed_flush = thread::spawn(|| {
+        let server = start(|_| {});
+        let mut r = Raw::connect(&server);
+        r.roundtrip(b"set later 0 0 1\r\nl\r\n", b"STORED\r\n")
+            .roundtrip(b"flush_all 2\r\n", b"OK\r\n")
+            .roundtrip(b"get later\r\n", b"VALUE later 0 1\r\nl\r\nEND\r\n");
+        thread::sleep(Duration::from_millis(3100));
+        r.roundtrip(b"get later\r\n", b"END\r\n");
+    });
     let server = start(|_| {});
     let mut r = Raw::connect(&server);
     let now = unix_now();
@@ -262,12 +273,9 @@ fn exptime_relative_absolute_and_negative() {
     )
     .roundtrip(b"gat -1 forever\r\n", b"VALUE forever 0 1\r\nf\r\nEND\r\n")
     .roundtrip(b"get forever\r\n", b"END\r\n");
-    // flush_all with a delay: still there before, gone after.
-    r.roundtrip(b"set later 0 0 1\r\nl\r\n", b"STORED\r\n")
-        .roundtrip(b"flush_all 2\r\n", b"OK\r\n")
-        .roundtrip(b"get later\r\n", b"VALUE later 0 1\r\nl\r\nEND\r\n");
-    thread::sleep(Duration::from_millis(3100));
-    r.roundtrip(b"get later\r\n", b"END\r\n");
+    delayed_flush
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
 }
 
 #[test]

@@ -29,6 +29,60 @@ fn expect_child_exit(name: &str, env: &[(&str, &str)], code: i32) -> (String, Du
     (err, took)
 }
 
+/// The three tests of an `exit(4)` with a closure stuck on a trustee: each child waits out the at-exit
+/// shutdown's documented 5 seconds, idle. The first of these tests to run starts all three children at once
+/// (so the binary waits those 5 s once, not three times over its two test threads); each test then waits for
+/// its own child and checks it exactly as [`expect_child_exit`] does, with the time taken from its own start.
+/// A run filtered to one of them starts the other two children as well; they exit by themselves within 5 s.
+const STUCK_CLOSURE_EXITS: [&str; 3] = [
+    "process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time",
+    "process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure",
+    "process_exit_from_a_main_with_nothing_in_flight_and_a_stuck_closure",
+];
+
+/// Runs test `name` (one of [`STUCK_CLOSURE_EXITS`]) in its child process, started with the other two, and fails
+/// unless it exits with `code`; returns its stderr and how long it ran.
+fn expect_stuck_closure_exit(name: &str, code: i32) -> (String, Duration) {
+    use std::collections::HashMap;
+    use std::process::{Child, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static CHILDREN: OnceLock<Mutex<HashMap<&'static str, (Child, Instant)>>> = OnceLock::new();
+    assert!(
+        STUCK_CLOSURE_EXITS.contains(&name),
+        "{name}: not one of STUCK_CLOSURE_EXITS"
+    );
+    let (child, started) = CHILDREN
+        .get_or_init(|| {
+            let started = STUCK_CLOSURE_EXITS.map(|test| {
+                let child = child_command(test, &[])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("the test binary runs again");
+                (test, (child, Instant::now()))
+            });
+            Mutex::new(HashMap::from(started))
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name)
+        .expect("each test waits for its child once");
+    let out = child.wait_with_output().expect("the child's output");
+    let took = started.elapsed();
+    ran_one_test(name, &out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let tail: Vec<&str> = err.lines().rev().take(30).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "child {name}: {}; stderr (tail):\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    (err, took)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Process exit with the runtime running: "Runtime::shutdown() — also run by itself at process exit".
 
@@ -1556,9 +1610,8 @@ fn cross_trustee_floods_of_clones_and_apply_thens_from_inside_closures() {
 #[test]
 fn process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time() {
     if !is_child() {
-        let (_, took) = expect_child_exit(
+        let (_, took) = expect_stuck_closure_exit(
             "process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time",
-            &[],
             4,
         );
         assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -1582,9 +1635,8 @@ fn process_exit_with_a_spinning_fiber_and_a_stuck_closure_exits_in_bounded_time(
 #[test]
 fn process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure() {
     if !is_child() {
-        let (_, took) = expect_child_exit(
+        let (_, took) = expect_stuck_closure_exit(
             "process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure",
-            &[],
             4,
         );
         assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -1606,9 +1658,8 @@ fn process_exit_from_a_main_that_never_called_the_runtime_with_a_stuck_closure()
 #[test]
 fn process_exit_from_a_main_with_nothing_in_flight_and_a_stuck_closure() {
     if !is_child() {
-        let (_, took) = expect_child_exit(
+        let (_, took) = expect_stuck_closure_exit(
             "process_exit_from_a_main_with_nothing_in_flight_and_a_stuck_closure",
-            &[],
             4,
         );
         assert!(took < Duration::from_secs(10), "took {took:?}");

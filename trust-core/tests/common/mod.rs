@@ -97,7 +97,7 @@ pub fn ran_one_test(name: &str, out: &std::process::Output) {
 }
 
 /// The command that runs test `name` of this test binary in a child process, with `env` set.
-fn child_command(name: &str, env: &[(&str, &str)]) -> std::process::Command {
+pub fn child_command(name: &str, env: &[(&str, &str)]) -> std::process::Command {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut command = std::process::Command::new(exe);
     command
