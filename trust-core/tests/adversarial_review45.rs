@@ -37,7 +37,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::{
-    CountsDrops, PanicsOnDrop, child_ok, eventually, load, panic_message, quiet, rt, within,
+    CountsDrops, Gate, PanicsOnDrop, child_ok, eventually, load, panic_message, quiet, rt, within,
 };
 use tokio::task::JoinSet;
 use trust_core::{Trust, spawn};
@@ -76,26 +76,6 @@ fn counting_waker() -> (Arc<CountWakes>, Waker) {
 
 fn poll_once<F: Future + Unpin>(f: &mut F, w: &Waker) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(w))
-}
-
-/// Holds the trustee it runs on until opened (a closure that waits on it: at most 10 s).
-#[derive(Default)]
-struct Gate {
-    open: AtomicBool,
-    entered: AtomicBool,
-}
-
-impl Gate {
-    fn wait(&self) {
-        self.entered.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.open.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Blocks trustee `t` on a new gate (from a thread of its own), and returns once the gate's closure runs.

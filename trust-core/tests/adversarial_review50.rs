@@ -64,30 +64,10 @@ use futures_task::{LocalFutureObj, LocalSpawn};
 use rayon::prelude::*;
 use trust_core::{Trust, spawn, wait_pending};
 
-use common::{CountsDrops, child_ok, eventually, load, panic_message, quiet, rt, within};
+use common::{CountsDrops, Gate, child_ok, eventually, load, panic_message, quiet, rt, within};
 
 fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
-}
-
-/// Holds the trustee it runs on until opened (a closure that waits on it: at most 10 s).
-#[derive(Default)]
-struct Gate {
-    open: AtomicBool,
-    entered: AtomicBool,
-}
-
-impl Gate {
-    fn wait(&self) {
-        self.entered.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.open.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Blocks `t`'s trustee on a new gate (from a thread of its own), and returns once the gate's closure runs.

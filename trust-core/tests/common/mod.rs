@@ -851,3 +851,24 @@ pub fn a_listener_that_never_answers() -> (std::net::TcpListener, Vec<std::net::
     }
     (listener, queued)
 }
+
+/// Holds the trustee it runs on until opened (a closure that waits on it: at most 10 s).
+#[derive(Default)]
+pub struct Gate {
+    pub open: AtomicBool,
+    pub entered: AtomicBool,
+}
+
+impl Gate {
+    pub fn wait(&self) {
+        self.entered.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.open.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
