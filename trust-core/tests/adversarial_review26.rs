@@ -61,6 +61,11 @@ struct Page([u8; 4096]);
 /// Runs `f` on a fiber of worker `w` of `rt()`, without `spawn_on`'s calibration (usable in the shared
 /// process): spawns fibers until one lands there (`spawn` goes round-robin), the others return at once.
 fn on_worker<R: Send + 'static>(w: usize, f: impl FnOnce() -> R + Send + 'static) -> R {
+    // The tests' `f`s `block_on` a future to the other worker's trustee, parking this worker until it answers:
+    // two at once, one on each worker, each waiting for the other's trustee, deadlocked both (it happened in a
+    // CI run, with two tests running side by side). One at a time.
+    static ONE_WORKER_BLOCKED: StdMutex<()> = StdMutex::new(());
+    let _one = ONE_WORKER_BLOCKED.lock().unwrap_or_else(|e| e.into_inner());
     rt();
     let f = Arc::new(StdMutex::new(Some(f)));
     loop {
