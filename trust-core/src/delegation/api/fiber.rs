@@ -129,7 +129,7 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    if size_of::<F>() > BOX_ABOVE {
+    if const { size_of::<F>() > BOX_ABOVE } {
         // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
         let f: Box<dyn FnOnce() -> R + Send> = Box::new(f);
         return spawn_sized(f);

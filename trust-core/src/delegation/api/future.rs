@@ -68,7 +68,7 @@ where
     type Output = R;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
-        if size_of::<R>() > BOX_ABOVE {
+        if const { size_of::<R>() > BOX_ABOVE } {
             return self.poll_large(cx);
         }
         self.poll_sized(cx)
@@ -181,7 +181,7 @@ where
     F: FnOnce(&mut T) -> R + Send + 'static,
     R: Send + 'static,
 {
-    if size_of::<F>() > BOX_ABOVE {
+    if const { size_of::<F>() > BOX_ABOVE } {
         // Out of the node into a box, not through this fiber's stack (`apply` boxes such a closure too).
         let f = unsent.into_boxed_closure();
         return trust.apply(move |t| f(t));

@@ -189,7 +189,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         {
             panic!("{}", fiber::JOIN_ON_TRUSTEE);
         }
-        if size_of::<F>() > BOX_ABOVE {
+        if const { size_of::<F>() > BOX_ABOVE } {
             // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
             let f: BoxedLaunch<T, R> = Box::new(f);
             return self.launch_sized(f);
@@ -247,7 +247,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE {
+        if const { size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE } {
             // Both boxed at the boundary, in this frame, as `apply_then` boxes them (a 32 KiB continuation
             // capture by value overflowed the issuing fiber's 256 KiB stack in a debug build: review 38).
             let f: BoxedLaunch<T, R> = Box::new(f);
@@ -266,7 +266,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if size_of::<R>() > BOX_ABOVE {
+        if const { size_of::<R>() > BOX_ABOVE } {
             // Boxed as the launched fiber's closure returns it, as `launch`'s result is (`fiber_job`), and moved
             // out of its box for `then`: by value through the catch and the sender, a 32 KiB result overflowed
             // the launched fiber's 256 KiB stack in a debug build (review 38).

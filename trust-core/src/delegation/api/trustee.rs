@@ -46,7 +46,7 @@ impl Trustee {
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         self.shared.check_running();
         // A large value is written straight into the allocation (`allocate` builds the property on the stack).
-        let property = if size_of::<T>() > BOX_ABOVE {
+        let property = if const { size_of::<T>() > BOX_ABOVE } {
             Property::allocate_in_place(value)
         } else {
             Property::allocate(value)

@@ -930,16 +930,7 @@ impl Client {
         // What waits unsent to other trustees goes first: the thread is about to wait, and what it waits for
         // may wait for those requests (a fiber taking a value with `try_unwrap`, or one launched on a latch
         // that this call applies to). What finds both lanes busy goes out while the thread waits.
-        let unsent_elsewhere = self.publish_unsent(Some(trustee));
-        let parker = self.parker.as_deref();
-        outbox_in(&mut self.outboxes, &self.parker, trustee);
-        let (before, rest) = self.outboxes.split_at_mut(trustee.index());
-        let (own, after) = rest.split_first_mut().expect("opened above");
-        let outbox = own.as_mut().expect("opened above");
-        let mut others: Vec<&mut Outbox> = match unsent_elsewhere {
-            false => Vec::new(),
-            true => before.iter_mut().chain(after).flatten().filter(|o| o.has_unsent()).collect(),
-        };
+        let (outbox, mut others, parker) = self.split_for_call(trustee);
         if let Some(parker) = parker.filter(|_| others.is_empty()) {
             match outbox.call_alone(record, parker) {
                 Ok(result) => return Ok(result),
@@ -967,6 +958,25 @@ impl Client {
         }
         std::mem::forget(guard);
         Ok(result.expect("the trustee answered the batch holding this request"))
+    }
+
+    /// Before a call to `trustee` waits: publishes what waits unsent to other trustees, and splits the outboxes
+    /// into the one to `trustee` (opened if need be) and the others that still hold unsent records, which go
+    /// out while the call waits. Not generic: one copy per crate, not one per job type (inlined in release).
+    #[inline]
+    fn split_for_call(
+        &mut self,
+        trustee: &'static TrusteeShared,
+    ) -> (&mut Outbox, Vec<&mut Outbox>, Option<&Parker>) {
+        let unsent_elsewhere = self.publish_unsent(Some(trustee));
+        outbox_in(&mut self.outboxes, &self.parker, trustee);
+        let (before, rest) = self.outboxes.split_at_mut(trustee.index());
+        let (own, after) = rest.split_first_mut().expect("opened above");
+        let others = match unsent_elsewhere {
+            false => Vec::new(),
+            true => before.iter_mut().chain(after).flatten().filter(|o| o.has_unsent()).collect(),
+        };
+        (own.as_mut().expect("opened above"), others, self.parker.as_deref())
     }
 
     /// Sends `record` now if the slot to `trustee` is free and nothing is queued before it; else gives it back.

@@ -293,7 +293,7 @@ impl Cont {
     #[inline]
     pub(crate) fn push_new<R: 'static, C: FnOnce(R) + 'static>(to: &mut Vec<Cont>, then: C, owner: Rc<Pending>) {
         let k = Then::issued(then, owner);
-        if !fits_inline::<Then<R, C>>() {
+        if const { !fits_inline::<Then<R, C>>() } {
             return to.push(Cont::store(k));
         }
         to.reserve(1);
@@ -327,7 +327,7 @@ impl Cont {
     /// Stores `k` inline when it fits `INLINE_WORDS` words (and is at most word-aligned), else boxed.
     #[inline]
     fn store<K: Continuation>(k: K) -> Cont {
-        if fits_inline::<K>() {
+        if const { fits_inline::<K>() } {
             // SAFETY: checked just above.
             unsafe { Cont::write(k) }
         } else {

@@ -169,7 +169,7 @@ const fn record_size(payload: usize) -> usize {
 
 /// Bytes of the body a record of type `F` takes (boxed first if it does not fit inline).
 pub(crate) const fn pushed_size<F: Record>() -> usize {
-    if fits_inline::<F>() {
+    if const { fits_inline::<F>() } {
         record_size(size_of::<F>())
     } else {
         record_size(size_of::<Box<F>>())
@@ -321,7 +321,7 @@ impl Batch {
         if !self.has_room::<F>() {
             return Err(f);
         }
-        if fits_inline::<F>() {
+        if const { fits_inline::<F>() } {
             // SAFETY: it fits, and `run_inline::<F>` reads an `F`.
             unsafe { self.write(run_inline::<F>, f) };
         } else {
