@@ -75,7 +75,7 @@ static RETURNING: AtomicUsize = AtomicUsize::new(0);
 
 /// The calling thread's own stack, as its range of addresses (`pthread_getattr_np`), or `None` where it cannot
 /// be told (another OS, Miri). A plain thread's client keeps it: code running on another stack on that
-/// thread (a `may` coroutine) is told apart by the address of a local, with no call into `may`.
+/// thread (a `may` coroutine) is told apart by its stack pointer, with no call into `may`.
 pub(crate) fn thread_stack() -> Option<std::ops::Range<usize>> {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
@@ -94,6 +94,36 @@ pub(crate) fn thread_stack() -> Option<std::ops::Range<usize>> {
     }
     #[cfg(not(all(target_os = "linux", not(miri))))]
     None
+}
+
+/// The stack pointer: where on which stack the caller runs (inlined, it is the caller's). Read from the
+/// register, not taken as the address of a local: AddressSanitizer moves a local whose address is taken to a
+/// "fake stack" on its heap (to catch uses after return), and the address of a local then told a plain thread
+/// it ran off its own stack (its `apply_then` missed the pipelining fast path for the general one) and an
+/// interval lock's borrow on a fiber's stack from a thread's (its deadlock checks missed them, and tests that
+/// expect their panic hung). Elsewhere (Miri, other architectures) the address of a local, which is on the
+/// stack there.
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        let sp: usize;
+        // SAFETY: reads a register, touches no memory.
+        unsafe { std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+        sp
+    }
+    #[cfg(all(target_arch = "aarch64", not(miri)))]
+    {
+        let sp: usize;
+        // SAFETY: as above.
+        unsafe { std::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+        sp
+    }
+    #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
+    {
+        let here = 0u8;
+        std::ptr::from_ref(&here).addr()
+    }
 }
 
 /// Called by a fiber right before it settles its result: its stack comes back soon, by `give_back`.

@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::state::{Request, Wake};
-use super::{IntervalRwLock, ReadGuard, WriteGuard, stack_address};
+use super::{IntervalRwLock, ReadGuard, WriteGuard};
+use crate::delegation::stack;
 
 /// Where a lock request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl<'a, T> Acquire<'a, T> {
                             self.range.end,
                             self.write,
                             self.priority,
-                            stack_address(),
+                            stack::stack_pointer(),
                             || Wake::Task(waker.take().expect("the waker is taken once")),
                         );
                 let (Request::Granted(ticket) | Request::Queued(ticket)) = request;

@@ -105,7 +105,7 @@
 //! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken. So does the
 //!   delegation runtime's shutdown for a fiber it abandons holding a guard or waiting in `read`/`write`.
 //! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
-//!   such a fiber: every borrow records the address of a local of the requesting call (free; no thread-local
+//!   such a fiber: every borrow records the stack pointer of the requesting call (free; no thread-local
 //!   read on the uncontended path), and only a delegated closure that must wait compares those with its
 //!   worker's fiber stacks (O(f log f + n log f) for f fibers and n recorded borrows). Nothing runs when a
 //!   guard moves, so the record does not follow it: a guard taken in such a fiber and moved to a plain thread
@@ -141,6 +141,7 @@ pub use mutex::{IntervalMutex, PrioritizedMutex};
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
+use crate::delegation::stack;
 use crate::delegation::worker::context;
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
@@ -443,7 +444,7 @@ impl<T> IntervalRwLock<T> {
             return Ok(0);
         }
         self.state()
-            .try_request(range.start, range.end, write, stack_address())
+            .try_request(range.start, range.end, write, stack::stack_pointer())
             .ok_or_else(|| TryLockError {
                 range: range.clone(),
                 write,
@@ -458,8 +459,8 @@ impl<T> IntervalRwLock<T> {
             return 0;
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
-        // records where it was asked from (`stack_address`: a stack address, not a thread-local) and nothing more.
-        let request = self.state().request(range.start, range.end, write, priority, stack_address(), || {
+        // records where it was asked from (its stack pointer, not a thread-local) and nothing more.
+        let request = self.state().request(range.start, range.end, write, priority, stack::stack_pointer(), || {
             if in_may_coroutine() {
                 // It polls (`wait_as_coroutine`): nothing to wake.
                 Wake::Polls
@@ -578,15 +579,6 @@ impl<T> IntervalRwLock<T> {
 /// `withdrawn_if_it_waits_for_a_stopped_fiber`.)
 fn in_a_workers_scheduler() -> bool {
     context::worker().is_some() && context::fiber().is_none() && !context::in_delegated()
-}
-
-/// A point on the stack the caller runs on: the address of a local, in the caller's frame (inlined). It
-/// tells a fiber's stack from a thread's or a coroutine's (`Entry::origin`) at the cost of a stack address
-/// computation, where asking the runtime who runs here would read a thread-local.
-#[inline(always)]
-fn stack_address() -> usize {
-    let here = 0u8;
-    std::ptr::addr_of!(here).addr()
 }
 
 /// The name [`IntervalMutex`] gives the lock inside it, for panic messages.

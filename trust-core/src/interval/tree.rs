@@ -28,7 +28,7 @@ pub(super) struct Entry {
     pub(super) write: bool,
     /// Still queued. Only the start-ordered tree reads this flag.
     pub(super) waiting: bool,
-    /// Where the borrow was requested: the address of a local of the requesting call, hence a point on the
+    /// Where the borrow was requested: the stack pointer of the requesting call, hence a point on the
     /// stack that call ran on (a thread's, a fiber's, a `may` coroutine's). Free to take (no thread-local
     /// read); only a delegated closure that must wait looks at it (`State::waits_for`).
     pub(super) origin: usize,

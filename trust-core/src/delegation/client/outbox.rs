@@ -18,6 +18,7 @@ use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::protocol::slot::{self, Batch, Cursor, LANES, Queued, Record};
 use crate::delegation::client::then::{Answered, Cont, Inbox, Next, Pending, Ready};
 use crate::delegation::protocol::channel::Channel;
+use crate::delegation::stack;
 use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::trustee::unwind;
 
@@ -864,9 +865,8 @@ impl Client {
     /// address comparison: the pipelining caller's path makes no call into `may` for it.
     #[inline]
     pub(crate) fn on_own_stack(&self) -> bool {
-        let here = 0u8;
         match &self.stack {
-            Some(stack) => stack.contains(&std::ptr::from_ref(&here).addr()),
+            Some(stack) => stack.contains(&stack::stack_pointer()),
             None => !in_may_coroutine(),
         }
     }

@@ -16,7 +16,7 @@ use corosensei::{Coroutine, CoroutineResult};
 use crate::delegation::worker::context::{self, Yielder};
 use crate::delegation::client::outbox::Blocked;
 use crate::delegation::trustee::job::{Job, Reply};
-use crate::delegation::stack::overflow;
+use crate::delegation::stack::{self, overflow};
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
 use crate::delegation::client::then::Pending;
 use crate::delegation::trustee::metrics::Metrics;
@@ -54,7 +54,8 @@ pub(crate) fn suspend_on(worker: &Worker) {
         suspended_in_forked_child();
     }
     let (yielder, id) = worker.fiber.get().expect("only a fiber can suspend");
-    worker.scheduler.suspended_at.set(stack_pointer());
+    // Where the fiber suspends: near the lines its resume reads first (`prefetch_next`).
+    worker.scheduler.suspended_at.set(stack::stack_pointer());
     // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
     unsafe { (*yielder).suspend(()) };
     worker.fiber.set(Some((yielder, id)));
@@ -68,20 +69,6 @@ pub(crate) fn suspend_on(worker: &Worker) {
 #[inline(never)]
 fn suspended_in_forked_child() -> ! {
     panic!("{}", shared::IN_FORKED_CHILD);
-}
-
-/// The stack pointer: where a fiber suspends, near the lines its resume reads first (`prefetch_next`).
-#[inline(always)]
-fn stack_pointer() -> usize {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        let sp: usize;
-        // SAFETY: reads a register, touches no memory.
-        unsafe { std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
-        sp
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    0
 }
 
 /// Asks the CPU to bring the line at `p` into its cache; a hint only (it never faults, whatever `p` is).
