@@ -96,7 +96,7 @@ pub(crate) fn thread_stack() -> Option<std::ops::Range<usize>> {
     None
 }
 
-/// The stack pointer: where on which stack the caller runs (inlined, it is the caller's). Read from the
+/// The stack pointer: a point on the stack the caller runs on (inlined, it is the caller's). Read from the
 /// register, not taken as the address of a local: AddressSanitizer moves a local whose address is taken to a
 /// "fake stack" on its heap (to catch uses after return), and the address of a local then told a plain thread
 /// it ran off its own stack (its `apply_then` missed the pipelining fast path for the general one) and an
