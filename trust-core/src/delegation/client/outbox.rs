@@ -514,7 +514,7 @@ impl Outbox {
         self.callers.push_front(Caller::new(0, &raw mut result));
         self.flights[(seq % LANES) as usize].callers = 1;
         while self.in_flight() {
-            self.wait(Some(parker));
+            self.wait(Some(parker), &mut []);
         }
         Ok(result.expect("the trustee answered the batch holding this request"))
     }
@@ -524,7 +524,7 @@ impl Outbox {
     #[inline(never)]
     fn make_room<F: Record>(&mut self, parker: Option<&Parker>) -> bool {
         while !self.has_room::<F>() {
-            if !self.flush() && !self.try_wait(parker) {
+            if !self.flush() && !self.try_wait(parker, &mut []) {
                 return false;
             }
         }
@@ -532,20 +532,10 @@ impl Outbox {
     }
 
     /// [`Outbox::try_wait`], with the shutdown panic when the trustee has shut down.
-    fn wait(&mut self, parker: Option<&Parker>) {
-        self.wait_sending(parker, &mut []);
-    }
-
-    /// [`Outbox::try_wait_sending`], with the shutdown panic when the trustee has shut down.
-    fn wait_sending(&mut self, parker: Option<&Parker>, others: &mut [&mut Outbox]) {
-        if !self.try_wait_sending(parker, others) {
+    fn wait(&mut self, parker: Option<&Parker>, others: &mut [&mut Outbox]) {
+        if !self.try_wait(parker, others) {
             panic!("{}", shared::closed_message(WAITED_PAST_SHUTDOWN));
         }
-    }
-
-    /// [`Outbox::try_wait_sending`] with no other outbox to send for.
-    fn try_wait(&mut self, parker: Option<&Parker>) -> bool {
-        self.try_wait_sending(parker, &mut [])
     }
 
     /// Waits until the oldest batch in flight, if any, is answered: a `may` coroutine's borrowed client (no
@@ -557,7 +547,7 @@ impl Outbox {
     ///
     /// Meanwhile the unsent records of `others` (the client's other outboxes: see `Client::call`) go out as
     /// their lanes free, and their answers end a park too.
-    fn try_wait_sending(&mut self, parker: Option<&Parker>, others: &mut [&mut Outbox]) -> bool {
+    fn try_wait(&mut self, parker: Option<&Parker>, others: &mut [&mut Outbox]) -> bool {
         let mut backoff = Backoff::client();
         let mut may = (parker.is_none()).then(MayWait::default);
         while self.in_flight() && !self.poll() {
@@ -940,7 +930,7 @@ impl Client {
         // Room first (the batch may hold `apply_then` records), then send, then wait for this batch.
         while let Err(r) = outbox.try_push_call(record, &raw mut result) {
             record = r;
-            if !outbox.flush() && !outbox.try_wait_sending(parker, &mut others) {
+            if !outbox.flush() && !outbox.try_wait(parker, &mut others) {
                 return Err(record);
             }
         }
@@ -951,10 +941,10 @@ impl Client {
         // Publish the batch holding the request (once a lane is free), then wait for every batch in flight,
         // this one last.
         while !guard.outbox.flush() && guard.outbox.has_unsent() {
-            guard.outbox.wait_sending(parker, &mut others);
+            guard.outbox.wait(parker, &mut others);
         }
         while guard.outbox.in_flight() {
-            guard.outbox.wait_sending(parker, &mut others);
+            guard.outbox.wait(parker, &mut others);
         }
         std::mem::forget(guard);
         Ok(result.expect("the trustee answered the batch holding this request"))
