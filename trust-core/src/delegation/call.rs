@@ -373,6 +373,19 @@ pub(crate) fn caller_can_wait() -> bool {
     }
 }
 
+/// An `entrust` to `trustee` from a caller that cannot wait for its registration (a worker's delegated
+/// closure or continuation) while `REGISTERING_MAX` are queued there already: waits a little for the trustee
+/// to catch up (`Outbox::pace`).
+pub(crate) fn pace_registrations(trustee: &'static TrusteeShared) {
+    if let Some(worker) = context::worker() {
+        worker
+            .client
+            .borrow_mut()
+            .outbox(trustee)
+            .pace(|| !trustee.registrations_behind());
+    }
+}
+
 /// Counts `delta` handles of the property `h` in or out on `trustee`, without ever waiting: as a record where
 /// the slot has room now (the batch a worker builds, a plain thread's free lane), else netted in the trustee's
 /// count mail (`TrusteeShared::count_later`), so that memory stays bounded however much faster than its
@@ -386,7 +399,14 @@ pub(crate) fn count(trustee: &'static TrusteeShared, h: SendPtr<Header>, delta: 
     });
     match context::worker() {
         Some(worker) => {
-            if worker.client.borrow_mut().outbox(trustee).try_push(record).is_err() {
+            let mut client = worker.client.borrow_mut();
+            let outbox = client.outbox(trustee);
+            let record = match outbox.try_push(record) {
+                Ok(()) => return,
+                Err(record) => record,
+            };
+            outbox.send_what_fits();
+            if outbox.try_push(record).is_err() {
                 trustee.count_later(h, delta);
             }
         }

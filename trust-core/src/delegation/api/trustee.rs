@@ -38,7 +38,8 @@ impl Trustee {
     /// then, from a thread, a `may` coroutine or a fiber, it waits for the trustee to register this one (sent
     /// by the trustee's mailbox, not behind the caller's own earlier requests; no continuation runs
     /// meanwhile), so a loop that entrusts values goes at the trustee's pace. A delegated closure or an
-    /// `apply_then` continuation on a worker cannot wait: theirs queue. That wait is a wait for the trustee,
+    /// `apply_then` continuation on a worker cannot wait for good: it waits while that trustee keeps answering
+    /// (not past 2 ms without an answer) until it has caught up. That wait is a wait for the trustee,
     /// as a blocking `apply` is: a thread that holds something a closure on that trustee is waiting for (a
     /// lock, an interval range) must not entrust there past the queue, as it must not `apply` there.
     ///
@@ -88,13 +89,16 @@ impl Trustee {
 /// fewer than `REGISTERING_MAX` registrations are queued for it. Past that, a caller that can wait (a plain
 /// thread, a `may` coroutine, a fiber) waits for its own to run, so a loop that entrusts values to another
 /// trustee goes at that trustee's pace instead of queuing them all, with their values. A delegated closure or
-/// a continuation on a worker's scheduler cannot wait: theirs queue.
+/// a continuation on a worker's scheduler cannot wait for good: it waits up to a couple of milliseconds for
+/// the trustee to catch up (`call::pace_registrations`), and queues its registration either way.
 fn register(trustee: &'static TrusteeShared, adopt: impl FnOnce() + Send + 'static) {
-    if trustee.registering() && call::caller_can_wait() {
-        register_and_wait(trustee, adopt);
-    } else {
-        call::post(trustee, job::post(adopt));
+    if trustee.registering() {
+        if call::caller_can_wait() {
+            return register_and_wait(trustee, adopt);
+        }
+        call::pace_registrations(trustee);
     }
+    call::post(trustee, job::post(adopt));
 }
 
 /// `register` for a caller that waits: the registration goes by the trustee's mailbox, and the caller waits

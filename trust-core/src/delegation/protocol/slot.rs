@@ -167,6 +167,11 @@ const fn record_size(payload: usize) -> usize {
     (RECORD_HEADER + payload).next_multiple_of(RECORD_ALIGN)
 }
 
+/// Bytes of the body a record queued boxed (`Batch::push_queued`) takes.
+pub(crate) const fn queued_size() -> usize {
+    record_size(size_of::<Box<dyn Queued>>())
+}
+
 /// Bytes of the body a record of type `F` takes (boxed first if it does not fit inline).
 pub(crate) const fn pushed_size<F: Record>() -> usize {
     if const { fits_inline::<F>() } {
@@ -336,9 +341,11 @@ impl Batch {
     /// Appends a record that waited in a queue, boxed; gives it back when there is no room.
     pub(crate) fn push_queued(&mut self, q: Box<dyn Queued>) -> Result<(), Box<dyn Queued>> {
         let result = q.result_bytes();
-        if self.results + result > BODY
-            || self.len + record_size(size_of::<Box<dyn Queued>>()) > BODY
-        {
+        debug_assert!(
+            result <= MAX_INLINE_RESULT,
+            "a result reserves at most MAX_INLINE_RESULT bytes"
+        );
+        if self.results + result > BODY || self.len + queued_size() > BODY {
             return Err(q);
         }
         // SAFETY: it fits, and `run_queued` reads a `Box<dyn Queued>`.

@@ -428,6 +428,11 @@ impl TrusteeShared {
         self.registering.fetch_add(1, Ordering::Relaxed) >= REGISTERING_MAX
     }
 
+    /// True when more than `REGISTERING_MAX` registrations are on their way to this trustee.
+    pub(crate) fn registrations_behind(&self) -> bool {
+        self.registering.load(Ordering::Relaxed) > REGISTERING_MAX
+    }
+
     /// Counts a registration out, as it runs.
     pub(crate) fn registered(&self) {
         self.registering.fetch_sub(1, Ordering::Relaxed);

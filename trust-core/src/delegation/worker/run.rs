@@ -936,7 +936,8 @@ impl Worker {
     fn collect_answers(&self) -> bool {
         let mut busy = false;
         for outbox in self.client.borrow_mut().outboxes() {
-            let mut answered = false;
+            // Answers taken in already, by a caller that could not wait (`Outbox::send_what_fits`), count too.
+            let mut answered = !outbox.answered_fibers.is_empty();
             while outbox.poll() {
                 answered = true;
             }
