@@ -50,7 +50,7 @@
 //! exactly once, the value back from `try_unwrap` with the effect of the `apply_then`s issued before it.
 //!
 //! Found (no undefined behaviour, no drop lost or doubled anywhere):
-//! - `every_late_destructors_wait_pending_runs_its_continuations` (ignored; fails with `--ignored`, natively
+//! - `every_late_destructors_wait_pending_runs_its_continuations` (fixed in the same session; failed natively
 //!   and under Miri alike): past eight delegating thread-local destructors that run after the thread's client,
 //!   each call gets a fresh client context of its own (`call.rs:130`, once `arm_sweeper`, `call.rs:67-80`,
 //!   finds its eight sweepers spent), so the ninth and later destructors' `apply_then` continuations are
@@ -58,7 +58,8 @@
 //!   contract and docs/delegation.md's "so `wait_pending` runs their continuations and resumes their panics
 //!   there as anywhere". Measured: destructors 10-12 saw only their markers (`{10: [0], 11: [0], 12: [0], 13:
 //!   [15, 16, 0], ...}`). Known to review 32's author ("past them, a fresh context per call as before"), but
-//!   said nowhere a user reads.
+//!   said nowhere a user reads. Now such an `apply_then` is a blocking call whose continuation runs at once
+//!   (`call::then_with_no_client_left`), a panic of either coming out of it; docs/delegation.md says so.
 //!
 //! The runtime has two workers (the second a thread Miri interprets too: the file takes about 34 s of Miri's
 //! clock, about 40 s of wall time); every test but `two_trustees_from_a_thread_and_from_each_other` uses
@@ -1321,9 +1322,9 @@ fn more_delegating_thread_local_destructors_than_sweepers() {
 /// never resumed, while docs/delegation.md says a late destructor's `wait_pending` "runs their continuations
 /// and resumes their panics there as anywhere" and `wait_pending`'s contract is that every continuation has
 /// run when it returns. Measured: `{10: [0], 11: [0], 12: [0], 13..=20: [v, v, 0]}` (no drop is lost
-/// or doubled: the other test holds). Fails with `--ignored`.
+/// or doubled: the other test holds). Fixed: past the sweepers an `apply_then` runs as a blocking call and its
+/// continuation at once (`call::then_with_no_client_left`).
 #[test]
-#[ignore = "review 52: a 9th late thread-local destructor's wait_pending returns, continuations dropped unrun"]
 fn every_late_destructors_wait_pending_runs_its_continuations() {
     let per_tag = eleven_late_destructors();
     for tag in 10..=20u8 {

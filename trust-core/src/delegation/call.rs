@@ -490,10 +490,43 @@ where
         let outcome = with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent));
         return then_in_coroutine(outcome.into_result(), then);
     }
-    let ready = with_thread_client(|c| c.post_then(trustee, Reply(job), then))
+    let mut args = Some((job, then));
+    let posted = with_client_cell(|c| {
+        let (job, then) = args.take().expect("taken once");
+        let mut c = c.borrow_mut();
+        c.get_or_insert_with(new_thread_client).post_then(trustee, Reply(job), then)
+    });
+    match posted {
+        Some(Ok(true)) => run_thread_continuations(),
+        Some(Ok(false)) => {}
+        Some(Err(unsent)) => waited_past_shutdown(unsent),
+        None => {
+            let (job, then) = args.take().expect("not posted");
+            then_with_no_client_left(trustee, job, then);
+        }
+    }
+}
+
+/// `apply_then` in a thread-local destructor that runs after every sweeper is spent (more than eight that
+/// delegate on one thread): no client context outlives the call, so one made for it would drop the
+/// continuation unrun when it goes, and a `wait_pending` after it would find nothing to wait for (review 52).
+/// The request is a blocking call instead and its continuation runs at once; a panic of either comes out
+/// here, since no `wait_pending` could resume it.
+#[cold]
+#[inline(never)]
+fn then_with_no_client_left<J, R, C>(trustee: &'static TrusteeShared, job: J, then: C)
+where
+    J: Job<Output = Outcome<R>>,
+    R: Send + 'static,
+    C: FnOnce(R) + 'static,
+{
+    let outcome = new_thread_client()
+        .call(trustee, job)
         .unwrap_or_else(|unsent| waited_past_shutdown(unsent));
-    if ready {
-        run_thread_continuations();
+    let owner = Rc::new(Pending::default());
+    then::run_now(then, owner.clone(), outcome.into_result());
+    if let Some(panic) = owner.take_panic() {
+        std::panic::resume_unwind(panic);
     }
 }
 
