@@ -597,6 +597,42 @@ fn a_delegated_closure_entrusting_and_dropping_values_steadily_keeps_memory_boun
     child_ok();
 }
 
+/// A delegated closure pipelining 200,000 `apply_then`s to a counter on the other trustee: its records go out
+/// as that trustee answers (`Outbox::send_what_fits`), every increment lands and every continuation runs, on
+/// the closure's worker once the closure has returned. Measured, not asserted: those continuations wait until
+/// then, so memory grows with their number (1,000,000: +136 MiB in a debug build, with or without a wait
+/// for the other trustee when the backlog grows; docs/delegation.md).
+#[test]
+fn a_delegated_closure_pipelining_apply_then_to_another_trustee_runs_every_continuation() {
+    let _s = serial();
+    in_child!(
+        "a_delegated_closure_pipelining_apply_then_to_another_trustee_runs_every_continuation",
+        30
+    );
+    const N: usize = 200_000;
+    let counter = rt().trustee(1).entrust(0usize);
+    let here = rt().trustee(0).entrust(());
+    let thens = Arc::new(AtomicUsize::new(0));
+    let (c, t) = (counter.clone(), thens.clone());
+    let grown = peak_growth(move || {
+        here.apply(move |_| {
+            for _ in 0..N {
+                let t = t.clone();
+                c.apply_then(
+                    |n| *n += 1,
+                    move |()| {
+                        t.fetch_add(1, Ordering::Relaxed);
+                    },
+                );
+            }
+        })
+    });
+    assert_eq!(wait_for(&thens, N, 20_000), N, "every continuation ran");
+    assert_eq!(counter.apply(|n| *n), N, "every increment landed");
+    eprintln!("{N} apply_thens from a delegated closure: peak +{grown} KiB");
+    child_ok();
+}
+
 /// The pacing of the test above, where it cannot work: two delegated closures, one on each trustee, each
 /// entrusting 2,000 values to the other's trustee (past the 256 that never wait) while the other is busy in its
 /// own closure, so neither trustee answers the other until both closures return. Each waits for answers that
