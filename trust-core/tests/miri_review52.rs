@@ -1336,3 +1336,72 @@ fn every_late_destructors_wait_pending_runs_its_continuations() {
         );
     }
 }
+
+/// A late thread-local destructor whose request panics: it catches what its `apply_then` and `wait_pending`
+/// resume and records the message, with its tag.
+struct PanicsLate {
+    tag: u8,
+    t: Arc<Trust<u64>>,
+    caught: Arc<Mutex<Vec<(u8, String)>>>,
+}
+
+impl Drop for PanicsLate {
+    fn drop(&mut self) {
+        let tag = self.tag;
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            self.t.apply_then(
+                move |_| panic!("late {tag}"),
+                |()| unreachable!("the request panicked"),
+            );
+            wait_pending();
+        }));
+        if let Err(payload) = caught {
+            self.caught
+                .lock()
+                .unwrap()
+                .push((tag, panic_message(payload)));
+        }
+    }
+}
+
+thread_local! {
+    static P1: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P2: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P3: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P4: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P5: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P6: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P7: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P8: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P9: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+    static P10: RefCell<Option<PanicsLate>> = const { RefCell::new(None) };
+}
+
+/// Ten late thread-local destructors whose `apply_then` panics on the trustee: the eight with a sweeper get
+/// the panic from their `wait_pending`, the two after them (tags 2 and 1: destroyed last) from the
+/// `apply_then` itself (`call::then_with_no_client_left`); none is lost, each with its own message.
+#[test]
+fn every_late_destructors_request_panic_comes_back_to_it() {
+    let t = Arc::new(rt().trustee(0).entrust(0u64));
+    let caught = Arc::new(Mutex::new(Vec::new()));
+    let (t2, c2) = (t.clone(), caught.clone());
+    thread::spawn(move || {
+        let keys = [&P1, &P2, &P3, &P4, &P5, &P6, &P7, &P8, &P9, &P10];
+        for (k, key) in keys.iter().enumerate() {
+            let late = PanicsLate {
+                tag: 1 + k as u8,
+                t: t2.clone(),
+                caught: c2.clone(),
+            };
+            key.with(|c| *c.borrow_mut() = Some(late));
+        }
+        assert_eq!(t2.apply(|c| *c), 0);
+    })
+    .join()
+    .expect("the thread leaves cleanly");
+    let mut caught = caught.lock().unwrap().clone();
+    caught.sort();
+    let want: Vec<(u8, String)> = (1..=10).map(|tag| (tag, format!("late {tag}"))).collect();
+    assert_eq!(caught, want);
+    assert_eq!(t.apply(|c| *c), 0, "the trustee still serves");
+}
