@@ -633,6 +633,65 @@ fn a_delegated_closure_pipelining_apply_then_to_another_trustee_runs_every_conti
     child_ok();
 }
 
+/// `linger`'s bound with results of every size in the backlog: a delegated closure queues, to a counter on
+/// the other trustee, `apply_then`s whose results take 0, 8 and 248 bytes of a batch's answer (so some batches
+/// close on their records' room and some on their results'), and entrusts and drops a value between them (each
+/// retired value waits for the batch its channel announces). The debug build checks at every publish that the
+/// records left in the backlog still go by the announced batch (`Outbox::flush`); every result comes back
+/// right, in order, and every value is dropped once.
+#[test]
+fn a_delegated_closure_queues_results_of_every_size_and_retired_values_wait_for_them() {
+    let _s = serial();
+    const N: u64 = 6_000;
+    let counter = rt().trustee(1).entrust(0u64);
+    let here = rt().trustee(0).entrust(());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (c, d, sn) = (counter.clone(), dropped.clone(), seen.clone());
+    here.apply(move |_| {
+        for i in 0..N {
+            let sn = sn.clone();
+            match i % 3 {
+                0 => c.apply_then(|n| *n += 1, move |()| sn.lock().unwrap().push(i)),
+                1 => c.apply_then(
+                    |n| {
+                        *n += 1;
+                        *n
+                    },
+                    move |v| sn.lock().unwrap().push(v - 1),
+                ),
+                _ => c.apply_then(
+                    |n| {
+                        *n += 1;
+                        [*n; 31]
+                    },
+                    move |v| {
+                        assert!(v.iter().all(|&x| x == v[0]));
+                        sn.lock().unwrap().push(v[0] - 1)
+                    },
+                ),
+            }
+            drop(trust_core::runtime().trustee(1).entrust(payload(&d)));
+        }
+    });
+    eventually("every continuation ran", || {
+        seen.lock().unwrap().len() == N as usize
+    });
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..N).collect::<Vec<_>>(),
+        "results in issue order"
+    );
+    assert_eq!(counter.apply(|n| *n), N);
+    assert_eq!(
+        wait_for(&dropped, N as usize, 8000),
+        N as usize,
+        "every value dropped"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(dropped.load(Ordering::SeqCst), N as usize, "once");
+}
+
 /// The pacing of the test above, where it cannot work: two delegated closures, one on each trustee, each
 /// entrusting 2,000 values to the other's trustee (past the 256 that never wait) while the other is busy in its
 /// own closure, so neither trustee answers the other until both closures return. Each waits for answers that
