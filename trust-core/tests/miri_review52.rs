@@ -973,6 +973,19 @@ struct Shared {
     seen: Arc<Mutex<Vec<(u8, u64)>>>,
 }
 
+impl Shared {
+    /// A counter on trustee 0 and nothing counted yet.
+    fn new() -> Self {
+        Shared {
+            t: Arc::new(rt().trustee(0).entrust(0u64)),
+            caps: Arc::default(),
+            conts: Arc::default(),
+            results: Arc::default(),
+            seen: Arc::default(),
+        }
+    }
+}
+
 /// A thread-local whose destructor issues up to four `apply_then`s of mixed sizes (an 8-byte result with a drop
 /// counter, a 600-byte closure with a 308-byte result, a 4 KiB closure with a 600-byte result and a 600-byte
 /// continuation, a 200-byte closure), then, if `wait`, `wait_pending` and a marker. Nothing in it may panic
@@ -1084,13 +1097,7 @@ thread_local! {
 /// returns, and every capture and result is dropped once.
 #[test]
 fn thread_local_destructors_that_delegate_before_and_after_the_client_goes() {
-    let shared = Shared {
-        t: Arc::new(rt().trustee(0).entrust(0u64)),
-        caps: Arc::default(),
-        conts: Arc::default(),
-        results: Arc::default(),
-        seen: Arc::default(),
-    };
+    let shared = Shared::new();
     let s = shared.clone();
     thread::spawn(move || {
         let set = |cell: &'static std::thread::LocalKey<RefCell<Option<Delegates>>>, tag, wait| {
@@ -1247,13 +1254,7 @@ late_keys!(L1 L2 L3 L4 L5 L6 L7 L8 L9 L10 L11);
 /// (tag 20 first). Checks that every request ran once and every capture and counted result was dropped once;
 /// returns, per tag, what its continuations saw (then 0, the marker of its `wait_pending`'s return).
 fn eleven_late_destructors() -> std::collections::BTreeMap<u8, Vec<u64>> {
-    let shared = Shared {
-        t: Arc::new(rt().trustee(0).entrust(0u64)),
-        caps: Arc::default(),
-        conts: Arc::default(),
-        results: Arc::default(),
-        seen: Arc::default(),
-    };
+    let shared = Shared::new();
     let s = shared.clone();
     thread::spawn(move || {
         for (k, key) in LATE_KEYS.iter().enumerate() {
