@@ -77,25 +77,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
 mod common;
-use common::{CountsDrops, PanicsOnDrop, panic_message};
-use trust_core::{Runtime, Trust, local_trustee, wait_pending};
-
-/// This process's runtime: two workers (each worker is a thread Miri must interpret; the second one idles,
-/// parked, except in `two_trustees_from_a_thread_and_from_each_other`).
-fn rt() -> &'static Runtime {
-    static RT: OnceLock<&'static Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::builder()
-            .workers(2)
-            .build()
-            .expect("first runtime of this process")
-    })
-}
+use common::{CountsDrops, PanicsOnDrop, panic_message, rt};
+use trust_core::{Trust, local_trustee, wait_pending};
 
 /// Rounds of the loops: small under Miri, which interprets every step.
 const ROUNDS: u64 = if cfg!(miri) { 1 } else { 20 };
@@ -1298,33 +1286,18 @@ fn eleven_late_destructors() -> std::collections::BTreeMap<u8, Vec<u64>> {
 }
 
 /// Eleven thread-local destructors that delegate, run after the thread's client: every request runs once and
-/// every capture and result is dropped once, however many there are; the first eight to run (tags 20 to 13)
-/// each get the late client and a sweeper of their own, and their `wait_pending` returns once their two
-/// continuations have run.
-#[test]
-fn more_delegating_thread_local_destructors_than_sweepers() {
-    let per_tag = eleven_late_destructors();
-    for tag in 13..=20u8 {
-        let vs = &per_tag[&tag];
-        assert_eq!(
-            (vs.len(), vs.last()),
-            (3, Some(&0)),
-            "destructor {tag}: {per_tag:?}"
-        );
-    }
-}
-
-/// Finding (review 52): past the eight sweepers, a delegating thread-local destructor that runs after the
-/// thread's client gets a fresh client context per call (`call::with_thread_client`, `call.rs:130`, once
-/// `arm_sweeper` finds all eight spent, `call.rs:67-80`): its `apply_then`'s context is dropped when the call
-/// returns, which waits for the answer and drops the continuation unrun, and its `wait_pending` looks at
-/// another fresh context, finds nothing outstanding, and returns at once. So the ninth and later such
-/// destructors (tags 12, 11, 10 here) see none of their continuations run, and a panic of their requests is
-/// never resumed, while docs/delegation.md says a late destructor's `wait_pending` "runs their continuations
-/// and resumes their panics there as anywhere" and `wait_pending`'s contract is that every continuation has
-/// run when it returns. Measured: `{10: [0], 11: [0], 12: [0], 13..=20: [v, v, 0]}` (no drop is lost
-/// or doubled: the other test holds). Fixed: past the sweepers an `apply_then` runs as a blocking call and its
-/// continuation at once (`call::then_with_no_client_left`).
+/// every capture and result is dropped once, however many there are, and each destructor's `wait_pending`
+/// returns once its two continuations have run: the first eight to run (tags 20 to 13) with the late client
+/// and a sweeper of their own, the ninth and later (tags 12 to 10) too.
+///
+/// Finding (review 52): past the eight sweepers, such a destructor got a fresh client context per call
+/// (`call::with_thread_client`, once `arm_sweeper` found all eight spent): its `apply_then`'s context was
+/// dropped when the call returned, which waited for the answer and dropped the continuation unrun, and its
+/// `wait_pending` looked at another fresh context, found nothing outstanding, and returned at once, while
+/// docs/delegation.md said a late destructor's `wait_pending` "runs their continuations and resumes their
+/// panics there as anywhere". Measured: `{10: [0], 11: [0], 12: [0], 13..=20: [v, v, 0]}`. Fixed: past the
+/// sweepers an `apply_then` runs as a blocking call and its continuation at once
+/// (`call::then_with_no_client_left`).
 #[test]
 fn every_late_destructors_wait_pending_runs_its_continuations() {
     let per_tag = eleven_late_destructors();
