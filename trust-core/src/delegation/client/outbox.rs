@@ -274,11 +274,6 @@ impl Outbox {
         self.in_flight() && self.channel.slots.is_answered(self.next_answered())
     }
 
-    /// The number of the last published batch.
-    pub(crate) fn last_sent(&self) -> u32 {
-        self.sent
-    }
-
     /// The number of the batch whose answer comes next (the oldest in flight, if any).
     #[inline]
     pub(crate) fn next_answered(&self) -> u32 {
@@ -547,7 +542,7 @@ impl Outbox {
 
     /// True when nothing goes on on this channel: nothing unsent, nothing in flight, no fiber waiting for room.
     #[inline]
-    fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         !self.in_flight() && self.batch.is_empty() && self.backlog.is_empty() && self.blocked.is_empty()
     }
 
@@ -562,10 +557,10 @@ impl Outbox {
     /// record back when the channel is busy.
     ///
     /// Not for `may` coroutines: one cancelled while it waits would leave its result in the slot, undropped,
-    /// where the general path moves it into the caller's frame (`WaitGuard`). Nor for fibers: the same shortcut
-    /// in the inlined remote path of a fiber's `apply` took a fifth off the `counter` fiber rows, even in a
-    /// build where it never ran (`--quick counter`, alternating runs: 77 M ops/s against 96), while a lone
-    /// fiber already publishes and watches for its answer itself (`fiber::wait_in_place`).
+    /// where the general path moves it into the caller's frame (`WaitGuard`). A lone fiber has its own version,
+    /// out of line (`fiber::call_alone`, with `publish_alone`): this one inlined in the remote path of a fiber's
+    /// `apply` took a fifth off the `counter` fiber rows, even in a build where it never ran (`--quick
+    /// counter`, alternating runs: 77 M ops/s against 96).
     #[inline]
     fn call_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>, parker: &Parker) -> Result<J::Output, Reply<J>> {
         if !self.is_idle() {
@@ -591,6 +586,40 @@ impl Outbox {
             self.wait(Some(parker), &mut []);
         }
         Ok(result.expect("the trustee answered the batch holding this request"))
+    }
+
+    /// A lone fiber's blocking call (`fiber::call_alone`), as a plain thread's `call_alone`: the record
+    /// published at once as a batch of its own when the channel is idle, else given back. Returns the batch.
+    #[inline]
+    pub(crate) fn publish_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>) -> Result<u32, Reply<J>> {
+        if !self.is_idle() {
+            return Err(record);
+        }
+        self.batch.push(record)?;
+        let seq = self.publish();
+        self.trustee.published(&self.channel);
+        Ok(seq)
+    }
+
+    /// The one result of batch `seq` from `publish_alone`, once it is answered.
+    #[inline]
+    pub(crate) fn take_alone<J: Job<Output: Send>>(&mut self, seq: u32) -> Option<J::Output> {
+        if !self.channel.slots.is_answered(seq) {
+            return None;
+        }
+        self.done = seq;
+        // SAFETY: batch `seq` (`publish_alone`: one record, of a `J`) is answered, its lane is not published to
+        // before this read, and its one result, a `J::Output`, is read once, here.
+        Some(unsafe { slot::read_result::<J::Output>(self.channel.slots.results(seq)) })
+    }
+
+    /// Batch `seq` from `publish_alone`, unanswered yet, recorded as `poll` expects: the worker's loop moves
+    /// its result into `*dst` and wakes fiber `id`.
+    pub(crate) fn await_alone<R>(&mut self, seq: u32, id: usize, dst: *mut Option<R>) {
+        self.callers.push_front(Caller::new(0, dst));
+        let flight = &mut self.flights[(seq % LANES) as usize];
+        flight.callers = 1;
+        flight.fibers.push(id);
     }
 
     /// Publishes and waits (as a plain thread or a `may` coroutine) until a record of type `F` can join the

@@ -155,13 +155,34 @@ pub(crate) fn call<J: Job<Output: Send>>(
     trustee: &'static TrusteeShared,
     job: J,
 ) -> J::Output {
+    call_or_alone::<J, true>(worker, id, trustee, job)
+}
+
+/// `call`, and with `MAY_GO_ALONE` false, `call_alone`'s way back to the general path.
+#[inline(always)]
+fn call_or_alone<J: Job<Output: Send>, const MAY_GO_ALONE: bool>(
+    worker: &Worker,
+    id: usize,
+    trustee: &'static TrusteeShared,
+    job: J,
+) -> J::Output {
     let mut result = None;
-    let mut lone = false;
     // Moved out by whoever pushes it: this fiber now, or its worker later (see `Blocked`).
     let mut record = MaybeUninit::new(Reply(job));
     {
         let mut client = worker.client.borrow_mut();
         let outbox = client.outbox(trustee);
+        // The only request of this worker to that trustee, and nothing else to run: sent on its own, out of
+        // line (inlined here, the same shortcut slowed the `counter` fiber rows even where it never ran).
+        if MAY_GO_ALONE
+            && outbox.is_idle()
+            && !worker.scheduler.has_ready()
+            && !worker.reactor.is_waiting()
+        {
+            drop(client);
+            // SAFETY: initialized above and read once: this path returns.
+            return call_alone(worker, id, trustee, unsafe { record.assume_init_read() });
+        }
         // Behind the fibers already waiting for room, if any.
         let pushed = outbox.blocked.is_empty()
             // SAFETY: initialized above and read once; written back if it does not fit.
@@ -174,20 +195,12 @@ pub(crate) fn call<J: Job<Output: Send>>(
             };
         if pushed {
             outbox.staged.push(id);
-            // The only request of this worker to that trustee, and nothing else to run.
-            lone = outbox.staged.len() == 1
-                && !outbox.in_flight()
-                && !worker.scheduler.has_ready()
-                && !worker.reactor.is_waiting();
         } else {
             // SAFETY: the record and the result's place are in this frame, and this fiber stays suspended
             // until `result` is set, which happens only once the record was pushed and answered.
             let blocked = unsafe { Blocked::with_record(id, record.as_mut_ptr(), &raw mut result) };
             outbox.blocked.push_back(blocked);
         }
-    }
-    if lone {
-        wait_in_place(worker, id, trustee);
     }
     // One switch site (the inliner then keeps it, and corosensei's `suspend`, inline), until the answer.
     while result.is_none() {
@@ -196,52 +209,63 @@ pub(crate) fn call<J: Job<Output: Send>>(
     result.expect("the trustee answered the batch holding this request")
 }
 
-/// Rounds a lone fiber spins for its answer in `wait_in_place` (each a look at the answer, at the worker's
-/// signs of work and a `pause`, 30-40 ns here): about as long as a round trip in the VM's slow mode.
+/// Rounds a lone fiber spins for its answer in `call_alone`, each `PEEKS_PER_SPIN` looks at the answer and
+/// one at the worker's signs of work (30-40 ns in all here): about as long as a round trip in the VM's slow
+/// mode.
 const IN_PLACE_SPINS: u32 = 16;
 
-/// A fiber whose request is its worker's only one to that trustee (nothing else in the batch being built,
-/// nothing in flight), on a worker with no other fiber ready and no socket waited for: instead of suspending,
-/// letting the worker's loop publish the batch and being resumed once the loop notices the answer, it
-/// publishes the batch itself and watches for the answer, as a plain thread does. The suspension and the
-/// loop's bookkeeping (a round's mail, channels, answers, continuations and flushes, and the resume) were
-/// about 60 ns of a fiber's 200 ns round trip, where a plain thread's took 140 (`rdtsc` timeline of the
-/// round trip). The fiber gives up, and suspends as before, as soon as its worker has anything else to do
-/// (`Worker::has_work`: mail, a request, an answer for an older batch, a continuation), or after
-/// `IN_PLACE_SPINS` rounds. The answered batch is then handled here as the worker's `collect_answers` would:
-/// its fibers other than this one (none, given the condition) made ready, its continuations left for the
-/// worker's next round.
+/// Looks at the answer per look at the worker's other work (`Worker::has_work`, which reads every channel and
+/// outbox): the answer is seen within a few nanoseconds of its arrival.
+const PEEKS_PER_SPIN: u32 = 8;
+
+/// A fiber's request that is the only thing its worker has going (no other request to that trustee, no fiber
+/// ready, no socket waited on), sent as a plain thread's lone call is (`Outbox::call_alone`): published at
+/// once as a batch of its own, its result read straight from the response slot when the fiber sees the
+/// answer, which it watches for in place instead of suspending and letting the worker's loop publish the
+/// batch, notice the answer and resume it. None of a batch's bookkeeping for waiting callers is needed unless
+/// the fiber gives up: as soon as its worker has anything else to do (`Worker::has_work`: mail, a request, an
+/// answer for an older batch, a continuation), or after `IN_PLACE_SPINS` rounds, it records the batch as
+/// `poll` expects and suspends until its worker's loop has the answer.
 #[inline(never)]
-fn wait_in_place(worker: &Worker, id: usize, trustee: &'static TrusteeShared) {
-    let mine = {
-        let mut client = worker.client.borrow_mut();
-        let outbox = client.outbox(trustee);
-        // A fiber waiting for room would need the worker to push its request after this answer.
-        if !outbox.blocked.is_empty() || !outbox.flush() {
-            return;
-        }
-        outbox.last_sent()
+fn call_alone<J: Job<Output: Send>>(
+    worker: &Worker,
+    id: usize,
+    trustee: &'static TrusteeShared,
+    record: Reply<J>,
+) -> J::Output {
+    let mut result = None;
+    let seq = match worker.client.borrow_mut().outbox(trustee).publish_alone(record) {
+        Ok(seq) => seq,
+        // Too big for a batch of its own: the general path (its record goes to the backlog).
+        Err(Reply(job)) => return call_or_alone::<J, false>(worker, id, trustee, job),
     };
     for _ in 0..IN_PLACE_SPINS {
         {
             let mut client = worker.client.borrow_mut();
             let outbox = client.outbox(trustee);
-            if outbox.poll_peek() {
-                // An older batch answered first: the worker's loop handles it (and this one after it).
-                if outbox.next_answered() != mine || !outbox.poll() {
-                    return;
+            for _ in 0..PEEKS_PER_SPIN {
+                if let Some(output) = outbox.take_alone::<J>(seq) {
+                    return output;
                 }
-                for other in outbox.answered_fibers.drain(..).filter(|&f| f != id) {
-                    worker.scheduler.make_ready(other);
-                }
-                return;
+                std::hint::spin_loop();
             }
         }
         if worker.has_work() {
-            return;
+            break;
         }
-        std::hint::spin_loop();
     }
+    {
+        let mut client = worker.client.borrow_mut();
+        let outbox = client.outbox(trustee);
+        if let Some(output) = outbox.take_alone::<J>(seq) {
+            return output;
+        }
+        outbox.await_alone(seq, id, &raw mut result);
+    }
+    while result.is_none() {
+        suspend_on(worker);
+    }
+    result.expect("the trustee answered the batch holding this request")
 }
 
 /// The fibers of one worker. Only its worker thread touches it.
