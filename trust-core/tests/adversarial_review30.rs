@@ -1140,7 +1140,10 @@ fn last_drop_ns(far: &Trust<u64>, n: u32) -> f64 {
 /// count that dips to zero, `try_unwrap`, `into_inner`). Here, 2,000 values entrusted and then dropped by one
 /// thread, 5 times: median cost per drop alone against beside 1,000 cold idle client threads. Measured: debug
 /// build 1.5-3.2 us alone, 22-31 us beside them (entrusting them stays at 1.4 us); release build 119-126 ns
-/// alone, 4.3-9.1 us beside them (35-75x). Bound: under twice as much, plus 1 us.
+/// alone, 4.3-9.1 us beside them (35-75x). Since the fix, on the AMD EPYC VM of the twenty-seventh session,
+/// debug: 1.6-3.1 us alone, 3.4-5.7 us beside them (ten runs each of 81a36c8 and of that session's build: the
+/// thousand threads' mere presence, not their channels); the bound of twice as much plus 1 us failed 5 of 10
+/// there. Bound: under four times as much, plus 2 us (the bug: 7-20x in the debug build).
 #[test]
 fn idle_clients_cost_nothing_to_a_values_last_drop() {
     let _s = serial();
@@ -1158,7 +1161,7 @@ fn idle_clients_cost_nothing_to_a_values_last_drop() {
     );
     clients.exit();
     assert!(
-        idle < 2.0 * alone + 1000.0,
+        idle < 4.0 * alone + 2000.0,
         "1,000 cold idle clients made a value's last drop {idle:.0} ns against {alone:.0} ns alone"
     );
     child_ok();

@@ -1,5 +1,5 @@
 //! Adversarial tests of the worker side of the runtime: the fiber scheduler (`worker/fiber.rs`: suspend and
-//! resume, `wait_in_place`, `run_ready`, `abandon`), the worker loop (`worker/run.rs`), fairness
+//! resume, `call_alone`, `run_ready`, `abandon`), the worker loop (`worker/run.rs`), fairness
 //! (`worker/fairness.rs`), the fiber stack pool and budget (`delegation/stack.rs`), overflow reports
 //! (`stack/overflow.rs`), fibers doing socket I/O (`worker/reactor.rs`, `api/net.rs`), and `Latch`/`launch`
 //! with held fibers.
@@ -51,7 +51,7 @@ fn scaled(n: u64, asan: u64) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Scheduler: yield storms, wait_in_place, dropped handles.
+// Scheduler: yield storms, call_alone, dropped handles.
 
 /// 100,000 fibers (in waves, under the live-stack budget), each yielding and mixing local and remote blocking
 /// applies with `apply_then`s and `wait_pending`: every increment, continuation and result is counted exactly.
@@ -126,7 +126,7 @@ fn yield_storm_of_a_hundred_thousand_fibers_with_remote_applies_counts_exactly()
     child_ok();
 }
 
-/// A fiber whose remote apply is its worker's only work waits for the answer in place (`wait_in_place`). While
+/// A fiber whose remote apply is its worker's only work waits for the answer in place (`call_alone`). While
 /// the trustee it waits for is stalled, a second fiber spawned on the same worker must run at once (not
 /// after the stall), and a third that sleeps must wake on time.
 #[test]
@@ -184,14 +184,14 @@ fn a_fiber_waiting_in_place_does_not_hold_up_a_second_fiber_that_becomes_ready()
     child_ok();
 }
 
-/// The lone-fiber path (`wait_in_place`) hammered while other fibers of the same worker come and go: one fiber
+/// The lone-fiber path (`call_alone`) hammered while other fibers of the same worker come and go: one fiber
 /// on worker 0 does 20,000 blocking applies to trustee 1 (mostly alone, so in place), a second on worker 0
 /// alternates sleeps, yields, local applies and `apply_then`s to trustee 1, and a plain thread hammers trustee
 /// 1 too. Every count exact, each fiber's view in issue order.
 #[test]
-fn wait_in_place_under_churn_counts_exactly_and_in_order() {
+fn a_lone_fiber_under_churn_counts_exactly_and_in_order() {
     if !in_child(
-        "wait_in_place_under_churn_counts_exactly_and_in_order",
+        "a_lone_fiber_under_churn_counts_exactly_and_in_order",
         &[],
         35,
     ) {

@@ -379,7 +379,7 @@ fn on_worker<R: Send + 'static>(w: usize, f: impl Fn() -> R + Send + Sync + 'sta
 }
 
 /// A lone fiber (its worker's only request to that trustee, nothing else to run) publishes its batch itself
-/// and watches for the answer instead of suspending (`fiber::wait_in_place`). It must give up as soon as its
+/// and watches for the answer instead of suspending (`fiber::call_alone`). It must give up as soon as its
 /// worker has other work: here a plain thread keeps calling the fiber's own trustee, which only that worker
 /// serves, while the fiber makes 20,000 round trips to the other trustee; an `apply_then` answered in the
 /// same batch as its round trip must still have its continuation run (by the worker, afterwards); and a request
@@ -473,7 +473,7 @@ fn two_lone_fibers_calling_each_others_trustee_both_finish_exactly() {
 
 /// A request alone on its channel whose answer is slow (the closure sleeps 100 us, longer than its caller
 /// watches for it): the caller stops watching and waits as any other — a plain thread parks
-/// (`Outbox::call_alone` records its batch for `poll`), a fiber suspends (`fiber::wait_in_place` gives up) —
+/// (`Outbox::call_alone` records its batch for `poll`), a fiber suspends (`fiber::call_alone` gives up) —
 /// and still gets its own result, a heap value moved out of the response slot once.
 #[test]
 fn a_lone_request_whose_answer_is_slow_still_gets_its_own_result() {

@@ -7,6 +7,7 @@
 //! thread-locals and no fibers here: which context a caller uses is decided in `call.rs`.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,6 +22,13 @@ use crate::delegation::protocol::channel::Channel;
 use crate::delegation::stack;
 use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::trustee::unwind;
+
+/// A lone fiber's batch of one record, of a `J`, in flight (`Outbox::publish_alone`): its result is read once,
+/// either by `take_alone` or, after `await_alone` took this, by `poll`.
+pub(crate) struct Alone<J> {
+    seq: u32,
+    job: PhantomData<fn() -> J>,
+}
 
 /// A caller waiting for the result of a record (a plain thread, a `may` coroutine or a worker fiber): `take`
 /// moves it into the caller's `Option<R>` at `dst`, which the caller keeps alive, and `None`, until then, or
@@ -589,35 +597,42 @@ impl Outbox {
     }
 
     /// A lone fiber's blocking call (`fiber::call_alone`), as a plain thread's `call_alone`: the record
-    /// published at once as a batch of its own when the channel is idle, else given back. Returns the batch.
+    /// published at once as a batch of its own when the channel is idle, else given back. The batch's
+    /// [`Alone`] then says where its result is: `take_alone` reads it once answered, or `await_alone` leaves it
+    /// to `poll`.
     #[inline]
-    pub(crate) fn publish_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>) -> Result<u32, Reply<J>> {
+    pub(crate) fn publish_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>) -> Result<Alone<J>, Reply<J>> {
         if !self.is_idle() {
             return Err(record);
         }
         self.batch.push(record)?;
         let seq = self.publish();
         self.trustee.published(&self.channel);
-        Ok(seq)
+        Ok(Alone { seq, job: PhantomData })
     }
 
-    /// The one result of batch `seq` from `publish_alone`, once it is answered.
+    /// The one result of `alone`'s batch, once it is answered; then `alone` is done with.
     #[inline]
-    pub(crate) fn take_alone<J: Job<Output: Send>>(&mut self, seq: u32) -> Option<J::Output> {
-        if !self.channel.slots.is_answered(seq) {
+    pub(crate) fn take_alone<J: Job<Output: Send>>(&mut self, alone: &Alone<J>) -> Option<J::Output> {
+        debug_assert!(alone.seq == self.sent && alone.seq == self.next_answered(), "not this outbox's lone batch");
+        if !self.channel.slots.is_answered(alone.seq) {
             return None;
         }
-        self.done = seq;
-        // SAFETY: batch `seq` (`publish_alone`: one record, of a `J`) is answered, its lane is not published to
-        // before this read, and its one result, a `J::Output`, is read once, here.
-        Some(unsafe { slot::read_result::<J::Output>(self.channel.slots.results(seq)) })
+        self.done = alone.seq;
+        // SAFETY: an `Alone<J>` is made only by `publish_alone`, for its batch of one `Reply<J>` record, and
+        // taken by `await_alone` (which hands the result to `poll`): the batch is answered, its lane is not
+        // published to before this read (it was the only one in flight), and its one result, a `J::Output`
+        // written at offset 0, is read once, here (`done` moved past it).
+        Some(unsafe { slot::read_result::<J::Output>(self.channel.slots.results(alone.seq)) })
     }
 
-    /// Batch `seq` from `publish_alone`, unanswered yet, recorded as `poll` expects: the worker's loop moves
-    /// its result into `*dst` and wakes fiber `id`.
-    pub(crate) fn await_alone<R>(&mut self, seq: u32, id: usize, dst: *mut Option<R>) {
+    /// `alone`'s batch, unanswered yet, recorded as `poll` expects: the worker's loop moves its result into
+    /// `*dst` and wakes fiber `id`.
+    pub(crate) fn await_alone<J: Job<Output: Send>>(&mut self, alone: Alone<J>, id: usize, dst: *mut Option<J::Output>) {
+        debug_assert!(alone.seq == self.sent && alone.seq == self.next_answered(), "not this outbox's lone batch");
         self.callers.push_front(Caller::new(0, dst));
-        let flight = &mut self.flights[(seq % LANES) as usize];
+        let flight = &mut self.flights[(alone.seq % LANES) as usize];
+        debug_assert!(flight.callers == 0 && flight.fibers.is_empty() && flight.thens.is_empty());
         flight.callers = 1;
         flight.fibers.push(id);
     }

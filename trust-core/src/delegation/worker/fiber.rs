@@ -1,8 +1,8 @@
 //! The fiber scheduler of one worker: stackful coroutines (switched with `corosensei`) that never leave the
 //! worker running them, so everything a worker owns without atomics stays on one thread. An `apply` inside a
 //! fiber suspends just that fiber (`call`); its worker keeps serving requests and running other fibers (a
-//! fiber whose request is the only thing its worker has going waits for the answer in place instead:
-//! `wait_in_place`). What users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
+//! fiber whose request is the only thing its worker has going sends it alone and waits for the answer in
+//! place instead: `call_alone`). What users call — `spawn`, `Fiber`, `yield_now` — is `api::fiber`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -155,53 +155,40 @@ pub(crate) fn call<J: Job<Output: Send>>(
     trustee: &'static TrusteeShared,
     job: J,
 ) -> J::Output {
-    call_or_alone::<J, true>(worker, id, trustee, job)
-}
-
-/// `call`, and with `MAY_GO_ALONE` false, `call_alone`'s way back to the general path.
-#[inline(always)]
-fn call_or_alone<J: Job<Output: Send>, const MAY_GO_ALONE: bool>(
-    worker: &Worker,
-    id: usize,
-    trustee: &'static TrusteeShared,
-    job: J,
-) -> J::Output {
     let mut result = None;
+    let mut client = worker.client.borrow_mut();
+    let outbox = client.outbox(trustee);
+    // The only request of this worker to that trustee, and nothing else to run: sent on its own, out of line
+    // (inlined here, the same shortcut slowed the `counter` fiber rows even where it never ran).
+    if outbox.is_idle()
+        && outbox.answered_fibers.is_empty()
+        && !worker.scheduler.has_ready()
+        && !worker.reactor.is_waiting()
+    {
+        drop(client);
+        return call_alone(worker, id, trustee, Reply(job));
+    }
     // Moved out by whoever pushes it: this fiber now, or its worker later (see `Blocked`).
     let mut record = MaybeUninit::new(Reply(job));
-    {
-        let mut client = worker.client.borrow_mut();
-        let outbox = client.outbox(trustee);
-        // The only request of this worker to that trustee, and nothing else to run: sent on its own, out of
-        // line (inlined here, the same shortcut slowed the `counter` fiber rows even where it never ran).
-        if MAY_GO_ALONE
-            && outbox.is_idle()
-            && !worker.scheduler.has_ready()
-            && !worker.reactor.is_waiting()
-        {
-            drop(client);
-            // SAFETY: initialized above and read once: this path returns.
-            return call_alone(worker, id, trustee, unsafe { record.assume_init_read() });
-        }
-        // Behind the fibers already waiting for room, if any.
-        let pushed = outbox.blocked.is_empty()
-            // SAFETY: initialized above and read once; written back if it does not fit.
-            && match outbox.try_push_call(unsafe { record.assume_init_read() }, &raw mut result) {
-                Ok(()) => true,
-                Err(r) => {
-                    record.write(r);
-                    false
-                }
-            };
-        if pushed {
-            outbox.staged.push(id);
-        } else {
-            // SAFETY: the record and the result's place are in this frame, and this fiber stays suspended
-            // until `result` is set, which happens only once the record was pushed and answered.
-            let blocked = unsafe { Blocked::with_record(id, record.as_mut_ptr(), &raw mut result) };
-            outbox.blocked.push_back(blocked);
-        }
+    // Behind the fibers already waiting for room, if any.
+    let pushed = outbox.blocked.is_empty()
+        // SAFETY: initialized above and read once; written back if it does not fit.
+        && match outbox.try_push_call(unsafe { record.assume_init_read() }, &raw mut result) {
+            Ok(()) => true,
+            Err(r) => {
+                record.write(r);
+                false
+            }
+        };
+    if pushed {
+        outbox.staged.push(id);
+    } else {
+        // SAFETY: the record and the result's place are in this frame, and this fiber stays suspended until
+        // `result` is set, which happens only once the record was pushed and answered.
+        let blocked = unsafe { Blocked::with_record(id, record.as_mut_ptr(), &raw mut result) };
+        outbox.blocked.push_back(blocked);
     }
+    drop(client);
     // One switch site (the inliner then keeps it, and corosensei's `suspend`, inline), until the answer.
     while result.is_none() {
         suspend_on(worker);
@@ -209,14 +196,14 @@ fn call_or_alone<J: Job<Output: Send>, const MAY_GO_ALONE: bool>(
     result.expect("the trustee answered the batch holding this request")
 }
 
-/// Rounds a lone fiber spins for its answer in `call_alone`, each `PEEKS_PER_SPIN` looks at the answer and
-/// one at the worker's signs of work (30-40 ns in all here): about as long as a round trip in the VM's slow
-/// mode.
-const IN_PLACE_SPINS: u32 = 16;
+/// Rounds a lone fiber watches for its answer in `call_alone`, each a look at the worker's other work and
+/// `PEEKS_PER_SPIN` looks at the answer: together about as long as the old wait in place (16 rounds of one look
+/// at each, 30-40 ns a round here), about a round trip in the VM's slow mode.
+const IN_PLACE_SPINS: u32 = 8;
 
-/// Looks at the answer per look at the worker's other work (`Worker::has_work`, which reads every channel and
-/// outbox): the answer is seen within a few nanoseconds of its arrival.
-const PEEKS_PER_SPIN: u32 = 8;
+/// Looks at the answer per look at the worker's other work (`Worker::has_work`, which reads every hot channel
+/// and outbox): the answer is seen within a few nanoseconds of its arrival.
+const PEEKS_PER_SPIN: u32 = 4;
 
 /// A fiber's request that is the only thing its worker has going (no other request to that trustee, no fiber
 /// ready, no socket waited on), sent as a plain thread's lone call is (`Outbox::call_alone`): published at
@@ -234,33 +221,32 @@ fn call_alone<J: Job<Output: Send>>(
     record: Reply<J>,
 ) -> J::Output {
     let mut result = None;
-    let seq = match worker.client.borrow_mut().outbox(trustee).publish_alone(record) {
-        Ok(seq) => seq,
-        // Too big for a batch of its own: the general path (its record goes to the backlog).
-        Err(Reply(job)) => return call_or_alone::<J, false>(worker, id, trustee, job),
+    let alone = match worker.client.borrow_mut().outbox(trustee).publish_alone(record) {
+        Ok(alone) => alone,
+        // A record always fits an empty batch (a big closure travels boxed, a big result is boxed).
+        Err(_) => unreachable!("a lone record did not fit an empty batch"),
     };
     for _ in 0..IN_PLACE_SPINS {
-        {
-            let mut client = worker.client.borrow_mut();
-            let outbox = client.outbox(trustee);
-            for _ in 0..PEEKS_PER_SPIN {
-                if let Some(output) = outbox.take_alone::<J>(seq) {
-                    return output;
-                }
-                std::hint::spin_loop();
-            }
-        }
+        // Other work first: the answer cannot be back yet the first time, and work waiting goes first later.
         if worker.has_work() {
             break;
+        }
+        let mut client = worker.client.borrow_mut();
+        let outbox = client.outbox(trustee);
+        for _ in 0..PEEKS_PER_SPIN {
+            if let Some(output) = outbox.take_alone(&alone) {
+                return output;
+            }
+            std::hint::spin_loop();
         }
     }
     {
         let mut client = worker.client.borrow_mut();
         let outbox = client.outbox(trustee);
-        if let Some(output) = outbox.take_alone::<J>(seq) {
+        if let Some(output) = outbox.take_alone(&alone) {
             return output;
         }
-        outbox.await_alone(seq, id, &raw mut result);
+        outbox.await_alone(alone, id, &raw mut result);
     }
     while result.is_none() {
         suspend_on(worker);
