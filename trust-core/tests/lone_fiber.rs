@@ -10,7 +10,7 @@
 mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use trust_core::Trust;
@@ -158,5 +158,67 @@ fn a_lone_fiber_waiting_for_a_slow_answer_lets_its_worker_serve_others() {
         "trustee 1's closure waited 10 s: worker 0 served nothing while its fiber waited"
     );
     assert_eq!(on_one.apply(|c| *c), 1);
+    child_ok();
+}
+
+/// Dropped once each: counts its drops.
+struct Counted(&'static AtomicUsize);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The runtime shuts down while a lone fiber waits for a slow answer (it gave up watching and suspended,
+/// `Outbox::await_alone`): the plain thread joining it gets its result or the shutdown's panic, within 10 s,
+/// and the entrusted value is dropped exactly once, by the shutdown.
+#[test]
+fn a_lone_fiber_waiting_at_shutdown_is_joined_and_its_value_dropped_once() {
+    in_child!(
+        "a_lone_fiber_waiting_at_shutdown_is_joined_and_its_value_dropped_once",
+        30
+    );
+    calibrate();
+    let drops: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    let slow: &'static Trust<Counted> =
+        Box::leak(Box::new(rt().trustee(1).entrust(Counted(drops))));
+    let started: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let fiber = spawn_on(0, move || {
+        slow.apply(move |_| {
+            started.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            7u32
+        })
+    });
+    let joiner = std::thread::spawn(move || {
+        catch_unwind(AssertUnwindSafe(|| fiber.join()))
+            .map(|r| r.map_err(panic_message))
+            .map_err(panic_message)
+    });
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    rt().shutdown();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !joiner.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        joiner.is_finished(),
+        "HUNG: the lone fiber's join did not return after the shutdown"
+    );
+    let joined = joiner.join().unwrap();
+    // Measured: the shutdown's panic, five runs of five (the worker abandons its suspended fibers).
+    assert!(
+        matches!(&joined, Ok(Ok(7)))
+            || matches!(&joined, Ok(Err(m)) if m.contains("has been shut down")),
+        "the join returned {joined:?}"
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the entrusted value dropped once"
+    );
     child_ok();
 }
