@@ -10,12 +10,13 @@
 mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use trust_core::Trust;
 
-use common::{calibrate, child_ok, panic_message, rt, spawn_on};
+use common::{CountsDrops, calibrate, child_ok, panic_message, rt, spawn_on};
 
 /// 20,000 requests one after another from a fiber on worker 0 to trustee 1, each the only one in flight:
 /// every result is the value the request left.
@@ -161,15 +162,6 @@ fn a_lone_fiber_waiting_for_a_slow_answer_lets_its_worker_serve_others() {
     child_ok();
 }
 
-/// Dropped once each: counts its drops.
-struct Counted(&'static AtomicUsize);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// The runtime shuts down while a lone fiber waits for a slow answer (it gave up watching and suspended,
 /// `Outbox::await_alone`): the plain thread joining it gets its result or the shutdown's panic, within 10 s,
 /// and the entrusted value is dropped exactly once, by the shutdown.
@@ -180,9 +172,10 @@ fn a_lone_fiber_waiting_at_shutdown_is_joined_and_its_value_dropped_once() {
         30
     );
     calibrate();
-    let drops: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
-    let slow: &'static Trust<Counted> =
-        Box::leak(Box::new(rt().trustee(1).entrust(Counted(drops))));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let slow: &'static Trust<CountsDrops> = Box::leak(Box::new(
+        rt().trustee(1).entrust(CountsDrops(drops.clone())),
+    ));
     let started: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let fiber = spawn_on(0, move || {
         slow.apply(move |_| {

@@ -23,7 +23,7 @@ use crate::delegation::stack;
 use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::trustee::unwind;
 
-/// A lone fiber's batch of one record, of a `J`, in flight (`Outbox::publish_alone`): its result is read once,
+/// A lone call's batch of one record, of a `J`, in flight (`Outbox::publish_alone`): its result is read once,
 /// either by `take_alone` or, after `await_alone` took this, by `poll`.
 pub(crate) struct Alone<J> {
     seq: u32,
@@ -571,33 +571,23 @@ impl Outbox {
     /// counter`, alternating runs: 77 M ops/s against 96).
     #[inline]
     fn call_alone<J: Job<Output: Send>>(&mut self, record: Reply<J>, parker: &Parker) -> Result<J::Output, Reply<J>> {
-        if !self.is_idle() {
-            return Err(record);
-        }
-        self.batch.push(record)?;
-        let seq = self.publish();
-        self.trustee.published(&self.channel);
+        let alone = self.publish_alone(record)?;
         for _ in 0..LONE_SPINS {
-            if self.channel.slots.is_answered(seq) {
-                self.done = seq;
-                // SAFETY: batch `seq` is answered, its lane is not published to before this read, and its one
-                // result, a `J::Output`, is read once, here.
-                return Ok(unsafe { slot::read_result::<J::Output>(self.channel.slots.results(seq)) });
+            if let Some(output) = self.take_alone(&alone) {
+                return Ok(output);
             }
             std::hint::spin_loop();
         }
-        // The oldest (only) batch in flight: its caller goes first, its result at the start of the body.
         let mut result = None;
-        self.callers.push_front(Caller::new(0, &raw mut result));
-        self.flights[(seq % LANES) as usize].callers = 1;
+        self.await_alone(alone, None, &raw mut result);
         while self.in_flight() {
             self.wait(Some(parker), &mut []);
         }
         Ok(result.expect("the trustee answered the batch holding this request"))
     }
 
-    /// A lone fiber's blocking call (`fiber::call_alone`), as a plain thread's `call_alone`: the record
-    /// published at once as a batch of its own when the channel is idle, else given back. The batch's
+    /// A blocking call alone on its channel (a plain thread's `call_alone`, a fiber's `fiber::call_alone`): the
+    /// record published at once as a batch of its own when the channel is idle, else given back. The batch's
     /// [`Alone`] then says where its result is: `take_alone` reads it once answered, or `await_alone` leaves it
     /// to `poll`.
     #[inline]
@@ -626,15 +616,21 @@ impl Outbox {
         Some(unsafe { slot::read_result::<J::Output>(self.channel.slots.results(alone.seq)) })
     }
 
-    /// `alone`'s batch, unanswered yet, recorded as `poll` expects: the worker's loop moves its result into
-    /// `*dst` and wakes fiber `id`.
-    pub(crate) fn await_alone<J: Job<Output: Send>>(&mut self, alone: Alone<J>, id: usize, dst: *mut Option<J::Output>) {
+    /// `alone`'s batch, unanswered yet, recorded as `poll` expects, as the oldest (only) batch in flight: its
+    /// caller first, its result at the start of the body. `poll` moves the result into `*dst` and, for a fiber,
+    /// hands its worker `fiber` to wake.
+    pub(crate) fn await_alone<J: Job<Output: Send>>(
+        &mut self,
+        alone: Alone<J>,
+        fiber: Option<usize>,
+        dst: *mut Option<J::Output>,
+    ) {
         debug_assert!(alone.seq == self.sent && alone.seq == self.next_answered(), "not this outbox's lone batch");
         self.callers.push_front(Caller::new(0, dst));
         let flight = &mut self.flights[(alone.seq % LANES) as usize];
         debug_assert!(flight.callers == 0 && flight.fibers.is_empty() && flight.thens.is_empty());
         flight.callers = 1;
-        flight.fibers.push(id);
+        flight.fibers.extend(fiber);
     }
 
     /// Publishes and waits (as a plain thread or a `may` coroutine) until a record of type `F` can join the

@@ -246,7 +246,7 @@ fn call_alone<J: Job<Output: Send>>(
         if let Some(output) = outbox.take_alone(&alone) {
             return output;
         }
-        outbox.await_alone(alone, id, &raw mut result);
+        outbox.await_alone(alone, Some(id), &raw mut result);
     }
     while result.is_none() {
         suspend_on(worker);
