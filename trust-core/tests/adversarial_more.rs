@@ -1394,6 +1394,64 @@ fn fiber_stack_budget_of_one_with_nested_launches() {
     println!("CHILD-OK");
 }
 
+/// `TRUST_MAX_FIBER_STACKS=1`, the one stack held by a fiber: a plain thread's `launch` and `launch_then`, each
+/// with a capture that panics when dropped, get no stack on the trustee. The trustee drops the closure unrun
+/// and answers the limit: `launch` panics with it, `wait_pending` resumes it. Before, the capture's panic
+/// escaped the launch's start, and the caller read a result the trustee never wrote. Each capture is dropped
+/// once, and the trustee keeps serving.
+#[test]
+fn a_launch_without_a_stack_whose_capture_panics_when_dropped_answers_the_limit() {
+    if !is_child() {
+        return expect_child_ok(
+            "a_launch_without_a_stack_whose_capture_panics_when_dropped_answers_the_limit",
+            &[("TRUST_MAX_FIBER_STACKS", "1")],
+        );
+    }
+    let rt = quiet();
+    let latch: Trust<Latch<u64>> = rt.trustee(0).entrust(Latch::new(5));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = release.clone();
+    let holder = spawn(move || {
+        while !held.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+    });
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (l, d) = (latch.clone(), drops.clone());
+    let (launched, waited) = within(20, move || {
+        let p = PanicsOnDrop(d.clone());
+        let launched = catch_unwind(AssertUnwindSafe(|| {
+            l.launch(move |v| {
+                let _p = &p;
+                *v.lock()
+            })
+        }))
+        .map_err(panic_message);
+        let p = PanicsOnDrop(d);
+        l.launch_then(
+            move |v| {
+                let _p = &p;
+                *v.lock()
+            },
+            |_| unreachable!("the launch had no stack"),
+        );
+        (launched, catch_unwind(wait_pending).map_err(panic_message))
+    });
+    let names_the_limit =
+        |e: Option<&String>| e.is_some_and(|e| e.contains("TRUST_MAX_FIBER_STACKS"));
+    assert!(names_the_limit(launched.as_ref().err()), "{launched:?}");
+    assert!(names_the_limit(waited.as_ref().err()), "{waited:?}");
+    assert_eq!(load(&drops), 2, "each capture dropped once");
+    release.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    assert_eq!(
+        latch.apply(|v| *v.get_mut() + 1),
+        6,
+        "the trustee keeps serving"
+    );
+    println!("CHILD-OK");
+}
+
 /// After shutdown, `entrust`, `apply_with`, `apply_then`, `apply_async` (polled) and `spawn` panic; the value,
 /// argument, closure captures and continuation captures each given to them are dropped exactly once.
 #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::delegation::api::runtime::runtime;
 use crate::delegation::api::trust::BOX_ABOVE;
 use crate::delegation::trustee::shared::{self, Abandon, IN_FORKED_CHILD, SHUT_DOWN, TrusteeShared};
+use crate::delegation::trustee::unwind;
 use crate::delegation::call;
 use crate::delegation::client::outbox::{self, MayWait};
 use crate::delegation::stack;
@@ -178,7 +179,12 @@ where
             fiber
         }
         Err(e) => {
-            drop(f); // first: whatever `f` holds is released before the joiner wakes
+            // First, so whatever `f` holds is released before the joiner wakes. Contained: a capture whose
+            // destructor panics must not unwind out of a launch's start on the trustee, whose request then
+            // answers no fiber handle at all (the caller read a result never written).
+            if unwind::drop_quietly(f) {
+                eprintln!("trust: a fiber's closure panicked when dropped unrun (no fiber stack); the fiber reports the limit");
+            }
             let (fiber, promise) = promise();
             drop(promise.settle(Err(Box::new(e.to_string()))));
             fiber

@@ -128,14 +128,34 @@ impl<J: Job<Output: Send>> Record for Reply<J> {
     #[inline]
     fn run(self, out: *mut u8) -> bool {
         let out = Out(out);
-        contained(move || {
+        let ran = panic::catch_unwind(AssertUnwindSafe(move || {
             run_job(self.0, move |output| {
                 let out = out;
                 // SAFETY: `out` is the room the batch reserved for this record's result; written once.
                 unsafe { slot::write_result(out.0, output) }
             })
-        })
+        }));
+        ran.unwrap_or_else(unanswered::<J::Output>)
     }
+}
+
+/// A `Reply` whose job panicked before its result was written. Every job a `Reply` carries catches its user
+/// code's panics (an `Apply` answers them as its `Outcome`; a launch's start contains a capture's panicking
+/// destructor), so this is a bug in trust. A result of no size is not read: the panic is contained as in
+/// [`contained`]. Any other would be read from room the trustee never wrote, so the process aborts instead.
+#[cold]
+#[inline(never)]
+fn unanswered<O>(payload: Box<dyn Any + Send>) -> bool {
+    unwind::drop_payload(payload);
+    if size_of::<O>() != 0 {
+        eprintln!(
+            "trust: a request panicked on its trustee before its result was written (a bug in trust: please \
+             report it); aborting, as its caller would read a result that is not there"
+        );
+        std::process::abort();
+    }
+    escaped();
+    false
 }
 
 /// The record of a request that answers nothing through the slot: `done` gets the output on the trustee
