@@ -347,7 +347,6 @@ static FAR: OnceLock<Trust<u64>> = OnceLock::new();
 /// worker 0 panics. That panic must be caught by the runtime and resumed in its caller ("boom"), and the
 /// fiber's `join` must return its own panic ("fiber-boom").
 #[test]
-#[ignore = "review 31: a fiber suspended inside the panic hook leaves std's in-hook flag set on its worker: the next panic there aborts the process (SIGABRT)"]
 fn a_fiber_suspended_in_the_panic_hook_and_another_panic_on_its_worker() {
     let _s = serial();
     in_child!(

@@ -10,6 +10,7 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
 use std::sync::Weak;
+use std::time::{Duration, Instant};
 
 use corosensei::{Coroutine, CoroutineResult};
 
@@ -112,9 +113,11 @@ pub(crate) fn before_inline_apply(worker: &Worker) {
 #[cold]
 #[inline(never)]
 fn hold(worker: &Worker) {
-    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
+    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once. Nor a fiber
+    // that unwinds (see `call_unwinding`).
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
+        && !std::thread::panicking()
     {
         worker.fairness.hold(id);
         suspend_on(worker);
@@ -139,6 +142,7 @@ pub(crate) fn after_inline_apply(worker: &Worker) {
 fn yield_burst(worker: &Worker) {
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
+        && !std::thread::panicking()
     {
         worker.scheduler.make_ready(id);
         suspend_on(worker);
@@ -155,6 +159,21 @@ pub(crate) fn call<J: Job<Output: Send>>(
     trustee: &'static TrusteeShared,
     job: J,
 ) -> J::Output {
+    // A fiber that unwinds waits in place (out of line).
+    if std::thread::panicking() {
+        return call_unwinding(worker, id, trustee, Reply(job));
+    }
+    call_record(worker, id, trustee, Reply(job))
+}
+
+/// `call`, for a fiber that is not unwinding.
+#[inline(always)]
+fn call_record<J: Job<Output: Send>>(
+    worker: &Worker,
+    id: usize,
+    trustee: &'static TrusteeShared,
+    record: Reply<J>,
+) -> J::Output {
     let mut result = None;
     let mut client = worker.client.borrow_mut();
     let outbox = client.outbox(trustee);
@@ -166,10 +185,10 @@ pub(crate) fn call<J: Job<Output: Send>>(
         && !worker.reactor.is_waiting()
     {
         drop(client);
-        return call_alone(worker, id, trustee, Reply(job));
+        return call_alone(worker, id, trustee, record);
     }
     // Moved out by whoever pushes it: this fiber now, or its worker later (see `Blocked`).
-    let mut record = MaybeUninit::new(Reply(job));
+    let mut record = MaybeUninit::new(record);
     // Behind the fibers already waiting for room, if any.
     let pushed = outbox.blocked.is_empty()
         // SAFETY: initialized above and read once; written back if it does not fit.
@@ -247,6 +266,83 @@ fn call_alone<J: Job<Output: Send>>(
             return output;
         }
         outbox.await_alone(alone, Some(id), &raw mut result);
+    }
+    while result.is_none() {
+        suspend_on(worker);
+    }
+    result.expect("the trustee answered the batch holding this request")
+}
+
+/// How long a fiber that unwinds waits in place (`call_unwinding`) before it suspends all the same.
+const UNWINDING_PATIENCE: Duration = Duration::from_secs(2);
+
+/// A blocking call from a fiber that is unwinding or running the panic hook (`std::thread::panicking()`). std
+/// keeps the panic state per thread, and every fiber of a worker shares its thread: a fiber that suspended there
+/// would leave `thread::panicking()` true for the fibers that run meanwhile (a `Mutex` guard one of them drops
+/// is poisoned: review 29), and inside the hook, std's in-hook flag set, so that the next panic on the worker
+/// aborts the process (review 31). So the fiber waits in place, and its worker runs nothing else meanwhile:
+/// the worker's earlier requests to that trustee are sent and answered first (issue order; their fibers are
+/// woken by the worker's loop afterwards), then this one goes alone, and the fiber watches for its answer.
+/// It suspends all the same, as any call does, if the trustee shuts down meanwhile or after
+/// `UNWINDING_PATIENCE` (two unwinding fibers on two workers, each calling the other's trustee, would otherwise
+/// wait for each other for good); a record not sent by then takes the usual way.
+#[cold]
+#[inline(never)]
+fn call_unwinding<J: Job<Output: Send>>(
+    worker: &Worker,
+    id: usize,
+    trustee: &'static TrusteeShared,
+    record: Reply<J>,
+) -> J::Output {
+    let deadline = Instant::now() + UNWINDING_PATIENCE;
+    let out_of_patience = || trustee.is_closed() || Instant::now() >= deadline;
+    // Spins, then yields its core between looks: the trustee's worker may need it (more workers than cores).
+    let mut spins = 0u32;
+    let mut pause = || {
+        spins = spins.saturating_add(1);
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    };
+    let mut record = Some(record);
+    let alone = loop {
+        {
+            let mut client = worker.client.borrow_mut();
+            let outbox = client.outbox(trustee);
+            while outbox.poll() {}
+            if outbox.is_idle() {
+                match outbox.publish_alone(record.take().expect("sent once")) {
+                    Ok(alone) => break alone,
+                    Err(_) => unreachable!("a lone record did not fit an empty batch"),
+                }
+            }
+            // As the worker's loop does: fibers that waited for room go into the next batch.
+            if !outbox.blocked.is_empty() {
+                outbox.flush();
+                outbox.take_blocked(|other| worker.scheduler.make_ready(other));
+            }
+            outbox.flush();
+        }
+        if out_of_patience() {
+            return call_record(worker, id, trustee, record.take().expect("not sent"));
+        }
+        pause();
+    };
+    let mut result = None;
+    loop {
+        let mut client = worker.client.borrow_mut();
+        let outbox = client.outbox(trustee);
+        if let Some(output) = outbox.take_alone(&alone) {
+            return output;
+        }
+        if out_of_patience() {
+            outbox.await_alone(alone, Some(id), &raw mut result);
+            break;
+        }
+        drop(client);
+        pause();
     }
     while result.is_none() {
         suspend_on(worker);
