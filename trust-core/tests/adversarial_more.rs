@@ -1492,6 +1492,195 @@ fn calls_after_shutdown_drop_what_they_were_given_once() {
     println!("CHILD-OK");
 }
 
+/// The same calls after shutdown, each given a capture, argument or value that panics when dropped, and a
+/// blocking `apply` and a `launch_then` too. Before (review 53), the shutdown's panic was raised with what the
+/// call was given still alive, and its destructor, run by the unwind, aborted the process ("panic in a
+/// destructor during cleanup"). Now each call panics with the shutdown's message, and each is dropped once.
+#[test]
+fn calls_after_shutdown_given_values_that_panic_when_dropped_panic_with_the_shutdown() {
+    if !is_child() {
+        return expect_child_ok(
+            "calls_after_shutdown_given_values_that_panic_when_dropped_panic_with_the_shutdown",
+            &[],
+        );
+    }
+    let rt = quiet();
+    let t = rt.trustee(1).entrust(0u64);
+    let latch = rt.trustee(1).entrust(Latch::new(0u64));
+    rt.shutdown();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = || PanicsOnDrop(drops.clone());
+    let shut_down = |r: std::thread::Result<()>| {
+        r.map_err(panic_message)
+            .is_err_and(|m| m.contains("`Runtime::shutdown`"))
+    };
+    let mut refused = Vec::new();
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        drop(rt.trustee(0).entrust(d()))
+    }))));
+    let c = d();
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        t.apply(move |_| drop(c))
+    }))));
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        t.apply_with(|_, _a: PanicsOnDrop| (), d())
+    }))));
+    let (c1, c2) = (d(), d());
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        t.apply_then(move |_| drop(c1), move |()| drop(c2));
+        wait_pending();
+    }))));
+    let c = d();
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        futures_lite_block_on(t.apply_async(move |_| drop(c)))
+    }))));
+    let c = d();
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        drop(spawn(move || drop(c)).join())
+    }))));
+    let (c1, c2) = (d(), d());
+    refused.push(shut_down(catch_unwind(AssertUnwindSafe(|| {
+        latch.launch_then(move |_| drop(c1), move |()| drop(c2));
+        wait_pending();
+    }))));
+    assert_eq!(
+        refused, [true; 7],
+        "each call panics with the shutdown's message"
+    );
+    assert_eq!(
+        load(&drops),
+        9,
+        "each value, argument and capture dropped once"
+    );
+    println!("CHILD-OK");
+}
+
+/// A blocking `apply` inside a delegated closure panics (it would wait on the trustee), and its closure is
+/// dropped unrun: one whose capture panics when dropped aborted the worker's process (review 53: the panic was
+/// raised with the closure still alive). Now the outer `apply` resumes the nesting panic, the capture is
+/// dropped once, and the trustee keeps serving.
+#[test]
+fn a_nested_blocking_apply_whose_capture_panics_when_dropped_resumes_the_nesting_panic() {
+    if !is_child() {
+        return expect_child_ok(
+            "a_nested_blocking_apply_whose_capture_panics_when_dropped_resumes_the_nesting_panic",
+            &[],
+        );
+    }
+    let rt = quiet();
+    let (a, b) = (rt.trustee(0).entrust(1u64), rt.trustee(1).entrust(2u64));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    let b2 = b.clone();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        a.apply(move |_| {
+            let p = PanicsOnDrop(d);
+            b2.apply(move |v| {
+                let _p = &p;
+                *v
+            })
+        })
+    }))
+    .map_err(panic_message);
+    assert!(
+        r.as_ref()
+            .is_err_and(|m| m.contains("blocking delegation from inside a delegated closure")),
+        "{r:?}"
+    );
+    assert_eq!(load(&drops), 1, "the capture dropped once");
+    assert_eq!(
+        (a.apply(|v| *v), b.apply(|v| *v)),
+        (1, 2),
+        "both trustees keep serving"
+    );
+    println!("CHILD-OK");
+}
+
+/// `spawn` from a plain thread with no fiber stack to be had (`TRUST_MAX_FIBER_STACKS=1`, the one stack held by
+/// a fiber) panics in the caller naming the limit, and drops the closure unrun: one whose capture panics when
+/// dropped aborted the process (review 53). Now the caller gets the limit's panic and the capture is dropped
+/// once.
+#[test]
+fn a_spawn_without_a_stack_whose_capture_panics_when_dropped_panics_with_the_limit() {
+    if !is_child() {
+        return expect_child_ok(
+            "a_spawn_without_a_stack_whose_capture_panics_when_dropped_panics_with_the_limit",
+            &[("TRUST_MAX_FIBER_STACKS", "1")],
+        );
+    }
+    let _rt = quiet();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = release.clone();
+    let holder = spawn(move || {
+        while !held.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+    });
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = PanicsOnDrop(drops.clone());
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        drop(spawn(move || {
+            let _p = &p;
+        }))
+    }))
+    .map_err(panic_message);
+    assert!(
+        r.as_ref()
+            .is_err_and(|m| m.contains("TRUST_MAX_FIBER_STACKS")),
+        "{r:?}"
+    );
+    assert_eq!(load(&drops), 1, "the capture dropped once");
+    release.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    println!("CHILD-OK");
+}
+
+/// `into_inner` from a `may` coroutine waits for its value's retirement, which another thread's unpublished
+/// `apply_then` to the same trustee holds back; the coroutine is cancelled meanwhile, and its handle to the
+/// result is gone. The retirement then hands the value to nobody, and the trustee drops it: a value whose
+/// `Drop` panics ended the worker's thread there, and trustee 0 never answered again (review 53). Now the panic
+/// is contained: the value is dropped once and trustee 0 keeps serving.
+#[test]
+fn a_coroutine_cancelled_in_into_inner_whose_value_panics_when_dropped_leaves_its_trustee_serving()
+{
+    if !is_child() {
+        return expect_child_ok(
+            "a_coroutine_cancelled_in_into_inner_whose_value_panics_when_dropped_leaves_its_trustee_serving",
+            &[],
+        );
+    }
+    let rt = quiet();
+    let other = rt.trustee(0).entrust(0u64);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let v = rt.trustee(0).entrust(PanicsOnDrop(drops.clone()));
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let g = go.clone();
+    let holder = std::thread::spawn(move || {
+        other.apply_then(|v| *v += 1, |()| ());
+        // The first is in flight, not polled: this one stays unpublished, and every retirement on trustee 0
+        // waits for it.
+        other.apply_then(|v| *v += 1, |()| ());
+        g.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(500));
+        wait_pending();
+        other
+    });
+    while !go.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let h = coroutine(move || std::mem::forget(v.into_inner()));
+    // Past the coroutine's first yields: it waits in the join.
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: `may`'s cancel: the coroutine unwinds at its next yield; it holds no thread-local state of its own.
+    unsafe { h.coroutine().cancel() };
+    assert!(h.join().is_err(), "the coroutine ended by its cancel");
+    let other = holder.join().unwrap();
+    let served = within(10, move || other.apply(|v| *v));
+    assert_eq!(served, 2, "trustee 0 keeps serving");
+    eventually("the value is dropped", || load(&drops) == 1);
+    println!("CHILD-OK");
+}
+
 /// Cycles of handles (a value holding a handle to itself; two values on different trustees holding each
 /// other; a value on trustee 0 holding itself twice plus a clone of a value on trustee 1), unreachable from
 /// the caller, at shutdown: each value dropped exactly once, no crash.

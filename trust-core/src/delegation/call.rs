@@ -292,8 +292,8 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
         let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
             // After a shutdown, the shutdown's message (a value's destructor run then may call): neither
             // remedy the nesting message names helps then.
-            trustee.check_running();
-            nested_blocking(worker.in_delegated());
+            let job = trustee.check_running_holding(job);
+            nested_blocking(worker.in_delegated(), job);
         };
         return fiber::call(worker, id, trustee, job);
     }
@@ -304,7 +304,7 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 /// `apply_then` continuation).
 #[cold]
 #[inline(never)]
-fn nested_blocking(delegated: bool) -> ! {
+fn nested_blocking<J>(delegated: bool, job: J) -> ! {
     let message = if delegated { context::NESTED_BLOCKING } else { BLOCKING_ON_SCHEDULER };
     // Already panicking: in a panic hook (a hook that logs through a `Trust`, run where a delegated closure
     // panicked), where std aborts on this panic without printing its message, or in a destructor during an
@@ -312,7 +312,7 @@ fn nested_blocking(delegated: bool) -> ! {
     if std::thread::panicking() {
         eprintln!("trust: {message}");
     }
-    panic!("{message}");
+    shared::refuse(job, message);
 }
 
 const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` continuation on a worker (or in \
@@ -324,7 +324,7 @@ const BLOCKING_ON_SCHEDULER: &str = "blocking delegation inside an `apply_then` 
 /// `call_from` for a plain thread or a `may` coroutine.
 #[inline(never)]
 fn call_from_thread<J: Job<Output: Send>>(trustee: &'static TrusteeShared, job: J) -> J::Output {
-    trustee.check_running();
+    let job = trustee.check_running_holding(job);
     if outbox::in_may_coroutine() {
         with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent))
     } else {
@@ -485,7 +485,7 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-    trustee.check_running();
+    let (job, then) = trustee.check_running_holding_both(job, then);
     if in_coroutine() {
         let outcome = with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent));
         return then_in_coroutine(outcome.into_result(), then);
@@ -610,9 +610,11 @@ where
         // Not for a `may` coroutine on a thread that has a client (made outside any coroutine): `post_then`
         // tells it apart and makes its request a blocking call.
         let client = c.as_mut().filter(|client| client.on_own_stack())?;
-        // Before the arguments are taken: after a shutdown they are dropped by the caller's frame, once the
-        // client's borrow has ended (their destructors may call the runtime).
-        trustee.check_running();
+        // After a shutdown the arguments go back, and the caller's slow path refuses them once the client's
+        // borrow has ended (their destructors may call the runtime).
+        if !trustee.is_running() {
+            return None;
+        }
         let (job, then) = args.take()?;
         Some(client.post_then(trustee, Reply(job), then))
     });
@@ -757,7 +759,7 @@ pub(crate) fn expect_later<R: Send + 'static, C: FnOnce(R) + 'static>(
         let owner = worker.issuer();
         return worker.client.borrow_mut().inbox.expect(then, owner, trustee);
     }
-    trustee.check_running();
+    let then = trustee.check_running_holding(then);
     with_thread_client(|c| {
         let owner = c.pending.clone();
         c.inbox.expect(then, owner, trustee)

@@ -154,7 +154,7 @@ where
     };
     let stack = match rt.stacks.take(patience) {
         Ok(stack) => stack,
-        Err(e) => panic!("{e}"),
+        Err(e) => shared::refuse(f, &e.to_string()),
     };
     let (fiber, job) = fiber_job(f);
     rt.next_spawn_trustee()
@@ -250,8 +250,15 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
 }
 
 impl<R: Send + 'static> Promise<R> {
+    /// Completes the handle with `value`. When nobody will join it (the handle is gone: a cancelled `may`
+    /// coroutine's, say), the value is dropped here, maybe on a trustee, with a destructor's panic contained:
+    /// uncontained, it unwound out of the worker's loop and ended its thread (review 53).
     pub(crate) fn keep(self, value: R) {
-        drop(self.settle(Ok(Box::new(value))));
+        if let Some(unjoined) = self.settle(Ok(Box::new(value)))
+            && unwind::drop_quietly(unjoined)
+        {
+            eprintln!("trust: a value nobody waited for any more panicked when dropped; the runtime goes on");
+        }
     }
 
     /// Completes the handle with `result`; returns the result when the handle is gone (nobody will join it),

@@ -92,7 +92,7 @@ where
         trustee.relay.drain();
         let answered = match std::mem::replace(&mut this.step, Step::Done) {
             Step::Unsent(unsent) => {
-                trustee.check_running();
+                let unsent = trustee.check_running_holding(unsent);
                 if this.trust.is_local() {
                     return Poll::Ready(apply_here(this.trust, unsent));
                 }
@@ -130,7 +130,7 @@ where
         trustee.relay.drain();
         match std::mem::replace(&mut self.step, Step::Done) {
             Step::Unsent(unsent) => {
-                trustee.check_running();
+                let unsent = trustee.check_running_holding(unsent);
                 if self.trust.is_local() {
                     return ready_here(self.trust, unsent);
                 }

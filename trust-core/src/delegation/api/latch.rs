@@ -291,7 +291,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         let shared = self.trustee().shared;
         // Also on its own worker, where the fiber would start at once: at shutdown (a destructor's call) it
         // would never run, and what `f` holds would be forgotten with it.
-        shared.check_running();
+        let (f, then) = shared.check_running_holding_both(f, then);
         let sender = call::expect_later(caller, shared, then);
         let body = move |latch: &Latch<T>| {
             sender.send(panic::catch_unwind(AssertUnwindSafe(|| f(latch))));

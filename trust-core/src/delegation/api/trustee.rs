@@ -8,7 +8,7 @@ use crate::delegation::call;
 use crate::delegation::trustee::job;
 use crate::delegation::worker::context;
 use crate::delegation::trustee::property::{Header, Property, Registration, SendPtr};
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{self, SHUT_DOWN, TrusteeShared};
 use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 
 /// A trustee: one worker thread that owns entrusted properties and applies closures to them.
@@ -45,13 +45,16 @@ impl Trustee {
     ///
     /// Panics if the runtime has been shut down, or shuts down while this waits.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
-        self.shared.check_running();
         // A large value is written straight into the allocation (`allocate` builds the property on the stack).
         let property = if const { size_of::<T>() > BOX_ABOVE } {
             Property::allocate_in_place(value)
         } else {
             Property::allocate(value)
         };
+        if !self.shared.is_running() {
+            // SAFETY: fresh from `allocate`, and nobody else has it: the value is dropped with its box, once.
+            shared::refuse(unsafe { Box::from_raw(property) }, shared::closed_message(SHUT_DOWN));
+        }
         let header = SendPtr(property.cast::<Header>());
         if is_current(self.shared) {
             // SAFETY: fresh property of this trustee, on its thread.

@@ -77,6 +77,27 @@ pub(crate) fn closed_message(shut_down: &'static str) -> &'static str {
     if in_forked_child() { IN_FORKED_CHILD } else { shut_down }
 }
 
+/// Raises the runtime's panic `message` for a caller that holds what the user gave it (a request, a closure, a
+/// value to entrust), dropping that first, unrun, with a destructor's panic contained. Raised with it still
+/// alive, the unwind dropped it, and a capture whose destructor panicked then aborted the process (a panic in a
+/// destructor during cleanup).
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse<V>(given: V, message: &str) -> ! {
+    refuse_both(given, (), message)
+}
+
+/// `refuse` for a call given two things (a closure and its continuation), dropped each on its own: dropped
+/// together, a panic in the second's destructor while the first's unwinds would abort the process.
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse_both<A, B>(a: A, b: B, message: &str) -> ! {
+    if unwind::drop_quietly(a) | unwind::drop_quietly(b) {
+        eprintln!("trust: what a refused call was given (a capture, a value) panicked when dropped");
+    }
+    panic!("{message}");
+}
+
 /// The part of a worker that other threads see.
 pub(crate) struct TrusteeShared {
     index: usize,
@@ -413,7 +434,7 @@ impl TrusteeShared {
     }
 
     pub(crate) fn spawn_fiber(&self, stack: FiberStack, job: Box<dyn FnOnce() + Send>, handle: Weak<dyn Abandon>) {
-        self.check_running();
+        let job = self.check_running_holding(job);
         self.send(Mail::Spawn(stack, job, handle));
     }
 
@@ -513,9 +534,23 @@ impl TrusteeShared {
         self.state.load(Ordering::Acquire) == RUNNING
     }
 
+    /// Panics with the shutdown's message once the runtime is shut down, dropping what the caller was given (a
+    /// request, a closure) first, unrun ([`refuse`]); else gives it back.
     #[inline]
-    pub(crate) fn check_running(&self) {
-        assert!(self.is_running(), "{}", closed_message(SHUT_DOWN));
+    pub(crate) fn check_running_holding<V>(&self, given: V) -> V {
+        if !self.is_running() {
+            refuse(given, closed_message(SHUT_DOWN));
+        }
+        given
+    }
+
+    /// `check_running_holding` for a closure and its continuation ([`refuse_both`]).
+    #[inline]
+    pub(crate) fn check_running_holding_both<A, B>(&self, a: A, b: B) -> (A, B) {
+        if !self.is_running() {
+            refuse_both(a, b, closed_message(SHUT_DOWN));
+        }
+        (a, b)
     }
 
     pub(crate) fn is_closing(&self) -> bool {
