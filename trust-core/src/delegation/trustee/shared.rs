@@ -80,9 +80,11 @@ pub(crate) fn closed_message(shut_down: &'static str) -> &'static str {
 /// Raises the runtime's panic `message` for a caller that holds what the user gave it (a request, a closure, a
 /// value to entrust), dropping that first, unrun, with a destructor's panic contained. Raised with it still
 /// alive, the unwind dropped it, and a capture whose destructor panicked then aborted the process (a panic in a
-/// destructor during cleanup).
+/// destructor during cleanup). The panic names the caller's line, as the caller's own would (`spawn` is
+/// `#[track_caller]`).
 #[cold]
 #[inline(never)]
+#[track_caller]
 pub(crate) fn refuse<V>(given: V, message: &str) -> ! {
     refuse_both(given, (), message)
 }
@@ -91,6 +93,7 @@ pub(crate) fn refuse<V>(given: V, message: &str) -> ! {
 /// together, a panic in the second's destructor while the first's unwinds would abort the process.
 #[cold]
 #[inline(never)]
+#[track_caller]
 pub(crate) fn refuse_both<A, B>(a: A, b: B, message: &str) -> ! {
     if unwind::drop_quietly(a) | unwind::drop_quietly(b) {
         eprintln!("trust: what a refused call was given (a capture, a value) panicked when dropped");
