@@ -51,7 +51,12 @@ impl Caller {
             // SAFETY: by the contract.
             let result = unsafe { slot::read_result::<R>(src) };
             if dst.is_null() {
-                return drop(result);
+                // Nobody waits for it any more (a cancelled `may` coroutine's call): dropped here, in the middle
+                // of reading a batch's results, where a destructor's panic must not unwind (review 53).
+                if unwind::drop_quietly(result) {
+                    eprintln!("trust: a result nobody waited for any more panicked when dropped");
+                }
+                return;
             }
             // Written without reading: `None` has nothing to drop, and with hundreds of fibers the waiting
             // fiber's frame is a cache miss, which an assignment (a load, to drop the old value) waited for.
