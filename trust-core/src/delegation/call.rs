@@ -292,8 +292,7 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
         let Some((_, id)) = worker.fiber.get().filter(|_| !worker.in_delegated()) else {
             // After a shutdown, the shutdown's message (a value's destructor run then may call): neither
             // remedy the nesting message names helps then.
-            let job = trustee.check_running_holding(job);
-            nested_blocking(worker.in_delegated(), job);
+            nested_blocking(trustee, worker.in_delegated(), job);
         };
         return fiber::call(worker, id, trustee, job);
     }
@@ -304,7 +303,8 @@ pub(crate) fn call_from<J: Job<Output: Send>>(
 /// `apply_then` continuation).
 #[cold]
 #[inline(never)]
-fn nested_blocking<J>(delegated: bool, job: J) -> ! {
+fn nested_blocking<J>(trustee: &TrusteeShared, delegated: bool, job: J) -> ! {
+    let job = trustee.check_running_holding(job);
     let message = if delegated { context::NESTED_BLOCKING } else { BLOCKING_ON_SCHEDULER };
     // Already panicking: in a panic hook (a hook that logs through a `Trust`, run where a delegated closure
     // panicked), where std aborts on this panic without printing its message, or in a destructor during an

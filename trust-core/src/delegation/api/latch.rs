@@ -16,6 +16,7 @@ use crate::Trust;
 use crate::delegation::api::trust::{BOX_ABOVE, unboxed};
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
+use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message, refuse, refuse_both};
 
 /// A launched closure over `BOX_ABOVE` bytes, boxed where the API receives it.
 type BoxedLaunch<T, R> = Box<dyn FnOnce(&Latch<T>) -> R + Send>;
@@ -187,7 +188,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         if context::worker().is_some()
             && (context::in_delegated() || context::fiber().is_none())
         {
-            panic!("{}", fiber::JOIN_ON_TRUSTEE);
+            refuse(f, fiber::JOIN_ON_TRUSTEE);
         }
         if const { size_of::<F>() > BOX_ABOVE } {
             // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
@@ -291,7 +292,9 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         let shared = self.trustee().shared;
         // Also on its own worker, where the fiber would start at once: at shutdown (a destructor's call) it
         // would never run, and what `f` holds would be forgotten with it.
-        let (f, then) = shared.check_running_holding_both(f, then);
+        if !shared.is_running() {
+            refuse_both(f, then, closed_message(SHUT_DOWN));
+        }
         let sender = call::expect_later(caller, shared, then);
         let body = move |latch: &Latch<T>| {
             sender.send(panic::catch_unwind(AssertUnwindSafe(|| f(latch))));

@@ -17,6 +17,7 @@ use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber, Promise};
 use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply, suspend_on};
 use crate::delegation::worker::run::Worker;
+use crate::delegation::trustee::shared::{refuse, refuse_both};
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
 /// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
@@ -243,10 +244,9 @@ impl<T: Send + 'static> Trust<T> {
                 // `wait_pending` would wait for itself).
                 return worker.outside_chain(|| call::post_then_to_self(worker, job, then));
             }
-            assert!(
-                !worker.fiber_launched_on(job.property.get() as usize),
-                "{APPLY_THEN_ON_OWN_LATCH}"
-            );
+            if worker.fiber_launched_on(job.property.get() as usize) {
+                refuse_both(job, then, APPLY_THEN_ON_OWN_LATCH);
+            }
         }
         // Elsewhere; or here, but the property is in use (this call comes from inside its own closure, or beside
         // the fibers launched on it), or earlier requests of this worker to it are still queued: the request goes
@@ -335,13 +335,13 @@ fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + S
     worker: &'static Worker,
     job: Apply<T, F>,
 ) -> R {
-    assert!(worker.in_fiber(), "{APPLY_PAST_QUEUED}");
+    if !worker.in_fiber() {
+        refuse(job, APPLY_PAST_QUEUED);
+    }
     // Behind its own requests or not, it would wait for every fiber launched on the latch, this one too.
-    assert!(
-        !worker.runs_launched_on(job.property.get() as usize),
-        "{}",
-        property::APPLY_ON_OWN_LATCH
-    );
+    if worker.runs_launched_on(job.property.get() as usize) {
+        refuse(job, property::APPLY_ON_OWN_LATCH);
+    }
     call::call_to_self(worker, job)
         .into_result()
         .unwrap_or_else(|payload| resume_unwind(payload))

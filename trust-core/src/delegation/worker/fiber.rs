@@ -113,11 +113,9 @@ pub(crate) fn before_inline_apply(worker: &Worker) {
 #[cold]
 #[inline(never)]
 fn hold(worker: &Worker) {
-    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once. Nor a fiber
-    // that unwinds (see `call_unwinding`).
+    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
-        && !std::thread::panicking()
     {
         worker.fairness.hold(id);
         suspend_on(worker);
@@ -142,7 +140,6 @@ pub(crate) fn after_inline_apply(worker: &Worker) {
 fn yield_burst(worker: &Worker) {
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
-        && !std::thread::panicking()
     {
         worker.scheduler.make_ready(id);
         suspend_on(worker);
@@ -159,21 +156,17 @@ pub(crate) fn call<J: Job<Output: Send>>(
     trustee: &'static TrusteeShared,
     job: J,
 ) -> J::Output {
-    // A fiber that unwinds waits in place (out of line).
-    if std::thread::panicking() {
-        return call_unwinding(worker, id, trustee, Reply(job));
+    // A fiber that unwinds waits in place (out of line), but for its own trustee, which only its own loop serves
+    // (a request behind its queued ones, a launch).
+    if std::thread::panicking() && !std::ptr::eq(trustee, worker.shared) {
+        return call_unwinding(worker, id, trustee, job);
     }
-    call_record(worker, id, trustee, Reply(job))
+    call_job(worker, id, trustee, job)
 }
 
-/// `call`, for a fiber that is not unwinding.
+/// `call`, for a fiber that does not unwind.
 #[inline(always)]
-fn call_record<J: Job<Output: Send>>(
-    worker: &Worker,
-    id: usize,
-    trustee: &'static TrusteeShared,
-    record: Reply<J>,
-) -> J::Output {
+fn call_job<J: Job<Output: Send>>(worker: &Worker, id: usize, trustee: &'static TrusteeShared, job: J) -> J::Output {
     let mut result = None;
     let mut client = worker.client.borrow_mut();
     let outbox = client.outbox(trustee);
@@ -185,10 +178,10 @@ fn call_record<J: Job<Output: Send>>(
         && !worker.reactor.is_waiting()
     {
         drop(client);
-        return call_alone(worker, id, trustee, record);
+        return call_alone(worker, id, trustee, Reply(job));
     }
     // Moved out by whoever pushes it: this fiber now, or its worker later (see `Blocked`).
-    let mut record = MaybeUninit::new(record);
+    let mut record = MaybeUninit::new(Reply(job));
     // Behind the fibers already waiting for room, if any.
     let pushed = outbox.blocked.is_empty()
         // SAFETY: initialized above and read once; written back if it does not fit.
@@ -281,8 +274,11 @@ const UNWINDING_PATIENCE: Duration = Duration::from_secs(2);
 /// would leave `thread::panicking()` true for the fibers that run meanwhile (a `Mutex` guard one of them drops
 /// is poisoned: review 29), and inside the hook, std's in-hook flag set, so that the next panic on the worker
 /// aborts the process (review 31). So the fiber waits in place, and its worker runs nothing else meanwhile:
-/// the worker's earlier requests to that trustee are sent and answered first (issue order; their fibers are
-/// woken by the worker's loop afterwards), then this one goes alone, and the fiber watches for its answer.
+/// the worker's batches to that trustee are sent and answered first (issue order with the requests in them;
+/// fibers that waited for room are only made ready, and their requests go after this one; the worker's loop
+/// wakes the answered fibers afterwards), then this one goes alone, and the fiber watches for its answer.
+/// `thread::panicking()` is per thread: while a fiber of the worker is suspended mid-unwind all the same (see
+/// below), its other fibers wait for their remote calls in place too.
 /// It suspends all the same, as any call does, if the trustee shuts down meanwhile or after
 /// `UNWINDING_PATIENCE` (two unwinding fibers on two workers, each calling the other's trustee, would otherwise
 /// wait for each other for good); a record not sent by then takes the usual way.
@@ -292,7 +288,7 @@ fn call_unwinding<J: Job<Output: Send>>(
     worker: &Worker,
     id: usize,
     trustee: &'static TrusteeShared,
-    record: Reply<J>,
+    job: J,
 ) -> J::Output {
     let deadline = Instant::now() + UNWINDING_PATIENCE;
     let out_of_patience = || trustee.is_closed() || Instant::now() >= deadline;
@@ -306,7 +302,7 @@ fn call_unwinding<J: Job<Output: Send>>(
             std::thread::yield_now();
         }
     };
-    let mut record = Some(record);
+    let mut record = Some(Reply(job));
     let alone = loop {
         {
             let mut client = worker.client.borrow_mut();
@@ -326,7 +322,8 @@ fn call_unwinding<J: Job<Output: Send>>(
             outbox.flush();
         }
         if out_of_patience() {
-            return call_record(worker, id, trustee, record.take().expect("not sent"));
+            let Reply(job) = record.take().expect("not sent");
+            return call_job(worker, id, trustee, job);
         }
         pause();
     };
