@@ -659,6 +659,11 @@ fn wait_pending_inside_a_delegated_closure_panics() {
             })
         }))
         .map_err(panic_message);
+        // The `apply_then` goes by worker 0's channel to trustee 1, this thread's `apply` by its own: the two are
+        // not ordered (about 1 run in 1,000 read 0 here), so the count is read once the request has run.
+        eventually("the apply_then issued inside the closure ran", || {
+            b.apply(|v| *v) >= 1
+        });
         (r, b.apply(|v| *v), a.apply(|v| *v + 5))
     });
     assert!(r.0.is_err(), "{:?}", r.0);

@@ -695,6 +695,70 @@ fn a_fiber_suspended_mid_unwind_does_not_poison_another_fibers_lock() {
     child_ok();
 }
 
+/// The limit of waiting in place (docs/delegation.md): fiber B on worker 0 unwinds, and a value it drops
+/// applies to trustee 1 a closure that waits for a flag only fiber A, also on worker 0, sets. Waiting in place
+/// for good, B would hold worker 0, A would never run, and trustee 1 would wait for A: a deadlock. B waits in
+/// place for 2 s (its patience), then suspends as any call does: A runs, sets the flag, the closure returns, and
+/// B finishes its unwinding. Each fiber's join gives its own result, and trustee 1 keeps serving.
+#[test]
+fn an_unwinding_fiber_whose_answer_needs_its_own_worker_suspends_after_its_patience() {
+    in_child!(
+        "an_unwinding_fiber_whose_answer_needs_its_own_worker_suspends_after_its_patience",
+        30
+    );
+    calibrate();
+    let on1 = rt().trustee(1).entrust(0u64);
+    let (suspended, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    struct WaitsForA {
+        on1: Trust<u64>,
+        suspended: Arc<AtomicBool>,
+        release: Arc<AtomicBool>,
+    }
+    impl Drop for WaitsForA {
+        fn drop(&mut self) {
+            self.suspended.store(true, Ordering::SeqCst);
+            let release = self.release.clone();
+            self.on1
+                .apply(move |v| *v += u64::from(wait_flag(&release)));
+        }
+    }
+    let dropper = WaitsForA {
+        on1: on1.clone(),
+        suspended: suspended.clone(),
+        release: release.clone(),
+    };
+    let start = Instant::now();
+    let b = spawn_on(0, move || -> () {
+        let _d = dropper;
+        std::panic::panic_any("B's own panic");
+    });
+    let a = spawn_on(0, move || {
+        while !suspended.load(Ordering::SeqCst) {
+            trust_core::yield_now();
+        }
+        release.store(true, Ordering::SeqCst);
+    });
+    let (b, a) = within(20, move || {
+        (b.join().map_err(panic_message), a.join().is_ok())
+    });
+    let took = start.elapsed();
+    assert_eq!(b, Err("B's own panic".to_string()));
+    assert!(a, "A ran and released the closure");
+    assert_eq!(
+        on1.apply(|v| *v),
+        1,
+        "the closure saw the flag set, and trustee 1 keeps serving"
+    );
+    assert!(
+        took >= Duration::from_millis(1900),
+        "B waited in place for its patience first: {took:?}"
+    );
+    child_ok();
+}
+
 /// Applies to `t` when dropped, from a `may` coroutine (the `apply` and 3 yields may move it to another
 /// thread); records the threads it ran on before and after.
 struct CoroutineAppliesOnDrop {
