@@ -485,9 +485,7 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-    if !trustee.is_running() {
-        shared::refuse_both(job, then, shared::closed_message(shared::SHUT_DOWN));
-    }
+    let (job, then) = trustee.check_running_holding_both(job, then);
     if in_coroutine() {
         let outcome = with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent));
         return then_in_coroutine(outcome.into_result(), then);

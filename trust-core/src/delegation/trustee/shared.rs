@@ -547,6 +547,15 @@ impl TrusteeShared {
         given
     }
 
+    /// `check_running_holding` for a closure and its continuation ([`refuse_both`]).
+    #[inline]
+    pub(crate) fn check_running_holding_both<A, B>(&self, a: A, b: B) -> (A, B) {
+        if !self.is_running() {
+            refuse_both(a, b, closed_message(SHUT_DOWN));
+        }
+        (a, b)
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
     }
