@@ -485,7 +485,9 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-    let (job, then) = trustee.check_running_holding_both(job, then);
+    if !trustee.is_running() {
+        shared::refuse_both(job, then, shared::closed_message(shared::SHUT_DOWN));
+    }
     if in_coroutine() {
         let outcome = with_may_client(|c| c.call(trustee, job)).unwrap_or_else(|unsent| waited_past_shutdown(unsent));
         return then_in_coroutine(outcome.into_result(), then);

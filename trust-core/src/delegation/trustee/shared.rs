@@ -158,10 +158,17 @@ impl<T> Deref for Aligned<T> {
     }
 }
 
-/// Mail from any thread to the worker: a lock-free stack that senders push onto (one compare-and-swap; two
-/// tokio threads mailing `apply_async` requests no longer take turns on a mutex) and the worker empties in
-/// one swap, then reverses, so mail arrives in the order it was pushed (each sender's in its own order).
+/// Mail from any thread to the worker: a lock-free stack that senders push onto (one swap; two tokio threads
+/// mailing `apply_async` requests no longer take turns on a mutex) and the worker empties in one swap, then
+/// reverses, so mail arrives in the order it was pushed (each sender's in its own order).
 /// A node holds its payload inline: a mailed record is one allocation, not a box in a node.
+///
+/// A sender links its node to the older one *after* its swap, with the pointer the swap returned. The usual
+/// push (write the link, then compare-and-swap the head) is open to ABA: a sender that read head `H` and was
+/// preempted could find the head at `H`'s address again after the worker took and freed `H` and a new node
+/// took its place, and its compare-and-swap would succeed with a link that points at the new node but carries
+/// the freed node's provenance (undefined behaviour; Miri found it). The price: between a sender's swap and its
+/// link (two instructions) its node's link reads `UNLINKED`, and a taker waits for it (`MailHeader::older`).
 #[derive(Default)]
 struct Mailbox {
     head: AtomicPtr<MailHeader>,
@@ -171,16 +178,42 @@ struct Mailbox {
 /// elsewhere (`trustee::oneshot`) starts with one too, and goes in with [`TrusteeShared::mail_node`].
 #[repr(C)]
 pub(crate) struct MailHeader {
-    next: *mut MailHeader,
+    next: AtomicPtr<MailHeader>,
     open: unsafe fn(*mut MailHeader) -> Mail,
 }
+
+/// A node's link before its sender writes it (see `Mailbox`): never a node's address.
+const UNLINKED: *mut MailHeader = ptr::dangling_mut();
 
 impl MailHeader {
     /// The header of a node that `open` turns into its mail.
     pub(crate) fn new(open: unsafe fn(*mut MailHeader) -> Mail) -> Self {
         MailHeader {
-            next: ptr::null_mut(),
+            next: AtomicPtr::new(UNLINKED),
             open,
+        }
+    }
+
+    /// The older node `node` links to, once its sender has written the link: a sender preempted between its
+    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core to it).
+    ///
+    /// # Safety
+    /// `node` is a linked node the caller took out of the mailbox, not yet opened.
+    unsafe fn older(node: *mut MailHeader) -> *mut MailHeader {
+        let mut spins = 0u32;
+        loop {
+            // SAFETY: by the contract the node is alive; Acquire: the older node's contents, which its sender
+            // wrote before its own swap, were seen by this node's sender's swap before its Release store.
+            let next = unsafe { (*node).next.load(Ordering::Acquire) };
+            if next != UNLINKED {
+                return next;
+            }
+            if spins < 64 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }
@@ -274,20 +307,12 @@ impl Mailbox {
     /// # Safety
     /// `node` heads a node that is the caller's to give, and `open` in its header turns it into its mail.
     unsafe fn link(&self, node: *mut MailHeader) {
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: `node` is ours until the exchange below publishes it.
-            unsafe { (*node).next = head };
-            // Release: the worker that takes the node (Acquire) sees it written. SeqCst (on x86 the same
-            // instruction): see `TrusteeShared::mailed`.
-            match self
-                .head
-                .compare_exchange_weak(head, node, Ordering::SeqCst, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
-        }
+        // Release: the taker of the node (Acquire) sees it written. SeqCst (on x86 the same instruction): see
+        // `TrusteeShared::mailed`.
+        let older = self.head.swap(node, Ordering::SeqCst);
+        // SAFETY: the node is alive until its taker opens it, and the taker reads this link first and waits
+        // for it (`MailHeader::older`). Release: see `older`.
+        unsafe { (*node).next.store(older, Ordering::Release) };
     }
 
     fn is_empty(&self) -> bool {
@@ -308,12 +333,12 @@ impl Mailbox {
         let mut mail = Vec::new();
         while !node.is_null() {
             // SAFETY: every node was linked with the `open` that fits it (`link`), and the swap above took
-            // the whole list out of the stack: this thread owns it, and opens each node once (`next` is read
+            // the whole list out of the stack: this thread owns it, and opens each node once (its link is read
             // first: opening may free the node).
             unsafe {
-                let next = (*node).next;
+                let older = MailHeader::older(node);
                 mail.push(((*node).open)(node));
-                node = next;
+                node = older;
             }
         }
         mail.reverse();
@@ -547,15 +572,6 @@ impl TrusteeShared {
         given
     }
 
-    /// `check_running_holding` for a closure and its continuation ([`refuse_both`]).
-    #[inline]
-    pub(crate) fn check_running_holding_both<A, B>(&self, a: A, b: B) -> (A, B) {
-        if !self.is_running() {
-            refuse_both(a, b, closed_message(SHUT_DOWN));
-        }
-        (a, b)
-    }
-
     pub(crate) fn is_closing(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
     }
@@ -602,7 +618,7 @@ mod tests {
     #[test]
     fn mailbox_keeps_each_senders_order() {
         const SENDERS: usize = 3;
-        const EACH: usize = if cfg!(miri) { 50 } else { 20_000 };
+        const EACH: usize = if cfg!(miri) { 400 } else { 20_000 };
         let mailbox = Mailbox::default();
         let mut next = [0; SENDERS];
         std::thread::scope(|s| {

@@ -810,7 +810,7 @@ impl Worker {
         self.compact_retired();
         let displaced = taker.and_then(|t| self.takers.borrow_mut().insert(h, t));
         if let Some(displaced) = displaced {
-            take_contained(move || displaced(false));
+            displaced(false);
         }
     }
 
@@ -923,7 +923,7 @@ impl Worker {
                 context::with_registry(|r| r.remove(h));
             }
             match taker {
-                Some(taker) => take_contained(move || taker(unreferenced)),
+                Some(taker) => taker(unreferenced),
                 // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
                 None => unsafe { property::drop_unregistered(h) },
             }
@@ -1071,12 +1071,4 @@ impl Worker {
 fn forked_worker_loop() -> ! {
     eprintln!("trust: a worker's loop reached in a forked child: {}", shared::IN_FORKED_CHILD);
     std::process::abort();
-}
-
-/// Runs a taker (`Trust::try_unwrap`, `into_inner`), which hands a value or a handle to whoever waits for it and
-/// drops it if nobody does any more: a destructor's panic there must not unwind out of the worker's loop.
-fn take_contained(taker: impl FnOnce()) {
-    if unwind::panicked(taker) {
-        eprintln!("trust: a taken value panicked when dropped (nobody waited for it any more); the trustee keeps serving");
-    }
 }
