@@ -243,3 +243,40 @@ fn an_evil_read_releases_the_other_readers() {
     let mut bad = bad;
     assert_eq!(*bad.get_mut(), 2);
 }
+
+/// A user's `Lockable` whose `raw_locks` panics, holding a value that counts its drops.
+struct PanicsWhenListed(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for PanicsWhenListed {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: it reports no lock and never hands out a guard (`raw_locks` panics first).
+unsafe impl trust_core::lock::Lockable for PanicsWhenListed {
+    type Guard<'g> = ();
+
+    fn raw_locks<'a>(&'a self, _out: &mut Vec<&'a dyn trust_core::lock::RawLock>) {
+        panic!("raw_locks refuses");
+    }
+
+    unsafe fn guard(&self) -> Self::Guard<'_> {}
+}
+
+#[test]
+fn a_collection_whose_lockable_panics_when_listed_drops_it_once() {
+    let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let built = catch_unwind(AssertUnwindSafe(|| {
+        LockCollection::try_new(PanicsWhenListed(drops.clone()))
+    }));
+    assert_eq!(
+        panic_message(built.err().expect("raw_locks panicked")),
+        "raw_locks refuses"
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the value is dropped once, not leaked"
+    );
+}

@@ -195,7 +195,8 @@ impl MailHeader {
     }
 
     /// The older node `node` links to, once its sender has written the link: a sender preempted between its
-    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core to it).
+    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core to it). In a process
+    /// forked at that moment the sender is gone, and the list ends there.
     ///
     /// # Safety
     /// `node` is a linked node the caller took out of the mailbox, not yet opened.
@@ -211,6 +212,10 @@ impl MailHeader {
             if spins < 64 {
                 spins += 1;
                 std::hint::spin_loop();
+            } else if in_forked_child() {
+                // A sender of the parent between its swap and its link when the process forked: it does not
+                // exist here. The older nodes stay unreachable, as everything of the parent's workers does.
+                return ptr::null_mut();
             } else {
                 std::thread::yield_now();
             }

@@ -76,17 +76,22 @@ impl<L: Lockable> LockCollection<L> {
     }
 
     fn build(data: L) -> Self {
-        let child = NonNull::from(Box::leak(Box::new(data)));
+        // The collection owns the box before the locks are listed: if a user's `Lockable` panics
+        // in `raw_locks`, dropping it frees the box (and drops `data`) instead of leaking it.
+        let mut collection = LockCollection {
+            child: NonNull::from(Box::leak(Box::new(data))),
+            locks: Vec::new(),
+        };
         // SAFETY: `child` was just leaked from a `Box`, so it is valid, and we only read it.
-        let child_ref: &L = unsafe { child.as_ref() };
-        let locks = utils::sorted_locks(child_ref)
+        let child_ref: &L = unsafe { collection.child.as_ref() };
+        collection.locks = utils::sorted_locks(child_ref)
             .into_iter()
             // SAFETY: only the lifetime changes. The pointee lives in the box until `Drop` or
             // `into_child`, which clear this list first, and `locks()` shortens the lifetime back
             // to `&self` before anyone can use it.
             .map(|lock| unsafe { std::mem::transmute::<&dyn RawLock, &'static dyn RawLock>(lock) })
             .collect();
-        LockCollection { child, locks }
+        collection
     }
 
     collection_methods!();
