@@ -158,17 +158,20 @@ impl<T> Deref for Aligned<T> {
     }
 }
 
-/// Mail from any thread to the worker: a lock-free stack that senders push onto (one swap; two tokio threads
-/// mailing `apply_async` requests no longer take turns on a mutex) and the worker empties in one swap, then
-/// reverses, so mail arrives in the order it was pushed (each sender's in its own order).
+/// Mail from any thread to the worker: a stack that senders push onto without waiting (one swap; two tokio
+/// threads mailing `apply_async` requests no longer take turns on a mutex) and the worker empties in one swap,
+/// then reverses, so mail arrives in the order it was pushed (each sender's in its own order).
 /// A node holds its payload inline: a mailed record is one allocation, not a box in a node.
 ///
 /// A sender links its node to the older one *after* its swap, with the pointer the swap returned. The usual
 /// push (write the link, then compare-and-swap the head) is open to ABA: a sender that read head `H` and was
 /// preempted could find the head at `H`'s address again after the worker took and freed `H` and a new node
 /// took its place, and its compare-and-swap would succeed with a link that points at the new node but carries
-/// the freed node's provenance (undefined behaviour; Miri found it). The price: between a sender's swap and its
-/// link (two instructions) its node's link reads `UNLINKED`, and a taker waits for it (`MailHeader::older`).
+/// the freed node's provenance (undefined behaviour; Miri found it). The price, as in Vyukov's queue (and
+/// `futures::channel::mpsc`, which spins the same way): a sender's link is written one instruction after its
+/// swap, and a taker that finds it unwritten waits for it (`MailHeader::older`) with all the mail it took.
+/// That takes the sender being descheduled between the two instructions; the taker then spins, then yields,
+/// until the sender runs again.
 #[derive(Default)]
 struct Mailbox {
     head: AtomicPtr<MailHeader>,
@@ -182,40 +185,41 @@ pub(crate) struct MailHeader {
     open: unsafe fn(*mut MailHeader) -> Mail,
 }
 
-/// A node's link before its sender writes it (see `Mailbox`): never a node's address.
-const UNLINKED: *mut MailHeader = ptr::dangling_mut();
+/// A node's link before its sender writes it (see `Mailbox`): the address of a static, never a node's.
+static UNLINKED_MARK: u8 = 0;
+
+fn unlinked() -> *mut MailHeader {
+    ptr::from_ref(&UNLINKED_MARK).cast_mut().cast()
+}
 
 impl MailHeader {
     /// The header of a node that `open` turns into its mail.
     pub(crate) fn new(open: unsafe fn(*mut MailHeader) -> Mail) -> Self {
         MailHeader {
-            next: AtomicPtr::new(UNLINKED),
+            next: AtomicPtr::new(unlinked()),
             open,
         }
     }
 
-    /// The older node `node` links to, once its sender has written the link: a sender preempted between its
-    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core to it). In a process
-    /// forked at that moment the sender is gone, and the list ends there.
+    /// The older node `node` links to, once its sender has written the link: a sender descheduled between its
+    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core). (A child process
+    /// forked at that moment has no such sender: `close_in_forked_child` empties the mailbox.)
     ///
     /// # Safety
-    /// `node` is a linked node the caller took out of the mailbox, not yet opened.
+    /// `node` is a node the caller took out of the mailbox (its link possibly still unwritten), not yet
+    /// opened.
     unsafe fn older(node: *mut MailHeader) -> *mut MailHeader {
         let mut spins = 0u32;
         loop {
             // SAFETY: by the contract the node is alive; Acquire: the older node's contents, which its sender
             // wrote before its own swap, were seen by this node's sender's swap before its Release store.
             let next = unsafe { (*node).next.load(Ordering::Acquire) };
-            if next != UNLINKED {
+            if next != unlinked() {
                 return next;
             }
             if spins < 64 {
                 spins += 1;
                 std::hint::spin_loop();
-            } else if in_forked_child() {
-                // A sender of the parent between its swap and its link when the process forked: it does not
-                // exist here. The older nodes stay unreachable, as everything of the parent's workers does.
-                return ptr::null_mut();
             } else {
                 std::thread::yield_now();
             }
@@ -312,7 +316,8 @@ impl Mailbox {
     /// # Safety
     /// `node` heads a node that is the caller's to give, and `open` in its header turns it into its mail.
     unsafe fn link(&self, node: *mut MailHeader) {
-        // Release: the taker of the node (Acquire) sees it written. SeqCst (on x86 the same instruction): see
+        // Release: the taker of the node (Acquire) sees it written. Acquire: the older node's contents, which
+        // this link passes on to the taker (see `MailHeader::older`). SeqCst (on x86 the same instruction): see
         // `TrusteeShared::mailed`.
         let older = self.head.swap(node, Ordering::SeqCst);
         // SAFETY: the node is alive until its taker opens it, and the taker reads this link first and waits
@@ -446,9 +451,9 @@ impl TrusteeShared {
     /// After mail was linked: wakes the worker; if it has closed already, it will never read the mail (its
     /// sender checked that the runtime ran just before the close began), so the mail is dropped here, unrun:
     /// an `apply_async` answers `None`, and its future panics naming the shutdown instead of waiting forever.
-    /// The link, this load, and the worker's store of `CLOSED` and last take (`close_mailbox`) are all
-    /// `SeqCst`, so in their one total order either that take comes after the link and sees the mail, or this
-    /// load comes after the store and sees `CLOSED`.
+    /// The sender's swap, this load, and the worker's store of `CLOSED` and last take (`close_mailbox`) are all
+    /// `SeqCst`, so in their one total order either that take comes after the swap and sees the mail (waiting
+    /// for its link if need be), or this load comes after the store and sees `CLOSED`.
     fn mailed(&self) {
         self.wake();
         if self.state.load(Ordering::SeqCst) == CLOSED {
@@ -602,6 +607,9 @@ impl TrusteeShared {
         FORKED.store(true, Ordering::Relaxed);
         self.state.store(CLOSED, Ordering::Release);
         self.metrics.stop_in_forked_child();
+        // The parent's mail stays where it is, as its values do: a parent's sender may have been between its
+        // swap and its link at the fork, and a child's take would wait for that link forever.
+        self.mail.head.store(ptr::null_mut(), Ordering::Relaxed);
     }
 
 }
