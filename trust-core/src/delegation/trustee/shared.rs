@@ -168,10 +168,10 @@ impl<T> Deref for Aligned<T> {
 /// preempted could find the head at `H`'s address again after the worker took and freed `H` and a new node
 /// took its place, and its compare-and-swap would succeed with a link that points at the new node but carries
 /// the freed node's provenance (undefined behaviour; Miri found it). The price, as in Vyukov's queue (and
-/// `futures::channel::mpsc`, which spins the same way): a sender's link is written one instruction after its
-/// swap, and a taker that finds it unwritten waits for it (`MailHeader::older`) with all the mail it took.
-/// That takes the sender being descheduled between the two instructions; the taker then spins, then yields,
-/// until the sender runs again.
+/// `futures::channel::mpsc`): a sender's link is written one instruction after its swap, and a sender
+/// descheduled between the two leaves a taker a list it cannot walk past that node yet. The worker's loop then
+/// holds what it took ([`HeldMail`]) and serves everything else meanwhile; the other takers (a retire's, a
+/// shutdown's) wait for the link, spinning, then yielding (`MailHeader::older`).
 #[derive(Default)]
 struct Mailbox {
     head: AtomicPtr<MailHeader>,
@@ -202,26 +202,30 @@ impl MailHeader {
     }
 
     /// The older node `node` links to, once its sender has written the link: a sender descheduled between its
-    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core). (A child process
-    /// forked at that moment has no such sender: `close_in_forked_child` empties the mailbox.)
+    /// swap and its link keeps the taker waiting (spinning briefly, then yielding the core); `None` after the
+    /// spinning if not `patient`. (A child process forked at that moment has no such sender:
+    /// `close_in_forked_child` empties the mailbox.)
     ///
     /// # Safety
     /// `node` is a node the caller took out of the mailbox (its link possibly still unwritten), not yet
     /// opened.
-    unsafe fn older(node: *mut MailHeader) -> *mut MailHeader {
+    unsafe fn older(node: *mut MailHeader, patient: bool) -> Option<*mut MailHeader> {
         let mut spins = 0u32;
         loop {
             // SAFETY: by the contract the node is alive; Acquire: the older node's contents, which its sender
             // wrote before its own swap, were seen by this node's sender's swap before its Release store.
             let next = unsafe { (*node).next.load(Ordering::Acquire) };
             if next != unlinked() {
-                return next;
+                return Some(next);
             }
-            if spins < 64 {
+            // Under Miri a spin hint lets the sender run: one, so its tests reach the held path.
+            if spins < if cfg!(miri) { 1 } else { 64 } {
                 spins += 1;
                 std::hint::spin_loop();
-            } else {
+            } else if patient {
                 std::thread::yield_now();
+            } else {
+                return None;
             }
         }
     }
@@ -339,20 +343,94 @@ impl Mailbox {
 
     /// `take` without looking first: the swap is a `SeqCst` operation (see `TrusteeShared::mailed`).
     fn take_now(&self) -> Vec<Mail> {
-        let mut node = self.head.swap(ptr::null_mut(), Ordering::SeqCst);
-        let mut mail = Vec::new();
-        while !node.is_null() {
-            // SAFETY: every node was linked with the `open` that fits it (`link`), and the swap above took
-            // the whole list out of the stack: this thread owns it, and opens each node once (its link is read
-            // first: opening may free the node).
-            unsafe {
-                let older = MailHeader::older(node);
-                mail.push(((*node).open)(node));
-                node = older;
-            }
+        let list = self.head.swap(ptr::null_mut(), Ordering::SeqCst);
+        // SAFETY: the swap took the list out of the stack: it is this thread's.
+        unsafe { walk_all(list, Vec::new()) }
+    }
+
+    /// `take`, for the worker's loop: what it takes is held, not waited for, if a link in it is unwritten
+    /// (see `Mailbox`), and nothing more is taken until the held mail's links are written (newer mail must not
+    /// pass it). The first take that finds them written returns the held mail.
+    fn take_or_hold(&self, held: &mut Option<HeldMail>) -> Vec<Mail> {
+        if let Some((newer, at)) = held.take().map(HeldMail::into_parts) {
+            // SAFETY: `at` is the held list's rest, this taker's since its swap.
+            return unsafe { walk(at, newer, false) }.unwrap_or_else(|again| {
+                *held = Some(again);
+                Vec::new()
+            });
         }
-        mail.reverse();
-        mail
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let list = self.head.swap(ptr::null_mut(), Ordering::SeqCst);
+        // SAFETY: the swap took the list out of the stack: it is this thread's.
+        unsafe { walk(list, Vec::new(), false) }.unwrap_or_else(|stopped| {
+            *held = Some(stopped);
+            Vec::new()
+        })
+    }
+}
+
+/// Mail the worker's loop took whose walk stopped at a link its sender had not written yet: the mail opened
+/// so far (newest first) and the node at which it stopped, not yet opened. Dropped, it waits for the rest and
+/// drops it all unrun (the worker holds none past its close).
+pub(crate) struct HeldMail {
+    newer: Vec<Mail>,
+    at: *mut MailHeader,
+}
+
+impl HeldMail {
+    /// All of it, oldest first, once the links still unwritten are written (waiting for them).
+    pub(crate) fn into_mail(self) -> Vec<Mail> {
+        let (newer, at) = self.into_parts();
+        // SAFETY: `at` is the held list's rest, this value's alone.
+        unsafe { walk_all(at, newer) }
+    }
+
+    fn into_parts(self) -> (Vec<Mail>, *mut MailHeader) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        (std::mem::take(&mut this.newer), this.at)
+    }
+}
+
+impl Drop for HeldMail {
+    fn drop(&mut self) {
+        // SAFETY: `at` is the held list's rest, this value's alone (`into_parts` does not drop it).
+        drop_unrun(unsafe { walk_all(self.at, std::mem::take(&mut self.newer)) });
+    }
+}
+
+/// Opens the nodes of a list taken out of the mailbox, from `node` on, after the mail in `newer` (newest
+/// first), and returns all of it oldest first; or, not `patient`, stops at a link its sender has not written
+/// yet and returns what it opened and where it stopped.
+///
+/// # Safety
+/// `node` starts (the rest of) a list the caller took out of the mailbox, whose nodes are not yet opened.
+unsafe fn walk(mut node: *mut MailHeader, mut newer: Vec<Mail>, patient: bool) -> Result<Vec<Mail>, HeldMail> {
+    while !node.is_null() {
+        // SAFETY: every node was linked with the `open` that fits it (`link`), and the list is the caller's:
+        // each node is opened once, its link read first (opening may free the node).
+        unsafe {
+            let Some(older) = MailHeader::older(node, patient) else {
+                return Err(HeldMail { newer, at: node });
+            };
+            newer.push(((*node).open)(node));
+            node = older;
+        }
+    }
+    newer.reverse();
+    Ok(newer)
+}
+
+/// `walk`, waiting for every link.
+///
+/// # Safety
+/// As for `walk`.
+unsafe fn walk_all(node: *mut MailHeader, newer: Vec<Mail>) -> Vec<Mail> {
+    // SAFETY: by the contract.
+    match unsafe { walk(node, newer, true) } {
+        Ok(mail) => mail,
+        Err(_) => unreachable!("a patient walk waits for every link"),
     }
 }
 
@@ -567,6 +645,12 @@ impl TrusteeShared {
         self.mail.take()
     }
 
+    /// The mail sent so far, oldest first, for the worker's loop, which holds it in `held` rather than wait
+    /// for a sender that has not linked its mail yet (see `Mailbox`).
+    pub(crate) fn take_mail_or_hold(&self, held: &mut Option<HeldMail>) -> Vec<Mail> {
+        self.mail.take_or_hold(held)
+    }
+
     #[inline]
     pub(crate) fn is_running(&self) -> bool {
         self.state.load(Ordering::Acquire) == RUNNING
@@ -626,8 +710,8 @@ fn drop_unrun(mail: Vec<Mail>) {
 mod tests {
     use super::*;
 
-    /// Senders push concurrently while the worker takes: nothing is lost or duplicated, and each sender's
-    /// mail arrives in the order it was sent.
+    /// Senders push concurrently while the worker takes (as its loop does, holding mail behind a link not yet
+    /// written): nothing is lost or duplicated, and each sender's mail arrives in the order it was sent.
     #[test]
     fn mailbox_keeps_each_senders_order() {
         const SENDERS: usize = 3;
@@ -643,8 +727,9 @@ mod tests {
                     }
                 });
             }
+            let mut held = None;
             while next.iter().sum::<usize>() < SENDERS * EACH {
-                for mail in mailbox.take() {
+                for mail in mailbox.take_or_hold(&mut held) {
                     let Mail::Wake(n) = mail else { unreachable!() };
                     let (sender, i) = (n / EACH, n % EACH);
                     assert_eq!(i, next[sender], "sender {sender}'s mail out of order");
@@ -654,6 +739,71 @@ mod tests {
         });
         assert!(mailbox.is_empty());
         assert_eq!(next, [EACH; SENDERS]);
+    }
+
+    /// A sender stopped between its swap and its link: the swap alone. Returns its node and the link to write.
+    fn swap_only(mailbox: &Mailbox, mail: Mail) -> (*mut MailHeader, *mut MailHeader) {
+        let node = Box::into_raw(Box::new(Node {
+            header: MailHeader::new(open_mail),
+            payload: mail,
+        }))
+        .cast::<MailHeader>();
+        (node, mailbox.head.swap(node, Ordering::SeqCst))
+    }
+
+    fn woken(mail: Vec<Mail>) -> Vec<usize> {
+        mail.into_iter()
+            .map(|m| match m {
+                Mail::Wake(n) => n,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// The worker's take holds mail whose walk meets an unwritten link, takes nothing newer meanwhile, and
+    /// returns all of it, in order, once the link is written.
+    #[test]
+    fn a_take_holds_mail_behind_an_unwritten_link_until_it_is_written() {
+        let mailbox = Mailbox::default();
+        let mut held = None;
+        mailbox.push(Mail::Wake(1));
+        let (stopped, link) = swap_only(&mailbox, Mail::Wake(2));
+        mailbox.push(Mail::Wake(3));
+        assert!(woken(mailbox.take_or_hold(&mut held)).is_empty());
+        assert!(held.is_some());
+        mailbox.push(Mail::Wake(4));
+        assert!(woken(mailbox.take_or_hold(&mut held)).is_empty(), "nothing passes held mail");
+        // SAFETY: the node is alive: its walk stopped at it, unopened.
+        unsafe { (*stopped).next.store(link, Ordering::Release) };
+        assert_eq!(woken(mailbox.take_or_hold(&mut held)), [1, 2, 3]);
+        assert!(held.is_none());
+        assert_eq!(woken(mailbox.take_or_hold(&mut held)), [4]);
+    }
+
+    /// Held mail dropped (at shutdown) waits for the unwritten link, then drops every record once.
+    #[test]
+    fn held_mail_dropped_waits_for_its_link_and_drops_everything() {
+        let dropped = Arc::new(());
+        let mailbox = Mailbox::default();
+        let d = dropped.clone();
+        mailbox.push_run(move || drop(d));
+        let d = dropped.clone();
+        let (stopped, link) = swap_only(&mailbox, Mail::Wake(0));
+        mailbox.push_run(move || drop(d));
+        let mut held = None;
+        assert!(mailbox.take_or_hold(&mut held).is_empty());
+        let stopped = SendPtr(stopped);
+        let link = SendPtr(link);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let (stopped, link) = (stopped, link); // whole: a field alone is not `Send`
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                // SAFETY: the node is alive until the held mail's drop reads this link.
+                unsafe { (*stopped.0).next.store(link.0, Ordering::Release) };
+            });
+            drop(held);
+        });
+        assert_eq!(Arc::strong_count(&dropped), 1);
     }
 
     /// Mail left in the mailbox is dropped with it (its boxes freed once: run under Miri).

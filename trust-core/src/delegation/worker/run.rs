@@ -23,7 +23,7 @@ use crate::delegation::protocol::slot::Cursor;
 use crate::delegation::stack::StackPool;
 #[cfg(not(miri))]
 use crate::delegation::stack::overflow::WorkerSignals;
-use crate::delegation::trustee::shared::{self, Counted, Mail, TrusteeShared};
+use crate::delegation::trustee::shared::{self, Counted, HeldMail, Mail, TrusteeShared};
 
 /// A channel this trustee serves, with the number of the last batch it answered.
 struct Served {
@@ -140,6 +140,9 @@ pub(crate) struct Worker {
     rounds: Cell<u64>,
     /// Mail taken out of turn (by `register_channels`) and left for the loop's next `read_mail`, oldest first.
     postponed: RefCell<Vec<Mail>>,
+    /// Mail taken but held until a sender writes its link (`trustee::shared::HeldMail`); the loop keeps
+    /// serving meanwhile, and does not sleep.
+    held: RefCell<Option<HeldMail>>,
     /// Mail postponed so far, and postponed mail run so far: a retired group waits only for what was
     /// postponed before it (mail postponed later, under a steady load, would otherwise hold every drop off).
     postponed_in: Cell<u64>,
@@ -213,6 +216,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (r
         hot: Cell::new(0),
         rounds: Cell::new(0),
         postponed: RefCell::default(),
+        held: RefCell::default(),
         postponed_in: Cell::new(0),
         postponed_run: Cell::new(0),
         counting: Cell::new(false),
@@ -389,9 +393,12 @@ impl Worker {
         let counted = self.counting.get() && self.poll_due() && self.poll_counts();
         let mut mail = self.postponed.take();
         let postponed = mail.len() as u64;
-        mail.extend(self.shared.take_mail());
+        let mut held = self.held.borrow_mut();
+        mail.extend(self.shared.take_mail_or_hold(&mut held));
+        let holding = held.is_some();
+        drop(held);
         if mail.is_empty() {
-            return counted;
+            return counted | holding;
         }
         // The answers to `apply_async`s wake their tasks through the relay (`trustee::relay`).
         self.shared.relay.collect(|| self.run_mail(mail));
@@ -576,7 +583,9 @@ impl Worker {
     /// that closure (where they find its property borrowed) or on that stack.
     fn register_channels(&self) {
         let mut postponed = self.postponed.borrow_mut();
-        for m in self.shared.take_mail() {
+        // Mail held by the loop is older than what the mailbox has now: waited for, and taken first.
+        let held = self.held.take().map(HeldMail::into_mail).unwrap_or_default();
+        for m in held.into_iter().chain(self.shared.take_mail()) {
             match m {
                 Mail::Register(channel) => self.serve_channel(channel),
                 other => {
@@ -988,6 +997,7 @@ impl Worker {
         self.shared.has_mail()
             || self.shared.doorbell.is_rung()
             || !self.postponed.borrow().is_empty()
+            || self.held.borrow().is_some()
             || self.counting.get()
             || self.shared.is_closing()
             || self.scheduler.has_ready()
