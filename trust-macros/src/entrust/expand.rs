@@ -27,6 +27,16 @@ pub(crate) fn variant_names(name: &Ident) -> [Ident; 2] {
     ]
 }
 
+/// A stub's name as it is declared: where the method's name is, but made by this macro, so that `dead_code`
+/// (most methods are only ever called one way; a private struct's method called only through its `_then`
+/// stub would be "never used", review 37) stays quiet about the stub as about any item an external macro
+/// makes, with no `allow`, which a crate's `forbid(dead_code)` would refuse (review 58).
+fn declared(name: &Ident) -> Ident {
+    let mut declared = name.clone();
+    declared.set_span(proc_macro2::Span::call_site().located_at(name.span()));
+    declared
+}
+
 /// `#[entrust] struct S`: the struct, its stubs type, and `unsafe impl Entrusted`. With errors (`ok` false),
 /// the struct alone.
 pub(crate) fn structure(input: &StructInput, ok: bool) -> TokenStream {
@@ -221,12 +231,13 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
     };
     // Spanned at the method's name, as in `then_stub`. The method's attributes as stubs carry them.
     let attrs = attrs.iter().map(stub_attr);
-    let allows = stub_allows();
-    quote_spanned! {name.span()=>
+    let allows = stub_allows(m);
+    let declared = declared(name);
+    quote_spanned! {declared.span()=>
         #(#attrs)*
         #allows
         #[inline]
-        #vis fn #name #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
+        #vis fn #declared #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
             #body
         }
     }
@@ -268,7 +279,7 @@ fn variant_attrs(m: &Method, doc: String) -> TokenStream {
             })
         })
         .map(stub_attr);
-    let allows = stub_allows();
+    let allows = stub_allows(m);
     quote! {
         #(#kept)*
         #[doc = #doc]
@@ -277,12 +288,22 @@ fn variant_attrs(m: &Method, doc: String) -> TokenStream {
     }
 }
 
-/// What every stub allows: `dead_code` (most methods are only ever called one way; a private struct's method
-/// called only through its `_then` stub would be "never used", review 37), `deprecated` (a stub calls its
-/// method: a deprecated one nothing calls would warn in its own crate, review 39) and `unused_lifetimes` (a
-/// stub takes `&self`, not the method's `&'a self`).
-fn stub_allows() -> TokenStream {
-    quote!(#[allow(dead_code, deprecated, unused_lifetimes)])
+/// What a stub allows, only where it needs to (a crate's `forbid` of the lint would refuse the `allow`):
+/// `deprecated` for a deprecated method's (a stub calls its method: a deprecated one nothing calls would warn
+/// in its own crate, review 39) and `unused_lifetimes` for a method with lifetime parameters (a stub takes
+/// `&self`, not the method's `&'a self`). `dead_code` needs none (see `declared`).
+fn stub_allows(m: &Method) -> TokenStream {
+    let deprecated = m
+        .attrs
+        .iter()
+        .any(|a| attr_names(a).is_some_and(|names| names.iter().any(|n| n.is_ident("deprecated"))));
+    let lifetimes = m.generics.lifetimes().next().is_some();
+    match (deprecated, lifetimes) {
+        (false, false) => TokenStream::new(),
+        (true, false) => quote!(#[allow(deprecated)]),
+        (false, true) => quote!(#[allow(unused_lifetimes)]),
+        (true, true) => quote!(#[allow(deprecated, unused_lifetimes)]),
+    }
 }
 
 /// A method's attribute as its stubs carry it: `#[expect(..)]` becomes `#[allow(..)]` (the lint the method
@@ -328,7 +349,7 @@ fn expect_as_allow(stream: TokenStream) -> TokenStream {
 /// (`Trust::apply_then`).
 fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let name = &m.sig.ident;
-    let [then_name, _] = variant_names(name);
+    let [then_name, _] = variant_names(name).map(|n| declared(&n));
     let then = local("then");
     let result = local("result");
     // A method returning `()` takes a continuation of no argument.
@@ -357,7 +378,7 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let trust = trust(self_ty);
     // Spanned at the method's name: a stub that clashes with another block's (E0592) is reported there, not at
     // the blocks' `#[entrust]` attributes.
-    quote_spanned! {name.span()=>
+    quote_spanned! {then_name.span()=>
         #attrs
         #vis fn #then_name #generics (
             &self,
@@ -374,7 +395,7 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
 /// (`Trust::apply_async`).
 fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let name = &m.sig.ident;
-    let [_, async_name] = variant_names(name);
+    let [_, async_name] = variant_names(name).map(|n| declared(&n));
     let attrs = variant_attrs(
         m,
         format!(
@@ -396,7 +417,7 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
         None => quote!(#trust.apply_async(#closure)),
     };
     // Spanned at the method's name, as in `then_stub`.
-    quote_spanned! {name.span()=>
+    quote_spanned! {async_name.span()=>
         #attrs
         #vis fn #async_name #generics (&self #(, #params)*)
             -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_

@@ -1,6 +1,6 @@
 // A private struct whose methods are each called one way only (one through its blocking stub, one through its
-// `_then` stub) compiles without a "never used" warning: every stub allows `dead_code`, since most methods are
-// called one way (here `dead_code` is denied for the whole file).
+// `_then` stub) compiles without a "never used" warning: a stub's name is the macro's, and `dead_code` is quiet
+// about items a macro makes, as for any (here `dead_code` is denied for the whole file).
 #![deny(dead_code)]
 
 use trust_core::entrust;
