@@ -378,11 +378,14 @@ impl Worker {
             } else if backoff.snooze()
                 || (self.reactor.is_waiting() && backoff.rounds() > IO_SPIN)
             {
-                // The timeout is a safety net: whoever gives the worker work wakes it.
-                let _parked = self.shared.metrics.park();
+                // The timeout is a safety net: whoever gives the worker work wakes it. A park is counted only
+                // if the last look finds no work (review 58: counted before it, some parks never slept).
                 self.parker.sleep_unless(
                     || self.has_work(),
-                    || self.reactor.sleep(&self.scheduler, Duration::from_millis(100)),
+                    || {
+                        let _parked = self.shared.metrics.park();
+                        self.reactor.sleep(&self.scheduler, Duration::from_millis(100));
+                    },
                 );
                 backoff.reset();
             }
