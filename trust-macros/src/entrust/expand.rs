@@ -124,9 +124,25 @@ pub(crate) fn implementation(input: &ImplInput) -> TokenStream {
         ];
         quote!(#blocking #then #asynchronous)
     });
+    // The impl's `#[cfg]`s and lint levels hold for its stubs too (an `#[allow(deprecated)]` over an impl whose
+    // methods take a deprecated type: the stubs repeat the type).
+    let attrs = item
+        .attrs
+        .iter()
+        .filter(|a| {
+            attr_names(a).is_some_and(|names| {
+                names.iter().all(|n| {
+                    ["cfg", "allow", "expect", "warn", "deny", "forbid"]
+                        .iter()
+                        .any(|k| n.is_ident(k))
+                })
+            })
+        })
+        .map(stub_attr);
     quote! {
         #item
 
+        #(#attrs)*
         impl #impl_generics #stubs_ty #stubs_where {
             #(#stubs)*
         }
@@ -139,9 +155,21 @@ fn local(name: &str) -> Ident {
 }
 
 /// The handle inside the stubs value. Spanned at the impl's type, so that if the struct lacks `#[entrust]`
-/// every stub reports the same error there (and rustc shows it once).
+/// every stub reports the same error there (and rustc shows it once). Its `self` and the stub's receiver's
+/// (`receiver`) have the same span, as hygiene requires inside a `macro_rules!` (review 59).
 fn trust(self_ty: &Type) -> TokenStream {
     quote_spanned!(self_ty.span()=> ::trust_core::__private::trust_of::<#self_ty>(self))
+}
+
+/// A stub's receiver: `&self`, with the method's lifetime if it names one (`&'a self`: a lifetime parameter
+/// the stub would not use otherwise, review 59), spanned as the `self` of `trust`.
+fn receiver(m: &Method, self_ty: &Type) -> TokenStream {
+    let lifetime = m.sig.receiver().and_then(|r| match (&r.reference, &*r.ty) {
+        (Some((_, lifetime)), _) => lifetime.clone(),
+        (None, Type::Reference(reference)) => reference.lifetime.clone(),
+        _ => None,
+    });
+    quote_spanned!(self_ty.span()=> & #lifetime self)
 }
 
 /// The stub's parameters after `&self`: the method's own, with `Self` replaced.
@@ -208,7 +236,9 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let ret = m.output.ty.iter();
     let this = local("this");
     let call = call(self_ty, m, &this);
+    let declared = declared(name);
     let trust = trust(self_ty);
+    let receiver = receiver(m, self_ty);
     let unpack = unpack_result(m);
     let body = if m.args.is_empty() {
         quote!(#trust.apply(|#this: &mut #self_ty| #call)#unpack)
@@ -232,12 +262,11 @@ fn blocking_stub(self_ty: &Type, m: &Method) -> TokenStream {
     // Spanned at the method's name, as in `then_stub`. The method's attributes as stubs carry them.
     let attrs = attrs.iter().map(stub_attr);
     let allows = stub_allows(m);
-    let declared = declared(name);
     quote_spanned! {declared.span()=>
         #(#attrs)*
         #allows
         #[inline]
-        #vis fn #declared #generics (&self #(, #params)*) #(-> #ret)* #where_clause {
+        #vis fn #declared #generics (#receiver #(, #params)*) #(-> #ret)* #where_clause {
             #body
         }
     }
@@ -289,21 +318,68 @@ fn variant_attrs(m: &Method, doc: String) -> TokenStream {
 }
 
 /// What a stub allows, only where it needs to (a crate's `forbid` of the lint would refuse the `allow`):
-/// `deprecated` for a deprecated method's (a stub calls its method: a deprecated one nothing calls would warn
-/// in its own crate, review 39) and `unused_lifetimes` for a method with lifetime parameters (a stub takes
-/// `&self`, not the method's `&'a self`). `dead_code` needs none (see `declared`).
+/// `deprecated` where the method is deprecated (its stubs call it: a deprecated method nothing calls does not
+/// warn in its own crate, review 39), under the same `cfg_attr` predicate if it is deprecated under one; and
+/// `unused_lifetimes` where a lifetime parameter of the method appears only in its body (the stub repeats the
+/// receiver's lifetime, the parameters, the result and the where clause). `dead_code` needs none (see
+/// `declared`).
 fn stub_allows(m: &Method) -> TokenStream {
-    let deprecated = m
-        .attrs
-        .iter()
-        .any(|a| attr_names(a).is_some_and(|names| names.iter().any(|n| n.is_ident("deprecated"))));
-    let lifetimes = m.generics.lifetimes().next().is_some();
-    match (deprecated, lifetimes) {
-        (false, false) => TokenStream::new(),
-        (true, false) => quote!(#[allow(deprecated)]),
-        (false, true) => quote!(#[allow(unused_lifetimes)]),
-        (true, true) => quote!(#[allow(deprecated, unused_lifetimes)]),
+    let mut allows: TokenStream = m.attrs.iter().filter_map(allow_deprecated).collect();
+    let seen = {
+        let (receiver, params, output, where_clause) = (
+            m.sig.receiver(),
+            params(m),
+            &m.output.ty,
+            &m.generics.where_clause,
+        );
+        quote!(#receiver #(#params)* #output #where_clause)
+    };
+    if m.generics
+        .lifetimes()
+        .any(|l| !mentions(seen.clone(), &l.lifetime.ident))
+    {
+        allows.extend(quote!(#[allow(unused_lifetimes)]));
     }
+    allows
+}
+
+/// `#[allow(deprecated)]` for a `#[deprecated]` attribute, `#[cfg_attr(p, allow(deprecated))]` for a
+/// `#[cfg_attr(p, .., deprecated, ..)]`.
+fn allow_deprecated(a: &syn::Attribute) -> Option<TokenStream> {
+    if a.path().is_ident("deprecated") {
+        return Some(quote!(#[allow(deprecated)]));
+    }
+    if !a.path().is_ident("cfg_attr") {
+        return None;
+    }
+    let metas = a
+        .parse_args_with(syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+        .ok()?;
+    let mut metas = metas.into_iter();
+    let predicate = metas.next()?;
+    metas
+        .any(|m| m.path().is_ident("deprecated"))
+        .then(|| quote!(#[cfg_attr(#predicate, allow(deprecated))]))
+}
+
+/// Whether lifetime `'name` appears in `tokens`.
+fn mentions(tokens: TokenStream, name: &Ident) -> bool {
+    let mut quote_before = false;
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Group(g) => {
+            quote_before = false;
+            mentions(g.stream(), name)
+        }
+        proc_macro2::TokenTree::Punct(p) => {
+            quote_before = p.as_char() == '\'';
+            false
+        }
+        proc_macro2::TokenTree::Ident(i) => std::mem::take(&mut quote_before) && i == *name,
+        proc_macro2::TokenTree::Literal(_) => {
+            quote_before = false;
+            false
+        }
+    })
 }
 
 /// A method's attribute as its stubs carry it: `#[expect(..)]` becomes `#[allow(..)]` (the lint the method
@@ -376,12 +452,13 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let params = params(m);
     let (pack, closure) = capturing_closure(self_ty, m);
     let trust = trust(self_ty);
+    let receiver = receiver(m, self_ty);
     // Spanned at the method's name: a stub that clashes with another block's (E0592) is reported there, not at
     // the blocks' `#[entrust]` attributes.
     quote_spanned! {then_name.span()=>
         #attrs
         #vis fn #then_name #generics (
-            &self,
+            #receiver,
             #(#params,)*
             #then: impl ::core::ops::FnOnce(#continuation) + 'static,
         ) #where_clause {
@@ -408,6 +485,7 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let output = m.output.ty.clone().unwrap_or_else(|| syn::parse_quote!(()));
     let (pack, closure) = capturing_closure(self_ty, m);
     let trust = trust(self_ty);
+    let receiver = receiver(m, self_ty);
     let future = local("future");
     let body = match &m.output.ty {
         Some(_) => quote! {
@@ -419,7 +497,7 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
     // Spanned at the method's name, as in `then_stub`.
     quote_spanned! {async_name.span()=>
         #attrs
-        #vis fn #async_name #generics (&self #(, #params)*)
+        #vis fn #async_name #generics (#receiver #(, #params)*)
             -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_
             #where_clause
         {
