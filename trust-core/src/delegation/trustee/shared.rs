@@ -170,8 +170,9 @@ impl<T> Deref for Aligned<T> {
 /// the freed node's provenance (undefined behaviour; Miri found it). The price, as in Vyukov's queue (and
 /// `futures::channel::mpsc`): a sender's link is written one instruction after its swap, and a sender
 /// descheduled between the two leaves a taker a list it cannot walk past that node yet. The worker's loop then
-/// holds what it took ([`HeldMail`]) and serves everything else meanwhile; the other takers (a retire's, a
-/// shutdown's) wait for the link, spinning, then yielding (`MailHeader::older`).
+/// holds what it took ([`HeldMail`]), serves everything else meanwhile, and yields its core once a round while
+/// it holds (the sender may be waiting for that core); the other takers (a retire's, the shutdown's last take,
+/// a sender's after the close) wait for the link, spinning, then yielding (`MailHeader::older`).
 #[derive(Default)]
 struct Mailbox {
     head: AtomicPtr<MailHeader>,
@@ -324,8 +325,8 @@ impl Mailbox {
         // this link passes on to the taker (see `MailHeader::older`). SeqCst (on x86 the same instruction): see
         // `TrusteeShared::mailed`.
         let older = self.head.swap(node, Ordering::SeqCst);
-        // SAFETY: the node is alive until its taker opens it, and the taker reads this link first and waits
-        // for it (`MailHeader::older`). Release: see `older`.
+        // SAFETY: the node is alive until its taker opens it, and the taker reads this link first, waiting or
+        // holding the node until it is written (`MailHeader::older`). Release: see `older`.
         unsafe { (*node).next.store(older, Ordering::Release) };
     }
 
@@ -356,6 +357,8 @@ impl Mailbox {
             // SAFETY: `at` is the held list's rest, this taker's since its swap.
             return unsafe { walk(at, newer, false) }.unwrap_or_else(|again| {
                 *held = Some(again);
+                // Still unlinked a round later: its sender may be waiting for this core.
+                std::thread::yield_now();
                 Vec::new()
             });
         }
