@@ -147,11 +147,16 @@ impl Metrics {
         self.channels.set((all as u64) << 32 | cold as u64);
     }
 
-    /// The worker is about to park; the guard counts the park and its duration when dropped.
+    /// The worker is about to park (it looks for work once more first); the guard counts the time as idle
+    /// until dropped.
     pub(crate) fn park(&self) -> Parked<'_> {
-        self.parks.add(1);
         self.park_change(|now| self.parked_at_ns.set(now.max(1)));
         Parked { metrics: self }
+    }
+
+    /// The worker's last look found no work: it goes to sleep now.
+    pub(crate) fn slept(&self) {
+        self.parks.add(1);
     }
 
     /// Starts or ends a park at the current time: the sequence number is odd from before the clock is read

@@ -380,10 +380,11 @@ impl Worker {
             {
                 // The timeout is a safety net: whoever gives the worker work wakes it. A park is counted only
                 // if the last look finds no work (review 58: counted before it, some parks never slept).
+                let _parked = self.shared.metrics.park();
                 self.parker.sleep_unless(
                     || self.has_work(),
                     || {
-                        let _parked = self.shared.metrics.park();
+                        self.shared.metrics.slept();
                         self.reactor.sleep(&self.scheduler, Duration::from_millis(100));
                     },
                 );
