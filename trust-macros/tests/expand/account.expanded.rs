@@ -29,7 +29,6 @@ impl Account {
 }
 impl AccountStubs {
     /// Adds `amount` and returns the new balance.
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn deposit(&self, amount: i64) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -42,7 +41,6 @@ impl AccountStubs {
             .into_inner()
     }
     /// Non-blocking [`deposit`](Self::deposit): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn deposit_then(
         &self,
@@ -64,7 +62,6 @@ impl AccountStubs {
             )
     }
     /// Asynchronous [`deposit`](Self::deposit): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn deposit_async(
         &self,
@@ -80,7 +77,6 @@ impl AccountStubs {
             });
         async move { future.await.into_inner() }
     }
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -90,7 +86,6 @@ impl AccountStubs {
             .into_inner()
     }
     /// Non-blocking [`balance`](Self::balance): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn balance_then(&self, then: impl ::core::ops::FnOnce(i64) + 'static) {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -104,7 +99,6 @@ impl AccountStubs {
             )
     }
     /// Asynchronous [`balance`](Self::balance): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn balance_async(
         &self,
@@ -115,7 +109,6 @@ impl AccountStubs {
             >(<Account>::balance(this)));
         async move { future.await.into_inner() }
     }
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn set_memo(&self, memo: &str) {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -132,7 +125,6 @@ impl AccountStubs {
             )
     }
     /// Non-blocking [`set_memo`](Self::set_memo): sends the same request and returns at once; `then` runs later on this thread once the method has run (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn set_memo_then(&self, memo: &str, then: impl ::core::ops::FnOnce() + 'static) {
         let args = (::trust_core::__private::str_arg(memo),);
@@ -146,7 +138,6 @@ impl AccountStubs {
             )
     }
     /// Asynchronous [`set_memo`](Self::set_memo): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn set_memo_async(
         &self,

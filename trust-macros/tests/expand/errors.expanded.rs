@@ -17,7 +17,6 @@ impl Account {
     }
 }
 impl AccountStubs {
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -27,7 +26,6 @@ impl AccountStubs {
             .into_inner()
     }
     /// Non-blocking [`balance`](Self::balance): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn balance_then(&self, then: impl ::core::ops::FnOnce(i64) + 'static) {
         ::trust_core::__private::trust_of::<Account>(self)
@@ -41,7 +39,6 @@ impl AccountStubs {
             )
     }
     /// Asynchronous [`balance`](Self::balance): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn balance_async(
         &self,

@@ -38,7 +38,6 @@ impl<T: Clone + Send + 'static> StackStubs<T>
 where
     Stack<T>: ::trust_core::__private::Entrusted<Stubs = StackStubs<T>>,
 {
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn extend(&self, items: &[T]) -> usize {
         ::trust_core::__private::trust_of::<Stack<T>>(self)
@@ -60,7 +59,6 @@ where
             .into_inner()
     }
     /// Non-blocking [`extend`](Self::extend): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn extend_then(
         &self,
@@ -82,7 +80,6 @@ where
             )
     }
     /// Asynchronous [`extend`](Self::extend): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn extend_async(
         &self,
@@ -99,7 +96,6 @@ where
         async move { future.await.into_inner() }
     }
     /// `Self` in the signature is replaced by `Stack<T>`: inside the stubs, `Self` is the stubs type.
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub(crate) fn snapshot(&self) -> Stack<T> {
         ::trust_core::__private::trust_of::<Stack<T>>(self)
@@ -109,7 +105,6 @@ where
             .into_inner()
     }
     /// Non-blocking [`snapshot`](Self::snapshot): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub(crate) fn snapshot_then(
         &self,
@@ -126,7 +121,6 @@ where
             )
     }
     /// Asynchronous [`snapshot`](Self::snapshot): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub(crate) fn snapshot_async(
         &self,

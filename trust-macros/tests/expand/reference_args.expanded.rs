@@ -19,7 +19,6 @@ impl Table {
     }
 }
 impl TableStubs {
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn get(&self, key: &String) -> Option<u64> {
         ::trust_core::__private::trust_of::<Table>(self)
@@ -32,7 +31,6 @@ impl TableStubs {
             .into_inner()
     }
     /// Non-blocking [`get`](Self::get): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn get_then(
         &self,
@@ -54,7 +52,6 @@ impl TableStubs {
             )
     }
     /// Asynchronous [`get`](Self::get): the future sends the same request on its first poll and resolves to the result (see `Trust::apply_async`).
-    #[allow(dead_code, deprecated, unused_lifetimes)]
     #[inline]
     pub fn get_async(
         &self,
