@@ -504,10 +504,14 @@ fn a_blocking_lock_in_a_debug_peek_panics_and_leaves_nothing_held() {
         let mut key = PARKED
             .with(|p| p.borrow_mut().take())
             .expect("the key was put back");
+        // One statement each: a guard made with `&mut key` keeps the key until it drops.
+        let m_shared = m.lock(&mut key).shared;
+        let rw_shared = rw.read(&mut key).shared;
+        let other_value = *other.lock(&mut key);
         let after = (
-            m.lock(&mut key).shared,
-            rw.read(&mut key).shared,
-            *other.lock(&mut key),
+            m_shared,
+            rw_shared,
+            other_value,
             format!("{:?}", Mutex::new(9u8)),
         );
         let starts =

@@ -427,11 +427,11 @@ fn every_try_form_under_contention_gives_back_exactly_what_it_was_given() {
         (0..3).for_each(|_| done_tx.send(()).unwrap());
     });
     let mut k = ThreadKey::get().unwrap();
-    let after = (
-        w.try_write(&mut k).is_ok(),
-        r.try_write(&mut k).is_ok(),
-        pw.try_lock(&mut k).is_ok(),
-    );
+    // One statement each: a guard made with `&mut k` keeps the key until it drops.
+    let w_free = w.try_write(&mut k).is_ok();
+    let r_free = r.try_write(&mut k).is_ok();
+    let pw_free = pw.try_lock(&mut k).is_ok();
+    let after = (w_free, r_free, pw_free);
     assert_eq!(
         (after, owned.try_lock(&mut k).map(|g| (*g.0, *g.1)).ok()),
         ((true, true, true), Some((5, 6)))

@@ -693,12 +693,18 @@ impl<T> Default for IntervalRwLock<T> {
 impl<T> fmt::Debug for IntervalRwLock<T> {
     /// Shows the length and the borrow counts, not the elements (reading them would need a lock).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state();
+        // The counts are read, and the state's mutex let go, before anything is written: writing to `f` runs
+        // the caller's code (a socket, a logger, a fiber that suspends), which must not hold up every borrow
+        // of this lock (review 60).
+        let (held, queued) = {
+            let state = self.state();
+            (state.held(), state.queued())
+        };
         // `IntervalMutex` when it wraps one (as in a `PrioritizedMutex`'s output).
         f.debug_struct(self.name)
             .field("len", &self.len())
-            .field("held", &state.held())
-            .field("queued", &state.queued())
+            .field("held", &held)
+            .field("queued", &queued)
             .finish()
     }
 }

@@ -252,6 +252,25 @@ impl<Held: Rank> fmt::Debug for NestedKey<'_, Held> {
     }
 }
 
+/// A field of every guard that holds its key (`K`): it keeps the key in use until the guard drops.
+///
+/// Without it, a guard whose key is `&mut ThreadKey` would release that borrow at the guard's last use,
+/// not at its drop (a `&mut` needs no dropping, and the guard itself has no `Drop`): the thread could then
+/// lock again with the same key, or drop the key and get a second one, while the first guard still holds
+/// its lock, and two such threads deadlock (review 61). An empty `Drop` generic over `K` makes the borrow
+/// checker treat `K` as used when the guard drops, and lets `unlock` still move the key out of the guard.
+pub(crate) struct KeyInUse<K>(PhantomData<K>);
+
+impl<K> KeyInUse<K> {
+    pub(crate) const fn new() -> Self {
+        KeyInUse(PhantomData)
+    }
+}
+
+impl<K> Drop for KeyInUse<K> {
+    fn drop(&mut self) {}
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for super::ThreadKey {}

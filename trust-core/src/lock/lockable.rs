@@ -95,6 +95,10 @@ pub unsafe trait Lockable {
 
     /// Makes the guards; each releases its lock when dropped.
     ///
+    /// It should not panic: a panic here leaves held the locks it had not yet handed to a guard (the
+    /// caller cannot tell which those are, so it cannot release them), and every later lock of them waits
+    /// forever. Check invariants after locking instead.
+    ///
     /// # Safety
     ///
     /// The caller holds every lock `raw_locks` reports, exclusively, and hands the duty of

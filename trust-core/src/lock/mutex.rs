@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use lock_api::RawMutex;
 
-use super::key::{self, Keyable};
+use super::key::{self, KeyInUse, Keyable};
 use super::lockable::{Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock};
 use super::poison::BrokenFlag;
 use super::rank::{Rank, Unranked};
@@ -96,7 +96,7 @@ impl<T: ?Sized, R: Rank, L: RawMutex> Mutex<T, R, L> {
         self.acquire();
         // SAFETY: we just acquired the lock; the guard releases it.
         let inner = unsafe { MutexRef::new(self) };
-        MutexGuard { inner, key }
+        MutexGuard { inner, key, _in_use: KeyInUse::new() }
     }
 
     /// Takes the lock if it is free; otherwise gives the key back in `Err`. Never blocks.
@@ -106,12 +106,12 @@ impl<T: ?Sized, R: Rank, L: RawMutex> Mutex<T, R, L> {
         }
         // SAFETY: the try succeeded, so we hold the lock; the guard releases it.
         let inner = unsafe { MutexRef::new(self) };
-        Ok(MutexGuard { inner, key })
+        Ok(MutexGuard { inner, key, _in_use: KeyInUse::new() })
     }
 
     /// Releases the lock and returns the key the guard held.
     pub fn unlock<K: Keyable>(guard: MutexGuard<'_, T, K, R, L>) -> K {
-        let MutexGuard { inner, key } = guard;
+        let MutexGuard { inner, key, .. } = guard;
         drop(inner);
         key
     }
@@ -354,6 +354,7 @@ pub struct MutexGuard<'a, T: ?Sized, K, R: Rank = Unranked, L: RawMutex = Defaul
     // Declared first so it drops first: the lock is released before the key is.
     inner: MutexRef<'a, T, R, L>,
     key: K,
+    _in_use: KeyInUse<K>,
 }
 
 impl<T: ?Sized, K, R: Rank, L: RawMutex> Deref for MutexGuard<'_, T, K, R, L> {

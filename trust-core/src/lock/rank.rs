@@ -126,6 +126,18 @@ impl<R: DeclaredRank> MaxRank<R> for Unranked {
 /// Default`.
 #[macro_export]
 macro_rules! lock_ranks {
+    ($($(#[$meta:meta])* $vis:vis $name:ident;)+) => {
+        $crate::__lock_ranks!(@declare 1u32; $($(#[$meta])* $vis $name;)+);
+        $crate::__lock_ranks!(@pairs $($name)+);
+    };
+}
+
+/// `lock_ranks!`'s steps, in a macro of their own: a `macro_rules!` arm cannot be private, and these write
+/// `RANK`s and `LockAfter` impls that only the whole list keeps consistent (review 61: `@pairs A2 B1` called
+/// by hand ordered a rank above one of a higher `RANK`, and two threads deadlocked). Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lock_ranks {
     (@declare $rank:expr;) => {};
     (@declare $rank:expr; $(#[$meta:meta])* $vis:vis $name:ident; $($rest:tt)*) => {
         $(#[$meta])*
@@ -138,7 +150,7 @@ macro_rules! lock_ranks {
 
         impl $crate::lock::DeclaredRank for $name {}
 
-        $crate::lock_ranks!(@declare $rank + 1; $($rest)*);
+        $crate::__lock_ranks!(@declare $rank + 1; $($rest)*);
     };
     (@pairs) => {};
     (@pairs $low:ident $($high:ident)*) => {
@@ -151,10 +163,6 @@ macro_rules! lock_ranks {
                 type Output = $high;
             }
         )*
-        $crate::lock_ranks!(@pairs $($high)*);
-    };
-    ($($(#[$meta:meta])* $vis:vis $name:ident;)+) => {
-        $crate::lock_ranks!(@declare 1u32; $($(#[$meta])* $vis $name;)+);
-        $crate::lock_ranks!(@pairs $($name)+);
+        $crate::__lock_ranks!(@pairs $($high)*);
     };
 }

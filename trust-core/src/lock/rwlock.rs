@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use lock_api::RawRwLock;
 
-use super::key::{self, Keyable};
+use super::key::{self, KeyInUse, Keyable};
 use super::lockable::{
     Lock, Lockable, LockableGetMut, LockableIntoInner, OwnedLockable, RawLock, Sharable,
 };
@@ -95,7 +95,7 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> RwLock<T, R, L> {
         self.acquire_shared();
         // SAFETY: we hold the lock shared; the guard releases it.
         let inner = unsafe { RwLockReadRef::new(self) };
-        RwLockReadGuard { inner, key }
+        RwLockReadGuard { inner, key, _in_use: KeyInUse::new() }
     }
 
     /// Takes the lock shared if no writer holds it; otherwise `Err(key)`. Never blocks.
@@ -105,7 +105,7 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> RwLock<T, R, L> {
         }
         // SAFETY: the try succeeded; the guard releases the shared hold.
         let inner = unsafe { RwLockReadRef::new(self) };
-        Ok(RwLockReadGuard { inner, key })
+        Ok(RwLockReadGuard { inner, key, _in_use: KeyInUse::new() })
     }
 
     /// Blocks until the lock is held exclusively.
@@ -115,7 +115,7 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> RwLock<T, R, L> {
         self.acquire();
         // SAFETY: we hold the lock exclusively; the guard releases it.
         let inner = unsafe { RwLockWriteRef::new(self) };
-        RwLockWriteGuard { inner, key }
+        RwLockWriteGuard { inner, key, _in_use: KeyInUse::new() }
     }
 
     /// Takes the lock exclusively if it is free; otherwise `Err(key)`. Never blocks.
@@ -125,19 +125,19 @@ impl<T: ?Sized, R: Rank, L: RawRwLock> RwLock<T, R, L> {
         }
         // SAFETY: the try succeeded; the guard releases the lock.
         let inner = unsafe { RwLockWriteRef::new(self) };
-        Ok(RwLockWriteGuard { inner, key })
+        Ok(RwLockWriteGuard { inner, key, _in_use: KeyInUse::new() })
     }
 
     /// Releases a shared hold and returns the key its guard held.
     pub fn unlock_read<K: Keyable>(guard: RwLockReadGuard<'_, T, K, R, L>) -> K {
-        let RwLockReadGuard { inner, key } = guard;
+        let RwLockReadGuard { inner, key, .. } = guard;
         drop(inner);
         key
     }
 
     /// Releases an exclusive hold and returns the key its guard held.
     pub fn unlock_write<K: Keyable>(guard: RwLockWriteGuard<'_, T, K, R, L>) -> K {
-        let RwLockWriteGuard { inner, key } = guard;
+        let RwLockWriteGuard { inner, key, .. } = guard;
         drop(inner);
         key
     }
@@ -452,6 +452,7 @@ pub struct RwLockReadGuard<'a, T: ?Sized, K, R: Rank = Unranked, L: RawRwLock = 
     // First, so the hold is released before the key.
     inner: RwLockReadRef<'a, T, R, L>,
     key: K,
+    _in_use: KeyInUse<K>,
 }
 
 impl<T: ?Sized, K, R: Rank, L: RawRwLock> Deref for RwLockReadGuard<'_, T, K, R, L> {
@@ -468,6 +469,7 @@ pub struct RwLockWriteGuard<'a, T: ?Sized, K, R: Rank = Unranked, L: RawRwLock =
     // First, so the lock is released before the key.
     inner: RwLockWriteRef<'a, T, R, L>,
     key: K,
+    _in_use: KeyInUse<K>,
 }
 
 impl<T: ?Sized, K, R: Rank, L: RawRwLock> Deref for RwLockWriteGuard<'_, T, K, R, L> {

@@ -159,8 +159,11 @@ impl<L> LockCollection<L> {
                     .collect();
             }
         }
-        // The cached pointers must not be used while `f` holds `&mut` to what they point at.
+        // The cached pointers must not be used while `f` holds `&mut` to what they point at. Until the re-sort
+        // lists the locks again, the list holds `Unlisted`: if listing panics (a user's `Lockable`), the
+        // collection keeps it, and a later lock panics instead of taking no lock and handing out the guards.
         self.locks.clear();
+        self.locks.push(&Unlisted);
         let resort = Resort(self);
         // SAFETY: the box lives as long as `self`; `&mut self` (held by `resort`) makes this
         // the only reference to the child, and the cache that pointed into it is empty.
@@ -170,6 +173,48 @@ impl<L> LockCollection<L> {
 
     fn locks(&self) -> &[&dyn RawLock] {
         &self.locks
+    }
+}
+
+/// The lock list of a collection whose child panicked while `with_child_mut` listed its locks again: every
+/// attempt to take it panics, so the collection never hands out guards over locks it did not take.
+struct Unlisted;
+
+const UNLISTED: &str = "this `LockCollection` cannot be locked: its child's `Lockable::raw_locks` panicked \
+     when `with_child_mut` listed its locks again; take the child out with `into_child` and build a new collection";
+
+// SAFETY: it never grants a hold: every method that would take or release it panics.
+unsafe impl RawLock for Unlisted {
+    fn lock_id(&self) -> usize {
+        0
+    }
+
+    fn rank(&self) -> u32 {
+        0
+    }
+
+    unsafe fn raw_lock(&self) {
+        panic!("{UNLISTED}");
+    }
+
+    unsafe fn raw_try_lock(&self) -> bool {
+        panic!("{UNLISTED}");
+    }
+
+    unsafe fn raw_unlock(&self) {
+        panic!("{UNLISTED}");
+    }
+
+    unsafe fn raw_lock_shared(&self) {
+        panic!("{UNLISTED}");
+    }
+
+    unsafe fn raw_try_lock_shared(&self) -> bool {
+        panic!("{UNLISTED}");
+    }
+
+    unsafe fn raw_unlock_shared(&self) {
+        panic!("{UNLISTED}");
     }
 }
 

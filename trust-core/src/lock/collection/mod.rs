@@ -28,7 +28,7 @@ pub use owned::OwnedLockCollection;
 pub use r#ref::RefLockCollection;
 pub use retry::RetryingLockCollection;
 
-use super::key::Keyable;
+use super::key::{KeyInUse, Keyable};
 use super::lockable::{Lockable, Sharable};
 use utils::Mode;
 
@@ -39,12 +39,13 @@ pub struct LockGuard<G, K> {
     // First, so every lock is released before the key.
     guard: G,
     key: K,
+    _in_use: KeyInUse<K>,
 }
 
 impl<G, K> LockGuard<G, K> {
     /// Releases every lock and returns the key.
     pub fn unlock(this: Self) -> K {
-        let LockGuard { guard, key } = this;
+        let LockGuard { guard, key, .. } = this;
         drop(guard);
         key
     }
@@ -90,7 +91,7 @@ fn lock<C: Strategy, K: Keyable>(collection: &C, key: K) -> LockGuard<Guard<'_, 
     collection.acquire(Mode::Exclusive);
     // SAFETY: `acquire` took every lock the child reports, exclusively; the guards release them.
     let guard = unsafe { collection.child_locks().guard() };
-    LockGuard { guard, key }
+    LockGuard { guard, key, _in_use: KeyInUse::new() }
 }
 
 fn try_lock<C: Strategy, K: Keyable>(
@@ -102,7 +103,7 @@ fn try_lock<C: Strategy, K: Keyable>(
     }
     // SAFETY: the try took every lock the child reports, exclusively.
     let guard = unsafe { collection.child_locks().guard() };
-    Ok(LockGuard { guard, key })
+    Ok(LockGuard { guard, key, _in_use: KeyInUse::new() })
 }
 
 fn read<C: Strategy, K: Keyable>(collection: &C, key: K) -> LockGuard<ReadGuard<'_, C>, K>
@@ -112,7 +113,7 @@ where
     collection.acquire(Mode::Shared);
     // SAFETY: `acquire` took every lock the child reports, shared; the guards release them.
     let guard = unsafe { collection.child_locks().read_guard() };
-    LockGuard { guard, key }
+    LockGuard { guard, key, _in_use: KeyInUse::new() }
 }
 
 fn try_read<C: Strategy, K: Keyable>(
@@ -127,7 +128,7 @@ where
     }
     // SAFETY: the try took every lock the child reports, shared.
     let guard = unsafe { collection.child_locks().read_guard() };
-    Ok(LockGuard { guard, key })
+    Ok(LockGuard { guard, key, _in_use: KeyInUse::new() })
 }
 
 /// The methods every collection has, written once: `$ty` implements [`Strategy`].
