@@ -1117,7 +1117,9 @@ fn an_idle_runtimes_metrics_add_up_to_the_time_it_ran() {
             total >= Duration::from_millis(290) && total < Duration::from_secs(1),
             "{m:?}"
         );
-        assert!(m.idle >= Duration::from_millis(200), "{m:?}");
+        // Most of the 300 ms, with room for a loaded machine: a worker descheduled while it spins before it
+        // parks counts that time as busy (195 ms once, under AddressSanitizer beside a parallel build).
+        assert!(m.idle >= Duration::from_millis(150), "{m:?}");
         assert!(m.parks >= 1, "{m:?}");
         assert_eq!((m.requests, m.batches, m.fibers), (0, 0, 0), "{m:?}");
         assert!((0.0..=0.5).contains(&m.busy_fraction()), "{m:?}");
