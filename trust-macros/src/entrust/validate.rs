@@ -56,20 +56,27 @@ pub(crate) fn implementation(input: &mut ImplInput, errors: &mut Errors) {
             "`#[entrust]` on an impl block takes no arguments (`#[entrust(skip)]` goes on a method inside it)",
         );
     }
-    // The blocking stubs' names, for clashes with the `_then` / `_async` stubs of other methods.
+    for method in &mut input.methods {
+        let before = errors.count();
+        method_rules(method, errors);
+        method.rejected = errors.count() > before;
+    }
+    // The blocking stubs' names, for clashes with the `_then` / `_async` stubs of other methods. A rejected
+    // method gets no stubs, so it clashes with nothing (its own error is enough).
     let defined: HashSet<String> = input
         .methods
         .iter()
+        .filter(|m| !m.rejected)
         .map(|m| m.sig.ident.to_string())
         .collect();
-    for method in &mut input.methods {
+    for method in input.methods.iter_mut().filter(|m| !m.rejected) {
         let before = errors.count();
-        method_rules(method, &defined, errors);
+        stub_names_clash(&method.sig.ident, &defined, errors);
         method.rejected = errors.count() > before;
     }
 }
 
-fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors) {
+fn method_rules(method: &Method, errors: &mut Errors) {
     let sig = &method.sig;
     let name = &sig.ident;
     match &method.receiver {
@@ -190,6 +197,9 @@ fn method_rules(method: &Method, defined: &HashSet<String>, errors: &mut Errors)
             ),
         );
     }
+}
+
+fn stub_names_clash(name: &syn::Ident, defined: &HashSet<String>, errors: &mut Errors) {
     for variant in variant_names(name) {
         if defined.contains(&variant.to_string()) {
             errors.at(

@@ -5,7 +5,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::delegation::trustee::shared::SHUT_DOWN;
+use crate::delegation::trustee::shared::{self, SHUT_DOWN};
 use crate::delegation::trustee::{local, unwind};
 
 pub(crate) const REENTRANT: &str = "re-entrant `apply`: this property is already borrowed by the closure running on \
@@ -178,7 +178,9 @@ pub(crate) unsafe fn apply_caught<T, R>(
     f: impl FnOnce(&mut T) -> R,
 ) -> std::thread::Result<R> {
     // SAFETY: forwarded.
-    panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(p, f) }))
+    let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { apply_local(p, f) }));
+    shared::end_if_forked();
+    result
 }
 
 /// The live properties of one trustee. Owned by the worker; never borrowed across user code.
@@ -393,6 +395,7 @@ unsafe fn drop_value(h: *mut Header, what: Release) {
     // SAFETY: by the contract.
     let panicked = unwind::panicked(|| unsafe { ((*h).release)(h, what) });
     local::leave_delegated();
+    shared::end_if_forked();
     if panicked {
         eprintln!(
             "trust: a property's destructor panicked on its trustee; the trustee keeps serving"

@@ -617,6 +617,7 @@ impl Worker {
     /// pause).
     fn run_mailed(&self, f: impl FnOnce()) {
         f();
+        shared::end_if_forked();
         if let Some(waiting) = local::take_paused() {
             self.deferred.borrow_mut().push(waiting);
         }
@@ -977,6 +978,7 @@ impl Worker {
             let outer = self.continuing.replace(Some(then.owner()));
             // SAFETY: run right after it was taken; the client's borrow ended with the statement above.
             let fiber = unsafe { then.run() };
+            shared::end_if_forked();
             self.continuing.replace(outer);
             if let Some(fiber) = fiber {
                 self.scheduler.make_ready(fiber);
