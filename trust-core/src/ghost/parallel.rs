@@ -25,6 +25,8 @@ pub struct Shard {
 impl Shard {
     /// This shard's part of `0..len`: contiguous, in order, sizes differing by at most one.
     ///
+    /// Panics unless `index < count` (a hand-made `Shard` outside its read phase's).
+    ///
     /// ```
     /// use trust_core::ghost::Shard;
     ///
@@ -32,6 +34,12 @@ impl Shard {
     /// assert_eq!(parts, [0..4, 4..7, 7..10]);
     /// ```
     pub fn range(self, len: usize) -> Range<usize> {
+        assert!(
+            self.index < self.count,
+            "`Shard {{ index: {}, count: {} }}` is not a shard: `index` must be below `count`",
+            self.index,
+            self.count
+        );
         let (base, extra) = (len / self.count, len % self.count);
         let start = self.index * base + self.index.min(extra);
         let size = base + usize::from(self.index < extra);

@@ -21,12 +21,12 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
     let internal = Span::mixed_site();
     let lock_types: Vec<Ident> = (0..n).map(|i| format_ident!("L{}", i)).collect();
     let params: Vec<Ident> = (0..n)
-        .map(|i| format_ident!("l{}", i, span = internal))
+        .map(|i| format_ident!("__trust_p{}", i, span = internal))
         .collect();
     let slots: Vec<Ident> = (0..n)
-        .map(|i| format_ident!("g{}", i, span = internal))
+        .map(|i| format_ident!("__trust_g{}", i, span = internal))
         .collect();
-    let key = Ident::new("key", internal);
+    let key = Ident::new("__trust_k", internal);
     let function = Ident::new("__trust_lock_all", internal);
 
     let guard_params: Vec<Ident> = (0..n).map(|i| format_ident!("G{}", i)).collect();
@@ -46,7 +46,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         .map(|position| {
             let position = Literal::usize_unsuffixed(position);
             quote! {
-                match order[#position] {
+                match __trust_order[#position] {
                     #(#steps)*
                     _ => ::trust_core::__private::unreachable_step(),
                 }
@@ -75,12 +75,12 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         Blocking::Wait => (
             quote!((#(#result_types,)*)),
             quote!((#(#results,)*)),
-            quote!(error.panic()),
+            quote!(__trust_error.panic()),
         ),
         Blocking::Try => (
             quote!(::core::result::Result<(#(#result_types,)*), ::trust_core::__private::LockAllError>),
             quote!(::core::result::Result::Ok((#(#results,)*))),
-            quote!(return ::core::result::Result::Err(error)),
+            quote!(return ::core::result::Result::Err(__trust_error)),
         ),
     };
 
@@ -92,8 +92,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         #[allow(
             clippy::too_many_arguments,
             clippy::type_complexity,
-            clippy::needless_lifetimes,
-            non_snake_case
+            clippy::needless_lifetimes
         )]
         #[inline]
         #[track_caller]
@@ -109,18 +108,18 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
         {
             #unused_key
             // The order by rank, computed by the compiler.
-            let plan = const {
+            let __trust_plan = const {
                 ::trust_core::__private::Plan::<#n>::new([
                     #(::trust_core::__private::rank_of::<#lock_types>(),)*
                 ])
             };
             // Ties (equal ranks) are ordered by address; a duplicate shows up as an equal address.
-            let order = match ::trust_core::__private::order(
-                &plan,
+            let __trust_order = match ::trust_core::__private::order(
+                &__trust_plan,
                 [#(::trust_core::__private::lock_id(#params),)*],
             ) {
-                ::core::result::Result::Ok(order) => order,
-                ::core::result::Result::Err(error) => #on_duplicate,
+                ::core::result::Result::Ok(__trust_order) => __trust_order,
+                ::core::result::Result::Err(__trust_error) => #on_duplicate,
             };
             // A guard per slot; if a raw lock panics, the guards already taken drop and release.
             #(let mut #slots = ::core::option::Option::None;)*
@@ -189,8 +188,8 @@ fn acquire_steps(
                     };
                     quote! {
                         #position => match #attempt {
-                            ::core::option::Option::Some(guard) => {
-                                #slot = ::core::option::Option::Some(guard)
+                            ::core::option::Option::Some(__trust_guard) => {
+                                #slot = ::core::option::Option::Some(__trust_guard)
                             }
                             ::core::option::Option::None => {
                                 return ::core::result::Result::Err(
@@ -234,10 +233,23 @@ fn bind_arguments(input: &LockAllInput) -> (Vec<TokenStream>, Vec<Ident>) {
         .iter()
         .enumerate()
         .map(|(i, lock)| {
-            let expr = &lock.expr;
+            let expr = without_borrows(&lock.expr);
             let at = Span::mixed_site().located_at(expr.span());
             let binding = Ident::new(&format!("__trust_l{i}"), at);
             (quote_spanned!(at=> let #binding = &(#expr);), binding)
         })
         .unzip()
+}
+
+/// `&a` (or `&&a`) names the lock `a`: bound as `&(&a)`, the guard would borrow a temporary that dies with its
+/// `let` (E0716, review 65). `&mut a` is left alone: it is a place the user means to borrow mutably.
+fn without_borrows(expr: &syn::Expr) -> &syn::Expr {
+    match expr {
+        syn::Expr::Reference(r) if r.mutability.is_none() => without_borrows(&r.expr),
+        syn::Expr::Paren(p) => match &*p.expr {
+            syn::Expr::Reference(r) if r.mutability.is_none() => without_borrows(&r.expr),
+            _ => expr,
+        },
+        _ => expr,
+    }
 }
