@@ -13,6 +13,9 @@
 //! Every test has exact expected values; anything that could hang runs under `within` (a watchdog that fails
 //! the test after a generous deadline).
 
+mod common;
+
+use common::panic_message;
 use std::future::Future;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -40,17 +43,6 @@ fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) 
         Ok(Ok(r)) => r,
         Ok(Err(p)) => std::panic::resume_unwind(p),
         Err(_) => panic!("HUNG: no answer within {secs} s"),
-    }
-}
-
-/// The message of a panic payload.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p
-            .downcast::<&str>()
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
     }
 }
 

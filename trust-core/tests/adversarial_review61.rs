@@ -4,6 +4,9 @@
 //! (compile-time rules: the UI cases `lock/guard-keeps-its-key-borrowed-until-dropped.rs` and the ones beside
 //! it); a collection whose re-listing panicked refuses to lock (below).
 
+mod common;
+
+use common::panic_message;
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -43,16 +46,6 @@ fn within<T: Send + 'static>(
         Ok(value) => Ok(value),
         Err(mpsc::RecvTimeoutError::Timeout) => Err("timed out"),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err("panicked"),
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<not a string>".to_owned()
     }
 }
 

@@ -14,6 +14,9 @@
     clippy::unnecessary_unwrap
 )]
 
+mod common;
+
+use common::panic_message;
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Barrier, Once};
@@ -26,16 +29,6 @@ lock_ranks! {
     pub Account;
     pub Audit;
     pub Top;
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => payload
-            .downcast::<&str>()
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-    }
 }
 
 /// The documented panic of `lock_all!` for a duplicate, 1-based positions after the key.

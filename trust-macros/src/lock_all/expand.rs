@@ -246,10 +246,6 @@ fn bind_arguments(input: &LockAllInput) -> (Vec<TokenStream>, Vec<Ident>) {
 fn without_borrows(expr: &syn::Expr) -> &syn::Expr {
     match expr {
         syn::Expr::Reference(r) if r.mutability.is_none() => without_borrows(&r.expr),
-        syn::Expr::Paren(p) => match &*p.expr {
-            syn::Expr::Reference(r) if r.mutability.is_none() => without_borrows(&r.expr),
-            _ => expr,
-        },
         _ => expr,
     }
 }
