@@ -10,13 +10,19 @@ mod parse;
 mod validate;
 
 use proc_macro2::TokenStream;
+use syn::parse::Parser;
 
 pub use expand::Blocking;
 
 /// Runs the three stages; a syntax or validation error becomes a `compile_error!`.
 pub fn lock_all(input: TokenStream, blocking: Blocking) -> TokenStream {
-    syn::parse2::<parse::LockAllInput>(input)
-        .and_then(|input| validate::validate(&input).map(|()| input))
+    let name = match blocking {
+        Blocking::Wait => "lock_all",
+        Blocking::Try => "try_lock_all",
+    };
+    (|input: syn::parse::ParseStream<'_>| parse::LockAllInput::parse(input, name))
+        .parse2(input)
+        .and_then(|input| validate::validate(&input, name).map(|()| input))
         .map(|input| expand::expand(&input, blocking))
         .unwrap_or_else(syn::Error::into_compile_error)
 }

@@ -32,13 +32,16 @@ pub enum Access {
     Read,
 }
 
-impl Parse for LockAllInput {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+impl LockAllInput {
+    /// Parses the input of macro `name` (`lock_all` or `try_lock_all`, for the messages).
+    pub fn parse(input: ParseStream<'_>, name: &str) -> syn::Result<Self> {
         let span = input.span();
         if input.is_empty() {
             return Err(syn::Error::new(
                 span,
-                "`lock_all!` needs this thread's key and the locks: `lock_all!(&mut key, a, b)`",
+                format!(
+                    "`{name}!` needs this thread's key and the locks: `{name}!(&mut key, a, b)`"
+                ),
             ));
         }
         let key: Expr = input.parse()?;
@@ -50,7 +53,7 @@ impl Parse for LockAllInput {
                 let word: Ident = input.parse().map_err(|error| {
                     syn::Error::new(
                         error.span(),
-                        "expected `nest` after `;`: `lock_all!(&mut key, a; nest)`",
+                        format!("expected `nest` after `;`: `{name}!(&mut key, a; nest)`"),
                     )
                 })?;
                 if word != "nest" {

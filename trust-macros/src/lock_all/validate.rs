@@ -6,11 +6,12 @@ use syn::{Expr, Lit};
 use super::parse::LockAllInput;
 
 /// Checks the parsed input; the first broken rule becomes the error.
-pub fn validate(input: &LockAllInput) -> syn::Result<()> {
+/// `name` is the macro's (`lock_all` or `try_lock_all`), for the messages.
+pub fn validate(input: &LockAllInput, name: &str) -> syn::Result<()> {
     if input.locks.is_empty() {
         return Err(syn::Error::new(
             input.span,
-            "`lock_all!` needs at least one lock after the key: `lock_all!(&mut key, a, b)`",
+            format!("`{name}!` needs at least one lock after the key: `{name}!(&mut key, a, b)`"),
         ));
     }
     let mut seen: Vec<String> = Vec::new();
@@ -24,7 +25,7 @@ pub fn validate(input: &LockAllInput) -> syn::Result<()> {
             return Err(syn::Error::new_spanned(
                 &lock.expr,
                 format!(
-                    "`{}` is locked twice in this `lock_all!`: a thread would wait for itself \
+                    "`{}` is locked twice in this `{name}!`: a thread would wait for itself \
                      forever; pass each lock once",
                     compact(&lock.expr.to_token_stream().to_string())
                 ),
