@@ -15,7 +15,9 @@ use super::rank::Rank;
 ///
 /// `raw_lock`/`raw_try_lock` (when it returns `true`) must give mutual exclusion against every
 /// other holder, and the shared variants shared access that excludes exclusive holders;
-/// `lock_id` must be distinct for distinct live locks and stable while the lock lives.
+/// `lock_id` must be distinct for distinct live locks and stable while the lock lives. (`rank`
+/// should be stable too: collections sort by `(rank, lock_id)`, and a lock whose rank changed would
+/// be taken in two orders, which breaks deadlock freedom, though not memory safety.)
 /// [`Lockable::guard`] hands out `&mut` to the data on the strength of these promises.
 pub unsafe trait RawLock {
     /// The lock's address, used to order locks of equal rank and to detect duplicates.
@@ -77,7 +79,11 @@ pub unsafe trait RawLock {
 /// # Safety
 ///
 /// `raw_locks` must report every lock `guard` (and, for [`Sharable`], `read_guard`) gives access
-/// through, so that holding all of them makes the guards exclusive (or shared-only).
+/// through, so that holding all of them makes the guards exclusive (or shared-only). It must report the
+/// same locks every time it is called on a value that was not mutably borrowed in between: no interior
+/// mutability may change which locks `guard` goes through. Collections list the locks before `guard` runs,
+/// and [`LockCollection`](super::LockCollection) and [`RefLockCollection`](super::RefLockCollection) list
+/// them once, at construction, and lock that list ever after.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not made of locks",
     label = "not a `Mutex`, `RwLock`, or a tuple, array or `Vec` of them",

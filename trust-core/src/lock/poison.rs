@@ -82,8 +82,9 @@ fn broken_lock() -> ! {
 // ---------------------------------------------------------------------------------------------
 // Opt-in data poisoning: `Poisonable<L>`.
 
-/// Opt-in poisoning over any lock or group of locks (`happylock`'s `Poisonable`): a panic while
-/// an exclusive guard of it is alive marks it *poisoned*, and every later acquisition returns
+/// Opt-in poisoning over any lock or group of locks (`happylock`'s `Poisonable`): a panic that
+/// unwinds through an exclusive guard of it (drops it; as with `std::sync::Mutex`, a panic caught
+/// while the guard lives does not) marks it *poisoned*, and every later acquisition returns
 /// `Err(PoisonError)`, which still carries the guard ([`PoisonError::into_inner`]) for a caller
 /// that can repair the data. [`clear_poison`](Self::clear_poison) resets the flag.
 ///
