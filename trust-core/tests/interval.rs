@@ -756,3 +756,86 @@ fn a_prioritized_view_is_debug_for_elements_that_are_not() {
         "PrioritizedMutex { lock: IntervalMutex { len: 1, held: 0, queued: 0 }, priority: 0 }"
     );
 }
+
+/// `with_slice` locks a caller's slice in place: threads in a scope write disjoint ranges through the lent
+/// lock, and the caller's slice holds their writes once `with_slice` returns, with `f`'s result.
+#[test]
+fn a_lent_slice_is_locked_in_place_and_given_back_as_left() {
+    let mut cells: Vec<u32> = (0..8).collect();
+    let before = cells.as_ptr();
+    let sum = IntervalRwLock::with_slice(&mut cells, |lock| {
+        assert_eq!(lock.len(), 8);
+        thread::scope(|s| {
+            s.spawn(|| lock.write(..4).iter_mut().for_each(|x| *x += 100));
+            s.spawn(|| lock.write(4..).iter_mut().for_each(|x| *x *= 10));
+        });
+        let held = lock.write(2..3);
+        assert!(lock.try_read(0..4).is_err(), "overlaps the held write");
+        drop(held);
+        lock.read(..).iter().sum::<u32>()
+    });
+    assert_eq!(cells, [100, 101, 102, 103, 40, 50, 60, 70]);
+    assert_eq!(sum, 626);
+    assert_eq!(cells.as_ptr(), before, "locked in place, not copied");
+}
+
+/// A lent lock drops none of the elements (their owner does, once), also when `f` panics: the panic reaches
+/// the caller and the slice is the caller's again, with the writes made before the panic.
+#[test]
+fn a_panic_in_with_slice_leaves_the_elements_to_their_owner() {
+    struct Counted<'a>(&'a AtomicUsize, u32);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = AtomicUsize::new(0);
+    let mut cells: Vec<Counted> = (0..4).map(|i| Counted(&drops, i)).collect();
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        IntervalMutex::with_slice(&mut cells, |lock| {
+            lock.lock(1..2)[0].1 = 7;
+            let _held = lock.lock(3..);
+            panic!("inside with_slice");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "the lent lock drops nothing"
+    );
+    assert_eq!(cells.iter().map(|c| c.1).collect::<Vec<_>>(), [0, 7, 2, 3]);
+    drop(cells);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        4,
+        "each element dropped once, by its owner"
+    );
+}
+
+/// A lent lock's futures and panics are those of an owned one: a queued write is granted when the read
+/// before it goes, and an out-of-bounds range names the type the caller holds.
+#[test]
+fn a_lent_lock_queues_futures_and_names_its_type_in_panics() {
+    let mut cells = [1u8; 6];
+    IntervalRwLock::with_slice(&mut cells, |lock| {
+        let read = lock.read(2..4);
+        let mut write = pin!(lock.write_async(..3));
+        let mut woken = false;
+        assert!(poll_once(write.as_mut(), &mut woken).is_pending());
+        drop(read);
+        let Poll::Ready(mut guard) = poll_once(write.as_mut(), &mut woken) else {
+            panic!("granted once the read went");
+        };
+        guard.fill(9);
+    });
+    assert_eq!(cells, [9, 9, 9, 1, 1, 1]);
+    let message = catch_unwind(AssertUnwindSafe(|| {
+        IntervalMutex::with_slice(&mut cells, |lock| drop(lock.lock(4..9)))
+    }))
+    .expect_err("out of bounds");
+    assert_eq!(
+        message.downcast_ref::<String>().map(String::as_str),
+        Some("IntervalMutex: range 4..9 is out of bounds for len 6; borrow a range within 0..6")
+    );
+}

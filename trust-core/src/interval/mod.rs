@@ -138,11 +138,11 @@ pub use future::{ReadFuture, WriteFuture};
 pub use guard::{ReadGuard, WriteGuard};
 pub use mutex::{IntervalMutex, PrioritizedMutex};
 
-use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
 use crate::delegation::stack;
 use crate::delegation::worker::context;
+use state::{Request, State, Wake};
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -160,12 +160,15 @@ pub struct IntervalRwLock<T> {
 // one element from different borrows happen-before each other. This is `RwLock<T>`'s bound.
 unsafe impl<T: Send + Sync> Sync for IntervalRwLock<T> {}
 
-/// The owned elements, as a raw pointer from `Box::into_raw` so that disjoint `&mut [T]` can be formed
-/// from a shared `&IntervalRwLock`: a `&mut Box<[T]>` or `&mut [T]` would assert uniqueness over all of
-/// the elements, and a `&[T]` would forbid writing through it.
+/// The elements, as a raw pointer (from `Box::into_raw`, or from a `&mut [T]` lent to
+/// [`IntervalRwLock::with_slice`]) so that disjoint `&mut [T]` can be formed from a shared
+/// `&IntervalRwLock`: a `&mut Box<[T]>` or `&mut [T]` would assert uniqueness over all of the elements, and
+/// a `&[T]` would forbid writing through it.
 struct Buffer<T> {
     ptr: NonNull<T>,
     len: usize,
+    /// False for a lent slice: nothing is freed or dropped here, and the owner gets it back.
+    owned: bool,
     /// Owns the `T`s (drop check) and makes the lock invariant in `T`, as an `UnsafeCell<T>` would:
     /// a covariant lock would let a `WriteGuard` store a shorter-lived value than the owner expects.
     _owns: PhantomData<UnsafeCell<T>>,
@@ -181,6 +184,17 @@ impl<T> Buffer<T> {
         Buffer {
             ptr,
             len,
+            owned: true,
+            _owns: PhantomData,
+        }
+    }
+
+    /// Elements lent for the life of the buffer: the caller keeps `elements` borrowed until it is dropped.
+    fn lent(elements: &mut [T]) -> Self {
+        Buffer {
+            ptr: NonNull::from(&mut *elements).cast::<T>(),
+            len: elements.len(),
+            owned: false,
             _owns: PhantomData,
         }
     }
@@ -199,6 +213,11 @@ impl<T> Buffer<T> {
     }
 
     fn into_box(self) -> Box<[T]> {
+        // A lent slice's lock is only ever reached through `&` (`with_slice`), and this takes it by value.
+        assert!(
+            self.owned,
+            "a lent slice is given back by `with_slice`, not taken out"
+        );
         let this = ManuallyDrop::new(self);
         // SAFETY: the pointer and length came from `Box::into_raw` of a `Box<[T]>`, which is rebuilt exactly
         // once: `ManuallyDrop` keeps `Drop for Buffer` from freeing it again.
@@ -213,6 +232,9 @@ impl<T> Buffer<T> {
 
 impl<T> Drop for Buffer<T> {
     fn drop(&mut self) {
+        if !self.owned {
+            return; // lent: its owner drops the elements
+        }
         // SAFETY: as in `into_box`; `drop` runs at most once and `into_box` skips it.
         drop(unsafe {
             Box::from_raw(std::ptr::slice_from_raw_parts_mut(
@@ -230,6 +252,44 @@ impl<T> IntervalRwLock<T> {
             state: Mutex::new(State::new()),
             data: Buffer::new(elements.into()),
             name: "IntervalRwLock",
+        }
+    }
+
+    /// Lends `elements` to a lock for the length of `f`, which gets the lock by reference (`interlock`'s
+    /// `SliceRef` locks): the slice is locked in place, not copied, and is the caller's again, as `f` left
+    /// it, once `f` returns. Guards and futures borrow the lock, so none outlives `f`; to share the lock
+    /// among threads, spawn them in a [`std::thread::scope`] inside `f`.
+    ///
+    /// ```
+    /// use trust_core::interval::IntervalRwLock;
+    ///
+    /// let mut pixels = vec![0u8; 8];
+    /// IntervalRwLock::with_slice(&mut pixels, |lock| {
+    ///     std::thread::scope(|s| {
+    ///         s.spawn(|| lock.write(..4).fill(1));
+    ///         s.spawn(|| lock.write(4..).fill(2));
+    ///     });
+    ///     assert_eq!(lock.read(3..5).to_vec(), [1, 2]);
+    /// });
+    /// assert_eq!(pixels, [1, 1, 1, 1, 2, 2, 2, 2]);
+    /// ```
+    pub fn with_slice<R>(elements: &mut [T], f: impl FnOnce(&IntervalRwLock<T>) -> R) -> R {
+        // SAFETY: the lock lives in this frame, inside the borrow of `elements`, and `f` gets it by `&` only.
+        let lock = unsafe { Self::lent(elements, "IntervalRwLock") };
+        f(&lock)
+    }
+
+    /// A lock over `elements` in place, whose panics name type `name`.
+    ///
+    /// # Safety
+    /// The lock must be dropped before the borrow of `elements` ends, and be reachable only through `&`:
+    /// by value or through `&mut`, `into_inner` and `replace_container` would take the elements out (their
+    /// owner's), and a moved lock could outlive them.
+    pub(crate) unsafe fn lent(elements: &mut [T], name: &'static str) -> Self {
+        IntervalRwLock {
+            state: Mutex::new(State::new()),
+            data: Buffer::lent(elements),
+            name,
         }
     }
 
@@ -460,22 +520,33 @@ impl<T> IntervalRwLock<T> {
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
         // records where it was asked from (its stack pointer, not a thread-local) and nothing more.
-        let request = self.state().request(range.start, range.end, write, priority, stack::stack_pointer(), || {
-            if in_may_coroutine() {
-                // It polls (`wait_as_coroutine`): nothing to wake.
-                Wake::Polls
-            } else {
-                Wake::Blocked(Waiter::current())
-            }
-        });
+        let request = self.state().request(
+            range.start,
+            range.end,
+            write,
+            priority,
+            stack::stack_pointer(),
+            || {
+                if in_may_coroutine() {
+                    // It polls (`wait_as_coroutine`): nothing to wake.
+                    Wake::Polls
+                } else {
+                    Wake::Blocked(Waiter::current())
+                }
+            },
+        );
         match request {
             Request::Granted(ticket) => ticket,
-            Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
+            Request::Queued(ticket) if in_may_coroutine() => {
+                self.wait_as_coroutine(range, ticket, write)
+            }
             Request::Queued(ticket) if in_a_workers_scheduler() => {
                 self.cancel(range, ticket, write);
                 scheduler_wait_panic(self.name, range, write)
             }
-            Request::Queued(ticket) if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) => {
+            Request::Queued(ticket)
+                if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) =>
+            {
                 delegated_wait_panic(self.name, range, write)
             }
             Request::Queued(ticket) => loop {
@@ -509,7 +580,12 @@ impl<T> IntervalRwLock<T> {
     /// `docs/interval.md`, Caveats).
     #[cold]
     #[inline(never)]
-    fn withdrawn_if_it_waits_for_a_stopped_fiber(&self, range: &Range<usize>, ticket: u64, write: bool) -> bool {
+    fn withdrawn_if_it_waits_for_a_stopped_fiber(
+        &self,
+        range: &Range<usize>,
+        ticket: u64,
+        write: bool,
+    ) -> bool {
         let Some(fibers) = context::fibers_stopped_by_a_delegated_wait() else {
             return false;
         };

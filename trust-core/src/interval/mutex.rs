@@ -36,6 +36,25 @@ impl<T> IntervalMutex<T> {
         IntervalMutex(IntervalRwLock::named(elements.into(), INTERVAL_MUTEX))
     }
 
+    /// Lends `elements` to a lock for the length of `f`, locked in place ([`IntervalRwLock::with_slice`]).
+    ///
+    /// ```
+    /// use trust_core::interval::IntervalMutex;
+    ///
+    /// let mut rows = [0u32; 6];
+    /// IntervalMutex::with_slice(&mut rows, |lock| {
+    ///     let left = lock.lock(..3);
+    ///     assert!(lock.try_lock(2..4).is_err()); // overlaps `left`
+    ///     lock.lock(3..).fill(7);
+    /// });
+    /// assert_eq!(rows, [0, 0, 0, 7, 7, 7]);
+    /// ```
+    pub fn with_slice<R>(elements: &mut [T], f: impl FnOnce(&IntervalMutex<T>) -> R) -> R {
+        // SAFETY: the lock lives in this frame, inside the borrow of `elements`, and `f` gets it by `&` only.
+        let lock = IntervalMutex(unsafe { IntervalRwLock::lent(elements, INTERVAL_MUTEX) });
+        f(&lock)
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -55,7 +74,10 @@ impl<T> IntervalMutex<T> {
 
     /// Locks `range` if that needs no waiting; otherwise an error, and nothing is recorded.
     #[track_caller]
-    pub fn try_lock(&self, range: impl RangeBounds<usize>) -> Result<WriteGuard<'_, T>, TryLockError> {
+    pub fn try_lock(
+        &self,
+        range: impl RangeBounds<usize>,
+    ) -> Result<WriteGuard<'_, T>, TryLockError> {
         self.0.try_write(range)
     }
 
