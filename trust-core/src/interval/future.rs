@@ -53,14 +53,17 @@ impl<'a, T> Acquire<'a, T> {
             Step::Start => {
                 // Cloned before the mutex is locked and, if unused, dropped after: a waker is user code.
                 let mut waker = Some(cx.waker().clone());
-                let request = self.lock.state().request(
-                    self.range.start,
-                    self.range.end,
-                    self.write,
-                    self.priority,
-                    stack::stack_pointer(),
-                    || Wake::Task(waker.take().expect("the waker is taken once")),
-                );
+                let request =
+                    self.lock
+                        .state()
+                        .request(
+                            self.range.start,
+                            self.range.end,
+                            self.write,
+                            self.priority,
+                            stack::stack_pointer(),
+                            || Wake::Task(waker.take().expect("the waker is taken once")),
+                        );
                 let (Request::Granted(ticket) | Request::Queued(ticket)) = request;
                 // Noted before the unused clone is dropped: that drop is executor code and may panic, and the
                 // future must still own the borrow then, for its drop to release it (review 42: a granted
