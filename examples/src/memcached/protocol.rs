@@ -2,12 +2,13 @@
 //! connection's read buffer. [`parse`] looks at the front of the buffer and says what is there: a whole
 //! [`Command`] borrowing its key and data from the buffer, [`Parsed::Incomplete`] (read more), a
 //! [`Parsed::Reject`] (an error reply, the bytes to drop, and a data block to swallow), or
-//! [`Parsed::Close`] (a line that grew past [`MAX_LINE`]: reply and hang up, so a connection's memory
-//! stays bounded). It never allocates and never panics, whatever the bytes.
+//! [`Parsed::Close`] (a line that grew past [`MAX_PLAIN_LINE`], or a `get` line past [`MAX_LINE`]: reply
+//! and hang up, so a connection's memory stays bounded). It never allocates and never panics, whatever the bytes.
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
-/// Longest command line (without its data block). Past this without a newline the connection is closed.
+/// Longest command line (without its data block), which only a `get`/`gets` line may reach (see
+/// [`MAX_PLAIN_LINE`]). Past this without a newline the connection is closed.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Relative exptimes go up to 30 days; larger values are absolute unix times.
 pub const MAX_RELATIVE_EXPTIME: i64 = 60 * 60 * 24 * 30;
@@ -122,13 +123,24 @@ pub enum Parsed<'a> {
     Close(&'static [u8]),
 }
 
-/// The keys of a `get`: the rest of the line, split on spaces when iterated (no allocation).
+/// The keys of a `get`: the rest of the line, split on spaces when iterated (no allocation). When a key is
+/// bad (too long, or a control character without `--lenient-keys`), only the keys before it are here and
+/// [`Keys::bad_key_follows`] is true: memcached looks those up (a `gat` touches them), then answers
+/// `CLIENT_ERROR bad command line format` alone, without their values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keys<'a>(&'a [u8]);
+pub struct Keys<'a> {
+    text: &'a [u8],
+    bad_key_follows: bool,
+}
 
 impl<'a> Keys<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
-        self.0.split(|&b| b == b' ').filter(|k| !k.is_empty())
+        self.text.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+
+    /// A bad key ends the line: the reply is `CLIENT_ERROR bad command line format` instead of the values.
+    pub fn bad_key_follows(&self) -> bool {
+        self.bad_key_follows
     }
 }
 
@@ -153,10 +165,26 @@ impl Default for Limits {
     }
 }
 
+/// Longest partial line (no newline yet) memcached waits on unless it starts `get ` or `gets ` (after at
+/// most [`MAX_LEADING_SPACES`] spaces): past it, the connection is closed (`try_read_command_ascii`). No
+/// other command line comes near it.
+pub const MAX_PLAIN_LINE: usize = 2048;
+/// Leading spaces memcached allows before a `get`/`gets` line that grows past [`MAX_PLAIN_LINE`].
+pub const MAX_LEADING_SPACES: usize = 100;
+
+/// Whether a partial line may still grow past [`MAX_PLAIN_LINE`] (up to [`MAX_LINE`]): only a multi-key
+/// `get`/`gets` may, as in memcached.
+fn may_grow(partial: &[u8]) -> bool {
+    let spaces = partial.iter().take_while(|&&b| b == b' ').count();
+    let rest = &partial[spaces..];
+    spaces <= MAX_LEADING_SPACES && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
+}
+
 /// Parses the command at the front of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > MAX_LINE {
+        // memcached closes the connection without a word; the reply says why (documented).
+        return if buf.len() > MAX_LINE || (buf.len() > MAX_PLAIN_LINE && !may_grow(buf)) {
             Parsed::Close(LINE_TOO_LONG)
         } else {
             Parsed::Incomplete
@@ -167,6 +195,12 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     }
     let line_len = nl + 1;
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    // memcached's tokenizer reads the line as a C string: it ends at the first NUL byte (`get a\0b` is
+    // `get a`; the bytes after it up to the newline are ignored).
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(nul) => &line[..nul],
+        None => line,
+    };
     let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
     let Some(name) = tokens.next() else {
         return reject(ERROR, line_len);
@@ -193,27 +227,21 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let one = |cmd| Parsed::Command { cmd, len: line_len };
     let valid_key = |key: &[u8]| valid_key(key, limits);
     let mut parsed = match (name, argc) {
-        (b"get" | b"gets", 1..) => match checked_keys(rest, limits) {
-            Some(keys) => one(Command::Get {
-                keys,
-                cas: name == b"gets",
-            }),
-            None => reject(BAD_FORMAT, line_len),
-        },
+        (b"get" | b"gets", 1..) => one(Command::Get {
+            keys: checked_keys(rest, limits),
+            cas: name == b"gets",
+        }),
         // `gat <exptime>` without keys is a lookup of nothing: `END`, as in memcached.
         (b"gat" | b"gats", 1..) => {
             let (exp, keys) = split_first_token(rest).unwrap_or_default();
             let Some(exptime) = parse_i32(exp) else {
                 return reject(BAD_EXPTIME, line_len);
             };
-            match checked_keys(keys, limits) {
-                Some(keys) => one(Command::Gat {
-                    exptime: exptime.into(),
-                    keys,
-                    cas: name == b"gats",
-                }),
-                None => reject(BAD_FORMAT, line_len),
-            }
+            one(Command::Gat {
+                exptime: exptime.into(),
+                keys: checked_keys(keys, limits),
+                cas: name == b"gats",
+            })
         }
         (b"set", 4..=5) => storage(StoreOp::Set, args, buf, line_len, limits),
         (b"add", 4..=5) => storage(StoreOp::Add, args, buf, line_len, limits),
@@ -329,11 +357,19 @@ fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
     }
 }
 
-/// The keys of a `get` or `gat`, or `None` when one is bad: a bad key rejects the whole line before any value
-/// is sent.
-fn checked_keys<'a>(rest: &'a [u8], limits: &Limits) -> Option<Keys<'a>> {
-    let keys = Keys(rest);
-    keys.iter().all(|k| valid_key(k, limits)).then_some(keys)
+/// The keys of a `get` or `gat` up to the first bad one, if any (see [`Keys`]).
+fn checked_keys<'a>(rest: &'a [u8], limits: &Limits) -> Keys<'a> {
+    let all = Keys {
+        text: rest,
+        bad_key_follows: false,
+    };
+    match all.iter().find(|k| !valid_key(k, limits)) {
+        None => all,
+        Some(bad) => Keys {
+            text: &rest[..bad.as_ptr() as usize - rest.as_ptr() as usize],
+            bad_key_follows: true,
+        },
+    }
 }
 
 fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -641,24 +677,66 @@ mod tests {
         assert_eq!(rejected(b"flush_all x\r\n").0, BAD_EXPTIME);
         let long = [b'k'; 251];
         let line = [&b"get "[..], &long, b"\r\n"].concat();
-        assert_eq!(rejected(&line).0, BAD_FORMAT);
-        assert_eq!(rejected(b"get ok bad\x01key\r\n").0, BAD_FORMAT);
+        // A bad key in a `get` ends its keys: those before it are looked up, and the reply is the error.
+        assert_eq!(bad_get(&line), Vec::<&[u8]>::new());
+        assert_eq!(bad_get(b"get ok bad\x01key more\r\n"), [&b"ok"[..]]);
         assert_eq!(rejected(b"GET k\r\n").0, ERROR);
         let lenient = Limits {
             control_chars_in_keys: true,
             ..*MAX
         };
-        assert!(matches!(
-            parse(b"get ok bad\x01key\r\n", &lenient),
-            Parsed::Command { .. }
-        ));
-        assert!(matches!(
-            parse(&line, &lenient),
-            Parsed::Reject {
-                reply: BAD_FORMAT,
-                ..
+        let Parsed::Command {
+            cmd: Command::Get { keys, .. },
+            ..
+        } = parse(b"get ok bad\x01key\r\n", &lenient)
+        else {
+            panic!()
+        };
+        assert!(!keys.bad_key_follows());
+        assert_eq!(keys.iter().count(), 2);
+        let Parsed::Command {
+            cmd: Command::Get { keys, .. },
+            ..
+        } = parse(&line, &lenient)
+        else {
+            panic!()
+        };
+        assert!(keys.bad_key_follows());
+    }
+
+    /// The keys of a `get`/`gat` line with a bad key: those before it.
+    fn bad_get(buf: &[u8]) -> Vec<&[u8]> {
+        match cmd(buf) {
+            Command::Get { keys, .. } | Command::Gat { keys, .. } => {
+                assert!(keys.bad_key_follows());
+                keys.iter().collect()
             }
-        ));
+            other => panic!("expected a get, got {other:?}"),
+        }
+    }
+
+    /// memcached reads a command line as a C string: it ends at the first NUL byte.
+    #[test]
+    fn a_nul_byte_ends_the_line() {
+        assert_eq!(cmd(b"version\0junk\r\n"), Command::Version);
+        let Command::Get { keys, .. } = cmd(b"get a\0b c\r\n") else {
+            panic!()
+        };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), [&b"a"[..]]);
+        assert_eq!(rejected(b"get \0a\r\n"), (ERROR, 8, 0));
+        assert_eq!(rejected(b"\0get a\r\n"), (ERROR, 8, 0));
+        let Parsed::Command {
+            cmd:
+                Command::Store {
+                    key: b"k",
+                    data: b"a",
+                    ..
+                },
+            len: 21,
+        } = parse(b"set k 0 0 1\0junk\r\na\r\n", MAX)
+        else {
+            panic!()
+        };
     }
 
     /// A line that ends with `noreply` gets no reply, even an error (as in memcached 1.6); the bytes to drop
@@ -684,7 +762,7 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
-        assert_eq!(rejected(b"get k noreply\x01\r\n").0, BAD_FORMAT);
+        assert!(bad_get(b"get k noreply\x01\r\n") == [&b"k"[..]]);
         assert_eq!(rejected(b"stats noreply\r\n").0, ERROR);
         assert_eq!(rejected(b"bogus noreply\r\n").0, ERROR);
         assert_eq!(rejected(b"gat x k noreply\r\n").0, BAD_EXPTIME);
@@ -745,9 +823,24 @@ mod tests {
 
     #[test]
     fn lines_past_the_limit_close_the_connection() {
-        let long = vec![b'a'; MAX_LINE + 1];
+        let mut long = b"get ".to_vec();
+        long.resize(MAX_LINE + 1, b'a');
         assert_eq!(parse(&long, MAX), Parsed::Close(LINE_TOO_LONG));
         assert_eq!(parse(&long[..MAX_LINE], MAX), Parsed::Incomplete);
+        // Any other line may not grow past 2048 bytes without its newline (memcached closes it).
+        let mut set = b"set ".to_vec();
+        set.resize(MAX_PLAIN_LINE + 1, b'k');
+        assert_eq!(parse(&set, MAX), Parsed::Close(LINE_TOO_LONG));
+        assert_eq!(parse(&set[..MAX_PLAIN_LINE], MAX), Parsed::Incomplete);
+        let mut gets = vec![b' '; MAX_LEADING_SPACES];
+        gets.extend_from_slice(b"gets ");
+        gets.resize(MAX_PLAIN_LINE + 1, b'k');
+        assert_eq!(parse(&gets, MAX), Parsed::Incomplete);
+        gets.insert(0, b' ');
+        assert_eq!(parse(&gets, MAX), Parsed::Close(LINE_TOO_LONG));
+        // With its newline, a long line is read as any other.
+        set.extend_from_slice(b" 0 0 1\r\n");
+        assert_eq!(rejected(&set).0, BAD_FORMAT);
     }
 
     /// The numbers of memcached 1.6.18 (each checked against it): `strtoull`/`strtol` read a token.

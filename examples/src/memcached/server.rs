@@ -618,18 +618,28 @@ fn execute<W: Write>(
                 Command::Gat { exptime, .. } => Some(exptime),
                 _ => None,
             };
+            // A bad key ends the line: the keys before it are looked up (and a `gat` touches them), but their
+            // values are dropped and the reply is the error alone, as in memcached.
+            let bad_key = keys.bad_key_follows();
+            let start = out.len();
             for key in keys.iter() {
                 // The output buffer travels to the shard and back: a hit is written straight into it.
                 *out = shared
                     .shard(key)
                     .fetch(key, cas, touch, *clock, std::mem::take(out));
-                if out.len() >= OUT_FLUSH {
+                if bad_key {
+                    out.truncate(start);
+                } else if out.len() >= OUT_FLUSH {
                     w.write_all(out)?;
                     out.clear();
                     *clock = unix_now();
                 }
             }
-            out.extend_from_slice(b"END\r\n");
+            out.extend_from_slice(if bad_key {
+                protocol::BAD_FORMAT
+            } else {
+                b"END\r\n"
+            });
         }
         Command::Store {
             op,
