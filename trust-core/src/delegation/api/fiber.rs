@@ -146,6 +146,11 @@ where
     R: Send + 'static,
 {
     let rt = runtime();
+    // In a forked child, before the stack pool: its locks may have been held by a parent's thread at the fork
+    // (a fiber ending, another `spawn`), and nothing would release them there (review 68: the child hung).
+    if shared::in_forked_child() {
+        shared::refuse(f, IN_FORKED_CHILD);
+    }
     // A worker waits for a finishing fiber's stack only briefly: that fiber may be its own (see `take`).
     let patience = if context::worker().is_some() {
         Duration::from_millis(1)

@@ -89,7 +89,7 @@ where
         let this = self;
         let trustee = this.trust.trustee().shared;
         // Tasks the trustee answered are woken by the next poll of any of its futures (`trustee::relay`).
-        trustee.relay.drain();
+        trustee.drain_relay();
         let answered = match std::mem::replace(&mut this.step, Step::Done) {
             Step::Unsent(unsent) => {
                 let unsent = trustee.check_running_holding(unsent);
@@ -127,7 +127,7 @@ where
     #[inline(never)]
     fn poll_large(&mut self, cx: &mut Context<'_>) -> Poll<R> {
         let trustee = self.trust.trustee().shared;
-        trustee.relay.drain();
+        trustee.drain_relay();
         match std::mem::replace(&mut self.step, Step::Done) {
             Step::Unsent(unsent) => {
                 let unsent = trustee.check_running_holding(unsent);

@@ -275,9 +275,14 @@ fn register_shutdown_at_exit() {
                 t.close_in_forked_child();
             }
         }
+        // Forked by a worker's thread (a fiber, a closure): its inline applies stop too (`Fairness`).
+        if let Some(worker) = context::worker() {
+            worker.fairness.stop_in_forked_child();
+        }
     }
     // SAFETY: registering plain `extern "C"` functions with no arguments is always sound; the fork handler
-    // only loads and stores atomics and reads the clock (async-signal-safe).
+    // only loads and stores atomics and plain cells of its own thread (a const thread-local, no destructor),
+    // and reads the clock (async-signal-safe).
     unsafe {
         libc::atexit(shutdown_at_exit);
         libc::pthread_atfork(None, None, Some(close_in_forked_child));

@@ -17,7 +17,7 @@ use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber, Promise};
 use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply, suspend_on};
 use crate::delegation::worker::run::Worker;
-use crate::delegation::trustee::shared::{refuse, refuse_both};
+use crate::delegation::trustee::shared::{IN_FORKED_CHILD, in_forked_child, refuse, refuse_both};
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
 /// by value through the layers of a request would copy them onto the caller's stack at each layer (in debug
@@ -228,6 +228,11 @@ impl<T: Send + 'static> Trust<T> {
         };
         let caller = context::worker();
         if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
+            if in_forked_child() {
+                // A child forked by a fiber of this worker: the value is the child's copy, and nothing there
+                // would run a continuation (review 68). One relaxed load, as `end_if_forked` after the apply.
+                refuse_both(job, then, IN_FORKED_CHILD);
+            }
             // SAFETY: on the property's trustee thread; the handle keeps it live.
             let in_use = unsafe { property::in_use(job.property.get().cast()) };
             if !in_use && !call::queued_to_self(worker) {

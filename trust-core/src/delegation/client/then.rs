@@ -10,13 +10,13 @@ use std::ptr;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread;
 
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot;
 use crate::delegation::trustee::job::Outcome;
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{TrusteeShared, in_forked_child};
 use crate::delegation::trustee::unwind;
 
 /// What one issuer of `apply_then` still waits for.
@@ -654,7 +654,10 @@ impl Inbox {
         }
         // Cleared before taking: a result added after the take sets it again.
         self.shared.any.store(false, Ordering::Relaxed);
-        let arrived = std::mem::take(&mut self.shared.arrived().results);
+        let Some(mut arrived) = self.shared.arrived_unless_held_at_fork() else {
+            return false;
+        };
+        let arrived = std::mem::take(&mut arrived.results);
         let any = !arrived.is_empty();
         for (id, result) in arrived {
             let i = self
@@ -673,6 +676,22 @@ impl InboxShared {
     fn arrived(&self) -> std::sync::MutexGuard<'_, Arrived> {
         self.arrived.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// `arrived`, but in a child forked after the runtime started only if the lock is free: a worker may have
+    /// held it at the fork, delivering a `launch_then` result, and nothing would release it there. `wait_pending`
+    /// in such a child hung for good (review 68: 4 of the first 36 forks while results arrived); without the
+    /// lock it leaves the results alone (what they may be in the middle of) and panics naming `fork` as it
+    /// waits for them. One relaxed load more, only where results have arrived or the inbox goes away.
+    fn arrived_unless_held_at_fork(&self) -> Option<std::sync::MutexGuard<'_, Arrived>> {
+        if !in_forked_child() {
+            return Some(self.arrived());
+        }
+        match self.arrived.try_lock() {
+            Ok(arrived) => Some(arrived),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 impl Drop for Inbox {
@@ -685,11 +704,11 @@ impl Drop for Inbox {
         for (_, _, build) in self.expected.drain(..) {
             panicked |= unwind::drop_quietly(build);
         }
-        let results = {
-            let mut arrived = self.shared.arrived();
+        // In a forked child whose lock a worker held at the fork: the results are left (leaked), unread.
+        let results = self.shared.arrived_unless_held_at_fork().map_or_else(Vec::new, |mut arrived| {
             arrived.closed = true;
             std::mem::take(&mut arrived.results)
-        };
+        });
         for (_, result) in results {
             panicked |= unwind::drop_quietly(result);
         }
@@ -727,7 +746,15 @@ impl<R: Send + 'static> Sender<R> {
             return;
         };
         let result: Box<dyn Any + Send> = Box::new(result);
-        let mut arrived = shared.arrived();
+        // A sender dropped in a forked child (by a fiber that forked) whose lock was held at the fork: the
+        // result is dropped as if the inbox had gone (nobody there would collect it).
+        let mut arrived = match shared.arrived_unless_held_at_fork() {
+            Some(arrived) => arrived,
+            None => {
+                let _ = unwind::drop_quietly(result);
+                return;
+            }
+        };
         if arrived.closed {
             // Nobody will collect it: dropped here (on the trustee, which must keep serving), outside the lock.
             drop(arrived);

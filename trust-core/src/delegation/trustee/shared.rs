@@ -672,6 +672,17 @@ impl TrusteeShared {
         self.mail.take_or_hold(held)
     }
 
+    /// Wakes the tasks the trustee left on its relay (`Relay::drain`), as every `apply_async` poll does first.
+    /// Not in a child forked after the runtime started: the worker (or a parent's executor thread) may have held
+    /// the relay's lock at the fork, and nothing would release it there (review 68: a poll in the child hung
+    /// instead of panicking naming `fork`); no task of the child's waits on a relay anyway.
+    #[inline]
+    pub(crate) fn drain_relay(&self) {
+        if self.relay.is_pending() && !in_forked_child() {
+            self.relay.drain();
+        }
+    }
+
     #[inline]
     pub(crate) fn is_running(&self) -> bool {
         self.state.load(Ordering::Acquire) == RUNNING

@@ -16,6 +16,8 @@
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
+use crate::delegation::trustee::shared;
+
 /// Local applies a turn of the worker loop runs before it serves its channels again.
 const TURN_APPLIES: u32 = 128;
 
@@ -109,7 +111,8 @@ impl Fairness {
     /// clock once a turn).
     #[cold]
     fn refill(&self) -> bool {
-        if self.still_saturated.get() {
+        // In a child forked by this worker's thread: never again (see `stop_in_forked_child`).
+        if self.still_saturated.get() || shared::in_forked_child() {
             return false;
         }
         if let Some(at) = self.saturated.get()
@@ -121,6 +124,15 @@ impl Fairness {
         self.saturated.set(None);
         self.credit.set(UNLIMITED);
         true
+    }
+
+    /// In a child forked by this worker's thread (the `fork` handler, in the child): the credit is spent and
+    /// never refilled there, so a fiber's next inline apply goes by `before_inline_apply`'s hold, whose
+    /// suspension panics naming `fork`, as the docs promise for every `apply` in a forked child. The local
+    /// shortcut itself stays as it is: it looks at no trustee state, and ran the closure on the child's copy of
+    /// the value (review 68). A plain store: async-signal-safe, as a fork handler must be.
+    pub(crate) fn stop_in_forked_child(&self) {
+        self.credit.set(0);
     }
 
     /// A fiber of this worker applied inline.

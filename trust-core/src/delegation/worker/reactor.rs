@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Poll, Token};
 
-use crate::delegation::trustee::shared::TrusteeShared;
+use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::worker::fiber::{self, Scheduler};
 
 /// The token of the waker that ends the worker's sleep (`Parker::polling`); sockets use their fd.
@@ -292,7 +292,14 @@ impl Reactor {
 }
 
 /// Before `fd` is closed: no worker may think it registered (a new socket may reuse the number).
+///
+/// Not in a child forked after the runtime started: it has no workers, so nothing reads the set again, and a
+/// parent's thread may have held its lock at the fork (a fiber registering, a socket dropped elsewhere), which
+/// nothing would ever release there: the drop of a socket a fiber had waited on hung the child (review 68).
 pub(crate) fn forget(shared: &TrusteeShared, fd: RawFd) {
+    if shared::in_forked_child() {
+        return;
+    }
     shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&fd);
 }
 
