@@ -4,6 +4,7 @@
 //! issue order holds — and the worker resumes it once the job can run; other clients are served meanwhile.
 
 use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
@@ -236,16 +237,40 @@ fn pause_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
         // SAFETY: a paused job's property stays live until it has run (see `Worker::retire`); on its trustee.
         unsafe { property::set_applies_waiting(on, 1) };
     }
+    let parts = Apart(ManuallyDrop::new(job), ManuallyDrop::new(done));
     local::pause(
         Box::new(move || {
             if holds {
                 // SAFETY: as above; counted in again if it pauses again.
                 unsafe { property::set_applies_waiting(on, -1) };
             }
+            let (job, done) = parts.into_parts();
             contained(move || run_job(job, done));
         }),
         on,
     );
+}
+
+/// A paused job and what answers it, dropped each on its own if dropped unrun (at shutdown): dropped together, a
+/// capture's destructor that panics would unwind into the answer's (which wakes a task: user code too), and two
+/// panics abort the process (review 69).
+struct Apart<J, D>(ManuallyDrop<J>, ManuallyDrop<D>);
+
+impl<J, D> Apart<J, D> {
+    fn into_parts(self) -> (J, D) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: each part is taken once, and `this` is never dropped (its `Drop` would take them again).
+        unsafe { (ManuallyDrop::take(&mut this.0), ManuallyDrop::take(&mut this.1)) }
+    }
+}
+
+impl<J, D> Drop for Apart<J, D> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, untaken (`into_parts` forgets `self`).
+        let (job, done) = unsafe { (ManuallyDrop::take(&mut self.0), ManuallyDrop::take(&mut self.1)) };
+        let _ = unwind::drop_quietly(job);
+        drop(done);
+    }
 }
 
 #[cfg(test)]

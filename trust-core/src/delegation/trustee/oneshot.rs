@@ -18,7 +18,7 @@ use std::task::{Poll, Waker};
 
 use crate::delegation::trustee::job::{self, Apply, Job, Outcome};
 use crate::delegation::trustee::property::{Property, SendPtr};
-use crate::delegation::trustee::relay;
+use crate::delegation::trustee::{relay, unwind};
 use crate::delegation::trustee::shared::{Mail, MailHeader, Runnable, TrusteeShared};
 
 /// The trustee has written `output` (`Some`: the job ran; `None`: it was dropped without running).
@@ -262,27 +262,25 @@ unsafe fn forget_output<O>(slot: *mut Option<O>) {
 impl<O> Drop for Answer<O> {
     fn drop(&mut self) {
         // SAFETY: the node lives until both sides let go; this is this side's one letting go.
-        unsafe { let_go(self.node) };
+        if unsafe { lets_go_last(self.node) } {
+            // SAFETY: both sides have let go (AcqRel: after all of the other's accesses).
+            unsafe { (self.node.as_ref().free)(self.node) };
+        }
     }
 }
 
-/// Lets go of the node for one side; the second side to do so frees it (with an output nobody took), and
-/// learns so (true).
+/// Lets go of the node for one side: true for the second side to do so, which must then free it (with an
+/// output nobody took) and touch it no more.
 ///
 /// # Safety
 /// Called once per side.
-unsafe fn let_go<O>(node: NonNull<Shared<O>>) -> bool {
+unsafe fn lets_go_last<O>(node: NonNull<Shared<O>>) -> bool {
     // SAFETY: live until both sides let go; by the contract, this side has not yet.
     let shared = unsafe { node.as_ref() };
     // Usually the other side has let go already (the trustee does before it wakes the task): then a load
     // tells, and no read-modify-write is needed.
-    let last = shared.state.load(Ordering::Acquire) & LET_GO != 0
-        || shared.state.fetch_or(LET_GO, Ordering::AcqRel) & LET_GO != 0;
-    if last {
-        // SAFETY: both sides have let go (AcqRel: after all of the other's accesses).
-        unsafe { (shared.free)(node) };
-    }
-    last
+    shared.state.load(Ordering::Acquire) & LET_GO != 0
+        || shared.state.fetch_or(LET_GO, Ordering::AcqRel) & LET_GO != 0
 }
 
 /// # Safety
@@ -313,8 +311,10 @@ unsafe fn finish<J: Job<Output: Send>>(h: *mut MailHeader, run: bool) {
         // shutdown, it answers `None`.
         job::contained(move || job::run_job(job, move |output| answering.answer(Some(output))));
     } else {
+        // Each on its own: a capture's destructor that panics must not unwind into the answer's wake (user code
+        // too), or two panics would abort the process (review 69).
         job::contained(move || {
-            drop(job);
+            let _ = unwind::drop_quietly(job);
             drop(answering);
         });
     }
@@ -339,9 +339,15 @@ impl<J: Job> Answering<J> {
         } else {
             None // the future is in `poll`, and answers from it
         };
-        // SAFETY: the trustee's one letting go; the node is not touched after it.
-        let future_gone = unsafe { let_go(node) };
-        if let Some(waker) = waker.filter(|_| !future_gone) {
+        // SAFETY: the trustee's one letting go; the node is not touched after it but to be freed.
+        if unsafe { lets_go_last(node) } {
+            // The future is gone: nobody wakes or takes anything. The waker goes first, on its own: the output
+            // goes with the node, and a destructor that panics in each would abort the process (a second panic
+            // while the first unwinds; review 69).
+            let _ = unwind::drop_quietly(waker);
+            // SAFETY: both sides have let go (AcqRel: after all of the future's accesses).
+            unsafe { (shared.free)(node) };
+        } else if let Some(waker) = waker {
             relay::wake(waker);
         }
     }
