@@ -49,7 +49,6 @@
 //! failure with a message; every count is exact.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -746,25 +745,6 @@ fn sixty_fibers_blocked_in_accept_read_and_write_at_shutdown() {
     child_ok();
 }
 
-/// Sets `SO_LINGER` to 0 so that closing the socket resets the connection.
-fn reset_on_close(s: &std::net::TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a `linger` of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-}
-
 /// 300 connections to a fiber server; each fiber reads a byte then writes 1 MiB chunks back; each peer reads a
 /// little and resets the connection (`SO_LINGER` 0) mid-transfer; meanwhile a thread applies 20,000 times.
 /// Promises: every fiber ends (its write fails with an error, never a hang or a panic), the applies all
@@ -819,7 +799,7 @@ fn three_hundred_peers_reset_mid_transfer() {
             thread::spawn(move || {
                 for _ in 0..N / 4 {
                     let mut c = std::net::TcpStream::connect(addr).unwrap();
-                    reset_on_close(&c);
+                    linger0(&c);
                     c.write_all(b"g").unwrap();
                     let mut b = vec![0u8; 4096 * (t + 1)];
                     c.read_exact(&mut b).unwrap();
