@@ -839,3 +839,267 @@ fn a_lent_lock_queues_futures_and_names_its_type_in_panics() {
         Some("IntervalMutex: range 4..9 is out of bounds for len 6; borrow a range within 0..6")
     );
 }
+
+// Hostile review of `with_slice` (review 70): empty and zero-sized slices, leaked guards and futures, panics
+// with scoped threads and pending futures, nested lending, panicking destructors, fibers and coroutines.
+
+/// An empty slice lends a lock of length 0: every empty range is granted at once and a non-empty one panics,
+/// naming the type; a zero-sized `T` is locked by index like any other, and only its owner drops it.
+#[test]
+fn a_lent_empty_or_zero_sized_slice_is_locked_by_index() {
+    let mut none: [u8; 0] = [];
+    let lens = IntervalRwLock::with_slice(&mut none, |lock| {
+        let (a, b) = (lock.write(..), lock.write(0..0));
+        assert_eq!((lock.held(), lock.queued()), (0, 0), "empty ranges");
+        (lock.len(), lock.is_empty(), a.len() + b.len())
+    });
+    assert_eq!(lens, (0, true, 0));
+    let message = catch_unwind(AssertUnwindSafe(|| {
+        IntervalRwLock::with_slice(&mut none, |lock| drop(lock.read(0..1)))
+    }))
+    .expect_err("out of bounds");
+    assert_eq!(
+        message.downcast_ref::<String>().map(String::as_str),
+        Some("IntervalRwLock: range 0..1 is out of bounds for len 0; borrow a range within 0..0")
+    );
+
+    static ZST_DROPS: AtomicUsize = AtomicUsize::new(0);
+    #[derive(Debug)]
+    struct Zst;
+    impl Drop for Zst {
+        fn drop(&mut self) {
+            ZST_DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let mut zsts = [Zst, Zst, Zst, Zst, Zst];
+    IntervalMutex::with_slice(&mut zsts, |lock| {
+        let mut left = lock.lock(1..3);
+        assert_eq!((left.len(), lock.len()), (2, 5));
+        assert_eq!(lock.try_lock(2..4).unwrap_err().range(), 2..4);
+        left[0] = Zst; // drops the one it replaces
+        assert_eq!(lock.lock(3..).len(), 2);
+    });
+    assert_eq!(ZST_DROPS.load(Ordering::SeqCst), 1, "only the replaced one");
+    drop(zsts);
+    assert_eq!(ZST_DROPS.load(Ordering::SeqCst), 6);
+}
+
+/// Guards and futures leaked in `f` (`mem::forget`, `Box::leak`) keep their ranges until `f` returns, and
+/// no longer: the slice is the caller's again with the writes made through them, and the leaked future's
+/// waker is dropped with the lent lock's bookkeeping.
+#[test]
+fn leaked_guards_and_futures_end_with_the_lent_lock() {
+    struct Flag;
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {}
+    }
+    let flag = Arc::new(Flag);
+    let waker = Waker::from(flag.clone());
+    let mut cells = [0u8; 6];
+    IntervalRwLock::with_slice(&mut cells, |lock| {
+        let mut forgotten = lock.write(..2);
+        forgotten.fill(1);
+        std::mem::forget(forgotten);
+        let leaked: &mut WriteGuard<'_, u8> = Box::leak(Box::new(lock.write(4..)));
+        leaked.fill(3);
+        let mut queued = Box::pin(lock.write_async(1..3));
+        let mut cx = Context::from_waker(&waker);
+        assert!(queued.as_mut().poll(&mut cx).is_pending());
+        std::mem::forget(queued);
+        assert_eq!((lock.held(), lock.queued()), (2, 1));
+        assert_eq!(Arc::strong_count(&flag), 3, "the test's, `waker` and the queue's");
+        assert_eq!(lock.try_read(2..3).unwrap_err().range(), 2..3, "queued write");
+        lock.write(3..4).fill(2);
+        leaked[1] = 4;
+    });
+    assert_eq!(cells, [1, 1, 0, 2, 3, 4]);
+    assert_eq!(Arc::strong_count(&flag), 2, "the queue's clone went with the lock");
+    cells[2] = 9; // the caller's again
+    IntervalMutex::with_slice(&mut cells, |lock| {
+        assert_eq!((lock.held(), lock.queued()), (0, 0), "a new lock each time");
+        assert_eq!(lock.lock(..).to_vec(), [1, 1, 9, 2, 3, 4]);
+    });
+}
+
+/// `f` panics while a scoped thread holds a write guard and `f`'s own future is queued behind it: the
+/// future is withdrawn, the scope joins the thread (which finishes its write), the panic reaches the caller
+/// with its own payload and the slice holds the thread's write.
+#[test]
+fn a_panic_in_with_slice_with_a_scoped_holder_and_a_queued_future() {
+    let mut cells = [0u32; 4];
+    let barrier = Barrier::new(2);
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        IntervalRwLock::with_slice(&mut cells, |lock| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    let mut held = lock.write(..2);
+                    barrier.wait(); // held
+                    barrier.wait(); // the future is queued
+                    held.fill(5);
+                });
+                barrier.wait();
+                let mut future = pin!(lock.write_async(1..3));
+                let mut woken = false;
+                assert!(poll_once(future.as_mut(), &mut woken).is_pending());
+                assert_eq!((lock.held(), lock.queued()), (1, 1));
+                barrier.wait();
+                panic!("in f, future queued");
+            })
+        })
+    }))
+    .expect_err("f panicked");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"in f, future queued"));
+    assert_eq!(cells, [5, 5, 0, 0]);
+
+    // A scoped thread that panics holding a guard: the scope panics once it is joined, with the writes made.
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        IntervalMutex::with_slice(&mut cells, |lock| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    let mut held = lock.lock(2..);
+                    held[0] = 7;
+                    panic!("in a scoped thread");
+                });
+            });
+        })
+    }))
+    .expect_err("the scope panicked");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"a scoped thread panicked")
+    );
+    assert_eq!(cells, [5, 5, 7, 0]);
+}
+
+/// A write guard's sub-slice is lent again: the inner lock's threads write it while the outer lock still
+/// excludes that range and serves the rest.
+#[test]
+fn a_guards_slice_is_lent_again_inside_with_slice() {
+    let mut cells = [0u16; 8];
+    IntervalRwLock::with_slice(&mut cells, |outer| {
+        let mut middle = outer.write(2..6);
+        let inner_sum = IntervalMutex::with_slice(&mut middle, |inner| {
+            thread::scope(|s| {
+                s.spawn(|| inner.lock(..2).fill(1));
+                s.spawn(|| inner.lock(2..).fill(2));
+                s.spawn(|| outer.write(6..).fill(3));
+            });
+            assert!(outer.try_read(5..7).is_err(), "the outer guard holds 2..6");
+            inner.lock(..).iter().sum::<u16>()
+        });
+        assert_eq!(inner_sum, 6);
+        middle[0] += 10;
+        drop(middle);
+        assert_eq!(outer.read(..).to_vec(), [0, 0, 11, 1, 2, 2, 3, 3]);
+    });
+    assert_eq!(cells, [0, 0, 11, 1, 2, 2, 3, 3]);
+}
+
+/// An element whose drop panics, replaced through a lent lock's guard: the panic reaches the caller, the
+/// new element is in place and nothing is dropped twice or by the lent lock.
+#[test]
+fn a_panicking_drop_in_with_slice_reaches_the_caller_once() {
+    let drops = AtomicUsize::new(0);
+    struct Bomb<'a>(&'a AtomicUsize, u32, bool);
+    impl Drop for Bomb<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            assert!(!self.2, "bomb {}", self.1);
+        }
+    }
+    let mut cells = vec![Bomb(&drops, 0, true), Bomb(&drops, 1, false)];
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        IntervalRwLock::with_slice(&mut cells, |lock| {
+            let mut guard = lock.write(..1);
+            let old = std::mem::replace(&mut guard[0], Bomb(&drops, 2, false));
+            drop(old);
+        })
+    }))
+    .expect_err("the old element's drop panicked");
+    assert_eq!(
+        payload.downcast_ref::<String>().map(String::as_str),
+        Some("bomb 0")
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(cells.iter().map(|b| b.1).collect::<Vec<_>>(), [2, 1]);
+    drop(cells);
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+}
+
+/// The lent lock is the owned one's type: `Sync` for `Sync + Send` elements (shared by scoped threads above),
+/// its guards and futures `Send` as the owned lock's are.
+#[test]
+fn a_lent_lock_has_the_owned_ones_auto_traits() {
+    fn sync<T: Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let mut cells = [0u64; 2];
+    IntervalRwLock::with_slice(&mut cells, |lock| {
+        sync(lock);
+        send(&lock.read(..1));
+        send(&lock.write(1..));
+        send(&lock.prioritized(3).write_async(..));
+    });
+    // A `WriteGuard<Cell<_>>` moves to another thread although the lent lock of cells is not `Sync`.
+    let mut cells = [Cell::new(1), Cell::new(2)];
+    IntervalMutex::with_slice(&mut cells, |lock| {
+        let guard = lock.lock(1..);
+        thread::scope(|s| {
+            s.spawn(move || guard[0].set(20));
+        });
+    });
+    assert_eq!(cells.map(Cell::into_inner), [1, 20]);
+}
+
+/// A fiber of the delegation runtime lends its own array and waits inside `f` for a range a scoped thread
+/// holds: the fiber suspends (its worker runs on) and resumes with the thread's write in place.
+#[cfg(not(miri))]
+#[test]
+fn a_fiber_waits_inside_with_slice() {
+    let _rt = trust_core::Runtime::builder()
+        .workers(1)
+        .build()
+        .expect("the only runtime of this test binary");
+    let fiber = trust_core::spawn(|| {
+        let mut cells = [0u8; 4];
+        IntervalRwLock::with_slice(&mut cells, |lock| {
+            thread::scope(|s| {
+                let holder = s.spawn(|| {
+                    let mut held = lock.write(..2);
+                    wait_until("the fiber's queued write", || lock.queued() == 1);
+                    held.fill(1);
+                });
+                wait_until("the thread's write", || lock.held() == 1);
+                lock.write(1..3).fill(2);
+                holder.join().unwrap();
+            });
+        });
+        cells
+    });
+    assert_eq!(fiber.join().unwrap(), [1, 2, 2, 0]);
+}
+
+/// A `may` coroutine lends its own array and waits inside `f`: it yields instead of blocking its thread, and
+/// resumes with the scoped thread's write in place.
+#[cfg(all(feature = "may", not(miri)))]
+#[test]
+fn a_may_coroutine_waits_inside_with_slice() {
+    // SAFETY: the coroutine uses no thread-local storage of its own across yields.
+    let coroutine = unsafe {
+        may::coroutine::spawn(|| {
+            let mut cells = [0u8; 4];
+            IntervalMutex::with_slice(&mut cells, |lock| {
+                thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut held = lock.lock(2..);
+                        wait_until("the coroutine's queued lock", || lock.queued() == 1);
+                        held.fill(3);
+                    });
+                    wait_until("the thread's lock", || lock.held() == 1);
+                    lock.lock(1..3).fill(4);
+                });
+            });
+            cells
+        })
+    };
+    assert_eq!(coroutine.join().unwrap(), [0, 4, 4, 3]);
+}
