@@ -1643,12 +1643,14 @@ fn children_swapped_or_replaced_between_collections_through_with_child_mut_lock_
     }
     thread::scope(|s| {
         let (tx, rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
         let first_ = &first;
         let holder = s.spawn(move || {
             let mut key = ThreadKey::get().unwrap();
             let _g = first_.child()[1].lock(&mut key);
             tx.send(()).unwrap();
-            thread::sleep(Duration::from_millis(50));
+            // Held until the main thread has looked (a timed hold could end before it looks).
+            release_rx.recv().unwrap();
         });
         rx.recv().unwrap();
         assert!(
@@ -1656,6 +1658,7 @@ fn children_swapped_or_replaced_between_collections_through_with_child_mut_lock_
             "the cache must see the swapped-in lock 4 busy"
         );
         assert!(second.try_lock(&mut key).is_ok());
+        release_tx.send(()).unwrap();
         holder.join().unwrap();
     });
 

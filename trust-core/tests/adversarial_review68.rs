@@ -34,10 +34,12 @@
 //!   instead of panicking naming fork. Fixed off the hot path: the fork handler spends the forking worker's
 //!   inline-apply credit and a forked child never refills it (`worker/fairness.rs`, `api/runtime.rs`), so the
 //!   apply goes by the fairness hold, whose suspension panics naming fork.
-//!
 //! - `an_inline_apply_then_in_a_child_forked_by_a_fiber_panics_naming_fork`: the same with `apply_then` ran the
 //!   closure inline, then aborted the child from `end_if_forked` instead of panicking naming fork. Fixed: one
 //!   relaxed load of the fork flag on `apply_then`'s own-trustee branch (`api/trust.rs`).
+//! - `an_inline_apply_in_a_child_forked_by_a_delegated_closure_panics_naming_fork` (review 71): the same from a
+//!   delegated closure's child still ran, the hold letting a caller that is not a fiber apply at once. Fixed:
+//!   the hold panics naming fork in a forked child (`worker/fiber.rs`).
 //!
 //! Not a finding, for the record: clones are counted on the trustee with a signed count (an `isize`), not with
 //! weights, so there is no weight to exhaust: chains of a million clones cost a million counts, netted in the
@@ -1407,10 +1409,8 @@ fn wait_pending_in_a_child_forked_while_launch_then_results_arrive() {
 /// Found: the apply ran (exit code 7: the closure ran on the child's copy of the value and returned 42), as
 /// the local shortcut looks at no trustee state. Fixed off the hot path: the fork handler spends the forking
 /// worker's inline-apply credit (`Fairness::stop_in_forked_child`) and a forked child never refills it, so
-/// the apply goes by the fairness hold, whose suspension panics naming fork. Not fixed, described: an
-/// `apply_then` there, on a value of the fiber's own trustee, still runs its closure inline and then aborts
-/// the child ("user code that forked returned to a worker in the child", exit by SIGABRT) instead of
-/// panicking: its local shortcut has no such cold branch, and a check there would sit on the hot path.
+/// the apply goes by the fairness hold, which panics naming fork in a forked child. (`apply_then`: the test
+/// after the next.)
 #[test]
 fn an_inline_apply_in_a_child_forked_by_a_fiber_panics_naming_fork() {
     in_child!(
@@ -1451,6 +1451,44 @@ fn an_inline_apply_in_a_child_forked_by_a_fiber_panics_naming_fork() {
         code,
         Some(8),
         "the inline apply in a fiber's forked child after {took:?} (7: it ran and returned 42)"
+    );
+    child_ok();
+}
+
+/// As above, from a closure delegated to trustee 0 that forks: in the child it applies to another value of
+/// trustee 0. Found by review 71: the apply ran (exit code 7), since the fairness hold let a caller that is
+/// not a fiber apply at once; the hold now panics naming fork in a forked child, whoever calls.
+#[test]
+fn an_inline_apply_in_a_child_forked_by_a_delegated_closure_panics_naming_fork() {
+    in_child!(
+        "an_inline_apply_in_a_child_forked_by_a_delegated_closure_panics_naming_fork",
+        30
+    );
+    let home = rt().trustee(0).entrust(0u8);
+    let v = rt().trustee(0).entrust(41u64);
+    let v2 = v.clone();
+    let pid = home.apply(move |_| {
+        fork_running(move || {
+            quiet_child();
+            match catch_unwind(AssertUnwindSafe(|| v2.apply(|c| *c + 1))) {
+                Ok(42) => 7,
+                Ok(_) => 6,
+                Err(p) => {
+                    if panic_message(p).contains("forked after it started") {
+                        8
+                    } else {
+                        9
+                    }
+                }
+            }
+        })
+    });
+    let (code, took) = reap(pid, 10);
+    assert_eq!(v.apply(|c| *c), 41, "the parent's value");
+    assert_eq!(
+        code,
+        Some(8),
+        "the inline apply in a delegated closure's forked child after {took:?} (7: it ran and returned 42)"
     );
     child_ok();
 }

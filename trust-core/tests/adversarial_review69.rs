@@ -18,20 +18,20 @@
 //! - The runtime after `shutdown` (every call refuses and drops what it was given once), bad
 //!   `TRUST_MAX_FIBER_STACKS` values, a bad `TRUST_WORKERS` ignored beside `workers(n)`.
 //!
-//! Findings, both fixed (the same root cause: the runtime dropped two pieces of user code in one unwind,
-//! although `trustee/unwind.rs` says each value is dropped on its own; now `oneshot::Answering::answer` drops
-//! an unused waker before it frees the node, and `job::pause_job`'s box and `oneshot::finish(.., false)` drop
-//! the job quietly before what answers it):
-//! - `a_result_and_a_waker_that_both_panic_when_dropped_are_contained`: an `apply_async` future dropped
-//!   after its first poll, whose waker's destructor panics and whose result's destructor panics: when the
-//!   trustee answers, `oneshot::Answering::answer` takes the waker out of the node, then `let_go` -> `free`
-//!   drops the node with the result, which panics; unwinding drops the taken waker, which panics again: the
-//!   process aborted ("thread caused non-unwinding panic").
+//! Findings, both fixed (the same root cause: the runtime dropped two pieces of user code in one unwind, although
+//! `trustee/unwind.rs` says each value is dropped on its own; now `oneshot::Answering::answer` drops an unused waker
+//! before it frees the node, and `job::pause_job`'s box and `oneshot::finish(.., false)` drop the job quietly before
+//! what answers it):
+//! - `a_result_and_a_waker_that_both_panic_when_dropped_are_contained`: an `apply_async` future dropped after its first
+//!   poll, whose waker's destructor panics and whose result's destructor panics: when the trustee answers,
+//!   `oneshot::Answering::answer` takes the waker out of the node, then `let_go` (now `lets_go_last`) -> `free` drops
+//!   the node with the result, which panics; unwinding drops the taken waker, which panics again: the process aborted
+//!   ("thread caused non-unwinding panic").
 //! - `shutdown_drops_a_deferred_apply_async_with_both_hostile_contained`: at shutdown, an `apply_async` deferred behind
-//!   a launched fiber's latch, whose capture panics when dropped and whose waker panics when woken:
-//!   `Worker::close` drops the deferred box (`job::pause_job`) with `drop_quietly`, but that one box holds the
-//!   job and its `Answering`; the capture's panic unwinds into `Answering::drop`, which wakes the waker, which
-//!   panics: abort. `oneshot::finish(.., false)` (mail dropped unrun) had the same shape.
+//!   a launched fiber's latch, whose capture panics when dropped and whose waker panics when woken: `Worker::close`
+//!   drops the deferred box (`job::pause_job`) with `drop_quietly`, but that one box holds the job and its `Answering`;
+//!   the capture's panic unwinds into `Answering::drop`, which wakes the waker, which panics: abort.
+//!   `oneshot::finish(.., false)` (mail dropped unrun) had the same shape.
 //!
 //! Everything else held. Every test that could hang has a deadline; those that shut down the runtime or set
 //! its environment run in a child process of their own.
@@ -1469,13 +1469,13 @@ fn deferred_apply_async_answers_with_hostile_wakers_and_results() {
     child_ok();
 }
 
-/// An `apply_async` future polled once (its waker's destructor panics) and dropped while its closure runs;
-/// the closure's result panics when dropped too. When the trustee answers, it takes the waker out of the
-/// request, frees the request (dropping the result, whose destructor panics) and, unwinding from that, drops
-/// the waker, whose destructor panicked again: a panic during a panic, and the process aborted (fixed). The docs promise
-/// "Any user code the trustee runs (closures, result and property destructors, `Waker`s) is contained: a
-/// panic there never stops a trustee" (each destructor on its own, as review 53 made a refused call drop what
-/// it was given). One hostile destructor at a time is contained (the test above).
+/// An `apply_async` future polled once (its waker's destructor panics) and dropped while its closure runs; the
+/// closure's result panics when dropped too. When the trustee answered, it took the waker out of the request, freed the
+/// request (dropping the result, whose destructor panics) and, unwinding from that, dropped the waker, whose destructor
+/// panicked again: a panic during a panic, and the process aborted (fixed: the waker is dropped first, on its own). The
+/// docs promise "Any user code the trustee runs (closures, result and property destructors, `Waker`s) is contained: a
+/// panic there never stops a trustee" (each destructor on its own, as review 53 made a refused call drop what it was
+/// given). One hostile destructor at a time is contained (the test above).
 #[test]
 fn a_result_and_a_waker_that_both_panic_when_dropped_are_contained() {
     in_child!(
@@ -1595,13 +1595,13 @@ fn shutdown_drops_a_deferred_apply_async_whose_capture_panics_when_dropped() {
     child_ok();
 }
 
-/// Both at once aborted the process (fixed: `job::Apart` drops the two apart): at shutdown `Worker::close` drops each deferred request with
-/// `unwind::drop_quietly`, but one deferred request is one boxed closure (`job::pause_job`) holding both the
-/// job (the user's captures) and its `Answering`, whose drop answers `None` and wakes the user's waker. The
-/// capture's destructor panics first; unwinding from it drops the `Answering`, which calls `Waker::wake`,
+/// Both at once aborted the process (fixed: `job::PausedParts` drops the two apart): at shutdown `Worker::close` drops each
+/// deferred request with `unwind::drop_quietly`, but one deferred request is one boxed closure (`job::pause_job`)
+/// holding both the job (the user's captures) and its `Answering`, whose drop answers `None` and wakes the user's
+/// waker. The capture's destructor panics first; unwinding from it drops the `Answering`, which calls `Waker::wake`,
 /// which panics: a panic while a panic unwinds, and the process aborts ("thread caused non-unwinding panic").
-/// `unwind.rs` says the runtime drops "each value on its own (a second panic while the first unwinds aborts
-/// the process)"; the docs say user code the trustee runs (destructors, `Waker`s) is contained.
+/// `unwind.rs` says the runtime drops "each value on its own (a second panic while the first unwinds aborts the
+/// process)"; the docs say user code the trustee runs (destructors, `Waker`s) is contained.
 #[test]
 fn shutdown_drops_a_deferred_apply_async_with_both_hostile_contained() {
     in_child!(

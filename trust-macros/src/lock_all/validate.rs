@@ -25,9 +25,13 @@ pub fn validate(input: &LockAllInput, name: &str) -> syn::Result<()> {
             return Err(syn::Error::new_spanned(
                 &lock.expr,
                 format!(
-                    "`{}` is locked twice in this `{name}!`: a thread would wait for itself \
-                     forever; pass each lock once",
-                    compact(&lock.expr.to_token_stream().to_string())
+                    "`{}` is locked twice in this `{name}!`: {}; pass each lock once",
+                    compact(&lock.expr.to_token_stream().to_string()),
+                    if name == "try_lock_all" {
+                        "trying would always fail (the lock is taken by the time it comes again)"
+                    } else {
+                        "a thread would wait for itself forever"
+                    }
                 ),
             ));
         }

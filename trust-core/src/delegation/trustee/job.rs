@@ -237,7 +237,7 @@ fn pause_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
         // SAFETY: a paused job's property stays live until it has run (see `Worker::retire`); on its trustee.
         unsafe { property::set_applies_waiting(on, 1) };
     }
-    let parts = Apart(ManuallyDrop::new(job), ManuallyDrop::new(done));
+    let parts = PausedParts(ManuallyDrop::new(job), ManuallyDrop::new(done));
     local::pause(
         Box::new(move || {
             if holds {
@@ -254,9 +254,9 @@ fn pause_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
 /// A paused job and what answers it, dropped each on its own if dropped unrun (at shutdown): dropped together, a
 /// capture's destructor that panics would unwind into the answer's (which wakes a task: user code too), and two
 /// panics abort the process (review 69).
-struct Apart<J, D>(ManuallyDrop<J>, ManuallyDrop<D>);
+struct PausedParts<J, D>(ManuallyDrop<J>, ManuallyDrop<D>);
 
-impl<J, D> Apart<J, D> {
+impl<J, D> PausedParts<J, D> {
     fn into_parts(self) -> (J, D) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: each part is taken once, and `this` is never dropped (its `Drop` would take them again).
@@ -264,7 +264,7 @@ impl<J, D> Apart<J, D> {
     }
 }
 
-impl<J, D> Drop for Apart<J, D> {
+impl<J, D> Drop for PausedParts<J, D> {
     fn drop(&mut self) {
         // SAFETY: dropped once, untaken (`into_parts` forgets `self`).
         let (job, done) = unsafe { (ManuallyDrop::take(&mut self.0), ManuallyDrop::take(&mut self.1)) };

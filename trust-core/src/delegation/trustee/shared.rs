@@ -678,7 +678,14 @@ impl TrusteeShared {
     /// instead of panicking naming `fork`); no task of the child's waits on a relay anyway.
     #[inline]
     pub(crate) fn drain_relay(&self) {
-        if self.relay.is_pending() && !in_forked_child() {
+        if self.relay.is_pending() {
+            self.drain_relay_unless_forked();
+        }
+    }
+
+    #[cold]
+    fn drain_relay_unless_forked(&self) {
+        if !in_forked_child() {
             self.relay.drain();
         }
     }

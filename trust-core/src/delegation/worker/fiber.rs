@@ -113,6 +113,12 @@ pub(crate) fn before_inline_apply(worker: &Worker) {
 #[cold]
 #[inline(never)]
 fn hold(worker: &Worker) {
+    // A child forked by this worker's thread, whose fork handler spent the credit (`Fairness`): whoever calls
+    // (a fiber, a delegated closure, a continuation) gets the fork panic, before the value (the child's copy)
+    // is touched (review 71: a closure's child applied).
+    if shared::in_forked_child() {
+        suspended_in_forked_child();
+    }
     // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
