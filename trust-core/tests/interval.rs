@@ -884,11 +884,36 @@ fn a_lent_empty_or_zero_sized_slice_is_locked_by_index() {
     assert_eq!(ZST_DROPS.load(Ordering::SeqCst), 6);
 }
 
-/// Guards and futures leaked in `f` (`mem::forget`, `Box::leak`) keep their ranges until `f` returns, and
-/// no longer: the slice is the caller's again with the writes made through them, and the leaked future's
-/// waker is dropped with the lent lock's bookkeeping.
+/// Guards leaked in `f` (`mem::forget`, `ManuallyDrop`) keep their ranges until `f` returns, and no longer:
+/// the slice is the caller's again with the writes made through them, and the next lent lock starts afresh.
 #[test]
-fn leaked_guards_and_futures_end_with_the_lent_lock() {
+fn leaked_guards_end_with_the_lent_lock() {
+    let mut cells = [0u8; 6];
+    IntervalRwLock::with_slice(&mut cells, |lock| {
+        let mut forgotten = lock.write(..2);
+        forgotten.fill(1);
+        std::mem::forget(forgotten);
+        let mut kept = std::mem::ManuallyDrop::new(lock.write(4..));
+        kept.fill(3);
+        assert_eq!((lock.held(), lock.queued()), (2, 0));
+        assert_eq!(lock.try_read(1..3).unwrap_err().range(), 1..3);
+        lock.write(2..4).fill(2);
+        kept[1] = 4;
+    });
+    assert_eq!(cells, [1, 1, 2, 2, 3, 4]);
+    cells[2] = 9; // the caller's again
+    IntervalMutex::with_slice(&mut cells, |lock| {
+        assert_eq!((lock.held(), lock.queued()), (0, 0), "a new lock each time");
+        assert_eq!(lock.lock(..).to_vec(), [1, 1, 9, 2, 3, 4]);
+    });
+}
+
+/// A queued future leaked in `f` (its box forgotten, so not under Miri's leak check) and a guard leaked in a
+/// box: the range stays taken only until `f` returns, and the future's waker is dropped with the lent lock's
+/// bookkeeping.
+#[test]
+#[cfg_attr(miri, ignore = "leaks two boxes by design (Miri's leak check)")]
+fn a_leaked_queued_future_ends_with_the_lent_lock() {
     struct Flag;
     impl Wake for Flag {
         fn wake(self: Arc<Self>) {}
@@ -897,28 +922,32 @@ fn leaked_guards_and_futures_end_with_the_lent_lock() {
     let waker = Waker::from(flag.clone());
     let mut cells = [0u8; 6];
     IntervalRwLock::with_slice(&mut cells, |lock| {
-        let mut forgotten = lock.write(..2);
-        forgotten.fill(1);
-        std::mem::forget(forgotten);
         let leaked: &mut WriteGuard<'_, u8> = Box::leak(Box::new(lock.write(4..)));
         leaked.fill(3);
-        let mut queued = Box::pin(lock.write_async(1..3));
+        let mut queued = Box::pin(lock.write_async(3..5));
         let mut cx = Context::from_waker(&waker);
         assert!(queued.as_mut().poll(&mut cx).is_pending());
         std::mem::forget(queued);
-        assert_eq!((lock.held(), lock.queued()), (2, 1));
-        assert_eq!(Arc::strong_count(&flag), 3, "the test's, `waker` and the queue's");
-        assert_eq!(lock.try_read(2..3).unwrap_err().range(), 2..3, "queued write");
-        lock.write(3..4).fill(2);
+        assert_eq!((lock.held(), lock.queued()), (1, 1));
+        assert_eq!(
+            Arc::strong_count(&flag),
+            3,
+            "the test's, `waker` and the queue's"
+        );
+        assert_eq!(
+            lock.try_read(3..4).unwrap_err().range(),
+            3..4,
+            "queued write"
+        );
+        lock.write(1..3).fill(2);
         leaked[1] = 4;
     });
-    assert_eq!(cells, [1, 1, 0, 2, 3, 4]);
-    assert_eq!(Arc::strong_count(&flag), 2, "the queue's clone went with the lock");
-    cells[2] = 9; // the caller's again
-    IntervalMutex::with_slice(&mut cells, |lock| {
-        assert_eq!((lock.held(), lock.queued()), (0, 0), "a new lock each time");
-        assert_eq!(lock.lock(..).to_vec(), [1, 1, 9, 2, 3, 4]);
-    });
+    assert_eq!(cells, [0, 2, 2, 0, 3, 4]);
+    assert_eq!(
+        Arc::strong_count(&flag),
+        2,
+        "the queue's clone went with the lock"
+    );
 }
 
 /// `f` panics while a scoped thread holds a write guard and `f`'s own future is queued behind it: the
@@ -1102,4 +1131,160 @@ fn a_may_coroutine_waits_inside_with_slice() {
         })
     };
     assert_eq!(coroutine.join().unwrap(), [0, 4, 4, 3]);
+}
+
+/// Leaked queued futures whose wakers' drops panic (executor code): the lent lock goes while `f` unwinds,
+/// or right after `f` returns, and takes their wakers with it, each dropped on its own. `f`'s panic reaches
+/// the caller as it was (it aborted the process: a panic in a destructor during cleanup), and after a normal
+/// return the first waker's panic does, once, with both wakers dropped (two aborted it).
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "leaks the futures' boxes by design (Miri's leak check)"
+)]
+fn leaked_futures_with_panicking_wakers_go_with_the_lent_lock() {
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Hostile(u32);
+    impl Wake for Hostile {
+        fn wake(self: Arc<Self>) {}
+    }
+    impl Drop for Hostile {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+            panic!("waker {} dropped", self.0);
+        }
+    }
+    /// Queues a write of `range` behind the held `..4`, with a waker only the lock keeps, and leaks it.
+    fn leak_queued(lock: &IntervalRwLock<u8>, range: std::ops::Range<usize>, id: u32) {
+        let waker = Waker::from(Arc::new(Hostile(id)));
+        let mut queued = Box::pin(lock.write_async(range));
+        assert!(
+            queued
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        std::mem::forget(queued);
+        drop(waker); // the lock's clone is the last one
+    }
+    let mut cells = [0u8; 4];
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        IntervalRwLock::with_slice(&mut cells, |lock| {
+            lock.write(2..).fill(2);
+            std::mem::forget(lock.write(..2));
+            leak_queued(lock, 0..1, 1);
+            leak_queued(lock, 1..2, 2);
+            assert_eq!((lock.held(), lock.queued()), (1, 2));
+            panic!("in f");
+        })
+    }))
+    .expect_err("f panicked");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"in f"));
+    assert_eq!(DROPS.load(Ordering::SeqCst), 2);
+    assert_eq!(cells, [0, 0, 2, 2]);
+
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        IntervalRwLock::with_slice(&mut cells, |lock| {
+            std::mem::forget(lock.write(..2));
+            leak_queued(lock, 0..1, 3);
+            leak_queued(lock, 0..1, 3);
+            lock.write(2..).fill(3);
+        })
+    }))
+    .expect_err("a waker's drop panicked");
+    assert_eq!(
+        payload.downcast_ref::<String>().map(String::as_str),
+        Some("waker 3 dropped")
+    );
+    assert_eq!(DROPS.load(Ordering::SeqCst), 4);
+    assert_eq!(cells, [0, 0, 3, 3]);
+}
+
+/// A lent slice of `usize::MAX` zero-sized elements: ranges up to the last index are locked and queued
+/// exactly (no overflow at the end), and `..=usize::MAX` is out of bounds, not wrapped.
+#[test]
+fn a_lent_slice_of_usize_max_zero_sized_elements() {
+    let mut units = vec![(); usize::MAX];
+    IntervalRwLock::with_slice(&mut units, |lock| {
+        let last = lock.write(usize::MAX - 1..);
+        let rest = lock.read(..usize::MAX - 1);
+        assert_eq!((last.len(), rest.len()), (1, usize::MAX - 1));
+        assert_eq!(
+            lock.try_read(usize::MAX - 2..).unwrap_err().range(),
+            usize::MAX - 2..usize::MAX
+        );
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut all = pin!(lock.write_async(..));
+        assert!(all.as_mut().poll(&mut cx).is_pending());
+        assert_eq!((lock.held(), lock.queued()), (2, 1));
+        drop(last);
+        assert!(
+            !flag.0.load(Ordering::SeqCst),
+            "the read still holds ..MAX-1"
+        );
+        drop(rest);
+        assert!(flag.0.load(Ordering::SeqCst), "woken once both went");
+        let Poll::Ready(guard) = all.as_mut().poll(&mut cx) else {
+            panic!("granted once both went");
+        };
+        assert_eq!((guard.range(), lock.held()), (0..usize::MAX, 1));
+    });
+    let message = catch_unwind(AssertUnwindSafe(|| {
+        IntervalRwLock::with_slice(&mut units, |lock| drop(lock.read(..=usize::MAX)))
+    }))
+    .expect_err("one past the last index");
+    assert_eq!(
+        message.downcast_ref::<String>().map(String::as_str),
+        Some(
+            "IntervalRwLock: range ..=18446744073709551615 is out of bounds for len 18446744073709551615; \
+             borrow a range within 0..18446744073709551615"
+        )
+    );
+}
+
+/// A `may` coroutine cancelled while it waits inside `with_slice` unwinds out of it: its request is
+/// withdrawn before the lent lock goes (the scoped holder sees the queue empty), and the slice is the
+/// coroutine's again on the way out.
+#[cfg(all(feature = "may", not(miri)))]
+#[test]
+fn a_may_coroutine_cancelled_inside_with_slice_withdraws_its_request() {
+    static QUEUED: AtomicBool = AtomicBool::new(false);
+    static WITHDRAWN: AtomicBool = AtomicBool::new(false);
+    static AFTER: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: the coroutine uses no thread-local storage of its own across yields.
+    let coroutine = unsafe {
+        may::coroutine::spawn(|| {
+            struct Report<'a>(&'a [u8; 4]);
+            impl Drop for Report<'_> {
+                fn drop(&mut self) {
+                    AFTER.store(self.0.iter().map(|&x| x as usize).sum(), Ordering::SeqCst);
+                }
+            }
+            let mut cells = [0u8; 4];
+            IntervalMutex::with_slice(&mut cells, |lock| {
+                thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut held = lock.lock(..2);
+                        held.fill(5);
+                        wait_until("the coroutine's queued lock", || lock.queued() == 1);
+                        QUEUED.store(true, Ordering::SeqCst);
+                        wait_until("the withdrawal", || lock.queued() == 0);
+                        WITHDRAWN.store(true, Ordering::SeqCst);
+                    });
+                    wait_until("the thread's lock", || lock.held() == 1);
+                    lock.lock(1..3).fill(9); // cancelled while it waits
+                    unreachable!("cancelled");
+                });
+            });
+            let _report = Report(&cells);
+        })
+    };
+    wait_until("the queued coroutine", || QUEUED.load(Ordering::SeqCst));
+    // SAFETY: the coroutine holds no resource that a cancellation (an unwind from its yield) would leak.
+    unsafe { coroutine.coroutine().cancel() };
+    assert!(coroutine.join().is_err(), "cancelled");
+    assert!(WITHDRAWN.load(Ordering::SeqCst));
+    assert_eq!(AFTER.load(Ordering::SeqCst), 0, "never reached: it unwound");
 }

@@ -31,6 +31,8 @@
 //!   *waiting* requests, higher priorities are granted first (default 0, then arrival order).
 //! - [`replace_container`](IntervalRwLock::replace_container) / [`take_container`](IntervalRwLock::take_container)
 //!   swap the elements of an unborrowed lock (`&mut self`); [`IntervalMutex`] is the write-only variant.
+//! - [`with_slice`](IntervalRwLock::with_slice) locks a caller's `&mut [T]` in place instead, for the length
+//!   of a closure that gets the lock by `&` (share it with threads of a `std::thread::scope` inside it).
 //!
 //! This is the feature set of the `interlock` crate, on stable Rust, with no pinned `state!` storage:
 //! the bookkeeping lives in the lock, behind a short `std::sync::Mutex` critical section.
@@ -102,7 +104,8 @@
 //!   Take overlapping ranges as one borrow, or use `try_*`.
 //! - There is no poisoning: a panic while a `WriteGuard` is alive releases the range with whatever was
 //!   written so far.
-//! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken. So does the
+//! - `mem::forget` on a guard, or on a queued future, leaks its borrow: the range stays taken (in a lock
+//!   lent by `with_slice`, until it returns; a leaked future's waker is dropped then). So does the
 //!   delegation runtime's shutdown for a fiber it abandons holding a guard or waiting in `read`/`write`.
 //! - In a delegated closure, "a borrow of a fiber of this worker" means one *requested* on the stack of
 //!   such a fiber: every borrow records the stack pointer of the requesting call (free; no thread-local
@@ -189,8 +192,11 @@ impl<T> Buffer<T> {
         }
     }
 
-    /// Elements lent for the life of the buffer: the caller keeps `elements` borrowed until it is dropped.
-    fn lent(elements: &mut [T]) -> Self {
+    /// Elements lent for the life of the buffer.
+    ///
+    /// # Safety
+    /// The buffer must be dropped before the borrow of `elements` ends (it keeps no lifetime).
+    unsafe fn lent(elements: &mut [T]) -> Self {
         Buffer {
             ptr: NonNull::from(&mut *elements).cast::<T>(),
             len: elements.len(),
@@ -207,8 +213,9 @@ impl<T> Buffer<T> {
     }
 
     fn get_mut(&mut self) -> &mut [T] {
-        // SAFETY: the pointer and length describe the box given up by `Box::into_raw`; `&mut self` rules out every guard
-        // (guards borrow the lock), so this is the only reference into the elements.
+        // SAFETY: the pointer and length describe the box given up by `Box::into_raw` (or the lent slice, whose
+        // lock is never reached through `&mut`); `&mut self` rules out every guard (guards borrow the lock), so
+        // this is the only reference into the elements.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
@@ -282,13 +289,15 @@ impl<T> IntervalRwLock<T> {
     /// A lock over `elements` in place, whose panics name type `name`.
     ///
     /// # Safety
-    /// The lock must be dropped before the borrow of `elements` ends, and be reachable only through `&`:
-    /// by value or through `&mut`, `into_inner` and `replace_container` would take the elements out (their
-    /// owner's), and a moved lock could outlive them.
+    /// The lock must be dropped before the borrow of `elements` ends, and be reachable only through `&`: a
+    /// lock moved out could outlive the elements (and `into_inner` or `replace_container`, which need it by
+    /// value or `&mut`, would panic: the elements are their owner's).
     pub(crate) unsafe fn lent(elements: &mut [T], name: &'static str) -> Self {
         IntervalRwLock {
             state: Mutex::new(State::new()),
-            data: Buffer::lent(elements),
+            // SAFETY: the lock, and its buffer with it, is dropped before the borrow ends (this function's
+            // contract).
+            data: unsafe { Buffer::lent(elements) },
             name,
         }
     }

@@ -77,20 +77,32 @@ impl Wake {
     /// woken stays parked for good (review 42: a withdrawn future whose waker drop panicked left the thread
     /// it had let through parked).
     pub(super) fn drop_then_wake_all(unused: Option<Wake>, wakes: Vec<Wake>) {
-        let mut first = None;
-        let mut keep_first = |result: thread::Result<()>| {
-            if let Err(payload) = result {
-                match first {
-                    None => first = Some(payload),
-                    Some(_) => drop_quietly(payload),
-                }
-            }
-        };
-        keep_first(panic::catch_unwind(AssertUnwindSafe(|| drop(unused))));
+        let mut first = FirstPanic(None);
+        first.keep(panic::catch_unwind(AssertUnwindSafe(|| drop(unused))));
         for wake in wakes {
-            keep_first(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
+            first.keep(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
         }
-        if let Some(payload) = first {
+        first.resume();
+    }
+}
+
+/// The first of several contained panics (of executor code: wakers), the others' payloads dropped quietly.
+struct FirstPanic(Option<Box<dyn Any + Send>>);
+
+impl FirstPanic {
+    fn keep(&mut self, result: thread::Result<()>) {
+        if let Err(payload) = result {
+            match self.0 {
+                None => self.0 = Some(payload),
+                Some(_) => drop_quietly(payload),
+            }
+        }
+    }
+
+    /// Goes on unwinding with the first panic, unless this thread already unwinds (a second panic would
+    /// abort the process: the payload is dropped instead, and if that panics too, leaked).
+    fn resume(self) {
+        if let Some(payload) = self.0 {
             if thread::panicking() {
                 drop_quietly(payload);
             } else {
@@ -144,6 +156,21 @@ pub(super) struct State {
     waiters: HashMap<u64, Waiter>,
     /// The next ticket. Ticket 0 is never issued: it marks the empty range, which is never recorded.
     next_ticket: u64,
+}
+
+/// The wakes of requests still queued when the bookkeeping goes (with its lock, or replaced by
+/// `replace_container`) belong to leaked futures: their wakers are executor code, and their drops may panic.
+/// Each is dropped on its own, as [`Wake::drop_then_wake_all`] does: a lock lent by `with_slice` goes while
+/// its closure unwinds, where one panicking waker aborted the process, and so did two after a normal return
+/// (review 70).
+impl Drop for State {
+    fn drop(&mut self) {
+        let mut first = FirstPanic(None);
+        for (_, waiter) in self.waiters.drain() {
+            first.keep(panic::catch_unwind(AssertUnwindSafe(|| drop(waiter))));
+        }
+        first.resume();
+    }
 }
 
 impl State {
