@@ -359,16 +359,19 @@ fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
 
 /// The keys of a `get` or `gat` up to the first bad one, if any (see [`Keys`]).
 fn checked_keys<'a>(rest: &'a [u8], limits: &Limits) -> Keys<'a> {
-    let all = Keys {
+    let mut start = 0; // where the token looked at begins in `rest`
+    for token in rest.split(|&b| b == b' ') {
+        if !token.is_empty() && !valid_key(token, limits) {
+            return Keys {
+                text: &rest[..start],
+                bad_key_follows: true,
+            };
+        }
+        start += token.len() + 1;
+    }
+    Keys {
         text: rest,
         bad_key_follows: false,
-    };
-    match all.iter().find(|k| !valid_key(k, limits)) {
-        None => all,
-        Some(bad) => Keys {
-            text: &rest[..bad.as_ptr() as usize - rest.as_ptr() as usize],
-            bad_key_follows: true,
-        },
     }
 }
 
@@ -762,7 +765,7 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
-        assert!(bad_get(b"get k noreply\x01\r\n") == [&b"k"[..]]);
+        assert_eq!(bad_get(b"get k noreply\x01\r\n"), [&b"k"[..]]);
         assert_eq!(rejected(b"stats noreply\r\n").0, ERROR);
         assert_eq!(rejected(b"bogus noreply\r\n").0, ERROR);
         assert_eq!(rejected(b"gat x k noreply\r\n").0, BAD_EXPTIME);
