@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use trust_core::{Latch, Trust, spawn};
 
 use common::{
-    CountsDrops, calibrate, child_ok, eventually, in_child, panic_message, quiet, rt, spawn_on,
+    CountsDrops, calibrate, child_ok, eventually, in_child, panic_message, quiet, reap, rt,
+    spawn_on,
 };
 
 /// Restricts the calling thread (and every thread it starts from now on, the runtime's workers included
@@ -524,28 +525,7 @@ fn fork_while_threads_mail_gives_a_child_that_refuses_at_once() {
         }
         assert!(pid > 0, "fork failed");
         drop(probe);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let code = loop {
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if r == pid {
-                break if libc::WIFEXITED(status) {
-                    Some(libc::WEXITSTATUS(status))
-                } else {
-                    Some(-1)
-                };
-            }
-            if Instant::now() > deadline {
-                // SAFETY: our own child.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, &mut status, 0);
-                }
-                break None;
-            }
-            thread::sleep(Duration::from_millis(2));
-        };
+        let (code, _) = reap(pid, 5);
         results.push(code);
     }
     stop.store(true, Ordering::SeqCst);
@@ -974,32 +954,6 @@ impl Drop for MarksOnDrop {
     }
 }
 
-/// Reaps `pid`, waiting up to `secs`: its exit code, -1 for a signal, `None` if still running (then killed).
-fn reap(pid: libc::pid_t, secs: u64) -> Option<i32> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let mut status = 0;
-        // SAFETY: reaping our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                -1
-            });
-        }
-        if Instant::now() > deadline {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// A delegated closure on worker 0 drops the last handle of a value of worker 0 (whose destructor leaves a
 /// trace in a file), then forks, and returns in both processes. The value's drop waits for the batch that
 /// holds the closure (`Worker::retire`), so it is due in the same round of the loop, after `serve`. Docs
@@ -1027,7 +981,7 @@ fn a_value_retired_by_a_forking_closure_is_dropped_by_the_parent_alone() {
         unsafe { libc::fork() }
     });
     assert!(pid > 0, "fork failed");
-    let code = reap(pid, 5);
+    let (code, _) = reap(pid, 5);
     eventually("the parent's drop", || !traces(&path).is_empty());
     thread::sleep(Duration::from_millis(50));
     let seen = traces(&path);
@@ -1107,7 +1061,7 @@ fn requests_after_a_forking_closure_run_in_the_parent_alone() {
     mailer.join().unwrap();
     let pid = pid.load(Ordering::SeqCst) as libc::pid_t;
     assert!(pid > 0, "fork failed");
-    let code = reap(pid, 5);
+    let (code, _) = reap(pid, 5);
     thread::sleep(Duration::from_millis(50));
     let mut seen = traces(&path);
     seen.sort();
@@ -1161,7 +1115,7 @@ fn a_ready_fiber_does_not_run_in_the_child_of_a_fiber_that_forked() {
     let pid = forker.join().unwrap();
     other.join().unwrap();
     assert!(pid > 0, "fork failed");
-    let code = reap(pid, 5);
+    let (code, _) = reap(pid, 5);
     thread::sleep(Duration::from_millis(50));
     let seen = traces(&path);
     let _ = std::fs::remove_file(&path);

@@ -20,8 +20,8 @@ use std::thread;
 
 use trust_core::ghost::{
     GhostAliasingError, GhostAtomicBitset, GhostBorrow, GhostBorrowMut, GhostCell,
-    GhostChaseLevDeque, GhostLazyCell, GhostLazyLock, GhostOnceCell, GhostToken, GhostTreiberStack,
-    Shard, parallel_read_then_commit_with, static_token,
+    GhostChaseLevDeque, GhostLazyCell, GhostOnceCell, GhostToken, GhostTreiberStack, Shard,
+    parallel_read_then_commit_with,
 };
 
 const ROUNDS: usize = if cfg!(miri) { 20 } else { 5_000 };
@@ -202,26 +202,6 @@ fn lazy_cell_runs_its_initialiser_once_and_poisons_on_panic() {
         );
     });
     assert_eq!(runs.load(Ordering::Relaxed), 1);
-}
-
-static TABLE_RUNS: AtomicUsize = AtomicUsize::new(0);
-static TABLE: GhostLazyLock<'static, Vec<u32>> = GhostLazyLock::new(|| {
-    TABLE_RUNS.fetch_add(1, Ordering::Relaxed);
-    (0..8).map(|i| i * 3).collect()
-});
-
-/// A `static` lazy lock of the global brand, forced from several threads through `static_token()`.
-#[test]
-fn static_lazy_lock_forced_by_many_threads_runs_once() {
-    let sums: Vec<u32> = thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| s.spawn(|| TABLE.force(static_token()).iter().sum::<u32>()))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert_eq!(sums, vec![84; THREADS]);
-    assert_eq!(TABLE_RUNS.load(Ordering::Relaxed), 1);
-    assert_eq!(TABLE.get(static_token()).map(Vec::len), Some(8));
 }
 
 // ---- parallel read, then commit ------------------------------------------------------------------------

@@ -1269,7 +1269,6 @@ fn wakers_holding_handles_clone_and_drop_them_where_they_wake() {
             let (x, y, counters) = (x.clone(), y.clone(), counters.clone());
             thread::spawn(move || {
                 let noop = futures_task::noop_waker();
-                let mut finished = 0u64;
                 for i in 0..500usize {
                     let waker = std::task::Waker::from(Arc::new(HandleWaker {
                         handles: Mutex::new(Some((x.clone(), y.clone()))),
@@ -1280,7 +1279,6 @@ fn wakers_holding_handles_clone_and_drop_them_where_they_wake() {
                     }));
                     let mut cx = std::task::Context::from_waker(&waker);
                     if fut.as_mut().poll(&mut cx).is_ready() {
-                        finished += 1;
                         continue;
                     }
                     drop(waker);
@@ -1294,17 +1292,13 @@ fn wakers_holding_handles_clone_and_drop_them_where_they_wake() {
                         assert!(Instant::now() < deadline, "an apply_async never completed");
                         thread::yield_now();
                     }
-                    finished += 1;
                 }
-                finished
             })
         })
         .collect();
-    let mut finished = 0;
     for t in threads {
-        finished += t.join().expect("a polling thread panicked");
+        t.join().expect("a polling thread panicked");
     }
-    assert!(finished >= 1000);
     // Every future was sent: 2,000 increments, the dropped ones' too.
     let deadline = Instant::now() + Duration::from_secs(10);
     while counters.iter().map(|c| c.apply(|c| *c)).sum::<u64>() < 2000 {

@@ -821,10 +821,14 @@ fn a_lent_lock_queues_futures_and_names_its_type_in_panics() {
     IntervalRwLock::with_slice(&mut cells, |lock| {
         let read = lock.read(2..4);
         let mut write = pin!(lock.write_async(..3));
-        let mut woken = false;
-        assert!(poll_once(write.as_mut(), &mut woken).is_pending());
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+        assert!(!flag.0.load(Ordering::SeqCst));
         drop(read);
-        let Poll::Ready(mut guard) = poll_once(write.as_mut(), &mut woken) else {
+        assert!(flag.0.load(Ordering::SeqCst), "woken once the read went");
+        let Poll::Ready(mut guard) = write.as_mut().poll(&mut cx) else {
             panic!("granted once the read went");
         };
         guard.fill(9);
