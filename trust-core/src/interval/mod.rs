@@ -141,11 +141,11 @@ pub use future::{ReadFuture, WriteFuture};
 pub use guard::{ReadGuard, WriteGuard};
 pub use mutex::{IntervalMutex, PrioritizedMutex};
 
+use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
 use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
 use crate::delegation::stack;
 use crate::delegation::worker::context;
-use state::{Request, State, Wake};
 
 /// A slice whose sub-ranges can be locked for reading or writing independently. See the
 /// [module docs](self).
@@ -529,33 +529,22 @@ impl<T> IntervalRwLock<T> {
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
         // records where it was asked from (its stack pointer, not a thread-local) and nothing more.
-        let request = self.state().request(
-            range.start,
-            range.end,
-            write,
-            priority,
-            stack::stack_pointer(),
-            || {
-                if in_may_coroutine() {
-                    // It polls (`wait_as_coroutine`): nothing to wake.
-                    Wake::Polls
-                } else {
-                    Wake::Blocked(Waiter::current())
-                }
-            },
-        );
+        let request = self.state().request(range.start, range.end, write, priority, stack::stack_pointer(), || {
+            if in_may_coroutine() {
+                // It polls (`wait_as_coroutine`): nothing to wake.
+                Wake::Polls
+            } else {
+                Wake::Blocked(Waiter::current())
+            }
+        });
         match request {
             Request::Granted(ticket) => ticket,
-            Request::Queued(ticket) if in_may_coroutine() => {
-                self.wait_as_coroutine(range, ticket, write)
-            }
+            Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
             Request::Queued(ticket) if in_a_workers_scheduler() => {
                 self.cancel(range, ticket, write);
                 scheduler_wait_panic(self.name, range, write)
             }
-            Request::Queued(ticket)
-                if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) =>
-            {
+            Request::Queued(ticket) if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) => {
                 delegated_wait_panic(self.name, range, write)
             }
             Request::Queued(ticket) => loop {
@@ -589,12 +578,7 @@ impl<T> IntervalRwLock<T> {
     /// `docs/interval.md`, Caveats).
     #[cold]
     #[inline(never)]
-    fn withdrawn_if_it_waits_for_a_stopped_fiber(
-        &self,
-        range: &Range<usize>,
-        ticket: u64,
-        write: bool,
-    ) -> bool {
+    fn withdrawn_if_it_waits_for_a_stopped_fiber(&self, range: &Range<usize>, ticket: u64, write: bool) -> bool {
         let Some(fibers) = context::fibers_stopped_by_a_delegated_wait() else {
             return false;
         };

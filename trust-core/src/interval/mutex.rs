@@ -43,8 +43,8 @@ impl<T> IntervalMutex<T> {
     ///
     /// let mut rows = [0u32; 6];
     /// IntervalMutex::with_slice(&mut rows, |lock| {
-    ///     let left = lock.lock(..3);
-    ///     assert!(lock.try_lock(2..4).is_err()); // overlaps `left`
+    ///     let _left = lock.lock(..3);
+    ///     assert!(lock.try_lock(2..4).is_err()); // overlaps `_left`
     ///     lock.lock(3..).fill(7);
     /// });
     /// assert_eq!(rows, [0, 0, 0, 7, 7, 7]);
@@ -74,10 +74,7 @@ impl<T> IntervalMutex<T> {
 
     /// Locks `range` if that needs no waiting; otherwise an error, and nothing is recorded.
     #[track_caller]
-    pub fn try_lock(
-        &self,
-        range: impl RangeBounds<usize>,
-    ) -> Result<WriteGuard<'_, T>, TryLockError> {
+    pub fn try_lock(&self, range: impl RangeBounds<usize>) -> Result<WriteGuard<'_, T>, TryLockError> {
         self.0.try_write(range)
     }
 
