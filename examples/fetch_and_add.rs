@@ -70,12 +70,14 @@ fn main() {
     let clients = format!("{workers} threads, apply_then");
     row("Trust<u64>", &clients, &run, baseline, Some(0.0));
 
-    // The mutex from the same fibers (each holds the worker's thread while it waits for the lock).
+    // The mutex from the same fibers. A fiber that never suspends keeps its worker's thread (also while it
+    // waits for the lock): the first fiber of each worker runs the whole row and the others start only after
+    // `stop` (fairness 0.00), so this is one locking client per worker, plus the fibers' overhead.
     let mutex = Arc::new(Mutex::new(0u64));
     let m = mutex.clone();
     let run = on_fibers(fibers, move |stop| count(stop, || *m.lock().unwrap() += 1));
     assert_eq!(*mutex.lock().unwrap(), run.ops);
-    let clients = format!("{workers} x {FIBERS_PER_WORKER} fibers, lock");
+    let clients = format!("{workers} x {FIBERS_PER_WORKER} fibers, lock (one runs per worker)");
     row("Arc<Mutex<u64>>", &clients, &run, baseline, None);
 
     // The worst case for delegation: one request in flight per thread.

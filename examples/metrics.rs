@@ -1,6 +1,6 @@
 //! `Runtime::metrics`: a workload in three phases — blocking `apply`s from plain threads, pipelined
 //! `apply_then`s, fibers applying to the other worker — with every trustee's counters printed after each, then once more after a
-//! quiet spell (the workers park and their idle time grows).
+//! quiet spell (the workers park and their idle time grows). Each phase's request count is checked exactly.
 //!
 //! Run: `cargo run --release --example metrics`
 
@@ -10,7 +10,14 @@ use std::time::Duration;
 
 use trust_core::{Runtime, Trust, TrusteeMetrics, local_trustee, spawn, wait_pending, yield_now};
 
-fn print(phase: &str, rt: &Runtime, before: &[TrusteeMetrics]) -> Vec<TrusteeMetrics> {
+/// Prints the counters' changes since `before`, checks that every trustee served `expected` requests in the
+/// phase, and returns the counters now.
+fn print(
+    phase: &str,
+    rt: &Runtime,
+    before: &[TrusteeMetrics],
+    expected: u64,
+) -> Vec<TrusteeMetrics> {
     let now = rt.metrics();
     println!("{phase}:");
     println!(
@@ -36,6 +43,14 @@ fn print(phase: &str, rt: &Runtime, before: &[TrusteeMetrics]) -> Vec<TrusteeMet
             (m.idle - b.idle).as_millis(),
         );
     }
+    for (m, b) in now.iter().zip(before) {
+        assert_eq!(
+            m.requests - b.requests,
+            expected,
+            "{phase}: trustee {}'s requests",
+            m.trustee
+        );
+    }
     now
 }
 
@@ -43,15 +58,21 @@ fn main() {
     let rt = Runtime::builder()
         .workers(2)
         .build()
-        .expect("the first runtime of this process");
-    let counters: Vec<Trust<u64>> = (0..rt.workers())
+        .unwrap_or_else(|e| panic!("cannot start the runtime: {e}"));
+    // An `Arc`, so the fibers below share the handles: cloning or dropping a `Trust` off its trustee's
+    // worker is a request to that trustee, and a fiber's drop may reach it after the fiber's `join` returned.
+    let counters: Arc<[Trust<u64>]> = (0..rt.workers())
         .map(|i| rt.trustee(i).entrust(0))
         .collect();
+    // `entrust` does not wait for the trustee: one apply each, so the registrations are counted before `start`.
+    for c in counters.iter() {
+        c.apply(|v| *v);
+    }
     let start = rt.metrics();
 
     // 1. Blocking round trips from two plain threads: one request per batch.
     std::thread::scope(|s| {
-        for c in &counters {
+        for c in counters.iter() {
             s.spawn(move || {
                 for _ in 0..50_000 {
                     c.apply(|v| *v += 1);
@@ -63,10 +84,11 @@ fn main() {
         "50,000 blocking applies per trustee, from two threads",
         rt,
         &start,
+        50_000,
     );
 
     // 2. Pipelined apply_then: many requests per batch.
-    for c in &counters {
+    for c in counters.iter() {
         for _ in 0..200_000 {
             c.apply_then(|v| *v += 1, |()| ());
         }
@@ -76,6 +98,7 @@ fn main() {
         "200,000 apply_then per trustee, from one thread",
         rt,
         &after_blocking,
+        200_000,
     );
 
     // 3. Fibers on both workers, each applying to the *other* worker's counter (a request each; on its own
@@ -101,15 +124,17 @@ fn main() {
         "200 fibers started, waiting (fibers alive now)",
         rt,
         &after_then,
+        0,
     );
     go.store(true, Ordering::Release);
     for f in fibers {
         f.join().expect("the fiber finished");
     }
-    let after_fibers = print("200 fibers x 500 applies, done", rt, &during);
+    // `spawn` deals the fibers round-robin: 100 on each worker, each applying 500 times to the other's counter.
+    let after_fibers = print("200 fibers x 500 applies, done", rt, &during, 100 * 500);
 
     std::thread::sleep(Duration::from_millis(300));
-    print("300 ms without work", rt, &after_fibers);
+    print("300 ms without work", rt, &after_fibers, 0);
 
     let total: u64 = counters.iter().map(|c| c.apply(|v| *v)).sum();
     assert_eq!(total, 2 * 50_000 + 2 * 200_000 + 200 * 500);

@@ -1,8 +1,11 @@
 //! Transfers between two accounts entrusted to two different trustees, each written once with `launch`:
 //! a fiber on the first account's trustee locks its latch, delegates the other half of the transfer to the
 //! second account (a nested `launch` that locks that latch), and unlocks. Latches are always taken in
-//! account order, so opposite transfers cannot deadlock. Money is conserved under 100,000 concurrent
-//! transfers.
+//! account order, so opposite transfers cannot deadlock. Under 100,000 concurrent transfers each balance
+//! ends as its opening one plus exactly the transfers reported done, and none ever goes below zero: the
+//! accounts open with little money, so many transfers are refused, and each update checks its balance.
+//! The first account's fiber checks its balance, waits for the second account, then pays, all under its
+//! latch: without the latch, two fibers could both pass the check before either paid, and overdraw it.
 //!
 //! Run: `cargo run --release --example transfer`
 
@@ -11,6 +14,9 @@ use std::time::Instant;
 use trust_core::{Latch, Runtime, Trust, spawn};
 
 type Account = Trust<Latch<i64>>;
+
+/// Each account's opening balance: small, so that transfers are refused and the latch's exclusion matters.
+const OPENING: i64 = 100;
 
 /// Moves `amount` from `from` to `to` (indices into `accounts`) if `from` has it; returns whether it moved.
 fn transfer(accounts: &[Account; 2], from: usize, amount: i64) -> bool {
@@ -28,10 +34,12 @@ fn transfer(accounts: &[Account; 2], from: usize, amount: i64) -> bool {
                 return false;
             }
             *theirs -= delta;
+            assert!(*theirs >= 0, "the second account overdrawn: {}", *theirs);
             true
         });
         if moved {
             *mine += delta;
+            assert!(*mine >= 0, "the first account overdrawn: {}", *mine);
         }
         moved
     })
@@ -41,10 +49,10 @@ fn main() {
     let rt = Runtime::builder()
         .workers(2)
         .build()
-        .expect("the first runtime of this process");
+        .unwrap_or_else(|e| panic!("cannot start the runtime: {e}"));
     let accounts: [Account; 2] = [
-        rt.trustee(0).entrust(Latch::new(500_000)),
-        rt.trustee(1).entrust(Latch::new(500_000)),
+        rt.trustee(0).entrust(Latch::new(OPENING)),
+        rt.trustee(1).entrust(Latch::new(OPENING)),
     ];
     let (fibers, each) = (200, 500);
     let start = Instant::now();
@@ -52,13 +60,23 @@ fn main() {
         .map(|f| {
             let accounts = accounts.clone();
             spawn(move || {
-                (0..each)
-                    .filter(|i| transfer(&accounts, (f + i) % 2, 1 + (i % 7) as i64))
-                    .count()
+                // The transfers that went through, and what they gave the first account in all.
+                let (mut moved, mut gained) = (0, 0);
+                for i in 0..each {
+                    let (from, amount) = ((f + i) % 2, 1 + (i % 7) as i64);
+                    if transfer(&accounts, from, amount) {
+                        moved += 1;
+                        gained += if from == 0 { -amount } else { amount };
+                    }
+                }
+                (moved, gained)
             })
         })
         .collect();
-    let moved: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let (moved, gained) = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold((0, 0), |(m, g), (moved, gained)| (m + moved, g + gained));
     let secs = start.elapsed().as_secs_f64();
     // A plain `apply` hands out `&mut Latch`: it runs once no launched fiber shares the latch.
     let balances: Vec<i64> = accounts.iter().map(|a| a.apply(|l| *l.get_mut())).collect();
@@ -71,9 +89,10 @@ fn main() {
         "balances {balances:?}, total {}",
         balances.iter().sum::<i64>()
     );
+    // Exactly the transfers reported as moved moved, each once: so money is conserved too.
     assert_eq!(
-        balances.iter().sum::<i64>(),
-        1_000_000,
-        "money is conserved"
+        balances,
+        [OPENING + gained, OPENING - gained],
+        "the balances are the opening ones plus the transfers that went through"
     );
 }

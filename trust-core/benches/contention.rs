@@ -1,5 +1,5 @@
 //! Contention benchmarks: `Trust<T>` against the locks people would otherwise use, and against the physical
-//! limit of delegation, in one run, with the same timing loop for everyone. Scenarios (DESIGN.md section 6;
+//! limit of delegation, in one run, with the same timing loop for everyone. Scenarios (../shared/DESIGN.md section 6;
 //! issues 6 and 11), in this order:
 //!
 //! - `limit`: a bare SPSC ring between two threads, no runtime: pipelined throughput and the round trip;

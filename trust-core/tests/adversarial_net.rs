@@ -359,7 +359,7 @@ fn socket_io_in_an_apply_then_continuation_panics_naming_spawn() {
     );
 }
 
-/// A `launch`ed fiber "may block" (DESIGN.md): socket I/O inside it should suspend, not panic.
+/// A `launch`ed fiber "may block" (../shared/DESIGN.md): socket I/O inside it should suspend, not panic.
 #[test]
 fn socket_io_inside_a_launched_fiber() {
     rt();

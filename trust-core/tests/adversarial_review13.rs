@@ -857,7 +857,7 @@ fn a_coroutine_cancelled_while_its_apply_waits_on_a_held_latch_frees_its_may_thr
     child_ok();
 }
 
-/// DESIGN.md 3.1: "`apply` ... from a plain OS thread or a `may` coroutine it waits without burning a core
+/// ../shared/DESIGN.md 3.1: "`apply` ... from a plain OS thread or a `may` coroutine it waits without burning a core
 /// forever (spin briefly, then yield/park)". A coroutine's blocking `apply` on a latch held by a launched fiber
 /// (its batch paused for as long as the fiber runs), the only coroutine of its one `may` thread: over one second
 /// the threads other than the workers must use well under a core (under 30 ticks of 10 ms).

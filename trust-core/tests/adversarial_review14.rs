@@ -220,7 +220,7 @@ fn cancelled_coroutines_requests_run_and_the_next_coroutines_get_their_own_resul
     child_ok();
 }
 
-/// DESIGN.md 3.1 (a coroutine "waits without burning a core forever (spin briefly, then yield/park)") and
+/// ../shared/DESIGN.md 3.1 (a coroutine "waits without burning a core forever (spin briefly, then yield/park)") and
 /// `MayWait` (a coroutine yields before it sleeps): once a long wait ends, the coroutine must not stay slow. A
 /// coroutine's `apply` waits 300 ms on a held latch; it must return within 50 ms of the release (by then it
 /// sleeps 16 ms at a time; runs took 11-16 ms), and its next 200 `apply`s to a free value must average under

@@ -52,8 +52,8 @@ fn cancel_all<R: Send + 'static>(hs: Vec<may::coroutine::JoinHandle<R>>) -> usiz
 }
 
 /// `WaitGuard` / `settle_cancelled`: a cancelled coroutine's request "still runs, and its result is dropped",
-/// its client taken over "until the answer comes", and DESIGN.md 3.1: a waiting coroutine does not burn a core.
-/// One `may` thread: 1,000 coroutines apply on a held latch (each closure captures a counted value and returns
+/// its client taken over "until the answer comes", and ../shared/DESIGN.md 3.1: a waiting coroutine does not burn
+/// a core. One `may` thread: 1,000 coroutines apply on a held latch (each closure captures a counted value and returns
 /// one) and are all cancelled. While the latch is held: another coroutine's `apply` to a free value of the same
 /// trustee is answered within 1 s, and the process uses under 60% of a core over 500 ms. After the release,
 /// every request runs once, and every capture and every result is dropped exactly once.

@@ -18,7 +18,7 @@ fn rt() -> &'static Runtime {
     })
 }
 
-/// The `Account` of DESIGN.md section 3.2.
+/// The `Account` of ../shared/DESIGN.md section 3.2.
 #[entrust]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Account {

@@ -14,7 +14,7 @@
 //!   API costs on this machine, whatever its runtime does.
 //!
 //! The ring holds only plain loads and stores: each side writes its own index with a `Release` store and
-//! reads the other's with an `Acquire` load; there is no read-modify-write anywhere (DESIGN.md section 4).
+//! reads the other's with an `Acquire` load; there is no read-modify-write anywhere (../shared/DESIGN.md section 4).
 
 use std::cell::Cell;
 use std::hint::spin_loop;

@@ -1,4 +1,4 @@
-// The `Account` of DESIGN.md section 3.2.
+// The `Account` of ../shared/DESIGN.md section 3.2.
 use trust_core::entrust;
 
 #[entrust]

@@ -373,7 +373,7 @@ impl<R> Fiber<R> {
                 may_wait.snooze();
             } else {
                 // No worker was copied into a forked child: nothing would ever finish the fiber there.
-                assert!(!shared::in_forked_child(), "{IN_FORKED_CHILD}");
+                shared::panic_if_forked();
                 if self.state.register(Waiter::Thread(thread::current())) {
                     call::park_thread();
                 }

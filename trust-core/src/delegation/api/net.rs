@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::delegation::trustee::shared::{IN_FORKED_CHILD, TrusteeShared, in_forked_child};
+use crate::delegation::trustee::shared::{TrusteeShared, panic_if_forked};
 use crate::delegation::worker::context;
 use crate::delegation::worker::reactor::{self, Reactor, Readiness};
 
@@ -104,9 +104,7 @@ impl<S: AsRawFd> Socket<S> {
                     // its suspension would, but before it takes the locks of the registration, which a parent's
                     // thread may have held at the fork, and before it adds the child's fd to the epoll set
                     // the child shares with the parent's worker (review 68).
-                    if in_forked_child() {
-                        panic!("{IN_FORKED_CHILD}");
-                    }
+                    panic_if_forked();
                     self.register(w.shared, &w.reactor)?;
                     w.reactor.wait(id, fd, readiness, deadline.flatten());
                 }

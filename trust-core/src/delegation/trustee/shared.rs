@@ -89,6 +89,22 @@ fn returned_in_forked_child() -> ! {
     std::process::abort();
 }
 
+/// Panics naming `fork` in a child forked after the runtime started, for a caller that holds nothing of the
+/// user's (a fiber about to suspend or register a socket, a thread about to park): nothing would ever wake it
+/// there. One relaxed load where nothing forked.
+#[inline]
+pub(crate) fn panic_if_forked() {
+    if in_forked_child() {
+        waited_in_forked_child();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn waited_in_forked_child() -> ! {
+    panic!("{IN_FORKED_CHILD}");
+}
+
 /// The message of a request refused, or a wait ended, because its trustee is closed: shut down, or left behind
 /// by a `fork`.
 pub(crate) fn closed_message(shut_down: &'static str) -> &'static str {

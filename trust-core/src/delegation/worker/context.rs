@@ -1,5 +1,5 @@
 //! Which worker (and which of its fibers) runs on this thread: one thread-local, read through an
-//! `#[inline(never)]` function so that a value read before a suspension is never reused after it (DESIGN.md
+//! `#[inline(never)]` function so that a value read before a suspension is never reused after it (../shared/DESIGN.md
 //! §4); the running fiber is a field of the worker. A fiber never leaves its worker, so code holding the
 //! `&Worker` may keep it across suspensions.
 

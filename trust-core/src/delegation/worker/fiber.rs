@@ -51,25 +51,17 @@ pub(crate) fn suspend() {
 /// `suspend` for a caller that already has its worker (a fiber never leaves it).
 #[inline(always)]
 pub(crate) fn suspend_on(worker: &Worker) {
-    if shared::in_forked_child() {
-        suspended_in_forked_child();
-    }
+    // A fiber forked (`fork` called in it, or in a closure it runs): the child is a copy of the worker's thread
+    // alone, its trustees closed (`TrusteeShared::close_in_forked_child`). Suspending would run the copied
+    // worker loop there, which would shut its trustee down: drop the parent's values and shut down the parent's
+    // sockets (shared with the child). The fiber panics instead, as every other use of the runtime there does.
+    shared::panic_if_forked();
     let (yielder, id) = worker.fiber.get().expect("only a fiber can suspend");
     // Where the fiber suspends: near the lines its resume reads first (`prefetch_next`).
     worker.scheduler.suspended_at.set(stack::stack_pointer());
     // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
     unsafe { (*yielder).suspend(()) };
     worker.fiber.set(Some((yielder, id)));
-}
-
-/// A fiber forked (`fork` called in it, or in a closure it runs): the child is a copy of the worker's thread
-/// alone, its trustees closed (`TrusteeShared::close_in_forked_child`). Suspending would run the copied worker
-/// loop there, which would shut its trustee down: drop the parent's values and shut down the parent's sockets
-/// (shared with the child). The fiber panics instead, as every other use of the runtime there does.
-#[cold]
-#[inline(never)]
-fn suspended_in_forked_child() -> ! {
-    panic!("{}", shared::IN_FORKED_CHILD);
 }
 
 /// Asks the CPU to bring the line at `p` into its cache; a hint only (it never faults, whatever `p` is).
@@ -116,9 +108,7 @@ fn hold(worker: &Worker) {
     // A child forked by this worker's thread, whose fork handler spent the credit (`Fairness`): whoever calls
     // (a fiber, a delegated closure, a continuation) gets the fork panic, before the value (the child's copy)
     // is touched (review 71: a closure's child applied).
-    if shared::in_forked_child() {
-        suspended_in_forked_child();
-    }
+    shared::panic_if_forked();
     // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
