@@ -52,13 +52,18 @@ pub(crate) fn structure(input: &StructInput, ok: bool) -> TokenStream {
          that `#[entrust]` generates on an impl block of `{ident}` is called as a method of the handle."
     );
     let entrusted_where = send_static_bound(generics, &quote!(#ident #ty_generics), where_clause);
+    // Each item below names the struct: a deprecated struct's own expansion must not warn (review 73), as a
+    // deprecated method's stubs do not (`stub_allows`).
+    let allows: TokenStream = item.attrs.iter().filter_map(allow_deprecated).collect();
     quote! {
         #item
 
         #[doc = #doc]
+        #allows
         #[repr(transparent)]
         #vis struct #stubs #generics (::trust_core::__private::Trust<#ident #ty_generics>) #where_clause;
 
+        #allows
         impl #impl_generics ::core::fmt::Debug for #stubs #ty_generics #where_clause {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_tuple(::core::stringify!(#stubs)).field(&self.0).finish()
@@ -66,6 +71,7 @@ pub(crate) fn structure(input: &StructInput, ok: bool) -> TokenStream {
         }
 
         // Sound by construction: the stubs type above is `#[repr(transparent)]` over `Trust<Self>`.
+        #allows
         unsafe impl #impl_generics ::trust_core::__private::Entrusted for #ident #ty_generics #entrusted_where {
             type Stubs = #stubs #ty_generics;
         }
@@ -120,7 +126,7 @@ pub(crate) fn implementation(input: &ImplInput) -> TokenStream {
         let [blocking, then, asynchronous] = [
             blocking_stub(self_ty, m),
             then_stub(self_ty, m),
-            async_stub(self_ty, m),
+            async_stub(self_ty, &item.generics, m),
         ];
         quote!(#blocking #then #asynchronous)
     });
@@ -468,9 +474,67 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     }
 }
 
+/// What an `_async` stub's future captures (`use<..>`): the receiver's lifetime (`'_`, or the one it names), and
+/// the impl's parameters and the method's early-bound lifetimes (named in its where clause or bounded), which
+/// the closure's type carries; not the lifetimes of the arguments, which the stub copied into the request
+/// before the future exists (edition 2024 would capture them all: review 73).
+fn async_captures(m: &Method, impl_generics: &syn::Generics, self_ty: &Type) -> TokenStream {
+    let mut captures: Vec<TokenStream> = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    let mut add_lifetime = |l: &syn::Lifetime, captures: &mut Vec<TokenStream>| {
+        if !named.contains(&l.ident.to_string()) {
+            named.push(l.ident.to_string());
+            captures.push(quote!(#l));
+        }
+    };
+    let receiver_lifetime = m.sig.receiver().and_then(|r| match (&r.reference, &*r.ty) {
+        (Some((_, lifetime)), _) => lifetime.clone(),
+        (None, Type::Reference(reference)) => reference.lifetime.clone(),
+        _ => None,
+    });
+    match &receiver_lifetime {
+        Some(l) => add_lifetime(l, &mut captures),
+        None => captures.push(quote_spanned!(self_ty.span()=> '_)),
+    }
+    for l in impl_generics.lifetimes() {
+        add_lifetime(&l.lifetime, &mut captures);
+    }
+    let where_clause = &m.generics.where_clause;
+    let bounded: Vec<String> = m
+        .generics
+        .lifetimes()
+        .flat_map(|l| {
+            let own = (!l.bounds.is_empty()).then(|| l.lifetime.ident.to_string());
+            own.into_iter()
+                .chain(l.bounds.iter().map(|b| b.ident.to_string()))
+        })
+        .collect();
+    for l in m.generics.lifetimes() {
+        if bounded.contains(&l.lifetime.ident.to_string())
+            || mentions(quote!(#where_clause), &l.lifetime.ident)
+        {
+            add_lifetime(&l.lifetime, &mut captures);
+        }
+    }
+    for p in &impl_generics.params {
+        match p {
+            GenericParam::Type(t) => {
+                let ident = &t.ident;
+                captures.push(quote!(#ident));
+            }
+            GenericParam::Const(c) => {
+                let ident = &c.ident;
+                captures.push(quote!(#ident));
+            }
+            GenericParam::Lifetime(_) => {}
+        }
+    }
+    quote!(use<#(#captures),*>)
+}
+
 /// `name_async(&self, args..)`: a future that sends the request on its first poll and resolves to the result
 /// (`Trust::apply_async`).
-fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
+fn async_stub(self_ty: &Type, impl_generics: &syn::Generics, m: &Method) -> TokenStream {
     let name = &m.sig.ident;
     let [_, async_name] = variant_names(name).map(|n| declared(&n));
     let attrs = variant_attrs(
@@ -487,6 +551,7 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let trust = trust(self_ty);
     let receiver = receiver(m, self_ty);
     let future = local("future");
+    let captures = async_captures(m, impl_generics, self_ty);
     let body = match &m.output.ty {
         Some(_) => quote! {
             let #future = #trust.apply_async(#closure);
@@ -498,7 +563,7 @@ fn async_stub(self_ty: &Type, m: &Method) -> TokenStream {
     quote_spanned! {async_name.span()=>
         #attrs
         #vis fn #async_name #generics (#receiver #(, #params)*)
-            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_ + #captures
             #where_clause
         {
             #pack

@@ -147,7 +147,8 @@ pub(crate) fn parse(args: TokenStream, item: TokenStream, errors: &mut Errors) -
 
 fn parse_impl(args: TokenStream, mut item: ItemImpl, errors: &mut Errors) -> Parsed {
     let skipped = strip_skip_attrs(&mut item, errors);
-    let self_ty = (*item.self_ty).clone();
+    // `impl $t` in a `macro_rules!` template: the path inside the fragment's invisible group.
+    let self_ty = types::ungroup(&item.self_ty).clone();
     let Some(stubs_ty) = types::stubs_type(&self_ty) else {
         errors.at(
             &self_ty,
@@ -178,7 +179,7 @@ fn parse_impl(args: TokenStream, mut item: ItemImpl, errors: &mut Errors) -> Par
 
 fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty: &Type) -> Method {
     let receiver = sig.receiver().expect("filtered on methods");
-    let receiver = match types::reference_to_self(&receiver.ty) {
+    let receiver = match types::reference_to_self(&receiver.ty, self_ty) {
         Some(false) => ReceiverKind::Shared,
         Some(true) => ReceiverKind::Exclusive,
         None if receiver.colon_token.is_none() || types::is_self(&receiver.ty) => {
@@ -213,7 +214,7 @@ fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty:
             ty: None,
             kind: ReturnKind::Owned,
         },
-        ReturnType::Type(_, ty) if matches!(&**ty, syn::Type::Tuple(t) if t.elems.is_empty()) => {
+        ReturnType::Type(_, ty) if matches!(types::ungroup(ty), syn::Type::Tuple(t) if t.elems.is_empty()) => {
             Output {
                 ty: None,
                 kind: ReturnKind::Owned,

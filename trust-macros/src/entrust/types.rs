@@ -37,16 +37,26 @@ pub(crate) enum ReturnKind {
     ImplTrait(TokenStream),
 }
 
+/// `ty` without the invisible groups a `macro_rules!` fragment (`$t:ty`, `$p:path`) is handed over in: `impl $t`
+/// with `$t` = `Account` names `Account`, `memo: $t` with `$t` = `&str` is a `&str`. (Parentheses stay: the
+/// docs promise `-> (())` the `then(())` continuation.)
+pub(crate) fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(g) => ungroup(&g.elem),
+        _ => ty,
+    }
+}
+
 pub(crate) fn classify_arg(ty: &Type) -> ArgKind {
     if let Some(t) = find(ty, Find::ImplTrait) {
         return ArgKind::ImplTrait(t);
     }
-    if let Type::Reference(r) = ty {
+    if let Type::Reference(r) = ungroup(ty) {
         if r.mutability.is_some() {
             return ArgKind::MutRef;
         }
         if !r.lifetime.as_ref().is_some_and(is_static) {
-            match &*r.elem {
+            match ungroup(&r.elem) {
                 Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => {
                     return ArgKind::Str;
                 }
@@ -158,21 +168,29 @@ pub(crate) fn display(tokens: impl ToTokens) -> String {
     out
 }
 
-/// `Some(false)` for `&Self`, `Some(true)` for `&mut Self` (any lifetime), else `None`.
-pub(crate) fn reference_to_self(ty: &Type) -> Option<bool> {
-    match ty {
-        Type::Reference(r) if is_self(&r.elem) => Some(r.mutability.is_some()),
+/// `Some(false)` for `&Self`, `Some(true)` for `&mut Self` (any lifetime), else `None`; `&S` and `&mut S`, `S`
+/// the impl's self type as written after `impl`, are the same receivers (`self: &Account`).
+pub(crate) fn reference_to_self(ty: &Type, self_ty: &Type) -> Option<bool> {
+    match ungroup(ty) {
+        Type::Reference(r) if is_self(&r.elem) || same_type(&r.elem, self_ty) => {
+            Some(r.mutability.is_some())
+        }
         _ => None,
     }
 }
 
 pub(crate) fn is_self(ty: &Type) -> bool {
-    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self"))
+    matches!(ungroup(ty), Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self"))
+}
+
+/// The same tokens, invisible groups aside.
+fn same_type(a: &Type, b: &Type) -> bool {
+    ungroup(a).to_token_stream().to_string() == ungroup(b).to_token_stream().to_string()
 }
 
 /// `S<..>` -> `SStubs<..>` for a path type; `None` for anything else (`[T]`, `<T as Tr>::X`, ...).
 pub(crate) fn stubs_type(self_ty: &Type) -> Option<Type> {
-    let Type::Path(TypePath { qself: None, path }) = self_ty else {
+    let Type::Path(TypePath { qself: None, path }) = ungroup(self_ty) else {
         return None;
     };
     let mut path = path.clone();
@@ -295,6 +313,42 @@ mod tests {
         assert_eq!(
             replaced.to_token_stream().to_string(),
             "< Account < T > > :: Item"
+        );
+    }
+
+    #[test]
+    fn receivers_naming_the_struct_and_grouped_types() {
+        let self_ty: Type = parse_quote!(Counter);
+        assert_eq!(
+            reference_to_self(&parse_quote!(&Self), &self_ty),
+            Some(false)
+        );
+        assert_eq!(
+            reference_to_self(&parse_quote!(&Counter), &self_ty),
+            Some(false)
+        );
+        assert_eq!(
+            reference_to_self(&parse_quote!(&'a mut Counter), &self_ty),
+            Some(true)
+        );
+        assert_eq!(reference_to_self(&parse_quote!(&Other), &self_ty), None);
+        assert_eq!(
+            reference_to_self(&parse_quote!(Box<Counter>), &self_ty),
+            None
+        );
+        // `$t:ty` in a `macro_rules!`: an invisible group around the type.
+        let grouped = Type::Group(syn::TypeGroup {
+            group_token: Default::default(),
+            elem: Box::new(parse_quote!(&str)),
+        });
+        assert_eq!(arg(grouped), "str");
+        let grouped = Type::Group(syn::TypeGroup {
+            group_token: Default::default(),
+            elem: Box::new(parse_quote!(crate::Counter)),
+        });
+        assert_eq!(
+            stubs_type(&grouped).unwrap().to_token_stream().to_string(),
+            "crate :: CounterStubs"
         );
     }
 

@@ -66,7 +66,9 @@ impl AccountStubs {
     pub fn deposit_async(
         &self,
         amount: i64,
-    ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<
+        Output = i64,
+    > + ::core::marker::Send + '_ + use<'_> {
         let args = (::trust_core::__private::arg::<i64>(amount),);
         let future = ::trust_core::__private::trust_of::<Account>(self)
             .apply_async(move |this: &mut Account| {
@@ -102,7 +104,9 @@ impl AccountStubs {
     #[inline]
     pub fn balance_async(
         &self,
-    ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<
+        Output = i64,
+    > + ::core::marker::Send + '_ + use<'_> {
         let future = ::trust_core::__private::trust_of::<Account>(self)
             .apply_async(|this: &mut Account| ::trust_core::__private::ret::<
                 i64,
@@ -142,7 +146,7 @@ impl AccountStubs {
     pub fn set_memo_async(
         &self,
         memo: &str,
-    ) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send + '_ + use<'_> {
         let args = (::trust_core::__private::str_arg(memo),);
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_async(move |this: &mut Account| {

@@ -42,7 +42,9 @@ impl AccountStubs {
     #[inline]
     pub fn balance_async(
         &self,
-    ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<
+        Output = i64,
+    > + ::core::marker::Send + '_ + use<'_> {
         let future = ::trust_core::__private::trust_of::<Account>(self)
             .apply_async(|this: &mut Account| ::trust_core::__private::ret::<
                 i64,

@@ -84,7 +84,9 @@ where
     pub fn extend_async(
         &self,
         items: &[T],
-    ) -> impl ::core::future::Future<Output = usize> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<
+        Output = usize,
+    > + ::core::marker::Send + '_ + use<'_, T> {
         let args = (::trust_core::__private::slice_arg::<T>(items),);
         let future = ::trust_core::__private::trust_of::<Stack<T>>(self)
             .apply_async(move |this: &mut Stack<T>| {
@@ -124,7 +126,9 @@ where
     #[inline]
     pub(crate) fn snapshot_async(
         &self,
-    ) -> impl ::core::future::Future<Output = Stack<T>> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<
+        Output = Stack<T>,
+    > + ::core::marker::Send + '_ + use<'_, T> {
         let future = ::trust_core::__private::trust_of::<Stack<T>>(self)
             .apply_async(|this: &mut Stack<T>| ::trust_core::__private::ret::<
                 Stack<T>,

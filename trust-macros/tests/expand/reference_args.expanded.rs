@@ -56,7 +56,9 @@ impl TableStubs {
     pub fn get_async(
         &self,
         key: &String,
-    ) -> impl ::core::future::Future<Output = Option<u64>> + ::core::marker::Send + '_ {
+    ) -> impl ::core::future::Future<
+        Output = Option<u64>,
+    > + ::core::marker::Send + '_ + use<'_> {
         let args = (::trust_core::__private::ref_arg::<String>(key),);
         let future = ::trust_core::__private::trust_of::<Table>(self)
             .apply_async(move |this: &mut Table| {
