@@ -215,8 +215,11 @@ where
         }
         if let Some(unjoined) = promise.settle(result) {
             // Detached: nobody can see the result, and its destructor runs here, where it may block (an `apply`
-            // in a `Drop`). The fiber is alive until it returns (review 47: it counted as ended meanwhile).
-            if let Some(worker) = context::worker() {
+            // in a `Drop`). The fiber is alive until it returns (review 47: it counted as ended meanwhile). Not
+            // a result with no destructor to run: a `launch_then`'s fiber (always detached) has delivered its
+            // result already, and its continuation may have run and looked (review 74: counted alive then).
+            let inert = !std::mem::needs_drop::<R>() && unjoined.is_ok();
+            if !inert && let Some(worker) = context::worker() {
                 worker.scheduler.not_ending();
             }
             drop(unjoined);

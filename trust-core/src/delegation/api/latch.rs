@@ -297,7 +297,13 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         }
         let sender = call::expect_later(caller, shared, then);
         let body = move |latch: &Latch<T>| {
-            sender.send(panic::catch_unwind(AssertUnwindSafe(|| f(latch))));
+            let result = panic::catch_unwind(AssertUnwindSafe(|| f(latch)));
+            // The fiber's work is done: it leaves the count before its result goes, as a joined fiber does
+            // (`fiber_job`), since the continuation may run and look at once (review 74).
+            if let Some(worker) = context::worker() {
+                worker.scheduler.ending();
+            }
+            sender.send(result);
         };
         // On its own trustee, with no request of this worker to itself still queued (the start would overtake
         // it): started at once.

@@ -19,9 +19,9 @@ pub struct TrusteeMetrics {
     /// The trustee's index.
     pub trustee: usize,
     /// Requests served: every record that reached the trustee by its slots or its mailbox — `apply`,
-    /// `apply_with`, `apply_then`, `apply_async`, `launch`, `try_unwrap`, and the count changes of `clone`,
-    /// `drop` and `entrust` sent from other threads. Closures that ran inline (the local shortcut, on the
-    /// trustee's own thread) are not requests.
+    /// `apply_with`, `apply_then`, `apply_async`, `launch`, `launch_then`, `try_unwrap`, `into_inner`, and
+    /// the count changes of `clone`, `drop` and `entrust` sent from other threads. Closures that ran inline
+    /// (the local shortcut, on the trustee's own thread) are not requests.
     pub requests: u64,
     /// Batches answered: each holds one or more requests from one client.
     pub batches: u64,

@@ -861,12 +861,20 @@ pub(crate) fn in_may_coroutine() -> bool {
 /// preempted for over 16 ms: much rarer than every 1 ms wait preempted for 1 ms. Nothing in `may` avoids it
 /// (every blocking primitive there parks the same way). Cancelled coroutines' clients settle on a thread
 /// (`call::settle_cancelled`), not in sleeping coroutines.
+///
+/// A cancelled coroutine is never suspended again: once its cancel flag is set, `may`'s yield and sleep return
+/// at once (`yield_with`), and raise no second cancel panic while the first unwinds (`check_cancel`). A call
+/// made while it unwinds (a destructor's `apply`) then waited in a hot loop, a whole core for as long as the
+/// answer took (review 74). A sleep that returns at once while the coroutine unwinds means exactly that: the
+/// wait then sleeps the thread instead, as nothing else can run on it meanwhile anyway.
 #[derive(Default)]
 pub(crate) struct MayWait {
     yields: u32,
     since: Option<Instant>,
     /// True once yielding is over.
     sleeping: bool,
+    /// True once `may` has refused to suspend the coroutine (cancelled, and unwinding).
+    unsuspendable: bool,
 }
 
 impl MayWait {
@@ -874,6 +882,9 @@ impl MayWait {
     /// Each sleep: a thousand coroutines waiting on a held latch, each woken every millisecond, took half a
     /// core.
     const SLEEP: Duration = Duration::from_millis(16);
+    /// Each sleep of a thread whose cancelled coroutine `may` no longer suspends: as a plain thread's park
+    /// times out, short enough that the answer is seen soon after it comes.
+    const THREAD_NAP: Duration = Duration::from_millis(1);
 
     pub(crate) fn snooze(&mut self) {
         if !self.sleeping {
@@ -886,7 +897,12 @@ impl MayWait {
             }
             self.sleeping = true;
         }
+        if self.unsuspendable {
+            return std::thread::sleep(Self::THREAD_NAP);
+        }
+        let before = Instant::now();
         may_sleep(Self::SLEEP);
+        self.unsuspendable = std::thread::panicking() && before.elapsed() < Self::SLEEP / 4;
     }
 }
 
