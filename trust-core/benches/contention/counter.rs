@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use trust_core::{Runtime, Trust};
 
+use crate::fiber_ring::{self, Layout};
 use crate::harness::{Bench, Padded, Stop, check};
 
 const SCENARIO: &str = "counter";
@@ -145,12 +146,15 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
             i
         });
         check(SCENARIO, "trust_fibers", n, ops, trust_value() - before);
+        fiber_ring::row(b, SCENARIO, n, Layout::One);
     }
     b.table(
         SCENARIO,
         "`trust_*` rows: the counter lives on trustee 0. `trust_apply`: blocking `apply` from the OS threads; \
          `trust_apply_then`: each thread pipelines with `apply_then`, then `wait_pending`; `trust_fibers`: \
          256 fibers per worker on the runtime's workers, the same at every thread count (compared with the \
-         locks at that count).",
+         locks at that count). `ring_fibers`: the floor of fiber delegation on one counter at fairness 0.5, \
+         no runtime: 2 threads x 256 coroutines, thread 1's reaching the counter through bare rings, thread \
+         0's applying inline, 3 for each remote request served (as `trust_fibers`, always 2 threads).",
     );
 }

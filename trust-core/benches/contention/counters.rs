@@ -103,7 +103,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
         });
         check(SCENARIO, "trust_fibers", n, ops, trust_sum() - before);
 
-        fiber_ring::row(b, SCENARIO, n);
+        fiber_ring::row(b, SCENARIO, n, fiber_ring::Layout::Spread);
     }
     b.table(
         SCENARIO,

@@ -16,12 +16,20 @@
 //! what the runtime's generality costs there, and this row's ratio to `parking_lot` is the most delegation
 //! with fibers can get on this machine, whatever its runtime.
 //!
+//! `counter`'s floor (`Layout::One`) is the same program on one counter, owned by thread 0, so thread 0's
+//! coroutines apply inline and thread 1's only remotely, with the fairness the issue asks of the runtime's
+//! `counter` row (the slowest fiber at least half the mean): inline applies are paid for by served remote
+//! requests, `CREDIT` each, and a coroutine without credit waits (held) until the next requests are served.
+//! Three is the most fairness 0.5 allows (local fibers at 3 times the remote ones' rate: the mean is twice the
+//! remote rate), so this row is the most any fiber delegation on one counter can do on this machine at that
+//! fairness: four times the rate at which thread 1's coroutines get their requests served.
+//!
 //! The rings need no room check: a coroutine has at most one request in flight, so with a slot per
 //! coroutine, the request (or answer) a slot last held was consumed before its coroutine, or another, could
 //! send the one that reuses it. Only plain loads and stores: each side publishes its tail with a `Release`
 //! store and reads the other's with an `Acquire` load.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::resume_unwind;
 use std::rc::Rc;
@@ -40,6 +48,18 @@ use crate::rng::Rng;
 
 /// Counters, as in `counters-1024`.
 const COUNTERS: usize = 1024;
+
+/// Inline applies each served remote request pays for, in `Layout::One` (see the module docs).
+const CREDIT: u64 = 3;
+
+/// Which counters there are, and where.
+#[derive(Clone, Copy)]
+pub enum Layout {
+    /// `counters-1024`: 1,024 counters, counter i on thread i mod 2, inline applies unlimited.
+    Spread,
+    /// `counter`: one counter on thread 0, inline applies paid for by served remote requests.
+    One,
+}
 
 /// Coroutines resumed between two looks at the rings (the runtime's turn is 64 too).
 const TURN: usize = 64;
@@ -109,19 +129,24 @@ struct Shared {
 
 /// Measures `ring_fibers` as a row of `scenario` under the label `threads` (it always runs on two threads,
 /// as the runtime's fiber rows run on its two workers), the counters checked; returns its M ops/s.
-pub fn row(b: &mut Bench, scenario: &'static str, threads: usize) -> f64 {
+pub fn row(b: &mut Bench, scenario: &'static str, threads: usize, layout: Layout) -> f64 {
     b.measure(scenario, "ring_fibers", threads, |duration| {
-        run(duration, FIBERS_PER_THREAD)
+        run(duration, FIBERS_PER_THREAD, layout)
     });
     b.rows.last().expect("just recorded").value
 }
 
 /// Runs the floor for `duration` with `per_thread` coroutines on each of two threads; returns each
 /// coroutine's operations and the seconds measured, after checking the counters against them.
-pub fn run(duration: Duration, per_thread: usize) -> (Vec<u64>, f64) {
+pub fn run(duration: Duration, per_thread: usize, layout: Layout) -> (Vec<u64>, f64) {
+    let (counters, owner): (usize, fn(usize) -> usize) = match layout {
+        Layout::Spread => (COUNTERS, |i| i % 2),
+        Layout::One => (1, |_| 0),
+    };
     let shared = Arc::new(Shared {
-        counters: (0..COUNTERS).map(|_| Padded(AtomicU64::new(0))).collect(),
-        handles: (0..COUNTERS).map(|i| (i, i % 2)).collect(),
+        counters: (0..counters).map(|_| Padded(AtomicU64::new(0))).collect(),
+        // 1,024 handles either way: a coroutine picks one as in `counters-1024`.
+        handles: (0..COUNTERS).map(|i| (i % counters, owner(i))).collect(),
         requests: [Ring::new(per_thread), Ring::new(per_thread)],
         answers: [Ring::new(per_thread), Ring::new(per_thread)],
         stop: AtomicBool::new(false),
@@ -131,7 +156,7 @@ pub fn run(duration: Duration, per_thread: usize) -> (Vec<u64>, f64) {
     let threads: Vec<_> = (0..2)
         .map(|t| {
             let (shared, ready) = (shared.clone(), ready.clone());
-            thread::spawn(move || side(&shared, t, per_thread, &ready))
+            thread::spawn(move || side(&shared, t, per_thread, layout, &ready))
         })
         .collect();
     ready.wait();
@@ -149,7 +174,10 @@ pub fn run(duration: Duration, per_thread: usize) -> (Vec<u64>, f64) {
         .map(|c| c.load(Ordering::Relaxed))
         .sum();
     check(
-        "counters-1024",
+        match layout {
+            Layout::Spread => "counters-1024",
+            Layout::One => "counter",
+        },
         "ring_fibers",
         2,
         per_fiber.iter().sum(),
@@ -158,15 +186,30 @@ pub fn run(duration: Duration, per_thread: usize) -> (Vec<u64>, f64) {
     (per_fiber, secs)
 }
 
-/// What a thread's coroutines share with their scheduler: the tail of the requests they wrote.
+/// What a thread's coroutines share with their scheduler: the tail of the requests they wrote, the inline
+/// applies paid for, and the coroutines waiting for credit.
 struct Side {
     requests: Cell<u64>,
+    credit: Cell<u64>,
+    held: RefCell<VecDeque<u32>>,
 }
 
 /// One thread: its coroutines and its loop. Returns the operations of each of its coroutines.
-fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier) -> Vec<u64> {
+fn side(
+    shared: &Arc<Shared>,
+    t: usize,
+    per_thread: usize,
+    layout: Layout,
+    ready_to_go: &Barrier,
+) -> Vec<u64> {
+    let (credit, per_served) = match layout {
+        Layout::Spread => (u64::MAX, 0),
+        Layout::One => (0, CREDIT),
+    };
     let mine = Rc::new(Side {
         requests: Cell::new(0),
+        credit: Cell::new(credit),
+        held: RefCell::new(VecDeque::new()),
     });
     let mut fibers: Vec<Coroutine<u64, (), u64>> = (0..per_thread)
         .map(|f| {
@@ -178,6 +221,12 @@ fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier
                 while !shared.stop.load(Ordering::Relaxed) {
                     let (i, owner) = shared.handles[(rng.next_u64() >> 54) as usize];
                     if owner == t {
+                        if mine.credit.get() == 0 {
+                            mine.held.borrow_mut().push_back(f as u32);
+                            yielder.suspend(());
+                            continue;
+                        }
+                        mine.credit.set(mine.credit.get() - 1);
                         OPS[0](&shared.counters[i]);
                     } else {
                         let at = mine.requests.get();
@@ -212,7 +261,7 @@ fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier
             .tail
             .store(mine.requests.get(), Ordering::Release);
         // Serve the other thread's requests; Acquire: they are written.
-        let tail = inbox.tail.load(Ordering::Acquire);
+        let (tail, before) = (inbox.tail.load(Ordering::Acquire), served);
         while served < tail {
             let (request, fiber) = inbox.read(served);
             let value = OPS[(request >> 32) as usize](&shared.counters[request as u32 as usize]);
@@ -220,6 +269,22 @@ fn side(shared: &Arc<Shared>, t: usize, per_thread: usize, ready_to_go: &Barrier
             (served, answered) = (served + 1, answered + 1);
         }
         shared.answers[t].tail.store(answered, Ordering::Release);
+        // Served requests pay for inline applies: one coroutine waiting for credit goes on (it applies until
+        // the credit is spent; the others take their turns in order). At the stop, all go on, to return.
+        if per_served > 0 {
+            mine.credit
+                .set(mine.credit.get() + per_served * (served - before));
+            let stopping = shared.stop.load(Ordering::Relaxed);
+            if mine.credit.get() > 0 || stopping {
+                let mut held = mine.held.borrow_mut();
+                let n = if stopping {
+                    held.len()
+                } else {
+                    held.len().min(1)
+                };
+                queue.extend(held.drain(..n));
+            }
+        }
         let tail = replies.tail.load(Ordering::Acquire);
         while collected < tail {
             let (fiber, value) = replies.read(collected);

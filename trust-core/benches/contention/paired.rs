@@ -10,7 +10,7 @@ use trust_core::{Runtime, Trust};
 
 use crate::counter::{FIBERS_PER_WORKER, count_then, pipelined};
 use crate::counters::{parking_counters, pick, seed, trust_counters};
-use crate::fiber_ring;
+use crate::fiber_ring::{self, Layout};
 use crate::harness::{
     Bench, Config, LATENCY_BATCH, Padded, Stop, Unit, check, latency_ops, median_ns, print_result,
 };
@@ -61,7 +61,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// What a round measures, in this order: (row name, threads, unit).
-const MEASURED: [(&str, usize, Unit); 12] = [
+const MEASURED: [(&str, usize, Unit); 13] = [
     ("ring_pipelined", 2, Unit::Mops),
     ("ring_closures", 2, Unit::Mops),
     ("trust_apply_then", 1, Unit::Mops),
@@ -71,6 +71,7 @@ const MEASURED: [(&str, usize, Unit); 12] = [
     ("counter/parking_lot", 2, Unit::Mops),
     ("counter/trust_apply_then", 2, Unit::Mops),
     ("counter/trust_fibers", 2, Unit::Mops),
+    ("counter/ring_fibers", 2, Unit::Mops),
     ("counters-1024/parking_lot", 2, Unit::Mops),
     ("counters-1024/trust_fibers", 2, Unit::Mops),
     ("counters-1024/ring_fibers", 2, Unit::Mops),
@@ -85,12 +86,13 @@ const REMOTE_FIBER: usize = 5;
 const PARKING: usize = 6;
 const THEN2: usize = 7;
 const FIBERS: usize = 8;
-const C_PARKING: usize = 9;
-const C_FIBERS: usize = 10;
-const C_FLOOR: usize = 11;
+const FLOOR: usize = 9;
+const C_PARKING: usize = 10;
+const C_FIBERS: usize = 11;
+const C_FLOOR: usize = 12;
 
 /// The ratios of the table: name, target, and the places of the two measurements divided.
-const RATIOS: [(&str, Option<Target>, usize, usize); 10] = [
+const RATIOS: [(&str, Option<Target>, usize, usize); 13] = [
     (
         "`trust_apply_then` 1 thread / `ring_pipelined`",
         Some(Target::AtLeast(0.5)),
@@ -122,10 +124,23 @@ const RATIOS: [(&str, Option<Target>, usize, usize); 10] = [
         FIBERS,
         PARKING,
     ),
+    ("`counter` fibers / `ring_fibers`", None, FIBERS, FLOOR),
+    (
+        "`counter` `ring_fibers` / `parking_lot`",
+        None,
+        FLOOR,
+        PARKING,
+    ),
     (
         "`counter` `trust_apply_then` / `parking_lot`, 2 threads",
         Some(Target::AtLeast(1.0)),
         THEN2,
+        PARKING,
+    ),
+    (
+        "`ring_closures` / `parking_lot` 2 threads",
+        None,
+        CLOSURES,
         PARKING,
     ),
     (
@@ -195,6 +210,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
             until_stopped(stop, || counter.apply(|c| *c += 1))
         });
         v[FIBERS] = last(&one);
+        v[FLOOR] = fiber_ring::row(&mut one, SCENARIO, 2, Layout::One);
         on_c_parking += one.threads(SCENARIO, "c_parking", 2, |t, stop| {
             let mut rng = Rng::new(seed(t));
             until_stopped(stop, || *c_parking[pick(&mut rng)].lock() += 1)
@@ -211,7 +227,7 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
             },
         );
         v[C_FIBERS] = last(&one);
-        v[C_FLOOR] = fiber_ring::row(&mut one, SCENARIO, 2);
+        v[C_FLOOR] = fiber_ring::row(&mut one, SCENARIO, 2, Layout::Spread);
         raw.push(v);
         one.rows.clear();
     }
@@ -257,8 +273,8 @@ pub fn run(b: &mut Bench, rt: &Runtime) {
     println!(
         "Each round takes one sample of each row ({} ms for throughput; {samples} samples of {LATENCY_BATCH} \
          round trips for latency), as its own scenario measures it: the rings as in `limit`, \
-         `trust_apply_then` and the fibers on one counter as in `counter`, the round trips as in `latency`, \
-         the 1,024 counters (and their floor, `ring_fibers`) as in `counters-1024`; the ratios are each round's. Medians of the rounds: {}.",
+         `trust_apply_then` and the fibers on one counter (and their floor, `ring_fibers`) as in `counter`, the \
+         round trips as in `latency`, the 1,024 counters (and their floor) as in `counters-1024`; the ratios are each round's. Medians of the rounds: {}.",
         b.cfg.duration.as_millis(),
         MEASURED
             .iter()
