@@ -1,10 +1,11 @@
 //! Contention benchmarks: `Trust<T>` against the locks people would otherwise use, and against the physical
-//! limit of delegation, in one run, with the same timing loop for everyone. Scenarios (../shared/DESIGN.md section 6;
-//! issues 6 and 11), in this order:
+//! limit of delegation, in one run, with the same timing loop for everyone. Scenarios (../shared/DESIGN.md
+//! section 6; issues 6 and 11), in this order:
 //!
 //! - `limit`: a bare SPSC ring between two threads, no runtime: pipelined throughput and the round trip;
 //!   every later table compares its rows with it (`vs ring`);
-//! - `counter`: one shared `u64`, every thread increments it;
+//! - `counter`: one shared `u64`, every thread increments it, and the floor of fiber delegation on it at
+//!   fairness 0.5 (`ring_fibers`);
 //! - `counters-1024`: 1,024 counters, each increment on one chosen uniformly at random, and the floor of
 //!   fiber delegation there (`ring_fibers`: coroutines and bare rings, no runtime);
 //! - `kv`: a 1M-key `HashMap`, 90% reads, Zipf(0.99) keys;
