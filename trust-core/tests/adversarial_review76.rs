@@ -15,8 +15,8 @@
 //! All rejected. Miri (Stacked and Tree Borrows, strict provenance) runs this file clean.
 //!
 //! Findings: none in `src/` (no safe program broke a promise). One coverage gap, outside this file: the
-//! worklists' loom models were run against mutants of copies of `deque.rs`/`treiber.rs` (a scratch crate,
-//! `/work/notes/r76/scratch`). Every Treiber mutant (pop's Acquire loads made Relaxed, either push CAS made
+//! worklists' loom models were run against mutants of copies of `deque.rs`/`treiber.rs` (a scratch crate;
+//! docs/ghost.md lists the result). Every Treiber mutant (pop's Acquire loads made Relaxed, either push CAS made
 //! Relaxed) and two deque mutants (the stealer's `SeqCst` fence or the pusher's Release fence removed) fail
 //! a model; four deque mutants pass both models: the stealer's CAS or `pop_bottom`'s CAS made `Relaxed`,
 //! `push_bottom`'s load of `top` or `steal`'s load of `top` made `Relaxed`. What the first and third
