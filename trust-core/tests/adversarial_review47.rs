@@ -57,21 +57,6 @@ fn m(trustee: usize) -> TrusteeMetrics {
     rt().trustee(trustee).metrics()
 }
 
-/// Trustee `i`'s metrics once its request count has not moved for 50 ms (count changes are sent without
-/// waiting), within 10 s.
-fn settled(i: usize) -> TrusteeMetrics {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = m(i);
-    loop {
-        thread::sleep(Duration::from_millis(50));
-        let now = m(i);
-        if now.requests == last.requests || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
-}
-
 /// Waits (up to 10 s) until trustee `i` has served at least `want` requests, then 50 ms more (to see any
 /// extra), and returns its metrics.
 fn reached(i: usize, want: u64) -> TrusteeMetrics {

@@ -54,7 +54,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[macro_use]
 mod common;
@@ -63,20 +63,6 @@ use trust_core::{Latch, Trust, TrusteeMetrics, spawn, wait_pending};
 
 fn m(i: usize) -> TrusteeMetrics {
     rt().trustee(i).metrics()
-}
-
-/// Trustee `i`'s metrics once its request count has not moved for 50 ms (count changes go without waiting).
-fn settled(i: usize) -> TrusteeMetrics {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = m(i);
-    loop {
-        thread::sleep(Duration::from_millis(50));
-        let now = m(i);
-        if now.requests == last.requests || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
 }
 
 fn delta(after: &TrusteeMetrics, before: &TrusteeMetrics) -> (u64, u64) {

@@ -156,6 +156,21 @@ pub fn load(n: &AtomicUsize) -> usize {
     n.load(Ordering::SeqCst)
 }
 
+/// Trustee `i`'s metrics once its request count has not moved for 50 ms (count changes are sent without
+/// waiting), within 10 s.
+pub fn settled(i: usize) -> trust_core::TrusteeMetrics {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = rt().trustee(i).metrics();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = rt().trustee(i).metrics();
+        if now.requests == last.requests || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Waits (up to 20 s) until `done()` holds, failing the test with `what` if it never does.
 pub fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

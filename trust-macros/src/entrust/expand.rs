@@ -170,12 +170,20 @@ fn trust(self_ty: &Type) -> TokenStream {
 /// A stub's receiver: `&self`, with the method's lifetime if it names one (`&'a self`: a lifetime parameter
 /// the stub would not use otherwise, review 59), spanned as the `self` of `trust`.
 fn receiver(m: &Method, self_ty: &Type) -> TokenStream {
-    let lifetime = m.sig.receiver().and_then(|r| match (&r.reference, &*r.ty) {
-        (Some((_, lifetime)), _) => lifetime.clone(),
-        (None, Type::Reference(reference)) => reference.lifetime.clone(),
-        _ => None,
-    });
+    let lifetime = receiver_lifetime(m);
     quote_spanned!(self_ty.span()=> & #lifetime self)
+}
+
+/// The lifetime the method's receiver names, if any: `&'a self`, `self: &'a Self` (also through a
+/// `macro_rules!` fragment's invisible group).
+fn receiver_lifetime(m: &Method) -> Option<syn::Lifetime> {
+    m.sig
+        .receiver()
+        .and_then(|r| match (&r.reference, super::types::ungroup(&r.ty)) {
+            (Some((_, lifetime)), _) => lifetime.clone(),
+            (None, Type::Reference(reference)) => reference.lifetime.clone(),
+            _ => None,
+        })
 }
 
 /// The stub's parameters after `&self`: the method's own, with `Self` replaced.
@@ -487,12 +495,10 @@ fn async_captures(m: &Method, impl_generics: &syn::Generics, self_ty: &Type) -> 
             captures.push(quote!(#l));
         }
     };
-    let receiver_lifetime = m.sig.receiver().and_then(|r| match (&r.reference, &*r.ty) {
-        (Some((_, lifetime)), _) => lifetime.clone(),
-        (None, Type::Reference(reference)) => reference.lifetime.clone(),
-        _ => None,
-    });
-    match &receiver_lifetime {
+    match &receiver_lifetime(m) {
+        // `&'static self`: nothing to name (rustc refuses `use<'static>`; the stub's closure fails on its own,
+        // with rustc's E0521, as it did before `use<..>`).
+        Some(l) if l.ident == "static" => {}
         Some(l) => add_lifetime(l, &mut captures),
         None => captures.push(quote_spanned!(self_ty.span()=> '_)),
     }

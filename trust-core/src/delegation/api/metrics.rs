@@ -25,9 +25,10 @@ pub struct TrusteeMetrics {
     pub requests: u64,
     /// Batches answered: each holds one or more requests from one client.
     pub batches: u64,
-    /// Fibers alive on this worker now (spawned or launched, running or suspended; a detached fiber until its
-    /// result's destructor has returned). None once the runtime has shut down: fibers suspended then are
-    /// leaked, never to run again.
+    /// Fibers alive on this worker now (spawned or launched, running or suspended). A fiber leaves the count as
+    /// it delivers its result (a joiner, or a `launch_then`'s continuation, that looks then does not see it),
+    /// but a detached fiber whose result has a destructor counts again until that destructor has returned.
+    /// None once the runtime has shut down: fibers suspended then are leaked, never to run again.
     pub fibers: u64,
     /// Clients the trustee serves now: one channel per client that has called it (a plain thread, a worker,
     /// a pooled client of `may` coroutines) and not yet gone away (a thread's goes when the thread exits: the

@@ -89,9 +89,10 @@ fn returned_in_forked_child() -> ! {
     std::process::abort();
 }
 
-/// Panics naming `fork` in a child forked after the runtime started, for a caller that holds nothing of the
-/// user's (a fiber about to suspend or register a socket, a thread about to park): nothing would ever wake it
-/// there. One relaxed load where nothing forked.
+/// Panics naming `fork` in a child forked after the runtime started, for a caller about to wait or to touch a
+/// value (a fiber about to suspend, register a socket or apply inline; a thread about to park): nothing would
+/// ever wake it there, and the value is the child's copy of the parent's. One relaxed load where nothing
+/// forked.
 #[inline]
 pub(crate) fn panic_if_forked() {
     if in_forked_child() {
