@@ -150,7 +150,10 @@ fn take_with_a_panicking_default_and_replace_of_a_value_whose_drop_panics() {
         let cell = GhostCell::new(Hostile(1));
         let err = catch_unwind(AssertUnwindSafe(|| drop(cell.take(&mut token)))).unwrap_err();
         assert_eq!(message(err), "no default");
-        assert_eq!((cell.borrow(&token).0, DROPS.load(Ordering::SeqCst)), (1, 0));
+        assert_eq!(
+            (cell.borrow(&token).0, DROPS.load(Ordering::SeqCst)),
+            (1, 0)
+        );
 
         let old = cell.replace(Hostile(13), &mut token);
         assert_eq!((old.0, DROPS.load(Ordering::SeqCst)), (1, 0));
@@ -159,12 +162,19 @@ fn take_with_a_panicking_default_and_replace_of_a_value_whose_drop_panics() {
         let old = cell.replace(Hostile(2), &mut token);
         let err = catch_unwind(AssertUnwindSafe(|| drop(old))).unwrap_err();
         assert_eq!(message(err), "unlucky drop");
-        assert_eq!((cell.borrow(&token).0, DROPS.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!(
+            (cell.borrow(&token).0, DROPS.load(Ordering::SeqCst)),
+            (2, 2)
+        );
         // `swap` of two cells moves values only; nothing is dropped.
         let other = GhostCell::new(Hostile(3));
         cell.swap(&other, &mut token).unwrap();
         assert_eq!(
-            (cell.borrow(&token).0, other.borrow(&token).0, DROPS.load(Ordering::SeqCst)),
+            (
+                cell.borrow(&token).0,
+                other.borrow(&token).0,
+                DROPS.load(Ordering::SeqCst)
+            ),
             (3, 2, 2)
         );
     });
@@ -234,7 +244,11 @@ fn lazy_initialiser_captures_are_dropped_exactly_once() {
             let capture = capture;
             capture.value
         });
-        let init = lock.into_inner().err().flatten().expect("the initialiser, unrun");
+        let init = lock
+            .into_inner()
+            .err()
+            .flatten()
+            .expect("the initialiser, unrun");
         assert_eq!(drops.load(Ordering::SeqCst), 5);
         assert_eq!(init(), 10);
         assert_eq!(drops.load(Ordering::SeqCst), 6);
@@ -247,8 +261,14 @@ fn lazy_initialiser_captures_are_dropped_exactly_once() {
         .unwrap_err();
         assert_eq!(message(err), "once init");
         assert!(once.get(&token).is_none());
-        assert_eq!(once.get_or_init(&mut token, || Counted::new(&created, &drops, 11)).value, 11);
-        let rejected = once.set(Counted::new(&created, &drops, 12), &mut token).unwrap_err();
+        assert_eq!(
+            once.get_or_init(&mut token, || Counted::new(&created, &drops, 11))
+                .value,
+            11
+        );
+        let rejected = once
+            .set(Counted::new(&created, &drops, 12), &mut token)
+            .unwrap_err();
         assert_eq!((rejected.value, drops.load(Ordering::SeqCst)), (12, 6));
     });
     assert_eq!(created.load(Ordering::SeqCst), 8);
@@ -290,7 +310,9 @@ fn a_future_holding_borrow_mut_across_await_moves_between_threads() {
             YieldOnce(false).await;
             *first += 1000; // still the same `&mut`, across the suspension
             YieldOnce(false).await;
-            let (b, c) = (&cells_ref[1], &cells_ref[2]).borrow_mut(token_ref).unwrap();
+            let (b, c) = (&cells_ref[1], &cells_ref[2])
+                .borrow_mut(token_ref)
+                .unwrap();
             std::mem::swap(b, c);
             cells_ref.iter().map(|c| *c.borrow(token_ref)).sum::<u64>()
         });
@@ -344,7 +366,8 @@ fn treiber_free_list_of_a_slab_of_drop_values_exact_counts() {
                         if let Some(i) = free.pop() {
                             match slab[i].try_lock() {
                                 Ok(mut slot) if slot.is_none() => {
-                                    *slot = Some(Counted::new(created, drops, (t * rounds + r) as u64));
+                                    *slot =
+                                        Some(Counted::new(created, drops, (t * rounds + r) as u64));
                                     held.push(i);
                                 }
                                 _ => {
@@ -373,7 +396,11 @@ fn treiber_free_list_of_a_slab_of_drop_values_exact_counts() {
                 });
             }
         });
-        assert_eq!(double_owner.load(Ordering::SeqCst), 0, "an index had two owners");
+        assert_eq!(
+            double_owner.load(Ordering::SeqCst),
+            0,
+            "an index had two owners"
+        );
         let mut seen = vec![0u32; cap];
         while let Some(i) = free.pop() {
             seen[i] += 1;
@@ -464,8 +491,15 @@ fn deque_owner_handed_between_threads_while_thieves_steal_exact() {
         });
         assert!(stolen.load(Ordering::Relaxed) <= n);
     });
-    assert_eq!(taken_twice.load(Ordering::SeqCst), 0, "a value was taken twice");
-    assert!(slab.iter().all(|s| s.lock().unwrap().is_none()), "a value was never taken");
+    assert_eq!(
+        taken_twice.load(Ordering::SeqCst),
+        0,
+        "a value was taken twice"
+    );
+    assert!(
+        slab.iter().all(|s| s.lock().unwrap().is_none()),
+        "a value was never taken"
+    );
     assert_eq!(
         (created.load(Ordering::SeqCst), drops.load(Ordering::SeqCst)),
         (n, n)
@@ -510,7 +544,11 @@ fn shards_meet_at_a_rendezvous_and_a_commit_nests_another_round() {
             |shard, token| {
                 arrived.fetch_add(1, Ordering::SeqCst);
                 while arrived.load(Ordering::SeqCst) < shards {
-                    assert!(Instant::now() < deadline, "shard {} waited alone", shard.index);
+                    assert!(
+                        Instant::now() < deadline,
+                        "shard {} waited alone",
+                        shard.index
+                    );
                     std::thread::yield_now();
                 }
                 cells[shard.range(cells.len())]
@@ -565,6 +603,11 @@ fn one_duplicate_among_a_thousand_references_is_named() {
         for value in all {
             *value += 1;
         }
-        assert!(cells.iter().enumerate().all(|(i, c)| *c.borrow(&token) == i as u32 + 1));
+        assert!(
+            cells
+                .iter()
+                .enumerate()
+                .all(|(i, c)| *c.borrow(&token) == i as u32 + 1)
+        );
     });
 }
