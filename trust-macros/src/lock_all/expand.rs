@@ -1,12 +1,17 @@
 //! Code generation: a block holding one generic local function (so each lock keeps its own type,
 //! and the ranks can be read in a `const` block), the argument bindings, and the call. The type
-//! rules (lock, readable, rank above the key's) are bounds of that function. Everything at run time is named through `::trust_core::__private`.
+//! rules (lock, readable, rank above the key's) are bounds of that function. Everything at run time
+//! is named through `::trust_core::__private`.
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::parse::{Access, LockAllInput};
+
+/// The most locks acquired by straight-line code; longer lists loop over the order (see `expand`).
+/// `happylock`'s tuples go to 14.
+const UNROLLED_MAX: usize = 16;
 
 /// `lock_all!` (waits, panics on a duplicate) or `try_lock_all!` (never waits, returns `Result`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -17,6 +22,7 @@ pub enum Blocking {
 
 /// The whole expansion: `{ fn __trust_lock_all<..>(..) { .. } bindings; call }`.
 pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
+    let private = &quote!(::trust_core::__private);
     let n = input.locks.len();
     let internal = Span::mixed_site();
     let lock_types: Vec<Ident> = (0..n).map(|i| format_ident!("L{}", i)).collect();
@@ -30,43 +36,58 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
     let function = Ident::new("__trust_lock_all", internal);
 
     let guard_params: Vec<Ident> = (0..n).map(|i| format_ident!("G{}", i)).collect();
-    let bounds = lock_bounds(input, &lock_types, &guard_params);
+    let bounds = lock_bounds(input, &lock_types, &guard_params, private);
     // The nesting rule: every lock's rank is above what the key already holds.
     let rank_bounds: Vec<TokenStream> = lock_types
         .iter()
-        .map(|ty| quote! {
-            <#ty as ::trust_core::__private::Lock>::Rank:
-                ::trust_core::__private::LockAfter<<K as ::trust_core::__private::LockKey>::Held>
-        })
-        .collect();
-    let steps = acquire_steps(input, blocking, &params, &slots);
-    // One `match` per position, not a loop: with a constant order (no ties) each one folds to a
-    // direct call, so the acquisition is straight-line code.
-    let dispatch: Vec<TokenStream> = (0..n)
-        .map(|position| {
-            let position = Literal::usize_unsuffixed(position);
+        .map(|ty| {
             quote! {
-                match __trust_order[#position] {
-                    #(#steps)*
-                    _ => ::trust_core::__private::unreachable_step(),
-                }
+                <#ty as #private::Lock>::Rank:
+                    #private::LockAfter<<K as #private::LockKey>::Held>
             }
         })
         .collect();
+    let steps = acquire_steps(input, blocking, &params, &slots, private);
+    // One `match` per position, not a loop: with a constant order (no ties) each one folds to a
+    // direct call, so the acquisition is straight-line code. That is n matches of n arms, and
+    // optimised builds slow down sharply past a few dozen locks (64 took four minutes, review 77):
+    // past `UNROLLED_MAX`, one `match` in a loop over the order instead.
+    let dispatch: Vec<TokenStream> = if n <= UNROLLED_MAX {
+        (0..n)
+            .map(|position| {
+                let position = Literal::usize_unsuffixed(position);
+                quote! {
+                    match __trust_order[#position] {
+                        #(#steps)*
+                        _ => #private::unreachable_step(),
+                    }
+                }
+            })
+            .collect()
+    } else {
+        vec![quote! {
+            for __trust_step in __trust_order {
+                match __trust_step {
+                    #(#steps)*
+                    _ => #private::unreachable_step(),
+                }
+            }
+        }]
+    };
 
     let mut result_types: Vec<TokenStream> = guard_params.iter().map(|g| quote!(#g)).collect();
     let mut results: Vec<TokenStream> = slots
         .iter()
-        .map(|slot| quote!(::trust_core::__private::acquired(#slot)))
+        .map(|slot| quote!(#private::acquired(#slot)))
         .collect();
     let mut nest_bounds = Vec::new();
     let mut rank_params = Vec::new();
     let mut unused_key = Some(quote!(let _ = #key;));
     if input.nest {
-        let (highest, bounds, params) = highest_rank(&lock_types);
+        let (highest, bounds, params) = highest_rank(&lock_types, private);
         rank_params = params;
-        results.push(quote!(::trust_core::__private::nested_key::<K, #highest>(#key)));
-        result_types.push(quote!(::trust_core::__private::NestedKey<'k, #highest>));
+        results.push(quote!(#private::nested_key::<K, #highest>(#key)));
+        result_types.push(quote!(#private::NestedKey<'k, #highest>));
         nest_bounds = bounds;
         unused_key = None;
     }
@@ -78,7 +99,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
             quote!(__trust_error.panic()),
         ),
         Blocking::Try => (
-            quote!(::core::result::Result<(#(#result_types,)*), ::trust_core::__private::LockAllError>),
+            quote!(::core::result::Result<(#(#result_types,)*), #private::LockAllError>),
             quote!(::core::result::Result::Ok((#(#results,)*))),
             quote!(return ::core::result::Result::Err(__trust_error)),
         ),
@@ -101,7 +122,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
             #(#params: &'k #lock_types,)*
         ) -> #return_type
         where
-            K: ::trust_core::__private::LockKey + ?::core::marker::Sized,
+            K: #private::LockKey + ?::core::marker::Sized,
             #(#bounds,)*
             #(#rank_bounds,)*
             #(#nest_bounds,)*
@@ -109,14 +130,14 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
             #unused_key
             // The order by rank, computed by the compiler.
             let __trust_plan = const {
-                ::trust_core::__private::Plan::<#n>::new([
-                    #(::trust_core::__private::rank_of::<#lock_types>(),)*
+                #private::Plan::<#n>::new([
+                    #(#private::rank_of::<#lock_types>(),)*
                 ])
             };
             // Ties (equal ranks) are ordered by address; a duplicate shows up as an equal address.
-            let __trust_order = match ::trust_core::__private::order(
+            let __trust_order = match #private::order(
                 &__trust_plan,
-                [#(::trust_core::__private::lock_id(#params),)*],
+                [#(#private::lock_id(#params),)*],
             ) {
                 ::core::result::Result::Ok(__trust_order) => __trust_order,
                 ::core::result::Result::Err(__trust_error) => #on_duplicate,
@@ -127,7 +148,7 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
             #tail
         }
 
-        let #key_binding = ::trust_core::__private::key(#key_expr);
+        let #key_binding = #private::key(#key_expr);
         #(#bindings)*
         #function(#key_binding, #(#arguments,)*)
     }}
@@ -136,20 +157,25 @@ pub fn expand(input: &LockAllInput, blocking: Blocking) -> TokenStream {
 /// `L0: Lock + ?Sized` and `L0: Lockable<Guard<'k> = G0>` (or `Sharable<ReadGuard<'k> = G0>` for
 /// `read`). Naming the guard through a type parameter, rather than a projection in the return
 /// type, keeps a wrong argument at one error, pointing at the argument.
-fn lock_bounds(input: &LockAllInput, lock_types: &[Ident], guards: &[Ident]) -> Vec<TokenStream> {
+fn lock_bounds(
+    input: &LockAllInput,
+    lock_types: &[Ident],
+    guards: &[Ident],
+    private: &TokenStream,
+) -> Vec<TokenStream> {
     input
         .locks
         .iter()
         .zip(lock_types.iter().zip(guards))
         .map(|(lock, (ty, guard))| match lock.access {
             Access::Write => quote! {
-                #ty: ::trust_core::__private::Lock
-                    + ::trust_core::__private::Lockable<Guard<'k> = #guard>
+                #ty: #private::Lock
+                    + #private::Lockable<Guard<'k> = #guard>
                     + ?::core::marker::Sized
             },
             Access::Read => quote! {
-                #ty: ::trust_core::__private::Lock
-                    + ::trust_core::__private::Sharable<ReadGuard<'k> = #guard>
+                #ty: #private::Lock
+                    + #private::Sharable<ReadGuard<'k> = #guard>
                     + ?::core::marker::Sized
             },
         })
@@ -162,6 +188,7 @@ fn acquire_steps(
     blocking: Blocking,
     params: &[Ident],
     slots: &[Ident],
+    private: &TokenStream,
 ) -> Vec<TokenStream> {
     input
         .locks
@@ -173,18 +200,18 @@ fn acquire_steps(
             match (blocking, lock.access) {
                 (Blocking::Wait, Access::Write) => quote! {
                     #position => #slot = ::core::option::Option::Some(
-                        ::trust_core::__private::acquire(#param)
+                        #private::acquire(#param)
                     ),
                 },
                 (Blocking::Wait, Access::Read) => quote! {
                     #position => #slot = ::core::option::Option::Some(
-                        ::trust_core::__private::acquire_read(#param)
+                        #private::acquire_read(#param)
                     ),
                 },
                 (Blocking::Try, access) => {
                     let attempt = match access {
-                        Access::Write => quote!(::trust_core::__private::try_acquire(#param)),
-                        Access::Read => quote!(::trust_core::__private::try_acquire_read(#param)),
+                        Access::Write => quote!(#private::try_acquire(#param)),
+                        Access::Read => quote!(#private::try_acquire_read(#param)),
                     };
                     quote! {
                         #position => match #attempt {
@@ -193,7 +220,7 @@ fn acquire_steps(
                             }
                             ::core::option::Option::None => {
                                 return ::core::result::Result::Err(
-                                    ::trust_core::__private::LockAllError::WouldBlock,
+                                    #private::LockAllError::WouldBlock,
                                 )
                             }
                         },
@@ -208,16 +235,19 @@ fn acquire_steps(
 /// = M1>`, `M1: MaxRank<R2, Output = M2>`, ..., the extra type parameters `M1..`, and the last one
 /// (the rank the `NestedKey` holds). Type parameters rather than projections in the return type
 /// keep ranks from two `lock_ranks!` lists at one error.
-fn highest_rank(lock_types: &[Ident]) -> (TokenStream, Vec<TokenStream>, Vec<Ident>) {
-    let rank = |ty: &Ident| quote!(<#ty as ::trust_core::__private::Lock>::Rank);
+fn highest_rank(
+    lock_types: &[Ident],
+    private: &TokenStream,
+) -> (TokenStream, Vec<TokenStream>, Vec<Ident>) {
+    let rank = |ty: &Ident| quote!(<#ty as #private::Lock>::Rank);
     let mut highest = rank(&lock_types[0]);
     let mut bounds = Vec::new();
     let mut params = Vec::new();
     for (i, ty) in lock_types.iter().enumerate().skip(1) {
         let next = rank(ty);
         let max = format_ident!("M{}", i);
-        bounds.push(quote!(#highest: ::trust_core::__private::MaxRank<#next, Output = #max>));
-        bounds.push(quote!(#max: ::trust_core::__private::Rank));
+        bounds.push(quote!(#highest: #private::MaxRank<#next, Output = #max>));
+        bounds.push(quote!(#max: #private::Rank));
         highest = quote!(#max);
         params.push(max);
     }

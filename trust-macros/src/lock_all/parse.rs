@@ -36,7 +36,7 @@ impl LockAllInput {
     /// Parses the input of macro `name` (`lock_all` or `try_lock_all`, for the messages).
     pub fn parse(input: ParseStream<'_>, name: &str) -> syn::Result<Self> {
         let span = input.span();
-        if input.is_empty() {
+        if input.is_empty() || input.peek(Token![;]) || input.peek(Token![,]) {
             return Err(syn::Error::new(
                 span,
                 format!(
@@ -49,10 +49,14 @@ impl LockAllInput {
         let mut nest = false;
         while !input.is_empty() {
             if input.peek(Token![;]) {
-                input.parse::<Token![;]>()?;
+                let semi = input.parse::<Token![;]>()?;
                 let word: Ident = input.parse().map_err(|error| {
                     syn::Error::new(
-                        error.span(),
+                        if input.is_empty() {
+                            semi.span
+                        } else {
+                            error.span()
+                        },
                         format!("expected `nest` after `;`: `{name}!(&mut key, a; nest)`"),
                     )
                 })?;
@@ -109,7 +113,15 @@ impl Parse for LockArg {
 }
 
 /// Whether the token after the leading identifier begins another expression (`read c`,
-/// `read *p`, `read &x`, `read self.lock`), as opposed to continuing this one (`read.0`, `read,`).
+/// `read *p`, `read &x`, `read self.lock`, `read (c)`), as opposed to continuing this one
+/// (`read.0`, `read[i]`, `read::X`, `read,`).
+///
+/// `read (c)` and `read(c)` are the mode on `(c)`, not a call of a function `read` (review 77): a
+/// call is never a lock argument that compiles (its result is a temporary that dies while its
+/// guard lives, E0716), so reading it as a call only ever led to "cannot find function `read`".
 fn starts_expression_after_ident(input: ParseStream<'_>) -> bool {
-    input.peek2(Ident::peek_any) || input.peek2(Token![*]) || input.peek2(Token![&])
+    input.peek2(Ident::peek_any)
+        || input.peek2(Token![*])
+        || input.peek2(Token![&])
+        || input.peek2(syn::token::Paren)
 }

@@ -1,6 +1,8 @@
 //! The rules the tokens alone can decide: at least one lock, and no place named twice.
 
+use proc_macro2::Span;
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::{Expr, Lit};
 
 use super::parse::LockAllInput;
@@ -44,7 +46,7 @@ pub fn validate(input: &LockAllInput, name: &str) -> syn::Result<()> {
 /// `None` if evaluating it could name different locks on two evaluations.
 fn place_key(expr: &Expr) -> Option<String> {
     match expr {
-        Expr::Path(path) if path.qself.is_none() => Some(path.path.to_token_stream().to_string()),
+        Expr::Path(path) if path.qself.is_none() => Some(hygienic_path(&path.path)),
         Expr::Field(field) => Some(format!(
             "{}.{}",
             place_key(&field.base)?,
@@ -66,6 +68,47 @@ fn place_key(expr: &Expr) -> Option<String> {
         Expr::Group(group) => place_key(&group.expr),
         Expr::Unary(unary) if matches!(unary.op, syn::UnOp::Deref(_)) => place_key(&unary.expr),
         _ => None,
+    }
+}
+
+/// A path's text with each segment's hygiene context: `m` written in a `macro_rules!` body and a
+/// caller's `m` passed in as `$a` print alike but are two variables (review 77), so they must not
+/// compare equal. Which context resolves to which variable is the compiler's business; two
+/// identifiers in one context with one name are one variable, which is all this check needs. (An
+/// identifier that reaches the same variable from another context is missed here and caught by
+/// address at run time.)
+fn hygienic_path(path: &syn::Path) -> String {
+    let mut out = String::new();
+    if path.leading_colon.is_some() {
+        out.push_str("::");
+    }
+    for (i, segment) in path.segments.iter().enumerate() {
+        if i > 0 {
+            out.push_str("::");
+        }
+        // `r#m` is `m`.
+        out.push_str(&segment.ident.unraw().to_string());
+        out.push_str(&segment.arguments.to_token_stream().to_string());
+        out.push_str(&syntax_context(segment.ident.span()));
+    }
+    out
+}
+
+/// The hygiene context of a span, as the compiler prints it (`#3` in `#3 bytes(10..11)`). Stable
+/// Rust gives macros no other way to compare contexts. Outside rustc's expansion (unit tests, an
+/// IDE's own macro server) or if the format ever changes, this is empty: every identifier then
+/// counts as one context, the behaviour before review 77 (and `tests/adversarial_review77.rs`
+/// stops compiling, which is how a change of format would show).
+fn syntax_context(span: Span) -> String {
+    let debug = format!("{span:?}");
+    match debug
+        .strip_prefix('#')
+        .and_then(|rest| rest.split_once(' '))
+    {
+        Some((digits, _)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("#{digits}")
+        }
+        _ => String::new(),
     }
 }
 
