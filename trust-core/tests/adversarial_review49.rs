@@ -502,7 +502,10 @@ fn the_readmes_numbers_are_the_sources() {
         .lines()
         .filter(|l| l.contains("](tests/ui/entrust/") && l.starts_with("| KNOWN LIMIT"))
         .count();
-    assert_eq!(said, marked, "known limits: README says {said}, the catalogue marks {marked}");
+    assert_eq!(
+        said, marked,
+        "known limits: README says {said}, the catalogue marks {marked}"
+    );
 }
 
 /// Every public name the README mentions resolves, and the methods it names exist with the receivers it
