@@ -1,5 +1,5 @@
-//! Review 78: ../shared/DESIGN.md section 3 ("Public API contract") as code. Every name and shape the contract promises
-//! is used here, so this file compiles only while the contract holds; the `#[test]`s check, with exact values,
+//! Review 78: ../shared/DESIGN.md section 3 ("Public API contract") as code. Every name and shape the contract
+//! promises is used here, so this file compiles only while the contract holds; the `#[test]`s check, with exact values,
 //! the behaviour the contract states and the other test files do not already pin down.
 
 mod common;
