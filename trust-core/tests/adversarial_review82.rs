@@ -20,50 +20,17 @@
 //! Findings: none.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::task::{Poll, Waker};
 
 use trust_core::interval::{
     IntervalMutex, IntervalRwLock, ReadFuture, ReadGuard, WriteFuture, WriteGuard,
 };
 
-/// Deadline for anything that waits: a hang fails the test instead of stalling it.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A seeded xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// A waker that counts its wakes.
-#[derive(Default)]
-struct Count(AtomicUsize);
-
-impl Wake for Count {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counting() -> (Arc<Count>, Waker) {
-    let count = Arc::new(Count::default());
-    (count.clone(), Waker::from(count))
-}
-
-fn poll_once<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
-    std::pin::Pin::new(f).poll(&mut Context::from_waker(waker))
-}
+mod interval_storm;
+use interval_storm::{Count, DEADLINE, Rng, counting, poll_once};
 
 // ---------------------------------------------------------------------------------------------------------
 // (1) A panicking `with_slice` closure.
