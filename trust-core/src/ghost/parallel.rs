@@ -89,8 +89,10 @@ pub fn parallel_read_then_commit<'brand, U: Send, R>(
 ///
 /// # Panics
 ///
-/// If `shards` is 0, or if a read-phase call panics (after all of them have finished; the commit phase
-/// does not run then).
+/// If `shards` is 0, if a read-phase call panics (after all of them have finished; the commit phase
+/// does not run then), or if the system cannot start a thread for a shard (`std::thread::scope`'s `spawn`
+/// panics then; the shards already started finish first): one thread per shard, so ask for about as many
+/// as there are cores, not thousands.
 pub fn parallel_read_then_commit_with<'brand, U: Send, R>(
     shards: usize,
     token: &mut GhostToken<'brand>,

@@ -18,7 +18,7 @@
 //! futures unpolled) is drained by the trustee itself after a few idle rounds or before it sleeps
 //! (`Worker::run`): nobody waits on another executor for long.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
@@ -36,7 +36,27 @@ struct Collecting {
 thread_local! {
     /// Open while the trustee reads its mail.
     static COLLECTING: RefCell<Option<Collecting>> = const { RefCell::new(None) };
+    /// An empty vector of wakers whose capacity this thread reuses: the trustee collects into it, a drain
+    /// swaps it for the relay's. So the vectors pass between the trustee and the executors' threads, and none
+    /// is allocated or freed per mail (each was, and freed on another thread than its own).
+    static SPARE: Cell<Vec<Waker>> = const { Cell::new(Vec::new()) };
 }
+
+/// This thread's spare vector (a new one in a thread-local destructor).
+fn take_spare() -> Vec<Waker> {
+    SPARE.try_with(Cell::take).unwrap_or_default()
+}
+
+/// Keeps `wakers` (empty) as this thread's spare, unless it grew past `SPARE_WAKERS`.
+fn keep_spare(wakers: Vec<Waker>) {
+    debug_assert!(wakers.is_empty());
+    if wakers.capacity() <= SPARE_WAKERS {
+        let _ = SPARE.try_with(|spare| spare.set(wakers));
+    }
+}
+
+/// The most wakers a spare vector keeps room for (16 bytes each).
+const SPARE_WAKERS: usize = 4096;
 
 /// Wakes `waker`, or collects it if `Relay::collect` is running on this thread (the first of each `collect` is
 /// woken at once all the same).
@@ -75,22 +95,28 @@ impl Relay {
     pub(crate) fn collect(&self, f: impl FnOnce()) {
         let fresh = Collecting {
             woke_first: false,
-            rest: Vec::new(),
+            rest: take_spare(),
         };
         let outer = COLLECTING.with(|c| c.replace(Some(fresh)));
         f();
         let mine = COLLECTING.with(|c| c.replace(outer));
         let mut rest = mine.map_or_else(Vec::new, |c| c.rest);
-        let Some(last) = rest.pop() else {
-            return;
-        };
+        let last = rest.pop();
         if !rest.is_empty() {
             let mut relayed = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            relayed.append(&mut rest);
+            if relayed.is_empty() {
+                // The relay's empty vector becomes the spare.
+                std::mem::swap(&mut *relayed, &mut rest);
+            } else {
+                relayed.append(&mut rest);
+            }
             self.pending.store(true, Ordering::Release);
         }
+        keep_spare(rest);
         // After the others are on the relay: the poll this wakes finds them.
-        wake_contained(last);
+        if let Some(last) = last {
+            wake_contained(last);
+        }
     }
 
     /// True when wakers wait on the relay.
@@ -109,14 +135,16 @@ impl Relay {
 
     #[cold]
     fn drain_now(&self) {
-        let wakers = {
+        let mut wakers = take_spare();
+        {
             let mut relayed = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             self.pending.store(false, Ordering::Relaxed);
-            std::mem::take(&mut *relayed)
-        };
-        for waker in wakers {
+            std::mem::swap(&mut *relayed, &mut wakers);
+        }
+        for waker in wakers.drain(..) {
             wake_contained(waker);
         }
+        keep_spare(wakers);
     }
 }
 

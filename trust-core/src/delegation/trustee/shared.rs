@@ -386,8 +386,10 @@ impl Mailbox {
 
     /// `take`, for the worker's loop: what it takes is held, not waited for, if a link in it is unwritten
     /// (see `Mailbox`), and nothing more is taken until the held mail's links are written (newer mail must not
-    /// pass it). The first take that finds them written returns the held mail.
-    fn take_or_hold(&self, held: &mut Option<HeldMail>) -> Vec<Mail> {
+    /// pass it). The first take that finds them written returns the held mail. The mail comes in `spare`, an
+    /// empty vector whose capacity the loop reuses (a take of hundreds of `apply_async` requests grew a fresh
+    /// one by doubling, each time).
+    fn take_or_hold(&self, held: &mut Option<HeldMail>, spare: Vec<Mail>) -> Vec<Mail> {
         if let Some((newer, at)) = held.take().map(HeldMail::into_parts) {
             // SAFETY: `at` is the held list's rest, this taker's since its swap.
             return unsafe { walk(at, newer, false) }.unwrap_or_else(|again| {
@@ -398,11 +400,11 @@ impl Mailbox {
             });
         }
         if self.is_empty() {
-            return Vec::new();
+            return spare;
         }
         let list = self.head.swap(ptr::null_mut(), Ordering::SeqCst);
         // SAFETY: the swap took the list out of the stack: it is this thread's.
-        unsafe { walk(list, Vec::new(), false) }.unwrap_or_else(|stopped| {
+        unsafe { walk(list, spare, false) }.unwrap_or_else(|stopped| {
             *held = Some(stopped);
             Vec::new()
         })
@@ -685,8 +687,8 @@ impl TrusteeShared {
 
     /// The mail sent so far, oldest first, for the worker's loop, which holds it in `held` rather than wait
     /// for a sender that has not linked its mail yet (see `Mailbox`).
-    pub(crate) fn take_mail_or_hold(&self, held: &mut Option<HeldMail>) -> Vec<Mail> {
-        self.mail.take_or_hold(held)
+    pub(crate) fn take_mail_or_hold(&self, held: &mut Option<HeldMail>, spare: Vec<Mail>) -> Vec<Mail> {
+        self.mail.take_or_hold(held, spare)
     }
 
     /// Wakes the tasks the trustee left on its relay (`Relay::drain`), as every `apply_async` poll does first.
@@ -785,7 +787,7 @@ mod tests {
             }
             let mut held = None;
             while next.iter().sum::<usize>() < SENDERS * EACH {
-                for mail in mailbox.take_or_hold(&mut held) {
+                for mail in mailbox.take_or_hold(&mut held, Vec::new()) {
                     let Mail::Wake(n) = mail else { unreachable!() };
                     let (sender, i) = (n / EACH, n % EACH);
                     assert_eq!(i, next[sender], "sender {sender}'s mail out of order");
@@ -825,15 +827,15 @@ mod tests {
         mailbox.push(Mail::Wake(1));
         let (stopped, link) = swap_only(&mailbox, Mail::Wake(2));
         mailbox.push(Mail::Wake(3));
-        assert!(woken(mailbox.take_or_hold(&mut held)).is_empty());
+        assert!(woken(mailbox.take_or_hold(&mut held, Vec::new())).is_empty());
         assert!(held.is_some());
         mailbox.push(Mail::Wake(4));
-        assert!(woken(mailbox.take_or_hold(&mut held)).is_empty(), "nothing passes held mail");
+        assert!(woken(mailbox.take_or_hold(&mut held, Vec::new())).is_empty(), "nothing passes held mail");
         // SAFETY: the node is alive: its walk stopped at it, unopened.
         unsafe { (*stopped).next.store(link, Ordering::Release) };
-        assert_eq!(woken(mailbox.take_or_hold(&mut held)), [1, 2, 3]);
+        assert_eq!(woken(mailbox.take_or_hold(&mut held, Vec::new())), [1, 2, 3]);
         assert!(held.is_none());
-        assert_eq!(woken(mailbox.take_or_hold(&mut held)), [4]);
+        assert_eq!(woken(mailbox.take_or_hold(&mut held, Vec::new())), [4]);
     }
 
     /// Held mail dropped (at shutdown) waits for the unwritten link, then drops every record once.
@@ -847,7 +849,7 @@ mod tests {
         let (stopped, link) = swap_only(&mailbox, Mail::Wake(0));
         mailbox.push_run(move || drop(d));
         let mut held = None;
-        assert!(mailbox.take_or_hold(&mut held).is_empty());
+        assert!(mailbox.take_or_hold(&mut held, Vec::new()).is_empty());
         let stopped = SendPtr(stopped);
         let link = SendPtr(link);
         std::thread::scope(|s| {

@@ -117,6 +117,10 @@ const QUIET_ROUNDS: u64 = 4096;
 /// drains them, well within that when it is running.
 const RELAY_PATIENCE: u32 = 32;
 
+/// The most records whose room the loop keeps for the next take of its mail: a take of a larger backlog
+/// gives its vector back.
+const SPARE_MAIL: usize = 4096;
+
 pub(crate) struct Worker {
     pub(crate) shared: &'static TrusteeShared,
     pub(crate) registry: RefCell<Registry>,
@@ -140,6 +144,8 @@ pub(crate) struct Worker {
     rounds: Cell<u64>,
     /// Mail taken out of turn (by `register_channels`) and left for the loop's next `read_mail`, oldest first.
     postponed: RefCell<Vec<Mail>>,
+    /// The vector the last mail came in, emptied: the next take fills it (see `SPARE_MAIL`).
+    spare_mail: RefCell<Vec<Mail>>,
     /// Mail taken but held until a sender writes its link (`trustee::shared::HeldMail`); the loop keeps
     /// serving meanwhile, and does not sleep.
     held: RefCell<Option<HeldMail>>,
@@ -216,6 +222,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (r
         hot: Cell::new(0),
         rounds: Cell::new(0),
         postponed: RefCell::default(),
+        spare_mail: RefCell::default(),
         held: RefCell::default(),
         postponed_in: Cell::new(0),
         postponed_run: Cell::new(0),
@@ -395,22 +402,30 @@ impl Worker {
 
     fn read_mail(&self) -> bool {
         let counted = self.counting.get() && self.poll_due() && self.poll_counts();
-        let mut mail = self.postponed.take();
-        let postponed = mail.len() as u64;
         let mut held = self.held.borrow_mut();
-        mail.extend(self.shared.take_mail_or_hold(&mut held));
+        let mut mail = self.shared.take_mail_or_hold(&mut held, self.spare_mail.take());
         let holding = held.is_some();
         drop(held);
+        let postponed = self.postponed.take();
+        let postponed_len = postponed.len() as u64;
+        if postponed_len > 0 {
+            mail.splice(0..0, postponed);
+        }
         if mail.is_empty() {
+            self.spare_mail.replace(mail);
             return counted | holding;
         }
         // The answers to `apply_async`s wake their tasks through the relay (`trustee::relay`).
-        self.shared.relay.collect(|| self.run_mail(mail));
-        self.postponed_run.set(self.postponed_run.get() + postponed);
+        self.shared.relay.collect(|| self.run_mail(&mut mail));
+        if mail.capacity() <= SPARE_MAIL {
+            self.spare_mail.replace(mail);
+        }
+        self.postponed_run.set(self.postponed_run.get() + postponed_len);
         true
     }
 
-    fn run_mail(&self, mut mail: Vec<Mail>) {
+    /// Runs `mail`, leaving it empty.
+    fn run_mail(&self, mail: &mut Vec<Mail>) {
         // Channels first: count changes netted in the count mail may come from a client whose channel's
         // registration is later in this mail, and a property they retire must wait for that channel too
         // (`retire` registers only the channels still in the mailbox).
@@ -419,7 +434,7 @@ impl Worker {
                 self.serve_channel(channel);
             }
         }
-        for m in mail {
+        for m in mail.drain(..) {
             match m {
                 Mail::Register(channel) => self.serve_channel(channel),
                 Mail::Run(f) => {
