@@ -72,12 +72,26 @@ impl Wake {
         Wake::drop_then_wake_all(None, wakes);
     }
 
-    /// Drops `unused` (the own waker of a withdrawn request), then wakes `wakes` as [`Wake::wake_all`] does,
-    /// even if that drop panics: a waker's drop is executor code too, and a granted request that is never
+    /// Drops `unused` (the own waker of a withdrawn request) and wakes `wakes` as [`Wake::wake_all`] does,
+    /// also if that drop panics: a waker's drop is executor code too, and a granted request that is never
     /// woken stays parked for good (review 42: a withdrawn future whose waker drop panicked left the thread
     /// it had let through parked).
-    pub(super) fn drop_then_wake_all(unused: Option<Wake>, wakes: Vec<Wake>) {
+    ///
+    /// The threads and fibers granted (and the `may` coroutines, which poll) are woken first, before any
+    /// executor code runs (the drop of `unused`, the tasks' wakers): waking them runs only this crate's code,
+    /// which neither waits nor re-enters the lock, whereas a waker may wait, for this lock or for something
+    /// such a thread does once it has its borrow; had the thread's wake been queued behind that waker in the
+    /// same walk, both would wait for good (review 85).
+    pub(super) fn drop_then_wake_all(unused: Option<Wake>, mut wakes: Vec<Wake>) {
         let mut first = FirstPanic(None);
+        wakes.retain_mut(|wake| {
+            if matches!(wake, Wake::Task(_)) {
+                return true;
+            }
+            let wake = std::mem::replace(wake, Wake::Polls);
+            first.keep(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
+            false
+        });
         first.keep(panic::catch_unwind(AssertUnwindSafe(|| drop(unused))));
         for wake in wakes {
             first.keep(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
