@@ -30,6 +30,13 @@ const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 const OUT_FLUSH: usize = 256 * 1024;
 /// A connection's read buffer starts at this and returns to it when it empties.
 const READ_START: usize = 16 * 1024;
+/// Commands (and reads) a connection runs back to back before its fiber lets the worker serve the others,
+/// as memcached yields a connection after `-R` (20) requests. A command that reaches a shard yields now and
+/// then by itself (the runtime's inline burst), and a read or write that would block suspends the fiber, but
+/// commands that reach no shard (`version`, `verbosity`, refused lines, a refused data block being
+/// swallowed) do neither: a client writing them faster than they are parsed held its worker (every other
+/// connection there, its shard, the accept loop) for as long as it wrote (review 84).
+const COMMANDS_PER_TURN: u32 = 64;
 
 /// The server's settings, named after memcached's flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,6 +460,7 @@ fn serve<S: Read + Write>(
     let mut first_read = true;
     let idle = shared.config.idle_timeout;
     let mut last_command = Instant::now();
+    let mut turn = 0u32;
     loop {
         // The clock is read once per batch of commands, and again after a write that may have waited for
         // the client (a command run after it must see the time it runs at: an item expired meanwhile is not
@@ -503,6 +511,12 @@ fn serve<S: Read + Write>(
             };
             input.consume(len);
             swallow = more;
+            turn += 1;
+            if turn >= COMMANDS_PER_TURN {
+                turn = 0;
+                trust_core::yield_now();
+                now = unix_now();
+            }
             if quit {
                 stream.write_all(&out)?;
                 return Ok(());
@@ -545,6 +559,11 @@ fn serve<S: Read + Write>(
             Ok(0) => return Ok(()),
             Ok(n) => {
                 input.end += n;
+                turn += 1;
+                if turn >= COMMANDS_PER_TURN {
+                    turn = 0;
+                    trust_core::yield_now();
+                }
                 if std::mem::take(&mut first_read) && input.data()[0] == BINARY_REQUEST_MAGIC {
                     refuse_binary(shared);
                     return Ok(());
