@@ -947,7 +947,12 @@ impl Worker {
             ready
         };
         let settled = !ready.is_empty();
-        for (h, unreferenced, taker) in ready {
+        // Every verdict before any destructor: a value's `Drop` is user code, and may wait for a thread whose
+        // `try_unwrap`/`into_inner` was settled in this same pass, its verdict decided already (review 86: both
+        // hung while the destructor waited). The verdicts do not depend on the order (`unreferenced` was read
+        // above, for each).
+        let (verdicts, drops): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(_, _, taker)| taker.is_some());
+        for (h, unreferenced, taker) in verdicts.into_iter().chain(drops) {
             if unreferenced {
                 context::with_registry(|r| r.remove(h));
             }
