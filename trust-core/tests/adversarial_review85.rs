@@ -27,11 +27,12 @@
 //!
 //! Every wait has a deadline: a hang fails with a message naming what hung and the lock's counts.
 //!
-//! Finding (not fixed here; fix in `/work/notes/review85.patch`): the walk that wakes the requests a release or a
-//! withdrawal granted calls them in tree order, so a task's `Waker` (executor code) can run before the `unpark` of
-//! a thread (or the mail to a fiber) granted in the same walk. A waker that waits (for this lock, or for anything
-//! that thread does once it has its borrow) then waits for good, and the thread, granted but never woken, with it
-//! (`a_waker_that_waits_in_a_batch_for_a_granted_thread` / `_fiber`, ignored until the patch is applied; a `may`
+//! Finding (fixed: `Wake::drop_then_wake_all` now wakes threads and fibers first): the walk that woke the requests a
+//! release or a withdrawal granted called them in tree order, so a task's `Waker` (executor code) could run before
+//! the `unpark` of a thread (or the mail to a fiber) granted in the same walk. A waker that waits (for this lock, or
+//! for anything that thread does once it has its borrow) then waited for good, and the thread, granted but never
+//! woken, with it (`a_waker_that_waits_in_a_batch_for_a_granted_thread` / `_fiber`; a withdrawn request's own waker
+//! whose drop waits: `a_withdrawn_requests_waker_whose_drop_waits_for_the_thread_it_let_through`; a `may`
 //! coroutine, which polls, is not affected: `a_waker_that_waits_in_a_batch_for_a_granted_coroutine`). Everything
 //! else held: exact contents, no torn or overlapping borrow, no lost wake-up, no starved kind, every token dropped
 //! once, every re-entrant waker action consistent with the grant rule.
@@ -2007,9 +2008,9 @@ impl std::task::Wake for BlockingWake {
 
 /// The scene: a write of 0..8 held; a blocking read of 4..6 by `waiter` (a thread, a fiber or a `may` coroutine)
 /// queued behind it; a future's read of 0..2 queued behind it too, its waker a `BlockingWake` for 4..5. Releasing
-/// the write grants both reads in one batch; the walk wakes the future first (it starts first), and its waker
-/// waits for the write of 4..5, which waits for the granted read of 4..6, whose owner has not been woken yet (it is
-/// later in the same batch). Returns whether the release finished within 3 s (with the waiter's read done).
+/// the write grants both reads in one batch. The future's read starts first, so a walk in tree order ran its waker
+/// first, which waits for the write of 4..5, which waits for the granted read of 4..6, whose owner was not woken yet
+/// (later in the same batch). Returns whether the release finished within 3 s (with the waiter's read done).
 fn batch_with_a_waiting_waker(waiter: &str) -> bool {
     may_setup();
     common::quiet();
@@ -2097,4 +2098,65 @@ fn a_waker_that_waits_in_a_batch_for_a_granted_fiber() {
         batch_with_a_waiting_waker("fiber"),
         "HUNG: the walk's waker waits for a fiber it has not woken"
     );
+}
+
+/// A task's `Waker` whose last drop waits (up to 3 s) for `flag`.
+struct DropWaits {
+    flag: Arc<AtomicBool>,
+}
+
+impl std::task::Wake for DropWaits {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for DropWaits {
+    fn drop(&mut self) {
+        let start = Instant::now();
+        while !self.flag.load(SEQ) && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The withdrawal's side of review 85's finding: a withdrawn request's own `Waker` is executor code too, and its
+/// drop (the last reference, which the lock held) may wait for a thread that the withdrawal let through. The
+/// thread is woken before that drop (`Wake::drop_then_wake_all`); dropped first, the waker waited out its own
+/// deadline, the thread granted but parked meanwhile.
+#[cfg(not(miri))]
+#[test]
+fn a_withdrawn_requests_waker_whose_drop_waits_for_the_thread_it_let_through() {
+    common::quiet();
+    let lock: &'static IntervalRwLock<u32> =
+        Box::leak(Box::new(IntervalRwLock::new(vec![0u32; 8])));
+    let held = lock.try_read(0..4).unwrap();
+    let read_done = Arc::new(AtomicBool::new(false));
+    let mut write = lock.write_async(0..4);
+    let hook = Waker::from(Arc::new(DropWaits {
+        flag: read_done.clone(),
+    }));
+    assert!(poll_once(&mut write, &hook).is_pending());
+    drop(hook); // the lock holds the last reference
+    let rd = read_done.clone();
+    let reader = std::thread::spawn(move || {
+        let g = lock.read(2..6);
+        rd.store(true, SEQ);
+        drop(g);
+    });
+    wait_until(
+        "the blocking read to queue behind the write",
+        10,
+        || lock.queued() == 2,
+        String::new,
+    );
+    let start = Instant::now();
+    drop(write); // withdrawn: the read is granted, and the waker dropped
+    let took = start.elapsed();
+    reader.join().unwrap();
+    assert!(read_done.load(SEQ));
+    drop(held);
+    assert!(
+        took < Duration::from_secs(2),
+        "the waker's drop waited {took:?} for the thread the withdrawal let through"
+    );
+    assert_eq!((lock.held(), lock.queued()), (0, 0));
 }

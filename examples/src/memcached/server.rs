@@ -30,12 +30,12 @@ const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 const OUT_FLUSH: usize = 256 * 1024;
 /// A connection's read buffer starts at this and returns to it when it empties.
 const READ_START: usize = 16 * 1024;
-/// Commands (and reads) a connection runs back to back before its fiber lets the worker serve the others,
-/// as memcached yields a connection after `-R` (20) requests. A command that reaches a shard yields now and
-/// then by itself (the runtime's inline burst), and a read or write that would block suspends the fiber, but
-/// commands that reach no shard (`version`, `verbosity`, refused lines, a refused data block being
-/// swallowed) do neither: a client writing them faster than they are parsed held its worker (every other
-/// connection there, its shard, the accept loop) for as long as it wrote (review 84).
+/// Commands (and reads) a connection runs before its fiber lets the worker serve the others (counted across
+/// its waits for the socket), as memcached yields a connection after `-R` (20) requests. A command that
+/// reaches a shard yields now and then by itself (the runtime's inline burst), and a read or write that would
+/// block suspends the fiber, but commands that reach no shard (`version`, `verbosity`, refused lines, a
+/// refused data block being swallowed) do neither: a client writing them faster than they are parsed held its
+/// worker (every other connection there, its shard, the accept loop) for as long as it wrote (review 84).
 const COMMANDS_PER_TURN: u32 = 64;
 
 /// The server's settings, named after memcached's flags.

@@ -388,7 +388,7 @@ impl Mailbox {
     /// (see `Mailbox`), and nothing more is taken until the held mail's links are written (newer mail must not
     /// pass it). The first take that finds them written returns the held mail. The mail comes in `spare`, an
     /// empty vector whose capacity the loop reuses (a take of hundreds of `apply_async` requests grew a fresh
-    /// one by doubling, each time).
+    /// one by doubling, each time); held mail comes in the vector its first walk filled, and `spare` is dropped.
     fn take_or_hold(&self, held: &mut Option<HeldMail>, spare: Vec<Mail>) -> Vec<Mail> {
         if let Some((newer, at)) = held.take().map(HeldMail::into_parts) {
             // SAFETY: `at` is the held list's rest, this taker's since its swap.

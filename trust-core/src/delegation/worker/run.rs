@@ -882,7 +882,7 @@ impl Worker {
             return false;
         }
         let mail_run = self.postponed_run.get();
-        let ready: Vec<(*mut Header, bool, Option<Taker>)> = {
+        let mut ready: Vec<(*mut Header, bool, Option<Taker>)> = {
             let served = self.served.borrow();
             // Served through `need`; or `need` is paused at its last record, which says what it waits on (see
             // `retire`); or drained: nothing unpublished and nothing pending on the channel now.
@@ -951,8 +951,8 @@ impl Worker {
         // `try_unwrap`/`into_inner` was settled in this same pass, its verdict decided already (review 86: both
         // hung while the destructor waited). The verdicts do not depend on the order (`unreferenced` was read
         // above, for each).
-        let (verdicts, drops): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(_, _, taker)| taker.is_some());
-        for (h, unreferenced, taker) in verdicts.into_iter().chain(drops) {
+        ready.sort_by_key(|(_, _, taker)| taker.is_none()); // stable: retirement order within each kind
+        for (h, unreferenced, taker) in ready {
             if unreferenced {
                 context::with_registry(|r| r.remove(h));
             }
