@@ -20,7 +20,7 @@ static ALLOC: harness::Counting = harness::Counting;
 
 mod harness;
 use harness::{
-    Raw, example_binary, live_bytes, raise_descriptor_limit, start, unix_now, wait_until,
+    Raw, example_binary, free_port, live_bytes, raise_descriptor_limit, start, unix_now, wait_until,
 };
 
 // =========================================================================================================
@@ -837,14 +837,6 @@ fn the_memcache_crate_with_big_values_and_many_keys() {
 
 /// Held by the tests that open thousands of sockets, so that they do not run out of descriptors together.
 static MANY_SOCKETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn process_cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -12,7 +12,7 @@ use trust_examples::memcached::protocol::{StoreOp, item_size};
 use trust_examples::memcached::store::{ArithOutcome, Shard, StoreOutcome, StoreRequest};
 
 mod harness;
-use harness::{Raw, example_binary, live_bytes, start, unix_now};
+use harness::{Raw, example_binary, free_port, live_bytes, start, unix_now};
 
 // A counting allocator (`harness::Counting`): live heap bytes allocated by the current thread (a shard called
 // directly on the test thread allocates there).
@@ -87,14 +87,6 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `set <key> 0 0 <len>` with a value of `len` bytes of `x`.

@@ -63,7 +63,7 @@ use trust_examples::memcached::ServerHandle;
 use trust_examples::memcached::protocol::item_size;
 
 mod harness;
-use harness::{Raw, raise_descriptor_limit, start, stat, unix_now, wait_until};
+use harness::{Raw, free_port, raise_descriptor_limit, start, stat, unix_now, wait_until};
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
@@ -131,14 +131,6 @@ fn client(server: &ServerHandle) -> memcache::Client {
         server.local_addr()
     );
     memcache::Client::with_pool_size(url.as_str(), 1).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sends `send` to the trust server's connection and, when memcached is installed, to memcached's; both must

@@ -41,15 +41,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod harness;
-use harness::{Raw, example_binary, raise_descriptor_limit, start, stat, wait_until};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use harness::{Raw, example_binary, free_port, raise_descriptor_limit, start, stat, wait_until};
 
 /// A server process (the example binary, or memcached), killed when dropped.
 struct Process(Child);

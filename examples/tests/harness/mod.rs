@@ -133,6 +133,15 @@ pub fn unix_now() -> u64 {
 /// The example binary: `cargo test` builds the examples with the tests (target/<profile>/examples, next to
 /// target/<profile>/deps where this test runs). Run alone (`cargo test --test <name>`) it is not
 /// built: then this fails rather than skip.
+/// A TCP port free on loopback now, for a server process started next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn example_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
