@@ -2,6 +2,7 @@
 //! raw locks is computed once and kept.
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr::NonNull;
 
 use super::utils::{self, Mode};
@@ -149,7 +150,19 @@ impl<L> LockCollection<L> {
                 // SAFETY: `child` is the box's live pointee, and the `&mut` to it that `f` had
                 // has ended; nothing else borrows it while we hold `&mut collection`.
                 let child: &L = unsafe { collection.child.as_ref() };
-                collection.locks = utils::sorted_locks(child)
+                // A user's `raw_locks` may panic. If `f` already did, a second panic in this destructor
+                // would abort the process: keep `Unlisted` (the collection then refuses to lock) and let
+                // `f`'s panic go on. Otherwise the listing's panic is the one that goes on.
+                let listed = catch_unwind(AssertUnwindSafe(|| utils::sorted_locks(child)));
+                let locks = match listed {
+                    Ok(locks) => locks,
+                    Err(payload) if std::thread::panicking() => {
+                        crate::delegation::trustee::unwind::drop_payload(payload);
+                        return;
+                    }
+                    Err(payload) => resume_unwind(payload),
+                };
+                collection.locks = locks
                     .into_iter()
                     // SAFETY: as in `build`: only the lifetime changes, and the list never
                     // outlives the box.
