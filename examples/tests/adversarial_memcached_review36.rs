@@ -53,7 +53,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -63,66 +62,10 @@ use trust_examples::memcached::ServerHandle;
 use trust_examples::memcached::protocol::item_size;
 
 mod harness;
-use harness::{Raw, free_port, raise_descriptor_limit, start, stat, unix_now, wait_until};
+use harness::{Raw, Reference, raise_descriptor_limit, start, stat, unix_now, wait_until};
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
-
-/// Real memcached on a free port, when it is installed (`apt-get install memcached`): the same bytes are sent
-/// to it and its replies must be the ones the test expects. Killed when dropped.
-struct Reference {
-    child: Child,
-    port: u16,
-}
-
-impl Reference {
-    fn start(extra: &[&str]) -> Option<Reference> {
-        let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
-        let port = free_port();
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-l",
-            "127.0.0.1",
-            "-t",
-            "2",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        // SAFETY: a plain system call without arguments.
-        if unsafe { libc::geteuid() } == 0 {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd.spawn().ok()?;
-        let r = Reference { child, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Some(r)
-    }
-
-    fn connect(&self) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw(s)
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The `memcache` crate's client on `server` (text protocol).
 fn client(server: &ServerHandle) -> memcache::Client {

@@ -41,7 +41,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod harness;
-use harness::{Raw, example_binary, free_port, raise_descriptor_limit, start, stat, wait_until};
+use harness::{
+    Raw, Reference, example_binary, free_port, raise_descriptor_limit, start, stat, wait_until,
+};
 
 /// A server process (the example binary, or memcached), killed when dropped.
 struct Process(Child);
@@ -168,36 +170,10 @@ fn memcslap_at_two_hundred_connections_counts_exactly() {
     }
     let server = start(|_| {});
     let mut ports = vec![(server.local_addr().port(), true)];
-    let reference = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|bin| {
-            let port = free_port();
-            let mut cmd = Command::new(bin);
-            cmd.args([
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-l",
-                "127.0.0.1",
-                "-t",
-                "2",
-            ]);
-            // SAFETY: a plain system call without arguments.
-            if unsafe { libc::geteuid() } == 0 {
-                cmd.args(["-u", "nobody"]);
-            }
-            let p = Process(
-                cmd.stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            wait_listening(port);
-            ports.push((port, false));
-            p
-        });
+    let reference = Reference::start(&[]);
+    if let Some(r) = &reference {
+        ports.push((r.port, false));
+    }
     if reference.is_none() {
         eprintln!("memcached is not installed: checking the trust server alone");
     }

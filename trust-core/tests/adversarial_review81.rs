@@ -32,50 +32,9 @@ use tokio::time::timeout;
 use trust_core::interval::{IntervalMutex, IntervalRwLock, ReadFuture, WriteFuture};
 
 mod interval_storm;
-use interval_storm::{Count, DEADLINE, Rng, counting, poll_once, runtime};
-/// What the stress test records of completed writes: (id, start, end).
-type Log = Mutex<Vec<(u32, usize, usize)>>;
-
-/// A held write: append `id` to every element and note the write, with no await in between (so a
-/// cancellation cannot split it); then hold the guard across an await and check that nobody else wrote.
-async fn write_and_hold(
-    mut guard: trust_core::interval::WriteGuard<'_, Vec<(u32, u64)>>,
-    id: u32,
-    seq: &AtomicU64,
-    log: &Log,
-    hold: u64,
-) {
-    let n = seq.fetch_add(1, Ordering::SeqCst);
-    for element in guard.iter_mut() {
-        element.push((id, n));
-    }
-    let range = guard.range();
-    log.lock().unwrap().push((id, range.start, range.end));
-    if hold == 0 {
-        tokio::task::yield_now().await;
-    } else {
-        tokio::time::sleep(Duration::from_millis(hold)).await;
-    }
-    for element in guard.iter() {
-        assert_eq!(
-            element.last().map(|&(i, _)| i),
-            Some(id),
-            "a write overlapped a held write"
-        );
-    }
-}
-
-/// A held read: snapshot, await, compare.
-async fn read_and_hold(guard: trust_core::interval::ReadGuard<'_, Vec<(u32, u64)>>, hold: u64) {
-    let before: Vec<_> = guard.iter().map(Vec::len).collect();
-    if hold == 0 {
-        tokio::task::yield_now().await;
-    } else {
-        tokio::time::sleep(Duration::from_millis(hold)).await;
-    }
-    let after: Vec<_> = guard.iter().map(Vec::len).collect();
-    assert_eq!(before, after, "a write overlapped a held read");
-}
+use interval_storm::{
+    Count, DEADLINE, Log, Rng, counting, poll_once, read_and_hold, runtime, write_and_hold,
+};
 
 type E = Vec<(u32, u64)>;
 

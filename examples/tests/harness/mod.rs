@@ -217,3 +217,59 @@ pub fn raise_descriptor_limit(want: u64) -> u64 {
     }
     limit.rlim_cur
 }
+
+/// Real memcached on a free port, when it is installed (`apt-get install memcached`): the same bytes are sent
+/// to it and its replies must be the ones the test expects. Killed when dropped.
+pub struct Reference {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Reference {
+    pub fn start(extra: &[&str]) -> Option<Reference> {
+        let bin = ["/usr/bin/memcached", "/usr/local/bin/memcached"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let port = free_port();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-t",
+            "2",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        // SAFETY: a plain system call without arguments.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd.spawn().ok()?;
+        let r = Reference { child, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "memcached did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
+    }
+
+    pub fn connect(&self) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw(s)
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
