@@ -26,8 +26,9 @@
 //! ```
 
 /// Declares items that exist only outside the loom model check: under `--cfg loom` the crate is just the
-/// slot protocol, the sleep/wake handshake and their facade over atomics and threads (`slot::loom_model`,
-/// `parker::loom_model`), and the ghost worklists with theirs (`treiber::loom_model`, `deque::loom_model`).
+/// slot protocol, the sleep/wake handshake, the wake-up relay and their facade over atomics and threads
+/// (`slot::loom_model`, `parker::loom_model`, `relay::loom_model`), and the ghost worklists with theirs
+/// (`treiber::loom_model`, `deque::loom_model`).
 macro_rules! not_loom {
     ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
 }
@@ -35,6 +36,11 @@ macro_rules! not_loom {
 #[cfg(loom)]
 mod delegation {
     pub(crate) mod protocol;
+    /// The relay's handshake with the polls that drain it (`relay::loom_model`).
+    pub(crate) mod trustee {
+        pub(crate) mod relay;
+        pub(crate) mod unwind;
+    }
 }
 
 /// Under loom: the lock-free worklists of `ghost` and their facade (`treiber::loom_model`,

@@ -13,7 +13,7 @@ use crate::delegation::api::fiber::{self, Fiber};
 use crate::delegation::trustee::job::{Launch, Outcome};
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::Trust;
-use crate::delegation::api::trust::{BOX_ABOVE, unboxed};
+use crate::delegation::api::trust::{BOX_ABOVE, MAY_INLINE, unboxed};
 use crate::delegation::call;
 use crate::delegation::worker::fiber::suspend;
 use crate::delegation::trustee::shared::{SHUT_DOWN, closed_message, refuse, refuse_both};
@@ -190,7 +190,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         {
             refuse(f, fiber::JOIN_ON_TRUSTEE);
         }
-        if const { size_of::<F>() > BOX_ABOVE } {
+        if const { size_of::<F>() > BOX_ABOVE } || (const { size_of::<F>() > MAY_INLINE } && call::in_coroutine()) {
             // Boxed at the boundary, as `apply` does: the layers below (and the fiber's stack) move a pointer.
             let f: BoxedLaunch<T, R> = Box::new(f);
             return self.launch_sized(f);
@@ -248,7 +248,9 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if const { size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE } {
+        if const { size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE }
+            || (const { size_of::<F>() > MAY_INLINE || size_of::<C>() > MAY_INLINE } && call::in_coroutine())
+        {
             // Both boxed at the boundary, in this frame, as `apply_then` boxes them (a 32 KiB continuation
             // capture by value overflowed the issuing fiber's 256 KiB stack in a debug build: review 38).
             let f: BoxedLaunch<T, R> = Box::new(f);
@@ -267,7 +269,7 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if const { size_of::<R>() > BOX_ABOVE } {
+        if const { size_of::<R>() > BOX_ABOVE } || (const { size_of::<R>() > MAY_INLINE } && call::in_coroutine()) {
             // Boxed as the launched fiber's closure returns it, as `launch`'s result is (`fiber_job`), and moved
             // out of its box for `then`: by value through the catch and the sender, a 32 KiB result overflowed
             // the launched fiber's 256 KiB stack in a debug build (review 38).

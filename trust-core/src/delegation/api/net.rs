@@ -2,7 +2,11 @@
 //! suspend only the calling fiber while the socket is not ready; its worker keeps serving requests and running
 //! other fibers meanwhile (one `epoll` set per worker, see `worker::reactor`). That is the paper's
 //! thread-per-core model for servers: a connection's fiber runs where the trustees run, so a request to a
-//! property of its own worker takes the local shortcut and the others batch.
+//! property of its own worker takes the local shortcut and the others batch. A fiber whose socket is ready
+//! every time (a peer that never stops writing, or reading) never suspends, so after every 32 operations of
+//! a worker's fibers that found their socket ready the one running yields once, as after 32 inline applies:
+//! before review 90 a fiber reading an endless upload held its worker (its trustee, its other fibers) for
+//! as long as the upload lasted. A fiber that unwinds (a destructor's I/O) does not yield.
 //!
 //! On a plain thread the same calls block the thread, like `std::net`'s (but a timeout is `TimedOut`, not
 //! std's `WouldBlock`). On a worker outside a fiber — inside a delegated closure, also one a fiber runs inline
@@ -45,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::delegation::trustee::shared::{TrusteeShared, panic_if_forked};
 use crate::delegation::worker::context;
+use crate::delegation::worker::fiber::after_ready_io;
 use crate::delegation::worker::reactor::{self, Reactor, Readiness};
 
 const OFF_FIBER: &str = "a `trust_core::net` socket used on a worker outside a fiber (inside a delegated closure \
@@ -83,11 +88,18 @@ impl<S: AsRawFd> Socket<S> {
             None => None,
         };
         let mut deadline = None;
+        let mut waited = false;
         loop {
             match op(&self.io) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => return result,
+                result => {
+                    // A fiber whose socket is always ready would never let its worker go (review 90).
+                    if let (Some(w), Some(_), false) = (worker, fiber, waited) {
+                        after_ready_io(w);
+                    }
+                    return result;
+                }
             }
             // A deadline past `Instant`'s range is none: `connect_timeout(addr, Duration::MAX)` (which std
             // accepts, and waits) panicked here on `now + timeout` before (review 48).
@@ -107,6 +119,7 @@ impl<S: AsRawFd> Socket<S> {
                     panic_if_forked();
                     self.register(w.shared, &w.reactor)?;
                     w.reactor.wait(id, fd, readiness, deadline.flatten());
+                    waited = true;
                 }
                 _ => {
                     let left = deadline.flatten().map(|at: Instant| at.saturating_duration_since(Instant::now()));

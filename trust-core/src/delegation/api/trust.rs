@@ -29,6 +29,17 @@ use crate::delegation::trustee::shared::{IN_FORKED_CHILD, in_forked_child, refus
 /// one `apply(|c| *c)`, 211 now), and building the test suite took 2.4 times the CPU time it takes now.
 pub(crate) const BOX_ABOVE: usize = 512;
 
+/// `BOX_ABOVE` for a `may` coroutine, whose stack is small (`may` gives it 32 KiB by default): `apply`,
+/// `apply_then`, `launch` and `launch_then` box a closure, continuation or result over this many bytes there.
+/// An unoptimized build copies a value moved by value through the call path's frames dozens of times: from a
+/// coroutine, an `apply` whose closure captured 496 bytes took 34 KB of stack (a `u64` increment 7 KB), one
+/// that also returned 496 bytes 40 KB, `apply_then` and `launch_then` of the same 35 and 39 KB, so the
+/// coroutine overflowed its stack on its first such call (review 91). Boxed: 8-13 KB. `may` is asked whether
+/// the caller is a coroutine only for values this large: a small one's path makes no call into it. Tested as
+/// `const { size > BOX_ABOVE } || (const { size > MAY_INLINE } && call::in_coroutine())`, each test an
+/// `if const { .. }` (see `BOX_ABOVE`): a type of at most this many bytes instantiates no boxed path.
+pub(crate) const MAY_INLINE: usize = 128;
+
 /// A handle to a value entrusted to a trustee: like `Arc<Mutex<T>>`, but every access is delegated to the
 /// trustee's thread, so the value's cache lines never move and no lock is taken.
 ///
@@ -94,7 +105,7 @@ impl<T: Send + 'static> Trust<T> {
     /// A panic in `f` is caught on the trustee (which keeps serving) and resumed here with its payload; the
     /// property stays usable. A closure or a result over 512 bytes is boxed (one allocation), so the call
     /// path moves a pointer, not the value, and a large result needs no more of the caller's stack than the
-    /// result itself.
+    /// result itself; from a `may` coroutine, whose stack is small, one over 128 bytes.
     ///
     /// Panics when called from inside a closure that a *different* trustee is applying (use `apply_then` or
     /// `launch`), or from inside a closure already running on this same property.
@@ -104,7 +115,7 @@ impl<T: Send + 'static> Trust<T> {
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
     {
-        if const { size_of::<R>() > BOX_ABOVE } {
+        if const { size_of::<R>() > BOX_ABOVE } || (const { size_of::<R>() > MAY_INLINE } && call::in_coroutine()) {
             // Comes back boxed: the layers below move a pointer, and the result moves once, out of its box (by
             // value through them, a 32 KiB result took 296 KiB of a plain thread's stack in release).
             return *self.apply_closure(boxed_result(f));
@@ -119,7 +130,7 @@ impl<T: Send + 'static> Trust<T> {
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
     {
-        if const { size_of::<F>() > BOX_ABOVE } {
+        if const { size_of::<F>() > BOX_ABOVE } || (const { size_of::<F>() > MAY_INLINE } && call::in_coroutine()) {
             // Boxed here, at the boundary: the layers below move a pointer, and the trustee calls the closure
             // in its box instead of moving it onto its own stack.
             let f: Box<dyn FnOnce(&mut T) -> R + Send> = Box::new(f);
@@ -170,8 +181,8 @@ impl<T: Send + 'static> Trust<T> {
     /// From a `may` coroutine it waits like `apply` (the coroutine yields) and runs `then` at once, on the
     /// coroutine: `may` moves coroutines between threads, and `then` need not be `Send`.
     ///
-    /// A closure, continuation or result over 512 bytes is boxed (one allocation each), as in `apply`, so the
-    /// call path moves pointers, not the values.
+    /// A closure, continuation or result over 512 bytes (from a `may` coroutine, 128) is boxed (one allocation
+    /// each), as in `apply`, so the call path moves pointers, not the values.
     ///
     /// [`wait_pending`]: crate::wait_pending
     pub fn apply_then<R, F, C>(&self, f: F, then: C)
@@ -180,7 +191,9 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if const { size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE } {
+        if const { size_of::<F>() > BOX_ABOVE || size_of::<C>() > BOX_ABOVE }
+            || (const { size_of::<F>() > MAY_INLINE || size_of::<C>() > MAY_INLINE } && call::in_coroutine())
+        {
             // Boxed here, at the boundary, so the layers below (the client's queues, the local shortcut, the
             // trustee) move pointers: by value, a 32 KiB continuation capture overflowed a fiber's 256 KiB stack
             // in a debug build (review 38). Both, whichever is the large one: the types boxed are then the same
@@ -203,7 +216,7 @@ impl<T: Send + 'static> Trust<T> {
         R: Send + 'static,
         C: FnOnce(R) + 'static,
     {
-        if const { size_of::<R>() > BOX_ABOVE } {
+        if const { size_of::<R>() > BOX_ABOVE } || (const { size_of::<R>() > MAY_INLINE } && call::in_coroutine()) {
             // As in `apply`: boxed on the trustee, moved out of its box for `then`.
             return self.apply_then_sized(boxed_result(f), unboxed(then));
         }

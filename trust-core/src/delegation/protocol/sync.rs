@@ -8,6 +8,12 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
+/// The relay's lock (`trustee::relay`).
+#[cfg(loom)]
+pub(crate) use loom::sync::Mutex;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Mutex;
+
 /// Thread handles and parking (`parker.rs`).
 pub(crate) mod thread {
     #[cfg(loom)]

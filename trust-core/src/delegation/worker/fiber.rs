@@ -132,6 +132,30 @@ pub(crate) fn after_inline_apply(worker: &Worker) {
     yield_burst(worker);
 }
 
+/// Socket operations (`api::net`) that find their socket ready, without waiting, that a worker's fibers run
+/// before the one running yields: as many as inline applies.
+const IO_BURST: u32 = 32;
+
+/// Called after a socket operation of a fiber that did not wait for its socket: a fiber whose peer never
+/// stops writing (or reading) finds its socket ready every time and never suspends, so every `IO_BURST` of
+/// them it yields once, as an inline apply does. Before review 90 such a fiber held its worker (its trustee,
+/// every other fiber there) for as long as its peer kept writing: a plain thread's round trip to that trustee
+/// took the whole 1.2 s of an upload (`tests/adversarial_review90.rs`). Not while the fiber unwinds (a
+/// destructor's socket I/O): a fiber suspended mid-unwind leaves `thread::panicking()` true for the others.
+/// Nor in a child forked by the fiber, where its ready I/O works as before and a suspension would panic.
+#[inline]
+pub(crate) fn after_ready_io(worker: &Worker) {
+    let n = worker.io_burst.get() + 1;
+    if n < IO_BURST {
+        worker.io_burst.set(n);
+        return;
+    }
+    worker.io_burst.set(0);
+    if !std::thread::panicking() && !shared::in_forked_child() {
+        yield_burst(worker);
+    }
+}
+
 #[inline(never)]
 fn yield_burst(worker: &Worker) {
     if let Some((_, id)) = worker.fiber.get()

@@ -131,6 +131,9 @@ pub(crate) struct Worker {
     pub(crate) scheduler: Scheduler,
     /// Inline applies since the running fiber last yielded (see `fiber::after_inline_apply`).
     pub(crate) inline_burst: Cell<u32>,
+    /// Socket operations of its fibers that found their socket ready since the last yield for them (see
+    /// `fiber::after_ready_io`).
+    pub(crate) io_burst: Cell<u32>,
     /// The share of the trustee its own fibers get (see `fairness`).
     pub(crate) fairness: Fairness,
     /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
@@ -216,6 +219,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (r
         client: RefCell::new(Client::new(Some(parker.clone()))),
         scheduler: Scheduler::new(stacks, &shared.metrics),
         inline_burst: Cell::new(0),
+        io_burst: Cell::new(0),
         fairness: Fairness::default(),
         fiber: Cell::new(None),
         reactor,
