@@ -16,9 +16,8 @@
 //! Findings (the traps the docs did not state are in docs/delegation.md now):
 //! - `middle_answers_of_a_mail_are_not_held_back_by_a_later_closure` (ignored, fails): of 10 `apply_async`s
 //!   answered by one mail, the 8 the trustee leaves on its relay stay unwoken for the whole length of a later
-//!   closure from another client (1 s here: 2 of 10 woken throughout; 1 of 10 since the thirty-fourth session,
-//!   when the trustee wakes the last only if a poll began during the mail) when the executors of the tasks it
-//!   woke do not poll at once; the relay is drained by a poll or "after a few idle rounds" (`worker/run.rs`), and a
+//!   closure from another client (1 s here: 2 of 10 woken throughout) when the executors of the two it woke do
+//!   not poll at once; the relay is drained by a poll or "after a few idle rounds" (`worker/run.rs`), and a
 //!   long closure is one round. A closure that waits for one of those tasks waits for itself.
 //! - `std::thread::scope` returns before its threads' thread-locals are destroyed, and so before a thread that
 //!   returned without `wait_pending` has sent its last `apply_then`s: read right after the scope, a counter that
@@ -1359,12 +1358,12 @@ impl std::task::Wake for CountWakes {
 }
 
 /// **Review 50, found**: tasks answered in the middle of a mail are held back by a *later* closure, one from
-/// another client that is not in the mail, for as long as it runs, when the tasks the trustee wakes itself
-/// (the mail's first, and its last if a poll began during the mail) are not polled at once (their executor is busy, or blocked in a call of its
+/// another client that is not in the mail, for as long as it runs, when the two tasks the trustee wakes itself
+/// (the mail's first and last) are not polled at once (their executor is busy, or blocked in a call of its
 /// own). docs/delegation.md says the others of a mail wait only for the mail's closures, and the relay's design
 /// (`trustee/relay.rs`) that a relay no poll drains is drained by the trustee "after a few idle rounds", but a
 /// long closure is one round: here 10 futures are answered by one mail; a closure queued behind it by a blocking
-/// `apply` from another thread watches their wakers for 1 s and sees 1 (2 before the thirty-fourth session) of 10 woken throughout (all 10 right
+/// `apply` from another thread watches their wakers for 1 s and sees 2 of 10 woken throughout (all 10 right
 /// after it returns). A closure that waits for one of those tasks waits for itself. Expected: the 8 woken
 /// within a few rounds of the mail, whatever the trustee runs next.
 #[test]

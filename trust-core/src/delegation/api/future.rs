@@ -1,9 +1,8 @@
 //! `Trust::apply_async`: delegation as a `Future`, for tokio or any executor. The request is made with the
 //! future, in one allocation that also holds the answer (`trustee::oneshot`), and mailed to the trustee on
 //! the first poll (a plain thread's unpublished `apply_then`s go out first). Once the answer is there the task
-//! is woken: by the trustee for the first answer of each mail it reads (and the last, once the mail is read,
-//! if a poll began meanwhile), by the next poll of any of that trustee's futures for the others
-//! (`trustee::relay`). Dropping the future after its first poll is
+//! is woken: by the trustee for the first answer of each mail it reads (and the last, once the mail is read),
+//! by the next poll of any of that trustee's futures for the others (`trustee::relay`). Dropping the future after its first poll is
 //! harmless: the closure still runs, and its result is dropped. After `Runtime::shutdown` the future panics
 //! when polled, with the message a blocking `apply` gives.
 

@@ -697,7 +697,6 @@ impl TrusteeShared {
     /// instead of panicking naming `fork`); no task of the child's waits on a relay anyway.
     #[inline]
     pub(crate) fn drain_relay(&self) {
-        self.relay.polled();
         if self.relay.is_pending() {
             self.drain_relay_unless_forked();
         }
