@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe, resume_unwind};
 
@@ -33,13 +34,31 @@ const NO_FIBER: (usize, u64) = (usize::MAX, u64::MAX);
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
 /// [`Trust::launch`]; being `!Sync`, it never leaves its trustee's thread, so plain `Cell`s suffice.
 pub struct Latch<T> {
-    locked: Cell<bool>,
+    locked: OnItsThread<Cell<bool>>,
     /// The fiber that holds the lock, by id and serial number (ids are reused: a holder that forgot its guard
     /// and ended is not the next fiber given its id), to refuse a second `lock` by it. `NO_FIBER`: none, or
     /// not a fiber.
-    holder: Cell<(usize, u64)>,
-    waiters: RefCell<VecDeque<usize>>,
-    value: UnsafeCell<T>,
+    holder: OnItsThread<Cell<(usize, u64)>>,
+    waiters: OnItsThread<RefCell<VecDeque<usize>>>,
+    value: OnItsThread<UnsafeCell<T>>,
+    /// The one reason `Latch` is `!Sync`: a latch (or its guard, a `&Latch`) sent across threads is one
+    /// error naming `Cell<()>`, not one per field (review 93 found four for `launch(|l| l.lock())`).
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// A field of `Latch`, which only its own thread touches: `Sync` by itself so that the marker above is
+/// the only reason `Latch` is not.
+struct OnItsThread<X>(X);
+
+// SAFETY: `OnItsThread` is only a field of `Latch`, which is `!Sync` (`_not_sync`): no `&OnItsThread`
+// crosses threads.
+unsafe impl<X: Send> Sync for OnItsThread<X> {}
+
+impl<X> Deref for OnItsThread<X> {
+    type Target = X;
+    fn deref(&self) -> &X {
+        &self.0
+    }
 }
 
 // SAFETY: moving a latch moves its value; the waiter ids are plain numbers. No `&Latch` can cross threads
@@ -57,10 +76,11 @@ impl<T> fmt::Debug for Latch<T> {
 impl<T> Latch<T> {
     pub fn new(value: T) -> Self {
         Latch {
-            locked: Cell::new(false),
-            holder: Cell::new(NO_FIBER),
-            waiters: RefCell::new(VecDeque::new()),
-            value: UnsafeCell::new(value),
+            locked: OnItsThread(Cell::new(false)),
+            holder: OnItsThread(Cell::new(NO_FIBER)),
+            waiters: OnItsThread(RefCell::new(VecDeque::new())),
+            value: OnItsThread(UnsafeCell::new(value)),
+            _not_sync: PhantomData,
         }
     }
 
@@ -113,11 +133,11 @@ impl<T> Latch<T> {
 
     /// The value, through exclusive access to the latch (no locking needed).
     pub fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
+        self.value.0.get_mut()
     }
 
     pub fn into_inner(self) -> T {
-        self.value.into_inner()
+        self.value.0.into_inner()
     }
 }
 
