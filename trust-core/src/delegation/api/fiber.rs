@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -73,6 +73,12 @@ struct JoinState<R> {
     /// Set under the `joiner` lock, so a joiner registers at most once and is woken exactly once.
     done: AtomicBool,
     joiner: Mutex<Option<Waiter>>,
+    /// The fiber that keeps the promise, once it runs: its worker's address and its id plus one (0 before). Ids
+    /// are reused, but not while the fiber is unfinished, which is when `join` looks (review 93: a fiber that
+    /// joined its own handle waited for good; std's thread panics). Written and read by that fiber's thread
+    /// when it joins itself; any other joiner is another fiber or a thread, which no value here matches.
+    runs_on: AtomicUsize,
+    runs_as: AtomicUsize,
 }
 
 impl<R: Send> Abandon for JoinState<R> {
@@ -205,6 +211,9 @@ where
     // A job dropped unrun (its mail came after the shutdown) drops its promise, which completes the handle.
     let (fiber, promise) = promise();
     let job = move || {
+        if let (Some(worker), Some((_, id))) = (context::worker(), context::fiber()) {
+            promise.runs_as(worker.shared, id);
+        }
         // Boxed as `f` returns it: by value through the layers below, on the fiber's stack, a 32 KiB result
         // overflowed 256 KiB in a debug build.
         let result = panic::catch_unwind(AssertUnwindSafe(move || Box::new(f())));
@@ -248,6 +257,8 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
         result: Mutex::new(None),
         done: AtomicBool::new(false),
         joiner: Mutex::new(None),
+        runs_on: AtomicUsize::new(0),
+        runs_as: AtomicUsize::new(0),
     });
     (
         Fiber {
@@ -258,6 +269,14 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
 }
 
 impl<R: Send + 'static> Promise<R> {
+    /// Records the fiber that keeps this promise (`JoinState::runs_as`).
+    fn runs_as(&self, worker: &TrusteeShared, id: usize) {
+        if let Some(state) = &self.state {
+            state.runs_on.store(std::ptr::from_ref(worker).addr(), Ordering::Relaxed);
+            state.runs_as.store(id + 1, Ordering::Relaxed);
+        }
+    }
+
     /// Completes the handle with `value`. When nobody will join it (the handle is gone: a cancelled `may`
     /// coroutine's, say), the value is dropped here, maybe on a trustee, with a destructor's panic contained:
     /// uncontained, it unwound out of the worker's loop and ended its thread (review 53).
@@ -351,7 +370,8 @@ impl<R> Fiber<R> {
     /// parks.
     ///
     /// Panics inside a delegated closure and in an `apply_then` continuation on a worker: the worker would
-    /// wait for a fiber that only it can run.
+    /// wait for a fiber that only it can run. Panics in the fiber itself (its handle passed to it), which would
+    /// wait for its own end, as std's thread does.
     pub fn join(self) -> thread::Result<R> {
         // A plain thread's unsent `apply_then`s go out first, finished fiber or not (README: a burst's last
         // requests go out at `Fiber::join`); while it waits, the fiber may wait for them (`try_unwrap`), so
@@ -366,6 +386,11 @@ impl<R> Fiber<R> {
                 let Some((_, id)) = fiber else {
                     panic!("{JOIN_ON_TRUSTEE}");
                 };
+                if self.state.runs_as.load(Ordering::Relaxed) == id + 1
+                    && self.state.runs_on.load(Ordering::Relaxed) == std::ptr::from_ref(worker.shared).addr()
+                {
+                    panic!("{JOIN_SELF}");
+                }
                 if self.state.register(Waiter::Fiber(worker.shared, id)) {
                     suspend();
                 }
@@ -391,6 +416,9 @@ impl<R> Fiber<R> {
             .map(|result| *result)
     }
 }
+
+const JOIN_SELF: &str = "a fiber joined its own handle: it would wait for its own end for good. Join it from \
+     another fiber or thread, or let the handle go (a fiber runs to its end unjoined)";
 
 pub(crate) const JOIN_ON_TRUSTEE: &str = "waiting for a fiber inside a delegated closure (or an `apply_then` \
      continuation on a worker): the worker would wait for a fiber that only it can run. Use `apply_then` to \
