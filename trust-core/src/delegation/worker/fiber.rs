@@ -141,8 +141,8 @@ const IO_BURST: u32 = 32;
 /// them it yields once, as an inline apply does. Before review 90 such a fiber held its worker (its trustee,
 /// every other fiber there) for as long as its peer kept writing: a plain thread's round trip to that trustee
 /// took the whole 1.2 s of an upload (`tests/adversarial_review90.rs`). Not while the fiber unwinds (a
-/// destructor's socket I/O): a fiber suspended mid-unwind leaves `thread::panicking()` true for the others.
-/// Nor in a child forked by the fiber, where its ready I/O works as before and a suspension would panic.
+/// destructor's socket I/O: see `yield_burst`). Nor in a child forked by the fiber, where its ready I/O works
+/// as before and a suspension would panic.
 #[inline]
 pub(crate) fn after_ready_io(worker: &Worker) {
     let n = worker.io_burst.get() + 1;
@@ -151,15 +151,20 @@ pub(crate) fn after_ready_io(worker: &Worker) {
         return;
     }
     worker.io_burst.set(0);
-    if !std::thread::panicking() && !shared::in_forked_child() {
+    if !shared::in_forked_child() {
         yield_burst(worker);
     }
 }
 
+/// Not while the fiber unwinds (a destructor's inline applies or socket I/O): std keeps `thread::panicking()`
+/// per thread, so the worker's other fibers would run with it true, and a `Mutex` guard they drop poisons its
+/// lock. Checked here, for both bursts: review 90 checked it for the socket burst only, and a destructor's
+/// 100 inline applies let another fiber see `panicking()` 3 times (review 92).
 #[inline(never)]
 fn yield_burst(worker: &Worker) {
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
+        && !std::thread::panicking()
     {
         worker.scheduler.make_ready(id);
         suspend_on(worker);
