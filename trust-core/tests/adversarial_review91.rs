@@ -195,6 +195,18 @@ fn a_coroutine_on_mays_default_stack_moves_496_byte_values_through_every_call_co
     child_ok();
 }
 
+/// `n` increments of `c` from a thread or a fiber, every other one pipelined.
+fn increments(c: &trust_core::Trust<u64>, n: u64) {
+    for i in 0..n {
+        if i.is_multiple_of(2) {
+            c.apply(|v| *v += 1);
+        } else {
+            c.apply_then(|v| *v += 1, |()| ());
+        }
+    }
+    wait_pending();
+}
+
 #[test]
 fn ten_thousand_coroutines_on_one_may_thread_with_threads_and_fibers_count_exactly_coroutine() {
     in_child!(
@@ -219,14 +231,7 @@ fn ten_thousand_coroutines_on_one_may_thread_with_threads_and_fibers_count_exact
                 .map(|_| {
                     let c = counter.clone();
                     thread::spawn(move || {
-                        for i in 0..EACH {
-                            if i.is_multiple_of(2) {
-                                c.apply(|v| *v += 1);
-                            } else {
-                                c.apply_then(|v| *v += 1, |()| ());
-                            }
-                        }
-                        wait_pending();
+                        increments(&c, EACH);
                     })
                 })
                 .collect();
@@ -234,14 +239,7 @@ fn ten_thousand_coroutines_on_one_may_thread_with_threads_and_fibers_count_exact
                 .map(|_| {
                     let c = counter.clone();
                     spawn(move || {
-                        for i in 0..EACH {
-                            if i.is_multiple_of(2) {
-                                c.apply(|v| *v += 1);
-                            } else {
-                                c.apply_then(|v| *v += 1, |()| ());
-                            }
-                        }
-                        wait_pending();
+                        increments(&c, EACH);
                     })
                 })
                 .collect();

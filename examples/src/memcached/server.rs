@@ -36,6 +36,8 @@ const READ_START: usize = 16 * 1024;
 /// block suspends the fiber, but commands that reach no shard (`version`, `verbosity`, refused lines, a
 /// refused data block being swallowed) do neither: a client writing them faster than they are parsed held its
 /// worker (every other connection there, its shard, the accept loop) for as long as it wrote (review 84).
+/// The runtime now yields a fiber after 32 socket operations that found their socket ready (review 90), but
+/// one read can carry hundreds of such commands: this count is still what bounds them.
 const COMMANDS_PER_TURN: u32 = 64;
 
 /// The server's settings, named after memcached's flags.
