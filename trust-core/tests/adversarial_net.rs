@@ -15,13 +15,6 @@ use common::*;
 use trust_core::net::{TcpListener, TcpStream};
 use trust_core::{Latch, spawn};
 
-fn pair() -> (TcpStream, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
-
 #[test]
 fn zero_byte_reads_and_writes_do_not_wait() {
     // A 0-byte read on an idle socket waits for data, as std's blocking read does on Linux (recv(0)

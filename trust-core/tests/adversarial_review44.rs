@@ -57,17 +57,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{calibrate, child_ok, linger0, panic_message, rt, spawn_on, within};
+use common::{calibrate, child_ok, linger0, pair, panic_message, rt, spawn_on, within};
 use trust_core::net::{TcpListener, TcpStream};
 use trust_core::{spawn, yield_now};
-
-/// A connection: the `trust_core` end (accepted on this plain thread) and its std peer.
-fn pair() -> (TcpStream, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
 
 /// A std connection: (accepted end, connecting end).
 fn std_pair() -> (std::net::TcpStream, std::net::TcpStream) {

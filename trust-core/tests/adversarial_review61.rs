@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::panic_message;
+use common::{panic_message, try_within};
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -31,23 +31,6 @@ lock_ranks! {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Runs `f` on its own thread; `Err("timed out")` if it has not finished after `secs` (a hang), or
-/// `Err("panicked")`.
-fn within<T: Send + 'static>(
-    secs: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, &'static str> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => Ok(value),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err("timed out"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err("panicked"),
-    }
-}
 
 thread_local! {
     static ACQUIRED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
@@ -281,7 +264,7 @@ fn poisonable_sorts_owned_and_retrying_collections_keep_their_own_order() {
 #[test]
 fn every_way_of_taking_three_shared_locks_on_four_threads_finishes_with_exact_counts() {
     const ROUNDS: usize = 1500;
-    let result = within(30, || {
+    let result = try_within(30, || {
         let locks = Arc::new((Mutex::new(0u64), Mutex::new(0u64), Mutex::new(0u64)));
         let handles: Vec<_> = (0..4)
             .map(|t| {
@@ -360,7 +343,7 @@ fn nested_ranks_flat_calls_and_rwlock_read_write_mixes_on_four_threads_finish() 
         mid: [RwLock<u64, R2>; 2],
         leaf: Mutex<u64, R3>,
     }
-    let result = within(30, || {
+    let result = try_within(30, || {
         let s = Arc::new(Shared {
             top: Mutex::ranked(0),
             mid: [RwLock::ranked(0), RwLock::ranked(0)],

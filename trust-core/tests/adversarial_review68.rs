@@ -563,14 +563,6 @@ fn threads_exit_with_continuations_holding_and_answering_handles() {
 // ---------------------------------------------------------------------------------------------------------
 // (2) Sockets under shutdown.
 
-/// A connected pair: a `trust_core::net` stream and its std peer.
-fn pair() -> (TcpStream, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
-
 /// Makes a fiber wait on `s` once (so the worker's set holds it): the fiber reads one byte the peer sends.
 fn wait_once_in_a_fiber(s: TcpStream, peer: &mut std::net::TcpStream) -> TcpStream {
     let f = spawn(move || {

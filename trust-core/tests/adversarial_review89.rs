@@ -14,7 +14,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
 use trust_core::lock::{
     DeclaredRank, LockAllError, LockCollection, Lockable, Mutex, MutexRef, OwnedLockCollection,
@@ -22,21 +21,8 @@ use trust_core::lock::{
 };
 use trust_core::{lock_all, try_lock_all};
 
-/// Runs `f` on its own thread and waits at most `secs`; a stuck thread is leaked.
-fn within<T: Send + 'static>(
-    secs: u64,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, &'static str> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => Ok(value),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err("timed out"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err("panicked"),
-    }
-}
+mod common;
+use common::try_within;
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -166,7 +152,7 @@ impl Deref for Waits<'_> {
 
 #[test]
 fn a_deref_argument_that_waits_for_a_thread_locking_another_argument_does_not_deadlock() {
-    let result = within(5, || {
+    let result = try_within(5, || {
         let (a, b) = (Mutex::new(0u32), Mutex::new(0u32));
         let mut key = ThreadKey::get().unwrap();
         // `*p` names `b`, and its `Deref` waits for a thread that locks `a`, the other argument, in both
@@ -269,7 +255,7 @@ fn counts(w: Waiting) -> (usize, usize, u32, u32) {
 
 #[test]
 fn a_listing_that_waits_for_a_thread_taking_the_same_locks_never_runs_under_a_lock() {
-    let result = within(5, || {
+    let result = try_within(5, || {
         let mut key = ThreadKey::get().unwrap();
         let mut out = Vec::new();
 
@@ -410,7 +396,7 @@ unsafe impl OwnedLockable for Hooked {}
 fn a_guard_that_panics_part_way_releases_what_it_handed_out_keeps_the_rest_held_and_gives_the_key_back()
  {
     quiet();
-    let result = within(5, || {
+    let result = try_within(5, || {
         let mut out = Vec::new();
         for after in [1, 2] {
             let owned = OwnedLockCollection::new(Hooked {
@@ -506,7 +492,7 @@ fn with_child_mut_whose_closure_and_relisting_both_panic_does_not_abort() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let output = within(20, move || {
+    let output = try_within(20, move || {
         std::process::Command::new(exe)
             .args([
                 "--exact",
@@ -553,7 +539,7 @@ struct Pair {
 #[test]
 #[ignore = "a documented limit (docs/lock.md, review 89): a hand-written declared rank of 0 ties with `Unranked` in `lock_all!` and deadlocks"]
 fn a_hand_written_declared_rank_of_zero_deadlocks_against_unranked() {
-    let result = within(3, || {
+    let result = try_within(3, || {
         let pair: &'static Pair = Box::leak(Box::new(Pair {
             z: Mutex::ranked(0),
             u: Mutex::new(0),
@@ -626,7 +612,7 @@ unsafe impl Lockable for RemoteListing {
 
 #[test]
 fn a_fiber_whose_listing_suspends_it_on_an_apply_that_takes_the_same_locks_finishes() {
-    let result = within(10, || {
+    let result = try_within(10, || {
         let rt = trust_core::Runtime::builder()
             .workers(2)
             .build()

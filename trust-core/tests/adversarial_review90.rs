@@ -35,16 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{calibrate, child_ok, panic_message, rt, spawn_on, within};
+use common::{calibrate, child_ok, pair, panic_message, rt, spawn_on, within};
 use trust_core::net::{TcpListener, TcpStream};
-
-/// A connection: the `trust_core` end (accepted on this plain thread) and its std peer.
-fn pair() -> (TcpStream, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
 
 /// Waits up to 5 s until `done()` holds, failing with `what` if it never does.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -730,18 +722,7 @@ fn ready_socket_writes_while_a_fiber_unwinds_do_not_yield() {
     let _ = common::quiet();
     calibrate();
     let m = Arc::new(std::sync::Mutex::new(0u32));
-    let m2 = m.clone();
-    let other = spawn_on(0, move || {
-        let mut seen = 0;
-        for _ in 0..500 {
-            *m2.lock().unwrap() += 1;
-            if std::thread::panicking() {
-                seen += 1;
-            }
-            trust_core::yield_now();
-        }
-        seen
-    });
+    let other = common::counts_panicking_turns(m.clone());
     let (s, mut peer) = pair();
     let unwinding = spawn_on(0, move || {
         let _w = WritesOnDrop(s);

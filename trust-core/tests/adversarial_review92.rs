@@ -31,19 +31,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 #[macro_use]
 mod common;
 use common::*;
-use trust_core::net::{TcpListener, TcpStream};
 
 /// 496 bytes: over `MAY_INLINE` (128), under `BOX_ABOVE` (512).
 #[derive(Clone, Debug, PartialEq)]
 struct Big([u64; 62]);
-
-/// A connection: the `trust_core` end (accepted on this plain thread) and its std peer.
-fn pair() -> (TcpStream, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (s, _) = l.accept().unwrap();
-    (s, c)
-}
 
 /// A fiber forks; in the child its copy writes 100 bytes, one at a time, to a socket whose peer has room for
 /// them all, so every write is ready. The child has no worker loop to yield to (suspending there panics
@@ -192,18 +183,7 @@ fn inline_applies_while_a_fiber_unwinds_do_not_yield() {
     in_child!("inline_applies_while_a_fiber_unwinds_do_not_yield", 20);
     calibrate();
     let m = std::sync::Arc::new(std::sync::Mutex::new(0u32));
-    let m2 = m.clone();
-    let other = spawn_on(0, move || {
-        let mut seen = 0;
-        for _ in 0..500 {
-            *m2.lock().unwrap() += 1;
-            if std::thread::panicking() {
-                seen += 1;
-            }
-            trust_core::yield_now();
-        }
-        seen
-    });
+    let other = common::counts_panicking_turns(m.clone());
     let t = rt().trustee(0).entrust(0u64);
     let t2 = t.clone();
     let unwinding = spawn_on(0, move || {

@@ -211,6 +211,23 @@ pub fn expect_child_ok(name: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// Runs `f` on its own thread; `Err("timed out")` if it has not finished after `secs` (a hang; the thread is
+/// leaked), or `Err("panicked")`.
+pub fn try_within<T: Send + 'static>(
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, &'static str> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(value) => Ok(value),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err("timed out"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err("panicked"),
+    }
+}
+
 /// Runs `f` on a thread of its own and fails the test if it does not finish within `secs` seconds (a hang
 /// becomes a failure; under Miri, which runs far slower, the limit is 10 minutes).
 pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -652,6 +669,30 @@ pub fn thread_cpu() -> Duration {
 }
 
 /// Sets `SO_LINGER` to 0 on `s`: closing it sends a reset, and neither side's port waits in TIME_WAIT.
+/// A connection: the `trust_core::net` end (accepted on the calling thread) and its std peer.
+pub fn pair() -> (trust_core::net::TcpStream, std::net::TcpStream) {
+    let l = trust_core::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (s, c)
+}
+
+/// A fiber on worker 0 that yields 500 times, taking `m` each time, and counts the turns on which it saw
+/// `thread::panicking()`: 0 unless another fiber of its worker was suspended mid-unwind (reviews 90 and 92).
+pub fn counts_panicking_turns(m: Arc<std::sync::Mutex<u32>>) -> trust_core::Fiber<u32> {
+    spawn_on(0, move || {
+        let mut seen = 0;
+        for _ in 0..500 {
+            *m.lock().unwrap() += 1;
+            if std::thread::panicking() {
+                seen += 1;
+            }
+            trust_core::yield_now();
+        }
+        seen
+    })
+}
+
 pub fn linger0(s: &std::net::TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
