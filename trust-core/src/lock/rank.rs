@@ -17,13 +17,17 @@
 //! Two separate `lock_ranks!` lists are unrelated: their locks can be taken together in one call
 //! (ordered by `RANK`, then address, which is still one global order), but neither can be nested
 //! inside the other.
+//!
+//! `Rank`, `LockAfter` and `MaxRank` are sealed: each needs a hidden marker trait that only
+//! `lock_ranks!` implements, so no impl written by hand can order locks inconsistently (review 89
+//! found two that deadlocked: `impl LockAfter<X> for X`, and a `Rank` of 0 marked `DeclaredRank`).
 
 /// A lock rank: a marker type whose `RANK` orders the locks that carry it.
 ///
-/// Implement it only through [`lock_ranks!`](crate::lock_ranks), which keeps `RANK` and the
-/// [`LockAfter`] impls consistent. A hand-written impl cannot break memory safety, but it can break
-/// the deadlock-freedom promise.
-pub trait Rank: 'static {
+/// Declared only through [`lock_ranks!`](crate::lock_ranks), which keeps `RANK` and the
+/// [`LockAfter`] impls consistent: the trait is sealed (a hand-written impl could break the
+/// deadlock-freedom promise).
+pub trait Rank: 'static + seal::Rank {
     /// Position in the declaring list: 1 for the first (lowest) rank. [`Unranked`] is 0.
     const RANK: u32;
 }
@@ -39,6 +43,7 @@ pub struct Unranked;
 impl Rank for Unranked {
     const RANK: u32 = 0;
 }
+impl seal::Rank for Unranked {}
 
 /// Marks the ranks made by [`lock_ranks!`](crate::lock_ranks); everything above [`Unranked`].
 pub trait DeclaredRank: Rank {}
@@ -51,9 +56,8 @@ pub struct NoneHeld;
 ///
 /// `lock_ranks!` implements it for every pair (higher, lower); this crate implements it for every
 /// rank after [`NoneHeld`], and for every declared rank after [`Unranked`]. A missing impl is the
-/// compile error for a nesting that could deadlock. Implement it only through `lock_ranks!`: a
-/// hand-written impl (`impl LockAfter<R> for R {}`, say) cannot break memory safety, but it lets locks
-/// nest out of order, which breaks the deadlock-freedom promise.
+/// compile error for a nesting that could deadlock. Sealed, as [`Rank`] is: a hand-written impl
+/// (`impl LockAfter<R> for R {}`, say) would let locks nest out of order.
 #[diagnostic::on_unimplemented(
     message = "cannot lock a `{Self}` lock while holding a `{Held}` lock",
     label = "`{Self}` is not ranked above `{Held}`",
@@ -61,10 +65,12 @@ pub struct NoneHeld;
             after `{Held}` in `lock_ranks!`, or take these locks together in one `lock_all!` \
             (locks of equal rank must be taken together)"
 )]
-pub trait LockAfter<Held> {}
+pub trait LockAfter<Held>: seal::LockAfter<Held> {}
 
 impl<R: Rank> LockAfter<NoneHeld> for R {}
+impl<R: Rank> seal::LockAfter<NoneHeld> for R {}
 impl<R: DeclaredRank> LockAfter<Unranked> for R {}
+impl<R: DeclaredRank> seal::LockAfter<Unranked> for R {}
 
 /// The higher of two ranks, computed by the type checker (`Output`).
 ///
@@ -76,7 +82,7 @@ impl<R: DeclaredRank> LockAfter<Unranked> for R {}
     label = "`lock_all!(..; nest)` cannot tell which of `{Self}` and `{Other}` is higher",
     note = "declare both ranks in the same `lock_ranks!` invocation, or drop `; nest`"
 )]
-pub trait MaxRank<Other> {
+pub trait MaxRank<Other>: seal::MaxRank<Other> {
     /// The higher rank.
     type Output: Rank;
 }
@@ -84,11 +90,45 @@ pub trait MaxRank<Other> {
 impl<R: Rank> MaxRank<R> for R {
     type Output = R;
 }
+impl<R: Rank> seal::MaxRank<R> for R {}
 impl<R: DeclaredRank> MaxRank<Unranked> for R {
     type Output = R;
 }
+impl<R: DeclaredRank> seal::MaxRank<Unranked> for R {}
 impl<R: DeclaredRank> MaxRank<R> for Unranked {
     type Output = R;
+}
+impl<R: DeclaredRank> seal::MaxRank<R> for Unranked {}
+
+/// The seals of the rank traits: public, so that `lock_ranks!`'s expansion in the user's crate can
+/// implement them (through `trust_core::__private::seal`), and hidden, so that only it does. Each names
+/// the one way to get a rank or an order.
+#[doc(hidden)]
+pub mod seal {
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a lock rank declared with `lock_ranks!`",
+        label = "ranks are declared only with `lock_ranks!`",
+        note = "list `{Self}` in a `lock_ranks!` invocation (lowest first) instead of implementing \
+                `Rank` by hand: a hand-written rank could order locks inconsistently and deadlock"
+    )]
+    pub trait Rank {}
+
+    #[diagnostic::on_unimplemented(
+        message = "`LockAfter<{Held}>` for `{Self}` can only come from `lock_ranks!`",
+        label = "lock orders are declared only with `lock_ranks!`",
+        note = "a `{Self}` lock may be taken while a `{Held}` lock is held only if one `lock_ranks!` \
+                lists `{Held}` before `{Self}`; a hand-written order could let two threads nest the same \
+                locks in opposite orders and deadlock"
+    )]
+    pub trait LockAfter<Held> {}
+
+    #[diagnostic::on_unimplemented(
+        message = "`MaxRank<{Other}>` for `{Self}` can only come from `lock_ranks!`",
+        label = "the higher of two ranks is declared only with `lock_ranks!`",
+        note = "list `{Self}` and `{Other}` in one `lock_ranks!` invocation instead of implementing \
+                `MaxRank` by hand"
+    )]
+    pub trait MaxRank<Other> {}
 }
 
 /// Declares lock ranks, lowest first: one unit struct per rank, plus the impls that order them.
@@ -147,6 +187,7 @@ macro_rules! __lock_ranks {
         impl $crate::lock::Rank for $name {
             const RANK: u32 = $rank;
         }
+        impl $crate::__private::seal::Rank for $name {}
 
         impl $crate::lock::DeclaredRank for $name {}
 
@@ -156,12 +197,15 @@ macro_rules! __lock_ranks {
     (@pairs $low:ident $($high:ident)*) => {
         $(
             impl $crate::lock::LockAfter<$low> for $high {}
+            impl $crate::__private::seal::LockAfter<$low> for $high {}
             impl $crate::lock::MaxRank<$low> for $high {
                 type Output = $high;
             }
+            impl $crate::__private::seal::MaxRank<$low> for $high {}
             impl $crate::lock::MaxRank<$high> for $low {
                 type Output = $high;
             }
+            impl $crate::__private::seal::MaxRank<$high> for $low {}
         )*
         $crate::__lock_ranks!(@pairs $($high)*);
     };
