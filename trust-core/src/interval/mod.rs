@@ -16,8 +16,9 @@
 //!   it would wait for a borrow taken by a fiber of that same worker (held, queued ahead of it, or waited for
 //!   by a blocking request ahead of it), which could never resume, it withdraws its request and panics,
 //!   naming `try_*` (see *Caveats*).
-//!   In a `may` coroutine they yield the coroutine, not its thread (for 4 ms, then sleeping on `may`'s
-//!   timer 16 ms at a time, as `apply` does), and a coroutine cancelled while it waits withdraws its request.
+//!   In a `may` coroutine they park the coroutine, not its thread (its thread runs its other coroutines), and
+//!   the release that grants it unparks it, as it wakes threads and fibers; a coroutine cancelled while it
+//!   waits withdraws its request.
 //! - [`try_read`](IntervalRwLock::try_read) / [`try_write`](IntervalRwLock::try_write) fail at once with
 //!   [`TryLockError`] and leave nothing behind.
 //! - [`read_async`](IntervalRwLock::read_async) / [`write_async`](IntervalRwLock::write_async) return
@@ -85,8 +86,8 @@
 //! every input order; a pathological depth is possible only with vanishing probability. Space is O(m) plus
 //! one `HashMap` entry per queued borrow, m the most borrows ever recorded at once: the arenas and the map
 //! keep their capacity until `replace_container`/`take_container` starts the bookkeeping afresh. A granted
-//! borrow allocates nothing once the arena has grown; a queued blocking borrow clones its `Thread` handle, a
-//! queued future its `Waker`.
+//! borrow allocates nothing once the arena has grown; a queued blocking borrow clones its `Thread` handle (a
+//! `may` coroutine's allocates a parker), a queued future its `Waker`.
 //!
 //! # Guards across threads
 //!
@@ -143,7 +144,8 @@ pub use mutex::{IntervalMutex, PrioritizedMutex};
 
 use state::{Request, State, Wake};
 use crate::delegation::api::fiber::Waiter;
-use crate::delegation::client::outbox::{MayWait, in_may_coroutine};
+#[cfg(feature = "may")]
+use crate::delegation::client::outbox::in_may_coroutine;
 use crate::delegation::stack;
 use crate::delegation::worker::context;
 
@@ -521,33 +523,35 @@ impl<T> IntervalRwLock<T> {
             })
     }
 
-    /// Takes `range`, parking the thread (suspending the fiber, yielding the `may` coroutine) while it is queued;
+    /// Takes `range`, parking the thread (suspending the fiber, parking the `may` coroutine) while it is queued;
     /// ticket 0 for an empty range.
     fn lock_blocking(&self, range: &Range<usize>, write: bool, priority: u32) -> u64 {
         if range.is_empty() {
             return 0;
         }
         // Who waits is asked only if it must (as `thread::current()` was): not on the uncontended path, which
-        // records where it was asked from (its stack pointer, not a thread-local) and nothing more.
+        // records where it was asked from (its stack pointer, not a thread-local) and nothing more. A `may`
+        // coroutine's parker is made then too, shared by the lock (which unparks it) and the coroutine.
+        let mut coroutine_parker = None;
         let request = self.state().request(range.start, range.end, write, priority, stack::stack_pointer(), || {
-            if in_may_coroutine() {
-                // It polls (`wait_as_coroutine`): nothing to wake.
-                Wake::Polls
-            } else {
-                Wake::Blocked(Waiter::current())
+            match new_coroutine_parker() {
+                Some(parker) => Wake::Coroutine(coroutine_parker.insert(parker).clone()),
+                None => Wake::Blocked(Waiter::current()),
             }
         });
-        match request {
-            Request::Granted(ticket) => ticket,
-            Request::Queued(ticket) if in_may_coroutine() => self.wait_as_coroutine(range, ticket, write),
-            Request::Queued(ticket) if in_a_workers_scheduler() => {
+        match (request, coroutine_parker) {
+            (Request::Granted(ticket), _) => ticket,
+            (Request::Queued(ticket), Some(parker)) => self.wait_as_coroutine(range, ticket, write, parker),
+            (Request::Queued(ticket), None) if in_a_workers_scheduler() => {
                 self.cancel(range, ticket, write);
                 scheduler_wait_panic(self.name, range, write)
             }
-            Request::Queued(ticket) if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) => {
+            (Request::Queued(ticket), None)
+                if self.withdrawn_if_it_waits_for_a_stopped_fiber(range, ticket, write) =>
+            {
                 delegated_wait_panic(self.name, range, write)
             }
-            Request::Queued(ticket) => loop {
+            (Request::Queued(ticket), None) => loop {
                 // A grant that lands before `park` leaves the unpark token set, so `park` returns at
                 // once (a fiber's wake waits in its worker's mail until it suspends); spurious wake-ups just
                 // check again.
@@ -594,11 +598,48 @@ impl<T> IntervalRwLock<T> {
         true
     }
 
-    /// Waits for `ticket` in a `may` coroutine as `apply` does (`MayWait`: yields for 4 ms, then sleeps on `may`'s
-    /// timer 16 ms at a time): parking would stop the coroutine's thread, where the holder of the range may be
-    /// another coroutine. A coroutine cancelled while it waits unwinds from here: its request is withdrawn, or
-    /// it would hold back every later conflicting borrow for good.
-    fn wait_as_coroutine(&self, range: &Range<usize>, ticket: u64, write: bool) -> u64 {
+    /// Waits for `ticket` in a `may` coroutine: parks it on `parker` until the release or cancel that grants it
+    /// unparks it ([`Wake::Coroutine`]), as threads and fibers are woken. Parking the thread would stop the
+    /// coroutine's other coroutines, one of which may hold the range; `may`'s park suspends only this one.
+    ///
+    /// No lost wake-up: the lock's copy of `parker` is recorded with the request, in the critical section that
+    /// queues it, and a grant removes the request from the waiters (what `is_granted` reads) and takes that copy
+    /// in one critical section, then unparks after the mutex is unlocked. So a check below that finds the
+    /// request not granted comes before the grant in the mutex's order, and the unpark after that check: before
+    /// the park (`may` keeps it as a token, and the park returns at once), while the park suspends the
+    /// coroutine (`may` looks at the token again once the coroutine is stored: `Park::subscribe`), or after (the
+    /// coroutine is scheduled). A park that returns without a grant just checks again (none should: only the
+    /// grant unparks this parker, and a cancel unwinds out of the park; but see the cancelled case below).
+    ///
+    /// No timeout: a queued request leaves the waiters only through a release or cancel that returns its wake,
+    /// or its own withdrawal, and `Wake::drop_then_wake_all` unparks it before any executor code runs; the lock
+    /// cannot go while the request is queued (the caller borrows it). A timeout would only hide a lost wake-up.
+    ///
+    /// A parker of its own per wait, not the coroutine's handle (`may::coroutine::current()`, whose `unpark`
+    /// pairs with `may::coroutine::park`): `may` 0.3.51's park, unparked between its check of the token and the
+    /// store of the suspended coroutine, resumes the coroutine inside `Park::subscribe` while a flag
+    /// (`wait_kernel`) is set that `Park::drop` spins on; a coroutine that ends there drops its local handle,
+    /// and if that was the last (a detached coroutine, whose releaser dropped its handle after the unpark),
+    /// `Park::drop` spins for good on the flag its own caller holds, a whole core, and the `may` thread runs
+    /// nothing again (review 96: `probe_may_coroutine_park_...` in `tests/adversarial_review96.rs`). A
+    /// `Blocker`'s last copy is dropped by the coroutine (where `Park::drop` waits by yielding it, which unwinds
+    /// that nesting) or by the releaser (which waits for the other thread's `subscribe`): never in `may`'s
+    /// scheduler on the thread that holds the flag. It costs one allocation per wait (a thread's wait clones
+    /// its `Thread` handle).
+    ///
+    /// A coroutine cancelled while it waits unwinds from the park (`may` checks the cancel as it resumes it):
+    /// its request is withdrawn, or it would hold back every later conflicting borrow for good. One already
+    /// unwinding from its cancel (a destructor's `write`) is never suspended again: the park returns at once,
+    /// and the wait then naps the thread 1 ms at a time, as `MayWait` does (review 74): nothing else can run on
+    /// it anyway.
+    #[cfg(feature = "may")]
+    fn wait_as_coroutine(
+        &self,
+        range: &Range<usize>,
+        ticket: u64,
+        write: bool,
+        parker: state::CoroutineParker,
+    ) -> u64 {
         struct Withdraw<'a, T> {
             lock: &'a IntervalRwLock<T>,
             range: &'a Range<usize>,
@@ -610,18 +651,35 @@ impl<T> IntervalRwLock<T> {
                 self.lock.cancel(self.range, self.ticket, self.write);
             }
         }
+        const THREAD_NAP: std::time::Duration = std::time::Duration::from_millis(1);
         let withdraw = Withdraw {
             lock: self,
             range,
             ticket,
             write,
         };
-        let mut wait = MayWait::default();
+        let mut unsuspendable = false;
         while !self.state().is_granted(ticket) {
-            wait.snooze();
+            if unsuspendable {
+                std::thread::sleep(THREAD_NAP);
+            } else {
+                // Its result says nothing: a cancelled coroutine's park returns `Ok` while it unwinds (`may`'s
+                // `check_cancel` clears the cancel's error as it declines to panic a second time).
+                let _ = parker.park(None);
+                // Only the grant unparks this parker, and only a cancel resumes it otherwise: a park that
+                // ended without the grant while the coroutine unwinds was refused by `may`, as every later
+                // one would be.
+                unsuspendable = std::thread::panicking();
+            }
         }
         std::mem::forget(withdraw);
         ticket
+    }
+
+    /// Without `may` no caller is a coroutine, and no parker exists.
+    #[cfg(not(feature = "may"))]
+    fn wait_as_coroutine(&self, _: &Range<usize>, _: u64, _: bool, parker: state::CoroutineParker) -> u64 {
+        match parker {}
     }
 
     /// Releases a held borrow (ticket 0: nothing recorded) and wakes whoever it let through, after
@@ -639,6 +697,18 @@ impl<T> IntervalRwLock<T> {
     fn cancel(&self, range: &Range<usize>, ticket: u64, write: bool) {
         let (wakes, own_waker) = self.state().cancel(range.start, range.end, ticket, write);
         Wake::drop_then_wake_all(own_waker, wakes);
+    }
+}
+
+/// A parker for the caller if it is a `may` coroutine ([`IntervalRwLock::wait_as_coroutine`]).
+fn new_coroutine_parker() -> Option<state::CoroutineParker> {
+    #[cfg(feature = "may")]
+    {
+        in_may_coroutine().then(may::sync::Blocker::current)
+    }
+    #[cfg(not(feature = "may"))]
+    {
+        None
     }
 }
 

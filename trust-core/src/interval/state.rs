@@ -50,18 +50,33 @@ pub(super) enum Wake {
     Blocked(Blocked),
     /// A `read_async`/`write_async` future.
     Task(Waker),
-    /// A blocking `read`/`write` in a `may` coroutine: it polls (`IntervalRwLock::wait_as_coroutine`), nothing
-    /// to wake. Not a [`Wake::Task`]: like a thread or a fiber in `read`/`write` it waits until granted, so
-    /// [`State::waits_for`] follows it (review 35: a chain through a coroutine hung a delegated closure).
-    Polls,
+    /// A blocking `read`/`write` in a `may` coroutine, parked on a parker of its own (its thread runs its other
+    /// coroutines; see `IntervalRwLock::wait_as_coroutine`). Not a [`Wake::Task`]: like a thread or a fiber in
+    /// `read`/`write` it waits until granted, so [`State::waits_for`] follows it (review 35: a chain through a
+    /// coroutine hung a delegated closure).
+    Coroutine(CoroutineParker),
 }
+
+/// What a `may` coroutine waiting in `read`/`write` parks on: a `may::sync::Blocker` of its own for each wait,
+/// the parker `may`'s own mutex and condition variable give a waiting coroutine (review 96: why not the
+/// coroutine's handle).
+#[cfg(feature = "may")]
+pub(super) type CoroutineParker = std::sync::Arc<may::sync::Blocker>;
+
+/// Without `may` no caller is a coroutine: no parker exists.
+#[cfg(not(feature = "may"))]
+#[derive(Clone, Debug)]
+pub(super) enum CoroutineParker {}
 
 impl Wake {
     pub(super) fn wake(self) {
         match self {
             Wake::Blocked(waiter) => waiter.wake(),
             Wake::Task(waker) => waker.wake(),
-            Wake::Polls => {}
+            #[cfg(feature = "may")]
+            Wake::Coroutine(parker) => parker.unpark(),
+            #[cfg(not(feature = "may"))]
+            Wake::Coroutine(never) => match never {},
         }
     }
 
@@ -77,21 +92,16 @@ impl Wake {
     /// woken stays parked for good (review 42: a withdrawn future whose waker drop panicked left the thread
     /// it had let through parked).
     ///
-    /// The threads and fibers granted (and the `may` coroutines, which poll) are woken first, before any
-    /// executor code runs (the drop of `unused`, the tasks' wakers): waking them runs only this crate's code,
-    /// which neither waits nor re-enters the lock, whereas a waker may wait, for this lock or for something
-    /// such a thread does once it has its borrow; had the thread's wake been queued behind that waker in the
-    /// same walk, both would wait for good (review 85).
+    /// The threads, fibers and `may` coroutines granted are woken first, before any executor code runs (the
+    /// drop of `unused`, the tasks' wakers): waking them runs only this crate's code and `may`'s unpark (which
+    /// schedules the coroutine, it does not run it), which neither waits nor re-enters the lock, whereas a waker
+    /// may wait, for this lock or for something such a thread does once it has its borrow; had the thread's wake
+    /// been queued behind that waker in the same walk, both would wait for good (review 85).
     pub(super) fn drop_then_wake_all(unused: Option<Wake>, mut wakes: Vec<Wake>) {
         let mut first = FirstPanic(None);
-        wakes.retain_mut(|wake| {
-            if matches!(wake, Wake::Task(_)) {
-                return true;
-            }
-            let wake = std::mem::replace(wake, Wake::Polls);
+        for wake in wakes.extract_if(.., |wake| !matches!(wake, Wake::Task(_))) {
             first.keep(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
-            false
-        });
+        }
         first.keep(panic::catch_unwind(AssertUnwindSafe(|| drop(unused))));
         for wake in wakes {
             first.keep(panic::catch_unwind(AssertUnwindSafe(|| wake.wake())));
@@ -342,8 +352,7 @@ impl State {
                     }
                     if from(other.origin) {
                         found = true;
-                    } else if other_waiter
-                        .is_some_and(|o| matches!(o.wake, Wake::Blocked(_) | Wake::Polls))
+                    } else if other_waiter.is_some_and(|o| !matches!(o.wake, Wake::Task(_)))
                         && seen.insert(other.ticket)
                     {
                         to_visit.push(other.ticket);
