@@ -12,7 +12,6 @@ use std::cell::Cell;
 use std::ops::{Deref, Index};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 
 use trust_core::lock::{

@@ -13,6 +13,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{GenericParam, Ident, Type};
 
@@ -55,6 +56,7 @@ pub(crate) fn structure(input: &StructInput, ok: bool) -> TokenStream {
     // Each item below names the struct: a deprecated struct's own expansion must not warn (review 73), as a
     // deprecated method's stubs do not (`stub_allows`).
     let allows: TokenStream = item.attrs.iter().filter_map(allow_deprecated).collect();
+    let f = local("f");
     quote! {
         #item
 
@@ -65,8 +67,8 @@ pub(crate) fn structure(input: &StructInput, ok: bool) -> TokenStream {
 
         #allows
         impl #impl_generics ::core::fmt::Debug for #stubs #ty_generics #where_clause {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_tuple(::core::stringify!(#stubs)).field(&self.0).finish()
+            fn fmt(&self, #f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                #f.debug_tuple(::core::stringify!(#stubs)).field(&self.0).finish()
             }
         }
 
@@ -155,9 +157,11 @@ pub(crate) fn implementation(input: &ImplInput) -> TokenStream {
     }
 }
 
-/// Locals of the generated code, hygienic: they cannot capture or shadow the user's names.
+/// Locals of the generated code, hygienic: they cannot capture or shadow the user's variables. Prefixed too:
+/// hygiene does not keep a pattern from naming a constant or unit struct in scope (a `const this` in the
+/// user's module made `|this: &mut S|` a constant pattern, review 94), and no one names a constant `__this`.
 fn local(name: &str) -> Ident {
-    Ident::new(name, Span::mixed_site())
+    Ident::new(&format!("__{name}"), Span::mixed_site())
 }
 
 /// The handle inside the stubs value. Spanned at the impl's type, so that if the struct lacks `#[entrust]`
@@ -310,16 +314,18 @@ fn capturing_closure(self_ty: &Type, m: &Method) -> (TokenStream, TokenStream) {
 /// `expect` read as `allow`, `warn`, `deny`, also under `cfg_attr`: a stub repeats the method's parameters),
 /// and a doc line of their own.
 fn variant_attrs(m: &Method, doc: String) -> TokenStream {
-    // All of `Method::attrs` but the docs and `must_use` (the variant's result is not the method's).
+    // All of `Method::attrs` but the docs and `must_use` (the variant's result is not the method's); a hidden
+    // method's variants are hidden too (they were listed, linking to it, review 94).
     let kept = m
         .attrs
         .iter()
         .filter(|a| {
-            attr_names(a).is_some_and(|names| {
-                names
-                    .iter()
-                    .all(|n| !n.is_ident("doc") && !n.is_ident("must_use"))
-            })
+            doc_hidden(a)
+                || attr_names(a).is_some_and(|names| {
+                    names
+                        .iter()
+                        .all(|n| !n.is_ident("doc") && !n.is_ident("must_use"))
+                })
         })
         .map(stub_attr);
     let allows = stub_allows(m);
@@ -329,6 +335,11 @@ fn variant_attrs(m: &Method, doc: String) -> TokenStream {
         #allows
         #[inline]
     }
+}
+
+/// `#[doc(hidden)]`.
+fn doc_hidden(a: &syn::Attribute) -> bool {
+    a.path().is_ident("doc") && a.parse_args::<Ident>().is_ok_and(|arg| arg == "hidden")
 }
 
 /// What a stub allows, only where it needs to (a crate's `forbid` of the lint would refuse the `allow`):
@@ -435,12 +446,21 @@ fn expect_as_allow(stream: TokenStream) -> TokenStream {
     out.into_iter().collect()
 }
 
+/// How a variant's doc names its method, `[`name`](Self::name)`: a raw identifier without its `r#`, which
+/// rustdoc reads as the start of a URL fragment (`Self::r#type` was a dead link, review 94).
+fn doc_link(name: &Ident) -> String {
+    let name = name.unraw();
+    format!("[`{name}`](Self::{name})")
+}
+
 /// `name_then(&self, args.., then)`: returns at once; `then(result)` runs later on this thread
 /// (`Trust::apply_then`).
 fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let name = &m.sig.ident;
     let [then_name, _] = variant_names(name).map(|n| declared(&n));
-    let then = local("then");
+    // Not `local`: callers read this name in the stub's signature and docs (a `const then` in scope breaks
+    // the stub: a known limit, `ui-tests`' `entrust/constant-named-then.rs`).
+    let then = Ident::new("then", Span::mixed_site());
     let result = local("result");
     // A method returning `()` takes a continuation of no argument.
     let (continuation, pass, with) = match &m.output.ty {
@@ -458,8 +478,9 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let attrs = variant_attrs(
         m,
         format!(
-            " Non-blocking [`{name}`](Self::{name}): sends the same request and returns at once; `then` \
-             runs later on this thread {with} (see `Trust::apply_then`)."
+            " Non-blocking {}: sends the same request and returns at once; `then` runs later on this \
+             thread {with} (see `Trust::apply_then`).",
+            doc_link(name)
         ),
     );
     let (vis, generics, where_clause) = (&m.vis, &m.generics, &m.generics.where_clause);
@@ -467,10 +488,16 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
     let (pack, closure) = capturing_closure(self_ty, m);
     let trust = trust(self_ty);
     let receiver = receiver(m, self_ty);
+    // Clippy's `too_many_arguments` (more than seven, by default) counts `then`: a method of seven parameters
+    // (the receiver and six) is fine and its `_then` stub is not, and no `allow` of the user's is needed on the
+    // method (clippy lints the functions a proc macro makes; review 94). Allowed only there, as in
+    // `stub_allows`: a crate that forbids the lint would refuse it.
+    let too_many = (m.args.len() == 6).then(|| quote!(#[allow(clippy::too_many_arguments)]));
     // Spanned at the method's name: a stub that clashes with another block's (E0592) is reported there, not at
     // the blocks' `#[entrust]` attributes.
     quote_spanned! {then_name.span()=>
         #attrs
+        #too_many
         #vis fn #then_name #generics (
             #receiver,
             #(#params,)*
@@ -486,7 +513,25 @@ fn then_stub(self_ty: &Type, m: &Method) -> TokenStream {
 /// the impl's parameters and the method's early-bound lifetimes (named in its where clause or bounded), which
 /// the closure's type carries; not the lifetimes of the arguments, which the stub copied into the request
 /// before the future exists (edition 2024 would capture them all: review 73).
+///
+/// Nothing where no argument brings a lifetime into scope and the receiver's is the only lifetime: `use<..>`
+/// would then name everything edition 2024 captures anyway, which `impl_trait_redundant_captures` refuses in a
+/// crate that denies it (review 94); and edition 2021, which captures only type parameters unasked, has the
+/// receiver's lifetime from the `+ '_` bound.
 fn async_captures(m: &Method, impl_generics: &syn::Generics, self_ty: &Type) -> TokenStream {
+    let receiver = receiver_lifetime(m).map(|l| l.ident);
+    let only_the_receivers_lifetime = impl_generics.lifetimes().next().is_none()
+        && m.generics
+            .lifetimes()
+            .all(|l| Some(&l.lifetime.ident) == receiver.as_ref());
+    // Other arguments are `'static` (or rejected): only the copied and cloned references have a lifetime.
+    let borrowing_argument = m
+        .args
+        .iter()
+        .any(|a| matches!(a.kind, ArgKind::Str | ArgKind::Slice(_) | ArgKind::Ref(_)));
+    if only_the_receivers_lifetime && !borrowing_argument {
+        return TokenStream::new();
+    }
     let mut captures: Vec<TokenStream> = Vec::new();
     let mut named: Vec<String> = Vec::new();
     let mut add_lifetime = |l: &syn::Lifetime, captures: &mut Vec<TokenStream>| {
@@ -535,7 +580,7 @@ fn async_captures(m: &Method, impl_generics: &syn::Generics, self_ty: &Type) -> 
             GenericParam::Lifetime(_) => {}
         }
     }
-    quote!(use<#(#captures),*>)
+    quote!(+ use<#(#captures),*>)
 }
 
 /// `name_async(&self, args..)`: a future that sends the request on its first poll and resolves to the result
@@ -546,8 +591,9 @@ fn async_stub(self_ty: &Type, impl_generics: &syn::Generics, m: &Method) -> Toke
     let attrs = variant_attrs(
         m,
         format!(
-            " Asynchronous [`{name}`](Self::{name}): the future sends the same request on its first poll \
-             and resolves to the result (see `Trust::apply_async`)."
+            " Asynchronous {}: the future sends the same request on its first poll and resolves to the \
+             result (see `Trust::apply_async`).",
+            doc_link(name)
         ),
     );
     let (vis, generics, where_clause) = (&m.vis, &m.generics, &m.generics.where_clause);
@@ -569,7 +615,7 @@ fn async_stub(self_ty: &Type, impl_generics: &syn::Generics, m: &Method) -> Toke
     quote_spanned! {async_name.span()=>
         #attrs
         #vis fn #async_name #generics (#receiver #(, #params)*)
-            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_ + #captures
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + '_ #captures
             #where_clause
         {
             #pack

@@ -198,7 +198,15 @@ fn parse_method(attrs: &[Attribute], vis: &Visibility, sig: &Signature, self_ty:
         .enumerate()
         .map(|(i, pat)| {
             let name = match &*pat.pat {
-                Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
+                // The user's name where the user wrote it, but made by this macro (as the stubs' names are,
+                // `expand::declared`): lints about the parameter are the method's business, not its stubs'
+                // (clippy's `used_underscore_binding` fired on the stubs passing `_amount` on, `shadow_unrelated`
+                // on their closures rebinding `amount`, review 94).
+                Pat::Ident(p) if p.subpat.is_none() => {
+                    let mut name = p.ident.clone();
+                    name.set_span(Span::call_site().located_at(p.ident.span()));
+                    name
+                }
                 // A destructuring pattern: the stub takes the whole value under a fresh, hygienic name.
                 _ => Ident::new(&format!("arg{i}"), Span::mixed_site()),
             };

@@ -7,8 +7,8 @@ pub struct Account {
 #[repr(transparent)]
 pub struct AccountStubs(::trust_core::__private::Trust<Account>);
 impl ::core::fmt::Debug for AccountStubs {
-    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        f.debug_tuple(::core::stringify!(AccountStubs)).field(&self.0).finish()
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.debug_tuple(::core::stringify!(AccountStubs)).field(&self.0).finish()
     }
 }
 unsafe impl ::trust_core::__private::Entrusted for Account {
@@ -33,9 +33,9 @@ impl AccountStubs {
     pub fn deposit(&self, amount: i64) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_with(
-                |this: &mut Account, (amount,): (::trust_core::__private::Arg<i64>,)| ::trust_core::__private::ret::<
+                |__this: &mut Account, (amount,): (::trust_core::__private::Arg<i64>,)| ::trust_core::__private::ret::<
                     i64,
-                >(<Account>::deposit(this, amount.into_inner())),
+                >(<Account>::deposit(__this, amount.into_inner())),
                 (::trust_core::__private::arg::<i64>(amount),),
             )
             .into_inner()
@@ -47,17 +47,17 @@ impl AccountStubs {
         amount: i64,
         then: impl ::core::ops::FnOnce(i64) + 'static,
     ) {
-        let args = (::trust_core::__private::arg::<i64>(amount),);
+        let __args = (::trust_core::__private::arg::<i64>(amount),);
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
-                move |this: &mut Account| {
-                    let (amount,) = args;
+                move |__this: &mut Account| {
+                    let (amount,) = __args;
                     ::trust_core::__private::ret::<
                         i64,
-                    >(<Account>::deposit(this, amount.into_inner()))
+                    >(<Account>::deposit(__this, amount.into_inner()))
                 },
-                move |result: ::trust_core::__private::Returned<i64>| then(
-                    result.into_inner(),
+                move |__result: ::trust_core::__private::Returned<i64>| then(
+                    __result.into_inner(),
                 ),
             )
     }
@@ -66,25 +66,23 @@ impl AccountStubs {
     pub fn deposit_async(
         &self,
         amount: i64,
-    ) -> impl ::core::future::Future<
-        Output = i64,
-    > + ::core::marker::Send + '_ + use<'_> {
-        let args = (::trust_core::__private::arg::<i64>(amount),);
-        let future = ::trust_core::__private::trust_of::<Account>(self)
-            .apply_async(move |this: &mut Account| {
-                let (amount,) = args;
+    ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
+        let __args = (::trust_core::__private::arg::<i64>(amount),);
+        let __future = ::trust_core::__private::trust_of::<Account>(self)
+            .apply_async(move |__this: &mut Account| {
+                let (amount,) = __args;
                 ::trust_core::__private::ret::<
                     i64,
-                >(<Account>::deposit(this, amount.into_inner()))
+                >(<Account>::deposit(__this, amount.into_inner()))
             });
-        async move { future.await.into_inner() }
+        async move { __future.await.into_inner() }
     }
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
-            .apply(|this: &mut Account| ::trust_core::__private::ret::<
+            .apply(|__this: &mut Account| ::trust_core::__private::ret::<
                 i64,
-            >(<Account>::balance(this)))
+            >(<Account>::balance(__this)))
             .into_inner()
     }
     /// Non-blocking [`balance`](Self::balance): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
@@ -92,11 +90,11 @@ impl AccountStubs {
     pub fn balance_then(&self, then: impl ::core::ops::FnOnce(i64) + 'static) {
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
-                |this: &mut Account| ::trust_core::__private::ret::<
+                |__this: &mut Account| ::trust_core::__private::ret::<
                     i64,
-                >(<Account>::balance(this)),
-                move |result: ::trust_core::__private::Returned<i64>| then(
-                    result.into_inner(),
+                >(<Account>::balance(__this)),
+                move |__result: ::trust_core::__private::Returned<i64>| then(
+                    __result.into_inner(),
                 ),
             )
     }
@@ -104,39 +102,37 @@ impl AccountStubs {
     #[inline]
     pub fn balance_async(
         &self,
-    ) -> impl ::core::future::Future<
-        Output = i64,
-    > + ::core::marker::Send + '_ + use<'_> {
-        let future = ::trust_core::__private::trust_of::<Account>(self)
-            .apply_async(|this: &mut Account| ::trust_core::__private::ret::<
+    ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
+        let __future = ::trust_core::__private::trust_of::<Account>(self)
+            .apply_async(|__this: &mut Account| ::trust_core::__private::ret::<
                 i64,
-            >(<Account>::balance(this)));
-        async move { future.await.into_inner() }
+            >(<Account>::balance(__this)));
+        async move { __future.await.into_inner() }
     }
     #[inline]
     pub fn set_memo(&self, memo: &str) {
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_with(
                 |
-                    this: &mut Account,
+                    __this: &mut Account,
                     (
                         memo,
                     ): (
                         ::trust_core::__private::Arg<::trust_core::__private::CopiedStr>,
                     )|
-                <Account>::set_memo(this, &*memo.into_inner()),
+                <Account>::set_memo(__this, &*memo.into_inner()),
                 (::trust_core::__private::str_arg(memo),),
             )
     }
     /// Non-blocking [`set_memo`](Self::set_memo): sends the same request and returns at once; `then` runs later on this thread once the method has run (see `Trust::apply_then`).
     #[inline]
     pub fn set_memo_then(&self, memo: &str, then: impl ::core::ops::FnOnce() + 'static) {
-        let args = (::trust_core::__private::str_arg(memo),);
+        let __args = (::trust_core::__private::str_arg(memo),);
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
-                move |this: &mut Account| {
-                    let (memo,) = args;
-                    <Account>::set_memo(this, &*memo.into_inner())
+                move |__this: &mut Account| {
+                    let (memo,) = __args;
+                    <Account>::set_memo(__this, &*memo.into_inner())
                 },
                 move |()| then(),
             )
@@ -147,11 +143,11 @@ impl AccountStubs {
         &self,
         memo: &str,
     ) -> impl ::core::future::Future<Output = ()> + ::core::marker::Send + '_ + use<'_> {
-        let args = (::trust_core::__private::str_arg(memo),);
+        let __args = (::trust_core::__private::str_arg(memo),);
         ::trust_core::__private::trust_of::<Account>(self)
-            .apply_async(move |this: &mut Account| {
-                let (memo,) = args;
-                <Account>::set_memo(this, &*memo.into_inner())
+            .apply_async(move |__this: &mut Account| {
+                let (memo,) = __args;
+                <Account>::set_memo(__this, &*memo.into_inner())
             })
     }
 }

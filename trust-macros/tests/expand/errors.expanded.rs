@@ -20,9 +20,9 @@ impl AccountStubs {
     #[inline]
     pub fn balance(&self) -> i64 {
         ::trust_core::__private::trust_of::<Account>(self)
-            .apply(|this: &mut Account| ::trust_core::__private::ret::<
+            .apply(|__this: &mut Account| ::trust_core::__private::ret::<
                 i64,
-            >(<Account>::balance(this)))
+            >(<Account>::balance(__this)))
             .into_inner()
     }
     /// Non-blocking [`balance`](Self::balance): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
@@ -30,11 +30,11 @@ impl AccountStubs {
     pub fn balance_then(&self, then: impl ::core::ops::FnOnce(i64) + 'static) {
         ::trust_core::__private::trust_of::<Account>(self)
             .apply_then(
-                |this: &mut Account| ::trust_core::__private::ret::<
+                |__this: &mut Account| ::trust_core::__private::ret::<
                     i64,
-                >(<Account>::balance(this)),
-                move |result: ::trust_core::__private::Returned<i64>| then(
-                    result.into_inner(),
+                >(<Account>::balance(__this)),
+                move |__result: ::trust_core::__private::Returned<i64>| then(
+                    __result.into_inner(),
                 ),
             )
     }
@@ -42,14 +42,12 @@ impl AccountStubs {
     #[inline]
     pub fn balance_async(
         &self,
-    ) -> impl ::core::future::Future<
-        Output = i64,
-    > + ::core::marker::Send + '_ + use<'_> {
-        let future = ::trust_core::__private::trust_of::<Account>(self)
-            .apply_async(|this: &mut Account| ::trust_core::__private::ret::<
+    ) -> impl ::core::future::Future<Output = i64> + ::core::marker::Send + '_ {
+        let __future = ::trust_core::__private::trust_of::<Account>(self)
+            .apply_async(|__this: &mut Account| ::trust_core::__private::ret::<
                 i64,
-            >(<Account>::balance(this)));
-        async move { future.await.into_inner() }
+            >(<Account>::balance(__this)));
+        async move { __future.await.into_inner() }
     }
 }
 ::core::compile_error! {

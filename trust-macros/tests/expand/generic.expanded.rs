@@ -8,8 +8,8 @@ pub struct StackStubs<T: Clone + Send + 'static>(
     ::trust_core::__private::Trust<Stack<T>>,
 );
 impl<T: Clone + Send + 'static> ::core::fmt::Debug for StackStubs<T> {
-    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        f.debug_tuple(::core::stringify!(StackStubs)).field(&self.0).finish()
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.debug_tuple(::core::stringify!(StackStubs)).field(&self.0).finish()
     }
 }
 unsafe impl<T: Clone + Send + 'static> ::trust_core::__private::Entrusted for Stack<T>
@@ -43,7 +43,7 @@ where
         ::trust_core::__private::trust_of::<Stack<T>>(self)
             .apply_with(
                 |
-                    this: &mut Stack<T>,
+                    __this: &mut Stack<T>,
                     (
                         items,
                     ): (
@@ -53,7 +53,7 @@ where
                     )|
                 ::trust_core::__private::ret::<
                     usize,
-                >(<Stack<T>>::extend(this, &*items.into_inner())),
+                >(<Stack<T>>::extend(__this, &*items.into_inner())),
                 (::trust_core::__private::slice_arg::<T>(items),),
             )
             .into_inner()
@@ -65,17 +65,17 @@ where
         items: &[T],
         then: impl ::core::ops::FnOnce(usize) + 'static,
     ) {
-        let args = (::trust_core::__private::slice_arg::<T>(items),);
+        let __args = (::trust_core::__private::slice_arg::<T>(items),);
         ::trust_core::__private::trust_of::<Stack<T>>(self)
             .apply_then(
-                move |this: &mut Stack<T>| {
-                    let (items,) = args;
+                move |__this: &mut Stack<T>| {
+                    let (items,) = __args;
                     ::trust_core::__private::ret::<
                         usize,
-                    >(<Stack<T>>::extend(this, &*items.into_inner()))
+                    >(<Stack<T>>::extend(__this, &*items.into_inner()))
                 },
-                move |result: ::trust_core::__private::Returned<usize>| then(
-                    result.into_inner(),
+                move |__result: ::trust_core::__private::Returned<usize>| then(
+                    __result.into_inner(),
                 ),
             )
     }
@@ -87,23 +87,23 @@ where
     ) -> impl ::core::future::Future<
         Output = usize,
     > + ::core::marker::Send + '_ + use<'_, T> {
-        let args = (::trust_core::__private::slice_arg::<T>(items),);
-        let future = ::trust_core::__private::trust_of::<Stack<T>>(self)
-            .apply_async(move |this: &mut Stack<T>| {
-                let (items,) = args;
+        let __args = (::trust_core::__private::slice_arg::<T>(items),);
+        let __future = ::trust_core::__private::trust_of::<Stack<T>>(self)
+            .apply_async(move |__this: &mut Stack<T>| {
+                let (items,) = __args;
                 ::trust_core::__private::ret::<
                     usize,
-                >(<Stack<T>>::extend(this, &*items.into_inner()))
+                >(<Stack<T>>::extend(__this, &*items.into_inner()))
             });
-        async move { future.await.into_inner() }
+        async move { __future.await.into_inner() }
     }
     /// `Self` in the signature is replaced by `Stack<T>`: inside the stubs, `Self` is the stubs type.
     #[inline]
     pub(crate) fn snapshot(&self) -> Stack<T> {
         ::trust_core::__private::trust_of::<Stack<T>>(self)
-            .apply(|this: &mut Stack<T>| ::trust_core::__private::ret::<
+            .apply(|__this: &mut Stack<T>| ::trust_core::__private::ret::<
                 Stack<T>,
-            >(<Stack<T>>::snapshot(this)))
+            >(<Stack<T>>::snapshot(__this)))
             .into_inner()
     }
     /// Non-blocking [`snapshot`](Self::snapshot): sends the same request and returns at once; `then` runs later on this thread with the result (see `Trust::apply_then`).
@@ -114,11 +114,11 @@ where
     ) {
         ::trust_core::__private::trust_of::<Stack<T>>(self)
             .apply_then(
-                |this: &mut Stack<T>| ::trust_core::__private::ret::<
+                |__this: &mut Stack<T>| ::trust_core::__private::ret::<
                     Stack<T>,
-                >(<Stack<T>>::snapshot(this)),
-                move |result: ::trust_core::__private::Returned<Stack<T>>| then(
-                    result.into_inner(),
+                >(<Stack<T>>::snapshot(__this)),
+                move |__result: ::trust_core::__private::Returned<Stack<T>>| then(
+                    __result.into_inner(),
                 ),
             )
     }
@@ -126,13 +126,11 @@ where
     #[inline]
     pub(crate) fn snapshot_async(
         &self,
-    ) -> impl ::core::future::Future<
-        Output = Stack<T>,
-    > + ::core::marker::Send + '_ + use<'_, T> {
-        let future = ::trust_core::__private::trust_of::<Stack<T>>(self)
-            .apply_async(|this: &mut Stack<T>| ::trust_core::__private::ret::<
+    ) -> impl ::core::future::Future<Output = Stack<T>> + ::core::marker::Send + '_ {
+        let __future = ::trust_core::__private::trust_of::<Stack<T>>(self)
+            .apply_async(|__this: &mut Stack<T>| ::trust_core::__private::ret::<
                 Stack<T>,
-            >(<Stack<T>>::snapshot(this)));
-        async move { future.await.into_inner() }
+            >(<Stack<T>>::snapshot(__this)));
+        async move { __future.await.into_inner() }
     }
 }

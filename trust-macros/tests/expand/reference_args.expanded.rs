@@ -6,8 +6,8 @@ pub struct Table {
 #[repr(transparent)]
 pub struct TableStubs(::trust_core::__private::Trust<Table>);
 impl ::core::fmt::Debug for TableStubs {
-    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        f.debug_tuple(::core::stringify!(TableStubs)).field(&self.0).finish()
+    fn fmt(&self, __f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        __f.debug_tuple(::core::stringify!(TableStubs)).field(&self.0).finish()
     }
 }
 unsafe impl ::trust_core::__private::Entrusted for Table {
@@ -23,9 +23,9 @@ impl TableStubs {
     pub fn get(&self, key: &String) -> Option<u64> {
         ::trust_core::__private::trust_of::<Table>(self)
             .apply_with(
-                |this: &mut Table, (key,): (::trust_core::__private::Arg<String>,)| ::trust_core::__private::ret::<
+                |__this: &mut Table, (key,): (::trust_core::__private::Arg<String>,)| ::trust_core::__private::ret::<
                     Option<u64>,
-                >(<Table>::get(this, &key.into_inner())),
+                >(<Table>::get(__this, &key.into_inner())),
                 (::trust_core::__private::ref_arg::<String>(key),),
             )
             .into_inner()
@@ -37,17 +37,17 @@ impl TableStubs {
         key: &String,
         then: impl ::core::ops::FnOnce(Option<u64>) + 'static,
     ) {
-        let args = (::trust_core::__private::ref_arg::<String>(key),);
+        let __args = (::trust_core::__private::ref_arg::<String>(key),);
         ::trust_core::__private::trust_of::<Table>(self)
             .apply_then(
-                move |this: &mut Table| {
-                    let (key,) = args;
+                move |__this: &mut Table| {
+                    let (key,) = __args;
                     ::trust_core::__private::ret::<
                         Option<u64>,
-                    >(<Table>::get(this, &key.into_inner()))
+                    >(<Table>::get(__this, &key.into_inner()))
                 },
-                move |result: ::trust_core::__private::Returned<Option<u64>>| then(
-                    result.into_inner(),
+                move |__result: ::trust_core::__private::Returned<Option<u64>>| then(
+                    __result.into_inner(),
                 ),
             )
     }
@@ -59,14 +59,14 @@ impl TableStubs {
     ) -> impl ::core::future::Future<
         Output = Option<u64>,
     > + ::core::marker::Send + '_ + use<'_> {
-        let args = (::trust_core::__private::ref_arg::<String>(key),);
-        let future = ::trust_core::__private::trust_of::<Table>(self)
-            .apply_async(move |this: &mut Table| {
-                let (key,) = args;
+        let __args = (::trust_core::__private::ref_arg::<String>(key),);
+        let __future = ::trust_core::__private::trust_of::<Table>(self)
+            .apply_async(move |__this: &mut Table| {
+                let (key,) = __args;
                 ::trust_core::__private::ret::<
                     Option<u64>,
-                >(<Table>::get(this, &key.into_inner()))
+                >(<Table>::get(__this, &key.into_inner()))
             });
-        async move { future.await.into_inner() }
+        async move { __future.await.into_inner() }
     }
 }
