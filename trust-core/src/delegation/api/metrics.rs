@@ -1,18 +1,21 @@
 //! [`Runtime::metrics`] and [`Trustee::metrics`]: what each worker counts about itself — requests served,
-//! batches answered, fibers alive, parks, time busy and idle. Reading them costs the workers nothing: each
-//! counter is written by its own worker only, once per batch (not per request), per park and per fiber
-//! start or end, and read here with plain loads.
+//! batches answered, fibers alive, parks, time busy and idle. Reading them takes no lock and never makes a
+//! worker wait: each counter is written by its own worker only, once per batch (a request that came by mail,
+//! in no batch, once each), per change of its channels, per sleep and per fiber start or end, and read here
+//! with plain loads. (A reader that reads without pause shares the counters' cache lines with their worker,
+//! whose next write to one then misses its cache: cheap, not free.)
 
 use std::time::Duration;
 
 use crate::delegation::api::runtime::Runtime;
 use crate::delegation::api::trustee::Trustee;
+use crate::delegation::worker::context;
 
 /// A snapshot of one trustee's counters, since its worker started (and until it stopped, at
 /// [`Runtime::shutdown`], or at the `fork` in a forked child, which has no workers: a stopped worker's counters,
 /// its time included, stand still). Counters are read
 /// one after another while the worker runs, so they are each recent, not one instant (but a snapshot never
-/// counts a batch without its requests, nor more cold channels than channels).
+/// counts a batch without its requests, nor more cold channels than channels, nor idle time without its park).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct TrusteeMetrics {
@@ -39,11 +42,13 @@ pub struct TrusteeMetrics {
     /// loop: with more than 16 clients, one that sent nothing for 4,096 rounds rings the trustee's doorbell
     /// with its next request instead, so a thousand idle client threads cost a busy trustee nothing.
     pub cold_channels: u64,
-    /// Times the worker went to sleep for lack of work.
+    /// Times the worker went to sleep for lack of work (not counting its last looks for work before
+    /// sleeping that found some).
     pub parks: u64,
-    /// Time not asleep: serving, running fibers, and spinning briefly before sleeping.
+    /// Time not asleep: serving, running fibers, and spinning briefly, then looking for work once more,
+    /// before sleeping.
     pub busy: Duration,
-    /// Time asleep (parked).
+    /// Time asleep (parked): it grows only while the worker sleeps, each sleep counted in `parks` as it begins.
     pub idle: Duration,
 }
 
@@ -68,9 +73,13 @@ impl TrusteeMetrics {
 }
 
 impl Trustee {
-    /// This trustee's counters now; see [`TrusteeMetrics`].
+    /// This trustee's counters now; see [`TrusteeMetrics`]. It allocates nothing. Elsewhere it may spin while
+    /// the worker starts or ends a sleep (a clock read); on the worker's own thread it never waits, even in a
+    /// signal handler that interrupted the worker there (the time is then as it was, and may lack the sleep
+    /// the worker was ending).
     pub fn metrics(&self) -> TrusteeMetrics {
-        let s = self.shared.metrics.snapshot();
+        let on_its_worker = context::worker().is_some_and(|w| std::ptr::eq(w.shared, self.shared));
+        let s = self.shared.metrics.snapshot(on_its_worker);
         TrusteeMetrics {
             trustee: self.index(),
             requests: s.requests,
@@ -86,7 +95,7 @@ impl Trustee {
 }
 
 impl Runtime {
-    /// Every trustee's counters, by index; see [`TrusteeMetrics`]. Free to call at any rate: it only
+    /// Every trustee's counters, by index; see [`TrusteeMetrics`]. Fine to call at any rate: it only
     /// reads.
     ///
     /// ```

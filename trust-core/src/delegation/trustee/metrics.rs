@@ -3,10 +3,13 @@
 //! plain load and store (no read-modify-write: nobody else writes it), Relaxed; other threads only load
 //! them, so a snapshot is a set of recent values, not one instant (but the channel counts, all and cold, are
 //! one word, read together; and `batches` is released after `requests` and read before them, so a snapshot
-//! never counts a batch without its requests). The worker updates them once per batch,
-//! per park and per fiber start or end, never per request. The park's start and end are the exception: a
-//! sequence number around them (a seqlock) makes the time busy and idle one consistent reading, so that
-//! neither ever goes backwards between two snapshots (the examples subtract them).
+//! never counts a batch without its requests). The worker updates them once per batch (a request that came
+//! by mail, in no batch, once each), per change of its channels, per sleep and per fiber start or end, never
+//! per request of a batch. The sleep's start and end are the exception: a sequence number around them (a
+//! seqlock) makes the time busy and idle, and the parks, one consistent reading, so that neither time ever
+//! goes backwards between two snapshots (the examples subtract them), and no idle time is without its park.
+//! A reader spins while the worker changes them (a clock read): should the OS take the worker off its core
+//! right then, the reader spins until it is back; the worker never waits for a reader.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{self, AtomicU64, Ordering};
@@ -60,7 +63,7 @@ pub(crate) struct Metrics {
     parks: Counter,
     /// Nanoseconds parked, parks ended.
     idle_ns: Counter,
-    /// Nanoseconds after `started` when the current park began; 0 when not parked.
+    /// Nanoseconds after `started` when the current sleep began; 0 when not asleep.
     parked_at_ns: Counter,
     /// Odd while the worker starts or ends a park (and reads the clock for it); see `snapshot`.
     park_seq: AtomicU64,
@@ -147,16 +150,22 @@ impl Metrics {
         self.channels.set((all as u64) << 32 | cold as u64);
     }
 
-    /// The worker is about to park (it looks for work once more first); the guard counts the time as idle
-    /// until dropped.
+    /// The worker is about to park: it looks for work once more first (`slept` if it found none); the guard
+    /// ends the park's idle time, if any, when dropped.
     pub(crate) fn park(&self) -> Parked<'_> {
-        self.park_change(|now| self.parked_at_ns.set(now.max(1)));
         Parked { metrics: self }
     }
 
-    /// The worker's last look found no work: it goes to sleep now.
+    /// The worker's last look found no work: it goes to sleep now, and its time is idle from here. Not from
+    /// `park`: the last look (a `membarrier` system call first) takes microseconds, and when it found work the
+    /// worker never slept, yet that time counted as idle, with no park counted (review 95: read from the
+    /// worker's own closures around such a look, 1.2-49 us more idle and no park, every time). The park is
+    /// counted in the same change, so that a snapshot never has idle time without its park.
     pub(crate) fn slept(&self) {
-        self.parks.add(1);
+        self.park_change(|now| {
+            self.parks.add(1);
+            self.parked_at_ns.set(now.max(1));
+        });
     }
 
     /// Starts or ends a park at the current time: the sequence number is odd from before the clock is read
@@ -171,21 +180,33 @@ impl Metrics {
         self.park_seq.store(seq + 2, Ordering::Release);
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    /// The counters now. `on_its_worker`: the caller runs on this worker's own thread.
+    pub(crate) fn snapshot(&self, on_its_worker: bool) -> Snapshot {
         // A seqlock read: the park state and the clock, again until no park started or ended meanwhile.
-        let (now, idle) = loop {
+        let (now, idle, parks) = loop {
             let seq = self.park_seq.load(Ordering::Acquire);
+            if seq % 2 == 1 && on_its_worker {
+                // The worker's own thread sees a change in progress only from a signal handler that interrupted
+                // it: the change cannot end while the handler waits, and the worker hung for good (review 95: a
+                // handler reading its worker's metrics, every time the signal came at the change's clock read;
+                // 1 run in 10 of 3 s under a flood). It reads the time as it is, without the sleep being started
+                // or ended (its idle time may lack the sleep that is ending: the worker is awake, and
+                // `Parked::drop` adds it first thing).
+                let now = self.since_start();
+                break (now, self.idle_ns.get().min(now), self.parks.get());
+            }
             if seq % 2 == 1 {
                 std::hint::spin_loop();
                 continue;
             }
             let parked_at = self.parked_at_ns.get();
             let idle = self.idle_ns.get();
+            let parks = self.parks.get();
             let now = self.since_start();
             atomic::fence(Ordering::SeqCst);
             if self.park_seq.load(Ordering::Relaxed) == seq {
                 let current = if parked_at == 0 { 0 } else { now.saturating_sub(parked_at) };
-                break (now, (idle + current).min(now));
+                break (now, (idle + current).min(now), parks);
             }
         };
         let channels = self.channels.get();
@@ -197,7 +218,7 @@ impl Metrics {
             fibers: self.fibers.get(),
             channels: channels >> 32,
             cold_channels: channels & u64::from(u32::MAX),
-            parks: self.parks.get(),
+            parks,
             busy: Duration::from_nanos(now - idle),
             idle: Duration::from_nanos(idle),
         }
@@ -213,6 +234,10 @@ pub(crate) struct Parked<'a> {
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         let m = self.metrics;
+        // The worker's own counter: a park whose last look found work never slept, and has no idle time.
+        if m.parked_at_ns.get() == 0 {
+            return;
+        }
         m.park_change(|now| {
             m.idle_ns.add(now.saturating_sub(m.parked_at_ns.get()));
             m.parked_at_ns.set(0);
