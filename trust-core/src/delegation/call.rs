@@ -145,19 +145,30 @@ fn new_thread_client() -> Client {
 /// flight, a thread of its own takes the client over until the answer comes (`settle_cancelled`): dropped
 /// here, the client would wait for it, holding the `may` thread; pooled, the next call would wait behind it.
 fn with_may_client<R>(f: impl FnOnce(&mut Client) -> R) -> R {
-    struct Pooled(Option<Client>);
-    impl Drop for Pooled {
-        fn drop(&mut self) {
-            let client = self.0.take().expect("returned once");
-            if client.is_idle() {
-                may_pool_push(client);
-            } else {
-                settle_cancelled(client);
-            }
+    let mut client = Pooled::pop();
+    f(client.0.as_mut().expect("returned once"))
+}
+
+/// A `may` coroutine's client, back to the pool (or to the thread that settles it) when dropped.
+struct Pooled(Option<Client>);
+
+impl Pooled {
+    /// Out of `with_may_client`, which is generic: one copy of this for every result type.
+    #[inline]
+    fn pop() -> Self {
+        Pooled(Some(may_pool_pop().unwrap_or_else(|| Client::new(None))))
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let client = self.0.take().expect("returned once");
+        if client.is_idle() {
+            may_pool_push(client);
+        } else {
+            settle_cancelled(client);
         }
     }
-    let mut client = Pooled(Some(may_pool_pop().unwrap_or_else(|| Client::new(None))));
-    f(client.0.as_mut().expect("returned once"))
 }
 
 /// A client a cancelled coroutine left with a request in flight, handed to the thread that settles them.

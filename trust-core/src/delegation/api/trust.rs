@@ -360,9 +360,10 @@ fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + S
     if worker.runs_launched_on(job.property.get() as usize) {
         refuse(job, property::APPLY_ON_OWN_LATCH);
     }
-    call::call_to_self(worker, job)
-        .into_result()
-        .unwrap_or_else(|payload| resume_unwind(payload))
+    match call::call_to_self(worker, job).into_result() {
+        Ok(r) => r,
+        Err(payload) => resume_unwind(payload),
+    }
 }
 
 /// A fiber about to apply inline waits while launched fibers share the value (a `Latch`); elsewhere the apply

@@ -25,9 +25,7 @@ pub(crate) trait Job: Send + 'static {
     }
 
     /// True for a job that, while it waits, holds new launches on its property back (a plain apply).
-    fn holds_launches(&self) -> bool {
-        false
-    }
+    const HOLDS_LAUNCHES: bool = false;
 }
 
 /// The start of a launched fiber: waits while a plain apply waits on the property (see
@@ -115,9 +113,7 @@ impl<T: 'static, R, F: FnOnce(&mut T) -> R + Send + 'static> Job for Apply<T, F>
         self.property.get().cast()
     }
 
-    fn holds_launches(&self) -> bool {
-        true
-    }
+    const HOLDS_LAUNCHES: bool = true;
 }
 
 /// The record of a request whose caller waits for the output: it comes back through the response slot.
@@ -232,7 +228,7 @@ pub(crate) fn run_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) -
 #[inline(never)]
 fn pause_job<J: Job, D: FnOnce(J::Output) + 'static>(job: J, done: D) {
     let on = job.waits_on();
-    let holds = job.holds_launches() && !on.is_null();
+    let holds = J::HOLDS_LAUNCHES && !on.is_null();
     if holds {
         // SAFETY: a paused job's property stays live until it has run (see `Worker::retire`); on its trustee.
         unsafe { property::set_applies_waiting(on, 1) };

@@ -121,7 +121,7 @@ pub(crate) fn closed_message(shut_down: &'static str) -> &'static str {
 #[inline(never)]
 #[track_caller]
 pub(crate) fn refuse<V>(given: V, message: &str) -> ! {
-    refuse_both(given, (), message)
+    refused(unwind::drop_quietly(given), message)
 }
 
 /// `refuse` for a call given two things (a closure and its continuation), dropped each on its own: dropped
@@ -130,7 +130,15 @@ pub(crate) fn refuse<V>(given: V, message: &str) -> ! {
 #[inline(never)]
 #[track_caller]
 pub(crate) fn refuse_both<A, B>(a: A, b: B, message: &str) -> ! {
-    if unwind::drop_quietly(a) | unwind::drop_quietly(b) {
+    refused(unwind::drop_quietly(a) | unwind::drop_quietly(b), message)
+}
+
+/// The rest of `refuse` once what it was given is dropped, not generic (one copy for every type refused).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn refused(drop_panicked: bool, message: &str) -> ! {
+    if drop_panicked {
         eprintln!("trust: what a refused call was given (a capture, a value) panicked when dropped");
     }
     panic!("{message}");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use corosensei::{Coroutine, CoroutineResult};
 
 use crate::delegation::worker::context::{self, Yielder};
-use crate::delegation::client::outbox::Blocked;
+use crate::delegation::client::outbox::{Blocked, Outbox};
 use crate::delegation::trustee::job::{Job, Reply};
 use crate::delegation::stack::{self, overflow};
 use crate::delegation::stack::{FiberStack, GuardPage, StackPool};
@@ -315,18 +315,7 @@ fn call_unwinding<J: Job<Output: Send>>(
     trustee: &'static TrusteeShared,
     job: J,
 ) -> J::Output {
-    let deadline = Instant::now() + UNWINDING_PATIENCE;
-    let out_of_patience = || trustee.is_closed() || Instant::now() >= deadline;
-    // Spins, then yields its core between looks: the trustee's worker may need it (more workers than cores).
-    let mut spins = 0u32;
-    let mut pause = || {
-        spins = spins.saturating_add(1);
-        if spins < 64 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    };
+    let mut patience = Patience::new(trustee);
     let mut record = Some(Reply(job));
     let alone = loop {
         {
@@ -339,18 +328,13 @@ fn call_unwinding<J: Job<Output: Send>>(
                     Err(_) => unreachable!("a lone record did not fit an empty batch"),
                 }
             }
-            // As the worker's loop does: fibers that waited for room go into the next batch.
-            if !outbox.blocked.is_empty() {
-                outbox.flush();
-                outbox.take_blocked(|other| worker.scheduler.make_ready(other));
-            }
-            outbox.flush();
+            flush_unwinding(worker, outbox);
         }
-        if out_of_patience() {
+        if patience.is_out() {
             let Reply(job) = record.take().expect("not sent");
             return call_job(worker, id, trustee, job);
         }
-        pause();
+        patience.pause();
     };
     let mut result = None;
     loop {
@@ -359,17 +343,55 @@ fn call_unwinding<J: Job<Output: Send>>(
         if let Some(output) = outbox.take_alone(&alone) {
             return output;
         }
-        if out_of_patience() {
+        if patience.is_out() {
             outbox.await_alone(alone, Some(id), &raw mut result);
             break;
         }
         drop(client);
-        pause();
+        patience.pause();
     }
     while result.is_none() {
         suspend_on(worker);
     }
     result.expect("the trustee answered the batch holding this request")
+}
+
+/// How long `call_unwinding` waits for its trustee before it takes the usual way (kept out of the generic
+/// function: one copy for every job type).
+struct Patience {
+    trustee: &'static TrusteeShared,
+    deadline: Instant,
+    spins: u32,
+}
+
+impl Patience {
+    fn new(trustee: &'static TrusteeShared) -> Self {
+        Patience { trustee, deadline: Instant::now() + UNWINDING_PATIENCE, spins: 0 }
+    }
+
+    fn is_out(&self) -> bool {
+        self.trustee.is_closed() || Instant::now() >= self.deadline
+    }
+
+    /// Spins, then yields its core between looks: the trustee's worker may need it (more workers than cores).
+    fn pause(&mut self) {
+        self.spins = self.spins.saturating_add(1);
+        if self.spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// As the worker's loop does, for `call_unwinding`: fibers that waited for room go into the next batch, and the
+/// batch goes out.
+fn flush_unwinding(worker: &Worker, outbox: &mut Outbox) {
+    if !outbox.blocked.is_empty() {
+        outbox.flush();
+        outbox.take_blocked(|other| worker.scheduler.make_ready(other));
+    }
+    outbox.flush();
 }
 
 /// The fibers of one worker. Only its worker thread touches it.
