@@ -728,6 +728,45 @@ fn a_local_blocking_launch_waits_behind_a_waiting_apply_on_its_latch() {
     child_ok();
 }
 
+/// The same, from a fiber whose earlier `apply_then` on the latch waits in its worker's channel to itself: its
+/// `apply` goes there too, behind it (`apply_behind_queued`, a `ToSelf` request), and a blocking `launch` that
+/// comes while that apply waits must wait behind it as well. Failed before the thirty-fifth session's fix
+/// (`ToSelf` did not pass on that a paused apply holds new launches back, as a plain one does): the launch
+/// ran at once, while the latch was still held, and the log read `[2]` at the check.
+#[test]
+fn a_local_blocking_launch_waits_behind_an_apply_queued_behind_the_same_fibers_apply_then() {
+    in_child!(
+        "a_local_blocking_launch_waits_behind_an_apply_queued_behind_the_same_fibers_apply_then",
+        8
+    );
+    let (_on0, l, stop) = held_latch();
+    let log: Log = Arc::default();
+    let (l1, a) = (l.clone(), log.clone());
+    let applier = spawn(move || {
+        on_worker(0, move || {
+            let b = a.clone();
+            l1.apply_then(move |_| push(&b, 0), |()| ());
+            l1.apply(move |_| push(&a, 1));
+        })
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let (l2, c) = (l.clone(), log.clone());
+    let launcher = spawn(move || on_worker(0, move || l2.launch(move |_| push(&c, 2))));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        *log.lock().unwrap(),
+        Vec::<u32>::new(),
+        "nothing runs while the latch is held"
+    );
+    stop.store(true, Ordering::SeqCst);
+    within(5, move || {
+        applier.join().unwrap();
+        launcher.join().unwrap();
+    });
+    assert_eq!(*log.lock().unwrap(), [0, 1, 2]);
+    child_ok();
+}
+
 /// `launch_then` doc: "Continuations run in the order their fibers finish". Three launched fibers on one
 /// latch sleep 60, 10 and 35 ms (nothing waits for one before the next starts); their continuations run in
 /// the order 1, 2, 0, from a plain thread and from a fiber on each worker.

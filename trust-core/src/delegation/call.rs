@@ -725,6 +725,11 @@ impl<J: Job> Job for ToSelf<J> {
     fn waits_on(&self) -> *mut Header {
         self.job.waits_on()
     }
+
+    /// As the job it carries: a paused `apply` holds new launches back on its way through the channel to
+    /// itself too (without it a launch went ahead of such an apply on a held latch, review 22's
+    /// `a_local_blocking_launch_waits_behind_an_apply_queued_...`).
+    const HOLDS_LAUNCHES: bool = J::HOLDS_LAUNCHES;
 }
 
 /// True when the worker's current issuer has requests queued in its channel to itself (see [`ToSelf`]): its
