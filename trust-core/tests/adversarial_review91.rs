@@ -75,17 +75,6 @@ impl Drop for BigCounted {
     }
 }
 
-/// [`quiet`], and panics of `may` coroutines (provoked by the tests) kept off stderr too.
-fn quiet_coroutines() {
-    let _ = quiet();
-    let old = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !may::coroutine::is_coroutine() {
-            old(info);
-        }
-    }));
-}
-
 /// Waits until `flag` is set, at most `ms`; true if it was. As the runtime's own coroutine waits do: it
 /// yields for 4 ms, then sleeps 16 ms at a time (a coroutine that only yields keeps `may` from taking the
 /// coroutines its timer wakes, which wait in a global queue until the thread's own queue is empty: one whose
@@ -635,71 +624,8 @@ fn coroutines_cancelled_around_their_interval_grant_hand_the_range_on_coroutine(
     );
     quiet_coroutines();
     may::config().set_workers(1);
-    const ROUNDS: u64 = 150;
-    let lock = Arc::new(IntervalRwLock::new(vec![0u64; 8]));
-    let done = Arc::new(AtomicU64::new(0));
-    let cancelled = within(15, {
-        let (lock, done) = (lock.clone(), done.clone());
-        move || {
-            let wait_until = |what: &str, cond: &dyn Fn() -> bool| {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while !cond() {
-                    assert!(Instant::now() < deadline, "timed out waiting for {what}");
-                    thread::yield_now();
-                }
-            };
-            let mut cancelled = 0;
-            for round in 0..ROUNDS {
-                let held = lock.write(0..8);
-                // The coroutine queues behind the held range, a thread behind the coroutine.
-                let c = {
-                    let (lock, done) = (lock.clone(), done.clone());
-                    coroutine(move || {
-                        let mut g = lock.write(2..6);
-                        g[0] += 1;
-                        done.fetch_add(1, Ordering::SeqCst);
-                        drop(g);
-                        may::coroutine::yield_now();
-                    })
-                };
-                wait_until("the coroutine's request", &|| lock.queued() == 1);
-                let w = {
-                    let lock = lock.clone();
-                    thread::spawn(move || lock.write(0..8)[7] += 1)
-                };
-                wait_until("the thread's request", &|| lock.queued() == 2);
-                // Released (granting the coroutine, which has yet to notice), then cancelled: at once, or
-                // after a spin of a few microseconds, while the coroutine takes the grant or writes.
-                drop(held);
-                for _ in 0..(round % 5) * 200 {
-                    std::hint::spin_loop();
-                }
-                // SAFETY: the coroutine holds nothing a cancel (an unwind from its yield) would leak.
-                unsafe { c.coroutine().cancel() };
-                if c.join().is_err() {
-                    cancelled += 1;
-                }
-                w.join().unwrap();
-            }
-            cancelled
-        }
+    within(15, || {
+        cancel_coroutines_around_their_interval_grant(150, false)
     });
-    let cells = lock.read(..).to_vec();
-    assert_eq!(
-        cells[2],
-        done.load(Ordering::SeqCst),
-        "a write counted once"
-    );
-    assert_eq!(
-        cells[7], ROUNDS,
-        "every thread behind a cancelled coroutine got the range"
-    );
-    assert!(lock.try_write(..).is_ok(), "nothing left held or queued");
-    assert_eq!(lock.queued(), 0);
-    let wrote = done.load(Ordering::SeqCst);
-    eprintln!(
-        "MEASURED: {cancelled} of {ROUNDS} coroutines ended by their cancel, {} before their write",
-        ROUNDS - wrote
-    );
     child_ok();
 }

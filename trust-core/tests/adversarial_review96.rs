@@ -59,26 +59,6 @@ const _: fn() = || {
     send_sync::<Arc<may::sync::Blocker>>();
 };
 
-/// [`quiet`], and panics of `may` coroutines (cancels, provoked by the tests) kept off stderr too.
-fn quiet_coroutines() {
-    let _ = quiet();
-    let old = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !may::coroutine::is_coroutine() {
-            old(info);
-        }
-    }));
-}
-
-/// Polls `cond` from a plain thread for up to 5 s; panics naming `what` if it never holds.
-fn wait_until_true(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::yield_now();
-    }
-}
-
 /// Review 91's mix: 8 coroutines (on the process's `may` threads), 2 threads and 4 fibers, each writing `rounds`
 /// overlapping windows of 8 cells of a 64-cell lock, the even ones suspending while they hold. They start as a
 /// burst: all 14 queue behind the whole range, held 20 ms (long enough for a polling coroutine to sleep), then
@@ -266,79 +246,9 @@ fn a_parked_coroutine_cancelled_around_its_grant_hands_the_range_on_coroutine() 
     quiet_coroutines();
     may::config().set_workers(1);
     const ROUNDS: u64 = 60;
-    let lock = Arc::new(IntervalRwLock::new(vec![0u64; 8]));
-    let done = Arc::new(AtomicU64::new(0));
-    let cancelled = within(35, {
-        let (lock, done) = (lock.clone(), done.clone());
-        move || {
-            let mut cancelled = 0;
-            for round in 0..ROUNDS {
-                let held = lock.write(0..8);
-                // The coroutine queues behind the held range, a thread behind the coroutine.
-                let c = {
-                    let (lock, done) = (lock.clone(), done.clone());
-                    coroutine(move || {
-                        let mut g = lock.write(2..6);
-                        g[0] += 1;
-                        done.fetch_add(1, Ordering::SeqCst);
-                        drop(g);
-                        may::coroutine::yield_now();
-                    })
-                };
-                wait_until_true("the coroutine's request", || lock.queued() == 1);
-                let w = {
-                    let lock = lock.clone();
-                    thread::spawn(move || lock.write(0..8)[7] += 1)
-                };
-                wait_until_true("the thread's request", || lock.queued() == 2);
-                // Parked by now (it yielded for up to 4 ms before the fix).
-                thread::sleep(Duration::from_millis(8));
-                let ended = match round % 3 {
-                    // Cancelled while parked and queued: withdrawn, and the thread still waits for `held`.
-                    0 => {
-                        // SAFETY: the coroutine holds nothing a cancel (an unwind from its park) would leak.
-                        unsafe { c.coroutine().cancel() };
-                        let ended = c.join();
-                        assert!(ended.is_err(), "cancelled while queued");
-                        assert_eq!(lock.queued(), 1, "the cancelled request is withdrawn");
-                        drop(held);
-                        ended
-                    }
-                    // Granted (its unpark sent), then cancelled at once or after a spin of a few microseconds.
-                    _ => {
-                        drop(held);
-                        for _ in 0..(round % 5) * 200 {
-                            std::hint::spin_loop();
-                        }
-                        // SAFETY: as above.
-                        unsafe { c.coroutine().cancel() };
-                        c.join()
-                    }
-                };
-                if ended.is_err() {
-                    cancelled += 1;
-                }
-                w.join().unwrap();
-            }
-            cancelled
-        }
+    let cancelled = within(35, || {
+        cancel_coroutines_around_their_interval_grant(ROUNDS, true)
     });
-    let cells = lock.read(..).to_vec();
-    assert_eq!(
-        cells[2],
-        done.load(Ordering::SeqCst),
-        "a write counted once"
-    );
-    assert_eq!(
-        cells[7], ROUNDS,
-        "every thread behind a cancelled coroutine got the range"
-    );
-    assert!(lock.try_write(..).is_ok(), "nothing left held or queued");
-    assert_eq!(lock.queued(), 0);
-    eprintln!(
-        "MEASURED: {cancelled} of {ROUNDS} parked coroutines ended by their cancel, {} before their write",
-        ROUNDS - done.load(Ordering::SeqCst)
-    );
     assert!(cancelled >= ROUNDS / 3, "the cancels while queued unwound");
     child_ok();
 }
