@@ -1,6 +1,11 @@
 //! [`Latch<T>`]: mutual exclusion among the fibers of one trustee, with no atomics, and
 //! [`Trust::launch`](crate::Trust::launch), which runs a closure in a fiber *on the trustee* so that it may
 //! block — lock a latch, delegate to other trustees — while the trustee keeps serving.
+//!
+//! Where a launched fiber would wait for itself, the call panics naming the mistake (a closure it was given is
+//! dropped first, unrun): a second `lock` by the fiber that holds the latch; an `apply`, `apply_then`,
+//! `try_unwrap` or `into_inner` on the fiber's own `Trust<Latch<T>>`; a blocking `launch` there while it holds
+//! the latch (see [`Trust::launch`](crate::Trust::launch)).
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
@@ -29,6 +34,10 @@ fn boxed_launch_result<T, R>(f: impl FnOnce(&Latch<T>) -> R) -> impl FnOnce(&Lat
 
 /// `Latch::holder` when no fiber holds the latch.
 const NO_FIBER: (usize, u64) = (usize::MAX, u64::MAX);
+
+const LAUNCH_BY_HOLDER: &str = "`launch` on the `Trust<Latch<T>>` whose `launch` runs this fiber, while this \
+     fiber holds the latch: the new fiber would wait for the latch, and this fiber for the new fiber, for good. \
+     Drop the guard first, or use `launch_then` (which does not wait)";
 
 /// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
@@ -139,6 +148,14 @@ impl<T> Latch<T> {
     pub fn into_inner(self) -> T {
         self.value.0.into_inner()
     }
+
+    /// True when fiber `id` of this worker, one launched on the property at `property` (this latch's), holds
+    /// the latch.
+    fn held_by_launched(&self, id: usize, property: usize) -> bool {
+        self.holder.get().0 == id
+            && self.holder.get() == current_fiber(id)
+            && context::worker().is_some_and(|w| w.scheduler.is_launched_on(id, property))
+    }
 }
 
 /// The running fiber `id` of this worker, as a latch's holder.
@@ -199,7 +216,11 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// A panic in `f` resumes here. So does the panic of [`spawn`](crate::spawn) when no fiber stack can be
     /// had (then `f` does not run); the trustee is not affected. Panics inside a delegated closure or an
     /// `apply_then` continuation on a worker (it waits for the fiber, and the trustee cannot wait): use
-    /// `apply_then` there.
+    /// `apply_then` there. Panics too, `f` dropped unrun, in a fiber launched on this latch that holds it (the
+    /// new fiber would wait for the latch, and the caller for the new fiber): drop the guard first, or use
+    /// [`launch_then`](Self::launch_then), which does not wait. Only the holder's own launch is refused, as
+    /// its `apply` on the latch is: a fiber it spawned and joins while holding the latch still waits for good
+    /// if it launches there a closure that locks the latch.
     pub fn launch<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
@@ -227,15 +248,18 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         let property = SendPtr(self.property_ptr());
         let shared = self.trustee().shared;
         let own = context::worker().filter(|w| std::ptr::eq(w.shared, shared));
+        // The calling fiber, on its own trustee, which may hold the latch: then the new fiber refuses `f` (see
+        // `start_launched`).
+        let launcher = own.and_then(|w| w.fiber.get()).map(|(_, id)| id);
         // On its own trustee, started at once, unless its fiber's requests to that trustee still wait in the
         // worker's channel to itself (the start would overtake them: it goes behind them, as `apply` does).
         let queued = own.is_some_and(call::queued_to_self);
         let fiber = if own.is_some() && !queued && !self.launch_waits() {
             // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
-            unsafe { start_launched(property, f) }
+            unsafe { start_launched(property, launcher, f) }
         } else {
             // SAFETY: as above, on the trustee.
-            let start = move || unsafe { start_launched(property, f) };
+            let start = move || unsafe { start_launched(property, launcher, f) };
             match own.filter(|_| queued) {
                 Some(worker) => call::call_to_self(worker, self.launch_job(start)),
                 None => call::call(shared, self.launch_job(start)),
@@ -334,13 +358,13 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
             // the property outlives it (retired properties are dropped only once no launched fiber uses
             // them).
-            drop(unsafe { start_launched(property, body) });
+            drop(unsafe { start_launched(property, None, body) });
             return;
         }
         let start = move || {
             // SAFETY: as above, on the trustee (records run there); the issuing handle keeps the property live
             // until its requests are served, and the launched count keeps it live after that.
-            drop(unsafe { start_launched(property, body) });
+            drop(unsafe { start_launched(property, None, body) });
             Outcome::new(Ok(()))
         };
         // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
@@ -390,9 +414,11 @@ impl Drop for Launched {
     }
 }
 
+/// `launcher`: the fiber of the trustee that waits for this one (a blocking `launch`'s caller there), if any.
+///
 /// # Safety
 /// On the property's trustee, which the caller keeps live until the fiber ends.
-unsafe fn start_launched<T, R, F>(property: SendPtr<Property<Latch<T>>>, f: F) -> Fiber<R>
+unsafe fn start_launched<T, R, F>(property: SendPtr<Property<Latch<T>>>, launcher: Option<usize>, f: F) -> Fiber<R>
 where
     T: 'static,
     F: FnOnce(&Latch<T>) -> R + 'static,
@@ -410,6 +436,12 @@ where
         // SAFETY: live by the contract; while launched fibers exist, nobody takes `&mut` to the value (plain
         // applies wait), so shared references are sound.
         let latch = unsafe { property::value_ref(property.get()) };
+        // A fiber launched on this latch that holds it waits for this one, which could never lock it: refused
+        // as its `apply` on the latch is (review 93: it hung). Checked here, where the latch is at hand; the
+        // launcher, suspended until this fiber ends, holds it still or not. The panic resumes in its `launch`.
+        if launcher.is_some_and(|id| latch.held_by_launched(id, header as usize)) {
+            refuse(f, LAUNCH_BY_HOLDER);
+        }
         f(latch)
     })
 }
