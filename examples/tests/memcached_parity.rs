@@ -13,7 +13,7 @@ use trust_examples::memcached::protocol::item_size;
 use trust_examples::memcached::{Config, Server};
 
 mod harness;
-use harness::{Raw, example_binary, start, stat};
+use harness::{Raw, Reference, example_binary, start, stat};
 
 /// memcached reads every number with `strtoull`/`strtol`: a leading `+`, leading zeros and `-0` are
 /// numbers, several spaces are one separator, flags past u32 keep their low 32 bits, and exptimes and
@@ -324,4 +324,261 @@ fn a_line_past_2048_bytes_without_its_end_closes_unless_it_is_a_get() {
     r.send(format!(" {get}").as_bytes())
         .expect(b"CLIENT_ERROR line too long\r\n")
         .expect_eof();
+}
+
+/// The meta commands run on both servers: the same bytes go to this server and, when it is installed, to
+/// memcached (started on a free port); each must answer exactly `want`. Without memcached the second half
+/// is skipped, and the test says so.
+struct Both {
+    trust: Raw,
+    memcached: Option<Raw>,
+    _reference: Option<Reference>,
+    _server: trust_examples::memcached::ServerHandle,
+}
+
+impl Both {
+    fn start() -> Both {
+        let server = start(|_| {});
+        let reference = Reference::start(&[]);
+        if reference.is_none() {
+            eprintln!(
+                "memcached is not installed: the meta commands are checked against this server only"
+            );
+        }
+        Both {
+            trust: Raw::connect(&server),
+            memcached: reference.as_ref().map(Reference::connect),
+            _reference: reference,
+            _server: server,
+        }
+    }
+
+    fn roundtrip(&mut self, send: &[u8], want: &[u8]) -> &mut Self {
+        self.trust.roundtrip(send, want);
+        if let Some(m) = &mut self.memcached {
+            m.roundtrip(send, want);
+        }
+        self
+    }
+
+    /// Each server's cas unique of `key` (`mg <key> c`): they number items differently.
+    fn cas(&mut self, key: &str) -> (u64, Option<u64>) {
+        let read = |r: &mut Raw| {
+            r.send(format!("mg {key} c\r\n").as_bytes());
+            let line = String::from_utf8(r.read_until(b"\r\n")).unwrap();
+            line.trim_end()
+                .strip_prefix("HD c")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("mg {key} c: {line:?}"))
+        };
+        (read(&mut self.trust), self.memcached.as_mut().map(read))
+    }
+
+    /// Sends `line(cas)` to each server with its own cas unique of `key`; both must answer `want`.
+    fn with_cas(&mut self, key: &str, line: impl Fn(u64) -> String, want: &[u8]) -> &mut Self {
+        let (trust, memcached) = self.cas(key);
+        self.trust.roundtrip(line(trust).as_bytes(), want);
+        if let (Some(m), Some(cas)) = (&mut self.memcached, memcached) {
+            m.roundtrip(line(cas).as_bytes(), want);
+        }
+        self
+    }
+}
+
+/// `mg`: the reply flags come back in the order asked for (`v` makes it `VA <size>` and a data block, else
+/// `HD`); a miss is `EN` with only `O` and `k`, and `q` hides it, so an `mn` ends a quiet run; `T` touches
+/// (a `t` after it shows the new TTL, before it the old one); a repeated flag and an unknown one are refused.
+/// Every reply is memcached 1.6.18's.
+#[test]
+fn meta_get_returns_the_flags_asked_for_in_their_order() {
+    let mut b = Both::start();
+    b.roundtrip(b"ms m 5 F7 T100\r\nhello\r\n", b"HD\r\n")
+        .roundtrip(b"mg m v\r\n", b"VA 5\r\nhello\r\n")
+        .roundtrip(b"mg m\r\n", b"HD\r\n")
+        .roundtrip(
+            b"mg m s v f O123 k t\r\n",
+            b"VA 5 s5 f7 O123 km t100\r\nhello\r\n",
+        )
+        .roundtrip(b"mg m k f s t O1\r\n", b"HD km f7 s5 t100 O1\r\n")
+        .roundtrip(
+            b"mg m t T50 k\r\nmg m t\r\nmg m T40 t\r\n",
+            b"HD t100 km\r\nHD t50\r\nHD t40\r\n",
+        )
+        .roundtrip(b"mg m T0 t u v\r\n", b"VA 5 t-1\r\nhello\r\n")
+        .roundtrip(b"mg gone v k O9 t\r\n", b"EN kgone O9\r\n")
+        .roundtrip(b"mg gone v q\r\nmg gone q k O1\r\nmg m q s\r\nmn\r\n", b"HD s5\r\nMN\r\n")
+        .roundtrip(b"mg m O\r\nmg m vv\r\n", b"HD O\r\nVA 5\r\nhello\r\n")
+        .roundtrip(
+            b"mg m k k\r\nmg m x\r\nmg m Oabc d\r\nmg m Tx\r\nmg\r\n",
+            b"CLIENT_ERROR duplicate flag\r\nCLIENT_ERROR invalid flag\r\nCLIENT_ERROR invalid flag\r\n\
+              CLIENT_ERROR bad token in command line format\r\nERROR\r\n",
+        )
+        .roundtrip(
+            format!("mg m O{}\r\nmg {} v\r\n", "1".repeat(32), "k".repeat(251)).as_bytes(),
+            b"CLIENT_ERROR opaque token too long\r\nCLIENT_ERROR bad command line format\r\n",
+        )
+        .roundtrip(
+            b"mg m v 1 2 3 4 5 6 7 8 9 0 A B C D E F G\r\nmn x\r\n",
+            b"CLIENT_ERROR options flags are too long\r\nMN\r\n",
+        );
+    // Not implemented (documented): `h`, `l`, `N`, `R` on `mg` and `b` anywhere are refused as unknown,
+    // where memcached answers them.
+    b.trust.roundtrip(
+        b"mg m h\r\nmg m l\r\nmg m N30\r\nmg m R30\r\nmg bQ== b\r\n",
+        &b"CLIENT_ERROR invalid flag\r\n".repeat(5),
+    );
+}
+
+/// `ms`: the modes (`MS` set, `ME` add, `MA` append, `MP` prepend, `MR` replace), `F` and `T`, `C` (a
+/// mismatch is `EX`, a missing key `NF`, a match stores), `q` (hides `HD` only), `k`/`O`/`c` in their order
+/// (`c` is 0 when nothing was stored), and the errors: a bad data length is refused and the data line read
+/// as a command; a bad flag or mode swallows the data block; a block without its `\r\n` is a bad chunk.
+#[test]
+fn meta_set_stores_in_every_mode_and_compares_cas() {
+    let mut b = Both::start();
+    b.roundtrip(b"ms s 1 MS\r\nb\r\nms s 1 MA\r\nc\r\nms s 1 MP\r\na\r\n", b"HD\r\nHD\r\nHD\r\n")
+        .roundtrip(b"mg s v f t\r\n", b"VA 3 f0 t-1\r\nabc\r\n")
+        .roundtrip(
+            b"ms s 1 ME k O1 c\r\nx\r\nms new 1 MR\r\nx\r\nms new 1 MA\r\nx\r\nms new 1 ME O2 k F9 T60\r\ny\r\n",
+            b"NS ks O1 c0\r\nNS\r\nNS\r\nHD O2 knew\r\n",
+        )
+        .roundtrip(b"mg new v f t\r\n", b"VA 1 f9 t60\r\ny\r\n")
+        .roundtrip(
+            b"ms s 1 C999999 k c\r\nx\r\nms none 1 C1\r\nx\r\nms s 1 MA C999999\r\nx\r\n",
+            b"EX ks c0\r\nNF\r\nEX\r\n",
+        )
+        .with_cas("s", |cas| format!("ms s 3 C{cas}\r\nxyz\r\n"), b"HD\r\n")
+        .with_cas("s", |cas| format!("ms s 1 MA C{cas} q\r\n!\r\nmn\r\n"), b"MN\r\n")
+        .roundtrip(b"mg s v\r\n", b"VA 4\r\nxyz!\r\n")
+        .roundtrip(
+            b"ms s 1 q\r\n1\r\nms s 1 q C999999 O5\r\n2\r\nms s 1 q MR k\r\n3\r\nmn\r\nmg s v\r\n",
+            b"EX O5\r\nMN\r\nVA 1\r\n3\r\n",
+        )
+        .roundtrip(b"ms s 0 T-1\r\n\r\nmg s v\r\n", b"HD\r\nEN\r\n")
+        .roundtrip(b"ms e 0\r\n\r\nmg e v s\r\n", b"HD\r\nVA 0 s0\r\n\r\n")
+        // A bad data length: refused, and the data line is then a command (`ERROR`).
+        .roundtrip(
+            b"ms s x\r\nhi\r\nms s -1\r\nhi\r\nms s\r\nmn\r\n",
+            b"CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\n\
+              ERROR\r\nCLIENT_ERROR bad command line format\r\nMN\r\n",
+        )
+        // A bad flag, mode or token: refused, and the data block swallowed.
+        .roundtrip(
+            b"ms s 1 Z\r\nx\r\nms s 1 MX\r\nx\r\nms s 1 MEE\r\nx\r\nms s 1 Fx\r\nx\r\nms s 1 Tx\r\nx\r\n\
+              ms s 1 Cx q\r\nx\r\nms s 1 c c\r\nx\r\nmn\r\n",
+            b"CLIENT_ERROR invalid flag\r\nCLIENT_ERROR invalid mode for ms M token\r\n\
+              CLIENT_ERROR incorrect length for M token\r\nCLIENT_ERROR bad command line format\r\n\
+              CLIENT_ERROR bad token in command line format\r\nCLIENT_ERROR bad token in command line format\r\n\
+              CLIENT_ERROR duplicate flag\r\nMN\r\n",
+        )
+        // Longer than its length: a bad chunk; the rest of the line is then read as a command.
+        .roundtrip(b"ms s 2\r\nabc\r\nmn\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\nMN\r\n")
+        .roundtrip(
+            format!("ms {} 1\r\nx\r\nms s 1 v s t\r\nx\r\n", "k".repeat(251)).as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\nERROR\r\nHD\r\n",
+        );
+    // Not implemented (documented): `I` (invalidate) is refused as unknown.
+    b.trust.roundtrip(
+        b"ms s 1 I\r\nx\r\nmn\r\n",
+        b"CLIENT_ERROR invalid flag\r\nMN\r\n",
+    );
+}
+
+/// `md` (`HD`, `NF`, `EX` on a `C` mismatch, `q` hiding `HD` only, `k` and `O`) and `ma` (`NF`; `N` creates
+/// with `J`'s value and its TTL; `D`; `MI`/`M+`/`MD`/`M-`; decrement stops at 0, increment wraps; `v`, `t`,
+/// `c`, `k`, `O`; `q` hides a success but not a created item; `C`; the errors, which `md` and `ma` word alike).
+#[test]
+fn meta_delete_and_meta_arithmetic() {
+    let mut b = Both::start();
+    b.roundtrip(b"ms d 1\r\nx\r\nmd d k O7\r\nmd d k O7\r\n", b"HD\r\nHD kd O7\r\nNF kd O7\r\n")
+        .roundtrip(b"ms d 1\r\nx\r\nmd d q\r\nmd d q\r\nmn\r\n", b"HD\r\nNF\r\nMN\r\n")
+        .roundtrip(b"ms d 1\r\nx\r\nmd d C999999 k\r\nmd d v t\r\n", b"HD\r\nEX kd\r\nHD\r\n")
+        .roundtrip(b"ms d 1\r\nx\r\n", b"HD\r\n")
+        .with_cas("d", |cas| format!("md d C{cas} q\r\nmg d\r\n"), b"EN\r\n")
+        .roundtrip(
+            b"md d Cx\r\nmd d Z\r\nmd d k k\r\nmd\r\n",
+            b"CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n\
+              CLIENT_ERROR invalid or duplicate flag\r\nERROR\r\n",
+        )
+        .roundtrip(
+            b"ma n\r\nma n N0 J10 v t k O3\r\nma n v\r\nma n MD D5 v\r\nma n M- D50 v\r\nma n M+ v\r\n",
+            b"NF\r\nVA 2 t-1 kn O3\r\n10\r\nVA 2\r\n11\r\nVA 1\r\n6\r\nVA 1\r\n0\r\nVA 1\r\n1\r\n",
+        )
+        .roundtrip(b"ma n MI v q\r\nma n q\r\nma n N0 q v\r\nmn\r\nmg n v\r\n", b"MN\r\nVA 2\r\n4 \r\n")
+        .roundtrip(
+            b"ma fresh N0 J5 v q\r\nma nf q O1 k\r\nma nf MD q\r\nmn\r\n",
+            b"VA 1\r\n5\r\nNF O1 knf\r\nNF\r\nMN\r\n",
+        )
+        .roundtrip(
+            b"ma t N100 J5 t v\r\nma t T50 t v\r\nma t t T20 k\r\nma t t\r\nma t C999999 v k\r\nma nn C1 v\r\n",
+            b"VA 1 t100\r\n5\r\nVA 1 t50\r\n6\r\nHD t50 kt\r\nHD t20\r\nEX kt\r\nNF\r\n",
+        )
+        .with_cas("t", |cas| format!("ma t C{cas} D10 v\r\n"), b"VA 2\r\n18\r\n")
+        .roundtrip(
+            b"ma w N0 J18446744073709551615 v\r\nma w v\r\nma w MD D18446744073709551615 v\r\n",
+            b"VA 20\r\n18446744073709551615\r\nVA 1\r\n0\r\nVA 1\r\n0\r\n",
+        )
+        .roundtrip(
+            b"ms s 1\r\nx\r\nma s v\r\nma s N0 v\r\nms e 0\r\n\r\nma e C1\r\n",
+            b"HD\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n\
+              CLIENT_ERROR cannot increment or decrement non-numeric value\r\nHD\r\n\
+              CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        )
+        .roundtrip(
+            b"ma n MX\r\nma n Dx\r\nma n Jx\r\nma n Z\r\nma n MII\r\nma n D-1\r\nma\r\n",
+            b"CLIENT_ERROR invalid mode for ma M token\r\nCLIENT_ERROR invalid or duplicate flag\r\n\
+              CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n\
+              CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nERROR\r\n",
+        );
+}
+
+/// Meta commands pipelined in one write are answered in order, the quiet ones only when they have something
+/// to say, and `mn` closes the run; they count in `stats` as memcached counts them: an `mg` hit with `T` as
+/// a touch, every other `mg` as a get (a miss with `T` too), every `ms` as a set (a bad chunk included), an
+/// `md` `C` mismatch as a delete miss, an `ma` that creates its item as neither hit nor miss but an item.
+#[test]
+fn pipelined_meta_commands_and_their_counters() {
+    let mut b = Both::start();
+    b.roundtrip(
+        b"ms a 1 q\r\n1\r\nms b 1 q\r\n2\r\nmg a q v k\r\nmg x q v k\r\nmg b q v k\r\nmg y q v k\r\nmd y q\r\n\
+          md a q\r\nmg a q v\r\nma b q\r\nma b q v\r\nmn\r\nmg b v\r\nmn\r\n",
+        b"VA 1 ka\r\n1\r\nVA 1 kb\r\n2\r\nNF\r\nMN\r\nVA 1\r\n4\r\nMN\r\n",
+    )
+    .roundtrip(b"flush_all\r\nstats reset\r\n", b"OK\r\nRESET\r\n")
+    .roundtrip(
+        b"ms a 1\r\nx\r\nms a 1 MA\r\ny\r\nms b 1 ME\r\ny\r\nms b 1 ME\r\ny\r\nms z 1 MR\r\ny\r\n\
+          ms a 1 C999999\r\ny\r\nms zz 1 C1\r\ny\r\nms a 2\r\nabc\r\n",
+        b"HD\r\nHD\r\nHD\r\nNS\r\nNS\r\nEX\r\nNF\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\n",
+    )
+    .roundtrip(
+        b"mg a v\r\nmg nope v\r\nmg a T100\r\nmg nope T100\r\nmg a\r\nmd a\r\nmd a\r\nmd b C999999\r\n\
+          ma n\r\nma n N0\r\nma n\r\nma n MD\r\nma nn MD\r\nma n C999999\r\nmn\r\n",
+        b"VA 2\r\nxy\r\nEN\r\nHD\r\nEN\r\nHD\r\nHD\r\nNF\r\nEX\r\nNF\r\nHD\r\nHD\r\nHD\r\nNF\r\nEX\r\nMN\r\n",
+    );
+    let mut servers = vec![&mut b.trust];
+    servers.extend(b.memcached.as_mut());
+    for r in servers {
+        let stats = r.stats();
+        for (name, want) in [
+            ("cmd_get", 4),
+            ("get_hits", 2),
+            ("get_misses", 2),
+            ("cmd_touch", 1),
+            ("touch_hits", 1),
+            ("touch_misses", 0),
+            ("cmd_set", 8),
+            ("cas_misses", 1),
+            ("cas_hits", 0),
+            ("cas_badval", 1),
+            ("delete_hits", 1),
+            ("delete_misses", 2),
+            ("incr_hits", 1),
+            ("incr_misses", 1),
+            ("decr_hits", 1),
+            ("decr_misses", 1),
+            ("total_items", 4),
+        ] {
+            assert_eq!(stat(&stats, name), want, "{name}");
+        }
+    }
 }

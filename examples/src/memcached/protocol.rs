@@ -4,6 +4,13 @@
 //! [`Parsed::Reject`] (an error reply, the bytes to drop, and a data block to swallow), or
 //! [`Parsed::Close`] (a line that grew past [`MAX_PLAIN_LINE`], or a `get` line past [`MAX_LINE`]: reply
 //! and hang up, so a connection's memory stays bounded). It never allocates and never panics, whatever the bytes.
+//!
+//! The meta commands of memcached 1.6 are read here too: `mg` (meta get), `ms` (meta set), `md` (meta
+//! delete), `ma` (meta arithmetic) and `mn` (no-op), with their flags in [`MetaFlags`], kept in the order the
+//! client sent them because the reply prints them in that order. Not implemented, and refused as an unknown
+//! flag (`CLIENT_ERROR invalid flag`; `md`/`ma`: `CLIENT_ERROR invalid or duplicate flag`): `b` (base64
+//! keys), `h`, `l`, `N` and `R` on `mg` (hit before, last access, vivify and recache, which need per-item state
+//! this store does not keep), and `I` on `ms` and `md` (stale items). `me` (meta debug) is `ERROR`.
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
@@ -23,6 +30,16 @@ pub const BAD_DELETE: &[u8] =
     b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
+pub const META_INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
+pub const META_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
+/// What `md` and `ma` answer to any flag `mg` and `ms` would name more precisely, as memcached does.
+pub const META_BAD_FLAG: &[u8] = b"CLIENT_ERROR invalid or duplicate flag\r\n";
+pub const META_BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
+pub const META_OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
+/// Longest opaque token, its `O` included.
+pub const META_MAX_OPAQUE: usize = 32;
+/// Most tokens a meta command line may have, as memcached counts them (one more than the words).
+const META_MAX_TOKENS: usize = 20;
 
 /// The six storage commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +112,66 @@ pub enum Command<'a> {
         noreply: bool,
     },
     Quit,
+    /// `mg <key> <flags>*`: meta get.
+    MetaGet {
+        key: &'a [u8],
+        flags: MetaFlags<'a>,
+    },
+    /// `ms <key> <datalen> <flags>*`: meta set; `op` is the mode (`M`), `Cas` when a set or replace has `C`.
+    MetaSet {
+        op: StoreOp,
+        key: &'a [u8],
+        data: &'a [u8],
+        flags: MetaFlags<'a>,
+    },
+    /// `md <key> <flags>*`: meta delete.
+    MetaDelete {
+        key: &'a [u8],
+        flags: MetaFlags<'a>,
+    },
+    /// `ma <key> <flags>*`: meta arithmetic; `incr` is the mode (`MI`/`M+`, the default, or `MD`/`M-`).
+    MetaArith {
+        key: &'a [u8],
+        incr: bool,
+        flags: MetaFlags<'a>,
+    },
+    /// `mn`: meta no-op, answered `MN`.
+    MetaNoop,
+}
+
+/// The flags of a meta command, read as memcached's `_meta_flag_preparse` reads them: one letter, then the
+/// token's argument. The reply's flags are printed in the order they were asked for, so the tokens are kept
+/// ([`MetaFlags::tokens`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetaFlags<'a> {
+    text: &'a [u8],
+    /// `q`: the nominal reply (`HD`, a `mg` miss's `EN`) is not sent; errors and other codes still are.
+    pub quiet: bool,
+    /// `v`: the value is returned (`VA <size>` and a data block).
+    pub value: bool,
+    /// `u`: the item is not bumped in the LRU.
+    pub no_bump: bool,
+    /// `T<ttl>`: the new exptime.
+    pub ttl: Option<i64>,
+    /// `N<ttl>`: `ma` creates a missing item with this exptime.
+    pub vivify: Option<i64>,
+    /// `N` came after `T` (memcached applies them in their order on a created item).
+    pub vivify_last: bool,
+    /// `F<flags>`: client flags of `ms`.
+    pub client_flags: u32,
+    /// `C<cas>`: compare.
+    pub cas: Option<u64>,
+    /// `D<delta>` of `ma` (1 if not given).
+    pub delta: u64,
+    /// `J<initial>` of `ma`.
+    pub initial: u64,
+}
+
+impl<'a> MetaFlags<'a> {
+    /// The flag tokens, in the order the client sent them.
+    pub fn tokens(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        self.text.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
 }
 
 /// What the front of the buffer holds.
@@ -300,6 +377,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             Some(_) => one(Command::Verbosity { noreply }),
             None => reject(BAD_FORMAT, line_len),
         },
+        (b"mn", _) => one(Command::MetaNoop),
+        (b"mg" | b"ms" | b"md" | b"ma", 1..) => meta(name, rest, buf, line_len, limits),
         _ => reject(ERROR, line_len),
     };
     // A command that takes `noreply` and ends with it gets no reply at all, errors included, as in
@@ -380,6 +459,198 @@ fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
     let s = &s[start..];
     let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
     Some((&s[..end], &s[end..]))
+}
+
+/// `mg`/`ms`/`md`/`ma <key> [<datalen>] <flags>*`, checked in memcached's order: the key's length, the
+/// token count, `ms`'s data length (a bad one is refused without swallowing the data block, as memcached
+/// does), then the flags (a bad one is refused and `ms`'s data block swallowed). Errors are sent even with `q`.
+///
+/// Flags memcached knows but this server does not implement are refused as unknown: `b` (base64 keys), `h`,
+/// `l`, `N` and `R` on `mg` (hit-before, last access, recache), `I` on `ms` and `md` (stale items). Flags
+/// memcached accepts and ignores on a command (`v` on `ms`, `t` on `md`, ...) are accepted and ignored.
+fn meta<'a>(
+    name: &[u8],
+    rest: &'a [u8],
+    buf: &'a [u8],
+    line_len: usize,
+    limits: &Limits,
+) -> Parsed<'a> {
+    let Some((key, rest)) = split_first_token(rest) else {
+        return reject(ERROR, line_len);
+    };
+    if key.len() > MAX_KEY_LEN {
+        return reject(BAD_FORMAT, line_len);
+    }
+    let set = name == b"ms";
+    let (datalen, text) = match (set, split_first_token(rest)) {
+        (false, _) => (None, rest),
+        (true, Some((datalen, text))) => (Some(datalen), text),
+        (true, None) => return reject(BAD_FORMAT, line_len),
+    };
+    let words = 2 + usize::from(set) + text.split(|&b| b == b' ').filter(|t| !t.is_empty()).count();
+    if words + 1 > META_MAX_TOKENS {
+        return reject(
+            match name {
+                b"mg" => b"CLIENT_ERROR options flags are too long\r\n",
+                _ => b"CLIENT_ERROR options flags too long\r\n",
+            },
+            line_len,
+        );
+    }
+    // `ms`: the data block's length is known from here on, so a refused line swallows it.
+    let bytes = match datalen.map(parse_i32) {
+        None => None,
+        Some(Some(n)) if (0..=i32::MAX - 2).contains(&n) => Some(n as usize),
+        Some(_) => return reject(BAD_FORMAT, line_len),
+    };
+    let refuse = |reply: &'static [u8]| Parsed::Reject {
+        reply,
+        len: line_len,
+        swallow: bytes.map_or(0, |b| b + 2),
+        unlink: None,
+    };
+    let flags = match meta_flags(name, text) {
+        // `md` and `ma` give one answer to every bad flag.
+        Err(_) if matches!(name, b"md" | b"ma") => return refuse(META_BAD_FLAG),
+        Err(reply) => return refuse(reply),
+        Ok(flags) => flags,
+    };
+    let mode = flags.tokens().find(|t| t[0] == b'M').map(|t| t[1]);
+    // memcached checks an opaque's length as it prints it: after the flags, and after `ms`'s mode.
+    let opaque_too_long = flags
+        .tokens()
+        .any(|t| t[0] == b'O' && t.len() > META_MAX_OPAQUE);
+    if !valid_key(key, limits) {
+        return refuse(BAD_FORMAT);
+    }
+    if opaque_too_long && matches!(name, b"mg" | b"md") {
+        return refuse(META_OPAQUE_TOO_LONG);
+    }
+    let one = |cmd| Parsed::Command { cmd, len: line_len };
+    match name {
+        b"mg" => one(Command::MetaGet { key, flags }),
+        b"md" => one(Command::MetaDelete { key, flags }),
+        b"ma" => match mode {
+            Some(m) if !matches!(m, b'I' | b'+' | b'D' | b'-') => {
+                refuse(b"CLIENT_ERROR invalid mode for ma M token\r\n")
+            }
+            _ if opaque_too_long => refuse(META_OPAQUE_TOO_LONG),
+            m => one(Command::MetaArith {
+                key,
+                incr: !matches!(m, Some(b'D' | b'-')),
+                flags,
+            }),
+        },
+        _ => {
+            let op = match mode {
+                None | Some(b'S') => StoreOp::Set,
+                Some(b'E') => StoreOp::Add,
+                Some(b'A') => StoreOp::Append,
+                Some(b'P') => StoreOp::Prepend,
+                Some(b'R') => StoreOp::Replace,
+                Some(_) => return refuse(b"CLIENT_ERROR invalid mode for ms M token\r\n"),
+            };
+            if opaque_too_long {
+                return refuse(META_OPAQUE_TOO_LONG);
+            }
+            // A compare upgrades a set or a replace to a `cas` (an append or prepend compares by itself).
+            let op = match (op, flags.cas) {
+                (StoreOp::Set | StoreOp::Replace, Some(_)) => StoreOp::Cas,
+                (op, _) => op,
+            };
+            let bytes = bytes.unwrap_or_default();
+            if item_size(key.len(), bytes) > limits.item_max {
+                return Parsed::Reject {
+                    reply: TOO_LARGE,
+                    len: line_len,
+                    swallow: bytes + 2,
+                    unlink: Some(key),
+                };
+            }
+            let total = line_len + bytes + 2;
+            if buf.len() < total {
+                return Parsed::Incomplete;
+            }
+            if &buf[line_len + bytes..total] != b"\r\n" {
+                return Parsed::BadChunk {
+                    reply: BAD_CHUNK,
+                    len: total,
+                };
+            }
+            Parsed::Command {
+                cmd: Command::MetaSet {
+                    op,
+                    key,
+                    data: &buf[line_len..line_len + bytes],
+                    flags,
+                },
+                len: total,
+            }
+        }
+    }
+}
+
+/// The flags of a meta command, or the error memcached gives for them: a repeated letter or an unknown one
+/// ends the reading at once; a bad argument is noted and the reading goes on (a later error's words win).
+fn meta_flags<'a>(name: &[u8], text: &'a [u8]) -> Result<MetaFlags<'a>, &'static [u8]> {
+    let mut flags = MetaFlags {
+        text,
+        delta: 1,
+        ..MetaFlags::default()
+    };
+    let mut seen = [false; 128];
+    let mut error = None;
+    let mut bad = |words: Option<&'static [u8]>| error = words.or(error).or(Some(BAD_FORMAT));
+    for token in text.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+        let (letter, arg) = (token[0], &token[1..]);
+        if letter >= 127 || std::mem::replace(&mut seen[letter as usize], true) {
+            return Err(META_DUPLICATE_FLAG);
+        }
+        let get = name == b"mg";
+        match letter {
+            b'T' | b'N' | b'R' => match parse_i32(arg) {
+                Some(_) if get && letter != b'T' => return Err(META_INVALID_FLAG),
+                Some(ttl) if letter == b'T' => flags.ttl = Some(ttl.into()),
+                Some(ttl) if letter == b'N' => {
+                    flags.vivify = Some(ttl.into());
+                    flags.vivify_last = true;
+                }
+                Some(_) => {}
+                None => bad(Some(META_BAD_TOKEN)),
+            },
+            b'C' => match parse_u64(arg) {
+                Some(cas) => flags.cas = Some(cas),
+                None => bad(Some(META_BAD_TOKEN)),
+            },
+            b'F' => match parse_flags(arg) {
+                Some(f) => flags.client_flags = f,
+                None => bad(None),
+            },
+            b'M' if token.len() != 2 => bad(Some(b"CLIENT_ERROR incorrect length for M token\r\n")),
+            b'J' => match parse_u64(arg) {
+                Some(n) => flags.initial = n,
+                None => bad(Some(b"CLIENT_ERROR invalid numeric initial value\r\n")),
+            },
+            b'D' => match parse_u64(arg) {
+                Some(n) => flags.delta = n,
+                None => bad(Some(b"CLIENT_ERROR invalid numeric delta value\r\n")),
+            },
+            b'q' => flags.quiet = true,
+            b'v' => flags.value = true,
+            b'u' => flags.no_bump = true,
+            b'I' if matches!(name, b"ms" | b"md") => return Err(META_INVALID_FLAG),
+            b'h' | b'l' if get => return Err(META_INVALID_FLAG),
+            b'M' | b'O' | b'I' | b'h' | b'l' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' => {}
+            _ => return Err(META_INVALID_FLAG),
+        }
+        if letter == b'T' {
+            flags.vivify_last = false;
+        }
+    }
+    match error {
+        Some(words) => Err(words),
+        None => Ok(flags),
+    }
 }
 
 /// `<key> <flags> <exptime> <bytes> [<cas unique>] [noreply]\r\n<data>\r\n`
@@ -789,6 +1060,63 @@ mod tests {
         );
     }
 
+    /// The meta commands: flags kept in their order, `ms`'s data block read (or swallowed when the line is
+    /// refused after its length parsed, and not when the length is bad), errors worded as memcached's.
+    #[test]
+    fn meta_commands() {
+        let Command::MetaGet { key: b"k", flags } = cmd(b"mg k v O12 T-1 q t\r\n") else {
+            panic!()
+        };
+        assert!(flags.value && flags.quiet && !flags.no_bump);
+        assert_eq!(flags.ttl, Some(-1));
+        assert_eq!(
+            flags.tokens().collect::<Vec<_>>(),
+            [&b"v"[..], b"O12", b"T-1", b"q", b"t"]
+        );
+        let full = b"ms k 3 MA C5 F9 T0\r\nabc\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse(&full[..cut], MAX), Parsed::Incomplete, "cut at {cut}");
+        }
+        let Command::MetaSet {
+            op: StoreOp::Append,
+            key: b"k",
+            data: b"abc",
+            flags,
+        } = cmd(full)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (flags.cas, flags.client_flags, flags.ttl),
+            (Some(5), 9, Some(0))
+        );
+        // A compare makes a set or a replace a `cas`.
+        let Command::MetaSet {
+            op: StoreOp::Cas, ..
+        } = cmd(b"ms k 0 MR C1\r\n\r\n")
+        else {
+            panic!()
+        };
+        let Command::MetaArith {
+            incr: false, flags, ..
+        } = cmd(b"ma k M- N0 J7 D3\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!((flags.vivify, flags.initial, flags.delta), (Some(0), 7, 3));
+        assert!(flags.vivify_last);
+        assert_eq!(cmd(b"mn whatever\r\n"), Command::MetaNoop);
+        assert_eq!(rejected(b"ms k x\r\nab\r\n"), (BAD_FORMAT, 8, 0));
+        assert_eq!(rejected(b"ms k 2 Z\r\nab\r\n"), (META_INVALID_FLAG, 10, 4));
+        assert_eq!(rejected(b"ms k 2 q q\r\n").0, META_DUPLICATE_FLAG);
+        assert_eq!(rejected(b"md k q q\r\n").0, META_BAD_FLAG);
+        assert_eq!(rejected(b"mg k Tx\r\n").0, META_BAD_TOKEN);
+        assert_eq!(rejected(b"ms k 2 Fx\r\n").0, BAD_FORMAT);
+        assert_eq!(rejected(b"mg\r\n").0, ERROR);
+        assert_eq!(rejected(b"mg k h\r\n").0, META_INVALID_FLAG);
+        assert_eq!(rejected(b"ms k 1 MX\r\n").1, 11);
+    }
+
     #[test]
     fn a_key_of_250_bytes_is_fine() {
         let key = [b'k'; 250];
@@ -902,6 +1230,17 @@ mod tests {
             b"verbosity ",
             b"quit",
             b"noreply",
+            b"mg ",
+            b"ms ",
+            b"md ",
+            b"ma ",
+            b"mn",
+            b" q",
+            b" v",
+            b" O1",
+            b" T5",
+            b" MA",
+            b" C",
             b"k",
             b"key ",
             b" ",

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trust_core::{Fiber, Trust, runtime, spawn};
 
-use super::protocol::{self, Command, Limits, MAX_LINE, Parsed, item_size, push_u64};
-use super::store::{ArithOutcome, Shard, ShardStats, StoreOutcome, StoreRequest};
+use super::protocol::{self, Command, Limits, MAX_LINE, MetaFlags, Parsed, item_size, push_u64};
+use super::store::{
+    ArithOutcome, DeleteOutcome, MetaArith, MetaArithOutcome, MetaItem, Shard, ShardStats,
+    StoreOutcome, StoreRequest,
+};
 
 /// The transport: sockets whose waits suspend only the calling fiber.
 type Listener = trust_core::net::TcpListener;
@@ -768,8 +771,169 @@ fn execute<W: Write>(
         }
         Command::Verbosity { noreply } => reply(out, noreply, b"OK\r\n"),
         Command::Quit => return Ok(true),
+        Command::MetaNoop => out.extend_from_slice(b"MN\r\n"),
+        Command::MetaGet { key, flags } => {
+            let shard = shared.shard(key);
+            match shard.meta_get(key, flags.value, flags.ttl, !flags.no_bump, now) {
+                Some(item) => meta_reply(out, MetaCode::Item, key, &flags, &item, b"cfst", now),
+                None if flags.quiet => {}
+                None => meta_reply(
+                    out,
+                    MetaCode::Plain(b"EN"),
+                    key,
+                    &flags,
+                    &MetaItem::default(),
+                    b"",
+                    now,
+                ),
+            }
+        }
+        Command::MetaSet {
+            op,
+            key,
+            data,
+            flags,
+        } => {
+            let mut bytes = Vec::with_capacity(key.len() + data.len());
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(data);
+            let req = StoreRequest {
+                op,
+                data: bytes,
+                key_len: key.len(),
+                flags: flags.client_flags,
+                exptime: flags.ttl.unwrap_or(0),
+                cas: flags.cas.unwrap_or(0),
+            };
+            let (outcome, cas) = shared.shard(key).store_cas(req, now);
+            let code: &[u8] = match outcome {
+                StoreOutcome::Stored if flags.quiet => return Ok(false),
+                StoreOutcome::Stored => b"HD",
+                StoreOutcome::NotStored => b"NS",
+                StoreOutcome::Exists => b"EX",
+                StoreOutcome::NotFound => b"NF",
+                StoreOutcome::OutOfMemory => {
+                    out.extend_from_slice(OUT_OF_MEMORY);
+                    return Ok(false);
+                }
+            };
+            let item = MetaItem {
+                cas,
+                ..MetaItem::default()
+            };
+            meta_reply(out, MetaCode::Plain(code), key, &flags, &item, b"c", now);
+        }
+        Command::MetaDelete { key, flags } => {
+            let code: &[u8] = match shared.shard(key).delete_cas(key, flags.cas, now) {
+                DeleteOutcome::Deleted if flags.quiet => return Ok(false),
+                DeleteOutcome::Deleted => b"HD",
+                DeleteOutcome::NotFound => b"NF",
+                DeleteOutcome::Exists => b"EX",
+            };
+            meta_reply(
+                out,
+                MetaCode::Plain(code),
+                key,
+                &flags,
+                &MetaItem::default(),
+                b"",
+                now,
+            );
+        }
+        Command::MetaArith { key, incr, flags } => {
+            let req = MetaArith {
+                delta: flags.delta,
+                incr,
+                cas: flags.cas,
+                ttl: flags.ttl,
+                vivify: flags.vivify.map(|ttl| (ttl, flags.initial)),
+                vivify_last: flags.vivify_last,
+            };
+            let none = MetaItem::default();
+            match shared.shard(key).meta_arith(key, req, now) {
+                // `q` hides a success, but not the value of an item it created (as in memcached).
+                MetaArithOutcome::Value(item) if flags.quiet && !item.created => {}
+                MetaArithOutcome::Value(item) => {
+                    meta_reply(out, MetaCode::Item, key, &flags, &item, b"ct", now)
+                }
+                MetaArithOutcome::NotFound => {
+                    meta_reply(out, MetaCode::Plain(b"NF"), key, &flags, &none, b"", now)
+                }
+                MetaArithOutcome::Exists => {
+                    meta_reply(out, MetaCode::Plain(b"EX"), key, &flags, &none, b"", now)
+                }
+                MetaArithOutcome::NonNumeric => out.extend_from_slice(NON_NUMERIC),
+            }
+        }
     }
     Ok(false)
+}
+
+/// How a meta reply starts.
+#[derive(Clone, Copy)]
+enum MetaCode {
+    /// A status code alone: `HD`, `EN`, `NF`, `NS`, `EX`.
+    Plain(&'static [u8]),
+    /// An item: `VA <size>` and its value when the flags have `v`, `HD` otherwise.
+    Item,
+}
+
+/// A meta command's reply: the code, then the flags asked for, in the order they were asked for (as
+/// memcached prints them): `O` and `k` always, and those of `item_letters` (`c` cas unique, `f` client
+/// flags, `s` size, `t` remaining TTL, -1 for none) from `item`. A `t` after the `T` that changed the
+/// exptime (or the `N` that created the item) prints the new TTL, before it the old one, as in memcached.
+fn meta_reply(
+    out: &mut Vec<u8>,
+    code: MetaCode,
+    key: &[u8],
+    flags: &MetaFlags<'_>,
+    item: &MetaItem,
+    item_letters: &[u8],
+    now: u64,
+) {
+    let value = matches!(code, MetaCode::Item) && flags.value;
+    match code {
+        MetaCode::Plain(code) => out.extend_from_slice(code),
+        MetaCode::Item if value => {
+            out.extend_from_slice(b"VA ");
+            push_u64(out, item.value.len() as u64);
+        }
+        MetaCode::Item => out.extend_from_slice(b"HD"),
+    }
+    let mut ttl_changed = false;
+    for token in flags.tokens() {
+        let letter = token[0];
+        ttl_changed |= letter == b'T' || (letter == b'N' && item.created);
+        if letter == b'O' {
+            out.push(b' ');
+            out.extend_from_slice(token);
+            continue;
+        }
+        if letter != b'k' && !item_letters.contains(&letter) {
+            continue;
+        }
+        out.push(b' ');
+        out.push(letter);
+        match letter {
+            b'k' => out.extend_from_slice(key),
+            b'c' => push_u64(out, item.cas),
+            b'f' => push_u64(out, item.flags.into()),
+            b's' => push_u64(out, item.size as u64),
+            _ => match if ttl_changed {
+                item.expires_after
+            } else {
+                item.expires_before
+            } {
+                0 => out.extend_from_slice(b"-1"),
+                expires => push_u64(out, expires.saturating_sub(now)),
+            },
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    if value {
+        out.extend_from_slice(&item.value);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn stat(out: &mut Vec<u8>, name: &str, value: u64) {

@@ -68,6 +68,55 @@ pub enum ArithOutcome {
     NonNumeric,
 }
 
+/// The reply of `md`: `Exists` when its `C` did not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    Exists,
+}
+
+/// What `mg` or `ma` found or made: what its reply flags print. The exptimes are unix seconds, 0 = never:
+/// `expires` before and after the command's `T` (or `ma`'s `N` on an item it created), as a `t` before that
+/// flag prints the one before.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetaItem {
+    /// The value (`mg` with `v`; `ma`'s new number in decimal); empty otherwise.
+    pub value: Vec<u8>,
+    /// The value's length, for `mg`'s `s`.
+    pub size: usize,
+    pub flags: u32,
+    pub cas: u64,
+    pub expires_before: u64,
+    pub expires_after: u64,
+    /// `ma` created it (`N`).
+    pub created: bool,
+}
+
+/// `ma`'s request beyond its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaArith {
+    pub delta: u64,
+    pub incr: bool,
+    /// `C`: applied only if the item's cas unique is this (0 compares nothing, as in memcached).
+    pub cas: Option<u64>,
+    /// `T`: the new exptime on success.
+    pub ttl: Option<i64>,
+    /// `N` and `J`: create a missing item with this exptime and value.
+    pub vivify: Option<(i64, u64)>,
+    /// `N` came after `T`: on a created item its exptime wins.
+    pub vivify_last: bool,
+}
+
+/// The reply of `ma`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaArithOutcome {
+    Value(MetaItem),
+    NotFound,
+    Exists,
+    NonNumeric,
+}
+
 /// One shard's counters; the server adds them up over all shards for `stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardStats {
@@ -272,6 +321,12 @@ impl Shard {
 
     /// `set`/`add`/`replace`/`append`/`prepend`/`cas`.
     pub fn store(&mut self, req: StoreRequest, now: u64) -> StoreOutcome {
+        self.store_cas(req, now).0
+    }
+
+    /// [`Shard::store`], also returning the stored item's cas unique (0 if nothing was stored), for `ms`'s
+    /// `c`. An append or prepend with a cas unique other than 0 stores only if it matches (`ms` with `MA C`).
+    pub fn store_cas(&mut self, req: StoreRequest, now: u64) -> (StoreOutcome, u64) {
         self.tick(now);
         self.stats.cmd_set += 1;
         let op = req.op;
@@ -281,18 +336,23 @@ impl Shard {
             (StoreOp::Add, Some(i)) => {
                 // memcached bumps the item an `add` failed on.
                 self.bump(i);
-                return StoreOutcome::NotStored;
+                return (StoreOutcome::NotStored, 0);
             }
             (StoreOp::Replace | StoreOp::Append | StoreOp::Prepend, None) => {
-                return StoreOutcome::NotStored;
+                return (StoreOutcome::NotStored, 0);
             }
             (StoreOp::Cas, None) => {
                 self.stats.cas_misses += 1;
-                return StoreOutcome::NotFound;
+                return (StoreOutcome::NotFound, 0);
             }
             (StoreOp::Cas, Some(i)) if self.slots[i as usize].cas != req.cas => {
                 self.stats.cas_badval += 1;
-                return StoreOutcome::Exists;
+                return (StoreOutcome::Exists, 0);
+            }
+            (StoreOp::Append | StoreOp::Prepend, Some(i))
+                if req.cas != 0 && self.slots[i as usize].cas != req.cas =>
+            {
+                return (StoreOutcome::Exists, 0);
             }
             _ => {}
         }
@@ -301,7 +361,7 @@ impl Shard {
                 let e = &self.slots[i as usize];
                 let added = &req.data[req.key_len..];
                 if item_size(e.key_len, e.value().len() + added.len()) > self.item_max {
-                    return StoreOutcome::NotStored;
+                    return (StoreOutcome::NotStored, 0);
                 }
                 let mut data = Vec::with_capacity(e.data.len() + added.len());
                 data.extend_from_slice(e.key());
@@ -323,33 +383,104 @@ impl Shard {
             self.remove(i);
         }
         if !fits {
-            return StoreOutcome::OutOfMemory;
+            return (StoreOutcome::OutOfMemory, 0);
         }
         if op == StoreOp::Cas {
             self.stats.cas_hits += 1;
         }
         self.stats.total_items += 1;
-        // `None`: stored and expired in the same instant, nothing to keep.
-        if let Some(expires) = expires {
-            self.insert(data, req.key_len, flags, expires, now);
-        }
-        StoreOutcome::Stored
+        // `None`: stored and expired in the same instant, nothing to keep (and no cas unique).
+        let cas = match expires {
+            Some(expires) => self.insert(data, req.key_len, flags, expires, now),
+            None => 0,
+        };
+        (StoreOutcome::Stored, cas)
     }
 
     /// `delete`: true if the key was there.
     pub fn delete(&mut self, key: &[u8], now: u64) -> bool {
+        self.delete_cas(key, None, now) == DeleteOutcome::Deleted
+    }
+
+    /// `md`: deletes the key, only if its cas unique is `cas` when one is given (0 included, as in
+    /// memcached). A mismatch counts as a delete miss, as memcached counts it.
+    pub fn delete_cas(&mut self, key: &[u8], cas: Option<u64>, now: u64) -> DeleteOutcome {
         self.tick(now);
         match self.find(key, now) {
+            Some(i) if cas.is_some_and(|cas| cas != self.slots[i as usize].cas) => {
+                self.stats.delete_misses += 1;
+                DeleteOutcome::Exists
+            }
             Some(i) => {
                 self.remove(i);
                 self.stats.delete_hits += 1;
-                true
+                DeleteOutcome::Deleted
             }
             None => {
                 self.stats.delete_misses += 1;
-                false
+                DeleteOutcome::NotFound
             }
         }
+    }
+
+    /// `mg`: the item's metadata, its value too if `value`; `ttl` (`T`) sets a new exptime, as `gat` does
+    /// (the item is returned even when that ends its life). memcached counts a hit with `T` as a touch
+    /// (`cmd_touch`, `touch_hits`), any other hit and every miss as a get. `bump` false (`u`) leaves the
+    /// LRU order as it is.
+    pub fn meta_get(
+        &mut self,
+        key: &[u8],
+        value: bool,
+        ttl: Option<i64>,
+        bump: bool,
+        now: u64,
+    ) -> Option<MetaItem> {
+        self.tick(now);
+        let Some(i) = self.find(key, now) else {
+            self.stats.cmd_get += 1;
+            self.stats.get_misses += 1;
+            return None;
+        };
+        match ttl {
+            Some(_) => {
+                self.stats.cmd_touch += 1;
+                self.stats.touch_hits += 1;
+            }
+            None => {
+                self.stats.cmd_get += 1;
+                self.stats.get_hits += 1;
+            }
+        }
+        if bump {
+            self.bump(i);
+        }
+        let e = &self.slots[i as usize];
+        let mut item = MetaItem {
+            value: if value {
+                e.value().to_vec()
+            } else {
+                Vec::new()
+            },
+            size: e.value().len(),
+            flags: e.flags,
+            cas: e.cas,
+            expires_before: e.expires,
+            expires_after: e.expires,
+            created: false,
+        };
+        if let Some(exptime) = ttl {
+            match expiry(exptime, now) {
+                Some(expires) => {
+                    self.slots[i as usize].expires = expires;
+                    item.expires_after = expires;
+                }
+                None => {
+                    self.remove(i);
+                    item.expires_after = now;
+                }
+            }
+        }
+        Some(item)
     }
 
     /// Drops the key's value without counting a command: a `set` refused as too large must not leave a stale
@@ -364,46 +495,83 @@ impl Shard {
     pub fn arith(&mut self, key: &[u8], delta: u64, incr: bool, now: u64) -> ArithOutcome {
         self.tick(now);
         let Some(i) = self.find(key, now) else {
-            match incr {
-                true => self.stats.incr_misses += 1,
-                false => self.stats.decr_misses += 1,
-            }
+            self.count_arith_miss(incr);
             return ArithOutcome::NotFound;
         };
-        let Some(value) = super::protocol::parse_u64(self.slots[i as usize].value()) else {
-            return ArithOutcome::NonNumeric;
+        match self.add_delta(i, delta, incr, now) {
+            Some((value, _)) => ArithOutcome::Value(value),
+            None => ArithOutcome::NonNumeric,
+        }
+    }
+
+    /// `ma`: [`Shard::arith`] with a compare (`C`), a new exptime (`T`), and a missing item created with
+    /// the initial value (`N`, `J`; counted in `total_items`, not as a miss). As in memcached, an empty value
+    /// is non-numeric before the compare, any other after it; a mismatch counts nothing.
+    pub fn meta_arith(&mut self, key: &[u8], req: MetaArith, now: u64) -> MetaArithOutcome {
+        self.tick(now);
+        let Some(i) = self.find(key, now) else {
+            let Some((vivify_ttl, initial)) = req.vivify else {
+                self.count_arith_miss(req.incr);
+                return MetaArithOutcome::NotFound;
+            };
+            let exptime = match req.ttl {
+                Some(ttl) if !req.vivify_last => ttl,
+                _ => vivify_ttl,
+            };
+            let mut data = key.to_vec();
+            push_u64(&mut data, initial);
+            let value = data[key.len()..].to_vec();
+            self.stats.total_items += 1;
+            let expires = expiry(exptime, now);
+            let cas = match expires {
+                Some(expires) => self.insert(data, key.len(), 0, expires, now),
+                None => 0,
+            };
+            return MetaArithOutcome::Value(MetaItem {
+                size: value.len(),
+                value,
+                flags: 0,
+                cas,
+                expires_before: 0,
+                expires_after: expires.unwrap_or(now),
+                created: true,
+            });
         };
-        let value = if incr {
-            self.stats.incr_hits += 1;
-            value.wrapping_add(delta)
-        } else {
-            self.stats.decr_hits += 1;
-            value.saturating_sub(delta)
+        let e = &self.slots[i as usize];
+        if e.value().is_empty() {
+            return MetaArithOutcome::NonNumeric;
+        }
+        if req.cas.is_some_and(|cas| cas != 0 && cas != e.cas) {
+            return MetaArithOutcome::Exists;
+        }
+        let expires_before = e.expires;
+        let Some((value, cas)) = self.add_delta(i, req.delta, req.incr, now) else {
+            return MetaArithOutcome::NonNumeric;
         };
-        let cas = self.take_cas();
-        let e = &mut self.slots[i as usize];
-        let before = e.size();
+        let mut expires_after = expires_before;
+        if let Some(exptime) = req.ttl {
+            match expiry(exptime, now) {
+                Some(expires) => {
+                    self.slots[i as usize].expires = expires;
+                    expires_after = expires;
+                }
+                None => {
+                    self.remove(i);
+                    expires_after = now;
+                }
+            }
+        }
         let mut digits = Vec::with_capacity(20);
         push_u64(&mut digits, value);
-        if digits.len() <= e.value().len() {
-            // As memcached: rewritten in place, padded with spaces to the old length (parsed back as the same
-            // number), so the item's buffer stays the size it is counted at.
-            let value = &mut e.data[e.key_len..];
-            value[..digits.len()].copy_from_slice(&digits);
-            value[digits.len()..].fill(b' ');
-        } else {
-            let mut data = Vec::with_capacity(e.key_len + digits.len());
-            data.extend_from_slice(e.key());
-            data.extend_from_slice(&digits);
-            e.data = data;
-        }
-        e.cas = cas;
-        let after = e.size();
-        self.used = self.used + after - before;
-        self.stats.bytes = self.used as u64;
-        self.bump(i);
-        self.make_room(0, now);
-        ArithOutcome::Value(value)
+        MetaArithOutcome::Value(MetaItem {
+            size: digits.len(),
+            value: digits,
+            flags: 0,
+            cas,
+            expires_before,
+            expires_after,
+            created: false,
+        })
     }
 
     /// `touch`: true if the key was there.
@@ -503,6 +671,50 @@ impl Shard {
         self.compact_if_sparse();
     }
 
+    /// `incr`/`decr` on the live item in slot `i` (wraps at 2^64, stops at 0): its new value and cas unique,
+    /// or `None` if its value is not a decimal `u64`.
+    fn add_delta(&mut self, i: u32, delta: u64, incr: bool, now: u64) -> Option<(u64, u64)> {
+        let value = super::protocol::parse_u64(self.slots[i as usize].value())?;
+        let value = if incr {
+            self.stats.incr_hits += 1;
+            value.wrapping_add(delta)
+        } else {
+            self.stats.decr_hits += 1;
+            value.saturating_sub(delta)
+        };
+        let cas = self.take_cas();
+        let e = &mut self.slots[i as usize];
+        let before = e.size();
+        let mut digits = Vec::with_capacity(20);
+        push_u64(&mut digits, value);
+        if digits.len() <= e.value().len() {
+            // As memcached: rewritten in place, padded with spaces to the old length (parsed back as the same
+            // number), so the item's buffer stays the size it is counted at.
+            let value = &mut e.data[e.key_len..];
+            value[..digits.len()].copy_from_slice(&digits);
+            value[digits.len()..].fill(b' ');
+        } else {
+            let mut data = Vec::with_capacity(e.key_len + digits.len());
+            data.extend_from_slice(e.key());
+            data.extend_from_slice(&digits);
+            e.data = data;
+        }
+        e.cas = cas;
+        let after = e.size();
+        self.used = self.used + after - before;
+        self.stats.bytes = self.used as u64;
+        self.bump(i);
+        self.make_room(0, now);
+        Some((value, cas))
+    }
+
+    fn count_arith_miss(&mut self, incr: bool) {
+        match incr {
+            true => self.stats.incr_misses += 1,
+            false => self.stats.decr_misses += 1,
+        }
+    }
+
     fn clear(&mut self) {
         // Their capacity too: a flushed shard must not keep the bookkeeping of its peak item count.
         self.index = HashTable::new();
@@ -535,7 +747,8 @@ impl Shard {
         cas
     }
 
-    fn insert(&mut self, data: Vec<u8>, key_len: usize, flags: u32, expires: u64, now: u64) {
+    /// Links a new item in; returns its cas unique.
+    fn insert(&mut self, data: Vec<u8>, key_len: usize, flags: u32, expires: u64, now: u64) -> u64 {
         let size = item_size(key_len, data.len() - key_len);
         self.make_room(size, now);
         let cas = self.take_cas();
@@ -566,6 +779,7 @@ impl Shard {
         self.used += size;
         self.stats.curr_items += 1;
         self.stats.bytes = self.used as u64;
+        cas
     }
 
     /// Evicts from the LRU end until `extra` more bytes fit (or nothing but the newest item is left). An
@@ -1027,6 +1241,72 @@ mod tests {
         assert_eq!(get(&mut s, "k00000", NOW), None);
         assert_eq!(get(&mut s, "k00010", NOW).as_deref(), Some("v00010"));
         assert_eq!(s.stats().curr_items, 3000);
+    }
+
+    /// The meta commands' shard calls: `mg`'s counters (a hit with `T` is a touch, a miss with `T` a get
+    /// miss), `md`'s compare, `ma`'s compare, vivify and TTL, and an append that compares.
+    #[test]
+    fn meta_get_delete_and_arith() {
+        let mut s = shard();
+        set(&mut s, "k", "v", NOW);
+        let hit = s.meta_get(b"k", true, Some(100), false, NOW).unwrap();
+        assert_eq!((hit.value, hit.flags, hit.cas), (b"v".to_vec(), 7, 1));
+        assert_eq!((hit.expires_before, hit.expires_after), (0, NOW + 100));
+        assert!(s.meta_get(b"nope", false, Some(100), true, NOW).is_none());
+        let st = s.stats();
+        assert_eq!(
+            (st.cmd_get, st.get_misses, st.cmd_touch, st.touch_hits),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(s.delete_cas(b"k", Some(9), NOW), DeleteOutcome::Exists);
+        assert_eq!(s.delete_cas(b"k", Some(1), NOW), DeleteOutcome::Deleted);
+        assert_eq!(s.delete_cas(b"k", None, NOW), DeleteOutcome::NotFound);
+        assert_eq!((s.stats().delete_hits, s.stats().delete_misses), (1, 2));
+        let ma = |delta, cas, ttl, vivify| MetaArith {
+            delta,
+            incr: true,
+            cas,
+            ttl,
+            vivify,
+            vivify_last: true,
+        };
+        assert_eq!(
+            s.meta_arith(b"n", ma(1, None, None, None), NOW),
+            MetaArithOutcome::NotFound
+        );
+        let MetaArithOutcome::Value(made) =
+            s.meta_arith(b"n", ma(1, None, None, Some((50, 7))), NOW)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (made.value, made.created, made.expires_after),
+            (b"7".to_vec(), true, NOW + 50)
+        );
+        assert_eq!(
+            s.meta_arith(b"n", ma(1, Some(1), None, None), NOW),
+            MetaArithOutcome::Exists
+        );
+        let MetaArithOutcome::Value(next) =
+            s.meta_arith(b"n", ma(2, Some(made.cas), Some(0), None), NOW)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (next.value, next.expires_before, next.expires_after),
+            (b"9".to_vec(), NOW + 50, 0)
+        );
+        let st = s.stats();
+        assert_eq!((st.incr_hits, st.incr_misses, st.total_items), (1, 1, 2));
+        let append = |cas| StoreRequest {
+            cas,
+            ..req(StoreOp::Append, "n", "0", 0, 0)
+        };
+        assert_eq!(s.store_cas(append(1), NOW), (StoreOutcome::Exists, 0));
+        let (outcome, cas) = s.store_cas(append(next.cas), NOW);
+        assert_eq!(outcome, StoreOutcome::Stored);
+        assert!(cas > next.cas);
+        assert_eq!(get(&mut s, "n", NOW).as_deref(), Some("90"));
     }
 
     #[test]
