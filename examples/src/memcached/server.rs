@@ -674,17 +674,7 @@ fn execute<W: Write>(
             cas,
             noreply,
         } => {
-            let mut bytes = Vec::with_capacity(key.len() + data.len());
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(data);
-            let req = StoreRequest {
-                op,
-                data: bytes,
-                key_len: key.len(),
-                flags,
-                exptime,
-                cas,
-            };
+            let req = StoreRequest::new(op, key, data, flags, exptime, cas);
             let text: &[u8] = match shared.shard(key).store(req, now) {
                 StoreOutcome::Stored => b"STORED\r\n",
                 StoreOutcome::NotStored => b"NOT_STORED\r\n",
@@ -794,17 +784,14 @@ fn execute<W: Write>(
             data,
             flags,
         } => {
-            let mut bytes = Vec::with_capacity(key.len() + data.len());
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(data);
-            let req = StoreRequest {
+            let req = StoreRequest::new(
                 op,
-                data: bytes,
-                key_len: key.len(),
-                flags: flags.client_flags,
-                exptime: flags.ttl.unwrap_or(0),
-                cas: flags.cas.unwrap_or(0),
-            };
+                key,
+                data,
+                flags.client_flags,
+                flags.ttl.unwrap_or(0),
+                flags.cas.unwrap_or(0),
+            );
             let (outcome, cas) = shared.shard(key).store_cas(req, now);
             let code: &[u8] = match outcome {
                 StoreOutcome::Stored if flags.quiet => return Ok(false),

@@ -49,6 +49,30 @@ pub struct StoreRequest {
     pub cas: u64,
 }
 
+impl StoreRequest {
+    /// The request to store `data` under `key`, both copied into one buffer.
+    pub fn new(
+        op: StoreOp,
+        key: &[u8],
+        data: &[u8],
+        flags: u32,
+        exptime: i64,
+        cas: u64,
+    ) -> StoreRequest {
+        let mut bytes = Vec::with_capacity(key.len() + data.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(data);
+        StoreRequest {
+            op,
+            data: bytes,
+            key_len: key.len(),
+            flags,
+            exptime,
+            cas,
+        }
+    }
+}
+
 /// The reply of a storage command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
