@@ -17,7 +17,7 @@ use trust_core::{Fiber, Trust, runtime, spawn};
 use super::protocol::{self, Command, Limits, MAX_LINE, MetaFlags, Parsed, item_size, push_u64};
 use super::store::{
     ArithOutcome, DeleteOutcome, MetaArith, MetaArithOutcome, MetaItem, Shard, ShardStats,
-    StoreOutcome, StoreRequest,
+    StoreOutcome, StoreRequest, expiry,
 };
 
 /// The transport: sockets whose waits suspend only the calling fiber.
@@ -887,10 +887,19 @@ fn meta_reply(
         }
         MetaCode::Item => out.extend_from_slice(b"HD"),
     }
-    let mut ttl_changed = false;
+    // memcached applies `T`, and on an item `ma` created `N`, as it meets them among the flags it prints, so
+    // a `t` shows the exptime as it stands there: `ma k T5 t N100` creates `k` with a TTL of 100 and says `t5`.
+    let mut expires = item.expires_before;
     for token in flags.tokens() {
         let letter = token[0];
-        ttl_changed |= letter == b'T' || (letter == b'N' && item.created);
+        let set = match letter {
+            b'T' => flags.ttl,
+            b'N' if item.created => flags.vivify,
+            _ => None,
+        };
+        if let Some(exptime) = set {
+            expires = expiry(exptime, now).unwrap_or(now);
+        }
         if letter == b'O' {
             out.push(b' ');
             out.extend_from_slice(token);
@@ -906,11 +915,7 @@ fn meta_reply(
             b'c' => push_u64(out, item.cas),
             b'f' => push_u64(out, item.flags.into()),
             b's' => push_u64(out, item.size as u64),
-            _ => match if ttl_changed {
-                item.expires_after
-            } else {
-                item.expires_before
-            } {
+            _ => match expires {
                 0 => out.extend_from_slice(b"-1"),
                 expires => push_u64(out, expires.saturating_sub(now)),
             },

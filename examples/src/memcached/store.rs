@@ -413,10 +413,11 @@ impl Shard {
             self.stats.cas_hits += 1;
         }
         self.stats.total_items += 1;
-        // `None`: stored and expired in the same instant, nothing to keep (and no cas unique).
+        // `None`: stored and expired in the same instant, nothing to keep; it still takes a cas unique, as
+        // memcached's item does (`ms k 1 T-1 c` says `HD c<n>`, not `c0`).
         let cas = match expires {
             Some(expires) => self.insert(data, req.key_len, flags, expires, now),
-            None => 0,
+            None => self.take_cas(),
         };
         (StoreOutcome::Stored, cas)
     }
@@ -549,7 +550,7 @@ impl Shard {
             let expires = expiry(exptime, now);
             let cas = match expires {
                 Some(expires) => self.insert(data, key.len(), 0, expires, now),
-                None => 0,
+                None => self.take_cas(),
             };
             return MetaArithOutcome::Value(MetaItem {
                 size: value.len(),
