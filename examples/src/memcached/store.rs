@@ -100,9 +100,9 @@ pub enum DeleteOutcome {
     Exists,
 }
 
-/// What `mg` or `ma` found or made: what its reply flags print. The exptimes are unix seconds, 0 = never:
-/// `expires` before and after the command's `T` (or `ma`'s `N` on an item it created), as a `t` before that
-/// flag prints the one before.
+/// What `mg` or `ma` found or made: what its reply flags print. `expires_before`: the item's exptime (unix
+/// seconds, 0 = never) before the command's `T` (or `ma`'s `N` on an item it created); the reply derives what
+/// a `t` after those flags prints from them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetaItem {
     /// The value (`mg` with `v`; `ma`'s new number in decimal); empty otherwise.
@@ -112,7 +112,6 @@ pub struct MetaItem {
     pub flags: u32,
     pub cas: u64,
     pub expires_before: u64,
-    pub expires_after: u64,
     /// `ma` created it (`N`).
     pub created: bool,
 }
@@ -480,7 +479,7 @@ impl Shard {
             self.bump(i);
         }
         let e = &self.slots[i as usize];
-        let mut item = MetaItem {
+        let item = MetaItem {
             value: if value {
                 e.value().to_vec()
             } else {
@@ -490,20 +489,10 @@ impl Shard {
             flags: e.flags,
             cas: e.cas,
             expires_before: e.expires,
-            expires_after: e.expires,
             created: false,
         };
         if let Some(exptime) = ttl {
-            match expiry(exptime, now) {
-                Some(expires) => {
-                    self.slots[i as usize].expires = expires;
-                    item.expires_after = expires;
-                }
-                None => {
-                    self.remove(i);
-                    item.expires_after = now;
-                }
-            }
+            self.retime(i, exptime, now);
         }
         Some(item)
     }
@@ -558,7 +547,6 @@ impl Shard {
                 flags: 0,
                 cas,
                 expires_before: 0,
-                expires_after: expires.unwrap_or(now),
                 created: true,
             });
         };
@@ -573,18 +561,8 @@ impl Shard {
         let Some((value, cas)) = self.add_delta(i, req.delta, req.incr, now) else {
             return MetaArithOutcome::NonNumeric;
         };
-        let mut expires_after = expires_before;
         if let Some(exptime) = req.ttl {
-            match expiry(exptime, now) {
-                Some(expires) => {
-                    self.slots[i as usize].expires = expires;
-                    expires_after = expires;
-                }
-                None => {
-                    self.remove(i);
-                    expires_after = now;
-                }
-            }
+            self.retime(i, exptime, now);
         }
         let mut digits = Vec::with_capacity(20);
         push_u64(&mut digits, value);
@@ -594,9 +572,16 @@ impl Shard {
             flags: 0,
             cas,
             expires_before,
-            expires_after,
             created: false,
         })
+    }
+
+    /// A meta command's `T` on item `i`: its new exptime, or its end if that is already past.
+    fn retime(&mut self, i: u32, exptime: i64, now: u64) {
+        match expiry(exptime, now) {
+            Some(expires) => self.slots[i as usize].expires = expires,
+            None => self.remove(i),
+        }
     }
 
     /// `touch`: true if the key was there.
@@ -1276,13 +1261,15 @@ mod tests {
         set(&mut s, "k", "v", NOW);
         let hit = s.meta_get(b"k", true, Some(100), false, NOW).unwrap();
         assert_eq!((hit.value, hit.flags, hit.cas), (b"v".to_vec(), 7, 1));
-        assert_eq!((hit.expires_before, hit.expires_after), (0, NOW + 100));
+        assert_eq!(hit.expires_before, 0);
         assert!(s.meta_get(b"nope", false, Some(100), true, NOW).is_none());
         let st = s.stats();
         assert_eq!(
             (st.cmd_get, st.get_misses, st.cmd_touch, st.touch_hits),
             (1, 1, 1, 1)
         );
+        let again = s.meta_get(b"k", false, None, false, NOW).unwrap();
+        assert_eq!(again.expires_before, NOW + 100);
         assert_eq!(s.delete_cas(b"k", Some(9), NOW), DeleteOutcome::Exists);
         assert_eq!(s.delete_cas(b"k", Some(1), NOW), DeleteOutcome::Deleted);
         assert_eq!(s.delete_cas(b"k", None, NOW), DeleteOutcome::NotFound);
@@ -1305,8 +1292,8 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (made.value, made.created, made.expires_after),
-            (b"7".to_vec(), true, NOW + 50)
+            (made.value, made.created, made.expires_before),
+            (b"7".to_vec(), true, 0)
         );
         assert_eq!(
             s.meta_arith(b"n", ma(1, Some(1), None, None), NOW),
@@ -1317,10 +1304,9 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(
-            (next.value, next.expires_before, next.expires_after),
-            (b"9".to_vec(), NOW + 50, 0)
-        );
+        assert_eq!((next.value, next.expires_before), (b"9".to_vec(), NOW + 50));
+        let kept = s.meta_get(b"n", false, None, false, NOW).unwrap();
+        assert_eq!(kept.expires_before, 0);
         let st = s.stats();
         assert_eq!((st.incr_hits, st.incr_misses, st.total_items), (1, 1, 2));
         let append = |cas| StoreRequest {
