@@ -9,6 +9,11 @@
 //! inline applies during a panic let another fiber of the worker see `panicking()` 3 times (and poison the
 //! `Mutex` whose guard it dropped then). The check is in `yield_burst` now, for both bursts.
 //!
+//! Found later (thirty-seventh session), fixed: `the_fairness_hold_does_not_suspend_a_fiber_that_unwinds`. The
+//! third way an inline apply suspends a fiber, the fairness hold (`fiber::hold`), did not check either: with a
+//! remote client saturating the trustee, a destructor's 20,000 inline applies during a panic let another fiber
+//! see `panicking()` 173 times. `hold` now lets a fiber that unwinds apply at once.
+//!
 //! Found, tests added (the code was right, nothing tested it):
 //! - `ready_socket_writes_in_a_forked_child_do_not_yield`: with `after_ready_io`'s `in_forked_child()` clause
 //!   removed, review 90's tests passed, yet a forked fiber's 32nd ready write panicked naming `fork`.
@@ -162,13 +167,14 @@ fn then_calls_with_only_a_496_byte_result_from_a_coroutine_coroutine() {
     child_ok();
 }
 
-/// Makes 100 applies to a property of its own worker's trustee when dropped: from a fiber there, each takes
-/// the local shortcut (inline, no suspension), so every 32 of them the fiber yields (`after_inline_apply`).
-struct AppliesOnDrop(trust_core::Trust<u64>);
+/// Makes this many applies to a property of its own worker's trustee when dropped: from a fiber there, each
+/// takes the local shortcut (inline, no suspension), so every 32 of them the fiber yields
+/// (`after_inline_apply`).
+struct AppliesOnDrop(trust_core::Trust<u64>, u64);
 
 impl Drop for AppliesOnDrop {
     fn drop(&mut self) {
-        for _ in 0..100 {
+        for _ in 0..self.1 {
             self.0.apply(|v| *v += 1);
         }
     }
@@ -187,7 +193,7 @@ fn inline_applies_while_a_fiber_unwinds_do_not_yield() {
     let t = rt().trustee(0).entrust(0u64);
     let t2 = t.clone();
     let unwinding = spawn_on(0, move || {
-        let _a = AppliesOnDrop(t2);
+        let _a = AppliesOnDrop(t2, 100);
         trust_core::yield_now();
         panic!("unwinds through the applies");
     });
@@ -204,5 +210,68 @@ fn inline_applies_while_a_fiber_unwinds_do_not_yield() {
     );
     assert_eq!(*m.lock().unwrap(), 500);
     assert_eq!(t.apply(|v| *v), 100);
+    child_ok();
+}
+
+/// The fairness hold is the third way an inline apply can suspend a fiber (`fiber::hold`: while a remote client
+/// is saturated, a fiber out of credit waits for the next remote batch to pay for its apply). A fiber that
+/// unwinds must not be held either: a plain thread keeps trustee 0 saturated with slow records (about a
+/// microsecond each, so they pay for far fewer inline applies than the destructor makes), and a fiber unwinds
+/// through 20,000 inline applies. Before the fix the hold suspended it within the first thousand, and the
+/// worker's other fiber saw `panicking()` and poisoned its `Mutex`.
+#[test]
+fn the_fairness_hold_does_not_suspend_a_fiber_that_unwinds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    in_child!(
+        "the_fairness_hold_does_not_suspend_a_fiber_that_unwinds",
+        30
+    );
+    calibrate();
+    let t = rt().trustee(0).entrust(0u64);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let remote = {
+        let (t, stop) = (t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    t.apply_then(
+                        |v| {
+                            let start = std::time::Instant::now();
+                            while start.elapsed() < std::time::Duration::from_micros(1) {}
+                            *v += 1;
+                        },
+                        |()| {},
+                    );
+                }
+                sent += 64;
+            }
+            trust_core::wait_pending();
+            sent
+        })
+    };
+    while t.apply(|v| *v) < 1_000 {}
+    let m = std::sync::Arc::new(std::sync::Mutex::new(0u32));
+    let other = common::counts_panicking_turns(m.clone());
+    let t2 = t.clone();
+    let unwinding = spawn_on(0, move || {
+        let _a = AppliesOnDrop(t2, 20_000);
+        trust_core::yield_now();
+        panic!("unwinds through the applies");
+    });
+    let p = within(20, move || unwinding.join().unwrap_err());
+    assert_eq!(panic_message(p), "unwinds through the applies");
+    assert_eq!(
+        within(20, move || other.join().unwrap()),
+        0,
+        "a fiber ran while another unwound"
+    );
+    assert!(
+        !m.is_poisoned(),
+        "a fiber's guard was dropped while another unwound"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let sent = within(20, move || remote.join().unwrap());
+    assert_eq!(t.apply(|v| *v), sent + 20_000);
     child_ok();
 }

@@ -109,9 +109,12 @@ fn hold(worker: &Worker) {
     // (a fiber, a delegated closure, a continuation) gets the fork panic, before the value (the child's copy)
     // is touched (review 71: a closure's child applied).
     shared::panic_if_forked();
-    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once.
+    // Not a fiber (a delegated closure, a continuation): nothing to suspend, it applies at once. Nor a fiber
+    // that unwinds: suspended, it would leave `thread::panicking()` true for the fibers that run meanwhile (as
+    // `yield_burst` says); it applies at once, over its share.
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
+        && !std::thread::panicking()
     {
         worker.fairness.hold(id);
         suspend_on(worker);
