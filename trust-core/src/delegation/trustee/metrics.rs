@@ -49,6 +49,10 @@ impl Counter {
     }
 }
 
+/// Looks a snapshot takes at a park change in progress before it yields its thread between looks (see
+/// `Metrics::snapshot`).
+const SNAPSHOT_SPINS: u32 = 100;
+
 /// The counters of one worker; lives in its `TrusteeShared`, where other threads can read it.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -183,6 +187,7 @@ impl Metrics {
     /// The counters now. `on_its_worker`: the caller runs on this worker's own thread.
     pub(crate) fn snapshot(&self, on_its_worker: bool) -> Snapshot {
         // A seqlock read: the park state and the clock, again until no park started or ended meanwhile.
+        let mut spins = 0u32;
         let (now, idle, parks) = loop {
             let seq = self.park_seq.load(Ordering::Acquire);
             if seq % 2 == 1 && on_its_worker {
@@ -196,7 +201,14 @@ impl Metrics {
                 break (now, self.idle_ns.get().min(now), self.parks.get());
             }
             if seq % 2 == 1 {
-                std::hint::spin_loop();
+                // A change takes nanoseconds, unless the worker was descheduled in the middle of it: then the
+                // core this reader spins on may be the one the worker waits for.
+                spins += 1;
+                if spins < SNAPSHOT_SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let parked_at = self.parked_at_ns.get();
