@@ -278,9 +278,9 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-/// Every relative link of README.md (`[..](path#anchor)`) names a file that exists and, with an anchor, a
-/// heading of that file; every path in backquotes under `docs/`, `examples/`, `scripts/`, `trust-core/`,
-/// `trust-macros/` or `ui-tests/` exists (a `*` glob matches at least one file).
+/// Every relative link of README.md (`[..](path#anchor)`, or `[..](#anchor)` within it) names a file that
+/// exists and, with an anchor, a heading of that file; every path in backquotes under `docs/`, `examples/`,
+/// `scripts/`, `trust-core/`, `trust-macros/` or `ui-tests/` exists (a `*` glob matches at least one file).
 #[test]
 fn every_link_anchor_and_path_the_readme_names_exists() {
     let readme = repo_file("README.md");
@@ -291,6 +291,8 @@ fn every_link_anchor_and_path_the_readme_names_exists() {
             continue;
         }
         let (path, frag) = target.split_once('#').unwrap_or((target, ""));
+        // `(#anchor)`: a heading of README.md itself.
+        let path = if path.is_empty() { "README.md" } else { path };
         assert!(repo_path_exists(path), "link to a missing file: {target}");
         if !frag.is_empty() {
             let headings: Vec<String> = repo_file(path)
