@@ -251,8 +251,12 @@ impl Drop for Parked<'_> {
             return;
         }
         m.park_change(|now| {
-            m.idle_ns.add(now.saturating_sub(m.parked_at_ns.get()));
+            // The park ends first: a child forked between the two stores (its fork handler evens the sequence
+            // number, `stop_in_forked_child`) then lacks this sleep in its idle time, rather than counting it
+            // twice (as ended, and as still going on).
+            let parked_at = m.parked_at_ns.get();
             m.parked_at_ns.set(0);
+            m.idle_ns.add(now.saturating_sub(parked_at));
         });
     }
 }
