@@ -446,6 +446,7 @@ impl<T> IntervalRwLock<T> {
     /// dropping it before it completes withdraws the request.
     ///
     /// Panics (here, not when polled) if `range` is out of bounds or inverted.
+    #[doc(alias = "async_read")] // interlock's name
     #[track_caller]
     pub fn read_async(&self, range: impl RangeBounds<usize>) -> ReadFuture<'_, T> {
         ReadFuture::new(self, self.bounds(&range), 0)
@@ -455,6 +456,7 @@ impl<T> IntervalRwLock<T> {
     /// dropping it before it completes withdraws the request.
     ///
     /// Panics (here, not when polled) if `range` is out of bounds or inverted.
+    #[doc(alias = "async_write")] // interlock's name
     #[track_caller]
     pub fn write_async(&self, range: impl RangeBounds<usize>) -> WriteFuture<'_, T> {
         WriteFuture::new(self, self.bounds(&range), 0)
@@ -784,12 +786,14 @@ impl<'a, T> Prioritized<'a, T> {
     }
 
     /// [`IntervalRwLock::read_async`] with this priority.
+    #[doc(alias = "async_read")] // interlock's name
     #[track_caller]
     pub fn read_async(&self, range: impl RangeBounds<usize>) -> ReadFuture<'a, T> {
         ReadFuture::new(self.lock, self.lock.bounds(&range), self.priority)
     }
 
     /// [`IntervalRwLock::write_async`] with this priority.
+    #[doc(alias = "async_write")] // interlock's name
     #[track_caller]
     pub fn write_async(&self, range: impl RangeBounds<usize>) -> WriteFuture<'a, T> {
         WriteFuture::new(self.lock, self.lock.bounds(&range), self.priority)
