@@ -11,9 +11,12 @@
 //! (`a_launched_fiber_that_holds_its_latch_and_launches_on_it_is_refused`,
 //! `a_launch_then_fiber_that_holds_its_latch_and_launches_on_it_is_refused`; both hung, killed by the
 //! watchdog, before). Not refused, as before: the holder's `launch_then` (nothing waits for its fiber) and a
-//! launch from a fiber the holder spawned (the check is direct, as the `apply` refusal's is: such a fiber,
-//! joined while the latch is held, still waits for good)
+//! launch from a fiber the holder spawned but does not join while holding the latch
 //! (`a_launch_then_by_the_holder_and_a_launch_from_a_fiber_it_spawned_are_not_refused`).
+//!
+//! Found, fixed (helper 122): the join chain. A fiber on the holder's worker that the holder joins while holding
+//! the latch (directly or through fibers joining each other) and that launches on the latch, or applies to it,
+//! waited for good; refused now, naming the way out (the tests at the end of this file, after `spawn_here`).
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -23,7 +26,7 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use trust_core::{Fiber, Latch, Trust, wait_pending};
+use trust_core::{Fiber, Latch, Trust, local_trustee, wait_pending};
 
 #[macro_use]
 mod common;
@@ -184,8 +187,8 @@ fn a_launch_then_fiber_that_holds_its_latch_and_launches_on_it_is_refused() {
 /// Not refused: a `launch_then` by the fiber that holds its latch waits for nothing, so its fiber locks the
 /// latch once the guard is dropped (the value goes 5 -> 6 under the guard, then +10 in the new fiber, whose
 /// continuation runs in the holder's `wait_pending`). Nor a blocking `launch` from a fiber the holder spawned:
-/// that fiber is not launched on the latch, and the check is direct, as the `apply` refusal's is (here the
-/// holder drops the guard before joining it, so nothing waits for good: +100).
+/// that fiber is not launched on the latch, and the holder does not join it while holding the latch (it drops
+/// the guard before joining it, so nothing waits for good: +100).
 #[test]
 fn a_launch_then_by_the_holder_and_a_launch_from_a_fiber_it_spawned_are_not_refused() {
     in_child!(
@@ -228,5 +231,324 @@ fn a_launch_then_by_the_holder_and_a_launch_from_a_fiber_it_spawned_are_not_refu
     // spawned fiber's: first come, first served.
     assert_eq!(got, ((0, 6), 16, 116));
     assert_eq!(l.apply(|latch| *latch.get_mut()), 116);
+    child_ok();
+}
+
+// Helper 122: the join chain. A fiber the holder spawned and joins, holding the latch, that launches on the
+// latch (or applies to it) waited for good: the new fiber waited for the latch (the apply for the launched
+// holder to end), the holder for the spawned fiber. Refused now, as the direct cases are, when the spawned
+// fiber runs on the holder's worker; each of the first three tests hung before (killed by the watchdog).
+
+/// The message of a blocking `launch` on a latch by a fiber that the latch's holder joins.
+const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fiber that a fiber holding the \
+     latch joins (directly, or through fibers joining each other on this worker): the new fiber would wait for \
+     the latch, and the holder for this fiber, for good. Drop the guard before joining, or use `launch_then` \
+     (which does not wait)";
+
+/// The message of a blocking `apply` on a latch by a fiber that a fiber launched on the latch joins.
+const APPLY_JOINED_BY_LAUNCHED: &str = "`apply` (or `apply_with`) on a `Trust<Latch<T>>` from a fiber that a \
+     fiber launched on that latch joins (directly, or through fibers joining each other on this worker): it \
+     hands out `&mut Latch<T>`, so it would wait for every launched fiber to end, the joining one included, \
+     which waits for this fiber. Use `apply_then`, or `launch` and lock the latch";
+
+/// In a fiber: spawns `f` on this fiber's own worker. `spawn` goes round-robin over the two workers: probes
+/// are spawned (and joined) until one lands on the other worker, so the next lands here (nothing else spawns
+/// in these tests' child processes).
+fn spawn_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
+    let here = local_trustee().index();
+    while trust_core::spawn(|| local_trustee().index())
+        .join()
+        .unwrap()
+        == here
+    {}
+    trust_core::spawn(f)
+}
+
+/// Counters of a refused closure: its runs and its capture's drops.
+#[derive(Clone, Default)]
+struct Refused {
+    runs: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Refused {
+    /// A launched closure that counts its run, holds a capture that counts its drop, and would lock the latch.
+    fn launched(&self) -> impl FnOnce(&Latch<u64>) -> u64 + Send + 'static {
+        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
+        move |latch| {
+            let _capture = capture;
+            runs.fetch_add(1, Ordering::SeqCst);
+            *latch.lock() + 100
+        }
+    }
+
+    /// The same for `apply`.
+    fn applied(&self) -> impl FnOnce(&mut Latch<u64>) -> u64 + Send + 'static {
+        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
+        move |latch| {
+            let _capture = capture;
+            runs.fetch_add(1, Ordering::SeqCst);
+            *latch.get_mut() + 100
+        }
+    }
+
+    /// (runs, drops).
+    fn counts(&self) -> (usize, usize) {
+        (load(&self.runs), load(&self.drops))
+    }
+}
+
+/// Inside a fiber launched on `l` that holds the latch (5 -> 6 under the guard): `in_joined` runs in a fiber
+/// spawned on the same worker, which the holder joins while holding the guard. Then (7 under the guard) the
+/// guard is dropped and the holder launches on `l` again (+10). Returns the holder's worker, the joined fiber's
+/// worker, the join's result (a panic's message), the value under the guard after the join, and the second
+/// launch's result.
+fn join_while_holding(
+    l: Trust<Latch<u64>>,
+    in_joined: impl FnOnce(Trust<Latch<u64>>) -> u64 + Send + 'static,
+) -> (usize, usize, Result<u64, String>, u64, u64) {
+    let own = l.clone();
+    l.launch(move |latch| {
+        let mut guard = latch.lock();
+        *guard += 1;
+        let here = local_trustee().index();
+        let (joined_own, at) = (own.clone(), Arc::new(AtomicUsize::new(usize::MAX)));
+        let at2 = at.clone();
+        let joined = spawn_here(move || {
+            at2.store(local_trustee().index(), Ordering::SeqCst);
+            in_joined(joined_own)
+        })
+        .join()
+        .map_err(panic_message);
+        *guard += 1;
+        let under_guard = *guard;
+        drop(guard);
+        let again = own.launch(|latch| {
+            let mut g = latch.lock();
+            *g += 10;
+            *g
+        });
+        (here, load(&at), joined, under_guard, again)
+    })
+}
+
+/// (1) The holder spawns a fiber and joins it, holding the latch; that fiber launches on the latch: refused,
+/// the closure dropped unrun exactly once, the panic resumed by the holder's join. Once the holder has dropped
+/// the guard, launches on the latch work, each run exactly once.
+#[test]
+fn a_fiber_the_holder_joins_that_launches_on_the_latch_is_refused() {
+    in_child!(
+        "a_fiber_the_holder_joins_that_launches_on_the_latch_is_refused",
+        10
+    );
+    let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
+    let (l2, refused) = (l.clone(), Refused::default());
+    let r2 = refused.clone();
+    let got = common::within(10, move || {
+        join_while_holding(l2, move |own| own.launch(r2.launched()))
+    });
+    assert_eq!(got, (0, 0, Err(LAUNCH_JOINED_BY_HOLDER.to_string()), 7, 17));
+    assert_eq!(refused.counts(), (0, 1), "never run, dropped exactly once");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r3 = runs.clone();
+    let after = l.launch(move |latch| {
+        r3.fetch_add(1, Ordering::SeqCst);
+        let mut g = latch.lock();
+        *g += 1;
+        *g
+    });
+    assert_eq!((after, load(&runs)), (18, 1));
+    assert_eq!(l.apply(|latch| *latch.get_mut()), 18);
+    child_ok();
+}
+
+/// (2) The same with a blocking `apply`, then an `apply_with`, from the joined fiber: refused alike (an apply
+/// waits for every launched fiber to end, the holder too, guard or not).
+#[test]
+fn a_fiber_the_holder_joins_that_applies_to_the_latch_is_refused() {
+    in_child!(
+        "a_fiber_the_holder_joins_that_applies_to_the_latch_is_refused",
+        10
+    );
+    let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
+    let (l2, refused, refused_with) = (l.clone(), Refused::default(), Refused::default());
+    let (r2, w2) = (refused.clone(), refused_with.clone());
+    let got = common::within(10, move || {
+        join_while_holding(l2, move |own| {
+            let first =
+                catch_unwind(AssertUnwindSafe(|| own.apply(r2.applied()))).map_err(panic_message);
+            assert_eq!(first, Err(APPLY_JOINED_BY_LAUNCHED.to_string()));
+            let f = w2.applied();
+            own.apply_with(move |latch, add: u64| f(latch) + add, 1)
+        })
+    });
+    assert_eq!(
+        got,
+        (0, 0, Err(APPLY_JOINED_BY_LAUNCHED.to_string()), 7, 17)
+    );
+    assert_eq!(refused.counts(), (0, 1), "never run, dropped exactly once");
+    assert_eq!(
+        refused_with.counts(),
+        (0, 1),
+        "never run, dropped exactly once"
+    );
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r3 = runs.clone();
+    let after = l.launch(move |latch| {
+        r3.fetch_add(1, Ordering::SeqCst);
+        let mut g = latch.lock();
+        *g += 1;
+        *g
+    });
+    assert_eq!((after, load(&runs)), (18, 1));
+    assert_eq!(l.apply(|latch| *latch.get_mut()), 18);
+    child_ok();
+}
+
+/// (3) A chain of two: the holder joins a fiber that joins another, both on the holder's worker; the last
+/// launches on the latch, then (in a second fiber of the chain) applies to it: both refused.
+#[test]
+fn a_fiber_at_the_end_of_a_join_chain_from_the_holder_is_refused() {
+    in_child!(
+        "a_fiber_at_the_end_of_a_join_chain_from_the_holder_is_refused",
+        10
+    );
+    let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
+    let (l2, launched, applied) = (l.clone(), Refused::default(), Refused::default());
+    let (r2, a2) = (launched.clone(), applied.clone());
+    let got = common::within(10, move || {
+        join_while_holding(l2, move |own| {
+            let (first, second) = (own.clone(), own);
+            let launch = spawn_here(move || (local_trustee().index(), first.launch(r2.launched())));
+            let launch = launch.join().map_err(panic_message);
+            let apply = spawn_here(move || (local_trustee().index(), second.apply(a2.applied())));
+            let apply = apply.join().map_err(panic_message);
+            assert_eq!(
+                (launch, apply),
+                (
+                    Err(LAUNCH_JOINED_BY_HOLDER.to_string()),
+                    Err(APPLY_JOINED_BY_LAUNCHED.to_string())
+                )
+            );
+            3
+        })
+    });
+    assert_eq!(got, (0, 0, Ok(3), 7, 17));
+    assert_eq!(launched.counts(), (0, 1), "never run, dropped exactly once");
+    assert_eq!(applied.counts(), (0, 1), "never run, dropped exactly once");
+    assert_eq!(l.launch(|latch| *latch.lock() + 1), 18);
+    child_ok();
+}
+
+/// (4) Controls, not refused: fibers the holder spawned on its worker but does not join while holding the
+/// latch. A detached one launches on the latch (+100); another is joined only after the guard is dropped, and
+/// launches once joined (+1,000). Each closure runs exactly once, after the guard is dropped.
+#[test]
+fn fibers_the_holder_spawns_but_does_not_join_while_holding_are_not_refused() {
+    in_child!(
+        "fibers_the_holder_spawns_but_does_not_join_while_holding_are_not_refused",
+        10
+    );
+    let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
+    let l2 = l.clone();
+    let runs: Arc<[AtomicUsize; 2]> = Arc::default();
+    let runs2 = runs.clone();
+    let got = common::within(10, move || {
+        let own = l2.clone();
+        l2.launch(move |latch| {
+            let mut guard = latch.lock();
+            *guard += 1;
+            let (detached, joined) = (own.clone(), own.clone());
+            let (r1, r2) = (runs2.clone(), runs2.clone());
+            let launching = spawn_here(move || {
+                detached.launch(move |latch| {
+                    let mut g = latch.lock();
+                    r1[0].fetch_add(1, Ordering::SeqCst);
+                    *g += 100;
+                })
+            });
+            drop(launching);
+            let later = spawn_here(move || {
+                // Launches once the holder, the guard dropped, joins it.
+                trust_core::sleep(Duration::from_millis(40));
+                (
+                    local_trustee().index(),
+                    joined.launch(move |latch| {
+                        let mut g = latch.lock();
+                        r2[1].fetch_add(1, Ordering::SeqCst);
+                        *g += 1000;
+                    }),
+                )
+            });
+            trust_core::sleep(Duration::from_millis(20));
+            let before: Vec<usize> = runs2.iter().map(load).collect();
+            let under_guard = *guard;
+            drop(guard);
+            let later = later.join().map_err(panic_message);
+            for _ in 0..5000 {
+                if load(&runs2[0]) == 1 {
+                    break;
+                }
+                trust_core::sleep(Duration::from_millis(1));
+            }
+            let value = *latch.lock();
+            (before, under_guard, later, value)
+        })
+    });
+    assert_eq!(got, (vec![0, 0], 6, Ok((0, ())), 1106));
+    assert_eq!(runs.iter().map(load).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(l.apply(|latch| *latch.get_mut()), 1106);
+    child_ok();
+}
+
+/// (5) A launch by a fiber that a fiber launched on the latch joins, while a plain apply waits for the latch's
+/// launched fibers: it starts at once, as the launched fiber's own launch would (behind the apply, it waited for
+/// good: the apply waits for the joining fiber to end, which waits for this one). The apply, from a detached
+/// fiber, is not refused: it runs once, after them.
+#[test]
+fn a_launch_from_a_fiber_joined_by_a_launched_fiber_does_not_wait_behind_an_apply() {
+    in_child!(
+        "a_launch_from_a_fiber_joined_by_a_launched_fiber_does_not_wait_behind_an_apply",
+        10
+    );
+    let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
+    let l2 = l.clone();
+    let runs: Arc<[AtomicUsize; 2]> = Arc::default();
+    let (runs2, (tx, rx)) = (runs.clone(), channel());
+    let got = common::within(10, move || {
+        let own = l2.clone();
+        l2.launch(move |_| {
+            let (applying, joined) = (own.clone(), own.clone());
+            let (r1, r2) = (runs2.clone(), runs2.clone());
+            let applier = spawn_here(move || {
+                let v = applying.apply(move |latch| {
+                    r1[0].fetch_add(1, Ordering::SeqCst);
+                    *latch.get_mut() += 1;
+                    *latch.get_mut()
+                });
+                tx.send(v).unwrap();
+            });
+            drop(applier);
+            let launching = spawn_here(move || {
+                // Launches once the apply waits.
+                trust_core::sleep(Duration::from_millis(20));
+                (
+                    local_trustee().index(),
+                    joined.launch(move |latch| {
+                        r2[1].fetch_add(1, Ordering::SeqCst);
+                        let mut g = latch.lock();
+                        *g += 10;
+                        *g
+                    }),
+                )
+            });
+            let got = launching.join().map_err(panic_message);
+            (got, load(&runs2[0]))
+        })
+    });
+    assert_eq!(got, (Ok((0, 15)), 0));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(16));
+    assert_eq!(runs.iter().map(load).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(l.apply(|latch| *latch.get_mut()), 16);
     child_ok();
 }

@@ -18,6 +18,7 @@ use crate::delegation::client::outbox::{self, MayWait};
 use crate::delegation::stack;
 use crate::delegation::worker::context;
 use crate::delegation::worker::fiber::{suspend, suspend_on};
+use crate::delegation::worker::run::Worker;
 
 /// A fiber started with [`spawn`]; [`Fiber::join`] waits for its result.
 #[must_use = "a fiber runs whether or not it is joined; join it to see its result or its panic"]
@@ -79,6 +80,11 @@ struct JoinState<R> {
     /// when it joins itself; any other joiner is another fiber or a thread, which no value here matches.
     runs_on: AtomicUsize,
     runs_as: AtomicUsize,
+    /// The fiber that joins this one, when it joined before this one started: its worker's address and its id
+    /// plus one (0: none). This fiber, starting on that worker, records the link in its scheduler (see
+    /// `link_joiner`); on another worker it ignores it.
+    joined_on: AtomicUsize,
+    joined_as: AtomicUsize,
 }
 
 impl<R: Send> Abandon for JoinState<R> {
@@ -100,6 +106,21 @@ impl<R> JoinState<R> {
         };
         if let Some(joiner) = joiner {
             joiner.wake();
+        }
+    }
+
+    /// Fiber `id` of `worker`, registered as the joiner, is about to suspend: when the joined fiber runs on the
+    /// same worker, that worker's scheduler records who joins it (see `Scheduler::joined_chain`: a latch's
+    /// refusals follow the chain). One not started yet finds the link here when it starts (`Promise::runs_as`).
+    /// A joiner on another worker, or a plain thread, is not recorded. Relaxed: the link matters only between
+    /// fibers of one worker, which run on one thread; a value from another worker never names this one.
+    fn link_joiner(&self, worker: &Worker, id: usize, runs_as: usize, runs_on: usize) {
+        let here = std::ptr::from_ref(worker.shared).addr();
+        if runs_as == 0 {
+            self.joined_on.store(here, Ordering::Relaxed);
+            self.joined_as.store(id + 1, Ordering::Relaxed);
+        } else if runs_on == here {
+            worker.scheduler.set_joiner(runs_as - 1, id);
         }
     }
 
@@ -212,7 +233,7 @@ where
     let (fiber, promise) = promise();
     let job = move || {
         if let (Some(worker), Some((_, id))) = (context::worker(), context::fiber()) {
-            promise.runs_as(worker.shared, id);
+            promise.runs_as(worker, id);
         }
         // Boxed as `f` returns it: by value through the layers below, on the fiber's stack, a 32 KiB result
         // overflowed 256 KiB in a debug build.
@@ -259,6 +280,8 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
         joiner: Mutex::new(None),
         runs_on: AtomicUsize::new(0),
         runs_as: AtomicUsize::new(0),
+        joined_on: AtomicUsize::new(0),
+        joined_as: AtomicUsize::new(0),
     });
     (
         Fiber {
@@ -269,11 +292,17 @@ pub(crate) fn promise<R: Send + 'static>() -> (Fiber<R>, Promise<R>) {
 }
 
 impl<R: Send + 'static> Promise<R> {
-    /// Records the fiber that keeps this promise (`JoinState::runs_as`).
-    fn runs_as(&self, worker: &TrusteeShared, id: usize) {
+    /// Records the fiber that keeps this promise (`JoinState::runs_as`), and a fiber of its worker that joined
+    /// it before it started (`JoinState::link_joiner`): one relaxed load when none did.
+    fn runs_as(&self, worker: &Worker, id: usize) {
         if let Some(state) = &self.state {
-            state.runs_on.store(std::ptr::from_ref(worker).addr(), Ordering::Relaxed);
+            let here = std::ptr::from_ref(worker.shared).addr();
+            state.runs_on.store(here, Ordering::Relaxed);
             state.runs_as.store(id + 1, Ordering::Relaxed);
+            let joiner = state.joined_as.load(Ordering::Relaxed);
+            if joiner != 0 && state.joined_on.load(Ordering::Relaxed) == here {
+                worker.scheduler.set_joiner(id, joiner - 1);
+            }
         }
     }
 
@@ -386,12 +415,13 @@ impl<R> Fiber<R> {
                 let Some((_, id)) = fiber else {
                     panic!("{JOIN_ON_TRUSTEE}");
                 };
-                if self.state.runs_as.load(Ordering::Relaxed) == id + 1
-                    && self.state.runs_on.load(Ordering::Relaxed) == std::ptr::from_ref(worker.shared).addr()
-                {
+                let runs_as = self.state.runs_as.load(Ordering::Relaxed);
+                let runs_on = self.state.runs_on.load(Ordering::Relaxed);
+                if runs_as == id + 1 && runs_on == std::ptr::from_ref(worker.shared).addr() {
                     panic!("{JOIN_SELF}");
                 }
                 if self.state.register(Waiter::Fiber(worker.shared, id)) {
+                    self.state.link_joiner(worker, id, runs_as, runs_on);
                     suspend();
                 }
             } else if outbox::in_may_coroutine() {

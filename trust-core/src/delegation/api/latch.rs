@@ -5,7 +5,8 @@
 //! Where a launched fiber would wait for itself, the call panics naming the mistake (a closure it was given is
 //! dropped first, unrun): a second `lock` by the fiber that holds the latch; an `apply`, `apply_then`,
 //! `try_unwrap` or `into_inner` on the fiber's own `Trust<Latch<T>>`; a blocking `launch` there while it holds
-//! the latch (see [`Trust::launch`](crate::Trust::launch)).
+//! the latch (see [`Trust::launch`](crate::Trust::launch)). So do a blocking `launch` (or `apply`) there by a
+//! fiber that the holder (or a fiber launched there) joins, through joins on the trustee's worker.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
@@ -38,6 +39,11 @@ const NO_FIBER: (usize, u64) = (usize::MAX, u64::MAX);
 const LAUNCH_BY_HOLDER: &str = "`launch` on the `Trust<Latch<T>>` whose `launch` runs this fiber, while this \
      fiber holds the latch: the new fiber would wait for the latch, and this fiber for the new fiber, for good. \
      Drop the guard first, or use `launch_then` (which does not wait)";
+
+const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fiber that a fiber holding the \
+     latch joins (directly, or through fibers joining each other on this worker): the new fiber would wait for \
+     the latch, and the holder for this fiber, for good. Drop the guard before joining, or use `launch_then` \
+     (which does not wait)";
 
 /// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
@@ -156,6 +162,20 @@ impl<T> Latch<T> {
             && self.holder.get() == current_fiber(id)
             && context::worker().is_some_and(|w| w.scheduler.is_launched_on(id, property))
     }
+
+    /// Where fiber `id` of this worker, or a fiber that waits for it to end through joins on this worker (see
+    /// `Scheduler::joined_chain`), is one launched on the property at `property` that holds the latch: how
+    /// many joins from `id` (0: `id` itself). Joins from another worker or a plain thread are not followed.
+    fn held_along_joins(&self, id: usize, property: usize) -> Option<usize> {
+        if self.holder.get() == NO_FIBER {
+            return None;
+        }
+        let worker = context::worker()?;
+        worker
+            .scheduler
+            .joined_chain(id)
+            .position(|id| self.held_by_launched(id, property))
+    }
 }
 
 /// The running fiber `id` of this worker, as a latch's holder.
@@ -218,9 +238,10 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// `apply_then` continuation on a worker (it waits for the fiber, and the trustee cannot wait): use
     /// `apply_then` there. Panics too, `f` dropped unrun, in a fiber launched on this latch that holds it (the
     /// new fiber would wait for the latch, and the caller for the new fiber): drop the guard first, or use
-    /// [`launch_then`](Self::launch_then), which does not wait. Only the holder's own launch is refused, as
-    /// its `apply` on the latch is: a fiber it spawned and joins while holding the latch still waits for good
-    /// if it launches there a closure that locks the latch.
+    /// [`launch_then`](Self::launch_then), which does not wait; and so from a fiber that such a holder joins,
+    /// directly or through fibers joining each other, all on the trustee's worker (drop the guard before
+    /// joining). Joins across workers are not followed: the holder's join of a fiber on another worker that
+    /// launches here a closure that locks the latch still waits for good.
     pub fn launch<R, F>(&self, f: F) -> R
     where
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
@@ -394,7 +415,8 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         let header = self.property_ptr().cast::<Header>();
         // SAFETY: on the property's trustee; the handle keeps it live.
         let waits = unsafe { property::applies_wait(header) };
-        waits && !worker.runs_launched_on(header as usize)
+        // Nor one by a fiber that a fiber launched here joins: that fiber waits for it too.
+        waits && !worker.runs_launched_on(header as usize) && !worker.joined_by_launched_on(header as usize)
     }
 }
 
@@ -439,8 +461,11 @@ where
         // A fiber launched on this latch that holds it waits for this one, which could never lock it: refused
         // as its `apply` on the latch is (review 93: it hung). Checked here, where the latch is at hand; the
         // launcher, suspended until this fiber ends, holds it still or not. The panic resumes in its `launch`.
-        if launcher.is_some_and(|id| latch.held_by_launched(id, header as usize)) {
-            refuse(f, LAUNCH_BY_HOLDER);
+        // So is a launch by a fiber that such a holder joins, through joins on this worker (helper 122).
+        match launcher.and_then(|id| latch.held_along_joins(id, header as usize)) {
+            Some(0) => refuse(f, LAUNCH_BY_HOLDER),
+            Some(_) => refuse(f, LAUNCH_JOINED_BY_HOLDER),
+            None => {}
         }
         f(latch)
     })

@@ -360,6 +360,10 @@ fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + S
     if worker.runs_launched_on(job.property.get() as usize) {
         refuse(job, property::APPLY_ON_OWN_LATCH);
     }
+    // So would it for a fiber launched on the latch that joins this one.
+    if worker.joined_by_launched_on(job.property.get() as usize) {
+        refuse(job, property::APPLY_JOINED_BY_LAUNCHED);
+    }
     match call::call_to_self(worker, job).into_result() {
         Ok(r) => r,
         Err(payload) => resume_unwind(payload),
@@ -379,6 +383,12 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
         !worker.runs_launched_on(property as usize),
         "{}",
         property::APPLY_ON_OWN_LATCH
+    );
+    // A fiber that a fiber launched on the latch joins (through joins on this worker) would wait for its joiner.
+    assert!(
+        !worker.joined_by_launched_on(property as usize),
+        "{}",
+        property::APPLY_JOINED_BY_LAUNCHED
     );
     // Counted as waiting meanwhile: new launches on the property wait behind this apply.
     // SAFETY: on the property's trustee thread; the caller's handle keeps it live.

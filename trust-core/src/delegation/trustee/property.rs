@@ -18,6 +18,11 @@ pub(crate) const APPLY_ON_OWN_LATCH: &str = "`apply` (or `apply_async`, `apply_w
      whose `launch` runs this fiber: it hands out `&mut Latch<T>`, so it would wait for every launched fiber to \
      end, this one included. The fiber already holds `&Latch<T>`: lock the latch instead";
 
+pub(crate) const APPLY_JOINED_BY_LAUNCHED: &str = "`apply` (or `apply_with`) on a `Trust<Latch<T>>` from a fiber \
+     that a fiber launched on that latch joins (directly, or through fibers joining each other on this worker): \
+     it hands out `&mut Latch<T>`, so it would wait for every launched fiber to end, the joining one included, \
+     which waits for this fiber. Use `apply_then`, or `launch` and lock the latch";
+
 /// Type-erased part of a property; `Property<T>` starts with it, so a `*mut Header` identifies a property.
 #[derive(Debug)]
 pub(crate) struct Header {

@@ -424,7 +424,17 @@ pub(crate) struct Scheduler {
     /// Each fiber's serial number, by fiber id: ids are reused, serials never (see [`Self::serial_of`]).
     serials: RefCell<Vec<u64>>,
     next_serial: Cell<u64>,
+    /// By fiber id: the fiber of this worker suspended joining it, and the joined fiber's serial then (the
+    /// link holds while that serial runs under the id: no clearing needed). `NOT_JOINED`: none recorded.
+    joiners: RefCell<Vec<(usize, u64)>>,
 }
+
+/// A `Scheduler::joiners` entry with no joiner.
+const NOT_JOINED: (usize, u64) = (usize::MAX, u64::MAX);
+
+/// How many joins [`Scheduler::joined_chain`] follows at most (a cycle cannot form, as a fiber joins one
+/// fiber at a time and a join of its own handle is refused; the cap bounds the walk anyway).
+const MAX_JOIN_LINKS: usize = 64;
 
 impl fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -451,6 +461,7 @@ impl Scheduler {
             latch_waiters: RefCell::new(Vec::new()),
             serials: RefCell::new(Vec::new()),
             next_serial: Cell::new(0),
+            joiners: RefCell::new(Vec::new()),
         }
     }
 
@@ -564,6 +575,30 @@ impl Scheduler {
     /// True when fiber `id` was started by `launch` on the property at `property`.
     pub(crate) fn is_launched_on(&self, id: usize, property: usize) -> bool {
         self.launched.borrow().get(id) == Some(&property)
+    }
+
+    /// Fiber `joiner` of this worker suspends joining fiber `joined`, also of this worker, until `joined` ends
+    /// (written on the join's slow path only: a join that suspends, or a joined fiber's start).
+    pub(crate) fn set_joiner(&self, joined: usize, joiner: usize) {
+        let serial = self.serial_of(joined);
+        let mut joiners = self.joiners.borrow_mut();
+        if joiners.len() <= joined {
+            joiners.resize(joined + 1, NOT_JOINED);
+        }
+        joiners[joined] = (joiner, serial);
+    }
+
+    /// The fiber of this worker that joins fiber `id` (running or suspended), if one does.
+    fn joiner_of(&self, id: usize) -> Option<usize> {
+        let (joiner, serial) = self.joiners.borrow().get(id).copied().unwrap_or(NOT_JOINED);
+        (joiner != usize::MAX && serial == self.serial_of(id)).then_some(joiner)
+    }
+
+    /// Fiber `id`, then the fiber of this worker that joins it, the one that joins that one, and so on, up to
+    /// `MAX_JOIN_LINKS` joins: the fibers that wait for `id` to end. The chain stops at a joiner on another
+    /// worker or a plain thread (not recorded).
+    pub(crate) fn joined_chain(&self, id: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(Some(id), |&id| self.joiner_of(id)).take(MAX_JOIN_LINKS + 1)
     }
 
     /// Fiber `id` waits until the launched fibers sharing the property at `property` have ended; the caller

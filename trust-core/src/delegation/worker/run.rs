@@ -305,6 +305,18 @@ impl Worker {
         self.fiber_launched_on(property) || self.chain_launched_on(property)
     }
 
+    /// True when the running fiber is joined, directly or through fibers joining each other on this worker, by
+    /// a fiber launched on `property`: a request of it that waits for the launched fibers to end would wait for
+    /// its joiner, which waits for it. Looked at only on the paths that would wait so.
+    pub(crate) fn joined_by_launched_on(&self, property: usize) -> bool {
+        self.fiber.get().is_some_and(|(_, id)| {
+            self.scheduler
+                .joined_chain(id)
+                .skip(1)
+                .any(|joiner| self.scheduler.is_launched_on(joiner, property))
+        })
+    }
+
     /// Runs `f` outside the chain of the continuation running now: what it issues counts for the worker.
     pub(crate) fn outside_chain<R>(&self, f: impl FnOnce() -> R) -> R {
         struct Restore<'a>(&'a RefCell<Option<Rc<Pending>>>, Option<Rc<Pending>>);
