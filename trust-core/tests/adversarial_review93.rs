@@ -552,3 +552,45 @@ fn a_launch_from_a_fiber_joined_by_a_launched_fiber_does_not_wait_behind_an_appl
     assert_eq!(l.apply(|latch| *latch.get_mut()), 16);
     child_ok();
 }
+
+/// The message of `try_unwrap`/`into_inner` on a latch by a fiber that a fiber launched on the latch joins.
+const TAKE_JOINED_BY_LAUNCHED: &str = "`Trust::try_unwrap`/`into_inner` on a `Trust<Latch<T>>` from a fiber that \
+     a fiber launched on that latch joins (directly, or through fibers joining each other on this worker): the \
+     value comes back only once every launched fiber has ended, the joining one included, which waits for this \
+     fiber. Take the value after the launched fibers have returned";
+
+/// (6) `try_unwrap` and `into_inner` of the latch's handle from a fiber the holder joins (thirty-seventh session;
+/// helper 122 found them still waiting for good): refused, each handle given up (dropped, its count returned)
+/// so that the last handle, outside, takes the value afterwards.
+#[test]
+fn a_fiber_the_holder_joins_that_takes_the_latch_is_refused() {
+    in_child!(
+        "a_fiber_the_holder_joins_that_takes_the_latch_is_refused",
+        10
+    );
+    let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
+    let l2 = l.clone();
+    let got = common::within(10, move || {
+        join_while_holding(l2, move |own| {
+            let second = own.clone();
+            let unwrapped = catch_unwind(AssertUnwindSafe(move || own.try_unwrap().is_ok()))
+                .map_err(panic_message);
+            let inner = catch_unwind(AssertUnwindSafe(move || second.into_inner().is_some()))
+                .map_err(panic_message);
+            assert_eq!(
+                (unwrapped, inner),
+                (
+                    Err(TAKE_JOINED_BY_LAUNCHED.to_string()),
+                    Err(TAKE_JOINED_BY_LAUNCHED.to_string())
+                )
+            );
+            4
+        })
+    });
+    assert_eq!(got, (0, 0, Ok(4), 7, 17));
+    let latch = l
+        .try_unwrap()
+        .unwrap_or_else(|_| panic!("the refused takes left a handle counted"));
+    assert_eq!(latch.into_inner(), 17);
+    child_ok();
+}

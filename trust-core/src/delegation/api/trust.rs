@@ -413,6 +413,11 @@ const TAKE_ON_OWN_LATCH: &str = "`Trust::try_unwrap`/`into_inner` on the `Trust<
      this fiber: the value comes back only once every launched fiber has ended, this one included. Return from \
      the fiber first, and take the value where it was launched from";
 
+const TAKE_JOINED_BY_LAUNCHED: &str = "`Trust::try_unwrap`/`into_inner` on a `Trust<Latch<T>>` from a fiber that a \
+     fiber launched on that latch joins (directly, or through fibers joining each other on this worker): the value \
+     comes back only once every launched fiber has ended, the joining one included, which waits for this fiber. \
+     Take the value after the launched fibers have returned";
+
 const TAKE_ON_TRUSTEE: &str = "`Trust::try_unwrap`/`into_inner` inside a delegated closure (or an `apply_then` \
      continuation on a worker): it waits until every request sent before it has been served, and the trustee \
      cannot wait. Call it from a thread or a fiber (`spawn`), or send the handle there with `apply_then`";
@@ -520,10 +525,10 @@ impl<T: Send + 'static> Trust<T> {
         // A fiber launched on this very value would wait for itself: the value is retired only once every
         // launched fiber has ended.
         if let Some(worker) = caller {
-            assert!(
-                !worker.runs_launched_on(self.property.as_ptr() as usize),
-                "{TAKE_ON_OWN_LATCH}"
-            );
+            let property = self.property.as_ptr() as usize;
+            assert!(!worker.runs_launched_on(property), "{TAKE_ON_OWN_LATCH}");
+            // Nor one joined by such a fiber: its joiner waits for it.
+            assert!(!worker.joined_by_launched_on(property), "{TAKE_JOINED_BY_LAUNCHED}");
         }
         let this = std::mem::ManuallyDrop::new(self);
         let property = SendPtr(this.property.as_ptr());
