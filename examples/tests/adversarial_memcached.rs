@@ -52,6 +52,8 @@ fn a_shards_heap_stays_near_its_memory_limit_with_long_keys() {
             flags: 0,
             exptime: 0,
             cas: 0,
+            binary_key: false,
+            stale: false,
         };
         assert_eq!(shard.store(req, now), StoreOutcome::Stored);
     }
@@ -98,6 +100,8 @@ fn a_shard_with_short_keys_and_large_values_uses_its_memory_limit() {
             flags: 0,
             exptime: 0,
             cas: 0,
+            binary_key: false,
+            stale: false,
         };
         assert_eq!(shard.store(req, now), StoreOutcome::Stored);
     }

@@ -31,6 +31,8 @@ fn set_request(key: &[u8], value: &[u8]) -> StoreRequest {
         flags: 0,
         exptime: 0,
         cas: 0,
+        binary_key: false,
+        stale: false,
     }
 }
 

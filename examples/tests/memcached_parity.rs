@@ -366,9 +366,10 @@ impl Both {
         let read = |r: &mut Raw| {
             r.send(format!("mg {key} c\r\n").as_bytes());
             let line = String::from_utf8(r.read_until(b"\r\n")).unwrap();
+            // The number up to the next flag (a stale item's `mg` adds `X`, `W` or `Z`).
             line.trim_end()
                 .strip_prefix("HD c")
-                .and_then(|n| n.parse().ok())
+                .and_then(|n| n.split(' ').next()?.parse().ok())
                 .unwrap_or_else(|| panic!("mg {key} c: {line:?}"))
         };
         (read(&mut self.trust), self.memcached.as_mut().map(read))
@@ -421,12 +422,6 @@ fn meta_get_returns_the_flags_asked_for_in_their_order() {
             b"mg m v 1 2 3 4 5 6 7 8 9 0 A B C D E F G\r\nmn x\r\n",
             b"CLIENT_ERROR options flags are too long\r\nMN\r\n",
         );
-    // Not implemented (documented): `h`, `l`, `N`, `R` on `mg` and `b` anywhere are refused as unknown,
-    // where memcached answers them.
-    b.trust.roundtrip(
-        b"mg m h\r\nmg m l\r\nmg m N30\r\nmg m R30\r\nmg bQ== b\r\n",
-        &b"CLIENT_ERROR invalid flag\r\n".repeat(5),
-    );
 }
 
 /// `ms`: the modes (`MS` set, `ME` add, `MA` append, `MP` prepend, `MR` replace), `F` and `T`, `C` (a
@@ -477,11 +472,6 @@ fn meta_set_stores_in_every_mode_and_compares_cas() {
             format!("ms {} 1\r\nx\r\nms s 1 v s t\r\nx\r\n", "k".repeat(251)).as_bytes(),
             b"CLIENT_ERROR bad command line format\r\nERROR\r\nHD\r\n",
         );
-    // Not implemented (documented): `I` (invalidate) is refused as unknown.
-    b.trust.roundtrip(
-        b"ms s 1 I\r\nx\r\nmn\r\n",
-        b"CLIENT_ERROR invalid flag\r\nMN\r\n",
-    );
 }
 
 /// `md` (`HD`, `NF`, `EX` on a `C` mismatch, `q` hiding `HD` only, `k` and `O`) and `ma` (`NF`; `N` creates
@@ -602,6 +592,441 @@ fn pipelined_meta_commands_and_their_counters() {
             ("decr_hits", 1),
             ("decr_misses", 1),
             ("total_items", 4),
+        ] {
+            assert_eq!(stat(&stats, name), want, "{name}");
+        }
+    }
+}
+
+/// `b` on `mg`, `ms`, `md` and `ma`: the key is base64 and names the item its bytes decode to, the same one
+/// as the raw key (`ms Zm9v 1 b` then `get foo`), binary bytes included. memcached's decoder skips bytes
+/// outside the alphabet (`Zm9v!` is `foo`), wants whole groups of four and stops at padding (`Zm8=Zm8=` is
+/// `fo`); anything else is `CLIENT_ERROR error decoding key`, an error noted where `b` stands among the flags
+/// (a bad token after it wins, before it loses; `md`/`ma` word it their way). The token's own length counts
+/// against 250 bytes, so a `b` key is at most 187 bytes (186 in whole groups with room: 248 characters).
+/// `k` prints the key base64 then ` b`: an `mg` hit as the item was stored (a `ms ... b` marks it; a raw `set`,
+/// an append or an item `ma` creates does not), everything else as the command sent it. The trust server
+/// refused `b` as an unknown flag. Every reply is memcached 1.6.18's.
+#[test]
+fn base64_keys_name_the_items_their_bytes_decode_to() {
+    let mut b = Both::start();
+    b.roundtrip(b"ms Zm9v 1 b\r\nx\r\nget foo\r\n", b"HD\r\nVALUE foo 0 1\r\nx\r\nEND\r\n")
+        .roundtrip(b"mg Zm9v b k v s f O1\r\n", b"VA 1 kZm9v b s1 f0 O1\r\nx\r\n")
+        .roundtrip(b"mg foo k\r\nmg Zm9v k\r\nmg Zm9v b q k\r\nmn\r\n", b"HD kZm9v b\r\nEN kZm9v\r\nHD kZm9v b\r\nMN\r\n")
+        // The decoder's edges: skipped bytes, padding anywhere in its group, and what it refuses.
+        .roundtrip(
+            b"mg Zm9v! b k\r\nmg Zm!9v b k\r\nmg Zm8= b k v\r\nmg Zm9= b k\r\nmg Zm8=Zm8= b k\r\nmg =AAA b k\r\n",
+            b"HD kZm9v b\r\nHD kZm9v b\r\nEN kZm8= b\r\nEN kZm8= b\r\nEN kZm8= b\r\nEN kAAA= b\r\n",
+        )
+        .roundtrip(
+            b"mg Zm9 b k\r\nmg Zm9vv b k\r\nmg Zm9=v b k\r\nmg Zm9v= b k\r\nmg !!!! b k\r\nmg A=== b k\r\nmg ==== b\r\n",
+            &b"CLIENT_ERROR error decoding key\r\n".repeat(7),
+        )
+        .roundtrip(
+            b"mg Zm9 b Tx\r\nmg Zm9 Tx b\r\nmg Zm9 b x\r\nmg Zm9v b b\r\nmd Zm9 b\r\nma Zm9 b\r\n",
+            b"CLIENT_ERROR bad token in command line format\r\nCLIENT_ERROR error decoding key\r\n\
+              CLIENT_ERROR invalid flag\r\nCLIENT_ERROR duplicate flag\r\n\
+              CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n",
+        )
+        .roundtrip(
+            b"ms Zm9 1 b\r\nx\r\nms Zm9 1 b Tx\r\nx\r\nms Zm9 1 Tx b\r\nx\r\nms Zm9 2 b\r\nxyz\r\nmn\r\n",
+            b"CLIENT_ERROR error decoding key\r\nCLIENT_ERROR bad token in command line format\r\n\
+              CLIENT_ERROR error decoding key\r\nCLIENT_ERROR error decoding key\r\nERROR\r\nMN\r\n",
+        )
+        // `ms`, `md`, `ma` print the key as sent; `ma` creates an item without the mark.
+        .roundtrip(b"ms foo 1 k\r\ny\r\nmg foo k v\r\n", b"HD kfoo\r\nVA 1 kfoo\r\ny\r\n")
+        .roundtrip(b"ms Zm9v 1 b MA k\r\nz\r\nmg foo k v\r\n", b"HD kZm9v b\r\nVA 2 kfoo\r\nyz\r\n")
+        .roundtrip(b"md Zm9v b k q\r\nmn\r\nget foo\r\n", b"MN\r\nEND\r\n")
+        .roundtrip(
+            b"md bm90aGVyZQ== b k\r\nma bm90aGVyZQ== b k\r\nmg bm90aGVyZQ== b k\r\n",
+            b"NF kbm90aGVyZQ== b\r\nNF kbm90aGVyZQ== b\r\nEN kbm90aGVyZQ== b\r\n",
+        )
+        .roundtrip(
+            b"ma Y250 b N0 J5 k v\r\nget cnt\r\nmg cnt k\r\nma Y250 b k v\r\nma cnt k v\r\n",
+            b"VA 1 kY250 b\r\n5\r\nVALUE cnt 0 1\r\n5\r\nEND\r\nHD kcnt\r\nVA 1 kY250 b\r\n6\r\nVA 1 kcnt\r\n7\r\n",
+        )
+        // `incr` in place keeps the mark; outgrowing its item drops it (a new item, as in memcached).
+        .roundtrip(
+            b"ms Y250 1 b\r\n8\r\nincr cnt 1\r\nmg cnt k\r\nincr cnt 1\r\nmg cnt k v\r\n",
+            b"HD\r\n9\r\nHD kY250 b\r\n10\r\nVA 2 kcnt\r\n10\r\n",
+        );
+    // Binary bytes: a key no raw token could carry (NUL, space, CR, LF), and high bytes a raw key can name.
+    let mut binary = Vec::new();
+    trust_examples::memcached::protocol::push_base64(&mut binary, b"\0 \r\n\x01");
+    assert_eq!(binary, b"ACANCgE=");
+    b.roundtrip(
+        b"ms ACANCgE= 2 b k\r\nhi\r\nmg ACANCgE= b k v\r\nmg ACANCgE= k\r\n",
+        b"HD kACANCgE= b\r\nVA 2 kACANCgE= b\r\nhi\r\nEN kACANCgE=\r\n",
+    )
+    .roundtrip(
+        b"ms gP7/IQ== 1 b\r\nx\r\nget \x80\xfe\xff!\r\nset \x80\xfe\xff! 0 0 1\r\ny\r\nmg gP7/IQ== b k v\r\n",
+        b"HD\r\nVALUE \x80\xfe\xff! 0 1\r\nx\r\nEND\r\nSTORED\r\nVA 1 k\x80\xfe\xff!\r\ny\r\n",
+    );
+    // The token's length is what counts: 248 characters (186 bytes) is fine, 252 (187 bytes) is not.
+    let key: Vec<u8> = (0..=185u8).rev().collect();
+    let mut token = Vec::new();
+    trust_examples::memcached::protocol::push_base64(&mut token, &key);
+    let line = |tail: &[u8]| [b"ms ".as_slice(), &token, tail].concat();
+    let want = [b"HD k".as_slice(), &token, b" b\r\n"].concat();
+    b.roundtrip(&line(b" 1 b k\r\nx\r\n"), &want);
+    let mut long = Vec::new();
+    trust_examples::memcached::protocol::push_base64(&mut long, &[7; 187]);
+    b.roundtrip(
+        &[b"ms ".as_slice(), &long, b" 1 b\r\nx\r\nmg ", &long, b" b\r\n"].concat(),
+        b"CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\n",
+    );
+    // Too large: refused, its data swallowed, and the decoded key's old value gone.
+    let big = 1_100_000;
+    b.roundtrip(
+        &[
+            b"set foo 0 0 1\r\nx\r\n".as_slice(),
+            format!("ms Zm9v {big} b\r\n").as_bytes(),
+            &vec![b'a'; big],
+            b"\r\nget foo\r\n",
+        ]
+        .concat(),
+        b"STORED\r\nSERVER_ERROR object too large for cache\r\nEND\r\n",
+    );
+}
+
+/// `mg`'s `h`: whether the item had been fetched before this command. What marks it, found against
+/// memcached 1.6.18: `get`, `gets`, `gat`, `touch` and `mg` (without `u`); not `incr`, `ma`, a refused `add`
+/// or `cas`; a new item (`set`, `append`, an `incr` that outgrows its item, an item `ma` creates) starts
+/// unmarked. An `mg` reports the mark before its own fetch. The trust server refused `h` as an unknown flag.
+#[test]
+fn meta_get_h_says_whether_the_item_was_fetched_before() {
+    let mut b = Both::start();
+    for (ops, want) in [
+        (&b"get a"[..], &b"VALUE a 0 1\r\n1\r\nEND\r\n"[..]),
+        (b"gat 0 a", b"VALUE a 0 1\r\n1\r\nEND\r\n"),
+        (b"touch a 0", b"TOUCHED\r\n"),
+        (b"mg a", b"HD\r\n"),
+        (b"mg a T30 s", b"HD s1\r\n"),
+    ] {
+        b.roundtrip(
+            &[b"set a 0 0 1\r\n1\r\n".as_slice(), ops, b"\r\nmg a h\r\n"].concat(),
+            &[b"STORED\r\n".as_slice(), want, b"HD h1\r\n"].concat(),
+        );
+    }
+    b.roundtrip(b"set a 0 0 1\r\n1\r\ngets a\r\n", b"STORED\r\n")
+        .trust
+        .read_until(b"END\r\n");
+    if let Some(m) = &mut b.memcached {
+        m.read_until(b"END\r\n");
+    }
+    b.roundtrip(b"mg a h\r\n", b"HD h1\r\n")
+        .roundtrip(b"set a 0 0 1\r\n1\r\nmg a u\r\nmg a h u\r\nmg a h\r\nmg a h\r\n", b"STORED\r\nHD\r\nHD h0\r\nHD h0\r\nHD h1\r\n")
+        .roundtrip(b"set a 0 0 1\r\n1\r\nincr a 1\r\nma a\r\nmg a h v\r\n", b"STORED\r\n2\r\nHD\r\nVA 1 h0\r\n3\r\n")
+        // The `mg` above marked it; a refused `add`, `ms ME` or `cas` leaves the mark as it is.
+        .roundtrip(b"add a 0 0 1\r\n1\r\nms a 1 ME\r\n1\r\ncas a 0 0 1 999999\r\n1\r\nmg a h\r\n", b"NOT_STORED\r\nNS\r\nEXISTS\r\nHD h1\r\n")
+        // An `incr` in place keeps the mark (on an item fetched once: memcached's second fetch of an item may
+        // leave a reference with its LRU thread, and an `incr` then makes a new item; documented).
+        .roundtrip(b"set c 0 0 1\r\n3\r\nget c\r\n", b"STORED\r\nVALUE c 0 1\r\n3\r\nEND\r\n")
+        .roundtrip(
+            b"incr c 1\r\nmg c h\r\nincr c 6\r\nmg c h v\r\n",
+            b"4\r\nHD h1\r\n10\r\nVA 2 h0\r\n10\r\n",
+        )
+        .roundtrip(b"get a\r\nappend a 0 0 1\r\n1\r\nmg a h\r\n", b"VALUE a 0 1\r\n3\r\nEND\r\nSTORED\r\nHD h0\r\n")
+        .roundtrip(b"get a\r\nset a 0 0 1\r\n1\r\nmg a h\r\n", b"VALUE a 0 2\r\n31\r\nEND\r\nSTORED\r\nHD h0\r\n")
+        .roundtrip(b"ma n N0 J1 v\r\nmg n h\r\nmg n h q k\r\nmn\r\n", b"VA 1\r\n1\r\nHD h0\r\nHD h1 kn\r\nMN\r\n")
+        // On a miss, and on `ms`, `md` and `ma`, `h` and `l` print nothing; a repeated one is refused.
+        .roundtrip(
+            b"mg none h l k t\r\nms hx 1 h l k\r\n1\r\nma hx h l k t\r\nmd hx h l k\r\nmg a h l h\r\n",
+            b"EN knone\r\nHD khx\r\nHD khx t-1\r\nHD khx\r\nCLIENT_ERROR duplicate flag\r\n",
+        );
+    // memcached's `cmd_meta` counts `me` alone (none of the above); this server has no `me`, and says 0.
+    let mut servers = vec![&mut b.trust];
+    servers.extend(b.memcached.as_mut());
+    for r in servers {
+        assert_eq!(r.stat("cmd_meta"), 0);
+    }
+}
+
+/// Waits for the start of a second on the clock of `r`'s server and returns when it began: memcached's clock
+/// ticks at a phase its start set (its `stats` `time` is polled for the change), this server's at the wall
+/// clock's second.
+fn wait_for_tick(r: &mut Raw, memcached: bool) -> Instant {
+    if memcached {
+        let before = r.stat("time");
+        while r.stat("time") == before {
+            thread::sleep(Duration::from_millis(3));
+        }
+    } else {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        thread::sleep(Duration::from_nanos(
+            1_000_000_000 - u64::from(since.subsec_nanos()) + 3_000_000,
+        ));
+    }
+    Instant::now()
+}
+
+/// `mg`'s `l`: seconds since the item's last access, as memcached 1.6.18 keeps it: set when the item is
+/// stored; the first fetch only marks it fetched, a later fetch moves it (not checked here: memcached defers
+/// that move for an item its LRU maintainer has taken to its cold list, so `l` after it depends on that
+/// thread; documented); a refused `add` and an `incr`/`ma` in place move it; `u`, a refused `cas` or `ms C`
+/// do not; a new item (`append`, an `incr` that outgrows its item) starts at 0. Each server is run on its
+/// own clock: the items are stored just after a tick, and looked at 1.1 s later, so `l1` means exactly one
+/// tick for both (the two run at once: under 2.2 s in all).
+#[test]
+fn meta_get_l_is_the_time_since_the_last_access() {
+    let mut b = Both::start();
+    let stored: &[u8] = b"ms A 1\r\n1\r\nms B 1\r\n1\r\nmg B\r\nms C 1\r\n1\r\nms D 1\r\n1\r\nms E 1\r\n5\r\n\
+        ms F 1\r\n9\r\nms G 1\r\n1\r\nms H 1\r\n1\r\nms I 1\r\n1\r\nmg I\r\nms J 1\r\n1\r\nmg J\r\nmg J\r\n\
+        ms L 1\r\n5\r\nms M 1\r\n1\r\nms N 1\r\n1\r\nms O 1\r\n1\r\nmg O\r\nms P 1\r\n1\r\nmg P\r\n\
+        ms Q 1\r\n1\r\nms R 1\r\n1\r\nmg R h l t\r\nmg R h l\r\n";
+    let stored_want: &[u8] =
+        b"HD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\n\
+        HD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD\r\nHD h0 l0 t-1\r\nHD h1 l0\r\n";
+    let later: &[(&[u8], &[u8])] = &[
+        (b"mg A h l\r\nmg A h l\r\n", b"HD h0 l1\r\nHD h1 l1\r\n"),
+        (b"mg B h l\r\n", b"HD h1 l1\r\n"),
+        (
+            b"add C 0 0 1\r\n1\r\nmg C l h\r\n",
+            b"NOT_STORED\r\nHD l0 h0\r\n",
+        ),
+        (b"touch D 0\r\nmg D h l\r\n", b"TOUCHED\r\nHD h1 l1\r\n"),
+        (b"incr E 1\r\nmg E l h\r\n", b"6\r\nHD l0 h0\r\n"),
+        (b"incr F 1\r\nmg F l h\r\n", b"10\r\nHD l0 h0\r\n"),
+        (b"mg G u l h\r\nmg G l h\r\n", b"HD l1 h0\r\nHD l1 h0\r\n"),
+        (
+            b"append H 0 0 1\r\n1\r\nmg H l h\r\n",
+            b"STORED\r\nHD l0 h0\r\n",
+        ),
+        (
+            b"cas I 0 0 1 1\r\n1\r\nmg I l h\r\n",
+            b"EXISTS\r\nHD l1 h1\r\n",
+        ),
+        (b"mg J l h\r\n", b"HD l1 h1\r\n"),
+        (b"ma L\r\nmg L l h\r\n", b"HD\r\nHD l0 h0\r\n"),
+        (b"mg M T30 h l\r\nmg M h l\r\n", b"HD h0 l1\r\nHD h1 l1\r\n"),
+        (
+            b"ms N 1 MA C999999\r\n1\r\nmg N l h\r\n",
+            b"EX\r\nHD l1 h0\r\n",
+        ),
+        (b"ms O 1 ME\r\n1\r\nmg O l h\r\n", b"NS\r\nHD l0 h1\r\n"),
+        (b"mg P u\r\nmg P l h\r\n", b"HD\r\nHD l1 h1\r\n"),
+        (
+            b"gat 0 Q\r\nmg Q h l\r\n",
+            b"VALUE Q 0 1\r\n1\r\nEND\r\nHD h1 l1\r\n",
+        ),
+        (b"mg R h l\r\n", b"HD h1 l1\r\n"),
+    ];
+    let run = |r: &mut Raw, memcached: bool| {
+        let tick = wait_for_tick(r, memcached);
+        r.roundtrip(stored, stored_want);
+        assert!(
+            tick.elapsed() < Duration::from_millis(500),
+            "too slow for the clock: {:?}",
+            tick.elapsed()
+        );
+        thread::sleep(
+            (tick + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+        );
+        for (send, want) in later {
+            r.roundtrip(send, want);
+        }
+        assert!(
+            tick.elapsed() < Duration::from_millis(1900),
+            "too slow for the clock: {:?}",
+            tick.elapsed()
+        );
+    };
+    let started = Instant::now();
+    thread::scope(|s| {
+        s.spawn(|| run(&mut b.trust, false));
+        if let Some(m) = &mut b.memcached {
+            s.spawn(|| run(m, true));
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `mg`'s `N` (vivify) and `R` (recache) and the win tokens they hand out, as memcached 1.6.18 does it: a
+/// miss with `N` creates an empty item (flags 0, the TTL of the last of `T` and `N`), counted as a hit (a
+/// touch with `T`), and wins its token (`W`); `R` wins the token of an item whose TTL, as a `T` before it
+/// left it, is below `R`'s (never one without a TTL, never at `R0`, a negative or a past time); the first
+/// winner sends the token, every later `mg` sees `Z` (`q` does not hide it), until a new item replaces it (a
+/// `set`, an append; a refused `add` and an `incr` in place keep it). The trust server refused `N` and `R`.
+#[test]
+fn meta_get_vivify_and_recache_hand_out_one_win_token() {
+    let mut b = Both::start();
+    b.roundtrip(b"stats reset\r\n", b"RESET\r\n")
+        .roundtrip(
+            b"mg v1 N30 s v t k O1 h l f\r\nmg v1 s v k h\r\nmg v1 q\r\nmn\r\n",
+            b"VA 0 s0 t30 kv1 O1 h0 l0 f0 W\r\n\r\nVA 0 s0 kv1 h1 Z\r\n\r\nHD Z\r\nMN\r\n",
+        )
+        .roundtrip(
+            b"mg v2 N30 q\r\nmn\r\nmg v2 N30 q v\r\nmn\r\n",
+            b"HD W\r\nMN\r\nVA 0 Z\r\n\r\nMN\r\n",
+        )
+        .roundtrip(
+            b"mg v4 N0 t\r\nmg v4 t\r\nmg v6 T10 N30 t\r\nmg v6 t\r\nmg v7 N30 T10 t\r\nmg v7 t\r\n",
+            b"HD t-1 W\r\nHD t-1 Z\r\nHD t30 W\r\nHD t30 Z\r\nHD t10 W\r\nHD t10 Z\r\n",
+        )
+        .roundtrip(
+            b"mg v8 N30 u\r\nmg v8 h\r\nmg v9 N30\r\nmg v9 h\r\n",
+            b"HD W\r\nHD h0 Z\r\nHD W\r\nHD h1 Z\r\n",
+        )
+        .roundtrip(
+            b"ms v10 1\r\n1\r\nmg v10 N30 v\r\nmg v11 Nx\r\nmg v11 R\r\n",
+            b"HD\r\nVA 1\r\n1\r\nCLIENT_ERROR bad token in command line format\r\n\
+              CLIENT_ERROR bad token in command line format\r\n",
+        );
+    // Created: v1, v2, v4, v6, v7, v8, v9 (two of them with `T`: touches); v10 was stored.
+    let mut servers = vec![&mut b.trust];
+    servers.extend(b.memcached.as_mut());
+    for r in servers {
+        let stats = r.stats();
+        for (name, want) in [
+            ("total_items", 8),
+            ("curr_items", 8),
+            ("cmd_get", 14),
+            ("get_hits", 14),
+            ("get_misses", 0),
+            ("cmd_touch", 2),
+            ("touch_hits", 2),
+        ] {
+            assert_eq!(stat(&stats, name), want, "{name}");
+        }
+    }
+    // An item `N` creates has no base64 mark, even from a `b` key: its `k` is raw, as memcached's.
+    b.roundtrip(
+        b"mg Zm9vMQ== b N30 k\r\nmg Zm9vMQ== b k\r\n",
+        b"HD kfoo1 W\r\nHD kfoo1 Z\r\n",
+    );
+    b.roundtrip(
+        b"ms r1 1 T100\r\n1\r\nmg r1 R30 t\r\nmg r1 R200 t k\r\nmg r1 R200 t\r\nmg r1 t\r\n",
+        b"HD\r\nHD t100\r\nHD t100 kr1 W\r\nHD t100 Z\r\nHD t100 Z\r\n",
+    )
+    .roundtrip(
+        b"ms r2 1\r\n1\r\nmg r2 R200 t\r\nms r3 1 T100\r\n1\r\nmg r3 R0 t\r\nmg r3 R100 t\r\nmg r3 R101 t\r\n",
+        b"HD\r\nHD t-1\r\nHD\r\nHD t100\r\nHD t100\r\nHD t100 W\r\n",
+    )
+    .roundtrip(
+        b"ms r4 1 T100\r\n1\r\nmg r4 R200 T10 t\r\nmg r4 T10 R200 t\r\nms r5 1 T100\r\n1\r\nmg r5 T300 R200 t\r\n",
+        b"HD\r\nHD t10 W\r\nHD t10 Z\r\nHD\r\nHD t300\r\n",
+    )
+    .roundtrip(
+        b"ms r6 1 T100\r\n1\r\nmg r6 R200 u h\r\nmg r6 h\r\n",
+        b"HD\r\nHD h0 W\r\nHD h0 Z\r\n",
+    )
+    .roundtrip(
+        b"ms r7 1 T100\r\n1\r\nmg r7 R-1\r\nmg r7 R4294967295\r\nmg r7 R2592001\r\nmg r8 R200 q\r\nmn\r\nmg r8 R200\r\n",
+        b"HD\r\nHD\r\nHD\r\nHD\r\nMN\r\nEN\r\n",
+    )
+    // A new item has no token; a refused `add` keeps it.
+    .roundtrip(
+        b"ms r9 1 T100\r\n1\r\nmg r9 R200\r\nms r9 1 T100\r\n2\r\nmg r9 v\r\n",
+        b"HD\r\nHD W\r\nHD\r\nVA 1\r\n2\r\n",
+    )
+    .roundtrip(
+        b"mg r9 R200\r\nms r9 1 MA\r\n3\r\nmg r9 v\r\nmg r9 R200\r\nms r9 1 ME\r\n4\r\nmg r9 v\r\n",
+        b"HD W\r\nHD\r\nVA 2\r\n23\r\nHD W\r\nNS\r\nVA 2 Z\r\n23\r\n",
+    )
+    // An `incr` in place keeps it (in its own write: memcached makes a new item when the reply to an `mg`
+    // before it in the same read still holds the item; documented).
+    .roundtrip(b"ms r10 1 T100\r\n1\r\nmg r10 R200\r\n", b"HD\r\nHD W\r\n")
+    .roundtrip(b"incr r10 1\r\n", b"2\r\n")
+    .roundtrip(b"ma r10\r\n", b"HD\r\n")
+    .roundtrip(b"mg r10 v\r\n", b"VA 1 Z\r\n3\r\n");
+}
+
+/// `I` (invalidate) on `md` and `ms`, as memcached 1.6.18 does it: `md ... I` keeps the item, marks it stale
+/// (a new cas unique, `T`'s TTL if given) and takes its token back, so the next `mg` sees `X` and wins it
+/// (`W`), later ones `Z X`; it counts as neither a delete hit nor a miss. `ms ... I` with a compare below the
+/// item's (not 0) stores the value as a stale item, keeping the old one's TTL and sent token (a `cas` hit);
+/// at or above it is `EX` as ever. A new item (`set`, an append) is not stale; an `incr` in place keeps it.
+/// The trust server refused `I`.
+#[test]
+fn invalidate_marks_items_stale() {
+    let mut b = Both::start();
+    // Some items first, so that no cas unique below is 1 on either server (`C1` must be below the item's).
+    for key in ["s1", "s2", "i1", "i3", "b1", "i6"] {
+        b.roundtrip(
+            format!("ms {key} 1\r\n0\r\nms {key} 1\r\n0\r\n").as_bytes(),
+            b"HD\r\nHD\r\n",
+        );
+    }
+    b.roundtrip(b"stats reset\r\n", b"RESET\r\n")
+        .roundtrip(
+            b"ms s1 1 T100\r\n1\r\nmd s1 I\r\nmg s1 v t\r\nmg s1 v\r\nget s1\r\n",
+            b"HD\r\nHD\r\nVA 1 t100 X W\r\n1\r\nVA 1 Z X\r\n1\r\nVALUE s1 0 1\r\n1\r\nEND\r\n",
+        )
+        .roundtrip(
+            b"ms s2 1 T100\r\n1\r\nmd s2 I T30 k O1\r\nmg s2 t v\r\n",
+            b"HD\r\nHD ks2 O1\r\nVA 1 t30 X W\r\n1\r\n",
+        )
+        .roundtrip(
+            b"ms s3 1 T100\r\n1\r\nmd s3 I q\r\nmn\r\nmd s3 I\r\nmg s3\r\nmd s3\r\nmg s3\r\n",
+            b"HD\r\nMN\r\nHD\r\nHD X W\r\nHD\r\nEN\r\n",
+        )
+        .roundtrip(b"md s4 I\r\nmd s4 I q\r\nmn\r\n", b"NF\r\nNF\r\nMN\r\n")
+        .roundtrip(
+            b"ms s5 1 T100\r\n1\r\nmg s5 R200\r\nmd s5 I\r\nmg s5 R200\r\nmg s5\r\nmd s5 I\r\nmg s5\r\n",
+            b"HD\r\nHD W\r\nHD\r\nHD X W\r\nHD Z X\r\nHD\r\nHD X W\r\n",
+        )
+        .roundtrip(
+            b"ms s6 1 T100\r\n1\r\nmd s6 I C1\r\nmg s6\r\nmd s6 I T-1\r\nmg s6\r\n",
+            b"HD\r\nEX\r\nHD\r\nHD\r\nEN\r\n",
+        )
+        .roundtrip(
+            b"ms s7 1 T100\r\n1\r\nmd s7 I\r\nset s7 0 0 1\r\n2\r\nmg s7 v\r\n",
+            b"HD\r\nHD\r\nSTORED\r\nVA 1\r\n2\r\n",
+        )
+        .roundtrip(
+            b"ms a1 1 T100\r\n1\r\nmd a1 I\r\nms a1 1 MA\r\n2\r\nmg a1 v\r\n",
+            b"HD\r\nHD\r\nHD\r\nVA 2\r\n12\r\n",
+        )
+        .roundtrip(b"ms a5 1 T100\r\n1\r\nmd a5 I\r\n", b"HD\r\nHD\r\n")
+        .roundtrip(b"ma a5\r\n", b"HD\r\n")
+        .roundtrip(b"mg a5 v\r\n", b"VA 1 X W\r\n2\r\n");
+    // `md I` (with a matching `C`) gives the item a new cas unique: the one before no longer matches.
+    let before = b.cas("s1");
+    b.with_cas("s1", |cas| format!("md s1 I C{cas} q\r\nmn\r\n"), b"MN\r\n");
+    let after = b.cas("s1");
+    assert!(
+        before.0 != after.0 && before.1 != after.1,
+        "{before:?} {after:?}"
+    );
+    b.trust
+        .roundtrip(format!("md s1 C{}\r\n", before.0).as_bytes(), b"EX\r\n");
+    if let (Some(m), Some(cas)) = (&mut b.memcached, before.1) {
+        m.roundtrip(format!("md s1 C{cas}\r\n").as_bytes(), b"EX\r\n");
+    }
+    // `ms ... I`.
+    b.roundtrip(
+        b"ms i1 1 T100\r\n1\r\nms i1 1 I C1\r\n3\r\nmg i1 v t\r\nms i1 1 I C18446744073709551615\r\n4\r\n\
+          ms i1 1 I C0\r\n4\r\nmg i1 v\r\n",
+        b"HD\r\nHD\r\nVA 1 t100 X W\r\n3\r\nEX\r\nEX\r\nVA 1 Z X\r\n3\r\n",
+    )
+    .roundtrip(
+        b"ms i3 1 T100\r\n1\r\nms i3 1 I MR C1\r\n2\r\nmg i3 v\r\nms i3 1 I ME C1\r\n5\r\nms i5 1 I C1\r\n5\r\n",
+        b"HD\r\nHD\r\nVA 1 X W\r\n2\r\nNS\r\nNF\r\n",
+    )
+    .roundtrip(
+        b"ms b1 1 T100 F5\r\n1\r\nms b1 1 I C1 T5 F3 k q\r\n2\r\nmn\r\nmg b1 v t f\r\n",
+        b"HD\r\nMN\r\nVA 1 t100 f3 X W\r\n2\r\n",
+    )
+    .roundtrip(
+        b"ms i6 1 T100\r\n1\r\nmg i6 R200\r\nms i6 1 I C1\r\n2\r\nmg i6 v\r\n",
+        b"HD\r\nHD W\r\nHD\r\nVA 1 Z X\r\n2\r\n",
+    );
+    let mut servers = vec![&mut b.trust];
+    servers.extend(b.memcached.as_mut());
+    for r in servers {
+        let stats = r.stats();
+        for (name, want) in [
+            ("delete_hits", 1),
+            ("delete_misses", 4),
+            ("cas_hits", 4),
+            ("cas_badval", 2),
+            ("cas_misses", 1),
         ] {
             assert_eq!(stat(&stats, name), want, "{name}");
         }

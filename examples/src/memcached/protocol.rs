@@ -7,10 +7,8 @@
 //!
 //! The meta commands of memcached 1.6 are read here too: `mg` (meta get), `ms` (meta set), `md` (meta
 //! delete), `ma` (meta arithmetic) and `mn` (no-op), with their flags in [`MetaFlags`], kept in the order the
-//! client sent them because the reply prints them in that order. Not implemented, and refused as an unknown
-//! flag (`CLIENT_ERROR invalid flag`; `md`/`ma`: `CLIENT_ERROR invalid or duplicate flag`): `b` (base64
-//! keys), `h`, `l`, `N` and `R` on `mg` (hit before, last access, vivify and recache, which need per-item state
-//! this store does not keep), and `I` on `ms` and `md` (stale items). `me` (meta debug) is `ERROR`.
+//! client sent them because the reply prints them in that order. A key sent with `b` is base64, decoded as
+//! memcached decodes it ([`decode_base64_key`]). `me` (meta debug) is `ERROR`.
 
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
@@ -36,6 +34,8 @@ pub const META_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
 pub const META_BAD_FLAG: &[u8] = b"CLIENT_ERROR invalid or duplicate flag\r\n";
 pub const META_BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
 pub const META_OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
+/// A `b` key that is not base64 (memcached: after the other flags' immediate errors, before later bad tokens).
+pub const META_BAD_BASE64: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
 /// Longest opaque token, its `O` included.
 pub const META_MAX_OPAQUE: usize = 32;
 /// Most tokens a meta command line may have, as memcached counts them (one more than the words).
@@ -153,10 +153,16 @@ pub struct MetaFlags<'a> {
     pub no_bump: bool,
     /// `T<ttl>`: the new exptime.
     pub ttl: Option<i64>,
-    /// `N<ttl>`: `ma` creates a missing item with this exptime.
+    /// `N<ttl>`: `mg` and `ma` create a missing item with this exptime.
     pub vivify: Option<i64>,
     /// `N` came after `T` (memcached applies them in their order on a created item).
     pub vivify_last: bool,
+    /// `R<ttl>` of `mg`: win the token of an item whose TTL is below this.
+    pub recache: Option<i64>,
+    /// `R` came after `T` (it sees the TTL `T` set).
+    pub recache_after_ttl: bool,
+    /// `I` of `md` and `ms`: invalidate (mark stale) rather than delete; store a stale value.
+    pub stale: bool,
     /// `F<flags>`: client flags of `ms`.
     pub client_flags: u32,
     /// `C<cas>`: compare.
@@ -165,6 +171,9 @@ pub struct MetaFlags<'a> {
     pub delta: u64,
     /// `J<initial>` of `ma`.
     pub initial: u64,
+    /// `b`: the key on the line is base64 (decode it with [`meta_key`]; it is valid when the command parsed),
+    /// and a `k` prints it base64 again, followed by ` b`.
+    pub base64: bool,
 }
 
 impl<'a> MetaFlags<'a> {
@@ -190,6 +199,8 @@ pub enum Parsed<'a> {
         len: usize,
         swallow: usize,
         unlink: Option<&'a [u8]>,
+        /// `unlink` is a meta command's base64 key (`b`): decode it with [`meta_key`].
+        unlink_base64: bool,
     },
     /// A storage command whose data block arrived but does not end in `\r\n`: send `reply` (empty with
     /// `noreply`), drop `len` bytes. memcached counts it in `cmd_set` (the block arrived), unlike a [`Reject`].
@@ -433,6 +444,7 @@ fn reject(reply: &'static [u8], len: usize) -> Parsed<'static> {
         len,
         swallow: 0,
         unlink: None,
+        unlink_base64: false,
     }
 }
 
@@ -465,9 +477,9 @@ fn split_first_token(s: &[u8]) -> Option<(&[u8], &[u8])> {
 /// token count, `ms`'s data length (a bad one is refused without swallowing the data block, as memcached
 /// does), then the flags (a bad one is refused and `ms`'s data block swallowed). Errors are sent even with `q`.
 ///
-/// Flags memcached knows but this server does not implement are refused as unknown: `b` (base64 keys), `h`,
-/// `l`, `N` and `R` on `mg` (hit-before, last access, recache), `I` on `ms` and `md` (stale items). Flags
-/// memcached accepts and ignores on a command (`v` on `ms`, `t` on `md`, ...) are accepted and ignored.
+/// Flags memcached accepts and ignores on a command (`v` on `ms`, `t` on `md`, `h`, `l` and `R` off `mg`,
+/// ...) are accepted and ignored. With `b` the token is
+/// base64: its length is checked before it is decoded (as memcached checks it), the decoded key is not.
 fn meta<'a>(
     name: &[u8],
     rest: &'a [u8],
@@ -508,8 +520,9 @@ fn meta<'a>(
         len: line_len,
         swallow: bytes.map_or(0, |b| b + 2),
         unlink: None,
+        unlink_base64: false,
     };
-    let flags = match meta_flags(name, text) {
+    let flags = match meta_flags(key, text) {
         // `md` and `ma` give one answer to every bad flag.
         Err(_) if matches!(name, b"md" | b"ma") => return refuse(META_BAD_FLAG),
         Err(reply) => return refuse(reply),
@@ -559,12 +572,14 @@ fn meta<'a>(
                 (op, _) => op,
             };
             let bytes = bytes.unwrap_or_default();
-            if item_size(key.len(), bytes) > limits.item_max {
+            let mut decoded = [0; MAX_KEY_LEN];
+            if item_size(meta_key(key, flags.base64, &mut decoded).len(), bytes) > limits.item_max {
                 return Parsed::Reject {
                     reply: TOO_LARGE,
                     len: line_len,
                     swallow: bytes + 2,
                     unlink: Some(key),
+                    unlink_base64: flags.base64,
                 };
             }
             let total = line_len + bytes + 2;
@@ -592,7 +607,8 @@ fn meta<'a>(
 
 /// The flags of a meta command, or the error memcached gives for them: a repeated letter or an unknown one
 /// ends the reading at once; a bad argument is noted and the reading goes on (a later error's words win).
-fn meta_flags<'a>(name: &[u8], text: &'a [u8]) -> Result<MetaFlags<'a>, &'static [u8]> {
+/// `b` decodes `key` where it stands, as memcached does, so a key that is not base64 is such a noted error.
+fn meta_flags<'a>(key: &[u8], text: &'a [u8]) -> Result<MetaFlags<'a>, &'static [u8]> {
     let mut flags = MetaFlags {
         text,
         delta: 1,
@@ -606,16 +622,17 @@ fn meta_flags<'a>(name: &[u8], text: &'a [u8]) -> Result<MetaFlags<'a>, &'static
         if letter >= 127 || std::mem::replace(&mut seen[letter as usize], true) {
             return Err(META_DUPLICATE_FLAG);
         }
-        let get = name == b"mg";
         match letter {
             b'T' | b'N' | b'R' => match parse_i32(arg) {
-                Some(_) if get && letter != b'T' => return Err(META_INVALID_FLAG),
                 Some(ttl) if letter == b'T' => flags.ttl = Some(ttl.into()),
                 Some(ttl) if letter == b'N' => {
                     flags.vivify = Some(ttl.into());
                     flags.vivify_last = true;
                 }
-                Some(_) => {}
+                Some(ttl) => {
+                    flags.recache = Some(ttl.into());
+                    flags.recache_after_ttl = flags.ttl.is_some();
+                }
                 None => bad(Some(META_BAD_TOKEN)),
             },
             b'C' => match parse_u64(arg) {
@@ -635,12 +652,17 @@ fn meta_flags<'a>(name: &[u8], text: &'a [u8]) -> Result<MetaFlags<'a>, &'static
                 Some(n) => flags.delta = n,
                 None => bad(Some(b"CLIENT_ERROR invalid numeric delta value\r\n")),
             },
+            b'b' => {
+                flags.base64 = true;
+                if decode_base64_key(key, &mut [0; MAX_KEY_LEN]).is_none() {
+                    bad(Some(META_BAD_BASE64));
+                }
+            }
             b'q' => flags.quiet = true,
             b'v' => flags.value = true,
             b'u' => flags.no_bump = true,
-            b'I' if matches!(name, b"ms" | b"md") => return Err(META_INVALID_FLAG),
-            b'h' | b'l' if get => return Err(META_INVALID_FLAG),
-            b'M' | b'O' | b'I' | b'h' | b'l' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' => {}
+            b'I' => flags.stale = true,
+            b'M' | b'O' | b'h' | b'l' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' => {}
             _ => return Err(META_INVALID_FLAG),
         }
         if letter == b'T' {
@@ -683,6 +705,7 @@ fn storage<'a>(
             len: line_len,
             swallow: bytes + 2,
             unlink: None,
+            unlink_base64: false,
         };
     };
     if !valid_key(key, limits) {
@@ -691,6 +714,7 @@ fn storage<'a>(
             len: line_len,
             swallow: bytes + 2,
             unlink: None,
+            unlink_base64: false,
         };
     }
     if item_size(key.len(), bytes) > limits.item_max {
@@ -699,6 +723,7 @@ fn storage<'a>(
             len: line_len,
             swallow: bytes + 2,
             unlink: (op == StoreOp::Set).then_some(key),
+            unlink_base64: false,
         };
     }
     let total = line_len + bytes + 2;
@@ -723,6 +748,82 @@ fn storage<'a>(
             noreply,
         },
         len: total,
+    }
+}
+
+/// The value of a base64 character in memcached's decoder (`=` is 0); `None` for a byte it skips.
+fn base64_value(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        b'=' => Some(0),
+        _ => None,
+    }
+}
+
+/// A meta command's base64 key (`b`), decoded into `out` as memcached 1.6.18 decodes it (its `base64.c`):
+/// bytes outside the alphabet are skipped (`Zm9v!` is `foo`); the rest must come in whole groups of four
+/// (`Zm8` and `Zm9v=` are refused); a group with one or two `=` ends the key there (`Zm8=Zm8=` is `fo`), wherever
+/// in the group they stand (`=AAA` is two zero bytes), and three or four refuse it. Returns the decoded length
+/// (1 or more), `None` for memcached's `CLIENT_ERROR error decoding key`. A token of at most 250 bytes (the
+/// parser refuses a longer one first, as memcached does) decodes to at most 187 bytes.
+pub fn decode_base64_key(token: &[u8], out: &mut [u8; MAX_KEY_LEN]) -> Option<usize> {
+    let count = token.iter().filter(|&&c| base64_value(c).is_some()).count();
+    if count == 0 || count % 4 != 0 || count / 4 * 3 > out.len() {
+        return None;
+    }
+    let (mut block, mut n, mut pad, mut len) = ([0u8; 4], 0, 0, 0);
+    for &c in token {
+        let Some(v) = base64_value(c) else {
+            continue;
+        };
+        pad += usize::from(c == b'=');
+        block[n] = v;
+        n += 1;
+        if n == 4 {
+            out[len] = block[0] << 2 | block[1] >> 4;
+            out[len + 1] = block[1] << 4 | block[2] >> 2;
+            out[len + 2] = block[2] << 6 | block[3];
+            len += 3;
+            n = 0;
+            match pad {
+                0 => {}
+                1 | 2 => return Some(len - pad),
+                _ => return None,
+            }
+        }
+    }
+    Some(len)
+}
+
+/// `bytes` in base64 with `=` padding and no line breaks, as memcached prints a `b` key for `k`.
+pub fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(match i <= chunk.len() {
+                true => ALPHABET[(n >> shift & 63) as usize],
+                false => b'=',
+            });
+        }
+    }
+}
+
+/// The key a meta command names: `token` itself, or with `b` (`base64`) the bytes it decodes to in `buf`.
+/// The parser has checked a `b` key, so it decodes; should it not, the token is the key.
+pub fn meta_key<'b>(token: &'b [u8], base64: bool, buf: &'b mut [u8; MAX_KEY_LEN]) -> &'b [u8] {
+    match base64.then(|| decode_base64_key(token, buf)).flatten() {
+        Some(len) => &buf[..len],
+        None => token,
     }
 }
 
@@ -1113,8 +1214,123 @@ mod tests {
         assert_eq!(rejected(b"mg k Tx\r\n").0, META_BAD_TOKEN);
         assert_eq!(rejected(b"ms k 2 Fx\r\n").0, BAD_FORMAT);
         assert_eq!(rejected(b"mg\r\n").0, ERROR);
-        assert_eq!(rejected(b"mg k h\r\n").0, META_INVALID_FLAG);
+        // `N` and `R` of `mg`, `I` of `ms` and `md`: kept for the shard, in their order against `T`.
+        let Command::MetaGet { flags, .. } = cmd(b"mg k R5 T9 N30\r\n") else {
+            panic!()
+        };
+        assert_eq!((flags.recache, flags.recache_after_ttl), (Some(5), false));
+        assert_eq!(
+            (flags.ttl, flags.vivify, flags.vivify_last),
+            (Some(9), Some(30), true)
+        );
+        let Command::MetaGet { flags, .. } = cmd(b"mg k T9 R5\r\n") else {
+            panic!()
+        };
+        assert!(flags.recache_after_ttl && !flags.stale);
+        let Command::MetaDelete { flags, .. } = cmd(b"md k I T30\r\n") else {
+            panic!()
+        };
+        assert!(flags.stale);
+        assert_eq!(rejected(b"mg k Rx\r\n").0, META_BAD_TOKEN);
         assert_eq!(rejected(b"ms k 1 MX\r\n").1, 11);
+        // `h` and `l` are `mg` flags printed from the item; the parser only keeps them in their place.
+        let Command::MetaGet { flags, .. } = cmd(b"mg k h l v\r\n") else {
+            panic!()
+        };
+        assert_eq!(flags.tokens().collect::<Vec<_>>(), [&b"h"[..], b"l", b"v"]);
+    }
+
+    fn decoded(token: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = [0; MAX_KEY_LEN];
+        decode_base64_key(token, &mut buf).map(|len| buf[..len].to_vec())
+    }
+
+    /// memcached 1.6.18's base64 decoder, each case checked against it (`mg <token> b k` prints the key it
+    /// decoded, encoded again): bytes outside the alphabet are skipped, groups of four, padding ends the key
+    /// wherever it stands in its group, three `=` refuse it.
+    #[test]
+    fn base64_keys_decode_as_memcached_decodes_them() {
+        assert_eq!(decoded(b"Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(decoded(b"Zm8=").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(decoded(b"Zg==").as_deref(), Some(&b"f"[..]));
+        assert_eq!(decoded(b"AAEC/w==").as_deref(), Some(&[0, 1, 2, 255][..]));
+        assert_eq!(decoded(b"Zm9v!").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(decoded(b"Zm!9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(decoded(b"Zm8=Zm8=").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(decoded(b"Zm9=").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(decoded(b"=AAA").as_deref(), Some(&[0, 0][..]));
+        for bad in [
+            &b"Zm9"[..],
+            b"Zm9vv",
+            b"Zm9v=",
+            b"Zm9=v",
+            b"!!!!",
+            b"A===",
+            b"====",
+            b"",
+            b"AAEC_w==",
+        ] {
+            assert_eq!(decoded(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // Back to base64 for `k`: canonical, padded, no line breaks.
+        for (bytes, text) in [
+            (&b"foo"[..], &b"Zm9v"[..]),
+            (b"fo", b"Zm8="),
+            (b"f", b"Zg=="),
+            (&[0, 0], b"AAA="),
+            (&[0, 1, 2, 255], b"AAEC/w=="),
+        ] {
+            let mut out = Vec::new();
+            push_base64(&mut out, bytes);
+            assert_eq!(out, text);
+        }
+        let key: Vec<u8> = (0..=185).rev().collect();
+        let mut text = Vec::new();
+        push_base64(&mut text, &key);
+        assert_eq!(text.len(), 248);
+        assert_eq!(decoded(&text), Some(key));
+    }
+
+    /// `b` on the meta commands: the token is checked where `b` stands among the flags (a bad token after it
+    /// wins, before it loses, as in memcached), `md`/`ma` word it their way, the token's length is what
+    /// counts against 250 bytes, and a refused `ms` swallows its data block and unlinks the decoded key.
+    #[test]
+    fn base64_meta_keys() {
+        let Command::MetaGet { key, flags } = cmd(b"mg Zm9v b k v\r\n") else {
+            panic!()
+        };
+        assert!(flags.base64);
+        let mut buf = [0; MAX_KEY_LEN];
+        assert_eq!(meta_key(key, flags.base64, &mut buf), b"foo");
+        assert_eq!(meta_key(b"Zm9v", false, &mut buf), b"Zm9v");
+        assert_eq!(rejected(b"mg Zm9 b k\r\n").0, META_BAD_BASE64);
+        assert_eq!(rejected(b"mg Zm9 b Tx\r\n").0, META_BAD_TOKEN);
+        assert_eq!(rejected(b"mg Zm9 Tx b\r\n").0, META_BAD_BASE64);
+        assert_eq!(rejected(b"mg Zm9 b x\r\n").0, META_INVALID_FLAG);
+        assert_eq!(rejected(b"mg Zm9v b b\r\n").0, META_DUPLICATE_FLAG);
+        assert_eq!(rejected(b"md Zm9 b\r\n").0, META_BAD_FLAG);
+        assert_eq!(rejected(b"ma Zm9 b\r\n").0, META_BAD_FLAG);
+        assert_eq!(rejected(b"ms Zm9 2 b\r\nab\r\n"), (META_BAD_BASE64, 12, 4));
+        let long = [b"mg ".to_vec(), b"Zm9v".repeat(63), b" b\r\n".to_vec()].concat();
+        assert_eq!(rejected(&long).0, BAD_FORMAT);
+        let limits = Limits {
+            item_max: item_size(3, 10),
+            ..Limits::default()
+        };
+        // 13 bytes: too large with the 4-byte token, not with the 3-byte key it decodes to.
+        assert!(matches!(
+            parse(b"ms Zm9v 11 b\r\n", &limits),
+            Parsed::Reject {
+                reply: TOO_LARGE,
+                unlink: Some(b"Zm9v"),
+                unlink_base64: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(b"ms Zm9v 10 b\r\n0123456789\r\n", &limits),
+            Parsed::Command { .. }
+        ));
     }
 
     #[test]
@@ -1138,6 +1354,7 @@ mod tests {
                 len: 29,
                 swallow: 2_000_002,
                 unlink: Some(b"big"),
+                unlink_base64: false,
             } => {}
             other => panic!("{other:?}"),
         }
@@ -1146,6 +1363,7 @@ mod tests {
                 reply: TOO_LARGE,
                 swallow: 2_000_002,
                 unlink: None,
+                unlink_base64: false,
                 ..
             } => {}
             other => panic!("{other:?}"),

@@ -16,7 +16,7 @@ use trust_core::{Fiber, Trust, runtime, spawn};
 
 use super::protocol::{self, Command, Limits, MAX_LINE, MetaFlags, Parsed, item_size, push_u64};
 use super::store::{
-    ArithOutcome, DeleteOutcome, MetaArith, MetaArithOutcome, MetaItem, Shard, ShardStats,
+    ArithOutcome, DeleteOutcome, MetaArith, MetaArithOutcome, MetaGet, MetaItem, Shard, ShardStats,
     StoreOutcome, StoreRequest, expiry,
 };
 
@@ -496,9 +496,12 @@ fn serve<S: Read + Write>(
                     len,
                     swallow,
                     unlink,
+                    unlink_base64,
                 } => {
                     out.extend_from_slice(reply);
                     if let Some(key) = unlink {
+                        let mut buf = [0; protocol::MAX_KEY_LEN];
+                        let key = protocol::meta_key(key, unlink_base64, &mut buf);
                         shared.shard(key).unlink(key, now);
                     }
                     (len, swallow, false)
@@ -763,16 +766,29 @@ fn execute<W: Write>(
         Command::Quit => return Ok(true),
         Command::MetaNoop => out.extend_from_slice(b"MN\r\n"),
         Command::MetaGet { key, flags } => {
-            let shard = shared.shard(key);
-            match shard.meta_get(key, flags.value, flags.ttl, !flags.no_bump, now) {
-                Some(item) => meta_reply(out, MetaCode::Item, key, &flags, &item, b"cfst", now),
+            let mut buf = [0; protocol::MAX_KEY_LEN];
+            let key = protocol::meta_key(key, flags.base64, &mut buf);
+            let req = MetaGet {
+                value: flags.value,
+                ttl: flags.ttl,
+                bump: !flags.no_bump,
+                vivify: flags.vivify,
+                vivify_last: flags.vivify_last,
+                recache: flags.recache,
+                recache_after_ttl: flags.recache_after_ttl,
+            };
+            match shared.shard(key).meta_get_with(key, req, now) {
+                Some(item) => meta_reply(out, MetaCode::Item, key, &flags, &item, b"cfsthl", now),
                 None if flags.quiet => {}
                 None => meta_reply(
                     out,
                     MetaCode::Plain(b"EN"),
                     key,
                     &flags,
-                    &MetaItem::default(),
+                    &MetaItem {
+                        binary_key: flags.base64,
+                        ..MetaItem::default()
+                    },
                     b"",
                     now,
                 ),
@@ -784,7 +800,9 @@ fn execute<W: Write>(
             data,
             flags,
         } => {
-            let req = StoreRequest::new(
+            let mut buf = [0; protocol::MAX_KEY_LEN];
+            let key = protocol::meta_key(key, flags.base64, &mut buf);
+            let mut req = StoreRequest::new(
                 op,
                 key,
                 data,
@@ -792,6 +810,8 @@ fn execute<W: Write>(
                 flags.ttl.unwrap_or(0),
                 flags.cas.unwrap_or(0),
             );
+            req.binary_key = flags.base64;
+            req.stale = flags.stale;
             let (outcome, cas) = shared.shard(key).store_cas(req, now);
             let code: &[u8] = match outcome {
                 StoreOutcome::Stored if flags.quiet => return Ok(false),
@@ -806,28 +826,30 @@ fn execute<W: Write>(
             };
             let item = MetaItem {
                 cas,
+                binary_key: flags.base64,
                 ..MetaItem::default()
             };
             meta_reply(out, MetaCode::Plain(code), key, &flags, &item, b"c", now);
         }
         Command::MetaDelete { key, flags } => {
-            let code: &[u8] = match shared.shard(key).delete_cas(key, flags.cas, now) {
+            let mut buf = [0; protocol::MAX_KEY_LEN];
+            let key = protocol::meta_key(key, flags.base64, &mut buf);
+            let shard = shared.shard(key);
+            let code: &[u8] = match shard.meta_delete(key, flags.cas, flags.stale, flags.ttl, now) {
                 DeleteOutcome::Deleted if flags.quiet => return Ok(false),
                 DeleteOutcome::Deleted => b"HD",
                 DeleteOutcome::NotFound => b"NF",
                 DeleteOutcome::Exists => b"EX",
             };
-            meta_reply(
-                out,
-                MetaCode::Plain(code),
-                key,
-                &flags,
-                &MetaItem::default(),
-                b"",
-                now,
-            );
+            let item = MetaItem {
+                binary_key: flags.base64,
+                ..MetaItem::default()
+            };
+            meta_reply(out, MetaCode::Plain(code), key, &flags, &item, b"", now);
         }
         Command::MetaArith { key, incr, flags } => {
+            let mut buf = [0; protocol::MAX_KEY_LEN];
+            let key = protocol::meta_key(key, flags.base64, &mut buf);
             let req = MetaArith {
                 delta: flags.delta,
                 incr,
@@ -836,11 +858,19 @@ fn execute<W: Write>(
                 vivify: flags.vivify.map(|ttl| (ttl, flags.initial)),
                 vivify_last: flags.vivify_last,
             };
-            let none = MetaItem::default();
+            // `ma`'s `k` prints the key as the command sent it, base64 with `b`, whatever the item's mark.
+            let none = MetaItem {
+                binary_key: flags.base64,
+                ..MetaItem::default()
+            };
             match shared.shard(key).meta_arith(key, req, now) {
                 // `q` hides a success, but not the value of an item it created (as in memcached).
                 MetaArithOutcome::Value(item) if flags.quiet && !item.created => {}
                 MetaArithOutcome::Value(item) => {
+                    let item = MetaItem {
+                        binary_key: flags.base64,
+                        ..item
+                    };
                     meta_reply(out, MetaCode::Item, key, &flags, &item, b"ct", now)
                 }
                 MetaArithOutcome::NotFound => {
@@ -867,8 +897,11 @@ enum MetaCode {
 
 /// A meta command's reply: the code, then the flags asked for, in the order they were asked for (as
 /// memcached prints them): `O` and `k` always, and those of `item_letters` (`c` cas unique, `f` client
-/// flags, `s` size, `t` remaining TTL, -1 for none) from `item`. A `t` after the `T` that changed the
-/// exptime (or the `N` that created the item) prints the new TTL, before it the old one, as in memcached.
+/// flags, `s` size, `t` remaining TTL, -1 for none, `h` fetched before, `l` seconds since the last access)
+/// from `item`. A `t` after the `T` that changed the exptime (or the `N` that created the item) prints the
+/// new TTL, before it the old one, as in memcached. `k` prints the key base64 and then ` b` when
+/// `item.binary_key` says so: the item's mark for an `mg` hit, the command's `b` otherwise, as memcached
+/// decides.
 fn meta_reply(
     out: &mut Vec<u8>,
     code: MetaCode,
@@ -911,7 +944,13 @@ fn meta_reply(
         out.push(b' ');
         out.push(letter);
         match letter {
+            b'k' if item.binary_key => {
+                protocol::push_base64(out, key);
+                out.extend_from_slice(b" b");
+            }
             b'k' => out.extend_from_slice(key),
+            b'h' => out.push(if item.fetched { b'1' } else { b'0' }),
+            b'l' => push_u64(out, item.idle),
             b'c' => push_u64(out, item.cas),
             b'f' => push_u64(out, item.flags.into()),
             b's' => push_u64(out, item.size as u64),
@@ -919,6 +958,17 @@ fn meta_reply(
                 0 => out.extend_from_slice(b"-1"),
                 expires => push_u64(out, expires.saturating_sub(now)),
             },
+        }
+    }
+    // An `mg`'s token state, after the flags asked for, in memcached's order: `Z` (already sent), `X`
+    // (stale), `W` (won here).
+    for (set, letter) in [
+        (item.token_sent, b'Z'),
+        (item.stale, b'X'),
+        (item.won, b'W'),
+    ] {
+        if set {
+            out.extend_from_slice(&[b' ', letter]);
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -1026,6 +1076,9 @@ fn stats(shared: &Shared, now: u64, out: &mut Vec<u8>) {
         ("cmd_set", s.cmd_set + load(&shared.bad_chunks)),
         ("cmd_flush", load(&shared.cmd_flush)),
         ("cmd_touch", s.cmd_touch),
+        // memcached 1.6.18 counts only `me` (meta debug) here, not `mg`/`ms`/`md`/`ma`/`mn` (checked against
+        // it); there is no `me` in this server (`ERROR`), so it stays 0.
+        ("cmd_meta", 0),
         ("get_hits", s.get_hits),
         ("get_misses", s.get_misses),
         ("delete_misses", s.delete_misses),

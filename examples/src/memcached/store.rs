@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 
 use trust_core::entrust;
 
-use super::protocol::{MAX_RELATIVE_EXPTIME, StoreOp, item_size, push_u64};
+use super::protocol::{MAX_KEY_LEN, MAX_RELATIVE_EXPTIME, StoreOp, item_size, push_u64};
 
 const NIL: u32 = u32::MAX;
 
@@ -47,6 +47,12 @@ pub struct StoreRequest {
     pub exptime: i64,
     /// The client's cas unique (`cas` only).
     pub cas: u64,
+    /// The key came base64 (`ms` with `b`): the item says so (`mg`'s `k` prints it base64), as memcached's
+    /// does. An append or prepend makes a new item without the mark, as memcached's does.
+    pub binary_key: bool,
+    /// `ms ... I` (invalidate) with a compare: a cas unique other than 0 and below the item's stores the
+    /// value as a stale item (memcached's `set_stale`), which keeps the old item's exptime and sent token.
+    pub stale: bool,
 }
 
 impl StoreRequest {
@@ -69,6 +75,8 @@ impl StoreRequest {
             flags,
             exptime,
             cas,
+            binary_key: false,
+            stale: false,
         }
     }
 }
@@ -114,6 +122,38 @@ pub struct MetaItem {
     pub expires_before: u64,
     /// `ma` created it (`N`).
     pub created: bool,
+    /// `mg`'s `h`: the item had been fetched before this command (memcached's `ITEM_FETCHED`).
+    pub fetched: bool,
+    /// `mg`'s `l`: seconds since the item's last access, as it was before this command.
+    pub idle: u64,
+    /// The item was stored under a base64 key (`ms ... b`): `mg`'s `k` prints its key base64, then ` b`.
+    pub binary_key: bool,
+    /// `mg`: the item had sent its win token before this command (`Z`).
+    pub token_sent: bool,
+    /// `mg`: the item is stale (`X`: `md ... I`, `ms ... I`).
+    pub stale: bool,
+    /// `mg`: this command won the item's token (`W`): it created the item (`N`), its TTL was below `R`'s,
+    /// or it is stale; the token is then sent, and later commands see `Z` until the item is replaced.
+    pub won: bool,
+}
+
+/// `mg`'s request beyond its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetaGet {
+    /// `v`: the value is returned.
+    pub value: bool,
+    /// `T`: the new exptime.
+    pub ttl: Option<i64>,
+    /// Not `u`: a fetch (the LRU, `h`, `l`).
+    pub bump: bool,
+    /// `N`: a missing item is created, empty, with this exptime, and the command wins its token.
+    pub vivify: Option<i64>,
+    /// `N` came after `T`: on a created item its exptime wins.
+    pub vivify_last: bool,
+    /// `R`: the command wins the token of an item whose TTL is below this (unless it was sent already).
+    pub recache: Option<i64>,
+    /// `R` came after `T`: it sees the TTL `T` set.
+    pub recache_after_ttl: bool,
 }
 
 /// `ma`'s request beyond its key.
@@ -207,31 +247,62 @@ impl AddAssign for ShardStats {
     }
 }
 
-/// One slot of the LRU list. A free slot has empty `data` and sits on the free list.
+/// One slot of the LRU list. A free slot has empty `data` and sits on the free list. 64 bytes on a 64-bit
+/// target, the per-item overhead counted against the limit ([`item_size`]): `key_len` is a byte (keys are at
+/// most 250 bytes), which makes room for `accessed` and `marks` in what was padding.
 #[derive(Debug)]
 struct Entry {
     /// Key then value: one allocation per item.
     data: Vec<u8>,
-    key_len: usize,
-    flags: u32,
     /// Unix seconds, 0 = never.
     expires: u64,
     cas: u64,
+    flags: u32,
     /// Towards the most recently used end.
     prev: u32,
     /// Towards the least recently used end.
     next: u32,
+    /// memcached's `it->time`, for `mg`'s `l` (unix seconds, saturated at `u32::MAX`): set when the item is
+    /// stored, by an access that updates it (see [`Shard::fetched`] and [`Shard::updated`]).
+    accessed: u32,
+    key_len: u8,
+    /// [`FETCHED`] and [`BINARY_KEY`].
+    marks: u8,
+}
+
+/// The item has been fetched (`get`, `gets`, `gat`, `touch`, `mg` without `u`): `mg`'s `h`.
+const FETCHED: u8 = 1;
+/// The item was stored under a base64 key (`ms ... b`).
+const BINARY_KEY: u8 = 2;
+/// An `mg` won the item's token (memcached's `ITEM_TOKEN_SENT`): later ones see `Z`.
+const TOKEN_SENT: u8 = 4;
+/// The item is stale (`md ... I`, `ms ... I`; memcached's `ITEM_STALE`): `mg` sees `X`.
+const STALE: u8 = 8;
+
+const _: () = assert!(std::mem::size_of::<Entry>() <= 64);
+
+/// Whether `ms ... I` stores `req` over `old` as a stale item: its compare is not 0 and below the item's.
+fn stale_store(req: &StoreRequest, old: &Entry) -> bool {
+    req.stale && req.cas != 0 && req.cas < old.cas
+}
+
+/// `now` as an entry keeps it.
+fn clock32(now: u64) -> u32 {
+    u32::try_from(now).unwrap_or(u32::MAX)
 }
 
 impl Entry {
     fn key(&self) -> &[u8] {
-        &self.data[..self.key_len]
+        &self.data[..self.key_len as usize]
     }
     fn value(&self) -> &[u8] {
-        &self.data[self.key_len..]
+        &self.data[self.key_len as usize..]
     }
     fn size(&self) -> usize {
-        item_size(self.key_len, self.data.len() - self.key_len)
+        item_size(
+            self.key_len as usize,
+            self.data.len() - self.key_len as usize,
+        )
     }
     fn expired(&self, now: u64) -> bool {
         self.expires != 0 && self.expires <= now
@@ -317,7 +388,7 @@ impl Shard {
             Some(_) => self.stats.touch_hits += 1,
             None => self.stats.get_hits += 1,
         }
-        self.bump(i);
+        self.fetched(i, now);
         let e = &self.slots[i as usize];
         out.extend_from_slice(b"VALUE ");
         out.extend_from_slice(e.key());
@@ -357,8 +428,8 @@ impl Shard {
         let old = self.find(key, now);
         match (req.op, old) {
             (StoreOp::Add, Some(i)) => {
-                // memcached bumps the item an `add` failed on.
-                self.bump(i);
+                // memcached bumps the item an `add` failed on, and its last access with it (not `h`).
+                self.updated(i, now);
                 return (StoreOutcome::NotStored, 0);
             }
             (StoreOp::Replace | StoreOp::Append | StoreOp::Prepend, None) => {
@@ -368,6 +439,7 @@ impl Shard {
                 self.stats.cas_misses += 1;
                 return (StoreOutcome::NotFound, 0);
             }
+            (StoreOp::Cas, Some(i)) if stale_store(&req, &self.slots[i as usize]) => {}
             (StoreOp::Cas, Some(i)) if self.slots[i as usize].cas != req.cas => {
                 self.stats.cas_badval += 1;
                 return (StoreOutcome::Exists, 0);
@@ -379,11 +451,15 @@ impl Shard {
             }
             _ => {}
         }
+        // An `ms ... I` whose compare is below the item's: the value goes in as a stale item, with the old
+        // item's exptime and sent token (memcached's `set_stale`).
+        let stale =
+            old.filter(|&i| op == StoreOp::Cas && stale_store(&req, &self.slots[i as usize]));
         let (data, flags, expires) = match (req.op, old) {
             (StoreOp::Append | StoreOp::Prepend, Some(i)) => {
                 let e = &self.slots[i as usize];
                 let added = &req.data[req.key_len..];
-                if item_size(e.key_len, e.value().len() + added.len()) > self.item_max {
+                if item_size(e.key().len(), e.value().len() + added.len()) > self.item_max {
                     return (StoreOutcome::NotStored, 0);
                 }
                 let mut data = Vec::with_capacity(e.data.len() + added.len());
@@ -397,8 +473,19 @@ impl Shard {
                 }
                 (data, e.flags, Some(e.expires))
             }
-            _ => (req.data, req.flags, expiry(req.exptime, now)),
+            _ => match stale {
+                Some(i) => (req.data, req.flags, Some(self.slots[i as usize].expires)),
+                None => (req.data, req.flags, expiry(req.exptime, now)),
+            },
         };
+        // A new item: an append or prepend makes one without the base64 mark, as memcached's does.
+        let mut marks = match req.binary_key && !matches!(op, StoreOp::Append | StoreOp::Prepend) {
+            true => BINARY_KEY,
+            false => 0,
+        };
+        if let Some(i) = stale {
+            marks |= STALE | self.slots[i as usize].marks & TOKEN_SENT;
+        }
         let fits = item_size(req.key_len, data.len() - req.key_len) <= self.limit;
         if let Some(i) = old.filter(|_| fits || op == StoreOp::Set) {
             // A `set` that cannot be stored still drops the old value, as memcached does: a stale value
@@ -415,7 +502,7 @@ impl Shard {
         // `None`: stored and expired in the same instant, nothing to keep; it still takes a cas unique, as
         // memcached's item does (`ms k 1 T-1 c` says `HD c<n>`, not `c0`).
         let cas = match expires {
-            Some(expires) => self.insert(data, req.key_len, flags, expires, now),
+            Some(expires) => self.insert(data, req.key_len, flags, expires, marks, now),
             None => self.take_cas(),
         };
         (StoreOutcome::Stored, cas)
@@ -429,11 +516,35 @@ impl Shard {
     /// `md`: deletes the key, only if its cas unique is `cas` when one is given (0 included, as in
     /// memcached). A mismatch counts as a delete miss, as memcached counts it.
     pub fn delete_cas(&mut self, key: &[u8], cas: Option<u64>, now: u64) -> DeleteOutcome {
+        self.meta_delete(key, cas, false, None, now)
+    }
+
+    /// `md` with its `I` (`stale`) and `T` (`ttl`, with `I` only): [`Shard::delete_cas`], except that with
+    /// `I` the item stays, marked stale, its token no longer sent (the next `mg` wins it), a new cas unique,
+    /// and `T`'s exptime if given; memcached counts that as neither a delete hit nor a miss.
+    pub fn meta_delete(
+        &mut self,
+        key: &[u8],
+        cas: Option<u64>,
+        stale: bool,
+        ttl: Option<i64>,
+        now: u64,
+    ) -> DeleteOutcome {
         self.tick(now);
         match self.find(key, now) {
             Some(i) if cas.is_some_and(|cas| cas != self.slots[i as usize].cas) => {
                 self.stats.delete_misses += 1;
                 DeleteOutcome::Exists
+            }
+            Some(i) if stale => {
+                let cas = self.take_cas();
+                let e = &mut self.slots[i as usize];
+                e.marks = (e.marks | STALE) & !TOKEN_SENT;
+                e.cas = cas;
+                if let Some(exptime) = ttl {
+                    self.retime(i, exptime, now);
+                }
+                DeleteOutcome::Deleted
             }
             Some(i) => {
                 self.remove(i);
@@ -450,7 +561,8 @@ impl Shard {
     /// `mg`: the item's metadata, its value too if `value`; `ttl` (`T`) sets a new exptime, as `gat` does
     /// (the item is returned even when that ends its life). memcached counts a hit with `T` as a touch
     /// (`cmd_touch`, `touch_hits`), any other hit and every miss as a get. `bump` false (`u`) leaves the
-    /// LRU order as it is.
+    /// LRU order, the fetched mark and the last access as they are; otherwise this is a fetch
+    /// ([`Shard::fetched`]), and `h` and `l` show the item as it was before it, as memcached's do.
     pub fn meta_get(
         &mut self,
         key: &[u8],
@@ -459,11 +571,26 @@ impl Shard {
         bump: bool,
         now: u64,
     ) -> Option<MetaItem> {
+        let req = MetaGet {
+            value,
+            ttl,
+            bump,
+            ..MetaGet::default()
+        };
+        self.meta_get_with(key, req, now)
+    }
+
+    /// [`Shard::meta_get`] with the win tokens: `N` creates a missing item (empty, flags 0, the exptime of
+    /// the last of `T` and `N`; counted as a hit, and as an item), `R` wins the token of an item whose TTL is
+    /// below it, and a stale item's token goes to the first `mg` after it became stale (memcached
+    /// 1.6.18's `mg`). A won token is sent: `W` now, `Z` for every `mg` after it until the item is replaced.
+    pub fn meta_get_with(&mut self, key: &[u8], req: MetaGet, now: u64) -> Option<MetaItem> {
+        let MetaGet {
+            value, ttl, bump, ..
+        } = req;
         self.tick(now);
         let Some(i) = self.find(key, now) else {
-            self.stats.cmd_get += 1;
-            self.stats.get_misses += 1;
-            return None;
+            return self.vivify(key, req, now);
         };
         match ttl {
             Some(_) => {
@@ -474,9 +601,6 @@ impl Shard {
                 self.stats.cmd_get += 1;
                 self.stats.get_hits += 1;
             }
-        }
-        if bump {
-            self.bump(i);
         }
         let e = &self.slots[i as usize];
         let item = MetaItem {
@@ -490,11 +614,79 @@ impl Shard {
             cas: e.cas,
             expires_before: e.expires,
             created: false,
+            fetched: e.marks & FETCHED != 0,
+            idle: now.saturating_sub(e.accessed.into()),
+            binary_key: e.marks & BINARY_KEY != 0,
+            token_sent: e.marks & TOKEN_SENT != 0,
+            stale: e.marks & STALE != 0,
+            won: false,
         };
+        // `R` sees the exptime as a `T` before it left it.
+        let expires = match (req.recache_after_ttl, ttl) {
+            (true, Some(ttl)) => expiry(ttl, now).unwrap_or(now),
+            _ => e.expires,
+        };
+        let recache = req
+            .recache
+            .and_then(|r| expiry(r, now))
+            .is_some_and(|r| expires != 0 && expires < r);
+        let item = MetaItem {
+            won: !item.token_sent && (recache || item.stale),
+            ..item
+        };
+        if item.won {
+            self.slots[i as usize].marks |= TOKEN_SENT;
+        }
+        if bump {
+            self.fetched(i, now);
+        }
         if let Some(exptime) = ttl {
             self.retime(i, exptime, now);
         }
         Some(item)
+    }
+
+    /// `mg ... N` on a missing key: the item it creates, counted as a hit (a touch with `T`) and an item, its
+    /// token won; `None` (a miss) without `N`.
+    fn vivify(&mut self, key: &[u8], req: MetaGet, now: u64) -> Option<MetaItem> {
+        let Some(vivify_ttl) = req.vivify else {
+            self.stats.cmd_get += 1;
+            self.stats.get_misses += 1;
+            return None;
+        };
+        match req.ttl {
+            Some(_) => {
+                self.stats.cmd_touch += 1;
+                self.stats.touch_hits += 1;
+            }
+            None => {
+                self.stats.cmd_get += 1;
+                self.stats.get_hits += 1;
+            }
+        }
+        self.stats.total_items += 1;
+        let exptime = match req.ttl {
+            Some(ttl) if !req.vivify_last => ttl,
+            _ => vivify_ttl,
+        };
+        let cas = match expiry(exptime, now) {
+            Some(expires) => {
+                let cas = self.insert(key.to_vec(), key.len(), 0, expires, TOKEN_SENT, now);
+                if req.bump
+                    && let Some(i) = self.find(key, now)
+                {
+                    self.fetched(i, now);
+                }
+                cas
+            }
+            None => self.take_cas(),
+        };
+        Some(MetaItem {
+            cas,
+            created: true,
+            won: true,
+            ..MetaItem::default()
+        })
     }
 
     /// Drops the key's value without counting a command: a `set` refused as too large must not leave a stale
@@ -537,17 +729,17 @@ impl Shard {
             let value = data[key.len()..].to_vec();
             self.stats.total_items += 1;
             let expires = expiry(exptime, now);
+            // memcached's created item has no base64 mark, even when the `ma` had `b`.
             let cas = match expires {
-                Some(expires) => self.insert(data, key.len(), 0, expires, now),
+                Some(expires) => self.insert(data, key.len(), 0, expires, 0, now),
                 None => self.take_cas(),
             };
             return MetaArithOutcome::Value(MetaItem {
                 size: value.len(),
                 value,
-                flags: 0,
                 cas,
-                expires_before: 0,
                 created: true,
+                ..MetaItem::default()
             });
         };
         let e = &self.slots[i as usize];
@@ -569,10 +761,9 @@ impl Shard {
         MetaArithOutcome::Value(MetaItem {
             size: digits.len(),
             value: digits,
-            flags: 0,
             cas,
             expires_before,
-            created: false,
+            ..MetaItem::default()
         })
     }
 
@@ -596,7 +787,7 @@ impl Shard {
         match expiry(exptime, now) {
             Some(expires) => {
                 self.slots[i as usize].expires = expires;
-                self.bump(i);
+                self.fetched(i, now);
             }
             None => self.remove(i),
         }
@@ -700,20 +891,22 @@ impl Shard {
         if digits.len() <= e.value().len() {
             // As memcached: rewritten in place, padded with spaces to the old length (parsed back as the same
             // number), so the item's buffer stays the size it is counted at.
-            let value = &mut e.data[e.key_len..];
+            let value = &mut e.data[e.key_len as usize..];
             value[..digits.len()].copy_from_slice(&digits);
             value[digits.len()..].fill(b' ');
         } else {
-            let mut data = Vec::with_capacity(e.key_len + digits.len());
+            // memcached stores the longer number in a new item: not fetched, no base64 mark.
+            let mut data = Vec::with_capacity(e.key().len() + digits.len());
             data.extend_from_slice(e.key());
             data.extend_from_slice(&digits);
             e.data = data;
+            e.marks = 0;
         }
         e.cas = cas;
         let after = e.size();
         self.used = self.used + after - before;
         self.stats.bytes = self.used as u64;
-        self.bump(i);
+        self.updated(i, now);
         self.make_room(0, now);
         Some((value, cas))
     }
@@ -757,20 +950,37 @@ impl Shard {
         cas
     }
 
-    /// Links a new item in; returns its cas unique.
-    fn insert(&mut self, data: Vec<u8>, key_len: usize, flags: u32, expires: u64, now: u64) -> u64 {
-        let size = item_size(key_len, data.len() - key_len);
-        self.make_room(size, now);
+    /// Links a new item in (not fetched yet, last accessed `now`, with `marks`); returns its cas unique. Keys
+    /// come from the parser, at most [`MAX_KEY_LEN`] bytes; a longer one (a direct caller's) is not kept.
+    fn insert(
+        &mut self,
+        data: Vec<u8>,
+        key_len: usize,
+        flags: u32,
+        expires: u64,
+        marks: u8,
+        now: u64,
+    ) -> u64 {
         let cas = self.take_cas();
-        let hash = self.hasher.hash_one(&data[..key_len]);
+        let Some(key_len) = u8::try_from(key_len)
+            .ok()
+            .filter(|&n| usize::from(n) <= MAX_KEY_LEN)
+        else {
+            return cas;
+        };
+        let size = item_size(key_len.into(), data.len() - usize::from(key_len));
+        self.make_room(size, now);
+        let hash = self.hasher.hash_one(&data[..key_len.into()]);
         let entry = Entry {
             data,
-            key_len,
-            flags,
             expires,
             cas,
+            flags,
             prev: NIL,
             next: NIL,
+            accessed: clock32(now),
+            key_len,
+            marks,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -862,6 +1072,27 @@ impl Shard {
         self.free = Vec::new();
     }
 
+    /// A fetch of item `i` (`get`, `gets`, `gat`, `touch`, `mg` without `u`), as memcached's segmented LRU
+    /// counts one (`do_item_bump`): the first marks the item fetched and leaves its last access as it is;
+    /// each later one sets its last access to `now`. (memcached leaves it too while the item is `ACTIVE`,
+    /// until its LRU maintainer thread clears that; its own comment calls that a bug. Not copied.)
+    fn fetched(&mut self, i: u32, now: u64) {
+        let e = &mut self.slots[i as usize];
+        if e.marks & FETCHED == 0 {
+            e.marks |= FETCHED;
+        } else {
+            e.accessed = clock32(now);
+        }
+        self.bump(i);
+    }
+
+    /// An update of item `i` that is not a fetch (an `add` refused on it, `incr`/`decr`/`ma` rewriting it):
+    /// its last access becomes `now` and the fetched mark stays, as memcached's `do_item_update`.
+    fn updated(&mut self, i: u32, now: u64) {
+        self.slots[i as usize].accessed = clock32(now);
+        self.bump(i);
+    }
+
     fn bump(&mut self, i: u32) {
         if self.head != i {
             self.unlink_node(i);
@@ -914,6 +1145,8 @@ mod tests {
             flags: 7,
             exptime,
             cas,
+            binary_key: false,
+            stale: false,
         }
     }
 
@@ -1318,6 +1551,207 @@ mod tests {
         assert_eq!(outcome, StoreOutcome::Stored);
         assert!(cas > next.cas);
         assert_eq!(get(&mut s, "n", NOW).as_deref(), Some("90"));
+    }
+
+    /// `mg`'s `h` and `l` as memcached 1.6.18 keeps them (each step checked against it): a fetch (`get`,
+    /// `gat`, `touch`, `mg` without `u`) marks the item fetched, and only a later fetch moves its last
+    /// access; an `add` refused on it and an in-place `incr` move the last access and keep the mark; a new
+    /// item (`set`, `append`, an `incr` that outgrows its item) starts unfetched, accessed when stored; `mg`
+    /// reports the state before its own fetch, and with `u` changes nothing.
+    #[test]
+    fn fetched_mark_and_last_access() {
+        let mut s = shard();
+        let state = |s: &mut Shard, key: &[u8], now| {
+            let item = s.meta_get(key, false, None, false, now).unwrap();
+            (item.fetched, item.idle)
+        };
+        set(&mut s, "k", "1", NOW);
+        assert_eq!(state(&mut s, b"k", NOW + 3), (false, 3));
+        // The first fetch marks it and leaves the last access; the next one moves it.
+        assert!(
+            !s.meta_get(b"k", false, None, true, NOW + 3)
+                .unwrap()
+                .fetched
+        );
+        assert_eq!(state(&mut s, b"k", NOW + 3), (true, 3));
+        let item = s.meta_get(b"k", false, None, true, NOW + 4).unwrap();
+        assert_eq!((item.fetched, item.idle), (true, 4));
+        assert_eq!(state(&mut s, b"k", NOW + 6), (true, 2));
+        get(&mut s, "k", NOW + 7);
+        assert_eq!(state(&mut s, b"k", NOW + 7), (true, 0));
+        assert!(s.touch(b"k", 0, NOW + 9));
+        assert_eq!(state(&mut s, b"k", NOW + 9), (true, 0));
+        // A new item starts over.
+        set(&mut s, "k", "5", NOW + 10);
+        assert_eq!(state(&mut s, b"k", NOW + 12), (false, 2));
+        // `incr` in place: the last access moves, the mark stays (none here); a refused `add` likewise.
+        assert_eq!(s.arith(b"k", 1, true, NOW + 12), ArithOutcome::Value(6));
+        assert_eq!(state(&mut s, b"k", NOW + 13), (false, 1));
+        s.fetch(b"k", false, Some(0), NOW + 13, Vec::new());
+        assert_eq!(
+            s.store(req(StoreOp::Add, "k", "x", 0, 0), NOW + 15),
+            StoreOutcome::NotStored
+        );
+        assert_eq!(state(&mut s, b"k", NOW + 15), (true, 0));
+        // In place it keeps the mark; outgrowing its item it is a new one (as in memcached).
+        assert_eq!(s.arith(b"k", 1, true, NOW + 16), ArithOutcome::Value(7));
+        assert_eq!(state(&mut s, b"k", NOW + 16), (true, 0));
+        assert_eq!(s.arith(b"k", 3, true, NOW + 17), ArithOutcome::Value(10));
+        assert_eq!(state(&mut s, b"k", NOW + 18), (false, 1));
+        get(&mut s, "k", NOW + 18);
+        assert_eq!(
+            s.store(req(StoreOp::Append, "k", "0", 0, 0), NOW + 19),
+            StoreOutcome::Stored
+        );
+        assert_eq!(state(&mut s, b"k", NOW + 19), (false, 0));
+        // A refused `cas` is no access.
+        get(&mut s, "k", NOW + 19);
+        assert_eq!(
+            s.store(req(StoreOp::Cas, "k", "x", 0, 999), NOW + 21),
+            StoreOutcome::Exists
+        );
+        assert_eq!(state(&mut s, b"k", NOW + 21), (true, 2));
+        // The state survives a compaction (every field of an entry is carried over).
+        for i in 0..3000 {
+            set(&mut s, &format!("x{i}"), "v", NOW + 21);
+        }
+        for i in 0..3000 {
+            s.delete(format!("x{i}").as_bytes(), NOW + 21);
+        }
+        set(&mut s, "y", "v", NOW + 21);
+        assert!(s.slots.len() < 3000, "compacted");
+        assert_eq!(state(&mut s, b"k", NOW + 22), (true, 3));
+    }
+
+    /// An item stored under a base64 key (`ms ... b`) carries the mark `mg`'s `k` prints; a `set` of the
+    /// same key without `b` and an append or prepend make an item without it; an `incr` in place keeps it,
+    /// one that outgrows its item drops it; an item `ma` creates never has it (each as in memcached).
+    #[test]
+    fn the_base64_mark() {
+        let mut s = shard();
+        let binary = |s: &mut Shard, key: &[u8]| {
+            s.meta_get(key, false, None, false, NOW).unwrap().binary_key
+        };
+        let b64 = |op, value: &str| StoreRequest {
+            binary_key: true,
+            ..req(op, "k", value, 0, 0)
+        };
+        assert_eq!(s.store(b64(StoreOp::Set, "5"), NOW), StoreOutcome::Stored);
+        assert!(binary(&mut s, b"k"));
+        assert_eq!(s.arith(b"k", 1, true, NOW), ArithOutcome::Value(6));
+        assert!(binary(&mut s, b"k"));
+        assert_eq!(s.arith(b"k", 4, true, NOW), ArithOutcome::Value(10));
+        assert!(!binary(&mut s, b"k"));
+        assert_eq!(
+            s.store(b64(StoreOp::Replace, "x"), NOW),
+            StoreOutcome::Stored
+        );
+        assert!(binary(&mut s, b"k"));
+        assert_eq!(
+            s.store(b64(StoreOp::Append, "y"), NOW),
+            StoreOutcome::Stored
+        );
+        assert!(!binary(&mut s, b"k"));
+        assert_eq!(s.store(b64(StoreOp::Set, "x"), NOW), StoreOutcome::Stored);
+        set(&mut s, "k", "x", NOW);
+        assert!(!binary(&mut s, b"k"));
+        let vivify = MetaArith {
+            delta: 1,
+            incr: true,
+            cas: None,
+            ttl: None,
+            vivify: Some((0, 1)),
+            vivify_last: true,
+        };
+        assert!(matches!(
+            s.meta_arith(b"n", vivify, NOW),
+            MetaArithOutcome::Value(_)
+        ));
+        assert!(!binary(&mut s, b"n"));
+    }
+
+    /// The win tokens of `mg` (`N`, `R`, a stale item) and the stale items of `md ... I` and `ms ... I`, as
+    /// memcached 1.6.18 keeps them (each step checked against it): one winner per item until it is replaced
+    /// or made stale again; `md ... I` keeps the item with a new cas unique; `ms ... I` below the item's cas
+    /// stores a stale item with the old exptime and sent token.
+    #[test]
+    fn win_tokens_and_stale_items() {
+        let mut s = shard();
+        let mg = |s: &mut Shard, key: &[u8], req: MetaGet| {
+            s.meta_get_with(key, req, NOW)
+                .map(|i| (i.token_sent, i.stale, i.won))
+        };
+        let plain = MetaGet {
+            bump: true,
+            ..MetaGet::default()
+        };
+        let vivify = MetaGet {
+            vivify: Some(30),
+            ..plain
+        };
+        let recache = |r| MetaGet {
+            recache: Some(r),
+            ..plain
+        };
+        // `N`: created, won, counted as a hit and an item; then `Z`.
+        assert_eq!(mg(&mut s, b"v", vivify), Some((false, false, true)));
+        assert_eq!(mg(&mut s, b"v", vivify), Some((true, false, false)));
+        let v = s.meta_get(b"v", true, None, false, NOW).unwrap();
+        assert_eq!((v.value, v.size, v.expires_before), (vec![], 0, NOW + 30));
+        let st = s.stats();
+        assert_eq!((st.get_hits, st.get_misses, st.total_items), (3, 0, 1));
+        assert_eq!(mg(&mut s, b"nope", plain), None);
+        // `R`: a TTL below it wins once; none without a TTL, at `R0`, or when a `T` before it moved the TTL up.
+        s.store(req(StoreOp::Set, "r", "1", 100, 0), NOW);
+        assert_eq!(mg(&mut s, b"r", recache(100)), Some((false, false, false)));
+        assert_eq!(mg(&mut s, b"r", recache(0)), Some((false, false, false)));
+        let raised = MetaGet {
+            ttl: Some(300),
+            recache_after_ttl: true,
+            ..recache(200)
+        };
+        assert_eq!(mg(&mut s, b"r", raised), Some((false, false, false)));
+        s.store(req(StoreOp::Set, "r", "1", 100, 0), NOW);
+        assert_eq!(mg(&mut s, b"r", recache(101)), Some((false, false, true)));
+        assert_eq!(mg(&mut s, b"r", recache(101)), Some((true, false, false)));
+        set(&mut s, "n", "1", NOW);
+        assert_eq!(mg(&mut s, b"n", recache(200)), Some((false, false, false)));
+        // A refused `add` keeps the token; a new item drops it.
+        s.store(req(StoreOp::Add, "r", "2", 0, 0), NOW);
+        assert_eq!(mg(&mut s, b"r", plain), Some((true, false, false)));
+        set(&mut s, "r", "2", NOW);
+        assert_eq!(mg(&mut s, b"r", plain), Some((false, false, false)));
+        // `md ... I`: kept, stale, a new cas unique, its token back for the next `mg`; not a delete hit.
+        let cas = s.meta_get(b"r", false, None, false, NOW).unwrap().cas;
+        assert_eq!(
+            s.meta_delete(b"r", Some(cas), true, Some(50), NOW),
+            DeleteOutcome::Deleted
+        );
+        let r = s.meta_get(b"r", false, None, false, NOW).unwrap();
+        assert!(r.cas != cas && r.expires_before == NOW + 50);
+        assert_eq!((r.stale, r.won, r.token_sent), (true, true, false));
+        assert_eq!(mg(&mut s, b"r", plain), Some((true, true, false)));
+        assert_eq!(s.stats().delete_hits, 0);
+        assert_eq!(
+            s.meta_delete(b"gone", None, true, None, NOW),
+            DeleteOutcome::NotFound
+        );
+        // `ms ... I`: a compare below the item's stores a stale item with the old TTL and sent token; at or
+        // above it, or 0, is `EX`.
+        let item_cas = s.meta_get(b"r", false, None, false, NOW).unwrap().cas;
+        let stale = |cas| StoreRequest {
+            stale: true,
+            ..req(StoreOp::Cas, "r", "3", 5, cas)
+        };
+        assert_eq!(s.store(stale(0), NOW), StoreOutcome::Exists);
+        assert_eq!(s.store(stale(item_cas + 1), NOW), StoreOutcome::Exists);
+        assert_eq!(s.store(stale(item_cas - 1), NOW), StoreOutcome::Stored);
+        let r = s.meta_get(b"r", true, None, false, NOW).unwrap();
+        assert_eq!((r.value, r.expires_before), (b"3".to_vec(), NOW + 50));
+        assert_eq!((r.stale, r.token_sent, r.won), (true, true, false));
+        // An append makes a new item: not stale.
+        s.store(req(StoreOp::Append, "r", "4", 0, 0), NOW);
+        assert_eq!(mg(&mut s, b"r", plain), Some((false, false, false)));
     }
 
     #[test]
