@@ -592,16 +592,7 @@ impl Shard {
         let Some(i) = self.find(key, now) else {
             return self.vivify(key, req, now);
         };
-        match ttl {
-            Some(_) => {
-                self.stats.cmd_touch += 1;
-                self.stats.touch_hits += 1;
-            }
-            None => {
-                self.stats.cmd_get += 1;
-                self.stats.get_hits += 1;
-            }
-        }
+        self.count_meta_hit(ttl.is_some());
         let e = &self.slots[i as usize];
         let item = MetaItem {
             value: if value {
@@ -646,6 +637,17 @@ impl Shard {
         Some(item)
     }
 
+    /// An `mg` hit (or an item it created): a touch with `T`, else a get, as memcached counts it.
+    fn count_meta_hit(&mut self, touch: bool) {
+        if touch {
+            self.stats.cmd_touch += 1;
+            self.stats.touch_hits += 1;
+        } else {
+            self.stats.cmd_get += 1;
+            self.stats.get_hits += 1;
+        }
+    }
+
     /// `mg ... N` on a missing key: the item it creates, counted as a hit (a touch with `T`) and an item, its
     /// token won; `None` (a miss) without `N`.
     fn vivify(&mut self, key: &[u8], req: MetaGet, now: u64) -> Option<MetaItem> {
@@ -654,16 +656,7 @@ impl Shard {
             self.stats.get_misses += 1;
             return None;
         };
-        match req.ttl {
-            Some(_) => {
-                self.stats.cmd_touch += 1;
-                self.stats.touch_hits += 1;
-            }
-            None => {
-                self.stats.cmd_get += 1;
-                self.stats.get_hits += 1;
-            }
-        }
+        self.count_meta_hit(req.ttl.is_some());
         self.stats.total_items += 1;
         let exptime = match req.ttl {
             Some(ttl) if !req.vivify_last => ttl,
