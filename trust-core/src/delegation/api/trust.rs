@@ -400,6 +400,14 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
         let (_, id) = worker.fiber.get().expect("in a fiber");
         worker.scheduler.wait_for_launched(property as usize, id);
         suspend_on(worker);
+        // A fiber launched on the latch may have joined this one since (through joins on this worker; such a
+        // join makes this fiber ready, `Scheduler::recheck_latch_waiters`): refused as if it had come first
+        // (review 98: the join after the apply began waited for good).
+        if worker.joined_by_launched_on(property as usize) {
+            // SAFETY: as above.
+            unsafe { property::set_applies_waiting(property.cast(), -1) };
+            panic!("{}", property::APPLY_JOINED_BY_LAUNCHED);
+        }
     }
     // SAFETY: as above.
     unsafe { property::set_applies_waiting(property.cast(), -1) };

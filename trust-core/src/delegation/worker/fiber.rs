@@ -432,10 +432,6 @@ pub(crate) struct Scheduler {
 /// A `Scheduler::joiners` entry with no joiner.
 const NOT_JOINED: (usize, u64) = (usize::MAX, u64::MAX);
 
-/// How many joins [`Scheduler::joined_chain`] follows at most (a cycle cannot form, as a fiber joins one
-/// fiber at a time and a join of its own handle is refused; the cap bounds the walk anyway).
-const MAX_JOIN_LINKS: usize = 64;
-
 impl fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scheduler")
@@ -594,11 +590,32 @@ impl Scheduler {
         (joiner != usize::MAX && serial == self.serial_of(id)).then_some(joiner)
     }
 
-    /// Fiber `id`, then the fiber of this worker that joins it, the one that joins that one, and so on, up to
-    /// `MAX_JOIN_LINKS` joins: the fibers that wait for `id` to end. The chain stops at a joiner on another
-    /// worker or a plain thread (not recorded).
+    /// Fiber `id`, then the fiber of this worker that joins it, the one that joins that one, and so on: the
+    /// fibers that wait for `id` to end. The chain stops at a joiner on another worker or a plain thread (not
+    /// recorded). A chain from a live fiber visits each of the worker's live fibers at most once (a fiber joins
+    /// one fiber at a time, and a join of its own handle is refused), so the walk is bounded by their number,
+    /// not by a fixed cap: capped at 64 links, the 65th fiber down a chain from a latch's holder was not
+    /// refused, and waited for good (review 98).
     pub(crate) fn joined_chain(&self, id: usize) -> impl Iterator<Item = usize> + '_ {
-        std::iter::successors(Some(id), |&id| self.joiner_of(id)).take(MAX_JOIN_LINKS + 1)
+        std::iter::successors(Some(id), |&id| self.joiner_of(id)).take(self.live.get() + 1)
+    }
+
+    /// A fiber of this worker now joins another one here: a fiber waiting for a latch's launched fibers to end
+    /// (`wait_for_launched`) may now wait, through that join, for a joiner launched on that latch, which waits
+    /// for it. Those are made ready (and no other waiter): `trust::wait_for_launched` looks at its join chain
+    /// after every wake-up and refuses the apply. Only on a join that suspends; one look at an empty list while
+    /// no fiber waits so.
+    pub(crate) fn recheck_latch_waiters(&self) {
+        self.latch_waiters.borrow_mut().retain(|&(property, id)| {
+            let waits_for_joiner = self
+                .joined_chain(id)
+                .skip(1)
+                .any(|joiner| self.is_launched_on(joiner, property));
+            if waits_for_joiner {
+                self.make_ready(id);
+            }
+            !waits_for_joiner
+        });
     }
 
     /// Fiber `id` waits until the launched fibers sharing the property at `property` have ended; the caller
