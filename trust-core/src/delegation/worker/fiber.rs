@@ -59,8 +59,18 @@ pub(crate) fn suspend_on(worker: &Worker) {
     let (yielder, id) = worker.fiber.get().expect("only a fiber can suspend");
     // Where the fiber suspends: near the lines its resume reads first (`prefetch_next`).
     worker.scheduler.suspended_at.set(stack::stack_pointer());
+    // Counted while suspended if it unwinds, so that the fibers that run meanwhile, which see
+    // `thread::panicking()` too, know the panic is not theirs (`Worker::unwinding_here`). One load of std's
+    // global panic count where nothing panics.
+    let unwinding = worker.unwinding_here();
+    if unwinding {
+        worker.suspended_unwinding.set(worker.suspended_unwinding.get() + 1);
+    }
     // SAFETY: the yielder belongs to the fiber running this code and lives as long as the fiber.
     unsafe { (*yielder).suspend(()) };
+    if unwinding {
+        worker.suspended_unwinding.set(worker.suspended_unwinding.get() - 1);
+    }
     worker.fiber.set(Some((yielder, id)));
 }
 
@@ -114,7 +124,7 @@ fn hold(worker: &Worker) {
     // `yield_burst` says); it applies at once, over its share.
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
-        && !std::thread::panicking()
+        && !worker.unwinding_here()
     {
         worker.fairness.hold(id);
         suspend_on(worker);
@@ -167,7 +177,7 @@ pub(crate) fn after_ready_io(worker: &Worker) {
 fn yield_burst(worker: &Worker) {
     if let Some((_, id)) = worker.fiber.get()
         && !worker.in_delegated()
-        && !std::thread::panicking()
+        && !worker.unwinding_here()
     {
         worker.scheduler.make_ready(id);
         suspend_on(worker);
@@ -186,7 +196,7 @@ pub(crate) fn call<J: Job<Output: Send>>(
 ) -> J::Output {
     // A fiber that unwinds waits in place (out of line), but for its own trustee, which only its own loop serves
     // (a request behind its queued ones, a launch).
-    if std::thread::panicking() && !std::ptr::eq(trustee, worker.shared) {
+    if worker.unwinding_here() && !std::ptr::eq(trustee, worker.shared) {
         return call_unwinding(worker, id, trustee, job);
     }
     call_job(worker, id, trustee, job)
@@ -306,7 +316,7 @@ const UNWINDING_PATIENCE: Duration = Duration::from_secs(2);
 /// fibers that waited for room are only made ready, and their requests go after this one; the worker's loop
 /// wakes the answered fibers afterwards), then this one goes alone, and the fiber watches for its answer.
 /// `thread::panicking()` is per thread: while a fiber of the worker is suspended mid-unwind all the same (see
-/// below), its other fibers wait for their remote calls in place too.
+/// below), the worker's other fibers see it too, and are told apart by `Worker::unwinding_here`.
 /// It suspends all the same, as any call does, if the trustee shuts down meanwhile or after
 /// `UNWINDING_PATIENCE` (two unwinding fibers on two workers, each calling the other's trustee, would otherwise
 /// wait for each other for good); a record not sent by then takes the usual way.

@@ -138,6 +138,8 @@ pub(crate) struct Worker {
     pub(crate) fairness: Fairness,
     /// The fiber running now (its yielder and id), set by the fiber each time it is resumed.
     pub(crate) fiber: Cell<Option<(*const Yielder, usize)>>,
+    /// Fibers suspended while they unwind (see `unwinding_here`).
+    pub(crate) suspended_unwinding: Cell<u32>,
     /// The sockets its fibers wait on; the worker sleeps in it.
     pub(crate) reactor: Reactor,
     parker: Arc<Parker>,
@@ -222,6 +224,7 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (r
         io_burst: Cell::new(0),
         fairness: Fairness::default(),
         fiber: Cell::new(None),
+        suspended_unwinding: Cell::new(0),
         reactor,
         parker: parker.clone(),
         served: RefCell::default(),
@@ -277,6 +280,17 @@ impl Worker {
             Some((_, id)) => self.scheduler.pending_of(id),
             None => self.client.borrow().pending.clone(),
         }
+    }
+
+    /// True when the code running on this worker unwinds (or runs the panic hook). std counts panics per
+    /// thread, so `thread::panicking()` is also true for every fiber of the worker while one is suspended
+    /// mid-unwind (a `sleep` in a destructor during a panic): those are counted (`fiber::suspend_on`), and
+    /// while one is, the others are taken for not unwinding. (Two fibers of one worker unwinding at once, one
+    /// of them suspended, are beyond what std lets us tell apart: the other one is then taken for not
+    /// unwinding, and may yield.)
+    #[inline]
+    pub(crate) fn unwinding_here(&self) -> bool {
+        std::thread::panicking() && self.suspended_unwinding.get() == 0
     }
 
     /// True when the running fiber, or a closure it applies inline (which runs within its `apply`), is one
