@@ -121,8 +121,10 @@ impl<R> JoinState<R> {
             self.joined_as.store(id + 1, Ordering::Relaxed);
         } else if runs_on == here {
             worker.scheduler.set_joiner(runs_as - 1, id);
-            // A fiber down the chain that waits for a latch's launched fibers may be waiting for this one now.
+            // A fiber down the chain that waits for a latch's launched fibers, or in `Latch::lock`, may be
+            // waiting for this one now.
             worker.scheduler.recheck_latch_waiters();
+            worker.scheduler.recheck_lock_waiters(id);
         }
     }
 

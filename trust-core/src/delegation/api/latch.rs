@@ -6,7 +6,9 @@
 //! dropped first, unrun): a second `lock` by the fiber that holds the latch; an `apply`, `apply_then`,
 //! `try_unwrap` or `into_inner` on the fiber's own `Trust<Latch<T>>`; a blocking `launch` there while it holds
 //! the latch (see [`Trust::launch`](crate::Trust::launch)). So do a blocking `launch` (or `apply`) there by a
-//! fiber that the holder (or a fiber launched there) joins, through joins on the trustee's worker.
+//! fiber that the holder (or a fiber launched there) joins, through joins on the trustee's worker, and a `lock`
+//! by a fiber that the holder waits for so (a blocking `launch` joins its fiber), also when it waits already as
+//! the join that closes the cycle is made.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
@@ -44,6 +46,10 @@ const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fi
      latch joins (directly, or through fibers joining each other on this worker): the new fiber would wait for \
      the latch, and the holder for this fiber, for good. Drop the guard before joining, or use `launch_then` \
      (which does not wait)";
+
+const LOCK_WAITED_FOR_BY_HOLDER: &str = "`Latch::lock` would wait for good: the latch is held by a fiber that \
+     waits, through joins or blocking launches on this worker, for this fiber. Drop the guard before joining, or \
+     use `launch_then`";
 
 /// A lock for the fibers of one trustee: `lock` suspends the calling fiber while another holds it. It lives
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
@@ -103,7 +109,10 @@ impl<T> Latch<T> {
     /// come, first served).
     ///
     /// Panics when the latch is held and the caller is not a fiber that may suspend (a delegated closure, or
-    /// a plain thread), or is the fiber that holds it: it could only wait forever.
+    /// a plain thread), or is the fiber that holds it: it could only wait forever. Panics too when the holder
+    /// waits, through joins or blocking `launch`es on this worker, for the caller (a holder that joins a fiber
+    /// whose blocking `launch` locks the latch): when it would wait, or later, once the join that closes the
+    /// cycle is made. Joins across workers are not followed.
     pub fn lock(&self) -> LatchGuard<'_, T> {
         if !self.locked.get() {
             return self.take();
@@ -121,9 +130,13 @@ impl<T> Latch<T> {
             "`Latch::lock` by the fiber that holds the latch already: it would wait for itself. Use the \
              guard it has, or drop that guard first"
         );
+        assert!(!self.holder_waits_for(id), "{LOCK_WAITED_FOR_BY_HOLDER}");
+        let scheduler = &context::worker().expect("a fiber runs on a worker").scheduler;
         self.waiters.borrow_mut().push_back(id);
         loop {
+            scheduler.wait_in_lock(id);
             suspend();
+            scheduler.lock_resumed(id);
             // Handed over by the guard's drop, still locked: a holder that locks again at once queues behind.
             if self.holder.get() == me {
                 return LatchGuard { latch: self };
@@ -131,6 +144,11 @@ impl<T> Latch<T> {
             if !self.locked.get() {
                 self.waiters.borrow_mut().retain(|&w| w != id);
                 return self.take();
+            }
+            // Made ready by a join that closed a cycle through this fiber (`Scheduler::recheck_lock_waiters`).
+            if self.holder_waits_for(id) {
+                self.waiters.borrow_mut().retain(|&w| w != id);
+                panic!("{LOCK_WAITED_FOR_BY_HOLDER}");
             }
         }
     }
@@ -161,6 +179,19 @@ impl<T> Latch<T> {
         self.holder.get().0 == id
             && self.holder.get() == current_fiber(id)
             && context::worker().is_some_and(|w| w.scheduler.is_launched_on(id, property))
+    }
+
+    /// True when the latch's holder is a fiber of this worker that waits for fiber `id` to end, through joins
+    /// (a blocking `launch` joins its fiber) on this worker (see `Scheduler::joined_chain`).
+    fn holder_waits_for(&self, id: usize) -> bool {
+        let holder = self.holder.get();
+        holder != NO_FIBER
+            && context::worker().is_some_and(|w| {
+                w.scheduler
+                    .joined_chain(id)
+                    .skip(1)
+                    .any(|j| (j, w.scheduler.serial_of(j)) == holder)
+            })
     }
 
     /// Where fiber `id` of this worker, or a fiber that waits for it to end through joins on this worker (see
@@ -218,7 +249,7 @@ impl<T> Drop for LatchGuard<'_, T> {
             let next = latch.waiters.borrow_mut().pop_front();
             if let Some(id) = next {
                 latch.holder.set((id, worker.scheduler.serial_of(id)));
-                worker.scheduler.make_ready(id);
+                worker.scheduler.hand_latch_to(id);
                 return;
             }
         }

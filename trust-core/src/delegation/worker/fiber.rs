@@ -437,7 +437,19 @@ pub(crate) struct Scheduler {
     /// By fiber id: the fiber of this worker suspended joining it, and the joined fiber's serial then (the
     /// link holds while that serial runs under the id: no clearing needed). `NOT_JOINED`: none recorded.
     joiners: RefCell<Vec<(usize, u64)>>,
+    /// By fiber id: the ticket of its wait in `Latch::lock` (0: none; `WOKEN`: made ready by
+    /// `recheck_lock_waiters`, not resumed yet, so a latch handed to it must not make it ready again).
+    lock_waits: RefCell<Vec<u64>>,
+    /// The fibers waiting in `Latch::lock`, with their wait's ticket: an entry whose ticket is no longer the
+    /// fiber's is stale, and dropped lazily (by the recheck, or when they outnumber the waits two to one).
+    lock_waiters: RefCell<Vec<(usize, u64)>>,
+    /// How many fibers wait in `Latch::lock` now (a ticket in `lock_waits`).
+    lock_waiting: Cell<usize>,
+    next_ticket: Cell<u64>,
 }
+
+/// A `Scheduler::lock_waits` entry: made ready by `recheck_lock_waiters`.
+const WOKEN: u64 = u64::MAX;
 
 /// A `Scheduler::joiners` entry with no joiner.
 const NOT_JOINED: (usize, u64) = (usize::MAX, u64::MAX);
@@ -468,6 +480,10 @@ impl Scheduler {
             serials: RefCell::new(Vec::new()),
             next_serial: Cell::new(0),
             joiners: RefCell::new(Vec::new()),
+            lock_waits: RefCell::new(Vec::new()),
+            lock_waiters: RefCell::new(Vec::new()),
+            lock_waiting: Cell::new(0),
+            next_ticket: Cell::new(1),
         }
     }
 
@@ -625,6 +641,71 @@ impl Scheduler {
                 self.make_ready(id);
             }
             !waits_for_joiner
+        });
+    }
+
+    /// Fiber `id` is about to suspend in `Latch::lock` (on its contended path only), until the latch is handed
+    /// to it (`hand_latch_to`) or a join up its chain makes it ready to look again (`recheck_lock_waiters`).
+    pub(crate) fn wait_in_lock(&self, id: usize) {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let mut waits = self.lock_waits.borrow_mut();
+        if waits.len() <= id {
+            waits.resize(id + 1, 0);
+        }
+        waits[id] = ticket;
+        self.lock_waiting.set(self.lock_waiting.get() + 1);
+        let mut waiters = self.lock_waiters.borrow_mut();
+        waiters.push((id, ticket));
+        if waiters.len() > 2 * self.lock_waiting.get() + 32 {
+            waiters.retain(|&(id, ticket)| waits[id] == ticket);
+        }
+    }
+
+    /// Fiber `id` no longer waits in `Latch::lock` (resumed, or handed the latch); returns what it was.
+    fn end_lock_wait(&self, id: usize) -> u64 {
+        let Some(wait) = self.lock_waits.borrow_mut().get_mut(id).map(std::mem::take) else {
+            return 0;
+        };
+        if wait != 0 && wait != WOKEN {
+            self.lock_waiting.set(self.lock_waiting.get() - 1);
+        }
+        wait
+    }
+
+    /// Fiber `id`, suspended in `Latch::lock`, has resumed.
+    pub(crate) fn lock_resumed(&self, id: usize) {
+        self.end_lock_wait(id);
+    }
+
+    /// A latch's guard hands the latch to fiber `id`, which waits in `Latch::lock`: made ready, unless a
+    /// recheck made it ready already (it would be resumed twice).
+    pub(crate) fn hand_latch_to(&self, id: usize) {
+        if self.end_lock_wait(id) != WOKEN {
+            self.make_ready(id);
+        }
+    }
+
+    /// Fiber `joiner` of this worker now joins another one here: a fiber waiting in `Latch::lock` whose join
+    /// chain now reaches `joiner` may wait, through it, for the latch's holder. Those are made ready, once
+    /// (`Latch::lock` looks at the holder and its chain after every wake-up, and waits again or refuses); a
+    /// lock waiter whose chain the join does not extend is left alone. One look at a counter while no fiber
+    /// waits in `Latch::lock`.
+    pub(crate) fn recheck_lock_waiters(&self, joiner: usize) {
+        if self.lock_waiting.get() == 0 {
+            return;
+        }
+        self.lock_waiters.borrow_mut().retain(|&(id, ticket)| {
+            if self.lock_waits.borrow()[id] != ticket {
+                return false;
+            }
+            if !self.joined_chain(id).skip(1).any(|j| j == joiner) {
+                return true;
+            }
+            self.lock_waits.borrow_mut()[id] = WOKEN;
+            self.lock_waiting.set(self.lock_waiting.get() - 1);
+            self.make_ready(id);
+            false
         });
     }
 
