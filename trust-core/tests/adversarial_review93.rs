@@ -30,7 +30,10 @@ use trust_core::{Fiber, Latch, Trust, local_trustee, wait_pending};
 
 #[macro_use]
 mod common;
+#[path = "common/latch_chains.rs"]
+mod latch_chains;
 use common::{CountsDrops, child_ok, load, panic_message, rt};
+use latch_chains::*;
 
 fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     let (tx, rx) = channel();
@@ -238,31 +241,6 @@ fn a_launch_then_by_the_holder_and_a_launch_from_a_fiber_it_spawned_are_not_refu
 // latch (or applies to it) waited for good: the new fiber waited for the latch (the apply for the launched
 // holder to end), the holder for the spawned fiber. Refused now, as the direct cases are, when the spawned
 // fiber runs on the holder's worker; each of the first three tests hung before (killed by the watchdog).
-
-/// The message of a blocking `launch` on a latch by a fiber that the latch's holder joins.
-const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fiber that a fiber holding the \
-     latch joins (directly, or through fibers joining each other on this worker): the new fiber would wait for \
-     the latch, and the holder for this fiber, for good. Drop the guard before joining, or use `launch_then` \
-     (which does not wait)";
-
-/// The message of a blocking `apply` on a latch by a fiber that a fiber launched on the latch joins.
-const APPLY_JOINED_BY_LAUNCHED: &str = "`apply` (or `apply_with`) on a `Trust<Latch<T>>` from a fiber that a \
-     fiber launched on that latch joins (directly, or through fibers joining each other on this worker): it \
-     hands out `&mut Latch<T>`, so it would wait for every launched fiber to end, the joining one included, \
-     which waits for this fiber. Use `apply_then`, or `launch` and lock the latch";
-
-/// In a fiber: spawns `f` on this fiber's own worker. `spawn` goes round-robin over the two workers: probes
-/// are spawned (and joined) until one lands on the other worker, so the next lands here (nothing else spawns
-/// in these tests' child processes).
-fn spawn_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
-    let here = local_trustee().index();
-    while trust_core::spawn(|| local_trustee().index())
-        .join()
-        .unwrap()
-        == here
-    {}
-    trust_core::spawn(f)
-}
 
 /// Counters of a refused closure: its runs and its capture's drops.
 #[derive(Clone, Default)]
@@ -552,12 +530,6 @@ fn a_launch_from_a_fiber_joined_by_a_launched_fiber_does_not_wait_behind_an_appl
     assert_eq!(l.apply(|latch| *latch.get_mut()), 16);
     child_ok();
 }
-
-/// The message of `try_unwrap`/`into_inner` on a latch by a fiber that a fiber launched on the latch joins.
-const TAKE_JOINED_BY_LAUNCHED: &str = "`Trust::try_unwrap`/`into_inner` on a `Trust<Latch<T>>` from a fiber that \
-     a fiber launched on that latch joins (directly, or through fibers joining each other on this worker): the \
-     value comes back only once every launched fiber has ended, the joining one included, which waits for this \
-     fiber. Take the value after the launched fibers have returned";
 
 /// (6) `try_unwrap` and `into_inner` of the latch's handle from a fiber the holder joins (thirty-seventh session;
 /// helper 122 found them still waiting for good): refused, each handle given up (dropped, its count returned)

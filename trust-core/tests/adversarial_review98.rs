@@ -57,42 +57,14 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use trust_core::{Fiber, Latch, Trust, local_trustee};
+use trust_core::{Latch, Trust};
 
 #[macro_use]
 mod common;
+#[path = "common/latch_chains.rs"]
+mod latch_chains;
 use common::{CountsDrops, calibrate, child_ok, load, panic_message, rt, spawn_on};
-
-const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fiber that a fiber holding the \
-     latch joins (directly, or through fibers joining each other on this worker): the new fiber would wait for \
-     the latch, and the holder for this fiber, for good. Drop the guard before joining, or use `launch_then` \
-     (which does not wait)";
-
-const LOCK_WAITED_FOR_BY_HOLDER: &str = "`Latch::lock` would wait for good: the latch is held by a fiber that \
-     waits, through joins or blocking launches on this worker, for this fiber. Drop the guard before joining, or \
-     use `launch_then`";
-
-const APPLY_JOINED_BY_LAUNCHED: &str = "`apply` (or `apply_with`) on a `Trust<Latch<T>>` from a fiber \
-     that a fiber launched on that latch joins (directly, or through fibers joining each other on this worker): \
-     it hands out `&mut Latch<T>`, so it would wait for every launched fiber to end, the joining one included, \
-     which waits for this fiber. Use `apply_then`, or `launch` and lock the latch";
-
-const TAKE_JOINED_BY_LAUNCHED: &str = "`Trust::try_unwrap`/`into_inner` on a `Trust<Latch<T>>` from a fiber that \
-     a fiber launched on that latch joins (directly, or through fibers joining each other on this worker): the \
-     value comes back only once every launched fiber has ended, the joining one included, which waits for this \
-     fiber. Take the value after the launched fibers have returned";
-
-/// In a fiber: spawns `f` on this fiber's own worker (`spawn` goes round-robin over the two workers: probes
-/// are spawned, and joined, until one lands on the other worker, so the next lands here).
-fn spawn_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
-    let here = local_trustee().index();
-    while trust_core::spawn(|| local_trustee().index())
-        .join()
-        .unwrap()
-        == here
-    {}
-    trust_core::spawn(f)
-}
+use latch_chains::*;
 
 /// In a fiber: `links` fibers, each spawned on this worker and joined by the one before (this fiber joins the
 /// first); the last runs `f`. A panic comes back up the chain with its payload.

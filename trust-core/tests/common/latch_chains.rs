@@ -1,0 +1,42 @@
+//! Shared by the test binaries of the latch refusals that follow join chains (reviews 93 and 98): the exact
+//! messages they assert, and a way to spawn on the calling fiber's own worker.
+
+#![allow(dead_code)] // each binary uses part of it
+
+use trust_core::{Fiber, local_trustee};
+
+/// The message of a blocking `launch` on a latch by a fiber that the latch's holder joins.
+pub const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fiber that a fiber holding the \
+     latch joins (directly, or through fibers joining each other on this worker): the new fiber would wait for \
+     the latch, and the holder for this fiber, for good. Drop the guard before joining, or use `launch_then` \
+     (which does not wait)";
+
+/// The message of a blocking `apply` on a latch by a fiber that a fiber launched on the latch joins.
+pub const APPLY_JOINED_BY_LAUNCHED: &str = "`apply` (or `apply_with`) on a `Trust<Latch<T>>` from a fiber that a \
+     fiber launched on that latch joins (directly, or through fibers joining each other on this worker): it \
+     hands out `&mut Latch<T>`, so it would wait for every launched fiber to end, the joining one included, \
+     which waits for this fiber. Use `apply_then`, or `launch` and lock the latch";
+
+/// The message of a `Latch::lock` whose holder waits for the caller through joins or blocking launches.
+pub const LOCK_WAITED_FOR_BY_HOLDER: &str = "`Latch::lock` would wait for good: the latch is held by a fiber that \
+     waits, through joins or blocking launches on this worker, for this fiber. Drop the guard before joining, or \
+     use `launch_then`";
+
+/// The message of `try_unwrap`/`into_inner` on a latch by a fiber that a fiber launched on the latch joins.
+pub const TAKE_JOINED_BY_LAUNCHED: &str = "`Trust::try_unwrap`/`into_inner` on a `Trust<Latch<T>>` from a fiber that \
+     a fiber launched on that latch joins (directly, or through fibers joining each other on this worker): the \
+     value comes back only once every launched fiber has ended, the joining one included, which waits for this \
+     fiber. Take the value after the launched fibers have returned";
+
+/// In a fiber: spawns `f` on this fiber's own worker. `spawn` goes round-robin over the two workers: probes
+/// are spawned (and joined) until one lands on the other worker, so the next lands here (nothing else spawns
+/// in these tests' child processes).
+pub fn spawn_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
+    let here = local_trustee().index();
+    while trust_core::spawn(|| local_trustee().index())
+        .join()
+        .unwrap()
+        == here
+    {}
+    trust_core::spawn(f)
+}
