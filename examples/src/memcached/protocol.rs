@@ -810,9 +810,10 @@ pub fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
         ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            out.push(match i <= chunk.len() {
-                true => ALPHABET[(n >> shift & 63) as usize],
-                false => b'=',
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> shift & 63) as usize]
+            } else {
+                b'='
             });
         }
     }

@@ -173,24 +173,14 @@ impl<T> Latch<T> {
         self.value.0.into_inner()
     }
 
-    /// True when fiber `id` of this worker, one launched on the property at `property` (this latch's), holds
-    /// the latch.
-    fn held_by_launched(&self, id: usize, property: usize) -> bool {
-        self.holder.get().0 == id
-            && self.holder.get() == current_fiber(id)
-            && context::worker().is_some_and(|w| w.scheduler.is_launched_on(id, property))
-    }
-
     /// True when the latch's holder is a fiber of this worker that waits for fiber `id` to end, through joins
     /// (a blocking `launch` joins its fiber) on this worker (see `Scheduler::joined_chain`).
     fn holder_waits_for(&self, id: usize) -> bool {
         let holder = self.holder.get();
         holder != NO_FIBER
             && context::worker().is_some_and(|w| {
-                w.scheduler
-                    .joined_chain(id)
-                    .skip(1)
-                    .any(|j| (j, w.scheduler.serial_of(j)) == holder)
+                let scheduler = &w.scheduler;
+                scheduler.joined_chain(id).skip(1).any(|j| holder == (j, scheduler.serial_of(j)))
             })
     }
 
@@ -198,14 +188,14 @@ impl<T> Latch<T> {
     /// `Scheduler::joined_chain`), is one launched on the property at `property` that holds the latch: how
     /// many joins from `id` (0: `id` itself). Joins from another worker or a plain thread are not followed.
     fn held_along_joins(&self, id: usize, property: usize) -> Option<usize> {
-        if self.holder.get() == NO_FIBER {
+        let holder = self.holder.get();
+        if holder == NO_FIBER {
             return None;
         }
-        let worker = context::worker()?;
-        worker
-            .scheduler
+        let scheduler = &context::worker()?.scheduler;
+        scheduler
             .joined_chain(id)
-            .position(|id| self.held_by_launched(id, property))
+            .position(|id| holder == (id, scheduler.serial_of(id)) && scheduler.is_launched_on(id, property))
     }
 }
 

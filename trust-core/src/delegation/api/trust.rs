@@ -384,33 +384,27 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
         "{}",
         property::APPLY_ON_OWN_LATCH
     );
-    // A fiber that a fiber launched on the latch joins (through joins on this worker) would wait for its joiner.
-    assert!(
-        !worker.joined_by_launched_on(property as usize),
-        "{}",
-        property::APPLY_JOINED_BY_LAUNCHED
-    );
     // Counted as waiting meanwhile: new launches on the property wait behind this apply.
     // SAFETY: on the property's trustee thread; the caller's handle keeps it live.
     unsafe { property::set_applies_waiting(property.cast(), 1) };
-    // SAFETY: as above.
-    while unsafe { property::launched(property.cast()) } {
+    loop {
+        // A fiber that a fiber launched on the latch joins (through joins on this worker) would wait for its
+        // joiner: refused before it waits, and after every wake-up, since such a join may come while it waits
+        // (the join makes it ready, `Scheduler::recheck_latch_waiters`; review 98: it waited for good).
+        let refused = worker.joined_by_launched_on(property as usize);
+        // SAFETY: as above.
+        if refused || !unsafe { property::launched(property.cast()) } {
+            // SAFETY: as above.
+            unsafe { property::set_applies_waiting(property.cast(), -1) };
+            assert!(!refused, "{}", property::APPLY_JOINED_BY_LAUNCHED);
+            return;
+        }
         // Suspended, not yielding in a loop: a launched fiber may hold the latch for long (asleep, waiting for
         // a socket), and the worker must be free to sleep meanwhile. The last one to end makes this ready.
         let (_, id) = worker.fiber.get().expect("in a fiber");
         worker.scheduler.wait_for_launched(property as usize, id);
         suspend_on(worker);
-        // A fiber launched on the latch may have joined this one since (through joins on this worker; such a
-        // join makes this fiber ready, `Scheduler::recheck_latch_waiters`): refused as if it had come first
-        // (review 98: the join after the apply began waited for good).
-        if worker.joined_by_launched_on(property as usize) {
-            // SAFETY: as above.
-            unsafe { property::set_applies_waiting(property.cast(), -1) };
-            panic!("{}", property::APPLY_JOINED_BY_LAUNCHED);
-        }
     }
-    // SAFETY: as above.
-    unsafe { property::set_applies_waiting(property.cast(), -1) };
 }
 
 const APPLY_THEN_ON_OWN_LATCH: &str = "`apply_then` on the `Trust<Latch<T>>` whose `launch` runs this fiber: \
