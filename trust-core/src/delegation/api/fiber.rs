@@ -121,10 +121,11 @@ impl<R> JoinState<R> {
             self.joined_as.store(id + 1, Ordering::Relaxed);
         } else if runs_on == here {
             worker.scheduler.set_joiner(runs_as - 1, id);
-            // A fiber down the chain that waits for a latch's launched fibers, or in `Latch::lock`, may be
-            // waiting for this one now.
+            // A fiber down the chain that waits for a latch's launched fibers, in `Latch::lock`, or for a take
+            // of a latch to settle, may be waiting for this one now.
             worker.scheduler.recheck_latch_waiters();
             worker.scheduler.recheck_lock_waiters(id);
+            worker.refuse_joined_takes();
         }
     }
 
@@ -319,6 +320,13 @@ impl<R: Send + 'static> Promise<R> {
         {
             eprintln!("trust: a value nobody waited for any more panicked when dropped; the runtime goes on");
         }
+    }
+
+    /// Completes the handle with a panic's `payload`, for its joiner to raise (a take refused while it waited:
+    /// `trust::TakeRefused`). When nobody will join it the payload is dropped here, uncontained: the caller's
+    /// has no destructor.
+    pub(crate) fn fail(self, payload: Box<dyn std::any::Any + Send>) {
+        drop(self.settle(Err(payload)));
     }
 
     /// Completes the handle with `result`; returns the result when the handle is gone (nobody will join it),

@@ -1,6 +1,7 @@
 //! [`Trust<T>`]: the handle to an entrusted property. Every access is a closure the property's trustee applies;
 //! the handle itself holds only the property's address and its trustee.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::resume_unwind;
@@ -16,7 +17,7 @@ use crate::delegation::call;
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber, Promise};
 use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply, suspend_on};
-use crate::delegation::worker::run::Worker;
+use crate::delegation::worker::run::{Settled, Worker};
 use crate::delegation::trustee::shared::{IN_FORKED_CHILD, in_forked_child, refuse, refuse_both};
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
@@ -486,7 +487,7 @@ impl<T: Send + 'static> Trust<T> {
         match self.send_take(true, Box::new).join() {
             Ok(Ok(value)) => Ok(*value),
             Ok(Err(handle)) => Err(handle.expect("`try_unwrap` gets its handle back when it fails")),
-            Err(payload) => resume_unwind(payload),
+            Err(payload) => raise_refused(payload),
         }
     }
 
@@ -516,7 +517,7 @@ impl<T: Send + 'static> Trust<T> {
         match self.send_take(false, Box::new).join() {
             Ok(Ok(value)) => Some(*value),
             Ok(Err(_)) => None,
-            Err(payload) => resume_unwind(payload),
+            Err(payload) => raise_refused(payload),
         }
     }
 
@@ -526,7 +527,7 @@ impl<T: Send + 'static> Trust<T> {
     fn take(self, give_back: bool) -> Result<T, Option<Trust<T>>> {
         match self.send_take(give_back, |value| value).join() {
             Ok(verdict) => verdict,
-            Err(payload) => resume_unwind(payload),
+            Err(payload) => raise_refused(payload),
         }
     }
 
@@ -556,11 +557,14 @@ impl<T: Send + 'static> Trust<T> {
         let trustee = this.trustee;
         let (verdict, promise) = fiber::promise::<Result<V, Option<Trust<T>>>>();
         if this.is_local() {
+            // A fiber here (the checks above panic for anything else on a worker): a join that makes a fiber
+            // launched on the latch wait for it refuses the take (`Worker::refuse_joined_takes`).
+            let fiber = caller.and_then(|worker| worker.fiber.get()).map(|(_, id)| id);
             // SAFETY: on the trustee, for the count this handle owns (the handle is not dropped).
-            unsafe { begin_take(property, trustee, promise, give_back, wrap) };
+            unsafe { begin_take(property, trustee, promise, give_back, wrap, fiber) };
         } else {
             // SAFETY: as above, on the trustee; the handle's count keeps the property live until the record runs.
-            let begin = move || unsafe { begin_take(property, trustee, promise, give_back, wrap) };
+            let begin = move || unsafe { begin_take(property, trustee, promise, give_back, wrap, None) };
             call::call_from(caller, this.trustee.shared, job::Always(begin));
         }
         verdict
@@ -568,7 +572,8 @@ impl<T: Send + 'static> Trust<T> {
 }
 
 /// On the trustee: gives up a handle's count and retires the property to a taker that keeps `promise` (the
-/// value, or with `give_back` a handle counted again, else nothing).
+/// value, or with `give_back` a handle counted again, else nothing; or the refusal, see `TakeRefused`). `fiber`:
+/// the fiber of this worker that waits for the verdict, if the take is its own, inline.
 ///
 /// # Safety
 /// On `p`'s trustee thread (`trustee`'s), for a count the caller owned.
@@ -578,28 +583,43 @@ unsafe fn begin_take<T: Send + 'static, V: Send + 'static>(
     promise: Promise<Result<V, Option<Trust<T>>>>,
     give_back: bool,
     wrap: impl FnOnce(T) -> V + 'static,
+    fiber: Option<usize>,
 ) {
     let h: *mut Header = p.get().cast();
     // SAFETY: by the contract. Whether the count reached zero is decided at settlement, by the taker.
     let _ = unsafe { property::add_refs(h, -1) };
-    let taker = move |unreferenced: bool| {
-        if unreferenced {
-            // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
-            promise.keep(Ok(wrap(unsafe { property::take_unregistered(p.get()) })));
-        } else if give_back {
+    let taker = move |settled: Settled| match settled {
+        // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
+        Settled::Unreferenced => promise.keep(Ok(wrap(unsafe { property::take_unregistered(p.get()) }))),
+        Settled::Referenced if give_back => {
             // SAFETY: still registered (referenced), on its trustee: the new count is the handle's.
             let handle = unsafe {
                 property::incref(h);
                 Trust::from_raw(p.get(), trustee)
             };
             promise.keep(Err(Some(handle)));
-        } else {
-            promise.keep(Err(None));
         }
+        Settled::Referenced => promise.keep(Err(None)),
+        // The count stays given up, as when the refusal comes before the take: the handle is gone either way.
+        Settled::JoinedByLaunched => promise.fail(Box::new(TakeRefused)),
     };
     context::worker()
         .expect("reference counts change on the trustee")
-        .retire_to(h, Box::new(taker));
+        .retire_to(h, Box::new(taker), fiber);
+}
+
+/// The verdict of a take refused while it waited (`Settled::JoinedByLaunched`): the taking fiber raises the
+/// refusal itself (`raise_refused`), with the message and through the panic hook, as when the refusal comes
+/// before it waits.
+struct TakeRefused;
+
+/// A take's verdict that came back as a panic: a refusal is raised afresh, any other payload (the shutdown's)
+/// resumed.
+fn raise_refused(payload: Box<dyn Any + Send>) -> ! {
+    if payload.is::<TakeRefused>() {
+        panic!("{TAKE_JOINED_BY_LAUNCHED}");
+    }
+    resume_unwind(payload)
 }
 
 fn boxed_result<T, R>(f: impl FnOnce(&mut T) -> R) -> impl FnOnce(&mut T) -> Box<R> {

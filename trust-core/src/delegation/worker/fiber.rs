@@ -626,6 +626,13 @@ impl Scheduler {
         std::iter::successors(Some(id), |&id| self.joiner_of(id)).take(self.live.get() + 1)
     }
 
+    /// True when fiber `id` is joined, directly or through fibers joining each other on this worker, by a fiber
+    /// launched on the property at `property`: whatever of it waits for that property's launched fibers to end
+    /// waits for its joiner, which waits for it.
+    pub(crate) fn joined_by_launched_on(&self, id: usize, property: usize) -> bool {
+        self.joined_chain(id).skip(1).any(|joiner| self.is_launched_on(joiner, property))
+    }
+
     /// A fiber of this worker now joins another one here: a fiber waiting for a latch's launched fibers to end
     /// (`wait_for_launched`) may now wait, through that join, for a joiner launched on that latch, which waits
     /// for it. Those are made ready (and no other waiter): `trust::wait_for_launched` looks at its join chain
@@ -633,10 +640,7 @@ impl Scheduler {
     /// no fiber waits so.
     pub(crate) fn recheck_latch_waiters(&self) {
         self.latch_waiters.borrow_mut().retain(|&(property, id)| {
-            let waits_for_joiner = self
-                .joined_chain(id)
-                .skip(1)
-                .any(|joiner| self.is_launched_on(joiner, property));
+            let waits_for_joiner = self.joined_by_launched_on(id, property);
             if waits_for_joiner {
                 self.make_ready(id);
             }

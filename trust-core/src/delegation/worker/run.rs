@@ -76,9 +76,30 @@ impl Retired {
     }
 }
 
-/// Gets a retired property once it is settled: `true` when it is unreferenced then (unregistered: the taker
-/// moves the value out), `false` when a handle is counted again or a later taker displaced this one.
-pub(crate) type Taker = Box<dyn FnOnce(bool)>;
+/// Gets a retired property once it is settled, or is told why it will not (see `Settled`).
+pub(crate) type Taker = Box<dyn FnOnce(Settled)>;
+
+/// How a take's wait for its retired property (`Worker::retire_to`) ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Settled {
+    /// Unreferenced once settled: unregistered, and the taker moves the value out.
+    Unreferenced,
+    /// A handle is counted again once settled, or a later take displaced this one.
+    Referenced,
+    /// Refused before it settled: a fiber launched on the latch now joins the fiber that waits for the take,
+    /// and the settlement would wait for that joiner to end (`Worker::refuse_joined_takes`). The property
+    /// stays retired, its count given up, as a plain drop of the handle leaves it.
+    JoinedByLaunched,
+}
+
+/// A take waiting for its retired property to settle (`Worker::retire_to`).
+struct Take {
+    taker: Taker,
+    /// The fiber of this worker that waits for the verdict, and its serial (ids are reused): a join may make it
+    /// wait for good (`Worker::refuse_joined_takes`). `None` for a plain thread, or a fiber of another worker
+    /// (a join chain is followed on one worker only).
+    fiber: Option<(usize, u64)>,
+}
 
 impl std::fmt::Debug for Retired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,8 +187,8 @@ pub(crate) struct Worker {
     poll_every: Cell<u32>,
     /// Oldest first: a group's waits are over only once the older groups' are (batch numbers only grow).
     retired: RefCell<VecDeque<Retired>>,
-    /// The takers of retired properties (`retire_to`).
-    takers: RefCell<HashMap<*mut Header, Taker>>,
+    /// The takes waiting for retired properties (`retire_to`).
+    takers: RefCell<HashMap<*mut Header, Take>>,
     /// The last retired group's number.
     retired_groups: Cell<u64>,
     /// Entries in `retired`, and those among them whose property was retired again since (see
@@ -323,12 +344,9 @@ impl Worker {
     /// a fiber launched on `property`: a request of it that waits for the launched fibers to end would wait for
     /// its joiner, which waits for it. Looked at only on the paths that would wait so.
     pub(crate) fn joined_by_launched_on(&self, property: usize) -> bool {
-        self.fiber.get().is_some_and(|(_, id)| {
-            self.scheduler
-                .joined_chain(id)
-                .skip(1)
-                .any(|joiner| self.scheduler.is_launched_on(joiner, property))
-        })
+        self.fiber
+            .get()
+            .is_some_and(|(_, id)| self.scheduler.joined_by_launched_on(id, property))
     }
 
     /// Runs `f` outside the chain of the continuation running now: what it issues counts for the worker.
@@ -809,12 +827,42 @@ impl Worker {
     /// `retire`, for a caller that takes the value instead of dropping it (`Trust::try_unwrap`/`into_inner`,
     /// whose handle's count it has already given up): once settled as `retire` says, `taker` gets the
     /// property if its count is zero then, else is told no. A taker already waiting on `h` is told no at once:
-    /// the later call is the last.
-    pub(crate) fn retire_to(&self, h: *mut Header, taker: Taker) {
-        self.retire_with(h, Some(taker));
+    /// the later call is the last. `fiber`: the fiber of this worker that waits for the verdict, if one does
+    /// (a join may yet refuse its take: `refuse_joined_takes`).
+    pub(crate) fn retire_to(&self, h: *mut Header, taker: Taker, fiber: Option<usize>) {
+        let fiber = fiber.map(|id| (id, self.scheduler.serial_of(id)));
+        self.retire_with(h, Some(Take { taker, fiber }));
     }
 
-    fn retire_with(&self, h: *mut Header, taker: Option<Taker>) {
+    /// A fiber of this worker now joins another one here: a take by a fiber of this worker that waits for its
+    /// latch to settle (which waits for the latch's launched fibers to end) may now be joined, through joins on
+    /// this worker, by a fiber launched on that latch, which waits for it. Those takes are refused now: the
+    /// taker is told so (its fiber wakes and panics) and forgotten, and the property stays retired, as a plain
+    /// drop of the handle leaves it. The others wait on. Only on a join that suspends; one look at an empty map
+    /// while no take waits.
+    pub(crate) fn refuse_joined_takes(&self) {
+        let refused: Vec<Take> = {
+            let mut takers = self.takers.borrow_mut();
+            if takers.is_empty() {
+                return;
+            }
+            let scheduler = &self.scheduler;
+            takers
+                .extract_if(|&h, take| {
+                    take.fiber.is_some_and(|(id, serial)| {
+                        scheduler.serial_of(id) == serial && scheduler.joined_by_launched_on(id, h as usize)
+                    })
+                })
+                .map(|(_, take)| take)
+                .collect()
+        };
+        // Out of the borrow: a taker completes a promise, which mails a wake-up (no take is looked at again).
+        for take in refused {
+            (take.taker)(Settled::JoinedByLaunched);
+        }
+    }
+
+    fn retire_with(&self, h: *mut Header, taker: Option<Take>) {
         // A channel registered, or a count change mailed, before the escape must be waited for too.
         self.take_all_mail();
         // Only the channels looked at every round are read (a thousand cold ones made each drop microseconds):
@@ -871,7 +919,7 @@ impl Worker {
         self.compact_retired();
         let displaced = taker.and_then(|t| self.takers.borrow_mut().insert(h, t));
         if let Some(displaced) = displaced {
-            displaced(false);
+            (displaced.taker)(Settled::Referenced);
         }
     }
 
@@ -914,7 +962,7 @@ impl Worker {
             return false;
         }
         let mail_run = self.postponed_run.get();
-        let mut ready: Vec<(*mut Header, bool, Option<Taker>)> = {
+        let mut ready: Vec<(*mut Header, bool, Option<Take>)> = {
             let served = self.served.borrow();
             // Served through `need`; or `need` is paused at its last record, which says what it waits on (see
             // `retire`); or drained: nothing unpublished and nothing pending on the channel now.
@@ -989,7 +1037,8 @@ impl Worker {
                 context::with_registry(|r| r.remove(h));
             }
             match taker {
-                Some(taker) => taker(unreferenced),
+                Some(take) if unreferenced => (take.taker)(Settled::Unreferenced),
+                Some(take) => (take.taker)(Settled::Referenced),
                 // SAFETY: unregistered, unreferenced, and no request for it is left: this is the one drop.
                 None => unsafe { property::drop_unregistered(h) },
             }
