@@ -463,7 +463,10 @@ impl<T: Send + 'static> Trust<T> {
     /// # Panics
     ///
     /// Inside a delegated closure and in an `apply_then` continuation on a worker (the trustee cannot wait
-    /// there), and after [`Runtime::shutdown`](crate::Runtime::shutdown).
+    /// there), and after [`Runtime::shutdown`](crate::Runtime::shutdown). On a `Trust<Latch<T>>`, from a fiber
+    /// that the value could only come back after: one launched on that latch, or one that such a fiber joins
+    /// (directly or through fibers joining each other on this worker), also when the join comes while the take
+    /// waits. The handle is then given up, as by a drop.
     pub fn try_unwrap(self) -> Result<T, Trust<T>> {
         if const { size_of::<T>() > BOX_ABOVE } {
             return self.try_unwrap_boxed();
