@@ -666,7 +666,8 @@ where
         let mut client = worker.client.borrow_mut();
         let outbox = client.outbox(trustee);
         if outbox.has_room::<Reply<J>>() {
-            return outbox.push_then(record, then, owner);
+            // SAFETY: room checked just above.
+            return unsafe { outbox.push_then(record, then, owner) };
         }
         outbox.blocked.push_back(Blocked::to_wake(id));
         drop(client);

@@ -318,12 +318,18 @@ impl Outbox {
             return Err(record);
         }
         self.batch.push(record)?;
-        // Announced after the push (no user code runs between the two): the announcement's Release store
-        // would make the compiler load the batch's fields again, and check the room twice.
+        self.announce_first();
+        Ok(())
+    }
+
+    /// Announces the batch once its first record is in. After the push (no user code runs between the two):
+    /// the announcement's Release store would make the compiler load the batch's fields again, and check the
+    /// room twice.
+    #[inline]
+    fn announce_first(&self) {
         if self.batch.count() == 1 {
             self.linger();
         }
-        Ok(())
     }
 
     /// Adds a record whose caller waits for its result in `*dst`.
@@ -386,18 +392,20 @@ impl Outbox {
         }
     }
 
-    /// Adds the record of an `apply_then` and its continuation `then`, issued by `owner`, which the caller
-    /// made sure have room (`has_room`).
+    /// Adds the record of an `apply_then` and its continuation `then`, issued by `owner`.
+    ///
+    /// # Safety
+    /// `self.has_room::<F>()`: the caller checked (the only checks of this path).
     #[inline(always)]
-    pub(crate) fn push_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
+    pub(crate) unsafe fn push_then<F: Record, R: 'static, C: FnOnce(R) + 'static>(
         &mut self,
         record: F,
         then: C,
         owner: Rc<Pending>,
     ) {
-        if self.try_push(record).is_err() {
-            unreachable!("`push_then` after `has_room`");
-        }
+        // SAFETY: room by the contract (`has_room` includes an empty backlog, so the order is kept).
+        unsafe { self.batch.push_unchecked(record) };
+        self.announce_first();
         Cont::push_new(&mut self.building, then, owner);
     }
 
@@ -1151,7 +1159,8 @@ impl Client {
             // Shut down meanwhile: given back, to be dropped outside the client's borrow.
             return Err((record, then));
         }
-        outbox.push_then(record, then, owner);
+        // SAFETY: room checked, or made, just above.
+        unsafe { outbox.push_then(record, then, owner) };
         // Publish every `PUBLISH_EVERY` requests (or once three quarters of the batch's room are used, for
         // large records), as a pipelining ring does: a publish costs cache-line transfers both ways, too much
         // to pay per request. The rest goes at the next publish to any trustee (below), blocking call,

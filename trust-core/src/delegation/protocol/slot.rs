@@ -354,7 +354,10 @@ impl Batch {
     /// True when a record of type `F` and its result fit in the batch.
     #[inline]
     pub(crate) fn has_room<F: Record>(&self) -> bool {
-        self.results + F::RESULT <= BODY && self.len + pushed_size::<F>() <= BODY
+        // The sizes subtracted at compile time (a record and a result each fit an empty body): a compare with a
+        // constant each, where the sums made the compiler guard them against wrapping.
+        self.results <= const { BODY - F::RESULT }
+            && self.len <= const { BODY - pushed_size::<F>() }
     }
 
     /// Appends the record `f`; gives it back when the batch has no room for it or its result. A record too
@@ -364,8 +367,22 @@ impl Batch {
         if !self.has_room::<F>() {
             return Err(f);
         }
+        // SAFETY: checked just above.
+        unsafe { self.push_unchecked(f) };
+        Ok(())
+    }
+
+    /// `push` of a record the caller made sure has room: `apply_then`'s path checks it before it counts the
+    /// issue, and the compiler could not tell that check from `push`'s (it made both, some ten instructions
+    /// per request).
+    ///
+    /// # Safety
+    /// `self.has_room::<F>()`.
+    #[inline]
+    pub(crate) unsafe fn push_unchecked<F: Record>(&mut self, f: F) {
+        debug_assert!(self.has_room::<F>());
         if const { fits_inline::<F>() } {
-            // SAFETY: it fits, and `run_inline::<F>` reads an `F`.
+            // SAFETY: it fits (the contract), and `run_inline::<F>` reads an `F`.
             unsafe { self.write(run_inline::<F>, f) };
         } else {
             // SAFETY: as above, for the box.
@@ -373,7 +390,6 @@ impl Batch {
         }
         self.results += F::RESULT;
         self.count += 1;
-        Ok(())
     }
 
     /// Appends a record that waited in a queue, boxed; gives it back when there is no room.

@@ -66,7 +66,9 @@ pub(crate) const IN_FORKED_CHILD: &str = "the trust runtime does not run in a pr
 /// Set in a child process forked after the runtime started (see `TrusteeShared::close_in_forked_child`).
 static FORKED: AtomicBool = AtomicBool::new(false);
 
-/// True in a process forked after the runtime started.
+/// True in a process forked after the runtime started. Inlined: it is looked at after every delegated
+/// closure, and out of line it was a call through the global offset table per record on the trustee.
+#[inline]
 pub(crate) fn in_forked_child() -> bool {
     FORKED.load(Ordering::Relaxed)
 }
