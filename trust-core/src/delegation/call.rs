@@ -445,8 +445,9 @@ fn post_from_thread<F: Record + 'static>(trustee: &'static TrusteeShared, record
 
 /// Runs the continuations that arrived for this plain thread, one at a time and outside any borrow of its
 /// client. Not from inside a continuation: a chain of `apply_then`s, each issued by the previous one's
-/// continuation, would nest one stack frame per link; the loop already running picks them up instead.
-#[inline]
+/// continuation, would nest one stack frame per link; the loop already running picks them up instead. Out of
+/// line, as `thread_client_cell`: it reads a thread-local, and `apply_then`'s callers inline its path.
+#[inline(never)]
 fn run_thread_continuations() {
     if !RUNNING_CONTINUATIONS.with(Cell::get) {
         run_continuations_now();
@@ -617,30 +618,37 @@ where
     R: Send + 'static,
     C: FnOnce(R) + 'static,
 {
-    let mut args = Some((job, then));
-    let posted = THREAD_CLIENT.try_with(|c| {
-        let mut c = c.borrow_mut();
-        // Not for a `may` coroutine on a thread that has a client (made outside any coroutine): `post_then`
-        // tells it apart and makes its request a blocking call.
-        let client = c.as_mut().filter(|client| client.on_own_stack())?;
-        // After a shutdown the arguments go back, and the caller's slow path refuses them once the client's
-        // borrow has ended (their destructors may call the runtime).
-        if !trustee.is_running() {
-            return None;
-        }
-        let (job, then) = args.take()?;
-        Some(client.post_then(trustee, Reply(job), then))
-    });
+    // SAFETY: this thread's own `THREAD_CLIENT`, alive (not destroyed: the accessor gives null then), and the
+    // reference lives only in this call, on this thread: the path below never suspends (a `may` coroutine,
+    // which could resume on another thread, is not on its thread's own stack and goes elsewhere first).
+    let Some(cell) = (unsafe { thread_client_cell().as_ref() }) else {
+        return Err((job, then));
+    };
+    let mut c = cell.borrow_mut();
+    // Not for a `may` coroutine on a thread that has a client (made outside any coroutine): `post_then` tells it
+    // apart and makes its request a blocking call. After a shutdown the arguments go back, and the caller's slow
+    // path refuses them once the client's borrow has ended (their destructors may call the runtime).
+    let Some(client) = c.as_mut().filter(|client| client.on_own_stack() && trustee.is_running()) else {
+        return Err((job, then));
+    };
+    let posted = client.post_then(trustee, Reply(job), then);
+    drop(c);
     match posted {
-        Ok(Some(Ok(ready))) => {
-            if ready {
-                run_thread_continuations();
-            }
-            Ok(())
-        }
-        Ok(Some(Err(unsent))) => waited_past_shutdown(unsent),
-        _ => Err(args.take().expect("not posted")),
+        Ok(true) => run_thread_continuations(),
+        Ok(false) => {}
+        Err(unsent) => waited_past_shutdown(unsent),
     }
+    Ok(())
+}
+
+/// This thread's `THREAD_CLIENT`, or null once it is destroyed. Out of line on purpose (../shared/DESIGN.md
+/// §4): `post_then_from_thread` is inlined into `apply_then`'s callers, and a `may` coroutine that loops over
+/// `apply_then` may resume on another thread between two of its calls (its requests wait as blocking calls), so
+/// the thread-local's address must be found afresh by each call, never kept from an earlier one in a register.
+/// It reads the thread-local's state, so two calls are not merged into one either.
+#[inline(never)]
+fn thread_client_cell() -> *const RefCell<Option<Client>> {
+    THREAD_CLIENT.try_with(|c| c as *const _).unwrap_or(std::ptr::null())
 }
 
 /// `post_then` from a worker: its fiber, scheduler or delegated closure (out of line: a plain thread's

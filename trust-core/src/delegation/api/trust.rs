@@ -190,7 +190,8 @@ impl<T: Send + 'static> Trust<T> {
     // other callers go out of line (`apply_then_elsewhere`). Out of line as a whole, each request paid a call
     // and the saves of six registers, and the caller's loop kept nothing in registers across it: inlined, one
     // thread's pipelined `apply_then` went from about 190 to 165 instructions per request (`callgrind`) and
-    // 65 to 75-80 M ops/s (thirty-eighth session).
+    // 65 to 75-80 M ops/s (thirty-eighth session). The thread-locals of that path are still found by calls out
+    // of line (`call::thread_client_cell`): a `may` coroutine's loop may resume on another thread.
     #[inline]
     pub fn apply_then<R, F, C>(&self, f: F, then: C)
     where
