@@ -840,8 +840,14 @@ impl Drop for Outbox {
     }
 }
 
-/// True when the caller is a `may` coroutine.
-#[inline]
+/// True when the caller is a `may` coroutine. Out of line on purpose (../shared/DESIGN.md §4): `may` tells it
+/// by a thread-local (`generator`'s root context), and some callers are inlined into a user's loop
+/// (`on_own_stack` on `apply_then`'s path where the thread's stack is unknown, `apply_then`'s boxing of a
+/// closure over `MAY_INLINE` bytes, generic `Fiber::join`), which a `may` coroutine may run while `may` moves it
+/// between threads. Inlined, only `generator`'s own `#[inline(never)]` on `ContextStack::current` (0.8.12) kept
+/// that read out of the loop; other 0.8 releases, which `may` 0.3 accepts in a user's build, do not mark it so
+/// (review 99).
+#[inline(never)]
 pub(crate) fn in_may_coroutine() -> bool {
     #[cfg(feature = "may")]
     {
