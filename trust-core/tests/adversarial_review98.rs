@@ -421,17 +421,7 @@ fn a_fiber_a_launched_fiber_joins_after_its_apply_began_waiting_is_refused() {
                 }))
                 .unwrap();
             }));
-            let waiting = Arc::new(AtomicBool::new(false));
-            let w2 = waiting.clone();
-            let applying = spawn_here(move || {
-                w2.store(true, Ordering::SeqCst);
-                own.apply(c2.applied())
-            });
-            while !waiting.load(Ordering::SeqCst) {
-                trust_core::yield_now();
-            }
-            // Once more: the apply is now suspended, waiting for this fiber to end.
-            trust_core::yield_now();
+            let applying = spawn_waiting_here(move || own.apply(c2.applied()));
             applying.join().map_err(panic_message)
         })
     });
@@ -648,17 +638,7 @@ fn a_take_that_began_before_a_launched_fiber_joined_it_is_refused() {
     let got = common::within(2, move || {
         let own = l2.clone();
         l2.launch(move |_| {
-            let waiting = Arc::new(AtomicBool::new(false));
-            let w2 = waiting.clone();
-            let taking = spawn_here(move || {
-                w2.store(true, Ordering::SeqCst);
-                own.try_unwrap().is_ok()
-            });
-            while !waiting.load(Ordering::SeqCst) {
-                trust_core::yield_now();
-            }
-            // Once more: the take is now suspended, waiting for this fiber to end.
-            trust_core::yield_now();
+            let taking = spawn_waiting_here(move || own.try_unwrap().is_ok());
             taking.join().map_err(panic_message)
         })
     });
@@ -688,16 +668,7 @@ fn a_take_a_launched_fiber_joins_through_a_chain_after_it_began_is_refused() {
     let got = common::within(2, move || {
         let own = l2.clone();
         l2.launch(move |_| {
-            let waiting = Arc::new(AtomicBool::new(false));
-            let w2 = waiting.clone();
-            let taking = spawn_here(move || {
-                w2.store(true, Ordering::SeqCst);
-                own.into_inner().is_some()
-            });
-            while !waiting.load(Ordering::SeqCst) {
-                trust_core::yield_now();
-            }
-            trust_core::yield_now();
+            let taking = spawn_waiting_here(move || own.into_inner().is_some());
             let joining = spawn_here(move || taking.join().map_err(panic_message));
             for _ in 0..4 {
                 trust_core::yield_now();
@@ -733,16 +704,7 @@ fn a_refused_take_of_the_last_handle_leaves_the_value_dropped_once() {
             while !d2.load(Ordering::SeqCst) {
                 trust_core::yield_now();
             }
-            let waiting = Arc::new(AtomicBool::new(false));
-            let w2 = waiting.clone();
-            let taking = spawn_here(move || {
-                w2.store(true, Ordering::SeqCst);
-                own.try_unwrap().is_ok()
-            });
-            while !waiting.load(Ordering::SeqCst) {
-                trust_core::yield_now();
-            }
-            trust_core::yield_now();
+            let taking = spawn_waiting_here(move || own.try_unwrap().is_ok());
             let got = taking.join().map_err(panic_message);
             // Still here: the launched fiber has not ended, and the latch it shares stays.
             tx.send((got, load(&n2))).unwrap();
@@ -785,18 +747,11 @@ fn a_waiting_take_whose_chain_reaches_no_launched_fiber_gets_the_value() {
             while !d2.load(Ordering::SeqCst) {
                 trust_core::yield_now();
             }
-            let waiting = Arc::new(AtomicBool::new(false));
-            let w2 = waiting.clone();
-            let taking = spawn_here(move || {
-                w2.store(true, Ordering::SeqCst);
+            let taking = spawn_waiting_here(move || {
                 own.try_unwrap()
                     .map(Latch::into_inner)
                     .map_err(|_| "a handle is still counted")
             });
-            while !waiting.load(Ordering::SeqCst) {
-                trust_core::yield_now();
-            }
-            trust_core::yield_now();
             let joining = spawn_here(move || taking.join().map_err(panic_message));
             for _ in 0..4 {
                 trust_core::yield_now();

@@ -672,10 +672,7 @@ fn start_take(
     l: Trust<Latch<CountsDrops>>,
     inner: bool,
 ) -> trust_core::Fiber<Result<bool, String>> {
-    let waiting = Arc::new(AtomicBool::new(false));
-    let w2 = waiting.clone();
-    let taking = spawn_here(move || {
-        w2.store(true, Ordering::SeqCst);
+    spawn_waiting_here(move || {
         catch_unwind(AssertUnwindSafe(move || {
             if inner {
                 l.into_inner().is_some()
@@ -684,12 +681,7 @@ fn start_take(
             }
         }))
         .map_err(panic_message)
-    });
-    while !waiting.load(Ordering::SeqCst) {
-        trust_core::yield_now();
-    }
-    trust_core::yield_now();
-    taking
+    })
 }
 
 /// (3a) Two takes on one latch by two fibers of its worker: the second displaces the first (told no at once:

@@ -1,7 +1,10 @@
-//! Shared by the test binaries of the latch refusals that follow join chains (reviews 93 and 98): the exact
-//! messages they assert, and a way to spawn on the calling fiber's own worker.
+//! Shared by the test binaries of the latch refusals that follow join chains (reviews 93, 98 and 99): the exact
+//! messages they assert, and ways to spawn on the calling fiber's own worker.
 
 #![allow(dead_code)] // each binary uses part of it
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use trust_core::{Fiber, local_trustee};
 
@@ -39,4 +42,20 @@ pub fn spawn_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
         == here
     {}
     trust_core::spawn(f)
+}
+
+/// In a fiber: `spawn_here(f)`, then yields until the new fiber has begun, and once more: a wait `f` makes at
+/// once (an `apply` or a take on a latch whose launched fibers run) is then suspended.
+pub fn spawn_waiting_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Fiber<R> {
+    let begun = Arc::new(AtomicBool::new(false));
+    let b2 = begun.clone();
+    let fiber = spawn_here(move || {
+        b2.store(true, Ordering::SeqCst);
+        f()
+    });
+    while !begun.load(Ordering::SeqCst) {
+        trust_core::yield_now();
+    }
+    trust_core::yield_now();
+    fiber
 }
