@@ -242,38 +242,19 @@ fn a_launch_then_by_the_holder_and_a_launch_from_a_fiber_it_spawned_are_not_refu
 // holder to end), the holder for the spawned fiber. Refused now, as the direct cases are, when the spawned
 // fiber runs on the holder's worker; each of the first three tests hung before (killed by the watchdog).
 
-/// Counters of a refused closure: its runs and its capture's drops.
-#[derive(Clone, Default)]
-struct Refused {
-    runs: Arc<AtomicUsize>,
-    drops: Arc<AtomicUsize>,
-}
-
-impl Refused {
-    /// A launched closure that counts its run, holds a capture that counts its drop, and would lock the latch.
-    fn launched(&self) -> impl FnOnce(&Latch<u64>) -> u64 + Send + 'static {
-        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
-        move |latch| {
-            let _capture = capture;
-            runs.fetch_add(1, Ordering::SeqCst);
-            *latch.lock() + 100
-        }
-    }
-
-    /// The same for `apply`.
-    fn applied(&self) -> impl FnOnce(&mut Latch<u64>) -> u64 + Send + 'static {
-        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
-        move |latch| {
-            let _capture = capture;
-            runs.fetch_add(1, Ordering::SeqCst);
-            *latch.get_mut() + 100
-        }
-    }
-
-    /// (runs, drops).
-    fn counts(&self) -> (usize, usize) {
-        (load(&self.runs), load(&self.drops))
-    }
+/// After a refusal under `join_while_holding` (which leaves 17): the latch is still usable, a launch locks it
+/// once (18) and an apply sees that.
+fn assert_usable_at_17(l: &Trust<Latch<u64>>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r3 = runs.clone();
+    let after = l.launch(move |latch| {
+        r3.fetch_add(1, Ordering::SeqCst);
+        let mut g = latch.lock();
+        *g += 1;
+        *g
+    });
+    assert_eq!((after, load(&runs)), (18, 1));
+    assert_eq!(l.apply(|latch| *latch.get_mut()), 18);
 }
 
 /// Inside a fiber launched on `l` that holds the latch (5 -> 6 under the guard): `in_joined` runs in a fiber
@@ -320,23 +301,14 @@ fn a_fiber_the_holder_joins_that_launches_on_the_latch_is_refused() {
         10
     );
     let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
-    let (l2, refused) = (l.clone(), Refused::default());
+    let (l2, refused) = (l.clone(), Counted::default());
     let r2 = refused.clone();
     let got = common::within(10, move || {
         join_while_holding(l2, move |own| own.launch(r2.launched()))
     });
     assert_eq!(got, (0, 0, Err(LAUNCH_JOINED_BY_HOLDER.to_string()), 7, 17));
     assert_eq!(refused.counts(), (0, 1), "never run, dropped exactly once");
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r3 = runs.clone();
-    let after = l.launch(move |latch| {
-        r3.fetch_add(1, Ordering::SeqCst);
-        let mut g = latch.lock();
-        *g += 1;
-        *g
-    });
-    assert_eq!((after, load(&runs)), (18, 1));
-    assert_eq!(l.apply(|latch| *latch.get_mut()), 18);
+    assert_usable_at_17(&l);
     child_ok();
 }
 
@@ -349,7 +321,7 @@ fn a_fiber_the_holder_joins_that_applies_to_the_latch_is_refused() {
         10
     );
     let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
-    let (l2, refused, refused_with) = (l.clone(), Refused::default(), Refused::default());
+    let (l2, refused, refused_with) = (l.clone(), Counted::default(), Counted::default());
     let (r2, w2) = (refused.clone(), refused_with.clone());
     let got = common::within(10, move || {
         join_while_holding(l2, move |own| {
@@ -370,16 +342,7 @@ fn a_fiber_the_holder_joins_that_applies_to_the_latch_is_refused() {
         (0, 1),
         "never run, dropped exactly once"
     );
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r3 = runs.clone();
-    let after = l.launch(move |latch| {
-        r3.fetch_add(1, Ordering::SeqCst);
-        let mut g = latch.lock();
-        *g += 1;
-        *g
-    });
-    assert_eq!((after, load(&runs)), (18, 1));
-    assert_eq!(l.apply(|latch| *latch.get_mut()), 18);
+    assert_usable_at_17(&l);
     child_ok();
 }
 
@@ -392,7 +355,7 @@ fn a_fiber_at_the_end_of_a_join_chain_from_the_holder_is_refused() {
         10
     );
     let l: Trust<Latch<u64>> = rt().trustee(0).entrust(Latch::new(5));
-    let (l2, launched, applied) = (l.clone(), Refused::default(), Refused::default());
+    let (l2, launched, applied) = (l.clone(), Counted::default(), Counted::default());
     let (r2, a2) = (launched.clone(), applied.clone());
     let got = common::within(10, move || {
         join_while_holding(l2, move |own| {

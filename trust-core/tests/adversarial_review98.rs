@@ -86,43 +86,6 @@ fn join_chain<R: Send + 'static>(links: usize, f: impl FnOnce() -> R + Send + 's
         .unwrap_or_else(|p| resume_unwind(p))
 }
 
-/// Counters of a closure that should never run: its runs and its capture's drops.
-#[derive(Clone, Default)]
-struct Counted {
-    runs: Arc<AtomicUsize>,
-    drops: Arc<AtomicUsize>,
-}
-
-impl Counted {
-    /// A launched closure that counts its run, holds a capture that counts its drop, and locks the latch (+100).
-    fn launched(&self) -> impl FnOnce(&Latch<u64>) -> u64 + Send + 'static {
-        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
-        move |latch| {
-            let _capture = capture;
-            runs.fetch_add(1, Ordering::SeqCst);
-            let mut g = latch.lock();
-            *g += 100;
-            *g
-        }
-    }
-
-    /// The same for `apply` (+1,000).
-    fn applied(&self) -> impl FnOnce(&mut Latch<u64>) -> u64 + Send + 'static {
-        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
-        move |latch| {
-            let _capture = capture;
-            runs.fetch_add(1, Ordering::SeqCst);
-            *latch.get_mut() += 1000;
-            *latch.get_mut()
-        }
-    }
-
-    /// (runs, drops).
-    fn counts(&self) -> (usize, usize) {
-        (load(&self.runs), load(&self.drops))
-    }
-}
-
 /// In a fiber launched on `l` (value 5) that locks the latch (6 under the guard): runs `under_guard` with a
 /// handle on the latch, then (+1, 7) drops the guard and launches again (+10). Returns what `under_guard`
 /// returned, the value under the guard after it, and the second launch's result.

@@ -1,12 +1,15 @@
 //! Shared by the test binaries of the latch refusals that follow join chains (reviews 93, 98 and 99): the exact
-//! messages they assert, and ways to spawn on the calling fiber's own worker.
+//! messages they assert, the counters of a closure that should be refused, and ways to spawn on the calling
+//! fiber's own worker.
 
 #![allow(dead_code)] // each binary uses part of it
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use trust_core::{Fiber, local_trustee};
+use trust_core::{Fiber, Latch, local_trustee};
+
+use crate::common::{CountsDrops, load};
 
 /// The message of a blocking `launch` on a latch by a fiber that the latch's holder joins.
 pub const LAUNCH_JOINED_BY_HOLDER: &str = "`launch` on a `Trust<Latch<T>>` from a fiber that a fiber holding the \
@@ -42,6 +45,44 @@ pub fn spawn_here<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
         == here
     {}
     trust_core::spawn(f)
+}
+
+/// Counters of a closure that should be refused (never run), or that runs in a control: its runs and its
+/// capture's drops.
+#[derive(Clone, Default)]
+pub struct Counted {
+    pub runs: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    /// A launched closure that counts its run, holds a capture that counts its drop, and locks the latch (+100).
+    pub fn launched(&self) -> impl FnOnce(&Latch<u64>) -> u64 + Send + 'static {
+        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
+        move |latch| {
+            let _capture = capture;
+            runs.fetch_add(1, Ordering::SeqCst);
+            let mut g = latch.lock();
+            *g += 100;
+            *g
+        }
+    }
+
+    /// The same for `apply` (+1,000).
+    pub fn applied(&self) -> impl FnOnce(&mut Latch<u64>) -> u64 + Send + 'static {
+        let (runs, capture) = (self.runs.clone(), CountsDrops(self.drops.clone()));
+        move |latch| {
+            let _capture = capture;
+            runs.fetch_add(1, Ordering::SeqCst);
+            *latch.get_mut() += 1000;
+            *latch.get_mut()
+        }
+    }
+
+    /// (runs, drops).
+    pub fn counts(&self) -> (usize, usize) {
+        (load(&self.runs), load(&self.drops))
+    }
 }
 
 /// In a fiber: `spawn_here(f)`, then yields until the new fiber has begun, and once more: a wait `f` makes at
