@@ -417,7 +417,9 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
         if refused || !unsafe { property::launched(property.cast()) } {
             // SAFETY: as above.
             unsafe { property::set_applies_waiting(property.cast(), -1) };
-            assert!(!refused, "{}", property::APPLY_JOINED_BY_LAUNCHED);
+            if refused {
+                panic!("{}", property::APPLY_JOINED_BY_LAUNCHED);
+            }
             return;
         }
         // Suspended, not yielding in a loop: a launched fiber may hold the latch for long (asleep, waiting for
