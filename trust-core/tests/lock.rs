@@ -658,3 +658,136 @@ fn collections_take_tuples_of_fourteen() {
     let inner = owned.into_inner();
     assert_eq!((inner.0, inner.13), (1, 114));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `LockGuard::lock` and friends: no collection kept, as happylock's `LockGuard::lock(&data, key)`.
+
+#[test]
+fn lock_guard_lock_takes_data_in_the_global_order_and_gives_the_key_back() {
+    let low: Recorded<Low> = recorded(1);
+    let high: Recorded<High> = recorded(3);
+    let (a, b) = (recorded::<Unranked>(10), recorded::<Unranked>(20));
+    let mut key = ThreadKey::get().unwrap();
+    take_log();
+    {
+        let data = (&high, &b, &low, &a);
+        let mut guard = LockGuard::lock(&data, &mut key);
+        *guard.0 += 1;
+        *guard.3 += *guard.1;
+        assert_eq!((*guard.0, *guard.1, *guard.2, *guard.3), (4, 20, 1, 30));
+    }
+    // Unranked first, by address; then by rank.
+    let (first, second) = if addr(&a) < addr(&b) {
+        (addr(&a), addr(&b))
+    } else {
+        (addr(&b), addr(&a))
+    };
+    assert_eq!(take_log(), [first, second, addr(&low), addr(&high)]);
+    // By value: the guard keeps the key, `unlock` gives it back.
+    let data = [&a, &b];
+    let guard = LockGuard::lock(&data, key);
+    assert_eq!((*guard[0], *guard[1]), (30, 20));
+    let key = LockGuard::unlock(guard);
+    assert_eq!(
+        LockGuard::lock(&data, key).iter().map(|g| **g).sum::<u32>(),
+        50
+    );
+}
+
+#[test]
+fn lock_guard_try_lock_takes_none_while_another_thread_holds_one() {
+    let (a, b) = (Arc::new(Mutex::new(1)), Arc::new(Mutex::new(2)));
+    let (held, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let holder = thread::spawn({
+        let (b, held, release) = (b.clone(), held.clone(), release.clone());
+        move || {
+            let mut key = ThreadKey::get().unwrap();
+            let guard = b.lock(&mut key);
+            held.wait();
+            release.wait();
+            drop(guard);
+        }
+    });
+    held.wait();
+    let mut key = ThreadKey::get().unwrap();
+    let data = (&*a, &*b);
+    assert!(LockGuard::try_lock(&data, &mut key).is_err());
+    // `a` was not left held: it locks alone.
+    assert_eq!(*a.try_lock(&mut key).ok().unwrap(), 1);
+    release.wait();
+    holder.join().unwrap();
+    let guard = LockGuard::try_lock(&data, &mut key).ok().unwrap();
+    assert_eq!((*guard.0, *guard.1), (1, 2));
+}
+
+#[test]
+fn lock_guard_read_shares_and_try_read_fails_under_a_writer() {
+    let (x, y) = (RwLock::new(String::from("x")), RwLock::new(7));
+    let mut key = ThreadKey::get().unwrap();
+    let data = (&x, &y);
+    {
+        let guard = LockGuard::read(&data, &mut key);
+        assert_eq!((guard.0.as_str(), *guard.1), ("x", 7));
+        // A reader on another thread gets in beside it; a writer does not.
+        thread::scope(|s| {
+            s.spawn(|| {
+                let mut key = ThreadKey::get().unwrap();
+                assert_eq!(*y.read(&mut key), 7);
+                assert!(y.try_write(&mut key).is_err());
+            });
+        });
+    }
+    let (held, release) = (Barrier::new(2), Barrier::new(2));
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut key = ThreadKey::get().unwrap();
+            let _writer = y.write(&mut key);
+            held.wait();
+            release.wait();
+        });
+        held.wait();
+        assert!(LockGuard::try_read(&data, &mut key).is_err());
+        release.wait();
+    });
+    assert_eq!(*LockGuard::try_read(&data, &mut key).ok().unwrap().1, 7);
+}
+
+#[test]
+fn lock_guard_refuses_a_lock_named_twice_and_leaves_every_lock_free() {
+    let (a, b) = (Mutex::new(1), Mutex::new(2));
+    let mut key = ThreadKey::get().unwrap();
+    let message = |f: &mut dyn FnMut()| {
+        let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("a duplicate must be refused");
+        payload.downcast_ref::<String>().cloned().unwrap()
+    };
+    let twice = (&a, &b, &a);
+    for (method, text) in [
+        (
+            "lock",
+            message(&mut || drop(LockGuard::lock(&twice, &mut key))),
+        ),
+        (
+            "try_lock",
+            message(&mut || drop(LockGuard::try_lock(&twice, &mut key))),
+        ),
+    ] {
+        assert_eq!(
+            text,
+            format!(
+                "`LockGuard::{method}`: the same lock appears twice in its data, which would give two guards to \
+                 one value; name each lock once (`LockCollection::try_new` checks data built at run time and \
+                 returns `None` for duplicates)"
+            )
+        );
+    }
+    let rw = RwLock::new(0);
+    let text = message(&mut || drop(LockGuard::read(&[&rw, &rw], &mut key)));
+    assert!(
+        text.starts_with("`LockGuard::read`: the same lock appears twice"),
+        "{text}"
+    );
+    // Nothing was taken: each lock locks alone, and the key is still this thread's.
+    assert_eq!(*a.try_lock(&mut key).ok().unwrap(), 1);
+    assert_eq!(*b.try_lock(&mut key).ok().unwrap(), 2);
+    assert_eq!(*rw.try_write(&mut key).ok().unwrap(), 0);
+}

@@ -29,7 +29,7 @@ pub use r#ref::RefLockCollection;
 pub use retry::RetryingLockCollection;
 
 use super::key::{KeyInUse, Keyable};
-use super::lockable::{Lockable, Sharable};
+use super::lockable::{Lockable, RawLock, Sharable};
 use utils::Mode;
 
 /// The guards of a whole collection (`G`, e.g. a tuple of `MutexRef`s) plus the key they were
@@ -49,6 +49,104 @@ impl<G, K> LockGuard<G, K> {
         drop(guard);
         key
     }
+}
+
+/// Locking without a collection, as `happylock`'s `LockGuard::lock(&data, key)`: the locks of `data` are
+/// sorted and checked for duplicates on every call (a [`LockCollection`] or [`RefLockCollection`] does that
+/// once, for data locked many times).
+///
+/// ```
+/// use trust_core::lock::{LockGuard, Mutex, RwLock, ThreadKey};
+///
+/// static DATA_1: Mutex<i32> = Mutex::new(0);
+/// static DATA_2: RwLock<String> = RwLock::new(String::new());
+///
+/// let mut key = ThreadKey::get().unwrap();
+/// let data = (&DATA_1, &DATA_2);
+/// let mut guard = LockGuard::lock(&data, &mut key);
+/// *guard.1 = (100 - *guard.0).to_string();
+/// *guard.0 += 1;
+/// drop(guard);
+/// assert_eq!(LockGuard::try_read(&[&DATA_2], &mut key).map(|g| g[0].clone()).ok(), Some("100".into()));
+/// ```
+impl<'a, G, K: Keyable> LockGuard<G, K> {
+    /// Blocks until every lock of `data` is held; the guard keeps or borrows the key.
+    ///
+    /// # Panics
+    ///
+    /// If `data` names one lock twice (e.g. `(&a, &a)`: two guards to one value), and, as a collection's
+    /// `lock`, if a lock is [broken](crate::lock::poison).
+    pub fn lock<L>(data: &'a L, key: K) -> Self
+    where
+        L: Lockable<Guard<'a> = G> + ?Sized,
+    {
+        utils::lock_in_order(&distinct_locks(data, "lock"), Mode::Exclusive);
+        // SAFETY: every lock `data` reports is held exclusively, once each; the guards release them.
+        let guard = unsafe { data.guard() };
+        LockGuard { guard, key, _in_use: KeyInUse::new() }
+    }
+
+    /// Takes every lock of `data` if none is held elsewhere; otherwise takes none and returns the key.
+    ///
+    /// # Panics
+    ///
+    /// If `data` names one lock twice, as [`LockGuard::lock`].
+    pub fn try_lock<L>(data: &'a L, key: K) -> Result<Self, K>
+    where
+        L: Lockable<Guard<'a> = G> + ?Sized,
+    {
+        if !utils::try_lock_in_order(&distinct_locks(data, "try_lock"), Mode::Exclusive) {
+            return Err(key);
+        }
+        // SAFETY: as in `lock`.
+        let guard = unsafe { data.guard() };
+        Ok(LockGuard { guard, key, _in_use: KeyInUse::new() })
+    }
+
+    /// Blocks until every lock of `data` is held shared.
+    ///
+    /// # Panics
+    ///
+    /// If `data` names one lock twice, as [`LockGuard::lock`].
+    pub fn read<L>(data: &'a L, key: K) -> Self
+    where
+        L: Sharable<ReadGuard<'a> = G> + ?Sized,
+    {
+        utils::lock_in_order(&distinct_locks(data, "read"), Mode::Shared);
+        // SAFETY: every lock `data` reports is held shared, once each; the read guards release them.
+        let guard = unsafe { data.read_guard() };
+        LockGuard { guard, key, _in_use: KeyInUse::new() }
+    }
+
+    /// Takes every lock of `data` shared if no writer holds any; otherwise takes none and returns the key.
+    ///
+    /// # Panics
+    ///
+    /// If `data` names one lock twice, as [`LockGuard::lock`].
+    pub fn try_read<L>(data: &'a L, key: K) -> Result<Self, K>
+    where
+        L: Sharable<ReadGuard<'a> = G> + ?Sized,
+    {
+        if !utils::try_lock_in_order(&distinct_locks(data, "try_read"), Mode::Shared) {
+            return Err(key);
+        }
+        // SAFETY: as in `read`.
+        let guard = unsafe { data.read_guard() };
+        Ok(LockGuard { guard, key, _in_use: KeyInUse::new() })
+    }
+}
+
+/// The locks of `data` in the global order, or a panic naming `LockGuard::{method}` if one appears twice.
+fn distinct_locks<'a, L: Lockable + ?Sized>(data: &'a L, method: &str) -> Vec<&'a dyn RawLock> {
+    let locks = utils::sorted_locks(data);
+    if utils::sorted_has_duplicates(&locks) {
+        panic!(
+            "`LockGuard::{method}`: the same lock appears twice in its data, which would give two guards to one \
+             value; name each lock once (`LockCollection::try_new` checks data built at run time and returns `None` \
+             for duplicates)"
+        );
+    }
+    locks
 }
 
 impl<G, K> Deref for LockGuard<G, K> {
