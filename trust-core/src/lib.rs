@@ -80,4 +80,39 @@ not_loom! {
     pub use trust_macros::entrust;
     pub use delegation::api::trustee::Trustee;
     pub use delegation::api::net;
+
+    /// The names delegation code uses everywhere, for `use trust_core::prelude::*;` (as `trust_tee::prelude`):
+    /// `Trust`, `Trustee`, `Runtime`, `Latch`, `Fiber`, `entrust` (the function and the attribute),
+    /// `spawn`, `wait_pending`, `local_trustee` and `runtime`. Nothing of `lock`, whose `Mutex` and `RwLock`
+    /// would clash with `std::sync`'s.
+    ///
+    /// ```
+    /// use trust_core::prelude::*;
+    ///
+    /// #[entrust]
+    /// struct Tally(u64);
+    ///
+    /// #[entrust]
+    /// impl Tally {
+    ///     fn add(&mut self, n: u64) -> u64 {
+    ///         self.0 += n;
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// let tally: Trust<Tally> = entrust(Tally(0));
+    /// let fiber: Fiber<u64> = spawn({
+    ///     let tally = tally.clone();
+    ///     move || tally.add(2)
+    /// });
+    /// assert_eq!(fiber.join().unwrap(), 2);
+    /// tally.add_then(3, |total| assert_eq!(total, 5));
+    /// wait_pending();
+    /// assert_eq!(tally.apply(|t| t.0), 5);
+    /// ```
+    pub mod prelude {
+        pub use crate::{
+            Fiber, Latch, Runtime, Trust, Trustee, entrust, local_trustee, runtime, spawn, wait_pending,
+        };
+    }
 }

@@ -582,3 +582,45 @@ fn halo_parity() {
     let v = unsafe { with_static_token_mut(|t| *CELL.borrow_mut(t) + 1) };
     assert_eq!(v, 6);
 }
+
+/// `trust_core::prelude::*` names the delegation API (and both `entrust`s) without clashing with std's.
+#[test]
+fn the_prelude_names_the_delegation_api() {
+    mod user {
+        use std::sync::Mutex;
+        use trust_core::prelude::*;
+
+        #[entrust]
+        pub struct Bag(Vec<u32>);
+
+        #[entrust]
+        impl Bag {
+            pub fn put(&mut self, n: u32) -> usize {
+                self.0.push(n);
+                self.0.len()
+            }
+        }
+
+        pub fn run() -> (usize, Vec<u32>, u32) {
+            let rt: &Runtime = runtime();
+            let trustee: Trustee = local_trustee();
+            assert!(trustee.index() < rt.workers());
+            let bag: Trust<Bag> = entrust(Bag(Vec::new()));
+            let fiber: Fiber<usize> = spawn({
+                let bag = bag.clone();
+                move || bag.put(7)
+            });
+            let first = fiber.join().unwrap();
+            bag.put_then(8, |_| {});
+            wait_pending();
+            let latched: Trust<Latch<u32>> = entrust(Latch::new(5));
+            let std_mutex = Mutex::new(latched.launch(|l| *l.lock() + 1));
+            (
+                first,
+                bag.apply(|b| b.0.clone()),
+                *std_mutex.lock().unwrap(),
+            )
+        }
+    }
+    assert_eq!(user::run(), (1, vec![7, 8], 6));
+}
