@@ -1,15 +1,39 @@
 //! Items that macro-generated code names by absolute path (`::trust_core::__private::...`).
 //! Not public API: no stability promise.
 
+use std::ops::Deref;
+use std::ptr;
+
 // lock_all!
 pub use crate::lock::__private::*;
 
 // #[entrust]
 pub use crate::delegation::api::entrust::{
-    Arg, CopiedSlice, CopiedStr, DelegatedArg, DelegatedReturn, DelegatedSliceElem, Entrusted, Returned, arg,
-    ret, slice_arg, str_arg, trust_of,
+    Arg, DelegatedArg, DelegatedReturn, DelegatedSliceElem, Entrusted, Returned, arg, ret, slice_arg, str_arg,
 };
 pub use crate::delegation::api::trust::Trust;
+pub use crate::delegation::protocol::copied::{CopiedSlice, CopiedStr};
+
+// The two casts `Entrusted`'s contract allows, here rather than in `api::entrust` (which keeps no `unsafe {}`,
+// `../shared/DESIGN.md` 2.1): they rely on code `#[entrust]` generates, which names this module.
+impl<T: Entrusted> Deref for Trust<T> {
+    type Target = T::Stubs;
+
+    /// The stubs `#[entrust]` generated for `T`: `acct.deposit(5)` on a `Trust<Account>` finds `deposit` here.
+    #[inline]
+    fn deref(&self) -> &T::Stubs {
+        // SAFETY: by the `Entrusted` contract `T::Stubs` is `#[repr(transparent)]` over `Trust<T>`: same size,
+        // alignment and validity, so the reference may be reinterpreted; it borrows `self` for its lifetime.
+        unsafe { &*ptr::from_ref(self).cast::<T::Stubs>() }
+    }
+}
+
+/// The handle inside a stubs value: what a generated stub delegates through.
+#[inline]
+pub fn trust_of<T: Entrusted>(stubs: &T::Stubs) -> &Trust<T> {
+    // SAFETY: the inverse of `Deref for Trust<T>`: every `T::Stubs` is a transparent `Trust<T>` (contract).
+    unsafe { &*ptr::from_ref(stubs).cast::<Trust<T>>() }
+}
 
 /// The `T` of a `&T` argument: cloned into the request, then read (as `&T`) on the trustee's thread.
 #[diagnostic::on_unimplemented(
