@@ -12,6 +12,8 @@ use crate::delegation::api::trustee::Trustee;
 use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::worker::reactor::Reactor;
 use crate::delegation::worker::run;
+#[cfg(not(miri))]
+use crate::delegation::worker::process;
 
 static RUNTIME: OnceLock<&'static Runtime> = OnceLock::new();
 static STARTING: Mutex<()> = Mutex::new(());
@@ -244,7 +246,7 @@ impl RuntimeBuilder {
             std::thread::yield_now();
         }
         RUNTIME.set(runtime).expect("checked under STARTING");
-        register_shutdown_at_exit();
+        register_shutdown_at_exit(runtime);
         Ok(runtime)
     }
 }
@@ -253,7 +255,7 @@ impl RuntimeBuilder {
 /// started. Not under Miri, which cannot call `atexit` or `pthread_atfork` (foreign functions): there the
 /// workers simply stop with the process.
 #[cfg(not(miri))]
-fn register_shutdown_at_exit() {
+fn register_shutdown_at_exit(runtime: &'static Runtime) {
     extern "C" fn shutdown_at_exit() {
         // `exit` called on a worker (in a fiber, a delegated closure or a continuation): the shutdown would wait
         // for this very worker, so the process ends without it, with its exit code, as it would without this
@@ -268,29 +270,12 @@ fn register_shutdown_at_exit() {
             let _ = std::panic::catch_unwind(|| rt.shutdown());
         }
     }
-    /// In the child of a `fork`: only the forking thread was copied, no worker.
-    extern "C" fn close_in_forked_child() {
-        if let Some(rt) = RUNTIME.get() {
-            for t in rt.trustees.iter() {
-                t.close_in_forked_child();
-            }
-        }
-        // Forked by a worker's thread (a fiber, a closure): its inline applies stop too (`Fairness`).
-        if let Some(worker) = context::worker() {
-            worker.fairness.stop_in_forked_child();
-        }
-    }
-    // SAFETY: registering plain `extern "C"` functions with no arguments is always sound; the fork handler
-    // only loads and stores atomics and plain cells of its own thread (a const thread-local, no destructor),
-    // and reads the clock (async-signal-safe).
-    unsafe {
-        libc::atexit(shutdown_at_exit);
-        libc::pthread_atfork(None, None, Some(close_in_forked_child));
-    }
+    process::at_exit(shutdown_at_exit);
+    process::close_in_forked_children(&runtime.trustees);
 }
 
 #[cfg(miri)]
-fn register_shutdown_at_exit() {}
+fn register_shutdown_at_exit(_: &'static Runtime) {}
 
 impl RuntimeBuilder {
     /// The cores the workers are pinned to, checked against the cores this process may run on; empty when

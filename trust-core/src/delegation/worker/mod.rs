@@ -4,5 +4,7 @@
 pub(crate) mod context;
 pub(crate) mod fairness;
 pub(crate) mod fiber;
+#[cfg(not(miri))]
+pub(crate) mod process;
 pub(crate) mod reactor;
 pub(crate) mod run;
