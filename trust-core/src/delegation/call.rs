@@ -19,6 +19,7 @@ use crate::delegation::client::then::{self, Cont, Pending, Sender};
 use crate::delegation::protocol::parker::Parker;
 use crate::delegation::protocol::slot::Record;
 use crate::delegation::trustee::job::{self, Job, Outcome, Reply};
+use crate::delegation::trustee::handle::Handle;
 use crate::delegation::trustee::property::{Header, SendPtr};
 use crate::delegation::trustee::shared::{self, TrusteeShared};
 use crate::delegation::client::outbox;
@@ -422,6 +423,43 @@ pub(crate) fn count(trustee: &'static TrusteeShared, h: SendPtr<Header>, delta: 
             }
         }
         None => post_from_thread(trustee, record, |_| trustee.count_later(h, delta)),
+    }
+}
+
+/// The count of a `Trust<T>`'s handle (see `Trust`'s `Clone` and `Drop`), here because it needs the caller's
+/// channel to the trustee: inline on the trustee's own worker, else a fire-and-forget change (`count`).
+impl<T> Clone for Handle<T> {
+    /// Counts the new handle on the trustee without waiting: the increment is sent before the clone can escape,
+    /// so it is ordered before anything the clone is used for on this thread, and the trustee never drops the
+    /// value while it is on its way (see `Worker::retire`).
+    fn clone(&self) -> Self {
+        let shared = self.shared();
+        if let Some(clone) = context::worker().and_then(|w| self.clone_here(w.on_trustee())) {
+            return clone;
+        }
+        if shared.is_running() {
+            count(shared, self.header(), 1);
+        }
+        // SAFETY: the increment was just sent, by the channel this thread's requests take (`self` is counted
+        // there until after it runs); or the runtime has shut down.
+        unsafe { self.counted_copy() }
+    }
+}
+
+impl<T> Drop for Handle<T> {
+    /// Uncounts the handle without waiting; the last one retires the value on its trustee. After the runtime
+    /// has shut down this does nothing: shutdown already dropped the value.
+    fn drop(&mut self) {
+        let shared = self.shared();
+        if !shared.is_running() {
+            return;
+        }
+        let header = self.header();
+        match context::worker() {
+            // SAFETY: on the trustee thread, for a reference this handle owned.
+            Some(worker) if std::ptr::eq(worker.shared, shared) => unsafe { worker.count(header.get(), -1) },
+            _ => count(shared, header, -1),
+        }
     }
 }
 

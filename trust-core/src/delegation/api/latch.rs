@@ -20,7 +20,8 @@ use std::panic::{self, AssertUnwindSafe, resume_unwind};
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber};
 use crate::delegation::trustee::job::{Launch, Outcome};
-use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
+use crate::delegation::trustee::handle::{self, Local};
+use crate::delegation::trustee::property::SendPtr;
 use crate::Trust;
 use crate::delegation::api::trust::{BOX_ABOVE, MAY_INLINE, unboxed};
 use crate::delegation::call;
@@ -287,21 +288,24 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         F: FnOnce(&Latch<T>) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let property = SendPtr(self.property_ptr());
         let shared = self.trustee().shared;
-        let own = context::worker().filter(|w| std::ptr::eq(w.shared, shared));
+        // On its own trustee, where the handle keeps the property live while we wait for the fiber.
+        let here = self.on_trustee(context::worker());
+        let own = here.map(|(w, _)| w);
         // The calling fiber, on its own trustee, which may hold the latch: then the new fiber refuses `f` (see
         // `start_launched`).
         let launcher = own.and_then(|w| w.fiber.get()).map(|(_, id)| id);
         // On its own trustee, started at once, unless its fiber's requests to that trustee still wait in the
         // worker's channel to itself (the start would overtake them: it goes behind them, as `apply` does).
         let queued = own.is_some_and(call::queued_to_self);
-        let fiber = if own.is_some() && !queued && !self.launch_waits() {
-            // SAFETY: on the trustee; the handle keeps the property live while we wait for the fiber.
-            unsafe { start_launched(property, launcher, f) }
+        let fiber = if let Some((_, local)) = here
+            && !queued
+            && !self.launch_waits()
+        {
+            start_launched(local, launcher, f)
         } else {
-            // SAFETY: as above, on the trustee.
-            let start = move || unsafe { start_launched(property, launcher, f) };
+            // On the trustee: the record runs there, and the handle keeps the property live meanwhile.
+            let start = move |local: Local<'_, Latch<T>>| start_launched(local, launcher, f);
             match own.filter(|_| queued) {
                 Some(worker) => call::call_to_self(worker, self.launch_job(start)),
                 None => call::call(shared, self.launch_job(start)),
@@ -376,7 +380,6 @@ impl<T: Send + 'static> Trust<Latch<T>> {
             let result = panic::catch_unwind(AssertUnwindSafe(|| self.launch(f)));
             return call::then_in_coroutine(result, then);
         }
-        let property = SendPtr(self.property_ptr());
         let shared = self.trustee().shared;
         // Also on its own worker, where the fiber would start at once: at shutdown (a destructor's call) it
         // would never run, and what `f` holds would be forgotten with it.
@@ -395,18 +398,21 @@ impl<T: Send + 'static> Trust<Latch<T>> {
         };
         // On its own trustee, with no request of this worker to itself still queued (the start would overtake
         // it): started at once.
-        let own = caller.filter(|w| std::ptr::eq(w.shared, shared));
-        if own.is_some_and(|w| !call::queued_to_self(w)) && !self.launch_waits() {
-            // SAFETY: on the trustee; the launched count keeps plain applies away while the fiber runs, and
-            // the property outlives it (retired properties are dropped only once no launched fiber uses
-            // them).
-            drop(unsafe { start_launched(property, None, body) });
+        let here = self.on_trustee(caller);
+        let own = here.map(|(w, _)| w);
+        // The launched count keeps plain applies away while the fiber runs, and the property outlives it
+        // (retired properties are dropped only once no launched fiber uses them).
+        if let Some((worker, local)) = here
+            && !call::queued_to_self(worker)
+            && !self.launch_waits()
+        {
+            drop(start_launched(local, None, body));
             return;
         }
-        let start = move || {
-            // SAFETY: as above, on the trustee (records run there); the issuing handle keeps the property live
-            // until its requests are served, and the launched count keeps it live after that.
-            drop(unsafe { start_launched(property, None, body) });
+        // On the trustee (records run there): the issuing handle keeps the property live until its requests are
+        // served, and the launched count keeps it live after that.
+        let start = move |local: Local<'_, Latch<T>>| {
+            drop(start_launched(local, None, body));
             Outcome::new(Ok(()))
         };
         // An `apply_then` with nothing to continue: the start keeps its place in this client's order.
@@ -418,10 +424,13 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     }
 
     /// The request that starts a launched fiber on the trustee: it waits while a plain apply on the property
-    /// waits (see [`property::applies_wait`]).
-    fn launch_job<R, S: FnOnce() -> R + Send + 'static>(&self, start: S) -> Launch<S> {
+    /// waits (see `property::applies_wait`).
+    fn launch_job<R, S>(&self, start: S) -> Launch<Latch<T>, S>
+    where
+        S: FnOnce(Local<'_, Latch<T>>) -> R + Send + 'static,
+    {
         Launch {
-            property: SendPtr(self.property_ptr().cast::<Header>()),
+            property: SendPtr(self.property_ptr()),
             start,
         }
     }
@@ -430,60 +439,60 @@ impl<T: Send + 'static> Trust<Latch<T>> {
     /// made by a fiber launched on this property itself (the apply waits for that fiber, which would wait
     /// for its launch).
     fn launch_waits(&self) -> bool {
-        let Some(worker) = context::worker().filter(|w| std::ptr::eq(w.shared, self.trustee().shared)) else {
+        let Some((worker, local)) = self.on_trustee(context::worker())
+        else {
             return false;
         };
-        let header = self.property_ptr().cast::<Header>();
-        // SAFETY: on the property's trustee; the handle keeps it live.
-        let waits = unsafe { property::applies_wait(header) };
         // Nor one by a fiber that a fiber launched here joins: that fiber waits for it too.
-        waits && !worker.runs_launched_on(header as usize) && !worker.joined_by_launched_on(header as usize)
+        local.applies_wait() && !worker.runs_launched_on(local.addr()) && !worker.joined_by_launched_on(local.addr())
     }
 }
 
-/// Counts a launched fiber out when it ends, even by panicking.
-struct Launched(*mut Header);
+/// Counts a launched fiber out when it ends, even by panicking; the last one tells the scheduler.
+struct Launched<T>(Option<handle::Launched<Latch<T>>>);
 
-impl Drop for Launched {
+impl<T> Launched<T> {
+    fn latch(&self) -> &Latch<T> {
+        self.0.as_ref().expect("counted until dropped").value()
+    }
+}
+
+impl<T> Drop for Launched<T> {
     fn drop(&mut self) {
-        // SAFETY: the property outlives its launched fibers (the launching handle waits for them).
-        unsafe { property::set_launched(self.0, -1) };
-        // SAFETY: as above.
-        if !unsafe { property::launched(self.0) }
+        let Some(share) = self.0.take() else {
+            return;
+        };
+        let property = share.addr();
+        if share.end()
             && let Some(worker) = context::worker()
         {
-            worker.scheduler.launched_ended(self.0 as usize);
+            worker.scheduler.launched_ended(property);
         }
     }
 }
 
 /// `launcher`: the fiber of the trustee that waits for this one (a blocking `launch`'s caller there), if any.
-///
-/// # Safety
-/// On the property's trustee, which the caller keeps live until the fiber ends.
-unsafe fn start_launched<T, R, F>(property: SendPtr<Property<Latch<T>>>, launcher: Option<usize>, f: F) -> Fiber<R>
+/// On the property's trustee (`local`), which the caller keeps live until the fiber ends.
+fn start_launched<T, R, F>(local: Local<'_, Latch<T>>, launcher: Option<usize>, f: F) -> Fiber<R>
 where
     T: 'static,
     F: FnOnce(&Latch<T>) -> R + 'static,
     R: Send + 'static,
 {
-    let header = property.get().cast::<Header>();
-    // SAFETY: by the contract.
-    unsafe { property::set_launched(header, 1) };
-    let counted = Launched(header);
+    let property = local.addr();
+    let counted = Launched(Some(local.launch()));
     fiber::start_here(move || {
-        let _counted = counted;
+        let counted = counted;
         if let (Some(worker), Some((_, id))) = (context::worker(), context::fiber()) {
-            worker.scheduler.set_launched(id, header as usize);
+            worker.scheduler.set_launched(id, property);
         }
-        // SAFETY: live by the contract; while launched fibers exist, nobody takes `&mut` to the value (plain
-        // applies wait), so shared references are sound.
-        let latch = unsafe { property::value_ref(property.get()) };
+        // While launched fibers exist, nobody takes `&mut` to the value (plain applies wait).
+        let latch = counted.latch();
         // A fiber launched on this latch that holds it waits for this one, which could never lock it: refused
         // as its `apply` on the latch is (review 93: it hung). Checked here, where the latch is at hand; the
         // launcher, suspended until this fiber ends, holds it still or not. The panic resumes in its `launch`.
         // So is a launch by a fiber that such a holder joins, through joins on this worker (helper 122).
-        match launcher.and_then(|id| latch.held_along_joins(id, header as usize)) {
+        match launcher.and_then(|id| latch.held_along_joins(id, property)) {
             Some(0) => refuse(f, LAUNCH_BY_HOLDER),
             Some(_) => refuse(f, LAUNCH_JOINED_BY_HOLDER),
             None => {}

@@ -3,21 +3,20 @@
 
 use std::any::Any;
 use std::fmt;
-use std::marker::PhantomData;
 use std::panic::resume_unwind;
-use std::ptr::NonNull;
 
 use crate::delegation::api::future::ApplyFuture;
 use crate::delegation::trustee::oneshot::Unsent;
 use crate::delegation::trustee::job::{self, Apply};
-use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
+use crate::delegation::trustee::handle::{Handle, Local};
+use crate::delegation::trustee::property::{self, Property, SendPtr};
 use crate::delegation::client::then::Cont;
 use crate::delegation::api::trustee::{Trustee, is_current};
 use crate::delegation::call;
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber, Promise};
 use crate::delegation::worker::fiber::{after_inline_apply, before_inline_apply, suspend_on};
-use crate::delegation::worker::run::{Settled, Worker};
+use crate::delegation::worker::run::{Taken, Worker};
 use crate::delegation::trustee::shared::{IN_FORKED_CHILD, in_forked_child, refuse, refuse_both};
 
 /// Closures and `apply_with` arguments larger than this are boxed as soon as the API receives them. Moving them
@@ -47,9 +46,9 @@ pub(crate) const MAY_INLINE: usize = 128;
 /// `Clone` and `Drop` are counted by the trustee (no atomic reference count); the last handle dropped drops the
 /// value on its trustee.
 pub struct Trust<T> {
-    property: NonNull<Property<T>>,
-    trustee: Trustee,
-    _owns: PhantomData<Property<T>>,
+    /// The property's address and trustee, owning one of its counted references; its `Clone` and `Drop` count
+    /// (`call`), and its methods reach the property on the trustee (`trustee::handle`).
+    handle: Handle<T>,
 }
 
 // SAFETY: the handle never touches the value itself; closures reach it only on the trustee's thread, one at a
@@ -61,40 +60,39 @@ unsafe impl<T: Send> Sync for Trust<T> {}
 impl<T> fmt::Debug for Trust<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Trust")
-            .field("trustee", &self.trustee)
-            .field("property", &self.property)
+            .field("trustee", &self.trustee())
+            .field("property", &self.handle.as_ptr())
             .finish()
     }
 }
 
 impl<T> Trust<T> {
-    /// # Safety
-    /// `property` is live and registered (or about to be, in order) with `trustee`, and the new handle owns
-    /// one of its references.
-    pub(crate) unsafe fn from_raw(property: *mut Property<T>, trustee: Trustee) -> Self {
-        Trust {
-            property: NonNull::new(property).expect("allocated"),
-            trustee,
-            _owns: PhantomData,
-        }
+    pub(crate) fn from_handle(handle: Handle<T>) -> Self {
+        Trust { handle }
     }
 
     /// The trustee this property is entrusted to.
     pub fn trustee(&self) -> Trustee {
-        self.trustee
+        Trustee {
+            shared: self.handle.shared(),
+        }
+    }
+
+    /// The caller's worker and the property seen from it, when `caller` runs the property's trustee (one
+    /// pointer comparison).
+    #[inline(always)]
+    pub(crate) fn on_trustee(&self, caller: Option<&'static Worker>) -> Option<(&'static Worker, Local<'_, T>)> {
+        let worker = caller?;
+        Some((worker, self.handle.local(worker.on_trustee())?))
     }
 
     pub(crate) fn property_ptr(&self) -> *mut Property<T> {
-        self.property.as_ptr()
+        self.handle.as_ptr()
     }
 
     /// True when the caller runs on this property's trustee (the local shortcut applies).
     pub(crate) fn is_local(&self) -> bool {
-        is_current(self.trustee.shared)
-    }
-
-    fn header(&self) -> SendPtr<Header> {
-        SendPtr(self.property.as_ptr().cast())
+        is_current(self.handle.shared())
     }
 }
 
@@ -147,26 +145,25 @@ impl<T: Send + 'static> Trust<T> {
         F: FnOnce(&mut T) -> R + Send + 'static,
         R: Send + 'static,
     {
-        let property = SendPtr(self.property.as_ptr());
+        let property = SendPtr(self.handle.as_ptr());
         // The caller is classified once: the thread-local is read here and nowhere below.
         let caller = context::worker();
-        if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
+        // On the property's trustee (one pointer comparison), where the handle keeps the property live.
+        if let Some((worker, local)) = self.on_trustee(caller) {
             if call::queued_to_self(worker) && worker.fiber.get().is_some() {
                 return apply_behind_queued(worker, Apply { property, f });
             }
             before_inline_apply(worker);
             // Launched fibers share the value (a `Latch`): a fiber waits for them; elsewhere this panics.
-            // SAFETY: on the property's trustee thread; the handle keeps it live.
-            if unsafe { property::launched(property.get().cast()) } {
-                wait_for_launched(worker, property.get());
+            if local.launched() {
+                wait_for_launched(worker, local);
             }
-            // SAFETY: as above.
-            let r = unsafe { property::apply_local(property.get(), f) };
+            let r = local.apply(f);
             after_inline_apply(worker);
             return r;
         }
         // The record runs on the property's trustee; the waiting handle keeps the property live.
-        let result = call::call_from(caller, self.trustee.shared, Apply { property, f });
+        let result = call::call_from(caller, self.handle.shared(), Apply { property, f });
         result.into_result().unwrap_or_else(|payload| resume_unwind(payload))
     }
 
@@ -241,11 +238,11 @@ impl<T: Send + 'static> Trust<T> {
         // The property outlives the request even if this handle is dropped elsewhere first: see
         // `Worker::retire`.
         let job = Apply {
-            property: SendPtr(self.property.as_ptr()),
+            property: SendPtr(self.handle.as_ptr()),
             f,
         };
         // A plain thread that has called before, the usual pipelining caller: one thread-local read.
-        let Err((job, then)) = call::post_then_from_thread(self.trustee.shared, job, then) else {
+        let Err((job, then)) = call::post_then_from_thread(self.handle.shared(), job, then) else {
             return;
         };
         self.apply_then_elsewhere(job, then)
@@ -261,18 +258,15 @@ impl<T: Send + 'static> Trust<T> {
         C: FnOnce(R) + 'static,
     {
         let caller = context::worker();
-        if let Some(worker) = caller.filter(|w| std::ptr::eq(w.shared, self.trustee.shared)) {
+        if let Some((worker, local)) = self.on_trustee(caller) {
             if in_forked_child() {
                 // A child forked by a fiber of this worker: the value is the child's copy, and nothing there
                 // would run a continuation (review 68). One relaxed load, as `end_if_forked` after the apply.
                 refuse_both(job, then, IN_FORKED_CHILD);
             }
-            // SAFETY: on the property's trustee thread; the handle keeps it live.
-            let in_use = unsafe { property::in_use(job.property.get().cast()) };
-            if !in_use && !call::queued_to_self(worker) {
+            if !local.in_use() && !call::queued_to_self(worker) {
                 let owner = worker.issuer();
-                // SAFETY: as above.
-                let result = unsafe { property::apply_caught(job.property.get(), job.f) };
+                let result = local.apply_caught(job.f);
                 let cont = Cont::held(then, owner, result);
                 worker.client.borrow_mut().ready.push_back(cont);
                 return;
@@ -291,10 +285,10 @@ impl<T: Send + 'static> Trust<T> {
         // the fibers launched on it), or earlier requests of this worker to it are still queued: the request goes
         // by the worker's channel to its own trustee, after those, and runs once the property is free.
         match caller {
-            Some(worker) if std::ptr::eq(worker.shared, self.trustee.shared) => {
+            Some(worker) if std::ptr::eq(worker.shared, self.handle.shared()) => {
                 call::post_then_to_self(worker, job, then)
             }
-            _ => call::post_then(caller, self.trustee.shared, job, then),
+            _ => call::post_then(caller, self.handle.shared(), job, then),
         }
     }
 
@@ -396,27 +390,24 @@ fn apply_behind_queued<T: 'static, R: Send + 'static, F: FnOnce(&mut T) -> R + S
 /// `call::call_from` for why the inlined path keeps one switch).
 #[cold]
 #[inline(never)]
-fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
+fn wait_for_launched<T>(worker: &Worker, property: Local<'_, T>) {
     if !worker.in_fiber() {
         return;
     }
     assert!(
-        !worker.runs_launched_on(property as usize),
+        !worker.runs_launched_on(property.addr()),
         "{}",
         property::APPLY_ON_OWN_LATCH
     );
     // Counted as waiting meanwhile: new launches on the property wait behind this apply.
-    // SAFETY: on the property's trustee thread; the caller's handle keeps it live.
-    unsafe { property::set_applies_waiting(property.cast(), 1) };
+    property.set_applies_waiting(1);
     loop {
         // A fiber that a fiber launched on the latch joins (through joins on this worker) would wait for its
         // joiner: refused before it waits, and after every wake-up, since such a join may come while it waits
         // (the join makes it ready, `Scheduler::recheck_latch_waiters`; review 98: it waited for good).
-        let refused = worker.joined_by_launched_on(property as usize);
-        // SAFETY: as above.
-        if refused || !unsafe { property::launched(property.cast()) } {
-            // SAFETY: as above.
-            unsafe { property::set_applies_waiting(property.cast(), -1) };
+        let refused = worker.joined_by_launched_on(property.addr());
+        if refused || !property.launched() {
+            property.set_applies_waiting(-1);
             if refused {
                 panic!("{}", property::APPLY_JOINED_BY_LAUNCHED);
             }
@@ -425,7 +416,7 @@ fn wait_for_launched<T>(worker: &Worker, property: *mut Property<T>) {
         // Suspended, not yielding in a loop: a launched fiber may hold the latch for long (asleep, waiting for
         // a socket), and the worker must be free to sleep meanwhile. The last one to end makes this ready.
         let (_, id) = worker.fiber.get().expect("in a fiber");
-        worker.scheduler.wait_for_launched(property as usize, id);
+        worker.scheduler.wait_for_launched(property.addr(), id);
         suspend_on(worker);
     }
 }
@@ -553,25 +544,25 @@ impl<T: Send + 'static> Trust<T> {
         // A fiber launched on this very value would wait for itself: the value is retired only once every
         // launched fiber has ended.
         if let Some(worker) = caller {
-            let property = self.property.as_ptr() as usize;
+            let property = self.handle.as_ptr() as usize;
             assert!(!worker.runs_launched_on(property), "{TAKE_ON_OWN_LATCH}");
             // Nor one joined by such a fiber: its joiner waits for it.
             assert!(!worker.joined_by_launched_on(property), "{TAKE_JOINED_BY_LAUNCHED}");
         }
-        let this = std::mem::ManuallyDrop::new(self);
-        let property = SendPtr(this.property.as_ptr());
-        let trustee = this.trustee;
+        let local = self.is_local();
+        let shared = self.handle.shared();
+        // The handle travels to the trustee, which gives up its count there.
+        let Trust { handle } = self;
         let (verdict, promise) = fiber::promise::<Result<V, Option<Trust<T>>>>();
-        if this.is_local() {
+        if local {
             // A fiber here (the checks above panic for anything else on a worker): a join that makes a fiber
             // launched on the latch wait for it refuses the take (`Worker::refuse_joined_takes`).
             let fiber = caller.and_then(|worker| worker.fiber.get()).map(|(_, id)| id);
-            // SAFETY: on the trustee, for the count this handle owns (the handle is not dropped).
-            unsafe { begin_take(property, trustee, promise, give_back, wrap, fiber) };
+            begin_take(handle, promise, give_back, wrap, fiber);
         } else {
-            // SAFETY: as above, on the trustee; the handle's count keeps the property live until the record runs.
-            let begin = move || unsafe { begin_take(property, trustee, promise, give_back, wrap, None) };
-            call::call_from(caller, this.trustee.shared, job::Always(begin));
+            // The handle's count keeps the property live until the record runs.
+            let begin = move || begin_take(handle, promise, give_back, wrap, None);
+            call::call_from(caller, shared, job::Always(begin));
         }
         verdict
     }
@@ -580,38 +571,23 @@ impl<T: Send + 'static> Trust<T> {
 /// On the trustee: gives up a handle's count and retires the property to a taker that keeps `promise` (the
 /// value, or with `give_back` a handle counted again, else nothing; or the refusal, see `TakeRefused`). `fiber`:
 /// the fiber of this worker that waits for the verdict, if the take is its own, inline.
-///
-/// # Safety
-/// On `p`'s trustee thread (`trustee`'s), for a count the caller owned.
-unsafe fn begin_take<T: Send + 'static, V: Send + 'static>(
-    p: SendPtr<Property<T>>,
-    trustee: Trustee,
+fn begin_take<T: Send + 'static, V: Send + 'static>(
+    handle: Handle<T>,
     promise: Promise<Result<V, Option<Trust<T>>>>,
     give_back: bool,
     wrap: impl FnOnce(T) -> V + 'static,
     fiber: Option<usize>,
 ) {
-    let h: *mut Header = p.get().cast();
-    // SAFETY: by the contract. Whether the count reached zero is decided at settlement, by the taker.
-    let _ = unsafe { property::add_refs(h, -1) };
-    let taker = move |settled: Settled| match settled {
-        // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
-        Settled::Unreferenced => promise.keep(Ok(wrap(unsafe { property::take_unregistered(p.get()) }))),
-        Settled::Referenced if give_back => {
-            // SAFETY: still registered (referenced), on its trustee: the new count is the handle's.
-            let handle = unsafe {
-                property::incref(h);
-                Trust::from_raw(p.get(), trustee)
-            };
-            promise.keep(Err(Some(handle)));
-        }
-        Settled::Referenced => promise.keep(Err(None)),
+    let taker = move |taken: Taken<T>| match taken {
+        Taken::Value(value) => promise.keep(Ok(wrap(value))),
+        Taken::GivenBack(handle) => promise.keep(Err(Some(Trust::from_handle(handle)))),
+        Taken::Referenced => promise.keep(Err(None)),
         // The count stays given up, as when the refusal comes before the take: the handle is gone either way.
-        Settled::JoinedByLaunched => promise.fail(Box::new(TakeRefused)),
+        Taken::JoinedByLaunched => promise.fail(Box::new(TakeRefused)),
     };
     context::worker()
         .expect("reference counts change on the trustee")
-        .retire_to(h, Box::new(taker), fiber);
+        .take(handle, give_back, fiber, taker);
 }
 
 /// The verdict of a take refused while it waited (`Settled::JoinedByLaunched`): the taking fiber raises the
@@ -650,35 +626,11 @@ impl<T> Clone for Trust<T> {
     /// increment is sent before the clone can escape, so it is ordered before anything the clone is used for
     /// on this thread, and the trustee never drops the value while it is on its way (see `Worker::retire`).
     fn clone(&self) -> Self {
-        let header = self.header();
-        if is_current(self.trustee.shared) {
-            // SAFETY: on the trustee thread; `self` keeps the property live.
-            unsafe { property::incref(header.get()) };
-        } else if self.trustee.shared.is_running() {
-            // SAFETY: as above, on the trustee; `self` is counted there until after this record runs.
-            call::count(self.trustee.shared, header, 1);
-        }
         Trust {
-            property: self.property,
-            trustee: self.trustee,
-            _owns: PhantomData,
+            handle: self.handle.clone(),
         }
     }
 }
 
-impl<T> Drop for Trust<T> {
-    /// Uncounts the handle without waiting; the last one drops the value on its trustee. After the runtime has
-    /// shut down this does nothing: shutdown already dropped the value.
-    fn drop(&mut self) {
-        let shared = self.trustee.shared;
-        if !shared.is_running() {
-            return;
-        }
-        let header = self.header();
-        match context::worker() {
-            // SAFETY: on the trustee thread, for a reference this handle owned.
-            Some(worker) if std::ptr::eq(worker.shared, shared) => unsafe { worker.count(header.get(), -1) },
-            _ => call::count(shared, header, -1),
-        }
-    }
-}
+// Drop: the handle's (`call`'s `Drop for Handle`) uncounts it without waiting; the last one drops the value on
+// its trustee. After the runtime has shut down it does nothing: shutdown already dropped the value.

@@ -7,7 +7,7 @@ use crate::delegation::api::fiber;
 use crate::delegation::call;
 use crate::delegation::trustee::job;
 use crate::delegation::worker::context;
-use crate::delegation::trustee::property::{Header, Property, Registration, SendPtr};
+use crate::delegation::trustee::handle::Fresh;
 use crate::delegation::trustee::shared::{self, SHUT_DOWN, TrusteeShared};
 use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 
@@ -46,21 +46,17 @@ impl Trustee {
     /// Panics if the runtime has been shut down, or shuts down while this waits.
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         // A large value is written straight into the allocation (`allocate` builds the property on the stack).
-        let property = if const { size_of::<T>() > BOX_ABOVE } {
-            Property::allocate_in_place(value)
+        let fresh = if const { size_of::<T>() > BOX_ABOVE } {
+            Fresh::allocate_in_place(value)
         } else {
-            Property::allocate(value)
+            Fresh::allocate(value)
         };
         if !self.shared.is_running() {
-            // SAFETY: fresh from `allocate`, and nobody else has it: the value is dropped with its box, once.
-            shared::refuse(unsafe { Box::from_raw(property) }, shared::closed_message(SHUT_DOWN));
+            // The value is dropped with the fresh property, once.
+            shared::refuse(fresh, shared::closed_message(SHUT_DOWN));
         }
-        let header = SendPtr(property.cast::<Header>());
-        if is_current(self.shared) {
-            // SAFETY: fresh property of this trustee, on its thread.
-            context::with_registry(|r| unsafe { r.adopt(header.get()) });
-            // SAFETY: `property` is live with one reference, which the handle owns.
-            return unsafe { Trust::from_raw(property, *self) };
+        if let Some(worker) = context::worker().filter(|w| std::ptr::eq(w.shared, self.shared)) {
+            return Trust::from_handle(worker.adopt_fresh(fresh));
         }
         // Made before the registration goes: a `may` coroutine cancelled while its registration waits (past
         // `REGISTERING_MAX`) unwinds out of `register` with the record sent, which the trustee runs later; the
@@ -68,16 +64,14 @@ impl Trustee {
         // without it, each such cancel left its value registered with a count nobody held, alive until
         // shutdown). A registration dropped unrun (a shutdown) drops the value itself, and the handle's drop
         // does nothing then (the runtime is no longer running).
-        // SAFETY: `property` is live with one reference, which the handle owns.
-        let handle = unsafe { Trust::from_raw(property, *self) };
-        // SAFETY: fresh, and registered only by this record.
-        let registration = unsafe { Registration::new(header.get()) };
+        let (handle, registration) = fresh.entrust_to(self.shared);
+        let handle = Trust::from_handle(handle);
         let shared = self.shared;
         register(shared, move || {
-            let h = registration.into_header();
             shared.registered();
-            // SAFETY: runs on the trustee; the property is fresh and unregistered.
-            context::with_registry(|r| unsafe { r.adopt(h) })
+            context::worker()
+                .expect("property bookkeeping runs on its trustee's worker")
+                .adopt(registration);
         });
         handle
     }

@@ -9,6 +9,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 
 use crate::delegation::trustee::{local, unwind};
+use crate::delegation::trustee::handle::Local;
 use crate::delegation::trustee::property::{self, Header, Property, SendPtr};
 use crate::delegation::protocol::slot::{self, Record};
 
@@ -29,24 +30,25 @@ pub(crate) trait Job: Send + 'static {
 }
 
 /// The start of a launched fiber: waits while a plain apply waits on the property (see
-/// [`property::applies_wait`]), then runs `start`.
-pub(crate) struct Launch<F> {
-    pub(crate) property: SendPtr<Header>,
+/// [`property::applies_wait`]), then runs `start` with the property, on its trustee.
+pub(crate) struct Launch<T, F> {
+    pub(crate) property: SendPtr<Property<T>>,
     pub(crate) start: F,
 }
 
-impl<R, F: FnOnce() -> R + Send + 'static> Job for Launch<F> {
+impl<T: 'static, R, F: FnOnce(Local<'_, T>) -> R + Send + 'static> Job for Launch<T, F> {
     type Output = R;
     fn run(self) -> Result<R, Self> {
         // SAFETY: runs on the property's trustee; the launching handle keeps it live until served.
-        if unsafe { property::applies_wait(self.property.get()) } {
+        let local = unsafe { Local::new(self.property.get()) };
+        if local.applies_wait() {
             return Err(self);
         }
-        Ok((self.start)())
+        Ok((self.start)(local))
     }
 
     fn waits_on(&self) -> *mut Header {
-        self.property.get()
+        self.property.get().cast()
     }
 }
 

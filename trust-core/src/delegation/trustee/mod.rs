@@ -1,6 +1,7 @@
 //! What runs on a trustee: entrusted properties (their values, counts and borrow flags) and the jobs a
 //! request record runs on them.
 
+pub(crate) mod handle;
 pub(crate) mod job;
 pub(crate) mod local;
 pub(crate) mod metrics;

@@ -321,34 +321,6 @@ pub(crate) unsafe fn in_use(h: *mut Header) -> bool {
     unsafe { (*h).in_use.get() || (*h).launched.get() > 0 }
 }
 
-/// A fresh property on its way to its trustee's registry (in the record `entrust` sends): dropped unrun (sent
-/// as the trustee shut down, which then never runs it), it drops the property, which nothing else would.
-#[derive(Debug)]
-pub(crate) struct Registration(SendPtr<Header>);
-
-impl Registration {
-    /// # Safety
-    /// `h` is a fresh property, not registered, that only this registration will register or drop.
-    pub(crate) unsafe fn new(h: *mut Header) -> Self {
-        Registration(SendPtr(h))
-    }
-
-    /// The property, to register now.
-    pub(crate) fn into_header(self) -> *mut Header {
-        let h = self.0.get();
-        std::mem::forget(self);
-        h
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        // SAFETY: by `new`'s contract, unregistered and dropped by nothing else; unrun, the runtime has shut
-        // down (its workers drop records unrun only then), so no handle reaches the value any more.
-        unsafe { drop_unregistered(self.0.get()) }
-    }
-}
-
 /// Drops an unregistered property; a panic in `T::drop` is reported and swallowed so the trustee keeps serving.
 ///
 /// # Safety

@@ -18,6 +18,7 @@ use crate::delegation::worker::reactor::{self, Reactor};
 use crate::delegation::protocol::parker::{Backoff, Parker};
 use crate::delegation::trustee::local;
 use crate::delegation::trustee::unwind;
+use crate::delegation::trustee::handle::{Fresh, Handle, OnTrustee, Registration};
 use crate::delegation::trustee::property::{self, Header, Registry};
 use crate::delegation::protocol::slot::Cursor;
 use crate::delegation::stack::StackPool;
@@ -89,6 +90,16 @@ pub(crate) enum Settled {
     /// Refused before it settled: a fiber launched on the latch now joins the fiber that waits for the take,
     /// and the settlement would wait for that joiner to end (`Worker::refuse_joined_takes`). The property
     /// stays retired, its count given up, as a plain drop of the handle leaves it.
+    JoinedByLaunched,
+}
+
+/// What a take (`Worker::take`) gets once its property settles: the value, moved out; a handle counted again
+/// (when it asked for one back); or no: referenced, or refused (see `Settled`).
+#[derive(Debug)]
+pub(crate) enum Taken<T> {
+    Value(T),
+    GivenBack(Handle<T>),
+    Referenced,
     JoinedByLaunched,
 }
 
@@ -275,6 +286,68 @@ pub(crate) fn run(shared: &'static TrusteeShared, stacks: &'static StackPool, (r
 }
 
 impl Worker {
+    /// Proof that this is this worker's trustee's thread, for the property handles (`Handle::local`).
+    #[inline(always)]
+    pub(crate) fn on_trustee(&self) -> OnTrustee {
+        // SAFETY: a `&Worker` is had only on its own thread: the worker thread-local hands it out there
+        // (`context::worker`), and `Worker` is `!Sync` (its `RefCell`s), so no reference to it crosses threads.
+        unsafe { OnTrustee::new(self.shared) }
+    }
+
+    /// Entrusts a fresh property to this worker's trustee, on its thread: registered at once.
+    pub(crate) fn adopt_fresh<T>(&self, fresh: Fresh<T>) -> Handle<T> {
+        let property = fresh.into_raw();
+        // SAFETY: a fresh property, not registered, now this trustee's, on its thread.
+        unsafe { self.registry.borrow_mut().adopt(property.as_ptr().cast()) };
+        // SAFETY: live and registered with this trustee; the one count is the handle's.
+        unsafe { Handle::from_raw(property, self.shared) }
+    }
+
+    /// Registers a property entrusted from another thread (`Fresh::entrust_to`), as its registration record
+    /// runs on this trustee.
+    pub(crate) fn adopt(&self, registration: Registration) {
+        assert!(
+            std::ptr::eq(registration.shared(), self.shared),
+            "a registration runs on its own trustee"
+        );
+        let h = registration.into_header();
+        // SAFETY: a fresh property of this trustee (checked above), on its thread, registered only by its one
+        // registration: this.
+        unsafe { self.registry.borrow_mut().adopt(h) };
+    }
+
+    /// On the property's trustee (this worker's): gives up `handle`'s count and retires the property to
+    /// `taker` (`Trust::try_unwrap`/`into_inner`): once settled, the value if no handle is counted then, else
+    /// (with `give_back`) a handle counted again, or nothing; or the refusal (`Settled::JoinedByLaunched`).
+    /// `fiber`: the fiber of this worker that waits for the verdict, if the take is its own, inline.
+    pub(crate) fn take<T: 'static>(
+        &self,
+        handle: Handle<T>,
+        give_back: bool,
+        fiber: Option<usize>,
+        taker: impl FnOnce(Taken<T>) + 'static,
+    ) {
+        let shared = self.shared;
+        // Whether the count reached zero is decided at settlement, below.
+        let p = handle.give_up(self.on_trustee());
+        let h: *mut Header = p.as_ptr().cast();
+        let settle = move |settled: Settled| match settled {
+            // SAFETY: the worker unregistered it, unreferenced and settled: nobody uses it again.
+            Settled::Unreferenced => taker(Taken::Value(unsafe { property::take_unregistered(p.as_ptr()) })),
+            Settled::Referenced if give_back => {
+                // SAFETY: still registered (referenced), on its trustee: the new count is the handle's.
+                let handle = unsafe {
+                    property::incref(h);
+                    Handle::from_raw(p, shared)
+                };
+                taker(Taken::GivenBack(handle));
+            }
+            Settled::Referenced => taker(Taken::Referenced),
+            Settled::JoinedByLaunched => taker(Taken::JoinedByLaunched),
+        };
+        self.retire_to(h, Box::new(settle), fiber);
+    }
+
     /// Whom an `apply_then` or `launch_then` issued on this worker counts for (whose `wait_pending` waits for
     /// it): the running fiber; outside a fiber, the issuer of the continuation running now, so that a chain
     /// of them counts for the fiber (or thread) that started it; inside a delegated closure (even one a fiber
