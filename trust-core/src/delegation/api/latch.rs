@@ -10,7 +10,7 @@
 //! by a fiber that the holder waits for so (a blocking `launch` joins its fiber), also when it waits already as
 //! the join that closes the cycle is made.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
@@ -20,6 +20,7 @@ use std::panic::{self, AssertUnwindSafe, resume_unwind};
 use crate::delegation::worker::context;
 use crate::delegation::api::fiber::{self, Fiber};
 use crate::delegation::trustee::job::{Launch, Outcome};
+use crate::delegation::trustee::latch_cell::{CellGuard, LatchCell};
 use crate::delegation::trustee::handle::{self, Local};
 use crate::delegation::trustee::property::SendPtr;
 use crate::Trust;
@@ -56,13 +57,13 @@ const LOCK_WAITED_FOR_BY_HOLDER: &str = "`Latch::lock` would wait for good: the 
 /// inside an entrusted property (`Trust<Latch<T>>`) and is used by fibers started with
 /// [`Trust::launch`]; being `!Sync`, it never leaves its trustee's thread, so plain `Cell`s suffice.
 pub struct Latch<T> {
-    locked: OnItsThread<Cell<bool>>,
     /// The fiber that holds the lock, by id and serial number (ids are reused: a holder that forgot its guard
     /// and ended is not the next fiber given its id), to refuse a second `lock` by it. `NO_FIBER`: none, or
     /// not a fiber.
     holder: OnItsThread<Cell<(usize, u64)>>,
     waiters: OnItsThread<RefCell<VecDeque<usize>>>,
-    value: OnItsThread<UnsafeCell<T>>,
+    /// The value, and whether a guard holds it (locked).
+    value: OnItsThread<LatchCell<T>>,
     /// The one reason `Latch` is `!Sync`: a latch (or its guard, a `&Latch`) sent across threads is one
     /// error naming `Cell<()>`, not one per field (review 93 found four for `launch(|l| l.lock())`).
     _not_sync: PhantomData<Cell<()>>,
@@ -90,7 +91,7 @@ unsafe impl<T: Send> Send for Latch<T> {}
 impl<T> fmt::Debug for Latch<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Latch")
-            .field("locked", &self.locked.get())
+            .field("locked", &self.value.is_locked())
             .finish_non_exhaustive()
     }
 }
@@ -98,10 +99,9 @@ impl<T> fmt::Debug for Latch<T> {
 impl<T> Latch<T> {
     pub fn new(value: T) -> Self {
         Latch {
-            locked: OnItsThread(Cell::new(false)),
             holder: OnItsThread(Cell::new(NO_FIBER)),
             waiters: OnItsThread(RefCell::new(VecDeque::new())),
-            value: OnItsThread(UnsafeCell::new(value)),
+            value: OnItsThread(LatchCell::new(value)),
             _not_sync: PhantomData,
         }
     }
@@ -115,8 +115,8 @@ impl<T> Latch<T> {
     /// whose blocking `launch` locks the latch): when it would wait, or later, once the join that closes the
     /// cycle is made. Joins across workers are not followed.
     pub fn lock(&self) -> LatchGuard<'_, T> {
-        if !self.locked.get() {
-            return self.take();
+        if let Some(value) = self.value.try_lock() {
+            return self.take(value);
         }
         let fiber = context::fiber().filter(|_| context::worker().is_some() && !context::in_delegated());
         let Some((_, id)) = fiber else {
@@ -140,11 +140,12 @@ impl<T> Latch<T> {
             scheduler.lock_resumed(id);
             // Handed over by the guard's drop, still locked: a holder that locks again at once queues behind.
             if self.holder.get() == me {
-                return LatchGuard { latch: self };
+                let value = self.value.take_handed().expect("handed over to this fiber");
+                return LatchGuard { latch: self, value };
             }
-            if !self.locked.get() {
+            if let Some(value) = self.value.try_lock() {
                 self.waiters.borrow_mut().retain(|&w| w != id);
-                return self.take();
+                return self.take(value);
             }
             // Made ready by a join that closed a cycle through this fiber (`Scheduler::recheck_lock_waiters`).
             if self.holder_waits_for(id) {
@@ -156,13 +157,13 @@ impl<T> Latch<T> {
 
     /// Locks the latch if it is free.
     pub fn try_lock(&self) -> Option<LatchGuard<'_, T>> {
-        (!self.locked.get()).then(|| self.take())
+        self.value.try_lock().map(|value| self.take(value))
     }
 
-    fn take(&self) -> LatchGuard<'_, T> {
-        self.locked.set(true);
+    /// The guard of the latch, just locked by the caller.
+    fn take<'a>(&'a self, value: CellGuard<'a, T>) -> LatchGuard<'a, T> {
         self.holder.set(context::fiber().map_or(NO_FIBER, |(_, id)| current_fiber(id)));
-        LatchGuard { latch: self }
+        LatchGuard { latch: self, value }
     }
 
     /// The value, through exclusive access to the latch (no locking needed).
@@ -208,6 +209,8 @@ fn current_fiber(id: usize) -> (usize, u64) {
 /// Access to a latch's value; unlocks (and resumes the next waiting fiber) when dropped.
 pub struct LatchGuard<'a, T> {
     latch: &'a Latch<T>,
+    /// The latch's value, held.
+    value: CellGuard<'a, T>,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LatchGuard<'_, T> {
@@ -219,15 +222,13 @@ impl<T: fmt::Debug> fmt::Debug for LatchGuard<'_, T> {
 impl<T> Deref for LatchGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard holds the latch: no other guard exists, and `&mut Latch` cannot (it is shared).
-        unsafe { &*self.latch.value.get() }
+        &self.value
     }
 }
 
 impl<T> DerefMut for LatchGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`, and the guard is borrowed mutably.
-        unsafe { &mut *self.latch.value.get() }
+        &mut self.value
     }
 }
 
@@ -239,12 +240,13 @@ impl<T> Drop for LatchGuard<'_, T> {
         if let Some(worker) = context::worker() {
             let next = latch.waiters.borrow_mut().pop_front();
             if let Some(id) = next {
+                self.value.hand_over_on_drop();
                 latch.holder.set((id, worker.scheduler.serial_of(id)));
                 worker.scheduler.hand_latch_to(id);
                 return;
             }
         }
-        latch.locked.set(false);
+        // Unlocked as the value's guard drops, next.
         latch.holder.set(NO_FIBER);
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod handle;
 pub(crate) mod job;
+pub(crate) mod latch_cell;
 pub(crate) mod local;
 pub(crate) mod metrics;
 pub(crate) mod oneshot;
