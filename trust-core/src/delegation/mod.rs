@@ -10,7 +10,9 @@
 //! - [`api`]: what users name — `Trust`, `Trustee`, `Runtime`, fibers, `Latch`, `ApplyFuture`.
 //!
 //! [`stack`] (fiber stacks and their guard pages) depends on nothing here. `unsafe` lives in `protocol`,
-//! `trustee`, `client`, `worker` and `stack`; `api` has none but `unsafe impl Send/Sync` and the raw handle.
+//! `trustee`, `client`, `worker`, `call` and `stack`; `api` has none but `unsafe impl Send/Sync` (and the
+//! declaration of the `unsafe trait Entrusted`): it reaches a property through `trustee::handle`'s safe
+//! methods. `.ci/run` checks it.
 
 pub(crate) mod api;
 pub(crate) mod call;

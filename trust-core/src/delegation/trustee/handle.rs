@@ -200,14 +200,16 @@ impl<'a, T> Local<'a, T> {
     }
 
     /// Runs `f` on the value, inline; a panic in `f` unwinds to the caller (see [`property::apply_local`]).
-    #[inline]
+    /// Always inlined, as `Local`'s other methods: the local shortcut calls `apply_local` as it did, with no frame
+    /// between (in a debug build, each frame a closure passes through copies it).
+    #[inline(always)]
     pub(crate) fn apply<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: as in `launched`; `apply_local` refuses a second `&mut` (re-entrancy, launched fibers).
         unsafe { property::apply_local(self.property.as_ptr(), f) }
     }
 
     /// `apply` with a panic caught and returned (see [`property::apply_caught`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply_caught<R>(&self, f: impl FnOnce(&mut T) -> R) -> std::thread::Result<R> {
         // SAFETY: as in `apply`.
         unsafe { property::apply_caught(self.property.as_ptr(), f) }

@@ -1,4 +1,5 @@
-//! What runs on a trustee: entrusted properties (their values, counts and borrow flags) and the jobs a
+//! What runs on a trustee: entrusted properties (their values, counts and borrow flags), the handles through
+//! which the floors above reach them safely (`handle`), a latch's value cell (`latch_cell`), and the jobs a
 //! request record runs on them.
 
 pub(crate) mod handle;
