@@ -7,7 +7,7 @@ use crate::delegation::api::fiber;
 use crate::delegation::call;
 use crate::delegation::trustee::job;
 use crate::delegation::worker::context;
-use crate::delegation::trustee::handle::Fresh;
+use crate::delegation::trustee::property::Property;
 use crate::delegation::trustee::shared::{self, SHUT_DOWN, TrusteeShared};
 use crate::delegation::api::trust::{BOX_ABOVE, Trust};
 
@@ -47,9 +47,9 @@ impl Trustee {
     pub fn entrust<T: Send + 'static>(&self, value: T) -> Trust<T> {
         // A large value is written straight into the allocation (`allocate` builds the property on the stack).
         let fresh = if const { size_of::<T>() > BOX_ABOVE } {
-            Fresh::allocate_in_place(value)
+            Property::allocate_in_place(value)
         } else {
-            Fresh::allocate(value)
+            Property::allocate(value)
         };
         if !self.shared.is_running() {
             // The value is dropped with the fresh property, once.

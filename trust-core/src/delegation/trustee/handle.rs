@@ -264,21 +264,13 @@ impl<T> Drop for Launched<T> {
     }
 }
 
-/// A property allocated for `entrust`, with one count, not yet registered with any trustee: dropped, it drops
-/// the value (on the dropping thread) and frees the property.
+/// A property allocated for `entrust` (by `Property::allocate` or `allocate_in_place`, its only makers), with
+/// one count, not yet registered with any trustee: dropped, it drops the value (on the dropping thread) and
+/// frees the property.
 #[derive(Debug)]
-pub(crate) struct Fresh<T>(NonNull<Property<T>>);
+pub(crate) struct Fresh<T>(pub(super) NonNull<Property<T>>);
 
 impl<T> Fresh<T> {
-    pub(crate) fn allocate(value: T) -> Self {
-        Fresh(NonNull::new(Property::allocate(value)).expect("allocated"))
-    }
-
-    /// `allocate` for a large value, written straight into the allocation (see `Property::allocate_in_place`).
-    pub(crate) fn allocate_in_place(value: T) -> Self {
-        Fresh(NonNull::new(Property::allocate_in_place(value)).expect("allocated"))
-    }
-
     /// Entrusts the property to `shared`'s trustee: its handle, owning the one count, and the registration to
     /// run on that trustee (`Worker::adopt`) before any request the handle sends.
     pub(crate) fn entrust_to(self, shared: &'static TrusteeShared) -> (Handle<T>, Registration) {

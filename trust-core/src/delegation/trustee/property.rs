@@ -4,7 +4,9 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
 
+use crate::delegation::trustee::handle::Fresh;
 use crate::delegation::trustee::shared::{self, SHUT_DOWN};
 use crate::delegation::trustee::{local, unwind};
 
@@ -80,18 +82,19 @@ unsafe fn release<T>(header: *mut Header, what: Release) {
 
 impl<T> Property<T> {
     /// A new property with one reference, not yet registered with its trustee.
-    pub(crate) fn allocate(value: T) -> *mut Property<T> {
-        Box::into_raw(Box::new(Property {
+    pub(crate) fn allocate(value: T) -> Fresh<T> {
+        let property = Box::into_raw(Box::new(Property {
             header: Self::new_header(),
             value: UnsafeCell::new(value),
-        }))
+        }));
+        Fresh(NonNull::new(property).expect("allocated"))
     }
 
     /// `allocate` for a value over `BOX_ABOVE` bytes: written straight into the allocation, not built into a
     /// `Property` on the stack first (in a debug build, each step copied it: a 32 KiB value entrusted from a
     /// fiber took three copies of the value of its 256 KiB stack, review 38).
     #[inline(never)]
-    pub(crate) fn allocate_in_place(value: T) -> *mut Property<T> {
+    pub(crate) fn allocate_in_place(value: T) -> Fresh<T> {
         let property = Box::into_raw(Box::<Property<T>>::new_uninit()).cast::<Property<T>>();
         // SAFETY: a fresh allocation for a `Property<T>`, each field written once; `UnsafeCell<T>` is laid out
         // as `T`.
@@ -99,7 +102,7 @@ impl<T> Property<T> {
             (&raw mut (*property).header).write(Self::new_header());
             (&raw mut (*property).value).cast::<T>().write(value);
         }
-        property
+        Fresh(NonNull::new(property).expect("allocated"))
     }
 
     #[inline(always)]
@@ -434,7 +437,7 @@ mod tests {
 
     #[test]
     fn properties_allocated_one_after_the_other_never_share_a_pair_of_cache_lines() {
-        let (a, b) = (Property::allocate(1u8), Property::allocate(2u8));
+        let (a, b) = (Property::allocate(1u8).into_raw().as_ptr(), Property::allocate(2u8).into_raw().as_ptr());
         assert_eq!(a as usize % 128, 0);
         assert_eq!(b as usize % 128, 0);
         assert!((a as usize).abs_diff(b as usize) >= 128);
