@@ -810,7 +810,11 @@ impl Drop for Outbox {
         }
         self.channel.closed.store(true, Ordering::Release);
         self.trustee.published(&self.channel);
-        if self.in_flight() && self.trustee.is_closing() {
+        // Records never published (the batch being built, the backlog) wait for that too: dropped unrun, a
+        // property's registration among them drops its value, and the closing trustee may still be serving
+        // other clients' requests on it (a worker's fiber entrusted it while both lanes were in flight, and
+        // sent a clone away: review 100 saw the value dropped under a closure's `&mut`).
+        if (self.in_flight() || self.has_unsent()) && self.trustee.is_closing() {
             // It may have taken them (its last serve) or not: only once it has closed is that settled. It
             // never waits for anyone meanwhile (a worker dropping its own client has closed already).
             while !self.trustee.is_closed() {
