@@ -331,7 +331,10 @@ impl Drop for Registration {
             return;
         }
         // SAFETY: unregistered and dropped by nothing else (`entrust_to` made the one registration); unrun, the
-        // runtime has shut down (checked above), so no handle reaches the value any more.
+        // runtime shutting down (checked above), and the trustee serves no request on the value any more: it drops
+        // records unrun itself only once its close has served what was sent, and other threads drop theirs only
+        // once it has closed (`Outbox::drop` waits for that: while it was still closing, review 100 saw the value
+        // dropped under another client's closure).
         unsafe { property::drop_unregistered(self.header.get()) }
     }
 }
