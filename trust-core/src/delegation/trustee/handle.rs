@@ -216,6 +216,11 @@ impl<'a, T> Local<'a, T> {
     }
 
     /// Counts a launched fiber in: the returned share gives it `&T` until dropped.
+    ///
+    /// The value may be in use when this is called: `launch_then` inside a closure delegated to the same latch
+    /// counts its fiber in while that closure's `&mut` to the value lives. The `&T` is sound all the same because
+    /// the share is first read inside the new fiber, which `fiber::start_here` only queues: it runs after the
+    /// closure has returned, and plain applies stay away while the count is up (review 100).
     pub(crate) fn launch(&self) -> Launched<T> {
         // SAFETY: as in `launched`.
         unsafe { property::set_launched(self.header(), 1) };
