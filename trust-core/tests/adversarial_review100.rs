@@ -41,6 +41,13 @@ fn counted(payload: u64) -> (Arc<AtomicUsize>, Counted) {
     (drops.clone(), Counted(drops, payload))
 }
 
+/// A value taken out of its property: still `payload`, not dropped by the runtime; dropped here, once.
+fn moved_out_then_dropped_once(v: Counted, payload: u64, drops: &AtomicUsize) {
+    assert_eq!((v.1, drops.load(Ordering::SeqCst)), (payload, 0));
+    drop(v);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
 /// Runs `f` in a fiber on worker `index`: launched on a latch of that trustee (a fiber there, not a delegated
 /// closure), and joined.
 fn on_worker<R: Send + 'static>(index: usize, f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -299,9 +306,7 @@ fn take_through_the_record_and_inline_counts_exactly() {
         let v = keep
             .into_inner()
             .expect("the last handle, from a plain thread");
-        assert_eq!((v.1, drops.load(Ordering::SeqCst)), (7, 0));
-        drop(v);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        moved_out_then_dropped_once(v, 7, &drops);
     }
 }
 
@@ -323,12 +328,10 @@ fn take_refused_before_sending_gives_the_handle_up_once() {
         assert!(message.contains("inside a delegated closure"), "{message}");
         // The given-up count is on its way: the value lives on through `keep`.
         assert_eq!(keep.apply(|v| v.1), 3);
-        assert_eq!(drops.load(Ordering::SeqCst), 0);
         let v = keep
             .into_inner()
             .expect("the refused handle's count was given up");
-        drop(v);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        moved_out_then_dropped_once(v, 3, &drops);
     }
 
     let (drops, value) = counted(9);
@@ -344,9 +347,7 @@ fn take_refused_before_sending_gives_the_handle_up_once() {
         .into_inner()
         .expect("the refused handle was given up")
         .into_inner();
-    assert_eq!((v.1, drops.load(Ordering::SeqCst)), (9, 0));
-    drop(v);
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    moved_out_then_dropped_once(v, 9, &drops);
 }
 
 /// `Worker::adopt_fresh` and `Handle::clone_here`: a value entrusted by a fiber to its own worker, cloned
@@ -498,9 +499,7 @@ fn forgotten_and_panicked_guards_in_launched_fibers() {
         3
     );
     let v = l.into_inner().expect("the last handle").into_inner();
-    assert_eq!((v.1, drops.load(Ordering::SeqCst)), (3, 0));
-    drop(v);
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    moved_out_then_dropped_once(v, 3, &drops);
 
     let l = rt().trustee(1).entrust(Latch::new(vec![0u8]));
     let message = catch_unwind(AssertUnwindSafe(|| {
@@ -829,8 +828,6 @@ fn take_in_a_forked_child_panics_and_drops_nothing() {
     );
     assert_eq!(t.apply(|v| v.1), 8);
     let v = t.into_inner().expect("the parent's one handle");
-    assert_eq!((v.1, drops.load(Ordering::SeqCst)), (8, 0));
-    drop(v);
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    moved_out_then_dropped_once(v, 8, &drops);
     child_ok();
 }
