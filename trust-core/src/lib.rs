@@ -33,7 +33,10 @@ macro_rules! not_loom {
     ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
 }
 
+/// Under loom: the protocol floor and the relay, for their models, which use part of them only (the rest is
+/// dead code in this build).
 #[cfg(loom)]
+#[allow(dead_code)]
 mod delegation {
     pub(crate) mod protocol;
     /// The relay's handshake with the polls that drain it (`relay::loom_model`).
