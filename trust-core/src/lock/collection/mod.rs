@@ -74,8 +74,10 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     ///
     /// # Panics
     ///
-    /// If `data` names one lock twice (e.g. `(&a, &a)`: two guards to one value), and, as a collection's
-    /// `lock`, if a lock is [broken](crate::lock::poison).
+    /// If `data` names one lock twice (e.g. `(&a, &a)`: two guards to one value), before taking any lock; and,
+    /// as a collection's `lock`, if a lock is [broken](crate::lock::poison) or its raw lock panics, after
+    /// releasing the locks already taken. A key passed by value is dropped by the panic, so it returns to the
+    /// thread.
     pub fn lock<L>(data: &'a L, key: K) -> Self
     where
         L: Lockable<Guard<'a> = G> + ?Sized,
@@ -90,7 +92,9 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     ///
     /// # Panics
     ///
-    /// If `data` names one lock twice, as [`LockGuard::lock`].
+    /// As [`LockGuard::lock`]: a lock named twice, a [broken](crate::lock::poison) lock, or a raw lock that
+    /// panics (also in the unlock that gives back what a failed try took) is a panic, not `Err`; the locks
+    /// this call took are released first (but for one whose raw unlock panicked, which is broken).
     pub fn try_lock<L>(data: &'a L, key: K) -> Result<Self, K>
     where
         L: Lockable<Guard<'a> = G> + ?Sized,
@@ -107,7 +111,8 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     ///
     /// # Panics
     ///
-    /// If `data` names one lock twice, as [`LockGuard::lock`].
+    /// As [`LockGuard::lock`]: a lock named twice (reading one `RwLock` twice too), a broken lock, a raw
+    /// lock that panics.
     pub fn read<L>(data: &'a L, key: K) -> Self
     where
         L: Sharable<ReadGuard<'a> = G> + ?Sized,
@@ -122,7 +127,8 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     ///
     /// # Panics
     ///
-    /// If `data` names one lock twice, as [`LockGuard::lock`].
+    /// As [`LockGuard::try_lock`]: a lock named twice, a broken lock or a raw lock that panics is a panic,
+    /// not `Err`.
     pub fn try_read<L>(data: &'a L, key: K) -> Result<Self, K>
     where
         L: Sharable<ReadGuard<'a> = G> + ?Sized,
