@@ -473,9 +473,9 @@ fn a_lock_named_twice_panics_before_taking_anything_and_a_key_by_value_comes_bac
     }
     assert_eq!(
         messages[0],
-        "`LockGuard::read`: the same lock appears twice in its data, which would give two guards to one value; \
-         name each lock once (`LockCollection::try_new` checks data built at run time and returns `None` for \
-         duplicates)"
+        "`LockGuard::read`: the same lock appears twice in its data, which would read-lock it twice, and the \
+         second read can wait for good behind a writer; name each lock once (`LockCollection::try_new` checks \
+         data built at run time and returns `None` for duplicates)"
     );
     assert_eq!(key_came_back, [true; 10]);
     assert_eq!(left_locked, 0);

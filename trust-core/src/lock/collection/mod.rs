@@ -82,7 +82,7 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     where
         L: Lockable<Guard<'a> = G> + ?Sized,
     {
-        utils::lock_in_order(&distinct_locks(data, "lock"), Mode::Exclusive);
+        utils::lock_in_order(&distinct_locks(data, "lock", Mode::Exclusive), Mode::Exclusive);
         // SAFETY: every lock `data` reports is held exclusively, once each; the guards release them.
         let guard = unsafe { data.guard() };
         LockGuard { guard, key, _in_use: KeyInUse::new() }
@@ -99,7 +99,7 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     where
         L: Lockable<Guard<'a> = G> + ?Sized,
     {
-        if !utils::try_lock_in_order(&distinct_locks(data, "try_lock"), Mode::Exclusive) {
+        if !utils::try_lock_in_order(&distinct_locks(data, "try_lock", Mode::Exclusive), Mode::Exclusive) {
             return Err(key);
         }
         // SAFETY: as in `lock`.
@@ -117,7 +117,7 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     where
         L: Sharable<ReadGuard<'a> = G> + ?Sized,
     {
-        utils::lock_in_order(&distinct_locks(data, "read"), Mode::Shared);
+        utils::lock_in_order(&distinct_locks(data, "read", Mode::Shared), Mode::Shared);
         // SAFETY: every lock `data` reports is held shared, once each; the read guards release them.
         let guard = unsafe { data.read_guard() };
         LockGuard { guard, key, _in_use: KeyInUse::new() }
@@ -133,7 +133,7 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     where
         L: Sharable<ReadGuard<'a> = G> + ?Sized,
     {
-        if !utils::try_lock_in_order(&distinct_locks(data, "try_read"), Mode::Shared) {
+        if !utils::try_lock_in_order(&distinct_locks(data, "try_read", Mode::Shared), Mode::Shared) {
             return Err(key);
         }
         // SAFETY: as in `read`.
@@ -142,14 +142,19 @@ impl<'a, G, K: Keyable> LockGuard<G, K> {
     }
 }
 
-/// The locks of `data` in the global order, or a panic naming `LockGuard::{method}` if one appears twice.
-fn distinct_locks<'a, L: Lockable + ?Sized>(data: &'a L, method: &str) -> Vec<&'a dyn RawLock> {
+/// The locks of `data` in the global order, or a panic naming `LockGuard::{method}` if one appears twice (and
+/// what it would do in `mode`: two writers of one value; or a second read, which can wait for good behind a
+/// writer that waits for the first).
+fn distinct_locks<'a, L: Lockable + ?Sized>(data: &'a L, method: &str, mode: Mode) -> Vec<&'a dyn RawLock> {
     let locks = utils::sorted_locks(data);
     if utils::sorted_has_duplicates(&locks) {
+        let harm = match mode {
+            Mode::Exclusive => "which would give two guards to one value",
+            Mode::Shared => "which would read-lock it twice, and the second read can wait for good behind a writer",
+        };
         panic!(
-            "`LockGuard::{method}`: the same lock appears twice in its data, which would give two guards to one \
-             value; name each lock once (`LockCollection::try_new` checks data built at run time and returns `None` \
-             for duplicates)"
+            "`LockGuard::{method}`: the same lock appears twice in its data, {harm}; name each lock once \
+             (`LockCollection::try_new` checks data built at run time and returns `None` for duplicates)"
         );
     }
     locks
