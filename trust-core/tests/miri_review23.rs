@@ -993,7 +993,7 @@ mod delegation {
     #[test]
     fn values_entrusted_and_dropped_by_threads_that_never_call_are_dropped_without_a_probe() {
         const THREADS: usize = 4;
-        const EACH: usize = if cfg!(miri) { 100 } else { 2_000 };
+        const EACH: usize = if cfg!(miri) { 50 } else { 2_000 };
         let drops = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..THREADS)
             .map(|_| {
